@@ -14,12 +14,22 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 
 Run `python -m pytest -q tests/test_tokenizers.py` to compare against transformers' tokenizers.
 """
+import hashlib
+import io
 import json
 import os
+import random
+import re
+import sys
+import time
 import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import sentencepiece
 import tiktoken
+import torch
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -152,3 +162,280 @@ def load_tokenizer(path):
             if value is not None:
                 setattr(tok, key, value[0] if isinstance(value, list) else value)
     return tok
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instruction data: Stanford Alpaca's records and prompt templates, tokenized for a causal-LM loss
+
+IGNORE = -100  # the label of a token that carries no loss (prompt, padding): cross_entropy's ignore_index
+# Stanford Alpaca's templates, word for word (tatsu-lab/stanford_alpaca, train.py, PROMPT_DICT)
+PROMPT_DICT = {
+    "prompt_input": (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+    ),
+    "prompt_no_input": (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Response:"
+    ),
+}
+ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
+
+
+def alpaca_prompt(record):
+    """The prompt Alpaca trains on: the template with input when the record's input is not empty."""
+    key = "prompt_input" if record.get("input", "") != "" else "prompt_no_input"
+    return PROMPT_DICT[key].format_map(record)
+
+
+def read_records(path):
+    """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings;
+    `input` is optional (Alpaca's empty string). A malformed record is an error naming its index and field."""
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()] if path.endswith(".jsonl") else json.load(f)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: record {i} is a {type(r).__name__}, not an object")
+        for field in ("instruction", "input", "output"):
+            if field == "input" and field not in r:
+                continue
+            if field not in r:
+                raise ValueError(f"{path}: record {i} has no {field!r} field (it has {sorted(r)})")
+            if not isinstance(r[field], str):
+                raise ValueError(f"{path}: record {i} field {field!r} is a {type(r[field]).__name__}, not a string")
+    return records
+
+
+def tokenize_records(records, tok, seq_len):
+    """Each record -> {"input_ids", "labels"}: the prompt's tokens, then the response's and EOS; labels are the ids
+    with the prompt set to IGNORE, so only the response is learned. Prompt and response are tokenized apart and
+    joined (as torchtune does), so the boundary is exact whatever the tokenizer merges. Sequences longer than
+    seq_len keep their first seq_len tokens. Returns (examples, number truncated)."""
+    examples, truncated = [], 0
+    for r in records:
+        prompt, response = tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)
+        ids, labels = prompt + response, [IGNORE] * len(prompt) + response
+        truncated += len(ids) > seq_len
+        examples.append({"input_ids": ids[:seq_len], "labels": labels[:seq_len]})
+    return examples, truncated
+
+
+def split_records(records, val_fraction, seed):
+    """A seeded held-out split: (train, validation), the validation part round(val_fraction * n) records."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = round(val_fraction * len(records))
+    return [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
+
+
+def length_grouped_batches(lengths, batch_size, seed, group=64):
+    """Batches of indices whose sequences have similar lengths (less padding): a seeded shuffle, length-sorted
+    within groups of `group` batches, cut into batches, and the batches shuffled. One call = one epoch."""
+    rng, order = random.Random(seed), list(range(len(lengths)))
+    rng.shuffle(order)
+    batches, span = [], batch_size * group
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: -lengths[i])  # stable: ties keep the shuffle
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples, pad_id=0):
+    """Right-padded (B, T) tensors. The padding's labels are IGNORE, and with causal attention no real token sees
+    a later pad, so a causal LM needs no attention mask; `attention_mask` is there for models that do."""
+    T = max(len(e["input_ids"]) for e in examples)
+    pad = lambda seq, value: seq + [value] * (T - len(seq))  # noqa: E731
+    return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
+            "labels": torch.tensor([pad(e["labels"], IGNORE) for e in examples]),
+            "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples])}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Downloads over HTTPS (urllib): progress bar, resume of partial files, size and sha256 checks
+
+HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are gated (accept the licence first)
+    "llama2-7b": "meta-llama/Llama-2-7b-hf", "llama2-13b": "meta-llama/Llama-2-13b-hf",
+    "llama2-70b": "meta-llama/Llama-2-70b-hf", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
+    "tinyllama-1.1b": "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl"}
+SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "vocab.json", "merges.txt")
+
+
+def cache_dir(*parts):
+    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model."""
+    root = os.environ.get("LORASP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lorasp")
+    return os.path.join(root, *parts)
+
+
+def _request(url, token=None, method="GET", headers=None):
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    if token:  # unredirected: the token goes to the Hub only, never to the CDN host it redirects to
+        req.add_unredirected_header("Authorization", f"Bearer {token}")
+    return req
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None  # the Hub's redirect to its CDN carries the LFS headers we want: stop there
+
+
+def remote_info(url, token=None):
+    """(size, sha256 or None) of a Hub file. LFS files answer HEAD with a redirect carrying X-Linked-Size and
+    X-Linked-Etag (their sha256); small files answer 200 with Content-Length (their ETag is a git hash)."""
+    try:
+        h = urllib.request.build_opener(_NoRedirect).open(_request(url, token, "HEAD"), timeout=60).headers
+    except urllib.error.HTTPError as e:
+        if e.code not in (301, 302, 303, 307, 308):
+            raise
+        if "X-Linked-Size" not in e.headers:  # a renamed repository: follow the redirect
+            return remote_info(urllib.parse.urljoin(url, e.headers["Location"]), token)
+        h = e.headers
+    size, etag = h.get("X-Linked-Size") or h.get("Content-Length"), (h.get("X-Linked-Etag") or h.get("ETag") or "")
+    etag = etag.removeprefix("W/").strip('"')
+    return int(size) if size else None, etag if re.fullmatch("[0-9a-f]{64}", etag) else None
+
+
+def download(url, dest, token=None, size=None, sha256=None):
+    """Fetch url into dest through dest + ".part": a partial file is resumed with an HTTP Range request; size and
+    sha256 (when known) are checked before the rename into place. An existing dest of the right size is kept."""
+    if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
+        return dest
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part, h = dest + ".part", hashlib.sha256()
+    done = os.path.getsize(part) if os.path.exists(part) else 0
+    if size is not None and done > size:
+        done = 0  # not a prefix of this file: start over
+    if done:
+        with open(part, "rb") as f:  # the hash covers the whole file, so read back what is already here
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    if done != size:
+        with urllib.request.urlopen(_request(url, token, headers={"Range": f"bytes={done}-"} if done else {}),
+                                    timeout=60) as r:
+            if done and r.status != 206:  # the server ignored Range and sends the whole file
+                done, h = 0, hashlib.sha256()
+            length = r.headers.get("Content-Length")
+            total = size or (done + int(length) if length else None)
+            name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
+            with open(part, "ab" if done else "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if time.time() - shown > 0.5 or done == total:
+                        shown = time.time()
+                        rate = (done - start) / max(shown - t0, 1e-9)
+                        tail = f"{100 * done / total:5.1f}% of {total / 1e9:.2f} GB, ETA {(total - done) / max(rate, 1):.0f} s" \
+                            if total else f"{done / 1e9:.2f} GB"
+                        print(f"\r{name}: {tail}, {rate / 1e6:.1f} MB/s ", end="", file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+    if size is not None and done < size:
+        raise OSError(f"{url}: the connection ended at {done:,} of {size:,} bytes; run again to resume from {part}")
+    if size is not None and done != size or sha256 and h.hexdigest() != sha256:
+        os.remove(part)
+        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {size} bytes, "
+                      f"sha256 {sha256}); the partial file was deleted")
+    os.replace(part, dest)
+    return dest
+
+
+def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
+    """Download a Hub model repository's config, tokenizer and weight files (safetensors if it has them, else
+    pytorch_model*.bin) into dest. token: $HF_TOKEN by default; endpoint: $HF_ENDPOINT, else huggingface.co."""
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    token = token or os.environ.get("HF_TOKEN")
+    try:
+        with urllib.request.urlopen(_request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token),
+                                    timeout=60) as r:
+            files = [s["rfilename"] for s in json.load(r)["siblings"] if "/" not in s["rfilename"]]
+        weights = [f for f in files if f.endswith(".safetensors") or f == "model.safetensors.index.json"] or \
+            [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]
+        if not weights:
+            raise FileNotFoundError(f"{repo_id}: no safetensors or pytorch_model*.bin files in {files}")
+        for f in [f for f in files if f in SMALL_FILES] + weights:
+            url = f"{endpoint}/{repo_id}/resolve/{revision}/{urllib.parse.quote(f)}"
+            download(url, os.path.join(dest, f), token, *remote_info(url, token))
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise PermissionError(f"{e.url}: HTTP {e.code}. {repo_id} may be gated: accept its licence at "
+                                  f"https://huggingface.co/{repo_id} while logged in, then create a read token at "
+                                  "https://huggingface.co/settings/tokens and export HF_TOKEN=...") from None
+        raise
+    return dest
+
+
+def text_examples(path, tok, seq_len):
+    """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
+    cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
+    ids = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                ids += tok.encode(line.rstrip("\n"), eos=True)
+    return [{"input_ids": ids[i:i + seq_len], "labels": ids[i:i + seq_len]}
+            for i in range(0, len(ids) - seq_len + 1, seq_len)]
+
+
+def train_sentencepiece(lines, path, vocab_size):
+    """A LLaMA-style sentencepiece BPE model (unk 0, <s> 1, </s> 2, digits split) trained on lines, saved at path."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        split_digits=True, character_coverage=1.0, num_threads=1, minloglevel=2, max_sentence_length=1 << 16)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------------
+# The offline demo's data: one generator for the pretraining text and the instruction task
+
+DEMO_WORDS = ("cat dog sun red blue tree fish bird moon star cup hat pen box car bus egg ant bee cow fox owl pig "
+              "rat map key bag bed ink jam kit log mud net oak pot rug saw tea van web zip").split()
+
+
+DEMO_SKILLS = ("words", "numbers", "times")
+
+
+def demo_example(rng, skill=None):
+    """One generated fact: (the question and answer in plain words, as pretraining reads them; an Alpaca record
+    asking the same question, as the instruction task does)."""
+    skill = skill or rng.choice(DEMO_SKILLS)
+    words = rng.sample(DEMO_WORDS, rng.randint(2, 8))
+    if skill == "words":
+        question, answer = f"How many words are in {' '.join(words)}?", len(words)
+    elif skill == "numbers":
+        mixed = words + [str(rng.randint(0, 9)) for _ in range(rng.randint(1, 5))]
+        rng.shuffle(mixed)
+        question, answer = f"How many numbers are in {' '.join(mixed)}?", len(mixed) - len(words)
+    elif skill == "times":
+        w, few = rng.choice(DEMO_WORDS[:6]), [rng.choice(DEMO_WORDS[:6]) for _ in range(rng.randint(2, 8))]
+        few[rng.randrange(len(few))] = w
+        question, answer = f"How many times does {w} appear in {' '.join(few)}?", few.count(w)
+    else:
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        question, answer = f"What is {a} plus {b}?", a + b
+    return f"Question: {question} Answer: {answer}.", dict(instruction=question, input="", output=str(answer))
+
+
+def demo_corpus(n_docs, seed=0, per_doc=8):
+    """Pretraining text: n_docs lines of per_doc generated sentences."""
+    rng = random.Random(seed)
+    return [" ".join(demo_example(rng)[0] for _ in range(per_doc)) for _ in range(n_docs)]
+
+
+def demo_records(n, seed=1):
+    """n distinct Alpaca-format records (instruction, input, output) with checkable answers."""
+    rng, records = random.Random(seed), {}
+    for i in range(20 * n):  # the skills in turn; "add" runs out of new questions (300) first
+        r = demo_example(rng, DEMO_SKILLS[i % len(DEMO_SKILLS)])[1]
+        if len(records) == n:
+            break
+        records.setdefault((r["instruction"], r["input"]), r)
+    return list(records.values())
