@@ -15,6 +15,7 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 Run `python -m pytest -q tests/test_tokenizers.py` to compare against transformers' tokenizers.
 """
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -214,13 +215,15 @@ def tokenize_records(records, tok, seq_len):
     """Each record -> {"input_ids", "labels"}: the prompt's tokens, then the response's and EOS; labels are the ids
     with the prompt set to IGNORE, so only the response is learned. Prompt and response are tokenized apart and
     joined (as torchtune does), so the boundary is exact whatever the tokenizer merges. Sequences longer than
-    seq_len keep their first seq_len tokens. Returns (examples, number truncated)."""
+    seq_len keep their first seq_len tokens; one left with no response token is dropped (nothing to learn).
+    Returns (examples, number truncated)."""
     examples, truncated = [], 0
     for r in records:
         prompt, response = tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)
         ids, labels = prompt + response, [IGNORE] * len(prompt) + response
         truncated += len(ids) > seq_len
-        examples.append({"input_ids": ids[:seq_len], "labels": labels[:seq_len]})
+        if len(prompt) < seq_len:
+            examples.append({"input_ids": ids[:seq_len], "labels": labels[:seq_len]})
     return examples, truncated
 
 
@@ -266,6 +269,22 @@ HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are g
     "gpt2-xl": "openai-community/gpt2-xl"}
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "vocab.json", "merges.txt")
+
+
+def where_to_get(repo, directory):
+    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
+    if repo is None:
+        return "It has no public checkpoint to fetch: pass --model DIR."
+    lines = ["Get them one of these ways:",
+             f"  1. add --download: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
+             f"  2. huggingface-cli download {repo} --local-dir {directory} --include '*.json' '*.safetensors' "
+             "'tokenizer.model'"]
+    if repo.startswith("meta-llama/"):
+        lines += ["  3. Meta's download: request it at https://www.llama.com/llama-downloads/, run their download.sh, "
+                  "put tokenizer.model beside params.json and consolidated.00.pth, and pass --model FOLDER",
+                  f"{repo} is gated: accept Meta's licence at https://huggingface.co/{repo} (logged in), create a "
+                  "read token at https://huggingface.co/settings/tokens and export HF_TOKEN=..."]
+    return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
 
 
 def cache_dir(*parts):
@@ -322,25 +341,28 @@ def download(url, dest, token=None, size=None, sha256=None):
             if done and r.status != 206:  # the server ignored Range and sends the whole file
                 done, h = 0, hashlib.sha256()
             length = r.headers.get("Content-Length")
-            total = size or (done + int(length) if length else None)
+            size = size or (done + int(length) if length else None)
             name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
             with open(part, "ab" if done else "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    h.update(chunk)
-                    done += len(chunk)
-                    if time.time() - shown > 0.5 or done == total:
-                        shown = time.time()
-                        rate = (done - start) / max(shown - t0, 1e-9)
-                        tail = f"{100 * done / total:5.1f}% of {total / 1e9:.2f} GB, ETA {(total - done) / max(rate, 1):.0f} s" \
-                            if total else f"{done / 1e9:.2f} GB"
-                        print(f"\r{name}: {tail}, {rate / 1e6:.1f} MB/s ", end="", file=sys.stderr, flush=True)
+                try:
+                    while chunk := r.read(1 << 20):
+                        f.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        if time.time() - shown > 0.5 or done == size:
+                            shown, rate = time.time(), (done - start) / max(time.time() - t0, 1e-9)
+                            print(f"\r{name}: " + (f"{100 * done / size:5.1f}% of {size / 1e9:.2f} GB, ETA "
+                                  f"{(size - done) / max(rate, 1):.0f} s" if size else f"{done / 1e9:.2f} GB") +
+                                  f", {rate / 1e6:.1f} MB/s ", end="", file=sys.stderr, flush=True)
+                except (OSError, http.client.HTTPException):  # a dropped connection: keep what arrived
+                    size = size or done + 1
             print(file=sys.stderr)
     if size is not None and done < size:
-        raise OSError(f"{url}: the connection ended at {done:,} of {size:,} bytes; run again to resume from {part}")
+        raise OSError(f"{url}: the download stopped at {done:,} of {size:,} bytes; run the same command again to "
+                      f"resume from {part}")
     if size is not None and done != size or sha256 and h.hexdigest() != sha256:
         os.remove(part)
-        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {size} bytes, "
+        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {size:,} bytes, "
                       f"sha256 {sha256}); the partial file was deleted")
     os.replace(part, dest)
     return dest

@@ -1,0 +1,203 @@
+"""data.py: Stanford Alpaca's templates (against the strings copied from its train.py), response-only labels,
+truncation, length-grouped batches, malformed records, the demo generators, and downloads against a local
+stand-in for the Hugging Face Hub (tests/fake_hub.py on 127.0.0.1: nothing here reaches the internet)."""
+import hashlib
+import json
+import os
+import random
+import re
+
+import pytest
+import torch
+
+import data
+from fake_hub import serve
+from model import build_model, load_pretrained, save_pretrained
+
+# tatsu-lab/stanford_alpaca, train.py, PROMPT_DICT, as published
+ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                "Write a response that appropriately completes the request.\n\n"
+                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
+ALPACA_NO_INPUT = ("Below is an instruction that describes a task. "
+                   "Write a response that appropriately completes the request.\n\n"
+                   "### Instruction:\n{instruction}\n\n### Response:")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core CPU two threads wait on each other (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    lines = data.demo_corpus(200) + list(data.PROMPT_DICT.values()) * 5
+    data.train_sentencepiece(lines, str(d / "tokenizer.model"), 200)
+    return data.load_tokenizer(str(d))
+
+
+def test_alpaca_templates_are_alpacas():
+    assert data.PROMPT_DICT == {"prompt_input": ALPACA_INPUT, "prompt_no_input": ALPACA_NO_INPUT}
+    r = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    assert data.alpaca_prompt(r) == ALPACA_INPUT.replace("{instruction}", "Add.").replace("{input}", "2 and 3")
+    for empty in ({"instruction": "Hi.", "input": "", "output": "x"}, {"instruction": "Hi.", "output": "x"}):
+        assert data.alpaca_prompt(empty) == ALPACA_NO_INPUT.replace("{instruction}", "Hi.")
+
+
+def test_labels_cover_the_response_and_eos_only(tok):
+    records = [{"instruction": "How many words are in cat dog?", "input": "", "output": "2"},
+               {"instruction": "Count.", "input": "sun moon star", "output": "3"}]
+    examples, truncated = data.tokenize_records(records, tok, 512)
+    assert truncated == 0
+    for r, e in zip(records, examples):
+        prompt, response = tok.encode(data.alpaca_prompt(r)), tok.encode(r["output"], bos=False)
+        assert e["input_ids"] == prompt + response + [tok.eos_id]
+        assert e["labels"] == [data.IGNORE] * len(prompt) + response + [tok.eos_id]
+        assert e["input_ids"][0] == tok.bos_id and tok.decode(e["input_ids"][len(prompt):-1]) == r["output"]
+
+
+def test_truncation_is_counted(tok):
+    cats = " ".join(["cat"] * 40)
+    records = [{"instruction": "Count the words.", "input": i, "output": o} for i, o in
+               (("cat", "1"), (cats, "40"), ("cat cat", "2"), (cats, "40 cats, all of them"))]
+    full, _ = data.tokenize_records(records, tok, 10_000)
+    limit = len(full[1]["input_ids"]) - 1                                     # record 1 loses its EOS
+    examples, truncated = data.tokenize_records(records, tok, limit)
+    assert truncated == 2 and [len(e["input_ids"]) for e in examples] == [len(full[0]["input_ids"]), limit,
+                                                                          len(full[2]["input_ids"]), limit]
+    assert examples[0] == full[0] and examples[3]["labels"] == full[3]["labels"][:limit]
+    prompt = len(tok.encode(data.alpaca_prompt(records[1])))
+    examples, truncated = data.tokenize_records(records, tok, prompt)        # no response token left: dropped
+    assert truncated == 2 and len(examples) == 2
+
+
+def test_length_grouped_batches():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 300) for _ in range(1000)]
+    batches = data.length_grouped_batches(lengths, 8, seed=3)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and len(batches) == 125 and all(len(b) == 8 for b in batches)
+    assert batches == data.length_grouped_batches(lengths, 8, seed=3)        # seeded
+    assert batches != data.length_grouped_batches(lengths, 8, seed=4)        # a new order each epoch
+
+    def padding(bs):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in bs)
+    shuffled = list(range(1000))
+    random.Random(3).shuffle(shuffled)
+    assert padding(batches) < 0.1 * padding([shuffled[i:i + 8] for i in range(0, 1000, 8)])
+    assert sorted(len(b) for b in data.length_grouped_batches(lengths[:21], 8, 0)) == [5, 8, 8]
+
+
+def test_split_is_seeded_and_disjoint():
+    records = [{"instruction": str(i), "output": str(i)} for i in range(100)]
+    train, val = data.split_records(records, 0.1, seed=5)
+    assert len(val) == 10 and len(train) == 90 and not {r["instruction"] for r in val} & {r["instruction"] for r in train}
+    assert (train, val) == data.split_records(records, 0.1, seed=5) and val != data.split_records(records, 0.1, 6)[1]
+
+
+def test_collate_pads_right():
+    b = data.collate([{"input_ids": [1, 5, 6], "labels": [-100, 5, 6]}, {"input_ids": [1, 7], "labels": [-100, 7]}],
+                     pad_id=0)
+    assert b["input_ids"].tolist() == [[1, 5, 6], [1, 7, 0]] and b["labels"].tolist() == [[-100, 5, 6], [-100, 7, -100]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"instruction": "x"}, "record 2 has no 'output' field"),
+    ({"input": "x", "output": "y"}, "record 2 has no 'instruction' field"),
+    ({"instruction": "x", "output": 5}, "record 2 field 'output' is a int"),
+    ({"instruction": "x", "input": None, "output": "y"}, "record 2 field 'input' is a NoneType"),
+    (["x"], "record 2 is a list"),
+])
+def test_malformed_records_name_index_and_field(tmp_path, bad, message):
+    good = {"instruction": "a", "input": "", "output": "b"}
+    for name, text in (("d.json", json.dumps([good, good, bad])),
+                       ("d.jsonl", "\n".join(json.dumps(r) for r in [good, good, bad]))):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            data.read_records(str(tmp_path / name))
+    (tmp_path / "ok.jsonl").write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n")
+    assert data.read_records(str(tmp_path / "ok.jsonl")) == [good, good]
+
+
+def test_demo_task_answers_are_right():
+    records = data.demo_records(300, seed=1)
+    assert len({(r["instruction"], r["input"]) for r in records}) == 300 and records == data.demo_records(300, seed=1)
+    for r in records:
+        q, items = r["instruction"], r["instruction"].rstrip("?").split(" in ")[-1].split()
+        expected = {"words": len(items), "numbers": sum(w.isdigit() for w in items),
+                    "times": items.count(q.split()[4])}[q.split()[2]]
+        assert r["output"] == str(expected), r
+    assert {r["instruction"].split()[2] for r in records} == {"words", "numbers", "times"}
+    # pretraining states the same facts in its own words: "Question: ... Answer: N."
+    rng = random.Random(0)
+    for _ in range(20):
+        sentence, r = data.demo_example(rng)
+        assert sentence == f"Question: {r['instruction']} Answer: {r['output']}."
+
+
+def test_text_examples_are_blocks_of_every_token(tmp_path, tok):
+    (tmp_path / "c.txt").write_text("\n".join(data.demo_corpus(20)) + "\n\n")
+    blocks = data.text_examples(str(tmp_path / "c.txt"), tok, 32)
+    ids = [i for line in data.demo_corpus(20) for i in tok.encode(line, eos=True)]
+    assert [i for b in blocks for i in b["input_ids"]] == ids[:len(blocks) * 32]
+    assert all(b["labels"] == b["input_ids"] and len(b["input_ids"]) == 32 for b in blocks)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Downloads
+
+def test_download_resumes_a_partial_file(tmp_path):
+    body = os.urandom(3 << 20)
+    with serve("org/m", {"model.safetensors": body}, cut={"model.safetensors": (1 << 20) + 12345}) as (url, log):
+        src, dest = f"{url}/org/m/resolve/main/model.safetensors", str(tmp_path / "m" / "model.safetensors")
+        size, sha = data.remote_info(src)
+        assert (size, sha) == (len(body), hashlib.sha256(body).hexdigest())
+        with pytest.raises(OSError, match="run the same command again to resume"):
+            data.download(src, dest, size=size, sha256=sha)           # the connection drops after 1 MiB + 12345 B
+        assert os.path.getsize(dest + ".part") == (1 << 20) + 12345 and not os.path.exists(dest)
+        data.download(src, dest, size=size, sha256=sha)               # resumed with a Range request
+        assert open(dest, "rb").read() == body and not os.path.exists(dest + ".part")
+        assert log[-1][:3] == ("GET", "/cdn/model.safetensors", f"bytes={(1 << 20) + 12345}-")
+        n = len(log)
+        data.download(src, dest, size=size, sha256=sha)               # already there, the right size: no request
+        assert len(log) == n
+
+
+def test_download_checksum_failure_deletes_the_part(tmp_path):
+    body = b"x" * 1000
+    with serve("org/m", {"model.safetensors": body}, sha256={"model.safetensors": "0" * 64}) as (url, _):
+        src, dest = f"{url}/org/m/resolve/main/model.safetensors", str(tmp_path / "model.safetensors")
+        with pytest.raises(OSError, match="checksum failed.*expected 1,000 bytes, sha256 0000"):
+            data.download(src, dest, None, *data.remote_info(src))
+        assert not os.path.exists(dest) and not os.path.exists(dest + ".part")
+        with open(dest + ".part", "wb") as f:                          # a stale part longer than the file
+            f.write(b"y" * 2000)
+        data.download(src, dest, size=1000)
+        assert open(dest, "rb").read() == body
+
+
+def test_download_hf_repo_with_token(tmp_path, monkeypatch):
+    """A tiny Llama checkpoint served as a gated Hub repository: listed, fetched with $HF_TOKEN (never sent to the
+    CDN), loadable; without the token a clear message about the licence."""
+    src = tmp_path / "src"
+    torch.manual_seed(0)
+    save_pretrained(build_model("llama-tiny"), src)
+    files = {f: (src / f).read_bytes() for f in os.listdir(src)}
+    files["README.md"] = b"not fetched"
+    with serve("meta-llama/Tiny-hf", files, token="secret") as (url, log):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(PermissionError, match="accept its licence at https://huggingface.co/meta-llama/Tiny-hf"):
+            data.download_hf("meta-llama/Tiny-hf", str(tmp_path / "dl"))
+        monkeypatch.setenv("HF_TOKEN", "secret")
+        data.download_hf("meta-llama/Tiny-hf", str(tmp_path / "dl"))
+    assert sorted(os.listdir(tmp_path / "dl")) == ["config.json", "model.safetensors"]
+    assert all(auth is None for method, path, _, auth in log if path.startswith("/cdn/"))
+    assert any(auth == "Bearer secret" for *_, auth in log)
+    x = torch.randint(0, 256, (1, 8))
+    assert torch.equal(load_pretrained(tmp_path / "dl")(x), load_pretrained(src)(x))

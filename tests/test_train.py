@@ -1,0 +1,202 @@
+"""train.py on a tiny Llama with a sentencepiece tokenizer trained here: the command line and its refusals, exact
+resume (10 steps straight = 5 + Ctrl-C + resume + 5, bit for bit), a NaN stop that keeps the last good checkpoint,
+Ctrl-C, --download from a stand-in Hub on 127.0.0.1, NF4 + checkpointing, full fine-tuning, and the offline demo."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import data
+import train
+from fake_hub import serve
+from model import LlamaConfig, build_model, load_pretrained, load_safetensors, load_tokenizer, save_pretrained
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core CPU two threads wait on each other (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model directory, task file): a 2-layer Llama with its own sentencepiece tokenizer, and demo records."""
+    d = tmp_path_factory.mktemp("tiny")
+    data.train_sentencepiece(data.demo_corpus(300) + list(data.PROMPT_DICT.values()) * 5, str(d / "tokenizer.model"),
+                             200)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=load_tokenizer(str(d)).vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                         n_ffn=64)
+    save_pretrained(build_model(config), d)
+    task = d / "task.json"
+    task.write_text(json.dumps(data.demo_records(60, seed=1)))
+    return str(d), str(task)
+
+
+def flags(tiny, out, *more):
+    return ["--model", tiny[0], "--data", tiny[1], "--out", str(out), "--batch-size", "4", "--grad-accum", "2",
+            "--seq-len", "200", "--lr", "1e-2", "--max-steps", "10", "--val-fraction", "0.1", "--eval-every", "0",
+            "--log-every", "5", *more]
+
+
+def inject(monkeypatch, at_call, what):
+    """Make the training loss do `what` on its at_call-th call with gradients on (2 calls per step here)."""
+    calls, original = [0], train.causal_lm_loss
+
+    def loss(model, batch):
+        out = original(model, batch)
+        if torch.is_grad_enabled():
+            calls[0] += 1
+            if calls[0] == at_call:
+                if what == "sigint":
+                    os.kill(os.getpid(), signal.SIGINT)
+                else:
+                    out = (out[0] * float("nan"), out[1])
+        return out
+    monkeypatch.setattr(train, "causal_lm_loss", loss)
+
+
+def test_defaults_are_the_papers_and_demo_overrides_them():
+    a = train.parse_args(["--model", "m", "--data", "d"])
+    assert (a.method, a.rank, a.alpha, a.keep, a.lr, a.epochs, a.quant, a.checkpointing) == \
+        ("lorasp", 16, 32, 0.5, 2e-5, 3, "none", "none")
+    demo = train.parse_args([])
+    assert (demo.model, demo.lr, demo.epochs, demo.exact_match) == (None, 3e-3, 2.0, 200)
+    assert train.parse_args(["--lr", "1e-3"]).lr == 1e-3
+
+
+def test_help_is_one_line_per_flag(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    lines = capsys.readouterr().out.split("options:")[1].strip().split("\n")[1:]   # after -h's own line
+    assert len(lines) == 33 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
+    assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
+
+
+def test_refusals(capsys, tmp_path, tiny, monkeypatch):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--quant", "nf4"])
+    assert "NF4 weights are frozen 4-bit codes with no gradient" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "m"])
+    assert "give both --model and --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="neither a directory nor a preset; known presets: llama2-7b, llama2-13b"):
+        train.main(["--model", "llama3-8b", "--data", tiny[1]])
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "llama2-7b", "--data", tiny[1]])
+    for hint in ("no weights for llama2-7b in " + str(tmp_path / "models" / "llama2-7b"), "add --download",
+                 "huggingface-cli download meta-llama/Llama-2-7b-hf", "https://www.llama.com/llama-downloads/",
+                 "accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf", "HF_TOKEN"):
+        assert hint in str(e.value), hint
+    train.main(flags(tiny, tmp_path / "r", "--max-steps", "2"))
+    with pytest.raises(SystemExit, match="--resume with different settings than the checkpoint's: --rank 16 -> 8"):
+        train.main(flags(tiny, tmp_path / "r", "--max-steps", "2", "--resume", "--rank", "8"))
+
+
+def test_lr_schedule():
+    a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1.0", "--warmup", "0.1"])
+    lrs = [train.lr_at(s, 100, a) for s in range(100)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)]) and lrs[10] == 1.0
+    assert lrs[55] == pytest.approx(0.5) and 0 < lrs[-1] < 1e-3 and lrs == sorted(lrs[:10]) + sorted(lrs[10:])[::-1]
+    a.schedule = "linear"
+    assert train.lr_at(55, 100, a) == pytest.approx(0.5) and train.lr_at(99, 100, a) == pytest.approx(1 / 90)
+
+
+def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
+    """10 steps straight vs Ctrl-C during step 5 (checkpoint saved), then --resume: the same adapter, optimizer state
+    and losses, bit for bit."""
+    straight = train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    inject(monkeypatch, 9, "sigint")                                   # step 5's first micro-batch
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "b"))
+    assert e.value.code == 130
+    out = capsys.readouterr().out
+    assert "interrupted at step 5: checkpoint saved" in out and "--resume" in out
+    assert json.loads(out.strip().split("\n")[-1])["interrupted"] is True
+    state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
+    assert (state["step"], state["micro_batch"]) == (5, 10) and not os.path.exists(tmp_path / "b" / "adapter")
+    monkeypatch.undo()
+    resumed = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    assert resumed["final_loss"] == straight["final_loss"] and resumed["val_loss"] == straight["val_loss"]
+    for f in ("adapter_model.safetensors", "lorasp_extras.safetensors"):
+        a, b = (load_safetensors(str(tmp_path / r / "adapter" / f)) for r in "ab")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    opt_a, opt_b = (torch.load(tmp_path / r / "checkpoint" / "optimizer.pt", weights_only=True) for r in "ab")
+    assert opt_a["param_groups"] == opt_b["param_groups"] and opt_a["state"].keys() == opt_b["state"].keys()
+    assert all(torch.equal(opt_a["state"][i][k], opt_b["state"][i][k]) for i in opt_a["state"] for k in opt_a["state"][i])
+    logs = [[json.loads(line) for line in open(tmp_path / r / "metrics.jsonl")] for r in "ab"]
+    assert [(m["step"], m.get("loss"), m.get("val_loss")) for m in logs[0]] == \
+        [(m["step"], m.get("loss"), m.get("val_loss")) for m in logs[1]]
+    assert straight["trainable_params"] == resumed["trainable_params"] == sum(  # half of LoRA's r (in + out)
+        8 * (i + o) for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64), (64, 32)]) * 2
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    inject(monkeypatch, 9, "nan")                                      # step 5
+    with pytest.raises(SystemExit, match=r"error: loss nan, gradient norm nan at step 5: stopped without saving"):
+        train.main(flags(tiny, tmp_path, "--save-every", "2"))
+    checkpoint = tmp_path / "checkpoint"
+    assert json.load(open(checkpoint / "state.json"))["step"] == 4 and sorted(os.listdir(tmp_path)) == \
+        ["checkpoint", "metrics.jsonl"]
+    adapter = load_safetensors(str(checkpoint / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in adapter.values())
+    monkeypatch.undo()
+    assert train.train(train.parse_args(flags(tiny, tmp_path, "--save-every", "2", "--resume")))["steps"] == 10
+
+
+def test_download_flag_and_alpaca_from_a_local_hub(tiny, tmp_path, monkeypatch):
+    """--model llama2-7b --download --data alpaca against 127.0.0.1, serving the tiny checkpoint as the gated repo."""
+    files = {f: open(os.path.join(tiny[0], f), "rb").read() for f in ("config.json", "model.safetensors",
+                                                                       "tokenizer.model")}
+    files["alpaca_data.json"] = open(tiny[1], "rb").read()
+    with serve("meta-llama/Llama-2-7b-hf", files, token="t0k") as (url, log):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_TOKEN", "t0k")
+        monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(data, "ALPACA_URL", f"{url}/cdn/alpaca_data.json")
+        s = train.train(train.parse_args(flags(("llama2-7b", "alpaca"), tmp_path / "out", "--download",
+                                               "--max-steps", "2")))
+    assert sorted(os.listdir(tmp_path / "cache" / "models" / "llama2-7b")) == sorted(files.keys() - {"alpaca_data.json"})
+    assert open(tmp_path / "cache" / "data" / "alpaca_data.json", "rb").read() == files["alpaca_data.json"]
+    assert s["steps"] == 2 and os.path.exists(tmp_path / "out" / "adapter" / "adapter_config.json")
+
+
+def test_nf4_selective_checkpointing_and_full(tiny, tmp_path):
+    s = train.train(train.parse_args(flags(tiny, tmp_path / "q", "--quant", "nf4", "--checkpointing", "selective",
+                                           "--method", "lora", "--max-steps", "3")))
+    assert s["trainable_params"] == 2 * s["trainable_params"] // 2 > 0 and s["final_loss"] == s["final_loss"]
+    cfg = json.load(open(tmp_path / "q" / "adapter" / "adapter_config.json"))
+    assert cfg["r"] == 16 and sorted(cfg["target_modules"]) == sorted(train.TARGETS["llama"].split(","))
+    s = train.train(train.parse_args(flags(tiny, tmp_path / "f", "--method", "full", "--checkpointing", "full",
+                                           "--max-steps", "3")))
+    assert s["trainable_params"] == s["total_params"]
+    m, tok = load_pretrained(tmp_path / "f" / "model"), load_tokenizer(str(tmp_path / "f" / "model"))
+    assert tok.vocab_size == m.config.vocab_size and not torch.equal(
+        m.lm_head.weight, load_pretrained(tiny[0]).lm_head.weight)
+
+
+def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
+    """The default run with a smaller pretraining and a few steps: pretrains, caches, reports, prints the JSON last;
+    the second run loads the cached model."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(train.DEMO_PRETRAIN, "docs", 150)
+    monkeypatch.setitem(train.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    for first in (True, False):
+        train.main(["--max-steps", "3", "--exact-match", "6", "--out", str(tmp_path / "out")])
+        out = capsys.readouterr().out
+        assert ("pretraining the demo model" in out) == first and ("pretrained by an earlier run" in out) != first
+    summary = json.loads(out.strip().split("\n")[-1])
+    for key in ("tokens_per_s", "peak_mem_mib", "trainable_params", "total_params", "final_loss", "exact_match_before",
+                "exact_match_after"):
+        assert key in summary, key
+    assert "held-out exact match before training" in out and "LoRA at r=16 would train" in out
+    assert "python train.py --model llama2-7b --data alpaca" in out
+    assert os.path.exists(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
+    assert len(data.read_records(str(tmp_path / "cache" / "data" / "demo_tasks.json"))) == 3000
