@@ -461,3 +461,16 @@ def demo_records(n, seed=1):
             break
         records.setdefault((r["instruction"], r["input"]), r)
     return list(records.values())
+
+
+def demo_files(directory, docs, vocab, seed=0):
+    """The demo's pretraining text (corpus.txt, one line of generated questions and answers per document) and a
+    sentencepiece tokenizer trained on it and Alpaca's templates (tokenizer.model), in directory. Returns the
+    corpus's path."""
+    os.makedirs(directory, exist_ok=True)
+    lines, corpus = demo_corpus(docs, seed), os.path.join(directory, "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    train_sentencepiece(lines[:2000] + list(PROMPT_DICT.values()) * 20, os.path.join(directory, "tokenizer.model"),
+                        vocab)
+    return corpus

@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -112,10 +113,8 @@ def parse_args(argv=None):
 # The model: a preset or a directory, loaded (NF4 if asked) and adapted
 
 def has_weights(directory):
-    if os.path.exists(os.path.join(directory, "params.json")):
-        return any(f.startswith("consolidated.") for f in os.listdir(directory))
-    try:
-        return os.path.exists(os.path.join(directory, "config.json")) and bool(hf_files(directory))
+    try:  # Meta's layout (params.json: load_pretrained names any missing shard), or Hugging Face's
+        return os.path.exists(os.path.join(directory, "params.json")) or bool(hf_files(directory))
     except FileNotFoundError:
         return False
 
@@ -217,7 +216,8 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
         with autocast():
             loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
         total, count = total + loss.item(), count + int(n)
-    return model.train(), total / max(count, 1)
+    model.train()
+    return total / max(count, 1)
 
 
 @torch.no_grad()
@@ -250,10 +250,10 @@ def save_checkpoint(args, model, opt, step, source):
     shutil.rmtree(tmp, ignore_errors=True)
     save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
     with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
-        torch.save(opt.state_dict(), f)
-    save_safetensors({"torch": torch.get_rng_state(), **{f"cuda{i}": torch.cuda.get_rng_state(i) for i in
-                                                         range(torch.cuda.device_count())}},
-                     os.path.join(tmp, "rng.safetensors"))
+        torch.save(opt.state_dict(), f)                        # tensors and numbers: loads with weights_only=True
+    rng = {"torch": torch.get_rng_state()} | {f"cuda{i}": torch.cuda.get_rng_state(i) for i in
+                                              range(torch.cuda.device_count())}
+    save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
     with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(dict(step=step, micro_batch=step * args.grad_accum, python_rng=random.getstate(), args=vars(args)), f)
     if os.path.exists(final):
@@ -264,10 +264,8 @@ def save_checkpoint(args, model, opt, step, source):
 
 def find_checkpoint(out):
     """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames."""
-    for d in ("checkpoint", "checkpoint.old"):
-        if os.path.exists(os.path.join(out, d, "state.json")):
-            return os.path.join(out, d)
-    sys.exit(f"error: --resume: no checkpoint in {out}")
+    found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
+    return os.path.join(out, found[0]) if found else sys.exit(f"error: --resume: no checkpoint in {out}")
 
 
 def restore(checkpoint, args, opt):
@@ -280,12 +278,9 @@ def restore(checkpoint, args, opt):
         sys.exit("error: --resume with different settings than the checkpoint's: " + ", ".join(changed))
     opt.load_state_dict(torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location=args.device,
                                    weights_only=True))
-    rng = load_safetensors(os.path.join(checkpoint, "rng.safetensors"))
-    torch.set_rng_state(rng.pop("torch"))
-    for name, state_i in rng.items():
-        torch.cuda.set_rng_state(state_i, int(name[4:]))
-    version, internal, gauss = state["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
+    for name, rng in load_safetensors(os.path.join(checkpoint, "rng.safetensors")).items():
+        torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, int(name[4:]))
+    random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
     return state["step"]
 
 
@@ -385,12 +380,16 @@ def train(args):
                 log.write(json.dumps(rec) + "\n")
                 losses = []
             if val_ex and (args.eval_every and step % args.eval_every == 0 or step == total):
-                model, val_loss = evaluate(model, val_ex, loss_fn, args, autocast, pad_id)
+                t = time.time()
+                val_loss = evaluate(model, val_ex, loss_fn, args, autocast, pad_id)
+                t0 += time.time() - t                          # tokens/s and ETA count training time only
                 print(f"step {step:>5}/{total}  validation loss {val_loss:.4f}", flush=True)
                 log.write(json.dumps(dict(step=step, val_loss=val_loss)) + "\n")
             log.flush()
             if args.save_every and step % args.save_every == 0 or step == total or stop:
+                t = time.time()
                 save_checkpoint(args, model, opt, step, source)
+                t0 += time.time() - t
     finally:
         signal.signal(signal.SIGINT, previous)
         log.close()
@@ -402,10 +401,8 @@ def train(args):
     if args.exact_match:
         s["exact_match_after"], after = exact_match(model, tok, val_records[:args.exact_match], device, autocast)
         print(f"held-out exact match after training: {s['exact_match_after']:.1%}")
-        if not checkpoint:
-            r = val_records[0]
-            print(f"sample: {data.alpaca_prompt(r)!r}\n  expected {r['output']!r}; before training {before[0]!r}; "
-                  f"after {after[0]!r}")
+        for r, b, a in list(zip(val_records, before, after))[:3] if not checkpoint else []:
+            print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -420,9 +417,9 @@ REAL_JOB = "python train.py --model llama2-7b --data alpaca --quant nf4 --checkp
 
 def prepare_demo(args):
     """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
-    answers, and a 4-layer Llama pretrained once, by this same loop (--method full on a .txt), on text that asks and
-    answers such questions in its own words ("Question: ... Answer: 3."), so the knowledge is there and the
-    fine-tuning teaches the format. A sentencepiece tokenizer is trained on that text first."""
+    answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
+    answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
+    format is new."""
     model_dir, task = data.cache_dir("models", "demo-llama"), data.cache_dir("data", "demo_tasks.json")
     if not os.path.exists(task):
         os.makedirs(os.path.dirname(task), exist_ok=True)
@@ -431,22 +428,16 @@ def prepare_demo(args):
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task
-    work = model_dir + ".pretrain"
+    work, d = model_dir + ".pretrain", DEMO_PRETRAIN
     shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(init := os.path.join(work, "init"))
-    lines = data.demo_corpus(DEMO_PRETRAIN["docs"], seed=0)
-    with open(corpus := os.path.join(work, "corpus.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    data.train_sentencepiece(lines[:2000] + list(data.PROMPT_DICT.values()) * 20, os.path.join(init, "tokenizer.model"),
-                             DEMO_PRETRAIN["vocab"])
-    config = get_config("llama-tiny")
-    config.__dict__.update(DEMO_PRETRAIN["config"], vocab_size=load_tokenizer(init).vocab_size)
+    corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
+    config = replace(get_config("llama-tiny"), **d["config"], vocab_size=load_tokenizer(init).vocab_size)
     torch.manual_seed(0)
     save_pretrained(build_model(config), init)
-    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {len(lines):,} generated "
+    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
           f"lines (once: it is cached in {model_dir})")
     train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device", args.device,
-                      *DEMO_PRETRAIN["flags"]]))
+                      *d["flags"]]))
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return model_dir, task

@@ -200,3 +200,14 @@ def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert "python train.py --model llama2-7b --data alpaca" in out
     assert os.path.exists(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
     assert len(data.read_records(str(tmp_path / "cache" / "data" / "demo_tasks.json"))) == 3000
+
+
+def test_default_targets_follow_the_architecture(tmp_path):
+    """GPT-2's projections by their own names (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj); --targets overrides."""
+    save_pretrained(build_model("gpt2-tiny"), tmp_path)
+    for targets, expected in ((None, {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}), ("c_fc", {"mlp.c_fc"})):
+        args = train.parse_args(["--model", str(tmp_path), "--data", "x"] + (["--targets", targets] if targets else []))
+        model = train.load_model(args, str(tmp_path), None, torch.device("cpu"), False)
+        names = [n for n, m in model.named_modules() if isinstance(m, train.LoRASPLinear)]
+        assert {n.split(".", 3)[3] for n in names} == expected and len(names) == 2 * len(expected)
+        assert all(not p.requires_grad for n, p in model.named_parameters() if "_train" not in n)
