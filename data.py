@@ -1,4 +1,4 @@
-"""data.py: tokenizers (datasets and prompt templates join them here as train.py needs them).
+"""data.py: tokenizers, instruction data and its prompt templates, downloads, and the offline demo's generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
@@ -7,12 +7,19 @@
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
+- Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
+  loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
+- Downloads with urllib: a progress bar, HTTP Range resume of partial files, size and sha256 checks (the Hub's
+  X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
+- The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
+  ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
 
 Leaves out: WordPiece (BERT, a later issue), HF normalizers, and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
 earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
 
-Run `python -m pytest -q tests/test_tokenizers.py` to compare against transformers' tokenizers.
+Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
+a local stand-in for the Hub).
 """
 import hashlib
 import http.client

@@ -96,7 +96,6 @@ def parse_args(argv=None):
     a("--eval-every", type=int, default=200, metavar="N", help="steps between validation losses (0: at the end)")
     a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
     a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
-    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
         p.set_defaults(**DEMO)
@@ -330,12 +329,14 @@ def train(args):
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f"; LoRA at r={args.rank} would train {lora:,} ({s['trainable_params'] / lora:.2f}x)" if lora else "") +
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences, {'bf16' if bf16 else 'fp32'} on {device}")
+    args.exact_match = args.exact_match if val_records else 0  # exact match needs held-out records
     if args.exact_match and not checkpoint:
         s["exact_match_before"], before = exact_match(model, tok, val_records[:args.exact_match], device, autocast)
         print(f"held-out exact match before training: {s['exact_match_before']:.1%}")
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "metrics.jsonl")
-    kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint else []
+    kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint and os.path.exists(
+        log_path) else []
     log = open(log_path, "w")
     log.writelines(kept)                                       # what came after the checkpoint is redone
     stream, stop = micro_batches(train_ex, args, step * args.grad_accum, pad_id), []
@@ -444,6 +445,7 @@ def prepare_demo(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if demo := args.model is None:
         args.model, args.data = prepare_demo(args)
@@ -453,7 +455,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-              f"Resume with:\n  python train.py {' '.join(sys.argv[1:] if argv is None else argv)} --resume")
+              f"Resume with:\n  python train.py {' '.join(a for a in argv if a != '--resume')} --resume")
     elif demo:
         print(f"adapter saved in {os.path.join(args.out, 'adapter')}\nthe real job (one 24 GB GPU; accept the Llama 2 "
               f"licence on the Hub and set HF_TOKEN first):\n  {REAL_JOB}")
