@@ -211,3 +211,22 @@ def test_default_targets_follow_the_architecture(tmp_path):
         names = [n for n, m in model.named_modules() if isinstance(m, train.LoRASPLinear)]
         assert {n.split(".", 3)[3] for n in names} == expected and len(names) == 2 * len(expected)
         assert all(not p.requires_grad for n, p in model.named_parameters() if "_train" not in n)
+
+
+def test_accumulation_equals_one_big_batch(tiny, tmp_path):
+    """One step over the same 8 records as 1 x 8, 2 x 4 or 4 x 2 (different padding): the same update, as the summed
+    loss is divided by the step's token count. Long and short answers: per-micro-batch means would weigh them apart."""
+    words = data.DEMO_WORDS
+    records = [dict(instruction="How many words are there?", input="", output=" ".join(words[i:i + 12]) if i % 2
+                    else str(i)) for i in range(8)]
+    (tmp_path / "eight.json").write_text(json.dumps(records))
+    adapters = []
+    for bs, accum in ((8, 1), (4, 2), (2, 4)):
+        train.train(train.parse_args(flags((tiny[0], str(tmp_path / "eight.json")), tmp_path / f"{bs}", "--max-steps",
+                                           "1", "--batch-size", str(bs), "--grad-accum", str(accum), "--val-fraction",
+                                           "0", "--mode", "freeze")))  # freeze: A's frozen entries give B a gradient
+        adapters.append(load_safetensors(str(tmp_path / f"{bs}" / "adapter" / "adapter_model.safetensors")))
+    for other in adapters[1:]:
+        for k in adapters[0]:   # AdamW's first step is lr * g / (|g| + eps): tiny |g| magnify rounding, hence atol
+            torch.testing.assert_close(other[k], adapters[0][k], atol=1e-5, rtol=0)
+    assert any(not torch.equal(t, torch.zeros_like(t)) for k, t in adapters[0].items() if "lora_B" in k)
