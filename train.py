@@ -255,7 +255,8 @@ def save_checkpoint(args, model, opt, step, source):
     save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
     with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(dict(step=step, micro_batch=step * args.grad_accum, python_rng=random.getstate(), args=vars(args)), f)
-    if os.path.exists(final):
+    if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
+        shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
     os.replace(tmp, final)
     shutil.rmtree(final + ".old", ignore_errors=True)

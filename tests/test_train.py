@@ -148,7 +148,10 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatc
     adapter = load_safetensors(str(checkpoint / "adapter" / "adapter_model.safetensors"))
     assert all(torch.isfinite(t).all() for t in adapter.values())
     monkeypatch.undo()
+    os.replace(checkpoint, tmp_path / "checkpoint.old")                # as if a crash came between the two renames
+    os.makedirs(tmp_path / "checkpoint.tmp" / "adapter")               # with a half-written new one beside it
     assert train.train(train.parse_args(flags(tiny, tmp_path, "--save-every", "2", "--resume")))["steps"] == 10
+    assert sorted(os.listdir(tmp_path)) == ["adapter", "checkpoint", "metrics.jsonl"]
 
 
 def test_download_flag_and_alpaca_from_a_local_hub(tiny, tmp_path, monkeypatch):
