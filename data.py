@@ -265,6 +265,36 @@ def collate(examples, pad_id=0):
             "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples])}
 
 
+def load_examples(path, tok, seq_len, val_fraction, seed):
+    """(train examples, validation examples, validation records) from "alpaca" (Stanford Alpaca's file, fetched into
+    the cache once), a .json/.jsonl of records, or a .txt for language modelling (every token learned, no template)."""
+    if path == "alpaca":
+        path = cache_dir("data", "alpaca_data.json")
+        if not os.path.exists(path):
+            print(f"fetching Stanford Alpaca's alpaca_data.json into {path}")
+            download(ALPACA_URL, path)
+    if path.endswith(".txt"):
+        train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
+        print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
+        return train, val, []
+    train, val = split_records(read_records(path), val_fraction, seed)
+    (train_ex, cut), (val_ex, cut_val) = (tokenize_records(r, tok, seq_len) for r in (train, val))
+    print(f"{path}: {len(train):,} train / {len(val):,} held-out records; {cut + cut_val:,} longer than --seq-len "
+          f"{seq_len}, truncated")
+    return train_ex, val_ex, val
+
+
+def micro_batches(examples, batch_size, seed, start=0, pad_id=0):
+    """Collated micro-batches, epoch after epoch, from the start-th on. The order depends on the seed and the epoch
+    only, so a resumed run sees exactly the batches the interrupted one would have."""
+    lengths, n = [len(e["input_ids"]) for e in examples], -(-len(examples) // batch_size)
+    epoch, i = divmod(start, n)
+    while True:
+        for idx in length_grouped_batches(lengths, batch_size, seed + epoch)[i:]:
+            yield collate([examples[j] for j in idx], pad_id)
+        epoch, i = epoch + 1, 0
+
+
 # ----------------------------------------------------------------------------------------------------
 # Downloads over HTTPS (urllib): progress bar, resume of partial files, size and sha256 checks
 

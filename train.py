@@ -164,26 +164,7 @@ def save_weights(model, directory, args, source):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Data and losses
-
-def load_examples(args, tok):
-    """(train examples, validation examples, validation records) from --data."""
-    path = args.data
-    if path == "alpaca":
-        path = data.cache_dir("data", "alpaca_data.json")
-        if not os.path.exists(path):
-            print(f"fetching Stanford Alpaca's alpaca_data.json into {path}")
-            data.download(data.ALPACA_URL, path)
-    if path.endswith(".txt"):  # language modelling: every token learned, no template
-        train, val = data.split_records(data.text_examples(path, tok, args.seq_len), args.val_fraction, args.seed)
-        print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {args.seq_len} tokens")
-        return train, val, []
-    train, val = data.split_records(data.read_records(path), args.val_fraction, args.seed)
-    (train_ex, cut), (val_ex, cut_val) = (data.tokenize_records(r, tok, args.seq_len) for r in (train, val))
-    print(f"{path}: {len(train):,} train / {len(val):,} held-out records; {cut + cut_val:,} longer than --seq-len "
-          f"{args.seq_len}, truncated")
-    return train_ex, val_ex, val
-
+# Losses and evaluation
 
 def causal_lm_loss(model, batch):
     """(summed next-token cross-entropy over the labelled tokens, their number): logits at t predict token t+1."""
@@ -192,17 +173,6 @@ def causal_lm_loss(model, batch):
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=data.IGNORE,
                            reduction="sum")
     return loss, (labels != data.IGNORE).sum()
-
-
-def micro_batches(examples, args, start, pad_id):
-    """Micro-batches epoch after epoch, from the start-th on. The order depends on the seed and the epoch only, so a
-    resumed run sees exactly the batches the interrupted one would have."""
-    lengths, n = [len(e["input_ids"]) for e in examples], math.ceil(len(examples) / args.batch_size)
-    epoch, i = divmod(start, n)
-    while True:
-        for idx in data.length_grouped_batches(lengths, args.batch_size, args.seed + epoch)[i:]:
-            yield {k: v.to(args.device) for k, v in data.collate([examples[j] for j in idx], pad_id).items()}
-        epoch, i = epoch + 1, 0
 
 
 @torch.no_grad()
@@ -314,7 +284,7 @@ def train(args):
     tok = load_tokenizer(source)
     pad_id = tok.pad_id if tok.pad_id is not None else 0
     model = load_model(args, source, checkpoint, device, bf16)
-    train_ex, val_ex, val_records = load_examples(args, tok)
+    train_ex, val_ex, val_records = data.load_examples(args.data, tok, args.seq_len, args.val_fraction, args.seed)
     loss_fn = causal_lm_loss  # the kind of task picks the loss: (model, batch) -> (summed loss, count)
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
@@ -340,7 +310,7 @@ def train(args):
         log_path) else []
     log = open(log_path, "w")
     log.writelines(kept)                                       # what came after the checkpoint is redone
-    stream, stop = micro_batches(train_ex, args, step * args.grad_accum, pad_id), []
+    stream, stop = data.micro_batches(train_ex, args.batch_size, args.seed, step * args.grad_accum, pad_id), []
 
     def on_sigint(signum, frame):                              # finish the step and save; a second Ctrl-C quits
         stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
@@ -352,7 +322,7 @@ def train(args):
         while step < total and not stop:
             loss_sum, count = 0.0, 0
             for _ in range(args.grad_accum):
-                batch = next(stream)
+                batch = {k: v.to(device) for k, v in next(stream).items()}
                 with autocast():
                     loss, n = loss_fn(model, batch)
                 loss.backward()                                # the summed loss: divided by the step's count below
@@ -365,8 +335,8 @@ def train(args):
             norm = float(torch.nn.utils.clip_grad_norm_(params, args.clip))
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 raise FloatingPointError(
-                    f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; the last good "
-                    f"checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype fp32")
+                    f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; the last "
+                    f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype fp32")
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, args)
             opt.step()
@@ -395,8 +365,8 @@ def train(args):
     finally:
         signal.signal(signal.SIGINT, previous)
         log.close()
-    s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), peak_mem_mib=round(peak_mem_mib(device), 1),
-             final_loss=loss_value, val_loss=val_loss)
+    s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=val_loss,
+             peak_mem_mib=round(peak_mem_mib(device), 1))
     if stop:
         return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
     save_weights(model, os.path.join(args.out, "model" if args.method == "full" else "adapter"), args, source)

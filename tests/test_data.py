@@ -201,3 +201,11 @@ def test_download_hf_repo_with_token(tmp_path, monkeypatch):
     assert any(auth == "Bearer secret" for *_, auth in log)
     x = torch.randint(0, 256, (1, 8))
     assert torch.equal(load_pretrained(tmp_path / "dl")(x), load_pretrained(src)(x))
+
+
+def test_micro_batches_resume_mid_epoch():
+    """The stream from position k is the stream from 0 with k micro-batches skipped, across epochs (new order each)."""
+    examples = [{"input_ids": [1] * n, "labels": [1] * n} for n in random.Random(0).choices(range(2, 30), k=23)]
+    whole = [b["input_ids"].tolist() for b, _ in zip(data.micro_batches(examples, 4, seed=7), range(15))]
+    later = [b["input_ids"].tolist() for b, _ in zip(data.micro_batches(examples, 4, seed=7, start=9), range(6))]
+    assert later == whole[9:] and whole[:6] != whole[6:12]           # 6 batches an epoch; epoch 2 is reshuffled
