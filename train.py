@@ -41,8 +41,9 @@ from quant import NF4Linear
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc"}
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
+# and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
-            eval_every=100, save_every=0, log_every=40, out="out/demo")
+            eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
 
 
 class Help(argparse.HelpFormatter):
@@ -55,8 +56,9 @@ class Help(argparse.HelpFormatter):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Fine-tune a causal LM with LoRA-SP on Alpaca-format data; without "
-                                "--model and --data, an offline demo.", formatter_class=Help)
+    p = argparse.ArgumentParser(formatter_class=Help, description="Fine-tune a causal LM with LoRA-SP on Alpaca-format "
+                                "data. Without --model and --data: the offline demo, whose own defaults are " +
+                                " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
     a, yes_no = p.add_argument, argparse.BooleanOptionalAction
     a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...) or checkpoint directory (HF or Meta layout)")
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
@@ -89,6 +91,7 @@ def parse_args(argv=None):
       "bf16 autocast on CUDA, fp32 on CPU)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
+    a("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
     a("--save-every", type=int, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
@@ -210,7 +213,7 @@ def exact_match(model, tok, records, device, autocast, batch_size=50):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match"}  # what may change on --resume; anything else must match the checkpoint
+             "exact_match", "threads"}  # what may change on --resume; anything else must match the checkpoint
 
 
 def save_checkpoint(args, model, opt, step, source):
@@ -280,6 +283,7 @@ def train(args):
     autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)  # noqa: E731
     torch.manual_seed(args.seed)
     random.seed(args.seed)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     source, checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
     tok = load_tokenizer(source)
     pad_id = tok.pad_id if tok.pad_id is not None else 0
@@ -409,7 +413,7 @@ def prepare_demo(args):
     print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
           f"lines (once: it is cached in {model_dir})")
     train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device", args.device,
-                      *d["flags"]]))
+                      "--threads", str(args.threads), *d["flags"]]))
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return model_dir, task
