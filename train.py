@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -194,7 +195,8 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
 
 @torch.no_grad()
 def exact_match(model, tok, records, device, autocast, batch_size=50):
-    """Greedy answers (KV cache, left-padded batches) to the records' prompts: (share equal to `output`, answers)."""
+    """Greedy answers (KV cache, left-padded batches) to the records' prompts: (share equal to `output`, share that
+    start with it, then a non-word character or the end: the knowledge without the format; answers)."""
     model.eval()
     answers, new = [], max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
     for s in range(0, len(records), batch_size):
@@ -206,7 +208,9 @@ def exact_match(model, tok, records, device, autocast, batch_size=50):
             out = generate(model, ids, new, eos_id=tok.eos_id, attention_mask=mask)[:, T:].tolist()
         answers += [tok.decode(o[:o.index(tok.eos_id)] if tok.eos_id in o else o).strip() for o in out]
     model.train()
-    return sum(a == r["output"].strip() for a, r in zip(answers, records)) / len(records), answers
+    refs = [r["output"].strip() for r in records]
+    return (sum(a == r for a, r in zip(answers, refs)) / len(refs),
+            sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs), answers)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -306,8 +310,10 @@ def train(args):
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences, {'bf16' if bf16 else 'fp32'} on {device}")
     args.exact_match = args.exact_match if val_records else 0  # exact match needs held-out records
     if args.exact_match and not checkpoint:
-        s["exact_match_before"], before = exact_match(model, tok, val_records[:args.exact_match], device, autocast)
-        print(f"held-out exact match before training: {s['exact_match_before']:.1%}")
+        s["exact_match_before"], s["prefix_match_before"], before = exact_match(
+            model, tok, val_records[:args.exact_match], device, autocast)
+        print(f"held-out exact match before training: {s['exact_match_before']:.1%} (answers that start with the "
+              f"expected one: {s['prefix_match_before']:.1%})")
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "metrics.jsonl")
     kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint and os.path.exists(
@@ -375,8 +381,10 @@ def train(args):
         return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
     save_weights(model, os.path.join(args.out, "model" if args.method == "full" else "adapter"), args, source)
     if args.exact_match:
-        s["exact_match_after"], after = exact_match(model, tok, val_records[:args.exact_match], device, autocast)
-        print(f"held-out exact match after training: {s['exact_match_after']:.1%}")
+        s["exact_match_after"], s["prefix_match_after"], after = exact_match(
+            model, tok, val_records[:args.exact_match], device, autocast)
+        print(f"held-out exact match after training: {s['exact_match_after']:.1%} (answers that start with the "
+              f"expected one: {s['prefix_match_after']:.1%})")
         for r, b, a in list(zip(val_records, before, after))[:3] if not checkpoint else []:
             print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return dict(s, wall_s=round(time.time() - t_start, 1))

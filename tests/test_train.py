@@ -197,7 +197,7 @@ def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
         assert ("pretraining the demo model" in out) == first and ("pretrained by an earlier run" in out) != first
     summary = json.loads(out.strip().split("\n")[-1])
     for key in ("tokens_per_s", "peak_mem_mib", "trainable_params", "total_params", "final_loss", "exact_match_before",
-                "exact_match_after"):
+                "exact_match_after", "prefix_match_before", "prefix_match_after"):
         assert key in summary, key
     assert "held-out exact match before training" in out and "LoRA at r=16 would train" in out
     assert "python train.py --model llama2-7b --data alpaca" in out
