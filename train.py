@@ -385,7 +385,8 @@ def train(args):
             model, tok, val_records[:args.exact_match], device, autocast)
         print(f"held-out exact match after training: {s['exact_match_after']:.1%} (answers that start with the "
               f"expected one: {s['prefix_match_after']:.1%})")
-        for r, b, a in list(zip(val_records, before, after))[:3] if not checkpoint else []:
+        for i in range(0, len(after), len(after) // 3 + 1) if not checkpoint else []:  # 3 spread-out samples
+            r, b, a = val_records[i], before[i], after[i]
             print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
@@ -393,7 +394,7 @@ def train(args):
 # ----------------------------------------------------------------------------------------------------
 # The offline demo: a small Llama pretrained on generated text (cached), taught an instruction task with LoRA-SP
 
-DEMO_PRETRAIN = dict(docs=5000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
+DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
                      flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
                            "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
 REAL_JOB = "python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download"
