@@ -53,7 +53,8 @@ class Help(argparse.HelpFormatter):
         super().__init__(prog, max_help_position=30, width=max(120, shutil.get_terminal_size().columns))
 
     def _get_help_string(self, action):
-        return action.help + ("" if action.default in (None, False, argparse.SUPPRESS) else " (default: %(default)s)")
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        return action.help + ("" if hidden else " (default: %(default)s)")
 
 
 def parse_args(argv=None):
@@ -78,9 +79,9 @@ def parse_args(argv=None):
     a("--lr", type=float, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
     a("--weight-decay", type=float, default=0.01, metavar="X", help="AdamW's, torch's default (not norms, biases)")
     a("--epochs", type=float, default=3, metavar="X", help="passes over the training split; the paper's")
-    a("--batch-size", type=int, default=4, metavar="N", help="sequences per micro-batch (7B NF4 at 512 fits 24 GB)")
+    a("--batch-size", type=int, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on one GPU)")
     a("--grad-accum", type=int, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
-    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca fits)")
+    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca's 512)")
     a("--warmup", type=float, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
     a("--clip", type=float, default=1.0, metavar="X", help="gradient-norm clipping")
