@@ -152,3 +152,21 @@ def load_tokenizer(path):
             if value is not None:
                 setattr(tok, key, value[0] if isinstance(value, list) else value)
     return tok
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prompt templates
+
+# Stanford Alpaca's two templates, verbatim (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT); the response follows
+# directly after "### Response:" (training appends output + EOS to this text)
+ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                 "Write a response that appropriately completes the request.\n\n"
+                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
+ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
+                          "Write a response that appropriately completes the request.\n\n"
+                          "### Instruction:\n{instruction}\n\n### Response:")
+
+
+def alpaca_prompt(record):
+    """The Alpaca prompt for a record {instruction, input (optional)}: the response is generated after it."""
+    return (ALPACA_PROMPT if record.get("input") else ALPACA_PROMPT_NO_INPUT).format_map(record)
