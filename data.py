@@ -14,9 +14,12 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 
 Run `python -m pytest -q tests/test_tokenizers.py` to compare against transformers' tokenizers.
 """
+import csv
 import json
 import os
+import tarfile
 import unicodedata
+import urllib.request
 
 import sentencepiece
 import tiktoken
@@ -170,3 +173,49 @@ ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
 def alpaca_prompt(record):
     """The Alpaca prompt for a record {instruction, input (optional)}: the response is generated after it."""
     return (ALPACA_PROMPT if record.get("input") else ALPACA_PROMPT_NO_INPUT).format_map(record)
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data files
+
+CACHE = os.environ.get("LORASP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lorasp"))  # downloads
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
+
+
+def read_records(path):
+    """Alpaca-style records from a JSON list or JSON lines; any other file gives one instruction per non-empty line."""
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+
+
+def mmlu_dir(data_dir=None):
+    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into CACHE."""
+    cached = os.path.join(CACHE, "mmlu", "data")
+    if data_dir is None and not os.path.isdir(os.path.join(cached, "test")):
+        part = os.path.join(CACHE, "mmlu", "data.tar.part")
+        os.makedirs(os.path.dirname(part), exist_ok=True)
+        print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
+        try:
+            urllib.request.urlretrieve(MMLU_URL, part)
+        except OSError as e:
+            raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
+        with tarfile.open(part) as t:
+            t.extractall(os.path.dirname(part), filter="data")  # data/{dev,val,test,auxiliary_train}/
+        os.remove(part)
+    if not os.path.isdir(os.path.join(data_dir or cached, "test")):
+        raise SystemExit(f"{data_dir}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
+    return data_dir or cached
+
+
+def read_mmlu_csv(path):
+    """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
+    NaN and "2.50" into 2.5)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    for i, row in enumerate(rows):
+        if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
+            raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
+    return rows

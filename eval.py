@@ -23,15 +23,12 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py                     # a demonstration of the metrics
 """
 import argparse
-import csv
 import itertools
 import json
 import math
 import os
 import re
-import tarfile
 import textwrap
-import urllib.request
 from collections import Counter
 from xml.sax.saxutils import escape
 
@@ -39,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import alpaca_prompt, load_tokenizer
+from data import CACHE, alpaca_prompt, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
 from lorasp import load_adapter
 from model import generate, load_pretrained
 
@@ -194,87 +191,40 @@ def rouge(hypotheses, references):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Models, data files
-
-CACHE = os.environ.get("LORASP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lorasp"))  # downloads
-MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # the original release (166 MB)
-
+# MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
 def load_model(name, adapter=None, quant="none", dtype=None, device="cpu"):
-    """(model, tokenizer) for a checkpoint directory, NF4-quantized if asked, with an adapter if given."""
+    """(model in eval mode, tokenizer) for a checkpoint directory, NF4-quantized if asked, with an adapter if given."""
     if not os.path.isdir(name):
         raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
     return (load_adapter(model, adapter) if adapter else model).eval(), load_tokenizer(name)
 
 
-def read_records(path):
-    """Alpaca-style records from a JSON list or JSON lines; a .txt file gives one instruction per non-empty line."""
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
-
-
-def mmlu_dir(data_dir=None):
-    """A folder holding dev/ and test/: data_dir, or the original release downloaded once into the cache."""
-    data_dir = data_dir or os.path.join(CACHE, "mmlu", "data")
-    if not os.path.isdir(os.path.join(data_dir, "test")):
-        if data_dir != os.path.join(CACHE, "mmlu", "data"):
-            raise SystemExit(f"{data_dir}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
-        part = os.path.join(CACHE, "mmlu", "data.tar.part")
-        os.makedirs(os.path.dirname(part), exist_ok=True)
-        print(f"MMLU not in {data_dir}: downloading {MMLU_URL}", flush=True)
-        try:
-            urllib.request.urlretrieve(MMLU_URL, part)
-        except OSError as e:
-            raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it and pass --data-dir data/")
-        with tarfile.open(part) as t:
-            t.extractall(os.path.dirname(part), filter="data")  # data/{dev,val,test,auxiliary_train}/
-        os.remove(part)
-    return data_dir
-
-
 def context_length(model):
     return getattr(model.config, "max_seq_len", None) or model.config.n_positions
 
 
-# ----------------------------------------------------------------------------------------------------
-# MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
-
-CHOICES = "ABCD"
-
-
-def read_mmlu_csv(path):
-    """The release's rows: question, A, B, C, D, answer; no header. Kept as strings (pandas would turn "None" into
-    NaN and "2.50" into 2.5 in the original script)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    for i, row in enumerate(rows):
-        if len(row) != 6 or row[5] not in CHOICES:
-            raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
-    return rows
-
-
-def mmlu_example(row, answer=True):
-    text = row[0] + "".join(f"\n{c}. {option}" for c, option in zip(CHOICES, row[1:5])) + "\nAnswer:"
+def mmlu_example(row, answer=True):  # row: question, A, B, C, D, answer
+    text = row[0] + "".join(f"\n{c}. {option}" for c, option in zip("ABCD", row[1:5])) + "\nAnswer:"
     return text + f" {row[5]}\n\n" if answer else text
 
 
 def mmlu_prompt(subject, dev, row, k=5):
     """Header, k worked dev examples, then the question ending "Answer:". The original's format_subject puts a space
-    before each word, so "about" is followed by two spaces; we keep that, as every reported score has it."""
-    header = f"The following are multiple choice questions (with answers) about {''.join(' ' + w for w in subject.split('_'))}.\n\n"
-    return header + "".join(mmlu_example(r) for r in dev[:k]) + mmlu_example(row, answer=False)
+    before each word, so "about" is followed by two spaces; we keep it, as the published scores have it."""
+    about = "".join(" " + word for word in subject.split("_"))
+    return (f"The following are multiple choice questions (with answers) about {about}.\n\n"
+            + "".join(mmlu_example(r) for r in dev[:k]) + mmlu_example(row, answer=False))
 
 
 def answer_ids(tok):
     """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
     BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
     base, ids = tok.encode("Answer:", bos=False), []
-    for c in CHOICES:
+    for c in "ABCD":
         full = tok.encode(f"Answer: {c}", bos=False)
-        if full[:len(base)] != base:
+        if full[:len(base)] != base or len(full) == len(base):
             raise ValueError(f"the tokenizer splits 'Answer: {c}' differently from 'Answer:': {full} vs {base}")
         ids.append(full[len(base)])
     if len(set(ids)) != 4:
@@ -286,14 +236,15 @@ def answer_ids(tok):
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n}. A prompt longer
     than max_len (default: the model's context) drops worked examples from the end, as the original does. Prompts of
-    a subject share their first few hundred tokens: the KV cache of the previous prompt is reused up to where the
-    token ids first differ (causal attention: the shared part's keys and values do not depend on what follows)."""
-    subjects = subjects or sorted(f[:-9] for f in os.listdir(os.path.join(data_dir, "test")) if f.endswith("_test.csv"))
+    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token
+    ids first differ (causal attention: keys and values of the shared part do not depend on what follows)."""
+    test_dir = os.path.join(data_dir, "test")
+    subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total = next(model.parameters()).device, {}, 0, 0
     for s in subjects:
         dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
-        test = read_mmlu_csv(os.path.join(data_dir, "test", f"{s}_test.csv"))[:limit]
+        test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
         seen, cache, right = [], [{}] * model.config.n_layer, 0
         for row in test:
             for shots in range(len(dev), -1, -1):
@@ -304,7 +255,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
             logits = model(torch.tensor([ids[n:]], device=device), cache=cache)[0, -1]  # (vocab,)
-            right += CHOICES[int(logits[letters].argmax())] == row[5]
+            right += "ABCD"[int(logits[letters].argmax())] == row[5]
             seen = ids
         acc[s], hits, total = right / len(test), hits + right, total + len(test)
         log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot)")
@@ -372,52 +323,45 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e3
 def ticks(lo, hi, n=5):
     """About n round values (1, 2 or 5 x 10^k apart) spanning [lo, hi]."""
     raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
-    step = min(m * 10 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10) if m * 10 ** math.floor(math.log10(raw)) >= raw)
+    step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
+               if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
     return [round(i * step, 12) for i in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
 
 
 def read_metrics(run_dir, key):
     """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    points = {}
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            row = json.loads(line) if line.strip() else {}
-            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]):
-                points[row["step"]] = row[key]
-    return sorted(points.items())
+        rows = [json.loads(line) for line in f if line.strip()]
+    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())
 
 
-def plot_svg(run_dirs, W=720, H=420):
-    """One polyline of training loss per run (validation loss as dots), axes with round ticks, a legend."""
-    runs = {os.path.basename(os.path.normpath(d)) or d: (read_metrics(d, "loss"), read_metrics(d, "val_loss"))
+def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
+    """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
+    W x H pixels, plot margins L, R, T, B."""
+    runs = {os.path.basename(os.path.normpath(d)): (read_metrics(d, "loss"), read_metrics(d, "val_loss"))
             for d in run_dirs}
     points = [p for train, val in runs.values() for p in train + val]
     if not points:
         raise SystemExit(f"no 'loss' values in the metrics.jsonl of {run_dirs}")
-    xt = ticks(0, max(s for s, _ in points))
-    yt = ticks(min(v for _, v in points), max(v for _, v in points))
-    L, R, T, B = 60, 170, 20, 45  # margins: the legend goes right
-    sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731
-    sy = lambda v: H - B - (v - yt[0]) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731
+    xt, yt = ticks(0, max(s for s, _ in points)), ticks(min(v for _, v in points), max(v for _, v in points))
+    sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731  step -> pixels
+    sy = lambda v: H - B - (v - yt[0]) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731  loss -> pixels, downwards
+    text = lambda x, y, s, at="middle": f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{at}">{s}</text>'  # noqa: E731
+    line = lambda x1, y1, x2, y2, c="#ddd", w=1: (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+                                                  f'stroke="{c}" stroke-width="{w}"/>')  # noqa: E731
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="12"><rect width="{W}" height="{H}" fill="white"/>']
-    for x in xt:
-        svg.append(f'<line x1="{sx(x):.1f}" y1="{T}" x2="{sx(x):.1f}" y2="{H - B}" stroke="#ddd"/>'
-                   f'<text x="{sx(x):.1f}" y="{H - B + 16}" text-anchor="middle">{x:g}</text>')
-    for y in yt:
-        svg.append(f'<line x1="{L}" y1="{sy(y):.1f}" x2="{W - R}" y2="{sy(y):.1f}" stroke="#ddd"/>'
-                   f'<text x="{L - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
-    svg.append(f'<path d="M{L},{T} V{H - B} H{W - R}" fill="none" stroke="black"/>'
-               f'<text x="{(L + W - R) / 2}" y="{H - 8}" text-anchor="middle">step</text>'
-               f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">'
-               'loss</text>')
+           f'font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+    svg += [line(sx(x), T, sx(x), H - B) + text(sx(x), H - B + 16, f"{x:g}") for x in xt]
+    svg += [line(L, sy(y), W - R, sy(y)) + text(L - 6, sy(y) + 4, f"{y:g}", "end") for y in yt]
+    svg += [line(L, T, L, H - B, "black"), line(L, H - B, W - R, H - B, "black"), text((L + W - R) / 2, H - 8, "step"),
+            text(L - 40, T - 6, "loss", "start")]
     for i, (name, (train, val)) in enumerate(runs.items()):
         c, y = COLORS[i % len(COLORS)], T + 14 + 20 * i
         svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
                    + " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train) + '"/>')
         svg += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for s, v in val]
-        svg.append(f'<line x1="{W - R + 12}" y1="{y - 4}" x2="{W - R + 36}" y2="{y - 4}" stroke="{c}" stroke-width="2"/>'
-                   f'<text x="{W - R + 42}" y="{y}">{escape(name)}</text>')
+        svg.append(line(W - R + 12, y - 4, W - R + 36, y - 4, c, 2) + text(W - R + 42, y, escape(name), "start"))
     return "\n".join(svg + ["</svg>\n"])
 
 
@@ -434,18 +378,18 @@ def main(argv=None):
     ap.add_argument("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
     ap.add_argument("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
     ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: the checkpoint's)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded into {CACHE}/mmlu)")
+    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {CACHE}/mmlu)")
     ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
     ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
     ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject")
     ap.add_argument("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
     ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context)")
-    ap.add_argument("--stride", type=int, help="perplexity: window start every this many tokens (default: --seq-len)")
+    ap.add_argument("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
     ap.add_argument("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="generate: at most this many tokens an answer")
-    ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw these runs' metrics.jsonl loss curves")
+    ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     ap.add_argument("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)
     if args.plot:
@@ -456,7 +400,7 @@ def main(argv=None):
         return demo()
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
-    adapter = None if args.task == "generate" else args.adapter  # generate loads it after the base answers
+    adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device)
     if args.task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
@@ -485,6 +429,7 @@ def demo():
     p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
     print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
+    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate --model DIR ... (see --help)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch.nn as nn
 from tokenizers import ByteLevelBPETokenizer
 
 import eval as E
-from data import alpaca_prompt, load_tokenizer
+from data import alpaca_prompt, load_tokenizer, read_mmlu_csv
 from lorasp import apply_lorasp, load_adapter, save_adapter
 from model import LlamaConfig, build_model, generate, load_pretrained, save_pretrained
 
@@ -53,7 +53,7 @@ def ckpt(tmp_path_factory):
 
 def test_mmlu_prompt_is_the_original_format(tmp_path):
     root = write_mmlu(tmp_path)
-    dev = E.read_mmlu_csv(root / "dev" / "anatomy_dev.csv")
+    dev = read_mmlu_csv(root / "dev" / "anatomy_dev.csv")
     assert dev == DEV  # quoted fields with commas and quotes come back as written
     expected = ("The following are multiple choice questions (with answers) about  high school physics.\n\n"
                 "What is 1 + 1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n"
@@ -62,7 +62,7 @@ def test_mmlu_prompt_is_the_original_format(tmp_path):
     assert E.mmlu_prompt("high_school_physics", dev, TESTS["high_school_physics"][1], k=2) == expected
     (root / "test" / "bad_test.csv").write_text("q,a,b,c,d,E\n")
     with pytest.raises(ValueError, match="row 1"):
-        E.read_mmlu_csv(root / "test" / "bad_test.csv")
+        read_mmlu_csv(root / "test" / "bad_test.csv")
 
 
 def test_answer_tokens_sentencepiece_and_bpe(ckpt, tmp_path):
