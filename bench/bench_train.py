@@ -38,12 +38,12 @@ TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-colu
 GiB = 1 << 30
 
 
-def child(config, steps, threads, batch, seq, lr):
+def child(config, steps, threads, batch, seq, lr, trim):
     """One config in this process; prints one JSON line."""
+    import resource
     import time
 
     import torch
-    import torch.nn.functional as F
     sys.path.insert(0, ROOT)
     import model as M
     from lorasp import apply_lorasp
@@ -82,24 +82,27 @@ def child(config, steps, threads, batch, seq, lr):
                          structure="column" if method == "lorasp-column" else "element")
         net.checkpointing = ckpt
 
-        def loss_fn():  # TODO(train.py): import train.py's loss/step once it lands on main
-            logits = net(ids)  # (B, T, vocab)
-            targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # next token; the last position predicts nothing
-            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        def loss_fn():  # TODO(train.py): import train.py's step once it lands on main
+            return net(ids, labels=ids)  # next-token loss, chunked (model.LinearCrossEntropy)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
-        t0 = time.perf_counter()
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if trim == "all" or trim == "ours" and method != "peft":
+            M.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t0)
+        cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), peak_rss=hwm, loss=loss.item(),
-                          trainable=sum(p.numel() for p in params), threads=torch.get_num_threads())))
+    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
+                          peak_rss=hwm, loss=loss.item(), trainable=sum(p.numel() for p in params),
+                          threads=torch.get_num_threads())))
 
 
 def measure_gflops(threads):
@@ -138,10 +141,12 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--gflops", type=float, default=170.0, help="fp32 matmul rate for the FLOP floor")
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rate here instead")
+    ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call model.trim_heap() after "
+                    "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr)
+        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim)
     configs = args.configs or (TABLE if args.table else COMPARE)
     gflops = measure_gflops(args.threads) if args.measure_gflops else args.gflops
     runs = {c: [] for c in configs}
@@ -149,34 +154,36 @@ def main():
         for c in configs:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", c, "--steps", str(args.steps),
                    "--threads", str(args.threads), "--batch", str(args.batch), "--seq", str(args.seq),
-                   "--lr", str(args.lr)]
+                   "--lr", str(args.lr), "--trim", args.trim]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
                 continue
             runs[c].append(json.loads(p.stdout.strip().splitlines()[-1]))
             r = runs[c][-1]
-            print(f"  {c}: {r['step_s']:.2f} s/step, peak RSS {r['peak_rss'] / GiB:.2f} GiB", flush=True)
-    tokens = args.batch * args.seq
-    print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {runs[configs[0]][0]['threads'] if runs[configs[0]] else '?'}"
-          f" threads, floor at {gflops:.0f} GFLOP/s, medians of {args.steps} steps x {args.repeats} repeats")
-    print(f"{'config':<28}{'s/step':>8}{'tokens/s':>10}{'peak GiB':>10}{'floor':>7}{'trainable':>12}")
+            print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
+                  flush=True)
+    tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
+    print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {threads} threads, trim_heap: {args.trim}; medians of "
+          f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at {gflops:.0f} GFLOP/s\n")
+    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | trainable |")
+    print("|---|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():
         if not rs:
-            print(f"{c:<28}{'refused' if c.startswith('full:nf4') else 'failed':>8}")
+            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | |")
             continue
-        s, mem = statistics.median(r["step_s"] for r in rs), max(r["peak_rss"] for r in rs)
-        summary[c] = s, mem
-        print(f"{c:<28}{s:>8.2f}{tokens / s:>10.0f}{mem / GiB:>10.2f}{floor_s(c, gflops, args.batch, args.seq) / s:>7.0%}"
-              f"{rs[0]['trainable']:>12,}")
-    for ours in summary:
-        ckpt = ours.rsplit(":", 1)[1]
+        s, cpu, mem = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s", "peak_rss"))
+        summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
+        print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | "
+              f"{floor_s(c, gflops, args.batch, args.seq) / s:.0%} | {rs[0]['trainable']:,} |")
+    print()
+    for c, (s, cpu, mem) in summary.items():
+        ckpt = c.rsplit(":", 1)[1]
         ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}")
-        if ref and not ours.startswith("peft"):
-            s, mem = summary[ours]
-            print(f"{ours} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): "
-                  f"time {s / ref[0]:.2f}x, peak RSS {mem / ref[1]:.2f}x")
+        if ref and not c.startswith("peft"):
+            print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "
+                  f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")
 
 
 if __name__ == "__main__":
