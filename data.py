@@ -158,44 +158,68 @@ def load_tokenizer(path):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Prompt templates
+# Instruction data: Stanford Alpaca's records and prompt templates (as issue 5's train.py helper writes them)
 
-# Stanford Alpaca's two templates, verbatim (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT); the response follows
-# directly after "### Response:" (training appends output + EOS to this text)
-ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-                 "Write a response that appropriately completes the request.\n\n"
-                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
-ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. "
-                          "Write a response that appropriately completes the request.\n\n"
-                          "### Instruction:\n{instruction}\n\n### Response:")
+IGNORE = -100  # the label of a token that carries no loss (prompt, padding): cross_entropy's ignore_index
+# Stanford Alpaca's templates, word for word (tatsu-lab/stanford_alpaca, train.py, PROMPT_DICT)
+PROMPT_DICT = {
+    "prompt_input": (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+    ),
+    "prompt_no_input": (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\n{instruction}\n\n### Response:"
+    ),
+}
+ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
 
 
 def alpaca_prompt(record):
-    """The Alpaca prompt for a record {instruction, input (optional)}: the response is generated after it."""
-    return (ALPACA_PROMPT if record.get("input") else ALPACA_PROMPT_NO_INPUT).format_map(record)
-
-
-
-# ----------------------------------------------------------------------------------------------------
-# Data files
-
-CACHE = os.environ.get("LORASP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lorasp"))  # downloads
-MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
+    """The prompt Alpaca trains on: the template with input when the record's input is not empty."""
+    key = "prompt_input" if record.get("input", "") != "" else "prompt_no_input"
+    return PROMPT_DICT[key].format_map(record)
 
 
 def read_records(path):
-    """Alpaca-style records from a JSON list or JSON lines; any other file gives one instruction per non-empty line."""
+    """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings;
+    `input` is optional (Alpaca's empty string). A malformed record is an error naming its index and field."""
     with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+        records = [json.loads(line) for line in f if line.strip()] if path.endswith(".jsonl") else json.load(f)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: record {i} is a {type(r).__name__}, not an object")
+        for field in ("instruction", "input", "output"):
+            if field == "input" and field not in r:
+                continue
+            if field not in r:
+                raise ValueError(f"{path}: record {i} has no {field!r} field (it has {sorted(r)})")
+            if not isinstance(r[field], str):
+                raise ValueError(f"{path}: record {i} field {field!r} is a {type(r[field]).__name__}, not a string")
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------
+# Downloads and MMLU's files
+
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
+
+
+def cache_dir(*parts):
+    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model."""
+    root = os.environ.get("LORASP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lorasp")
+    return os.path.join(root, *parts)
 
 
 def mmlu_dir(data_dir=None):
-    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into CACHE."""
-    cached = os.path.join(CACHE, "mmlu", "data")
+    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into the cache."""
+    cached = cache_dir("mmlu", "data")
     if data_dir is None and not os.path.isdir(os.path.join(cached, "test")):
-        part = os.path.join(CACHE, "mmlu", "data.tar.part")
+        part = cache_dir("mmlu", "data.tar.part")
         os.makedirs(os.path.dirname(part), exist_ok=True)
         print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
         try:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import CACHE, alpaca_prompt, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
+from data import alpaca_prompt, cache_dir, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
 from lorasp import load_adapter
 from model import generate, load_pretrained
 
@@ -267,12 +267,12 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 
 def perplexity_docs(path, tok):
     """[(token ids, first scored index)]: a text file is one document, every token scored; Alpaca JSON/JSONL records
-    are prompt + output + EOS each, the response scored (train.py's loss; tokenized whole, as Stanford Alpaca does)."""
+    are prompt + output + EOS each, only the response scored (train.py's loss: prompt and response tokenized apart)."""
     if not path.endswith((".json", ".jsonl")):
         with open(path, encoding="utf-8") as f:
             return [(tok.encode(f.read()), 1)]
-    return [(tok.encode(alpaca_prompt(r) + r["output"], eos=True), len(tok.encode(alpaca_prompt(r))))
-            for r in read_records(path)]
+    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
+    return [(p + o, len(p)) for p, o in prompts]
 
 
 @torch.no_grad()
@@ -295,6 +295,14 @@ def perplexity(model, docs, seq_len=None, stride=None):
                 nll += F.cross_entropy(logits[first - 1:-1], target, reduction="sum").item()
                 n, done = n + len(target), begin + len(window)
     return math.exp(nll / n), n
+
+
+def read_prompts(path):
+    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
 
 
 @torch.no_grad()
@@ -380,7 +388,7 @@ def main(argv=None):
     ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {CACHE}/mmlu)")
+    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')})")
     ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
     ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
     ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject")
@@ -411,7 +419,7 @@ def main(argv=None):
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
-        records = read_records(args.prompts)
+        records = read_prompts(args.prompts)
         base = generate_answers(model, tok, records, args.max_new_tokens)
         tuned = generate_answers(load_adapter(model, args.adapter), tok, records, args.max_new_tokens) \
             if args.adapter else [""] * len(records)

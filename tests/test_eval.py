@@ -164,7 +164,8 @@ def test_perplexity_by_hand(ckpt, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(records))
     docs = E.perplexity_docs(str(tmp_path / "a.json"), tok)
     for (doc, start), r in zip(docs, records):
-        assert doc == tok.encode(alpaca_prompt(r) + r["output"], eos=True) and start == len(tok.encode(alpaca_prompt(r)))
+        prompt = tok.encode(alpaca_prompt(r))
+        assert doc == prompt + tok.encode(r["output"], bos=False, eos=True) and start == len(prompt)
     logp = [torch.log_softmax(model(torch.tensor([d]))[0].double(), -1) for d, _ in docs]
     ref = [-lp[j - 1, d[j]].item() for lp, (d, s) in zip(logp, docs) for j in range(s, len(d))]
     assert E.perplexity(model, docs) == (pytest.approx(math.exp(sum(ref) / len(ref)), rel=1e-5), len(ref))
@@ -216,3 +217,14 @@ def test_plot_svg(tmp_path):
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
     assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
+
+
+def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
+    """A cached copy is used without any download; a --data-dir without test/ is an error naming it."""
+    from data import mmlu_dir
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    write_mmlu(tmp_path / "cache" / "mmlu" / "data")
+    assert mmlu_dir() == str(tmp_path / "cache" / "mmlu" / "data")
+    assert mmlu_dir(str(tmp_path / "cache" / "mmlu" / "data")) == str(tmp_path / "cache" / "mmlu" / "data")
+    with pytest.raises(SystemExit, match="no test/ folder"):
+        mmlu_dir(str(tmp_path / "elsewhere"))
