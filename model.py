@@ -495,17 +495,20 @@ class LinearCrossEntropy(torch.autograd.Function):
         dt = torch.promote_types(h.dtype, torch.float32)  # softmax in fp32 at least (bf16 logits round badly)
         loss, rows = h.new_zeros((), dtype=dt), max(1, LOSS_CHUNK // W.shape[0])
         gh = torch.empty_like(h) if h.requires_grad else None
-        gW = torch.zeros_like(W) if W.requires_grad else None
+        gW, Wh = torch.zeros_like(W) if W.requires_grad else None, W.to(h.dtype)  # no copy unless dtypes differ
         for i in range(0, len(h), rows):
             t, x = targets[i:i + rows], h[i:i + rows]
-            logits = (x @ W.T.to(x.dtype)).to(dt)      # (rows, vocab)
-            lse, ok = logits.logsumexp(-1), t != -100
-            loss += (lse - logits.gather(1, t.clamp(min=0)[:, None])[:, 0])[ok].sum()
-            g = logits.sub_(lse[:, None]).exp_()        # softmax, in place
+            logits = (x @ Wh.T).to(dt)                  # (rows, vocab)
+            ok, top = t != -100, logits.amax(-1, keepdim=True)
+            picked = logits.gather(1, t.clamp(min=0)[:, None])
+            e = logits.sub_(top).exp_()                 # in place: few passes over the chunk, no new buffers
+            total = e.sum(-1, keepdim=True)
+            loss += (top + total.log() - picked)[ok].sum()  # log sum exp - logit of the target
+            g = e.mul_(ok[:, None] / total)             # softmax, 0 on unscored rows
             g[ok, t[ok]] -= 1
-            g = g.masked_fill_(~ok[:, None], 0).to(x.dtype)
+            g = g.to(x.dtype)
             if gh is not None:
-                gh[i:i + rows] = g @ W.to(x.dtype)
+                gh[i:i + rows] = g @ Wh
             if gW is not None:
                 gW += (g.T @ x).to(W.dtype)
         ctx.save_for_backward(gh, gW)

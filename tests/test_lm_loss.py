@@ -32,3 +32,17 @@ def test_chunked_loss_matches_cross_entropy(arch, lora, monkeypatch):
             torch.testing.assert_close(g, r)
     with torch.no_grad():
         torch.testing.assert_close(net(ids, labels=labels), ref)
+
+
+def test_bf16_loss_close_to_fp32_logits():
+    """bf16 weights and activations: the softmax still runs in fp32, so the loss is the fp32-softmax one of the bf16
+    logits."""
+    torch.manual_seed(0)
+    net = M.build_model("llama-tiny").to(torch.bfloat16)
+    ids = torch.randint(0, 256, (2, 9))
+    ref = F.cross_entropy(net(ids)[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+    loss = net(ids, labels=ids)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=2e-3, atol=2e-3)
+    loss.backward()
+    assert net.lm_head.weight.grad.dtype == torch.bfloat16 and net.lm_head.weight.grad.abs().sum() > 0
