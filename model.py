@@ -430,8 +430,23 @@ def apply_rope(x, cos, sin):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-def swiglu(gate, up):
-    return F.silu(gate) * up  # Shazeer 2020
+class SwiGLU(torch.autograd.Function):
+    """silu(gate) * up (Shazeer 2020) keeping only gate and up for backward (autograd would keep silu(gate) too: one
+    (B, T, n_ffn) tensor a layer); silu'(x) = s (1 + x (1 - s)), s = sigmoid(x). No double backward."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, g):
+        gate, up = ctx.saved_tensors
+        s = torch.sigmoid(gate)
+        return g * up * s * (1 + gate * (1 - s)), g * gate * s
+
+
+swiglu = SwiGLU.apply
 
 
 def gelu_tanh(x):

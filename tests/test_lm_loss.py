@@ -1,5 +1,6 @@
 """model(input_ids, labels=...): the chunked LinearCrossEntropy against F.cross_entropy on the full logits, loss and
-gradients, for Llama and GPT-2 (tied head), with ignored positions and several chunks."""
+gradients, for Llama and GPT-2 (tied head), with ignored positions and several chunks; the SwiGLU autograd function
+against autograd's own."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,3 +47,10 @@ def test_bf16_loss_close_to_fp32_logits():
     torch.testing.assert_close(loss, ref, rtol=2e-3, atol=2e-3)
     loss.backward()
     assert net.lm_head.weight.grad.dtype == torch.bfloat16 and net.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_swiglu_gradients_match_autograd():
+    gate, up = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True), torch.randn(3, 5, 7, dtype=torch.float64,
+                                                                                        requires_grad=True)
+    torch.autograd.gradcheck(M.swiglu, (gate, up))
+    torch.testing.assert_close(M.swiglu(gate, up), F.silu(gate) * up)
