@@ -432,7 +432,7 @@ def apply_rope(x, cos, sin):
 
 class SwiGLU(torch.autograd.Function):
     """silu(gate) * up (Shazeer 2020) keeping only gate and up for backward (autograd would keep silu(gate) too: one
-    (B, T, n_ffn) tensor a layer); silu'(x) = s (1 + x (1 - s)), s = sigmoid(x). No double backward."""
+    (B, T, n_ffn) tensor a layer), recomputed in backward. No double backward."""
 
     @staticmethod
     def forward(ctx, gate, up):
@@ -442,8 +442,7 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         gate, up = ctx.saved_tensors
-        s = torch.sigmoid(gate)
-        return g * up * s * (1 + gate * (1 - s)), g * gate * s
+        return torch.ops.aten.silu_backward(g * up, gate), g * F.silu(gate)  # silu_backward: one fused pass
 
 
 swiglu = SwiGLU.apply
