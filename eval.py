@@ -34,7 +34,6 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from data import alpaca_prompt, cache_dir, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
 from lorasp import load_adapter
@@ -279,7 +278,8 @@ def perplexity_docs(path, tok):
 def perplexity(model, docs, seq_len=None, stride=None):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
-    scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it."""
+    scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
+    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory."""
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
@@ -290,10 +290,9 @@ def perplexity(model, docs, seq_len=None, stride=None):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                logits = model(torch.tensor([window], device=device))[0].float()  # (T, vocab)
-                target = torch.tensor(window[first:], device=device)
-                nll += F.cross_entropy(logits[first - 1:-1], target, reduction="sum").item()
-                n, done = n + len(target), begin + len(window)
+                labels = torch.tensor([[-100] * first + window[first:]], device=device)  # -100: not scored
+                mean = model(torch.tensor([window], device=device), labels=labels)  # chunked: no (T, vocab) logits
+                nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
     return math.exp(nll / n), n
 
 
