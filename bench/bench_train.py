@@ -11,7 +11,9 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
 - METHOD full / lora / lorasp-element / lorasp-column: our model.py Llama with lorasp.py layers (keep=1.0 for lora,
   keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
   checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
-Ours runs the step train.py runs (forward, causal-LM cross-entropy, backward, AdamW step, zero_grad).
+Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
+step, zero_grad, then model.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
+--trim all gives peft the same treatment).
 Each config runs in a fresh subprocess started by this small parent (no torch imported here, so nothing of the
 parent's memory is inherited): build, one warm-up step, then the median of --steps steps. Peak memory is VmHWM from
 /proc/self/status (the child's own resident high-water mark: model, optimizer, activations, allocator caches).
