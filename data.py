@@ -21,6 +21,7 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
 a local stand-in for the Hub).
 """
+import csv
 import hashlib
 import http.client
 import io
@@ -29,6 +30,7 @@ import os
 import random
 import re
 import sys
+import tarfile
 import time
 import unicodedata
 import urllib.error
@@ -323,6 +325,8 @@ def where_to_get(repo, directory):
                   "read token at https://huggingface.co/settings/tokens and export HF_TOKEN=..."]
     return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
 
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
+
 
 def cache_dir(*parts):
     """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model."""
@@ -511,3 +515,32 @@ def demo_files(directory, docs, vocab, seed=0):
     train_sentencepiece(lines[:2000] + list(PROMPT_DICT.values()) * 20, os.path.join(directory, "tokenizer.model"),
                         vocab)
     return corpus
+
+
+def mmlu_dir(data_dir=None):
+    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into the cache."""
+    cached = cache_dir("mmlu", "data")
+    if data_dir is None and not os.path.isdir(os.path.join(cached, "test")):
+        tarball = cache_dir("mmlu", "data.tar")
+        print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
+        try:
+            download(MMLU_URL, tarball)  # resumable: a second run continues the partial file
+        except OSError as e:
+            raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
+        with tarfile.open(tarball) as t:
+            t.extractall(os.path.dirname(tarball), filter="data")  # data/{dev,val,test,auxiliary_train}/
+        os.remove(tarball)
+    if not os.path.isdir(os.path.join(data_dir or cached, "test")):
+        raise SystemExit(f"{data_dir}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
+    return data_dir or cached
+
+
+def read_mmlu_csv(path):
+    """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
+    NaN and "2.50" into 2.5)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    for i, row in enumerate(rows):
+        if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
+            raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
+    return rows

@@ -1,5 +1,5 @@
-"""eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2). It opens with the metrics; the
-sections after them (benchmark evaluation, perplexity, generation, plots) are built on top.
+"""eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2), and the evaluations a user runs on
+a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side, loss-curve plots.
 
 The metrics are written by hand on plain lists and equal the tools papers report with:
 - GLUE (Table 1): `accuracy`, `f1` (binary, label 1), `matthews_corrcoef` (CoLA), `pearson`, `spearman` (STS-B):
@@ -7,13 +7,37 @@ The metrics are written by hand on plain lists and equal the tools papers report
 - WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
   `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100.
 All take (predictions, references). Left out: sacreBLEU's other tokenizers, smoothings, lowercasing and
-confidence intervals; rouge-score's stemmer and rougeLsum. Run `python eval.py` for a demonstration.
+confidence intervals; rouge-score's stemmer and rougeLsum.
+Then, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
+- `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
+  examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
+- `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided).
+- `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
+- `plot_svg`: the loss curves of several train.py runs (their metrics.jsonl) as one hand-written SVG.
+Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached).
+
+    python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
+    python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
+    python eval.py --task generate --model DIR --adapter DIR --prompts FILE
+    python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
+    python eval.py                     # a demonstration of the metrics
 """
+import argparse
+import itertools
+import json
 import math
+import os
 import re
+import textwrap
 from collections import Counter
+from xml.sax.saxutils import escape
 
 import numpy as np
+import torch
+
+from data import alpaca_prompt, cache_dir, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
+from lorasp import load_adapter
+from model import generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
 # Metrics: GLUE classification/regression, BLEU, ROUGE
@@ -165,10 +189,255 @@ def rouge(hypotheses, references):
     return {k: 100 * v / len(hypotheses) for k, v in sums.items()}
 
 
-if __name__ == "__main__":
+# ----------------------------------------------------------------------------------------------------
+# MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
+
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu"):
+    """(model in eval mode, tokenizer) for a checkpoint directory, NF4-quantized if asked, with an adapter if given."""
+    if not os.path.isdir(name):
+        raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
+    model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
+    return (load_adapter(model, adapter) if adapter else model).eval(), load_tokenizer(name)
+
+
+def context_length(model):
+    return getattr(model.config, "max_seq_len", None) or model.config.n_positions
+
+
+def mmlu_example(row, answer=True):  # row: question, A, B, C, D, answer
+    text = row[0] + "".join(f"\n{c}. {option}" for c, option in zip("ABCD", row[1:5])) + "\nAnswer:"
+    return text + f" {row[5]}\n\n" if answer else text
+
+
+def mmlu_prompt(subject, dev, row, k=5):
+    """Header, k worked dev examples, then the question ending "Answer:". The original's format_subject puts a space
+    before each word, so "about" is followed by two spaces; we keep it, as the published scores have it."""
+    about = "".join(" " + word for word in subject.split("_"))
+    return (f"The following are multiple choice questions (with answers) about {about}.\n\n"
+            + "".join(mmlu_example(r) for r in dev[:k]) + mmlu_example(row, answer=False))
+
+
+def answer_ids(tok):
+    """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
+    BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
+    base, ids = tok.encode("Answer:", bos=False), []
+    for c in "ABCD":
+        full = tok.encode(f"Answer: {c}", bos=False)
+        if full[:len(base)] != base or len(full) == len(base):
+            raise ValueError(f"the tokenizer splits 'Answer: {c}' differently from 'Answer:': {full} vs {base}")
+        ids.append(full[len(base)])
+    if len(set(ids)) != 4:
+        raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
+    return ids
+
+
+@torch.no_grad()
+def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
+    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n}. A prompt longer
+    than max_len (default: the model's context) drops worked examples from the end, as the original does. Prompts of
+    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token
+    ids first differ (causal attention: keys and values of the shared part do not depend on what follows)."""
+    test_dir = os.path.join(data_dir, "test")
+    subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    max_len, letters = max_len or context_length(model), answer_ids(tok)
+    device, acc, hits, total = next(model.parameters()).device, {}, 0, 0
+    for s in subjects:
+        dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
+        test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
+        seen, cache, right = [], [{}] * model.config.n_layer, 0
+        for row in test:
+            for shots in range(len(dev), -1, -1):
+                ids = tok.encode(mmlu_prompt(s, dev, row, shots))
+                if len(ids) <= max_len:
+                    break
+            ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes
+            n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
+            cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
+            logits = model(torch.tensor([ids[n:]], device=device), cache=cache)[0, -1]  # (vocab,)
+            right += "ABCD"[int(logits[letters].argmax())] == row[5]
+            seen = ids
+        acc[s], hits, total = right / len(test), hits + right, total + len(test)
+        log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot)")
+    return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Perplexity, generation
+
+def perplexity_docs(path, tok):
+    """[(token ids, first scored index)]: a text file is one document, every token scored; Alpaca JSON/JSONL records
+    are prompt + output + EOS each, only the response scored (train.py's loss: prompt and response tokenized apart)."""
+    if not path.endswith((".json", ".jsonl")):
+        with open(path, encoding="utf-8") as f:
+            return [(tok.encode(f.read()), 1)]
+    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
+    return [(p + o, len(p)) for p, o in prompts]
+
+
+@torch.no_grad()
+def perplexity(model, docs, seq_len=None, stride=None):
+    """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
+    context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
+    scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
+    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory."""
+    seq_len = seq_len or context_length(model)
+    stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"need 0 < stride <= seq_len, got stride {stride}, seq_len {seq_len}")
+    for ids, start in docs:
+        done = max(start, 1)  # index of the first target still to score: token 0 has nothing before it
+        for begin in range(0, len(ids) - 1, stride):
+            window = ids[begin:begin + seq_len]
+            first = max(done - begin, 1)  # its first target not scored yet
+            if first < len(window):
+                labels = torch.tensor([[-100] * first + window[first:]], device=device)  # -100: not scored
+                mean = model(torch.tensor([window], device=device), labels=labels)  # chunked: no (T, vocab) logits
+                nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
+    return math.exp(nll / n), n
+
+
+def read_prompts(path):
+    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+
+
+@torch.no_grad()
+def generate_answers(model, tok, records, max_new_tokens=128):
+    """Greedy answers to Alpaca records (instruction, optional input), up to EOS."""
+    device, answers = next(model.parameters()).device, []
+    for r in records:
+        ids = torch.tensor([tok.encode(alpaca_prompt(r))], device=device)
+        out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id)[0, ids.shape[1]:].tolist()
+        answers.append(tok.decode([t for t in out if t != tok.eos_id]).strip())
+    return answers
+
+
+def side_by_side(left, right, width=58):
+    """Two texts in columns of `width` characters, each wrapped paragraph by paragraph."""
+    wrap = lambda t: [line for par in t.split("\n") for line in textwrap.wrap(par, width) or [""]]  # noqa: E731
+    return "\n".join(f"{a:<{width}} | {b}" for a, b in itertools.zip_longest(wrap(left), wrap(right), fillvalue=""))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loss curves as a hand-written SVG
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def ticks(lo, hi, n=5):
+    """About n round values (1, 2 or 5 x 10^k apart) spanning [lo, hi]."""
+    raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
+    step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
+               if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
+    return [round(i * step, 12) for i in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+
+
+def read_metrics(run_dir, key):
+    """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())
+
+
+def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
+    """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
+    W x H pixels, plot margins L, R, T, B."""
+    runs = {os.path.basename(os.path.normpath(d)): (read_metrics(d, "loss"), read_metrics(d, "val_loss"))
+            for d in run_dirs}
+    points = [p for train, val in runs.values() for p in train + val]
+    if not points:
+        raise SystemExit(f"no 'loss' values in the metrics.jsonl of {run_dirs}")
+    xt, yt = ticks(0, max(s for s, _ in points)), ticks(min(v for _, v in points), max(v for _, v in points))
+    sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731  step -> pixels
+    sy = lambda v: H - B - (v - yt[0]) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731  loss -> pixels, downwards
+    text = lambda x, y, s, at="middle": f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{at}">{s}</text>'  # noqa: E731
+    line = lambda x1, y1, x2, y2, c="#ddd", w=1: (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+                                                  f'stroke="{c}" stroke-width="{w}"/>')  # noqa: E731
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
+           f'font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+    svg += [line(sx(x), T, sx(x), H - B) + text(sx(x), H - B + 16, f"{x:g}") for x in xt]
+    svg += [line(L, sy(y), W - R, sy(y)) + text(L - 6, sy(y) + 4, f"{y:g}", "end") for y in yt]
+    svg += [line(L, T, L, H - B, "black"), line(L, H - B, W - R, H - B, "black"), text((L + W - R) / 2, H - 8, "step"),
+            text(L - 40, T - 6, "loss", "start")]
+    for i, (name, (train, val)) in enumerate(runs.items()):
+        c, y = COLORS[i % len(COLORS)], T + 14 + 20 * i
+        svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
+                   + " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train) + '"/>')
+        svg += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for s, v in val]
+        svg.append(line(W - R + 12, y - 4, W - R + 36, y - 4, c, 2) + text(W - R + 42, y, escape(name), "start"))
+    return "\n".join(svg + ["</svg>\n"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+TASKS = ["mmlu", "perplexity", "generate"]  # later issues add theirs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Evaluate a checkpoint, with or without an adapter, or plot loss curves. "
+                                             "Without arguments: a demonstration of the metrics.")
+    ap.add_argument("--task", choices=TASKS, help="what to evaluate")
+    ap.add_argument("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
+    ap.add_argument("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
+    ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')})")
+    ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
+    ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
+    ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject")
+    ap.add_argument("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
+    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context)")
+    ap.add_argument("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
+    ap.add_argument("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate: at most this many tokens an answer")
+    ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
+    ap.add_argument("--out", default="loss.svg", help="--plot: the SVG file to write")
+    args = ap.parse_args(argv)
+    if args.plot:
+        with open(args.out, "w") as f:
+            f.write(plot_svg(args.plot))
+        return print(f"wrote {args.out} ({len(args.plot)} runs)")
+    if not args.task:
+        return demo()
+    if not args.model:
+        ap.error(f"--task {args.task} needs --model")
+    adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
+    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device)
+    if args.task == "mmlu":
+        result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
+        print(f"MMLU {args.shots}-shot: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
+              f"micro {result['micro']:.4f} over {result['questions']} questions")
+    elif args.task == "perplexity":
+        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)
+        result = dict(perplexity=ppl, tokens=n)
+        print(f"perplexity {ppl:.4f} over {n} tokens")
+    else:
+        records = read_prompts(args.prompts)
+        base = generate_answers(model, tok, records, args.max_new_tokens)
+        tuned = generate_answers(load_adapter(model, args.adapter), tok, records, args.max_new_tokens) \
+            if args.adapter else [""] * len(records)
+        for r, a, b in zip(records, base, tuned):
+            print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
+            print(side_by_side("[base] " + a, f"[{args.adapter or 'no adapter'}] " + b))
+        result = dict(answers=[dict(base=a, adapted=b) for a, b in zip(base, tuned)])
+    print(json.dumps(dict(task=args.task, **result)))
+
+
+def demo():
     hyp = ["Pisica stă pe covor.", "Prețul a crescut cu 3,5%."]
     ref = ["Pisica stă pe preș.", "Prețul a crescut cu 3,5% în 2016."]
     print(f"{hyp} vs {ref}:\nBLEU {bleu(hyp, ref):.2f}  ROUGE", {k: round(v, 2) for k, v in rouge(hyp, ref).items()})
     p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
     print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
+    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate --model DIR ... (see --help)")
+
+
+if __name__ == "__main__":
+    main()

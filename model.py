@@ -430,8 +430,22 @@ def apply_rope(x, cos, sin):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-def swiglu(gate, up):
-    return F.silu(gate) * up  # Shazeer 2020
+class SwiGLU(torch.autograd.Function):
+    """silu(gate) * up (Shazeer 2020) keeping only gate and up for backward (autograd would keep silu(gate) too: one
+    (B, T, n_ffn) tensor a layer), recomputed in backward. No double backward."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, g):
+        gate, up = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(g * up, gate), g * F.silu(gate)  # silu_backward: one fused pass
+
+
+swiglu = SwiGLU.apply
 
 
 def gelu_tanh(x):
@@ -482,6 +496,55 @@ class GPT2Block(nn.Module):
         return x + F.dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
+LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of logits h W^T, a chunk of rows at a time: the (N, vocab) fp32 logits, their softmax and
+    gradient never exist whole (at Llama-2's 32000 words, 4 x 256 tokens they are 131 MB each). The gradient is
+    taken in forward, while a chunk's logits exist: dL/dlogits = softmax - onehot, then dL/dh = g W, dL/dW = g^T h."""
+
+    @staticmethod
+    def forward(ctx, h, W, targets):                   # h (N, C), W (vocab, C), targets (N,), -100: not scored
+        dt = torch.promote_types(h.dtype, torch.float32)  # softmax in fp32 at least (bf16 logits round badly)
+        loss, rows = h.new_zeros((), dtype=dt), max(1, LOSS_CHUNK // W.shape[0])
+        gh = torch.empty_like(h) if h.requires_grad else None
+        gW, Wh = torch.zeros_like(W) if W.requires_grad else None, W.to(h.dtype)  # no copy unless dtypes differ
+        for i in range(0, len(h), rows):
+            t, x = targets[i:i + rows], h[i:i + rows]
+            logits = (x @ Wh.T).to(dt)                  # (rows, vocab)
+            ok, top = t != -100, logits.amax(-1, keepdim=True)
+            picked = logits.gather(1, t.clamp(min=0)[:, None])
+            e = logits.sub_(top).exp_()                 # in place: few passes over the chunk, no new buffers
+            total = e.sum(-1, keepdim=True)
+            loss += (top + total.log() - picked)[ok].sum()  # log sum exp - logit of the target
+            g = e.mul_(ok[:, None] / total)             # softmax, 0 on unscored rows
+            g[ok, t[ok]] -= 1
+            g = g.to(x.dtype)
+            if gh is not None:
+                gh[i:i + rows] = g @ Wh
+            if gW is not None:
+                gW += (g.T @ x).to(W.dtype)
+        ctx.save_for_backward(gh, gW)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        gh, gW = ctx.saved_tensors
+        return None if gh is None else gh * grad, None if gW is None else gW * grad, None
+
+
+def lm_loss(h, head, labels):
+    """Mean next-token cross-entropy, Hugging Face's `labels` convention: position t is scored on labels[:, t + 1],
+    -100 is not scored. h (B, T, C): final hidden states; a plain nn.Linear head goes through LinearCrossEntropy."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()  # (B * T,)
+    if type(head) is nn.Linear and head.bias is None:
+        total = LinearCrossEntropy.apply(h.flatten(0, 1), head.weight, targets)
+    else:
+        total = F.cross_entropy(head(h).flatten(0, 1).float(), targets, reduction="sum")
+    return total / (targets != -100).sum()
+
+
 class Llama(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -494,15 +557,17 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(init_weights)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None):
-        """input_ids (B, T) -> logits (B, T, vocab). cache: one dict per layer, filled during generation."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None):
+        """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead.
+        cache: one dict per layer, filled during generation."""
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(pos, self.config.n_embd // self.config.n_head, self.config.rope_theta)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): the same for every head
         for i, block in enumerate(self.model.layers):
             x = run_block(self.checkpointing, block, x, cos, sin, mask, cache[i] if cache else None)
-        return self.lm_head(self.model.norm(x))
+        x = self.model.norm(x)
+        return self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
     @staticmethod
     def hf_tensor(name, t):
@@ -524,8 +589,8 @@ class GPT2(nn.Module):
             if name.endswith("c_proj.weight") and not p.is_meta:
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None):
-        """input_ids (B, T) -> logits (B, T, vocab)."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None):
+        """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead."""
         if past_length(cache) + input_ids.shape[1] > self.config.n_positions:
             raise ValueError(f"GPT-2 has {self.config.n_positions} positions; asked for more")
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
@@ -533,7 +598,8 @@ class GPT2(nn.Module):
         x = F.dropout(x, self.config.dropout if self.training else 0.0)
         for i, block in enumerate(self.transformer.h):
             x = run_block(self.checkpointing, block, x, mask, cache[i] if cache else None)
-        return self.lm_head(self.transformer.ln_f(x))
+        x = self.transformer.ln_f(x)
+        return self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
     @staticmethod
     def hf_tensor(name, t):
@@ -657,6 +723,15 @@ def release(t):
         end = (t.data_ptr() + t.numel() * t.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
         if end > begin:
             ctypes.CDLL(None).madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), 4)  # MADV_DONTNEED
+
+
+def trim_heap():
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; a no-op elsewhere). glibc keeps the holes
+    that freed activations leave and reuses them badly: after a few training steps on CPU the resident size can be
+    twice what is in use. Called after each optimizer step, it keeps every step's peak at the first step's."""
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across model-parallel shards; None: replicated)

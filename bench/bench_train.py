@@ -1,0 +1,192 @@
+"""Training step time and peak memory: HF transformers + peft LoRA vs lorasp, side by side, on the issue's shape.
+
+    python bench/bench_train.py                      # the comparison: peft LoRA vs LoRA-SP, checkpointing off/on
+    python bench/bench_train.py --table              # the README grid: method x quant x checkpointing
+    python bench/bench_train.py --configs lorasp-element:none:none peft:none:full --steps 5 --repeats 2
+
+A randomly initialised Llama (12 layers, hidden 768, SwiGLU 2048, 12 heads, vocab 32000; ~134M parameters), fp32,
+batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
+- METHOD peft: transformers' LlamaForCausalLM + peft LoRA (r=16, alpha=32, no dropout) on all seven projections;
+  checkpointing "full" is model.gradient_checkpointing_enable() (the only kind it has); quant none only.
+- METHOD full / lora / lorasp-element / lorasp-column: our model.py Llama with lorasp.py layers (keep=1.0 for lora,
+  keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
+  checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
+Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
+step, zero_grad, then model.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
+--trim all gives peft the same treatment).
+Each config runs in a fresh subprocess started by this small parent (no torch imported here, so nothing of the
+parent's memory is inherited): build, one warm-up step, then the median of --steps steps. Peak memory is VmHWM from
+/proc/self/status (the child's own resident high-water mark: model, optimizer, activations, allocator caches).
+--repeats R runs the whole config list R times in turn, so drift on a shared machine hits every config alike; time is
+the median over repeats, memory the max. "floor" is the useful matmul work at --gflops (the issue's fp32 matmul rate
+on its machine; --measure-gflops measures it here): 2 FLOPs per multiply-add, forward 2PT, input gradients 2PT,
+weight gradients 2PT (full fine-tuning only), attention 4BT^2C per layer forward and twice that backward, P the
+matmul parameters (blocks and LM head), T the tokens; recomputation is not useful work, so checkpointing lowers it.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, n_ffn=2048)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+COMPARE = ["peft:none:none", "lorasp-element:none:none", "lorasp-column:none:none",
+           "peft:none:full", "lorasp-element:none:full", "lorasp-column:none:full"]
+TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-column") for q in ("none", "nf4")
+         for c in ("none", "full", "selective")]
+GiB = 1 << 30
+
+
+def child(config, steps, threads, batch, seq, lr, trim):
+    """One config in this process; prints one JSON line."""
+    import resource
+    import time
+
+    import torch
+    sys.path.insert(0, ROOT)
+    import model as M
+    from lorasp import apply_lorasp
+
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+    method, quant, ckpt = config.split(":")
+    cfg = M.LlamaConfig(**SHAPE)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    if method == "peft":
+        from peft import LoraConfig, get_peft_model
+        from transformers import LlamaConfig, LlamaForCausalLM
+        assert quant == "none" and ckpt in ("none", "full"), "peft runs fp32 with checkpointing none|full"
+        hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf(), use_cache=False))
+        net = get_peft_model(hf, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
+        if ckpt == "full":
+            net.gradient_checkpointing_enable()  # peft makes the embedding output require grad for it
+
+        def loss_fn():
+            return net(input_ids=ids, labels=ids).loss
+    else:
+        if method == "full" and quant == "nf4":
+            raise SystemExit("full fine-tuning of an NF4 base is refused: 4-bit weights cannot take gradient steps")
+        if quant == "nf4":  # built on meta, filled one random tensor at a time, quantized as each arrives
+            with torch.device("meta"):
+                net = M.build_model(cfg)
+            gen = torch.Generator().manual_seed(0)
+            stream = (("random", n, torch.ones(p.shape) if n.endswith("norm.weight") else
+                       torch.randn(p.shape, generator=gen) * 0.02) for n, p in net.state_dict(keep_vars=True).items())
+            net = M.fill(net, stream, quantize="nf4")
+        else:
+            net = M.build_model(cfg)
+        if method != "full":
+            apply_lorasp(net, TARGETS, r=16, alpha=32, keep=1.0 if method == "lora" else 0.5,
+                         structure="column" if method == "lorasp-column" else "element")
+        net.checkpointing = ckpt
+
+        def loss_fn():  # TODO(train.py): import train.py's step once it lands on main
+            return net(ids, labels=ids)  # next-token loss, chunked (model.LinearCrossEntropy)
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    times, cpu = [], []
+    for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if trim == "all" or trim == "ours" and method != "peft":
+            M.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        times.append(time.perf_counter() - t0)
+        cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
+                          peak_rss=hwm, loss=loss.item(), trainable=sum(p.numel() for p in params),
+                          threads=torch.get_num_threads())))
+
+
+def measure_gflops(threads):
+    import time
+
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 768), torch.randn(768, 2048)
+    a @ b
+    t0, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ b
+    return 2 * 1024 * 768 * 2048 * n / (time.perf_counter() - t0) / 1e9
+
+
+def floor_s(config, gflops, batch, seq):
+    """Seconds the useful matmul work of one step takes at `gflops` (see the module docstring)."""
+    c, tokens = SHAPE, batch * seq
+    P = c["n_layer"] * (4 * c["n_embd"] ** 2 + 3 * c["n_embd"] * c["n_ffn"]) + c["n_embd"] * c["vocab_size"]
+    dense = (6 if config.startswith("full") else 4) * P * tokens
+    attention = 3 * 4 * batch * seq ** 2 * c["n_embd"] * c["n_layer"]
+    return (dense + attention) / gflops / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", default=None, help="METHOD:QUANT:CHECKPOINTING ... (default: the "
+                    "peft comparison)")
+    ap.add_argument("--table", action="store_true", help="run the README grid (21 configs) instead")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per config, after one warm-up step")
+    ap.add_argument("--repeats", type=int, default=1, help="run the config list this many times, in turn")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--gflops", type=float, default=170.0, help="fp32 matmul rate for the FLOP floor")
+    ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rate here instead")
+    ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call model.trim_heap() after "
+                    "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim)
+    configs = args.configs or (TABLE if args.table else COMPARE)
+    gflops = measure_gflops(args.threads) if args.measure_gflops else args.gflops
+    runs = {c: [] for c in configs}
+    for _ in range(args.repeats):
+        for c in configs:
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", c, "--steps", str(args.steps),
+                   "--threads", str(args.threads), "--batch", str(args.batch), "--seq", str(args.seq),
+                   "--lr", str(args.lr), "--trim", args.trim]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode:
+                print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
+                continue
+            runs[c].append(json.loads(p.stdout.strip().splitlines()[-1]))
+            r = runs[c][-1]
+            print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
+                  flush=True)
+    tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
+    print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {threads} threads, trim_heap: {args.trim}; medians of "
+          f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at {gflops:.0f} GFLOP/s\n")
+    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | trainable |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for c, rs in runs.items():
+        if not rs:
+            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | |")
+            continue
+        s, cpu, mem = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s", "peak_rss"))
+        summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
+        print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | "
+              f"{floor_s(c, gflops, args.batch, args.seq) / s:.0%} | {rs[0]['trainable']:,} |")
+    print()
+    for c, (s, cpu, mem) in summary.items():
+        ckpt = c.rsplit(":", 1)[1]
+        ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}")
+        if ref and not c.startswith("peft"):
+            print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "
+                  f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

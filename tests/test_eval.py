@@ -1,0 +1,230 @@
+"""eval.py's evaluations: the MMLU prompt against a hand-written string, answer tokens for SentencePiece and byte-level
+BPE, accuracies against a model whose answers are known, the KV-cache reuse against full forwards, perplexity against
+a hand computation, generation with and without an adapter, and the loss-curve SVG."""
+import csv
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+import sentencepiece as spm
+import torch
+import torch.nn as nn
+from tokenizers import ByteLevelBPETokenizer
+
+import eval as E
+from data import alpaca_prompt, load_tokenizer, read_mmlu_csv
+from lorasp import apply_lorasp, load_adapter, save_adapter
+from model import LlamaConfig, build_model, generate, load_pretrained, save_pretrained
+
+DEV = [["What is 1 + 1?", "1", "2", "3", "4", "B"],
+       ['Which word is "quoted", with a comma?', "this, one", "that", "none", "all", "A"],
+       ["Pick D.", "a", "b", "c", "d", "D"]]
+TESTS = {"high_school_physics": [["Is light a wave?", "yes", "no", "maybe", "never", "A"],
+                                 ["2 * 3 =", "5", "6", "7", "8", "B"],
+                                 ["Pick C.", "a", "b", "c", "d", "C"],
+                                 ["Pick B.", "a", "b", "c", "d", "B"]],
+         "anatomy": [["Bones in the ear?", "1", "3", "5", "7", "B"],
+                     ["Pick B again.", "a", "b", "c", "d", "B"],
+                     ["Pick D.", "a", "b", "c", "d", "D"]]}
+CORPUS = [E.mmlu_prompt(s, DEV, row) + f" {row[5]}" for s, rows in TESTS.items() for row in rows] * 20
+
+
+def write_mmlu(root):
+    for split, tables in (("dev", {s: DEV for s in TESTS}), ("test", TESTS)):
+        (root / split).mkdir(parents=True)
+        for subject, rows in tables.items():
+            with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
+                csv.writer(f).writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny random Llama in the HF layout with a SentencePiece tokenizer trained on MMLU-style text (LLaMA's ids)."""
+    d = tmp_path_factory.mktemp("tiny")
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(d / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", character_coverage=1.0, byte_fallback=True, unk_id=0, bos_id=1,
+                                   eos_id=2, pad_id=-1, minloglevel=2)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=400, max_seq_len=512)), d)
+    return d
+
+
+def test_mmlu_prompt_is_the_original_format(tmp_path):
+    root = write_mmlu(tmp_path)
+    dev = read_mmlu_csv(root / "dev" / "anatomy_dev.csv")
+    assert dev == DEV  # quoted fields with commas and quotes come back as written
+    expected = ("The following are multiple choice questions (with answers) about  high school physics.\n\n"
+                "What is 1 + 1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n"
+                'Which word is "quoted", with a comma?\nA. this, one\nB. that\nC. none\nD. all\nAnswer: A\n\n'
+                "2 * 3 =\nA. 5\nB. 6\nC. 7\nD. 8\nAnswer:")
+    assert E.mmlu_prompt("high_school_physics", dev, TESTS["high_school_physics"][1], k=2) == expected
+    (root / "test" / "bad_test.csv").write_text("q,a,b,c,d,E\n")
+    with pytest.raises(ValueError, match="row 1"):
+        read_mmlu_csv(root / "test" / "bad_test.csv")
+
+
+def test_answer_tokens_sentencepiece_and_bpe(ckpt, tmp_path):
+    """The id scored for each letter is the token that really follows "Answer:" in a prompt that goes on with " C":
+    '▁C' for SentencePiece (LLaMA), 'ĠC' for byte-level BPE (GPT-2)."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(tmp_path))
+    sp = spm.SentencePieceProcessor(model_file=str(ckpt / "tokenizer.model"))
+    prompt = E.mmlu_prompt("anatomy", DEV, TESTS["anatomy"][0])
+    for tok, piece in ((load_tokenizer(ckpt), sp.id_to_piece), (load_tokenizer(tmp_path), bpe.id_to_token)):
+        ids = E.answer_ids(tok)
+        assert [piece(i) for i in ids] in (["▁A", "▁B", "▁C", "▁D"], ["ĠA", "ĠB", "ĠC", "ĠD"])
+        for letter, i in zip("ABCD", ids):
+            assert tok.encode(prompt + " " + letter)[len(tok.encode(prompt))] == i
+
+
+class Always(nn.Module):
+    """A tiny Llama (so the KV cache is real) whose next-token logits favour one letter's token everywhere."""
+
+    def __init__(self, ckpt, letter):
+        super().__init__()
+        self.inner, tok = load_pretrained(ckpt), load_tokenizer(ckpt)
+        self.config, self.favourite = self.inner.config, E.answer_ids(tok)["ABCD".index(letter)]
+
+    def forward(self, input_ids, cache=None):
+        logits = self.inner(input_ids, cache=cache)
+        return logits.index_fill(-1, torch.tensor([self.favourite]), 1e4)
+
+
+def test_mmlu_accuracy_known_answers(ckpt, tmp_path):
+    root, tok, lines = write_mmlu(tmp_path), load_tokenizer(ckpt), []
+    r = E.mmlu(Always(ckpt, "B"), tok, root, log=lines.append)
+    # always "B": physics answers A B C B -> 2/4, anatomy B B D -> 2/3 (subjects in file-name order)
+    assert list(r["subjects"]) == ["anatomy", "high_school_physics"]
+    assert r["subjects"] == pytest.approx({"anatomy": 2 / 3, "high_school_physics": 0.5})
+    assert r["macro"] == pytest.approx((2 / 3 + 0.5) / 2) and r["micro"] == pytest.approx(4 / 7)
+    assert r["questions"] == 7 and len(lines) == 2 and "3-shot" in lines[0]
+    r = E.mmlu(Always(ckpt, "D"), tok, root, limit=2, log=lines.append)  # first two: physics A B, anatomy B B
+    assert r["subjects"] == {"anatomy": 0.0, "high_school_physics": 0.0} and r["questions"] == 4
+    r = E.mmlu(Always(ckpt, "C"), tok, root, subjects=["high_school_physics"], limit=3, log=lines.append)
+    assert r["micro"] == r["macro"] == pytest.approx(1 / 3) and r["questions"] == 3
+
+
+def test_mmlu_cache_reuse_and_long_prompts_match_full_forwards(ckpt, tmp_path):
+    """Predictions with the reused KV cache equal those of one full forward per prompt; a prompt over the limit
+    drops worked examples from the end until it fits."""
+    root, tok, model = write_mmlu(tmp_path), load_tokenizer(ckpt), load_pretrained(ckpt)
+    letters = E.answer_ids(tok)
+    for max_len in (None, len(tok.encode(E.mmlu_prompt("anatomy", DEV, TESTS["anatomy"][0], k=2))) + 1):
+        expected, shots = {}, []
+        for s, rows in sorted(TESTS.items()):
+            right = 0
+            for row in rows:
+                k = max(k for k in range(4) if max_len is None or len(tok.encode(E.mmlu_prompt(s, DEV, row, k))) <= max_len)
+                logits = model(torch.tensor([tok.encode(E.mmlu_prompt(s, DEV, row, k))]))[0, -1]
+                right += "ABCD"[int(logits[letters].argmax())] == row[5]
+                shots.append(k)
+            expected[s] = right / len(rows)
+        assert E.mmlu(model, tok, root, max_len=max_len, log=lambda _: None)["subjects"] == expected
+    assert shots[:3] == [2, 2, 2] and min(shots) < 2  # the limit did bite (7 prompts of the second pass)
+
+
+def test_mmlu_command_line_with_adapter_and_nf4(ckpt, tmp_path, capsys):
+    root, adapter = write_mmlu(tmp_path / "mmlu"), tmp_path / "adapter"
+    torch.manual_seed(1)
+    tuned = apply_lorasp(load_pretrained(ckpt), ["q_proj", "v_proj"], r=4)
+    for m in tuned.modules():
+        if hasattr(m, "B_train"):
+            nn.init.normal_(m.B_train, std=0.5)
+    save_adapter(tuned, adapter)
+    E.main(["--task", "mmlu", "--model", str(ckpt), "--adapter", str(adapter), "--quant", "nf4", "--data-dir",
+            str(root), "--limit", "2"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ref = E.mmlu(load_adapter(load_pretrained(ckpt, quantize="nf4"), adapter), load_tokenizer(ckpt), root, limit=2,
+                 log=lambda _: None)
+    assert out == dict(task="mmlu", **ref) and out["questions"] == 4
+
+
+def test_perplexity_by_hand(ckpt, tmp_path):
+    model, tok = load_pretrained(ckpt), load_tokenizer(ckpt)
+    ids = torch.randint(3, 400, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def nll(begin, end, targets):  # -log p(ids[j] | ids[begin:j]) for j in targets, from one window's logits
+        logp = torch.log_softmax(model(torch.tensor([ids[begin:end]]))[0].double(), -1)
+        return [-logp[j - begin - 1, ids[j]].item() for j in targets]
+
+    # windows of 16 without overlap: each window's first token is not scored (nothing before it in the window)
+    ref = nll(0, 16, range(1, 16)) + nll(16, 32, range(17, 32)) + nll(32, 40, range(33, 40))
+    ppl, n = E.perplexity(model, [(ids, 1)], seq_len=16)
+    assert n == 37 and ppl == pytest.approx(math.exp(sum(ref) / n), rel=1e-5)
+    # stride 8: every token after the first scored once, by the first window that holds 8 tokens before it
+    ref = nll(0, 16, range(1, 16)) + nll(8, 24, range(16, 24)) + nll(16, 32, range(24, 32)) + nll(24, 40, range(32, 40))
+    ppl, n = E.perplexity(model, [(ids, 1)], seq_len=16, stride=8)
+    assert n == 39 and ppl == pytest.approx(math.exp(sum(ref) / n), rel=1e-5)
+    # Alpaca records: only the response and EOS are scored
+    records = [{"instruction": "Say hi.", "input": "", "output": "Hi."}, {"instruction": "Add", "input": "1 2",
+                                                                          "output": "3"}]
+    (tmp_path / "a.json").write_text(json.dumps(records))
+    docs = E.perplexity_docs(str(tmp_path / "a.json"), tok)
+    for (doc, start), r in zip(docs, records):
+        prompt = tok.encode(alpaca_prompt(r))
+        assert doc == prompt + tok.encode(r["output"], bos=False, eos=True) and start == len(prompt)
+    logp = [torch.log_softmax(model(torch.tensor([d]))[0].double(), -1) for d, _ in docs]
+    ref = [-lp[j - 1, d[j]].item() for lp, (d, s) in zip(logp, docs) for j in range(s, len(d))]
+    assert E.perplexity(model, docs) == (pytest.approx(math.exp(sum(ref) / len(ref)), rel=1e-5), len(ref))
+    (tmp_path / "t.txt").write_text("Pick C. Answer: C")
+    assert E.perplexity_docs(str(tmp_path / "t.txt"), tok) == [(tok.encode("Pick C. Answer: C"), 1)]
+
+
+def test_generate_side_by_side(ckpt, tmp_path, capsys):
+    torch.manual_seed(2)
+    tuned = apply_lorasp(load_pretrained(ckpt), ["q_proj", "v_proj", "down_proj"], r=4)
+    for m in tuned.modules():
+        if hasattr(m, "B_train"):
+            nn.init.normal_(m.B_train, std=1.0)
+    save_adapter(tuned, tmp_path / "adapter")
+    (tmp_path / "prompts.txt").write_text("Pick B.\n\nWhat is 1 + 1?\n")
+    E.main(["--task", "generate", "--model", str(ckpt), "--adapter", str(tmp_path / "adapter"), "--prompts",
+            str(tmp_path / "prompts.txt"), "--max-new-tokens", "8"])
+    out = capsys.readouterr().out
+    answers = json.loads(out.strip().splitlines()[-1])["answers"]
+    tok, base = load_tokenizer(ckpt), load_pretrained(ckpt)
+    for a, instruction in zip(answers, ["Pick B.", "What is 1 + 1?"]):
+        ids = torch.tensor([tok.encode(alpaca_prompt({"instruction": instruction}))])
+        for key, m in (("base", base), ("adapted", tuned)):
+            new = generate(m, ids, 8, eos_id=tok.eos_id)[0, ids.shape[1]:].tolist()
+            assert a[key] == tok.decode([t for t in new if t != tok.eos_id]).strip()
+        assert f"### {instruction}" in out
+    assert len(answers) == 2 and answers[0]["base"] != answers[0]["adapted"]
+    assert E.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
+
+
+def test_plot_svg(tmp_path):
+    runs = {"full": [1, 2, 3, 4], "lora": [5, 4, 3], "lorasp": [5, 4.5, 4, 3.5, 3.2]}
+    for name, losses in runs.items():
+        (tmp_path / name).mkdir()
+        rows = [dict(step=10 * (i + 1), loss=v, lr=1e-4) for i, v in enumerate(losses)]
+        rows[1]["val_loss"] = 2.5
+        rows.append(dict(step=20, loss=losses[1] - 0.1))  # a resumed run logs step 20 again: the last value wins
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "loss.svg"
+    E.main(["--plot", *(str(tmp_path / n) for n in runs), "--out", str(out)])
+    svg = ET.parse(out).getroot()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    lines = svg.findall("s:polyline", ns)
+    assert len(lines) == 3 and len(svg.findall("s:circle", ns)) == 3
+    for line, losses in zip(lines, runs.values()):
+        xs, ys = zip(*(map(float, p.split(",")) for p in line.get("points").split()))
+        assert len(xs) == len(losses) and all(a < b for a, b in zip(xs, xs[1:]))
+        assert (ys[1] > ys[0]) == (losses[1] - 0.1 < losses[0])  # SVG y grows downwards: lower loss, larger y
+    texts = [t.text for t in svg.findall("s:text", ns)]
+    assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
+    assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
+
+
+def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
+    """A cached copy is used without any download; a --data-dir without test/ is an error naming it."""
+    from data import mmlu_dir
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    write_mmlu(tmp_path / "cache" / "mmlu" / "data")
+    assert mmlu_dir() == str(tmp_path / "cache" / "mmlu" / "data")
+    assert mmlu_dir(str(tmp_path / "cache" / "mmlu" / "data")) == str(tmp_path / "cache" / "mmlu" / "data")
+    with pytest.raises(SystemExit, match="no test/ folder"):
+        mmlu_dir(str(tmp_path / "elsewhere"))
