@@ -539,10 +539,11 @@ def lm_loss(h, head, labels):
     -100 is not scored. h (B, T, C): final hidden states; a plain nn.Linear head goes through LinearCrossEntropy."""
     targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()  # (B * T,)
     if type(head) is nn.Linear and head.bias is None:
-        total = LinearCrossEntropy.apply(h.flatten(0, 1), head.weight, targets)
+        h, W = (h, head.weight) if torch.is_grad_enabled() else (h.detach(), head.weight.detach())  # no grads in eval
+        total = LinearCrossEntropy.apply(h.flatten(0, 1), W, targets)
     else:
         total = F.cross_entropy(head(h).flatten(0, 1).float(), targets, reduction="sum")
-    return total / (targets != -100).sum()
+    return total / (targets != -100).sum().clamp(min=1)  # no scored token: 0, not 0/0
 
 
 class Llama(nn.Module):

@@ -32,7 +32,6 @@ import time
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
 import data
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
@@ -172,12 +171,10 @@ def save_weights(model, directory, args, source):
 # Losses and evaluation
 
 def causal_lm_loss(model, batch):
-    """(summed next-token cross-entropy over the labelled tokens, their number): logits at t predict token t+1."""
-    logits = model(batch["input_ids"])                         # (B, T, vocab)
-    labels = batch["labels"][:, 1:]                            # (B, T-1)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=data.IGNORE,
-                           reduction="sum")
-    return loss, (labels != data.IGNORE).sum()
+    """(summed next-token cross-entropy over the labelled tokens, their number): logits at t predict token t+1.
+    model(ids, labels=) computes it a chunk of rows at a time (model.lm_loss): no (B, T, vocab) logits."""
+    n = (batch["labels"][:, 1:] != data.IGNORE).sum()
+    return model(batch["input_ids"], labels=batch["labels"]) * n, n
 
 
 @torch.no_grad()
