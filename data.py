@@ -145,7 +145,7 @@ CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F
 
 class WordPieceTokenizer(Tokenizer):
     """BERT's tokenizer, as HF's BertTokenizer. Basic tokenization: drop NUL, U+FFFD and control characters, spaces
-    around CJK characters, NFC, split on whitespace; per word, lower-case and strip accents (NFD, drop Mn) if uncased,
+    around CJK characters, split on whitespace; per word, lower-case and strip accents (NFD, drop Mn) if uncased,
     split punctuation off. Then WordPiece (Wu et al. 2016): greedy longest match first, continuations prefixed ##;
     a word with an unmatched rest, or over 100 characters, is [UNK]."""
     add_bos = True
@@ -177,7 +177,7 @@ class WordPieceTokenizer(Tokenizer):
             cjk = self.split_cjk and any(lo <= ord(ch) <= hi for lo, hi in CJK)
             chars.append(" " if cat == "Zs" or ch in "\t\n\r" else f" {ch} " if cjk else ch)
         out = []
-        for word in unicodedata.normalize("NFC", "".join(chars)).split():
+        for word in "".join(chars).split():  # no NFC first: as Google's BERT and HF's tokenizers library
             word = word.lower() if self.lower else word
             if self.strip_accents:
                 word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
