@@ -348,12 +348,12 @@ class Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place since forward)
         r = ctx.recipe
+        r.inputs = ctx.saved_tensors  # (raises if an input was modified in place since forward)
         out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
-        r.out = r.leaves = None
+        r.out = r.leaves = r.inputs = None  # the node outlives backward while the loss is referenced: hold nothing
         return None, *result
 
 
@@ -380,7 +380,7 @@ class selective(torch.autograd.graph.saved_tensors_hooks):
 
     def __exit__(self, *exc):
         global _selective
-        _selective = self.outer
+        _selective, self.recipes = self.outer, {}  # self <-> self.pack is a cycle: don't let it hold activations
         return super().__exit__(*exc)
 
     def pack(self, t):  # consumers may save a view (a reshape) of a cheap output: remember how to rebuild it
