@@ -606,13 +606,15 @@ class EncoderBlock(nn.Module):
         self.intermediate = nn.ModuleDict(dict(dense=L(C, c.n_ffn)))
         self.output = nn.ModuleDict(dict(dense=L(c.n_ffn, C), LayerNorm=LN(C, eps=c.norm_eps)))
 
-    def forward(self, x, mask):
-        (B, T, _), s, o, p = x.shape, self.attention["self"], self.attention.output, self.p if self.training else 0.0
+    def forward(self, x, mask, first=False):
+        """first: position 0's output only (B, 1, C), what a classifier reads: queries, MLP and norms for one token."""
+        s, o, p = self.attention["self"], self.attention.output, self.p if self.training else 0.0
+        xq = x[:, :1] if first else x  # (B, Tq, C)
 
-        def core(q, k, v):  # (B, T, C) each -> (B, T, C)
-            q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        def core(q, k, v):  # (B, Tq, C), (B, T, C), (B, T, C) -> (B, Tq, C)
+            q, k, v = (t.unflatten(-1, (self.n_head, -1)).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
             return attend(q, k, v, mask, dropout=p, causal=False)
-        x = cheap(o.LayerNorm, x + F.dropout(o.dense(cheap(core, s.query(x), s.key(x), s.value(x))), p))
+        x = cheap(o.LayerNorm, xq + F.dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
         h = cheap(F.gelu, self.intermediate.dense(x))  # erf GELU
         return cheap(self.output.LayerNorm, x + F.dropout(self.output.dense(h), p))
 
@@ -638,8 +640,9 @@ class Encoder(nn.Module):
         if c.num_labels:
             self.add_head(c.num_labels)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """input_ids (B, T) -> hidden states (B, T, C). attention_mask (B, T): 1 = real token, 0 = padding."""
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, first_only=False):
+        """input_ids (B, T) -> hidden states (B, T, C) (first_only: (B, 1, C), the last block computes position 0's
+        output only: about 1/n_layer less work for a classifier). attention_mask (B, T): 1 = real token, 0 = padding."""
         c, body, real = self.config, getattr(self, self.prefix), (input_ids != self.config.pad_id).long()
         # RoBERTa's positions count real tokens from pad_id + 1 (HF's create_position_ids_from_input_ids)
         pos = real.cumsum(1) * real + c.pad_id if self.prefix == "roberta" else torch.arange(input_ids.shape[1],
@@ -648,8 +651,8 @@ class Encoder(nn.Module):
         x = e.LayerNorm(e.word_embeddings(input_ids) + e.position_embeddings(pos) + e.token_type_embeddings(types))
         x = F.dropout(x, c.dropout if self.training else 0.0)  # (B, T, C)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys
-        for block in body.encoder.layer:
-            x = run_block(self.checkpointing, block, x, mask)
+        for i, block in enumerate(body.encoder.layer):
+            x = run_block(self.checkpointing, block, x, mask, first_only and i == c.n_layer - 1)
         return x
 
     def add_head(self, num_labels):
@@ -668,7 +671,7 @@ class Encoder(nn.Module):
         """(B, T) -> logits (B, num_labels) from the first token (<s> / [CLS]), dropout before each head linear:
         RoBERTa out_proj(tanh(dense(x))); BERT classifier(tanh(pooler(x))), no dropout before the pre-trained pooler."""
         p, head = self.config.dropout if self.training else 0.0, self.classifier
-        x = self(input_ids, attention_mask, token_type_ids)[:, 0]  # (B, C)
+        x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
             dense = self.bert.pooler.dense
             return head(F.dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))

@@ -60,6 +60,7 @@ def test_backbone_hidden_states_match_transformers(kind, tmp_path):
         got, want = ours(x, mask, types), ref(x, attention_mask=mask, token_type_ids=types).last_hidden_state
         torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)  # padding rows: don't care
         torch.testing.assert_close(ours(x, torch.ones_like(x)), ours(x), atol=1e-6, rtol=0)  # all-ones mask = none
+        torch.testing.assert_close(ours(x, mask, types, first_only=True), got[:, :1], atol=1e-5, rtol=0)
         if kind == "bert":
             assert (ours(x, mask, types) - ours(x, mask)).abs().max() > 0.1  # token types are used
             torch.testing.assert_close(ours.bert.pooler.dense(got[:, 0]).tanh(), ref(x, mask, types).pooler_output,
