@@ -38,8 +38,8 @@ def rss(field="VmRSS"):
     return [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field)][0]
 
 
-def build(side, checkpointing, device):
-    """(model as a function of (ids, mask) -> logits, its trainable parameters, a description)."""
+def build(side, checkpointing, device, base_dtype=torch.float32):
+    """(a function (ids, mask) -> logits, the model, a description)."""
     if side == "hf":
         from peft import LoraConfig, get_peft_model
         from transformers import RobertaConfig, RobertaForSequenceClassification
@@ -51,12 +51,12 @@ def build(side, checkpointing, device):
             f"transformers + peft LoRA, attention {cfg._attn_implementation}"
     import model as M
     from lorasp import apply_lorasp
-    m = apply_lorasp(M.build_model("roberta-base").add_head(2), ["query", "value"], r=16, alpha=32, keep=0.5)
+    m = M.build_model("roberta-base").to(device, base_dtype).add_head(2)  # the head (like the adapters) is fp32
+    m = apply_lorasp(m, ["query", "value"], r=16, alpha=32, keep=0.5)
     for name in type(m).head:
         m.get_submodule(name).requires_grad_(True)
     m.checkpointing = checkpointing
-    m = m.to(device)
-    return m.classify, m, f"lorasp LoRA-SP keep 0.5, checkpointing {checkpointing}"
+    return m.classify, m, f"lorasp LoRA-SP, {str(base_dtype)[6:]} base, checkpointing {checkpointing}"
 
 
 def run(args):
@@ -68,7 +68,7 @@ def run(args):
     base_rss = rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    forward, m, what = build(args.side, args.checkpointing[0], dev)
+    forward, m, what = build(args.side, args.checkpointing[0], dev, getattr(torch, args.base_dtype))
     m.train()
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-5)
@@ -104,22 +104,34 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--checkpointing", nargs="+", default=["none"], choices=["none", "selective", "full"])
+    p.add_argument("--base-dtype", choices=["float32", "bfloat16"], default=None,
+                   help="ours: the frozen base's storage dtype (default: bfloat16 on CUDA, where autocast computes the "
+                        "matmuls in bf16 anyway; float32 on CPU)")
+    p.add_argument("--rounds", type=int, default=1, help="run every side this many times, interleaved: medians")
     p.add_argument("--side", choices=["ours", "hf"], help=argparse.SUPPRESS)  # internal: run one side here
     args = p.parse_args()
+    args.base_dtype = args.base_dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.side:
         return run(args)
-    flags = [f"--{k}={v}" for k, v in vars(args).items() if v is not None and k not in ("side", "checkpointing")]
-    rows = []
-    for side, mode in [("hf", "none")] + [("ours", c) for c in args.checkpointing]:
-        out = subprocess.run([sys.executable, __file__, "--side", side, "--checkpointing", mode, *flags],
-                             capture_output=True, text=True, env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072"))
-        if out.returncode:
-            sys.exit(f"{side} failed:\n{out.stderr}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    skip = ("side", "checkpointing", "rounds")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if v is not None and k not in skip]
+    sides = [("hf", "none")] + [("ours", c) for c in args.checkpointing]
+    runs = {s: [] for s in sides}
+    for _ in range(args.rounds):  # interleaved, so that drift on a shared machine hits every side alike
+        for side, mode in sides:
+            # big blocks mmapped: freed memory leaves the resident size, which then tracks live tensors
+            out = subprocess.run([sys.executable, __file__, "--side", side, "--checkpointing", mode, *flags],
+                                 capture_output=True, text=True, env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072"))
+            if out.returncode:
+                sys.exit(f"{side} failed:\n{out.stderr}")
+            runs[side, mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [dict(r[0], step_s=statistics.median(x["step_s"] for x in r), peak=max(x["peak"] for x in r))
+            for r in runs.values()]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"CPU, {args.threads or torch.get_num_threads()} threads"
     print(f"RoBERTa-base training step, batch {args.batch} x {args.seq}, rank 16 on query/value + head, AdamW, "
-          f"{'bf16 autocast' if args.device.startswith('cuda') else 'fp32'}; median of {args.repeats} "
+          f"{'bf16 autocast' if args.device.startswith('cuda') else 'fp32'}; median of {args.repeats} steps "
+          f"x {args.rounds} rounds "
           f"({name}, torch {torch.__version__})")
     hf = rows[0]
     print(f"{'':<58}{'trainable':>10}{'step ms':>10}{'vs hf':>7}{'peak MiB':>10}{'vs hf':>7}")

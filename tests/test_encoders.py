@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import transformers
 
 import model as M
-from lorasp import apply_lorasp
+from lorasp import apply_lorasp, load_adapter, save_adapter
 from quant import NF4Linear
 
 V, T = 96, 11
@@ -186,3 +186,29 @@ def test_checkpointing_gives_the_same_gradients(preset):
     for mode in ("full", "selective"):
         for n, g in grads["none"].items():
             torch.testing.assert_close(grads[mode][n], g, atol=1e-6, rtol=0, msg=f"{mode}: {n}")
+
+
+@pytest.mark.parametrize("kind", ["roberta", "bert"])
+def test_adapter_with_its_head_loads_in_peft(kind, tmp_path):
+    """LoRA-SP on query/value + the head (RoBERTa: classifier; BERT: pooler + classifier) saved as PEFT's
+    modules_to_save: PEFT on transformers' *ForSequenceClassification and our load_adapter give our logits."""
+    from peft import PeftModel
+    torch.manual_seed(0)
+    random_params(HF[kind][1](hf_config(kind)), 5).save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_head(3), ["query", "value"], r=4, alpha=8, keep=0.5)
+    for name in type(ours).head:
+        ours.get_submodule(name).requires_grad_(True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.3)
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head)
+    x, mask, types = inputs(kind)
+    want = ours.classify(x, mask, types)
+    ref = HF[kind][2].from_pretrained(tmp_path / "base", num_labels=3)
+    ref = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
+    torch.testing.assert_close(ref(x, attention_mask=mask, token_type_ids=types).logits, want, atol=1e-4, rtol=0)
+    back = load_adapter(M.load_pretrained(tmp_path / "base").add_head(3), tmp_path / "adapter")
+    assert torch.equal(back.classify(x, mask, types), want)
+    assert {n for n, p in back.named_parameters() if p.requires_grad} == \
+        {n for n, p in ours.named_parameters() if p.requires_grad}  # the head trains again after loading
