@@ -10,6 +10,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
 
 import data
+from eval import glue_metrics
 from data import BPETokenizer, WordPieceTokenizer, load_glue, load_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Café naïve résumé Ångström",
@@ -201,3 +202,14 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="unreachable"):
         load_glue("sst2", cache=str(cache))
     assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
+
+
+def test_glue_metrics_by_task():
+    """Hand-computed: TP 2, FP 1, FN 1, TN 2 -> F1 2/3, accuracy 4/6, MCC (2*2 - 1*1) / sqrt(3*3*3*3) = 1/3."""
+    p, y = [1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 0]
+    assert glue_metrics("mrpc", p, y) == pytest.approx({"f1": 100 * 2 / 3, "accuracy": 100 * 4 / 6})
+    assert list(glue_metrics("qqp", p, y)) == ["f1", "accuracy"]
+    assert glue_metrics("cola", p, y) == pytest.approx({"matthews_corrcoef": 100 / 3})
+    assert glue_metrics("rte", p, y) == glue_metrics("mnli", p, y) == pytest.approx({"accuracy": 100 * 4 / 6})
+    s = glue_metrics("stsb", [0.0, 1.0, 4.0, 2.0], [1.0, 2.0, 5.0, 3.0])
+    assert s["spearman"] == pytest.approx(100) and s["pearson"] == pytest.approx(100)  # y = x + 1: exact
