@@ -310,18 +310,30 @@ def read_glue(path, task):
     return out
 
 
-def load_glue(task, directory=None, cache=os.path.join(os.path.expanduser("~"), ".cache", "lorasp")):
-    """{split: examples} of a GLUE task: "train" and "dev" (MNLI: "dev_matched", "dev_mismatched"), read from
-    `directory` (the task's folder: train.tsv, dev.tsv), else from the cache, downloaded there if missing."""
+def load_glue(task, root=None, cache=os.path.join(os.path.expanduser("~"), ".cache", "lorasp")):
+    """{split: examples} of a GLUE task: "train" and "dev" (MNLI: "dev_matched", "dev_mismatched"), from
+    root/<task folder>/ (download_glue_data.py's layout: glue_data/SST-2/train.tsv), by default the cache, where a
+    missing task is downloaded."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
-    folder, zipname, *_, devs = GLUE[task]
-    directory = directory or os.path.join(cache, "glue", folder)
-    if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in ("train", *devs)):
-        if directory != os.path.join(cache, "glue", folder):
-            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in ('train', *devs))}")
-        download_glue(task, os.path.join(cache, "glue"))
-    return {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in ("train", *devs)}
+    folder, *_, devs = GLUE[task]
+    directory, files = os.path.join(root or os.path.join(cache, "glue"), folder), ("train", *devs)
+    if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
+        if root:
+            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}")
+        download_glue(task, os.path.dirname(directory))
+    return {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
+
+
+def encode_glue(rows, tok, max_len=128):
+    """[(text_a, text_b, label)] -> [{"input_ids", "token_type_ids", "labels"}] for a classifier (labels: a class
+    index or a score), and how many pairs were truncated to max_len."""
+    out, cut = [], 0
+    for a, b, y in rows:
+        ids, types = tok.encode_pair(a, b, max_len)
+        cut += len(ids) == max_len and len(tok.encode_pair(a, b, 1 << 30)[0]) > max_len
+        out.append({"input_ids": ids, "token_type_ids": types, "labels": y})
+    return out, cut
 
 
 def download_glue(task, root):

@@ -127,7 +127,8 @@ ROWS = {  # per task: (fields of one row, the example it reads as)
 }
 
 
-def write_task(directory, task, rows):
+def write_task(root, task, rows):
+    directory = os.path.join(root, data.GLUE[task][0])
     os.makedirs(directory, exist_ok=True)
     for split in ("train", *data.GLUE[task][5]):
         lines = [] if task == "cola" else ["\t".join(HEADERS[task])]
@@ -160,10 +161,10 @@ def test_malformed_rows_name_file_and_line(task, edit, message, tmp_path):
 
 def test_missing_columns_files_and_tasks(tmp_path):
     write_task(tmp_path, "qnli", [ROWS["qnli"][0]])
-    (tmp_path / "dev.tsv").write_text("index\tquestion\tsentence\tgold\n")
+    (tmp_path / "QNLI" / "dev.tsv").write_text("index\tquestion\tsentence\tgold\n")
     with pytest.raises(ValueError, match=r"dev\.tsv: no column 'label' for GLUE qnli"):
         load_glue("qnli", str(tmp_path))
-    (tmp_path / "dev.tsv").unlink()
+    (tmp_path / "QNLI" / "dev.tsv").unlink()
     with pytest.raises(FileNotFoundError, match=r"needs train\.tsv, dev\.tsv"):
         load_glue("qnli", str(tmp_path))
     with pytest.raises(ValueError, match="unknown GLUE task 'wnli'; known tasks: cola, sst2"):
@@ -174,7 +175,7 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     """Served offline: a zip for RTE, SentEval's file + GLUE's dev ids for MRPC (split as download_glue_data.py
     does); fetched once, then read from the cache; a failed download leaves no folder behind."""
     served = tmp_path / "served"
-    write_task(served / "RTE", "rte", [ROWS["rte"][0]])
+    write_task(served, "rte", [ROWS["rte"][0]])
     with zipfile.ZipFile(tmp_path / "RTE.zip", "w") as z:
         for name in ("train.tsv", "dev.tsv"):
             z.write(served / "RTE" / name, f"RTE/{name}")
