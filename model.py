@@ -4,6 +4,8 @@
   and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied head; Radford et al. 2019). Modules are named after the
   Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state
   dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
+  Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
+  attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
