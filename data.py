@@ -143,6 +143,10 @@ CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F
        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))  # CJK ideographs (Hangul and kana use spaces)
 
 
+ASCII_BASIC = {c: None for c in [*range(32), 127] if chr(c) not in "\t\n\r"} | {ord(c): " " for c in "\t\n\r"}
+ASCII_PUNCT = re.compile("([" + re.escape("".join(chr(c) for c in range(128) if is_punctuation(chr(c)))) + "])")
+
+
 class WordPieceTokenizer(Tokenizer):
     """BERT's tokenizer, as HF's BertTokenizer. Basic tokenization: drop NUL, U+FFFD and control characters, spaces
     around CJK characters, split on whitespace; per word, lower-case and strip accents (NFD, drop Mn) if uncased,
@@ -157,10 +161,11 @@ class WordPieceTokenizer(Tokenizer):
         self.vocab_size = max(vocab.values()) + 1
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = map(vocab.get, ("[CLS]", "[SEP]", "[PAD]", "[UNK]"))
         self.specials = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]") if t in vocab]  # matched whole
+        self.special_re = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")")
 
     def _encode(self, text):
         ids = []
-        for part in re.split("(" + "|".join(map(re.escape, self.specials)) + ")", text) if self.specials else [text]:
+        for part in self.special_re.split(text) if self.specials else [text]:
             if part in self.specials:
                 ids.append(self.vocab[part])
             else:
@@ -169,6 +174,9 @@ class WordPieceTokenizer(Tokenizer):
 
     def words(self, text):
         """The basic tokenizer: text -> words and punctuation marks."""
+        if text.isascii():  # the common case, fast: control characters go, ASCII punctuation is split off
+            words = text.translate(ASCII_BASIC).lower().split() if self.lower else text.translate(ASCII_BASIC).split()
+            return [p for w in words for p in ASCII_PUNCT.split(w) if p]
         chars = []
         for ch in text:
             cat = unicodedata.category(ch)

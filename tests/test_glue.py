@@ -17,7 +17,8 @@ TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Caf�
          "unaffable jumped 123 4567 3.14", "中文日本語 한국어 テスト", "tabs\tnew\nline\r\x00ctrl\x07 zero\u200bwidth\u00a0nb",
          "a" * 101, "x$y+z<w=v>u^t`s|r~q_p", "«quotes» “smart” — dash … ellipsis ¿qué? ¡sí!", "", "   ",
          "[CLS] inside [SEP] text [MASK]", "ǅ ﬁ Ⅻ ½ e\u0301 combining", "don't stop-believing (1999) [x] {y}",
-         "the the the the the the the the the the the the the the the the the the"]
+         "the the the the the the the the the the the the the the the the the the",
+         "ascii\x07bell\x1funit\x7fdel\ttab \x00nul, then (some) punctuation: #$%&*@\\_"]  # the ASCII fast path
 WORDS = ("the quick brown fox jump over lazy dog un aff able hello world cafe naive resume angstrom ##s ##ed ##ing "
          "##aff ##able ##ume ##mp ##th 12 ##3 3 1 4 中 文 日 本 don t stop believing qu é ##é x y z").split()
 
