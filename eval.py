@@ -108,6 +108,16 @@ def spearman(predictions, references):
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
+GLUE_METRICS = {"cola": (matthews_corrcoef,), "stsb": (pearson, spearman), "mrpc": (f1, accuracy), "qqp": (f1, accuracy)}
+
+
+def glue_metrics(task, predictions, references):
+    """A GLUE task's metrics x 100, the first one the task's headline (Table 1; early stopping): Matthews correlation
+    (CoLA), Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP), accuracy (the others; MNLI per dev
+    set, matched and mismatched)."""
+    return {fn.__name__: 100 * fn(predictions, references) for fn in GLUE_METRICS.get(task, (accuracy,))}
+
+
 # mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
 _13A_RULES = [(re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # split ASCII punctuation/symbols off
               (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),   # period and comma, unless preceded by a digit...

@@ -235,10 +235,11 @@ def _own(m):
     return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
 
 
-def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM"):
+def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=()):
     """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
     outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
-    restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes."""
+    restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
+    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them."""
     layers = _layers(model)
     if not layers:
         raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
@@ -250,6 +251,8 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
             for n, m in layers.items() for k in "AB"}
     if any(t.numel() == 0 for t in peft.values()):             # e.g. ZeRO-3 placeholders: a silently empty adapter
         raise ValueError(f"refusing to save empty tensors: {[k for k, t in peft.items() if t.numel() == 0][:4]}")
+    peft.update({f"base_model.model.{n}.{k}": t.detach() for n in modules_to_save
+                 for k, t in model.get_submodule(n).state_dict().items()})
     extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
     # PEFT's target_modules match name suffixes: write the short names when they pick exactly our layers
     short = sorted({n.rsplit(".", 1)[-1] for n in layers})
@@ -257,7 +260,8 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
               and n.rsplit(".", 1)[-1] in short and not n.endswith(".base")}
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
                   r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
-                  target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True)
+                  target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
+                  modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()})
     os.makedirs(directory, exist_ok=True)
     save_safetensors(extras, os.path.join(directory, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
@@ -270,8 +274,9 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
 
 
 def load_adapter(model, directory):
-    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else.
-    Without EXTRAS_FILE (a plain PEFT LoRA adapter) the layers load as keep=1.0. Returns the model."""
+    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
+    config's modules_to_save, loaded whole. Without EXTRAS_FILE (a plain PEFT LoRA adapter) the layers load as
+    keep=1.0. Returns the model."""
     with open(os.path.join(directory, "adapter_config.json")) as f:
         cfg = json.load(f)
     if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("fan_in_fan_out"):
@@ -310,6 +315,14 @@ def load_adapter(model, directory):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
+    for name in cfg.get("modules_to_save") or []:  # PEFT matches these by name suffix
+        hits = [n for n in modules if n == name or n.endswith("." + name)]
+        if not hits:
+            raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")
+        for n in hits:
+            prefix = f"base_model.model.{n}."
+            modules[n].load_state_dict({k[len(prefix):]: t for k, t in peft.items() if k.startswith(prefix)})
+            modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
     return model
 
 

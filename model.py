@@ -4,6 +4,8 @@
   and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied head; Radford et al. 2019). Modules are named after the
   Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state
   dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
+  Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
+  attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
@@ -223,7 +225,48 @@ class GPT2Config:
                     embd_pdrop=self.dropout, attn_pdrop=self.dropout)
 
 
+@dataclass
+class EncoderConfig:
+    """RoBERTa (Liu et al. 2019) and BERT (Devlin et al. 2019) share one post-LN encoder. RoBERTa's positions start
+    after its padding id, it has one token type and no pooler; BERT has two types (segments A/B) and a pooler."""
+    model_type: str = "bert"  # or "roberta"
+    vocab_size: int = 256
+    n_positions: int = 64     # RoBERTa: 512 + pad_id + 1
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_ffn: int = 256
+    n_type: int = 2           # token types (type_vocab_size)
+    norm_eps: float = 1e-12
+    dropout: float = 0.1      # embeddings, attention probabilities, residual branches and the head: one rate
+    pad_id: int = 0
+    num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
+    HF: ClassVar[dict] = dict(  # our field -> config.json's key
+        vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
+        n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
+        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id")
+
+    @classmethod
+    def from_hf(cls, c):
+        p = c.get("hidden_dropout_prob", 0.1)
+        if c.get("hidden_act", "gelu") != "gelu" or c.get("position_embedding_type", "absolute") != "absolute" \
+                or c.get("is_decoder") or c.get("attention_probs_dropout_prob", p) != p \
+                or c.get("classifier_dropout") not in (None, p):
+            raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
+        head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])  # loads the head
+        return cls(c["model_type"], **{f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
+                   num_labels=head * len(c.get("id2label") or [0, 1]))  # HF's default: 2 labels
+
+    def to_hf(self):
+        head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
+        return dict(architectures=[self.model_type.capitalize() + ("ForSequenceClassification" if head else "Model")],
+                    model_type=self.model_type, hidden_act="gelu", attention_probs_dropout_prob=self.dropout,
+                    **{h: getattr(self, f) for f, h in self.HF.items()}, **head)
+
+
 L2, G2 = dict(vocab_size=32000, max_seq_len=4096), dict(vocab_size=50257, n_positions=1024, dropout=0.1)
+RB = dict(model_type="roberta", vocab_size=50265, n_positions=514, n_type=1, norm_eps=1e-5, pad_id=1)
+BT = dict(vocab_size=30522, n_positions=512)
 PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "llama2-7b": LlamaConfig(**L2, n_layer=32, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
     "llama2-13b": LlamaConfig(**L2, n_layer=40, n_embd=5120, n_head=40, n_kv_head=40, n_ffn=13824),
@@ -237,6 +280,13 @@ PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "gpt2-large": GPT2Config(**G2, n_layer=36, n_embd=1280, n_head=20),
     "gpt2-xl": GPT2Config(**G2, n_layer=48, n_embd=1600, n_head=25),
     "gpt2-tiny": GPT2Config(),
+    "roberta-base": EncoderConfig(**RB, n_layer=12, n_embd=768, n_head=12, n_ffn=3072),
+    "roberta-large": EncoderConfig(**RB, n_layer=24, n_embd=1024, n_head=16, n_ffn=4096),
+    "bert-base-uncased": EncoderConfig(**BT, n_layer=12, n_embd=768, n_head=12, n_ffn=3072),
+    "bert-large-uncased": EncoderConfig(**BT, n_layer=24, n_embd=1024, n_head=16, n_ffn=4096),
+    "all-minilm-l6-v2": EncoderConfig(**BT, n_layer=6, n_embd=384, n_head=12, n_ffn=1536),  # sentence-transformers'
+    "roberta-tiny": EncoderConfig("roberta", n_type=1, norm_eps=1e-5, pad_id=1),
+    "bert-tiny": EncoderConfig(),
 }
 
 
@@ -300,12 +350,12 @@ class Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place since forward)
         r = ctx.recipe
+        r.inputs = ctx.saved_tensors  # (raises if an input was modified in place since forward)
         out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
-        r.out = r.leaves = None
+        r.out = r.leaves = r.inputs = None  # the node outlives backward while the loss is referenced: hold nothing
         return None, *result
 
 
@@ -332,7 +382,7 @@ class selective(torch.autograd.graph.saved_tensors_hooks):
 
     def __exit__(self, *exc):
         global _selective
-        _selective = self.outer
+        _selective, self.recipes = self.outer, {}  # self <-> self.pack is a cycle: don't let it hold activations
         return super().__exit__(*exc)
 
     def pack(self, t):  # consumers may save a view (a reshape) of a cheap output: remember how to rebuild it
@@ -389,14 +439,15 @@ def positions_and_mask(input_ids, attention_mask=None, position_ids=None, past=0
     return position_ids, mask | ~mask.any(-1, keepdim=True)  # a padding query that sees nothing sees all: no NaN
 
 
-def attend(q, k, v, mask, kv=None, dropout=0.0):
-    """softmax(q k^T / sqrt(hd)) v over (B, nh, T, hd) heads, back to (B, T, nh * hd); appends k, v to the cache kv."""
+def attend(q, k, v, mask, kv=None, dropout=0.0, causal=True):
+    """softmax(q k^T / sqrt(hd)) v over (B, nh, T, hd) heads, back to (B, T, nh * hd); appends k, v to the cache kv.
+    mask None: causal attention, or full attention if not `causal` (encoders)."""
     if kv is not None:
         if kv:
             k, v = torch.cat([kv["k"], k], 2), torch.cat([kv["v"], v], 2)  # (B, nkv, past + T, hd)
         kv["k"], kv["v"] = k, v
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1],
-                                       is_causal=mask is None and 1 < q.shape[2] == k.shape[2])
+                                       is_causal=causal and mask is None and 1 < q.shape[2] == k.shape[2])
     return y.transpose(1, 2).flatten(2)
 
 
@@ -613,10 +664,113 @@ class GPT2(nn.Module):
         return name, (t.t() if conv1d else t)
 
 
+class EncoderBlock(nn.Module):
+    """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 gelu(W1 x)); dropout on both branches."""
+
+    def __init__(self, c):
+        super().__init__()
+        C, L, LN, self.n_head, self.p = c.n_embd, nn.Linear, nn.LayerNorm, c.n_head, c.dropout
+        self.attention = nn.ModuleDict(dict(self=nn.ModuleDict(dict(query=L(C, C), key=L(C, C), value=L(C, C))),
+                                            output=nn.ModuleDict(dict(dense=L(C, C), LayerNorm=LN(C, eps=c.norm_eps)))))
+        self.intermediate = nn.ModuleDict(dict(dense=L(C, c.n_ffn)))
+        self.output = nn.ModuleDict(dict(dense=L(c.n_ffn, C), LayerNorm=LN(C, eps=c.norm_eps)))
+
+    def forward(self, x, mask, first=False):
+        """first: position 0's output only (B, 1, C), what a classifier reads: queries, MLP and norms for one token."""
+        s, o, p = self.attention["self"], self.attention.output, self.p if self.training else 0.0
+        xq = x[:, :1] if first else x  # (B, Tq, C)
+
+        def core(q, k, v):  # (B, Tq, C), (B, T, C), (B, T, C) -> (B, Tq, C)
+            q, k, v = (t.unflatten(-1, (self.n_head, -1)).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+            return attend(q, k, v, mask, dropout=p, causal=False)
+        x = cheap(o.LayerNorm, xq + F.dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
+        h = cheap(F.gelu, self.intermediate.dense(x))  # erf GELU
+        return cheap(self.output.LayerNorm, x + F.dropout(self.output.dense(h), p))
+
+
+class Encoder(nn.Module):
+    """RoBERTa / BERT: model(input_ids, attention_mask, token_type_ids) -> hidden states (B, T, C); add_head() and
+    classify() are HF's *ForSequenceClassification. Modules sit under `roberta.` / `bert.`, as in HF's files."""
+    prefix: ClassVar[str]
+    head: ClassVar[tuple]  # what trains fully beside the adapter and is saved with it (PEFT's modules_to_save)
+
+    def __init__(self, config):
+        super().__init__()
+        c, self.config, self.checkpointing, E = config, config, "none", nn.Embedding
+        body = dict(embeddings=nn.ModuleDict(dict(  # padding_idx: the pad row gets no gradient, as in HF
+            word_embeddings=E(c.vocab_size, c.n_embd, c.pad_id), token_type_embeddings=E(c.n_type, c.n_embd),
+            position_embeddings=E(c.n_positions, c.n_embd, c.pad_id if self.prefix == "roberta" else None),
+            LayerNorm=nn.LayerNorm(c.n_embd, eps=c.norm_eps))),
+            encoder=nn.ModuleDict(dict(layer=nn.ModuleList(EncoderBlock(c) for _ in range(c.n_layer)))))
+        if self.prefix == "bert":
+            body["pooler"] = nn.ModuleDict(dict(dense=nn.Linear(c.n_embd, c.n_embd)))
+        setattr(self, self.prefix, nn.ModuleDict(body))
+        self.apply(init_weights)
+        if c.num_labels:
+            self.add_head(c.num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, first_only=False):
+        """input_ids (B, T) -> hidden states (B, T, C) (first_only: (B, 1, C), the last block computes position 0's
+        output only: about 1/n_layer less work for a classifier). attention_mask (B, T): 1 = real token, 0 = padding."""
+        c, body, real = self.config, getattr(self, self.prefix), (input_ids != self.config.pad_id).long()
+        # RoBERTa's positions count real tokens from pad_id + 1 (HF's create_position_ids_from_input_ids)
+        pos = real.cumsum(1) * real + c.pad_id if self.prefix == "roberta" else torch.arange(input_ids.shape[1],
+                                                                                            device=input_ids.device)
+        e, types = body.embeddings, torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        x = e.LayerNorm(e.word_embeddings(input_ids) + e.position_embeddings(pos) + e.token_type_embeddings(types))
+        x = F.dropout(x, c.dropout if self.training else 0.0)  # (B, T, C)
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys
+        for i, block in enumerate(body.encoder.layer):
+            x = run_block(self.checkpointing, block, x, mask, first_only and i == c.n_layer - 1)
+        return x
+
+    def add_head(self, num_labels):
+        """A fresh classification head (N(0, 0.02), zero bias; fp32 whatever the backbone's dtype), unless the
+        checkpoint brought one. RoBERTa: classifier.dense, classifier.out_proj; BERT: classifier (+ its pooler)."""
+        if "classifier" not in self._modules:
+            C, w = self.config.n_embd, getattr(self, self.prefix).embeddings.word_embeddings.weight
+            self.classifier = (nn.Linear(C, num_labels) if self.prefix == "bert" else nn.ModuleDict(dict(
+                dense=nn.Linear(C, C), out_proj=nn.Linear(C, num_labels)))).to(w.device).apply(init_weights)
+            self.config.num_labels = num_labels
+        if self.config.num_labels != num_labels:
+            raise ValueError(f"the checkpoint's head has {self.config.num_labels} labels, the task {num_labels}")
+        return self
+
+    def classify(self, input_ids, attention_mask=None, token_type_ids=None):
+        """(B, T) -> logits (B, num_labels) from the first token (<s> / [CLS]), dropout before each head linear:
+        RoBERTa out_proj(tanh(dense(x))); BERT classifier(tanh(pooler(x))), no dropout before the pre-trained pooler."""
+        p, head = self.config.dropout if self.training else 0.0, self.classifier
+        x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
+        if self.prefix == "bert":
+            dense = self.bert.pooler.dense
+            return head(F.dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))
+        return head.out_proj(F.dropout(torch.tanh(head.dense(F.dropout(x.to(head.dense.weight.dtype), p))), p))
+
+    @classmethod
+    def hf_tensor(cls, name, t):
+        """HF key -> ours: the prefix added where a bare RobertaModel/BertModel file lacks it, LayerNorm gamma/beta of
+        old files renamed. Dropped on purpose: pre-training heads (lm_head.*, cls.predictions.*: MLM;
+        cls.seq_relationship.*: next sentence), position_ids/token_type_ids buffers, RoBERTa's unused pooler."""
+        if name.startswith(("lm_head.", "cls.predictions.", "cls.seq_relationship.")) \
+                or name.endswith(("embeddings.position_ids", "embeddings.token_type_ids")):
+            return None
+        name = name if name.startswith((cls.prefix + ".", "classifier.")) else f"{cls.prefix}.{name}"
+        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        return None if name.startswith("roberta.pooler.") else (name, t)
+
+
+class Roberta(Encoder):
+    prefix, head = "roberta", ("classifier",)
+
+
+class Bert(Encoder):
+    prefix, head = "bert", ("bert.pooler", "classifier")
+
+
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "gpt2": GPT2}
-CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config}
+MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert}
+CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""GLUE: BERT's WordPiece and RoBERTa's BPE against transformers' BertTokenizer / RobertaTokenizer (HF tokenizers
+library, what AutoTokenizer gives) and the Python BertTokenizerLegacy, on vocabularies the test writes; the official
+TSV layouts of the eight tasks (written here, malformed rows included) and the download path, served offline."""
+import json
+import os
+import zipfile
+
+import pytest
+from tokenizers import ByteLevelBPETokenizer
+from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
+
+import data
+from eval import glue_metrics
+from data import BPETokenizer, WordPieceTokenizer, load_glue, load_tokenizer
+
+TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Café naïve résumé Ångström",
+         "unaffable jumped 123 4567 3.14", "中文日本語 한국어 テスト", "tabs\tnew\nline\r\x00ctrl\x07 zero\u200bwidth\u00a0nb",
+         "a" * 101, "x$y+z<w=v>u^t`s|r~q_p", "«quotes» “smart” — dash … ellipsis ¿qué? ¡sí!", "", "   ",
+         "[CLS] inside [SEP] text [MASK]", "ǅ ﬁ Ⅻ ½ e\u0301 combining", "don't stop-believing (1999) [x] {y}",
+         "the the the the the the the the the the the the the the the the the the",
+         "ascii\x07bell\x1funit\x7fdel\ttab \x00nul, then (some) punctuation: #$%&*@\\_"]  # the ASCII fast path
+WORDS = ("the quick brown fox jump over lazy dog un aff able hello world cafe naive resume angstrom ##s ##ed ##ing "
+         "##aff ##able ##ume ##mp ##th 12 ##3 3 1 4 中 文 日 本 don t stop believing qu é ##é x y z").split()
+
+
+@pytest.fixture(scope="module")
+def wordpiece_dir(tmp_path_factory):
+    """vocab.txt: specials, single characters (ASCII, accented, punctuation), ## continuations and whole words."""
+    d = tmp_path_factory.mktemp("wordpiece")
+    chars = [chr(c) for c in range(33, 127)] + list("éöåçñ¿¡«»“”—…ÖÉÅ")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *chars, *("##" + c for c in chars if c.isalnum())]
+    vocab = list(dict.fromkeys(vocab))
+    assert 200 < len(vocab) < 400
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "pad_token_id": 0}))
+    return d
+
+
+@pytest.mark.parametrize("cased", [False, True])
+def test_wordpiece_matches_bert_tokenizers(wordpiece_dir, tmp_path, cased):
+    d = wordpiece_dir
+    if cased:  # tokenizer_config.json says whether the model is cased
+        d = tmp_path
+        (d / "vocab.txt").write_text((wordpiece_dir / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        (d / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    ours = load_tokenizer(d)
+    assert isinstance(ours, WordPieceTokenizer) and ours.lower is not cased
+    fast, slow = BertTokenizer(vocab=str(d / "vocab.txt"), do_lower_case=not cased), \
+        BertTokenizerLegacy(str(d / "vocab.txt"), do_lower_case=not cased)
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.unk_id) == (2, 3, 0, 1)
+    for text in TEXTS:
+        ids = ours.encode(text, eos=True)  # [CLS] text [SEP]
+        assert ids == fast.encode(text), (text, fast.convert_ids_to_tokens(fast.encode(text)))
+        if not (cased and "\u0301" in text):  # cased: the Python tokenizer composes e + U+0301 to é (NFC), the others not
+            assert ids == slow.encode(text), text
+        assert ours.decode(ids) == slow.decode(ids, clean_up_tokenization_spaces=False), text
+    assert ours.encode("unaffable")[1:] == [fast.convert_tokens_to_ids(t) for t in ("un", "##aff", "##able")]
+    assert ours.encode("a" * 101)[1:] == [ours.unk_id]  # over 100 characters: [UNK] without trying
+
+
+def test_pairs_and_truncation_match_bert_tokenizer(wordpiece_dir):
+    ours, ref = load_tokenizer(wordpiece_dir), BertTokenizer(vocab=str(wordpiece_dir / "vocab.txt"))
+    for a in TEXTS:
+        for b in TEXTS[:4] + TEXTS[-1:] + [None, ""]:
+            for max_len in (5, 8, 13, 20, 64):
+                want = ref(a, b, truncation=True, max_length=max_len)
+                assert ours.encode_pair(a, b, max_len) == (want["input_ids"], want["token_type_ids"]), (a, b, max_len)
+    ids, types = ours.encode_pair("hello world", "the dog")
+    assert ids[0] == ours.bos_id and ids.count(ours.eos_id) == 2 and types == [0] * 4 + [1] * 3
+    with pytest.raises(ValueError, match="max_len 2 leaves no room"):
+        ours.encode_pair("a", "b", 2)
+
+
+@pytest.fixture(scope="module")
+def roberta_dir(tmp_path_factory):
+    """A tiny byte-level BPE with RoBERTa's specials: <s>=0, <pad>=1, </s>=2, <unk>=3 first, <mask> last."""
+    d = tmp_path_factory.mktemp("roberta")
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator([t for t in TEXTS if t] * 20, vocab_size=330, min_frequency=2,
+                           special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tk.save_model(str(d))
+    vocab = json.loads((d / "vocab.json").read_text())
+    vocab["<mask>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    return d
+
+
+def test_roberta_bpe_matches_roberta_tokenizer(roberta_dir):
+    ours, ref = load_tokenizer(roberta_dir), RobertaTokenizer(vocab=str(roberta_dir / "vocab.json"),
+                                                              merges=str(roberta_dir / "merges.txt"))
+    assert isinstance(ours, BPETokenizer)
+    assert (ours.bos_id, ours.pad_id, ours.eos_id) == (ref.bos_token_id, ref.pad_token_id, ref.eos_token_id) == (0, 1, 2)
+    texts = [t for t in TEXTS if "\x00" not in t] + [" leading space", "a <s> b </s> c"]
+    for a in texts:
+        assert ours.encode(a, eos=True) == ref.encode(a), a  # <s> A </s>
+        assert ours.decode(ours.encode(a)[1:]) == a
+        for b in texts[:3] + [None]:
+            for max_len in (6, 11, 64):
+                want = ref(a, b, truncation=True, max_length=max_len)["input_ids"]  # <s> A </s></s> B </s>
+                assert ours.encode_pair(a, b, max_len) == (want, [0] * len(want)), (a, b, max_len)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The TSV files, in each task's own layout
+
+HEADERS = {  # what the official files carry (test.tsv aside); CoLA's train/dev have no header
+    "sst2": ["sentence", "label"],
+    "mrpc": ["\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"],  # download_glue_data.py keeps the BOM
+    "qqp": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    "stsb": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+    "mnli": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+             "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"],
+    "qnli": ["index", "question", "sentence", "label"],
+    "rte": ["index", "sentence1", "sentence2", "label"],
+}
+ROWS = {  # per task: (fields of one row, the example it reads as)
+    "cola": (["gj04", "1", "", 'He said "hi.'], ('He said "hi.', None, 1)),  # a lone quote: QUOTE_NONE keeps it
+    "sst2": (['it \'s a "charming" journey ', "1"], ('it \'s a "charming" journey ', None, 1)),
+    "mrpc": (["0", "702876", "702977", "Amrozi accused his brother .", '"Referring to him'],
+             ("Amrozi accused his brother .", '"Referring to him', 0)),
+    "qqp": (["1", "2", "3", "How do I?", "What is?", "1"], ("How do I?", "What is?", 1)),
+    "stsb": (["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none", "A plane.", "An air plane.", "5.000"],
+             ("A plane.", "An air plane.", 5.0)),
+    "mnli": (["0", "1", "1e", "gov", "( a )", "( b )", "(ROOT a)", "(ROOT b)", "Conceptually cream", "Product",
+              "neutral", "contradiction"], ("Conceptually cream", "Product", 2)),
+    "qnli": (["0", "When?", "In 1066.", "not_entailment"], ("When?", "In 1066.", 1)),
+    "rte": (["0", "No weapons.", "Weapons found.", "entailment"], ("No weapons.", "Weapons found.", 0)),
+}
+
+
+def write_task(root, task, rows):
+    directory = os.path.join(root, data.GLUE[task][0])
+    os.makedirs(directory, exist_ok=True)
+    for split in ("train", *data.GLUE[task][5]):
+        lines = [] if task == "cola" else ["\t".join(HEADERS[task])]
+        with open(os.path.join(directory, f"{split}.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines + ["\t".join(r) for r in rows]) + "\n")
+
+
+@pytest.mark.parametrize("task", list(ROWS))
+def test_each_task_reads_its_own_layout(task, tmp_path):
+    fields, example = ROWS[task]
+    write_task(tmp_path, task, [fields, fields])
+    splits = load_glue(task, str(tmp_path))
+    assert list(splits) == ["train", *(["dev_matched", "dev_mismatched"] if task == "mnli" else ["dev"])]
+    assert all(rows == [example, example] for rows in splits.values())
+
+
+@pytest.mark.parametrize("task, edit, message", [
+    ("sst2", lambda r: r[:1], r"train\.tsv:3: 1 fields, expected 2 \(sst2\)"),
+    ("cola", lambda r: r + ["extra"], r"train\.tsv:2: 5 fields, expected 4 \(cola\)"),
+    ("rte", lambda r: r[:3] + ["maybe"], r"train\.tsv:3: label 'maybe' is not entailment or not_entailment"),
+    ("stsb", lambda r: r[:9] + ["high"], r"train\.tsv:3: label 'high' is not a number"),
+    ("mnli", lambda r: r[:4] + ["x\ty"] + r[5:], r"train\.tsv:3: 13 fields, expected 12"),  # a stray tab
+])
+def test_malformed_rows_name_file_and_line(task, edit, message, tmp_path):
+    fields = ROWS[task][0]
+    write_task(tmp_path, task, [fields, edit(list(fields))] if task != "cola" else [fields, edit(list(fields))])
+    with pytest.raises(ValueError, match=message):
+        load_glue(task, str(tmp_path))
+
+
+def test_missing_columns_files_and_tasks(tmp_path):
+    write_task(tmp_path, "qnli", [ROWS["qnli"][0]])
+    (tmp_path / "QNLI" / "dev.tsv").write_text("index\tquestion\tsentence\tgold\n")
+    with pytest.raises(ValueError, match=r"dev\.tsv: no column 'label' for GLUE qnli"):
+        load_glue("qnli", str(tmp_path))
+    (tmp_path / "QNLI" / "dev.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"needs train\.tsv, dev\.tsv"):
+        load_glue("qnli", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown GLUE task 'wnli'; known tasks: cola, sst2"):
+        load_glue("wnli")
+
+
+def test_download_to_the_cache(tmp_path, monkeypatch):
+    """Served offline: a zip for RTE, SentEval's file + GLUE's dev ids for MRPC (split as download_glue_data.py
+    does); fetched once, then read from the cache; a failed download leaves no folder behind."""
+    served = tmp_path / "served"
+    write_task(served, "rte", [ROWS["rte"][0]])
+    with zipfile.ZipFile(tmp_path / "RTE.zip", "w") as z:
+        for name in ("train.tsv", "dev.tsv"):
+            z.write(served / "RTE" / name, f"RTE/{name}")
+    mrpc = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "1\t1\t2\ttrain a\ttrain b", "0\t3\t4\tdev a\tdev b",
+            "1\t5\t6\ttrain c\ttrain d"]
+    (tmp_path / "msr_paraphrase_train.txt").write_text("\r\n".join(mrpc) + "\r\n", encoding="utf-8")
+    (tmp_path / "mrpc_dev_ids.tsv").write_text("3\t4\n", encoding="utf-8")
+    fetched = []
+
+    def fake_download(url, path):
+        fetched.append(url.rsplit("/", 1)[1])
+        with open(tmp_path / fetched[-1], "rb") as src, open(path, "wb") as dst:
+            dst.write(src.read())
+    monkeypatch.setattr(data, "download", fake_download)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LORASP_CACHE", str(cache))
+    assert load_glue("rte")["dev"] == [ROWS["rte"][1]]
+    assert load_glue("rte")["train"] == [ROWS["rte"][1]] and fetched == ["RTE.zip"]
+    mrpc_splits = load_glue("mrpc")
+    assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1)], "dev": [("dev a", "dev b", 0)]}
+    assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
+
+    def broken(url, path):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(data, "download", broken)
+    with pytest.raises(OSError, match="unreachable"):
+        load_glue("sst2")
+    assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
+
+
+def test_glue_metrics_by_task():
+    """Hand-computed: TP 2, FP 1, FN 1, TN 2 -> F1 2/3, accuracy 4/6, MCC (2*2 - 1*1) / sqrt(3*3*3*3) = 1/3."""
+    p, y = [1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 0]
+    assert glue_metrics("mrpc", p, y) == pytest.approx({"f1": 100 * 2 / 3, "accuracy": 100 * 4 / 6})
+    assert list(glue_metrics("qqp", p, y)) == ["f1", "accuracy"]
+    assert glue_metrics("cola", p, y) == pytest.approx({"matthews_corrcoef": 100 / 3})
+    assert glue_metrics("rte", p, y) == glue_metrics("mnli", p, y) == pytest.approx({"accuracy": 100 * 4 / 6})
+    s = glue_metrics("stsb", [0.0, 1.0, 4.0, 2.0], [1.0, 2.0, 5.0, 3.0])
+    assert s["spearman"] == pytest.approx(100) and s["pearson"] == pytest.approx(100)  # y = x + 1: exact
