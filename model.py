@@ -345,7 +345,7 @@ class Recompute(torch.autograd.Function):
         out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
-        r.out = r.leaves = None
+        r.out = r.leaves = ctx.recipe = None  # the recipe (and the inputs it holds) can go before the graph does
         return None, *result
 
 
@@ -372,7 +372,7 @@ class selective(torch.autograd.graph.saved_tensors_hooks):
 
     def __exit__(self, *exc):
         global _selective
-        _selective = self.outer
+        _selective, self.recipes = self.outer, {}  # packing is over; the hooks' reference cycle keeps `self` alive
         return super().__exit__(*exc)
 
     def pack(self, t):  # consumers may save a view (a reshape) of a cheap output: remember how to rebuild it

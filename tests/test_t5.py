@@ -2,8 +2,10 @@
 transformers' save_pretrained, v1.1 by our write_checkpoint and read back by transformers), logits with padding,
 the KV cache, greedy and beam search token for token, activation checkpointing, the tokenizer against T5Tokenizer on a
 sentencepiece model the test trains, and the WMT16 reader."""
+import gc
 import io
 import json
+import weakref
 
 import pytest
 import sentencepiece as spm
@@ -186,6 +188,25 @@ def test_checkpointing_modes_give_the_same_gradients(v10):
     for mode in ("full", "selective"):
         for n, g in grads["none"].items():
             torch.testing.assert_close(grads[mode][n], g, atol=1e-5, rtol=1e-5, msg=f"{mode}: {n}")
+
+
+def test_checkpointing_frees_activations_after_backward(v10):
+    """With the loss (so the graph) still referenced, as in `loss = step()` loops, and no cyclic GC, nothing a block
+    produced outlives backward: the previous step's activations must not sit beside the next step's."""
+    model = apply_lorasp(M.load_pretrained(v10[1]), ("q", "v"), r=4, alpha=8)
+    x, mask, y = batch()
+    for model.checkpointing in ("none", "full", "selective"):
+        outputs = []
+        hook = model.decoder.block[1].layer[0].SelfAttention.k.register_forward_hook(
+            lambda m, args, out: outputs.append(weakref.ref(out)))
+        gc.disable()
+        try:
+            loss = model(x, y, mask).logsumexp(-1).mean()
+            loss.backward()
+            assert outputs and all(o() is None for o in outputs), model.checkpointing
+        finally:
+            gc.enable()
+            hook.remove()
 
 
 def test_bf16_autocast_is_finite(v10):
