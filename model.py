@@ -486,6 +486,11 @@ def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")  # GPT-2's "gelu_new"
 
 
+def dropout(x, p):
+    """F.dropout in training, keeping a bool mask for backward (on CPU F.dropout keeps a float one: 4x the bytes)."""
+    return torch.native_dropout(x, p, True)[0] if p > 0 else x
+
+
 class LlamaBlock(nn.Module):
     """x + attn(norm(x)), then x + mlp(norm(x)). `cheap` marks what selective checkpointing recomputes."""
 
@@ -631,17 +636,17 @@ class T5Block(nn.Module):
     def forward(self, x, bias, enc=None, enc_bias=None, kv=None):
         (attn, *cross, ff), p = self.layer, self.p if self.training else 0.0
         h = cheap(attn.layer_norm, x)
-        x = x + F.dropout(self.attention(attn.SelfAttention, h, h, bias, p, kv and kv["self"]), p)
+        x = x + dropout(self.attention(attn.SelfAttention, h, h, bias, p, kv and kv["self"]), p)
         if cross:
             h = cheap(cross[0].layer_norm, x)
             y = self.attention(cross[0].EncDecAttention, h, enc, enc_bias, p, kv and kv["cross"], cross=True)
-            x = x + F.dropout(y, p)
+            x = x + dropout(y, p)
         h, m = cheap(ff.layer_norm, x), ff.DenseReluDense
         if self.gated:  # HF's gated-gelu is the tanh GELU
-            h = cheap(lambda a, b: F.dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
+            h = cheap(lambda a, b: dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
         else:
-            h = cheap(lambda a: F.dropout(F.relu(a), p), m.wi(h))
-        return x + F.dropout(m.wo(h), p)
+            h = cheap(lambda a: dropout(F.relu(a), p), m.wi(h))
+        return x + dropout(m.wo(h), p)
 
 
 class T5(nn.Module):
@@ -679,10 +684,10 @@ class T5(nn.Module):
 
     def run(self, stack, ids, bias, enc=None, enc_bias=None, cache=None):
         p = self.config.dropout_rate if self.training else 0.0
-        x = F.dropout(stack.embed_tokens(ids), p)  # (B, T, C)
+        x = dropout(stack.embed_tokens(ids), p)  # (B, T, C)
         for i, block in enumerate(stack.block):
             x = run_block(self.checkpointing, block, x, bias, enc, enc_bias, None if cache is None else cache[i])
-        return F.dropout(stack.final_layer_norm(x), p)
+        return dropout(stack.final_layer_norm(x), p)
 
     @staticmethod
     def padding_bias(attention_mask, S, like):  # (B|1, 1, 1, S): -1e9 on padding (finite: never a row of NaN)

@@ -14,7 +14,9 @@ target tokens (random ids), teacher-forced cross-entropy, AdamW. LoRA r=16, alph
 Each config runs in a fresh subprocess started by this parent (which imports no torch): build, one warm-up step, then
 the median of --steps steps; peak memory is the child's VmHWM (resident high-water mark) from /proc/self/status.
 --repeats R runs the list R times in turn so drift on a shared machine hits every config alike (time: median over
-repeats; memory: max).
+repeats; memory: max). glibc's malloc keeps freed memory in its heap once its dynamic mmap threshold has grown (after
+the first step), so resident memory then exceeds live memory by an amount that depends on allocation order;
+--mmap-threshold 131072 (MALLOC_MMAP_THRESHOLD_ in the children) fixes the threshold, so peaks track live tensors.
 """
 import argparse
 import json
@@ -92,6 +94,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--source-len", type=int, default=128)
     ap.add_argument("--target-len", type=int, default=128)
+    ap.add_argument("--mmap-threshold", type=int, default=0, help="MALLOC_MMAP_THRESHOLD_ for the children "
+                    "(0: glibc's dynamic default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -101,7 +105,10 @@ def main():
         for c in args.configs:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", c] + [
                 f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("configs", "child")]
-            p = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ)
+            if args.mmap_threshold:
+                env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode:
                 print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
                 continue
@@ -109,7 +116,8 @@ def main():
             print(f"  {c}: {runs[c][-1]['step_s']:.2f} s/step, peak RSS {runs[c][-1]['peak_rss'] / GiB:.2f} GiB",
                   flush=True)
     print(f"\nT5-base shape, batch {args.batch} x ({args.source_len} source + {args.target_len} target) tokens, fp32, "
-          f"{args.threads or 'default'} threads, medians of {args.steps} steps x {args.repeats} repeats")
+          f"{args.threads or 'default'} threads, medians of {args.steps} steps x {args.repeats} repeats"
+          + (f", MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold else ""))
     print(f"{'config':<26}{'s/step':>8}{'peak GiB':>10}{'trainable':>12}{'time/peft':>11}{'mem/peft':>10}")
     summary = {c: (statistics.median(r["step_s"] for r in rs), max(r["peak_rss"] for r in rs), rs[0]["trainable"])
                for c, rs in runs.items() if rs}
