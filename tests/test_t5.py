@@ -286,3 +286,16 @@ def test_examples_and_teacher_forcing_batch(spiece_dir):
         len(s) for s, _ in examples]
     assert b["decoder_input_ids"][:, 0].eq(0).all()
     assert torch.equal(b["decoder_input_ids"][:, 1:], b["labels"][:, :-1].clamp(min=0))  # shifted right, pad for -100
+
+
+def test_translate_batches_like_one_at_a_time(spiece_dir):
+    import eval as E
+    tok = load_tokenizer(spiece_dir)
+    torch.manual_seed(0)
+    model = random_params(M.build_model(M.T5Config(vocab_size=tok.vocab_size, dropout_rate=0.0)), 4).eval()
+    sources = ["Hello, world!", "The quick brown fox jumps over the lazy dog.", "a", "Parlamentul European"]
+    batched = E.translate(model, tok, sources, batch_size=3, max_new_tokens=8)
+    assert batched == [E.translate(model, tok, [s], batch_size=1, max_new_tokens=8)[0] for s in sources]
+    scores, hyps = E.evaluate_translation(model, tok, list(zip(sources, sources)), max_new_tokens=8)
+    assert hyps == batched and scores == dict(bleu=E.bleu(hyps, sources), **E.rouge(hyps, sources))
+    assert any(hyps)  # something was decoded
