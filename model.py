@@ -4,6 +4,8 @@
   and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied head; Radford et al. 2019). Modules are named after the
   Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state
   dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
+  T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
+  input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
@@ -487,8 +489,8 @@ def gelu_tanh(x):
 
 
 def dropout(x, p):
-    """F.dropout in training, keeping a bool mask for backward (on CPU F.dropout keeps a float one: 4x the bytes)."""
-    return torch.native_dropout(x, p, True)[0] if p > 0 else x
+    """Inverted dropout that keeps a bool mask for backward (on CPU F.dropout keeps a float one and draws 2x slower)."""
+    return x / (1 - p) * (torch.rand(x.shape, device=x.device) >= p) if p > 0 else x
 
 
 class LlamaBlock(nn.Module):
@@ -606,20 +608,15 @@ class T5Block(nn.Module):
 
     def __init__(self, c, decoder, first):
         super().__init__()
-        C, inner, p = c.d_model, c.num_heads * c.d_kv, dict(bias=False)
-
-        def sub(name, **m):  # ModuleDicts: HF's names, no code of their own
-            return nn.ModuleDict({name: nn.ModuleDict(m), "layer_norm": RMSNorm(C, c.layer_norm_epsilon)})
-        qkvo = lambda: dict(q=nn.Linear(C, inner, **p), k=nn.Linear(C, inner, **p), v=nn.Linear(C, inner, **p),  # noqa
-                            o=nn.Linear(inner, C, **p))
-        self.gated = c.feed_forward_proj == "gated-gelu"
-        ff = dict(wi_0=nn.Linear(C, c.d_ff, **p), wi_1=nn.Linear(C, c.d_ff, **p)) if self.gated else dict(
-            wi=nn.Linear(C, c.d_ff, **p))
+        C, inner, L = c.d_model, c.num_heads * c.d_kv, lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
+        sub = lambda name, **m: nn.ModuleDict({name: nn.ModuleDict(m), "layer_norm": RMSNorm(C, c.layer_norm_epsilon)})
+        qkvo = lambda: dict(q=L(C, inner), k=L(C, inner), v=L(C, inner), o=L(inner, C))  # noqa: E731
+        self.gated, self.n_head, self.p = c.feed_forward_proj == "gated-gelu", c.num_heads, c.dropout_rate
+        ff = dict(wi_0=L(C, c.d_ff), wi_1=L(C, c.d_ff)) if self.gated else dict(wi=L(C, c.d_ff))
         table = dict(relative_attention_bias=nn.Embedding(c.relative_attention_num_buckets, c.num_heads))
-        self.layer = nn.ModuleList([sub("SelfAttention", **qkvo(), **(table if first else {}))]
-                                   + ([sub("EncDecAttention", **qkvo())] if decoder else [])
-                                   + [sub("DenseReluDense", **ff, wo=nn.Linear(c.d_ff, C, **p))])
-        self.n_head, self.p = c.num_heads, c.dropout_rate
+        self.layer = nn.ModuleList([sub("SelfAttention", **qkvo(), **(table if first else {}))]  # ModuleDicts: HF's
+                                   + ([sub("EncDecAttention", **qkvo())] if decoder else [])  # names, no code
+                                   + [sub("DenseReluDense", **ff, wo=L(c.d_ff, C))])
 
     def attention(self, a, h, src, bias, p, kv, cross=False):
         """h (B, T, C) attends over src (B, S, C); bias (B|1, nh, T, S) holds positions and masks."""
@@ -668,8 +665,7 @@ class T5(nn.Module):
 
     def position_bias(self, stack, T, past=0):
         """(1, nh, T, past + T) bias for key - query distances, bucketed: half the buckets exact small distances, half
-        log-spaced up to the max distance. The encoder tells left from right (half the buckets each); the decoder
-        sees only the past and spends all buckets on it."""
+        log-spaced up to the max distance. The encoder splits them between left and right; the decoder sees the past."""
         c, pos = self.config, torch.arange(past + T, device=self.shared.weight.device)
         rel, n, bucket = pos[None] - pos[past:, None], c.relative_attention_num_buckets, 0  # (T, S)
         if stack is self.encoder:
@@ -956,12 +952,10 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
 
 @torch.no_grad()
 def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penalty=0.6, max_new_tokens=128):
-    """Encoder-decoder decoding, (B, S) -> K hypotheses (B, K, 1 + n) that start with the start token (pad) and end
-    in EOS then padding, and their scores (B, K), best first; HF's generate(num_beams=K, length_penalty,
-    early_stopping=True); num_beams=1 is greedy decoding. A finished hypothesis scores sum(log p) / len**length_penalty
-    (len: its tokens up to EOS). Each step ranks the 2K best continuations of the K running beams: those ending in EOS
-    among the first K finish, the best K others run on. An input is done with K finished; at max_new_tokens all
-    running beams finish."""
+    """(B, S) -> K hypotheses (B, K, 1 + n): start token, tokens, EOS, padding; and their scores (B, K), best first.
+    HF's generate(num_beams=K, length_penalty, early_stopping=True); one beam is greedy decoding. A hypothesis scores
+    sum(log p) / len**length_penalty (len: its tokens up to EOS). Each step ranks the 2K best continuations of the K
+    beams: those ending in EOS among the first K finish, the best K others run on, until K have finished."""
     (B, _), K, eos, pad, dev = input_ids.shape, num_beams, model.config.eos_id, model.config.pad_id, input_ids.device
     enc = model.encode(input_ids, attention_mask).repeat_interleave(K, 0)  # (B K, S, C): an input's beams adjacent
     mask = None if attention_mask is None else attention_mask.repeat_interleave(K, 0)

@@ -72,16 +72,18 @@ def child(config, args):
             return F.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
-    opt, times = torch.optim.AdamW(params, lr=2e-5), []
+    opt, times, cpu = torch.optim.AdamW(params, lr=2e-5), [], []
     for _ in range(args.steps + 1):  # the first step is the warm-up (allocations, AdamW state)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), peak_rss=hwm, loss=loss.item(),
+    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
+                          peak_rss=hwm, loss=loss.item(),
                           trainable=sum(p.numel() for p in params), threads=torch.get_num_threads())))
 
 
@@ -113,19 +115,23 @@ def main():
                 print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
                 continue
             runs[c].append(json.loads(p.stdout.strip().splitlines()[-1]))
-            print(f"  {c}: {runs[c][-1]['step_s']:.2f} s/step, peak RSS {runs[c][-1]['peak_rss'] / GiB:.2f} GiB",
+            r = runs[c][-1]
+            print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
                   flush=True)
     print(f"\nT5-base shape, batch {args.batch} x ({args.source_len} source + {args.target_len} target) tokens, fp32, "
           f"{args.threads or 'default'} threads, medians of {args.steps} steps x {args.repeats} repeats"
           + (f", MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold else ""))
-    print(f"{'config':<26}{'s/step':>8}{'peak GiB':>10}{'trainable':>12}{'time/peft':>11}{'mem/peft':>10}")
-    summary = {c: (statistics.median(r["step_s"] for r in rs), max(r["peak_rss"] for r in rs), rs[0]["trainable"])
+    print("CPU s: the step's process time (1 thread: little disturbed by other jobs); vs peft: CPU time and peak "
+          "memory as ratios to peft without checkpointing and, for checkpointed configs, with it")
+    print(f"{'config':<26}{'s/step':>8}{'CPU s':>7}{'peak GiB':>10}{'trainable':>12}{'vs peft:none':>14}"
+          f"{'vs peft:full':>14}")
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    summary = {c: (med(rs, "step_s"), med(rs, "cpu_s"), max(r["peak_rss"] for r in rs), rs[0]["trainable"])
                for c, rs in runs.items() if rs}
-    for c, (s, mem, n) in summary.items():
-        ref = summary.get("peft:" + ("none" if c.endswith(":none") else "full"))
-        ratios = f"{s / ref[0]:>11.2f}{mem / ref[1]:>10.2f}" if ref else ""
-        print(f"{c:<26}{s:>8.2f}{mem / GiB:>10.2f}{n:>12,}{ratios}")
-
+    for c, (s, cpu, mem, n) in summary.items():
+        vs = [f"{cpu / r[1]:.2f} / {mem / r[2]:.2f}" if r and (k == "peft:none" or not c.endswith(":none")) else ""
+              for k, r in (("peft:none", summary.get("peft:none")), ("peft:full", summary.get("peft:full")))]
+        print(f"{c:<26}{s:>8.2f}{cpu:>7.2f}{mem / GiB:>10.2f}{n:>12,}{vs[0]:>14}{vs[1]:>14}")
 
 if __name__ == "__main__":
     main()
