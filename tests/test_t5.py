@@ -166,6 +166,18 @@ def test_beam_properties(v11):
     lengths = [[len(up_to_eos(r)) for r in ids] for ids in (longer, shorter)]
     assert all(a >= b for a, b in zip(*lengths)) and lengths[0] != lengths[1], lengths
 
+
+def test_presets_read_like_the_published_configs():
+    """config.json as transformers writes it for t5-base (v1.0) and flan-t5-base (v1.1) -> our presets."""
+    base = transformers.T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+                                 decoder_start_token_id=0).to_dict()
+    flan = dict(base, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)  # as on the hub
+    assert M.T5Config.from_hf(base) == M.get_config("t5-base")
+    assert M.T5Config.from_hf(flan) == M.get_config("flan-t5-base")
+    with pytest.raises(NotImplementedError, match="gated-gelu"):
+        M.T5Config.from_hf(dict(base, feed_forward_proj="gated-silu"))
+
+
 def test_checkpointing_modes_give_the_same_gradients(v10):
     """LoRA-SP on q and v of both stacks, dropout on: "full" and "selective" match "none". The encoder's adapters get
     their gradients through the decoder's cross-attention, an argument of each decoder block, not its input."""
