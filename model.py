@@ -679,8 +679,10 @@ class T5(nn.Module):
         return stack.block[0].layer[0].SelfAttention.relative_attention_bias(bucket).permute(2, 0, 1)[None]
 
     def run(self, stack, ids, bias, enc=None, enc_bias=None, cache=None):
-        p = self.config.dropout_rate if self.training else 0.0
+        p, dev = self.config.dropout_rate if self.training else 0.0, ids.device.type
         x = dropout(stack.embed_tokens(ids), p)  # (B, T, C)
+        if torch.float16 in (x.dtype, torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev)):
+            raise ValueError("T5 overflows in float16 (its activations pass 65504): use bfloat16 or float32")
         for i, block in enumerate(stack.block):
             x = run_block(self.checkpointing, block, x, bias, enc, enc_bias, None if cache is None else cache[i])
         return dropout(stack.final_layer_norm(x), p)

@@ -221,11 +221,15 @@ def test_checkpointing_frees_activations_after_backward(v10):
             hook.remove()
 
 
-def test_bf16_autocast_is_finite(v10):
+def test_bf16_works_and_fp16_is_refused(v10):
     ours, (x, mask, y) = M.load_pretrained(v10[1]), batch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = ours(x, y, mask)
     assert torch.isfinite(logits).all() and (logits.float() - ours(x, y, mask)).abs().mean() < 0.1 * logits.abs().mean()
+    with pytest.raises(ValueError, match="float16"), torch.autocast("cpu", dtype=torch.float16):
+        ours(x, y, mask)
+    with pytest.raises(ValueError, match="bfloat16 or float32"):
+        M.load_pretrained(v10[1], dtype=torch.float16)(x, y, mask)
 
 
 # ----------------------------------------------------------------------------------------------------
