@@ -689,8 +689,8 @@ class T5(nn.Module):
 
     @staticmethod
     def padding_bias(attention_mask, S, like):  # (B|1, 1, 1, S): -1e9 on padding (finite: never a row of NaN)
-        return torch.zeros(1, 1, 1, S).to(like) if attention_mask is None else \
-            (attention_mask[:, None, None, :].to(like) - 1) * 1e9
+        mask = like.new_ones(1, S) if attention_mask is None else attention_mask.to(like)
+        return (mask[:, None, None] - 1) * 1e9
 
     def encode(self, input_ids, attention_mask=None):
         """(B, S) -> encoder output (B, S, C)."""
