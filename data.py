@@ -6,6 +6,7 @@
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
+- T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
@@ -13,6 +14,8 @@
   X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
+- WMT16 English-Romanian (the paper's Table 2): the Hugging Face JSONL export or aligned plain-text files, T5's
+  "translate English to Romanian: " prefix, teacher-forcing batches (decoder input = labels shifted right).
 
 Leaves out: WordPiece (BERT, a later issue), HF normalizers, and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
@@ -102,6 +105,27 @@ class SentencePieceTokenizer(Tokenizer):
 
     def decode(self, ids):
         return self.sp.decode(list(ids))
+
+
+class T5Tokenizer(SentencePieceTokenizer):
+    """T5's spiece.model (pad 0, EOS 1, unk 2, no BOS) plus 100 sentinels <extra_id_0..99> after its pieces,
+    <extra_id_0> the highest id. encode() ends with EOS, as T5's inputs and targets do; decode() drops pad, EOS, unk
+    and sentinels (HF's skip_special_tokens=True), which is what BLEU is computed on."""
+
+    def __init__(self, path, extra_ids=100):
+        super().__init__(path)
+        self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
+
+    def encode(self, text, bos=False, eos=True):
+        return super().encode(text, bos, eos)
+
+    def _encode(self, text):  # text and sentinel numbers alternate: "a <extra_id_0> b" -> ["a ", "0", " b"]
+        parts = re.split(r"<extra_id_([0-9]|[1-9][0-9])>", text)
+        return [i for j, p in enumerate(parts) for i in ([self.vocab_size - 1 - int(p)] if j % 2 else
+                                                           self.sp.encode(p))]
+
+    def decode(self, ids):
+        return self.sp.decode([i for i in ids if self.sp.unk_id() < i < self.n_pieces])  # pad 0, EOS 1, unk 2 first
 
 
 class BPETokenizer(Tokenizer):
@@ -258,7 +282,9 @@ def tokenizer_json(path):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory ships, with its special ids (config.json's take precedence)."""
     f = lambda name: os.path.join(path, name)  # noqa: E731
-    if os.path.exists(f("tokenizer.model")):
+    if os.path.exists(f("spiece.model")):  # T5 (its tokenizer.json, a Unigram model, is not read)
+        tok = T5Tokenizer(f("spiece.model"))
+    elif os.path.exists(f("tokenizer.model")):
         tok = SentencePieceTokenizer(f("tokenizer.model"))
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
         cfg = {}
@@ -760,3 +786,69 @@ def download_glue(task, root):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# WMT16 English-Romanian for T5 (the paper's Table 2)
+
+T5_PREFIX = "translate English to Romanian: "  # T5's task prefix for this pair (Raffel et al. 2020, appendix D)
+WMT16_HELP = ("WMT16 En-Ro is the Hugging Face dataset `wmt16`, config `ro-en` (train: 610k pairs, validation: "
+              "newsdev2016, test: newstest2016). Export it once where `datasets` is installed: `for s, d in "
+              "datasets.load_dataset('wmt16', 'ro-en').items(): d.to_json(f'DIR/{{s}}.jsonl')`; or put aligned "
+              "plain-text files {split}.en and {split}.ro (one sentence per line) in the data directory")
+
+
+def read_translation(directory, split, src="en", tgt="ro"):
+    """[(source, target)] from DIR/{split}.jsonl ({"translation": {src: ..., tgt: ...}} per line, the Hugging Face
+    export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt}."""
+    jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
+    if os.path.exists(jsonl):
+        pairs = []
+        with open(jsonl, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)["translation"]
+                    pair = row[src], row[tgt]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pair = None
+                if pair is None or not all(isinstance(x, str) for x in pair):
+                    raise ValueError(f"{jsonl}, line {n}: expected {{\"translation\": {{\"{src}\": text, \"{tgt}\": "
+                                     f"text}}}}, got {line.strip()[:200]!r}")
+                pairs.append(pair)
+        return pairs
+    if not (os.path.exists(a) and os.path.exists(b)):
+        raise FileNotFoundError(f"{directory}: no {split}.jsonl, nor {split}.{src} + {split}.{tgt}. "
+                                + WMT16_HELP.format(split=split))
+    lines = []
+    for path in (a, b):
+        with open(path, encoding="utf-8", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
+            lines.append([line.removesuffix("\n").removesuffix("\r") for line in f])
+    if len(lines[0]) != len(lines[1]):
+        raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
+    return list(zip(*lines))
+
+
+def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):
+    """-> ([(source ids, target ids)], how many were cut): both end in EOS, longer ones are cut with EOS kept."""
+    out, cut = [], 0
+    for s, t in pairs:
+        s, t = tok.encode(prefix + s), tok.encode(t)
+        cut += len(s) > max_source_len or len(t) > max_target_len
+        out.append(tuple(x if len(x) <= n else x[:n - 1] + x[-1:]
+                         for x, n in ((s, max_source_len), (t, max_target_len))))
+    return out, cut
+
+
+def seq2seq_batch(examples, pad_id=0, ignore_index=-100):
+    """Padded tensors for teacher forcing: input_ids and attention_mask (B, S); labels (B, T) with ignore_index on
+    padding; decoder_input_ids = labels shifted right behind the start token (pad_id): position i predicts labels[i]
+    having seen labels[:i]."""
+    S, T = max(len(s) for s, _ in examples), max(len(t) for _, t in examples)
+    input_ids = torch.tensor([s + [pad_id] * (S - len(s)) for s, _ in examples])
+    attention_mask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s, _ in examples])
+    labels = torch.tensor([t + [ignore_index] * (T - len(t)) for _, t in examples])
+    shifted = torch.cat([torch.full((len(examples), 1), pad_id), labels[:, :-1]], 1)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                decoder_input_ids=shifted.masked_fill(shifted == ignore_index, pad_id))

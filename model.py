@@ -6,6 +6,8 @@
   dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
   Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
   attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
+  T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
+  input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
@@ -44,7 +46,7 @@ import tempfile
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
 import torch
@@ -264,9 +266,44 @@ class EncoderConfig:
                     **{h: getattr(self, f) for f, h in self.HF.items()}, **head)
 
 
+
+@dataclass
+class T5Config:  # fields named as in T5's config.json
+    model_type: ClassVar[str] = "t5"
+    vocab_size: int = 128
+    d_model: int = 64
+    d_kv: int = 16            # per-head size: num_heads * d_kv need not be d_model (t5-3b)
+    d_ff: int = 128
+    num_layers: int = 2       # encoder blocks
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    relative_attention_num_buckets: int = 32  # half of them exact distances, half log-spaced up to the max distance
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"  # v1.0: relu(wi x); "gated-gelu" (v1.1, FLAN-T5): gelu(wi_0 x) * wi_1 x
+    tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`, applied to the decoder output * d_model^-0.5
+    dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
+    pad_id: ClassVar[int] = 0  # also the decoder's start token
+    eos_id: ClassVar[int] = 1
+
+    @classmethod
+    def from_hf(cls, c):
+        if c.get("feed_forward_proj", "relu") not in ("relu", "gated-gelu") or c.get("decoder_start_token_id", 0):
+            raise NotImplementedError("only T5 v1.0 (relu) and v1.1 / FLAN-T5 (gated-gelu), decoder start token 0")
+        core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
+                    num_layers=c["num_layers"], num_heads=c["num_heads"],
+                    num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
+        return cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+
+    def to_hf(self):
+        return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
+                    is_encoder_decoder=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
 L2, G2 = dict(vocab_size=32000, max_seq_len=4096), dict(vocab_size=50257, n_positions=1024, dropout=0.1)
 RB = dict(model_type="roberta", vocab_size=50265, n_positions=514, n_type=1, norm_eps=1e-5, pad_id=1)
 BT = dict(vocab_size=30522, n_positions=512)
+T5P, V11 = dict(vocab_size=32128, d_kv=64), dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+T5P12, T5P24 = dict(T5P, num_layers=12, num_decoder_layers=12), dict(T5P, num_layers=24, num_decoder_layers=24)
 PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "llama2-7b": LlamaConfig(**L2, n_layer=32, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
     "llama2-13b": LlamaConfig(**L2, n_layer=40, n_embd=5120, n_head=40, n_kv_head=40, n_ffn=13824),
@@ -287,6 +324,12 @@ PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "all-minilm-l6-v2": EncoderConfig(**BT, n_layer=6, n_embd=384, n_head=12, n_ffn=1536),  # sentence-transformers'
     "roberta-tiny": EncoderConfig("roberta", n_type=1, norm_eps=1e-5, pad_id=1),
     "bert-tiny": EncoderConfig(),
+    "t5-small": T5Config(**T5P, d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
+    "t5-base": T5Config(**T5P12, d_model=768, d_ff=3072, num_heads=12),
+    "t5-large": T5Config(**T5P24, d_model=1024, d_ff=4096, num_heads=16),
+    "flan-t5-base": T5Config(**T5P12, d_model=768, d_ff=2048, num_heads=12, **V11),
+    "flan-t5-large": T5Config(**T5P24, d_model=1024, d_ff=2816, num_heads=16, **V11),
+    "t5-tiny": T5Config(),
 }
 
 
@@ -355,7 +398,7 @@ class Recompute(torch.autograd.Function):
         out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
-        r.out = r.leaves = r.inputs = None  # the node outlives backward while the loss is referenced: hold nothing
+        r.out = r.leaves = r.inputs = ctx.recipe = None  # outlives backward while the loss lives: hold nothing
         return None, *result
 
 
@@ -416,8 +459,15 @@ def run_block(mode, block, x, *args):
         raise ValueError(f"checkpointing must be 'none', 'full' or 'selective', not {mode!r}")
     if mode == "none" or not torch.is_grad_enabled():
         return block(x, *args)
-    if mode == "full":
-        return recompute(lambda x: block(x, *args), x, params=block.parameters())[1]
+    if mode == "full":  # arguments that need gradients (a decoder's encoder output) are recomputation inputs too
+        slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+        def fn(x, *tensors):
+            a = list(args)
+            for i, t in zip(slots, tensors):
+                a[i] = t
+            return block(x, *a)
+        return recompute(fn, x, *[args[i] for i in slots], params=block.parameters())[1]
     with selective():
         return block(x, *args)
 
@@ -439,15 +489,16 @@ def positions_and_mask(input_ids, attention_mask=None, position_ids=None, past=0
     return position_ids, mask | ~mask.any(-1, keepdim=True)  # a padding query that sees nothing sees all: no NaN
 
 
-def attend(q, k, v, mask, kv=None, dropout=0.0, causal=True):
-    """softmax(q k^T / sqrt(hd)) v over (B, nh, T, hd) heads, back to (B, T, nh * hd); appends k, v to the cache kv.
-    mask None: causal attention, or full attention if not `causal` (encoders)."""
+def attend(q, k, v, mask, kv=None, dropout=0.0, causal=True, scale=None):
+    """softmax(q k^T / sqrt(hd) + mask) v over (B, nh, T, hd) heads (a bool mask: where allowed; `scale` replaces
+    1/sqrt(hd)), back to (B, T, nh * hd); appends k, v to the cache kv. mask None: causal attention, or full
+    attention if not `causal` (encoders)."""
     if kv is not None:
         if kv:
             k, v = torch.cat([kv["k"], k], 2), torch.cat([kv["v"], v], 2)  # (B, nkv, past + T, hd)
         kv["k"], kv["v"] = k, v
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1],
-                                       is_causal=causal and mask is None and 1 < q.shape[2] == k.shape[2])
+                                       is_causal=causal and mask is None and 1 < q.shape[2] == k.shape[2], scale=scale)
     return y.transpose(1, 2).flatten(2)
 
 
@@ -501,6 +552,11 @@ swiglu = SwiGLU.apply
 
 def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")  # GPT-2's "gelu_new"
+
+
+def dropout(x, p):
+    """Inverted dropout that keeps a bool mask for backward (on CPU F.dropout keeps a float one and draws 2x slower)."""
+    return x / (1 - p) * (torch.rand(x.shape, device=x.device) >= p) if p > 0 else x
 
 
 class LlamaBlock(nn.Module):
@@ -767,10 +823,127 @@ class Bert(Encoder):
     prefix, head = "bert", ("bert.pooler", "classifier")
 
 
+
+class T5Block(nn.Module):
+    """Pre-norm residual sublayers in HF's layout: layer.0 self-attention, layer.1 cross-attention over the encoder
+    output (decoder only), layer.{1|2} the feed-forward DenseReluDense. T5 does not scale attention logits by
+    1/sqrt(d_kv) (its initialisation absorbs it); positions enter as a learned bias added to them."""
+
+    def __init__(self, c, decoder, first):
+        super().__init__()
+        C, inner, L = c.d_model, c.num_heads * c.d_kv, lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
+        sub = lambda name, **m: nn.ModuleDict({name: nn.ModuleDict(m), "layer_norm": RMSNorm(C, c.layer_norm_epsilon)})
+        qkvo = lambda: dict(q=L(C, inner), k=L(C, inner), v=L(C, inner), o=L(inner, C))  # noqa: E731
+        self.gated, self.n_head, self.p = c.feed_forward_proj == "gated-gelu", c.num_heads, c.dropout_rate
+        ff = dict(wi_0=L(C, c.d_ff), wi_1=L(C, c.d_ff)) if self.gated else dict(wi=L(C, c.d_ff))
+        table = dict(relative_attention_bias=nn.Embedding(c.relative_attention_num_buckets, c.num_heads))
+        self.layer = nn.ModuleList([sub("SelfAttention", **qkvo(), **(table if first else {}))]  # ModuleDicts: HF's
+                                   + ([sub("EncDecAttention", **qkvo())] if decoder else [])  # names, no code
+                                   + [sub("DenseReluDense", **ff, wo=L(c.d_ff, C))])
+
+    def attention(self, a, h, src, bias, p, kv, cross=False):
+        """h (B, T, C) attends over src (B, S, C); bias (B|1, nh, T, S) holds positions and masks."""
+        split = lambda t: t.view(*t.shape[:2], self.n_head, -1).transpose(1, 2)  # noqa: E731  (B, nh, T, d_kv)
+        if cross and kv:  # the encoder's k, v: computed at the first decoding step, reused at every later one
+            k, v = kv["k"], kv["v"]
+        else:
+            k, v = split(a.k(src)), split(a.v(src))
+            if cross and kv is not None:
+                kv.update(k=k, v=v)
+        core = lambda q, k, v, b: attend(q, k, v, b.to(q.dtype), None if cross else kv, p, scale=1.0)  # noqa: E731
+        return a.o(cheap(core, split(a.q(h)), k, v, bias))
+
+    def forward(self, x, bias, enc=None, enc_bias=None, kv=None):
+        (attn, *cross, ff), p = self.layer, self.p if self.training else 0.0
+        h = cheap(attn.layer_norm, x)
+        x = x + dropout(self.attention(attn.SelfAttention, h, h, bias, p, kv and kv["self"]), p)
+        if cross:
+            h = cheap(cross[0].layer_norm, x)
+            y = self.attention(cross[0].EncDecAttention, h, enc, enc_bias, p, kv and kv["cross"], cross=True)
+            x = x + dropout(y, p)
+        h, m = cheap(ff.layer_norm, x), ff.DenseReluDense
+        if self.gated:  # HF's gated-gelu is the tanh GELU
+            h = cheap(lambda a, b: dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
+        else:
+            h = cheap(lambda a: dropout(F.relu(a), p), m.wi(h))
+        return x + dropout(m.wo(h), p)
+
+
+class T5(nn.Module):
+    """Encoder-decoder (Raffel et al. 2020): model(input_ids, decoder_input_ids, attention_mask) -> logits (B, T, V).
+    Each stack's relative position table lives in its first block and serves all; `shared` embeds both stacks."""
+
+    def __init__(self, config):
+        super().__init__()
+        c, self.config, self.checkpointing = config, config, "none"
+        self.shared = nn.Embedding(c.vocab_size, c.d_model)
+        for name, n in (("encoder", c.num_layers), ("decoder", c.num_decoder_layers)):
+            setattr(self, name, nn.ModuleDict(dict(  # embed_tokens: `shared` again (HF files may store tied copies)
+                embed_tokens=self.shared, block=nn.ModuleList(T5Block(c, name == "decoder", i == 0) for i in range(n)),
+                final_layer_norm=RMSNorm(c.d_model, c.layer_norm_epsilon))))
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.shared.weight
+        self.apply(init_weights)
+
+    def position_bias(self, stack, T, past=0):
+        """(1, nh, T, past + T) bias for key - query distances, bucketed: half the buckets exact small distances, half
+        log-spaced up to the max distance. The encoder splits them between left and right; the decoder sees the past."""
+        c, pos = self.config, torch.arange(past + T, device=self.shared.weight.device)
+        rel, n, bucket = pos[None] - pos[past:, None], c.relative_attention_num_buckets, 0  # (T, S)
+        if stack is self.encoder:
+            n //= 2
+            bucket, rel = (rel > 0).long() * n, rel.abs()
+        else:
+            rel = (-rel).clamp(min=0)
+        exact = n // 2
+        log = torch.log(rel.float() / exact) / math.log(c.relative_attention_max_distance / exact) * (n - exact)
+        bucket = bucket + torch.where(rel < exact, rel, (exact + log.long()).clamp(max=n - 1))
+        return stack.block[0].layer[0].SelfAttention.relative_attention_bias(bucket).permute(2, 0, 1)[None]
+
+    def run(self, stack, ids, bias, enc=None, enc_bias=None, cache=None):
+        p, dev = self.config.dropout_rate if self.training else 0.0, ids.device.type
+        x = dropout(stack.embed_tokens(ids), p)  # (B, T, C)
+        if torch.float16 in (x.dtype, torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev)):
+            raise ValueError("T5 overflows in float16 (its activations pass 65504): use bfloat16 or float32")
+        for i, block in enumerate(stack.block):
+            x = run_block(self.checkpointing, block, x, bias, enc, enc_bias, None if cache is None else cache[i])
+        return dropout(stack.final_layer_norm(x), p)
+
+    @staticmethod
+    def padding_bias(attention_mask, S, like):  # (B|1, 1, 1, S): -1e9 on padding (finite: never a row of NaN)
+        mask = like.new_ones(1, S) if attention_mask is None else attention_mask.to(like)
+        return (mask[:, None, None] - 1) * 1e9
+
+    def encode(self, input_ids, attention_mask=None):
+        """(B, S) -> encoder output (B, S, C)."""
+        bias = self.position_bias(self.encoder, input_ids.shape[1])
+        return self.run(self.encoder, input_ids, bias + self.padding_bias(attention_mask, input_ids.shape[1], bias))
+
+    def decode(self, decoder_input_ids, enc, attention_mask=None, cache=None):
+        """(B, T) decoder ids -> logits (B, T, vocab); cache: one {"self": {}, "cross": {}} per decoder block."""
+        T, past = decoder_input_ids.shape[1], cache[0]["self"]["k"].shape[2] if cache and cache[0]["self"] else 0
+        future = torch.ones(T, past + T, dtype=torch.bool, device=enc.device).triu(past + 1)
+        bias = self.position_bias(self.decoder, T, past).masked_fill(future, -1e9)
+        pad = self.padding_bias(attention_mask, enc.shape[1], bias)
+        x = self.run(self.decoder, decoder_input_ids, bias, enc, pad, cache)
+        return self.lm_head(x * self.config.d_model ** -0.5 if self.config.tie_word_embeddings else x)  # Mesh TF's
+
+    def forward(self, input_ids, decoder_input_ids, attention_mask=None):
+        """input_ids (B, S), decoder_input_ids (B, T) (labels shifted right behind the start token 0) -> logits."""
+        return self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
+
+    @staticmethod
+    def hf_tensor(name, t):
+        """HF key -> ours (the same); some old files carry a cross-attention position table nothing uses."""
+        return None if name.endswith("EncDecAttention.relative_attention_bias.weight") else (name, t)
+
+
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert}
-CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig}
+MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5}
+CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig,
+           "t5": T5Config}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1011,6 +1184,40 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
             break
         logits = model(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]  # one new token, the past from the cache
     return ids
+
+
+@torch.no_grad()
+def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penalty=0.6, max_new_tokens=128):
+    """(B, S) -> K hypotheses (B, K, 1 + n): start token, tokens, EOS, padding; and their scores (B, K), best first.
+    HF's generate(num_beams=K, length_penalty, early_stopping=True); one beam is greedy decoding. A hypothesis scores
+    sum(log p) / len**length_penalty (len: its tokens up to EOS). Each step ranks the 2K best continuations of the K
+    beams: those ending in EOS among the first K finish, the best K others run on, until K have finished."""
+    (B, _), K, eos, pad, dev = input_ids.shape, num_beams, model.config.eos_id, model.config.pad_id, input_ids.device
+    enc = model.encode(input_ids, attention_mask).repeat_interleave(K, 0)  # (B K, S, C): an input's beams adjacent
+    mask = None if attention_mask is None else attention_mask.repeat_interleave(K, 0)
+    seqs, rank, cache = torch.full((B, K, 1), pad, device=dev), torch.arange(2 * K, device=dev), [
+        {"self": {}, "cross": {}} for _ in model.decoder.block]
+    run = torch.zeros(B, K, device=dev).index_fill(1, rank[1:K], -1e9)  # one live beam at first, not K copies
+    fin, fin_scores = seqs.new_full((B, K, max_new_tokens + 1), pad), torch.full_like(run, -math.inf)
+    for t in range(max_new_tokens):
+        logp = model.decode(seqs[..., -1].view(-1, 1), enc, mask, cache)[:, -1].float().log_softmax(-1)  # (B K, V)
+        top, idx = (run[..., None] + logp.view(B, K, -1)).view(B, -1).topk(2 * K)  # (B, 2K) over all beams' tokens
+        beam, tok = idx // logp.shape[-1], idx % logp.shape[-1]
+        cand = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, t + 1)), tok[..., None]], 2)  # (B, 2K, t + 2)
+        ends = (tok == eos) | (t == max_new_tokens - 1)
+        full = (fin_scores > -math.inf).all(1, keepdim=True)  # (B, 1): early stopping, this input is done
+        new = torch.where(ends & ~full & (rank < K), top / (t + 1) ** length_penalty, -math.inf)
+        fin_scores, keep = torch.cat([fin_scores, new], 1).topk(K)  # the best K finished so far
+        fin = torch.cat([fin, F.pad(cand, (0, max_new_tokens - t - 1), value=pad)], 1).gather(
+            1, keep[..., None].expand(-1, -1, max_new_tokens + 1))
+        if (fin_scores > -math.inf).all():
+            break
+        run, keep = top.masked_fill(ends, -math.inf).topk(K)  # the K best that did not end run on
+        seqs, rows = cand.gather(1, keep[..., None].expand(-1, -1, t + 2)), beam.gather(1, keep)
+        rows = (rows + K * torch.arange(B, device=dev)[:, None]).flatten()  # (B K,) the cache row each continues
+        for kv in cache:  # cross-attention k, v are the same for all beams of an input: nothing to reorder
+            kv["self"].update(k=kv["self"]["k"][rows], v=kv["self"]["v"][rows])
+    return fin[..., :t + 2], fin_scores
 
 
 def demo():
