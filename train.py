@@ -308,8 +308,8 @@ def barrier():
 
 def wrap_ddp(model, device, sent):
     """DDP over the trainable Parameters: LoRA-SP's packed entries, so the all-reduce is keep x LoRA's. The comm hook
-    sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. Buffers
-    are not broadcast: the masks agree by construction (seeded per layer), which a checksum checks here."""
+    sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. The masks
+    agree by construction (seeded per layer), which a checksum checks here; buffers are not re-sent in forward."""
     crc = 0
     for name, b in model.named_buffers():
         if name.endswith(("mask_A", "mask_B", "cols")):
@@ -322,9 +322,9 @@ def wrap_ddp(model, device, sent):
     def allreduce_sum(sent, bucket):
         sent[0] += bucket.buffer().nbytes
         return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
-    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
-        else "broadcast_buffers"                               # torch < 2.13's name
-    net = DistributedDataParallel(model, **{no_sync: False})   # buffers never change: no broadcast in every forward
+    flag = "forward_sync_buffers"                              # torch < 2.13: broadcast_buffers
+    flag = flag if flag in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+    net = DistributedDataParallel(model, **{flag: False})      # buffers never change: no broadcast in every forward
     net.register_comm_hook(sent, allreduce_sum)
     return net
 
@@ -373,9 +373,10 @@ def train(args):
                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
                             lr=args.lr, weight_decay=args.weight_decay)
     step = restore(checkpoint, args, opt) if checkpoint else 0
-    sent, batch = [0], args.batch_size * world                 # DDP: sent[0] counts the bytes all-reduced
+    sent = [0]                                                 # DDP: bytes all-reduced, counted by wrap_ddp's hook
     net = wrap_ddp(model, device, sent) if ddp else model      # forward + backward through DDP; the rest: model
-    total = args.max_steps or math.ceil(args.epochs * math.ceil(len(train_ex) / batch) / args.grad_accum)
+    batches = math.ceil(len(train_ex) / (args.batch_size * world))  # per epoch; under DDP, all ranks' at once
+    total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
     lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules() if isinstance(m, LoRASPLinear))
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
              model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)))
@@ -416,9 +417,12 @@ def train(args):
                 loss_sum, count = loss_sum + loss.detach(), count + n
                 step_tokens += int(batch["attention_mask"].sum())
             # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
-            sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(stop)], dtype=torch.float64, device=device)
-            dist.all_reduce(sums) if ddp else None
-            loss_value, count, tokens, stopping = (sums[0] / sums[1]).item(), sums[1], tokens + int(sums[2]), bool(sums[3])
+            sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(stop)], dtype=torch.float64,
+                                device=device)
+            if ddp:
+                dist.all_reduce(sums)
+            loss_value, count, stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
+            tokens += int(sums[2])
             for p in params:
                 if p.grad is not None:
                     p.grad /= count                            # the mean over the whole step's tokens
@@ -531,7 +535,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-              f"Resume with:\n  python train.py {' '.join(a for a in argv if a != '--resume')} --resume")
+              f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
+              f"{' '.join(a for a in argv if a != '--resume')} --resume")
     elif demo:
         print(f"adapter saved in {os.path.join(args.out, 'adapter')}\nthe real job (one 24 GB GPU; accept the Llama 2 "
               f"licence on the Hub and set HF_TOKEN first):\n  {REAL_JOB}")
