@@ -437,7 +437,7 @@ def train(args):
             opt.zero_grad(set_to_none=True)
             step, losses = step + 1, losses + [loss_value]
             if ddp and step == first + 1:
-                print(f"DDP, {world} processes: {sent[0]:,} bytes of gradients all-reduced per step" + (
+                print(f"DDP, world size {world}: {sent[0]:,} bytes of gradients all-reduced per step" + (
                     f", {sent[0] / (lora * 4):.2f}x LoRA's {lora * 4:,} (r (in + out) fp32 per layer)" if lora else ""))
             if step % args.log_every == 0 or step == total:
                 dt = time.time() - t0

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import data
 import train
 from model import load_safetensors
-from test_train import flags, tiny  # noqa: F401  (tiny is a fixture)
+from test_train import flags, one_thread, tiny  # noqa: F401  (fixtures: tiny, and one thread for torch)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = """
@@ -124,7 +124,7 @@ def test_bytes_all_reduced_are_half_of_loras(tiny, runs, tmp_path):
     checkpointing, a 1-process group here: the buckets do not depend on the number of ranks) sends."""
     _, _, resumed, (rank0, _) = runs
     lorasp = summary(resumed)["allreduce_bytes_per_step"]
-    assert "DDP, 2 processes: 32,768 bytes of gradients all-reduced per step, 0.50x LoRA's 65,536" in resumed.stdout
+    assert "DDP, world size 2: 32,768 bytes of gradients all-reduced per step, 0.50x LoRA's 65,536" in resumed.stdout
     assert lorasp == 4 * sum(t.numel() for t in rank0.values())                        # fp32 gradients
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
