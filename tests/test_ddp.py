@@ -28,7 +28,7 @@ train.load_model = lambda *a: models.append(load(*a)) or models[-1]   # keep the
 
 def interrupted(model, batch):                # Ctrl-C reaching rank SIGINT_RANK only, at its SIGINT_AT-th loss
     calls[0] += torch.is_grad_enabled()
-    if calls[0] == int(os.environ.get("SIGINT_AT", 0)) and rank == int(os.environ["SIGINT_RANK"]):
+    if str(calls[0]) == os.environ.get("SIGINT_AT") and str(rank) == os.environ.get("SIGINT_RANK"):
         os.kill(os.getpid(), signal.SIGINT)
     return loss(model, batch)
 train.causal_lm_loss = interrupted
