@@ -428,14 +428,20 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
     return train_ex, val_ex, val
 
 
-def micro_batches(examples, batch_size, seed, start=0, pad_id=0):
+def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1):
     """Collated micro-batches, epoch after epoch, from the start-th on. The order depends on the seed and the epoch
-    only, so a resumed run sees exactly the batches the interrupted one would have."""
-    lengths, n = [len(e["input_ids"]) for e in examples], -(-len(examples) // batch_size)
+    only, so a resumed run sees exactly the batches the interrupted one would have. Under DDP the global batches
+    are one process's of batch_size x world, and rank takes every world-th example of each: `start` counts global
+    batches whatever the rank. A rank left without an example (a short last batch) gets one with every label
+    IGNORE: it joins the gradient all-reduce with nothing to add."""
+    lengths, n = [len(e["input_ids"]) for e in examples], -(-len(examples) // (batch_size * world))
     epoch, i = divmod(start, n)
     while True:
-        for idx in length_grouped_batches(lengths, batch_size, seed + epoch)[i:]:
-            yield collate([examples[j] for j in idx], pad_id)
+        for idx in length_grouped_batches(lengths, batch_size * world, seed + epoch)[i:]:
+            batch = collate([examples[j] for j in idx[rank::world] or idx[:1]], pad_id)
+            if not idx[rank::world]:
+                batch["labels"].fill_(IGNORE)
+            yield batch
         epoch, i = epoch + 1, 0
 
 

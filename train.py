@@ -15,10 +15,16 @@
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
   asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction format, and the
   held-out exact match before and after shows what the fine-tuning added.
-Leaves out: DDP (a later issue), packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
+- Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
+  CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
+  all-reduce carries exactly LoRA-SP's keep x LoRA's gradients. --batch-size is per process.
+Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
 """
 import argparse
+import atexit
+import contextlib
+import inspect
 import json
 import math
 import os
@@ -29,9 +35,12 @@ import shutil
 import signal
 import sys
 import time
+import zlib
 from dataclasses import replace
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import data
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
@@ -132,6 +141,9 @@ def resolve_model(args):
                  f"{', '.join(PRESETS)}")
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and repo:
+        if dist.is_initialized():                              # N processes would fetch the same files at once
+            sys.exit(f"error: no weights for {args.model} in {directory}; fetch them before torchrun, in one process. "
+                     + data.where_to_get(repo, directory))
         print(f"downloading {repo} into {directory}")
         data.download_hf(repo, directory)
     if not has_weights(directory):
@@ -181,12 +193,17 @@ def causal_lm_loss(model, batch):
 def evaluate(model, examples, loss_fn, args, autocast, pad_id):
     """Mean loss per labelled token over the validation examples (in length order: little padding)."""
     model.eval()
-    order, total, count = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"])), 0.0, 0
-    for s in range(0, len(order), args.batch_size):
+    (rank, world), order = rank_world(), sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    total, count = 0.0, 0
+    for s in range(rank * args.batch_size, len(order), args.batch_size * world):  # DDP: every world-th batch
         batch = data.collate([examples[i] for i in order[s:s + args.batch_size]], pad_id)
         with autocast():
             loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
         total, count = total + loss.item(), count + int(n)
+    if world > 1:
+        t = torch.tensor([total, count], dtype=torch.float64, device=args.device)
+        dist.all_reduce(t)
+        total, count = t.tolist()
     model.train()
     return total / max(count, 1)
 
@@ -225,11 +242,12 @@ def save_checkpoint(args, model, opt, step, source):
     save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
     with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
         torch.save(opt.state_dict(), f)                        # tensors and numbers: loads with weights_only=True
-    rng = {"torch": torch.get_rng_state()} | {f"cuda{i}": torch.cuda.get_rng_state(i) for i in
-                                              range(torch.cuda.device_count())}
+    rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
+                                              args.device.startswith("cuda") else {})  # this process's GPU
     save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
     with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(dict(step=step, micro_batch=step * args.grad_accum, python_rng=random.getstate(), args=vars(args)), f)
+        json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
+                       python_rng=random.getstate(), args=vars(args)), f)
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
@@ -249,14 +267,66 @@ def restore(checkpoint, args, opt):
         state = json.load(f)
     changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and state["args"].get(k) != v]
+    if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
+        changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
         sys.exit("error: --resume with different settings than the checkpoint's: " + ", ".join(changed))
     opt.load_state_dict(torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location=args.device,
                                    weights_only=True))
     for name, rng in load_safetensors(os.path.join(checkpoint, "rng.safetensors")).items():
-        torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, int(name[4:]))
+        torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
     random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
     return state["step"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Many processes: torchrun starts one per GPU, DistributedDataParallel all-reduces the trainable gradients
+
+def setup_ddp(args):
+    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set): join the process group, NCCL on CUDA
+    (one GPU per process), gloo on CPU; only rank 0 prints. A plain `python train.py` makes no process group."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if cuda else "gloo", device_id=torch.device(args.device) if cuda else None)
+    atexit.register(dist.destroy_process_group)
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+
+
+def rank_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def wrap_ddp(model, device, sent):
+    """DDP over the trainable Parameters: LoRA-SP's packed entries, so the all-reduce is keep x LoRA's. The comm hook
+    sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. The masks
+    agree by construction (seeded per layer), which a checksum checks here; buffers are not re-sent in forward."""
+    crc = 0
+    for name, b in model.named_buffers():
+        if name.endswith(("mask_A", "mask_B", "cols")):
+            crc = zlib.crc32(b.cpu().numpy().tobytes(), crc)
+    t = torch.tensor([crc, -crc], device=device)
+    dist.all_reduce(t, dist.ReduceOp.MAX)                      # (max crc, -min crc)
+    if t[0] != -t[1]:
+        raise RuntimeError("the LoRA-SP masks differ between ranks: run the same code and flags on every rank")
+
+    def allreduce_sum(sent, bucket):
+        sent[0] += bucket.buffer().nbytes
+        return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+    flag = "forward_sync_buffers"                              # torch < 2.13: broadcast_buffers
+    flag = flag if flag in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+    net = DistributedDataParallel(model, **{flag: False})      # buffers never change: no broadcast in every forward
+    net.register_comm_hook(sent, allreduce_sum)
+    return net
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,7 +350,7 @@ def peak_mem_mib(device):
 
 def train(args):
     """Run the job args describe; returns the summary main prints last."""
-    t_start, device = time.time(), torch.device(args.device)
+    t_start, device, (rank, world), ddp = time.time(), torch.device(args.device), rank_world(), dist.is_initialized()
     bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
     autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)  # noqa: E731
     torch.manual_seed(args.seed)
@@ -290,7 +360,11 @@ def train(args):
     tok = load_tokenizer(source)
     pad_id = tok.pad_id if tok.pad_id is not None else 0
     model = load_model(args, source, checkpoint, device, bf16)
+    if rank > 0:                                               # DDP: rank 0 fetches (and caches) the data first
+        barrier()
     train_ex, val_ex, val_records = data.load_examples(args.data, tok, args.seq_len, args.val_fraction, args.seed)
+    if rank == 0:
+        barrier()
     loss_fn = causal_lm_loss  # the kind of task picks the loss: (model, batch) -> (summed loss, count)
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
@@ -299,44 +373,56 @@ def train(args):
                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
                             lr=args.lr, weight_decay=args.weight_decay)
     step = restore(checkpoint, args, opt) if checkpoint else 0
-    total = args.max_steps or math.ceil(args.epochs * math.ceil(len(train_ex) / args.batch_size) / args.grad_accum)
+    sent = [0]                                                 # DDP: bytes all-reduced, counted by wrap_ddp's hook
+    net = wrap_ddp(model, device, sent) if ddp else model      # forward + backward through DDP; the rest: model
+    batches = math.ceil(len(train_ex) / (args.batch_size * world))  # per epoch; under DDP, all ranks' at once
+    total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
     lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules() if isinstance(m, LoRASPLinear))
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
              model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)))
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f"; LoRA at r={args.rank} would train {lora:,} ({s['trainable_params'] / lora:.2f}x)" if lora else "") +
-        f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences, {'bf16' if bf16 else 'fp32'} on {device}")
+        f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences" + (f" x {world} processes" if world > 1
+        else "") + f", {'bf16' if bf16 else 'fp32'} on {device}")
     args.exact_match = args.exact_match if val_records else 0  # exact match needs held-out records
     if args.exact_match and not checkpoint:
         s["exact_match_before"], s["prefix_match_before"], before = exact_match(
             model, tok, val_records[:args.exact_match], device, autocast)
         print(f"held-out exact match before training: {s['exact_match_before']:.1%} (answers that start with the "
               f"expected one: {s['prefix_match_before']:.1%})")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True) if rank == 0 else None
     log_path = os.path.join(args.out, "metrics.jsonl")
     kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint and os.path.exists(
         log_path) else []
-    log = open(log_path, "w")
+    log = open(log_path if rank == 0 else os.devnull, "w")     # rank 0 alone writes files
     log.writelines(kept)                                       # what came after the checkpoint is redone
-    stream, stop = data.micro_batches(train_ex, args.batch_size, args.seed, step * args.grad_accum, pad_id), []
+    stream, stop = data.micro_batches(train_ex, args.batch_size, args.seed, step * args.grad_accum, pad_id, rank,
+                                      world), []
 
     def on_sigint(signum, frame):                              # finish the step and save; a second Ctrl-C quits
         stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
         print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    first, t0, tokens, losses, loss_value, val_loss = step, time.time(), 0, [], None, None
+    first, t0, tokens, losses, loss_value, val_loss, stopping = step, time.time(), 0, [], None, None, False
     try:
-        while step < total and not stop:
-            loss_sum, count = 0.0, 0
-            for _ in range(args.grad_accum):
+        while step < total and not stopping:
+            loss_sum, count, step_tokens = 0.0, 0, 0
+            for i in range(args.grad_accum):                   # DDP: all-reduce after the last micro-batch only
+                sync = net.no_sync() if ddp and i < args.grad_accum - 1 else contextlib.nullcontext()
                 batch = {k: v.to(device) for k, v in next(stream).items()}
-                with autocast():
-                    loss, n = loss_fn(model, batch)
+                with autocast(), sync:
+                    loss, n = loss_fn(net, batch)
                 loss.backward()                                # the summed loss: divided by the step's count below
                 loss_sum, count = loss_sum + loss.detach(), count + n
-                tokens += int(batch["attention_mask"].sum())
-            loss_value = (loss_sum / count).item()
+                step_tokens += int(batch["attention_mask"].sum())
+            # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
+            sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(stop)], dtype=torch.float64,
+                                device=device)
+            if ddp:
+                dist.all_reduce(sums)
+            loss_value, count, stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
+            tokens += int(sums[2])
             for p in params:
                 if p.grad is not None:
                     p.grad /= count                            # the mean over the whole step's tokens
@@ -350,6 +436,9 @@ def train(args):
             opt.step()
             opt.zero_grad(set_to_none=True)
             step, losses = step + 1, losses + [loss_value]
+            if ddp and step == first + 1:
+                print(f"DDP, world size {world}: {sent[0]:,} bytes of gradients all-reduced per step" + (
+                    f", {sent[0] / (lora * 4):.2f}x LoRA's {lora * 4:,} (r (in + out) fp32 per layer)" if lora else ""))
             if step % args.log_every == 0 or step == total:
                 dt = time.time() - t0
                 eta, rec = (total - step) * dt / (step - first), dict(
@@ -366,18 +455,23 @@ def train(args):
                 print(f"step {step:>5}/{total}  validation loss {val_loss:.4f}", flush=True)
                 log.write(json.dumps(dict(step=step, val_loss=val_loss)) + "\n")
             log.flush()
-            if args.save_every and step % args.save_every == 0 or step == total or stop:
+            if args.save_every and step % args.save_every == 0 or step == total or stopping:
                 t = time.time()
-                save_checkpoint(args, model, opt, step, source)
+                save_checkpoint(args, model, opt, step, source) if rank == 0 else None
+                barrier()                                      # the other ranks wait for it
                 t0 += time.time() - t
     finally:
         signal.signal(signal.SIGINT, previous)
         log.close()
     s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=val_loss,
              peak_mem_mib=round(peak_mem_mib(device), 1))
-    if stop:
+    if ddp:
+        s.update(world_size=world, allreduce_bytes_per_step=sent[0] // max(step - first, 1))
+    if stopping:
         return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
-    save_weights(model, os.path.join(args.out, "model" if args.method == "full" else "adapter"), args, source)
+    save_weights(model, os.path.join(args.out, "model" if args.method == "full" else "adapter"), args, source) if \
+        rank == 0 else None
+    barrier()
     if args.exact_match:
         s["exact_match_after"], s["prefix_match_after"], after = exact_match(
             model, tok, val_records[:args.exact_match], device, autocast)
@@ -429,7 +523,11 @@ def prepare_demo(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if demo := args.model is None:
+    setup_ddp(args)                                            # under torchrun
+    if (demo := args.model is None) and rank_world()[1] > 1:
+        sys.exit("error: the offline demo runs in one process: `python train.py` (then torchrun ... --model "
+                 f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
+    if demo:
         args.model, args.data = prepare_demo(args)
     try:
         summary = train(args)
@@ -437,7 +535,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-              f"Resume with:\n  python train.py {' '.join(a for a in argv if a != '--resume')} --resume")
+              f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
+              f"{' '.join(a for a in argv if a != '--resume')} --resume")
     elif demo:
         print(f"adapter saved in {os.path.join(args.out, 'adapter')}\nthe real job (one 24 GB GPU; accept the Llama 2 "
               f"licence on the Hub and set HF_TOKEN first):\n  {REAL_JOB}")

@@ -1,0 +1,178 @@
+"""train.py under torchrun: DistributedDataParallel with gloo on CPU, 2 processes, on test_train's tiny Llama.
+
+The reference for 2 ranks x batch 2 is one process with batch 4 (the same global batches; the loss divided by the
+global token count), reached through a Ctrl-C that only one rank saw and a --resume; bytes all-reduced per step are
+what DDP's comm hook was handed (LoRA-SP: half of LoRA's). A driver script written here (test code, not runtime code)
+runs train.main under `python -m torch.distributed.run` and has each rank dump its trainable tensors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import data
+import train
+from model import load_safetensors
+from test_train import flags, one_thread, tiny  # noqa: F401  (fixtures: tiny, and one thread for torch)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import torch, train
+rank, models, load, loss, calls = int(os.environ["RANK"]), [], train.load_model, train.causal_lm_loss, [0]
+train.load_model = lambda *a: models.append(load(*a)) or models[-1]   # keep the model to dump it below
+
+def interrupted(model, batch):                # Ctrl-C reaching rank SIGINT_RANK only, at its SIGINT_AT-th loss
+    calls[0] += torch.is_grad_enabled()
+    if str(calls[0]) == os.environ.get("SIGINT_AT") and str(rank) == os.environ.get("SIGINT_RANK"):
+        os.kill(os.getpid(), signal.SIGINT)
+    return loss(model, batch)
+train.causal_lm_loss = interrupted
+argv = sys.argv[1:]
+if rank > 0 and "OTHER_OUT" in os.environ:    # only rank 0 may write: give the others a directory to leave alone
+    argv[argv.index("--out") + 1] = os.environ["OTHER_OUT"]
+try:
+    train.main(argv)
+finally:
+    torch.save({{n: p.detach() for n, p in models[0].named_parameters() if p.requires_grad}},
+               os.path.join(os.environ["DUMP"], f"rank{{rank}}.pt"))
+"""
+
+
+def torchrun(tmp_path, name, argv, **env):
+    """2 processes on CPU (gloo); returns (completed process, [rank 0's, rank 1's trainable tensors])."""
+    driver, dump = tmp_path / "driver.py", tmp_path / name
+    driver.write_text(DRIVER.format(repo=REPO))
+    dump.mkdir()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(driver), *argv], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", DUMP=str(dump), **env))
+    return run, [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def ddp_flags(tiny, out, *more):  # 2 ranks x 2 sequences x 2 micro-batches = one process's 4 x 2
+    return flags(tiny, out, "--batch-size", "2", "--max-steps", "4", "--log-every", "2", "--checkpointing", "full",
+                 *more)
+
+
+def summary(run):
+    return json.loads(run.stdout.strip().split("\n")[-1])
+
+
+def trainable_after(args):
+    """train.train(args) in this process; returns (summary, the trained tensors)."""
+    models, load = [], train.load_model
+    train.load_model = lambda *a: models.append(load(*a)) or models[-1]
+    try:
+        s = train.train(args)
+    finally:
+        train.load_model = load
+    return s, {n: p.detach() for n, p in models[0].named_parameters() if p.requires_grad}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, tmp_path_factory):
+    """4 steps on 2 ranks with activation checkpointing, in two launches: Ctrl-C reaches rank 1 alone during step 2
+    (rank 1 is pointed at a directory of its own), then --resume. Returns (tmp, first run, resumed run, ranks)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    cut, _ = torchrun(tmp, "cut", ddp_flags(tiny, tmp / "out"), SIGINT_AT="3", SIGINT_RANK="1",
+                      OTHER_OUT=str(tmp / "rank1"))
+    assert cut.returncode != 0 and "interrupted at step 2: checkpoint saved" in cut.stdout, cut.stderr[-3000:]
+    state = json.load(open(tmp / "out" / "checkpoint" / "state.json"))
+    assert (state["step"], state["micro_batch"], state["world_size"]) == (2, 4, 2)
+    resumed, ranks = torchrun(tmp, "resumed", ddp_flags(tiny, tmp / "out", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return tmp, cut, resumed, ranks
+
+
+def test_two_ranks_equal_one_process_with_the_global_batch(tiny, runs, tmp_path):
+    """Ranks identical; after the Ctrl-C and --resume, equal to one process's straight run with batch 4."""
+    tmp, _, resumed, (rank0, rank1) = runs
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    one, single = trainable_after(train.parse_args(ddp_flags(tiny, tmp_path, "--batch-size", "4")))
+    assert single.keys() == rank0.keys() and any("B_train" in k and single[k].abs().max() > 1e-3 for k in single)
+    for k in single:
+        torch.testing.assert_close(rank0[k], single[k], atol=1e-5, rtol=0)
+    ddp = summary(resumed)
+    assert ddp["world_size"] == 2 and ddp["steps"] == 4 and ddp["final_loss"] == pytest.approx(one["final_loss"], 1e-5)
+    assert ddp["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+    logs = [[json.loads(line) for line in open(d / "metrics.jsonl")] for d in (tmp / "out", tmp_path)]
+    assert [m["step"] for m in logs[0]] == [m["step"] for m in logs[1]] == [2, 4, 4]     # loss, loss, val_loss
+    assert [m.get("loss", m.get("val_loss")) for m in logs[0]] == pytest.approx(
+        [m.get("loss", m.get("val_loss")) for m in logs[1]], rel=1e-5)
+    with pytest.raises(SystemExit, match="different settings than the checkpoint's: 2 -> 1 processes"):
+        train.train(train.parse_args(ddp_flags(tiny, tmp / "out", "--resume")))  # its batches are 2 ranks'
+
+
+def test_rank_0_alone_prints_and_writes(runs):
+    tmp, cut, resumed, _ = runs
+    for run, last in ((cut, "interrupted at step 2"), (resumed, '{"method"')):
+        lines = run.stdout.strip().split("\n")
+        assert sum(line.startswith(last) for line in lines) == 1 and sum("step     2/4  loss" in line for line in
+                                                                         lines) == (run is cut)
+    assert "4 steps of 2 x 2 sequences x 2 processes" in resumed.stdout
+    assert not os.path.exists(tmp / "rank1") and sorted(os.listdir(tmp / "out")) == ["adapter", "checkpoint",
+                                                                                      "metrics.jsonl"]
+
+
+def test_bytes_all_reduced_are_half_of_loras(tiny, runs, tmp_path):
+    """DDP's comm hook is handed LoRA-SP's packed gradients: half of what LoRA on an NF4 base (selective
+    checkpointing, a 1-process group here: the buckets do not depend on the number of ranks) sends."""
+    _, _, resumed, (rank0, _) = runs
+    lorasp = summary(resumed)["allreduce_bytes_per_step"]
+    assert "DDP, world size 2: 32,768 bytes of gradients all-reduced per step, 0.50x LoRA's 65,536" in resumed.stdout
+    assert lorasp == 4 * sum(t.numel() for t in rank0.values())                        # fp32 gradients
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        lora, _ = trainable_after(train.parse_args(flags(tiny, tmp_path, "--method", "lora", "--quant", "nf4",
+                                                         "--checkpointing", "selective", "--max-steps", "2")))
+    finally:
+        dist.destroy_process_group()
+    print(f"bytes all-reduced per step: LoRA-SP {lorasp:,}, LoRA {lora['allreduce_bytes_per_step']:,}")
+    assert lora["allreduce_bytes_per_step"] == 4 * lora["trainable_params"] == 65536
+    assert lorasp / lora["allreduce_bytes_per_step"] == 0.5
+
+
+@pytest.mark.parametrize("mode", ["none", "full", "selective"])
+def test_ddp_in_one_process_with_each_checkpointing_mode(tiny, tmp_path, mode):
+    """A 1-rank gloo group still runs DDP's reducer: no "mark a variable ready only once" with the manual
+    checkpointing, and the same adapter as without DDP."""
+    adapters = []
+    for ddp in (False, True):
+        if ddp:
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        try:
+            s = train.train(train.parse_args(flags(tiny, tmp_path / str(ddp), "--checkpointing", mode, "--max-steps",
+                                                   "2", "--save-every", "0")))
+        finally:
+            if ddp:
+                dist.destroy_process_group()
+        assert ("allreduce_bytes_per_step" in s) == ddp
+        adapters.append(load_safetensors(str(tmp_path / str(ddp) / "adapter" / "adapter_model.safetensors")))
+    assert s["allreduce_bytes_per_step"] == 4 * s["trainable_params"]
+    for k in adapters[0]:
+        torch.testing.assert_close(adapters[1][k], adapters[0][k], atol=1e-6, rtol=0)
+
+
+def test_micro_batches_shard_one_process_batches():
+    """Ranks take every world-th example of one process's batches of batch_size x world; a rank left without one
+    (a short last batch) gets an example with no labelled token."""
+    examples = [dict(input_ids=list(range(n + 1)), labels=list(range(n + 1))) for n in range(13)]
+    one = data.micro_batches(examples, 6, seed=3)
+    ranks = [data.micro_batches(examples, 2, seed=3, rank=r, world=3) for r in range(3)]
+    for _ in range(5):                                                 # 3 batches per epoch (6, 6, 1), and on
+        whole, parts = next(one), [next(s) for s in ranks]
+        rows = [row for p in parts for row in p["labels"].tolist() if any(t != data.IGNORE for t in row)]
+        want = whole["labels"].tolist()
+        strip = lambda row: [t for t in row if t != data.IGNORE]   # noqa: E731  (padding differs)
+        assert sorted(map(strip, rows)) == sorted(map(strip, want))
+        if len(want) == 1:
+            assert all((p["labels"] == data.IGNORE).all() for p in parts[1:])
+    resumed, again = (data.micro_batches(examples, 2, seed=3, start=s, rank=1, world=3) for s in (4, 0))
+    for _ in range(4):                                                 # start counts global batches
+        next(again)
+    assert all(torch.equal(next(resumed)["input_ids"], next(again)["input_ids"]) for _ in range(4))
