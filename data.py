@@ -465,7 +465,8 @@ HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are g
     "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
     "gpt2-xl": "openai-community/gpt2-xl", "roberta-base": "FacebookAI/roberta-base",
     "roberta-large": "FacebookAI/roberta-large", "bert-base-uncased": "google-bert/bert-base-uncased",
-    "bert-large-uncased": "google-bert/bert-large-uncased", "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "bert-large-uncased": "google-bert/bert-large-uncased",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large",
     "flan-t5-base": "google/flan-t5-base", "flan-t5-large": "google/flan-t5-large"}
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",

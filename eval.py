@@ -437,7 +437,8 @@ def main(argv=None):
     ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); "
+    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')});"
+                    " "
                     "glue: a glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en + "
                     f"test.ro (default: {cache_dir('wmt16-en-ro')})")
     ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
@@ -445,12 +446,12 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the "
                     "first N examples of each dev/test set")
     ap.add_argument("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
-    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context) / "
+    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); "
                     "glue: pairs cut to this length (default 128, the paper's)")
     ap.add_argument("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
     ap.add_argument("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an "
-                    "answer / translation")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens "
+                    "an answer / a translation")
     ap.add_argument("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
     ap.add_argument("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
     ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")

@@ -13,8 +13,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
-  accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear warm-up then cosine (or
-  linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing (model.py).
+  accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
+  warm-up then cosine (or linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
@@ -309,7 +309,7 @@ def translation_check(model, tok, pairs, autocast, when, max_new_tokens):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "patience"}  # what may change on --resume; anything else must match the checkpoint
+             "exact_match", "threads", "bleu", "patience"}  # what may change on --resume; the rest must match
 
 
 def save_checkpoint(args, model, opt, step, source):
@@ -385,7 +385,7 @@ def train(args):
     pad_id = tok.pad_id if tok.pad_id is not None else 0
     model = load_model(args, source, checkpoint, device, bf16)
     train_ex, val_ex, val_records, loss_fn = load_task(args, tok)  # the kind of task picks data and loss
-    out_dir, seq2seq = os.path.join(args.out, "model" if args.method == "full" else "adapter"), task_kind(args.data) == "seq2seq"
+    out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
     no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
@@ -404,6 +404,7 @@ def train(args):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences, {'bf16' if bf16 else 'fp32'} on {device}")
+    seq2seq = task_kind(args.data) == "seq2seq"
     args.exact_match = args.exact_match if val_records and not seq2seq else 0  # it needs held-out records
     args.bleu = args.bleu if seq2seq else 0
     if args.bleu and not checkpoint:

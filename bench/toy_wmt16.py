@@ -7,9 +7,9 @@ the definite article becomes a noun suffix ("the cat" -> "pisica"), adjectives f
 gender ("the red cat" -> "pisica roșie", "a red dog" -> "un câine roșu"). OUT/pretrain stands in for pretraining:
 the same grammar with adjectives only after "is" ("The cat is red." -> "Pisica este roșie."), so a base trained on
 it knows every word and the agreement, and adapting it to the full grammar teaches where an attributive adjective
-goes: the shape of the paper's experiment (a pretrained T5 adapted to WMT16). Rows are in the Hugging Face wmt16 export's format
-({"translation": {"en": ..., "ro": ...}}). The tokenizer is a sentencepiece unigram model with T5's special
-ids (pad 0, EOS 1, unk 2, no BOS) trained on both sides; the model is a randomly initialised T5 v1.0 of --shape,
+goes: the shape of the paper's experiment (a pretrained T5 adapted to WMT16). Rows are in the Hugging Face wmt16
+export's format ({"translation": {"en": ..., "ro": ...}}). The tokenizer is a sentencepiece unigram model with T5's
+special ids (pad 0, EOS 1, unk 2, no BOS) trained on both sides; the model is a randomly initialised T5 v1.0 of --shape,
 with Hugging Face's T5 initialisation (embeddings N(0, 1), projections scaled by their fan-in: model.py's generic
 N(0, 0.02) leaves the tied, d_model^-0.5-rescaled head's logits near 0 and trains several times slower here).
 Scores on this corpus say the pipeline learns; they say nothing about WMT16 (the paper's numbers need t5-base and

@@ -5,7 +5,9 @@ a WMT16-format JSONL folder (the loss falls; eval.py's BLEU/ROUGE equal eval.ble
 malformed rows reaching the user through train.py with their line numbers."""
 import io
 import json
+import os
 import random
+import signal
 
 import pytest
 import sentencepiece as spm
@@ -106,8 +108,9 @@ def test_glue_adapter_and_head_reload_with_the_same_dev_metrics(kind, task, enco
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["modules_to_save"] == list(type(base).head) and cfg["task_type"] == "SEQ_CLS"
     assert cfg["target_modules"] == ["query", "value"]
-    result, _ = run(E.main, ["--task", f"glue/{task}", "--model", encoders[kind], "--adapter", str(tmp_path / "adapter"),
-                             "--data-dir", str(glue_dir), "--seq-len", "32", "--batch-size", "8"], capsys)
+    result, _ = run(E.main, ["--task", f"glue/{task}", "--model", encoders[kind], "--adapter",
+                             str(tmp_path / "adapter"), "--data-dir", str(glue_dir), "--seq-len", "32",
+                             "--batch-size", "8"], capsys)
     assert result["task"] == f"glue/{task}"
     for split in devs:
         assert result[split] == pytest.approx(summary[split], abs=1e-6, rel=0)
@@ -146,6 +149,31 @@ def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, cap
     assert not all(torch.equal(saved[n], seen[3][n]) for n in saved)
 
 
+def test_glue_resume_with_early_stopping_state_is_exact(encoders, glue_dir, tmp_path, capsys, monkeypatch):
+    """12 steps straight vs Ctrl-C in step 7 then --resume (--patience: the best-so-far is rebuilt from metrics.jsonl):
+    the same kept adapter and head, bit for bit, and the same evaluations."""
+    more = ["--eval-every", "3", "--patience", "10", "--max-steps", "12"]
+    straight = train.train(train.parse_args(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "a", *more)))
+    calls, original = [0], train.classification_loss
+
+    def interrupt(model, batch):
+        calls[0] += torch.is_grad_enabled()
+        if calls[0] == 7 and torch.is_grad_enabled():
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(model, batch)
+    monkeypatch.setattr(train, "classification_loss", interrupt)
+    with pytest.raises(SystemExit):
+        train.main(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "b", *more))
+    monkeypatch.undo()
+    resumed = train.train(train.parse_args(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "b", *more,
+                                                      "--resume")))
+    assert "interrupted at step 7" in capsys.readouterr().out
+    for key in ("evaluated_step", "dev_matched", "dev_mismatched", "final_loss", "head_params"):
+        assert resumed[key] == straight[key], key
+    a, b = (M.load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
+    assert a.keys() == b.keys() and any("classifier" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 WORDS = {"cat": "pisica", "dog": "cainele", "sees": "vede", "has": "are", "red": "rosie", "big": "mare",
          "house": "casa", "today": "azi", "now": "acum", "finds": "gaseste"}
 
@@ -164,7 +192,8 @@ def t5_task(tmp_path_factory):
                                                          for e, r in rows), encoding="utf-8")
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([s for p in pairs for s in p] + [data.T5_PREFIX] * 5), model_writer=buf, vocab_size=48, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        sentence_iterator=iter([s for p in pairs for s in p] + [data.T5_PREFIX] * 5), model_writer=buf, vocab_size=48,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's special ids
         character_coverage=1.0, minloglevel=2)
     (d / "spiece.model").write_bytes(buf.getvalue())
     torch.manual_seed(0)
