@@ -34,7 +34,8 @@ import model as M  # noqa: E402
 
 POS, NEG = "good great fine lovely superb brilliant".split(), "bad awful poor dull boring weak".split()
 SYNONYMS = {"big": ("large", "small"), "quick": ("fast", "slow"), "smart": ("clever", "dumb"),
-            "begin": ("start", "end"), "happy": ("glad", "sad"), "old": ("aged", "young"), "rich": ("wealthy", "needy"), "hot": ("warm", "cold")}
+            "begin": ("start", "end"), "happy": ("glad", "sad"), "old": ("aged", "young"),
+            "rich": ("wealthy", "needy"), "hot": ("warm", "cold")}  # word: (its synonym, its antonym)
 NOISE = "zip zap zot zut zen zag zog".split()  # what STS-B's second sentences swap words for
 FILL = ("the a plot actors was is very quite really and but music scenes cast ending script it this that of with "
         "dog cat car tree road city river book song game").split()
