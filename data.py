@@ -14,10 +14,13 @@
   X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
+- BERT's WordPiece by hand; GLUE (the paper's Table 1): the official TSV files of the eight tasks, encoded as
+  classifier pairs ([CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>).
 - WMT16 English-Romanian (the paper's Table 2): the Hugging Face JSONL export or aligned plain-text files, T5's
   "translate English to Romanian: " prefix, teacher-forcing batches (decoder input = labels shifted right).
+- `collate` batches all three kinds of examples: causal-LM token labels, a classifier's one label, (source, target).
 
-Leaves out: WordPiece (BERT, a later issue), HF normalizers, and two corner cases of tiktoken's BPE: a whole
+Leaves out: HF normalizers, and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
 earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
 
@@ -401,12 +404,25 @@ def length_grouped_batches(lengths, batch_size, seed, group=64):
 
 def collate(examples, pad_id=0):
     """Right-padded (B, T) tensors. The padding's labels are IGNORE, and with causal attention no real token sees
-    a later pad, so a causal LM needs no attention mask; `attention_mask` is there for models that do."""
+    a later pad, so a causal LM needs no attention mask; `attention_mask` is there for models that do. A classifier's
+    examples carry token_type_ids and one label each (a class index, or a score): labels (B,). (source, target)
+    pairs are an encoder-decoder's: seq2seq_batch."""
+    if isinstance(examples[0], tuple):
+        return seq2seq_batch(examples, pad_id, IGNORE)
     T = max(len(e["input_ids"]) for e in examples)
     pad = lambda seq, value: seq + [value] * (T - len(seq))  # noqa: E731
-    return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
-            "labels": torch.tensor([pad(e["labels"], IGNORE) for e in examples]),
-            "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples])}
+    batch = {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
+             "labels": torch.tensor([pad(e["labels"], IGNORE) if isinstance(e["labels"], list) else e["labels"]
+                                     for e in examples]),  # int64 class indices, float32 scores
+             "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples])}
+    if "token_type_ids" in examples[0]:
+        batch["token_type_ids"] = torch.tensor([pad(e["token_type_ids"], 0) for e in examples])
+    return batch
+
+
+def length(example):
+    """Tokens in an example: its input_ids, or both sides of a (source, target) pair."""
+    return len(example[0]) + len(example[1]) if isinstance(example, tuple) else len(example["input_ids"])
 
 
 def load_examples(path, tok, seq_len, val_fraction, seed):
@@ -434,7 +450,7 @@ def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1
     are one process's of batch_size x world, and rank takes every world-th example of each: `start` counts global
     batches whatever the rank. A rank left without an example (a short last batch) gets one with every label
     IGNORE: it joins the gradient all-reduce with nothing to add."""
-    lengths, n = [len(e["input_ids"]) for e in examples], -(-len(examples) // (batch_size * world))
+    lengths, n = [length(e) for e in examples], -(-len(examples) // (batch_size * world))
     epoch, i = divmod(start, n)
     while True:
         for idx in length_grouped_batches(lengths, batch_size * world, seed + epoch)[i:]:
@@ -453,9 +469,14 @@ HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are g
     "llama2-70b": "meta-llama/Llama-2-70b-hf", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
     "tinyllama-1.1b": "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "gpt2": "openai-community/gpt2",
     "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl"}
+    "gpt2-xl": "openai-community/gpt2-xl", "roberta-base": "FacebookAI/roberta-base",
+    "roberta-large": "FacebookAI/roberta-large", "bert-base-uncased": "google-bert/bert-base-uncased",
+    "bert-large-uncased": "google-bert/bert-large-uncased",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large",
+    "flan-t5-base": "google/flan-t5-base", "flan-t5-large": "google/flan-t5-large"}
 SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.json", "merges.txt")
+               "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
 
 def where_to_get(repo, directory):
@@ -465,7 +486,7 @@ def where_to_get(repo, directory):
     lines = ["Get them one of these ways:",
              f"  1. add --download: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
              f"  2. huggingface-cli download {repo} --local-dir {directory} --include '*.json' '*.safetensors' "
-             "'tokenizer.model'"]
+             "'*.model' '*.txt'"]
     if repo.startswith("meta-llama/"):
         lines += ["  3. Meta's download: request it at https://www.llama.com/llama-downloads/, run their download.sh, "
                   "put tokenizer.model beside params.json and consolidated.00.pth, and pass --model FOLDER",
@@ -765,6 +786,15 @@ def encode_glue(rows, tok, max_len=128):
     return out, cut
 
 
+def glue_examples(task, tok, seq_len, root=None):
+    """(train examples, {dev split: examples}) of a GLUE task (load_glue), encoded for a classifier; the pairs
+    longer than seq_len are truncated and counted."""
+    encoded = {s: encode_glue(rows, tok, seq_len) for s, rows in load_glue(task, root).items()}
+    print(f"glue/{task}: " + ", ".join(f"{len(e):,} {s}" for s, (e, _) in encoded.items()) +
+          f" examples; {sum(c for _, c in encoded.values()):,} longer than --seq-len {seq_len}, truncated")
+    return encoded.pop("train")[0], {s: e for s, (e, _) in encoded.items()}
+
+
 def download_glue(task, root):
     """Fetch one task into root/<folder>/ (MRPC: split SentEval's train file by GLUE's dev ids, as
     download_glue_data.py does); written under a temporary name and renamed, so a broken download leaves nothing."""
@@ -858,3 +888,14 @@ def seq2seq_batch(examples, pad_id=0, ignore_index=-100):
     shifted = torch.cat([torch.full((len(examples), 1), pad_id), labels[:, :-1]], 1)
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                 decoder_input_ids=shifted.masked_fill(shifted == ignore_index, pad_id))
+
+
+def wmt16_examples(directory, tok, seq_len):
+    """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
+    T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted."""
+    train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
+    (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
+                                    for p in (train_pairs, val_pairs))
+    print(f"{directory}: {len(train):,} train / {len(val):,} validation pairs; {cut + cut_val:,} longer than "
+          f"--seq-len {seq_len}, cut")
+    return train, val, val_pairs

@@ -14,15 +14,20 @@ Then, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided).
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
 - `plot_svg`: the loss curves of several train.py runs (their metrics.jsonl) as one hand-written SVG.
+- `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
+  beam-search translations (beam 4, length penalty 0.6, T5's prefix). train.py validates with the same functions.
 Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
     python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
     python eval.py --task generate --model DIR --adapter DIR --prompts FILE
+    python eval.py --task glue/sst2 --model DIR [--adapter DIR] [--data-dir GLUE_DIR] [--seq-len 128]
+    python eval.py --task wmt16-en-ro --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--num-beams 4]
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
     python eval.py                     # a demonstration of the metrics
 """
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -34,10 +39,12 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from data import T5_PREFIX, alpaca_prompt, cache_dir, load_tokenizer, mmlu_dir, read_mmlu_csv, read_records
+from data import (GLUE, T5_PREFIX, alpaca_prompt, cache_dir, collate, glue_examples, load_tokenizer, mmlu_dir,
+                  read_mmlu_csv, read_records, read_translation)
 from lorasp import load_adapter
-from model import beam_search, generate, load_pretrained
+from model import PRESETS, beam_search, generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
 # Metrics: GLUE classification/regression, BLEU, ROUGE
@@ -116,6 +123,36 @@ def glue_metrics(task, predictions, references):
     (CoLA), Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP), accuracy (the others; MNLI per dev
     set, matched and mismatched)."""
     return {fn.__name__: 100 * fn(predictions, references) for fn in GLUE_METRICS.get(task, (accuracy,))}
+
+
+def classifier_loss(logits, labels):
+    """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error."""
+    if logits.shape[1] == 1:
+        return F.mse_loss(logits[:, 0].float(), labels.float(), reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+
+@torch.no_grad()
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext):
+    """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
+    encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score."""
+    training, device, out = model.training, next(model.parameters()).device, {}
+    model.eval()
+    for split, examples in dev_sets.items():
+        order, logits = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"])), {}  # little padding
+        for s in range(0, len(order), batch_size):
+            b = {k: v.to(device) for k, v in collate([examples[i] for i in order[s:s + batch_size]],
+                                                     model.config.pad_id).items()}
+            with autocast():
+                logits.update(zip(order[s:s + batch_size], model.classify(b["input_ids"], b["attention_mask"],
+                                                                          b["token_type_ids"]).float()))
+        z, y = torch.stack([logits[i] for i in range(len(examples))]), torch.tensor([e["labels"] for e in examples])
+        z = z.cpu()
+        predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
+        out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
+                          loss=classifier_loss(z, y).item() / len(y))
+    model.train(training)
+    return out
 
 
 # mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
@@ -202,11 +239,14 @@ def rouge(hypotheses, references):
 # ----------------------------------------------------------------------------------------------------
 # MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
-def load_model(name, adapter=None, quant="none", dtype=None, device="cpu"):
-    """(model in eval mode, tokenizer) for a checkpoint directory, NF4-quantized if asked, with an adapter if given."""
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0):
+    """(model in eval mode, tokenizer) for a checkpoint directory (a preset: its cache folder, where train.py puts
+    it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) and an adapter if given."""
+    name = cache_dir("models", name) if name in PRESETS and not os.path.isdir(name) else name
     if not os.path.isdir(name):
         raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
+    model = model.add_head(num_labels) if num_labels else model  # before the adapter: it brings the head's weights
     return (load_adapter(model, adapter) if adapter else model).eval(), load_tokenizer(name)
 
 
@@ -385,7 +425,7 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
 # ----------------------------------------------------------------------------------------------------
 # Command line
 
-TASKS = ["mmlu", "perplexity", "generate"]  # later issues add theirs
+TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro"]
 
 
 def main(argv=None):
@@ -397,15 +437,23 @@ def main(argv=None):
     ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')})")
+    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')});"
+                    " "
+                    "glue: a glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en + "
+                    f"test.ro (default: {cache_dir('wmt16-en-ro')})")
     ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
     ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
-    ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject")
+    ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the "
+                    "first N examples of each dev/test set")
     ap.add_argument("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
-    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context)")
+    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); "
+                    "glue: pairs cut to this length (default 128, the paper's)")
     ap.add_argument("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
     ap.add_argument("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate: at most this many tokens an answer")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens "
+                    "an answer / a translation")
+    ap.add_argument("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
+    ap.add_argument("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
     ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     ap.add_argument("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)
@@ -418,8 +466,25 @@ def main(argv=None):
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
-    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device)
-    if args.task == "mmlu":
+    glue = args.task[5:] if args.task.startswith("glue/") else None
+    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
+                            len(GLUE[glue][4] or [0]) if glue else 0)  # STS-B: one output, the score
+    if glue:
+        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, args.seq_len or 128, args.data_dir)[1].items()}
+        result = evaluate_glue(model, glue, dev, args.batch_size)
+        for split, metrics in result.items():
+            print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
+                                                                                 metrics.items()))
+    elif args.task == "wmt16-en-ro":
+        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
+        result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
+                                                  num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+        for (source, target), hyp in list(zip(pairs, hypotheses))[:3]:
+            print(f"  {source}\n    -> {hyp}\n    reference: {target}")
+        result["sentences"] = len(pairs)
+        print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
+              + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
+    elif args.task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
         print(f"MMLU {args.shots}-shot: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
               f"micro {result['micro']:.4f} over {result['questions']} questions")
@@ -447,6 +512,8 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
     """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded."""
     order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
         next(model.parameters()).device
+    training = model.training
+    model.eval()  # no dropout while decoding
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         ids = [tok.encode(prefix + sources[i]) for i in rows]
@@ -456,6 +523,7 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
         best = beam_search(model, x, mask, num_beams, length_penalty, max_new_tokens)[0][:, 0]  # (B, 1 + n)
         for i, hyp in zip(rows, best.tolist()):
             out[i] = tok.decode(hyp)
+    model.train(training)
     return out
 
 

@@ -1,15 +1,20 @@
-"""train.py: fine-tune a causal LM on Alpaca-format instructions with LoRA-SP, LoRA or all weights.
+"""train.py: fine-tune with LoRA-SP, LoRA or all weights: a causal LM on Alpaca-format instructions, RoBERTa/BERT on
+GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 
     python train.py                                         # the offline demo: ~2 minutes on a 2-core CPU
     python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download
+    python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
+    python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
   keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16, alpha=32.
-- One plain loop over micro-batches grouped by length. The loss is chosen by the kind of task (here a causal-LM loss
-  on the response tokens); each loss returns (sum, count) and the step divides the accumulated gradient by the
-  step's total count, so accumulation equals one big batch. Clipping, AdamW with linear warm-up then cosine (or
-  linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing (model.py).
+- One plain loop over micro-batches grouped by length. The kind of task picks data, loss and validation (load_task):
+  a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
+  whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
+  T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
+  accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
+  warm-up then cosine (or linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
@@ -41,14 +46,19 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+import torch.nn.functional as F
 
 import data
+from eval import classifier_loss, evaluate_glue, evaluate_translation
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
 from model import (PRESETS, RMSNorm, atomic_write, build_model, generate, get_config, hf_files, load_pretrained,
                    load_safetensors, load_tokenizer, save_pretrained, save_safetensors)
 from quant import NF4Linear
 
-TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc"}
+TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
+           "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
+KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert"), "SEQ_CLS"),  # kind of task: its
+         "seq2seq": (("t5",), "SEQ_2_SEQ_LM")}                                               # backbones, PEFT's type
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
@@ -73,7 +83,10 @@ def parse_args(argv=None):
     a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...) or checkpoint directory (HF or Meta layout)")
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
     a("--download", action=yes_no, default=False, help="fetch missing preset weights ($HF_TOKEN, $HF_ENDPOINT)")
-    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, or .txt")
+    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
+      f"glue/{{{','.join(data.GLUE)}}} or wmt16-en-ro")
+    a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder (default: downloaded into the cache); wmt16-en-ro: "
+      "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
     a("--rank", type=int, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
@@ -83,13 +96,15 @@ def parse_args(argv=None):
       "their init (freeze)")
     a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
-    a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc)")
+    a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
+      "RoBERTa/BERT query,value; T5 q,v)")
     a("--lr", type=float, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
     a("--weight-decay", type=float, default=0.01, metavar="X", help="AdamW's, torch's default (not norms, biases)")
     a("--epochs", type=float, default=3, metavar="X", help="passes over the training split; the paper's")
     a("--batch-size", type=int, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on one GPU)")
     a("--grad-accum", type=int, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
-    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca's 512)")
+    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca's 512; "
+      "the paper's GLUE runs: 128)")
     a("--warmup", type=float, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
     a("--clip", type=float, default=1.0, metavar="X", help="gradient-norm clipping")
@@ -109,6 +124,9 @@ def parse_args(argv=None):
     a("--eval-every", type=int, default=200, metavar="N", help="steps between validation losses (0: at the end)")
     a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
     a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
+    a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
+    a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric "
+      "(GLUE) or validation loss; OUT/adapter then holds the best (0: off)")
     args = p.parse_args(argv)
     if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
         p.set_defaults(**DEMO)
@@ -118,7 +136,20 @@ def parse_args(argv=None):
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
+    if task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
+        p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
     return args
+
+
+def task_kind(name):
+    """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); anything else: a causal LM."""
+    return "glue" if (name or "").startswith("glue/") else "seq2seq" if name == "wmt16-en-ro" else "lm"
+
+
+def heads(model, args):
+    """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
+    bert.pooler, classifier)."""
+    return type(model).head if task_kind(args.data) == "glue" else ()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -158,21 +189,36 @@ def load_model(args, directory, checkpoint, device, bf16):
     directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
     model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
                             torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
+    backbones, _ = KINDS[task_kind(args.data)]
+    if model.config.model_type not in backbones:
+        sys.exit(f"error: --data {args.data} trains {' or '.join(backbones)}; {directory} holds "
+                 f"{model.config.model_type}")
+    if heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
+        model.add_head(len(data.GLUE[args.data[5:]][4] or [0]))  # STS-B: one output, a regression
+        for name in heads(model, args):
+            model.get_submodule(name).float()
     model.checkpointing = args.checkpointing
     if full:
         model.requires_grad_(True)
     elif checkpoint:
-        load_adapter(model, os.path.join(checkpoint, "adapter"))
+        load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
     else:
-        apply_lorasp(model, (args.targets or TARGETS[model.config.model_type]).split(","), args.rank, args.alpha,
-                     1.0 if args.method == "lora" else args.keep, args.mode, args.structure, args.seed)
+        targets = (args.targets or TARGETS[model.config.model_type]).split(",")
+        if heads(model, args):  # the head trains whole: no adapter inside it (--targets dense would match it too)
+            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(
+                heads(model, args)) and any(n == t or n.endswith("." + t) for t in targets)]
+        apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
+                     args.structure, args.seed)
+        for name in heads(model, args):
+            model.get_submodule(name).requires_grad_(True)
     return model.train()
 
 
 def save_weights(model, directory, args, source):
     """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files."""
     if args.method != "full":
-        return save_adapter(model, directory, base_model_name_or_path=args.model)
+        return save_adapter(model, directory, base_model_name_or_path=args.model,
+                            task_type=KINDS[task_kind(args.data)][1], modules_to_save=heads(model, args))
     save_pretrained(model, directory)
     for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
         if os.path.exists(os.path.join(source, f)):
@@ -189,11 +235,39 @@ def causal_lm_loss(model, batch):
     return model(batch["input_ids"], labels=batch["labels"]) * n, n
 
 
+def classification_loss(model, batch):
+    """(summed cross-entropy of the head's logits (B, num_labels), or STS-B's squared error; the batch size)."""
+    logits = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return classifier_loss(logits, batch["labels"]), len(batch["labels"])
+
+
+def seq2seq_loss(model, batch):
+    """(summed teacher-forced cross-entropy over the target tokens, their number): decoder_input_ids are the labels
+    shifted right behind the start token (data.seq2seq_batch), so position i predicts labels[i] from labels[:i]."""
+    logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])  # (B, T, vocab)
+    labels = batch["labels"].flatten()                                                       # IGNORE on padding
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="sum"), (labels != data.IGNORE).sum()
+
+
+def load_task(args, tok):
+    """What the kind of task decides: (train examples, validation examples (GLUE: {dev split: examples}), held-out
+    records (wmt16: pairs) for the before/after check, loss_fn: (model, batch) -> (summed loss, count))."""
+    if task_kind(args.data) == "glue":
+        return *data.glue_examples(args.data[5:], tok, args.seq_len, args.data_dir), [], classification_loss
+    if task_kind(args.data) == "seq2seq":
+        return *data.wmt16_examples(args.data_dir or data.cache_dir("wmt16-en-ro"), tok, args.seq_len), seq2seq_loss
+    return *data.load_examples(args.data, tok, args.seq_len, args.val_fraction, args.seed), causal_lm_loss
+
+
 @torch.no_grad()
 def evaluate(model, examples, loss_fn, args, autocast, pad_id):
-    """Mean loss per labelled token over the validation examples (in length order: little padding)."""
+    """{"val_loss": mean loss per labelled token (a classifier: per sequence)} over the validation examples (in length
+    order: little padding); GLUE's dev sets ({split: examples}): with eval.evaluate_glue's metrics per set."""
+    if isinstance(examples, dict):
+        dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast)
+        return dict(val_loss=next(iter(dev.values()))["loss"], **dev)
     model.eval()
-    (rank, world), order = rank_world(), sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    (rank, world), order = rank_world(), sorted(range(len(examples)), key=lambda i: data.length(examples[i]))
     total, count = 0.0, 0
     for s in range(rank * args.batch_size, len(order), args.batch_size * world):  # DDP: every world-th batch
         batch = data.collate([examples[i] for i in order[s:s + args.batch_size]], pad_id)
@@ -205,7 +279,18 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
         dist.all_reduce(t)
         total, count = t.tolist()
     model.train()
-    return total / max(count, 1)
+    return dict(val_loss=total / max(count, 1))
+
+
+def best_so_far(evals):
+    """(the best evaluation record, how many came after it): early stopping maximises a GLUE task's headline dev
+    metric (MNLI: matched), else minus the validation loss; a nan scores as -inf."""
+    def score(rec):
+        dev = [v for v in rec.values() if isinstance(v, dict)]
+        x = next(iter(dev[0].values())) if dev else -rec["val_loss"]
+        return -math.inf if math.isnan(x) else x
+    i = max(range(len(evals)), key=lambda j: (score(evals[j]), -j))  # the first of equals
+    return evals[i], len(evals) - 1 - i
 
 
 @torch.no_grad()
@@ -228,11 +313,20 @@ def exact_match(model, tok, records, device, autocast, batch_size=50):
             sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs), answers)
 
 
+def translation_check(model, tok, pairs, autocast, when, max_new_tokens):
+    """BLEU of beam-4 translations of a few validation pairs (eval.evaluate_translation), printed with a sample."""
+    with autocast():
+        scores, hypotheses = evaluate_translation(model, tok, pairs, max_new_tokens=max_new_tokens)
+    print(f"BLEU on {len(pairs)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
+          f"{scores['rougeL']:.2f}); e.g. {pairs[0][0]!r} -> {hypotheses[0][:200]!r}", flush=True)
+    return scores["bleu"]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads"}  # what may change on --resume; anything else must match the checkpoint
+             "exact_match", "threads", "bleu", "patience"}  # what may change on --resume; the rest must match
 
 
 def save_checkpoint(args, model, opt, step, source):
@@ -362,10 +456,10 @@ def train(args):
     model = load_model(args, source, checkpoint, device, bf16)
     if rank > 0:                                               # DDP: rank 0 fetches (and caches) the data first
         barrier()
-    train_ex, val_ex, val_records = data.load_examples(args.data, tok, args.seq_len, args.val_fraction, args.seed)
+    train_ex, val_ex, val_records, loss_fn = load_task(args, tok)  # the kind of task picks data and loss
     if rank == 0:
         barrier()
-    loss_fn = causal_lm_loss  # the kind of task picks the loss: (model, batch) -> (summed loss, count)
+    out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
     no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
@@ -378,13 +472,21 @@ def train(args):
     batches = math.ceil(len(train_ex) / (args.batch_size * world))  # per epoch; under DDP, all ranks' at once
     total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
     lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules() if isinstance(m, LoRASPLinear))
+    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)))
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
+             head_params=head)
+    adapter = s["trainable_params"] - head
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f"; LoRA at r={args.rank} would train {lora:,} ({s['trainable_params'] / lora:.2f}x)" if lora else "") +
+        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences" + (f" x {world} processes" if world > 1
         else "") + f", {'bf16' if bf16 else 'fp32'} on {device}")
-    args.exact_match = args.exact_match if val_records else 0  # exact match needs held-out records
+    seq2seq = task_kind(args.data) == "seq2seq"
+    args.exact_match = args.exact_match if val_records and not seq2seq else 0  # it needs held-out records
+    args.bleu = args.bleu if seq2seq else 0
+    if args.bleu and not checkpoint:
+        s["bleu_before"] = translation_check(model, tok, val_records[:args.bleu], autocast, "before", args.seq_len)
     if args.exact_match and not checkpoint:
         s["exact_match_before"], s["prefix_match_before"], before = exact_match(
             model, tok, val_records[:args.exact_match], device, autocast)
@@ -396,6 +498,7 @@ def train(args):
         log_path) else []
     log = open(log_path if rank == 0 else os.devnull, "w")     # rank 0 alone writes files
     log.writelines(kept)                                       # what came after the checkpoint is redone
+    evals = [r for r in map(json.loads, kept) if "val_loss" in r]  # early stopping's history
     stream, stop = data.micro_batches(train_ex, args.batch_size, args.seed, step * args.grad_accum, pad_id, rank,
                                       world), []
 
@@ -404,7 +507,7 @@ def train(args):
         print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    first, t0, tokens, losses, loss_value, val_loss, stopping = step, time.time(), 0, [], None, None, False
+    first, t0, tokens, losses, loss_value, stopping = step, time.time(), 0, [], None, False
     try:
         while step < total and not stopping:
             loss_sum, count, step_tokens = 0.0, 0, 0
@@ -430,7 +533,8 @@ def train(args):
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 raise FloatingPointError(
                     f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; the last "
-                    f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype fp32")
+                    f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype "
+                    "fp32")
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, args)
             opt.step()
@@ -450,10 +554,19 @@ def train(args):
                 losses = []
             if val_ex and (args.eval_every and step % args.eval_every == 0 or step == total):
                 t = time.time()
-                val_loss = evaluate(model, val_ex, loss_fn, args, autocast, pad_id)
+                evals.append(dict(step=step, **evaluate(model, val_ex, loss_fn, args, autocast, pad_id)))
+                best, since = best_so_far(evals)
+                if args.patience and not since and rank == 0:  # the best weights so far are the run's result
+                    save_weights(model, out_dir, args, source)
                 t0 += time.time() - t                          # tokens/s and ETA count training time only
-                print(f"step {step:>5}/{total}  validation loss {val_loss:.4f}", flush=True)
-                log.write(json.dumps(dict(step=step, val_loss=val_loss)) + "\n")
+                print(f"step {step:>5}/{total}  validation loss {evals[-1]['val_loss']:.4f}" + "".join(
+                    f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
+                    for k, d in evals[-1].items() if isinstance(d, dict)), flush=True)
+                log.write(json.dumps(evals[-1]) + "\n")
+                if args.patience and since >= args.patience:
+                    print(f"early stop: no better evaluation in the last {since}; {out_dir} holds step "
+                          f"{best['step']}'s weights", flush=True)
+                    total = step                               # this step is the last one (and is checkpointed)
             log.flush()
             if args.save_every and step % args.save_every == 0 or step == total or stopping:
                 t = time.time()
@@ -463,15 +576,20 @@ def train(args):
     finally:
         signal.signal(signal.SIGINT, previous)
         log.close()
-    s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=val_loss,
+    s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=None,
              peak_mem_mib=round(peak_mem_mib(device), 1))
     if ddp:
         s.update(world_size=world, allreduce_bytes_per_step=sent[0] // max(step - first, 1))
+    if evals:  # the evaluation of the weights saved in OUT: with --patience the best, else the last
+        saved = best_so_far(evals)[0] if args.patience else evals[-1]
+        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
     if stopping:
         return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
-    save_weights(model, os.path.join(args.out, "model" if args.method == "full" else "adapter"), args, source) if \
-        rank == 0 else None
+    if not (args.patience and evals) and rank == 0:            # else saved at the best evaluation
+        save_weights(model, out_dir, args, source)
     barrier()
+    if args.bleu:
+        s["bleu_after"] = translation_check(model, tok, val_records[:args.bleu], autocast, "after", args.seq_len)
     if args.exact_match:
         s["exact_match_after"], s["prefix_match_after"], after = exact_match(
             model, tok, val_records[:args.exact_match], device, autocast)

@@ -4,11 +4,14 @@
 
 The sentences follow a small grammar with the reorderings that make En-Ro translation more than a word lookup:
 the definite article becomes a noun suffix ("the cat" -> "pisica"), adjectives follow the noun and agree with its
-gender ("the red cat" -> "pisica roșie", "a red dog" -> "un câine roșu"). The same grammar without adjectives, in
-OUT/pretrain, stands in for pretraining: a base trained on it, then adapted to the full grammar, has the shape of
-the paper's experiment (a pretrained T5 adapted to WMT16). Rows are in the Hugging Face wmt16 export's format
-({"translation": {"en": ..., "ro": ...}}). The tokenizer is a sentencepiece unigram model with T5's special
-ids (pad 0, EOS 1, unk 2, no BOS) trained on both sides; the model is a randomly initialised T5 v1.0 of --shape.
+gender ("the red cat" -> "pisica roșie", "a red dog" -> "un câine roșu"). OUT/pretrain stands in for pretraining:
+the same grammar with adjectives only after "is" ("The cat is red." -> "Pisica este roșie."), so a base trained on
+it knows every word and the agreement, and adapting it to the full grammar teaches where an attributive adjective
+goes: the shape of the paper's experiment (a pretrained T5 adapted to WMT16). Rows are in the Hugging Face wmt16
+export's format ({"translation": {"en": ..., "ro": ...}}). The tokenizer is a sentencepiece unigram model with T5's
+special ids (pad 0, EOS 1, unk 2, no BOS) trained on both sides; the model is a randomly initialised T5 v1.0 of --shape,
+with Hugging Face's T5 initialisation (embeddings N(0, 1), projections scaled by their fan-in: model.py's generic
+N(0, 0.02) leaves the tied, d_model^-0.5-rescaled head's logits near 0 and trains several times slower here).
 Scores on this corpus say the pipeline learns; they say nothing about WMT16 (the paper's numbers need t5-base and
 the real data: see the README).
 """
@@ -51,9 +54,27 @@ def phrase(rng, simple=False):
 def pair(rng, simple=False):
     (s_en, s_ro), (o_en, o_ro) = phrase(rng, simple), phrase(rng, simple)
     verb, adv = rng.choice(list(VERBS)), rng.choice(list(ADVERBS))
+    if simple and rng.random() < 0.4:  # "X is ADJ": the adjective's forms and agreement, not its attributive place
+        adj, gender = rng.choice(list(ADJECTIVES)), NOUNS[s_en.split()[-1]][2]
+        en, ro = f"{s_en} is {adj}", f"{s_ro} este {ADJECTIVES[adj][gender == 'f']}"
+        return en[0].upper() + en[1:] + ".", ro[0].upper() + ro[1:] + "."
     en, ro = f"{s_en} {verb} {o_en}" + (f" {adv}" if adv else ""), f"{s_ro} {VERBS[verb]} {o_ro}" + (
         f" {ADVERBS[adv]}" if adv else "")
     return en[0].upper() + en[1:] + ".", ro[0].upper() + ro[1:] + "."
+
+
+def t5_init(t5, std=1.0):
+    """transformers' T5PreTrainedModel._init_weights (factor 1): N(0, 1) embeddings, q N(0, (d_model d_kv)^-0.5),
+    k/v/wi N(0, d_model^-0.5), o N(0, (heads d_kv)^-0.5), wo N(0, d_ff^-0.5), position tables N(0, d_model^-0.5)."""
+    c = t5.config
+    fan = dict(q=c.d_model * c.d_kv, k=c.d_model, v=c.d_model, o=c.num_heads * c.d_kv, wi=c.d_model, wi_0=c.d_model,
+               wi_1=c.d_model, wo=c.d_ff, relative_attention_bias=c.d_model)
+    with torch.no_grad():
+        for name, p in t5.named_parameters():
+            kind = name.split(".")[-2]
+            if name in ("shared.weight", "lm_head.weight") or kind in fan:
+                p.normal_(0, std if kind not in fan else fan[kind] ** -0.5)
+    return t5
 
 
 def main():
@@ -88,7 +109,7 @@ def main():
                                    character_coverage=1.0, minloglevel=2)
     shape = {k: int(v) for k, v in (kv.split("=") for kv in args.shape.split(","))}
     torch.manual_seed(args.seed)
-    t5 = M.build_model(M.T5Config(vocab_size=args.vocab + 100, **shape))
+    t5 = t5_init(M.build_model(M.T5Config(vocab_size=args.vocab + 100, **shape)))
     M.save_pretrained(t5, os.path.join(args.out, "t5"))
     with open(os.path.join(args.out, "t5", "spiece.model"), "wb") as f:
         f.write(buf.getvalue())

@@ -1,0 +1,246 @@
+"""train.py and eval.py on the paper's other two tasks, end to end on tiny models, tokenizers and data the test writes:
+RoBERTa / BERT on GLUE-format TSV folders (SST-2, MNLI's two dev sets, STS-B's regression) with the head saved beside
+the adapter and eval.py reproducing the dev metrics training reported; early stopping keeping the best adapter; T5 on
+a WMT16-format JSONL folder (the loss falls; eval.py's BLEU/ROUGE equal eval.bleu/rouge on its own translations);
+malformed rows reaching the user through train.py with their line numbers."""
+import io
+import json
+import os
+import random
+import signal
+
+import pytest
+import sentencepiece as spm
+import torch
+from tokenizers import ByteLevelBPETokenizer
+
+import data
+import eval as E
+import model as M
+import train
+from lorasp import load_adapter
+
+POS, NEG = "good great fine lovely superb".split(), "bad awful poor dull boring".split()
+FILL = "the film movie plot actors was is a very quite really story and but music scenes".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sentence(rng, label):
+    words = rng.choices(FILL, k=rng.randint(2, 5))
+    words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label else NEG))
+    return " ".join(words)
+
+
+def write_tsv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join("\t".join(map(str, r)) for r in [header, *rows]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    """SST-2 (sentiment word decides), MNLI (three labels, matched and mismatched dev files), STS-B (a score)."""
+    root, rng = tmp_path_factory.mktemp("glue"), random.Random(0)
+    for split, n in (("train", 48), ("dev", 24)):
+        write_tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"],
+                  [(sentence(rng, y), y) for y in (rng.randint(0, 1) for _ in range(n))])
+        write_tsv(root / "STS-B" / f"{split}.tsv", ["index", "sentence1", "sentence2", "score"],
+                  [(i, sentence(rng, 1), sentence(rng, i % 2), round(rng.uniform(0, 5), 2)) for i in range(n)])
+    labels = ("entailment", "neutral", "contradiction")
+    for split, n in (("train", 36), ("dev_matched", 12), ("dev_mismatched", 10)):
+        write_tsv(root / "MNLI" / f"{split}.tsv", ["index", "genre", "sentence1", "sentence2", "gold_label"],
+                  [(i, "fiction", sentence(rng, 1), sentence(rng, 0), labels[i % 3]) for i in range(n)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    """{kind: checkpoint directory}: tiny random RoBERTa (byte-level BPE trained by HF tokenizers) and BERT (a
+    WordPiece vocab.txt of the task's words)."""
+    dirs = {}
+    d = dirs["roberta"] = tmp_path_factory.mktemp("roberta")
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator([" ".join(POS + NEG + FILL)] * 20, vocab_size=300, min_frequency=1,
+                           special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tk.save_model(str(d))
+    vocab = json.loads((d / "vocab.json").read_text())
+    torch.manual_seed(0)
+    M.save_pretrained(M.build_model(M.EncoderConfig("roberta", vocab_size=len(vocab), n_positions=48, n_type=1,
+                                                    norm_eps=1e-5, pad_id=1, n_embd=32, n_ffn=64)), d)
+    d = dirs["bert"] = tmp_path_factory.mktemp("bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL]
+    (d / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    M.save_pretrained(M.build_model(M.EncoderConfig("bert", vocab_size=len(words), n_positions=48, n_embd=32,
+                                                    n_ffn=64)), d)
+    return {k: str(v) for k, v in dirs.items()}
+
+
+def run(main, argv, capsys):
+    """main(argv) -> (its last printed line as JSON, everything printed)."""
+    main(argv)
+    out = capsys.readouterr().out
+    return json.loads(out.strip().split("\n")[-1]), out
+
+
+def glue_flags(model_dir, task, data_dir, out, *more):
+    return ["--model", model_dir, "--data", f"glue/{task}", "--data-dir", str(data_dir), "--out", str(out),
+            "--batch-size", "8", "--grad-accum", "1", "--seq-len", "32", "--lr", "3e-2", "--rank", "4",
+            "--max-steps", "12", "--eval-every", "6", "--log-every", "6", "--save-every", "0", *more]
+
+
+@pytest.mark.parametrize("kind,task", [("roberta", "sst2"), ("bert", "mnli"), ("roberta", "stsb")])
+def test_glue_adapter_and_head_reload_with_the_same_dev_metrics(kind, task, encoders, glue_dir, tmp_path, capsys):
+    summary, out = run(train.main, glue_flags(encoders[kind], task, glue_dir, tmp_path), capsys)
+    devs = {"sst2": ["dev"], "mnli": ["dev_matched", "dev_mismatched"], "stsb": ["dev"]}[task]
+    metrics = {"sst2": ["accuracy", "loss"], "mnli": ["accuracy", "loss"], "stsb": ["pearson", "spearman", "loss"]}
+    assert [k for k in summary if k.startswith("dev")] == devs and list(summary[devs[0]]) == metrics[task]
+    assert summary["evaluated_step"] == 12 and summary["val_loss"] == summary[devs[0]]["loss"]
+    base = M.load_pretrained(encoders[kind]).add_head(1 if task == "stsb" else 3 if task == "mnli" else 2)
+    head = sum(p.numel() for n in type(base).head for p in base.get_submodule(n).parameters())
+    assert summary["head_params"] == head and summary["trainable_params"] > head  # the adapter's entries besides
+    assert f"adapter + {head:,} head" in out
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["modules_to_save"] == list(type(base).head) and cfg["task_type"] == "SEQ_CLS"
+    assert cfg["target_modules"] == ["query", "value"]
+    result, _ = run(E.main, ["--task", f"glue/{task}", "--model", encoders[kind], "--adapter",
+                             str(tmp_path / "adapter"), "--data-dir", str(glue_dir), "--seq-len", "32",
+                             "--batch-size", "8"], capsys)
+    assert result["task"] == f"glue/{task}"
+    for split in devs:
+        assert result[split] == pytest.approx(summary[split], abs=1e-6, rel=0)
+    # the training loss is the head's cross-entropy (STS-B: the squared error of its one output), summed
+    model = load_adapter(base, str(tmp_path / "adapter")).eval()
+    examples = data.glue_examples(task, data.load_tokenizer(encoders[kind]), 32, str(glue_dir))[0][:5]
+    batch = data.collate(examples, model.config.pad_id)
+    with torch.no_grad():
+        loss, n = train.classification_loss(model, batch)
+        z = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    want = ((z[:, 0] - batch["labels"]) ** 2).sum() if task == "stsb" else \
+        -z.log_softmax(1).gather(1, batch["labels"][:, None]).sum()
+    assert n == 5 and torch.allclose(loss, want, atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, capsys, monkeypatch):
+    """Scripted dev accuracies 50, 70, 60, 65: with --patience 2 the run stops at the 4th evaluation and OUT/adapter
+    holds the weights of the 2nd (the best), not the last."""
+    scores, seen = iter([50.0, 70.0, 60.0, 65.0, 90.0, 95.0]), []
+
+    def evaluate(model, examples, loss_fn, args, autocast, pad_id):
+        seen.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        accuracy = next(scores)
+        return dict(val_loss=1 - accuracy / 100, dev=dict(accuracy=accuracy, loss=1 - accuracy / 100))
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    summary, out = run(train.main, glue_flags(encoders["roberta"], "sst2", glue_dir, tmp_path, "--eval-every", "1",
+                                              "--patience", "2"), capsys)
+    assert summary["steps"] == 4 and summary["evaluated_step"] == 2 and summary["dev"]["accuracy"] == 70.0
+    assert "early stop" in out and len(seen) == 4
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["dev"]["accuracy"] for r in logged if "dev" in r] == [50.0, 70.0, 60.0, 65.0]
+    model = load_adapter(M.load_pretrained(encoders["roberta"]).add_head(2), str(tmp_path / "adapter"))
+    saved = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    assert saved.keys() == seen[1].keys() and len(saved) > 4
+    assert all(torch.equal(saved[n], seen[1][n]) for n in saved)
+    assert not all(torch.equal(saved[n], seen[3][n]) for n in saved)
+
+
+def test_glue_resume_with_early_stopping_state_is_exact(encoders, glue_dir, tmp_path, capsys, monkeypatch):
+    """12 steps straight vs Ctrl-C in step 7 then --resume (--patience: the best-so-far is rebuilt from metrics.jsonl):
+    the same kept adapter and head, bit for bit, and the same evaluations."""
+    more = ["--eval-every", "3", "--patience", "10", "--max-steps", "12"]
+    straight = train.train(train.parse_args(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "a", *more)))
+    calls, original = [0], train.classification_loss
+
+    def interrupt(model, batch):
+        calls[0] += torch.is_grad_enabled()
+        if calls[0] == 7 and torch.is_grad_enabled():
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(model, batch)
+    monkeypatch.setattr(train, "classification_loss", interrupt)
+    with pytest.raises(SystemExit):
+        train.main(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "b", *more))
+    monkeypatch.undo()
+    resumed = train.train(train.parse_args(glue_flags(encoders["bert"], "mnli", glue_dir, tmp_path / "b", *more,
+                                                      "--resume")))
+    assert "interrupted at step 7" in capsys.readouterr().out
+    for key in ("evaluated_step", "dev_matched", "dev_mismatched", "final_loss", "head_params"):
+        assert resumed[key] == straight[key], key
+    a, b = (M.load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
+    assert a.keys() == b.keys() and any("classifier" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+WORDS = {"cat": "pisica", "dog": "cainele", "sees": "vede", "has": "are", "red": "rosie", "big": "mare",
+         "house": "casa", "today": "azi", "now": "acum", "finds": "gaseste"}
+
+
+@pytest.fixture(scope="module")
+def t5_task(tmp_path_factory):
+    """(checkpoint directory, data directory): a tiny random T5 v1.0 with a T5-style sentencepiece model, and
+    train/validation/test JSONL files of word-for-word "translations" in the Hugging Face export's format."""
+    d, data_dir, rng = tmp_path_factory.mktemp("t5"), tmp_path_factory.mktemp("wmt16"), random.Random(0)
+    pairs = []
+    for _ in range(120):
+        en = rng.choices(list(WORDS), k=rng.randint(2, 5))
+        pairs.append((" ".join(en), " ".join(WORDS[w] for w in en)))
+    for split, rows in (("train", pairs[:96]), ("validation", pairs[96:108]), ("test", pairs[108:])):
+        (data_dir / f"{split}.jsonl").write_text("".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n"
+                                                         for e, r in rows), encoding="utf-8")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([s for p in pairs for s in p] + [data.T5_PREFIX] * 5), model_writer=buf, vocab_size=48,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's special ids
+        character_coverage=1.0, minloglevel=2)
+    (d / "spiece.model").write_bytes(buf.getvalue())
+    torch.manual_seed(0)
+    config = M.T5Config(vocab_size=data.load_tokenizer(str(d)).vocab_size, d_model=32, d_kv=8, d_ff=64, num_heads=4)
+    t5 = M.build_model(config)
+    with torch.no_grad():
+        t5.shared.weight.normal_()  # T5's N(0, 1) embeddings: N(0, 0.02) would leave the rescaled head's logits near 0
+    M.save_pretrained(t5, d)
+    return str(d), str(data_dir)
+
+
+def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_path, capsys):
+    model_dir, data_dir = t5_task
+    summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
+                                    str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "24",
+                                    "--lr", "5e-2", "--max-steps", "48", "--eval-every", "24", "--log-every", "8",
+                                    "--save-every", "0", "--bleu", "4"], capsys)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses, val = [r["loss"] for r in logged if "loss" in r], [r["val_loss"] for r in logged if "val_loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5 and len(val) == 2 and val[1] < val[0]
+    assert summary["head_params"] == 0 and {"bleu_before", "bleu_after"} <= summary.keys()
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["task_type"] == "SEQ_2_SEQ_LM" and cfg["target_modules"] == ["q", "v"] and not cfg["modules_to_save"]
+    flags = ["--task", "wmt16-en-ro", "--model", model_dir, "--adapter", str(tmp_path / "adapter"), "--data-dir",
+             data_dir, "--limit", "6", "--num-beams", "2", "--max-new-tokens", "16"]
+    result, out = run(E.main, flags, capsys)
+    model, tok = E.load_model(model_dir, str(tmp_path / "adapter"))
+    pairs = data.read_translation(data_dir, "test")[:6]
+    hyps = E.translate(model, tok, [s for s, _ in pairs], num_beams=2, max_new_tokens=16)
+    refs = [t for _, t in pairs]
+    assert result == dict(task="wmt16-en-ro", bleu=E.bleu(hyps, refs), **E.rouge(hyps, refs), sentences=6)
+    assert f"BLEU {result['bleu']:.2f}" in out and any(hyps)
+
+
+def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_task, tmp_path, capsys):
+    bad = tmp_path / "glue"
+    write_tsv(bad / "SST-2" / "train.tsv", ["sentence", "label"], [("good film", 1), ("a\tstray tab", 0)])
+    write_tsv(bad / "SST-2" / "dev.tsv", ["sentence", "label"], [("good film", 1)])
+    with pytest.raises(ValueError, match=r"train.tsv:3: 3 fields, expected 2"):
+        train.main(glue_flags(encoders["bert"], "sst2", bad, tmp_path / "out"))
+    wmt = tmp_path / "wmt"
+    wmt.mkdir()
+    (wmt / "train.jsonl").write_text('{"translation": {"en": "a", "ro": "b"}}\n{"translation": {"en": "a"}}\n')
+    with pytest.raises(ValueError, match=r"train.jsonl, line 2: expected"):
+        train.main(["--model", t5_task[0], "--data", "wmt16-en-ro", "--data-dir", str(wmt), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        train.main(glue_flags(encoders["bert"], "wnli", glue_dir, tmp_path))
+    assert "unknown GLUE task 'glue/wnli'; known: glue/cola, glue/sst2" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="trains roberta or bert; .* holds t5"):
+        train.main(glue_flags(t5_task[0], "sst2", glue_dir, tmp_path))
