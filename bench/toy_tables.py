@@ -10,7 +10,8 @@ full fine-tuning, LoRA and LoRA-SP through the real command lines (train.py, eva
   (full fine-tuning on the corpus without attributive adjectives), then adapted on the full grammar for 3 epochs at
   batch 32, r=16 on q and v; BLEU and ROUGE of beam-4 translations of the 200 test sentences (eval.py).
 Learning rates are the toy's, not the paper's 2e-5 (which is for pretrained models of 10^8-10^9 weights trained on
-10^4-10^5 examples): full fine-tuning 1e-3, LoRA and LoRA-SP 1e-2. One CPU thread per run.
+10^4-10^5 examples): full fine-tuning 1e-3; LoRA and LoRA-SP each at --adapter-lrs (a row per rate). One seed, one
+CPU thread per run.
 """
 import argparse
 import json
@@ -21,7 +22,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LR = {"full": "1e-3", "lora": "1e-2", "lorasp": "1e-2"}
+FULL_LR = "1e-3"
 GLUE_TASKS = ["mnli", "sst2", "mrpc", "stsb"]  # the order of the table's columns
 
 
@@ -36,30 +37,35 @@ def run(*argv):
     return (json.loads(last) if last.startswith("{") else {}), time.time() - t
 
 
-def glue_table(out):
+def methods(adapter_lrs):
+    return [("full", FULL_LR)] + [(m, lr) for m in ("lora", "lorasp") for lr in adapter_lrs]
+
+
+def glue_table(out, adapter_lrs):
     d = os.path.join(out, "toyglue")
     if not os.path.exists(os.path.join(d, "roberta", "model.safetensors")):
         run(sys.executable, "bench/toy_glue.py", "--out", d)
     rows = []
-    for method in ("full", "lora", "lorasp"):
-        cells, trainable, wall = [], None, 0.0
+    for method, lr in methods(adapter_lrs):
+        cells, heads, wall = [], [], 0.0
         for task in GLUE_TASKS:
             s, dt = run(sys.executable, "train.py", "--model", f"{d}/roberta", "--data", f"glue/{task}", "--data-dir",
-                        f"{d}/glue", "--out", f"{d}/runs/{method}-{task}", "--method", method, "--lr", LR[method],
+                        f"{d}/glue", "--out", f"{d}/runs/{method}-{lr}-{task}", "--method", method, "--lr", lr,
                         "--batch-size", "32", "--grad-accum", "1", "--seq-len", "128", "--epochs", "3",
                         "--eval-every", "63", "--log-every", "63", "--save-every", "0", "--threads", "1")
             m = s.get("dev")
             cells.append(f"{s['dev_matched']['accuracy']:.1f} / {s['dev_mismatched']['accuracy']:.1f}" if task == "mnli"
                          else f"{m['f1']:.1f} / {m['accuracy']:.1f}" if task == "mrpc" else
                          f"{m['pearson']:.1f}" if task == "stsb" else f"{m['accuracy']:.1f}")
-            trainable, wall = (s["trainable_params"] - s["head_params"], s["head_params"]), wall + dt
-        rows.append(f"| tiny RoBERTa ({method}) | {trainable[0]:,} + {trainable[1]:,} head | " + " | ".join(cells)
-                    + f" | {wall:.0f} s |")
-    print("\n| model & method | trainable (adapter + head) | MNLI m / mm | SST-2 | MRPC F1 / acc | STS-B Pearson | "
-          "wall, 4 runs |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n", flush=True)
+            heads, wall = heads + [s["head_params"]], wall + dt
+        rows.append(f"| tiny RoBERTa ({method}, lr {lr}) | {s['trainable_params'] - s['head_params']:,} + "
+                    f"{min(heads):,}-{max(heads):,} | " + " | ".join(cells) + f" | {wall:.0f} s |")
+    print("\n| model & method | trainable: adapter (FT: backbone) + head | MNLI m / mm | SST-2 | MRPC F1 / acc | "
+          "STS-B Pearson | wall, 4 runs |\n| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n",
+          flush=True)
 
 
-def wmt16_table(out):
+def wmt16_table(out, adapter_lrs):
     d = os.path.join(out, "toy")
     if not os.path.exists(os.path.join(d, "t5", "model.safetensors")):
         run(sys.executable, "bench/toy_wmt16.py", "--out", d)
@@ -70,19 +76,20 @@ def wmt16_table(out):
             "--seq-len", "64", "--epochs", "8", "--eval-every", "250", "--log-every", "250", "--save-every", "0",
             "--threads", "1")
     rows = []
-    for method in ("base", "full", "lora", "lorasp"):
-        train_s, s, dt = {}, {}, 0.0
+    for method, lr in [("base", None)] + methods(adapter_lrs):
+        train_s, s, dt, run_dir = {}, {}, 0.0, f"{d}/runs/{method}-{lr}"
         if method != "base":
             train_s, dt = run(sys.executable, "train.py", "--model", base, "--data", "wmt16-en-ro", "--data-dir",
-                              f"{d}/data", "--out", f"{d}/runs/{method}", "--method", method, "--lr", LR[method],
+                              f"{d}/data", "--out", run_dir, "--method", method, "--lr", lr,
                               "--batch-size", "32", "--grad-accum", "1", "--seq-len", "64", "--epochs", "3",
                               "--eval-every", "125", "--log-every", "125", "--save-every", "0", "--threads", "1")
-        model = f"{d}/runs/full/model" if method == "full" else base
-        adapter = [] if method in ("base", "full") else ["--adapter", f"{d}/runs/{method}/adapter"]
+        model = f"{run_dir}/model" if method == "full" else base
+        adapter = [] if method in ("base", "full") else ["--adapter", f"{run_dir}/adapter"]
         s, _ = run(sys.executable, "eval.py", "--task", "wmt16-en-ro", "--model", model, *adapter, "--data-dir",
                    f"{d}/data", "--num-beams", "4", "--max-new-tokens", "64")
         n = train_s.get("trainable_params", 0)
-        rows.append(f"| tiny T5 ({method}) | {n:,} | {s['bleu']:.1f} | {s['rouge1']:.1f} | {s['rouge2']:.1f} | "
+        name = f"{method}, lr {lr}" if lr else method
+        rows.append(f"| tiny T5 ({name}) | {n:,} | {s['bleu']:.1f} | {s['rouge1']:.1f} | {s['rouge2']:.1f} | "
                     f"{s['rougeL']:.1f} | {train_s.get('val_loss', float('nan')):.3f} | {dt:.0f} s |")
     print("\n| model & method | trainable | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | val loss | train wall |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n", flush=True)
@@ -92,11 +99,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="toy_tables", help="data, checkpoints and runs go here")
     ap.add_argument("--only", choices=["glue", "wmt16"], help="one of the two tables")
+    ap.add_argument("--adapter-lrs", nargs="+", default=["3e-3", "1e-2"], help="LoRA's and LoRA-SP's learning rates")
     args = ap.parse_args()
     if args.only != "wmt16":
-        glue_table(args.out)
+        glue_table(args.out, args.adapter_lrs)
     if args.only != "glue":
-        wmt16_table(args.out)
+        wmt16_table(args.out, args.adapter_lrs)
 
 
 if __name__ == "__main__":
