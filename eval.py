@@ -540,7 +540,8 @@ def demo():
     p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
     print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
-    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate --model DIR ... (see --help)")
+    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model DIR ... "
+          "(see --help)")
 
 
 if __name__ == "__main__":
