@@ -146,8 +146,8 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
             with autocast():
                 logits.update(zip(order[s:s + batch_size], model.classify(b["input_ids"], b["attention_mask"],
                                                                           b["token_type_ids"]).float()))
-        z, y = torch.stack([logits[i] for i in range(len(examples))]), torch.tensor([e["labels"] for e in examples])
-        z = z.cpu()
+        z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
+        y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
         out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
                           loss=classifier_loss(z, y).item() / len(y))
@@ -438,9 +438,8 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')});"
-                    " "
-                    "glue: a glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en + "
-                    f"test.ro (default: {cache_dir('wmt16-en-ro')})")
+                    " glue: a glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en "
+                    f"+ test.ro (default: {cache_dir('wmt16-en-ro')})")
     ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
     ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
     ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the "
@@ -540,7 +539,8 @@ def demo():
     p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
     print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
-    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate --model DIR ... (see --help)")
+    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model DIR ... "
+          "(see --help)")
 
 
 if __name__ == "__main__":

@@ -121,12 +121,12 @@ def parse_args(argv=None):
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
     a("--save-every", type=int, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
     a("--max-steps", type=int, metavar="N", help="total optimizer steps (default: --epochs worth)")
-    a("--eval-every", type=int, default=200, metavar="N", help="steps between validation losses (0: at the end)")
+    a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at the end)")
     a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
     a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
     a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
-    a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric "
-      "(GLUE) or validation loss; OUT/adapter then holds the best (0: off)")
+    a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
+      "val loss; keep the best (0: off)")
     args = p.parse_args(argv)
     if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
         p.set_defaults(**DEMO)
