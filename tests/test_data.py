@@ -23,15 +23,6 @@ ALPACA_NO_INPUT = ("Below is an instruction that describes a task. "
                    "### Instruction:\n{instruction}\n\n### Response:")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core CPU two threads wait on each other (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")

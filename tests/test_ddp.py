@@ -16,7 +16,7 @@ import torch.distributed as dist
 import data
 import train
 from model import load_safetensors
-from test_train import flags, one_thread, tiny  # noqa: F401  (fixtures: tiny, and one thread for torch)
+from test_train import flags, tiny  # noqa: F401  (the tiny fixture; one thread comes from conftest.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = """

@@ -24,15 +24,6 @@ SHAPE = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=
              relative_attention_max_distance=20, dropout_rate=0.0, decoder_start_token_id=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine spinning OpenMP workers cost 100x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_params(m, seed):
     """Random values everywhere (norm weights too) so that a mis-loaded tensor cannot hide."""
     g = torch.Generator().manual_seed(seed)

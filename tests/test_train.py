@@ -14,15 +14,6 @@ from fake_hub import serve
 from model import LlamaConfig, build_model, load_pretrained, load_safetensors, load_tokenizer, save_pretrained
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core CPU two threads wait on each other (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model directory, task file): a 2-layer Llama with its own sentencepiece tokenizer, and demo records."""

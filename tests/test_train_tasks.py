@@ -24,14 +24,6 @@ POS, NEG = "good great fine lovely superb".split(), "bad awful poor dull boring"
 FILL = "the film movie plot actors was is a very quite really story and but music scenes".split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def sentence(rng, label):
     words = rng.choices(FILL, k=rng.randint(2, 5))
     words.insert(rng.randrange(len(words) + 1), rng.choice(POS if label else NEG))
