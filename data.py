@@ -14,6 +14,7 @@
   X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
+- MMLU's CSV files (the original release) and its k-shot prompt, word for word.
 - BERT's WordPiece by hand; GLUE (the paper's Table 1): the official TSV files of the eight tasks, encoded as
   classifier pairs ([CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>).
 - WMT16 English-Romanian (the paper's Table 2): the Hugging Face JSONL export or aligned plain-text files, T5's
@@ -381,6 +382,25 @@ def tokenize_records(records, tok, seq_len):
     return examples, truncated
 
 
+def perplexity_docs(path, tok):
+    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored; Alpaca
+    JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
+    as tokenize_records does)."""
+    if not path.endswith((".json", ".jsonl")):
+        with open(path, encoding="utf-8") as f:
+            return [(tok.encode(f.read()), 1)]
+    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
+    return [(p + o, len(p)) for p, o in prompts]
+
+
+def read_prompts(path):
+    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+
+
 def split_records(records, val_fraction, seed):
     """A seeded held-out split: (train, validation), the validation part round(val_fraction * n) records."""
     order = list(range(len(records)))
@@ -423,6 +443,14 @@ def collate(examples, pad_id=0):
 def length(example):
     """Tokens in an example: its input_ids, or both sides of a (source, target) pair."""
     return len(example[0]) + len(example[1]) if isinstance(example, tuple) else len(example["input_ids"])
+
+
+def sorted_batches(examples, batch_size, pad_id=0, rank=0, world=1):
+    """(indices, collated batch) in length order, for evaluation (little padding); under DDP rank takes every
+    world-th batch."""
+    order = sorted(range(len(examples)), key=lambda i: length(examples[i]))
+    for s in range(rank * batch_size, len(order), batch_size * world):
+        yield order[s:s + batch_size], collate([examples[i] for i in order[s:s + batch_size]], pad_id)
 
 
 def load_examples(path, tok, seq_len, val_fraction, seed):
@@ -686,6 +714,9 @@ def demo_files(directory, docs, vocab, seed=0):
     return corpus
 
 
+# ----------------------------------------------------------------------------------------------------
+# MMLU (Hendrycks et al. 2021): the original release's CSV files and its k-shot prompt (their evaluate.py)
+
 def mmlu_dir(data_dir=None):
     """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into the cache."""
     cached = cache_dir("mmlu", "data")
@@ -713,6 +744,19 @@ def read_mmlu_csv(path):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
             raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
     return rows
+
+
+def mmlu_example(row, answer=True):  # row: question, A, B, C, D, answer
+    text = row[0] + "".join(f"\n{c}. {option}" for c, option in zip("ABCD", row[1:5])) + "\nAnswer:"
+    return text + f" {row[5]}\n\n" if answer else text
+
+
+def mmlu_prompt(subject, dev, row, k=5):
+    """Header, k worked dev examples, then the question ending "Answer:". The original's format_subject puts a space
+    before each word, so "about" is followed by two spaces; we keep it, as the published scores have it."""
+    about = "".join(" " + word for word in subject.split("_"))
+    return (f"The following are multiple choice questions (with answers) about {about}.\n\n"
+            + "".join(mmlu_example(r) for r in dev[:k]) + mmlu_example(row, answer=False))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, T5_PREFIX, alpaca_prompt, cache_dir, collate, glue_examples, load_tokenizer, mmlu_dir,
-                  read_mmlu_csv, read_records, read_translation)
+from data import (GLUE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt,
+                  perplexity_docs, read_mmlu_csv, read_prompts, read_translation, sorted_batches)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained
 
@@ -139,13 +139,12 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
     training, device, out = model.training, next(model.parameters()).device, {}
     model.eval()
     for split, examples in dev_sets.items():
-        order, logits = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"])), {}  # little padding
-        for s in range(0, len(order), batch_size):
-            b = {k: v.to(device) for k, v in collate([examples[i] for i in order[s:s + batch_size]],
-                                                     model.config.pad_id).items()}
+        logits = {}
+        for rows, b in sorted_batches(examples, batch_size, model.config.pad_id):
+            b = {k: v.to(device) for k, v in b.items()}
             with autocast():
-                logits.update(zip(order[s:s + batch_size], model.classify(b["input_ids"], b["attention_mask"],
-                                                                          b["token_type_ids"]).float()))
+                logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
+                                                       b["token_type_ids"]).float()))
         z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
@@ -254,19 +253,6 @@ def context_length(model):
     return getattr(model.config, "max_seq_len", None) or model.config.n_positions
 
 
-def mmlu_example(row, answer=True):  # row: question, A, B, C, D, answer
-    text = row[0] + "".join(f"\n{c}. {option}" for c, option in zip("ABCD", row[1:5])) + "\nAnswer:"
-    return text + f" {row[5]}\n\n" if answer else text
-
-
-def mmlu_prompt(subject, dev, row, k=5):
-    """Header, k worked dev examples, then the question ending "Answer:". The original's format_subject puts a space
-    before each word, so "about" is followed by two spaces; we keep it, as the published scores have it."""
-    about = "".join(" " + word for word in subject.split("_"))
-    return (f"The following are multiple choice questions (with answers) about {about}.\n\n"
-            + "".join(mmlu_example(r) for r in dev[:k]) + mmlu_example(row, answer=False))
-
-
 def answer_ids(tok):
     """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
     BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
@@ -314,16 +300,6 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 # ----------------------------------------------------------------------------------------------------
 # Perplexity, generation
 
-def perplexity_docs(path, tok):
-    """[(token ids, first scored index)]: a text file is one document, every token scored; Alpaca JSON/JSONL records
-    are prompt + output + EOS each, only the response scored (train.py's loss: prompt and response tokenized apart)."""
-    if not path.endswith((".json", ".jsonl")):
-        with open(path, encoding="utf-8") as f:
-            return [(tok.encode(f.read()), 1)]
-    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
-    return [(p + o, len(p)) for p, o in prompts]
-
-
 @torch.no_grad()
 def perplexity(model, docs, seq_len=None, stride=None):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
@@ -346,22 +322,22 @@ def perplexity(model, docs, seq_len=None, stride=None):
     return math.exp(nll / n), n
 
 
-def read_prompts(path):
-    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
-
-
 @torch.no_grad()
-def generate_answers(model, tok, records, max_new_tokens=128):
-    """Greedy answers to Alpaca records (instruction, optional input), up to EOS."""
-    device, answers = next(model.parameters()).device, []
-    for r in records:
-        ids = torch.tensor([tok.encode(alpaca_prompt(r))], device=device)
-        out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id)[0, ids.shape[1]:].tolist()
-        answers.append(tok.decode([t for t in out if t != tok.eos_id]).strip())
+def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext):
+    """Greedy answers (KV cache) to Alpaca records (instruction, optional input), up to EOS; batches of prompts are
+    left-padded behind an attention mask (one prompt at a time needs none)."""
+    training, device, answers = model.training, next(model.parameters()).device, []
+    model.eval()
+    for s in range(0, len(records), batch_size):
+        prompts = [tok.encode(alpaca_prompt(r)) for r in records[s:s + batch_size]]
+        T = max(map(len, prompts))
+        ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts], device=device)  # (B, T)
+        mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
+        with autocast():
+            out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id,
+                           attention_mask=mask if batch_size > 1 else None)[:, T:].tolist()
+        answers += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in out]  # after EOS: only EOS
+    model.train(training)
     return answers
 
 

@@ -49,9 +49,9 @@ from torch.nn.parallel import DistributedDataParallel
 import torch.nn.functional as F
 
 import data
-from eval import classifier_loss, evaluate_glue, evaluate_translation
+from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from model import (PRESETS, RMSNorm, atomic_write, build_model, generate, get_config, hf_files, load_pretrained,
+from model import (PRESETS, RMSNorm, atomic_write, build_model, get_config, hf_files, load_pretrained,
                    load_safetensors, load_tokenizer, save_pretrained, save_safetensors)
 from quant import NF4Linear
 
@@ -267,10 +267,8 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
         dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast)
         return dict(val_loss=next(iter(dev.values()))["loss"], **dev)
     model.eval()
-    (rank, world), order = rank_world(), sorted(range(len(examples)), key=lambda i: data.length(examples[i]))
-    total, count = 0.0, 0
-    for s in range(rank * args.batch_size, len(order), args.batch_size * world):  # DDP: every world-th batch
-        batch = data.collate([examples[i] for i in order[s:s + args.batch_size]], pad_id)
+    (rank, world), total, count = rank_world(), 0.0, 0
+    for _, batch in data.sorted_batches(examples, args.batch_size, pad_id, rank, world):  # DDP: a share each
         with autocast():
             loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
         total, count = total + loss.item(), count + int(n)
@@ -293,22 +291,11 @@ def best_so_far(evals):
     return evals[i], len(evals) - 1 - i
 
 
-@torch.no_grad()
-def exact_match(model, tok, records, device, autocast, batch_size=50):
-    """Greedy answers (KV cache, left-padded batches) to the records' prompts: (share equal to `output`, share that
-    start with it, then a non-word character or the end: the knowledge without the format; answers)."""
-    model.eval()
-    answers, new = [], max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
-    for s in range(0, len(records), batch_size):
-        prompts = [tok.encode(data.alpaca_prompt(r)) for r in records[s:s + batch_size]]
-        T = max(map(len, prompts))
-        ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts], device=device)      # (B, T)
-        mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
-        with autocast():
-            out = generate(model, ids, new, eos_id=tok.eos_id, attention_mask=mask)[:, T:].tolist()
-        answers += [tok.decode(o[:o.index(tok.eos_id)] if tok.eos_id in o else o).strip() for o in out]
-    model.train()
-    refs = [r["output"].strip() for r in records]
+def exact_match(model, tok, records, autocast):
+    """Greedy answers to the records' prompts (eval.generate_answers, batches of 50): (share equal to `output`, share
+    that start with it, then a non-word character or the end: the knowledge without the format; answers)."""
+    new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
+    answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
     return (sum(a == r for a, r in zip(answers, refs)) / len(refs),
             sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs), answers)
 
@@ -489,7 +476,7 @@ def train(args):
         s["bleu_before"] = translation_check(model, tok, val_records[:args.bleu], autocast, "before", args.seq_len)
     if args.exact_match and not checkpoint:
         s["exact_match_before"], s["prefix_match_before"], before = exact_match(
-            model, tok, val_records[:args.exact_match], device, autocast)
+            model, tok, val_records[:args.exact_match], autocast)
         print(f"held-out exact match before training: {s['exact_match_before']:.1%} (answers that start with the "
               f"expected one: {s['prefix_match_before']:.1%})")
     os.makedirs(args.out, exist_ok=True) if rank == 0 else None
@@ -592,7 +579,7 @@ def train(args):
         s["bleu_after"] = translation_check(model, tok, val_records[:args.bleu], autocast, "after", args.seq_len)
     if args.exact_match:
         s["exact_match_after"], s["prefix_match_after"], after = exact_match(
-            model, tok, val_records[:args.exact_match], device, autocast)
+            model, tok, val_records[:args.exact_match], autocast)
         print(f"held-out exact match after training: {s['exact_match_after']:.1%} (answers that start with the "
               f"expected one: {s['prefix_match_after']:.1%})")
         for i in range(0, len(after), len(after) // 3 + 1) if not checkpoint else []:  # 3 spread-out samples
