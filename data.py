@@ -489,6 +489,21 @@ def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1
         epoch, i = epoch + 1, 0
 
 
+def task_kind(name):
+    """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); anything else: a causal LM."""
+    return "glue" if (name or "").startswith("glue/") else "seq2seq" if name == "wmt16-en-ro" else "lm"
+
+
+def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
+    """train.py's --data, whichever kind of task it names: (train examples, validation examples (GLUE: {dev split:
+    examples}), held-out records for a before/after check (wmt16: (source, target) pairs))."""
+    if task_kind(name) == "glue":
+        return *glue_examples(name[5:], tok, seq_len, data_dir), []
+    if task_kind(name) == "seq2seq":
+        return wmt16_examples(data_dir or cache_dir("wmt16-en-ro"), tok, seq_len)
+    return load_examples(name, tok, seq_len, val_fraction, seed)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Downloads over HTTPS (urllib): progress bar, resume of partial files, size and sha256 checks
 

@@ -9,7 +9,7 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
   keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16, alpha=32.
-- One plain loop over micro-batches grouped by length. The kind of task picks data, loss and validation (load_task):
+- One plain loop over micro-batches grouped by length. The kind of task (data.task_kind) picks data, loss, validation:
   a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
@@ -121,7 +121,8 @@ def parse_args(argv=None):
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
     a("--save-every", type=int, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
     a("--max-steps", type=int, metavar="N", help="total optimizer steps (default: --epochs worth)")
-    a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at the end)")
+    a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
+      "the end)")
     a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
     a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
     a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
@@ -136,20 +137,15 @@ def parse_args(argv=None):
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
-    if task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
+    if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
     return args
-
-
-def task_kind(name):
-    """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); anything else: a causal LM."""
-    return "glue" if (name or "").startswith("glue/") else "seq2seq" if name == "wmt16-en-ro" else "lm"
 
 
 def heads(model, args):
     """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
     bert.pooler, classifier)."""
-    return type(model).head if task_kind(args.data) == "glue" else ()
+    return type(model).head if data.task_kind(args.data) == "glue" else ()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,13 +185,13 @@ def load_model(args, directory, checkpoint, device, bf16):
     directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
     model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
                             torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
-    backbones, _ = KINDS[task_kind(args.data)]
+    backbones, _ = KINDS[data.task_kind(args.data)]
     if model.config.model_type not in backbones:
         sys.exit(f"error: --data {args.data} trains {' or '.join(backbones)}; {directory} holds "
                  f"{model.config.model_type}")
-    if heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
+    if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
         model.add_head(len(data.GLUE[args.data[5:]][4] or [0]))  # STS-B: one output, a regression
-        for name in heads(model, args):
+        for name in head:
             model.get_submodule(name).float()
     model.checkpointing = args.checkpointing
     if full:
@@ -204,12 +200,12 @@ def load_model(args, directory, checkpoint, device, bf16):
         load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
     else:
         targets = (args.targets or TARGETS[model.config.model_type]).split(",")
-        if heads(model, args):  # the head trains whole: no adapter inside it (--targets dense would match it too)
-            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(
-                heads(model, args)) and any(n == t or n.endswith("." + t) for t in targets)]
+        if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
+            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)
+                       and any(n == t or n.endswith("." + t) for t in targets)]
         apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
                      args.structure, args.seed)
-        for name in heads(model, args):
+        for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
 
@@ -218,7 +214,7 @@ def save_weights(model, directory, args, source):
     """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files."""
     if args.method != "full":
         return save_adapter(model, directory, base_model_name_or_path=args.model,
-                            task_type=KINDS[task_kind(args.data)][1], modules_to_save=heads(model, args))
+                            task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
     save_pretrained(model, directory)
     for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
         if os.path.exists(os.path.join(source, f)):
@@ -247,16 +243,6 @@ def seq2seq_loss(model, batch):
     logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])  # (B, T, vocab)
     labels = batch["labels"].flatten()                                                       # IGNORE on padding
     return F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="sum"), (labels != data.IGNORE).sum()
-
-
-def load_task(args, tok):
-    """What the kind of task decides: (train examples, validation examples (GLUE: {dev split: examples}), held-out
-    records (wmt16: pairs) for the before/after check, loss_fn: (model, batch) -> (summed loss, count))."""
-    if task_kind(args.data) == "glue":
-        return *data.glue_examples(args.data[5:], tok, args.seq_len, args.data_dir), [], classification_loss
-    if task_kind(args.data) == "seq2seq":
-        return *data.wmt16_examples(args.data_dir or data.cache_dir("wmt16-en-ro"), tok, args.seq_len), seq2seq_loss
-    return *data.load_examples(args.data, tok, args.seq_len, args.val_fraction, args.seed), causal_lm_loss
 
 
 @torch.no_grad()
@@ -291,22 +277,23 @@ def best_so_far(evals):
     return evals[i], len(evals) - 1 - i
 
 
-def exact_match(model, tok, records, autocast):
-    """Greedy answers to the records' prompts (eval.generate_answers, batches of 50): (share equal to `output`, share
-    that start with it, then a non-word character or the end: the knowledge without the format; answers)."""
+def before_after(model, tok, records, autocast, args, when):
+    """What training added, measured before and after it on a few held-out records, printed: wmt16, BLEU of beam-4
+    translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
+    to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
+    Returns (summary entries, answers)."""
+    if args.bleu:
+        with autocast():
+            scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)
+        print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
+              f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
+        return {f"bleu_{when}": scores["bleu"]}, answers
     new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
     answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
-    return (sum(a == r for a, r in zip(answers, refs)) / len(refs),
-            sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs), answers)
-
-
-def translation_check(model, tok, pairs, autocast, when, max_new_tokens):
-    """BLEU of beam-4 translations of a few validation pairs (eval.evaluate_translation), printed with a sample."""
-    with autocast():
-        scores, hypotheses = evaluate_translation(model, tok, pairs, max_new_tokens=max_new_tokens)
-    print(f"BLEU on {len(pairs)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
-          f"{scores['rougeL']:.2f}); e.g. {pairs[0][0]!r} -> {hypotheses[0][:200]!r}", flush=True)
-    return scores["bleu"]
+    exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
+    prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
+    print(f"held-out exact match {when} training: {exact:.1%} (answers that start with the expected one: {prefix:.1%})")
+    return {f"exact_match_{when}": exact, f"prefix_match_{when}": prefix}, answers
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -443,9 +430,11 @@ def train(args):
     model = load_model(args, source, checkpoint, device, bf16)
     if rank > 0:                                               # DDP: rank 0 fetches (and caches) the data first
         barrier()
-    train_ex, val_ex, val_records, loss_fn = load_task(args, tok)  # the kind of task picks data and loss
+    train_ex, val_ex, val_records = data.task_examples(args.data, tok, args.seq_len, args.data_dir, args.val_fraction,
+                                                       args.seed)
     if rank == 0:
         barrier()
+    loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss)[data.task_kind(args.data)]
     out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
@@ -469,16 +458,13 @@ def train(args):
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences" + (f" x {world} processes" if world > 1
         else "") + f", {'bf16' if bf16 else 'fp32'} on {device}")
-    seq2seq = task_kind(args.data) == "seq2seq"
+    seq2seq = data.task_kind(args.data) == "seq2seq"
     args.exact_match = args.exact_match if val_records and not seq2seq else 0  # it needs held-out records
     args.bleu = args.bleu if seq2seq else 0
-    if args.bleu and not checkpoint:
-        s["bleu_before"] = translation_check(model, tok, val_records[:args.bleu], autocast, "before", args.seq_len)
-    if args.exact_match and not checkpoint:
-        s["exact_match_before"], s["prefix_match_before"], before = exact_match(
-            model, tok, val_records[:args.exact_match], autocast)
-        print(f"held-out exact match before training: {s['exact_match_before']:.1%} (answers that start with the "
-              f"expected one: {s['prefix_match_before']:.1%})")
+    checked = val_records[:args.bleu or args.exact_match]                      # the before/after check's records
+    if checked and not checkpoint:
+        found, before = before_after(model, tok, checked, autocast, args, "before")
+        s.update(found)
     os.makedirs(args.out, exist_ok=True) if rank == 0 else None
     log_path = os.path.join(args.out, "metrics.jsonl")
     kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint and os.path.exists(
@@ -575,14 +561,10 @@ def train(args):
     if not (args.patience and evals) and rank == 0:            # else saved at the best evaluation
         save_weights(model, out_dir, args, source)
     barrier()
-    if args.bleu:
-        s["bleu_after"] = translation_check(model, tok, val_records[:args.bleu], autocast, "after", args.seq_len)
-    if args.exact_match:
-        s["exact_match_after"], s["prefix_match_after"], after = exact_match(
-            model, tok, val_records[:args.exact_match], autocast)
-        print(f"held-out exact match after training: {s['exact_match_after']:.1%} (answers that start with the "
-              f"expected one: {s['prefix_match_after']:.1%})")
-        for i in range(0, len(after), len(after) // 3 + 1) if not checkpoint else []:  # 3 spread-out samples
+    if checked:
+        found, after = before_after(model, tok, checked, autocast, args, "after")
+        s.update(found)
+        for i in range(0, len(after), len(after) // 3 + 1) if args.exact_match and not checkpoint else []:  # 3 samples
             r, b, a = val_records[i], before[i], after[i]
             print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return dict(s, wall_s=round(time.time() - t_start, 1))
