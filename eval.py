@@ -115,7 +115,8 @@ def spearman(predictions, references):
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
-GLUE_METRICS = {"cola": (matthews_corrcoef,), "stsb": (pearson, spearman), "mrpc": (f1, accuracy), "qqp": (f1, accuracy)}
+GLUE_METRICS = {"cola": (matthews_corrcoef,), "stsb": (pearson, spearman), "mrpc": (f1, accuracy),
+                "qqp": (f1, accuracy)}
 
 
 def glue_metrics(task, predictions, references):
@@ -123,35 +124,6 @@ def glue_metrics(task, predictions, references):
     (CoLA), Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP), accuracy (the others; MNLI per dev
     set, matched and mismatched)."""
     return {fn.__name__: 100 * fn(predictions, references) for fn in GLUE_METRICS.get(task, (accuracy,))}
-
-
-def classifier_loss(logits, labels):
-    """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error."""
-    if logits.shape[1] == 1:
-        return F.mse_loss(logits[:, 0].float(), labels.float(), reduction="sum")
-    return F.cross_entropy(logits.float(), labels, reduction="sum")
-
-
-@torch.no_grad()
-def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext):
-    """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
-    encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score."""
-    training, device, out = model.training, next(model.parameters()).device, {}
-    model.eval()
-    for split, examples in dev_sets.items():
-        logits = {}
-        for rows, b in sorted_batches(examples, batch_size, model.config.pad_id):
-            b = {k: v.to(device) for k, v in b.items()}
-            with autocast():
-                logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
-                                                       b["token_type_ids"]).float()))
-        z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
-        y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
-        predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
-        out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
-                          loss=classifier_loss(z, y).item() / len(y))
-    model.train(training)
-    return out
 
 
 # mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
@@ -236,7 +208,63 @@ def rouge(hypotheses, references):
 
 
 # ----------------------------------------------------------------------------------------------------
-# MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
+# A model scored on GLUE's dev sets and WMT16 translations (train.py validates with these too); loading one
+
+def classifier_loss(logits, labels):
+    """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error."""
+    if logits.shape[1] == 1:
+        return F.mse_loss(logits[:, 0].float(), labels.float(), reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+
+@torch.no_grad()
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext):
+    """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
+    encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score."""
+    training, device, out = model.training, next(model.parameters()).device, {}
+    model.eval()
+    for split, examples in dev_sets.items():
+        logits = {}
+        for rows, b in sorted_batches(examples, batch_size, model.config.pad_id):
+            b = {k: v.to(device) for k, v in b.items()}
+            with autocast():
+                logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
+                                                       b["token_type_ids"]).float()))
+        z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
+        y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
+        predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
+        out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
+                          loss=classifier_loss(z, y).item() / len(y))
+    model.train(training)
+    return out
+
+
+@torch.no_grad()
+def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4, length_penalty=0.6,
+              max_new_tokens=256):
+    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded."""
+    order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
+        next(model.parameters()).device
+    training = model.training
+    model.eval()  # no dropout while decoding
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids = [tok.encode(prefix + sources[i]) for i in rows]
+        S = max(map(len, ids))
+        x = torch.tensor([s + [tok.pad_id] * (S - len(s)) for s in ids], device=dev)
+        mask = (torch.arange(S, device=dev) < torch.tensor([len(s) for s in ids], device=dev)[:, None]).long()
+        best = beam_search(model, x, mask, num_beams, length_penalty, max_new_tokens)[0][:, 0]  # (B, 1 + n)
+        for i, hyp in zip(rows, best.tolist()):
+            out[i] = tok.decode(hyp)
+    model.train(training)
+    return out
+
+
+def evaluate_translation(model, tok, pairs, **kw):
+    """{bleu, rouge1, rouge2, rougeL} of the model's translations of the sources against the targets."""
+    hypotheses = translate(model, tok, [s for s, _ in pairs], **kw)
+    return dict(bleu=bleu(hypotheses, [t for _, t in pairs]), **rouge(hypotheses, [t for _, t in pairs])), hypotheses
+
 
 def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0):
     """(model in eval mode, tokenizer) for a checkpoint directory (a preset: its cache folder, where train.py puts
@@ -252,6 +280,9 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
 def context_length(model):
     return getattr(model.config, "max_seq_len", None) or model.config.n_positions
 
+
+# ----------------------------------------------------------------------------------------------------
+# MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
 def answer_ids(tok):
     """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
@@ -407,30 +438,31 @@ TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate a checkpoint, with or without an adapter, or plot loss curves. "
                                              "Without arguments: a demonstration of the metrics.")
-    ap.add_argument("--task", choices=TASKS, help="what to evaluate")
-    ap.add_argument("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
-    ap.add_argument("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
-    ap.add_argument("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')});"
-                    " glue: a glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en "
-                    f"+ test.ro (default: {cache_dir('wmt16-en-ro')})")
-    ap.add_argument("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
-    ap.add_argument("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
-    ap.add_argument("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the "
-                    "first N examples of each dev/test set")
-    ap.add_argument("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
-    ap.add_argument("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); "
-                    "glue: pairs cut to this length (default 128, the paper's)")
-    ap.add_argument("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
-    ap.add_argument("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens "
-                    "an answer / a translation")
-    ap.add_argument("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
-    ap.add_argument("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
-    ap.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
-    ap.add_argument("--out", default="loss.svg", help="--plot: the SVG file to write")
+    a = ap.add_argument
+    a("--task", choices=TASKS, help="what to evaluate")
+    a("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
+    a("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
+    a("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
+    a("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
+    a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
+      f"glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en + test.ro (default: "
+      f"{cache_dir('wmt16-en-ro')})")
+    a("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
+    a("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
+    a("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the first N "
+      "examples of each dev/test set")
+    a("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
+    a("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); glue: pairs "
+      "cut to this length (default 128, the paper's)")
+    a("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
+    a("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
+    a("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an answer / "
+      "a translation")
+    a("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
+    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
+    a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
+    a("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)
     if args.plot:
         with open(args.out, "w") as f:
@@ -472,40 +504,11 @@ def main(argv=None):
         base = generate_answers(model, tok, records, args.max_new_tokens)
         tuned = generate_answers(load_adapter(model, args.adapter), tok, records, args.max_new_tokens) \
             if args.adapter else [""] * len(records)
-        for r, a, b in zip(records, base, tuned):
+        for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
-            print(side_by_side("[base] " + a, f"[{args.adapter or 'no adapter'}] " + b))
-        result = dict(answers=[dict(base=a, adapted=b) for a, b in zip(base, tuned)])
+            print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
+        result = dict(answers=[dict(base=x, adapted=y) for x, y in zip(base, tuned)])
     print(json.dumps(dict(task=args.task, **result)))
-
-
-# WMT16 English-Romanian with T5 (Table 2): beam-search translations scored with BLEU and ROUGE
-
-@torch.no_grad()
-def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4, length_penalty=0.6,
-              max_new_tokens=256):
-    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded."""
-    order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
-        next(model.parameters()).device
-    training = model.training
-    model.eval()  # no dropout while decoding
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids = [tok.encode(prefix + sources[i]) for i in rows]
-        S = max(map(len, ids))
-        x = torch.tensor([s + [tok.pad_id] * (S - len(s)) for s in ids], device=dev)
-        mask = (torch.arange(S, device=dev) < torch.tensor([len(s) for s in ids], device=dev)[:, None]).long()
-        best = beam_search(model, x, mask, num_beams, length_penalty, max_new_tokens)[0][:, 0]  # (B, 1 + n)
-        for i, hyp in zip(rows, best.tolist()):
-            out[i] = tok.decode(hyp)
-    model.train(training)
-    return out
-
-
-def evaluate_translation(model, tok, pairs, **kw):
-    """{bleu, rouge1, rouge2, rougeL} of the model's translations of the sources against the targets."""
-    hypotheses = translate(model, tok, [s for s, _ in pairs], **kw)
-    return dict(bleu=bleu(hypotheses, [t for _, t in pairs]), **rouge(hypotheses, [t for _, t in pairs])), hypotheses
 
 
 def demo():
