@@ -12,6 +12,7 @@ import torch
 
 import data
 from fake_hub import serve
+from fixtures import demo_tokenizer
 from model import build_model, load_pretrained, save_pretrained
 
 # tatsu-lab/stanford_alpaca, train.py, PROMPT_DICT, as published
@@ -25,10 +26,7 @@ ALPACA_NO_INPUT = ("Below is an instruction that describes a task. "
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tok")
-    lines = data.demo_corpus(200) + list(data.PROMPT_DICT.values()) * 5
-    data.train_sentencepiece(lines, str(d / "tokenizer.model"), 200)
-    return data.load_tokenizer(str(d))
+    return demo_tokenizer(tmp_path_factory.mktemp("tok"), 200)
 
 
 def test_alpaca_templates_are_alpacas():

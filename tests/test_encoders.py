@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from fixtures import random_params
 import model as M
 from lorasp import apply_lorasp, load_adapter, save_adapter
 from quant import NF4Linear
@@ -23,16 +24,6 @@ HF = {"roberta": (transformers.RobertaConfig, transformers.RobertaModel, transfo
 def hf_config(kind, **kw):
     extra = dict(type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5) if kind == "roberta" else dict(type_vocab_size=2)
     return HF[kind][0](**SIZES, **extra, **kw)
-
-
-def random_params(m, seed):
-    """Random values everywhere (LayerNorm weights and biases too) so a mis-loaded tensor cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            r = torch.randn(p.shape, generator=g)
-            p.copy_(r / p.shape[-1] ** 0.5 if p.ndim == 2 else 1 + 0.2 * r)
-    return m.eval()
 
 
 def inputs(kind, seed=0):

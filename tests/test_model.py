@@ -8,20 +8,11 @@ import pytest
 import torch
 import transformers
 
+from fixtures import random_params
 import model as M
 from quant import NF4Linear
 
 V, T = 128, 12
-
-
-def random_params(m, seed):
-    """Random values everywhere (norm weights and biases too) so a mis-loaded tensor cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            r = torch.randn(p.shape, generator=g)  # matrices ~ unit gain (1/sqrt(fan_in)), vectors ~ 1 +- 0.2
-            p.copy_(r / p.shape[-1] ** 0.5 if p.ndim == 2 else 1 + 0.2 * r)
-    return m
 
 
 @pytest.fixture(scope="module")

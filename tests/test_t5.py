@@ -3,12 +3,10 @@ transformers' save_pretrained, v1.1 by our write_checkpoint and read back by tra
 the KV cache, greedy and beam search token for token, activation checkpointing, the tokenizer against T5Tokenizer on a
 sentencepiece model the test trains, and the WMT16 reader."""
 import gc
-import io
 import json
 import weakref
 
 import pytest
-import sentencepiece as spm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,22 +14,13 @@ import transformers
 
 import model as M
 from data import T5_PREFIX, load_tokenizer, read_translation, seq2seq_batch, translation_examples
+from fixtures import random_params, t5_sentencepiece
 from lorasp import apply_lorasp
 from quant import NF4Linear, quantize_nf4
 
 V = 96
 SHAPE = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
              relative_attention_max_distance=20, dropout_rate=0.0, decoder_start_token_id=0)
-
-
-def random_params(m, seed):
-    """Random values everywhere (norm weights too) so that a mis-loaded tensor cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            r = torch.randn(p.shape, generator=g)
-            p.copy_(r / p.shape[-1] ** 0.5 if p.ndim == 2 else 1 + 0.2 * r)
-    return m
 
 
 @pytest.fixture(scope="module")
@@ -235,12 +224,7 @@ TEXTS = CORPUS[:6] + ["a <extra_id_0> b<extra_id_5>c<extra_id_99>", "<extra_id_1
 
 @pytest.fixture(scope="module")
 def spiece_dir(tmp_path_factory):
-    d, buf = tmp_path_factory.mktemp("spiece"), io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=70,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's special ids
-                                   character_coverage=1.0, minloglevel=2)
-    (d / "spiece.model").write_bytes(buf.getvalue())
-    return d
+    return t5_sentencepiece(tmp_path_factory.mktemp("spiece"), CORPUS, 70)
 
 
 def test_tokenizer_matches_t5tokenizer(spiece_dir):

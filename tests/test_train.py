@@ -11,28 +11,8 @@ import torch
 import data
 import train
 from fake_hub import serve
-from model import LlamaConfig, build_model, load_pretrained, load_safetensors, load_tokenizer, save_pretrained
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(model directory, task file): a 2-layer Llama with its own sentencepiece tokenizer, and demo records."""
-    d = tmp_path_factory.mktemp("tiny")
-    data.train_sentencepiece(data.demo_corpus(300) + list(data.PROMPT_DICT.values()) * 5, str(d / "tokenizer.model"),
-                             200)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=load_tokenizer(str(d)).vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
-                         n_ffn=64)
-    save_pretrained(build_model(config), d)
-    task = d / "task.json"
-    task.write_text(json.dumps(data.demo_records(60, seed=1)))
-    return str(d), str(task)
-
-
-def flags(tiny, out, *more):
-    return ["--model", tiny[0], "--data", tiny[1], "--out", str(out), "--batch-size", "4", "--grad-accum", "2",
-            "--seq-len", "200", "--lr", "1e-2", "--max-steps", "10", "--val-fraction", "0.1", "--eval-every", "0",
-            "--log-every", "5", *more]
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from model import build_model, load_pretrained, load_safetensors, load_tokenizer, save_pretrained
 
 
 def inject(monkeypatch, at_call, what):

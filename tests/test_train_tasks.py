@@ -3,14 +3,12 @@ RoBERTa / BERT on GLUE-format TSV folders (SST-2, MNLI's two dev sets, STS-B's r
 the adapter and eval.py reproducing the dev metrics training reported; early stopping keeping the best adapter; T5 on
 a WMT16-format JSONL folder (the loss falls; eval.py's BLEU/ROUGE equal eval.bleu/rouge on its own translations);
 malformed rows reaching the user through train.py with their line numbers."""
-import io
 import json
 import os
 import random
 import signal
 
 import pytest
-import sentencepiece as spm
 import torch
 from tokenizers import ByteLevelBPETokenizer
 
@@ -18,6 +16,7 @@ import data
 import eval as E
 import model as M
 import train
+from fixtures import t5_sentencepiece
 from lorasp import load_adapter
 
 POS, NEG = "good great fine lovely superb".split(), "bad awful poor dull boring".split()
@@ -182,12 +181,7 @@ def t5_task(tmp_path_factory):
     for split, rows in (("train", pairs[:96]), ("validation", pairs[96:108]), ("test", pairs[108:])):
         (data_dir / f"{split}.jsonl").write_text("".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n"
                                                          for e, r in rows), encoding="utf-8")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([s for p in pairs for s in p] + [data.T5_PREFIX] * 5), model_writer=buf, vocab_size=48,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's special ids
-        character_coverage=1.0, minloglevel=2)
-    (d / "spiece.model").write_bytes(buf.getvalue())
+    t5_sentencepiece(d, [s for p in pairs for s in p] + [data.T5_PREFIX] * 5, 48)
     torch.manual_seed(0)
     config = M.T5Config(vocab_size=data.load_tokenizer(str(d)).vocab_size, d_model=32, d_kv=8, d_ff=64, num_heads=4)
     t5 = M.build_model(config)

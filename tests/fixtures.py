@@ -1,0 +1,61 @@
+"""What several test files build the same way: random weights for a reference model, the tiny Llama that train.py
+runs on (and its command line), and tokenizers trained here with a checkpoint family's special ids."""
+import io
+import json
+
+import pytest
+import sentencepiece as spm
+import torch
+
+import data
+from model import LlamaConfig, build_model, save_pretrained
+
+
+def random_params(m, seed):
+    """Random values everywhere (norm weights and biases too) so a mis-loaded tensor cannot hide; eval mode (no
+    dropout), as the comparisons need it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            r = torch.randn(p.shape, generator=g)  # matrices ~ unit gain (1/sqrt(fan_in)), vectors ~ 1 +- 0.2
+            p.copy_(r / p.shape[-1] ** 0.5 if p.ndim == 2 else 1 + 0.2 * r)
+    return m.eval()
+
+
+def t5_sentencepiece(directory, lines, vocab_size):
+    """directory/spiece.model: a unigram sentencepiece model trained on lines with T5's special ids (pad 0, eos 1,
+    unk 2, no bos)."""
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   character_coverage=1.0, minloglevel=2)
+    (directory / "spiece.model").write_bytes(buf.getvalue())
+    return directory
+
+
+def demo_tokenizer(directory, docs):
+    """directory/tokenizer.model: data.train_sentencepiece (LLaMA's ids) on `docs` lines of the demo's text and
+    Alpaca's templates, 200 pieces."""
+    data.train_sentencepiece(data.demo_corpus(docs) + list(data.PROMPT_DICT.values()) * 5,
+                             str(directory / "tokenizer.model"), 200)
+    return data.load_tokenizer(str(directory))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model directory, task file): a 2-layer Llama with its own sentencepiece tokenizer, and demo records."""
+    d = tmp_path_factory.mktemp("tiny")
+    tok = demo_tokenizer(d, 300)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                            n_ffn=64)), d)
+    task = d / "task.json"
+    task.write_text(json.dumps(data.demo_records(60, seed=1)))
+    return str(d), str(task)
+
+
+def flags(tiny, out, *more):
+    """train.py's arguments for 10 quick steps on the tiny fixture."""
+    return ["--model", tiny[0], "--data", tiny[1], "--out", str(out), "--batch-size", "4", "--grad-accum", "2",
+            "--seq-len", "200", "--lr", "1e-2", "--max-steps", "10", "--val-fraction", "0.1", "--eval-every", "0",
+            "--log-every", "5", *more]
