@@ -31,13 +31,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from children import proc_status
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 MiB = 1 << 20
-
-
-def rss(field="VmRSS"):
-    return [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field)][0]
 
 
 def build(side, checkpointing, device, base_dtype=torch.float32):
@@ -67,7 +65,7 @@ def run(args):
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(0)
-    base_rss = rss()
+    base_rss = proc_status("VmRSS")
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     forward, m, what = build(args.side, args.checkpointing[0], dev, getattr(torch, args.base_dtype))
@@ -93,7 +91,7 @@ def run(args):
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else rss("VmHWM") - base_rss
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else proc_status("VmHWM") - base_rss
     print(json.dumps(dict(what=what, step_s=statistics.median(times), cpu_s=statistics.median(cpu), peak=peak,
                           loss=loss.item(), trainable=sum(p.numel() for p in params))))
 

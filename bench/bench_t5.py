@@ -22,13 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+
+from children import GiB, proc_status, run_children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = ["peft:none", "lorasp-element:none", "lorasp-column:none", "lorasp-element:selective",
            "peft:full", "lorasp-element:full"]
-GiB = 1 << 30
 
 
 def child(config, args):
@@ -81,9 +81,8 @@ def child(config, args):
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
     print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
-                          peak_rss=hwm, loss=loss.item(),
+                          peak_rss=proc_status("VmHWM"), loss=loss.item(),
                           trainable=sum(p.numel() for p in params), threads=torch.get_num_threads())))
 
 
@@ -102,22 +101,9 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child, args)
-    runs = {c: [] for c in args.configs}
-    for _ in range(args.repeats):
-        for c in args.configs:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", c] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("configs", "child")]
-            env = dict(os.environ)
-            if args.mmap_threshold:
-                env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if p.returncode:
-                print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
-                continue
-            runs[c].append(json.loads(p.stdout.strip().splitlines()[-1]))
-            r = runs[c][-1]
-            print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
-                  flush=True)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("configs", "child")]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(args.mmap_threshold)) if args.mmap_threshold else None
+    runs = run_children(__file__, args.configs, args.repeats, flags, env)
     print(f"\nT5-base shape, batch {args.batch} x ({args.source_len} source + {args.target_len} target) tokens, fp32, "
           f"{args.threads or 'default'} threads, medians of {args.steps} steps x {args.repeats} repeats"
           + (f", MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold else ""))

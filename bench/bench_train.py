@@ -27,8 +27,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+
+from children import GiB, proc_status, run_children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, n_ffn=2048)
@@ -37,7 +38,6 @@ COMPARE = ["peft:none:none", "lorasp-element:none:none", "lorasp-column:none:non
            "peft:none:full", "lorasp-element:none:full", "lorasp-column:none:full"]
 TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-column") for q in ("none", "nf4")
          for c in ("none", "full", "selective")]
-GiB = 1 << 30
 
 
 def child(config, steps, threads, batch, seq, lr, trim):
@@ -101,9 +101,8 @@ def child(config, steps, threads, batch, seq, lr, trim):
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t0)
         cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
-    hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
     print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
-                          peak_rss=hwm, loss=loss.item(), trainable=sum(p.numel() for p in params),
+                          peak_rss=proc_status("VmHWM"), loss=loss.item(), trainable=sum(p.numel() for p in params),
                           threads=torch.get_num_threads())))
 
 
@@ -151,20 +150,9 @@ def main():
         return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim)
     configs = args.configs or (TABLE if args.table else COMPARE)
     gflops = measure_gflops(args.threads) if args.measure_gflops else args.gflops
-    runs = {c: [] for c in configs}
-    for _ in range(args.repeats):
-        for c in configs:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", c, "--steps", str(args.steps),
-                   "--threads", str(args.threads), "--batch", str(args.batch), "--seq", str(args.seq),
-                   "--lr", str(args.lr), "--trim", args.trim]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode:
-                print(f"{c}: {(p.stderr.strip() or p.stdout.strip()).splitlines()[-1]}", flush=True)
-                continue
-            runs[c].append(json.loads(p.stdout.strip().splitlines()[-1]))
-            r = runs[c][-1]
-            print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
-                  flush=True)
+    runs = run_children(__file__, configs, args.repeats, ["--steps", str(args.steps), "--threads", str(args.threads),
+                                                          "--batch", str(args.batch), "--seq", str(args.seq),
+                                                          "--lr", str(args.lr), "--trim", args.trim])
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
     print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {threads} threads, trim_heap: {args.trim}; medians of "
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at {gflops:.0f} GFLOP/s\n")
