@@ -40,7 +40,30 @@ TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-colu
          for c in ("none", "full", "selective")]
 
 
-def child(config, steps, threads, batch, seq, lr, trim):
+def where_time_goes(step, vocab, rank=16):
+    """Self CPU seconds of one step(), by kind (torch.profiler with input shapes): matmuls touching the vocabulary
+    (LM head), matmuls with the adapter's rank as a dimension, the other matmuls (the frozen block weights), attention
+    kernels, and everything else (norms, RoPE, activations, copies, loss, optimizer); plus the step's system time
+    (page faults: memory handed back to the kernel and touched again)."""
+    import resource
+
+    from torch.profiler import ProfilerActivity, profile
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    kinds = dict.fromkeys(["block matmuls", "LM head", "adapter matmuls", "attention", "other"], 0.0)
+    for e in prof.key_averages(group_by_input_shape=True):
+        dims = {d for shape in e.input_shapes if isinstance(shape, list) for d in shape}
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+            kind = "LM head" if vocab in dims else "adapter matmuls" if rank in dims else "block matmuls"
+        else:
+            kind = "attention" if "attention" in e.key else "other"
+        kinds[kind] += e.self_cpu_time_total / 1e6
+    kinds["system (page faults)"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime - r0.ru_stime
+    return kinds
+
+
+def child(config, steps, threads, batch, seq, lr, trim, profile=False):
     """One config in this process; prints one JSON line."""
     import resource
     import time
@@ -90,20 +113,25 @@ def child(config, steps, threads, batch, seq, lr, trim):
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     times, cpu = [], []
-    for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
-        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+    def step():
         loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if trim == "all" or trim == "ours" and method != "peft":
             M.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
+        return loss
+    for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        loss = step()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t0)
         cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
                           peak_rss=proc_status("VmHWM"), loss=loss.item(), trainable=sum(p.numel() for p in params),
-                          threads=torch.get_num_threads())))
+                          threads=torch.get_num_threads(),
+                          profile=where_time_goes(step, cfg.vocab_size) if profile else None)))
 
 
 def measure_gflops(threads):
@@ -144,15 +172,18 @@ def main():
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rate here instead")
     ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call model.trim_heap() after "
                     "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
+    ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
+                    "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim)
+        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim, args.profile)
     configs = args.configs or (TABLE if args.table else COMPARE)
     gflops = measure_gflops(args.threads) if args.measure_gflops else args.gflops
     runs = run_children(__file__, configs, args.repeats, ["--steps", str(args.steps), "--threads", str(args.threads),
                                                           "--batch", str(args.batch), "--seq", str(args.seq),
-                                                          "--lr", str(args.lr), "--trim", args.trim])
+                                                          "--lr", str(args.lr), "--trim", args.trim]
+                       + ["--profile"] * args.profile)
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
     print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {threads} threads, trim_heap: {args.trim}; medians of "
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at {gflops:.0f} GFLOP/s\n")
@@ -174,6 +205,14 @@ def main():
         if ref and not c.startswith("peft"):
             print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "
                   f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")
+    if args.profile:  # one profiled step per run; the median over repeats of each kind
+        kinds = next(rs[0]["profile"] for rs in runs.values() if rs)
+        print(f"\nwhere one step's CPU time goes (seconds; torch.profiler's self time, which adds its own overhead)\n")
+        print("| config | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds))
+        for c, rs in runs.items():
+            if rs:
+                print(f"| {c} | " + " | ".join(f"{statistics.median(r['profile'][k] for r in rs):.2f}" for k in kinds)
+                      + " |")
 
 
 if __name__ == "__main__":
