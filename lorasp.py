@@ -19,7 +19,7 @@
   Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r).
 - structure="element" (the paper's) saves NO activation memory: every input feature meets some trainable entry
   of A, so dL/dA = g_h^T x needs all of x, as in LoRA. structure="column" makes A's trainable entries whole input
-  columns; _ColumnLoRA then keeps x[..., cols] instead of x, about keep × LoRA's input activations. B keeps random
+  columns; backward then keeps x[..., cols] instead of x, about keep × LoRA's input activations. B keeps random
   entries: dL/dB = g_y^T h needs only the r-wide h whatever B's pattern, so structuring B would save nothing.
   Caveat: layers that read one input (q, k, v) each keep their own columns of it.
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
@@ -64,22 +64,26 @@ def unpack(mask, train, frozen=None):
     return out.masked_scatter(mask, train)                     # backward: the gradient at mask's entries, packed
 
 
-class _ColumnLoRA(torch.autograd.Function):
-    """h = x A^T that keeps only x[..., cols] for backward: A trains on those columns only, so dL/dA elsewhere is
-    never used."""
+class _LoRAInput(torch.autograd.Function):
+    """x -> (x as (N, in), h = x A^T) for y = base(x) + scale h B^T. Backward keeps only x[..., cols] (structure=
+    "column": A trains on those columns only) and adds g_h A into the base's dL/dx in place, not as a 2nd tensor."""
 
     @staticmethod
-    def forward(ctx, x, A, cols, masked):                      # x: (..., in), A: (r, in), cols: (k,)
-        x_cols = x[..., cols]                                  # (..., k), a copy: x itself need not stay alive
-        ctx.save_for_backward(x_cols, A, cols)
-        return x_cols @ A[:, cols].T if masked else x @ A.T    # (..., r); mask mode: A is zero off cols
+    def forward(ctx, x, A, cols, masked):                      # x: (..., in), A: (r, in), cols: (k,) or None
+        x2 = x.reshape(-1, x.shape[-1])                        # (N, in), N tokens
+        x_s = x2 if cols is None else x2.index_select(1, cols)  # (N, k), a copy: x itself need not stay alive
+        ctx.save_for_backward(x_s, A, cols)
+        ctx.shape = x.shape
+        h = x_s @ A.index_select(1, cols).T if masked and cols is not None else x2 @ A.T  # (N, r); mask: A = 0
+        return x2, h                                                                      # off cols
 
     @staticmethod
-    def backward(ctx, g):                                      # g: (..., r)
-        x_cols, A, cols = ctx.saved_tensors
-        gx = g @ A if ctx.needs_input_grad[0] else None        # (..., in)
-        gA = g.reshape(-1, g.shape[-1]).T @ x_cols.reshape(-1, x_cols.shape[-1])  # (r, k)
-        return gx, A.new_zeros(A.shape).index_copy_(1, cols, gA), None, None
+    def backward(ctx, gx, gh):                                 # gx: the base's dL/dx (N, in), gh: (N, r)
+        x_s, A, cols = ctx.saved_tensors
+        gA = gh.T @ x_s                                        # (r, k)
+        gA = gA if cols is None else A.new_zeros(A.shape).index_copy_(1, cols, gA)
+        gx = gx.contiguous().addmm_(gh, A)                     # dL/dx += g_h A_eff, in place (a fresh tensor,
+        return gx.view(ctx.shape), gA, None, None              # or zeros when the base has no dL/dx)
 
 
 class LoRASPLinear(nn.Module):
@@ -99,48 +103,38 @@ class LoRASPLinear(nn.Module):
         gen = torch.Generator().manual_seed(seed)              # on CPU: the same draws whatever the device
         A = torch.empty(r, base.in_features)
         nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=gen)  # PEFT's init, drawn first: keep can't change A
-        B = torch.zeros(base.out_features, r)
+        cols = None
         if structure == "column":                              # A trains on whole input columns: (k,) indices
             cols = torch.randperm(A.shape[1], generator=gen)[:round(keep * A.shape[1])].sort().values
-            mask_A = torch.zeros(A.shape, dtype=torch.bool).index_fill_(1, cols, True)
-        else:
-            cols, mask_A = None, pick(A.shape, keep, gen)
-        mask_B = pick(B.shape, keep, gen)
-        if not mask_A.any() or not mask_B.any():
-            raise ValueError(f"keep={keep} leaves A {tuple(A.shape)} or B {tuple(B.shape)} without a trainable entry")
-        dev, freeze = base.weight.device, mode == "freeze"
-        self.register_buffer("mask_A", mask_A.to(dev))         # (r, in) bool
-        self.register_buffer("mask_B", mask_B.to(dev))         # (out, r) bool
+        dev = base.weight.device
         self.register_buffer("cols", None if cols is None else cols.to(dev))
-        self.A_train = nn.Parameter(A[mask_A].to(dev))         # (round(keep * r * in),): the only Parameters
-        self.B_train = nn.Parameter(B[mask_B].to(dev))
-        self.register_buffer("A_frozen", A[~mask_A].to(dev) if freeze else None)  # mask mode: frozen entries are 0
-        self.register_buffer("B_frozen", B[~mask_B].to(dev) if freeze else None)
+        for k, M in (("A", A), ("B", torch.zeros(base.out_features, r))):   # B starts at zero, as in LoRA
+            mask = torch.zeros(M.shape, dtype=torch.bool).index_fill_(1, cols, True) if k == "A" and cols is not None \
+                else pick(M.shape, keep, gen)
+            if not mask.any():
+                raise ValueError(f"keep={keep} leaves {k} {tuple(M.shape)} without a trainable entry")
+            self.register_buffer(f"mask_{k}", mask.to(dev))    # (r, in) / (out, r) bool
+            setattr(self, f"{k}_train", nn.Parameter(M[mask].to(dev)))   # (round(keep * numel),): the only Parameters
+            self.register_buffer(f"{k}_frozen", M[~mask].to(dev) if mode == "freeze" else None)  # mask mode: 0
 
-    @property
-    def lora_A(self):                                          # (r, in), as forward uses it
-        return unpack(self.mask_A, self.A_train, self.A_frozen)
-
-    @property
-    def lora_B(self):                                          # (out, r), as forward uses it
-        return unpack(self.mask_B, self.B_train, self.B_frozen)
+    lora_A = property(lambda self: unpack(self.mask_A, self.A_train, self.A_frozen), doc="(r, in), as forward uses it")
+    lora_B = property(lambda self: unpack(self.mask_B, self.B_train, self.B_frozen), doc="(out, r), as forward uses")
 
     def forward(self, x):                                      # x: (..., in)
-        y = self.base(x)                                       # (..., out)
         A, B = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
-        h = x @ A.T if self.cols is None else _ColumnLoRA.apply(x, A, self.cols, self.mode == "mask")  # (..., r)
-        # y + scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y)
-        return torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, self.r), B.T, alpha=self.scale).view(y.shape)
+        x2, h = _LoRAInput.apply(x, A, self.cols, self.mode == "mask")   # (N, in), (N, r)
+        y = self.base(x2)                                      # (N, out), a fresh tensor: add into it in place
+        # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y)
+        return y.addmm_(h, B.T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
 
     @torch.no_grad()
     def load_dense(self, A, B):
         """Set every entry from dense A (r, in) and B (out, r): the trainable ones, and the frozen ones if kept."""
-        for M, mask, train, frozen in ((A, self.mask_A, self.A_train, self.A_frozen),
-                                       (B, self.mask_B, self.B_train, self.B_frozen)):
-            M = M.to(mask.device)
-            train.copy_(M[mask])
+        for k, M in zip("AB", (A, B)):
+            mask, frozen = getattr(self, f"mask_{k}"), getattr(self, f"{k}_frozen")
+            getattr(self, f"{k}_train").copy_(M.to(mask.device)[mask])
             if frozen is not None:
-                frozen.copy_(M[~mask])
+                frozen.copy_(M.to(mask.device)[~mask])
 
     def extra_repr(self):
         return f"r={self.r}, alpha={self.alpha}, keep={self.keep}, mode={self.mode}, structure={self.structure}"
@@ -209,12 +203,10 @@ def merge_lorasp(model):
 
 
 def saved_activation_bytes(module, *inputs):
-    """Bytes autograd keeps for backward while running module(*inputs), once per storage, leaving out the module's
-    own parameters and buffers (held anyway). A frozen base keeps nothing input-dependent (nn.Linear saves only W,
-    for dL/dx; NF4Linear only its NF4 weight), so a LoRA layer's input activations are x (for dL/dA) and h = x A^T
-    (for dL/dB); column keeps x[..., cols] and h. Weight-derived copies (an unpacked A_eff, a bf16 cast of B:
-    r × (in + out) entries, small next to x) count too. (The saving is real only if nothing else keeps x alive.)
-    Returns (bytes, output)."""
+    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, leaving out the
+    module's own parameters and buffers. A frozen base keeps nothing input-dependent, so a LoRA layer's activations
+    are x (for dL/dA) and h = x A^T (for dL/dB); column keeps x[..., cols] and h. Weight-derived copies (an unpacked
+    A_eff, a bf16 B) count too. (The saving is real only if nothing else keeps x alive.)"""
     own = {t.untyped_storage().data_ptr() for t in itertools.chain(module.parameters(), module.buffers())}
     seen = {}
 
@@ -302,7 +294,7 @@ def load_adapter(model, directory):
                              f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
         layer = LoRASPLinear(base, r, cfg["lora_alpha"], sp["keep"], sp["mode"], sp["structure"],
                              sp["seeds"].get(n, 0))
-        layer.load_dense(A, B)
+        layer.load_dense(A, B)                                 # then the extras, if any, set every entry
         for k, t in _own(layer) if has_extras else ():
             saved = extras.pop(f"{n}.{k}", None)
             if saved is None or saved.shape != t.shape:
@@ -360,9 +352,7 @@ def demo():
         moved.append(int(((m.lora_A.detach() != A0) & ~sp.mask_A).sum()))
     print(f"   one AdamW step (weight decay 0.01) moves frozen A entries: hook {moved[0]:,}, packed {moved[1]}")
     mk = layer(mode="mask")
-    mA, _ = grads(mk)
-    with torch.no_grad():
-        y_lora, y_mask = lora(x), mk(x)
+    (mA, _), y_lora, y_mask = grads(mk), lora(x).detach(), mk(x).detach()
     print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so the output and the gradient differ from LoRA's")
     print(f"   max |y_lora - y_sp| = {(y_lora - y_mask).abs().max().item():.4g}   (max |y_lora| = "
           f"{y_lora.abs().max().item():.4g});  |dA_sp - dA_lora * S_A| / |dA_lora * S_A| = "
