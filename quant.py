@@ -65,16 +65,16 @@ def _tables(device):
     """Lookup tables derived from the levels, built once per device.
     top16: the nearest level of a float32 given its top 16 bits (sign, exponent, 7 mantissa bits), or 255
            where one of the 15 midpoints splits that bin. A gather, not bucketize's branchy binary search.
-    quads: the four levels packed in a uint16 (two bytes, little-endian; high nibble first in each byte), each
-           row of four fp32 viewed as one complex128, so that a gather moves 16-byte elements, not rows (2x faster)."""
+    pairs: the two levels of each code byte (high nibble first), as one int64 per byte: a 2 KiB table that
+           stays in L1, gathered 8 bytes at a time (faster than 16 fp32 gathers or a 1 MiB table of 4 levels)."""
     bits = torch.arange(1 << 16, dtype=torch.int64)
     lo = (bits << 16).to(torch.int32).view(torch.float32)               # the bin's float with low bits 0...
     hi = ((bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)    # ...and with low bits 1
     a, b = torch.bucketize(lo, NF4_MIDPOINTS), torch.bucketize(hi, NF4_MIDPOINTS)
-    nibbles = torch.stack([(bits >> 4) & 15, bits & 15, bits >> 12, (bits >> 8) & 15], dim=1)
+    byte = torch.arange(256)
     return SimpleNamespace(midpoints=NF4_MIDPOINTS.to(device), dynamic=DYNAMIC_CODE.to(device),
                            top16=torch.where(a == b, a, 255).to(torch.uint8).view(-1, 1).to(device),
-                           quads=NF4_LEVELS[nibbles].view(torch.complex128).view(-1).to(device))
+                           pairs=NF4_LEVELS[torch.stack([byte >> 4, byte & 15], 1)].view(torch.int64).view(-1).to(device))
 
 
 def _steps(n_blocks, block_size, device):
@@ -113,22 +113,26 @@ class NF4Tensor:
         if not self.double_quant:
             return self.absmax
         nested = self.nested_absmax.repeat_interleave(NESTED_BLOCK_SIZE)[: self.absmax.numel()]
-        return self.nested_code[self.absmax.long()] * nested + self.offset
+        return self.nested_code.index_select(0, self.absmax.int()) * nested + self.offset
 
     def dequantize(self, dtype=torch.bfloat16):
         """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes)."""
         n, bs, t = self.numel(), self.block_size, _tables(self.device)
         absmax, blocks = self.block_absmax(), math.ceil(n / bs)
-        codes = F.pad(self.codes, (0, blocks * bs // 2 - self.codes.numel()))     # a tail block padded whole
-        quads = codes.view(torch.uint16).view(blocks, bs // 4)                     # 4 codes per uint16
+        codes = self.codes
+        if 2 * codes.numel() != blocks * bs:                                     # a tail block padded whole
+            codes = F.pad(codes, (0, blocks * bs // 2 - codes.numel()))
+        codes = codes.view(blocks, bs // 2)                                      # 2 codes per byte
         out = torch.empty(blocks, bs, dtype=dtype, device=self.device)
-        for s in _steps(blocks, bs, self.device):
-            idx = quads[s].reshape(-1).int()
-            if dtype == torch.float32:    # gather straight into the output, then scale it in place
-                torch.index_select(t.quads, 0, idx, out=out[s].view(torch.complex128).view(-1))
-                out[s].mul_(absmax[s, None])
-            else:                         # gather fp32, scale, round once to dtype
-                out[s].copy_(t.quads.index_select(0, idx).view(torch.float32).view(-1, bs).mul_(absmax[s, None]))
+        steps = _steps(blocks, bs, self.device)
+        scratch = torch.empty(steps[0].stop, bs, device=self.device)              # one step's fp32 levels
+        for s in steps:
+            vals = scratch[: s.stop - s.start]                                     # (blocks in step, bs)
+            torch.index_select(t.pairs, 0, codes[s].reshape(-1).int(), out=vals.view(torch.int64).view(-1))
+            if dtype == torch.float32:
+                torch.mul(vals, absmax[s, None], out=out[s])
+            else:                         # scale in fp32, then round once (mul's out= would add a temporary)
+                out[s].copy_(vals.mul_(absmax[s, None]))
         return out.view(-1)[:n].view(self.shape)
 
     def to(self, device):
