@@ -119,7 +119,10 @@ class NF4Tensor:
         codes = _blocks(self.codes, bs // 2)                      # (blocks, bs/2), two codes a byte, tail padded
         out = torch.empty(blocks, bs, dtype=dtype, device=self.device)
         steps = _steps(blocks, bs, self.device)
-        scratch = torch.empty(steps[0].stop, bs, device=self.device)              # one step's fp32 levels
+        # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
+        # accelerator) is its own scratch, so no second full-size buffer.
+        own = dtype == torch.float32 and len(steps) == 1
+        scratch = out if own else torch.empty(steps[0].stop, bs, device=self.device)
         for s in steps:
             vals = scratch[: s.stop - s.start]                                     # (blocks in step, bs)
             torch.index_select(t.pairs, 0, codes[s].reshape(-1).int(), out=vals.view(torch.int64).view(-1))

@@ -4,10 +4,14 @@
 
 Times a size x size weight (N(0, 0.02^2), block 64, double quantization) on the CPU, as fp32 and bf16,
 median of repeats, and prints ours / bitsandbytes. Ours and bitsandbytes' take turns within each repeat, so
-a change of load on a shared machine hits both. On a CUDA machine it also reports dequantize bandwidth as a
+a change of load on a shared machine hits both. A dequantized output is a new tensor of 32-64 MiB whose
+first touch costs page faults (most of bitsandbytes' time); glibc gives it fresh pages, or reused heap
+memory when the process history allows, which would change the ratios from run to run, so the script pins
+fresh pages for allocations of 8 MiB or more (glibc's M_MMAP_THRESHOLD). On a CUDA machine it also reports dequantize bandwidth as a
 fraction of a device-to-device copy of the same output.
 """
 import argparse
+import ctypes
 import os
 import sys
 import time
@@ -18,6 +22,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import bitsandbytes.functional as BF  # noqa: E402  (test/bench-only oracle)
 
 from quant import quantize_nf4  # noqa: E402
+
+
+def fresh_pages_for_large_allocations(threshold=8 << 20):
+    """Every allocation of `threshold` bytes or more is its own mmap (as a 64 MiB one always is); glibc only."""
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(-3, threshold) == 1     # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def median_ms(fns, repeats, sync=lambda: None):
@@ -41,8 +53,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=11)
     args = ap.parse_args()
     torch.manual_seed(0)
+    pinned = fresh_pages_for_large_allocations()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, weight {args.size}x{args.size}, "
-          f"block 64, double quant, median of {args.repeats}")
+          f"block 64, double quant, median of {args.repeats}, fresh pages >= 8 MiB: {pinned}")
     print(f"{'CPU':<26}{'ours ms':>10}{'bnb ms':>10}{'ours/bnb':>10}")
     for dtype in (torch.float32, torch.bfloat16):
         w = (torch.randn(args.size, args.size) * 0.02).to(dtype)
