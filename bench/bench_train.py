@@ -43,8 +43,8 @@ TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-colu
 def where_time_goes(step, vocab, rank=16):
     """Self CPU seconds of one step(), by kind (torch.profiler with input shapes): matmuls touching the vocabulary
     (LM head), matmuls with the adapter's rank as a dimension, the other matmuls (the frozen block weights), attention
-    kernels, and everything else (norms, RoPE, activations, copies, loss, optimizer); plus the step's system time
-    (page faults: memory handed back to the kernel and touched again)."""
+    kernels, and everything else (norms, RoPE, activations, copies, loss, optimizer); plus the step's system time,
+    spent inside those ops (page faults: fresh memory, or memory handed back to the kernel, touched again)."""
     import resource
 
     from torch.profiler import ProfilerActivity, profile
@@ -59,7 +59,7 @@ def where_time_goes(step, vocab, rank=16):
         else:
             kind = "attention" if "attention" in e.key else "other"
         kinds[kind] += e.self_cpu_time_total / 1e6
-    kinds["system (page faults)"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime - r0.ru_stime
+    kinds["of all these: system time"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime - r0.ru_stime
     return kinds
 
 
