@@ -10,8 +10,14 @@ each row, so on a noisy machine --adapter-only (a base that returns zeros) shows
     python bench/bench_lorasp.py                                  # 8x512x4096, r=16, fp32 on CPU / bf16 on CUDA
     python bench/bench_lorasp.py --adapter-only --repeats 15                 # the adapter paths alone
     python bench/bench_lorasp.py --device cuda --dtype bf16 --repeats 50
+    python bench/bench_lorasp.py --adapter-only --reuse-memory       # big buffers from the heap, not fresh pages
+
+Memory on CPU: glibc serves every allocation of 32 MiB or more (here x, its gradient, column's 32 MiB copy) with
+fresh pages from the kernel, zeroed on first touch, every time; --reuse-memory raises that threshold to 1 GiB so
+freed buffers are reused, as in a training loop whose shapes repeat (and as CUDA's caching allocator always does).
 """
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -48,9 +54,13 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--input-grad", action=argparse.BooleanOptionalAction, default=True,
                    help="x needs a gradient (a layer inside a network)")
+    p.add_argument("--reuse-memory", action="store_true", help="CPU: let glibc reuse freed buffers of any size "
+                   "(mallopt M_MMAP_THRESHOLD = 1 GiB) instead of fresh pages for each one of 32 MiB or more")
     p.add_argument("--adapter-only", action=argparse.BooleanOptionalAction, default=False,
                    help="replace the base's matmul by zeros to time the adapter paths alone")
     args = p.parse_args()
+    if args.reuse_memory and not ctypes.CDLL(None).mallopt(-3, 1 << 30):  # -3: M_MMAP_THRESHOLD (glibc only)
+        raise SystemExit("--reuse-memory needs glibc's mallopt")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")]
@@ -107,7 +117,8 @@ def main():
     trainable = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in methods.items()}
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"one {args.dim}x{args.dim} linear, x {args.batch}x{args.seq}x{args.dim} {str(dtype)[6:]}, r={r}, "
-          f"forward+backward, input grad {args.input_grad}{', adapter only' if args.adapter_only else ''}, "
+          f"forward+backward, input grad {args.input_grad}{', adapter only' if args.adapter_only else ''}"
+          f"{', buffers reused' if args.reuse_memory else ''}, "
           f"median of {args.repeats} ({name}, torch {torch.__version__})")
     b, pf, ours = next(iter(med.values())), med["PEFT lora.Linear"], med["ours LoRA (keep=1)"]
     print(f"{'method':<20}{'trainable':>11}{'ms':>10}{'adapter ms':>12}{'vs PEFT':>9}{'vs our LoRA':>13}{'saved MiB':>11}")
