@@ -61,18 +61,20 @@ DYNAMIC_CODE = _dynamic_code()                               # (256,) float32, s
 @functools.cache
 def _tables(device):
     """Lookup tables derived from the levels, built once per device.
-    top16: the nearest level of a float32 given its top 16 bits (sign, exponent, 7 mantissa bits), or 255
-           where one of the 15 midpoints splits that bin. A gather, not bucketize's branchy binary search.
+    low, mid: for a float32's top 16 bits (sign, exponent, 7 mantissa bits; a "bin"), the nearest level of the
+           bin's values, and the one midpoint inside the bin (+inf if none): level = low + (x > mid), two gathers
+           and a compare instead of bucketize's branchy binary search (at most one midpoint fits in a bin).
     pairs: the two levels of each code byte (high nibble first), as one int64 per byte: a 2 KiB table that
            stays in L1, gathered 8 bytes at a time (faster than 16 fp32 gathers or a 1 MiB table of 4 levels)."""
     bits = torch.arange(1 << 16, dtype=torch.int64)
     lo = (bits << 16).to(torch.int32).view(torch.float32)               # the bin's float with low bits 0...
     hi = ((bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)    # ...and with low bits 1
     a, b = torch.bucketize(lo, NF4_MIDPOINTS), torch.bucketize(hi, NF4_MIDPOINTS)
+    low = torch.minimum(a, b)                                           # the levels of a bin differ by 0 or 1
+    mid = torch.where(a == b, torch.tensor(math.inf), NF4_MIDPOINTS[low.clamp(max=14)])
     byte = torch.arange(256)
     pairs = NF4_LEVELS[torch.stack([byte >> 4, byte & 15], dim=1)]                # (256, 2) fp32
-    return SimpleNamespace(midpoints=NF4_MIDPOINTS.to(device), dynamic=DYNAMIC_CODE.to(device),
-                           top16=torch.where(a == b, a, 255).to(torch.uint8).view(-1, 1).to(device),
+    return SimpleNamespace(dynamic=DYNAMIC_CODE.to(device), low=low.to(torch.uint8).to(device), mid=mid.to(device),
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
@@ -205,13 +207,10 @@ def _scale(x):
 
 
 def _nearest_level(scaled, t):
-    """Index of the nearest NF4 level, ties to the lower: torch.bucketize(scaled, NF4_MIDPOINTS), via the top16
-    table; only values in the 15 bins a midpoint splits go through bucketize."""
-    code = F.embedding((scaled.view(torch.int32) >> 16) & 0xFFFF, t.top16).view(scaled.shape)
-    split = code == 255
-    if split.any():
-        code[split] = torch.bucketize(scaled[split], t.midpoints).to(torch.uint8)
-    return code
+    """Index of the nearest NF4 level, ties to the lower: torch.bucketize(scaled, NF4_MIDPOINTS), by bin tables."""
+    bins = ((scaled.view(torch.int32) >> 16) & 0xFFFF).view(-1)               # top 16 bits, as an index
+    code = t.low.index_select(0, bins)
+    return code.add_(scaled.view(-1) > t.mid.index_select(0, bins)).view(scaled.shape)
 
 
 def quantize_nf4(w, block_size=64, double_quant=True):
@@ -220,10 +219,6 @@ def quantize_nf4(w, block_size=64, double_quant=True):
     if not w.is_floating_point():
         raise TypeError(f"NF4 quantizes floating-point weights, got {w.dtype}")
     _require(w.numel() > 0, f"cannot quantize an empty tensor (shape {list(w.shape)})")
-    if (bad := ~torch.isfinite(w)).any():
-        where = [tuple(i) for i in bad.nonzero()[:3].tolist()]
-        raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(w).sum())} NaN and "
-                         f"{int(torch.isinf(w).sum())} Inf values, first at index {where}")
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)
@@ -231,6 +226,11 @@ def quantize_nf4(w, block_size=64, double_quant=True):
         absmax[s], scaled = _scale(x[s].float())                              # (blocks, bs)
         idx = _nearest_level(scaled, t).view(-1, 2)
         torch.bitwise_or(idx[:, 0] << 4, idx[:, 1], out=codes[s].view(-1))     # first element -> high nibble
+    if not absmax.isfinite().all():  # a NaN or Inf makes its block's absmax NaN or Inf: checked here, not in a pass
+        wf = w.detach().float()                     # float64 beyond float32's range is Inf here too
+        where = [tuple(i) for i in (~torch.isfinite(wf)).nonzero()[:3].tolist()]
+        raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(wf).sum())} NaN and "
+                         f"{int(torch.isinf(wf).sum())} Inf values, first at index {where}")
     codes = codes.view(-1)[: math.ceil(w.numel() / 2)]
     if not double_quant:
         return NF4Tensor(codes, absmax, w.shape, w.dtype, block_size)

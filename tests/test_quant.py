@@ -208,6 +208,10 @@ def test_bad_input_errors():
     w[1, 3], w[2, 0], w[3, 3] = float("nan"), float("inf"), float("nan")
     with pytest.raises(ValueError, match=r"2 NaN and 1 Inf values, first at index \[\(1, 3\), \(2, 0\), \(3, 3\)\]"):
         quantize_nf4(w)
+    big = torch.ones(2, 64, dtype=torch.float64)
+    big[1, 5] = 1e300  # finite in float64, Inf once in float32, where the scales live
+    with pytest.raises(ValueError, match=r"0 NaN and 1 Inf values, first at index \[\(1, 5\)\]"):
+        quantize_nf4(big)
     for bs in (16, 48, 8192):
         with pytest.raises(ValueError, match="block_size"):
             quantize_nf4(torch.randn(64), block_size=bs)
