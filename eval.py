@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt,
+from data import (GLUE, IGNORE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt,
                   perplexity_docs, read_mmlu_csv, read_prompts, read_translation, sorted_batches)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained
@@ -211,10 +211,12 @@ def rouge(hypotheses, references):
 # A model scored on GLUE's dev sets and WMT16 translations (train.py validates with these too); loading one
 
 def classifier_loss(logits, labels):
-    """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error."""
+    """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error. Rows
+    labelled IGNORE (a DDP rank's filler batch) add nothing, in both cases."""
     if logits.shape[1] == 1:
-        return F.mse_loss(logits[:, 0].float(), labels.float(), reduction="sum")
-    return F.cross_entropy(logits.float(), labels, reduction="sum")
+        keep = labels != IGNORE                                       # a score of -100 is not a target
+        return F.mse_loss(logits[keep, 0].float(), labels[keep].float(), reduction="sum")
+    return F.cross_entropy(logits.float(), labels, reduction="sum")   # ignore_index=-100: IGNORE
 
 
 @torch.no_grad()

@@ -232,9 +232,9 @@ def causal_lm_loss(model, batch):
 
 
 def classification_loss(model, batch):
-    """(summed cross-entropy of the head's logits (B, num_labels), or STS-B's squared error; the batch size)."""
+    """(summed cross-entropy of the head's logits (B, num_labels), or STS-B's squared error; the labelled rows)."""
     logits = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    return classifier_loss(logits, batch["labels"]), len(batch["labels"])
+    return classifier_loss(logits, batch["labels"]), (batch["labels"] != data.IGNORE).sum()
 
 
 def seq2seq_loss(model, batch):

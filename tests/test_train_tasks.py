@@ -115,6 +115,15 @@ def test_glue_adapter_and_head_reload_with_the_same_dev_metrics(kind, task, enco
     want = ((z[:, 0] - batch["labels"]) ** 2).sum() if task == "stsb" else \
         -z.log_softmax(1).gather(1, batch["labels"][:, None]).sum()
     assert n == 5 and torch.allclose(loss, want, atol=1e-5)
+    # a DDP rank's filler batch (every label IGNORE, data.micro_batches) adds no loss and counts no row, STS-B's
+    # float scores included; a row of IGNORE among real ones leaves the others' loss as it was
+    batch["labels"][0] = data.IGNORE
+    loss, n = train.classification_loss(model, batch)
+    assert n == 4 and torch.allclose(loss, want - (((z[0, 0] - examples[0]["labels"]) ** 2) if task == "stsb" else
+                                                   -z[0].log_softmax(0)[examples[0]["labels"]]), atol=1e-5)
+    batch["labels"].fill_(data.IGNORE)
+    loss, n = train.classification_loss(model, batch)
+    assert n == 0 and loss.item() == 0.0
 
 
 def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, capsys, monkeypatch):
