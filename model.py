@@ -599,8 +599,8 @@ class GPT2Block(nn.Module):
         def core(qkv):  # (B, T, 3C) -> (B, T, C)
             q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
             return attend(q, k, v, mask, kv, p)
-        x = x + F.dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
-        return x + F.dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
+        x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
+        return x + dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
@@ -703,7 +703,7 @@ class GPT2(nn.Module):
             raise ValueError(f"GPT-2 has {self.config.n_positions} positions; asked for more")
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
-        x = F.dropout(x, self.config.dropout if self.training else 0.0)
+        x = dropout(x, self.config.dropout if self.training else 0.0)
         for i, block in enumerate(self.transformer.h):
             x = run_block(self.checkpointing, block, x, mask, cache[i] if cache else None)
         x = self.transformer.ln_f(x)
@@ -739,9 +739,9 @@ class EncoderBlock(nn.Module):
         def core(q, k, v):  # (B, Tq, C), (B, T, C), (B, T, C) -> (B, Tq, C)
             q, k, v = (t.unflatten(-1, (self.n_head, -1)).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
             return attend(q, k, v, mask, dropout=p, causal=False)
-        x = cheap(o.LayerNorm, xq + F.dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
+        x = cheap(o.LayerNorm, xq + dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
         h = cheap(F.gelu, self.intermediate.dense(x))  # erf GELU
-        return cheap(self.output.LayerNorm, x + F.dropout(self.output.dense(h), p))
+        return cheap(self.output.LayerNorm, x + dropout(self.output.dense(h), p))
 
 
 class Encoder(nn.Module):
@@ -774,7 +774,7 @@ class Encoder(nn.Module):
                                                                                             device=input_ids.device)
         e, types = body.embeddings, torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         x = e.LayerNorm(e.word_embeddings(input_ids) + e.position_embeddings(pos) + e.token_type_embeddings(types))
-        x = F.dropout(x, c.dropout if self.training else 0.0)  # (B, T, C)
+        x = dropout(x, c.dropout if self.training else 0.0)  # (B, T, C)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys
         for i, block in enumerate(body.encoder.layer):
             x = run_block(self.checkpointing, block, x, mask, first_only and i == c.n_layer - 1)
@@ -799,8 +799,8 @@ class Encoder(nn.Module):
         x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
             dense = self.bert.pooler.dense
-            return head(F.dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))
-        return head.out_proj(F.dropout(torch.tanh(head.dense(F.dropout(x.to(head.dense.weight.dtype), p))), p))
+            return head(dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))
+        return head.out_proj(dropout(torch.tanh(head.dense(dropout(x.to(head.dense.weight.dtype), p))), p))
 
     @classmethod
     def hf_tensor(cls, name, t):
