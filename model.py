@@ -497,9 +497,48 @@ def attend(q, k, v, mask, kv=None, dropout=0.0, causal=True, scale=None):
         if kv:
             k, v = torch.cat([kv["k"], k], 2), torch.cat([kv["v"], v], 2)  # (B, nkv, past + T, hd)
         kv["k"], kv["v"] = k, v
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1],
-                                       is_causal=causal and mask is None and 1 < q.shape[2] == k.shape[2], scale=scale)
+    if dropout > 0 and q.device.type == "cpu" and k.shape[1] == q.shape[1]:  # SDPA's CPU dropout path is memory-hungry
+        if mask is None and causal and q.shape[2] > 1:
+            mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
+        y = DropoutAttention.apply(q, k, v, mask, dropout, q.shape[-1] ** -0.5 if scale is None else scale)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale,
+                                           enable_gqa=k.shape[1] != q.shape[1],
+                                           is_causal=causal and mask is None and 1 < q.shape[2] == k.shape[2])
     return y.transpose(1, 2).flatten(2)
+
+
+class DropoutAttention(torch.autograd.Function):
+    """dropout(softmax(q k^T * scale + mask)) v that keeps q, k, v and a bool dropout mask for backward and recomputes
+    the probabilities there, as FlashAttention does (Dao et al. 2022). On CPU, SDPA with dropout falls back to plain
+    math that keeps the (B, nh, T, S) probabilities, a float dropout mask and the dropped probabilities."""
+
+    @staticmethod
+    def probs(q, k, mask, scale):
+        s = (q @ k.transpose(-1, -2)).float() * scale                          # (B, nh, T, S), softmax in fp32
+        s = s.masked_fill(~mask, float("-inf")) if mask is not None and mask.dtype == torch.bool else \
+            s if mask is None else s + mask                                    # a bool mask (allowed) or a float bias
+        return torch.softmax(s, -1)
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, p, scale):                             # q (B, nh, T, hd), k, v (B, nh, S, hd)
+        keep = torch.rand(*q.shape[:3], k.shape[2], device=q.device) >= p    # (B, nh, T, S) bool
+        ctx.save_for_backward(q, k, v, mask, keep)
+        ctx.p, ctx.scale = p, scale
+        return (DropoutAttention.probs(q, k, mask, scale) * keep / (1 - p)).to(v.dtype) @ v
+
+    @staticmethod
+    def backward(ctx, g):                                                  # g (B, nh, T, hd)
+        q, k, v, mask, keep = ctx.saved_tensors
+        probs = DropoutAttention.probs(q, k, mask, ctx.scale)
+        dropped = (probs * keep / (1 - ctx.p)).to(v.dtype)
+        g_probs = (g @ v.transpose(-1, -2)).float() * keep / (1 - ctx.p)
+        g_s = probs * (g_probs - (g_probs * probs).sum(-1, keepdim=True))  # softmax's backward, fp32
+        g_mask = None
+        if ctx.needs_input_grad[3]:                                        # a float bias that trains (T5's positions)
+            g_mask = g_s.sum([d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]], keepdim=True).to(mask.dtype)
+        g_s = (g_s * ctx.scale).to(q.dtype)
+        return g_s @ k, g_s.transpose(-1, -2) @ q, dropped.transpose(-1, -2) @ g, g_mask, None, None
 
 
 def past_length(cache):

@@ -317,3 +317,44 @@ def test_command_line_generates_text(tmp_path):
                          capture_output=True, text=True, cwd=os.path.dirname(M.__file__), check=True)
     assert run.stdout.startswith("hello world") and len(run.stdout) > len("hello world\n")
     assert "tokens/s" in run.stderr
+
+
+@pytest.mark.parametrize("kind", ["padding", "causal", "bias"])
+def test_dropout_attention_matches_plain_math_with_the_same_mask(kind):
+    """attend() with dropout on CPU (DropoutAttention: keeps a bool mask, recomputes the probabilities in backward)
+    equals softmax / dropout / matmul written out by autograd with the same dropout draw, output and gradients
+    (a float bias that trains, T5's, included), and keeps far fewer bytes for backward than SDPA's CPU fallback."""
+    torch.manual_seed(0)
+    B, nh, T, hd, p = 2, 3, 5, 4, 0.3
+    q, k, v = (torch.randn(B, nh, T, hd, requires_grad=True) for _ in range(3))
+    mask = {"padding": torch.tensor([[1] * T, [1, 1, 1, 0, 0]]).bool()[:, None, None, :], "causal": None,
+            "bias": torch.randn(1, nh, T, T, requires_grad=True)}[kind]
+    torch.manual_seed(1)
+    scale = 1.0 if kind == "bias" else None                             # T5: unscaled logits, a trained bias
+    y = M.attend(q, k, v, mask, dropout=p, causal=kind == "causal", scale=scale)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [q, k, v] + ([mask] if kind == "bias" else []), g)
+    torch.manual_seed(1)
+    keep = torch.rand(B, nh, T, T) >= p                                  # the draw DropoutAttention makes first
+    s = q @ k.transpose(-1, -2) * (hd ** -0.5 if scale is None else scale)
+    if kind == "padding":
+        s = s.masked_fill(~mask, float("-inf"))
+    elif kind == "causal":
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    else:
+        s = s + mask
+    want_y = (torch.softmax(s, -1) * keep / (1 - p) @ v).transpose(1, 2).flatten(2)
+    want = torch.autograd.grad(want_y, [q, k, v] + ([mask] if kind == "bias" else []), g)
+    assert torch.allclose(y, want_y, atol=1e-6)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        M.attend(q, k, v, mask, dropout=p, causal=kind == "causal")
+    ours, saved = sum(saved), []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                                         is_causal=kind == "causal")
+    assert ours < sum(saved)

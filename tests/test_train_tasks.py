@@ -204,11 +204,11 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
     model_dir, data_dir = t5_task
     summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
                                     str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "24",
-                                    "--lr", "5e-2", "--max-steps", "48", "--eval-every", "24", "--log-every", "8",
+                                    "--lr", "5e-2", "--max-steps", "64", "--eval-every", "32", "--log-every", "8",
                                     "--save-every", "0", "--bleu", "4"], capsys)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses, val = [r["loss"] for r in logged if "loss" in r], [r["val_loss"] for r in logged if "val_loss" in r]
-    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5 and len(val) == 2 and val[1] < val[0]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.5 and len(val) == 2 and val[1] < val[0]
     assert summary["head_params"] == 0 and {"bleu_before", "bleu_after"} <= summary.keys()
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["task_type"] == "SEQ_2_SEQ_LM" and cfg["target_modules"] == ["q", "v"] and not cfg["modules_to_save"]
