@@ -514,31 +514,33 @@ class DropoutAttention(torch.autograd.Function):
     math that keeps the (B, nh, T, S) probabilities, a float dropout mask and the dropped probabilities."""
 
     @staticmethod
-    def probs(q, k, mask, scale):
-        s = (q @ k.transpose(-1, -2)).float() * scale                          # (B, nh, T, S), softmax in fp32
-        s = s.masked_fill(~mask, float("-inf")) if mask is not None and mask.dtype == torch.bool else \
-            s if mask is None else s + mask                                    # a bool mask (allowed) or a float bias
-        return torch.softmax(s, -1)
+    def probs(q, k, mask, scale):                                          # -> (B, nh, T, S) fp32, in fresh memory
+        s = torch.baddbmm(q.new_empty(()), q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), beta=0, alpha=scale)
+        s = s.view(*q.shape[:3], k.shape[2]).float()                       # softmax in fp32
+        if mask is not None:                                               # a bool mask (where allowed) or a bias
+            s = s.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else s.add_(mask)
+        return s.softmax(-1)
 
     @staticmethod
     def forward(ctx, q, k, v, mask, p, scale):                             # q (B, nh, T, hd), k, v (B, nh, S, hd)
         keep = torch.rand(*q.shape[:3], k.shape[2], device=q.device) >= p    # (B, nh, T, S) bool
         ctx.save_for_backward(q, k, v, mask, keep)
         ctx.p, ctx.scale = p, scale
-        return (DropoutAttention.probs(q, k, mask, scale) * keep / (1 - p)).to(v.dtype) @ v
+        return (DropoutAttention.probs(q, k, mask, scale).mul_(keep).to(v.dtype) @ v).mul_(1 / (1 - p))
 
     @staticmethod
     def backward(ctx, g):                                                  # g (B, nh, T, hd)
         q, k, v, mask, keep = ctx.saved_tensors
-        probs = DropoutAttention.probs(q, k, mask, ctx.scale)
-        dropped = (probs * keep / (1 - ctx.p)).to(v.dtype)
-        g_probs = (g @ v.transpose(-1, -2)).float() * keep / (1 - ctx.p)
-        g_s = probs * (g_probs - (g_probs * probs).sum(-1, keepdim=True))  # softmax's backward, fp32
+        probs, kept = DropoutAttention.probs(q, k, mask, ctx.scale), 1 / (1 - ctx.p)
+        g_v = (probs * keep).to(v.dtype).transpose(-1, -2) @ g * kept
+        t = (g @ v.transpose(-1, -2)).float().mul_(keep).mul_(probs)      # dL/dprobs * probs (without 1/(1-p))
+        g_s = t.addcmul_(probs, t.sum(-1, keepdim=True), value=-1)         # softmax's backward: p * (g - sum(g p))
         g_mask = None
         if ctx.needs_input_grad[3]:                                        # a float bias that trains (T5's positions)
-            g_mask = g_s.sum([d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]], keepdim=True).to(mask.dtype)
-        g_s = (g_s * ctx.scale).to(q.dtype)
-        return g_s @ k, g_s.transpose(-1, -2) @ q, dropped.transpose(-1, -2) @ g, g_mask, None, None
+            dims = [d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]]
+            g_mask = (g_s.sum(dims, keepdim=True) * kept).to(mask.dtype)
+        g_s = g_s.mul_(ctx.scale * kept).to(q.dtype)
+        return g_s @ k, g_s.transpose(-1, -2) @ q, g_v, g_mask, None, None
 
 
 def past_length(cache):
