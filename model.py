@@ -515,6 +515,7 @@ class DropoutAttention(torch.autograd.Function):
 
     @staticmethod
     def probs(q, k, mask, scale):                                          # -> (B, nh, T, S) fp32, in fresh memory
+        # q k^T * scale as one kernel (beta=0: the empty first argument is ignored), over (B * nh) batched heads
         s = torch.baddbmm(q.new_empty(()), q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), beta=0, alpha=scale)
         s = s.view(*q.shape[:3], k.shape[2]).float()                       # softmax in fp32
         if mask is not None:                                               # a bool mask (where allowed) or a bias

@@ -70,7 +70,7 @@ def _tables(device):
     lo = (bits << 16).to(torch.int32).view(torch.float32)               # the bin's float with low bits 0...
     hi = ((bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)    # ...and with low bits 1
     a, b = torch.bucketize(lo, NF4_MIDPOINTS), torch.bucketize(hi, NF4_MIDPOINTS)
-    low = torch.minimum(a, b)                                           # the levels of a bin differ by 0 or 1
+    low = torch.minimum(a, b)   # a finite bin's two ends differ by 0 or 1 level (NaN/Inf bins: inputs that raise)
     mid = torch.where(a == b, torch.tensor(math.inf), NF4_MIDPOINTS[low.clamp(max=14)])
     byte = torch.arange(256)
     pairs = NF4_LEVELS[torch.stack([byte >> 4, byte & 15], dim=1)]                # (256, 2) fp32
