@@ -34,7 +34,7 @@ import zlib
 import torch
 import torch.nn as nn
 
-from model import atomic_write, load_safetensors, read_safetensors_header, save_safetensors
+from checkpoint import atomic_write, load_safetensors, read_safetensors_header, save_safetensors
 from quant import NF4Linear
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)

@@ -51,8 +51,8 @@ import torch.nn.functional as F
 import data
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from model import (PRESETS, RMSNorm, atomic_write, build_model, get_config, hf_files, load_pretrained,
-                   load_safetensors, load_tokenizer, save_pretrained, save_safetensors)
+from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
+from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",

@@ -28,6 +28,7 @@ import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+import checkpoint as C  # noqa: E402
 import model as M  # noqa: E402
 
 GiB = 1 << 30
@@ -35,6 +36,7 @@ GiB = 1 << 30
 LOADER = r"""
 import json, resource, sys, time, torch
 sys.path.insert(0, sys.argv[1])
+import checkpoint as C
 import model as M
 from quant import NF4Linear
 path, device = sys.argv[2], sys.argv[3]
@@ -72,7 +74,7 @@ def write_random_checkpoint(directory, preset, layout, shard_size=2 * GiB):
         shapes = [(n, p.shape) for n, p in M.build_model(preset).state_dict().items()]
     tensors = ((n, torch.empty(s, dtype=torch.bfloat16).normal_(0, 0.02)) for n, s in shapes)
     if layout == "safetensors":
-        return M.write_checkpoint(directory, M.get_config(preset), tensors, shard_size)
+        return C.write_checkpoint(directory, M.get_config(preset), tensors, shard_size)
     os.makedirs(directory, exist_ok=True)  # pytorch_model-0000i-of-0000n.bin + index, as older HF repos ship
     shards, shard = [], {}
     for n, t in tensors:

@@ -12,7 +12,7 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
   keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
   checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
-step, zero_grad, then model.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
+step, zero_grad, then checkpoint.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
 --trim all gives peft the same treatment).
 Each config runs in a fresh subprocess started by this small parent (no torch imported here, so nothing of the
 parent's memory is inherited): build, one warm-up step, then the median of --steps steps. Peak memory is VmHWM from
@@ -70,6 +70,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
 
     import torch
     sys.path.insert(0, ROOT)
+    import checkpoint as C
     import model as M
     from lorasp import apply_lorasp
 
@@ -99,7 +100,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
             gen = torch.Generator().manual_seed(0)
             stream = (("random", n, torch.ones(p.shape) if n.endswith("norm.weight") else
                        torch.randn(p.shape, generator=gen) * 0.02) for n, p in net.state_dict(keep_vars=True).items())
-            net = M.fill(net, stream, quantize="nf4")
+            net = C.fill(net, stream, quantize="nf4")
         else:
             net = M.build_model(cfg)
         if method != "full":
@@ -120,7 +121,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
         opt.step()
         opt.zero_grad(set_to_none=True)
         if trim == "all" or trim == "ours" and method != "peft":
-            M.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
+            C.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
         return loss
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -170,7 +171,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--gflops", type=float, default=170.0, help="fp32 matmul rate for the FLOP floor")
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rate here instead")
-    ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call model.trim_heap() after "
+    ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call checkpoint.trim_heap() after "
                     "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import model as M
+from quant import NF4Linear
 
 MODES = ("none", "full", "selective")
 
@@ -96,7 +97,7 @@ def test_gpt2_adapters_with_dropout():
 def test_nf4_base_with_adapters(tmp_path):
     M.save_pretrained(tiny("llama"), tmp_path)
     m = with_adapters(M.load_pretrained(tmp_path, quantize="nf4").train(), ("q_proj", "k_proj", "o_proj", "up_proj"))
-    assert isinstance(m.model.layers[0].self_attn.q_proj.base, M.NF4Linear)
+    assert isinstance(m.model.layers[0].self_attn.q_proj.base, NF4Linear)
     assert_modes_agree(m, IDS)
 
 

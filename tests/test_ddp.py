@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 import data
 import train
-from model import load_safetensors
+from checkpoint import load_safetensors
 from fixtures import flags, tiny  # noqa: F401  (the tiny fixture; one thread comes from conftest.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

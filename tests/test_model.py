@@ -9,6 +9,7 @@ import torch
 import transformers
 
 from fixtures import random_params
+import checkpoint as C
 import model as M
 from quant import NF4Linear
 
@@ -228,9 +229,9 @@ def ckpt(tmp_path):
 
 
 def edit_shard(path, fn):
-    state = M.load_safetensors(path)
+    state = C.load_safetensors(path)
     fn(state)
-    M.save_safetensors(state, path)
+    C.save_safetensors(state, path)
 
 
 @pytest.mark.parametrize("edit,error,message", [

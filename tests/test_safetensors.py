@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model import atomic_write, iter_safetensors, load_safetensors, read_safetensors_header, save_safetensors
+from checkpoint import atomic_write, iter_safetensors, load_safetensors, read_safetensors_header, save_safetensors
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
           torch.int16, torch.int8, torch.uint8, torch.bool]

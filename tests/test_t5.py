@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import transformers
 
+import checkpoint as C
 import model as M
 from data import T5_PREFIX, load_tokenizer, read_translation, seq2seq_batch, translation_examples
 from fixtures import random_params, t5_sentencepiece
@@ -46,7 +47,7 @@ def v11(tmp_path_factory):
     config = M.T5Config(**{k: v for k, v in SHAPE.items() if k != "decoder_start_token_id"}, num_decoder_layers=2,
                         feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     d = tmp_path_factory.mktemp("t5v11")
-    M.write_checkpoint(d, config, ((k, v) for k, v in ref.state_dict().items() if "embed_tokens" not in k))
+    C.write_checkpoint(d, config, ((k, v) for k, v in ref.state_dict().items() if "embed_tokens" not in k))
     back = transformers.T5ForConditionalGeneration.from_pretrained(d).eval()
     assert back.lm_head.weight is not back.shared.weight and not back.config.scale_decoder_outputs
     return back, d
@@ -77,7 +78,7 @@ def test_logits_match_transformers_with_padding(variant, request):
 def test_save_pretrained_round_trip_and_nf4(v10, tmp_path):
     ours, (x, mask, y) = M.load_pretrained(v10[1]), batch()
     M.save_pretrained(ours, tmp_path)
-    stored = M.read_safetensors_header(tmp_path / "model.safetensors")[0]
+    stored = C.read_safetensors_header(tmp_path / "model.safetensors")[0]
     assert "shared.weight" in stored and "lm_head.weight" not in stored  # tied: stored once
     with torch.no_grad():
         assert torch.equal(M.load_pretrained(tmp_path)(x, y, mask), ours(x, y, mask))

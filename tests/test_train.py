@@ -12,7 +12,8 @@ import data
 import train
 from fake_hub import serve
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
-from model import build_model, load_pretrained, load_safetensors, load_tokenizer, save_pretrained
+from checkpoint import load_safetensors
+from model import build_model, load_pretrained, load_tokenizer, save_pretrained
 
 
 def inject(monkeypatch, at_call, what):

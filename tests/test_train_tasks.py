@@ -14,6 +14,7 @@ from tokenizers import ByteLevelBPETokenizer
 
 import data
 import eval as E
+import checkpoint as C
 import model as M
 import train
 from fixtures import t5_sentencepiece
@@ -170,7 +171,7 @@ def test_glue_resume_with_early_stopping_state_is_exact(encoders, glue_dir, tmp_
     assert "interrupted at step 7" in capsys.readouterr().out
     for key in ("evaluated_step", "dev_matched", "dev_mismatched", "final_loss", "head_params"):
         assert resumed[key] == straight[key], key
-    a, b = (M.load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
+    a, b = (C.load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
     assert a.keys() == b.keys() and any("classifier" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
 
 
