@@ -10,6 +10,9 @@ import torch
 import data
 from model import LlamaConfig, build_model, save_pretrained
 
+# The devices tests parametrized over: CUDA cases exist only where a GPU is (bench/gpu_check.py runs them), never skipped
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def random_params(m, seed):
     """Random values everywhere (norm weights and biases too) so a mis-loaded tensor cannot hide; eval mode (no
