@@ -51,7 +51,7 @@ import torch.nn.functional as F
 import data
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
+from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors, trim_heap
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -113,7 +113,7 @@ def parse_args(argv=None):
     a("--checkpointing", default="none", choices=["none", "full", "selective"], metavar="C", help="none | full | "
       "selective activation checkpointing")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
-      "bf16 autocast on CUDA, fp32 on CPU)")
+      "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
     a("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
@@ -416,10 +416,29 @@ def peak_mem_mib(device):
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
+def cpu_bf16_units():
+    """The bf16 units this CPU has ("avx512_bf16", "amx_bf16"): with them oneDNN multiplies bf16 natively (2048² on 2
+    threads of a Sapphire Rapids: 188 GFLOP/s bf16 vs 74 fp32); without them bf16 is emulated, slower than fp32."""
+    checks = dict(avx512_bf16="_is_avx512_bf16_supported", amx_bf16="_is_amx_tile_supported")  # torch >= 2.1
+    return [unit for unit, f in checks.items() if getattr(torch.cpu, f, lambda: False)()]
+
+
+def pick_dtype(dtype, device):
+    """(bf16 autocast?, why) for --dtype: auto is bf16 on CUDA and on CPUs with bf16 units, else fp32. Adapters,
+    gradients and AdamW's state stay fp32 either way; the frozen base is stored in bf16."""
+    if dtype != "auto":
+        return dtype == "bf16", f"--dtype {dtype}"
+    if device.type == "cuda":
+        return True, "--dtype auto: CUDA"
+    units = cpu_bf16_units()
+    return (True, f"--dtype auto: this CPU multiplies bf16 natively ({', '.join(units)})") if units else (
+        False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), where bf16 would be emulated and slower")
+
+
 def train(args):
     """Run the job args describe; returns the summary main prints last."""
     t_start, device, (rank, world), ddp = time.time(), torch.device(args.device), rank_world(), dist.is_initialized()
-    bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
+    bf16, why = pick_dtype(args.dtype, device)
     autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)  # noqa: E731
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -457,7 +476,7 @@ def train(args):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences" + (f" x {world} processes" if world > 1
-        else "") + f", {'bf16' if bf16 else 'fp32'} on {device}")
+        else "") + f", {'bf16 autocast' if bf16 else 'fp32'} on {device} ({why})")
     seq2seq = data.task_kind(args.data) == "seq2seq"
     args.exact_match = args.exact_match if val_records and not seq2seq else 0  # it needs held-out records
     args.bleu = args.bleu if seq2seq else 0
@@ -512,6 +531,8 @@ def train(args):
                 g["lr"] = lr_at(step, total, args)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            if device.type == "cpu":  # glibc keeps the holes freed activations leave: 2.41 -> 2.01 GiB peak at 134M,
+                trim_heap()           # for ~0.6 s of page faults a step (docs/benchmarks-7b.md, "the allocator")
             step, losses = step + 1, losses + [loss_value]
             if ddp and step == first + 1:
                 print(f"DDP, world size {world}: {sent[0]:,} bytes of gradients all-reduced per step" + (
@@ -550,7 +571,8 @@ def train(args):
         signal.signal(signal.SIGINT, previous)
         log.close()
     s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=None,
-             peak_mem_mib=round(peak_mem_mib(device), 1))
+             peak_mem_mib=round(peak_mem_mib(device), 1), grad_bytes=sum(p.numel() * p.element_size() for p in params),
+             optimizer_state_bytes=sum(t.nbytes for st in opt.state.values() for t in st.values() if torch.is_tensor(t)))
     if ddp:
         s.update(world_size=world, allreduce_bytes_per_step=sent[0] // max(step - first, 1))
     if evals:  # the evaluation of the weights saved in OUT: with --patience the best, else the last
