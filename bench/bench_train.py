@@ -141,23 +141,24 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
                           profile=where_time_goes(step, cfg.vocab_size) if profile else None)))
 
 
-def measure_gflops(threads, dtype="fp32", batch=4, seq=256):
+def measure_gflops(threads, dtype="fp32", batch=4, seq=256, clock=None):
     """GFLOP/s of this CPU's matmuls in dtype at the step's shapes: the (tokens, C) x (C, n_ffn) product, and the LM
-    head's (tokens, C) x (C, vocab); the median of 5 timings of each, their mean."""
+    head's (tokens, C) x (C, vocab); the median of 5 timings of each, their mean. clock: time.perf_counter (wall) or
+    time.process_time (CPU seconds of this process: on a shared machine, the rate per CPU-second actually given)."""
     import time
 
     import torch
     if threads:
         torch.set_num_threads(threads)
-    dt, rates = torch.bfloat16 if dtype == "bf16" else torch.float32, []
+    dt, rates, clock = torch.bfloat16 if dtype == "bf16" else torch.float32, [], clock or time.perf_counter
     for n in (SHAPE["n_ffn"], SHAPE["vocab_size"] // 4):
         a, b = torch.randn(batch * seq, SHAPE["n_embd"], dtype=dt), torch.randn(SHAPE["n_embd"], n, dtype=dt)
         a @ b
         times = []
         for _ in range(5):
-            t0 = time.perf_counter()
+            t0 = clock()
             a @ b
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
         rates.append(2 * batch * seq * SHAPE["n_embd"] * n / statistics.median(times) / 1e9)
     return sum(rates) / len(rates)
 
@@ -196,8 +197,11 @@ def main():
         return child(args.child.rsplit(":", 1)[0], args.steps, args.threads, args.batch, args.seq, args.lr, args.trim,
                      args.profile, args.child.rsplit(":", 1)[1])
     configs = [f"{c}:{d}" for d in args.dtypes for c in args.configs or (TABLE if args.table else COMPARE)]
+    import time
     gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq) if args.measure_gflops else args.gflops[i]
               for i, d in enumerate(("fp32", "bf16")) if d in args.dtypes}
+    cpu_gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq, time.process_time) if args.measure_gflops
+                  else gflops[d] for d in gflops}  # GFLOP per CPU-second: the floor of the CPU s/step column
     runs = run_children(__file__, configs, args.repeats, ["--steps", str(args.steps), "--threads", str(args.threads),
                                                           "--batch", str(args.batch), "--seq", str(args.seq),
                                                           "--lr", str(args.lr), "--trim", args.trim]
@@ -205,19 +209,20 @@ def main():
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
     print(f"\nbatch {args.batch} x {args.seq} tokens, {threads} threads, trim_heap: {args.trim}; medians of "
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at " + ", ".join(
-              f"{g:.0f} GFLOP/s {d}" for d, g in gflops.items()) + (" (measured in this run)\n" if args.measure_gflops
-                                                                    else "\n"))
-    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | trainable |")
-    print("|---|---|---|---|---|---|---|")
+              f"{g:.0f} GFLOP/s {d} ({cpu_gflops[d]:.0f} per CPU-second)" for d, g in gflops.items()) + (
+              " (measured in this run)\n" if args.measure_gflops else "\n"))
+    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | of floor, CPU time | trainable |")
+    print("|---|---|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():
         if not rs:
-            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | |")
+            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | | |")
             continue
         s, cpu, mem = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s", "peak_rss"))
         summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
         print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | "
-              f"{floor_s(c, gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / s:.0%} | {rs[0]['trainable']:,} |")
+              f"{floor_s(c, gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / s:.0%} | "
+              f"{floor_s(c, cpu_gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / cpu:.0%} | {rs[0]['trainable']:,} |")
     print()
     for c, (s, cpu, mem) in summary.items():
         ckpt, dtype = c.split(":")[2:]
