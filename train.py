@@ -75,6 +75,29 @@ class Help(argparse.HelpFormatter):
         return action.help + ("" if hidden else " (default: %(default)s)")
 
 
+def ranged(kind, low=None, high=None, open_low=False, open_high=False):
+    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
+    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
+    name = "an integer" if kind is int else "a number"
+    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
+        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
+
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
+                and (high is None or (x < high if open_high else x <= high))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        return x
+    return parse
+
+
+POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
+ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(formatter_class=Help, description="Fine-tune a causal LM with LoRA-SP on Alpaca-format "
                                 "data. Without --model and --data: the offline demo, whose own defaults are " +
@@ -89,26 +112,30 @@ def parse_args(argv=None):
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
-    a("--rank", type=int, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=float, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
-    a("--keep", type=float, default=0.5, metavar="X", help="share of A's and B's entries that train; the paper's")
+    a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
+    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
+    a("--keep", type=ranged(float, 0, 1, open_low=True), default=0.5, metavar="X", help="share of A's and B's "
+      "entries that train; the paper's")
     a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
       "their init (freeze)")
     a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
       "RoBERTa/BERT query,value; T5 q,v)")
-    a("--lr", type=float, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
-    a("--weight-decay", type=float, default=0.01, metavar="X", help="AdamW's, torch's default (not norms, biases)")
-    a("--epochs", type=float, default=3, metavar="X", help="passes over the training split; the paper's")
-    a("--batch-size", type=int, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on one GPU)")
-    a("--grad-accum", type=int, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
-    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca's 512; "
-      "the paper's GLUE runs: 128)")
-    a("--warmup", type=float, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
+    a("--lr", type=ABOVE0, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
+    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
+      "biases)")
+    a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
+    a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
+      "one GPU)")
+    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
+    a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
+      "(Alpaca's 512; the paper's GLUE runs: 128)")
+    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
-    a("--clip", type=float, default=1.0, metavar="X", help="gradient-norm clipping")
-    a("--val-fraction", type=float, default=0.02, metavar="X", help="held-out share of the records (seeded)")
+    a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
+    a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
+      "of the records (seeded)")
     a("--quant", default="none", choices=["none", "nf4"], metavar="Q", help="none | nf4: the frozen base in NF4")
     a("--checkpointing", default="none", choices=["none", "full", "selective"], metavar="C", help="none | full | "
       "selective activation checkpointing")
@@ -116,17 +143,19 @@ def parse_args(argv=None):
       "bf16 autocast on CUDA, fp32 on CPU)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
-    a("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
-    a("--save-every", type=int, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
-    a("--max-steps", type=int, metavar="N", help="total optimizer steps (default: --epochs worth)")
-    a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
+    a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "
+      "since the checkpoint")
+    a("--save-every", type=COUNT, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
+    a("--max-steps", type=POSITIVE, metavar="N", help="total optimizer steps (default: --epochs worth)")
+    a("--eval-every", type=COUNT, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
       "the end)")
-    a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
-    a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
-    a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
-    a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
+    a("--log-every", type=POSITIVE, default=10, metavar="N", help="steps between progress lines")
+    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
+    a("--bleu", type=COUNT, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
+    a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")
     args = p.parse_args(argv)
     if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
