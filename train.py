@@ -30,6 +30,7 @@ import argparse
 import atexit
 import contextlib
 import inspect
+import hashlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 import data
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
+from checkpoint import atomic_write, hf_files, load_safetensors, replace_dir, save_safetensors
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -226,7 +227,10 @@ def load_model(args, directory, checkpoint, device, bf16):
     if full:
         model.requires_grad_(True)
     elif checkpoint:
-        load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
+        try:
+            load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
+        except (ValueError, KeyError, OSError) as e:
+            sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
     else:
         targets = (args.targets or TARGETS[model.config.model_type]).split(",")
         if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
@@ -240,14 +244,19 @@ def load_model(args, directory, checkpoint, device, bf16):
 
 
 def save_weights(model, directory, args, source):
-    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files."""
-    if args.method != "full":
-        return save_adapter(model, directory, base_model_name_or_path=args.model,
-                            task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
-    save_pretrained(model, directory)
-    for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
-        if os.path.exists(os.path.join(source, f)):
-            shutil.copy(os.path.join(source, f), directory)
+    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files;
+    either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
+    try:
+        if args.method != "full":
+            return save_adapter(model, directory, base_model_name_or_path=args.model,
+                                task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
+        with replace_dir(directory, own=("model*.safetensors*", *data.SMALL_FILES)) as tmp:
+            save_pretrained(model, tmp)
+            for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
+                if os.path.exists(os.path.join(source, f)):
+                    shutil.copy(os.path.join(source, f), tmp)
+    except OSError as e:
+        raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,22 +338,39 @@ def before_after(model, tok, records, autocast, args, when):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "patience"}  # what may change on --resume; the rest must match
+             "exact_match", "threads", "bleu", "patience", "allow_data_change", "data_sha256"}  # what may change on
+# --resume; the rest must match (data_sha256 has its own check in restore)
+
+
+def data_hash(train_ex, val_ex):
+    """sha256 of the tokenized examples (GLUE's dev sets: {split: examples}): a data file edited, replaced or
+    re-downloaded between a checkpoint and its --resume gives another hash."""
+    h = hashlib.sha256()
+    for examples in (train_ex, val_ex):
+        for e in examples.items() if isinstance(examples, dict) else examples:
+            h.update(json.dumps(e, separators=(",", ":")).encode())
+    return h.hexdigest()
 
 
 def save_checkpoint(args, model, opt, step, source):
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
-    with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
-        torch.save(opt.state_dict(), f)                        # tensors and numbers: loads with weights_only=True
-    rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
-                                              args.device.startswith("cuda") else {})  # this process's GPU
-    save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
-    with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
-                       python_rng=random.getstate(), args=vars(args)), f)
+    try:
+        save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
+        with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
+            torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
+        rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
+                                                  args.device.startswith("cuda") else {})  # this process's GPU
+        save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
+        with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
+                           python_rng=random.getstate(), args=vars(args)), f)
+    except OSError as e:                                       # a full disk, a file-size limit: the old one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({e.strerror or e}); "
+                      + (f"{final} still holds the previous one: free space, then --resume" if os.path.exists(final)
+                         else "no earlier checkpoint exists")) from e
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
@@ -360,20 +386,36 @@ def find_checkpoint(out):
 
 def restore(checkpoint, args, opt):
     """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
-    with open(os.path.join(checkpoint, "state.json")) as f:
-        state = json.load(f)
+    try:
+        with open(os.path.join(checkpoint, "state.json")) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not isinstance(state.get("args"), dict) or "step" not in state:
+            raise ValueError("expected an object with step and args")
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: --resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
+                 "continue the run: start again without --resume (or with another --out)")
     changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and state["args"].get(k) != v]
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
         sys.exit("error: --resume with different settings than the checkpoint's: " + ", ".join(changed))
-    opt.load_state_dict(torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location=args.device,
-                                   weights_only=True))
-    for name, rng in load_safetensors(os.path.join(checkpoint, "rng.safetensors")).items():
-        torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
-    random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
-    return state["step"]
+    if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+        sys.exit(f"error: --resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
+                 f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}"
+                 "...). Restore the data, or pass --allow-data-change to continue on the new data anyway")
+    path = os.path.join(checkpoint, "optimizer.pt")
+    try:
+        opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
+        path = os.path.join(checkpoint, "rng.safetensors")
+        for name, rng in load_safetensors(path).items():
+            torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
+        path = os.path.join(checkpoint, "state.json")
+        random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
+        return int(state["step"])
+    except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
+        sys.exit(f"error: --resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+                 "checkpoint cannot continue the run: start again without --resume (or with another --out)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -463,6 +505,10 @@ def train(args):
                                                        args.seed)
     if rank == 0:
         barrier()
+    if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
+        sys.exit(f"error: --data {args.data}: no training examples (empty, or every record's prompt is longer than "
+                 f"--seq-len {args.seq_len}, or a text shorter than one block of it); nothing to train on")
+    args.data_sha256 = data_hash(train_ex, val_ex)             # --resume checks the data is the checkpoint's
     loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss)[data.task_kind(args.data)]
     out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -505,10 +551,12 @@ def train(args):
                                       world), []
 
     def on_sigint(signum, frame):                              # finish the step and save; a second Ctrl-C quits
-        stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
-        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
+        ctrl_c = signum == signal.SIGINT                       # SIGTERM (a job scheduler's stop) does the same
+        stop.append(signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL))
+        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
     first, t0, tokens, losses, loss_value, stopping = step, time.time(), 0, [], None, False
     try:
         while step < total and not stopping:
@@ -533,10 +581,13 @@ def train(args):
                     p.grad /= count                            # the mean over the whole step's tokens
             norm = float(torch.nn.utils.clip_grad_norm_(params, args.clip))
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                kept = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(args.out, d,
+                                                                                                   "state.json"))]
                 raise FloatingPointError(
-                    f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; the last "
-                    f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype "
-                    "fp32")
+                    f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; " + (
+                        f"the last good checkpoint is kept in {os.path.join(args.out, kept[0])}" if kept else
+                        f"no checkpoint had been saved yet (--save-every {args.save_every})") +
+                    ". Try a lower --lr or --dtype fp32")
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, args)
             opt.step()
@@ -576,7 +627,8 @@ def train(args):
                 barrier()                                      # the other ranks wait for it
                 t0 += time.time() - t
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
         log.close()
     s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=None,
              peak_mem_mib=round(peak_mem_mib(device), 1))
@@ -643,11 +695,11 @@ def main(argv=None):
     if (demo := args.model is None) and rank_world()[1] > 1:
         sys.exit("error: the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                  f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
-    if demo:
-        args.model, args.data = prepare_demo(args)
-    try:
+    try:  # the library's refusals name the file, line or field: one line, not a traceback
+        if demo:
+            args.model, args.data = prepare_demo(args)
         summary = train(args)
-    except FloatingPointError as e:
+    except (FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
