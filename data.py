@@ -749,6 +749,8 @@ def download(url, dest, token=None, size=None, sha256=None):
     if size is not None and done != size or sha256 and h.hexdigest() != sha256:
         what = received(part)
         os.remove(part)
+        if os.path.exists(meta_path):
+            os.remove(meta_path)
         expected = f"{size:,} bytes" if size is not None else "any size"
         raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {expected}, "
                       f"sha256 {sha256}); the partial file was deleted. Received: {what}")
@@ -900,8 +902,10 @@ def mmlu_dir(data_dir=None):
         except tarfile.TarError as e:  # not a tar archive (an HTML error page?), or a member refused
             what = received(tarball)
             os.remove(tarball)
-            raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({e}); received {what}. It was deleted: run "
-                             "again to fetch it anew, or fetch it by hand, untar it, pass --data-dir data/") from None
+            why = "not a tar archive" if isinstance(e, tarfile.ReadError) else str(e).splitlines()[0]
+            raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({why}); received {what}. "
+                             "It was deleted: run again to fetch it anew, or fetch it by hand, untar it, pass "
+                             "--data-dir data/") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         os.remove(tarball)

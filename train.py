@@ -368,7 +368,8 @@ def save_checkpoint(args, model, opt, step, source):
                            python_rng=random.getstate(), args=vars(args)), f)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({e.strerror or e}); "
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); "
                       + (f"{final} still holds the previous one: free space, then --resume" if os.path.exists(final)
                          else "no earlier checkpoint exists")) from e
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
