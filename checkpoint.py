@@ -1,15 +1,17 @@
 """checkpoint.py: the files checkpoints live in, read and written by hand (no safetensors or transformers package).
 
 - safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, raw bytes.
-  Read one tensor at a time with plain reads (not mmap), written through `atomic_write` (a temporary sibling, fsync,
-  rename: a crash leaves the old file or the new one, never half of one).
-- Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names, or pytorch_model*.bin;
-  `read_tensors` streams (name, tensor) from any of them (.bin/.pth memory-mapped, `weights_only=True`, each
-  tensor's pages handed back once copied); `write_checkpoint` writes config.json + shards + index.
+  Read one tensor at a time with plain reads (not mmap), the header checked as the reference reader checks it;
+  written through `atomic_write` (a temporary sibling, fsync, rename: a crash leaves the old file or the new one,
+  never half of one). `replace_dir` does the same for a folder of files (an adapter, a model).
+- Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
+  no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
+  memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `write_checkpoint` writes
+  config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
-  over or mis-shaped, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
+  over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
   one tensor).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.

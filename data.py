@@ -10,8 +10,10 @@
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
-- Downloads with urllib: a progress bar, HTTP Range resume of partial files, size and sha256 checks (the Hub's
-  X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
+- Downloads with urllib: a progress bar, HTTP Range resume of partial files (If-Range: never onto a changed file),
+  size and sha256 checks (the Hub's X-Linked-Size / X-Linked-Etag; MMLU's and GLUE's pinned in KNOWN_FILES), $HF_TOKEN
+  sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets. What is not the expected archive or JSON is
+  deleted and described.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
 - MMLU's CSV files (the original release) and its k-shot prompt, word for word.
@@ -376,7 +378,7 @@ def read_records(path):
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        records.append(json.loads(line))
+                        records.append(json.loads(line.rstrip("\n")))
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}): "
                                          f"{line.strip()[:100]!r}") from None
