@@ -64,7 +64,8 @@ def _write(directory, shape, records, seed):
 
 
 def probe(pid):
-    """(CPU seconds, user + system, of process pid and its threads; its VmHWM in bytes) from /proc."""
+    """(CPU seconds, user + system, of process pid and its threads; its VmHWM in bytes; its system seconds) from
+    /proc."""
     try:
         stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         hwm = [int(x.split()[1]) * 1024 for x in open(f"/proc/{pid}/status") if x.startswith("VmHWM")][0]
@@ -75,7 +76,8 @@ def probe(pid):
 
 def run_timed(cmd, env=None, log=None):
     """Run cmd, timestamping each line it prints: {"lines": [(seconds since start, line, CPU seconds so far, VmHWM so
-    far)], "maxrss": bytes (the child's ru_maxrss), "rc"}. A log file, if given, gets every line as it comes."""
+    far, system seconds so far)], "maxrss": bytes (the child's ru_maxrss), "rc"}. A log file, if given, gets every
+    line as it comes."""
     t0, lines = time.perf_counter(), []
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     for line in p.stdout:
@@ -89,7 +91,7 @@ def run_timed(cmd, env=None, log=None):
 
 
 def step_times(lines, prefix="step "):
-    """(wall, CPU) seconds since start at each "step k/N" line, and the (wall, CPU) seconds between consecutive ones."""
+    """(wall, CPU, system) seconds since start at each "step k/N" line, and the same between consecutive ones."""
     t = [(s, c, sy) for s, line, c, _, sy in lines if line.startswith(prefix) and "validation" not in line]
     return t, [(b[0] - a[0], b[1] - a[1], b[2] - a[2]) for a, b in zip(t, t[1:])]
 
@@ -100,7 +102,7 @@ def ours(model_dir, data_file, dtype, ckpt, batch, seq, steps, extra=(), env=Non
            "--max-steps", str(steps), "--log-every", "1", "--eval-every", "0", "--out", out, *extra]
     r = run_timed(cmd, env, log)
     if r["rc"]:
-        raise RuntimeError("train.py failed:\n" + "\n".join(line for _, line in r["lines"][-15:]))
+        raise RuntimeError("train.py failed:\n" + "\n".join(x[1] for x in r["lines"][-15:]))
     t, dts = step_times(r["lines"])
     summary = json.loads(r["lines"][-1][1])
     ready = next(x for x in r["lines"] if "trainable of" in x[1])  # printed once the model and data are ready
@@ -159,7 +161,7 @@ def peft(model_dir, dtype, ckpt, batch, seq, steps, quant="none", log=None):
                    str(seq), str(steps), quant], log=log)
     records = [dict(json.loads(x[1]), cpu=x[2]) for x in r["lines"] if x[1].startswith("{")]
     if r["rc"] or not records:
-        raise RuntimeError("peft failed:\n" + "\n".join(line for _, line in r["lines"][-15:]))
+        raise RuntimeError("peft failed:\n" + "\n".join(x[1] for x in r["lines"][-15:]))
     steps_ = [x for x in records if "step_s" in x]
     dts, cpus = [x["step_s"] for x in steps_], [b["cpu"] - a["cpu"] for a, b in zip(steps_, steps_[1:])]
     return dict(step_s=statistics.median(dts[1:] or dts), cpu_s=statistics.median(cpus) if cpus else float("nan"),

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import checkpoint as C  # noqa: E402
 import model as M  # noqa: E402
-from lorasp import apply_lorasp, count_trainable  # noqa: E402
+from lorasp import apply_lorasp  # noqa: E402
 from quant import quantize_nf4  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -125,7 +125,6 @@ def ours(config, device, batches, steps):
     build_s = time.perf_counter() - t0
     params = [p for p in net.parameters() if p.requires_grad]
     figures = step_figures(lambda ids: net(ids, labels=ids), params, device, batches, config.vocab_size, steps)
-    del net
     return dict(build_s=build_s, trainable=sum(p.numel() for p in params), **figures)
 
 
@@ -142,7 +141,6 @@ def peft(config, device, batches, steps):
     params = [p for p in net.parameters() if p.requires_grad]
     figures = step_figures(lambda ids: net(input_ids=ids, labels=ids).loss, params, device, batches,
                            config.vocab_size, steps)
-    del net, hf
     return dict(build_s=build_s, trainable=sum(p.numel() for p in params), **figures)
 
 
