@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import fill, hf_files, meta_checkpoint, read_tensors, write_checkpoint
+from checkpoint import fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpoint, read_tensors, write_checkpoint
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 
 # ----------------------------------------------------------------------------------------------------
@@ -877,13 +877,16 @@ CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "
 # Loading: build on the meta device, stream tensors in one at a time, quantize as they arrive
 
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
-    """The model a checkpoint directory describes, filled one tensor at a time; returned in eval mode.
+    """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
     the LM head stay dense. dtype: the compute dtype (None keeps the checkpoint's)."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if os.path.exists(os.path.join(path, "params.json")):
+    if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
+        fields_, stream = gguf_checkpoint(gguf)
+        cls, config = Llama, LlamaConfig(**fields_)
+    elif os.path.exists(os.path.join(path, "params.json")):
         fields_, stream = meta_checkpoint(path)
         cls, config = Llama, LlamaConfig(**fields_)
     elif os.path.exists(os.path.join(path, "config.json")):
@@ -895,7 +898,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
         cls, config = MODELS[hf["model_type"]], CONFIGS[hf["model_type"]].from_hf(hf)
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
-        raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
+        raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
+                                "a .gguf file")
     with torch.device("meta"):
         model = cls(config)
     return fill(model, stream, dtype, quantize, device).eval()
