@@ -8,12 +8,15 @@
   tensor's pages handed back once copied); `write_checkpoint` writes config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
+- GGUF (llama.cpp's one file: metadata, tokenizer and weights): `read_gguf` parses the header and the tensor table,
+  `dequantize_ggml` turns F32/F16/BF16 and Q4_0/Q4_1/Q8_0 blocks into float32 by hand, `gguf_checkpoint` maps a
+  Llama's names to HF's and undoes llama.cpp's q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
   over or mis-shaped, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
   one tensor).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
-Run `python checkpoint.py FILE.safetensors` to list a file's tensors.
+Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
 """
 import ctypes
 import glob

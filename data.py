@@ -1,11 +1,15 @@
 """data.py: tokenizers, instruction data and its prompt templates, downloads, and the offline demo's generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
+- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
+  pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
+  tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
   the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
+  Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;

@@ -9,8 +9,9 @@
   T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
   input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
-  pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
-  from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
+  pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
+  from Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as
+  many people hold models today: Q4_0/Q4_1/Q8_0/F16/BF16/F32 dequantized to float32, q/k rows permuted alike). One routine for every architecture: build the
   module tree on the `meta` device, stream tensors one at a time (safetensors by plain reads; .bin/.pth memory-mapped
   with their pages handed back), convert names per architecture, quantize each block linear to quant.NF4Linear as its
   weight arrives (QLoRA, Dettmers et al. 2023), check nothing is missing, left over or mis-shaped. Peak host memory:
@@ -21,7 +22,8 @@
   (Korthikanti et al. 2022, "selective activation recomputation"). Works when only LoRA parameters inside a frozen
   block need gradients, replays dropout's RNG, and gives the same gradients as no checkpointing.
 - Generation with a KV cache (greedy, temperature, top-p) and beam search (T5).
-- The files themselves (safetensors by hand, HF shards and .bin, Meta's .pth, atomic writes) live in checkpoint.py.
+- The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes) live in
+  checkpoint.py.
 
 Leaves out: RoPE scaling (Llama 3.1 / long-context variants), sliding-window attention, fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
@@ -1007,7 +1009,8 @@ def demo():
 def main():
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache; "
                                              "without --model, a demonstration on a tiny random model.")
-    ap.add_argument("--model", help="checkpoint directory (config.json or params.json, weights, tokenizer files)")
+    ap.add_argument("--model", help="checkpoint directory (config.json or params.json, weights, tokenizer files) "
+                                    "or .gguf file")
     ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
