@@ -61,7 +61,7 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import read_gguf, gguf_file
+from checkpoint import gguf_file, read_gguf
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -332,7 +332,7 @@ def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add
     little-endian float (5). ModelProto: pieces 1 (piece 1, score 2, type 3: 1 normal, 2 unknown, 3 control,
     4 user-defined, 6 byte), trainer_spec 2 (model_type 3: 1 unigram, 2 BPE; vocab_size 4; byte_fallback 35),
     normalizer_spec 3 (name 1, precompiled_charsmap 2, add_dummy_prefix 3, remove_extra_whitespaces 4,
-    escape_whitespaces 5). GGUF stores exactly these fields."""
+    escape_whitespaces 5). A GGUF's metadata keeps what encoding needs of these."""
     def varint(n):
         out = bytearray()
         while n > 0x7F:
@@ -368,9 +368,9 @@ def unigram_json(t, path):
     added = {a["content"] for a in t.get("added_tokens", []) if a.get("special")}
     types = [2 if i == t["model"].get("unk_id") else 3 if p in added else 1 for i, (p, _) in enumerate(vocab[:n])]
     charsmap = next((base64.b64decode(s["precompiled_charsmap"]) for s in steps if s["type"] == "Precompiled"), b"")
+    prefix = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never") != "never"
     proto = sentencepiece_model([p for p, _ in vocab[:n]], [x for _, x in vocab[:n]], types, True,
-                                t["model"].get("byte_fallback", False), pre.get("prepend_scheme", "always" if pre.get(
-                                    "add_prefix_space", True) else "never") != "never", "Replace" in kinds, charsmap)
+                                t["model"].get("byte_fallback", False), prefix, "Replace" in kinds, charsmap)
     return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
 
 
