@@ -576,7 +576,8 @@ def lm_loss(h, head, labels):
     targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()  # (B * T,)
     if type(head) is nn.Linear and head.bias is None:
         h, W = (h, head.weight) if torch.is_grad_enabled() else (h.detach(), head.weight.detach())  # no grads in eval
-        total = LinearCrossEntropy.apply(h.flatten(0, 1), W, targets)
+        scored = targets != -100  # only these rows meet the head: an instruction's prompt (most rows) is not scored
+        total = LinearCrossEntropy.apply(h.flatten(0, 1)[scored], W, targets[scored])
     else:
         total = F.cross_entropy(head(h).flatten(0, 1).float(), targets, reduction="sum")
     return total / (targets != -100).sum().clamp(min=1)  # no scored token: 0, not 0/0
