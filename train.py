@@ -70,9 +70,10 @@ KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert"), "
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
             eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
-# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU
+# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU; one
+# thread, as the toy demo: on a shared CPU two threads wait on each other (10x slower), alone --threads 2 is faster
 REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1, seq_len=128, val_fraction=0.05,
-                 exact_match=100, eval_every=0, save_every=0, log_every=10, out="out/demo-real")
+                 exact_match=100, eval_every=0, save_every=0, log_every=10, threads=1, out="out/demo-real")
 
 
 class Help(argparse.HelpFormatter):
