@@ -134,7 +134,8 @@ class Tokenizer:
 class SentencePieceTokenizer(Tokenizer):
     def __init__(self, path=None, proto=None):
         """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON)."""
-        self.sp = sentencepiece.SentencePieceProcessor(**{"model_file": path} if proto is None else {"model_proto": proto})
+        source = {"model_file": path} if proto is None else {"model_proto": proto}
+        self.sp = sentencepiece.SentencePieceProcessor(**source)
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
@@ -221,7 +222,8 @@ class BPETokenizer(Tokenizer):
             for piece in regex.findall(GPT2_PATTERN, part):
                 parts = [bytes([b]) for b in piece.encode("utf-8", errors="surrogatepass").translate(None, self.absent)]
                 while len(parts) > 1:
-                    rank, j = min((self.ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:])))
+                    pairs = [(self.ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:]))]
+                    rank, j = min(pairs)
                     if rank == math.inf:
                         break
                     parts[j:j + 2] = [parts[j] + parts[j + 1]]
@@ -413,10 +415,10 @@ def gguf_tokenizer(path):
                            [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]], GGUF_PRE[pre])
     elif kind == "llama":
         types = meta["tokenizer.ggml.token_type"]  # sentencepiece's own type numbers
+        g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
-            tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types,
-            meta.get("tokenizer.ggml.add_space_prefix", True), meta.get("tokenizer.ggml.remove_extra_whitespaces", False),
-            bytes(b % 256 for b in meta.get("tokenizer.ggml.precompiled_charsmap", []))))
+            tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types, g("add_space_prefix", True),
+            g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))))
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)

@@ -11,11 +11,11 @@
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as
-  many people hold models today: Q4_0/Q4_1/Q8_0/F16/BF16/F32 dequantized to float32, q/k rows permuted alike). One routine for every architecture: build the
-  module tree on the `meta` device, stream tensors one at a time (safetensors by plain reads; .bin/.pth memory-mapped
-  with their pages handed back), convert names per architecture, quantize each block linear to quant.NF4Linear as its
-  weight arrives (QLoRA, Dettmers et al. 2023), check nothing is missing, left over or mis-shaped. Peak host memory:
-  the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
+  many people hold models today: Q4_0/Q4_1/Q8_0/F16/BF16/F32 dequantized to float32, q/k rows permuted alike).
+  One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
+  (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
+  quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
+  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
 - Activation checkpointing by hand, per block: `model.checkpointing = "none" | "full" | "selective"`. "full" keeps
   only each block's input and recomputes the block in backward (Chen et al. 2016); "selective" keeps the matmul
   outputs and recomputes the cheap, large tensors: norms, attention (softmax probabilities never stored), SwiGLU/GELU

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFWriter
 from gguf.quants import dequantize, quantize
 
 from fixtures import random_params
@@ -90,7 +90,8 @@ def llama_meta(c):
     return {"llama.block_count": c.num_hidden_layers, "llama.context_length": c.max_position_embeddings,
             "llama.embedding_length": c.hidden_size, "llama.feed_forward_length": c.intermediate_size,
             "llama.attention.head_count": c.num_attention_heads, "llama.attention.head_count_kv": c.num_key_value_heads,
-            "llama.rope.freq_base": float(c.rope_parameters["rope_theta"]), "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps,
+            "llama.rope.freq_base": float(c.rope_parameters["rope_theta"]),
+            "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps,
             "llama.vocab_size": c.vocab_size, "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "default",
             "tokenizer.ggml.tokens": vocab, "tokenizer.ggml.merges": ["! ?"], "tokenizer.ggml.token_type": [1] * 256,
             "tokenizer.ggml.bos_token_id": 5}

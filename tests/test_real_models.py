@@ -86,7 +86,8 @@ def test_smollm2_lorasp_steps_lower_the_loss(tmp_path):
                 "--max-steps", "6", "--batch-size", "4", "--grad-accum", "1", "--seq-len", "128", "--val-fraction",
                 "0", "--eval-every", "0", "--save-every", "0", "--log-every", "1", "--out", str(tmp_path / "out")])
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "out" / "metrics.jsonl")]
-    print(f"\nSmolLM2-135M NF4 + LoRA-SP, {len(losses)} steps of 4 records: loss " + " ".join(f"{x:.2f}" for x in losses))
+    print(f"\nSmolLM2-135M NF4 + LoRA-SP, {len(losses)} steps of 4 records: loss "
+          + " ".join(f"{x:.2f}" for x in losses))
     assert len(losses) == 6 and sum(losses[-2:]) < 0.5 * sum(losses[:2])
     adapter = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"].endswith(GGUF) and adapter["r"] == 16
