@@ -15,7 +15,8 @@
   One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
   (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
-  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
+  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
+  the HF layout back.
 - Activation checkpointing by hand, per block: `model.checkpointing = "none" | "full" | "selective"`. "full" keeps
   only each block's input and recomputes the block in backward (Chen et al. 2016); "selective" keeps the matmul
   outputs and recomputes the cheap, large tensors: norms, attention (softmax probabilities never stored), SwiGLU/GELU

