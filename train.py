@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 import torch.nn.functional as F
 
 import data
-from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
+from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
 from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
@@ -57,8 +57,8 @@ from quant import NF4Linear
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
-KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert"), "SEQ_CLS"),  # kind of task: its
-         "seq2seq": (("t5",), "SEQ_2_SEQ_LM")}                                               # backbones, PEFT's type
+KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "gpt2"), "SEQ_CLS"),  # kind of task:
+         "seq2seq": (("t5",), "SEQ_2_SEQ_LM"), "squad": (("roberta", "bert"), "QUESTION_ANS")}  # backbones, PEFT type
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
@@ -144,8 +144,8 @@ def parse_args(argv=None):
 
 def heads(model, args):
     """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
-    bert.pooler, classifier)."""
-    return type(model).head if data.task_kind(args.data) == "glue" else ()
+    bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
+    return {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -190,7 +190,8 @@ def load_model(args, directory, checkpoint, device, bf16):
         sys.exit(f"error: --data {args.data} trains {' or '.join(backbones)}; {directory} holds "
                  f"{model.config.model_type}")
     if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
-        model.add_head(len(data.GLUE[args.data[5:]][4] or [0]))  # STS-B: one output, a regression
+        glue = data.task_kind(args.data) == "glue"
+        model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
         for name in head:
             model.get_submodule(name).float()
     model.checkpointing = args.checkpointing
@@ -237,6 +238,15 @@ def classification_loss(model, batch):
     return classifier_loss(logits, batch["labels"]), (batch["labels"] != data.IGNORE).sum()
 
 
+def span_loss(model, batch):
+    """(summed cross-entropy of the start logits against the answer's first token and of the end logits against its
+    last, halved (HF's (start + end) / 2), the windows): labels (B, 2); (0, 0) points at [CLS], no answer here."""
+    start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T)
+    y = batch["labels"]
+    loss = F.cross_entropy(start, y[:, 0], reduction="sum") + F.cross_entropy(end, y[:, 1], reduction="sum")
+    return loss / 2, (y[:, 0] != data.IGNORE).sum()
+
+
 def seq2seq_loss(model, batch):
     """(summed teacher-forced cross-entropy over the target tokens, their number): decoder_input_ids are the labels
     shifted right behind the start token (data.seq2seq_batch), so position i predicts labels[i] from labels[:i]."""
@@ -281,7 +291,14 @@ def before_after(model, tok, records, autocast, args, when):
     """What training added, measured before and after it on a few held-out records, printed: wmt16, BLEU of beam-4
     translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
     to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
-    Returns (summary entries, answers)."""
+    Returns (summary entries, answers). SQuAD (records: single-question articles): exact match and F1 of the span
+    head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
+    if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
+        with autocast():
+            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len)
+        print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
+              f"{scores['f1']:.1f}", flush=True)
+        return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())
     if args.bleu:
         with autocast():
             scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)
@@ -434,7 +451,8 @@ def train(args):
                                                        args.seed)
     if rank == 0:
         barrier()
-    loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss)[data.task_kind(args.data)]
+    loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[
+        data.task_kind(args.data)]
     out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
     params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
@@ -564,7 +582,8 @@ def train(args):
     if checked:
         found, after = before_after(model, tok, checked, autocast, args, "after")
         s.update(found)
-        for i in range(0, len(after), len(after) // 3 + 1) if args.exact_match and not checkpoint else []:  # 3 samples
+        for i in range(0, len(after), len(after) // 3 + 1) if args.exact_match and not checkpoint and "instruction" \
+                in val_records[0] else []:  # 3 samples
             r, b, a = val_records[i], before[i], after[i]
             print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return dict(s, wall_s=round(time.time() - t_start, 1))
