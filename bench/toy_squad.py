@@ -2,8 +2,9 @@
 
     python bench/toy_squad.py --out toysquad     # toysquad/squad/{train,dev}-v1.1.json, toysquad/bert/
 
-Each paragraph says who has what ("bob has a kite . carol has a drum . ..."); each question asks what one of them
-has ("what does carol have ?"), the answer a span of the context with its character offset, in the official files'
+Each paragraph is filler words with an animal, a color, a fruit and a city at random places ("we saw the fox near
+rome with a pear then ..."); the question asks for the animal ("which animal is named ?"; --asked for more kinds),
+the answer a span of the context with its character offset, in the official files'
 layout (read by data.read_squad like the real ones). The tokenizer is a WordPiece vocab.txt of the toy's words (one
 token each); the model a BERT of --shape with random weights. EM on it says the pipeline learns, nothing about SQuAD.
 """
@@ -18,33 +19,43 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
 
-NAMES = "alice bob carol dave erin frank grace heidi ivan judy mallory oscar peggy trent victor wendy".split()
-THINGS = "apple book cup drum egg flag guitar hat kite lamp map nut pen ring sock toy".split()
-WORDS = ["what", "does", "have", "has", "a", ".", "?"] + NAMES + THINGS
+KINDS = {"animal": "cat dog fox owl bee cow pig ant".split(), "color": "red blue green pink gray gold tan teal".split(),
+         "fruit": "apple pear plum fig lime kiwi date melon".split(), "city": "paris rome oslo lima cairo delhi tokyo bern".split()}
+FILL = "i we saw met found near with and the a in of by then later there".split()
+WORDS = ["which", "is", "named", "?", ".", ",", *KINDS] + FILL + [w for ws in KINDS.values() for w in ws]
 
 
-def toy_squad(n_paragraphs, seed=0, facts=(3, 6)):
-    """SQuAD v1.1's "data" list: one article of n_paragraphs paragraphs, one question per fact."""
+def toy_squad(n_paragraphs, seed=0, length=(12, 30), asked=("animal",)):
+    """SQuAD v1.1's "data" list: one article of n_paragraphs paragraphs. A paragraph is filler words with one word of
+    each kind (an animal, a color, a fruit, a city) at random places; a question per asked kind asks which one is
+    named ("which animal is named ?"), its answer that word, a span of the context with its character offset.
+    Asking every kind makes the model match the question's kind to the word's: a random 2-layer BERT stayed at
+    chance over the four (loss ln 4) for 1000 steps, so by default only the animal is asked."""
     rng, paragraphs = random.Random(seed), []
     for p in range(n_paragraphs):
-        names, context, qas = rng.sample(NAMES, rng.randint(*facts)), "", []
-        for name in names:
-            thing = rng.choice(THINGS)
-            context += f"{name} has a {thing} . "
-            qas.append(dict(id=f"{seed}-{p}-{name}", question=f"what does {name} have ?",
-                            answers=[dict(text=thing, answer_start=len(context) - len(thing) - 3)]))
-        paragraphs.append(dict(context=context.strip(), qas=qas))
+        words = [rng.choice(FILL) for _ in range(rng.randint(*length))]
+        picks = {kind: rng.choice(ws) for kind, ws in KINDS.items()}
+        at = sorted(rng.sample(range(len(words) + 1), len(picks)))
+        for i, (kind, w) in sorted(zip(at, rng.sample(list(picks.items()), len(picks))), reverse=True):
+            words.insert(i, w)
+        where, context = {}, ""
+        for w in words:
+            where.setdefault(w, len(context) + (len(context) > 0))
+            context += (" " if context else "") + w
+        qas = [dict(id=f"{seed}-{p}-{kind}", question=f"which {kind} is named ?",
+                    answers=[dict(text=w, answer_start=where[w])]) for kind, w in picks.items() if kind in asked]
+        paragraphs.append(dict(context=context + " .", qas=qas))
     return [dict(title="toy", paragraphs=paragraphs)]
 
 
-def write_toy(out, n_train=400, n_dev=40, seed=0, shape=None):
+def write_toy(out, n_train=400, n_dev=40, seed=0, shape=None, asked=("animal",)):
     """OUT/squad/{train,dev}-v1.1.json and OUT/bert/ (config, weights, vocab.txt); returns (squad dir, bert dir)."""
     squad, bert = os.path.join(out, "squad"), os.path.join(out, "bert")
     os.makedirs(squad, exist_ok=True)
     os.makedirs(bert, exist_ok=True)
     for name, n, s in (("train-v1.1.json", n_train, seed), ("dev-v1.1.json", n_dev, seed + 1)):
         with open(os.path.join(squad, name), "w") as f:
-            json.dump(dict(data=toy_squad(n, s), version="1.1"), f)
+            json.dump(dict(data=toy_squad(n, s, asked=asked), version="1.1"), f)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     with open(os.path.join(bert, "vocab.txt"), "w") as f:
         f.write("\n".join(vocab) + "\n")
@@ -58,10 +69,11 @@ def write_toy(out, n_train=400, n_dev=40, seed=0, shape=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="toysquad", help="writes OUT/squad/*.json and OUT/bert/")
-    ap.add_argument("--sizes", type=int, nargs=2, default=[400, 40], help="train, dev paragraphs (3-6 questions each)")
+    ap.add_argument("--sizes", type=int, nargs=2, default=[800, 100], help="train, dev paragraphs")
+    ap.add_argument("--asked", nargs="+", default=["animal"], choices=list(KINDS), help="kinds the questions ask for")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    squad, bert = write_toy(args.out, *args.sizes, args.seed)
+    squad, bert = write_toy(args.out, *args.sizes, args.seed, asked=args.asked)
     print(f"{squad}: train-v1.1.json, dev-v1.1.json; {bert}: a random 2-layer BERT, width 64")
 
 
