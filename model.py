@@ -719,7 +719,7 @@ class Encoder(nn.Module):
             position_embeddings=E(c.n_positions, c.n_embd, c.pad_id if self.prefix == "roberta" else None),
             LayerNorm=nn.LayerNorm(c.n_embd, eps=c.norm_eps))),
             encoder=nn.ModuleDict(dict(layer=nn.ModuleList(EncoderBlock(c) for _ in range(c.n_layer)))))
-        if self.prefix == "bert":
+        if self.prefix == "bert" and not c.qa:  # HF's BertForQuestionAnswering has none
             body["pooler"] = nn.ModuleDict(dict(dense=nn.Linear(c.n_embd, c.n_embd)))
         setattr(self, self.prefix, nn.ModuleDict(body))
         self.apply(init_weights)
@@ -767,7 +767,9 @@ class Encoder(nn.Module):
 
     def add_qa_head(self):
         """HF's *ForQuestionAnswering head, unless the checkpoint brought one: qa_outputs, a linear from each token's
-        final hidden state to its (start, end) logits (N(0, 0.02), zero bias; fp32)."""
+        final hidden state to its (start, end) logits (N(0, 0.02), zero bias; fp32). BERT's pooler goes: nothing
+        reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
+        getattr(self, self.prefix)._modules.pop("pooler", None)
         if "qa_outputs" not in self._modules:
             w = getattr(self, self.prefix).embeddings.word_embeddings.weight
             self.qa_outputs = nn.Linear(self.config.n_embd, 2).to(w.device).apply(init_weights)
