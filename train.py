@@ -8,7 +8,9 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
-  keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16, alpha=32.
+  keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16; alpha=32 is
+  not (the paper gives none): 2r, a common LoRA choice. The paper's #Trainable Parameters need other flags
+  (bench/paper_counts.py: --rank 8 for RoBERTa and T5, --rank 64 on all seven projections for Llama-2).
 - One plain loop over micro-batches grouped by length. The kind of task (data.task_kind) picks data, loss, validation:
   a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
@@ -90,7 +92,8 @@ def parse_args(argv=None):
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
     a("--rank", type=int, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=float, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
+    a("--alpha", type=float, default=32, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
+      "none)")
     a("--keep", type=float, default=0.5, metavar="X", help="share of A's and B's entries that train; the paper's")
     a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
       "their init (freeze)")
