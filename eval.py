@@ -45,8 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt,
-                  one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation,
+from data import (GLUE, IGNORE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir,
+                  mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation,
                   sorted_batches, squad_records, squad_windows)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained
@@ -343,7 +343,8 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     device = next(model.parameters()).device
     for rows, b in sorted_batches(windows, batch_size, model.config.pad_id):
         with autocast():
-            start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
+            start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids")))
         for i, s, e in zip(rows, start.cpu(), end.cpu()):
             w = windows[i]
             score, a, z = best_span(s, e, w["offsets"])
@@ -546,7 +547,7 @@ def main(argv=None):
       "examples of each dev/test set")
     a("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
     a("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); glue: pairs "
-      "cut to this length (default 128, the paper's)")
+      "cut to this length (default 128, the paper's); squad: window length (default 384)")
     a("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len); squad: "
       "context tokens between window starts (default 128)")
     a("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")

@@ -5,6 +5,7 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
     python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
+    python train.py --model bert-base-uncased --data squad --seq-len 384 --batch-size 16 --grad-accum 1 --download
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
@@ -86,8 +87,9 @@ def parse_args(argv=None):
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
     a("--download", action=yes_no, default=False, help="fetch missing preset weights ($HF_TOKEN, $HF_ENDPOINT)")
     a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}} or wmt16-en-ro")
-    a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder (default: downloaded into the cache); wmt16-en-ro: "
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (a span head) or squad-gen (a causal LM's answers)")
+    a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder; squad: {train,dev}-v1.1.json's (default: both "
+      "downloaded into the cache); wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
@@ -127,7 +129,8 @@ def parse_args(argv=None):
     a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
       "the end)")
     a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
-    a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
+    a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after "
+      "(squad: EM and F1 on N dev questions)")
     a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
     a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")

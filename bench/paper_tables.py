@@ -186,8 +186,8 @@ def bar_svg(columns, rows, title, W=720, H=320, L=50, B=40, T=30):
             h = max(cells[j], 0) / top * (H - B - T)
             out.append(f'<rect x="{x0 + (i + 0.5) * bar:.1f}" y="{H - B - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                        f'fill="{colors[i]}"><title>{label} {cells[j]:.1f}</title></rect>')
-    out += [f'<rect x="{W - 250 + 80 * i}" y="{H - 14}" width="10" height="10" fill="{c}"/><text x="{W - 236 + 80 * i}" '
-            f'y="{H - 5}">{m}</text>' for i, ((m, _), c) in enumerate(zip(METHODS, colors))]
+    out += [f'<rect x="{W - 250 + 80 * i}" y="{H - 14}" width="10" height="10" fill="{c}"/>'
+            f'<text x="{W - 236 + 80 * i}" y="{H - 5}">{m}</text>' for i, ((m, _), c) in enumerate(zip(METHODS, colors))]
     return "\n".join(out + ["</svg>\n"])
 
 

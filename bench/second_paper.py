@@ -11,8 +11,9 @@ one every half epoch, the best weights kept), 3 epochs at most; accuracy and F1 
 time, peak memory (train.py's: the process's peak RSS on CPU, max allocated on CUDA), trainable parameters.
 --toy: bench/toy_glue.py's generated SST-2 (2000 train / 400 dev sentences, one sentiment word decides) and its
 tiny RoBERTa (4 layers, width 128, masked-LM pretrained on the toy's four tasks; a tiny BERT pretrained on the SST-2
-sentences alone learned nothing past their word frequencies, and LoRA on it stayed at chance); learning rates are the toy's (full 1e-3, adapters 3e-3; at 1e-2 both collapsed to one class; the paper's 2e-5
-is for bert-base on 67k sentences).
+sentences alone learned nothing past their word frequencies, and LoRA on it stayed at chance); learning rates are
+the toy's (full 1e-3, adapters 3e-3; at 1e-2 both collapsed to one class; the paper's 2e-5 is for bert-base on 67k
+sentences).
 """
 import argparse
 import json

@@ -2,7 +2,8 @@
 
     python bench/toy_glue.py --out toyglue   # toyglue/glue/{SST-2,MRPC,STS-B,MNLI}/*.tsv, toyglue/roberta/
 
-Four tasks (--tasks all: eight) in the official files' layouts (read by data.load_glue like the real ones), over a 60-word vocabulary:
+Four tasks (--tasks all: eight) in the official files' layouts (read by data.load_glue like the real ones), over a
+60-word vocabulary:
 - SST-2: one sentence, label 1 if its one sentiment word is positive ("the plot was superb").
 - MRPC: two sentences, label 1 if the second is the first with a word swapped for its synonym, 0 if swapped for its
   antonym (F1 and accuracy).

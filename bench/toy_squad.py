@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import model as M  # noqa: E402
 
 KINDS = {"animal": "cat dog fox owl bee cow pig ant".split(), "color": "red blue green pink gray gold tan teal".split(),
-         "fruit": "apple pear plum fig lime kiwi date melon".split(), "city": "paris rome oslo lima cairo delhi tokyo bern".split()}
+         "fruit": "apple pear plum fig lime kiwi date melon".split(),
+         "city": "paris rome oslo lima cairo delhi tokyo bern".split()}
 FILL = "i we saw met found near with and the a in of by then later there".split()
 WORDS = ["which", "is", "named", "?", ".", ",", *KINDS] + FILL + [w for ws in KINDS.values() for w in ws]
 

@@ -47,8 +47,8 @@ def test_gpt2_trains_on_sst2_and_eval_reproduces_dev_metrics(glue_dir, tmp_path,
                                     "--lr", "3e-2", "--rank", "4", "--max-steps", "12", "--eval-every", "6",
                                     "--log-every", "6", "--save-every", "0"], capsys)
     assert summary["head_params"] == 32 * 2 and f"adapter + {32 * 2:,} head" in out  # score: C x 2, no bias
-    assert summary["trainable_params"] == 64 + 2 * 4 * (32 + 96) // 2 + 2 * 4 * (32 + 32) // 2 + 2 * 4 * (32 + 128) // 2 \
-        + 2 * 4 * (128 + 32) // 2  # c_attn, attn.c_proj, c_fc, mlp.c_proj in 2 blocks, r=4, keep 0.5
+    per_block = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)) // 2  # c_attn, attn.c_proj, c_fc, mlp.c_proj
+    assert summary["trainable_params"] == 64 + 2 * per_block  # 2 blocks, r=4, keep 0.5, + the head
     cfg = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert cfg["modules_to_save"] == ["score"] and cfg["task_type"] == "SEQ_CLS"
     result, _ = run(E.main, ["--task", "glue/sst2", "--model", str(d), "--adapter", str(tmp_path / "run" / "adapter"),

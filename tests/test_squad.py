@@ -117,7 +117,7 @@ def test_gpt2_answers_generatively_with_long_contexts_cut(tmp_path):
     squad, bert = write_toy(tmp_path, n_train=1, n_dev=4)
     vocab = {w: i for i, w in enumerate(open(f"{bert}/vocab.txt").read().split())}
     tok = data.WordPieceTokenizer(vocab)  # any tokenizer with encode/decode: the prompt text is what matters here
-    model = M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=96)).eval()  # prompts + 32 new tokens need more
+    model = M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=96)).eval()  # < prompt + 32 new tokens
     dataset = data.one_per_question(data.read_squad("dev", squad))
     scores, pred = E.evaluate_squad(model, tok, dataset)
     assert set(pred) == {a["paragraphs"][0]["qas"][0]["id"] for a in dataset} and set(scores) == {"exact_match", "f1",
