@@ -16,7 +16,8 @@
   Kaiming draw; B's are zeros, so only A differs from mask mode).
 - Eq. 3 writes W - ΔW; we use the usual W + (alpha/r) ΔW. The sign does not matter: B starts at zero, and B -> -B
   maps one parametrization onto the other, init and every SGD/Adam step included (both are odd in the gradient).
-  Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r).
+  Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r). The paper's other gaps
+  (one S for two shapes, Eq. 3 quantizing the update, no alpha) and what we chose: docs/paper.md.
 - structure="element" (the paper's) saves NO activation memory: every input feature meets some trainable entry
   of A, so dL/dA = g_h^T x needs all of x, as in LoRA. structure="column" makes A's trainable entries whole input
   columns; backward then keeps x[..., cols] instead of x, about keep × LoRA's input activations. B keeps random
@@ -24,6 +25,10 @@
   Caveat: layers that read one input (q, k, v) each keep their own columns of it.
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
+
+Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp,
+saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
+budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
 import itertools
 import json
@@ -39,6 +44,12 @@ from quant import NF4Linear
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
+PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+
+
+def matches(name, targets):
+    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def layer_seed(seed, name):
@@ -150,11 +161,11 @@ def _layers(model):
 
 
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
-    """Wrap every nn.Linear / NF4Linear whose qualified name is, or ends with "." + , one of `targets` (PEFT's
-    rule); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
+    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
+    layer's seed is layer_seed(seed, name)."""
     model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = [n for n in linears if any(n == t or n.endswith("." + t) for t in targets)]
+    hits = [n for n in linears if matches(n, targets)]
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
     for n in hits:
@@ -239,17 +250,17 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     if len(settings) > 1:
         raise ValueError(f"PEFT's format has one r and alpha; these layers differ: {sorted(settings)}")
     (r, alpha, keep, mode, structure), = settings
-    peft = {f"base_model.model.{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
+    peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
             for n, m in layers.items() for k in "AB"}
     if any(t.numel() == 0 for t in peft.values()):             # e.g. ZeRO-3 placeholders: a silently empty adapter
         raise ValueError(f"refusing to save empty tensors: {[k for k, t in peft.items() if t.numel() == 0][:4]}")
-    peft.update({f"base_model.model.{n}.{k}": t.detach() for n in modules_to_save
+    peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
     extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
     # PEFT's target_modules match name suffixes: write the short names when they pick exactly our layers
     short = sorted({n.rsplit(".", 1)[-1] for n in layers})
     picked = {n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
-              and n.rsplit(".", 1)[-1] in short and not n.endswith(".base")}
+              and matches(n, short) and not n.endswith(".base")}
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
                   r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
                   target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
@@ -278,7 +289,7 @@ def load_adapter(model, directory):
     extras, sp = {}, dict(keep=1.0, mode="mask", structure="element", seeds={})   # a plain PEFT adapter
     if has_extras := os.path.exists(xpath):
         extras, sp = load_safetensors(xpath), json.loads(read_safetensors_header(xpath)[1]["lorasp"])
-    names = sorted(k[len("base_model.model."):-len(".lora_A.weight")] for k in peft if k.endswith(".lora_A.weight"))
+    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in peft if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{directory}: adapter_model.safetensors holds no lora_A weights")
     model.requires_grad_(False)
@@ -287,7 +298,7 @@ def load_adapter(model, directory):
         if n not in modules:
             raise KeyError(f"adapter module {n!r} is not in the model")
         base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-        A, B = peft[f"base_model.model.{n}.lora_A.weight"], peft.get(f"base_model.model.{n}.lora_B.weight")
+        A, B = peft[f"{PEFT}{n}.lora_A.weight"], peft.get(f"{PEFT}{n}.lora_B.weight")
         if not isinstance(base, LINEAR_TYPES) or B is None or A.shape != (r, base.in_features) \
                 or B.shape != (base.out_features, r):
             raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
@@ -307,12 +318,12 @@ def load_adapter(model, directory):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    for name in cfg.get("modules_to_save") or []:  # PEFT matches these by name suffix
-        hits = [n for n in modules if n == name or n.endswith("." + name)]
+    for name in cfg.get("modules_to_save") or []:
+        hits = [n for n in modules if matches(n, [name])]
         if not hits:
             raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")
         for n in hits:
-            prefix = f"base_model.model.{n}."
+            prefix = f"{PEFT}{n}."
             modules[n].load_state_dict({k[len(prefix):]: t for k, t in peft.items() if k.startswith(prefix)})
             modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
     return model

@@ -25,14 +25,18 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   held-out exact match before and after shows what the fine-tuning added.
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
-  all-reduce carries exactly LoRA-SP's keep x LoRA's gradients. --batch-size is per process.
+  all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
+
+Read train() first: a run is set_up, load, describe, check (before), loop (train_step, report, validate,
+save_if_due), the weights saved, check (after). The file is over the 400-line budget because it carries three kinds
+of task (each with its loss and validation), exact resume and the offline demo beside the loop. Its sections, in
+order: the command line; a run, step by step; the loop; the model (a preset or a directory, adapted); losses and
+evaluation; checkpoints; the offline demo; main.
 """
 import argparse
-import atexit
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -43,15 +47,14 @@ import shutil
 import signal
 import sys
 import time
-import zlib
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 import torch.nn.functional as F
 
 import data
+from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
 from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
@@ -155,6 +158,295 @@ def heads(model, args):
 
 
 # ----------------------------------------------------------------------------------------------------
+# A run, step by step: set up, load, describe, check before, loop, save the result, check after
+
+@dataclass
+class Run:
+    """What the steps of one run share: a plain record that set_up and load fill and the loop advances."""
+    args: argparse.Namespace
+    device: torch.device
+    bf16: bool                                     # bf16 autocast (and a bf16 frozen base)
+    rank: int = 0                                  # DDP: this process, and how many there are
+    world: int = 1
+    source: str = ""                               # the base's checkpoint directory
+    checkpoint: str = None                         # --resume: the checkpoint the run goes on from
+    tok: object = None
+    pad_id: int = 0
+    model: torch.nn.Module = None
+    net: torch.nn.Module = None                    # forward and backward go through it: DDP's wrapper, or the model
+    opt: torch.optim.Optimizer = None
+    params: list = None                            # what trains
+    loss_fn: object = None                         # (model, batch) -> (summed loss, count), per kind of task
+    val_ex: object = None                          # validation examples (GLUE: {dev split: examples})
+    stream: object = None                          # the micro-batches, from where the run starts
+    step: int = 0
+    first: int = 0                                 # the step this process started at
+    total: int = 0                                 # the last step (early stopping brings it forward)
+    lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
+    sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
+    t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
+    tokens: int = 0
+    losses: list = field(default_factory=list)     # the step losses since the last progress line
+    loss_value: float = None                       # the last step's
+    evals: list = field(default_factory=list)      # validation records: early stopping's history
+    log: object = None                             # metrics.jsonl (other DDP ranks: /dev/null)
+    stop: list = field(default_factory=list)       # Ctrl-C pressed in this process (non-empty)
+    stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
+
+    def autocast(self):
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
+
+
+def train(args):
+    """Run the job args describe, step by step; returns the summary main prints last."""
+    t_start, run = time.time(), set_up(args)
+    records = load(run)                                        # held-out records for the before/after check
+    s = describe(run)
+    before = check(run, records, "before", s) if not run.checkpoint else None
+    loop(run)
+    s.update(summary(run))
+    if run.stopping:                                           # Ctrl-C: the checkpoint is saved, the run is not over
+        return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
+    if not (args.patience and run.evals) and run.rank == 0:    # else saved at the best evaluation
+        save_weights(run.model, weights_dir(args), args, run.source)
+    barrier()
+    check(run, records, "after", s, before)
+    return dict(s, wall_s=round(time.time() - t_start, 1))
+
+
+def set_up(args):
+    """Device, compute dtype (bf16 autocast on CUDA with --dtype auto), seeds, threads, DDP rank."""
+    device, (rank, world) = torch.device(args.device), rank_world()
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
+    return Run(args, device, bf16, rank, world)
+
+
+def load(run):
+    """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
+    state and step. Returns the held-out records for the before/after check."""
+    args = run.args
+    run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
+    run.tok = load_tokenizer(run.source)
+    run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
+    run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
+    if run.rank > 0:                                           # DDP: rank 0 fetches (and caches) the data first
+        barrier()
+    train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
+                                                           args.val_fraction, args.seed)
+    if run.rank == 0:
+        barrier()
+    kind = data.task_kind(args.data)
+    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
+    run.params = [p for p in run.model.parameters() if p.requires_grad]
+    run.opt = adamw(run.model, run.params, args)
+    run.step = restore(run.checkpoint, args, run.opt) if run.checkpoint else 0
+    run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
+    batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
+    run.total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
+    run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
+                                    run.rank, run.world)
+    args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
+    args.bleu = args.bleu if kind == "seq2seq" else 0
+    return val_records
+
+
+def adamw(model, params, args):
+    """AdamW over what trains; norms and biases without weight decay."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
+                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
+                             lr=args.lr, weight_decay=args.weight_decay)
+
+
+def describe(run):
+    """Print what trains (against LoRA at the same rank) and how long; returns the summary's first entries."""
+    args, model = run.args, run.model
+    run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
+                   if isinstance(m, LoRASPLinear))
+    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
+    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
+             head_params=head)
+    adapter, lora = s["trainable_params"] - head, run.lora
+    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
+        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
+        f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
+        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16' if run.bf16 else 'fp32'} on {run.device}")
+    return s
+
+
+def open_log(run):
+    """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
+    early stopping's history); what came after the checkpoint is redone."""
+    args = run.args
+    os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
+    path = os.path.join(args.out, "metrics.jsonl")
+    kept = [line for line in open(path) if json.loads(line)["step"] <= run.step] if run.checkpoint and \
+        os.path.exists(path) else []
+    run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
+    run.log.writelines(kept)
+    run.evals = [r for r in map(json.loads, kept) if "val_loss" in r]
+
+
+def summary(run):
+    """The loop's part of the summary: steps, speed, loss, memory; the evaluation of the weights saved in OUT."""
+    s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1))
+    if dist.is_initialized():
+        s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
+    if run.evals:  # with --patience the best, else the last
+        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
+        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
+    return s
+
+
+def check(run, records, when, s, before=None):
+    """What training added (before_after) on the held-out records, --exact-match or --bleu of them, added to the summary
+    s; after training, 3 answers beside the ones before. Returns the answers."""
+    args = run.args
+    records = records[:args.bleu or args.exact_match]
+    if not records:
+        return None
+    found, answers = before_after(run.model, run.tok, records, run.autocast, args, when)
+    s.update(found)
+    samples = before and args.exact_match and "instruction" in records[0]  # (SQuAD's records are articles)
+    for i in range(0, len(answers), len(answers) // 3 + 1) if samples else []:  # 3 samples
+        r, b, a = records[i], before[i], answers[i]
+        print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
+    return answers
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop: optimizer steps, each followed by a progress line, a validation and a checkpoint when due
+
+def loop(run):
+    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a progress
+    line, a validation and a checkpoint when they are due. Ctrl-C finishes the step and saves; a second one quits."""
+    open_log(run)
+
+    def on_sigint(signum, frame):
+        run.stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
+        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    run.first, run.t0 = run.step, time.time()
+    try:
+        while run.step < run.total and not run.stopping:
+            train_step(run)
+            report(run)
+            validate(run)
+            save_if_due(run)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        run.log.close()
+
+
+def train_step(run):
+    """--grad-accum micro-batches forward and backward (summed losses), the gradient divided by the step's token count
+    (so accumulation equals one big batch), clipped; then AdamW at the scheduled learning rate."""
+    args, ddp, loss_sum, count, step_tokens = run.args, dist.is_initialized(), 0.0, 0, 0
+    for i in range(args.grad_accum):                           # DDP: all-reduce after the last micro-batch only
+        sync = run.net.no_sync() if ddp and i < args.grad_accum - 1 else contextlib.nullcontext()
+        batch = {k: v.to(run.device) for k, v in next(run.stream).items()}
+        with run.autocast(), sync:
+            loss, n = run.loss_fn(run.net, batch)
+        loss.backward()                                        # the summed loss: divided by the step's count below
+        loss_sum, count = loss_sum + loss.detach(), count + n
+        step_tokens += int(batch["attention_mask"].sum())
+    # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
+    sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
+                        device=run.device)
+    if ddp:
+        dist.all_reduce(sums)
+    run.loss_value, count, run.stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
+    run.tokens += int(sums[2])
+    for p in run.params:
+        if p.grad is not None:
+            p.grad /= count                                    # the mean over the whole step's tokens
+    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
+    if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
+        raise FloatingPointError(
+            f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; the last "
+            f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype fp32")
+    for g in run.opt.param_groups:
+        g["lr"] = lr_at(run.step, run.total, args)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
+    if ddp and run.step == run.first + 1:
+        print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
+            f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
+            if run.lora else ""))
+
+
+def lr_at(step, total, args):
+    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0."""
+    warm = max(1, round(args.warmup * total))
+    if step < warm:
+        return args.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay
+    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
+
+
+def report(run):
+    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged."""
+    step, total = run.step, run.total
+    if step % run.args.log_every == 0 or step == total:
+        dt = time.time() - run.t0
+        eta, rec = (total - step) * dt / (step - run.first), dict(
+            step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
+            tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
+        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
+              f"tok/s  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
+        run.log.write(json.dumps(rec) + "\n")
+        run.losses = []
+
+
+def peak_mem_mib(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # the process's peak: KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def validate(run):
+    """Every --eval-every steps and at the last: validation loss (GLUE: dev metrics), printed and logged; with
+    --patience the best weights so far are saved, and the run stops after --patience evaluations with no better."""
+    args, step = run.args, run.step
+    if not run.val_ex or not (args.eval_every and step % args.eval_every == 0 or step == run.total):
+        return
+    t = time.time()
+    run.evals.append(dict(step=step, **evaluate(run.model, run.val_ex, run.loss_fn, args, run.autocast, run.pad_id)))
+    best, since = best_so_far(run.evals)
+    if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
+        save_weights(run.model, weights_dir(args), args, run.source)
+    run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
+    print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
+        f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
+        for k, d in run.evals[-1].items() if isinstance(d, dict)), flush=True)
+    run.log.write(json.dumps(run.evals[-1]) + "\n")
+    if args.patience and since >= args.patience:
+        print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
+              f"{best['step']}'s weights", flush=True)
+        run.total = step                                       # this step is the last one (and is checkpointed)
+
+
+def save_if_due(run):
+    """A checkpoint every --save-every steps, at the last step and on Ctrl-C (rank 0 writes, the others wait)."""
+    run.log.flush()
+    if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
+        t = time.time()
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source) if run.rank == 0 else None
+        barrier()
+        run.t0 += time.time() - t
+
+
+# ----------------------------------------------------------------------------------------------------
 # The model: a preset or a directory, loaded (NF4 if asked) and adapted
 
 def has_weights(directory):
@@ -215,6 +507,11 @@ def load_model(args, directory, checkpoint, device, bf16):
         for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
+
+
+def weights_dir(args):
+    """Where the run's result goes: OUT/adapter, or OUT/model for full fine-tuning."""
+    return os.path.join(args.out, "model" if args.method == "full" else "adapter")
 
 
 def save_weights(model, directory, args, source):
@@ -368,231 +665,6 @@ def restore(checkpoint, args, opt):
         torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
     random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
     return state["step"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Many processes: torchrun starts one per GPU, DistributedDataParallel all-reduces the trainable gradients
-
-def setup_ddp(args):
-    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set): join the process group, NCCL on CUDA
-    (one GPU per process), gloo on CPU; only rank 0 prints. A plain `python train.py` makes no process group."""
-    if "RANK" not in os.environ or dist.is_initialized():
-        return
-    cuda = torch.device(args.device).type == "cuda"
-    if cuda:
-        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(args.device)
-    dist.init_process_group("nccl" if cuda else "gloo", device_id=torch.device(args.device) if cuda else None)
-    atexit.register(dist.destroy_process_group)
-    if dist.get_rank() > 0:
-        sys.stdout = open(os.devnull, "w")
-
-
-def rank_world():
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def barrier():
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def wrap_ddp(model, device, sent):
-    """DDP over the trainable Parameters: LoRA-SP's packed entries, so the all-reduce is keep x LoRA's. The comm hook
-    sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. The masks
-    agree by construction (seeded per layer), which a checksum checks here; buffers are not re-sent in forward."""
-    crc = 0
-    for name, b in model.named_buffers():
-        if name.endswith(("mask_A", "mask_B", "cols")):
-            crc = zlib.crc32(b.cpu().numpy().tobytes(), crc)
-    t = torch.tensor([crc, -crc], device=device)
-    dist.all_reduce(t, dist.ReduceOp.MAX)                      # (max crc, -min crc)
-    if t[0] != -t[1]:
-        raise RuntimeError("the LoRA-SP masks differ between ranks: run the same code and flags on every rank")
-
-    def allreduce_sum(sent, bucket):
-        sent[0] += bucket.buffer().nbytes
-        return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
-    flag = "forward_sync_buffers"                              # torch < 2.13: broadcast_buffers
-    flag = flag if flag in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
-    net = DistributedDataParallel(model, **{flag: False})      # buffers never change: no broadcast in every forward
-    net.register_comm_hook(sent, allreduce_sum)
-    return net
-
-
-# ----------------------------------------------------------------------------------------------------
-# The loop
-
-def lr_at(step, total, args):
-    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0."""
-    warm = max(1, round(args.warmup * total))
-    if step < warm:
-        return args.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay
-    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
-
-
-def peak_mem_mib(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # the process's peak: KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-def train(args):
-    """Run the job args describe; returns the summary main prints last."""
-    t_start, device, (rank, world), ddp = time.time(), torch.device(args.device), rank_world(), dist.is_initialized()
-    bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
-    autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=bf16)  # noqa: E731
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    source, checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
-    tok = load_tokenizer(source)
-    pad_id = tok.pad_id if tok.pad_id is not None else 0
-    model = load_model(args, source, checkpoint, device, bf16)
-    if rank > 0:                                               # DDP: rank 0 fetches (and caches) the data first
-        barrier()
-    train_ex, val_ex, val_records = data.task_examples(args.data, tok, args.seq_len, args.data_dir, args.val_fraction,
-                                                       args.seed)
-    if rank == 0:
-        barrier()
-    loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[
-        data.task_kind(args.data)]
-    out_dir = os.path.join(args.out, "model" if args.method == "full" else "adapter")
-    params = [p for p in model.parameters() if p.requires_grad]
-    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
-    opt = torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
-                             {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
-                            lr=args.lr, weight_decay=args.weight_decay)
-    step = restore(checkpoint, args, opt) if checkpoint else 0
-    sent = [0]                                                 # DDP: bytes all-reduced, counted by wrap_ddp's hook
-    net = wrap_ddp(model, device, sent) if ddp else model      # forward + backward through DDP; the rest: model
-    batches = math.ceil(len(train_ex) / (args.batch_size * world))  # per epoch; under DDP, all ranks' at once
-    total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
-    lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules() if isinstance(m, LoRASPLinear))
-    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
-    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
-             head_params=head)
-    adapter = s["trainable_params"] - head
-    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
-        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {total} steps of {args.batch_size} x {args.grad_accum} sequences" + (f" x {world} processes" if world > 1
-        else "") + f", {'bf16' if bf16 else 'fp32'} on {device}")
-    seq2seq = data.task_kind(args.data) == "seq2seq"
-    args.exact_match = args.exact_match if val_records and not seq2seq else 0  # it needs held-out records
-    args.bleu = args.bleu if seq2seq else 0
-    checked = val_records[:args.bleu or args.exact_match]                      # the before/after check's records
-    if checked and not checkpoint:
-        found, before = before_after(model, tok, checked, autocast, args, "before")
-        s.update(found)
-    os.makedirs(args.out, exist_ok=True) if rank == 0 else None
-    log_path = os.path.join(args.out, "metrics.jsonl")
-    kept = [line for line in open(log_path) if json.loads(line)["step"] <= step] if checkpoint and os.path.exists(
-        log_path) else []
-    log = open(log_path if rank == 0 else os.devnull, "w")     # rank 0 alone writes files
-    log.writelines(kept)                                       # what came after the checkpoint is redone
-    evals = [r for r in map(json.loads, kept) if "val_loss" in r]  # early stopping's history
-    stream, stop = data.micro_batches(train_ex, args.batch_size, args.seed, step * args.grad_accum, pad_id, rank,
-                                      world), []
-
-    def on_sigint(signum, frame):                              # finish the step and save; a second Ctrl-C quits
-        stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
-        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    first, t0, tokens, losses, loss_value, stopping = step, time.time(), 0, [], None, False
-    try:
-        while step < total and not stopping:
-            loss_sum, count, step_tokens = 0.0, 0, 0
-            for i in range(args.grad_accum):                   # DDP: all-reduce after the last micro-batch only
-                sync = net.no_sync() if ddp and i < args.grad_accum - 1 else contextlib.nullcontext()
-                batch = {k: v.to(device) for k, v in next(stream).items()}
-                with autocast(), sync:
-                    loss, n = loss_fn(net, batch)
-                loss.backward()                                # the summed loss: divided by the step's count below
-                loss_sum, count = loss_sum + loss.detach(), count + n
-                step_tokens += int(batch["attention_mask"].sum())
-            # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
-            sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(stop)], dtype=torch.float64,
-                                device=device)
-            if ddp:
-                dist.all_reduce(sums)
-            loss_value, count, stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
-            tokens += int(sums[2])
-            for p in params:
-                if p.grad is not None:
-                    p.grad /= count                            # the mean over the whole step's tokens
-            norm = float(torch.nn.utils.clip_grad_norm_(params, args.clip))
-            if not (math.isfinite(loss_value) and math.isfinite(norm)):
-                raise FloatingPointError(
-                    f"loss {loss_value}, gradient norm {norm} at step {step + 1}: stopped without saving; the last "
-                    f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype "
-                    "fp32")
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, args)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step, losses = step + 1, losses + [loss_value]
-            if ddp and step == first + 1:
-                print(f"DDP, world size {world}: {sent[0]:,} bytes of gradients all-reduced per step" + (
-                    f", {sent[0] / (lora * 4):.2f}x LoRA's {lora * 4:,} (r (in + out) fp32 per layer)" if lora else ""))
-            if step % args.log_every == 0 or step == total:
-                dt = time.time() - t0
-                eta, rec = (total - step) * dt / (step - first), dict(
-                    step=step, loss=sum(losses) / len(losses), lr=opt.param_groups[0]["lr"], tokens_per_s=tokens / dt,
-                    peak_mem_mib=peak_mem_mib(device))
-                print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
-                      f"tok/s  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
-                log.write(json.dumps(rec) + "\n")
-                losses = []
-            if val_ex and (args.eval_every and step % args.eval_every == 0 or step == total):
-                t = time.time()
-                evals.append(dict(step=step, **evaluate(model, val_ex, loss_fn, args, autocast, pad_id)))
-                best, since = best_so_far(evals)
-                if args.patience and not since and rank == 0:  # the best weights so far are the run's result
-                    save_weights(model, out_dir, args, source)
-                t0 += time.time() - t                          # tokens/s and ETA count training time only
-                print(f"step {step:>5}/{total}  validation loss {evals[-1]['val_loss']:.4f}" + "".join(
-                    f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
-                    for k, d in evals[-1].items() if isinstance(d, dict)), flush=True)
-                log.write(json.dumps(evals[-1]) + "\n")
-                if args.patience and since >= args.patience:
-                    print(f"early stop: no better evaluation in the last {since}; {out_dir} holds step "
-                          f"{best['step']}'s weights", flush=True)
-                    total = step                               # this step is the last one (and is checkpointed)
-            log.flush()
-            if args.save_every and step % args.save_every == 0 or step == total or stopping:
-                t = time.time()
-                save_checkpoint(args, model, opt, step, source) if rank == 0 else None
-                barrier()                                      # the other ranks wait for it
-                t0 += time.time() - t
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        log.close()
-    s.update(steps=step, tokens_per_s=round(tokens / (time.time() - t0), 1), final_loss=loss_value, val_loss=None,
-             peak_mem_mib=round(peak_mem_mib(device), 1))
-    if ddp:
-        s.update(world_size=world, allreduce_bytes_per_step=sent[0] // max(step - first, 1))
-    if evals:  # the evaluation of the weights saved in OUT: with --patience the best, else the last
-        saved = best_so_far(evals)[0] if args.patience else evals[-1]
-        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
-    if stopping:
-        return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
-    if not (args.patience and evals) and rank == 0:            # else saved at the best evaluation
-        save_weights(model, out_dir, args, source)
-    barrier()
-    if checked:
-        found, after = before_after(model, tok, checked, autocast, args, "after")
-        s.update(found)
-        for i in range(0, len(after), len(after) // 3 + 1) if args.exact_match and not checkpoint and "instruction" \
-                in val_records[0] else []:  # 3 samples
-            r, b, a = val_records[i], before[i], after[i]
-            print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
-    return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
 # ----------------------------------------------------------------------------------------------------

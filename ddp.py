@@ -1,0 +1,65 @@
+"""ddp.py: many processes, one per GPU, under torchrun: PyTorch's DistributedDataParallel all-reduces the gradients of
+what trains. With LoRA-SP only the trainable entries are Parameters (lorasp.py packs them), so the all-reduce carries
+exactly keep x LoRA's bytes; a comm hook counts them, and a checksum checks that every rank drew the same masks.
+
+    torchrun --nproc_per_node=N train.py --model ... --data ...     # NCCL on CUDA, gloo on CPU
+
+train.py calls setup_ddp once, wraps its model with wrap_ddp, and sums its loss and token counts over the ranks
+itself. Leaves out: FSDP, tensor parallelism, several GPUs per process.
+"""
+import atexit
+import inspect
+import os
+import sys
+import zlib
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+def setup_ddp(args):
+    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set): join the process group, NCCL on CUDA
+    (one GPU per process), gloo on CPU; only rank 0 prints. A plain `python train.py` makes no process group."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if cuda else "gloo", device_id=torch.device(args.device) if cuda else None)
+    atexit.register(dist.destroy_process_group)
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+
+
+def rank_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def wrap_ddp(model, device, sent):
+    """DDP over the trainable Parameters: LoRA-SP's packed entries, so the all-reduce is keep x LoRA's. The comm hook
+    sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. The masks
+    agree by construction (seeded per layer), which a checksum checks here; buffers are not re-sent in forward."""
+    crc = 0
+    for name, b in model.named_buffers():
+        if name.endswith(("mask_A", "mask_B", "cols")):
+            crc = zlib.crc32(b.cpu().numpy().tobytes(), crc)
+    t = torch.tensor([crc, -crc], device=device)
+    dist.all_reduce(t, dist.ReduceOp.MAX)                      # (max crc, -min crc)
+    if t[0] != -t[1]:
+        raise RuntimeError("the LoRA-SP masks differ between ranks: run the same code and flags on every rank")
+
+    def allreduce_sum(sent, bucket):
+        sent[0] += bucket.buffer().nbytes
+        return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+    flag = "forward_sync_buffers"                              # torch < 2.13: broadcast_buffers
+    flag = flag if flag in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+    net = DistributedDataParallel(model, **{flag: False})      # buffers never change: no broadcast in every forward
+    net.register_comm_hook(sent, allreduce_sum)
+    return net
+
