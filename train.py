@@ -90,9 +90,9 @@ def parse_args(argv=None):
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
     a("--download", action=yes_no, default=False, help="fetch missing preset weights ($HF_TOKEN, $HF_ENDPOINT)")
     a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (a span head) or squad-gen (a causal LM's answers)")
-    a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder; squad: {train,dev}-v1.1.json's (default: both "
-      "downloaded into the cache); wmt16-en-ro: "
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers)")
+    a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
+      "wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
