@@ -15,8 +15,8 @@ paper's layout next to its published numbers, and a Figure 2-style bar chart (SV
 - Every run: the paper's AdamW, lr 2e-5, 3 epochs, r=16 (alpha 32: ours; the paper gives none). --paper-counts
   adds the flags that reproduce the paper's #Trainable Parameters instead (bench/paper_counts.py: r=8 for RoBERTa
   and T5, r=64 on all seven projections for Llama-2). Both counts are printed: ours (train.py's) and the paper's.
-- --toy: the generated stand-ins (bench/toy_glue.py --tasks all, bench/toy_wmt16.py, the offline demo's Llama with
-  an MMLU-format file of its counting questions) at toy learning rates (full 1e-3, adapters 3e-3); one model per table.
+- --toy: the generated stand-ins (bench/toy_glue.py --tasks all, bench/toy_wmt16.py, a Llama like the offline demo's
+  on its instruction task with an MMLU-format file of its counting questions) at toy learning rates (full 1e-3, adapters 3e-3); one model per table.
   They say the pipeline runs and learns, nothing about the paper's numbers.
 """
 import argparse
@@ -27,10 +27,15 @@ import random
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
+import model as M  # noqa: E402
+import train  # noqa: E402
 
 GLUE_COLUMNS = ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"]  # the paper's column order
 METRIC = {"mnli": ("dev_matched", "accuracy"), "cola": ("dev", "matthews_corrcoef"), "stsb": ("dev", "pearson")}
@@ -149,13 +154,33 @@ def toy_mmlu(directory, n_dev=5, n_test=100, seed=0):
     return directory
 
 
+def toy_llama(out):
+    """A Llama like the offline demo's (train.DEMO_PRETRAIN: 4 layers, width 128), pretrained once by train.py on the
+    demo's generated text, with a tokenizer that also saw MMLU-format lines: the demo's own does not tell " C" from
+    " D", which MMLU's answer letters need. Returns its directory and the instruction task (demo records)."""
+    d, init, task = os.path.join(out, "llama"), os.path.join(out, "llama-init"), os.path.join(out, "demo_tasks.json")
+    if not os.path.exists(os.path.join(d, "model", "model.safetensors")):
+        cfg = train.DEMO_PRETRAIN
+        corpus = data.demo_files(init, cfg["docs"], cfg["vocab"])
+        with open(corpus) as f:
+            lines = f.read().splitlines()
+        mmlu = [data.mmlu_example([q, "1", "2", "3", "4", c]) for q, c in zip(lines[:200], "ABCD" * 50)]
+        data.train_sentencepiece(lines[:2000] + list(data.PROMPT_DICT.values()) * 20 + mmlu * 5,
+                                 os.path.join(init, "tokenizer.model"), cfg["vocab"])
+        config = replace(M.get_config("llama-tiny"), **cfg["config"], vocab_size=data.load_tokenizer(init).vocab_size)
+        torch.manual_seed(0)
+        M.save_pretrained(M.build_model(config), init)
+        run([sys.executable, "train.py", "--model", init, "--data", corpus, "--method", "full", "--out", d,
+             *cfg["flags"]])
+        with open(task, "w") as f:
+            json.dump(data.demo_records(3000, seed=1), f)
+    return os.path.join(d, "model"), task
+
+
 def table3(args, model, tag, out):
     alpaca, mmlu = "alpaca", args.data_dir
     if args.toy:
-        model = data.cache_dir("models", "demo-llama")
-        if not os.path.exists(os.path.join(model, "config.json")):
-            run([sys.executable, "train.py", "--max-steps", "1", "--out", os.path.join(out, "demo")])  # builds it
-        alpaca, mmlu = data.cache_dir("data", "demo_tasks.json"), toy_mmlu(os.path.join(out, "toy_mmlu"))
+        (model, alpaca), mmlu = toy_llama(out), toy_mmlu(os.path.join(out, "toy_mmlu"))
     rows = []
     for _, method in METHODS:
         d = os.path.join(out, "runs", tag, method)
