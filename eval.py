@@ -366,7 +366,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
-    return (load_adapter(model, adapter) if adapter else model).eval(), load_tokenizer(name)
+    # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
+    return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), load_tokenizer(name)
 
 
 def context_length(model):
@@ -603,7 +604,7 @@ def main(argv=None):
     else:
         records = read_prompts(args.prompts)
         base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(load_adapter(model, args.adapter), tok, records, args.max_new_tokens) \
+        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
             if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))

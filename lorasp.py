@@ -39,11 +39,13 @@ import zlib
 import torch
 import torch.nn as nn
 
-from checkpoint import atomic_write, load_safetensors, read_safetensors_header, save_safetensors
+from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
+                        save_safetensors)
 from quant import NF4Linear
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
 
 
@@ -242,7 +244,8 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
     outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
     restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
-    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them."""
+    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
+    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter."""
     layers = _layers(model)
     if not layers:
         raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
@@ -266,30 +269,49 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
                   target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()})
-    os.makedirs(directory, exist_ok=True)
-    save_safetensors(extras, os.path.join(directory, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
-    path = os.path.join(directory, "adapter_model.safetensors")
-    save_safetensors(peft, path, metadata={"format": "pt"})
-    if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
-        raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
-    with atomic_write(os.path.join(directory, "adapter_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    with replace_dir(directory, own=ADAPTER_FILES) as tmp:
+        save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
+        path = os.path.join(tmp, "adapter_model.safetensors")
+        save_safetensors(peft, path, metadata={"format": "pt"})
+        if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
+            raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
+        with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
 
 
-def load_adapter(model, directory):
+def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
-    config's modules_to_save, loaded whole. Without EXTRAS_FILE (a plain PEFT LoRA adapter) the layers load as
-    keep=1.0. Returns the model."""
-    with open(os.path.join(directory, "adapter_config.json")) as f:
-        cfg = json.load(f)
+    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
+    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
+    otherwise train on as plain LoRA without a word)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
+        directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        if not os.path.exists(os.path.join(directory, f)):
+            raise FileNotFoundError(f"{directory}: no {f}; not an adapter folder (save_adapter's or PEFT's)")
+    cfg = read_json(os.path.join(directory, "adapter_config.json"))
     if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("fan_in_fan_out"):
         raise ValueError(f"{directory}: not a plain LoRA adapter (peft_type {cfg.get('peft_type')})")
-    peft = load_safetensors(os.path.join(directory, "adapter_model.safetensors"))
+    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
+        raise ValueError(f"{directory}/adapter_config.json: r = {cfg.get('r')!r}, lora_alpha = "
+                         f"{cfg.get('lora_alpha')!r}; need an integer r >= 1 and a number lora_alpha")
+    tensors = load_safetensors(os.path.join(directory, "adapter_model.safetensors"))
     xpath = os.path.join(directory, EXTRAS_FILE)
     extras, sp = {}, dict(keep=1.0, mode="mask", structure="element", seeds={})   # a plain PEFT adapter
     if has_extras := os.path.exists(xpath):
-        extras, sp = load_safetensors(xpath), json.loads(read_safetensors_header(xpath)[1]["lorasp"])
-    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in peft if k.endswith(".lora_A.weight"))
+        extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
+        try:
+            sp = json.loads(sp)
+            sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") \
+                from None
+    elif not peft:
+        raise FileNotFoundError(f"{xpath} is missing: without it this adapter would load as plain LoRA (keep=1), "
+                                "not as the LoRA-SP adapter that was saved. For a PEFT LoRA adapter, ask for it: "
+                                "load_adapter(model, directory, peft=True)")
+    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{directory}: adapter_model.safetensors holds no lora_A weights")
     model.requires_grad_(False)
@@ -298,7 +320,7 @@ def load_adapter(model, directory):
         if n not in modules:
             raise KeyError(f"adapter module {n!r} is not in the model")
         base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-        A, B = peft[f"{PEFT}{n}.lora_A.weight"], peft.get(f"{PEFT}{n}.lora_B.weight")
+        A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         if not isinstance(base, LINEAR_TYPES) or B is None or A.shape != (r, base.in_features) \
                 or B.shape != (base.out_features, r):
             raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
@@ -324,7 +346,7 @@ def load_adapter(model, directory):
             raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")
         for n in hits:
             prefix = f"{PEFT}{n}."
-            modules[n].load_state_dict({k[len(prefix):]: t for k, t in peft.items() if k.startswith(prefix)})
+            modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
             modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
     return model
 

@@ -47,7 +47,7 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     lines = capsys.readouterr().out.split("options:")[1].strip().split("\n")[1:]   # after -h's own line
-    assert len(lines) == 37 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
+    assert len(lines) == 38 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
 
 
