@@ -434,8 +434,8 @@ class DropoutAttention(torch.autograd.Function):
         g_s = t.addcmul_(probs, t.sum(-1, keepdim=True), value=-1)         # softmax's backward: p * (g - sum(g p))
         g_mask = None
         if ctx.needs_input_grad[3]:                                        # a float bias that trains (T5's positions)
-            dims = [d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]]
-            g_mask = (g_s.sum(dims, keepdim=True) * kept).to(mask.dtype)
+            dims = [d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]]  # none: a full (B, nh, T, S) bias
+            g_mask = ((g_s.sum(dims, keepdim=True) if dims else g_s) * kept).to(mask.dtype)  # sum([]) sums all
         g_s = g_s.mul_(ctx.scale * kept).to(q.dtype)
         return g_s @ k, g_s.transpose(-1, -2) @ q, g_v, g_mask, None, None
 

@@ -238,7 +238,8 @@ def main():
         label, counts, numbers = PAPER[t][min(k, 1)]
         for (name, _), (count, cells), paper_count, paper in zip(METHODS, rows, counts, numbers):
             avg = lambda v: f" | {sum(v) / len(v):.1f} |" if t == 1 else " |"  # noqa: E731
-            lines.append(f"| {model} ({name}) | {count / 1e6:,.2f}M | | " + " | ".join(f"{v:.1f}" for v in cells) +
+            n = f"{count / 1e6:,.2f}M" if count >= 1e5 else f"{count:,}"
+            lines.append(f"| {model} ({name}) | {n} | | " + " | ".join(f"{v:.1f}" for v in cells) +
                          avg(cells))
             lines.append(f"| paper: {label}({name}) | | {paper_count} | " + " | ".join(f"{v:.1f}" for v in paper)
                          + avg(paper))

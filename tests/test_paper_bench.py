@@ -50,3 +50,20 @@ def test_cells_are_read_back_and_svgs_parse(tmp_path):
     root = ET.fromstring(second_paper.rank_svg({"lora": [(1, 50.0), (8, 70.0), (64, 72.5)], "lorasp": [(1, 48.0),
                                                                                                       (64, 71.0)]}))
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_dropout_attention_gradient_of_a_full_size_bias():
+    """T5 with padding in full fine-tuning: the position bias plus the padding bias is a (B, nh, T, S) tensor that
+    needs a gradient; DropoutAttention's backward summed it over every dim (sum([]) reduces all). Found by
+    paper_tables --table 2 --toy; checked against the same math through autograd with the same dropout draw."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 3, 5, 5, generator=g, requires_grad=True)
+    torch.manual_seed(1)
+    y = M.DropoutAttention.apply(q, k, v, bias, 0.3, 0.5)
+    torch.manual_seed(1)
+    keep = torch.rand(2, 3, 5, 5) >= 0.3  # the draw forward makes
+    ref = ((q @ k.transpose(-1, -2) * 0.5 + bias).softmax(-1) * keep / 0.7) @ v
+    grads = torch.autograd.grad(y.sum(), (q, k, v, bias))
+    for a, b in zip(grads, torch.autograd.grad(ref.sum(), (q, k, v, bias))):
+        torch.testing.assert_close(a, b)
