@@ -34,6 +34,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
+import eval as E  # noqa: E402
 import model as M  # noqa: E402
 import train  # noqa: E402
 
@@ -197,22 +198,23 @@ def table3(args, model, tag, out):
 
 
 def bar_svg(columns, rows, title, W=720, H=320, L=50, B=40, T=30):
-    """Figure 2's shape: for each column (task) a group of bars, one per method, hand-written SVG."""
-    top = max(max(v for _, cells in rows for v in cells), 1e-9)
-    group, bar, colors = (W - L - 20) / len(columns), (W - L - 20) / len(columns) / (len(rows) + 1), \
-        ["#1f77b4", "#d62728", "#2ca02c"]
+    """Figure 2's shape: for each column (task) a group of bars, one per method, on round ticks; hand-written SVG."""
+    ticks = E.ticks(0, max(max(v for _, cells in rows for v in cells), 1e-9))
+    group, colors = (W - L - 20) / len(columns), ["#1f77b4", "#d62728", "#2ca02c"]
+    bar, sy = group / (len(rows) + 1), lambda v: H - B - max(v, 0) / ticks[-1] * (H - B - T)  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="11"><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="16">{title}</text>',
-           f'<line x1="{L}" y1="{H - B}" x2="{W - 20}" y2="{H - B}" stroke="black"/>']
+           f'font-size="11"><rect width="{W}" height="{H}" fill="white"/><text x="{L}" y="16">{title}</text>']
+    out += [f'<line x1="{L}" y1="{sy(y):.1f}" x2="{W - 20}" y2="{sy(y):.1f}" stroke="{"black" if y == 0 else "#ddd"}"/>'
+            f'<text x="{L - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:g}</text>' for y in ticks if y >= 0]
     for j, name in enumerate(columns):
         x0 = L + j * group
         out.append(f'<text x="{x0 + group / 2:.1f}" y="{H - B + 14}" text-anchor="middle">{name}</text>')
         for i, ((label, _), (_, cells)) in enumerate(zip(METHODS, rows)):
-            h = max(cells[j], 0) / top * (H - B - T)
-            out.append(f'<rect x="{x0 + (i + 0.5) * bar:.1f}" y="{H - B - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                       f'fill="{colors[i]}"><title>{label} {cells[j]:.1f}</title></rect>')
-    out += [f'<rect x="{W - 250 + 80 * i}" y="{H - 14}" width="10" height="10" fill="{c}"/>'
-            f'<text x="{W - 236 + 80 * i}" y="{H - 5}">{m}</text>' for i, ((m, _), c) in enumerate(zip(METHODS, colors))]
+            out.append(f'<rect x="{x0 + (i + 0.5) * bar:.1f}" y="{sy(cells[j]):.1f}" width="{bar:.1f}" '
+                       f'height="{H - B - sy(cells[j]):.1f}" fill="{colors[i]}"><title>{label} {cells[j]:.1f}</title>'
+                       '</rect>')
+    out += [f'<rect x="{W - 250 + 80 * i}" y="6" width="10" height="10" fill="{c}"/>'
+            f'<text x="{W - 236 + 80 * i}" y="15">{m}</text>' for i, ((m, _), c) in enumerate(zip(METHODS, colors))]
     return "\n".join(out + ["</svg>\n"])
 
 
