@@ -3,7 +3,9 @@ evaluate-v1.1.py's definitions (cases where EM and F1 part ways); the windows an
 transformers' tokenizer (overflowing windows with offsets) and hand-counted labels; the best span against a brute-force
 search; the span head's logits against transformers' BertForQuestionAnswering / RobertaForQuestionAnswering on the
 same random weights; a toy run through train.py that learns (EM rises) and eval.py reproducing it; GPT-2's
-generative path on contexts longer than its positions."""
+generative path on contexts longer than its positions; the files fetched once from a local stand-in server, the
+pinned sha256 refusing anything else."""
+import hashlib
 import json
 
 import pytest
@@ -15,6 +17,7 @@ import eval as E
 import model as M
 import train
 from bench.toy_squad import write_toy
+from fake_hub import serve
 from fixtures import random_params
 
 
@@ -124,3 +127,19 @@ def test_gpt2_answers_generatively_with_long_contexts_cut(tmp_path):
                                                                                                   "bleu"}
     assert scores == E.squad_scores(dataset, pred) | {"bleu": E.bleu(list(pred.values()), [
         [a["text"] for a in x["paragraphs"][0]["qas"][0]["answers"]] for x in dataset])}
+
+
+def test_squad_files_download_once_into_the_cache_checksummed(tmp_path, monkeypatch):
+    body = json.dumps({"version": "1.1", "data": [article(["x"])]}).encode()
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    with serve("org/squad", {"dev-v1.1.json": body}) as (url, log):
+        monkeypatch.setattr(data, "SQUAD_URL", f"{url}/cdn/")
+        with pytest.raises(OSError, match="sha256"):  # not the official file: the pinned checksum refuses it
+            data.read_squad("dev")
+        assert not (tmp_path / "squad" / "dev-v1.1.json").exists()
+        monkeypatch.setitem(data.SQUAD_FILES, "dev", ("dev-v1.1.json", hashlib.sha256(body).hexdigest()))
+        assert data.read_squad("dev") == [article(["x"])]
+        n = len(log)
+        assert data.read_squad("dev") == [article(["x"])] and len(log) == n  # the second time from the cache
+    with pytest.raises(FileNotFoundError, match="dev-v1.1.json"):
+        data.read_squad("dev", str(tmp_path / "elsewhere"))  # --data-dir: read, never downloaded
