@@ -1,6 +1,6 @@
 """A toy SQuAD v1.1 and a tiny random BERT, for running the extractive-QA pipeline offline (tests, --toy commands).
 
-    python bench/toy_squad.py --out toysquad     # toysquad/squad/{train,dev}-v1.1.json, toysquad/bert/
+    python bench/toy_squad.py --out toysquad [--gpt2]   # toysquad/squad/{train,dev}-v1.1.json, toysquad/bert/
 
 Each paragraph is filler words with an animal, a color, a fruit and a city at random places ("we saw the fox near
 rome with a pear then ..."); the question asks for the animal ("which animal is named ?"; --asked for more kinds),
@@ -17,6 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
 import model as M  # noqa: E402
 
 KINDS = {"animal": "cat dog fox owl bee cow pig ant".split(), "color": "red blue green pink gray gold tan teal".split(),
@@ -67,15 +68,35 @@ def write_toy(out, n_train=400, n_dev=40, seed=0, shape=None, asked=("animal",))
     return squad, bert
 
 
+def write_gpt2(out, seed=0):
+    """OUT/gpt2: a random 2-layer GPT-2 (width 64, 256 positions) with a byte-level BPE (HF `tokenizers`) trained on
+    the toy's words and Alpaca's templates, for the generative path (train.py --data squad-gen)."""
+    from tokenizers import ByteLevelBPETokenizer  # a test-only dependency: only this toy needs it
+    d = os.path.join(out, "gpt2")
+    os.makedirs(d, exist_ok=True)
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator([" ".join(WORDS)] * 20 + list(data.PROMPT_DICT.values()) * 20, vocab_size=400,
+                           min_frequency=1, special_tokens=["<|endoftext|>"])
+    tk.save_model(d)
+    with open(os.path.join(d, "vocab.json")) as f:
+        vocab = json.load(f)
+    torch.manual_seed(seed)
+    M.save_pretrained(M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=256, n_layer=2, n_embd=64,
+                                                 n_head=4)), d)
+    return d
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="toysquad", help="writes OUT/squad/*.json and OUT/bert/")
     ap.add_argument("--sizes", type=int, nargs=2, default=[800, 100], help="train, dev paragraphs")
     ap.add_argument("--asked", nargs="+", default=["animal"], choices=list(KINDS), help="kinds the questions ask for")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gpt2", action=argparse.BooleanOptionalAction, default=False, help="also OUT/gpt2, a tiny GPT-2")
     args = ap.parse_args()
     squad, bert = write_toy(args.out, *args.sizes, args.seed, asked=args.asked)
-    print(f"{squad}: train-v1.1.json, dev-v1.1.json; {bert}: a random 2-layer BERT, width 64")
+    print(f"{squad}: train-v1.1.json, dev-v1.1.json; {bert}: a random 2-layer BERT, width 64" +
+          (f"; {write_gpt2(args.out, args.seed)}: a random 2-layer GPT-2, width 64" if args.gpt2 else ""))
 
 
 if __name__ == "__main__":
