@@ -62,12 +62,13 @@ PAPER_COUNTS = {1: ["--rank", "8"], 2: ["--rank", "8"], 3: ["--rank", "64"]}  # 
 
 
 def run(argv):
-    """Run a command in the repository, printed first; its last output line as JSON."""
+    """Run a command in the repository, printed first; its last output line as JSON ({} if it is not: a generator)."""
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if p.returncode:
         sys.exit(p.stdout[-3000:] + p.stderr[-3000:])
-    return json.loads(p.stdout.strip().split("\n")[-1])
+    last = p.stdout.strip().split("\n")[-1]
+    return json.loads(last) if last.startswith("{") else {}
 
 
 def cell(path, make):
