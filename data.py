@@ -51,6 +51,13 @@ import sentencepiece
 import tiktoken
 import torch
 
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a flag, a file, the network): train.py and eval.py print it as one line, no
+    traceback, and exit with status 2; any other exception is a bug and keeps its traceback."""
+
+
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 

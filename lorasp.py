@@ -149,12 +149,17 @@ def _layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
 
 
+def targeted(name, targets):
+    """PEFT's rule: a module is adapted when its qualified name is, or ends with "." + , one of `targets`."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
-    """Wrap every nn.Linear / NF4Linear whose qualified name is, or ends with "." + , one of `targets` (PEFT's
-    rule); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
+    """Wrap every nn.Linear / NF4Linear that `targets` name (targeted); freeze everything else. Each layer's seed is
+    layer_seed(seed, name)."""
     model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = [n for n in linears if any(n == t or n.endswith("." + t) for t in targets)]
+    hits = [n for n in linears if targeted(n, targets)]
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
     for n in hits:

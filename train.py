@@ -51,6 +51,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
+import plan
+from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
@@ -69,7 +71,7 @@ DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_f
 
 
 class Help(argparse.HelpFormatter):
-    """--help: one line per flag, its default at the end."""
+    """--help: one line per flag, its default at the end; the closing table of presets as written."""
     def __init__(self, prog):
         super().__init__(prog, max_help_position=30, width=max(120, shutil.get_terminal_size().columns))
 
@@ -77,10 +79,27 @@ class Help(argparse.HelpFormatter):
         hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
         return action.help + ("" if hidden else " (default: %(default)s)")
 
+    def _fill_text(self, text, width, indent):  # the description is wrapped, the epilog's indented rows are not
+        return "\n".join(indent + line if line.startswith("  ") else super(Help, self)._fill_text(line, width, indent)
+                         for line in text.splitlines())
+
+
+def presets_table():
+    """--help's closing table: the presets grouped by family, and the --data each family trains."""
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt", glue="glue/TASK", seq2seq="wmt16-en-ro")
+    rows = []
+    for kind, (families, _) in KINDS.items():
+        for family in families:
+            names = [n for n, c in PRESETS.items() if c.model_type == family]
+            rows.append(f"  {family:8s} --data {trains[kind]}: {' '.join(names)}")
+    return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
+        "\n".join(rows)
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(formatter_class=Help, description="Fine-tune a causal LM with LoRA-SP on Alpaca-format "
-                                "data. Without --model and --data: the offline demo, whose own defaults are " +
+    p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
+                                "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
+                                "--model and --data: the offline demo, whose own defaults are " +
                                 " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
     a, yes_no = p.add_argument, argparse.BooleanOptionalAction
     a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...) or checkpoint directory (HF or Meta layout)")
@@ -112,12 +131,14 @@ def parse_args(argv=None):
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
     a("--clip", type=float, default=1.0, metavar="X", help="gradient-norm clipping")
     a("--val-fraction", type=float, default=0.02, metavar="X", help="held-out share of the records (seeded)")
-    a("--quant", default="none", choices=["none", "nf4"], metavar="Q", help="none | nf4: the frozen base in NF4")
-    a("--checkpointing", default="none", choices=["none", "full", "selective"], metavar="C", help="none | full | "
-      "selective activation checkpointing")
+    a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
+      "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
+    a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
+      "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
+    a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA, fp32 on CPU)")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
     a("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
@@ -140,6 +161,9 @@ def parse_args(argv=None):
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
+    if not 0 < args.keep <= 1:
+        p.error(f"--keep {args.keep}: the share of A's and B's entries that train must be in (0, 1] (1: plain LoRA)")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
     return args
@@ -186,6 +210,7 @@ class Run:
     log: object = None                             # metrics.jsonl (other DDP ranks: /dev/null)
     stop: list = field(default_factory=list)       # Ctrl-C pressed in this process (non-empty)
     stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
+    planned: int = 0                               # the memory plan's total, bytes
 
     def autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
@@ -194,6 +219,7 @@ class Run:
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
     t_start, run = time.time(), set_up(args)
+    plan_memory(run)                                           # before any weight is read
     records = load(run)                                        # held-out records for the before/after check
     s = describe(run)
     before = check(run, records, "before", s) if not run.checkpoint else None
@@ -205,6 +231,7 @@ def train(args):
         save_weights(run.model, weights_dir(args), args, run.source)
     barrier()
     check(run, records, "after", s, before)
+    print(outputs(run))
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -214,8 +241,47 @@ def set_up(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
-    return Run(args, device, bf16, rank, world)
+    return Run(args, device, plan.uses_bf16(args), rank, world)
+
+
+def plan_memory(run):
+    """Before any weight is read or fetched: the model's config (config.json, params.json or the preset) checked
+    against --data, --quant/--checkpointing auto chosen, the settings and the memory plan (plan.py) printed. A plan
+    that needs more than the memory available is refused, naming the settings that fit, unless --force."""
+    args = run.args
+    if not os.path.isdir(args.model) and args.model not in PRESETS:
+        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
+                        f"{', '.join(PRESETS)}")
+    directory = args.model if os.path.isdir(args.model) else args.model_dir or data.cache_dir("models", args.model)
+    config = plan.model_config(args.model, directory if os.path.isdir(directory) else None)
+    backbones = KINDS[data.task_kind(args.data)][0]
+    if config.model_type not in backbones:
+        raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
+                        " (the table at the end of --help lists what each family trains)")
+    if args.resume:                                            # auto: what the checkpoint's run chose
+        with open(os.path.join(find_checkpoint(args.out), "state.json")) as f:
+            saved = json.load(f)["args"]
+        args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
+                                          for k in ("quant", "checkpointing"))
+    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_file_bytes(args)
+    available, where = plan.available_bytes(run.device)
+    args.quant, args.checkpointing, why = plan.choose(config, args, targets, available, data_bytes, args.model)
+    parts = plan.estimate(config, args, targets, data_bytes)
+    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
+        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
+    print(f"{args.model}: {method}; {'bf16' if run.bf16 else 'fp32'} on {run.device} ({plan.dtype_why(args)}), "
+          f"{torch.get_num_threads()} threads")
+    print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
+    print(f"checkpointing {args.checkpointing}: {why[1]}")
+    for line in plan.lines(parts, available, where):
+        print(line)
+    need, run.planned = sum(parts.values()), sum(parts.values())
+    if available is not None and need > available and not args.force:
+        fits = plan.fitting(config, args, targets, available, data_bytes)
+        raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
+                        f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
+                            f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
+                            "fits: try a smaller --batch-size or --seq-len") + "; or --force to try anyway")
 
 
 def load(run):
@@ -288,15 +354,29 @@ def open_log(run):
 
 
 def summary(run):
-    """The loop's part of the summary: steps, speed, loss, memory; the evaluation of the weights saved in OUT."""
+    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
+    weights saved in OUT."""
     s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1))
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20))
     if dist.is_initialized():
         s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
     if run.evals:  # with --patience the best, else the last
         saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
     return s
+
+
+def outputs(run):
+    """The closing lines: where the run's files went, and the command that evaluates its result."""
+    args, kind = run.args, data.task_kind(run.args.data)
+    result = weights_dir(args)
+    model = f"--model {result}" if args.method == "full" else f"--model {run.source} --adapter {result}"
+    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro").get(kind) or (
+        "--task mmlu" if args.data == "alpaca" else f"--task perplexity --data {args.data}")
+    where = f" --data-dir {args.data_dir}" if args.data_dir and kind != "lm" else ""
+    return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
+            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)\nevaluate: python eval.py {task} {model}" +
+            (" --quant nf4" if args.quant == "nf4" else "") + where)
 
 
 def check(run, records, when, s, before=None):
@@ -454,18 +534,15 @@ def resolve_model(args):
     fetched from the Hub with --download."""
     if os.path.isdir(args.model):
         return args.model
-    if args.model not in PRESETS:
-        sys.exit(f"error: --model {args.model!r} is neither a directory nor a preset; known presets: "
-                 f"{', '.join(PRESETS)}")
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and repo:
         if dist.is_initialized():                              # N processes would fetch the same files at once
-            sys.exit(f"error: no weights for {args.model} in {directory}; fetch them before torchrun, in one process. "
-                     + data.where_to_get(repo, directory))
+            raise UserError(f"no weights for {args.model} in {directory}; fetch them before torchrun, in one "
+                            "process. " + data.where_to_get(repo, directory))
         print(f"downloading {repo} into {directory}")
         data.download_hf(repo, directory)
     if not has_weights(directory):
-        sys.exit(f"error: no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory))
+        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory))
     return directory
 
 
@@ -476,10 +553,6 @@ def load_model(args, directory, checkpoint, device, bf16):
     directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
     model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
                             torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
-    backbones, _ = KINDS[data.task_kind(args.data)]
-    if model.config.model_type not in backbones:
-        sys.exit(f"error: --data {args.data} trains {' or '.join(backbones)}; {directory} holds "
-                 f"{model.config.model_type}")
     if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
         model.add_head(len(data.GLUE[args.data[5:]][4] or [0]))  # STS-B: one output, a regression
         for name in head:
@@ -622,7 +695,9 @@ def save_checkpoint(args, model, opt, step, source):
 def find_checkpoint(out):
     """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames."""
     found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
-    return os.path.join(out, found[0]) if found else sys.exit(f"error: --resume: no checkpoint in {out}")
+    if not found:
+        raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
+    return os.path.join(out, found[0])
 
 
 def restore(checkpoint, args, opt):
@@ -634,7 +709,7 @@ def restore(checkpoint, args, opt):
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
-        sys.exit("error: --resume with different settings than the checkpoint's: " + ", ".join(changed))
+        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
     opt.load_state_dict(torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location=args.device,
                                    weights_only=True))
     for name, rng in load_safetensors(os.path.join(checkpoint, "rng.safetensors")).items():
@@ -649,7 +724,9 @@ def restore(checkpoint, args, opt):
 DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
                      flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
                            "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
-REAL_JOB = "python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download"
+REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
+REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
+                  "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
 
 
 def prepare_demo(args):
@@ -664,7 +741,7 @@ def prepare_demo(args):
             json.dump(data.demo_records(3000, seed=1), f, indent=1)
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
-        return model_dir, task
+        return model_dir, task, 0.0
     work, d = model_dir + ".pretrain", DEMO_PRETRAIN
     shutil.rmtree(work, ignore_errors=True)
     corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
@@ -673,33 +750,37 @@ def prepare_demo(args):
     save_pretrained(build_model(config), init)
     print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
           f"lines (once: it is cached in {model_dir})")
-    train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device", args.device,
-                      "--threads", str(args.threads), *d["flags"]]))
+    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
+                                 args.device, "--threads", str(args.threads), *d["flags"]]))
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
-    return model_dir, task
+    return model_dir, task, pretrain["wall_s"]
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line. A mistake the user can fix (data.UserError, a NaN loss) ends with one line `error: ...` and
+    exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
+    argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
     setup_ddp(args)                                            # under torchrun
-    if (demo := args.model is None) and rank_world()[1] > 1:
-        sys.exit("error: the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                 f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
-    if demo:
-        args.model, args.data = prepare_demo(args)
     try:
+        if (demo := args.model is None) and rank_world()[1] > 1:
+            raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
+                            f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
+        if demo:
+            args.model, args.data, pretrain_s = prepare_demo(args)
         summary = train(args)
-    except FloatingPointError as e:
+    except (UserError, FloatingPointError) as e:               # the user's to fix: one line, no traceback
         sys.exit(f"error: {e}")
+    # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
+    summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
+                   wall_s=round(time.time() - t_start, 1))
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
               f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
               f"{' '.join(a for a in argv if a != '--resume')} --resume")
     elif demo:
-        print(f"adapter saved in {os.path.join(args.out, 'adapter')}\nthe real job (one 24 GB GPU; accept the Llama 2 "
-              f"licence on the Hub and set HF_TOKEN first):\n  {REAL_JOB}")
+        print(f"the real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  {REAL_JOB_FIRST}")
     print(json.dumps(summary))
     if summary.get("interrupted"):
         sys.exit(130)

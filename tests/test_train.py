@@ -36,7 +36,7 @@ def inject(monkeypatch, at_call, what):
 def test_defaults_are_the_papers_and_demo_overrides_them():
     a = train.parse_args(["--model", "m", "--data", "d"])
     assert (a.method, a.rank, a.alpha, a.keep, a.lr, a.epochs, a.quant, a.checkpointing) == \
-        ("lorasp", 16, 32, 0.5, 2e-5, 3, "none", "none")
+        ("lorasp", 16, 32, 0.5, 2e-5, 3, "auto", "auto")   # auto: the memory plan decides (tests/test_plan.py)
     demo = train.parse_args([])
     assert (demo.model, demo.lr, demo.epochs, demo.exact_match) == (None, 3e-3, 2.0, 200)
     assert train.parse_args(["--lr", "1e-3"]).lr == 1e-3
@@ -46,9 +46,15 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
-    lines = capsys.readouterr().out.split("options:")[1].strip().split("\n")[1:]   # after -h's own line
-    assert len(lines) == 37 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
+    out = capsys.readouterr().out
+    options, presets = out.split("options:")[1].split("\npresets by family")
+    lines = options.strip().split("\n")[1:]                                        # after -h's own line
+    assert len(lines) == 38 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
+    assert "(default: cuda when available, else cpu)" in out
+    rows = {line.split()[0]: line for line in presets.strip().split("\n")[1:]}      # every preset, by family
+    assert sorted(rows) == sorted(train.TARGETS) and all(name in rows[c.model_type] for name, c in train.PRESETS.items())
+    assert "--data glue/TASK" in rows["roberta"] and "--data wmt16-en-ro" in rows["t5"]
 
 
 def test_refusals(capsys, tmp_path, tiny, monkeypatch):
