@@ -41,7 +41,9 @@ from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model
 
 GiB = 1 << 30
 MiB = 1 << 20
-RUNTIME_STEP = 60 * MiB       # CPU: thread pools, kernel caches and autograd's own buffers of a first step (measured)
+RUNTIME_STEP = 16 * MiB       # CPU: the tokenizer, thread pools and kernel caches a first step adds (measured)
+HEAP_SLACK = 0.5              # CPU: glibc keeps the holes freed activations leave: +50% of a step's working memory
+MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap threshold; bigger ones go back at once
 ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
 DATA_PER_BYTE = 14            # resident bytes per byte of an instruction file once tokenized (measured, Alpaca-like)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
@@ -154,7 +156,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
         model.add_head(2)
     parts = dict(runtime=runtime if runtime is not None else (resident_bytes() + RUNTIME_STEP if cpu else 0),
-                 data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0)
+                 data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0)
     seen, biggest, head = set(), 0, getattr(type(model), "head", ())
     for name, m in model.named_modules():
         for pname, p in m.named_parameters(recurse=False):
@@ -197,7 +199,12 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         parts["loss"] = tokens * V * (s + 12)
     parts["dequant"] = biggest
     parts["activations"] += tokens * C * s * (2 if kind == "t5" else 1)   # the embeddings' output
-    return parts
+    working = parts["activations"] + parts["backward"] + parts["loss"]
+    if cpu:                                 # measured with the default glibc malloc: resident / live = 1.43 to 1.52
+        parts["heap"] = HEAP_SLACK * working if tokens * C * s < MMAP_MAX else 0
+    else:
+        parts["heap"] = ALLOCATOR_SLACK * sum(parts.values())
+    return {k: int(v) for k, v in parts.items()}
 
 
 def resident_bytes():
@@ -238,11 +245,13 @@ def data_file_bytes(args):
 
 
 def lines(parts, available=None, why=""):
-    """The plan as a few printable lines: each part in GiB, the total, and the memory available."""
-    total = sum(parts.values())
-    shown = "  ".join(f"{k} {v / GiB:.2f}" for k, v in parts.items() if v)
+    """The plan as two printable lines: each part (GiB, or MiB for a plan under 1 GiB), the total, the memory
+    available."""
+    need = sum(parts.values())
+    unit, name, digits = (GiB, "GiB", 2) if need >= GiB else (MiB, "MiB", 0)
+    shown = "  ".join(f"{k} {v / unit:.{digits}f}" for k, v in parts.items() if round(v / unit, digits))
     free = f"{available / GiB:.1f} GiB available ({why})" if available is not None else why
-    return [f"memory plan (GiB): {shown}", f"memory plan: {total / GiB:.2f} GiB at the peak; {free}"]
+    return [f"memory plan ({name}): {shown}", f"memory plan: {need / unit:.{digits}f} {name} at the peak; {free}"]
 
 
 # ----------------------------------------------------------------------------------------------------
