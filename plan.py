@@ -103,7 +103,7 @@ def gpt2(c, mode, r, T, dropout_cpu):
     """x, ln out, qkv, attention out, x mid, ln out, fc out, gelu out, h of 4 adapters; dropout's bool masks (2C) and
     its attention mask (heads x T); LayerNorm's mean and rstd. Selective: x, qkv, x mid, fc out and the masks."""
     C, h, p = c.n_embd, c.n_head, c.dropout > 0
-    att = h * T + 2 * T if p and dropout_cpu else 4 * h     # DropoutAttention's mask, or SDPA's log-sum-exp
+    att = h * T if p and dropout_cpu else 4 * h             # DropoutAttention's mask, or SDPA's log-sum-exp
     return dict(none=(16 * C + 4 * r, 2 * C * p + 16 + att), selective=(9 * C + 4 * r, 2 * C * p), full=(C, 0))[mode]
 
 
@@ -121,9 +121,10 @@ def t5(c, mode, r, T, dropout_cpu):
     the feed-forward's activation inputs and outputs, h; the decoder adds cross-attention (norm in and out, q, and k,
     v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks."""
     C, inner, F, h, p = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.num_heads, c.dropout_rate > 0
-    ff = 3 * F if c.feed_forward_proj == "gated-gelu" else F
+    gated = c.feed_forward_proj == "gated-gelu"             # kept: gelu's input, its output and wi_1's; relu's output
+    ff, ff_in = (3 * F, 2 * F) if gated else (F, F)          # selective keeps the matmul outputs (wi_0, wi_1 / wi)
     att = h * T if p and dropout_cpu else 4 * h + 4 * inner
-    enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff - F + 2 * r, full=C)[mode]
+    enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff_in + 2 * r, full=C)[mode]
     cross = dict(none=2 * C + 3 * inner + 2 * r, selective=C + 3 * inner + 2 * r, full=0)[mode]
     masks = (2 * C + F) * p + att if mode == "none" else 2 * C * p if mode == "selective" else 0
     return 2 * enc + cross, 2 * masks + (att + C * p if mode == "none" else 0)
