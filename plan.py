@@ -147,8 +147,8 @@ def seq_len_of(config, args):
 
 def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     """{part: bytes} for a run of args (method, rank, keep, quant, checkpointing, dtype, device, batch size, seq len)
-    on a model of config; targets: the adapted linears' names. runtime: bytes already resident (default: this
-    process's, on CPU)."""
+    on a model of config; targets: the adapted linears' names; runtime: the runtime's bytes (default:
+    runtime_bytes(), measured now)."""
     s = 2 if uses_bf16(args) else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
     keep = 1.0 if args.method == "lora" else args.keep
@@ -156,7 +156,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         model = build_model(config)
     if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
         model.add_head(2)
-    parts = dict(runtime=runtime if runtime is not None else (resident_bytes() + RUNTIME_STEP if cpu else 0),
+    parts = dict(runtime=runtime_bytes(args.device) if runtime is None else runtime,
                  data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0)
     seen, biggest, head = set(), 0, getattr(type(model), "head", ())
     for name, m in model.named_modules():
@@ -206,6 +206,12 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     else:
         parts["heap"] = ALLOCATOR_SLACK * sum(parts.values())
     return {k: int(v) for k, v in parts.items()}
+
+
+def runtime_bytes(device):
+    """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
+    plus what a first step adds; CUDA: 0 (the context is outside torch's allocator and already not free)."""
+    return resident_bytes() + RUNTIME_STEP if torch.device(device).type == "cpu" else 0
 
 
 def resident_bytes():
@@ -261,12 +267,12 @@ def lines(parts, available=None, why=""):
 QUANTS, MODES = ("none", "nf4"), ("none", "selective", "full")  # each list: the faster (and exact) setting first
 
 
-def total(config, args, targets, data_bytes, **change):
+def total(config, args, targets, data_bytes, runtime, **change):
     """The plan's total in bytes for args with some flags changed (quant=..., checkpointing=...)."""
-    return sum(estimate(config, argparse.Namespace(**{**vars(args), **change}), targets, data_bytes).values())
+    return sum(estimate(config, argparse.Namespace(**{**vars(args), **change}), targets, data_bytes, runtime).values())
 
 
-def choose(config, args, targets, available, data_bytes, preset=None):
+def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     """(quant, checkpointing, [why each]) for --quant/--checkpointing auto; explicit values are kept. A preset of the
     paper's (PAPER_PRESETS) gets its recipe: NF4 and selective recomputation (full if selective does not fit).
     Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
@@ -276,7 +282,7 @@ def choose(config, args, targets, available, data_bytes, preset=None):
     modes = [args.checkpointing] if args.checkpointing != "auto" else ["selective", "full"] if paper else list(MODES)
     tried = []                                                 # (quant, checkpointing, bytes), in order of preference
     for q, m in itertools.product(quants, modes):
-        tried.append((q, m, total(config, args, targets, data_bytes, quant=q, checkpointing=m)))
+        tried.append((q, m, total(config, args, targets, data_bytes, runtime, quant=q, checkpointing=m)))
         if available is None or tried[-1][2] <= MARGIN * available:
             break
     q, m, _ = tried[-1]
@@ -292,12 +298,12 @@ def choose(config, args, targets, available, data_bytes, preset=None):
     return q, m, [why_q, why_m]
 
 
-def fitting(config, args, targets, available, data_bytes):
+def fitting(config, args, targets, available, data_bytes, runtime):
     """The settings (flags) whose plan fits the memory available, fastest first, with their totals in GiB."""
     out = []
     for q in QUANTS if args.method != "full" else ("none",):
         for m in MODES:
-            t = total(config, args, targets, data_bytes, quant=q, checkpointing=m)
+            t = total(config, args, targets, data_bytes, runtime, quant=q, checkpointing=m)
             if t <= MARGIN * available:
                 out.append(f"--quant {q} --checkpointing {m} ({t / GiB:.1f} GiB)")
     return out

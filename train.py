@@ -254,6 +254,9 @@ def plan_memory(run):
                         f"{', '.join(PRESETS)}")
     directory = args.model if os.path.isdir(args.model) else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.isdir(directory) else None)
+    if data.task_kind(args.data) == "lm" and args.data != "alpaca" and not os.path.isfile(args.data):
+        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
+                        f"instruction/input/output records, a .txt, glue/TASK or wmt16-en-ro")
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
@@ -265,8 +268,9 @@ def plan_memory(run):
                                           for k in ("quant", "checkpointing"))
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_file_bytes(args)
     available, where = plan.available_bytes(run.device)
-    args.quant, args.checkpointing, why = plan.choose(config, args, targets, available, data_bytes, args.model)
-    parts = plan.estimate(config, args, targets, data_bytes)
+    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # what the plan depends on
+    args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
+    parts = plan.estimate(config, args, targets, data_bytes, what[-1])
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
     print(f"{args.model}: {method}; {'bf16' if run.bf16 else 'fp32'} on {run.device} ({plan.dtype_why(args)}), "
@@ -277,7 +281,7 @@ def plan_memory(run):
         print(line)
     need, run.planned = sum(parts.values()), sum(parts.values())
     if available is not None and need > available and not args.force:
-        fits = plan.fitting(config, args, targets, available, data_bytes)
+        fits = plan.fitting(*what)
         raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
                         f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
                             f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
@@ -533,6 +537,9 @@ def resolve_model(args):
     """--model -> a checkpoint directory: a directory as is; a preset in --model-dir or the cache (models/NAME),
     fetched from the Hub with --download."""
     if os.path.isdir(args.model):
+        if not has_weights(args.model):
+            raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
+                            "pytorch_model*.bin, or Meta's consolidated.NN.pth)")
         return args.model
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and repo:

@@ -2,7 +2,6 @@
 hook, on tiny blocks of every backbone, in each checkpointing mode), its total against the measured peak (VmHWM) of
 train.py runs in child processes, and the choices train.py makes from it: the paper's recipe for the Llama 2 presets,
 the fastest setting that fits elsewhere, a refusal before any weight is read, --force."""
-import argparse
 import json
 import os
 import subprocess
@@ -124,40 +123,43 @@ def test_plan_is_within_15_percent_of_the_measured_peak(small_llama, tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # What train.py chooses from the plan, and what it refuses
 
+RUNTIME = 300 * plan.MiB  # a fixed runtime part: the choices below do not move with this process's size
+
+
 def flags_for(*argv):
     return train.parse_args(["--model", "llama2-7b", "--data", "alpaca", *argv])
 
 
 def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_fit():
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
-    q, m, why = plan.choose(c, flags_for(), targets, 24 * plan.GiB, 0, "llama2-7b")
+    q, m, why = plan.choose(c, flags_for(), targets, 24 * plan.GiB, 0, RUNTIME, "llama2-7b")
     assert (q, m) == ("nf4", "selective") and why == ["the paper's recipe for llama2-7b",
                                                       "the paper's recipe (selective recomputation)"]
-    selective = plan.total(c, flags_for(), targets, 0, quant="nf4", checkpointing="selective")
-    q, m, why = plan.choose(c, flags_for(), targets, 12 * plan.GiB, 0, "llama2-7b")
+    selective = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="selective")
+    q, m, why = plan.choose(c, flags_for(), targets, 12 * plan.GiB, 0, RUNTIME, "llama2-7b")
     assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB of 12.0 available"
-    full = plan.total(c, flags_for(), targets, 0, quant="nf4", checkpointing="full")
+    full = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="full")
     assert 4 * plan.GiB < full < selective < 20 * plan.GiB                      # NF4 base ~3.5 GiB, 10 GiB of activations
-    fp32 = plan.total(c, flags_for(), targets, 0, quant="none", checkpointing="none")
+    fp32 = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="none", checkpointing="none")
     assert fp32 > 25 * plan.GiB                                                  # the 25 GiB of fp32 weights alone
 
 
 def test_elsewhere_auto_takes_the_fastest_setting_that_fits():
     c, targets = plan.model_config("gpt2"), train.TARGETS["gpt2"].split(",")
     a = train.parse_args(["--model", "gpt2", "--data", "alpaca"])
-    need = {(q, m): plan.total(c, a, targets, 0, quant=q, checkpointing=m) for q in plan.QUANTS for m in plan.MODES}
+    need = {(q, m): plan.total(c, a, targets, 0, RUNTIME, quant=q, checkpointing=m) for q in plan.QUANTS for m in plan.MODES}
     assert need["none", "none"] > need["none", "selective"] > need["none", "full"] > need["nf4", "full"]
-    assert plan.choose(c, a, targets, None, 0, "gpt2")[:2] == ("none", "none")   # memory unknown: the fastest
-    assert "memory available unknown" in plan.choose(c, a, targets, None, 0, "gpt2")[2][1]
+    assert plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[:2] == ("none", "none")   # memory unknown: the fastest
+    assert "memory available unknown" in plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[2][1]
     room = need["none", "selective"] / plan.MARGIN + 1                            # selective fits, none does not
-    q, m, why = plan.choose(c, a, targets, room, 0, "gpt2")
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")
     assert (q, m, why[0]) == ("none", "selective", "the exact weights") and why[1].startswith("none would need")
     room = need["nf4", "full"] / plan.MARGIN + 1                                  # only NF4 with recomputation fits
-    q, m, why = plan.choose(c, a, targets, room, 0, "gpt2")
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")
     assert (q, m) == ("nf4", "full") and why[0].startswith("--quant none would need")
     a.checkpointing = "none"                                                       # explicit flags win, even
-    q, m, why = plan.choose(c, a, targets, room, 0, "gpt2")                       # where nothing then fits
-    assert (q, m, why[1]) == ("nf4", "none", "--checkpointing none") and plan.fitting(c, a, targets, room, 0) == \
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")                       # where nothing then fits
+    assert (q, m, why[1]) == ("nf4", "none", "--checkpointing none") and plan.fitting(c, a, targets, room, 0, RUNTIME) == \
         [f"--quant nf4 --checkpointing full ({need['nf4', 'full'] / plan.GiB:.1f} GiB)"]
 
 
