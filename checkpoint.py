@@ -1,27 +1,32 @@
 """checkpoint.py: the files checkpoints live in, read and written by hand (no safetensors or transformers package).
 
 - safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, raw bytes.
-  Read one tensor at a time with plain reads (not mmap), written through `atomic_write` (a temporary sibling, fsync,
-  rename: a crash leaves the old file or the new one, never half of one).
-- Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names, or pytorch_model*.bin;
-  `read_tensors` streams (name, tensor) from any of them (.bin/.pth memory-mapped, `weights_only=True`, each
-  tensor's pages handed back once copied); `write_checkpoint` writes config.json + shards + index.
+  Read one tensor at a time with plain reads (not mmap), the header checked as the reference reader checks it;
+  written through `atomic_write` (a temporary sibling, fsync, rename: a crash leaves the old file or the new one,
+  never half of one). `replace_dir` does the same for a folder of files (an adapter, a model).
+- Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
+  no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
+  memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `write_checkpoint` writes
+  config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
-  over or mis-shaped, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
+  over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
   one tensor).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
 Run `python checkpoint.py FILE.safetensors` to list a file's tensors.
 """
 import ctypes
+import fnmatch
 import glob
 import itertools
 import json
+import math
 import mmap
 import os
 import re
+import shutil
 import struct
 import sys
 from contextlib import contextmanager
@@ -54,9 +59,55 @@ def atomic_write(path, mode="wb"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _fsync_dir(path)
+
+
+@contextmanager
+def replace_dir(directory, own=()):
+    """Write a folder whole: yield an empty sibling DIR.tmp to fill; when the block ends without error the old DIR
+    steps aside as DIR.old, DIR.tmp takes its name, and DIR.old is deleted. A crash leaves the old folder or the new
+    one (or DIR.old beside a complete DIR.tmp, which the next call restores), never old files beside new ones.
+    Entries of the old folder not matching the `own` patterns, and not written anew, are carried over (hard links),
+    so saving into a folder never loses what else it holds."""
+    directory = os.path.normpath(os.fspath(directory))
+    tmp, old = directory + ".tmp", directory + ".old"
+    if not os.path.exists(directory) and os.path.isdir(old):
+        os.replace(old, directory)                 # a save stopped between its two renames: the old folder is whole
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if not any(fnmatch.fnmatch(name, p) for p in own) and not os.path.lexists(os.path.join(tmp, name)):
+                    _link(os.path.join(directory, name), os.path.join(tmp, name))
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _link(src, dst):
+    """Hard-link a file (a tree: file by file; a symlink: copied as a link), copying where links are not possible."""
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    elif os.path.isdir(src):
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def _fsync_dir(path):
     dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        os.fsync(dir_fd)  # make a rename in it durable
     finally:
         os.close(dir_fd)
 
@@ -84,7 +135,9 @@ def save_safetensors(tensors, path, metadata=None):
 
 
 def read_safetensors_header(path):
-    """Return (tensor entries, metadata, offset of the data section); checks the header against the file."""
+    """Return (tensor entries, metadata, offset of the data section), checked as the reference reader checks them:
+    known dtypes, non-negative integer shapes, byte ranges that match the shapes and tile the data section exactly
+    (no overlap, no gap, nothing past the end). So the tensors never hold more bytes than the file does."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -100,20 +153,31 @@ def read_safetensors_header(path):
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header (not a JSON object)")
     metadata = header.pop("__metadata__", None) or {}
-    start = 8 + n
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path}: corrupt safetensors header (__metadata__ must map strings to strings)")
+    start, spans = 8 + n, []
     for name, e in header.items():
         try:
             dtype = SAFETENSORS_DTYPES[e["dtype"]]
             begin, end = e["data_offsets"]
-            numel = 1
-            for d in e["shape"]:
-                numel *= d
+            shape = e["shape"]
+            if not all(type(x) is int and x >= 0 for x in [*shape, begin, end]):
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}: tensor {name!r} has an unsupported or malformed header entry {e}") from None
-        if end - begin != numel * dtype.itemsize or begin < 0:
+        if end - begin != math.prod(shape) * dtype.itemsize:
             raise ValueError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {e['shape']} {e['dtype']}")
         if start + end > size:
             raise ValueError(f"{path}: truncated: tensor {name!r} ends at byte {start + end}, file has {size}")
+        spans.append((begin, end, name))
+    at = 0
+    for begin, end, name in sorted(spans):  # each tensor starts where the previous one ended
+        if begin != at:
+            raise ValueError(f"{path}: tensor {name!r} starts at data byte {begin}, expected {at} ("
+                             + ("overlaps the tensor before it" if begin < at else "a gap before it") + ")")
+        at = end
+    if start + at != size:
+        raise ValueError(f"{path}: {size - start - at} bytes after the last tensor that no tensor covers")
     return header, metadata, start
 
 
@@ -142,8 +206,10 @@ def load_safetensors(path):
 
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
-    Every architecture loads through here: missing, left-over, duplicate, mis-shaped or non-float tensors are errors
-    that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied."""
+    Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
+    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied.
+    dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
+    fp32 norms computes in one dtype)."""
     expected, tied, first, done = {}, {}, {}, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
@@ -161,14 +227,22 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
         if not t.is_floating_point():
             raise TypeError(f"{what} has unsupported dtype {t.dtype}")
-        t = t.to(device, dtype or t.dtype).contiguous()
-        done.add(name)
+        dtype = dtype or t.dtype
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         # a linear inside a ModuleList of blocks has a numeric path component: model.layers.3.mlp.up_proj
-        if quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name):
+        nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
+        if not nf4:
+            check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax)
+        t = t.to(device, dtype).contiguous()
+        done.add(name)
+        if nf4:
             parent, _, child = owner_name.rpartition(".")
-            setattr(model.get_submodule(parent), child, NF4Linear(quantize_nf4(t), owner.bias))  # bias may follow
+            try:
+                weight = quantize_nf4(t)
+            except ValueError as e:
+                raise ValueError(f"{what}: {e}") from None
+            setattr(model.get_submodule(parent), child, NF4Linear(weight, owner.bias))  # bias may follow
         else:
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
@@ -182,20 +256,82 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     return model
 
 
+def check_finite(t, what):
+    """Refuse a tensor holding NaN or Inf (a damaged or badly exported checkpoint), with the count and where. One
+    fp32-accumulated sum a chunk: NaN and Inf survive it, so the exact count is taken only when one is there."""
+    flat = t.reshape(-1)
+    for i in range(0, flat.numel(), 1 << 24):
+        if not torch.isfinite(flat[i:i + (1 << 24)].sum(dtype=torch.float32)):
+            bad = ~torch.isfinite(t)
+            if bad.any():  # (else a finite sum overflowed: huge, but finite, values)
+                where = [tuple(j) for j in bad.nonzero()[:3].tolist()]
+                raise ValueError(f"{what} (shape {list(t.shape)}) has {int(torch.isnan(t).sum())} NaN and "
+                                 f"{int(torch.isinf(t).sum())} Inf values, first at index {where}: the checkpoint "
+                                 "is damaged; fetch or export it again")
+            return
+
+
+def read_json(path):
+    """A JSON object from a config file; anything else (bad JSON, not UTF-8, a list) is an error naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(value).__name__}")
+    return value
+
+
+def inside(directory, name, named_in):
+    """directory/name, refused unless it stays inside directory: no '..' or absolute path in the name, and not a
+    symlink to a file elsewhere (a checkpoint folder should not make us read, or a crafted index point us at, files
+    outside it). Someone who means it can copy the file in."""
+    path = os.path.join(directory, name)
+    real, root = os.path.realpath(path), os.path.realpath(directory)
+    if os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
+        raise ValueError(f"{named_in} names {name!r}, outside {directory}: refused (weight files must be inside the "
+                         "model folder)")
+    if os.path.commonpath([real, root]) != root:
+        raise ValueError(f"{path} is a symlink to {real}, outside the model folder: refused; copy the file into "
+                         f"{directory} (cp -L) if you mean to load it")
+    return path
+
+
 def hf_files(path):
     """The weight files of an HF checkpoint: an index's shards, model.safetensors, or pytorch_model*.bin."""
     for index, single in (("model.safetensors.index.json", "model.safetensors"),
                           ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         if os.path.exists(os.path.join(path, index)):
-            with open(os.path.join(path, index)) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-            for s in shards:
-                if not os.path.exists(os.path.join(path, s)):
-                    raise FileNotFoundError(f"{path}: shard {s} named in {index} is missing")
-            return [os.path.join(path, s) for s in shards]
+            try:
+                with open(os.path.join(path, index), encoding="utf-8") as f:
+                    shards = sorted(set(json.load(f)["weight_map"].values()))
+                if not all(isinstance(s, str) for s in shards):
+                    raise TypeError("file names must be strings")
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
+                                 "needs {\"weight_map\": {tensor name: file name}}") from None
+            files = [inside(path, s, os.path.join(path, index)) for s in shards]
+            for f in files:
+                if not os.path.exists(f):
+                    raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
+            return files
         if os.path.exists(os.path.join(path, single)):
-            return [os.path.join(path, single)]
+            return [inside(path, single, path)]
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
+
+
+def torch_load(file):
+    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs); what it
+    refuses, or cannot read, is an error naming the file."""
+    try:
+        return torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
+        first = str(e).strip().split("\n")[0][:300]
+        raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
+                         ) from None
 
 
 def read_tensors(file):
@@ -203,7 +339,9 @@ def read_tensors(file):
     if file.endswith(".safetensors"):
         yield from iter_safetensors(file)
         return
-    state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    state = torch_load(file)
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back
@@ -257,14 +395,19 @@ def meta_config(p, embedding_rows):
 def meta_checkpoint(path):
     """Meta's layout -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)), model-parallel shards
     merged."""
-    files = sorted(glob.glob(os.path.join(path, "consolidated.*.pth")))
+    files = [inside(path, os.path.basename(f), path) for f in glob.glob(os.path.join(path, "consolidated.*.pth"))]
+    files.sort()
     if not files:
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
-    with open(os.path.join(path, "params.json")) as f:
-        p = json.load(f)
-    shards = [torch.load(f, map_location="cpu", mmap=True, weights_only=True) for f in files]
-    config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])
-    hd = config["n_embd"] // config["n_head"]
+    p = read_json(os.path.join(path, "params.json"))
+    shards = [torch_load(f) for f in files]
+    try:
+        config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])
+        hd = config["n_embd"] // config["n_head"]
+    except KeyError as e:
+        raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
+        raise ValueError(f"{os.path.join(path, 'params.json')}: its numbers do not describe a model ({e})") from None
 
     def stream():
         for key in list(shards[0]):

@@ -10,8 +10,10 @@
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
-- Downloads with urllib: a progress bar, HTTP Range resume of partial files, size and sha256 checks (the Hub's
-  X-Linked-Size / X-Linked-Etag), $HF_TOKEN sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets.
+- Downloads with urllib: a progress bar, HTTP Range resume of partial files (If-Range: never onto a changed file),
+  size and sha256 checks (the Hub's X-Linked-Size / X-Linked-Etag; MMLU's and GLUE's pinned in KNOWN_FILES), $HF_TOKEN
+  sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets. What is not the expected archive or JSON is
+  deleted and described.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
 - MMLU's CSV files (the original release) and its k-shot prompt, word for word.
@@ -28,6 +30,7 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
 a local stand-in for the Hub).
 """
+import contextlib
 import csv
 import hashlib
 import http.client
@@ -51,11 +54,28 @@ import sentencepiece
 import tiktoken
 import torch
 
+@contextlib.contextmanager
+def text_file(path, encoding="utf-8", newline=None):
+    """open(path) for reading text; bytes that are not UTF-8 are an error naming the file and line (Python's own
+    UnicodeDecodeError names neither)."""
+    try:
+        with open(path, encoding=encoding, newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                             "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise
 
 
 class UserError(Exception):
     """A mistake the user can fix (a flag, a file, the network): train.py and eval.py print it as one line, no
-    traceback, and exit with status 2; any other exception is a bug and keeps its traceback."""
+    traceback, and exit with status 1; any other exception is a bug and keeps its traceback."""
 
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -356,22 +376,53 @@ def alpaca_prompt(record):
 
 def read_records(path):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings;
-    `input` is optional (Alpaca's empty string). A malformed record is an error naming its index and field."""
-    with open(path, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()] if path.endswith(".jsonl") else json.load(f)
+    `input` is optional (Alpaca's empty string). Bad JSON, bytes that are not UTF-8 or a malformed record are errors
+    naming the file and the line (.jsonl) or the record's index (.json)."""
+    with text_file(path) as f:
+        if path.endswith(".jsonl"):
+            records, where = [], []
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line.rstrip("\n")))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}): "
+                                         f"{line.strip()[:100]!r}") from None
+                    where.append(f"line {n}")
+        else:
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            where = None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, r in enumerate(records):
+        at = f"{path}, {where[i]}: record {i}" if where else f"{path}: record {i}"
         if not isinstance(r, dict):
-            raise ValueError(f"{path}: record {i} is a {type(r).__name__}, not an object")
+            raise ValueError(f"{at} is a {type(r).__name__}, not an object")
         for field in ("instruction", "input", "output"):
             if field == "input" and field not in r:
                 continue
             if field not in r:
-                raise ValueError(f"{path}: record {i} has no {field!r} field (it has {sorted(r)})")
+                raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})")
             if not isinstance(r[field], str):
-                raise ValueError(f"{path}: record {i} field {field!r} is a {type(r[field]).__name__}, not a string")
+                raise ValueError(f"{at} field {field!r} is a {type(r[field]).__name__}, not a string")
     return records
+
+
+def encode_head(tok, text, n, bos=None, eos=False):
+    """tok.encode(text, bos, eos), or its first n + 1 or more tokens when the text is longer than that (the caller
+    cuts at n and sees that it did) without tokenizing all of it: a prefix of the characters, grown 4x until it gives
+    n + 16 tokens (the last few of a cut text may differ from the whole text's), so one 50 MB record costs what a
+    few thousand characters do."""
+    chars = 8 * n + 1024
+    while chars < len(text):
+        ids = tok.encode(text[:chars], bos=bos, eos=False)
+        if len(ids) > n + 16:
+            return ids[:n + 1]
+        chars *= 4
+    return tok.encode(text, bos=bos, eos=eos)
 
 
 def tokenize_records(records, tok, seq_len):
@@ -381,8 +432,9 @@ def tokenize_records(records, tok, seq_len):
     seq_len keep their first seq_len tokens; one left with no response token is dropped (nothing to learn).
     Returns (examples, number truncated)."""
     examples, truncated = [], 0
-    for r in records:
-        prompt, response = tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)
+    for r in records:  # a huge record is cut before it is tokenized whole (encode_head)
+        prompt = encode_head(tok, alpaca_prompt(r), seq_len)
+        response = encode_head(tok, r["output"], max(seq_len - len(prompt), 0), bos=False, eos=True)
         ids, labels = prompt + response, [IGNORE] * len(prompt) + response
         truncated += len(ids) > seq_len
         if len(prompt) < seq_len:
@@ -395,7 +447,7 @@ def perplexity_docs(path, tok):
     JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
     as tokenize_records does)."""
     if not path.endswith((".json", ".jsonl")):
-        with open(path, encoding="utf-8") as f:
+        with text_file(path) as f:
             return [(tok.encode(f.read()), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]
@@ -403,7 +455,7 @@ def perplexity_docs(path, tok):
 
 def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
-    with open(path, encoding="utf-8") as f:
+    with text_file(path) as f:
         if path.endswith(".jsonl"):
             return [json.loads(line) for line in f if line.strip()]
         return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
@@ -469,6 +521,14 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         if not os.path.exists(path):
             print(f"fetching Stanford Alpaca's alpaca_data.json into {path}")
             download(ALPACA_URL, path, by_hand="or pass --data FILE (Alpaca-format .json or .jsonl)")
+            try:
+                read_records(path)
+            except ValueError as e:  # an HTML error page, say: not kept
+                what = received(path)
+                os.remove(path)
+                raise ValueError(f"{ALPACA_URL} did not give Alpaca's records ({e}); received {what}; it was "
+                                 "deleted") from None
+        check_recorded_sha256(path)
     if path.endswith(".txt"):
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
@@ -478,6 +538,22 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
     print(f"{path}: {len(train):,} train / {len(val):,} held-out records; {cut + cut_val:,} longer than --seq-len "
           f"{seq_len}, truncated")
     return train_ex, val_ex, val
+
+
+def check_recorded_sha256(path):
+    """Trust on first use, for a downloaded file with no published hash: the first call records its sha256 in
+    path + ".sha256", later calls check it, so a cached file that changed (edited, damaged) is not used unnoticed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if not os.path.exists(path + ".sha256"):
+        with open(path + ".sha256", "w") as f:
+            f.write(h.hexdigest() + "\n")
+    elif open(path + ".sha256").read().strip() != h.hexdigest():
+        raise ValueError(f"{path} changed since it was downloaded (sha256 {h.hexdigest()}, recorded "
+                         f"{open(path + '.sha256').read().strip()} in {path}.sha256); delete both files to fetch it "
+                         "again")
 
 
 def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1):
@@ -596,30 +672,83 @@ def remote_info(url, token=None, dest=""):
     return int(size) if size else None, etag if re.fullmatch("[0-9a-f]{64}", etag) else None
 
 
+# (size, sha256) of the files we fetch that no server states a hash for, as huggingface/datasets recorded them in its
+# hendrycks_test and glue dataset_infos.json ("download_checksums"). Alpaca's alpaca_data.json has no published hash:
+# load_examples records it on first download (a .sha256 file beside it) and checks it on reuse.
+KNOWN_FILES = {
+    "https://people.eecs.berkeley.edu/~hendrycks/data.tar":
+        (166184960, "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b"),
+    "https://dl.fbaipublicfiles.com/glue/data/CoLA.zip":
+        (376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
+    "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip":
+        (7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
+    "https://dl.fbaipublicfiles.com/glue/data/mrpc_dev_ids.tsv":
+        (6222, "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7"),
+    "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt":
+        (1047044, "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89"),
+    "https://dl.fbaipublicfiles.com/glue/data/QQP-clean.zip":
+        (41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
+    "https://dl.fbaipublicfiles.com/glue/data/STS-B.zip":
+        (802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
+    "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip":
+        (312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
+    "https://dl.fbaipublicfiles.com/glue/data/QNLIv2.zip":
+        (10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
+    "https://dl.fbaipublicfiles.com/glue/data/RTE.zip":
+        (697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
+}
+
+
+def received(path):
+    """What a file we fetched holds, for an error message: its size and first bytes (an HTML error page shows)."""
+    with open(path, "rb") as f:
+        head = f.read(120)
+    return f"{os.path.getsize(path):,} bytes starting {head!r}"
+
+
 def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
-    """Fetch url into dest through dest + ".part": a partial file is resumed with an HTTP Range request; size and
-    sha256 (when known) are checked before the rename into place. An existing dest of the right size is kept.
-    A host that cannot be reached, or an HTTP error, is a UserError saying how to fetch it by hand (by_hand: what
-    else the user can do)."""
+    """Fetch url into dest through dest + ".part", checking size and sha256 when known (passed, or KNOWN_FILES)
+    before the rename into place; an existing dest of the right size is kept. A partial file is resumed with an HTTP
+    Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
+    the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
+    changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
+    UserError saying how to fetch the file by hand (by_hand: what else the user can do)."""
+    size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
     if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
         return dest
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    part, h = dest + ".part", hashlib.sha256()
+    part, meta_path, h = dest + ".part", dest + ".part.json", hashlib.sha256()
+    try:
+        with open(meta_path) as f:
+            validator = json.load(f)
+        validator = validator.get("validator") if validator.get("url") == url else None
+    except (OSError, ValueError, AttributeError):
+        validator = None
     done = os.path.getsize(part) if os.path.exists(part) else 0
-    if size is not None and done > size:
-        done = 0  # not a prefix of this file: start over
+    if size is not None and done > size or not (sha256 or validator):
+        done = 0  # not a prefix of this file, or nothing to tell whether it still is: start over
     if done:
         with open(part, "rb") as f:  # the hash covers the whole file, so read back what is already here
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     if done != size:
+        headers = {"Range": f"bytes={done}-", **({"If-Range": validator} if validator else {})} if done else {}
         try:
-            r = _urlopen(_request(url, token, headers={"Range": f"bytes={done}-"} if done else {}), dest, by_hand)
+            r = _urlopen(_request(url, token, headers=headers), dest, by_hand)
         except urllib.error.HTTPError as e:
-            raise UserError(f"{url}: HTTP {e.code} {e.reason}" + (f"; {by_hand}" if by_hand else "")) from None
+            if e.code != 416 or not done:  # 416: nothing after `done` (a changed, shorter file?): start over
+                raise UserError(f"{url}: HTTP {e.code} {e.reason}" + (f"; {by_hand}" if by_hand else "")) from None
+            os.remove(part)
+            return download(url, dest, token, size, sha256, by_hand)
         with r:
-            if done and r.status != 206:  # the server ignored Range and sends the whole file
-                done, h = 0, hashlib.sha256()
+            start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range") or "")
+            if done and (r.status != 206 or not start or int(start.group(1)) != done):
+                done, h = 0, hashlib.sha256()  # the server sent the whole (maybe changed) file, or another range
+            if not done:  # what this file is, for resuming it later
+                tag = (r.headers.get("ETag") or "").strip()
+                tag = r.headers.get("Last-Modified") if not tag or tag.startswith("W/") else tag  # If-Range: strong
+                with open(meta_path, "w") as f:
+                    json.dump({"url": url, "validator": tag}, f)
             length = r.headers.get("Content-Length")
             size = size or (done + int(length) if length else None)
             name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
@@ -641,10 +770,16 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
         raise OSError(f"{url}: the download stopped at {done:,} of {size:,} bytes; run the same command again to "
                       f"resume from {part}")
     if size is not None and done != size or sha256 and h.hexdigest() != sha256:
+        what = received(part)
         os.remove(part)
-        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {size:,} bytes, "
-                      f"sha256 {sha256}); the partial file was deleted")
+        if os.path.exists(meta_path):
+            os.remove(meta_path)
+        expected = f"{size:,} bytes" if size is not None else "any size"
+        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {expected}, "
+                      f"sha256 {sha256}); the partial file was deleted. Received: {what}")
     os.replace(part, dest)
+    if os.path.exists(meta_path):
+        os.remove(meta_path)
     return dest
 
 
@@ -682,7 +817,7 @@ def text_examples(path, tok, seq_len):
     """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
     cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
     ids = []
-    with open(path, encoding="utf-8") as f:
+    with text_file(path) as f:
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)
@@ -764,18 +899,43 @@ def demo_files(directory, docs, vocab, seed=0):
 # ----------------------------------------------------------------------------------------------------
 # MMLU (Hendrycks et al. 2021): the original release's CSV files and its k-shot prompt (their evaluate.py)
 
+MMLU_DONE = ".lorasp-complete"  # written last into an extracted data/ folder: without it, the folder is a leftover
+
+
 def mmlu_dir(data_dir=None):
-    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into the cache."""
+    """A folder holding MMLU's dev/ and test/: data_dir, or the original release, downloaded once into the cache. The
+    archive is extracted beside the cache's data/ and renamed into place when complete (marked by MMLU_DONE), so a
+    refused member, Ctrl-C or a full disk leaves no half folder that a later call would read; one without the mark
+    is fetched again."""
     cached = cache_dir("mmlu", "data")
-    if data_dir is None and not os.path.isdir(os.path.join(cached, "test")):
-        tarball = cache_dir("mmlu", "data.tar")
+    if data_dir is None and not os.path.exists(os.path.join(cached, MMLU_DONE)):
+        if os.path.exists(cached):
+            print(f"{cached} is incomplete (no {MMLU_DONE}: an extraction that stopped part-way): redoing it")
+            shutil.rmtree(cached)
+        tarball, work = cache_dir("mmlu", "data.tar"), cache_dir("mmlu", "data.extracting")
         print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
         try:  # resumable: a second run continues the partial file
             download(MMLU_URL, tarball, by_hand="or untar it and pass --data-dir data/")
         except OSError as e:
-            raise UserError(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
-        with tarfile.open(tarball) as t:
-            t.extractall(os.path.dirname(tarball), filter="data")  # data/{dev,val,test,auxiliary_train}/
+            raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            with tarfile.open(tarball) as t:
+                t.extractall(work, filter="data")  # "data": no member may land outside `work`, or be a device
+            if not os.path.isdir(os.path.join(work, "data", "test")):
+                raise tarfile.TarError("it has no data/test/ folder")
+            with open(os.path.join(work, "data", MMLU_DONE), "w") as f:
+                f.write(f"extracted from {MMLU_URL}\n")
+            os.replace(os.path.join(work, "data"), cached)
+        except tarfile.TarError as e:  # not a tar archive (an HTML error page?), or a member refused
+            what = received(tarball)
+            os.remove(tarball)
+            why = "not a tar archive" if isinstance(e, tarfile.ReadError) else str(e).splitlines()[0]
+            raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({why}); received {what}. "
+                             "It was deleted: run again to fetch it anew, or fetch it by hand, untar it, pass "
+                             "--data-dir data/") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         os.remove(tarball)
     if not os.path.isdir(os.path.join(data_dir or cached, "test")):
         raise SystemExit(f"{data_dir}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
@@ -785,7 +945,7 @@ def mmlu_dir(data_dir=None):
 def read_mmlu_csv(path):
     """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
     NaN and "2.50" into 2.5)."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with text_file(path, newline="") as f:
         rows = list(csv.reader(f))
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
@@ -832,7 +992,7 @@ def read_glue(path, task):
     unknown label or a missing column is an error naming the file and line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out = []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
+    with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
         missing = [c for c in (*texts, label) if c not in header]
@@ -896,8 +1056,14 @@ def download_glue(task, root):
         by_hand = f"or pass --data-dir DIR holding {folder}/train.tsv and dev.tsv (GLUE's glue_data/ folder)"
         if zipname:
             download(GLUE_URL + zipname, os.path.join(tmp, zipname), by_hand=by_hand)
-            with zipfile.ZipFile(os.path.join(tmp, zipname)) as z:
-                z.extractall(tmp)
+            try:
+                with zipfile.ZipFile(os.path.join(tmp, zipname)) as z:
+                    z.extractall(tmp)  # zipfile drops '..' and leading '/' from member names: all lands in tmp
+                if not os.path.isdir(os.path.join(tmp, folder)):
+                    raise zipfile.BadZipFile(f"it has no {folder}/ folder")
+            except zipfile.BadZipFile as e:  # not a zip archive (an HTML error page?)
+                raise ValueError(f"{GLUE_URL + zipname} did not give GLUE's {task} archive ({e}); received "
+                                 f"{received(os.path.join(tmp, zipname))}; nothing was kept") from None
         else:
             for name, url in MRPC_URLS.items():
                 download(url, os.path.join(tmp, name), by_hand=by_hand)
@@ -932,7 +1098,7 @@ def read_translation(directory, split, src="en", tgt="ro"):
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
         pairs = []
-        with open(jsonl, encoding="utf-8") as f:
+        with text_file(jsonl) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -951,7 +1117,7 @@ def read_translation(directory, split, src="en", tgt="ro"):
                                 + WMT16_HELP.format(split=split))
     lines = []
     for path in (a, b):
-        with open(path, encoding="utf-8", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
+        with text_file(path, newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
             lines.append([line.removesuffix("\n").removesuffix("\r") for line in f])
     if len(lines[0]) != len(lines[1]):
         raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
@@ -961,10 +1127,10 @@ def read_translation(directory, split, src="en", tgt="ro"):
 def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):
     """-> ([(source ids, target ids)], how many were cut): both end in EOS, longer ones are cut with EOS kept."""
     out, cut = [], 0
-    for s, t in pairs:
-        s, t = tok.encode(prefix + s), tok.encode(t)
+    for s, t in pairs:  # a huge line is cut before it is tokenized whole (encode_head)
+        s, t = encode_head(tok, prefix + s, max_source_len, eos=True), encode_head(tok, t, max_target_len, eos=True)
         cut += len(s) > max_source_len or len(t) > max_target_len
-        out.append(tuple(x if len(x) <= n else x[:n - 1] + x[-1:]
+        out.append(tuple(x if len(x) <= n else x[:n - 1] + [tok.eos_id]
                          for x, n in ((s, max_source_len), (t, max_target_len))))
     return out, cut
 

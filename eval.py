@@ -277,7 +277,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
     model = model.add_head(num_labels) if num_labels else model  # before the adapter: it brings the head's weights
-    return (load_adapter(model, adapter) if adapter else model).eval(), load_tokenizer(name)
+    # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
+    return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), load_tokenizer(name)
 
 
 def context_length(model):
@@ -514,7 +515,7 @@ def command(argv=None):
     else:
         records = read_prompts(args.prompts)
         base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(load_adapter(model, args.adapter), tok, records, args.max_new_tokens) \
+        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
             if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))

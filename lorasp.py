@@ -16,7 +16,8 @@
   Kaiming draw; B's are zeros, so only A differs from mask mode).
 - Eq. 3 writes W - ΔW; we use the usual W + (alpha/r) ΔW. The sign does not matter: B starts at zero, and B -> -B
   maps one parametrization onto the other, init and every SGD/Adam step included (both are odd in the gradient).
-  Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r).
+  Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r). The paper's other gaps
+  (one S for two shapes, Eq. 3 quantizing the update, no alpha) and what we chose: docs/paper.md.
 - structure="element" (the paper's) saves NO activation memory: every input feature meets some trainable entry
   of A, so dL/dA = g_h^T x needs all of x, as in LoRA. structure="column" makes A's trainable entries whole input
   columns; backward then keeps x[..., cols] instead of x, about keep × LoRA's input activations. B keeps random
@@ -24,6 +25,10 @@
   Caveat: layers that read one input (q, k, v) each keep their own columns of it.
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
+
+Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp,
+saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
+budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
 import itertools
 import json
@@ -34,11 +39,19 @@ import zlib
 import torch
 import torch.nn as nn
 
-from checkpoint import atomic_write, load_safetensors, read_safetensors_header, save_safetensors
+from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
+                        save_safetensors)
 from quant import NF4Linear
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
+PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+
+
+def matches(name, targets):
+    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def layer_seed(seed, name):
@@ -149,17 +162,12 @@ def _layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
 
 
-def targeted(name, targets):
-    """PEFT's rule: a module is adapted when its qualified name is, or ends with "." + , one of `targets`."""
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
-    """Wrap every nn.Linear / NF4Linear that `targets` name (targeted); freeze everything else. Each layer's seed is
-    layer_seed(seed, name)."""
+    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
+    layer's seed is layer_seed(seed, name)."""
     model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = [n for n in linears if targeted(n, targets)]
+    hits = [n for n in linears if matches(n, targets)]
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
     for n in hits:
@@ -236,7 +244,8 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
     outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
     restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
-    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them."""
+    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
+    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter."""
     layers = _layers(model)
     if not layers:
         raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
@@ -244,46 +253,65 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     if len(settings) > 1:
         raise ValueError(f"PEFT's format has one r and alpha; these layers differ: {sorted(settings)}")
     (r, alpha, keep, mode, structure), = settings
-    peft = {f"base_model.model.{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
+    peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
             for n, m in layers.items() for k in "AB"}
     if any(t.numel() == 0 for t in peft.values()):             # e.g. ZeRO-3 placeholders: a silently empty adapter
         raise ValueError(f"refusing to save empty tensors: {[k for k, t in peft.items() if t.numel() == 0][:4]}")
-    peft.update({f"base_model.model.{n}.{k}": t.detach() for n in modules_to_save
+    peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
     extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
     # PEFT's target_modules match name suffixes: write the short names when they pick exactly our layers
     short = sorted({n.rsplit(".", 1)[-1] for n in layers})
     picked = {n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
-              and n.rsplit(".", 1)[-1] in short and not n.endswith(".base")}
+              and matches(n, short) and not n.endswith(".base")}
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
                   r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
                   target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()})
-    os.makedirs(directory, exist_ok=True)
-    save_safetensors(extras, os.path.join(directory, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
-    path = os.path.join(directory, "adapter_model.safetensors")
-    save_safetensors(peft, path, metadata={"format": "pt"})
-    if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
-        raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
-    with atomic_write(os.path.join(directory, "adapter_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    with replace_dir(directory, own=ADAPTER_FILES) as tmp:
+        save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
+        path = os.path.join(tmp, "adapter_model.safetensors")
+        save_safetensors(peft, path, metadata={"format": "pt"})
+        if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
+            raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
+        with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
 
 
-def load_adapter(model, directory):
+def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
-    config's modules_to_save, loaded whole. Without EXTRAS_FILE (a plain PEFT LoRA adapter) the layers load as
-    keep=1.0. Returns the model."""
-    with open(os.path.join(directory, "adapter_config.json")) as f:
-        cfg = json.load(f)
+    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
+    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
+    otherwise train on as plain LoRA without a word)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
+        directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        if not os.path.exists(os.path.join(directory, f)):
+            raise FileNotFoundError(f"{directory}: no {f}; not an adapter folder (save_adapter's or PEFT's)")
+    cfg = read_json(os.path.join(directory, "adapter_config.json"))
     if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("fan_in_fan_out"):
         raise ValueError(f"{directory}: not a plain LoRA adapter (peft_type {cfg.get('peft_type')})")
-    peft = load_safetensors(os.path.join(directory, "adapter_model.safetensors"))
+    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
+        raise ValueError(f"{directory}/adapter_config.json: r = {cfg.get('r')!r}, lora_alpha = "
+                         f"{cfg.get('lora_alpha')!r}; need an integer r >= 1 and a number lora_alpha")
+    tensors = load_safetensors(os.path.join(directory, "adapter_model.safetensors"))
     xpath = os.path.join(directory, EXTRAS_FILE)
     extras, sp = {}, dict(keep=1.0, mode="mask", structure="element", seeds={})   # a plain PEFT adapter
     if has_extras := os.path.exists(xpath):
-        extras, sp = load_safetensors(xpath), json.loads(read_safetensors_header(xpath)[1]["lorasp"])
-    names = sorted(k[len("base_model.model."):-len(".lora_A.weight")] for k in peft if k.endswith(".lora_A.weight"))
+        extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
+        try:
+            sp = json.loads(sp)
+            sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") \
+                from None
+    elif not peft:
+        raise FileNotFoundError(f"{xpath} is missing: without it this adapter would load as plain LoRA (keep=1), "
+                                "not as the LoRA-SP adapter that was saved. For a PEFT LoRA adapter, ask for it: "
+                                "load_adapter(model, directory, peft=True)")
+    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{directory}: adapter_model.safetensors holds no lora_A weights")
     model.requires_grad_(False)
@@ -292,7 +320,7 @@ def load_adapter(model, directory):
         if n not in modules:
             raise KeyError(f"adapter module {n!r} is not in the model")
         base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-        A, B = peft[f"base_model.model.{n}.lora_A.weight"], peft.get(f"base_model.model.{n}.lora_B.weight")
+        A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         if not isinstance(base, LINEAR_TYPES) or B is None or A.shape != (r, base.in_features) \
                 or B.shape != (base.out_features, r):
             raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
@@ -312,13 +340,13 @@ def load_adapter(model, directory):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    for name in cfg.get("modules_to_save") or []:  # PEFT matches these by name suffix
-        hits = [n for n in modules if n == name or n.endswith("." + name)]
+    for name in cfg.get("modules_to_save") or []:
+        hits = [n for n in modules if matches(n, [name])]
         if not hits:
             raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")
         for n in hits:
-            prefix = f"base_model.model.{n}."
-            modules[n].load_state_dict({k[len(prefix):]: t for k, t in peft.items() if k.startswith(prefix)})
+            prefix = f"{PEFT}{n}."
+            modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
             modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
     return model
 

@@ -30,7 +30,6 @@ Run `python model.py` for a demonstration on a tiny random model, or
 `python model.py --model DIR --prompt "..." [--quantize nf4] [--temperature 0.8 --top-p 0.9]` to generate.
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import fill, hf_files, meta_checkpoint, read_tensors, write_checkpoint
+from checkpoint import fill, hf_files, meta_checkpoint, read_json, read_tensors, write_checkpoint
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 
 # ----------------------------------------------------------------------------------------------------
@@ -64,6 +63,9 @@ class LlamaConfig:
     max_seq_len: int = 2048   # RoPE needs no table: only recorded in config.json
     tie_embeddings: bool = False
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
+    HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
+                              n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
+                              max_seq_len="max_position_embeddings")  # our field -> config.json's key
 
     @classmethod
     def from_hf(cls, c):
@@ -96,6 +98,7 @@ class GPT2Config:
     n_head: int = 4
     norm_eps: float = 1e-5
     dropout: float = 0.0      # GPT-2 uses one rate (0.1) for embeddings, attention probabilities and residuals
+    HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
 
     @classmethod
     def from_hf(cls, c):
@@ -170,6 +173,7 @@ class T5Config:  # fields named as in T5's config.json
     dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
     pad_id: ClassVar[int] = 0  # also the decoder's start token
     eos_id: ClassVar[int] = 1
+    HF: ClassVar[dict] = {}
 
     @classmethod
     def from_hf(cls, c):
@@ -876,26 +880,69 @@ CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "
 # ----------------------------------------------------------------------------------------------------
 # Loading: build on the meta device, stream tensors in one at a time, quantize as they arrive
 
+def config_problem(field, value):
+    """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
+    a dropout rate in [0, 1), a RoPE base > 0."""
+    if field.type is int:
+        low = 0 if field.name in ("num_labels", "pad_id") else 1
+        return None if type(value) is int and value >= low else f"must be an integer >= {low}"
+    if field.type is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            return "must be a finite number"
+        if "dropout" in field.name:
+            return None if 0 <= value < 1 else "must be in [0, 1)"
+        return None if value > 0 or not ("eps" in field.name or "theta" in field.name) else "must be > 0"
+    return None
+
+
+def check_config(config, source, raw=None):
+    """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
+    values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
+    cls, names = type(config) if raw is None else config, getattr(config, "HF", {})
+    for f in fields(cls):
+        key = names.get(f.name, f.name)
+        if raw is not None and raw.get(key) is None:
+            continue                                   # absent (or null): from_hf's default, or its KeyError
+        problem = config_problem(f, raw[key] if raw is not None else getattr(config, f.name))
+        if problem:
+            raise ValueError(f"{source}: {key} = {(raw[key] if raw is not None else getattr(config, f.name))!r} "
+                             f"{problem}")
+    if raw is not None:
+        return
+    heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n)]
+    for a, b in heads:
+        if getattr(config, a) % getattr(config, b):
+            raise ValueError(f"{source}: {names.get(a, a)} = {getattr(config, a)} is not a multiple of "
+                             f"{names.get(b, b)} = {getattr(config, b)}")
+
+
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     """The model a checkpoint directory describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
-    the LM head stay dense. dtype: the compute dtype (None keeps the checkpoint's)."""
+    the LM head stay dense. dtype: the compute dtype (None: the checkpoint's; its first tensor's if they differ).
+    A config.json whose numbers cannot describe a model is an error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if os.path.exists(os.path.join(path, "params.json")):
         fields_, stream = meta_checkpoint(path)
-        cls, config = Llama, LlamaConfig(**fields_)
+        cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
     elif os.path.exists(os.path.join(path, "config.json")):
-        with open(os.path.join(path, "config.json")) as f:
-            hf = json.load(f)
+        source = os.path.join(path, "config.json")
+        hf = read_json(source)
         if hf.get("model_type") not in MODELS:
-            raise NotImplementedError(f"{path}: model_type {hf.get('model_type')!r} is not supported "
+            raise NotImplementedError(f"{source}: model_type {hf.get('model_type')!r} is not supported "
                                       f"({', '.join(MODELS)})")
-        cls, config = MODELS[hf["model_type"]], CONFIGS[hf["model_type"]].from_hf(hf)
+        cls = MODELS[hf["model_type"]]
+        check_config(CONFIGS[hf["model_type"]], source, raw=hf)
+        try:
+            config = CONFIGS[hf["model_type"]].from_hf(hf)
+        except KeyError as e:
+            raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
+    check_config(config, source)
     with torch.device("meta"):
         model = cls(config)
     return fill(model, stream, dtype, quantize, device).eval()

@@ -35,7 +35,7 @@ import torch
 
 import data
 from data import UserError
-from lorasp import targeted
+from lorasp import matches
 from checkpoint import meta_config
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model
 
@@ -179,7 +179,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
                 parts["base"] += n * s
             else:
                 parts["embeddings"] += n * s
-            if block_linear and not full and targeted(name, targets):
+            if block_linear and not full and matches(name, targets):
                 i, o = p.shape[1], p.shape[0]
                 trained = round(keep * args.rank * i) + round(keep * args.rank * o)
                 frozen = args.rank * (i + o) - trained if args.mode == "freeze" else 0
@@ -214,11 +214,12 @@ def runtime_bytes(device):
     return resident_bytes() + RUNTIME_STEP if torch.device(device).type == "cpu" else 0
 
 
-def resident_bytes():
-    """This process's resident size now (VmRSS), or 0 where /proc is not there."""
+def resident_bytes(field="VmRSS"):
+    """This process's resident size now (VmRSS), or its high-water mark (VmHWM), from /proc/self/status; 0 where
+    there is no /proc."""
     try:
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
     except (OSError, StopIteration):
         return 0
 

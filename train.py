@@ -34,6 +34,7 @@ evaluation; checkpoints; the offline demo; main.
 """
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -56,7 +57,7 @@ from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, hf_files, load_safetensors, save_safetensors
+from checkpoint import atomic_write, hf_files, load_safetensors, replace_dir, save_safetensors
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -96,6 +97,29 @@ def presets_table():
         "\n".join(rows)
 
 
+def ranged(kind, low=None, high=None, open_low=False, open_high=False):
+    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
+    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
+    name = "an integer" if kind is int else "a number"
+    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
+        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
+
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
+                and (high is None or (x < high if open_high else x <= high))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        return x
+    return parse
+
+
+POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
+ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
                                 "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
@@ -111,26 +135,30 @@ def parse_args(argv=None):
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
-    a("--rank", type=int, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=float, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
-    a("--keep", type=float, default=0.5, metavar="X", help="share of A's and B's entries that train; the paper's")
+    a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
+    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
+    a("--keep", type=ranged(float, 0, 1, open_low=True), default=0.5, metavar="X", help="share of A's and B's "
+      "entries that train; the paper's")
     a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
       "their init (freeze)")
     a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
       "RoBERTa/BERT query,value; T5 q,v)")
-    a("--lr", type=float, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
-    a("--weight-decay", type=float, default=0.01, metavar="X", help="AdamW's, torch's default (not norms, biases)")
-    a("--epochs", type=float, default=3, metavar="X", help="passes over the training split; the paper's")
-    a("--batch-size", type=int, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on one GPU)")
-    a("--grad-accum", type=int, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
-    a("--seq-len", type=int, default=512, metavar="N", help="longer sequences are cut, and counted (Alpaca's 512; "
-      "the paper's GLUE runs: 128)")
-    a("--warmup", type=float, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
+    a("--lr", type=ABOVE0, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
+    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
+      "biases)")
+    a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
+    a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
+      "one GPU)")
+    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
+    a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
+      "(Alpaca's 512; the paper's GLUE runs: 128)")
+    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
-    a("--clip", type=float, default=1.0, metavar="X", help="gradient-norm clipping")
-    a("--val-fraction", type=float, default=0.02, metavar="X", help="held-out share of the records (seeded)")
+    a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
+    a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
+      "of the records (seeded)")
     a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
       "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
     a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
@@ -140,17 +168,19 @@ def parse_args(argv=None):
       "bf16 autocast on CUDA, fp32 on CPU)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
-    a("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
-    a("--save-every", type=int, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
-    a("--max-steps", type=int, metavar="N", help="total optimizer steps (default: --epochs worth)")
-    a("--eval-every", type=int, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
+    a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "
+      "since the checkpoint")
+    a("--save-every", type=COUNT, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
+    a("--max-steps", type=POSITIVE, metavar="N", help="total optimizer steps (default: --epochs worth)")
+    a("--eval-every", type=COUNT, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
       "the end)")
-    a("--log-every", type=int, default=10, metavar="N", help="steps between progress lines")
-    a("--exact-match", type=int, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
-    a("--bleu", type=int, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
-    a("--patience", type=int, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
+    a("--log-every", type=POSITIVE, default=10, metavar="N", help="steps between progress lines")
+    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
+    a("--bleu", type=COUNT, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
+    a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")
     args = p.parse_args(argv)
     if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
@@ -161,8 +191,6 @@ def parse_args(argv=None):
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
-    if not 0 < args.keep <= 1:
-        p.error(f"--keep {args.keep}: the share of A's and B's entries that train must be in (0, 1] (1: plain LoRA)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
@@ -262,8 +290,7 @@ def plan_memory(run):
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
     if args.resume:                                            # auto: what the checkpoint's run chose
-        with open(os.path.join(find_checkpoint(args.out), "state.json")) as f:
-            saved = json.load(f)["args"]
+        saved = read_state(find_checkpoint(args.out))["args"]
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                           for k in ("quant", "checkpointing"))
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_file_bytes(args)
@@ -302,6 +329,10 @@ def load(run):
                                                            args.val_fraction, args.seed)
     if run.rank == 0:
         barrier()
+    if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
+        sys.exit(f"error: --data {args.data}: no training examples (empty, or every record's prompt is longer than "
+                 f"--seq-len {args.seq_len}, or a text shorter than one block of it); nothing to train on")
+    args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     kind = data.task_kind(args.data)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss)[kind]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
@@ -403,14 +434,17 @@ def check(run, records, when, s, before=None):
 
 def loop(run):
     """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a progress
-    line, a validation and a checkpoint when they are due. Ctrl-C finishes the step and saves; a second one quits."""
+    line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a second
+    one quits."""
     open_log(run)
 
-    def on_sigint(signum, frame):
-        run.stop.append(signal.signal(signal.SIGINT, signal.default_int_handler))
-        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", flush=True)
+    def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
+        ctrl_c = signum == signal.SIGINT
+        run.stop.append(signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL))
+        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
     run.first, run.t0 = run.step, time.time()
     try:
         while run.step < run.total and not run.stopping:
@@ -419,7 +453,8 @@ def loop(run):
             validate(run)
             save_if_due(run)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
         run.log.close()
 
 
@@ -447,9 +482,12 @@ def train_step(run):
             p.grad /= count                                    # the mean over the whole step's tokens
     norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
     if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
+        kept = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(args.out, d, "state.json"))]
         raise FloatingPointError(
-            f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; the last "
-            f"good checkpoint is kept in {os.path.join(args.out, 'checkpoint')}. Try a lower --lr or --dtype fp32")
+            f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
+                f"the last good checkpoint is kept in {os.path.join(args.out, kept[0])}" if kept else
+                f"no checkpoint had been saved yet (--save-every {args.save_every})") + ". Try a lower --lr or --dtype "
+            "fp32")
     for g in run.opt.param_groups:
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
@@ -485,9 +523,13 @@ def report(run):
 
 
 def peak_mem_mib(device):
+    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
+    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # the process's peak: KiB on Linux, bytes on macOS
+    if plan.resident_bytes("VmHWM"):
+        return plan.resident_bytes("VmHWM") / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
@@ -568,7 +610,10 @@ def load_model(args, directory, checkpoint, device, bf16):
     if full:
         model.requires_grad_(True)
     elif checkpoint:
-        load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
+        try:
+            load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
+        except (ValueError, KeyError, OSError) as e:
+            sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
     else:
         targets = (args.targets or TARGETS[model.config.model_type]).split(",")
         if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
@@ -587,14 +632,19 @@ def weights_dir(args):
 
 
 def save_weights(model, directory, args, source):
-    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files."""
-    if args.method != "full":
-        return save_adapter(model, directory, base_model_name_or_path=args.model,
-                            task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
-    save_pretrained(model, directory)
-    for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
-        if os.path.exists(os.path.join(source, f)):
-            shutil.copy(os.path.join(source, f), directory)
+    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files;
+    either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
+    try:
+        if args.method != "full":
+            return save_adapter(model, directory, base_model_name_or_path=args.model,
+                                task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
+        with replace_dir(directory, own=("model*.safetensors*", *data.SMALL_FILES)) as tmp:
+            save_pretrained(model, tmp)
+            for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
+                if os.path.exists(os.path.join(source, f)):
+                    shutil.copy(os.path.join(source, f), tmp)
+    except OSError as e:
+        raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -676,22 +726,40 @@ def before_after(model, tok, records, autocast, args, when):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "patience"}  # what may change on --resume; the rest must match
+             "exact_match", "threads", "bleu", "patience", "allow_data_change", "data_sha256"}  # what may change on
+# --resume; the rest must match (data_sha256 has its own check in restore)
+
+
+def data_hash(train_ex, val_ex):
+    """sha256 of the tokenized examples (GLUE's dev sets: {split: examples}): a data file edited, replaced or
+    re-downloaded between a checkpoint and its --resume gives another hash."""
+    h = hashlib.sha256()
+    for examples in (train_ex, val_ex):
+        for e in examples.items() if isinstance(examples, dict) else examples:
+            h.update(json.dumps(e, separators=(",", ":")).encode())
+    return h.hexdigest()
 
 
 def save_checkpoint(args, model, opt, step, source):
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
-    with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
-        torch.save(opt.state_dict(), f)                        # tensors and numbers: loads with weights_only=True
-    rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
-                                              args.device.startswith("cuda") else {})  # this process's GPU
-    save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
-    with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
-                       python_rng=random.getstate(), args=vars(args)), f)
+    try:
+        save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
+        with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
+            torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
+        rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
+                                                  args.device.startswith("cuda") else {})  # this process's GPU
+        save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
+        with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
+                           python_rng=random.getstate(), args=vars(args)), f)
+    except OSError as e:                                       # a full disk, a file-size limit: the old one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); "
+                      + (f"{final} still holds the previous one: free space, then --resume" if os.path.exists(final)
+                         else "no earlier checkpoint exists")) from e
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
@@ -707,22 +775,46 @@ def find_checkpoint(out):
     return os.path.join(out, found[0])
 
 
+def read_state(checkpoint):
+    """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it."""
+    try:
+        with open(os.path.join(checkpoint, "state.json")) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not isinstance(state.get("args"), dict) or "step" not in state:
+            raise ValueError("expected an object with step and args")
+    except (ValueError, OSError) as e:
+        raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
+                        "continue the run: start again without --resume (or with another --out)") from None
+    return state
+
+
 def restore(checkpoint, args, opt):
     """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
-    with open(os.path.join(checkpoint, "state.json")) as f:
-        state = json.load(f)
+    state = read_state(checkpoint)
     changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and state["args"].get(k) != v]
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
         raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
-    opt.load_state_dict(torch.load(os.path.join(checkpoint, "optimizer.pt"), map_location=args.device,
-                                   weights_only=True))
-    for name, rng in load_safetensors(os.path.join(checkpoint, "rng.safetensors")).items():
-        torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
-    random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
-    return state["step"]
+    if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+        raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
+                        f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "
+                        f"{state['args']['data_sha256'][:12]}...). Restore the data, or pass --allow-data-change to "
+                        "continue on the new data anyway")
+    path = os.path.join(checkpoint, "optimizer.pt")
+    try:
+        opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
+        path = os.path.join(checkpoint, "rng.safetensors")
+        for name, rng in load_safetensors(path).items():
+            torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
+        path = os.path.join(checkpoint, "state.json")
+        random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
+        return int(state["step"])
+    except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
+        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+                        "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
+            from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -770,14 +862,14 @@ def main(argv=None):
     argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
     setup_ddp(args)                                            # under torchrun
-    try:
+    try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
         if (demo := args.model is None) and rank_world()[1] > 1:
             raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                             f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
         if demo:
             args.model, args.data, pretrain_s = prepare_demo(args)
         summary = train(args)
-    except (UserError, FloatingPointError) as e:               # the user's to fix: one line, no traceback
+    except (UserError, FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
     # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
     summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],

@@ -1,7 +1,7 @@
 """Training step time and peak memory: HF transformers + peft LoRA vs lorasp, side by side, on the issue's shape.
 
     python bench/bench_train.py                      # the comparison: peft LoRA vs LoRA-SP, checkpointing off/on
-    python bench/bench_train.py --table              # the README grid: method x quant x checkpointing
+    python bench/bench_train.py --table              # the grid in docs/benchmarks.md: method x quant x checkpointing
     python bench/bench_train.py --configs lorasp-element:none:none peft:none:full --steps 5 --repeats 2
 
 A randomly initialised Llama (12 layers, hidden 768, SwiGLU 2048, 12 heads, vocab 32000; ~134M parameters), fp32,
@@ -162,7 +162,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=None, help="METHOD:QUANT:CHECKPOINTING ... (default: the "
                     "peft comparison)")
-    ap.add_argument("--table", action="store_true", help="run the README grid (21 configs) instead")
+    ap.add_argument("--table", action="store_true", help="run the grid of docs/benchmarks.md (21 configs) instead")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per config, after one warm-up step")
     ap.add_argument("--repeats", type=int, default=1, help="run the config list this many times, in turn")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default)")

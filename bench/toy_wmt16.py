@@ -13,7 +13,7 @@ special ids (pad 0, EOS 1, unk 2, no BOS) trained on both sides; the model is a 
 with Hugging Face's T5 initialisation (embeddings N(0, 1), projections scaled by their fan-in: model.py's generic
 N(0, 0.02) leaves the tied, d_model^-0.5-rescaled head's logits near 0 and trains several times slower here).
 Scores on this corpus say the pipeline learns; they say nothing about WMT16 (the paper's numbers need t5-base and
-the real data: see the README).
+the real data: the README has the commands).
 """
 import argparse
 import io

@@ -1,7 +1,8 @@
 """A stand-in for the Hugging Face Hub on 127.0.0.1 (http.server in a thread), as the download tests need it:
 /api/models/REPO/revision/main lists the files; /REPO/resolve/main/FILE answers small files itself and redirects LFS
 files (*.safetensors, *.json under `lfs`) to /cdn/FILE with X-Linked-Size and X-Linked-Etag (the sha256), as the
-Hub does; /cdn serves HTTP Range requests and can cut a response short to simulate a dropped connection."""
+Hub does; /cdn serves HTTP Range requests (with an ETag, honouring If-Range: a changed file is sent whole) and can cut a response
+short to simulate a dropped connection. `files` may be changed between requests (a file changed on the server)."""
 import contextlib
 import hashlib
 import http.server
@@ -47,9 +48,12 @@ def serve(repo, files, token=None, sha256=None, cut=None):
                 return self.send(200, body, [("Content-Length", str(len(body))), ("ETag", '"0123abcd"')])
             if self.path.startswith("/cdn/") and self.path[5:] in files:
                 name, body = self.path[5:], files[self.path[5:]]
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
                 start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+                if self.headers.get("If-Range") not in (None, etag):
+                    start = 0  # the file changed since the client's partial copy: send it whole (RFC 9110)
                 code, part = (206, body[start:]) if start else (200, body)
-                headers = [("Content-Length", str(len(part)))]
+                headers = [("Content-Length", str(len(part))), ("ETag", etag)]
                 if start:
                     headers.append(("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"))
                 if cut and name in cut and self.command == "GET":

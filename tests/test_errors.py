@@ -68,7 +68,7 @@ def test_plain_mistakes_are_one_line(tiny, tmp_path, monkeypatch, capsys):
     assert "--data " + str(tmp_path / "missing.json") + ": no such file. --data takes alpaca" in message
     with pytest.raises(SystemExit) as e:                                            # argparse's own: usage, exit 2
         train.main(flags(tiny, tmp_path / "o", "--keep", "1.5"))
-    assert e.value.code == 2 and "--keep 1.5: the share of A's and B's entries that train must be in (0, 1]" in \
+    assert e.value.code == 2 and "argument --keep: 1.5 is out of range: must be a number > 0, <= 1" in \
         capsys.readouterr().err
     bare = tmp_path / "bare"                                                        # weights, no tokenizer
     shutil.copytree(tiny[0], bare, ignore=shutil.ignore_patterns("tokenizer.model"))

@@ -220,10 +220,12 @@ def test_plot_svg(tmp_path):
 
 
 def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
-    """A cached copy is used without any download; a --data-dir without test/ is an error naming it."""
-    from data import mmlu_dir
+    """A cached copy (marked complete) is used without any download; a --data-dir without test/ is an error naming
+    it. (A cached folder without the mark is redone: tests/test_bad_input.py.)"""
+    from data import MMLU_DONE, mmlu_dir
     monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
     write_mmlu(tmp_path / "cache" / "mmlu" / "data")
+    (tmp_path / "cache" / "mmlu" / "data" / MMLU_DONE).write_text("")
     assert mmlu_dir() == str(tmp_path / "cache" / "mmlu" / "data")
     assert mmlu_dir(str(tmp_path / "cache" / "mmlu" / "data")) == str(tmp_path / "cache" / "mmlu" / "data")
     with pytest.raises(SystemExit, match="no test/ folder"):

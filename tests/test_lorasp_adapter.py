@@ -71,7 +71,9 @@ def test_peft_written_adapter_loads_as_plain_lora(tmp_path):
             if "lora_B" in n:
                 p.normal_()
     peft.save_pretrained(tmp_path)
-    ours = load_adapter(copy.deepcopy(base), tmp_path)
+    with pytest.raises(FileNotFoundError, match="lorasp_extras.safetensors is missing"):
+        load_adapter(copy.deepcopy(base), tmp_path)                 # not asked for: no silent keep=1
+    ours = load_adapter(copy.deepcopy(base), tmp_path, peft=True)
     layers = [m for m in ours.modules() if isinstance(m, LoRASPLinear)]
     assert len(layers) == 4 and all(m.keep == 1.0 for m in layers)
     with torch.no_grad():

@@ -1,0 +1,889 @@
+"""Bad input and faults, as a careful user and an attacker would try them (issue 13): one table, one row per case.
+Each row builds its input, then names what must happen: an exception type (or argparse's exit code 2, or SystemExit
+for train.py's one-line "error: ..."), and a fragment its message must contain (the file, the line, the flag, the
+field); `None` rows must succeed and check the right result themselves (silent wrong results that are now right).
+Fault rows (a kill during a save, a full disk via a small file-size limit, Ctrl-C, SIGTERM) check that the checkpoint
+left behind resumes to exactly the weights of an uninterrupted run. Everything is local: downloads go to
+tests/fake_hub.py on 127.0.0.1."""
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections import namedtuple
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import data
+import train
+from checkpoint import load_safetensors, save_safetensors
+from fake_hub import serve
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
+from model import LlamaConfig, build_model, load_pretrained, save_pretrained
+from quant import NF4Tensor, quantize_nf4
+
+Case = namedtuple("Case", "name build expect fragment")
+CASES = []
+
+
+def case(name, expect, fragment=""):
+    """Register the decorated builder as a row of the table."""
+    def add(build):
+        CASES.append(Case(name, build, expect, fragment))
+        return build
+    return add
+
+
+class Killed(BaseException):
+    """The process dying mid-save: nothing in train.py catches it, as nothing would catch a SIGKILL."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the rows build on
+
+def small_model(directory, **config):
+    """A 1-layer Llama (vocab 64) in the HF layout: library-level loading rows need no tokenizer."""
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64,
+                                            **config)), directory)
+    return str(directory)
+
+
+def edit_json(path, **changes):
+    c = json.load(open(path))
+    c.update(changes)
+    for k, v in changes.items():
+        if v is KeyError:
+            del c[k]
+    json.dump(c, open(path, "w"))
+
+
+def raw_safetensors(path, header, data_bytes):
+    """A safetensors file with a hand-made header: the reference reader's rules are what is tested."""
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(head)) + head + data_bytes)
+    return str(path)
+
+
+def run(ctx, *more, data_file=None, out="out"):
+    """train.main on the tiny fixture for 10 steps (4 x 2 sequences), returning the summary it prints last."""
+    args = flags((ctx.tiny[0], data_file or ctx.tiny[1]), ctx.tmp / out, *more)
+    train.main(args)
+    return json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])
+
+
+def checkpointed(ctx, out="out"):
+    """OUT with a checkpoint after step 2 (of 10): a copy of one made once for the module."""
+    shutil.copytree(ctx.shared.checkpoint, ctx.tmp / out)
+    return ctx.tmp / out
+
+
+def at_loss_call(monkeypatch, n, what):
+    """On the n-th training loss (2 per step here): send a signal to ourselves, or make the loss NaN."""
+    calls, original = [0], train.causal_lm_loss
+
+    def loss(model, batch):
+        out = original(model, batch)
+        if torch.is_grad_enabled():
+            calls[0] += 1
+            if calls[0] == n:
+                if what == "nan":
+                    return out[0] * float("nan"), out[1]
+                os.kill(os.getpid(), what)
+        return out
+    monkeypatch.setattr(train, "causal_lm_loss", loss)
+
+
+def undo(ctx):
+    """Undo the row's patches (the loss hook), keeping its cache folder."""
+    ctx.mp.undo()
+    ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "cache"))
+
+
+def same_as_straight(ctx, out):
+    """OUT's final adapter and optimizer state are exactly those of the uninterrupted run (bit for bit)."""
+    final = ctx.shared.straight
+    for f in ("adapter_model.safetensors", EXTRAS_FILE):
+        a, b = load_safetensors(str(ctx.tmp / out / "adapter" / f)), final["adapter"][f]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+    a, b = torch.load(ctx.tmp / out / "checkpoint" / "optimizer.pt", weights_only=True), final["optimizer"]
+    assert a["state"].keys() == b["state"].keys() and all(
+        torch.equal(a["state"][i][k], b["state"][i][k]) for i in a["state"] for k in a["state"][i])
+
+
+@pytest.fixture(scope="module")
+def shared(tiny, tmp_path_factory):
+    """Made once: an uninterrupted 10-step run (checkpoints every 2 steps) and a run stopped with a checkpoint after
+    step 2, which rows copy and damage."""
+    root = tmp_path_factory.mktemp("shared")
+    train.main(flags(tiny, root / "straight", "--save-every", "2"))
+    straight = dict(adapter={f: load_safetensors(str(root / "straight" / "adapter" / f))
+                             for f in ("adapter_model.safetensors", EXTRAS_FILE)},
+                    optimizer=torch.load(root / "straight" / "checkpoint" / "optimizer.pt", weights_only=True))
+    train.main(flags(tiny, root / "stopped", "--max-steps", "2"))
+    return SimpleNamespace(straight=straight, checkpoint=root / "stopped")
+
+
+@pytest.fixture
+def ctx(tiny, shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    return SimpleNamespace(tiny=tiny, shared=shared, tmp=tmp_path, mp=monkeypatch, capsys=capsys)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Nonsense numbers on the command line: refused at parse time, with the allowed range (argparse: exit code 2)
+
+for flag, value, fragment in [
+        ("--batch-size", "-1", "argument --batch-size: -1 is out of range: must be an integer >= 1"),  # hung
+        ("--batch-size", "0", "argument --batch-size: 0 is out of range: must be an integer >= 1"),
+        ("--rank", "0", "argument --rank: 0 is out of range: must be an integer >= 1"),
+        ("--rank", "-4", "argument --rank: -4 is out of range: must be an integer >= 1"),
+        ("--rank", "x", "argument --rank: 'x' is not an integer"),
+        ("--seq-len", "0", "argument --seq-len: 0 is out of range: must be an integer >= 2"),
+        ("--seq-len", "1", "argument --seq-len: 1 is out of range: must be an integer >= 2"),
+        ("--clip", "-1", "argument --clip: -1 is out of range: must be a number > 0"),
+        ("--alpha", "0", "argument --alpha: 0 is out of range: must be a number > 0"),
+        ("--grad-accum", "0", "argument --grad-accum: 0 is out of range: must be an integer >= 1"),  # blamed the lr
+        ("--val-fraction", "1", "argument --val-fraction: 1 is out of range: must be a number >= 0, < 1"),
+        ("--log-every", "0", "argument --log-every: 0 is out of range: must be an integer >= 1"),
+        ("--max-steps", "0", "argument --max-steps: 0 is out of range: must be an integer >= 1"),  # ran 42 steps
+        ("--max-steps", "-3", "argument --max-steps: -3 is out of range: must be an integer >= 1"),
+        ("--keep", "0", "argument --keep: 0 is out of range: must be a number > 0, <= 1"),
+        ("--keep", "1.5", "argument --keep: 1.5 is out of range: must be a number > 0, <= 1"),
+        ("--lr", "nan", "argument --lr: nan is out of range: must be a number > 0"),
+        ("--lr", "-0.001", "argument --lr: -0.001 is out of range: must be a number > 0"),
+        ("--epochs", "0", "argument --epochs: 0 is out of range: must be a number > 0"),
+        ("--warmup", "2", "argument --warmup: 2 is out of range: must be a number >= 0, <= 1"),
+        ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
+        ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
+        ("--method", "qlora", "argument --method: invalid choice: 'qlora'")]:
+    case(f"cli {flag} {value}", 2, fragment)(
+        lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
+
+case("cli --method full --quant nf4", 2, "NF4 weights are frozen 4-bit codes with no gradient")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--quant", "nf4"]))
+case("cli --model without --data", 2, "give both --model and --data")(
+    lambda ctx: train.parse_args(["--model", "m"]))
+case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "glue/nope"]))
+
+
+@case("cli process: --batch-size -1 exits at once, no traceback", None)
+def _(ctx):
+    """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 within seconds."""
+    t = time.time()
+    p = subprocess.run([sys.executable, "train.py", "--batch-size", "-1", "--max-steps", "1", "--out",
+                        str(ctx.tmp / "x")], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout and time.time() - t < 30
+    assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
+
+def records_file(ctx, text, name="d.json"):
+    (ctx.tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(ctx.tmp / name)
+
+
+case("empty dataset", SystemExit, "no training examples")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, "[]")))
+case("every record cut away by --seq-len", SystemExit, "no training examples")(
+    lambda ctx: run(ctx, "--seq-len", "8", "--val-fraction", "0"))
+case(".txt shorter than one block", SystemExit, "no training examples")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, "two words\n", "t.txt")))
+case("bad JSONL line", SystemExit, "d.jsonl, line 2: not valid JSON")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '{"instruction": "a", "output": "b"}\n{"instruction": \n',
+                                                "d.jsonl")))
+case("bad JSON", SystemExit, "d.json, line 3: not valid JSON")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[\n {"instruction": "a", "output": "b"},\n ]\n')))
+case("non-UTF-8 records", SystemExit, "d.json, line 2: not UTF-8 text (byte 0xe9")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, b'[{"instruction": "a",\n "output": "caf\xe9"}]')))
+case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
+    lambda ctx: data.text_examples(records_file(ctx, b"one\ntwo\nthr\xffee\n", "t.txt"), None, 4))
+case("record without output", SystemExit, "record 1 has no 'output' field")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "a", "output": "b"},
+                                                                 {"instruction": "c"}]))))
+case("missing data file", SystemExit, "nope.json")(
+    lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
+case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(
+    lambda ctx: train.main(["--model", "llama3-8b", "--data", ctx.tiny[1]]))
+case("--resume without a checkpoint", SystemExit, "--resume: no checkpoint in")(
+    lambda ctx: run(ctx, "--resume"))
+case("--resume with other settings", SystemExit, "--resume with different settings than the checkpoint's: "
+     "--rank 16 -> 8")(lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--rank", "8"))
+
+
+@case("--resume on changed data", SystemExit, "--resume: the training data changed since the checkpoint")
+def _(ctx):
+    task = ctx.tmp / "task.json"
+    shutil.copy(ctx.tiny[1], task)
+    run(ctx, "--max-steps", "2", data_file=str(task))
+    records = json.load(open(task))
+    records[7]["output"] = "a different answer"
+    json.dump(records, open(task, "w"))
+    run(ctx, "--max-steps", "2", "--resume", data_file=str(task))
+
+
+@case("--resume on changed data --allow-data-change", None)
+def _(ctx):
+    task = ctx.tmp / "task.json"
+    shutil.copy(ctx.tiny[1], task)
+    at_loss_call(ctx.mp, 5, signal.SIGINT)                     # a checkpoint at step 3 of 4
+    with pytest.raises(SystemExit):
+        run(ctx, "--max-steps", "4", data_file=str(task))
+    undo(ctx)
+    json.dump(json.load(open(task))[:-3], open(task, "w"))
+    assert run(ctx, "--max-steps", "4", "--resume", "--allow-data-change", data_file=str(task))["steps"] == 4
+
+
+@case("--resume: bad state.json", SystemExit, "state.json is damaged")
+def _(ctx):
+    (checkpointed(ctx) / "checkpoint" / "state.json").write_text('{"step": 2, "args": ')
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume: state.json without python_rng", SystemExit, "state.json is damaged (KeyError")
+def _(ctx):
+    path = checkpointed(ctx) / "checkpoint" / "state.json"
+    edit_json(path, python_rng=KeyError)
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume: truncated optimizer.pt", SystemExit, "optimizer.pt is damaged")
+def _(ctx):
+    path = checkpointed(ctx) / "checkpoint" / "optimizer.pt"
+    path.write_bytes(path.read_bytes()[:200])
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume: adapter lost its extras", SystemExit, "lorasp_extras.safetensors is missing")
+def _(ctx):
+    os.remove(checkpointed(ctx) / "checkpoint" / "adapter" / EXTRAS_FILE)
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("NaN before any checkpoint", SystemExit, "stopped without saving; no checkpoint had been saved yet")
+def _(ctx):
+    at_loss_call(ctx.mp, 3, "nan")
+    run(ctx)
+
+
+@case("NaN after a checkpoint", SystemExit, "the last good checkpoint is kept in")
+def _(ctx):
+    at_loss_call(ctx.mp, 9, "nan")
+    run(ctx, "--save-every", "2")
+
+
+@case("config.json rms_norm_eps -1 via train.py", SystemExit, "config.json: rms_norm_eps = -1 must be > 0")
+def _(ctx):
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", rms_norm_eps=-1)
+    train.main(flags((str(ctx.tmp / "m"), ctx.tiny[1]), ctx.tmp / "out"))
+
+
+@case("huge row: cut before it is tokenized whole", None)
+def _(ctx):
+    tok, seen = data.load_tokenizer(ctx.tiny[0]), []
+    encode = tok.encode
+    tok.encode = lambda text, *a, **k: seen.append(len(text)) or encode(text, *a, **k)
+    long_answer = {"instruction": "Count the words.", "input": "", "output": "cat dog " * 2_000_000}  # 16 MB
+    long_question = {"instruction": "Count the words.", "input": "cat dog " * 2_000_000, "output": "many"}
+    examples, cut = data.tokenize_records([long_answer, long_question, *data.demo_records(3)], tok, 256)
+    assert cut == 2 and len(examples) == 4 and max(seen) < 20_000         # the long question: no room for an answer
+    whole = encode(data.alpaca_prompt(long_answer)) + encode("cat dog " * 500, bos=False)
+    assert examples[0]["input_ids"] == whole[:256]     # the same first 256 tokens as the whole text's
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Checkpoint files: safetensors by hand, shards, pickles, configs, weights
+
+F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+case("safetensors: overlapping tensors", ValueError, "'b' starts at data byte 4, expected 8 (overlaps")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {
+        "a": F32x2, "b": dict(F32x2, data_offsets=[4, 12])}, bytes(12))))
+case("safetensors: two tensors on the same bytes", ValueError, "expected 8 (overlaps the tensor before it)")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": F32x2, "b": F32x2}, bytes(8))))
+case("safetensors: a gap", ValueError, "'b' starts at data byte 12, expected 8 (a gap before it)")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {
+        "a": F32x2, "b": dict(F32x2, data_offsets=[12, 20])}, bytes(20))))
+case("safetensors: bytes past the last tensor", ValueError, "4 bytes after the last tensor that no tensor covers")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": F32x2}, bytes(12))))
+case("safetensors: runs past the data", ValueError, "truncated: tensor 'a' ends at byte")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": F32x2}, bytes(4))))
+case("safetensors: a 4 TB tensor in a small file", ValueError, "truncated: tensor 'a' ends at byte 4398046511")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {
+        "a": {"dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 4 << 40]}}, bytes(8))))
+case("safetensors: negative dimensions", ValueError, "tensor 'a' has an unsupported or malformed header entry")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": dict(F32x2, shape=[-2, -1])},
+                                                 bytes(8))))
+case("safetensors: unknown dtype", ValueError, "tensor 'a' has an unsupported or malformed header entry")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": dict(F32x2, dtype="F128")},
+                                                 bytes(8))))
+case("safetensors: bytes do not match the shape", ValueError, "'a' has 8 bytes for shape [3] F32")(
+    lambda ctx: load_safetensors(raw_safetensors(ctx.tmp / "x.safetensors", {"a": dict(F32x2, shape=[3])},
+                                                 bytes(8))))
+case("safetensors: header longer than the file", ValueError, "corrupt safetensors header (says 1000000000 bytes")(
+    lambda ctx: load_safetensors(records_file(ctx, struct.pack("<Q", 10**9) + b"{}", "x.safetensors")))
+case("safetensors: header not JSON", ValueError, "corrupt safetensors header")(
+    lambda ctx: load_safetensors(records_file(ctx, struct.pack("<Q", 8) + b"{not js}", "x.safetensors")))
+case("safetensors: not even 8 bytes", ValueError, "not a safetensors file (only 3 bytes)")(
+    lambda ctx: load_safetensors(records_file(ctx, b"abc", "x.safetensors")))
+
+
+def sharded(ctx, name):
+    d = small_model(ctx.tmp / "m")
+    os.replace(ctx.tmp / "m" / "model.safetensors", ctx.tmp / "m" / "model-00001-of-00001.safetensors")
+    json.dump({"weight_map": {"model.embed_tokens.weight": name}}, open(ctx.tmp / "m" /
+                                                                       "model.safetensors.index.json", "w"))
+    return load_pretrained(d)
+
+
+case("shard index names ../x", ValueError, "names '../model-00001-of-00001.safetensors', outside")(
+    lambda ctx: sharded(ctx, "../model-00001-of-00001.safetensors"))
+case("shard index names an absolute path", ValueError, "names '/etc/passwd', outside")(
+    lambda ctx: sharded(ctx, "/etc/passwd"))
+case("shard index names a missing shard", FileNotFoundError, "shard model-00002-of-00002.safetensors named in "
+     "model.safetensors.index.json is missing")(lambda ctx: sharded(ctx, "model-00002-of-00002.safetensors"))
+
+
+@case("shard index is not an index", ValueError, "model.safetensors.index.json: not a shard index")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    (ctx.tmp / "m" / "model.safetensors.index.json").write_text('{"weight_map": ["a"]}')
+    load_pretrained(d)
+
+
+@case("weight file: a symlink out of the model folder", ValueError, "is a symlink to")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    os.makedirs(ctx.tmp / "elsewhere")
+    os.replace(ctx.tmp / "m" / "model.safetensors", ctx.tmp / "elsewhere" / "model.safetensors")
+    os.symlink(ctx.tmp / "elsewhere" / "model.safetensors", ctx.tmp / "m" / "model.safetensors")
+    load_pretrained(d)
+
+
+class Payload:
+    """Unpickling this would create a folder: weights_only=True must refuse to run it."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@case("pytorch_model.bin with a pickle payload: refused, never run", ValueError,
+      "pytorch_model.bin: cannot be read as a PyTorch checkpoint of tensors (UnpicklingError")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    os.remove(ctx.tmp / "m" / "model.safetensors")
+    torch.save({"model.embed_tokens.weight": Payload(str(ctx.tmp / "pwned"))}, ctx.tmp / "m" / "pytorch_model.bin")
+    try:
+        load_pretrained(d)
+    finally:
+        assert not os.path.exists(ctx.tmp / "pwned")
+
+
+@case("checkpoint of mixed dtypes (bf16 linears, fp32 norms) runs with dtype=None", None)
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(str(ctx.tmp / "m" / "model.safetensors"))
+    save_safetensors({k: t if "norm" in k else t.bfloat16() for k, t in sd.items()},
+                     ctx.tmp / "m" / "model.safetensors")
+    m = load_pretrained(d)
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}       # one dtype: the first tensor's
+    logits = m(torch.randint(0, 64, (1, 5)))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+def poisoned(ctx, value, quantize=None):
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(str(ctx.tmp / "m" / "model.safetensors"))
+    sd["model.layers.0.mlp.up_proj.weight"][3, 5:7] = value
+    save_safetensors(sd, ctx.tmp / "m" / "model.safetensors")
+    return load_pretrained(d, quantize=quantize)
+
+
+case("NaN weights in a dense checkpoint", ValueError, "'model.layers.0.mlp.up_proj.weight' (shape [64, 32]) has 2 "
+     "NaN and 0 Inf values, first at index [(3, 5), (3, 6)]")(lambda ctx: poisoned(ctx, float("nan")))
+case("Inf weights in a dense checkpoint", ValueError, "has 0 NaN and 2 Inf values")(
+    lambda ctx: poisoned(ctx, float("inf")))
+case("NaN weights loaded as NF4", ValueError, "tensor 'model.layers.0.mlp.up_proj.weight': weight of shape [64, "
+     "32] has 2 NaN")(lambda ctx: poisoned(ctx, float("nan"), quantize="nf4"))
+
+
+def with_config(ctx, **changes):
+    d = small_model(ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", **changes)
+    return load_pretrained(d)
+
+
+case("config.json: rms_norm_eps -1", ValueError, "config.json: rms_norm_eps = -1 must be > 0")(
+    lambda ctx: with_config(ctx, rms_norm_eps=-1))
+case("config.json: 0 heads", ValueError, "config.json: num_attention_heads = 0 must be an integer >= 1")(
+    lambda ctx: with_config(ctx, num_attention_heads=0))
+case("config.json: heads as a string", ValueError, "config.json: num_attention_heads = '4' must be an integer")(
+    lambda ctx: with_config(ctx, num_attention_heads="4"))
+case("config.json: width not a multiple of heads", ValueError, "hidden_size = 32 is not a multiple of "
+     "num_attention_heads = 5")(lambda ctx: with_config(ctx, num_attention_heads=5, num_key_value_heads=5))
+case("config.json: a field missing", ValueError, "config.json: field 'intermediate_size' is missing")(
+    lambda ctx: with_config(ctx, intermediate_size=KeyError))
+case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
+    lambda ctx: with_config(ctx, model_type="mamba"))
+
+
+@case("config.json: a list", ValueError, "config.json: expected a JSON object {...}, found a list")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    (ctx.tmp / "m" / "config.json").write_text("[1, 2]")
+    load_pretrained(d)
+
+
+@case("config.json: not JSON", ValueError, "config.json, line 2: not valid JSON")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    (ctx.tmp / "m" / "config.json").write_text('{"model_type": "llama",\n oops}')
+    load_pretrained(d)
+
+
+@case("Meta params.json without dim", ValueError, "params.json: field 'dim' is missing")
+def _(ctx):
+    os.makedirs(ctx.tmp / "meta")
+    torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
+    (ctx.tmp / "meta" / "params.json").write_text('{"n_layers": 1}')
+    load_pretrained(ctx.tmp / "meta")
+
+
+case("no config.json or params.json", FileNotFoundError, "neither config.json (Hugging Face layout) nor params.json")(
+    lambda ctx: load_pretrained(ctx.tmp))
+
+
+def with_state(ctx, edit):
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(str(ctx.tmp / "m" / "model.safetensors"))
+    edit(sd)
+    save_safetensors(sd, ctx.tmp / "m" / "model.safetensors")
+    return load_pretrained(d)
+
+
+case("a tensor missing", ValueError, "1 tensors missing from the checkpoint: model.norm.weight")(
+    lambda ctx: with_state(ctx, lambda sd: sd.pop("model.norm.weight")))
+case("a tensor left over", ValueError, "tensor 'extra.weight' is left over")(
+    lambda ctx: with_state(ctx, lambda sd: sd.update({"extra.weight": torch.ones(2)})))
+case("a tensor mis-shaped", ValueError, "'model.norm.weight' has shape (31,), expected (32,)")(
+    lambda ctx: with_state(ctx, lambda sd: sd.update({"model.norm.weight": torch.ones(31)})))
+case("an integer tensor", TypeError, "'model.norm.weight' has unsupported dtype torch.int64")(
+    lambda ctx: with_state(ctx, lambda sd: sd.update({"model.norm.weight": torch.ones(32, dtype=torch.long)})))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. NF4 state dicts (bitsandbytes' keys), as a checkpoint could bring them
+
+def nf4_state(edit, w=None):
+    sd = quantize_nf4(torch.randn(8, 64) if w is None else w).state_dict()
+    meta = json.loads(bytes(sd["weight.quant_state.bitsandbytes__nf4"].tolist()).decode())
+    if edit(sd, meta) is not False:
+        sd["weight.quant_state.bitsandbytes__nf4"] = torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8)
+    return NF4Tensor.from_state_dict(sd)
+
+
+case("NF4: block size 64.0", ValueError, "unsupported quant state")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(blocksize=64.0)))
+case("NF4: quantize with block size 64.0", ValueError, "block_size 64.0 is not allowed")(
+    lambda ctx: quantize_nf4(torch.randn(64), 64.0))
+case("NF4: dtype name not a dtype", ValueError, "dtype 'os' is not a floating-point torch dtype")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(dtype="os")))
+case("NF4: integer dtype", ValueError, "dtype 'int64' is not a floating-point torch dtype")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(dtype="int64")))
+case("NF4: negative shape", ValueError, "shape [-8, -64] is not a list of positive integers")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(shape=[-8, -64])))
+case("NF4: shape that does not fit the codes", ValueError, "code bytes for shape [8, 128]")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(shape=[8, 128])))
+case("NF4: quant state not JSON", ValueError, "weight.quant_state.bitsandbytes__nf4 is not a JSON quant state")(
+    lambda ctx: nf4_state(lambda sd, m: sd.update({"weight.quant_state.bitsandbytes__nf4":
+                                                   torch.tensor(list(b"{oops"), dtype=torch.uint8)}) or False))
+case("NF4: NaN nested scale", ValueError, "8 of 8 block scales are NaN or Inf")(
+    lambda ctx: nf4_state(lambda sd, m: sd["weight.nested_absmax"].fill_(float("nan"))))
+case("NF4: Inf nested offset", ValueError, "block scales are NaN or Inf")(
+    lambda ctx: nf4_state(lambda sd, m: m.update(nested_offset=float("inf"))))
+case("NF4: not the NF4 table", ValueError, "weight.quant_map is not the NF4 table")(
+    lambda ctx: nf4_state(lambda sd, m: sd["weight.quant_map"].mul_(2)))
+case("NF4: a key missing", KeyError, "NF4 state dict is missing ['weight.absmax']")(
+    lambda ctx: nf4_state(lambda sd, m: sd.pop("weight.absmax")))
+case("NF4: NaN weights", ValueError, "weight of shape [64] has 1 NaN and 0 Inf values")(
+    lambda ctx: quantize_nf4(torch.tensor([float("nan")] + [0.0] * 63)))
+
+
+@case("NF4: double quantization of |w| ~ 1e37 stays finite", None)
+def _(ctx):
+    w = torch.randn(600, 64).clamp(-3, 3) * 3e36                        # fp32's sum of the scales overflows
+    q = nf4_state(lambda sd, m: None, w)
+    err = (q.dequantize(torch.float32) - w).abs().max() / w.abs().max()
+    assert torch.isfinite(q.dequantize(torch.float32)).all() and err < 0.2
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Adapters
+
+def adapter(ctx, keep=0.5):
+    base = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    model = apply_lorasp(base, ["q_proj", "v_proj"], r=4, keep=keep)
+    save_adapter(model, ctx.tmp / "a")
+    return build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+
+
+@case("adapter without lorasp_extras: refused", FileNotFoundError, "lorasp_extras.safetensors is missing: without it "
+      "this adapter would load as plain LoRA (keep=1)")
+def _(ctx):
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter without lorasp_extras, peft=True: plain LoRA, as asked", None)
+def _(ctx):
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    assert all(m.keep == 1.0 for m in load_adapter(fresh, ctx.tmp / "a", peft=True).modules() if hasattr(m, "keep"))
+
+
+@case("adapter_config.json not JSON", ValueError, "adapter_config.json, line 1: not valid JSON")
+def _(ctx):
+    fresh = adapter(ctx)
+    (ctx.tmp / "a" / "adapter_config.json").write_text("{")
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter r = 0", ValueError, "r = 0, lora_alpha = 32; need an integer r >= 1")
+def _(ctx):
+    fresh = adapter(ctx)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", r=0, lora_alpha=32)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+case("not an adapter folder", FileNotFoundError, "no adapter_config.json; not an adapter folder")(
+    lambda ctx: load_adapter(build_model("llama-tiny"), ctx.tmp))
+
+
+@case("adapter for another width", ValueError, "do not fit Linear")
+def _(ctx):
+    adapter(ctx)
+    load_adapter(build_model("llama-tiny"), ctx.tmp / "a")
+
+
+@case("adapter extras of another save", ValueError, "lorasp_extras.safetensors and adapter_model.safetensors disagree")
+def _(ctx):
+    fresh = adapter(ctx)
+    keep = (ctx.tmp / "a" / EXTRAS_FILE).read_bytes()
+    base = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    model = apply_lorasp(base, ["q_proj", "v_proj"], r=4, seed=7)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "B_train" in n:
+                p.normal_()
+    save_adapter(model, ctx.tmp / "a")
+    (ctx.tmp / "a" / EXTRAS_FILE).write_bytes(keep)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Downloads and archives (a stand-in server on 127.0.0.1)
+
+def mmlu_tar(members=None):
+    members = members or {"data/dev/x_dev.csv": "q,a,b,c,d,A\n", "data/test/x_test.csv": "q,a,b,c,d,B\n"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            t.addfile(info, io.BytesIO(text.encode()))
+    return buf.getvalue()
+
+
+def mmlu_from(ctx, body):
+    with serve("x/y", {"data.tar": body}) as (url, _):
+        ctx.mp.setattr(data, "MMLU_URL", f"{url}/cdn/data.tar")
+        return data.mmlu_dir()
+
+
+@case("MMLU: an HTML page saved as data.tar", SystemExit, "did not give MMLU's archive")
+def _(ctx):
+    try:
+        mmlu_from(ctx, b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>")
+    except SystemExit as e:
+        assert "(not a tar archive); received 64 bytes starting b'<!DOCTYPE html>" in str(e)
+        assert os.listdir(ctx.tmp / "cache" / "mmlu") == []                 # nothing sticks
+        raise
+
+
+@case("MMLU: a member that would land outside the folder", SystemExit, "did not give MMLU's archive")
+def _(ctx):
+    try:
+        mmlu_from(ctx, mmlu_tar({"data/test/x_test.csv": "q,a,b,c,d,A\n", "../../escaped.txt": "x"}))
+    finally:
+        assert not [f for _, _, fs in os.walk(ctx.tmp) for f in fs if f == "escaped.txt"]
+        assert os.listdir(ctx.tmp / "cache" / "mmlu") == []
+
+
+@case("MMLU: extraction interrupted (Ctrl-C), then redone", None)
+def _(ctx):
+    original = tarfile.TarFile.extractall
+
+    def interrupted(self, path, **kw):
+        os.makedirs(os.path.join(path, "data", "test"))
+        open(os.path.join(path, "data", "test", "x_test.csv"), "w").write("half")
+        raise KeyboardInterrupt
+    ctx.mp.setattr(tarfile.TarFile, "extractall", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mmlu_from(ctx, mmlu_tar())
+    assert not os.path.exists(ctx.tmp / "cache" / "mmlu" / "data")           # no half folder for the next call
+    ctx.mp.setattr(tarfile.TarFile, "extractall", original)
+    d = mmlu_from(ctx, mmlu_tar())
+    assert open(os.path.join(d, "test", "x_test.csv")).read() == "q,a,b,c,d,B\n"
+
+
+@case("MMLU: a stray partial folder (no completion mark) is redone", None)
+def _(ctx):
+    os.makedirs(ctx.tmp / "cache" / "mmlu" / "data" / "test")
+    (ctx.tmp / "cache" / "mmlu" / "data" / "test" / "x_test.csv").write_text("half")
+    d = mmlu_from(ctx, mmlu_tar())
+    assert open(os.path.join(d, "test", "x_test.csv")).read() == "q,a,b,c,d,B\n"
+    assert os.path.exists(os.path.join(d, data.MMLU_DONE))
+
+
+@case("download: a stale .part of a file that changed on the server (If-Range)", None)
+def _(ctx):
+    files, dest = {"f.json": os.urandom(3 << 20)}, str(ctx.tmp / "f.json")
+    with serve("x/y", files, cut={"f.json": 1 << 20}) as (url, _):
+        with pytest.raises(OSError, match="run the same command again to resume"):
+            data.download(f"{url}/cdn/f.json", dest)
+        files["f.json"] = os.urandom(3 << 20)                              # changed, same length
+        data.download(f"{url}/cdn/f.json", dest)
+    assert open(dest, "rb").read() == files["f.json"]                      # not old bytes + new bytes
+
+
+@case("download: a .part with nothing to validate it is not resumed", None)
+def _(ctx):
+    body, dest = os.urandom(1 << 20), str(ctx.tmp / "f.json")
+    open(dest + ".part", "wb").write(b"stale bytes of some other file")
+    with serve("x/y", {"f.json": body}) as (url, log):
+        data.download(f"{url}/cdn/f.json", dest)
+    assert open(dest, "rb").read() == body and log[-1][2] is None          # no Range request
+
+
+@case("download: a known file's checksum fails", OSError, "checksum failed")
+def _(ctx):
+    with serve("x/y", {"data.tar": b"<html>moved</html>"}) as (url, _):
+        ctx.mp.setitem(data.KNOWN_FILES, f"{url}/cdn/data.tar", (18, "0" * 64))
+        try:
+            data.download(f"{url}/cdn/data.tar", str(ctx.tmp / "data.tar"))
+        except OSError as e:
+            assert "Received: 18 bytes starting b'<html>moved</html>'" in str(e)
+            assert os.listdir(ctx.tmp) == []
+            raise
+
+
+def test_pinned_checksums_are_the_published_ones():
+    """MMLU's and GLUE's files are verified against the sha256 huggingface/datasets recorded for the same URLs."""
+    assert data.KNOWN_FILES[data.MMLU_URL] == (
+        166184960, "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b")
+    zips = {data.GLUE_URL + z for _, z, *_ in data.GLUE.values() if z} | set(data.MRPC_URLS.values())
+    assert zips <= data.KNOWN_FILES.keys() and all(len(h) == 64 for _, h in data.KNOWN_FILES.values())
+
+
+@case("GLUE: an HTML page saved as RTE.zip", ValueError, "did not give GLUE's rte archive")
+def _(ctx):
+    with serve("x/y", {"RTE.zip": b"<html>rate limited</html>"}) as (url, _):
+        ctx.mp.setattr(data, "GLUE_URL", f"{url}/cdn/")
+        try:
+            data.load_glue("rte")
+        finally:
+            assert os.listdir(ctx.tmp / "cache" / "glue") == []
+
+
+@case("GLUE: a zip member named ../../x lands inside the folder", None)
+def _(ctx):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for split in ("train", "dev"):
+            z.writestr(f"RTE/{split}.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+        z.writestr("../../escaped.txt", "x")
+    with serve("x/y", {"RTE.zip": buf.getvalue()}) as (url, _):
+        ctx.mp.setattr(data, "GLUE_URL", f"{url}/cdn/")
+        assert len(data.load_glue("rte")["train"]) == 1
+    assert not [r for r, _, fs in os.walk(ctx.tmp) for f in fs if f == "escaped.txt" and "glue" not in r]
+
+
+@case("Alpaca: an HTML page saved as alpaca_data.json", ValueError, "did not give Alpaca's records")
+def _(ctx):
+    with serve("x/y", {"alpaca_data.json": b"<html>404</html>"}) as (url, _):
+        ctx.mp.setattr(data, "ALPACA_URL", f"{url}/cdn/alpaca_data.json")
+        try:
+            data.load_examples("alpaca", None, 64, 0.1, 0)
+        finally:
+            assert os.listdir(ctx.tmp / "cache" / "data") == []
+
+
+@case("Alpaca: the cached file changed since its download", ValueError, "alpaca_data.json changed since it was "
+      "downloaded")
+def _(ctx):
+    tok = data.load_tokenizer(ctx.tiny[0])
+    with serve("x/y", {"alpaca_data.json": open(ctx.tiny[1], "rb").read()}) as (url, _):
+        ctx.mp.setattr(data, "ALPACA_URL", f"{url}/cdn/alpaca_data.json")
+        data.load_examples("alpaca", tok, 64, 0.1, 0)                      # fetched, its sha256 recorded
+    cached = ctx.tmp / "cache" / "data" / "alpaca_data.json"
+    cached.write_text(json.dumps(json.load(open(cached))[:10]))
+    data.load_examples("alpaca", tok, 64, 0.1, 0)
+
+
+case("GLUE: a label that is not one", ValueError, "train.tsv:2: label 'maybe' is not entailment or not_entailment")(
+    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
+                                            "train.tsv"), "rte"))
+case("GLUE: a row with too few fields", ValueError, "train.tsv:2: 3 fields, expected 4")(
+    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\n", "train.tsv"),
+                               "rte"))
+case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
+    lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
+                                            "train.tsv"), "rte"))
+case("WMT16: a bad JSONL line", ValueError, "train.jsonl, line 1: expected")(
+    lambda ctx: records_file(ctx, '{"translation": {"en": "a"}}\n', "train.jsonl") and
+    data.read_translation(str(ctx.tmp), "train"))
+case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
+    lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. Faults: the checkpoint left behind resumes to exactly the uninterrupted run's weights
+
+@case("fault: killed while saving a checkpoint, then --resume", None)
+def _(ctx):
+    calls, original = [], train.save_safetensors
+
+    def dies(tensors, path, metadata=None):                    # the second checkpoint's rng file: half, then death
+        if str(path).endswith("rng.safetensors") and not calls.append(path) and len(calls) == 2:
+            open(path, "wb").write(b"half")
+            raise Killed
+        return original(tensors, path, metadata)
+    ctx.mp.setattr(train, "save_safetensors", dies)
+    with pytest.raises(Killed):
+        run(ctx, "--save-every", "2")
+    assert json.load(open(ctx.tmp / "out" / "checkpoint" / "state.json"))["step"] == 2
+    ctx.mp.setattr(train, "save_safetensors", original)
+    run(ctx, "--save-every", "2", "--resume")
+    same_as_straight(ctx, "out")
+
+
+@case("fault: disk full (file-size limit) while saving, then --resume", None)
+def _(ctx):
+    calls, original = [0], train.save_checkpoint
+
+    def full_disk(*args):                                      # the second checkpoint: files over 2 KiB fail (EFBIG)
+        calls[0] += 1
+        if calls[0] != 2:
+            return original(*args)
+        limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, limit[1]))
+        try:
+            return original(*args)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            signal.signal(signal.SIGXFSZ, handler)
+    ctx.mp.setattr(train, "save_checkpoint", full_disk)
+    with pytest.raises(SystemExit) as e:
+        run(ctx, "--save-every", "2")
+    assert "saving the checkpoint of step 4 failed (File too large)" in str(e.value.code)
+    assert "checkpoint still holds the previous one" in str(e.value.code)
+    assert sorted(os.listdir(ctx.tmp / "out")) == ["checkpoint", "metrics.jsonl"]   # no half checkpoint.tmp
+    ctx.mp.setattr(train, "save_checkpoint", original)
+    run(ctx, "--save-every", "2", "--resume")
+    same_as_straight(ctx, "out")
+
+
+@case("fault: disk full while replacing an adapter keeps the old one whole", OSError, "No space left on device")
+def _(ctx):
+    """As saving the best adapter under --patience: the extras are written, the weights fail. The folder keeps the
+    old extras and weights, and what else it held; nothing half-written is left beside it."""
+    import lorasp
+    base = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    model = apply_lorasp(base, ["q_proj", "v_proj"], r=4)
+    save_adapter(model, ctx.tmp / "a")
+    (ctx.tmp / "a" / "notes.txt").write_text("the user's own file")
+    before = {f: (ctx.tmp / "a" / f).read_bytes() for f in os.listdir(ctx.tmp / "a")}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "_train" in n:
+                p.add_(1.0)
+    original = lorasp.save_safetensors
+
+    def full(tensors, path, metadata=None):
+        if str(path).endswith("adapter_model.safetensors"):
+            raise OSError(28, "No space left on device", str(path))
+        return original(tensors, path, metadata)
+    ctx.mp.setattr(lorasp, "save_safetensors", full)
+    try:
+        save_adapter(model, ctx.tmp / "a")
+    finally:
+        assert {f: (ctx.tmp / "a" / f).read_bytes() for f in os.listdir(ctx.tmp / "a")} == before
+        assert sorted(os.listdir(ctx.tmp)) == ["a"]                            # no a.tmp, no a.old
+
+
+@case("fault: Ctrl-C saves, then --resume", None)
+def _(ctx):
+    at_loss_call(ctx.mp, 9, signal.SIGINT)                     # step 5
+    with pytest.raises(SystemExit) as e:
+        run(ctx, "--save-every", "2")
+    assert e.value.code == 130
+    undo(ctx)
+    run(ctx, "--save-every", "2", "--resume")
+    same_as_straight(ctx, "out")
+
+
+@case("fault: SIGTERM saves like Ctrl-C, then --resume", None)
+def _(ctx):
+    at_loss_call(ctx.mp, 9, signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        run(ctx, "--save-every", "2")
+    assert e.value.code == 130 and "SIGTERM: saving a checkpoint after this step" in ctx.capsys.readouterr().out
+    assert json.load(open(ctx.tmp / "out" / "checkpoint" / "state.json"))["step"] == 5
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL              # the handler is put back
+    undo(ctx)
+    run(ctx, "--save-every", "2", "--resume")
+    same_as_straight(ctx, "out")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The table
+
+def test_the_table_is_the_issues():
+    assert len(CASES) >= 80 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("row", CASES, ids=[c.name for c in CASES])
+def test_bad_input(row, ctx):
+    if row.expect is None:                                     # a silent wrong result, now right: the row checks it
+        row.build(ctx)
+        return
+    with pytest.raises(BaseException) as e:
+        row.build(ctx)
+    if row.expect == 2:                                        # argparse: exit code 2, the message on stderr
+        assert isinstance(e.value, SystemExit) and e.value.code == 2, e.value
+        message = ctx.capsys.readouterr().err
+    elif row.expect is SystemExit:                             # train.py's one-line "error: ..."
+        assert isinstance(e.value, SystemExit) and isinstance(e.value.code, str), repr(e.value)
+        message = e.value.code
+    else:
+        assert isinstance(e.value, row.expect), repr(e.value)
+        message = str(e.value)
+    assert row.fragment in message, message
