@@ -8,7 +8,8 @@ block keeps for backward are counted per token from what model.py's code saves (
 
 - runtime: Python, torch and the tokenizer libraries. CPU: this process's resident size when the plan is made plus
   what the first step adds (RUNTIME_STEP, measured); CUDA: the caching allocator's slack (ALLOCATOR_SLACK).
-- data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (measured).
+- data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (53 bytes a token,
+  measured; tokens a byte estimated for Alpaca with its template). A file not fetched yet counts 0.
 - base: the block linears by storage: fp32 or bf16, or NF4 (4 bits, a uint8 scale per 64 values, an fp32 scale per
   256 blocks: 4.127 bits a weight). Full fine-tuning: every weight fp32 x 4 (weight, gradient, AdamW's two moments).
 - embeddings: embedding tables, norms, biases and a separate head, dense in the compute dtype.
@@ -45,7 +46,7 @@ RUNTIME_STEP = 16 * MiB       # CPU: the tokenizer, thread pools and kernel cach
 HEAP_SLACK = 0.5              # CPU: glibc keeps the holes freed activations leave: +50% of a step's working memory
 MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap threshold; bigger ones go back at once
 ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
-DATA_PER_BYTE = 14            # resident bytes per byte of an instruction file once tokenized (measured, Alpaca-like)
+DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, ~0.27 tokens a byte)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
 PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
@@ -239,8 +240,8 @@ def available_bytes(device):
         return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the check"
 
 
-def data_file_bytes(args):
-    """Size of the data this run will tokenize, when it is on disk (0 when not there yet)."""
+def data_bytes(args):
+    """What the data this run tokenizes will hold: DATA_PER_BYTE x its files' size (0 while they are not on disk)."""
     path = data.cache_dir("data", "alpaca_data.json") if args.data == "alpaca" else args.data
     if data.task_kind(args.data) == "glue":
         path = os.path.join(args.data_dir or data.cache_dir("glue"), data.GLUE[args.data[5:]][0]) if \
@@ -248,8 +249,8 @@ def data_file_bytes(args):
     elif data.task_kind(args.data) == "seq2seq":
         path = args.data_dir or data.cache_dir("wmt16-en-ro")
     if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-    return os.path.getsize(path) if os.path.isfile(path) else 0
+        return DATA_PER_BYTE * sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return DATA_PER_BYTE * os.path.getsize(path) if os.path.isfile(path) else 0
 
 
 def lines(parts, available=None, why=""):

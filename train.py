@@ -2,7 +2,7 @@
 GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 
     python train.py                                         # the offline demo: ~2 minutes on a 2-core CPU
-    python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download
+    python train.py --model llama2-7b --data alpaca          # the paper's recipe: NF4 base, selective recomputation
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
 
@@ -15,6 +15,10 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
   accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
   warm-up then cosine (or linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing.
+- Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
+  auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
+  that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
+  The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
@@ -26,11 +30,13 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
 
-Read train() first: a run is set_up, load, describe, check (before), loop (train_step, report, validate,
-save_if_due), the weights saved, check (after). The file is over the 400-line budget because it carries three kinds
-of task (each with its loss and validation), exact resume and the offline demo beside the loop. Its sections, in
-order: the command line; a run, step by step; the loop; the model (a preset or a directory, adapted); losses and
-evaluation; checkpoints; the offline demo; main.
+Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
+validate, save_if_due), the weights saved, check (after), outputs. The file is over the 400-line budget (~890) because
+beside the loop it carries three kinds of task (each with its loss and validation), exact resume with its refusals,
+the command line's checks and help, the memory plan's choices and the offline demo. Its sections, in order: the
+command line (flags, their ranges, --help's presets table); a run, step by step (Run, train, set_up, plan_memory,
+load, describe, summary, outputs, check); the loop; the model (a preset or a directory, adapted); losses and
+evaluation; checkpoints (save, find, restore); the offline demo; main (one-line errors).
 """
 import argparse
 import contextlib
@@ -204,7 +210,7 @@ def heads(model, args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# A run, step by step: set up, load, describe, check before, loop, save the result, check after
+# A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
 
 @dataclass
 class Run:
@@ -293,7 +299,7 @@ def plan_memory(run):
         saved = read_state(find_checkpoint(args.out))["args"]
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                           for k in ("quant", "checkpointing"))
-    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_file_bytes(args)
+    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = plan.available_bytes(run.device)
     what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # what the plan depends on
     args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
