@@ -265,7 +265,6 @@ def train(args):
         save_weights(run.model, weights_dir(args), args, run.source)
     barrier()
     check(run, records, "after", s, before)
-    print(outputs(run))
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -301,13 +300,15 @@ def plan_memory(run):
                                           for k in ("quant", "checkpointing"))
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = plan.available_bytes(run.device)
-    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # what the plan depends on
+    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
+    # device pages in torch's code (~70 MiB)
+    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
     args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
     parts = plan.estimate(config, args, targets, data_bytes, what[-1])
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
     print(f"{args.model}: {method}; {'bf16' if run.bf16 else 'fp32'} on {run.device} ({plan.dtype_why(args)}), "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
     print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
     print(f"checkpointing {args.checkpointing}: {why[1]}")
     for line in plan.lines(parts, available, where):
@@ -407,11 +408,11 @@ def summary(run):
     return s
 
 
-def outputs(run):
-    """The closing lines: where the run's files went, and the command that evaluates its result."""
-    args, kind = run.args, data.task_kind(run.args.data)
-    result = weights_dir(args)
-    model = f"--model {result}" if args.method == "full" else f"--model {run.source} --adapter {result}"
+def outputs(args):
+    """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
+    preset from the cache, as train.py does)."""
+    kind, result = data.task_kind(args.data), weights_dir(args)
+    model = f"--model {result}" if args.method == "full" else f"--model {args.model} --adapter {result}"
     task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro").get(kind) or (
         "--task mmlu" if args.data == "alpaca" else f"--task perplexity --data {args.data}")
     where = f" --data-dir {args.data_dir}" if args.data_dir and kind != "lm" else ""
@@ -884,7 +885,9 @@ def main(argv=None):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
               f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
               f"{' '.join(a for a in argv if a != '--resume')} --resume")
-    elif demo:
+    else:
+        print(outputs(args))
+    if demo and not summary.get("interrupted"):
         print(f"the real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  {REAL_JOB_FIRST}")
     print(json.dumps(summary))
     if summary.get("interrupted"):
