@@ -277,11 +277,9 @@ def set_up(args):
     return Run(args, device, plan.uses_bf16(args), rank, world)
 
 
-def plan_memory(run):
-    """Before any weight is read or fetched: the model's config (config.json, params.json or the preset) checked
-    against --data, --quant/--checkpointing auto chosen, the settings and the memory plan (plan.py) printed. A plan
-    that needs more than the memory available is refused, naming the settings that fit, unless --force."""
-    args = run.args
+def checked_config(args):
+    """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
+    the data exists and the model's family trains it."""
     if not os.path.isdir(args.model) and args.model not in PRESETS:
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
                         f"{', '.join(PRESETS)}")
@@ -294,6 +292,15 @@ def plan_memory(run):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
+    return config
+
+
+def plan_memory(run):
+    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
+    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
+    refused, naming the settings that fit, unless --force."""
+    args = run.args
+    config = checked_config(args)
     if args.resume:                                            # auto: what the checkpoint's run chose
         saved = read_state(find_checkpoint(args.out))["args"]
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
@@ -313,7 +320,7 @@ def plan_memory(run):
     print(f"checkpointing {args.checkpointing}: {why[1]}")
     for line in plan.lines(parts, available, where):
         print(line)
-    need, run.planned = sum(parts.values()), sum(parts.values())
+    run.planned = need = sum(parts.values())
     if available is not None and need > available and not args.force:
         fits = plan.fitting(*what)
         raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
