@@ -153,10 +153,10 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     s = 2 if uses_bf16(args) else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
     keep = 1.0 if args.method == "lora" else args.keep
-    with torch.device("meta"):
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
         model = build_model(config)
-    if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
-        model.add_head(2)
+        if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
+            model.add_head(2)
     parts = dict(runtime=runtime_bytes(args.device) if runtime is None else runtime,
                  data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0)
     seen, biggest, head = set(), 0, getattr(type(model), "head", ())

@@ -170,7 +170,8 @@ def test_a_plan_that_does_not_fit_is_refused_before_any_weight_is_read(tmp_path,
         train.main(["--model", "llama2-7b", "--data", "alpaca", "--quant", "none", "--dtype", "fp32", "--download"])
     message = str(e.value)
     assert message.startswith("error: the memory plan needs") and "24.0 GiB is available" in message
-    assert "Settings that fit: --quant nf4 --checkpointing selective" in message and "--force" in message
+    assert "Settings that fit: --quant nf4" in message and "--quant nf4 --checkpointing selective (" in message
+    assert "--quant none" not in message.split("Settings that fit:")[1] and "--force" in message
     out = capsys.readouterr().out
     assert "no quantization: --quant none" in out and "memory plan: " in out and "downloading" not in out
     assert not os.path.exists(tmp_path / "models")                                # nothing fetched, nothing read
@@ -188,3 +189,15 @@ def test_bad_config_and_unreadable_memory(tmp_path, monkeypatch):
     available, why = plan.available_bytes("cpu")
     assert available is None and "cannot be read" in why and "planning without the check" in why
     assert plan.lines(dict(runtime=plan.GiB), available, why)[1].endswith("planning without the check")
+
+
+def test_planning_draws_no_random_number():
+    """The plan runs after the seed is set: a draw of its own (a classifier head built off the meta device) would
+    change every later draw of the run (its masks, its head, its dropout)."""
+    a = train.parse_args(["--model", "roberta-base", "--data", "glue/sst2"])
+    a.quant, a.checkpointing = "none", "none"
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    plan.estimate(plan.model_config("roberta-base"), a, ["query", "value"], 0, RUNTIME)
+    assert torch.equal(torch.rand(3), expected)
