@@ -2,7 +2,7 @@
 RoBERTa, LoRA-SP at lr 3e-3) for one seed, with the commands the table prints, and checks that its dev accuracy lands
 inside the spread recorded over seeds 0, 1, 2.
 
-    python bench/check_figure.py                 # seed 0: ~3 minutes on a 2-core CPU (toy data, MLM pretraining, run)
+    python bench/check_figure.py                 # seed 0: the toy (its MLM pretraining: minutes), then ~30 s of run
     python bench/check_figure.py --seed 2 --out /tmp/check
 
 A seed is both the toy's (bench/toy_glue.py --seed: its data, the model's initialisation and masked-LM pretraining)
