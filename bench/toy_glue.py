@@ -112,7 +112,10 @@ def main():
     ap.add_argument("--shape", default="n_layer=4,n_embd=128,n_head=4,n_ffn=512", help="EncoderConfig fields")
     ap.add_argument("--mlm-steps", type=int, default=600, help="masked-LM pretraining steps of batch 64 (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the pretraining: its sums, so the toy "
+                    "model and every score on it, depend on the count (2 threads: SST-2 94.0; 1: 83.5, docs/benchmarks.md)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     rng, half = random.Random(args.seed), len(FILL) // 2
     matched, mismatched = FILL[:half] + FILL[half:half + 6], FILL[:6] + FILL[half:]
     make = {"SST-2": lambda i, p: sst2(rng, p), "MRPC": lambda i, p: mrpc(rng, p, i),
