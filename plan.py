@@ -46,7 +46,8 @@ RUNTIME_STEP = 16 * MiB       # CPU: the tokenizer, thread pools and kernel cach
 HEAP_SLACK = 0.5              # CPU: glibc keeps the holes freed activations leave: +50% of a step's working memory
 MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap threshold; bigger ones go back at once
 ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
-DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, ~0.27 tokens a byte)
+DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, 0.27 tokens
+                              # a byte)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
 PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
@@ -76,7 +77,8 @@ def model_config(model, directory=None):
                 if name == "params.json":
                     return LlamaConfig(**meta_config(c, lambda: data.load_tokenizer(directory or model).vocab_size))
                 if c.get("model_type") not in CONFIGS:
-                    raise UserError(f"{path}: model_type {c.get('model_type')!r} is not supported ({', '.join(CONFIGS)})")
+                    raise UserError(f"{path}: model_type {c.get('model_type')!r} is not supported "
+                                    f"({', '.join(CONFIGS)})")
                 return CONFIGS[c["model_type"]].from_hf(c)
             except KeyError as e:
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")

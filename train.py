@@ -447,9 +447,9 @@ def check(run, records, when, s, before=None):
 # The loop: optimizer steps, each followed by a progress line, a validation and a checkpoint when due
 
 def loop(run):
-    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a progress
-    line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a second
-    one quits."""
+    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a
+    progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
+    second one quits."""
     open_log(run)
 
     def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
@@ -879,7 +879,8 @@ def main(argv=None):
     try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
         if (demo := args.model is None) and rank_world()[1] > 1:
             raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                            f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
+                            f"{data.cache_dir('models', 'demo-llama')} --data "
+                            f"{data.cache_dir('data', 'demo_tasks.json')})")
         if demo:
             args.model, args.data, pretrain_s = prepare_demo(args)
         summary = train(args)

@@ -23,8 +23,8 @@ sys.path.insert(0, ROOT)
 import data  # noqa: E402
 from model import LlamaConfig, build_model, save_pretrained  # noqa: E402
 
-GRID = [f"{m}:{q}:{c}" for m in ("lorasp", "lora", "full") for q in ("none", "nf4") for c in ("none", "selective", "full")
-        if not (m == "full" and q == "nf4")]
+GRID = [f"{m}:{q}:{c}" for m in ("lorasp", "lora", "full") for q in ("none", "nf4")
+        for c in ("none", "selective", "full") if not (m == "full" and q == "nf4")]
 
 
 def small_llama(directory, width, layers, vocab):

@@ -113,7 +113,8 @@ def main():
     ap.add_argument("--mlm-steps", type=int, default=600, help="masked-LM pretraining steps of batch 64 (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the pretraining: its sums, so the toy "
-                    "model and every score on it, depend on the count (2 threads: SST-2 94.0; 1: 83.5, docs/benchmarks.md)")
+                    "model and every score on it, depend on the count (SST-2, docs/benchmarks.md: 2 threads 94.0, "
+                    "1 thread 83.5)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng, half = random.Random(args.seed), len(FILL) // 2

@@ -97,8 +97,8 @@ def planned_and_measured(model, corpus, out, setting):
     ru_maxrss, the resident high-water mark VmHWM)."""
     method, quant, checkpointing = setting.split(":")
     return subprocess.Popen([sys.executable, train.__file__, "--model", model, "--data", corpus, "--method", method,
-                             "--quant", quant, "--checkpointing", checkpointing, "--batch-size", "4", "--seq-len", "256",
-                             "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0", "--save-every", "0",
+                             "--quant", quant, "--checkpointing", checkpointing, "--batch-size", "4", "--seq-len",
+                             "256", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0", "--save-every", "0",
                              "--threads", "1", "--out", str(out)], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
 
@@ -137,9 +137,10 @@ def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_f
                                                       "the paper's recipe (selective recomputation)"]
     selective = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="selective")
     q, m, why = plan.choose(c, flags_for(), targets, 12 * plan.GiB, 0, RUNTIME, "llama2-7b")
-    assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB of 12.0 available"
+    assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB of 12.0 " \
+        "available"
     full = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="full")
-    assert 4 * plan.GiB < full < selective < 20 * plan.GiB                      # NF4 base ~3.5 GiB, 10 GiB of activations
+    assert 4 * plan.GiB < full < selective < 20 * plan.GiB                      # NF4 base ~3.5 GiB; activations
     fp32 = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="none", checkpointing="none")
     assert fp32 > 25 * plan.GiB                                                  # the 25 GiB of fp32 weights alone
 
@@ -147,7 +148,8 @@ def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_f
 def test_elsewhere_auto_takes_the_fastest_setting_that_fits():
     c, targets = plan.model_config("gpt2"), train.TARGETS["gpt2"].split(",")
     a = train.parse_args(["--model", "gpt2", "--data", "alpaca"])
-    need = {(q, m): plan.total(c, a, targets, 0, RUNTIME, quant=q, checkpointing=m) for q in plan.QUANTS for m in plan.MODES}
+    need = {(q, m): plan.total(c, a, targets, 0, RUNTIME, quant=q, checkpointing=m)
+            for q in plan.QUANTS for m in plan.MODES}
     assert need["none", "none"] > need["none", "selective"] > need["none", "full"] > need["nf4", "full"]
     assert plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[:2] == ("none", "none")   # memory unknown: the fastest
     assert "memory available unknown" in plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[2][1]
@@ -159,8 +161,9 @@ def test_elsewhere_auto_takes_the_fastest_setting_that_fits():
     assert (q, m) == ("nf4", "full") and why[0].startswith("--quant none would need")
     a.checkpointing = "none"                                                       # explicit flags win, even
     q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")                       # where nothing then fits
-    assert (q, m, why[1]) == ("nf4", "none", "--checkpointing none") and plan.fitting(c, a, targets, room, 0, RUNTIME) == \
-        [f"--quant nf4 --checkpointing full ({need['nf4', 'full'] / plan.GiB:.1f} GiB)"]
+    assert (q, m, why[1]) == ("nf4", "none", "--checkpointing none")
+    assert plan.fitting(c, a, targets, room, 0, RUNTIME) == [f"--quant nf4 --checkpointing full "
+                                                             f"({need['nf4', 'full'] / plan.GiB:.1f} GiB)"]
 
 
 def test_a_plan_that_does_not_fit_is_refused_before_any_weight_is_read(tmp_path, monkeypatch, capsys):
