@@ -37,7 +37,7 @@ import torch
 import data
 from data import UserError
 from lorasp import matches
-from checkpoint import meta_config
+from checkpoint import gguf_checkpoint, gguf_file, meta_config
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model
 
 GiB = 1 << 30
@@ -66,8 +66,10 @@ def dtype_why(args):
 # The config, without reading a weight
 
 def model_config(model, directory=None):
-    """--model's config: the directory's config.json (or Meta's params.json), else the preset. A field the plan
-    needs that is missing is an error naming the file and the field."""
+    """--model's config: the directory's config.json (or Meta's params.json, or a .gguf's header), else the preset.
+    A field the plan needs that is missing is an error naming the file and the field."""
+    if directory and (gguf := gguf_file(directory)):
+        return LlamaConfig(**gguf_checkpoint(gguf)[0])             # the header only: its stream is not started
     for name in ("config.json", "params.json"):
         path = os.path.join(directory or model, name)
         if os.path.exists(path):

