@@ -15,7 +15,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
   accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
-  warm-up then cosine (or linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing.
+  warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with bf16 units, an NF4 base (QLoRA) and
+  activation checkpointing.
 - Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
   auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
@@ -66,7 +67,7 @@ from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors
+from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors, trim_heap
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -179,7 +180,7 @@ def parse_args(argv=None):
       "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
     a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
-      "bf16 autocast on CUDA, fp32 on CPU)")
+      "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
@@ -226,6 +227,7 @@ class Run:
     args: argparse.Namespace
     device: torch.device
     bf16: bool                                     # bf16 autocast (and a bf16 frozen base)
+    why: str = ""                                  # what chose the dtype: the flag, or auto's reason
     rank: int = 0                                  # DDP: this process, and how many there are
     world: int = 1
     source: str = ""                               # the base's checkpoint directory
@@ -277,12 +279,13 @@ def train(args):
 
 
 def set_up(args):
-    """Device, compute dtype (bf16 autocast on CUDA with --dtype auto), seeds, threads, DDP rank."""
+    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank."""
     device, (rank, world) = torch.device(args.device), rank_world()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    return Run(args, device, plan.uses_bf16(args), rank, world)
+    bf16, why = plan.pick_dtype(args.dtype, device)
+    return Run(args, device, bf16, why, rank, world)
 
 
 def checked_config(args):
@@ -323,7 +326,7 @@ def plan_memory(run):
     parts = plan.estimate(config, args, targets, data_bytes, what[-1])
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
-    print(f"{args.model}: {method}; {'bf16' if run.bf16 else 'fp32'} on {run.device} ({plan.dtype_why(args)}), "
+    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
           f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
     print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
     print(f"checkpointing {args.checkpointing}: {why[1]}")
@@ -394,7 +397,8 @@ def describe(run):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
-        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16' if run.bf16 else 'fp32'} on {run.device}")
+        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
+        f"{run.device}")
     return s
 
 
@@ -415,7 +419,10 @@ def summary(run):
     """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
     weights saved in OUT."""
     s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20))
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
+             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
+             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
+                                       if torch.is_tensor(t)))
     if dist.is_initialized():
         s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
     if run.evals:  # with --patience the best, else the last
@@ -515,6 +522,8 @@ def train_step(run):
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
+    if run.device.type == "cpu":  # glibc keeps the holes freed activations leave: 2.41 -> 2.01 GiB peak at 134M,
+        trim_heap()               # for ~0.6 s of page faults a step (docs/benchmarks-7b.md, "The allocator")
     run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
     if ddp and run.step == run.first + 1:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (

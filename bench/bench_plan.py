@@ -3,6 +3,7 @@ Llama written here (random weights, the demo's tokenizer and text); each prints 
 memory (ru_maxrss = VmHWM). Two children at a time (one thread each).
 
     python bench/bench_plan.py                                       # width 256, 8 layers, 4 x 512 tokens
+    python bench/bench_plan.py --dtype fp32
     python bench/bench_plan.py --width 512 --layers 8 --vocab 32000 --batch-size 8 --seq-len 512
     python bench/bench_plan.py --configs lorasp:none:none lorasp:nf4:full full:none:selective
 
@@ -58,12 +59,13 @@ def main():
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--configs", nargs="+", default=GRID, metavar="M:Q:C")
     ap.add_argument("--parallel", type=int, default=2, help="children at a time")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="train.py's --dtype")
     args = ap.parse_args()
-    flags = ["--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+    flags = ["--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--dtype", args.dtype]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = small_llama(tmp, args.width, args.layers, args.vocab)
         print(f"Llama width {args.width}, {args.layers} layers, vocab {args.vocab}; {args.batch_size} x {args.seq_len} "
-              f"tokens, fp32 on CPU")
+              f"tokens, --dtype {args.dtype} on CPU (auto: bf16 where the CPU has bf16 units)")
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             results = dict(zip(args.configs, pool.map(lambda c: run(c, tmp, corpus, flags, os.path.join(tmp, c)),
                                                       args.configs)))

@@ -99,7 +99,7 @@ def planned_and_measured(model, corpus, out, setting):
     return subprocess.Popen([sys.executable, train.__file__, "--model", model, "--data", corpus, "--method", method,
                              "--quant", quant, "--checkpointing", checkpointing, "--batch-size", "4", "--seq-len",
                              "256", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0", "--save-every", "0",
-                             "--threads", "1", "--out", str(out)], stdout=subprocess.PIPE, text=True,
+                             "--threads", "1", "--dtype", "fp32", "--out", str(out)], stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 

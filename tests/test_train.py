@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import data
+import plan
 import train
 from fake_hub import serve
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
@@ -227,3 +228,33 @@ def test_accumulation_equals_one_big_batch(tiny, tmp_path):
         for k in adapters[0]:   # AdamW's first step is lr * g / (|g| + eps): tiny |g| magnify rounding, hence atol
             torch.testing.assert_close(other[k], adapters[0][k], atol=1e-5, rtol=0)
     assert any(not torch.equal(t, torch.zeros_like(t)) for k, t in adapters[0].items() if "lora_B" in k)
+
+
+def test_dtype_auto_is_bf16_where_the_cpu_has_bf16_units(tiny, tmp_path, monkeypatch, capsys):
+    """--dtype auto: bf16 autocast on a CPU with AVX512-BF16 or AMX, fp32 without; the first line says which and why.
+    In bf16 the frozen base is stored in bf16, the adapters and AdamW's state stay fp32, and the loss still falls."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: [])   # plan.py: the plan counts in the run's dtype
+    assert plan.pick_dtype("auto", cpu) == (False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), "
+                                             "where bf16 would be emulated and slower")
+    assert plan.pick_dtype("bf16", cpu) == (True, "--dtype bf16") and plan.pick_dtype("fp32", cpu)[0] is False
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: ["avx512_bf16", "amx_bf16"])
+    assert plan.pick_dtype("auto", cpu) == (True, "--dtype auto: this CPU multiplies bf16 natively (avx512_bf16, "
+                                             "amx_bf16)")
+    argv = [a for a in flags(tiny, tmp_path, "--max-steps", "6", "--log-every", "1") if a != "fp32"]
+    argv.remove("--dtype")
+    seen = {}
+    real = train.load_model
+
+    def load_model(*a):
+        seen["model"] = real(*a)
+        return seen["model"]
+    monkeypatch.setattr(train, "load_model", load_model)
+    s = train.train(train.parse_args(argv))
+    assert "bf16 autocast on cpu (--dtype auto: this CPU multiplies bf16 natively" in capsys.readouterr().out
+    m = seen["model"]
+    assert m.lm_head.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in m.parameters() if p.requires_grad} == {torch.float32}
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert 0 <= s["optimizer_state_bytes"] - 2 * s["grad_bytes"] < 1024   # exp_avg, exp_avg_sq + a step count each
