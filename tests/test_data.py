@@ -181,7 +181,7 @@ def test_download_hf_repo_with_token(tmp_path, monkeypatch):
     with serve("meta-llama/Tiny-hf", files, token="secret") as (url, log):
         monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
-        with pytest.raises(PermissionError, match="accept its licence at https://huggingface.co/meta-llama/Tiny-hf"):
+        with pytest.raises(data.UserError, match="accept its licence at https://huggingface.co/meta-llama/Tiny-hf"):
             data.download_hf("meta-llama/Tiny-hf", str(tmp_path / "dl"))
         monkeypatch.setenv("HF_TOKEN", "secret")
         data.download_hf("meta-llama/Tiny-hf", str(tmp_path / "dl"))

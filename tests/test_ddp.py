@@ -104,7 +104,7 @@ def test_two_ranks_equal_one_process_with_the_global_batch(tiny, runs, tmp_path)
     assert [m["step"] for m in logs[0]] == [m["step"] for m in logs[1]] == [2, 4, 4]     # loss, loss, val_loss
     assert [m.get("loss", m.get("val_loss")) for m in logs[0]] == pytest.approx(
         [m.get("loss", m.get("val_loss")) for m in logs[1]], rel=1e-5)
-    with pytest.raises(SystemExit, match="different settings than the checkpoint's: 2 -> 1 processes"):
+    with pytest.raises(train.UserError, match="different settings than the checkpoint.s: 2 -> 1 processes"):
         train.train(train.parse_args(ddp_flags(tiny, tmp / "out", "--resume")))  # its batches are 2 ranks'
 
 

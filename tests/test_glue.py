@@ -186,7 +186,7 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     (tmp_path / "mrpc_dev_ids.tsv").write_text("3\t4\n", encoding="utf-8")
     fetched = []
 
-    def fake_download(url, path):
+    def fake_download(url, path, **_):
         fetched.append(url.rsplit("/", 1)[1])
         with open(tmp_path / fetched[-1], "rb") as src, open(path, "wb") as dst:
             dst.write(src.read())
@@ -199,7 +199,7 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1)], "dev": [("dev a", "dev b", 0)]}
     assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
 
-    def broken(url, path):
+    def broken(url, path, **_):
         raise OSError("network is unreachable")
     monkeypatch.setattr(data, "download", broken)
     with pytest.raises(OSError, match="unreachable"):

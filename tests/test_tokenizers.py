@@ -9,7 +9,7 @@ import sentencepiece as spm
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Tokenizer
 
-from data import BPETokenizer, SentencePieceTokenizer, load_tokenizer, sentencepiece_model
+from data import BPETokenizer, SentencePieceTokenizer, UserError, load_tokenizer, sentencepiece_model
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -99,7 +99,7 @@ def test_unsupported_pre_tokenizer_is_refused(tmp_path):
     with pytest.raises(NotImplementedError, match="Whitespace"):
         load_tokenizer(tmp_path)
     (tmp_path / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match="no tokenizer.model"):
+    with pytest.raises(UserError, match=r"no tokenizer file \(tokenizer.model"):   # the user's to fix: one line
         load_tokenizer(tmp_path)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import data
+import plan
 import train
 from fake_hub import serve
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
@@ -36,7 +37,7 @@ def inject(monkeypatch, at_call, what):
 def test_defaults_are_the_papers_and_demo_overrides_them():
     a = train.parse_args(["--model", "m", "--data", "d"])
     assert (a.method, a.rank, a.alpha, a.keep, a.lr, a.epochs, a.quant, a.checkpointing) == \
-        ("lorasp", 16, 32, 0.5, 2e-5, 3, "none", "none")
+        ("lorasp", 16, 32, 0.5, 2e-5, 3, "auto", "auto")   # auto: the memory plan decides (tests/test_plan.py)
     demo = train.parse_args([])
     assert (demo.model, demo.lr, demo.epochs, demo.exact_match) == (None, 3e-3, 2.0, 200)
     assert train.parse_args(["--lr", "1e-3"]).lr == 1e-3
@@ -46,9 +47,15 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
-    lines = capsys.readouterr().out.split("options:")[1].strip().split("\n")[1:]   # after -h's own line
-    assert len(lines) == 38 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
+    out = capsys.readouterr().out
+    options, presets = out.split("options:")[1].split("\npresets by family")
+    lines = options.strip().split("\n")[1:]                                        # after -h's own line
+    assert len(lines) == 39 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
+    assert "(default: cuda when available, else cpu)" in out
+    rows = {line.split()[0]: line for line in presets.strip().split("\n")[1:]}      # every preset, by family
+    assert sorted(rows) == sorted(train.TARGETS) and all(name in rows[c.model_type] for name, c in train.PRESETS.items())
+    assert "--data glue/TASK" in rows["roberta"] and "--data wmt16-en-ro" in rows["t5"]
 
 
 def test_refusals(capsys, tmp_path, tiny, monkeypatch):
@@ -227,12 +234,12 @@ def test_dtype_auto_is_bf16_where_the_cpu_has_bf16_units(tiny, tmp_path, monkeyp
     """--dtype auto: bf16 autocast on a CPU with AVX512-BF16 or AMX, fp32 without; the first line says which and why.
     In bf16 the frozen base is stored in bf16, the adapters and AdamW's state stay fp32, and the loss still falls."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "cpu_bf16_units", lambda: [])
-    assert train.pick_dtype("auto", cpu) == (False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), "
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: [])   # plan.py: the plan counts in the run's dtype
+    assert plan.pick_dtype("auto", cpu) == (False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), "
                                              "where bf16 would be emulated and slower")
-    assert train.pick_dtype("bf16", cpu) == (True, "--dtype bf16") and train.pick_dtype("fp32", cpu)[0] is False
-    monkeypatch.setattr(train, "cpu_bf16_units", lambda: ["avx512_bf16", "amx_bf16"])
-    assert train.pick_dtype("auto", cpu) == (True, "--dtype auto: this CPU multiplies bf16 natively (avx512_bf16, "
+    assert plan.pick_dtype("bf16", cpu) == (True, "--dtype bf16") and plan.pick_dtype("fp32", cpu)[0] is False
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: ["avx512_bf16", "amx_bf16"])
+    assert plan.pick_dtype("auto", cpu) == (True, "--dtype auto: this CPU multiplies bf16 natively (avx512_bf16, "
                                              "amx_bf16)")
     argv = [a for a in flags(tiny, tmp_path, "--max-steps", "6", "--log-every", "1") if a != "fp32"]
     argv.remove("--dtype")

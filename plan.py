@@ -1,0 +1,326 @@
+"""plan.py: what a run will need, before it starts. A memory plan from the model's config and train.py's flags.
+
+Nothing here reads a weight. The config comes from config.json, params.json or a preset; the model is built on the
+meta device (shapes, no storage) so its tensors are listed exactly as load_pretrained fills them; the activations a
+block keeps for backward are counted per token from what model.py's code saves (ACTIVATIONS, below):
+
+    peak = runtime + data + base + embeddings + adapter + activations + backward + loss + dequant
+
+- runtime: Python, torch and the tokenizer libraries. CPU: this process's resident size when the plan is made plus
+  what the first step adds (RUNTIME_STEP, measured); CUDA: the caching allocator's slack (ALLOCATOR_SLACK).
+- data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (53 bytes a token,
+  measured; tokens a byte estimated for Alpaca with its template). A file not fetched yet counts 0.
+- base: the block linears by storage: fp32 or bf16, or NF4 (4 bits, a uint8 scale per 64 values, an fp32 scale per
+  256 blocks: 4.127 bits a weight). Full fine-tuning: every weight fp32 x 4 (weight, gradient, AdamW's two moments).
+- embeddings: embedding tables, norms, biases and a separate head, dense in the compute dtype.
+- adapter: per adapted linear, r (in + out) mask bytes and the trainable entries (keep of them) fp32 x 4 (weight,
+  gradient, two moments), plus a classifier's head x 4; what forward unpacks (A_eff, B_eff) in the compute dtype.
+- activations: what each block keeps for backward, per token (ACTIVATIONS), x batch x seq-len x layers.
+- backward: beside them, the gradients in flight (GRADS_IN_FLIGHT widths per token), plus one block's activations
+  while it is recomputed (full) or its recomputed parts (selective).
+- loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
+- dequant: the largest NF4 weight, dequantized for its matmul.
+
+`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them. tests/test_plan.py checks the counts
+against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
+Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
+already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
+"""
+import argparse
+import itertools
+import json
+import math
+import os
+
+import torch
+
+import data
+from data import UserError
+from lorasp import matches
+from checkpoint import gguf_checkpoint, gguf_file, meta_config
+from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model
+
+GiB = 1 << 30
+MiB = 1 << 20
+RUNTIME_STEP = 16 * MiB       # CPU: the tokenizer, thread pools and kernel caches a first step adds (measured)
+HEAP_SLACK = 0.5              # CPU: glibc keeps the holes freed activations leave: +50% of a step's working memory
+MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap threshold; bigger ones go back at once
+ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
+DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, 0.27 tokens
+                              # a byte)
+GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
+MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
+PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
+
+
+def cpu_bf16_units():
+    """The bf16 units this CPU has ("avx512_bf16", "amx_bf16"): with them oneDNN multiplies bf16 natively (2048² on 2
+    threads of a Sapphire Rapids: 188 GFLOP/s bf16 vs 74 fp32); without them bf16 is emulated, slower than fp32."""
+    checks = dict(avx512_bf16="_is_avx512_bf16_supported", amx_bf16="_is_amx_tile_supported")  # torch >= 2.1
+    return [unit for unit, f in checks.items() if getattr(torch.cpu, f, lambda: False)()]
+
+
+def pick_dtype(dtype, device):
+    """(bf16 autocast?, why) for --dtype: auto is bf16 on CUDA and on CPUs with bf16 units, else fp32. Adapters,
+    gradients and AdamW's state stay fp32 either way; the frozen base is stored in bf16. (Here, not in train.py: the
+    plan counts bytes in the dtype the run will use.)"""
+    if dtype != "auto":
+        return dtype == "bf16", f"--dtype {dtype}"
+    if torch.device(device).type == "cuda":
+        return True, "--dtype auto: CUDA"
+    units = cpu_bf16_units()
+    return (True, f"--dtype auto: this CPU multiplies bf16 natively ({', '.join(units)})") if units else (
+        False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), where bf16 would be emulated and slower")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The config, without reading a weight
+
+def model_config(model, directory=None):
+    """--model's config: the directory's config.json (or Meta's params.json, or a .gguf's header), else the preset.
+    A field the plan needs that is missing is an error naming the file and the field."""
+    if directory and (gguf := gguf_file(directory)):
+        return LlamaConfig(**gguf_checkpoint(gguf)[0])             # the header only: its stream is not started
+    for name in ("config.json", "params.json"):
+        path = os.path.join(directory or model, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                c = json.load(f)
+            try:
+                if name == "params.json":
+                    return LlamaConfig(**meta_config(c, lambda: data.load_tokenizer(directory or model).vocab_size))
+                if c.get("model_type") not in CONFIGS:
+                    raise UserError(f"{path}: model_type {c.get('model_type')!r} is not supported "
+                                    f"({', '.join(CONFIGS)})")
+                return CONFIGS[c["model_type"]].from_hf(c)
+            except KeyError as e:
+                raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
+    if model in PRESETS:
+        return PRESETS[model]
+    raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a block keeps for backward, per token: (values in the compute dtype, bytes) by checkpointing mode.
+# Counted from model.py's code with the default --targets (other targets keep less: this is then an upper bound);
+# tests/test_plan.py compares them with autograd's saved tensors. C: width, Ck: k/v width, F: MLP width, r: rank,
+# A: adapted linears a block, h: heads, T: tokens a sequence; dropout on CPU keeps a bool (h, T, T) mask.
+
+def llama(c, mode, r, T, dropout_cpu):
+    """x, norm out, rotated q and k, v, attention out (shared with o_proj), x mid, norm out, gate, up, act; h = x A^T
+    of each adapter; 4-byte log-sum-exp per head. Selective keeps the matmul outputs only: x, q, k, v, x mid, gate,
+    up. Full keeps the block's input."""
+    C, Ck, F, h = c.n_embd, c.n_kv_head * c.n_embd // c.n_head, c.n_ffn, c.n_head
+    return dict(none=(6 * C + 2 * Ck + 3 * F + 7 * r, 4 * h + 8), selective=(3 * C + 2 * Ck + 2 * F + 7 * r, 0),
+                full=(C, 0))[mode]
+
+
+def gpt2(c, mode, r, T, dropout_cpu):
+    """x, ln out, qkv, attention out, x mid, ln out, fc out, gelu out, h of 4 adapters; dropout's bool masks (2C) and
+    its attention mask (heads x T); LayerNorm's mean and rstd. Selective: x, qkv, x mid, fc out and the masks."""
+    C, h, p = c.n_embd, c.n_head, c.dropout > 0
+    att = h * T if p and dropout_cpu else 4 * h             # DropoutAttention's mask, or SDPA's log-sum-exp
+    return dict(none=(16 * C + 4 * r, 2 * C * p + 16 + att), selective=(9 * C + 4 * r, 2 * C * p), full=(C, 0))[mode]
+
+
+def encoder(c, mode, r, T, dropout_cpu):
+    """RoBERTa/BERT with query, value adapted: x, q, k, v, both LayerNorms' inputs, the GELU's input, 2 h; dropout's
+    masks. The attention output feeds a frozen dense: not kept."""
+    C, F, h, p = c.n_embd, c.n_ffn, c.n_head, c.dropout > 0
+    att = h * T if p and dropout_cpu else 4 * h + 4 * C
+    return dict(none=(6 * C + F + 2 * r, 2 * C * p + 16 + att), selective=(6 * C + F + 2 * r, 2 * C * p),
+                full=(C, 0))[mode]
+
+
+def t5(c, mode, r, T, dropout_cpu):
+    """An encoder and a decoder block together, per token of each side, q and v adapted: x, norm out, q, k, v, x mid,
+    the feed-forward's activation inputs and outputs, h; the decoder adds cross-attention (norm in and out, q, and k,
+    v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks."""
+    C, inner, F, h, p = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.num_heads, c.dropout_rate > 0
+    gated = c.feed_forward_proj == "gated-gelu"             # kept: gelu's input, its output and wi_1's; relu's output
+    ff, ff_in = (3 * F, 2 * F) if gated else (F, F)          # selective keeps the matmul outputs (wi_0, wi_1 / wi)
+    att = h * T if p and dropout_cpu else 4 * h + 4 * inner
+    enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff_in + 2 * r, full=C)[mode]
+    cross = dict(none=2 * C + 3 * inner + 2 * r, selective=C + 3 * inner + 2 * r, full=0)[mode]
+    masks = (2 * C + F) * p + att if mode == "none" else 2 * C * p if mode == "selective" else 0
+    return 2 * enc + cross, 2 * masks + (att + C * p if mode == "none" else 0)
+
+
+ACTIVATIONS = {"llama": llama, "gpt2": gpt2, "roberta": encoder, "bert": encoder, "t5": t5}
+
+
+def layers(config):
+    return getattr(config, "n_layer", None) or config.num_layers  # T5: an encoder and a decoder block a "layer"
+
+
+def seq_len_of(config, args):
+    """Tokens of a sequence that the plan counts: --seq-len, capped by the model's positions."""
+    return min(args.seq_len, getattr(config, "n_positions", None) or args.seq_len)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The estimate
+
+def estimate(config, args, targets=(), data_bytes=0, runtime=None):
+    """{part: bytes} for a run of args (method, rank, keep, quant, checkpointing, dtype, device, batch size, seq len)
+    on a model of config; targets: the adapted linears' names; runtime: the runtime's bytes (default:
+    runtime_bytes(), measured now)."""
+    s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
+    full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
+    keep = 1.0 if args.method == "lora" else args.keep
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
+        model = build_model(config)
+        if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
+            model.add_head(2)
+    parts = dict(runtime=runtime_bytes(args.device) if runtime is None else runtime,
+                 data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0)
+    seen, biggest, head = set(), 0, getattr(type(model), "head", ())
+    for name, m in model.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue                                          # a tied weight: stored once
+            seen.add(id(p))
+            n = p.numel()
+            block_linear = isinstance(m, torch.nn.Linear) and pname == "weight" and any(
+                part.isdigit() for part in name.split("."))       # as fill() quantizes: inside a numbered block
+            if full:
+                parts["base"] += 16 * n                           # fp32 weight, gradient, AdamW's two moments
+            elif head and name.startswith(head):              # a classifier's head trains whole
+                parts["adapter"] += 16 * n
+            elif block_linear and nf4:
+                blocks = math.ceil(n / 64)
+                parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
+                biggest = max(biggest, n * s)
+            elif block_linear:
+                parts["base"] += n * s
+            else:
+                parts["embeddings"] += n * s
+            if block_linear and not full and matches(name, targets):
+                i, o = p.shape[1], p.shape[0]
+                trained = round(keep * args.rank * i) + round(keep * args.rank * o)
+                frozen = args.rank * (i + o) - trained if args.mode == "freeze" else 0
+                parts["adapter"] += args.rank * (i + o) * (1 + s) + 16 * trained + 4 * frozen  # masks, A/B_eff
+    tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
+    kind, width = config.model_type, ACTIVATIONS[config.model_type]
+    per_token = lambda mode: (lambda v, b: v * s + b)(*width(config, mode, args.rank, T, cpu))  # noqa: E731
+    parts["activations"] = tokens * L * per_token(args.checkpointing)
+    C = getattr(config, "n_embd", None) or config.d_model
+    F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or 4 * C
+    parts["backward"] = tokens * GRADS_IN_FLIGHT * F * s + tokens * dict(
+        none=0, selective=per_token("none") - per_token("selective"), full=per_token("none"))[args.checkpointing]
+    V = config.vocab_size
+    if kind in ("llama", "gpt2"):                                 # LinearCrossEntropy: fp32 chunk, dL/dh, final norm
+        parts["loss"] = min(LOSS_CHUNK, tokens * V) * (4 + (2 if s == 2 else 0)) + 2 * tokens * C * s
+        parts["loss"] += V * C * 4 if full else 0                 # the head's gradient, computed in forward
+    elif kind == "t5":                                            # logits, their fp32 copy, log-softmax and its grad
+        parts["loss"] = tokens * V * (s + 12)
+    parts["dequant"] = biggest
+    parts["activations"] += tokens * C * s * (2 if kind == "t5" else 1)   # the embeddings' output
+    working = parts["activations"] + parts["backward"] + parts["loss"]
+    if cpu:                                 # measured with the default glibc malloc: resident / live = 1.43 to 1.52
+        parts["heap"] = HEAP_SLACK * working if tokens * C * s < MMAP_MAX else 0
+    else:
+        parts["heap"] = ALLOCATOR_SLACK * sum(parts.values())
+    return {k: int(v) for k, v in parts.items()}
+
+
+def runtime_bytes(device):
+    """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
+    plus what a first step adds; CUDA: 0 (the context is outside torch's allocator and already not free)."""
+    return resident_bytes() + RUNTIME_STEP if torch.device(device).type == "cpu" else 0
+
+
+def resident_bytes(field="VmRSS"):
+    """This process's resident size now (VmRSS), or its high-water mark (VmHWM), from /proc/self/status; 0 where
+    there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def available_bytes(device):
+    """(bytes free for this run, where that figure comes from), or (None, why not): MemAvailable from /proc/meminfo
+    on CPU, torch.cuda.mem_get_info on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib * 1024 + resident_bytes(), "MemAvailable + this process"   # what we hold already counts as ours
+    except (OSError, StopIteration, ValueError):
+        return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the check"
+
+
+def data_bytes(args):
+    """What the data this run tokenizes will hold: DATA_PER_BYTE x its files' size (0 while they are not on disk)."""
+    path = data.cache_dir("data", "alpaca_data.json") if args.data == "alpaca" else args.data
+    if data.task_kind(args.data) == "glue":
+        path = os.path.join(args.data_dir or data.cache_dir("glue"), data.GLUE[args.data[5:]][0]) if \
+            args.data[5:] in data.GLUE else ""
+    elif data.task_kind(args.data) == "seq2seq":
+        path = args.data_dir or data.cache_dir("wmt16-en-ro")
+    if os.path.isdir(path):
+        return DATA_PER_BYTE * sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return DATA_PER_BYTE * os.path.getsize(path) if os.path.isfile(path) else 0
+
+
+def lines(parts, available=None, why=""):
+    """The plan as two printable lines: each part (GiB, or MiB for a plan under 1 GiB), the total, the memory
+    available."""
+    need = sum(parts.values())
+    unit, name, digits = (GiB, "GiB", 2) if need >= GiB else (MiB, "MiB", 0)
+    shown = "  ".join(f"{k} {v / unit:.{digits}f}" for k, v in parts.items() if round(v / unit, digits))
+    free = f"{available / GiB:.1f} GiB available ({why})" if available is not None else why
+    return [f"memory plan ({name}): {shown}", f"memory plan: {need / unit:.{digits}f} {name} at the peak; {free}"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings that fit: --quant auto / --checkpointing auto, and the refusal of an explicit choice that does not fit
+
+QUANTS, MODES = ("none", "nf4"), ("none", "selective", "full")  # each list: the faster (and exact) setting first
+
+
+def total(config, args, targets, data_bytes, runtime, **change):
+    """The plan's total in bytes for args with some flags changed (quant=..., checkpointing=...)."""
+    return sum(estimate(config, argparse.Namespace(**{**vars(args), **change}), targets, data_bytes, runtime).values())
+
+
+def choose(config, args, targets, available, data_bytes, runtime, preset=None):
+    """(quant, checkpointing, [why each]) for --quant/--checkpointing auto; explicit values are kept. A preset of the
+    paper's (PAPER_PRESETS) gets its recipe: NF4 and selective recomputation (full if selective does not fit).
+    Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
+    paper = preset in PAPER_PRESETS
+    quants = [args.quant] if args.quant != "auto" else ["nf4"] if paper else ["none"] if args.method == "full" else \
+        list(QUANTS)
+    modes = [args.checkpointing] if args.checkpointing != "auto" else ["selective", "full"] if paper else list(MODES)
+    tried = []                                                 # (quant, checkpointing, bytes), in order of preference
+    for q, m in itertools.product(quants, modes):
+        tried.append((q, m, total(config, args, targets, data_bytes, runtime, quant=q, checkpointing=m)))
+        if available is None or tried[-1][2] <= MARGIN * available:
+            break
+    q, m, _ = tried[-1]
+    no = lambda t: f"{t[2] / GiB:.1f} GiB of {available / GiB:.1f} available"  # noqa: E731
+    other_q, other_m = [t for t in tried if t[0] != q], [t for t in tried if t[0] == q and t[1] != m]
+    why_q = f"--quant {q}" if args.quant != "auto" else f"the paper's recipe for {preset}" if paper else \
+        f"--quant {other_q[-1][0]} would need {no(other_q[-1])}" if other_q else "the exact weights"
+    why_m = f"--checkpointing {m}" if args.checkpointing != "auto" else \
+        f"{other_m[-1][1]} would need {no(other_m[-1])}" if other_m else \
+        "the paper's recipe (selective recomputation)" if paper else "the fastest"
+    if available is None and "auto" in (args.quant, args.checkpointing):
+        why_m += " (memory available unknown: chosen without the check)"
+    return q, m, [why_q, why_m]
+
+
+def fitting(config, args, targets, available, data_bytes, runtime):
+    """The settings (flags) whose plan fits the memory available, fastest first, with their totals in GiB."""
+    out = []
+    for q in QUANTS if args.method != "full" else ("none",):
+        for m in MODES:
+            t = total(config, args, targets, data_bytes, runtime, quant=q, checkpointing=m)
+            if t <= MARGIN * available:
+                out.append(f"--quant {q} --checkpointing {m} ({t / GiB:.1f} GiB)")
+    return out

@@ -1,0 +1,206 @@
+"""plan.py, the memory plan: its activation counts against what autograd really keeps (saved tensors counted by a
+hook, on tiny blocks of every backbone, in each checkpointing mode), its total against the measured peak (VmHWM) of
+train.py runs in child processes, and the choices train.py makes from it: the paper's recipe for the Llama 2 presets,
+the fastest setting that fits elsewhere, a refusal before any weight is read, --force."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import data
+import model as M
+import plan
+import train
+from lorasp import LoRASPLinear, apply_lorasp
+from fixtures import demo_tokenizer
+
+TINY = {"llama": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72),
+        "gpt2": M.GPT2Config(vocab_size=64, n_embd=32, n_head=4, n_positions=64, dropout=0.1),
+        "roberta": M.EncoderConfig("roberta", vocab_size=64, n_embd=32, n_head=4, n_ffn=72, n_type=1, pad_id=1),
+        "t5": M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4),
+        "flan-t5": M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4, feed_forward_proj="gated-gelu",
+                              tie_word_embeddings=False)}
+
+
+def kept_for_backward(m, run):
+    """Bytes of the tensors autograd keeps while run() goes forward, once per storage, leaving out parameters and
+    buffers; under selective checkpointing, what its pack hook keeps as tensors (recipes are not memory)."""
+    own, seen = {t.untyped_storage().data_ptr() for t in [*m.parameters(), *m.buffers()]}, {}
+
+    def note(t):
+        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in own:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    pack = M.selective.pack
+    M.selective.pack = lambda self, t: note(pack(self, t))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(note, lambda t: t):
+            run()
+    finally:
+        M.selective.pack = pack
+    return sum(seen.values())
+
+
+def one_layer_kept(name, mode, B=2, T=16, r=2):
+    """(bytes one more block keeps for backward, measured: 2 blocks minus 1; without the per-layer weight copies
+    A_eff, B_eff that the plan counts under `adapter`)."""
+    kept, kind = [], TINY[name].model_type
+    for n in (1, 2):
+        c = M.replace(TINY[name], **({"num_layers": n, "num_decoder_layers": n} if kind == "t5" else {"n_layer": n}))
+        torch.manual_seed(0)
+        m = M.build_model(c)
+        apply_lorasp(m, train.TARGETS[kind].split(","), r=r)
+        m.checkpointing = mode
+        m.train()
+        ids = torch.randint(2, 64, (B, T))
+        run = dict(llama=lambda: m(ids), gpt2=lambda: m(ids), t5=lambda: m(ids, ids),
+                   roberta=lambda: m.add_head(2).classify(ids, torch.ones_like(ids), torch.zeros_like(ids)))[kind]
+        kept.append(kept_for_backward(m, run))
+        weights = sum(4 * r * (x.base.in_features + x.base.out_features) for x in m.modules()
+                      if isinstance(x, LoRASPLinear)) // n
+    return kept[1] - kept[0] - (weights if mode != "full" else 0)
+
+
+@pytest.mark.parametrize("mode", ["none", "selective", "full"])
+@pytest.mark.parametrize("name", list(TINY))
+def test_activation_counts_equal_what_autograd_keeps(name, mode):
+    """Per block and token, fp32, dropout on CPU: within 2% of the saved tensors (what the formulas leave out: GPT-2's
+    (T, T) causal mask, T5's norm statistics)."""
+    B, T, r = 2, 16, 2
+    values, extra = plan.ACTIVATIONS[TINY[name].model_type](TINY[name], mode, r, T, True)
+    planned = B * T * (4 * values + extra)
+    assert planned == pytest.approx(one_layer_kept(name, mode, B, T, r), rel=0.02), (planned, name, mode)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole plan against train.py's measured peak
+
+@pytest.fixture(scope="module")
+def small_llama(tmp_path_factory):
+    """A Llama big enough that its weights, activations and loss are a third of the peak (the rest: Python and torch),
+    with a text corpus cut into full --seq-len blocks."""
+    d = tmp_path_factory.mktemp("small")
+    corpus = d / "corpus.txt"
+    corpus.write_text("\n".join(data.demo_corpus(600)) + "\n")
+    tok = demo_tokenizer(d, 300)
+    torch.manual_seed(0)
+    M.save_pretrained(M.build_model(M.LlamaConfig(vocab_size=max(8000, tok.vocab_size), n_layer=8, n_embd=192,
+                                                  n_head=3, n_kv_head=1, n_ffn=512)), d)
+    return str(d), str(corpus)
+
+
+def planned_and_measured(model, corpus, out, setting):
+    """train.py METHOD:QUANT:CHECKPOINTING for 2 steps in a child process: its summary's planned and peak MiB (peak:
+    ru_maxrss, the resident high-water mark VmHWM)."""
+    method, quant, checkpointing = setting.split(":")
+    return subprocess.Popen([sys.executable, train.__file__, "--model", model, "--data", corpus, "--method", method,
+                             "--quant", quant, "--checkpointing", checkpointing, "--batch-size", "4", "--seq-len",
+                             "256", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0", "--save-every", "0",
+                             "--threads", "1", "--dtype", "fp32", "--out", str(out)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_plan_is_within_15_percent_of_the_measured_peak(small_llama, tmp_path):
+    """Each method, quant and checkpointing value once; two children at a time. The plan's runtime part is the child's
+    own resident size when it plans, so the check covers the runtime model too."""
+    settings = ["lorasp:none:none", "lora:nf4:selective", "full:none:full"]
+    results = {}
+    for pair in (settings[:2], settings[2:]):
+        children = {s: planned_and_measured(*small_llama, tmp_path / s, s) for s in pair}
+        for s, child in children.items():
+            out, _ = child.communicate(timeout=300)
+            assert child.returncode == 0, out[-2000:]
+            summary = json.loads(out.strip().split("\n")[-1])
+            results[s] = summary["planned_mem_mib"], summary["peak_mem_mib"]
+            assert "memory plan:" in out and f"checkpointing {s.split(':')[2]}: --checkpointing" in out
+    for s, (planned, measured) in results.items():
+        assert abs(planned / measured - 1) <= 0.15, (s, planned, measured, results)
+
+
+# ----------------------------------------------------------------------------------------------------
+# What train.py chooses from the plan, and what it refuses
+
+RUNTIME = 300 * plan.MiB  # a fixed runtime part: the choices below do not move with this process's size
+
+
+def flags_for(*argv):
+    return train.parse_args(["--model", "llama2-7b", "--data", "alpaca", *argv])
+
+
+def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_fit():
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+    q, m, why = plan.choose(c, flags_for(), targets, 24 * plan.GiB, 0, RUNTIME, "llama2-7b")
+    assert (q, m) == ("nf4", "selective") and why == ["the paper's recipe for llama2-7b",
+                                                      "the paper's recipe (selective recomputation)"]
+    selective = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="selective")
+    q, m, why = plan.choose(c, flags_for(), targets, 12 * plan.GiB, 0, RUNTIME, "llama2-7b")
+    assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB of 12.0 " \
+        "available"
+    full = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="full")
+    assert 4 * plan.GiB < full < selective < 20 * plan.GiB                      # NF4 base ~3.5 GiB; activations
+    fp32 = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="none", checkpointing="none")
+    assert fp32 > 25 * plan.GiB                                                  # the 25 GiB of fp32 weights alone
+
+
+def test_elsewhere_auto_takes_the_fastest_setting_that_fits():
+    c, targets = plan.model_config("gpt2"), train.TARGETS["gpt2"].split(",")
+    a = train.parse_args(["--model", "gpt2", "--data", "alpaca"])
+    need = {(q, m): plan.total(c, a, targets, 0, RUNTIME, quant=q, checkpointing=m)
+            for q in plan.QUANTS for m in plan.MODES}
+    assert need["none", "none"] > need["none", "selective"] > need["none", "full"] > need["nf4", "full"]
+    assert plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[:2] == ("none", "none")   # memory unknown: the fastest
+    assert "memory available unknown" in plan.choose(c, a, targets, None, 0, RUNTIME, "gpt2")[2][1]
+    room = need["none", "selective"] / plan.MARGIN + 1                            # selective fits, none does not
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")
+    assert (q, m, why[0]) == ("none", "selective", "the exact weights") and why[1].startswith("none would need")
+    room = need["nf4", "full"] / plan.MARGIN + 1                                  # only NF4 with recomputation fits
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")
+    assert (q, m) == ("nf4", "full") and why[0].startswith("--quant none would need")
+    a.checkpointing = "none"                                                       # explicit flags win, even
+    q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "gpt2")                       # where nothing then fits
+    assert (q, m, why[1]) == ("nf4", "none", "--checkpointing none")
+    assert plan.fitting(c, a, targets, room, 0, RUNTIME) == [f"--quant nf4 --checkpointing full "
+                                                             f"({need['nf4', 'full'] / plan.GiB:.1f} GiB)"]
+
+
+def test_a_plan_that_does_not_fit_is_refused_before_any_weight_is_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))                           # no weights anywhere
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (24 * plan.GiB, "test"))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "llama2-7b", "--data", "alpaca", "--quant", "none", "--dtype", "fp32", "--download"])
+    message = str(e.value)
+    assert message.startswith("error: the memory plan needs") and "24.0 GiB is available" in message
+    assert "Settings that fit: --quant nf4" in message and "--quant nf4 --checkpointing selective (" in message
+    assert "--quant none" not in message.split("Settings that fit:")[1] and "--force" in message
+    out = capsys.readouterr().out
+    assert "no quantization: --quant none" in out and "memory plan: " in out and "downloading" not in out
+    assert not os.path.exists(tmp_path / "models")                                # nothing fetched, nothing read
+    with pytest.raises(SystemExit, match="error: no weights for llama2-7b"):      # --force: on to the weights
+        train.main(["--model", "llama2-7b", "--data", "alpaca", "--quant", "none", "--force"])
+
+
+def test_bad_config_and_unreadable_memory(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 10}))
+    with pytest.raises(data.UserError, match=r"config.json has no 'hidden_size' field"):
+        plan.model_config(str(tmp_path))
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: (_ for _ in ()).throw(OSError("no /proc"))
+                        if f == "/proc/meminfo" else real_open(f, *a, **k))
+    available, why = plan.available_bytes("cpu")
+    assert available is None and "cannot be read" in why and "planning without the check" in why
+    assert plan.lines(dict(runtime=plan.GiB), available, why)[1].endswith("planning without the check")
+
+
+def test_planning_draws_no_random_number():
+    """The plan runs after the seed is set: a draw of its own (a classifier head built off the meta device) would
+    change every later draw of the run (its masks, its head, its dropout)."""
+    a = train.parse_args(["--model", "roberta-base", "--data", "glue/sst2"])
+    a.quant, a.checkpointing = "none", "none"
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    plan.estimate(plan.model_config("roberta-base"), a, ["query", "value"], 0, RUNTIME)
+    assert torch.equal(torch.rand(3), expected)
