@@ -104,12 +104,14 @@ class Help(argparse.HelpFormatter):
 
 def presets_table():
     """--help's closing table: the presets grouped by family, and the --data each family trains."""
-    trains = dict(lm="alpaca, .json/.jsonl records, .txt", glue="glue/TASK", seq2seq="wmt16-en-ro")
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen", glue="glue/TASK", seq2seq="wmt16-en-ro",
+                  squad="squad")
+    families = dict.fromkeys(f for fams, _ in KINDS.values() for f in fams)  # each once, in KINDS' order
     rows = []
-    for kind, (families, _) in KINDS.items():
-        for family in families:
-            names = [n for n, c in PRESETS.items() if c.model_type == family]
-            rows.append(f"  {family:8s} --data {trains[kind]}: {' '.join(names)}")
+    for family in families:
+        data_ = "; ".join(trains[k] for k, (fams, _) in KINDS.items() if family in fams)
+        names = [n for n, c in PRESETS.items() if c.model_type == family]
+        rows.append(f"  {family:8s} --data {data_}: {' '.join(names)}")
     return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
         "\n".join(rows)
 
