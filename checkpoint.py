@@ -10,12 +10,15 @@
   config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
+- GGUF (llama.cpp's one file: metadata, tokenizer and weights): `read_gguf` parses the header and the tensor table,
+  `dequantize_ggml` turns F32/F16/BF16 and Q4_0/Q4_1/Q8_0 blocks into float32 by hand, `gguf_checkpoint` maps a
+  Llama's names to HF's and undoes llama.cpp's q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
   over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
   one tensor).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
-Run `python checkpoint.py FILE.safetensors` to list a file's tensors.
+Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
 """
 import ctypes
 import fnmatch
@@ -379,6 +382,12 @@ META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across mo
 }
 
 
+def rope_halves(t, hd):
+    """q/k rows (or biases) of each head from interleaved RoPE pairs (rows 2i, 2i+1: Meta's files, llama.cpp's GGUF)
+    to HF's rotate_half halves (rows i, i + hd/2)."""
+    return t.view(-1, hd // 2, 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
+
+
 def meta_checkpoint(path):
     """Meta's layout -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)), model-parallel shards
     merged."""
@@ -419,13 +428,156 @@ def meta_checkpoint(path):
             name, dim = META_NAMES[rest]
             t = parts[0].clone() if dim is None else torch.cat(parts, dim)
             if rest in ("attention.wq.weight", "attention.wk.weight") and t.shape[0] % hd == 0:  # else: shape error
-                t = t.view(-1, hd // 2, 2, t.shape[1]).transpose(1, 2).reshape(t.shape)  # rows 2i, 2i+1 -> i, i+hd/2
+                t = rope_halves(t, hd)
             for x in parts:
                 release(x)
             yield files[0], ("model." + layer if layer else "") + name, t
         for f, s in zip(files, shards):
             if s:
                 raise ValueError(f"{f}: tensor {next(iter(s))!r} is left over (not in {files[0]})")
+    return config, stream()
+
+
+# ----------------------------------------------------------------------------------------------------
+# GGUF: llama.cpp's one-file format (metadata, tokenizer and weights together), read by hand
+
+GGUF_VALUES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}  # struct
+GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id: (name, values, bytes) per block
+              2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34)}
+GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight)
+    "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def gguf_file(path):
+    """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json; else None."""
+    if os.path.isfile(path):
+        return path if path.endswith(".gguf") else None
+    if any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "params.json")):
+        return None
+    found = sorted(glob.glob(os.path.join(path, "*.gguf")))
+    if len(found) > 1:
+        raise ValueError(f"{path}: {len(found)} .gguf files ({', '.join(map(os.path.basename, found))}): pass one")
+    return found[0] if found else None
+
+
+def read_gguf(path):
+    """A GGUF file's header -> (metadata {key: value}, tensors {name: (torch shape, ggml type id, byte offset)}).
+    Little-endian: b"GGUF", version u32 (2 or 3), tensor count u64, metadata count u64; each metadata entry a key
+    (string: u64 length + UTF-8), a value type u32 and the value (an array: item type u32, count u64, items); each
+    tensor a name, n_dims u32, dims u64 (innermost first: the torch shape reversed), type u32 and an offset u64 into
+    the data, which starts at the first multiple of general.alignment (32) after the header."""
+    with open(path, "rb") as f:
+        def read(fmt, n=1):
+            raw = f.read(struct.calcsize(fmt) * n)
+            if len(raw) < struct.calcsize(fmt) * n:
+                raise ValueError(f"{path}: truncated GGUF header")
+            return struct.unpack(f"<{n}{fmt}", raw)
+
+        def string():
+            return f.read(read("Q")[0]).decode("utf-8", errors="surrogateescape")
+
+        def value(kind, key):
+            if kind == 8:
+                return string()
+            if kind == 9:
+                (item,), (n,) = read("I"), read("Q")
+                return list(read(GGUF_VALUES[item], n)) if item in GGUF_VALUES else [value(item, key) for _ in range(n)]
+            if kind not in GGUF_VALUES:
+                raise ValueError(f"{path}: metadata {key!r} has unknown GGUF value type {kind}")
+            return read(GGUF_VALUES[kind])[0]
+
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF file (no GGUF magic)")
+        (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
+        if version not in (2, 3):
+            raise ValueError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
+        meta = {}
+        for _ in range(n_meta):
+            key = string()
+            meta[key] = value(read("I")[0], key)
+        infos = []
+        for _ in range(n_tensors):
+            name = string()
+            dims = read("Q", read("I")[0])
+            infos.append((name, tuple(reversed(dims)), read("I")[0], read("Q")[0]))
+        align = meta.get("general.alignment", 32)
+        start = -(-f.tell() // align) * align
+    return meta, {name: (shape, kind, start + offset) for name, shape, kind, offset in infos}
+
+
+def dequantize_ggml(raw, kind, shape):
+    """The bytes (uint8) of a ggml tensor -> float32 of `shape`. Quantized types store blocks of 32 values along the
+    innermost dim: Q8_0 x = d q (fp16 d, 32 int8 q); Q4_0 x = d (q - 8); Q4_1 x = d q + m (fp16 d, m), their 16 bytes
+    of 4-bit q holding value j in byte j's low nibble and value j + 16 in its high nibble."""
+    name, per_block, block_bytes = GGML_TYPES[kind]
+    if per_block == 1:
+        return raw.view({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]).float().view(shape)
+    blocks = raw.view(-1, block_bytes)                                 # (n_blocks, block_bytes)
+    d = blocks[:, :2].contiguous().view(torch.float16).float()         # (n_blocks, 1): each block's scale
+    if name == "Q8_0":
+        x = d * blocks[:, 2:].contiguous().view(torch.int8).float()    # (n_blocks, 32)
+    else:
+        qs = blocks[:, -16:]                                           # (n_blocks, 16)
+        q = torch.cat([qs & 15, qs >> 4], 1).float()                   # (n_blocks, 32)
+        x = d * (q - 8) if name == "Q4_0" else d * q + blocks[:, 2:4].contiguous().view(torch.float16).float()
+    return x.view(shape)
+
+
+def gguf_tensors(path, tensors):
+    """Yield (name, float32 tensor) in file order from read_gguf's tensor table, one tensor in memory at a time."""
+    with open(path, "rb") as f:
+        for name, (shape, kind, offset) in sorted(tensors.items(), key=lambda kv: kv[1][2]):
+            if kind not in GGML_TYPES:
+                raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind}; supported: " +
+                                          ", ".join(n for n, _, _ in GGML_TYPES.values()))
+            _, per_block, block_bytes = GGML_TYPES[kind]
+            numel = math.prod(shape)
+            if shape and shape[-1] % per_block:
+                raise ValueError(f"{path}: tensor {name!r} of shape {shape} is not a whole number of blocks")
+            raw = torch.empty(numel // per_block * block_bytes, dtype=torch.uint8)
+            f.seek(offset)
+            if f.readinto(raw.numpy()) != raw.numel():
+                raise ValueError(f"{path}: truncated while reading tensor {name!r}")
+            yield name, dequantize_ggml(raw, kind, shape)
+
+
+def gguf_checkpoint(path):
+    """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, float32 tensor)). The architecture and
+    its sizes come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half."""
+    meta, tensors = read_gguf(path)
+    if meta.get("general.architecture") != "llama":
+        raise NotImplementedError(f"{path}: GGUF architecture {meta.get('general.architecture')!r} is not supported "
+                                  "(llama is)")
+
+    def need(key, default=None):
+        if f"llama.{key}" not in meta and default is None:
+            raise ValueError(f"{path}: GGUF metadata llama.{key} is missing")
+        return meta.get(f"llama.{key}", default)
+    n_embd, n_head = need("embedding_length"), need("attention.head_count")
+    hd = n_embd // n_head
+    if "rope_freqs.weight" in tensors or meta.get("llama.rope.scaling.type", "none") != "none" \
+            or need("rope.dimension_count", hd) != hd:
+        raise NotImplementedError(f"{path}: RoPE scaling and head_dim != embedding_length / heads are not supported")
+    if "token_embd.weight" not in tensors:
+        raise ValueError(f"{path}: tensor 'token_embd.weight' is missing")
+    config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=need("block_count"), n_embd=n_embd,
+                  n_head=n_head, n_kv_head=need("attention.head_count_kv", n_head), n_ffn=need("feed_forward_length"),
+                  norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=need("rope.freq_base", 10000.0),
+                  max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
+                  bias="blk.0.attn_q.bias" in tensors)
+
+    def stream():
+        for name, t in gguf_tensors(path, tensors):
+            m = re.fullmatch(r"(blk\.(\d+)\.)?(\w+)\.(weight|bias)", name)
+            if not m or m[3] not in GGUF_NAMES:
+                yield path, name, t  # not ours: the loader reports it as left over
+                continue
+            if m[3] in ("attn_q", "attn_k") and t.shape[0] % hd == 0:  # else: fill reports the shape
+                t = rope_halves(t, hd)
+            yield path, (f"model.layers.{m[2]}." if m[1] else "") + f"{GGUF_NAMES[m[3]]}.{m[4]}", t
     return config, stream()
 
 
@@ -458,7 +610,14 @@ def write_checkpoint(directory, config, tensors, shard_size=None):
 
 def main():
     if len(sys.argv) != 2:
-        sys.exit("usage: python checkpoint.py FILE.safetensors")
+        sys.exit("usage: python checkpoint.py FILE.safetensors|FILE.gguf")
+    if sys.argv[1].endswith(".gguf"):
+        meta, tensors = read_gguf(sys.argv[1])
+        for name, (shape, kind, offset) in tensors.items():
+            print(f"{name:40s} {GGML_TYPES.get(kind, (kind,))[0]:5} {shape}")
+        for key, v in meta.items():
+            print(f"{key}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else repr(v)[:100]))
+        return
     header, metadata, start = read_safetensors_header(sys.argv[1])
     for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         print(f"{name:60s} {e['dtype']:5s} {tuple(e['shape'])}")

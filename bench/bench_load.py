@@ -69,12 +69,15 @@ print(json.dumps(out))
 
 
 def write_random_checkpoint(directory, preset, layout, shard_size=2 * GiB):
-    """Random N(0, 0.02) bf16 tensors, generated and written one shard at a time (the writer never holds the model)."""
+    """Random N(0, 0.02) bf16 tensors (norm weights 1), generated and written one shard at a time (the writer never
+    holds the model). preset: a preset name or a config."""
+    config = M.get_config(preset) if isinstance(preset, str) else preset
     with torch.device("meta"):
-        shapes = [(n, p.shape) for n, p in M.build_model(preset).state_dict().items()]
-    tensors = ((n, torch.empty(s, dtype=torch.bfloat16).normal_(0, 0.02)) for n, s in shapes)
+        shapes = [(n, p.shape) for n, p in M.build_model(config).state_dict().items()]
+    tensors = ((n, torch.ones(s, dtype=torch.bfloat16) if n.endswith("norm.weight") else
+                torch.empty(s, dtype=torch.bfloat16).normal_(0, 0.02)) for n, s in shapes)
     if layout == "safetensors":
-        return C.write_checkpoint(directory, M.get_config(preset), tensors, shard_size)
+        return C.write_checkpoint(directory, config, tensors, shard_size)
     os.makedirs(directory, exist_ok=True)  # pytorch_model-0000i-of-0000n.bin + index, as older HF repos ship
     shards, shard = [], {}
     for n, t in tensors:
@@ -93,7 +96,7 @@ def write_random_checkpoint(directory, preset, layout, shard_size=2 * GiB):
     with open(os.path.join(directory, "pytorch_model.bin.index.json"), "w") as f:
         json.dump({"weight_map": weight_map}, f)
     with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(M.get_config(preset).to_hf(), f)
+        json.dump(config.to_hf(), f)
 
 
 def main():

@@ -3,6 +3,7 @@
     python bench/bench_train.py                      # the comparison: peft LoRA vs LoRA-SP, checkpointing off/on
     python bench/bench_train.py --table              # the grid in docs/benchmarks.md: method x quant x checkpointing
     python bench/bench_train.py --configs lorasp-element:none:none peft:none:full --steps 5 --repeats 2
+    python bench/bench_train.py --configs peft:none:none lorasp-element:none:none --dtypes fp32 bf16 --measure-gflops
 
 A randomly initialised Llama (12 layers, hidden 768, SwiGLU 2048, 12 heads, vocab 32000; ~134M parameters), fp32,
 batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
@@ -14,12 +15,15 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
 step, zero_grad, then checkpoint.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
 --trim all gives peft the same treatment).
+--dtypes fp32 bf16 runs every config at each: bf16 is what train.py's --dtype bf16 (and auto, on a CPU with bf16
+units) does: ours with the frozen base stored in bf16, peft with the model in bf16 (its adapters stay fp32, peft's
+autocast_adapter_dtype), both under torch.autocast("cpu", bfloat16), adapters and AdamW state fp32.
 Each config runs in a fresh subprocess started by this small parent (no torch imported here, so nothing of the
 parent's memory is inherited): build, one warm-up step, then the median of --steps steps. Peak memory is VmHWM from
 /proc/self/status (the child's own resident high-water mark: model, optimizer, activations, allocator caches).
 --repeats R runs the whole config list R times in turn, so drift on a shared machine hits every config alike; time is
 the median over repeats, memory the max. "floor" is the useful matmul work at --gflops (the issue's fp32 matmul rate
-on its machine; --measure-gflops measures it here): 2 FLOPs per multiply-add, forward 2PT, input gradients 2PT,
+on its machine; --measure-gflops measures it here, in each dtype, with the shapes of the step's matmuls): 2 FLOPs per multiply-add, forward 2PT, input gradients 2PT,
 weight gradients 2PT (full fine-tuning only), attention 4BT^2C per layer forward and twice that backward, P the
 matmul parameters (blocks and LM head), T the tokens; recomputation is not useful work, so checkpointing lowers it.
 """
@@ -63,7 +67,7 @@ def where_time_goes(step, vocab, rank=16):
     return kinds
 
 
-def child(config, steps, threads, batch, seq, lr, trim, profile=False):
+def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp32"):
     """One config in this process; prints one JSON line."""
     import resource
     import time
@@ -78,13 +82,14 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
     if threads:
         torch.set_num_threads(threads)
     method, quant, ckpt = config.split(":")
-    cfg = M.LlamaConfig(**SHAPE)
+    cfg, bf16 = M.LlamaConfig(**SHAPE), dtype == "bf16"
+    base_dtype = torch.bfloat16 if bf16 and method != "full" else torch.float32  # full fine-tuning: fp32 masters
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     if method == "peft":
         from peft import LoraConfig, get_peft_model
         from transformers import LlamaConfig, LlamaForCausalLM
         assert quant == "none" and ckpt in ("none", "full"), "peft runs fp32 with checkpointing none|full"
-        hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf(), use_cache=False))
+        hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf(), use_cache=False)).to(base_dtype)
         net = get_peft_model(hf, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
         if ckpt == "full":
             net.gradient_checkpointing_enable()  # peft makes the embedding output require grad for it
@@ -100,9 +105,9 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
             gen = torch.Generator().manual_seed(0)
             stream = (("random", n, torch.ones(p.shape) if n.endswith("norm.weight") else
                        torch.randn(p.shape, generator=gen) * 0.02) for n, p in net.state_dict(keep_vars=True).items())
-            net = C.fill(net, stream, quantize="nf4")
+            net = C.fill(net, stream, base_dtype, quantize="nf4")
         else:
-            net = M.build_model(cfg)
+            net = M.build_model(cfg).to(base_dtype)
         if method != "full":
             apply_lorasp(net, TARGETS, r=16, alpha=32, keep=1.0 if method == "lora" else 0.5,
                          structure="column" if method == "lorasp-column" else "element")
@@ -116,7 +121,8 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
     times, cpu = [], []
 
     def step():
-        loss = loss_fn()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = loss_fn()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -129,24 +135,32 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False):
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t0)
         cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
-    print(json.dumps(dict(config=config, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
+    print(json.dumps(dict(config=config, dtype=dtype, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
                           peak_rss=proc_status("VmHWM"), loss=loss.item(), trainable=sum(p.numel() for p in params),
                           threads=torch.get_num_threads(),
                           profile=where_time_goes(step, cfg.vocab_size) if profile else None)))
 
 
-def measure_gflops(threads):
+def measure_gflops(threads, dtype="fp32", batch=4, seq=256, clock=None):
+    """GFLOP/s of this CPU's matmuls in dtype at the step's shapes: the (tokens, C) x (C, n_ffn) product, and the LM
+    head's (tokens, C) x (C, vocab); the median of 5 timings of each, their mean. clock: time.perf_counter (wall) or
+    time.process_time (CPU seconds of this process: on a shared machine, the rate per CPU-second actually given)."""
     import time
 
     import torch
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(1024, 768), torch.randn(768, 2048)
-    a @ b
-    t0, n = time.perf_counter(), 20
-    for _ in range(n):
+    dt, rates, clock = torch.bfloat16 if dtype == "bf16" else torch.float32, [], clock or time.perf_counter
+    for n in (SHAPE["n_ffn"], SHAPE["vocab_size"] // 4):
+        a, b = torch.randn(batch * seq, SHAPE["n_embd"], dtype=dt), torch.randn(SHAPE["n_embd"], n, dtype=dt)
         a @ b
-    return 2 * 1024 * 768 * 2048 * n / (time.perf_counter() - t0) / 1e9
+        times = []
+        for _ in range(5):
+            t0 = clock()
+            a @ b
+            times.append(clock() - t0)
+        rates.append(2 * batch * seq * SHAPE["n_embd"] * n / statistics.median(times) / 1e9)
+    return sum(rates) / len(rates)
 
 
 def floor_s(config, gflops, batch, seq):
@@ -169,40 +183,50 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--gflops", type=float, default=170.0, help="fp32 matmul rate for the FLOP floor")
-    ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rate here instead")
+    ap.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="run every config in each")
+    ap.add_argument("--gflops", type=float, nargs="+", default=[170.0, 425.0], metavar="X", help="fp32 (and bf16) "
+                    "matmul rates for the FLOP floor")
+    ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rates here instead")
     ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call checkpoint.trim_heap() after "
                     "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        return child(args.child, args.steps, args.threads, args.batch, args.seq, args.lr, args.trim, args.profile)
-    configs = args.configs or (TABLE if args.table else COMPARE)
-    gflops = measure_gflops(args.threads) if args.measure_gflops else args.gflops
+    if args.child:  # METHOD:QUANT:CHECKPOINTING:DTYPE
+        return child(args.child.rsplit(":", 1)[0], args.steps, args.threads, args.batch, args.seq, args.lr, args.trim,
+                     args.profile, args.child.rsplit(":", 1)[1])
+    configs = [f"{c}:{d}" for d in args.dtypes for c in args.configs or (TABLE if args.table else COMPARE)]
+    import time
+    gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq) if args.measure_gflops else args.gflops[i]
+              for i, d in enumerate(("fp32", "bf16")) if d in args.dtypes}
+    cpu_gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq, time.process_time) if args.measure_gflops
+                  else gflops[d] for d in gflops}  # GFLOP per CPU-second: the floor of the CPU s/step column
     runs = run_children(__file__, configs, args.repeats, ["--steps", str(args.steps), "--threads", str(args.threads),
                                                           "--batch", str(args.batch), "--seq", str(args.seq),
                                                           "--lr", str(args.lr), "--trim", args.trim]
                        + ["--profile"] * args.profile)
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
-    print(f"\nbatch {args.batch} x {args.seq} tokens, fp32, {threads} threads, trim_heap: {args.trim}; medians of "
-          f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at {gflops:.0f} GFLOP/s\n")
-    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | trainable |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\nbatch {args.batch} x {args.seq} tokens, {threads} threads, trim_heap: {args.trim}; medians of "
+          f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at " + ", ".join(
+              f"{g:.0f} GFLOP/s {d} ({cpu_gflops[d]:.0f} per CPU-second)" for d, g in gflops.items()) + (
+              " (measured in this run)\n" if args.measure_gflops else "\n"))
+    print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | of floor, CPU time | trainable |")
+    print("|---|---|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():
         if not rs:
-            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | |")
+            print(f"| {c} | {'refused' if c.startswith('full:nf4') else 'failed'} | | | | | | |")
             continue
         s, cpu, mem = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s", "peak_rss"))
         summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
         print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | "
-              f"{floor_s(c, gflops, args.batch, args.seq) / s:.0%} | {rs[0]['trainable']:,} |")
+              f"{floor_s(c, gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / s:.0%} | "
+              f"{floor_s(c, cpu_gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / cpu:.0%} | {rs[0]['trainable']:,} |")
     print()
     for c, (s, cpu, mem) in summary.items():
-        ckpt = c.rsplit(":", 1)[1]
-        ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}")
+        ckpt, dtype = c.split(":")[2:]
+        ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}:{dtype}")
         if ref and not c.startswith("peft"):
             print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "
                   f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")

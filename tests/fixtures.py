@@ -10,6 +10,9 @@ import torch
 import data
 from model import LlamaConfig, build_model, save_pretrained
 
+# The devices tests parametrized over: CUDA cases exist only where a GPU is (bench/gpu_check.py runs them), never skipped
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def random_params(m, seed):
     """Random values everywhere (norm weights and biases too) so a mis-loaded tensor cannot hide; eval mode (no
@@ -55,7 +58,8 @@ def tiny(tmp_path_factory):
 
 
 def flags(tiny, out, *more):
-    """train.py's arguments for 10 quick steps on the tiny fixture."""
+    """train.py's arguments for 10 quick steps on the tiny fixture, in fp32 (--dtype auto would pick bf16 on a CPU
+    with bf16 units: the exact comparisons these tests make are fp32's)."""
     return ["--model", tiny[0], "--data", tiny[1], "--out", str(out), "--batch-size", "4", "--grad-accum", "2",
             "--seq-len", "200", "--lr", "1e-2", "--max-steps", "10", "--val-fraction", "0.1", "--eval-every", "0",
-            "--log-every", "5", *more]
+            "--log-every", "5", "--dtype", "fp32", *more]

@@ -466,7 +466,7 @@ def _(ctx):
     load_pretrained(ctx.tmp / "meta")
 
 
-case("no config.json or params.json", FileNotFoundError, "neither config.json (Hugging Face layout) nor params.json")(
+case("no config.json or params.json", FileNotFoundError, "params.json (Meta layout) nor a .gguf file")(
     lambda ctx: load_pretrained(ctx.tmp))
 
 

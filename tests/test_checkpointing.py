@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import model as M
+from fixtures import DEVICES
 from quant import NF4Linear
 
 MODES = ("none", "full", "selective")
@@ -72,11 +73,12 @@ def tiny(arch, **kw):
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(1))
 
 
-def test_llama_adapters_in_frozen_blocks():
+@pytest.mark.parametrize("device", DEVICES)
+def test_llama_adapters_in_frozen_blocks(device):
     """Block inputs do not require grad (frozen embeddings); only adapter parameters inside the blocks do."""
-    m = with_adapters(tiny("llama"), ("q_proj", "v_proj", "down_proj"))
+    m = with_adapters(tiny("llama"), ("q_proj", "v_proj", "down_proj")).to(device)
     assert not m.model.embed_tokens.weight.requires_grad
-    assert_modes_agree(m, IDS)
+    assert_modes_agree(m, IDS.to(device))
 
 
 def test_gpt2_full_finetune_with_dropout():
@@ -94,11 +96,13 @@ def test_gpt2_adapters_with_dropout():
     assert_modes_agree(with_adapters(tiny("gpt2", dropout=0.1), ("c_attn", "c_fc")), IDS)
 
 
-def test_nf4_base_with_adapters(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nf4_base_with_adapters(tmp_path, device):
     M.save_pretrained(tiny("llama"), tmp_path)
     m = with_adapters(M.load_pretrained(tmp_path, quantize="nf4").train(), ("q_proj", "k_proj", "o_proj", "up_proj"))
+    m = m.to(device)
     assert isinstance(m.model.layers[0].self_attn.q_proj.base, NF4Linear)
-    assert_modes_agree(m, IDS)
+    assert_modes_agree(m, IDS.to(device))
 
 
 def test_autocast_state_is_replayed():

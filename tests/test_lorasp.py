@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fixtures import DEVICES
 from lorasp import (LoRASPLinear, apply_lorasp, count_trainable, layer_seed, lorasp_summary, merge_lorasp,
                     saved_activation_bytes, unpack)
 
@@ -33,15 +34,16 @@ def dense_reference(layer):
     return f, A, B
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode,structure", MODES)
-def test_forward_equals_merged_dense_weight(mode, structure):
+def test_forward_equals_merged_dense_weight(mode, structure, device):
     torch.manual_seed(0)
-    layer = trained(LoRASPLinear(nn.Linear(32, 48), r=4, alpha=8, mode=mode, structure=structure))
-    x = torch.randn(2, 5, 32)                                                    # (B, T, in)
+    layer = trained(LoRASPLinear(nn.Linear(32, 48), r=4, alpha=8, mode=mode, structure=structure)).to(device)
+    x = torch.randn(2, 5, 32, device=device)                                     # (B, T, in)
     S_A = layer.mask_A if mode == "mask" else torch.ones_like(layer.mask_A)
     S_B = layer.mask_B if mode == "mask" else torch.ones_like(layer.mask_B)
-    A = torch.zeros(4, 32).masked_scatter(layer.mask_A, layer.A_train.detach())  # from the packed entries, not lora_A
-    B = torch.zeros(48, 4).masked_scatter(layer.mask_B, layer.B_train.detach())
+    A = torch.zeros(4, 32, device=device).masked_scatter(layer.mask_A, layer.A_train.detach())  # the packed entries,
+    B = torch.zeros(48, 4, device=device).masked_scatter(layer.mask_B, layer.B_train.detach())  # not lora_A
     if mode == "freeze":
         A[~layer.mask_A], B[~layer.mask_B] = layer.A_frozen, layer.B_frozen
     W = layer.base.weight + 2.0 * (B * S_B) @ (A * S_A)
@@ -49,12 +51,13 @@ def test_forward_equals_merged_dense_weight(mode, structure):
     torch.testing.assert_close(merge_lorasp(layer)(x), x @ W.T + layer.base.bias)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode,structure", MODES)
-def test_backward_equals_dense_lora_with_masked_gradients(mode, structure):
+def test_backward_equals_dense_lora_with_masked_gradients(mode, structure, device):
     torch.manual_seed(0)
-    layer = trained(LoRASPLinear(nn.Linear(32, 48), r=4, alpha=8, mode=mode, structure=structure))
+    layer = trained(LoRASPLinear(nn.Linear(32, 48), r=4, alpha=8, mode=mode, structure=structure)).to(device)
     ref, A, B = dense_reference(layer)
-    x, t = torch.randn(3, 7, 32), torch.randn(3, 7, 48)
+    x, t = torch.randn(3, 7, 32, device=device), torch.randn(3, 7, 48, device=device)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     nn.functional.mse_loss(layer(x1), t).backward()
     nn.functional.mse_loss(ref(x2), t).backward()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from fixtures import random_params
+from fixtures import DEVICES, random_params
 import checkpoint as C
 import model as M
 from quant import NF4Linear
@@ -157,10 +157,11 @@ def test_nf4_on_load(hf_llama):
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.5
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_kv_cache_matches_full_forward(arch, hf_llama, hf_gpt2):
-    ours = M.load_pretrained((hf_llama if arch == "llama" else hf_gpt2)[1])
-    x, mask = ids(), torch.tensor([[0] * 3 + [1] * (T - 3), [1] * T])  # row 0 is left-padded
+def test_kv_cache_matches_full_forward(arch, device, hf_llama, hf_gpt2):
+    ours = M.load_pretrained((hf_llama if arch == "llama" else hf_gpt2)[1], device=device)
+    x, mask = ids().to(device), torch.tensor([[0] * 3 + [1] * (T - 3), [1] * T], device=device)  # row 0: left-padded
     full = ours(x, attention_mask=mask)
     cache = [{} for _ in range(ours.config.n_layer)]
     steps = [ours(x[:, :5], attention_mask=mask[:, :5], cache=cache)]  # prefill, then one token at a time
@@ -174,8 +175,8 @@ def test_kv_cache_matches_full_forward(arch, hf_llama, hf_gpt2):
         slow = torch.cat([slow, ours(slow)[:, -1:].argmax(-1)], 1)
     assert torch.equal(out, slow)
     ref = (hf_llama if arch == "llama" else hf_gpt2)[0]
-    hf = ref.generate(prompt, max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(prompt))
-    assert torch.equal(out, hf)
+    hf = ref.generate(prompt.cpu(), max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(prompt.cpu()))
+    assert torch.equal(out.cpu(), hf)
 
 
 def test_sampling_top_p():

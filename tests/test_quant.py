@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fixtures import DEVICES
 from quant import (BLOCK_SIZES, DYNAMIC_CODE, NF4_LEVELS, NF4Linear, NF4Tensor, quantize_nf4)
 
 # bitsandbytes' NF4 table as published in its source (functional.py, get_4bit_type "nf4") and the QLoRA paper.
@@ -57,8 +58,9 @@ def test_codes_equal_brute_force_argmin(block_size):
     assert torch.equal(q.absmax, flat.abs().amax(1))
 
 
-def test_error_is_within_half_the_widest_gap_per_block():
-    w = weights((64, 320), seed=3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_error_is_within_half_the_widest_gap_per_block(device):
+    w = weights((64, 320), seed=3).to(device)
     q = quantize_nf4(w, 64)
     err = (q.dequantize(torch.float32) - w).reshape(-1, 64).abs().amax(1)
     half_gap = (NF4_LEVELS[1:] - NF4_LEVELS[:-1]).max() / 2
@@ -146,17 +148,18 @@ def test_bitsandbytes_reads_our_linear_state_dict():
     assert torch.equal(w_ref, ours.weight.dequantize(torch.float32))
 
 
-def test_nf4linear_matches_dense_layer_on_dequantized_weight():
-    base = nn.Linear(96, 40)
+@pytest.mark.parametrize("device", DEVICES)
+def test_nf4linear_matches_dense_layer_on_dequantized_weight(device):
+    base = nn.Linear(96, 40).to(device)
     layer = NF4Linear.from_linear(base)
-    dense = nn.Linear(96, 40)
+    dense = nn.Linear(96, 40).to(device)
     with torch.no_grad():
         dense.weight.copy_(layer.weight.dequantize(torch.float32))
         dense.bias.copy_(base.bias)
-    x1 = torch.randn(3, 5, 96, requires_grad=True)
+    x1 = torch.randn(3, 5, 96, device=device, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
     torch.testing.assert_close(layer(x1), dense(x2), rtol=0, atol=1e-6)
-    g = torch.randn(3, 5, 40)
+    g = torch.randn(3, 5, 40, device=device)
     layer(x1).backward(g)
     dense(x2).backward(g)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-6)

@@ -9,7 +9,7 @@ import sentencepiece as spm
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Tokenizer
 
-from data import BPETokenizer, load_tokenizer
+from data import BPETokenizer, SentencePieceTokenizer, load_tokenizer, sentencepiece_model
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -118,3 +118,22 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert tok.decode(tok.encode("Unicode: Ωμέγα 🙂")) == "Unicode: Ωμέγα 🙂"  # byte fallback round-trips
     (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 0}))
     assert load_tokenizer(tmp_path).pad_id == 0
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_sentencepiece_model_written_by_hand_encodes_as_the_trained_one(tmp_path, kind):
+    """sentencepiece_model (what GGUF vocabularies and T5's tokenizer.json become) rebuilt from a trained model's
+    pieces, scores and types: the same ids as the trained model's own file (its normalizer the identity: a
+    precompiled charsmap is not something the sentencepiece library hands back)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "m"), minloglevel=2,
+                                   vocab_size=400 if kind == "bpe" else 340, model_type=kind, character_coverage=1.0,
+                                   byte_fallback=True, normalization_rule_name="identity",
+                                   remove_extra_whitespaces=kind == "unigram")
+    ref = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    n = ref.get_piece_size()
+    types = [2 if ref.is_unknown(i) else 3 if ref.is_control(i) else 6 if ref.is_byte(i) else 1 for i in range(n)]
+    ours = SentencePieceTokenizer(proto=sentencepiece_model(
+        [ref.id_to_piece(i) for i in range(n)], [ref.get_score(i) for i in range(n)], types, kind == "unigram", True,
+        remove_extra_whitespaces=kind == "unigram"))
+    for text in TEXTS:
+        assert ours.encode(text) == ref.encode(text, add_bos=True), text

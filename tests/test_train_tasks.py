@@ -83,7 +83,7 @@ def run(main, argv, capsys):
 def glue_flags(model_dir, task, data_dir, out, *more):
     return ["--model", model_dir, "--data", f"glue/{task}", "--data-dir", str(data_dir), "--out", str(out),
             "--batch-size", "8", "--grad-accum", "1", "--seq-len", "32", "--lr", "3e-2", "--rank", "4",
-            "--max-steps", "12", "--eval-every", "6", "--log-every", "6", "--save-every", "0", *more]
+            "--max-steps", "12", "--eval-every", "6", "--log-every", "6", "--save-every", "0", "--dtype", "fp32", *more]
 
 
 @pytest.mark.parametrize("kind,task", [("roberta", "sst2"), ("bert", "mnli"), ("roberta", "stsb")])
@@ -206,7 +206,7 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
     summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
                                     str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "24",
                                     "--lr", "5e-2", "--max-steps", "64", "--eval-every", "32", "--log-every", "8",
-                                    "--save-every", "0", "--bleu", "4"], capsys)
+                                    "--save-every", "0", "--bleu", "4", "--dtype", "fp32"], capsys)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses, val = [r["loss"] for r in logged if "loss" in r], [r["val_loss"] for r in logged if "val_loss" in r]
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.5 and len(val) == 2 and val[1] < val[0]

@@ -1,0 +1,175 @@
+"""One-shot GPU check: the CUDA-parametrized tests, NF4 dequantize bandwidth, and a 7B-shaped QLoRA-SP training step
+next to transformers + peft, printed as one JSON summary. Under 8 minutes on one H200-class GPU with torch,
+transformers and peft installed (no bitsandbytes needed).
+
+    python bench/gpu_check.py              # on the GPU machine
+    python bench/gpu_check.py --dry-run    # anywhere: the same code paths on a tiny shape, on CPU
+
+1. tests: `pytest -k cuda` over the device-parametrized tests (NF4 round trip, NF4Linear, LoRASPLinear forward and
+   backward, activation checkpointing, generation with the KV cache); their device list is ["cpu"] + ["cuda"] where
+   a GPU is, so on a CPU machine the CUDA cases are not generated (--dry-run runs their CPU cases instead).
+2. dequantize: a 4096 x 11008 NF4 weight (Llama-7B's MLP) dequantized to bf16, as GB/s of the bytes it must move
+   (the 4-bit codes and scales read, the bf16 values written), as a fraction of a device-to-device copy's GB/s
+   (bytes read + written) measured in the same run. The issue's aim: >= 60%.
+3. step: a random llama2-7b-shaped model, NF4 base + LoRA-SP (r=16, keep 0.5, the seven projections) + full
+   activation checkpointing, bf16 autocast, AdamW, at 1 x 512 and 4 x 512 tokens: tokens/s (median of 3 steps after
+   a warm-up) and torch.cuda.max_memory_allocated; beside it transformers' LlamaForCausalLM in bf16 + peft LoRA r=16
+   on the same projections with gradient checkpointing (the dense bf16 base: bitsandbytes is not installed there).
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import checkpoint as C  # noqa: E402
+import model as M  # noqa: E402
+from lorasp import apply_lorasp  # noqa: E402
+from quant import quantize_nf4  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEVICE_TESTS = ["tests/test_quant.py", "tests/test_lorasp.py", "tests/test_checkpointing.py", "tests/test_model.py"]
+TINY = M.LlamaConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=176)
+
+
+def device_cases(ids, device):
+    """The test ids parametrized with this device: `[cpu]`, `[cpu-...]`, `[...-cpu]`, `[...-cpu-...]`."""
+    return [i for i in ids if "::" in i and re.search(rf"[\[-]{device}[\]-]", i)]
+
+
+def run_tests(device):
+    """pytest over the device-parametrized tests' `device` cases (test ids with a [device], -device- or -device]
+    part): {"selected", "passed", "failed", "summary"}."""
+    pytest = [sys.executable, "-m", "pytest", "-q", *DEVICE_TESTS]
+    ids = device_cases(subprocess.run(pytest + ["--collect-only"], cwd=ROOT, capture_output=True, text=True).stdout
+                       .split(), device)
+    p = subprocess.run(pytest[:4] + ids, cwd=ROOT, capture_output=True, text=True)
+    tail = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr[-500:]
+    count = lambda word: sum(int(x.split()[0]) for x in re.findall(rf"\d+ {word}", tail))  # noqa: E731
+    return dict(selected=len(ids), returncode=p.returncode, passed=count("passed"), failed=count("failed") +
+                count("error"), summary=tail)
+
+
+def timed(fn, device, n=5):
+    """Median seconds of fn() over n runs after one warm-up (CUDA: synchronized)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def dequantize_bandwidth(device, shape):
+    w = torch.randn(shape, device=device) * 0.02
+    q = quantize_nf4(w.to(torch.bfloat16))
+    src, dst = torch.empty(shape, dtype=torch.bfloat16, device=device), torch.empty(shape, dtype=torch.bfloat16,
+                                                                                    device=device)
+    t_copy, t_deq = timed(lambda: dst.copy_(src), device), timed(lambda: q.dequantize(torch.bfloat16), device)
+    moved = q.nbytes + w.numel() * 2                      # codes and scales read, bf16 values written
+    copy_gbs, deq_gbs = 2 * src.nbytes / t_copy / 1e9, moved / t_deq / 1e9
+    return dict(shape=list(shape), dequantize_ms=t_deq * 1e3, dequantize_gb_s=deq_gbs, copy_gb_s=copy_gbs,
+                fraction_of_copy=deq_gbs / copy_gbs)
+
+
+def random_stream(model, device, gen):
+    """(source, name, tensor) for every entry of a meta-built model's state dict: norms 1, the rest N(0, 0.02), bf16,
+    made on the device one tensor at a time (fill quantizes each as it arrives)."""
+    for name, p in model.state_dict(keep_vars=True).items():
+        t = torch.ones(p.shape, device=device) if name.endswith("norm.weight") else \
+            torch.randn(p.shape, device=device, generator=gen) * 0.02
+        yield "random", name, t.to(torch.bfloat16)
+
+
+def step_figures(loss_fn, params, device, batches, vocab, steps):
+    """{batch: {tokens_per_s, peak_mem_gib, loss}} for 1 optimizer step per measurement (warm-up first)."""
+    opt, out = torch.optim.AdamW(params, lr=2e-5), {}
+    for B, T in batches:
+        ids = torch.randint(0, vocab, (B, T), device=device)
+
+        def step():
+            with torch.autocast(device, torch.bfloat16):
+                loss = loss_fn(ids)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        s = timed(step, device, steps)
+        out[f"{B}x{T}"] = dict(tokens_per_s=B * T / s, step_s=s, peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30
+                               if device == "cuda" else None)
+    return out
+
+
+def ours(config, device, batches, steps):
+    t0 = time.perf_counter()
+    with torch.device("meta"):
+        net = M.build_model(config)
+    gen = torch.Generator(device).manual_seed(0)
+    net = C.fill(net, random_stream(net, device, gen), torch.bfloat16, "nf4", device)
+    apply_lorasp(net, TARGETS, r=16, alpha=32, keep=0.5)
+    net.checkpointing = "full"
+    net.train()
+    build_s = time.perf_counter() - t0
+    params = [p for p in net.parameters() if p.requires_grad]
+    figures = step_figures(lambda ids: net(ids, labels=ids), params, device, batches, config.vocab_size, steps)
+    return dict(build_s=build_s, trainable=sum(p.numel() for p in params), **figures)
+
+
+def peft(config, device, batches, steps):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    t0 = time.perf_counter()
+    with torch.device(device):
+        hf = LlamaForCausalLM(LlamaConfig(**config.to_hf(), use_cache=False)).to(torch.bfloat16)
+    net = get_peft_model(hf, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
+    net.gradient_checkpointing_enable()
+    net.train()
+    build_s = time.perf_counter() - t0
+    params = [p for p in net.parameters() if p.requires_grad]
+    figures = step_figures(lambda ids: net(input_ids=ids, labels=ids).loss, params, device, batches,
+                           config.vocab_size, steps)
+    return dict(build_s=build_s, trainable=sum(p.numel() for p in params), **figures)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks this script, measures nothing")
+    ap.add_argument("--skip-tests", action="store_true", help="leave out part 1")
+    args = ap.parse_args()
+    device = "cpu" if args.dry_run else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device; run with --dry-run to check the script on CPU")
+    config = TINY if args.dry_run else M.get_config("llama2-7b")
+    batches = [(1, 32), (2, 32)] if args.dry_run else [(1, 512), (4, 512)]
+    steps = 1 if args.dry_run else 3
+    t0 = time.perf_counter()
+    summary = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)",
+                   torch=torch.__version__, shape="tiny" if args.dry_run else "llama2-7b")
+    summary["tests"] = None if args.skip_tests else run_tests(device)
+    summary["dequantize"] = dequantize_bandwidth(device, (64, 176) if args.dry_run else (11008, 4096))
+    summary["ours"] = ours(config, device, batches, steps)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    summary["peft"] = peft(config, device, batches, steps)
+    summary["ratio"] = {b: dict(tokens_per_s=summary["ours"][b]["tokens_per_s"] / summary["peft"][b]["tokens_per_s"],
+                                peak_mem=summary["ours"][b]["peak_mem_gib"] / summary["peft"][b]["peak_mem_gib"]
+                                if device == "cuda" else None) for b in (f"{B}x{T}" for B, T in batches)}
+    summary["wall_s"] = time.perf_counter() - t0
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

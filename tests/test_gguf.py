@@ -1,0 +1,150 @@
+"""GGUF by hand against llama.cpp's own Python package `gguf` (a test-only oracle): files the test writes with
+gguf.GGUFWriter read back to the same metadata and tensor table as gguf.GGUFReader reads, every supported block type
+dequantized bit for bit as gguf.quants.dequantize does it, and a tiny random Llama written in llama.cpp's layout (q/k
+rows permuted as convert_hf_to_gguf.py does) loading to the logits of the model it came from, and of transformers'
+own GGUF loader on the same file."""
+import re
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFWriter
+from gguf.quants import dequantize, quantize
+
+from fixtures import random_params
+import checkpoint as C
+import model as M
+from data import bytes_to_unicode, load_tokenizer
+
+TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q8_0]
+HF_NAMES = {hf: gg for gg, hf in C.GGUF_NAMES.items()}
+
+
+def write(path, tensors, meta, arch="llama"):
+    """A GGUF file: tensors {name: (float32 array, ggml type)} quantized by gguf itself; meta {key: value}."""
+    w = GGUFWriter(str(path), arch)
+    for key, value in meta.items():
+        if isinstance(value, list):
+            w.add_array(key, value)
+        elif isinstance(value, bool):
+            w.add_bool(key, value)
+        elif isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, float):
+            w.add_float32(key, value)
+        else:
+            w.add_uint32(key, value)
+    for name, (x, kind) in tensors.items():
+        w.add_tensor(name, quantize(x, kind), raw_dtype=kind)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("kind", TYPES, ids=lambda k: k.name)
+def test_blocks_dequantize_as_gguf_does(tmp_path, kind):
+    x = (np.random.default_rng(0).standard_normal((6, 128)) * [[0.01], [1], [30], [0], [-2], [5]]).astype(np.float32)
+    path = write(tmp_path / "t.gguf", {"w": (x, kind), "v": (x[0] + 1, Q.F32)}, {})
+    meta, tensors = C.read_gguf(path)
+    (name, ours), ref = next(C.gguf_tensors(path, {"w": tensors["w"]})), GGUFReader(path).tensors
+    ref_w = next(t for t in ref if t.name == "w")
+    assert name == "w" and tensors["w"][:2] == ((6, 128), kind.value) and tensors["w"][2] == ref_w.data_offset
+    assert torch.equal(ours, torch.from_numpy(dequantize(ref_w.data, kind).reshape(6, 128).astype(np.float32)))
+    if kind == Q.F32:
+        assert torch.equal(ours, torch.from_numpy(x))
+
+
+def test_metadata_as_gguf_reads_it(tmp_path):
+    meta = {"a.u32": 7, "a.f32": 0.1, "a.bool": True, "a.str": "héllo ▁ 🙂", "a.strs": ["x", "", "Ġt he"],
+            "a.ints": [3, 1, 4, 1, 5], "a.floats": [0.5, -2.25]}
+    path = write(tmp_path / "m.gguf", {"w": (np.ones((2, 32), np.float32), Q.F32)}, meta)
+    ours, ref = C.read_gguf(path)[0], GGUFReader(path).fields
+    assert set(ours) == {k for k in ref if not k.startswith("GGUF.")} and ours["general.architecture"] == "llama"
+    for key, value in ours.items():
+        assert value == pytest.approx(ref[key].contents()) and type(value) is type(ref[key].contents()), key
+
+
+def llama_cpp_layout(hf, config, kind=Q.F32):
+    """An HF Llama state dict as llama.cpp's convert_hf_to_gguf.py writes it: its names, q/k rows reordered for
+    interleaved RoPE pairs (per head: rows (2, hd/2) -> (hd/2, 2)), matrices in `kind`, vectors in F32."""
+    out = {}
+    for name, t in hf.items():
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
+        module, leaf = (m[2], m[3]) if m else name.rsplit(".", 1)
+        heads = {"self_attn.q_proj": config.num_attention_heads, "self_attn.k_proj": config.num_key_value_heads}
+        if module in heads:
+            n = heads[module]
+            t = t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+        out[(f"blk.{m[1]}." if m else "") + f"{HF_NAMES[module]}.{leaf}"] = (t.numpy().copy(),
+                                                                            kind if t.ndim == 2 else Q.F32)
+    return out
+
+
+def llama_meta(c):
+    """The metadata llama.cpp writes for a Llama, and a byte-level BPE vocabulary: the bytes but 0x04 (absent, as a
+    few are from some real vocabularies), whose id 4 goes to the one merge, ! + ?."""
+    vocab = [bytes_to_unicode()[b] if b != 4 else "!?" for b in range(256)]
+    return {"llama.block_count": c.num_hidden_layers, "llama.context_length": c.max_position_embeddings,
+            "llama.embedding_length": c.hidden_size, "llama.feed_forward_length": c.intermediate_size,
+            "llama.attention.head_count": c.num_attention_heads, "llama.attention.head_count_kv": c.num_key_value_heads,
+            "llama.rope.freq_base": float(c.rope_parameters["rope_theta"]),
+            "llama.attention.layer_norm_rms_epsilon": c.rms_norm_eps,
+            "llama.vocab_size": c.vocab_size, "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "default",
+            "tokenizer.ggml.tokens": vocab, "tokenizer.ggml.merges": ["! ?"], "tokenizer.ggml.token_type": [1] * 256,
+            "tokenizer.ggml.bos_token_id": 5}
+
+
+@pytest.mark.parametrize("tied,kind", [(False, Q.F32), (True, Q.Q8_0)], ids=["F32", "Q8_0-tied"])
+def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, tied, kind):
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5000.0,
+                                 max_position_embeddings=256, tie_word_embeddings=tied)
+    src = random_params(transformers.LlamaForCausalLM(c), 0)
+    state = {k: v for k, v in src.state_dict().items() if not (tied and k == "lm_head.weight")}
+    write(tmp_path / "tiny.gguf", llama_cpp_layout(state, c, kind), llama_meta(c))
+    ours = M.load_pretrained(tmp_path)  # the directory's one .gguf
+    assert ours.config.n_kv_head == 2 and ours.config.tie_embeddings == tied and ours.config.rope_theta == 5000.0
+    ids = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(0))
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", dtype=torch.float32)
+    with torch.no_grad():
+        logits, want = ours(ids), ref.eval()(ids).logits
+        torch.testing.assert_close(logits, want, atol=1e-4, rtol=0)
+        if kind == Q.F32:  # nothing was rounded: the model the file came from
+            torch.testing.assert_close(logits, src(ids).logits, atol=1e-4, rtol=0)
+    tok = load_tokenizer(tmp_path / "tiny.gguf")
+    # the absent byte is dropped and its neighbours in the same pre-token merge (HF's BPE); it never splits them
+    assert tok.encode("!\x04? h\x04i") == tok.encode("!? hi") == [4, ord(" "), ord("h"), ord("i")]
+    assert tok.bos_id == 5 and tok.eos_id is None
+
+
+def test_errors_name_the_file_and_tensor(tmp_path):
+    x, c = np.ones((4, 64), np.float32), transformers.LlamaConfig(vocab_size=4, hidden_size=64, num_attention_heads=4)
+    with pytest.raises(NotImplementedError, match=r"g\.gguf: GGUF architecture 'gpt2'"):
+        M.load_pretrained(write(tmp_path / "g.gguf", {"w": (x, Q.F32)}, {}, arch="gpt2"))
+    w = GGUFWriter(str(tmp_path / "k.gguf"), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((4, 210), np.uint8), raw_dtype=Q.Q6_K)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(NotImplementedError, match=r"k\.gguf: tensor 'token_embd\.weight' has ggml type 14"):
+        list(C.gguf_tensors(tmp_path / "k.gguf", C.read_gguf(tmp_path / "k.gguf")[1]))
+    meta = {k: v for k, v in llama_meta(c).items() if "feed_forward" not in k}
+    with pytest.raises(ValueError, match=r"m\.gguf: GGUF metadata llama\.feed_forward_length is missing"):
+        M.load_pretrained(write(tmp_path / "m.gguf", {"token_embd.weight": (x, Q.F32)}, meta))
+    path = write(tmp_path / "e.gguf", {"token_embd.weight": (x, Q.F32), "blk.0.extra.weight": (x, Q.F32)},
+                 llama_meta(c) | {"llama.block_count": 1, "llama.feed_forward_length": 8})
+    with pytest.raises(ValueError, match=r"e\.gguf: tensor 'blk\.0\.extra\.weight' is left over"):
+        M.load_pretrained(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:len(data) - 100])
+    with pytest.raises(ValueError, match=r"cut\.gguf: truncated while reading tensor 'blk\.0\.extra\.weight'"):
+        list(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
+    (tmp_path / "head.gguf").write_bytes(data[:200])
+    with pytest.raises(ValueError, match=r"head\.gguf: truncated GGUF header"):
+        C.read_gguf(tmp_path / "head.gguf")
+    (tmp_path / "ggml.bin").write_bytes(b"GGML" + data[4:])
+    with pytest.raises(ValueError, match=r"ggml\.bin: not a GGUF file"):
+        C.read_gguf(tmp_path / "ggml.bin")
+    with pytest.raises(ValueError, match=r"\d \.gguf files \(cut\.gguf, e\.gguf, g\.gguf"):
+        M.load_pretrained(tmp_path)

