@@ -42,6 +42,7 @@ def test_gpt2_trains_on_sst2_and_eval_reproduces_dev_metrics(glue_dir, tmp_path,
     vocab = json.loads((d / "vocab.json").read_text())
     torch.manual_seed(0)
     M.save_pretrained(M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=48, n_embd=32)), d)
+    # --dtype fp32: eval.py computes in fp32 (auto would pick bf16 on a CPU with bf16 units)
     summary, out = run(train.main, ["--model", str(d), "--data", "glue/sst2", "--data-dir", str(glue_dir), "--out",
                                     str(tmp_path / "run"), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "32",
                                     "--lr", "3e-2", "--rank", "4", "--max-steps", "12", "--eval-every", "6",
