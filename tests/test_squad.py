@@ -105,7 +105,8 @@ def test_toy_squad_learns_and_eval_reproduces_it(tmp_path, capsys):
     squad, bert = write_toy(tmp_path, n_train=400, n_dev=60)
     train.main(["--model", bert, "--data", "squad", "--data-dir", squad, "--out", str(tmp_path / "run"),
                 "--method", "lorasp", "--lr", "1e-2", "--epochs", "3", "--batch-size", "16", "--grad-accum", "1",
-                "--seq-len", "64", "--exact-match", "60", "--eval-every", "0", "--save-every", "0", "--threads", "1"])
+                "--seq-len", "64", "--exact-match", "60", "--eval-every", "0", "--save-every", "0", "--threads", "1",
+                "--dtype", "fp32"])
     out = capsys.readouterr().out
     s = json.loads(out.strip().split("\n")[-1])
     assert s["exact_match_before"] < 10 and s["exact_match_after"] > 50, out
