@@ -703,9 +703,13 @@ def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1
         epoch, i = epoch + 1, 0
 
 
+NAMED_LM_DATA = ("alpaca", "squad-gen")  # --data names of a causal-LM task that are not files
+
+
 def task_kind(name):
-    """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); anything else: a causal LM."""
-    return "glue" if (name or "").startswith("glue/") else "seq2seq" if name == "wmt16-en-ro" else "lm"
+    """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); squad: extractive QA with a span
+    head (the second paper's BERT runs); anything else (squad-gen: SQuAD as instructions): a causal LM."""
+    return "glue" if (name or "").startswith("glue/") else {"wmt16-en-ro": "seq2seq", "squad": "squad"}.get(name, "lm")
 
 
 def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
@@ -715,6 +719,8 @@ def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
         return *glue_examples(name[5:], tok, seq_len, data_dir), []
     if task_kind(name) == "seq2seq":
         return wmt16_examples(data_dir or cache_dir("wmt16-en-ro"), tok, seq_len)
+    if name in ("squad", "squad-gen"):
+        return squad_examples(tok, seq_len, data_dir, generative=name == "squad-gen")
     return load_examples(name, tok, seq_len, val_fraction, seed)
 
 
@@ -1312,3 +1318,115 @@ def wmt16_examples(directory, tok, seq_len):
     print(f"{directory}: {len(train):,} train / {len(val):,} validation pairs; {cut + cut_val:,} longer than "
           f"--seq-len {seq_len}, cut")
     return train, val, val_pairs
+
+
+# ----------------------------------------------------------------------------------------------------
+# SQuAD v1.1 (Rajpurkar et al. 2016): the official JSON files; long contexts as overlapping windows (extractive QA)
+
+SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
+SQUAD_FILES = {"train": ("train-v1.1.json", "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"),
+               "dev": ("dev-v1.1.json", "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9")}
+
+
+def read_squad(split, root=None):
+    """The "data" list of SQuAD v1.1's train or dev file ([{"title", "paragraphs": [{"context", "qas": [{"id",
+    "question", "answers": [{"text", "answer_start"}]}]}]}]) from root, by default the cache, where it is downloaded
+    once (resumable, sha256 checked)."""
+    name, sha256 = SQUAD_FILES[split]
+    path = os.path.join(root or cache_dir("squad"), name)
+    if not os.path.exists(path):
+        if root:
+            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})")
+        print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
+        download(SQUAD_URL + name, path, sha256=sha256)
+    with open(path, encoding="utf-8") as f:
+        dataset = json.load(f)
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
+    return dataset["data"]
+
+
+def context_tokens(tok, context):
+    """[(token id, first char, end char)] of a context. The text is cut at whitespace and around each punctuation mark
+    and every piece tokenized alone (byte-level BPE: with its leading space), so each token maps back to exact
+    characters. For WordPiece this is the whole text's tokenization (its basic tokenizer cuts there too); byte-level
+    BPE can differ where GPT-2's regex joins punctuation marks or keeps a contraction ("'s") whole."""
+    bpe, pieces, start = isinstance(tok, BPETokenizer), [], None
+    for i, ch in enumerate(context + " "):
+        if ch.isspace() or is_punctuation(ch):
+            if start is not None:
+                pieces.append((start, i))
+            if not ch.isspace():
+                pieces.append((i, i + 1))
+            start = None
+        elif start is None:
+            start = i
+    space = lambda s: " " if bpe and s > 0 and context[s - 1].isspace() else ""  # noqa: E731
+    return [(t, s, e) for s, e in pieces for t in tok._encode(space(s) + context[s:e])]
+
+
+def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64):
+    """Extractive-QA inputs, one per window of a question's context (BERT's run_squad.py): [CLS] question [SEP]
+    context tokens [SEP] (RoBERTa: <s> q </s></s> c </s>), at most max_len tokens, windows starting every `stride`
+    context tokens until one reaches the end. Each window: input_ids, token_type_ids; labels (first, last): the
+    positions of the first gold answer's first and last tokens if the window holds all of it, else (0, 0), the
+    [CLS] position (what BERT trains a window without the answer to point at); id, offsets (the (first, end)
+    characters of each context token, None elsewhere) and context, to map a span back to text."""
+    out = []
+    for article in dataset:
+        for paragraph in article["paragraphs"]:
+            ctx = paragraph["context"]
+            toks = context_tokens(tok, ctx)
+            for qa in paragraph["qas"]:
+                head = [tok.bos_id, *tok._encode(qa["question"])[:max_query], *[tok.eos_id] * tok.pair_seps]
+                room = max_len - len(head) - 1
+                if room < 1:
+                    raise ValueError(f"max_len {max_len} leaves no room for the context after the question")
+                first = last = None
+                if qa.get("answers"):
+                    a = qa["answers"][0]
+                    s, e = a["answer_start"], a["answer_start"] + len(a["text"])
+                    inside = [i for i, (_, ts, te) in enumerate(toks) if ts < e and te > s]  # tokens it overlaps
+                    first, last = (inside[0], inside[-1]) if inside else (None, None)
+                start = 0
+                while True:
+                    win = toks[start:start + room]
+                    whole = first is not None and start <= first and last < start + len(win)
+                    out.append(dict(input_ids=head + [t for t, _, _ in win] + [tok.eos_id],
+                                    token_type_ids=[0] * len(head) + [tok.type_b] * (len(win) + 1),
+                                    labels=(len(head) + first - start, len(head) + last - start) if whole else (0, 0),
+                                    id=qa["id"], offsets=[None] * len(head) + [(s, e) for _, s, e in win] + [None],
+                                    context=ctx))
+                    if start + room >= len(toks):
+                        break
+                    start += stride
+    return out
+
+
+def squad_records(dataset):
+    """One Alpaca-format record per question, for a causal LM's generative QA (GPT-2, as the second paper runs
+    it): the question as instruction, the context as input (Alpaca's template with input), the first gold answer
+    as output; id and all gold answers kept for scoring."""
+    return [dict(instruction=qa["question"], input=p["context"], output=qa["answers"][0]["text"] if qa["answers"]
+                 else "", id=qa["id"], answers=[a["text"] for a in qa["answers"]])
+            for article in dataset for p in article["paragraphs"] for qa in p["qas"]]
+
+
+def one_per_question(dataset):
+    """The dataset as one single-question article per question (still SQuAD's layout): a slice of it is a subset."""
+    return [{"title": a.get("title", ""), "paragraphs": [{"context": p["context"], "qas": [qa]}]}
+            for a in dataset for p in a["paragraphs"] for qa in p["qas"]]
+
+
+def squad_examples(tok, seq_len, root=None, stride=128, generative=False):
+    """train.py's --data squad (windows for a span head) or squad-gen (Alpaca records for a causal LM): (train
+    examples, dev examples, the dev questions as single-question articles for the before/after check)."""
+    train, dev = read_squad("train", root), read_squad("dev", root)
+    if generative:
+        (train_ex, cut), (dev_ex, cut_dev) = (tokenize_records(squad_records(d), tok, seq_len) for d in (train, dev))
+        print(f"squad-gen: {len(train_ex):,} train / {len(dev_ex):,} dev questions; {cut + cut_dev:,} longer than "
+              f"--seq-len {seq_len}, truncated")
+        return train_ex, dev_ex, one_per_question(dev)
+    train_ex, dev_ex = squad_windows(train, tok, seq_len, stride), squad_windows(dev, tok, seq_len, stride)
+    print(f"squad: {len(train_ex):,} train / {len(dev_ex):,} dev windows of at most {seq_len} tokens (stride {stride})")
+    return train_ex, dev_ex, one_per_question(dev)

@@ -6,6 +6,7 @@ The metrics are written by hand on plain lists and equal the tools papers report
   scikit-learn's / SciPy's definitions and degenerate-case conventions; fractions in [0, 1], as theirs are.
 - WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
   `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100.
+- SQuAD v1.1 (the second paper's QA): `squad_scores` = the official evaluate-v1.1.py's exact match and F1.
 All take (predictions, references). Left out: sacreBLEU's other tokenizers, smoothings, lowercasing and
 confidence intervals; rouge-score's stemmer and rougeLsum.
 Then, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
@@ -15,7 +16,8 @@ Then, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
 - `plot_svg`: the loss curves of several train.py runs (their metrics.jsonl) as one hand-written SVG.
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
-  beam-search translations (beam 4, length penalty 0.6, T5's prefix). train.py validates with the same functions.
+  beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
+  over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
 Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
@@ -23,6 +25,7 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py --task generate --model DIR --adapter DIR --prompts FILE
     python eval.py --task glue/sst2 --model DIR [--adapter DIR] [--data-dir GLUE_DIR] [--seq-len 128]
     python eval.py --task wmt16-en-ro --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--num-beams 4]
+    python eval.py --task squad --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--seq-len 384 --stride 128]
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
     python eval.py                     # a demonstration of the metrics
 """
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import re
+import string
 import sys
 import textwrap
 from collections import Counter
@@ -42,8 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir,
-                  mmlu_prompt, perplexity_docs, read_mmlu_csv, read_prompts, read_translation, sorted_batches)
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer,
+                  mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
+                  read_translation, sorted_batches, squad_records, squad_windows)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained
 
@@ -208,6 +213,43 @@ def rouge(hypotheses, references):
     return {k: 100 * v / len(hypotheses) for k, v in sums.items()}
 
 
+_PUNCT = set(string.punctuation)  # the official script's: ASCII punctuation only ("–", "’" stay)
+
+
+def squad_normalize(text):
+    """SQuAD v1.1's normalize_answer, in its order: lower-case, drop punctuation, replace the words a/an/the by a
+    space, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def squad_f1(prediction, truth):
+    """Token F1 of normalized texts (bag-of-words overlap); 0 when nothing overlaps, empty texts included (v1.1;
+    v2.0's script gives 1 to two empty texts)."""
+    p, t = squad_normalize(prediction).split(), squad_normalize(truth).split()
+    same = sum((Counter(p) & Counter(t)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(t)
+    return 2 * precision * recall / (precision + recall)  # in the script's order: the same float, bit for bit
+
+
+def squad_scores(dataset, predictions):
+    """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
+    predictions {question id: text}; each question scores the max over its gold answers; a question without a
+    prediction scores 0 (and is counted)."""
+    em = f = total = 0
+    for article in dataset:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                total += 1
+                if qa["id"] in predictions:
+                    gold, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
+                    em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
+                    f += max(squad_f1(pred, g) for g in gold)
+    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
+
+
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets and WMT16 translations (train.py validates with these too); loading one
 
@@ -228,7 +270,7 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
     model.eval()
     for split, examples in dev_sets.items():
         logits = {}
-        for rows, b in sorted_batches(examples, batch_size, model.config.pad_id):
+        for rows, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0)):  # GPT-2: none
             b = {k: v.to(device) for k, v in b.items()}
             with autocast():
                 logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
@@ -269,14 +311,62 @@ def evaluate_translation(model, tok, pairs, **kw):
     return dict(bleu=bleu(hypotheses, [t for _, t in pairs]), **rouge(hypotheses, [t for _, t in pairs])), hypotheses
 
 
-def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0):
+def best_span(start, end, offsets, max_answer=30):
+    """(score, first char, end char) of a window's best span: start logit + end logit, maximised over every pair of
+    context tokens with start <= end < start + max_answer (exhaustive, not BERT's top-20 pre-selection)."""
+    T, ok = len(offsets), torch.tensor([o is not None for o in offsets])
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    valid = ok[:, None] & ok[None, :] & (j >= i) & (j - i < max_answer)  # (T, T): span i..j allowed
+    if not valid.any():  # a window with no context token
+        return -math.inf, 0, 0
+    a, b = divmod(int((start[:T, None] + end[None, :T]).masked_fill(~valid, -math.inf).argmax()), T)
+    return float(start[a] + end[b]), offsets[a][0], offsets[b][1]
+
+
+@torch.no_grad()
+def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext):
+    """({exact_match, f1}, {id: answer}) of an encoder with a span head (model.span_logits) on SQuAD-format data:
+    each question's windows (data.squad_windows), its answer the best span over all of them (best_span) as the
+    context's characters; a causal LM (GPT-2) answers generatively instead: greedy, Alpaca's template with the
+    context as input (data.squad_records), also scored with BLEU against all gold answers."""
+    training, best = model.training, {}
+    model.eval()
+    if model.config.model_type in ("gpt2", "llama"):
+        records, room = squad_records(dataset), context_length(model) - 32  # 32 tokens left for the answer
+        for r in records:  # a context too long for the model keeps its first tokens
+            over = len(tok.encode(alpaca_prompt(r))) - room
+            r["input"] = tok.decode(tok.encode(r["input"], bos=False)[:-over]) if over > 0 else r["input"]
+        answers = generate_answers(model, tok, records, 32, autocast=autocast)
+        pred = {r["id"]: a for r, a in zip(records, answers)}
+        model.train(training)
+        return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
+    windows = squad_windows(dataset, tok, max_len, stride)
+    device = next(model.parameters()).device
+    for rows, b in sorted_batches(windows, batch_size, model.config.pad_id):
+        with autocast():
+            start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids")))
+        for i, s, e in zip(rows, start.cpu(), end.cpu()):
+            w = windows[i]
+            score, a, z = best_span(s, e, w["offsets"])
+            if score > best.get(w["id"], (-math.inf,))[0]:
+                best[w["id"]] = score, w["context"][a:z]
+    model.train(training)
+    pred = {k: text for k, (_, text) in best.items()}
+    return squad_scores(dataset, pred), pred
+
+
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False):
     """(model in eval mode, tokenizer) for a checkpoint directory (a preset: its cache folder, where train.py puts
-    it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) and an adapter if given."""
+    it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head (qa: SQuAD) and
+    an adapter if given."""
     name = cache_dir("models", name) if name in PRESETS and not os.path.isdir(name) else name
     if not os.path.isdir(name):
         raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
-    model = model.add_head(num_labels) if num_labels else model  # before the adapter: it brings the head's weights
+    if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
+        model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
+        # the head's weights
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
     return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), load_tokenizer(name)
 
@@ -436,7 +526,7 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
 # ----------------------------------------------------------------------------------------------------
 # Command line
 
-TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro"]
+TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
 
 
 def main(argv=None):
@@ -459,16 +549,18 @@ def command(argv=None):
     a("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
-      f"glue_data/ folder (default: the cache, downloaded); wmt16-en-ro: test.jsonl or test.en + test.ro (default: "
+      f"glue_data/ folder (default: the cache, downloaded); squad: dev-v1.1.json's folder (default: the cache, "
+      f"downloaded); wmt16-en-ro: test.jsonl or test.en + test.ro (default: "
       f"{cache_dir('wmt16-en-ro')})")
     a("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
     a("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
-    a("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro: the first N "
+    a("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro, squad: the first N "
       "examples of each dev/test set")
     a("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
     a("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); glue: pairs "
-      "cut to this length (default 128, the paper's)")
-    a("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len)")
+      "cut to this length (default 128, the paper's); squad: window length (default 384)")
+    a("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len); squad: "
+      "context tokens between window starts (default 128)")
     a("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
     a("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an answer / "
       "a translation")
@@ -488,8 +580,15 @@ def command(argv=None):
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
-                            len(GLUE[glue][4] or [0]) if glue else 0)  # STS-B: one output, the score
-    if glue:
+                            len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad")  # STS-B: 1 output
+    if args.task == "squad":
+        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
+        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)
+        for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
+            print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
+        print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
+              f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
+    elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, args.seq_len or 128, args.data_dir)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size)
         for split, metrics in result.items():

@@ -102,6 +102,7 @@ class GPT2Config:
     n_head: int = 4
     norm_eps: float = 1e-5
     dropout: float = 0.0      # GPT-2 uses one rate (0.1) for embeddings, attention probabilities and residuals
+    num_labels: int = 0       # > 0: a sequence-classification head (`score`)
     HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
 
     @classmethod
@@ -109,14 +110,16 @@ class GPT2Config:
         if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh") or c.get("n_inner") \
                 or c.get("scale_attn_by_inverse_layer_idx") or not c.get("scale_attn_weights", True):
             raise NotImplementedError("only GPT-2 as released is supported (tanh-GELU, 4x MLP, 1/sqrt(hd) scale)")
+        head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
-                   c.get("resid_pdrop", 0.1))
+                   c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]))
 
     def to_hf(self):
-        return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=self.vocab_size,
-                    n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd, n_head=self.n_head,
-                    layer_norm_epsilon=self.norm_eps, activation_function="gelu_new", resid_pdrop=self.dropout,
-                    embd_pdrop=self.dropout, attn_pdrop=self.dropout)
+        head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
+        return dict(architectures=["GPT2ForSequenceClassification" if head else "GPT2LMHeadModel"], model_type="gpt2",
+                    vocab_size=self.vocab_size, n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd,
+                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function="gelu_new",
+                    resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout, **head)
 
 
 @dataclass
@@ -135,6 +138,7 @@ class EncoderConfig:
     dropout: float = 0.1      # embeddings, attention probabilities, residual branches and the head: one rate
     pad_id: int = 0
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
+    qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
@@ -147,15 +151,18 @@ class EncoderConfig:
                 or c.get("is_decoder") or c.get("attention_probs_dropout_prob", p) != p \
                 or c.get("classifier_dropout") not in (None, p):
             raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
-        head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])  # loads the head
+        arch = c.get("architectures") or []
+        head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
         return cls(c["model_type"], **{f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
-                   num_labels=head * len(c.get("id2label") or [0, 1]))  # HF's default: 2 labels
+                   num_labels=head * len(c.get("id2label") or [0, 1]),  # HF's default: 2 labels
+                   qa=any(a.endswith("ForQuestionAnswering") for a in arch))
 
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
-        return dict(architectures=[self.model_type.capitalize() + ("ForSequenceClassification" if head else "Model")],
-                    model_type=self.model_type, hidden_act="gelu", attention_probs_dropout_prob=self.dropout,
-                    **{h: getattr(self, f) for f, h in self.HF.items()}, **head)
+        kind = "ForSequenceClassification" if head else "ForQuestionAnswering" if self.qa else "Model"
+        return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type, hidden_act="gelu",
+                    attention_probs_dropout_prob=self.dropout, **{h: getattr(self, f) for f, h in self.HF.items()},
+                    **head)
 
 
 
@@ -431,8 +438,8 @@ class DropoutAttention(torch.autograd.Function):
         g_s = t.addcmul_(probs, t.sum(-1, keepdim=True), value=-1)         # softmax's backward: p * (g - sum(g p))
         g_mask = None
         if ctx.needs_input_grad[3]:                                        # a float bias that trains (T5's positions)
-            dims = [d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]]
-            g_mask = (g_s.sum(dims, keepdim=True) * kept).to(mask.dtype)
+            dims = [d for d in range(4) if mask.shape[d] == 1 < g_s.shape[d]]  # none: a full (B, nh, T, S) bias
+            g_mask = ((g_s.sum(dims, keepdim=True) if dims else g_s) * kept).to(mask.dtype)  # sum([]) sums all
         g_s = g_s.mul_(ctx.scale * kept).to(q.dtype)
         return g_s @ k, g_s.transpose(-1, -2) @ q, g_v, g_mask, None, None
 
@@ -620,6 +627,8 @@ class Llama(nn.Module):
 
 
 class GPT2(nn.Module):
+    head: ClassVar[tuple] = ("score",)  # a classifier's head: trains whole beside the adapter, saved with it
+
     def __init__(self, config):
         super().__init__()
         c, self.config, self.checkpointing = config, config, "none"
@@ -632,9 +641,12 @@ class GPT2(nn.Module):
         for name, p in self.named_parameters():  # residual projections scaled by 1/sqrt(2 n_layer) (GPT-2 paper)
             if name.endswith("c_proj.weight") and not p.is_meta:
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+        if c.num_labels:
+            self.add_head(c.num_labels)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None):
-        """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None, hidden=False):
+        """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead;
+        hidden: the final hidden states (B, T, C)."""
         if past_length(cache) + input_ids.shape[1] > self.config.n_positions:
             raise ValueError(f"GPT-2 has {self.config.n_positions} positions; asked for more")
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
@@ -643,14 +655,36 @@ class GPT2(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = run_block(self.checkpointing, block, x, mask, cache[i] if cache else None)
         x = self.transformer.ln_f(x)
-        return self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
+        return x if hidden else self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
+
+    def add_head(self, num_labels):
+        """HF's GPT2ForSequenceClassification head, unless the checkpoint brought one: `score`, C -> num_labels, no
+        bias (N(0, 0.02); fp32)."""
+        if "score" not in self._modules:
+            self.score = nn.Linear(self.config.n_embd, num_labels, bias=False).to(self.lm_head.weight.device)
+            self.score.apply(init_weights)
+            self.config.num_labels = num_labels
+        if self.config.num_labels != num_labels:
+            raise ValueError(f"the checkpoint's head has {self.config.num_labels} labels, the task {num_labels}")
+        return self
+
+    def classify(self, input_ids, attention_mask=None, token_type_ids=None):
+        """(B, T) -> logits (B, num_labels) from the last real token (attention_mask 1; a causal model's only token
+        that has read the whole text). HF picks the last token that is not pad_token_id instead: the same on
+        padded batches unless the text itself ends in the pad token (GPT-2 has none; <|endoftext|> is often used).
+        token_type_ids: ignored (GPT-2 has none)."""
+        x = self(input_ids, attention_mask, hidden=True)  # (B, T, C)
+        T = input_ids.shape[1]
+        last = torch.full((len(x),), T - 1, device=x.device) if attention_mask is None else \
+            (attention_mask * torch.arange(T, device=x.device)).argmax(-1)  # (B,)
+        return self.score(x[torch.arange(len(x), device=x.device), last].to(self.score.weight.dtype))
 
     @staticmethod
     def hf_tensor(name, t):
         """HF key -> ours. HF's Conv1D stores (in, out), nn.Linear (out, in): transposed (so also ours -> HF)."""
         if name.endswith((".attn.bias", ".attn.masked_bias")):
             return None  # causal-mask buffers of older HF files
-        if not name.startswith(("transformer.", "lm_head.")):
+        if not name.startswith(("transformer.", "lm_head.", "score.")):
             name = "transformer." + name  # GPT2Model files (the original `gpt2` repo) lack the prefix
         conv1d = name.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"))
         return name, (t.t() if conv1d else t)
@@ -694,12 +728,14 @@ class Encoder(nn.Module):
             position_embeddings=E(c.n_positions, c.n_embd, c.pad_id if self.prefix == "roberta" else None),
             LayerNorm=nn.LayerNorm(c.n_embd, eps=c.norm_eps))),
             encoder=nn.ModuleDict(dict(layer=nn.ModuleList(EncoderBlock(c) for _ in range(c.n_layer)))))
-        if self.prefix == "bert":
+        if self.prefix == "bert" and not c.qa:  # HF's BertForQuestionAnswering has none
             body["pooler"] = nn.ModuleDict(dict(dense=nn.Linear(c.n_embd, c.n_embd)))
         setattr(self, self.prefix, nn.ModuleDict(body))
         self.apply(init_weights)
         if c.num_labels:
             self.add_head(c.num_labels)
+        if c.qa:
+            self.add_qa_head()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, first_only=False):
         """input_ids (B, T) -> hidden states (B, T, C) (first_only: (B, 1, C), the last block computes position 0's
@@ -738,6 +774,23 @@ class Encoder(nn.Module):
             return head(dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))
         return head.out_proj(dropout(torch.tanh(head.dense(dropout(x.to(head.dense.weight.dtype), p))), p))
 
+    def add_qa_head(self):
+        """HF's *ForQuestionAnswering head, unless the checkpoint brought one: qa_outputs, a linear from each token's
+        final hidden state to its (start, end) logits (N(0, 0.02), zero bias; fp32). BERT's pooler goes: nothing
+        reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
+        getattr(self, self.prefix)._modules.pop("pooler", None)
+        if "qa_outputs" not in self._modules:
+            w = getattr(self, self.prefix).embeddings.word_embeddings.weight
+            self.qa_outputs = nn.Linear(self.config.n_embd, 2).to(w.device).apply(init_weights)
+            self.config.qa = True
+        return self
+
+    def span_logits(self, input_ids, attention_mask=None, token_type_ids=None):
+        """(B, T) -> start logits (B, T), end logits (B, T) (no dropout before the head, as HF)."""
+        x = self(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        start, end = self.qa_outputs(x.to(self.qa_outputs.weight.dtype)).float().unbind(-1)
+        return start, end
+
     @classmethod
     def hf_tensor(cls, name, t):
         """HF key -> ours: the prefix added where a bare RobertaModel/BertModel file lacks it, LayerNorm gamma/beta of
@@ -746,7 +799,7 @@ class Encoder(nn.Module):
         if name.startswith(("lm_head.", "cls.predictions.", "cls.seq_relationship.")) \
                 or name.endswith(("embeddings.position_ids", "embeddings.token_type_ids")):
             return None
-        name = name if name.startswith((cls.prefix + ".", "classifier.")) else f"{cls.prefix}.{name}"
+        name = name if name.startswith((cls.prefix + ".", "classifier.", "qa_outputs.")) else f"{cls.prefix}.{name}"
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         return None if name.startswith("roberta.pooler.") else (name, t)
 

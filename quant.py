@@ -1,6 +1,7 @@
 """quant.py: 4-bit NormalFloat (NF4) quantization, written by hand (QLoRA, Dettmers et al. 2023, Sec. 3).
 
-LoRA-SP keeps the frozen base weight W in NF4 (the paper's Eq. 3, Q = qN(W)). Here:
+LoRA-SP keeps the frozen base weight W in NF4: Q = qN(W), as the paper's algorithm (Sec. 3.4) writes it. Its Eq. 3
+quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since B = 0 makes the product 0. Here:
 - NF4_LEVELS: the 16 levels, computed from normal quantiles (QLoRA Eq. 4, asymmetric so that 0 is exact).
 - quantize_nf4: blockwise absmax over the flattened weight (64 values a block), each value scaled to
   [-1, 1] and rounded to the nearest level; two 4-bit codes a byte, the first in the high nibble.

