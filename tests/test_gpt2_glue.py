@@ -42,10 +42,11 @@ def test_gpt2_trains_on_sst2_and_eval_reproduces_dev_metrics(glue_dir, tmp_path,
     vocab = json.loads((d / "vocab.json").read_text())
     torch.manual_seed(0)
     M.save_pretrained(M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=48, n_embd=32)), d)
+    # --dtype fp32: eval.py computes in fp32 (auto would pick bf16 on a CPU with bf16 units)
     summary, out = run(train.main, ["--model", str(d), "--data", "glue/sst2", "--data-dir", str(glue_dir), "--out",
                                     str(tmp_path / "run"), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "32",
                                     "--lr", "3e-2", "--rank", "4", "--max-steps", "12", "--eval-every", "6",
-                                    "--log-every", "6", "--save-every", "0"], capsys)
+                                    "--log-every", "6", "--save-every", "0", "--dtype", "fp32"], capsys)
     assert summary["head_params"] == 32 * 2 and f"adapter + {32 * 2:,} head" in out  # score: C x 2, no bias
     per_block = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)) // 2  # c_attn, attn.c_proj, c_fc, mlp.c_proj
     assert summary["trainable_params"] == 64 + 2 * per_block  # 2 blocks, r=4, keep 0.5, + the head
