@@ -703,6 +703,9 @@ def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1
         epoch, i = epoch + 1, 0
 
 
+NAMED_LM_DATA = ("alpaca", "squad-gen")  # --data names of a causal-LM task that are not files
+
+
 def task_kind(name):
     """glue/TASK: a classifier (Table 1); wmt16-en-ro: translation with T5 (Table 2); squad: extractive QA with a span
     head (the second paper's BERT runs); anything else (squad-gen: SQuAD as instructions): a causal LM."""

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer, mmlu_dir,
-                  mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer,
+                  mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
                   read_translation, sorted_batches, squad_records, squad_windows)
 from lorasp import load_adapter
 from model import PRESETS, beam_search, generate, load_pretrained

@@ -38,7 +38,7 @@ import data
 from data import UserError
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, meta_config
-from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model
+from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -96,7 +96,7 @@ def model_config(model, directory=None):
             except KeyError as e:
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
     if model in PRESETS:
-        return PRESETS[model]
+        return get_config(model)                                   # a copy: a head added while planning stays here
     raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
 
 

