@@ -2,8 +2,8 @@
 Models Using Low-Rank Adaptation Techniques"): full fine-tuning vs LoRA vs LoRA-SP on BERT-base SST-2, and its rank
 ablation, through the real train.py (every command printed, one results file per run: a rerun skips what is done).
 
-    python bench/second_paper.py compare --toy            # FT / LoRA / LoRA-SP side by side, ~2 minutes here
-    python bench/second_paper.py ranks --toy              # r = 1 .. 64 for LoRA and LoRA-SP: a table and ranks.svg
+    python bench/second_paper.py compare --toy --seeds 0 1 2   # FT / LoRA / LoRA-SP side by side, ~2 minutes a seed
+    python bench/second_paper.py ranks --toy --seeds 0 1 2     # r = 1 .. 64 for LoRA and LoRA-SP: a table, ranks.svg
     python bench/second_paper.py compare --model bert-base-uncased --download   # the real one: GLUE's SST-2
 
 The paper's setting: batch 16, lr 2e-5, r=8, AdamW, early stopping on dev accuracy (here: --patience 2 evaluations,
@@ -14,6 +14,10 @@ tiny RoBERTa (4 layers, width 128, masked-LM pretrained on the toy's four tasks;
 sentences alone learned nothing past their word frequencies, and LoRA on it stayed at chance); learning rates are
 the toy's (full 1e-3, adapters 3e-3; at 1e-2 both collapsed to one class; the paper's 2e-5 is for bert-base on 67k
 sentences).
+--seeds S ...: one table per seed, then each cell's mean and spread (min-max); seed S is the run's (train.py --seed
+S: data order, LoRA-SP masks, dropout) and, with --toy, the toy's (toy_glue.py --seed S: data, initialisation,
+masked-LM pretraining, one thread), in OUT/seedS. With --toy every run has one CPU thread (OMP_NUM_THREADS=1,
+--threads 1 unless given), so no sum depends on the machine's core count.
 """
 import argparse
 import json
@@ -35,11 +39,12 @@ RANKS = [1, 2, 4, 8, 16, 32, 64]
 TOY_LR = {"full": "1e-3", "lora": "3e-3", "lorasp": "3e-3"}
 
 
-def make_toy(out):
+def make_toy(out, seed):
     """bench/toy_glue.py's tasks and tiny RoBERTa, made once in OUT; returns (model dir, glue dir)."""
     if not os.path.exists(os.path.join(out, "roberta", "model.safetensors")):
-        print(f"$ python bench/toy_glue.py --out {out}", flush=True)
-        subprocess.run([sys.executable, "bench/toy_glue.py", "--out", out], cwd=ROOT, check=True)
+        argv = [sys.executable, "bench/toy_glue.py", "--out", out, "--seed", str(seed), "--threads", "1"]
+        print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
+        subprocess.run(argv, cwd=ROOT, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     return os.path.join(out, "roberta"), os.path.join(out, "glue")
 
 
@@ -55,10 +60,12 @@ def train_run(out, name, model, glue, method, rank, lr, args):
             "--rank", str(rank), "--alpha", str(2 * rank), "--lr", lr, "--batch-size", "16", "--grad-accum", "1",
             "--seq-len", "128", "--epochs", str(args.epochs), "--patience", "2", "--eval-every", str(steps // 2),
             "--log-every", str(steps // 2), "--save-every", "0", *(["--data-dir", glue] if glue else []),
-            *(["--download"] if args.download else []), *(["--threads", str(args.threads)] if args.threads else [])]
+            *(["--download"] if args.download else []), *(["--threads", str(args.threads)] if args.threads else []),
+            "--seed", str(args.seed)]
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
     t = time.time()
-    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1") if args.toy else None)
     if p.returncode:
         sys.exit(p.stdout[-3000:] + p.stderr[-3000:])
     s = json.loads(p.stdout.strip().split("\n")[-1])
@@ -82,31 +89,68 @@ def dev_f1(model, glue, run_dir, method):
 
 
 def compare(args, model, glue):
-    rows = []
+    rows, values = [], {}
     for method in ("full", "lora", "lorasp"):
         lr = TOY_LR[method] if args.toy else "2e-5"
         s = train_run(args.out, f"{method}-r8", model, glue, method, 8, lr, args)
+        values[f"{method} | {lr}"] = dict(accuracy=s["dev"]["accuracy"], f1=s["dev_f1"], kept=s["evaluated_step"],
+                                          steps=s["steps"], trainable=s["trainable_params"])
         rows.append(f"| {method} | {lr} | {s['dev']['accuracy']:.1f} | {s['dev_f1']:.1f} | {s['evaluated_step']} / "
                     f"{s['steps']} | {s['wall_s']:.0f} s | {s['peak_mem_mib']:,.0f} MiB | {s['trainable_params']:,} |")
     print("\n| method | lr | dev accuracy | dev F1 | kept step / steps run | wall | peak memory | trainable |\n"
-          "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n")
+          "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n", flush=True)
+    return values
 
 
 def ranks(args, model, glue):
-    table, curves = [], {}
+    table, values = [], {}
     for method in ("lora", "lorasp"):
         for r in RANKS:
             s = train_run(args.out, f"{method}-r{r}", model, glue, method, r, TOY_LR[method] if args.toy else "2e-5",
                           args)
-            curves.setdefault(method, []).append((r, s["dev"]["accuracy"]))
+            values[f"{method} | {r}"] = dict(accuracy=s["dev"]["accuracy"], f1=s["dev_f1"],
+                                             trainable=s["trainable_params"])
             table.append(f"| {method} | {r} | {s['dev']['accuracy']:.1f} | {s['dev_f1']:.1f} | "
                          f"{s['trainable_params']:,} | {s['wall_s']:.0f} s |")
     print("\n| method | r | dev accuracy | dev F1 | trainable (adapter + head) | wall |\n| --- | ---: | ---: | ---: | "
-          "---: | ---: |\n" + "\n".join(table) + "\n")
-    svg = os.path.join(args.out, "ranks.svg")
-    with open(svg, "w") as f:
-        f.write(rank_svg(curves))
-    print(f"wrote {svg}")
+          "---: | ---: |\n" + "\n".join(table) + "\n", flush=True)
+    return values
+
+
+def spread(values):
+    """'mean (min-max)' over the seeds; the value alone for one seed."""
+    mean = sum(values) / len(values)
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def over_seeds(experiment, per_seed, out):
+    """The table over seeds (each cell: mean (min-max)), the per-seed values in OUT/<experiment>-seeds.json, and for
+    ranks the SVG of the mean accuracy against r."""
+    seeds = sorted(per_seed)
+    with open(os.path.join(out, f"{experiment}-seeds.json"), "w") as f:
+        json.dump({str(s): per_seed[s] for s in seeds}, f, indent=1)
+    first, lines = per_seed[seeds[0]], []
+    for row in first:
+        acc, f1 = ([per_seed[s][row][k] for s in seeds] for k in ("accuracy", "f1"))
+        print(f"  {row.replace(' | ', ' ')}: accuracy " + ", ".join(f"seed {s} {a:.2f}" for s, a in zip(seeds, acc)))
+        kept = " / ".join(f"{per_seed[s][row]['kept']}:{per_seed[s][row]['steps']}" for s in seeds) \
+            if experiment == "compare" else None
+        lines.append(f"| {row} | {spread(acc)} | {spread(f1)} | " + (f"{kept} | " if kept else "")
+                     + f"{first[row]['trainable']:,} |")
+    head = ("| method | lr | dev accuracy | dev F1 | kept step:steps run, per seed | trainable |"
+            if experiment == "compare" else "| method | r | dev accuracy | dev F1 | trainable (adapter + head) |")
+    print(f"\n{experiment}, seeds {' '.join(map(str, seeds))}: mean (min-max) of each cell\n{head}\n"
+          + "| --- " * head.count(" | ") + "| --- |\n" + "\n".join(lines) + "\n", flush=True)
+    if experiment == "ranks":
+        curves = {}
+        for row in first:
+            method, r = row.split(" | ")
+            curves.setdefault(method, []).append((int(r), sum(per_seed[s][row]["accuracy"] for s in seeds)
+                                                  / len(seeds)))
+        svg = os.path.join(out, "ranks.svg")
+        with open(svg, "w") as f:
+            f.write(rank_svg(curves))
+        print(f"wrote {svg} (mean dev accuracy over seeds {' '.join(map(str, seeds))})")
 
 
 def rank_svg(curves, W=560, H=340, L=60, R=110, T=20, B=45):
@@ -141,12 +185,21 @@ def main():
     ap.add_argument("--data-dir", help="a glue_data/ folder (default: GLUE's SST-2, downloaded into the cache)")
     ap.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="fetch preset weights")
     ap.add_argument("--epochs", type=float, default=3, help="at most (early stopping may end sooner)")
-    ap.add_argument("--threads", type=int, help="torch threads per run")
-    ap.add_argument("--out", default="second_paper", help="runs/<method>-r<rank>/ (result.json: done), ranks.svg")
+    ap.add_argument("--threads", type=int, help="torch threads per run (--toy: 1 unless given)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="a table per seed, then each cell's mean "
+                    "and spread (min-max)")
+    ap.add_argument("--out", default="second_paper", help="seedS/runs/<method>-r<rank>/ (result.json: done), "
+                    "ranks.svg")
     args = ap.parse_args()
-    model, glue = make_toy(os.path.join(args.out, "toyglue")) if args.toy else (args.model, args.data_dir)
     args.train_size = 2000 if args.toy else 67349  # SST-2's training sentences
-    (compare if args.experiment == "compare" else ranks)(args, model, glue)
+    args.threads = args.threads or (1 if args.toy else None)
+    per_seed, root = {}, args.out
+    for seed in args.seeds:
+        args.seed, args.out = seed, os.path.join(root, f"seed{seed}")
+        model, glue = make_toy(os.path.join(args.out, "toyglue"), seed) if args.toy else (args.model, args.data_dir)
+        print(f"seed {seed}:", flush=True)
+        per_seed[seed] = (compare if args.experiment == "compare" else ranks)(args, model, glue)
+    over_seeds(args.experiment, per_seed, root)
 
 
 if __name__ == "__main__":

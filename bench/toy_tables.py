@@ -151,7 +151,7 @@ def summary(name, per_seed, columns, out):
     with open(os.path.join(out, f"{name}-seeds.json"), "w") as f:
         json.dump({str(s): per_seed[s] for s in seeds}, f, indent=1)
     head = [h for h, _ in columns]
-    lines = [f"| model & method | " + " | ".join(head) + " |", "| --- " * (len(head) + 1) + "|"]
+    lines = ["| model & method | " + " | ".join(head) + " |", "| --- " * (len(head) + 1) + "|"]
     for row in per_seed[seeds[0]]:
         cells = []
         for _, keys in columns:
