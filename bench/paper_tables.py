@@ -18,6 +18,9 @@ paper's layout next to its published numbers, and a Figure 2-style bar chart (SV
 - --toy: the generated stand-ins (bench/toy_glue.py --tasks all, bench/toy_wmt16.py, a Llama like the offline demo's
   on its instruction task with an MMLU-format file of its counting questions) at toy learning rates (full 1e-3, adapters 3e-3); one model per table.
   They say the pipeline runs and learns, nothing about the paper's numbers.
+- --seeds S ...: a table per seed, then every cell's mean and spread (min-max). Seed S is each run's (train.py --seed
+  S) and, with --toy, the stand-in's (its data, initialisation and pretraining); seed S lives in OUT/tableN[-toy]/seedS.
+  With --toy every command runs on one CPU thread (OMP_NUM_THREADS=1, --threads 1 unless given).
 """
 import argparse
 import csv
@@ -61,10 +64,13 @@ MODELS = {1: ["roberta-base", "roberta-large"], 2: ["t5-base", "t5-large"], 3: [
 PAPER_COUNTS = {1: ["--rank", "8"], 2: ["--rank", "8"], 3: ["--rank", "64"]}  # llama: all seven are the default
 
 
+ENV = dict(os.environ)  # --toy: OMP_NUM_THREADS=1
+
+
 def run(argv):
     """Run a command in the repository, printed first; its last output line as JSON ({} if it is not: a generator)."""
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
-    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
     if p.returncode:
         sys.exit(p.stdout[-3000:] + p.stderr[-3000:])
     last = p.stdout.strip().split("\n")[-1]
@@ -86,7 +92,7 @@ def cell(path, make):
 def train_flags(args, table, model, method, out):
     lr = ("1e-3" if method == "full" else "3e-3") if args.toy else "2e-5"
     py = [sys.executable, "train.py", "--model", model, "--method", method, "--lr", lr, "--out", out,
-          "--save-every", "0", *(["--threads", str(args.threads)] if args.threads else [])]
+          "--save-every", "0", *(["--threads", str(args.threads)] if args.threads else []), "--seed", str(args.seed)]
     return py + (PAPER_COUNTS[table] if args.paper_counts and method != "full" else []) + \
         (["--download"] if args.download and not args.toy else [])
 
@@ -97,7 +103,8 @@ def table1(args, model, tag, out):
     if args.toy:
         toy = os.path.join(out, "toyglue")
         if not os.path.exists(os.path.join(toy, "roberta", "model.safetensors")):
-            run([sys.executable, "bench/toy_glue.py", "--out", toy, "--tasks", "all"])
+            run([sys.executable, "bench/toy_glue.py", "--out", toy, "--tasks", "all", "--seed", str(args.seed),
+                 "--threads", "1"])
         model, glue = os.path.join(toy, "roberta"), os.path.join(toy, "glue")
     rows = []
     for _, method in METHODS:
@@ -120,13 +127,14 @@ def table2(args, model, tag, out):
     if args.toy:
         toy = os.path.join(out, "toy")
         if not os.path.exists(os.path.join(toy, "t5", "model.safetensors")):
-            run([sys.executable, "bench/toy_wmt16.py", "--out", toy])
+            run([sys.executable, "bench/toy_wmt16.py", "--out", toy, "--seed", str(args.seed)])
         data_dir, base = os.path.join(toy, "data"), os.path.join(toy, "base", "model")
         if not os.path.exists(os.path.join(base, "model.safetensors")):  # the toy's "pretraining" (bench/toy_tables.py)
             run([sys.executable, "train.py", "--model", os.path.join(toy, "t5"), "--data", "wmt16-en-ro", "--data-dir",
                  os.path.join(toy, "pretrain"), "--out", os.path.join(toy, "base"), "--method", "full", "--lr", "3e-3",
                  "--batch-size", "32", "--grad-accum", "1", "--seq-len", "64", "--epochs", "8", "--eval-every", "0",
-                 "--log-every", "250", "--save-every", "0"])
+                 "--log-every", "250", "--save-every", "0", "--seed", str(args.seed),
+                 *(["--threads", str(args.threads)] if args.threads else [])])
     rows = []
     for _, method in METHODS:
         d = os.path.join(out, "runs", tag, method)
@@ -156,7 +164,7 @@ def toy_mmlu(directory, n_dev=5, n_test=100, seed=0):
     return directory
 
 
-def toy_llama(out):
+def toy_llama(out, seed=0, threads=None):
     """A Llama like the offline demo's (train.DEMO_PRETRAIN: 4 layers, width 128), pretrained once by train.py on the
     demo's generated text, with a tokenizer that also saw MMLU-format lines: the demo's own does not tell " C" from
     " D", which MMLU's answer letters need. Returns its directory and the instruction task (demo records)."""
@@ -170,10 +178,10 @@ def toy_llama(out):
         data.train_sentencepiece(lines[:2000] + list(data.PROMPT_DICT.values()) * 20 + mmlu * 5,
                                  os.path.join(init, "tokenizer.model"), cfg["vocab"])
         config = replace(M.get_config("llama-tiny"), **cfg["config"], vocab_size=data.load_tokenizer(init).vocab_size)
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         M.save_pretrained(M.build_model(config), init)
         run([sys.executable, "train.py", "--model", init, "--data", corpus, "--method", "full", "--out", d,
-             *cfg["flags"]])
+             *cfg["flags"], "--seed", str(seed), *(["--threads", str(threads)] if threads else [])])
         with open(task, "w") as f:
             json.dump(data.demo_records(3000, seed=1), f)
     return os.path.join(d, "model"), task
@@ -182,7 +190,8 @@ def toy_llama(out):
 def table3(args, model, tag, out):
     alpaca, mmlu = "alpaca", args.data_dir
     if args.toy:
-        (model, alpaca), mmlu = toy_llama(out), toy_mmlu(os.path.join(out, "toy_mmlu"))
+        (model, alpaca), mmlu = toy_llama(out, args.seed, args.threads), toy_mmlu(os.path.join(out, "toy_mmlu"),
+                                                                                     seed=args.seed)
     rows = []
     for _, method in METHODS:
         d = os.path.join(out, "runs", tag, method)
@@ -228,29 +237,62 @@ def main():
     ap.add_argument("--paper-counts", action=argparse.BooleanOptionalAction, default=False,
                     help="the flags that reproduce the paper's #Trainable Parameters (r=8; Llama-2: r=64)")
     ap.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="fetch preset weights")
-    ap.add_argument("--threads", type=int, help="torch threads per run")
-    ap.add_argument("--out", default="paper_tables", help="runs/<model>/<method>/... (result files), figure SVG")
+    ap.add_argument("--threads", type=int, help="torch threads per run (--toy: 1 unless given)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="a table per seed, then each cell's mean "
+                    "and spread (min-max)")
+    ap.add_argument("--out", default="paper_tables", help="tableN[-toy]/seedS/runs/<model>/<method>/... (result "
+                    "files), figure SVGs")
     args = ap.parse_args()
+    if args.toy:
+        ENV["OMP_NUM_THREADS"], args.threads = "1", args.threads or 1
     t, make = args.table, {1: table1, 2: table2, 3: table3}[args.table]
-    out = os.path.join(args.out, f"table{t}" + ("-toy" if args.toy else ""))
+    root = os.path.join(args.out, f"table{t}" + ("-toy" if args.toy else ""))
     models = ["toy"] if args.toy else args.models or MODELS[t]
+    per_seed = {}
+    for seed in args.seeds:
+        args.seed, out = seed, os.path.join(root, f"seed{seed}")
+        per_seed[seed] = [make(args, model, os.path.basename(os.path.normpath(model)), out) for model in models]
+        print(f"\nseed {seed}:\n" + table(t, models, {seed: per_seed[seed]}), flush=True)
+        for model, rows in zip(models, per_seed[seed]):
+            svg = os.path.join(out, f"figure-{os.path.basename(os.path.normpath(model))}.svg")
+            with open(svg, "w") as f:
+                f.write(bar_svg(COLUMNS[t], rows, f"Table {t}: {model}, seed {seed}"))
+            print(f"wrote {svg}")
+    seeds = sorted(per_seed)
+    with open(os.path.join(root, "seeds.json"), "w") as f:
+        json.dump({str(s): per_seed[s] for s in seeds}, f)
+    for k, model in enumerate(models):  # the figure of the means
+        rows = [(per_seed[seeds[0]][k][i][0], [sum(per_seed[s][k][i][1][j] for s in seeds) / len(seeds)
+                                              for j in range(len(COLUMNS[t]))]) for i in range(len(METHODS))]
+        svg = os.path.join(root, f"figure-{os.path.basename(os.path.normpath(model))}.svg")
+        with open(svg, "w") as f:
+            f.write(bar_svg(COLUMNS[t], rows, f"Table {t}: {model}, mean of seeds {' '.join(map(str, seeds))}"))
+        print(f"wrote {svg}")
+    print(f"\nseeds {' '.join(map(str, seeds))}: mean (min-max) of each cell\n" + table(t, models, per_seed))
+
+
+def table(t, models, per_seed):
+    """The table in the paper's layout, our rows over the seeds (mean (min-max), or the value for one seed) each
+    followed by the paper's row."""
+    seeds = sorted(per_seed)
     head = "| Model&Method | #Trainable ours | paper | " + " | ".join(COLUMNS[t]) + (" | Avg |" if t == 1 else " |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+
+    def spread(values):
+        mean = sum(values) / len(values)
+        return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
     for k, model in enumerate(models):
-        rows = make(args, model, os.path.basename(os.path.normpath(model)), out)
         label, counts, numbers = PAPER[t][min(k, 1)]
-        for (name, _), (count, cells), paper_count, paper in zip(METHODS, rows, counts, numbers):
-            avg = lambda v: f" | {sum(v) / len(v):.1f} |" if t == 1 else " |"  # noqa: E731
+        for i, ((name, _), paper_count, paper) in enumerate(zip(METHODS, counts, numbers)):
+            count = per_seed[seeds[0]][k][i][0]
+            cells = [[per_seed[s][k][i][1][j] for s in seeds] for j in range(len(COLUMNS[t]))]
+            avg = [sum(per_seed[s][k][i][1]) / len(COLUMNS[t]) for s in seeds]
             n = f"{count / 1e6:,.2f}M" if count >= 1e5 else f"{count:,}"
-            lines.append(f"| {model} ({name}) | {n} | | " + " | ".join(f"{v:.1f}" for v in cells) +
-                         avg(cells))
+            lines.append(f"| {model} ({name}) | {n} | | " + " | ".join(spread(v) for v in cells)
+                         + (f" | {spread(avg)} |" if t == 1 else " |"))
             lines.append(f"| paper: {label}({name}) | | {paper_count} | " + " | ".join(f"{v:.1f}" for v in paper)
-                         + avg(paper))
-        svg = os.path.join(out, f"figure-{os.path.basename(os.path.normpath(model))}.svg")
-        with open(svg, "w") as f:
-            f.write(bar_svg(COLUMNS[t], rows, f"Table {t}: {model}"))
-        print(f"wrote {svg}")
-    print("\n" + "\n".join(lines))
+                         + (f" | {sum(paper) / len(paper):.1f} |" if t == 1 else " |"))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def wmt16_seed(out, adapter_lrs, seed):
             rows[name]["val_loss"] = train_s["val_loss"]
         lines.append(f"| {name} | {n:,} | {s['bleu']:.1f} | {s['rouge1']:.1f} | {s['rouge2']:.1f} | "
                      f"{s['rougeL']:.1f} | {train_s.get('val_loss', float('nan')):.3f} | {dt:.0f} s |")
-    print(f"\nseed {seed}:\n| model & method | trainable | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | val loss | train wall |\n"
+    print(f"\nseed {seed}:\n| model & method | trainable | BLEU | ROUGE-1 | ROUGE-2 | ROUGE-L | val loss | "
+          "train wall |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines) + "\n", flush=True)
     return rows
 
