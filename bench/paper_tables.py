@@ -20,7 +20,8 @@ paper's layout next to its published numbers, and a Figure 2-style bar chart (SV
   They say the pipeline runs and learns, nothing about the paper's numbers.
 - --seeds S ...: a table per seed, then every cell's mean and spread (min-max). Seed S is each run's (train.py --seed
   S) and, with --toy, the stand-in's (its data, initialisation and pretraining); seed S lives in OUT/tableN[-toy]/seedS.
-  With --toy every command runs on one CPU thread (OMP_NUM_THREADS=1, --threads 1 unless given).
+  With --toy every command runs on one CPU thread (OMP_NUM_THREADS=1, --threads 1 unless given) in fp32 (--device
+  cpu --dtype fp32: train.py's defaults would pick CUDA on a GPU machine, bf16 autocast on a CPU with bf16 units).
 """
 import argparse
 import csv
@@ -65,6 +66,7 @@ PAPER_COUNTS = {1: ["--rank", "8"], 2: ["--rank", "8"], 3: ["--rank", "64"]}  # 
 
 
 ENV = dict(os.environ)  # --toy: OMP_NUM_THREADS=1
+TOY_PIN = ["--device", "cpu", "--dtype", "fp32"]  # --toy: not train.py's defaults, which depend on the machine
 
 
 def run(argv):
@@ -94,7 +96,7 @@ def train_flags(args, table, model, method, out):
     py = [sys.executable, "train.py", "--model", model, "--method", method, "--lr", lr, "--out", out,
           "--save-every", "0", *(["--threads", str(args.threads)] if args.threads else []), "--seed", str(args.seed)]
     return py + (PAPER_COUNTS[table] if args.paper_counts and method != "full" else []) + \
-        (["--download"] if args.download and not args.toy else [])
+        (["--download"] if args.download and not args.toy else []) + (TOY_PIN if args.toy else [])
 
 
 def table1(args, model, tag, out):
@@ -133,7 +135,7 @@ def table2(args, model, tag, out):
             run([sys.executable, "train.py", "--model", os.path.join(toy, "t5"), "--data", "wmt16-en-ro", "--data-dir",
                  os.path.join(toy, "pretrain"), "--out", os.path.join(toy, "base"), "--method", "full", "--lr", "3e-3",
                  "--batch-size", "32", "--grad-accum", "1", "--seq-len", "64", "--epochs", "8", "--eval-every", "0",
-                 "--log-every", "250", "--save-every", "0", "--seed", str(args.seed),
+                 "--log-every", "250", "--save-every", "0", "--seed", str(args.seed), *TOY_PIN,
                  *(["--threads", str(args.threads)] if args.threads else [])])
     rows = []
     for _, method in METHODS:
@@ -145,6 +147,7 @@ def table2(args, model, tag, out):
         r = cell(os.path.join(d, "result.json"), lambda: run(
             [sys.executable, "eval.py", "--task", "wmt16-en-ro", "--model", trained, "--data-dir", data_dir,
              *(["--adapter", os.path.join(d, "adapter")] if method != "full" else []), "--num-beams", "4",
+             *(["--device", "cpu", "--dtype", "float32"] if args.toy else []),
              "--max-new-tokens", "64" if args.toy else "256"]))
         rows.append((s["trainable_params"], [r["bleu"], r["rouge1"], r["rouge2"], r["rougeL"]]))
     return rows
@@ -181,7 +184,7 @@ def toy_llama(out, seed=0, threads=None):
         torch.manual_seed(seed)
         M.save_pretrained(M.build_model(config), init)
         run([sys.executable, "train.py", "--model", init, "--data", corpus, "--method", "full", "--out", d,
-             *cfg["flags"], "--seed", str(seed), *(["--threads", str(threads)] if threads else [])])
+             *cfg["flags"], "--seed", str(seed), *TOY_PIN, *(["--threads", str(threads)] if threads else [])])
         with open(task, "w") as f:
             json.dump(data.demo_records(3000, seed=1), f)
     return os.path.join(d, "model"), task
@@ -201,6 +204,7 @@ def table3(args, model, tag, out):
         trained = os.path.join(d, "model") if method == "full" else model
         r = cell(os.path.join(d, "result.json"), lambda: run(
             [sys.executable, "eval.py", "--task", "mmlu", "--model", trained, "--shots", "5",
+             *(["--device", "cpu", "--dtype", "float32"] if args.toy else []),
              *(["--adapter", os.path.join(d, "adapter")] if method != "full" else []),
              *(["--data-dir", mmlu] if mmlu else [])]))
         rows.append((s["trainable_params"], [100 * r["macro"]]))

@@ -17,7 +17,8 @@ sentences).
 --seeds S ...: one table per seed, then each cell's mean and spread (min-max); seed S is the run's (train.py --seed
 S: data order, LoRA-SP masks, dropout) and, with --toy, the toy's (toy_glue.py --seed S: data, initialisation,
 masked-LM pretraining, one thread), in OUT/seedS. With --toy every run has one CPU thread (OMP_NUM_THREADS=1,
---threads 1 unless given), so no sum depends on the machine's core count.
+--threads 1 unless given), so no sum depends on the machine's core count, and on the CPU in fp32 (--device cpu
+--dtype fp32: train.py's defaults would pick CUDA on a machine with a GPU, bf16 autocast on a CPU with bf16 units).
 """
 import argparse
 import json
@@ -61,7 +62,7 @@ def train_run(out, name, model, glue, method, rank, lr, args):
             "--seq-len", "128", "--epochs", str(args.epochs), "--patience", "2", "--eval-every", str(steps // 2),
             "--log-every", str(steps // 2), "--save-every", "0", *(["--data-dir", glue] if glue else []),
             *(["--download"] if args.download else []), *(["--threads", str(args.threads)] if args.threads else []),
-            "--seed", str(args.seed)]
+            "--seed", str(args.seed), *(["--device", "cpu", "--dtype", "fp32"] if args.toy else [])]
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
     t = time.time()
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,

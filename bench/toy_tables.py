@@ -14,7 +14,9 @@ seeds, with the mean and the spread (min to max) of every cell.
 A seed S is everything's: the toy's (its data, the model's initialisation, its pretraining: toy_glue.py / toy_wmt16.py
 --seed S, the T5 base's train.py --seed S) and each run's (train.py --seed S: data order, LoRA-SP masks, dropout);
 seed S lives in OUT/seedS. Everything runs on one CPU thread (OMP_NUM_THREADS=1, train.py --threads 1), so no sum
-depends on the machine's core count. Each train.py / eval.py result is kept (result.json / eval.json in its run
+depends on the machine's core count, on the CPU in fp32 (train.py --device cpu --dtype fp32, eval.py --dtype float32):
+train.py's defaults would pick CUDA on a machine with a GPU and bf16 autocast on a CPU with bf16 units, and either
+moves every figure. Each train.py / eval.py result is kept (result.json / eval.json in its run
 folder): a rerun skips what is done and prints the tables again.
 Learning rates are the toy's, not the paper's 2e-5 (which is for pretrained models of 10^8-10^9 weights trained on
 10^4-10^5 examples): full fine-tuning 1e-3; LoRA and LoRA-SP each at --adapter-lrs (a row per rate).
@@ -31,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_LR = "1e-3"
 GLUE_TASKS = ["mnli", "sst2", "mrpc", "stsb"]  # the order of the table's columns
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
+PIN = ["--device", "cpu", "--dtype", "fp32"]  # not the defaults, which depend on the machine (a GPU, bf16 units)
 
 
 def run(*argv, keep=None):
@@ -82,7 +85,7 @@ def glue_seed(out, adapter_lrs, tasks, seed):
                         f"{d}/glue", "--out", run_dir, "--method", method, "--lr", lr,
                         "--batch-size", "32", "--grad-accum", "1", "--seq-len", "128", "--epochs", "3",
                         "--eval-every", "63", "--log-every", "63", "--save-every", "0", "--threads", "1",
-                        "--seed", str(seed), keep=f"{run_dir}/result.json")
+                        "--seed", str(seed), *PIN, keep=f"{run_dir}/result.json")
             m = s.get("dev")
             if task == "mnli":
                 row.update({"mnli_m": s["dev_matched"]["accuracy"], "mnli_mm": s["dev_mismatched"]["accuracy"]})
@@ -118,7 +121,7 @@ def wmt16_seed(out, adapter_lrs, seed):
         run(sys.executable, "train.py", "--model", f"{d}/t5", "--data", "wmt16-en-ro", "--data-dir", f"{d}/pretrain",
             "--out", f"{d}/base", "--method", "full", "--lr", "3e-3", "--batch-size", "32", "--grad-accum", "1",
             "--seq-len", "64", "--epochs", "8", "--eval-every", "250", "--log-every", "250", "--save-every", "0",
-            "--threads", "1", "--seed", str(seed))
+            "--threads", "1", "--seed", str(seed), *PIN)
     rows, lines = {}, []
     for method, lr in [("base", None)] + methods(adapter_lrs):
         train_s, s, dt, run_dir = {}, {}, 0.0, f"{d}/runs/{method}-{lr}"
@@ -128,11 +131,12 @@ def wmt16_seed(out, adapter_lrs, seed):
                               f"{d}/data", "--out", run_dir, "--method", method, "--lr", lr,
                               "--batch-size", "32", "--grad-accum", "1", "--seq-len", "64", "--epochs", "3",
                               "--eval-every", "125", "--log-every", "125", "--save-every", "0", "--threads", "1",
-                              "--seed", str(seed), keep=f"{run_dir}/result.json")
+                              "--seed", str(seed), *PIN, keep=f"{run_dir}/result.json")
         model = f"{run_dir}/model" if method == "full" else base
         adapter = [] if method in ("base", "full") else ["--adapter", f"{run_dir}/adapter"]
         s, _ = run(sys.executable, "eval.py", "--task", "wmt16-en-ro", "--model", model, *adapter, "--data-dir",
-                   f"{d}/data", "--num-beams", "4", "--max-new-tokens", "64", keep=f"{run_dir}/eval.json")
+                   f"{d}/data", "--num-beams", "4", "--max-new-tokens", "64", "--device", "cpu", "--dtype", "float32",
+                   keep=f"{run_dir}/eval.json")
         n = train_s.get("trainable_params", 0)
         name = f"tiny T5 ({method}, lr {lr})" if lr else "tiny T5 (base, no adaptation)"
         rows[name] = {k: s[k] for k in ("bleu", "rouge1", "rouge2", "rougeL")}
