@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 
 import torch
@@ -187,8 +188,9 @@ def main():
     vocab = POS + NEG + list(SYNONYMS) + [w for pair in SYNONYMS.values() for w in pair] + FILL + NOISE + ["not"] + \
         (QUESTION if args.tasks == "all" else [])
     shape = {k: int(v) for k, v in (kv.split("=") for kv in args.shape.split(","))}
-    d = os.path.join(args.out, "roberta")
-    os.makedirs(d, exist_ok=True)
+    d = os.path.join(args.out, "roberta.partial")  # renamed to roberta/ once pretrained: a killed build is not a toy
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
     tk = ByteLevelBPETokenizer()
     tk.train_from_iterator([" ".join(vocab)] * 20, vocab_size=400, min_frequency=1,
                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
@@ -199,6 +201,8 @@ def main():
     M.save_pretrained(M.build_model(M.EncoderConfig("roberta", vocab_size=len(bpe), n_positions=130, n_type=1,
                                                     norm_eps=1e-5, pad_id=1, **shape)), d)
     pretrain_mlm(d, texts, bpe["<mask>"], args.mlm_steps, args.seed)
+    shutil.rmtree(os.path.join(args.out, "roberta"), ignore_errors=True)
+    os.replace(d, os.path.join(args.out, "roberta"))
     print(f"{args.out}/glue: {', '.join(make)} ({args.sizes[0]} train, {args.sizes[1]} dev each); "
           f"{args.out}/roberta: {shape}, {args.mlm_steps} MLM steps")
 

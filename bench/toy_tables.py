@@ -114,7 +114,7 @@ def glue_keys(task):
 def wmt16_seed(out, adapter_lrs, seed):
     """One seed of the WMT16 table: {row name: {metric: value}}, printing the seed's table."""
     d = os.path.join(out, "toy")
-    if not os.path.exists(os.path.join(d, "t5", "model.safetensors")):
+    if not os.path.exists(os.path.join(d, "t5", "spiece.model")):  # toy_wmt16.py's last file
         run(sys.executable, "bench/toy_wmt16.py", "--out", d, "--seed", str(seed))
     base = f"{d}/base/model"
     if not os.path.exists(os.path.join(base, "model.safetensors")):
