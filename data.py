@@ -55,7 +55,7 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import gguf_file, read_gguf
+from checkpoint import atomic_write, gguf_file, read_gguf
 from download import UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
@@ -777,6 +777,16 @@ def demo_files(directory, docs, vocab, seed=0):
     train_sentencepiece(lines[:2000] + list(PROMPT_DICT.values()) * 20, os.path.join(directory, "tokenizer.model"),
                         vocab)
     return corpus
+
+
+def demo_task():
+    """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
+    task = cache_dir("data", "demo_tasks.json")
+    if not os.path.exists(task):
+        os.makedirs(os.path.dirname(task), exist_ok=True)
+        with atomic_write(task, "w") as f:
+            json.dump(demo_records(3000, seed=1), f, indent=1)
+    return task
 
 
 # ----------------------------------------------------------------------------------------------------

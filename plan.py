@@ -31,6 +31,8 @@ import itertools
 import json
 import math
 import os
+import resource
+import sys
 
 import torch
 
@@ -253,6 +255,17 @@ def available_bytes(device):
         return kib * 1024 + resident_bytes(), "MemAvailable + this process"   # what we hold already counts as ours
     except (OSError, StopIteration, ValueError):
         return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the check"
+
+
+def peak_mem_mib(device):
+    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
+    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if resident_bytes("VmHWM"):
+        return resident_bytes("VmHWM") / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def data_bytes(args):
