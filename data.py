@@ -25,12 +25,16 @@ generated data.
   classifier pairs ([CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>).
 - WMT16 English-Romanian (the paper's Table 2): the Hugging Face JSONL export or aligned plain-text files, T5's
   "translate English to Romanian: " prefix, teacher-forcing batches (decoder input = labels shifted right).
+- SQuAD v1.1 (the second paper's QA): the official JSON files; contexts cut into overlapping windows for a span head
+  (BERT's run_squad.py), or Alpaca records for a causal LM's generated answers.
 - `collate` batches all three kinds of examples: causal-LM token labels, a classifier's one label, (source, target).
 
 Leaves out: HF normalizers, and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
 earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
 
+Sections, in order: tokenizers; instruction data (Alpaca) and batching; the offline demo's data; MMLU; GLUE; WMT16;
+SQuAD. No budget of its own: each data set is a few readers that follow its official files.
 Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
 a local stand-in for the Hub).
 """
@@ -78,6 +82,9 @@ def text_file(path, encoding="utf-8", newline=None):
                              "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
         raise
 
+
+# ----------------------------------------------------------------------------------------------------
+# Tokenizers: SentencePiece, a GGUF file's own, byte-level BPE (tiktoken), WordPiece, T5's; load_tokenizer picks one
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

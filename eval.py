@@ -21,7 +21,11 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py --task wmt16-en-ro --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--num-beams 4]
     python eval.py --task squad --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--seq-len 384 --stride 128]
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
-    python eval.py                     # a demonstration of the metrics
+    python eval.py                     # a demonstration of the metrics (metrics.py's)
+
+Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~430)
+because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
 """
 import argparse
 import contextlib
@@ -46,7 +50,7 @@ from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metr
 from model import PRESETS, beam_search, generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
-# A model scored on GLUE's dev sets and WMT16 translations (train.py validates with these too); loading one
+# A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
 
 def classifier_loss(logits, labels):
     """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error. Rows

@@ -59,6 +59,9 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}:{name}".encode())
 
 
+# ----------------------------------------------------------------------------------------------------
+# The layer: masks drawn once, trainable entries packed, y = W x + (alpha/r) B_eff A_eff x
+
 def pick(shape, keep, gen):
     """Bool mask with exactly round(keep * numel) True entries at random places (a permutation, not Bernoulli)."""
     n = math.prod(shape)
@@ -152,6 +155,9 @@ class LoRASPLinear(nn.Module):
     def extra_repr(self):
         return f"r={self.r}, alpha={self.alpha}, keep={self.keep}, mode={self.mode}, structure={self.structure}"
 
+
+# ----------------------------------------------------------------------------------------------------
+# Whole models: wrap, count, summarize, merge, measure
 
 def _set_module(model, name, new):
     parent, _, child = name.rpartition(".")

@@ -21,7 +21,8 @@ block keeps for backward are counted per token from what model.py's code saves (
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
 - dequant: the largest NF4 weight, dequantized for its matmul.
 
-`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them. tests/test_plan.py checks the counts
+`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
+train.py reports beside them. tests/test_plan.py checks the counts
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
