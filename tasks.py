@@ -1,7 +1,7 @@
 """tasks.py: the kinds of task train.py runs, and what each needs beside the loop.
 
     kind     --data                                 backbones           trains whole   loss (sum, count)
-    lm       alpaca, squad-gen, demo, .json/.txt    llama, gpt2         -              next-token CE on the response
+    lm       alpaca, squad-gen, demo, .json(l)/.txt llama, gpt2         -              next-token CE on the response
     glue     glue/TASK (the paper's Table 1)        roberta, bert, gpt2 the classifier CE (STS-B: squared error)
     seq2seq  wmt16-en-ro (Table 2)                  t5                  -              teacher-forced CE
     squad    squad (the second paper's QA)          roberta, bert       the span head  start and end CE, halved
