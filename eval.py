@@ -1,15 +1,9 @@
 """eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2), and the evaluations a user runs on
 a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side, loss-curve plots.
 
-The metrics are written by hand on plain lists and equal the tools papers report with:
-- GLUE (Table 1): `accuracy`, `f1` (binary, label 1), `matthews_corrcoef` (CoLA), `pearson`, `spearman` (STS-B):
-  scikit-learn's / SciPy's definitions and degenerate-case conventions; fractions in [0, 1], as theirs are.
-- WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
-  `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100.
-- SQuAD v1.1 (the second paper's QA): `squad_scores` = the official evaluate-v1.1.py's exact match and F1.
-All take (predictions, references). Left out: sacreBLEU's other tokenizers, smoothings, lowercasing and
-confidence intervals; rouge-score's stemmer and rougeLsum.
-Then, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
+The metrics (GLUE's, BLEU, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
+papers report with; they are importable from here too (`from eval import bleu`).
+Here, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
 - `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
   examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
 - `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided).
@@ -27,7 +21,11 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py --task wmt16-en-ro --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--num-beams 4]
     python eval.py --task squad --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--seq-len 384 --stride 128]
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
-    python eval.py                     # a demonstration of the metrics
+    python eval.py                     # a demonstration of the metrics (metrics.py's)
+
+Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~430)
+because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
 """
 import argparse
 import contextlib
@@ -35,223 +33,24 @@ import itertools
 import json
 import math
 import os
-import re
-import string
 import sys
 import textwrap
-from collections import Counter
 from xml.sax.saxutils import escape
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer,
                   mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
                   read_translation, sorted_batches, squad_records, squad_windows)
+import metrics
 from lorasp import load_adapter
+from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
+                     pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from model import PRESETS, beam_search, generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
-# Metrics: GLUE classification/regression, BLEU, ROUGE
-
-
-def _pair(predictions, references):
-    if len(predictions) != len(references) or len(predictions) == 0:
-        raise ValueError(f"need as many predictions as references, at least one: {len(predictions)}, {len(references)}")
-    return list(predictions), list(references)
-
-
-def accuracy(predictions, references):
-    """Fraction of positions where prediction == reference (sklearn.metrics.accuracy_score)."""
-    p, r = _pair(predictions, references)
-    return sum(a == b for a, b in zip(p, r)) / len(p)
-
-
-def f1(predictions, references):
-    """Binary F1 of the label 1: 2 TP / (2 TP + FP + FN) (sklearn.metrics.f1_score).
-    Like sklearn, 0.0 when there is nothing to score (no 1 predicted and no 1 in the references)."""
-    p, r = _pair(predictions, references)
-    if not set(p) | set(r) <= {0, 1}:
-        raise ValueError(f"f1 is binary: labels must be 0/1, got {sorted(set(p) | set(r))}")
-    tp = sum(a == 1 and b == 1 for a, b in zip(p, r))
-    wrong = sum(a != b for a, b in zip(p, r))  # FP + FN
-    return 2 * tp / (2 * tp + wrong) if tp + wrong else 0.0
-
-
-def matthews_corrcoef(predictions, references):
-    """MCC = (c s - t·p) / sqrt((s² - p·p)(s² - t·t)): c correct, s samples, t/p per-class reference/predicted
-    counts (sklearn's multiclass form; binary: the phi coefficient). Like sklearn, 0.0 when the denominator is 0."""
-    p, r = _pair(predictions, references)
-    s, c = len(p), sum(a == b for a, b in zip(p, r))
-    tc, pc = Counter(r), Counter(p)
-    t_dot_p = sum(tc[k] * pc[k] for k in tc)  # exact integers: no overflow, no rounding before the last step
-    den = (s * s - sum(v * v for v in pc.values())) * (s * s - sum(v * v for v in tc.values()))
-    return (c * s - t_dot_p) / math.sqrt(den) if den else 0.0
-
-
-def _floats(predictions, references):
-    x, y = (np.asarray(v, dtype=np.float64) for v in _pair(predictions, references))
-    if len(x) < 2:
-        raise ValueError("a correlation needs at least 2 pairs")
-    return x, y
-
-
-def pearson(predictions, references):
-    """Pearson's r = cov(x, y) / (std x std y) (scipy.stats.pearsonr); nan if either input is constant."""
-    x, y = _floats(predictions, references)
-    if (x == x[0]).all() or (y == y[0]).all():
-        return float("nan")  # SciPy's convention: the correlation of a constant is undefined
-    xm, ym = x - x.mean(), y - y.mean()
-    r = np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym))  # normalize first, as SciPy does, for stability
-    return float(np.clip(r, -1.0, 1.0))
-
-
-def _average_ranks(a):  # 1-based; ties share the mean of the ranks they span (scipy.stats.rankdata 'average')
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)  # rank of the last copy of each distinct value
-    return (last - (counts - 1) / 2)[inverse.reshape(-1)]
-
-
-def spearman(predictions, references):
-    """Spearman's rho = Pearson's r of the average ranks (scipy.stats.spearmanr); nan if either input is constant."""
-    x, y = _floats(predictions, references)
-    if np.isnan(x).any() or np.isnan(y).any():
-        return float("nan")  # SciPy propagates nan; np.unique would give it a rank
-    return pearson(_average_ranks(x), _average_ranks(y))
-
-
-GLUE_METRICS = {"cola": (matthews_corrcoef,), "stsb": (pearson, spearman), "mrpc": (f1, accuracy),
-                "qqp": (f1, accuracy)}
-
-
-def glue_metrics(task, predictions, references):
-    """A GLUE task's metrics x 100, the first one the task's headline (Table 1; early stopping): Matthews correlation
-    (CoLA), Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP), accuracy (the others; MNLI per dev
-    set, matched and mismatched)."""
-    return {fn.__name__: 100 * fn(predictions, references) for fn in GLUE_METRICS.get(task, (accuracy,))}
-
-
-# mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
-_13A_RULES = [(re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # split ASCII punctuation/symbols off
-              (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),   # period and comma, unless preceded by a digit...
-              (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),   # ...or followed by one (keeps 1,000.5 whole)
-              (re.compile(r"([0-9])(-)"), r"\1 \2 ")]        # a dash after a digit (3-4 -> 3 - 4)
-
-
-def _tokenize_13a(line):
-    line = line.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")  # rstrip: sacreBLEU's
-    line = line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")  # in order
-    line = f" {line} "  # the padding matters: it lets a leading ".5" split as ". 5"
-    for pattern, repl in _13A_RULES:
-        line = pattern.sub(repl, line)
-    return line.split()  # str.split: any Unicode whitespace, as sacreBLEU
-
-
-def _ngrams(tokens, orders):
-    return Counter(tuple(tokens[i:i + n]) for n in orders for i in range(len(tokens) - n + 1))
-
-
-def bleu(hypotheses, references):
-    """Corpus BLEU ×100 = sacrebleu.corpus_bleu(hypotheses, [references]).score; references[i]: str or list of str.
-    BLEU = BP exp(mean_n log p_n), n = 1..4, p_n = clipped matches / hypothesis n-grams over the corpus,
-    BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
-    smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
-    an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
-    hypotheses, references = _pair(hypotheses, references)
-    correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
-    for hyp, refs in zip(hypotheses, references):
-        hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in ([refs] if isinstance(refs, str) else refs)]
-        ref_counts = Counter()
-        for ref in refs:
-            ref_counts |= _ngrams(ref, range(1, 5))  # | keeps the max count over references: the clip
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-        for gram, count in _ngrams(hyp, range(1, 5)).items():
-            total[len(gram) - 1] += count
-            correct[len(gram) - 1] += min(count, ref_counts[gram])
-    if not any(correct) or not all(total):
-        return 0.0  # sacreBLEU floors log(0) at -9999999999, so the score underflows to exactly 0.0
-    bp = math.exp(1 - ref_len / hyp_len) if hyp_len < ref_len else 1.0
-    smooth, logs = 1.0, []
-    for c, t in zip(correct, total):  # same operations in the same order as sacreBLEU: bit-identical scores
-        smooth *= 2 if c == 0 else 1
-        logs.append(math.log(100.0 / (smooth * t) if c == 0 else 100.0 * c / t))
-    return bp * math.exp(sum(logs) / 4)
-
-
-def _rouge_tokens(text):
-    """rouge-score's default tokenizer: lowercase, keep runs of ASCII [a-z0-9] (so 'ș' and 'é' split words)."""
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def _fmeasure(match, n_hyp, n_ref):
-    p, r = match / max(n_hyp, 1), match / max(n_ref, 1)
-    return 2 * p * r / (p + r) if p + r > 0 else 0.0
-
-
-def _lcs_length(a, b):
-    row = [0] * (len(b) + 1)  # row[j] = LCS(a[:i], b[:j]), one row of the DP table at a time
-    for x in a:
-        diag = 0
-        for j, y in enumerate(b, 1):
-            diag, row[j] = row[j], diag + 1 if x == y else max(row[j], row[j - 1])
-    return row[-1]
-
-
-def rouge(hypotheses, references):
-    """{rouge1, rouge2, rougeL} F-measures ×100, the mean over pairs of rouge_score's RougeScorer(use_stemmer=False)
-    .score(reference, hypothesis); n-gram overlap and whole-text LCS (not rougeLsum); F = 2PR/(P+R), or 0."""
-    hypotheses, references = _pair(hypotheses, references)
-    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for hyp, ref in zip(hypotheses, references):
-        h, r = _rouge_tokens(hyp), _rouge_tokens(ref)
-        for n in (1, 2):
-            hg, rg = _ngrams(h, (n,)), _ngrams(r, (n,))
-            sums[f"rouge{n}"] += _fmeasure(sum((hg & rg).values()), sum(hg.values()), sum(rg.values()))
-        sums["rougeL"] += _fmeasure(_lcs_length(r, h), len(h), len(r))
-    return {k: 100 * v / len(hypotheses) for k, v in sums.items()}
-
-
-_PUNCT = set(string.punctuation)  # the official script's: ASCII punctuation only ("–", "’" stay)
-
-
-def squad_normalize(text):
-    """SQuAD v1.1's normalize_answer, in its order: lower-case, drop punctuation, replace the words a/an/the by a
-    space, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-
-def squad_f1(prediction, truth):
-    """Token F1 of normalized texts (bag-of-words overlap); 0 when nothing overlaps, empty texts included (v1.1;
-    v2.0's script gives 1 to two empty texts)."""
-    p, t = squad_normalize(prediction).split(), squad_normalize(truth).split()
-    same = sum((Counter(p) & Counter(t)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(p), same / len(t)
-    return 2 * precision * recall / (precision + recall)  # in the script's order: the same float, bit for bit
-
-
-def squad_scores(dataset, predictions):
-    """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
-    predictions {question id: text}; each question scores the max over its gold answers; a question without a
-    prediction scores 0 (and is counted)."""
-    em = f = total = 0
-    for article in dataset:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                total += 1
-                if qa["id"] in predictions:
-                    gold, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
-                    em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
-                    f += max(squad_f1(pred, g) for g in gold)
-    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
-
-
-# ----------------------------------------------------------------------------------------------------
-# A model scored on GLUE's dev sets and WMT16 translations (train.py validates with these too); loading one
+# A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
 
 def classifier_loss(logits, labels):
     """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error. Rows
@@ -591,9 +390,9 @@ def command(argv=None):
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, args.seq_len or 128, args.data_dir)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size)
-        for split, metrics in result.items():
+        for split, scores in result.items():
             print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
-                                                                                 metrics.items()))
+                                                                                 scores.items()))
     elif args.task == "wmt16-en-ro":
         pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
@@ -624,12 +423,7 @@ def command(argv=None):
 
 
 def demo():
-    hyp = ["Pisica stă pe covor.", "Prețul a crescut cu 3,5%."]
-    ref = ["Pisica stă pe preș.", "Prețul a crescut cu 3,5% în 2016."]
-    print(f"{hyp} vs {ref}:\nBLEU {bleu(hyp, ref):.2f}  ROUGE", {k: round(v, 2) for k, v in rouge(hyp, ref).items()})
-    p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
-    print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
-    print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
+    metrics.demo()
     print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model DIR ... "
           "(see --help)")
 

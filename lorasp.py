@@ -59,6 +59,9 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}:{name}".encode())
 
 
+# ----------------------------------------------------------------------------------------------------
+# The layer: masks drawn once, trainable entries packed, y = W x + (alpha/r) B_eff A_eff x
+
 def pick(shape, keep, gen):
     """Bool mask with exactly round(keep * numel) True entries at random places (a permutation, not Bernoulli)."""
     n = math.prod(shape)
@@ -93,6 +96,7 @@ class _LoRAInput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gx, gh):                                 # gx: the base's dL/dx (N, in), gh: (N, r)
         x_s, A, cols = ctx.saved_tensors
+        gh = gh.to(A.dtype)                                    # bf16 when autocast made h from an fp32 x
         gA = gh.T @ x_s                                        # (r, k)
         gA = gA if cols is None else A.new_zeros(A.shape).index_copy_(1, cols, gA)
         gx = gx.contiguous().addmm_(gh, A)                     # dL/dx += g_h A_eff, in place (a fresh tensor,
@@ -134,11 +138,11 @@ class LoRASPLinear(nn.Module):
     lora_B = property(lambda self: unpack(self.mask_B, self.B_train, self.B_frozen), doc="(out, r), as forward uses")
 
     def forward(self, x):                                      # x: (..., in)
-        A, B = self.lora_A.to(x.dtype), self.lora_B.to(x.dtype)
-        x2, h = _LoRAInput.apply(x, A, self.cols, self.mode == "mask")   # (N, in), (N, r)
+        x2, h = _LoRAInput.apply(x, self.lora_A.to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
         y = self.base(x2)                                      # (N, out), a fresh tensor: add into it in place
-        # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y)
-        return y.addmm_(h, B.T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
+        # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
+        # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
+        return y.addmm_(h.to(y.dtype), self.lora_B.to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
 
     @torch.no_grad()
     def load_dense(self, A, B):
@@ -152,6 +156,9 @@ class LoRASPLinear(nn.Module):
     def extra_repr(self):
         return f"r={self.r}, alpha={self.alpha}, keep={self.keep}, mode={self.mode}, structure={self.structure}"
 
+
+# ----------------------------------------------------------------------------------------------------
+# Whole models: wrap, count, summarize, merge, measure
 
 def _set_module(model, name, new):
     parent, _, child = name.rpartition(".")

@@ -17,20 +17,24 @@
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
   missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
   the HF layout back.
-- Activation checkpointing by hand, per block: `model.checkpointing = "none" | "full" | "selective"`. "full" keeps
-  only each block's input and recomputes the block in backward (Chen et al. 2016); "selective" keeps the matmul
-  outputs and recomputes the cheap, large tensors: norms, attention (softmax probabilities never stored), SwiGLU/GELU
-  (Korthikanti et al. 2022, "selective activation recomputation"). Works when only LoRA parameters inside a frozen
-  block need gradients, replays dropout's RNG, and gives the same gradients as no checkpointing.
-- Generation with a KV cache (greedy, temperature, top-p) and beam search (T5).
-- The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes) live in
-  checkpoint.py.
+- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`. The blocks mark with
+  `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti et al. 2022); the
+  machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
+- Generation with the KV cache (greedy, temperature, top-p) and beam search (T5) are generate.py's; `python model.py
+  --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
+  .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
 
 Leaves out: RoPE scaling (Llama 3.1 / long-context variants), sliding-window attention, fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
 Run `python model.py` for a demonstration on a tiny random model, or
 `python model.py --model DIR --prompt "..." [--quantize nf4] [--temperature 0.8 --top-p 0.9]` to generate.
+
+Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
+the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
+the 900-line budget (~970) because it holds five architectures, each with its Hugging Face names, heads and key
+conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU, LinearCrossEntropy) beside the
+layers they replace.
 """
 import argparse
 import math
@@ -38,7 +42,6 @@ import os
 import sys
 import tempfile
 import time
-import weakref
 from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar
 
@@ -49,6 +52,8 @@ import torch.nn.functional as F
 from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpoint, read_json, read_tensors,
                         write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
+from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
+from recompute import Recipe, Recompute, cheap, recompute, run_block, selective  # noqa: F401  (likewise)
 
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
@@ -255,125 +260,7 @@ def init_weights(module, std=0.02):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Activation checkpointing by hand
-
-class Recipe:
-    """fn(*inputs), replayable later with the RNG and autocast state of the first run (dropout draws the same mask)."""
-
-    def __init__(self, fn, inputs):
-        self.fn, self.inputs, self.out, dev = fn, inputs, None, inputs[0].device
-        self.cuda = [dev] if dev.type == "cuda" else []
-        self.rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.cuda]
-        self.autocast = dev.type, torch.get_autocast_dtype(dev.type), torch.is_autocast_enabled(dev.type)
-
-    def run(self):
-        """Recompute once, with grad: the same graph serves saved-tensor unpacks and Recompute.backward."""
-        if self.out is None:
-            with torch.random.fork_rng(devices=self.cuda), torch.enable_grad(), torch.autocast(
-                    self.autocast[0], dtype=self.autocast[1], enabled=self.autocast[2]):
-                torch.set_rng_state(self.rng[0])
-                for d, state in zip(self.cuda, self.rng[1]):
-                    torch.cuda.set_rng_state(state, d)
-                self.leaves = [x.detach().requires_grad_(x.requires_grad) for x in self.inputs]
-                self.out = self.fn(*self.leaves)
-        return self.out
-
-
-class Recompute(torch.autograd.Function):
-    """Run a recipe without keeping its intermediates; backward replays it and differentiates the replay.
-    The trainable parameters fn uses come in as extra inputs, so the output requires grad even when the block input
-    does not (a frozen base with LoRA inside): the case where reentrant torch.utils.checkpoint loses the gradients."""
-
-    @staticmethod
-    def forward(ctx, recipe, *tensors):
-        ctx.recipe, ctx.params = recipe, list(tensors[len(recipe.inputs):])
-        ctx.save_for_backward(*recipe.inputs)  # all that stays alive (and what saved-tensor hooks see)
-        with torch.no_grad():
-            return recipe.fn(*recipe.inputs)
-
-    @staticmethod
-    def backward(ctx, grad):
-        r = ctx.recipe
-        r.inputs = ctx.saved_tensors  # (raises if an input was modified in place since forward)
-        out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
-        result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
-        r.out = r.leaves = r.inputs = ctx.recipe = None  # outlives backward while the loss lives: hold nothing
-        return None, *result
-
-
-def recompute(fn, *inputs, params=()):
-    """fn(*inputs) whose intermediates are recomputed in backward; returns (recipe, output)."""
-    recipe = Recipe(fn, inputs)
-    return recipe, Recompute.apply(recipe, *inputs, *[p for p in params if p.requires_grad])
-
-
-_selective = None  # the active `selective` context, if any
-
-
-class selective(torch.autograd.graph.saved_tensors_hooks):
-    """While active, outputs of `cheap` ops are saved for backward as recipes (recomputed on use), not as tensors."""
-
-    def __init__(self):
-        self.recipes = {}  # storage address of a cheap output -> (recipe, storage offset, weakref to the storage)
-        super().__init__(self.pack, self.unpack)
-
-    def __enter__(self):
-        global _selective
-        self.outer, _selective = _selective, self
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        global _selective
-        _selective, self.recipes = self.outer, {}  # self <-> self.pack is a cycle: don't let it hold activations
-        return super().__exit__(*exc)
-
-    def pack(self, t):  # consumers may save a view (a reshape) of a cheap output: remember how to rebuild it
-        storage = t.untyped_storage()
-        hit = self.recipes.get(storage.data_ptr()) if t.numel() else None
-        if hit is None or hit[2]() is not storage:  # the address may have been freed and reused by another tensor
-            return t
-        return hit[0], t.shape, t.stride(), t.storage_offset() - hit[1]
-
-    @staticmethod
-    def unpack(packed):
-        if isinstance(packed, torch.Tensor):
-            return packed
-        recipe, shape, stride, offset = packed
-        y = recipe.run().detach()
-        return y.as_strided(shape, stride, y.storage_offset() + offset)
-
-
-def cheap(fn, *inputs):
-    """fn(*inputs); under selective checkpointing the output is recomputed in backward from its (kept) inputs."""
-    if _selective is None:
-        return fn(*inputs)
-    recipe, y = recompute(fn, *inputs, params=fn.parameters() if isinstance(fn, nn.Module) else ())
-    _selective.recipes[y.untyped_storage().data_ptr()] = recipe, y.storage_offset(), weakref.ref(y.untyped_storage())
-    return y
-
-
-def run_block(mode, block, x, *args):
-    """block(x, *args) under activation checkpointing `mode` (only while gradients are being recorded)."""
-    if mode not in ("none", "full", "selective"):
-        raise ValueError(f"checkpointing must be 'none', 'full' or 'selective', not {mode!r}")
-    if mode == "none" or not torch.is_grad_enabled():
-        return block(x, *args)
-    if mode == "full":  # arguments that need gradients (a decoder's encoder output) are recomputation inputs too
-        slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
-
-        def fn(x, *tensors):
-            a = list(args)
-            for i, t in zip(slots, tensors):
-                a[i] = t
-            return block(x, *a)
-        return recompute(fn, x, *[args[i] for i in slots], params=block.parameters())[1]
-    with selective():
-        return block(x, *args)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The backbones: LLaMA and GPT-2
+# Layers the backbones share: attention (and its CPU dropout path), RMSNorm, RoPE, SwiGLU, dropout; the LM loss
 
 def positions_and_mask(input_ids, attention_mask=None, position_ids=None, past=0):
     """Positions (B, T) and a boolean attention mask (B, 1, T, past + T), or None for plain causal attention.
@@ -501,50 +388,6 @@ def dropout(x, p):
     return x / (1 - p) * (torch.rand(x.shape, device=x.device) >= p) if p > 0 else x
 
 
-class LlamaBlock(nn.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x)). `cheap` marks what selective checkpointing recomputes."""
-
-    def __init__(self, c):
-        super().__init__()
-        C, hd, Linear = c.n_embd, c.n_embd // c.n_head, nn.Linear
-        self.input_layernorm, self.post_attention_layernorm = RMSNorm(C, c.norm_eps), RMSNorm(C, c.norm_eps)
-        self.self_attn = nn.ModuleDict(dict(  # ModuleDicts: the HF names (self_attn.q_proj), with no code of their own
-            q_proj=Linear(C, c.n_head * hd, c.bias), k_proj=Linear(C, c.n_kv_head * hd, c.bias),
-            v_proj=Linear(C, c.n_kv_head * hd, c.bias), o_proj=Linear(c.n_head * hd, C, c.bias)))
-        self.mlp = nn.ModuleDict(dict(gate_proj=Linear(C, c.n_ffn, False), up_proj=Linear(C, c.n_ffn, False),
-                                      down_proj=Linear(c.n_ffn, C, False)))
-        self.hd = hd
-
-    def forward(self, x, cos, sin, mask, kv=None):
-        (B, T, _), a, m = x.shape, self.self_attn, self.mlp
-        h = cheap(self.input_layernorm, x)
-        q = a.q_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = a.k_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
-        v = a.v_proj(h).view(B, T, -1, self.hd).transpose(1, 2)
-        x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
-                               q, k, v))
-        h = cheap(self.post_attention_layernorm, x)
-        return x + m.down_proj(cheap(swiglu, m.gate_proj(h), m.up_proj(h)))
-
-
-class GPT2Block(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        C, self.n_head, self.p = c.n_embd, c.n_head, c.dropout
-        self.ln_1, self.ln_2 = nn.LayerNorm(C, eps=c.norm_eps), nn.LayerNorm(C, eps=c.norm_eps)
-        self.attn = nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C), c_proj=nn.Linear(C, C)))
-        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C), c_proj=nn.Linear(4 * C, C)))
-
-    def forward(self, x, mask, kv=None):
-        (B, T, C), a, m, p = x.shape, self.attn, self.mlp, self.p if self.training else 0.0
-
-        def core(qkv):  # (B, T, 3C) -> (B, T, C)
-            q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
-            return attend(q, k, v, mask, kv, p)
-        x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
-        return x + dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
-
-
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
 
 
@@ -596,6 +439,35 @@ def lm_loss(h, head, labels):
     return total / (targets != -100).sum().clamp(min=1)  # no scored token: 0, not 0/0
 
 
+# ----------------------------------------------------------------------------------------------------
+# LLaMA (Touvron et al. 2023): pre-norm RMSNorm, RoPE, SwiGLU, grouped-query attention
+
+class LlamaBlock(nn.Module):
+    """x + attn(norm(x)), then x + mlp(norm(x)). `cheap` marks what selective checkpointing recomputes."""
+
+    def __init__(self, c):
+        super().__init__()
+        C, hd, Linear = c.n_embd, c.n_embd // c.n_head, nn.Linear
+        self.input_layernorm, self.post_attention_layernorm = RMSNorm(C, c.norm_eps), RMSNorm(C, c.norm_eps)
+        self.self_attn = nn.ModuleDict(dict(  # ModuleDicts: the HF names (self_attn.q_proj), with no code of their own
+            q_proj=Linear(C, c.n_head * hd, c.bias), k_proj=Linear(C, c.n_kv_head * hd, c.bias),
+            v_proj=Linear(C, c.n_kv_head * hd, c.bias), o_proj=Linear(c.n_head * hd, C, c.bias)))
+        self.mlp = nn.ModuleDict(dict(gate_proj=Linear(C, c.n_ffn, False), up_proj=Linear(C, c.n_ffn, False),
+                                      down_proj=Linear(c.n_ffn, C, False)))
+        self.hd = hd
+
+    def forward(self, x, cos, sin, mask, kv=None):
+        (B, T, _), a, m = x.shape, self.self_attn, self.mlp
+        h = cheap(self.input_layernorm, x)
+        q = a.q_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = a.k_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = a.v_proj(h).view(B, T, -1, self.hd).transpose(1, 2)
+        x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
+                               q, k, v))
+        h = cheap(self.post_attention_layernorm, x)
+        return x + m.down_proj(cheap(swiglu, m.gate_proj(h), m.up_proj(h)))
+
+
 class Llama(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -624,6 +496,27 @@ class Llama(nn.Module):
     def hf_tensor(name, t):
         """HF key -> ours (the same); old conversions also stored RoPE's inv_freq, which we compute instead."""
         return None if name.endswith("rotary_emb.inv_freq") else (name, t)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU, tied head, a classifier head
+
+class GPT2Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, self.n_head, self.p = c.n_embd, c.n_head, c.dropout
+        self.ln_1, self.ln_2 = nn.LayerNorm(C, eps=c.norm_eps), nn.LayerNorm(C, eps=c.norm_eps)
+        self.attn = nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C), c_proj=nn.Linear(C, C)))
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C), c_proj=nn.Linear(4 * C, C)))
+
+    def forward(self, x, mask, kv=None):
+        (B, T, C), a, m, p = x.shape, self.attn, self.mlp, self.p if self.training else 0.0
+
+        def core(qkv):  # (B, T, 3C) -> (B, T, C)
+            q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
+            return attend(q, k, v, mask, kv, p)
+        x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
+        return x + dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
 class GPT2(nn.Module):
@@ -689,6 +582,9 @@ class GPT2(nn.Module):
         conv1d = name.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"))
         return name, (t.t() if conv1d else t)
 
+
+# ----------------------------------------------------------------------------------------------------
+# RoBERTa and BERT (Liu et al. 2019, Devlin et al. 2019): one post-LN encoder, classifier and span heads
 
 class EncoderBlock(nn.Module):
     """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 gelu(W1 x)); dropout on both branches."""
@@ -812,6 +708,8 @@ class Bert(Encoder):
     prefix, head = "bert", ("bert.pooler", "classifier")
 
 
+# ----------------------------------------------------------------------------------------------------
+# T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020): encoder-decoder, relative position buckets
 
 class T5Block(nn.Module):
     """Pre-norm residual sublayers in HF's layout: layer.0 self-attention, layer.1 cross-attention over the encoder
@@ -928,15 +826,15 @@ class T5(nn.Module):
         return None if name.endswith("EncDecAttention.relative_attention_bias.weight") else (name, t)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Loading: build on the meta device, stream tensors in one at a time, quantize as they arrive
+
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
 MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5}
 CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig,
            "t5": T5Config}
 
-
-# ----------------------------------------------------------------------------------------------------
-# Loading: build on the meta device, stream tensors in one at a time, quantize as they arrive
 
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
@@ -1021,71 +919,7 @@ def save_pretrained(model, directory, shard_size=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Generation with the KV cache, and the command line
-
-def sample(logits, temperature=0.0, top_p=1.0, generator=None):
-    """Next token (B,) from logits (B, vocab): greedy at temperature 0, else softmax(logits / T) within the
-    smallest set of top tokens whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    p, idx = torch.softmax(logits.float() / temperature, -1).sort(-1, descending=True)
-    p[p.cumsum(-1) - p > top_p] = 0  # mass before this token already reaches top_p (the top token always stays)
-    return idx.gather(-1, torch.multinomial(p, 1, generator=generator)).squeeze(-1)
-
-
-@torch.no_grad()
-def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, attention_mask=None,
-             generator=None):
-    """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids."""
-    cache = [{} for _ in range(model.config.n_layer)]
-    ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-    logits = model(ids, attention_mask=mask, cache=cache)[:, -1]  # prefill: the whole prompt at once
-    for _ in range(max_new_tokens):
-        nxt = sample(logits, temperature, top_p, generator)
-        if eos_id is not None:
-            nxt = torch.where(done, eos_id, nxt)  # finished rows keep emitting EOS
-            done |= nxt == eos_id
-        ids = torch.cat([ids, nxt[:, None]], 1)
-        mask = None if mask is None else torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
-        if done.all():
-            break
-        logits = model(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]  # one new token, the past from the cache
-    return ids
-
-
-@torch.no_grad()
-def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penalty=0.6, max_new_tokens=128):
-    """(B, S) -> K hypotheses (B, K, 1 + n): start token, tokens, EOS, padding; and their scores (B, K), best first.
-    HF's generate(num_beams=K, length_penalty, early_stopping=True); one beam is greedy decoding. A hypothesis scores
-    sum(log p) / len**length_penalty (len: its tokens up to EOS). Each step ranks the 2K best continuations of the K
-    beams: those ending in EOS among the first K finish, the best K others run on, until K have finished."""
-    (B, _), K, eos, pad, dev = input_ids.shape, num_beams, model.config.eos_id, model.config.pad_id, input_ids.device
-    enc = model.encode(input_ids, attention_mask).repeat_interleave(K, 0)  # (B K, S, C): an input's beams adjacent
-    mask = None if attention_mask is None else attention_mask.repeat_interleave(K, 0)
-    seqs, rank, cache = torch.full((B, K, 1), pad, device=dev), torch.arange(2 * K, device=dev), [
-        {"self": {}, "cross": {}} for _ in model.decoder.block]
-    run = torch.zeros(B, K, device=dev).index_fill(1, rank[1:K], -1e9)  # one live beam at first, not K copies
-    fin, fin_scores = seqs.new_full((B, K, max_new_tokens + 1), pad), torch.full_like(run, -math.inf)
-    for t in range(max_new_tokens):
-        logp = model.decode(seqs[..., -1].view(-1, 1), enc, mask, cache)[:, -1].float().log_softmax(-1)  # (B K, V)
-        top, idx = (run[..., None] + logp.view(B, K, -1)).view(B, -1).topk(2 * K)  # (B, 2K) over all beams' tokens
-        beam, tok = idx // logp.shape[-1], idx % logp.shape[-1]
-        cand = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, t + 1)), tok[..., None]], 2)  # (B, 2K, t + 2)
-        ends = (tok == eos) | (t == max_new_tokens - 1)
-        full = (fin_scores > -math.inf).all(1, keepdim=True)  # (B, 1): early stopping, this input is done
-        new = torch.where(ends & ~full & (rank < K), top / (t + 1) ** length_penalty, -math.inf)
-        fin_scores, keep = torch.cat([fin_scores, new], 1).topk(K)  # the best K finished so far
-        fin = torch.cat([fin, F.pad(cand, (0, max_new_tokens - t - 1), value=pad)], 1).gather(
-            1, keep[..., None].expand(-1, -1, max_new_tokens + 1))
-        if (fin_scores > -math.inf).all():
-            break
-        run, keep = top.masked_fill(ends, -math.inf).topk(K)  # the K best that did not end run on
-        seqs, rows = cand.gather(1, keep[..., None].expand(-1, -1, t + 2)), beam.gather(1, keep)
-        rows = (rows + K * torch.arange(B, device=dev)[:, None]).flatten()  # (B K,) the cache row each continues
-        for kv in cache:  # cross-attention k, v are the same for all beams of an input: nothing to reorder
-            kv["self"].update(k=kv["self"]["k"][rows], v=kv["self"]["v"][rows])
-    return fin[..., :t + 2], fin_scores
-
+# The demo, and the command line that generates (with generate.py)
 
 def demo():
     """Build a tiny Llama, save it in the HF layout, load it back (dense and NF4), checkpoint, generate."""

@@ -21,7 +21,8 @@ block keeps for backward are counted per token from what model.py's code saves (
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
 - dequant: the largest NF4 weight, dequantized for its matmul.
 
-`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them. tests/test_plan.py checks the counts
+`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
+train.py reports beside them. tests/test_plan.py checks the counts
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
@@ -31,6 +32,8 @@ import itertools
 import json
 import math
 import os
+import resource
+import sys
 
 import torch
 
@@ -253,6 +256,17 @@ def available_bytes(device):
         return kib * 1024 + resident_bytes(), "MemAvailable + this process"   # what we hold already counts as ours
     except (OSError, StopIteration, ValueError):
         return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the check"
+
+
+def peak_mem_mib(device):
+    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
+    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if resident_bytes("VmHWM"):
+        return resident_bytes("VmHWM") / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def data_bytes(args):

@@ -19,7 +19,9 @@ Run `python quant.py` to quantize a random matrix and print its error, size and 
 Sections: the levels and lookup tables; NF4Tensor (dequantize, and bitsandbytes' serialized form); quantize_nf4 and
 its helpers; NF4Linear; the demo. The file is past the 250-line budget by two things beyond the idea: bitsandbytes'
 state-dict layout read and written, with the checks that refuse a bad one (~60 lines with NF4Linear's part), and the
-speed work that makes quantize 0.2x bitsandbytes' time (bin tables, cache-sized chunks: ~30 lines).
+speed work that makes quantize 0.2x bitsandbytes' time (bin tables, cache-sized chunks: ~30 lines). The layout stays
+on the classes torch's state_dict() and load_state_dict() call; checkpoint.py, which quantizes while it loads, sits
+above this file and cannot lend it code.
 """
 import functools
 import json
@@ -30,6 +32,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# The levels, and lookup tables derived from them
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
@@ -89,6 +94,9 @@ def _steps(n_blocks, block_size, device):
     step = max(1, CHUNK // block_size) if device.type == "cpu" else n_blocks
     return [slice(i, min(i + step, n_blocks)) for i in range(0, n_blocks, step)]
 
+
+# ----------------------------------------------------------------------------------------------------
+# NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form
 
 class NF4Tensor:
     """A weight stored in NF4: packed codes plus the blockwise scales needed to read it back.
@@ -219,6 +227,9 @@ class NF4Tensor:
         return self
 
 
+# ----------------------------------------------------------------------------------------------------
+# quantize_nf4 and its helpers
+
 def _int(x):
     return type(x) is int  # JSON's 64.0 or true is not a block size
 
@@ -284,6 +295,9 @@ def quantize_nf4(w, block_size=64, double_quant=True):
                          "fp32 scales: quantize with double_quant=False") from None
 
 
+# ----------------------------------------------------------------------------------------------------
+# NF4Linear: a frozen layer that keeps only the NF4 weight
+
 class _NF4Matmul(torch.autograd.Function):
     """y = x W^T with W in NF4. Saves only the NF4 weight (input-independent); backward dequantizes again."""
 
@@ -344,6 +358,9 @@ class NF4Linear(nn.Module):
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.weight!r}"
 
+
+# ----------------------------------------------------------------------------------------------------
+# The demo
 
 if __name__ == "__main__":
     torch.manual_seed(0)

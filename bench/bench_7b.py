@@ -44,8 +44,11 @@ def ours(model_dir, data_file, method, quant, ckpt, batch, seq, steps, log, out)
         raise RuntimeError(f"train.py failed (rc {r['rc']}):\n" + "\n".join(x[1] for x in r["lines"][-15:]))
     summary, ready = json.loads(r["lines"][-1][1]), next(x for x in r["lines"] if "trainable of" in x[1])
     t, dts = step_times(r["lines"])
-    return dict(load_s=ready[0], hwm_ready=ready[3], steps_s=[t[0][0] - ready[0]] + [d[0] for d in dts],
-                cpu_s=[t[0][1] - ready[2]] + [d[1] for d in dts], peak_rss=r["maxrss"], losses=[
+    plan = next((x[1] for x in r["lines"] if x[1].startswith("memory plan: ")), None)   # "memory plan: 4.61 GiB at.."
+    plan_gib = float(plan.split()[2]) * (1 if plan.split()[3] == "GiB" else 1 / 1024) if plan else None
+    return dict(plan_gib=plan_gib, load_s=ready[0], hwm_ready=ready[3], peak_rss=r["maxrss"], peak_anon=r["peak_anon"],
+                steps_s=[t[0][0] - ready[0]] + [d[0] for d in dts], cpu_s=[t[0][1] - ready[2]] + [d[1] for d in dts],
+                losses=[
                     float(x[1].split("loss")[1].split()[0]) for x in r["lines"] if x[1].startswith("step ")],
                 trainable=summary["trainable_params"], grad_bytes=summary.get("grad_bytes"),
                 optimizer_bytes=summary.get("optimizer_state_bytes"), first_line=ready[1])
@@ -82,7 +85,10 @@ def main():
             results[c] = r
             print(f"{c}: load {r['load_s']:.0f} s, steps " + ", ".join(f"{s:.0f}" for s in r["steps_s"]) +
                   f" s, {args.batch * args.seq / r['steps_s'][-1]:.1f} tokens/s (last step), peak RSS "
-                  f"{r['peak_rss'] / GiB:.2f} GiB, losses {' '.join(f'{x:.4f}' for x in r['losses'])}, trainable "
+                  f"{r['peak_rss'] / GiB:.2f} GiB (anonymous {r['peak_anon'] / GiB:.2f})" +
+                  (f" (memory plan {r['plan_gib']:.2f} GiB, {r['peak_rss'] / GiB / r['plan_gib'] - 1:+.0%})"
+                   if r.get("plan_gib") else "") +
+                  f", losses {' '.join(f'{x:.4f}' for x in r['losses'])}, trainable "
                   f"{r['trainable']:,}" + (f", gradients {r['grad_bytes'] / 2**20:.0f} MiB, AdamW state "
                                            f"{r['optimizer_bytes'] / 2**20:.0f} MiB" if r.get("grad_bytes") else ""),
                   flush=True)
@@ -92,12 +98,15 @@ def main():
         if not args.keep:
             shutil.rmtree(args.dir)
     print(f"\n{args.preset}-shaped, {args.batch} x {args.seq} tokens, {args.steps} steps\n")
-    print("| config | load s | s/step (last) | tokens/s | peak RSS GiB | trainable | gradients + AdamW MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | load s | s/step (last) | tokens/s | peak RSS GiB | of it anonymous | memory plan GiB | "
+          "trainable | gradients + AdamW MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c, r in results.items():
+        plan = "" if r.get("plan_gib") is None else f"{r['plan_gib']:.2f}"
         extra = (r["grad_bytes"] + r["optimizer_bytes"]) / 2**20 if r.get("grad_bytes") else None
         print(f"| {c} | {r['load_s']:.0f} | {r['steps_s'][-1]:.0f} | {args.batch * args.seq / r['steps_s'][-1]:.1f} | "
-              f"{r['peak_rss'] / GiB:.2f} | {r['trainable']:,} | {'' if extra is None else f'{extra:.0f}'} |")
+              f"{r['peak_rss'] / GiB:.2f} | {r['peak_anon'] / GiB:.2f} | {plan} | "
+              f"{r['trainable']:,} | {'' if extra is None else f'{extra:.0f}'} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from children import GiB
@@ -76,18 +77,30 @@ def probe(pid):
 
 def run_timed(cmd, env=None, log=None):
     """Run cmd, timestamping each line it prints: {"lines": [(seconds since start, line, CPU seconds so far, VmHWM so
-    far, system seconds so far)], "maxrss": bytes (the child's ru_maxrss), "rc"}. A log file, if given, gets every
-    line as it comes."""
-    t0, lines = time.perf_counter(), []
+    far, system seconds so far)], "maxrss": bytes (the child's ru_maxrss), "peak_anon": bytes (RssAnon's peak,
+    sampled every 0.2 s), "rc"}. A log file, if given, gets every line as it comes."""
+    t0, lines, anon, done = time.perf_counter(), [], [0], threading.Event()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+
+    def sample():  # the peak of RssAnon: VmHWM also counts a memory-mapped file's pages, which the kernel can drop
+        while not done.is_set():                     # (not p.poll(): that could reap the child before wait4)
+            try:
+                anon[0] = max(anon[0], [int(x.split()[1]) * 1024 for x in open(f"/proc/{p.pid}/status")
+                                        if x.startswith("RssAnon")][0])
+            except (OSError, IndexError):
+                pass
+            done.wait(0.2)
+    threading.Thread(target=sample, daemon=True).start()
     for line in p.stdout:
         lines.append((time.perf_counter() - t0, line.rstrip("\n"), *probe(p.pid)))
         if log:
             log.write(f"[{lines[-1][0]:8.1f}s, CPU {lines[-1][2]:8.1f}s, VmHWM {lines[-1][3] / GiB:5.2f} GiB] {line}")
             log.flush()
+    done.set()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return dict(lines=lines, maxrss=usage.ru_maxrss * 1024, rc=p.returncode, wall_s=time.perf_counter() - t0)
+    return dict(lines=lines, maxrss=usage.ru_maxrss * 1024, rc=p.returncode, wall_s=time.perf_counter() - t0,
+                peak_anon=anon[0])
 
 
 def step_times(lines, prefix="step "):
@@ -165,7 +178,8 @@ def peft(model_dir, dtype, ckpt, batch, seq, steps, quant="none", log=None):
     steps_ = [x for x in records if "step_s" in x]
     dts, cpus = [x["step_s"] for x in steps_], [b["cpu"] - a["cpu"] for a, b in zip(steps_, steps_[1:])]
     return dict(step_s=statistics.median(dts[1:] or dts), cpu_s=statistics.median(cpus) if cpus else float("nan"),
-                first_step_s=dts[0] if dts else None, steps_all=dts, ready_s=records[0]["load_s"], peak_rss=r["maxrss"], wall_s=r["wall_s"],
+                first_step_s=dts[0] if dts else None, steps_all=dts, ready_s=records[0]["load_s"], peak_rss=r["maxrss"],
+                peak_anon=r["peak_anon"], wall_s=r["wall_s"],
                 losses=[x["loss"] for x in records if "loss" in x], trainable=records[0]["trainable"],
                 complete=len(dts) == steps)
 

@@ -1,13 +1,16 @@
 """What several test files build the same way: random weights for a reference model, the tiny Llama that train.py
-runs on (and its command line), and tokenizers trained here with a checkpoint family's special ids."""
+runs on (and its command line), a fault injected into its training loss, and tokenizers trained here with a checkpoint
+family's special ids."""
 import io
 import json
+import os
 
 import pytest
 import sentencepiece as spm
 import torch
 
 import data
+import train
 from model import LlamaConfig, build_model, save_pretrained
 
 # The devices tests parametrized over: CUDA cases exist only where a GPU is (bench/gpu_check.py runs them), never skipped
@@ -63,3 +66,20 @@ def flags(tiny, out, *more):
     return ["--model", tiny[0], "--data", tiny[1], "--out", str(out), "--batch-size", "4", "--grad-accum", "2",
             "--seq-len", "200", "--lr", "1e-2", "--max-steps", "10", "--val-fraction", "0.1", "--eval-every", "0",
             "--log-every", "5", "--dtype", "fp32", *more]
+
+
+def fault_at_loss_call(monkeypatch, n, what):
+    """On train.py's n-th training loss (with gradients on: 2 calls a step with `flags`), make it NaN (what="nan") or
+    send this process the signal `what` (SIGINT: Ctrl-C, SIGTERM), then go on."""
+    calls, original = [0], train.causal_lm_loss
+
+    def loss(model, batch):
+        out = original(model, batch)
+        if torch.is_grad_enabled():
+            calls[0] += 1
+            if calls[0] == n:
+                if what == "nan":
+                    return out[0] * float("nan"), out[1]
+                os.kill(os.getpid(), what)
+        return out
+    monkeypatch.setattr(train, "causal_lm_loss", loss)

@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from collections import namedtuple
 from types import SimpleNamespace
@@ -27,7 +26,7 @@ import data
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
-from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
 from model import LlamaConfig, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
@@ -87,22 +86,6 @@ def checkpointed(ctx, out="out"):
     """OUT with a checkpoint after step 2 (of 10): a copy of one made once for the module."""
     shutil.copytree(ctx.shared.checkpoint, ctx.tmp / out)
     return ctx.tmp / out
-
-
-def at_loss_call(monkeypatch, n, what):
-    """On the n-th training loss (2 per step here): send a signal to ourselves, or make the loss NaN."""
-    calls, original = [0], train.causal_lm_loss
-
-    def loss(model, batch):
-        out = original(model, batch)
-        if torch.is_grad_enabled():
-            calls[0] += 1
-            if calls[0] == n:
-                if what == "nan":
-                    return out[0] * float("nan"), out[1]
-                os.kill(os.getpid(), what)
-        return out
-    monkeypatch.setattr(train, "causal_lm_loss", loss)
 
 
 def undo(ctx):
@@ -181,12 +164,12 @@ case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
 
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
 def _(ctx):
-    """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 within seconds."""
-    t = time.time()
+    """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 before anything loads (it
+    used to hang; a hang fails by the timeout, generous so that a loaded machine's slow `import torch` does not)."""
     p = subprocess.run([sys.executable, "train.py", "--batch-size", "-1", "--max-steps", "1", "--out",
                         str(ctx.tmp / "x")], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout and time.time() - t < 30
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
     assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
 
 
@@ -241,7 +224,7 @@ def _(ctx):
 def _(ctx):
     task = ctx.tmp / "task.json"
     shutil.copy(ctx.tiny[1], task)
-    at_loss_call(ctx.mp, 5, signal.SIGINT)                     # a checkpoint at step 3 of 4
+    fault_at_loss_call(ctx.mp, 5, signal.SIGINT)               # a checkpoint at step 3 of 4
     with pytest.raises(SystemExit):
         run(ctx, "--max-steps", "4", data_file=str(task))
     undo(ctx)
@@ -277,13 +260,13 @@ def _(ctx):
 
 @case("NaN before any checkpoint", SystemExit, "stopped without saving; no checkpoint had been saved yet")
 def _(ctx):
-    at_loss_call(ctx.mp, 3, "nan")
+    fault_at_loss_call(ctx.mp, 3, "nan")
     run(ctx)
 
 
 @case("NaN after a checkpoint", SystemExit, "the last good checkpoint is kept in")
 def _(ctx):
-    at_loss_call(ctx.mp, 9, "nan")
+    fault_at_loss_call(ctx.mp, 9, "nan")
     run(ctx, "--save-every", "2")
 
 
@@ -841,7 +824,7 @@ def _(ctx):
 
 @case("fault: Ctrl-C saves, then --resume", None)
 def _(ctx):
-    at_loss_call(ctx.mp, 9, signal.SIGINT)                     # step 5
+    fault_at_loss_call(ctx.mp, 9, signal.SIGINT)               # step 5
     with pytest.raises(SystemExit) as e:
         run(ctx, "--save-every", "2")
     assert e.value.code == 130
@@ -852,7 +835,7 @@ def _(ctx):
 
 @case("fault: SIGTERM saves like Ctrl-C, then --resume", None)
 def _(ctx):
-    at_loss_call(ctx.mp, 9, signal.SIGTERM)
+    fault_at_loss_call(ctx.mp, 9, signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
         run(ctx, "--save-every", "2")
     assert e.value.code == 130 and "SIGTERM: saving a checkpoint after this step" in ctx.capsys.readouterr().out

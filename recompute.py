@@ -1,0 +1,135 @@
+"""recompute.py: activation checkpointing by hand, per transformer block (model.py's `model.checkpointing`).
+
+- "full" (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): a block keeps only its input; backward
+  runs it again, with grad, and differentiates the replay (`Recompute`, `run_block`).
+- "selective" (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"): the matmul
+  outputs are kept and the cheap, large tensors are recomputed when backward needs them: norms, attention (softmax
+  probabilities never stored), SwiGLU/GELU. The blocks mark those ops with `cheap(fn, *inputs)`; under `selective`
+  their outputs are saved as recipes (saved-tensor hooks), replayed once on first use.
+- A `Recipe` replays with the first run's RNG and autocast state, so dropout draws the same mask and the gradients
+  are those of no checkpointing. The trainable parameters a block uses are inputs of `Recompute`, so its output needs
+  a gradient even when the block's input does not (a frozen base with LoRA inside), the case where reentrant
+  torch.utils.checkpoint loses the gradients.
+Leaves out: offloading to host memory, per-op policies beyond `cheap`, checkpointing across several blocks.
+Run `python model.py` (its demo compares the gradients of "none", "full" and "selective" on a tiny Llama);
+tests/test_checkpointing.py checks them on every backbone, with LoRA-SP and NF4 inside.
+"""
+import weakref
+
+import torch
+import torch.nn as nn
+
+
+class Recipe:
+    """fn(*inputs), replayable later with the RNG and autocast state of the first run (dropout draws the same mask)."""
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs, self.out, dev = fn, inputs, None, inputs[0].device
+        self.cuda = [dev] if dev.type == "cuda" else []
+        self.rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.cuda]
+        self.autocast = dev.type, torch.get_autocast_dtype(dev.type), torch.is_autocast_enabled(dev.type)
+
+    def run(self):
+        """Recompute once, with grad: the same graph serves saved-tensor unpacks and Recompute.backward."""
+        if self.out is None:
+            with torch.random.fork_rng(devices=self.cuda), torch.enable_grad(), torch.autocast(
+                    self.autocast[0], dtype=self.autocast[1], enabled=self.autocast[2]):
+                torch.set_rng_state(self.rng[0])
+                for d, state in zip(self.cuda, self.rng[1]):
+                    torch.cuda.set_rng_state(state, d)
+                self.leaves = [x.detach().requires_grad_(x.requires_grad) for x in self.inputs]
+                self.out = self.fn(*self.leaves)
+        return self.out
+
+
+class Recompute(torch.autograd.Function):
+    """Run a recipe without keeping its intermediates; backward replays it and differentiates the replay.
+    The trainable parameters fn uses come in as extra inputs, so the output requires grad even when the block input
+    does not (a frozen base with LoRA inside): the case where reentrant torch.utils.checkpoint loses the gradients."""
+
+    @staticmethod
+    def forward(ctx, recipe, *tensors):
+        ctx.recipe, ctx.params = recipe, list(tensors[len(recipe.inputs):])
+        ctx.save_for_backward(*recipe.inputs)  # all that stays alive (and what saved-tensor hooks see)
+        with torch.no_grad():
+            return recipe.fn(*recipe.inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        r = ctx.recipe
+        r.inputs = ctx.saved_tensors  # (raises if an input was modified in place since forward)
+        out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
+        result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
+        r.out = r.leaves = r.inputs = ctx.recipe = None  # outlives backward while the loss lives: hold nothing
+        return None, *result
+
+
+def recompute(fn, *inputs, params=()):
+    """fn(*inputs) whose intermediates are recomputed in backward; returns (recipe, output)."""
+    recipe = Recipe(fn, inputs)
+    return recipe, Recompute.apply(recipe, *inputs, *[p for p in params if p.requires_grad])
+
+
+_selective = None  # the active `selective` context, if any
+
+
+class selective(torch.autograd.graph.saved_tensors_hooks):
+    """While active, outputs of `cheap` ops are saved for backward as recipes (recomputed on use), not as tensors."""
+
+    def __init__(self):
+        self.recipes = {}  # storage address of a cheap output -> (recipe, storage offset, weakref to the storage)
+        super().__init__(self.pack, self.unpack)
+
+    def __enter__(self):
+        global _selective
+        self.outer, _selective = _selective, self
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        global _selective
+        _selective, self.recipes = self.outer, {}  # self <-> self.pack is a cycle: don't let it hold activations
+        return super().__exit__(*exc)
+
+    def pack(self, t):  # consumers may save a view (a reshape) of a cheap output: remember how to rebuild it
+        storage = t.untyped_storage()
+        hit = self.recipes.get(storage.data_ptr()) if t.numel() else None
+        if hit is None or hit[2]() is not storage:  # the address may have been freed and reused by another tensor
+            return t
+        return hit[0], t.shape, t.stride(), t.storage_offset() - hit[1]
+
+    @staticmethod
+    def unpack(packed):
+        if isinstance(packed, torch.Tensor):
+            return packed
+        recipe, shape, stride, offset = packed
+        y = recipe.run().detach()
+        return y.as_strided(shape, stride, y.storage_offset() + offset)
+
+
+def cheap(fn, *inputs):
+    """fn(*inputs); under selective checkpointing the output is recomputed in backward from its (kept) inputs."""
+    if _selective is None:
+        return fn(*inputs)
+    recipe, y = recompute(fn, *inputs, params=fn.parameters() if isinstance(fn, nn.Module) else ())
+    _selective.recipes[y.untyped_storage().data_ptr()] = recipe, y.storage_offset(), weakref.ref(y.untyped_storage())
+    return y
+
+
+def run_block(mode, block, x, *args):
+    """block(x, *args) under activation checkpointing `mode` (only while gradients are being recorded)."""
+    if mode not in ("none", "full", "selective"):
+        raise ValueError(f"checkpointing must be 'none', 'full' or 'selective', not {mode!r}")
+    if mode == "none" or not torch.is_grad_enabled():
+        return block(x, *args)
+    if mode == "full":  # arguments that need gradients (a decoder's encoder output) are recomputation inputs too
+        slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+        def fn(x, *tensors):
+            a = list(args)
+            for i, t in zip(slots, tensors):
+                a[i] = t
+            return block(x, *a)
+        return recompute(fn, x, *[args[i] for i in slots], params=block.parameters())[1]
+    with selective():
+        return block(x, *args)

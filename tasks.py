@@ -1,0 +1,218 @@
+"""tasks.py: the kinds of task train.py runs, and what each needs beside the loop.
+
+    kind     --data                                 backbones           trains whole   loss (sum, count)
+    lm       alpaca, squad-gen, demo, .json(l)/.txt llama, gpt2         -              next-token CE on the response
+    glue     glue/TASK (the paper's Table 1)        roberta, bert, gpt2 the classifier CE (STS-B: squared error)
+    seq2seq  wmt16-en-ro (Table 2)                  t5                  -              teacher-forced CE
+    squad    squad (the second paper's QA)          roberta, bert       the span head  start and end CE, halved
+
+- KINDS (backbones, PEFT's task type), TARGETS (each family's default LoRA targets: LoRA's paper adapts the encoders'
+  and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read.
+- `load_model`: the base (NF4 if asked) with LoRA-SP applied, or a checkpoint's adapter restored, a head added where
+  the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
+  model with its tokenizer files. Either folder is replaced whole.
+- Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so
+  accumulating micro-batches equals one big batch.
+- `evaluate`: the validation loss (GLUE: eval.py's dev metrics), `best_so_far`: early stopping's pick, and
+  `before_after`: what training added, on held-out records (exact match, BLEU, SQuAD's exact match and F1).
+Run `python -m pytest -q tests/test_train_tasks.py` (GLUE, WMT16 and SQuAD runs on tiny models, end to end).
+"""
+import math
+import os
+import re
+import shutil
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import data
+import plan
+from data import UserError
+from ddp import rank_world
+from download import SMALL_FILES
+from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
+from lorasp import apply_lorasp, load_adapter, save_adapter
+from checkpoint import replace_dir
+from model import PRESETS, load_pretrained, save_pretrained
+
+TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
+           "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
+KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "gpt2"), "SEQ_CLS"),  # kind of task:
+         "seq2seq": (("t5",), "SEQ_2_SEQ_LM"), "squad": (("roberta", "bert"), "QUESTION_ANS")}  # backbones, PEFT type
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model a task trains: checked against --data, loaded and adapted, saved
+
+def heads(model, args):
+    """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
+    bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
+    return {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
+
+
+def checked_config(args):
+    """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
+    the data exists and the model's family trains it."""
+    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
+            args.model not in PRESETS:
+        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
+                        f"{', '.join(PRESETS)} (or a .gguf file)")
+    directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
+    config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
+    if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
+        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
+                        "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
+    backbones = KINDS[data.task_kind(args.data)][0]
+    if config.model_type not in backbones:
+        raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
+                        " (the table at the end of --help lists what each family trains)")
+    return config
+
+
+def load_model(args, directory, checkpoint, device, bf16):
+    """The base (NF4 if asked; bf16 under autocast unless every weight trains) with LoRA-SP applied, or restored
+    from a checkpoint's adapter; for full fine-tuning, the checkpoint's model."""
+    full = args.method == "full"
+    directory = os.path.join(checkpoint, "model") if full and checkpoint else directory
+    model = load_pretrained(directory, "nf4" if args.quant == "nf4" else None,
+                            torch.bfloat16 if bf16 and not full else torch.float32, device)  # full: fp32 masters
+    if head := heads(model, args):  # a fresh head (or the checkpoint's), trained in fp32 as the adapter is
+        glue = data.task_kind(args.data) == "glue"
+        model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
+        for name in head:
+            model.get_submodule(name).float()
+    model.checkpointing = args.checkpointing
+    if full:
+        model.requires_grad_(True)
+    elif checkpoint:
+        try:
+            load_adapter(model, os.path.join(checkpoint, "adapter"))  # the head too: loaded, trainable
+        except (ValueError, KeyError, OSError) as e:
+            sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
+    else:
+        targets = (args.targets or TARGETS[model.config.model_type]).split(",")
+        if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
+            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)
+                       and any(n == t or n.endswith("." + t) for t in targets)]
+        apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
+                     args.structure, args.seed)
+        for name in head:
+            model.get_submodule(name).requires_grad_(True)
+    return model.train()
+
+
+def weights_dir(args):
+    """Where the run's result goes: OUT/adapter, or OUT/model for full fine-tuning."""
+    return os.path.join(args.out, "model" if args.method == "full" else "adapter")
+
+
+def save_weights(model, directory, args, source):
+    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files;
+    either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
+    try:
+        if args.method != "full":
+            return save_adapter(model, directory, base_model_name_or_path=args.model,
+                                task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args))
+        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
+            save_pretrained(model, tmp)
+            for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
+                if os.path.exists(os.path.join(source, f)):
+                    shutil.copy(os.path.join(source, f), tmp)
+    except OSError as e:
+        raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Losses: (summed loss, count) for a batch of each kind
+
+def causal_lm_loss(model, batch):
+    """(summed next-token cross-entropy over the labelled tokens, their number): logits at t predict token t+1.
+    model(ids, labels=) computes it a chunk of rows at a time (model.lm_loss): no (B, T, vocab) logits."""
+    n = (batch["labels"][:, 1:] != data.IGNORE).sum()
+    return model(batch["input_ids"], labels=batch["labels"]) * n, n
+
+
+def classification_loss(model, batch):
+    """(summed cross-entropy of the head's logits (B, num_labels), or STS-B's squared error; the labelled rows)."""
+    logits = model.classify(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return classifier_loss(logits, batch["labels"]), (batch["labels"] != data.IGNORE).sum()
+
+
+def span_loss(model, batch):
+    """(summed cross-entropy of the start logits against the answer's first token and of the end logits against its
+    last, halved (HF's (start + end) / 2), the windows): labels (B, 2); (0, 0) points at [CLS], no answer here."""
+    start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T)
+    y = batch["labels"]
+    loss = F.cross_entropy(start, y[:, 0], reduction="sum") + F.cross_entropy(end, y[:, 1], reduction="sum")
+    return loss / 2, (y[:, 0] != data.IGNORE).sum()
+
+
+def seq2seq_loss(model, batch):
+    """(summed teacher-forced cross-entropy over the target tokens, their number): decoder_input_ids are the labels
+    shifted right behind the start token (data.seq2seq_batch), so position i predicts labels[i] from labels[:i]."""
+    logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"])  # (B, T, vocab)
+    labels = batch["labels"].flatten()                                                       # IGNORE on padding
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels, reduction="sum"), (labels != data.IGNORE).sum()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation, early stopping's pick, and what training added
+
+@torch.no_grad()
+def evaluate(model, examples, loss_fn, args, autocast, pad_id):
+    """{"val_loss": mean loss per labelled token (a classifier: per sequence)} over the validation examples (in length
+    order: little padding); GLUE's dev sets ({split: examples}): with eval.evaluate_glue's metrics per set."""
+    if isinstance(examples, dict):
+        dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast)
+        return dict(val_loss=next(iter(dev.values()))["loss"], **dev)
+    model.eval()
+    (rank, world), total, count = rank_world(), 0.0, 0
+    for _, batch in data.sorted_batches(examples, args.batch_size, pad_id, rank, world):  # DDP: a share each
+        with autocast():
+            loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
+        total, count = total + loss.item(), count + int(n)
+    if world > 1:
+        t = torch.tensor([total, count], dtype=torch.float64, device=args.device)
+        dist.all_reduce(t)
+        total, count = t.tolist()
+    model.train()
+    return dict(val_loss=total / max(count, 1))
+
+
+def best_so_far(evals):
+    """(the best evaluation record, how many came after it): early stopping maximises a GLUE task's headline dev
+    metric (MNLI: matched), else minus the validation loss; a nan scores as -inf."""
+    def score(rec):
+        dev = [v for v in rec.values() if isinstance(v, dict)]
+        x = next(iter(dev[0].values())) if dev else -rec["val_loss"]
+        return -math.inf if math.isnan(x) else x
+    i = max(range(len(evals)), key=lambda j: (score(evals[j]), -j))  # the first of equals
+    return evals[i], len(evals) - 1 - i
+
+
+def before_after(model, tok, records, autocast, args, when):
+    """What training added, measured before and after it on a few held-out records, printed: wmt16, BLEU of beam-4
+    translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
+    to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
+    Returns (summary entries, answers). SQuAD (records: single-question articles): exact match and F1 of the span
+    head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
+    if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
+        with autocast():
+            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len)
+        print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
+              f"{scores['f1']:.1f}", flush=True)
+        return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())
+    if args.bleu:
+        with autocast():
+            scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)
+        print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
+              f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
+        return {f"bleu_{when}": scores["bleu"]}, answers
+    new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
+    answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
+    exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
+    prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
+    print(f"held-out exact match {when} training: {exact:.1%} (answers that start with the expected one: {prefix:.1%})")
+    return {f"exact_match_{when}": exact, f"prefix_match_{when}": prefix}, answers
