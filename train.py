@@ -102,6 +102,7 @@ class Run:
     val_ex: object = None                          # validation examples (GLUE: {dev split: examples})
     stream: object = None                          # the micro-batches, from where the run starts
     step: int = 0
+    trimmed: int = 0                               # the resident size after the C heap was last trimmed (CPU)
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
@@ -364,8 +365,12 @@ def train_step(run):
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    if run.device.type == "cpu":  # glibc keeps the holes freed activations leave: 2.41 -> 2.01 GiB peak at 134M,
-        trim_heap()               # for ~0.6 s of page faults a step (docs/benchmarks-7b.md, "The allocator")
+    # glibc keeps the holes freed activations leave and the heap creeps up; trimming after every step refaults them
+    # all (~20% of a 134M step), so trim when the heap has grown 10% past its size after the last trim: the same peak
+    # for a few trims a run (docs/benchmarks-7b.md, "The allocator")
+    if run.device.type == "cpu" and plan.resident_bytes() > 1.1 * run.trimmed:
+        trim_heap()
+        run.trimmed = plan.resident_bytes()
     run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
     if ddp and run.step == run.first + 1:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (

@@ -241,3 +241,21 @@ def test_dtype_auto_is_bf16_where_the_cpu_has_bf16_units(tiny, tmp_path, monkeyp
     losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert 0 <= s["optimizer_state_bytes"] - 2 * s["grad_bytes"] < 1024   # exp_avg, exp_avg_sq + a step count each
+
+
+def test_heap_trimmed_only_when_it_grew(tmp_path, tiny, monkeypatch):
+    """After a CPU step the C heap is trimmed when the resident size is 10% past its size after the last trim:
+    memory stays bounded without refaulting every page of every activation each step."""
+    after_step = iter([100, 105, 109, 111, 120, 125, 200, 215, 230, 260])  # the resident size after each step
+    now, steps, real_step = [0], [], train.train_step
+
+    def step(run):
+        now[0] = next(after_step)
+        real_step(run)
+    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(train.plan, "resident_bytes", lambda field="VmRSS": now[0])
+    monkeypatch.setattr(train, "trim_heap", lambda: (steps.append(now[0]), now.__setitem__(0, now[0] - 5)))
+    train.main(flags(tiny, tmp_path / "r", "--max-steps", "10"))
+    # trimmed after 100 (to 95), 105 (> 1.1 x 95; to 100), 111 (> 110), 120 (> 1.1 x 106), 200, 215 (> 1.1 x 195),
+    # 260; not after 109, 125, 230
+    assert steps == [100, 105, 111, 120, 200, 215, 260]
