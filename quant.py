@@ -128,12 +128,15 @@ class NF4Tensor:
         nested = self.nested_absmax.repeat_interleave(NESTED_BLOCK_SIZE)[: self.absmax.numel()]
         return self.nested_code.index_select(0, self.absmax.int()) * nested + self.offset
 
-    def dequantize(self, dtype=torch.bfloat16):
-        """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes)."""
+    def dequantize(self, dtype=torch.bfloat16, buffer=None):
+        """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes).
+        buffer: a flat tensor of `dtype` with at least padded_numel() elements to write into (its first part is the
+        result), else a new one."""
         n, bs, t = self.numel(), self.block_size, _tables(self.device)
         absmax, blocks = self.block_absmax(), math.ceil(n / bs)
         codes = _blocks(self.codes, bs // 2)                      # (blocks, bs/2), two codes a byte, tail padded
-        out = torch.empty(blocks, bs, dtype=dtype, device=self.device)
+        out = torch.empty(blocks, bs, dtype=dtype, device=self.device) if buffer is None else \
+            buffer[: blocks * bs].view(blocks, bs)
         steps = _steps(blocks, bs, self.device)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.
@@ -147,6 +150,9 @@ class NF4Tensor:
             else:                         # scale in fp32, then round once (mul's out= would add a temporary)
                 out[s].copy_(vals.mul_(absmax[s, None]))
         return out.view(-1)[:n].view(self.shape)
+
+    def padded_numel(self):
+        return math.ceil(self.numel() / self.block_size) * self.block_size
 
     def to(self, device):
         move = lambda x: None if x is None else x.to(device)
@@ -298,17 +304,33 @@ def quantize_nf4(w, block_size=64, double_quant=True):
 # ----------------------------------------------------------------------------------------------------
 # NF4Linear: a frozen layer that keeps only the NF4 weight
 
+_scratch = {}   # (device, dtype) -> the flat buffer every CPU dequantize for a matmul writes into
+
+
+def _dense(weight, dtype):
+    """weight dequantized for one matmul, used at once and dropped. On CPU into one buffer kept per dtype: a fresh
+    one would be a new memory mapping each time (glibc maps blocks over 32 MiB), its pages faulted in on first write
+    (a third of a 7B block's dequantize time); the buffer is the largest weight's size, which the memory plan counts."""
+    if weight.device.type != "cpu":
+        return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
+    key, need = (weight.device, dtype), weight.padded_numel()
+    if key not in _scratch or _scratch[key].numel() < need:
+        _scratch.pop(key, None)                      # free the smaller one first
+        _scratch[key] = torch.empty(need, dtype=dtype)
+    return weight.dequantize(dtype, buffer=_scratch[key])
+
+
 class _NF4Matmul(torch.autograd.Function):
     """y = x W^T with W in NF4. Saves only the NF4 weight (input-independent); backward dequantizes again."""
 
     @staticmethod
     def forward(ctx, x, weight):
         ctx.weight = weight                          # not ctx.save_for_backward: nothing input-dependent kept
-        return F.linear(x, weight.dequantize(x.dtype))
+        return F.linear(x, _dense(weight, x.dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
-        return grad_out @ ctx.weight.dequantize(grad_out.dtype), None           # dL/dx = g W; no dL/dW
+        return grad_out @ _dense(ctx.weight, grad_out.dtype), None             # dL/dx = g W; no dL/dW
 
 
 class NF4Linear(nn.Module):

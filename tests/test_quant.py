@@ -166,6 +166,30 @@ def test_nf4linear_matches_dense_layer_on_dequantized_weight(device):
     assert [p for p in layer.parameters() if p.requires_grad] == []       # no weight (or bias) gradient
 
 
+def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch):
+    """On CPU every NF4 matmul dequantizes into one buffer per dtype: a stack of layers of different sizes, run
+    forward then backward (each layer's backward after the others' forwards overwrote the buffer), equals the same
+    stack of dense layers holding the dequantized weights; the buffer is the largest weight's size."""
+    import quant
+    monkeypatch.setattr(quant, "_scratch", {})                      # whatever earlier tests left: not counted
+    torch.manual_seed(0)
+    shapes = [(64, 96), (96, 256), (256, 32)]                       # (in, out): the middle one is the largest
+    nf4 = [NF4Linear.from_linear(nn.Linear(i, o, bias=False)) for i, o in shapes]
+    dense = [nn.Linear(i, o, bias=False) for i, o in shapes]
+    for q, d in zip(nf4, dense):
+        d.weight.data = q.weight.dequantize(torch.float32)
+    x1 = torch.randn(4, 64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = x1, x2
+    for q, d in zip(nf4, dense):
+        y1, y2 = torch.tanh(q(y1)), torch.tanh(d(y2))
+    torch.testing.assert_close(y1, y2, rtol=0, atol=1e-6)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-6)
+    assert quant._scratch[(torch.device("cpu"), torch.float32)].numel() == 96 * 256
+
+
 def test_nf4linear_saves_nothing_input_sized_for_backward():
     layer = NF4Linear.from_linear(nn.Linear(256, 256, bias=False))
     x = torch.randn(8, 256, requires_grad=True)
