@@ -188,6 +188,10 @@ def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch
     y2.square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-6)
     assert quant._scratch[(torch.device("cpu"), torch.float32)].numel() == 96 * 256
+    with pytest.raises(ValueError, match="needs a torch.float32 buffer of 6144 elements"):
+        nf4[0].weight.dequantize(torch.float32, buffer=torch.empty(100))          # too small: refused, not cut
+    with pytest.raises(ValueError, match="got torch.bfloat16"):
+        nf4[0].weight.dequantize(torch.float32, buffer=torch.empty(6144, dtype=torch.bfloat16))
 
 
 def test_nf4linear_saves_nothing_input_sized_for_backward():
