@@ -38,7 +38,11 @@ import torch.nn.functional as F
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
-CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache
+CHUNK = 1 << 18  # values per quantize step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache
+# values per dequantize step on CPU: 4 MiB of fp32 levels. Dequantizing a 7B block's three weight shapes into a kept
+# bf16 buffer took 57 ms a pass at 2 threads against 72 ms with 2^18 (1 thread: 65 vs 76; a fresh output: no worse);
+# fewer, larger steps mean fewer waits at OpenMP's barriers (`python bench/dequant_chunks.py`)
+DEQUANT_CHUNK = 1 << 20
 
 
 def _nf4_levels(offset=0.9677083):
@@ -89,9 +93,9 @@ def _tables(device):
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
-def _steps(n_blocks, block_size, device):
-    """Slices of whole blocks, CHUNK values each on CPU (cache-sized); one slice on an accelerator."""
-    step = max(1, CHUNK // block_size) if device.type == "cpu" else n_blocks
+def _steps(n_blocks, block_size, device, chunk=None):
+    """Slices of whole blocks, `chunk` (CHUNK) values each on CPU (cache-sized); one slice on an accelerator."""
+    step = max(1, (chunk or CHUNK) // block_size) if device.type == "cpu" else n_blocks
     return [slice(i, min(i + step, n_blocks)) for i in range(0, n_blocks, step)]
 
 
@@ -142,7 +146,7 @@ class NF4Tensor:
         else:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
-        steps = _steps(blocks, bs, self.device)
+        steps = _steps(blocks, bs, self.device, DEQUANT_CHUNK)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.
         own = dtype == torch.float32 and len(steps) == 1

@@ -13,8 +13,9 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
   keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
   checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
-step, zero_grad, then checkpoint.trim_heap() (glibc keeps the pages of freed activations otherwise: --trim none shows that,
---trim all gives peft the same treatment).
+step, zero_grad, then train.py's heap rule: checkpoint.trim_heap() once the resident size grew 10% past its size after
+the last trim (glibc keeps the pages of freed activations otherwise: --trim none shows that, --trim every the old
+trim after every step, --trim all gives peft the same rule).
 --dtypes fp32 bf16 runs every config at each: bf16 is what train.py's --dtype bf16 (and auto, on a CPU with bf16
 units) does: ours with the frozen base stored in bf16, peft with the model in bf16 (its adapters stay fp32, peft's
 autocast_adapter_dtype), both under torch.autocast("cpu", bfloat16), adapters and AdamW state fp32.
@@ -76,6 +77,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
     sys.path.insert(0, ROOT)
     import checkpoint as C
     import model as M
+    from plan import resident_bytes
     from lorasp import apply_lorasp
 
     torch.manual_seed(0)
@@ -118,7 +120,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    times, cpu = [], []
+    times, cpu, trimmed = [], [], [0]
 
     def step():
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -126,8 +128,12 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if trim == "all" or trim == "ours" and method != "peft":
-            C.trim_heap()  # what train.py does after each step (glibc keeps freed activations' pages otherwise)
+        if trim == "every" and method != "peft":
+            C.trim_heap()  # what train.py did after every step until its rule below
+        elif trim == "all" or trim == "ours" and method != "peft":
+            if resident_bytes() > 1.1 * trimmed[0]:  # train.py's rule: trim once the heap grew 10%
+                C.trim_heap()
+                trimmed[0] = resident_bytes()
         return loss
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -142,25 +148,29 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
 
 
 def measure_gflops(threads, dtype="fp32", batch=4, seq=256, clock=None):
-    """GFLOP/s of this CPU's matmuls in dtype at the step's shapes: the (tokens, C) x (C, n_ffn) product, and the LM
-    head's (tokens, C) x (C, vocab); the median of 5 timings of each, their mean. clock: time.perf_counter (wall) or
-    time.process_time (CPU seconds of this process: on a shared machine, the rate per CPU-second actually given)."""
+    """GFLOP/s of this CPU's matmuls in dtype at the step's shapes: the block's (tokens, C) x (C, n_ffn) product and
+    its input gradient (tokens, n_ffn) x (n_ffn, C), the LM head's (tokens, C) x (C, vocab) and its input gradient;
+    each into a kept output (a training step's outputs come back from the heap, not as fresh pages to fault in), two
+    warm-up calls, then the median of 7; the rate is the four products' FLOPs over their summed times. clock:
+    time.perf_counter (wall) or time.process_time (CPU seconds of this process: on a shared machine, the rate per
+    CPU-second actually given)."""
     import time
 
     import torch
     if threads:
         torch.set_num_threads(threads)
-    dt, rates, clock = torch.bfloat16 if dtype == "bf16" else torch.float32, [], clock or time.perf_counter
-    for n in (SHAPE["n_ffn"], SHAPE["vocab_size"] // 4):
-        a, b = torch.randn(batch * seq, SHAPE["n_embd"], dtype=dt), torch.randn(SHAPE["n_embd"], n, dtype=dt)
-        a @ b
-        times = []
-        for _ in range(5):
-            t0 = clock()
-            a @ b
-            times.append(clock() - t0)
-        rates.append(2 * batch * seq * SHAPE["n_embd"] * n / statistics.median(times) / 1e9)
-    return sum(rates) / len(rates)
+    dt, clock = torch.bfloat16 if dtype == "bf16" else torch.float32, clock or time.perf_counter
+    tokens, c, flops, seconds = batch * seq, SHAPE["n_embd"], 0, 0.0
+    for n in (SHAPE["n_ffn"], SHAPE["vocab_size"]):
+        for k, m in ((c, n), (n, c)):                  # forward, then the input gradient's shape
+            a, b, out = torch.randn(tokens, k, dtype=dt), torch.randn(k, m, dtype=dt), torch.empty(tokens, m, dtype=dt)
+            times = []
+            for i in range(9):
+                t0 = clock()
+                torch.mm(a, b, out=out)
+                times.append(clock() - t0)
+            flops, seconds = flops + 2 * tokens * k * m, seconds + statistics.median(times[2:])
+    return flops / seconds / 1e9
 
 
 def floor_s(config, gflops, batch, seq):
@@ -187,8 +197,10 @@ def main():
     ap.add_argument("--gflops", type=float, nargs="+", default=[170.0, 425.0], metavar="X", help="fp32 (and bf16) "
                     "matmul rates for the FLOP floor")
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rates here instead")
-    ap.add_argument("--trim", choices=["ours", "all", "none"], default="ours", help="call checkpoint.trim_heap() after "
-                    "each step (train.py does): in our runs, in all runs (peft's too, for comparison), or in none")
+    ap.add_argument("--trim", choices=["ours", "all", "every", "none"], default="ours", help="trim the C heap "
+                    "(checkpoint.trim_heap()) by train.py's rule, once the resident size grew 10%% past its size after "
+                    "the last trim: in our runs, in all runs (peft's too, for comparison); or after every step in our "
+                    "runs (train.py before that rule); or never")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -220,7 +232,10 @@ def main():
             continue
         s, cpu, mem = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s", "peak_rss"))
         summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
-        print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | "
+        spread = lambda k, f="{:.2f}": "" if len(rs) < 2 else " ({}-{})".format(  # noqa: E731  min-max over repeats
+            *(f.format(g(r[k] for r in rs) / (GiB if k == "peak_rss" else 1)) for g in (min, max)))
+        print(f"| {c} | {s:.2f}{spread('step_s')} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f}"
+              f"{spread('peak_rss')} | "
               f"{floor_s(c, gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / s:.0%} | "
               f"{floor_s(c, cpu_gflops[c.rsplit(':', 1)[1]], args.batch, args.seq) / cpu:.0%} | {rs[0]['trainable']:,} |")
     print()
@@ -228,8 +243,11 @@ def main():
         ckpt, dtype = c.split(":")[2:]
         ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}:{dtype}")
         if ref and not c.startswith("peft"):
+            pairs = list(zip(runs[c], runs[f"peft:none:{'full' if ckpt == 'selective' else ckpt}:{dtype}"]))
+            each = "" if len(pairs) < 2 else "; repeat by repeat: time {:.2f}-{:.2f}x, peak RSS {:.2f}-{:.2f}x".format(
+                *(g(a[k] / b[k] for a, b in pairs) for k in ("step_s", "peak_rss") for g in (min, max)))
             print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "
-                  f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")
+                  f"(CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x{each}")
     if args.profile:  # one profiled step per run; the median over repeats of each kind
         kinds = next(rs[0]["profile"] for rs in runs.values() if rs)
         print(f"\nwhere one step's CPU time goes (seconds; torch.profiler's self time, which adds its own overhead)\n")
