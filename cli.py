@@ -11,6 +11,7 @@ train.py imports parse_args (train.parse_args, as before); `python train.py --he
 import argparse
 import math
 import shutil
+import sys
 
 import torch
 
@@ -79,7 +80,28 @@ POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0
 ABOVE0, SHARE = ranged(float, 0, open_low=True), ranged(float, 0, 1)
 
 
+def _joined_negatives(argv):
+    """argv with `--flag -1e-3` written `--flag=-1e-3`: argparse takes a token that starts with '-' and is not a plain
+    negative decimal (-1e-3, -inf) for a flag, so the user would hear "expected one argument" instead of the range."""
+    out = []
+    for word in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and word.startswith("-") and _is_float(word):
+            out[-1] += "=" + word
+        else:
+            out.append(word)
+    return out
+
+
+def _is_float(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def parse_args(argv=None):
+    argv = _joined_negatives(sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(formatter_class=Help, epilog=presets_table(), description="Fine-tune a causal LM "
                                 "with LoRA-SP on Alpaca-format data, an encoder on GLUE, T5 on WMT16 En-Ro. Without "
                                 "--model and --data: the offline demo, whose own defaults are " +

@@ -146,6 +146,8 @@ for flag, value, fragment in [
         ("--keep", "1.5", "argument --keep: 1.5 is out of range: must be a number > 0, <= 1"),
         ("--lr", "nan", "argument --lr: nan is out of range: must be a number > 0"),
         ("--lr", "-0.001", "argument --lr: -0.001 is out of range: must be a number > 0"),
+        ("--lr", "-1e-3", "argument --lr: -1e-3 is out of range: must be a number > 0"),  # "expected one argument"
+        ("--alpha", "-inf", "argument --alpha: -inf is out of range: must be a number > 0"),
         ("--epochs", "0", "argument --epochs: 0 is out of range: must be a number > 0"),
         ("--warmup", "2", "argument --warmup: 2 is out of range: must be a number >= 0, <= 1"),
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
