@@ -41,6 +41,7 @@ import data
 from data import UserError
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, meta_config
+from quant import DEQUANT_CHUNK
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -193,7 +194,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
             elif block_linear and nf4:
                 blocks = math.ceil(n / 64)
                 parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
-                biggest = max(biggest, n * s)
+                biggest = max(biggest, n * s + (0 if s == 4 else 4 * (min(n, DEQUANT_CHUNK) if cpu else n)))
             elif block_linear:
                 parts["base"] += n * s
             else:
@@ -217,7 +218,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         parts["loss"] += V * C * 4 if full else 0                 # the head's gradient, computed in forward
     elif kind == "t5":                                            # logits, their fp32 copy, log-softmax and its grad
         parts["loss"] = tokens * V * (s + 12)
-    parts["dequant"] = biggest
+    parts["dequant"] = biggest                  # + its fp32 levels before rounding: one step on CPU, whole elsewhere
     parts["activations"] += tokens * C * s * (2 if kind == "t5" else 1)   # the embeddings' output
     working = parts["activations"] + parts["backward"] + parts["loss"]
     if cpu:                                 # measured with the default glibc malloc: resident / live = 1.43 to 1.52
