@@ -38,10 +38,11 @@ import torch.nn.functional as F
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
-CHUNK = 1 << 18  # values per quantize step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache
-# values per dequantize step on CPU: 4 MiB of fp32 levels. Dequantizing a 7B block's three weight shapes into a kept
-# bf16 buffer took 57 ms a pass at 2 threads against 72 ms with 2^18 (1 thread: 65 vs 76; a fresh output: no worse);
-# fewer, larger steps mean fewer waits at OpenMP's barriers (`python bench/dequant_chunks.py`)
+CHUNK = 1 << 18  # values per step on CPU (quantize; dequantize to a new tensor): fp32 temporaries of 1 MiB
+# values per dequantize step on CPU into a kept buffer (the NF4 matmuls): 4 MiB of fp32 levels. A 7B block's three
+# weight shapes took 53-57 ms a pass at 2 threads against 63-72 ms with CHUNK (1 thread: 65 vs 76): fewer, larger steps
+# wait less at OpenMP's barriers (`python bench/dequant_chunks.py`). Into a fresh output CHUNK stays best (fp32:
+# 1.06x bitsandbytes' time against 1.22-1.28x with 2^20, bench/bench_quant.py), the first touch of its pages dominating.
 DEQUANT_CHUNK = 1 << 20
 
 
@@ -146,7 +147,7 @@ class NF4Tensor:
         else:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
-        steps = _steps(blocks, bs, self.device, DEQUANT_CHUNK)
+        steps = _steps(blocks, bs, self.device, CHUNK if buffer is None else DEQUANT_CHUNK)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.
         own = dtype == torch.float32 and len(steps) == 1
