@@ -39,7 +39,8 @@ def main():
                 q.dequantize(torch.bfloat16, buffer=buf)
             times[c].append(time.perf_counter() - t)
     print(f"torch {torch.__version__}, {args.threads} threads, {'fresh outputs' if args.fresh else 'one kept buffer'}, "
-          f"ms per pass over the three weights, median (min) of {args.rounds} rounds; shipped: 2^{shipped.bit_length() - 1}")
+          f"ms per pass over the three weights, median (min) of {args.rounds} rounds; "
+          f"shipped: 2^{shipped.bit_length() - 1}")
     for c, ts in times.items():
         print(f"step 2^{c} values: {statistics.median(ts) * 1e3:7.1f} ms ({min(ts) * 1e3:.1f})")
 
