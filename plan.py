@@ -41,7 +41,7 @@ import data
 from data import UserError
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, meta_config
-from quant import DEQUANT_CHUNK
+from quant import CHUNK
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -194,7 +194,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
             elif block_linear and nf4:
                 blocks = math.ceil(n / 64)
                 parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
-                biggest = max(biggest, n * s + (0 if s == 4 else 4 * (min(n, DEQUANT_CHUNK) if cpu else n)))
+                biggest = max(biggest, n * s + (0 if s == 4 else 4 * (min(n, CHUNK) if cpu else n)))
             elif block_linear:
                 parts["base"] += n * s
             else:

@@ -38,12 +38,11 @@ import torch.nn.functional as F
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
-CHUNK = 1 << 18  # values per step on CPU (quantize; dequantize to a new tensor): fp32 temporaries of 1 MiB
-# values per dequantize step on CPU into a kept buffer (the NF4 matmuls): 4 MiB of fp32 levels. A 7B block's three
-# weight shapes took 53-57 ms a pass at 2 threads against 63-72 ms with CHUNK (1 thread: 65 vs 76): fewer, larger steps
-# wait less at OpenMP's barriers (`python bench/dequant_chunks.py`). Into a fresh output CHUNK stays best (fp32:
-# 1.06x bitsandbytes' time against 1.22-1.28x with 2^20, bench/bench_quant.py), the first touch of its pages dominating.
-DEQUANT_CHUNK = 1 << 20
+CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. Larger steps into
+# the matmuls' kept buffer were tried: 2^20 was faster for one block's weights alone (`python bench/dequant_chunks.py`:
+# 53 vs 63 ms at 2 threads), but in models of 4 blocks a layer's step swung between processes either way (2^18:
+# 2.1-2.5 s, 2^20: 2.05-2.9; `python bench/profile_block.py --layers 4 --log2-chunk N`) and the 7B step did not move
+# (80-84 s against 80-85), so one step size stays
 
 
 def _nf4_levels(offset=0.9677083):
@@ -94,9 +93,9 @@ def _tables(device):
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
-def _steps(n_blocks, block_size, device, chunk=None):
-    """Slices of whole blocks, `chunk` (CHUNK) values each on CPU (cache-sized); one slice on an accelerator."""
-    step = max(1, (chunk or CHUNK) // block_size) if device.type == "cpu" else n_blocks
+def _steps(n_blocks, block_size, device):
+    """Slices of whole blocks, CHUNK values each on CPU (cache-sized); one slice on an accelerator."""
+    step = max(1, CHUNK // block_size) if device.type == "cpu" else n_blocks
     return [slice(i, min(i + step, n_blocks)) for i in range(0, n_blocks, step)]
 
 
@@ -147,7 +146,7 @@ class NF4Tensor:
         else:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
-        steps = _steps(blocks, bs, self.device, CHUNK if buffer is None else DEQUANT_CHUNK)
+        steps = _steps(blocks, bs, self.device)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.
         own = dtype == torch.float32 and len(steps) == 1

@@ -24,8 +24,8 @@ from quant import NF4Linear  # noqa: E402
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def block_model(mode):
-    c = LlamaConfig(vocab_size=512, n_layer=1, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008)
+def block_model(mode, layers=1):
+    c = LlamaConfig(vocab_size=512, n_layer=layers, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008)
     m = build_model(c)
     for name, parent in list(m.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -79,14 +79,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps after a warm-up one (a 2-core VM's steps vary "
                     "by 20%%: one step is not a figure)")
+    ap.add_argument("--layers", type=int, default=1, help="blocks in the model (ours): one block alone flatters "
+                    "what competes for the cache (see quant.CHUNK)")
+    ap.add_argument("--log2-chunk", type=int, help="quant.CHUNK = 2^N for this run (values per dequantize step)")
     ap.add_argument("--who", default="ours", choices=["ours", "peft-bnb"], help="our block, or the peer's (its "
                     "checkpointing is always full)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ids = torch.randint(0, 512, (1, args.seq))
+    if args.log2_chunk:
+        import quant
+        quant.CHUNK = 1 << args.log2_chunk
     if args.who == "ours":
-        m = block_model(args.checkpointing)
+        m = block_model(args.checkpointing, args.layers)
         loss_of = lambda ids: m(ids, labels=ids)  # noqa: E731
     else:
         loss_of = peft_bnb_block()
@@ -102,11 +108,11 @@ def main():
         step()
         times.append(time.perf_counter() - t)
     print(f"one step: {sorted(times)[len(times) // 2]:.2f} s, the median of {args.steps} ("
-          + ", ".join(f"{x:.2f}" for x in times) + f"; {args.threads} threads, {args.who})")
+          + ", ".join(f"{x:.2f}" for x in times) + f"; {args.threads} threads, {args.who}, {args.layers} block(s))")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    print(f"matmul floor: {floor_s(args.seq, args.who != 'ours' or args.checkpointing == 'full'):.2f} s")
+    print(f"matmul floor: {args.layers * floor_s(args.seq, args.who != 'ours' or args.checkpointing == 'full'):.2f} s")
 
 
 if __name__ == "__main__":
