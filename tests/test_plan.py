@@ -204,3 +204,15 @@ def test_planning_draws_no_random_number():
     torch.manual_seed(0)
     plan.estimate(plan.model_config("roberta-base"), a, ["query", "value"], 0, RUNTIME)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("device, dtype", [("cpu", "bf16"), ("cuda", "bf16"), ("cpu", "fp32")])
+def test_dequant_counts_the_fp32_levels_a_bf16_weight_is_rounded_from(device, dtype):
+    """NF4Tensor.dequantize computes every level in fp32, then rounds once to bf16: one CHUNK of fp32 on CPU, the whole
+    weight on an accelerator (left out of the plan before). At fp32 the levels are the output."""
+    import quant
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+    a = flags_for("--quant", "nf4", "--checkpointing", "full", "--device", device, "--dtype", dtype)
+    n = c.n_ffn * c.n_embd                                       # the largest block linear: 11008 x 4096
+    extra = {"cpu": quant.CHUNK, "cuda": n}[device] * 4 if dtype == "bf16" else 0
+    assert plan.estimate(c, a, targets, 0, RUNTIME)["dequant"] == n * (2 if dtype == "bf16" else 4) + extra
