@@ -213,7 +213,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied.
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
-    expected, tied, first, done = {}, {}, {}, set()
+    expected, tied, first, done, trimmed = {}, {}, {}, set(), 0
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
             tied[name] = first[id(p)]
@@ -246,6 +246,12 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             except ValueError as e:
                 raise ValueError(f"{what}: {e}") from None
             setattr(model.get_submodule(parent), child, NF4Linear(weight, owner.bias))  # bias may follow
+            # quantize's freed temporaries stay in whichever malloc arena they were: the peak of a 1.1B load
+            # wandered between 1.08 and 1.96 GiB from run to run (bench/bench_load.py). Trim once the resident size
+            # grew 10% (after every tensor: the same 1.08-1.10 GiB, 30% slower), as train.py does after steps
+            if torch.device(device).type == "cpu" and resident() > 1.1 * trimmed:
+                trim_heap()
+                trimmed = resident()
         else:
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
@@ -359,6 +365,16 @@ def release(t):
         end = (t.data_ptr() + t.numel() * t.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
         if end > begin:
             ctypes.CDLL(None).madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), 4)  # MADV_DONTNEED
+
+
+def resident(field="VmRSS"):
+    """This process's resident size now (VmRSS), or its high-water mark (VmHWM), in bytes, from /proc/self/status; 0
+    where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def trim_heap():

@@ -40,7 +40,7 @@ import torch
 import data
 from data import UserError
 from lorasp import matches
-from checkpoint import gguf_checkpoint, gguf_file, meta_config
+from checkpoint import gguf_checkpoint, gguf_file, meta_config, resident as resident_bytes
 from quant import CHUNK
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
@@ -232,16 +232,6 @@ def runtime_bytes(device):
     """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
     plus what a first step adds; CUDA: 0 (the context is outside torch's allocator and already not free)."""
     return resident_bytes() + RUNTIME_STEP if torch.device(device).type == "cpu" else 0
-
-
-def resident_bytes(field="VmRSS"):
-    """This process's resident size now (VmRSS), or its high-water mark (VmHWM), from /proc/self/status; 0 where
-    there is no /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-    except (OSError, StopIteration):
-        return 0
 
 
 def available_bytes(device):
