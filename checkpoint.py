@@ -247,11 +247,10 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
                 raise ValueError(f"{what}: {e}") from None
             setattr(model.get_submodule(parent), child, NF4Linear(weight, owner.bias))  # bias may follow
             # quantize's freed temporaries stay in whichever malloc arena they were: the peak of a 1.1B load
-            # wandered between 1.08 and 1.96 GiB from run to run (bench/bench_load.py). Trim once the resident size
-            # grew 10% (after every tensor: the same 1.08-1.10 GiB, 30% slower), as train.py does after steps
-            if torch.device(device).type == "cpu" and resident() > 1.1 * trimmed:
-                trim_heap()
-                trimmed = resident()
+            # wandered between 1.08 and 1.96 GiB from run to run (bench/bench_load.py); after every tensor: the same
+            # 1.08-1.10 GiB, 30% slower
+            if torch.device(device).type == "cpu":
+                trimmed = trim_if_grown(trimmed)
         else:
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
@@ -375,6 +374,16 @@ def resident(field="VmRSS"):
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
     except (OSError, StopIteration):
         return 0
+
+
+def trim_if_grown(last):
+    """trim_heap() once the resident size is 10% past `last`, its size after the previous trim; returns what to pass
+    next time. Trimming every time would refault every page the next allocations touch (~20% of a 134M training
+    step); this keeps the same peak for a few trims a run (docs/benchmarks-7b.md, "The allocator")."""
+    if resident() <= 1.1 * last:
+        return last
+    trim_heap()
+    return resident()
 
 
 def trim_heap():

@@ -70,7 +70,7 @@ from data import UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
-from checkpoint import atomic_write, load_safetensors, save_safetensors, trim_heap
+from checkpoint import atomic_write, load_safetensors, save_safetensors, trim_if_grown
 from model import PRESETS, RMSNorm, build_model, get_config, load_tokenizer, save_pretrained  # noqa: F401
 from plan import peak_mem_mib
 from quant import NF4Linear
@@ -365,12 +365,8 @@ def train_step(run):
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    # glibc keeps the holes freed activations leave and the heap creeps up; trimming after every step refaults them
-    # all (~20% of a 134M step), so trim when the heap has grown 10% past its size after the last trim: the same peak
-    # for a few trims a run (docs/benchmarks-7b.md, "The allocator")
-    if run.device.type == "cpu" and plan.resident_bytes() > 1.1 * run.trimmed:
-        trim_heap()
-        run.trimmed = plan.resident_bytes()
+    if run.device.type == "cpu":  # glibc keeps the holes freed activations leave, and the heap creeps up
+        run.trimmed = trim_if_grown(run.trimmed)
     run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
     if ddp and run.step == run.first + 1:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (

@@ -77,7 +77,6 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
     sys.path.insert(0, ROOT)
     import checkpoint as C
     import model as M
-    from plan import resident_bytes
     from lorasp import apply_lorasp
 
     torch.manual_seed(0)
@@ -131,9 +130,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         if trim == "every" and method != "peft":
             C.trim_heap()  # what train.py did after every step until its rule below
         elif trim == "all" or trim == "ours" and method != "peft":
-            if resident_bytes() > 1.1 * trimmed[0]:  # train.py's rule: trim once the heap grew 10%
-                C.trim_heap()
-                trimmed[0] = resident_bytes()
+            trimmed[0] = C.trim_if_grown(trimmed[0])  # train.py's rule: trim once the heap grew 10%
         return loss
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)

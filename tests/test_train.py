@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+import checkpoint
 import data
 import plan
 import train
@@ -253,8 +254,8 @@ def test_heap_trimmed_only_when_it_grew(tmp_path, tiny, monkeypatch):
         now[0] = next(after_step)
         real_step(run)
     monkeypatch.setattr(train, "train_step", step)
-    monkeypatch.setattr(train.plan, "resident_bytes", lambda field="VmRSS": now[0])
-    monkeypatch.setattr(train, "trim_heap", lambda: (steps.append(now[0]), now.__setitem__(0, now[0] - 5)))
+    monkeypatch.setattr(checkpoint, "resident", lambda field="VmRSS": now[0])
+    monkeypatch.setattr(checkpoint, "trim_heap", lambda: (steps.append(now[0]), now.__setitem__(0, now[0] - 5)))
     train.main(flags(tiny, tmp_path / "r", "--max-steps", "10"))
     # trimmed after 100 (to 95), 105 (> 1.1 x 95; to 100), 111 (> 110), 120 (> 1.1 x 106), 200, 215 (> 1.1 x 195),
     # 260; not after 109, 125, 230
