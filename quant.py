@@ -43,6 +43,7 @@ CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 Mi
 # 53 vs 63 ms at 2 threads), but in models of 4 blocks a layer's step swung between processes either way (2^18:
 # 2.1-2.5 s, 2^20: 2.05-2.9; `python bench/profile_block.py --layers 4 --log2-chunk N`) and the 7B step did not move
 # (80-84 s against 80-85), so one step size stays
+TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
 
 
 def _nf4_levels(offset=0.9677083):
@@ -89,8 +90,19 @@ def _tables(device):
     mid = torch.where(a == b, torch.tensor(math.inf), NF4_MIDPOINTS[low.clamp(max=14)])
     byte = torch.arange(256)
     pairs = NF4_LEVELS[torch.stack([byte >> 4, byte & 15], dim=1)]                # (256, 2) fp32
-    return SimpleNamespace(dynamic=DYNAMIC_CODE.to(device), low=low.to(torch.uint8).to(device), mid=mid.to(device),
+    return SimpleNamespace(levels=NF4_LEVELS.to(device), dynamic=DYNAMIC_CODE.to(device), low=low.to(torch.uint8).to(device), mid=mid.to(device),
                            pairs=pairs.view(torch.int64).view(-1).to(device))
+
+
+def _triton_kernel(device):
+    """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
+    if device.type != "cuda" or not TRITON:
+        return None
+    try:
+        import quant_triton
+    except ImportError:
+        return None
+    return quant_triton
 
 
 def _steps(n_blocks, block_size, device):
@@ -146,6 +158,10 @@ class NF4Tensor:
         else:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
+        kernel = _triton_kernel(self.device)
+        if kernel is not None:
+            kernel.dequantize(self.codes, absmax.float(), t.levels, n, bs, out.view(-1))
+            return out.view(-1)[:n].view(self.shape)
         steps = _steps(blocks, bs, self.device)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.

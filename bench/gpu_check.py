@@ -10,7 +10,8 @@ transformers and peft installed (no bitsandbytes needed).
    a GPU is, so on a CPU machine the CUDA cases are not generated (--dry-run runs their CPU cases instead).
 2. dequantize: a 4096 x 11008 NF4 weight (Llama-7B's MLP) dequantized to bf16, as GB/s of the bytes it must move
    (the 4-bit codes and scales read, the bf16 values written), as a fraction of a device-to-device copy's GB/s
-   (bytes read + written) measured in the same run. The issue's aim: >= 60%.
+   (bytes read + written) measured in the same run, by the torch path and by quant_triton's kernel (checked equal to
+   the torch path bit for bit before the step uses it). The issue's aim: >= 60%.
 3. step: a random llama2-7b-shaped model, NF4 base + LoRA-SP (r=16, keep 0.5, the seven projections) + full
    activation checkpointing, bf16 autocast, AdamW, at 1 x 512 and 4 x 512 tokens: tokens/s (median of 3 steps after
    a warm-up) and torch.cuda.max_memory_allocated; beside it transformers' LlamaForCausalLM in bf16 + peft LoRA r=16
@@ -31,11 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import checkpoint as C  # noqa: E402
 import model as M  # noqa: E402
+import quant  # noqa: E402
 from lorasp import apply_lorasp  # noqa: E402
 from quant import quantize_nf4  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEVICE_TESTS = ["tests/test_quant.py", "tests/test_lorasp.py", "tests/test_checkpointing.py", "tests/test_model.py"]
+DEVICE_TESTS = ["tests/test_quant_devices.py", "tests/test_lorasp.py", "tests/test_checkpointing.py", "tests/test_model.py"]
 TINY = M.LlamaConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=176)
 
 
@@ -72,15 +74,36 @@ def timed(fn, device, n=5):
 
 
 def dequantize_bandwidth(device, shape):
+    """The torch path and, where it runs, quant_triton's kernel: ms, GB/s and fraction of a copy's GB/s each, and
+    whether the kernel's bf16 values equal the torch path's bit for bit. A kernel that fails or differs is switched
+    off (quant.TRITON = False) for the rest of the run, and the summary says so."""
     w = torch.randn(shape, device=device) * 0.02
     q = quantize_nf4(w.to(torch.bfloat16))
     src, dst = torch.empty(shape, dtype=torch.bfloat16, device=device), torch.empty(shape, dtype=torch.bfloat16,
                                                                                     device=device)
-    t_copy, t_deq = timed(lambda: dst.copy_(src), device), timed(lambda: q.dequantize(torch.bfloat16), device)
+    t_copy = timed(lambda: dst.copy_(src), device)
     moved = q.nbytes + w.numel() * 2                      # codes and scales read, bf16 values written
-    copy_gbs, deq_gbs = 2 * src.nbytes / t_copy / 1e9, moved / t_deq / 1e9
-    return dict(shape=list(shape), dequantize_ms=t_deq * 1e3, dequantize_gb_s=deq_gbs, copy_gb_s=copy_gbs,
-                fraction_of_copy=deq_gbs / copy_gbs)
+    out = dict(shape=list(shape), copy_gb_s=2 * src.nbytes / t_copy / 1e9)
+    for path, on in (("torch", False), ("triton", True)):
+        quant.TRITON = on
+        try:
+            used = quant._triton_kernel(q.device) is not None
+            if on and not used:
+                out[path] = "not used: no CUDA device, or Triton not installed"
+                continue
+            t = timed(lambda: q.dequantize(torch.bfloat16), device)
+            out[path] = dict(dequantize_ms=t * 1e3, gb_s=moved / t / 1e9, fraction_of_copy=moved / t / 1e9 /
+                             out["copy_gb_s"])
+        except Exception as e:                            # a kernel that does not build here: say so, carry on
+            out[path] = f"failed: {type(e).__name__}: {str(e)[:300]}"
+    quant.TRITON = False
+    ref = q.dequantize(torch.bfloat16)
+    quant.TRITON = isinstance(out["triton"], dict)
+    if quant.TRITON:
+        out["triton_equals_torch_bf16"] = torch.equal(q.dequantize(torch.bfloat16), ref)
+        quant.TRITON = out["triton_equals_torch_bf16"]
+    out["step_uses_triton"] = quant.TRITON
+    return out
 
 
 def random_stream(model, device, gen):
@@ -158,12 +181,16 @@ def main():
     t0 = time.perf_counter()
     summary = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)",
                    torch=torch.__version__, shape="tiny" if args.dry_run else "llama2-7b")
-    summary["tests"] = None if args.skip_tests else run_tests(device)
-    summary["dequantize"] = dequantize_bandwidth(device, (64, 176) if args.dry_run else (11008, 4096))
-    summary["ours"] = ours(config, device, batches, steps)
+
+    def part(name, value):                                # each part printed as it ends: a cut-off run keeps them
+        summary[name] = value
+        print(json.dumps({name: value}), file=sys.stderr, flush=True)
+    part("tests", None if args.skip_tests else run_tests(device))
+    part("dequantize", dequantize_bandwidth(device, (64, 176) if args.dry_run else (11008, 4096)))
+    part("ours", ours(config, device, batches, steps))
     if device == "cuda":
         torch.cuda.empty_cache()
-    summary["peft"] = peft(config, device, batches, steps)
+    part("peft", peft(config, device, batches, steps))
     summary["ratio"] = {b: dict(tokens_per_s=summary["ours"][b]["tokens_per_s"] / summary["peft"][b]["tokens_per_s"],
                                 peak_mem=summary["ours"][b]["peak_mem_gib"] / summary["peft"][b]["peak_mem_gib"]
                                 if device == "cuda" else None) for b in (f"{B}x{T}" for B, T in batches)}

@@ -24,7 +24,8 @@ def test_dry_run_prints_the_summary():
     assert p.returncode == 0, p.stderr[-2000:]
     s = json.loads(p.stdout.strip().splitlines()[-1])
     assert s["shape"] == "tiny" and s["tests"] is None
-    assert s["dequantize"]["fraction_of_copy"] > 0
+    assert s["dequantize"]["torch"]["fraction_of_copy"] > 0
+    assert s["dequantize"]["triton"].startswith("not used") and s["dequantize"]["step_uses_triton"] is False  # CPU
     for who in ("ours", "peft"):
         assert s[who]["trainable"] > 0 and set(s[who]) >= {"1x32", "2x32"}
         assert all(s[who][b]["tokens_per_s"] > 0 for b in ("1x32", "2x32"))
