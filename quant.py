@@ -141,7 +141,8 @@ class NF4Tensor:
         """The fp32 absmax of every block; with double quantization, dequantized from its 8-bit codes."""
         if not self.double_quant:
             return self.absmax
-        nested = self.nested_absmax.repeat_interleave(NESTED_BLOCK_SIZE)[: self.absmax.numel()]
+        # each nested scale repeated for its 256 blocks, by expand: repeat_interleave(int) waits for the GPU (a sync)
+        nested = self.nested_absmax[:, None].expand(-1, NESTED_BLOCK_SIZE).reshape(-1)[: self.absmax.numel()]
         return self.nested_code.index_select(0, self.absmax.int()) * nested + self.offset
 
     def dequantize(self, dtype=torch.bfloat16, buffer=None):

@@ -91,8 +91,10 @@ def dequantize_bandwidth(device, shape):
             if on and not used:
                 out[path] = "not used: no CUDA device, or Triton not installed"
                 continue
-            t = timed(lambda: q.dequantize(torch.bfloat16), device)
+            t = timed(lambda: q.dequantize(torch.bfloat16), device)          # one call, waited for: its latency
+            t20 = timed(lambda: [q.dequantize(torch.bfloat16) for _ in range(20)], device) / 20   # back to back
             out[path] = dict(dequantize_ms=t * 1e3, gb_s=moved / t / 1e9, fraction_of_copy=moved / t / 1e9 /
+                             out["copy_gb_s"], streamed_ms=t20 * 1e3, streamed_fraction_of_copy=moved / t20 / 1e9 /
                              out["copy_gb_s"])
         except Exception as e:                            # a kernel that does not build here: say so, carry on
             out[path] = f"failed: {type(e).__name__}: {str(e)[:300]}"
@@ -151,6 +153,39 @@ def ours(config, device, batches, steps):
     return dict(build_s=build_s, trainable=sum(p.numel() for p in params), **figures)
 
 
+def profile(config, device, batch):
+    """torch.profiler over one step of ours (after two warm-ups) on a 2-block model of the config's width: the ops
+    that take the CPU's time (a step whose time does not grow with the batch waits on the CPU), and the host-device
+    syncs. Printed to stderr; returns the syncs and the top ops."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    with torch.device("meta"):
+        net = M.build_model(M.LlamaConfig(**{**config.__dict__, "n_layer": 2}))
+    net = C.fill(net, random_stream(net, device, torch.Generator(device).manual_seed(0)), torch.bfloat16, "nf4",
+                 device)
+    apply_lorasp(net, TARGETS, r=16, alpha=32, keep=0.5)
+    net.checkpointing, ids = "full", torch.randint(0, config.vocab_size, batch, device=device)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-5)
+
+    def step():
+        with torch.autocast(device, torch.bfloat16):
+            loss = net(ids, labels=ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step(), step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60), file=sys.stderr)
+    syncs = {e.key: e.count for e in events if "Synchronize" in e.key or "Memcpy" in e.key}
+    top = [dict(op=e.key, calls=e.count, self_cpu_ms=e.self_cpu_time_total / 1e3)
+           for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]]
+    return dict(blocks=2, cpu_ms=sum(e.self_cpu_time_total for e in events) / 1e3, syncs=syncs, top=top)
+
+
 def peft(config, device, batches, steps):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -171,6 +206,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks this script, measures nothing")
     ap.add_argument("--skip-tests", action="store_true", help="leave out part 1")
+    ap.add_argument("--profile", action="store_true", help="also profile one step of ours on 2 blocks (stderr)")
     args = ap.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -188,6 +224,8 @@ def main():
     part("tests", None if args.skip_tests else run_tests(device))
     part("dequantize", dequantize_bandwidth(device, (64, 176) if args.dry_run else (11008, 4096)))
     part("ours", ours(config, device, batches, steps))
+    if args.profile:
+        part("profile", profile(config, device, batches[0]))
     if device == "cuda":
         torch.cuda.empty_cache()
     part("peft", peft(config, device, batches, steps))
