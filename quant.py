@@ -150,7 +150,7 @@ class NF4Tensor:
         buffer: a flat tensor of `dtype` with at least padded_numel() elements to write into (its first part is the
         result), else a new one."""
         n, bs, t = self.numel(), self.block_size, _tables(self.device)
-        absmax, blocks = self.block_absmax(), math.ceil(n / bs)
+        blocks = math.ceil(n / bs)
         codes = _blocks(self.codes, bs // 2)                      # (blocks, bs/2), two codes a byte, tail padded
         if buffer is None:
             out = torch.empty(blocks, bs, dtype=dtype, device=self.device)
@@ -160,10 +160,9 @@ class NF4Tensor:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
         kernel = _triton_kernel(self.device)
-        if kernel is not None:
-            kernel.dequantize(self.codes, absmax.float(), t.levels, n, bs, out.view(-1))
-            return out.view(-1)[:n].view(self.shape)
-        steps = _steps(blocks, bs, self.device)
+        if kernel is not None:                                    # CUDA: one kernel, the scales decoded inside it
+            return kernel.dequantize(self, t.levels, out.view(-1))[:n].view(self.shape)
+        absmax, steps = self.block_absmax(), _steps(blocks, bs, self.device)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.
         own = dtype == torch.float32 and len(steps) == 1

@@ -1,38 +1,52 @@
 """NF4 dequantize as one Triton kernel, for CUDA only (quant.py imports this file lazily, so the CPU never needs Triton).
 
-    out[j] = round_to(dtype, level[code_j] * absmax[j // block_size])      in fp32, rounded once: bit for bit
-                                                                           quant.py's torch path
+    scale[b] = nested_code[absmax[b]] * nested_absmax[b // 256] + offset    (double quantization; else absmax[b])
+    out[j]   = round_to(dtype, level[code_j] * scale[j // block_size])      in fp32, each product rounded once
 
-quant.py's torch path takes five passes over the weight (codes to int32, a gather of level pairs, the scale, the
-rounding copy): about 22 bytes moved per value where 2.5 are needed. This kernel reads each code byte and block scale
-once and writes each value once. The scales come in as fp32 (double quantization already undone by the caller: a
-1/64-size pass), so the one multiply here is the same multiply, and the same rounding, as the torch path's."""
+quant.py's torch path takes about ten kernels (the scales' four, then codes to int32, a gather of level pairs, the
+scale, the rounding copy) and moves about 22 bytes per value where 2.5 are needed. This kernel reads each code byte
+and scale once and writes each value once. It is bit for bit the torch path: the same fp32 products and sums in the
+same order, with fused multiply-add switched off (enable_fp_fusion=False) so that no sum is fused into its product."""
 import torch
 import triton
 import triton.language as tl
 
-VALUES_PER_PROGRAM = 4096
+from quant import NESTED_BLOCK_SIZE
+
+BYTES_PER_PROGRAM = 2048   # 4096 values
 
 
 @triton.jit
-def _dequantize(codes_ptr, absmax_ptr, levels_ptr, out_ptr, n, BLOCK_SIZE: tl.constexpr, BLOCK: tl.constexpr,
-                BF16: tl.constexpr):
-    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)        # the output values this program writes
-    inside = j < n
-    byte = tl.load(codes_ptr + j // 2, mask=inside, other=0).to(tl.int32)
-    code = (byte >> (4 * (1 - j % 2)).to(tl.int32)) & 15                  # first value in the high nibble
-    level = tl.load(levels_ptr + code, mask=inside, other=0.0)
-    scale = tl.load(absmax_ptr + j // BLOCK_SIZE, mask=inside, other=0.0)     # a constant: a shift, not a division
-    value = level * scale
+def _dequantize(codes_ptr, absmax_ptr, nested_ptr, offset_ptr, nested_code_ptr, levels_ptr, out_ptr, n,
+                BLOCK_SIZE: tl.constexpr, NESTED_BLOCK_SIZE: tl.constexpr, DOUBLE: tl.constexpr,
+                BYTES: tl.constexpr, BF16: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BYTES + tl.arange(0, BYTES)         # the code bytes this program reads
+    inside = 2 * i < n
+    byte = tl.load(codes_ptr + i, mask=inside, other=0).to(tl.int32)
+    block = 2 * i // BLOCK_SIZE                                            # a byte's two values share a block
+    if DOUBLE:
+        q = tl.load(absmax_ptr + block, mask=inside, other=0).to(tl.int32)
+        scale = tl.load(nested_code_ptr + q) * tl.load(nested_ptr + block // NESTED_BLOCK_SIZE, mask=inside,
+                                                       other=0.0) + tl.load(offset_ptr)
+    else:
+        scale = tl.load(absmax_ptr + block, mask=inside, other=0.0)
+    first = tl.load(levels_ptr + (byte >> 4)) * scale                      # first value in the high nibble
+    second = tl.load(levels_ptr + (byte & 15)) * scale
+    value = tl.interleave(first, second)                                   # (2 * BYTES,): values 2i, 2i + 1
     if BF16:    # round to nearest even by hand, into the bf16's bits (an int16 view): the same on every Triton backend
         bits = value.to(tl.int32, bitcast=True)
         value = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.int16)
-    tl.store(out_ptr + j, value.to(out_ptr.dtype.element_ty), mask=inside)
+    j = tl.program_id(0).to(tl.int64) * 2 * BYTES + tl.arange(0, 2 * BYTES)
+    tl.store(out_ptr + j, value.to(out_ptr.dtype.element_ty), mask=j < n)
 
 
-def dequantize(codes, absmax, levels, n, block_size, out):
-    """Writes n values into the flat tensor `out` (bf16, fp16 or fp32, on the codes' device) and returns it."""
-    grid, bf16 = (triton.cdiv(n, VALUES_PER_PROGRAM),), out.dtype == torch.bfloat16
-    _dequantize[grid](codes, absmax, levels, out.view(torch.int16) if bf16 else out, n, BLOCK_SIZE=block_size,
-                      BLOCK=VALUES_PER_PROGRAM, BF16=bf16)
+def dequantize(t, levels, out):
+    """Writes the NF4Tensor t's values into the flat tensor `out` (bf16, fp16 or fp32, on t's device); returns out."""
+    n, bf16 = t.numel(), out.dtype == torch.bfloat16
+    double = t.nested_absmax is not None
+    nested, offset = (t.nested_absmax, t.offset) if double else (t.absmax, t.absmax)   # unused when not double
+    grid = (triton.cdiv(n, 2 * BYTES_PER_PROGRAM),)
+    _dequantize[grid](t.codes, t.absmax, nested, offset, t.nested_code, levels, out.view(torch.int16) if bf16 else out,
+                      n, BLOCK_SIZE=t.block_size, NESTED_BLOCK_SIZE=NESTED_BLOCK_SIZE, DOUBLE=double, BYTES=BYTES_PER_PROGRAM,
+                      BF16=bf16, enable_fp_fusion=False)
     return out

@@ -247,8 +247,12 @@ def test_fp32_model_under_bf16_autocast(device):
         bf = lambda t: t.detach().to(torch.bfloat16)  # noqa: E731
         W = base.weight.dequantize(torch.bfloat16) if isinstance(base, NF4Linear) else bf(base.weight)
         h = bf(x) @ bf(layer.lora_A).T
-        ref = bf(x) @ W.T + layer.scale * (h @ bf(layer.lora_B).T)
-        if base.bias is not None:
-            ref = ref + bf(base.bias)
-        torch.testing.assert_close(y, ref, atol=0, rtol=0.02)
+        terms = [bf(x) @ W.T, layer.scale * (h @ bf(layer.lora_B).T)] + ([bf(base.bias)] if base.bias is not None
+                                                                         else [])
+        ref = sum(terms[1:], terms[0])
+        # the same bf16 terms added in another order: where they nearly cancel, the output can be off by an ulp of
+        # the terms (on CUDA 2 of 320 outputs were off by 2^-10, 13% of their value), so the bound is 2% of the
+        # output plus half an ulp (2^-8 relative) of the terms' magnitudes
+        bound = 0.02 * ref.float().abs() + 2 ** -8 * sum(t.float().abs() for t in terms)
+        assert torch.all((y.float() - ref.float()).abs() <= bound), (y.float() - ref.float()).abs().max()
         assert layer.A_train.grad.dtype == torch.float32 and layer.A_train.grad.abs().sum() > 0

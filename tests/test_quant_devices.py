@@ -76,8 +76,7 @@ def kernel_equals_torch_path(device):
                 q = quantize_nf4(w, block_size, double_quant=double_quant)
                 for dtype in (torch.bfloat16, torch.float16, torch.float32):
                     out = torch.full((w.numel(),), float("nan"), dtype=dtype, device=device)
-                    quant_triton.dequantize(q.codes, q.block_absmax().float(), NF4_LEVELS.to(device), w.numel(),
-                                            block_size, out)
+                    quant_triton.dequantize(q, NF4_LEVELS.to(device), out)
                     quant.TRITON = False
                     try:
                         ref = q.dequantize(dtype)
