@@ -90,7 +90,8 @@ def _tables(device):
     mid = torch.where(a == b, torch.tensor(math.inf), NF4_MIDPOINTS[low.clamp(max=14)])
     byte = torch.arange(256)
     pairs = NF4_LEVELS[torch.stack([byte >> 4, byte & 15], dim=1)]                # (256, 2) fp32
-    return SimpleNamespace(levels=NF4_LEVELS.to(device), dynamic=DYNAMIC_CODE.to(device), low=low.to(torch.uint8).to(device), mid=mid.to(device),
+    return SimpleNamespace(levels=NF4_LEVELS.to(device), dynamic=DYNAMIC_CODE.to(device),
+                           low=low.to(torch.uint8).to(device), mid=mid.to(device),
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
@@ -161,7 +162,7 @@ class NF4Tensor:
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
         kernel = _triton_kernel(self.device)
         if kernel is not None:                                    # CUDA: one kernel, the scales decoded inside it
-            return kernel.dequantize(self, t.levels, out.view(-1))[:n].view(self.shape)
+            return kernel.dequantize(self, t.levels, out.view(-1), NESTED_BLOCK_SIZE)[:n].view(self.shape)
         absmax, steps = self.block_absmax(), _steps(blocks, bs, self.device)
         # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
         # accelerator) is its own scratch, so no second full-size buffer.

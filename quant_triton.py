@@ -1,4 +1,4 @@
-"""NF4 dequantize as one Triton kernel, for CUDA only (quant.py imports this file lazily, so the CPU never needs Triton).
+"""NF4 dequantize as one Triton kernel, for CUDA only (quant.py imports this file lazily: the CPU never needs Triton).
 
     scale[b] = nested_code[absmax[b]] * nested_absmax[b // 256] + offset    (double quantization; else absmax[b])
     out[j]   = round_to(dtype, level[code_j] * scale[j // block_size])      in fp32, each product rounded once
@@ -10,8 +10,6 @@ same order, with fused multiply-add switched off (enable_fp_fusion=False) so tha
 import torch
 import triton
 import triton.language as tl
-
-from quant import NESTED_BLOCK_SIZE
 
 BYTES_PER_PROGRAM = 2048   # 4096 values
 
@@ -40,13 +38,14 @@ def _dequantize(codes_ptr, absmax_ptr, nested_ptr, offset_ptr, nested_code_ptr, 
     tl.store(out_ptr + j, value.to(out_ptr.dtype.element_ty), mask=j < n)
 
 
-def dequantize(t, levels, out):
-    """Writes the NF4Tensor t's values into the flat tensor `out` (bf16, fp16 or fp32, on t's device); returns out."""
+def dequantize(t, levels, out, nested_block_size=256):
+    """Writes the NF4Tensor t's values into the flat tensor `out` (bf16, fp16 or fp32, on t's device); returns out.
+    (quant.py passes its tables and constants in: this file imports nothing of the project's.)"""
     n, bf16 = t.numel(), out.dtype == torch.bfloat16
     double = t.nested_absmax is not None
     nested, offset = (t.nested_absmax, t.offset) if double else (t.absmax, t.absmax)   # unused when not double
     grid = (triton.cdiv(n, 2 * BYTES_PER_PROGRAM),)
     _dequantize[grid](t.codes, t.absmax, nested, offset, t.nested_code, levels, out.view(torch.int16) if bf16 else out,
-                      n, BLOCK_SIZE=t.block_size, NESTED_BLOCK_SIZE=NESTED_BLOCK_SIZE, DOUBLE=double, BYTES=BYTES_PER_PROGRAM,
-                      BF16=bf16, enable_fp_fusion=False)
+                      n, BLOCK_SIZE=t.block_size, NESTED_BLOCK_SIZE=nested_block_size, DOUBLE=double,
+                      BYTES=BYTES_PER_PROGRAM, BF16=bf16, enable_fp_fusion=False)
     return out

@@ -37,7 +37,8 @@ from lorasp import apply_lorasp  # noqa: E402
 from quant import quantize_nf4  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEVICE_TESTS = ["tests/test_quant_devices.py", "tests/test_lorasp.py", "tests/test_checkpointing.py", "tests/test_model.py"]
+DEVICE_TESTS = ["tests/test_quant_devices.py", "tests/test_lorasp.py", "tests/test_checkpointing.py",
+                "tests/test_model.py"]
 TINY = M.LlamaConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=176)
 
 

@@ -93,7 +93,8 @@ def test_triton_kernel_equals_the_torch_path(device):
         return kernel_equals_torch_path(device)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = "import test_quant_devices as t; t.kernel_equals_torch_path('cpu'); print('equal')"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     p = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(root, "tests"), capture_output=True, text=True,
                        env=env)
     assert p.returncode == 0 and p.stdout.split() == ["equal"], p.stderr[-3000:]
