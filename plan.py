@@ -41,7 +41,7 @@ import data
 from data import UserError
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, meta_config, resident as resident_bytes
-from quant import CHUNK
+from quant import CHUNK, triton_kernel
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -171,6 +171,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     runtime_bytes(), measured now)."""
     s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
+    kernel = nf4 and triton_kernel(torch.device(args.device)) is not None   # CUDA + Triton: no fp32 levels at all
     keep = 1.0 if args.method == "lora" else args.keep
     with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
         model = build_model(config)
@@ -194,7 +195,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
             elif block_linear and nf4:
                 blocks = math.ceil(n / 64)
                 parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
-                biggest = max(biggest, n * s + (0 if s == 4 else 4 * (min(n, CHUNK) if cpu else n)))
+                biggest = max(biggest, n * s + (0 if s == 4 or kernel else 4 * (min(n, CHUNK) if cpu else n)))
             elif block_linear:
                 parts["base"] += n * s
             else:
@@ -218,7 +219,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         parts["loss"] += V * C * 4 if full else 0                 # the head's gradient, computed in forward
     elif kind == "t5":                                            # logits, their fp32 copy, log-softmax and its grad
         parts["loss"] = tokens * V * (s + 12)
-    parts["dequant"] = biggest                  # + its fp32 levels before rounding: one step on CPU, whole elsewhere
+    parts["dequant"] = biggest          # + its fp32 levels before rounding: one step on CPU, whole on an accelerator
+    #                                     without quant_triton's kernel (which rounds each value as it makes it)
     parts["activations"] += tokens * C * s * (2 if kind == "t5" else 1)   # the embeddings' output
     working = parts["activations"] + parts["backward"] + parts["loss"]
     if cpu:                                 # measured with the default glibc malloc: resident / live = 1.43 to 1.52
@@ -230,8 +232,22 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
 
 def runtime_bytes(device):
     """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
-    plus what a first step adds; CUDA: 0 (the context is outside torch's allocator and already not free)."""
-    return resident_bytes() + RUNTIME_STEP if torch.device(device).type == "cpu" else 0
+    plus what a first step adds; CUDA: cuBLAS's workspace (the context is outside torch's allocator, already not
+    free)."""
+    device = torch.device(device)
+    return resident_bytes() + RUNTIME_STEP if device.type == "cpu" else cublas_workspace_bytes(device)
+
+
+def cublas_workspace_bytes(device):
+    """The workspace torch's allocator hands cuBLAS at the first matmul (counted in max_memory_allocated; the offline
+    demo on an H200 peaked 30 MiB over a plan without it): CUBLAS_WORKSPACE_CONFIG's :KiB:count pairs where set, else
+    torch's default, 32 MiB on Hopper (compute capability 9) and :4096:2:16:8 (8.125 MiB) on the others."""
+    spec = os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")
+    sizes = [int(x) for x in spec.split(":")[1:] if x.isdigit()]
+    if sizes:
+        return sum(kib * count for kib, count in zip(sizes[::2], sizes[1::2])) * 1024
+    hopper = torch.cuda.is_available() and torch.cuda.get_device_properties(device).major == 9
+    return 32 * MiB if hopper else (4096 * 2 + 16 * 8) * 1024
 
 
 def available_bytes(device):

@@ -95,7 +95,7 @@ def _tables(device):
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
-def _triton_kernel(device):
+def triton_kernel(device):
     """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
     if device.type != "cuda" or not TRITON:
         return None
@@ -160,7 +160,7 @@ class NF4Tensor:
         else:
             raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
                              f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
-        kernel = _triton_kernel(self.device)
+        kernel = triton_kernel(self.device)
         if kernel is not None:                                    # CUDA: one kernel, the scales decoded inside it
             return kernel.dequantize(self, t.levels, out.view(-1), NESTED_BLOCK_SIZE)[:n].view(self.shape)
         absmax, steps = self.block_absmax(), _steps(blocks, bs, self.device)

@@ -88,7 +88,7 @@ def dequantize_bandwidth(device, shape):
     for path, on in (("torch", False), ("triton", True)):
         quant.TRITON = on
         try:
-            used = quant._triton_kernel(q.device) is not None
+            used = quant.triton_kernel(q.device) is not None
             if on and not used:
                 out[path] = "not used: no CUDA device, or Triton not installed"
                 continue

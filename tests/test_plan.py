@@ -206,13 +206,31 @@ def test_planning_draws_no_random_number():
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("device, dtype", [("cpu", "bf16"), ("cuda", "bf16"), ("cpu", "fp32")])
-def test_dequant_counts_the_fp32_levels_a_bf16_weight_is_rounded_from(device, dtype):
-    """NF4Tensor.dequantize computes every level in fp32, then rounds once to bf16: one CHUNK of fp32 on CPU, the whole
-    weight on an accelerator (left out of the plan before). At fp32 the levels are the output."""
+@pytest.mark.parametrize("device, dtype, triton", [("cpu", "bf16", True), ("cuda", "bf16", False), ("cpu", "fp32", True),
+                                                   ("cuda", "bf16", True)])
+def test_dequant_counts_the_fp32_levels_a_bf16_weight_is_rounded_from(device, dtype, triton, monkeypatch):
+    """NF4Tensor.dequantize's torch path computes every level in fp32, then rounds once to bf16: one CHUNK of fp32 on
+    CPU, the whole weight on an accelerator (left out of the plan before). At fp32 the levels are the output. On CUDA
+    with quant_triton's kernel (which rounds each value as it makes it) there are no fp32 levels."""
     import quant
+    monkeypatch.setattr(quant, "TRITON", triton)
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
     a = flags_for("--quant", "nf4", "--checkpointing", "full", "--device", device, "--dtype", dtype)
     n = c.n_ffn * c.n_embd                                       # the largest block linear: 11008 x 4096
-    extra = {"cpu": quant.CHUNK, "cuda": n}[device] * 4 if dtype == "bf16" else 0
+    extra = {"cpu": quant.CHUNK, "cuda": 0 if triton else n}[device] * 4 if dtype == "bf16" else 0
     assert plan.estimate(c, a, targets, 0, RUNTIME)["dequant"] == n * (2 if dtype == "bf16" else 4) + extra
+
+
+def test_cuda_runtime_is_cublas_workspace(monkeypatch):
+    """On CUDA the plan's runtime part is the workspace torch's allocator hands cuBLAS: CUBLAS_WORKSPACE_CONFIG's
+    :KiB:count pairs where set, else torch's default, 32 MiB on Hopper and :4096:2:16:8 on other GPUs."""
+    from types import SimpleNamespace
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    assert plan.runtime_bytes("cuda") == 32 * plan.MiB
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:2:16:8")
+    assert plan.runtime_bytes("cuda") == 8 * plan.MiB + 128 * 1024
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for major, mib in ((9, 32), (8, 8.125)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, major=major: SimpleNamespace(major=major))
+        assert plan.runtime_bytes("cuda") == mib * plan.MiB
