@@ -16,6 +16,9 @@ transformers and peft installed (no bitsandbytes needed).
    activation checkpointing, bf16 autocast, AdamW, at 1 x 512 and 4 x 512 tokens: tokens/s (median of 3 steps after
    a warm-up) and torch.cuda.max_memory_allocated; beside it transformers' LlamaForCausalLM in bf16 + peft LoRA r=16
    on the same projections with gradient checkpointing (the dense bf16 base: bitsandbytes is not installed there).
+4. cli: `python train.py --quant nf4 --checkpointing full` at 4 x 512 for 4 steps on a checkpoint written to disk with
+   4 Llama-2-7B blocks and its 32k vocabulary (1.07B parameters; the whole 7B takes minutes to write): the command a
+   user runs, loading and quantizing on the GPU; tokens/s, peak and the memory plan from its summary line.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -39,6 +43,7 @@ from quant import quantize_nf4  # noqa: E402
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEVICE_TESTS = ["tests/test_quant_devices.py", "tests/test_lorasp.py", "tests/test_checkpointing.py",
                 "tests/test_model.py"]
+CLI_SHAPE = dict(vocab_size=32000, n_layer=4, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008)  # 4 7B blocks
 TINY = M.LlamaConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=176)
 
 
@@ -187,6 +192,28 @@ def profile(config, device, batch):
     return dict(blocks=2, cpu_ms=sum(e.self_cpu_time_total for e in events) / 1e3, syncs=syncs, top=top)
 
 
+def cli(device, shape, batch, seq, steps):
+    """train.py as a user runs it (NF4, `full`, --dtype auto) on a checkpoint written to disk in Hugging Face's layout
+    (bench_cli's writer: bf16 safetensors, a sentencepiece tokenizer, 8 Alpaca-format records): it loads, quantizes on
+    the device and trains. Returns its summary's figures, or its return code and the end of its output."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from bench_cli import write_fixture
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        model_dir, data_file = write_fixture(tmp, shape, records=8)
+        written = time.perf_counter() - t0
+        p = subprocess.run([sys.executable, "train.py", "--model", model_dir, "--data", data_file, "--quant", "nf4",
+                            "--checkpointing", "full", "--batch-size", str(batch), "--grad-accum", "1", "--seq-len",
+                            str(seq), "--max-steps", str(steps), "--log-every", "1", "--eval-every", "0", "--device",
+                            device, "--out", os.path.join(tmp, "run")], cwd=ROOT, capture_output=True, text=True)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode or not lines or not lines[-1].startswith("{"):
+        return dict(returncode=p.returncode, tail=(p.stdout + p.stderr)[-1500:])
+    s = json.loads(lines[-1])
+    return dict(shape=shape, tokens=f"{batch}x{seq}", write_s=written, wall_s=s["wall_s"], first_line=lines[0],
+                **{k: s[k] for k in ("tokens_per_s", "peak_mem_mib", "planned_mem_mib", "final_loss", "steps")})
+
+
 def peft(config, device, batches, steps):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -208,6 +235,7 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks this script, measures nothing")
     ap.add_argument("--skip-tests", action="store_true", help="leave out part 1")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ours on 2 blocks (stderr)")
+    ap.add_argument("--skip-cli", action="store_true", help="leave out part 4 (train.py on a checkpoint on disk)")
     args = ap.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -230,6 +258,9 @@ def main():
     if device == "cuda":
         torch.cuda.empty_cache()
     part("peft", peft(config, device, batches, steps))
+    if not args.skip_cli:
+        part("cli", cli(device, CLI_SHAPE if not args.dry_run else {**TINY.__dict__, "n_layer": 1},
+                        *((2, 128, 2) if args.dry_run else (4, 512, 4))))
     summary["ratio"] = {b: dict(tokens_per_s=summary["ours"][b]["tokens_per_s"] / summary["peft"][b]["tokens_per_s"],
                                 peak_mem=summary["ours"][b]["peak_mem_gib"] / summary["peft"][b]["peak_mem_gib"]
                                 if device == "cuda" else None) for b in (f"{B}x{T}" for B, T in batches)}

@@ -31,3 +31,4 @@ def test_dry_run_prints_the_summary():
         assert all(s[who][b]["tokens_per_s"] > 0 for b in ("1x32", "2x32"))
     assert s["ours"]["trainable"] * 2 == s["peft"]["trainable"]    # LoRA-SP trains half of LoRA's entries
     assert set(s["ratio"]) == {"1x32", "2x32"}
+    assert s["cli"]["steps"] == 2 and s["cli"]["tokens_per_s"] > 0 and s["cli"]["peak_mem_mib"] > 0, s["cli"]
