@@ -44,8 +44,13 @@ def dequantize(t, levels, out, nested_block_size=256):
     n, bf16 = t.numel(), out.dtype == torch.bfloat16
     double = t.nested_absmax is not None
     nested, offset = (t.nested_absmax, t.offset) if double else (t.absmax, t.absmax)   # unused when not double
+    tensors = [t.codes, t.absmax, nested, offset, t.nested_code, levels]
+    if any(x.device != out.device for x in tensors):     # the kernel reads raw pointers: no check would catch it
+        raise ValueError(f"NF4 dequantize: codes, scales and tables must all be on {out.device}, found "
+                         f"{[str(x.device) for x in tensors]}")
+    codes, absmax, nested, offset, nested_code, levels = (x.contiguous() for x in tensors)   # strided views: copied
     grid = (triton.cdiv(n, 2 * BYTES_PER_PROGRAM),)
-    _dequantize[grid](t.codes, t.absmax, nested, offset, t.nested_code, levels, out.view(torch.int16) if bf16 else out,
+    _dequantize[grid](codes, absmax, nested, offset, nested_code, levels, out.view(torch.int16) if bf16 else out,
                       n, BLOCK_SIZE=t.block_size, NESTED_BLOCK_SIZE=nested_block_size, DOUBLE=double,
                       BYTES=BYTES_PER_PROGRAM, BF16=bf16, enable_fp_fusion=False)
     return out

@@ -83,6 +83,20 @@ def kernel_equals_torch_path(device):
                     finally:
                         quant.TRITON = True
                     assert torch.equal(out.view(shape), ref), (shape, block_size, double_quant, dtype)
+    # codes that arrive as a strided view (a state dict can hold one) are read as values, not as raw memory
+    q = quantize_nf4(w, 64)
+    spread = torch.zeros(2 * q.codes.numel(), dtype=torch.uint8, device=device)
+    spread[::2] = q.codes
+    q.codes = spread[::2]
+    out = torch.empty(w.numel(), dtype=torch.bfloat16, device=device)
+    quant_triton.dequantize(q, NF4_LEVELS.to(device), out)
+    quant.TRITON = False
+    try:
+        assert torch.equal(out.view(w.shape), q.dequantize(torch.bfloat16))
+    finally:
+        quant.TRITON = True
+    with pytest.raises(ValueError, match="must all be on"):                  # raw pointers: never across devices
+        quant_triton.dequantize(q, NF4_LEVELS.to("meta"), out)
 
 
 @pytest.mark.parametrize("device", DEVICES)
