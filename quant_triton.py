@@ -3,7 +3,7 @@
     scale[b] = nested_code[absmax[b]] * nested_absmax[b // 256] + offset    (double quantization; else absmax[b])
     out[j]   = round_to(dtype, level[code_j] * scale[j // block_size])      in fp32, each product rounded once
 
-quant.py's torch path takes about ten kernels (the scales' four, then codes to int32, a gather of level pairs, the
+quant.py's torch path takes about ten kernels (the scales' five, then codes to int32, a gather of level pairs, the
 scale, the rounding copy) and moves about 22 bytes per value where 2.5 are needed. This kernel reads each code byte
 and scale once and writes each value once. It is bit for bit the torch path: the same fp32 products and sums in the
 same order, with fused multiply-add switched off (enable_fp_fusion=False) so that no sum is fused into its product."""
