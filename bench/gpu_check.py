@@ -123,19 +123,22 @@ def random_stream(model, device, gen):
         yield "random", name, t.to(torch.bfloat16)
 
 
+def train_step(loss_fn, opt, ids, device):
+    """One bf16-autocast training step on ids, as a function of nothing (for timed and the profiler)."""
+    def step():
+        with torch.autocast(device, torch.bfloat16):
+            loss = loss_fn(ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def step_figures(loss_fn, params, device, batches, vocab, steps):
     """{batch: {tokens_per_s, peak_mem_gib, loss}} for 1 optimizer step per measurement (warm-up first)."""
     opt, out = torch.optim.AdamW(params, lr=2e-5), {}
     for B, T in batches:
-        ids = torch.randint(0, vocab, (B, T), device=device)
-
-        def step():
-            with torch.autocast(device, torch.bfloat16):
-                loss = loss_fn(ids)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
+        step = train_step(loss_fn, opt, torch.randint(0, vocab, (B, T), device=device), device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         s = timed(step, device, steps)
@@ -144,15 +147,21 @@ def step_figures(loss_fn, params, device, batches, vocab, steps):
     return out
 
 
-def ours(config, device, batches, steps):
-    t0 = time.perf_counter()
+def build_ours(config, device):
+    """The config's Llama with random bf16 weights quantized to NF4 as they arrive (fill), LoRA-SP r=16 keep 0.5 on
+    the seven projections, full recomputation, in train mode."""
     with torch.device("meta"):
         net = M.build_model(config)
-    gen = torch.Generator(device).manual_seed(0)
-    net = C.fill(net, random_stream(net, device, gen), torch.bfloat16, "nf4", device)
+    net = C.fill(net, random_stream(net, device, torch.Generator(device).manual_seed(0)), torch.bfloat16, "nf4",
+                 device)
     apply_lorasp(net, TARGETS, r=16, alpha=32, keep=0.5)
     net.checkpointing = "full"
-    net.train()
+    return net.train()
+
+
+def ours(config, device, batches, steps):
+    t0 = time.perf_counter()
+    net = build_ours(config, device)
     build_s = time.perf_counter() - t0
     params = [p for p in net.parameters() if p.requires_grad]
     figures = step_figures(lambda ids: net(ids, labels=ids), params, device, batches, config.vocab_size, steps)
@@ -164,20 +173,10 @@ def profile(config, device, batch):
     that take the CPU's time (a step whose time does not grow with the batch waits on the CPU), and the host-device
     syncs. Printed to stderr; returns the syncs and the top ops."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    with torch.device("meta"):
-        net = M.build_model(M.LlamaConfig(**{**config.__dict__, "n_layer": 2}))
-    net = C.fill(net, random_stream(net, device, torch.Generator(device).manual_seed(0)), torch.bfloat16, "nf4",
-                 device)
-    apply_lorasp(net, TARGETS, r=16, alpha=32, keep=0.5)
-    net.checkpointing, ids = "full", torch.randint(0, config.vocab_size, batch, device=device)
+    net = build_ours(M.LlamaConfig(**{**config.__dict__, "n_layer": 2}), device)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-5)
-
-    def step():
-        with torch.autocast(device, torch.bfloat16):
-            loss = net(ids, labels=ids)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = train_step(lambda ids: net(ids, labels=ids), opt, torch.randint(0, config.vocab_size, batch, device=device),
+                      device)
     step(), step()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with torch_profile(activities=acts) as prof:
