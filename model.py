@@ -53,7 +53,7 @@ from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpo
                         write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
-from recompute import Recipe, Recompute, cheap, recompute, run_block, selective  # noqa: F401  (likewise)
+from recompute import Recipe, Recompute, cheap, recompute, run_block, selective, tail  # noqa: F401  (likewise)
 
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
@@ -465,7 +465,7 @@ class LlamaBlock(nn.Module):
         x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
                                q, k, v))
         h = cheap(self.post_attention_layernorm, x)
-        return x + m.down_proj(cheap(swiglu, m.gate_proj(h), m.up_proj(h)))
+        return x + tail(m.down_proj, cheap(swiglu, m.gate_proj(h), m.up_proj(h)))
 
 
 class Llama(nn.Module):
@@ -516,7 +516,7 @@ class GPT2Block(nn.Module):
             q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
             return attend(q, k, v, mask, kv, p)
         x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
-        return x + dropout(m.c_proj(cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
+        return x + dropout(tail(m.c_proj, cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
 class GPT2(nn.Module):
@@ -753,7 +753,7 @@ class T5Block(nn.Module):
             h = cheap(lambda a, b: dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
         else:
             h = cheap(lambda a: dropout(F.relu(a), p), m.wi(h))
-        return x + dropout(m.wo(h), p)
+        return x + dropout(tail(m.wo, h), p)
 
 
 class T5(nn.Module):

@@ -382,6 +382,10 @@ class NF4Linear(nn.Module):
         y = _NF4Matmul.apply(x, self.weight)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
+    def grad_input(self, g):
+        """dL/dx for dL/dy = g (..., out): g W, as this layer's backward computes it."""
+        return g @ _dense(self.weight, g.dtype)
+
     def _apply(self, fn, recurse=True):
         # model.to(device) moves the NF4 weight; model.to(dtype) must not cast its fp32 scales, so only the
         # device of fn's result is used.

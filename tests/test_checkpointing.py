@@ -214,3 +214,48 @@ def test_lorasp_layers_on_an_nf4_base(tmp_path, structure):
             if isinstance(layer, lorasp.LoRASPLinear):
                 layer.B_train.normal_(0, 0.3)  # B starts at zero, which would leave A without gradient
     assert_modes_agree(m, IDS)
+
+
+
+TAILS = {"llama": "mlp.down_proj", "gpt2": "mlp.c_proj", "t5": "DenseReluDense.wo"}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, monkeypatch):
+    """A full replay runs each LoRA-SP layer's frozen base again, except the block's tail (recompute.tail): its value
+    only flows into the block output the replay discards. Counted by forward hooks on the bases. The gradients are
+    bit for bit those of a replay that runs the tail too, in fp32 and under bf16 autocast, with dropout on."""
+    import lorasp
+    m = tiny(arch, **({"dropout": 0.1} if arch == "gpt2" else {}))  # T5's tiny config has dropout 0.1 already
+    m.requires_grad_(False)
+    targets = {"llama": ["q_proj", "down_proj"], "gpt2": ["c_attn", "c_proj"], "t5": ["q", "wo"]}[arch]
+    lorasp.apply_lorasp(m, targets, r=4, alpha=8)
+    calls = {}
+    for name, layer in m.named_modules():
+        if isinstance(layer, lorasp.LoRASPLinear):
+            layer.B_train.data.normal_(0, 0.3)  # B starts at zero, which would leave A without gradient
+            layer.base.register_forward_hook(lambda mod, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    ids = IDS % m.config.vocab_size
+    grads = {}
+    for mode in ("none", "full", "full, tail replayed"):
+        if mode == "full, tail replayed":
+            monkeypatch.setattr(M, "tail", lambda layer, x: layer(x))  # what the replay did before tail()
+        m.checkpointing, before = mode.split(",")[0], dict(calls)
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            logits = m(ids, ids) if arch == "t5" else m(ids)
+        F.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()
+        grads[mode] = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+        ran = {n: calls[n] - before.get(n, 0) for n in calls}
+        tails = [n for n in ran if n.endswith(TAILS[arch])]
+        assert tails and len(tails) < len(ran)
+        for n, k in ran.items():  # none: once; full: forward and replay, the tails forward only
+            assert k == (1 if mode == "none" or n in tails and mode == "full" else 2), (mode, n, k)
+    assert grads["full"].keys() == grads["none"].keys() and grads["none"]
+    for n, g in grads["full"].items():
+        assert g.abs().sum() > 0, n
+        assert torch.equal(g, grads["full, tail replayed"][n]), n
+        if not autocast:  # the order of T5's gradient sums differs between modes (before tail() too): 1e-9
+            torch.testing.assert_close(g, grads["none"][n], atol=1e-6, rtol=0, msg=n)
