@@ -33,16 +33,17 @@ SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def write_fixture(directory, shape, records=64, seed=0):
+def write_fixture(directory, shape, records=64, seed=0, device="cpu"):
     """directory/model (config.json, bf16 safetensors, tokenizer.model) and directory/alpaca.json, unless there.
-    shape: a preset name (llama2-7b) or LlamaConfig fields. Runs in a subprocess (torch stays out of this one)."""
+    shape: a preset name (llama2-7b) or LlamaConfig fields; device: where the random weights are drawn. Runs in a
+    subprocess (torch stays out of this one)."""
     if not os.path.exists(os.path.join(directory, "alpaca.json")):
         subprocess.run([sys.executable, os.path.abspath(__file__), "--write", directory, json.dumps(shape),
-                        str(records), str(seed)], check=True)
+                        str(records), str(seed), device], check=True)
     return os.path.join(directory, "model"), os.path.join(directory, "alpaca.json")
 
 
-def _write(directory, shape, records, seed):
+def _write(directory, shape, records, seed, device="cpu"):
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch
@@ -53,7 +54,7 @@ def _write(directory, shape, records, seed):
     torch.manual_seed(seed)
     model_dir, config = os.path.join(directory, "model"), get_config(shape) if isinstance(shape, str) else \
         LlamaConfig(**shape)
-    write_random_checkpoint(model_dir, config, "safetensors")
+    write_random_checkpoint(model_dir, config, "safetensors", device=device)
     corpus = data.demo_corpus(records * 8, seed)       # the demo's generated text: sentencepiece learns it quickly
     data.train_sentencepiece(corpus + list(data.PROMPT_DICT.values()) * 5, os.path.join(model_dir, "tokenizer.model"),
                              min(400, config.vocab_size))  # ids the model's embedding has
@@ -186,7 +187,7 @@ def peft(model_dir, dtype, ckpt, batch, seq, steps, quant="none", log=None):
 
 def main():
     if sys.argv[1:2] == ["--write"]:
-        return _write(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        return _write(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), *sys.argv[6:7])
     if sys.argv[1:2] == ["--peft-child"]:
         a = sys.argv[2:]
         return peft_child(a[0], a[1], a[2], int(a[3]), int(a[4]), int(a[5]), a[6])

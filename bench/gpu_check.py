@@ -17,13 +17,18 @@ transformers and peft installed (no bitsandbytes needed).
    a warm-up) and torch.cuda.max_memory_allocated; beside it transformers' LlamaForCausalLM in bf16 + peft LoRA r=16
    on the same projections with gradient checkpointing (the dense bf16 base: bitsandbytes is not installed there).
 4. cli: `python train.py --quant nf4 --checkpointing full` at 4 x 512 for 4 steps on a checkpoint written to disk with
-   4 Llama-2-7B blocks and its 32k vocabulary (1.07B parameters; the whole 7B takes minutes to write): the command a
-   user runs, loading and quantizing on the GPU; tokens/s, peak and the memory plan from its summary line.
+   4 Llama-2-7B blocks and its 32k vocabulary (1.07B parameters): the command a user runs, loading and quantizing on
+   the GPU; tokens/s, peak and the memory plan from its summary line. `--cli-preset llama2-7b` writes the whole
+   model instead (13.5 GB; its random weights drawn on the GPU, as drawing them on the CPU took minutes there), and
+   `--only-cli` runs this part alone:
+
+    python bench/gpu_check.py --only-cli --cli-preset llama2-7b     # the flagship job at full size, ~13.5 GB of disk
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,9 +202,15 @@ def cli(device, shape, batch, seq, steps):
     the device and trains. Returns its summary's figures, or its return code and the end of its output."""
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     from bench_cli import write_fixture
-    with tempfile.TemporaryDirectory() as tmp:
+    with torch.device("meta"):
+        size = 2 * sum(p.numel() for p in M.build_model(M.get_config(shape) if isinstance(shape, str) else
+                                                          M.LlamaConfig(**shape)).parameters())    # bf16 bytes
+    # /dev/shm where it has room: a disk that writes back at 0.1 GB/s (as the first GPU machine's seemed to) would
+    # take minutes over the 7B's 13.5 GB; memory takes seconds
+    shm = os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 2 * size
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if shm else None) as tmp:
         t0 = time.perf_counter()
-        model_dir, data_file = write_fixture(tmp, shape, records=8)
+        model_dir, data_file = write_fixture(tmp, shape, records=8, device=device)
         written = time.perf_counter() - t0
         p = subprocess.run([sys.executable, "train.py", "--model", model_dir, "--data", data_file, "--quant", "nf4",
                             "--checkpointing", "full", "--batch-size", str(batch), "--grad-accum", "1", "--seq-len",
@@ -209,7 +220,7 @@ def cli(device, shape, batch, seq, steps):
     if p.returncode or not lines or not lines[-1].startswith("{"):
         return dict(returncode=p.returncode, tail=(p.stdout + p.stderr)[-1500:])
     s = json.loads(lines[-1])
-    return dict(shape=shape, tokens=f"{batch}x{seq}", write_s=written, wall_s=s["wall_s"], first_line=lines[0],
+    return dict(shape=shape, tokens=f"{batch}x{seq}", written_to="/dev/shm" if shm else "temp dir", write_s=written, wall_s=s["wall_s"], first_line=lines[0],
                 **{k: s[k] for k in ("tokens_per_s", "peak_mem_mib", "planned_mem_mib", "final_loss", "steps")})
 
 
@@ -235,6 +246,9 @@ def main():
     ap.add_argument("--skip-tests", action="store_true", help="leave out part 1")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ours on 2 blocks (stderr)")
     ap.add_argument("--skip-cli", action="store_true", help="leave out part 4 (train.py on a checkpoint on disk)")
+    ap.add_argument("--only-cli", action="store_true", help="run part 4 alone")
+    ap.add_argument("--cli-preset", choices=sorted(M.PRESETS), help="part 4 on this preset's whole shape (default: 4 "
+                    "llama2-7b blocks)")
     args = ap.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -249,6 +263,11 @@ def main():
     def part(name, value):                                # each part printed as it ends: a cut-off run keeps them
         summary[name] = value
         print(json.dumps({name: value}), file=sys.stderr, flush=True)
+    cli_shape = args.cli_preset or (CLI_SHAPE if not args.dry_run else {**TINY.__dict__, "n_layer": 1})
+    if args.only_cli:
+        part("cli", cli(device, cli_shape, *((2, 128, 2) if args.dry_run else (4, 512, 4))))
+        summary["wall_s"] = time.perf_counter() - t0
+        return print(json.dumps(summary))
     part("tests", None if args.skip_tests else run_tests(device))
     part("dequantize", dequantize_bandwidth(device, (64, 176) if args.dry_run else (11008, 4096)))
     part("ours", ours(config, device, batches, steps))
@@ -258,8 +277,7 @@ def main():
         torch.cuda.empty_cache()
     part("peft", peft(config, device, batches, steps))
     if not args.skip_cli:
-        part("cli", cli(device, CLI_SHAPE if not args.dry_run else {**TINY.__dict__, "n_layer": 1},
-                        *((2, 128, 2) if args.dry_run else (4, 512, 4))))
+        part("cli", cli(device, cli_shape, *((2, 128, 2) if args.dry_run else (4, 512, 4))))
     summary["ratio"] = {b: dict(tokens_per_s=summary["ours"][b]["tokens_per_s"] / summary["peft"][b]["tokens_per_s"],
                                 peak_mem=summary["ours"][b]["peak_mem_gib"] / summary["peft"][b]["peak_mem_gib"]
                                 if device == "cuda" else None) for b in (f"{B}x{T}" for B, T in batches)}

@@ -32,3 +32,13 @@ def test_dry_run_prints_the_summary():
     assert s["ours"]["trainable"] * 2 == s["peft"]["trainable"]    # LoRA-SP trains half of LoRA's entries
     assert set(s["ratio"]) == {"1x32", "2x32"}
     assert s["cli"]["steps"] == 2 and s["cli"]["tokens_per_s"] > 0 and s["cli"]["peak_mem_mib"] > 0, s["cli"]
+
+
+def test_only_cli_on_a_whole_preset():
+    """--only-cli --cli-preset NAME: part 4 alone, on a checkpoint of that preset's whole shape (llama2-7b on the GPU)."""
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--only-cli", "--cli-preset", "llama-tiny"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "ours" not in s and "tests" not in s
+    assert s["cli"]["shape"] == "llama-tiny" and s["cli"]["steps"] == 2 and s["cli"]["tokens_per_s"] > 0, s["cli"]
