@@ -245,8 +245,9 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks this script, measures nothing")
     ap.add_argument("--skip-tests", action="store_true", help="leave out part 1")
     ap.add_argument("--profile", action="store_true", help="also profile one step of ours on 2 blocks (stderr)")
-    ap.add_argument("--skip-cli", action="store_true", help="leave out part 4 (train.py on a checkpoint on disk)")
-    ap.add_argument("--only-cli", action="store_true", help="run part 4 alone")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--skip-cli", action="store_true", help="leave out part 4 (train.py on a checkpoint on disk)")
+    which.add_argument("--only-cli", action="store_true", help="run part 4 alone")
     ap.add_argument("--cli-preset", choices=sorted(M.PRESETS), help="part 4 on this preset's whole shape (default: 4 "
                     "llama2-7b blocks)")
     args = ap.parse_args()
