@@ -220,9 +220,10 @@ def test_lorasp_layers_on_an_nf4_base(tmp_path, structure):
 TAILS = {"llama": "mlp.down_proj", "gpt2": "mlp.c_proj", "t5": "DenseReluDense.wo"}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, monkeypatch):
+def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, device, monkeypatch):
     """A full replay runs each LoRA-SP layer's frozen base again, except the block's tail (recompute.tail): its value
     only flows into the block output the replay discards. Counted by forward hooks on the bases. The gradients are
     bit for bit those of a replay that runs the tail too, in fp32 and under bf16 autocast, with dropout on."""
@@ -230,13 +231,13 @@ def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, monkeypatch):
     m = tiny(arch, **({"dropout": 0.1} if arch == "gpt2" else {}))  # T5's tiny config has dropout 0.1 already
     m.requires_grad_(False)
     targets = {"llama": ["q_proj", "down_proj"], "gpt2": ["c_attn", "c_proj"], "t5": ["q", "wo"]}[arch]
-    lorasp.apply_lorasp(m, targets, r=4, alpha=8)
+    lorasp.apply_lorasp(m.to(device), targets, r=4, alpha=8)
     calls = {}
     for name, layer in m.named_modules():
         if isinstance(layer, lorasp.LoRASPLinear):
             layer.B_train.data.normal_(0, 0.3)  # B starts at zero, which would leave A without gradient
             layer.base.register_forward_hook(lambda mod, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
-    ids = IDS % m.config.vocab_size
+    ids = (IDS % m.config.vocab_size).to(device)
     grads = {}
     for mode in ("none", "full", "full, tail replayed"):
         if mode == "full, tail replayed":
@@ -244,7 +245,7 @@ def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, monkeypatch):
         m.checkpointing, before = mode.split(",")[0], dict(calls)
         m.zero_grad(set_to_none=True)
         torch.manual_seed(0)
-        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, torch.bfloat16, enabled=autocast):
             logits = m(ids, ids) if arch == "t5" else m(ids)
         F.cross_entropy(logits.float().flatten(0, 1), ids.flatten()).backward()
         grads[mode] = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
