@@ -42,7 +42,7 @@ import torch.nn as nn
 from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
                         save_safetensors)
 from quant import NF4Linear
-from recompute import value_unread
+from recompute import frozen
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
@@ -104,23 +104,6 @@ class _LoRAInput(torch.autograd.Function):
         return gx.view(ctx.shape), gA, None, None              # or zeros when the base has no dL/dx)
 
 
-class _Unread(torch.autograd.Function):
-    """base(x2) where nothing reads the value (a tail() in a full-checkpointing replay, see recompute.py): zeros of
-    the base's output shape and dtype, and backward's dL/dx = g W as the frozen base's own backward computes it; the
-    forward matmul (and an NF4 dequantize) is skipped."""
-
-    @staticmethod
-    def forward(ctx, x2, base, dtype):                         # x2: (N, in); dtype: what base(x2) would return
-        ctx.base, ctx.dtype = base, x2.dtype
-        return x2.new_zeros(x2.shape[0], base.out_features, dtype=dtype)
-
-    @staticmethod
-    def backward(ctx, g):                                      # g: (N, out)
-        base = ctx.base
-        gx = base.grad_input(g) if isinstance(base, NF4Linear) else g @ base.weight.to(g.dtype)
-        return gx.to(ctx.dtype), None, None
-
-
 class LoRASPLinear(nn.Module):
     """y = base(x) + (alpha/r) x A_eff^T B_eff^T; A_eff = A ⊙ S_A in mask mode, A (frozen entries kept) in freeze
     mode; B likewise. Adapters are fp32 whatever the base's dtype (PEFT's default too) and cast in forward."""
@@ -157,12 +140,7 @@ class LoRASPLinear(nn.Module):
 
     def forward(self, x):                                      # x: (..., in)
         x2, h = _LoRAInput.apply(x, self.lora_A.to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
-        if value_unread():                                     # a full replay's last projection: skip W x
-            dev = x.device.type
-            y = _Unread.apply(x2, self.base, torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else
-                              x2.dtype)
-        else:
-            y = self.base(x2)                                  # (N, out), a fresh tensor: add into it in place
+        y = frozen(self.base, x2)                              # (N, out), a fresh tensor: add into it in place
         # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
         # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
         return y.addmm_(h.to(y.dtype), self.lora_B.to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])

@@ -12,8 +12,8 @@
   torch.utils.checkpoint loses the gradients.
 - A full replay skips what only its discarded output needs: the block's last projection (`tail(layer, x)`: Llama's
   down_proj, GPT-2's and T5's feed-forward output), whose value only flows, through additions, into the block's
-  output. A LoRA-SP layer there returns zeros for its frozen base's part (its backward, dL/dx = g W, needs no value),
-  so the replay saves that matmul and, on an NF4 base, its dequantize: 7% of a `full` step's base-weight work.
+  output. A LoRA-SP layer there gets zeros for its frozen base's part (`frozen`; dL/dx = g W needs no value), so
+  the replay saves that matmul and, on an NF4 base, its dequantize: 7% of a `full` step's base-weight work.
 Leaves out: offloading to host memory, per-op policies beyond `cheap`, checkpointing across several blocks.
 Run `python model.py` (its demo compares the gradients of "none", "full" and "selective" on a tiny Llama);
 tests/test_checkpointing.py checks them on every backbone, with LoRA-SP and NF4 inside.
@@ -75,8 +75,8 @@ _unread = False     # True inside tail() during such a replay
 
 def tail(layer, x):
     """layer(x), where the caller only adds the result (through dropout at most) into the block's output. In a full
-    replay that output is never read, only differentiated: layers that check `value_unread()` skip their frozen
-    matmul then."""
+    replay that output is never read, only differentiated: a LoRA-SP layer there calls its base through `frozen`,
+    which skips the matmul."""
     global _unread
     if not _replaying:
         return layer(x)
@@ -87,9 +87,29 @@ def tail(layer, x):
         _unread = False
 
 
-def value_unread():
-    """Whether the layer being called now is a tail() in a full replay: its output's value is never read."""
-    return _unread
+class _Unread(torch.autograd.Function):
+    """Stands in for base(x2) where nothing reads the value: zeros of its shape and dtype forward, and backward's
+    dL/dx = g W as the frozen base's own backward computes it (NF4Linear.grad_input, or g W for nn.Linear)."""
+
+    @staticmethod
+    def forward(ctx, x2, base, dtype):                         # x2: (N, in); dtype: what base(x2) would return
+        ctx.base, ctx.dtype = base, x2.dtype
+        return x2.new_zeros(x2.shape[0], base.out_features, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g):                                      # g: (N, out)
+        base = ctx.base
+        gx = base.grad_input(g) if hasattr(base, "grad_input") else g @ base.weight.to(g.dtype)
+        return gx.to(ctx.dtype), None, None
+
+
+def frozen(base, x2):
+    """base(x2) for a frozen linear base (an adapter's): inside a tail() of a full replay, where the value is never
+    read, zeros stand in for it and its matmul (and an NF4 dequantize) is skipped; dL/dx is the same."""
+    if not _unread:
+        return base(x2)
+    dev = x2.device.type
+    return _Unread.apply(x2, base, torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x2.dtype)
 
 
 def recompute(fn, *inputs, params=()):
