@@ -119,7 +119,7 @@ def _fsync_dir(path):
 
 
 def save_safetensors(tensors, path, metadata=None, sync=True):
-    """Write {name: tensor} as a .safetensors file, atomically. `metadata` is a {str: str} dict; sync: atomic_write's."""
+    """Write {name: tensor} as a .safetensors file, atomically. `metadata`: a {str: str} dict; sync: atomic_write's."""
     header, offset, blobs = {}, 0, []
     for name, t in tensors.items():
         if t.dtype not in _DTYPE_NAMES:

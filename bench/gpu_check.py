@@ -22,7 +22,7 @@ transformers and peft installed (no bitsandbytes needed).
    model instead (13.5 GB; its random weights drawn on the GPU, as drawing them on the CPU took minutes there), and
    `--only-cli` runs this part alone:
 
-    python bench/gpu_check.py --only-cli --cli-preset llama2-7b     # the flagship job at full size, ~13.5 GB of disk
+    python bench/gpu_check.py --only-cli --cli-preset llama2-7b     # the flagship job at full size (13.5 GB written)
 """
 import argparse
 import json
@@ -220,7 +220,8 @@ def cli(device, shape, batch, seq, steps):
     if p.returncode or not lines or not lines[-1].startswith("{"):
         return dict(returncode=p.returncode, tail=(p.stdout + p.stderr)[-1500:])
     s = json.loads(lines[-1])
-    return dict(shape=shape, tokens=f"{batch}x{seq}", written_to="/dev/shm" if shm else "temp dir", write_s=written, wall_s=s["wall_s"], first_line=lines[0],
+    return dict(shape=shape, tokens=f"{batch}x{seq}", written_to="/dev/shm" if shm else "temp dir", write_s=written,
+                wall_s=s["wall_s"], first_line=lines[0],
                 **{k: s[k] for k in ("tokens_per_s", "peak_mem_mib", "planned_mem_mib", "final_loss", "steps")})
 
 

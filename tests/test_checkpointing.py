@@ -236,7 +236,7 @@ def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, device, monkey
     for name, layer in m.named_modules():
         if isinstance(layer, lorasp.LoRASPLinear):
             layer.B_train.data.normal_(0, 0.3)  # B starts at zero, which would leave A without gradient
-            layer.base.register_forward_hook(lambda mod, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+            layer.base.register_forward_hook(lambda mod, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
     ids = (IDS % m.config.vocab_size).to(device)
     grads = {}
     for mode in ("none", "full", "full, tail replayed"):

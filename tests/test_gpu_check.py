@@ -35,7 +35,7 @@ def test_dry_run_prints_the_summary():
 
 
 def test_only_cli_on_a_whole_preset():
-    """--only-cli --cli-preset NAME: part 4 alone, on a checkpoint of that preset's whole shape (llama2-7b on the GPU)."""
+    """--only-cli --cli-preset NAME: part 4 alone, on a checkpoint of the preset's whole shape (llama2-7b on a GPU)."""
     p = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--only-cli", "--cli-preset", "llama-tiny"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
