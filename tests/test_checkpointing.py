@@ -260,3 +260,37 @@ def test_full_replay_skips_the_frozen_tail_matmul(arch, autocast, device, monkey
         assert torch.equal(g, grads["full, tail replayed"][n]), n
         if not autocast:  # the order of T5's gradient sums differs between modes (before tail() too): 1e-9
             torch.testing.assert_close(g, grads["none"][n], atol=1e-6, rtol=0, msg=n)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_full_replay_tail_skip_on_an_nf4_base(tmp_path, autocast, monkeypatch):
+    """The same on an NF4-loaded Llama, LoRA-SP on all seven projections: a `full` step dequantizes each block's 7
+    weights in forward, 6 in the replay (not down_proj's) and 7 in backward; gradients equal to the replayed tail's."""
+    import lorasp
+    import quant
+    M.save_pretrained(tiny("llama"), tmp_path)
+    m = M.load_pretrained(tmp_path, quantize="nf4").train()
+    lorasp.apply_lorasp(m, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], r=4, alpha=8)
+    for layer in m.modules():
+        if isinstance(layer, lorasp.LoRASPLinear):
+            layer.B_train.data.normal_(0, 0.3)
+    count, dequantize = [0], quant.NF4Tensor.dequantize
+
+    def counted(self, *a, **k):
+        count[0] += 1
+        return dequantize(self, *a, **k)
+    monkeypatch.setattr(quant.NF4Tensor, "dequantize", counted)
+    m.checkpointing, grads = "full", {}
+    for replay_tail in (False, True):
+        if replay_tail:
+            monkeypatch.setattr(M, "tail", lambda layer, x: layer(x))
+        m.zero_grad(set_to_none=True)
+        count[0] = 0
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            logits = m(IDS)
+        F.cross_entropy(logits.float()[:, :-1].flatten(0, 1), IDS[:, 1:].flatten()).backward()
+        assert count[0] == m.config.n_layer * (21 if replay_tail else 20), (replay_tail, count[0])
+        grads[replay_tail] = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+    assert grads[False].keys() == grads[True].keys() and grads[False]
+    for n, g in grads[False].items():
+        assert g.abs().sum() > 0 and torch.equal(g, grads[True][n]), n
