@@ -33,6 +33,7 @@ def main():
     import checkpoint as C
     import model as M
     from bench_train import SHAPE, TARGETS
+    from gpu_check import random_stream
     from lorasp import apply_lorasp
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -40,9 +41,7 @@ def main():
     cfg = M.LlamaConfig(**dict(shape, n_layer=args.layers))
     with torch.device("meta"):
         net = M.build_model(cfg)
-    gen = torch.Generator().manual_seed(0)
-    stream = (("random", n, torch.ones(p.shape) if n.endswith("norm.weight") else torch.randn(p.shape, generator=gen)
-               * 0.02) for n, p in net.state_dict(keep_vars=True).items())
+    stream = random_stream(net, "cpu", torch.Generator().manual_seed(0))  # gpu_check's: N(0, 0.02) in bf16, norms 1
     net = C.fill(net, stream, torch.bfloat16 if args.bf16 else torch.float32,
                  quantize=args.quant if args.quant == "nf4" else None)
     apply_lorasp(net, TARGETS, r=16, alpha=32, keep=0.5)
