@@ -163,6 +163,7 @@ def peft_child(model_dir, dtype, ckpt, batch, seq, steps, quant="none"):
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             loss = net(input_ids=ids, labels=ids).loss
         loss.backward()
+        loss = loss.detach()  # drop the graph, as HF Trainer does: kept into the next step, it fragments the heap
         opt.step()
         opt.zero_grad(set_to_none=True)
         print(json.dumps(dict(step_s=time.perf_counter() - t, loss=loss.item())), flush=True)

@@ -85,6 +85,7 @@ def run(args):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             loss = F.cross_entropy(forward(ids, mask).float(), labels)
         loss.backward()
+        loss = loss.detach()  # drop the graph, as HF Trainer does: kept into the next step, it fragments the heap
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()

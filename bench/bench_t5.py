@@ -77,6 +77,7 @@ def child(config, args):
         t0, c0 = time.perf_counter(), time.process_time()
         loss = loss_fn()
         loss.backward()
+        loss = loss.detach()  # drop the graph, as HF Trainer does: kept into the next step, it fragments the heap
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)

@@ -13,9 +13,9 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
   keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
   checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
-step, zero_grad, then train.py's heap rule: checkpoint.trim_heap() once the resident size grew 10% past its size after
-the last trim (glibc keeps the pages of freed activations otherwise: --trim none shows that, --trim every the old
-trim after every step, --trim all gives peft the same rule).
+step, zero_grad, then train.py's heap rule: checkpoint.trim_if_crept, trim_heap() once the resident size after a step
+is 10% past its size after the first step since the last trim (--trim none never trims, --trim every trims after
+every step as train.py once did, --trim all gives peft the same rule).
 --dtypes fp32 bf16 runs every config at each: bf16 is what train.py's --dtype bf16 (and auto, on a CPU with bf16
 units) does: ours with the frozen base stored in bf16, peft with the model in bf16 (its adapters stay fp32, peft's
 autocast_adapter_dtype), both under torch.autocast("cpu", bfloat16), adapters and AdamW state fp32.
@@ -119,18 +119,19 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    times, cpu, trimmed = [], [], [0]
+    times, cpu, heap = [], [], [0]
 
     def step():
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             loss = loss_fn()
         loss.backward()
+        loss = loss.detach()  # drop the graph, as HF Trainer does: kept into the next step, it fragments the heap
         opt.step()
         opt.zero_grad(set_to_none=True)
         if trim == "every" and method != "peft":
             C.trim_heap()  # what train.py did after every step until its rule below
         elif trim == "all" or trim == "ours" and method != "peft":
-            trimmed[0] = C.trim_if_grown(trimmed[0])  # train.py's rule: trim once the heap grew 10%
+            heap[0] = C.trim_if_crept(heap[0])  # train.py's rule: trim once the heap grew 10% from step to step
         return loss
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -195,9 +196,9 @@ def main():
                     "matmul rates for the FLOP floor")
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rates here instead")
     ap.add_argument("--trim", choices=["ours", "all", "every", "none"], default="ours", help="trim the C heap "
-                    "(checkpoint.trim_heap()) by train.py's rule, once the resident size grew 10%% past its size after "
-                    "the last trim: in our runs, in all runs (peft's too, for comparison); or after every step in our "
-                    "runs (train.py before that rule); or never")
+                    "(checkpoint.trim_heap()) by train.py's rule, once the resident size after a step is 10%% past its "
+                    "size after the first step since the last trim: in our runs, in all runs (peft's too, for "
+                    "comparison); or after every step in our runs (train.py once); or never")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
