@@ -403,9 +403,10 @@ def trim_if_crept(base):
 
 
 def trim_heap():
-    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; a no-op elsewhere). glibc keeps the holes
-    that freed activations leave and reuses them badly: after a few training steps on CPU the resident size can be
-    twice what is in use. Called after each optimizer step, it keeps every step's peak at the first step's."""
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; a no-op elsewhere). glibc keeps freed
+    memory for reuse, and small long-lived objects left among freed tensors (quantize's temporaries while loading, a
+    kept autograd graph) make holes that later, larger tensors cannot use, so the heap grows. Pages given back are
+    faulted in again when next touched: train.py and fill call this only once the heap has grown."""
     libc = ctypes.CDLL(None)
     if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
