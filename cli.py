@@ -147,6 +147,8 @@ def parse_args(argv=None):
       "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
     a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
       "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
+    a("--full-blocks", type=COUNT, default=0, metavar="N", help="with --checkpointing selective: replay the first N "
+      "blocks whole instead, as full does (less memory, more time)")
     a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
@@ -174,6 +176,9 @@ def parse_args(argv=None):
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
+    if args.full_blocks and args.checkpointing != "selective":
+        p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
+                f"{args.checkpointing}")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,9 +17,9 @@
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
   missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
   the HF layout back.
-- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`. The blocks mark with
-  `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti et al. 2022); the
-  machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
+- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
+  per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
+  (Korthikanti et al. 2022); the machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
 - Generation with the KV cache (greedy, temperature, top-p) and beam search (T5) are generate.py's; `python model.py
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
@@ -53,7 +53,8 @@ from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpo
                         write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
-from recompute import Recipe, Recompute, cheap, recompute, run_block, selective, tail  # noqa: F401  (likewise)
+from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
+                       tail)  # (likewise: the contract's names)
 
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
@@ -488,7 +489,7 @@ class Llama(nn.Module):
         cos, sin = rope_cos_sin(pos, self.config.n_embd // self.config.n_head, self.config.rope_theta)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): the same for every head
         for i, block in enumerate(self.model.layers):
-            x = run_block(self.checkpointing, block, x, cos, sin, mask, cache[i] if cache else None)
+            x = run_block(block_mode(self.checkpointing, i), block, x, cos, sin, mask, cache[i] if cache else None)
         x = self.model.norm(x)
         return self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
@@ -546,7 +547,7 @@ class GPT2(nn.Module):
         x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
         x = dropout(x, self.config.dropout if self.training else 0.0)
         for i, block in enumerate(self.transformer.h):
-            x = run_block(self.checkpointing, block, x, mask, cache[i] if cache else None)
+            x = run_block(block_mode(self.checkpointing, i), block, x, mask, cache[i] if cache else None)
         x = self.transformer.ln_f(x)
         return x if hidden else self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
@@ -645,7 +646,7 @@ class Encoder(nn.Module):
         x = dropout(x, c.dropout if self.training else 0.0)  # (B, T, C)
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys
         for i, block in enumerate(body.encoder.layer):
-            x = run_block(self.checkpointing, block, x, mask, first_only and i == c.n_layer - 1)
+            x = run_block(block_mode(self.checkpointing, i), block, x, mask, first_only and i == c.n_layer - 1)
         return x
 
     def add_head(self, num_labels):
@@ -794,7 +795,8 @@ class T5(nn.Module):
         if torch.float16 in (x.dtype, torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev)):
             raise ValueError("T5 overflows in float16 (its activations pass 65504): use bfloat16 or float32")
         for i, block in enumerate(stack.block):
-            x = run_block(self.checkpointing, block, x, bias, enc, enc_bias, None if cache is None else cache[i])
+            x = run_block(block_mode(self.checkpointing, i), block, x, bias, enc, enc_bias,
+                          None if cache is None else cache[i])
         return dropout(stack.final_layer_norm(x), p)
 
     @staticmethod

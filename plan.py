@@ -208,11 +208,14 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
     kind, width = config.model_type, ACTIVATIONS[config.model_type]
     per_token = lambda mode: (lambda v, b: v * s + b)(*width(config, mode, args.rank, T, cpu))  # noqa: E731
-    parts["activations"] = tokens * L * per_token(args.checkpointing)
+    full_blocks = min(getattr(args, "full_blocks", 0), L) if args.checkpointing == "selective" else 0
+    parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
+                                     + full_blocks * per_token("full"))
     C = getattr(config, "n_embd", None) or config.d_model
     F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or 4 * C
     parts["backward"] = tokens * GRADS_IN_FLIGHT * F * s + tokens * dict(
-        none=0, selective=per_token("none") - per_token("selective"), full=per_token("none"))[args.checkpointing]
+        none=0, selective=per_token("none") - per_token("selective"),  # a full replay rebuilds a whole block
+        full=per_token("none"))["full" if full_blocks else args.checkpointing]
     V = config.vocab_size
     if kind in ("llama", "gpt2"):                                 # LinearCrossEntropy: fp32 chunk, dL/dh, final norm
         parts["loss"] = min(LOSS_CHUNK, tokens * V) * (4 + (2 if s == 2 else 0)) + 2 * tokens * C * s

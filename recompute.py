@@ -163,6 +163,13 @@ def cheap(fn, *inputs):
     return y
 
 
+def block_mode(mode, i):
+    """Block i's checkpointing: `mode`, or mode[i] when it is a list, one mode per block (a stack's, T5: each stack's):
+    ["full"] * 5 + ["selective"] * 7 replays the first five blocks whole (Megatron's --recompute-num-layers), a
+    memory-time trade between the two modes (train.py --full-blocks)."""
+    return mode if isinstance(mode, str) else mode[i]
+
+
 def run_block(mode, block, x, *args):
     """block(x, *args) under activation checkpointing `mode` (only while gradients are being recorded)."""
     if mode not in ("none", "full", "selective"):

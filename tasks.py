@@ -68,6 +68,8 @@ def checked_config(args):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
+    if getattr(args, "full_blocks", 0) > plan.layers(config):
+        raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks (a stack)")
     return config
 
 
@@ -83,7 +85,10 @@ def load_model(args, directory, checkpoint, device, bf16):
         model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
         for name in head:
             model.get_submodule(name).float()
-    model.checkpointing = args.checkpointing
+    # --full-blocks N: the first N blocks (of each stack: T5's decoder may have more) replayed whole, the rest selective
+    blocks = max(plan.layers(model.config), getattr(model.config, "num_decoder_layers", None) or 0)
+    model.checkpointing = ["full"] * args.full_blocks + ["selective"] * (blocks - args.full_blocks) \
+        if getattr(args, "full_blocks", 0) else args.checkpointing
     if full:
         model.requires_grad_(True)
     elif checkpoint:

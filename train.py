@@ -437,6 +437,7 @@ def save_if_due(run):
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "patience", "allow_data_change", "data_sha256"}  # what may change on
 # --resume; the rest must match (data_sha256 has its own check in restore)
+ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
 def data_hash(train_ex, val_ex):
@@ -500,8 +501,9 @@ def read_state(checkpoint):
 def restore(checkpoint, args, opt):
     """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
     state = read_state(checkpoint)
-    changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {v}" for k, v in vars(args).items()
-               if k not in RESUMABLE and state["args"].get(k) != v]
+    was = {**ADDED, **state["args"]}
+    changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
+               if k not in RESUMABLE and was.get(k) != v]
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:

@@ -11,7 +11,8 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
   checkpointing "full" is model.gradient_checkpointing_enable() (the only kind it has); quant none only.
 - METHOD full / lora / lorasp-element / lorasp-column: our model.py Llama with lorasp.py layers (keep=1.0 for lora,
   keep=0.5 for LoRA-SP) on the same seven projections, quant none|nf4 (NF4 base linears, the LM head stays fp32),
-  checkpointing none|full|selective (model.checkpointing). full + nf4 is refused (4-bit weights cannot train).
+  checkpointing none|full|selective|selective+N (model.checkpointing; +N: the first N blocks full, train.py's
+  --full-blocks N). full + nf4 is refused (4-bit weights cannot train).
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
 step, zero_grad, then train.py's heap rule: checkpoint.trim_if_crept, trim_heap() once the resident size after a step
 is 10% past its size after the first step since the last trim (--trim none never trims, --trim every trims after
@@ -112,7 +113,8 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         if method != "full":
             apply_lorasp(net, TARGETS, r=16, alpha=32, keep=1.0 if method == "lora" else 0.5,
                          structure="column" if method == "lorasp-column" else "element")
-        net.checkpointing = ckpt
+        n = int(ckpt.partition("+")[2] or 0)  # selective+N: the first N blocks full (train.py --full-blocks N)
+        net.checkpointing = ["full"] * n + ["selective"] * (cfg.n_layer - n) if n else ckpt
 
         def loss_fn():  # TODO(train.py): import train.py's step once it lands on main
             return net(ids, labels=ids)  # next-token loss, chunked (model.LinearCrossEntropy)
@@ -239,9 +241,9 @@ def main():
     print()
     for c, (s, cpu, mem) in summary.items():
         ckpt, dtype = c.split(":")[2:]
-        ref = summary.get(f"peft:none:{'full' if ckpt == 'selective' else ckpt}:{dtype}")
+        ref = summary.get(f"peft:none:{'full' if ckpt.startswith('selective') else ckpt}:{dtype}")
         if ref and not c.startswith("peft"):
-            pairs = list(zip(runs[c], runs[f"peft:none:{'full' if ckpt == 'selective' else ckpt}:{dtype}"]))
+            pairs = list(zip(runs[c], runs[f"peft:none:{'full' if ckpt.startswith('selective') else ckpt}:{dtype}"]))
             each = "" if len(pairs) < 2 else "; repeat by repeat: time {:.2f}-{:.2f}x, peak RSS {:.2f}-{:.2f}x".format(
                 *(g(a[k] / b[k] for a, b in pairs) for k in ("step_s", "peak_rss") for g in (min, max)))
             print(f"{c} / peft ({'checkpointed' if ckpt != 'none' else 'no checkpointing'}): time {s / ref[0]:.2f}x "

@@ -207,6 +207,22 @@ case("unknown preset", SystemExit, "neither a directory nor a preset; known pres
     lambda ctx: train.main(["--model", "llama3-8b", "--data", ctx.tiny[1]]))
 case("--resume without a checkpoint", SystemExit, "--resume: no checkpoint in")(
     lambda ctx: run(ctx, "--resume"))
+case("cli --full-blocks without selective checkpointing", 2, "--full-blocks 2 needs --checkpointing selective")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--full-blocks", "2", "--checkpointing", "full"]))
+case("--full-blocks past the model's blocks", SystemExit, "--full-blocks 5: ")(
+    lambda ctx: run(ctx, "--checkpointing", "selective", "--full-blocks", "5"))
+
+
+@case("--resume of a checkpoint from before --full-blocks existed", None)
+def _(ctx):
+    """A checkpoint's saved settings without full_blocks ran with 0: it resumes (not "--full-blocks None -> 0")."""
+    out = checkpointed(ctx)
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    state["args"].pop("full_blocks")
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2                # refused before: raises
+
+
 case("--resume with other settings", SystemExit, "--resume with different settings than the checkpoint's: "
      "--rank 16 -> 8")(lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--rank", "8"))
 

@@ -294,3 +294,28 @@ def test_full_replay_tail_skip_on_an_nf4_base(tmp_path, autocast, monkeypatch):
     assert grads[False].keys() == grads[True].keys() and grads[False]
     for n, g in grads[False].items():
         assert g.abs().sum() > 0 and torch.equal(g, grads[True][n]), n
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
+def test_per_block_modes(arch, monkeypatch):
+    """model.checkpointing as a list (train.py --full-blocks 1): block i runs under mode[i] (T5: in each stack), and
+    the gradients are those of no checkpointing."""
+    kw = dict(num_layers=3, num_decoder_layers=3) if arch == "t5" else dict(n_layer=3)
+    m = with_adapters(tiny(arch, **kw), ("q", "v", "wo") if arch == "t5" else ("q_proj", "v_proj", "c_attn", "c_fc"))
+    ids = IDS[:, :12] % m.config.vocab_size
+    run = (lambda: m(ids, ids)) if arch == "t5" else (lambda: m(ids))
+
+    def grads(mode):
+        m.checkpointing = mode
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        run().float().pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+    g0 = grads("none")
+    seen, real = [], M.run_block
+    monkeypatch.setattr(M, "run_block", lambda mode, *a: (seen.append(mode), real(mode, *a))[1])
+    g = grads(["full", "selective", "selective"])
+    assert seen == ["full", "selective", "selective"] * (2 if arch == "t5" else 1)
+    assert g0 and g.keys() == g0.keys() and all(g0[n].abs().sum() > 0 for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g[n], g0[n], atol=1e-6, rtol=0, msg=n)

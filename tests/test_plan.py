@@ -130,6 +130,19 @@ def flags_for(*argv):
     return train.parse_args(["--model", "llama2-7b", "--data", "alpaca", *argv])
 
 
+def test_full_blocks_plan_between_selective_and_full():
+    """--full-blocks k: k of llama2-7b's 32 blocks keep what full keeps, the rest what selective keeps; backward
+    holds a whole block's replay, as under full."""
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+    est = {k: plan.estimate(c, flags_for("--quant", "nf4", "--checkpointing", "selective", "--full-blocks", str(k)),
+                            targets, 0, RUNTIME) for k in (0, 8, 32)}
+    full = plan.estimate(c, flags_for("--quant", "nf4", "--checkpointing", "full"), targets, 0, RUNTIME)
+    sel, mix = est[0]["activations"], est[8]["activations"]
+    assert est[32]["activations"] == full["activations"] < mix < sel
+    assert mix == sel - 8 * (sel - full["activations"]) // 32
+    assert est[8]["backward"] == full["backward"] > est[0]["backward"]
+
+
 def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_fit():
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
     q, m, why = plan.choose(c, flags_for(), targets, 24 * plan.GiB, 0, RUNTIME, "llama2-7b")
