@@ -69,7 +69,8 @@ def checked_config(args):
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
     if getattr(args, "full_blocks", 0) > plan.layers(config):
-        raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks (a stack)")
+        raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
+                        (" a stack" if config.model_type == "t5" else ""))
     return config
 
 

@@ -171,7 +171,8 @@ def plan_memory(run):
     print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
           f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
     print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
-    print(f"checkpointing {args.checkpointing}: {why[1]}")
+    blocks = f", the first {args.full_blocks} blocks full" if args.full_blocks else ""
+    print(f"checkpointing {args.checkpointing}{blocks}: {why[1]}")
     for line in plan.lines(parts, available, where):
         print(line)
     run.planned = need = sum(parts.values())
