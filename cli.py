@@ -146,7 +146,8 @@ def parse_args(argv=None):
     a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
       "base in NF4 (auto: NF4 for the Llama 2 presets, the paper's recipe; elsewhere none if the memory plan fits)")
     a("--checkpointing", default="auto", choices=["auto", "none", "full", "selective"], metavar="C", help="auto | none "
-      "| full | selective activation checkpointing (auto: Llama 2 presets selective; elsewhere the fastest that fits)")
+      "| full | selective activation checkpointing (auto: Llama 2 presets selective, else the fastest that fits; "
+      "+ --full-blocks if needed)")
     a("--full-blocks", type=COUNT, default=0, metavar="N", help="with --checkpointing selective: replay the first N "
       "blocks whole instead, as full does (less memory, more time)")
     a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")

@@ -339,6 +339,22 @@ def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     return q, m, [why_q, why_m]
 
 
+def fewest_full_blocks(config, args, targets, available, data_bytes, runtime):
+    """For --checkpointing auto when selective does not fit and full does: the fewest blocks replayed whole
+    (--full-blocks) with which selective fits in MARGIN x the memory available, by bisection (the plan shrinks as the
+    count grows); 0 when none does."""
+    def fits(n):
+        return total(config, args, targets, data_bytes, runtime, checkpointing="selective", full_blocks=n) <= \
+            MARGIN * available
+    lo, hi = 1, layers(config) - 1
+    if hi < lo or not fits(hi):
+        return 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
+
 def fitting(config, args, targets, available, data_bytes, runtime):
     """The settings (flags) whose plan fits the memory available, fastest first, with their totals in GiB."""
     out = []

@@ -157,6 +157,8 @@ def plan_memory(run):
     config = checked_config(args)
     if args.resume:                                            # auto: what the checkpoint's run chose
         saved = read_state(find_checkpoint(args.out))["args"]
+        if args.checkpointing == "auto":
+            args.full_blocks = saved.get("full_blocks", 0)
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                           for k in ("quant", "checkpointing"))
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
@@ -164,7 +166,13 @@ def plan_memory(run):
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
     # device pages in torch's code (~70 MiB)
     what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
+    auto = args.checkpointing == "auto"
     args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
+    if auto and args.checkpointing == "full" and available is not None:  # between the two: fewest blocks replayed whole
+        args.full_blocks = plan.fewest_full_blocks(*what)
+        if args.full_blocks:
+            args.checkpointing = "selective"
+            why[1] += f"; {args.full_blocks} of {plan.layers(config)} blocks replayed whole fit"
     parts = plan.estimate(config, args, targets, data_bytes, what[-1])
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")

@@ -223,6 +223,16 @@ def _(ctx):
     assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2                # refused before: raises
 
 
+@case("--resume with --checkpointing auto of a run auto gave --full-blocks", None)
+def _(ctx):
+    """auto takes the checkpoint's choice, the blocks replayed whole included (not "--full-blocks 1 -> 0")."""
+    out = checkpointed(ctx)
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    state["args"].update(checkpointing="selective", full_blocks=1)
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2                # refused before: raises
+
+
 case("--resume with other settings", SystemExit, "--resume with different settings than the checkpoint's: "
      "--rank 16 -> 8")(lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--rank", "8"))
 

@@ -195,6 +195,28 @@ def test_a_plan_that_does_not_fit_is_refused_before_any_weight_is_read(tmp_path,
         train.main(["--model", "llama2-7b", "--data", "alpaca", "--quant", "none", "--force"])
 
 
+def test_auto_replays_the_fewest_blocks_whole_when_selective_does_not_fit(tmp_path, monkeypatch, capsys):
+    """--checkpointing auto on llama2-7b with room for full but not for selective: selective with the fewest blocks
+    replayed whole that fit (--full-blocks), found before any weight is read."""
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+    sel = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="selective")
+    full = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="full")
+    room = (full + (sel - full) // 3) / plan.MARGIN                               # a third of the way to selective
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (room, "test"))
+    monkeypatch.setattr(plan, "runtime_bytes", lambda device: RUNTIME)
+    calls, fewest = [], plan.fewest_full_blocks
+    monkeypatch.setattr(plan, "fewest_full_blocks", lambda *a: calls.append((a, fewest(*a))) or calls[-1][1])
+    with pytest.raises(SystemExit, match="error: no weights for llama2-7b"):      # the plan fits: on to the weights
+        train.main(["--model", "llama2-7b", "--data", "alpaca"])
+    (what, n), = calls
+    config, args, targets, available, data_bytes, runtime = what
+    fits = [plan.total(config, args, targets, data_bytes, runtime, checkpointing="selective", full_blocks=k)
+            <= plan.MARGIN * room for k in (n - 1, n)]
+    assert 0 < n < 32 and fits == [False, True], (n, fits)                         # the fewest that fit
+    assert f"checkpointing selective, the first {n} blocks full: selective would need" in capsys.readouterr().out
+
+
 def test_bad_config_and_unreadable_memory(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 10}))
     with pytest.raises(data.UserError, match=r"config.json has no 'hidden_size' field"):
