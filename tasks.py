@@ -70,7 +70,7 @@ def checked_config(args):
                         " (the table at the end of --help lists what each family trains)")
     if getattr(args, "full_blocks", 0) > plan.layers(config):
         raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
-                        (" a stack" if config.model_type == "t5" else ""))
+                        (" per stack" if config.model_type == "t5" else ""))
     return config
 
 
