@@ -208,7 +208,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
     kind, width = config.model_type, ACTIVATIONS[config.model_type]
     per_token = lambda mode: (lambda v, b: v * s + b)(*width(config, mode, args.rank, T, cpu))  # noqa: E731
-    full_blocks = min(getattr(args, "full_blocks", 0), L) if args.checkpointing == "selective" else 0
+    full_blocks = args.full_blocks if args.checkpointing == "selective" else 0  # (at most L: tasks.checked_config)
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))
     C = getattr(config, "n_embd", None) or config.d_model

@@ -68,7 +68,7 @@ def checked_config(args):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
-    if getattr(args, "full_blocks", 0) > plan.layers(config):
+    if args.full_blocks > plan.layers(config):
         raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
                         (" per stack" if config.model_type == "t5" else ""))
     return config
@@ -89,7 +89,7 @@ def load_model(args, directory, checkpoint, device, bf16):
     # --full-blocks N: the first N blocks (of each stack: T5's decoder may have more) replayed whole, the rest selective
     blocks = max(plan.layers(model.config), getattr(model.config, "num_decoder_layers", None) or 0)
     model.checkpointing = ["full"] * args.full_blocks + ["selective"] * (blocks - args.full_blocks) \
-        if getattr(args, "full_blocks", 0) else args.checkpointing
+        if args.full_blocks else args.checkpointing
     if full:
         model.requires_grad_(True)
     elif checkpoint:
