@@ -327,7 +327,8 @@ def choose(config, args, targets, available, data_bytes, runtime, preset=None):
         if available is None or tried[-1][2] <= MARGIN * available:
             break
     q, m, _ = tried[-1]
-    no = lambda t: f"{t[2] / GiB:.1f} GiB of {available / GiB:.1f} available"  # noqa: E731
+    no = lambda t: f"{t[2] / GiB:.1f} GiB, more than the {MARGIN * available / GiB:.1f} usable ({MARGIN:.0%} of " \
+        f"{available / GiB:.1f} GiB available)"  # noqa: E731
     other_q, other_m = [t for t in tried if t[0] != q], [t for t in tried if t[0] == q and t[1] != m]
     why_q = f"--quant {q}" if args.quant != "auto" else f"the paper's recipe for {preset}" if paper else \
         f"--quant {other_q[-1][0]} would need {no(other_q[-1])}" if other_q else "the exact weights"
