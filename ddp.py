@@ -41,6 +41,25 @@ def barrier():
         dist.barrier()
 
 
+def planned_memory(available, where, device):
+    """DDP: (the bytes each rank may plan for, where that figure comes from), the same on every rank. On CPU the
+    processes of one machine (torchrun's LOCAL_WORLD_SIZE) share its memory; then the least over the ranks is taken,
+    so that every rank's --quant/--checkpointing auto makes the same choice (other base weights on one rank would be
+    trained against the others' without an error). Without DDP: as given."""
+    if not dist.is_initialized():
+        return available, where
+    device, world = torch.device(device), dist.get_world_size()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
+    unknown = 1 << 62                                          # a rank that cannot read its memory yields to the rest
+    t = torch.tensor([unknown if available is None else available // local], device=device)
+    dist.all_reduce(t, dist.ReduceOp.MIN)
+    if int(t) == unknown:
+        return None, where
+    where = where if available is not None else "what the other processes could read"
+    return int(t), where + (f", shared by the {local} processes on this machine" if local > 1 else "") + \
+        f"; the least over {world} processes"
+
+
 def wrap_ddp(model, device, sent):
     """DDP over the trainable Parameters: LoRA-SP's packed entries, so the all-reduce is keep x LoRA's. The comm hook
     sums the gradient buckets (the step divides by the global token count) and adds their bytes to sent[0]. The masks

@@ -67,7 +67,7 @@ import data
 import plan
 from cli import parse_args
 from data import UserError
-from ddp import barrier, rank_world, setup_ddp, wrap_ddp
+from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
 from checkpoint import atomic_write, load_safetensors, save_safetensors, trim_if_crept
@@ -162,7 +162,7 @@ def plan_memory(run):
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                           for k in ("quant", "checkpointing"))
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
-    available, where = plan.available_bytes(run.device)
+    available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
     # device pages in torch's code (~70 MiB)
     what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts

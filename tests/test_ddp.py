@@ -32,6 +32,9 @@ def interrupted(model, batch):                # Ctrl-C reaching rank SIGINT_RANK
         os.kill(os.getpid(), signal.SIGINT)
     return loss(model, batch)
 train.causal_lm_loss = interrupted
+if os.environ.get("SCARCE_RANK") == str(rank):  # this rank reads 1 byte of memory available
+    import plan
+    plan.available_bytes = lambda device: (1, "test")
 argv = sys.argv[1:]
 if rank > 0 and "OTHER_OUT" in os.environ:    # only rank 0 may write: give the others a directory to leave alone
     argv[argv.index("--out") + 1] = os.environ["OTHER_OUT"]
@@ -40,6 +43,8 @@ try:
 finally:
     torch.save({{n: p.detach() for n, p in models[0].named_parameters() if p.requires_grad}},
                os.path.join(os.environ["DUMP"], f"rank{{rank}}.pt"))
+    with open(os.path.join(os.environ["DUMP"], f"rank{{rank}}.mode"), "w") as f:
+        f.write(str(models[0].checkpointing))
 """
 
 
@@ -156,6 +161,17 @@ def test_ddp_in_one_process_with_each_checkpointing_mode(tiny, tmp_path, mode):
     assert s["allreduce_bytes_per_step"] == 4 * s["trainable_params"]
     for k in adapters[0]:
         torch.testing.assert_close(adapters[1][k], adapters[0][k], atol=1e-6, rtol=0)
+
+
+def test_ranks_plan_alike_from_the_least_memory(tiny, tmp_path):
+    """--checkpointing auto on 2 ranks where one has (here: reads) almost no memory: both take what fits that one
+    (full), not each its own choice; the plan line says the figure is the least over the processes."""
+    run, _ = torchrun(tmp_path, "dump", ddp_flags(tiny, tmp_path / "out", "--max-steps", "2", "--quant", "none",
+                                                  "--checkpointing", "auto", "--force"), SCARCE_RANK="1",
+                      OTHER_OUT=str(tmp_path / "rank1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [(tmp_path / "dump" / f"rank{r}.mode").read_text() for r in (0, 1)] == ["full", "full"]
+    assert "checkpointing full: selective would need" in run.stdout and "; the least over 2 processes" in run.stdout
 
 
 def test_micro_batches_shard_one_process_batches():
