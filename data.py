@@ -660,9 +660,15 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         return train, val, []
     train, val = split_records(read_records(path), val_fraction, seed)
     (train_ex, cut), (val_ex, cut_val) = (tokenize_records(r, tok, seq_len) for r in (train, val))
-    print(f"{path}: {len(train):,} train / {len(val):,} held-out records; {cut + cut_val:,} longer than --seq-len "
-          f"{seq_len}, truncated")
+    print(f"{path}: {len(train_ex):,} train / {len(val_ex):,} held-out examples of {len(train) + len(val):,} "
+          f"records; " + cut_and_dropped(cut + cut_val, len(train) + len(val) - len(train_ex) - len(val_ex), seq_len))
     return train_ex, val_ex, val
+
+
+def cut_and_dropped(cut, dropped, seq_len):
+    """The log's count of records longer than --seq-len: cut to fit, or dropped (the prompt alone fills it)."""
+    return f"{cut - dropped:,} longer than --seq-len {seq_len}, cut" + (
+        f"; {dropped:,} dropped (the prompt alone fills --seq-len: no response token to learn)" if dropped else "")
 
 
 def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1):
@@ -1164,8 +1170,9 @@ def squad_examples(tok, seq_len, root=None, stride=128, generative=False):
     train, dev = read_squad("train", root), read_squad("dev", root)
     if generative:
         (train_ex, cut), (dev_ex, cut_dev) = (tokenize_records(squad_records(d), tok, seq_len) for d in (train, dev))
-        print(f"squad-gen: {len(train_ex):,} train / {len(dev_ex):,} dev questions; {cut + cut_dev:,} longer than "
-              f"--seq-len {seq_len}, truncated")
+        n = sum(len(p["qas"]) for d in (train, dev) for a in d for p in a["paragraphs"])
+        print(f"squad-gen: {len(train_ex):,} train / {len(dev_ex):,} dev questions; " +
+              cut_and_dropped(cut + cut_dev, n - len(train_ex) - len(dev_ex), seq_len))
         return train_ex, dev_ex, one_per_question(dev)
     train_ex, dev_ex = squad_windows(train, tok, seq_len, stride), squad_windows(dev, tok, seq_len, stride)
     print(f"squad: {len(train_ex):,} train / {len(dev_ex):,} dev windows of at most {seq_len} tokens (stride {stride})")

@@ -105,6 +105,7 @@ class Run:
     heap: int = 0                                  # resident size after the first step since the last heap trim
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
+    micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
     sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
@@ -217,7 +218,8 @@ def load(run):
     run.step = restore(run.checkpoint, args, run.opt) if run.checkpoint else 0
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
-    run.total = args.max_steps or math.ceil(args.epochs * batches / args.grad_accum)
+    run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
+    run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
@@ -248,6 +250,8 @@ def describe(run):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {args.batch_size}: {args.epochs:g} epochs)"
+        if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
     return s
@@ -344,8 +348,9 @@ def train_step(run):
     """--grad-accum micro-batches forward and backward (summed losses), the gradient divided by the step's token count
     (so accumulation equals one big batch), clipped; then AdamW at the scheduled learning rate."""
     args, ddp, loss_sum, count, step_tokens = run.args, dist.is_initialized(), 0.0, 0, 0
-    for i in range(args.grad_accum):                           # DDP: all-reduce after the last micro-batch only
-        sync = run.net.no_sync() if ddp and i < args.grad_accum - 1 else contextlib.nullcontext()
+    accum = args.grad_accum if run.micro is None else min(args.grad_accum, run.micro - run.step * args.grad_accum)
+    for i in range(accum):                                     # DDP: all-reduce after the last micro-batch only
+        sync = run.net.no_sync() if ddp and i < accum - 1 else contextlib.nullcontext()
         batch = {k: v.to(run.device) for k, v in next(run.stream).items()}
         with run.autocast(), sync:
             loss, n = run.loss_fn(run.net, batch)

@@ -64,6 +64,21 @@ def test_truncation_is_counted(tok):
     assert truncated == 2 and len(examples) == 2
 
 
+def test_the_log_counts_examples_not_records(tok, tmp_path, capsys):
+    """Records whose prompt fills --seq-len are dropped, and the log says so: it once counted records as train
+    examples and called the dropped ones truncated."""
+    cats = " ".join(["cat"] * 40)
+    records = [{"instruction": "Count the words.", "input": i, "output": "n"} for i in ["cat"] * 6 + [cats] * 4]
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(records))
+    limit = len(tok.encode(data.alpaca_prompt(records[-1])))
+    train, val, held_out = data.load_examples(str(path), tok, limit, 0.2, seed=0)
+    dropped = 10 - len(train) - len(val)
+    assert dropped == 4 and len(held_out) == 2
+    assert f"{len(train)} train / {len(val)} held-out examples of 10 records; 0 longer than --seq-len {limit}, cut; " \
+        "4 dropped (the prompt alone fills --seq-len" in capsys.readouterr().out
+
+
 def test_length_grouped_batches():
     rng = random.Random(0)
     lengths = [rng.randint(5, 300) for _ in range(1000)]

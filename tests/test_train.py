@@ -278,3 +278,22 @@ def test_no_graph_outlives_its_micro_batch(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(train, "causal_lm_loss", loss_fn)
     train.main(flags(tiny, tmp_path / "r", "--max-steps", "2", "--grad-accum", "3", "--eval-every", "0"))
     assert len(alive) >= 6 and not any(alive), alive
+
+
+def test_epochs_are_exact_whatever_the_accumulation(tiny, tmp_path, monkeypatch):
+    """--epochs 1 with --grad-accum 8: each training example once, the second step cut short to what is left. It used
+    to take ceil(epochs x micro-batches / accumulation) whole steps: 16 micro-batches for an epoch's 14 here."""
+    argv = flags(tiny, tmp_path, "--epochs", "1", "--grad-accum", "8", "--save-every", "0")
+    del argv[argv.index("--max-steps"):argv.index("--max-steps") + 2]
+    seen, loss = [], train.causal_lm_loss
+
+    def counting(model, batch):
+        if torch.is_grad_enabled():                                  # training, not validation
+            seen.extend(map(tuple, batch["input_ids"].tolist()))
+        return loss(model, batch)
+    monkeypatch.setattr(train, "causal_lm_loss", counting)
+    s = train.train(train.parse_args(argv))
+    examples, _, _ = data.load_examples(tiny[1], load_tokenizer(tiny[0]), 200, 0.1, seed=0)
+    pad = lambda ids: tuple(t for t in ids if t != 0)                # noqa: E731  (right padding, pad id 0)
+    assert sorted(map(pad, seen)) == sorted(tuple(e["input_ids"]) for e in examples)
+    assert len(seen) == 54 and s["steps"] == 2
