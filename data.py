@@ -1089,7 +1089,27 @@ def read_squad(split, root=None):
         dataset = json.load(f)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
+    for article in dataset["data"]:                            # the fields every reader uses, with their types
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list) or not all(isinstance(p, dict) and isinstance(p.get("context"), str)
+                                                       and isinstance(p.get("qas"), list) for p in paragraphs):
+            raise ValueError(f"{path}: an article needs \"paragraphs\": [{{\"context\": str, \"qas\": [...]}}], got "
+                             f"{json.dumps(article)[:200]}")
+        for qa in (qa for p in paragraphs for qa in p["qas"]):
+            if not (isinstance(qa, dict) and isinstance(qa.get("id"), str) and isinstance(qa.get("question"), str)
+                    and isinstance(qa.get("answers"), list) and all(
+                        isinstance(a, dict) and isinstance(a.get("text"), str) and type(a.get("answer_start")) is int
+                        for a in qa["answers"])):
+                raise ValueError(f"{path}: question {qa.get('id') if isinstance(qa, dict) else qa!r}: expected "
+                                 "{\"id\": str, \"question\": str, \"answers\": [{\"text\": str, \"answer_start\": int}]}, "
+                                 f"got {json.dumps(qa)[:200]}")
     return dataset["data"]
+
+
+def answer_at_start(qa, context):
+    """The first of a question's answers whose text is in the context at its answer_start, else None."""
+    return next((a for a in qa["answers"] if 0 <= a["answer_start"] and
+                 context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]), None)
 
 
 def context_tokens(tok, context):
@@ -1111,14 +1131,16 @@ def context_tokens(tok, context):
     return [(t, s, e) for s, e in pieces for t in tok._encode(space(s) + context[s:e])]
 
 
-def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64):
+def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
     """Extractive-QA inputs, one per window of a question's context (BERT's run_squad.py): [CLS] question [SEP]
     context tokens [SEP] (RoBERTa: <s> q </s></s> c </s>), at most max_len tokens, windows starting every `stride`
     context tokens until one reaches the end. Each window: input_ids, token_type_ids; labels (first, last): the
     positions of the first gold answer's first and last tokens if the window holds all of it, else (0, 0), the
     [CLS] position (what BERT trains a window without the answer to point at); id, offsets (the (first, end)
-    characters of each context token, None elsewhere) and context, to map a span back to text."""
-    out = []
+    characters of each context token, None elsewhere) and context, to map a span back to text. The gold answer is the
+    first whose text is at its answer_start: a question with none such is left out of "train" (as BERT's run_squad.py
+    does) and kept, labelled (0, 0), elsewhere (its answers' texts are still what it is scored against); counted."""
+    out, unfound = [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
             ctx = paragraph["context"]
@@ -1129,8 +1151,11 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64):
                 if room < 1:
                     raise ValueError(f"max_len {max_len} leaves no room for the context after the question")
                 first = last = None
-                if qa.get("answers"):
-                    a = qa["answers"][0]
+                if qa["answers"] and (a := answer_at_start(qa, ctx)) is None:
+                    unfound.append(qa["id"])
+                    if split == "train":
+                        continue
+                elif qa["answers"]:
                     s, e = a["answer_start"], a["answer_start"] + len(a["text"])
                     inside = [i for i, (_, ts, te) in enumerate(toks) if ts < e and te > s]  # tokens it overlaps
                     first, last = (inside[0], inside[-1]) if inside else (None, None)
@@ -1146,6 +1171,9 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64):
                     if start + room >= len(toks):
                         break
                     start += stride
+    if unfound:
+        print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
+              f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))
     return out
 
 
@@ -1174,6 +1202,6 @@ def squad_examples(tok, seq_len, root=None, stride=128, generative=False):
         print(f"squad-gen: {len(train_ex):,} train / {len(dev_ex):,} dev questions; " +
               cut_and_dropped(cut + cut_dev, n - len(train_ex) - len(dev_ex), seq_len))
         return train_ex, dev_ex, one_per_question(dev)
-    train_ex, dev_ex = squad_windows(train, tok, seq_len, stride), squad_windows(dev, tok, seq_len, stride)
+    train_ex, dev_ex = (squad_windows(d, tok, seq_len, stride, split=n) for n, d in (("train", train), ("dev", dev)))
     print(f"squad: {len(train_ex):,} train / {len(dev_ex):,} dev windows of at most {seq_len} tokens (stride {stride})")
     return train_ex, dev_ex, one_per_question(dev)

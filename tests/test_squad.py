@@ -144,3 +144,28 @@ def test_squad_files_download_once_into_the_cache_checksummed(tmp_path, monkeypa
         assert data.read_squad("dev") == [article(["x"])] and len(log) == n  # the second time from the cache
     with pytest.raises(FileNotFoundError, match="dev-v1.1.json"):
         data.read_squad("dev", str(tmp_path / "elsewhere"))  # --data-dir: read, never downloaded
+
+
+def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path, capsys):
+    """An answer_start that misses its text: the question is left out of training (BERT's run_squad.py does the same)
+    and labelled no-answer in dev, with a count printed; it used to train a span on whatever tokens were there.
+    Fields of the wrong type are an error naming the question."""
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "?", "bad", "and",
+                                                   "good"]))
+    tok = data.load_tokenizer(tmp_path)
+    qas = [{"id": "right", "question": "where ?", "answers": [{"text": "good", "answer_start": 8}]},
+           {"id": "off", "question": "where ?", "answers": [{"text": "good", "answer_start": 4}]},
+           {"id": "past", "question": "where ?", "answers": [{"text": "good", "answer_start": 99}]}]
+    dataset = [{"paragraphs": [{"context": "bad and good", "qas": qas}]}]
+    windows = data.squad_windows(dataset, tok, max_len=16, split="train")
+    assert [(w["id"], w["labels"]) for w in windows] == [("right", (6, 6))]     # [CLS] where ? [SEP] bad and good
+    assert "squad train: 2 questions whose answer texts are not at their answer_start in the context (first: off): " \
+        "left out" in capsys.readouterr().out
+    windows = data.squad_windows(dataset, tok, max_len=16, split="dev")
+    assert [(w["id"], w["labels"]) for w in windows] == [("right", (6, 6)), ("off", (0, 0)), ("past", (0, 0))]
+    assert "labelled as no answer" in capsys.readouterr().out
+    for bad in ({"answer_start": "8"}, {"answers": None}):
+        qa = dict(qas[0], answers=[dict(qas[0]["answers"][0], **bad)]) if "answer_start" in bad else dict(qas[0], **bad)
+        (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [qa]}]}]}))
+        with pytest.raises(ValueError, match=r"dev-v1.1.json: question 'right': expected \{\"id\": str"):
+            data.read_squad("dev", str(tmp_path))
