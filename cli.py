@@ -10,6 +10,7 @@ train.py imports parse_args (train.parse_args, as before); `python train.py --he
 """
 import argparse
 import math
+import os
 import shutil
 import sys
 
@@ -177,9 +178,18 @@ def parse_args(argv=None):
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if args.method == "lora" and "--keep" in given and args.keep != 1:
+        p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "
+                "share")
+    if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
+                                                         "--structure") if f in given]):
+        print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file; --out names the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -504,7 +504,7 @@ def read_records(path):
     `input` is optional (Alpaca's empty string). Bad JSON, bytes that are not UTF-8 or a malformed record are errors
     naming the file and the line (.jsonl) or the record's index (.json)."""
     with text_file(path) as f:
-        if path.endswith(".jsonl"):
+        if path.lower().endswith(".jsonl"):
             records, where = [], []
             for n, line in enumerate(f, 1):
                 if line.strip():
@@ -518,7 +518,9 @@ def read_records(path):
             try:
                 records = json.load(f)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                lines = " (one JSON object a line is JSON Lines: name the file .jsonl)" if e.msg == "Extra data" else ""
+                raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){lines}") \
+                    from None
             where = None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
@@ -533,6 +535,11 @@ def read_records(path):
                 raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})")
             if not isinstance(r[field], str):
                 raise ValueError(f"{at} field {field!r} is a {type(r[field]).__name__}, not a string")
+            try:
+                r[field].encode("utf-8")
+            except UnicodeEncodeError as e:                    # JSON's "\ud800" alone: no character, no token
+                raise ValueError(f"{at} field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at "
+                                 f"character {e.start}): not text") from None
     return records
 
 
@@ -571,7 +578,7 @@ def perplexity_docs(path, tok):
     """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored; Alpaca
     JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
     as tokenize_records does)."""
-    if not path.endswith((".json", ".jsonl")):
+    if not path.lower().endswith((".json", ".jsonl")):
         with text_file(path) as f:
             return [(tok.encode(f.read()), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
@@ -581,9 +588,9 @@ def perplexity_docs(path, tok):
 def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
     with text_file(path) as f:
-        if path.endswith(".jsonl"):
+        if path.lower().endswith(".jsonl"):
             return [json.loads(line) for line in f if line.strip()]
-        return json.load(f) if path.endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+        return json.load(f) if path.lower().endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
 
 
 def split_records(records, val_fraction, seed):
@@ -654,7 +661,11 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                 raise ValueError(f"{ALPACA_URL} did not give Alpaca's records ({e}); received {what}; it was "
                                  "deleted") from None
         check_recorded_sha256(path)
-    if path.endswith(".txt"):
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".jsonl", ".txt"):
+        raise ValueError(f"--data {path}: a .json or .jsonl of instruction records or a .txt corpus, told apart by the "
+                         f"name's ending (this one: {ext or 'none'!r})")
+    if ext == ".txt":
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
@@ -906,14 +917,18 @@ def read_glue(path, task):
         if missing:
             raise ValueError(f"{path}: no column {missing[0]!r} for GLUE {task} (the header has {header})")
         for row in rows:
+            if not any(row):                                   # a blank line: nothing to read
+                continue
             if len(row) != len(header):
                 raise ValueError(f"{path}:{rows.line_num}: {len(row)} fields, expected {len(header)} ({task})")
             r = dict(zip(header, row))
             try:
                 y = float(r[label]) if labels is None else labels.index(r[label])
+                if labels is None and not 0 <= y <= 5:         # STS-B's similarity scale; also refuses nan, inf
+                    raise ValueError
             except ValueError:
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
-                                 f"{'a number' if labels is None else ' or '.join(labels)}") from None
+                                 f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
     return out
 
@@ -930,7 +945,11 @@ def load_glue(task, root=None):
         if root:
             raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}")
         download_glue(task, os.path.dirname(directory))
-    return {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
+    splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
+    for split, rows in splits.items():
+        if not rows and split != "train":                      # (train.py names an empty train split itself)
+            raise ValueError(f"{os.path.join(directory, split + '.tsv')}: no examples (a header and no rows)")
+    return splits
 
 
 def encode_glue(rows, tok, max_len=128):
@@ -1005,7 +1024,7 @@ def read_translation(directory, split, src="en", tgt="ro"):
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
         pairs = []
-        with text_file(jsonl) as f:
+        with text_file(jsonl, "utf-8-sig") as f:                 # -sig: a byte-order mark is not text
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -1024,7 +1043,7 @@ def read_translation(directory, split, src="en", tgt="ro"):
                                 + WMT16_HELP.format(split=split))
     lines = []
     for path in (a, b):
-        with text_file(path, newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
+        with text_file(path, "utf-8-sig", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
             lines.append([line.removesuffix("\n").removesuffix("\r") for line in f])
     if len(lines[0]) != len(lines[1]):
         raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
@@ -1149,7 +1168,8 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                 head = [tok.bos_id, *tok._encode(qa["question"])[:max_query], *[tok.eos_id] * tok.pair_seps]
                 room = max_len - len(head) - 1
                 if room < 1:
-                    raise ValueError(f"max_len {max_len} leaves no room for the context after the question")
+                    raise ValueError(f"--seq-len {max_len} leaves no room for the context after the question "
+                                     f"{qa['id']!r} ({len(head)} tokens with its markers)")
                 first = last = None
                 if qa["answers"] and (a := answer_at_start(qa, ctx)) is None:
                     unfound.append(qa["id"])

@@ -33,7 +33,7 @@ from data import UserError
 from ddp import rank_world
 from download import SMALL_FILES
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
-from lorasp import apply_lorasp, load_adapter, save_adapter
+from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import replace_dir
 from model import PRESETS, load_pretrained, save_pretrained
 
@@ -99,6 +99,10 @@ def load_model(args, directory, checkpoint, device, bf16):
             sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
     else:
         targets = (args.targets or TARGETS[model.config.model_type]).split(",")
+        linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
+        if unmatched := [t for t in targets if not any(matches(n, [t]) for n in linears)]:  # a typo adapts nothing
+            raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model} is named so (their "
+                            f"names end in {', '.join(sorted({n.rsplit('.', 1)[-1] for n in linears}))})")
         if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
             targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)
                        and any(n == t or n.endswith("." + t) for t in targets)]

@@ -209,7 +209,11 @@ def load(run):
         barrier()
     if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
         sys.exit(f"error: --data {args.data}: no training examples (empty, or every record's prompt is longer than "
-                 f"--seq-len {args.seq_len}, or a text shorter than one block of it); nothing to train on")
+                 f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
+                 f"{args.val_fraction:g} held them all out); nothing to train on")
+    if args.patience and not run.val_ex:                       # early stopping would never look
+        raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
+                        f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     kind = data.task_kind(args.data)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
@@ -291,9 +295,10 @@ def outputs(args):
     preset from the cache, as train.py does)."""
     kind, result = data.task_kind(args.data), weights_dir(args)
     model = f"--model {result}" if args.method == "full" else f"--model {args.model} --adapter {result}"
-    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro").get(kind) or (
-        "--task mmlu" if args.data == "alpaca" else f"--task perplexity --data {args.data}")
-    where = f" --data-dir {args.data_dir}" if args.data_dir and kind != "lm" else ""
+    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
+        "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
+        f"--task perplexity --data {args.data}")                   # (squad-gen: eval.py's squad answers by generation)
+    where = f" --data-dir {args.data_dir}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)\nevaluate: python eval.py {task} {model}" +
             (" --quant nf4" if args.quant == "nf4" else "") + where)

@@ -162,6 +162,18 @@ case("cli --model without --data", 2, "give both --model and --data")(
     lambda ctx: train.parse_args(["--model", "m"]))
 case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "glue/nope"]))
+case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA trains every entry")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
+case("cli --out names a file", 2, "is a file; --out names the run's folder")(
+    lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
+                                                                     str(ctx.tmp / "f")]))
+
+
+@case("cli --method full with adapter flags says they do nothing", None)
+def _(ctx):
+    train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--rank", "8", "--targets=q_proj"])
+    assert "note: --method full trains every weight: --rank, --targets (the adapter's) have no effect" in \
+        ctx.capsys.readouterr().out
 
 
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
@@ -201,6 +213,12 @@ case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
 case("record without output", SystemExit, "record 1 has no 'output' field")(
     lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "a", "output": "b"},
                                                                  {"instruction": "c"}]))))
+case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
+    lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
+case("--patience with no validation set", SystemExit, "--patience 2: there is no validation set to watch")(
+    lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
+case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
+    lambda ctx: run(ctx, "--val-fraction", "0.999"))
 case("missing data file", SystemExit, "nope.json")(
     lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
 case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(
@@ -771,6 +789,46 @@ case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
 case("WMT16: a bad JSONL line", ValueError, "train.jsonl, line 1: expected")(
     lambda ctx: records_file(ctx, '{"translation": {"en": "a"}}\n', "train.jsonl") and
     data.read_translation(str(ctx.tmp), "train"))
+case("GLUE: an STS-B score that is nan", ValueError, "train.tsv:2: label 'nan' is not a number in [0, 5]")(
+    lambda ctx: data.read_glue(records_file(ctx, "sentence1\tsentence2\tscore\na\tb\tnan\n", "train.tsv"), "stsb"))
+case("GLUE: an STS-B score past 5", ValueError, "train.tsv:3: label '7' is not a number in [0, 5]")(
+    lambda ctx: data.read_glue(records_file(ctx, "sentence1\tsentence2\tscore\na\tb\t4.5\nc\td\t7\n",
+                                            "train.tsv"), "stsb"))
+case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no examples")(
+    lambda ctx: [records_file(ctx, "sentence\tlabel\n" + "a\t1\n" * (n == "train"), f"SST-2/{n}.tsv")
+                 for n in ("train", "dev") if os.makedirs(ctx.tmp / "SST-2", exist_ok=True) or True] and
+    data.load_glue("sst2", str(ctx.tmp)))
+
+
+@case("GLUE and WMT16: a trailing blank line, a byte-order mark", None)
+def _(ctx):
+    assert data.read_glue(records_file(ctx, "sentence\tlabel\na\t1\n\n", "train.tsv"), "sst2") == [("a", None, 1)]
+    records_file(ctx, '\ufeff{"translation": {"en": "a", "ro": "b"}}\n', "train.jsonl")
+    records_file(ctx, "\ufeffa\n", "test.en") and records_file(ctx, "b\n", "test.ro")
+    assert data.read_translation(str(ctx.tmp), "train") == data.read_translation(str(ctx.tmp), "test") == [("a", "b")]
+
+
+case("records: an unpaired surrogate", SystemExit, "d.json: record 1 field 'output' holds an unpaired surrogate")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[{"instruction": "a", "output": "b"}, {"instruction": "a", '
+                                                     '"output": "x\\ud800y"}]')))
+case("records: JSON Lines named .json", SystemExit, "one JSON object a line is JSON Lines: name the file .jsonl")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '{"instruction": "a", "output": "b"}\n{"instruction": "c", '
+                                                     '"output": "d"}\n')))
+case("records: a name ending in neither .json, .jsonl nor .txt", SystemExit, "d.csv: a .json or .jsonl of "
+     "instruction records or a .txt corpus")(lambda ctx: run(ctx, data_file=records_file(ctx, "a,b\n", "d.csv")))
+
+
+@case("records: upper-case .JSONL and .TXT", None)
+def _(ctx):
+    tok = data.load_tokenizer(ctx.tiny[0])
+    lines = "".join(json.dumps(r) + "\n" for r in json.load(open(ctx.tiny[1])))
+    upper = data.load_examples(records_file(ctx, lines, "d.JSONL"), tok, 64, 0.1, 0)
+    assert upper == data.load_examples(records_file(ctx, lines, "d.jsonl"), tok, 64, 0.1, 0)
+    text = "a few words of text\n" * 50
+    assert data.load_examples(records_file(ctx, text, "t.TXT"), tok, 16, 0.1, 0) == \
+        data.load_examples(records_file(ctx, text, "t.txt"), tok, 16, 0.1, 0)
+
+
 case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
 

@@ -169,3 +169,12 @@ def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path,
         (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [qa]}]}]}))
         with pytest.raises(ValueError, match=r"dev-v1.1.json: question 'right': expected \{\"id\": str"):
             data.read_squad("dev", str(tmp_path))
+
+
+def test_train_names_the_eval_command_that_scores_squad():
+    """train.py's closing 'evaluate:' line for SQuAD runs names eval.py's --task squad (it once said --task perplexity,
+    which fails on --data squad)."""
+    for name in ("squad", "squad-gen"):
+        args = train.parse_args(["--model", "m", "--data", name, "--data-dir", "D", "--out", "o"])
+        assert f"evaluate: python eval.py --task squad --model m --adapter {'o/adapter'} --data-dir D" in \
+            train.outputs(args)
