@@ -848,7 +848,7 @@ def mmlu_dir(data_dir=None):
         except tarfile.TarError as e:  # not a tar archive (an HTML error page?), or a member refused
             what = received(tarball)
             os.remove(tarball)
-            why = "not a tar archive" if isinstance(e, tarfile.ReadError) else str(e).splitlines()[0]
+            why = "not a tar archive" if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [""])[0]
             raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({why}); received {what}. "
                              "It was deleted: run again to fetch it anew, or fetch it by hand, untar it, pass "
                              "--data-dir data/") from None

@@ -224,6 +224,8 @@ def load(run):
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
     run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
+    if run.checkpoint and read_state(run.checkpoint).get("ended"):  # early stopping ended it: nothing is left to do
+        run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
@@ -380,8 +382,8 @@ def train_step(run):
         raise FloatingPointError(
             f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
                 f"the last good checkpoint is kept in {os.path.join(args.out, kept[0])}" if kept else
-                f"no checkpoint had been saved yet (--save-every {args.save_every})") + ". Try a lower --lr or --dtype "
-            "fp32")
+                f"no checkpoint had been saved yet (--save-every {args.save_every})") + ". Start again (without "
+            "--resume, which keeps the run's flags) with a lower --lr, or --dtype fp32")
     for g in run.opt.param_groups:
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
@@ -445,7 +447,8 @@ def save_if_due(run):
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t = time.time()
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source) if run.rank == 0 else None
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total) \
+            if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
 
@@ -454,7 +457,7 @@ def save_if_due(run):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "patience", "allow_data_change", "data_sha256"}  # what may change on
+             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256"}  # what may change on
 # --resume; the rest must match (data_sha256 has its own check in restore)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
@@ -469,7 +472,7 @@ def data_hash(train_ex, val_ex):
     return h.hexdigest()
 
 
-def save_checkpoint(args, model, opt, step, source):
+def save_checkpoint(args, model, opt, step, source, ended=False):
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -481,7 +484,7 @@ def save_checkpoint(args, model, opt, step, source):
                                                   args.device.startswith("cuda") else {})  # this process's GPU
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1],
+            json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1], ended=ended,
                            python_rng=random.getstate(), args=vars(args)), f)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
@@ -542,7 +545,7 @@ def restore(checkpoint, args, opt):
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return int(state["step"])
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
-        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); the "
                         "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
             from None
 

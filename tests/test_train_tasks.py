@@ -148,6 +148,15 @@ def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, cap
     assert saved.keys() == seen[1].keys() and len(saved) > 4
     assert all(torch.equal(saved[n], seen[1][n]) for n in saved)
     assert not all(torch.equal(saved[n], seen[3][n]) for n in saved)
+    # --resume of the early-stopped run has nothing left to do (it used to train on past the stop, 90.0 and 95.0
+    # scripted, and replace OUT/adapter); --patience may not change on --resume
+    files = {f: (tmp_path / f).read_bytes() for f in ("metrics.jsonl", "adapter/adapter_model.safetensors")}
+    again, _ = run(train.main, glue_flags(encoders["roberta"], "sst2", glue_dir, tmp_path, "--eval-every", "1",
+                                          "--patience", "2", "--resume"), capsys)
+    assert again["steps"] == 4 and len(seen) == 4 and all((tmp_path / f).read_bytes() == b for f, b in files.items())
+    with pytest.raises(train.UserError, match="--patience 2 -> 3"):
+        train.train(train.parse_args(glue_flags(encoders["roberta"], "sst2", glue_dir, tmp_path, "--eval-every", "1",
+                                                "--patience", "3", "--resume")))
 
 
 def test_glue_resume_with_early_stopping_state_is_exact(encoders, glue_dir, tmp_path, capsys, monkeypatch):
