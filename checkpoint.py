@@ -213,27 +213,31 @@ def load_safetensors(path):
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
-    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied.
+    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied,
+    unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
+    says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
-    expected, tied, first, done, trimmed = {}, {}, {}, set(), 0
+    expected, tied, first, done, copies, trimmed = {}, {}, {}, set(), [], 0
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
             tied[name] = first[id(p)]
         else:
             first[id(p)], expected[name] = name, p
     for source, name, t in stream:
-        if name in tied:
-            continue  # a stored copy of a tied weight (GPT-2's lm_head): the original is loaded
-        what = f"{source}: tensor {name!r}"
-        if name not in expected or name in done:
+        what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
+        if want is None or name in done:
             raise ValueError(f"{what} " + ("appears twice" if name in done else
                                            f"is left over: {type(model).__name__} has no such parameter"))
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
+        if tuple(t.shape) != tuple(want.shape):
+            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         if not t.is_floating_point():
             raise TypeError(f"{what} has unsupported dtype {t.dtype}")
         dtype = dtype or t.dtype
+        if name in tied:  # a stored copy of a tied weight (GPT-2's lm_head in .bin files): compared once all are in
+            done.add(name)
+            copies.append((what, name, t.to(device, dtype)))
+            continue
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         # a linear inside a ModuleList of blocks has a numeric path component: model.layers.3.mlp.up_proj
@@ -261,6 +265,17 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     if missing:
         raise ValueError(f"{len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
+    for what, name, t in copies:
+        owner_name, _, leaf = name.rpartition(".")
+        original = model.get_parameter(tied[name])
+        if torch.equal(t, original):
+            continue
+        if model.get_submodule(owner_name) is model.get_submodule(tied[name].rpartition(".")[0]):
+            raise ValueError(f"{what} differs from {tied[name]!r}, which is the same parameter in "
+                             f"{type(model).__name__}")
+        check_finite(t, what)
+        setattr(model.get_submodule(owner_name), leaf, nn.Parameter(t, requires_grad=original.requires_grad))
+        del tied[name]
     for name, original in tied.items():
         owner_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner_name), leaf, model.get_parameter(original))

@@ -75,6 +75,23 @@ def test_gpt2_safetensors_and_bin_match_transformers(hf_gpt2, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
+    """A GPT-2 with tie_word_embeddings: false and its own lm_head; a Llama whose config says tied but whose file
+    stores a different lm_head.weight (transformers 5 keeps it, untied). Neither head is dropped for the embedding."""
+    c = transformers.GPT2Config(vocab_size=V, n_positions=64, n_embd=64, n_layer=2, n_head=4, tie_word_embeddings=False)
+    ref = random_params(transformers.GPT2LMHeadModel(c), 2)
+    ref.save_pretrained(tmp_path / "gpt2")
+    ours, x = M.load_pretrained(tmp_path / "gpt2"), ids()
+    assert ours.lm_head.weight is not ours.transformer.wte.weight
+    torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-4, rtol=0)
+    ref, d = hf_llama
+    config = json.loads((d / "config.json").read_text())
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=True)))
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+
+
 def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     """pytorch_model-0000i-of-00002.bin + pytorch_model.bin.index.json, as older HF repos (Llama-2-7b-hf) ship."""
     ref, d = hf_llama
