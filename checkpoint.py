@@ -327,9 +327,12 @@ def inside(directory, name, named_in):
 
 
 def hf_files(path):
-    """The weight files of an HF checkpoint: an index's shards, model.safetensors, or pytorch_model*.bin."""
+    """The weight files of an HF checkpoint, in transformers' order: model.safetensors, an index's shards,
+    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file)."""
     for index, single in (("model.safetensors.index.json", "model.safetensors"),
                           ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        if os.path.exists(os.path.join(path, single)):
+            return [inside(path, single, path)]
         if os.path.exists(os.path.join(path, index)):
             try:
                 with open(os.path.join(path, index), encoding="utf-8") as f:
@@ -344,8 +347,6 @@ def hf_files(path):
                 if not os.path.exists(f):
                     raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
             return files
-        if os.path.exists(os.path.join(path, single)):
-            return [inside(path, single, path)]
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
 
 

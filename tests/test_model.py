@@ -92,6 +92,20 @@ def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+def test_single_file_beside_an_index_loads_as_transformers_loads_it(hf_llama, tmp_path):
+    """model.safetensors beside an older index + shards: transformers reads model.safetensors, and so do we."""
+    ref, d = hf_llama
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    new = random_params(transformers.LlamaForCausalLM(ref.config), 3)
+    new.save_pretrained(tmp_path / "new")
+    os.replace(tmp_path / "new" / "model.safetensors", tmp_path / "model.safetensors")
+    x = ids()
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), hf(x).logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(hf(x).logits, new(x).logits, atol=1e-4, rtol=0)
+
+
 def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     """pytorch_model-0000i-of-00002.bin + pytorch_model.bin.index.json, as older HF repos (Llama-2-7b-hf) ship."""
     ref, d = hf_llama
