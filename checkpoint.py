@@ -351,14 +351,23 @@ def hf_files(path):
 
 
 def torch_load(file):
-    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs); what it
-    refuses, or cannot read, is an error naming the file."""
+    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs) -> {name:
+    tensor}. What it refuses or cannot read, and anything but a flat dict of tensors, is an error naming the file (a
+    training checkpoint's {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
     try:
-        return torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
+    for key, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            hint = f"; to load the weights under it, save them alone: torch.save(ckpt[{key!r}], FILE)"
+            raise ValueError(f"{file}: entry {key!r} is {type(v).__name__}, not a tensor (a state dict of tensors "
+                             "is expected)" + (hint if isinstance(v, dict) else ""))
+    return state
 
 
 def read_tensors(file):
@@ -367,8 +376,6 @@ def read_tensors(file):
         yield from iter_safetensors(file)
         return
     state = torch_load(file)
-    if not isinstance(state, dict):
-        raise ValueError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back

@@ -120,6 +120,18 @@ def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
+    """A training checkpoint ({"state_dict": sd, "step": 3}) or a stray number: one line naming the file and entry."""
+    ref, d = hf_llama
+    (tmp_path / "config.json").write_text((d / "config.json").read_text())
+    for state, message in (({"state_dict": ref.state_dict(), "step": 3}, r"entry 'state_dict' is OrderedDict, not "
+                            r"a tensor .*save them alone: torch\.save\(ckpt\['state_dict'\], FILE\)"),
+                           ({**ref.state_dict(), "step": 5}, r"entry 'step' is int, not a tensor \(a state dict")):
+        torch.save(state, tmp_path / "pytorch_model.bin")
+        with pytest.raises(ValueError, match=r"pytorch_model\.bin: " + message):
+            M.load_pretrained(tmp_path)
+
+
 def write_meta(ref, directory, n_shards=2):
     """Meta's layout, written independently of model.py: params.json + consolidated.NN.pth, q/k rows interleaved
     per head ((i, i + hd/2) -> (2i, 2i+1)), column-parallel weights split on dim 0, row-parallel wo/w2 and the
