@@ -496,6 +496,8 @@ def meta_checkpoint(path):
                 yield files[0], key, parts[0]  # not ours: the loader reports it as left over
                 continue
             name, dim = META_NAMES[rest]
+            if rest == "tok_embeddings.weight" and len(parts[0]) * len(parts) == config["vocab_size"]:
+                dim = 0  # Llama 3 splits the embedding by vocabulary rows (Llama 2: by its columns)
             t = parts[0].clone() if dim is None else torch.cat(parts, dim)
             if rest in ("attention.wq.weight", "attention.wk.weight") and t.shape[0] % hd == 0:  # else: shape error
                 t = rope_halves(t, hd)

@@ -132,10 +132,10 @@ def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
             M.load_pretrained(tmp_path)
 
 
-def write_meta(ref, directory, n_shards=2):
+def write_meta(ref, directory, n_shards=2, llama3=False):
     """Meta's layout, written independently of model.py: params.json + consolidated.NN.pth, q/k rows interleaved
     per head ((i, i + hd/2) -> (2i, 2i+1)), column-parallel weights split on dim 0, row-parallel wo/w2 and the
-    token embedding on dim 1."""
+    token embedding on dim 1 (llama3: on dim 0, by vocabulary, and params.json gives vocab_size)."""
     c, sd = ref.config, ref.state_dict()
     hd = c.hidden_size // c.num_attention_heads
 
@@ -145,7 +145,7 @@ def write_meta(ref, directory, n_shards=2):
             rows = w[h * hd:(h + 1) * hd]
             out[h * hd:(h + 1) * hd][0::2], out[h * hd:(h + 1) * hd][1::2] = rows[:hd // 2], rows[hd // 2:]
         return out
-    meta = {"tok_embeddings.weight": (sd["model.embed_tokens.weight"], 1),
+    meta = {"tok_embeddings.weight": (sd["model.embed_tokens.weight"], 0 if llama3 else 1),
             "norm.weight": (sd["model.norm.weight"], None),
             "output.weight": (sd["lm_head.weight"], 0), "rope.freqs": (torch.zeros(hd // 2), None)}
     for i in range(c.num_hidden_layers):
@@ -165,14 +165,16 @@ def write_meta(ref, directory, n_shards=2):
         torch.save(shard, directory / f"consolidated.{s:02d}.pth")
     # Meta's FFN rule: multiple_of * ceil(int(2 * 4 * dim / 3) / multiple_of) = 32 * ceil(170 / 32) = 192
     params = dict(dim=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
-                  n_kv_heads=c.num_key_value_heads, multiple_of=32, norm_eps=c.rms_norm_eps, vocab_size=-1,
+                  n_kv_heads=c.num_key_value_heads, multiple_of=32, norm_eps=c.rms_norm_eps,
+                  vocab_size=c.vocab_size if llama3 else -1,
                   rope_theta=5000.0)
     (directory / "params.json").write_text(json.dumps(params))
 
 
-def test_meta_layout_two_shards_identical_logits(hf_llama, tmp_path):
+@pytest.mark.parametrize("llama3", [False, True])
+def test_meta_layout_two_shards_identical_logits(hf_llama, tmp_path, llama3):
     ref, d = hf_llama
-    write_meta(ref, tmp_path)
+    write_meta(ref, tmp_path, llama3=llama3)
     ours, hf = M.load_pretrained(tmp_path), M.load_pretrained(d)
     assert ours.config == M.replace(hf.config, max_seq_len=4096)  # Meta's params.json does not record it
     x = ids()
