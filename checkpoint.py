@@ -347,7 +347,10 @@ def hf_files(path):
                 if not os.path.exists(f):
                     raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
             return files
-    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
+    ggufs = sorted(os.path.basename(f) for f in glob.glob(os.path.join(path, "*.gguf")))
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin" + (
+        f"; for its GGUF, pass the file itself ({', '.join(ggufs)}): a folder with config.json is read as the "
+        "Hugging Face layout" if ggufs else ""))
 
 
 def torch_load(file):
@@ -466,6 +469,13 @@ def rope_halves(t, hd):
     return t.view(-1, hd // 2, 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
 
 
+def is_meta(path):
+    """Whether a folder is Meta's layout: params.json with consolidated.NN.pth, or without config.json (then
+    meta_checkpoint names what is missing). params.json beside an HF checkpoint (Mistral's repos) is not."""
+    return os.path.exists(os.path.join(path, "params.json")) and bool(
+        glob.glob(os.path.join(path, "consolidated.*.pth")) or not os.path.exists(os.path.join(path, "config.json")))
+
+
 def meta_checkpoint(path):
     """Meta's layout -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)), model-parallel shards
     merged."""
@@ -524,12 +534,15 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model
 
 
 def gguf_file(path):
-    """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json; else None."""
+    """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json (of a split
+    GGUF's parts, the first); else None."""
     if os.path.isfile(path):
         return path if path.endswith(".gguf") else None
     if any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "params.json")):
         return None
     found = sorted(glob.glob(os.path.join(path, "*.gguf")))
+    if len(found) > 1 and all(re.search(r"-\d{5}-of-\d{5}\.gguf$", f) for f in found):
+        return found[0]  # gguf_checkpoint reads that it is split, and says how to merge the parts
     if len(found) > 1:
         raise ValueError(f"{path}: {len(found)} .gguf files ({', '.join(map(os.path.basename, found))}): pass one")
     return found[0] if found else None
@@ -620,6 +633,11 @@ def gguf_checkpoint(path):
     """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, float32 tensor)). The architecture and
     its sizes come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half."""
     meta, tensors = read_gguf(path)
+    if meta.get("split.count", 1) > 1:
+        first = re.sub(r"-\d{5}-of-", "-00001-of-", path)
+        raise NotImplementedError(f"{path}: part {meta.get('split.no', 0) + 1} of a GGUF split in "
+                                  f"{meta['split.count']} files; split GGUFs are not supported: merge them with "
+                                  f"llama.cpp's `llama-gguf-split --merge {first} merged.gguf` and pass merged.gguf")
     if meta.get("general.architecture") != "llama":
         raise NotImplementedError(f"{path}: GGUF architecture {meta.get('general.architecture')!r} is not supported "
                                   "(llama is)")

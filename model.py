@@ -49,8 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpoint, read_json, read_tensors,
-                        write_checkpoint)
+from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
+                        read_tensors, write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
@@ -895,7 +895,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
         fields_, stream = gguf_checkpoint(gguf)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf
-    elif os.path.exists(os.path.join(path, "params.json")):
+    elif is_meta(path):
         fields_, stream = meta_checkpoint(path)
         cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
     elif os.path.exists(os.path.join(path, "config.json")):

@@ -181,6 +181,17 @@ def test_meta_layout_two_shards_identical_logits(hf_llama, tmp_path, llama3):
     assert torch.equal(ours(x), hf(x))
 
 
+def test_params_json_beside_an_hf_checkpoint(hf_llama, tmp_path):
+    """params.json beside config.json + safetensors (as Mistral's repositories ship it) and no consolidated.NN.pth:
+    the HF checkpoint loads."""
+    ref, d = hf_llama
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=64, n_layers=2, n_heads=4, multiple_of=32)))
+    x = ids()
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+
+
 def test_nf4_on_load(hf_llama):
     ref, d = hf_llama
     q, dense = M.load_pretrained(d, quantize="nf4"), M.load_pretrained(d)
