@@ -213,27 +213,31 @@ def load_safetensors(path):
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
-    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied.
+    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied,
+    unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
+    says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
-    expected, tied, first, done, trimmed = {}, {}, {}, set(), 0
+    expected, tied, first, done, copies, trimmed = {}, {}, {}, set(), [], 0
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
             tied[name] = first[id(p)]
         else:
             first[id(p)], expected[name] = name, p
     for source, name, t in stream:
-        if name in tied:
-            continue  # a stored copy of a tied weight (GPT-2's lm_head): the original is loaded
-        what = f"{source}: tensor {name!r}"
-        if name not in expected or name in done:
+        what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
+        if want is None or name in done:
             raise ValueError(f"{what} " + ("appears twice" if name in done else
                                            f"is left over: {type(model).__name__} has no such parameter"))
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
+        if tuple(t.shape) != tuple(want.shape):
+            raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         if not t.is_floating_point():
             raise TypeError(f"{what} has unsupported dtype {t.dtype}")
         dtype = dtype or t.dtype
+        if name in tied:  # a stored copy of a tied weight (GPT-2's lm_head in .bin files): compared once all are in
+            done.add(name)
+            copies.append((what, name, t.to(device, dtype)))
+            continue
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         # a linear inside a ModuleList of blocks has a numeric path component: model.layers.3.mlp.up_proj
@@ -261,6 +265,17 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     if missing:
         raise ValueError(f"{len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
+    for what, name, t in copies:
+        owner_name, _, leaf = name.rpartition(".")
+        original = model.get_parameter(tied[name])
+        if torch.equal(t, original):
+            continue
+        if model.get_submodule(owner_name) is model.get_submodule(tied[name].rpartition(".")[0]):
+            raise ValueError(f"{what} differs from {tied[name]!r}, which is the same parameter in "
+                             f"{type(model).__name__}")
+        check_finite(t, what)
+        setattr(model.get_submodule(owner_name), leaf, nn.Parameter(t, requires_grad=original.requires_grad))
+        del tied[name]
     for name, original in tied.items():
         owner_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner_name), leaf, model.get_parameter(original))
@@ -312,9 +327,12 @@ def inside(directory, name, named_in):
 
 
 def hf_files(path):
-    """The weight files of an HF checkpoint: an index's shards, model.safetensors, or pytorch_model*.bin."""
+    """The weight files of an HF checkpoint, in transformers' order: model.safetensors, an index's shards,
+    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file)."""
     for index, single in (("model.safetensors.index.json", "model.safetensors"),
                           ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        if os.path.exists(os.path.join(path, single)):
+            return [inside(path, single, path)]
         if os.path.exists(os.path.join(path, index)):
             try:
                 with open(os.path.join(path, index), encoding="utf-8") as f:
@@ -329,20 +347,30 @@ def hf_files(path):
                 if not os.path.exists(f):
                     raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
             return files
-        if os.path.exists(os.path.join(path, single)):
-            return [inside(path, single, path)]
-    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
+    ggufs = sorted(os.path.basename(f) for f in glob.glob(os.path.join(path, "*.gguf")))
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin" + (
+        f"; for its GGUF, pass the file itself ({', '.join(ggufs)}): a folder with config.json is read as the "
+        "Hugging Face layout" if ggufs else ""))
 
 
 def torch_load(file):
-    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs); what it
-    refuses, or cannot read, is an error naming the file."""
+    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs) -> {name:
+    tensor}. What it refuses or cannot read, and anything but a flat dict of tensors, is an error naming the file (a
+    training checkpoint's {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
     try:
-        return torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
+    for key, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            hint = f"; to load the weights under it, save them alone: torch.save(ckpt[{key!r}], FILE)"
+            raise ValueError(f"{file}: entry {key!r} is {type(v).__name__}, not a tensor (a state dict of tensors "
+                             "is expected)" + (hint if isinstance(v, dict) else ""))
+    return state
 
 
 def read_tensors(file):
@@ -351,8 +379,6 @@ def read_tensors(file):
         yield from iter_safetensors(file)
         return
     state = torch_load(file)
-    if not isinstance(state, dict):
-        raise ValueError(f"{file}: holds a {type(state).__name__}, not a state dict of tensors")
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back
@@ -443,6 +469,13 @@ def rope_halves(t, hd):
     return t.view(-1, hd // 2, 2, *t.shape[1:]).transpose(1, 2).reshape(t.shape)
 
 
+def is_meta(path):
+    """Whether a folder is Meta's layout: params.json with consolidated.NN.pth, or without config.json (then
+    meta_checkpoint names what is missing). params.json beside an HF checkpoint (Mistral's repos) is not."""
+    return os.path.exists(os.path.join(path, "params.json")) and bool(
+        glob.glob(os.path.join(path, "consolidated.*.pth")) or not os.path.exists(os.path.join(path, "config.json")))
+
+
 def meta_checkpoint(path):
     """Meta's layout -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)), model-parallel shards
     merged."""
@@ -473,6 +506,8 @@ def meta_checkpoint(path):
                 yield files[0], key, parts[0]  # not ours: the loader reports it as left over
                 continue
             name, dim = META_NAMES[rest]
+            if rest == "tok_embeddings.weight" and len(parts[0]) * len(parts) == config["vocab_size"]:
+                dim = 0  # Llama 3 splits the embedding by vocabulary rows (Llama 2: by its columns)
             t = parts[0].clone() if dim is None else torch.cat(parts, dim)
             if rest in ("attention.wq.weight", "attention.wk.weight") and t.shape[0] % hd == 0:  # else: shape error
                 t = rope_halves(t, hd)
@@ -499,12 +534,15 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model
 
 
 def gguf_file(path):
-    """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json; else None."""
+    """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json (of a split
+    GGUF's parts, the first); else None."""
     if os.path.isfile(path):
         return path if path.endswith(".gguf") else None
     if any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "params.json")):
         return None
     found = sorted(glob.glob(os.path.join(path, "*.gguf")))
+    if len(found) > 1 and all(re.search(r"-\d{5}-of-\d{5}\.gguf$", f) for f in found):
+        return found[0]  # gguf_checkpoint reads that it is split, and says how to merge the parts
     if len(found) > 1:
         raise ValueError(f"{path}: {len(found)} .gguf files ({', '.join(map(os.path.basename, found))}): pass one")
     return found[0] if found else None
@@ -595,6 +633,11 @@ def gguf_checkpoint(path):
     """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, float32 tensor)). The architecture and
     its sizes come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half."""
     meta, tensors = read_gguf(path)
+    if meta.get("split.count", 1) > 1:
+        first = re.sub(r"-\d{5}-of-", "-00001-of-", path)
+        raise NotImplementedError(f"{path}: part {meta.get('split.no', 0) + 1} of a GGUF split in "
+                                  f"{meta['split.count']} files; split GGUFs are not supported: merge them with "
+                                  f"llama.cpp's `llama-gguf-split --merge {first} merged.gguf` and pass merged.gguf")
     if meta.get("general.architecture") != "llama":
         raise NotImplementedError(f"{path}: GGUF architecture {meta.get('general.architecture')!r} is not supported "
                                   "(llama is)")

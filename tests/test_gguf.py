@@ -21,9 +21,10 @@ TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q8_0]
 HF_NAMES = {hf: gg for gg, hf in C.GGUF_NAMES.items()}
 
 
-def write(path, tensors, meta, arch="llama"):
-    """A GGUF file: tensors {name: (float32 array, ggml type)} quantized by gguf itself; meta {key: value}."""
-    w = GGUFWriter(str(path), arch)
+def write(path, tensors, meta, arch="llama", **kw):
+    """A GGUF file: tensors {name: (float32 array, ggml type)} quantized by gguf itself; meta {key: value}; kw:
+    GGUFWriter's (split_max_tensors=n: NAME-0000i-of-0000k.gguf parts, as llama.cpp's gguf-split writes them)."""
+    w = GGUFWriter(str(path), arch, **kw)
     for key, value in meta.items():
         if isinstance(value, list):
             w.add_array(key, value)
@@ -118,6 +119,30 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     # the absent byte is dropped and its neighbours in the same pre-token merge (HF's BPE); it never splits them
     assert tok.encode("!\x04? h\x04i") == tok.encode("!? hi") == [4, ord(" "), ord("h"), ord("i")]
     assert tok.bos_id == 5 and tok.eos_id is None
+
+
+def test_split_gguf_gguf_beside_config_json_and_eval_py(tmp_path):
+    """A split GGUF is refused with how to merge it; a .gguf beside config.json (a Hub GGUF repository) is named in
+    the error; eval.py loads a .gguf file, as train.py does (and prints in its 'evaluate:' line)."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    tensors = llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0).state_dict(), c)
+    for d in ("split", "repo"):
+        (tmp_path / d).mkdir()
+    write(tmp_path / "split" / "tiny.gguf", tensors, llama_meta(c), split_max_tensors=8)
+    for path in (tmp_path / "split", tmp_path / "split" / "tiny-00002-of-00003.gguf"):
+        with pytest.raises(NotImplementedError, match=r"tiny-0000\d-of-00003\.gguf: part \d of a GGUF split in 3 "
+                           r"files; split GGUFs are not supported: .*llama-gguf-split --merge .*tiny-00001-of-00003"):
+            M.load_pretrained(path)
+    write(tmp_path / "repo" / "tiny.gguf", tensors, llama_meta(c))
+    (tmp_path / "repo" / "config.json").write_text(c.to_json_string())
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors.*; for its GGUF, pass the file itself "
+                                                r"\(tiny\.gguf\)"):
+        M.load_pretrained(tmp_path / "repo")
+    import eval as E
+    model, tok = E.load_model(str(tmp_path / "repo" / "tiny.gguf"))
+    ids = torch.tensor([tok.encode("! hi")])
+    assert torch.equal(model(ids), M.load_pretrained(tmp_path / "repo" / "tiny.gguf")(ids))
 
 
 def test_errors_name_the_file_and_tensor(tmp_path):

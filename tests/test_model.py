@@ -75,6 +75,37 @@ def test_gpt2_safetensors_and_bin_match_transformers(hf_gpt2, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
+    """A GPT-2 with tie_word_embeddings: false and its own lm_head; a Llama whose config says tied but whose file
+    stores a different lm_head.weight (transformers 5 keeps it, untied). Neither head is dropped for the embedding."""
+    c = transformers.GPT2Config(vocab_size=V, n_positions=64, n_embd=64, n_layer=2, n_head=4, tie_word_embeddings=False)
+    ref = random_params(transformers.GPT2LMHeadModel(c), 2)
+    ref.save_pretrained(tmp_path / "gpt2")
+    ours, x = M.load_pretrained(tmp_path / "gpt2"), ids()
+    assert ours.lm_head.weight is not ours.transformer.wte.weight
+    torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-4, rtol=0)
+    ref, d = hf_llama
+    config = json.loads((d / "config.json").read_text())
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=True)))
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+
+
+def test_single_file_beside_an_index_loads_as_transformers_loads_it(hf_llama, tmp_path):
+    """model.safetensors beside an older index + shards: transformers reads model.safetensors, and so do we."""
+    ref, d = hf_llama
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    new = random_params(transformers.LlamaForCausalLM(ref.config), 3)
+    new.save_pretrained(tmp_path / "new")
+    os.replace(tmp_path / "new" / "model.safetensors", tmp_path / "model.safetensors")
+    x = ids()
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), hf(x).logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(hf(x).logits, new(x).logits, atol=1e-4, rtol=0)
+
+
 def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     """pytorch_model-0000i-of-00002.bin + pytorch_model.bin.index.json, as older HF repos (Llama-2-7b-hf) ship."""
     ref, d = hf_llama
@@ -89,10 +120,22 @@ def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
-def write_meta(ref, directory, n_shards=2):
+def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
+    """A training checkpoint ({"state_dict": sd, "step": 3}) or a stray number: one line naming the file and entry."""
+    ref, d = hf_llama
+    (tmp_path / "config.json").write_text((d / "config.json").read_text())
+    for state, message in (({"state_dict": ref.state_dict(), "step": 3}, r"entry 'state_dict' is OrderedDict, not "
+                            r"a tensor .*save them alone: torch\.save\(ckpt\['state_dict'\], FILE\)"),
+                           ({**ref.state_dict(), "step": 5}, r"entry 'step' is int, not a tensor \(a state dict")):
+        torch.save(state, tmp_path / "pytorch_model.bin")
+        with pytest.raises(ValueError, match=r"pytorch_model\.bin: " + message):
+            M.load_pretrained(tmp_path)
+
+
+def write_meta(ref, directory, n_shards=2, llama3=False):
     """Meta's layout, written independently of model.py: params.json + consolidated.NN.pth, q/k rows interleaved
     per head ((i, i + hd/2) -> (2i, 2i+1)), column-parallel weights split on dim 0, row-parallel wo/w2 and the
-    token embedding on dim 1."""
+    token embedding on dim 1 (llama3: on dim 0, by vocabulary, and params.json gives vocab_size)."""
     c, sd = ref.config, ref.state_dict()
     hd = c.hidden_size // c.num_attention_heads
 
@@ -102,7 +145,7 @@ def write_meta(ref, directory, n_shards=2):
             rows = w[h * hd:(h + 1) * hd]
             out[h * hd:(h + 1) * hd][0::2], out[h * hd:(h + 1) * hd][1::2] = rows[:hd // 2], rows[hd // 2:]
         return out
-    meta = {"tok_embeddings.weight": (sd["model.embed_tokens.weight"], 1),
+    meta = {"tok_embeddings.weight": (sd["model.embed_tokens.weight"], 0 if llama3 else 1),
             "norm.weight": (sd["model.norm.weight"], None),
             "output.weight": (sd["lm_head.weight"], 0), "rope.freqs": (torch.zeros(hd // 2), None)}
     for i in range(c.num_hidden_layers):
@@ -122,18 +165,31 @@ def write_meta(ref, directory, n_shards=2):
         torch.save(shard, directory / f"consolidated.{s:02d}.pth")
     # Meta's FFN rule: multiple_of * ceil(int(2 * 4 * dim / 3) / multiple_of) = 32 * ceil(170 / 32) = 192
     params = dict(dim=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
-                  n_kv_heads=c.num_key_value_heads, multiple_of=32, norm_eps=c.rms_norm_eps, vocab_size=-1,
+                  n_kv_heads=c.num_key_value_heads, multiple_of=32, norm_eps=c.rms_norm_eps,
+                  vocab_size=c.vocab_size if llama3 else -1,
                   rope_theta=5000.0)
     (directory / "params.json").write_text(json.dumps(params))
 
 
-def test_meta_layout_two_shards_identical_logits(hf_llama, tmp_path):
+@pytest.mark.parametrize("llama3", [False, True])
+def test_meta_layout_two_shards_identical_logits(hf_llama, tmp_path, llama3):
     ref, d = hf_llama
-    write_meta(ref, tmp_path)
+    write_meta(ref, tmp_path, llama3=llama3)
     ours, hf = M.load_pretrained(tmp_path), M.load_pretrained(d)
     assert ours.config == M.replace(hf.config, max_seq_len=4096)  # Meta's params.json does not record it
     x = ids()
     assert torch.equal(ours(x), hf(x))
+
+
+def test_params_json_beside_an_hf_checkpoint(hf_llama, tmp_path):
+    """params.json beside config.json + safetensors (as Mistral's repositories ship it) and no consolidated.NN.pth:
+    the HF checkpoint loads."""
+    ref, d = hf_llama
+    for f in os.listdir(d):
+        (tmp_path / f).write_bytes((d / f).read_bytes())
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=64, n_layers=2, n_heads=4, multiple_of=32)))
+    x = ids()
+    torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
 def test_nf4_on_load(hf_llama):

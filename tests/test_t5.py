@@ -75,6 +75,24 @@ def test_logits_match_transformers_with_padding(variant, request):
                                    atol=1e-4, rtol=0)
 
 
+def test_flan_t5_resaved_by_transformers5_keeps_its_head_unscaled(v11, tmp_path):
+    """transformers 5 saves v1.1 with tie_word_embeddings: true, scale_decoder_outputs: false and lm_head.weight
+    stored: an untied head, no d_model^-0.5. A stored embed_tokens copy that differs from `shared` is refused."""
+    ref, (x, mask, y) = v11[0], batch()
+    ref.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["tie_word_embeddings"] and not config["scale_decoder_outputs"]
+    ours = M.load_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y, mask), ref(input_ids=x, attention_mask=mask, decoder_input_ids=y).logits,
+                                   atol=1e-4, rtol=0)
+    state = C.load_safetensors(tmp_path / "model.safetensors")
+    state["encoder.embed_tokens.weight"] = state["shared.weight"] + 1
+    C.save_safetensors(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"tensor 'encoder\.embed_tokens\.weight' differs from 'shared\.weight'"):
+        M.load_pretrained(tmp_path)
+
+
 def test_save_pretrained_round_trip_and_nf4(v10, tmp_path):
     ours, (x, mask, y) = M.load_pretrained(v10[1]), batch()
     M.save_pretrained(ours, tmp_path)
@@ -152,7 +170,8 @@ def test_presets_read_like_the_published_configs():
     """config.json as transformers writes it for t5-base (v1.0) and flan-t5-base (v1.1) -> our presets."""
     base = transformers.T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
                                  decoder_start_token_id=0).to_dict()
-    flan = dict(base, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)  # as on the hub
+    hub = {k: v for k, v in base.items() if k != "scale_decoder_outputs"}  # transformers 4 wrote no such key
+    flan = dict(hub, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)  # as on the hub
     assert M.T5Config.from_hf(base) == M.get_config("t5-base")
     assert M.T5Config.from_hf(flan) == M.get_config("flan-t5-base")
     with pytest.raises(NotImplementedError, match="gated-gelu"):
