@@ -219,6 +219,12 @@ case("--patience with no validation set", SystemExit, "--patience 2: there is no
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
     lambda ctx: run(ctx, "--val-fraction", "0.999"))
+@case("--resume: an empty optimizer.pt", SystemExit, "optimizer.pt is damaged (EOFError: )")
+def _(ctx):
+    (checkpointed(ctx) / "checkpoint" / "optimizer.pt").write_bytes(b"")
+    run(ctx, "--max-steps", "2", "--resume")
+
+
 case("missing data file", SystemExit, "nope.json")(
     lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
 case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(
@@ -392,6 +398,7 @@ case("shard index names a missing shard", FileNotFoundError, "shard model-00002-
 def _(ctx):
     d = small_model(ctx.tmp / "m")
     (ctx.tmp / "m" / "model.safetensors.index.json").write_text('{"weight_map": ["a"]}')
+    os.remove(ctx.tmp / "m" / "model.safetensors")             # (beside it, the single file loads first)
     load_pretrained(d)
 
 
