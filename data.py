@@ -473,6 +473,19 @@ def load_tokenizer(path):
     return tok
 
 
+def check_vocab(tok, rows, where):
+    """Refuse, before training, a tokenizer whose ids the model's embedding (rows) cannot look up: copied from another
+    model, or a special id out of range (F.embedding would fail mid-run). More rows than ids is fine: embeddings are
+    often padded to a multiple of 64."""
+    if tok.vocab_size > rows:
+        raise UserError(f"{where}: the tokenizer has {tok.vocab_size} ids but the model's embedding {rows} rows; use "
+                        "the tokenizer files of the model the weights come from")
+    for key in ("bos_id", "eos_id", "pad_id"):
+        i = getattr(tok, key)
+        if i is not None and not 0 <= i < rows:
+            raise UserError(f"{where}: the tokenizer's {key} {i} is outside the model's embedding ({rows} rows)")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Instruction data: Stanford Alpaca's records and prompt templates, tokenized for a causal-LM loss
 
