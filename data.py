@@ -12,7 +12,8 @@ generated data.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
   Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
-- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
+- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
+  sentencepiece model's own (a config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
 - The data sets' downloads go through download.py (resumable, size and sha256 checked; `download`, `download_hf`,
@@ -428,8 +429,9 @@ def gguf_tokenizer(path):
 
 
 def load_tokenizer(path):
-    """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids (config.json's take
-    precedence)."""
+    """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
+    tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
+    model's own <s>, </s>, <pad> win over config.json's, as in transformers."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -467,9 +469,17 @@ def load_tokenizer(path):
         with open(f("config.json")) as fh:
             config = json.load(fh)
         for key in ("bos_id", "eos_id", "pad_id"):
-            value = config.get(key.replace("_id", "_token_id"))
-            if value is not None:
-                setattr(tok, key, value[0] if isinstance(value, list) else value)
+            field = key.replace("_id", "_token_id")
+            value, own = config.get(field), getattr(tok, key)
+            value = value[0] if isinstance(value, list) else value
+            if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
+                continue
+            if isinstance(tok, SentencePieceTokenizer) and own is not None:  # its own <s>, </s> win, as in transformers
+                # (early LLaMA conversions say bos 0, eos 1: <unk> and <s> in tokenizer.model)
+                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
+                      f"using {own}, as transformers does")
+                continue
+            setattr(tok, key, value)
     return tok
 
 

@@ -120,6 +120,20 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert load_tokenizer(tmp_path).pad_id == 0
 
 
+def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
+    """Early LLaMA conversions' config.json says bos 0, eos 1, pad -1 while tokenizer.model has <unk> 0, <s> 1,
+    </s> 2: transformers' tokenizer keeps <s> and </s> (not <unk> first and <s> last), and so do we, saying so."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   minloglevel=2)
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": -1}))
+    tok = load_tokenizer(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, None)
+    out = capsys.readouterr().out
+    assert "bos_token_id 0 is not the tokenizer's <s> (1); using 1" in out
+    assert "eos_token_id 1 is not the tokenizer's </s> (2); using 2" in out
+
+
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
 def test_sentencepiece_model_written_by_hand_encodes_as_the_trained_one(tmp_path, kind):
     """sentencepiece_model (what GGUF vocabularies and T5's tokenizer.json become) rebuilt from a trained model's
