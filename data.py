@@ -1,7 +1,8 @@
 """data.py: tokenizers, instruction data and its prompt templates, the benchmarks' data sets, and the offline demo's
 generated data.
 
-- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
+- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
+  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does.
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
   pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
   tokenizer.json becomes a tokenizer.model the same way.
@@ -43,6 +44,7 @@ import base64
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -60,7 +62,7 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import atomic_write, gguf_file, read_gguf
+from checkpoint import atomic_write, gguf_file, read_gguf, read_json
 from download import UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
@@ -132,21 +134,42 @@ class Tokenizer:
         return first + second, [0] * len(first) + [self.type_b] * len(second)
 
 
+NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (3): 0}: protobuf's parser merges it
+# into the model's own normalizer_spec, so appended to a tokenizer.model it turns off only the "▁" prefix
+
+
 class SentencePieceTokenizer(Tokenizer):
-    def __init__(self, path=None, proto=None):
-        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON)."""
-        source = {"model_file": path} if proto is None else {"model_proto": proto}
-        self.sp = sentencepiece.SentencePieceProcessor(**source)
-        self.vocab_size = self.sp.get_piece_size()
+    def __init__(self, path=None, proto=None, added=None, prefix_each=True):
+        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
+        added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>); the text between them
+        is encoded part by part, each with sentencepiece's "▁" prefix (prefix_each: transformers' legacy) or the
+        first only."""
+        if proto is None:
+            with open(path, "rb") as fh:
+                proto = fh.read()
+        self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        self.unprefixed = self.sp if prefix_each else sentencepiece.SentencePieceProcessor(
+            model_proto=proto + NO_DUMMY_PREFIX)
+        n, self.added = self.sp.get_piece_size(), added or {}
+        self.beyond = {i: t for t, i in self.added.items() if i >= n}  # decoded here: sentencepiece has no such id
+        self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
+        self.split = self.added and re.compile(  # the longest first, where one holds another
+            "(" + "|".join(map(re.escape, sorted(self.added, key=len, reverse=True))) + ")")
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
 
     def _encode(self, text):
-        return self.sp.encode(text)
+        if not self.added:
+            return self.sp.encode(text)
+        parts = self.split.split(text)  # added tokens at the odd places
+        return [i for j, p in enumerate(parts) for i in ([self.added[p]] if j % 2 else
+                                                           (self.unprefixed if j else self.sp).encode(p))]
 
     def decode(self, ids):
-        return self.sp.decode(list(ids))
+        runs = itertools.groupby(ids, key=lambda i: i in self.beyond)
+        return "".join("".join(self.beyond[i] for i in run) if added else self.sp.decode(list(run))
+                       for added, run in runs)
 
 
 class T5Tokenizer(SentencePieceTokenizer):
@@ -428,6 +451,21 @@ def gguf_tokenizer(path):
     return tok
 
 
+def added_tokens(directory):
+    """A sentencepiece checkpoint's added tokens {text: id} (tokenizer.json's, else added_tokens.json's) and whether
+    the text after one gets sentencepiece's "▁" prefix again: yes in transformers' legacy mode, no where
+    tokenizer.json's Metaspace prepends it once (prepend_scheme "first") or tokenizer_config.json says legacy false."""
+    f = lambda name: os.path.join(directory, name)  # noqa: E731
+    if os.path.exists(f("tokenizer.json")):
+        t = read_json(f("tokenizer.json"))
+        pre = t.get("pre_tokenizer") or {}
+        once = pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first"
+        return {a["content"]: a["id"] for a in t.get("added_tokens", [])}, not once
+    config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    added = read_json(f("added_tokens.json")) if os.path.exists(f("added_tokens.json")) else {}
+    return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
+
+
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
@@ -441,7 +479,8 @@ def load_tokenizer(path):
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
     elif os.path.exists(f("tokenizer.model")):
-        tok = SentencePieceTokenizer(f("tokenizer.model"))
+        added, prefix_each = added_tokens(path)
+        tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
         cfg = {}
         if os.path.exists(f("tokenizer_config.json")):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import sentencepiece as spm
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Tokenizer
+from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import BPETokenizer, SentencePieceTokenizer, UserError, load_tokenizer, sentencepiece_model
 
@@ -132,6 +132,34 @@ def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bos_token_id 0 is not the tokenizer's <s> (1); using 1" in out
     assert "eos_token_id 1 is not the tokenizer's </s> (2); using 2" in out
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_sentencepiece_added_tokens_match_tokenizers(tmp_path, legacy):
+    """A chat fine-tune's folder: tokenizer.model plus tokenizer.json declaring <|im_start|>, <|im_end|> past its
+    pieces (the embedding grown for them), saved by transformers. HF `tokenizers` on that tokenizer.json matches them
+    whole in text; the text after one starts with "▁" again only in legacy mode (Metaspace prepend_scheme "always",
+    not "first"; transformers 5's own LlamaTokenizer leaves it out in both, so it is the reference for legacy=False)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": legacy,
+                                                                "add_bos_token": True}))
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    hf.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    hf.save_pretrained(tmp_path / "saved")
+    shutil.copy(tmp_path / "tokenizer.model", tmp_path / "saved")  # as the Hub's repos keep it beside tokenizer.json
+    ref, ours = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json")), load_tokenizer(tmp_path / "saved")
+    assert ours.vocab_size == len(hf) == 402
+    chat = ["<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>", "Hello<|im_end|>world",
+            "<|im_start|><|im_end|>", "x<|im_start|>", "<|im_end|>"]
+    for text in chat + [t for t in TEXTS if not t.startswith(" ")]:  # (" a": "▁▁a" in sentencepiece, "▁a" in HF)
+        assert ours.encode(text) == ref.encode(text).ids, text
+        if not legacy:
+            assert ours.encode(text) == hf(text)["input_ids"], text
+    for text in chat:
+        assert ours.decode(ours.encode(text)) == text
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
