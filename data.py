@@ -147,7 +147,10 @@ class SentencePieceTokenizer(Tokenizer):
         if proto is None:
             with open(path, "rb") as fh:
                 proto = fh.read()
-        self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        try:
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
+            raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = self.sp if prefix_each else sentencepiece.SentencePieceProcessor(
             model_proto=proto + NO_DUMMY_PREFIX)
         n, self.added = self.sp.get_piece_size(), added or {}
@@ -358,8 +361,7 @@ def read_merges(path):
 def tokenizer_json(path):
     """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers are refused rather
     than guessed."""
-    with open(path, encoding="utf-8") as f:
-        t = json.load(f)
+    t = read_json(path)
     if t["model"].get("type") == "Unigram":
         return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}
@@ -482,10 +484,7 @@ def load_tokenizer(path):
         added, prefix_each = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
-        cfg = {}
-        if os.path.exists(f("tokenizer_config.json")):
-            with open(f("tokenizer_config.json"), encoding="utf-8") as fh:
-                cfg = json.load(fh)
+        cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
         with open(f("vocab.txt"), encoding="utf-8") as fh:
             vocab = {line.rstrip("\n"): i for i, line in enumerate(fh)}
         tok = WordPieceTokenizer(vocab, cfg.get("do_lower_case", True), cfg.get("strip_accents"),
@@ -495,8 +494,7 @@ def load_tokenizer(path):
     else:
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if os.path.exists(f(vocab)) and os.path.exists(f(merges)):
-                with open(f(vocab), encoding="utf-8") as fh:
-                    tok = BPETokenizer(json.load(fh), read_merges(f(merges)))
+                tok = BPETokenizer(read_json(f(vocab)), read_merges(f(merges)))
                 break
         else:
             if gguf := gguf_file(path):
@@ -505,8 +503,7 @@ def load_tokenizer(path):
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
     if os.path.exists(f("config.json")):
-        with open(f("config.json")) as fh:
-            config = json.load(fh)
+        config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)

@@ -103,6 +103,24 @@ def test_unsupported_pre_tokenizer_is_refused(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
+    """A cut-off download: one line naming the file (train.py prints a ValueError as `error: ...`), not sentencepiece's
+    RuntimeError traceback or json's message without a file."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", minloglevel=2)
+    model = tmp_path / "tokenizer.model"
+    model.write_bytes(model.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=f"{model}: not a sentencepiece model"):
+        load_tokenizer(tmp_path)
+    model.unlink()
+    for name in ("tokenizer.json", "vocab.json"):
+        (tmp_path / name).write_text((bpe_dir / name).read_text()[:100])
+        shutil.copy(bpe_dir / "merges.txt", tmp_path)
+        with pytest.raises(ValueError, match=f"{tmp_path / name}, line [0-9]+: not valid JSON"):
+            load_tokenizer(tmp_path)
+        (tmp_path / name).unlink()
+
+
 def test_sentencepiece_llama_convention(tmp_path):
     """A tiny sentencepiece BPE trained with LLaMA's settings (unk 0, bos 1, eos 2, no pad, byte fallback)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
