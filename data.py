@@ -370,7 +370,10 @@ def tokenizer_json(path):
     digits = kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits")
     byte_level = (kinds == ["ByteLevel"] or digits) and steps[-1].get("use_regex", True)
     if t["model"].get("type") != "BPE" or not byte_level:
-        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})")
+        spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
+        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})" + (
+            "; a sentencepiece tokenizer saved as tokenizer.json: copy the base model's tokenizer.model into "
+            f"{os.path.dirname(path)}" if spm else ""))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
     return BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)

@@ -121,6 +121,19 @@ def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
         (tmp_path / name).unlink()
 
 
+def test_llama_tokenizer_json_alone_asks_for_tokenizer_model(tmp_path):
+    """transformers 5 saves a Llama tokenizer as tokenizer.json only (sentencepiece's BPE under a Metaspace
+    pre-tokenizer): refused, saying which file would do."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    AutoTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "tokenizer.model").exists()
+    with pytest.raises(NotImplementedError, match=r"found \['Metaspace'\]\); a sentencepiece tokenizer saved as "
+                       r"tokenizer.json: copy the base model's tokenizer.model into " + str(tmp_path / "saved")):
+        load_tokenizer(tmp_path / "saved")
+
+
 def test_sentencepiece_llama_convention(tmp_path):
     """A tiny sentencepiece BPE trained with LLaMA's settings (unk 0, bos 1, eos 2, no pad, byte fallback)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
