@@ -1,7 +1,8 @@
 """data.py: tokenizers, instruction data and its prompt templates, the benchmarks' data sets, and the offline demo's
 generated data.
 
-- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library.
+- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
+  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does.
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
   pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
   tokenizer.json becomes a tokenizer.model the same way.
@@ -12,7 +13,8 @@ generated data.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
   Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
-- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json.
+- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
+  sentencepiece model's own (a config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
 - The data sets' downloads go through download.py (resumable, size and sha256 checked; `download`, `download_hf`,
@@ -42,6 +44,7 @@ import base64
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -59,7 +62,7 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import atomic_write, gguf_file, read_gguf
+from checkpoint import atomic_write, gguf_file, read_gguf, read_json
 from download import UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
@@ -131,21 +134,45 @@ class Tokenizer:
         return first + second, [0] * len(first) + [self.type_b] * len(second)
 
 
+NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (3): 0}: protobuf's parser merges it
+# into the model's own normalizer_spec, so appended to a tokenizer.model it turns off only the "▁" prefix
+
+
 class SentencePieceTokenizer(Tokenizer):
-    def __init__(self, path=None, proto=None):
-        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON)."""
-        source = {"model_file": path} if proto is None else {"model_proto": proto}
-        self.sp = sentencepiece.SentencePieceProcessor(**source)
-        self.vocab_size = self.sp.get_piece_size()
+    def __init__(self, path=None, proto=None, added=None, prefix_each=True):
+        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
+        added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>); the text between them
+        is encoded part by part, each with sentencepiece's "▁" prefix (prefix_each: transformers' legacy) or the
+        first only."""
+        if proto is None:
+            with open(path, "rb") as fh:
+                proto = fh.read()
+        try:
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
+            raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
+        self.unprefixed = self.sp if prefix_each else sentencepiece.SentencePieceProcessor(
+            model_proto=proto + NO_DUMMY_PREFIX)
+        n, self.added = self.sp.get_piece_size(), added or {}
+        self.beyond = {i: t for t, i in self.added.items() if i >= n}  # decoded here: sentencepiece has no such id
+        self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
+        self.split = self.added and re.compile(  # the longest first, where one holds another
+            "(" + "|".join(map(re.escape, sorted(self.added, key=len, reverse=True))) + ")")
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
 
     def _encode(self, text):
-        return self.sp.encode(text)
+        if not self.added:
+            return self.sp.encode(text)
+        parts = self.split.split(text)  # added tokens at the odd places
+        return [i for j, p in enumerate(parts) for i in ([self.added[p]] if j % 2 else
+                                                           (self.unprefixed if j else self.sp).encode(p))]
 
     def decode(self, ids):
-        return self.sp.decode(list(ids))
+        runs = itertools.groupby(ids, key=lambda i: i in self.beyond)
+        return "".join("".join(self.beyond[i] for i in run) if added else self.sp.decode(list(run))
+                       for added, run in runs)
 
 
 class T5Tokenizer(SentencePieceTokenizer):
@@ -334,8 +361,7 @@ def read_merges(path):
 def tokenizer_json(path):
     """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers are refused rather
     than guessed."""
-    with open(path, encoding="utf-8") as f:
-        t = json.load(f)
+    t = read_json(path)
     if t["model"].get("type") == "Unigram":
         return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}
@@ -344,7 +370,10 @@ def tokenizer_json(path):
     digits = kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits")
     byte_level = (kinds == ["ByteLevel"] or digits) and steps[-1].get("use_regex", True)
     if t["model"].get("type") != "BPE" or not byte_level:
-        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})")
+        spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
+        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})" + (
+            "; a sentencepiece tokenizer saved as tokenizer.json: copy the base model's tokenizer.model into "
+            f"{os.path.dirname(path)}" if spm else ""))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
     return BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
@@ -427,9 +456,25 @@ def gguf_tokenizer(path):
     return tok
 
 
+def added_tokens(directory):
+    """A sentencepiece checkpoint's added tokens {text: id} (tokenizer.json's, else added_tokens.json's) and whether
+    the text after one gets sentencepiece's "▁" prefix again: yes in transformers' legacy mode, no where
+    tokenizer.json's Metaspace prepends it once (prepend_scheme "first") or tokenizer_config.json says legacy false."""
+    f = lambda name: os.path.join(directory, name)  # noqa: E731
+    if os.path.exists(f("tokenizer.json")):
+        t = read_json(f("tokenizer.json"))
+        pre = t.get("pre_tokenizer") or {}
+        once = pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first"
+        return {a["content"]: a["id"] for a in t.get("added_tokens", [])}, not once
+    config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    added = read_json(f("added_tokens.json")) if os.path.exists(f("added_tokens.json")) else {}
+    return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
+
+
 def load_tokenizer(path):
-    """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids (config.json's take
-    precedence)."""
+    """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
+    tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
+    model's own <s>, </s>, <pad> win over config.json's, as in transformers."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -439,12 +484,10 @@ def load_tokenizer(path):
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
     elif os.path.exists(f("tokenizer.model")):
-        tok = SentencePieceTokenizer(f("tokenizer.model"))
+        added, prefix_each = added_tokens(path)
+        tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
-        cfg = {}
-        if os.path.exists(f("tokenizer_config.json")):
-            with open(f("tokenizer_config.json"), encoding="utf-8") as fh:
-                cfg = json.load(fh)
+        cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
         with open(f("vocab.txt"), encoding="utf-8") as fh:
             vocab = {line.rstrip("\n"): i for i, line in enumerate(fh)}
         tok = WordPieceTokenizer(vocab, cfg.get("do_lower_case", True), cfg.get("strip_accents"),
@@ -454,8 +497,7 @@ def load_tokenizer(path):
     else:
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if os.path.exists(f(vocab)) and os.path.exists(f(merges)):
-                with open(f(vocab), encoding="utf-8") as fh:
-                    tok = BPETokenizer(json.load(fh), read_merges(f(merges)))
+                tok = BPETokenizer(read_json(f(vocab)), read_merges(f(merges)))
                 break
         else:
             if gguf := gguf_file(path):
@@ -464,13 +506,33 @@ def load_tokenizer(path):
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
     if os.path.exists(f("config.json")):
-        with open(f("config.json")) as fh:
-            config = json.load(fh)
+        config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
-            value = config.get(key.replace("_id", "_token_id"))
-            if value is not None:
-                setattr(tok, key, value[0] if isinstance(value, list) else value)
+            field = key.replace("_id", "_token_id")
+            value, own = config.get(field), getattr(tok, key)
+            value = value[0] if isinstance(value, list) else value
+            if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
+                continue
+            if isinstance(tok, SentencePieceTokenizer) and own is not None:  # its own <s>, </s> win, as in transformers
+                # (early LLaMA conversions say bos 0, eos 1: <unk> and <s> in tokenizer.model)
+                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
+                      f"using {own}, as transformers does")
+                continue
+            setattr(tok, key, value)
     return tok
+
+
+def check_vocab(tok, rows, where):
+    """Refuse, before training, a tokenizer whose ids the model's embedding (rows) cannot look up: copied from another
+    model, or a special id out of range (F.embedding would fail mid-run). More rows than ids is fine: embeddings are
+    often padded to a multiple of 64."""
+    if tok.vocab_size > rows:
+        raise UserError(f"{where}: the tokenizer has {tok.vocab_size} ids but the model's embedding {rows} rows; use "
+                        "the tokenizer files of the model the weights come from")
+    for key in ("bos_id", "eos_id", "pad_id"):
+        i = getattr(tok, key)
+        if i is not None and not 0 <= i < rows:
+            raise UserError(f"{where}: the tokenizer's {key} {i} is outside the model's embedding ({rows} rows)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -40,9 +40,9 @@ from xml.sax.saxutils import escape
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, glue_examples, load_tokenizer,
-                  mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad,
-                  read_translation, sorted_batches, squad_records, squad_windows)
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, check_vocab, glue_examples,
+                  load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
+                  read_squad, read_translation, sorted_batches, squad_records, squad_windows)
 import metrics
 from lorasp import load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
@@ -168,7 +168,9 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
-    return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), load_tokenizer(name)
+    tok = load_tokenizer(name)
+    check_vocab(tok, model.config.vocab_size, name)
+    return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), tok
 
 
 def context_length(model):

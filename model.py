@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
                         read_tensors, write_checkpoint)
-from data import load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers live in data.py)
+from data import check_vocab, load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers in data.py)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: the contract's names)
@@ -974,6 +974,7 @@ def main():
         return demo()
     t0 = time.perf_counter()
     model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
+    check_vocab(tok, model.config.vocab_size, args.model)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,

@@ -199,6 +199,7 @@ def load(run):
     args = run.args
     run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
     run.tok = load_tokenizer(run.source)
+    data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
     run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
     if run.rank > 0:                                           # DDP: rank 0 fetches (and caches) the data first

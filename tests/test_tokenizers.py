@@ -7,7 +7,7 @@ import shutil
 import pytest
 import sentencepiece as spm
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Tokenizer
+from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import BPETokenizer, SentencePieceTokenizer, UserError, load_tokenizer, sentencepiece_model
 
@@ -103,6 +103,37 @@ def test_unsupported_pre_tokenizer_is_refused(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
+    """A cut-off download: one line naming the file (train.py prints a ValueError as `error: ...`), not sentencepiece's
+    RuntimeError traceback or json's message without a file."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", minloglevel=2)
+    model = tmp_path / "tokenizer.model"
+    model.write_bytes(model.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=f"{model}: not a sentencepiece model"):
+        load_tokenizer(tmp_path)
+    model.unlink()
+    for name in ("tokenizer.json", "vocab.json"):
+        (tmp_path / name).write_text((bpe_dir / name).read_text()[:100])
+        shutil.copy(bpe_dir / "merges.txt", tmp_path)
+        with pytest.raises(ValueError, match=f"{tmp_path / name}, line [0-9]+: not valid JSON"):
+            load_tokenizer(tmp_path)
+        (tmp_path / name).unlink()
+
+
+def test_llama_tokenizer_json_alone_asks_for_tokenizer_model(tmp_path):
+    """transformers 5 saves a Llama tokenizer as tokenizer.json only (sentencepiece's BPE under a Metaspace
+    pre-tokenizer): refused, saying which file would do."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    AutoTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "tokenizer.model").exists()
+    with pytest.raises(NotImplementedError, match=r"found \['Metaspace'\]\); a sentencepiece tokenizer saved as "
+                       r"tokenizer.json: copy the base model's tokenizer.model into " + str(tmp_path / "saved")):
+        load_tokenizer(tmp_path / "saved")
+
+
 def test_sentencepiece_llama_convention(tmp_path):
     """A tiny sentencepiece BPE trained with LLaMA's settings (unk 0, bos 1, eos 2, no pad, byte fallback)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
@@ -118,6 +149,48 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert tok.decode(tok.encode("Unicode: Ωμέγα 🙂")) == "Unicode: Ωμέγα 🙂"  # byte fallback round-trips
     (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 0}))
     assert load_tokenizer(tmp_path).pad_id == 0
+
+
+def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
+    """Early LLaMA conversions' config.json says bos 0, eos 1, pad -1 while tokenizer.model has <unk> 0, <s> 1,
+    </s> 2: transformers' tokenizer keeps <s> and </s> (not <unk> first and <s> last), and so do we, saying so."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   minloglevel=2)
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": -1}))
+    tok = load_tokenizer(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, None)
+    out = capsys.readouterr().out
+    assert "bos_token_id 0 is not the tokenizer's <s> (1); using 1" in out
+    assert "eos_token_id 1 is not the tokenizer's </s> (2); using 2" in out
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_sentencepiece_added_tokens_match_tokenizers(tmp_path, legacy):
+    """A chat fine-tune's folder: tokenizer.model plus tokenizer.json declaring <|im_start|>, <|im_end|> past its
+    pieces (the embedding grown for them), saved by transformers. HF `tokenizers` on that tokenizer.json matches them
+    whole in text; the text after one starts with "▁" again only in legacy mode (Metaspace prepend_scheme "always",
+    not "first"; transformers 5's own LlamaTokenizer leaves it out in both, so it is the reference for legacy=False)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": legacy,
+                                                                "add_bos_token": True}))
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    hf.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    hf.save_pretrained(tmp_path / "saved")
+    shutil.copy(tmp_path / "tokenizer.model", tmp_path / "saved")  # as the Hub's repos keep it beside tokenizer.json
+    ref, ours = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json")), load_tokenizer(tmp_path / "saved")
+    assert ours.vocab_size == len(hf) == 402
+    chat = ["<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>", "Hello<|im_end|>world",
+            "<|im_start|><|im_end|>", "x<|im_start|>", "<|im_end|>"]
+    for text in chat + [t for t in TEXTS if not t.startswith(" ")]:  # (" a": "▁▁a" in sentencepiece, "▁a" in HF)
+        assert ours.encode(text) == ref.encode(text).ids, text
+        if not legacy:
+            assert ours.encode(text) == hf(text)["input_ids"], text
+    for text in chat:
+        assert ours.decode(ours.encode(text)) == text
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])

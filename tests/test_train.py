@@ -3,6 +3,7 @@ resume (10 steps straight = 5 + Ctrl-C + resume + 5, bit for bit), a NaN stop th
 Ctrl-C, --download from a stand-in Hub on 127.0.0.1, NF4 + checkpointing, full fine-tuning, and the offline demo."""
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -10,12 +11,14 @@ import torch
 
 import checkpoint
 import data
+import eval as E
 import plan
 import train
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from checkpoint import load_safetensors
-from model import build_model, load_pretrained, load_tokenizer, save_pretrained
+from data import UserError
+from model import LlamaConfig, build_model, load_pretrained, load_tokenizer, save_pretrained
 
 
 def test_defaults_are_the_papers_and_demo_overrides_them():
@@ -61,6 +64,22 @@ def test_refusals(capsys, tmp_path, tiny, monkeypatch):
     train.main(flags(tiny, tmp_path / "r", "--max-steps", "2"))
     with pytest.raises(SystemExit, match="--resume with different settings than the checkpoint's: --rank 16 -> 8"):
         train.main(flags(tiny, tmp_path / "r", "--max-steps", "2", "--resume", "--rank", "8"))
+
+
+def test_tokenizer_that_does_not_fit_the_embedding_is_refused(tiny, tmp_path):
+    """A tokenizer with more ids than the embedding has rows, or a special id past them: refused before training,
+    not an IndexError in F.embedding mid-run (a device-side assert on CUDA)."""
+    d = tmp_path / "m"
+    save_pretrained(build_model(LlamaConfig(vocab_size=150, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
+    shutil.copy(os.path.join(tiny[0], "tokenizer.model"), d)  # 200 pieces
+    with pytest.raises(SystemExit, match="the tokenizer has 200 ids but the model's embedding 150 rows"):
+        train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
+    with pytest.raises(UserError, match="the tokenizer has 200 ids but the model's embedding 150 rows"):
+        E.load_model(str(d))
+    save_pretrained(build_model(LlamaConfig(vocab_size=256, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
+    (d / "config.json").write_text(json.dumps(dict(json.loads((d / "config.json").read_text()), pad_token_id=300)))
+    with pytest.raises(SystemExit, match="the tokenizer's pad_id 300 is outside the model's embedding .256 rows."):
+        train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
 
 
 def test_real_demo_flags_and_gguf_models(tmp_path, monkeypatch):
