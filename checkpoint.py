@@ -23,6 +23,7 @@ Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tens
 import ctypes
 import fnmatch
 import glob
+import hashlib
 import itertools
 import json
 import math
@@ -295,6 +296,23 @@ def check_finite(t, what):
                                  f"{int(torch.isinf(t).sum())} Inf values, first at index {where}: the checkpoint "
                                  "is damaged; fetch or export it again")
             return
+
+
+def files_fingerprint(path, sample=1 << 20):
+    """sha256 of a checkpoint's files (a folder's, or one .gguf): each name and size, its first and last `sample`
+    bytes. Cheap at 7B (a few MiB read); a re-download, a re-conversion or other weights under the same name change it.
+    --resume compares it, so an adapter never goes on training over another base."""
+    h = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
+    for f in files:
+        if os.path.isfile(f) and f.endswith((".safetensors", ".bin", ".pth", ".gguf", ".json")):
+            size = os.path.getsize(f)
+            h.update(f"{os.path.basename(f)}:{size}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(sample))
+                fh.seek(max(size - sample, 0))
+                h.update(fh.read(sample))
+    return h.hexdigest()
 
 
 def read_json(path):

@@ -70,7 +70,7 @@ from data import UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
-from checkpoint import atomic_write, load_safetensors, save_safetensors, trim_if_crept
+from checkpoint import atomic_write, files_fingerprint, load_safetensors, save_safetensors, trim_if_crept
 from model import PRESETS, RMSNorm, build_model, get_config, load_tokenizer, save_pretrained  # noqa: F401
 from plan import peak_mem_mib
 from quant import NF4Linear
@@ -157,11 +157,13 @@ def plan_memory(run):
     args = run.args
     config = checked_config(args)
     if args.resume:                                            # auto: what the checkpoint's run chose
-        saved = read_state(find_checkpoint(args.out))["args"]
+        state = read_state(find_checkpoint(args.out))
+        saved = state["args"]
         if args.checkpointing == "auto":
             args.full_blocks = saved.get("full_blocks", 0)
         args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                           for k in ("quant", "checkpointing"))
+        same_settings(args, state)                             # before any weight is read
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
@@ -198,6 +200,7 @@ def load(run):
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
     run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
+    args.base_sha256 = files_fingerprint(run.source)          # --resume checks the base is the checkpoint's
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
@@ -270,8 +273,15 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = [line for line in open(path) if json.loads(line)["step"] <= run.step] if run.checkpoint and \
-        os.path.exists(path) else []
+    kept = []
+    lines = open(path).read().split("\n") if run.checkpoint and os.path.exists(path) else []
+    for n, line in enumerate(lines, 1):
+        try:
+            kept += [line + "\n"] if line and json.loads(line)["step"] <= run.step else []
+        except (ValueError, KeyError, TypeError):
+            if n < len(lines) - 1:                             # the last line cut off by a kill: dropped as redone
+                raise UserError(f"--resume: {path}, line {n} is not a record ({line[:80]!r}): delete the line, or "
+                                "the file to start the log again") from None
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(kept)
     run.evals = [r for r in map(json.loads, kept) if "val_loss" in r]
@@ -458,8 +468,8 @@ def save_if_due(run):
 # Checkpoints: written into checkpoint.tmp, then swapped in (a crash leaves one whole checkpoint)
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256"}  # what may change on
-# --resume; the rest must match (data_sha256 has its own check in restore)
+             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256"}  # what may change on
+# --resume; the rest must match (data_sha256 and base_sha256 have their own checks in restore)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -521,16 +531,28 @@ def read_state(checkpoint):
     return state
 
 
-def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
-    state = read_state(checkpoint)
+def same_settings(args, state):
+    """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
+    compare normalised (DIR and DIR/ are one folder)."""
     was = {**ADDED, **state["args"]}
+    norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
-               if k not in RESUMABLE and was.get(k) != v]
+               if k not in RESUMABLE and norm(was.get(k)) != norm(v)]
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
         raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
+
+
+def restore(checkpoint, args, opt):
+    """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
+    state = read_state(checkpoint)
+    same_settings(args, state)
+    if state["args"].get("base_sha256") not in (None, args.base_sha256):
+        raise UserError(f"--resume: the base model's files changed since the checkpoint (--model {args.model}: "
+                        f"its files fingerprint to {args.base_sha256[:12]}..., the checkpoint's base to "
+                        f"{state['args']['base_sha256'][:12]}...). The adapter trains on the weights it started on: "
+                        "restore them, or start again without --resume")
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
         raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
                         f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "

@@ -297,6 +297,38 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+@case("--resume over a base whose files changed", SystemExit, "the base model's files changed since the checkpoint")
+def _(ctx):
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    model = load_pretrained(base)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(0.01)              # other weights, same names, shapes and sizes
+    save_pretrained(model, base)
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+case("--resume with another --method: refused before the weights load", SystemExit,
+     "different settings than the checkpoint's: --method lorasp -> full")(
+    lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--method", "full"))
+
+
+@case("--resume: the --model folder written with a trailing slash, a torn last line in metrics.jsonl", None)
+def _(ctx):
+    out = checkpointed(ctx)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "lo')                             # a kill in the middle of a write
+    train.main(flags((ctx.tiny[0] + "/", ctx.tiny[1]), out, "--max-steps", "2", "--resume"))
+    assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [2, 2]   # loss, val_loss
+
+
+@case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
+def _(ctx):
+    out = checkpointed(ctx)
+    (out / "metrics.jsonl").write_text("not json\n" + (out / "metrics.jsonl").read_text())
+    run(ctx, "--max-steps", "2", "--resume")
+
+
 @case("--resume: truncated optimizer.pt", SystemExit, "optimizer.pt is damaged")
 def _(ctx):
     path = checkpointed(ctx) / "checkpoint" / "optimizer.pt"
