@@ -164,13 +164,20 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
     name = resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))  # as train.py resolves it
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
+    if num_labels and not hasattr(model, "add_head"):
+        raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
+                        "RoBERTa, BERT or GPT-2")
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
     tok = load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
-    return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), tok
+    try:
+        return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), tok
+    except RuntimeError as e:                                  # load_state_dict: a head of another shape
+        raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
+                        f"{str(e).strip().splitlines()[-1].strip()}") from None
 
 
 def context_length(model):
@@ -332,12 +339,13 @@ TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-
 
 
 def main(argv=None):
-    """The command line; a mistake the user can fix (data.UserError: a missing file, no network) ends with one line
-    `error: ...` and exit status 1, anything else keeps its traceback."""
+    """The command line; a mistake the user can fix (data.UserError: a missing file, no network; the readers' and
+    loaders' ValueError, OSError, KeyError naming a file, tensor or module) ends with one line `error: ...` and exit
+    status 1 (argparse's own: 2), anything else keeps its traceback."""
     try:
         command(argv)
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    except (UserError, ValueError, NotImplementedError, OSError, KeyError) as e:
+        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
 
 
 def command(argv=None):
@@ -379,6 +387,9 @@ def command(argv=None):
         return demo()
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
+    if need := {"perplexity": "data", "generate": "prompts"}.get(args.task):
+        if not getattr(args, need):
+            ap.error(f"--task {args.task} needs --{need}")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import data
+import eval as E
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
@@ -225,6 +226,17 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+case("eval.py: --task perplexity without --data", 2, "--task perplexity needs --data")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0]]))
+case("eval.py: --task generate without --prompts", 2, "--task generate needs --prompts")(
+    lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0]]))
+case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
+    lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
+case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",
+                        str(ctx.tmp)]))
+case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
+    lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
 case("missing data file", SystemExit, "nope.json")(
     lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
 case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(
