@@ -973,8 +973,11 @@ def main():
     if args.model is None:
         return demo()
     t0 = time.perf_counter()
-    model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
-    check_vocab(tok, model.config.vocab_size, args.model)
+    try:                                                       # a missing or damaged file: one line, as train.py
+        model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
+        check_vocab(tok, model.config.vocab_size, args.model)
+    except (ValueError, NotImplementedError, OSError, KeyError) as e:
+        sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,
