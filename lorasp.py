@@ -49,9 +49,14 @@ LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
-NOT_PLAIN = ("bias", "use_dora", "lora_bias", "use_qalora", "layer_replication", "alora_invocation_tokens",
-             "megatron_config", "trainable_token_indices", "target_parameters", "use_bdlora", "arrow_config",
-             "kasa_config", "velora_config", "monteclora_config")   # PEFT config fields that change what loads
+# adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
+# is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
+UNSET = (None, False, "none", [], {})
+PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, layer_replication=UNSET,
+             alora_invocation_tokens=UNSET, megatron_config=UNSET, trainable_token_indices=UNSET,
+             target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
+             monteclora_config=UNSET,
+             init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
 
 
 def matches(name, targets):
@@ -301,7 +306,7 @@ def load_adapter(model, directory, peft=False):
     config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
     peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
     otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
-    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the NOT_PLAIN
+    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
     fields and any tensor left unloaded are errors."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
@@ -314,8 +319,8 @@ def load_adapter(model, directory, peft=False):
     cfg = read_json(os.path.join(directory, "adapter_config.json"))
     if cfg.get("peft_type") != "LORA":
         raise ValueError(f"{directory}/adapter_config.json: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
-    for k in NOT_PLAIN:  # PEFT honours these and we do not: refused, never loaded silently wrong
-        if cfg.get(k) not in (None, False, "none", [], {}):
+    for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
+        if cfg.get(k) not in plain:
             raise ValueError(f"{directory}/adapter_config.json: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
     if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
         raise ValueError(f"{directory}/adapter_config.json: r = {cfg.get('r')!r}, lora_alpha = "

@@ -123,6 +123,8 @@ def test_peft_gpt2_adapter_fan_in_fan_out_loads_onto_our_linear(tmp_path):
     (dict(layer_replication=[[0, 2], [1, 2]]), "layer_replication = "),
     (dict(alora_invocation_tokens=[3, 4]), "alora_invocation_tokens = "),
     (dict(trainable_token_indices=[1, 2]), "trainable_token_indices = "),
+    (dict(init_lora_weights="pissa"), "init_lora_weights = 'pissa'"),   # PEFT's load subtracts B0 A0 from W
+    (dict(init_lora_weights="olora"), "init_lora_weights = 'olora'"),
     (dict(target_modules=["q_proj", "embed_tokens"], save=dict(save_embedding_layers=False)), "lora_embedding_A"),
     (dict(save=dict(save_embedding_layers=True)), "embed_tokens.weight")])
 def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
