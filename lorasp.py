@@ -34,13 +34,14 @@ import itertools
 import json
 import math
 import os
+import re
 import zlib
 
 import torch
 import torch.nn as nn
 
 from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
-                        save_safetensors)
+                        save_safetensors, torch_load)
 from quant import NF4Linear
 from recompute import frozen
 
@@ -48,11 +49,24 @@ LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+# adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
+# is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
+UNSET = (None, False, "none", [], {})
+PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, layer_replication=UNSET,
+             alora_invocation_tokens=UNSET, megatron_config=UNSET, trainable_token_indices=UNSET,
+             target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
+             monteclora_config=UNSET,
+             init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
 
 
 def matches(name, targets):
     """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
     return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _pattern(patterns, name, default):
+    """PEFT's rank_pattern / alpha_pattern: the value of the first key (a regex) that matches the name's end."""
+    return next((v for k, v in (patterns or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
 
 
 def layer_seed(seed, name):
@@ -291,20 +305,28 @@ def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
     config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
     peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word)."""
+    otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
+    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
+    fields and any tensor left unloaded are errors."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
         directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
-    for f in ("adapter_config.json", "adapter_model.safetensors"):
-        if not os.path.exists(os.path.join(directory, f)):
-            raise FileNotFoundError(f"{directory}: no {f}; not an adapter folder (save_adapter's or PEFT's)")
+    if not os.path.exists(os.path.join(directory, "adapter_config.json")):
+        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
+    weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
+    if not weights:
+        raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
     cfg = read_json(os.path.join(directory, "adapter_config.json"))
-    if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("fan_in_fan_out"):
-        raise ValueError(f"{directory}: not a plain LoRA adapter (peft_type {cfg.get('peft_type')})")
+    if cfg.get("peft_type") != "LORA":
+        raise ValueError(f"{directory}/adapter_config.json: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
+    for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
+        if cfg.get(k) not in plain:
+            raise ValueError(f"{directory}/adapter_config.json: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
     if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
         raise ValueError(f"{directory}/adapter_config.json: r = {cfg.get('r')!r}, lora_alpha = "
                          f"{cfg.get('lora_alpha')!r}; need an integer r >= 1 and a number lora_alpha")
-    tensors = load_safetensors(os.path.join(directory, "adapter_model.safetensors"))
+    path = os.path.join(directory, weights[0])
+    tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
     xpath = os.path.join(directory, EXTRAS_FILE)
     extras, sp = {}, dict(keep=1.0, mode="mask", structure="element", seeds={})   # a plain PEFT adapter
     if has_extras := os.path.exists(xpath):
@@ -321,20 +343,26 @@ def load_adapter(model, directory, peft=False):
                                 "load_adapter(model, directory, peft=True)")
     names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
-        raise ValueError(f"{directory}: adapter_model.safetensors holds no lora_A weights")
+        raise ValueError(f"{path}: holds no lora_A weights")
+    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
+    lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
+    whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))
+    if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
+        raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
     model.requires_grad_(False)
-    modules, r = dict(model.named_modules()), cfg["r"]
     for n in names:
         if n not in modules:
             raise KeyError(f"adapter module {n!r} is not in the model")
         base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
+        r = _pattern(cfg.get("rank_pattern"), n, cfg["r"])       # per-module r and alpha, as PEFT picks them
+        alpha = _pattern(cfg.get("alpha_pattern"), n, cfg["lora_alpha"])
+        alpha *= math.sqrt(r) if cfg.get("use_rslora") else 1  # rsLoRA's alpha/sqrt(r), written as alpha'/r
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         if not isinstance(base, LINEAR_TYPES) or B is None or A.shape != (r, base.in_features) \
                 or B.shape != (base.out_features, r):
             raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
                              f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
-        layer = LoRASPLinear(base, r, cfg["lora_alpha"], sp["keep"], sp["mode"], sp["structure"],
-                             sp["seeds"].get(n, 0))
+        layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)                                 # then the extras, if any, set every entry
         for k, t in _own(layer) if has_extras else ():
             saved = extras.pop(f"{n}.{k}", None)
@@ -348,7 +376,7 @@ def load_adapter(model, directory, peft=False):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    for name in cfg.get("modules_to_save") or []:
+    for name in mts:
         hits = [n for n in modules if matches(n, [name])]
         if not hits:
             raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")

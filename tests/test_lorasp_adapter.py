@@ -62,15 +62,22 @@ def test_peft_loads_our_adapter_and_reproduces_logits(tmp_path, mode, structure)
         assert not torch.allclose(base(ids).logits, ours(ids).logits)        # the adapter does something
 
 
-def test_peft_written_adapter_loads_as_plain_lora(tmp_path):
+def peft_adapter(base, directory, save=None, **lora):
+    """PEFT's own adapter for `base`, saved to directory: B (PEFT's init: 0) and any bias or magnitude randomized."""
     from peft import LoraConfig, get_peft_model
-    base, ids = tiny_llama(), torch.randint(0, 64, (2, 9))
-    peft = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    peft = get_peft_model(copy.deepcopy(base), LoraConfig(**lora))
+    torch.manual_seed(1)
     with torch.no_grad():
         for n, p in peft.named_parameters():
-            if "lora_B" in n:
-                p.normal_()
-    peft.save_pretrained(tmp_path)
+            if "lora_B" in n or p.requires_grad and "bias" in n or "magnitude" in n:
+                p.add_(torch.randn_like(p))
+    peft.save_pretrained(directory, **(save or {}))
+    return peft.eval()
+
+
+def test_peft_written_adapter_loads_as_plain_lora(tmp_path):
+    base, ids = tiny_llama(), torch.randint(0, 64, (2, 9))
+    peft = peft_adapter(base, tmp_path, r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     with pytest.raises(FileNotFoundError, match="lorasp_extras.safetensors is missing"):
         load_adapter(copy.deepcopy(base), tmp_path)                 # not asked for: no silent keep=1
     ours = load_adapter(copy.deepcopy(base), tmp_path, peft=True)
@@ -78,6 +85,55 @@ def test_peft_written_adapter_loads_as_plain_lora(tmp_path):
     assert len(layers) == 4 and all(m.keep == 1.0 for m in layers)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, peft(ids).logits)
+
+
+@pytest.mark.parametrize("options", [dict(use_rslora=True),                   # scale alpha/sqrt(r), not alpha/r
+                                     dict(rank_pattern={"v_proj": 2}, alpha_pattern={"layers.1.self_attn.q_proj": 3}),
+                                     dict(save=dict(safe_serialization=False))])  # adapter_model.bin, a pickle
+def test_peft_options_we_honour_give_peft_logits(tmp_path, options):
+    from peft import PeftModel
+    base, ids = tiny_llama(), torch.randint(0, 64, (2, 9))
+    peft_adapter(base, tmp_path, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], **options)
+    ours = load_adapter(copy.deepcopy(base), tmp_path, peft=True)
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+        torch.testing.assert_close(ours(ids).logits, peft(ids).logits)
+
+
+def test_peft_gpt2_adapter_fan_in_fan_out_loads_onto_our_linear(tmp_path):
+    """PEFT sets fan_in_fan_out for HF's transposed Conv1D; its A and B are the usual (r, in), (out, r) all the same."""
+    from peft import PeftModel
+    from transformers import GPT2Config, GPT2LMHeadModel
+    import model as M
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16, bos_token_id=0,
+                                    eos_token_id=0)).eval()
+    hf.save_pretrained(tmp_path / "gpt2")
+    peft_adapter(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"])
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+    ours = load_adapter(M.load_pretrained(tmp_path / "gpt2"), tmp_path / "a", peft=True)
+    ids = torch.randint(0, 64, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), PeftModel.from_pretrained(hf, tmp_path / "a")(ids).logits)
+
+
+@pytest.mark.parametrize("options,error", [
+    (dict(bias="all"), "bias = 'all'"), (dict(bias="lora_only"), "bias = 'lora_only'"),
+    (dict(use_dora=True), "use_dora = True"), (dict(lora_bias=True), "lora_bias = True"),
+    (dict(layer_replication=[[0, 2], [1, 2]]), "layer_replication = "),
+    (dict(alora_invocation_tokens=[3, 4]), "alora_invocation_tokens = "),
+    (dict(trainable_token_indices=[1, 2]), "trainable_token_indices = "),
+    (dict(init_lora_weights="pissa"), "init_lora_weights = 'pissa'"),   # PEFT's load subtracts B0 A0 from W
+    (dict(init_lora_weights="olora"), "init_lora_weights = 'olora'"),
+    (dict(target_modules=["q_proj", "embed_tokens"], save=dict(save_embedding_layers=False)), "lora_embedding_A"),
+    (dict(save=dict(save_embedding_layers=True)), "embed_tokens.weight")])
+def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
+    base = tiny_llama()
+    peft_adapter(base, tmp_path, **dict(dict(r=4, lora_alpha=8, target_modules=["q_proj"]), **options))
+    ours = copy.deepcopy(base)
+    with pytest.raises(ValueError, match=error):
+        load_adapter(ours, tmp_path, peft=True)
+    assert not any(isinstance(m, LoRASPLinear) for m in ours.modules())   # refused before any layer is wrapped
 
 
 @pytest.mark.parametrize("mode,structure", [("mask", "column"), ("freeze", "element")])
