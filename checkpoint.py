@@ -305,7 +305,9 @@ def files_fingerprint(path, sample=1 << 20):
     h = hashlib.sha256()
     files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
     for f in files:
-        if os.path.isfile(f) and f.endswith((".safetensors", ".bin", ".pth", ".gguf", ".json")):
+        name = os.path.basename(f)                            # what load_pretrained reads (not tokenizer files)
+        if os.path.isfile(f) and (name.endswith((".safetensors", ".bin", ".pth", ".gguf")) or name in (
+                "config.json", "params.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")):
             size = os.path.getsize(f)
             h.update(f"{os.path.basename(f)}:{size}".encode())
             with open(f, "rb") as fh:

@@ -147,20 +147,27 @@ class SentencePieceTokenizer(Tokenizer):
         if proto is None:
             with open(path, "rb") as fh:
                 proto = fh.read()
+        if re.match(rb"[A-Za-z0-9+/=]+ \d+\n", proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
+            raise NotImplementedError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
+                                      "Llama 3's tokenizer is not supported")
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = self.sp if prefix_each else sentencepiece.SentencePieceProcessor(
             model_proto=proto + NO_DUMMY_PREFIX)
-        n, self.added = self.sp.get_piece_size(), added or {}
-        self.beyond = {i: t for t, i in self.added.items() if i >= n}  # decoded here: sentencepiece has no such id
-        self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
-        self.split = self.added and re.compile(  # the longest first, where one holds another
-            "(" + "|".join(map(re.escape, sorted(self.added, key=len, reverse=True))) + ")")
+        self.set_added(added or {})
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
+
+    def set_added(self, added):
+        """The added tokens {text: id}: matched whole in text; ids past sentencepiece's pieces are decoded here."""
+        n, self.added = self.sp.get_piece_size(), added
+        self.beyond = {i: t for t, i in added.items() if i >= n}
+        self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
+        self.split = added and re.compile(  # the longest first, where one holds another
+            "(" + "|".join(map(re.escape, sorted(added, key=len, reverse=True))) + ")")
 
     def _encode(self, text):
         if not self.added:
@@ -513,8 +520,10 @@ def load_tokenizer(path):
             value = value[0] if isinstance(value, list) else value
             if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
                 continue
-            if isinstance(tok, SentencePieceTokenizer) and own is not None:  # its own <s>, </s> win, as in transformers
-                # (early LLaMA conversions say bos 0, eos 1: <unk> and <s> in tokenizer.model)
+            if isinstance(tok, SentencePieceTokenizer) and own is not None and value < tok.sp.get_piece_size() and (
+                    tok.sp.is_control(value) or tok.sp.is_unknown(value)):  # another special piece: its own win, as
+                # in transformers (early LLaMA conversions say bos 0, eos 1: <unk> and <s>); an added token (a chat
+                # fine-tune's <|im_end|> as eos) or a plain piece named by config.json is taken
                 print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
@@ -525,7 +534,11 @@ def load_tokenizer(path):
 def check_vocab(tok, rows, where):
     """Refuse, before training, a tokenizer whose ids the model's embedding (rows) cannot look up: copied from another
     model, or a special id out of range (F.embedding would fail mid-run). More rows than ids is fine: embeddings are
-    often padded to a multiple of 64."""
+    often padded to a multiple of 64. Added tokens past the rows are left out, with a note (an early Llama-2 upload
+    declared <pad> 32000 beside a 32000-row embedding; no text holds it)."""
+    if past := sorted(t for t, i in getattr(tok, "added", {}).items() if i >= rows):
+        print(f"{where}: added tokens {past} have ids past the embedding's {rows} rows: left out")
+        tok.set_added({t: i for t, i in tok.added.items() if i < rows})
     if tok.vocab_size > rows:
         raise UserError(f"{where}: the tokenizer has {tok.vocab_size} ids but the model's embedding {rows} rows; use "
                         "the tokenizer files of the model the weights come from")
@@ -1182,7 +1195,8 @@ def read_squad(split, root=None):
                         isinstance(a, dict) and isinstance(a.get("text"), str) and type(a.get("answer_start")) is int
                         for a in qa["answers"])):
                 raise ValueError(f"{path}: question {qa.get('id') if isinstance(qa, dict) else qa!r}: expected "
-                                 "{\"id\": str, \"question\": str, \"answers\": [{\"text\": str, \"answer_start\": int}]}, "
+                                 "{\"id\": str, \"question\": str, \"answers\": [{\"text\": str, \"answer_start\": "
+                                 "int}]}, "
                                  f"got {json.dumps(qa)[:200]}")
     return dataset["data"]
 

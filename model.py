@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn as nn
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
                         read_tensors, write_checkpoint)
-from data import check_vocab, load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer; tokenizers in data.py)
+from data import UserError, check_vocab, load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: the contract's names)
@@ -191,8 +191,9 @@ class T5Config:  # fields named as in T5's config.json
     feed_forward_proj: str = "relu"  # v1.0: relu(wi x); "gated-gelu" (v1.1, FLAN-T5): gelu(wi_0 x) * wi_1 x
     tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`
     dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
-    scale_decoder_outputs: bool = None  # decoder output * d_model^-0.5 before lm_head (v1.0); None: as tied, as
-    # transformers 4 read it (transformers 5 writes it, with tie_word_embeddings always true and lm_head kept if stored)
+    scale_decoder_outputs: Optional[bool] = None  # decoder output * d_model^-0.5 before lm_head (v1.0); None: as
+    # tied, as transformers 4 read it (transformers 5 writes it, with tie_word_embeddings always true and lm_head kept
+    # if stored)
     pad_id: ClassVar[int] = 0  # also the decoder's start token
     eos_id: ClassVar[int] = 1
     HF: ClassVar[dict] = {}
@@ -976,7 +977,7 @@ def main():
     try:                                                       # a missing or damaged file: one line, as train.py
         model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
-    except (ValueError, NotImplementedError, OSError, KeyError) as e:
+    except (UserError, ValueError, NotImplementedError, OSError, KeyError) as e:
         sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()

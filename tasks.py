@@ -99,13 +99,15 @@ def load_model(args, directory, checkpoint, device, bf16):
             sys.exit(f"error: --resume: the checkpoint's adapter cannot be loaded: {e}")
     else:
         targets = (args.targets or TARGETS[model.config.model_type]).split(",")
-        linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
+        # the head trains whole: no adapter inside it (--targets dense would match it too)
+        linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and not (head and
+                                                                                            n.startswith(head))]
         if unmatched := [t for t in targets if not any(matches(n, [t]) for n in linears)]:  # a typo adapts nothing
-            raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model} is named so (their "
-                            f"names end in {', '.join(sorted({n.rsplit('.', 1)[-1] for n in linears}))})")
-        if head:  # the head trains whole: no adapter inside it (--targets dense would match it too)
-            targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)
-                       and any(n == t or n.endswith("." + t) for t in targets)]
+            ends = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model} outside its head is "
+                            f"named so (their names end in {', '.join(ends)})")
+        if head:
+            targets = [n for n in linears if matches(n, targets)]
         apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
                      args.structure, args.seed)
         for name in head:

@@ -279,7 +279,7 @@ def open_log(run):
         try:
             kept += [line + "\n"] if line and json.loads(line)["step"] <= run.step else []
         except (ValueError, KeyError, TypeError):
-            if n < len(lines) - 1:                             # the last line cut off by a kill: dropped as redone
+            if n < len(lines):                                 # the last line cut off by a kill: dropped as redone
                 raise UserError(f"--resume: {path}, line {n} is not a record ({line[:80]!r}): delete the line, or "
                                 "the file to start the log again") from None
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
@@ -568,7 +568,8 @@ def restore(checkpoint, args, opt):
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return int(state["step"])
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
-        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); the "
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
                         "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
             from None
 

@@ -334,6 +334,26 @@ def _(ctx):
     assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [2, 2]   # loss, val_loss
 
 
+@case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
+def _(ctx):
+    out = checkpointed(ctx)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, "bad\n{"step": 2, "lo')               # the torn tail is line 4
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume after the base's tokenizer_config.json changed (a chat template): its weights did not", None)
+def _(ctx):
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    (ctx.tmp / "base" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+case("tokenizer.model in tiktoken's format (Llama 3)", NotImplementedError, "a tiktoken BPE file (Llama 3's")(
+    lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
+
+
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
 def _(ctx):
     out = checkpointed(ctx)

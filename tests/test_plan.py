@@ -150,8 +150,8 @@ def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_f
                                                       "the paper's recipe (selective recomputation)"]
     selective = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="selective")
     q, m, why = plan.choose(c, flags_for(), targets, 12 * plan.GiB, 0, RUNTIME, "llama2-7b")
-    assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB, more than the " \
-        "10.8 usable (90% of 12.0 GiB available)"
+    assert (q, m) == ("nf4", "full") and why[1] == f"selective would need {selective / plan.GiB:.1f} GiB, more " \
+        "than the 10.8 usable (90% of 12.0 GiB available)"
     full = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="nf4", checkpointing="full")
     assert 4 * plan.GiB < full < selective < 20 * plan.GiB                      # NF4 base ~3.5 GiB; activations
     fp32 = plan.total(c, flags_for(), targets, 0, RUNTIME, quant="none", checkpointing="none")

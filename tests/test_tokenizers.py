@@ -9,7 +9,7 @@ import sentencepiece as spm
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Tokenizer
 
-from data import BPETokenizer, SentencePieceTokenizer, UserError, load_tokenizer, sentencepiece_model
+from data import BPETokenizer, SentencePieceTokenizer, UserError, check_vocab, load_tokenizer, sentencepiece_model
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -163,6 +163,17 @@ def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bos_token_id 0 is not the tokenizer's <s> (1); using 1" in out
     assert "eos_token_id 1 is not the tokenizer's </s> (2); using 2" in out
+    # a chat fine-tune (ChatML on a sentencepiece base): config.json's eos is the added <|im_end|>, past the pieces;
+    # that one is taken (the model ends its answers with it), and an added token past the embedding is left out
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<|im_end|>": 300, "<pad>": 301}))
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 300}))
+    tok = load_tokenizer(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (1, 300, 302) and tok.encode("a<|im_end|>")[-1] == 300
+    check_vocab(tok, 301, "m")                                  # <pad> 301 is past 301 rows: an early Llama-2 upload
+    assert tok.vocab_size == 301 and tok.encode("<pad>")[-1] != 301 and "['<pad>'] have ids past" in \
+        capsys.readouterr().out
+    with pytest.raises(UserError, match="eos_id 300 is outside the model's embedding"):
+        check_vocab(tok, 300, "m")
 
 
 @pytest.mark.parametrize("legacy", [False, True])
