@@ -154,8 +154,8 @@ class SentencePieceTokenizer(Tokenizer):
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
-        self.unprefixed = self.sp if prefix_each else sentencepiece.SentencePieceProcessor(
-            model_proto=proto + NO_DUMMY_PREFIX)
+        self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX) if added else None
+        self.prefix_each = prefix_each
         self.set_added(added or {})
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
@@ -172,14 +172,22 @@ class SentencePieceTokenizer(Tokenizer):
     def _encode(self, text):
         if not self.added:
             return self.sp.encode(text)
-        parts = self.split.split(text)  # added tokens at the odd places
+        parts = self.split.split(text)  # added tokens at the odd places; after one, the "▁" prefix again only in
+        # legacy mode and where the text does not start with a space already (HF's Metaspace)
+        prefixed = lambda j, p: j == 0 or self.prefix_each and not p.startswith(" ")  # noqa: E731
         return [i for j, p in enumerate(parts) for i in ([self.added[p]] if j % 2 else
-                                                           (self.unprefixed if j else self.sp).encode(p))]
+                                                           (self.sp if prefixed(j, p) else self.unprefixed).encode(p))]
 
     def decode(self, ids):
-        runs = itertools.groupby(ids, key=lambda i: i in self.beyond)
-        return "".join("".join(self.beyond[i] for i in run) if added else self.sp.decode(list(run))
-                       for added, run in runs)
+        """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix)."""
+        out, after = [], False
+        for added, run in itertools.groupby(ids, key=lambda i: i in self.beyond):
+            run = list(run)
+            text = "".join(self.beyond[i] for i in run) if added else self.sp.decode(run)
+            space = after and not added and self.sp.id_to_piece(run[0]).startswith("▁")
+            out.append(" " * space + text)
+            after = added
+        return "".join(out)
 
 
 class T5Tokenizer(SentencePieceTokenizer):

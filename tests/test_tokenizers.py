@@ -195,13 +195,15 @@ def test_sentencepiece_added_tokens_match_tokenizers(tmp_path, legacy):
     ref, ours = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json")), load_tokenizer(tmp_path / "saved")
     assert ours.vocab_size == len(hf) == 402
     chat = ["<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>", "Hello<|im_end|>world",
-            "<|im_start|><|im_end|>", "x<|im_start|>", "<|im_end|>"]
+            "<|im_start|><|im_end|>", "x<|im_start|>", "<|im_end|>", "x<|im_end|> y", "a<|im_end|>  b", "<|im_end|> two"]
     for text in chat + [t for t in TEXTS if not t.startswith(" ")]:  # (" a": "▁▁a" in sentencepiece, "▁a" in HF)
         assert ours.encode(text) == ref.encode(text).ids, text
         if not legacy:
             assert ours.encode(text) == hf(text)["input_ids"], text
-    for text in chat:
-        assert ours.decode(ours.encode(text)) == text
+    for text in chat:  # legacy: "▁" after a marker reads as a space, in HF's decoding too ("<|im_end|>world" gains one)
+        ids = ours.encode(text)
+        assert ours.decode(ids) == (ref.decode(ids, skip_special_tokens=False).removeprefix("<s>").removeprefix(" ")
+                                    if legacy else text), text
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
