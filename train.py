@@ -458,7 +458,7 @@ def save_if_due(run):
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t = time.time()
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total) \
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro) \
             if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
@@ -483,7 +483,7 @@ def data_hash(train_ex, val_ex):
     return h.hexdigest()
 
 
-def save_checkpoint(args, model, opt, step, source, ended=False):
+def save_checkpoint(args, model, opt, step, source, ended=False, micro=None):
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -495,8 +495,9 @@ def save_checkpoint(args, model, opt, step, source, ended=False):
                                                   args.device.startswith("cuda") else {})  # this process's GPU
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump(dict(step=step, micro_batch=step * args.grad_accum, world_size=rank_world()[1], ended=ended,
-                           python_rng=random.getstate(), args=vars(args)), f)
+            json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
+                           world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
+                           args=vars(args)), f)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
