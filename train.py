@@ -409,7 +409,8 @@ def train_step(run):
 
 
 def lr_at(step, total, args):
-    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0."""
+    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0. Step 0 trains
+    at lr / warm-up steps: one step ahead of transformers' get_cosine_schedule_with_warmup, whose step 0 is at lr 0."""
     warm = max(1, round(args.warmup * total))
     if step < warm:
         return args.lr * (step + 1) / warm
