@@ -168,8 +168,15 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
                         "RoBERTa, BERT or GPT-2")
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
+        before = set(model._modules)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
+        if set(model._modules) - before and not adapter:      # a fresh, random head: its scores would mean nothing
+            raise UserError(f"--model {name} has no trained {'span' if qa else 'classifier'} head: pass --adapter "
+                            "(a run's OUT/adapter brings its head) or the model a --method full run saved")
+    elif qa is None and model.config.model_type not in ("llama", "gpt2"):
+        raise UserError(f"--model {name} is a {model.config.model_type}, not a causal LM: this task generates or "
+                        "scores text with one")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
     tok = load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
@@ -253,6 +260,8 @@ def perplexity(model, docs, seq_len=None, stride=None):
                 labels = torch.tensor([[-100] * first + window[first:]], device=device)  # -100: not scored
                 mean = model(torch.tensor([window], device=device), labels=labels)  # chunked: no (T, vocab) logits
                 nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
+    if not n:
+        raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
     return math.exp(nll / n), n
 
 
@@ -392,8 +401,10 @@ def command(argv=None):
             ap.error(f"--task {args.task} needs --{need}")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
-    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
-                            len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad")  # STS-B: 1 output
+    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,  # STS-B: 1 output; qa None:
+                            len(GLUE[glue][4] or [0]) if glue else 0,     # a causal LM's task
+                            True if args.task == "squad" else None if args.task in ("mmlu", "perplexity", "generate")
+                            else False)
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)

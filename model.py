@@ -980,6 +980,10 @@ def main():
     except (UserError, ValueError, NotImplementedError, OSError, KeyError) as e:
         sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if not tok.encode(args.prompt):                            # no BOS (GPT-2, SmolLM2) and no text
+        ap.error("--prompt is empty and this tokenizer adds no BOS: nothing to continue")
+    if model.config.model_type not in ("llama", "gpt2"):
+        sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,
                    generator=torch.Generator(args.device).manual_seed(args.seed))

@@ -59,6 +59,10 @@ def checked_config(args):
             args.model not in PRESETS:
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
                         f"{', '.join(PRESETS)} (or a .gguf file)")
+    if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
+        raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
+                        "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "
+                        "Face folder first")
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):

@@ -29,7 +29,7 @@ from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
-from model import LlamaConfig, build_model, load_pretrained, save_pretrained
+from model import EncoderConfig, LlamaConfig, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
@@ -237,6 +237,25 @@ case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_conf
                         str(ctx.tmp)]))
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
+
+
+def tiny_bert(ctx):
+    """A 2-layer BERT with a WordPiece vocab.txt and no head (a base model, as a pre-training upload is used)."""
+    d = ctx.tmp / "bert"
+    save_pretrained(build_model(EncoderConfig(vocab_size=8)), d)
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]))
+    return str(d)
+
+
+case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", SystemExit,
+     "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
+case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
+                                                                                                   "t.txt")]))
+case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "", "t.txt")]))
+case("--method full on a .gguf", SystemExit, "the model folder it saves would have no tokenizer")(
+    lambda ctx: train.main(flags((records_file(ctx, "GGUF", "m.gguf"), ctx.tiny[1]), ctx.tmp / "o", "--method", "full")))
 case("missing data file", SystemExit, "nope.json")(
     lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
 case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(
