@@ -232,6 +232,10 @@ def load(run):
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
+    if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
+        os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
+        with atomic_write(os.path.join(args.out, "heldout.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in val_records)
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
     args.bleu = args.bleu if kind == "seq2seq" else 0
     return val_records
@@ -306,14 +310,17 @@ def summary(run):
 def outputs(args):
     """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
     preset from the cache, as train.py does)."""
-    kind, result = data.task_kind(args.data), weights_dir(args)
+    kind, result, held = data.task_kind(args.data), weights_dir(args), os.path.join(args.out, "heldout.jsonl")
     model = f"--model {result}" if args.method == "full" else f"--model {args.model} --adapter {result}"
     task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
         "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
-        f"--task perplexity --data {args.data}")                   # (squad-gen: eval.py's squad answers by generation)
+        f"--task perplexity --data {held if os.path.exists(held) else args.data}")  # (squad-gen: eval.py's squad
+    # answers by generation)
     where = f" --data-dir {args.data_dir}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
-            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)\nevaluate: python eval.py {task} {model}" +
+            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
+                f", {held} (the held-out records)" if os.path.exists(held) else "") +
+            f"\nevaluate: python eval.py {task} {model}" +
             (" --quant nf4" if args.quant == "nf4" else "") + where)
 
 

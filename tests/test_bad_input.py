@@ -964,7 +964,7 @@ def _(ctx):
         run(ctx, "--save-every", "2")
     assert "saving the checkpoint of step 4 failed (File too large)" in str(e.value.code)
     assert "checkpoint still holds the previous one" in str(e.value.code)
-    assert sorted(os.listdir(ctx.tmp / "out")) == ["checkpoint", "metrics.jsonl"]   # no half checkpoint.tmp
+    assert sorted(os.listdir(ctx.tmp / "out")) == ["checkpoint", "heldout.jsonl", "metrics.jsonl"]   # no half checkpoint.tmp
     ctx.mp.setattr(train, "save_checkpoint", original)
     run(ctx, "--save-every", "2", "--resume")
     same_as_straight(ctx, "out")

@@ -121,7 +121,7 @@ def test_rank_0_alone_prints_and_writes(runs):
                                                                          lines) == (run is cut)
     assert "4 steps of 2 x 2 sequences x 2 processes" in resumed.stdout
     assert not os.path.exists(tmp / "rank1") and sorted(os.listdir(tmp / "out")) == ["adapter", "checkpoint",
-                                                                                      "metrics.jsonl"]
+                                                                                      "heldout.jsonl", "metrics.jsonl"]
 
 
 def test_bytes_all_reduced_are_half_of_loras(tiny, runs, tmp_path):

@@ -142,14 +142,14 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatc
         train.main(flags(tiny, tmp_path, "--save-every", "2"))
     checkpoint = tmp_path / "checkpoint"
     assert json.load(open(checkpoint / "state.json"))["step"] == 4 and sorted(os.listdir(tmp_path)) == \
-        ["checkpoint", "metrics.jsonl"]
+        ["checkpoint", "heldout.jsonl", "metrics.jsonl"]
     adapter = load_safetensors(str(checkpoint / "adapter" / "adapter_model.safetensors"))
     assert all(torch.isfinite(t).all() for t in adapter.values())
     monkeypatch.undo()
     os.replace(checkpoint, tmp_path / "checkpoint.old")                # as if a crash came between the two renames
     os.makedirs(tmp_path / "checkpoint.tmp" / "adapter")               # with a half-written new one beside it
     assert train.train(train.parse_args(flags(tiny, tmp_path, "--save-every", "2", "--resume")))["steps"] == 10
-    assert sorted(os.listdir(tmp_path)) == ["adapter", "checkpoint", "metrics.jsonl"]
+    assert sorted(os.listdir(tmp_path)) == ["adapter", "checkpoint", "heldout.jsonl", "metrics.jsonl"]
 
 
 def test_download_flag_and_alpaca_from_a_local_hub(tiny, tmp_path, monkeypatch):
@@ -316,3 +316,16 @@ def test_epochs_are_exact_whatever_the_accumulation(tiny, tmp_path, monkeypatch)
     pad = lambda ids: tuple(t for t in ids if t != 0)                # noqa: E731  (right padding, pad id 0)
     assert sorted(map(pad, seen)) == sorted(tuple(e["input_ids"]) for e in examples)
     assert len(seen) == 54 and s["steps"] == 2
+
+
+def test_held_out_records_are_written_for_the_eval_command(tiny, tmp_path, capsys):
+    """OUT/heldout.jsonl holds exactly the records no step trained on, and the printed evaluate: command scores them
+    (it named the whole --data file, most of it trained on)."""
+    train.main(flags(tiny, tmp_path, "--max-steps", "2"))
+    held = [json.loads(line) for line in open(tmp_path / "heldout.jsonl")]
+    assert held == data.split_records(data.read_records(tiny[1]), 0.1, 0)[1] and len(held) == 6
+    command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
+    assert f"--task perplexity --data {tmp_path / 'heldout.jsonl'} " in command
+    import eval as E
+    E.main(command.split()[3:])                                           # it runs as printed
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
