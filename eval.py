@@ -156,10 +156,10 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     return squad_scores(dataset, pred), pred
 
 
-def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False):
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, causal=False):
     """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
     train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
-    (qa: SQuAD) and an adapter if given."""
+    (qa: SQuAD) and an adapter if given; causal: the task needs a causal LM (another kind is refused)."""
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
         raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
     name = resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))  # as train.py resolves it
@@ -174,7 +174,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         if set(model._modules) - before and not adapter:      # a fresh, random head: its scores would mean nothing
             raise UserError(f"--model {name} has no trained {'span' if qa else 'classifier'} head: pass --adapter "
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
-    elif qa is None and model.config.model_type not in ("llama", "gpt2"):
+    elif causal and model.config.model_type not in ("llama", "gpt2"):
         raise UserError(f"--model {name} is a {model.config.model_type}, not a causal LM: this task generates or "
                         "scores text with one")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
@@ -401,10 +401,9 @@ def command(argv=None):
             ap.error(f"--task {args.task} needs --{need}")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
-    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,  # STS-B: 1 output; qa None:
-                            len(GLUE[glue][4] or [0]) if glue else 0,     # a causal LM's task
-                            True if args.task == "squad" else None if args.task in ("mmlu", "perplexity", "generate")
-                            else False)
+    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
+                            len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
+                            causal=args.task in ("mmlu", "perplexity", "generate"))
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)

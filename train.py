@@ -223,12 +223,13 @@ def load(run):
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
-    run.step = restore(run.checkpoint, args, run.opt) if run.checkpoint else 0
+    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
+    run.step = state["step"]
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
     run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
-    if run.checkpoint and read_state(run.checkpoint).get("ended"):  # early stopping ended it: nothing is left to do
+    if state.get("ended"):                                     # early stopping ended it: nothing is left to do
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
@@ -554,7 +555,7 @@ def same_settings(args, state):
 
 
 def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns the step."""
+    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
     state = read_state(checkpoint)
     same_settings(args, state)
     if state["args"].get("base_sha256") not in (None, args.base_sha256):
@@ -575,7 +576,7 @@ def restore(checkpoint, args, opt):
             torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
         path = os.path.join(checkpoint, "state.json")
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
-        return int(state["step"])
+        return dict(state, step=int(state["step"]))
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
         why = (str(e).splitlines() or [""])[0][:200]
         raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
