@@ -44,7 +44,8 @@ from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, 
                   load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
                   read_squad, read_translation, sorted_batches, squad_records, squad_windows)
 import metrics
-from lorasp import load_adapter
+from checkpoint import files_fingerprint
+from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import resolve_model
@@ -185,6 +186,26 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
+
+
+def base_quant(name, adapter, quant):
+    """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
+    none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
+    included, so on other weights it scores otherwise (tests/test_train.py measures both ways)."""
+    trained = adapter_base(adapter) if adapter else {}
+    if quant == "auto":
+        quant = trained.get("quant") or "none"
+        if trained.get("quant") == "nf4":
+            print(f"--quant nf4: --adapter {adapter} trained on the NF4-quantized base")
+    elif trained.get("quant") not in (None, quant):
+        print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
+              f"base; --quant {quant} scores it on other weights than it learned on (without --quant, eval.py "
+              "follows the adapter)", file=sys.stderr)
+    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
+            name := resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))):
+        print(f"warning: --adapter {adapter} trained on a base whose files differ from {name}'s (another model, or "
+              "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    return quant
 
 
 def context_length(model):
@@ -364,7 +385,8 @@ def command(argv=None):
     a("--task", choices=TASKS, help="what to evaluate")
     a("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
     a("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
-    a("--quant", choices=["none", "nf4"], default="none", help="NF4 base linears, quantized on load")
+    a("--quant", choices=["auto", "none", "nf4"], default="auto", help="NF4 base linears, quantized on load (auto: "
+      "as the adapter trained, else none)")
     a("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
@@ -401,6 +423,7 @@ def command(argv=None):
             ap.error(f"--task {args.task} needs --{need}")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
+    args.quant = base_quant(args.model, args.adapter, args.quant)
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
                             causal=args.task in ("mmlu", "perplexity", "generate"))

@@ -262,12 +262,13 @@ def _own(m):
     return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
 
 
-def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=()):
+def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
     """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
     outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
     restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
     modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter."""
+    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter.
+    base: the base it trained on (train.py's {fingerprint, quant}), kept in the extras for eval.py to check."""
     layers = _layers(model)
     if not layers:
         raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
@@ -290,7 +291,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
                   r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
                   target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
-    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()})
+    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
     with replace_dir(directory, own=ADAPTER_FILES) as tmp:
         save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
         path = os.path.join(tmp, "adapter_model.safetensors")
@@ -301,6 +302,24 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
             json.dump(config, f, indent=2)
 
 
+def _whole(directory):
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
+        directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
+    return directory
+
+
+def adapter_base(directory):
+    """What save_adapter recorded of the base the adapter trained on ({fingerprint, quant}); {} when it recorded
+    nothing (a PEFT adapter, or one saved before lorasp kept it)."""
+    path = os.path.join(_whole(directory), EXTRAS_FILE)
+    try:
+        base = json.loads(read_safetensors_header(path)[1]["lorasp"]).get("base") if os.path.exists(path) else {}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return {}                                              # load_adapter names what is wrong with the file
+    return base if isinstance(base, dict) else {}
+
+
 def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
     config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
@@ -308,9 +327,7 @@ def load_adapter(model, directory, peft=False):
     otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
     are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
     fields and any tensor left unloaded are errors."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
-        directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
+    directory = _whole(directory)
     if not os.path.exists(os.path.join(directory, "adapter_config.json")):
         raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
     weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]

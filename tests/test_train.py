@@ -16,8 +16,9 @@ import plan
 import train
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
-from checkpoint import load_safetensors
+from checkpoint import load_safetensors, save_safetensors
 from data import UserError
+from lorasp import load_adapter
 from model import LlamaConfig, build_model, load_pretrained, load_tokenizer, save_pretrained
 
 
@@ -329,3 +330,32 @@ def test_held_out_records_are_written_for_the_eval_command(tiny, tmp_path, capsy
     import eval as E
     E.main(command.split()[3:])                                           # it runs as printed
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
+
+
+def test_eval_loads_the_base_the_adapter_trained_on(tiny, tmp_path, capsys):
+    """eval.py without --quant loads the base as the adapter trained (NF4 here: train.py records it), and warns when
+    asked for other weights: the exact base, or a base whose files differ (before, both scored silently)."""
+    train.main(flags(tiny, tmp_path / "run", "--max-steps", "2", "--quant", "nf4"))
+    capsys.readouterr()
+    adapter, held = str(tmp_path / "run" / "adapter"), str(tmp_path / "run" / "heldout.jsonl")
+
+    def ppl(*more):
+        E.main(["--task", "perplexity", "--model", tiny[0], "--adapter", adapter, "--data", held, *more])
+        out, err = capsys.readouterr()
+        return json.loads(out.strip().splitlines()[-1])["perplexity"], out, err
+
+    docs = E.perplexity_docs(held, load_tokenizer(tiny[0]))
+    nf4 = E.perplexity(load_adapter(load_pretrained(tiny[0], quantize="nf4"), adapter, peft=True).eval(), docs)[0]
+    exact = E.perplexity(load_adapter(load_pretrained(tiny[0]), adapter, peft=True).eval(), docs)[0]
+    auto, out, err = ppl()
+    assert auto == pytest.approx(nf4, rel=1e-6) and auto != pytest.approx(exact, rel=1e-6)
+    assert "--quant nf4: --adapter" in out and err == ""
+    none, _, err = ppl("--quant", "none")
+    assert none == pytest.approx(exact, rel=1e-6) and "trained on a NF4 base; --quant none" in err
+    other = tmp_path / "other"
+    shutil.copytree(tiny[0], other)
+    sd = load_safetensors(other / "model.safetensors")
+    sd["model.norm.weight"] += 1                                 # another model of the same shapes
+    save_safetensors(sd, other / "model.safetensors")
+    E.main(["--task", "perplexity", "--model", str(other), "--adapter", adapter, "--data", held])
+    assert "trained on a base whose files differ" in capsys.readouterr().err
