@@ -370,12 +370,12 @@ TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-
 
 def main(argv=None):
     """The command line; a mistake the user can fix (data.UserError: a missing file, no network; the readers' and
-    loaders' ValueError, OSError, KeyError naming a file, tensor or module) ends with one line `error: ...` and exit
+    loaders' ValueError, OSError naming a file, tensor or module) ends with one line `error: ...` and exit
     status 1 (argparse's own: 2), anything else keeps its traceback."""
     try:
         command(argv)
-    except (UserError, ValueError, NotImplementedError, OSError, KeyError) as e:
-        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
+    except (UserError, ValueError, NotImplementedError, OSError) as e:
+        sys.exit(f"error: {e}")
 
 
 def command(argv=None):

@@ -369,7 +369,7 @@ def load_adapter(model, directory, peft=False):
     model.requires_grad_(False)
     for n in names:
         if n not in modules:
-            raise KeyError(f"adapter module {n!r} is not in the model")
+            raise ValueError(f"adapter module {n!r} is not in the model")
         base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
         r = _pattern(cfg.get("rank_pattern"), n, cfg["r"])       # per-module r and alpha, as PEFT picks them
         alpha = _pattern(cfg.get("alpha_pattern"), n, cfg["lora_alpha"])
@@ -396,7 +396,7 @@ def load_adapter(model, directory, peft=False):
     for name in mts:
         hits = [n for n in modules if matches(n, [name])]
         if not hits:
-            raise KeyError(f"{directory}: module {name!r} of modules_to_save is not in the model")
+            raise ValueError(f"{directory}: module {name!r} of modules_to_save is not in the model")
         for n in hits:
             prefix = f"{PEFT}{n}."
             modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})

@@ -977,7 +977,7 @@ def main():
     try:                                                       # a missing or damaged file: one line, as train.py
         model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
-    except (UserError, ValueError, NotImplementedError, OSError, KeyError) as e:
+    except (UserError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not tok.encode(args.prompt):                            # no BOS (GPT-2, SmolLM2) and no text

@@ -208,7 +208,7 @@ class NF4Tensor:
         def need(*names):                            # the tensors under prefix + names; all must be there
             if missing := [prefix + k for k in names if prefix + k not in sd]:
                 has = sorted(k for k in sd if k.startswith(prefix))
-                raise KeyError(f"NF4 state dict is missing {missing} (has {has})")
+                raise ValueError(f"NF4 state dict is missing {missing} (has {has})")
             return [sd[prefix + k] for k in names]
         codes, absmax, qmap, meta = need("", ".absmax", ".quant_map", ".quant_state.bitsandbytes__nf4")
         try:
@@ -403,7 +403,7 @@ class NF4Linear(nn.Module):
             if w.shape != self.weight.shape:
                 raise ValueError(f"{prefix}weight: shape {list(w.shape)} in state dict, {list(self.weight.shape)} in model")
             self.weight = w.to(self.weight.device)
-        except (KeyError, ValueError) as e:
+        except ValueError as e:
             errors.append(str(e))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
         unexpected[:] = [k for k in unexpected if k not in mine]      # the NF4 keys were consumed above

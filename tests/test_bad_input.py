@@ -5,6 +5,7 @@ field); `None` rows must succeed and check the right result themselves (silent w
 Fault rows (a kill during a save, a full disk via a small file-size limit, Ctrl-C, SIGTERM) check that the checkpoint
 left behind resumes to exactly the weights of an uninterrupted run. Everything is local: downloads go to
 tests/fake_hub.py on 127.0.0.1."""
+import dataclasses
 import io
 import json
 import os
@@ -235,6 +236,13 @@ case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier h
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",
                         str(ctx.tmp)]))
+@case("eval.py: --adapter of a deeper model", SystemExit, "adapter module 'model.layers.2.self_attn.q_proj' is not in")
+def _(ctx):
+    deeper = build_model(dataclasses.replace(load_pretrained(ctx.tiny[0]).config, n_layer=3))
+    save_adapter(apply_lorasp(deeper, ["q_proj"], r=4), ctx.tmp / "a")
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
+
+
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
 
@@ -639,7 +647,7 @@ case("NF4: Inf nested offset", ValueError, "block scales are NaN or Inf")(
     lambda ctx: nf4_state(lambda sd, m: m.update(nested_offset=float("inf"))))
 case("NF4: not the NF4 table", ValueError, "weight.quant_map is not the NF4 table")(
     lambda ctx: nf4_state(lambda sd, m: sd["weight.quant_map"].mul_(2)))
-case("NF4: a key missing", KeyError, "NF4 state dict is missing ['weight.absmax']")(
+case("NF4: a key missing", ValueError, "NF4 state dict is missing ['weight.absmax']")(
     lambda ctx: nf4_state(lambda sd, m: sd.pop("weight.absmax")))
 case("NF4: NaN weights", ValueError, "weight of shape [64] has 1 NaN and 0 Inf values")(
     lambda ctx: quantize_nf4(torch.tensor([float("nan")] + [0.0] * 63)))

@@ -169,7 +169,7 @@ def test_adapter_errors_name_the_module(tmp_path):
         load_adapter(tiny_llama(hidden=64), tmp_path / "a")
     fewer = copy.deepcopy(base)
     del fewer.model.layers[1]
-    with pytest.raises(KeyError, match="model.layers.1.self_attn.v_proj"):
+    with pytest.raises(ValueError, match="model.layers.1.self_attn.v_proj"):
         load_adapter(fewer, tmp_path / "a")
     save_adapter(apply_lorasp(copy.deepcopy(base), ["v_proj"], r=4, seed=1), tmp_path / "b")
     os.replace(tmp_path / "b" / EXTRAS_FILE, tmp_path / "a" / EXTRAS_FILE)   # files of two different saves
