@@ -612,18 +612,22 @@ def read_gguf(path):
         (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
         if version not in (2, 3):
             raise ValueError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
-        meta = {}
+        def once(name, seen, what):  # a dict would keep the last of two silently; llama.cpp refuses the file
+            if name in seen:
+                raise ValueError(f"{path}: {what} {name!r} appears twice in the GGUF header")
+            return name
+
+        meta, tensors = {}, {}
         for _ in range(n_meta):
-            key = string()
+            key = once(string(), meta, "metadata key")
             meta[key] = value(read("I")[0], key)
-        infos = []
         for _ in range(n_tensors):
-            name = string()
+            name = once(string(), tensors, "tensor")
             dims = read("Q", read("I")[0])
-            infos.append((name, tuple(reversed(dims)), read("I")[0], read("Q")[0]))
+            tensors[name] = (tuple(reversed(dims)), read("I")[0], read("Q")[0])
         align = meta.get("general.alignment", 32)
         start = -(-f.tell() // align) * align
-    return meta, {name: (shape, kind, start + offset) for name, shape, kind, offset in infos}
+    return meta, {name: (shape, kind, start + offset) for name, (shape, kind, offset) in tensors.items()}
 
 
 def dequantize_ggml(raw, kind, shape):
