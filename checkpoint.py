@@ -237,7 +237,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         dtype = dtype or t.dtype
         if name in tied:  # a stored copy of a tied weight (GPT-2's lm_head in .bin files): compared once all are in
             done.add(name)
-            copies.append((what, name, t.to(device, dtype)))
+            copies.append((what, name, cast(t, dtype, device, what)))
             continue
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
@@ -245,7 +245,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
         if not nf4:
             check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax)
-        t = t.to(device, dtype).contiguous()
+        t = cast(t, dtype, device, what).contiguous()
         done.add(name)
         if nf4:
             parent, _, child = owner_name.rpartition(".")
@@ -281,6 +281,19 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         owner_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner_name), leaf, model.get_parameter(original))
     return model
+
+
+def cast(t, dtype, device, what):
+    """t in the compute dtype on device. A cast to a narrower range (float16's max is 65504) turns larger finite values
+    into Inf, which check_finite, run on the file's values, cannot see: that is an error, not a weight of Inf."""
+    out = t.to(device, dtype)
+    if out.numel() and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
+        lo, hi = torch.aminmax(out)                  # Inf shows in one of the two (NaN too: only from the file)
+        if not (lo.isfinite() and hi.isfinite()):
+            check_finite(t, what)                    # NaN/Inf in the file itself: say that
+            raise ValueError(f"{what} has values up to {t.abs().max().item():.6g}, beyond {dtype}'s range (max "
+                             f"{torch.finfo(dtype).max:.6g}): they would load as Inf; compute in float32 or bfloat16")
+    return out
 
 
 def check_finite(t, what):
@@ -599,18 +612,22 @@ def read_gguf(path):
         (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
         if version not in (2, 3):
             raise ValueError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
-        meta = {}
+        def once(name, seen, what):  # a dict would keep the last of two silently; llama.cpp refuses the file
+            if name in seen:
+                raise ValueError(f"{path}: {what} {name!r} appears twice in the GGUF header")
+            return name
+
+        meta, tensors = {}, {}
         for _ in range(n_meta):
-            key = string()
+            key = once(string(), meta, "metadata key")
             meta[key] = value(read("I")[0], key)
-        infos = []
         for _ in range(n_tensors):
-            name = string()
+            name = once(string(), tensors, "tensor")
             dims = read("Q", read("I")[0])
-            infos.append((name, tuple(reversed(dims)), read("I")[0], read("Q")[0]))
+            tensors[name] = (tuple(reversed(dims)), read("I")[0], read("Q")[0])
         align = meta.get("general.alignment", 32)
         start = -(-f.tell() // align) * align
-    return meta, {name: (shape, kind, start + offset) for name, shape, kind, offset in infos}
+    return meta, {name: (shape, kind, start + offset) for name, (shape, kind, offset) in tensors.items()}
 
 
 def dequantize_ggml(raw, kind, shape):

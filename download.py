@@ -163,7 +163,7 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
             os.remove(part)
             return download(url, dest, token, size, sha256, by_hand)
         with r:
-            start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range") or "")
+            start = re.match(r"bytes (\d+)-\d+/(\d+)?", r.headers.get("Content-Range") or "")
             if done and (r.status != 206 or not start or int(start.group(1)) != done):
                 done, h = 0, hashlib.sha256()  # the server sent the whole (maybe changed) file, or another range
             if not done:  # what this file is, for resuming it later
@@ -172,6 +172,8 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
                 with open(meta_path, "w") as f:
                     json.dump({"url": url, "validator": tag}, f)
             length = r.headers.get("Content-Length")
+            if done and start.group(2):  # a 206's whole-file size: a server may send a shorter range than asked for
+                size = size or int(start.group(2))
             size = size or (done + int(length) if length else None)
             name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
             with open(part, "ab" if done else "wb") as f:

@@ -2,7 +2,8 @@
 /api/models/REPO/revision/main lists the files; /REPO/resolve/main/FILE answers small files itself and redirects LFS
 files (*.safetensors, *.json under `lfs`) to /cdn/FILE with X-Linked-Size and X-Linked-Etag (the sha256), as the
 Hub does; /cdn serves HTTP Range requests (with an ETag, honouring If-Range: a changed file is sent whole) and can cut a response
-short to simulate a dropped connection. `files` may be changed between requests (a file changed on the server)."""
+short to simulate a dropped connection, or
+cap the bytes it sends for a Range (as some servers do; the Content-Range says so). `files` may be changed between requests (a file changed on the server)."""
 import contextlib
 import hashlib
 import http.server
@@ -11,9 +12,10 @@ import threading
 
 
 @contextlib.contextmanager
-def serve(repo, files, token=None, sha256=None, cut=None):
+def serve(repo, files, token=None, sha256=None, cut=None, cap=None):
     """files {name: bytes}; token: required on the Hub (not the CDN); sha256 {name: hex} overrides the true hashes;
-    cut {name: n}: the first GET of the CDN file sends n bytes and closes. Yields (url, log of requests)."""
+    cut {name: n}: the first GET of the CDN file sends n bytes and closes; cap: a Range request gets at most cap
+    bytes. Yields (url, log of requests)."""
     log = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -52,10 +54,10 @@ def serve(repo, files, token=None, sha256=None, cut=None):
                 start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
                 if self.headers.get("If-Range") not in (None, etag):
                     start = 0  # the file changed since the client's partial copy: send it whole (RFC 9110)
-                code, part = (206, body[start:]) if start else (200, body)
+                code, part = (206, body[start:start + (cap or len(body))]) if start else (200, body)
                 headers = [("Content-Length", str(len(part))), ("ETag", etag)]
                 if start:
-                    headers.append(("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}"))
+                    headers.append(("Content-Range", f"bytes {start}-{start + len(part) - 1}/{len(body)}"))
                 if cut and name in cut and self.command == "GET":
                     n = cut.pop(name)  # once: the next request gets everything
                     self.send_response(code)

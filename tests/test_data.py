@@ -172,6 +172,19 @@ def test_download_resumes_a_partial_file(tmp_path):
         assert len(log) == n
 
 
+def test_download_of_unknown_size_takes_it_from_the_content_range(tmp_path):
+    """No size or sha256 known (Alpaca's file): a resumed download answered with a shorter range than asked for
+    ('bytes 1000-1499/3000') is not the whole file, though it is all the response held."""
+    body = os.urandom(3000)
+    with serve("org/m", {"f.json": body}, cut={"f.json": 1000}, cap=500) as (url, log):
+        src, dest = f"{url}/cdn/f.json", str(tmp_path / "f.json")
+        for n in (1000, 1500, 2000, 2500):                              # the cut, then 500 bytes a run
+            with pytest.raises(OSError, match=f"stopped at {n:,} of 3,000 bytes; run the same command again"):
+                data.download(src, dest)
+        data.download(src, dest)
+        assert open(dest, "rb").read() == body and log[-1][2] == "bytes=2500-"
+
+
 def test_download_checksum_failure_deletes_the_part(tmp_path):
     body = b"x" * 1000
     with serve("org/m", {"model.safetensors": body}, sha256={"model.safetensors": "0" * 64}) as (url, _):

@@ -173,3 +173,17 @@ def test_errors_name_the_file_and_tensor(tmp_path):
         C.read_gguf(tmp_path / "ggml.bin")
     with pytest.raises(ValueError, match=r"\d \.gguf files \(cut\.gguf, e\.gguf, g\.gguf"):
         M.load_pretrained(tmp_path)
+
+
+def test_a_name_twice_in_the_header_is_refused_as_gguf_refuses_it(tmp_path):
+    """A dict keeps the last of two entries of one name: a file with a tensor (or metadata key) twice would load one
+    of them unnoticed. gguf.GGUFReader and llama.cpp refuse such a file; so do we."""
+    x = np.ones((2, 32), np.float32)
+    path = write(tmp_path / "d.gguf", {"wa": (0 * x, Q.F32), "wb": (x, Q.F32)}, {"x.aa": 1, "x.ab": 2})
+    raw = path.read_bytes()
+    for old, new, what in [(b"wb", b"wa", "tensor 'wa'"), (b"x.ab", b"x.aa", "metadata key 'x.aa'")]:
+        path.write_bytes(raw.replace(old, new, 1))
+        with pytest.raises((ValueError, KeyError), match="[Dd]uplicate"):
+            GGUFReader(path)
+        with pytest.raises(ValueError, match=rf"d\.gguf: {what} appears twice in the GGUF header"):
+            C.read_gguf(path)

@@ -327,6 +327,17 @@ def test_load_errors_name_the_tensor(ckpt, edit, error, message):
         M.load_pretrained(d)
 
 
+def test_a_cast_beyond_the_dtypes_range_is_named(ckpt):
+    """A finite weight beyond float16's range (65504) is Inf once cast: eval.py --dtype float16 would score NaN logits
+    (argmax picks a plausible id). The file's own values are finite, so only the cast can tell."""
+    d, shards = ckpt
+    edit_shard(shards[1], lambda s: s["model.norm.weight"].__setitem__(3, 1e5))
+    with pytest.raises(ValueError, match=r"tensor 'model\.norm\.weight' has values up to 100000, beyond "
+                                         r"torch\.float16's range \(max 65504\)"):
+        M.load_pretrained(d, dtype="float16")
+    assert M.load_pretrained(d, dtype="bfloat16").model.norm.weight[3] == 99840     # bf16 holds it, rounded
+
+
 def test_file_errors(ckpt):
     d, shards = ckpt
     raw = shards[0].read_bytes()
