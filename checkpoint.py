@@ -287,7 +287,7 @@ def cast(t, dtype, device, what):
     """t in the compute dtype on device. A cast to a narrower range (float16's max is 65504) turns larger finite values
     into Inf, which check_finite, run on the file's values, cannot see: that is an error, not a weight of Inf."""
     out = t.to(device, dtype)
-    if out.numel() and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
+    if out.numel() and t.is_floating_point() and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
         lo, hi = torch.aminmax(out)                  # Inf shows in one of the two (NaN too: only from the file)
         if not (lo.isfinite() and hi.isfinite()):
             check_finite(t, what)                    # NaN/Inf in the file itself: say that
@@ -626,6 +626,8 @@ def read_gguf(path):
             dims = read("Q", read("I")[0])
             tensors[name] = (tuple(reversed(dims)), read("I")[0], read("Q")[0])
         align = meta.get("general.alignment", 32)
+        if type(align) is not int or align < 1:
+            raise ValueError(f"{path}: general.alignment = {align!r}; the GGUF format needs a positive integer")
         start = -(-f.tell() // align) * align
     return meta, {name: (shape, kind, start + offset) for name, (shape, kind, offset) in tensors.items()}
 
@@ -684,6 +686,9 @@ def gguf_checkpoint(path):
             raise ValueError(f"{path}: GGUF metadata llama.{key} is missing")
         return meta.get(f"llama.{key}", default)
     n_embd, n_head = need("embedding_length"), need("attention.head_count")
+    for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head)):
+        if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
+            raise ValueError(f"{path}: GGUF metadata llama.{key} = {v!r}; a Llama needs a positive integer")
     hd = n_embd // n_head
     if "rope_freqs.weight" in tensors or meta.get("llama.rope.scaling.type", "none") != "none" \
             or need("rope.dimension_count", hd) != hd:

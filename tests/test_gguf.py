@@ -161,6 +161,12 @@ def test_errors_name_the_file_and_tensor(tmp_path):
                  llama_meta(c) | {"llama.block_count": 1, "llama.feed_forward_length": 8})
     with pytest.raises(ValueError, match=r"e\.gguf: tensor 'blk\.0\.extra\.weight' is left over"):
         M.load_pretrained(path)
+    for key, v in (("llama.attention.head_count", 0), ("llama.attention.head_count", [4, 4])):  # were tracebacks
+        with pytest.raises(ValueError, match=rf"h\.gguf: GGUF metadata {key} = {re.escape(repr(v))}; a Llama needs"):
+            M.load_pretrained(write(tmp_path / "h.gguf", {"token_embd.weight": (x, Q.F32)}, llama_meta(c) | {key: v}))
+    with pytest.raises(ValueError, match=r"a\.gguf: general\.alignment = 0; the GGUF format needs a positive"):
+        C.read_gguf(write(tmp_path / "a.gguf", {"w": (x, Q.F32)}, {"general.alignment": 0}))
+    (tmp_path / "h.gguf").unlink(), (tmp_path / "a.gguf").unlink()         # the folder's .gguf count is checked below
     data = path.read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[:len(data) - 100])
     with pytest.raises(ValueError, match=r"cut\.gguf: truncated while reading tensor 'blk\.0\.extra\.weight'"):
