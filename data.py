@@ -111,10 +111,13 @@ class Tokenizer:
     add_bos = False
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
 
-    def encode(self, text, bos=None, eos=False):
+    def encode(self, text, bos=None, eos=False, after=False):
+        """after: the text continues another (a response after its prompt), tokenized as inside the joined text:
+        sentencepiece adds no "▁" of its own ("### Response:" then "5", not "▁5"), byte-level BPE no prefix
+        space."""
         bos = self.add_bos if bos is None else bos
         bos, eos = bos and self.bos_id is not None, eos and self.eos_id is not None
-        return [self.bos_id] * bos + self._encode(text) + [self.eos_id] * eos
+        return [self.bos_id] * bos + self._encode(text, after) + [self.eos_id] * eos
 
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
@@ -154,7 +157,7 @@ class SentencePieceTokenizer(Tokenizer):
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
-        self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX) if added else None
+        self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX)
         self.prefix_each = prefix_each
         self.set_added(added or {})
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
@@ -169,12 +172,12 @@ class SentencePieceTokenizer(Tokenizer):
         self.split = added and re.compile(  # the longest first, where one holds another
             "(" + "|".join(map(re.escape, sorted(added, key=len, reverse=True))) + ")")
 
-    def _encode(self, text):
+    def _encode(self, text, after=False):
         if not self.added:
-            return self.sp.encode(text)
+            return (self.unprefixed if after else self.sp).encode(text)
         parts = self.split.split(text)  # added tokens at the odd places; after one, the "▁" prefix again only in
         # legacy mode and where the text does not start with a space already (HF's Metaspace)
-        prefixed = lambda j, p: j == 0 or self.prefix_each and not p.startswith(" ")  # noqa: E731
+        prefixed = lambda j, p: not after if j == 0 else self.prefix_each and not p.startswith(" ")  # noqa: E731
         return [i for j, p in enumerate(parts) for i in ([self.added[p]] if j % 2 else
                                                            (self.sp if prefixed(j, p) else self.unprefixed).encode(p))]
 
@@ -199,13 +202,13 @@ class T5Tokenizer(SentencePieceTokenizer):
         super().__init__(path, proto)
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
-    def encode(self, text, bos=False, eos=True):
-        return super().encode(text, bos, eos)
+    def encode(self, text, bos=False, eos=True, after=False):
+        return super().encode(text, bos, eos, after)
 
-    def _encode(self, text):  # text and sentinel numbers alternate: "a <extra_id_0> b" -> ["a ", "0", " b"]
-        parts = re.split(r"<extra_id_([0-9]|[1-9][0-9])>", text)
+    def _encode(self, text, after=False):  # text and sentinels alternate: "a <extra_id_0> b" -> ["a ", "0", " b"]
+        parts, first = re.split(r"<extra_id_([0-9]|[1-9][0-9])>", text), self.unprefixed if after else self.sp
         return [i for j, p in enumerate(parts) for i in ([self.vocab_size - 1 - int(p)] if j % 2 else
-                                                           self.sp.encode(p))]
+                                                           (self.sp if j else first).encode(p))]
 
     def decode(self, ids):
         return self.sp.decode([i for i in ids if self.sp.unk_id() < i < self.n_pieces])  # pad 0, EOS 1, unk 2 first
@@ -243,8 +246,8 @@ class BPETokenizer(Tokenizer):
             self.bos_id, self.eos_id, self.pad_id = special["<s>"], special["</s>"], special.get("<pad>")
             self.add_bos, self.pair_seps, self.type_b = True, 2, 0
 
-    def _encode(self, text):
-        if self.add_prefix_space and text and not text.startswith(" "):
+    def _encode(self, text, after=False):
+        if self.add_prefix_space and not after and text and not text.startswith(" "):
             text = " " + text
         pieces = self._digits(text) if self.split_digits else [text]
         return [self.id_of_rank[r] for p in pieces for r in self._ranks(p)]
@@ -314,7 +317,7 @@ class WordPieceTokenizer(Tokenizer):
         self.specials = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]") if t in vocab]  # matched whole
         self.special_re = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")")
 
-    def _encode(self, text):
+    def _encode(self, text, after=False):
         ids = []
         for part in self.special_re.split(text) if self.specials else [text]:
             if part in self.specials:
@@ -626,30 +629,31 @@ def read_records(path):
     return records
 
 
-def encode_head(tok, text, n, bos=None, eos=False):
-    """tok.encode(text, bos, eos), or its first n + 1 or more tokens when the text is longer than that (the caller
-    cuts at n and sees that it did) without tokenizing all of it: a prefix of the characters, grown 4x until it gives
-    n + 16 tokens (the last few of a cut text may differ from the whole text's), so one 50 MB record costs what a
-    few thousand characters do."""
+def encode_head(tok, text, n, bos=None, eos=False, after=False):
+    """tok.encode(text, bos, eos, after), or its first n + 1 or more tokens when the text is longer than that (the
+    caller cuts at n and sees that it did) without tokenizing all of it: a prefix of the characters, grown 4x until it
+    gives n + 16 tokens (the last few of a cut text may differ from the whole text's), so one 50 MB record costs what
+    a few thousand characters do."""
     chars = 8 * n + 1024
     while chars < len(text):
-        ids = tok.encode(text[:chars], bos=bos, eos=False)
+        ids = tok.encode(text[:chars], bos=bos, eos=False, after=after)
         if len(ids) > n + 16:
             return ids[:n + 1]
         chars *= 4
-    return tok.encode(text, bos=bos, eos=eos)
+    return tok.encode(text, bos=bos, eos=eos, after=after)
 
 
 def tokenize_records(records, tok, seq_len):
     """Each record -> {"input_ids", "labels"}: the prompt's tokens, then the response's and EOS; labels are the ids
     with the prompt set to IGNORE, so only the response is learned. Prompt and response are tokenized apart and
-    joined (as torchtune does), so the boundary is exact whatever the tokenizer merges. Sequences longer than
+    joined (as torchtune does), so the boundary is exact whatever the tokenizer merges; the response as it continues
+    the prompt (sentencepiece: no "▁" of its own, as in Alpaca's joined text). Sequences longer than
     seq_len keep their first seq_len tokens; one left with no response token is dropped (nothing to learn).
     Returns (examples, number truncated)."""
     examples, truncated = [], 0
     for r in records:  # a huge record is cut before it is tokenized whole (encode_head)
         prompt = encode_head(tok, alpaca_prompt(r), seq_len)
-        response = encode_head(tok, r["output"], max(seq_len - len(prompt), 0), bos=False, eos=True)
+        response = encode_head(tok, r["output"], max(seq_len - len(prompt), 0), bos=False, eos=True, after=True)
         ids, labels = prompt + response, [IGNORE] * len(prompt) + response
         truncated += len(ids) > seq_len
         if len(prompt) < seq_len:
@@ -664,7 +668,8 @@ def perplexity_docs(path, tok):
     if not path.lower().endswith((".json", ".jsonl")):
         with text_file(path) as f:
             return [(tok.encode(f.read()), 1)]
-    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
+    prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
+               for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]
 
 

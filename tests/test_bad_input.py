@@ -429,7 +429,7 @@ def _(ctx):
     long_question = {"instruction": "Count the words.", "input": "cat dog " * 2_000_000, "output": "many"}
     examples, cut = data.tokenize_records([long_answer, long_question, *data.demo_records(3)], tok, 256)
     assert cut == 2 and len(examples) == 4 and max(seen) < 20_000         # the long question: no room for an answer
-    whole = encode(data.alpaca_prompt(long_answer)) + encode("cat dog " * 500, bos=False)
+    whole = encode(data.alpaca_prompt(long_answer)) + encode("cat dog " * 500, bos=False, after=True)
     assert examples[0]["input_ids"] == whole[:256]     # the same first 256 tokens as the whole text's
 
 

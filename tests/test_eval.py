@@ -165,7 +165,7 @@ def test_perplexity_by_hand(ckpt, tmp_path):
     docs = E.perplexity_docs(str(tmp_path / "a.json"), tok)
     for (doc, start), r in zip(docs, records):
         prompt = tok.encode(alpaca_prompt(r))
-        assert doc == prompt + tok.encode(r["output"], bos=False, eos=True) and start == len(prompt)
+        assert doc == prompt + tok.encode(r["output"], bos=False, eos=True, after=True) and start == len(prompt)
     logp = [torch.log_softmax(model(torch.tensor([d]))[0].double(), -1) for d, _ in docs]
     ref = [-lp[j - 1, d[j]].item() for lp, (d, s) in zip(logp, docs) for j in range(s, len(d))]
     assert E.perplexity(model, docs) == (pytest.approx(math.exp(sum(ref) / len(ref)), rel=1e-5), len(ref))
