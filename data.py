@@ -1237,12 +1237,13 @@ def context_tokens(tok, context):
 def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
     """Extractive-QA inputs, one per window of a question's context (BERT's run_squad.py): [CLS] question [SEP]
     context tokens [SEP] (RoBERTa: <s> q </s></s> c </s>), at most max_len tokens, windows starting every `stride`
-    context tokens until one reaches the end. Each window: input_ids, token_type_ids; labels (first, last): the
-    positions of the first gold answer's first and last tokens if the window holds all of it, else (0, 0), the
-    [CLS] position (what BERT trains a window without the answer to point at); id, offsets (the (first, end)
-    characters of each context token, None elsewhere) and context, to map a span back to text. The gold answer is the
-    first whose text is at its answer_start: a question with none such is left out of "train" (as BERT's run_squad.py
-    does) and kept, labelled (0, 0), elsewhere (its answers' texts are still what it is scored against); counted."""
+    context tokens (every window length, if that is shorter: BERT's min(length, doc_stride)) until one reaches the
+    end. Each window: input_ids, token_type_ids; labels (first, last): the positions of the first gold answer's first
+    and last tokens if the window holds all of it, else (0, 0), the [CLS] position (what BERT trains a window without
+    the answer to point at); id, offsets (the (first, end) characters of each context token, None elsewhere) and
+    context, to map a span back to text. The gold answer is the first whose text is at its answer_start: a question
+    with none such is left out of "train" (as BERT's run_squad.py does) and kept, labelled (0, 0), elsewhere (its
+    answers' texts are still what it is scored against); counted."""
     out, unfound = [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
@@ -1274,7 +1275,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                                     context=ctx))
                     if start + room >= len(toks):
                         break
-                    start += stride
+                    start += min(stride, room)  # a longer step would skip the tokens in between
     if unfound:
         print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
               f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))
