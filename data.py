@@ -662,7 +662,7 @@ def perplexity_docs(path, tok):
     JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
     as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):
-        with text_file(path) as f:
+        with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to score
             return [(tok.encode(f.read()), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True)) for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]
@@ -670,7 +670,7 @@ def perplexity_docs(path, tok):
 
 def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
-    with text_file(path) as f:
+    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
         if path.lower().endswith(".jsonl"):
             return [json.loads(line) for line in f if line.strip()]
         return json.load(f) if path.lower().endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
@@ -946,7 +946,7 @@ def mmlu_dir(data_dir=None):
 def read_mmlu_csv(path):
     """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
     NaN and "2.50" into 2.5)."""
-    with text_file(path, newline="") as f:
+    with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
         rows = list(csv.reader(f))
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
