@@ -34,15 +34,15 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     cache = [{} for _ in range(model.config.n_layer)]
     ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     logits = model(ids, attention_mask=mask, cache=cache)[:, -1]  # prefill: the whole prompt at once
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
         if eos_id is not None:
             nxt = torch.where(done, eos_id, nxt)  # finished rows keep emitting EOS
             done |= nxt == eos_id
         ids = torch.cat([ids, nxt[:, None]], 1)
         mask = None if mask is None else torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
-        if done.all():
-            break
+        if done.all() or step == max_new_tokens - 1:
+            break  # the last token is not run: nothing reads its logits (and GPT-2 may have no position left for it)
         logits = model(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]  # one new token, the past from the cache
     return ids
 

@@ -252,6 +252,15 @@ def test_kv_cache_matches_full_forward(arch, device, hf_llama, hf_gpt2):
     assert torch.equal(out.cpu(), hf)
 
 
+def test_generation_up_to_the_last_position_as_transformers(hf_gpt2):
+    """GPT-2 with 64 positions continues a 61-token prompt by 4 tokens, 65 in all, as transformers does: the last
+    token is only sampled, never run (eval's SQuAD answers are budgeted so; the extra forward was out of positions)."""
+    ref, d = hf_gpt2
+    ours, x = M.load_pretrained(d), torch.randint(0, V, (1, 61), generator=torch.Generator().manual_seed(0))
+    hf = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=4, do_sample=False)
+    assert hf.shape == (1, 65) and torch.equal(M.generate(ours, x, 4), hf)
+
+
 def test_sampling_top_p():
     logits = torch.tensor([[3.0, 2.0, 1.0, -5.0]])
     g = torch.Generator().manual_seed(0)
