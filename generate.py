@@ -23,7 +23,10 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
     if temperature <= 0:
         return logits.argmax(-1)
     p, idx = torch.softmax(logits.float() / temperature, -1).sort(-1, descending=True)
-    p[p.cumsum(-1) - p > top_p] = 0  # mass before this token already reaches top_p (the top token always stays)
+    if top_p < 1:  # (at 1 all stay: an fp32 running sum can round to 1 before the last few tokens)
+        drop = p.cumsum(-1) - p >= top_p  # the mass before this token already reaches top_p (as transformers')
+        drop[..., 0] = False  # the top token always stays
+        p[drop] = 0
     return idx.gather(-1, torch.multinomial(p, 1, generator=generator)).squeeze(-1)
 
 

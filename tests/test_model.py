@@ -268,6 +268,10 @@ def test_sampling_top_p():
     assert draws == {0}  # token 0 alone has p = 0.67 >= 0.5
     draws = {M.sample(logits, 1.0, 0.9, g).item() for _ in range(200)}
     assert draws == {0, 1}  # 0.67 + 0.24 reaches 0.9; 2 and 3 are outside the nucleus
+    # exactly top_p: 1/4 + 1/4 reaches 0.5, so two of four equal tokens are the nucleus, not three (Holtzman's smallest
+    # set; transformers' TopPLogitsWarper keeps two); at top_p 1, all four
+    for top_p, n in ((0.5, 2), (1.0, 4)):
+        assert len({M.sample(torch.zeros(1, 4), 1.0, top_p, g).item() for _ in range(200)}) == n
     assert M.sample(logits).item() == 0
 
 
