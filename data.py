@@ -666,7 +666,7 @@ def perplexity_docs(path, tok):
     JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
     as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):
-        with text_file(path) as f:
+        with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to score
             return [(tok.encode(f.read()), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
                for r in read_records(path)]
@@ -675,7 +675,7 @@ def perplexity_docs(path, tok):
 
 def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
-    with text_file(path) as f:
+    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
         if path.lower().endswith(".jsonl"):
             return [json.loads(line) for line in f if line.strip()]
         return json.load(f) if path.lower().endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
@@ -951,7 +951,7 @@ def mmlu_dir(data_dir=None):
 def read_mmlu_csv(path):
     """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
     NaN and "2.50" into 2.5)."""
-    with text_file(path, newline="") as f:
+    with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
         rows = list(csv.reader(f))
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
@@ -1242,12 +1242,13 @@ def context_tokens(tok, context):
 def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
     """Extractive-QA inputs, one per window of a question's context (BERT's run_squad.py): [CLS] question [SEP]
     context tokens [SEP] (RoBERTa: <s> q </s></s> c </s>), at most max_len tokens, windows starting every `stride`
-    context tokens until one reaches the end. Each window: input_ids, token_type_ids; labels (first, last): the
-    positions of the first gold answer's first and last tokens if the window holds all of it, else (0, 0), the
-    [CLS] position (what BERT trains a window without the answer to point at); id, offsets (the (first, end)
-    characters of each context token, None elsewhere) and context, to map a span back to text. The gold answer is the
-    first whose text is at its answer_start: a question with none such is left out of "train" (as BERT's run_squad.py
-    does) and kept, labelled (0, 0), elsewhere (its answers' texts are still what it is scored against); counted."""
+    context tokens (every window length, if that is shorter: BERT's min(length, doc_stride)) until one reaches the
+    end. Each window: input_ids, token_type_ids; labels (first, last): the positions of the first gold answer's first
+    and last tokens if the window holds all of it, else (0, 0), the [CLS] position (what BERT trains a window without
+    the answer to point at); id, offsets (the (first, end) characters of each context token, None elsewhere) and
+    context, to map a span back to text. The gold answer is the first whose text is at its answer_start: a question
+    with none such is left out of "train" (as BERT's run_squad.py does) and kept, labelled (0, 0), elsewhere (its
+    answers' texts are still what it is scored against); counted."""
     out, unfound = [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
@@ -1279,7 +1280,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                                     context=ctx))
                     if start + room >= len(toks):
                         break
-                    start += stride
+                    start += min(stride, room)  # a longer step would skip the tokens in between
     if unfound:
         print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
               f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))

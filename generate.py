@@ -23,7 +23,10 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
     if temperature <= 0:
         return logits.argmax(-1)
     p, idx = torch.softmax(logits.float() / temperature, -1).sort(-1, descending=True)
-    p[p.cumsum(-1) - p > top_p] = 0  # mass before this token already reaches top_p (the top token always stays)
+    if top_p < 1:  # (at 1 all stay: an fp32 running sum can round to 1 before the last few tokens)
+        drop = p.cumsum(-1) - p >= top_p  # the mass before this token already reaches top_p (as transformers')
+        drop[..., 0] = False  # the top token always stays
+        p[drop] = 0
     return idx.gather(-1, torch.multinomial(p, 1, generator=generator)).squeeze(-1)
 
 
@@ -34,15 +37,15 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     cache = [{} for _ in range(model.config.n_layer)]
     ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     logits = model(ids, attention_mask=mask, cache=cache)[:, -1]  # prefill: the whole prompt at once
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
         if eos_id is not None:
             nxt = torch.where(done, eos_id, nxt)  # finished rows keep emitting EOS
             done |= nxt == eos_id
         ids = torch.cat([ids, nxt[:, None]], 1)
         mask = None if mask is None else torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
-        if done.all():
-            break
+        if done.all() or step == max_new_tokens - 1:
+            break  # the last token is not run: nothing reads its logits (and GPT-2 may have no position left for it)
         logits = model(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]  # one new token, the past from the cache
     return ids
 

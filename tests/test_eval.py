@@ -173,6 +173,20 @@ def test_perplexity_by_hand(ckpt, tmp_path):
     assert E.perplexity_docs(str(tmp_path / "t.txt"), tok) == [(tok.encode("Pick C. Answer: C"), 1)]
 
 
+def test_byte_order_marks_are_not_text(ckpt, tmp_path):
+    """A file saved with a UTF-8 byte-order mark (Excel's CSV, Notepad's text) reads as the same file without one:
+    MMLU's first worked example, the perplexity text (the mark's tokens were scored) and the first instruction."""
+    root, tok = write_mmlu(tmp_path / "mmlu"), load_tokenizer(ckpt)
+    for path, read in ((root / "dev" / "anatomy_dev.csv", read_mmlu_csv),
+                       (tmp_path / "t.txt", lambda p: E.perplexity_docs(str(p), tok)),
+                       (tmp_path / "p.txt", lambda p: E.read_prompts(str(p)))):
+        if not path.exists():
+            path.write_text("Pick C. Answer: C\nName three colors.\n", encoding="utf-8")
+        plain = read(path)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        assert read(path) == plain, path.name
+
+
 def test_generate_side_by_side(ckpt, tmp_path, capsys):
     torch.manual_seed(2)
     tuned = apply_lorasp(load_pretrained(ckpt), ["q_proj", "v_proj", "down_proj"], r=4)

@@ -252,6 +252,15 @@ def test_kv_cache_matches_full_forward(arch, device, hf_llama, hf_gpt2):
     assert torch.equal(out.cpu(), hf)
 
 
+def test_generation_up_to_the_last_position_as_transformers(hf_gpt2):
+    """GPT-2 with 64 positions continues a 61-token prompt by 4 tokens, 65 in all, as transformers does: the last
+    token is only sampled, never run (eval's SQuAD answers are budgeted so; the extra forward was out of positions)."""
+    ref, d = hf_gpt2
+    ours, x = M.load_pretrained(d), torch.randint(0, V, (1, 61), generator=torch.Generator().manual_seed(0))
+    hf = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=4, do_sample=False)
+    assert hf.shape == (1, 65) and torch.equal(M.generate(ours, x, 4), hf)
+
+
 def test_sampling_top_p():
     logits = torch.tensor([[3.0, 2.0, 1.0, -5.0]])
     g = torch.Generator().manual_seed(0)
@@ -259,6 +268,10 @@ def test_sampling_top_p():
     assert draws == {0}  # token 0 alone has p = 0.67 >= 0.5
     draws = {M.sample(logits, 1.0, 0.9, g).item() for _ in range(200)}
     assert draws == {0, 1}  # 0.67 + 0.24 reaches 0.9; 2 and 3 are outside the nucleus
+    # exactly top_p: 1/4 + 1/4 reaches 0.5, so two of four equal tokens are the nucleus, not three (Holtzman's smallest
+    # set; transformers' TopPLogitsWarper keeps two); at top_p 1, all four
+    for top_p, n in ((0.5, 2), (1.0, 4)):
+        assert len({M.sample(torch.zeros(1, 4), 1.0, top_p, g).item() for _ in range(200)}) == n
     assert M.sample(logits).item() == 0
 
 

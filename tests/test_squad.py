@@ -67,6 +67,13 @@ def test_windows_and_offsets_match_transformers_overflow(tmp_path):
     w = windows[1]
     (s, _), (_, e) = w["offsets"][w["labels"][0]], w["offsets"][w["labels"][1]]
     assert context[s:e] == "w9 w10"
+    # a stride longer than a window (the default 128 with --seq-len 128) steps one window length, as BERT's
+    # min(length, doc_stride): no context token is left out of every window (HF: no overlap, stride 0)
+    hf = transformers.BertTokenizer(vocab=str(tmp_path / "vocab.txt"))(
+        "where ?", context, max_length=16, truncation="only_second", stride=0, return_overflowing_tokens=True)
+    windows = data.squad_windows(dataset, tok, max_len=16, stride=128)
+    assert [w["input_ids"] for w in windows] == hf["input_ids"] and len(windows) == 2
+    assert sorted({o for w in windows for o in w["offsets"] if o}) == [(s, e) for _, s, e in toks]
 
 
 def test_best_span_is_the_best_valid_pair():
