@@ -121,7 +121,8 @@ class Tokenizer:
 
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
-        <s> A </s> (</s> B </s>) for RoBERTa, types all 0. Too long: truncation="longest_first" as HF's tokenizers
+        <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 the same with <|endoftext|> for every mark (HF's
+        GPT2Tokenizer joins A and B with nothing: docs/paper-experiments.md says why not). Too long: truncation="longest_first" as HF's tokenizers
         library (what transformers' BertTokenizer/RobertaTokenizer run): the longer text is cut first; if both must
         be cut they share max_len, the odd token to the longer (B on a tie; the old Python tokenizers gave it to A)."""
         b = b or None  # an empty second text is no second text, as in HF
@@ -1211,6 +1212,9 @@ def read_squad(split, root=None):
                                  "{\"id\": str, \"question\": str, \"answers\": [{\"text\": str, \"answer_start\": "
                                  "int}]}, "
                                  f"got {json.dumps(qa)[:200]}")
+            if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
+                raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
+                                 "lorasp reads SQuAD v1.1, where every question has one")
     return dataset["data"]
 
 

@@ -231,23 +231,25 @@ def answer_ids(tok):
 
 @torch.no_grad()
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
-    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n}. A prompt longer
-    than max_len (default: the model's context) drops worked examples from the end, as the original does. Prompts of
+    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shortened: how many
+    prompts had fewer than k worked examples}. A prompt longer than max_len (default: the model's context) drops
+    worked examples from the end, as the original does. Prompts of
     a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token
     ids first differ (causal attention: keys and values of the shared part do not depend on what follows)."""
     test_dir = os.path.join(data_dir, "test")
     subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     max_len, letters = max_len or context_length(model), answer_ids(tok)
-    device, acc, hits, total = next(model.parameters()).device, {}, 0, 0
+    device, acc, hits, total, shortened = next(model.parameters()).device, {}, 0, 0, 0
     for s in subjects:
         dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
         test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
-        seen, cache, right = [], [{}] * model.config.n_layer, 0
+        seen, cache, right, fewer = [], [{}] * model.config.n_layer, 0, 0
         for row in test:
             for shots in range(len(dev), -1, -1):
                 ids = tok.encode(mmlu_prompt(s, dev, row, shots))
                 if len(ids) <= max_len:
                     break
+            fewer += shots < len(dev)
             ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
@@ -255,8 +257,11 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
             right += "ABCD"[int(logits[letters].argmax())] == row[5]
             seen = ids
         acc[s], hits, total = right / len(test), hits + right, total + len(test)
-        log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot)")
-    return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total)
+        log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot" +
+            (f"; {fewer} with fewer worked examples, to fit {max_len} tokens)" if fewer else ")"))
+        shortened += fewer
+    return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total,
+                shortened=shortened)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -410,6 +415,10 @@ def command(argv=None):
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)
+    for flag, low in (("shots", 0), ("limit", 1), ("seq_len", 2), ("stride", 1), ("max_new_tokens", 1),
+                      ("num_beams", 1), ("batch_size", 1)):                # (0 or less: empty or endless loops)
+        if (v := getattr(args, flag)) is not None and v < low:
+            ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
     if args.plot:
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
@@ -427,6 +436,9 @@ def command(argv=None):
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
                             causal=args.task in ("mmlu", "perplexity", "generate"))
+    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):
+        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
+              "positions it never trained on", file=sys.stderr)
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)
@@ -451,7 +463,8 @@ def command(argv=None):
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
     elif args.task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
-        print(f"MMLU {args.shots}-shot: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
+        fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
+        print(f"MMLU {args.shots}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
               f"micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)

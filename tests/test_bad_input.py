@@ -243,6 +243,21 @@ def _(ctx):
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
 
 
+case("eval.py: --limit 0", 2, "argument --limit: 0 is out of range: must be an integer >= 1")(
+    lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--limit", "0"]))
+case("eval.py: --shots -1", 2, "argument --shots: -1 is out of range: must be an integer >= 0")(
+    lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--shots", "-1"]))
+
+
+@case("SQuAD v2.0 (unanswerable questions) given for v1.1", ValueError, "question q2 has no answer (SQuAD v2.0's")
+def _(ctx):
+    qas = [{"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]},
+           {"id": "q2", "question": "Why?", "answers": [], "is_impossible": True}]
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": "t", "paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
+    data.read_squad("dev", str(ctx.tmp))
+
+
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
 

@@ -122,7 +122,8 @@ def test_mmlu_cache_reuse_and_long_prompts_match_full_forwards(ckpt, tmp_path):
                 right += "ABCD"[int(logits[letters].argmax())] == row[5]
                 shots.append(k)
             expected[s] = right / len(rows)
-        assert E.mmlu(model, tok, root, max_len=max_len, log=lambda _: None)["subjects"] == expected
+        result = E.mmlu(model, tok, root, max_len=max_len, log=lambda _: None)
+        assert result["subjects"] == expected and result["shortened"] == sum(k < len(DEV) for k in shots)
     assert shots[:3] == [2, 2, 2] and min(shots) < 2  # the limit did bite (7 prompts of the second pass)
 
 
@@ -244,3 +245,12 @@ def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
     assert mmlu_dir(str(tmp_path / "cache" / "mmlu" / "data")) == str(tmp_path / "cache" / "mmlu" / "data")
     with pytest.raises(SystemExit, match="no test/ folder"):
         mmlu_dir(str(tmp_path / "elsewhere"))
+
+
+def test_a_window_past_the_context_is_warned_about(ckpt, tmp_path, capsys):
+    """--seq-len past a Llama's context scores positions it never trained on (RoPE runs on, as in transformers):
+    the result stands, with a warning (it had none)."""
+    (tmp_path / "t.txt").write_text("Pick C. Answer: C\n" * 40)
+    for seq_len, warned in (("512", False), ("600", True)):
+        E.main(["--task", "perplexity", "--model", str(ckpt), "--data", str(tmp_path / "t.txt"), "--seq-len", seq_len])
+        assert ("--seq-len 600 is past the model's context (512 tokens)" in capsys.readouterr().err) == warned
