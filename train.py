@@ -146,8 +146,11 @@ def set_up(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.resume and args.dtype == "auto":                  # auto: what the checkpoint's run chose, on any machine
+        args.dtype = read_state(find_checkpoint(args.out))["args"].get("dtype", "auto")
     bf16, why = plan.pick_dtype(args.dtype, device)
-    return Run(args, device, bf16, why, rank, world)
+    args.dtype = "bf16" if bf16 else "fp32"                   # the choice is saved with the run's flags
+    return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world)
 
 
 def plan_memory(run):

@@ -359,3 +359,21 @@ def test_eval_loads_the_base_the_adapter_trained_on(tiny, tmp_path, capsys):
     save_safetensors(sd, other / "model.safetensors")
     E.main(["--task", "perplexity", "--model", str(other), "--adapter", adapter, "--data", held])
     assert "trained on a base whose files differ" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_dtype_auto_chose(tiny, tmp_path, monkeypatch, capsys):
+    """--dtype auto is saved as what it chose: a --resume on a machine without bf16 units goes on in bf16 (before, it
+    switched to fp32 silently), and --dtype bf16 given on resume is that same setting (it was refused as a change)."""
+    args = [a for a in flags(tiny, tmp_path, "--max-steps", "4", "--save-every", "2") if a not in ("--dtype", "fp32")]
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: ["avx512_bf16"])
+    with pytest.raises(SystemExit):
+        fault_at_loss_call(monkeypatch, 6, signal.SIGINT)        # step 3's first micro-batch: saved after it
+        train.main(args)
+    monkeypatch.undo()
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: [])      # another machine
+    capsys.readouterr()
+    train.main(args + ["--resume"])
+    assert "bf16 autocast on cpu (--dtype bf16 (the checkpoint's))" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="different settings than the checkpoint's: --dtype bf16 -> fp32"):
+        train.main(args + ["--resume", "--dtype", "fp32"])
+    train.main(args + ["--resume", "--dtype", "bf16"])           # the run has ended: a no-op, but accepted
