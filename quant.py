@@ -280,7 +280,7 @@ def _scale(x):
     """Per-row absmax of (blocks, size) rows, in fp32, and the rows scaled into [-1, 1] by its reciprocal, as
     bitsandbytes does (x * (1/a) and x / a can differ in the last bit)."""
     lo, hi = torch.aminmax(x, dim=1)                  # one pass instead of abs() then max()
-    absmax = torch.maximum(hi, -lo).float()          # (hi, -lo): an all-zero block gives +0.0, not -0.0
+    absmax = torch.maximum(hi, -lo).float() + 0.0    # + 0.0: a block of -0.0 has absmax +0.0, as bitsandbytes
     return absmax, x * (1.0 / absmax.clamp(min=1e-38))[:, None]
 
 

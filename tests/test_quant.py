@@ -93,6 +93,15 @@ def test_codes_and_values_equal_bitsandbytes(shape, block_size, dtype):
     assert torch.equal(dq.block_absmax(), ref_absmax.view(-1))
 
 
+def test_a_block_of_negative_zeros_has_bitsandbytes_bytes():
+    """An all -0.0 block's absmax is +0.0 in bitsandbytes' bytes too (it was -0.0: equal as a value, not as bytes)."""
+    w = torch.cat([torch.full((64,), -0.0), weights((64,), seed=3), torch.zeros(64)])
+    ref_codes, ref_state = BF.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=False)
+    ours = quantize_nf4(w, 64, double_quant=False)
+    assert torch.equal(ours.codes, ref_codes.view(-1))
+    assert torch.equal(ours.absmax.view(torch.int32), ref_state.absmax.view(torch.int32))  # bit patterns
+
+
 def test_double_quant_against_bitsandbytes_cpu_library():
     """bitsandbytes' compiled CPU routine for the 8-bit scales is not always nearest: where it differs from us,
     our code must be strictly nearer. Each side's state, read by the other, dequantizes to identical values."""
