@@ -4,10 +4,10 @@ Nothing here reads a weight. The config comes from config.json, params.json or a
 meta device (shapes, no storage) so its tensors are listed exactly as load_pretrained fills them; the activations a
 block keeps for backward are counted per token from what model.py's code saves (ACTIVATIONS, below):
 
-    peak = runtime + data + base + embeddings + adapter + activations + backward + loss + dequant
+    peak = runtime + data + base + embeddings + adapter + activations + backward + loss + dequant + heap
 
 - runtime: Python, torch and the tokenizer libraries. CPU: this process's resident size when the plan is made plus
-  what the first step adds (RUNTIME_STEP, measured); CUDA: the caching allocator's slack (ALLOCATOR_SLACK).
+  what the first step adds (RUNTIME_STEP, measured); CUDA: cuBLAS's workspace.
 - data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (53 bytes a token,
   measured; tokens a byte estimated for Alpaca with its template). A file not fetched yet counts 0.
 - base: the block linears by storage: fp32 or bf16, or NF4 (4 bits, a uint8 scale per 64 values, an fp32 scale per
@@ -20,6 +20,8 @@ block keeps for backward are counted per token from what model.py's code saves (
   while it is recomputed (full) or its recomputed parts (selective).
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
 - dequant: the largest NF4 weight, dequantized for its matmul.
+- heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss);
+  CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
 
 `estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
 train.py reports beside them. tests/test_plan.py checks the counts
