@@ -145,9 +145,9 @@ NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (
 class SentencePieceTokenizer(Tokenizer):
     def __init__(self, path=None, proto=None, added=None, prefix_each=True):
         """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
-        added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>); the text between them
-        is encoded part by part, each with sentencepiece's "▁" prefix (prefix_each: transformers' legacy) or the
-        first only."""
+        added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>; the model's own <s>,
+        </s>, <unk> always); the text between them is encoded part by part, each with sentencepiece's "▁" prefix
+        (prefix_each: transformers' legacy) or the first only."""
         if proto is None:
             with open(path, "rb") as fh:
                 proto = fh.read()
@@ -160,7 +160,9 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX)
         self.prefix_each = prefix_each
-        self.set_added(added or {})
+        specials = {self.sp.id_to_piece(i): i for i in (self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id(),
+                                                         self.sp.pad_id()) if i >= 0}  # "</s>" in text is EOS, as in HF
+        self.set_added({**specials, **(added or {})})
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
@@ -466,7 +468,8 @@ def gguf_tokenizer(path):
         g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
             tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types, g("add_space_prefix", True),
-            g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))))
+            g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
+            prefix_each=False)                                 # after "</s>" in text, no "▁": transformers' GGUF reading
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)

@@ -68,6 +68,24 @@ def test_llama_sentencepiece_gguf_matches_transformers():
     assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=True)
 
 
+SPECIAL_TEXT = ["a</s>b", "x <s> y", "</s> start", "end.</s>", "<unk>x", "hi <s>there", "</s></s>", "<s>\n</s>\nx"]
+
+
+def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_path):
+    """"</s>" written in text is EOS (and <s>, <unk> theirs), as transformers reads it, both from the GGUF and from a
+    folder with only tokenizer.model (legacy: the text after one gets its "▁" again). They were split into pieces
+    ("<", "/", "s", ">"), while a folder with tokenizer.json matched them: one model, two tokenizations."""
+    gguf = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+    ref = transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
+    assert [gguf.encode(t) for t in SPECIAL_TEXT] == [ref.encode(t) for t in SPECIAL_TEXT]
+    assert gguf.encode("a</s>b") == [1, 263, 2, 29890]
+    (tmp_path / "tokenizer.model").write_bytes(gguf.sp.serialized_model_proto())
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    ours, ref = load_tokenizer(tmp_path), transformers.LlamaTokenizer.from_pretrained(tmp_path, legacy=True)
+    assert [ours.encode(t, bos=False) for t in SPECIAL_TEXT] == [ref.encode(t) for t in SPECIAL_TEXT]
+    assert ours.encode("a</s>b", bos=False) == [263, 2, 289]                  # "▁b": legacy
+
+
 @pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2"])
 def test_llama_cpp_expected_ids(vocab):
     """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each."""
