@@ -233,10 +233,13 @@ def load(run):
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
+    held = os.path.join(args.out, "heldout.jsonl")
     if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
         os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
-        with atomic_write(os.path.join(args.out, "heldout.jsonl"), "w") as f:
+        with atomic_write(held, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in val_records)
+    elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
+        os.remove(held)                                        # may train on, that outputs() would call held out
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
     args.bleu = args.bleu if kind == "seq2seq" else 0
     return val_records

@@ -221,6 +221,19 @@ case("--patience with no validation set", SystemExit, "--patience 2: there is no
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
     lambda ctx: run(ctx, "--val-fraction", "0.999"))
+
+
+@case("a second run into the same --out with nothing held out: the first run's heldout.jsonl goes", None)
+def _(ctx):
+    """It was left behind, and the closing lines called it this run's held-out records and scored them: records the
+    second run (--val-fraction 0) trained on. Now the file goes and the evaluate: line names --data itself."""
+    run(ctx, "--max-steps", "1")
+    assert (ctx.tmp / "out" / "heldout.jsonl").exists()
+    ctx.capsys.readouterr()
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--val-fraction", "0"))
+    out = ctx.capsys.readouterr().out
+    assert not (ctx.tmp / "out" / "heldout.jsonl").exists() and "heldout.jsonl" not in out
+    assert f"--task perplexity --data {ctx.tiny[1]} " in out
 @case("--resume: an empty optimizer.pt", SystemExit, "optimizer.pt is damaged (EOFError: )")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "optimizer.pt").write_bytes(b"")
