@@ -321,6 +321,8 @@ def outputs(args):
         f"--task perplexity --data {held if os.path.exists(held) else args.data}")  # (squad-gen: eval.py's squad
     # answers by generation)
     where = f" --data-dir {args.data_dir}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
+    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
+    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
