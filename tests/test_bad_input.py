@@ -30,7 +30,7 @@ from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
-from model import EncoderConfig, LlamaConfig, build_model, load_pretrained, save_pretrained
+from model import EncoderConfig, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
@@ -288,6 +288,21 @@ case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", 
 case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))
+@case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
+def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
+    records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
+    E.main(["--task", "wmt16-en-ro", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+
+
+@case("eval.py: squad with a T5", SystemExit, "is a t5, not an encoder with a span head (RoBERTa, BERT) or a causal LM")
+def _(ctx):  # (was a traceback: AttributeError 'T5' object has no attribute 'span_logits')
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    data.train_sentencepiece(["a b c d e f g h"] * 20, str(ctx.tmp / "t5" / "tokenizer.model"), 12)
+    qa = {"id": "q", "question": "b?", "answers": [{"text": "b", "answer_start": 2}]}
+    records_file(ctx, json.dumps({"data": [{"paragraphs": [{"context": "a b c", "qas": [qa]}]}]}), "dev-v1.1.json")
+    E.main(["--task", "squad", "--model", str(ctx.tmp / "t5"), "--data-dir", str(ctx.tmp)])
+
+
 case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "", "t.txt")]))
 case("--method full on a .gguf", SystemExit, "the model folder it saves would have no tokenizer")(
