@@ -244,6 +244,13 @@ case("eval.py: --task perplexity without --data", 2, "--task perplexity needs --
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0]]))
 case("eval.py: --task generate without --prompts", 2, "--task generate needs --prompts")(
     lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0]]))
+for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and a JSON error naming no file or line)
+        ("p.json", '["Name a cat."]', "p.json: record 0 is a str, not an object"),
+        ("p.json", '[{"question": "Name a cat."}]', "p.json: record 0 has no 'instruction' field"),
+        ("p.jsonl", '{"instruction": "a"}\nName a cat.\n', "p.jsonl, line 2: not valid JSON")]:
+    case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
+        lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
+                                                  records_file(ctx, text, name), "--max-new-tokens", "2"]))
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
