@@ -49,7 +49,7 @@ from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import resolve_model
-from model import PRESETS, beam_search, generate, load_pretrained
+from model import PRESETS, beam_search, device_problem, generate, load_pretrained
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -424,6 +424,8 @@ def command(argv=None):
                       ("num_beams", 1), ("batch_size", 1)):                # (0 or less: empty or endless loops)
         if (v := getattr(args, flag)) is not None and v < low:
             ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
+    if problem := device_problem(args.device):
+        ap.error(problem)
     if args.plot:
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))

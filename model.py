@@ -885,6 +885,22 @@ def check_config(config, source, raw=None):
                              f"{names.get(b, b)} = {getattr(config, b)}")
 
 
+def device_problem(name):
+    """What is wrong with --device NAME here, or None: lorasp runs on cpu or cuda[:N], and cuda needs a GPU torch
+    sees (else torch's AssertionError or RuntimeError surfaced as a traceback, deep in the run)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        return f"--device {name}: lorasp runs on cpu or cuda (cuda:N: the N-th GPU)"
+    if device.type == "cuda" and (device.index or 0) >= (n := torch.cuda.device_count()):
+        return f"--device {name}: torch sees {n} CUDA device{'s' * (n != 1)} here" + (
+            f" (torch {torch.__version__} is built without CUDA)" if torch.version.cuda is None else "") + \
+            "; use --device cpu" + (f" or cuda:0 .. cuda:{n - 1}" if n else "")
+    return None
+
+
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
@@ -971,6 +987,8 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = ap.parse_args()
+    if problem := device_problem(args.device):
+        ap.error(problem)
     if args.model is None:
         return demo()
     t0 = time.perf_counter()

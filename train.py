@@ -71,7 +71,8 @@ from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
 from checkpoint import atomic_write, files_fingerprint, load_safetensors, save_safetensors, trim_if_crept
-from model import PRESETS, RMSNorm, build_model, get_config, load_tokenizer, save_pretrained  # noqa: F401
+from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
+                   save_pretrained)
 from plan import peak_mem_mib
 from quant import NF4Linear
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
@@ -629,6 +630,8 @@ def main(argv=None):
     exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
     argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
+    if problem := device_problem(args.device):                 # here, not in parse_args: a plan for a GPU run parses
+        sys.exit(f"error: {problem}")                          # its flags on any machine (tests/test_plan.py)
     setup_ddp(args)                                            # under torchrun
     try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
         if (demo := args.model is None) and rank_world()[1] > 1:

@@ -25,6 +25,7 @@ import torch
 
 import data
 import eval as E
+import model as M
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
@@ -169,6 +170,17 @@ case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA tra
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
+
+for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
+                         ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
+    case(f"train.py: --device {device}", SystemExit, fragment)(                 # the memory plan; eval.py, model.py:
+        lambda ctx, device=device: train.main(["--model", "m", "--data", "d", "--device", device]))  # on load)
+    case(f"eval.py: --device {device}", 2, fragment)(
+        lambda ctx, device=device: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1],
+                                           "--device", device]))
+    case(f"model.py: --device {device}", 2, fragment)(
+        lambda ctx, device=device: ctx.mp.setattr(sys, "argv", ["model.py", "--model", ctx.tiny[0], "--device",
+                                                                device]) or M.main())
 
 
 @case("cli --method full with adapter flags says they do nothing", None)
