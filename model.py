@@ -989,6 +989,11 @@ def main():
     args = ap.parse_args()
     if problem := device_problem(args.device):
         ap.error(problem)
+    for flag, ok, allowed in (("max_new_tokens", args.max_new_tokens >= 0, "an integer >= 0"),  # (nan: not ok)
+                              ("temperature", 0 <= args.temperature < math.inf, "a number >= 0 (0: greedy)"),
+                              ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
+        if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
+            ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
     if args.model is None:
         return demo()
     t0 = time.perf_counter()
@@ -1003,6 +1008,10 @@ def main():
     if model.config.model_type not in ("llama", "gpt2"):
         sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
+    T, n, room = ids.shape[1], args.max_new_tokens, getattr(model.config, "n_positions", math.inf)  # GPT-2's learned
+    if T + max(n - 1, 0) > room:  # positions end (the last new token is not run); Llama's RoPE does not
+        sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
+                 f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0

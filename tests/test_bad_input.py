@@ -31,7 +31,7 @@ from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
-from model import EncoderConfig, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
+from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
@@ -181,6 +181,32 @@ for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no mach
     case(f"model.py: --device {device}", 2, fragment)(
         lambda ctx, device=device: ctx.mp.setattr(sys, "argv", ["model.py", "--model", ctx.tiny[0], "--device",
                                                                 device]) or M.main())
+
+
+
+def generate_command(ctx, *argv):
+    """model.py's command line (python model.py ARGV)."""
+    ctx.mp.setattr(sys, "argv", ["model.py", *argv])
+    M.main()
+
+
+for flag, value, fragment in [("--temperature", "-1", "--temperature: -1.0 is out of range: must be a number >= 0"),
+                              ("--top-p", "1.5", "--top-p: 1.5 is out of range: must be a number >= 0, <= 1"),
+                              ("--max-new-tokens", "-2", "--max-new-tokens: -2 is out of range")]:
+    case(f"model.py: {flag} {value}", 2, fragment)(  # (were greedy decoding, silently; --max-new-tokens -2: none)
+        lambda ctx, flag=flag, value=value: generate_command(ctx, "--model", ctx.tiny[0], flag, value))
+
+
+@case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
+      "8 positions of")
+def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; asked for more")
+    d = ctx.tmp / "gpt2"
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "7")  # 2 + 7 - 1 = 8 positions
+    assert len(ctx.capsys.readouterr().out.strip()) == 9  # the prompt and 7 new tokens, one letter each
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
 
 
 @case("cli --method full with adapter flags says they do nothing", None)
