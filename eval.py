@@ -49,7 +49,7 @@ from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import resolve_model
-from model import PRESETS, beam_search, device_problem, generate, load_pretrained
+from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -446,15 +446,20 @@ def command(argv=None):
     if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
+    length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
+    causal = model.config.model_type in ("llama", "gpt2")               # (a causal LM answers SQuAD from its context)
+    if (glue or args.task == "squad" and not causal) and (room := positions(model.config)) and length > room:
+        raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
+                        f"positions; use --seq-len {room} or less")
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
-        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)
+        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
-        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, args.seq_len or 128, args.data_dir)[1].items()}
+        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size)
         for split, scores in result.items():
             print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in

@@ -885,6 +885,15 @@ def check_config(config, source, raw=None):
                              f"{names.get(b, b)} = {getattr(config, b)}")
 
 
+def positions(config):
+    """The most tokens a sequence may hold where positions are learned: GPT-2's and BERT's n_positions, RoBERTa's less
+    pad_id + 1 (its positions start there: 512 of roberta-base's 514); None where they have no end (RoPE, T5's
+    relative buckets). A longer sequence has no position embedding (an IndexError, deep in a forward)."""
+    if config.model_type == "roberta":
+        return config.n_positions - config.pad_id - 1
+    return config.n_positions if config.model_type in ("bert", "gpt2") else None
+
+
 def device_problem(name):
     """What is wrong with --device NAME here, or None: lorasp runs on cpu or cuda[:N], and cuda needs a GPU torch
     sees (else torch's AssertionError or RuntimeError surfaced as a traceback, deep in the run)."""

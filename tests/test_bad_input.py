@@ -330,6 +330,22 @@ def tiny_bert(ctx):
 
 case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", SystemExit,
      "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
+def long_sst2(ctx):
+    """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\n" + " ".join(["a b c d"] * 25) + "\t1\na b\t0\n", f"SST-2/{split}.tsv")
+    return str(ctx.tmp)
+
+
+@case("--seq-len past an encoder's positions", SystemExit, "--seq-len 100: ")
+def _(ctx):  # (was an IndexError traceback from the position embedding, at the first batch holding so long a pair)
+    (ctx.tmp / "SST-2").mkdir()
+    with pytest.raises(SystemExit, match="has 64 positions; use --seq-len 64 or less"):
+        train.main(flags((tiny_bert(ctx), "glue/sst2"), ctx.tmp / "o", "--data-dir", long_sst2(ctx), "--seq-len", "100"))
+    save_pretrained(build_model(EncoderConfig(vocab_size=8, num_labels=2)), ctx.tmp / "bert")  # a head of its own
+    E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "100"])
+
+
 case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))
