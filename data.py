@@ -589,11 +589,11 @@ def alpaca_prompt(record):
     return PROMPT_DICT[key].format_map(record)
 
 
-def read_records(path):
-    """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings;
-    `input` is optional (Alpaca's empty string). Bad JSON, bytes that are not UTF-8 or a malformed record are errors
-    naming the file and the line (.jsonl) or the record's index (.json)."""
-    with text_file(path) as f:
+def read_records(path, output=True):
+    """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
+    False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
+    not UTF-8 or a malformed record are errors naming the file and the line (.jsonl) or the record's index (.json)."""
+    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
             records, where = [], []
             for n, line in enumerate(f, 1):
@@ -619,7 +619,7 @@ def read_records(path):
         if not isinstance(r, dict):
             raise ValueError(f"{at} is a {type(r).__name__}, not an object")
         for field in ("instruction", "input", "output"):
-            if field == "input" and field not in r:
+            if field not in r and (field == "input" or field == "output" and not output):
                 continue
             if field not in r:
                 raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})")
@@ -679,10 +679,10 @@ def perplexity_docs(path, tok):
 
 def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    if path.lower().endswith((".json", ".jsonl")):
+        return read_records(path, output=False)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
-        if path.lower().endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        return json.load(f) if path.lower().endswith(".json") else [{"instruction": s.strip()} for s in f if s.strip()]
+        return [{"instruction": s.strip()} for s in f if s.strip()]
 
 
 def split_records(records, val_fraction, seed):

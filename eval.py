@@ -49,7 +49,7 @@ from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import resolve_model
-from model import PRESETS, beam_search, generate, load_pretrained
+from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -157,10 +157,11 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     return squad_scores(dataset, pred), pred
 
 
-def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, causal=False):
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, takes=None):
     """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
     train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
-    (qa: SQuAD) and an adapter if given; causal: the task needs a causal LM (another kind is refused)."""
+    (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
+    type is refused."""
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
         raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
     name = resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))  # as train.py resolves it
@@ -175,9 +176,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         if set(model._modules) - before and not adapter:      # a fresh, random head: its scores would mean nothing
             raise UserError(f"--model {name} has no trained {'span' if qa else 'classifier'} head: pass --adapter "
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
-    elif causal and model.config.model_type not in ("llama", "gpt2"):
-        raise UserError(f"--model {name} is a {model.config.model_type}, not a causal LM: this task generates or "
-                        "scores text with one")
+    elif takes and model.config.model_type not in takes[0]:
+        raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
     tok = load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
@@ -371,6 +371,11 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
 # Command line
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
+CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,  # the model types a task takes (GLUE: load_model
+         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),  # asks for a classifier head)
+         "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
+                   "(Llama, GPT-2): --task squad takes those")}
 
 
 def main(argv=None):
@@ -419,6 +424,8 @@ def command(argv=None):
                       ("num_beams", 1), ("batch_size", 1)):                # (0 or less: empty or endless loops)
         if (v := getattr(args, flag)) is not None and v < low:
             ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
+    if problem := device_problem(args.device):
+        ap.error(problem)
     if args.plot:
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
@@ -435,19 +442,24 @@ def command(argv=None):
     args.quant = base_quant(args.model, args.adapter, args.quant)
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
-                            causal=args.task in ("mmlu", "perplexity", "generate"))
+                            TAKES.get(args.task))
     if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
+    length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
+    causal = model.config.model_type in ("llama", "gpt2")               # (a causal LM answers SQuAD from its context)
+    if (glue or args.task == "squad" and not causal) and (room := positions(model.config)) and length > room:
+        raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
+                        f"positions; use --seq-len {room} or less")
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
-        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, args.seq_len or 384, args.stride or 128)
+        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
-        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, args.seq_len or 128, args.data_dir)[1].items()}
+        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size)
         for split, scores in result.items():
             print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in

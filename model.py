@@ -885,6 +885,31 @@ def check_config(config, source, raw=None):
                              f"{names.get(b, b)} = {getattr(config, b)}")
 
 
+def positions(config):
+    """The most tokens a sequence may hold where positions are learned: GPT-2's and BERT's n_positions, RoBERTa's less
+    pad_id + 1 (its positions start there: 512 of roberta-base's 514); None where they have no end (RoPE, T5's
+    relative buckets). A longer sequence has no position embedding (an IndexError, deep in a forward)."""
+    if config.model_type == "roberta":
+        return config.n_positions - config.pad_id - 1
+    return config.n_positions if config.model_type in ("bert", "gpt2") else None
+
+
+def device_problem(name):
+    """What is wrong with --device NAME here, or None: lorasp runs on cpu or cuda[:N], and cuda needs a GPU torch
+    sees (else torch's AssertionError or RuntimeError surfaced as a traceback, deep in the run)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        return f"--device {name}: lorasp runs on cpu or cuda (cuda:N: the N-th GPU)"
+    if device.type == "cuda" and (device.index or 0) >= (n := torch.cuda.device_count()):
+        return f"--device {name}: torch sees {n} CUDA device{'s' * (n != 1)} here" + (
+            f" (torch {torch.__version__} is built without CUDA)" if torch.version.cuda is None else "") + \
+            "; use --device cpu" + (f" or cuda:0 .. cuda:{n - 1}" if n else "")
+    return None
+
+
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
@@ -971,6 +996,13 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = ap.parse_args()
+    if problem := device_problem(args.device):
+        ap.error(problem)
+    for flag, ok, allowed in (("max_new_tokens", args.max_new_tokens >= 0, "an integer >= 0"),  # (nan: not ok)
+                              ("temperature", 0 <= args.temperature < math.inf, "a number >= 0 (0: greedy)"),
+                              ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
+        if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
+            ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
     if args.model is None:
         return demo()
     t0 = time.perf_counter()
@@ -985,6 +1017,10 @@ def main():
     if model.config.model_type not in ("llama", "gpt2"):
         sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
+    T, n, room = ids.shape[1], args.max_new_tokens, getattr(model.config, "n_positions", math.inf)  # GPT-2's learned
+    if T + max(n - 1, 0) > room:  # positions end (the last new token is not run); Llama's RoPE does not
+        sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
+                 f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0

@@ -35,7 +35,7 @@ from download import SMALL_FILES
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import replace_dir
-from model import PRESETS, load_pretrained, save_pretrained
+from model import PRESETS, load_pretrained, positions, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
@@ -72,6 +72,8 @@ def checked_config(args):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
+    if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
+        raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
     if args.full_blocks > plan.layers(config):
         raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
                         (" per stack" if config.model_type == "t5" else ""))

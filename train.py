@@ -71,7 +71,8 @@ from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
 from checkpoint import atomic_write, files_fingerprint, load_safetensors, save_safetensors, trim_if_crept
-from model import PRESETS, RMSNorm, build_model, get_config, load_tokenizer, save_pretrained  # noqa: F401
+from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
+                   save_pretrained)
 from plan import peak_mem_mib
 from quant import NF4Linear
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
@@ -236,10 +237,13 @@ def load(run):
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world)
+    held = os.path.join(args.out, "heldout.jsonl")
     if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
         os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
-        with atomic_write(os.path.join(args.out, "heldout.jsonl"), "w") as f:
+        with atomic_write(held, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in val_records)
+    elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
+        os.remove(held)                                        # may train on, that outputs() would call held out
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
     args.bleu = args.bleu if kind == "seq2seq" else 0
     return val_records
@@ -321,6 +325,8 @@ def outputs(args):
         f"--task perplexity --data {held if os.path.exists(held) else args.data}")  # (squad-gen: eval.py's squad
     # answers by generation)
     where = f" --data-dir {args.data_dir}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
+    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
+    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
@@ -627,6 +633,8 @@ def main(argv=None):
     exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
     argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
+    if problem := device_problem(args.device):                 # here, not in parse_args: a plan for a GPU run parses
+        sys.exit(f"error: {problem}")                          # its flags on any machine (tests/test_plan.py)
     setup_ddp(args)                                            # under torchrun
     try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
         if (demo := args.model is None) and rank_world()[1] > 1:

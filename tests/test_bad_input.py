@@ -25,12 +25,13 @@ import torch
 
 import data
 import eval as E
+import model as M
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
-from model import EncoderConfig, LlamaConfig, build_model, load_pretrained, save_pretrained
+from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
@@ -170,6 +171,43 @@ case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
 
+for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
+                         ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
+    case(f"train.py: --device {device}", SystemExit, fragment)(                 # the memory plan; eval.py, model.py:
+        lambda ctx, device=device: train.main(["--model", "m", "--data", "d", "--device", device]))  # on load)
+    case(f"eval.py: --device {device}", 2, fragment)(
+        lambda ctx, device=device: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1],
+                                           "--device", device]))
+    case(f"model.py: --device {device}", 2, fragment)(
+        lambda ctx, device=device: ctx.mp.setattr(sys, "argv", ["model.py", "--model", ctx.tiny[0], "--device",
+                                                                device]) or M.main())
+
+
+
+def generate_command(ctx, *argv):
+    """model.py's command line (python model.py ARGV)."""
+    ctx.mp.setattr(sys, "argv", ["model.py", *argv])
+    M.main()
+
+
+for flag, value, fragment in [("--temperature", "-1", "--temperature: -1.0 is out of range: must be a number >= 0"),
+                              ("--top-p", "1.5", "--top-p: 1.5 is out of range: must be a number >= 0, <= 1"),
+                              ("--max-new-tokens", "-2", "--max-new-tokens: -2 is out of range")]:
+    case(f"model.py: {flag} {value}", 2, fragment)(  # (were greedy decoding, silently; --max-new-tokens -2: none)
+        lambda ctx, flag=flag, value=value: generate_command(ctx, "--model", ctx.tiny[0], flag, value))
+
+
+@case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
+      "8 positions of")
+def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; asked for more")
+    d = ctx.tmp / "gpt2"
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "7")  # 2 + 7 - 1 = 8 positions
+    assert len(ctx.capsys.readouterr().out.strip()) == 9  # the prompt and 7 new tokens, one letter each
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
+
 
 @case("cli --method full with adapter flags says they do nothing", None)
 def _(ctx):
@@ -221,6 +259,19 @@ case("--patience with no validation set", SystemExit, "--patience 2: there is no
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
     lambda ctx: run(ctx, "--val-fraction", "0.999"))
+
+
+@case("a second run into the same --out with nothing held out: the first run's heldout.jsonl goes", None)
+def _(ctx):
+    """It was left behind, and the closing lines called it this run's held-out records and scored them: records the
+    second run (--val-fraction 0) trained on. Now the file goes and the evaluate: line names --data itself."""
+    run(ctx, "--max-steps", "1")
+    assert (ctx.tmp / "out" / "heldout.jsonl").exists()
+    ctx.capsys.readouterr()
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--val-fraction", "0"))
+    out = ctx.capsys.readouterr().out
+    assert not (ctx.tmp / "out" / "heldout.jsonl").exists() and "heldout.jsonl" not in out
+    assert f"--task perplexity --data {ctx.tiny[1]} " in out
 @case("--resume: an empty optimizer.pt", SystemExit, "optimizer.pt is damaged (EOFError: )")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "optimizer.pt").write_bytes(b"")
@@ -231,6 +282,13 @@ case("eval.py: --task perplexity without --data", 2, "--task perplexity needs --
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0]]))
 case("eval.py: --task generate without --prompts", 2, "--task generate needs --prompts")(
     lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0]]))
+for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and a JSON error naming no file or line)
+        ("p.json", '["Name a cat."]', "p.json: record 0 is a str, not an object"),
+        ("p.json", '[{"question": "Name a cat."}]', "p.json: record 0 has no 'instruction' field"),
+        ("p.jsonl", '{"instruction": "a"}\nName a cat.\n', "p.jsonl, line 2: not valid JSON")]:
+    case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
+        lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
+                                                  records_file(ctx, text, name), "--max-new-tokens", "2"]))
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
@@ -272,9 +330,40 @@ def tiny_bert(ctx):
 
 case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", SystemExit,
      "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
+def long_sst2(ctx):
+    """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\n" + " ".join(["a b c d"] * 25) + "\t1\na b\t0\n", f"SST-2/{split}.tsv")
+    return str(ctx.tmp)
+
+
+@case("--seq-len past an encoder's positions", SystemExit, "--seq-len 100: ")
+def _(ctx):  # (was an IndexError traceback from the position embedding, at the first batch holding so long a pair)
+    (ctx.tmp / "SST-2").mkdir()
+    with pytest.raises(SystemExit, match="has 64 positions; use --seq-len 64 or less"):
+        train.main(flags((tiny_bert(ctx), "glue/sst2"), ctx.tmp / "o", "--data-dir", long_sst2(ctx), "--seq-len", "100"))
+    save_pretrained(build_model(EncoderConfig(vocab_size=8, num_labels=2)), ctx.tmp / "bert")  # a head of its own
+    E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "100"])
+
+
 case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))
+@case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
+def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
+    records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
+    E.main(["--task", "wmt16-en-ro", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+
+
+@case("eval.py: squad with a T5", SystemExit, "is a t5, not an encoder with a span head (RoBERTa, BERT) or a causal LM")
+def _(ctx):  # (was a traceback: AttributeError 'T5' object has no attribute 'span_logits')
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    data.train_sentencepiece(["a b c d e f g h"] * 20, str(ctx.tmp / "t5" / "tokenizer.model"), 12)
+    qa = {"id": "q", "question": "b?", "answers": [{"text": "b", "answer_start": 2}]}
+    records_file(ctx, json.dumps({"data": [{"paragraphs": [{"context": "a b c", "qas": [qa]}]}]}), "dev-v1.1.json")
+    E.main(["--task", "squad", "--model", str(ctx.tmp / "t5"), "--data-dir", str(ctx.tmp)])
+
+
 case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "", "t.txt")]))
 case("--method full on a .gguf", SystemExit, "the model folder it saves would have no tokenizer")(

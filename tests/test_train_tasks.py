@@ -127,6 +127,16 @@ def test_glue_adapter_and_head_reload_with_the_same_dev_metrics(kind, task, enco
     assert n == 0 and loss.item() == 0.0
 
 
+def test_the_printed_evaluate_command_gives_the_dev_metrics_training_printed(encoders, glue_dir, tmp_path, capsys):
+    """train.py's closing evaluate: line, run as printed: it named no --seq-len, so eval.py cut the pairs at its own
+    128 where training cut them at --seq-len (6 here; train.py's default is 512): other dev metrics, silently."""
+    summary, out = run(train.main, glue_flags(encoders["roberta"], "sst2", glue_dir, tmp_path, "--seq-len", "6"),
+                       capsys)
+    command = next(line for line in out.splitlines() if line.startswith("evaluate: "))
+    result, _ = run(E.main, command.split()[3:], capsys)
+    assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0)
+
+
 def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, capsys, monkeypatch):
     """Scripted dev accuracies 50, 70, 60, 65: with --patience 2 the run stops at the 4th evaluation and OUT/adapter
     holds the weights of the 2nd (the best), not the last."""
