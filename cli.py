@@ -185,6 +185,11 @@ def parse_args(argv=None):
     if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
                                                          "--structure") if f in given]):
         print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")
+    kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
+    if unused := [f for f, idle in (("--val-fraction", kind != "lm" or args.data == "squad-gen"),  # its own dev set
+                                    ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
+                                    ("--bleu", kind != "seq2seq")) if f in given and idle]:
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")

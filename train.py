@@ -54,6 +54,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -319,12 +320,13 @@ def outputs(args):
     """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
     preset from the cache, as train.py does)."""
     kind, result, held = data.task_kind(args.data), weights_dir(args), os.path.join(args.out, "heldout.jsonl")
-    model = f"--model {result}" if args.method == "full" else f"--model {args.model} --adapter {result}"
+    q = shlex.quote                                            # a path with a space stays one argument when pasted
+    model = f"--model {q(result)}" if args.method == "full" else f"--model {q(args.model)} --adapter {q(result)}"
     task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
         "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
-        f"--task perplexity --data {held if os.path.exists(held) else args.data}")  # (squad-gen: eval.py's squad
+        f"--task perplexity --data {q(held if os.path.exists(held) else args.data)}")  # (squad-gen: eval.py's squad
     # answers by generation)
-    where = f" --data-dir {args.data_dir}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
+    where = f" --data-dir {q(args.data_dir)}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
     where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
     # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
@@ -654,7 +656,7 @@ def main(argv=None):
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
               f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
-              f"{' '.join(a for a in argv if a != '--resume')} --resume")
+              f"{shlex.join(a for a in argv if a != '--resume')} --resume")
     else:
         print(outputs(args))
     if demo and not summary.get("interrupted"):

@@ -216,6 +216,16 @@ def _(ctx):
         ctx.capsys.readouterr().out
 
 
+@case("cli flags a task ignores say so (--val-fraction with GLUE, --bleu outside WMT16, --exact-match on .txt)", None)
+def _(ctx):
+    train.parse_args(["--model", "m", "--data", "glue/rte", "--val-fraction", "0.1", "--bleu", "50"])
+    train.parse_args(["--model", "m", "--data", "notes.txt", "--exact-match", "20"])
+    train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0.1", "--exact-match", "20"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --val-fraction, --bleu have no effect with --data glue/rte",
+        "note: --exact-match has no effect with --data notes.txt"]
+
+
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
 def _(ctx):
     """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 before anything loads (it

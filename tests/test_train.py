@@ -377,3 +377,18 @@ def test_resume_keeps_the_dtype_auto_chose(tiny, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="different settings than the checkpoint's: --dtype bf16 -> fp32"):
         train.main(args + ["--resume", "--dtype", "fp32"])
     train.main(args + ["--resume", "--dtype", "bf16"])           # the run has ended: a no-op, but accepted
+
+
+def test_printed_commands_survive_a_path_with_a_space(tiny, tmp_path, monkeypatch, capsys):
+    """The evaluate: and resume lines quote their paths as a shell reads them (a folder "my run" split in two)."""
+    import shlex
+    out = tmp_path / "my run"
+    with pytest.raises(SystemExit):
+        fault_at_loss_call(monkeypatch, 2, signal.SIGINT)
+        train.main(flags(tiny, out, "--max-steps", "3"))
+    resume = capsys.readouterr().out.split("Resume with:\n  python train.py ")[1].splitlines()[0]
+    monkeypatch.undo()
+    train.main(shlex.split(resume))
+    command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
+    E.main(shlex.split(command)[3:])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
