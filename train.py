@@ -94,6 +94,7 @@ class Run:
     world: int = 1
     source: str = ""                               # the base's checkpoint directory
     checkpoint: str = None                         # --resume: the checkpoint the run goes on from
+    saved: bool = False                            # this run has written OUT/checkpoint (else it may be another's)
     tok: object = None
     pad_id: int = 0
     model: torch.nn.Module = None
@@ -277,6 +278,9 @@ def describe(run):
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
+    if not run.checkpoint and find_checkpoint(args.out, None) and run.rank == 0:
+        print(f"note: {find_checkpoint(args.out)} is an earlier run's; this run replaces it at its first save "
+              "(--resume would go on with that run instead)")
     return s
 
 
@@ -408,11 +412,11 @@ def train_step(run):
             p.grad /= count                                    # the mean over the whole step's tokens
     norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
     if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
-        kept = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(args.out, d, "state.json"))]
+        kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, None)  # not an earlier run's
         raise FloatingPointError(
             f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
-                f"the last good checkpoint is kept in {os.path.join(args.out, kept[0])}" if kept else
-                f"no checkpoint had been saved yet (--save-every {args.save_every})") + ". Start again (without "
+                f"the last good checkpoint is kept in {kept}" if kept else
+                f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without "
             "--resume, which keeps the run's flags) with a lower --lr, or --dtype fp32")
     for g in run.opt.param_groups:
         g["lr"] = lr_at(run.step, run.total, args)
@@ -482,6 +486,7 @@ def save_if_due(run):
             if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
+        run.saved = True
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -531,10 +536,13 @@ def save_checkpoint(args, model, opt, step, source, ended=False, micro=None):
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
-def find_checkpoint(out):
-    """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames."""
+def find_checkpoint(out, missing=UserError):
+    """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames; none: an error
+    (missing=None: None)."""
     found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
     if not found:
+        if missing is None:
+            return None
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
 

@@ -515,10 +515,22 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
-@case("NaN before any checkpoint", SystemExit, "stopped without saving; no checkpoint had been saved yet")
+@case("NaN before any checkpoint", SystemExit, "stopped without saving; this run had saved no checkpoint yet")
 def _(ctx):
     fault_at_loss_call(ctx.mp, 3, "nan")
     run(ctx)
+
+
+@case("NaN before this run's first save, over an earlier run's checkpoint: not called this run's", SystemExit,
+      "stopped without saving; this run had saved no checkpoint yet")
+def _(ctx):
+    run(ctx, "--max-steps", "2")                               # an earlier run, finished: OUT/checkpoint is its
+    ctx.capsys.readouterr()
+    fault_at_loss_call(ctx.mp, 3, "nan")
+    try:
+        run(ctx, "--lr", "1e-3")
+    finally:                                                   # and the run said so as it started
+        assert "checkpoint is an earlier run's; this run replaces it at its first save" in ctx.capsys.readouterr().out
 
 
 @case("NaN after a checkpoint", SystemExit, "the last good checkpoint is kept in")
