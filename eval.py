@@ -188,10 +188,11 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
 
 
-def base_quant(name, adapter, quant):
+def base_quant(name, adapter, quant, task=None):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
-    included, so on other weights it scores otherwise (tests/test_train.py measures both ways)."""
+    included, so on other weights it scores otherwise (tests/test_train.py measures both ways). Also a warning for a
+    GLUE adapter scored on another GLUE task (with as many labels its head loads, and its scores mean nothing)."""
     trained = adapter_base(adapter) if adapter else {}
     if quant == "auto":
         quant = trained.get("quant") or "none"
@@ -205,6 +206,9 @@ def base_quant(name, adapter, quant):
             name := resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {name}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
+        print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
+              f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant
 
 
@@ -439,7 +443,7 @@ def command(argv=None):
             ap.error(f"--task {args.task} needs --{need}")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
-    args.quant = base_quant(args.model, args.adapter, args.quant)
+    args.quant = base_quant(args.model, args.adapter, args.quant, args.task)
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
                             TAKES.get(args.task))

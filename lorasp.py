@@ -268,7 +268,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
     modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
     The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter.
-    base: the base it trained on (train.py's {fingerprint, quant}), kept in the extras for eval.py to check."""
+    base: what it trained on (train.py's {fingerprint, quant, task}), kept in the extras for eval.py to check."""
     layers = _layers(model)
     if not layers:
         raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
@@ -310,7 +310,7 @@ def _whole(directory):
 
 
 def adapter_base(directory):
-    """What save_adapter recorded of the base the adapter trained on ({fingerprint, quant}); {} when it recorded
+    """What save_adapter recorded of what the adapter trained on ({fingerprint, quant, task}); {} when it recorded
     nothing (a PEFT adapter, or one saved before lorasp kept it)."""
     path = os.path.join(_whole(directory), EXTRAS_FILE)
     try:

@@ -133,7 +133,8 @@ def save_weights(model, directory, args, source):
         if args.method != "full":
             return save_adapter(model, directory, base_model_name_or_path=args.model,
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
-                                base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant))
+                                base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
+                                          task=args.data))
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
             save_pretrained(model, tmp)
             for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own

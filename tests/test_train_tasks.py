@@ -135,6 +135,10 @@ def test_the_printed_evaluate_command_gives_the_dev_metrics_training_printed(enc
     command = next(line for line in out.splitlines() if line.startswith("evaluate: "))
     result, _ = run(E.main, command.split()[3:], capsys)
     assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0)
+    assert capsys.readouterr().err == ""
+    adapter = str(tmp_path / "adapter")                        # the adapter records its task: on CoLA (2 labels too,
+    assert E.base_quant(encoders["roberta"], adapter, "auto", "glue/cola") == "none"   # its head would load) a warning
+    assert "trained on glue/sst2, not glue/cola: its head's classes are sst2's" in capsys.readouterr().err
 
 
 def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, capsys, monkeypatch):
