@@ -393,14 +393,12 @@ def load_adapter(model, directory, peft=False):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    for name in mts:
-        hits = [n for n in modules if matches(n, [name])]
-        if not hits:
-            raise ValueError(f"{directory}: module {name!r} of modules_to_save is not in the model")
-        for n in hits:
-            prefix = f"{PEFT}{n}."
-            modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
-            modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
+    # a name that matches no module is passed over, as PEFT does (its SEQ_CLS configs name both "classifier" and
+    # "score"); a tensor that belongs to no module was refused above
+    for n in [n for n in modules if matches(n, mts)]:
+        prefix = f"{PEFT}{n}."
+        modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
+        modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
     return model
 
 
