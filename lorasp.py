@@ -30,6 +30,7 @@ Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (appl
 saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
 budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
+import copy
 import itertools
 import json
 import math
@@ -396,9 +397,11 @@ def load_adapter(model, directory, peft=False):
     # a name that matches no module is passed over, as PEFT does (its SEQ_CLS configs name both "classifier" and
     # "score"); a tensor that belongs to no module was refused above
     for n in [n for n in modules if matches(n, mts)]:
-        prefix = f"{PEFT}{n}."
-        modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
-        modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
+        # PEFT trains a copy of the module in its place: a weight tied to another module (lm_head and the embedding)
+        # keeps its old value there, as does the module under another name (T5's shared is encoder.embed_tokens)
+        prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
+        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
+        _set_module(model, n, module.requires_grad_(True))         # missing, left-over or mis-shaped tensor is an error
     return model
 
 
