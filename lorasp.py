@@ -455,8 +455,8 @@ def demo():
         ref = act if name == "LoRA" else ref
         print(f"   {name:<17}{count_trainable(m):>10,}{m.A_train.grad.nbytes + m.B_train.grad.nbytes:>12,}"
               f"{sum(t.nbytes for s in opt.state.values() for t in s.values()):>13,}{act:>13,}{act / ref:>9.3f}")
-    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; column keeps x[..., cols] and h; element "
-          "keeps\n   all of x (every column of A has trainable entries) and the unpacked A_eff, B_eff besides.")
+    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element keeps all of x too (every column of "
+          "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
 
 
 if __name__ == "__main__":
