@@ -30,6 +30,7 @@ Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (appl
 saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
 budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
+import copy
 import itertools
 import json
 import math
@@ -393,14 +394,14 @@ def load_adapter(model, directory, peft=False):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    for name in mts:
-        hits = [n for n in modules if matches(n, [name])]
-        if not hits:
-            raise ValueError(f"{directory}: module {name!r} of modules_to_save is not in the model")
-        for n in hits:
-            prefix = f"{PEFT}{n}."
-            modules[n].load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
-            modules[n].requires_grad_(True)  # strict: a missing, left-over or mis-shaped tensor is an error
+    # a name that matches no module is passed over, as PEFT does (its SEQ_CLS configs name both "classifier" and
+    # "score"); a tensor that belongs to no module was refused above
+    for n in [n for n in modules if matches(n, mts)]:
+        # PEFT trains a copy of the module in its place: a weight tied to another module (lm_head and the embedding)
+        # keeps its old value there, as does the module under another name (T5's shared is encoder.embed_tokens)
+        prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
+        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
+        _set_module(model, n, module.requires_grad_(True))         # missing, left-over or mis-shaped tensor is an error
     return model
 
 
@@ -454,8 +455,8 @@ def demo():
         ref = act if name == "LoRA" else ref
         print(f"   {name:<17}{count_trainable(m):>10,}{m.A_train.grad.nbytes + m.B_train.grad.nbytes:>12,}"
               f"{sum(t.nbytes for s in opt.state.values() for t in s.values()):>13,}{act:>13,}{act / ref:>9.3f}")
-    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; column keeps x[..., cols] and h; element "
-          "keeps\n   all of x (every column of A has trainable entries) and the unpacked A_eff, B_eff besides.")
+    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element keeps all of x too (every column of "
+          "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
 
 
 if __name__ == "__main__":

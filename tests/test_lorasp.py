@@ -172,6 +172,8 @@ def test_column_structure_saves_about_half_the_input_activations():
     inputs = x.nbytes + 1024 * 4 * 4                                   # x and h = x A^T, fp32
     assert lora == inputs                                              # LoRA keeps x and h, nothing else
     assert column <= 0.55 * lora and element >= lora                   # element mode saves no activations
+    weights = (4 * 128 + 96 * 4) * 4                                   # both keep the unpacked A_eff, B_eff too
+    assert element == inputs + weights and column == x.nbytes // 2 + 1024 * 4 * 4 + weights   # x[..., cols], h
     y.sum().backward()                                                 # and the saved tensors suffice
     assert x.grad is not None
 

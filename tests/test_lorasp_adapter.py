@@ -117,6 +117,51 @@ def test_peft_gpt2_adapter_fan_in_fan_out_loads_onto_our_linear(tmp_path):
         torch.testing.assert_close(ours(ids), PeftModel.from_pretrained(hf, tmp_path / "a")(ids).logits)
 
 
+@pytest.mark.parametrize("arch", ["Roberta", "Bert"])
+def test_peft_classifier_adapter_loads_with_its_head(tmp_path, arch):
+    """PEFT's task_type SEQ_CLS adds "classifier" and "score" to modules_to_save whatever the model has (RoBERTa and
+    BERT: no score); PEFT passes over the name that matches nothing, and so must we, loading the head it saved."""
+    import transformers
+    import model as M
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{arch}Config")(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, intermediate_size=48,
+                                                    max_position_embeddings=24, pad_token_id=1, num_labels=3)
+    hf = getattr(transformers, f"{arch}ForSequenceClassification")(config).eval()
+    hf.save_pretrained(tmp_path / "base")
+    peft = peft_adapter(hf, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"])
+    assert "score" in json.loads((tmp_path / "a" / "adapter_config.json").read_text())["modules_to_save"]
+    ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
+    ids = torch.randint(2, 64, (2, 9))
+    with torch.no_grad():   # the head's bias was randomized after the save of the base: only the adapter's head fits
+        torch.testing.assert_close(ours.classify(ids), peft(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("saved", ["lm_head", "embed_tokens"])
+def test_peft_modules_to_save_on_a_tied_embedding_gives_peft_logits(tmp_path, saved):
+    """PEFT trains a copy of a modules_to_save module: with tied embeddings the other end keeps the base's weight (our
+    load wrote the saved one into both: logits ~40 off)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    import model as M
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    base.save_pretrained(tmp_path / "base")
+    peft = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                          modules_to_save=[saved]))
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if p.requires_grad:   # lora_A, lora_B and the saved module's copy of the tied weight
+                p.add_(torch.randn_like(p))
+    peft.save_pretrained(tmp_path / "a")
+    ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "a")(ids).logits
+        torch.testing.assert_close(ours(ids), want)
+    assert not torch.equal(ours.lm_head.weight, ours.model.embed_tokens.weight)
+
+
 @pytest.mark.parametrize("options,error", [
     (dict(bias="all"), "bias = 'all'"), (dict(bias="lora_only"), "bias = 'lora_only'"),
     (dict(use_dora=True), "use_dora = True"), (dict(lora_bias=True), "lora_bias = True"),
