@@ -43,6 +43,15 @@ def barrier():
         dist.barrier()
 
 
+def gathered(t, device):
+    """[rank 0's t, rank 1's, ...] on every rank, for a tensor of one shape on all of them; without DDP [t]."""
+    if not dist.is_initialized():
+        return [t]
+    parts = [torch.empty_like(t, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.to(device))
+    return [p.to(t.device) for p in parts]
+
+
 def planned_memory(available, where, device):
     """DDP: (the bytes each rank may plan for, where that figure comes from), the same on every rank. On CPU the
     processes of one machine (torchrun's LOCAL_WORLD_SIZE) share its memory; then the least over the ranks is taken,

@@ -182,7 +182,8 @@ def test_ranks_plan_alike_from_the_least_memory(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def bert_sst2(tmp_path_factory):
     """(checkpoint directory, GLUE folder): a tiny random BERT (dropout 0.1, as BERT's) with a WordPiece vocab of a
-    few words, and SST-2 TSVs of 1 to 16 words, so that the two ranks' micro-batches often differ in length."""
+    few words, and SST-2 TSVs whose training sentences all differ in length (1 to 24 words), so that the two ranks'
+    micro-batches do too."""
     d, rng = tmp_path_factory.mktemp("bert"), random.Random(0)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "fine", "bad", "dull", "the", "film", "was", "very"]
     (d / "vocab.txt").write_text("\n".join(words) + "\n")
@@ -190,9 +191,9 @@ def bert_sst2(tmp_path_factory):
     M.save_pretrained(M.build_model(M.EncoderConfig("bert", vocab_size=len(words), n_positions=48, n_embd=32,
                                                     n_ffn=64)), d)
     (d / "SST-2").mkdir()
-    for split, n in (("train", 32), ("dev", 10)):
-        rows = [(" ".join(rng.choices(words[9:], k=rng.randint(0, 15)) + [words[5 + 2 * y]]), y)
-                for y in (rng.randint(0, 1) for _ in range(n))]
+    for split, lengths in (("train", rng.sample(range(24), 24)), ("dev", [rng.randrange(24) for _ in range(10)])):
+        rows = [(" ".join(rng.choices(words[9:], k=k) + [words[5 + 2 * y]]), y)
+                for k, y in zip(lengths, (rng.randint(0, 1) for _ in lengths))]
         (d / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
     return str(d), str(d)
 
@@ -230,6 +231,16 @@ def test_glue_on_two_ranks_reports_the_dev_metrics_of_its_adapter(bert_sst2, glu
             "--data-dir", bert_sst2[1], "--seq-len", "32", "--batch-size", "2"])
     one = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
     assert one["dev"] == pytest.approx(s["dev"], abs=1e-6, rel=0) and s["val_loss"] == s["dev"]["loss"]
+
+
+def test_glue_resume_on_two_ranks_goes_on_bit_for_bit(glue_runs):
+    """Dropout draws as many numbers as a rank's micro-batch has elements, so the ranks' RNG states part ways: the
+    checkpoint keeps each rank's (it kept rank 0's, which rank 1 then went on from)."""
+    tmp, straight, ranks, resumed, resumed_ranks = glue_runs
+    for r in (0, 1):
+        assert all(torch.equal(resumed_ranks[r][k], ranks[r][k]) for k in ranks[r])
+    assert summary(resumed)["dev"] == summary(straight)["dev"]
+    assert set(load_safetensors(str(tmp / "out" / "checkpoint" / "rng.safetensors"))) == {"torch", "torch.1"}
 
 
 def test_micro_batches_shard_one_process_batches():
