@@ -299,6 +299,7 @@ def open_log(run):
             if n < len(lines):                                 # the last line cut off by a kill: dropped as redone
                 raise UserError(f"--resume: {path}, line {n} is not a record ({line[:80]!r}): delete the line, or "
                                 "the file to start the log again") from None
+    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(kept)
     run.evals = [r for r in map(json.loads, kept) if "val_loss" in r]

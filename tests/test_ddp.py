@@ -24,7 +24,7 @@ from fixtures import flags, tiny  # noqa: F401  (the tiny fixture; one thread co
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = """
-import os, signal, sys
+import json, os, signal, sys, time
 sys.path.insert(0, {repo!r})
 import torch, train
 LOSS = os.environ.get("LOSS", "causal_lm_loss")                   # the task's loss, where a Ctrl-C is sent from
@@ -40,6 +40,12 @@ setattr(train, LOSS, interrupted)
 if os.environ.get("SCARCE_RANK") == str(rank):  # this rank reads 1 byte of memory available
     import plan
     plan.available_bytes = lambda device: (1, "test")
+if "VAL_LOSSES" in os.environ:                # scripted validation losses, one per evaluation
+    val_losses = iter(json.loads(os.environ["VAL_LOSSES"]))
+    train.evaluate = lambda *a: dict(val_loss=next(val_losses))
+if os.environ.get("LATE_LOG") == str(rank):   # this rank opens metrics.jsonl a second after the others
+    open_log = train.open_log
+    train.open_log = lambda run: time.sleep(1) or open_log(run)
 argv = sys.argv[1:]
 if rank > 0 and "OTHER_OUT" in os.environ:    # only rank 0 may write: give the others a directory to leave alone
     argv[argv.index("--out") + 1] = os.environ["OTHER_OUT"]
@@ -58,9 +64,16 @@ def torchrun(tmp_path, name, argv, **env):
     driver, dump = tmp_path / "driver.py", tmp_path / name
     driver.write_text(DRIVER.format(repo=REPO))
     dump.mkdir()
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(driver), *argv], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", DUMP=str(dump), **env))
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(driver), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", DUMP=str(dump), **env)) as p:
+        try:
+            run = subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=120))
+        except subprocess.TimeoutExpired:                      # ranks that disagree wait on each other: torchrun
+            p.terminate()                                      # ends its workers (SIGTERM, then SIGKILL)
+            p.communicate()
+            raise
+    run.returncode = p.returncode
     return run, [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -177,6 +190,21 @@ def test_ranks_plan_alike_from_the_least_memory(tiny, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert [(tmp_path / "dump" / f"rank{r}.mode").read_text() for r in (0, 1)] == ["full", "full"]
     assert "checkpointing full: selective would need" in run.stdout and "; the least over 2 processes" in run.stdout
+
+
+def test_ranks_resumed_share_early_stoppings_history(tiny, tmp_path):
+    """--patience after --resume: every rank reads early stopping's history (metrics.jsonl's evaluations up to the
+    checkpoint) before rank 0 rewrites the file. A rank that came late read it empty: it trained on alone after the
+    others had stopped, and waited for them. Scripted validation losses: 1, 2, Ctrl-C, then 3, 4: stop at step 4."""
+    more = ["--eval-every", "1", "--patience", "3", "--max-steps", "8"]
+    cut, _ = torchrun(tmp_path, "cut", ddp_flags(tiny, tmp_path / "out", *more), SIGINT_AT="3", SIGINT_RANK="0",
+                      VAL_LOSSES="[1, 2]")
+    assert "interrupted at step 2: checkpoint saved" in cut.stdout, cut.stderr[-3000:]
+    resumed, _ = torchrun(tmp_path, "resumed", ddp_flags(tiny, tmp_path / "out", *more, "--resume"), LATE_LOG="1",
+                          VAL_LOSSES="[3, 4, 5, 6, 7, 8]")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "early stop: no better evaluation in the last 3" in resumed.stdout
+    assert (summary(resumed)["steps"], summary(resumed)["evaluated_step"]) == (4, 1)
 
 
 @pytest.fixture(scope="module")
