@@ -5,9 +5,11 @@ exactly keep x LoRA's bytes; a comm hook counts them, and a checksum checks that
     torchrun --nproc_per_node=N train.py --model ... --data ...     # NCCL on CUDA, gloo on CPU
 
 train.py calls setup_ddp once, wraps its model with wrap_ddp, and sums its loss and token counts over the ranks
-itself. Leaves out: FSDP, tensor parallelism, several GPUs per process.
+itself; a classifier's classify and a span head's span_logits reach the model through DDP's forward too. Leaves
+out: FSDP, tensor parallelism, several GPUs per process.
 """
 import atexit
+import functools
 import inspect
 import os
 import sys
@@ -41,6 +43,15 @@ def barrier():
         dist.barrier()
 
 
+def gathered(t, device):
+    """[rank 0's t, rank 1's, ...] on every rank, for a tensor of one shape on all of them; without DDP [t]."""
+    if not dist.is_initialized():
+        return [t]
+    parts = [torch.empty_like(t, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.to(device))
+    return [p.to(t.device) for p in parts]
+
+
 def planned_memory(available, where, device):
     """DDP: (the bytes each rank may plan for, where that figure comes from), the same on every rank. On CPU the
     processes of one machine (torchrun's LOCAL_WORLD_SIZE) share its memory; then the least over the ranks is taken,
@@ -58,6 +69,18 @@ def planned_memory(available, where, device):
     where = where if available is not None else "what the other processes could read"
     return int(t), where + (f", shared by the {local} processes on this machine" if local > 1 else "") + \
         f"; the least over {world} processes"
+
+
+class Entries(torch.nn.Module):
+    """What DDP wraps: forward(..., entry=) calls the model's entry point of that name. DDP readies its gradient
+    all-reduce in its own forward only, so a classifier's classify and a span head's span_logits go through it too."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, entry="forward", **kwargs):
+        return getattr(self.model, entry)(*args, **kwargs)
 
 
 def wrap_ddp(model, device, sent):
@@ -78,7 +101,10 @@ def wrap_ddp(model, device, sent):
         return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
     flag = "forward_sync_buffers"                              # torch < 2.13: broadcast_buffers
     flag = flag if flag in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
-    net = DistributedDataParallel(model, **{flag: False})      # buffers never change: no broadcast in every forward
+    net = DistributedDataParallel(Entries(model), **{flag: False})  # buffers never change: none sent in forward
     net.register_comm_hook(sent, allreduce_sum)
+    for entry in ("classify", "span_logits"):                  # net.classify(...): the model's, through DDP's forward
+        if hasattr(model, entry):
+            setattr(net, entry, functools.partial(net, entry=entry))
     return net
 

@@ -166,6 +166,8 @@ def span_loss(model, batch):
     """(summed cross-entropy of the start logits against the answer's first token and of the end logits against its
     last, halved (HF's (start + end) / 2), the windows): labels (B, 2); (0, 0) points at [CLS], no answer here."""
     start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T)
+    pad = batch["attention_mask"] == 0                         # no answer there: the padding a window gets from its
+    start, end = start.masked_fill(pad, -math.inf), end.masked_fill(pad, -math.inf)  # batch-mates is not a class
     y = batch["labels"]
     loss = F.cross_entropy(start, y[:, 0], reduction="sum") + F.cross_entropy(end, y[:, 1], reduction="sum")
     return loss / 2, (y[:, 0] != data.IGNORE).sum()

@@ -68,7 +68,7 @@ import data
 import plan
 from cli import parse_args
 from data import UserError
-from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
+from ddp import barrier, gathered, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable
 from checkpoint import atomic_write, files_fingerprint, load_safetensors, save_safetensors, trim_if_crept
@@ -299,6 +299,7 @@ def open_log(run):
             if n < len(lines):                                 # the last line cut off by a kill: dropped as redone
                 raise UserError(f"--resume: {path}, line {n} is not a record ({line[:80]!r}): delete the line, or "
                                 "the file to start the log again") from None
+    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(kept)
     run.evals = [r for r in map(json.loads, kept) if "val_loss" in r]
@@ -481,8 +482,8 @@ def save_if_due(run):
     """A checkpoint every --save-every steps, at the last step and on Ctrl-C (rank 0 writes, the others wait)."""
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
-        t = time.time()
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro) \
+        t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng) \
             if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
@@ -508,7 +509,17 @@ def data_hash(train_ex, val_ex):
     return h.hexdigest()
 
 
-def save_checkpoint(args, model, opt, step, source, ended=False, micro=None):
+def rng_states(args):
+    """The RNG states of this process, under DDP of every rank (gathered: call it on all of them): torch, cuda for
+    rank 0; torch.1, cuda.1 for rank 1, ... Dropout draws as many numbers as a rank's micro-batch has elements, so the
+    ranks' states part ways after the first step whose micro-batches differ in shape."""
+    mine = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
+                                               args.device.startswith("cuda") else {})  # this process's GPU
+    return {name + (f".{r}" if r else ""): t for name, state in mine.items()
+            for r, t in enumerate(gathered(state, args.device))}
+
+
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -516,9 +527,7 @@ def save_checkpoint(args, model, opt, step, source, ended=False, micro=None):
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
             torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
-        rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
-                                                  args.device.startswith("cuda") else {})  # this process's GPU
-        save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))
+        save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
@@ -591,8 +600,10 @@ def restore(checkpoint, args, opt):
     try:
         opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
         path = os.path.join(checkpoint, "rng.safetensors")
-        for name, rng in load_safetensors(path).items():
-            torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
+        rngs, rank = load_safetensors(path), rank_world()[0]
+        for name in ("torch", "cuda"):                         # this rank's (a checkpoint from before: rank 0's)
+            if (rng := rngs.get(f"{name}.{rank}", rngs.get(name))) is not None:
+                torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
         path = os.path.join(checkpoint, "state.json")
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return dict(state, step=int(state["step"]))

@@ -3,9 +3,11 @@
 The reference for 2 ranks x batch 2 is one process with batch 4 (the same global batches; the loss divided by the
 global token count), reached through a Ctrl-C that only one rank saw and a --resume; bytes all-reduced per step are
 what DDP's comm hook was handed (LoRA-SP: half of LoRA's). A driver script written here (test code, not runtime code)
-runs train.main under `python -m torch.distributed.run` and has each rank dump its trainable tensors."""
+runs train.main under `python -m torch.distributed.run` and has each rank dump its trainable tensors. A tiny BERT on
+SST-2 trains a classifier the same way."""
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -14,16 +16,19 @@ import torch
 import torch.distributed as dist
 
 import data
+import eval as E
+import model as M
 import train
 from checkpoint import load_safetensors
 from fixtures import flags, tiny  # noqa: F401  (the tiny fixture; one thread comes from conftest.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = """
-import os, signal, sys
+import json, os, signal, sys, time
 sys.path.insert(0, {repo!r})
 import torch, train
-rank, models, load, loss, calls = int(os.environ["RANK"]), [], train.load_model, train.causal_lm_loss, [0]
+LOSS = os.environ.get("LOSS", "causal_lm_loss")                   # the task's loss, where a Ctrl-C is sent from
+rank, models, load, loss, calls = int(os.environ["RANK"]), [], train.load_model, getattr(train, LOSS), [0]
 train.load_model = lambda *a: models.append(load(*a)) or models[-1]   # keep the model to dump it below
 
 def interrupted(model, batch):                # Ctrl-C reaching rank SIGINT_RANK only, at its SIGINT_AT-th loss
@@ -31,10 +36,16 @@ def interrupted(model, batch):                # Ctrl-C reaching rank SIGINT_RANK
     if str(calls[0]) == os.environ.get("SIGINT_AT") and str(rank) == os.environ.get("SIGINT_RANK"):
         os.kill(os.getpid(), signal.SIGINT)
     return loss(model, batch)
-train.causal_lm_loss = interrupted
+setattr(train, LOSS, interrupted)
 if os.environ.get("SCARCE_RANK") == str(rank):  # this rank reads 1 byte of memory available
     import plan
     plan.available_bytes = lambda device: (1, "test")
+if "VAL_LOSSES" in os.environ:                # scripted validation losses, one per evaluation
+    val_losses = iter(json.loads(os.environ["VAL_LOSSES"]))
+    train.evaluate = lambda *a: dict(val_loss=next(val_losses))
+if os.environ.get("LATE_LOG") == str(rank):   # this rank opens metrics.jsonl a second after the others
+    open_log = train.open_log
+    train.open_log = lambda run: time.sleep(1) or open_log(run)
 argv = sys.argv[1:]
 if rank > 0 and "OTHER_OUT" in os.environ:    # only rank 0 may write: give the others a directory to leave alone
     argv[argv.index("--out") + 1] = os.environ["OTHER_OUT"]
@@ -53,9 +64,16 @@ def torchrun(tmp_path, name, argv, **env):
     driver, dump = tmp_path / "driver.py", tmp_path / name
     driver.write_text(DRIVER.format(repo=REPO))
     dump.mkdir()
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(driver), *argv], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", DUMP=str(dump), **env))
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(driver), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", DUMP=str(dump), **env)) as p:
+        try:
+            run = subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=120))
+        except subprocess.TimeoutExpired:                      # ranks that disagree wait on each other: torchrun
+            p.terminate()                                      # ends its workers (SIGTERM, then SIGKILL)
+            p.communicate()
+            raise
+    run.returncode = p.returncode
     return run, [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -172,6 +190,85 @@ def test_ranks_plan_alike_from_the_least_memory(tiny, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert [(tmp_path / "dump" / f"rank{r}.mode").read_text() for r in (0, 1)] == ["full", "full"]
     assert "checkpointing full: selective would need" in run.stdout and "; the least over 2 processes" in run.stdout
+
+
+def test_ranks_resumed_share_early_stoppings_history(tiny, tmp_path):
+    """--patience after --resume: every rank reads early stopping's history (metrics.jsonl's evaluations up to the
+    checkpoint) before rank 0 rewrites the file. A rank that came late read it empty: it trained on alone after the
+    others had stopped, and waited for them. Scripted validation losses: 1, 2, Ctrl-C, then 3, 4: stop at step 4."""
+    more = ["--eval-every", "1", "--patience", "3", "--max-steps", "8"]
+    cut, _ = torchrun(tmp_path, "cut", ddp_flags(tiny, tmp_path / "out", *more), SIGINT_AT="3", SIGINT_RANK="0",
+                      VAL_LOSSES="[1, 2]")
+    assert "interrupted at step 2: checkpoint saved" in cut.stdout, cut.stderr[-3000:]
+    resumed, _ = torchrun(tmp_path, "resumed", ddp_flags(tiny, tmp_path / "out", *more, "--resume"), LATE_LOG="1",
+                          VAL_LOSSES="[3, 4, 5, 6, 7, 8]")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "early stop: no better evaluation in the last 3" in resumed.stdout
+    assert (summary(resumed)["steps"], summary(resumed)["evaluated_step"]) == (4, 1)
+
+
+@pytest.fixture(scope="module")
+def bert_sst2(tmp_path_factory):
+    """(checkpoint directory, GLUE folder): a tiny random BERT (dropout 0.1, as BERT's) with a WordPiece vocab of a
+    few words, and SST-2 TSVs whose training sentences all differ in length (1 to 24 words), so that the two ranks'
+    micro-batches do too."""
+    d, rng = tmp_path_factory.mktemp("bert"), random.Random(0)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "fine", "bad", "dull", "the", "film", "was", "very"]
+    (d / "vocab.txt").write_text("\n".join(words) + "\n")
+    torch.manual_seed(0)
+    M.save_pretrained(M.build_model(M.EncoderConfig("bert", vocab_size=len(words), n_positions=48, n_embd=32,
+                                                    n_ffn=64)), d)
+    (d / "SST-2").mkdir()
+    for split, lengths in (("train", rng.sample(range(24), 24)), ("dev", [rng.randrange(24) for _ in range(10)])):
+        rows = [(" ".join(rng.choices(words[9:], k=k) + [words[5 + 2 * y]]), y)
+                for k, y in zip(lengths, (rng.randint(0, 1) for _ in lengths))]
+        (d / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    return str(d), str(d)
+
+
+def glue_flags(bert_sst2, out, *more):
+    return ["--model", bert_sst2[0], "--data", "glue/sst2", "--data-dir", bert_sst2[1], "--out", str(out),
+            "--batch-size", "2", "--grad-accum", "1", "--seq-len", "32", "--lr", "3e-2", "--rank", "4", "--max-steps",
+            "8", "--eval-every", "4", "--log-every", "4", "--save-every", "0", "--dtype", "fp32", *more]
+
+
+@pytest.fixture(scope="module")
+def glue_runs(bert_sst2, tmp_path_factory):
+    """SST-2 on the tiny BERT, 8 steps on 2 ranks: straight, and cut by a Ctrl-C (rank 0, step 6) then --resume.
+    Returns (tmp, straight run, its ranks' tensors, resumed run, its ranks' tensors)."""
+    tmp = tmp_path_factory.mktemp("glue_ddp")
+    straight, ranks = torchrun(tmp, "straight", glue_flags(bert_sst2, tmp / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    cut, _ = torchrun(tmp, "cut", glue_flags(bert_sst2, tmp / "out"), LOSS="classification_loss", SIGINT_AT="6",
+                      SIGINT_RANK="0")
+    assert "interrupted at step 6: checkpoint saved" in cut.stdout, cut.stderr[-3000:]
+    resumed, resumed_ranks = torchrun(tmp, "resumed", glue_flags(bert_sst2, tmp / "out", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return tmp, straight, ranks, resumed, resumed_ranks
+
+
+def test_glue_on_two_ranks_reports_the_dev_metrics_of_its_adapter(bert_sst2, glue_runs, capsys):
+    """A classifier trains under DDP (its loss calls model.classify, which DDP's wrapper lacked: an AttributeError on
+    every rank); the dev metrics it reports are one process's eval.py of the adapter it saved, over the whole dev
+    set."""
+    tmp, straight, (rank0, rank1), _, _ = glue_runs
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0) and any("classifier" in k for k in rank0)
+    s = summary(straight)
+    assert s["world_size"] == 2 and s["steps"] == 8 and s["evaluated_step"] == 8
+    E.main(["--task", "glue/sst2", "--model", bert_sst2[0], "--adapter", str(tmp / "straight" / "adapter"),
+            "--data-dir", bert_sst2[1], "--seq-len", "32", "--batch-size", "2"])
+    one = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
+    assert one["dev"] == pytest.approx(s["dev"], abs=1e-6, rel=0) and s["val_loss"] == s["dev"]["loss"]
+
+
+def test_glue_resume_on_two_ranks_goes_on_bit_for_bit(glue_runs):
+    """Dropout draws as many numbers as a rank's micro-batch has elements, so the ranks' RNG states part ways: the
+    checkpoint keeps each rank's (it kept rank 0's, which rank 1 then went on from)."""
+    tmp, straight, ranks, resumed, resumed_ranks = glue_runs
+    for r in (0, 1):
+        assert all(torch.equal(resumed_ranks[r][k], ranks[r][k]) for k in ranks[r])
+    assert summary(resumed)["dev"] == summary(straight)["dev"]
+    assert set(load_safetensors(str(tmp / "out" / "checkpoint" / "rng.safetensors"))) == {"torch", "torch.1"}
 
 
 def test_micro_batches_shard_one_process_batches():

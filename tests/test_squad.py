@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 import data
@@ -106,6 +107,28 @@ def test_span_head_matches_transformers(arch, tmp_path):
     start, end = ours.span_logits(ids, mask, types)
     for a, b in ((start, want.start_logits), (end, want.end_logits)):
         torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
+
+
+def test_span_loss_is_each_windows_own():
+    """The span loss of a batch is the sum of its windows' losses alone, each a cross-entropy over the window's own
+    tokens: the padding its batch-mates give it is no class (it was: a window's loss grew with the batch's longest,
+    so one process with batch 8 and 2 DDP ranks with batch 4 trained other weights)."""
+    model = random_params(M.build_model(M.EncoderConfig("bert", vocab_size=50, n_positions=32, n_embd=32, n_ffn=64,
+                                                        qa=True)), 0)
+    g = torch.Generator().manual_seed(0)
+    windows = [dict(input_ids=torch.randint(5, 50, (n,), generator=g).tolist(), token_type_ids=[0] * 3 + [1] * (n - 3),
+                    labels=(a, b)) for n, (a, b) in ((5, (0, 0)), (12, (4, 6)), (7, (3, 3)), (9, (8, 8)))]
+    batch = data.collate(windows)
+    with torch.no_grad():
+        loss, n = train.span_loss(model, batch)
+        alone = [train.span_loss(model, data.collate([w]))[0] for w in windows]
+        start, end = model.span_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    want = sum(F.cross_entropy(s[:len(w["input_ids"])], torch.tensor(w["labels"][0]), reduction="sum") / 2 +
+               F.cross_entropy(e[:len(w["input_ids"])], torch.tensor(w["labels"][1]), reduction="sum") / 2
+               for s, e, w in zip(start, end, windows))
+    assert n == 4 and batch["input_ids"].shape == (4, 12)
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(loss, sum(alone), atol=1e-5, rtol=0)
 
 
 def test_toy_squad_learns_and_eval_reproduces_it(tmp_path, capsys):
