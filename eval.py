@@ -257,7 +257,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
             ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
-            logits = model(torch.tensor([ids[n:]], device=device), cache=cache)[0, -1]  # (vocab,)
+            logits = model(torch.tensor([ids[n:]], device=device), cache=cache, last_only=True)[0, -1]  # (vocab,)
             right += "ABCD"[int(logits[letters].argmax())] == row[5]
             seen = ids
         acc[s], hits, total = right / len(test), hits + right, total + len(test)

@@ -36,7 +36,7 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids."""
     cache = [{} for _ in range(model.config.n_layer)]
     ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-    logits = model(ids, attention_mask=mask, cache=cache)[:, -1]  # prefill: the whole prompt at once
+    logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
         if eos_id is not None:

@@ -491,16 +491,17 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(init_weights)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None, last_only=False):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead.
-        cache: one dict per layer, filled during generation."""
+        cache: one dict per layer, filled during generation. last_only: the last position's logits (B, 1, vocab),
+        all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(pos, self.config.n_embd // self.config.n_head, self.config.rope_theta)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): the same for every head
         for i, block in enumerate(self.model.layers):
             x = run_block(block_mode(self.checkpointing, i), block, x, cos, sin, mask, cache[i] if cache else None)
-        x = self.model.norm(x)
+        x = self.model.norm(x[:, -1:] if last_only else x)
         return self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
     @staticmethod
@@ -549,7 +550,8 @@ class GPT2(nn.Module):
         if c.num_labels:
             self.add_head(c.num_labels)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None, hidden=False):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None, hidden=False,
+                last_only=False):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead;
         hidden: the final hidden states (B, T, C)."""
         if past_length(cache) + input_ids.shape[1] > self.config.n_positions:
@@ -559,7 +561,7 @@ class GPT2(nn.Module):
         x = dropout(x, self.config.dropout if self.training else 0.0)
         for i, block in enumerate(self.transformer.h):
             x = run_block(block_mode(self.checkpointing, i), block, x, mask, cache[i] if cache else None)
-        x = self.transformer.ln_f(x)
+        x = self.transformer.ln_f(x[:, -1:] if last_only else x)  # (last_only: as Llama's)
         return x if hidden else self.lm_head(x) if labels is None else lm_loss(x, self.lm_head, labels)
 
     def add_head(self, num_labels):

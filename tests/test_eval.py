@@ -88,8 +88,8 @@ class Always(nn.Module):
         self.inner, tok = load_pretrained(ckpt), load_tokenizer(ckpt)
         self.config, self.favourite = self.inner.config, E.answer_ids(tok)["ABCD".index(letter)]
 
-    def forward(self, input_ids, cache=None):
-        logits = self.inner(input_ids, cache=cache)
+    def forward(self, input_ids, cache=None, last_only=False):
+        logits = self.inner(input_ids, cache=cache, last_only=last_only)
         return logits.index_fill(-1, torch.tensor([self.favourite]), 1e4)
 
 

@@ -261,6 +261,22 @@ def test_generation_up_to_the_last_position_as_transformers(hf_gpt2):
     assert hf.shape == (1, 65) and torch.equal(M.generate(ours, x, 4), hf)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generation_computes_only_the_logits_it_reads(arch):
+    """The prefill (the whole prompt) and MMLU need the last position's logits only: last_only gives exactly those,
+    and generate's LM head never sees more than one position a row (it saw them all: 590 MiB of fp32 logits for the
+    demo's 50 prompts of 60 tokens on SmolLM2's 49k words)."""
+    torch.manual_seed(0)
+    model = M.build_model(M.LlamaConfig(vocab_size=V) if arch == "llama" else M.GPT2Config(vocab_size=V)).eval()
+    x = torch.randint(0, V, (3, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, last_only=True), model(x)[:, -1:], atol=1e-6, rtol=1e-5)
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[1]))
+    out = M.generate(model, x, 3)
+    assert seen == [1, 1, 1] and out.shape == (3, 12)
+
+
 def test_sampling_top_p():
     logits = torch.tensor([[3.0, 2.0, 1.0, -5.0]])
     g = torch.Generator().manual_seed(0)
