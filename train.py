@@ -42,7 +42,7 @@ validate, save_if_due), the weights saved, check (after), outputs. What each kin
 heads, loss, validation and before/after check) is tasks.py's; the command line (flags, ranges, --help) is cli.py's.
 Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
 outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); checkpoints (save_checkpoint,
-find_checkpoint, restore); the offline demo; main (one-line errors). Past the 400-line budget (~660) because exact
+find_checkpoint, restore); the offline demo; main (one-line errors). Past the 400-line budget (~690) because exact
 resume stays beside the loop it resumes: the checkpoint holds the loop's step, RNG states and data position, and
 restore refuses what would not go on bit for bit (other flags, other data, another number of processes); Ctrl-C, the
 NaN stop and DDP's sums live in the loop's steps too.
