@@ -123,8 +123,9 @@ class Tokenizer:
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
         <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 the same with <|endoftext|> for every mark (HF's
         GPT2Tokenizer joins A and B with nothing: docs/paper-experiments.md says why not). Too long:
-        truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer run): the longer text is cut first; if both must
-        be cut they share max_len, the odd token to the longer (B on a tie; the old Python tokenizers gave it to A)."""
+        truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
+        run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
+        a tie; the old Python tokenizers gave it to A)."""
         b = b or None  # an empty second text is no second text, as in HF
         A, B = self._encode(a), [] if b is None else self._encode(b)
         room = max_len - 2 - (0 if b is None else self.pair_seps)
@@ -469,7 +470,7 @@ def gguf_tokenizer(path):
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
             tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
-            prefix_each=False)                                 # after "</s>" in text, no "▁": transformers' GGUF reading
+            prefix_each=False)                                 # after "</s>" in text, no "▁", as transformers
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)

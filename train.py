@@ -278,9 +278,9 @@ def describe(run):
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
-    if not run.checkpoint and find_checkpoint(args.out, None) and run.rank == 0:
-        print(f"note: {find_checkpoint(args.out)} is an earlier run's; this run replaces it at its first save "
-              "(--resume would go on with that run instead)")
+    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, None)):
+        print(f"note: {earlier} is an earlier run's; this run replaces it at its first save (--resume would go on "
+              "with that run instead)")
     return s
 
 

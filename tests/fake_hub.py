@@ -2,8 +2,8 @@
 /api/models/REPO/revision/main lists the files; /REPO/resolve/main/FILE answers small files itself and redirects LFS
 files (*.safetensors, *.json under `lfs`) to /cdn/FILE with X-Linked-Size and X-Linked-Etag (the sha256), as the
 Hub does; /cdn serves HTTP Range requests (with an ETag, honouring If-Range: a changed file is sent whole) and can cut a response
-short to simulate a dropped connection, or
-cap the bytes it sends for a Range (as some servers do; the Content-Range says so). `files` may be changed between requests (a file changed on the server)."""
+short to simulate a dropped connection, or cap the bytes it sends for a Range (as some servers do; the Content-Range
+says so). `files` may be changed between requests (a file changed on the server)."""
 import contextlib
 import hashlib
 import http.server
