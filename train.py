@@ -70,7 +70,7 @@ from cli import parse_args
 from data import UserError
 from ddp import barrier, gathered, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
-from lorasp import LoRASPLinear, count_trainable
+from lorasp import LoRASPLinear, count_trainable, load_adapter
 from checkpoint import atomic_write, files_fingerprint, load_safetensors, save_safetensors, trim_if_crept
 from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
                    save_pretrained)
@@ -139,6 +139,12 @@ def train(args):
     if not (args.patience and run.evals) and run.rank == 0:    # else saved at the best evaluation
         save_weights(run.model, weights_dir(args), args, run.source)
     barrier()
+    if args.patience and run.evals and best_so_far(run.evals)[0]["step"] != run.step:  # the after-check scores the
+        if args.method == "full":                              # run's result: the best evaluation's weights
+            print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} holds "
+                  f"step {best_so_far(run.evals)[0]['step']}'s")
+        else:
+            run.model = load_adapter(run.model, weights_dir(args))
     check(run, records, "after", s, before)
     return dict(s, wall_s=round(time.time() - t_start, 1))
 

@@ -415,3 +415,26 @@ def test_the_adapter_names_a_base_peft_can_load(tiny, tmp_path, monkeypatch):
     tasks.save_weights(ours, tmp_path / "a", args, str(tmp_path / "base"))
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "meta-llama/Llama-2-7b-hf"
+
+
+def test_after_check_scores_the_best_weights_early_stopping_kept(tiny, tmp_path, monkeypatch):
+    """With --patience, OUT/adapter holds the best evaluation's weights; the held-out check after training now scores
+    those (it scored the last step's, other weights than the run's result). Scripted validation losses: best at step 2,
+    the stop at step 4."""
+    losses, seen, at = iter([0.9, 0.5, 0.7, 0.8]), {}, iter(range(1, 5))
+    evaluate = train.evaluate
+
+    def scripted(model, *a):
+        seen[next(at)] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return dict(evaluate(model, *a), val_loss=next(losses))
+
+    def after(model, tok, records, autocast, args, when):
+        seen[when] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return {f"exact_match_{when}": 0.0}, [""] * len(records)
+    monkeypatch.setattr(train, "evaluate", scripted)
+    monkeypatch.setattr(train, "before_after", after)
+    train.main(flags(tiny, tmp_path, "--eval-every", "1", "--patience", "2", "--exact-match", "4"))
+    assert sorted(k for k in seen if isinstance(k, int)) == [1, 2, 3, 4]
+    assert seen["after"].keys() == seen[2].keys()
+    assert all(torch.equal(seen["after"][n], seen[2][n]) for n in seen[2])
+    assert not all(torch.equal(seen[4][n], seen[2][n]) for n in seen[2])
