@@ -237,9 +237,9 @@ def answer_ids(tok):
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shortened: how many
     prompts had fewer than k worked examples}. A prompt longer than max_len (default: the model's context) drops
-    worked examples from the end, as the original does. Prompts of
-    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token
-    ids first differ (causal attention: keys and values of the shared part do not depend on what follows)."""
+    worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
+    the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
+    values of the shared part do not depend on what follows)."""
     test_dir = os.path.join(data_dir, "test")
     subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     max_len, letters = max_len or context_length(model), answer_ids(tok)
@@ -451,7 +451,7 @@ def command(argv=None):
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
     length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
-    causal = model.config.model_type in ("llama", "gpt2")               # (a causal LM answers SQuAD from its context)
+    causal = model.config.model_type in CAUSAL[0]                       # (a causal LM answers SQuAD from its context)
     if (glue or args.task == "squad" and not causal) and (room := positions(model.config)) and length > room:
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")

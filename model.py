@@ -1019,8 +1019,8 @@ def main():
     if model.config.model_type not in ("llama", "gpt2"):
         sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
-    T, n, room = ids.shape[1], args.max_new_tokens, getattr(model.config, "n_positions", math.inf)  # GPT-2's learned
-    if T + max(n - 1, 0) > room:  # positions end (the last new token is not run); Llama's RoPE does not
+    T, n, room = ids.shape[1], args.max_new_tokens, positions(model.config) or math.inf  # GPT-2's learned positions
+    if T + max(n - 1, 0) > room:  # end (the last new token is not run); Llama's RoPE does not
         sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
                  f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,

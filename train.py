@@ -284,7 +284,7 @@ def describe(run):
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
-    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, None)):
+    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
         print(f"note: {earlier} is an earlier run's; this run replaces it at its first save (--resume would go on "
               "with that run instead)")
     return s
@@ -419,7 +419,7 @@ def train_step(run):
             p.grad /= count                                    # the mean over the whole step's tokens
     norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
     if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
-        kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, None)  # not an earlier run's
+        kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)  # not an earlier run's
         raise FloatingPointError(
             f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
                 f"the last good checkpoint is kept in {kept}" if kept else
@@ -551,12 +551,12 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
-def find_checkpoint(out, missing=UserError):
+def find_checkpoint(out, required=True):
     """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames; none: an error
-    (missing=None: None)."""
+    (required=False: None)."""
     found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
     if not found:
-        if missing is None:
+        if not required:
             return None
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
