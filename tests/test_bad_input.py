@@ -26,6 +26,7 @@ import torch
 import data
 import eval as E
 import model as M
+import resume
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
@@ -1062,18 +1063,18 @@ case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C
 
 @case("fault: killed while saving a checkpoint, then --resume", None)
 def _(ctx):
-    calls, original = [], train.save_safetensors
+    calls, original = [], resume.save_safetensors
 
     def dies(tensors, path, metadata=None):                    # the second checkpoint's rng file: half, then death
         if str(path).endswith("rng.safetensors") and not calls.append(path) and len(calls) == 2:
             open(path, "wb").write(b"half")
             raise Killed
         return original(tensors, path, metadata)
-    ctx.mp.setattr(train, "save_safetensors", dies)
+    ctx.mp.setattr(resume, "save_safetensors", dies)
     with pytest.raises(Killed):
         run(ctx, "--save-every", "2")
     assert json.load(open(ctx.tmp / "out" / "checkpoint" / "state.json"))["step"] == 2
-    ctx.mp.setattr(train, "save_safetensors", original)
+    ctx.mp.setattr(resume, "save_safetensors", original)
     run(ctx, "--save-every", "2", "--resume")
     same_as_straight(ctx, "out")
 

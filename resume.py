@@ -1,0 +1,150 @@
+"""resume.py: the checkpoints train.py writes so that `--resume` goes on bit for bit, and the checks that refuse a
+resume that would not.
+
+    OUT/checkpoint/  adapter/ (or model/ for --method full)  the weights, as tasks.save_weights writes them
+                     optimizer.pt                            AdamW's state (tensors and numbers: weights_only=True)
+                     rng.safetensors                         every DDP rank's torch (and cuda) RNG state
+                     state.json                              step, data position, world size, Python's RNG, the flags
+
+- `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
+  kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
+- `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
+  checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
+  files whose fingerprint changed, data whose tokenized examples hash otherwise (`data_hash`;
+  --allow-data-change), a damaged file.
+Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
+load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
+"""
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+
+import torch
+
+from checkpoint import atomic_write, load_safetensors, save_safetensors
+from data import UserError
+from ddp import gathered, rank_world
+from tasks import save_weights
+
+RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
+             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256"}  # what may change on
+# --resume; the rest must match (data_sha256 and base_sha256 have their own checks in restore)
+ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
+
+
+def data_hash(train_ex, val_ex):
+    """sha256 of the tokenized examples (GLUE's dev sets: {split: examples}): a data file edited, replaced or
+    re-downloaded between a checkpoint and its --resume gives another hash."""
+    h = hashlib.sha256()
+    for examples in (train_ex, val_ex):
+        for e in examples.items() if isinstance(examples, dict) else examples:
+            h.update(json.dumps(e, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def rng_states(args):
+    """The RNG states of this process, under DDP of every rank (gathered: call it on all of them): torch, cuda for
+    rank 0; torch.1, cuda.1 for rank 1, ... Dropout draws as many numbers as a rank's micro-batch has elements, so the
+    ranks' states part ways after the first step whose micro-batches differ in shape."""
+    mine = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(args.device)} if
+                                               args.device.startswith("cuda") else {})  # this process's GPU
+    return {name + (f".{r}" if r else ""): t for name, state in mine.items()
+            for r, t in enumerate(gathered(state, args.device))}
+
+
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
+    final = os.path.join(args.out, "checkpoint")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
+        with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
+            torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
+        save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
+        with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
+                           world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
+                           args=vars(args)), f)
+    except OSError as e:                                       # a full disk, a file-size limit: the old one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); "
+                      + (f"{final} still holds the previous one: free space, then --resume" if os.path.exists(final)
+                         else "no earlier checkpoint exists")) from e
+    if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
+        shutil.rmtree(final + ".old", ignore_errors=True)
+        os.replace(final, final + ".old")
+    os.replace(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+def find_checkpoint(out, required=True):
+    """OUT/checkpoint, or OUT/checkpoint.old when a crash came between save_checkpoint's two renames; none: an error
+    (required=False: None)."""
+    found = [d for d in ("checkpoint", "checkpoint.old") if os.path.exists(os.path.join(out, d, "state.json"))]
+    if not found:
+        if not required:
+            return None
+        raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
+    return os.path.join(out, found[0])
+
+
+def read_state(checkpoint):
+    """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it."""
+    try:
+        with open(os.path.join(checkpoint, "state.json")) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not isinstance(state.get("args"), dict) or "step" not in state:
+            raise ValueError("expected an object with step and args")
+    except (ValueError, OSError) as e:
+        raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
+                        "continue the run: start again without --resume (or with another --out)") from None
+    return state
+
+
+def same_settings(args, state):
+    """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
+    compare normalised (DIR and DIR/ are one folder)."""
+    was = {**ADDED, **state["args"]}
+    norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
+    changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
+               if k not in RESUMABLE and norm(was.get(k)) != norm(v)]
+    if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
+        changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
+    if changed:
+        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
+
+
+def restore(checkpoint, args, opt):
+    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
+    state = read_state(checkpoint)
+    same_settings(args, state)
+    if state["args"].get("base_sha256") not in (None, args.base_sha256):
+        raise UserError(f"--resume: the base model's files changed since the checkpoint (--model {args.model}: "
+                        f"its files fingerprint to {args.base_sha256[:12]}..., the checkpoint's base to "
+                        f"{state['args']['base_sha256'][:12]}...). The adapter trains on the weights it started on: "
+                        "restore them, or start again without --resume")
+    if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+        raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
+                        f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "
+                        f"{state['args']['data_sha256'][:12]}...). Restore the data, or pass --allow-data-change to "
+                        "continue on the new data anyway")
+    path = os.path.join(checkpoint, "optimizer.pt")
+    try:
+        opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
+        path = os.path.join(checkpoint, "rng.safetensors")
+        rngs, rank = load_safetensors(path), rank_world()[0]
+        for name in ("torch", "cuda"):                         # this rank's (a checkpoint from before: rank 0's)
+            if (rng := rngs.get(f"{name}.{rank}", rngs.get(name))) is not None:
+                torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
+        path = os.path.join(checkpoint, "state.json")
+        random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
+        return dict(state, step=int(state["step"]))
+    except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
+                        "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
+            from None
