@@ -76,8 +76,8 @@ from plan import peak_mem_mib
 from resume import data_hash, find_checkpoint, read_state, restore, rng_states, same_settings, save_checkpoint
 from quant import NF4Linear
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
-from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config, classification_loss,  # noqa: F401
-                   evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
+from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config,  # noqa: F401
+                   classification_loss, evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
 # A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
