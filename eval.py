@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, check_vocab, glue_examples,
                   load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
-                  read_squad, read_translation, sorted_batches, squad_records, squad_windows)
+                  read_squad, read_translation, sorted_batches, squad_records, squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
 from lorasp import adapter_base, load_adapter
@@ -206,6 +206,10 @@ def base_quant(name, adapter, quant, task=None):
             name := resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {name}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
+    if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
+        raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "
+                        f"score it (--task {'glue/TASK' if head == 'a classifier head' else 'squad'} does)")
     if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)

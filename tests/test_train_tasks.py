@@ -139,6 +139,9 @@ def test_the_printed_evaluate_command_gives_the_dev_metrics_training_printed(enc
     adapter = str(tmp_path / "adapter")                        # the adapter records its task: on CoLA (2 labels too,
     assert E.base_quant(encoders["roberta"], adapter, "auto", "glue/cola") == "none"   # its head would load) a warning
     assert "trained on glue/sst2, not glue/cola: its head's classes are sst2's" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"trained on glue/sst2, with a classifier head: --task squad does not score "
+                       r"it \(--task glue/TASK does\)"):    # (it was refused as "tensors lorasp does not load")
+        E.main(["--task", "squad", "--model", encoders["roberta"], "--adapter", adapter, "--data-dir", str(tmp_path)])
 
 
 def test_early_stopping_keeps_the_best_adapter(encoders, glue_dir, tmp_path, capsys, monkeypatch):
