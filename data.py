@@ -356,6 +356,17 @@ class WordPieceTokenizer(Tokenizer):
             out += [p for p in parts if p]
         return out
 
+    def normalized(self, ch):
+        """One character as words() leaves it inside a word: dropped (NUL, U+FFFD, control), lower-cased, accents
+        stripped."""
+        if ch.isascii():                                       # the common case, fast: printable or a control character
+            return (ch.lower() if self.lower else ch) if ch.isprintable() else ""
+        if ord(ch) == 0xFFFD or unicodedata.category(ch)[0] == "C":
+            return ""
+        ch = ch.lower() if self.lower else ch
+        return "".join(c for c in unicodedata.normalize("NFD", ch) if unicodedata.category(c) != "Mn") \
+            if self.strip_accents else ch
+
     def pieces(self, word):
         if len(word) > 100:
             return [self.unk_id]
@@ -1231,8 +1242,9 @@ def answer_at_start(qa, context):
 def context_tokens(tok, context):
     """[(token id, first char, end char)] of a context. The text is cut at whitespace and around each punctuation mark
     and every piece tokenized alone (byte-level BPE: with its leading space), so each token maps back to exact
-    characters. For WordPiece this is the whole text's tokenization (its basic tokenizer cuts there too); byte-level
-    BPE can differ where GPT-2's regex joins punctuation marks or keeps a contraction ("'s") whole."""
+    characters (piece_offsets: a word's sub-word tokens each to their own). For WordPiece this is the whole text's
+    tokenization (its basic tokenizer cuts there too); byte-level BPE can differ where GPT-2's regex joins
+    punctuation marks or keeps a contraction ("'s") whole."""
     bpe, pieces, start = isinstance(tok, BPETokenizer), [], None
     for i, ch in enumerate(context + " "):
         if ch.isspace() or is_punctuation(ch):
@@ -1244,7 +1256,31 @@ def context_tokens(tok, context):
         elif start is None:
             start = i
     space = lambda s: " " if bpe and s > 0 and context[s - 1].isspace() else ""  # noqa: E731
-    return [(t, s, e) for s, e in pieces for t in tok._encode(space(s) + context[s:e])]
+    return [(t, *span) for s, e in pieces for t, span in piece_offsets(tok, space(s), context, s, e)]
+
+
+def piece_offsets(tok, space, context, s, e):
+    """[(token id, (first char, end char))] of context[s:e] (after `space`, byte-level BPE's leading space): each
+    token's own characters, as transformers' offset_mapping ("70percent" -> 70, ##per, ##cent: (0, 2), (2, 5),
+    (5, 9)), so an answer that ends inside a word is labelled, and predicted, as that part of it. WordPiece: the
+    token's letters, each character normalized as the basic tokenizer does it (lower-cased, accents stripped,
+    control characters dropped); byte-level BPE: its bytes. Where they do not add up to the piece ([UNK], bytes the
+    vocabulary drops), every token gets the whole piece."""
+    ids = tok._encode(space + context[s:e])
+    if isinstance(tok, WordPieceTokenizer):                    # [(a normalized character, where it came from)]
+        chars = [(n, i) for i in range(s, e) for n in tok.normalized(context[i])]
+        parts = [tok.token_of[t].removeprefix("##") for t in ids]
+        if "".join(parts) == "".join(n for n, _ in chars):
+            ends = list(itertools.accumulate(map(len, parts)))
+            return [(t, (chars[j - len(p)][1], chars[j - 1][1] + 1)) for t, p, j in zip(ids, parts, ends)]
+    elif isinstance(tok, BPETokenizer):
+        raw = [tok.enc.decode_single_token_bytes(tok.rank_of_id[t]) for t in ids]
+        char_of = [s - len(space) + j for j, ch in enumerate(space + context[s:e])
+                   for _ in ch.encode("utf-8", errors="surrogatepass")]  # each byte -> its character
+        if sum(map(len, raw)) == len(char_of):
+            ends = list(itertools.accumulate(map(len, raw)))
+            return [(t, (max(char_of[j - len(b)], s), max(char_of[j - 1] + 1, s))) for t, b, j in zip(ids, raw, ends)]
+    return [(t, (s, e)) for t in ids]
 
 
 def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
