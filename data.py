@@ -1208,8 +1208,11 @@ def read_squad(split, root=None):
             raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})")
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
-    with open(path, encoding="utf-8") as f:
-        dataset = json.load(f)
+    with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
+        try:
+            dataset = json.load(f)
+        except json.JSONDecodeError as e:                      # json's own message names no file (a cut-off copy?)
+            raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
     for article in dataset["data"]:                            # the fields every reader uses, with their types
