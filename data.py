@@ -1302,7 +1302,8 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
             ctx = paragraph["context"]
             toks = context_tokens(tok, ctx)
             for qa in paragraph["qas"]:
-                head = [tok.bos_id, *tok._encode(qa["question"])[:max_query], *[tok.eos_id] * tok.pair_seps]
+                question = qa["question"].lstrip()  # as run_qa.py: SQuAD's leading spaces were BPE tokens
+                head = [tok.bos_id, *tok._encode(question)[:max_query], *[tok.eos_id] * tok.pair_seps]
                 room = max_len - len(head) - 1
                 if room < 1:
                     raise ValueError(f"--seq-len {max_len} leaves no room for the context after the question "

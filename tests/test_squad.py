@@ -122,6 +122,24 @@ def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
             assert said == gold or gold == "unbeliev", said  # it ends inside a token (##va, believ): the whole token
 
 
+def test_a_questions_leading_whitespace_is_dropped_as_run_qa_drops_it(tmp_path):
+    """SQuAD has questions that start with spaces; transformers' run_qa.py lstrips them ("lots of whitespace on the
+    left ... will make the truncation of the context fail"). RoBERTa's BPE made tokens of them ("Ġ", "ĠĠ", ...)."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["What year did the band play? The band played in 1970 and 1971."] * 20, vocab_size=300,
+                            min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.save_model(str(tmp_path))
+    ours, ref = data.load_tokenizer(tmp_path), transformers.RobertaTokenizer(vocab=str(tmp_path / "vocab.json"),
+                                                                             merges=str(tmp_path / "merges.txt"))
+    context, question = "The band played in 1970 and 1971", "   \n What year did the band play?"
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q", "question": question, "answers": [{"text": "1970", "answer_start": context.index("1970")}]}]}]}]
+    (w,) = data.squad_windows(dataset, ours, max_len=64, split="train")
+    pair = ref(question.lstrip(), context, return_offsets_mapping=True)
+    assert w["input_ids"] == pair["input_ids"]
+    assert w["labels"] == run_qa_labels(pair, context.index("1970"), context.index("1970") + 4)
+
+
 def test_best_span_is_the_best_valid_pair():
     g = torch.Generator().manual_seed(0)
     offsets = [None] * 3 + [(2 * i, 2 * i + 1) for i in range(40)] + [None]
