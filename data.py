@@ -1100,8 +1100,8 @@ def download_glue(task, root):
             with open(os.path.join(tmp, "dev_ids"), encoding="utf-8") as f:
                 dev = {tuple(line.strip().split("\t")) for line in f if line.strip()}
             os.makedirs(os.path.join(tmp, folder))
-            with open(os.path.join(tmp, "train"), encoding="utf-8-sig") as f:
-                header, *lines = f.read().splitlines()
+            with open(os.path.join(tmp, "train"), encoding="utf-8-sig") as f:  # lines end at \n, \r\n or \r only, as
+                header, *lines = f.read().split("\n")               # csv reads them (splitlines: at \f, \x85, U+2028)
             for split, in_dev in (("train", False), ("dev", True)):
                 rows = [line for line in lines if line.strip() and (tuple(line.split("\t")[1:3]) in dev) == in_dev]
                 with open(os.path.join(tmp, folder, f"{split}.tsv"), "w", encoding="utf-8") as f:

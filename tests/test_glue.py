@@ -181,7 +181,7 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
         for name in ("train.tsv", "dev.tsv"):
             z.write(served / "RTE" / name, f"RTE/{name}")
     mrpc = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "1\t1\t2\ttrain a\ttrain b", "0\t3\t4\tdev a\tdev b",
-            "1\t5\t6\ttrain c\ttrain d"]
+            "1\t5\t6\ttrain c\ttrain d", "0\t7\t8\tform\x0cfeed, NEL\x85and U+2028\u2028inside\ttext"]  # not line ends
     (tmp_path / "msr_paraphrase_train.txt").write_text("\r\n".join(mrpc) + "\r\n", encoding="utf-8")
     (tmp_path / "mrpc_dev_ids.tsv").write_text("3\t4\n", encoding="utf-8")
     fetched = []
@@ -196,7 +196,9 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     assert load_glue("rte")["dev"] == [ROWS["rte"][1]]
     assert load_glue("rte")["train"] == [ROWS["rte"][1]] and fetched == ["RTE.zip"]
     mrpc_splits = load_glue("mrpc")
-    assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1)], "dev": [("dev a", "dev b", 0)]}
+    assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1),
+                                     ("form\x0cfeed, NEL\x85and U+2028\u2028inside", "text", 0)],
+                           "dev": [("dev a", "dev b", 0)]}  # as HF's glue.py and download_glue_data.py read them
     assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
 
     def broken(url, path, **_):
