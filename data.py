@@ -344,7 +344,8 @@ class WordPieceTokenizer(Tokenizer):
             chars.append(" " if cat == "Zs" or ch in "\t\n\r" else f" {ch} " if cjk else ch)
         out = []
         for word in "".join(chars).split():  # no NFC first: as Google's BERT and HF's tokenizers library
-            word = word.lower() if self.lower else word
+            word = "".join(c.lower() for c in word) if self.lower else word  # a character at a time, as HF's
+            # tokenizers library (str.lower() turns a word's last capital sigma into "ς": other tokens than HF's)
             if self.strip_accents:
                 word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
             parts = [""]

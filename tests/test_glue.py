@@ -11,6 +11,7 @@ from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
 
 import data
 from eval import glue_metrics
+from fetch_real import path
 from data import BPETokenizer, WordPieceTokenizer, load_glue, load_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Café naïve résumé Ångström",
@@ -56,6 +57,15 @@ def test_wordpiece_matches_bert_tokenizers(wordpiece_dir, tmp_path, cased):
         assert ours.decode(ids) == slow.decode(ids, clean_up_tokenization_spaces=False), text
     assert ours.encode("unaffable")[1:] == [fast.convert_tokens_to_ids(t) for t in ("un", "##aff", "##able")]
     assert ours.encode("a" * 101)[1:] == [ours.unk_id]  # over 100 characters: [UNK] without trying
+
+
+def test_capital_greek_lowers_a_character_at_a_time_as_bert_tokenizer():
+    """BertTokenizer (HF's tokenizers library) lower-cases each character alone: "ΛΟΓΟΣ" -> λ ##ο ##γ ##ο ##σ on the
+    real MiniLM vocabulary. str.lower() applies Unicode's final-sigma rule to the word (λογος: λ ##ο ##γ ##ος)."""
+    d = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    ours, ref = load_tokenizer(d), BertTokenizer(vocab=os.path.join(d, "vocab.txt"))
+    for a, b in (("ΟΔΥΣΣΕΥΣ and ΣΟΦΟΣ", "ΛΟΓΟΣ, ΣΣ σς"), ("İstanbul ΆΡΗΣ", None)):
+        assert ours.encode_pair(a, b)[0] == ref(a, b)["input_ids"], (a, b)
 
 
 def test_pairs_and_truncation_match_bert_tokenizer(wordpiece_dir):
