@@ -1244,11 +1244,11 @@ def answer_at_start(qa, context):
 
 
 def context_tokens(tok, context):
-    """[(token id, first char, end char)] of a context. The text is cut at whitespace and around each punctuation mark
-    and every piece tokenized alone (byte-level BPE: with its leading space), so each token maps back to exact
-    characters (piece_offsets: a word's sub-word tokens each to their own). For WordPiece this is the whole text's
-    tokenization (its basic tokenizer cuts there too); byte-level BPE can differ where GPT-2's regex joins
-    punctuation marks or keeps a contraction ("'s") whole."""
+    """[(token id, first char, end char)] of a context: each token's own characters, as transformers' offset_mapping.
+    Byte-level BPE: the whole text's tokens (bpe_offsets). WordPiece: the text cut at whitespace and around each
+    punctuation mark, where its basic tokenizer cuts too, and every piece tokenized alone (piece_offsets)."""
+    if isinstance(tok, BPETokenizer) and (spans := bpe_offsets(tok, context)) is not None:
+        return spans
     bpe, pieces, start = isinstance(tok, BPETokenizer), [], None
     for i, ch in enumerate(context + " "):
         if ch.isspace() or is_punctuation(ch):
@@ -1263,13 +1263,37 @@ def context_tokens(tok, context):
     return [(t, *span) for s, e in pieces for t, span in piece_offsets(tok, space(s), context, s, e)]
 
 
+def bpe_offsets(tok, context):
+    """Byte-level BPE's [(token id, first char, end char)] of the whole context, as RoBERTa's tokenizer gives them
+    (run_qa.py: "Ġ's", "ĠĠ" and "Ċ" tokens included): each token's bytes mapped back to the characters they encode,
+    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; "\n" is kept). None
+    where the bytes do not add up to the text's (a vocabulary that drops some bytes)."""
+    prefix = " " if tok.add_prefix_space and context and not context.startswith(" ") else ""
+    ids = tok._encode(context)
+    raw = [tok.enc.decode_single_token_bytes(tok.rank_of_id[t]) for t in ids]
+    char_of = [j - len(prefix) for j, ch in enumerate(prefix + context)
+               for _ in ch.encode("utf-8", errors="surrogatepass")]  # each byte -> its character (-1: the prefix)
+    if sum(map(len, raw)) != len(char_of):
+        return None
+    out, at = [], 0
+    for t, b in zip(ids, raw):
+        first, end = char_of[at], char_of[at + len(b) - 1] + 1   # a character split across tokens is in both
+        at += len(b)
+        while first < end and (first < 0 or context[first] == " "):
+            first += 1
+        while end > first and context[end - 1] == " ":
+            end -= 1
+        out.append((t, first, end))
+    return out
+
+
 def piece_offsets(tok, space, context, s, e):
     """[(token id, (first char, end char))] of context[s:e] (after `space`, byte-level BPE's leading space): each
     token's own characters, as transformers' offset_mapping ("70percent" -> 70, ##per, ##cent: (0, 2), (2, 5),
     (5, 9)), so an answer that ends inside a word is labelled, and predicted, as that part of it. WordPiece: the
     token's letters, each character normalized as the basic tokenizer does it (lower-cased, accents stripped,
-    control characters dropped); byte-level BPE: its bytes. Where they do not add up to the piece ([UNK], bytes the
-    vocabulary drops), every token gets the whole piece."""
+    control characters dropped). Where they do not add up to the piece ([UNK]), and for a byte-level BPE that drops
+    bytes, every token gets the whole piece."""
     ids = tok._encode(space + context[s:e])
     if isinstance(tok, WordPieceTokenizer):                    # [(a normalized character, where it came from)]
         chars = [(n, i) for i in range(s, e) for n in tok.normalized(context[i])]
@@ -1277,13 +1301,6 @@ def piece_offsets(tok, space, context, s, e):
         if "".join(parts) == "".join(n for n, _ in chars):
             ends = list(itertools.accumulate(map(len, parts)))
             return [(t, (chars[j - len(p)][1], chars[j - 1][1] + 1)) for t, p, j in zip(ids, parts, ends)]
-    elif isinstance(tok, BPETokenizer):
-        raw = [tok.enc.decode_single_token_bytes(tok.rank_of_id[t]) for t in ids]
-        char_of = [s - len(space) + j for j, ch in enumerate(space + context[s:e])
-                   for _ in ch.encode("utf-8", errors="surrogatepass")]  # each byte -> its character
-        if sum(map(len, raw)) == len(char_of):
-            ends = list(itertools.accumulate(map(len, raw)))
-            return [(t, (max(char_of[j - len(b)], s), max(char_of[j - 1] + 1, s))) for t, b, j in zip(ids, raw, ends)]
     return [(t, (s, e)) for t in ids]
 
 

@@ -92,11 +92,12 @@ def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
     a word maps to its own characters, as transformers' offset_mapping (real MiniLM WordPiece vocabulary, accents
     and CJK included; RoBERTa's byte-level BPE, multi-byte characters split across tokens), so the label is
     run_qa.py's and the answer read back is the gold text (every token had the whole word's characters: labels
-    (5, 7) "70percent" where run_qa has (5, 5), and no prediction could say "70")."""
+    (5, 7) "70percent" where run_qa has (5, 5), and no prediction could say "70"). RoBERTa's are the whole text's
+    tokens, as run_qa's ("Ġ's", '"),', a second space's "Ġ", "Ċ"; each word was tokenized alone)."""
     context = ("The 1970s band grew unbelievably, 70percent of Kraków and Beyoncé fans: naïve 中文日本語, "
-               "Ångström measured 3.14km, ﬁne zero\u200bwidth emoji🙂ok and more")
+               "Ångström's \"3.14km\"),  ﬁne\nzero\u200bwidth emoji🙂ok and more ")
     golds = {g: context.index(g + after) for g, after in (("70", "percent"), ("unbeliev", ""), ("Beyoncé", ""),
-                                                          ("14km", ""), ("Ångström", ""))}
+                                                          ("14km", ""), ("Ångström", "'"), ("ﬁne", ""))}
     dataset = [{"paragraphs": [{"context": context, "qas": [
         {"id": g, "question": "what?", "answers": [{"text": g, "answer_start": a}]} for g, a in golds.items()]}]}]
     d = tmp_path / "bpe"
