@@ -1266,7 +1266,7 @@ def context_tokens(tok, context):
 def bpe_offsets(tok, context):
     """Byte-level BPE's [(token id, first char, end char)] of the whole context, as RoBERTa's tokenizer gives them
     (run_qa.py: "Ġ's", "ĠĠ" and "Ċ" tokens included): each token's bytes mapped back to the characters they encode,
-    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; "\n" is kept). None
+    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; a newline's "Ċ" keeps its). None
     where the bytes do not add up to the text's (a vocabulary that drops some bytes)."""
     prefix = " " if tok.add_prefix_space and context and not context.startswith(" ") else ""
     ids = tok._encode(context)
