@@ -1266,8 +1266,8 @@ def context_tokens(tok, context):
 def bpe_offsets(tok, context):
     """Byte-level BPE's [(token id, first char, end char)] of the whole context, as RoBERTa's tokenizer gives them
     (run_qa.py: "Ġ's", "ĠĠ" and "Ċ" tokens included): each token's bytes mapped back to the characters they encode,
-    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; a newline's "Ċ" keeps its). None
-    where the bytes do not add up to the text's (a vocabulary that drops some bytes)."""
+    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; a newline's "Ċ"
+    keeps its character). None where the bytes do not add up to the text's (a vocabulary that drops some bytes)."""
     prefix = " " if tok.add_prefix_space and context and not context.startswith(" ") else ""
     ids = tok._encode(context)
     raw = [tok.enc.decode_single_token_bytes(tok.rank_of_id[t]) for t in ids]
