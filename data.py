@@ -344,7 +344,8 @@ class WordPieceTokenizer(Tokenizer):
             chars.append(" " if cat == "Zs" or ch in "\t\n\r" else f" {ch} " if cjk else ch)
         out = []
         for word in "".join(chars).split():  # no NFC first: as Google's BERT and HF's tokenizers library
-            word = word.lower() if self.lower else word
+            word = "".join(c.lower() for c in word) if self.lower else word  # a character at a time, as HF's
+            # tokenizers library (str.lower() turns a word's last capital sigma into "ς": other tokens than HF's)
             if self.strip_accents:
                 word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
             parts = [""]
@@ -355,6 +356,17 @@ class WordPieceTokenizer(Tokenizer):
                     parts[-1] += ch
             out += [p for p in parts if p]
         return out
+
+    def normalized(self, ch):
+        """One character as words() leaves it inside a word: dropped (NUL, U+FFFD, control), lower-cased, accents
+        stripped."""
+        if ch.isascii():                                       # the common case, fast: printable or a control character
+            return (ch.lower() if self.lower else ch) if ch.isprintable() else ""
+        if ord(ch) == 0xFFFD or unicodedata.category(ch)[0] == "C":
+            return ""
+        ch = ch.lower() if self.lower else ch
+        return "".join(c for c in unicodedata.normalize("NFD", ch) if unicodedata.category(c) != "Mn") \
+            if self.strip_accents else ch
 
     def pieces(self, word):
         if len(word) > 100:
@@ -817,7 +829,7 @@ def text_examples(path, tok, seq_len):
     """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
     cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
     ids = []
-    with text_file(path) as f:
+    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to learn
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)
@@ -1089,8 +1101,8 @@ def download_glue(task, root):
             with open(os.path.join(tmp, "dev_ids"), encoding="utf-8") as f:
                 dev = {tuple(line.strip().split("\t")) for line in f if line.strip()}
             os.makedirs(os.path.join(tmp, folder))
-            with open(os.path.join(tmp, "train"), encoding="utf-8-sig") as f:
-                header, *lines = f.read().splitlines()
+            with open(os.path.join(tmp, "train"), encoding="utf-8-sig") as f:  # lines end at \n, \r\n or \r only, as
+                header, *lines = f.read().split("\n")               # csv reads them (splitlines: at \f, \x85, U+2028)
             for split, in_dev in (("train", False), ("dev", True)):
                 rows = [line for line in lines if line.strip() and (tuple(line.split("\t")[1:3]) in dev) == in_dev]
                 with open(os.path.join(tmp, folder, f"{split}.tsv"), "w", encoding="utf-8") as f:
@@ -1197,8 +1209,11 @@ def read_squad(split, root=None):
             raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})")
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
-    with open(path, encoding="utf-8") as f:
-        dataset = json.load(f)
+    with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
+        try:
+            dataset = json.load(f)
+        except json.JSONDecodeError as e:                      # json's own message names no file (a cut-off copy?)
+            raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
     for article in dataset["data"]:                            # the fields every reader uses, with their types
@@ -1229,10 +1244,11 @@ def answer_at_start(qa, context):
 
 
 def context_tokens(tok, context):
-    """[(token id, first char, end char)] of a context. The text is cut at whitespace and around each punctuation mark
-    and every piece tokenized alone (byte-level BPE: with its leading space), so each token maps back to exact
-    characters. For WordPiece this is the whole text's tokenization (its basic tokenizer cuts there too); byte-level
-    BPE can differ where GPT-2's regex joins punctuation marks or keeps a contraction ("'s") whole."""
+    """[(token id, first char, end char)] of a context: each token's own characters, as transformers' offset_mapping.
+    Byte-level BPE: the whole text's tokens (bpe_offsets). WordPiece: the text cut at whitespace and around each
+    punctuation mark, where its basic tokenizer cuts too, and every piece tokenized alone (piece_offsets)."""
+    if isinstance(tok, BPETokenizer) and (spans := bpe_offsets(tok, context)) is not None:
+        return spans
     bpe, pieces, start = isinstance(tok, BPETokenizer), [], None
     for i, ch in enumerate(context + " "):
         if ch.isspace() or is_punctuation(ch):
@@ -1244,7 +1260,48 @@ def context_tokens(tok, context):
         elif start is None:
             start = i
     space = lambda s: " " if bpe and s > 0 and context[s - 1].isspace() else ""  # noqa: E731
-    return [(t, s, e) for s, e in pieces for t in tok._encode(space(s) + context[s:e])]
+    return [(t, *span) for s, e in pieces for t, span in piece_offsets(tok, space(s), context, s, e)]
+
+
+def bpe_offsets(tok, context):
+    """Byte-level BPE's [(token id, first char, end char)] of the whole context, as RoBERTa's tokenizer gives them
+    (run_qa.py: "Ġ's", "ĠĠ" and "Ċ" tokens included): each token's bytes mapped back to the characters they encode,
+    spaces trimmed (transformers' trim_offsets: a token of spaces is an empty span where it ends; a newline's "Ċ"
+    keeps its character). None where the bytes do not add up to the text's (a vocabulary that drops some bytes)."""
+    prefix = " " if tok.add_prefix_space and context and not context.startswith(" ") else ""
+    ids = tok._encode(context)
+    raw = [tok.enc.decode_single_token_bytes(tok.rank_of_id[t]) for t in ids]
+    char_of = [j - len(prefix) for j, ch in enumerate(prefix + context)
+               for _ in ch.encode("utf-8", errors="surrogatepass")]  # each byte -> its character (-1: the prefix)
+    if sum(map(len, raw)) != len(char_of):
+        return None
+    out, at = [], 0
+    for t, b in zip(ids, raw):
+        first, end = char_of[at], char_of[at + len(b) - 1] + 1   # a character split across tokens is in both
+        at += len(b)
+        while first < end and (first < 0 or context[first] == " "):
+            first += 1
+        while end > first and context[end - 1] == " ":
+            end -= 1
+        out.append((t, first, end))
+    return out
+
+
+def piece_offsets(tok, space, context, s, e):
+    """[(token id, (first char, end char))] of context[s:e] (after `space`, byte-level BPE's leading space): each
+    token's own characters, as transformers' offset_mapping ("70percent" -> 70, ##per, ##cent: (0, 2), (2, 5),
+    (5, 9)), so an answer that ends inside a word is labelled, and predicted, as that part of it. WordPiece: the
+    token's letters, each character normalized as the basic tokenizer does it (lower-cased, accents stripped,
+    control characters dropped). Where they do not add up to the piece ([UNK]), and for a byte-level BPE that drops
+    bytes, every token gets the whole piece."""
+    ids = tok._encode(space + context[s:e])
+    if isinstance(tok, WordPieceTokenizer):                    # [(a normalized character, where it came from)]
+        chars = [(n, i) for i in range(s, e) for n in tok.normalized(context[i])]
+        parts = [tok.token_of[t].removeprefix("##") for t in ids]
+        if "".join(parts) == "".join(n for n, _ in chars):
+            ends = list(itertools.accumulate(map(len, parts)))
+            return [(t, (chars[j - len(p)][1], chars[j - 1][1] + 1)) for t, p, j in zip(ids, parts, ends)]
+    return [(t, (s, e)) for t in ids]
 
 
 def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
@@ -1263,7 +1320,8 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
             ctx = paragraph["context"]
             toks = context_tokens(tok, ctx)
             for qa in paragraph["qas"]:
-                head = [tok.bos_id, *tok._encode(qa["question"])[:max_query], *[tok.eos_id] * tok.pair_seps]
+                question = qa["question"].lstrip()  # as run_qa.py: SQuAD's leading spaces were BPE tokens
+                head = [tok.bos_id, *tok._encode(question)[:max_query], *[tok.eos_id] * tok.pair_seps]
                 room = max_len - len(head) - 1
                 if room < 1:
                     raise ValueError(f"--seq-len {max_len} leaves no room for the context after the question "

@@ -327,6 +327,20 @@ def _(ctx):
     data.read_squad("dev", str(ctx.tmp))
 
 
+case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExit,
+     "train-v1.1.json, line 1: not valid JSON (Unterminated string")(
+    lambda ctx: (ctx.tmp / "train-v1.1.json").write_text('{"version": "1.1", "data": [{"title": "Super_Bowl_5') and
+    train.main(flags((tiny_bert(ctx), "squad"), ctx.tmp / "o", "--data-dir", str(ctx.tmp), "--seq-len", "64")))
+
+
+@case("SQuAD: a file saved with a byte-order mark (PowerShell's UTF8) reads as without one", None)
+def _(ctx):
+    text = json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Ann came.", "qas": [
+        {"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]}]}]}]})
+    (ctx.tmp / "dev-v1.1.json").write_text(text, encoding="utf-8-sig")
+    assert data.read_squad("dev", str(ctx.tmp)) == json.loads(text)["data"]
+
+
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
 

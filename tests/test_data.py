@@ -177,6 +177,17 @@ def test_text_examples_are_blocks_of_every_token(tmp_path, tok):
     assert all(b["labels"] == b["input_ids"] and len(b["input_ids"]) == 32 for b in blocks)
 
 
+def test_a_txt_corpus_saved_with_a_byte_order_mark_trains_on_the_same_blocks(tmp_path, tok):
+    """Notepad's UTF-8 .txt starts with a byte-order mark: not text. GPT-2's BPE learned its three bytes' tokens
+    first (sentencepiece's normalizer drops it)."""
+    text = "\n".join(data.demo_corpus(20)) + "\n"
+    (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "notepad.txt").write_text(text, encoding="utf-8-sig")
+    for t in (tok, data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))):
+        plain = data.text_examples(str(tmp_path / "plain.txt"), t, 32)
+        assert plain and data.text_examples(str(tmp_path / "notepad.txt"), t, 32) == plain
+
+
 # ----------------------------------------------------------------------------------------------------
 # Downloads
 

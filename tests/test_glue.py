@@ -11,6 +11,7 @@ from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
 
 import data
 from eval import glue_metrics
+from fetch_real import path
 from data import BPETokenizer, WordPieceTokenizer, load_glue, load_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Café naïve résumé Ångström",
@@ -56,6 +57,15 @@ def test_wordpiece_matches_bert_tokenizers(wordpiece_dir, tmp_path, cased):
         assert ours.decode(ids) == slow.decode(ids, clean_up_tokenization_spaces=False), text
     assert ours.encode("unaffable")[1:] == [fast.convert_tokens_to_ids(t) for t in ("un", "##aff", "##able")]
     assert ours.encode("a" * 101)[1:] == [ours.unk_id]  # over 100 characters: [UNK] without trying
+
+
+def test_capital_greek_lowers_a_character_at_a_time_as_bert_tokenizer():
+    """BertTokenizer (HF's tokenizers library) lower-cases each character alone: "ΛΟΓΟΣ" -> λ ##ο ##γ ##ο ##σ on the
+    real MiniLM vocabulary. str.lower() applies Unicode's final-sigma rule to the word (λογος: λ ##ο ##γ ##ος)."""
+    d = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    ours, ref = load_tokenizer(d), BertTokenizer(vocab=os.path.join(d, "vocab.txt"))
+    for a, b in (("ΟΔΥΣΣΕΥΣ and ΣΟΦΟΣ", "ΛΟΓΟΣ, ΣΣ σς"), ("İstanbul ΆΡΗΣ", None)):
+        assert ours.encode_pair(a, b)[0] == ref(a, b)["input_ids"], (a, b)
 
 
 def test_pairs_and_truncation_match_bert_tokenizer(wordpiece_dir):
@@ -181,7 +191,7 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
         for name in ("train.tsv", "dev.tsv"):
             z.write(served / "RTE" / name, f"RTE/{name}")
     mrpc = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", "1\t1\t2\ttrain a\ttrain b", "0\t3\t4\tdev a\tdev b",
-            "1\t5\t6\ttrain c\ttrain d"]
+            "1\t5\t6\ttrain c\ttrain d", "0\t7\t8\tform\x0cfeed, NEL\x85and U+2028\u2028inside\ttext"]  # not line ends
     (tmp_path / "msr_paraphrase_train.txt").write_text("\r\n".join(mrpc) + "\r\n", encoding="utf-8")
     (tmp_path / "mrpc_dev_ids.tsv").write_text("3\t4\n", encoding="utf-8")
     fetched = []
@@ -196,7 +206,9 @@ def test_download_to_the_cache(tmp_path, monkeypatch):
     assert load_glue("rte")["dev"] == [ROWS["rte"][1]]
     assert load_glue("rte")["train"] == [ROWS["rte"][1]] and fetched == ["RTE.zip"]
     mrpc_splits = load_glue("mrpc")
-    assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1)], "dev": [("dev a", "dev b", 0)]}
+    assert mrpc_splits == {"train": [("train a", "train b", 1), ("train c", "train d", 1),
+                                     ("form\x0cfeed, NEL\x85and U+2028\u2028inside", "text", 0)],
+                           "dev": [("dev a", "dev b", 0)]}  # as HF's glue.py and download_glue_data.py read them
     assert sorted(os.listdir(cache / "glue")) == ["MRPC", "RTE"]
 
     def broken(url, path, **_):

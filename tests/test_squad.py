@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from tokenizers import ByteLevelBPETokenizer
 
 import data
 import eval as E
@@ -19,6 +20,7 @@ import model as M
 import train
 from bench.toy_squad import write_toy
 from fake_hub import serve
+from fetch_real import path
 from fixtures import random_params
 
 
@@ -75,6 +77,68 @@ def test_windows_and_offsets_match_transformers_overflow(tmp_path):
     windows = data.squad_windows(dataset, tok, max_len=16, stride=128)
     assert [w["input_ids"] for w in windows] == hf["input_ids"] and len(windows) == 2
     assert sorted({o for w in windows for o in w["offsets"] if o}) == [(s, e) for _, s, e in toks]
+
+
+def run_qa_labels(enc, start, end):
+    """transformers' run_qa.py: the first and last context tokens of the answer's characters [start, end)."""
+    context = [i for i, q in enumerate(enc.sequence_ids()) if q == 1]
+    off = enc["offset_mapping"]
+    first = next(i for i in context if off[i][1] > start)
+    return first, max(i for i in context if off[i][0] < end)
+
+
+def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
+    """SQuAD's answers are character spans: some end inside a word ("70" of "70percent", "unbeliev"). Each token of
+    a word maps to its own characters, as transformers' offset_mapping (real MiniLM WordPiece vocabulary, accents
+    and CJK included; RoBERTa's byte-level BPE, multi-byte characters split across tokens), so the label is
+    run_qa.py's and the answer read back is the gold text (every token had the whole word's characters: labels
+    (5, 7) "70percent" where run_qa has (5, 5), and no prediction could say "70"). RoBERTa's are the whole text's
+    tokens, as run_qa's ("Ġ's", '"),', a second space's "Ġ", "Ċ"; each word was tokenized alone)."""
+    context = ("The 1970s band grew unbelievably, 70percent of Kraków and Beyoncé fans: naïve 中文日本語, "
+               "Ångström's \"3.14km\"),  ﬁne\nzero\u200bwidth emoji🙂ok and more ")
+    golds = {g: context.index(g + after) for g, after in (("70", "percent"), ("unbeliev", ""), ("Beyoncé", ""),
+                                                          ("14km", ""), ("Ångström", "'"), ("ﬁne", ""))}
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": g, "question": "what?", "answers": [{"text": g, "answer_start": a}]} for g, a in golds.items()]}]}]
+    d = tmp_path / "bpe"
+    d.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([context, "un believ ably percent 70 Kra ków"] * 20, vocab_size=320, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.save_model(str(d))
+    minilm = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    for ours, ref in ((data.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)),
+                      (data.load_tokenizer(d), transformers.RobertaTokenizer(vocab=str(d / "vocab.json"),
+                                                                              merges=str(d / "merges.txt")))):
+        enc = ref(context, add_special_tokens=False, return_offsets_mapping=True)
+        assert [(t, s, e) for t, s, e in data.context_tokens(ours, context)] == \
+            [(t, *o) for t, o in zip(enc["input_ids"], enc["offset_mapping"])]
+        for w in data.squad_windows(dataset, ours, max_len=128, split="train"):
+            gold, start = w["id"], golds[w["id"]]
+            pair = ref("what?", context, return_offsets_mapping=True)
+            (a, b), offsets = run_qa_labels(pair, start, start + len(gold)), pair["offset_mapping"]
+            assert w["labels"] == (a, b), gold
+            said = context[w["offsets"][a][0]:w["offsets"][b][1]]  # the answer read back from the labelled span
+            assert said == context[offsets[a][0]:offsets[b][1]], gold
+            assert said == gold or gold == "unbeliev", said  # it ends inside a token (##va, believ): the whole token
+
+
+def test_a_questions_leading_whitespace_is_dropped_as_run_qa_drops_it(tmp_path):
+    """SQuAD has questions that start with spaces; transformers' run_qa.py lstrips them ("lots of whitespace on the
+    left ... will make the truncation of the context fail"). RoBERTa's BPE made tokens of them ("Ġ", "ĠĠ", ...)."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["What year did the band play? The band played in 1970 and 1971."] * 20, vocab_size=300,
+                            min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.save_model(str(tmp_path))
+    ours, ref = data.load_tokenizer(tmp_path), transformers.RobertaTokenizer(vocab=str(tmp_path / "vocab.json"),
+                                                                             merges=str(tmp_path / "merges.txt"))
+    context, question = "The band played in 1970 and 1971", "   \n What year did the band play?"
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q", "question": question, "answers": [{"text": "1970", "answer_start": context.index("1970")}]}]}]}]
+    (w,) = data.squad_windows(dataset, ours, max_len=64, split="train")
+    pair = ref(question.lstrip(), context, return_offsets_mapping=True)
+    assert w["input_ids"] == pair["input_ids"]
+    assert w["labels"] == run_qa_labels(pair, context.index("1970"), context.index("1970") + 4)
 
 
 def test_best_span_is_the_best_valid_pair():
