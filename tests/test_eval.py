@@ -176,11 +176,22 @@ def test_perplexity_by_hand(ckpt, tmp_path):
 
 def test_byte_order_marks_are_not_text(ckpt, tmp_path):
     """A file saved with a UTF-8 byte-order mark (Excel's CSV, Notepad's text) reads as the same file without one:
-    MMLU's first worked example, the perplexity text (the mark's tokens were scored) and the first instruction."""
+    MMLU's first worked example, the perplexity text (the mark's tokens were scored), the first instruction, and
+    records as .json/.jsonl (training, perplexity and --prompts read them alike). The perplexity text is tokenized
+    by byte-level BPE too: SentencePiece's normalization drops U+FEFF by itself, GPT-2's bytes keep it (3 tokens)."""
     root, tok = write_mmlu(tmp_path / "mmlu"), load_tokenizer(ckpt)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(tmp_path))
+    record = {"instruction": "Name three colors.", "input": "", "output": "Red, green, blue."}
+    (tmp_path / "r.json").write_text(json.dumps([record]))
+    (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n")
     for path, read in ((root / "dev" / "anatomy_dev.csv", read_mmlu_csv),
                        (tmp_path / "t.txt", lambda p: E.perplexity_docs(str(p), tok)),
-                       (tmp_path / "p.txt", lambda p: E.read_prompts(str(p)))):
+                       (tmp_path / "b.txt", lambda p: E.perplexity_docs(str(p), load_tokenizer(tmp_path))),
+                       (tmp_path / "p.txt", lambda p: E.read_prompts(str(p))),
+                       (tmp_path / "r.json", lambda p: E.read_prompts(str(p))),
+                       (tmp_path / "r.jsonl", lambda p: E.perplexity_docs(str(p), load_tokenizer(tmp_path)))):
         if not path.exists():
             path.write_text("Pick C. Answer: C\nName three colors.\n", encoding="utf-8")
         plain = read(path)
