@@ -204,3 +204,19 @@ def test_adapter_with_its_head_loads_in_peft(kind, tmp_path):
     assert torch.equal(back.classify(x, mask, types), want)
     assert {n for n, p in back.named_parameters() if p.requires_grad} == \
         {n for n, p in ours.named_parameters() if p.requires_grad}  # the head trains again after loading
+
+
+@pytest.mark.parametrize("config", [M.EncoderConfig(model_type="roberta", n_positions=16, pad_id=1, n_type=1),
+                                    M.EncoderConfig(n_positions=16), M.GPT2Config(vocab_size=V, n_positions=16)],
+                         ids=["roberta", "bert", "gpt2"])
+def test_positions_is_the_longest_sequence_the_model_takes(config):
+    """model.positions, which train.py and eval.py check --seq-len against before anything loads: as many tokens as
+    the position embedding takes, and one more fails in the forward (RoBERTa's positions start after its pad_id, so
+    it takes 16 - 1 - 1 = 14 of its 16)."""
+    model, room = M.build_model(config).eval(), M.positions(config)
+    assert room == (14 if config.model_type == "roberta" else 16)
+    with torch.no_grad():
+        model(torch.full((1, room), 5))
+        with pytest.raises((IndexError, ValueError)):             # GPT-2 says so (ValueError); the encoders' lookup
+            model(torch.full((1, room + 1), 5))                   # runs out (IndexError)
+    assert M.positions(M.LlamaConfig()) is None                   # RoPE: no end

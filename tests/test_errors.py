@@ -85,3 +85,21 @@ def test_model_and_data_are_checked_before_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("LORASP_CACHE", str(tmp_path))                              # no T5 weights here
     message = one_line_error(lambda: train.main(["--model", "t5-small", "--data", "glue/sst2"]))
     assert "--data glue/sst2 trains roberta or bert or gpt2; t5-small holds t5" in message and "no weights" not in message
+
+
+def test_a_bugs_key_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """The loaders' own errors for a user's file are ValueErrors (ec30326), so eval.py and model.py no longer turn
+    every KeyError into `error: ...`: a KeyError from a bug in the code stays a KeyError with its traceback (it was
+    one line naming only the missing key, the bug's place lost). A user's mistake is still one line."""
+    import model as M
+
+    def bug(*args, **kwargs):
+        raise KeyError("n_layer")                              # a lookup the code got wrong, not the user's file
+    monkeypatch.setattr(E, "command", bug)
+    with pytest.raises(KeyError, match="n_layer"):
+        E.main(["--task", "perplexity"])
+    monkeypatch.setattr("sys.argv", ["model.py", "--model", str(tmp_path), "--device", "cpu"])
+    assert str(tmp_path) in one_line_error(M.main)             # an empty folder: the user's mistake, one line
+    monkeypatch.setattr(M, "load_pretrained", bug)
+    with pytest.raises(KeyError, match="n_layer"):
+        M.main()

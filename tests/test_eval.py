@@ -109,7 +109,8 @@ def test_mmlu_accuracy_known_answers(ckpt, tmp_path):
 
 def test_mmlu_cache_reuse_and_long_prompts_match_full_forwards(ckpt, tmp_path):
     """Predictions with the reused KV cache equal those of one full forward per prompt; a prompt over the limit
-    drops worked examples from the end until it fits."""
+    drops worked examples from the end until it fits. The LM head sees one position a prompt (ad5c0af's last_only:
+    logits for every position of a few-hundred-token prompt were built and thrown away)."""
     root, tok, model = write_mmlu(tmp_path), load_tokenizer(ckpt), load_pretrained(ckpt)
     letters = E.answer_ids(tok)
     for max_len in (None, len(tok.encode(E.mmlu_prompt("anatomy", DEV, TESTS["anatomy"][0], k=2))) + 1):
@@ -122,8 +123,12 @@ def test_mmlu_cache_reuse_and_long_prompts_match_full_forwards(ckpt, tmp_path):
                 right += "ABCD"[int(logits[letters].argmax())] == row[5]
                 shots.append(k)
             expected[s] = right / len(rows)
+        seen = []                                              # the LM head's positions a forward (last_only: 1)
+        hook = model.lm_head.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[1]))
         result = E.mmlu(model, tok, root, max_len=max_len, log=lambda _: None)
+        hook.remove()
         assert result["subjects"] == expected and result["shortened"] == sum(k < len(DEV) for k in shots)
+        assert seen and set(seen) == {1}                       # MMLU reads the last position's logits alone
     assert shots[:3] == [2, 2, 2] and min(shots) < 2  # the limit did bite (7 prompts of the second pass)
 
 
@@ -176,11 +181,22 @@ def test_perplexity_by_hand(ckpt, tmp_path):
 
 def test_byte_order_marks_are_not_text(ckpt, tmp_path):
     """A file saved with a UTF-8 byte-order mark (Excel's CSV, Notepad's text) reads as the same file without one:
-    MMLU's first worked example, the perplexity text (the mark's tokens were scored) and the first instruction."""
+    MMLU's first worked example, the perplexity text (the mark's tokens were scored), the first instruction, and
+    records as .json/.jsonl (training, perplexity and --prompts read them alike). The perplexity text is tokenized
+    by byte-level BPE too: SentencePiece's normalization drops U+FEFF by itself, GPT-2's bytes keep it (3 tokens)."""
     root, tok = write_mmlu(tmp_path / "mmlu"), load_tokenizer(ckpt)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(tmp_path))
+    record = {"instruction": "Name three colors.", "input": "", "output": "Red, green, blue."}
+    (tmp_path / "r.json").write_text(json.dumps([record]))
+    (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n")
     for path, read in ((root / "dev" / "anatomy_dev.csv", read_mmlu_csv),
                        (tmp_path / "t.txt", lambda p: E.perplexity_docs(str(p), tok)),
-                       (tmp_path / "p.txt", lambda p: E.read_prompts(str(p)))):
+                       (tmp_path / "b.txt", lambda p: E.perplexity_docs(str(p), load_tokenizer(tmp_path))),
+                       (tmp_path / "p.txt", lambda p: E.read_prompts(str(p))),
+                       (tmp_path / "r.json", lambda p: E.read_prompts(str(p))),
+                       (tmp_path / "r.jsonl", lambda p: E.perplexity_docs(str(p), load_tokenizer(tmp_path)))):
         if not path.exists():
             path.write_text("Pick C. Answer: C\nName three colors.\n", encoding="utf-8")
         plain = read(path)

@@ -277,7 +277,7 @@ def test_generation_computes_only_the_logits_it_reads(arch):
     assert seen == [1, 1, 1] and out.shape == (3, 12)
 
 
-def test_sampling_top_p():
+def test_sampling_top_p(monkeypatch):
     logits = torch.tensor([[3.0, 2.0, 1.0, -5.0]])
     g = torch.Generator().manual_seed(0)
     draws = {M.sample(logits, 1.0, 0.5, g).item() for _ in range(50)}
@@ -289,6 +289,14 @@ def test_sampling_top_p():
     for top_p, n in ((0.5, 2), (1.0, 4)):
         assert len({M.sample(torch.zeros(1, 4), 1.0, top_p, g).item() for _ in range(200)}) == n
     assert M.sample(logits).item() == 0
+    # top_p 0 (model.py's --top-p accepts it, as transformers) keeps the top token: not a nucleus of nothing
+    assert {M.sample(logits, 1.0, 0.0, g).item() for _ in range(20)} == {0}
+    # top_p 1 keeps every token: over SmolLM2's 49,152 words the fp32 running sum of these probabilities reaches 1.0
+    # some 19k tokens before the end, and a cut there would drop them (probabilities as multinomial is handed them)
+    handed, multinomial = [], torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda p, *a, **k: handed.append(p.clone()) or multinomial(p, *a, **k))
+    M.sample(torch.linspace(0, -20, 49152)[None], 1.0, 1.0, g)
+    assert handed[0].shape == (1, 49152) and bool((handed[0] > 0).all())
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

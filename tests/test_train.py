@@ -438,3 +438,15 @@ def test_after_check_scores_the_best_weights_early_stopping_kept(tiny, tmp_path,
     assert seen["after"].keys() == seen[2].keys()
     assert all(torch.equal(seen["after"][n], seen[2][n]) for n in seen[2])
     assert not all(torch.equal(seen[4][n], seen[2][n]) for n in seen[2])
+
+
+def test_after_check_of_full_fine_tuning_says_which_step_it_scores(tiny, tmp_path, monkeypatch, capsys):
+    """--method full keeps no adapter to reload: with --patience its held-out check scores the last step's weights,
+    and says so, naming the step OUT/model holds (the best evaluation's). Scripted losses as above: best at step 2."""
+    losses, evaluate = iter([0.9, 0.5, 0.7, 0.8]), train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda model, *a: dict(evaluate(model, *a), val_loss=next(losses)))
+    monkeypatch.setattr(train, "before_after", lambda model, tok, records, autocast, args, when: (
+        {f"exact_match_{when}": 0.0}, [""] * len(records)))
+    train.main(flags(tiny, tmp_path, "--method", "full", "--eval-every", "1", "--patience", "2", "--exact-match", "4"))
+    assert (f"note: the check below scores the last weights (step 4); {tmp_path / 'model'} holds step 2's"
+            in capsys.readouterr().out)
