@@ -817,7 +817,7 @@ def text_examples(path, tok, seq_len):
     """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
     cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
     ids = []
-    with text_file(path) as f:
+    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to learn
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)

@@ -177,6 +177,17 @@ def test_text_examples_are_blocks_of_every_token(tmp_path, tok):
     assert all(b["labels"] == b["input_ids"] and len(b["input_ids"]) == 32 for b in blocks)
 
 
+def test_text_examples_skip_a_byte_order_mark(tmp_path):
+    """A .txt saved with a UTF-8 byte-order mark (Notepad's) trains on the same blocks as without one, as eval.py's
+    perplexity reads it (GPT-2's byte-level BPE made the mark three tokens of its own, 171 119 123, learned)."""
+    tok = data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+    (tmp_path / "c.txt").write_text("Hello world, a corpus line.\nAnother line here.\n" * 4, encoding="utf-8")
+    plain = data.text_examples(str(tmp_path / "c.txt"), tok, 8)
+    (tmp_path / "c.txt").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "c.txt").read_bytes())
+    assert plain and data.text_examples(str(tmp_path / "c.txt"), tok, 8) == plain
+    assert plain[0]["input_ids"][:2] == tok.encode("Hello world")  # (no BOM in either)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Downloads
 
