@@ -447,14 +447,15 @@ def command(argv=None):
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
                             TAKES.get(args.task))
-    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):
-        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
-              "positions it never trained on", file=sys.stderr)
     length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
     causal = model.config.model_type in CAUSAL[0]                       # (a causal LM answers SQuAD from its context)
-    if (glue or args.task == "squad" and not causal) and (room := positions(model.config)) and length > room:
+    cut = glue or args.task == "squad" and not causal or args.task in ("mmlu", "perplexity") and args.seq_len
+    if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")
+    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
+        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
+              "positions it never trained on", file=sys.stderr)
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
