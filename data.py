@@ -121,8 +121,8 @@ class Tokenizer:
 
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
-        <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 the same with <|endoftext|> for every mark (HF's
-        GPT2Tokenizer joins A and B with nothing: docs/paper-experiments.md says why not). Too long:
+        <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 as BERT, <|endoftext|> for every mark (one between A
+        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not). Too long:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
