@@ -370,6 +370,16 @@ def _(ctx):  # (was a warning that it would run on positions never trained, then
     E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "16"])
 
 
+@case("eval.py: a mistyped --model with a run's adapter", SystemExit, "--model 'no-such-model': neither a checkpoint "
+      "directory, a .gguf file nor a preset")
+def _(ctx):  # (was "no weights for no-such-model in CACHE/models/no-such-model. It has no public checkpoint to fetch":
+    m = torch.nn.Sequential()  # the adapter's base check resolved --model before load_model could refuse it)
+    m.add_module("q_proj", torch.nn.Linear(4, 4))
+    save_adapter(apply_lorasp(m, ["q_proj"], r=2), ctx.tmp / "a", base=dict(fingerprint="0" * 64, quant="none"))
+    ctx.mp.chdir(ctx.tmp)
+    E.main(["--task", "mmlu", "--model", "no-such-model", "--adapter", str(ctx.tmp / "a")])
+
+
 case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))
