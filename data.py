@@ -121,8 +121,8 @@ class Tokenizer:
 
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
-        <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 the same with <|endoftext|> for every mark (HF's
-        GPT2Tokenizer joins A and B with nothing: docs/paper-experiments.md says why not). Too long:
+        <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 as BERT, <|endoftext|> for every mark (one between A
+        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not). Too long:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
@@ -469,18 +469,24 @@ def gguf_tokenizer(path):
     """The tokenizer in a GGUF file's metadata, with its special ids: byte-level BPE ("gpt2": tokens, merges and the
     pre-tokenizer's name) or sentencepiece ("llama": pieces, scores and types, as a tokenizer.model written here)."""
     meta = read_gguf(path)[0]
-    kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
+    kind = meta.get("tokenizer.ggml.model")
+
+    def need(key):  # a list the tokenizer is built from (a KeyError or TypeError from deep inside, else)
+        if not isinstance(v := meta.get(f"tokenizer.ggml.{key}"), list):
+            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} is " + ("missing" if v is None else
+                             f"a {type(v).__name__}, not a list") + f" (the {kind} tokenizer is built from it)")
+        return v
     if kind == "gpt2":
         pre = meta.get("tokenizer.ggml.pre", "default")
         if pre not in GGUF_PRE:
             raise NotImplementedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported ({', '.join(GGUF_PRE)})")
-        tok = BPETokenizer({t: i for i, t in enumerate(tokens)},
-                           [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]], GGUF_PRE[pre])
+        tok = BPETokenizer({t: i for i, t in enumerate(need("tokens"))},
+                           [tuple(m.split(" ")) for m in need("merges")], GGUF_PRE[pre])
     elif kind == "llama":
-        types = meta["tokenizer.ggml.token_type"]  # sentencepiece's own type numbers
+        types = need("token_type")  # sentencepiece's own type numbers
         g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
-            tokens, meta["tokenizer.ggml.scores"], types, False, 6 in types, g("add_space_prefix", True),
+            need("tokens"), need("scores"), types, False, 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
             prefix_each=False)                                 # after "</s>" in text, no "▁", as transformers
     else:

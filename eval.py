@@ -162,9 +162,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
     type is refused."""
-    if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
-        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
-    name = resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))  # as train.py resolves it
+    name = model_path(name)
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
     if num_labels and not hasattr(model, "add_head"):
         raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
@@ -188,6 +186,14 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
 
 
+def model_path(name):
+    """--model as load_pretrained takes it: a checkpoint directory or .gguf file, or a preset's cache folder (where
+    train.py puts it, as train.py resolves it); anything else is refused, naming the flag."""
+    if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
+        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
+    return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
+
+
 def base_quant(name, adapter, quant, task=None):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
@@ -202,8 +208,7 @@ def base_quant(name, adapter, quant, task=None):
         print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
               f"base; --quant {quant} scores it on other weights than it learned on (without --quant, eval.py "
               "follows the adapter)", file=sys.stderr)
-    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
-            name := resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))):
+    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(name := model_path(name)):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {name}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
     head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
@@ -451,14 +456,15 @@ def command(argv=None):
     model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
                             len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
                             TAKES.get(args.task))
-    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):
-        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
-              "positions it never trained on", file=sys.stderr)
     length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
     causal = model.config.model_type in CAUSAL[0]                       # (a causal LM answers SQuAD from its context)
-    if (glue or args.task == "squad" and not causal) and (room := positions(model.config)) and length > room:
+    cut = glue or args.task == "squad" and not causal or args.task in ("mmlu", "perplexity") and args.seq_len
+    if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")
+    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
+        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
+              "positions it never trained on", file=sys.stderr)
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)

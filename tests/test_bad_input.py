@@ -371,6 +371,30 @@ def _(ctx):  # (was an IndexError traceback from the position embedding, at the 
     E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "100"])
 
 
+@case("eval.py: perplexity's --seq-len past GPT-2's positions", SystemExit, "--seq-len 16: ")
+def _(ctx):  # (was a warning that it would run on positions never trained, then GPT-2's forward refusing the window)
+    d = ctx.tmp / "gpt2"
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    text = records_file(ctx, "abcdefghij" * 2, "t.txt")
+    E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "8"])  # 8 fits: scored
+    assert "warning" not in ctx.capsys.readouterr().err
+    with pytest.raises(SystemExit, match="has 8 positions; use --seq-len 8 or less"):
+        E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(ctx.tmp / "no-mmlu"), "--seq-len", "16"])
+    E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "16"])
+
+
+@case("eval.py: a mistyped --model with a run's adapter", SystemExit, "--model 'no-such-model': neither a checkpoint "
+      "directory, a .gguf file nor a preset")
+def _(ctx):  # (was "no weights for no-such-model in CACHE/models/no-such-model. It has no public checkpoint to fetch":
+    m = torch.nn.Sequential()  # the adapter's base check resolved --model before load_model could refuse it)
+    m.add_module("q_proj", torch.nn.Linear(4, 4))
+    save_adapter(apply_lorasp(m, ["q_proj"], r=2), ctx.tmp / "a", base=dict(fingerprint="0" * 64, quant="none"))
+    ctx.mp.chdir(ctx.tmp)
+    E.main(["--task", "mmlu", "--model", "no-such-model", "--adapter", str(ctx.tmp / "a")])
+
+
 case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))

@@ -181,6 +181,25 @@ def test_errors_name_the_file_and_tensor(tmp_path):
         M.load_pretrained(tmp_path)
 
 
+def test_a_tokenizer_key_missing_is_an_error_naming_the_file_and_key(tmp_path):
+    """A GGUF whose tokenizer lacks a list it is built from (BPE's merges, sentencepiece's scores) is a one-line
+    error in eval.py, naming the file and key (a KeyError traceback from gguf_tokenizer, since eval.py stopped taking
+    every KeyError for a user's mistake)."""
+    import eval as E
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    tensors, spm = llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0).state_dict(), c), dict(
+        llama_meta(c), **{"tokenizer.ggml.model": "llama", "tokenizer.ggml.token_type": [1] * 256})
+    (tmp_path / "t.txt").write_text("hi")
+    for name, meta, key in (("b.gguf", llama_meta(c), "merges"), ("s.gguf", spm, "scores")):
+        meta.pop(f"tokenizer.ggml.{key}", None)  # (the sentencepiece one never had scores)
+        with pytest.raises(SystemExit, match=rf"^error: .*{name}: GGUF metadata tokenizer\.ggml\.{key} is missing"):
+            E.main(["--task", "perplexity", "--model", str(write(tmp_path / name, tensors, meta)), "--data",
+                    str(tmp_path / "t.txt")])
+    with pytest.raises(ValueError, match=r"n\.gguf: GGUF metadata tokenizer\.ggml\.tokens is a str, not a list"):
+        load_tokenizer(write(tmp_path / "n.gguf", {}, llama_meta(c) | {"tokenizer.ggml.tokens": "ab"}))
+
+
 def test_a_name_twice_in_the_header_is_refused_as_gguf_refuses_it(tmp_path):
     """A dict keeps the last of two entries of one name: a file with a tensor (or metadata key) twice would load one
     of them unnoticed. gguf.GGUFReader and llama.cpp refuse such a file; so do we."""
