@@ -292,7 +292,8 @@ def cast(t, dtype, device, what):
         if not (lo.isfinite() and hi.isfinite()):
             check_finite(t, what)                    # NaN/Inf in the file itself: say that
             raise ValueError(f"{what} has values up to {t.abs().max().item():.6g}, beyond {dtype}'s range (max "
-                             f"{torch.finfo(dtype).max:.6g}): they would load as Inf; compute in float32 or bfloat16")
+                             f"{torch.finfo(dtype).max:.6g}): they would load as Inf; compute in float32"
+                             + (" or bfloat16" if dtype == torch.float16 else ""))
     return out
 
 

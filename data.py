@@ -396,6 +396,8 @@ def tokenizer_json(path):
     """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers are refused rather
     than guessed."""
     t = read_json(path)
+    if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
+        raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
     if t["model"].get("type") == "Unigram":
         return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}

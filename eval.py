@@ -132,7 +132,7 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     context as input (data.squad_records), also scored with BLEU against all gold answers."""
     training, best = model.training, {}
     model.eval()
-    if model.config.model_type in ("gpt2", "llama"):
+    if model.config.model_type in CAUSAL[0]:
         records, room = squad_records(dataset), context_length(model) - 32  # 32 tokens left for the answer
         for r in records:  # a context too long for the model keeps its first tokens
             over = len(tok.encode(alpaca_prompt(r))) - room

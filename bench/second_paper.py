@@ -79,7 +79,8 @@ def train_run(out, name, model, glue, method, rank, lr, args):
 def dev_f1(model, glue, run_dir, method):
     """F1 of label 1 on SST-2's dev set, of the weights the run kept (train.py reports accuracy only for SST-2)."""
     adapter = None if method == "full" else os.path.join(run_dir, "adapter")
-    net, tok = E.load_model(os.path.join(run_dir, "model") if method == "full" else model, adapter, num_labels=2)
+    base = os.path.join(run_dir, "model") if method == "full" else model
+    net, tok = E.load_model(base, adapter, E.base_quant(base, adapter, "auto", "glue/sst2"), num_labels=2)  # as trained
     dev = data.glue_examples("sst2", tok, 128, glue)[1]["dev"]
     pred = {}
     with torch.no_grad():

@@ -119,6 +119,9 @@ def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
         with pytest.raises(ValueError, match=f"{tmp_path / name}, line [0-9]+: not valid JSON"):
             load_tokenizer(tmp_path)
         (tmp_path / name).unlink()
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": []}))  # valid JSON, no model
+    with pytest.raises(ValueError, match=f"{tmp_path / 'tokenizer.json'}: no \"model\" object"):
+        load_tokenizer(tmp_path)
 
 
 def test_llama_tokenizer_json_alone_asks_for_tokenizer_model(tmp_path):
