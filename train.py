@@ -65,7 +65,7 @@ import torch.distributed as dist
 import data
 import plan
 from cli import parse_args
-from data import UserError
+from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
@@ -313,7 +313,8 @@ def open_log(run):
 def summary(run):
     """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
     weights saved in OUT."""
-    s = dict(steps=run.step, tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
+    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
+             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
              val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
              grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
              optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
@@ -405,7 +406,8 @@ def train_step(run):
         # drop the graph now: its nodes, left among the next micro-batch's activations, cost 0.47 GiB of heap holes
         # (134M, --grad-accum 2)
         loss_sum, count, loss = loss_sum + loss.detach(), count + n, None
-        step_tokens += int(batch["attention_mask"].sum())
+        step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (not a
+        # DDP rank's filler row: data.micro_batches)
     # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
     sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
                         device=run.device)

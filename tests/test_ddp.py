@@ -210,7 +210,7 @@ def test_ranks_resumed_share_early_stoppings_history(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def bert_sst2(tmp_path_factory):
     """(checkpoint directory, GLUE folder): a tiny random BERT (dropout 0.1, as BERT's) with a WordPiece vocab of a
-    few words, and SST-2 TSVs whose training sentences all differ in length (1 to 24 words), so that the two ranks'
+    few words, and SST-2 TSVs whose 25 training sentences all differ in length (1 to 25 words), so that the two ranks'
     micro-batches do too."""
     d, rng = tmp_path_factory.mktemp("bert"), random.Random(0)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "fine", "bad", "dull", "the", "film", "was", "very"]
@@ -219,7 +219,7 @@ def bert_sst2(tmp_path_factory):
     M.save_pretrained(M.build_model(M.EncoderConfig("bert", vocab_size=len(words), n_positions=48, n_embd=32,
                                                     n_ffn=64)), d)
     (d / "SST-2").mkdir()
-    for split, lengths in (("train", rng.sample(range(24), 24)), ("dev", [rng.randrange(24) for _ in range(10)])):
+    for split, lengths in (("train", rng.sample(range(25), 25)), ("dev", [rng.randrange(24) for _ in range(10)])):
         rows = [(" ".join(rng.choices(words[9:], k=k) + [words[5 + 2 * y]]), y)
                 for k, y in zip(lengths, (rng.randint(0, 1) for _ in lengths))]
         (d / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
@@ -255,6 +255,11 @@ def test_glue_on_two_ranks_reports_the_dev_metrics_of_its_adapter(bert_sst2, glu
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0) and any("classifier" in k for k in rank0)
     s = summary(straight)
     assert s["world_size"] == 2 and s["steps"] == 8 and s["evaluated_step"] == 8
+    # 25 rows: an epoch's 7th global batch holds one, and rank 1 a filler row (every label IGNORE) that trains nothing
+    # and is no token trained on (tokens/s counted it)
+    tok = data.load_tokenizer(bert_sst2[0])
+    batches = data.micro_batches(data.glue_examples("sst2", tok, 32, bert_sst2[1])[0], 4, seed=0)
+    assert s["tokens"] == sum(int(next(batches)["attention_mask"].sum()) for _ in range(8))
     E.main(["--task", "glue/sst2", "--model", bert_sst2[0], "--adapter", str(tmp / "straight" / "adapter"),
             "--data-dir", bert_sst2[1], "--seq-len", "32", "--batch-size", "2"])
     one = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
