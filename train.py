@@ -244,7 +244,7 @@ def load(run):
     if state.get("ended"):                                     # early stopping ended it: nothing is left to do
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
-                                    run.rank, run.world)
+                                    run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     held = os.path.join(args.out, "heldout.jsonl")
     if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
         os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
