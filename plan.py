@@ -24,7 +24,8 @@ block keeps for backward are counted per token from what model.py's code saves (
   CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
 - shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
   (SHAPE_BYTES) per weight shape and batch length; batches are padded to few lengths (bucket, data.bucket_length):
-  SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len.
+  SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len (an upper bound: a
+  short run, or data of few lengths, meets fewer of them).
 
 `estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
 train.py reports beside them. tests/test_plan.py checks the counts
