@@ -16,7 +16,8 @@ generated data.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
   sentencepiece model's own (a config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
-  loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
+  loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches
+  (padded to few lengths where a run asks: bucket_length).
 - The data sets' downloads go through download.py (resumable, size and sha256 checked; `download`, `download_hf`,
   `remote_info`, `KNOWN_FILES`, `cache_dir` and `UserError` are importable from here as before); what arrives is
   checked here: MMLU's tar and GLUE's zips extracted into place whole, Alpaca's JSON read before it is kept.
@@ -711,7 +712,8 @@ def bucket_length(n, limit):
     """n rounded up to one of few lengths: a multiple of 4 up to 64, of 8 up to 128, of 16 up to 256, ... (1/16 of
     the next power of two: at most 1/8 more tokens, ~1/32 on average), but not past limit (nor below n). On a CPU,
     oneDNN keeps memory for every bf16 matmul shape it has met (plan.SHAPE_BYTES): batches padded to these lengths
-    meet 16 + 8 log2(limit / 64) shapes, where padding to the longest sequence meets up to `limit`."""
+    meet at most 16 up to 64 tokens and 8 more per doubling (40 up to 512), where padding to the longest sequence
+    meets up to `limit`."""
     step = max(4, (1 << (n - 1).bit_length()) // 16)
     return max(n, min(-(-n // step) * step, limit))
 
