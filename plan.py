@@ -24,8 +24,9 @@ block keeps for backward are counted per token from what model.py's code saves (
   CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
 - shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
   (SHAPE_BYTES) per weight shape and batch length; batches are padded to few lengths (bucket, data.bucket_length):
-  SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len (an upper bound: a
-  short run, or data of few lengths, meets fewer of them).
+  SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len, and a causal LM's
+  head x its row counts (the scored tokens, bucketed too) up to a batch's tokens. An upper bound: a short run, or data
+  of few lengths, meets fewer of them.
 
 `estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
 train.py reports beside them. tests/test_plan.py checks the counts
@@ -249,8 +250,10 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         parts["heap"] = HEAP_SLACK * working if tokens * C * s < MMAP_MAX else 0
     else:
         parts["heap"] = ALLOCATOR_SLACK * sum(parts.values())
-    if bucket(args):                        # (the vocabulary head's rows are scored tokens, not a bucketed length)
-        parts["shapes"] = SHAPE_BYTES * len(shapes) * len({data.bucket_length(n, T) for n in range(1, T + 1)})
+    if bucket(args):                        # a causal LM's vocabulary head: row counts up to a batch's tokens
+        lengths = lambda n: len({data.bucket_length(k, n) for k in range(1, n + 1)})  # noqa: E731
+        lm = kind in ("llama", "gpt2") and data.task_kind(args.data) == "lm"
+        parts["shapes"] = SHAPE_BYTES * (len(shapes) * lengths(T) + lm * lengths(tokens))
     return {k: int(v) for k, v in parts.items()}
 
 

@@ -11,6 +11,7 @@ import signal
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import data
 import model as M
@@ -122,15 +123,16 @@ def test_a_cpu_bf16_run_meets_few_lengths_and_the_plan_counts_them(dtype, bert_d
 def test_the_plan_counts_shapes_on_cpu_bf16_only():
     """SHAPE_BYTES x the block linears' and adapters' distinct shapes x the lengths up to --seq-len: Llama 2 7B at
     --seq-len 512 meets 40 lengths and 7 shapes: its linears' 3 (4096², 11008 x 4096 and back) and the adapters' 4
-    ((16, 4096), (16, 11008), (4096, 16), (11008, 16)). None in fp32 or on CUDA."""
+    ((16, 4096), (16, 11008), (4096, 16), (11008, 16)); and its head's row counts up to 4 x 512 tokens, 56. None in
+    fp32 or on CUDA."""
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
 
     def shapes(*more):
         a = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--quant", "nf4", "--checkpointing",
                               "selective", *more])
         return plan.estimate(c, a, targets, 0, 0)["shapes"]
-    assert shapes("--device", "cpu", "--dtype", "bf16") == plan.SHAPE_BYTES * 7 * 40
-    assert shapes("--device", "cpu", "--dtype", "bf16", "--seq-len", "64") == plan.SHAPE_BYTES * 7 * 16
+    assert shapes("--device", "cpu", "--dtype", "bf16") == plan.SHAPE_BYTES * (7 * 40 + 56)
+    assert shapes("--device", "cpu", "--dtype", "bf16", "--seq-len", "64") == plan.SHAPE_BYTES * (7 * 16 + 32)
     assert shapes("--device", "cpu", "--dtype", "fp32") == shapes("--device", "cuda", "--dtype", "bf16") == 0
 
 
@@ -154,3 +156,27 @@ def test_resume_goes_on_bit_for_bit_with_bf16_padding(tiny, tmp_path, monkeypatc
     assert resumed["final_loss"] == straight["final_loss"]
     a, b = (load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_vocabulary_head_meets_few_row_counts_under_cpu_autocast(monkeypatch):
+    """A causal LM's head multiplies only the scored rows (LinearCrossEntropy), whose count changes with every batch
+    of instructions (1.6 MiB of oneDNN's caches each, measured): under CPU autocast it meets bucket_length's counts,
+    unscored rows filling the rest. In float64 (which autocast leaves alone) the loss and gradients are still those
+    of F.cross_entropy on the full logits, to rounding."""
+    torch.manual_seed(0)
+    net = M.build_model("llama-tiny").double()
+    ids, met = torch.randint(0, 256, (3, 11)), []
+    apply = M.LinearCrossEntropy.apply
+    monkeypatch.setattr(M.LinearCrossEntropy, "apply", lambda h, *a: met.append(len(h)) or apply(h, *a))
+    for prompt in (1, 2, 3, 5):                                        # 30, 27, 24, 18 scored rows of 33
+        labels = ids.clone()
+        labels[:, :prompt] = -100
+        logits = net(ids)
+        ref = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        ref_grads = torch.autograd.grad(ref, list(net.parameters()))
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = net(ids, labels=labels)
+        torch.testing.assert_close(loss, ref)
+        for g, r in zip(torch.autograd.grad(loss, list(net.parameters())), ref_grads):
+            torch.testing.assert_close(g, r)
+    assert met == [32, 28, 24, 20]
