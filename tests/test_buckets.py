@@ -4,7 +4,7 @@ padded to each batch's longest sequence grew with every new length the data brou
 --seq-len 64, peaked at 1166 MiB against a plan of 528 (plan and peak now 768 and 771). Checked here: the lengths
 themselves; the padding leaves every kind of loss as it was (fp32: to float rounding; bf16: within its rounding);
 a train.py run on CPU bf16 meets only those lengths and the plan counts them, fp32 runs pad as before; --resume goes
-on bit for bit with bf16's padding."""
+on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too."""
 import json
 import random
 import signal
@@ -160,7 +160,7 @@ def test_resume_goes_on_bit_for_bit_with_bf16_padding(tiny, tmp_path, monkeypatc
 
 def test_the_vocabulary_head_meets_few_row_counts_under_cpu_autocast(monkeypatch):
     """A causal LM's head multiplies only the scored rows (LinearCrossEntropy), whose count changes with every batch
-    of instructions (1.6 MiB of oneDNN's caches each, measured): under CPU autocast it meets bucket_length's counts,
+    of instructions (~1 MiB of oneDNN's caches each, measured): under CPU autocast it meets bucket_length's counts,
     unscored rows filling the rest. In float64 (which autocast leaves alone) the loss and gradients are still those
     of F.cross_entropy on the full logits, to rounding."""
     torch.manual_seed(0)
