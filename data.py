@@ -16,7 +16,8 @@ generated data.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
   sentencepiece model's own (a config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
-  loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches.
+  loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches
+  (padded to few lengths where a run asks: bucket_length).
 - The data sets' downloads go through download.py (resumable, size and sha256 checked; `download`, `download_hf`,
   `remote_info`, `KNOWN_FILES`, `cache_dir` and `UserError` are importable from here as before); what arrives is
   checked here: MMLU's tar and GLUE's zips extracted into place whole, Alpaca's JSON read before it is kept.
@@ -727,14 +728,26 @@ def length_grouped_batches(lengths, batch_size, seed, group=64):
     return batches
 
 
-def collate(examples, pad_id=0):
+def bucket_length(n, limit):
+    """n rounded up to one of few lengths: a multiple of 4 up to 64, of 8 up to 128, of 16 up to 256, ... (1/16 of
+    the next power of two: at most 1/8 more tokens, ~1/32 on average), but not past limit (nor below n). On a CPU,
+    oneDNN keeps memory for every bf16 matmul shape it has met (plan.SHAPE_BYTES): batches padded to these lengths
+    meet at most 16 up to 64 tokens and 8 more per doubling (40 up to 512), where padding to the longest sequence
+    meets up to `limit`."""
+    step = max(4, (1 << (n - 1).bit_length()) // 16)
+    return max(n, min(-(-n // step) * step, limit))
+
+
+def collate(examples, pad_id=0, bucket=None):
     """Right-padded (B, T) tensors. The padding's labels are IGNORE, and with causal attention no real token sees
     a later pad, so a causal LM needs no attention mask; `attention_mask` is there for models that do. A classifier's
     examples carry token_type_ids and one label each (a class index, or a score): labels (B,). (source, target)
-    pairs are an encoder-decoder's: seq2seq_batch."""
+    pairs are an encoder-decoder's: seq2seq_batch. T is the longest sequence, or with bucket (--seq-len) its
+    bucket_length (plan.bucket says when)."""
     if isinstance(examples[0], tuple):
-        return seq2seq_batch(examples, pad_id, IGNORE)
+        return seq2seq_batch(examples, pad_id, IGNORE, bucket)
     T = max(len(e["input_ids"]) for e in examples)
+    T = bucket_length(T, bucket) if bucket else T
     pad = lambda seq, value: seq + [value] * (T - len(seq))  # noqa: E731
     batch = {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
              "labels": torch.tensor([pad(e["labels"], IGNORE) if isinstance(e["labels"], list) else e["labels"]
@@ -750,12 +763,12 @@ def length(example):
     return len(example[0]) + len(example[1]) if isinstance(example, tuple) else len(example["input_ids"])
 
 
-def sorted_batches(examples, batch_size, pad_id=0, rank=0, world=1):
+def sorted_batches(examples, batch_size, pad_id=0, rank=0, world=1, bucket=None):
     """(indices, collated batch) in length order, for evaluation (little padding); under DDP rank takes every
-    world-th batch."""
+    world-th batch; bucket: as collate's."""
     order = sorted(range(len(examples)), key=lambda i: length(examples[i]))
     for s in range(rank * batch_size, len(order), batch_size * world):
-        yield order[s:s + batch_size], collate([examples[i] for i in order[s:s + batch_size]], pad_id)
+        yield order[s:s + batch_size], collate([examples[i] for i in order[s:s + batch_size]], pad_id, bucket)
 
 
 def load_examples(path, tok, seq_len, val_fraction, seed):
@@ -795,17 +808,17 @@ def cut_and_dropped(cut, dropped, seq_len):
         f"; {dropped:,} dropped (the prompt alone fills --seq-len: no response token to learn)" if dropped else "")
 
 
-def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1):
+def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1, bucket=None):
     """Collated micro-batches, epoch after epoch, from the start-th on. The order depends on the seed and the epoch
     only, so a resumed run sees exactly the batches the interrupted one would have. Under DDP the global batches
     are one process's of batch_size x world, and rank takes every world-th example of each: `start` counts global
     batches whatever the rank. A rank left without an example (a short last batch) gets one with every label
-    IGNORE: it joins the gradient all-reduce with nothing to add."""
+    IGNORE: it joins the gradient all-reduce with nothing to add. bucket: as collate's."""
     lengths, n = [length(e) for e in examples], -(-len(examples) // (batch_size * world))
     epoch, i = divmod(start, n)
     while True:
         for idx in length_grouped_batches(lengths, batch_size * world, seed + epoch)[i:]:
-            batch = collate([examples[j] for j in idx[rank::world] or idx[:1]], pad_id)
+            batch = collate([examples[j] for j in idx[rank::world] or idx[:1]], pad_id, bucket)
             if not idx[rank::world]:
                 batch["labels"].fill_(IGNORE)
             yield batch
@@ -1174,11 +1187,12 @@ def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_t
     return out, cut
 
 
-def seq2seq_batch(examples, pad_id=0, ignore_index=-100):
+def seq2seq_batch(examples, pad_id=0, ignore_index=-100, bucket=None):
     """Padded tensors for teacher forcing: input_ids and attention_mask (B, S); labels (B, T) with ignore_index on
     padding; decoder_input_ids = labels shifted right behind the start token (pad_id): position i predicts labels[i]
-    having seen labels[:i]."""
+    having seen labels[:i]. bucket: S and T padded to their bucket_length, as collate's."""
     S, T = max(len(s) for s, _ in examples), max(len(t) for _, t in examples)
+    S, T = (bucket_length(S, bucket), bucket_length(T, bucket)) if bucket else (S, T)
     input_ids = torch.tensor([s + [pad_id] * (S - len(s)) for s, _ in examples])
     attention_mask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s, _ in examples])
     labels = torch.tensor([t + [ignore_index] * (T - len(t)) for _, t in examples])

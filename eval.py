@@ -64,14 +64,16 @@ def classifier_loss(logits, labels):
 
 
 @torch.no_grad()
-def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext):
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None):
     """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
-    encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score."""
+    encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score. bucket: as
+    data.collate's (train.py's CPU bf16 runs)."""
     training, device, out = model.training, next(model.parameters()).device, {}
     model.eval()
     for split, examples in dev_sets.items():
         logits = {}
-        for rows, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0)):  # GPT-2: none
+        for rows, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0),  # GPT-2: none
+                                      bucket=bucket):
             b = {k: v.to(device) for k, v in b.items()}
             with autocast():
                 logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
                         read_tensors, write_checkpoint)
-from data import UserError, check_vocab, load_tokenizer  # noqa: F401  (the contract's model.load_tokenizer)
+from data import UserError, bucket_length, check_vocab, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: the contract's names)
@@ -444,7 +444,11 @@ def lm_loss(h, head, labels):
     if type(head) is nn.Linear and head.bias is None:
         h, W = (h, head.weight) if torch.is_grad_enabled() else (h.detach(), head.weight.detach())  # no grads in eval
         scored = targets != -100  # only these rows meet the head: an instruction's prompt (most rows) is not scored
-        total = LinearCrossEntropy.apply(h.flatten(0, 1)[scored], W, targets[scored])
+        rows = scored.clone()
+        if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # oneDNN keeps memory per bf16 matmul shape:
+            n = int(scored.sum())  # few row counts (data.bucket_length's), unscored rows (0 loss, 0 gradient) the rest
+            rows[(~scored).nonzero()[:bucket_length(n, len(rows)) - n]] = True
+        total = LinearCrossEntropy.apply(h.flatten(0, 1)[rows], W, targets[rows])
     else:
         total = F.cross_entropy(head(h).flatten(0, 1).float(), targets, reduction="sum")
     return total / (targets != -100).sum().clamp(min=1)  # no scored token: 0, not 0/0

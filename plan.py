@@ -4,7 +4,7 @@ Nothing here reads a weight. The config comes from config.json, params.json or a
 meta device (shapes, no storage) so its tensors are listed exactly as load_pretrained fills them; the activations a
 block keeps for backward are counted per token from what model.py's code saves (ACTIVATIONS, below):
 
-    peak = runtime + data + base + embeddings + adapter + activations + backward + loss + dequant + heap
+    peak = runtime + data + base + embeddings + adapter + activations + backward + loss + dequant + heap + shapes
 
 - runtime: Python, torch and the tokenizer libraries. CPU: this process's resident size when the plan is made plus
   what the first step adds (RUNTIME_STEP, measured); CUDA: cuBLAS's workspace.
@@ -22,6 +22,11 @@ block keeps for backward are counted per token from what model.py's code saves (
 - dequant: the largest NF4 weight, dequantized for its matmul.
 - heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss);
   CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
+- shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
+  (SHAPE_BYTES) per weight shape and batch length; batches are padded to few lengths (bucket, data.bucket_length):
+  SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len, and a causal LM's
+  head x its row counts (the scored tokens, bucketed too) up to a batch's tokens. An upper bound: a short run, or data
+  of few lengths, meets fewer of them.
 
 `estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
 train.py reports beside them. tests/test_plan.py checks the counts
@@ -52,6 +57,8 @@ RUNTIME_STEP = 16 * MiB       # CPU: the tokenizer, thread pools and kernel cach
 HEAP_SLACK = 0.5              # CPU: glibc keeps the holes freed activations leave: +50% of a step's working memory
 MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap threshold; bigger ones go back at once
 ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
+SHAPE_BYTES = 3 * MiB         # CPU bf16: what oneDNN's two primitive caches, and the heap holes around them, keep per
+                              # (weight shape, batch length): forward, dL/dx, dL/dA (measured 2.4 to 3.3 MiB)
 DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, 0.27 tokens
                               # a byte)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
@@ -77,6 +84,14 @@ def pick_dtype(dtype, device):
     units = cpu_bf16_units()
     return (True, f"--dtype auto: this CPU multiplies bf16 natively ({', '.join(units)})") if units else (
         False, "--dtype auto: this CPU has no bf16 units (AVX512-BF16, AMX), where bf16 would be emulated and slower")
+
+
+def bucket(args):
+    """--seq-len where batches are padded to data.bucket_length's few lengths: CPU bf16, where each new length costs
+    oneDNN's caches SHAPE_BYTES per weight shape (~15 MiB for MiniLM) and padding to the longest sequence meets up
+    to --seq-len lengths; None elsewhere (fp32 runs MKL's sgemm, CUDA cuBLAS: nothing kept per shape)."""
+    cpu = torch.device(args.device).type == "cpu"
+    return args.seq_len if cpu and pick_dtype(args.dtype, args.device)[0] else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -180,8 +195,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
             model.add_head(2)
     parts = dict(runtime=runtime_bytes(args.device) if runtime is None else runtime,
-                 data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0)
-    seen, biggest, head = set(), 0, getattr(type(model), "head", ())
+                 data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0,
+                 shapes=0)
+    seen, biggest, head, shapes = set(), 0, getattr(type(model), "head", ()), set()  # shapes: of token-row matmuls
     for name, m in model.named_modules():
         for pname, p in m.named_parameters(recurse=False):
             if id(p) in seen:
@@ -202,11 +218,13 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
                 parts["base"] += n * s
             else:
                 parts["embeddings"] += n * s
+            shapes |= {tuple(p.shape)} if block_linear else set()
             if block_linear and not full and matches(name, targets):
                 i, o = p.shape[1], p.shape[0]
                 trained = round(keep * args.rank * i) + round(keep * args.rank * o)
                 frozen = args.rank * (i + o) - trained if args.mode == "freeze" else 0
                 parts["adapter"] += args.rank * (i + o) * (1 + s) + 16 * trained + 4 * frozen  # masks, A/B_eff
+                shapes |= {(args.rank, i), (o, args.rank)}
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
     kind, width = config.model_type, ACTIVATIONS[config.model_type]
     per_token = lambda mode: (lambda v, b: v * s + b)(*width(config, mode, args.rank, T, cpu))  # noqa: E731
@@ -232,6 +250,10 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
         parts["heap"] = HEAP_SLACK * working if tokens * C * s < MMAP_MAX else 0
     else:
         parts["heap"] = ALLOCATOR_SLACK * sum(parts.values())
+    if bucket(args):                        # a causal LM's vocabulary head: row counts up to a batch's tokens
+        lengths = lambda n: len({data.bucket_length(k, n) for k in range(1, n + 1)})  # noqa: E731
+        lm = kind in ("llama", "gpt2") and data.task_kind(args.data) == "lm"
+        parts["shapes"] = SHAPE_BYTES * (len(shapes) * lengths(T) + lm * lengths(tokens))
     return {k: int(v) for k, v in parts.items()}
 
 

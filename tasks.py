@@ -189,11 +189,12 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
     """{"val_loss": mean loss per labelled token (a classifier: per sequence)} over the validation examples (in length
     order: little padding); GLUE's dev sets ({split: examples}): with eval.evaluate_glue's metrics per set."""
     if isinstance(examples, dict):
-        dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast)
+        dev = evaluate_glue(model, args.data[5:], examples, args.batch_size, autocast, plan.bucket(args))
         return dict(val_loss=next(iter(dev.values()))["loss"], **dev)
     model.eval()
     (rank, world), total, count = rank_world(), 0.0, 0
-    for _, batch in data.sorted_batches(examples, args.batch_size, pad_id, rank, world):  # DDP: a share each
+    batches = data.sorted_batches(examples, args.batch_size, pad_id, rank, world, plan.bucket(args))  # DDP: a share
+    for _, batch in batches:
         with autocast():
             loss, n = loss_fn(model, {k: v.to(args.device) for k, v in batch.items()})
         total, count = total + loss.item(), count + int(n)

@@ -13,13 +13,13 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   keep=1, `--method full` trains every weight. Defaults are the paper's: AdamW, lr 2e-5, 3 epochs, r=16; alpha=32 is
   not (the paper gives none): 2r, a common LoRA choice. The paper's #Trainable Parameters need other flags
   (bench/paper_counts.py: --rank 8 for RoBERTa and T5, --rank 64 on all seven projections for Llama-2).
-- One plain loop over micro-batches grouped by length. The kind of task (tasks.py) picks data, loss, validation:
-  a causal-LM loss on the response tokens; a classifier's cross-entropy (STS-B: squared error) with its head training
-  whole beside the adapter and saved with it (PEFT's modules_to_save), dev metrics, early stopping (--patience);
-  T5's teacher-forced loss on the shifted targets. Each loss returns (sum, count) and the step divides the
-  accumulated gradient by the step's total count, so accumulation equals one big batch. Clipping, AdamW with linear
-  warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with bf16 units, an NF4 base (QLoRA) and
-  activation checkpointing.
+- One plain loop over micro-batches grouped by length (on CPU bf16 padded to few lengths: plan.bucket). The kind of
+  task (tasks.py) picks data, loss, validation: a causal-LM loss on the response tokens; a classifier's cross-entropy
+  (STS-B: squared error) with its head training whole beside the adapter and saved with it (PEFT's modules_to_save),
+  dev metrics, early stopping (--patience); T5's teacher-forced loss on the shifted targets. Each loss returns (sum,
+  count) and the step divides the accumulated gradient by the step's total count, so accumulation equals one big
+  batch. Clipping, AdamW with linear warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with
+  bf16 units, an NF4 base (QLoRA) and activation checkpointing.
 - Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
   auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
@@ -243,7 +243,7 @@ def load(run):
     if state.get("ended"):                                     # early stopping ended it: nothing is left to do
         run.total = run.step
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
-                                    run.rank, run.world)
+                                    run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     held = os.path.join(args.out, "heldout.jsonl")
     if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
         os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)

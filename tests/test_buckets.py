@@ -1,0 +1,182 @@
+"""CPU bf16 runs pad their batches to data.bucket_length's few lengths. oneDNN keeps what it set up for every bf16
+matmul shape it meets (its primitive cache and ideep's: ~3 MiB per weight shape and length, plan.SHAPE_BYTES), so a run
+padded to each batch's longest sequence grew with every new length the data brought: MiniLM on an SST-2-format file,
+--seq-len 64, peaked at 1166 MiB against a plan of 528 (plan and peak now 768 and 771). Checked here: the lengths
+themselves; the padding leaves every kind of loss as it was (fp32: to float rounding; bf16: within its rounding);
+a train.py run on CPU bf16 meets only those lengths and the plan counts them, fp32 runs pad as before; --resume goes
+on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too."""
+import json
+import random
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+import model as M
+import plan
+import train
+from checkpoint import load_safetensors
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from lorasp import apply_lorasp
+
+BERT = M.EncoderConfig("bert", vocab_size=64, n_positions=64, n_embd=32, n_head=4, n_ffn=72)
+
+
+@pytest.mark.parametrize("limit, count", [(64, 16), (100, 21), (512, 40), (10, 3)])
+def test_bucket_lengths_are_few_and_at_most_an_eighth_longer(limit, count):
+    padded = [data.bucket_length(n, limit) for n in range(1, limit + 1)]
+    assert all(n <= b <= limit and b - n <= max(3, n // 8) for n, b in zip(range(1, limit + 1), padded))
+    assert all(b % 4 == 0 or b == limit for b in padded) and padded == sorted(padded)
+    assert len(set(padded)) == count, sorted(set(padded))
+    assert data.bucket_length(70, 512) == 72 and data.bucket_length(130, 512) == 144 and data.bucket_length(5, 6) == 6
+
+
+def tiny_model(kind):
+    """A tiny random model of each kind of task, with LoRA-SP on its default targets, B nonzero so the adapter counts,
+    in eval mode (no dropout: the two paddings must see the same function)."""
+    torch.manual_seed(0)
+    c = dict(lm=M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72), glue=BERT,
+             squad=BERT, seq2seq=M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4))[kind]
+    c = M.replace(c)                                                   # a copy: a head added is noted in the config
+    m = M.build_model(c)
+    m.add_head(2) if kind == "glue" else m.add_qa_head() if kind == "squad" else None
+    apply_lorasp(m, train.TARGETS[c.model_type].split(","), r=4)
+    for name, p in m.named_parameters():
+        if name.endswith("B_train"):
+            torch.nn.init.normal_(p, std=0.1)
+    return m.eval()
+
+
+def examples(kind, rng):
+    """Five examples of 3 to 21 tokens (pairs: 3 to 21 each side) as each kind's data function makes them."""
+    out = []
+    for n in (3, 21, 7, 12, 9):
+        ids = [rng.randrange(2, 64) for _ in range(n)]
+        out.append(dict(
+            lm=lambda: {"input_ids": ids, "labels": [data.IGNORE] * (n // 2) + ids[n // 2:]},
+            glue=lambda: {"input_ids": ids, "token_type_ids": [0] * n, "labels": rng.randrange(2)},
+            squad=lambda: {"input_ids": ids, "token_type_ids": [0] * n, "labels": (n // 3, n // 2)},
+            seq2seq=lambda: (ids, [rng.randrange(2, 64) for _ in range(24 - n)]))[kind]())
+    return out
+
+
+@pytest.mark.parametrize("kind", ["lm", "glue", "squad", "seq2seq"])
+def test_padding_to_a_bucket_leaves_every_loss_as_it_was(kind):
+    """Each task's loss (train.py's) on one batch padded to its longest sequence and to bucket_length's: fp32 equal to
+    rounding (padding is masked or IGNORE everywhere), bf16 autocast within bf16's rounding; the same count."""
+    model, batch = tiny_model(kind), examples(kind, random.Random(0))
+    loss_fn = dict(lm=train.causal_lm_loss, glue=train.classification_loss, squad=train.span_loss,
+                   seq2seq=train.seq2seq_loss)[kind]
+    pad_id = getattr(model.config, "pad_id", 0)
+    longest, bucketed = data.collate(batch, pad_id), data.collate(batch, pad_id, bucket=64)
+    assert longest["input_ids"].shape[1] == 21 and bucketed["input_ids"].shape[1] == 24  # the bucket pads 3 more
+    for bf16 in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            (a, n), (b, m) = loss_fn(model, longest), loss_fn(model, bucketed)
+        assert int(n) == int(m) > 0
+        torch.testing.assert_close(b.float(), a.float(), rtol=2e-2 if bf16 else 1e-5, atol=0)
+
+
+def glue_folder(root, n=96):
+    """An SST-2-format folder whose sentences have 1 to 40 words: nearly as many lengths as --seq-len 48 allows."""
+    rng, words = random.Random(1), "the a film was good bad very plot and but".split()
+    for split in ("train", "dev"):
+        (root / "SST-2").mkdir(parents=True, exist_ok=True)
+        rows = [(" ".join(rng.choices(words, k=rng.randint(1, 40))), rng.randint(0, 1)) for _ in range(n)]
+        (root / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"the a film was good bad very plot and but".split()]
+    (d / "vocab.txt").write_text("\n".join(words) + "\n")
+    torch.manual_seed(0)
+    M.save_pretrained(M.build_model(M.replace(BERT, vocab_size=len(words))), d)
+    return d
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_a_cpu_bf16_run_meets_few_lengths_and_the_plan_counts_them(dtype, bert_dir, tmp_path, monkeypatch, capsys):
+    """train.py on CPU, every batch it makes (training and the dev set): bf16 pads to bucket_length's 12 lengths up to
+    48, where the batches' longest sequences have over 20, and the plan's shapes part is SHAPE_BYTES per weight shape
+    and length; fp32 (MKL keeps nothing per shape) pads to the longest sequence, as before, and plans no shapes."""
+    made, collate = [], data.collate
+    monkeypatch.setattr(data, "collate", lambda ex, *a, **k: made.append(
+        (max(len(e["input_ids"]) for e in ex), (b := collate(ex, *a, **k))["input_ids"].shape[1])) or b)
+    train.main(["--model", str(bert_dir), "--data", "glue/sst2", "--data-dir", str(glue_folder(tmp_path / "glue")),
+                "--out", str(tmp_path / "out"), "--batch-size", "4", "--grad-accum", "1", "--seq-len", "48",
+                "--epochs", "1", "--eval-every", "0", "--save-every", "0", "--device", "cpu", "--dtype", dtype])
+    plan_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("memory plan (MiB)"))
+    assert len(made) == 24 + 24 and len({n for n, _ in made}) > 20     # 24 training batches, 24 dev batches
+    if dtype == "bf16":
+        assert all(T == data.bucket_length(n, 48) for n, T in made) and len({T for _, T in made}) <= 12
+        shapes = 3 + 2                                                 # (32, 32), (72, 32), (32, 72); A, B (r 16)
+        assert plan_line.endswith(f"  shapes {plan.SHAPE_BYTES * shapes * 12 / plan.MiB:.0f}"), plan_line
+    else:
+        assert all(T == n for n, T in made) and "shapes" not in plan_line
+
+
+def test_the_plan_counts_shapes_on_cpu_bf16_only():
+    """SHAPE_BYTES x the block linears' and adapters' distinct shapes x the lengths up to --seq-len: Llama 2 7B at
+    --seq-len 512 meets 40 lengths and 7 shapes: its linears' 3 (4096², 11008 x 4096 and back) and the adapters' 4
+    ((16, 4096), (16, 11008), (4096, 16), (11008, 16)); and its head's row counts up to 4 x 512 tokens, 56. None in
+    fp32 or on CUDA."""
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+
+    def shapes(*more):
+        a = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--quant", "nf4", "--checkpointing",
+                              "selective", *more])
+        return plan.estimate(c, a, targets, 0, 0)["shapes"]
+    assert shapes("--device", "cpu", "--dtype", "bf16") == plan.SHAPE_BYTES * (7 * 40 + 56)
+    assert shapes("--device", "cpu", "--dtype", "bf16", "--seq-len", "64") == plan.SHAPE_BYTES * (7 * 16 + 32)
+    assert shapes("--device", "cpu", "--dtype", "fp32") == shapes("--device", "cuda", "--dtype", "bf16") == 0
+
+
+def test_resume_goes_on_bit_for_bit_with_bf16_padding(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """tests/test_train.py's exact resume in bf16, whose batches are padded past their longest sequence (its runs are
+    fp32): 6 steps straight vs Ctrl-C during step 4, then --resume: the same losses and adapter, bit for bit."""
+    made, collate = [], data.collate
+    monkeypatch.setattr(data, "collate", lambda ex, *a, **k: made.append(
+        (max(len(e["input_ids"]) for e in ex), (b := collate(ex, *a, **k))["input_ids"].shape[1])) or b)
+    more = ["--dtype", "bf16", "--max-steps", "6", "--save-every", "0", "--device", "cpu", "--log-every", "1"]
+    straight = train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    assert any(T > n for n, T in made)                                 # padded past the longest
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4's first micro-batch
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    resumed = train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    logs = [[json.loads(line) for line in open(tmp_path / r / "metrics.jsonl")] for r in "ab"]
+    assert [(m["step"], m.get("loss"), m.get("val_loss")) for m in logs[0]] == \
+        [(m["step"], m.get("loss"), m.get("val_loss")) for m in logs[1]] and len(logs[0]) == 7
+    assert resumed["final_loss"] == straight["final_loss"]
+    a, b = (load_safetensors(str(tmp_path / r / "adapter" / "adapter_model.safetensors")) for r in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_vocabulary_head_meets_few_row_counts_under_cpu_autocast(monkeypatch):
+    """A causal LM's head multiplies only the scored rows (LinearCrossEntropy), whose count changes with every batch
+    of instructions (~1 MiB of oneDNN's caches each, measured): under CPU autocast it meets bucket_length's counts,
+    unscored rows filling the rest. In float64 (which autocast leaves alone) the loss and gradients are still those
+    of F.cross_entropy on the full logits, to rounding."""
+    torch.manual_seed(0)
+    net = M.build_model("llama-tiny").double()
+    ids, met = torch.randint(0, 256, (3, 11)), []
+    apply = M.LinearCrossEntropy.apply
+    monkeypatch.setattr(M.LinearCrossEntropy, "apply", lambda h, *a: met.append(len(h)) or apply(h, *a))
+    for prompt in (1, 2, 3, 5):                                        # 30, 27, 24, 18 scored rows of 33
+        labels = ids.clone()
+        labels[:, :prompt] = -100
+        logits = net(ids)
+        ref = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        ref_grads = torch.autograd.grad(ref, list(net.parameters()))
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = net(ids, labels=labels)
+        torch.testing.assert_close(loss, ref)
+        for g, r in zip(torch.autograd.grad(loss, list(net.parameters())), ref_grads):
+            torch.testing.assert_close(g, r)
+    assert met == [32, 28, 24, 20]
