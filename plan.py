@@ -182,10 +182,11 @@ def seq_len_of(config, args):
 # ----------------------------------------------------------------------------------------------------
 # The estimate
 
-def estimate(config, args, targets=(), data_bytes=0, runtime=None):
+def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     """{part: bytes} for a run of args (method, rank, keep, quant, checkpointing, dtype, device, batch size, seq len)
     on a model of config; targets: the adapted linears' names; runtime: the runtime's bytes (default:
-    runtime_bytes(), measured now)."""
+    runtime_bytes(), measured now); met: (batch lengths, head row counts) the data meets (`met`; default: every one
+    up to --seq-len and a batch's tokens)."""
     s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
     kernel = nf4 and triton_kernel(torch.device(args.device)) is not None   # CUDA + Triton: no fp32 levels at all
@@ -253,8 +254,24 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     if bucket(args):                        # a causal LM's vocabulary head: row counts up to a batch's tokens
         lengths = lambda n: len({data.bucket_length(k, n) for k in range(1, n + 1)})  # noqa: E731
         lm = kind in ("llama", "gpt2") and data.task_kind(args.data) == "lm"
-        parts["shapes"] = SHAPE_BYTES * (len(shapes) * lengths(T) + lm * lengths(tokens))
+        n_lengths, n_heads = met or (lengths(T), lengths(tokens))
+        parts["shapes"] = SHAPE_BYTES * (len(shapes) * n_lengths + lm * n_heads)
     return {k: int(v) for k, v in parts.items()}
+
+
+def met(train_ex, val_ex, args):
+    """(batch lengths, head row counts) that CPU bf16 batches of these examples meet, once the data is read (the plan
+    made before counts every one possible): the lengths the examples round up to (a batch's: its longest's; both
+    sides of a translation pair), and a causal LM's scored tokens per batch of the first epoch, rounded as
+    model.lm_loss rounds them."""
+    T, val = args.seq_len, [e for v in val_ex.values() for e in v] if isinstance(val_ex, dict) else list(val_ex or ())
+    sides = lambda e: (len(e[0]), len(e[1])) if isinstance(e, tuple) else (len(e["input_ids"]),)  # noqa: E731
+    lengths = {data.bucket_length(n, T) for e in list(train_ex) + val for n in sides(e)}
+    scored = [sum(t != data.IGNORE for t in e["labels"][1:]) if isinstance(e, dict) and isinstance(e["labels"], list)
+              else 0 for e in train_ex]
+    heads = {data.bucket_length(sum(scored[i] for i in idx), args.batch_size * T)
+             for idx in data.length_grouped_batches([data.length(e) for e in train_ex], args.batch_size, args.seed)}
+    return len(lengths), len(heads)
 
 
 def runtime_bytes(device):

@@ -119,6 +119,7 @@ class Run:
     stop: list = field(default_factory=list)       # Ctrl-C pressed in this process (non-empty)
     stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
     planned: int = 0                               # the memory plan's total, bytes
+    plan_inputs: tuple = ()                        # what plan.estimate was given (load re-counts the shapes part)
 
     def autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
@@ -187,7 +188,8 @@ def plan_memory(run):
         if args.full_blocks:
             args.checkpointing = "selective"
             why[1] += f"; {args.full_blocks} of {plan.layers(config)} blocks replayed whole fit"
-    parts = plan.estimate(config, args, targets, data_bytes, what[-1])
+    run.plan_inputs = config, args, targets, data_bytes, what[-1]
+    parts = plan.estimate(*run.plan_inputs)
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
     print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
@@ -230,6 +232,11 @@ def load(run):
         raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
+    if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
+        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args)))
+        run.planned = sum(parts.values())
+        print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
+              f"{run.planned / 2**30:.2f} GiB at the peak")
     kind = data.task_kind(args.data)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
     run.params = [p for p in run.model.parameters() if p.requires_grad]

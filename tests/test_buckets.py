@@ -110,14 +110,22 @@ def test_a_cpu_bf16_run_meets_few_lengths_and_the_plan_counts_them(dtype, bert_d
     train.main(["--model", str(bert_dir), "--data", "glue/sst2", "--data-dir", str(glue_folder(tmp_path / "glue")),
                 "--out", str(tmp_path / "out"), "--batch-size", "4", "--grad-accum", "1", "--seq-len", "48",
                 "--epochs", "1", "--eval-every", "0", "--save-every", "0", "--device", "cpu", "--dtype", dtype])
-    plan_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("memory plan (MiB)"))
+    out = capsys.readouterr().out.splitlines()
+    plan_line = next(line for line in out if line.startswith("memory plan (MiB)"))
     assert len(made) == 24 + 24 and len({n for n, _ in made}) > 20     # 24 training batches, 24 dev batches
     if dtype == "bf16":
         assert all(T == data.bucket_length(n, 48) for n, T in made) and len({T for _, T in made}) <= 12
         shapes = 3 + 2                                                 # (32, 32), (72, 32), (32, 72); A, B (r 16)
         assert plan_line.endswith(f"  shapes {plan.SHAPE_BYTES * shapes * 12 / plan.MiB:.0f}"), plan_line
+        # once the data is read, the lengths its examples round up to: at least the batches' (a batch's is its
+        # longest example's), at most every one up to --seq-len
+        data_line = next(line for line in out if line.startswith("memory plan with the data's"))
+        n = int(data_line.split()[5])
+        assert len({T for _, T in made}) <= n <= 12
+        assert f"shapes {plan.SHAPE_BYTES * shapes * n / plan.MiB:,.0f} MiB" in data_line, data_line
     else:
         assert all(T == n for n, T in made) and "shapes" not in plan_line
+        assert not any(line.startswith("memory plan with the data's") for line in out)
 
 
 def test_the_plan_counts_shapes_on_cpu_bf16_only():
