@@ -109,6 +109,30 @@ def test_lr_schedule():
     assert train.lr_at(55, 100, a) == pytest.approx(0.5) and train.lr_at(99, 100, a) == pytest.approx(1 / 90)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_is_transformers(schedule):
+    """lr_at against transformers' get_cosine/linear_schedule_with_warmup (an LR scheduler stepped once per optimizer
+    step): equal from the end of warm-up on, and during warm-up one step ahead (step 0 trains, at lr / warm-up steps).
+    --warmup 0 is theirs exactly: it used to hold the peak for 2 steps and decay over total - 1 (step 1 of 10 at
+    lr 1.0 instead of 0.976; the last at lr / 9 instead of lr / 10 with --schedule linear)."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    make = dict(cosine=get_cosine_schedule_with_warmup, linear=get_linear_schedule_with_warmup)[schedule]
+    for warmup, total in ((0, 10), (0.03, 10), (0.3, 10), (0.1, 100), (1, 7), (0, 1)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, theirs = make(opt, round(warmup * total), total), []
+        for _ in range(total + 1):
+            theirs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1", "--warmup", str(warmup), "--schedule",
+                              schedule])
+        warm = round(warmup * total)
+        ours = [train.lr_at(s, total, a) for s in range(total)]
+        assert ours[warm:] == pytest.approx(theirs[warm:total]), (warmup, total)       # the decay: theirs
+        assert ours[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])   # warm-up: their s + 1
+        assert ours[:max(warm - 1, 0)] == pytest.approx(theirs[1:warm]), (warmup, total)
+
+
 def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
     """10 steps straight vs Ctrl-C during step 5 (checkpoint saved), then --resume: the same adapter, optimizer state
     and losses, bit for bit."""
