@@ -185,7 +185,23 @@ def parse_args(argv=None):
     if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
                                                          "--structure") if f in given]):
         print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")
+    if args.method != "full" and (args.method == "lora" or args.keep == 1) and (
+            unused := [f for f in ("--mode", "--structure") if f in given]):   # nothing is frozen, A has every column
+        print(f"note: {'--method lora' if args.method == 'lora' else '--keep 1'} trains every entry of A and B: "
+              f"{', '.join(unused)} (LoRA-SP's: what the frozen entries hold, which train) "
+              f"{'has' if len(unused) == 1 else 'have'} no effect")
+    if "--epochs" in given and args.max_steps:
+        if "--max-steps" in given:
+            print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
+        else:                                                  # --data demo's own step count yields to the user's
+            args.max_steps = None
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
+    if args.exact_match and not args.val_fraction and kind == "lm" and args.data != "squad-gen" and not text:
+        if "--exact-match" in given:
+            p.error(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction 0 holds none out: "
+                    "give --val-fraction > 0, or drop --exact-match")
+        print(f"note: --val-fraction 0 holds no record out: no held-out exact match (the demo's --exact-match "
+              f"{args.exact_match})")
     if unused := [f for f, idle in (("--val-fraction", kind != "lm" or args.data == "squad-gen"),  # its own dev set
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq")) if f in given and idle]:

@@ -227,6 +227,42 @@ def _(ctx):
         "note: --exact-match has no effect with --data notes.txt"]
 
 
+@case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)
+def _(ctx):  # (were accepted silently: LoRA ran, a --structure column adapter that had every column)
+    train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--mode", "freeze", "--structure", "column"])
+    train.parse_args(["--model", "m", "--data", "d", "--keep", "1", "--structure=column"])
+    train.parse_args(["--model", "m", "--data", "d", "--keep", "0.5", "--mode", "freeze", "--structure", "column"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --method lora trains every entry of A and B: --mode, --structure (LoRA-SP's: what the frozen entries "
+        "hold, which train) have no effect",
+        "note: --keep 1 trains every entry of A and B: --structure (LoRA-SP's: what the frozen entries hold, which "
+        "train) has no effect"]
+
+
+@case("cli --epochs with --max-steps: the steps asked for win, and say so; --data demo's own count yields", None)
+def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --max-steps overrode the --epochs given)
+    a = train.parse_args(["--model", "m", "--data", "d", "--epochs", "1", "--max-steps", "7"])
+    assert (a.max_steps, ctx.capsys.readouterr().out) == (
+        7, "note: --max-steps 7 sets the number of steps: --epochs has no effect\n")
+    a = train.parse_args(["--model", "smollm2-135m", "--data", "demo", "--epochs", "1"])
+    assert (a.max_steps, a.epochs) == (None, 1) and train.parse_args(["--model", "smollm2-135m", "--data",
+                                                                      "demo"]).max_steps == 60
+    assert ctx.capsys.readouterr().out == ""
+
+
+case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-out records, and --val-fraction 0 "
+     "holds none out")(  # (ran without the check, silently)
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
+
+
+@case("train.py: --exact-match past the held-out records says how many it asked", None)
+def _(ctx):  # (--exact-match 50 scored the 6 held out, and printed the percentage alone)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--exact-match", "50"))
+    out = ctx.capsys.readouterr().out
+    assert "held-out exact match before training (6 records): " in out
+    assert "held-out exact match after training (6 records): " in out
+
+
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
 def _(ctx):
     """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 before anything loads (it
