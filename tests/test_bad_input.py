@@ -250,6 +250,20 @@ def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --ma
     assert ctx.capsys.readouterr().out == ""
 
 
+@case("cli --patience that too few evaluations can never reach says so", None)
+def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run stopped early)
+    for steps in ("10", "11", "16"):  # evaluations at 5, 10 (11; 15, 16): patience 2 stops after a 3rd, before the end
+        train.parse_args(["--model", "m", "--data", "d", "--patience", "2", "--eval-every", "5", "--max-steps", steps])
+    train.parse_args(["--model", "m", "--data", "d", "--patience", "2", "--eval-every", "0"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --patience 2 cannot stop early: --eval-every 5 with --max-steps 10 evaluates 2 times, the last at the "
+        "end; it keeps the best evaluation's weights",
+        "note: --patience 2 cannot stop early: --eval-every 5 with --max-steps 11 evaluates 3 times, the last at the "
+        "end; it keeps the best evaluation's weights",
+        "note: --patience 2 cannot stop early: --eval-every 0 evaluates once at the end; it keeps the best "
+        "evaluation's weights"]
+
+
 case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-out records, and --val-fraction 0 "
      "holds none out")(  # (ran without the check, silently)
     lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
