@@ -204,13 +204,17 @@ def parse_args(argv=None):
               f"{args.exact_match})")
     if unused := [f for f, idle in (("--val-fraction", kind != "lm" or args.data == "squad-gen"),  # its own dev set
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
-                                    ("--bleu", kind != "seq2seq")) if f in given and idle]:
+                                    ("--bleu", kind != "seq2seq"),
+                                    ("--data-dir", kind == "lm" and args.data != "squad-gen")) if f in given and idle]:
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
+    if args.allow_data_change and not args.resume:
+        print("note: --allow-data-change has no effect without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
     if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
         print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
             f" with --max-steps {args.max_steps}" if args.eval_every else "") + " evaluates " + (
-            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's weights")
+            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
+            "weights")
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")

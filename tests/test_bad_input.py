@@ -222,9 +222,14 @@ def _(ctx):
     train.parse_args(["--model", "m", "--data", "glue/rte", "--val-fraction", "0.1", "--bleu", "50"])
     train.parse_args(["--model", "m", "--data", "notes.txt", "--exact-match", "20"])
     train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0.1", "--exact-match", "20"])
+    train.parse_args(["--model", "m", "--data", "d.json", "--data-dir", "glue_data", "--allow-data-change"])
+    train.parse_args(["--model", "m", "--data", "squad-gen", "--data-dir", "squad", "--allow-data-change",
+                      "--resume"])
     assert ctx.capsys.readouterr().out.splitlines() == [
         "note: --val-fraction, --bleu have no effect with --data glue/rte",
-        "note: --exact-match has no effect with --data notes.txt"]
+        "note: --exact-match has no effect with --data notes.txt",
+        "note: --data-dir has no effect with --data d.json",      # (these two were silent)
+        "note: --allow-data-change has no effect without --resume"]
 
 
 @case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)

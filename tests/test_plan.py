@@ -159,9 +159,9 @@ def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_f
 
 
 def test_full_fine_tuning_of_a_llama2_preset_is_never_nf4():
-    """--method full with --quant auto on a paper's preset: the exact weights (the recipe is an adapter's). It chose NF4,
-    which parse_args refuses when asked for: the projections' 4-bit codes had no gradient, so only the embeddings, norms
-    and head trained, and the first checkpoint failed on the uint8 codes (TypeError from save_pretrained)."""
+    """--method full with --quant auto on a paper's preset: the exact weights (the recipe is an adapter's). It chose
+    NF4, which parse_args refuses when asked for: the projections' 4-bit codes had no gradient, so only the embeddings,
+    norms and head trained, and the first checkpoint failed on the uint8 codes (TypeError from save_pretrained)."""
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
     a = flags_for("--method", "full")
     for room in (None, 1000 * plan.GiB):
