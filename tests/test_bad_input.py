@@ -274,6 +274,13 @@ case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-ou
     lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
 
 
+@case("cli the demo's own --exact-match with --val-fraction 0 says there is no check", None)
+def _(ctx):  # (the demo's before/after check was dropped silently)
+    assert train.parse_args(["--val-fraction", "0"]).exact_match == 200
+    assert ctx.capsys.readouterr().out == "note: --val-fraction 0 holds no record out: no held-out exact match (the " \
+        "demo's --exact-match 200)\n"
+
+
 @case("train.py: --exact-match past the held-out records says how many it asked", None)
 def _(ctx):  # (--exact-match 50 scored the 6 held out, and printed the percentage alone)
     train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--exact-match", "50"))
