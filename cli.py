@@ -175,10 +175,12 @@ def parse_args(argv=None):
     if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
+        args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
     if args.method == "lora" and "--keep" in given and args.keep != 1:
         p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "
                 "share")
@@ -191,10 +193,10 @@ def parse_args(argv=None):
               f"{', '.join(unused)} (LoRA-SP's: what the frozen entries hold, which train) "
               f"{'has' if len(unused) == 1 else 'have'} no effect")
     if "--epochs" in given and args.max_steps:
-        if "--max-steps" in given:
-            print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
-        else:                                                  # --data demo's own step count yields to the user's
+        if args.data == "demo" and "--max-steps" not in given:  # the demo's own step count yields to the user's
             args.max_steps = None
+        else:
+            print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
     if args.exact_match and not args.val_fraction and kind == "lm" and args.data != "squad-gen" and not text:
         if "--exact-match" in given:

@@ -269,6 +269,12 @@ def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run
         "evaluation's weights"]
 
 
+@case("cli --data demo --method full: the demo's own --quant nf4 yields", None)
+def _(ctx):  # (was refused for the --quant nf4 the user never gave: "--method full with --quant nf4: NF4 weights ...")
+    assert train.parse_args(["--model", "m", "--data", "demo", "--method", "full"]).quant == "auto"
+    assert train.parse_args(["--model", "m", "--data", "demo"]).quant == "nf4"
+
+
 case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-out records, and --val-fraction 0 "
      "holds none out")(  # (ran without the check, silently)
     lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
