@@ -181,6 +181,11 @@ def parse_args(argv=None):
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
+    if args.targets is not None:                               # "" would have been the default targets, silently
+        names = [t.strip() for t in args.targets.split(",")]
+        if not all(names):
+            p.error(f"--targets {args.targets!r} has an empty name: give module names, comma-separated (q_proj,v_proj)")
+        args.targets = ",".join(names)                         # "q_proj, v_proj": a space is not part of a name
     if args.method == "lora" and "--keep" in given and args.keep != 1:
         p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "
                 "share")

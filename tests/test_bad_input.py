@@ -275,6 +275,16 @@ def _(ctx):  # (was refused for the --quant nf4 the user never gave: "--method f
     assert train.parse_args(["--model", "m", "--data", "demo"]).quant == "nf4"
 
 
+for value in ("", "q_proj,", "q_proj,,v_proj"):  # ("" trained the default targets, silently)
+    case(f"cli --targets {value!r}", 2, f"--targets {value!r} has an empty name")(
+        lambda ctx, value=value: train.parse_args(["--model", "m", "--data", "d", "--targets", value]))
+
+
+@case("cli --targets with spaces after the commas", None)
+def _(ctx):  # (" v_proj" was refused at load: no module is named so)
+    assert train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj, v_proj"]).targets == "q_proj,v_proj"
+
+
 case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-out records, and --val-fraction 0 "
      "holds none out")(  # (ran without the check, silently)
     lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
