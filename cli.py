@@ -175,7 +175,9 @@ def parse_args(argv=None):
     if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    unset = object()                      # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
+    given = {"--" + k.replace("_", "-") for k, v in vars(p.parse_args(argv, argparse.Namespace(
+        **{a.dest: unset for a in p._actions}))).items() if v is not unset}
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":

@@ -168,6 +168,8 @@ case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "glue/nope"]))
 case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA trains every entry")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
+case("cli --method lora --kee 0.3 (an abbreviation argparse takes)", 2, "--keep 0.3 with --method lora")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--kee", "0.3"]))  # (ran LoRA)
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
