@@ -4,8 +4,11 @@ one line a flag with the table of presets at its end, and the two demos' own def
 - `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
   it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
-  are the defaults, still overridable; contradictions (--method full with --quant nf4, one of --model and --data
-  without the other, an unknown GLUE task) are argparse's errors.
+  are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
+  NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
+  out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task) are argparse's
+  errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
+  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach) prints a note.
 train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
 """
 import argparse
