@@ -219,6 +219,8 @@ def parse_args(argv=None):
                                     ("--bleu", kind != "seq2seq"),
                                     ("--data-dir", kind == "lm" and args.data != "squad-gen")) if f in given and idle]:
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
+    if kind == "lm" and args.data != "squad-gen" and not args.val_fraction and "--eval-every" in given:
+        print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.allow_data_change and not args.resume:
         print("note: --allow-data-change has no effect without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)

@@ -226,12 +226,15 @@ def _(ctx):
     train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0.1", "--exact-match", "20"])
     train.parse_args(["--model", "m", "--data", "d.json", "--data-dir", "glue_data", "--allow-data-change"])
     train.parse_args(["--model", "m", "--data", "squad-gen", "--data-dir", "squad", "--allow-data-change",
-                      "--resume"])
+                      "--resume", "--val-fraction", "0", "--eval-every", "5"])  # (squad-gen: SQuAD's dev set)
+    train.parse_args(["--model", "m", "--data", "notes.txt", "--val-fraction", "0", "--eval-every", "5"])
     assert ctx.capsys.readouterr().out.splitlines() == [
         "note: --val-fraction, --bleu have no effect with --data glue/rte",
         "note: --exact-match has no effect with --data notes.txt",
         "note: --data-dir has no effect with --data d.json",      # (these two were silent)
-        "note: --allow-data-change has no effect without --resume"]
+        "note: --allow-data-change has no effect without --resume",
+        "note: --val-fraction has no effect with --data squad-gen",
+        "note: --val-fraction 0 holds nothing out: --eval-every 5 has no validation to run"]
 
 
 @case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)
