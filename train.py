@@ -257,9 +257,10 @@ def load(run):
 
 
 def adamw(model, params, args):
-    """AdamW over what trains; norms and biases without weight decay."""
+    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
+    transformers' Trainer: a parameter whose name says bias)."""
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
     return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
                               {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
                              lr=args.lr, weight_decay=args.weight_decay)
