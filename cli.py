@@ -4,8 +4,11 @@ one line a flag with the table of presets at its end, and the two demos' own def
 - `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
   it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
-  are the defaults, still overridable; contradictions (--method full with --quant nf4, one of --model and --data
-  without the other, an unknown GLUE task) are argparse's errors.
+  are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
+  NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
+  out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task) are argparse's
+  errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
+  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach) prints a note.
 train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
 """
 import argparse
@@ -175,21 +178,57 @@ def parse_args(argv=None):
     if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
+    unset = object()                      # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
+    given = {"--" + k.replace("_", "-") for k, v in vars(p.parse_args(argv, argparse.Namespace(
+        **{a.dest: unset for a in p._actions}))).items() if v is not unset}
+    if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
+        args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
         p.error("--method full with --quant nf4: NF4 weights are frozen 4-bit codes with no gradient; train an "
                 "adapter on the NF4 base (--method lorasp or lora) or use --quant none")
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if args.targets is not None:                               # "" would have been the default targets, silently
+        names = [t.strip() for t in args.targets.split(",")]
+        if not all(names):
+            p.error(f"--targets {args.targets!r} has an empty name: give module names, comma-separated (q_proj,v_proj)")
+        args.targets = ",".join(names)                         # "q_proj, v_proj": a space is not part of a name
     if args.method == "lora" and "--keep" in given and args.keep != 1:
         p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "
                 "share")
     if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
                                                          "--structure") if f in given]):
         print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")
+    if args.method != "full" and (args.method == "lora" or args.keep == 1) and (
+            unused := [f for f in ("--mode", "--structure") if f in given]):   # nothing is frozen, A has every column
+        print(f"note: {'--method lora' if args.method == 'lora' else '--keep 1'} trains every entry of A and B: "
+              f"{', '.join(unused)} (LoRA-SP's: what the frozen entries hold, which train) "
+              f"{'has' if len(unused) == 1 else 'have'} no effect")
+    if "--epochs" in given and args.max_steps:
+        if args.data == "demo" and "--max-steps" not in given:  # the demo's own step count yields to the user's
+            args.max_steps = None
+        else:
+            print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
+    if args.exact_match and not args.val_fraction and kind == "lm" and args.data != "squad-gen" and not text:
+        if "--exact-match" in given:
+            p.error(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction 0 holds none out: "
+                    "give --val-fraction > 0, or drop --exact-match")
+        print(f"note: --val-fraction 0 holds no record out: no held-out exact match (the demo's --exact-match "
+              f"{args.exact_match})")
     if unused := [f for f, idle in (("--val-fraction", kind != "lm" or args.data == "squad-gen"),  # its own dev set
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
-                                    ("--bleu", kind != "seq2seq")) if f in given and idle]:
+                                    ("--bleu", kind != "seq2seq"),
+                                    ("--data-dir", kind == "lm" and args.data != "squad-gen")) if f in given and idle]:
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
+    if kind == "lm" and args.data != "squad-gen" and not args.val_fraction and "--eval-every" in given:
+        print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
+    if args.allow_data_change and not args.resume:
+        print("note: --allow-data-change has no effect without --resume")
+    evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
+    if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
+        print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
+            f" with --max-steps {args.max_steps}" if args.eval_every else "") + " evaluates " + (
+            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
+            "weights")
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")

@@ -356,10 +356,11 @@ def total(config, args, targets, data_bytes, runtime, **change):
 
 def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     """(quant, checkpointing, [why each]) for --quant/--checkpointing auto; explicit values are kept. A preset of the
-    paper's (PAPER_PRESETS) gets its recipe: NF4 and selective recomputation (full if selective does not fit).
+    paper's (PAPER_PRESETS) training an adapter gets its recipe: NF4 and selective recomputation (full if selective
+    does not fit); --method full never NF4 (as its refusal of --quant nf4)
     Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
-    paper = preset in PAPER_PRESETS
-    quants = [args.quant] if args.quant != "auto" else ["nf4"] if paper else ["none"] if args.method == "full" else \
+    paper = preset in PAPER_PRESETS and args.method != "full"  # full fine-tuning: NF4 codes have no gradient
+    quants = [args.quant] if args.quant != "auto" else ["none"] if args.method == "full" else ["nf4"] if paper else \
         list(QUANTS)
     modes = [args.checkpointing] if args.checkpointing != "auto" else ["selective", "full"] if paper else list(MODES)
     tried = []                                                 # (quant, checkpointing, bytes), in order of preference

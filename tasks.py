@@ -239,5 +239,6 @@ def before_after(model, tok, records, autocast, args, when):
     answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
     exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
     prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
-    print(f"held-out exact match {when} training: {exact:.1%} (answers that start with the expected one: {prefix:.1%})")
+    print(f"held-out exact match {when} training ({len(records)} records): {exact:.1%} (answers that start with the "
+          f"expected one: {prefix:.1%})")                      # (--exact-match N: fewer if fewer were held out)
     return {f"exact_match_{when}": exact, f"prefix_match_{when}": prefix}, answers

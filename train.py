@@ -264,9 +264,10 @@ def load(run):
 
 
 def adamw(model, params, args):
-    """AdamW over what trains; norms and biases without weight decay."""
+    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
+    transformers' Trainer: a parameter whose name says bias)."""
     no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
     return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
                               {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
                              lr=args.lr, weight_decay=args.weight_decay)
@@ -447,9 +448,10 @@ def train_step(run):
 
 
 def lr_at(step, total, args):
-    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0. Step 0 trains
-    at lr / warm-up steps: one step ahead of transformers' get_cosine_schedule_with_warmup, whose step 0 is at lr 0."""
-    warm = max(1, round(args.warmup * total))
+    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0: transformers'
+    get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its lr at s + 1 (step 0 at
+    lr / warm-up steps, not at 0). No warm-up step (--warmup 0, or a share that rounds to none): theirs exactly."""
+    warm = round(args.warmup * total)
     if step < warm:
         return args.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay

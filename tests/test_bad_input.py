@@ -168,6 +168,8 @@ case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "glue/nope"]))
 case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA trains every entry")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
+case("cli --method lora --kee 0.3 (an abbreviation argparse takes)", 2, "--keep 0.3 with --method lora")(
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--kee", "0.3"]))  # (ran LoRA)
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
@@ -222,9 +224,90 @@ def _(ctx):
     train.parse_args(["--model", "m", "--data", "glue/rte", "--val-fraction", "0.1", "--bleu", "50"])
     train.parse_args(["--model", "m", "--data", "notes.txt", "--exact-match", "20"])
     train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0.1", "--exact-match", "20"])
+    train.parse_args(["--model", "m", "--data", "d.json", "--data-dir", "glue_data", "--allow-data-change"])
+    train.parse_args(["--model", "m", "--data", "squad-gen", "--data-dir", "squad", "--allow-data-change",
+                      "--resume", "--val-fraction", "0", "--eval-every", "5"])  # (squad-gen: SQuAD's dev set)
+    train.parse_args(["--model", "m", "--data", "notes.txt", "--val-fraction", "0", "--eval-every", "5"])
     assert ctx.capsys.readouterr().out.splitlines() == [
         "note: --val-fraction, --bleu have no effect with --data glue/rte",
-        "note: --exact-match has no effect with --data notes.txt"]
+        "note: --exact-match has no effect with --data notes.txt",
+        "note: --data-dir has no effect with --data d.json",      # (these two were silent)
+        "note: --allow-data-change has no effect without --resume",
+        "note: --val-fraction has no effect with --data squad-gen",
+        "note: --val-fraction 0 holds nothing out: --eval-every 5 has no validation to run"]
+
+
+@case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)
+def _(ctx):  # (were accepted silently: LoRA ran, a --structure column adapter that had every column)
+    train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--mode", "freeze", "--structure", "column"])
+    train.parse_args(["--model", "m", "--data", "d", "--keep", "1", "--structure=column"])
+    train.parse_args(["--model", "m", "--data", "d", "--keep", "0.5", "--mode", "freeze", "--structure", "column"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --method lora trains every entry of A and B: --mode, --structure (LoRA-SP's: what the frozen entries "
+        "hold, which train) have no effect",
+        "note: --keep 1 trains every entry of A and B: --structure (LoRA-SP's: what the frozen entries hold, which "
+        "train) has no effect"]
+
+
+@case("cli --epochs with --max-steps: the steps asked for win, and say so; --data demo's own count yields", None)
+def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --max-steps overrode the --epochs given)
+    a = train.parse_args(["--model", "m", "--data", "d", "--epochs", "1", "--max-steps", "7"])
+    assert (a.max_steps, ctx.capsys.readouterr().out) == (
+        7, "note: --max-steps 7 sets the number of steps: --epochs has no effect\n")
+    a = train.parse_args(["--model", "smollm2-135m", "--data", "demo", "--epochs", "1"])
+    assert (a.max_steps, a.epochs) == (None, 1) and train.parse_args(["--model", "smollm2-135m", "--data",
+                                                                      "demo"]).max_steps == 60
+    assert ctx.capsys.readouterr().out == ""
+
+
+@case("cli --patience that too few evaluations can never reach says so", None)
+def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run stopped early)
+    for steps in ("10", "11", "16"):  # evaluations at 5, 10 (11; 15, 16): patience 2 stops after a 3rd, before the end
+        train.parse_args(["--model", "m", "--data", "d", "--patience", "2", "--eval-every", "5", "--max-steps", steps])
+    train.parse_args(["--model", "m", "--data", "d", "--patience", "2", "--eval-every", "0"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --patience 2 cannot stop early: --eval-every 5 with --max-steps 10 evaluates 2 times, the last at the "
+        "end; it keeps the best evaluation's weights",
+        "note: --patience 2 cannot stop early: --eval-every 5 with --max-steps 11 evaluates 3 times, the last at the "
+        "end; it keeps the best evaluation's weights",
+        "note: --patience 2 cannot stop early: --eval-every 0 evaluates once at the end; it keeps the best "
+        "evaluation's weights"]
+
+
+@case("cli --data demo --method full: the demo's own --quant nf4 yields", None)
+def _(ctx):  # (was refused for the --quant nf4 the user never gave: "--method full with --quant nf4: NF4 weights ...")
+    assert train.parse_args(["--model", "m", "--data", "demo", "--method", "full"]).quant == "auto"
+    assert train.parse_args(["--model", "m", "--data", "demo"]).quant == "nf4"
+
+
+for value in ("", "q_proj,", "q_proj,,v_proj"):  # ("" trained the default targets, silently)
+    case(f"cli --targets {value!r}", 2, f"--targets {value!r} has an empty name")(
+        lambda ctx, value=value: train.parse_args(["--model", "m", "--data", "d", "--targets", value]))
+
+
+@case("cli --targets with spaces after the commas", None)
+def _(ctx):  # (" v_proj" was refused at load: no module is named so)
+    assert train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj, v_proj"]).targets == "q_proj,v_proj"
+
+
+case("cli --exact-match with --val-fraction 0", 2, "--exact-match 5 asks held-out records, and --val-fraction 0 "
+     "holds none out")(  # (ran without the check, silently)
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d.json", "--val-fraction", "0", "--exact-match", "5"]))
+
+
+@case("cli the demo's own --exact-match with --val-fraction 0 says there is no check", None)
+def _(ctx):  # (the demo's before/after check was dropped silently)
+    assert train.parse_args(["--val-fraction", "0"]).exact_match == 200
+    assert ctx.capsys.readouterr().out == "note: --val-fraction 0 holds no record out: no held-out exact match (the " \
+        "demo's --exact-match 200)\n"
+
+
+@case("train.py: --exact-match past the held-out records says how many it asked", None)
+def _(ctx):  # (--exact-match 50 scored the 6 held out, and printed the percentage alone)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--exact-match", "50"))
+    out = ctx.capsys.readouterr().out
+    assert "held-out exact match before training (6 records): " in out
+    assert "held-out exact match after training (6 records): " in out
 
 
 @case("cli process: --batch-size -1 exits at once, no traceback", None)

@@ -158,6 +158,19 @@ def test_llama2_presets_get_the_papers_recipe_and_full_when_selective_does_not_f
     assert fp32 > 25 * plan.GiB                                                  # the 25 GiB of fp32 weights alone
 
 
+def test_full_fine_tuning_of_a_llama2_preset_is_never_nf4():
+    """--method full with --quant auto on a paper's preset: the exact weights (the recipe is an adapter's). It chose
+    NF4, which parse_args refuses when asked for: the projections' 4-bit codes had no gradient, so only the embeddings,
+    norms and head trained, and the first checkpoint failed on the uint8 codes (TypeError from save_pretrained)."""
+    c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
+    a = flags_for("--method", "full")
+    for room in (None, 1000 * plan.GiB):
+        q, m, why = plan.choose(c, a, targets, room, 0, RUNTIME, "llama2-7b")
+        assert (q, m, why[0]) == ("none", "none", "the exact weights"), room
+    q, m, why = plan.choose(c, a, targets, 100 * plan.GiB, 0, RUNTIME, "llama2-7b")   # nothing fits (weights,
+    assert (q, m) == ("none", "full")                             # gradients, AdamW: 4 x 27 GiB): the leanest tried
+
+
 def test_elsewhere_auto_takes_the_fastest_setting_that_fits():
     c, targets = plan.model_config("gpt2"), train.TARGETS["gpt2"].split(",")
     a = train.parse_args(["--model", "gpt2", "--data", "alpaca"])

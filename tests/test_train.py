@@ -20,7 +20,8 @@ from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fix
 from checkpoint import load_safetensors, save_safetensors
 from data import UserError
 from lorasp import load_adapter
-from model import LlamaConfig, build_model, load_pretrained, load_tokenizer, save_pretrained
+from model import (EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, load_tokenizer,
+                   save_pretrained)
 
 
 def test_defaults_are_the_papers_and_demo_overrides_them():
@@ -107,6 +108,30 @@ def test_lr_schedule():
     assert lrs[55] == pytest.approx(0.5) and 0 < lrs[-1] < 1e-3 and lrs == sorted(lrs[:10]) + sorted(lrs[10:])[::-1]
     a.schedule = "linear"
     assert train.lr_at(55, 100, a) == pytest.approx(0.5) and train.lr_at(99, 100, a) == pytest.approx(1 / 90)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_is_transformers(schedule):
+    """lr_at against transformers' get_cosine/linear_schedule_with_warmup (an LR scheduler stepped once per optimizer
+    step): equal from the end of warm-up on, and during warm-up one step ahead (step 0 trains, at lr / warm-up steps).
+    --warmup 0 is theirs exactly: it used to hold the peak for 2 steps and decay over total - 1 (step 1 of 10 at
+    lr 1.0 instead of 0.976; the last at lr / 9 instead of lr / 10 with --schedule linear)."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    make = dict(cosine=get_cosine_schedule_with_warmup, linear=get_linear_schedule_with_warmup)[schedule]
+    for warmup, total in ((0, 10), (0.03, 10), (0.3, 10), (0.1, 100), (1, 7), (0, 1)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, theirs = make(opt, round(warmup * total), total), []
+        for _ in range(total + 1):
+            theirs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1", "--warmup", str(warmup), "--schedule",
+                              schedule])
+        warm = round(warmup * total)
+        ours = [train.lr_at(s, total, a) for s in range(total)]
+        assert ours[warm:] == pytest.approx(theirs[warm:total]), (warmup, total)       # the decay: theirs
+        assert ours[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])   # warm-up: their s + 1
+        assert ours[:max(warm - 1, 0)] == pytest.approx(theirs[1:warm]), (warmup, total)
 
 
 def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
@@ -214,6 +239,23 @@ def test_default_targets_follow_the_architecture(tmp_path):
         names = [n for n, m in model.named_modules() if isinstance(m, train.LoRASPLinear)]
         assert {n.split(".", 3)[3] for n in names} == expected and len(names) == 2 * len(expected)
         assert all(not p.requires_grad for n, p in model.named_parameters() if "_train" not in n)
+
+
+def test_weight_decay_spares_what_transformers_trainer_spares():
+    """--method full: AdamW decays exactly the parameters transformers' Trainer.get_decay_parameter_names picks (not
+    norms, not biases), on each family. T5's relative_attention_bias (an embedding named bias) used to decay."""
+    from transformers import Trainer
+    a = train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--weight-decay", "0.1"])
+    for config in (LlamaConfig(vocab_size=50, n_layer=1, n_embd=16, n_head=2, n_kv_head=2, n_ffn=32),
+                   GPT2Config(vocab_size=50, n_positions=16, n_layer=1, n_embd=16, n_head=2),
+                   EncoderConfig(vocab_size=50, n_layer=1, n_embd=16, n_head=2, n_ffn=32),
+                   T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)):
+        m = build_model(config).requires_grad_(True)
+        opt, by_name = train.adamw(m, list(m.parameters()), a), dict(m.named_parameters(remove_duplicate=False))
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+        theirs = {id(by_name[n]) for n in Trainer.get_decay_parameter_names(None, m)}  # (GPT-2: wte is lm_head)
+        assert {id(p) for p in opt.param_groups[0]["params"]} == theirs, type(m).__name__
+        assert len(theirs) + len(opt.param_groups[1]["params"]) == len(list(m.parameters()))
 
 
 def test_accumulation_equals_one_big_batch(tiny, tmp_path):
