@@ -53,6 +53,7 @@ import random
 import re
 import shutil
 import struct
+import sys
 import tarfile
 import tempfile
 import unicodedata
@@ -652,6 +653,13 @@ def read_records(path, output=True):
             except UnicodeEncodeError as e:                    # JSON's "\ud800" alone: no character, no token
                 raise ValueError(f"{at} field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at "
                                  f"character {e.start}): not text") from None
+    unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
+    for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it)
+        for k in set(r) - {"instruction", "input", "output", "text"}:
+            unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}))
+    if unused := {k: n for k, n in unused.items() if n}:
+        print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
+            f"{k!r} in {n:,} records" for k, n in sorted(unused.items())), file=sys.stderr)
     return records
 
 

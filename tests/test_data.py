@@ -153,6 +153,22 @@ def test_malformed_records_name_index_and_field(tmp_path, bad, message):
     assert data.read_records(str(tmp_path / "ok.jsonl")) == [good, good]
 
 
+def test_fields_lorasp_does_not_read_are_named(tmp_path, capsys):
+    """LLaMA-Factory's Alpaca format adds a system prompt and a chat history; lorasp trains on instruction, input and
+    output alone: said, with how many records carry each (empty ones, and the Hub export's rendered "text", are
+    not)."""
+    records = [{"instruction": "a", "input": "", "output": "b", "system": "You are a pirate.", "history": []},
+               {"instruction": "c", "output": "d", "system": "", "history": [["hi", "ho"]], "text": "rendered"},
+               {"instruction": "e", "output": "f", "system": "Be brief."}]
+    (tmp_path / "lf.json").write_text(json.dumps(records))
+    assert data.read_records(str(tmp_path / "lf.json")) == records
+    assert capsys.readouterr().err == (f"note: {tmp_path / 'lf.json'}: fields lorasp does not use (it reads "
+                                       "instruction, input, output): 'history' in 1 records, 'system' in 2 records\n")
+    (tmp_path / "plain.json").write_text(json.dumps([{"instruction": "a", "output": "b", "text": "rendered"}]))
+    data.read_records(str(tmp_path / "plain.json"))
+    assert capsys.readouterr().err == ""
+
+
 def test_demo_task_answers_are_right():
     records = data.demo_records(300, seed=1)
     assert len({(r["instruction"], r["input"]) for r in records}) == 300 and records == data.demo_records(300, seed=1)
