@@ -162,7 +162,8 @@ class EncoderConfig:
             raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
-        return cls(c["model_type"], **{f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
+        pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
+        return cls(c["model_type"], **pad | {f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
                    num_labels=head * len(c.get("id2label") or [0, 1]),  # HF's default: 2 labels
                    qa=any(a.endswith("ForQuestionAnswering") for a in arch))
 
