@@ -190,6 +190,8 @@ class T5Config:  # fields named as in T5's config.json
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"  # v1.0: relu(wi x); "gated-gelu" (v1.1, FLAN-T5): gelu(wi_0 x) * wi_1 x
+    dense_act_fn: Optional[str] = None   # a key of ACT; None: feed_forward_proj's last word ("gated-gelu": the tanh
+    is_gated_act: Optional[bool] = None  # GELU, gelu_new), as transformers reads it; config.json's own values win
     tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`
     dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
     scale_decoder_outputs: Optional[bool] = None  # decoder output * d_model^-0.5 before lm_head (v1.0); None: as
@@ -201,16 +203,25 @@ class T5Config:  # fields named as in T5's config.json
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("feed_forward_proj", "relu") not in ("relu", "gated-gelu") or c.get("decoder_start_token_id", 0):
-            raise NotImplementedError("only T5 v1.0 (relu) and v1.1 / FLAN-T5 (gated-gelu), decoder start token 0")
+        if c.get("decoder_start_token_id", 0):
+            raise NotImplementedError(f"decoder_start_token_id = {c['decoder_start_token_id']!r} is not supported (0)")
         core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
                     num_layers=c["num_layers"], num_heads=c["num_heads"],
                     num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
-        return cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+        config = cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+        if config.dense_act_fn not in ACT:
+            raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "
+                                      f"{config.feed_forward_proj!r}) is not supported ({', '.join(ACT)})")
+        return config
 
     def __post_init__(self):
         if self.scale_decoder_outputs is None:
             self.scale_decoder_outputs = self.tie_word_embeddings
+        act = self.feed_forward_proj.split("-")  # "relu", "gated-gelu", ...: transformers' reading
+        if self.is_gated_act is None:
+            self.is_gated_act = act[0] == "gated"
+        if self.dense_act_fn is None:
+            self.dense_act_fn = "gelu_new" if self.feed_forward_proj == "gated-gelu" else act[-1]
 
     def to_hf(self):
         return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
@@ -393,6 +404,10 @@ swiglu = SwiGLU.apply
 
 def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")  # GPT-2's "gelu_new"
+
+
+# config.json's activation names (transformers' ACT2FN keys) -> the function; "gelu" is the exact (erf) GELU
+ACT = {"relu": F.relu, "gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "silu": F.silu}
 
 
 def dropout(x, p):
@@ -736,7 +751,7 @@ class T5Block(nn.Module):
         C, inner, L = c.d_model, c.num_heads * c.d_kv, lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
         sub = lambda name, **m: nn.ModuleDict({name: nn.ModuleDict(m), "layer_norm": RMSNorm(C, c.layer_norm_epsilon)})
         qkvo = lambda: dict(q=L(C, inner), k=L(C, inner), v=L(C, inner), o=L(inner, C))  # noqa: E731
-        self.gated, self.n_head, self.p = c.feed_forward_proj == "gated-gelu", c.num_heads, c.dropout_rate
+        self.gated, self.act, self.n_head, self.p = c.is_gated_act, ACT[c.dense_act_fn], c.num_heads, c.dropout_rate
         ff = dict(wi_0=L(C, c.d_ff), wi_1=L(C, c.d_ff)) if self.gated else dict(wi=L(C, c.d_ff))
         table = dict(relative_attention_bias=nn.Embedding(c.relative_attention_num_buckets, c.num_heads))
         self.layer = nn.ModuleList([sub("SelfAttention", **qkvo(), **(table if first else {}))]  # ModuleDicts: HF's
@@ -764,10 +779,10 @@ class T5Block(nn.Module):
             y = self.attention(cross[0].EncDecAttention, h, enc, enc_bias, p, kv and kv["cross"], cross=True)
             x = x + dropout(y, p)
         h, m = cheap(ff.layer_norm, x), ff.DenseReluDense
-        if self.gated:  # HF's gated-gelu is the tanh GELU
-            h = cheap(lambda a, b: dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
+        if self.gated:  # v1.1: act(wi_0 h) * wi_1 h
+            h = cheap(lambda a, b: dropout(self.act(a) * b, p), m.wi_0(h), m.wi_1(h))
         else:
-            h = cheap(lambda a: dropout(F.relu(a), p), m.wi(h))
+            h = cheap(lambda a: dropout(self.act(a), p), m.wi(h))
         return x + dropout(tail(m.wo, h), p)
 
 

@@ -143,7 +143,7 @@ def t5(c, mode, r, T, dropout_cpu):
     the feed-forward's activation inputs and outputs, h; the decoder adds cross-attention (norm in and out, q, and k,
     v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks."""
     C, inner, F, h, p = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.num_heads, c.dropout_rate > 0
-    gated = c.feed_forward_proj == "gated-gelu"             # kept: gelu's input, its output and wi_1's; relu's output
+    gated = c.is_gated_act                                   # kept: act's input, its output and wi_1's; relu's output
     ff, ff_in = (3 * F, 2 * F) if gated else (F, F)          # selective keeps the matmul outputs (wi_0, wi_1 / wi)
     att = h * T if p and dropout_cpu else 4 * h + 4 * inner
     enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff_in + 2 * r, full=C)[mode]
