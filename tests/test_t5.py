@@ -182,7 +182,8 @@ def test_presets_read_like_the_published_configs():
 
 
 @pytest.mark.parametrize("proj,written", [("gated-gelu", dict(dense_act_fn="gelu")),
-                                          ("relu", dict(dense_act_fn="gelu_new")), ("gated-silu", {}), ("gated-relu", {}), ("gelu", {})])
+                                          ("relu", dict(dense_act_fn="gelu_new")), ("gated-silu", {}),
+                                          ("gated-relu", {}), ("gelu", {})])
 def test_feed_forward_activation_as_transformers_reads_it(proj, written, tmp_path):
     """feed_forward_proj gives the activation and the gate, but config.json's own dense_act_fn wins in transformers
     (its "gated-gelu" alone is the tanh GELU): both were read from feed_forward_proj alone (logits off by 5e-4 with
