@@ -110,25 +110,32 @@ class GPT2Config:
     dropout: float = 0.0      # GPT-2 uses one rate (0.1) for embeddings, attention probabilities and residuals
     num_labels: int = 0       # > 0: a sequence-classification head (`score`)
     tie_word_embeddings: bool = True  # lm_head is wte (as released); False: its own lm_head.weight
+    activation_function: str = "gelu_new"  # the MLP's (a key of ACT): tanh-GELU as released
+    n_inner: Optional[int] = None  # the MLP's width; None: 4 * n_embd
+    scale_attn_weights: bool = True  # attention logits / sqrt(head size); False: unscaled
+    scale_attn_by_inverse_layer_idx: bool = False  # and / (block index + 1) (Stanford CRFM's Mistral runs)
     HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh") or c.get("n_inner") \
-                or c.get("scale_attn_by_inverse_layer_idx") or not c.get("scale_attn_weights", True):
-            raise NotImplementedError("only GPT-2 as released is supported (tanh-GELU, 4x MLP, 1/sqrt(hd) scale)")
+        if c.get("activation_function", "gelu_new") not in ACT:
+            raise NotImplementedError(f"activation_function = {c['activation_function']!r} is not supported "
+                                      f"({', '.join(ACT)})")
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
                    c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]),
-                   c.get("tie_word_embeddings", True))
+                   c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
+                   c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
 
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
         return dict(architectures=["GPT2ForSequenceClassification" if head else "GPT2LMHeadModel"], model_type="gpt2",
                     vocab_size=self.vocab_size, n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd,
-                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function="gelu_new",
-                    resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
-                    tie_word_embeddings=self.tie_word_embeddings, **head)
+                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function=self.activation_function,
+                    n_inner=self.n_inner, scale_attn_weights=self.scale_attn_weights,
+                    scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx, resid_pdrop=self.dropout,
+                    embd_pdrop=self.dropout, attn_pdrop=self.dropout, tie_word_embeddings=self.tie_word_embeddings,
+                    **head)
 
 
 @dataclass
@@ -530,21 +537,24 @@ class Llama(nn.Module):
 # GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU, tied head, a classifier head
 
 class GPT2Block(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, i=0):
         super().__init__()
-        C, self.n_head, self.p = c.n_embd, c.n_head, c.dropout
+        C, F, self.n_head, self.p = c.n_embd, c.n_inner or 4 * c.n_embd, c.n_head, c.dropout
+        self.act = ACT[c.activation_function]
+        self.scale = ((C // c.n_head) ** -0.5 if c.scale_attn_weights else 1.0) / (  # on the attention logits
+            i + 1 if c.scale_attn_by_inverse_layer_idx else 1)
         self.ln_1, self.ln_2 = nn.LayerNorm(C, eps=c.norm_eps), nn.LayerNorm(C, eps=c.norm_eps)
         self.attn = nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C), c_proj=nn.Linear(C, C)))
-        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C), c_proj=nn.Linear(4 * C, C)))
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, F), c_proj=nn.Linear(F, C)))
 
     def forward(self, x, mask, kv=None):
         (B, T, C), a, m, p = x.shape, self.attn, self.mlp, self.p if self.training else 0.0
 
         def core(qkv):  # (B, T, 3C) -> (B, T, C)
             q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
-            return attend(q, k, v, mask, kv, p)
+            return attend(q, k, v, mask, kv, p, scale=self.scale)
         x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
-        return x + dropout(tail(m.c_proj, cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
+        return x + dropout(tail(m.c_proj, cheap(self.act, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
 class GPT2(nn.Module):
@@ -555,7 +565,7 @@ class GPT2(nn.Module):
         c, self.config, self.checkpointing = config, config, "none"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.n_positions, c.n_embd),
-            h=nn.ModuleList(GPT2Block(c) for _ in range(c.n_layer)), ln_f=nn.LayerNorm(c.n_embd, eps=c.norm_eps)))
+            h=nn.ModuleList(GPT2Block(c, i) for i in range(c.n_layer)), ln_f=nn.LayerNorm(c.n_embd, eps=c.norm_eps)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
@@ -870,7 +880,9 @@ CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
     a dropout rate in [0, 1), a RoPE base > 0."""
-    if field.type is int:
+    if field.type in (int, Optional[int]):
+        if value is None and field.type != int:
+            return None                                 # (n_inner: None is 4 * n_embd)
         low = 0 if field.name in ("num_labels", "pad_id") else 1
         return None if type(value) is int and value >= low else f"must be an integer >= {low}"
     if field.type is float:

@@ -124,9 +124,10 @@ def llama(c, mode, r, T, dropout_cpu):
 def gpt2(c, mode, r, T, dropout_cpu):
     """x, ln out, qkv, attention out, x mid, ln out, fc out, gelu out, h of 4 adapters; dropout's bool masks (2C) and
     its attention mask (heads x T); LayerNorm's mean and rstd. Selective: x, qkv, x mid, fc out and the masks."""
-    C, h, p = c.n_embd, c.n_head, c.dropout > 0
+    C, F, h, p = c.n_embd, c.n_inner or 4 * c.n_embd, c.n_head, c.dropout > 0  # F: the MLP's width (4C as released)
     att = h * T if p and dropout_cpu else 4 * h             # DropoutAttention's mask, or SDPA's log-sum-exp
-    return dict(none=(16 * C + 4 * r, 2 * C * p + 16 + att), selective=(9 * C + 4 * r, 2 * C * p), full=(C, 0))[mode]
+    return dict(none=(8 * C + 2 * F + 4 * r, 2 * C * p + 16 + att), selective=(5 * C + F + 4 * r, 2 * C * p),
+                full=(C, 0))[mode]
 
 
 def encoder(c, mode, r, T, dropout_cpu):
@@ -214,7 +215,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None):
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))
     C = getattr(config, "n_embd", None) or config.d_model
-    F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or 4 * C
+    F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or getattr(config, "n_inner", None) or 4 * C
     parts["backward"] = tokens * GRADS_IN_FLIGHT * F * s + tokens * dict(
         none=0, selective=per_token("none") - per_token("selective"),  # a full replay rebuilds a whole block
         full=per_token("none"))["full" if full_blocks else args.checkpointing]

@@ -75,6 +75,28 @@ def test_gpt2_safetensors_and_bin_match_transformers(hf_gpt2, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("fields", [dict(activation_function="gelu"), dict(activation_function="relu"),
+                                    dict(n_inner=48), dict(n_inner=256), dict(scale_attn_weights=False),
+                                    dict(scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True),
+                                    dict(layer_norm_epsilon=0.3, n_layer=3)])
+def test_gpt2_config_fields_as_transformers_reads_them(fields, tmp_path):
+    """GPT-2 config.json fields that change the forward pass (distilgpt2 and the GPT-2s trained by others carry them):
+    the MLP activation and width, attention logits unscaled or scaled by 1/(layer + 1) (Stanford CRFM's runs), the
+    LayerNorm eps. Each was refused (only GPT-2 as released)."""
+    c = transformers.GPT2Config(**dict(dict(vocab_size=V, n_positions=64, n_embd=64, n_layer=2, n_head=4), **fields))
+    random_params(transformers.GPT2LMHeadModel(c), 3).save_pretrained(tmp_path)
+    ref, ours = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path)
+    x, mask = ids(), torch.tensor([[1] * T, [1] * (T - 3) + [0] * 3])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-4, rtol=0)
+        got, want = ours(x, attention_mask=mask), ref(x, attention_mask=mask).logits
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    M.save_pretrained(ours, tmp_path / "back")  # and written back as transformers reads it
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, ref(x).logits, atol=1e-5, rtol=0)
+
+
 def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
     """A GPT-2 with tie_word_embeddings: false and its own lm_head; a Llama whose config says tied but whose file
     stores a different lm_head.weight (transformers 5 keeps it, untied). Neither head is dropped for the embedding."""
