@@ -155,17 +155,19 @@ class EncoderConfig:
     pad_id: int = 0
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
+    hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
-        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id")
+        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act")
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
-        if c.get("hidden_act", "gelu") != "gelu" or c.get("position_embedding_type", "absolute") != "absolute" \
-                or c.get("is_decoder") or c.get("attention_probs_dropout_prob", p) != p \
-                or c.get("classifier_dropout") not in (None, p):
+        if c.get("hidden_act", "gelu") not in ACT:
+            raise NotImplementedError(f"hidden_act = {c['hidden_act']!r} is not supported ({', '.join(ACT)})")
+        if c.get("position_embedding_type", "absolute") != "absolute" or c.get("is_decoder") \
+                or c.get("attention_probs_dropout_prob", p) != p or c.get("classifier_dropout") not in (None, p):
             raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
@@ -177,7 +179,7 @@ class EncoderConfig:
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
         kind = "ForSequenceClassification" if head else "ForQuestionAnswering" if self.qa else "Model"
-        return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type, hidden_act="gelu",
+        return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type,
                     attention_probs_dropout_prob=self.dropout, **{h: getattr(self, f) for f, h in self.HF.items()},
                     **head)
 
@@ -627,11 +629,12 @@ class GPT2(nn.Module):
 # RoBERTa and BERT (Liu et al. 2019, Devlin et al. 2019): one post-LN encoder, classifier and span heads
 
 class EncoderBlock(nn.Module):
-    """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 gelu(W1 x)); dropout on both branches."""
+    """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 act(W1 x)) (act: GELU); dropout on both branches."""
 
     def __init__(self, c):
         super().__init__()
         C, L, LN, self.n_head, self.p = c.n_embd, nn.Linear, nn.LayerNorm, c.n_head, c.dropout
+        self.act = ACT[c.hidden_act]
         self.attention = nn.ModuleDict(dict(self=nn.ModuleDict(dict(query=L(C, C), key=L(C, C), value=L(C, C))),
                                             output=nn.ModuleDict(dict(dense=L(C, C), LayerNorm=LN(C, eps=c.norm_eps)))))
         self.intermediate = nn.ModuleDict(dict(dense=L(C, c.n_ffn)))
@@ -646,7 +649,7 @@ class EncoderBlock(nn.Module):
             q, k, v = (t.unflatten(-1, (self.n_head, -1)).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
             return attend(q, k, v, mask, dropout=p, causal=False)
         x = cheap(o.LayerNorm, xq + dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
-        h = cheap(F.gelu, self.intermediate.dense(x))  # erf GELU
+        h = cheap(self.act, self.intermediate.dense(x))  # erf GELU as released
         return cheap(self.output.LayerNorm, x + dropout(self.output.dense(h), p))
 
 
