@@ -59,6 +59,15 @@ from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_bloc
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
 
+def refuse_unsupported(c, **supported):
+    """Refuse a config.json field that changes the computation in a way these backbones don't implement, naming it
+    and its value (read silently, the logits would be wrong). supported: key -> (transformers' default, values)."""
+    for key, (default, values) in supported.items():
+        if c.get(key, default) not in values:
+            raise NotImplementedError(f"{key} = {c.get(key, default)!r} is not supported (supported: "
+                                      f"{', '.join(map(repr, values))})")
+
+
 @dataclass
 class LlamaConfig:
     model_type: ClassVar[str] = "llama"
@@ -81,10 +90,9 @@ class LlamaConfig:
     def from_hf(cls, c):
         rope = c.get("rope_parameters") or {"rope_theta": c.get("rope_theta", 10000.0)}  # transformers ≥ 5 nests it
         head_dim = c["hidden_size"] // c["num_attention_heads"]
-        if rope.get("rope_type", "default") != "default" or c.get("rope_scaling") or c.get("mlp_bias") \
-                or c.get("hidden_act", "silu") != "silu" or c.get("head_dim") not in (None, head_dim):
-            raise NotImplementedError("RoPE scaling, MLP biases, activations other than SiLU and head_dim != "
-                                      "hidden_size / heads are not supported")
+        refuse_unsupported(rope, rope_type=("default", ("default",)))  # RoPE scaling: Llama 3.1, long-context
+        refuse_unsupported(c, rope_scaling=(None, (None, {})), mlp_bias=(False, (False, None)),
+                           hidden_act=("silu", ("silu",)), head_dim=(None, (None, head_dim)))
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"], c["rms_norm_eps"],
                    rope["rope_theta"], c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
@@ -118,9 +126,7 @@ class GPT2Config:
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("activation_function", "gelu_new") not in ACT:
-            raise NotImplementedError(f"activation_function = {c['activation_function']!r} is not supported "
-                                      f"({', '.join(ACT)})")
+        refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)))
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
                    c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]),
@@ -164,11 +170,9 @@ class EncoderConfig:
     @classmethod
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
-        if c.get("hidden_act", "gelu") not in ACT:
-            raise NotImplementedError(f"hidden_act = {c['hidden_act']!r} is not supported ({', '.join(ACT)})")
-        if c.get("position_embedding_type", "absolute") != "absolute" or c.get("is_decoder") \
-                or c.get("attention_probs_dropout_prob", p) != p or c.get("classifier_dropout") not in (None, p):
-            raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
+        refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
+                           is_decoder=(False, (False, None)),
+                           attention_probs_dropout_prob=(p, (p,)), classifier_dropout=(None, (None, p)))  # one rate
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
         pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
@@ -212,8 +216,7 @@ class T5Config:  # fields named as in T5's config.json
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("decoder_start_token_id", 0):
-            raise NotImplementedError(f"decoder_start_token_id = {c['decoder_start_token_id']!r} is not supported (0)")
+        refuse_unsupported(c, decoder_start_token_id=(0, (0, None)))
         core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
                     num_layers=c["num_layers"], num_heads=c["num_heads"],
                     num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
@@ -969,6 +972,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
             config = CONFIGS[hf["model_type"]].from_hf(hf)
         except KeyError as e:
             raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{source}: {e}") from None
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
