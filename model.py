@@ -15,8 +15,9 @@
   One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
   (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
-  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
-  the HF layout back.
+  missing, left over or mis-shaped. Every config.json field that changes the computation is read as transformers reads
+  it (activations, MLP widths, attention scales, eps, RoPE base, ...) or refused by name (refuse_unsupported). Peak
+  host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
   per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
   (Korthikanti et al. 2022); the machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
@@ -32,7 +33,7 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1030) because it holds five architectures, each with its Hugging Face names, heads and key
+the 900-line budget (~1070) because it holds five architectures, each with its Hugging Face names, heads and key
 conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU, LinearCrossEntropy) beside the
 layers they replace.
 """
