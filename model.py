@@ -93,7 +93,8 @@ class LlamaConfig:
         head_dim = c["hidden_size"] // c["num_attention_heads"]
         refuse_unsupported(rope, rope_type=("default", ("default",)))  # RoPE scaling: Llama 3.1, long-context
         refuse_unsupported(c, rope_scaling=(None, (None, {})), mlp_bias=(False, (False, None)),
-                           hidden_act=("silu", ("silu",)), head_dim=(None, (None, head_dim)))
+                           hidden_act=("silu", ("silu",)), head_dim=(None, (None, head_dim)),
+                           attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"], c["rms_norm_eps"],
                    rope["rope_theta"], c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
@@ -127,10 +128,12 @@ class GPT2Config:
 
     @classmethod
     def from_hf(cls, c):
-        refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)))
+        p = c.get("resid_pdrop", 0.1)  # one dropout rate: embeddings, attention probabilities, residuals
+        refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
+                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
-                   c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]),
+                   p, head * len(c.get("id2label") or [0, 1]),
                    c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
                    c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
 
@@ -173,7 +176,7 @@ class EncoderConfig:
         p = c.get("hidden_dropout_prob", 0.1)
         refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
                            is_decoder=(False, (False, None)),
-                           attention_probs_dropout_prob=(p, (p,)), classifier_dropout=(None, (None, p)))  # one rate
+                           attention_probs_dropout_prob=(0.1, (p,)), classifier_dropout=(None, (None, p)))  # one rate
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
         pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
