@@ -15,8 +15,9 @@
   One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
   (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
-  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
-  the HF layout back.
+  missing, left over or mis-shaped. Every config.json field that changes the computation is read as transformers reads
+  it (activations, MLP widths, attention scales, eps, RoPE base, ...) or refused by name (refuse_unsupported). Peak
+  host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
   per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
   (Korthikanti et al. 2022); the machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
@@ -32,7 +33,7 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1030) because it holds five architectures, each with its Hugging Face names, heads and key
+the 900-line budget (~1070) because it holds five architectures, each with its Hugging Face names, heads and key
 conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU, LinearCrossEntropy) beside the
 layers they replace.
 """
@@ -59,6 +60,15 @@ from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_bloc
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
 
+def refuse_unsupported(c, **supported):
+    """Refuse a config.json field that changes the computation in a way these backbones don't implement, naming it
+    and its value (read silently, the logits would be wrong). supported: key -> (transformers' default, values)."""
+    for key, (default, values) in supported.items():
+        if c.get(key, default) not in values:
+            raise NotImplementedError(f"{key} = {c.get(key, default)!r} is not supported (supported: "
+                                      f"{', '.join(map(repr, values))})")
+
+
 @dataclass
 class LlamaConfig:
     model_type: ClassVar[str] = "llama"
@@ -81,10 +91,10 @@ class LlamaConfig:
     def from_hf(cls, c):
         rope = c.get("rope_parameters") or {"rope_theta": c.get("rope_theta", 10000.0)}  # transformers ≥ 5 nests it
         head_dim = c["hidden_size"] // c["num_attention_heads"]
-        if rope.get("rope_type", "default") != "default" or c.get("rope_scaling") or c.get("mlp_bias") \
-                or c.get("hidden_act", "silu") != "silu" or c.get("head_dim") not in (None, head_dim):
-            raise NotImplementedError("RoPE scaling, MLP biases, activations other than SiLU and head_dim != "
-                                      "hidden_size / heads are not supported")
+        refuse_unsupported(rope, rope_type=("default", ("default",)))  # RoPE scaling: Llama 3.1, long-context
+        refuse_unsupported(c, rope_scaling=(None, (None, {})), mlp_bias=(False, (False, None)),
+                           hidden_act=("silu", ("silu",)), head_dim=(None, (None, head_dim)),
+                           attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"], c["rms_norm_eps"],
                    rope["rope_theta"], c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
@@ -110,25 +120,32 @@ class GPT2Config:
     dropout: float = 0.0      # GPT-2 uses one rate (0.1) for embeddings, attention probabilities and residuals
     num_labels: int = 0       # > 0: a sequence-classification head (`score`)
     tie_word_embeddings: bool = True  # lm_head is wte (as released); False: its own lm_head.weight
+    activation_function: str = "gelu_new"  # the MLP's (a key of ACT): tanh-GELU as released
+    n_inner: Optional[int] = None  # the MLP's width; None: 4 * n_embd
+    scale_attn_weights: bool = True  # attention logits / sqrt(head size); False: unscaled
+    scale_attn_by_inverse_layer_idx: bool = False  # and / (block index + 1) (Stanford CRFM's Mistral runs)
     HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh") or c.get("n_inner") \
-                or c.get("scale_attn_by_inverse_layer_idx") or not c.get("scale_attn_weights", True):
-            raise NotImplementedError("only GPT-2 as released is supported (tanh-GELU, 4x MLP, 1/sqrt(hd) scale)")
+        p = c.get("resid_pdrop", 0.1)  # one dropout rate: embeddings, attention probabilities, residuals
+        refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
+                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
-                   c.get("resid_pdrop", 0.1), head * len(c.get("id2label") or [0, 1]),
-                   c.get("tie_word_embeddings", True))
+                   p, head * len(c.get("id2label") or [0, 1]),
+                   c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
+                   c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
 
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
         return dict(architectures=["GPT2ForSequenceClassification" if head else "GPT2LMHeadModel"], model_type="gpt2",
                     vocab_size=self.vocab_size, n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd,
-                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function="gelu_new",
-                    resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
-                    tie_word_embeddings=self.tie_word_embeddings, **head)
+                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function=self.activation_function,
+                    n_inner=self.n_inner, scale_attn_weights=self.scale_attn_weights,
+                    scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx, resid_pdrop=self.dropout,
+                    embd_pdrop=self.dropout, attn_pdrop=self.dropout, tie_word_embeddings=self.tie_word_embeddings,
+                    **head)
 
 
 @dataclass
@@ -148,28 +165,29 @@ class EncoderConfig:
     pad_id: int = 0
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
+    hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
-        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id")
+        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act")
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
-        if c.get("hidden_act", "gelu") != "gelu" or c.get("position_embedding_type", "absolute") != "absolute" \
-                or c.get("is_decoder") or c.get("attention_probs_dropout_prob", p) != p \
-                or c.get("classifier_dropout") not in (None, p):
-            raise NotImplementedError("only encoders as released: erf-GELU, absolute positions, one dropout rate")
+        refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
+                           is_decoder=(False, (False, None)),
+                           attention_probs_dropout_prob=(0.1, (p,)), classifier_dropout=(None, (None, p)))  # one rate
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
-        return cls(c["model_type"], **{f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
+        pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
+        return cls(c["model_type"], **pad | {f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
                    num_labels=head * len(c.get("id2label") or [0, 1]),  # HF's default: 2 labels
                    qa=any(a.endswith("ForQuestionAnswering") for a in arch))
 
     def to_hf(self):
         head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
         kind = "ForSequenceClassification" if head else "ForQuestionAnswering" if self.qa else "Model"
-        return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type, hidden_act="gelu",
+        return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type,
                     attention_probs_dropout_prob=self.dropout, **{h: getattr(self, f) for f, h in self.HF.items()},
                     **head)
 
@@ -189,6 +207,8 @@ class T5Config:  # fields named as in T5's config.json
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"  # v1.0: relu(wi x); "gated-gelu" (v1.1, FLAN-T5): gelu(wi_0 x) * wi_1 x
+    dense_act_fn: Optional[str] = None   # a key of ACT; None: feed_forward_proj's last word ("gated-gelu": the tanh
+    is_gated_act: Optional[bool] = None  # GELU, gelu_new), as transformers reads it; config.json's own values win
     tie_word_embeddings: bool = True  # v1.0: lm_head is `shared`
     dropout_rate: float = 0.1  # embeddings, attention probabilities, feed-forward, residuals
     scale_decoder_outputs: Optional[bool] = None  # decoder output * d_model^-0.5 before lm_head (v1.0); None: as
@@ -200,16 +220,24 @@ class T5Config:  # fields named as in T5's config.json
 
     @classmethod
     def from_hf(cls, c):
-        if c.get("feed_forward_proj", "relu") not in ("relu", "gated-gelu") or c.get("decoder_start_token_id", 0):
-            raise NotImplementedError("only T5 v1.0 (relu) and v1.1 / FLAN-T5 (gated-gelu), decoder start token 0")
+        refuse_unsupported(c, decoder_start_token_id=(0, (0, None)))
         core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
                     num_layers=c["num_layers"], num_heads=c["num_heads"],
                     num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
-        return cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+        config = cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+        if config.dense_act_fn not in ACT:
+            raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "
+                                      f"{config.feed_forward_proj!r}) is not supported ({', '.join(ACT)})")
+        return config
 
     def __post_init__(self):
         if self.scale_decoder_outputs is None:
             self.scale_decoder_outputs = self.tie_word_embeddings
+        act = self.feed_forward_proj.split("-")  # "relu", "gated-gelu", ...: transformers' reading
+        if self.is_gated_act is None:
+            self.is_gated_act = act[0] == "gated"
+        if self.dense_act_fn is None:
+            self.dense_act_fn = "gelu_new" if self.feed_forward_proj == "gated-gelu" else act[-1]
 
     def to_hf(self):
         return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
@@ -394,6 +422,10 @@ def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")  # GPT-2's "gelu_new"
 
 
+# config.json's activation names (transformers' ACT2FN keys) -> the function; "gelu" is the exact (erf) GELU
+ACT = {"relu": F.relu, "gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "silu": F.silu}
+
+
 def dropout(x, p):
     """Inverted dropout that keeps a bool mask for backward (on CPU F.dropout keeps a float one and draws 2x slower)."""
     return x / (1 - p) * (torch.rand(x.shape, device=x.device) >= p) if p > 0 else x
@@ -518,21 +550,24 @@ class Llama(nn.Module):
 # GPT-2 (Radford et al. 2019): learned positions, pre-norm LayerNorm, tanh-GELU, tied head, a classifier head
 
 class GPT2Block(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, i=0):
         super().__init__()
-        C, self.n_head, self.p = c.n_embd, c.n_head, c.dropout
+        C, F, self.n_head, self.p = c.n_embd, c.n_inner or 4 * c.n_embd, c.n_head, c.dropout
+        self.act = ACT[c.activation_function]
+        self.scale = ((C // c.n_head) ** -0.5 if c.scale_attn_weights else 1.0) / (  # on the attention logits
+            i + 1 if c.scale_attn_by_inverse_layer_idx else 1)
         self.ln_1, self.ln_2 = nn.LayerNorm(C, eps=c.norm_eps), nn.LayerNorm(C, eps=c.norm_eps)
         self.attn = nn.ModuleDict(dict(c_attn=nn.Linear(C, 3 * C), c_proj=nn.Linear(C, C)))
-        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, 4 * C), c_proj=nn.Linear(4 * C, C)))
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(C, F), c_proj=nn.Linear(F, C)))
 
     def forward(self, x, mask, kv=None):
         (B, T, C), a, m, p = x.shape, self.attn, self.mlp, self.p if self.training else 0.0
 
         def core(qkv):  # (B, T, 3C) -> (B, T, C)
             q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in qkv.split(C, 2))  # (B, nh, T, hd)
-            return attend(q, k, v, mask, kv, p)
+            return attend(q, k, v, mask, kv, p, scale=self.scale)
         x = x + dropout(a.c_proj(cheap(core, a.c_attn(cheap(self.ln_1, x)))), p)
-        return x + dropout(tail(m.c_proj, cheap(gelu_tanh, m.c_fc(cheap(self.ln_2, x)))), p)
+        return x + dropout(tail(m.c_proj, cheap(self.act, m.c_fc(cheap(self.ln_2, x)))), p)
 
 
 class GPT2(nn.Module):
@@ -543,7 +578,7 @@ class GPT2(nn.Module):
         c, self.config, self.checkpointing = config, config, "none"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.n_positions, c.n_embd),
-            h=nn.ModuleList(GPT2Block(c) for _ in range(c.n_layer)), ln_f=nn.LayerNorm(c.n_embd, eps=c.norm_eps)))
+            h=nn.ModuleList(GPT2Block(c, i) for i in range(c.n_layer)), ln_f=nn.LayerNorm(c.n_embd, eps=c.norm_eps)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
@@ -605,11 +640,12 @@ class GPT2(nn.Module):
 # RoBERTa and BERT (Liu et al. 2019, Devlin et al. 2019): one post-LN encoder, classifier and span heads
 
 class EncoderBlock(nn.Module):
-    """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 gelu(W1 x)); dropout on both branches."""
+    """Post-LN, as BERT: x = LN(x + attn(x)), then x = LN(x + W2 act(W1 x)) (act: GELU); dropout on both branches."""
 
     def __init__(self, c):
         super().__init__()
         C, L, LN, self.n_head, self.p = c.n_embd, nn.Linear, nn.LayerNorm, c.n_head, c.dropout
+        self.act = ACT[c.hidden_act]
         self.attention = nn.ModuleDict(dict(self=nn.ModuleDict(dict(query=L(C, C), key=L(C, C), value=L(C, C))),
                                             output=nn.ModuleDict(dict(dense=L(C, C), LayerNorm=LN(C, eps=c.norm_eps)))))
         self.intermediate = nn.ModuleDict(dict(dense=L(C, c.n_ffn)))
@@ -624,7 +660,7 @@ class EncoderBlock(nn.Module):
             q, k, v = (t.unflatten(-1, (self.n_head, -1)).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
             return attend(q, k, v, mask, dropout=p, causal=False)
         x = cheap(o.LayerNorm, xq + dropout(o.dense(cheap(core, s.query(xq), s.key(x), s.value(x))), p))
-        h = cheap(F.gelu, self.intermediate.dense(x))  # erf GELU
+        h = cheap(self.act, self.intermediate.dense(x))  # erf GELU as released
         return cheap(self.output.LayerNorm, x + dropout(self.output.dense(h), p))
 
 
@@ -739,7 +775,7 @@ class T5Block(nn.Module):
         C, inner, L = c.d_model, c.num_heads * c.d_kv, lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
         sub = lambda name, **m: nn.ModuleDict({name: nn.ModuleDict(m), "layer_norm": RMSNorm(C, c.layer_norm_epsilon)})
         qkvo = lambda: dict(q=L(C, inner), k=L(C, inner), v=L(C, inner), o=L(inner, C))  # noqa: E731
-        self.gated, self.n_head, self.p = c.feed_forward_proj == "gated-gelu", c.num_heads, c.dropout_rate
+        self.gated, self.act, self.n_head, self.p = c.is_gated_act, ACT[c.dense_act_fn], c.num_heads, c.dropout_rate
         ff = dict(wi_0=L(C, c.d_ff), wi_1=L(C, c.d_ff)) if self.gated else dict(wi=L(C, c.d_ff))
         table = dict(relative_attention_bias=nn.Embedding(c.relative_attention_num_buckets, c.num_heads))
         self.layer = nn.ModuleList([sub("SelfAttention", **qkvo(), **(table if first else {}))]  # ModuleDicts: HF's
@@ -767,10 +803,10 @@ class T5Block(nn.Module):
             y = self.attention(cross[0].EncDecAttention, h, enc, enc_bias, p, kv and kv["cross"], cross=True)
             x = x + dropout(y, p)
         h, m = cheap(ff.layer_norm, x), ff.DenseReluDense
-        if self.gated:  # HF's gated-gelu is the tanh GELU
-            h = cheap(lambda a, b: dropout(gelu_tanh(a) * b, p), m.wi_0(h), m.wi_1(h))
+        if self.gated:  # v1.1: act(wi_0 h) * wi_1 h
+            h = cheap(lambda a, b: dropout(self.act(a) * b, p), m.wi_0(h), m.wi_1(h))
         else:
-            h = cheap(lambda a: dropout(F.relu(a), p), m.wi(h))
+            h = cheap(lambda a: dropout(self.act(a), p), m.wi(h))
         return x + dropout(tail(m.wo, h), p)
 
 
@@ -858,7 +894,9 @@ CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
     a dropout rate in [0, 1), a RoPE base > 0."""
-    if field.type is int:
+    if field.type in (int, Optional[int]):
+        if value is None and field.type != int:
+            return None                                 # (n_inner: None is 4 * n_embd)
         low = 0 if field.name in ("num_labels", "pad_id") else 1
         return None if type(value) is int and value >= low else f"must be an integer >= {low}"
     if field.type is float:
@@ -942,6 +980,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
             config = CONFIGS[hf["model_type"]].from_hf(hf)
         except KeyError as e:
             raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{source}: {e}") from None
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "

@@ -139,9 +139,10 @@ def llama(c, mode, r, T, dropout_cpu):
 def gpt2(c, mode, r, T, dropout_cpu):
     """x, ln out, qkv, attention out, x mid, ln out, fc out, gelu out, h of 4 adapters; dropout's bool masks (2C) and
     its attention mask (heads x T); LayerNorm's mean and rstd. Selective: x, qkv, x mid, fc out and the masks."""
-    C, h, p = c.n_embd, c.n_head, c.dropout > 0
+    C, F, h, p = c.n_embd, c.n_inner or 4 * c.n_embd, c.n_head, c.dropout > 0  # F: the MLP's width (4C as released)
     att = h * T if p and dropout_cpu else 4 * h             # DropoutAttention's mask, or SDPA's log-sum-exp
-    return dict(none=(16 * C + 4 * r, 2 * C * p + 16 + att), selective=(9 * C + 4 * r, 2 * C * p), full=(C, 0))[mode]
+    return dict(none=(8 * C + 2 * F + 4 * r, 2 * C * p + 16 + att), selective=(5 * C + F + 4 * r, 2 * C * p),
+                full=(C, 0))[mode]
 
 
 def encoder(c, mode, r, T, dropout_cpu):
@@ -158,7 +159,7 @@ def t5(c, mode, r, T, dropout_cpu):
     the feed-forward's activation inputs and outputs, h; the decoder adds cross-attention (norm in and out, q, and k,
     v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks."""
     C, inner, F, h, p = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.num_heads, c.dropout_rate > 0
-    gated = c.feed_forward_proj == "gated-gelu"             # kept: gelu's input, its output and wi_1's; relu's output
+    gated = c.is_gated_act                                   # kept: act's input, its output and wi_1's; relu's output
     ff, ff_in = (3 * F, 2 * F) if gated else (F, F)          # selective keeps the matmul outputs (wi_0, wi_1 / wi)
     att = h * T if p and dropout_cpu else 4 * h + 4 * inner
     enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff_in + 2 * r, full=C)[mode]
@@ -233,7 +234,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))
     C = getattr(config, "n_embd", None) or config.d_model
-    F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or 4 * C
+    F = getattr(config, "n_ffn", None) or getattr(config, "d_ff", None) or getattr(config, "n_inner", None) or 4 * C
     parts["backward"] = tokens * GRADS_IN_FLIGHT * F * s + tokens * dict(
         none=0, selective=per_token("none") - per_token("selective"),  # a full replay rebuilds a whole block
         full=per_token("none"))["full" if full_blocks else args.checkpointing]

@@ -817,6 +817,30 @@ case("config.json: a field missing", ValueError, "config.json: field 'intermedia
     lambda ctx: with_config(ctx, intermediate_size=KeyError))
 case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
     lambda ctx: with_config(ctx, model_type="mamba"))
+case("config.json: Llama rope_scaling (Vicuna-16k's)", NotImplementedError, "config.json: rope_scaling = {'factor': "
+     "4.0, 'type': 'linear'} is not supported (supported: None, {})")(
+    lambda ctx: with_config(ctx, rope_scaling={"factor": 4.0, "type": "linear"}))
+case("config.json: Llama attention_dropout 0.1 (would train without it)", NotImplementedError,
+     "config.json: attention_dropout = 0.1 is not supported (supported: 0.0, None)")(
+    lambda ctx: with_config(ctx, attention_dropout=0.1))
+case("config.json: Llama hidden_act gelu", NotImplementedError, "config.json: hidden_act = 'gelu' is not supported "
+     "(supported: 'silu')")(lambda ctx: with_config(ctx, hidden_act="gelu"))
+
+
+def with_gpt2_config(ctx, **changes):
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), ctx.tmp / "g")
+    edit_json(ctx.tmp / "g" / "config.json", **changes)
+    return load_pretrained(ctx.tmp / "g")
+
+
+case("config.json: GPT-2 attn_pdrop 0 beside resid_pdrop 0.1 (was trained with 0.1)", NotImplementedError,
+     "config.json: attn_pdrop = 0.0 is not supported (supported: 0.1)")(
+    lambda ctx: with_gpt2_config(ctx, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0))
+case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
+    lambda ctx: with_gpt2_config(ctx, n_inner=0))
+case("config.json: GPT-2 activation_function mish", NotImplementedError, "config.json: activation_function = 'mish' "
+     "is not supported (supported: 'relu', 'gelu', 'gelu_new'")(
+    lambda ctx: with_gpt2_config(ctx, activation_function="mish"))
 
 
 @case("config.json: a list", ValueError, "config.json: expected a JSON object {...}, found a list")

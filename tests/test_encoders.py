@@ -3,6 +3,7 @@ save_pretrained (bare RobertaModel/BertModel, *ForSequenceClassification, the ML
 gamma/beta .bin) load through model.load_pretrained to the same hidden states and logits, with and without padding
 and token types; NF4 on load, activation checkpointing and save_pretrained back to transformers."""
 import gc
+import json
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ HF = {"roberta": (transformers.RobertaConfig, transformers.RobertaModel, transfo
 
 def hf_config(kind, **kw):
     extra = dict(type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5) if kind == "roberta" else dict(type_vocab_size=2)
-    return HF[kind][0](**SIZES, **extra, **kw)
+    return HF[kind][0](**SIZES, **extra | kw)
 
 
 def inputs(kind, seed=0):
@@ -220,3 +221,35 @@ def test_positions_is_the_longest_sequence_the_model_takes(config):
         with pytest.raises((IndexError, ValueError)):             # GPT-2 says so (ValueError); the encoders' lookup
             model(torch.full((1, room + 1), 5))                   # runs out (IndexError)
     assert M.positions(M.LlamaConfig()) is None                   # RoPE: no end
+
+
+@pytest.mark.parametrize("kind", ["roberta", "bert"])
+def test_config_without_pad_token_id_reads_transformers_defaults(kind, tmp_path):
+    """A config.json with no pad_token_id (hand-written, or an old conversion): transformers' default is 1 for RoBERTa,
+    0 for BERT, and RoBERTa's positions start after it (were counted from 0 + 1: hidden states off by 0.35)."""
+    ref = random_params(HF[kind][1](hf_config(kind)), 0)
+    ref.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "pad_token_id"}))
+    ref = HF[kind][1].from_pretrained(tmp_path).eval()
+    assert ref.config.pad_token_id == {"roberta": 1, "bert": 0}[kind]
+    x, mask, types = inputs(kind)
+    with torch.no_grad():
+        got, want = M.load_pretrained(tmp_path)(x, mask), ref(x, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["roberta", "bert"])
+@pytest.mark.parametrize("fields", [dict(hidden_act="gelu_new"), dict(hidden_act="relu"), dict(layer_norm_eps=0.3)])
+def test_config_fields_as_transformers_reads_them(kind, fields, tmp_path):
+    """hidden_act other than erf-GELU (was refused) and layer_norm_eps, as transformers computes them; written back."""
+    ref = random_params(HF[kind][1](hf_config(kind, **fields)), 4)
+    ref.save_pretrained(tmp_path)
+    ours, (x, mask, types) = M.load_pretrained(tmp_path), inputs(kind)
+    with torch.no_grad():
+        got, want = ours(x, mask, types), ref(x, attention_mask=mask, token_type_ids=types).last_hidden_state
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+        M.save_pretrained(ours, tmp_path / "back")
+        back = HF[kind][1].from_pretrained(tmp_path / "back").eval()
+        torch.testing.assert_close(back(x, mask, types).last_hidden_state[mask.bool()], got[mask.bool()], atol=1e-5,
+                                   rtol=0)

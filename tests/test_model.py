@@ -75,6 +75,28 @@ def test_gpt2_safetensors_and_bin_match_transformers(hf_gpt2, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("fields", [dict(activation_function="gelu"), dict(activation_function="relu"),
+                                    dict(n_inner=48), dict(n_inner=256), dict(scale_attn_weights=False),
+                                    dict(scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True),
+                                    dict(layer_norm_epsilon=0.3, n_layer=3)])
+def test_gpt2_config_fields_as_transformers_reads_them(fields, tmp_path):
+    """GPT-2 config.json fields that change the forward pass (distilgpt2 and the GPT-2s trained by others carry them):
+    the MLP activation and width, attention logits unscaled or scaled by 1/(layer + 1) (Stanford CRFM's runs), the
+    LayerNorm eps. Each was refused (only GPT-2 as released)."""
+    c = transformers.GPT2Config(**dict(dict(vocab_size=V, n_positions=64, n_embd=64, n_layer=2, n_head=4), **fields))
+    random_params(transformers.GPT2LMHeadModel(c), 3).save_pretrained(tmp_path)
+    ref, ours = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path)
+    x, mask = ids(), torch.tensor([[1] * T, [1] * (T - 3) + [0] * 3])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-4, rtol=0)
+        got, want = ours(x, attention_mask=mask), ref(x, attention_mask=mask).logits
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=0)
+    M.save_pretrained(ours, tmp_path / "back")  # and written back as transformers reads it
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, ref(x).logits, atol=1e-5, rtol=0)
+
+
 def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
     """A GPT-2 with tie_word_embeddings: false and its own lm_head; a Llama whose config says tied but whose file
     stores a different lm_head.weight (transformers 5 keeps it, untied). Neither head is dropped for the embedding."""
@@ -481,3 +503,53 @@ def test_dropout_attention_matches_plain_math_with_the_same_mask(kind):
         torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                                          is_causal=kind == "causal")
     assert ours < sum(saved)
+
+
+# config.json as the hub has it for these checkpoints (every field that is not a size), sizes shrunk to a toy
+LLAMA2 = dict(architectures=["LlamaForCausalLM"], bos_token_id=1, eos_token_id=2, hidden_act="silu",
+              initializer_range=0.02, max_position_embeddings=4096, model_type="llama", num_key_value_heads=4,
+              pretraining_tp=1, rms_norm_eps=1e-05, rope_scaling=None, tie_word_embeddings=False, torch_dtype="float16",
+              transformers_version="4.31.0.dev0", use_cache=True, hidden_size=64, intermediate_size=96,
+              num_attention_heads=4, num_hidden_layers=2, vocab_size=V)
+T5V11 = dict(architectures=["T5ForConditionalGeneration"], d_ff=48, d_kv=8, d_model=32, decoder_start_token_id=0,
+             dropout_rate=0.1, eos_token_id=1, feed_forward_proj="gated-gelu", initializer_factor=1.0,
+             is_encoder_decoder=True, layer_norm_epsilon=1e-06, model_type="t5", num_decoder_layers=2, num_heads=4,
+             num_layers=2, output_past=True, pad_token_id=0, relative_attention_num_buckets=32,
+             tie_word_embeddings=False, vocab_size=V)
+PUBLISHED = {
+    "Llama-2-7b-hf": LLAMA2,
+    "TinyLlama-1.1B-Chat-v1.0": dict(LLAMA2, attention_bias=False, num_key_value_heads=2, rope_theta=10000.0,
+                                     max_position_embeddings=2048, torch_dtype="bfloat16"),
+    "vicuna-7b-v1.3 (no num_key_value_heads, rope_theta)": dict(
+        {k: v for k, v in LLAMA2.items() if k not in ("num_key_value_heads", "pretraining_tp", "rope_scaling")},
+        pad_token_id=0, rms_norm_eps=1e-06, max_position_embeddings=2048),
+    "CodeLlama-7b-hf": dict(LLAMA2, rope_theta=1000000, max_position_embeddings=16384),
+    "distilgpt2": dict(_num_labels=1, activation_function="gelu_new", architectures=["GPT2LMHeadModel"],
+                       attn_pdrop=0.1, bos_token_id=50256, embd_pdrop=0.1, eos_token_id=50256,
+                       id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, layer_norm_epsilon=1e-05, model_type="gpt2",
+                       n_ctx=32, n_embd=32, n_head=4, n_inner=None, n_layer=2, n_positions=32, resid_pdrop=0.1,
+                       summary_type="cls_index", summary_use_proj=True, vocab_size=V),
+    "t5-v1_1-base": T5V11,
+    "flan-t5-base": dict(T5V11, dense_act_fn="gelu_new", is_gated_act=True, relative_attention_max_distance=128,
+                         n_positions=512),
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_configs_load_as_transformers_reads_them(name, tmp_path):
+    """Each config.json written as published (sizes shrunk), over random weights: transformers' logits (in float32:
+    transformers 5 would compute in the config's torch_dtype)."""
+    c = PUBLISHED[name]
+    cls = {"llama": transformers.LlamaForCausalLM, "gpt2": transformers.GPT2LMHeadModel,
+           "t5": transformers.T5ForConditionalGeneration}[c["model_type"]]
+    ref = cls(transformers.AutoConfig.for_model(**json.loads(json.dumps(c))))  # (it edits nested dicts in place)
+    if c["model_type"] == "t5":  # v1.1's own head (transformers 5 ties T5 heads whatever the config says)
+        ref.lm_head.weight = torch.nn.Parameter(torch.empty(V, c["d_model"]))
+    state = {k: v.contiguous() for k, v in random_params(ref, 5).state_dict().items()}
+    C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    ref, ours, x = cls.from_pretrained(tmp_path, dtype=torch.float32).eval(), M.load_pretrained(tmp_path), ids()
+    with torch.no_grad():
+        want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits if c["model_type"] == "t5" else ref(x).logits
+        got = ours(x, x[:, :5]) if c["model_type"] == "t5" else ours(x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

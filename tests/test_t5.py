@@ -171,11 +171,33 @@ def test_presets_read_like_the_published_configs():
     base = transformers.T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
                                  decoder_start_token_id=0).to_dict()
     hub = {k: v for k, v in base.items() if k != "scale_decoder_outputs"}  # transformers 4 wrote no such key
-    flan = dict(hub, d_ff=2048, feed_forward_proj="gated-gelu", tie_word_embeddings=False)  # as on the hub
+    flan = dict(hub, d_ff=2048, feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", is_gated_act=True,
+                tie_word_embeddings=False)  # as on the hub
     assert M.T5Config.from_hf(base) == M.get_config("t5-base")
     assert M.T5Config.from_hf(flan) == M.get_config("flan-t5-base")
-    with pytest.raises(NotImplementedError, match="gated-gelu"):
-        M.T5Config.from_hf(dict(base, feed_forward_proj="gated-silu"))
+    without = {k: v for k, v in flan.items() if k not in ("dense_act_fn", "is_gated_act")}  # t5-v1_1's: none written
+    assert M.T5Config.from_hf(without) == M.get_config("flan-t5-base")
+    with pytest.raises(NotImplementedError, match="dense_act_fn = 'mish' .feed_forward_proj = 'gated-mish'"):
+        M.T5Config.from_hf(dict(base, feed_forward_proj="gated-mish", dense_act_fn="mish"))
+
+
+@pytest.mark.parametrize("proj,written", [("gated-gelu", dict(dense_act_fn="gelu")),
+                                          ("relu", dict(dense_act_fn="gelu_new")), ("gated-silu", {}),
+                                          ("gated-relu", {}), ("gelu", {})])
+def test_feed_forward_activation_as_transformers_reads_it(proj, written, tmp_path):
+    """feed_forward_proj gives the activation and the gate, but config.json's own dense_act_fn wins in transformers
+    (its "gated-gelu" alone is the tanh GELU): both were read from feed_forward_proj alone (logits off by 5e-4 with
+    an erf GELU, 0.26 with a tanh GELU over relu), and any projection but relu and gated-gelu was refused."""
+    c = transformers.T5Config(**SHAPE, num_decoder_layers=2, feed_forward_proj=proj)
+    random_params(transformers.T5ForConditionalGeneration(c), 2).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | written))
+    ref, ours = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path)
+    x, mask, y = batch()
+    with torch.no_grad():
+        want = ref(input_ids=x, attention_mask=mask, decoder_input_ids=y).logits
+        torch.testing.assert_close(ours(x, y, mask), want, atol=1e-5, rtol=0)
+    assert ours.config.dense_act_fn == ref.config.dense_act_fn and ours.config.is_gated_act == ref.config.is_gated_act
 
 
 def test_checkpointing_modes_give_the_same_gradients(v10):
