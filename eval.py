@@ -24,7 +24,7 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~510)
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~520)
 because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
 """
 import argparse
