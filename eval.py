@@ -412,7 +412,8 @@ def command(argv=None):
     a("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
     a("--quant", choices=["auto", "none", "nf4"], default="auto", help="NF4 base linears, quantized on load (auto: "
       "as the adapter trained, else none)")
-    a("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: checkpoint's)")
+    a("--dtype", choices=["float32", "bfloat16", "float16"],
+      help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
       f"glue_data/ folder (default: the cache, downloaded); squad: dev-v1.1.json's folder (default: the cache, "

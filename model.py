@@ -92,11 +92,13 @@ class LlamaConfig:
         rope = c.get("rope_parameters") or {"rope_theta": c.get("rope_theta", 10000.0)}  # transformers ≥ 5 nests it
         head_dim = c["hidden_size"] // c["num_attention_heads"]
         refuse_unsupported(rope, rope_type=("default", ("default",)))  # RoPE scaling: Llama 3.1, long-context
+        silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, rope_scaling=(None, (None, {})), mlp_bias=(False, (False, None)),
-                           hidden_act=("silu", ("silu",)), head_dim=(None, (None, head_dim)),
+                           hidden_act=("silu", silu), head_dim=(None, (None, head_dim)),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
-                   c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"], c["rms_norm_eps"],
+                   c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
+                   c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
                    rope["rope_theta"], c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False))
 
@@ -132,7 +134,8 @@ class GPT2Config:
         refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
                            embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
-        return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"], c["layer_norm_epsilon"],
+        return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"],
+                   c.get("layer_norm_epsilon", 1e-5),  # transformers' GPT2Config default
                    p, head * len(c.get("id2label") or [0, 1]),
                    c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
                    c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
@@ -166,17 +169,19 @@ class EncoderConfig:
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
     hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
+    classifier_dropout: Optional[float] = None  # the classifier head's dropout; None: `dropout`, as transformers
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
-        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act")
+        norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act",
+        classifier_dropout="classifier_dropout")
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
         refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
                            is_decoder=(False, (False, None)),
-                           attention_probs_dropout_prob=(0.1, (p,)), classifier_dropout=(None, (None, p)))  # one rate
+                           attention_probs_dropout_prob=(0.1, (p,)))  # one rate
         arch = c.get("architectures") or []
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
         pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
@@ -422,8 +427,10 @@ def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")  # GPT-2's "gelu_new"
 
 
-# config.json's activation names (transformers' ACT2FN keys) -> the function; "gelu" is the exact (erf) GELU
-ACT = {"relu": F.relu, "gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "silu": F.silu}
+# config.json's activation names (transformers' ACT2FN keys) -> the function; "gelu" is the exact (erf) GELU. Aliases
+# as ACT2FN has them: "gelu_python" is erf GELU in Python, "gelu_fast" the tanh formula rearranged, "swish" nn.SiLU
+ACT = {"relu": F.relu, "gelu": F.gelu, "gelu_python": F.gelu, "gelu_new": gelu_tanh, "gelu_fast": gelu_tanh,
+       "gelu_pytorch_tanh": gelu_tanh, "silu": F.silu, "swish": F.silu}
 
 
 def dropout(x, p):
@@ -716,8 +723,10 @@ class Encoder(nn.Module):
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None):
         """(B, T) -> logits (B, num_labels) from the first token (<s> / [CLS]), dropout before each head linear:
-        RoBERTa out_proj(tanh(dense(x))); BERT classifier(tanh(pooler(x))), no dropout before the pre-trained pooler."""
-        p, head = self.config.dropout if self.training else 0.0, self.classifier
+        RoBERTa out_proj(tanh(dense(x))); BERT classifier(tanh(pooler(x))), no dropout before the pre-trained pooler.
+        The head's rate: classifier_dropout, else the body's (transformers' reading)."""
+        c, head = self.config, self.classifier
+        p = (c.dropout if c.classifier_dropout is None else c.classifier_dropout) if self.training else 0.0
         x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
             dense = self.bert.pooler.dense
@@ -899,7 +908,9 @@ def config_problem(field, value):
             return None                                 # (n_inner: None is 4 * n_embd)
         low = 0 if field.name in ("num_labels", "pad_id") else 1
         return None if type(value) is int and value >= low else f"must be an integer >= {low}"
-    if field.type is float:
+    if field.type in (float, Optional[float]):
+        if value is None and field.type != float:
+            return None                                 # (classifier_dropout: None is the body's rate)
         if type(value) not in (int, float) or not math.isfinite(value):
             return "must be a finite number"
         if "dropout" in field.name:
@@ -954,11 +965,25 @@ def device_problem(name):
     return None
 
 
+def config_dtype(hf, source):
+    """config.json's `dtype` (transformers 5) or `torch_dtype` (4), as from_pretrained's default dtype="auto" reads
+    it: the dtype the model computes in, whatever the tensors are stored in; None if it names none."""
+    key = "dtype" if hf.get("dtype") is not None else "torch_dtype"
+    if hf.get(key) is None:
+        return None
+    dtype = getattr(torch, hf[key], None) if isinstance(hf[key], str) else None
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{source}: {key} = {hf[key]!r} is not a torch floating-point dtype (bfloat16, float16, "
+                         "float32)")
+    return dtype
+
+
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
-    the LM head stay dense. dtype: the compute dtype (None: the checkpoint's; its first tensor's if they differ).
-    A config.json whose numbers cannot describe a model is an error naming the field."""
+    the LM head stay dense. dtype: the compute dtype (None: as transformers 5's default dtype="auto", config.json's
+    `dtype` or `torch_dtype`, else the first tensor's). A config.json whose numbers cannot describe a model is an
+    error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -974,7 +999,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
         if hf.get("model_type") not in MODELS:
             raise NotImplementedError(f"{source}: model_type {hf.get('model_type')!r} is not supported "
                                       f"({', '.join(MODELS)})")
-        cls = MODELS[hf["model_type"]]
+        cls, dtype = MODELS[hf["model_type"]], dtype or config_dtype(hf, source)
         check_config(CONFIGS[hf["model_type"]], source, raw=hf)
         try:
             config = CONFIGS[hf["model_type"]].from_hf(hf)
@@ -1038,7 +1063,7 @@ def main():
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     ap.add_argument("--quantize", choices=["nf4"], default=None, help="NF4 block linears while loading")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                    help="compute dtype (default: the checkpoint's)")
+                    help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = ap.parse_args()

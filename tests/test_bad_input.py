@@ -824,7 +824,13 @@ case("config.json: Llama attention_dropout 0.1 (would train without it)", NotImp
      "config.json: attention_dropout = 0.1 is not supported (supported: 0.0, None)")(
     lambda ctx: with_config(ctx, attention_dropout=0.1))
 case("config.json: Llama hidden_act gelu", NotImplementedError, "config.json: hidden_act = 'gelu' is not supported "
-     "(supported: 'silu')")(lambda ctx: with_config(ctx, hidden_act="gelu"))
+     "(supported: 'silu', 'swish')")(lambda ctx: with_config(ctx, hidden_act="gelu"))
+
+
+def with_bert_config(ctx, **changes):
+    save_pretrained(build_model("bert-tiny"), ctx.tmp / "b")
+    edit_json(ctx.tmp / "b" / "config.json", **changes)
+    return load_pretrained(ctx.tmp / "b")
 
 
 def with_gpt2_config(ctx, **changes):
@@ -836,10 +842,12 @@ def with_gpt2_config(ctx, **changes):
 case("config.json: GPT-2 attn_pdrop 0 beside resid_pdrop 0.1 (was trained with 0.1)", NotImplementedError,
      "config.json: attn_pdrop = 0.0 is not supported (supported: 0.1)")(
     lambda ctx: with_gpt2_config(ctx, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0))
+case("config.json: BERT classifier_dropout 1.5", ValueError, "config.json: classifier_dropout = 1.5 must be in [0, 1)")(
+    lambda ctx: with_bert_config(ctx, classifier_dropout=1.5))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
     lambda ctx: with_gpt2_config(ctx, n_inner=0))
 case("config.json: GPT-2 activation_function mish", NotImplementedError, "config.json: activation_function = 'mish' "
-     "is not supported (supported: 'relu', 'gelu', 'gelu_new'")(
+     "is not supported (supported: 'relu', 'gelu', 'gelu_python', 'gelu_new'")(
     lambda ctx: with_gpt2_config(ctx, activation_function="mish"))
 
 

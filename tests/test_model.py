@@ -538,7 +538,7 @@ PUBLISHED = {
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_configs_load_as_transformers_reads_them(name, tmp_path):
     """Each config.json written as published (sizes shrunk), over random weights: transformers' logits (in float32:
-    transformers 5 would compute in the config's torch_dtype)."""
+    both asked for: by default both compute in the config's torch_dtype, as test_config_fields checks)."""
     c = PUBLISHED[name]
     cls = {"llama": transformers.LlamaForCausalLM, "gpt2": transformers.GPT2LMHeadModel,
            "t5": transformers.T5ForConditionalGeneration}[c["model_type"]]
@@ -548,7 +548,8 @@ def test_published_configs_load_as_transformers_reads_them(name, tmp_path):
     state = {k: v.contiguous() for k, v in random_params(ref, 5).state_dict().items()}
     C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     (tmp_path / "config.json").write_text(json.dumps(c))
-    ref, ours, x = cls.from_pretrained(tmp_path, dtype=torch.float32).eval(), M.load_pretrained(tmp_path), ids()
+    ref, x = cls.from_pretrained(tmp_path, dtype=torch.float32).eval(), ids()
+    ours = M.load_pretrained(tmp_path, dtype=torch.float32)
     with torch.no_grad():
         want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits if c["model_type"] == "t5" else ref(x).logits
         got = ours(x, x[:, :5]) if c["model_type"] == "t5" else ours(x)

@@ -1,0 +1,113 @@
+"""config.json fields read as transformers reads them (a test-only oracle): tiny random checkpoints written in the HF
+layout by the test, with one field set, left out or spelled another way, load through model.load_pretrained to
+transformers' logits (fp32: to 1e-5) and compute in the dtype transformers' from_pretrained() picks by default."""
+import json
+
+import pytest
+import torch
+import transformers
+
+from fixtures import random_params
+import model as M
+
+V, T = 96, 10
+LLAMA = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+GPT2 = dict(vocab_size=V, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+BERT = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=32)
+KINDS = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, LLAMA),
+         "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel, GPT2),
+         "bert": (transformers.BertConfig, transformers.BertModel, BERT)}
+
+
+def write(kind, directory, drop=(), **fields):
+    """A random checkpoint of `kind` saved by transformers (fp32 tensors), config.json edited: `drop` keys removed,
+    `fields` set as written (transformers' own classes could not spell some of them)."""
+    Config, Model, sizes = KINDS[kind]
+    random_params(Model(Config(**sizes)), 7).save_pretrained(directory)
+    path = directory / "config.json"
+    c = {k: v for k, v in json.loads(path.read_text()).items() if k not in drop} | fields
+    path.write_text(json.dumps(c))
+    return Model.from_pretrained(directory).eval()  # the default: dtype="auto" in transformers 5
+
+
+def ids(seed=0):
+    return torch.randint(3, V, (2, T), generator=torch.Generator().manual_seed(seed))
+
+
+def same_outputs(ref, ours, kind, atol=1e-5):
+    x = ids()
+    with torch.no_grad():
+        want = ref(x).last_hidden_state if kind == "bert" else ref(x).logits
+        torch.testing.assert_close(ours(x), want, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("key", ["torch_dtype", "dtype"])
+def test_config_dtype_is_the_default_compute_dtype(key, tmp_path):
+    """fp32 tensors, config.json saying bfloat16 (as TinyLlama's): transformers 5's from_pretrained() computes in
+    bfloat16 (dtype="auto"), and so do we (we computed in the tensors' float32); dtype= overrides it."""
+    ref = write("llama", tmp_path, drop=("dtype", "torch_dtype"), **{key: "bfloat16"})
+    assert ref.model.embed_tokens.weight.dtype == torch.bfloat16  # the oracle's reading
+    ours = M.load_pretrained(tmp_path)
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    same_outputs(ref, ours, "llama", atol=0.05)  # both in bf16 (logits ~ +-3; bf16's step there: 0.016)
+    ref32 = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    same_outputs(ref32, M.load_pretrained(tmp_path, dtype=torch.float32), "llama")
+
+
+def test_config_dtype_that_is_not_a_float_dtype_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(M.get_config("llama-tiny").to_hf() | dict(torch_dtype="int8")))
+    with pytest.raises(ValueError, match=r"config.json: torch_dtype = 'int8' is not a torch floating-point dtype"):
+        M.load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind, key", [("llama", "rms_norm_eps"), ("gpt2", "layer_norm_epsilon"),
+                                       ("bert", "layer_norm_eps")])
+def test_missing_eps_reads_transformers_default(kind, key, tmp_path):
+    """A config.json without its norm eps (hand-written, old conversions): transformers' class default (Llama 1e-6,
+    GPT-2 1e-5, BERT 1e-12), not a refusal (Llama, GPT-2: a KeyError named as a missing field)."""
+    write(kind, tmp_path, drop=(key,))
+    Config, Model, sizes = KINDS[kind]
+    ref = Model.from_pretrained(tmp_path).eval()
+    assert getattr(ref.config, key) == getattr(Config(), key)
+    ours = M.load_pretrained(tmp_path)
+    assert ours.config.norm_eps == getattr(Config(), key)
+    same_outputs(ref, ours, kind)
+
+
+@pytest.mark.parametrize("kind, key, value", [("llama", "hidden_act", "swish"),
+                                              ("gpt2", "activation_function", "swish"),
+                                              ("gpt2", "activation_function", "gelu_python"),
+                                              ("gpt2", "activation_function", "gelu_fast"),
+                                              ("bert", "hidden_act", "gelu_python")])
+def test_activation_aliases_as_transformers_act2fn(kind, key, value, tmp_path):
+    """ACT2FN's other names for the functions we have: "swish" is SiLU (was refused), "gelu_python" erf GELU,
+    "gelu_fast" tanh GELU."""
+    ref = write(kind, tmp_path, **{key: value})
+    same_outputs(ref, M.load_pretrained(tmp_path), kind)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("classifier_dropout", [None, 0.0, 0.3])
+def test_classifier_dropout_is_the_heads_rate(kind, classifier_dropout, tmp_path, monkeypatch):
+    """classifier_dropout (was refused unless equal to hidden_dropout_prob): transformers drops at that rate before the
+    head's linears (BERT: before classifier; RoBERTa: before dense and out_proj), the body at hidden_dropout_prob;
+    None: the body's rate. The rates our dropout() is called with, in training, are the same."""
+    Config = transformers.BertConfig if kind == "bert" else transformers.RobertaConfig
+    Model = transformers.BertForSequenceClassification if kind == "bert" else \
+        transformers.RobertaForSequenceClassification
+    extra = {} if kind == "bert" else dict(pad_token_id=1, type_vocab_size=1)
+    c = Config(**BERT, **extra, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+               classifier_dropout=classifier_dropout)
+    ref = Model(c)
+    ref.save_pretrained(tmp_path)
+    head = [m.p for name, m in ref.named_modules() if isinstance(m, torch.nn.Dropout) and
+            name.startswith(("dropout", "classifier"))]  # the oracle's head dropouts (BERT: 1, RoBERTa's: 1 shared)
+    assert head == [0.1 if classifier_dropout is None else classifier_dropout]
+    ours, rates = M.load_pretrained(tmp_path).train(), []
+    body = M.dropout
+    monkeypatch.setattr(M, "dropout", lambda x, p: rates.append(p) or body(x, p))
+    ours.classify(ids())
+    n_head = 1 if kind == "bert" else 2  # the last calls: the head's
+    assert rates[-n_head:] == [head[0]] * n_head and set(rates[:-n_head]) == {0.1}
