@@ -111,3 +111,26 @@ def test_classifier_dropout_is_the_heads_rate(kind, classifier_dropout, tmp_path
     ours.classify(ids())
     n_head = 1 if kind == "bert" else 2  # the last calls: the head's
     assert rates[-n_head:] == [head[0]] * n_head and set(rates[:-n_head]) == {0.1}
+
+
+@pytest.mark.parametrize("kind", ["causal", "padding"])
+def test_attention_with_dropout_takes_bf16_logits_in_fp32(kind):
+    """Training on CPU (DropoutAttention) in bf16: q k^T in fp32, as SDPA's CPU kernels (our eval path) and GPT-2's
+    reorder_and_upcast_attn compute it (the logits were rounded to bf16 first: output off by ~0.08, not ~0.008). The
+    reference: the same bf16 q, k, v and dropout draw, in fp64."""
+    g = torch.Generator().manual_seed(0)
+    B, nh, S, hd, p = 2, 4, 40, 16, 0.1
+    q, k, v = (torch.randn(B, nh, S, hd, generator=g) * (4 if i < 2 else 1) for i in range(3))  # logits ~ +-20
+    q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    allowed = torch.ones(S, S, dtype=torch.bool).tril()
+    mask = None if kind == "causal" else allowed & (torch.arange(S) < 30 - torch.arange(B)[:, None, None, None])
+    if mask is not None:
+        mask = mask | ~mask.any(-1, keepdim=True)
+    torch.manual_seed(1)
+    got = M.attend(q, k, v, mask, dropout=p).double()
+    torch.manual_seed(1)
+    keep = torch.rand(B, nh, S, S) >= p                                   # the draw DropoutAttention makes first
+    s = (q.double() @ k.double().transpose(-1, -2) * hd ** -0.5).masked_fill(~(allowed if mask is None else mask),
+                                                                           float("-inf"))
+    want = (s.softmax(-1) * keep / (1 - p) @ v.double()).transpose(1, 2).flatten(2)
+    assert (got - want).abs().max() < 0.02  # bf16 rounding of the probabilities and the output: ~0.01
