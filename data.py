@@ -128,7 +128,8 @@ class Tokenizer:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
-        b = b or None  # an empty second text is no second text, as in HF
+        # b "" is a second text with no tokens, [CLS] A [SEP] [SEP], as run_glue's batched tokenizer call encodes it
+        # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
         room = max_len - 2 - (0 if b is None else self.pair_seps)
         if room < 0:

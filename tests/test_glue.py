@@ -6,6 +6,7 @@ import os
 import zipfile
 
 import pytest
+import transformers
 from tokenizers import ByteLevelBPETokenizer
 from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
 
@@ -73,12 +74,25 @@ def test_pairs_and_truncation_match_bert_tokenizer(wordpiece_dir):
     for a in TEXTS:
         for b in TEXTS[:4] + TEXTS[-1:] + [None, ""]:
             for max_len in (5, 8, 13, 20, 64):
-                want = ref(a, b, truncation=True, max_length=max_len)
+                # batched, as run_glue calls it: there an empty b is a second text ([CLS] A [SEP] [SEP])
+                want = ref([a], None if b is None else [b], truncation=True, max_length=max_len)
+                want = {k: v[0] for k, v in want.items()}
                 assert ours.encode_pair(a, b, max_len) == (want["input_ids"], want["token_type_ids"]), (a, b, max_len)
     ids, types = ours.encode_pair("hello world", "the dog")
     assert ids[0] == ours.bos_id and ids.count(ours.eos_id) == 2 and types == [0] * 4 + [1] * 3
     with pytest.raises(ValueError, match="max_len 2 leaves no room"):
         ours.encode_pair("a", "b", 2)
+
+
+def test_empty_second_text_as_run_glue_encodes_it():
+    """run_glue tokenizes a batch of pairs: an empty text_b (a QQP row's blank question) is still a second segment,
+    [CLS] A [SEP] [SEP], its [SEP] of type 1 (we encoded [CLS] A [SEP]); all-MiniLM-L6-v2's own tokenizer.json."""
+    d = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    ours, ref = load_tokenizer(d), transformers.AutoTokenizer.from_pretrained(d)
+    want = ref(["Is it?", "Why?"], ["", "Because."], truncation=True, max_length=128)
+    got, _ = data.encode_glue([("Is it?", "", 1), ("Why?", "Because.", 0)], ours)
+    assert [e["input_ids"] for e in got] == want["input_ids"] and got[0]["input_ids"][-2:] == [102, 102]
+    assert [e["token_type_ids"] for e in got] == want["token_type_ids"]
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +118,9 @@ def test_roberta_bpe_matches_roberta_tokenizer(roberta_dir):
     for a in texts:
         assert ours.encode(a, eos=True) == ref.encode(a), a  # <s> A </s>
         assert ours.decode(ours.encode(a)[1:]) == a
-        for b in texts[:3] + [None]:
-            for max_len in (6, 11, 64):
-                want = ref(a, b, truncation=True, max_length=max_len)["input_ids"]  # <s> A </s></s> B </s>
+        for b in texts[:3] + [None, ""]:
+            for max_len in (6, 11, 64):  # batched, as run_glue: "" is a second text, <s> A </s></s></s>
+                want = ref([a], None if b is None else [b], truncation=True, max_length=max_len)["input_ids"][0]
                 assert ours.encode_pair(a, b, max_len) == (want, [0] * len(want)), (a, b, max_len)
 
 
