@@ -1041,10 +1041,12 @@ MRPC_URLS = {"train": "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr
 
 def read_glue(path, task):
     """One GLUE TSV file -> [(text_a, text_b or None, label)]: label a class index, or STS-B's float score.
-    Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text); a row with the wrong number of fields, an
-    unknown label or a missing column is an error naming the file and line."""
+    Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them).
+    Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
+    drops them (its "corrupted rows": QQP's); more fields than the header (a stray tab), an unknown label or a
+    missing column is an error naming the file and line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out = []
+    out, skipped = [], []
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
@@ -1054,9 +1056,12 @@ def read_glue(path, task):
         for row in rows:
             if not any(row):                                   # a blank line: nothing to read
                 continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{rows.line_num}: {len(row)} fields, expected {len(header)} ({task})")
             r = dict(zip(header, row))
+            if len(row) < len(header) or labels is not None and r[label] == "":
+                skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
+                continue
+            if len(row) > len(header):
+                raise ValueError(f"{path}:{rows.line_num}: {len(row)} fields, expected {len(header)} ({task})")
             try:
                 y = float(r[label]) if labels is None else labels.index(r[label])
                 if labels is None and not 0 <= y <= 5:         # STS-B's similarity scale; also refuses nan, inf
@@ -1065,6 +1070,10 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+    if skipped:
+        print(f"note: {path}: skipped {len(skipped):,} row{'s' * (len(skipped) > 1)} with fields missing or no label "
+              f"(line{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped[:5]))}{', ...' * (len(skipped) > 5)}), "
+              "as HF's glue loader skips them", file=sys.stderr)
     return out
 
 

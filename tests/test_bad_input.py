@@ -1158,9 +1158,9 @@ def _(ctx):
 case("GLUE: a label that is not one", ValueError, "train.tsv:2: label 'maybe' is not entailment or not_entailment")(
     lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
                                             "train.tsv"), "rte"))
-case("GLUE: a row with too few fields", ValueError, "train.tsv:2: 3 fields, expected 4")(
-    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\n", "train.tsv"),
-                               "rte"))
+case("GLUE: a row with a stray tab (too many fields)", ValueError, "train.tsv:2: 5 fields, expected 4")(
+    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tc\tentailment\n",
+                                            "train.tsv"), "rte"))
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))
