@@ -1039,16 +1039,44 @@ MRPC_URLS = {"train": "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr
              "dev_ids": GLUE_URL + "mrpc_dev_ids.tsv"}  # MRPC is not hosted by GLUE: SentEval's copy + GLUE's split
 
 
+def written_quoted(path, delimiter="\t"):
+    """Whether a TSV/CSV file is quoted as pandas' to_csv (Python's csv.writer, QUOTE_MINIMAL) writes it: every row,
+    read with csv's quoting, written back the same, byte for byte (fields holding a tab, newline or quote in doubled
+    quotes "", the others bare). GLUE's own files are not: their quotes are text (CoLA's 'He said "hi.', MRPC's
+    '"Referring ...'), and the first such row gives them away. A file with no quote character reads the same both
+    ways (False)."""
+    with text_file(path, "utf-8-sig", newline="") as f:
+        raw, quoted = [], False
+
+        def lines():                                   # each row's own text, as the reader takes it
+            for line in f:
+                raw.append(line)
+                yield line
+        try:
+            for row in csv.reader(lines(), delimiter=delimiter, strict=True):
+                text, raw[:] = "".join(raw), []
+                quoted = quoted or '"' in text
+                out = io.StringIO()
+                csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
+                           ).writerow(row)
+                if out.getvalue() != text and out.getvalue().rstrip("\r\n") != text:  # (the last: no line end)
+                    return False
+        except csv.Error:                              # a lone quote, a field past csv's size limit
+            return False
+    return quoted
+
+
 def read_glue(path, task):
     """One GLUE TSV file -> [(text_a, text_b or None, label)]: label a class index, or STS-B's float score.
-    Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them).
+    Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
+    unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
     drops them (its "corrupted rows": QQP's); more fields than the header (a stray tab), an unknown label or a
     missing column is an error naming the file and line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out, skipped = [], []
+    out, skipped, quoted = [], [], written_quoted(path)
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
         missing = [c for c in (*texts, label) if c not in header]
         if missing:

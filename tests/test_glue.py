@@ -1,6 +1,7 @@
 """GLUE: BERT's WordPiece and RoBERTa's BPE against transformers' BertTokenizer / RobertaTokenizer (HF tokenizers
 library, what AutoTokenizer gives) and the Python BertTokenizerLegacy, on vocabularies the test writes; the official
 TSV layouts of the eight tasks (written here, malformed rows included) and the download path, served offline."""
+import csv
 import json
 import os
 import zipfile
@@ -196,6 +197,30 @@ def test_rows_with_fields_missing_are_skipped_as_hf_glue_does(task, tmp_path, ca
     note = capsys.readouterr().err
     assert f"train.tsv: skipped 2 rows with fields missing or no label (lines 3, 5)" in note, note
     assert "as HF's glue loader skips them" in note
+
+
+@pytest.mark.parametrize("task", ["sst2", "qqp", "cola"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_tsv_written_by_pandas_to_csv_reads_as_pandas_reads_it(task, newline, tmp_path):
+    """df.to_csv(path, sep="\\t", index=False) (Python's csv.writer, QUOTE_MINIMAL) quotes a field holding a tab, a
+    newline or a quote, doubling its quotes: read back as pandas.read_csv reads it (we read the quotes as text, and a
+    quoted tab or newline broke the row). GLUE's own files, with bare quotes, still read as text (ROWS above)."""
+    header, (fields, example) = HEADERS.get(task, data.COLA_COLUMNS), ROWS[task]
+    texts = ['He said "hi", then left', 'a\ttab and a "quote"', 'two\nlines', '"starts quoted', 'cr\r\nlf', 'plain']
+    at = [header.index(c) for c in data.GLUE[task][2]]  # the text columns
+    rows = []
+    for i, text in enumerate(texts):
+        row = list(fields)
+        for j in at:
+            row[j] = text + "!" * (j != at[0])
+        rows.append(row)
+    directory = tmp_path / data.GLUE[task][0]
+    directory.mkdir()
+    for split in ("train", "dev"):
+        with open(directory / f"{split}.tsv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator=newline).writerows(([] if task == "cola" else [header]) + rows)
+    want = [(text, text + "!" if len(at) > 1 else None, example[2]) for text in texts]
+    assert all(got == want for got in load_glue(task, str(tmp_path)).values())
 
 
 def test_missing_columns_files_and_tasks(tmp_path):
