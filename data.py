@@ -996,10 +996,11 @@ def mmlu_dir(data_dir=None):
 
 
 def read_mmlu_csv(path):
-    """MMLU's rows: question, A, B, C, D, answer; no header. Kept as strings (the original's pandas turns "None" into
-    NaN and "2.50" into 2.5)."""
+    """MMLU's rows: question, A, B, C, D, answer; no header. Read as the original's pandas.read_csv reads them (csv
+    quoting: doubled quotes, quoted commas and newlines; blank lines skipped), kept as strings (pandas turns "None"
+    into NaN and "2.50" into 2.5)."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
-        rows = list(csv.reader(f))
+        rows = [row for row in csv.reader(f) if row]     # (skip_blank_lines=True)
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
             raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")

@@ -1,6 +1,7 @@
 """data.py: Stanford Alpaca's templates (against the strings copied from its train.py), response-only labels,
 truncation, length-grouped batches, malformed records, the demo generators, and downloads against a local
 stand-in for the Hugging Face Hub (tests/fake_hub.py on 127.0.0.1: nothing here reaches the internet)."""
+import csv
 import hashlib
 import json
 import os
@@ -278,3 +279,14 @@ def test_micro_batches_resume_mid_epoch():
     whole = [b["input_ids"].tolist() for b, _ in zip(data.micro_batches(examples, 4, seed=7), range(15))]
     later = [b["input_ids"].tolist() for b, _ in zip(data.micro_batches(examples, 4, seed=7, start=9), range(6))]
     assert later == whole[9:] and whole[:6] != whole[6:12]           # 6 batches an epoch; epoch 2 is reshuffled
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_mmlu_csv_written_by_pandas_reads_as_pandas_reads_it(newline, tmp_path):
+    """MMLU's loader is pandas.read_csv(header=None): a CSV written by to_csv (Python's csv.writer) reads back with its
+    doubled quotes, quoted commas and newlines, blank lines skipped (one was refused as a malformed row), strings kept."""
+    rows = [['He said "hi", then\nleft?', "a,b", '"quoted"', "tab\there", " None ", "A"],
+            ["Q2\r\nline", "2.50", "y", "z", "", "D"]]
+    with open(tmp_path / "x_test.csv", "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator=newline).writerows(rows[:1] + [[]] + rows[1:])
+    assert data.read_mmlu_csv(str(tmp_path / "x_test.csv")) == rows
