@@ -69,6 +69,11 @@ def refuse_unsupported(c, **supported):
                                       f"{', '.join(map(repr, values))})")
 
 
+def hf_num_labels(c):
+    """A classifier's outputs as transformers counts them: id2label's entries, else num_labels, else 2."""
+    return len(c["id2label"]) if c.get("id2label") else c.get("num_labels") or 2
+
+
 @dataclass
 class LlamaConfig:
     model_type: ClassVar[str] = "llama"
@@ -136,7 +141,7 @@ class GPT2Config:
         head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
         return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"],
                    c.get("layer_norm_epsilon", 1e-5),  # transformers' GPT2Config default
-                   p, head * len(c.get("id2label") or [0, 1]),
+                   p, head * hf_num_labels(c),
                    c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
                    c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
 
@@ -186,7 +191,7 @@ class EncoderConfig:
         head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
         pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
         return cls(c["model_type"], **pad | {f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
-                   num_labels=head * len(c.get("id2label") or [0, 1]),  # HF's default: 2 labels
+                   num_labels=head * hf_num_labels(c),
                    qa=any(a.endswith("ForQuestionAnswering") for a in arch))
 
     def to_hf(self):
@@ -225,7 +230,8 @@ class T5Config:  # fields named as in T5's config.json
 
     @classmethod
     def from_hf(cls, c):
-        refuse_unsupported(c, decoder_start_token_id=(0, (0, None)))
+        refuse_unsupported(c, decoder_start_token_id=(0, (0, None)), pad_token_id=(0, (0, None)),  # our pad_id, eos_id
+                           eos_token_id=(1, (1, None)))
         core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
                     num_layers=c["num_layers"], num_heads=c["num_heads"],
                     num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])

@@ -827,6 +827,12 @@ case("config.json: Llama hidden_act gelu", NotImplementedError, "config.json: hi
      "(supported: 'silu', 'swish')")(lambda ctx: with_config(ctx, hidden_act="gelu"))
 
 
+def with_t5_config(ctx, **changes):
+    save_pretrained(build_model("t5-tiny"), ctx.tmp / "t")
+    edit_json(ctx.tmp / "t" / "config.json", **changes)
+    return load_pretrained(ctx.tmp / "t")
+
+
 def with_bert_config(ctx, **changes):
     save_pretrained(build_model("bert-tiny"), ctx.tmp / "b")
     edit_json(ctx.tmp / "b" / "config.json", **changes)
@@ -842,6 +848,12 @@ def with_gpt2_config(ctx, **changes):
 case("config.json: GPT-2 attn_pdrop 0 beside resid_pdrop 0.1 (was trained with 0.1)", NotImplementedError,
      "config.json: attn_pdrop = 0.0 is not supported (supported: 0.1)")(
     lambda ctx: with_gpt2_config(ctx, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0))
+case("config.json: T5 eos_token_id 2 (beam search stops at 1)", NotImplementedError,
+     "config.json: eos_token_id = 2 is not supported (supported: 1, None)")(
+    lambda ctx: with_t5_config(ctx, eos_token_id=2))
+case("config.json: T5 pad_token_id 3 (also the decoder's start)", NotImplementedError,
+     "config.json: pad_token_id = 3 is not supported (supported: 0, None)")(
+    lambda ctx: with_t5_config(ctx, pad_token_id=3))
 case("config.json: BERT classifier_dropout 1.5", ValueError, "config.json: classifier_dropout = 1.5 must be in [0, 1)")(
     lambda ctx: with_bert_config(ctx, classifier_dropout=1.5))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(

@@ -134,3 +134,20 @@ def test_attention_with_dropout_takes_bf16_logits_in_fp32(kind):
                                                                            float("-inf"))
     want = (s.softmax(-1) * keep / (1 - p) @ v.double()).transpose(1, 2).flatten(2)
     assert (got - want).abs().max() < 0.02  # bf16 rounding of the probabilities and the output: ~0.01
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_num_labels_without_id2label(kind, tmp_path):
+    """A classifier's config.json with "num_labels": 3 and no id2label (hand-written): transformers builds 3 outputs
+    (we read 2, HF's default without id2label, and refused the stored head's shape)."""
+    Config, sizes = (transformers.BertConfig, BERT) if kind == "bert" else (transformers.GPT2Config, GPT2)
+    Model = getattr(transformers, f"{'Bert' if kind == 'bert' else 'GPT2'}ForSequenceClassification")
+    random_params(Model(Config(**sizes, num_labels=3, pad_token_id=0)), 2).save_pretrained(tmp_path)  # (GPT-2: HF
+    # finds the last token by it; ids() has none)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items()
+                                if k not in ("id2label", "label2id")} | dict(num_labels=3)))
+    ref, ours, x = Model.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path), ids()
+    assert ref.config.num_labels == ours.config.num_labels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x), ref(x).logits, atol=1e-5, rtol=0)
