@@ -254,6 +254,20 @@ class T5Config:  # fields named as in T5's config.json
         return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
                     is_encoder_decoder=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
+@dataclass
+class MT5Config(T5Config):
+    """mT5 (Xue et al. 2021): T5 v1.1's layers over a 250k vocabulary. transformers' MT5 reads config.json as T5
+    does (its default feed_forward_proj: "gated-gelu") but never scales the decoder output, tied or not."""
+    feed_forward_proj: str = "gated-gelu"
+
+    @classmethod
+    def from_hf(cls, c):
+        return super().from_hf(c | dict(scale_decoder_outputs=False))
+
+    def to_hf(self):
+        return super().to_hf() | dict(architectures=["MT5ForConditionalGeneration"], model_type="mt5")
+
+
 L2, G2 = dict(vocab_size=32000, max_seq_len=4096), dict(vocab_size=50257, n_positions=1024, dropout=0.1)
 RB = dict(model_type="roberta", vocab_size=50265, n_positions=514, n_type=1, norm_eps=1e-5, pad_id=1)
 BT = dict(vocab_size=30522, n_positions=512)
@@ -904,9 +918,9 @@ class T5(nn.Module):
 
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5}
+MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5, "mt5": T5}
 CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig,
-           "t5": T5Config}
+           "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's model_type is "t5": a T5 for the rest of lorasp)
 
 
 def config_problem(field, value):

@@ -151,3 +151,33 @@ def test_num_labels_without_id2label(kind, tmp_path):
     assert ref.config.num_labels == ours.config.num_labels == 3
     with torch.no_grad():
         torch.testing.assert_close(ours.classify(x), ref(x).logits, atol=1e-5, rtol=0)
+
+
+MT5 = dict(architectures=["MT5ForConditionalGeneration"], d_ff=48, d_kv=8, d_model=32, decoder_start_token_id=0,
+           dropout_rate=0.1, eos_token_id=1, feed_forward_proj="gated-gelu", initializer_factor=1.0,
+           is_encoder_decoder=True, layer_norm_epsilon=1e-06, model_type="mt5", num_decoder_layers=2, num_heads=4,
+           num_layers=2, pad_token_id=0, relative_attention_num_buckets=32, tie_word_embeddings=False,
+           tokenizer_class="T5Tokenizer", vocab_size=V)  # google/mt5-small's config.json, sizes shrunk
+
+
+@pytest.mark.parametrize("fields", [{}, dict(tie_word_embeddings=None), dict(feed_forward_proj="gated-silu"),
+                                    dict(dense_act_fn="relu", is_gated_act=False)])
+def test_mt5_loads_as_transformers_mt5(fields, tmp_path):
+    """model_type "mt5" (was refused): T5 v1.1's layers; transformers' MT5 never scales the decoder output (T5 does
+    when tied: tie_word_embeddings left out) and reads the activation as T5 does. Written back, transformers reads
+    the same."""
+    import checkpoint as C
+    c = {k: v for k, v in (MT5 | fields).items() if v is not None}
+    ref = transformers.MT5ForConditionalGeneration(transformers.MT5Config(**c))
+    ref.lm_head.weight = torch.nn.Parameter(torch.empty(V, 32))  # mT5's own head, as published
+    state = {k: v.contiguous() for k, v in random_params(ref, 5).state_dict().items()}
+    C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    ref = transformers.MT5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    ours, x = M.load_pretrained(tmp_path), ids()
+    with torch.no_grad():
+        want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
+        torch.testing.assert_close(ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "back").eval()
+        torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
