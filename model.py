@@ -6,7 +6,7 @@
   dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
   Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
   attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
-  T5 v1.0 and v1.1 / FLAN-T5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
+  T5 v1.0 and v1.1 / FLAN-T5 / mT5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
   input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
@@ -33,7 +33,7 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1070) because it holds five architectures, each with its Hugging Face names, heads and key
+the 900-line budget (~1130) because it holds five architectures, each with its Hugging Face names, heads and key
 conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU, LinearCrossEntropy) beside the
 layers they replace.
 """
