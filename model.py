@@ -1022,6 +1022,11 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
         if hf.get("model_type") not in MODELS:
             raise NotImplementedError(f"{source}: model_type {hf.get('model_type')!r} is not supported "
                                       f"({', '.join(MODELS)})")
+        if hf.get("quantization_config"):  # GPTQ / AWQ / bitsandbytes tensors (qweight, scales, ...): not weights
+            method = hf["quantization_config"].get("quant_method", "?") if isinstance(hf["quantization_config"], dict) \
+                else "?"
+            raise NotImplementedError(f"{source}: quantization_config (quant_method {method!r}) is not supported: "
+                                      "load the unquantized checkpoint (quantize='nf4' quantizes it as it loads)")
         cls, dtype = MODELS[hf["model_type"]], dtype or config_dtype(hf, source)
         check_config(CONFIGS[hf["model_type"]], source, raw=hf)
         try:

@@ -854,6 +854,9 @@ case("config.json: T5 eos_token_id 2 (beam search stops at 1)", NotImplementedEr
 case("config.json: T5 pad_token_id 3 (also the decoder's start)", NotImplementedError,
      "config.json: pad_token_id = 3 is not supported (supported: 0, None)")(
     lambda ctx: with_t5_config(ctx, pad_token_id=3))
+case("config.json: a GPTQ checkpoint's quantization_config", NotImplementedError,
+     "config.json: quantization_config (quant_method 'gptq') is not supported: load the unquantized checkpoint")(
+    lambda ctx: with_config(ctx, quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq"}))
 case("config.json: BERT classifier_dropout 1.5", ValueError, "config.json: classifier_dropout = 1.5 must be in [0, 1)")(
     lambda ctx: with_bert_config(ctx, classifier_dropout=1.5))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
