@@ -254,6 +254,7 @@ class T5Config:  # fields named as in T5's config.json
         return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
                     is_encoder_decoder=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
+
 @dataclass
 class MT5Config(T5Config):
     """mT5 (Xue et al. 2021): T5 v1.1's layers over a 250k vocabulary. transformers' MT5 reads config.json as T5
