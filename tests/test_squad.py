@@ -123,6 +123,28 @@ def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
             assert said == gold or gold == "unbeliev", said  # it ends inside a token (##va, believ): the whole token
 
 
+def test_wordpiece_offsets_where_the_basic_tokenizer_cuts_and_drops(tmp_path):
+    """BERT's basic tokenizer cuts around each CJK ideograph, does not cut at a control character Python calls a
+    space (U+0085, U+001C: dropped, the letters around them one word), and leaves dropped characters (controls, a
+    stripped accent) out of an [UNK]'s span; transformers' offset_mapping on the real MiniLM vocabulary is the
+    reference. Before: "中🙂" was one piece, so 中 and the [UNK] both had (1, 3); "b\x85a" was two words (other ids
+    than the model is fed: [b, a] for [ba])."""
+    minilm = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    ours, ref = data.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)
+    context = "\u00a0中🙂a\tb\u0085a 'x\x1c🙂中  \u0301🙂 éa🙂\u0301 wi\u001cki 日本🙂 end"
+    enc = ref(context, add_special_tokens=False, return_offsets_mapping=True)
+    assert [(t, s, e) for t, s, e in data.context_tokens(ours, context)] == \
+        [(t, *o) for t, o in zip(enc["input_ids"], enc["offset_mapping"])]
+    gold = "本"  # an ideograph before an [UNK] in one whitespace-delimited word: its own token, labelled alone
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q", "question": "what?", "answers": [{"text": gold, "answer_start": context.index(gold)}]}]}]}]
+    (w,) = data.squad_windows(dataset, ours, max_len=128, split="train")
+    pair = ref("what?", context, return_offsets_mapping=True)
+    assert w["input_ids"] == pair["input_ids"]
+    assert w["labels"] == run_qa_labels(pair, context.index(gold), context.index(gold) + 1)
+    assert context[w["offsets"][w["labels"][0]][0]:w["offsets"][w["labels"][1]][1]] == gold
+
+
 def test_a_questions_leading_whitespace_is_dropped_as_run_qa_drops_it(tmp_path):
     """SQuAD has questions that start with spaces; transformers' run_qa.py lstrips them ("lots of whitespace on the
     left ... will make the truncation of the context fail"). RoBERTa's BPE made tokens of them ("Ġ", "ĠĠ", ...)."""
