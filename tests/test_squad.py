@@ -195,6 +195,43 @@ def test_span_head_matches_transformers(arch, tmp_path):
         torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_span_adapter_loads_in_peft_with_its_head(arch, tmp_path):
+    """LoRA-SP on a backbone with a fresh span head, saved as train.py saves it (task_type QUESTION_ANS, qa_outputs in
+    modules_to_save): PEFT on transformers' *ForQuestionAnswering gives our start and end logits, merged and unmerged.
+    (Unmerged BERT goes through PEFT's base_model: PeftModelForQuestionAnswering.forward drops token_type_ids.)"""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    kw = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=40, pad_token_id=1)
+    config = (transformers.BertConfig if arch == "bert" else transformers.RobertaConfig)(**kw)
+    random_params((transformers.BertModel if arch == "bert" else transformers.RobertaModel)(config), 0) \
+        .save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_qa_head(), ["query", "value", "dense"], r=4, alpha=8)
+    ours.qa_outputs.requires_grad_(True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.3)
+    save_adapter(ours, tmp_path / "adapter", task_type="QUESTION_ANS", modules_to_save=("qa_outputs",))
+    ids = torch.randint(2, 99, (3, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[mask == 0] = 1
+    types = torch.zeros_like(ids) if arch == "roberta" else (torch.arange(12) >= 5).long().expand(3, 12)
+    cls = transformers.BertForQuestionAnswering if arch == "bert" else transformers.RobertaForQuestionAnswering
+    with torch.no_grad():
+        start, end = ours.eval().span_logits(ids, mask, types)
+        ref = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+        for hf in (ref.base_model, ref.merge_and_unload()):
+            out = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            for a, b in ((start, out.start_logits), (end, out.end_logits)):
+                torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
+        plain = cls.from_pretrained(tmp_path / "base").eval()
+        plain.qa_outputs.load_state_dict(ours.qa_outputs.state_dict())   # our head without the adapter
+        assert not torch.allclose(start, plain(input_ids=ids, attention_mask=mask, token_type_ids=types).start_logits)
+
+
 def test_span_loss_is_each_windows_own():
     """The span loss of a batch is the sum of its windows' losses alone, each a cross-entropy over the window's own
     tokens: the padding its batch-mates give it is no class (it was: a window's loss grew with the batch's longest,
