@@ -1314,13 +1314,17 @@ def answer_at_start(qa, context):
 
 def context_tokens(tok, context):
     """[(token id, first char, end char)] of a context: each token's own characters, as transformers' offset_mapping.
-    Byte-level BPE: the whole text's tokens (bpe_offsets). WordPiece: the text cut at whitespace and around each
-    punctuation mark, where its basic tokenizer cuts too, and every piece tokenized alone (piece_offsets)."""
+    Byte-level BPE: the whole text's tokens (bpe_offsets). WordPiece: the text cut where its basic tokenizer cuts
+    (whitespace that is not a dropped control character such as U+0085; around each punctuation mark and each CJK
+    ideograph), and every piece tokenized alone (piece_offsets)."""
     if isinstance(tok, BPETokenizer) and (spans := bpe_offsets(tok, context)) is not None:
         return spans
     bpe, pieces, start = isinstance(tok, BPETokenizer), [], None
+    wordpiece = isinstance(tok, WordPieceTokenizer)
     for i, ch in enumerate(context + " "):
-        if ch.isspace() or is_punctuation(ch):
+        gone = wordpiece and ch not in "\t\n\r" and unicodedata.category(ch)[0] == "C"  # words() drops it: no cut
+        alone = is_punctuation(ch) or wordpiece and tok.split_cjk and any(lo <= ord(ch) <= hi for lo, hi in CJK)
+        if ch.isspace() and not gone or alone:
             if start is not None:
                 pieces.append((start, i))
             if not ch.isspace():
@@ -1361,8 +1365,8 @@ def piece_offsets(tok, space, context, s, e):
     token's own characters, as transformers' offset_mapping ("70percent" -> 70, ##per, ##cent: (0, 2), (2, 5),
     (5, 9)), so an answer that ends inside a word is labelled, and predicted, as that part of it. WordPiece: the
     token's letters, each character normalized as the basic tokenizer does it (lower-cased, accents stripped,
-    control characters dropped). Where they do not add up to the piece ([UNK]), and for a byte-level BPE that drops
-    bytes, every token gets the whole piece."""
+    control characters dropped). Where they do not add up to the piece ([UNK]), every token gets the piece's kept
+    characters, first to last; for a byte-level BPE that drops bytes, the whole piece."""
     ids = tok._encode(space + context[s:e])
     if isinstance(tok, WordPieceTokenizer):                    # [(a normalized character, where it came from)]
         chars = [(n, i) for i in range(s, e) for n in tok.normalized(context[i])]
@@ -1370,6 +1374,8 @@ def piece_offsets(tok, space, context, s, e):
         if "".join(parts) == "".join(n for n, _ in chars):
             ends = list(itertools.accumulate(map(len, parts)))
             return [(t, (chars[j - len(p)][1], chars[j - 1][1] + 1)) for t, p, j in zip(ids, parts, ends)]
+        if chars:  # [UNK]: the characters normalization keeps (a dropped control character or accent is not in it)
+            return [(t, (chars[0][1], chars[-1][1] + 1)) for t in ids]
     return [(t, (s, e)) for t in ids]
 
 

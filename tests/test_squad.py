@@ -123,6 +123,28 @@ def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
             assert said == gold or gold == "unbeliev", said  # it ends inside a token (##va, believ): the whole token
 
 
+def test_wordpiece_offsets_where_the_basic_tokenizer_cuts_and_drops(tmp_path):
+    """BERT's basic tokenizer cuts around each CJK ideograph, does not cut at a control character Python calls a
+    space (U+0085, U+001C: dropped, the letters around them one word), and leaves dropped characters (controls, a
+    stripped accent) out of an [UNK]'s span; transformers' offset_mapping on the real MiniLM vocabulary is the
+    reference. Before: "中🙂" was one piece, so 中 and the [UNK] both had (1, 3); "b\x85a" was two words (other ids
+    than the model is fed: [b, a] for [ba])."""
+    minilm = path("minilm", "vocab.txt").removesuffix("vocab.txt")
+    ours, ref = data.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)
+    context = "\u00a0中🙂a\tb\u0085a 'x\x1c🙂中  \u0301🙂 éa🙂\u0301 wi\u001cki 日本🙂 end"
+    enc = ref(context, add_special_tokens=False, return_offsets_mapping=True)
+    assert [(t, s, e) for t, s, e in data.context_tokens(ours, context)] == \
+        [(t, *o) for t, o in zip(enc["input_ids"], enc["offset_mapping"])]
+    gold = "本"  # an ideograph before an [UNK] in one whitespace-delimited word: its own token, labelled alone
+    dataset = [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q", "question": "what?", "answers": [{"text": gold, "answer_start": context.index(gold)}]}]}]}]
+    (w,) = data.squad_windows(dataset, ours, max_len=128, split="train")
+    pair = ref("what?", context, return_offsets_mapping=True)
+    assert w["input_ids"] == pair["input_ids"]
+    assert w["labels"] == run_qa_labels(pair, context.index(gold), context.index(gold) + 1)
+    assert context[w["offsets"][w["labels"][0]][0]:w["offsets"][w["labels"][1]][1]] == gold
+
+
 def test_a_questions_leading_whitespace_is_dropped_as_run_qa_drops_it(tmp_path):
     """SQuAD has questions that start with spaces; transformers' run_qa.py lstrips them ("lots of whitespace on the
     left ... will make the truncation of the context fail"). RoBERTa's BPE made tokens of them ("Ġ", "ĠĠ", ...)."""
@@ -171,6 +193,43 @@ def test_span_head_matches_transformers(arch, tmp_path):
     start, end = ours.span_logits(ids, mask, types)
     for a, b in ((start, want.start_logits), (end, want.end_logits)):
         torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_span_adapter_loads_in_peft_with_its_head(arch, tmp_path):
+    """LoRA-SP on a backbone with a fresh span head, saved as train.py saves it (task_type QUESTION_ANS, qa_outputs in
+    modules_to_save): PEFT on transformers' *ForQuestionAnswering gives our start and end logits, merged and unmerged.
+    (Unmerged BERT goes through PEFT's base_model: PeftModelForQuestionAnswering.forward drops token_type_ids.)"""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    kw = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=40, pad_token_id=1)
+    config = (transformers.BertConfig if arch == "bert" else transformers.RobertaConfig)(**kw)
+    random_params((transformers.BertModel if arch == "bert" else transformers.RobertaModel)(config), 0) \
+        .save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_qa_head(), ["query", "value", "dense"], r=4, alpha=8)
+    ours.qa_outputs.requires_grad_(True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.3)
+    save_adapter(ours, tmp_path / "adapter", task_type="QUESTION_ANS", modules_to_save=("qa_outputs",))
+    ids = torch.randint(2, 99, (3, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[mask == 0] = 1
+    types = torch.zeros_like(ids) if arch == "roberta" else (torch.arange(12) >= 5).long().expand(3, 12)
+    cls = transformers.BertForQuestionAnswering if arch == "bert" else transformers.RobertaForQuestionAnswering
+    with torch.no_grad():
+        start, end = ours.eval().span_logits(ids, mask, types)
+        ref = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+        for hf in (ref.base_model, ref.merge_and_unload()):
+            out = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            for a, b in ((start, out.start_logits), (end, out.end_logits)):
+                torch.testing.assert_close(a[mask == 1], b[mask == 1], atol=1e-4, rtol=1e-4)
+        plain = cls.from_pretrained(tmp_path / "base").eval()
+        plain.qa_outputs.load_state_dict(ours.qa_outputs.state_dict())   # our head without the adapter
+        assert not torch.allclose(start, plain(input_ids=ids, attention_mask=mask, token_type_ids=types).start_logits)
 
 
 def test_span_loss_is_each_windows_own():
