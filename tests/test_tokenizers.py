@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import sentencepiece as spm
-from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import BPETokenizer, SentencePieceTokenizer, UserError, check_vocab, load_tokenizer, sentencepiece_model
@@ -45,6 +45,22 @@ def test_tokenizer_json_matches_tokenizers(bpe_dir):
     ours, ref = load_tokenizer(bpe_dir), Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
     for text in TEXTS:
         assert ours.encode(text) == ref.encode(text).ids, text
+
+
+def test_tokenizer_json_normalizer_is_refused(bpe_dir, tmp_path):
+    """A byte-level BPE tokenizer.json with a normalizer (GPT-NeoX's NFC, a Lowercase): tokenizers normalizes the text
+    first, so "Cafe\u0301" gave other ids than ours (silently); refused, naming it. An empty Sequence is none."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    for norm, name in [(normalizers.NFC(), "NFC"),
+                       (normalizers.Sequence([normalizers.Lowercase()]), r"Sequence\['Lowercase'\]")]:
+        ref.normalizer = norm
+        ref.save(str(tmp_path / "tokenizer.json"))
+        assert ref.encode("Cafe\u0301 ABC").ids != load_tokenizer(bpe_dir).encode("Cafe\u0301 ABC")  # it matters
+        with pytest.raises(NotImplementedError, match=f"tokenizer.json: normalizer {name} is not applied by lorasp"):
+            load_tokenizer(tmp_path)
+    ref.normalizer = normalizers.Sequence([])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    assert all(load_tokenizer(tmp_path).encode(t) == ref.encode(t).ids for t in TEXTS)
 
 
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
