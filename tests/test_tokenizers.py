@@ -170,6 +170,21 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert load_tokenizer(tmp_path).pad_id == 0
 
 
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_sentencepiece_add_bos_token_as_transformers(tmp_path, add_bos):
+    """tokenizer_config.json's add_bos_token (Yi's false): transformers' LlamaTokenizer starts a text with <s> or not
+    as it says; ours added <s> whatever it said (every prompt and perplexity text began with a token the model never
+    saw there)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": add_bos}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in ["Hello world", "The quick brown fox.", "Unicode: Ωμέγα, 中文"]:  # (transformers 5 parts with
+        assert tok.encode(text) == ref.encode(text), text                  # sentencepiece on trailing spaces)
+    assert tok.encode("a", bos=True)[0] == tok.bos_id == 1                # asked for: still there
+
+
 def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
     """Early LLaMA conversions' config.json says bos 0, eos 1, pad -1 while tokenizer.model has <unk> 0, <s> 1,
     </s> 2: transformers' tokenizer keeps <s> and </s> (not <unk> first and <s> last), and so do we, saying so."""
