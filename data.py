@@ -524,8 +524,8 @@ def added_tokens(directory):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s>, </s>, <pad> win over config.json's, as in transformers, and tokenizer_config.json's add_bos_token
-    says whether its texts start with <s> (LLaMA's default: they do)."""
+    model's own <s>, </s>, <pad> win over config.json's, as in transformers. tokenizer_config.json's add_bos_token says
+    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -537,9 +537,6 @@ def load_tokenizer(path):
     elif os.path.exists(f("tokenizer.model")):
         added, prefix_each = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
-        cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
-        if isinstance(cfg, dict) and isinstance(cfg.get("add_bos_token"), bool):  # Yi's false: its texts start
-            tok.add_bos = cfg["add_bos_token"]                 # without <s>, as transformers encodes them
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
         cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
         with open(f("vocab.txt"), encoding="utf-8") as fh:
@@ -559,6 +556,10 @@ def load_tokenizer(path):
             raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
+    cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
+            cfg, dict) and isinstance(cfg.get("add_bos_token"), bool):  # Yi's false: its texts start without <s>; a
+        tok.add_bos = cfg["add_bos_token"]                     # GPT-2's true: with <|endoftext|> (as transformers)
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):

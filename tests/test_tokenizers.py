@@ -63,6 +63,19 @@ def test_tokenizer_json_normalizer_is_refused(bpe_dir, tmp_path):
     assert all(load_tokenizer(tmp_path).encode(t) == ref.encode(t).ids for t in TEXTS)
 
 
+def test_bpe_add_bos_token_as_transformers(bpe_dir, tmp_path):
+    """tokenizer_config.json's add_bos_token true: transformers' GPT2Tokenizer starts a text with <|endoftext|>; ours
+    did not (the setting was read for no byte-level BPE)."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_dir / name, tmp_path / name)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer",
+                                                                "add_bos_token": True, "bos_token": "<|endoftext|>"}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text), text
+    assert tok.encode("Hello")[0] == tok.bos_id
+
+
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
     """GPT-2's original names (encoder.json + vocab.bpe); config.json's special ids take precedence."""
     shutil.copy(bpe_dir / "vocab.json", tmp_path / "encoder.json")
