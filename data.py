@@ -419,7 +419,16 @@ def tokenizer_json(path):
                                   "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
-    return BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
+    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
+    post = t.get("post_processor") or {}
+    template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
+                     if p.get("type") == "TemplateProcessing"), None)
+    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), as tokenizers does
+        first = (template.get("single") or [{}])[0].get("SpecialToken")
+        tok.add_bos = first is not None
+        if first:
+            tok.bos_id = template["special_tokens"][first["id"]]["ids"][0]
+    return tok
 
 
 def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add_dummy_prefix=True,

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 import sentencepiece as spm
-from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import BPETokenizer, SentencePieceTokenizer, UserError, check_vocab, load_tokenizer, sentencepiece_model
@@ -74,6 +75,20 @@ def test_bpe_add_bos_token_as_transformers(bpe_dir, tmp_path):
     for text in TEXTS:
         assert tok.encode(text) == ref.encode(text), text
     assert tok.encode("Hello")[0] == tok.bos_id
+
+
+def test_tokenizer_json_template_bos_as_tokenizers(bpe_dir, tmp_path):
+    """A tokenizer.json whose post-processor puts a BOS before every text (TemplateProcessing "<|endoftext|> $A"):
+    tokenizers and transformers start each text with it; ours left it out."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    bos = ref.token_to_id("<|endoftext|>")
+    ref.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
+                                                       special_tokens=[("<|endoftext|>", bos)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text).ids, text
+    assert tok.encode("a", bos=False) == ref.encode("a", add_special_tokens=False).ids
 
 
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
