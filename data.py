@@ -395,8 +395,8 @@ def read_merges(path):
 
 
 def tokenizer_json(path):
-    """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers, and a BPE's
-    normalizer, are refused rather than guessed."""
+    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS its TemplateProcessing puts first), or T5's Unigram
+    one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
@@ -414,8 +414,8 @@ def tokenizer_json(path):
             f"{os.path.dirname(path)}" if spm else ""))
     norm = t.get("normalizer") or {}  # NFC, NFKC, Lowercase, ...: HF applies it before the BPE; ids would differ
     if norm and not (norm.get("type") == "Sequence" and not norm.get("normalizers")):
-        steps = [s.get("type") for s in norm.get("normalizers", [])] if norm.get("type") == "Sequence" else []
-        raise NotImplementedError(f"{path}: normalizer {norm.get('type')}{steps or ''} is not applied by lorasp (the "
+        parts = [s.get("type") for s in norm.get("normalizers", [])] if norm.get("type") == "Sequence" else []
+        raise NotImplementedError(f"{path}: normalizer {norm.get('type')}{parts or ''} is not applied by lorasp (the "
                                   "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
