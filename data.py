@@ -396,8 +396,8 @@ def read_merges(path):
 
 
 def tokenizer_json(path):
-    """A byte-level BPE tokenizer.json (HF `tokenizers`), or T5's Unigram one; other pre-tokenizers are refused rather
-    than guessed."""
+    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS its TemplateProcessing puts first), or T5's Unigram
+    one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
@@ -413,9 +413,23 @@ def tokenizer_json(path):
         raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})" + (
             "; a sentencepiece tokenizer saved as tokenizer.json: copy the base model's tokenizer.model into "
             f"{os.path.dirname(path)}" if spm else ""))
+    norm = t.get("normalizer") or {}  # NFC, NFKC, Lowercase, ...: HF applies it before the BPE; ids would differ
+    if norm and not (norm.get("type") == "Sequence" and not norm.get("normalizers")):
+        parts = [s.get("type") for s in norm.get("normalizers", [])] if norm.get("type") == "Sequence" else []
+        raise NotImplementedError(f"{path}: normalizer {norm.get('type')}{parts or ''} is not applied by lorasp (the "
+                                  "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
-    return BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
+    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
+    post = t.get("post_processor") or {}
+    template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
+                     if p.get("type") == "TemplateProcessing"), None)
+    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), as tokenizers does
+        first = (template.get("single") or [{}])[0].get("SpecialToken")
+        tok.add_bos = first is not None
+        if first:
+            tok.bos_id = template["special_tokens"][first["id"]]["ids"][0]
+    return tok
 
 
 def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add_dummy_prefix=True,
@@ -520,7 +534,8 @@ def added_tokens(directory):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s>, </s>, <pad> win over config.json's, as in transformers."""
+    model's own <s>, </s>, <pad> win over config.json's, as in transformers. tokenizer_config.json's add_bos_token says
+    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -551,6 +566,10 @@ def load_tokenizer(path):
             raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
+    cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
+            cfg, dict) and isinstance(cfg.get("add_bos_token"), bool):  # Yi's false: its texts start without <s>; a
+        tok.add_bos = cfg["add_bos_token"]                     # GPT-2's true: with <|endoftext|> (as transformers)
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 import sentencepiece as spm
-from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import (ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import BPETokenizer, SentencePieceTokenizer, UserError, check_vocab, load_tokenizer, sentencepiece_model
@@ -45,6 +46,49 @@ def test_tokenizer_json_matches_tokenizers(bpe_dir):
     ours, ref = load_tokenizer(bpe_dir), Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
     for text in TEXTS:
         assert ours.encode(text) == ref.encode(text).ids, text
+
+
+def test_tokenizer_json_normalizer_is_refused(bpe_dir, tmp_path):
+    """A byte-level BPE tokenizer.json with a normalizer (GPT-NeoX's NFC, a Lowercase): tokenizers normalizes the text
+    first, so "Cafe\u0301" gave other ids than ours (silently); refused, naming it. An empty Sequence is none."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    for norm, name in [(normalizers.NFC(), "NFC"),
+                       (normalizers.Sequence([normalizers.Lowercase()]), r"Sequence\['Lowercase'\]")]:
+        ref.normalizer = norm
+        ref.save(str(tmp_path / "tokenizer.json"))
+        assert ref.encode("Cafe\u0301 ABC").ids != load_tokenizer(bpe_dir).encode("Cafe\u0301 ABC")  # it matters
+        with pytest.raises(NotImplementedError, match=f"tokenizer.json: normalizer {name} is not applied by lorasp"):
+            load_tokenizer(tmp_path)
+    ref.normalizer = normalizers.Sequence([])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    assert all(load_tokenizer(tmp_path).encode(t) == ref.encode(t).ids for t in TEXTS)
+
+
+def test_bpe_add_bos_token_as_transformers(bpe_dir, tmp_path):
+    """tokenizer_config.json's add_bos_token true: transformers' GPT2Tokenizer starts a text with <|endoftext|>; ours
+    did not (the setting was read for no byte-level BPE)."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_dir / name, tmp_path / name)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer",
+                                                                "add_bos_token": True, "bos_token": "<|endoftext|>"}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text), text
+    assert tok.encode("Hello")[0] == tok.bos_id
+
+
+def test_tokenizer_json_template_bos_as_tokenizers(bpe_dir, tmp_path):
+    """A tokenizer.json whose post-processor puts a BOS before every text (TemplateProcessing "<|endoftext|> $A"):
+    tokenizers and transformers start each text with it; ours left it out."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    bos = ref.token_to_id("<|endoftext|>")
+    ref.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
+                                                       special_tokens=[("<|endoftext|>", bos)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text) == ref.encode(text).ids, text
+    assert tok.encode("a", bos=False) == ref.encode("a", add_special_tokens=False).ids
 
 
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
@@ -152,6 +196,21 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert tok.decode(tok.encode("Unicode: Ωμέγα 🙂")) == "Unicode: Ωμέγα 🙂"  # byte fallback round-trips
     (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 0}))
     assert load_tokenizer(tmp_path).pad_id == 0
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_sentencepiece_add_bos_token_as_transformers(tmp_path, add_bos):
+    """tokenizer_config.json's add_bos_token (Yi's false): transformers' LlamaTokenizer starts a text with <s> or not
+    as it says; ours added <s> whatever it said (every prompt and perplexity text began with a token the model never
+    saw there)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": add_bos}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in ["Hello world", "The quick brown fox.", "Unicode: Ωμέγα, 中文"]:  # (transformers 5 parts with
+        assert tok.encode(text) == ref.encode(text), text                  # sentencepiece on trailing spaces)
+    assert tok.encode("a", bos=True)[0] == tok.bos_id == 1                # asked for: still there
 
 
 def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
