@@ -142,7 +142,8 @@ def parse_args(argv=None):
     a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
     a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
       "(Alpaca's 512; the paper's GLUE runs: 128)")
-    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
+    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of the steps of linear warm-up, rounded up as "
+      "transformers' warmup_ratio (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
     a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
     a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
