@@ -426,7 +426,7 @@ def train_step(run):
     for p in run.params:
         if p.grad is not None:
             p.grad /= count                                    # the mean over the whole step's tokens
-    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
+    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip or math.inf))  # --clip 0: measured only
     if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
         kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)  # not an earlier run's
         raise FloatingPointError(

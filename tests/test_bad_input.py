@@ -139,7 +139,7 @@ for flag, value, fragment in [
         ("--rank", "x", "argument --rank: 'x' is not an integer"),
         ("--seq-len", "0", "argument --seq-len: 0 is out of range: must be an integer >= 2"),
         ("--seq-len", "1", "argument --seq-len: 1 is out of range: must be an integer >= 2"),
-        ("--clip", "-1", "argument --clip: -1 is out of range: must be a number > 0"),
+        ("--clip", "-1", "argument --clip: -1 is out of range: must be a number >= 0"),
         ("--alpha", "0", "argument --alpha: 0 is out of range: must be a number > 0"),
         ("--grad-accum", "0", "argument --grad-accum: 0 is out of range: must be an integer >= 1"),  # blamed the lr
         ("--val-fraction", "1", "argument --val-fraction: 1 is out of range: must be a number >= 0, < 1"),
@@ -210,6 +210,15 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "7")  # 2 + 7 - 1 = 8 positions
     assert len(ctx.capsys.readouterr().out.strip()) == 9  # the prompt and 7 new tokens, one letter each
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
+
+
+@case("train.py: --clip 0 turns clipping off (transformers' max_grad_norm 0)", None)
+def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a number > 0")
+    limits, clip = [], torch.nn.utils.clip_grad_norm_
+    ctx.mp.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: limits.append(max_norm) or clip(
+        params, max_norm))
+    run(ctx, "--clip", "0", "--max-steps", "2")
+    assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
 
 
 @case("cli --method full with adapter flags says they do nothing", None)
