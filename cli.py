@@ -160,7 +160,8 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
+    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP masks, A's init, a new "
+      "head's init, dropout")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")

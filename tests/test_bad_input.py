@@ -156,7 +156,9 @@ for flag, value, fragment in [
         ("--warmup", "2", "argument --warmup: 2 is out of range: must be a number >= 0, <= 1"),
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
         ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
-        ("--method", "qlora", "argument --method: invalid choice: 'qlora'")]:
+        ("--method", "qlora", "argument --method: invalid choice: 'qlora'"),
+        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= "
+         "-9223372036854775808, <= 18446744073709551615")]:  # (was torch's "Overflow when unpacking long long")
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 

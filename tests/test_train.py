@@ -43,6 +43,9 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     assert len(lines) == 40 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
     assert "(default: cuda when available, else cpu)" in out
+    flag = {line.split()[0]: line for line in lines}
+    assert all(what in flag["--seed"] for what in ("data order", "split", "masks", "A's init", "head", "dropout"))
+    assert "0: off" in flag["--clip"] and "rounded up" in flag["--warmup"]   # (--seed named the first three alone)
     rows = {line.split()[0]: line for line in presets.strip().split("\n")[1:]}      # every preset, by family
     assert sorted(rows) == sorted(train.TARGETS) and all(name in rows[c.model_type] for name, c in train.PRESETS.items())
     assert "--data glue/TASK" in rows["roberta"] and "--data wmt16-en-ro" in rows["t5"]
