@@ -114,11 +114,28 @@ def load_model(args, directory, checkpoint, device, bf16):
                             f"named so (their names end in {', '.join(ends)})")
         if head:
             targets = [n for n in linears if matches(n, targets)]
-        apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
-                     args.structure, args.seed)
+        keep = 1.0 if args.method == "lora" else args.keep
+        check_adapted(args, keep, {n: model.get_submodule(n) for n in linears if matches(n, targets)})
+        apply_lorasp(model, targets, args.rank, args.alpha, keep, args.mode, args.structure, args.seed)
         for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
+
+
+def check_adapted(args, keep, layers):
+    """--rank within every adapted layer's width min(in, out) (beyond it B A has no more rank to give, only more
+    entries: LoRA r = min(in, out) can already reach any update), and a --keep that trains an entry of each A and B."""
+    name, m = min(layers.items(), key=lambda nm: min(nm[1].in_features, nm[1].out_features))
+    if args.rank > (width := min(m.in_features, m.out_features)):
+        raise UserError(f"--rank {args.rank}: {name} is {m.out_features} x {m.in_features} (out x in), width {width}; "
+                        f"B A cannot pass rank {width}, so the extra rank trains entries for nothing. Give --rank "
+                        f"{width} or less (or --targets without it)")
+    for name, m in layers.items():
+        for k, n in (("A", args.rank * m.in_features if args.structure == "element" else m.in_features),
+                     ("B", m.out_features * args.rank)):  # (column: A trains whole input columns)
+            if round(keep * n) == 0:
+                raise UserError(f"--keep {keep:g} trains no entry of {name}'s {k} (round({keep:g} x {n:,}) entries "
+                                f"= 0): give --keep {1 / n:.3g} or more, or a larger --rank")
 
 
 def weights_dir(args):

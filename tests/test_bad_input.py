@@ -214,6 +214,13 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
 
 
+case("train.py: --rank above a targeted layer's width", SystemExit, "--rank 17: model.layers.0.self_attn.k_proj is "
+     "16 x 32 (out x in), width 16")(lambda ctx: run(ctx, "--rank", "17"))  # (was accepted: r 17 of a rank-16 product)
+case("train.py: --keep too small to train an entry of A", SystemExit, "--keep 0.001 trains no entry of "
+     "model.layers.0.self_attn.q_proj's A (round(0.001 x 32) entries = 0): give --keep 0.0312 or more")(
+    lambda ctx: run(ctx, "--rank", "1", "--keep", "0.001"))  # (was "keep=0.001 leaves A (1, 32) without ...": no flag)
+
+
 @case("train.py: --clip 0 turns clipping off (transformers' max_grad_norm 0)", None)
 def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a number > 0")
     limits, clip = [], torch.nn.utils.clip_grad_norm_
