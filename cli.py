@@ -224,6 +224,11 @@ def parse_args(argv=None):
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
     if kind == "lm" and args.data != "squad-gen" and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
+    if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
+            f != "--download" or args.download)]):  # both are about a preset's weights
+        print(f"note: {' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: " + (
+            f"--model {args.model} is not a preset, its files are read where they are" if args.model else
+            "the offline demo makes its own model") + " (for a preset's weights)")
     if args.allow_data_change and not args.resume:
         print("note: --allow-data-change has no effect without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)

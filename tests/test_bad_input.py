@@ -230,6 +230,20 @@ def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a numb
     assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
 
 
+@case("cli --model-dir and --download beside a --model that is not a preset say they do nothing", None)
+def _(ctx):  # (were unused without a word: the directory --model names is read, nothing is fetched)
+    train.parse_args(["--model", ctx.tiny[0], "--data", "d", "--model-dir", "elsewhere", "--download"])
+    train.parse_args(["--model", "m.gguf", "--data", "d", "--model-dir=elsewhere", "--no-download"])
+    train.parse_args(["--download"])
+    train.parse_args(["--model", "llama2-7b", "--data", "d", "--model-dir", "elsewhere", "--download"])  # a preset
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        f"note: --model-dir and --download have no effect: --model {ctx.tiny[0]} is not a preset, its files are read "
+        "where they are (for a preset's weights)",
+        "note: --model-dir has no effect: --model m.gguf is not a preset, its files are read where they are (for a "
+        "preset's weights)",
+        "note: --download has no effect: the offline demo makes its own model (for a preset's weights)"]
+
+
 @case("cli --method full with adapter flags says they do nothing", None)
 def _(ctx):
     train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--rank", "8", "--targets=q_proj"])
