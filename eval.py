@@ -246,17 +246,19 @@ def answer_ids(tok):
 
 @torch.no_grad()
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
-    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shortened: how many
-    prompts had fewer than k worked examples}. A prompt longer than max_len (default: the model's context) drops
-    worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
+    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
+    examples a prompt starts with, k or fewer where a dev file holds fewer (the fewest of any subject), shortened: how
+    many prompts had fewer than that subject's, to fit}. A prompt longer than max_len (default: the model's context)
+    drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
     the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
     values of the shared part do not depend on what follows)."""
     test_dir = os.path.join(data_dir, "test")
     subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     max_len, letters = max_len or context_length(model), answer_ids(tok)
-    device, acc, hits, total, shortened = next(model.parameters()).device, {}, 0, 0, 0
+    device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
     for s in subjects:
         dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
+        shots_given = min(shots_given, len(dev))
         test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
         seen, cache, right, fewer = [], [{}] * model.config.n_layer, 0, 0
         for row in test:
@@ -276,7 +278,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
             (f"; {fewer} with fewer worked examples, to fit {max_len} tokens)" if fewer else ")"))
         shortened += fewer
     return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total,
-                shortened=shortened)
+                shots=shots_given, shortened=shortened)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -492,7 +494,8 @@ def command(argv=None):
     elif args.task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
-        print(f"MMLU {args.shots}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
+        fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
+        print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
               f"micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)

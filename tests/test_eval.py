@@ -142,10 +142,13 @@ def test_mmlu_command_line_with_adapter_and_nf4(ckpt, tmp_path, capsys):
     save_adapter(tuned, adapter)
     E.main(["--task", "mmlu", "--model", str(ckpt), "--adapter", str(adapter), "--quant", "nf4", "--data-dir",
             str(root), "--limit", "2"])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(lines[-1])
     ref = E.mmlu(load_adapter(load_pretrained(ckpt, quantize="nf4"), adapter), load_tokenizer(ckpt), root, limit=2,
                  log=lambda _: None)
     assert out == dict(task="mmlu", **ref) and out["questions"] == 4
+    # --shots 5 (the default) with dev files of 3 rows: the prompts are 3-shot, and the summary says so (said 5-shot)
+    assert out["shots"] == 3 and lines[-2].startswith("MMLU 3-shot (--shots 5: a dev file holds 3): macro")
 
 
 def test_perplexity_by_hand(ckpt, tmp_path):
