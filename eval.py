@@ -217,6 +217,12 @@ def base_quant(name, adapter, quant, task=None):
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
         raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "
                         f"score it (--task {'glue/TASK' if head == 'a classifier head' else 'squad'} does)")
+    labels = {t: len(GLUE[t[5:]][4] or [0]) for t in (str(trained.get("task")), str(task)) if t[5:] in GLUE}
+    if len(set(labels.values())) == 2:                      # the head's tensors would not load: a size mismatch
+        raise UserError(f"--adapter {adapter} trained on {trained['task']}, whose head has {labels[trained['task']]} "
+                        f"outputs; --task {task} has {labels[task]}" + (" (a score)" if labels[task] == 1 else
+                                                                        " labels") + f": score it on --task "
+                        f"{trained['task']}, or train an adapter on {task}")
     if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
