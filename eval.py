@@ -439,7 +439,8 @@ def command(argv=None):
     a("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an answer / "
       "a translation")
     a("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
-    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
+    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass; squad: "
+      "windows")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)

@@ -273,3 +273,11 @@ def test_a_window_past_the_context_is_warned_about(ckpt, tmp_path, capsys):
     for seq_len, warned in (("512", False), ("600", True)):
         E.main(["--task", "perplexity", "--model", str(ckpt), "--data", str(tmp_path / "t.txt"), "--seq-len", seq_len])
         assert ("--seq-len 600 is past the model's context (512 tokens)" in capsys.readouterr().err) == warned
+
+
+def test_help_names_the_tasks_each_flag_serves(capsys):
+    """--batch-size sets squad's windows per forward pass too (evaluate_squad); its help named glue and wmt16-en-ro."""
+    with pytest.raises(SystemExit):
+        E.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size BATCH_SIZE glue, wmt16-en-ro: examples per forward pass; squad: windows" in text
