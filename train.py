@@ -258,6 +258,11 @@ def load(run):
             f.writelines(json.dumps(r) + "\n" for r in val_records)
     elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
         os.remove(held)                                        # may train on, that outputs() would call held out
+    if args.exact_match and args.val_fraction and not val_records and kind == "lm" and args.data != "squad-gen" \
+            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
+        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
+                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
+                        "larger --val-fraction, or drop --exact-match")
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
     args.bleu = args.bleu if kind == "seq2seq" else 0
     return val_records

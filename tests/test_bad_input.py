@@ -214,6 +214,9 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
 
 
+case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
+     "held-out records, and --val-fraction 0.001 holds none of")(  # (trained, then skipped the check without a word)
+    lambda ctx: run(ctx, "--val-fraction", "0.001", "--exact-match", "5"))
 case("train.py: --rank above a targeted layer's width", SystemExit, "--rank 17: model.layers.0.self_attn.k_proj is "
      "16 x 32 (out x in), width 16")(lambda ctx: run(ctx, "--rank", "17"))  # (was accepted: r 17 of a rank-16 product)
 case("train.py: --keep too small to train an entry of A", SystemExit, "--keep 0.001 trains no entry of "
