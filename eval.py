@@ -395,6 +395,10 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en-ro squad", "--data": "perplexity",
+         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",  # the
+         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",  # tasks that read each flag
+         "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
 TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,  # the model types a task takes (GLUE: load_model
          "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),  # asks for a classifier head)
          "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
@@ -458,6 +462,13 @@ def command(argv=None):
         return demo()
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
+    unset = object()                                           # the flags argv sets, however written
+    given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
+        **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
+    if unused := [f for f, tasks in READS.items() if f in given and args.task.split("/")[0] not in tasks.split()] + (
+            ["--out"] if "--out" in given else []):           # (--out is --plot's)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --task {args.task}" +
+              (" (--out names --plot's SVG)" if "--out" in unused else ""))
     if need := {"perplexity": "data", "generate": "prompts"}.get(args.task):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")

@@ -264,6 +264,15 @@ def _(ctx):  # (were unused without a word: the directory --model names is read,
         "note: --download has no effect: the offline demo makes its own model (for a preset's weights)"]
 
 
+@case("eval.py: flags the task does not read say so", None)
+def _(ctx):  # (were unused without a word: --shots, --num-beams on perplexity, --out without --plot)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32", "--shots", "3",
+            "--num-beams=2", "--out", str(ctx.tmp / "x.svg")])
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert out[0] == "note: --shots, --num-beams, --out have no effect with --task perplexity (--out names --plot's SVG)"
+    assert json.loads(out[-1])["task"] == "perplexity" and not os.path.exists(ctx.tmp / "x.svg")
+
+
 @case("cli --method full with adapter flags says they do nothing", None)
 def _(ctx):
     train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--rank", "8", "--targets=q_proj"])
