@@ -299,7 +299,8 @@ def perplexity(model, docs, seq_len=None, stride=None):
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
-        raise ValueError(f"need 0 < stride <= seq_len, got stride {stride}, seq_len {seq_len}")
+        raise ValueError(f"--stride {stride} with --seq-len {seq_len}: windows further apart than they are long "
+                         f"leave the tokens between them unscored; give --stride {seq_len} or less")
     for ids, start in docs:
         done = max(start, 1)  # index of the first target still to score: token 0 has nothing before it
         for begin in range(0, len(ids) - 1, stride):

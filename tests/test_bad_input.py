@@ -264,6 +264,12 @@ def _(ctx):  # (were unused without a word: the directory --model names is read,
         "note: --download has no effect: the offline demo makes its own model (for a preset's weights)"]
 
 
+case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
+     "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32",  # "need
+                        "--stride", "40"]))  # 0 < stride <= seq_len, got stride 40, seq_len 32")
+
+
 @case("eval.py: flags the task does not read say so", None)
 def _(ctx):  # (were unused without a word: --shots, --num-beams on perplexity, --out without --plot)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32", "--shots", "3",
