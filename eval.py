@@ -192,7 +192,9 @@ def model_path(name):
     """--model as load_pretrained takes it: a checkpoint directory or .gguf file, or a preset's cache folder (where
     train.py puts it, as train.py resolves it); anything else is refused, naming the flag."""
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
-        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
+        near = [p for p in PRESETS if p.lower() == name.lower()]          # presets are looked up by exact key
+        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset" + (
+            f"; did you mean {near[0]}? (presets are written in lower case)" if near else ""))
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
 
 

@@ -57,8 +57,10 @@ def checked_config(args):
     the data exists and the model's family trains it."""
     if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
             args.model not in PRESETS:
-        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
-                        f"{', '.join(PRESETS)} (or a .gguf file)")
+        near = [p for p in PRESETS if p.lower() == args.model.lower()]   # presets are looked up by exact key
+        raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
+            f"; did you mean {near[0]}? (presets are written in lower case)" if near else
+            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)"))
     if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
         raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
                         "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "

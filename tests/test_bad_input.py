@@ -270,6 +270,13 @@ case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 wit
                         "--stride", "40"]))  # 0 < stride <= seq_len, got stride 40, seq_len 32")
 
 
+case("train.py: a preset name in the wrong case", SystemExit, "--model 'Llama2-7B' is neither a directory nor a "
+     "preset; did you mean llama2-7b? (presets are written in lower case)")(  # (listed all 24 presets, the right one
+    lambda ctx: train.main(["--model", "Llama2-7B", "--data", ctx.tiny[1], "--out", str(ctx.tmp / "o")]))  # among
+case("eval.py: a preset name in the wrong case", SystemExit, "did you mean smollm2-135m? (presets are written in "  # them)
+     "lower case)")(lambda ctx: E.main(["--task", "mmlu", "--model", "SmolLM2-135M"]))
+
+
 @case("eval.py: flags the task does not read say so", None)
 def _(ctx):  # (were unused without a word: --shots, --num-beams on perplexity, --out without --plot)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32", "--shots", "3",
