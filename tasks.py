@@ -76,6 +76,9 @@ def checked_config(args):
                         " (the table at the end of --help lists what each family trains)")
     if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
         raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
+    if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
+        print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
+              "trains on positions the model never saw")
     if args.full_blocks > plan.layers(config):
         raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
                         (" per stack" if config.model_type == "t5" else ""))

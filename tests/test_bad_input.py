@@ -270,6 +270,15 @@ case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 wit
                         "--stride", "40"]))  # 0 < stride <= seq_len, got stride 40, seq_len 32")
 
 
+@case("train.py: --seq-len past a Llama's context says so", None)
+def _(ctx):  # (was silent; eval.py warned of the same for perplexity and MMLU)
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", max_position_embeddings=128)
+    train.main(flags((str(ctx.tmp / "m"), ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "1"))  # --seq-len 200
+    assert f"note: --seq-len 200 is past {ctx.tmp / 'm'}'s context (128 tokens): a sequence that long trains on " \
+        "positions the model never saw" in ctx.capsys.readouterr().out
+
+
 case("train.py: a preset name in the wrong case", SystemExit, "--model 'Llama2-7B' is neither a directory nor a "
      "preset; did you mean llama2-7b? (presets are written in lower case)")(  # (listed all 24 presets, the right one
     lambda ctx: train.main(["--model", "Llama2-7B", "--data", ctx.tiny[1], "--out", str(ctx.tmp / "o")]))  # among
