@@ -490,6 +490,10 @@ def command(argv=None):
     if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
+    if args.task == "squad" and causal and (unused := [f for f in ("--seq-len", "--stride", "--batch-size")
+                                                   if f in given]):  # (READS: an encoder's windows)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: {args.model} is a causal "
+              "LM, which answers each question by greedy generation from its context (cut to fit), one at a time")
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)

@@ -264,6 +264,19 @@ def _(ctx):  # (were unused without a word: the directory --model names is read,
         "note: --download has no effect: the offline demo makes its own model (for a preset's weights)"]
 
 
+@case("eval.py: squad's window flags on a causal LM say so", None)
+def _(ctx):  # (--seq-len, --stride, --batch-size were unused without a word: a causal LM generates its answers)
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": "one two three", "qas": [{"id": "q1", "question": "Which?", "answers": [
+            {"text": "two", "answer_start": 4}]}]}]}]}))
+    E.main(["--task", "squad", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp), "--seq-len", "64", "--stride", "8",
+            "--batch-size", "4"])
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert out[0] == f"note: --seq-len, --stride, --batch-size have no effect: {ctx.tiny[0]} is a causal LM, which " \
+        "answers each question by greedy generation from its context (cut to fit), one at a time"
+    assert json.loads(out[-1])["task"] == "squad"
+
+
 case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
      "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32",  # "need
