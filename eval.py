@@ -457,6 +457,12 @@ def command(argv=None):
             ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
     if problem := device_problem(args.device):
         ap.error(problem)
+    unset = object()                                           # the flags argv sets, however written
+    given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
+        **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
+    if args.plot and (unused := sorted(given - {"--plot", "--out"})):  # --plot draws, and evaluates nothing
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --plot (it draws the "
+              "runs' loss curves and evaluates nothing)")
     if args.plot:
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
@@ -465,9 +471,6 @@ def command(argv=None):
         return demo()
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
-    unset = object()                                           # the flags argv sets, however written
-    given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
-        **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
     if unused := [f for f, tasks in READS.items() if f in given and args.task.split("/")[0] not in tasks.split()] + (
             ["--out"] if "--out" in given else []):           # (--out is --plot's)
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --task {args.task}" +

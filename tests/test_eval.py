@@ -230,7 +230,7 @@ def test_generate_side_by_side(ckpt, tmp_path, capsys):
     assert E.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
 
 
-def test_plot_svg(tmp_path):
+def test_plot_svg(tmp_path, capsys):
     runs = {"full": [1, 2, 3, 4], "lora": [5, 4, 3], "lorasp": [5, 4.5, 4, 3.5, 3.2]}
     for name, losses in runs.items():
         (tmp_path / name).mkdir()
@@ -248,6 +248,11 @@ def test_plot_svg(tmp_path):
         xs, ys = zip(*(map(float, p.split(",")) for p in line.get("points").split()))
         assert len(xs) == len(losses) and all(a < b for a, b in zip(xs, xs[1:]))
         assert (ys[1] > ys[0]) == (losses[1] - 0.1 < losses[0])  # SVG y grows downwards: lower loss, larger y
+    capsys.readouterr()                                        # --plot evaluates nothing: the flags that ask it
+    E.main(["--plot", str(tmp_path / "full"), "--out", str(out), "--task", "mmlu", "--model", "m"])  # say so (were
+    assert capsys.readouterr().out.splitlines() == [                                            # silently unused)
+        "note: --model, --task have no effect with --plot (it draws the runs' loss curves and evaluates nothing)",
+        f"wrote {out} (1 runs)"]
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
     assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
