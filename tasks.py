@@ -58,6 +58,10 @@ def checked_config(args):
     if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
             args.model not in PRESETS:
         near = [p for p in PRESETS if p.lower() == args.model.lower()]   # presets are looked up by exact key
+        if os.path.isfile(args.model):                         # a weight file: its folder holds the config too
+            raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
+                            f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
+                            ".gguf file")
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
             f"; did you mean {near[0]}? (presets are written in lower case)" if near else
             f"; known presets: {', '.join(PRESETS)} (or a .gguf file)"))
@@ -68,7 +72,8 @@ def checked_config(args):
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
-        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
+        raise UserError(f"--data {args.data}: " + ("a directory" if os.path.isdir(args.data) else "no such file") +
+                        ". --data takes alpaca (fetched once), a .json/.jsonl of "
                         "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:

@@ -292,6 +292,10 @@ def _(ctx):  # (was silent; eval.py warned of the same for perplexity and MMLU)
         "positions the model never saw" in ctx.capsys.readouterr().out
 
 
+case("train.py: --model names a weight file", SystemExit, "model.safetensors is a file: pass its checkpoint's folder")(
+    lambda ctx: train.main(["--model", os.path.join(ctx.tiny[0], "model.safetensors"), "--data", ctx.tiny[1]]))
+case("train.py: --data names a directory", SystemExit, ": a directory. --data takes")(  # (the model: was "neither a
+    lambda ctx: train.main(["--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # directory nor a preset"; data: "no such file")
 case("train.py: a preset name in the wrong case", SystemExit, "--model 'Llama2-7B' is neither a directory nor a "
      "preset; did you mean llama2-7b? (presets are written in lower case)")(  # (listed all 24 presets, the right one
     lambda ctx: train.main(["--model", "Llama2-7B", "--data", ctx.tiny[1], "--out", str(ctx.tmp / "o")]))  # among
