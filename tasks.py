@@ -135,6 +135,8 @@ def load_model(args, directory, checkpoint, device, bf16):
 def check_adapted(args, keep, layers):
     """--rank within every adapted layer's width min(in, out) (beyond it B A has no more rank to give, only more
     entries: LoRA r = min(in, out) can already reach any update), and a --keep that trains an entry of each A and B."""
+    if not layers:                                             # (apply_lorasp refuses, naming the targets)
+        return
     name, m = min(layers.items(), key=lambda nm: min(nm[1].in_features, nm[1].out_features))
     if args.rank > (width := min(m.in_features, m.out_features)):
         raise UserError(f"--rank {args.rank}: {name} is {m.out_features} x {m.in_features} (out x in), width {width}; "
