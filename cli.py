@@ -8,7 +8,8 @@ one line a flag with the table of presets at its end, and the two demos' own def
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task) are argparse's
   errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
-  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach) prints a note.
+  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach, --model-dir and
+  --download beside a --model that is not a preset) prints a note.
 train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
 """
 import argparse
@@ -160,8 +161,8 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP masks, A's init, a new "
-      "head's init, dropout")
+    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
+      "masks, A's init, a new head's init, dropout")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")

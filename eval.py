@@ -24,8 +24,8 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~520)
-because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~550)
+because the command line drives six kinds of task (and --plot), each with its own data, options, notes and printout.
 """
 import argparse
 import contextlib
@@ -523,8 +523,8 @@ def command(argv=None):
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
-        print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
-              f"micro {result['micro']:.4f} over {result['questions']} questions")
+        print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
+              f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)
         result = dict(perplexity=ppl, tokens=n)

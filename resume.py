@@ -135,13 +135,12 @@ def restore(checkpoint, args, opt):
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)
-        if (sizes := [len(g["params"]) for g in saved["param_groups"]]) != [len(g["params"]) for g in opt.param_groups] \
-                and sum(sizes) == sum(len(g["params"]) for g in opt.param_groups):   # the same tensors, grouped anew
+        sizes, now = ([len(g["params"]) for g in o["param_groups"]] for o in (saved, opt.state_dict()))
+        if sizes != now and sum(sizes) == sum(now):            # the same tensors, grouped anew
             raise UserError(
                 f"--resume: {path} groups the trained tensors {sizes[0]} with weight decay, {sum(sizes[1:])} without; "
-                f"this version groups them {len(opt.param_groups[0]['params'])} and "
-                f"{sum(len(g['params']) for g in opt.param_groups[1:])}: it was saved before T5's relative_attention_bias "
-                "moved to the no-decay group (as transformers' Trainer: a name with 'bias'), and cannot go on bit for "
+                f"this version groups them {now[0]} and {sum(now[1:])}: it was saved before T5's "
+                "relative_attention_bias moved to the no-decay group (as transformers' Trainer: a name with 'bias'), and cannot go on bit for "
                 "bit. Start again without --resume" + (f", or from its weights: --model "
                                                         f"{os.path.join(checkpoint, 'model')} (a new schedule)"
                                                         if args.method == "full" else ""))

@@ -8,7 +8,8 @@
 
 - KINDS (backbones, PEFT's task type), TARGETS (each family's default LoRA targets: LoRA's paper adapts the encoders'
   and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read.
-- `load_model`: the base (NF4 if asked) with LoRA-SP applied, or a checkpoint's adapter restored, a head added where
+- `load_model`: the base (NF4 if asked) with LoRA-SP applied (`check_adapted`: --rank within each target's width
+  min(in, out), a --keep that trains an entry of every A and B), or a checkpoint's adapter restored, a head added where
   the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
   model with its tokenizer files. Either folder is replaced whole.
 - Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so

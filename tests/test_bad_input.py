@@ -279,8 +279,8 @@ def _(ctx):  # (--seq-len, --stride, --batch-size were unused without a word: a 
 
 case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
      "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
-    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32",  # "need
-                        "--stride", "40"]))  # 0 < stride <= seq_len, got stride 40, seq_len 32")
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len",  # "need 0
+                        "32", "--stride", "40"]))  # < stride <= seq_len, got stride 40, seq_len 32")
 
 
 @case("train.py: --seq-len past a Llama's context says so", None)
@@ -295,12 +295,13 @@ def _(ctx):  # (was silent; eval.py warned of the same for perplexity and MMLU)
 case("train.py: --model names a weight file", SystemExit, "model.safetensors is a file: pass its checkpoint's folder")(
     lambda ctx: train.main(["--model", os.path.join(ctx.tiny[0], "model.safetensors"), "--data", ctx.tiny[1]]))
 case("train.py: --data names a directory", SystemExit, ": a directory. --data takes")(  # (the model: was "neither a
-    lambda ctx: train.main(["--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # directory nor a preset"; data: "no such file")
+    lambda ctx: train.main(["--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # directory nor a preset"; data: "no such
+# file")
 case("train.py: a preset name in the wrong case", SystemExit, "--model 'Llama2-7B' is neither a directory nor a "
      "preset; did you mean llama2-7b? (presets are written in lower case)")(  # (listed all 24 presets, the right one
     lambda ctx: train.main(["--model", "Llama2-7B", "--data", ctx.tiny[1], "--out", str(ctx.tmp / "o")]))  # among
-case("eval.py: a preset name in the wrong case", SystemExit, "did you mean smollm2-135m? (presets are written in "  # them)
-     "lower case)")(lambda ctx: E.main(["--task", "mmlu", "--model", "SmolLM2-135M"]))
+case("eval.py: a preset name in the wrong case", SystemExit, "did you mean smollm2-135m? (presets are written "  # them)
+     "in lower case)")(lambda ctx: E.main(["--task", "mmlu", "--model", "SmolLM2-135M"]))
 
 
 @case("eval.py: flags the task does not read say so", None)
@@ -308,7 +309,8 @@ def _(ctx):  # (were unused without a word: --shots, --num-beams on perplexity, 
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32", "--shots", "3",
             "--num-beams=2", "--out", str(ctx.tmp / "x.svg")])
     out = ctx.capsys.readouterr().out.splitlines()
-    assert out[0] == "note: --shots, --num-beams, --out have no effect with --task perplexity (--out names --plot's SVG)"
+    assert out[0] == "note: --shots, --num-beams, --out have no effect with --task perplexity (--out names --plot's " \
+        "SVG)"
     assert json.loads(out[-1])["task"] == "perplexity" and not os.path.exists(ctx.tmp / "x.svg")
 
 
