@@ -258,6 +258,9 @@ def load(run):
             f.writelines(json.dumps(r) + "\n" for r in val_records)
     elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
         os.remove(held)                                        # may train on, that outputs() would call held out
+    if args.val_fraction and not run.val_ex and kind == "lm" and args.data != "squad-gen":  # (0: cli.py's note)
+        print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
+              "validation loss")
     if args.exact_match and args.val_fraction and not val_records and kind == "lm" and args.data != "squad-gen" \
             and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
         raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "

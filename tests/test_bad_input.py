@@ -217,6 +217,14 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
 case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
      "held-out records, and --val-fraction 0.001 holds none of")(  # (trained, then skipped the check without a word)
     lambda ctx: run(ctx, "--val-fraction", "0.001", "--exact-match", "5"))
+@case("train.py: a --val-fraction that holds nothing out says there is no validation", None)
+def _(ctx):  # (trained without a validation loss, without a word: --eval-every 5 evaluated nothing)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--val-fraction", "0.001", "--eval-every", "5"))
+    out = ctx.capsys.readouterr().out
+    assert f"note: --val-fraction 0.001 holds nothing of {ctx.tiny[1]} out (it rounds to 0): no validation loss" in out
+    assert json.loads(out.strip().splitlines()[-1])["val_loss"] is None
+
+
 case("train.py: --rank above a targeted layer's width", SystemExit, "--rank 17: model.layers.0.self_attn.k_proj is "
      "16 x 32 (out x in), width 16")(lambda ctx: run(ctx, "--rank", "17"))  # (was accepted: r 17 of a rank-16 product)
 case("train.py: --keep too small to train an entry of A", SystemExit, "--keep 0.001 trains no entry of "
