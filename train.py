@@ -43,7 +43,7 @@ heads, loss, validation and before/after check) is tasks.py's; the command line 
 the checkpoint a run resumes from, and the checks that refuse a resume that would not go on bit for bit, resume.py's.
 Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
 outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); the offline demo; main (one-line
-errors). Past the 400-line budget (~580) because each step says what it did: the memory plan and its choice, what
+errors). Past the 400-line budget (~590) because each step says what it did: the memory plan and its choice, what
 trains against LoRA, the NaN stop's checkpoint, the closing commands; Ctrl-C and DDP's sums live in the loop's steps.
 """
 import argparse
