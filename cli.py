@@ -8,7 +8,8 @@ one line a flag with the table of presets at its end, and the two demos' own def
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task) are argparse's
   errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
-  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach) prints a note.
+  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach, --model-dir and
+  --download beside a --model that is not a preset) prints a note.
 train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
 """
 import argparse
@@ -142,9 +143,11 @@ def parse_args(argv=None):
     a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
     a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
       "(Alpaca's 512; the paper's GLUE runs: 128)")
-    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of steps of linear warm-up (Alpaca's)")
+    a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of the steps of linear warm-up, rounded up as "
+      "transformers' warmup_ratio (Alpaca's)")
     a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
-    a("--clip", type=ABOVE0, default=1.0, metavar="X", help="gradient-norm clipping")
+    a("--clip", type=ranged(float, 0), default=1.0, metavar="X", help="gradient-norm clipping (0: off, as "
+      "transformers' max_grad_norm 0)")
     a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "
       "of the records (seeded)")
     a("--quant", default="auto", choices=["auto", "none", "nf4"], metavar="Q", help="auto | none | nf4: the frozen "
@@ -158,7 +161,8 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=int, default=0, metavar="N", help="data order, split and LoRA-SP masks")
+    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
+      "masks, A's init, a new head's init, dropout")
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
@@ -221,6 +225,11 @@ def parse_args(argv=None):
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
     if kind == "lm" and args.data != "squad-gen" and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
+    if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
+            f != "--download" or args.download)]):  # both are about a preset's weights
+        print(f"note: {' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: " + (
+            f"--model {args.model} is not a preset, its files are read where they are" if args.model else
+            "the offline demo makes its own model") + " (for a preset's weights)")
     if args.allow_data_change and not args.resume:
         print("note: --allow-data-change has no effect without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)

@@ -24,8 +24,8 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~520)
-because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~550)
+because the command line drives six kinds of task (and --plot), each with its own data, options, notes and printout.
 """
 import argparse
 import contextlib
@@ -192,7 +192,9 @@ def model_path(name):
     """--model as load_pretrained takes it: a checkpoint directory or .gguf file, or a preset's cache folder (where
     train.py puts it, as train.py resolves it); anything else is refused, naming the flag."""
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
-        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset")
+        near = [p for p in PRESETS if p.lower() == name.lower()]          # presets are looked up by exact key
+        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset" + (
+            f"; did you mean {near[0]}? (presets are written in lower case)" if near else ""))
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
 
 
@@ -217,6 +219,12 @@ def base_quant(name, adapter, quant, task=None):
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
         raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "
                         f"score it (--task {'glue/TASK' if head == 'a classifier head' else 'squad'} does)")
+    labels = {t: len(GLUE[t[5:]][4] or [0]) for t in (str(trained.get("task")), str(task)) if t[5:] in GLUE}
+    if len(set(labels.values())) == 2:                      # the head's tensors would not load: a size mismatch
+        raise UserError(f"--adapter {adapter} trained on {trained['task']}, whose head has {labels[trained['task']]} "
+                        f"outputs; --task {task} has {labels[task]}" + (" (a score)" if labels[task] == 1 else
+                                                                        " labels") + f": score it on --task "
+                        f"{trained['task']}, or train an adapter on {task}")
     if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
@@ -246,17 +254,19 @@ def answer_ids(tok):
 
 @torch.no_grad()
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
-    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shortened: how many
-    prompts had fewer than k worked examples}. A prompt longer than max_len (default: the model's context) drops
-    worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
+    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
+    examples a prompt starts with, k or fewer where a dev file holds fewer (the fewest of any subject), shortened: how
+    many prompts had fewer than that subject's, to fit}. A prompt longer than max_len (default: the model's context)
+    drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
     the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
     values of the shared part do not depend on what follows)."""
     test_dir = os.path.join(data_dir, "test")
     subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     max_len, letters = max_len or context_length(model), answer_ids(tok)
-    device, acc, hits, total, shortened = next(model.parameters()).device, {}, 0, 0, 0
+    device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
     for s in subjects:
         dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
+        shots_given = min(shots_given, len(dev))
         test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
         seen, cache, right, fewer = [], [{}] * model.config.n_layer, 0, 0
         for row in test:
@@ -276,7 +286,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
             (f"; {fewer} with fewer worked examples, to fit {max_len} tokens)" if fewer else ")"))
         shortened += fewer
     return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total,
-                shortened=shortened)
+                shots=shots_given, shortened=shortened)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -291,7 +301,8 @@ def perplexity(model, docs, seq_len=None, stride=None):
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
-        raise ValueError(f"need 0 < stride <= seq_len, got stride {stride}, seq_len {seq_len}")
+        raise ValueError(f"--stride {stride} with --seq-len {seq_len}: windows further apart than they are long "
+                         f"leave the tokens between them unscored; give --stride {seq_len} or less")
     for ids, start in docs:
         done = max(start, 1)  # index of the first target still to score: token 0 has nothing before it
         for begin in range(0, len(ids) - 1, stride):
@@ -387,6 +398,10 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en-ro squad", "--data": "perplexity",
+         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",  # the
+         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",  # tasks that read each flag
+         "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
 TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,  # the model types a task takes (GLUE: load_model
          "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),  # asks for a classifier head)
          "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
@@ -432,7 +447,8 @@ def command(argv=None):
     a("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an answer / "
       "a translation")
     a("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
-    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass")
+    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass; squad: "
+      "windows")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     args = ap.parse_args(argv)
@@ -442,6 +458,12 @@ def command(argv=None):
             ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
     if problem := device_problem(args.device):
         ap.error(problem)
+    unset = object()                                           # the flags argv sets, however written
+    given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
+        **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
+    if args.plot and (unused := sorted(given - {"--plot", "--out"})):  # --plot draws, and evaluates nothing
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --plot (it draws the "
+              "runs' loss curves and evaluates nothing)")
     if args.plot:
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
@@ -450,6 +472,10 @@ def command(argv=None):
         return demo()
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
+    if unused := [f for f, tasks in READS.items() if f in given and args.task.split("/")[0] not in tasks.split()] + (
+            ["--out"] if "--out" in given else []):           # (--out is --plot's)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --task {args.task}" +
+              (" (--out names --plot's SVG)" if "--out" in unused else ""))
     if need := {"perplexity": "data", "generate": "prompts"}.get(args.task):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")
@@ -468,6 +494,10 @@ def command(argv=None):
     if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
+    if args.task == "squad" and causal and (unused := [f for f in ("--seq-len", "--stride", "--batch-size")
+                                                   if f in given]):  # (READS: an encoder's windows)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: {args.model} is a causal "
+              "LM, which answers each question by greedy generation from its context (cut to fit), one at a time")
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
@@ -493,8 +523,9 @@ def command(argv=None):
     elif args.task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
-        print(f"MMLU {args.shots}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
-              f"micro {result['micro']:.4f} over {result['questions']} questions")
+        fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
+        print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
+              f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)
         result = dict(perplexity=ppl, tokens=n)

@@ -134,7 +134,17 @@ def restore(checkpoint, args, opt):
                         "continue on the new data anyway")
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
-        opt.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
+        saved = torch.load(path, map_location=args.device, weights_only=True)
+        sizes, now = ([len(g["params"]) for g in o["param_groups"]] for o in (saved, opt.state_dict()))
+        if sizes != now and sum(sizes) == sum(now):            # the same tensors, grouped anew
+            raise UserError(
+                f"--resume: {path} groups the trained tensors {sizes[0]} with weight decay, {sum(sizes[1:])} without; "
+                f"this version groups them {now[0]} and {sum(now[1:])}: it was saved before T5's "
+                "relative_attention_bias moved to the no-decay group (as transformers' Trainer: a name with 'bias'), and cannot go on bit for "
+                "bit. Start again without --resume" + (f", or from its weights: --model "
+                                                        f"{os.path.join(checkpoint, 'model')} (a new schedule)"
+                                                        if args.method == "full" else ""))
+        opt.load_state_dict(saved)
         path = os.path.join(checkpoint, "rng.safetensors")
         rngs, rank = load_safetensors(path), rank_world()[0]
         for name in ("torch", "cuda"):                         # this rank's (a checkpoint from before: rank 0's)
@@ -143,6 +153,8 @@ def restore(checkpoint, args, opt):
         path = os.path.join(checkpoint, "state.json")
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return dict(state, step=int(state["step"]))
+    except UserError:
+        raise
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
         why = (str(e).splitlines() or [""])[0][:200]
         raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "

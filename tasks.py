@@ -8,7 +8,8 @@
 
 - KINDS (backbones, PEFT's task type), TARGETS (each family's default LoRA targets: LoRA's paper adapts the encoders'
   and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read.
-- `load_model`: the base (NF4 if asked) with LoRA-SP applied, or a checkpoint's adapter restored, a head added where
+- `load_model`: the base (NF4 if asked) with LoRA-SP applied (`check_adapted`: --rank within each target's width
+  min(in, out), a --keep that trains an entry of every A and B), or a checkpoint's adapter restored, a head added where
   the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
   model with its tokenizer files. Either folder is replaced whole.
 - Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so
@@ -57,8 +58,14 @@ def checked_config(args):
     the data exists and the model's family trains it."""
     if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
             args.model not in PRESETS:
-        raise UserError(f"--model {args.model!r} is neither a directory nor a preset; known presets: "
-                        f"{', '.join(PRESETS)} (or a .gguf file)")
+        near = [p for p in PRESETS if p.lower() == args.model.lower()]   # presets are looked up by exact key
+        if os.path.isfile(args.model):                         # a weight file: its folder holds the config too
+            raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
+                            f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
+                            ".gguf file")
+        raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
+            f"; did you mean {near[0]}? (presets are written in lower case)" if near else
+            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)"))
     if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
         raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
                         "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "
@@ -66,7 +73,8 @@ def checked_config(args):
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
-        raise UserError(f"--data {args.data}: no such file. --data takes alpaca (fetched once), a .json/.jsonl of "
+        raise UserError(f"--data {args.data}: " + ("a directory" if os.path.isdir(args.data) else "no such file") +
+                        ". --data takes alpaca (fetched once), a .json/.jsonl of "
                         "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:
@@ -74,6 +82,9 @@ def checked_config(args):
                         " (the table at the end of --help lists what each family trains)")
     if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
         raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
+    if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
+        print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
+              "trains on positions the model never saw")
     if args.full_blocks > plan.layers(config):
         raise UserError(f"--full-blocks {args.full_blocks}: {args.model} has {plan.layers(config)} blocks" +
                         (" per stack" if config.model_type == "t5" else ""))
@@ -114,11 +125,30 @@ def load_model(args, directory, checkpoint, device, bf16):
                             f"named so (their names end in {', '.join(ends)})")
         if head:
             targets = [n for n in linears if matches(n, targets)]
-        apply_lorasp(model, targets, args.rank, args.alpha, 1.0 if args.method == "lora" else args.keep, args.mode,
-                     args.structure, args.seed)
+        keep = 1.0 if args.method == "lora" else args.keep
+        check_adapted(args, keep, {n: model.get_submodule(n) for n in linears if matches(n, targets)})
+        apply_lorasp(model, targets, args.rank, args.alpha, keep, args.mode, args.structure, args.seed)
         for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
+
+
+def check_adapted(args, keep, layers):
+    """--rank within every adapted layer's width min(in, out) (beyond it B A has no more rank to give, only more
+    entries: LoRA r = min(in, out) can already reach any update), and a --keep that trains an entry of each A and B."""
+    if not layers:                                             # (apply_lorasp refuses, naming the targets)
+        return
+    name, m = min(layers.items(), key=lambda nm: min(nm[1].in_features, nm[1].out_features))
+    if args.rank > (width := min(m.in_features, m.out_features)):
+        raise UserError(f"--rank {args.rank}: {name} is {m.out_features} x {m.in_features} (out x in), width {width}; "
+                        f"B A cannot pass rank {width}, so the extra rank trains entries for nothing. Give --rank "
+                        f"{width} or less (or --targets without it)")
+    for name, m in layers.items():
+        for k, n in (("A", args.rank * m.in_features if args.structure == "element" else m.in_features),
+                     ("B", m.out_features * args.rank)):  # (column: A trains whole input columns)
+            if round(keep * n) == 0:
+                raise UserError(f"--keep {keep:g} trains no entry of {name}'s {k} (round({keep:g} x {n:,}) entries "
+                                f"= 0): give --keep {1 / n:.3g} or more, or a larger --rank")
 
 
 def weights_dir(args):

@@ -43,7 +43,7 @@ heads, loss, validation and before/after check) is tasks.py's; the command line 
 the checkpoint a run resumes from, and the checks that refuse a resume that would not go on bit for bit, resume.py's.
 Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
 outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); the offline demo; main (one-line
-errors). Past the 400-line budget (~580) because each step says what it did: the memory plan and its choice, what
+errors). Past the 400-line budget (~590) because each step says what it did: the memory plan and its choice, what
 trains against LoRA, the NaN stop's checkpoint, the closing commands; Ctrl-C and DDP's sums live in the loop's steps.
 """
 import argparse
@@ -258,6 +258,14 @@ def load(run):
             f.writelines(json.dumps(r) + "\n" for r in val_records)
     elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
         os.remove(held)                                        # may train on, that outputs() would call held out
+    if args.val_fraction and not run.val_ex and kind == "lm" and args.data != "squad-gen":  # (0: cli.py's note)
+        print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
+              "validation loss")
+    if args.exact_match and args.val_fraction and not val_records and kind == "lm" and args.data != "squad-gen" \
+            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
+        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
+                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
+                        "larger --val-fraction, or drop --exact-match")
     args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
     args.bleu = args.bleu if kind == "seq2seq" else 0
     return val_records
@@ -426,7 +434,7 @@ def train_step(run):
     for p in run.params:
         if p.grad is not None:
             p.grad /= count                                    # the mean over the whole step's tokens
-    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip))
+    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip or math.inf))  # --clip 0: measured only
     if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
         kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)  # not an earlier run's
         raise FloatingPointError(
@@ -448,10 +456,10 @@ def train_step(run):
 
 
 def lr_at(step, total, args):
-    """Linear warm-up over the first warmup x total steps, then cosine (or linear) decay towards 0: transformers'
-    get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its lr at s + 1 (step 0 at
-    lr / warm-up steps, not at 0). No warm-up step (--warmup 0, or a share that rounds to none): theirs exactly."""
-    warm = round(args.warmup * total)
+    """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine (or linear) decay
+    towards 0: transformers' get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its
+    lr at s + 1 (step 0 at lr / warm-up steps, not at 0). No warm-up step (--warmup 0): theirs exactly."""
+    warm = math.ceil(args.warmup * total)
     if step < warm:
         return args.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay

@@ -139,7 +139,7 @@ for flag, value, fragment in [
         ("--rank", "x", "argument --rank: 'x' is not an integer"),
         ("--seq-len", "0", "argument --seq-len: 0 is out of range: must be an integer >= 2"),
         ("--seq-len", "1", "argument --seq-len: 1 is out of range: must be an integer >= 2"),
-        ("--clip", "-1", "argument --clip: -1 is out of range: must be a number > 0"),
+        ("--clip", "-1", "argument --clip: -1 is out of range: must be a number >= 0"),
         ("--alpha", "0", "argument --alpha: 0 is out of range: must be a number > 0"),
         ("--grad-accum", "0", "argument --grad-accum: 0 is out of range: must be an integer >= 1"),  # blamed the lr
         ("--val-fraction", "1", "argument --val-fraction: 1 is out of range: must be a number >= 0, < 1"),
@@ -156,7 +156,9 @@ for flag, value, fragment in [
         ("--warmup", "2", "argument --warmup: 2 is out of range: must be a number >= 0, <= 1"),
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
         ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
-        ("--method", "qlora", "argument --method: invalid choice: 'qlora'")]:
+        ("--method", "qlora", "argument --method: invalid choice: 'qlora'"),
+        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= "
+         "-9223372036854775808, <= 18446744073709551615")]:  # (was torch's "Overflow when unpacking long long")
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 
@@ -210,6 +212,114 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "7")  # 2 + 7 - 1 = 8 positions
     assert len(ctx.capsys.readouterr().out.strip()) == 9  # the prompt and 7 new tokens, one letter each
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
+
+
+case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
+     "held-out records, and --val-fraction 0.001 holds none of")(  # (trained, then skipped the check without a word)
+    lambda ctx: run(ctx, "--val-fraction", "0.001", "--exact-match", "5"))
+@case("train.py: a --val-fraction that holds nothing out says there is no validation", None)
+def _(ctx):  # (trained without a validation loss, without a word: --eval-every 5 evaluated nothing)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--val-fraction", "0.001", "--eval-every", "5"))
+    out = ctx.capsys.readouterr().out
+    assert f"note: --val-fraction 0.001 holds nothing of {ctx.tiny[1]} out (it rounds to 0): no validation loss" in out
+    assert json.loads(out.strip().splitlines()[-1])["val_loss"] is None
+
+
+case("train.py: --rank above a targeted layer's width", SystemExit, "--rank 17: model.layers.0.self_attn.k_proj is "
+     "16 x 32 (out x in), width 16")(lambda ctx: run(ctx, "--rank", "17"))  # (was accepted: r 17 of a rank-16 product)
+case("train.py: --keep too small to train an entry of A", SystemExit, "--keep 0.001 trains no entry of "
+     "model.layers.0.self_attn.q_proj's A (round(0.001 x 32) entries = 0): give --keep 0.0312 or more")(
+    lambda ctx: run(ctx, "--rank", "1", "--keep", "0.001"))  # (was "keep=0.001 leaves A (1, 32) without ...": no flag)
+
+
+@case("train.py: --resume of a --method full checkpoint grouped before the no-decay fix", SystemExit, "groups the "
+      "trained tensors 17 with weight decay, 4 without; this version groups them 16 and 5: it was saved before T5's "
+      "relative_attention_bias moved to the no-decay group")
+def _(ctx):  # (was "optimizer.pt is damaged (ValueError: loaded state dict contains a parameter group that doesn't
+    run(ctx, "--method", "full", "--max-steps", "2")  # match the size of optimizer's group)"; here one norm moves
+    path = ctx.tmp / "out" / "checkpoint" / "optimizer.pt"  # back, as T5's bias was grouped before
+    state = torch.load(path, weights_only=True)
+    decay, no_decay = (g["params"] for g in state["param_groups"])
+    decay.append(no_decay.pop())
+    torch.save(state, path)
+    try:
+        run(ctx, "--method", "full", "--max-steps", "2", "--resume")
+    except SystemExit as e:
+        assert f"--model {ctx.tmp / 'out' / 'checkpoint' / 'model'} (a new schedule)" in e.code
+        raise
+
+
+@case("train.py: --clip 0 turns clipping off (transformers' max_grad_norm 0)", None)
+def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a number > 0")
+    limits, clip = [], torch.nn.utils.clip_grad_norm_
+    ctx.mp.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: limits.append(max_norm) or clip(
+        params, max_norm))
+    run(ctx, "--clip", "0", "--max-steps", "2")
+    assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
+
+
+@case("cli --model-dir and --download beside a --model that is not a preset say they do nothing", None)
+def _(ctx):  # (were unused without a word: the directory --model names is read, nothing is fetched)
+    train.parse_args(["--model", ctx.tiny[0], "--data", "d", "--model-dir", "elsewhere", "--download"])
+    train.parse_args(["--model", "m.gguf", "--data", "d", "--model-dir=elsewhere", "--no-download"])
+    train.parse_args(["--download"])
+    train.parse_args(["--model", "llama2-7b", "--data", "d", "--model-dir", "elsewhere", "--download"])  # a preset
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        f"note: --model-dir and --download have no effect: --model {ctx.tiny[0]} is not a preset, its files are read "
+        "where they are (for a preset's weights)",
+        "note: --model-dir has no effect: --model m.gguf is not a preset, its files are read where they are (for a "
+        "preset's weights)",
+        "note: --download has no effect: the offline demo makes its own model (for a preset's weights)"]
+
+
+@case("eval.py: squad's window flags on a causal LM say so", None)
+def _(ctx):  # (--seq-len, --stride, --batch-size were unused without a word: a causal LM generates its answers)
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": "one two three", "qas": [{"id": "q1", "question": "Which?", "answers": [
+            {"text": "two", "answer_start": 4}]}]}]}]}))
+    E.main(["--task", "squad", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp), "--seq-len", "64", "--stride", "8",
+            "--batch-size", "4"])
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert out[0] == f"note: --seq-len, --stride, --batch-size have no effect: {ctx.tiny[0]} is a causal LM, which " \
+        "answers each question by greedy generation from its context (cut to fit), one at a time"
+    assert json.loads(out[-1])["task"] == "squad"
+
+
+case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
+     "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len",  # "need 0
+                        "32", "--stride", "40"]))  # < stride <= seq_len, got stride 40, seq_len 32")
+
+
+@case("train.py: --seq-len past a Llama's context says so", None)
+def _(ctx):  # (was silent; eval.py warned of the same for perplexity and MMLU)
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", max_position_embeddings=128)
+    train.main(flags((str(ctx.tmp / "m"), ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "1"))  # --seq-len 200
+    assert f"note: --seq-len 200 is past {ctx.tmp / 'm'}'s context (128 tokens): a sequence that long trains on " \
+        "positions the model never saw" in ctx.capsys.readouterr().out
+
+
+case("train.py: --model names a weight file", SystemExit, "model.safetensors is a file: pass its checkpoint's folder")(
+    lambda ctx: train.main(["--model", os.path.join(ctx.tiny[0], "model.safetensors"), "--data", ctx.tiny[1]]))
+case("train.py: --data names a directory", SystemExit, ": a directory. --data takes")(  # (the model: was "neither a
+    lambda ctx: train.main(["--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # directory nor a preset"; data: "no such
+# file")
+case("train.py: a preset name in the wrong case", SystemExit, "--model 'Llama2-7B' is neither a directory nor a "
+     "preset; did you mean llama2-7b? (presets are written in lower case)")(  # (listed all 24 presets, the right one
+    lambda ctx: train.main(["--model", "Llama2-7B", "--data", ctx.tiny[1], "--out", str(ctx.tmp / "o")]))  # among
+case("eval.py: a preset name in the wrong case", SystemExit, "did you mean smollm2-135m? (presets are written "  # them)
+     "in lower case)")(lambda ctx: E.main(["--task", "mmlu", "--model", "SmolLM2-135M"]))
+
+
+@case("eval.py: flags the task does not read say so", None)
+def _(ctx):  # (were unused without a word: --shots, --num-beams on perplexity, --out without --plot)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "32", "--shots", "3",
+            "--num-beams=2", "--out", str(ctx.tmp / "x.svg")])
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert out[0] == "note: --shots, --num-beams, --out have no effect with --task perplexity (--out names --plot's " \
+        "SVG)"
+    assert json.loads(out[-1])["task"] == "perplexity" and not os.path.exists(ctx.tmp / "x.svg")
 
 
 @case("cli --method full with adapter flags says they do nothing", None)

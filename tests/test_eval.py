@@ -142,10 +142,13 @@ def test_mmlu_command_line_with_adapter_and_nf4(ckpt, tmp_path, capsys):
     save_adapter(tuned, adapter)
     E.main(["--task", "mmlu", "--model", str(ckpt), "--adapter", str(adapter), "--quant", "nf4", "--data-dir",
             str(root), "--limit", "2"])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(lines[-1])
     ref = E.mmlu(load_adapter(load_pretrained(ckpt, quantize="nf4"), adapter), load_tokenizer(ckpt), root, limit=2,
                  log=lambda _: None)
     assert out == dict(task="mmlu", **ref) and out["questions"] == 4
+    # --shots 5 (the default) with dev files of 3 rows: the prompts are 3-shot, and the summary says so (said 5-shot)
+    assert out["shots"] == 3 and lines[-2].startswith("MMLU 3-shot (--shots 5: a dev file holds 3): macro")
 
 
 def test_perplexity_by_hand(ckpt, tmp_path):
@@ -227,7 +230,7 @@ def test_generate_side_by_side(ckpt, tmp_path, capsys):
     assert E.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
 
 
-def test_plot_svg(tmp_path):
+def test_plot_svg(tmp_path, capsys):
     runs = {"full": [1, 2, 3, 4], "lora": [5, 4, 3], "lorasp": [5, 4.5, 4, 3.5, 3.2]}
     for name, losses in runs.items():
         (tmp_path / name).mkdir()
@@ -245,6 +248,11 @@ def test_plot_svg(tmp_path):
         xs, ys = zip(*(map(float, p.split(",")) for p in line.get("points").split()))
         assert len(xs) == len(losses) and all(a < b for a, b in zip(xs, xs[1:]))
         assert (ys[1] > ys[0]) == (losses[1] - 0.1 < losses[0])  # SVG y grows downwards: lower loss, larger y
+    capsys.readouterr()                                        # --plot evaluates nothing: the flags that ask it
+    E.main(["--plot", str(tmp_path / "full"), "--out", str(out), "--task", "mmlu", "--model", "m"])  # say so (were
+    assert capsys.readouterr().out.splitlines() == [                                            # silently unused)
+        "note: --model, --task have no effect with --plot (it draws the runs' loss curves and evaluates nothing)",
+        f"wrote {out} (1 runs)"]
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
     assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
@@ -270,3 +278,11 @@ def test_a_window_past_the_context_is_warned_about(ckpt, tmp_path, capsys):
     for seq_len, warned in (("512", False), ("600", True)):
         E.main(["--task", "perplexity", "--model", str(ckpt), "--data", str(tmp_path / "t.txt"), "--seq-len", seq_len])
         assert ("--seq-len 600 is past the model's context (512 tokens)" in capsys.readouterr().err) == warned
+
+
+def test_help_names_the_tasks_each_flag_serves(capsys):
+    """--batch-size sets squad's windows per forward pass too (evaluate_squad); its help named glue and wmt16-en-ro."""
+    with pytest.raises(SystemExit):
+        E.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size BATCH_SIZE glue, wmt16-en-ro: examples per forward pass; squad: windows" in text

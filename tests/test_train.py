@@ -43,6 +43,9 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     assert len(lines) == 40 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
     assert "(default: cuda when available, else cpu)" in out
+    flag = {line.split()[0]: line for line in lines}
+    assert all(what in flag["--seed"] for what in ("data order", "split", "masks", "A's init", "head", "dropout"))
+    assert "0: off" in flag["--clip"] and "rounded up" in flag["--warmup"]   # (--seed named the first three alone)
     rows = {line.split()[0]: line for line in presets.strip().split("\n")[1:]}      # every preset, by family
     assert sorted(rows) == sorted(train.TARGETS) and all(name in rows[c.model_type] for name, c in train.PRESETS.items())
     assert "--data glue/TASK" in rows["roberta"] and "--data wmt16-en-ro" in rows["t5"]
@@ -115,19 +118,23 @@ def test_lr_schedule_is_transformers(schedule):
     """lr_at against transformers' get_cosine/linear_schedule_with_warmup (an LR scheduler stepped once per optimizer
     step): equal from the end of warm-up on, and during warm-up one step ahead (step 0 trains, at lr / warm-up steps).
     --warmup 0 is theirs exactly: it used to hold the peak for 2 steps and decay over total - 1 (step 1 of 10 at
-    lr 1.0 instead of 0.976; the last at lr / 9 instead of lr / 10 with --schedule linear)."""
-    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+    lr 1.0 instead of 0.976; the last at lr / 9 instead of lr / 10 with --schedule linear). The warm-up step count is
+    Trainer's for a ratio (TrainingArguments.get_warmup_steps: a warmup_steps < 1 is a ratio, rounded up): --warmup
+    0.03 of 10 steps warms 1 step (it was round(): none), 0.25 of 10 warms 3 (round(2.5): 2)."""
+    from transformers import TrainingArguments, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
     make = dict(cosine=get_cosine_schedule_with_warmup, linear=get_linear_schedule_with_warmup)[schedule]
-    for warmup, total in ((0, 10), (0.03, 10), (0.3, 10), (0.1, 100), (1, 7), (0, 1)):
+    for warmup, total in ((0, 10), (0.03, 10), (0.3, 10), (0.1, 100), (1, 7), (0, 1), (0.25, 10), (0.03, 100),
+                          (0.07, 100)):
+        warm = TrainingArguments("unused", warmup_steps=warmup, report_to=[]).get_warmup_steps(total) if warmup < 1 \
+            else total                                           # (theirs reads a warmup_steps of 1 as 1 step)
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched, theirs = make(opt, round(warmup * total), total), []
+        sched, theirs = make(opt, warm, total), []
         for _ in range(total + 1):
             theirs.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
         a = train.parse_args(["--model", "m", "--data", "d", "--lr", "1", "--warmup", str(warmup), "--schedule",
                               schedule])
-        warm = round(warmup * total)
         ours = [train.lr_at(s, total, a) for s in range(total)]
         assert ours[warm:] == pytest.approx(theirs[warm:total]), (warmup, total)       # the decay: theirs
         assert ours[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])   # warm-up: their s + 1

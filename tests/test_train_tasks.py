@@ -6,6 +6,7 @@ malformed rows reaching the user through train.py with their line numbers."""
 import json
 import os
 import random
+import re
 import signal
 
 import pytest
@@ -139,6 +140,11 @@ def test_the_printed_evaluate_command_gives_the_dev_metrics_training_printed(enc
     adapter = str(tmp_path / "adapter")                        # the adapter records its task: on CoLA (2 labels too,
     assert E.base_quant(encoders["roberta"], adapter, "auto", "glue/cola") == "none"   # its head would load) a warning
     assert "trained on glue/sst2, not glue/cola: its head's classes are sst2's" in capsys.readouterr().err
+    for task, labels in (("glue/mnli", "3 labels"), ("glue/stsb", "1 (a score)")):  # (was the warning above, then
+        with pytest.raises(SystemExit, match=rf"trained on glue/sst2, whose head has 2 outputs; --task {task} has "  # a
+                           rf"{re.escape(labels)}: score it on --task glue/sst2, or train an adapter on {task}"):
+            E.main(["--task", task, "--model", encoders["roberta"], "--adapter", adapter])  # size mismatch on load)
+    assert capsys.readouterr().err == ""                       # refused before the warning
     with pytest.raises(SystemExit, match=r"trained on glue/sst2, with a classifier head: --task squad does not score "
                        r"it \(--task glue/TASK does\)"):    # (it was refused as "tensors lorasp does not load")
         E.main(["--task", "squad", "--model", encoders["roberta"], "--adapter", adapter, "--data-dir", str(tmp_path)])
