@@ -40,8 +40,8 @@ from xml.sax.saxutils import escape
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, check_vocab, glue_examples,
-                  load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_length, cache_dir, check_vocab,
+                  glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
                   read_squad, read_translation, sorted_batches, squad_records, squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
@@ -89,8 +89,10 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
 
 @torch.no_grad()
 def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4, length_penalty=0.6,
-              max_new_tokens=256):
-    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded."""
+              max_new_tokens=256, bucket=None):
+    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded.
+    bucket: sources padded to data.bucket_length's lengths up to it (CPU bf16: few encoder shapes; the decoder
+    runs one token a step)."""
     order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
         next(model.parameters()).device
     training = model.training
@@ -99,6 +101,7 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
         rows = order[start:start + batch_size]
         ids = [tok.encode(prefix + sources[i]) for i in rows]
         S = max(map(len, ids))
+        S = bucket_length(S, bucket) if bucket else S
         x = torch.tensor([s + [tok.pad_id] * (S - len(s)) for s in ids], device=dev)
         mask = (torch.arange(S, device=dev) < torch.tensor([len(s) for s in ids], device=dev)[:, None]).long()
         best = beam_search(model, x, mask, num_beams, length_penalty, max_new_tokens)[0][:, 0]  # (B, 1 + n)
@@ -127,11 +130,13 @@ def best_span(start, end, offsets, max_answer=30):
 
 
 @torch.no_grad()
-def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext):
+def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext,
+                   bucket=None):
     """({exact_match, f1}, {id: answer}) of an encoder with a span head (model.span_logits) on SQuAD-format data:
     each question's windows (data.squad_windows), its answer the best span over all of them (best_span) as the
     context's characters; a causal LM (GPT-2) answers generatively instead: greedy, Alpaca's template with the
-    context as input (data.squad_records), also scored with BLEU against all gold answers."""
+    context as input (data.squad_records), also scored with BLEU against all gold answers. bucket: as
+    data.collate's and generate_answers' (CPU bf16)."""
     training, best = model.training, {}
     model.eval()
     if model.config.model_type in CAUSAL[0]:
@@ -139,13 +144,13 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
         for r in records:  # a context too long for the model keeps its first tokens
             over = len(tok.encode(alpaca_prompt(r))) - room
             r["input"] = tok.decode(tok.encode(r["input"], bos=False)[:-over]) if over > 0 else r["input"]
-        answers = generate_answers(model, tok, records, 32, autocast=autocast)
+        answers = generate_answers(model, tok, records, 32, autocast=autocast, bucket=bucket)
         pred = {r["id"]: a for r, a in zip(records, answers)}
         model.train(training)
         return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
     windows = squad_windows(dataset, tok, max_len, stride)
     device = next(model.parameters()).device
-    for rows, b in sorted_batches(windows, batch_size, model.config.pad_id):
+    for rows, b in sorted_batches(windows, batch_size, model.config.pad_id, bucket=bucket):
         with autocast():
             start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
                                                                           "token_type_ids")))
@@ -307,19 +312,23 @@ def perplexity(model, docs, seq_len=None, stride=None):
 
 
 @torch.no_grad()
-def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext):
+def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext,
+                     bucket=None):
     """Greedy answers (KV cache) to Alpaca records (instruction, optional input), up to EOS; batches of prompts are
-    left-padded behind an attention mask (one prompt at a time needs none)."""
+    left-padded behind an attention mask (one prompt at a time needs none). bucket: prompts padded to
+    data.bucket_length's few lengths up to it (CPU bf16: each prefill length costs oneDNN's caches; a decoding step
+    is one token whatever the cache holds, no new shape), within the model's context."""
     training, device, answers = model.training, next(model.parameters()).device, []
     model.eval()
     for s in range(0, len(records), batch_size):
         prompts = [tok.encode(alpaca_prompt(r)) for r in records[s:s + batch_size]]
         T = max(map(len, prompts))
+        T = bucket_length(T, min(bucket, context_length(model) - max_new_tokens)) if bucket else T  # (never below T)
         ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts], device=device)  # (B, T)
         mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
         with autocast():
             out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id,
-                           attention_mask=mask if batch_size > 1 else None)[:, T:].tolist()
+                           attention_mask=mask if batch_size > 1 or bucket else None)[:, T:].tolist()
         answers += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in out]  # after EOS: only EOS
     model.train(training)
     return answers

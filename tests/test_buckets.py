@@ -18,7 +18,7 @@ import model as M
 import plan
 import train
 from checkpoint import load_safetensors
-from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import apply_lorasp
 
 BERT = M.EncoderConfig("bert", vocab_size=64, n_positions=64, n_embd=32, n_head=4, n_ffn=72)
@@ -188,3 +188,48 @@ def test_the_vocabulary_head_meets_few_row_counts_under_cpu_autocast(monkeypatch
         for g, r in zip(torch.autograd.grad(loss, list(net.parameters())), ref_grads):
             torch.testing.assert_close(g, r)
     assert met == [32, 28, 24, 20]
+
+
+class ByteTok:
+    """A tokenizer for generation tests: one id per character (2 + its code mod 60), EOS 1, pad 0."""
+    eos_id, pad_id = 1, 0
+
+    def encode(self, text, bos=True):
+        return [2 + ord(ch) % 60 for ch in text]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def prefill_lengths(monkeypatch, module):
+    """The T of every forward pass of module (a model, an encoder) with T > 1: prompts, sources; a list it fills."""
+    met, forward = [], module.forward
+
+    def counted(ids, *a, **k):
+        met.extend([ids.shape[1]] if ids.shape[1] > 1 else [])
+        return forward(ids, *a, **k)
+    monkeypatch.setattr(module, "forward", counted)
+    return met
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_generation_padded_to_a_bucket_answers_as_unpadded(batch_size, monkeypatch):
+    """eval.generate_answers (train.py's held-out check) with bucket: prompts left-padded to bucket_length's few lengths
+    behind the attention mask, the same greedy answers as unpadded, fp32 and CPU bf16 autocast; the prefill meets
+    bucket_length's lengths only (the decoding steps are one token each: no new shape per step)."""
+    import eval as E
+    model = random_params(M.build_model(M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                                      n_ffn=72)), 1)  # (random weights everywhere: varied answers)
+    rng = random.Random(0)
+    records = [{"instruction": "".join(rng.choice("abcdefgh ") for _ in range(n)), "input": "", "output": ""}
+               for n in (1, 9, 4, 17, 30, 12, 6)]
+    met = prefill_lengths(monkeypatch, model)
+    for bf16 in (False, True):
+        autocast = lambda: torch.autocast("cpu", torch.bfloat16, enabled=bf16)  # noqa: E731
+        met.clear()
+        plain = E.generate_answers(model, ByteTok(), records, 6, batch_size, autocast)
+        longest = list(met)
+        met.clear()
+        padded = E.generate_answers(model, ByteTok(), records, 6, batch_size, autocast, bucket=512)
+        assert padded == plain and len(set(plain)) > 1
+        assert met == [data.bucket_length(T, 512) for T in longest] and len(set(met)) < len(set(longest))
