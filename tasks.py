@@ -238,7 +238,7 @@ def before_after(model, tok, records, autocast, args, when):
               f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
         return {f"bleu_{when}": scores["bleu"]}, answers
     new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
-    answers = generate_answers(model, tok, records, new, 50, autocast, plan.bucket(args))  # CPU bf16: few prompt lengths
+    answers = generate_answers(model, tok, records, new, 50, autocast, plan.bucket(args))  # CPU bf16: few lengths
     refs = [r["output"].strip() for r in records]
     exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
     prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)

@@ -233,3 +233,25 @@ def test_generation_padded_to_a_bucket_answers_as_unpadded(batch_size, monkeypat
         padded = E.generate_answers(model, ByteTok(), records, 6, batch_size, autocast, bucket=512)
         assert padded == plain and len(set(plain)) > 1
         assert met == [data.bucket_length(T, 512) for T in longest] and len(set(met)) < len(set(longest))
+
+
+def test_translation_padded_to_a_bucket_translates_as_unpadded(monkeypatch):
+    """eval.translate (beam 2, one source a batch; train.py's --bleu check) with bucket: sources right-padded to
+    bucket_length's lengths behind the encoder's mask, the same translations as unpadded, fp32 and CPU bf16; the
+    encoder meets those lengths only (the decoder runs one token a step)."""
+    import eval as E
+    model = random_params(M.build_model(M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4)), 1)
+    rng = random.Random(0)
+    sources = ["".join(rng.choice("abcdefgh ") for _ in range(n)) for n in (1, 9, 4, 17, 30, 12, 6)]
+    met, encode = [], model.encode
+    monkeypatch.setattr(model, "encode", lambda ids, *a: met.append(ids.shape[1]) or encode(ids, *a))
+    for bf16 in (False, True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            met.clear()
+            plain = E.translate(model, ByteTok(), sources, "", batch_size=1, num_beams=2, max_new_tokens=6)
+            longest = list(met)
+            met.clear()
+            padded = E.translate(model, ByteTok(), sources, "", batch_size=1, num_beams=2, max_new_tokens=6,
+                                 bucket=512)
+        assert padded == plain and len(set(plain)) > 1
+        assert met == [data.bucket_length(S, 512) for S in longest] and len(set(met)) < len(set(longest))
