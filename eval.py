@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_length, cache_dir, check_vocab,
                   glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs,
-                  read_mmlu_csv, read_prompts, read_squad, read_translation, sorted_batches, squad_records, squad_windows,
-                  task_kind)
+                  read_mmlu_csv, read_prompts, read_squad, read_translation, sorted_batches, squad_records,
+                  squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
 from lorasp import adapter_base, load_adapter
