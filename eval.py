@@ -233,6 +233,14 @@ def context_length(model):
     return getattr(model.config, "max_seq_len", None) or model.config.n_positions
 
 
+def bucket_limit(model, limit):
+    """limit, for the evaluations' bucket (data.bucket_length's few lengths up to it), where the model multiplies bf16
+    on a CPU (bf16 weights: --dtype bfloat16 or a bf16 checkpoint), whose oneDNN keeps memory for every matmul shape
+    it meets (plan.SHAPE_BYTES); else None, padding to the longest as before (MKL's fp32, cuBLAS: nothing kept)."""
+    p = next(model.parameters())
+    return limit if p.device.type == "cpu" and p.dtype == torch.bfloat16 else None
+
+
 # ----------------------------------------------------------------------------------------------------
 # MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
@@ -289,11 +297,13 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 # Perplexity, generation
 
 @torch.no_grad()
-def perplexity(model, docs, seq_len=None, stride=None):
+def perplexity(model, docs, seq_len=None, stride=None, bucket=False):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
     scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
-    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory."""
+    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory.
+    bucket: a document's last, shorter window right-padded to data.bucket_length's few lengths, unscored (causal: no
+    real token sees it); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
@@ -304,8 +314,10 @@ def perplexity(model, docs, seq_len=None, stride=None):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                labels = torch.tensor([[-100] * first + window[first:]], device=device)  # -100: not scored
-                mean = model(torch.tensor([window], device=device), labels=labels)  # chunked: no (T, vocab) logits
+                pad = bucket_length(len(window), seq_len) - len(window) if bucket else 0
+                labels = torch.tensor([[-100] * first + window[first:] + [-100] * pad], device=device)  # -100: unscored
+                mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # chunked: no (T, vocab)
+                # logits
                 nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
     if not n:
         raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
@@ -479,20 +491,22 @@ def command(argv=None):
               "positions it never trained on", file=sys.stderr)
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
-        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
+        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
+                                      bucket=bucket_limit(model, length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
-        result = evaluate_glue(model, glue, dev, args.batch_size)
+        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
         for split, scores in result.items():
             print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
     elif args.task == "wmt16-en-ro":
         pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
+                                                  bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
                                                   num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
         for (source, target), hyp in list(zip(pairs, hypotheses))[:3]:
             print(f"  {source}\n    -> {hyp}\n    reference: {target}")
@@ -505,13 +519,16 @@ def command(argv=None):
         print(f"MMLU {args.shots}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} subjects, "
               f"micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
-        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)
+        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
+                            bucket_limit(model, True))
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
         records = read_prompts(args.prompts)
-        base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
+        bucket = bucket_limit(model, context_length(model))
+        base = generate_answers(model, tok, records, args.max_new_tokens, bucket=bucket)
+        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens,
+                                 bucket=bucket) \
             if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))

@@ -255,3 +255,43 @@ def test_translation_padded_to_a_bucket_translates_as_unpadded(monkeypatch):
                                  bucket=512)
         assert padded == plain and len(set(plain)) > 1
         assert met == [data.bucket_length(S, 512) for S in longest] and len(set(met)) < len(set(longest))
+
+
+def test_squad_windows_padded_to_a_bucket_answer_as_unpadded(tmp_path, monkeypatch):
+    """eval.evaluate_squad (train.py's SQuAD check) with bucket: each batch of windows padded to bucket_length's
+    lengths behind the mask: fp32, the same answers as unpadded; bf16 weights (eval.py --dtype bfloat16), all but
+    one of 24 (a random head's near-ties, moved by bf16's rounding of other shapes); the encoder meets bucket
+    lengths only."""
+    import eval as E
+    from bench.toy_squad import write_toy
+    squad, bert = write_toy(tmp_path, n_train=1, n_dev=24)
+    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), data.load_tokenizer(bert)
+    for dtype in (torch.float32, torch.bfloat16):
+        model = random_params(M.load_pretrained(bert).add_qa_head(), 0).to(dtype)
+        met = prefill_lengths(monkeypatch, model)
+        plain = E.evaluate_squad(model, tok, dataset, batch_size=4, max_len=64)
+        longest = list(met)
+        met.clear()
+        padded = E.evaluate_squad(model, tok, dataset, batch_size=4, max_len=64, bucket=64)
+        same = sum(padded[1][k] == a for k, a in plain[1].items())
+        assert same == len(dataset) == 24 if dtype == torch.float32 else same >= 23
+        assert len(set(plain[1].values())) > 1
+        assert met == [data.bucket_length(T, 64) for T in longest] and len(set(met)) < len(set(longest))
+        monkeypatch.undo()
+
+
+def test_perplexity_padded_to_a_bucket_scores_as_unpadded(monkeypatch):
+    """eval.perplexity with bucket (eval.py on bf16 weights): each document's last, shorter window right-padded to a
+    bucket length, unscored: the same perplexity (fp32: to rounding) and token count; windows meet bucket lengths."""
+    import eval as E
+    model = random_params(M.build_model(M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                                      n_ffn=72)), 1)
+    rng = random.Random(0)
+    docs = [([rng.randrange(64) for _ in range(n)], 0) for n in (5, 23, 40, 70, 13, 33)]
+    met = prefill_lengths(monkeypatch, model)
+    plain = E.perplexity(model, docs, seq_len=32, stride=24)
+    longest = list(met)
+    met.clear()
+    padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=True)
+    assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5)
+    assert met == [data.bucket_length(T, 32) for T in longest] and len(set(met)) < len(set(longest))
