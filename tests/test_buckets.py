@@ -295,3 +295,17 @@ def test_perplexity_padded_to_a_bucket_scores_as_unpadded(monkeypatch):
     padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=True)
     assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5)
     assert met == [data.bucket_length(T, 32) for T in longest] and len(set(met)) < len(set(longest))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_the_held_out_check_meets_bucket_prompt_lengths_on_cpu_bf16(dtype, tiny, tmp_path, monkeypatch):  # noqa: F811
+    """train.py's before/after check (--exact-match) on CPU: bf16 pads its prompts to the bucket_length of the longest
+    (within --seq-len), fp32 to the longest, as before."""
+    import eval as E
+    met, generate = [], E.generate
+    monkeypatch.setattr(E, "generate", lambda m, ids, n, **k: met.append(
+        (ids.shape[1], int(k["attention_mask"].sum(1).max()))) or generate(m, ids, n, **k))
+    train.main(flags(tiny, tmp_path, "--dtype", dtype, "--max-steps", "1", "--exact-match", "6", "--device", "cpu"))
+    assert len(met) == 2                                               # before and after: one batch each
+    assert all(T == (data.bucket_length(n, 200) if dtype == "bf16" else n) for T, n in met), met
+    assert dtype == "fp32" or any(T > n for T, n in met)
