@@ -236,7 +236,7 @@ def load(run):
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
-        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args)))
+        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args, run.rank, run.world)))
         run.planned = sum(parts.values())
         print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
               f"{run.planned / 2**30:.2f} GiB at the peak")

@@ -309,3 +309,21 @@ def test_the_held_out_check_meets_bucket_prompt_lengths_on_cpu_bf16(dtype, tiny,
     assert len(met) == 2                                               # before and after: one batch each
     assert all(T == (data.bucket_length(n, 200) if dtype == "bf16" else n) for T, n in met), met
     assert dtype == "fp32" or any(T > n for T, n in met)
+
+
+@pytest.mark.parametrize("rank, world", [(0, 1), (0, 2), (1, 2)])
+def test_the_plan_counts_the_head_rows_each_rank_meets(rank, world):
+    """plan.met's head row counts are those of the batches data.micro_batches gives this rank in the first epoch:
+    under DDP a rank's share of global batches of --batch-size x world (it counted batches of --batch-size)."""
+    rng = random.Random(0)
+    examples = []
+    for _ in range(64):
+        n, prompt = rng.randint(4, 40), rng.randint(1, 30)
+        examples.append({"input_ids": [5] * n, "labels": [data.IGNORE] * min(prompt, n - 1) + [5] * (n - min(prompt,
+                                                                                                             n - 1))})
+    args = train.parse_args(["--model", "llama-tiny", "--data", "alpaca", "--batch-size", "4", "--seq-len", "48",
+                             "--device", "cpu", "--dtype", "bf16"])
+    batches = data.micro_batches(examples, 4, args.seed, rank=rank, world=world)
+    made = [next(batches) for _ in range(-(-len(examples) // (4 * world)))]           # the first epoch
+    rows = {data.bucket_length(int((b["labels"][:, 1:] != data.IGNORE).sum()), 4 * 48) for b in made}
+    assert plan.met(examples, [], args, rank, world)[1] == len(rows) > 3
