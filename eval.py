@@ -12,7 +12,10 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
   over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
-Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached).
+On a CPU in bf16 (train.py's autocast, or bf16 weights here: bucket_limit) batches, prompts, sources and perplexity's
+last windows are padded to data.bucket_length's few lengths: oneDNN keeps memory for every matmul shape it meets.
+Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached),
+MMLU's prompts padded to few lengths (each question's new tokens after the cached prefix: one length per question).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
     python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
@@ -24,7 +27,7 @@ Left out: MMLU's category averages and calibration, batching (one prompt at a ti
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~520)
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~550)
 because the command line drives six kinds of task (and --plot), each with its own data, options and printout.
 """
 import argparse
