@@ -329,3 +329,19 @@ def test_the_plan_counts_the_head_rows_each_rank_meets(rank, world):
     made = [next(batches) for _ in range(-(-len(examples) // (4 * world)))]           # the first epoch
     rows = {data.bucket_length(int((b["labels"][:, 1:] != data.IGNORE).sum()), 4 * 48) for b in made}
     assert plan.met(examples, [], args, rank, world)[1] == len(rows) > 3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_eval_py_pads_where_the_weights_are_bf16_on_a_cpu(dtype, tiny, monkeypatch, capsys):  # noqa: F811
+    """eval.py --task perplexity on Alpaca records (one document each, of many lengths): --dtype bfloat16 on a CPU
+    (oneDNN's bf16 matmuls) pads each document's window to its bucket length, float32 does not (bucket_limit)."""
+    import eval as E
+    met, forward = [], M.Llama.forward
+    monkeypatch.setattr(M.Llama, "forward", lambda self, ids, *a, **k: met.append(ids.shape[1]) or forward(
+        self, ids, *a, **k))
+    E.main(["--task", "perplexity", "--model", tiny[0], "--data", tiny[1], "--dtype", dtype, "--device", "cpu",
+            "--seq-len", "200"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], data.load_tokenizer(tiny[0])))
+    assert sorted(met) == ([data.bucket_length(n, 200) for n in lengths] if dtype == "bfloat16" else lengths)
+    assert len(set(lengths)) > 5 and result["tokens"] > 0
