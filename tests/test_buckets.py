@@ -4,7 +4,10 @@ padded to each batch's longest sequence grew with every new length the data brou
 --seq-len 64, peaked at 1166 MiB against a plan of 528 (plan and peak now 768 and 771). Checked here: the lengths
 themselves; the padding leaves every kind of loss as it was (fp32: to float rounding; bf16: within its rounding);
 a train.py run on CPU bf16 meets only those lengths and the plan counts them, fp32 runs pad as before; --resume goes
-on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too."""
+on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too, and the plan counts a DDP
+rank's. The evaluations pad too (eval.py): greedy generation's prompts (SmolLM2-135M on 40 prompt lengths: +107 MiB
+over its warm-up, bucketed +1 MiB), translation sources, SQuAD windows, perplexity's last windows: the same answers
+and scores as unpadded in fp32; eval.py pads where its weights are bf16 on a CPU, train.py's check on CPU bf16."""
 import json
 import random
 import signal
