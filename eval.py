@@ -12,7 +12,10 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
   over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
-Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached).
+On a CPU in bf16 (train.py's autocast, or bf16 weights here: bucket_limit) batches, prompts, sources and perplexity's
+last windows are padded to data.bucket_length's few lengths: oneDNN keeps memory for every matmul shape it meets.
+Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached),
+MMLU's prompts padded to few lengths (each question's new tokens after the cached prefix: one length per question).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
     python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
@@ -40,9 +43,10 @@ from xml.sax.saxutils import escape
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, cache_dir, check_vocab, glue_examples,
-                  load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
-                  read_squad, read_translation, sorted_batches, squad_records, squad_windows, task_kind)
+from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_length, cache_dir, check_vocab,
+                  glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs,
+                  read_mmlu_csv, read_prompts, read_squad, read_translation, sorted_batches, squad_records,
+                  squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
 from lorasp import adapter_base, load_adapter
@@ -89,8 +93,10 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
 
 @torch.no_grad()
 def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4, length_penalty=0.6,
-              max_new_tokens=256):
-    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded."""
+              max_new_tokens=256, bucket=None):
+    """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded.
+    bucket: sources padded to data.bucket_length's lengths up to it (CPU bf16: few encoder shapes; the decoder
+    runs one token a step)."""
     order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
         next(model.parameters()).device
     training = model.training
@@ -99,6 +105,7 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
         rows = order[start:start + batch_size]
         ids = [tok.encode(prefix + sources[i]) for i in rows]
         S = max(map(len, ids))
+        S = bucket_length(S, bucket) if bucket else S
         x = torch.tensor([s + [tok.pad_id] * (S - len(s)) for s in ids], device=dev)
         mask = (torch.arange(S, device=dev) < torch.tensor([len(s) for s in ids], device=dev)[:, None]).long()
         best = beam_search(model, x, mask, num_beams, length_penalty, max_new_tokens)[0][:, 0]  # (B, 1 + n)
@@ -127,11 +134,13 @@ def best_span(start, end, offsets, max_answer=30):
 
 
 @torch.no_grad()
-def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext):
+def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext,
+                   bucket=None):
     """({exact_match, f1}, {id: answer}) of an encoder with a span head (model.span_logits) on SQuAD-format data:
     each question's windows (data.squad_windows), its answer the best span over all of them (best_span) as the
     context's characters; a causal LM (GPT-2) answers generatively instead: greedy, Alpaca's template with the
-    context as input (data.squad_records), also scored with BLEU against all gold answers."""
+    context as input (data.squad_records), also scored with BLEU against all gold answers. bucket: as
+    data.collate's and generate_answers' (CPU bf16)."""
     training, best = model.training, {}
     model.eval()
     if model.config.model_type in CAUSAL[0]:
@@ -139,13 +148,13 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
         for r in records:  # a context too long for the model keeps its first tokens
             over = len(tok.encode(alpaca_prompt(r))) - room
             r["input"] = tok.decode(tok.encode(r["input"], bos=False)[:-over]) if over > 0 else r["input"]
-        answers = generate_answers(model, tok, records, 32, autocast=autocast)
+        answers = generate_answers(model, tok, records, 32, autocast=autocast, bucket=bucket)
         pred = {r["id"]: a for r, a in zip(records, answers)}
         model.train(training)
         return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
     windows = squad_windows(dataset, tok, max_len, stride)
     device = next(model.parameters()).device
-    for rows, b in sorted_batches(windows, batch_size, model.config.pad_id):
+    for rows, b in sorted_batches(windows, batch_size, model.config.pad_id, bucket=bucket):
         with autocast():
             start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
                                                                           "token_type_ids")))
@@ -235,6 +244,14 @@ def context_length(model):
     return getattr(model.config, "max_seq_len", None) or model.config.n_positions
 
 
+def bucket_limit(model, limit):
+    """limit, for the evaluations' bucket (data.bucket_length's few lengths up to it), where the model multiplies bf16
+    on a CPU (bf16 weights: --dtype bfloat16 or a bf16 checkpoint), whose oneDNN keeps memory for every matmul shape
+    it meets (plan.SHAPE_BYTES); else None, padding to the longest as before (MKL's fp32, cuBLAS: nothing kept)."""
+    p = next(model.parameters())
+    return limit if p.device.type == "cpu" and p.dtype == torch.bfloat16 else None
+
+
 # ----------------------------------------------------------------------------------------------------
 # MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
@@ -293,11 +310,13 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 # Perplexity, generation
 
 @torch.no_grad()
-def perplexity(model, docs, seq_len=None, stride=None):
+def perplexity(model, docs, seq_len=None, stride=None, bucket=False):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
     scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
-    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory."""
+    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory.
+    bucket: a document's last, shorter window right-padded to data.bucket_length's few lengths, unscored (causal: no
+    real token sees it); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
@@ -309,8 +328,10 @@ def perplexity(model, docs, seq_len=None, stride=None):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                labels = torch.tensor([[-100] * first + window[first:]], device=device)  # -100: not scored
-                mean = model(torch.tensor([window], device=device), labels=labels)  # chunked: no (T, vocab) logits
+                pad = bucket_length(len(window), seq_len) - len(window) if bucket else 0
+                labels = torch.tensor([[-100] * first + window[first:] + [-100] * pad], device=device)  # -100: unscored
+                mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # chunked: no (T, vocab)
+                # logits
                 nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
     if not n:
         raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
@@ -318,19 +339,23 @@ def perplexity(model, docs, seq_len=None, stride=None):
 
 
 @torch.no_grad()
-def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext):
+def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext,
+                     bucket=None):
     """Greedy answers (KV cache) to Alpaca records (instruction, optional input), up to EOS; batches of prompts are
-    left-padded behind an attention mask (one prompt at a time needs none)."""
+    left-padded behind an attention mask (one prompt at a time needs none). bucket: prompts padded to
+    data.bucket_length's few lengths up to it (CPU bf16: each prefill length costs oneDNN's caches; a decoding step
+    is one token whatever the cache holds, no new shape), within the model's context."""
     training, device, answers = model.training, next(model.parameters()).device, []
     model.eval()
     for s in range(0, len(records), batch_size):
         prompts = [tok.encode(alpaca_prompt(r)) for r in records[s:s + batch_size]]
         T = max(map(len, prompts))
+        T = bucket_length(T, min(bucket, context_length(model) - max_new_tokens)) if bucket else T  # (never below T)
         ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts], device=device)  # (B, T)
         mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
         with autocast():
             out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id,
-                           attention_mask=mask if batch_size > 1 else None)[:, T:].tolist()
+                           attention_mask=mask if batch_size > 1 or bucket else None)[:, T:].tolist()
         answers += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in out]  # after EOS: only EOS
     model.train(training)
     return answers
@@ -500,20 +525,22 @@ def command(argv=None):
               "LM, which answers each question by greedy generation from its context (cut to fit), one at a time")
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
-        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128)
+        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
+                                      bucket=bucket_limit(model, length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
-        result = evaluate_glue(model, glue, dev, args.batch_size)
+        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
         for split, scores in result.items():
             print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
     elif args.task == "wmt16-en-ro":
         pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
+                                                  bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
                                                   num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
         for (source, target), hyp in list(zip(pairs, hypotheses))[:3]:
             print(f"  {source}\n    -> {hyp}\n    reference: {target}")
@@ -527,13 +554,16 @@ def command(argv=None):
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
-        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride)
+        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
+                            bucket_limit(model, True))
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
         records = read_prompts(args.prompts)
-        base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
+        bucket = bucket_limit(model, context_length(model))
+        base = generate_answers(model, tok, records, args.max_new_tokens, bucket=bucket)
+        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens,
+                                 bucket=bucket) \
             if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))

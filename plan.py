@@ -260,18 +260,19 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     return {k: int(v) for k, v in parts.items()}
 
 
-def met(train_ex, val_ex, args):
+def met(train_ex, val_ex, args, rank=0, world=1):
     """(batch lengths, head row counts) that CPU bf16 batches of these examples meet, once the data is read (the plan
     made before counts every one possible): the lengths the examples round up to (a batch's: its longest's; both
     sides of a translation pair), and a causal LM's scored tokens per batch of the first epoch, rounded as
-    model.lm_loss rounds them."""
+    model.lm_loss rounds them; under DDP, this rank's share of each global batch (data.micro_batches')."""
     T, val = args.seq_len, [e for v in val_ex.values() for e in v] if isinstance(val_ex, dict) else list(val_ex or ())
     sides = lambda e: (len(e[0]), len(e[1])) if isinstance(e, tuple) else (len(e["input_ids"]),)  # noqa: E731
     lengths = {data.bucket_length(n, T) for e in list(train_ex) + val for n in sides(e)}
     scored = [sum(t != data.IGNORE for t in e["labels"][1:]) if isinstance(e, dict) and isinstance(e["labels"], list)
               else 0 for e in train_ex]
-    heads = {data.bucket_length(sum(scored[i] for i in idx), args.batch_size * T)
-             for idx in data.length_grouped_batches([data.length(e) for e in train_ex], args.batch_size, args.seed)}
+    groups = data.length_grouped_batches([data.length(e) for e in train_ex], args.batch_size * world, args.seed)
+    heads = {data.bucket_length(sum(scored[i] for i in idx[rank::world]), args.batch_size * T)
+             for idx in groups if idx[rank::world]}  # (a rank left without an example scores none)
     return len(lengths), len(heads)
 
 

@@ -255,18 +255,21 @@ def before_after(model, tok, records, autocast, args, when):
     head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
     if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
         with autocast():
-            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len)
+            scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len,
+                                             bucket=plan.bucket(args))
         print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
               f"{scores['f1']:.1f}", flush=True)
         return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())
     if args.bleu:
         with autocast():
-            scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len)
+            scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len,
+                                                   bucket=plan.bucket(args))
         print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
               f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
         return {f"bleu_{when}": scores["bleu"]}, answers
     new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
-    answers, refs = generate_answers(model, tok, records, new, 50, autocast), [r["output"].strip() for r in records]
+    answers = generate_answers(model, tok, records, new, 50, autocast, plan.bucket(args))  # CPU bf16: few lengths
+    refs = [r["output"].strip() for r in records]
     exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
     prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
     print(f"held-out exact match {when} training ({len(records)} records): {exact:.1%} (answers that start with the "

@@ -35,7 +35,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
-The last line printed is a JSON summary: tokens_per_s, peak_mem_mib, trainable_params, total_params, final_loss, ...
+The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
+included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
 
 Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
 validate, save_if_due), the weights saved, check (after), outputs. What each kind of task brings (its model and
@@ -146,6 +147,8 @@ def train(args):
         else:
             run.model = load_adapter(run.model, weights_dir(args))
     check(run, records, "after", s, before)
+    if records:   # the after-check's generation or evaluation can reach past the loop's peak: the process's is reported
+        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # (the loop's stays, as train_peak_mem_mib)
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -233,7 +236,7 @@ def load(run):
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
-        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args)))
+        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args, run.rank, run.world)))
         run.planned = sum(parts.values())
         print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
               f"{run.planned / 2**30:.2f} GiB at the peak")
@@ -332,6 +335,7 @@ def summary(run):
     s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
              tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
              val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
+             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
              grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
              optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
                                        if torch.is_tensor(t)))

@@ -4,7 +4,10 @@ padded to each batch's longest sequence grew with every new length the data brou
 --seq-len 64, peaked at 1166 MiB against a plan of 528 (plan and peak now 768 and 771). Checked here: the lengths
 themselves; the padding leaves every kind of loss as it was (fp32: to float rounding; bf16: within its rounding);
 a train.py run on CPU bf16 meets only those lengths and the plan counts them, fp32 runs pad as before; --resume goes
-on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too."""
+on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too, and the plan counts a DDP
+rank's. The evaluations pad too (eval.py): greedy generation's prompts (SmolLM2-135M on 40 prompt lengths: +107 MiB
+over its warm-up, bucketed +1 MiB), translation sources, SQuAD windows, perplexity's last windows: the same answers
+and scores as unpadded in fp32; eval.py pads where its weights are bf16 on a CPU, train.py's check on CPU bf16."""
 import json
 import random
 import signal
@@ -18,7 +21,7 @@ import model as M
 import plan
 import train
 from checkpoint import load_safetensors
-from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import apply_lorasp
 
 BERT = M.EncoderConfig("bert", vocab_size=64, n_positions=64, n_embd=32, n_head=4, n_ffn=72)
@@ -188,3 +191,160 @@ def test_the_vocabulary_head_meets_few_row_counts_under_cpu_autocast(monkeypatch
         for g, r in zip(torch.autograd.grad(loss, list(net.parameters())), ref_grads):
             torch.testing.assert_close(g, r)
     assert met == [32, 28, 24, 20]
+
+
+class ByteTok:
+    """A tokenizer for generation tests: one id per character (2 + its code mod 60), EOS 1, pad 0."""
+    eos_id, pad_id = 1, 0
+
+    def encode(self, text, bos=True):
+        return [2 + ord(ch) % 60 for ch in text]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def prefill_lengths(monkeypatch, module):
+    """The T of every forward pass of module (a model, an encoder) with T > 1: prompts, sources; a list it fills."""
+    met, forward = [], module.forward
+
+    def counted(ids, *a, **k):
+        met.extend([ids.shape[1]] if ids.shape[1] > 1 else [])
+        return forward(ids, *a, **k)
+    monkeypatch.setattr(module, "forward", counted)
+    return met
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_generation_padded_to_a_bucket_answers_as_unpadded(batch_size, monkeypatch):
+    """eval.generate_answers (train.py's held-out check) with bucket: prompts left-padded to bucket_length's few lengths
+    behind the attention mask, the same greedy answers as unpadded, fp32 and (this model) CPU bf16 autocast; the
+    prefill meets bucket_length's lengths only (the decoding steps are one token each: no new shape per step). In bf16
+    a real model's near-ties can go either way: SDPA's key blocks see the prompt at another offset (SmolLM2-135M, 40
+    prompts: 34 answers the same; fp32 all 40)."""
+    import eval as E
+    model = random_params(M.build_model(M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                                      n_ffn=72)), 1)  # (random weights everywhere: varied answers)
+    rng = random.Random(0)
+    records = [{"instruction": "".join(rng.choice("abcdefgh ") for _ in range(n)), "input": "", "output": ""}
+               for n in (1, 9, 4, 17, 30, 12, 6)]
+    met = prefill_lengths(monkeypatch, model)
+    for bf16 in (False, True):
+        autocast = lambda: torch.autocast("cpu", torch.bfloat16, enabled=bf16)  # noqa: E731
+        met.clear()
+        plain = E.generate_answers(model, ByteTok(), records, 6, batch_size, autocast)
+        longest = list(met)
+        met.clear()
+        padded = E.generate_answers(model, ByteTok(), records, 6, batch_size, autocast, bucket=512)
+        assert padded == plain and len(set(plain)) > 1
+        assert met == [data.bucket_length(T, 512) for T in longest] and len(set(met)) < len(set(longest))
+
+
+def test_translation_padded_to_a_bucket_translates_as_unpadded(monkeypatch):
+    """eval.translate (beam 2, one source a batch; train.py's --bleu check) with bucket: sources right-padded to
+    bucket_length's lengths behind the encoder's mask, the same translations as unpadded, fp32 and CPU bf16; the
+    encoder meets those lengths only (the decoder runs one token a step)."""
+    import eval as E
+    model = random_params(M.build_model(M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4)), 1)
+    rng = random.Random(0)
+    sources = ["".join(rng.choice("abcdefgh ") for _ in range(n)) for n in (1, 9, 4, 17, 30, 12, 6)]
+    met, encode = [], model.encode
+    monkeypatch.setattr(model, "encode", lambda ids, *a: met.append(ids.shape[1]) or encode(ids, *a))
+    for bf16 in (False, True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            met.clear()
+            plain = E.translate(model, ByteTok(), sources, "", batch_size=1, num_beams=2, max_new_tokens=6)
+            longest = list(met)
+            met.clear()
+            padded = E.translate(model, ByteTok(), sources, "", batch_size=1, num_beams=2, max_new_tokens=6,
+                                 bucket=512)
+        assert padded == plain and len(set(plain)) > 1
+        assert met == [data.bucket_length(S, 512) for S in longest] and len(set(met)) < len(set(longest))
+
+
+def test_squad_windows_padded_to_a_bucket_answer_as_unpadded(tmp_path, monkeypatch):
+    """eval.evaluate_squad (train.py's SQuAD check) with bucket: each batch of windows padded to bucket_length's
+    lengths behind the mask: fp32, the same answers as unpadded; bf16 weights (eval.py --dtype bfloat16), all but
+    one of 24 (a random head's near-ties, moved by bf16's rounding of other shapes); the encoder meets bucket
+    lengths only."""
+    import eval as E
+    from bench.toy_squad import write_toy
+    squad, bert = write_toy(tmp_path, n_train=1, n_dev=24)
+    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), data.load_tokenizer(bert)
+    for dtype in (torch.float32, torch.bfloat16):
+        model = random_params(M.load_pretrained(bert).add_qa_head(), 0).to(dtype)
+        met = prefill_lengths(monkeypatch, model)
+        plain = E.evaluate_squad(model, tok, dataset, batch_size=4, max_len=64)
+        longest = list(met)
+        met.clear()
+        padded = E.evaluate_squad(model, tok, dataset, batch_size=4, max_len=64, bucket=64)
+        same = sum(padded[1][k] == a for k, a in plain[1].items())
+        assert same == len(dataset) == 24 if dtype == torch.float32 else same >= 23
+        assert len(set(plain[1].values())) > 1
+        assert met == [data.bucket_length(T, 64) for T in longest] and len(set(met)) < len(set(longest))
+        monkeypatch.undo()
+
+
+def test_perplexity_padded_to_a_bucket_scores_as_unpadded(monkeypatch):
+    """eval.perplexity with bucket (eval.py on bf16 weights): each document's last, shorter window right-padded to a
+    bucket length, unscored: the same perplexity (fp32: to rounding) and token count; windows meet bucket lengths."""
+    import eval as E
+    model = random_params(M.build_model(M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                                      n_ffn=72)), 1)
+    rng = random.Random(0)
+    docs = [([rng.randrange(64) for _ in range(n)], 0) for n in (5, 23, 40, 70, 13, 33)]
+    met = prefill_lengths(monkeypatch, model)
+    plain = E.perplexity(model, docs, seq_len=32, stride=24)
+    longest = list(met)
+    met.clear()
+    padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=True)
+    assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5)
+    assert met == [data.bucket_length(T, 32) for T in longest] and len(set(met)) < len(set(longest))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_the_held_out_check_meets_bucket_prompt_lengths_on_cpu_bf16(dtype, tiny, tmp_path, monkeypatch):  # noqa: F811
+    """train.py's before/after check (--exact-match) on CPU: bf16 pads its prompts to the bucket_length of the longest
+    (within --seq-len), fp32 to the longest, as before."""
+    import eval as E
+    met, generate = [], E.generate
+    monkeypatch.setattr(E, "generate", lambda m, ids, n, **k: met.append(
+        (ids.shape[1], int(k["attention_mask"].sum(1).max()))) or generate(m, ids, n, **k))
+    train.main(flags(tiny, tmp_path, "--dtype", dtype, "--max-steps", "1", "--exact-match", "6", "--device", "cpu"))
+    assert len(met) == 2                                               # before and after: one batch each
+    assert all(T == (data.bucket_length(n, 200) if dtype == "bf16" else n) for T, n in met), met
+    assert dtype == "fp32" or any(T > n for T, n in met)
+
+
+@pytest.mark.parametrize("rank, world", [(0, 1), (0, 2), (1, 2)])
+def test_the_plan_counts_the_head_rows_each_rank_meets(rank, world):
+    """plan.met's head row counts are those of the batches data.micro_batches gives this rank in the first epoch:
+    under DDP a rank's share of global batches of --batch-size x world (it counted batches of --batch-size)."""
+    rng = random.Random(0)
+    examples = []
+    for _ in range(64):
+        n, prompt = rng.randint(4, 40), rng.randint(1, 30)
+        examples.append({"input_ids": [5] * n, "labels": [data.IGNORE] * min(prompt, n - 1) + [5] * (n - min(prompt,
+                                                                                                             n - 1))})
+    args = train.parse_args(["--model", "llama-tiny", "--data", "alpaca", "--batch-size", "4", "--seq-len", "48",
+                             "--device", "cpu", "--dtype", "bf16"])
+    batches = data.micro_batches(examples, 4, args.seed, rank=rank, world=world)
+    made = [next(batches) for _ in range(-(-len(examples) // (4 * world)))]           # the first epoch
+    rows = {data.bucket_length(int((b["labels"][:, 1:] != data.IGNORE).sum()), 4 * 48) for b in made}
+    assert plan.met(examples, [], args, rank, world)[1] == len(rows) > 3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_eval_py_pads_where_the_weights_are_bf16_on_a_cpu(dtype, tiny, monkeypatch, capsys):  # noqa: F811
+    """eval.py --task perplexity on Alpaca records (one document each, of many lengths): --dtype bfloat16 on a CPU
+    (oneDNN's bf16 matmuls) pads each document's window to its bucket length, float32 does not (bucket_limit)."""
+    import eval as E
+    met, forward = [], M.Llama.forward
+    monkeypatch.setattr(M.Llama, "forward", lambda self, ids, *a, **k: met.append(ids.shape[1]) or forward(
+        self, ids, *a, **k))
+    E.main(["--task", "perplexity", "--model", tiny[0], "--data", tiny[1], "--dtype", dtype, "--device", "cpu",
+            "--seq-len", "200"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], data.load_tokenizer(tiny[0])))
+    assert sorted(met) == ([data.bucket_length(n, 200) for n in lengths] if dtype == "bfloat16" else lengths)
+    assert len(set(lengths)) > 5 and result["tokens"] > 0

@@ -499,3 +499,19 @@ def test_after_check_of_full_fine_tuning_says_which_step_it_scores(tiny, tmp_pat
     train.main(flags(tiny, tmp_path, "--method", "full", "--eval-every", "1", "--patience", "2", "--exact-match", "4"))
     assert (f"note: the check below scores the last weights (step 4); {tmp_path / 'model'} holds step 2's"
             in capsys.readouterr().out)
+
+
+def test_the_summary_peak_is_the_process_peak_after_the_check(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """peak_mem_mib is what the process reached by the end, the held-out check after training included (it generates
+    or evaluates: it can pass the loop's peak); train_peak_mem_mib, the loop's. The check here touches 200 MiB past
+    the high-water mark so far."""
+    real = train.before_after
+
+    def heavy(model, tok, records, autocast, args, when):
+        if when == "after":
+            torch.ones((checkpoint.resident("VmHWM") - checkpoint.resident() + 200 * 2**20) // 4).sum()
+        return real(model, tok, records, autocast, args, when)
+    monkeypatch.setattr(train, "before_after", heavy)
+    s = train.train(train.parse_args(flags(tiny, tmp_path, "--max-steps", "1", "--exact-match", "6")))
+    assert s["peak_mem_mib"] >= s["train_peak_mem_mib"] + 190
+    assert s["peak_mem_mib"] == round(plan.peak_mem_mib(torch.device("cpu")), 1)
