@@ -27,7 +27,7 @@ MMLU's prompts padded to few lengths (each question's new tokens after the cache
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~550)
+adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~580)
 because the command line drives six kinds of task (and --plot), each with its own data, options, notes and printout.
 """
 import argparse
