@@ -32,7 +32,7 @@ generated data.
   (BERT's run_squad.py), or Alpaca records for a causal LM's generated answers.
 - `collate` batches all three kinds of examples: causal-LM token labels, a classifier's one label, (source, target).
 
-Leaves out: HF normalizers, and two corner cases of tiktoken's BPE: a whole
+Leaves out: a byte-level BPE's HF normalizer (refused), and two corner cases of tiktoken's BPE: a whole
 pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
 earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
 
