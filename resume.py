@@ -67,6 +67,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
+                           warmup_rule=getattr(args, "warmup_rule", "ceil"),
                            args=vars(args)), f)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,6 +123,7 @@ def restore(checkpoint, args, opt):
     """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
     state = read_state(checkpoint)
     same_settings(args, state)
+    args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     if state["args"].get("base_sha256") not in (None, args.base_sha256):
         raise UserError(f"--resume: the base model's files changed since the checkpoint (--model {args.model}: "
                         f"its files fingerprint to {args.base_sha256[:12]}..., the checkpoint's base to "

@@ -463,7 +463,8 @@ def lr_at(step, total, args):
     """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine (or linear) decay
     towards 0: transformers' get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its
     lr at s + 1 (step 0 at lr / warm-up steps, not at 0). No warm-up step (--warmup 0): theirs exactly."""
-    warm = math.ceil(args.warmup * total)
+    rule = round if getattr(args, "warmup_rule", "ceil") == "round" else math.ceil  # round: resuming an older run
+    warm = rule(args.warmup * total)
     if step < warm:
         return args.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay

@@ -170,6 +170,27 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
         8 * (i + o) for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64), (64, 32)]) * 2
 
 
+def test_resume_of_a_checkpoint_saved_under_the_rounded_warm_up_keeps_it(tiny, tmp_path, monkeypatch):
+    """Warm-up steps became Trainer's ceil(warmup x total); a checkpoint saved before (no warmup_rule in its
+    state.json) resumes with the round() it started under, so the lr schedule goes on as it began: --warmup 0.25 over
+    10 steps warmed up round(2.5) = 2 steps, a new run warms up 3."""
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5's first micro-batch
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path, "--warmup", "0.25"))
+    monkeypatch.undo()
+    path = tmp_path / "checkpoint" / "state.json"
+    state = json.load(open(path))
+    assert state.pop("warmup_rule") == "ceil"                         # what a checkpoint saved now records
+    json.dump(state, open(path, "w"))                                  # as one saved before the change
+    train.train(train.parse_args(flags(tiny, tmp_path, "--warmup", "0.25", "--resume", "--log-every", "1")))
+    lrs = {m["step"]: m["lr"] for m in map(json.loads, open(tmp_path / "metrics.jsonl")) if "lr" in m}
+    old, new = (train.parse_args(flags(tiny, tmp_path, "--warmup", "0.25")) for _ in range(2))
+    old.warmup_rule = "round"
+    assert [lrs[s] for s in range(6, 11)] == pytest.approx([train.lr_at(s - 1, 10, old) for s in range(6, 11)])
+    assert train.lr_at(5, 10, old) != pytest.approx(train.lr_at(5, 10, new))
+    assert json.load(open(path))["warmup_rule"] == "round"             # and a later resume keeps it too
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     fault_at_loss_call(monkeypatch, 9, "nan")                          # step 5
     with pytest.raises(SystemExit, match=r"error: loss nan, gradient norm nan at step 5: stopped without saving"):
