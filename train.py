@@ -364,7 +364,9 @@ def outputs(args):
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
             f"\nevaluate: python eval.py {task} {model}" +
-            (" --quant nf4" if args.quant == "nf4" else "") + where)
+            (" --quant nf4" if args.quant == "nf4" else "") + where +
+            ("   # the training records: none was held out" if task.startswith("--task perplexity")
+             and not os.path.exists(held) else ""))
 
 
 def check(run, records, when, s, before=None):

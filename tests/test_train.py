@@ -400,7 +400,12 @@ def test_held_out_records_are_written_for_the_eval_command(tiny, tmp_path, capsy
     assert f"--task perplexity --data {tmp_path / 'heldout.jsonl'} " in command
     import eval as E
     E.main(command.split()[3:])                                           # it runs as printed
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0 and "#" not in command
+    train.main(flags(tiny, tmp_path / "none", "--max-steps", "2", "--val-fraction", "0"))
+    command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
+    assert f"--data {tiny[1]} " in command and command.endswith("   # the training records: none was held out")
+    import shlex
+    E.main(shlex.split(command, comments=True)[3:])                       # a shell drops the comment
 
 
 def test_eval_loads_the_base_the_adapter_trained_on(tiny, tmp_path, capsys):
