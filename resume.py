@@ -142,8 +142,8 @@ def restore(checkpoint, args, opt):
             raise UserError(
                 f"--resume: {path} groups the trained tensors {sizes[0]} with weight decay, {sum(sizes[1:])} without; "
                 f"this version groups them {now[0]} and {sum(now[1:])}: it was saved before T5's "
-                "relative_attention_bias moved to the no-decay group (as transformers' Trainer: a name with 'bias'), and cannot go on bit for "
-                "bit. Start again without --resume" + (f", or from its weights: --model "
+                "relative_attention_bias moved to the no-decay group (as transformers' Trainer: a name with 'bias'), "
+                "and cannot go on bit for bit. Start again without --resume" + (f", or from its weights: --model "
                                                         f"{os.path.join(checkpoint, 'model')} (a new schedule)"
                                                         if args.method == "full" else ""))
         opt.load_state_dict(saved)
