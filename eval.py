@@ -526,7 +526,7 @@ def command(argv=None):
     if args.task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
-                                      bucket=bucket_limit(model, length))
+                                      bucket=bucket_limit(model, context_length(model) if causal else length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "

@@ -348,3 +348,24 @@ def test_eval_py_pads_where_the_weights_are_bf16_on_a_cpu(dtype, tiny, monkeypat
     lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], data.load_tokenizer(tiny[0])))
     assert sorted(met) == ([data.bucket_length(n, 200) for n in lengths] if dtype == "bfloat16" else lengths)
     assert len(set(lengths)) > 5 and result["tokens"] > 0
+
+
+def test_eval_py_squad_on_a_causal_lm_pads_prompts_within_its_context(tmp_path, monkeypatch, capsys):
+    """eval.py --task squad on a causal LM (GPT-2) with bf16 weights: each generated answer's prompt is padded to
+    bucket_length's lengths up to the model's context less the answer's 32 tokens, whatever --seq-len says (its note:
+    no effect on a causal LM). The limit was --seq-len (default 384): with --seq-len 64 no prompt was padded."""
+    import eval as E
+    from bench.toy_squad import write_gpt2, write_toy
+    squad, _ = write_toy(tmp_path, n_train=1, n_dev=6)
+    gpt2 = write_gpt2(tmp_path)                                        # 256 positions: prompts pad up to 224
+    met = []
+    monkeypatch.setattr(E, "generate", lambda m, ids, n, generate=E.generate, **k: met.append(
+        (ids.shape[1], int(k["attention_mask"].sum()))) or generate(m, ids, n, **k))
+    runs = []
+    for more in ([], ["--seq-len", "64"]):
+        met.clear()
+        E.main(["--task", "squad", "--model", gpt2, "--data-dir", squad, "--dtype", "bfloat16", *more])
+        runs.append((list(met), json.loads(capsys.readouterr().out.strip().splitlines()[-1])))
+    (plain, a), (short, b) = runs
+    assert plain == short and a == b and len(plain) == 6 and all(n > 64 for _, n in plain)
+    assert [T for T, _ in plain] == [data.bucket_length(n, 256 - 32) for _, n in plain] != [n for _, n in plain]
