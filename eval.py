@@ -246,10 +246,13 @@ def context_length(model):
 
 def bucket_limit(model, limit):
     """limit, for the evaluations' bucket (data.bucket_length's few lengths up to it), where the model multiplies bf16
-    on a CPU (bf16 weights: --dtype bfloat16 or a bf16 checkpoint), whose oneDNN keeps memory for every matmul shape
-    it meets (plan.SHAPE_BYTES); else None, padding to the longest as before (MKL's fp32, cuBLAS: nothing kept)."""
+    on a CPU, whose oneDNN keeps memory for every matmul shape it meets (plan.SHAPE_BYTES): bf16 weights (--dtype
+    bfloat16 or a bf16 checkpoint) or CPU bf16 autocast; else None, padding to the longest as before (MKL's fp32,
+    cuBLAS: nothing kept). The first parameter is the input embedding, whose dtype the linears multiply in:
+    load_pretrained casts every tensor to one dtype, NF4Linear computes in its input's, heads and adapters come later."""
     p = next(model.parameters())
-    return limit if p.device.type == "cpu" and p.dtype == torch.bfloat16 else None
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return limit if p.device.type == "cpu" and (p.dtype == torch.bfloat16 or autocast) else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -310,13 +313,13 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 # Perplexity, generation
 
 @torch.no_grad()
-def perplexity(model, docs, seq_len=None, stride=None, bucket=False):
+def perplexity(model, docs, seq_len=None, stride=None, bucket=None):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
     scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
     The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory.
-    bucket: a document's last, shorter window right-padded to data.bucket_length's few lengths, unscored (causal: no
-    real token sees it); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
+    bucket: a document's last, shorter window right-padded to data.bucket_length's few lengths up to it (and seq_len),
+    unscored (causal: no real token sees it); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
     seq_len = seq_len or context_length(model)
     stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
     if not 0 < stride <= seq_len:
@@ -328,7 +331,7 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=False):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                pad = bucket_length(len(window), seq_len) - len(window) if bucket else 0
+                pad = bucket_length(len(window), min(bucket, seq_len)) - len(window) if bucket else 0
                 labels = torch.tensor([[-100] * first + window[first:] + [-100] * pad], device=device)  # -100: unscored
                 mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # chunked: no (T, vocab)
                 # logits
@@ -555,7 +558,7 @@ def command(argv=None):
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif args.task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
-                            bucket_limit(model, True))
+                            bucket_limit(model, args.seq_len or context_length(model)))
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:

@@ -297,7 +297,7 @@ def test_perplexity_padded_to_a_bucket_scores_as_unpadded(monkeypatch):
     plain = E.perplexity(model, docs, seq_len=32, stride=24)
     longest = list(met)
     met.clear()
-    padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=True)
+    padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=32)
     assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5)
     assert met == [data.bucket_length(T, 32) for T in longest] and len(set(met)) < len(set(longest))
 
@@ -369,3 +369,44 @@ def test_eval_py_squad_on_a_causal_lm_pads_prompts_within_its_context(tmp_path, 
     (plain, a), (short, b) = runs
     assert plain == short and a == b and len(plain) == 6 and all(n > 64 for _, n in plain)
     assert [T for T, _ in plain] == [data.bucket_length(n, 256 - 32) for _, n in plain] != [n for _, n in plain]
+
+
+def linear_input_dtypes(m, *inputs):
+    """The dtypes every linear (dense or NF4) multiplies in, recorded on one forward pass: what oneDNN sees."""
+    from quant import NF4Linear
+    seen = []
+    hooks = [mod.register_forward_hook(lambda mod, x, y: seen.append(x[0].dtype)) for mod in m.modules()
+             if isinstance(mod, (torch.nn.Linear, NF4Linear))]
+    with torch.no_grad():
+        m(*inputs)
+    for h in hooks:
+        h.remove()
+    return set(seen)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "bert", "t5"])
+def test_bucket_limit_pads_where_the_linears_multiply_bf16(kind, tmp_path):
+    """eval.bucket_limit against what the linears really multiply in (hooks): each family loaded dense or NF4, fp32 or
+    bf16, with a span head (fp32) and a LoRA-SP adapter: a limit exactly where they multiply bf16 (NF4 computes in its
+    input's dtype: bf16 embeddings, bf16 matmuls). An fp32 model under CPU bf16 autocast multiplies bf16 too: a limit
+    (it said None, reading the fp32 weights)."""
+    import eval as E
+    c = dict(llama=M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, n_ffn=128),
+             gpt2=M.GPT2Config(vocab_size=64, n_positions=64, n_layer=2, n_embd=64, n_head=4),
+             bert=M.replace(BERT, n_embd=64, n_ffn=128),
+             t5=M.T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=128, num_heads=4))[kind]
+    M.save_pretrained(M.build_model(c), tmp_path)
+    x = torch.randint(2, 60, (1, 8))
+    for quantize in (None, "nf4"):
+        for dtype in (torch.float32, torch.bfloat16):
+            m = M.load_pretrained(tmp_path, quantize=quantize, dtype=dtype)
+            m = m.add_qa_head() if kind == "bert" else m
+            apply_lorasp(m, train.TARGETS[c.model_type].split(","), r=4)
+            assert linear_input_dtypes(m, *(x, x)[:2 if kind == "t5" else 1]) == {dtype}
+            assert E.bucket_limit(m, 48) == (48 if dtype == torch.bfloat16 else None), (quantize, dtype)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert linear_input_dtypes(m, *(x, x)[:2 if kind == "t5" else 1]) == {torch.bfloat16}
+        assert E.bucket_limit(m, 48) == 48                             # (m: NF4 in bf16; an fp32 one below)
+        m32 = M.load_pretrained(tmp_path, dtype=torch.float32)        # (autocast casts inside F.linear)
+        assert E.bucket_limit(m32, 48) == 48
+    assert E.bucket_limit(m32, 48) is None
