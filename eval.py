@@ -249,7 +249,7 @@ def bucket_limit(model, limit):
     on a CPU, whose oneDNN keeps memory for every matmul shape it meets (plan.SHAPE_BYTES): bf16 weights (--dtype
     bfloat16 or a bf16 checkpoint) or CPU bf16 autocast; else None, padding to the longest as before (MKL's fp32,
     cuBLAS: nothing kept). The first parameter is the input embedding, whose dtype the linears multiply in:
-    load_pretrained casts every tensor to one dtype, NF4Linear computes in its input's, heads and adapters come later."""
+    load_pretrained casts every tensor to one dtype, NF4Linear computes in its input's; heads, adapters come later."""
     p = next(model.parameters())
     autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     return limit if p.device.type == "cpu" and (p.dtype == torch.bfloat16 or autocast) else None
