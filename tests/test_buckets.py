@@ -15,6 +15,7 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 import data
 import model as M
@@ -410,3 +411,59 @@ def test_bucket_limit_pads_where_the_linears_multiply_bf16(kind, tmp_path):
         m32 = M.load_pretrained(tmp_path, dtype=torch.float32)        # (autocast casts inside F.linear)
         assert E.bucket_limit(m32, 48) == 48
     assert E.bucket_limit(m32, 48) is None
+
+
+HF_CAUSAL = {"llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+                 vocab_size=64, hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64)),
+             "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+                 vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=1))}
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_padded_prompts_answer_as_unpadded_and_as_transformers(kind, tmp_path, monkeypatch):
+    """eval.generate_answers with bucket, per family: RoPE (Llama) and learned absolute positions (GPT-2), where a
+    left pad must not move a real token's position, nor be attended through the KV cache. fp32: the same answers as
+    unpadded and as transformers' generate on the same padded ids and attention mask (its position ids from the mask),
+    one prompt and three a batch. bf16 weights: each token of each padded answer is transformers' greedy choice on
+    that padded row and the answer so far, to bf16's rounding (its logit within 0.1 of transformers' largest: a
+    random GPT-2's near-ties, 3.1011 vs 3.0829 in fp32, tie at 3.0781 in transformers' bf16, padded or not), and the
+    prompts' last logits are transformers' within 0.1. Prompts are bare ids: the Alpaca template's shared ending
+    left a tiny random model one answer (seeds: models with varied answers)."""
+    import eval as E
+    random_params(HF_CAUSAL[kind](), dict(llama=1, gpt2=3)[kind]).save_pretrained(tmp_path)
+    monkeypatch.setattr(E, "alpaca_prompt", lambda r: r["instruction"])
+    rng = random.Random(0)
+    records = [{"instruction": "".join(rng.choice("abcdefghijklmnop") for _ in range(n))} for n in (1, 9, 5, 17, 30,
+                                                                                                   11, 6, 23)]
+    for dtype in (torch.float32, torch.bfloat16):
+        ours = M.load_pretrained(tmp_path, dtype=dtype)
+        ref = (transformers.LlamaForCausalLM if kind == "llama" else transformers.GPT2LMHeadModel).from_pretrained(
+            tmp_path, dtype=dtype).eval()
+        for batch_size in (1, 3):
+            plain = E.generate_answers(ours, ByteTok(), records, 8, batch_size)
+            padded = E.generate_answers(ours, ByteTok(), records, 8, batch_size, bucket=64)
+            assert len(set(padded)) > 2 and (dtype == torch.bfloat16 or padded == plain)
+            for s in range(0, len(records), batch_size):
+                prompts = [ByteTok().encode(r["instruction"]) for r in records[s:s + batch_size]]
+                T = data.bucket_length(max(map(len, prompts)), 64 - 8)
+                assert T > min(map(len, prompts))                      # every batch has a padded row
+                ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts])
+                mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts])
+                with torch.no_grad():
+                    out = ref.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=1,
+                                       pad_token_id=1)[:, T:].tolist()    # (finished rows: EOS, as ours)
+                    want = ref(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+                    tol = 1e-4 if dtype == torch.float32 else 0.1
+                    torch.testing.assert_close(ours(ids, attention_mask=mask, last_only=True)[:, -1].float(),
+                                               want[:, -1].float(), rtol=0, atol=tol)
+                    for row, (p, answer) in enumerate(zip(prompts, padded[s:s + batch_size])):
+                        new = [int(t) for t in answer.split()]         # (ByteTok: ids joined by spaces)
+                        if dtype == torch.float32:
+                            assert new == [t for t in out[row] if t != 1]
+                        x = torch.tensor([[0] * (T - len(p)) + p + new])
+                        m = (torch.arange(x.shape[1]) >= T - len(p)).long()[None]   # (ids 0: pads, and answers)
+                        pos = (m.cumsum(-1) - 1).clamp(min=0)
+                        z = ref(x, attention_mask=m, position_ids=pos).logits[0, T - 1:-1]  # (n, vocab)
+                        chosen = z.float().gather(-1, torch.tensor(new)[:, None])[:, 0]  # (n,) our tokens' logits
+                        assert (chosen >= z.float().max(-1).values - tol).all()
