@@ -467,3 +467,52 @@ def test_padded_prompts_answer_as_unpadded_and_as_transformers(kind, tmp_path, m
                         z = ref(x, attention_mask=m, position_ids=pos).logits[0, T - 1:-1]  # (n, vocab)
                         chosen = z.float().gather(-1, torch.tensor(new)[:, None])[:, 0]  # (n,) our tokens' logits
                         assert (chosen >= z.float().max(-1).values - tol).all()
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_padded_windows_give_span_logits_as_transformers(kind, tmp_path):
+    """SQuAD windows (evaluate_squad's batches: data.sorted_batches) padded to bucket lengths, per encoder: BERT's
+    segments (token_type_ids, pads 0) and RoBERTa's position ids counted from input_ids != pad_id (right padding
+    moves none). fp32: every real token's start and end logits as padded to the longest (1e-5) and each window's best
+    span the same; bf16 weights: transformers' *ForQuestionAnswering on the same padded batch within 0.1 at real
+    tokens, and the same best spans but for near-ties."""
+    import eval as E
+    cls = dict(bert=(transformers.BertConfig, transformers.BertForQuestionAnswering),
+               roberta=(transformers.RobertaConfig, transformers.RobertaForQuestionAnswering))[kind]
+    extra = dict(type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5, max_position_embeddings=66) \
+        if kind == "roberta" else dict(type_vocab_size=2, max_position_embeddings=64)
+    random_params(cls[1](cls[0](vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, **extra)), 0).save_pretrained(tmp_path)
+    rng, windows = random.Random(0), []
+    for n in (5, 23, 9, 14, 30, 11, 17, 6):
+        q = rng.randint(2, n - 2)                                       # question tokens, then context tokens
+        windows.append({"input_ids": [rng.randrange(3, 64) for _ in range(n)],
+                        "token_type_ids": [0] * q + [int(kind == "bert")] * (n - q), "labels": (0, 0),
+                        "offsets": [None] * q + [(i, i + 1) for i in range(n - q)]})
+    for dtype in (torch.float32, torch.bfloat16):
+        ours = M.load_pretrained(tmp_path, dtype=dtype)
+        ref = cls[1].from_pretrained(tmp_path, dtype=dtype).eval()
+        pad, spans = ours.config.pad_id, {}
+        assert pad == (1 if kind == "roberta" else 0)
+        for bucket in (None, 64):
+            for rows, b in data.sorted_batches(windows, 3, pad, bucket=bucket):
+                args = [b[k] for k in ("input_ids", "attention_mask", "token_type_ids")]
+                assert bucket is None or b["attention_mask"].sum(1).max() < b["attention_mask"].shape[1]  # padded past
+                with torch.no_grad():
+                    start, end = ours.span_logits(*args)
+                    hf = ref(*args)
+                for r, i in enumerate(rows):
+                    n, w = len(windows[i]["input_ids"]), windows[i]
+                    got = torch.stack([start[r, :n], end[r, :n]])
+                    want = torch.stack([hf.start_logits[r, :n], hf.end_logits[r, :n]]).float()
+                    torch.testing.assert_close(got, want, rtol=0, atol=1e-4 if dtype == torch.float32 else 0.1)
+                    spans.setdefault(i, {})[bucket] = got, E.best_span(start[r], end[r], w["offsets"])[1:]
+                    spans[i][bucket, "hf"] = E.best_span(hf.start_logits[r].float(), hf.end_logits[r].float(),
+                                                         w["offsets"])[1:]
+        assert len({s[64][1] for s in spans.values()}) > 3
+        for s in spans.values():
+            if dtype == torch.float32:
+                torch.testing.assert_close(s[64][0], s[None][0], rtol=0, atol=1e-5)
+                assert s[64][1] == s[None][1] == s[64, "hf"]
+        same = sum(s[64][1] == s[64, "hf"] for s in spans.values())
+        assert same >= len(windows) - 1
