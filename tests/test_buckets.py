@@ -516,3 +516,41 @@ def test_padded_windows_give_span_logits_as_transformers(kind, tmp_path):
                 assert s[64][1] == s[None][1] == s[64, "hf"]
         same = sum(s[64][1] == s[64, "hf"] for s in spans.values())
         assert same >= len(windows) - 1
+
+
+def test_padded_sources_translate_as_transformers(tmp_path):
+    """eval.translate (beam 2, batches of 3) with sources right-padded to bucket lengths, on T5's relative position
+    buckets (8 buckets up to distance 20: pads reach the log-spaced ones): fp32, the unpadded translations and
+    transformers' generate(num_beams=2) on the same padded batch and mask; the encoder's real rows as transformers'
+    (1e-4; bf16 weights 0.1), bf16's translations transformers' but for near-ties."""
+    import eval as E
+    c = transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                              relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                              decoder_start_token_id=0, feed_forward_proj="relu")
+    random_params(transformers.T5ForConditionalGeneration(c), 0).save_pretrained(tmp_path)
+    rng = random.Random(0)
+    sources = ["".join(rng.choice("abcdefghijklmnop") for _ in range(n)) for n in (1, 9, 5, 17, 30, 11, 6, 23)]
+    for dtype in (torch.float32, torch.bfloat16):
+        ours = M.load_pretrained(tmp_path, dtype=dtype)
+        ref = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=dtype).eval()
+        kw = dict(prefix="", batch_size=3, num_beams=2, max_new_tokens=6)
+        plain, padded = E.translate(ours, ByteTok(), sources, **kw), E.translate(ours, ByteTok(), sources, **kw,
+                                                                                 bucket=512)
+        assert dtype == torch.bfloat16 or padded == plain
+        order, hf = sorted(range(len(sources)), key=lambda i: len(sources[i])), {}
+        for s in range(0, len(order), 3):
+            ids = [ByteTok().encode(sources[i]) for i in order[s:s + 3]]
+            S = data.bucket_length(max(map(len, ids)), 512)
+            assert S > min(map(len, ids))
+            x = torch.tensor([i + [0] * (S - len(i)) for i in ids])
+            mask = (x != 0).long()                                     # (ByteTok's ids are 2..61)
+            with torch.no_grad():
+                out = ref.generate(input_ids=x, attention_mask=mask, num_beams=2, length_penalty=0.6, do_sample=False,
+                                   max_new_tokens=6)
+                want, got = ref.encoder(input_ids=x, attention_mask=mask).last_hidden_state, ours.encode(x, mask)
+            torch.testing.assert_close(got[mask.bool()].float(), want[mask.bool()].float(), rtol=0,
+                                       atol=1e-4 if dtype == torch.float32 else 0.1)
+            hf.update(zip(order[s:s + 3], out.tolist()))
+        strip = lambda ids: [t for t in ids if t > 1]                  # noqa: E731  (start, pads, EOS)
+        same = sum(strip(map(int, a.split())) == strip(hf[i]) for i, a in enumerate(padded))
+        assert len(set(padded)) > 3 and same >= len(sources) - (dtype == torch.bfloat16)
