@@ -15,7 +15,8 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 On a CPU in bf16 (train.py's autocast, or bf16 weights here: bucket_limit) batches, prompts, sources and perplexity's
 last windows are padded to data.bucket_length's few lengths: oneDNN keeps memory for every matmul shape it meets.
 Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached),
-MMLU's prompts padded to few lengths (each question's new tokens after the cached prefix: one length per question).
+padding MMLU's prompts (each question's new tokens after the cached prefix: one length per question) and --task
+generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than transformers' on the same prompt).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
     python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
@@ -562,11 +563,9 @@ def command(argv=None):
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
-        records = read_prompts(args.prompts)
-        bucket = bucket_limit(model, context_length(model))
-        base = generate_answers(model, tok, records, args.max_new_tokens, bucket=bucket)
-        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens,
-                                 bucket=bucket) \
+        records = read_prompts(args.prompts)  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
+        base = generate_answers(model, tok, records, args.max_new_tokens)
+        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
             if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))

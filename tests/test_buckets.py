@@ -554,3 +554,25 @@ def test_padded_sources_translate_as_transformers(tmp_path):
         strip = lambda ids: [t for t in ids if t > 1]                  # noqa: E731  (start, pads, EOS)
         same = sum(strip(map(int, a.split())) == strip(hf[i]) for i, a in enumerate(padded))
         assert len(set(padded)) > 3 and same >= len(sources) - (dtype == torch.bfloat16)
+
+
+def test_eval_py_generate_runs_each_prompt_unpadded_in_bf16(tiny, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """eval.py --task generate, one prompt at a time, bf16 weights on a CPU: each prompt runs as it is, no pad and no
+    attention mask, as transformers' generate does (and as MMLU's prompts run). Padded to a bucket length, SmolLM2-
+    135M-Instruct's bf16 greedy answers to 40 prompts (20 tokens) were its unpadded ones for only 29, transformers'
+    on the same padded prompts for 34; unpadded they are transformers' for all 40 (fp32: all 40 every way)."""
+    import eval as E
+    met, generate = [], E.generate
+    monkeypatch.setattr(E, "generate", lambda m, ids, n, **k: met.append(
+        (ids.shape[1], k["attention_mask"])) or generate(m, ids, n, **k))
+    prompts = ["Name a color.", "Say a long thing about rivers and the sea and a boat.", "Why?", "List three cities."]
+    (tmp_path / "p.txt").write_text("\n\n".join(prompts) + "\n")
+    E.main(["--task", "generate", "--model", tiny[0], "--prompts", str(tmp_path / "p.txt"), "--dtype", "bfloat16",
+            "--device", "cpu", "--max-new-tokens", "4"])
+    tok = data.load_tokenizer(tiny[0])
+    lengths = [len(tok.encode(data.alpaca_prompt({"instruction": p, "input": ""}))) for p in prompts]
+    assert [T for T, _ in met] == lengths != [data.bucket_length(n, 1 << 16) for n in lengths]
+    assert all(mask is None for _, mask in met)
+    answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answers"]
+    model = M.load_pretrained(tiny[0], dtype=torch.bfloat16)
+    assert [a["base"] for a in answers] == E.generate_answers(model, tok, [{"instruction": p} for p in prompts], 4)
