@@ -9,6 +9,7 @@ rank's. The evaluations pad too (eval.py): greedy generation's prompts (SmolLM2-
 over its warm-up, bucketed +1 MiB), translation sources, SQuAD windows, perplexity's last windows: the same answers
 and scores as unpadded in fp32; eval.py pads where its weights are bf16 on a CPU, train.py's check on CPU bf16."""
 import json
+import math
 import random
 import signal
 
@@ -26,6 +27,11 @@ from fixtures import fault_at_loss_call, flags, random_params, tiny  # noqa: F40
 from lorasp import apply_lorasp
 
 BERT = M.EncoderConfig("bert", vocab_size=64, n_positions=64, n_embd=32, n_head=4, n_ffn=72)
+HF_CAUSAL = {"llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+                 vocab_size=64, hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64)),
+             "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+                 vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=1))}
 
 
 @pytest.mark.parametrize("limit, count", [(64, 16), (100, 21), (512, 40), (10, 3)])
@@ -286,21 +292,35 @@ def test_squad_windows_padded_to_a_bucket_answer_as_unpadded(tmp_path, monkeypat
         monkeypatch.undo()
 
 
-def test_perplexity_padded_to_a_bucket_scores_as_unpadded(monkeypatch):
-    """eval.perplexity with bucket (eval.py on bf16 weights): each document's last, shorter window right-padded to a
-    bucket length, unscored: the same perplexity (fp32: to rounding) and token count; windows meet bucket lengths."""
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_perplexity_padded_to_a_bucket_scores_as_unpadded(kind, tmp_path, monkeypatch):
+    """eval.perplexity with bucket (eval.py on bf16 weights), RoPE and GPT-2's learned positions: each document's
+    last, shorter window right-padded to a bucket length, unscored: the same perplexity (fp32: to rounding) and token
+    count; windows meet bucket lengths. Each padded window's loss is transformers' (labels=, the same ids) on it:
+    fp32 to rounding, bf16 weights within 2%."""
     import eval as E
-    model = random_params(M.build_model(M.LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
-                                                      n_ffn=72)), 1)
+    random_params(HF_CAUSAL[kind](), 1).save_pretrained(tmp_path)
     rng = random.Random(0)
     docs = [([rng.randrange(64) for _ in range(n)], 0) for n in (5, 23, 40, 70, 13, 33)]
-    met = prefill_lengths(monkeypatch, model)
-    plain = E.perplexity(model, docs, seq_len=32, stride=24)
-    longest = list(met)
-    met.clear()
-    padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=32)
-    assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5)
-    assert met == [data.bucket_length(T, 32) for T in longest] and len(set(met)) < len(set(longest))
+    for dtype in (torch.float32, torch.bfloat16):
+        model = M.load_pretrained(tmp_path, dtype=dtype)
+        ref = (transformers.LlamaForCausalLM if kind == "llama" else transformers.GPT2LMHeadModel).from_pretrained(
+            tmp_path, dtype=dtype).eval()
+        met, forward = [], model.forward
+        monkeypatch.setattr(model, "forward", lambda ids, labels: met.append((ids, labels)) or forward(ids,
+                                                                                                     labels=labels))
+        plain = E.perplexity(model, docs, seq_len=32, stride=24)
+        longest = [ids.shape[1] for ids, _ in met]
+        met.clear()
+        padded = E.perplexity(model, docs, seq_len=32, stride=24, bucket=32)
+        assert padded[1] == plain[1] and padded[0] == pytest.approx(plain[0], rel=1e-5 if dtype == torch.float32
+                                                                    else 2e-2)
+        lengths = [ids.shape[1] for ids, _ in met]
+        assert lengths == [data.bucket_length(T, 32) for T in longest] and len(set(lengths)) < len(set(longest))
+        with torch.no_grad():                                         # transformers: mean NLL of the scored targets
+            nll = sum(ref(ids, labels=labels).loss.item() * int((labels[:, 1:] != -100).sum()) for ids, labels in met)
+        assert math.exp(nll / padded[1]) == pytest.approx(padded[0], rel=1e-5 if dtype == torch.float32 else 2e-2)
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
@@ -411,13 +431,6 @@ def test_bucket_limit_pads_where_the_linears_multiply_bf16(kind, tmp_path):
         m32 = M.load_pretrained(tmp_path, dtype=torch.float32)        # (autocast casts inside F.linear)
         assert E.bucket_limit(m32, 48) == 48
     assert E.bucket_limit(m32, 48) is None
-
-
-HF_CAUSAL = {"llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
-                 vocab_size=64, hidden_size=32, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=64)),
-             "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-                 vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=1))}
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
