@@ -589,3 +589,23 @@ def test_eval_py_generate_runs_each_prompt_unpadded_in_bf16(tiny, tmp_path, monk
     answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answers"]
     model = M.load_pretrained(tiny[0], dtype=torch.bfloat16)
     assert [a["base"] for a in answers] == E.generate_answers(model, tok, [{"instruction": p} for p in prompts], 4)
+
+
+def test_gpt2_squad_answers_padded_as_unpadded(tmp_path, monkeypatch):
+    """eval.evaluate_squad on a causal LM (GPT-2's learned positions: each answer generated from its left-padded
+    prompt): fp32 and bf16 weights, every answer and score as unpadded; the prompts met at bucket lengths."""
+    import eval as E
+    from bench.toy_squad import write_gpt2, write_toy
+    squad, _ = write_toy(tmp_path, n_train=1, n_dev=24)
+    gpt2 = write_gpt2(tmp_path)
+    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), data.load_tokenizer(gpt2)
+    for dtype in (torch.float32, torch.bfloat16):
+        model = random_params(M.load_pretrained(gpt2), 1).to(dtype)
+        met = prefill_lengths(monkeypatch, model)
+        plain = E.evaluate_squad(model, tok, dataset)
+        longest = list(met)
+        met.clear()
+        padded = E.evaluate_squad(model, tok, dataset, bucket=256)
+        assert padded == plain and len(set(plain[1].values())) > 3
+        assert met == [data.bucket_length(T, 256 - 32) for T in longest] != longest
+        monkeypatch.undo()
