@@ -108,3 +108,51 @@ def test_minilm_hidden_states_match_transformers():
         h, want = ours(ids, mask, types), ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
     real = mask.bool()  # padded positions are not compared (no one reads them)
     torch.testing.assert_close(h[real], want.last_hidden_state[real], atol=1e-4, rtol=0)
+
+
+def test_smollm2_padded_prompts_and_windows_as_unpadded(smol):
+    """The evaluations' CPU bf16 padding (data.bucket_length) on the real weights, in fp32 where it must change
+    nothing: greedy answers from left-padded prompts (one at a time and three a batch) are the unpadded ones and
+    transformers' generate on the same padded ids and mask; perplexity with the last windows right-padded is the
+    unpadded one."""
+    import eval as E
+    ours, ref, tok = smol
+    records = [{"instruction": q} for q in ("What is the capital of France?", "Name two colours.",
+                                            "Write one sentence about the sea, the wind and the boats.", "Why?")]
+    plain = E.generate_answers(ours, tok, records, 12)
+    for batch_size in (1, 3):
+        assert E.generate_answers(ours, tok, records, 12, batch_size, bucket=2048) == plain
+    p = tok.encode(data.alpaca_prompt(records[1]))
+    T = data.bucket_length(len(p), 2048)
+    ids, mask = torch.tensor([[0] * (T - len(p)) + p]), torch.tensor([[0] * (T - len(p)) + [1] * len(p)])
+    assert T > len(p)
+    want = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_id,
+                        pad_token_id=tok.eos_id)[0, T:].tolist()
+    assert plain[1] == tok.decode([t for t in want if t != tok.eos_id]).strip()
+    docs = [(tok.encode(PROSE[:n]), 0) for n in (300, 700, 1100)]
+    a, b = E.perplexity(ours, docs, seq_len=64, stride=48), E.perplexity(ours, docs, seq_len=64, stride=48, bucket=64)
+    assert a[1] == b[1] and a[0] == pytest.approx(b[0], rel=1e-5)
+
+
+def test_minilm_padded_windows_as_unpadded_and_as_transformers():
+    """all-MiniLM-L6-v2 (BERT) on pairs padded to bucket lengths (data.collate, as evaluate_squad's windows): real
+    tokens' hidden states as padded to the longest (fp32, 1e-5), and bf16 weights' as transformers' bf16 BertModel on
+    the same padded batch (0.1 of |h| up to ~10)."""
+    d = path("minilm", "model.safetensors").removesuffix("model.safetensors")
+    tok = load_tokenizer(d)
+    texts = [("Where is the boat?", "The boat is in the harbour, beside the old red lighthouse."),
+             ("Who wrote it?", "A man wrote it."), ("What colour?", "Blue, green and a little grey in the winter.")]
+    examples = [dict(zip(("input_ids", "token_type_ids"), tok.encode_pair(a, b)), labels=0) for a, b in texts]
+    longest, padded = data.collate(examples, 0), data.collate(examples, 0, bucket=64)
+    assert padded["input_ids"].shape[1] > longest["input_ids"].shape[1]
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    real = longest["attention_mask"].bool()
+    for dtype in (torch.float32, torch.bfloat16):
+        ours = load_pretrained(d, dtype=dtype)
+        ref = transformers.AutoModel.from_pretrained(d, dtype=dtype).eval()
+        with torch.no_grad():
+            h = ours(*(padded[k] for k in keys))[:, :real.shape[1]][real].float()
+            want = ref(**{k: padded[k] for k in keys}).last_hidden_state[:, :real.shape[1]][real].float()
+            if dtype == torch.float32:
+                torch.testing.assert_close(h, ours(*(longest[k] for k in keys))[real], atol=1e-5, rtol=0)
+        torch.testing.assert_close(h, want, atol=1e-4 if dtype == torch.float32 else 0.1, rtol=0)
