@@ -609,3 +609,27 @@ def test_gpt2_squad_answers_padded_as_unpadded(tmp_path, monkeypatch):
         assert padded == plain and len(set(plain[1].values())) > 3
         assert met == [data.bucket_length(T, 256 - 32) for T in longest] != longest
         monkeypatch.undo()
+
+
+def test_gpt2_glue_padded_classifies_as_unpadded_and_as_transformers(tmp_path):
+    """eval.evaluate_glue on GPT-2 (the classifier reads the last real token, learned positions) with bucket: fp32,
+    the same logits as padded to the longest (via the metrics and loss) and as transformers'
+    GPT2ForSequenceClassification on the same padded batch (it finds the last token that is not pad_token_id)."""
+    import eval as E
+    c = transformers.GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, num_labels=2,
+                                pad_token_id=0)
+    random_params(transformers.GPT2ForSequenceClassification(c), 0).save_pretrained(tmp_path)
+    ours, ref = M.load_pretrained(tmp_path).add_head(2), transformers.GPT2ForSequenceClassification.from_pretrained(
+        tmp_path).eval()
+    rng = random.Random(0)
+    dev = {"validation": [{"input_ids": [rng.randrange(1, 64) for _ in range(n)], "token_type_ids": [0] * n,
+                           "labels": rng.randrange(2)} for n in (3, 21, 7, 12, 9, 30, 5, 17)]}
+    plain, padded = E.evaluate_glue(ours, "sst2", dev, 3), E.evaluate_glue(ours, "sst2", dev, 3, bucket=64)
+    (p,), (q,) = plain.values(), padded.values()
+    assert p["accuracy"] == q["accuracy"] and p["loss"] == pytest.approx(q["loss"], rel=1e-6)
+    for rows, b in data.sorted_batches(dev["validation"], 3, 0, bucket=64):
+        assert b["attention_mask"].sum(1).max() < b["input_ids"].shape[1]  # padded past the longest
+        with torch.no_grad():
+            torch.testing.assert_close(ours.classify(b["input_ids"], b["attention_mask"]),
+                                       ref(b["input_ids"], attention_mask=b["attention_mask"]).logits, atol=1e-4,
+                                       rtol=0)
