@@ -7,7 +7,9 @@ a train.py run on CPU bf16 meets only those lengths and the plan counts them, fp
 on bit for bit with bf16's padding; a causal LM's vocabulary head meets few row counts too, and the plan counts a DDP
 rank's. The evaluations pad too (eval.py): greedy generation's prompts (SmolLM2-135M on 40 prompt lengths: +107 MiB
 over its warm-up, bucketed +1 MiB), translation sources, SQuAD windows, perplexity's last windows: the same answers
-and scores as unpadded in fp32; eval.py pads where its weights are bf16 on a CPU, train.py's check on CPU bf16."""
+and scores as unpadded in fp32, and as transformers' on the same padded inputs (each family: RoPE, GPT-2's learned
+positions, T5's relative buckets, BERT's segments, RoBERTa's pad-counted positions); eval.py pads where its linears
+multiply bf16 on a CPU (bucket_limit), but not --task generate's one prompt at a time; train.py's check on CPU bf16."""
 import json
 import math
 import random
