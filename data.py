@@ -1063,27 +1063,33 @@ def written_quoted(path, delimiter="\t"):
     """Whether a TSV/CSV file is quoted as pandas' to_csv (Python's csv.writer, QUOTE_MINIMAL) writes it: every row,
     read with csv's quoting, written back the same, byte for byte (fields holding a tab, newline or quote in doubled
     quotes "", the others bare). GLUE's own files are not: their quotes are text (CoLA's 'He said "hi.', MRPC's
-    '"Referring ...'), and the first such row gives them away. A file with no quote character reads the same both
-    ways (False)."""
+    '"Referring ...'). A file with no quote character reads the same both ways (False). A file with rows of both
+    kinds (rows appended by hand, files joined) is refused, naming one of each: either reading gets some rows wrong."""
     with text_file(path, "utf-8-sig", newline="") as f:
-        raw, quoted = [], False
+        raw, quoted, bare = [], None, None
 
         def lines():                                   # each row's own text, as the reader takes it
             for line in f:
                 raw.append(line)
                 yield line
+        rows = csv.reader(lines(), delimiter=delimiter, strict=True)
         try:
-            for row in csv.reader(lines(), delimiter=delimiter, strict=True):
+            for row in rows:
                 text, raw[:] = "".join(raw), []
-                quoted = quoted or '"' in text
                 out = io.StringIO()
                 csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
                            ).writerow(row)
-                if out.getvalue() != text and out.getvalue().rstrip("\r\n") != text:  # (the last: no line end)
-                    return False
+                if out.getvalue() == text or out.getvalue().rstrip("\r\n") == text:  # (the last: no line end)
+                    quoted = quoted or '"' in text and rows.line_num - text.count("\n") + text.endswith("\n")
+                elif '"' in text:                      # (a row without one reads the same either way)
+                    bare = bare or rows.line_num
+                if quoted and bare:
+                    raise ValueError(f"{path}: line {quoted} is quoted as pandas' to_csv writes it, line {bare} is "
+                                     "not (a quote read as text): some rows would be read wrong either way; write "
+                                     "the file again with one tool")
         except csv.Error:                              # a lone quote, a field past csv's size limit
             return False
-    return quoted
+    return bool(quoted) and not bare
 
 
 def read_glue(path, task):
@@ -1091,8 +1097,9 @@ def read_glue(path, task):
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
-    drops them (its "corrupted rows": QQP's); more fields than the header (a stray tab), an unknown label or a
-    missing column is an error naming the file and line."""
+    drops them (its "corrupted rows": QQP's); empty fields past the header's (trailing tabs) are left out, as it
+    leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
+    line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, quoted = [], [], written_quoted(path)
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
@@ -1104,6 +1111,8 @@ def read_glue(path, task):
         for row in rows:
             if not any(row):                                   # a blank line: nothing to read
                 continue
+            while len(row) > len(header) and row[-1] == "":  # a trailing tab: csv.DictReader's rest, left out
+                row.pop()
             r = dict(zip(header, row))
             if len(row) < len(header) or labels is not None and r[label] == "":
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
