@@ -111,6 +111,7 @@ class Tokenizer:
     """encode(text) -> ids (with BOS when the model family expects it), decode(ids) -> text."""
     bos_id = eos_id = pad_id = None
     add_bos = False
+    add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
 
     def encode(self, text, bos=None, eos=False, after=False):
@@ -396,8 +397,8 @@ def read_merges(path):
 
 
 def tokenizer_json(path):
-    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS its TemplateProcessing puts first), or T5's Unigram
-    one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
+    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS and EOS its TemplateProcessing puts around a text), or
+    T5's Unigram one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
@@ -424,11 +425,14 @@ def tokenizer_json(path):
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
-    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), as tokenizers does
-        first = (template.get("single") or [{}])[0].get("SpecialToken")
-        tok.add_bos = first is not None
+    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), an EOS after ("$A </s>")
+        single = template.get("single") or [{}]
+        first, last = (single[i].get("SpecialToken") for i in (0, -1))
+        tok.add_bos, tok.add_eos = first is not None, last is not None
         if first:
             tok.bos_id = template["special_tokens"][first["id"]]["ids"][0]
+        if last:
+            tok.eos_id = template["special_tokens"][last["id"]]["ids"][0]
     return tok
 
 
@@ -511,8 +515,19 @@ def gguf_tokenizer(path):
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
+    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
     for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
         setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
+    return eos_note(tok, f"{path}: GGUF's tokenizer.ggml.add_eos_token")
+
+
+def eos_note(tok, setting):
+    """Say where we follow a tokenizer that ends every text with EOS, and where not (transformers' adds it to a
+    prompt too: the model would see the text end before its answer)."""
+    if tok.add_eos and tok.eos_id is not None:
+        print(f"{setting}: every text ends with EOS ({tok.eos_id}) in lorasp too where the model learns or is scored "
+              "on it (a record's response, a text line, a perplexity document), as transformers encodes it; not a "
+              "prompt it continues (generation, MMLU): there it would end the text before the answer")
     return tok
 
 
@@ -535,7 +550,8 @@ def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
     model's own <s>, </s>, <pad> win over config.json's, as in transformers. tokenizer_config.json's add_bos_token says
-    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not)."""
+    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not);
+    its add_eos_token (or tokenizer.json's "$A </s>") whether texts end with EOS (eos_note says where we follow it)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -567,9 +583,14 @@ def load_tokenizer(path):
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
     if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
-            cfg, dict) and isinstance(cfg.get("add_bos_token"), bool):  # Yi's false: its texts start without <s>; a
-        tok.add_bos = cfg["add_bos_token"]                     # GPT-2's true: with <|endoftext|> (as transformers)
+            cfg, dict):
+        if isinstance(cfg.get("add_bos_token"), bool):         # Yi's false: its texts start without <s>; a
+            tok.add_bos = cfg["add_bos_token"]                 # GPT-2's true: with <|endoftext|> (as transformers)
+        if isinstance(cfg.get("add_eos_token"), bool):         # LlamaTokenizer's: every text ends with </s>
+            tok.add_eos = cfg["add_eos_token"]
+            setting = f"{f('tokenizer_config.json')}'s add_eos_token"
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -586,7 +607,7 @@ def load_tokenizer(path):
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
-    return tok
+    return eos_note(tok, setting)
 
 
 def check_vocab(tok, rows, where):
@@ -716,12 +737,12 @@ def tokenize_records(records, tok, seq_len):
 
 
 def perplexity_docs(path, tok):
-    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored; Alpaca
-    JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
-    as tokenize_records does)."""
+    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored (EOS last
+    where the tokenizer ends every text with it: add_eos_token); Alpaca JSON/JSONL records are prompt + output + EOS
+    each, only the response scored (prompt and response tokenized apart, as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):
         with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to score
-            return [(tok.encode(f.read()), 1)]
+            return [(tok.encode(f.read(), eos=tok.add_eos), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
                for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]

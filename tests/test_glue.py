@@ -289,8 +289,8 @@ def test_glue_metrics_by_task():
 ])
 def test_tsv_quoted_in_some_rows_only_is_refused_naming_lines(rows, tmp_path):
     """A file some of whose rows are quoted as pandas' to_csv writes them and some not (rows appended by hand, files
-    joined): read either way, some rows come out wrong (the doubled quotes read as text, or a quote lost); HF's glue loader
-    and pandas each read one half wrong without a word. Refused, naming a line of each kind."""
+    joined): read either way, some rows come out wrong (the doubled quotes read as text, or a quote lost); HF's
+    glue loader and pandas each read one half wrong without a word. Refused, naming a line of each kind."""
     path = tmp_path / "train.tsv"
     path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
     a, b = (2, 3) if rows[0].startswith('"') else (3, 2)
