@@ -549,9 +549,10 @@ def added_tokens(directory):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s>, </s>, <pad> win over config.json's, as in transformers. tokenizer_config.json's add_bos_token says
-    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not);
-    its add_eos_token (or tokenizer.json's "$A </s>") whether texts end with EOS (eos_note says where we follow it)."""
+    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
+    tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
+    (defaults: LLaMA's and RoBERTa's do, GPT-2's not); its add_eos_token (or tokenizer.json's "$A </s>") whether texts
+    end with EOS (eos_note says where we follow it)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -599,10 +600,11 @@ def load_tokenizer(path):
             value = value[0] if isinstance(value, list) else value
             if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
                 continue
-            if isinstance(tok, SentencePieceTokenizer) and own is not None and value < tok.sp.get_piece_size() and (
-                    tok.sp.is_control(value) or tok.sp.is_unknown(value)):  # another special piece: its own win, as
-                # in transformers (early LLaMA conversions say bos 0, eos 1: <unk> and <s>); an added token (a chat
-                # fine-tune's <|im_end|> as eos) or a plain piece named by config.json is taken
+            if isinstance(tok, SentencePieceTokenizer) and own is not None and (key == "bos_id" or value < tok.sp.
+                    get_piece_size() and (tok.sp.is_control(value) or tok.sp.is_unknown(value))):  # its own win, as
+                # in transformers, whose tokenizer never reads config.json: its BOS always (the model learned texts
+                # starting with it), another special piece (early LLaMA conversions say bos 0, eos 1: <unk> and <s>);
+                # an added token (a chat fine-tune's <|im_end|> as eos) or a plain piece as eos or pad is taken
                 print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue

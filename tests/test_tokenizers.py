@@ -215,6 +215,21 @@ def test_sentencepiece_add_bos_token_as_transformers(tmp_path, add_bos):
 
 
 
+
+def test_sentencepiece_bos_is_never_config_json_s(tmp_path, capsys):
+    """transformers' tokenizer never reads config.json: a text starts with the tokenizer's own <s> whatever
+    bos_token_id config.json names, and the model was trained on what that tokenizer encodes. Ours started with
+    config.json's piece where it named an ordinary one (5 here) or an added token; its eos is still taken (the token
+    generation stops at: a chat fine-tune's <|im_end|>)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": True}))
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 5, "eos_token_id": 6}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    assert tok.encode("Hello world") == ref("Hello world").input_ids and (tok.bos_id, tok.eos_id) == (1, 6)
+    assert "bos_token_id 5 is not the tokenizer's <s> (1); using 1" in capsys.readouterr().out
+
 def test_sentencepiece_add_eos_token_as_transformers(tmp_path, capsys):
     """tokenizer_config.json's add_eos_token true: transformers' LlamaTokenizer ends every text with </s>. Where a
     model learns or is scored on a text, ours does too: a perplexity document ended without it (one token short of
