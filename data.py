@@ -111,6 +111,7 @@ class Tokenizer:
     """encode(text) -> ids (with BOS when the model family expects it), decode(ids) -> text."""
     bos_id = eos_id = pad_id = None
     add_bos = False
+    add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
 
     def encode(self, text, bos=None, eos=False, after=False):
@@ -396,8 +397,8 @@ def read_merges(path):
 
 
 def tokenizer_json(path):
-    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS its TemplateProcessing puts first), or T5's Unigram
-    one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
+    """A byte-level BPE tokenizer.json (HF `tokenizers`; the BOS and EOS its TemplateProcessing puts around a text), or
+    T5's Unigram one; other pre-tokenizers, and a BPE's normalizer, are refused rather than guessed."""
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
@@ -424,11 +425,14 @@ def tokenizer_json(path):
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
-    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), as tokenizers does
-        first = (template.get("single") or [{}])[0].get("SpecialToken")
-        tok.add_bos = first is not None
+    if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), an EOS after ("$A </s>")
+        single = template.get("single") or [{}]
+        first, last = (single[i].get("SpecialToken") for i in (0, -1))
+        tok.add_bos, tok.add_eos = first is not None, last is not None
         if first:
             tok.bos_id = template["special_tokens"][first["id"]]["ids"][0]
+        if last:
+            tok.eos_id = template["special_tokens"][last["id"]]["ids"][0]
     return tok
 
 
@@ -511,8 +515,19 @@ def gguf_tokenizer(path):
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
+    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
     for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
         setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
+    return eos_note(tok, f"{path}: GGUF's tokenizer.ggml.add_eos_token")
+
+
+def eos_note(tok, setting):
+    """Say where we follow a tokenizer that ends every text with EOS, and where not (transformers' adds it to a
+    prompt too: the model would see the text end before its answer)."""
+    if tok.add_eos and tok.eos_id is not None:
+        print(f"{setting}: every text ends with EOS ({tok.eos_id}) in lorasp too where the model learns or is scored "
+              "on it (a record's response, a text line, a perplexity document), as transformers encodes it; not a "
+              "prompt it continues (generation, MMLU): there it would end the text before the answer")
     return tok
 
 
@@ -534,8 +549,10 @@ def added_tokens(directory):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s>, </s>, <pad> win over config.json's, as in transformers. tokenizer_config.json's add_bos_token says
-    whether a sentencepiece or byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not)."""
+    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
+    tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
+    (defaults: LLaMA's and RoBERTa's do, GPT-2's not); its add_eos_token (or tokenizer.json's "$A </s>") whether texts
+    end with EOS (eos_note says where we follow it)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -567,9 +584,14 @@ def load_tokenizer(path):
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+    setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
     if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
-            cfg, dict) and isinstance(cfg.get("add_bos_token"), bool):  # Yi's false: its texts start without <s>; a
-        tok.add_bos = cfg["add_bos_token"]                     # GPT-2's true: with <|endoftext|> (as transformers)
+            cfg, dict):
+        if isinstance(cfg.get("add_bos_token"), bool):         # Yi's false: its texts start without <s>; a
+            tok.add_bos = cfg["add_bos_token"]                 # GPT-2's true: with <|endoftext|> (as transformers)
+        if isinstance(cfg.get("add_eos_token"), bool):         # LlamaTokenizer's: every text ends with </s>
+            tok.add_eos = cfg["add_eos_token"]
+            setting = f"{f('tokenizer_config.json')}'s add_eos_token"
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -578,15 +600,16 @@ def load_tokenizer(path):
             value = value[0] if isinstance(value, list) else value
             if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
                 continue
-            if isinstance(tok, SentencePieceTokenizer) and own is not None and value < tok.sp.get_piece_size() and (
-                    tok.sp.is_control(value) or tok.sp.is_unknown(value)):  # another special piece: its own win, as
-                # in transformers (early LLaMA conversions say bos 0, eos 1: <unk> and <s>); an added token (a chat
-                # fine-tune's <|im_end|> as eos) or a plain piece named by config.json is taken
+            if isinstance(tok, SentencePieceTokenizer) and own is not None and (key == "bos_id" or value < tok.sp.
+                    get_piece_size() and (tok.sp.is_control(value) or tok.sp.is_unknown(value))):  # its own win, as
+                # in transformers, whose tokenizer never reads config.json: its BOS always (the model learned texts
+                # starting with it), another special piece (early LLaMA conversions say bos 0, eos 1: <unk> and <s>);
+                # an added token (a chat fine-tune's <|im_end|> as eos) or a plain piece as eos or pad is taken
                 print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
-    return tok
+    return eos_note(tok, setting)
 
 
 def check_vocab(tok, rows, where):
@@ -716,12 +739,12 @@ def tokenize_records(records, tok, seq_len):
 
 
 def perplexity_docs(path, tok):
-    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored; Alpaca
-    JSON/JSONL records are prompt + output + EOS each, only the response scored (prompt and response tokenized apart,
-    as tokenize_records does)."""
+    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored (EOS last
+    where the tokenizer ends every text with it: add_eos_token); Alpaca JSON/JSONL records are prompt + output + EOS
+    each, only the response scored (prompt and response tokenized apart, as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):
         with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to score
-            return [(tok.encode(f.read()), 1)]
+            return [(tok.encode(f.read(), eos=tok.add_eos), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
                for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]
@@ -1063,27 +1086,33 @@ def written_quoted(path, delimiter="\t"):
     """Whether a TSV/CSV file is quoted as pandas' to_csv (Python's csv.writer, QUOTE_MINIMAL) writes it: every row,
     read with csv's quoting, written back the same, byte for byte (fields holding a tab, newline or quote in doubled
     quotes "", the others bare). GLUE's own files are not: their quotes are text (CoLA's 'He said "hi.', MRPC's
-    '"Referring ...'), and the first such row gives them away. A file with no quote character reads the same both
-    ways (False)."""
+    '"Referring ...'). A file with no quote character reads the same both ways (False). A file with rows of both
+    kinds (rows appended by hand, files joined) is refused, naming one of each: either reading gets some rows wrong."""
     with text_file(path, "utf-8-sig", newline="") as f:
-        raw, quoted = [], False
+        raw, quoted, bare = [], None, None
 
         def lines():                                   # each row's own text, as the reader takes it
             for line in f:
                 raw.append(line)
                 yield line
+        rows = csv.reader(lines(), delimiter=delimiter, strict=True)
         try:
-            for row in csv.reader(lines(), delimiter=delimiter, strict=True):
+            for row in rows:
                 text, raw[:] = "".join(raw), []
-                quoted = quoted or '"' in text
                 out = io.StringIO()
                 csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
                            ).writerow(row)
-                if out.getvalue() != text and out.getvalue().rstrip("\r\n") != text:  # (the last: no line end)
-                    return False
+                if out.getvalue() == text or out.getvalue().rstrip("\r\n") == text:  # (the last: no line end)
+                    quoted = quoted or '"' in text and rows.line_num - text.count("\n") + text.endswith("\n")
+                elif '"' in text:                      # (a row without one reads the same either way)
+                    bare = bare or rows.line_num
+                if quoted and bare:
+                    raise ValueError(f"{path}: line {quoted} is quoted as pandas' to_csv writes it, line {bare} is "
+                                     "not (a quote read as text): some rows would be read wrong either way; write "
+                                     "the file again with one tool")
         except csv.Error:                              # a lone quote, a field past csv's size limit
             return False
-    return quoted
+    return bool(quoted) and not bare
 
 
 def read_glue(path, task):
@@ -1091,8 +1120,9 @@ def read_glue(path, task):
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
-    drops them (its "corrupted rows": QQP's); more fields than the header (a stray tab), an unknown label or a
-    missing column is an error naming the file and line."""
+    drops them (its "corrupted rows": QQP's); empty fields past the header's (trailing tabs) are left out, as it
+    leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
+    line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, quoted = [], [], written_quoted(path)
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
@@ -1104,6 +1134,8 @@ def read_glue(path, task):
         for row in rows:
             if not any(row):                                   # a blank line: nothing to read
                 continue
+            while len(row) > len(header) and row[-1] == "":  # a trailing tab: csv.DictReader's rest, left out
+                row.pop()
             r = dict(zip(header, row))
             if len(row) < len(header) or labels is not None and r[label] == "":
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)

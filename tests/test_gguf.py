@@ -15,7 +15,7 @@ from gguf.quants import dequantize, quantize
 from fixtures import random_params
 import checkpoint as C
 import model as M
-from data import bytes_to_unicode, load_tokenizer
+from data import bytes_to_unicode, load_tokenizer, perplexity_docs
 
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q8_0]
 HF_NAMES = {hf: gg for gg, hf in C.GGUF_NAMES.items()}
@@ -212,3 +212,16 @@ def test_a_name_twice_in_the_header_is_refused_as_gguf_refuses_it(tmp_path):
             GGUFReader(path)
         with pytest.raises(ValueError, match=rf"d\.gguf: {what} appears twice in the GGUF header"):
             C.read_gguf(path)
+
+
+def test_gguf_add_eos_token_ends_a_scored_document(tmp_path, capsys):
+    """tokenizer.ggml.add_eos_token true (llama.cpp then ends every tokenized text with EOS): a perplexity document
+    ends with it (it was read for no GGUF), a prompt does not; the note names the key."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    meta = llama_meta(c) | {"tokenizer.ggml.eos_token_id": 6, "tokenizer.ggml.add_eos_token": True}
+    tok = load_tokenizer(write(tmp_path / "e.gguf", {}, meta))
+    assert "tokenizer.ggml.add_eos_token" in capsys.readouterr().out
+    (tmp_path / "doc.txt").write_text("hi")
+    assert perplexity_docs(str(tmp_path / "doc.txt"), tok) == [([ord("h"), ord("i"), 6], 1)]
+    assert tok.encode("hi") == [ord("h"), ord("i")]

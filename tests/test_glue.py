@@ -281,3 +281,30 @@ def test_glue_metrics_by_task():
     assert glue_metrics("rte", p, y) == glue_metrics("mnli", p, y) == pytest.approx({"accuracy": 100 * 4 / 6})
     s = glue_metrics("stsb", [0.0, 1.0, 4.0, 2.0], [1.0, 2.0, 5.0, 3.0])
     assert s["spearman"] == pytest.approx(100) and s["pearson"] == pytest.approx(100)  # y = x + 1: exact
+
+
+@pytest.mark.parametrize("rows", [
+    ['"say ""hi"""\t1', 'he said "x"\t0'],          # a to_csv row, then a row with a bare quote
+    ['he said "x"\t0', '"a\tb"\t1'],                 # the other way round (a quoted tab)
+])
+def test_tsv_quoted_in_some_rows_only_is_refused_naming_lines(rows, tmp_path):
+    """A file some of whose rows are quoted as pandas' to_csv writes them and some not (rows appended by hand, files
+    joined): read either way, some rows come out wrong (the doubled quotes read as text, or a quote lost); HF's
+    glue loader and pandas each read one half wrong without a word. Refused, naming a line of each kind."""
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    a, b = (2, 3) if rows[0].startswith('"') else (3, 2)
+    with pytest.raises(ValueError, match=rf"train\.tsv: line {a} is quoted as pandas' to_csv writes it, line {b} "
+                                         r"is not"):
+        data.read_glue(str(path), "sst2")
+
+
+def test_trailing_tabs_are_empty_fields_read_as_hf_glue_reads_them(tmp_path):
+    """A row ending in a tab has one more, empty, field: HF's glue loader (csv.DictReader) leaves it out and reads the
+    row; it was refused as a stray tab. A stray tab inside the text (a field that is not empty) is still refused."""
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\nabc\t1\t\ndef\t0\t\t\n", encoding="utf-8")
+    assert data.read_glue(str(path), "sst2") == [("abc", None, 1), ("def", None, 0)]
+    path.write_text("sentence\tlabel\nabc\t1\tx\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.tsv:2: 3 fields, expected 2"):
+        data.read_glue(str(path), "sst2")

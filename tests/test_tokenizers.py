@@ -10,7 +10,8 @@ from tokenizers import (ByteLevelBPETokenizer, Tokenizer, decoders, models, norm
                         trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
-from data import BPETokenizer, SentencePieceTokenizer, UserError, check_vocab, load_tokenizer, sentencepiece_model
+from data import (BPETokenizer, SentencePieceTokenizer, UserError, alpaca_prompt, check_vocab, load_tokenizer,
+                  perplexity_docs, sentencepiece_model, tokenize_records)
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -212,6 +213,61 @@ def test_sentencepiece_add_bos_token_as_transformers(tmp_path, add_bos):
         assert tok.encode(text) == ref.encode(text), text                  # sentencepiece on trailing spaces)
     assert tok.encode("a", bos=True)[0] == tok.bos_id == 1                # asked for: still there
 
+
+
+
+def test_sentencepiece_bos_is_never_config_json_s(tmp_path, capsys):
+    """transformers' tokenizer never reads config.json: a text starts with the tokenizer's own <s> whatever
+    bos_token_id config.json names, and the model was trained on what that tokenizer encodes. Ours started with
+    config.json's piece where it named an ordinary one (5 here) or an added token; its eos is still taken (the token
+    generation stops at: a chat fine-tune's <|im_end|>)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": True}))
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 5, "eos_token_id": 6}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    assert tok.encode("Hello world") == ref("Hello world").input_ids and (tok.bos_id, tok.eos_id) == (1, 6)
+    assert "bos_token_id 5 is not the tokenizer's <s> (1); using 1" in capsys.readouterr().out
+
+def test_sentencepiece_add_eos_token_as_transformers(tmp_path, capsys):
+    """tokenizer_config.json's add_eos_token true: transformers' LlamaTokenizer ends every text with </s>. Where a
+    model learns or is scored on a text, ours does too: a perplexity document ended without it (one token short of
+    HF's); a record ends with one EOS (its response's), not two; a prompt the model continues gets none (it would end
+    the answer before it starts), and the note says so, naming the setting."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": True, "add_eos_token": True}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    assert "tokenizer_config.json's add_eos_token" in capsys.readouterr().out
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The quick brown fox. Hello world", encoding="utf-8")
+    assert perplexity_docs(str(doc), tok) == [(ref(doc.read_text()).input_ids, 1)]
+    assert ref("Hello world").input_ids[-1] == tok.eos_id == 2
+    record = {"instruction": "Say hello", "input": "", "output": "Hello world"}
+    ids = tokenize_records([record], tok, 512)[0][0]["input_ids"]
+    assert ids.count(2) == 1 and ids[-1] == 2
+    prompt = alpaca_prompt(record)
+    assert ref(prompt).input_ids[-1] == 2 and 2 not in tok.encode(prompt)  # no </s> where the model continues
+
+
+def test_tokenizer_json_template_eos_as_tokenizers(bpe_dir, tmp_path, capsys):
+    """A tokenizer.json whose post-processor ends every text with a special token ("$A <eos>"): that token is the
+    EOS (ours took <|endoftext|>: responses ended with a token the tokenizer never ends a text with) and a perplexity
+    document ends with it, as tokenizers encodes it (ours did not)."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ref.add_special_tokens(["<eos>"])
+    eos = ref.token_to_id("<eos>")
+    ref.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", eos)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    assert "tokenizer.json's post-processor" in capsys.readouterr().out
+    assert (tok.eos_id, tok.add_bos) == (eos, False)
+    doc = tmp_path / "doc.txt"
+    doc.write_text(TEXTS[0], encoding="utf-8")
+    assert perplexity_docs(str(doc), tok) == [(ref.encode(TEXTS[0]).ids, 1)]
+    assert tok.encode("a", eos=True) == ref.encode("a").ids
 
 def test_sentencepiece_ids_win_over_a_config_that_disagrees(tmp_path, capsys):
     """Early LLaMA conversions' config.json says bos 0, eos 1, pad -1 while tokenizer.model has <unk> 0, <s> 1,
