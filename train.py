@@ -70,7 +70,7 @@ from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
-from checkpoint import atomic_write, files_fingerprint, trim_if_crept
+from checkpoint import atomic_write, files_fingerprints, trim_if_crept
 from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
                    save_pretrained)
 from plan import peak_mem_mib
@@ -216,7 +216,8 @@ def load(run):
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
     run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
-    args.base_sha256 = files_fingerprint(run.source)          # --resume checks the base is the checkpoint's
+    args.base_files = files_fingerprints(run.source)          # --resume checks the base is the checkpoint's (and
+    args.base_sha256 = args.base_files.pop("")                 # names a file that changed)
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0

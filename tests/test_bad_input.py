@@ -707,6 +707,51 @@ def _(ctx):
     assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [2, 2]   # loss, val_loss
 
 
+def resumed(ctx, model, data_file):
+    """--resume of checkpointed(ctx) with --model and --data written as given: the summary's steps."""
+    out = checkpointed(ctx)
+    train.main(flags((str(model), str(data_file)), out, "--max-steps", "2", "--resume"))
+    return json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])["steps"]
+
+
+@case("--resume: --model and --data as relative paths of the checkpoint's absolute ones", None)
+def _(ctx):  # (was refused: "--model /abs/tiny -> tiny")
+    ctx.mp.chdir(os.path.dirname(ctx.tiny[0]))
+    assert resumed(ctx, os.path.relpath(ctx.tiny[0]), os.path.relpath(ctx.tiny[1])) == 2
+
+
+@case("--resume: --model and --data through symlinks", None)
+def _(ctx):
+    os.symlink(ctx.tiny[0], ctx.tmp / "base")
+    os.symlink(ctx.tiny[1], ctx.tmp / ("task" + os.path.splitext(ctx.tiny[1])[1]))
+    assert resumed(ctx, ctx.tmp / "base", ctx.tmp / ("task" + os.path.splitext(ctx.tiny[1])[1])) == 2
+
+
+@case("--resume: --model and --data copied to another folder, the same files", None)
+def _(ctx):
+    (ctx.tmp / "elsewhere").mkdir()
+    task = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere")
+    assert resumed(ctx, shutil.copytree(ctx.tiny[0], ctx.tmp / "elsewhere" / "base"), task) == 2
+
+
+@case("--resume: a copy of the base with one file changed", SystemExit, "/base: config.json differs). The adapter")
+def _(ctx):  # refused before any weight loads, naming the file
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    edit_json(os.path.join(base, "config.json"), rms_norm_eps=1e-3)   # (load_pretrained reads it: a changed model)
+    resumed(ctx, base, ctx.tiny[1])
+
+
+@case("--resume: a copy of the data with one record changed", SystemExit,
+      "--resume: the training data changed since the checkpoint (--data ")
+def _(ctx):
+    (ctx.tmp / "elsewhere").mkdir()
+    task = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere")
+    records = json.load(open(task))
+    records[7]["output"] = "a different answer"
+    json.dump(records, open(task, "w"))
+    resumed(ctx, ctx.tiny[0], task)
+
+
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
 def _(ctx):
     out = checkpointed(ctx)
