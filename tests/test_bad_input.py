@@ -493,6 +493,28 @@ for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and
     case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
         lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
                                                   records_file(ctx, text, name), "--max-new-tokens", "2"]))
+case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
+# Is a directory", after the model loaded)
+case("eval.py: --prompts a missing file", SystemExit, "nope.txt: no such file")(
+    lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "nope.txt")]))
+case("eval.py: --plot --out a folder", SystemExit, "is a folder: --plot writes one SVG file")(
+    lambda ctx: E.main(["--plot", str(checkpointed(ctx)), "--out", str(ctx.tmp)]))  # (was "[Errno 21]")
+
+
+@case("eval.py: --data a train.py run's folder: its heldout.jsonl", None)
+def _(ctx):
+    out = ctx.tmp / "run"
+    out.mkdir()
+    records = [json.dumps(r) for r in json.load(open(ctx.tiny[1]))[:4]]
+    (out / "heldout.jsonl").write_text("\n".join(records) + "\n")
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(out)])
+    first, *_, last = ctx.capsys.readouterr().out.splitlines()
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(out / "heldout.jsonl")])
+    assert first == f"note: --data {out} is a train.py run's folder: its held-out records, {out / 'heldout.jsonl'}"
+    assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the file's
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
