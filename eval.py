@@ -383,7 +383,10 @@ def ticks(lo, hi, n=5):
 
 def read_metrics(run_dir, key):
     """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):                               # (was "[Errno 20] Not a directory", "[Errno 2] ...")
+        raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
+    with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())

@@ -129,6 +129,9 @@ class Run:
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
     t_start, run = time.time(), set_up(args)
+    if not args.resume and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh and replaces its "
+              "checkpoint, log and result (to go on with it instead: --resume)")
     plan_memory(run)                                           # before any weight is read
     records = load(run)                                        # held-out records for the before/after check
     s = describe(run)
@@ -253,6 +256,10 @@ def load(run):
     run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
     if state.get("ended"):                                     # early stopping ended it: nothing is left to do
         run.total = run.step
+    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
+        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
+            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
+            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     held = os.path.join(args.out, "heldout.jsonl")

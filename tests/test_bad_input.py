@@ -556,8 +556,8 @@ def _(ctx):
     assert data.read_squad("dev", str(ctx.tmp)) == json.loads(text)["data"]
 
 
-case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
-    lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
+case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py runs'")(
+    lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
 
 def tiny_bert(ctx):
@@ -772,6 +772,29 @@ def _(ctx):
     records[7]["output"] = "a different answer"
     json.dump(records, open(task, "w"))
     resumed(ctx, ctx.tiny[0], task)
+
+
+@case("--resume: a checkpoint past the run's last step (--epochs over data --allow-data-change shrank)", SystemExit,
+      "--resume: the checkpoint is at step 3, past this run's last (1: --epochs 1 of 8 examples)")
+def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run were done)
+    task = ctx.tmp / "task.json"
+    shutil.copy(ctx.tiny[1], task)
+    argv = flags((ctx.tiny[0], str(task)), ctx.tmp / "out", "--epochs", "1")
+    argv[argv.index("--max-steps"):argv.index("--max-steps") + 2] = []
+    fault_at_loss_call(ctx.mp, 5, signal.SIGINT)               # a checkpoint at step 3 (of 7 for 54 examples)
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    undo(ctx)
+    json.dump(json.load(open(task))[:9], open(task, "w"))     # 8 train examples (1 held out): 1 step of 2 x 4
+    train.main(argv + ["--resume", "--allow-data-change"])
+
+
+@case("--out over an earlier run without --resume: said so", None)
+def _(ctx):  # (was silent: its adapter, checkpoint and log replaced)
+    out = checkpointed(ctx)
+    train.main(flags(ctx.tiny, out, "--max-steps", "2"))
+    assert f"note: --out {out} holds an earlier run ({out / 'checkpoint'}); this one starts afresh" in \
+        ctx.capsys.readouterr().out
 
 
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
