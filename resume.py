@@ -90,6 +90,9 @@ def find_checkpoint(out, required=True):
     if not found:
         if not required:
             return None
+        if os.path.isdir(part := os.path.join(out, "checkpoint")):  # (save_checkpoint renames whole ones: by hand)
+            raise UserError(f"--resume: {part} has no state.json (the step, flags and RNG states), so it cannot "
+                            "continue the run: start again without --resume (or with another --out)")
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
 

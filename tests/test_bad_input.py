@@ -697,6 +697,12 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+@case("--resume: a checkpoint folder without state.json", SystemExit, "/checkpoint has no state.json (the step, flags")
+def _(ctx):  # (was "no checkpoint in OUT", beside the checkpoint folder)
+    os.remove(checkpointed(ctx) / "checkpoint" / "state.json")
+    run(ctx, "--max-steps", "2", "--resume")
+
+
 @case("--resume: state.json without python_rng", SystemExit, "state.json is damaged (KeyError")
 def _(ctx):
     path = checkpointed(ctx) / "checkpoint" / "state.json"
