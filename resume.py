@@ -132,7 +132,7 @@ def same_path(k, old, new, was):
     if not (isinstance(old, str) and isinstance(new, str) and os.path.exists(new)) or k == "data" and (
             os.path.splitext(old)[1].lower() not in (".json", ".jsonl", ".txt")
             or os.path.splitext(old)[1].lower() != os.path.splitext(new)[1].lower()):
-        return False                                          # a task name (alpaca, glue/sst2), .txt vs .json: as written
+        return False                                          # a task name (alpaca, glue/sst2), .txt vs .json: as is
     if os.path.realpath(old) == os.path.realpath(new):
         return True
     return bool(was.get("base_sha256" if k == "model" else "data_sha256"))

@@ -556,7 +556,7 @@ def _(ctx):
     assert data.read_squad("dev", str(ctx.tmp)) == json.loads(text)["data"]
 
 
-case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py runs'")(
+case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
 
