@@ -316,19 +316,30 @@ def files_fingerprint(path, sample=1 << 20):
     """sha256 of a checkpoint's files (a folder's, or one .gguf): each name and size, its first and last `sample`
     bytes. Cheap at 7B (a few MiB read); a re-download, a re-conversion or other weights under the same name change it.
     --resume compares it, so an adapter never goes on training over another base."""
-    h = hashlib.sha256()
+    return files_fingerprints(path, sample)[""]
+
+
+def files_fingerprints(path, sample=1 << 20):
+    """files_fingerprint's parts: {file name: sha256 of its name, size, first and last bytes}, and "" for the whole
+    (the same value as before the parts were kept), so a --resume that refuses can name the file that changed."""
+    h, parts = hashlib.sha256(), {}
     files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
     for f in files:
         name = os.path.basename(f)                            # what load_pretrained reads (not tokenizer files)
         if os.path.isfile(f) and (name.endswith((".safetensors", ".bin", ".pth", ".gguf")) or name in (
                 "config.json", "params.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")):
-            size = os.path.getsize(f)
-            h.update(f"{os.path.basename(f)}:{size}".encode())
+            size, one = os.path.getsize(f), hashlib.sha256()
+            for x in (h, one):
+                x.update(f"{name}:{size}".encode())
             with open(f, "rb") as fh:
-                h.update(fh.read(sample))
+                head = fh.read(sample)
                 fh.seek(max(size - sample, 0))
-                h.update(fh.read(sample))
-    return h.hexdigest()
+                tail = fh.read(sample)
+            for x in (h, one):
+                x.update(head)
+                x.update(tail)
+            parts[name] = one.hexdigest()
+    return {**parts, "": h.hexdigest()}
 
 
 def read_json(path):

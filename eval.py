@@ -387,7 +387,10 @@ def ticks(lo, hi, n=5):
 
 def read_metrics(run_dir, key):
     """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):                               # (was "[Errno 20] Not a directory", "[Errno 2] ...")
+        raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
+    with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())
@@ -494,9 +497,12 @@ def command(argv=None):
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --plot (it draws the "
               "runs' loss curves and evaluates nothing)")
     if args.plot:
+        if os.path.isdir(args.out):
+            raise UserError(f"--out {args.out} is a folder: --plot writes one SVG file (e.g. --out "
+                            f"{os.path.join(args.out, 'loss.svg')})")
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
-        return print(f"wrote {args.out} ({len(args.plot)} runs)")
+        return print(f"wrote {args.out} ({len(args.plot)} run{'s' * (len(args.plot) > 1)})")
     if not args.task:
         return demo()
     if not args.model:
@@ -508,6 +514,7 @@ def command(argv=None):
     if need := {"perplexity": "data", "generate": "prompts"}.get(args.task):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")
+        setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     args.quant = base_quant(args.model, args.adapter, args.quant, args.task)
@@ -572,6 +579,21 @@ def command(argv=None):
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
         result = dict(answers=[dict(base=x, adapted=y) for x, y in zip(base, tuned)])
     print(json.dumps(dict(task=args.task, **result)))
+
+
+def input_file(flag, path):
+    """--data/--prompts: a file. A train.py run's --out folder stands for its heldout.jsonl (the records no step
+    trained on, as its evaluate: line says); any other folder, or no file, is an error naming the flag."""
+    held = os.path.join(path, "heldout.jsonl")
+    if os.path.isdir(path) and os.path.isfile(held):
+        print(f"note: --{flag} {path} is a train.py run's folder: its held-out records, {held}")
+        return held
+    if os.path.isdir(path):
+        raise UserError(f"--{flag} {path} is a folder: give a file (a text file, or Alpaca-format .json/.jsonl "
+                        "records), or a train.py run's --out folder with its heldout.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"--{flag} {path}: no such file")
+    return path
 
 
 def demo():

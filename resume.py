@@ -24,14 +24,15 @@ import shutil
 
 import torch
 
-from checkpoint import atomic_write, load_safetensors, save_safetensors
+from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
 from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256"}  # what may change on
-# --resume; the rest must match (data_sha256 and base_sha256 have their own checks in restore)
+             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files"}  # what
+# may change on --resume; the rest must match (data_sha256 and base_sha256 have their own checks in restore; --model and
+# --data as a path: the files there, not how the path is written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -89,6 +90,9 @@ def find_checkpoint(out, required=True):
     if not found:
         if not required:
             return None
+        if os.path.isdir(part := os.path.join(out, "checkpoint")):  # (save_checkpoint renames whole ones: by hand)
+            raise UserError(f"--resume: {part} has no state.json (the step, flags and RNG states), so it cannot "
+                            "continue the run: start again without --resume (or with another --out)")
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
 
@@ -106,13 +110,46 @@ def read_state(checkpoint):
     return state
 
 
+def base_changed(args, was, parts):
+    """The error for a base whose files' fingerprints `parts` (files_fingerprints) are not the checkpoint's, naming
+    the files that differ when the checkpoint kept theirs; None when they are the same."""
+    if parts[""] == was.get("base_sha256", parts[""]):
+        return None
+    old, now = was.get("base_files") or {}, {n: h for n, h in parts.items() if n}
+    which = ", ".join(n + (" is missing" if n not in now else " is new" if n not in old else " differs")
+                      for n in sorted(set(now) | set(old)) if now.get(n) != old.get(n)) if old else ""
+    return UserError(f"--resume: the base model's files changed since the checkpoint (--model {args.model}: " +
+                     (which or f"its files fingerprint to {parts[''][:12]}..., the checkpoint's base to "
+                               f"{was['base_sha256'][:12]}...") +
+                     "). The adapter trains on the weights it started on: restore them, or start again without "
+                     "--resume")
+
+
+def same_path(k, old, new, was):
+    """--model or --data written another way (relative, through a symlink, a copy elsewhere): the same run when the
+    files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept the
+    fingerprint (--model: compared here, before the weights load; --data: the tokenized examples', in restore)."""
+    if not (isinstance(old, str) and isinstance(new, str) and os.path.exists(new)) or k == "data" and (
+            os.path.splitext(old)[1].lower() not in (".json", ".jsonl", ".txt")
+            or os.path.splitext(old)[1].lower() != os.path.splitext(new)[1].lower()):
+        return False                                          # a task name (alpaca, glue/sst2), .txt vs .json: as is
+    if os.path.realpath(old) == os.path.realpath(new):
+        return True
+    return bool(was.get("base_sha256" if k == "model" else "data_sha256"))
+
+
 def same_settings(args, state):
     """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
-    compare normalised (DIR and DIR/ are one folder)."""
+    compare normalised (DIR and DIR/ are one folder), --model and --data by their files (same_path)."""
     was = {**ADDED, **state["args"]}
     norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
-               if k not in RESUMABLE and norm(was.get(k)) != norm(v)]
+               if k not in RESUMABLE and norm(was.get(k)) != norm(v)
+               and not (k in ("model", "data") and same_path(k, was.get(k), v, was))]
+    if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
+            os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model) and \
+            (error := base_changed(args, was, files_fingerprints(args.model))):
+        raise error                                           # another folder: its files checked before any load
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
@@ -125,10 +162,7 @@ def restore(checkpoint, args, opt):
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     if state["args"].get("base_sha256") not in (None, args.base_sha256):
-        raise UserError(f"--resume: the base model's files changed since the checkpoint (--model {args.model}: "
-                        f"its files fingerprint to {args.base_sha256[:12]}..., the checkpoint's base to "
-                        f"{state['args']['base_sha256'][:12]}...). The adapter trains on the weights it started on: "
-                        "restore them, or start again without --resume")
+        raise base_changed(args, state["args"], {**args.base_files, "": args.base_sha256})
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
         raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
                         f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "

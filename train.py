@@ -70,7 +70,7 @@ from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
-from checkpoint import atomic_write, files_fingerprint, trim_if_crept
+from checkpoint import atomic_write, files_fingerprints, trim_if_crept
 from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
                    save_pretrained)
 from plan import peak_mem_mib
@@ -129,6 +129,9 @@ class Run:
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
     t_start, run = time.time(), set_up(args)
+    if not args.resume and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh and replaces its "
+              "checkpoint, log and result (to go on with it instead: --resume)")
     plan_memory(run)                                           # before any weight is read
     records = load(run)                                        # held-out records for the before/after check
     s = describe(run)
@@ -216,7 +219,8 @@ def load(run):
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
     run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
-    args.base_sha256 = files_fingerprint(run.source)          # --resume checks the base is the checkpoint's
+    args.base_files = files_fingerprints(run.source)          # --resume checks the base is the checkpoint's (and
+    args.base_sha256 = args.base_files.pop("")                 # names a file that changed)
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
@@ -252,6 +256,10 @@ def load(run):
     run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
     if state.get("ended"):                                     # early stopping ended it: nothing is left to do
         run.total = run.step
+    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
+        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
+            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
+            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     held = os.path.join(args.out, "heldout.jsonl")

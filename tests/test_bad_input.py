@@ -493,6 +493,28 @@ for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and
     case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
         lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
                                                   records_file(ctx, text, name), "--max-new-tokens", "2"]))
+case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
+# Is a directory", after the model loaded)
+case("eval.py: --prompts a missing file", SystemExit, "nope.txt: no such file")(
+    lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "nope.txt")]))
+case("eval.py: --plot --out a folder", SystemExit, "is a folder: --plot writes one SVG file")(
+    lambda ctx: E.main(["--plot", str(checkpointed(ctx)), "--out", str(ctx.tmp)]))  # (was "[Errno 21]")
+
+
+@case("eval.py: --data a train.py run's folder: its heldout.jsonl", None)
+def _(ctx):
+    out = ctx.tmp / "run"
+    out.mkdir()
+    records = [json.dumps(r) for r in json.load(open(ctx.tiny[1]))[:4]]
+    (out / "heldout.jsonl").write_text("\n".join(records) + "\n")
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(out)])
+    first, *_, last = ctx.capsys.readouterr().out.splitlines()
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(out / "heldout.jsonl")])
+    assert first == f"note: --data {out} is a train.py run's folder: its held-out records, {out / 'heldout.jsonl'}"
+    assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the file's
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
@@ -534,8 +556,8 @@ def _(ctx):
     assert data.read_squad("dev", str(ctx.tmp)) == json.loads(text)["data"]
 
 
-case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "metrics.jsonl")(
-    lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))
+case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
+    lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
 
 def tiny_bert(ctx):
@@ -675,6 +697,12 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+@case("--resume: a checkpoint folder without state.json", SystemExit, "/checkpoint has no state.json (the step, flags")
+def _(ctx):  # (was "no checkpoint in OUT", beside the checkpoint folder)
+    os.remove(checkpointed(ctx) / "checkpoint" / "state.json")
+    run(ctx, "--max-steps", "2", "--resume")
+
+
 @case("--resume: state.json without python_rng", SystemExit, "state.json is damaged (KeyError")
 def _(ctx):
     path = checkpointed(ctx) / "checkpoint" / "state.json"
@@ -705,6 +733,74 @@ def _(ctx):
         f.write('{"step": 2, "lo')                             # a kill in the middle of a write
     train.main(flags((ctx.tiny[0] + "/", ctx.tiny[1]), out, "--max-steps", "2", "--resume"))
     assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl")] == [2, 2]   # loss, val_loss
+
+
+def resumed(ctx, model, data_file):
+    """--resume of checkpointed(ctx) with --model and --data written as given: the summary's steps."""
+    out = checkpointed(ctx)
+    train.main(flags((str(model), str(data_file)), out, "--max-steps", "2", "--resume"))
+    return json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])["steps"]
+
+
+@case("--resume: --model and --data as relative paths of the checkpoint's absolute ones", None)
+def _(ctx):  # (was refused: "--model /abs/tiny -> tiny")
+    ctx.mp.chdir(os.path.dirname(ctx.tiny[0]))
+    assert resumed(ctx, os.path.relpath(ctx.tiny[0]), os.path.relpath(ctx.tiny[1])) == 2
+
+
+@case("--resume: --model and --data through symlinks", None)
+def _(ctx):
+    os.symlink(ctx.tiny[0], ctx.tmp / "base")
+    os.symlink(ctx.tiny[1], ctx.tmp / ("task" + os.path.splitext(ctx.tiny[1])[1]))
+    assert resumed(ctx, ctx.tmp / "base", ctx.tmp / ("task" + os.path.splitext(ctx.tiny[1])[1])) == 2
+
+
+@case("--resume: --model and --data copied to another folder, the same files", None)
+def _(ctx):
+    (ctx.tmp / "elsewhere").mkdir()
+    task = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere")
+    assert resumed(ctx, shutil.copytree(ctx.tiny[0], ctx.tmp / "elsewhere" / "base"), task) == 2
+
+
+@case("--resume: a copy of the base with one file changed", SystemExit, "/base: config.json differs). The adapter")
+def _(ctx):  # refused before any weight loads, naming the file
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    edit_json(os.path.join(base, "config.json"), rms_norm_eps=1e-3)   # (load_pretrained reads it: a changed model)
+    resumed(ctx, base, ctx.tiny[1])
+
+
+@case("--resume: a copy of the data with one record changed", SystemExit,
+      "--resume: the training data changed since the checkpoint (--data ")
+def _(ctx):
+    (ctx.tmp / "elsewhere").mkdir()
+    task = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere")
+    records = json.load(open(task))
+    records[7]["output"] = "a different answer"
+    json.dump(records, open(task, "w"))
+    resumed(ctx, ctx.tiny[0], task)
+
+
+@case("--resume: a checkpoint past the run's last step (--epochs over data --allow-data-change shrank)", SystemExit,
+      "--resume: the checkpoint is at step 3, past this run's last (1: --epochs 1 of 8 examples)")
+def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run were done)
+    task = ctx.tmp / "task.json"
+    shutil.copy(ctx.tiny[1], task)
+    argv = flags((ctx.tiny[0], str(task)), ctx.tmp / "out", "--epochs", "1")
+    argv[argv.index("--max-steps"):argv.index("--max-steps") + 2] = []
+    fault_at_loss_call(ctx.mp, 5, signal.SIGINT)               # a checkpoint at step 3 (of 7 for 54 examples)
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    undo(ctx)
+    json.dump(json.load(open(task))[:9], open(task, "w"))     # 8 train examples (1 held out): 1 step of 2 x 4
+    train.main(argv + ["--resume", "--allow-data-change"])
+
+
+@case("--out over an earlier run without --resume: said so", None)
+def _(ctx):  # (was silent: its adapter, checkpoint and log replaced)
+    out = checkpointed(ctx)
+    train.main(flags(ctx.tiny, out, "--max-steps", "2"))
+    assert f"note: --out {out} holds an earlier run ({out / 'checkpoint'}); this one starts afresh" in \
+        ctx.capsys.readouterr().out
 
 
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")

@@ -252,7 +252,7 @@ def test_plot_svg(tmp_path, capsys):
     E.main(["--plot", str(tmp_path / "full"), "--out", str(out), "--task", "mmlu", "--model", "m"])  # say so (were
     assert capsys.readouterr().out.splitlines() == [                                            # silently unused)
         "note: --model, --task have no effect with --plot (it draws the runs' loss curves and evaluates nothing)",
-        f"wrote {out} (1 runs)"]
+        f"wrote {out} (1 run)"]                                # (was "(1 runs)")
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
     assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
