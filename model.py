@@ -88,7 +88,7 @@ class LlamaConfig:
     max_seq_len: int = 2048   # RoPE needs no table: only recorded in config.json
     tie_embeddings: bool = False
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
-    head_dim: Optional[int] = None       # None: n_embd // n_head (Gemma-style wider heads: q_proj C -> n_head * hd)
+    head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
     rope_scaling: Optional[dict] = None  # transformers' rope_parameters less theta (rope_inv_freq); None: plain RoPE
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
@@ -115,6 +115,8 @@ class LlamaConfig:
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         hd = c.get("head_dim")  # None where it is hidden_size / heads (transformers 5 always writes it)
         hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd
+        if hd and hd % 2:
+            raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
