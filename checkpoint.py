@@ -498,14 +498,16 @@ META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across mo
 def meta_config(p, embedding_rows):
     """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
     -1 (Llama 2's: the embedding knows)."""
-    if p.get("use_scaled_rope"):
-        raise NotImplementedError("RoPE scaling (use_scaled_rope) is not supported")
+    scaled = p.get("use_scaled_rope") and dict(  # Llama 3.1's, with the constants of Meta's apply_scaling
+        rope_type="llama3", factor=p.get("rope_scaling_factor") or 8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=8192)
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
     hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
                 n_head=p["n_heads"], n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m),
-                norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096)
+                norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096,
+                rope_scaling=scaled or None)
 
 
 def rope_halves(t, hd):

@@ -88,31 +88,54 @@ class LlamaConfig:
     max_seq_len: int = 2048   # RoPE needs no table: only recorded in config.json
     tie_embeddings: bool = False
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
+    head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
+    rope_scaling: Optional[dict] = None  # transformers' rope_parameters less theta (rope_inv_freq); None: plain RoPE
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
                               max_seq_len="max_position_embeddings")  # our field -> config.json's key
 
     @classmethod
     def from_hf(cls, c):
-        rope = c.get("rope_parameters") or {"rope_theta": c.get("rope_theta", 10000.0)}  # transformers ≥ 5 nests it
-        head_dim = c["hidden_size"] // c["num_attention_heads"]
-        refuse_unsupported(rope, rope_type=("default", ("default",)))  # RoPE scaling: Llama 3.1, long-context
+        """As transformers reads it: rope_scaling, else rope_parameters (transformers >= 5), theta at the top level."""
+        rope = dict(c.get("rope_scaling") or c.get("rope_parameters") or {})
+        theta, kind = rope.pop("rope_theta", c.get("rope_theta", 10000.0)), rope.pop("type", "default")
+        kind = rope.setdefault("rope_type", kind)
+        refuse_unsupported(rope, rope_type=("default", tuple(ROPE_TYPES)), partial_rotary_factor=(1.0, (1.0,)))
+        for key in ROPE_TYPES[kind]:
+            if key not in rope:
+                raise KeyError(f"rope_scaling.{key}")  # (load_pretrained: "field ... is missing")
+            if type(rope[key]) not in (int, float) or not rope[key] > 0:
+                raise ValueError(f"rope_scaling.{key} = {rope[key]!r} must be a number > 0")
+        if kind in ("llama3", "yarn"):  # (a top-level original_max_position_embeddings wins, as Phi-3's)
+            rope["original_max_position_embeddings"] = c.get("original_max_position_embeddings") or rope.get(
+                "original_max_position_embeddings", c.get("max_position_embeddings", 2048))
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
-        refuse_unsupported(c, rope_scaling=(None, (None, {})), mlp_bias=(False, (False, None)),
-                           hidden_act=("silu", silu), head_dim=(None, (None, head_dim)),
+        refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
+                           partial_rotary_factor=(None, (None, 1.0)),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
+        hd = c.get("head_dim")  # None where it is hidden_size / heads (transformers 5 always writes it)
+        hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd
+        if hd and hd % 2:
+            raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
-                   rope["rope_theta"], c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
-                   c.get("attention_bias", False))
+                   theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
+                   c.get("attention_bias", False), hd,
+                   None if kind == "default" else rope)
+
+    @property
+    def hd(self):
+        return self.head_dim or self.n_embd // self.n_head
 
     def to_hf(self):
         return dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
                     num_hidden_layers=self.n_layer, hidden_size=self.n_embd, num_attention_heads=self.n_head,
                     num_key_value_heads=self.n_kv_head, intermediate_size=self.n_ffn, rms_norm_eps=self.norm_eps,
                     rope_theta=self.rope_theta, max_position_embeddings=self.max_seq_len, hidden_act="silu",
-                    tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias)
+                    tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias,
+                    **({"head_dim": self.head_dim} if self.head_dim else {}),
+                    **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
 
 
 @dataclass
@@ -415,12 +438,48 @@ class RMSNorm(nn.Module):
         return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
-def rope_cos_sin(positions, head_dim, theta):
-    """cos, sin (B, T, hd) in HF's rotate_half layout: dimension i pairs with i + hd/2, frequency theta^(-2i/hd)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+# rope_type -> the numbers it needs. Not "dynamic": transformers' frequencies then follow the longest sequence a model
+# has seen so far (state kept between calls), so the same tokens get other logits later
+ROPE_TYPES = dict(default=(), linear=("factor",), llama3=("factor", "low_freq_factor", "high_freq_factor"),
+                  yarn=("factor",))
+
+
+def rope_inv_freq(hd, theta, s=None, device=None):
+    """RoPE's frequencies theta^(-2i/hd) (hd/2,) and the factor on cos and sin, rescaled as transformers' Llama does
+    for s["rope_type"]: linear (Chen et al. 2023: positions / factor), llama3 (Llama 3.1: wavelengths past
+    L/low_freq_factor / factor, a smooth blend down to L/high_freq_factor), yarn (Peng et al. 2023: Eq. 18-21)."""
+    kind, base = (s or {}).get("rope_type", "default"), theta ** (torch.arange(0, hd, 2, device=device).float() / hd)
+    inv = 1.0 / base
+    if kind == "linear":
+        return inv / s["factor"], 1.0
+    if kind == "llama3":
+        L, lo, hi, factor = (s[k] for k in ("original_max_position_embeddings", "low_freq_factor", "high_freq_factor",
+                                            "factor"))
+        wavelen = 2 * math.pi / inv
+        smooth = (L / wavelen - lo) / (hi - lo)  # 0 at wavelength L/lo, 1 at L/hi
+        blend = (1 - smooth) * inv / factor + smooth * inv
+        return torch.where(wavelen > L / lo, inv / factor, torch.where(wavelen < L / hi, inv, blend)), 1.0
+    if kind == "yarn":
+        factor, L = s["factor"], s["original_max_position_embeddings"]
+        mscale = lambda m: 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0  # noqa: E731  (Eq. 21)
+        att = s.get("attention_factor") or (mscale(s["mscale"]) / mscale(s["mscale_all_dim"])
+                                             if s.get("mscale") and s.get("mscale_all_dim") else mscale(1))
+        dim = lambda turns: hd * math.log(L / (turns * 2 * math.pi)) / (2 * math.log(theta))  # noqa: E731 (turns in L)
+        lo, hi = dim(s.get("beta_fast") or 32), dim(s.get("beta_slow") or 1)
+        lo, hi = (math.floor(lo), math.ceil(hi)) if s.get("truncate", True) else (lo, hi)
+        lo, hi = max(lo, 0), min(hi, hd - 1)
+        keep = 1 - ((torch.arange(hd // 2, device=device).float() - lo) / (hi - lo or 0.001)).clamp(0, 1)
+        return 1.0 / (factor * base) * (1 - keep) + inv * keep, att  # fast dimensions keep theirs, slow ones / factor
+    return inv, 1.0
+
+
+def rope_cos_sin(positions, head_dim, theta, scaling=None):
+    """cos, sin (B, T, hd) in HF's rotate_half layout: dimension i pairs with i + hd/2, frequency theta^(-2i/hd)
+    (rescaled by rope_inv_freq)."""
+    inv_freq, att = rope_inv_freq(head_dim, theta, scaling, positions.device)
     angles = positions[..., None].float() * inv_freq  # (B, T, hd/2)
     angles = torch.cat([angles, angles], -1)  # (B, T, hd)
-    return angles.cos(), angles.sin()
+    return angles.cos() * att, angles.sin() * att
 
 
 def apply_rope(x, cos, sin):
@@ -525,7 +584,7 @@ class LlamaBlock(nn.Module):
 
     def __init__(self, c):
         super().__init__()
-        C, hd, Linear = c.n_embd, c.n_embd // c.n_head, nn.Linear
+        C, hd, Linear = c.n_embd, c.hd, nn.Linear
         self.input_layernorm, self.post_attention_layernorm = RMSNorm(C, c.norm_eps), RMSNorm(C, c.norm_eps)
         self.self_attn = nn.ModuleDict(dict(  # ModuleDicts: the HF names (self_attn.q_proj), with no code of their own
             q_proj=Linear(C, c.n_head * hd, c.bias), k_proj=Linear(C, c.n_kv_head * hd, c.bias),
@@ -564,7 +623,7 @@ class Llama(nn.Module):
         all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        cos, sin = rope_cos_sin(pos, self.config.n_embd // self.config.n_head, self.config.rope_theta)
+        cos, sin = rope_cos_sin(pos, self.config.hd, self.config.rope_theta, self.config.rope_scaling)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): the same for every head
         for i, block in enumerate(self.model.layers):
             x = run_block(block_mode(self.checkpointing, i), block, x, cos, sin, mask, cache[i] if cache else None)
@@ -959,7 +1018,7 @@ def check_config(config, source, raw=None):
         return
     heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n)]
     for a, b in heads:
-        if getattr(config, a) % getattr(config, b):
+        if getattr(config, a) % getattr(config, b):  # (transformers refuses it with head_dim too)
             raise ValueError(f"{source}: {names.get(a, a)} = {getattr(config, a)} is not a multiple of "
                              f"{names.get(b, b)} = {getattr(config, b)}")
 
@@ -1034,8 +1093,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
             config = CONFIGS[hf["model_type"]].from_hf(hf)
         except KeyError as e:
             raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
-        except NotImplementedError as e:
-            raise NotImplementedError(f"{source}: {e}") from None
+        except (NotImplementedError, ValueError) as e:
+            raise type(e)(f"{source}: {e}") from None
         stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "

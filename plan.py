@@ -131,8 +131,9 @@ def llama(c, mode, r, T, dropout_cpu):
     """x, norm out, rotated q and k, v, attention out (shared with o_proj), x mid, norm out, gate, up, act; h = x A^T
     of each adapter; 4-byte log-sum-exp per head. Selective keeps the matmul outputs only: x, q, k, v, x mid, gate,
     up. Full keeps the block's input."""
-    C, Ck, F, h = c.n_embd, c.n_kv_head * c.n_embd // c.n_head, c.n_ffn, c.n_head
-    return dict(none=(6 * C + 2 * Ck + 3 * F + 7 * r, 4 * h + 8), selective=(3 * C + 2 * Ck + 2 * F + 7 * r, 0),
+    C, Cq, Ck, F, h = c.n_embd, c.n_head * c.hd, c.n_kv_head * c.hd, c.n_ffn, c.n_head  # Cq = C unless head_dim
+    return dict(none=(4 * C + 2 * Cq + 2 * Ck + 3 * F + 7 * r, 4 * h + 8),
+                selective=(2 * C + Cq + 2 * Ck + 2 * F + 7 * r, 0),
                 full=(C, 0))[mode]
 
 

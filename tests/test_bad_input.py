@@ -1023,9 +1023,18 @@ case("config.json: a field missing", ValueError, "config.json: field 'intermedia
     lambda ctx: with_config(ctx, intermediate_size=KeyError))
 case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
     lambda ctx: with_config(ctx, model_type="mamba"))
-case("config.json: Llama rope_scaling (Vicuna-16k's)", NotImplementedError, "config.json: rope_scaling = {'factor': "
-     "4.0, 'type': 'linear'} is not supported (supported: None, {})")(
-    lambda ctx: with_config(ctx, rope_scaling={"factor": 4.0, "type": "linear"}))
+case("config.json: Llama dynamic NTK rope_scaling", NotImplementedError, "config.json: rope_type = 'dynamic' is not "
+     "supported (supported: 'default', 'linear', 'llama3', 'yarn')")(
+    lambda ctx: with_config(ctx, rope_scaling={"factor": 4.0, "type": "dynamic"}))
+case("config.json: Llama partial_rotary_factor", NotImplementedError, "config.json: partial_rotary_factor = 0.5 is not "
+     "supported")(lambda ctx: with_config(ctx, rope_parameters={"rope_type": "default", "partial_rotary_factor": 0.5}))
+case("config.json: llama3 rope_scaling without low_freq_factor", ValueError, "config.json: field "
+     "'rope_scaling.low_freq_factor' is missing")(
+    lambda ctx: with_config(ctx, rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0}))
+case("config.json: linear rope_scaling factor as a string", ValueError, "config.json: rope_scaling.factor = '4' must be "
+     "a number > 0")(lambda ctx: with_config(ctx, rope_scaling={"rope_type": "linear", "factor": "4"}))
+case("config.json: odd head_dim", ValueError, "config.json: head_dim = 7 must be even")(
+    lambda ctx: with_config(ctx, head_dim=7))
 case("config.json: Llama attention_dropout 0.1 (would train without it)", NotImplementedError,
      "config.json: attention_dropout = 0.1 is not supported (supported: 0.0, None)")(
     lambda ctx: with_config(ctx, attention_dropout=0.1))

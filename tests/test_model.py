@@ -154,7 +154,7 @@ def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
             M.load_pretrained(tmp_path)
 
 
-def write_meta(ref, directory, n_shards=2, llama3=False):
+def write_meta(ref, directory, n_shards=2, llama3=False, **extra):
     """Meta's layout, written independently of model.py: params.json + consolidated.NN.pth, q/k rows interleaved
     per head ((i, i + hd/2) -> (2i, 2i+1)), column-parallel weights split on dim 0, row-parallel wo/w2 and the
     token embedding on dim 1 (llama3: on dim 0, by vocabulary, and params.json gives vocab_size)."""
@@ -189,7 +189,7 @@ def write_meta(ref, directory, n_shards=2, llama3=False):
     params = dict(dim=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
                   n_kv_heads=c.num_key_value_heads, multiple_of=32, norm_eps=c.rms_norm_eps,
                   vocab_size=c.vocab_size if llama3 else -1,
-                  rope_theta=5000.0)
+                  rope_theta=5000.0, **extra)
     (directory / "params.json").write_text(json.dumps(params))
 
 
@@ -554,3 +554,95 @@ def test_published_configs_load_as_transformers_reads_them(name, tmp_path):
         want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits if c["model_type"] == "t5" else ref(x).logits
         got = ours(x, x[:, :5]) if c["model_type"] == "t5" else ours(x)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+# RoPE scaling and head_dim, each spelled as config.json has it; Llama 3.2's as published (sizes shrunk: with 16-wide
+# heads and theta 500000, one frequency is in llama3's blend, three are divided by the factor)
+LLAMA32 = dict(LLAMA2, rope_theta=500000.0, max_position_embeddings=131072, tie_word_embeddings=True,
+               num_key_value_heads=2, rope_scaling=dict(factor=32.0, high_freq_factor=4.0, low_freq_factor=1.0,
+                                                        original_max_position_embeddings=8192, rope_type="llama3"))
+SCALED = {
+    "Llama-3.2 (rope_scaling llama3)": LLAMA32,
+    "llama3 as transformers 5 writes it (rope_parameters)": dict(
+        {k: v for k, v in LLAMA32.items() if k not in ("rope_scaling", "rope_theta")},
+        rope_parameters=dict(LLAMA32["rope_scaling"], rope_theta=500000.0)),
+    "linear, Vicuna-16k's legacy spelling": dict(LLAMA2, rope_scaling=dict(factor=4.0, type="linear")),
+    "yarn": dict(LLAMA2, rope_theta=10000.0, max_position_embeddings=256,
+                 rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64)),
+    "yarn, mscale, betas, no truncation": dict(LLAMA2, max_position_embeddings=32768, rope_scaling=dict(  # ramp 3.2-5.0
+        rope_type="yarn", factor=8.0, original_max_position_embeddings=4096, mscale=0.707, mscale_all_dim=1.0,
+        beta_fast=16, beta_slow=2, truncate=False)),
+    "yarn, attention_factor, original_max_position_embeddings at the top level": dict(
+        LLAMA2, max_position_embeddings=128, original_max_position_embeddings=32,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, attention_factor=1.3, original_max_position_embeddings=64)),
+    "head_dim 32 over hidden 64 / 4 heads, llama3": dict(LLAMA32, head_dim=32),
+    "head_dim 8 (q_proj 64 -> 32), 4 heads": dict(LLAMA2, head_dim=8),
+}
+
+
+def write_hf(c, directory, seed=5):
+    """A checkpoint with config.json exactly c (transformers' own save would rewrite its RoPE fields) and random
+    weights; transformers' model loaded back from it, in float32."""
+    ref = transformers.LlamaForCausalLM(transformers.AutoConfig.for_model(**json.loads(json.dumps(c))))
+    state = {k: v.contiguous() for k, v in random_params(ref, seed).state_dict().items()
+             if not (c.get("tie_word_embeddings") and k == "lm_head.weight")}
+    C.save_safetensors(state, directory / "model.safetensors", metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(c))
+    return transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_rope_scaling_and_head_dim_as_transformers(name, tmp_path):
+    """Logits to 1e-5 at positions far into the context too (where the scalings differ most), through the KV cache as
+    in one forward, greedy generation as transformers', and back through save_pretrained."""
+    ref, x = write_hf(SCALED[name], tmp_path), ids()
+    ours = M.load_pretrained(tmp_path, dtype=torch.float32)
+    far = torch.arange(T).expand(2, T) * 7 + 40  # positions 40 .. 117
+    with torch.no_grad():
+        for pos in (None, far):
+            torch.testing.assert_close(ours(x, position_ids=pos), ref(x, position_ids=pos).logits, atol=1e-5, rtol=0)
+        plain = M.load_pretrained(tmp_path, dtype=torch.float32)
+        plain.config.rope_scaling = None  # the scaling matters (where there is one)
+        assert torch.allclose(plain(x, position_ids=far), ours(x, position_ids=far), atol=1e-3) == (ours.config.rope_scaling is None)
+        cache = [{} for _ in range(ours.config.n_layer)]
+        steps = [ours(x[:, :5], cache=cache)] + [ours(x[:, t:t + 1], cache=cache) for t in range(5, T)]
+        torch.testing.assert_close(torch.cat(steps, 1), ours(x), atol=1e-5, rtol=0)
+        prompt = x[:1, :4]
+        assert torch.equal(M.generate(ours, prompt, 8), ref.generate(prompt, max_new_tokens=8, do_sample=False,
+                                                                      attention_mask=torch.ones_like(prompt)))
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+        torch.testing.assert_close(back(x, position_ids=far).logits, ref(x, position_ids=far).logits, atol=1e-5, rtol=0)
+        assert M.load_pretrained(tmp_path / "back").config == ours.config
+
+
+def test_peft_loads_our_adapter_on_a_llama3_checkpoint_with_wide_heads(tmp_path):
+    """LoRA-SP trained on our Llama (llama3 RoPE, head_dim 32: q_proj 64 -> 128), saved for PEFT: PEFT on
+    transformers' model gives our logits."""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    ref = write_hf(SCALED["head_dim 32 over hidden 64 / 4 heads, llama3"], tmp_path)
+    ours, x = M.load_pretrained(tmp_path, dtype=torch.float32), ids()
+    apply_lorasp(ours, ["q_proj", "k_proj", "v_proj", "o_proj"], r=4, alpha=8)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    save_adapter(ours, tmp_path / "adapter")
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
+        torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+        assert not torch.allclose(M.load_pretrained(tmp_path, dtype=torch.float32)(x), ours(x), atol=1e-3)
+
+
+def test_meta_use_scaled_rope_is_llama3_with_metas_constants(tmp_path):
+    """Llama 3.1's params.json says only use_scaled_rope: Meta's apply_scaling (factor 8, low 1, high 4, 8192) is
+    transformers' llama3 with those numbers, which convert_llama_weights_to_hf.py writes into config.json."""
+    c = dict(LLAMA2, rope_theta=5000.0, intermediate_size=192, num_key_value_heads=2, rope_scaling=dict(
+        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192))
+    (tmp_path / "hf").mkdir(), (tmp_path / "meta").mkdir()
+    ref = write_hf(c, tmp_path / "hf")
+    write_meta(ref, tmp_path / "meta", use_scaled_rope=True)
+    ours, x, far = M.load_pretrained(tmp_path / "meta"), ids(), torch.arange(T).expand(2, T) * 500 + 40
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, position_ids=far), ref(x, position_ids=far).logits, atol=1e-5, rtol=0)

@@ -18,6 +18,8 @@ from lorasp import LoRASPLinear, apply_lorasp
 from fixtures import demo_tokenizer
 
 TINY = {"llama": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72),
+        "llama, head_dim 16 (q: 64 wide)": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72,
+                                                         head_dim=16),
         "gpt2": M.GPT2Config(vocab_size=64, n_embd=32, n_head=4, n_positions=64, dropout=0.1),
         "roberta": M.EncoderConfig("roberta", vocab_size=64, n_embd=32, n_head=4, n_ffn=72, n_type=1, pad_id=1),
         "t5": M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4),
