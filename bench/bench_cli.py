@@ -222,7 +222,10 @@ def main():
                   flush=True)
     tokens = args.batch * args.seq
     print(f"\n{args.batch} x {args.seq} tokens, {args.steps} steps per run (the first one the warm-up), median s/step "
-          f"over steps and repeats, max peak RSS; ours: train.py {args.ours_flags}\n")
+          f"over steps and repeats, max peak RSS; ours: train.py {args.ours_flags}")
+    cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in cpu]
+    print(f"CPU flags: {' '.join(flags) or 'no bf16 units'} (auto picks bf16 autocast where there are some)\n")
     print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | trainable |\n|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():
