@@ -312,20 +312,22 @@ def check_finite(t, what):
             return
 
 
-def files_fingerprint(path, sample=1 << 20):
+def files_fingerprint(path, sample=1 << 20, name=None):
     """sha256 of a checkpoint's files (a folder's, or one .gguf): each name and size, its first and last `sample`
     bytes. Cheap at 7B (a few MiB read); a re-download, a re-conversion or other weights under the same name change it.
     --resume compares it, so an adapter never goes on training over another base."""
-    return files_fingerprints(path, sample)[""]
+    return files_fingerprints(path, sample, name)[""]
 
 
-def files_fingerprints(path, sample=1 << 20):
+def files_fingerprints(path, sample=1 << 20, name=None):
     """files_fingerprint's parts: {file name: sha256 of its name, size, first and last bytes}, and "" for the whole
-    (the same value as before the parts were kept), so a --resume that refuses can name the file that changed."""
-    h, parts = hashlib.sha256(), {}
-    files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in sorted(os.listdir(path))]
+    (the same value as before the parts were kept), so a --resume that refuses can name the file that changed.
+    name: what one file (a .gguf) is called in them, when not its own (the name it was fingerprinted under before:
+    a symlink or a renamed copy of that file is the same checkpoint)."""
+    h, parts, one_file = hashlib.sha256(), {}, os.path.isfile(path)
+    files = [path] if one_file else [os.path.join(path, f) for f in sorted(os.listdir(path))]
     for f in files:
-        name = os.path.basename(f)                            # what load_pretrained reads (not tokenizer files)
+        name = name if one_file and name else os.path.basename(f)  # what load_pretrained reads (not tokenizer files)
         if os.path.isfile(f) and (name.endswith((".safetensors", ".bin", ".pth", ".gguf")) or name in (
                 "config.json", "params.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")):
             size, one = os.path.getsize(f), hashlib.sha256()

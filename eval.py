@@ -208,6 +208,19 @@ def model_path(name):
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
 
 
+def trained_file(adapter, trained, path):
+    """The name of the .gguf the adapter trained on, where `path` is one (its fingerprint hashed that name: a symlink
+    or a renamed copy of the file is the same base); else None. (Adapters from before `file`: their base's path.)"""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            name = trained.get("file") or os.path.basename(str(json.load(f).get("base_model_name_or_path")))
+    except (OSError, ValueError, AttributeError):              # load_adapter names what is wrong with the file
+        return None
+    return name if name.endswith(".gguf") else None
+
+
 def base_quant(name, adapter, quant, task=None):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
@@ -222,8 +235,9 @@ def base_quant(name, adapter, quant, task=None):
         print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
               f"base; --quant {quant} scores it on other weights than it learned on (without --quant, eval.py "
               "follows the adapter)", file=sys.stderr)
-    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(name := model_path(name)):
-        print(f"warning: --adapter {adapter} trained on a base whose files differ from {name}'s (another model, or "
+    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
+            path := model_path(name), name=trained_file(adapter, trained, path)):
+        print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
     head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load

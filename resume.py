@@ -10,8 +10,8 @@ resume that would not.
   kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
-  files whose fingerprint changed, data whose tokenized examples hash otherwise (`data_hash`;
-  --allow-data-change), a damaged file.
+  files whose fingerprint changed (`check_base`, before the weights load), data whose tokenized examples hash
+  otherwise (`data_hash`; --allow-data-change), a damaged file.
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
@@ -31,8 +31,8 @@ from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files"}  # what
-# may change on --resume; the rest must match (data_sha256 and base_sha256 have their own checks in restore; --model and
-# --data as a path: the files there, not how the path is written, see same_path)
+# may change on --resume; the rest must match (data_sha256 and base_sha256 have their own checks: restore, check_base;
+# --model and --data as a path: the files there, not how the path is written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -125,6 +125,18 @@ def base_changed(args, was, parts):
                      "--resume")
 
 
+def check_base(args, path, was):
+    """Fingerprint the base at path, once a run (args.base_files, args.base_sha256: its checkpoints keep them), and
+    refuse it when it is not the base of the checkpoint whose flags are `was` ({}: none). One file (a .gguf) is
+    fingerprinted under the name the checkpoint's run read it by: a symlink or a renamed copy of it is that base."""
+    if getattr(args, "base_sha256", None) is None:
+        named = list(was.get("base_files") or ())
+        args.base_files = files_fingerprints(path, name=named[0] if len(named) == 1 else None)
+        args.base_sha256 = args.base_files.pop("")
+    if error := base_changed(args, was, {**args.base_files, "": args.base_sha256}):
+        raise error
+
+
 def same_path(k, old, new, was):
     """--model or --data written another way (relative, through a symlink, a copy elsewhere): the same run when the
     files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept the
@@ -147,9 +159,8 @@ def same_settings(args, state):
                if k not in RESUMABLE and norm(was.get(k)) != norm(v)
                and not (k in ("model", "data") and same_path(k, was.get(k), v, was))]
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
-            os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model) and \
-            (error := base_changed(args, was, files_fingerprints(args.model))):
-        raise error                                           # another folder: its files checked before any load
+            os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
+        check_base(args, args.model, was)                     # another folder: its files checked before any load
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
@@ -161,8 +172,6 @@ def restore(checkpoint, args, opt):
     state = read_state(checkpoint)
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
-    if state["args"].get("base_sha256") not in (None, args.base_sha256):
-        raise base_changed(args, state["args"], {**args.base_files, "": args.base_sha256})
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
         raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
                         f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "

@@ -163,10 +163,12 @@ def save_weights(model, directory, args, source):
         if args.method != "full":
             hub = args.model in HF_REPOS and not gguf_file(source)  # a preset's files, fetched from its repository
             name = HF_REPOS[args.model] if hub else os.path.abspath(source)  # what PEFT's AutoPeftModel can load
+            named = list(getattr(args, "base_files", None) or ()) if os.path.isfile(source) else []  # a .gguf: the
+            # name its fingerprint hashed (resumed through a symlink: the first run's), for eval.py's check
             return save_adapter(model, directory, base_model_name_or_path=name,
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
-                                          task=args.data))
+                                          task=args.data, file=named[0] if named else None))
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
             save_pretrained(model, tmp)
             for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own

@@ -70,11 +70,12 @@ from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
-from checkpoint import atomic_write, files_fingerprints, trim_if_crept
+from checkpoint import atomic_write, trim_if_crept
 from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
                    save_pretrained)
 from plan import peak_mem_mib
-from resume import data_hash, find_checkpoint, read_state, restore, rng_states, same_settings, save_checkpoint
+from resume import (check_base, data_hash, find_checkpoint, read_state, restore, rng_states, same_settings,
+                    save_checkpoint)
 from quant import NF4Linear
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config,  # noqa: F401
@@ -219,8 +220,7 @@ def load(run):
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
     run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
-    args.base_files = files_fingerprints(run.source)          # --resume checks the base is the checkpoint's (and
-    args.base_sha256 = args.base_files.pop("")                 # names a file that changed)
+    check_base(args, run.source, read_state(run.checkpoint)["args"] if run.checkpoint else {})  # before the weights
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0

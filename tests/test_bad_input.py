@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import checkpoint
 import data
 import eval as E
 import model as M
@@ -755,11 +756,14 @@ def _(ctx):
     assert resumed(ctx, ctx.tmp / "base", ctx.tmp / ("task" + os.path.splitext(ctx.tiny[1])[1])) == 2
 
 
-@case("--resume: --model and --data copied to another folder, the same files", None)
+@case("--resume: --model and --data copied to another folder, the same files; the base's read once", None)
 def _(ctx):
     (ctx.tmp / "elsewhere").mkdir()
-    task = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere")
+    task, read = shutil.copy(ctx.tiny[1], ctx.tmp / "elsewhere"), []
+    ctx.mp.setattr(resume, "files_fingerprints", lambda *a, **k: read.append(a[0]) or checkpoint.files_fingerprints(
+        *a, **k))
     assert resumed(ctx, shutil.copytree(ctx.tiny[0], ctx.tmp / "elsewhere" / "base"), task) == 2
+    assert read == [str(ctx.tmp / "elsewhere" / "base")]               # 3 times before: 2 settings checks, the load
 
 
 @case("--resume: a copy of the base with one file changed", SystemExit, "/base: config.json differs). The adapter")

@@ -191,6 +191,48 @@ def test_resume_of_a_checkpoint_saved_under_the_rounded_warm_up_keeps_it(tiny, t
     assert json.load(open(path))["warmup_rule"] == "round"             # and a later resume keeps it too
 
 
+def test_resume_and_eval_on_a_gguf_by_another_name(tiny, tmp_path, monkeypatch, capsys):
+    """A .gguf's fingerprint hashed the name --model gave it: resumed through a symlink of another name (ln -s
+    ~/Downloads/X.Q4_1.gguf smol.gguf) or a renamed copy, the same file was refused ('X.gguf is missing, smol.gguf is
+    new'), and eval.py warned its adapter trained on other files. Now it is the checkpoint's base under its name; a
+    file with other bytes is still refused, naming it."""
+    import transformers
+    from test_gguf import llama_cpp_layout, llama_meta, write
+    from fixtures import random_params
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    gguf = write(tmp_path / "Tiny.F32.gguf", llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0)
+                                                              .state_dict(), c), llama_meta(c) | {
+                                                                  "tokenizer.ggml.eos_token_id": 6})
+    args = lambda model, *more: flags((str(model), tiny[1]), tmp_path / "out", "--max-steps", "4", *more)  # noqa: E731
+    fault_at_loss_call(monkeypatch, 5, signal.SIGINT)                  # step 3: stopped with step 2's checkpoint
+    with pytest.raises(SystemExit):
+        train.main(args(gguf, "--save-every", "2"))
+    monkeypatch.undo()
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(tmp_path / "out", tmp_path / "stopped")
+    (tmp_path / "smol.gguf").symlink_to(gguf)
+    os.makedirs(tmp_path / "elsewhere")
+    renamed = shutil.copy(gguf, tmp_path / "elsewhere" / "renamed.gguf")
+    for model in (tmp_path / "smol.gguf", renamed):
+        shutil.rmtree(tmp_path / "out")
+        shutil.copytree(tmp_path / "stopped", tmp_path / "out")
+        capsys.readouterr()
+        train.main(args(model, "--resume"))                             # refused before: "Tiny.F32.gguf is missing"
+        assert json.loads(capsys.readouterr().out.strip().split("\n")[-1])["steps"] == 4
+        E.command(["--task", "perplexity", "--model", str(model), "--adapter", str(tmp_path / "out" / "adapter"),
+                   "--data", str(tmp_path / "out")])
+        assert "warning" not in capsys.readouterr().err                 # warned before: "trained on a base whose files"
+    with open(renamed, "r+b") as f:                                     # other weights under that name
+        f.seek(-4, 2)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(SystemExit, match=r"--model .*renamed.gguf: Tiny.F32.gguf differs\)"):
+        train.main(args(renamed, "--resume"))
+    E.command(["--task", "perplexity", "--model", str(renamed), "--adapter", str(tmp_path / "out" / "adapter"),
+               "--data", str(tmp_path / "out")])
+    assert "trained on a base whose files differ" in capsys.readouterr().err
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     fault_at_loss_call(monkeypatch, 9, "nan")                          # step 5
     with pytest.raises(SystemExit, match=r"error: loss nan, gradient norm nan at step 5: stopped without saving"):
