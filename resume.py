@@ -32,7 +32,7 @@ from tasks import save_weights
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files"}  # what
 # may change on --resume; the rest must match (data_sha256 and base_sha256 have their own checks: restore, check_base;
-# --model and --data as a path: the files there, not how the path is written, see same_path)
+# --model, --data and --data-dir as a path: the files there, not how the path is written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -138,9 +138,10 @@ def check_base(args, path, was):
 
 
 def same_path(k, old, new, was):
-    """--model or --data written another way (relative, through a symlink, a copy elsewhere): the same run when the
-    files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept the
-    fingerprint (--model: compared here, before the weights load; --data: the tokenized examples', in restore)."""
+    """--model, --data or --data-dir written another way (relative, through a symlink, a copy elsewhere): the same
+    run when the files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept
+    the fingerprint (--model: check_base's, before the weights load; --data, --data-dir: the tokenized examples', in
+    restore)."""
     if not (isinstance(old, str) and isinstance(new, str) and os.path.exists(new)) or k == "data" and (
             os.path.splitext(old)[1].lower() not in (".json", ".jsonl", ".txt")
             or os.path.splitext(old)[1].lower() != os.path.splitext(new)[1].lower()):
@@ -152,12 +153,12 @@ def same_path(k, old, new, was):
 
 def same_settings(args, state):
     """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
-    compare normalised (DIR and DIR/ are one folder), --model and --data by their files (same_path)."""
+    compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path)."""
     was = {**ADDED, **state["args"]}
     norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and norm(was.get(k)) != norm(v)
-               and not (k in ("model", "data") and same_path(k, was.get(k), v, was))]
+               and not (k in ("model", "data", "data_dir") and same_path(k, was.get(k), v, was))]
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load

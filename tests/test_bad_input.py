@@ -766,6 +766,29 @@ def _(ctx):
     assert read == [str(ctx.tmp / "elsewhere" / "base")]               # 3 times before: 2 settings checks, the load
 
 
+@case("--resume: --data-dir written another way (from another folder); its files changed: refused", None)
+def _(ctx):  # (was refused: "--data-dir glue -> ../glue")
+    (ctx.tmp / "glue" / "SST-2").mkdir(parents=True)
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\n" + "".join(f"{'a b c'[i % 5:]}\t{i % 2}\n" for i in range(12)),
+                     f"glue/SST-2/{split}.tsv")
+    ctx.mp.chdir(ctx.tmp)
+    bert = tiny_bert(ctx)
+    argv = lambda glue: flags((bert, "glue/sst2"), ctx.tmp / "o", "--data-dir", glue, "--seq-len", "16",  # noqa
+                              "--max-steps", "4")
+    train.main(argv("glue"))
+    (ctx.tmp / "sub").mkdir()
+    ctx.mp.chdir(ctx.tmp / "sub")
+    shutil.copytree(ctx.tmp / "o", ctx.tmp / "stopped")
+    train.main(argv("../glue") + ["--resume"])
+    assert json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])["steps"] == 4
+    shutil.rmtree(ctx.tmp / "o")
+    shutil.copytree(ctx.tmp / "stopped", ctx.tmp / "o")
+    records_file(ctx, "sentence\tlabel\na a\t1\n", "glue/SST-2/dev.tsv")
+    with pytest.raises(SystemExit, match="--resume: the training data changed since the checkpoint"):
+        train.main(argv(str(ctx.tmp / "glue")) + ["--resume"])
+
+
 @case("--resume: a copy of the base with one file changed", SystemExit, "/base: config.json differs). The adapter")
 def _(ctx):  # refused before any weight loads, naming the file
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
