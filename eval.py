@@ -53,7 +53,7 @@ from checkpoint import files_fingerprint
 from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
-from download import resolve_model
+from download import has_weights, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
 
 # ----------------------------------------------------------------------------------------------------
@@ -201,11 +201,44 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
 def model_path(name):
     """--model as load_pretrained takes it: a checkpoint directory or .gguf file, or a preset's cache folder (where
     train.py puts it, as train.py resolves it); anything else is refused, naming the flag."""
+    if error := not_a_model(name):
+        raise error
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
         near = [p for p in PRESETS if p.lower() == name.lower()]          # presets are looked up by exact key
         raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset" + (
             f"; did you mean {near[0]}? (presets are written in lower case)" if near else ""))
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
+
+
+def not_a_model(path, train=False):
+    """The error for --model given an adapter, or a train.py run's --out folder (or its checkpoint/), where a model
+    was meant: what to give instead; None for anything else (load_pretrained names what else is wrong)."""
+    if not os.path.isdir(path) or has_weights(path) or any(os.path.isfile(os.path.join(path, f)) for f in (
+            "config.json", "params.json")):
+        return None
+    if has_weights(model := os.path.join(path, "model")):     # --method full's
+        return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}")
+    adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
+    try:
+        with open(os.path.join(adapter, "adapter_config.json")) as f:
+            base = json.load(f).get("base_model_name_or_path") or "its base model"
+    except (OSError, ValueError, AttributeError):
+        return None
+    what = "an adapter (adapter_config.json)" if adapter == path else "a train.py run's folder"
+    return UserError(f"--model {path} is {what}, not a model: " + (
+        f"train.py trains a new adapter on a base model (this one's: --model {base}); to go on with its run: "
+        "--resume, with --out the run's folder" if train else f"give its base, --model {base}, and --adapter "
+                                                             f"{adapter}"))
+
+
+def adapter_folder(path):
+    """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/."""
+    inner = os.path.join(path, "adapter")
+    if not os.path.isfile(os.path.join(path, "adapter_config.json")) and os.path.isfile(os.path.join(
+            inner, "adapter_config.json")):
+        print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
+        return inner
+    return path
 
 
 def trained_file(adapter, trained, path):
@@ -529,6 +562,7 @@ def command(argv=None):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
+    args.adapter = args.adapter and adapter_folder(args.adapter)
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     args.quant = base_quant(args.model, args.adapter, args.quant, args.task)

@@ -33,7 +33,8 @@ import plan
 from data import UserError
 from ddp import rank_world
 from download import HF_REPOS, SMALL_FILES
-from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
+from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
+                  not_a_model)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import gguf_file, replace_dir
 from model import PRESETS, load_pretrained, positions, save_pretrained
@@ -56,6 +57,8 @@ def heads(model, args):
 def checked_config(args):
     """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
     the data exists and the model's family trains it."""
+    if error := not_a_model(args.model, train=True):
+        raise error
     if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
             args.model not in PRESETS:
         near = [p for p in PRESETS if p.lower() == args.model.lower()]   # presets are looked up by exact key

@@ -516,6 +516,24 @@ def _(ctx):
     assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the file's
 
 
+case("train.py: --model a train.py run's adapter/", SystemExit, "/adapter is an adapter (adapter_config.json), not a "
+     "model: train.py trains a new adapter on a base model (this one's: --model ")(  # (was "neither config.json ...")
+    lambda ctx: train.main(flags((str(checkpointed(ctx) / "adapter"), ctx.tiny[1]), ctx.tmp / "o")))
+case("eval.py: --model a train.py run's folder", SystemExit, "is a train.py run's folder, not a model: give its base, "
+     "--model ")(lambda ctx: E.main(["--task", "perplexity", "--model", str(checkpointed(ctx)), "--data",  # (was "no
+                                     ctx.tiny[1]]))  # weights (model.safetensors, ...)")
+
+
+@case("eval.py: --adapter a train.py run's folder: its adapter/", None)
+def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
+    out = checkpointed(ctx)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
+    first, *_, last = ctx.capsys.readouterr().out.splitlines()
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out / "adapter")])
+    assert first == f"note: --adapter {out} is a train.py run's folder: its adapter, {out / 'adapter'}"
+    assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the adapter's
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
