@@ -216,9 +216,10 @@ def not_a_model(path, train=False):
     if not os.path.isdir(path) or has_weights(path) or any(os.path.isfile(os.path.join(path, f)) for f in (
             "config.json", "params.json")):
         return None
-    if has_weights(model := os.path.join(path, "model")):     # --method full's
-        return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}")
     adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
+    if has_weights(model := os.path.join(path, "model")):     # --method full's
+        return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}" + (
+            f" (and {adapter} an adapter: two runs' results)" if os.path.isdir(adapter) else ""))
     try:
         with open(os.path.join(adapter, "adapter_config.json")) as f:
             base = json.load(f).get("base_model_name_or_path") or "its base model"
@@ -236,6 +237,9 @@ def adapter_folder(path):
     inner = os.path.join(path, "adapter")
     if not os.path.isfile(os.path.join(path, "adapter_config.json")) and os.path.isfile(os.path.join(
             inner, "adapter_config.json")):
+        if has_weights(os.path.join(path, "model")):           # --out of a --method full run and an adapter's
+            raise UserError(f"--adapter {path} is a train.py run's folder with two runs' results, adapter/ and model/ "
+                            f"(--method full's): give --adapter {inner}, or --model {os.path.join(path, 'model')}")
         print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
         return inner
     return path

@@ -130,9 +130,6 @@ class Run:
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
     t_start, run = time.time(), set_up(args)
-    if not args.resume and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
-        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh and replaces its "
-              "checkpoint, log and result (to go on with it instead: --resume)")
     plan_memory(run)                                           # before any weight is read
     records = load(run)                                        # held-out records for the before/after check
     s = describe(run)
@@ -311,8 +308,8 @@ def describe(run):
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
-        print(f"note: {earlier} is an earlier run's; this run replaces it at its first save (--resume would go on "
-              "with that run instead)")
+        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
+              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
     return s
 
 

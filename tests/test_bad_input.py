@@ -534,6 +534,14 @@ def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
     assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the adapter's
 
 
+@case("eval.py: --adapter a run's folder holding an earlier run's adapter/ beside its model/", SystemExit,
+      "with two runs' results, adapter/ and model/ (--method full's): give --adapter ")
+def _(ctx):  # (not the earlier run's adapter, silently)
+    out = checkpointed(ctx)
+    train.main(flags(ctx.tiny, out, "--max-steps", "2", "--method", "full"))
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
@@ -840,12 +848,13 @@ def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run 
     train.main(argv + ["--resume", "--allow-data-change"])
 
 
-@case("--out over an earlier run without --resume: said so", None)
-def _(ctx):  # (was silent: its adapter, checkpoint and log replaced)
+@case("--out over an earlier run without --resume: said so, once", None)
+def _(ctx):  # (said twice, in two wordings)
     out = checkpointed(ctx)
     train.main(flags(ctx.tiny, out, "--max-steps", "2"))
-    assert f"note: --out {out} holds an earlier run ({out / 'checkpoint'}); this one starts afresh" in \
-        ctx.capsys.readouterr().out
+    assert [line for line in ctx.capsys.readouterr().out.splitlines() if "earlier run" in line] == [
+        f"note: --out {out} holds an earlier run ({out / 'checkpoint'}); this one starts afresh, replacing its "
+        "checkpoint at its first save, its log and its result (--resume would go on with that run instead)"]
 
 
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
@@ -903,7 +912,8 @@ def _(ctx):
     try:
         run(ctx, "--lr", "1e-3")
     finally:                                                   # and the run said so as it started
-        assert "checkpoint is an earlier run's; this run replaces it at its first save" in ctx.capsys.readouterr().out
+        assert "checkpoint); this one starts afresh, replacing its checkpoint at its first save" in \
+            ctx.capsys.readouterr().out
 
 
 @case("NaN after a checkpoint", SystemExit, "the last good checkpoint is kept in")
