@@ -439,7 +439,10 @@ def ticks(lo, hi, n=5):
 def read_metrics(run_dir, key):
     """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
     path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):                               # (was "[Errno 20] Not a directory", "[Errno 2] ...")
+    if os.path.isfile(run_dir):                                # (was "[Errno 20] Not a directory", "[Errno 2] ...")
+        raise UserError(f"--plot {run_dir} is a file: --plot takes train.py runs' --out folders (here: "
+                        f"{os.path.dirname(run_dir) or '.'})")
+    if not os.path.isfile(path):
         raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -551,6 +554,8 @@ def command(argv=None):
         if os.path.isdir(args.out):
             raise UserError(f"--out {args.out} is a folder: --plot writes one SVG file (e.g. --out "
                             f"{os.path.join(args.out, 'loss.svg')})")
+        if not os.path.isdir(os.path.dirname(args.out) or "."):
+            raise UserError(f"--out {args.out}: no folder {os.path.dirname(args.out)} to write it in")
         with open(args.out, "w") as f:
             f.write(plot_svg(args.plot))
         return print(f"wrote {args.out} ({len(args.plot)} run{'s' * (len(args.plot) > 1)})")

@@ -583,6 +583,12 @@ def _(ctx):
     assert data.read_squad("dev", str(ctx.tmp)) == json.loads(text)["data"]
 
 
+case("eval.py: --plot a run's metrics.jsonl", SystemExit, "/metrics.jsonl is a file: --plot takes train.py runs' "
+     "--out folders (here: ")(lambda ctx: E.main(["--plot", str(checkpointed(ctx) / "metrics.jsonl"), "--out", str(
+         ctx.tmp / "x.svg")]))  # (was "out/metrics.jsonl: no metrics.jsonl there")
+case("eval.py: --plot --out in a missing folder", SystemExit, "/nodir/x.svg: no folder ")(
+    lambda ctx: E.main(["--plot", str(checkpointed(ctx)), "--out", str(ctx.tmp / "nodir" / "x.svg")]))  # (was
+# "[Errno 2] No such file or directory", naming no flag)
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
