@@ -445,7 +445,16 @@ def read_metrics(run_dir, key):
     if not os.path.isfile(path):
         raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
     with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        lines, rows = f.read().split("\n"), []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = line
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+        elif row is not None and n < len(lines):               # (the last line, cut off by a kill: left out)
+            raise UserError(f"--plot {run_dir}: {path}, line {n} is not a record ({line[:80]!r})")
     good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())
 

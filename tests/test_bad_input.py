@@ -589,6 +589,18 @@ case("eval.py: --plot a run's metrics.jsonl", SystemExit, "/metrics.jsonl is a f
 case("eval.py: --plot --out in a missing folder", SystemExit, "/nodir/x.svg: no folder ")(
     lambda ctx: E.main(["--plot", str(checkpointed(ctx)), "--out", str(ctx.tmp / "nodir" / "x.svg")]))  # (was
 # "[Errno 2] No such file or directory", naming no flag)
+@case("eval.py: --plot a killed run's metrics.jsonl, its last line torn; a bad line before it", SystemExit,
+      "/metrics.jsonl, line 2 is not a record ('garbage')")
+def _(ctx):  # (was "Expecting ',' delimiter: line 1 column 25 (char 24)", naming no file)
+    out = checkpointed(ctx)
+    lines = open(out / "metrics.jsonl").read().splitlines()
+    open(out / "metrics.jsonl", "a").write('{"step": 3, "loss": 4.9')    # what a kill mid-write leaves
+    E.main(["--plot", str(out), "--out", str(ctx.tmp / "x.svg")])
+    assert open(ctx.tmp / "x.svg").read().count("<circle") == sum('"val_loss"' in line for line in lines)
+    open(out / "metrics.jsonl", "w").write(lines[0] + "\ngarbage\n" + lines[1] + "\n")
+    E.main(["--plot", str(out), "--out", str(ctx.tmp / "x.svg")])
+
+
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
