@@ -242,6 +242,10 @@ def adapter_folder(path):
                             f"(--method full's): give --adapter {inner}, or --model {os.path.join(path, 'model')}")
         print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
         return inner
+    if os.path.isfile(os.path.join(last := os.path.join(path, "checkpoint", "adapter"), "adapter_config.json")) and \
+            not os.path.exists(inner):
+        raise UserError(f"--adapter {path}: the run has no result yet (stopped before its end, or still running): its "
+                        f"last checkpoint's adapter is --adapter {last} (or finish the run: train.py ... --resume)")
     return path
 
 

@@ -542,6 +542,14 @@ def _(ctx):  # (not the earlier run's adapter, silently)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("eval.py: --adapter a killed run's folder: no adapter/ yet, a checkpoint", SystemExit,
+      "has no result yet (stopped before its end, or still running): its last checkpoint's adapter is --adapter ")
+def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
+    out = checkpointed(ctx)
+    shutil.rmtree(out / "adapter")                                  # as a run killed before its end leaves it
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
