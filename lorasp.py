@@ -367,6 +367,9 @@ def load_adapter(model, directory, peft=False):
     whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))
     if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
         raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
+    if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
+        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
+                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
     model.requires_grad_(False)
     for n in names:
         if n not in modules:

@@ -1235,6 +1235,15 @@ def _(ctx):
     load_adapter(fresh, ctx.tmp / "a")
 
 
+@case("adapter onto a model already adapted on more modules", ValueError, "already has adapter layers this adapter "
+      "does not hold: ['model.layers.0.mlp.up_proj']")
+def _(ctx):
+    fresh = apply_lorasp(adapter(ctx), ["q_proj", "v_proj", "up_proj"], r=4, seed=3)
+    with torch.no_grad():                          # (they kept their values: a mix of two adapters, 0.65 off the saved
+        fresh.model.layers[0].mlp.up_proj.B_train.normal_()                  # model's logits, without a word)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
 # ----------------------------------------------------------------------------------------------------
 # 6. Downloads and archives (a stand-in server on 127.0.0.1)
 
