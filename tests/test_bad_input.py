@@ -476,6 +476,20 @@ def _(ctx):
     out = ctx.capsys.readouterr().out
     assert not (ctx.tmp / "out" / "heldout.jsonl").exists() and "heldout.jsonl" not in out
     assert f"--task perplexity --data {ctx.tiny[1]} " in out
+
+
+@case("a .txt corpus with blocks held out: the evaluate: line does not call it nothing held out", None)
+def _(ctx):
+    """It said "# the training records: none was held out" after holding out 20% of the blocks for the validation
+    loss: the command scores the whole corpus, its training blocks too, and the note must say that."""
+    text = records_file(ctx, "".join(f"How many words are in cat dog {i}? {i}\n" for i in range(60)), "t.txt")
+    train.main(flags((ctx.tiny[0], text), ctx.tmp / "out", "--seq-len", "16", "--val-fraction", "0.2"))
+    out = ctx.capsys.readouterr().out
+    assert "held-out blocks" in out and "none was held out" not in out
+    assert out.split("evaluate: ")[1].split("\n")[0].endswith(
+        "   # the whole .txt, its training blocks too: held-out blocks are not written apart")
+
+
 @case("--resume: an empty optimizer.pt", SystemExit, "optimizer.pt is damaged (EOFError: )")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "optimizer.pt").write_bytes(b"")
