@@ -30,6 +30,7 @@ Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (appl
 saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
 budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
+import argparse
 import copy
 import itertools
 import json
@@ -462,5 +463,7 @@ def demo():
           "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
+    argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer state, saved "
+                                        "activations").parse_args()
     demo()

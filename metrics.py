@@ -12,6 +12,7 @@ eval.py, which scores models with these, re-exports them (`from eval import bleu
 
 Run `python metrics.py` for a demonstration on a few hand-made sentences, labels and scores.
 """
+import argparse
 import math
 import re
 import string
@@ -234,5 +235,6 @@ def demo():
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # no flags: a typed one is refused, not ignored
+    argparse.ArgumentParser(description="The metrics on a few examples").parse_args()
     demo()

@@ -431,6 +431,16 @@ def _(ctx):
     assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
 
 
+@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4 are refused", None)
+def _(ctx):
+    """They ran their fixed demo (block 64, r=16) and printed its figures as if the flag had been read."""
+    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"]):
+        p = subprocess.run([sys.executable, *argv], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and f"unrecognized arguments: {' '.join(argv[1:])}" in p.stderr, (argv, p.stderr)
+        assert "Traceback" not in p.stderr and not p.stdout, argv
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
 
