@@ -79,6 +79,9 @@ def text_file(path, encoding="utf-8", newline=None):
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             raw = f.read()
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):          # Notepad's "Unicode", PowerShell 5's > : not latin1
+            raise ValueError(f"{path}: UTF-16 text (its byte-order mark {raw[0]:#04x} {raw[1]:#04x}), not UTF-8; "
+                             "convert it: iconv -f utf-16 -t utf-8") from None
         try:
             raw.decode(encoding)
         except UnicodeDecodeError as e:

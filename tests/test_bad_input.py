@@ -462,6 +462,9 @@ case("bad JSON", SystemExit, "d.json, line 3: not valid JSON")(
     lambda ctx: run(ctx, data_file=records_file(ctx, '[\n {"instruction": "a", "output": "b"},\n ]\n')))
 case("non-UTF-8 records", SystemExit, "d.json, line 2: not UTF-8 text (byte 0xe9")(
     lambda ctx: run(ctx, data_file=records_file(ctx, b'[{"instruction": "a",\n "output": "caf\xe9"}]')))
+case("records saved as UTF-16 (Notepad's 'Unicode', PowerShell 5's >)", SystemExit, "d.json: UTF-16 text (its "
+     "byte-order mark 0xff 0xfe), not UTF-8; convert it: iconv -f utf-16 -t utf-8")(  # (said: iconv -f latin1)
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[{"instruction": "a", "output": "b"}]'.encode("utf-16"))))
 case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
     lambda ctx: data.text_examples(records_file(ctx, b"one\ntwo\nthr\xffee\n", "t.txt"), None, 4))
 case("record without output", SystemExit, "record 1 has no 'output' field")(
