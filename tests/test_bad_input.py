@@ -441,6 +441,19 @@ def _(ctx):
         assert "Traceback" not in p.stderr and not p.stdout, argv
 
 
+@case("python checkpoint.py on a folder, a config.json, a missing file: one line each", None)
+def _(ctx):
+    """They were tracebacks (IsADirectoryError; a config.json's 'corrupt safetensors header')."""
+    model = small_model(ctx.tmp / "m")
+    for arg, fragment in [(model, f"{model} is a folder: give one of its .safetensors files (or a .gguf)"),
+                          (f"{model}/config.json", f"{model}/config.json: not a .safetensors or .gguf file"),
+                          (f"{model}/x.safetensors", "No such file or directory")]:
+        p = subprocess.run([sys.executable, "checkpoint.py", arg], capture_output=True, text=True, timeout=300,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.startswith("error: "), p.stderr
+        assert fragment in p.stderr and len(p.stderr.strip().split("\n")) == 1, p.stderr
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
 
