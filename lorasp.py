@@ -189,6 +189,8 @@ def _layers(model):
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
     layer's seed is layer_seed(seed, name)."""
+    if isinstance(targets, str):                               # read a character at a time, "wo" adapted T5's "o"
+        raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
     model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
     hits = [n for n in linears if matches(n, targets)]

@@ -1275,6 +1275,12 @@ def _(ctx):
     load_adapter(fresh, ctx.tmp / "a")
 
 
+case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
+     "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
+    lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                                  num_heads=4)), "wo", r=4))
+
+
 @case("adapter onto a model already adapted on more modules", ValueError, "already has adapter layers this adapter "
       "does not hold: ['model.layers.0.mlp.up_proj']")
 def _(ctx):
