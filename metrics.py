@@ -23,7 +23,10 @@ import numpy as np
 # ----------------------------------------------------------------------------------------------------
 # GLUE: classification and regression (scikit-learn's and SciPy's definitions)
 
-def _pair(predictions, references):
+def _pair(predictions, references, what="predictions"):
+    for name, v in ((what, predictions), ("references", references)):  # a str's characters would be the examples
+        if isinstance(v, str):
+            raise TypeError(f"{name} is a str: give a list, one entry per example ([{v!r}])")
     if len(predictions) != len(references) or len(predictions) == 0:
         raise ValueError(f"need as many predictions as references, at least one: {len(predictions)}, {len(references)}")
     return list(predictions), list(references)
@@ -128,7 +131,7 @@ def bleu(hypotheses, references):
     BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
     smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
     an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
-    hypotheses, references = _pair(hypotheses, references)
+    hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
     for hyp, refs in zip(hypotheses, references):
         hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in ([refs] if isinstance(refs, str) else refs)]
@@ -172,7 +175,7 @@ def _lcs_length(a, b):
 def rouge(hypotheses, references):
     """{rouge1, rouge2, rougeL} F-measures ×100, the mean over pairs of rouge_score's RougeScorer(use_stemmer=False)
     .score(reference, hypothesis); n-gram overlap and whole-text LCS (not rougeLsum); F = 2PR/(P+R), or 0."""
-    hypotheses, references = _pair(hypotheses, references)
+    hypotheses, references = _pair(hypotheses, references, "hypotheses")
     sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for hyp, ref in zip(hypotheses, references):
         h, r = _rouge_tokens(hyp), _rouge_tokens(ref)

@@ -25,6 +25,7 @@ import torch
 
 import data
 import eval as E
+import metrics
 import model as M
 import resume
 import train
@@ -1209,6 +1210,12 @@ def _(ctx):
     q = nf4_state(lambda sd, m: None, w)
     err = (q.dequantize(torch.float32) - w).abs().max() / w.abs().max()
     assert torch.isfinite(q.dequantize(torch.float32)).all() and err < 0.2
+
+
+for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were the sentences (BLEU 0.0, ROUGE-2 0.0
+    case(f"metrics.{f}('the cat sat', 'the cat sat'): strings, not lists", TypeError,  # of two equal texts)
+         "hypotheses is a str: give a list, one entry per example (['the cat sat'])")(
+        lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
 
 
 # ----------------------------------------------------------------------------------------------------
