@@ -214,6 +214,13 @@ def squad_scores(dataset, predictions):
     """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
     predictions {question id: text}; each question scores the max over its gold answers; a question without a
     prediction scores 0 (and is counted)."""
+    if isinstance(dataset, dict):                              # (a TypeError of string indices)
+        raise TypeError('dataset is the file\'s "data" list (json.load(f)["data"]), not the whole file')
+    if not isinstance(predictions, dict):                      # a list matched no id: 0.0 without a word
+        raise TypeError(f"predictions is a {type(predictions).__name__}: give {{question id: answer text}} (from HF "
+                        "evaluate's [{'id', 'prediction_text'}]: {p['id']: p['prediction_text'] for p in predictions})")
+    if bad := next((k for k, v in predictions.items() if not isinstance(v, str)), None):
+        raise TypeError(f"prediction {bad!r} is a {type(predictions[bad]).__name__}, not the answer's text")
     em = f = total = 0
     for article in dataset:
         for paragraph in article["paragraphs"]:

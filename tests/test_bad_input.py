@@ -1218,6 +1218,19 @@ for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were
         lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
 
 
+SQUAD_DATA = [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+    {"id": "q1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]}]}]}]
+for name, args, error, fragment in [  # HF evaluate's list of {"id", "prediction_text"}: scored 0.0 without a word
+        ("HF evaluate's list of predictions", (SQUAD_DATA, [{"id": "q1", "prediction_text": "France"}]), TypeError,
+         "predictions is a list: give {question id: answer text} (from HF evaluate's [{'id', 'prediction_text'}]: "
+         "{p['id']: p['prediction_text'] for p in predictions})"),
+        ("the whole file as the dataset", ({"version": "1.1", "data": SQUAD_DATA}, {"q1": "France"}), TypeError,
+         "dataset is the file's \"data\" list (json.load(f)[\"data\"]), not the whole file"),  # (a TypeError of
+        ("a list as one prediction", (SQUAD_DATA, {"q1": ["France"]}), TypeError,  # string indices; an
+         "prediction 'q1' is a list, not the answer's text")]:                      # AttributeError of .lower)
+    case(f"metrics.squad_scores: {name}", error, fragment)(lambda ctx, args=args: metrics.squad_scores(*args))
+
+
 # ----------------------------------------------------------------------------------------------------
 # 5. Adapters
 
