@@ -365,6 +365,11 @@ def load_adapter(model, directory, peft=False):
     names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
+    tm = cfg.get("target_modules")                             # PEFT's rule: a list matches name ends, a str whole
+    if isinstance(tm, (str, list)) and tm != "all-linear" and (stray := [  # names (regex); PEFT skips the rest
+            n for n in names if not (re.fullmatch(tm, n) if isinstance(tm, str) else matches(n, tm))]):
+        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules {tm!r} does not name: "
+                         f"{stray[:3]}; PEFT would leave them out: fix one file or the other")
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
     whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))

@@ -1295,6 +1295,15 @@ def _(ctx):
     load_adapter(fresh, ctx.tmp / "a")
 
 
+@case("PEFT adapter whose target_modules leaves out modules its file holds", ValueError, "adapter_config.json's "
+      "target_modules ['q_proj'] does not name: ['model.layers.0.self_attn.v_proj']")
+def _(ctx):  # (loaded them all: 0.198 off PeftModel's logits, which leaves them out without a warning)
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", target_modules=["q_proj"])
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
 case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
      "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
     lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
