@@ -66,6 +66,20 @@ def matches(name, targets):
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def peft_target(cfg, name):
+    """PEFT's check_target_module_exists (0.21): target_modules a regex (str, whole name) or names (list, the name or
+    its end), then for a name's end layers_to_transform (with layers_pattern). "all-linear" or none: not checked."""
+    tm, layers, pattern = cfg.get("target_modules"), cfg.get("layers_to_transform"), cfg.get("layers_pattern")
+    if tm is None or tm == "all-linear" or isinstance(tm, list) and name in tm:
+        return True
+    if isinstance(tm, str) or not matches(name, tm) or layers in (None, []):
+        return bool(re.fullmatch(tm, name)) if isinstance(tm, str) else matches(name, tm)
+    pats = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
+        [r".*?\.[^.]*\."]                                       # the first numbered segment: the layer's index
+    i = next((int(m[1]) for p in pats if (m := re.match(p + r"(\d+)\.", name))), None)
+    return i is not None and (i == layers if isinstance(layers, int) else i in layers)
+
+
 def _pattern(patterns, name, default):
     """PEFT's rank_pattern / alpha_pattern: the value of the first key (a regex) that matches the name's end."""
     return next((v for k, v in (patterns or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
@@ -365,11 +379,11 @@ def load_adapter(model, directory, peft=False):
     names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
-    tm = cfg.get("target_modules")                             # PEFT's rule: a list matches name ends, a str whole
-    if isinstance(tm, (str, list)) and tm != "all-linear" and (stray := [  # names (regex); PEFT skips the rest
-            n for n in names if not (re.fullmatch(tm, n) if isinstance(tm, str) else matches(n, tm))]):
-        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules {tm!r} does not name: "
-                         f"{stray[:3]}; PEFT would leave them out: fix one file or the other")
+    if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
+        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
+                         f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
+                                                             if cfg.get("layers_to_transform") else "") +
+                         f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
     whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))

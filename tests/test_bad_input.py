@@ -1304,6 +1304,17 @@ def _(ctx):  # (loaded them all: 0.198 off PeftModel's logits, which leaves them
     load_adapter(fresh, ctx.tmp / "a", peft=True)
 
 
+@case("PEFT adapter with layers_to_transform leaving out layers its file holds", ValueError, "does not name: "
+      "['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']")
+def _(ctx):  # (loaded them all: 0.175 off PeftModel's logits)
+    base = build_model(LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    save_adapter(apply_lorasp(base, ["q_proj", "v_proj"], r=4, keep=1.0), ctx.tmp / "a")
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", layers_to_transform=[0])
+    fresh = build_model(LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
 case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
      "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
     lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
