@@ -1162,6 +1162,10 @@ def main():
                               ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
         if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
             ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
+    if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
+                                             if on]):  # (the same greedy text whatever they are)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
+              "(greedy decoding)", file=sys.stderr)
     if args.model is None:
         return demo()
     t0 = time.perf_counter()

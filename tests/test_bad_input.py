@@ -203,6 +203,14 @@ for flag, value, fragment in [("--temperature", "-1", "--temperature: -1.0 is ou
         lambda ctx, flag=flag, value=value: generate_command(ctx, "--model", ctx.tiny[0], flag, value))
 
 
+@case("model.py: --top-p and --seed with greedy decoding (--temperature 0) say they do nothing", None)
+def _(ctx):  # (greedy decoding, the same text whatever they were, without a word)
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "2", "--top-p", "0.5", "--seed", "3")
+    assert "note: --top-p, --seed have no effect with --temperature 0 (greedy decoding)" in ctx.capsys.readouterr().err
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "2", "--top-p", "0.5", "--temperature", "0.7")
+    assert "note:" not in ctx.capsys.readouterr().err
+
+
 @case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
       "8 positions of")
 def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; asked for more")
