@@ -1069,7 +1069,12 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
-    path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    path, given = os.fspath(path), dtype
+    if isinstance(dtype, str):                                 # transformers' names: "bfloat16", "auto"
+        dtype = None if dtype == "auto" else getattr(torch, dtype, dtype)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype {given!r}: give a floating-point torch dtype (torch.bfloat16) or its name "
+                         "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
         fields_, stream = gguf_checkpoint(gguf)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf

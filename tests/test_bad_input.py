@@ -1026,6 +1026,20 @@ def _(ctx):
         assert not os.path.exists(ctx.tmp / "pwned")
 
 
+for dtype, fragment in [("bf16", "dtype 'bf16': give a floating-point torch dtype (torch.bfloat16) or its name "
+                                 "('bfloat16'), or None / 'auto'"),  # (AttributeError: module 'torch' has no ...)
+                        (torch.int8, "dtype torch.int8: give a floating-point")]:  # (a TypeError of torch.finfo)
+    case(f"load_pretrained(dtype={dtype!r})", ValueError, fragment)(
+        lambda ctx, dtype=dtype: load_pretrained(small_model(ctx.tmp / "m"), dtype=dtype))
+
+
+@case("load_pretrained(dtype='auto') is transformers' 'auto': config.json's dtype", None)
+def _(ctx):  # (was AttributeError: module 'torch' has no attribute 'auto')
+    d = small_model(ctx.tmp / "m")
+    edit_json(os.path.join(d, "config.json"), torch_dtype="bfloat16")
+    assert next(load_pretrained(d, dtype="auto").parameters()).dtype == torch.bfloat16
+
+
 @case("checkpoint of mixed dtypes (bf16 linears, fp32 norms) runs with dtype=None", None)
 def _(ctx):
     d = small_model(ctx.tmp / "m")
