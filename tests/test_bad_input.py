@@ -173,6 +173,8 @@ case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA tra
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
 case("cli --method lora --kee 0.3 (an abbreviation argparse takes)", 2, "--keep 0.3 with --method lora")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--kee", "0.3"]))  # (ran LoRA)
+case("cli --out ''", 2, "--out '' is empty: name the run's folder")(  # (loaded the model and data, then
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", ""]))  # "No such file or directory: ''")
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
