@@ -68,8 +68,11 @@ def matches(name, targets):
 
 def peft_target(cfg, name):
     """PEFT's check_target_module_exists (0.21): target_modules a regex (str, whole name) or names (list, the name or
-    its end), then for a name's end layers_to_transform (with layers_pattern). "all-linear" or none: not checked."""
+    its end), then for a name's end layers_to_transform (with layers_pattern); exclude_modules first. "all-linear" or
+    none: not checked."""
     tm, layers, pattern = cfg.get("target_modules"), cfg.get("layers_to_transform"), cfg.get("layers_pattern")
+    if (ex := cfg.get("exclude_modules")) and (re.fullmatch(ex, name) if isinstance(ex, str) else matches(name, ex)):
+        return False
     if tm is None or tm == "all-linear" or isinstance(tm, list) and name in tm:
         return True
     if isinstance(tm, str) or not matches(name, tm) or layers in (None, []):
@@ -383,6 +386,7 @@ def load_adapter(model, directory, peft=False):
         raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
                          f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
                                                              if cfg.get("layers_to_transform") else "") +
+                         (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
                          f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}

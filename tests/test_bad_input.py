@@ -1339,6 +1339,15 @@ def _(ctx):  # (loaded them all: 0.175 off PeftModel's logits)
     load_adapter(fresh, ctx.tmp / "a", peft=True)
 
 
+@case("PEFT adapter whose exclude_modules names a module its file holds", ValueError, "does not name: "
+      "['model.layers.0.self_attn.v_proj']")
+def _(ctx):  # (loaded it: PeftModel leaves it out)
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", exclude_modules=["v_proj"])
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
 case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
      "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
     lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
