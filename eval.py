@@ -515,6 +515,11 @@ def command(argv=None):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
+    if args.adapter and not os.path.exists(os.path.join(args.adapter, "adapter_config.json")) and \
+            os.path.isfile(os.path.join(args.adapter, "adapter", "adapter_config.json")):  # as --data's run folder
+        print(f"note: --adapter {args.adapter} is a train.py run's folder: its adapter, "
+              f"{os.path.join(args.adapter, 'adapter')}")
+        args.adapter = os.path.join(args.adapter, "adapter")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     args.quant = base_quant(args.model, args.adapter, args.quant, args.task)

@@ -566,6 +566,17 @@ def _(ctx):
     assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the file's
 
 
+@case("eval.py: --adapter a train.py run's folder: its adapter", None)
+def _(ctx):  # (was "no adapter_config.json; not an adapter folder", where --data takes the run's folder)
+    run_dir = ctx.shared.checkpoint
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(run_dir)])
+    first, *_, last = ctx.capsys.readouterr().out.splitlines()
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",
+            str(run_dir / "adapter")])
+    assert first == f"note: --adapter {run_dir} is a train.py run's folder: its adapter, {run_dir / 'adapter'}"
+    assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the adapter's
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
