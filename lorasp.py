@@ -35,6 +35,7 @@ import copy
 import itertools
 import json
 import math
+import numbers
 import os
 import re
 import zlib
@@ -145,6 +146,9 @@ class LoRASPLinear(nn.Module):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
+        if not (isinstance(r, numbers.Integral) and r >= 1 and math.isfinite(alpha) and alpha != 0):  # (alpha 0: no
+            raise ValueError("need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); "
+                             f"got r={r!r}, alpha={alpha!r}")          # update, no gradient: nothing learned)
         if mode not in ("mask", "freeze") or structure not in ("element", "column") or not 0 < keep <= 1:
             raise ValueError(f"need mode mask|freeze, structure element|column, 0 < keep <= 1; got {mode}, "
                              f"{structure}, {keep}")

@@ -32,7 +32,7 @@ import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
-from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
+from lorasp import EXTRAS_FILE, LoRASPLinear, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
@@ -1357,6 +1357,13 @@ def _(ctx):  # (loaded it: PeftModel leaves it out)
     os.remove(ctx.tmp / "a" / EXTRAS_FILE)
     edit_json(ctx.tmp / "a" / "adapter_config.json", exclude_modules=["v_proj"])
     load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
+for kw, was in [(dict(alpha=0), "an update scaled by 0: nothing learned, no gradient"), (dict(alpha=float("nan")), "NaN"),
+                (dict(r=0), "ZeroDivisionError"), (dict(r=2.5), "TypeError of torch.empty")]:
+    case(f"LoRASPLinear({', '.join(f'{k}={v}' for k, v in kw.items())}) (was: {was})", ValueError,
+         "need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); got ")(
+        lambda ctx, kw=kw: LoRASPLinear(torch.nn.Linear(8, 8), **kw))
 
 
 case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
