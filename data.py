@@ -136,8 +136,9 @@ class Tokenizer:
         # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
         room = max_len - 2 - (0 if b is None else self.pair_seps)
-        if room < 0:
-            raise ValueError(f"max_len {max_len} leaves no room for the special tokens")
+        if room < 1:                                           # (0: [CLS] [SEP] [SEP], as tokenizers: no text)
+            raise ValueError(f"max_len {max_len} leaves no room for the text after the {max_len - room} special "
+                             f"tokens: --seq-len {max_len - room + 1} or more")
         if len(A) + len(B) > room:
             short = min(len(A), len(B)) if 2 * min(len(A), len(B)) <= room else room // 2
             A, B = (A[:room - short], B[:short]) if len(A) > len(B) else (A[:short], B[:room - short])

@@ -1366,6 +1366,18 @@ for kw, was in [(dict(alpha=0), "an update scaled by 0: nothing learned, no grad
         lambda ctx, kw=kw: LoRASPLinear(torch.nn.Linear(8, 8), **kw))
 
 
+def wordpiece(ctx):
+    (ctx.tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
+    return data.load_tokenizer(str(ctx.tmp))
+
+
+for args, fragment in [(("a", "b", 3), "max_len 3 leaves no room for the text after the 3 special tokens: --seq-len 4 "
+                         "or more"), (("a", None, 2), "max_len 2 leaves no room for the text after the 2 special "
+                                      "tokens: --seq-len 3 or more")]:  # (every example was [CLS] [SEP] [SEP]: the
+    case(f"GLUE pairs at --seq-len {args[2]}: no text token left", ValueError, fragment)(  # classifier saw no text)
+        lambda ctx, args=args: wordpiece(ctx).encode_pair(*args))
+
+
 case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
      "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
     lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
