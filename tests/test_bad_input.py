@@ -622,6 +622,15 @@ case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.j
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
 
+@case("eval.py: --plot a run with one logged step, or a constant loss", None)
+def _(ctx):  # (ZeroDivisionError: one y tick)
+    for name, lines in (("one", [(1, 2.0)]), ("flat", [(1, 2.0), (2, 2.0)])):
+        (ctx.tmp / name).mkdir()
+        (ctx.tmp / name / "metrics.jsonl").write_text("".join(json.dumps(dict(step=s, loss=v)) + "\n" for s, v in lines))
+        E.main(["--plot", str(ctx.tmp / name), "--out", str(ctx.tmp / f"{name}.svg")])
+        assert (ctx.tmp / f"{name}.svg").read_text().count("<polyline") == 1
+
+
 def tiny_bert(ctx):
     """A 2-layer BERT with a WordPiece vocab.txt and no head (a base model, as a pre-training upload is used)."""
     d = ctx.tmp / "bert"
