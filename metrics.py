@@ -176,6 +176,9 @@ def rouge(hypotheses, references):
     """{rouge1, rouge2, rougeL} F-measures ×100, the mean over pairs of rouge_score's RougeScorer(use_stemmer=False)
     .score(reference, hypothesis); n-gram overlap and whole-text LCS (not rougeLsum); F = 2PR/(P+R), or 0."""
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
+    for what, xs in (("hypothesis", hypotheses), ("reference", references)):  # (bleu takes lists of references)
+        if (i := next((i for i, x in enumerate(xs) if not isinstance(x, str)), None)) is not None:
+            raise TypeError(f"rouge takes one reference text per hypothesis: {what} {i} is a {type(xs[i]).__name__}")
     sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for hyp, ref in zip(hypotheses, references):
         h, r = _rouge_tokens(hyp), _rouge_tokens(ref)

@@ -1262,6 +1262,11 @@ for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were
         lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
 
 
+case("metrics.rouge with a list of references per hypothesis, as bleu takes them", TypeError, "rouge takes one "
+     "reference text per hypothesis: reference 0 is a list")(  # (AttributeError: 'list' object has no attribute
+    lambda ctx: metrics.rouge(["the cat sat"], [["the cat sat", "a cat sat"]]))       # 'lower')
+
+
 SQUAD_DATA = [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
     {"id": "q1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]}]}]}]
 for name, args, error, fragment in [  # HF evaluate's list of {"id", "prediction_text"}: scored 0.0 without a word
