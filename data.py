@@ -79,6 +79,9 @@ def text_file(path, encoding="utf-8", newline=None):
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             raw = f.read()
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):          # Notepad's "Unicode", PowerShell 5's > : not latin1
+            raise ValueError(f"{path}: UTF-16 text (its byte-order mark {raw[0]:#04x} {raw[1]:#04x}), not UTF-8; "
+                             "convert it: iconv -f utf-16 -t utf-8") from None
         try:
             raw.decode(encoding)
         except UnicodeDecodeError as e:
@@ -133,8 +136,9 @@ class Tokenizer:
         # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
         room = max_len - 2 - (0 if b is None else self.pair_seps)
-        if room < 0:
-            raise ValueError(f"max_len {max_len} leaves no room for the special tokens")
+        if room < 1:                                           # (0: [CLS] [SEP] [SEP], as tokenizers: no text)
+            raise ValueError(f"max_len {max_len} leaves no room for the text after the {max_len - room} special "
+                             f"tokens: --seq-len {max_len - room + 1} or more")
         if len(A) + len(B) > room:
             short = min(len(A), len(B)) if 2 * min(len(A), len(B)) <= room else room // 2
             A, B = (A[:room - short], B[:short]) if len(A) > len(B) else (A[:short], B[:room - short])

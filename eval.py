@@ -382,7 +382,8 @@ def ticks(lo, hi, n=5):
     raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
     step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
                if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
-    return [round(i * step, 12) for i in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+    first = math.floor(lo / step)                              # two ticks at least: one logged step, a flat loss
+    return [round(i * step, 12) for i in range(first, max(math.ceil(hi / step), first + 1) + 1)]
 
 
 def read_metrics(run_dir, key):
@@ -515,6 +516,11 @@ def command(argv=None):
         if not getattr(args, need):
             ap.error(f"--task {args.task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
+    if args.adapter and not os.path.exists(os.path.join(args.adapter, "adapter_config.json")) and \
+            os.path.isfile(os.path.join(args.adapter, "adapter", "adapter_config.json")):  # as --data's run folder
+        print(f"note: --adapter {args.adapter} is a train.py run's folder: its adapter, "
+              f"{os.path.join(args.adapter, 'adapter')}")
+        args.adapter = os.path.join(args.adapter, "adapter")
     adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
     glue = args.task[5:] if args.task.startswith("glue/") else None
     args.quant = base_quant(args.model, args.adapter, args.quant, args.task)
