@@ -125,22 +125,29 @@ class Tokenizer:
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
         <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 as BERT, <|endoftext|> for every mark (one between A
-        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not). Too long:
+        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not); sentencepiece as
+        transformers' LlamaTokenizer, [<s>] A [</s>] [<s>] B [</s>] as add_bos/add_eos say, types 0 then 1 (T5:
+        A </s> B </s>, types 0). Too long:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
         # b "" is a second text with no tokens, [CLS] A [SEP] [SEP], as run_glue's batched tokenizer call encodes it
         # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
-        room = max_len - 2 - (0 if b is None else self.pair_seps)
+        head, mid, tail = self.pair_marks()
+        room = max_len - len(head) - len(tail) - (0 if b is None else len(mid) + len(tail))
         if room < 0:
             raise ValueError(f"max_len {max_len} leaves no room for the special tokens")
         if len(A) + len(B) > room:
             short = min(len(A), len(B)) if 2 * min(len(A), len(B)) <= room else room // 2
             A, B = (A[:room - short], B[:short]) if len(A) > len(B) else (A[:short], B[:room - short])
-        first = [self.bos_id, *A, self.eos_id]
-        second = [] if b is None else [self.eos_id] * (self.pair_seps - 1) + [*B, self.eos_id]
+        first = head + A + tail
+        second = [] if b is None else mid + B + tail
         return first + second, [0] * len(first) + [self.type_b] * len(second)
+
+    def pair_marks(self):
+        """encode_pair's special tokens: (before A, before B, after each text)."""
+        return [self.bos_id], [self.eos_id] * (self.pair_seps - 1), [self.eos_id]
 
 
 NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (3): 0}: protobuf's parser merges it
@@ -171,6 +178,10 @@ class SentencePieceTokenizer(Tokenizer):
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
+
+    def pair_marks(self):  # transformers' LlamaTokenizer: [<s>] A [</s>] [<s>] B [</s>], as add_bos/add_eos say
+        bos = [self.bos_id] * (self.add_bos and self.bos_id is not None)
+        return bos, bos, [self.eos_id] * (self.add_eos and self.eos_id is not None)
 
     def set_added(self, added):
         """The added tokens {text: id}: matched whole in text; ids past sentencepiece's pieces are decoded here."""
@@ -210,8 +221,13 @@ class T5Tokenizer(SentencePieceTokenizer):
         super().__init__(path, proto)
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
+    type_b = 0  # transformers' T5Tokenizer: A </s> B </s>, types all 0
+
     def encode(self, text, bos=False, eos=True, after=False):
         return super().encode(text, bos, eos, after)
+
+    def pair_marks(self):
+        return [], [], [self.eos_id]
 
     def _encode(self, text, after=False):  # text and sentinels alternate: "a <extra_id_0> b" -> ["a ", "0", " b"]
         parts, first = re.split(r"<extra_id_([0-9]|[1-9][0-9])>", text), self.unprefixed if after else self.sp

@@ -252,6 +252,27 @@ def test_sentencepiece_add_eos_token_as_transformers(tmp_path, capsys):
     assert ref(prompt).input_ids[-1] == 2 and 2 not in tok.encode(prompt)  # no </s> where the model continues
 
 
+@pytest.mark.parametrize("add_bos", [False, True])
+@pytest.mark.parametrize("add_eos", [False, True])
+def test_sentencepiece_pairs_as_transformers(tmp_path, add_bos, add_eos):
+    """encode_pair on a sentencepiece (LLaMA) tokenizer: transformers' LlamaTokenizer builds [<s>] A [</s>] [<s>] B
+    [</s>] as add_bos_token/add_eos_token say, B's part type 1, and truncates longest-first around those marks. Ours
+    was BERT's layout whatever they said, <s> A </s> B </s> (a </s> where add_eos_token is false, no <s> before B)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": add_bos, "add_eos_token": add_eos}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    a, b = "The quick brown fox jumps over the lazy dog.", "Hello world, naïve café"
+    want = ref(a, b, return_token_type_ids=True)
+    assert tok.encode_pair(a, b) == (want.input_ids, want.token_type_ids)
+    assert want.input_ids.count(1) == 2 * add_bos and want.input_ids.count(2) == 2 * add_eos  # the marks vary
+    assert tok.encode_pair(a)[0] == ref(a).input_ids
+    for n in (9, 12, 17):
+        want = ref(a, b, return_token_type_ids=True, truncation="longest_first", max_length=n)
+        assert tok.encode_pair(a, b, n) == (want.input_ids, want.token_type_ids), n
+
+
 def test_tokenizer_json_template_eos_as_tokenizers(bpe_dir, tmp_path, capsys):
     """A tokenizer.json whose post-processor ends every text with a special token ("$A <eos>"): that token is the
     EOS (ours took <|endoftext|>: responses ended with a token the tokenizer never ends a text with) and a perplexity
