@@ -567,8 +567,8 @@ def load_tokenizer(path):
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
     model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
     tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
-    (defaults: LLaMA's and RoBERTa's do, GPT-2's not); its add_eos_token (or tokenizer.json's "$A </s>") whether texts
-    end with EOS (eos_note says where we follow it)."""
+    (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether texts end with EOS (eos_note says
+    where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides instead, as in transformers."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -601,7 +601,12 @@ def load_tokenizer(path):
                             "tokenizer files into it")
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
     setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
-    if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
+    if isinstance(tok, BPETokenizer) and os.path.exists(f("tokenizer.json")) and isinstance(cfg, dict):
+        for key, own in (("add_bos_token", tok.add_bos), ("add_eos_token", tok.add_eos)):  # transformers drops both
+            if isinstance(cfg.get(key), bool) and cfg[key] != own:  # where a tokenizer.json is read: it decides
+                print(f"{f('tokenizer_config.json')}: {key} {str(cfg[key]).lower()} is not what "
+                      f"{f('tokenizer.json')}'s post-processor does; following tokenizer.json, as transformers does")
+    elif isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
             cfg, dict):
         if isinstance(cfg.get("add_bos_token"), bool):         # Yi's false: its texts start without <s>; a
             tok.add_bos = cfg["add_bos_token"]                 # GPT-2's true: with <|endoftext|> (as transformers)

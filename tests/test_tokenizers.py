@@ -92,6 +92,29 @@ def test_tokenizer_json_template_bos_as_tokenizers(bpe_dir, tmp_path):
     assert tok.encode("a", bos=False) == ref.encode("a", add_special_tokens=False).ids
 
 
+@pytest.mark.parametrize("template, cfg", [
+    ("$A", {"add_bos_token": True}), ("$A", {"add_eos_token": True}), (None, {"add_bos_token": True}),
+    ("<|endoftext|> $A", {"add_bos_token": False}), ("$A <|endoftext|>", {"add_eos_token": False}),
+])
+def test_tokenizer_json_decides_over_tokenizer_config_as_transformers(bpe_dir, tmp_path, capsys, template, cfg):
+    """Where a tokenizer.json is read, transformers drops tokenizer_config.json's add_bos_token and add_eos_token: the
+    post-processor (or its absence) says what a text starts and ends with. Ours followed the config: an <|endoftext|>
+    before or after every text that transformers' encoding of the same folder has not, or none where it has one. Now
+    tokenizer.json's, with a note where the two disagree. (Without a tokenizer.json the config is read, as
+    test_bpe_add_bos_token_as_transformers checks.)"""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    if template:
+        ref.post_processor = processors.TemplateProcessing(single=template, pair=f"{template} $B:1", special_tokens=[
+            ("<|endoftext|>", ref.token_to_id("<|endoftext|>"))] if "<" in template else [])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", **cfg}))
+    hf, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text, eos=tok.add_eos) == hf(text).input_ids == ref.encode(text).ids, text
+    key, value = next(iter(cfg.items()))
+    assert f"tokenizer_config.json: {key} {str(value).lower()} is not what " in capsys.readouterr().out
+
+
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
     """GPT-2's original names (encoder.json + vocab.bpe); config.json's special ids take precedence."""
     shutil.copy(bpe_dir / "vocab.json", tmp_path / "encoder.json")
