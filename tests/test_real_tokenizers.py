@@ -106,6 +106,8 @@ def test_t5_unigram_tokenizer_json_matches_tokenizers():
     assert ids == ref.encode(TEXT).ids and ids[-1] == ours.eos_id == 1  # T5 ends every text with EOS
     assert (ours.n_pieces, ours.vocab_size, ours.encode("<extra_id_0>", eos=False)) == (32000, 32100, [32099])
     assert ours.decode(ids) == ref.decode(ids)
+    marks = "a</s>b<pad>c<unk>d<extra_id_1>e"  # special tokens written in text are those tokens, as in transformers
+    assert ours.encode(marks) == ref.encode(marks).ids == [3, 9, 1, 3, 115, 0, 3, 75, 2, 3, 26, 32098, 3, 15, 1]
     second = "Zweiter Text, kürzer."  # a pair: A </s> B </s>, all type 0 (was a None where T5 has no <s>)
     assert ours.encode_pair(TEXT, second, 10_000) == (ref.encode(TEXT, second).ids, ref.encode(TEXT, second).type_ids)
 
