@@ -229,12 +229,14 @@ class T5Tokenizer(SentencePieceTokenizer):
     def pair_marks(self):
         return [], [], [self.eos_id]
 
-    def _encode(self, text, after=False):  # text and special tokens alternate: "a <extra_id_0> b" -> ["a ", "<extra_id_0>",
-        # " b"]; </s>, <pad>, <unk> in text are those tokens too, as in transformers' T5Tokenizer
+    def _encode(self, text, after=False):
+        """Text and special tokens alternate: "a <extra_id_0> b" -> ["a ", "<extra_id_0>", " b"]; </s>, <pad>, <unk>
+        written in a text are those tokens too, as in transformers' T5Tokenizer."""
         parts = re.split("(<extra_id_(?:[0-9]|[1-9][0-9])>|" + "|".join(map(re.escape, self.added)) + ")", text)
-        special = lambda p: self.added.get(p, self.vocab_size - 1 - int(p[10:-1] or 0))  # noqa: E731
+        special = lambda p: self.added[p] if p in self.added else self.vocab_size - 1 - int(p[10:-1])  # noqa: E731
         first = self.unprefixed if after else self.sp
-        return [i for j, p in enumerate(parts) for i in ([special(p)] if j % 2 else (self.sp if j else first).encode(p))]
+        return [i for j, p in enumerate(parts) for i in ([special(p)] if j % 2 else
+                                                           (self.sp if j else first).encode(p))]
 
     def decode(self, ids):
         return self.sp.decode([i for i in ids if self.sp.unk_id() < i < self.n_pieces])  # pad 0, EOS 1, unk 2 first
