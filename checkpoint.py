@@ -758,16 +758,27 @@ def write_checkpoint(directory, config, tensors, shard_size=None, sync=True):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: python checkpoint.py FILE.safetensors|FILE.gguf")
-    if sys.argv[1].endswith(".gguf"):
-        meta, tensors = read_gguf(sys.argv[1])
+    try:                                                       # a wrong file: one line, as train.py's
+        list_tensors(sys.argv[1])
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
+
+
+def list_tensors(path):
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder: give one of its .safetensors files (or a .gguf)")
+    if not path.endswith((".safetensors", ".gguf")):
+        raise ValueError(f"{path}: not a .safetensors or .gguf file (python checkpoint.py lists their tensors)")
+    if path.endswith(".gguf"):
+        meta, tensors = read_gguf(path)
         for name, (shape, kind, offset) in tensors.items():
             print(f"{name:40s} {GGML_TYPES.get(kind, (kind,))[0]:5} {shape}")
         for key, v in meta.items():
             print(f"{key}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else repr(v)[:100]))
         return
-    header, metadata, start = read_safetensors_header(sys.argv[1])
+    header, metadata, start = read_safetensors_header(path)
     for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         print(f"{name:60s} {e['dtype']:5s} {tuple(e['shape'])}")
     print(f"{len(header)} tensors, data from byte {start}, metadata {metadata}")

@@ -79,6 +79,9 @@ def text_file(path, encoding="utf-8", newline=None):
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             raw = f.read()
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):          # Notepad's "Unicode", PowerShell 5's > : not latin1
+            raise ValueError(f"{path}: UTF-16 text (its byte-order mark {raw[0]:#04x} {raw[1]:#04x}), not UTF-8; "
+                             "convert it: iconv -f utf-16 -t utf-8") from None
         try:
             raw.decode(encoding)
         except UnicodeDecodeError as e:
@@ -125,22 +128,30 @@ class Tokenizer:
     def encode_pair(self, a, b=None, max_len=512):
         """A classifier's input -> (ids, token_type_ids): [CLS] A [SEP] (B [SEP]) for BERT, types 0 then 1;
         <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 as BERT, <|endoftext|> for every mark (one between A
-        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not). Too long:
+        and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not); sentencepiece as
+        transformers' LlamaTokenizer, [<s>] A [</s>] [<s>] B [</s>] as add_bos/add_eos say, types 0 then 1 (T5:
+        A </s> B </s>, types 0). Too long:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
         # b "" is a second text with no tokens, [CLS] A [SEP] [SEP], as run_glue's batched tokenizer call encodes it
         # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
-        room = max_len - 2 - (0 if b is None else self.pair_seps)
-        if room < 0:
-            raise ValueError(f"max_len {max_len} leaves no room for the special tokens")
+        head, mid, tail = self.pair_marks()
+        room = max_len - len(head) - len(tail) - (0 if b is None else len(mid) + len(tail))
+        if room < 1:                                           # (0: [CLS] [SEP] [SEP], as tokenizers: no text)
+            raise ValueError(f"max_len {max_len} leaves no room for the text after the {max_len - room} special "
+                             f"tokens: --seq-len {max_len - room + 1} or more")
         if len(A) + len(B) > room:
             short = min(len(A), len(B)) if 2 * min(len(A), len(B)) <= room else room // 2
             A, B = (A[:room - short], B[:short]) if len(A) > len(B) else (A[:short], B[:room - short])
-        first = [self.bos_id, *A, self.eos_id]
-        second = [] if b is None else [self.eos_id] * (self.pair_seps - 1) + [*B, self.eos_id]
+        first = head + A + tail
+        second = [] if b is None else mid + B + tail
         return first + second, [0] * len(first) + [self.type_b] * len(second)
+
+    def pair_marks(self):
+        """encode_pair's special tokens: (before A, before B, after each text)."""
+        return [self.bos_id], [self.eos_id] * (self.pair_seps - 1), [self.eos_id]
 
 
 NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (3): 0}: protobuf's parser merges it
@@ -171,6 +182,10 @@ class SentencePieceTokenizer(Tokenizer):
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))
         self.add_bos = self.bos_id is not None  # LLaMA prompts start with <s>
+
+    def pair_marks(self):  # transformers' LlamaTokenizer: [<s>] A [</s>] [<s>] B [</s>], as add_bos/add_eos say
+        bos = [self.bos_id] * (self.add_bos and self.bos_id is not None)
+        return bos, bos, [self.eos_id] * (self.add_eos and self.eos_id is not None)
 
     def set_added(self, added):
         """The added tokens {text: id}: matched whole in text; ids past sentencepiece's pieces are decoded here."""
@@ -210,12 +225,21 @@ class T5Tokenizer(SentencePieceTokenizer):
         super().__init__(path, proto)
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
+    type_b = 0  # transformers' T5Tokenizer: A </s> B </s>, types all 0
+
     def encode(self, text, bos=False, eos=True, after=False):
         return super().encode(text, bos, eos, after)
 
-    def _encode(self, text, after=False):  # text and sentinels alternate: "a <extra_id_0> b" -> ["a ", "0", " b"]
-        parts, first = re.split(r"<extra_id_([0-9]|[1-9][0-9])>", text), self.unprefixed if after else self.sp
-        return [i for j, p in enumerate(parts) for i in ([self.vocab_size - 1 - int(p)] if j % 2 else
+    def pair_marks(self):
+        return [], [], [self.eos_id]
+
+    def _encode(self, text, after=False):
+        """Text and special tokens alternate: "a <extra_id_0> b" -> ["a ", "<extra_id_0>", " b"]; </s>, <pad>, <unk>
+        written in a text are those tokens too, as in transformers' T5Tokenizer."""
+        parts = re.split("(<extra_id_(?:[0-9]|[1-9][0-9])>|" + "|".join(map(re.escape, self.added)) + ")", text)
+        special = lambda p: self.added[p] if p in self.added else self.vocab_size - 1 - int(p[10:-1])  # noqa: E731
+        first = self.unprefixed if after else self.sp
+        return [i for j, p in enumerate(parts) for i in ([special(p)] if j % 2 else
                                                            (self.sp if j else first).encode(p))]
 
     def decode(self, ids):
@@ -551,8 +575,8 @@ def load_tokenizer(path):
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
     model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
     tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
-    (defaults: LLaMA's and RoBERTa's do, GPT-2's not); its add_eos_token (or tokenizer.json's "$A </s>") whether texts
-    end with EOS (eos_note says where we follow it)."""
+    (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether texts end with EOS (eos_note says
+    where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides instead, as in transformers."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -585,7 +609,12 @@ def load_tokenizer(path):
                             "tokenizer files into it")
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
     setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
-    if isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
+    if isinstance(tok, BPETokenizer) and os.path.exists(f("tokenizer.json")) and isinstance(cfg, dict):
+        for key, own in (("add_bos_token", tok.add_bos), ("add_eos_token", tok.add_eos)):  # transformers drops both
+            if isinstance(cfg.get(key), bool) and cfg[key] != own:  # where a tokenizer.json is read: it decides
+                print(f"{f('tokenizer_config.json')}: {key} {str(cfg[key]).lower()} is not what "
+                      f"{f('tokenizer.json')}'s post-processor does; following tokenizer.json, as transformers does")
+    elif isinstance(tok, (SentencePieceTokenizer, BPETokenizer)) and not isinstance(tok, T5Tokenizer) and isinstance(
             cfg, dict):
         if isinstance(cfg.get("add_bos_token"), bool):         # Yi's false: its texts start without <s>; a
             tok.add_bos = cfg["add_bos_token"]                 # GPT-2's true: with <|endoftext|> (as transformers)
@@ -1087,9 +1116,11 @@ def written_quoted(path, delimiter="\t"):
     read with csv's quoting, written back the same, byte for byte (fields holding a tab, newline or quote in doubled
     quotes "", the others bare). GLUE's own files are not: their quotes are text (CoLA's 'He said "hi.', MRPC's
     '"Referring ...'). A file with no quote character reads the same both ways (False). A file with rows of both
-    kinds (rows appended by hand, files joined) is refused, naming one of each: either reading gets some rows wrong."""
+    kinds is read as HF's glue loader reads every GLUE file, quotes as text (False), with a note naming a line of
+    each. QQP's questions are user-written: one of the form "a ""b"" c" reads as pandas-quoted, and that one row
+    must not change how all the others read, nor get the file refused."""
     with text_file(path, "utf-8-sig", newline="") as f:
-        raw, quoted, bare = [], None, None
+        raw, quoted, bare, start = [], None, None, 1   # quoted, bare: the first line of a row of each kind
 
         def lines():                                   # each row's own text, as the reader takes it
             for line in f:
@@ -1102,16 +1133,20 @@ def written_quoted(path, delimiter="\t"):
                 out = io.StringIO()
                 csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
                            ).writerow(row)
-                if out.getvalue() == text or out.getvalue().rstrip("\r\n") == text:  # (the last: no line end)
-                    quoted = quoted or '"' in text and rows.line_num - text.count("\n") + text.endswith("\n")
-                elif '"' in text:                      # (a row without one reads the same either way)
-                    bare = bare or rows.line_num
+                same = out.getvalue() == text or out.getvalue().rstrip("\r\n") == text  # (the last: no line end)
+                if '"' in text and same:               # (a row without a quote reads the same either way)
+                    quoted = quoted or start
+                elif '"' in text:
+                    bare = bare or start
                 if quoted and bare:
-                    raise ValueError(f"{path}: line {quoted} is quoted as pandas' to_csv writes it, line {bare} is "
-                                     "not (a quote read as text): some rows would be read wrong either way; write "
-                                     "the file again with one tool")
-        except csv.Error:                              # a lone quote, a field past csv's size limit
-            return False
+                    break
+                start = rows.line_num + 1
+        except csv.Error:                              # a lone quote, a field past csv's size limit: quotes as text
+            bare = bare or start
+    if quoted and bare:
+        print(f"note: {path}: line {quoted} reads as quoted the way pandas' to_csv writes it, line {bare} has a quote "
+              "that is text: read with quotes as text throughout (csv.QUOTE_NONE, as HF's glue loader reads GLUE), "
+              f"so line {quoted}'s quotes are kept as written", file=sys.stderr)
     return bool(quoted) and not bare
 
 

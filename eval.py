@@ -437,7 +437,8 @@ def ticks(lo, hi, n=5):
     raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
     step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
                if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
-    return [round(i * step, 12) for i in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
+    first = math.floor(lo / step)                              # two ticks at least: one logged step, a flat loss
+    return [round(i * step, 12) for i in range(first, max(math.ceil(hi / step), first + 1) + 1)]
 
 
 def read_metrics(run_dir, key):

@@ -30,10 +30,12 @@ Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (appl
 saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
 budget because the adapter files with their checks (~100 lines) and the demo (~50) live beside the layer they store.
 """
+import argparse
 import copy
 import itertools
 import json
 import math
+import numbers
 import os
 import re
 import zlib
@@ -63,6 +65,23 @@ PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, laye
 def matches(name, targets):
     """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
     return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def peft_target(cfg, name):
+    """PEFT's check_target_module_exists (0.21): target_modules a regex (str, whole name) or names (list, the name or
+    its end), then for a name's end layers_to_transform (with layers_pattern); exclude_modules first. "all-linear" or
+    none: not checked."""
+    tm, layers, pattern = cfg.get("target_modules"), cfg.get("layers_to_transform"), cfg.get("layers_pattern")
+    if (ex := cfg.get("exclude_modules")) and (re.fullmatch(ex, name) if isinstance(ex, str) else matches(name, ex)):
+        return False
+    if tm is None or tm == "all-linear" or isinstance(tm, list) and name in tm:
+        return True
+    if isinstance(tm, str) or not matches(name, tm) or layers in (None, []):
+        return bool(re.fullmatch(tm, name)) if isinstance(tm, str) else matches(name, tm)
+    pats = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
+        [r".*?\.[^.]*\."]                                       # the first numbered segment: the layer's index
+    i = next((int(m[1]) for p in pats if (m := re.match(p + r"(\d+)\.", name))), None)
+    return i is not None and (i == layers if isinstance(layers, int) else i in layers)
 
 
 def _pattern(patterns, name, default):
@@ -127,6 +146,9 @@ class LoRASPLinear(nn.Module):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
+        if not (isinstance(r, numbers.Integral) and r >= 1 and math.isfinite(alpha) and alpha != 0):  # (alpha 0: no
+            raise ValueError("need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); "
+                             f"got r={r!r}, alpha={alpha!r}")          # update, no gradient: nothing learned)
         if mode not in ("mask", "freeze") or structure not in ("element", "column") or not 0 < keep <= 1:
             raise ValueError(f"need mode mask|freeze, structure element|column, 0 < keep <= 1; got {mode}, "
                              f"{structure}, {keep}")
@@ -188,6 +210,8 @@ def _layers(model):
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
     layer's seed is layer_seed(seed, name)."""
+    if isinstance(targets, str):                               # read a character at a time, "wo" adapted T5's "o"
+        raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
     model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
     hits = [n for n in linears if matches(n, targets)]
@@ -362,11 +386,20 @@ def load_adapter(model, directory, peft=False):
     names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
+    if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
+        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
+                         f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
+                                                             if cfg.get("layers_to_transform") else "") +
+                         (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
+                         f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
     whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))
     if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
         raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
+    if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
+        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
+                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
     model.requires_grad_(False)
     for n in names:
         if n not in modules:
@@ -459,5 +492,7 @@ def demo():
           "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
+    argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer state, saved "
+                                        "activations").parse_args()
     demo()

@@ -12,6 +12,7 @@ eval.py, which scores models with these, re-exports them (`from eval import bleu
 
 Run `python metrics.py` for a demonstration on a few hand-made sentences, labels and scores.
 """
+import argparse
 import math
 import re
 import string
@@ -22,7 +23,10 @@ import numpy as np
 # ----------------------------------------------------------------------------------------------------
 # GLUE: classification and regression (scikit-learn's and SciPy's definitions)
 
-def _pair(predictions, references):
+def _pair(predictions, references, what="predictions"):
+    for name, v in ((what, predictions), ("references", references)):  # a str's characters would be the examples
+        if isinstance(v, str):
+            raise TypeError(f"{name} is a str: give a list, one entry per example ([{v!r}])")
     if len(predictions) != len(references) or len(predictions) == 0:
         raise ValueError(f"need as many predictions as references, at least one: {len(predictions)}, {len(references)}")
     return list(predictions), list(references)
@@ -127,7 +131,7 @@ def bleu(hypotheses, references):
     BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
     smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
     an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
-    hypotheses, references = _pair(hypotheses, references)
+    hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
     for hyp, refs in zip(hypotheses, references):
         hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in ([refs] if isinstance(refs, str) else refs)]
@@ -171,7 +175,10 @@ def _lcs_length(a, b):
 def rouge(hypotheses, references):
     """{rouge1, rouge2, rougeL} F-measures ×100, the mean over pairs of rouge_score's RougeScorer(use_stemmer=False)
     .score(reference, hypothesis); n-gram overlap and whole-text LCS (not rougeLsum); F = 2PR/(P+R), or 0."""
-    hypotheses, references = _pair(hypotheses, references)
+    hypotheses, references = _pair(hypotheses, references, "hypotheses")
+    for what, xs in (("hypothesis", hypotheses), ("reference", references)):  # (bleu takes lists of references)
+        if (i := next((i for i, x in enumerate(xs) if not isinstance(x, str)), None)) is not None:
+            raise TypeError(f"rouge takes one reference text per hypothesis: {what} {i} is a {type(xs[i]).__name__}")
     sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for hyp, ref in zip(hypotheses, references):
         h, r = _rouge_tokens(hyp), _rouge_tokens(ref)
@@ -210,6 +217,13 @@ def squad_scores(dataset, predictions):
     """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
     predictions {question id: text}; each question scores the max over its gold answers; a question without a
     prediction scores 0 (and is counted)."""
+    if isinstance(dataset, dict):                              # (a TypeError of string indices)
+        raise TypeError('dataset is the file\'s "data" list (json.load(f)["data"]), not the whole file')
+    if not isinstance(predictions, dict):                      # a list matched no id: 0.0 without a word
+        raise TypeError(f"predictions is a {type(predictions).__name__}: give {{question id: answer text}} (from HF "
+                        "evaluate's [{'id', 'prediction_text'}]: {p['id']: p['prediction_text'] for p in predictions})")
+    if bad := next((k for k, v in predictions.items() if not isinstance(v, str)), None):
+        raise TypeError(f"prediction {bad!r} is a {type(predictions[bad]).__name__}, not the answer's text")
     em = f = total = 0
     for article in dataset:
         for paragraph in article["paragraphs"]:
@@ -234,5 +248,6 @@ def demo():
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # no flags: a typed one is refused, not ignored
+    argparse.ArgumentParser(description="The metrics on a few examples").parse_args()
     demo()

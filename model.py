@@ -1069,7 +1069,12 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
-    path, dtype = os.fspath(path), getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    path, given = os.fspath(path), dtype
+    if isinstance(dtype, str):                                 # transformers' names: "bfloat16", "auto"
+        dtype = None if dtype == "auto" else getattr(torch, dtype, dtype)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype {given!r}: give a floating-point torch dtype (torch.bfloat16) or its name "
+                         "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
         fields_, stream = gguf_checkpoint(gguf)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf
@@ -1162,6 +1167,10 @@ def main():
                               ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
         if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
             ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
+    if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
+                                             if on]):  # (the same greedy text whatever they are)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
+              "(greedy decoding)", file=sys.stderr)
     if args.model is None:
         return demo()
     t0 = time.perf_counter()

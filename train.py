@@ -370,8 +370,10 @@ def outputs(args):
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
             f"\nevaluate: python eval.py {task} {model}" +
             (" --quant nf4" if args.quant == "nf4" else "") + where +
-            ("   # the training records: none was held out" if task.startswith("--task perplexity")
-             and not os.path.exists(held) else ""))
+            ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
+             "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
+             if args.data.lower().endswith(".txt") and args.val_fraction else
+             "   # the training records: none was held out"))
 
 
 def check(run, records, when, s, before=None):

@@ -26,13 +26,14 @@ import torch
 import checkpoint
 import data
 import eval as E
+import metrics
 import model as M
 import resume
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
-from lorasp import EXTRAS_FILE, apply_lorasp, load_adapter, save_adapter
+from lorasp import EXTRAS_FILE, LoRASPLinear, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
@@ -173,6 +174,8 @@ case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA tra
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
 case("cli --method lora --kee 0.3 (an abbreviation argparse takes)", 2, "--keep 0.3 with --method lora")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--kee", "0.3"]))  # (ran LoRA)
+case("cli --out ''", 2, "--out '' is empty: name the run's folder")(  # (loaded the model and data, then
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", ""]))  # "No such file or directory: ''")
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
@@ -201,6 +204,14 @@ for flag, value, fragment in [("--temperature", "-1", "--temperature: -1.0 is ou
                               ("--max-new-tokens", "-2", "--max-new-tokens: -2 is out of range")]:
     case(f"model.py: {flag} {value}", 2, fragment)(  # (were greedy decoding, silently; --max-new-tokens -2: none)
         lambda ctx, flag=flag, value=value: generate_command(ctx, "--model", ctx.tiny[0], flag, value))
+
+
+@case("model.py: --top-p and --seed with greedy decoding (--temperature 0) say they do nothing", None)
+def _(ctx):  # (greedy decoding, the same text whatever they were, without a word)
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "2", "--top-p", "0.5", "--seed", "3")
+    assert "note: --top-p, --seed have no effect with --temperature 0 (greedy decoding)" in ctx.capsys.readouterr().err
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "2", "--top-p", "0.5", "--temperature", "0.7")
+    assert "note:" not in ctx.capsys.readouterr().err
 
 
 @case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
@@ -432,6 +443,29 @@ def _(ctx):
     assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
 
 
+@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4 are refused", None)
+def _(ctx):
+    """They ran their fixed demo (block 64, r=16) and printed its figures as if the flag had been read."""
+    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"]):
+        p = subprocess.run([sys.executable, *argv], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and f"unrecognized arguments: {' '.join(argv[1:])}" in p.stderr, (argv, p.stderr)
+        assert "Traceback" not in p.stderr and not p.stdout, argv
+
+
+@case("python checkpoint.py on a folder, a config.json, a missing file: one line each", None)
+def _(ctx):
+    """They were tracebacks (IsADirectoryError; a config.json's 'corrupt safetensors header')."""
+    model = small_model(ctx.tmp / "m")
+    for arg, fragment in [(model, f"{model} is a folder: give one of its .safetensors files (or a .gguf)"),
+                          (f"{model}/config.json", f"{model}/config.json: not a .safetensors or .gguf file"),
+                          (f"{model}/x.safetensors", "No such file or directory")]:
+        p = subprocess.run([sys.executable, "checkpoint.py", arg], capture_output=True, text=True, timeout=300,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.startswith("error: "), p.stderr
+        assert fragment in p.stderr and len(p.stderr.strip().split("\n")) == 1, p.stderr
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
 
@@ -453,6 +487,9 @@ case("bad JSON", SystemExit, "d.json, line 3: not valid JSON")(
     lambda ctx: run(ctx, data_file=records_file(ctx, '[\n {"instruction": "a", "output": "b"},\n ]\n')))
 case("non-UTF-8 records", SystemExit, "d.json, line 2: not UTF-8 text (byte 0xe9")(
     lambda ctx: run(ctx, data_file=records_file(ctx, b'[{"instruction": "a",\n "output": "caf\xe9"}]')))
+case("records saved as UTF-16 (Notepad's 'Unicode', PowerShell 5's >)", SystemExit, "d.json: UTF-16 text (its "
+     "byte-order mark 0xff 0xfe), not UTF-8; convert it: iconv -f utf-16 -t utf-8")(  # (said: iconv -f latin1)
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[{"instruction": "a", "output": "b"}]'.encode("utf-16"))))
 case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
     lambda ctx: data.text_examples(records_file(ctx, b"one\ntwo\nthr\xffee\n", "t.txt"), None, 4))
 case("record without output", SystemExit, "record 1 has no 'output' field")(
@@ -477,6 +514,20 @@ def _(ctx):
     out = ctx.capsys.readouterr().out
     assert not (ctx.tmp / "out" / "heldout.jsonl").exists() and "heldout.jsonl" not in out
     assert f"--task perplexity --data {ctx.tiny[1]} " in out
+
+
+@case("a .txt corpus with blocks held out: the evaluate: line does not call it nothing held out", None)
+def _(ctx):
+    """It said "# the training records: none was held out" after holding out 20% of the blocks for the validation
+    loss: the command scores the whole corpus, its training blocks too, and the note must say that."""
+    text = records_file(ctx, "".join(f"How many words are in cat dog {i}? {i}\n" for i in range(60)), "t.txt")
+    train.main(flags((ctx.tiny[0], text), ctx.tmp / "out", "--seq-len", "16", "--val-fraction", "0.2"))
+    out = ctx.capsys.readouterr().out
+    assert "held-out blocks" in out and "none was held out" not in out
+    assert out.split("evaluate: ")[1].split("\n")[0].endswith(
+        "   # the whole .txt, its training blocks too: held-out blocks are not written apart")
+
+
 @case("--resume: an empty optimizer.pt", SystemExit, "optimizer.pt is damaged (EOFError: )")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "optimizer.pt").write_bytes(b"")
@@ -611,6 +662,15 @@ def _(ctx):  # (was "Expecting ',' delimiter: line 1 column 25 (char 24)", namin
 
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
+
+
+@case("eval.py: --plot a run with one logged step, or a constant loss", None)
+def _(ctx):  # (ZeroDivisionError: one y tick)
+    for name, lines in (("one", [(1, 2.0)]), ("flat", [(1, 2.0), (2, 2.0)])):
+        (ctx.tmp / name).mkdir()
+        (ctx.tmp / name / "metrics.jsonl").write_text("".join(json.dumps(dict(step=s, loss=v)) + "\n" for s, v in lines))
+        E.main(["--plot", str(ctx.tmp / name), "--out", str(ctx.tmp / f"{name}.svg")])
+        assert (ctx.tmp / f"{name}.svg").read_text().count("<polyline") == 1
 
 
 def tiny_bert(ctx):
@@ -1058,6 +1118,20 @@ def _(ctx):
         assert not os.path.exists(ctx.tmp / "pwned")
 
 
+for dtype, fragment in [("bf16", "dtype 'bf16': give a floating-point torch dtype (torch.bfloat16) or its name "
+                                 "('bfloat16'), or None / 'auto'"),  # (AttributeError: module 'torch' has no ...)
+                        (torch.int8, "dtype torch.int8: give a floating-point")]:  # (a TypeError of torch.finfo)
+    case(f"load_pretrained(dtype={dtype!r})", ValueError, fragment)(
+        lambda ctx, dtype=dtype: load_pretrained(small_model(ctx.tmp / "m"), dtype=dtype))
+
+
+@case("load_pretrained(dtype='auto') is transformers' 'auto': config.json's dtype", None)
+def _(ctx):  # (was AttributeError: module 'torch' has no attribute 'auto')
+    d = small_model(ctx.tmp / "m")
+    edit_json(os.path.join(d, "config.json"), torch_dtype="bfloat16")
+    assert next(load_pretrained(d, dtype="auto").parameters()).dtype == torch.bfloat16
+
+
 @case("checkpoint of mixed dtypes (bf16 linears, fp32 norms) runs with dtype=None", None)
 def _(ctx):
     d = small_model(ctx.tmp / "m")
@@ -1252,6 +1326,30 @@ def _(ctx):
     assert torch.isfinite(q.dequantize(torch.float32)).all() and err < 0.2
 
 
+for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were the sentences (BLEU 0.0, ROUGE-2 0.0
+    case(f"metrics.{f}('the cat sat', 'the cat sat'): strings, not lists", TypeError,  # of two equal texts)
+         "hypotheses is a str: give a list, one entry per example (['the cat sat'])")(
+        lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
+
+
+case("metrics.rouge with a list of references per hypothesis, as bleu takes them", TypeError, "rouge takes one "
+     "reference text per hypothesis: reference 0 is a list")(  # (AttributeError: 'list' object has no attribute
+    lambda ctx: metrics.rouge(["the cat sat"], [["the cat sat", "a cat sat"]]))       # 'lower')
+
+
+SQUAD_DATA = [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+    {"id": "q1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]}]}]}]
+for name, args, error, fragment in [  # HF evaluate's list of {"id", "prediction_text"}: scored 0.0 without a word
+        ("HF evaluate's list of predictions", (SQUAD_DATA, [{"id": "q1", "prediction_text": "France"}]), TypeError,
+         "predictions is a list: give {question id: answer text} (from HF evaluate's [{'id', 'prediction_text'}]: "
+         "{p['id']: p['prediction_text'] for p in predictions})"),
+        ("the whole file as the dataset", ({"version": "1.1", "data": SQUAD_DATA}, {"q1": "France"}), TypeError,
+         "dataset is the file's \"data\" list (json.load(f)[\"data\"]), not the whole file"),  # (a TypeError of
+        ("a list as one prediction", (SQUAD_DATA, {"q1": ["France"]}), TypeError,  # string indices; an
+         "prediction 'q1' is a list, not the answer's text")]:                      # AttributeError of .lower)
+    case(f"metrics.squad_scores: {name}", error, fragment)(lambda ctx, args=args: metrics.squad_scores(*args))
+
+
 # ----------------------------------------------------------------------------------------------------
 # 5. Adapters
 
@@ -1313,6 +1411,69 @@ def _(ctx):
                 p.normal_()
     save_adapter(model, ctx.tmp / "a")
     (ctx.tmp / "a" / EXTRAS_FILE).write_bytes(keep)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("PEFT adapter whose target_modules leaves out modules its file holds", ValueError, "adapter_config.json's "
+      "target_modules ['q_proj'] does not name: ['model.layers.0.self_attn.v_proj']")
+def _(ctx):  # (loaded them all: 0.198 off PeftModel's logits, which leaves them out without a warning)
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", target_modules=["q_proj"])
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
+@case("PEFT adapter with layers_to_transform leaving out layers its file holds", ValueError, "does not name: "
+      "['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']")
+def _(ctx):  # (loaded them all: 0.175 off PeftModel's logits)
+    base = build_model(LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    save_adapter(apply_lorasp(base, ["q_proj", "v_proj"], r=4, keep=1.0), ctx.tmp / "a")
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", layers_to_transform=[0])
+    fresh = build_model(LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
+@case("PEFT adapter whose exclude_modules names a module its file holds", ValueError, "does not name: "
+      "['model.layers.0.self_attn.v_proj']")
+def _(ctx):  # (loaded it: PeftModel leaves it out)
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_json(ctx.tmp / "a" / "adapter_config.json", exclude_modules=["v_proj"])
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
+for kw, was in [(dict(alpha=0), "an update scaled by 0: nothing learned, no gradient"), (dict(alpha=float("nan")), "NaN"),
+                (dict(r=0), "ZeroDivisionError"), (dict(r=2.5), "TypeError of torch.empty")]:
+    case(f"LoRASPLinear({', '.join(f'{k}={v}' for k, v in kw.items())}) (was: {was})", ValueError,
+         "need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); got ")(
+        lambda ctx, kw=kw: LoRASPLinear(torch.nn.Linear(8, 8), **kw))
+
+
+def wordpiece(ctx):
+    (ctx.tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
+    return data.load_tokenizer(str(ctx.tmp))
+
+
+for args, fragment in [(("a", "b", 3), "max_len 3 leaves no room for the text after the 3 special tokens: --seq-len 4 "
+                         "or more"), (("a", None, 2), "max_len 2 leaves no room for the text after the 2 special "
+                                      "tokens: --seq-len 3 or more")]:  # (every example was [CLS] [SEP] [SEP]: the
+    case(f"GLUE pairs at --seq-len {args[2]}: no text token left", ValueError, fragment)(  # classifier saw no text)
+        lambda ctx, args=args: wordpiece(ctx).encode_pair(*args))
+
+
+case("apply_lorasp(t5, 'wo'): targets a str, not a list", TypeError, "targets 'wo' is a str: give a list of module "
+     "names, ['wo']")(  # (read a character at a time: 'o' matched the attention's o, and wo was never adapted)
+    lambda ctx: apply_lorasp(build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                                  num_heads=4)), "wo", r=4))
+
+
+@case("adapter onto a model already adapted on more modules", ValueError, "already has adapter layers this adapter "
+      "does not hold: ['model.layers.0.mlp.up_proj']")
+def _(ctx):
+    fresh = apply_lorasp(adapter(ctx), ["q_proj", "v_proj", "up_proj"], r=4, seed=3)
+    with torch.no_grad():                          # (they kept their values: a mix of two adapters, 0.65 off the saved
+        fresh.model.layers[0].mlp.up_proj.B_train.normal_()                  # model's logits, without a word)
     load_adapter(fresh, ctx.tmp / "a")
 
 

@@ -283,20 +283,43 @@ def test_glue_metrics_by_task():
     assert s["spearman"] == pytest.approx(100) and s["pearson"] == pytest.approx(100)  # y = x + 1: exact
 
 
-@pytest.mark.parametrize("rows", [
-    ['"say ""hi"""\t1', 'he said "x"\t0'],          # a to_csv row, then a row with a bare quote
-    ['he said "x"\t0', '"a\tb"\t1'],                 # the other way round (a quoted tab)
+def hf_glue_rows(path):
+    """HF's glue.py (huggingface/datasets, datasets/glue/glue.py _generate_examples), as the oracle: every GLUE file
+    read by csv.DictReader(f, delimiter="\\t", quoting=csv.QUOTE_NONE), rows with a None field dropped."""
+    with open(path, encoding="utf8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(r["sentence"], None, int(r["label"])) for r in rows if None not in r.values()]
+
+
+@pytest.mark.parametrize("rows, quoted, bare", [
+    (['"say ""hi"""\t1', 'he said "x"\t0'], 2, 3),                 # a to_csv-looking row, then a bare quote
+    (['he said "x"\t0', 'plain\t1', '"""Hello"" in French?"\t1'], 4, 2),  # the other way round (a QQP question)
+    (['"""Hi"" there"\t1', '"starts a quote and never ends it\t0', 'then\t1'], 2, 3),  # a lone quote (csv.Error)
 ])
-def test_tsv_quoted_in_some_rows_only_is_refused_naming_lines(rows, tmp_path):
-    """A file some of whose rows are quoted as pandas' to_csv writes them and some not (rows appended by hand, files
-    joined): read either way, some rows come out wrong (the doubled quotes read as text, or a quote lost); HF's
-    glue loader and pandas each read one half wrong without a word. Refused, naming a line of each kind."""
+def test_tsv_quoted_in_some_rows_only_reads_as_hf_glue_reads_it(rows, quoted, bare, tmp_path, capsys):
+    """A file some of whose rows look quoted as pandas' to_csv writes them and some not (QQP's user-written
+    questions, one written "a ""b"" c"): read as HF's glue loader reads every GLUE file, quotes as text, field for
+    field, with a note naming a line of each kind. It was refused, so glue/qqp could not be loaded at all."""
     path = tmp_path / "train.tsv"
     path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    a, b = (2, 3) if rows[0].startswith('"') else (3, 2)
-    with pytest.raises(ValueError, match=rf"train\.tsv: line {a} is quoted as pandas' to_csv writes it, line {b} "
-                                         r"is not"):
-        data.read_glue(str(path), "sst2")
+    got = data.read_glue(str(path), "sst2")
+    assert got == hf_glue_rows(path) and len(got) == len(rows)
+    assert got[quoted - 2][0] == rows[quoted - 2].split("\t")[0]  # the doubled quotes kept as written
+    note = capsys.readouterr().err
+    assert f"train.tsv: line {quoted} reads as quoted the way pandas' to_csv writes it, line {bare} has a quote " \
+           "that is text: read with quotes as text throughout" in note and note.count("\n") == 1
+
+
+def test_only_pandas_quoted_or_only_glue_quoted_files_read_without_a_note(tmp_path, capsys):
+    """Either kind alone is read one way, without a note: a file written by to_csv is unquoted as pandas reads it, a
+    GLUE-style file (quotes as text) is what HF's glue loader reads."""
+    path = tmp_path / "train.tsv"
+    path.write_text('sentence\tlabel\n"say ""hi"""\t1\nplain\t0\n"a\tb"\t1\n', encoding="utf-8")
+    assert data.read_glue(str(path), "sst2") == [('say "hi"', None, 1), ("plain", None, 0), ("a\tb", None, 1)]
+    path.write_text('sentence\tlabel\nhe said "x"\t0\n"Referring to him\t1\n', encoding="utf-8")
+    assert data.read_glue(str(path), "sst2") == hf_glue_rows(path) == [('he said "x"', None, 0),
+                                                                       ('"Referring to him', None, 1)]
+    assert capsys.readouterr().err == ""
 
 
 def test_trailing_tabs_are_empty_fields_read_as_hf_glue_reads_them(tmp_path):

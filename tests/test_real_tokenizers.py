@@ -68,6 +68,34 @@ def test_llama_sentencepiece_gguf_matches_transformers():
     assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("add_bos, add_eos", [(True, False), (True, True)])
+def test_llama_gguf_add_bos_add_eos_and_pairs_as_transformers(tmp_path, capsys, add_bos, add_eos):
+    """LLaMA's vocabulary rewritten with tokenizer.ggml.add_bos_token / add_eos_token: a text, and a classifier's
+    pair, as transformers' GGUF tokenizer encodes them ([<s>] A [</s>] [<s>] B [</s>]; the pair was <s> A </s> B
+    </s> whatever the file said)."""
+    from gguf import GGUFWriter
+    fields = GGUFReader(path("llama.cpp", "ggml-vocab-llama-spm.gguf")).fields
+    w = GGUFWriter(str(tmp_path / "v.gguf"), "llama")
+    for key, field in fields.items():
+        value = field.contents()
+        if key.startswith("tokenizer.ggml.add_") or not key.startswith(("llama.", "tokenizer.")):
+            continue
+        (w.add_array if isinstance(value, list) else w.add_string if isinstance(value, str) else w.add_float32
+         if isinstance(value, float) else w.add_uint32)(key, value)
+    w.add_bool("tokenizer.ggml.add_bos_token", add_bos)
+    w.add_bool("tokenizer.ggml.add_eos_token", add_eos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours = load_tokenizer(tmp_path / "v.gguf")
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="v.gguf")
+    a, b = TEXT.strip(), "Second text, shorter: ÉTÉ!"
+    assert ours.encode(a, eos=ours.add_eos) == ref(a).input_ids
+    assert ours.encode_pair(a, b, 10_000)[0] == ref(a, b).input_ids
+    assert ("add_eos_token" in capsys.readouterr().out) == add_eos
+
+
 SPECIAL_TEXT = ["a</s>b", "x <s> y", "</s> start", "end.</s>", "<unk>x", "hi <s>there", "</s></s>", "<s>\n</s>\nx"]
 
 
@@ -106,6 +134,10 @@ def test_t5_unigram_tokenizer_json_matches_tokenizers():
     assert ids == ref.encode(TEXT).ids and ids[-1] == ours.eos_id == 1  # T5 ends every text with EOS
     assert (ours.n_pieces, ours.vocab_size, ours.encode("<extra_id_0>", eos=False)) == (32000, 32100, [32099])
     assert ours.decode(ids) == ref.decode(ids)
+    marks = "a</s>b<pad>c<unk>d<extra_id_1>e"  # special tokens written in text are those tokens, as in transformers
+    assert ours.encode(marks) == ref.encode(marks).ids == [3, 9, 1, 3, 115, 0, 3, 75, 2, 3, 26, 32098, 3, 15, 1]
+    second = "Zweiter Text, kürzer."  # a pair: A </s> B </s>, all type 0 (was a None where T5 has no <s>)
+    assert ours.encode_pair(TEXT, second, 10_000) == (ref.encode(TEXT, second).ids, ref.encode(TEXT, second).type_ids)
 
 
 def test_minilm_wordpiece_matches_transformers():

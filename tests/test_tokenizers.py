@@ -92,6 +92,29 @@ def test_tokenizer_json_template_bos_as_tokenizers(bpe_dir, tmp_path):
     assert tok.encode("a", bos=False) == ref.encode("a", add_special_tokens=False).ids
 
 
+@pytest.mark.parametrize("template, cfg", [
+    ("$A", {"add_bos_token": True}), ("$A", {"add_eos_token": True}), (None, {"add_bos_token": True}),
+    ("<|endoftext|> $A", {"add_bos_token": False}), ("$A <|endoftext|>", {"add_eos_token": False}),
+])
+def test_tokenizer_json_decides_over_tokenizer_config_as_transformers(bpe_dir, tmp_path, capsys, template, cfg):
+    """Where a tokenizer.json is read, transformers drops tokenizer_config.json's add_bos_token and add_eos_token: the
+    post-processor (or its absence) says what a text starts and ends with. Ours followed the config: an <|endoftext|>
+    before or after every text that transformers' encoding of the same folder has not, or none where it has one. Now
+    tokenizer.json's, with a note where the two disagree. (Without a tokenizer.json the config is read, as
+    test_bpe_add_bos_token_as_transformers checks.)"""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    if template:
+        ref.post_processor = processors.TemplateProcessing(single=template, pair=f"{template} $B:1", special_tokens=[
+            ("<|endoftext|>", ref.token_to_id("<|endoftext|>"))] if "<" in template else [])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", **cfg}))
+    hf, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    for text in TEXTS:
+        assert tok.encode(text, eos=tok.add_eos) == hf(text).input_ids == ref.encode(text).ids, text
+    key, value = next(iter(cfg.items()))
+    assert f"tokenizer_config.json: {key} {str(value).lower()} is not what " in capsys.readouterr().out
+
+
 def test_gpt2_file_names_and_config_ids(bpe_dir, tmp_path):
     """GPT-2's original names (encoder.json + vocab.bpe); config.json's special ids take precedence."""
     shutil.copy(bpe_dir / "vocab.json", tmp_path / "encoder.json")
@@ -250,6 +273,27 @@ def test_sentencepiece_add_eos_token_as_transformers(tmp_path, capsys):
     assert ids.count(2) == 1 and ids[-1] == 2
     prompt = alpaca_prompt(record)
     assert ref(prompt).input_ids[-1] == 2 and 2 not in tok.encode(prompt)  # no </s> where the model continues
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+@pytest.mark.parametrize("add_eos", [False, True])
+def test_sentencepiece_pairs_as_transformers(tmp_path, add_bos, add_eos):
+    """encode_pair on a sentencepiece (LLaMA) tokenizer: transformers' LlamaTokenizer builds [<s>] A [</s>] [<s>] B
+    [</s>] as add_bos_token/add_eos_token say, B's part type 1, and truncates longest-first around those marks. Ours
+    was BERT's layout whatever they said, <s> A </s> B </s> (a </s> where add_eos_token is false, no <s> before B)."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": True,
+                                                                "add_bos_token": add_bos, "add_eos_token": add_eos}))
+    ref, tok = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    a, b = "The quick brown fox jumps over the lazy dog.", "Hello world, naïve café"
+    want = ref(a, b, return_token_type_ids=True)
+    assert tok.encode_pair(a, b) == (want.input_ids, want.token_type_ids)
+    assert want.input_ids.count(1) == 2 * add_bos and want.input_ids.count(2) == 2 * add_eos  # the marks vary
+    assert tok.encode_pair(a)[0] == ref(a).input_ids
+    for n in (9, 12, 17):
+        want = ref(a, b, return_token_type_ids=True, truncation="longest_first", max_length=n)
+        assert tok.encode_pair(a, b, n) == (want.input_ids, want.token_type_ids), n
 
 
 def test_tokenizer_json_template_eos_as_tokenizers(bpe_dir, tmp_path, capsys):
