@@ -449,19 +449,25 @@ def read_metrics(run_dir, key):
                         f"{os.path.dirname(run_dir) or '.'})")
     if not os.path.isfile(path):
         raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
+    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    return sorted({r["step"]: r[key] for _, r in log_records(path, f"--plot {run_dir}") if good(r.get(key))}.items())
+
+
+def log_records(path, flag, fix=""):
+    """[(line, record)] of a train.py run's metrics.jsonl. Its last line, cut off by a kill mid-write, is left out;
+    any other line that is not a record (a dict with its step) is an error naming `flag`, the file and the line."""
     with open(path) as f:
-        lines, rows = f.read().split("\n"), []
+        lines, records = f.read().split("\n"), []
     for n, line in enumerate(lines, 1):
         try:
-            row = json.loads(line) if line.strip() else None
+            row = json.loads(line) if line else None
         except ValueError:
             row = line
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-        elif row is not None and n < len(lines):               # (the last line, cut off by a kill: left out)
-            raise UserError(f"--plot {run_dir}: {path}, line {n} is not a record ({line[:80]!r})")
-    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-    return sorted({r["step"]: r[key] for r in rows if good(r.get(key))}.items())
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            records.append((line, row))
+        elif row is not None and n < len(lines):
+            raise UserError(f"{flag}: {path}, line {n} is not a record ({line[:80]!r}){fix}")
+    return records
 
 
 def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):

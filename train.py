@@ -77,6 +77,7 @@ from plan import peak_mem_mib
 from resume import (check_base, data_hash, find_checkpoint, read_state, restore, rng_states, same_settings,
                     save_checkpoint)
 from quant import NF4Linear
+from eval import log_records
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config,  # noqa: F401
                    classification_loss, evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
@@ -319,19 +320,13 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = []
-    lines = open(path).read().split("\n") if run.checkpoint and os.path.exists(path) else []
-    for n, line in enumerate(lines, 1):
-        try:
-            kept += [line + "\n"] if line and json.loads(line)["step"] <= run.step else []
-        except (ValueError, KeyError, TypeError):
-            if n < len(lines):                                 # the last line cut off by a kill: dropped as redone
-                raise UserError(f"--resume: {path}, line {n} is not a record ({line[:80]!r}): delete the line, or "
-                                "the file to start the log again") from None
+    kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
+                                                 "again") if r["step"] <= run.step] \
+        if run.checkpoint and os.path.exists(path) else []     # (a last line cut off by a kill: redone)
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
-    run.log.writelines(kept)
-    run.evals = [r for r in map(json.loads, kept) if "val_loss" in r]
+    run.log.writelines(line + "\n" for line, _ in kept)
+    run.evals = [r for _, r in kept if "val_loss" in r]
 
 
 def summary(run):
