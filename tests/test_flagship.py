@@ -1,0 +1,120 @@
+"""The flagship path as a careful user walks it (`python train.py --model llama2-7b --data alpaca --download`, or
+--model DIR), through what goes wrong on the way: a full disk, Ctrl-C in a download, a refused token, a shard index
+that names a shard not there. The Hub is tests/fake_hub.py on 127.0.0.1; nothing here reaches the internet."""
+import hashlib
+import os
+import resource
+import shutil
+import signal
+from collections import namedtuple
+
+import pytest
+
+import download
+import plan
+import train
+from fake_hub import serve
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from test_errors import one_line_error
+
+MiB = 1 << 20
+
+
+def test_a_full_disk_is_not_a_dropped_connection_and_what_arrived_resumes(tmp_path):
+    """A write that fails (here a file-size limit, EFBIG, as ENOSPC on a full disk) was taken for a dropped
+    connection: "the download stopped at 1,048,576 bytes; run the same command again", which fails the same way.
+    It says writing failed and why; the .part keeps a prefix of the file, and the rerun resumes to the exact bytes."""
+    body = os.urandom(3 * MiB)
+    with serve("org/m", {"model.safetensors": body}) as (url, log):
+        src, dest = f"{url}/org/m/resolve/main/model.safetensors", str(tmp_path / "model.safetensors")
+        size, sha = download.remote_info(src)
+        limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MiB + 4096, limit[1]))
+        try:
+            with pytest.raises(download.UserError) as e:
+                download.download(src, dest, size=size, sha256=sha)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            signal.signal(signal.SIGXFSZ, handler)
+        message = str(e.value)
+        assert f"{dest}.part: writing failed" in message and "File too large" in message, message
+        assert "free on" in message and "run the same command again to resume" in message, message
+        kept = open(dest + ".part", "rb").read()
+        assert len(kept) >= MiB and body.startswith(kept) and not os.path.exists(dest)
+        download.download(src, dest, size=size, sha256=sha)
+        assert open(dest, "rb").read() == body and log[-1][2] == f"bytes={len(kept)}-"
+
+
+def test_a_repository_larger_than_the_free_space_is_refused_before_any_byte(tmp_path, monkeypatch):
+    """Llama-2-13B is 26 GB in 3 shards: a disk with room for one found out after 10 GB. The sizes are known (HEAD):
+    the sum of what is still missing is checked against the free space first."""
+    files = {f"model-0000{i}-of-00003.safetensors": os.urandom(1000 + i) for i in (1, 2, 3)}
+    files["config.json"] = b"{}"
+    with serve("org/m", files) as (url, _):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setattr(download.shutil, "disk_usage",
+                            lambda path: namedtuple("usage", "total used free")(10**9, 10**9 - 2500, 2500))
+        with pytest.raises(download.UserError) as e:
+            download.download_hf("org/m", str(tmp_path / "m"))
+    message = str(e.value)
+    assert "org/m needs 3,008 bytes more" in message and "2,500 bytes are free" in message, message
+    assert "LORASP_CACHE" in message and not (tmp_path / "m").exists() or not os.listdir(tmp_path / "m"), message
+
+
+def test_ctrl_c_in_a_download_keeps_the_part_and_says_how_to_resume(tmp_path, monkeypatch):
+    """Ctrl-C 1 MiB into a file printed a KeyboardInterrupt traceback from http.client; now one line: how much is
+    kept, where, and that the same command resumes it (and it does)."""
+    body = os.urandom(3 * MiB)
+    with serve("org/m", {"model.safetensors": body}) as (url, log):
+        src, dest = f"{url}/org/m/resolve/main/model.safetensors", str(tmp_path / "model.safetensors")
+        size, sha = download.remote_info(src)
+        clock = iter(range(10**6))
+
+        class Time:                                            # the progress bar's clock: Ctrl-C after the 1st MiB
+            @staticmethod
+            def time():
+                if next(clock) == 1:
+                    raise KeyboardInterrupt
+                return 0.0
+        monkeypatch.setattr(download, "time", Time)
+        with pytest.raises(download.UserError, match=f"interrupted: {MiB:,} of {3 * MiB:,} bytes kept in "
+                           f"{dest}.part; run the same command again to resume"):
+            download.download(src, dest, size=size, sha256=sha)
+        monkeypatch.undo()
+        download.download(src, dest, size=size, sha256=sha)
+        assert open(dest, "rb").read() == body and log[-1][2] == f"bytes={MiB}-"
+        assert hashlib.sha256(body).hexdigest() == sha
+
+
+def test_a_refused_token_is_named_as_refused(tiny, tmp_path, monkeypatch):
+    """With $HF_TOKEN set, a 401 told the user to "create a read token and export HF_TOKEN", which they had done."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (64 * plan.GiB, "test"))
+    files = {f: open(os.path.join(tiny[0], f), "rb").read() for f in ("config.json", "model.safetensors")}
+    with serve("meta-llama/Llama-2-7b-hf", files, token="t0k") as (url, _):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_TOKEN", "expired")
+        message = one_line_error(lambda: train.main(["--model", "llama2-7b", "--data", tiny[1], "--download"]))
+    assert "HTTP 401" in message and "the Hub refused $HF_TOKEN" in message, message
+    assert "accept its licence at https://huggingface.co/meta-llama/Llama-2-7b-hf" in message, message
+
+
+def test_a_model_folder_whose_index_names_a_missing_shard_says_which(tiny, tmp_path, monkeypatch):
+    """A shard not (yet) copied: "--model DIR: no weights (model.safetensors, its shards and index, ...)" beside an
+    index and its other shards. Now the shard and the index that names it; for a preset, that --download fetches it."""
+    d = tmp_path / "m"
+    shutil.copytree(tiny[0], d)
+    os.replace(d / "model.safetensors", d / "model-00001-of-00002.safetensors")
+    (d / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    message = one_line_error(lambda: train.main(flags((str(d), tiny[1]), tmp_path / "out")))
+    assert f"--model {d}: shard model-00002-of-00002.safetensors named in model.safetensors.index.json is " \
+           "missing" in message, message
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (64 * plan.GiB, "test"))
+    shutil.copytree(d, tmp_path / "cache" / "models" / "llama2-7b")
+    with pytest.raises(SystemExit) as e:                       # (the ways to get a preset's weights: a list)
+        train.main(["--model", "llama2-7b", "--data", tiny[1]])
+    message = str(e.value)
+    assert "shard model-00002-of-00002.safetensors named in model.safetensors.index.json is missing" in message
+    assert "add --download" in message, message
