@@ -539,6 +539,12 @@ def meta_checkpoint(path):
         raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None
     except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: its numbers do not describe a model ({e})") from None
+    rows = getattr(shards[0].get("layers.0.attention.wq.weight"), "shape", [0])[0]  # dim / (number of files)
+    if rows and config["n_embd"] % rows == 0 and (n := config["n_embd"] // rows) != len(files):  # 13B: 2, 70B: 8
+        raise ValueError(f"{path}: {len(files)} consolidated.NN.pth file{'s' * (len(files) > 1)} ("
+                         f"{', '.join(map(os.path.basename, files))}), each 1/{n} of the model-parallel weights "
+                         f"(layers.0.attention.wq.weight: {rows} of params.json's dim {config['n_embd']} rows): "
+                         + (f"{n - len(files)} missing" if n > len(files) else f"expected consolidated.00-{n - 1:02d}"))
 
     def stream():
         for key in list(shards[0]):

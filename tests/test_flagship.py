@@ -1,6 +1,7 @@
 """The flagship path as a careful user walks it (`python train.py --model llama2-7b --data alpaca --download`, or
 --model DIR), through what goes wrong on the way: a full disk, Ctrl-C in a download, a refused token, a shard index
-that names a shard not there. The Hub is tests/fake_hub.py on 127.0.0.1; nothing here reaches the internet."""
+that names a shard not there, Meta's layout short of a model-parallel file. The Hub is tests/fake_hub.py on
+127.0.0.1; nothing here reaches the internet."""
 import hashlib
 import os
 import resource
@@ -9,13 +10,17 @@ import signal
 from collections import namedtuple
 
 import pytest
+import torch
+import transformers
 
 import download
 import plan
 import train
 from fake_hub import serve
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from model import load_pretrained
 from test_errors import one_line_error
+from test_model import write_meta
 
 MiB = 1 << 20
 
@@ -118,3 +123,17 @@ def test_a_model_folder_whose_index_names_a_missing_shard_says_which(tiny, tmp_p
     message = str(e.value)
     assert "shard model-00002-of-00002.safetensors named in model.safetensors.index.json is missing" in message
     assert "add --download" in message, message
+
+
+def test_meta_layout_with_a_model_parallel_shard_missing_says_so(tmp_path):
+    """Llama-2-13B comes as consolidated.00.pth and .01.pth; with only the first, the error was a tensor's shape
+    ("'model.embed_tokens.weight' has shape (128, 32), expected (128, 64)"), with nothing about the missing file."""
+    c = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=192, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    write_meta(transformers.LlamaForCausalLM(c), tmp_path)
+    assert torch.equal(load_pretrained(tmp_path)(torch.arange(8)[None]).isfinite(), torch.ones(1, 8, 128) > 0)
+    os.remove(tmp_path / "consolidated.01.pth")
+    with pytest.raises(ValueError, match=r"1 consolidated\.NN\.pth file \(consolidated\.00\.pth\), each 1/2 of the "
+                                         r"model-parallel weights .*: 1 missing"):
+        load_pretrained(tmp_path)
