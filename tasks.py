@@ -63,9 +63,13 @@ def checked_config(args):
             raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
                             f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
                             ".gguf file")
+        repo = [p for p, r in HF_REPOS.items() if r.lower() == args.model.lower()]  # the Hub page's name
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
             f"; did you mean {near[0]}? (presets are written in lower case)" if near else
-            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)"))
+            f"; it is the Hub repository of preset {repo[0]}: --model {repo[0]} --download" if repo else
+            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)" + (
+                f"; if it names a Hub repository: huggingface-cli download {args.model} --local-dir DIR, then "
+                "--model DIR" if re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) else "")))
     if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
         raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
                         "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "

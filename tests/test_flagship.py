@@ -137,3 +137,13 @@ def test_meta_layout_with_a_model_parallel_shard_missing_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"1 consolidated\.NN\.pth file \(consolidated\.00\.pth\), each 1/2 of the "
                                          r"model-parallel weights .*: 1 missing"):
         load_pretrained(tmp_path)
+
+
+def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_path):
+    """--model meta-llama/Llama-2-7b-hf (the name on the Hub's page) was "neither a directory nor a preset; known
+    presets: ...": now the preset that fetches it, or, for a repository with no preset, how to fetch it into a folder."""
+    message = one_line_error(lambda: train.main(["--model", "meta-llama/Llama-2-7b-hf", "--data", tiny[1]]))
+    assert "--model 'meta-llama/Llama-2-7b-hf' is neither a directory nor a preset; it is the Hub repository of " \
+           "preset llama2-7b: --model llama2-7b --download" in message, message
+    message = one_line_error(lambda: train.main(["--model", "mistralai/Mistral-7B-v0.1", "--data", tiny[1]]))
+    assert "huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR" in message, message
