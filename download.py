@@ -348,6 +348,17 @@ def where_to_get(repo, directory, preset=None):
     return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
 
 
+def hub_preset(name):
+    """The preset whose Hub repository --model names (meta-llama/Llama-2-7b-hf: llama2-7b), or None."""
+    return next((p for p, repo in HF_REPOS.items() if repo.lower() == name.lower()), None)
+
+
+def fetch_hint(name):
+    """For a --model that is neither a folder nor a preset but reads as a Hub repository: how to fetch it."""
+    return f"; if it names a Hub repository: huggingface-cli download {name} --local-dir DIR, then --model DIR" if \
+        re.fullmatch(r"[\w.-]+/[\w.-]+", name) else ""
+
+
 def has_weights(directory):
     """Whether directory holds a checkpoint's weights (what load_pretrained would read)."""
     return missing_shard(directory) is None

@@ -32,7 +32,7 @@ import data
 import plan
 from data import UserError
 from ddp import rank_world
-from download import HF_REPOS, SMALL_FILES
+from download import HF_REPOS, SMALL_FILES, fetch_hint, hub_preset
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import gguf_file, replace_dir
@@ -63,13 +63,11 @@ def checked_config(args):
             raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
                             f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
                             ".gguf file")
-        repo = [p for p, r in HF_REPOS.items() if r.lower() == args.model.lower()]  # the Hub page's name
         raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
             f"; did you mean {near[0]}? (presets are written in lower case)" if near else
-            f"; it is the Hub repository of preset {repo[0]}: --model {repo[0]} --download" if repo else
-            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)" + (
-                f"; if it names a Hub repository: huggingface-cli download {args.model} --local-dir DIR, then "
-                "--model DIR" if re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) else "")))
+            f"; it is the Hub repository of preset {preset}: --model {preset} --download" if
+            (preset := hub_preset(args.model)) else
+            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)" + fetch_hint(args.model)))
     if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
         raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
                         "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "

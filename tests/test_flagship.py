@@ -14,6 +14,7 @@ import torch
 import transformers
 
 import download
+import eval as E
 import plan
 import train
 from fake_hub import serve
@@ -147,3 +148,5 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
            "preset llama2-7b: --model llama2-7b --download" in message, message
     message = one_line_error(lambda: train.main(["--model", "mistralai/Mistral-7B-v0.1", "--data", tiny[1]]))
     assert "huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR" in message, message
+    message = one_line_error(lambda: E.main(["--task", "mmlu", "--model", "meta-llama/Llama-2-13b-hf"]))
+    assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
