@@ -405,6 +405,12 @@ def torch_load(file):
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
+        with open(file, "rb") as f:  # a zip (torch.save's format) ends with its directory: a cut copy has none
+            head, size = f.read(4), f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - (1 << 16) - 22))
+            if head == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
+                raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
+                                 "end); a partial copy or download? Copy or fetch it again") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None

@@ -13,6 +13,7 @@ import pytest
 import torch
 import transformers
 
+import checkpoint as C
 import download
 import eval as E
 import model as M
@@ -178,3 +179,14 @@ def test_a_model_whose_weights_alone_do_not_fit_does_not_suggest_a_smaller_batch
     one = plan.estimate(M.LlamaConfig(vocab_size=8, n_layer=1, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
                         args, train.TARGETS["llama"].split(","), 0, 0)["base"]
     assert one == 4 * quantize_nf4(torch.randn(4096, 4096)).nbytes + 3 * quantize_nf4(torch.randn(11008, 4096)).nbytes
+
+
+def test_a_truncated_pth_is_called_truncated(tmp_path):
+    """A consolidated.01.pth (or pytorch_model.bin) cut short, as by an interrupted copy, read as "cannot be read as a
+    PyTorch checkpoint of tensors (OSError: [Errno 22] Invalid argument)". Its zip's end record is missing: say so."""
+    torch.save({"w": torch.randn(64, 64)}, tmp_path / "pytorch_model.bin")
+    whole = (tmp_path / "pytorch_model.bin").read_bytes()
+    (tmp_path / "pytorch_model.bin").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"pytorch_model\.bin: truncated \({len(whole) // 2:,} bytes: a zip archive, "
+                                         r"PyTorch's format, without its end\); a partial copy or download"):
+        C.torch_load(str(tmp_path / "pytorch_model.bin"))
