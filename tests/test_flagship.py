@@ -144,7 +144,7 @@ def test_meta_layout_with_a_model_parallel_shard_missing_says_so(tmp_path):
 
 def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_path):
     """--model meta-llama/Llama-2-7b-hf (the name on the Hub's page) was "neither a directory nor a preset; known
-    presets: ...": now the preset that fetches it, or, for a repository with no preset, how to fetch it into a folder."""
+    presets: ...": now the preset that fetches it, or, for a repository without one, how to fetch it into a folder."""
     message = one_line_error(lambda: train.main(["--model", "meta-llama/Llama-2-7b-hf", "--data", tiny[1]]))
     assert "--model 'meta-llama/Llama-2-7b-hf' is neither a directory nor a preset; it is the Hub repository of " \
            "preset llama2-7b: --model llama2-7b --download" in message, message
@@ -175,7 +175,8 @@ def test_a_model_whose_weights_alone_do_not_fit_does_not_suggest_a_smaller_batch
     assert "try a smaller" not in message and "the weights alone (base, embeddings, adapter) take 36." in message
     assert "llama2-70b needs a machine with more memory" in message, message
     from quant import quantize_nf4                             # the plan's NF4 base, byte for byte
-    args = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--quant", "nf4", "--checkpointing", "selective"])
+    args = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--quant", "nf4",
+                             "--checkpointing", "selective"])
     one = plan.estimate(M.LlamaConfig(vocab_size=8, n_layer=1, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
                         args, train.TARGETS["llama"].split(","), 0, 0)["base"]
     assert one == 4 * quantize_nf4(torch.randn(4096, 4096)).nbytes + 3 * quantize_nf4(torch.randn(11008, 4096)).nbytes
@@ -190,3 +191,15 @@ def test_a_truncated_pth_is_called_truncated(tmp_path):
     with pytest.raises(ValueError, match=rf"pytorch_model\.bin: truncated \({len(whole) // 2:,} bytes: a zip archive, "
                                          r"PyTorch's format, without its end\); a partial copy or download"):
         C.torch_load(str(tmp_path / "pytorch_model.bin"))
+
+
+def test_eval_without_the_weights_offers_only_what_eval_takes(tmp_path, monkeypatch):
+    """eval.py --model llama2-7b with nothing in the cache said "add --download" and "--model-dir DIR", flags eval.py
+    refuses ("unrecognized arguments"): train.py fetches a preset; eval.py takes --model DIR."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    for preset in ("llama2-7b", "smollm2-135m"):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", "mmlu", "--model", preset])
+        message = str(e.value)
+        assert f"python train.py --model {preset} --data DATA --download" in message, message
+        assert "add --download" not in message.lower() and "--model-dir" not in message, message
