@@ -359,13 +359,16 @@ def read_json(path):
 def inside(directory, name, named_in):
     """directory/name, refused unless it stays inside directory: no '..' or absolute path in the name, and not a
     symlink to a file elsewhere (a checkpoint folder should not make us read, or a crafted index point us at, files
-    outside it). Someone who means it can copy the file in."""
+    outside it), except the Hub cache's own links from snapshots/HASH/ into the repository's blobs/. Someone who
+    means it can copy the file in."""
     path = os.path.join(directory, name)
     real, root = os.path.realpath(path), os.path.realpath(directory)
     if os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
         raise ValueError(f"{named_in} names {name!r}, outside {directory}: refused (weight files must be inside the "
                          "model folder)")
-    if os.path.commonpath([real, root]) != root:
+    blobs = os.path.join(os.path.dirname(os.path.dirname(root)), "blobs")  # the Hub cache: snapshots/HASH/ -> blobs/
+    if os.path.commonpath([real, root]) != root and not (
+            os.path.basename(os.path.dirname(root)) == "snapshots" and os.path.commonpath([real, blobs]) == blobs):
         raise ValueError(f"{path} is a symlink to {real}, outside the model folder: refused; copy the file into "
                          f"{directory} (cp -L) if you mean to load it")
     return path

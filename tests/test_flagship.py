@@ -216,3 +216,25 @@ def test_a_folder_of_the_hubs_own_cache_names_its_snapshot(tiny, tmp_path):
     assert f"the Hugging Face cache's layout: pass --model {d / 'snapshots' / '8cca527'}" in message, message
     message = one_line_error(lambda: E.main(["--task", "perplexity", "--model", str(d), "--data", tiny[1]]))
     assert f"the Hugging Face cache's layout: pass --model {d / 'snapshots' / '8cca527'}" in message, message
+
+
+def test_a_snapshot_of_the_hubs_own_cache_loads(tiny, tmp_path):
+    """In the Hub's cache, snapshots/HASH/ holds symlinks into ../../blobs/ (files named by their hash): refused as
+    "a symlink outside the model folder", the one place most users' Llama-2 weights are. Links into the same
+    repository's blobs/ are that layout's own; one anywhere else is still refused."""
+    d = tmp_path / "models--meta-llama--Llama-2-7b-hf"
+    (d / "blobs").mkdir(parents=True)
+    (d / "snapshots" / "8cca527").mkdir(parents=True)
+    for f in os.listdir(tiny[0]):
+        body = open(os.path.join(tiny[0], f), "rb").read()
+        (d / "blobs" / hashlib.sha256(body).hexdigest()).write_bytes(body)
+        os.symlink(f"../../blobs/{hashlib.sha256(body).hexdigest()}", d / "snapshots" / "8cca527" / f)
+    x = torch.randint(0, 100, (1, 8))
+    assert torch.equal(load_pretrained(d / "snapshots" / "8cca527")(x), load_pretrained(tiny[0])(x))
+    s = train.train(train.parse_args(flags((str(d / "snapshots" / "8cca527"), tiny[1]), tmp_path / "out",
+                                           "--max-steps", "1")))
+    assert s["steps"] == 1
+    os.replace(d / "blobs", tmp_path / "elsewhere")                   # links that leave the repository's folder
+    os.symlink(tmp_path / "elsewhere", d / "blobs")
+    with pytest.raises(ValueError, match="is a symlink to .*, outside the model folder: refused"):
+        load_pretrained(d / "snapshots" / "8cca527")
