@@ -142,7 +142,8 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
     the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
     changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
-    UserError saying how to fetch the file by hand (by_hand: what else the user can do)."""
+    UserError saying how to fetch the file by hand (by_hand: what else the user can do); so are a disk too small (before
+    the first byte, when the size is known), a write that fails, and Ctrl-C (the .part is kept for the rerun)."""
     size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
     if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
         return dest
