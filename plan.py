@@ -46,6 +46,7 @@ import torch
 
 import data
 from data import UserError
+from download import snapshot_hint
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, meta_config, resident as resident_bytes
 from quant import CHUNK, triton_kernel
@@ -118,7 +119,8 @@ def model_config(model, directory=None):
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
     if model in PRESETS:
         return get_config(model)                                   # a copy: a head added while planning stays here
-    raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)")
+    raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)"
+                    + snapshot_hint(directory or model))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -206,11 +206,14 @@ def plan_memory(run):
         print(line)
     run.planned = need = sum(parts.values())
     if available is not None and need > available and not args.force:
-        fits = plan.fitting(*what)
+        fits, weights = plan.fitting(*what), sum(parts[k] for k in ("runtime", "base", "embeddings", "adapter"))
         raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
                         f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
                             f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
-                            "fits: try a smaller --batch-size or --seq-len") + "; or --force to try anyway")
+                            "fits: try a smaller --batch-size or --seq-len" if weights <= available else
+                            f"No setting fits: the weights alone (base, embeddings, adapter) take "
+                            f"{weights / plan.GiB:.1f} GiB; {args.model} needs a machine with more memory") +
+                        "; or --force to try anyway")
 
 
 def load(run):
