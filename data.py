@@ -113,9 +113,16 @@ def bytes_to_unicode():
 class Tokenizer:
     """encode(text) -> ids (with BOS when the model family expects it), decode(ids) -> text."""
     bos_id = eos_id = pad_id = None
+    stop_ids = ()     # more ids that end a generated answer besides eos_id (config.json's eos_token_id list: Llama 3)
     add_bos = False
     add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
+
+    @property
+    def stops(self):
+        """The ids that end a generated answer: EOS first, then config.json's / generation_config.json's other
+        eos_token_id (Llama 3 Instruct's <|eot_id|>, <|end_of_text|>), as transformers' generate stops."""
+        return [i for i in dict.fromkeys([self.eos_id, *self.stop_ids]) if i is not None] or None
 
     def encode(self, text, bos=None, eos=False, after=False):
         """after: the text continues another (a response after its prompt), tokenized as inside the joined text:
@@ -570,6 +577,14 @@ def added_tokens(directory):
     return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
 
 
+def named_id(tok, token):
+    """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
+    if the tokenizer reads that text as one token; else None."""
+    text = token.get("content") if isinstance(token, dict) else token
+    ids = tok._encode(text) if isinstance(text, str) and text else []
+    return ids[0] if len(ids) == 1 else None
+
+
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
@@ -626,7 +641,11 @@ def load_tokenizer(path):
         for key in ("bos_id", "eos_id", "pad_id"):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)
-            value = value[0] if isinstance(value, list) else value
+            if isinstance(value, list):                        # Llama 3.1 Instruct's eos: [128001, 128008, 128009]
+                if key == "eos_id":                            # each ends generation, as in transformers' generate;
+                    tok.stop_ids = tuple(value)                # a record ends with the tokenizer's EOS if listed
+                named = named_id(tok, cfg.get("eos_token") if key == "eos_id" and isinstance(cfg, dict) else None)
+                value = next((i for i in (named, own) if i is not None and i in value), value[0] if value else None)
             if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
                 continue
             if isinstance(tok, SentencePieceTokenizer) and own is not None and (key == "bos_id" or value < tok.sp.
@@ -638,6 +657,9 @@ def load_tokenizer(path):
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
+    if os.path.exists(f("generation_config.json")):           # what transformers' generate stops on, over config.json
+        stop = read_json(f("generation_config.json")).get("eos_token_id")
+        tok.stop_ids = tuple(stop) if isinstance(stop, list) else (stop,) if isinstance(stop, int) else tok.stop_ids
     return eos_note(tok, setting)
 
 

@@ -407,6 +407,7 @@ def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, auto
     data.bucket_length's few lengths up to it (CPU bf16: each prefill length costs oneDNN's caches; a decoding step
     is one token whatever the cache holds, no new shape), within the model's context."""
     training, device, answers = model.training, next(model.parameters()).device, []
+    stops = getattr(tok, "stops", None if tok.eos_id is None else [tok.eos_id])  # (a tokenizer of one's own: its EOS)
     model.eval()
     for s in range(0, len(records), batch_size):
         prompts = [tok.encode(alpaca_prompt(r)) for r in records[s:s + batch_size]]
@@ -415,11 +416,16 @@ def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, auto
         ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts], device=device)  # (B, T)
         mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
         with autocast():
-            out = generate(model, ids, max_new_tokens, eos_id=tok.eos_id,
+            out = generate(model, ids, max_new_tokens, eos_id=stops,
                            attention_mask=mask if batch_size > 1 or bucket else None)[:, T:].tolist()
-        answers += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in out]  # after EOS: only EOS
+        answers += [tok.decode(until_stop(o, stops)).strip() for o in out]
     model.train(training)
     return answers
+
+
+def until_stop(ids, stops):
+    """A generated answer's ids before its first stop id."""
+    return ids[:next((i for i, t in enumerate(ids) if t in (stops or ())), len(ids))]
 
 
 def side_by_side(left, right, width=58):

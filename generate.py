@@ -40,9 +40,10 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
-        if eos_id is not None:
-            nxt = torch.where(done, eos_id, nxt)  # finished rows keep emitting EOS
-            done |= nxt == eos_id
+        if eos_id is not None:                   # an int, or the ids that each end an answer (the first is emitted)
+            stops = torch.tensor(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], device=nxt.device)
+            nxt = torch.where(done, stops[0], nxt)  # finished rows keep emitting EOS
+            done |= torch.isin(nxt, stops)
         ids = torch.cat([ids, nxt[:, None]], 1)
         mask = None if mask is None else torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
         if done.all() or step == max_new_tokens - 1:

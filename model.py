@@ -1189,7 +1189,7 @@ def main():
     if T + max(n - 1, 0) > room:  # end (the last new token is not run); Llama's RoPE does not
         sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
                  f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.eos_id,
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
     print(tok.decode(out[0].tolist()))

@@ -385,3 +385,37 @@ def test_sentencepiece_model_written_by_hand_encodes_as_the_trained_one(tmp_path
         remove_extra_whitespaces=kind == "unigram"))
     for text in TEXTS:
         assert ours.encode(text) == ref.encode(text, add_bos=True), text
+
+
+def test_eos_list_as_llama3_instruct(bpe_dir, tmp_path):
+    """Llama 3.1 Instruct: tokenizer_config.json's eos_token <|eot_id|>, config.json's eos_token_id a list [128001,
+    128008, 128009]. Ours took the list's first (<|end_of_text|>: records ended with it, generation stopped only on
+    it, so an answer ran on past the <|eot_id|> the model emits); now the tokenizer's own EOS, as transformers'
+    AutoTokenizer, and generation stops on every listed id (generation_config.json's list over config.json's), as
+    transformers' generate."""
+    import torch
+    from generate import generate
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ref.add_special_tokens(["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    end, eom, eot = (ref.token_to_id(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                                "eos_token": "<|eot_id|>"}))
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": [end, eom, eot]}))
+    tok = load_tokenizer(tmp_path)
+    assert tok.eos_id == AutoTokenizer.from_pretrained(tmp_path).eos_token_id == eot
+    assert tok.stops == [eot, end, eom]
+    assert tok.encode("Hello", eos=True)[-1] == eot
+
+    table = torch.arange(1, 513) % 512         # a causal LM that continues i with i + 1, but 5 with <|eom_id|> and
+    table[5], table[9] = eom, end              # 9 with <|end_of_text|>
+
+    class Scripted(torch.nn.Module):
+        config = type("C", (), {"n_layer": 1})
+
+        def forward(self, ids, attention_mask=None, cache=None, last_only=False):
+            return torch.nn.functional.one_hot(table[ids[:, -1:]], 512).float()
+    out = generate(Scripted(), torch.tensor([[4], [7]]), 8, eos_id=tok.stops)[:, 1:].tolist()
+    assert out == [[5, eom, eot], [8, 9, end]]  # each row stops at its own stop id; done rows emit EOS; then all stop
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [eom]}))
+    assert load_tokenizer(tmp_path).stops == [eot, eom]
