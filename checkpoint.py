@@ -590,6 +590,8 @@ def meta_checkpoint(path):
 GGUF_VALUES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}  # struct
 GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id: (name, values, bytes) per block
               2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34)}
+GGML_OTHERS = dict(enumerate("Q5_0 Q5_1 - Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S "
+                             "IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's names, for the error
 GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight)
     "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -686,8 +688,10 @@ def gguf_tensors(path, tensors):
     with open(path, "rb") as f:
         for name, (shape, kind, offset) in sorted(tensors.items(), key=lambda kv: kv[1][2]):
             if kind not in GGML_TYPES:
-                raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind}; supported: " +
-                                          ", ".join(n for n, _, _ in GGML_TYPES.values()))
+                known = GGML_OTHERS.get(kind, "a type newer than this reader")
+                raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind} ({known}); supported: " +
+                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (K- and i-quants are not "
+                                          "read: take the model's F16, BF16 or Q8_0 .gguf, or its safetensors)")
             _, per_block, block_bytes = GGML_TYPES[kind]
             numel = math.prod(shape)
             if shape and shape[-1] % per_block:
