@@ -581,6 +581,10 @@ def main(argv=None):
         summary = train(args)
     except (UserError, FloatingPointError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:                                  # (in the steps train() saves and returns instead)
+        print("interrupted outside the training steps (loading, or the end's save): nothing is left half-written "
+              "(saves are atomic); run the command again (with --resume if --out holds a checkpoint)", file=sys.stderr)
+        sys.exit(130)
     # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
     summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
                    wall_s=round(time.time() - t_start, 1))

@@ -238,3 +238,17 @@ def test_a_snapshot_of_the_hubs_own_cache_loads(tiny, tmp_path):
     os.symlink(tmp_path / "elsewhere", d / "blobs")
     with pytest.raises(ValueError, match="is a symlink to .*, outside the model folder: refused"):
         load_pretrained(d / "snapshots" / "8cca527")
+
+
+def test_ctrl_c_while_loading_is_one_line(monkeypatch, capsys):
+    """Ctrl-C while the weights load or quantize (minutes at 7B) printed a KeyboardInterrupt traceback from deep in
+    the loader; now one line and exit status 130, as an interrupted run's."""
+    import train
+
+    def loading(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "train", loading)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", "llama-tiny", "--data", "demo", "--out", "unused"])
+    assert e.value.code == 130
+    assert "interrupted outside the training steps" in capsys.readouterr().err
