@@ -509,7 +509,10 @@ META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across mo
 def meta_config(p, embedding_rows):
     """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
     -1 (Llama 2's: the embedding knows)."""
-    scaled = p.get("use_scaled_rope") and dict(  # Llama 3.1's, with the constants of Meta's apply_scaling
+    # Llama 3.x's, with the constants of Meta's llama3 apply_scaling: factor 8 for every 3.x (Meta's reference code
+    # does; transformers' converter writes 32 into a Llama 3.2 config.json, so each layout computes as its own
+    # reference); rope_scaling_factor is the key Llama 4's params.json may carry (meta-llama/llama-models, 2025-07)
+    scaled = p.get("use_scaled_rope") and dict(
         rope_type="llama3", factor=p.get("rope_scaling_factor") or 8.0, low_freq_factor=1.0, high_freq_factor=4.0,
         original_max_position_embeddings=8192)
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
