@@ -479,7 +479,8 @@ def rope_cos_sin(positions, head_dim, theta, scaling=None):
     inv_freq, att = rope_inv_freq(head_dim, theta, scaling, positions.device)
     angles = positions[..., None].float() * inv_freq  # (B, T, hd/2)
     angles = torch.cat([angles, angles], -1)  # (B, T, hd)
-    return angles.cos() * att, angles.sin() * att
+    cos, sin = angles.cos(), angles.sin()
+    return (cos, sin) if att == 1.0 else (cos * att, sin * att)  # (yarn's attention factor; others 1.0)
 
 
 def apply_rope(x, cos, sin):
