@@ -254,8 +254,10 @@ class T5Tokenizer(SentencePieceTokenizer):
 
 
 class BPETokenizer(Tokenizer):
-    def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=()):
-        """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries."""
+    def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN):
+        """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries;
+        pattern: the pre-tokenizer's regex (GPT-2's, or a tokenizer.json's Split: Llama 3's)."""
+        self.pattern = pattern
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         ranks, strings = {bytes([b]): b for b in range(256)}, [bytes_to_unicode()[b] for b in range(256)]
         for left, right in merges:
@@ -276,7 +278,7 @@ class BPETokenizer(Tokenizer):
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
         self.ranks, self.specials = ranks, special and regex.compile(  # the longest first, where one holds another
             "(" + "|".join(map(regex.escape, sorted(special, key=len, reverse=True))) + ")")
-        self.enc = tiktoken.Encoding("bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+        self.enc = tiktoken.Encoding("bpe", pat_str=pattern, mergeable_ranks=ranks,
                                      special_tokens={s: len(strings) + j for j, s in enumerate(special)})
         self.vocab_size = max(self.rank_of_id) + 1
         self.split_digits, self.add_prefix_space = split_digits, add_prefix_space
@@ -303,7 +305,7 @@ class BPETokenizer(Tokenizer):
             if i % 2:  # a special token (split keeps them at the odd places)
                 ranks.append(self.enc.encode_single_token(part))
                 continue
-            for piece in regex.findall(GPT2_PATTERN, part):
+            for piece in regex.findall(self.pattern, part):
                 parts = [bytes([b]) for b in piece.encode("utf-8", errors="surrogatepass").translate(None, self.absent)]
                 while len(parts) > 1:
                     pairs = [(self.ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:]))]
@@ -440,9 +442,14 @@ def tokenizer_json(path):
     kinds = [s.get("type") for s in steps]
     digits = kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits")
     byte_level = (kinds == ["ByteLevel"] or digits) and steps[-1].get("use_regex", True)
+    split = kinds == ["Split", "ByteLevel"] and steps[0].get("behavior") == "Isolated" and not steps[0].get(
+        "invert") and "Regex" in (steps[0].get("pattern") or {}) and steps[1].get("use_regex") is False
+    pattern = steps[0]["pattern"]["Regex"] if split else GPT2_PATTERN  # Llama 3's: its own regex, then bytes
+    byte_level = byte_level or split
     if t["model"].get("type") != "BPE" or not byte_level:
         spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
-        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex is supported (found {kinds})" + (
+        raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex or one Split regex (Llama 3's) "
+                                  f"is supported (found {kinds})" + (
             "; a sentencepiece tokenizer saved as tokenizer.json: copy the base model's tokenizer.model into "
             f"{os.path.dirname(path)}" if spm else ""))
     norm = t.get("normalizer") or {}  # NFC, NFKC, Lowercase, ...: HF applies it before the BPE; ids would differ
@@ -452,7 +459,8 @@ def tokenizer_json(path):
                                   "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
-    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added)
+    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
+                       pattern)
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import sentencepiece as spm
-from tokenizers import (ByteLevelBPETokenizer, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                        trainers)
+from tokenizers import (ByteLevelBPETokenizer, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                        processors, trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import (BPETokenizer, SentencePieceTokenizer, UserError, alpaca_prompt, check_vocab, load_tokenizer,
@@ -419,3 +419,29 @@ def test_eos_list_as_llama3_instruct(bpe_dir, tmp_path):
     assert out == [[5, eom, eot], [8, 9, end]]  # each row stops at its own stop id; done rows emit EOS; then all stop
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [eom]}))
     assert load_tokenizer(tmp_path).stops == [eot, eom]
+
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's tokenizer.json Split regex, as published
+
+
+@pytest.mark.parametrize("ignore_merges", [False, True])
+def test_split_regex_pre_tokenizer_as_llama3(tmp_path, ignore_merges):
+    """Llama 3's tokenizer.json: Sequence[Split(its regex, Isolated), ByteLevel(use_regex false)] (and the BPE's
+    ignore_merges, as Llama 3 sets it). It was refused ("only byte-level BPE with GPT-2's regex"), so no Llama 3.x
+    checkpoint could be trained; now its regex is the pre-tokenizer: ids equal the tokenizers library's and
+    transformers' on every test text (digits in threes, case-insensitive contractions, newlines kept apart)."""
+    ref = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    ref.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    ref.decoder = decoders.ByteLevel()
+    ref.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=500, special_tokens=["<|begin_of_text|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    ref.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    tok, hf = load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    texts = TEXTS + ["I'LL SHE'S they'Re", "1234567 and 12", "a\n\n\nb \n c", "x  \n\ty", "naïve café 🙂🙂"]
+    for text in texts:
+        assert tok.encode(text) == ref.encode(text).ids == hf(text).input_ids, text
+        assert tok.decode(tok.encode(text)) == text
