@@ -706,6 +706,21 @@ def gguf_tensors(path, tensors):
             yield name, dequantize_ggml(raw, kind, shape)
 
 
+def gguf_rope_scaling(path, tensors, hd, theta):
+    """Llama 3.1's llama3 RoPE as llama.cpp stores it: rope_freqs.weight, one divisor per frequency (ggml's rope
+    divides theta^(-2i/hd) by it). Read back as transformers' rope_scaling with Llama 3.1's constants (low 1, high 4,
+    8192 positions; the factor the largest divisor) if that reproduces every divisor, else refused."""
+    from model import rope_inv_freq                            # (model.py imports this file: at call time)
+    divisors = next(gguf_tensors(path, {"rope_freqs.weight": tensors.pop("rope_freqs.weight")}))[1]
+    s = dict(rope_type="llama3", factor=divisors.max().item(), low_freq_factor=1.0, high_freq_factor=4.0,
+             original_max_position_embeddings=8192)
+    inv = rope_inv_freq(hd, theta)[0]
+    if divisors.shape != inv.shape or not torch.allclose(inv / divisors, rope_inv_freq(hd, theta, s)[0], rtol=1e-5):
+        raise NotImplementedError(f"{path}: rope_freqs.weight {tuple(divisors.shape)} is not Llama 3.1's llama3 RoPE "
+                                  f"(factor {s['factor']:g}, low 1, high 4, 8192 positions): not supported")
+    return s
+
+
 def gguf_checkpoint(path):
     """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, float32 tensor)). The architecture and
     its sizes come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half."""
@@ -727,17 +742,18 @@ def gguf_checkpoint(path):
     for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head)):
         if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
             raise ValueError(f"{path}: GGUF metadata llama.{key} = {v!r}; a Llama needs a positive integer")
-    hd = n_embd // n_head
-    if "rope_freqs.weight" in tensors or meta.get("llama.rope.scaling.type", "none") != "none" \
-            or need("rope.dimension_count", hd) != hd:
-        raise NotImplementedError(f"{path}: RoPE scaling and head_dim != embedding_length / heads are not supported")
+    hd, theta = n_embd // n_head, need("rope.freq_base", 10000.0)
+    if meta.get("llama.rope.scaling.type", "none") != "none" or need("rope.dimension_count", hd) != hd:
+        raise NotImplementedError(f"{path}: RoPE scaling by metadata and head_dim != embedding_length / heads are not "
+                                  "supported")
+    scaling = "rope_freqs.weight" in tensors and gguf_rope_scaling(path, tensors, hd, theta)
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: tensor 'token_embd.weight' is missing")
     config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=need("block_count"), n_embd=n_embd,
                   n_head=n_head, n_kv_head=need("attention.head_count_kv", n_head), n_ffn=need("feed_forward_length"),
-                  norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=need("rope.freq_base", 10000.0),
+                  norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=theta,
                   max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
-                  bias="blk.0.attn_q.bias" in tensors)
+                  bias="blk.0.attn_q.bias" in tensors, **dict(rope_scaling=scaling) if scaling else {})
 
     def stream():
         for name, t in gguf_tensors(path, tensors):

@@ -3,6 +3,7 @@ gguf.GGUFWriter read back to the same metadata and tensor table as gguf.GGUFRead
 dequantized bit for bit as gguf.quants.dequantize does it, and a tiny random Llama written in llama.cpp's layout (q/k
 rows permuted as convert_hf_to_gguf.py does) loading to the logits of the model it came from, and of transformers'
 own GGUF loader on the same file."""
+import math
 import re
 
 import numpy as np
@@ -225,3 +226,34 @@ def test_gguf_add_eos_token_ends_a_scored_document(tmp_path, capsys):
     (tmp_path / "doc.txt").write_text("hi")
     assert perplexity_docs(str(tmp_path / "doc.txt"), tok) == [([ord("h"), ord("i"), 6], 1)]
     assert tok.encode("hi") == [ord("h"), ord("i")]
+
+
+def test_llama31_rope_freqs_as_transformers_llama3(tmp_path):
+    """Llama 3.1 GGUFs carry rope_freqs.weight: the llama3 RoPE as per-frequency divisors (computed here as llama.cpp's
+    convert_hf_to_gguf.py does). It was refused; now read back as rope_scaling llama3 and the logits equal
+    transformers' on the HF model with that rope_scaling, at 300 positions (where the scaled frequencies differ). Any
+    other divisors are refused by name."""
+    rope = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                original_max_position_embeddings=8192)
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                                 max_position_embeddings=131072, rope_parameters=dict(rope_theta=500000.0, **rope))
+    src = random_params(transformers.LlamaForCausalLM(c), 0).eval()
+    hd, divisors = 16, []
+    for i in range(0, 16, 2):                  # convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors
+        wavelen = 2 * math.pi * 500000.0 ** (i / hd)
+        smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0)
+        divisors.append(1.0 if wavelen < 8192 / 4 else 8.0 if wavelen > 8192 else 1 / ((1 - smooth) / 8.0 + smooth))
+    tensors = llama_cpp_layout(src.state_dict(), c) | {"rope_freqs.weight": (np.array(divisors, np.float32), Q.F32)}
+    write(tmp_path / "l31.gguf", tensors, llama_meta(c))
+    ours = M.load_pretrained(tmp_path / "l31.gguf")
+    assert ours.config.rope_scaling == rope
+    ids = torch.randint(0, 256, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = src(ids).logits
+        torch.testing.assert_close(ours(ids), want, atol=1e-4, rtol=0)
+        plain = M.load_pretrained(write(tmp_path / "plain.gguf", llama_cpp_layout(src.state_dict(), c), llama_meta(c)))
+        assert (plain(ids) - want).abs().max() > 1e-2     # the divisors matter at these positions
+    tensors["rope_freqs.weight"] = (np.array(divisors, np.float32) * 1.5, Q.F32)
+    with pytest.raises(NotImplementedError, match=r"bad\.gguf: rope_freqs\.weight \(8,\) is not Llama 3\.1's llama3"):
+        M.load_pretrained(write(tmp_path / "bad.gguf", tensors, llama_meta(c)))
