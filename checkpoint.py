@@ -743,10 +743,12 @@ def gguf_checkpoint(path):
         if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
             raise ValueError(f"{path}: GGUF metadata llama.{key} = {v!r}; a Llama needs a positive integer")
     hd, theta = n_embd // n_head, need("rope.freq_base", 10000.0)
-    if meta.get("llama.rope.scaling.type", "none") != "none" or need("rope.dimension_count", hd) != hd:
-        raise NotImplementedError(f"{path}: RoPE scaling by metadata and head_dim != embedding_length / heads are not "
-                                  "supported")
-    scaling = "rope_freqs.weight" in tensors and gguf_rope_scaling(path, tensors, hd, theta)
+    kind = meta.get("llama.rope.scaling.type", "none")
+    if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd:
+        raise NotImplementedError(f"{path}: RoPE scaling {kind!r} and head_dim != embedding_length / heads are not "
+                                  "supported (linear and Llama 3.1's rope_freqs are)")
+    scaling = "rope_freqs.weight" in tensors and gguf_rope_scaling(path, tensors, hd, theta) or kind == "linear" and \
+        dict(rope_type="linear", factor=need("rope.scaling.factor"))  # llama.cpp: positions x 1/factor, as HF's
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: tensor 'token_embd.weight' is missing")
     config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=need("block_count"), n_embd=n_embd,

@@ -257,3 +257,24 @@ def test_llama31_rope_freqs_as_transformers_llama3(tmp_path):
     tensors["rope_freqs.weight"] = (np.array(divisors, np.float32) * 1.5, Q.F32)
     with pytest.raises(NotImplementedError, match=r"bad\.gguf: rope_freqs\.weight \(8,\) is not Llama 3\.1's llama3"):
         M.load_pretrained(write(tmp_path / "bad.gguf", tensors, llama_meta(c)))
+
+
+def test_linear_rope_scaling_metadata_as_transformers(tmp_path):
+    """A GGUF whose metadata says rope.scaling.type linear (a 4x context fine-tune, as convert_hf_to_gguf.py writes
+    it from rope_scaling {type: linear}) was refused; now rope_scaling linear, logits = transformers' on the HF model;
+    yarn in metadata stays refused by name."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                                 max_position_embeddings=1024,
+                                 rope_parameters=dict(rope_theta=10000.0, rope_type="linear", factor=4.0))
+    src = random_params(transformers.LlamaForCausalLM(c), 0).eval()
+    tensors, meta = llama_cpp_layout(src.state_dict(), c), llama_meta(c)
+    ours = M.load_pretrained(write(tmp_path / "lin.gguf", tensors, meta | {"llama.rope.scaling.type": "linear",
+                                                                            "llama.rope.scaling.factor": 4.0}))
+    assert ours.config.rope_scaling == dict(rope_type="linear", factor=4.0)
+    ids = torch.randint(0, 256, (1, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-4, rtol=0)
+    with pytest.raises(NotImplementedError, match=r"y\.gguf: RoPE scaling 'yarn'"):
+        M.load_pretrained(write(tmp_path / "y.gguf", tensors, meta | {"llama.rope.scaling.type": "yarn",
+                                                                      "llama.rope.scaling.factor": 4.0}))
