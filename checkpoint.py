@@ -593,8 +593,8 @@ def meta_checkpoint(path):
 GGUF_VALUES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}  # struct
 GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id: (name, values, bytes) per block
               2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34)}
-GGML_OTHERS = dict(enumerate("Q5_0 Q5_1 - Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S "
-                             "IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's names, for the error
+GGML_OTHERS = dict(enumerate("Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL "
+                             "IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's types 6-29: errors
 GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight)
     "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -711,7 +711,8 @@ def gguf_rope_scaling(path, tensors, hd, theta):
     divides theta^(-2i/hd) by it). Read back as transformers' rope_scaling with Llama 3.1's constants (low 1, high 4,
     8192 positions; the factor the largest divisor) if that reproduces every divisor, else refused."""
     from model import rope_inv_freq                            # (model.py imports this file: at call time)
-    divisors = next(gguf_tensors(path, {"rope_freqs.weight": tensors.pop("rope_freqs.weight")}))[1]
+    entry = tensors.pop("rope_freqs.weight")                   # (popped: not a weight the stream then yields)
+    divisors = next(gguf_tensors(path, {"rope_freqs.weight": entry}))[1]
     s = dict(rope_type="llama3", factor=divisors.max().item(), low_freq_factor=1.0, high_freq_factor=4.0,
              original_max_position_embeddings=8192)
     inv = rope_inv_freq(hd, theta)[0]
@@ -747,8 +748,11 @@ def gguf_checkpoint(path):
     if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd:
         raise NotImplementedError(f"{path}: RoPE scaling {kind!r} and head_dim != embedding_length / heads are not "
                                   "supported (linear and Llama 3.1's rope_freqs are)")
-    scaling = "rope_freqs.weight" in tensors and gguf_rope_scaling(path, tensors, hd, theta) or kind == "linear" and \
-        dict(rope_type="linear", factor=need("rope.scaling.factor"))  # llama.cpp: positions x 1/factor, as HF's
+    scaling = None
+    if "rope_freqs.weight" in tensors:
+        scaling = gguf_rope_scaling(path, tensors, hd, theta)
+    elif kind == "linear":                                     # llama.cpp: positions x 1/factor, as HF's linear
+        scaling = dict(rope_type="linear", factor=need("rope.scaling.factor"))
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: tensor 'token_embd.weight' is missing")
     config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=need("block_count"), n_embd=n_embd,

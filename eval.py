@@ -222,11 +222,9 @@ def not_a_model(path, train=False):
     if has_weights(model := os.path.join(path, "model")):     # --method full's
         return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}" + (
             f" (and {adapter} an adapter: two runs' results)" if os.path.isdir(adapter) else ""))
-    try:
-        with open(os.path.join(adapter, "adapter_config.json")) as f:
-            base = json.load(f).get("base_model_name_or_path") or "its base model"
-    except (OSError, ValueError, AttributeError):
+    if (cfg := adapter_config(adapter)) is None:
         return None
+    base = cfg.get("base_model_name_or_path") or "its base model"
     what = "an adapter (adapter_config.json)" if adapter == path else "a train.py run's folder"
     return UserError(f"--model {path} is {what}, not a model: " + (
         f"train.py trains a new adapter on a base model (this one's: --model {base}); to go on with its run: "
@@ -254,14 +252,20 @@ def adapter_folder(path):
 def trained_file(adapter, trained, path):
     """The name of the .gguf the adapter trained on, where `path` is one (its fingerprint hashed that name: a symlink
     or a renamed copy of the file is the same base); else None. (Adapters from before `file`: their base's path.)"""
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or (cfg := adapter_config(adapter)) is None:
         return None
-    try:
-        with open(os.path.join(adapter, "adapter_config.json")) as f:
-            name = trained.get("file") or os.path.basename(str(json.load(f).get("base_model_name_or_path")))
-    except (OSError, ValueError, AttributeError):              # load_adapter names what is wrong with the file
-        return None
+    name = trained.get("file") or os.path.basename(str(cfg.get("base_model_name_or_path")))
     return name if name.endswith(".gguf") else None
+
+
+def adapter_config(folder):
+    """folder's adapter_config.json as a dict; None where it cannot be read (load_adapter names what is wrong)."""
+    try:
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
 
 
 def base_quant(name, adapter, quant, task=None):

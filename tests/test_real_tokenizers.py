@@ -121,11 +121,15 @@ def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_pa
 def test_llama_cpp_expected_ids(vocab):
     """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
+    assert_llama_cpp_ids(load_tokenizer(gguf), gguf)
+
+
+def assert_llama_cpp_ids(tok, gguf):
+    """tok gives the ids in gguf's .out for every input in its .inp."""
     with open(gguf + ".inp", encoding="utf-8") as f:
         inputs = f.read().split("\n__ggml_vocab_test__\n")
     with open(gguf + ".out", encoding="utf-8") as f:
         expected = [[int(i) for i in line.split()] for line in f.read().split("\n")]
-    tok = load_tokenizer(gguf)
     assert len(inputs) == len(expected) > 40
     for text, ids in zip(inputs, expected):
         assert tok.encode(text, bos=False) == ids, text
@@ -163,11 +167,4 @@ def test_llama3_tokenizer_json_from_the_real_vocabulary(tmp_path):
         tmp_path)
     assert [p["type"] for p in json.loads((tmp_path / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"]
             ] == ["Split", "ByteLevel"]
-    with open(gguf + ".inp", encoding="utf-8") as f:
-        inputs = f.read().split("\n__ggml_vocab_test__\n")
-    with open(gguf + ".out", encoding="utf-8") as f:
-        expected = [[int(i) for i in line.split()] for line in f.read().split("\n")]
-    tok = load_tokenizer(tmp_path)
-    assert len(inputs) == len(expected) > 40
-    for text, ids in zip(inputs, expected):
-        assert tok.encode(text, bos=False) == ids, text
+    assert_llama_cpp_ids(load_tokenizer(tmp_path), gguf)
