@@ -445,3 +445,18 @@ def test_split_regex_pre_tokenizer_as_llama3(tmp_path, ignore_merges):
     for text in texts:
         assert tok.encode(text) == ref.encode(text).ids == hf(text).input_ids, text
         assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("split", [dict(behavior="removed", invert=False), dict(behavior="isolated", invert=True)])
+def test_other_split_pre_tokenizers_are_refused(tmp_path, split):
+    """A Split that drops what matches, or keeps what does not, is not a regex's findall (tiktoken's split): refused by
+    name, not read as Llama 3's."""
+    ref = Tokenizer(models.BPE())
+    ref.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_PATTERN), **split),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    ref.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    ref.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(NotImplementedError, match=r"one Split regex \(Llama 3's\) is supported \(found \['Split', "
+                                                  r"'ByteLevel'\]\)"):
+        load_tokenizer(tmp_path)
