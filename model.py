@@ -293,6 +293,9 @@ class MT5Config(T5Config):
 
 
 L2, G2 = dict(vocab_size=32000, max_seq_len=4096), dict(vocab_size=50257, n_positions=1024, dropout=0.1)
+L3 = dict(vocab_size=128256, n_kv_head=8, rope_theta=500000.0, max_seq_len=131072)  # Llama 3.1 / 3.2 (Meta 2024)
+L3_ROPE = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+               original_max_position_embeddings=8192)  # config.json's rope_scaling (3.2: factor 32)
 RB = dict(model_type="roberta", vocab_size=50265, n_positions=514, n_type=1, norm_eps=1e-5, pad_id=1)
 BT = dict(vocab_size=30522, n_positions=512)
 T5P, V11 = dict(vocab_size=32128, d_kv=64), dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
@@ -301,6 +304,11 @@ PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "llama2-7b": LlamaConfig(**L2, n_layer=32, n_embd=4096, n_head=32, n_kv_head=32, n_ffn=11008),
     "llama2-13b": LlamaConfig(**L2, n_layer=40, n_embd=5120, n_head=40, n_kv_head=40, n_ffn=13824),
     "llama2-70b": LlamaConfig(**L2, n_layer=80, n_embd=8192, n_head=64, n_kv_head=8, n_ffn=28672),
+    "llama3.2-1b": LlamaConfig(**L3, rope_scaling=L3_ROPE | dict(factor=32.0), n_layer=16, n_embd=2048, n_head=32,
+                               n_ffn=8192, tie_embeddings=True),
+    "llama3.2-3b": LlamaConfig(**L3, rope_scaling=L3_ROPE | dict(factor=32.0), n_layer=28, n_embd=3072, n_head=24,
+                               n_ffn=8192, tie_embeddings=True),
+    "llama3.1-8b": LlamaConfig(**L3, rope_scaling=L3_ROPE, n_layer=32, n_embd=4096, n_head=32, n_ffn=14336),
     "tinyllama-1.1b": LlamaConfig(vocab_size=32000, n_layer=22, n_embd=2048, n_head=32, n_kv_head=4, n_ffn=5632),
     "smollm2-135m": LlamaConfig(vocab_size=49152, n_layer=30, n_embd=576, n_head=9, n_kv_head=3, n_ffn=1536,
                                 rope_theta=100000.0, max_seq_len=8192, tie_embeddings=True),

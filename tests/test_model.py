@@ -351,6 +351,36 @@ def test_presets_have_the_published_sizes():
         M.get_config("llama-7b")
 
 
+LLAMA3_HUB = dict(  # config.json as meta-llama/Llama-3.1-8B, -3.2-1B and -3.2-3B publish it (the fields that shape it)
+    common=dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, num_key_value_heads=8,
+                rms_norm_eps=1e-05, rope_theta=500000.0, max_position_embeddings=131072, hidden_act="silu",
+                attention_bias=False, mlp_bias=False, pretraining_tp=1, bos_token_id=128000, eos_token_id=128001),
+    rope=dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192,
+              rope_type="llama3"),
+    **{"llama3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                           tie_word_embeddings=False),
+       "llama3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                           head_dim=64, tie_word_embeddings=True, factor=32.0),
+       "llama3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                           head_dim=128, tie_word_embeddings=True, factor=32.0)})
+
+
+@pytest.mark.parametrize("preset,params", [("llama3.1-8b", 8_030_261_248), ("llama3.2-1b", 1_235_814_400),
+                                           ("llama3.2-3b", 3_212_749_824)])
+def test_llama3_presets_read_like_the_published_configs(preset, params):
+    """The Llama 3 presets = their published config.json read by from_hf (llama3 RoPE included), with the published
+    parameter counts; transformers builds the same shapes from the preset's to_hf()."""
+    fields = dict(LLAMA3_HUB[preset])
+    rope = dict(LLAMA3_HUB["rope"], factor=fields.pop("factor", 8.0))
+    hub = LLAMA3_HUB["common"] | fields | dict(rope_scaling=rope)
+    assert M.LlamaConfig.from_hf(hub) == M.get_config(preset)
+    with torch.device("meta"):
+        ours = M.build_model(preset)
+        ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(**M.get_config(preset).to_hf()))
+    assert sum(p.numel() for p in ours.parameters()) == params
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
 @pytest.fixture
 def ckpt(tmp_path):
     """llama-tiny saved by us in 2 shards + index; returns (directory, shard paths)."""
