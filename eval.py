@@ -39,7 +39,6 @@ import math
 import os
 import sys
 import textwrap
-from xml.sax.saxutils import escape
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +54,7 @@ from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metr
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import fetch_hint, has_weights, hub_preset, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
+from plot import COLORS, log_records, plot, plot_svg, read_metrics, ticks  # noqa: F401  (eval.ticks, train.py's log_records)
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -439,79 +439,6 @@ def side_by_side(left, right, width=58):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Loss curves as a hand-written SVG
-
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def ticks(lo, hi, n=5):
-    """About n round values (1, 2 or 5 x 10^k apart) spanning [lo, hi]."""
-    raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
-    step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
-               if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
-    first = math.floor(lo / step)                              # two ticks at least: one logged step, a flat loss
-    return [round(i * step, 12) for i in range(first, max(math.ceil(hi / step), first + 1) + 1)]
-
-
-def read_metrics(run_dir, key):
-    """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.isfile(run_dir):                                # (was "[Errno 20] Not a directory", "[Errno 2] ...")
-        raise UserError(f"--plot {run_dir} is a file: --plot takes train.py runs' --out folders (here: "
-                        f"{os.path.dirname(run_dir) or '.'})")
-    if not os.path.isfile(path):
-        raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
-    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-    return sorted({r["step"]: r[key] for _, r in log_records(path, f"--plot {run_dir}") if good(r.get(key))}.items())
-
-
-def log_records(path, flag, fix=""):
-    """[(line, record)] of a train.py run's metrics.jsonl. Its last line, cut off by a kill mid-write, is left out;
-    any other line that is not a record (a dict with its step) is an error naming `flag`, the file and the line."""
-    with open(path) as f:
-        lines, records = f.read().split("\n"), []
-    for n, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line) if line else None
-        except ValueError:
-            row = line
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            records.append((line, row))
-        elif row is not None and n < len(lines):
-            raise UserError(f"{flag}: {path}, line {n} is not a record ({line[:80]!r}){fix}")
-    return records
-
-
-def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
-    """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
-    W x H pixels, plot margins L, R, T, B."""
-    runs = {os.path.basename(os.path.normpath(d)): (read_metrics(d, "loss"), read_metrics(d, "val_loss"))
-            for d in run_dirs}
-    points = [p for train, val in runs.values() for p in train + val]
-    if not points:
-        raise SystemExit(f"no 'loss' values in the metrics.jsonl of {run_dirs}")
-    xt, yt = ticks(0, max(s for s, _ in points)), ticks(min(v for _, v in points), max(v for _, v in points))
-    sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731  step -> pixels
-    sy = lambda v: H - B - (v - yt[0]) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731  loss -> pixels, downwards
-    text = lambda x, y, s, at="middle": f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{at}">{s}</text>'  # noqa: E731
-    line = lambda x1, y1, x2, y2, c="#ddd", w=1: (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                                                  f'stroke="{c}" stroke-width="{w}"/>')  # noqa: E731
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
-    svg += [line(sx(x), T, sx(x), H - B) + text(sx(x), H - B + 16, f"{x:g}") for x in xt]
-    svg += [line(L, sy(y), W - R, sy(y)) + text(L - 6, sy(y) + 4, f"{y:g}", "end") for y in yt]
-    svg += [line(L, T, L, H - B, "black"), line(L, H - B, W - R, H - B, "black"), text((L + W - R) / 2, H - 8, "step"),
-            text(L - 40, T - 6, "loss", "start")]
-    for i, (name, (train, val)) in enumerate(runs.items()):
-        c, y = COLORS[i % len(COLORS)], T + 14 + 20 * i
-        svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
-                   + " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train) + '"/>')
-        svg += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for s, v in val]
-        svg.append(line(W - R + 12, y - 4, W - R + 36, y - 4, c, 2) + text(W - R + 42, y, escape(name), "start"))
-    return "\n".join(svg + ["</svg>\n"])
-
-
-# ----------------------------------------------------------------------------------------------------
 # Command line
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
@@ -583,14 +510,7 @@ def command(argv=None):
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --plot (it draws the "
               "runs' loss curves and evaluates nothing)")
     if args.plot:
-        if os.path.isdir(args.out):
-            raise UserError(f"--out {args.out} is a folder: --plot writes one SVG file (e.g. --out "
-                            f"{os.path.join(args.out, 'loss.svg')})")
-        if not os.path.isdir(os.path.dirname(args.out) or "."):
-            raise UserError(f"--out {args.out}: no folder {os.path.dirname(args.out)} to write it in")
-        with open(args.out, "w") as f:
-            f.write(plot_svg(args.plot))
-        return print(f"wrote {args.out} ({len(args.plot)} run{'s' * (len(args.plot) > 1)})")
+        return plot(args.plot, args.out)
     if not args.task:
         return demo()
     if not args.model:
