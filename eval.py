@@ -28,7 +28,7 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~XXX) because the command line
+adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~620) because the command line
 drives six kinds of task, each with its own data, options, notes and printout, and checks what the user gave.
 """
 import argparse
@@ -54,7 +54,7 @@ from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metr
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import fetch_hint, has_weights, hub_preset, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
-from plot import COLORS, log_records, plot, plot_svg, read_metrics, ticks  # noqa: F401  (as before: eval.ticks ...)
+from plot import COLORS, log_records, plot, plot_svg, ticks  # noqa: F401  (as before: eval.ticks, eval.log_records)
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -255,6 +255,15 @@ def adapter_folder(path):
     return path
 
 
+def trained_file(adapter, trained, path):
+    """The name of the .gguf the adapter trained on, where `path` is one (its fingerprint hashed that name: a symlink
+    or a renamed copy of the file is the same base); else None. (Adapters from before `file`: their base's path.)"""
+    if not os.path.isfile(path) or (cfg := adapter_config(adapter)) is None:
+        return None
+    name = trained.get("file") or os.path.basename(str(cfg.get("base_model_name_or_path")))
+    return name if name.endswith(".gguf") else None
+
+
 def adapter_config(folder):
     """folder's adapter_config.json as a dict; None where it cannot be read (load_adapter names what is wrong)."""
     try:
@@ -263,15 +272,6 @@ def adapter_config(folder):
     except (OSError, ValueError):
         return None
     return cfg if isinstance(cfg, dict) else None
-
-
-def trained_file(adapter, trained, path):
-    """The name of the .gguf the adapter trained on, where `path` is one (its fingerprint hashed that name: a symlink
-    or a renamed copy of the file is the same base); else None. (Adapters from before `file`: their base's path.)"""
-    if not os.path.isfile(path) or (cfg := adapter_config(adapter)) is None:
-        return None
-    name = trained.get("file") or os.path.basename(str(cfg.get("base_model_name_or_path")))
-    return name if name.endswith(".gguf") else None
 
 
 def base_quant(name, adapter, quant, task=None):
@@ -445,12 +445,14 @@ def side_by_side(left, right, width=58):
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+# the tasks that read each flag (given to another task, it is noted as having no effect)
 READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en-ro squad", "--data": "perplexity",
-         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",  # the
-         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",  # tasks that read each flag
+         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",
+         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",
          "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
-TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,  # the model types a task takes (GLUE: load_model
-         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),  # asks for a classifier head)
+# the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)
+TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,
+         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),
          "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
                    "(Llama, GPT-2): --task squad takes those")}
 
@@ -553,10 +555,11 @@ def command(argv=None):
     if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
-    if task == "squad" and causal:                              # (READS: an encoder's windows)
-        no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a causal "
-                  "LM, which answers each question by greedy generation from its context (cut to fit), one at a time")
     if task == "squad":
+        if causal:                                              # (READS: an encoder's windows)
+            no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
+                      "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
+                      "at a time")
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
