@@ -543,10 +543,11 @@ def command(argv=None):
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
     args.adapter = args.adapter and adapter_folder(args.adapter)
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
-    heads = len(GLUE[glue][4] or [0]) if glue else 0            # a GLUE head's outputs (STS-B: 1, a score)
-    model, tok = load_model(args.model, None if task == "generate" else args.adapter,  # generate adds it after the
-                            args.quant, args.dtype, args.device, heads, task == "squad", TAKES.get(task))  # base's
-    length = args.seq_len or (384 if task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
+    # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
+    heads = len(GLUE[glue][4] or [0]) if glue else 0
+    model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
+                            args.device, heads, task == "squad", TAKES.get(task))
+    length = args.seq_len or (384 if task == "squad" else 128)  # the length squad's windows, GLUE's pairs are cut at
     causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
     cut = glue or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
     if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
