@@ -1,5 +1,6 @@
 """eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2), and the evaluations a user runs on
-a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side, loss-curve plots.
+a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side; and (--plot) the
+loss curves of train.py runs, drawn by plot.py (its names importable from here too, as before).
 
 The metrics (GLUE's, BLEU, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
 papers report with; they are importable from here too (`from eval import bleu`).
@@ -8,7 +9,6 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
   examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
 - `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided).
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
-- `plot_svg`: the loss curves of several train.py runs (their metrics.jsonl) as one hand-written SVG.
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
   over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
@@ -28,8 +28,8 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; loss curves as SVG; the command line. Past the 400-line budget (~580)
-because the command line drives six kinds of task (and --plot), each with its own data, options, notes and printout.
+adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~620) because the command line
+drives six kinds of task, each with its own data, options, notes and printout, and checks what the user gave.
 """
 import argparse
 import contextlib
@@ -39,7 +39,6 @@ import math
 import os
 import sys
 import textwrap
-from xml.sax.saxutils import escape
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +54,7 @@ from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metr
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import fetch_hint, has_weights, hub_preset, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
+from plot import COLORS, log_records, plot, plot_svg, ticks  # noqa: F401  (as before: eval.ticks, eval.log_records)
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -218,8 +218,8 @@ def not_a_model(path, train=False):
     if not os.path.isdir(path) or has_weights(path) or any(os.path.isfile(os.path.join(path, f)) for f in (
             "config.json", "params.json")):
         return None
-    adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
-    if has_weights(model := os.path.join(path, "model")):     # --method full's
+    adapter, model = run_folder(path)
+    if model:
         return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}" + (
             f" (and {adapter} an adapter: two runs' results)" if os.path.isdir(adapter) else ""))
     if (cfg := adapter_config(adapter)) is None:
@@ -232,18 +232,24 @@ def not_a_model(path, train=False):
                                                              f"{adapter}"))
 
 
+def run_folder(path):
+    """(adapter, model) of a folder: its adapter, itself where it holds adapter_config.json, else a train.py run's
+    adapter/ (there or not); a train.py run's model/ (--method full's) where it holds weights, else None."""
+    adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
+    return adapter, model if has_weights(model := os.path.join(path, "model")) else None
+
+
 def adapter_folder(path):
     """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/."""
-    inner = os.path.join(path, "adapter")
-    if not os.path.isfile(os.path.join(path, "adapter_config.json")) and os.path.isfile(os.path.join(
-            inner, "adapter_config.json")):
-        if has_weights(os.path.join(path, "model")):           # --out of a --method full run and an adapter's
+    inner, model = run_folder(path)
+    if inner != path and os.path.isfile(os.path.join(inner, "adapter_config.json")):
+        if model:                                              # --out of a --method full run and an adapter's
             raise UserError(f"--adapter {path} is a train.py run's folder with two runs' results, adapter/ and model/ "
-                            f"(--method full's): give --adapter {inner}, or --model {os.path.join(path, 'model')}")
+                            f"(--method full's): give --adapter {inner}, or --model {model}")
         print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
         return inner
     if os.path.isfile(os.path.join(last := os.path.join(path, "checkpoint", "adapter"), "adapter_config.json")) and \
-            not os.path.exists(inner):
+            not os.path.exists(os.path.join(path, "adapter")):
         raise UserError(f"--adapter {path}: the run has no result yet (stopped before its end, or still running): its "
                         f"last checkpoint's adapter is --adapter {last} (or finish the run: train.py ... --resume)")
     return path
@@ -422,14 +428,10 @@ def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, auto
         with autocast():
             out = generate(model, ids, max_new_tokens, eos_id=stops,
                            attention_mask=mask if batch_size > 1 or bucket else None)[:, T:].tolist()
-        answers += [tok.decode(until_stop(o, stops)).strip() for o in out]
+        answers += [tok.decode(o[:next((i for i, t in enumerate(o) if t in (stops or ())), len(o))]).strip()
+                    for o in out]  # each answer up to its first stop id
     model.train(training)
     return answers
-
-
-def until_stop(ids, stops):
-    """A generated answer's ids before its first stop id."""
-    return ids[:next((i for i, t in enumerate(ids) if t in (stops or ())), len(ids))]
 
 
 def side_by_side(left, right, width=58):
@@ -439,89 +441,18 @@ def side_by_side(left, right, width=58):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Loss curves as a hand-written SVG
-
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def ticks(lo, hi, n=5):
-    """About n round values (1, 2 or 5 x 10^k apart) spanning [lo, hi]."""
-    raw = (hi - lo) / n if hi > lo else abs(lo) or 1.0
-    step = min(m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)
-               if m * 10.0 ** math.floor(math.log10(raw)) >= raw)
-    first = math.floor(lo / step)                              # two ticks at least: one logged step, a flat loss
-    return [round(i * step, 12) for i in range(first, max(math.ceil(hi / step), first + 1) + 1)]
-
-
-def read_metrics(run_dir, key):
-    """[(step, value)] sorted by step; a step logged twice (a resumed run) keeps its last value."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.isfile(run_dir):                                # (was "[Errno 20] Not a directory", "[Errno 2] ...")
-        raise UserError(f"--plot {run_dir} is a file: --plot takes train.py runs' --out folders (here: "
-                        f"{os.path.dirname(run_dir) or '.'})")
-    if not os.path.isfile(path):
-        raise UserError(f"--plot {run_dir}: no metrics.jsonl there; --plot takes train.py runs' --out folders")
-    good = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
-    return sorted({r["step"]: r[key] for _, r in log_records(path, f"--plot {run_dir}") if good(r.get(key))}.items())
-
-
-def log_records(path, flag, fix=""):
-    """[(line, record)] of a train.py run's metrics.jsonl. Its last line, cut off by a kill mid-write, is left out;
-    any other line that is not a record (a dict with its step) is an error naming `flag`, the file and the line."""
-    with open(path) as f:
-        lines, records = f.read().split("\n"), []
-    for n, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line) if line else None
-        except ValueError:
-            row = line
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            records.append((line, row))
-        elif row is not None and n < len(lines):
-            raise UserError(f"{flag}: {path}, line {n} is not a record ({line[:80]!r}){fix}")
-    return records
-
-
-def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
-    """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
-    W x H pixels, plot margins L, R, T, B."""
-    runs = {os.path.basename(os.path.normpath(d)): (read_metrics(d, "loss"), read_metrics(d, "val_loss"))
-            for d in run_dirs}
-    points = [p for train, val in runs.values() for p in train + val]
-    if not points:
-        raise SystemExit(f"no 'loss' values in the metrics.jsonl of {run_dirs}")
-    xt, yt = ticks(0, max(s for s, _ in points)), ticks(min(v for _, v in points), max(v for _, v in points))
-    sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731  step -> pixels
-    sy = lambda v: H - B - (v - yt[0]) / (yt[-1] - yt[0]) * (H - T - B)  # noqa: E731  loss -> pixels, downwards
-    text = lambda x, y, s, at="middle": f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{at}">{s}</text>'  # noqa: E731
-    line = lambda x1, y1, x2, y2, c="#ddd", w=1: (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                                                  f'stroke="{c}" stroke-width="{w}"/>')  # noqa: E731
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
-    svg += [line(sx(x), T, sx(x), H - B) + text(sx(x), H - B + 16, f"{x:g}") for x in xt]
-    svg += [line(L, sy(y), W - R, sy(y)) + text(L - 6, sy(y) + 4, f"{y:g}", "end") for y in yt]
-    svg += [line(L, T, L, H - B, "black"), line(L, H - B, W - R, H - B, "black"), text((L + W - R) / 2, H - 8, "step"),
-            text(L - 40, T - 6, "loss", "start")]
-    for i, (name, (train, val)) in enumerate(runs.items()):
-        c, y = COLORS[i % len(COLORS)], T + 14 + 20 * i
-        svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
-                   + " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train) + '"/>')
-        svg += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for s, v in val]
-        svg.append(line(W - R + 12, y - 4, W - R + 36, y - 4, c, 2) + text(W - R + 42, y, escape(name), "start"))
-    return "\n".join(svg + ["</svg>\n"])
-
-
-# ----------------------------------------------------------------------------------------------------
 # Command line
 
 TASKS = ["mmlu", "perplexity", "generate", *(f"glue/{t}" for t in GLUE), "wmt16-en-ro", "squad"]
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+# the tasks that read each flag (given to another task, it is noted as having no effect)
 READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en-ro squad", "--data": "perplexity",
-         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",  # the
-         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",  # tasks that read each flag
+         "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",
+         "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",
          "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
-TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,  # the model types a task takes (GLUE: load_model
-         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),  # asks for a classifier head)
+# the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)
+TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,
+         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),
          "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
                    "(Llama, GPT-2): --task squad takes those")}
 
@@ -536,7 +467,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
 
 
-def command(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description="Evaluate a checkpoint, with or without an adapter, or plot loss curves. "
                                              "Without arguments: a demonstration of the metrics.")
     a = ap.add_argument
@@ -569,6 +500,19 @@ def command(argv=None):
       "windows")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
+    return ap
+
+
+def no_effect(flags, why):
+    """The note for flags given that the command does not read (each was once silently unused)."""
+    if flags:
+        print(f"note: {', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect{why}")
+
+
+def command(argv=None):
+    """Check the flags, load the model (with its adapter, as it trained), run the task: what it prints, then its
+    result as one JSON line."""
+    ap = parser()
     args = ap.parse_args(argv)
     for flag, low in (("shots", 0), ("limit", 1), ("seq_len", 2), ("stride", 1), ("max_new_tokens", 1),
                       ("num_beams", 1), ("batch_size", 1)):                # (0 or less: empty or endless loops)
@@ -579,51 +523,44 @@ def command(argv=None):
     unset = object()                                           # the flags argv sets, however written
     given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
         **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
-    if args.plot and (unused := sorted(given - {"--plot", "--out"})):  # --plot draws, and evaluates nothing
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --plot (it draws the "
-              "runs' loss curves and evaluates nothing)")
-    if args.plot:
-        if os.path.isdir(args.out):
-            raise UserError(f"--out {args.out} is a folder: --plot writes one SVG file (e.g. --out "
-                            f"{os.path.join(args.out, 'loss.svg')})")
-        if not os.path.isdir(os.path.dirname(args.out) or "."):
-            raise UserError(f"--out {args.out}: no folder {os.path.dirname(args.out)} to write it in")
-        with open(args.out, "w") as f:
-            f.write(plot_svg(args.plot))
-        return print(f"wrote {args.out} ({len(args.plot)} run{'s' * (len(args.plot) > 1)})")
+    if args.plot:                                              # --plot draws, and evaluates nothing
+        no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
+                  "nothing)")
+        return plot(args.plot, args.out)
     if not args.task:
-        return demo()
+        metrics.demo()
+        return print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model "
+                     "DIR ... (see --help)")
     if not args.model:
         ap.error(f"--task {args.task} needs --model")
-    if unused := [f for f, tasks in READS.items() if f in given and args.task.split("/")[0] not in tasks.split()] + (
-            ["--out"] if "--out" in given else []):           # (--out is --plot's)
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --task {args.task}" +
-              (" (--out names --plot's SVG)" if "--out" in unused else ""))
-    if need := {"perplexity": "data", "generate": "prompts"}.get(args.task):
+    task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
+    unused = [f for f, tasks in READS.items() if f in given and task.split("/")[0] not in tasks.split()]
+    no_effect(unused + ["--out"] * ("--out" in given), f" with --task {task}" + " (--out names --plot's SVG)" * (
+        "--out" in given))
+    if need := {"perplexity": "data", "generate": "prompts"}.get(task):
         if not getattr(args, need):
-            ap.error(f"--task {args.task} needs --{need}")
+            ap.error(f"--task {task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
     args.adapter = args.adapter and adapter_folder(args.adapter)
-    adapter = None if args.task == "generate" else args.adapter  # generate adds it after the base model's answers
-    glue = args.task[5:] if args.task.startswith("glue/") else None
-    args.quant = base_quant(args.model, args.adapter, args.quant, args.task)
-    model, tok = load_model(args.model, adapter, args.quant, args.dtype, args.device,
-                            len(GLUE[glue][4] or [0]) if glue else 0, args.task == "squad",  # STS-B: 1 output
-                            TAKES.get(args.task))
-    length = args.seq_len or (384 if args.task == "squad" else 128)  # squad's windows, GLUE's pairs: cut at
-    causal = model.config.model_type in CAUSAL[0]                       # (a causal LM answers SQuAD from its context)
-    cut = glue or args.task == "squad" and not causal or args.task in ("mmlu", "perplexity") and args.seq_len
+    args.quant = base_quant(args.model, args.adapter, args.quant, task)
+    # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
+    heads = len(GLUE[glue][4] or [0]) if glue else 0
+    model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
+                            args.device, heads, task == "squad", TAKES.get(task))
+    length = args.seq_len or (384 if task == "squad" else 128)  # the length squad's windows, GLUE's pairs are cut at
+    causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
+    cut = glue or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
     if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")
-    if args.task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
+    if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)
-    if args.task == "squad" and causal and (unused := [f for f in ("--seq-len", "--stride", "--batch-size")
-                                                   if f in given]):  # (READS: an encoder's windows)
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: {args.model} is a causal "
-              "LM, which answers each question by greedy generation from its context (cut to fit), one at a time")
-    if args.task == "squad":
+    if task == "squad":
+        if causal:                                              # (READS: an encoder's windows)
+            no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
+                      "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
+                      "at a time")
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
@@ -635,9 +572,9 @@ def command(argv=None):
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
         for split, scores in result.items():
-            print(f"{args.task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
+            print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
-    elif args.task == "wmt16-en-ro":
+    elif task == "wmt16-en-ro":
         pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
                                                   bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
@@ -647,13 +584,13 @@ def command(argv=None):
         result["sentences"] = len(pairs)
         print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
-    elif args.task == "mmlu":
+    elif task == "mmlu":
         result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
-    elif args.task == "perplexity":
+    elif task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
                             bucket_limit(model, args.seq_len or context_length(model)))
         result = dict(perplexity=ppl, tokens=n)
@@ -667,14 +604,13 @@ def command(argv=None):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
         result = dict(answers=[dict(base=x, adapted=y) for x, y in zip(base, tuned)])
-    print(json.dumps(dict(task=args.task, **result)))
+    print(json.dumps(dict(task=task, **result)))
 
 
 def input_file(flag, path):
     """--data/--prompts: a file. A train.py run's --out folder stands for its heldout.jsonl (the records no step
     trained on, as its evaluate: line says); any other folder, or no file, is an error naming the flag."""
-    held = os.path.join(path, "heldout.jsonl")
-    if os.path.isdir(path) and os.path.isfile(held):
+    if os.path.isfile(held := os.path.join(path, "heldout.jsonl")):
         print(f"note: --{flag} {path} is a train.py run's folder: its held-out records, {held}")
         return held
     if os.path.isdir(path):
@@ -683,12 +619,6 @@ def input_file(flag, path):
     if not os.path.isfile(path):
         raise UserError(f"--{flag} {path}: no such file")
     return path
-
-
-def demo():
-    metrics.demo()
-    print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model DIR ... "
-          "(see --help)")
 
 
 if __name__ == "__main__":

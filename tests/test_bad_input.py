@@ -664,6 +664,26 @@ case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.j
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
 
+@case("eval.py: --plot a run with no logged step yet: an empty metrics.jsonl, or only a torn line", None)
+def _(ctx):  # (was an empty SVG file left behind; beside a run with steps, drawn as nothing, without a word)
+    (ctx.tmp / "ok").mkdir()
+    (ctx.tmp / "ok" / "metrics.jsonl").write_text(json.dumps(dict(step=1, loss=2.0)) + "\n")
+    for name, text in (("empty", ""), ("torn", '{"step": 1, "loss": 4.9')):
+        run_dir, svg = ctx.tmp / name, ctx.tmp / f"{name}.svg"
+        run_dir.mkdir()
+        (run_dir / "metrics.jsonl").write_text(text)
+        with pytest.raises(SystemExit) as e:
+            E.main(["--plot", str(run_dir), "--out", str(svg)])
+        assert e.value.code == f"error: --plot {run_dir}: no loss logged in {run_dir / 'metrics.jsonl'} yet (empty, " \
+            "or only a line cut off mid-write): nothing to draw" and not svg.exists()
+        ctx.capsys.readouterr()
+        E.main(["--plot", str(ctx.tmp / "ok"), str(run_dir), "--out", str(svg)])
+        assert ctx.capsys.readouterr().out.splitlines() == [
+            f"note: --plot {run_dir}: no loss logged in {run_dir / 'metrics.jsonl'} yet (empty, or only a line cut off "
+            "mid-write): in the legend only", f"wrote {svg} (2 runs)"]
+        assert svg.read_text().count("<polyline") == 1 and f">{name}</text>" in svg.read_text()
+
+
 @case("eval.py: --plot a run with one logged step, or a constant loss", None)
 def _(ctx):  # (ZeroDivisionError: one y tick)
     for name, lines in (("one", [(1, 2.0)]), ("flat", [(1, 2.0), (2, 2.0)])):
