@@ -25,7 +25,7 @@
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
 
-Leaves out: RoPE scaling (Llama 3.1 / long-context variants), sliding-window attention, fused kernels, tensor
+Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention, fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
 Run `python model.py` for a demonstration on a tiny random model, or
