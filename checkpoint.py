@@ -12,7 +12,7 @@
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - GGUF (llama.cpp's one file: metadata, tokenizer and weights): `read_gguf` parses the header and the tensor table,
   `dequantize_ggml` turns F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K (Q4_K_M's and such)
-  into float32 by hand (i-quants are refused), `gguf_checkpoint` maps a Llama's names to HF's and undoes llama.cpp's
+  into float32 by hand (not the i-quants), `gguf_checkpoint` maps a Llama's names to HF's and undoes llama.cpp's
   q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
   over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
@@ -678,7 +678,7 @@ def bit_fields(b, bits):
     return (b.unsqueeze(-2) >> shifts) & (1 << bits) - 1
 
 
-def f16(b):
+def fp16(b):
     """uint8 (n, 2) -> float32 (n, 1): a block's fp16 scale."""
     return b.contiguous().view(torch.float16).float()
 
@@ -699,33 +699,34 @@ def dequantize_blocks(name, b):
     with its own 4-, 6- or 8-bit scale (and min) times the block's fp16 d (and dmin): x = d sc q - dmin m."""
     n = b.shape[0]
     if name == "Q8_0":
-        return f16(b[:, :2]) * b[:, 2:].contiguous().view(torch.int8).float()      # (n, 32)
+        return fp16(b[:, :2]) * b[:, 2:].contiguous().view(torch.int8).float()      # (n, 32)
     if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
-        d, m = f16(b[:, :2]), f16(b[:, 2:4]) if name[-1] == "1" else None
+        d, m = fp16(b[:, :2]), fp16(b[:, 2:4]) if name[-1] == "1" else None
         q = bit_fields(b[:, -16:], 4).view(n, 32)                                  # values j, j + 16 in byte j
         if name[1] == "5":                                                         # 5th bit of value i: u32 bit i
             q = q | bit_fields(b[:, -20:-16], 1).transpose(1, 2).reshape(n, 32) << 4
         return d * q.float() + m if m is not None else d * (q.float() - (8 if name == "Q4_0" else 16))
-    if name in ("Q4_K", "Q5_K"):                         # d, dmin, 12 bytes of scales/mins, [32 bytes high bits,] nibbles
+    if name in ("Q4_K", "Q5_K"):                         # d, dmin, 12 bytes scales/mins, [32 bytes high bits,] nibbles
         sc, m = k_scales(b[:, 4:16])
         q = bit_fields(b[:, -128:].view(n, 4, 32), 4).view(n, 8, 32)               # sub-block 2i, 2i+1: byte run i
         if name == "Q5_K":
             q = q | bit_fields(b[:, 16:48], 1) << 4                                # sub-block k's 5th bit: bit k
-        x = (f16(b[:, :2]) * sc).unsqueeze(2) * q.float() - (f16(b[:, 2:4]) * m).unsqueeze(2)
+        x = (fp16(b[:, :2]) * sc).unsqueeze(2) * q.float() - (fp16(b[:, 2:4]) * m).unsqueeze(2)
     elif name == "Q6_K":                                 # 128 bytes low nibbles, 64 of 2-bit highs, 16 int8 scales, d
-        lo = bit_fields(b[:, :128].view(n, 2, 64), 4).view(n, 2, 4, 32)           # per 128: ql[0:32], ql[32:64] lo, hi
+        # each 128 values in runs of 32: the low nibbles of ql[0:32], of ql[32:64], then their high nibbles
+        lo = bit_fields(b[:, :128].view(n, 2, 64), 4).view(n, 2, 4, 32)
         q = lo | bit_fields(b[:, 128:192].view(n, 2, 32), 2) << 4                  # (n, 2, 4, 32)
         sc = b[:, 192:208].contiguous().view(torch.int8).float()                   # (n, 16)
-        x = (f16(b[:, 208:]) * sc).unsqueeze(2) * (q.view(n, 16, 16).float() - 32)
+        x = (fp16(b[:, 208:]) * sc).unsqueeze(2) * (q.view(n, 16, 16).float() - 32)
     elif name == "Q3_K":                                 # 32 bytes high bits, 64 of 2-bit lows, 12 of scales, d
         s = b[:, 96:108]
         sc = bit_fields(s[:, :8], 4).view(n, 16) | bit_fields(s[:, 8:], 2).view(n, 16) << 4   # 6 bits, minus 32
         q = bit_fields(b[:, 32:96].view(n, 2, 32), 2).view(n, 8, 32) | bit_fields(b[:, :32], 1) << 2
-        x = (f16(b[:, 108:]) * (sc.float() - 32)).unsqueeze(2) * (q.view(n, 16, 16).float() - 4)  # high bit 0: -4
-    else:                                                # Q2_K: 16 bytes of 4-bit scale | 4-bit min, 64 of 2-bit q, d, dmin
+        x = (fp16(b[:, 108:]) * (sc.float() - 32)).unsqueeze(2) * (q.view(n, 16, 16).float() - 4)  # high bit 0: -4
+    else:                                                # Q2_K: 16 bytes of 4-bit scale | min, 64 of 2-bit q, d, dmin
         sc, m = (b[:, :16] & 15).float(), (b[:, :16] >> 4).float()
         q = bit_fields(b[:, 16:80].view(n, 2, 32), 2).view(n, 16, 16).float()
-        x = (f16(b[:, 80:82]) * sc).unsqueeze(2) * q - (f16(b[:, 82:84]) * m).unsqueeze(2)
+        x = (fp16(b[:, 80:82]) * sc).unsqueeze(2) * q - (fp16(b[:, 82:84]) * m).unsqueeze(2)
     return x.view(n, 256)
 
 
@@ -749,8 +750,9 @@ def gguf_tensors(path, tensors):
             if kind not in GGML_TYPES:
                 known = GGML_OTHERS.get(kind, "a type newer than this reader")
                 raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind} ({known}); supported: " +
-                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (i-quants are not "
-                                          "read: take the model's Q4_K_M, Q8_0 or F16 .gguf, or its safetensors)")
+                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (the i-quants IQ* "
+                                          "are not read: take the model's Q4_K_M, Q8_0 or F16 .gguf, or its "
+                                          "safetensors)")
             type_name, per_block, block_bytes = GGML_TYPES[kind]
             numel, row = math.prod(shape), shape[-1] if shape else 1
             if row % per_block:                                 # ggml refuses such a file too

@@ -1,8 +1,9 @@
 """GGUF by hand against llama.cpp's own Python package `gguf` (a test-only oracle): files the test writes with
 gguf.GGUFWriter read back to the same metadata and tensor table as gguf.GGUFReader reads, every supported block type
-dequantized bit for bit as gguf.quants.dequantize does it, and a tiny random Llama written in llama.cpp's layout (q/k
-rows permuted as convert_hf_to_gguf.py does) loading to the logits of the model it came from, and of transformers'
-own GGUF loader on the same file."""
+dequantized bit for bit as gguf.quants.dequantize does it (the K-quants from random blocks: gguf-py quantizes none), and
+a tiny random Llama written in llama.cpp's layout (q/k rows permuted as convert_hf_to_gguf.py does) loading to the
+logits of the model it came from, and of transformers' own GGUF loader on the same file (a K-quant one: to those of
+transformers' Llama holding gguf-py's dequantized weights)."""
 import math
 import re
 import struct
@@ -210,7 +211,7 @@ def test_errors_name_the_file_and_tensor(tmp_path):
     w.add_tensor("token_embd.weight", np.zeros((4, 136), np.uint8), raw_dtype=Q.IQ4_XS)
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     with pytest.raises(NotImplementedError, match=r"k\.gguf: tensor 'token_embd\.weight' has ggml type 23 \(IQ4_XS\); "
-                       r"supported: F32, .*Q6_K \(i-quants are not read: take the model's Q4_K_M, Q8_0 or F16"):
+                       r"supported: F32, .*Q6_K \(the i-quants IQ\* are not read: take the model's Q4_K_M, Q8_0 or F16"):
         list(C.gguf_tensors(tmp_path / "k.gguf", C.read_gguf(tmp_path / "k.gguf")[1]))
     meta = {k: v for k, v in llama_meta(c).items() if "feed_forward" not in k}
     with pytest.raises(ValueError, match=r"m\.gguf: GGUF metadata llama\.feed_forward_length is missing"):
