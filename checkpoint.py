@@ -11,8 +11,9 @@
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - GGUF (llama.cpp's one file: metadata, tokenizer and weights): `read_gguf` parses the header and the tensor table,
-  `dequantize_ggml` turns F32/F16/BF16 and Q4_0/Q4_1/Q8_0 blocks into float32 by hand, `gguf_checkpoint` maps a
-  Llama's names to HF's and undoes llama.cpp's q/k row order (the same permutation as Meta's).
+  `dequantize_ggml` turns F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K (Q4_K_M's and such)
+  into float32 by hand (not the i-quants), `gguf_checkpoint` maps a Llama's names to HF's and undoes llama.cpp's
+  q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
   over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
   one tensor).
@@ -592,9 +593,11 @@ def meta_checkpoint(path):
 
 GGUF_VALUES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}  # struct
 GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id: (name, values, bytes) per block
-              2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34)}
+              2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34),
+              10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+              14: ("Q6_K", 256, 210)}
 GGML_OTHERS = dict(enumerate("Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL "
-                             "IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's types 6-29: errors
+                             "IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's types 6-29: names
 GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight)
     "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -668,22 +671,76 @@ def read_gguf(path):
     return meta, {name: (shape, kind, start + offset) for name, (shape, kind, offset) in tensors.items()}
 
 
-def dequantize_ggml(raw, kind, shape):
-    """The bytes (uint8) of a ggml tensor -> float32 of `shape`. Quantized types store blocks of 32 values along the
-    innermost dim: Q8_0 x = d q (fp16 d, 32 int8 q); Q4_0 x = d (q - 8); Q4_1 x = d q + m (fp16 d, m), their 16 bytes
-    of 4-bit q holding value j in byte j's low nibble and value j + 16 in its high nibble."""
+def bit_fields(b, bits):
+    """uint8 (..., k) -> (..., 8 // bits, k): each byte's bits-wide fields, lowest first. ggml packs value j of a run
+    of k in byte j's lowest bits, value j + k in its next ones, and so on."""
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8).view(-1, 1)
+    return (b.unsqueeze(-2) >> shifts) & (1 << bits) - 1
+
+
+def fp16(b):
+    """uint8 (n, 2) -> float32 (n, 1): a block's fp16 scale."""
+    return b.contiguous().view(torch.float16).float()
+
+
+def k_scales(s):
+    """Q4_K/Q5_K's 12 bytes -> 6-bit scales and mins (n, 8) as llama.cpp's get_scale_min_k4 reads them: sub-blocks
+    0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7 in bytes 8-11's nibbles plus those bytes' top 2."""
+    a, b, c = s.view(-1, 3, 4).unbind(1)                                           # (n, 4) each
+    sc = torch.cat([a & 63, c & 15 | (a >> 6) << 4], 1)
+    m = torch.cat([b & 63, c >> 4 | (b >> 6) << 4], 1)
+    return sc.float(), m.float()                                                   # (n, 8)
+
+
+def dequantize_blocks(name, b):
+    """One type's blocks (n, block bytes) -> float32 (n, values), each type as ggml-quants.c's dequantize_row_*.
+    Blocks of 32: x = d q (Q8_0), d (q - 8) (Q4_0), d (q - 16) (Q5_0), d q + m (Q4_1, Q5_1): fp16 d [, m], for 5 bits
+    a u32 of each value's 5th bit, then nibbles. Super-blocks of 256 (K-quants) in sub-blocks of 16 or 32 values, each
+    with its own 4-, 6- or 8-bit scale (and min) times the block's fp16 d (and dmin): x = d sc q - dmin m."""
+    n = b.shape[0]
+    if name == "Q8_0":
+        return fp16(b[:, :2]) * b[:, 2:].contiguous().view(torch.int8).float()      # (n, 32)
+    if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+        d, m = fp16(b[:, :2]), fp16(b[:, 2:4]) if name[-1] == "1" else None
+        q = bit_fields(b[:, -16:], 4).view(n, 32)                                  # values j, j + 16 in byte j
+        if name[1] == "5":                                                         # 5th bit of value i: u32 bit i
+            q = q | bit_fields(b[:, -20:-16], 1).transpose(1, 2).reshape(n, 32) << 4
+        return d * q.float() + m if m is not None else d * (q.float() - (8 if name == "Q4_0" else 16))
+    if name in ("Q4_K", "Q5_K"):                         # d, dmin, 12 bytes scales/mins, [32 bytes high bits,] nibbles
+        sc, m = k_scales(b[:, 4:16])
+        q = bit_fields(b[:, -128:].view(n, 4, 32), 4).view(n, 8, 32)               # sub-block 2i, 2i+1: byte run i
+        if name == "Q5_K":
+            q = q | bit_fields(b[:, 16:48], 1) << 4                                # sub-block k's 5th bit: bit k
+        x = (fp16(b[:, :2]) * sc).unsqueeze(2) * q.float() - (fp16(b[:, 2:4]) * m).unsqueeze(2)
+    elif name == "Q6_K":                                 # 128 bytes low nibbles, 64 of 2-bit highs, 16 int8 scales, d
+        # each 128 values in runs of 32: the low nibbles of ql[0:32], of ql[32:64], then their high nibbles
+        lo = bit_fields(b[:, :128].view(n, 2, 64), 4).view(n, 2, 4, 32)
+        q = lo | bit_fields(b[:, 128:192].view(n, 2, 32), 2) << 4                  # (n, 2, 4, 32)
+        sc = b[:, 192:208].contiguous().view(torch.int8).float()                   # (n, 16)
+        x = (fp16(b[:, 208:]) * sc).unsqueeze(2) * (q.view(n, 16, 16).float() - 32)
+    elif name == "Q3_K":                                 # 32 bytes high bits, 64 of 2-bit lows, 12 of scales, d
+        s = b[:, 96:108]
+        sc = bit_fields(s[:, :8], 4).view(n, 16) | bit_fields(s[:, 8:], 2).view(n, 16) << 4   # 6 bits, minus 32
+        q = bit_fields(b[:, 32:96].view(n, 2, 32), 2).view(n, 8, 32) | bit_fields(b[:, :32], 1) << 2
+        x = (fp16(b[:, 108:]) * (sc.float() - 32)).unsqueeze(2) * (q.view(n, 16, 16).float() - 4)  # high bit 0: -4
+    else:                                                # Q2_K: 16 bytes of 4-bit scale | min, 64 of 2-bit q, d, dmin
+        sc, m = (b[:, :16] & 15).float(), (b[:, :16] >> 4).float()
+        q = bit_fields(b[:, 16:80].view(n, 2, 32), 2).view(n, 16, 16).float()
+        x = (fp16(b[:, 80:82]) * sc).unsqueeze(2) * q - (fp16(b[:, 82:84]) * m).unsqueeze(2)
+    return x.view(n, 256)
+
+
+def dequantize_ggml(raw, kind, shape, chunk=1 << 14):
+    """The bytes (uint8) of a ggml tensor -> float32 of `shape`: blocks along the innermost dim (dequantize_blocks),
+    `chunk` blocks at a time so the temporaries stay a few MB while the tensor is one allocation."""
     name, per_block, block_bytes = GGML_TYPES[kind]
     if per_block == 1:
         return raw.view({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]).float().view(shape)
-    blocks = raw.view(-1, block_bytes)                                 # (n_blocks, block_bytes)
-    d = blocks[:, :2].contiguous().view(torch.float16).float()         # (n_blocks, 1): each block's scale
-    if name == "Q8_0":
-        x = d * blocks[:, 2:].contiguous().view(torch.int8).float()    # (n_blocks, 32)
-    else:
-        qs = blocks[:, -16:]                                           # (n_blocks, 16)
-        q = torch.cat([qs & 15, qs >> 4], 1).float()                   # (n_blocks, 32)
-        x = d * (q - 8) if name == "Q4_0" else d * q + blocks[:, 2:4].contiguous().view(torch.float16).float()
-    return x.view(shape)
+    blocks = raw.view(-1, block_bytes)                                             # (n_blocks, block_bytes)
+    out = torch.empty(blocks.shape[0], per_block)                                  # (n_blocks, values)
+    for i in range(0, blocks.shape[0], chunk):
+        out[i:i + chunk] = dequantize_blocks(name, blocks[i:i + chunk])
+    return out.view(shape)
 
 
 def gguf_tensors(path, tensors):
@@ -693,12 +750,14 @@ def gguf_tensors(path, tensors):
             if kind not in GGML_TYPES:
                 known = GGML_OTHERS.get(kind, "a type newer than this reader")
                 raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind} ({known}); supported: " +
-                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (K- and i-quants are not "
-                                          "read: take the model's F16, BF16 or Q8_0 .gguf, or its safetensors)")
-            _, per_block, block_bytes = GGML_TYPES[kind]
-            numel = math.prod(shape)
-            if shape and shape[-1] % per_block:
-                raise ValueError(f"{path}: tensor {name!r} of shape {shape} is not a whole number of blocks")
+                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (the i-quants IQ* "
+                                          "are not read: take the model's Q4_K_M, Q8_0 or F16 .gguf, or its "
+                                          "safetensors)")
+            type_name, per_block, block_bytes = GGML_TYPES[kind]
+            numel, row = math.prod(shape), shape[-1] if shape else 1
+            if row % per_block:                                 # ggml refuses such a file too
+                raise ValueError(f"{path}: tensor {name!r} of shape {shape} is not a whole number of {type_name} "
+                                 f"blocks ({row} values per row, {per_block} per block)")
             raw = torch.empty(numel // per_block * block_bytes, dtype=torch.uint8)
             f.seek(offset)
             if f.readinto(raw.numpy()) != raw.numel():

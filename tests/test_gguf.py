@@ -1,16 +1,18 @@
 """GGUF by hand against llama.cpp's own Python package `gguf` (a test-only oracle): files the test writes with
 gguf.GGUFWriter read back to the same metadata and tensor table as gguf.GGUFReader reads, every supported block type
-dequantized bit for bit as gguf.quants.dequantize does it, and a tiny random Llama written in llama.cpp's layout (q/k
-rows permuted as convert_hf_to_gguf.py does) loading to the logits of the model it came from, and of transformers'
-own GGUF loader on the same file."""
+dequantized bit for bit as gguf.quants.dequantize does it (the K-quants from random blocks: gguf-py quantizes none), and
+a tiny random Llama written in llama.cpp's layout (q/k rows permuted as convert_hf_to_gguf.py does) loading to the
+logits of the model it came from, and of transformers' own GGUF loader on the same file (a K-quant one: to those of
+transformers' Llama holding gguf-py's dequantized weights)."""
 import math
 import re
+import struct
 
 import numpy as np
 import pytest
 import torch
 import transformers
-from gguf import GGMLQuantizationType as Q, GGUFReader, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q, GGUFReader, GGUFWriter
 from gguf.quants import dequantize, quantize
 
 from fixtures import random_params
@@ -18,8 +20,13 @@ import checkpoint as C
 import model as M
 from data import bytes_to_unicode, load_tokenizer, perplexity_docs
 
-TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q8_0]
+TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
+# ggml.h's block layouts: bytes per block, where its fp16 fields lie, and the largest |code| they multiply
+BLOCKS = {Q.Q4_0: (18, [0], 8), Q.Q4_1: (20, [0, 2], 15), Q.Q5_0: (22, [0], 16), Q.Q5_1: (24, [0, 2], 31),
+          Q.Q8_0: (34, [0], 127), Q.Q2_K: (84, [80, 82], 45), Q.Q3_K: (110, [108], 128), Q.Q4_K: (144, [0, 2], 945),
+          Q.Q5_K: (176, [0, 2], 1953), Q.Q6_K: (210, [208], 4064)}
 HF_NAMES = {hf: gg for gg, hf in C.GGUF_NAMES.items()}
+Q_SIZES = {kind: size for kind, (size, _) in GGML_QUANT_SIZES.items()}  # values per block, as gguf-py has them
 
 
 def write(path, tensors, meta, arch="llama", **kw):
@@ -37,8 +44,8 @@ def write(path, tensors, meta, arch="llama", **kw):
             w.add_float32(key, value)
         else:
             w.add_uint32(key, value)
-    for name, (x, kind) in tensors.items():
-        w.add_tensor(name, quantize(x, kind), raw_dtype=kind)
+    for name, (x, kind) in tensors.items():  # uint8: blocks already made (gguf-py quantizes no K-quant)
+        w.add_tensor(name, x if x.dtype == np.uint8 else quantize(x, kind), raw_dtype=kind)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -59,6 +66,30 @@ def test_blocks_dequantize_as_gguf_does(tmp_path, kind):
         assert torch.equal(ours, torch.from_numpy(x))
 
 
+def random_blocks(kind, shape, rng, size=1.0):
+    """uint8 (rows, bytes) of random ggml blocks for a float `shape`: random bytes, but each fp16 scale (and min) a
+    finite random value that keeps the dequantized weights within about +-size."""
+    nbytes, f16s, top = BLOCKS[kind]
+    n = math.prod(shape) // Q_SIZES[kind]
+    raw = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    for at in f16s:
+        scale = rng.uniform(0.2, 1.0, n) * rng.choice([-1, 1], n) * size / top
+        raw[:, at:at + 2] = scale.astype(np.float16).view(np.uint8).reshape(n, 2)
+    return raw.reshape(shape[0], -1)
+
+
+@pytest.mark.parametrize("kind", BLOCKS, ids=lambda k: k.name)
+def test_random_blocks_dequantize_as_gguf_does(kind):
+    """Every bit pattern of every supported block type (random bytes; fp16 fields finite) against gguf.quants,
+    bit for bit: both compute each value as ggml-quants.c does, in float32, in the same order. In chunks of 7
+    blocks too, so that chunk edges cut nowhere."""
+    raw = random_blocks(kind, (40, 1024), np.random.default_rng(kind.value))
+    want = torch.from_numpy(dequantize(raw, kind).astype(np.float32))
+    assert want.shape == (40, 1024) and want.isfinite().all() and want.abs().max() > 0.1
+    for chunk in (1 << 14, 7):
+        assert torch.equal(C.dequantize_ggml(torch.from_numpy(raw.reshape(-1)), kind.value, (40, 1024), chunk), want)
+
+
 def test_metadata_as_gguf_reads_it(tmp_path):
     meta = {"a.u32": 7, "a.f32": 0.1, "a.bool": True, "a.str": "héllo ▁ 🙂", "a.strs": ["x", "", "Ġt he"],
             "a.ints": [3, 1, 4, 1, 5], "a.floats": [0.5, -2.25]}
@@ -69,9 +100,10 @@ def test_metadata_as_gguf_reads_it(tmp_path):
         assert value == pytest.approx(ref[key].contents()) and type(value) is type(ref[key].contents()), key
 
 
-def llama_cpp_layout(hf, config, kind=Q.F32):
+def llama_cpp_layout(hf, config, kind=Q.F32, kinds=None):
     """An HF Llama state dict as llama.cpp's convert_hf_to_gguf.py writes it: its names, q/k rows reordered for
-    interleaved RoPE pairs (per head: rows (2, hd/2) -> (hd/2, 2)), matrices in `kind`, vectors in F32."""
+    interleaved RoPE pairs (per head: rows (2, hd/2) -> (hd/2, 2)), matrices in `kind` (or kinds[HF name]: then
+    they are uint8 rows of ready blocks, reordered alike), vectors in F32."""
     out = {}
     for name, t in hf.items():
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
@@ -80,8 +112,8 @@ def llama_cpp_layout(hf, config, kind=Q.F32):
         if module in heads:
             n = heads[module]
             t = t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
-        out[(f"blk.{m[1]}." if m else "") + f"{HF_NAMES[module]}.{leaf}"] = (t.numpy().copy(),
-                                                                            kind if t.ndim == 2 else Q.F32)
+        out[(f"blk.{m[1]}." if m else "") + f"{HF_NAMES[module]}.{leaf}"] = (
+            t.numpy().copy(), (kinds or {}).get(name, kind) if t.ndim == 2 else Q.F32)
     return out
 
 
@@ -122,6 +154,31 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     assert tok.bos_id == 5 and tok.eos_id is None
 
 
+def test_k_quant_llama_matches_transformers_on_gguf_dequantized_weights(tmp_path):
+    """Q4_K_M and its kin, the GGUFs most people download (were refused): a tiny Llama whose every matrix is random
+    blocks of one of the supported quantized types loads to the logits of transformers' LlamaForCausalLM holding
+    gguf-py's dequantization of the same blocks (q/k rows reordered as llama.cpp stores them)."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                                 max_position_embeddings=256, tie_word_embeddings=False)
+    ref, rng = random_params(transformers.LlamaForCausalLM(c), 0).eval(), np.random.default_rng(0)
+    mix = [Q.Q4_K, Q.Q6_K, Q.Q5_K, Q.Q3_K, Q.Q2_K, Q.Q5_0, Q.Q5_1, Q.Q4_0, Q.Q8_0]
+    state, raw, kinds = ref.state_dict(), {}, {}
+    for i, (name, t) in enumerate((n, t) for n, t in state.items() if t.ndim == 2):
+        kinds[name] = mix[i % len(mix)]
+        raw[name] = torch.from_numpy(random_blocks(kinds[name], t.shape, rng, 0.1))
+        state[name] = torch.from_numpy(dequantize(raw[name].numpy(), kinds[name]).astype(np.float32))
+    assert set(kinds.values()) == set(mix) and state["lm_head.weight"].shape == (256, 256)
+    ref.load_state_dict(state)
+    path = write(tmp_path / "kq.gguf", llama_cpp_layout(state | raw, c, kinds=kinds), llama_meta(c))
+    assert {C.GGML_TYPES[kind][0] for _, kind, _ in C.read_gguf(path)[1].values()} == {k.name for k in mix} | {"F32"}
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, want = M.load_pretrained(path)(ids), ref(ids).logits
+    assert want.std() > 0.1
+    torch.testing.assert_close(logits, want, atol=1e-4, rtol=0)
+
+
 def test_split_gguf_gguf_beside_config_json_and_eval_py(tmp_path):
     """A split GGUF is refused with how to merge it; a .gguf beside config.json (a Hub GGUF repository) is named in
     the error; eval.py loads a .gguf file, as train.py does (and prints in its 'evaluate:' line)."""
@@ -151,9 +208,10 @@ def test_errors_name_the_file_and_tensor(tmp_path):
     with pytest.raises(NotImplementedError, match=r"g\.gguf: GGUF architecture 'gpt2'"):
         M.load_pretrained(write(tmp_path / "g.gguf", {"w": (x, Q.F32)}, {}, arch="gpt2"))
     w = GGUFWriter(str(tmp_path / "k.gguf"), "llama")
-    w.add_tensor("token_embd.weight", np.zeros((4, 210), np.uint8), raw_dtype=Q.Q6_K)
+    w.add_tensor("token_embd.weight", np.zeros((4, 136), np.uint8), raw_dtype=Q.IQ4_XS)
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
-    with pytest.raises(NotImplementedError, match=r"k\.gguf: tensor 'token_embd\.weight' has ggml type 14 \(Q6_K\)"):
+    with pytest.raises(NotImplementedError, match=r"k\.gguf: tensor 'token_embd\.weight' has ggml type 23 \(IQ4_XS\); "
+                       r"supported: F32, .*Q6_K \(the i-quants IQ\* are not read: take the model's Q4_K_M, Q8_0 or F16"):
         list(C.gguf_tensors(tmp_path / "k.gguf", C.read_gguf(tmp_path / "k.gguf")[1]))
     meta = {k: v for k, v in llama_meta(c).items() if "feed_forward" not in k}
     with pytest.raises(ValueError, match=r"m\.gguf: GGUF metadata llama\.feed_forward_length is missing"):
@@ -180,6 +238,24 @@ def test_errors_name_the_file_and_tensor(tmp_path):
         C.read_gguf(tmp_path / "ggml.bin")
     with pytest.raises(ValueError, match=r"\d \.gguf files \(cut\.gguf, e\.gguf, g\.gguf"):
         M.load_pretrained(tmp_path)
+
+
+def test_a_cut_k_quant_tensor_or_a_row_of_part_blocks_is_an_error_naming_it(tmp_path):
+    """A Q4_K tensor whose file ends early, or whose rows are not whole 256-value blocks (ggml refuses such a file;
+    here its dims are edited): one line naming the file, the tensor, its type and block size."""
+    w = random_blocks(Q.Q4_K, (4, 512), np.random.default_rng(0))
+    path = write(tmp_path / "k.gguf", {"a": (np.ones((2, 32), np.float32), Q.F32), "w": (w, Q.Q4_K)}, {})
+    data = path.read_bytes()
+    assert next(C.gguf_tensors(path, {"w": C.read_gguf(path)[1]["w"]}))[1].shape == (4, 512)
+    (tmp_path / "cut.gguf").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match=r"cut\.gguf: truncated while reading tensor 'w'"):
+        list(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
+    dims = b"w" + struct.pack("<IQQ", 2, 512, 4)
+    assert data.count(dims) == 1
+    (tmp_path / "row.gguf").write_bytes(data.replace(dims, b"w" + struct.pack("<IQQ", 2, 384, 4)))
+    with pytest.raises(ValueError, match=r"row\.gguf: tensor 'w' of shape \(4, 384\) is not a whole number of Q4_K "
+                                         r"blocks \(384 values per row, 256 per block\)"):
+        list(C.gguf_tensors(tmp_path / "row.gguf", C.read_gguf(tmp_path / "row.gguf")[1]))
 
 
 def test_a_tokenizer_key_missing_is_an_error_naming_the_file_and_key(tmp_path):
