@@ -877,7 +877,7 @@ def list_tensors(path):
     if path.endswith(".gguf"):
         meta, tensors = read_gguf(path)
         for name, (shape, kind, offset) in tensors.items():
-            print(f"{name:40s} {GGML_TYPES.get(kind, (kind,))[0]:5} {shape}")
+            print(f"{name:40s} {GGML_TYPES.get(kind, (GGML_OTHERS.get(kind, kind),))[0]:5} {shape}")
         for key, v in meta.items():
             print(f"{key}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else repr(v)[:100]))
         return

@@ -11,7 +11,8 @@
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
   from Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as
-  many people hold models today: Q4_0/Q4_1/Q8_0/F16/BF16/F32 dequantized to float32, q/k rows permuted alike).
+  many people hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K
+  dequantized to float32, q/k rows permuted alike).
   One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
   (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
   quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
