@@ -68,20 +68,35 @@ def matches(name, targets):
 
 
 def peft_target(cfg, name):
-    """PEFT's check_target_module_exists (0.21): target_modules a regex (str, whole name) or names (list, the name or
-    its end), then for a name's end layers_to_transform (with layers_pattern); exclude_modules first. "all-linear" or
-    none: not checked."""
-    tm, layers, pattern = cfg.get("target_modules"), cfg.get("layers_to_transform"), cfg.get("layers_pattern")
-    if (ex := cfg.get("exclude_modules")) and (re.fullmatch(ex, name) if isinstance(ex, str) else matches(name, ex)):
-        return False
-    if tm is None or tm == "all-linear" or isinstance(tm, list) and name in tm:
+    """Whether PEFT (0.21, check_target_module_exists) adapts the module `name` under adapter_config.json's cfg.
+    "all-linear" or no target_modules: not checked here (every adapted linear in the file is taken)."""
+    exclude = cfg.get("exclude_modules")
+    if exclude and (re.fullmatch(exclude, name) if isinstance(exclude, str) else matches(name, exclude)):
+        return False                                           # exclude_modules wins over everything
+    targets = cfg.get("target_modules")
+    if targets is None or targets == "all-linear":
         return True
-    if isinstance(tm, str) or not matches(name, tm) or layers in (None, []):
-        return bool(re.fullmatch(tm, name)) if isinstance(tm, str) else matches(name, tm)
-    pats = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
-        [r".*?\.[^.]*\."]                                       # the first numbered segment: the layer's index
-    i = next((int(m[1]) for p in pats if (m := re.match(p + r"(\d+)\.", name))), None)
-    return i is not None and (i == layers if isinstance(layers, int) else i in layers)
+    if isinstance(targets, str):                               # a regex: the whole name, layers not checked
+        return re.fullmatch(targets, name) is not None
+    if name in targets:                                        # the whole name listed: layers not checked
+        return True
+    if not matches(name, targets):                             # nor its end
+        return False
+    layers = cfg.get("layers_to_transform")
+    if layers in (None, []):
+        return True
+    return layer_index(name, cfg.get("layers_pattern")) in ([layers] if isinstance(layers, int) else layers)
+
+
+def layer_index(name, pattern=None):
+    """The layer number in a module's name as PEFT reads it: the number after layers_pattern (a name, or a list of
+    names), else after the first segment that follows a dot ("model.layers.3.mlp" -> 3); None if there is none."""
+    before = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
+        [r".*?\.[^.]*\."]
+    for p in before:
+        if m := re.match(p + r"(\d+)\.", name):
+            return int(m[1])
+    return None
 
 
 def _pattern(patterns, name, default):

@@ -282,3 +282,34 @@ def test_nf4_model_adapter_round_trip(tmp_path):
     back = load_adapter(copy.deepcopy(base), tmp_path)
     with torch.no_grad():
         assert torch.equal(back(ids).logits, ours(ids).logits)
+
+
+def test_peft_target_is_pefts_own_rule_on_a_grid_of_configs():
+    """lorasp.peft_target against peft's check_target_module_exists, name by name: target_modules as names or a regex,
+    layers_to_transform (int, list) with and without layers_pattern (a name, a list), exclude_modules (names, regex)."""
+    from itertools import product
+
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    import lorasp
+    names = [f"model.layers.{i}.{m}" for i in (0, 1, 2, 11) for m in ("self_attn.q_proj", "self_attn.v_proj",
+                                                                        "mlp.down_proj")]
+    names += [f"transformer.h.{i}.attn.c_attn" for i in (0, 1)] + ["lm_head", "model.layers.1.mlp"]
+    targets = [["q_proj"], ["q_proj", "down_proj", "c_attn"], ["model.layers.1.self_attn.q_proj"],
+               r".*\.(q|v)_proj", r"model\.layers\.1\..*"]
+    layers = [None, 1, [0, 11], []]
+    patterns = [None, "layers", ["layers", "h"], "h"]
+    excludes = [None, ["v_proj"], r".*layers\.0\..*"]
+    checked = 0
+    for tm, lt, lp, ex in product(targets, layers, patterns, excludes):
+        if lp is not None and lt in (None, []):
+            continue                                       # PEFT refuses layers_pattern without layers_to_transform
+        if isinstance(tm, str) and lt is not None:
+            continue                                       # and layers_to_transform with a regex
+        cfg = dict(target_modules=tm, layers_to_transform=lt, layers_pattern=lp, exclude_modules=ex)
+        peft_cfg = LoraConfig(**{k: v for k, v in cfg.items() if v is not None})
+        for name in names:
+            assert lorasp.peft_target(cfg, name) == bool(check_target_module_exists(peft_cfg, name)), (cfg, name)
+            checked += 1
+    assert checked > 1000
