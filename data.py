@@ -947,6 +947,12 @@ def task_kind(name):
     return "glue" if (name or "").startswith("glue/") else {"wmt16-en-ro": "seq2seq", "squad": "squad"}.get(name, "lm")
 
 
+def holds_out(name):
+    """Whether --val-fraction splits --data's records (a held-out share for validation and the before/after check): a
+    causal LM's records or text; not squad-gen, nor the other tasks, whose data sets bring their own dev splits."""
+    return task_kind(name) == "lm" and name != "squad-gen"
+
+
 def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
     """train.py's --data, whichever kind of task it names: (train examples, validation examples (GLUE: {dev split:
     examples}), held-out records for a before/after check (wmt16: (source, target) pairs))."""

