@@ -280,6 +280,18 @@ def met(train_ex, val_ex, args, rank=0, world=1):
     return len(lengths), len(heads)
 
 
+def with_data(config, args, targets, data_bytes, runtime, train_ex, val_ex, rows, rank=0, world=1):
+    """The plan made again once the data is read: for micro-batches of `rows` (fewer than --batch-size where the data
+    has fewer examples), and on CPU bf16 with the batch lengths the data meets (met). Returns (parts, the line that
+    says so)."""
+    held = argparse.Namespace(**{**vars(args), "batch_size": rows})
+    lengths = met(train_ex, val_ex, held, rank, world) if bucket(args) else None
+    parts = estimate(config, held, targets, data_bytes, runtime, lengths)
+    said = [f"the data's {lengths[0]} batch lengths: shapes {parts['shapes'] / MiB:,.0f} MiB"] if lengths else []
+    said += [f"micro-batches of {rows}"] if rows < args.batch_size else []
+    return parts, f"memory plan with {', '.join(said)}, {sum(parts.values()) / GiB:.2f} GiB at the peak"
+
+
 def runtime_bytes(device):
     """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
     plus what a first step adds; CUDA: cuBLAS's workspace (the context is outside torch's allocator, already not

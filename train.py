@@ -100,6 +100,7 @@ class Run:
     loss_fn: object = None                         # (model, batch) -> (summed loss, count), per kind of task
     val_ex: object = None                          # validation examples (GLUE: {dev split: examples})
     stream: object = None                          # the micro-batches, from where the run starts
+    batch: int = 0                                 # a micro-batch's rows: --batch-size, or all the examples if fewer
     step: int = 0
     heap: int = 0                                  # resident size after the first step since the last heap trim
     first: int = 0                                 # the step this process started at
@@ -340,11 +341,14 @@ def load(run):
         barrier()
     check_split(args, train_ex, run.val_ex, val_records)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
-    if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
-        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args, run.rank, run.world)))
-        run.planned = sum(parts.values())
-        print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
-              f"{run.planned / 2**30:.2f} GiB at the peak")
+    run.batch = min(args.batch_size, math.ceil(len(train_ex) / run.world))  # fewer examples: one batch holds them
+    if run.batch < args.batch_size:
+        print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
+            f" over {run.world} processes" if run.world > 1 else "") + f": each micro-batch holds {run.batch}")
+    if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for what runs (CPU bf16: oneDNN's memory
+        parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)  # for
+        run.planned = sum(parts.values())                 # the batch lengths the data meets, not every one)
+        print(line)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss,
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
@@ -391,8 +395,8 @@ def describe(run):
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {args.batch_size}: {args.epochs:g} epochs)"
+        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")

@@ -583,3 +583,19 @@ def test_the_summary_peak_is_the_process_peak_after_the_check(tiny, tmp_path, mo
     s = train.train(train.parse_args(flags(tiny, tmp_path, "--max-steps", "1", "--exact-match", "6")))
     assert s["peak_mem_mib"] >= s["train_peak_mem_mib"] + 190
     assert s["peak_mem_mib"] == round(plan.peak_mem_mib(torch.device("cpu")), 1)
+
+
+def test_a_batch_size_past_the_data_is_clamped_and_planned_as_it_runs(tiny, tmp_path, monkeypatch, capsys):
+    """--batch-size 100 on 54 training examples: every micro-batch holds the 54 (one batch an epoch). The log said
+    "2 steps of 100 x 1 sequences" and the memory plan counted 100 rows a batch; now a note says what runs, the log
+    says 54, and the plan is the one a --batch-size 54 run makes (its runtime part held the same here)."""
+    monkeypatch.setattr(plan, "runtime_bytes", lambda device: 100 * plan.MiB)
+    runs = {}
+    for b in (100, 54):
+        a = flags(tiny, tmp_path / str(b), "--batch-size", str(b), "--grad-accum", "1", "--max-steps", "2")
+        runs[b] = train.train(train.parse_args(a)), capsys.readouterr().out
+    (s, out), (s54, out54) = runs[100], runs[54]
+    assert "note: --batch-size 100 is more than the 54 training examples: each micro-batch holds 54" in out
+    assert "2 steps of 54 x 1 sequences" in out and "2 steps of 54 x 1 sequences" in out54
+    assert "note: --batch-size" not in out54
+    assert s["planned_mem_mib"] == s54["planned_mem_mib"] and s["final_loss"] == s54["final_loss"]  # same batches
