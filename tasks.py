@@ -186,10 +186,11 @@ def save_weights(model, directory, args, source):
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
 
 
-def check_split(args, train_ex, val_ex, val_records):
+def check_split(args, train_ex, val_ex, val_records, world=1):
     """The data a run got, against its flags: no training example, --patience with no validation set to watch and
-    --exact-match with no record held out are refused; a --val-fraction that holds nothing out is said; --exact-match
-    and --bleu are set to what the task can check."""
+    --exact-match with no record held out are refused; a --val-fraction that holds nothing out and a --batch-size past
+    the examples are said; --exact-match and --bleu are set to what the task can check. Returns the rows a micro-batch
+    holds (under DDP, a process's)."""
     if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
         raise UserError(f"--data {args.data}: no training examples (empty, or every record's prompt is longer than "
                         f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
@@ -207,6 +208,10 @@ def check_split(args, train_ex, val_ex, val_records):
                         "larger --val-fraction, or drop --exact-match")
     args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
     args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0
+    if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
+        print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
+            f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
+    return min(rows, args.batch_size)
 
 
 def save_heldout(args, records):

@@ -339,12 +339,8 @@ def load(run):
                                                            args.val_fraction, args.seed)
     if run.rank == 0:
         barrier()
-    check_split(args, train_ex, run.val_ex, val_records)
+    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
-    run.batch = min(args.batch_size, math.ceil(len(train_ex) / run.world))  # fewer examples: one batch holds them
-    if run.batch < args.batch_size:
-        print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
-            f" over {run.world} processes" if run.world > 1 else "") + f": each micro-batch holds {run.batch}")
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for what runs (CPU bf16: oneDNN's memory
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)  # for
         run.planned = sum(parts.values())                 # the batch lengths the data meets, not every one)
