@@ -599,3 +599,20 @@ def test_a_batch_size_past_the_data_is_clamped_and_planned_as_it_runs(tiny, tmp_
     assert "2 steps of 54 x 1 sequences" in out and "2 steps of 54 x 1 sequences" in out54
     assert "note: --batch-size" not in out54
     assert s["planned_mem_mib"] == s54["planned_mem_mib"] and s["final_loss"] == s54["final_loss"]  # same batches
+
+
+def test_a_preset_folder_holding_only_a_partial_download_says_how_to_resume_it(tmp_path, monkeypatch):
+    """An interrupted --download leaves model.safetensors.part in the preset's folder; the next run without --download
+    said only "no weights for gpt2 in DIR", as for an empty folder; now it names the partial file, says a download was
+    interrupted and that --download resumes it (eval.py, which does not fetch: train.py's --download)."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "gpt2"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors.part").write_bytes(b"\0" * 1000)
+    with pytest.raises(UserError) as e:
+        train.resolve_model(train.parse_args(["--model", "gpt2", "--data", "alpaca"]))
+    assert f"no weights for gpt2 in {folder}: a download was interrupted (model.safetensors.part, 1,000 bytes kept); " \
+        "run the same command with --download to resume it" in str(e.value)
+    with pytest.raises(UserError, match=r"interrupted \(model.safetensors.part, 1,000 bytes kept\); run `python "
+                                        r"train.py --model gpt2 --data DATA --download` to resume it"):
+        train.resolve_model(argparse.Namespace(model="gpt2", model_dir=None, download=None))
