@@ -592,7 +592,7 @@ def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
     if the tokenizer reads that text as one token; else None."""
     text = token.get("content") if isinstance(token, dict) else token
-    ids = tok._encode(text) if isinstance(text, str) and text else []
+    ids = tok.encode(text, bos=False, eos=False) if isinstance(text, str) and text else []  # the text alone
     return ids[0] if len(ids) == 1 else None
 
 
