@@ -27,6 +27,7 @@ import torch
 from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
+from eval import log_records
 from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
@@ -105,6 +106,13 @@ def nan_stop(args, step, loss, norm, ours):
         f"the last good checkpoint is kept in {kept}" if kept else
         f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
         "which keeps the run's flags) with a lower --lr, or --dtype fp32")
+
+
+def kept_log(path, step):
+    """--resume: the lines of OUT/metrics.jsonl up to the checkpoint's step, with their records (what came after is
+    redone; a last line cut off by a kill too)."""
+    return [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
+                                                 "again") if r["step"] <= step] if os.path.exists(path) else []
 
 
 def read_state(checkpoint):

@@ -67,10 +67,9 @@ from lorasp import LoRASPLinear, count_trainable, load_adapter
 from checkpoint import trim_if_crept
 from model import PRESETS, RMSNorm, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, data_hash, find_checkpoint, nan_stop, read_state, restore, rng_states, same_settings,
-                    save_checkpoint, take_settings)
+from resume import (check_base, data_hash, find_checkpoint, kept_log, nan_stop, read_state, restore, rng_states,
+                    same_settings, save_checkpoint, take_settings)
 from quant import NF4Linear
-from eval import log_records
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, check_split, checked_config,  # noqa: F401
                    classification_loss, evaluate, heads, load_model, save_heldout, save_weights, seq2seq_loss,
@@ -333,12 +332,10 @@ def load(run):
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
     run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
-    if run.rank > 0:                                           # DDP: rank 0 fetches (and caches) the data first
-        barrier()
+    barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
                                                            args.val_fraction, args.seed)
-    if run.rank == 0:
-        barrier()
+    barrier() if run.rank == 0 else None
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for what runs (CPU bf16: oneDNN's memory
@@ -363,8 +360,7 @@ def load(run):
             f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
-    if run.rank == 0:                                          # for eval.py: the records no step trains on
-        save_heldout(args, val_records)
+    save_heldout(args, val_records) if run.rank == 0 else None  # for eval.py: the records no step trains on
     return val_records
 
 
@@ -408,9 +404,7 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
-                                                 "again") if r["step"] <= run.step] \
-        if run.checkpoint and os.path.exists(path) else []     # (a last line cut off by a kill: redone)
+    kept = kept_log(path, run.step) if run.checkpoint else []
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)
