@@ -338,9 +338,10 @@ def load(run):
     barrier() if run.rank == 0 else None
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
-    if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for what runs (CPU bf16: oneDNN's memory
-        parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)  # for
-        run.planned = sum(parts.values())                 # the batch lengths the data meets, not every one)
+    if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
+        # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
+        parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
+        run.planned = sum(parts.values())
         print(line)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss,
                        squad=span_loss)[data.task_kind(args.data)]
