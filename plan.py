@@ -28,8 +28,9 @@ block keeps for backward are counted per token from what model.py's code saves (
   head x its row counts (the scored tokens, bucketed too) up to a batch's tokens. An upper bound: a short run, or data
   of few lengths, meets fewer of them.
 
-`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `peak_mem_mib` is the measured peak
-train.py reports beside them. tests/test_plan.py checks the counts
+`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `settle` decides --quant/--checkpointing
+auto (`choose`, `fewest_full_blocks`) and `check_fits` refuses a plan that does not fit, naming settings that do
+(`fitting`); `peak_mem_mib` is the measured peak train.py reports beside them. tests/test_plan.py checks the counts
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
@@ -279,6 +280,18 @@ def met(train_ex, val_ex, args, rank=0, world=1):
     return len(lengths), len(heads)
 
 
+def with_data(config, args, targets, data_bytes, runtime, train_ex, val_ex, rows, rank=0, world=1):
+    """The plan made again once the data is read: for micro-batches of `rows` (fewer than --batch-size where the data
+    has fewer examples), and on CPU bf16 with the batch lengths the data meets (met). Returns (parts, the line that
+    says so)."""
+    held = argparse.Namespace(**{**vars(args), "batch_size": rows})
+    lengths = met(train_ex, val_ex, held, rank, world) if bucket(args) else None
+    parts = estimate(config, held, targets, data_bytes, runtime, lengths)
+    said = [f"the data's {lengths[0]} batch lengths: shapes {parts['shapes'] / MiB:,.0f} MiB"] if lengths else []
+    said += [f"micro-batches of {rows}"] if rows < args.batch_size else []
+    return parts, f"memory plan with {', '.join(said)}, {sum(parts.values()) / GiB:.2f} GiB at the peak"
+
+
 def runtime_bytes(device):
     """CPU: this process's resident size now (Python, torch, the libraries: what a plan made before loading sees)
     plus what a first step adds; CUDA: cuBLAS's workspace (the context is outside torch's allocator, already not
@@ -387,6 +400,21 @@ def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     return q, m, [why_q, why_m]
 
 
+def settle(config, args, targets, available, data_bytes, runtime):
+    """--quant/--checkpointing auto decided (choose) and set in args; where selective does not fit and full does, the
+    fewest --full-blocks with which selective fits. Returns the two lines that say what was chosen and why."""
+    auto = args.checkpointing == "auto"
+    args.quant, args.checkpointing, why = choose(config, args, targets, available, data_bytes, runtime, args.model)
+    if auto and args.checkpointing == "full" and available is not None:  # between the two: fewest blocks replayed whole
+        args.full_blocks = fewest_full_blocks(config, args, targets, available, data_bytes, runtime)
+        if args.full_blocks:
+            args.checkpointing = "selective"
+            why[1] += f"; {args.full_blocks} of {layers(config)} blocks replayed whole fit"
+    blocks = f", the first {args.full_blocks} blocks full" if args.full_blocks else ""
+    return [("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0],
+            f"checkpointing {args.checkpointing}{blocks}: {why[1]}"]
+
+
 def fewest_full_blocks(config, args, targets, available, data_bytes, runtime):
     """For --checkpointing auto when selective does not fit and full does: the fewest blocks replayed whole
     (--full-blocks) with which selective fits in MARGIN x the memory available, by bisection (the plan shrinks as the
@@ -412,3 +440,19 @@ def fitting(config, args, targets, available, data_bytes, runtime):
             if t <= MARGIN * available:
                 out.append(f"--quant {q} --checkpointing {m} ({t / GiB:.1f} GiB)")
     return out
+
+
+def check_fits(parts, config, args, targets, available, data_bytes, runtime):
+    """Refuse (unless --force) a plan of parts that needs more than the memory available, naming the settings that
+    fit, or what would have to change."""
+    need = sum(parts.values())
+    if available is None or need <= available or args.force:
+        return
+    fits = fitting(config, args, targets, available, data_bytes, runtime)
+    weights = sum(parts[k] for k in ("runtime", "base", "embeddings", "adapter"))
+    raise UserError(f"the memory plan needs {need / GiB:.1f} GiB and {available / GiB:.1f} GiB is available: --quant "
+                    f"{args.quant} --checkpointing {args.checkpointing} does not fit. " + (
+                        f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
+                        "fits: try a smaller --batch-size or --seq-len" if weights <= available else
+                        f"No setting fits: the weights alone (base, embeddings, adapter) take {weights / GiB:.1f} "
+                        f"GiB; {args.model} needs a machine with more memory") + "; or --force to try anyway")

@@ -27,6 +27,7 @@ import torch
 from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
+from eval import log_records
 from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
@@ -97,6 +98,23 @@ def find_checkpoint(out, required=True):
     return os.path.join(out, found[0])
 
 
+def nan_stop(args, step, loss, norm, ours):
+    """The error a non-finite loss or gradient norm stops a run with, naming the last good checkpoint when this run
+    saved or resumed it (ours), not an earlier run's left in --out."""
+    kept = ours and find_checkpoint(args.out, required=False)
+    return FloatingPointError(f"loss {loss}, gradient norm {norm} at step {step}: stopped without saving; " + (
+        f"the last good checkpoint is kept in {kept}" if kept else
+        f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
+        "which keeps the run's flags) with a lower --lr, or --dtype fp32")
+
+
+def kept_log(path, step):
+    """--resume: the lines of OUT/metrics.jsonl up to the checkpoint's step, with their records (what came after is
+    redone; a last line cut off by a kill too)."""
+    return [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
+                                                 "again") if r["step"] <= step] if os.path.exists(path) else []
+
+
 def read_state(checkpoint):
     """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it."""
     try:
@@ -108,6 +126,20 @@ def read_state(checkpoint):
         raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
                         "continue the run: start again without --resume (or with another --out)") from None
     return state
+
+
+def take_settings(args):
+    """--resume: OUT's checkpoint and its state.json, the flags left auto (--dtype, --quant, --checkpointing with its
+    --full-blocks) set to what the checkpoint's run chose, on any machine."""
+    checkpoint = find_checkpoint(args.out)
+    state = read_state(checkpoint)
+    saved = state["args"]
+    args.dtype = saved.get("dtype", "auto") if args.dtype == "auto" else args.dtype
+    if args.checkpointing == "auto":
+        args.full_blocks = saved.get("full_blocks", 0)
+    args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
+                                      for k in ("quant", "checkpointing"))
+    return checkpoint, state
 
 
 def base_changed(args, was, parts):

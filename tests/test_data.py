@@ -3,10 +3,12 @@ truncation, length-grouped batches, malformed records, the demo generators, and 
 stand-in for the Hugging Face Hub (tests/fake_hub.py on 127.0.0.1: nothing here reaches the internet)."""
 import csv
 import hashlib
+import io
 import json
 import os
 import random
 import re
+import zipfile
 
 import pytest
 import torch
@@ -223,6 +225,28 @@ def test_download_resumes_a_partial_file(tmp_path):
         n = len(log)
         data.download(src, dest, size=size, sha256=sha)               # already there, the right size: no request
         assert len(log) == n
+
+
+def test_a_glue_download_resumes_as_a_model_download_does(tmp_path, monkeypatch):
+    """A GLUE archive whose connection dropped part-way: the rerun went back to byte 0, because the partial file lived
+    in a temporary folder deleted on the way out; now it is kept beside the cache's glue/ folders, and the rerun
+    resumes it with a Range request, reads the task and leaves nothing else behind."""
+    rows = [("index", "sentence1", "sentence2", "label")] + [
+        (str(i), os.urandom(60).hex(), os.urandom(60).hex(), ("entailment", "not_entailment")[i % 2]) for i in range(40)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for split in ("train", "dev"):
+            z.writestr(f"RTE/{split}.tsv", "".join("\t".join(r) + "\n" for r in rows))
+    archive = buf.getvalue()
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    with serve("org/m", {"RTE.zip": archive}, cut={"RTE.zip": 5000}) as (url, log):
+        monkeypatch.setattr(data, "GLUE_URL", f"{url}/cdn/")
+        with pytest.raises(OSError, match="the download stopped at 5,000 of"):
+            data.load_glue("rte")
+        splits = data.load_glue("rte")
+    assert [r[2] for r in log] == [None, "bytes=5000-"]              # the rerun asked for the rest only
+    assert len(splits["train"]) == len(splits["dev"]) == 40 and splits["dev"][3][0] == rows[4][1]
+    assert os.listdir(tmp_path / "cache" / "glue") == ["RTE"]
 
 
 def test_download_of_unknown_size_takes_it_from_the_content_range(tmp_path):

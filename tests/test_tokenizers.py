@@ -11,7 +11,7 @@ from tokenizers import (ByteLevelBPETokenizer, Regex, Tokenizer, decoders, model
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import (BPETokenizer, SentencePieceTokenizer, UserError, alpaca_prompt, check_vocab, load_tokenizer,
-                  perplexity_docs, sentencepiece_model, tokenize_records)
+                  named_id, perplexity_docs, sentencepiece_model, tokenize_records)
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -460,3 +460,16 @@ def test_other_split_pre_tokenizers_are_refused(tmp_path, split):
     with pytest.raises(NotImplementedError, match=r"one Split regex \(Llama 3's\) is supported \(found \['Split', "
                                                   r"'ByteLevel'\]\)"):
         load_tokenizer(tmp_path)
+
+
+def test_named_id_reads_a_token_through_the_public_encode(bpe_dir):
+    """data.named_id (tokenizer_config.json's "eos_token" -> its id) called the tokenizer's private _encode, so a
+    tokenizer with only the public encode (what CONTRACT.md promises) raised AttributeError; now it asks encode for
+    the text alone (no BOS, no EOS), which for our tokenizers is the same ids."""
+    class Public:                                              # encode(text, bos, eos) and nothing private
+        def encode(self, text, bos=None, eos=False):
+            return {"<|im_end|>": [7], "two words": [3, 4]}[text] + [2] * eos
+    assert named_id(Public(), {"content": "<|im_end|>"}) == 7 and named_id(Public(), "two words") is None
+    tok = load_tokenizer(bpe_dir)                               # a real one: the id transformers gives the text
+    ref = GPT2Tokenizer(str(bpe_dir / "vocab.json"), str(bpe_dir / "merges.txt"))
+    assert named_id(tok, {"content": "<|endoftext|>"}) == ref.convert_tokens_to_ids("<|endoftext|>") == 0

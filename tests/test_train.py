@@ -583,3 +583,36 @@ def test_the_summary_peak_is_the_process_peak_after_the_check(tiny, tmp_path, mo
     s = train.train(train.parse_args(flags(tiny, tmp_path, "--max-steps", "1", "--exact-match", "6")))
     assert s["peak_mem_mib"] >= s["train_peak_mem_mib"] + 190
     assert s["peak_mem_mib"] == round(plan.peak_mem_mib(torch.device("cpu")), 1)
+
+
+def test_a_batch_size_past_the_data_is_clamped_and_planned_as_it_runs(tiny, tmp_path, monkeypatch, capsys):
+    """--batch-size 100 on 54 training examples: every micro-batch holds the 54 (one batch an epoch). The log said
+    "2 steps of 100 x 1 sequences" and the memory plan counted 100 rows a batch; now a note says what runs, the log
+    says 54, and the plan is the one a --batch-size 54 run makes (its runtime part held the same here)."""
+    monkeypatch.setattr(plan, "runtime_bytes", lambda device: 100 * plan.MiB)
+    runs = {}
+    for b in (100, 54):
+        a = flags(tiny, tmp_path / str(b), "--batch-size", str(b), "--grad-accum", "1", "--max-steps", "2")
+        runs[b] = train.train(train.parse_args(a)), capsys.readouterr().out
+    (s, out), (s54, out54) = runs[100], runs[54]
+    assert "note: --batch-size 100 is more than the 54 training examples: each micro-batch holds 54" in out
+    assert "2 steps of 54 x 1 sequences" in out and "2 steps of 54 x 1 sequences" in out54
+    assert "note: --batch-size" not in out54
+    assert s["planned_mem_mib"] == s54["planned_mem_mib"] and s["final_loss"] == s54["final_loss"]  # same batches
+
+
+def test_a_preset_folder_holding_only_a_partial_download_says_how_to_resume_it(tmp_path, monkeypatch):
+    """An interrupted --download leaves model.safetensors.part in the preset's folder; the next run without --download
+    said only "no weights for gpt2 in DIR", as for an empty folder; now it names the partial file, says a download was
+    interrupted and that --download resumes it (eval.py, which does not fetch: train.py's --download)."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "gpt2"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors.part").write_bytes(b"\0" * 1000)
+    with pytest.raises(UserError) as e:
+        train.resolve_model(train.parse_args(["--model", "gpt2", "--data", "alpaca"]))
+    assert f"no weights for gpt2 in {folder}: a download was interrupted (model.safetensors.part, 1,000 bytes kept); " \
+        "run the same command with --download to resume it" in str(e.value)
+    with pytest.raises(UserError, match=r"interrupted \(model.safetensors.part, 1,000 bytes kept\); run `python "
+                                        r"train.py --model gpt2 --data DATA --download` to resume it"):
+        train.resolve_model(argparse.Namespace(model="gpt2", model_dir=None, download=None))
