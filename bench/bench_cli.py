@@ -232,11 +232,22 @@ def main():
         s, cpu = (statistics.median(r[k] for r in rs) for k in ("step_s", "cpu_s"))
         summary[c] = s, cpu, max(r["peak_rss"] for r in rs)
         print(f"| {c} | {s:.2f} | {cpu:.2f} | {tokens / s:.0f} | {summary[c][2] / GiB:.2f} | {rs[0]['trainable']:,} |")
+    print("\n".join(ratios(summary, {c: rs[0].get("first_line", "") for c, rs in runs.items()})))
+
+def ratios(summary, first_lines):
+    """"ours / peft" lines: each ours config against peft in the same dtype (auto: the one train.py's first line says
+    it chose) and checkpointing (selective against peft's only kind, full). summary: config -> (s, cpu s, peak)."""
+    lines = []
     for c, (s, cpu, mem) in summary.items():
         who, dtype, ckpt = c.split(":")
-        ref = summary.get(f"peft:{'fp32' if dtype == 'auto' else dtype}:{'full' if ckpt == 'selective' else ckpt}")
-        if who == "ours" and ref:
-            print(f"{c} / peft: time {s / ref[0]:.2f}x (CPU time {cpu / ref[1]:.2f}x), peak RSS {mem / ref[2]:.2f}x")
+        if dtype == "auto":  # bf16 autocast on a CPU with bf16 units, else fp32: as train.py says in its first line
+            dtype = "bf16" if "bf16" in first_lines.get(c, "") else "fp32"
+        peer = f"peft:{dtype}:{'full' if ckpt == 'selective' else ckpt}"
+        if who == "ours" and peer in summary:
+            ref = summary[peer]
+            lines.append(f"{c} / {peer}: time {s / ref[0]:.2f}x (CPU time {cpu / ref[1]:.2f}x), peak RSS "
+                         f"{mem / ref[2]:.2f}x")
+    return lines
 
 
 if __name__ == "__main__":
