@@ -354,3 +354,19 @@ def test_linear_rope_scaling_metadata_as_transformers(tmp_path):
     with pytest.raises(NotImplementedError, match=r"y\.gguf: RoPE scaling 'yarn'"):
         M.load_pretrained(write(tmp_path / "y.gguf", tensors, meta | {"llama.rope.scaling.type": "yarn",
                                                                       "llama.rope.scaling.factor": 4.0}))
+
+
+def test_a_k_quant_block_with_an_inf_scale_is_refused_naming_the_tensor(tmp_path):
+    """A damaged Q4_K file: one block's fp16 d is Inf, so its weights dequantize to Inf/NaN. Loading refuses it naming
+    the tensor (checkpoint.fill checks every streamed tensor), for the dense and the NF4 load alike; no NaN model."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    ref, rng = random_params(transformers.LlamaForCausalLM(c), 0), np.random.default_rng(0)
+    state, raw, kinds = ref.state_dict(), {}, {}
+    for name, t in ((n, t) for n, t in state.items() if t.ndim == 2):
+        kinds[name], raw[name] = Q.Q4_K, torch.from_numpy(random_blocks(Q.Q4_K, t.shape, rng, 0.1))
+    raw["model.layers.0.mlp.up_proj.weight"][3, 0:2] = torch.tensor([0x00, 0x7C], dtype=torch.uint8)
+    path = write(tmp_path / "bad.gguf", llama_cpp_layout(state | raw, c, kinds=kinds), llama_meta(c))
+    for quantize in (None, "nf4"):
+        with pytest.raises(ValueError, match=r"ffn_up.*(NaN|Inf)|up_proj.*(NaN|Inf)"):
+            M.load_pretrained(path, quantize=quantize)
