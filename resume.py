@@ -27,7 +27,7 @@ import torch
 from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
-from eval import log_records
+from plot import log_records
 from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
