@@ -12,6 +12,8 @@ generated data.
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
   Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
+- Meta's Llama 3 `tokenizer.model` (its own download's layout): tiktoken's file of ranked byte strings, Llama 3's
+  pre-tokenizer regex and its 256 special tokens, named as Meta's reference tokenizer.py names them.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
   sentencepiece model's own (a config.json that disagrees is reported, not followed).
@@ -42,6 +44,7 @@ Run `python -m pytest -q tests/test_tokenizers.py tests/test_data.py` (transform
 a local stand-in for the Hub).
 """
 import base64
+import binascii
 import contextlib
 import csv
 import io
@@ -95,6 +98,8 @@ def text_file(path, encoding="utf-8", newline=None):
 # Tokenizers: SentencePiece, a GGUF file's own, byte-level BPE (tiktoken), WordPiece, T5's; load_tokenizer picks one
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
 
 
 def bytes_to_unicode():
@@ -175,8 +180,8 @@ class SentencePieceTokenizer(Tokenizer):
             with open(path, "rb") as fh:
                 proto = fh.read()
         if re.match(rb"[A-Za-z0-9+/=]+ \d+\n", proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
-            raise NotImplementedError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
-                                      "Llama 3's tokenizer is not supported")
+            raise ValueError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
+                             "load_tokenizer(its folder) reads it")
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
@@ -254,10 +259,11 @@ class T5Tokenizer(SentencePieceTokenizer):
 
 
 class BPETokenizer(Tokenizer):
+    split_digits = add_prefix_space = False
+
     def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN):
         """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries;
         pattern: the pre-tokenizer's regex (GPT-2's, or a tokenizer.json's Split: Llama 3's)."""
-        self.pattern = pattern
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         ranks, strings = {bytes([b]): b for b in range(256)}, [bytes_to_unicode()[b] for b in range(256)]
         for left, right in merges:
@@ -268,24 +274,29 @@ class BPETokenizer(Tokenizer):
         missing = [s for s in strings[256:] if s not in vocab]
         if missing:
             raise ValueError(f"tokens {missing[:5]} are produced by merges but absent from the vocabulary")
-        # a few single bytes may have no token (SmolLM2 lacks 21 that UTF-8 text rarely or never holds): dropped
-        self.absent = bytes(b for b in range(256) if strings[b] not in vocab)
         # everything else in the vocabulary (<|endoftext|>, <s>, <pad>, ...) is matched whole, as HF does
         special = {s: i for s, i in vocab.items() if not set(s) <= byte_of.keys()
                    or bytes(byte_of[c] for c in s) not in ranks}
         special.update(specials)
-        self.id_of_rank = [vocab.get(s) for s in strings] + list(special.values())
-        self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
-        self.ranks, self.specials = ranks, special and regex.compile(  # the longest first, where one holds another
-            "(" + "|".join(map(regex.escape, sorted(special, key=len, reverse=True))) + ")")
-        self.enc = tiktoken.Encoding("bpe", pat_str=pattern, mergeable_ranks=ranks,
-                                     special_tokens={s: len(strings) + j for j, s in enumerate(special)})
-        self.vocab_size = max(self.rank_of_id) + 1
+        self.setup(ranks, [vocab.get(s) for s in strings], special, pattern)
         self.split_digits, self.add_prefix_space = split_digits, add_prefix_space
         self.bos_id = self.eos_id = special.get("<|endoftext|>")  # GPT-2's only special token
         if "<s>" in special and "</s>" in special:  # RoBERTa: <s> A </s>, pairs <s> A </s></s> B </s>
             self.bos_id, self.eos_id, self.pad_id = special["<s>"], special["</s>"], special.get("<pad>")
             self.add_bos, self.pair_seps, self.type_b = True, 2, 0
+
+    def setup(self, ranks, ids, special, pattern):
+        """tiktoken's Encoding: ranks {byte string: rank}, ids[rank] the checkpoint's id of each (None: no token),
+        special {string: id} matched whole in text, after them; pattern: the pre-tokenizer's regex."""
+        # a few single bytes may have no token (SmolLM2 lacks 21 that UTF-8 text rarely or never holds): dropped
+        self.pattern, self.ranks, self.absent = pattern, ranks, bytes(b for b in range(256) if ids[b] is None)
+        self.id_of_rank = ids + list(special.values())
+        self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
+        self.specials = special and regex.compile(  # the longest first, where one holds another
+            "(" + "|".join(map(regex.escape, sorted(special, key=len, reverse=True))) + ")")
+        self.enc = tiktoken.Encoding("bpe", pat_str=pattern, mergeable_ranks=ranks,
+                                     special_tokens={s: len(ids) + j for j, s in enumerate(special)})
+        self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):
         if self.add_prefix_space and not after and text and not text.startswith(" "):
@@ -327,6 +338,52 @@ class BPETokenizer(Tokenizer):
 
     def decode(self, ids):
         return self.enc.decode([self.rank_of_id[i] for i in ids])
+
+
+class Llama3Tokenizer(BPETokenizer):
+    """Meta's Llama 3 tokenizer.model (its download, or original/ in the Hub's repositories): tiktoken's file, one
+    "base64(bytes) rank" line per token, the rank its id; then 256 special tokens. Texts start with
+    <|begin_of_text|>; special tokens written in a text are those tokens, as in the Hub's tokenizer.json."""
+    add_bos = True
+
+    def __init__(self, path, scaled_rope):
+        ranks = {}
+        with open(path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    token, rank = line.split()
+                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                except (ValueError, binascii.Error):
+                    raise UserError(f"{path}, line {n}: not a 'base64 rank' line of tiktoken's format (damaged or cut "
+                                    "off?); fetch it again") from None
+        if sorted(ranks.values()) != list(range(128000)):
+            raise UserError(f"{path}: {len(ranks):,} tokens ranked {min(ranks.values(), default=0)}.."
+                            f"{max(ranks.values(), default=0)}: not Llama 3's tokenizer (128,000 tokens ranked "
+                            "0..127,999), the only tiktoken file lorasp reads")
+        names = self.specials_of(scaled_rope)
+        self.setup(ranks, list(range(128000)), {s: 128000 + j for j, s in enumerate(names)}, LLAMA3_PATTERN)
+        self.bos_id, self.eos_id = 128000, 128001
+        self.stop_ids = (128001, 128008, 128009) if scaled_rope else (128001, 128009)  # Meta's stop tokens: the end
+        # of the text, of a message (3.1 on), of a turn
+
+    @staticmethod
+    def specials_of(scaled_rope):
+        """The 256 special tokens' names, as Meta's reference tokenizer.py has them: Llama 3's (meta-llama/llama3),
+        or 3.1-3.3's (meta-llama/llama-models; params.json's use_scaled_rope tells them apart). The ids that matter
+        agree: <|begin_of_text|> 128000, <|end_of_text|> 128001, the headers 128006/7, <|eot_id|> 128009."""
+        named = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+                  "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>",
+                  "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"] if scaled_rope else
+                 ["<|begin_of_text|>", "<|end_of_text|>", *(f"<|reserved_special_token_{i}|>" for i in range(4)),
+                  "<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"])
+        first = 2 if scaled_rope else 5  # the next reserved token's number
+        return named + [f"<|reserved_special_token_{first + i}|>" for i in range(256 - len(named))]
+
+
+def is_tiktoken_file(path):
+    """Whether a tokenizer.model is tiktoken's BPE file (Llama 3's: "base64 rank" lines), not sentencepiece's."""
+    with open(path, "rb") as fh:
+        return re.match(rb"[A-Za-z0-9+/=]+ \d+\n", fh.read(200)) is not None
 
 
 def is_punctuation(ch):  # HF's _is_punctuation: Unicode P* plus the ASCII symbols ($, +, <, =, >, ^, `, |, ~)
@@ -524,10 +581,9 @@ def unigram_json(t, path):
     return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
 
 
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                  r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
 GGUF_PRE = {"default": (False, GPT2_PATTERN), "gpt-2": (False, GPT2_PATTERN), "smollm": (True, GPT2_PATTERN),
             "llama-bpe": (False, LLAMA3_PATTERN)}  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
+
 
 
 def gguf_tokenizer(path):
@@ -611,6 +667,9 @@ def load_tokenizer(path):
     f = lambda name: os.path.join(path, name)  # noqa: E731
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
+    elif os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model")):  # Meta's Llama 3 layout
+        params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
+        tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
     elif os.path.exists(f("tokenizer.model")):
         added, prefix_each = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)

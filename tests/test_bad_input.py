@@ -979,8 +979,12 @@ def _(ctx):
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
 
 
-case("tokenizer.model in tiktoken's format (Llama 3)", NotImplementedError, "a tiktoken BPE file (Llama 3's")(
+case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", ValueError, "a tiktoken BPE file")(
     lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
+case("tokenizer.model in tiktoken's format, 2 tokens: not Llama 3's", data.UserError, "2 tokens ranked 0..1: not Llama")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model"))))
+case("Llama 3's tokenizer.model with a damaged line", data.UserError, "tokenizer.model, line 2: not a 'base64 rank'")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
 
 
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")

