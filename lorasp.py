@@ -334,10 +334,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
     with replace_dir(directory, own=ADAPTER_FILES) as tmp:
         save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
-        path = os.path.join(tmp, "adapter_model.safetensors")
-        save_safetensors(peft, path, metadata={"format": "pt"})
-        if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
-            raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
+        save_safetensors(peft, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(config, f, indent=2)
 
@@ -462,11 +459,10 @@ def load_adapter(model, directory, peft=False):
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    # a name that matches no module is passed over, as PEFT does (its SEQ_CLS configs name both "classifier" and
-    # "score"); a tensor that belongs to no module was refused above
+    # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
+    # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
+    # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
     for n in [n for n in modules if matches(n, mts)]:
-        # PEFT trains a copy of the module in its place: a weight tied to another module (lm_head and the embedding)
-        # keeps its old value there, as does the module under another name (T5's shared is encoder.embed_tokens)
         prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
         module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
         _set_module(model, n, module.requires_grad_(True))         # missing, left-over or mis-shaped tensor is an error
