@@ -318,8 +318,8 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     (r, alpha, keep, mode, structure), = settings
     peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
             for n, m in layers.items() for k in "AB"}
-    if any(t.numel() == 0 for t in peft.values()):             # e.g. ZeRO-3 placeholders: a silently empty adapter
-        raise ValueError(f"refusing to save empty tensors: {[k for k, t in peft.items() if t.numel() == 0][:4]}")
+    if empty := [k for k, t in peft.items() if t.numel() == 0]:   # e.g. ZeRO-3 placeholders: a silently empty adapter
+        raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
     peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
     extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
@@ -334,10 +334,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
     with replace_dir(directory, own=ADAPTER_FILES) as tmp:
         save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
-        path = os.path.join(tmp, "adapter_model.safetensors")
-        save_safetensors(peft, path, metadata={"format": "pt"})
-        if len(read_safetensors_header(path)[0]) != len(peft):     # check what landed on disk
-            raise RuntimeError(f"{path}: expected {len(peft)} tensors on disk")
+        save_safetensors(peft, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(config, f, indent=2)
 
@@ -360,44 +357,44 @@ def adapter_base(directory):
     return base if isinstance(base, dict) else {}
 
 
-def load_adapter(model, directory, peft=False):
-    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
-    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
-    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
-    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
-    fields and any tensor left unloaded are errors."""
-    directory = _whole(directory)
-    if not os.path.exists(os.path.join(directory, "adapter_config.json")):
+def _read_adapter(directory, peft):
+    """(adapter_config.json, the weights file's path, its tensors, EXTRAS_FILE's tensors or None, the LoRA-SP
+    settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
+    config, xpath = os.path.join(directory, "adapter_config.json"), os.path.join(directory, EXTRAS_FILE)
+    if not os.path.exists(config):
         raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
     weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
     if not weights:
         raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
-    cfg = read_json(os.path.join(directory, "adapter_config.json"))
+    cfg = read_json(config)
     if cfg.get("peft_type") != "LORA":
-        raise ValueError(f"{directory}/adapter_config.json: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
+        raise ValueError(f"{config}: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
     for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
         if cfg.get(k) not in plain:
-            raise ValueError(f"{directory}/adapter_config.json: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
+            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
     if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
-        raise ValueError(f"{directory}/adapter_config.json: r = {cfg.get('r')!r}, lora_alpha = "
-                         f"{cfg.get('lora_alpha')!r}; need an integer r >= 1 and a number lora_alpha")
+        raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
+                         "r >= 1 and a number lora_alpha")
     path = os.path.join(directory, weights[0])
     tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
-    xpath = os.path.join(directory, EXTRAS_FILE)
-    extras, sp = {}, dict(keep=1.0, mode="mask", structure="element", seeds={})   # a plain PEFT adapter
-    if has_extras := os.path.exists(xpath):
-        extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
-        try:
-            sp = json.loads(sp)
-            sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
-        except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") \
-                from None
-    elif not peft:
+    if not os.path.exists(xpath):
+        if peft:                                               # a plain PEFT adapter
+            return cfg, path, tensors, None, dict(keep=1.0, mode="mask", structure="element", seeds={})
         raise FileNotFoundError(f"{xpath} is missing: without it this adapter would load as plain LoRA (keep=1), "
                                 "not as the LoRA-SP adapter that was saved. For a PEFT LoRA adapter, ask for it: "
                                 "load_adapter(model, directory, peft=True)")
+    extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
+    try:
+        sp = json.loads(sp)
+        sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") from None
+    return cfg, path, tensors, extras, sp
+
+
+def _adapted_names(directory, cfg, path, tensors, modules, mts):
+    """The names of the modules the adapter holds, as in the model: each one PEFT would adapt too, no tensor that the
+    load would leave out, no adapter layer of the model that it would leave beside them."""
     names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
@@ -407,7 +404,6 @@ def load_adapter(model, directory, peft=False):
                                                              if cfg.get("layers_to_transform") else "") +
                          (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
                          f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
-    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
     whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))
     if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
@@ -415,38 +411,58 @@ def load_adapter(model, directory, peft=False):
     if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
                          "they would keep their own values beside it (a mix of two adapters): load onto the base model")
+    return names
+
+
+def _fit(n, modules, cfg, A, B):
+    """(the linear, r, alpha) for module n, r and alpha as PEFT picks them; A and B must fit that linear."""
+    if n not in modules:
+        raise ValueError(f"adapter module {n!r} is not in the model")
+    base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
+    r = _pattern(cfg.get("rank_pattern"), n, cfg["r"])
+    alpha = _pattern(cfg.get("alpha_pattern"), n, cfg["lora_alpha"])
+    alpha *= math.sqrt(r) if cfg.get("use_rslora") else 1      # rsLoRA's alpha/sqrt(r), written as alpha'/r
+    if not isinstance(base, LINEAR_TYPES):
+        raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
+    if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
+        raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
+                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
+    return base, r, alpha
+
+
+def load_adapter(model, directory, peft=False):
+    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
+    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
+    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
+    otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
+    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
+    fields and any tensor left unloaded are errors."""
+    directory = _whole(directory)
+    cfg, path, tensors, extras, sp = _read_adapter(directory, peft)
+    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
+    names = _adapted_names(directory, cfg, path, tensors, modules, mts)
     model.requires_grad_(False)
     for n in names:
-        if n not in modules:
-            raise ValueError(f"adapter module {n!r} is not in the model")
-        base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-        r = _pattern(cfg.get("rank_pattern"), n, cfg["r"])       # per-module r and alpha, as PEFT picks them
-        alpha = _pattern(cfg.get("alpha_pattern"), n, cfg["lora_alpha"])
-        alpha *= math.sqrt(r) if cfg.get("use_rslora") else 1  # rsLoRA's alpha/sqrt(r), written as alpha'/r
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
-        if not isinstance(base, LINEAR_TYPES) or B is None or A.shape != (r, base.in_features) \
-                or B.shape != (base.out_features, r):
-            raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
-                             f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
+        base, r, alpha = _fit(n, modules, cfg, A, B)
         layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)                                 # then the extras, if any, set every entry
-        for k, t in _own(layer) if has_extras else ():
+        for k, t in _own(layer) if extras is not None else ():
             saved = extras.pop(f"{n}.{k}", None)
             if saved is None or saved.shape != t.shape:
                 raise ValueError(f"{n}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
                                  f"the layer needs {tuple(t.shape)}")
             t.data.copy_(saved)
-        same = torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())
-        if not same:  # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
+        # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
+        if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
             raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
         _set_module(model, n, layer)
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    # a name that matches no module is passed over, as PEFT does (its SEQ_CLS configs name both "classifier" and
-    # "score"); a tensor that belongs to no module was refused above
+    # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
+    # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
+    # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
     for n in [n for n in modules if matches(n, mts)]:
-        # PEFT trains a copy of the module in its place: a weight tied to another module (lm_head and the embedding)
-        # keeps its old value there, as does the module under another name (T5's shared is encoder.embed_tokens)
         prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
         module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
         _set_module(model, n, module.requires_grad_(True))         # missing, left-over or mis-shaped tensor is an error

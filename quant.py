@@ -18,10 +18,10 @@ Run `python quant.py` to quantize a random matrix and print its error, size and 
 
 Sections: the levels and lookup tables; NF4Tensor (dequantize, and bitsandbytes' serialized form); quantize_nf4 and
 its helpers; NF4Linear; the demo. The file is past the 250-line budget by two things beyond the idea: bitsandbytes'
-state-dict layout read and written, with the checks that refuse a bad one (~60 lines with NF4Linear's part), and the
-speed work that makes quantize 0.2x bitsandbytes' time (bin tables, cache-sized chunks: ~30 lines). The layout stays
-on the classes torch's state_dict() and load_state_dict() call; checkpoint.py, which quantizes while it loads, sits
-above this file and cannot lend it code.
+state-dict layout read and written, with the checks that refuse a bad one (~90 lines with NF4Linear's part), and the
+speed work (bin tables that make quantize 0.2x bitsandbytes' time, cache-sized steps, the kept CPU buffer, the Triton
+hook: ~70 lines). The layout stays on the classes torch's state_dict() and load_state_dict() call; checkpoint.py,
+which quantizes while it loads, sits above this file and cannot lend it code.
 """
 import argparse
 import functools
@@ -39,11 +39,8 @@ import torch.nn.functional as F
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
-CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. Larger steps into
-# the matmuls' kept buffer were tried: 2^20 was faster for one block's weights alone (`python bench/dequant_chunks.py`:
-# 53 vs 63 ms at 2 threads), but in models of 4 blocks a layer's step swung between processes either way (2^18:
-# 2.1-2.5 s, 2^20: 2.05-2.9; `python bench/profile_block.py --layers 4 --log2-chunk N`) and the 7B step did not move
-# (80-84 s against 80-85), so one step size stays
+CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
+# block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
 TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
 
 
@@ -335,10 +332,9 @@ _scratch = {}   # (device, dtype) -> the flat buffer every CPU dequantize for a 
 
 
 def _dense(weight, dtype):
-    """weight dequantized for one matmul, used at once and dropped. On CPU into one buffer kept per dtype: a fresh
-    one would be a new memory mapping each time (glibc maps blocks over 32 MiB), its pages faulted in on first write
-    (a 7B block's step: 4.40 s with them, 3.93 s without, one core); the buffer is the largest weight's size, which
-    the memory plan counts."""
+    """weight dequantized for one matmul, used at once and dropped. On CPU into one buffer kept per dtype, the largest
+    weight's size (the memory plan counts it): a fresh one is a new memory mapping (glibc maps blocks over 32 MiB) whose
+    pages fault in on first write (a 7B block's step: 4.40 s with them, 3.93 s without; docs/benchmarks-7b.md)."""
     if weight.device.type != "cpu":
         return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
     key, need = (weight.device, dtype), weight.padded_numel()

@@ -1438,6 +1438,74 @@ def _(ctx):
     load_adapter(fresh, ctx.tmp / "a")
 
 
+def edit_tensors(path, drop=(), add=None):
+    """Rewrite a safetensors file without the tensors whose names contain one of `drop`, with those of `add`, keeping
+    its metadata (an adapter's 'lorasp' settings)."""
+    tensors, metadata = load_safetensors(str(path)), checkpoint.read_safetensors_header(str(path))[1]
+    tensors = {k: v for k, v in tensors.items() if not any(d in k for d in drop)}
+    save_safetensors({**tensors, **(add or {})}, str(path), metadata=metadata)
+
+
+@case("adapter lora_A/B for a module that is not a linear layer", ValueError, "adapter module 'model.norm' is a "
+      "RMSNorm; lorasp adapts nn.Linear and NF4Linear only")
+def _(ctx):  # (was AttributeError: 'RMSNorm' object has no attribute 'out_features', raised writing the message)
+    fresh = adapter(ctx, keep=1.0)
+    os.remove(ctx.tmp / "a" / EXTRAS_FILE)
+    edit_tensors(ctx.tmp / "a" / "adapter_model.safetensors", add={
+        "base_model.model.model.norm.lora_A.weight": torch.zeros(4, 32),
+        "base_model.model.model.norm.lora_B.weight": torch.zeros(32, 4)})
+    edit_json(ctx.tmp / "a" / "adapter_config.json", target_modules=["q_proj", "v_proj", "norm"])
+    load_adapter(fresh, ctx.tmp / "a", peft=True)
+
+
+@case("adapter folder without its weights", FileNotFoundError, "/a: no adapter_model.safetensors (or PEFT's "
+      "adapter_model.bin)")
+def _(ctx):
+    fresh = adapter(ctx)
+    os.remove(ctx.tmp / "a" / "adapter_model.safetensors")
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter weights without lora_A", ValueError, "adapter_model.safetensors: holds no lora_A weights")
+def _(ctx):
+    fresh = adapter(ctx)
+    edit_tensors(ctx.tmp / "a" / "adapter_model.safetensors", drop=["lora_A"])
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter weights without a lora_B", ValueError, "model.layers.0.self_attn.v_proj: adapter A (4, 32), B None do "
+      "not fit Linear 16x32 with r=4")
+def _(ctx):
+    fresh = adapter(ctx)
+    edit_tensors(ctx.tmp / "a" / "adapter_model.safetensors", drop=["v_proj.lora_B"])
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter extras without their 'lorasp' settings", ValueError, f"{EXTRAS_FILE}: its 'lorasp' metadata is missing "
+      "or malformed (TypeError: ")
+def _(ctx):
+    fresh = adapter(ctx)
+    path = str(ctx.tmp / "a" / EXTRAS_FILE)
+    save_safetensors(load_safetensors(path), path)
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter extras without a layer's tensor", ValueError, "model.layers.0.self_attn.v_proj.B_train: "
+      "lorasp_extras.safetensors has None, the layer needs (32,)")
+def _(ctx):
+    fresh = adapter(ctx)
+    edit_tensors(ctx.tmp / "a" / EXTRAS_FILE, drop=["v_proj.B_train"])
+    load_adapter(fresh, ctx.tmp / "a")
+
+
+@case("adapter extras with a tensor of no adapted module", ValueError, "lorasp_extras.safetensors: tensors of no "
+      "adapter module: ['model.layers.0.mlp.up_proj.mask_A']")
+def _(ctx):
+    fresh = adapter(ctx)
+    edit_tensors(ctx.tmp / "a" / EXTRAS_FILE, add={"model.layers.0.mlp.up_proj.mask_A": torch.ones(1)})
+    load_adapter(fresh, ctx.tmp / "a")
+
+
 @case("PEFT adapter whose target_modules leaves out modules its file holds", ValueError, "adapter_config.json's "
       "target_modules ['q_proj'] does not name: ['model.layers.0.self_attn.v_proj']")
 def _(ctx):  # (loaded them all: 0.198 off PeftModel's logits, which leaves them out without a warning)
