@@ -28,7 +28,8 @@ Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimiz
 
 Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp,
 saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
-budget because the adapter files with their checks (~130 lines, load_adapter in named steps) and the demo (~55) live beside the layer they store.
+budget because the adapter files with their checks (~130 lines, load_adapter in named steps) and the demo (~55) live
+beside the layer they store.
 """
 import argparse
 import copy
