@@ -371,9 +371,9 @@ class Llama3Tokenizer(BPETokenizer):
         """The 256 special tokens' names, as Meta's reference tokenizer.py has them: Llama 3's (meta-llama/llama3),
         or 3.1-3.3's (meta-llama/llama-models; params.json's use_scaled_rope tells them apart). The ids that matter
         agree: <|begin_of_text|> 128000, <|end_of_text|> 128001, the headers 128006/7, <|eot_id|> 128009."""
-        named = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-                  "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>",
-                  "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"] if scaled_rope else
+        named = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                  "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>",
+                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"] if scaled_rope else
                  ["<|begin_of_text|>", "<|end_of_text|>", *(f"<|reserved_special_token_{i}|>" for i in range(4)),
                   "<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"])
         first = 2 if scaled_rope else 5  # the next reserved token's number
