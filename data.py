@@ -689,6 +689,10 @@ def load_tokenizer(path):
         else:
             if gguf := gguf_file(path):
                 return gguf_tokenizer(gguf)
+            up = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.model")
+            if os.path.exists(f("params.json")) and os.path.exists(up):  # Llama 2's download.sh puts it there
+                raise UserError(f"{path}: no tokenizer.model beside params.json; Meta's download keeps one in the "
+                                f"folder above: cp {up} {f('tokenizer.model')}")
             raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
                             "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
                             "tokenizer files into it")

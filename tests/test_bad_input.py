@@ -983,6 +983,15 @@ case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", Val
     lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
 case("tokenizer.model in tiktoken's format, 2 tokens: not Llama 3's", data.UserError, "2 tokens ranked 0..1: not Llama")(
     lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model"))))
+@case("Meta's Llama 2 folder without tokenizer.model, which download.sh put one folder up", data.UserError,
+      "no tokenizer.model beside params.json; Meta's download keeps one in the folder above: cp ")
+def _(ctx):
+    (ctx.tmp / "llama-2-7b").mkdir()
+    (ctx.tmp / "llama-2-7b" / "params.json").write_text('{"dim": 64}')
+    (ctx.tmp / "tokenizer.model").write_bytes(b"x")
+    data.load_tokenizer(ctx.tmp / "llama-2-7b")
+
+
 case("Llama 3's tokenizer.model with a damaged line", data.UserError, "tokenizer.model, line 2: not a 'base64 rank'")(
     lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
 
