@@ -309,7 +309,10 @@ def base_quant(name, adapter, quant, task=None):
 
 
 def context_length(model):
-    return getattr(model.config, "max_seq_len", None) or model.config.n_positions
+    """The longest sequence scored at once: the model's context, or a Mistral's sliding window (past it: refused)."""
+    c = model.config
+    longest = getattr(c, "max_seq_len", None) or c.n_positions
+    return min(longest, getattr(c, "sliding_window", None) or longest)
 
 
 def bucket_limit(model, limit):

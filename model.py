@@ -1,9 +1,10 @@
 """model.py: transformer backbones and how they load from checkpoints (no Hugging Face model classes).
 
-- Backbones: LLaMA (RMSNorm, RoPE in HF's rotate_half layout, SwiGLU, grouped-query attention; Touvron et al. 2023)
-  and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied head; Radford et al. 2019). Modules are named after the
-  Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state
-  dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
+- Backbones: LLaMA (RMSNorm, RoPE in HF's rotate_half layout, SwiGLU, grouped-query attention; Touvron et al. 2023;
+  Mistral's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied
+  head; Radford et al. 2019). Modules are named after the Hugging Face checkpoint keys (`model.layers.0.self_attn.
+  q_proj`, `transformer.h.0.attn.c_attn`), so an HF state dict loads with no name map and LoRA targets are the names
+  users know. Decoders: model(input_ids) -> logits.
   Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
   attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
   T5 v1.0 and v1.1 / FLAN-T5 / mT5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
@@ -26,7 +27,8 @@
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
 
-Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention, fused kernels, tensor
+Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral runs
+sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
 Run `python model.py` for a demonstration on a tiny random model, or
@@ -91,6 +93,7 @@ class LlamaConfig:
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
     head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
     rope_scaling: Optional[dict] = None  # transformers' rope_parameters less theta (rope_inv_freq); None: plain RoPE
+    sliding_window: Optional[int] = None  # Mistral's: a token sees the last N; only sequences of <= N are run
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
                               max_seq_len="max_position_embeddings")  # our field -> config.json's key
@@ -123,13 +126,20 @@ class LlamaConfig:
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
                    theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope)
+                   None if kind == "default" else rope,
+                   c.get("sliding_window") if c.get("model_type") == "mistral" else None)  # (Llama's: not read)
 
     @property
     def hd(self):
         return self.head_dim or self.n_embd // self.n_head
 
     def to_hf(self):
+        if self.sliding_window:
+            return self.to_llama_hf() | dict(architectures=["MistralForCausalLM"], model_type="mistral",
+                                             sliding_window=self.sliding_window)
+        return self.to_llama_hf()
+
+    def to_llama_hf(self):
         return dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
                     num_hidden_layers=self.n_layer, hidden_size=self.n_embd, num_attention_heads=self.n_head,
                     num_key_value_heads=self.n_kv_head, intermediate_size=self.n_ffn, rms_norm_eps=self.norm_eps,
@@ -631,6 +641,9 @@ class Llama(nn.Module):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead.
         cache: one dict per layer, filled during generation. last_only: the last position's logits (B, 1, vocab),
         all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
+        if (window := self.config.sliding_window) and past_length(cache) + input_ids.shape[1] > window:
+            raise ValueError(f"{past_length(cache) + input_ids.shape[1]} tokens: past Mistral's sliding window of "
+                             f"{window}, which lorasp does not implement (up to {window} it is plain causal attention)")
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(pos, self.config.hd, self.config.rope_theta, self.config.rope_scaling)
@@ -988,9 +1001,10 @@ class T5(nn.Module):
 
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5, "mt5": T5}
-CONFIGS = {"llama": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig,
-           "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's model_type is "t5": a T5 for the rest of lorasp)
+MODELS = {"llama": Llama, "mistral": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5, "mt5": T5}
+CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig,
+           "bert": EncoderConfig, "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's model_type is "t5": a T5 for
+# the rest of lorasp; a Mistral is a Llama with a sliding window)
 
 
 def config_problem(field, value):

@@ -90,6 +90,9 @@ def checked_config(args):
                         " (the table at the end of --help lists what each family trains)")
     if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
         raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
+    if (window := getattr(config, "sliding_window", None)) and args.seq_len > window:  # (forward refuses it)
+        raise UserError(f"--seq-len {args.seq_len}: past {args.model}'s sliding window of {window} tokens, which "
+                        f"lorasp does not implement; use --seq-len {window} or less")
     if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
         print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
               "trains on positions the model never saw")

@@ -8,6 +8,7 @@ tests/fake_hub.py on 127.0.0.1."""
 import dataclasses
 import io
 import json
+import math
 import os
 import resource
 import shutil
@@ -977,6 +978,27 @@ def _(ctx):
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
     (ctx.tmp / "base" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+def as_mistral(ctx, window):
+    """The tiny fixture's folder as a Mistral with a sliding window (model_type and the window in config.json)."""
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "mistral")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(config | dict(model_type="mistral", sliding_window=window)))
+    return str(d)
+
+
+@case("--seq-len past a Mistral's sliding window (not implemented) is refused before training", SystemExit,
+      "--seq-len 200: past ")
+def _(ctx):
+    train.main(flags((as_mistral(ctx, 128), ctx.tiny[1]), ctx.tmp / "out"))  # (flags: --seq-len 200)
+
+
+@case("a Mistral with --seq-len within its sliding window trains (model_type mistral was refused)", None)
+def _(ctx):
+    train.main(flags((as_mistral(ctx, 128), ctx.tiny[1]), ctx.tmp / "out", "--seq-len", "128", "--max-steps", "2"))
+    summary = json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"]), summary
 
 
 case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", ValueError, "a tiktoken BPE file")(

@@ -676,3 +676,60 @@ def test_meta_use_scaled_rope_is_llama3_with_metas_constants(tmp_path):
     ours, x, far = M.load_pretrained(tmp_path / "meta"), ids(), torch.arange(T).expand(2, T) * 500 + 40
     with torch.no_grad():
         torch.testing.assert_close(ours(x, position_ids=far), ref(x, position_ids=far).logits, atol=1e-5, rtol=0)
+
+
+def mistral(directory, sliding_window):
+    """transformers' MistralForCausalLM, tiny and random (GQA 4/2 heads, theta 1e6 as Mistral v0.2+), saved by
+    transformers itself: its own config.json, model_type "mistral"."""
+    c = transformers.MistralConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6,
+                                   sliding_window=sliding_window)
+    ref = random_params(transformers.MistralForCausalLM(c), 0).eval()
+    ref.save_pretrained(directory)
+    return ref
+
+
+def test_mistral_is_a_llama_whose_sliding_window_is_refused_past_its_length(tmp_path):
+    """Mistral-7B's config.json (model_type "mistral") was refused. It is Llama's computation, plus a sliding window:
+    up to the window, our logits and greedy continuation are transformers'; past it, transformers' differ from plain
+    causal attention, and ours refuse (never silently causal). Saved back, transformers reads a Mistral again."""
+    ref, x = mistral(tmp_path, sliding_window=T), ids()
+    ours = M.load_pretrained(tmp_path, dtype=torch.float32)
+    assert ours.config.sliding_window == T
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-5, rtol=0)
+        prompt = x[:1, :4]
+        assert torch.equal(M.generate(ours, prompt, T - 4), ref.generate(
+            prompt, max_new_tokens=T - 4, do_sample=False, attention_mask=torch.ones_like(prompt)))
+        longer = torch.cat([x, x[:, :3]], 1)
+        unlimited = M.load_pretrained(tmp_path, dtype=torch.float32)
+        unlimited.config.sliding_window = None
+        assert not torch.allclose(unlimited(longer), ref(longer).logits, atol=1e-3)  # the window matters there
+        with pytest.raises(ValueError, match=f"{T + 3} tokens: past Mistral's sliding window of {T}, which lorasp "
+                                             "does not implement"):
+            ours(longer)
+        with pytest.raises(ValueError, match="past Mistral's sliding window"):
+            M.generate(ours, prompt, T)                        # the 13th token's step
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+        assert type(back).__name__ == "MistralForCausalLM" and back.config.sliding_window == T
+        torch.testing.assert_close(back(longer).logits, ref(longer).logits, atol=1e-5, rtol=0)
+
+
+def test_mistral_without_a_window_and_its_adapter_in_peft(tmp_path):
+    """Mistral v0.2/v0.3 say sliding_window null: plain causal attention at any length. LoRA-SP on it, saved for PEFT:
+    PEFT on transformers' MistralForCausalLM gives our logits."""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    ref, x = mistral(tmp_path, sliding_window=None), torch.randint(0, V, (2, 3 * T))
+    ours = M.load_pretrained(tmp_path, dtype=torch.float32)
+    assert ours.config.sliding_window is None
+    apply_lorasp(ours, ["q_proj", "v_proj", "down_proj"], r=4, alpha=8)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    save_adapter(ours, tmp_path / "adapter")
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
+        torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
