@@ -1,6 +1,6 @@
 """eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2), and the evaluations a user runs on
 a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side; and (--plot) the
-loss curves of train.py runs, drawn by plot.py (its names importable from here too, as before).
+loss curves of train.py runs, drawn by plot.py.
 
 The metrics (GLUE's, BLEU, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
 papers report with; they are importable from here too (`from eval import bleu`).
@@ -54,7 +54,7 @@ from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metr
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import has_weights, no_model, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
-from plot import COLORS, log_records, plot, plot_svg, ticks  # noqa: F401  (as before: eval.ticks, eval.log_records)
+from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
