@@ -516,6 +516,23 @@ def _(ctx):
     assert f"--task perplexity --data {ctx.tiny[1]} " in out
 
 
+@case("a second run into the same --out refused on its data: the first run's files stay as they were", None)
+def _(ctx):
+    """--exact-match with nothing held out, no training example, --patience with no validation set: each refusal comes
+    before this run writes or removes anything in --out (the --exact-match one came after the first run's heldout.jsonl
+    was removed: its adapter was left beside no held-out records)."""
+    run(ctx, "--max-steps", "1")
+    files = {p: p.read_bytes() for p in (ctx.tmp / "out").rglob("*") if p.is_file()}
+    empty = records_file(ctx, "[]", "empty.json")
+    for more, says in ((("--val-fraction", "0.001", "--exact-match", "5"), "holds none of"),
+                       (("--val-fraction", "0", "--patience", "2", "--eval-every", "5"), "no validation set to watch")):
+        with pytest.raises(SystemExit, match=says):
+            run(ctx, "--max-steps", "1", *more)
+    with pytest.raises(SystemExit, match="no training examples"):
+        run(ctx, "--max-steps", "1", data_file=empty)
+    assert {p: p.read_bytes() for p in (ctx.tmp / "out").rglob("*") if p.is_file()} == files
+
+
 @case("a .txt corpus with blocks held out: the evaluate: line does not call it nothing held out", None)
 def _(ctx):
     """It said "# the training records: none was held out" after holding out 20% of the blocks for the validation
