@@ -677,6 +677,19 @@ def _(ctx):  # (was "Expecting ',' delimiter: line 1 column 25 (char 24)", namin
     E.main(["--plot", str(out), "--out", str(ctx.tmp / "x.svg")])
 
 
+@case("eval.py: --plot refused (a file, a missing run, a bad line): the SVG already at --out stays as it was", None)
+def _(ctx):  # (it was opened for writing first: each refusal left it empty)
+    out, svg = checkpointed(ctx), ctx.tmp / "loss.svg"
+    E.main(["--plot", str(out), "--out", str(svg)])
+    drawn = svg.read_text()
+    (ctx.tmp / "bad").mkdir()
+    (ctx.tmp / "bad" / "metrics.jsonl").write_text('garbage\n{"step": 1, "loss": 2.0}\n')
+    for run_dir in (out / "metrics.jsonl", ctx.tmp / "missing", ctx.tmp / "bad"):
+        with pytest.raises(data.UserError):
+            E.command(["--plot", str(out), str(run_dir), "--out", str(svg)])
+        assert svg.read_text() == drawn
+
+
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(
     lambda ctx: E.main(["--plot", str(ctx.tmp), "--out", str(ctx.tmp / "x.svg")]))  # (was "[Errno 2] No such file")
 
