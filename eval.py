@@ -1,6 +1,6 @@
 """eval.py: how lorasp scores a fine-tuned model (the paper's Tables 1 and 2), and the evaluations a user runs on
 a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side; and (--plot) the
-loss curves of train.py runs, drawn by plot.py (its names importable from here too, as before).
+loss curves of train.py runs, drawn by plot.py.
 
 The metrics (GLUE's, BLEU, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
 papers report with; they are importable from here too (`from eval import bleu`).
@@ -52,9 +52,9 @@ from checkpoint import files_fingerprint
 from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
-from download import fetch_hint, has_weights, hub_preset, resolve_model
+from download import has_weights, no_model, resolve_model
 from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
-from plot import COLORS, log_records, plot, plot_svg, ticks  # noqa: F401  (as before: eval.ticks, eval.log_records)
+from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
 # A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
@@ -204,11 +204,7 @@ def model_path(name):
     if error := not_a_model(name):
         raise error
     if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
-        near = [p for p in PRESETS if p.lower() == name.lower()]          # presets are looked up by exact key
-        raise UserError(f"--model {name!r}: neither a checkpoint directory, a .gguf file nor a preset" + (
-            f"; did you mean {near[0]}? (presets are written in lower case)" if near else
-            f"; it is the Hub repository of preset {preset}: --model {preset} (train.py --download fetches it)" if
-            (preset := hub_preset(name)) else fetch_hint(name)))
+        raise no_model(name, PRESETS)
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=None))  # None: eval.py cannot fetch
 
 

@@ -35,7 +35,7 @@ import data
 import plan
 from data import UserError
 from ddp import rank_world
-from download import HF_REPOS, SMALL_FILES, fetch_hint, hub_preset
+from download import HF_REPOS, SMALL_FILES, no_model
 from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
                   not_a_model)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
@@ -64,16 +64,11 @@ def checked_config(args):
         raise error
     if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
             args.model not in PRESETS:
-        near = [p for p in PRESETS if p.lower() == args.model.lower()]   # presets are looked up by exact key
         if os.path.isfile(args.model):                         # a weight file: its folder holds the config too
             raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
                             f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
                             ".gguf file")
-        raise UserError(f"--model {args.model!r} is neither a directory nor a preset" + (
-            f"; did you mean {near[0]}? (presets are written in lower case)" if near else
-            f"; it is the Hub repository of preset {preset}: --model {preset} --download" if
-            (preset := hub_preset(args.model)) else
-            f"; known presets: {', '.join(PRESETS)} (or a .gguf file)" + fetch_hint(args.model)))
+        raise no_model(args.model, PRESETS, train=True)
     if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
         raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
                         "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "

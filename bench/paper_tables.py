@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 import data  # noqa: E402
 import eval as E  # noqa: E402
 import model as M  # noqa: E402
+import plot  # noqa: E402
 import train  # noqa: E402
 
 GLUE_COLUMNS = ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"]  # the paper's column order
@@ -213,7 +214,7 @@ def table3(args, model, tag, out):
 
 def bar_svg(columns, rows, title, W=720, H=320, L=50, B=40, T=30):
     """Figure 2's shape: for each column (task) a group of bars, one per method, on round ticks; hand-written SVG."""
-    ticks = E.ticks(0, max(max(v for _, cells in rows for v in cells), 1e-9))
+    ticks = plot.ticks(0, max(max(v for _, cells in rows for v in cells), 1e-9))
     group, colors = (W - L - 20) / len(columns), ["#1f77b4", "#d62728", "#2ca02c"]
     bar, sy = group / (len(rows) + 1), lambda v: H - B - max(v, 0) / ticks[-1] * (H - B - T)  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '

@@ -35,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import data  # noqa: E402
 import eval as E  # noqa: E402
+import plot  # noqa: E402
 
 RANKS = [1, 2, 4, 8, 16, 32, 64]
 TOY_LR = {"full": "1e-3", "lora": "3e-3", "lorasp": "3e-3"}
@@ -156,9 +157,9 @@ def over_seeds(experiment, per_seed, out):
 
 
 def rank_svg(curves, W=560, H=340, L=60, R=110, T=20, B=45):
-    """Dev accuracy against r (log2 axis), one polyline and dots per method, round ticks (eval.ticks), hand-written."""
+    """Dev accuracy against r (log2 axis), one polyline and dots per method, round ticks (plot.ticks), hand-written."""
     xs = sorted({r for pts in curves.values() for r, _ in pts})
-    ys = E.ticks(min(a for p in curves.values() for _, a in p), max(a for p in curves.values() for _, a in p))
+    ys = plot.ticks(min(a for p in curves.values() for _, a in p), max(a for p in curves.values() for _, a in p))
     sx = lambda r: L + (math.log2(r) - math.log2(xs[0])) / max(math.log2(xs[-1] / xs[0]), 1) * (W - L - R)  # noqa
     sy = lambda a: H - B - (a - ys[0]) / max(ys[-1] - ys[0], 1e-9) * (H - T - B)  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
@@ -170,7 +171,7 @@ def rank_svg(curves, W=560, H=340, L=60, R=110, T=20, B=45):
     out.append(f'<text x="{(L + W - R) / 2}" y="{H - 8}" text-anchor="middle">rank r</text><text x="{L - 40}" '
                f'y="{T - 6}">dev accuracy</text>')
     for i, (method, pts) in enumerate(curves.items()):
-        c = E.COLORS[i]
+        c = plot.COLORS[i]
         out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
                    + " ".join(f"{sx(r):.1f},{sy(a):.1f}" for r, a in pts) + '"/>')
         out += [f'<circle cx="{sx(r):.1f}" cy="{sy(a):.1f}" r="3" fill="{c}"/>' for r, a in pts]

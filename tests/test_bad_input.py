@@ -517,6 +517,23 @@ def _(ctx):
     assert f"--task perplexity --data {ctx.tiny[1]} " in out
 
 
+@case("a second run into the same --out refused on its data: the first run's files stay as they were", None)
+def _(ctx):
+    """--exact-match with nothing held out, no training example, --patience with no validation set: each refusal comes
+    before this run writes or removes anything in --out (the --exact-match one came after the first run's heldout.jsonl
+    was removed: its adapter was left beside no held-out records)."""
+    run(ctx, "--max-steps", "1")
+    files = {p: p.read_bytes() for p in (ctx.tmp / "out").rglob("*") if p.is_file()}
+    empty = records_file(ctx, "[]", "empty.json")
+    for more, says in ((("--val-fraction", "0.001", "--exact-match", "5"), "holds none of"),
+                       (("--val-fraction", "0", "--patience", "2", "--eval-every", "5"), "no validation set to watch")):
+        with pytest.raises(SystemExit, match=says):
+            run(ctx, "--max-steps", "1", *more)
+    with pytest.raises(SystemExit, match="no training examples"):
+        run(ctx, "--max-steps", "1", data_file=empty)
+    assert {p: p.read_bytes() for p in (ctx.tmp / "out").rglob("*") if p.is_file()} == files
+
+
 @case("a .txt corpus with blocks held out: the evaluate: line does not call it nothing held out", None)
 def _(ctx):
     """It said "# the training records: none was held out" after holding out 20% of the blocks for the validation
@@ -659,6 +676,19 @@ def _(ctx):  # (was "Expecting ',' delimiter: line 1 column 25 (char 24)", namin
     assert open(ctx.tmp / "x.svg").read().count("<circle") == sum('"val_loss"' in line for line in lines)
     open(out / "metrics.jsonl", "w").write(lines[0] + "\ngarbage\n" + lines[1] + "\n")
     E.main(["--plot", str(out), "--out", str(ctx.tmp / "x.svg")])
+
+
+@case("eval.py: --plot refused (a file, a missing run, a bad line): the SVG already at --out stays as it was", None)
+def _(ctx):  # (it was opened for writing first: each refusal left it empty)
+    out, svg = checkpointed(ctx), ctx.tmp / "loss.svg"
+    E.main(["--plot", str(out), "--out", str(svg)])
+    drawn = svg.read_text()
+    (ctx.tmp / "bad").mkdir()
+    (ctx.tmp / "bad" / "metrics.jsonl").write_text('garbage\n{"step": 1, "loss": 2.0}\n')
+    for run_dir in (out / "metrics.jsonl", ctx.tmp / "missing", ctx.tmp / "bad"):
+        with pytest.raises(data.UserError):
+            E.command(["--plot", str(out), str(run_dir), "--out", str(svg)])
+        assert svg.read_text() == drawn
 
 
 case("eval.py: --plot a folder without metrics.jsonl", SystemExit, "no metrics.jsonl there; --plot takes train.py")(

@@ -13,6 +13,7 @@ import torch.nn as nn
 from tokenizers import ByteLevelBPETokenizer
 
 import eval as E
+import plot
 from data import alpaca_prompt, load_tokenizer, read_mmlu_csv
 from lorasp import apply_lorasp, load_adapter, save_adapter
 from model import LlamaConfig, build_model, generate, load_pretrained, save_pretrained
@@ -255,7 +256,7 @@ def test_plot_svg(tmp_path, capsys):
         f"wrote {out} (1 run)"]                                # (was "(1 runs)")
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
-    assert E.ticks(0, 40) == [0, 10, 20, 30, 40] and E.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
+    assert plot.ticks(0, 40) == [0, 10, 20, 30, 40] and plot.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
 
 
 def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):

@@ -154,6 +154,27 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
     assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
 
 
+def test_a_model_that_is_no_folder_nor_preset_is_said_alike_by_train_and_eval(tiny):
+    """train.py and eval.py word the refusal of a --model that is no folder, .gguf file nor preset each their own way,
+    from one helper (download.no_model): a preset in another case, a preset's Hub repository, any Hub repository, a
+    name that is none of these. The messages, pinned as they were when each file wrote its own."""
+    presets = ", ".join(M.PRESETS)
+    for name, eval_says, train_says in (
+            ("LLAMA2-7b", "; did you mean llama2-7b? (presets are written in lower case)",
+             "; did you mean llama2-7b? (presets are written in lower case)"),
+            ("meta-llama/Llama-2-7b-hf", "; it is the Hub repository of preset llama2-7b: --model llama2-7b (train.py "
+             "--download fetches it)", "; it is the Hub repository of preset llama2-7b: --model llama2-7b --download"),
+            ("mistralai/Mistral-7B-v0.1", "; if it names a Hub repository: huggingface-cli download "
+             "mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR", f"; known presets: {presets} (or a .gguf "
+             "file); if it names a Hub repository: huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, "
+             "then --model DIR"),
+            ("nonsense", "", f"; known presets: {presets} (or a .gguf file)")):
+        assert one_line_error(lambda: E.main(["--task", "mmlu", "--model", name])) == \
+            f"error: --model {name!r}: neither a checkpoint directory, a .gguf file nor a preset{eval_says}"
+        assert one_line_error(lambda: train.main(["--model", name, "--data", tiny[1]])) == \
+            f"error: --model {name!r} is neither a directory nor a preset{train_says}"
+
+
 def test_the_llama3_presets_name_their_gated_repositories(tiny, tmp_path, monkeypatch):
     """llama3.1-8b, llama3.2-1b, llama3.2-3b without weights: meta-llama's repository to fetch (gated: the licence
     and HF_TOKEN said), not "no public checkpoint"; the Hub's name points to the preset."""
