@@ -289,6 +289,13 @@ def test_a_cut_k_quant_tensor_or_a_row_of_part_blocks_is_an_error_naming_it(tmp_
         with pytest.raises(ValueError, match=rf"row\.gguf: tensor 'w' of shape {re.escape(str(shape))} is not a whole "
                                              rf"number of Q4_K blocks \({new[0]} values per row, 256 per block\)"):
             list(C.gguf_tensors(tmp_path / "row.gguf", C.read_gguf(tmp_path / "row.gguf")[1]))
+    for kind in (Q.Q4_0, Q.Q5_0, Q.Q8_0):                                     # blocks of 32: rows of 48, 3 blocks in all
+        path = write(tmp_path / "r32.gguf", {"w": (random_blocks(kind, (4, 64), np.random.default_rng(0)), kind)}, {})
+        path.write_bytes(path.read_bytes().replace(dims[:1] + struct.pack("<IQQ", 2, 64, 4),
+                                                   dims[:1] + struct.pack("<IQQ", 2, 48, 2)))
+        with pytest.raises(ValueError, match=rf"r32\.gguf: tensor 'w' of shape \(2, 48\) is not a whole number of "
+                                             rf"{kind.name} blocks \(48 values per row, 32 per block\)"):
+            list(C.gguf_tensors(path, C.read_gguf(path)[1]))
 
 
 def test_a_tensor_past_the_end_or_of_an_unknown_type_is_an_error_naming_it(tmp_path):
@@ -302,8 +309,8 @@ def test_a_tensor_past_the_end_or_of_an_unknown_type_is_an_error_naming_it(tmp_p
     size = len(data)
     assert struct.unpack("<I", data[at:at + 4]) == (Q.Q4_K.value,)
     for label, new, error in [
-            ("past", data[:at + 4] + struct.pack("<Q", 1 << 63) + data[at + 12:], r"truncated: tensor 'w' \(Q4_K, shape "
-             rf"\(4, 512\)\) ends at byte 92233720368547\d{{5}}, the file has {size} bytes; download or convert"),
+            ("past", data[:at + 4] + struct.pack("<Q", 1 << 63) + data[at + 12:], r"truncated: tensor 'w' \(Q4_K, "
+             rf"shape \(4, 512\)\) ends at byte 92233720368547\d{{5}}, the file has {size} bytes; download or convert"),
             ("dims", data.replace(entry, b"w" + struct.pack("<IQQ", 2, 512, 1 << 40)), r"truncated: tensor 'w' \(Q4_K, "
              rf"shape \({1 << 40}, 512\)\) ends at byte \d+, the file has {size} bytes"),
             ("type", data[:at] + struct.pack("<I", 4) + data[at + 4:], r"tensor 'w' has ggml type 4 \(unknown to this "

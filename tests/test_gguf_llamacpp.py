@@ -92,7 +92,7 @@ def test_quantized_logits_exact_once_we_round_activations_as_llama_cpp(name):
 
 def test_a_stream_in_bfloat16_is_the_float32_one_rounded():
     """gguf_checkpoint(path, dtype): bfloat16 (and float64) written chunk by chunk equal the float32 tensors cast after
-    (a bf16 load held both); float16 and None stay float32, so that fill's cast refuses values beyond float16's range."""
+    (a bf16 load held both); float16 and None stay float32, for fill's cast to refuse values beyond float16's range."""
     path = DATA / "tiny-Q4_K_M.gguf"
     f32 = {name: t for _, name, t in C.gguf_checkpoint(path)[1]}
     assert {t.dtype for t in f32.values()} == {torch.float32} and len(f32) == 21
