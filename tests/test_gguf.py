@@ -435,22 +435,26 @@ def test_a_k_quant_block_with_an_inf_scale_is_refused_naming_the_tensor(tmp_path
             M.load_pretrained(path, quantize=quantize)
 
 
-PEAK = """import sys, torch, checkpoint as C
+PEAK = """import sys, torch, torch.nn as nn, checkpoint as C
 path, dtype = sys.argv[1], getattr(torch, sys.argv[2])
 meta, tensors = C.read_gguf(path)
+with torch.device("meta"):
+    model = nn.ModuleDict({"up": nn.Linear(11008, 4096, bias=False)})
 C.trim_heap()
 open("/proc/self/clear_refs", "w").write("5")               # VmHWM := VmRSS now
 base = C.resident()
-t = next(C.gguf_tensors(path, tensors, dtype))[1]
+C.fill(model, ((path, "up.weight", t) for _, t in C.gguf_tensors(path, tensors, dtype)), dtype)
+t = model.up.weight
 print(C.resident("VmHWM") - base, t.nbytes, t.sum(dtype=torch.float64).item())"""
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_7b_q4_k_tensor_reads_within_its_output_plus_a_few_mib(tmp_path, dtype):
-    """Llama-2-7B's ffn_up (4096 x 11008) in Q4_K, read in a fresh process: the resident peak above the start is the
-    output (172 MiB in float32, 86 in bfloat16) plus a few MiB (measured: 7). It was 58-84 MiB more in float32 (the
-    file's 24 MiB of blocks held whole; 16384 K-quant blocks a chunk, 16 MiB each temporary), and a bfloat16 load
-    held the float32 tensor too (3x its output)."""
+    """Llama-2-7B's ffn_up (4096 x 11008) in Q4_K, read and loaded (checkpoint.fill) in a fresh process: the resident
+    peak above the start is the output (172 MiB in float32, 86 in bfloat16) plus a few MiB (measured: 7-11). It was
+    58-84 MiB more in float32 (the file's 24 MiB of blocks held whole; 16384 K-quant blocks a chunk, 16 MiB each
+    temporary); a bfloat16 load held the float32 tensor too, and fill's finiteness check a float32 copy of 2^24 values
+    (3.9x its output)."""
     raw = random_blocks(Q.Q4_K, (4096, 11008), np.random.default_rng(0), 0.1)
     path = write(tmp_path / "up.gguf", {"blk.0.ffn_up.weight": (raw, Q.Q4_K)}, {})
     run = subprocess.run([sys.executable, "-c", PEAK, str(path), dtype], capture_output=True, text=True,
