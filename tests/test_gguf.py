@@ -451,7 +451,7 @@ print(C.resident("VmHWM") - base, t.nbytes, t.sum(dtype=torch.float64).item())""
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_7b_q4_k_tensor_reads_within_its_output_plus_a_few_mib(tmp_path, dtype):
     """Llama-2-7B's ffn_up (4096 x 11008) in Q4_K, read and loaded (checkpoint.fill) in a fresh process: the resident
-    peak above the start is the output (172 MiB in float32, 86 in bfloat16) plus a few MiB (measured: 7-11). It was
+    peak above the start is the output (172 MiB in float32, 86 in bfloat16) plus a few MiB (measured: 5-16). It was
     58-84 MiB more in float32 (the file's 24 MiB of blocks held whole; 16384 K-quant blocks a chunk, 16 MiB each
     temporary); a bfloat16 load held the float32 tensor too, and fill's finiteness check a float32 copy of 2^24 values
     (3.9x its output)."""
@@ -464,4 +464,4 @@ def test_a_7b_q4_k_tensor_reads_within_its_output_plus_a_few_mib(tmp_path, dtype
     assert int(nbytes) == 4096 * 11008 * getattr(torch, dtype).itemsize
     want = torch.from_numpy(dequantize(raw, Q.Q4_K)).to(getattr(torch, dtype)).double().sum().item()
     assert float(total) == pytest.approx(want, rel=1e-6)
-    assert int(peak) < int(nbytes) + (24 << 20), (int(peak) - int(nbytes)) >> 20
+    assert int(peak) < int(nbytes) + (32 << 20), (int(peak) - int(nbytes)) >> 20
