@@ -300,10 +300,11 @@ def cast(t, dtype, device, what):
 
 def check_finite(t, what):
     """Refuse a tensor holding NaN or Inf (a damaged or badly exported checkpoint), with the count and where. One
-    fp32-accumulated sum a chunk: NaN and Inf survive it, so the exact count is taken only when one is there."""
+    fp32-accumulated sum a chunk: NaN and Inf survive it, so the exact count is taken only when one is there. A
+    bf16/fp16 chunk is summed through a float32 copy of it: 2^20 values, 4 MiB (2^24 added 64 MiB to a bf16 load)."""
     flat = t.reshape(-1)
-    for i in range(0, flat.numel(), 1 << 24):
-        if not torch.isfinite(flat[i:i + (1 << 24)].sum(dtype=torch.float32)):
+    for i in range(0, flat.numel(), 1 << 20):
+        if not torch.isfinite(flat[i:i + (1 << 20)].sum(dtype=torch.float32)):
             bad = ~torch.isfinite(t)
             if bad.any():  # (else a finite sum overflowed: huge, but finite, values)
                 where = [tuple(j) for j in bad.nonzero()[:3].tolist()]
@@ -596,8 +597,8 @@ GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id
               2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34),
               10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
               14: ("Q6_K", 256, 210)}
-GGML_OTHERS = dict(enumerate("Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL "
-                             "IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M".split(), 6))  # ggml.h's types 6-29: names
+GGML_OTHERS = {9: "Q8_1", **dict(enumerate("Q8_K IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 "
+                                           "F64 IQ1_M".split(), 15)), 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4"}  # not read
 GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight)
     "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
@@ -685,7 +686,8 @@ def fp16(b):
 
 def k_scales(s):
     """Q4_K/Q5_K's 12 bytes -> 6-bit scales and mins (n, 8) as llama.cpp's get_scale_min_k4 reads them: sub-blocks
-    0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7 in bytes 8-11's nibbles plus those bytes' top 2."""
+    0-3 in the low 6 bits of bytes 0-3 (scale) and 4-7 (min); 4-7: the low (scale) and high (min) nibble of bytes 8-11,
+    topped by the 2 bits left in bytes 0-3 (scale) and 4-7 (min)."""
     a, b, c = s.view(-1, 3, 4).unbind(1)                                           # (n, 4) each
     sc = torch.cat([a & 63, c & 15 | (a >> 6) << 4], 1)
     m = torch.cat([b & 63, c >> 4 | (b >> 6) << 4], 1)
@@ -723,46 +725,64 @@ def dequantize_blocks(name, b):
         sc = bit_fields(s[:, :8], 4).view(n, 16) | bit_fields(s[:, 8:], 2).view(n, 16) << 4   # 6 bits, minus 32
         q = bit_fields(b[:, 32:96].view(n, 2, 32), 2).view(n, 8, 32) | bit_fields(b[:, :32], 1) << 2
         x = (fp16(b[:, 108:]) * (sc.float() - 32)).unsqueeze(2) * (q.view(n, 16, 16).float() - 4)  # high bit 0: -4
-    else:                                                # Q2_K: 16 bytes of 4-bit scale | min, 64 of 2-bit q, d, dmin
+    elif name == "Q2_K":                                 # 16 bytes of 4-bit scale | min, 64 of 2-bit q, d, dmin
         sc, m = (b[:, :16] & 15).float(), (b[:, :16] >> 4).float()
         q = bit_fields(b[:, 16:80].view(n, 2, 32), 2).view(n, 16, 16).float()
         x = (fp16(b[:, 80:82]) * sc).unsqueeze(2) * q - (fp16(b[:, 82:84]) * m).unsqueeze(2)
+    else:                                                # a GGML_TYPES entry without its code here: not a guess
+        raise NotImplementedError(f"ggml type {name} has no dequantize_blocks code")
     return x.view(n, 256)
 
 
-def dequantize_ggml(raw, kind, shape, chunk=1 << 14):
-    """The bytes (uint8) of a ggml tensor -> float32 of `shape`: blocks along the innermost dim (dequantize_blocks),
-    `chunk` blocks at a time so the temporaries stay a few MB while the tensor is one allocation."""
+def dequantize_ggml(raw, kind, shape, chunk=1 << 18, dtype=torch.float32):
+    """A ggml tensor's bytes -> `dtype` of `shape`: blocks along the innermost dim (dequantize_blocks, in float32),
+    about `chunk` values at a time (~1 MiB temporaries) into one allocation. raw: the bytes (uint8), or a file
+    positioned at them, read a chunk at a time into one buffer (its bytes are never all held: the peak is the output
+    plus a chunk)."""
     name, per_block, block_bytes = GGML_TYPES[kind]
-    if per_block == 1:
-        return raw.view({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]).float().view(shape)
-    blocks = raw.view(-1, block_bytes)                                             # (n_blocks, block_bytes)
-    out = torch.empty(blocks.shape[0], per_block)                                  # (n_blocks, values)
-    for i in range(0, blocks.shape[0], chunk):
-        out[i:i + chunk] = dequantize_blocks(name, blocks[i:i + chunk])
+    n, step = math.prod(shape) // per_block, max(1, chunk // per_block)          # blocks, blocks a chunk
+    out = torch.empty(n, per_block, dtype=dtype)                                   # (n_blocks, values)
+    buf = None if torch.is_tensor(raw) else torch.empty(min(n, step) * block_bytes, dtype=torch.uint8)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        if buf is None:
+            b = raw[i * block_bytes:j * block_bytes]
+        elif raw.readinto((b := buf[:(j - i) * block_bytes]).numpy()) != b.numel():
+            raise EOFError(f"the file ends inside blocks {i}-{j}")
+        b = b.view(-1, block_bytes)                                                # (j - i, block_bytes)
+        out[i:j] = b.view(SAFETENSORS_DTYPES[name]) if per_block == 1 else dequantize_blocks(name, b)
     return out.view(shape)
 
 
-def gguf_tensors(path, tensors):
-    """Yield (name, float32 tensor) in file order from read_gguf's tensor table, one tensor in memory at a time."""
+def gguf_tensors(path, tensors, dtype=torch.float32):
+    """Yield (name, `dtype` tensor) in file order from read_gguf's tensor table, one tensor in memory at a time. Every
+    tensor's type, blocks and extent are checked before the first is read: a cut download fails at once, not after
+    the gigabytes before the cut."""
+    size, table = os.path.getsize(path), sorted(tensors.items(), key=lambda kv: kv[1][2])
+    for name, (shape, kind, offset) in table:
+        if kind not in GGML_TYPES:
+            known = GGML_OTHERS.get(kind, "unknown to this reader")
+            raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind} ({known}); supported: " +
+                                      ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (the i-quants IQ* "
+                                      "are not read: take the model's Q4_K_M, Q8_0 or F16 .gguf, or its "
+                                      "safetensors)")
+        type_name, per_block, block_bytes = GGML_TYPES[kind]
+        numel, row = math.prod(shape), shape[-1] if shape else 1
+        if row % per_block:                                     # ggml refuses such a file too
+            raise ValueError(f"{path}: tensor {name!r} of shape {shape} is not a whole number of {type_name} "
+                             f"blocks ({row} values per row, {per_block} per block)")
+        if offset + numel // per_block * block_bytes > size:
+            raise ValueError(f"{path}: truncated: tensor {name!r} ({type_name}, shape {shape}) ends at byte "
+                             f"{offset + numel // per_block * block_bytes}, the file has {size} bytes; download or "
+                             "convert it again")
     with open(path, "rb") as f:
-        for name, (shape, kind, offset) in sorted(tensors.items(), key=lambda kv: kv[1][2]):
-            if kind not in GGML_TYPES:
-                known = GGML_OTHERS.get(kind, "a type newer than this reader")
-                raise NotImplementedError(f"{path}: tensor {name!r} has ggml type {kind} ({known}); supported: " +
-                                          ", ".join(n for n, _, _ in GGML_TYPES.values()) + " (the i-quants IQ* "
-                                          "are not read: take the model's Q4_K_M, Q8_0 or F16 .gguf, or its "
-                                          "safetensors)")
-            type_name, per_block, block_bytes = GGML_TYPES[kind]
-            numel, row = math.prod(shape), shape[-1] if shape else 1
-            if row % per_block:                                 # ggml refuses such a file too
-                raise ValueError(f"{path}: tensor {name!r} of shape {shape} is not a whole number of {type_name} "
-                                 f"blocks ({row} values per row, {per_block} per block)")
-            raw = torch.empty(numel // per_block * block_bytes, dtype=torch.uint8)
+        for name, (shape, kind, offset) in table:
             f.seek(offset)
-            if f.readinto(raw.numpy()) != raw.numel():
-                raise ValueError(f"{path}: truncated while reading tensor {name!r}")
-            yield name, dequantize_ggml(raw, kind, shape)
+            try:
+                t = dequantize_ggml(f, kind, shape, dtype=dtype)
+            except EOFError as e:                               # (checked above: the file shrank since)
+                raise ValueError(f"{path}: truncated while reading tensor {name!r}: {e}") from None
+            yield name, t
 
 
 def gguf_rope_scaling(path, tensors, hd, theta):
@@ -781,9 +801,11 @@ def gguf_rope_scaling(path, tensors, hd, theta):
     return s
 
 
-def gguf_checkpoint(path):
-    """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, float32 tensor)). The architecture and
-    its sizes come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half."""
+def gguf_checkpoint(path, dtype=None):
+    """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The architecture and its sizes
+    come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half. The tensors come
+    in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a bf16 load's peak),
+    else (None, float16) in float32, for fill's cast to refuse values beyond float16's range."""
     meta, tensors = read_gguf(path)
     if meta.get("split.count", 1) > 1:
         first = re.sub(r"-\d{5}-of-", "-00001-of-", path)
@@ -820,8 +842,11 @@ def gguf_checkpoint(path):
                   max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
                   bias="blk.0.attn_q.bias" in tensors, **dict(rope_scaling=scaling) if scaling else {})
 
+    if dtype not in (torch.bfloat16, torch.float64):
+        dtype = torch.float32
+
     def stream():
-        for name, t in gguf_tensors(path, tensors):
+        for name, t in gguf_tensors(path, tensors, dtype):
             m = re.fullmatch(r"(blk\.(\d+)\.)?(\w+)\.(weight|bias)", name)
             if not m or m[3] not in GGUF_NAMES:
                 yield path, name, t  # not ours: the loader reports it as left over

@@ -7,6 +7,8 @@ transformers' Llama holding gguf-py's dequantized weights)."""
 import math
 import re
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,13 +83,40 @@ def random_blocks(kind, shape, rng, size=1.0):
 @pytest.mark.parametrize("kind", BLOCKS, ids=lambda k: k.name)
 def test_random_blocks_dequantize_as_gguf_does(kind):
     """Every bit pattern of every supported block type (random bytes; fp16 fields finite) against gguf.quants,
-    bit for bit: both compute each value as ggml-quants.c does, in float32, in the same order. In chunks of 7
-    blocks too, so that chunk edges cut nowhere."""
+    bit for bit: both compute each value as ggml-quants.c does, in float32, in the same order. In chunks of 768
+    values too (3 K-quant blocks, 24 of the others), so that chunk edges cut rows of 1024 anywhere."""
     raw = random_blocks(kind, (40, 1024), np.random.default_rng(kind.value))
     want = torch.from_numpy(dequantize(raw, kind).astype(np.float32))
     assert want.shape == (40, 1024) and want.isfinite().all() and want.abs().max() > 0.1
-    for chunk in (1 << 14, 7):
+    for chunk in (1 << 18, 768):
         assert torch.equal(C.dequantize_ggml(torch.from_numpy(raw.reshape(-1)), kind.value, (40, 1024), chunk), want)
+
+
+@pytest.mark.parametrize("kind", BLOCKS, ids=lambda k: k.name)
+def test_a_file_spanning_chunks_and_a_vector_read_as_gguf_does(tmp_path, kind):
+    """Read from the file, a chunk (2^18 values) at a time: a (800, 768) matrix spans 2.3 chunks whose edges cut rows
+    (341.3 rows a chunk), a 1-D vector of two blocks and a (2, 3, 2 blocks) tensor keep their shapes; each as gguf-py
+    dequantizes it, bit for bit."""
+    rng, size = np.random.default_rng(kind.value), Q_SIZES[kind]
+    shapes = {"m": (800, 768), "v": (2 * size,), "t": (2, 3, 2 * size)}
+    blocks = {k: random_blocks(kind, (math.prod(s[:-1]), s[-1]), rng).reshape(*s[:-1], -1) for k, s in shapes.items()}
+    path = write(tmp_path / "c.gguf", {k: (b, kind) for k, b in blocks.items()}, {})
+    ours = dict(C.gguf_tensors(path, C.read_gguf(path)[1]))
+    for name, shape in shapes.items():
+        want = torch.from_numpy(dequantize(blocks[name], kind).astype(np.float32))
+        assert ours[name].shape == want.shape == shape and torch.equal(ours[name], want), name
+
+
+def test_type_names_as_gguf_py_has_them():
+    """GGML_TYPES (read) and GGML_OTHERS (named in the refusal) name each type id as gguf-py does, each id once; a
+    name dequantize_blocks has no code for is refused, not read as Q2_K (which it fell through to)."""
+    assert not set(C.GGML_TYPES) & set(C.GGML_OTHERS)
+    for kind, name in [(k, v[0]) for k, v in C.GGML_TYPES.items()] + list(C.GGML_OTHERS.items()):
+        assert Q(kind).name == name
+    for kind, (name, per_block, block_bytes) in C.GGML_TYPES.items():
+        assert GGML_QUANT_SIZES[Q(kind)] == (per_block, block_bytes), name
+    with pytest.raises(NotImplementedError, match="ggml type Q8_K has no dequantize_blocks code"):
+        C.dequantize_blocks("Q8_K", torch.zeros(1, 292, dtype=torch.uint8))
 
 
 def test_metadata_as_gguf_reads_it(tmp_path):
@@ -228,7 +257,8 @@ def test_errors_name_the_file_and_tensor(tmp_path):
     (tmp_path / "h.gguf").unlink(), (tmp_path / "a.gguf").unlink()         # the folder's .gguf count is checked below
     data = path.read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[:len(data) - 100])
-    with pytest.raises(ValueError, match=r"cut\.gguf: truncated while reading tensor 'blk\.0\.extra\.weight'"):
+    with pytest.raises(ValueError, match=r"cut\.gguf: truncated: tensor 'blk\.0\.extra\.weight' \(F32, shape "
+                                         r"\(4, 64\)\) ends at byte \d+, the file has \d+ bytes"):
         list(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
     (tmp_path / "head.gguf").write_bytes(data[:200])
     with pytest.raises(ValueError, match=r"head\.gguf: truncated GGUF header"):
@@ -241,21 +271,54 @@ def test_errors_name_the_file_and_tensor(tmp_path):
 
 
 def test_a_cut_k_quant_tensor_or_a_row_of_part_blocks_is_an_error_naming_it(tmp_path):
-    """A Q4_K tensor whose file ends early, or whose rows are not whole 256-value blocks (ggml refuses such a file;
-    here its dims are edited): one line naming the file, the tensor, its type and block size."""
+    """A Q4_K tensor whose file ends early (refused before the tensor ahead of it is read: a cut 4 GB download failed
+    only once the gigabytes before the cut were in), or whose rows are not whole 256-value blocks though the whole
+    tensor is (ggml refuses such a file; here its dims are edited): one line naming the file, the tensor, its type."""
     w = random_blocks(Q.Q4_K, (4, 512), np.random.default_rng(0))
     path = write(tmp_path / "k.gguf", {"a": (np.ones((2, 32), np.float32), Q.F32), "w": (w, Q.Q4_K)}, {})
     data = path.read_bytes()
     assert next(C.gguf_tensors(path, {"w": C.read_gguf(path)[1]["w"]}))[1].shape == (4, 512)
     (tmp_path / "cut.gguf").write_bytes(data[:-100])
-    with pytest.raises(ValueError, match=r"cut\.gguf: truncated while reading tensor 'w'"):
-        list(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
+    with pytest.raises(ValueError, match=rf"cut\.gguf: truncated: tensor 'w' \(Q4_K, shape \(4, 512\)\) ends at byte "
+                                         rf"{len(data)}, the file has {len(data) - 100} bytes; download or convert"):
+        next(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
     dims = b"w" + struct.pack("<IQQ", 2, 512, 4)
     assert data.count(dims) == 1
-    (tmp_path / "row.gguf").write_bytes(data.replace(dims, b"w" + struct.pack("<IQQ", 2, 384, 4)))
-    with pytest.raises(ValueError, match=r"row\.gguf: tensor 'w' of shape \(4, 384\) is not a whole number of Q4_K "
-                                         r"blocks \(384 values per row, 256 per block\)"):
-        list(C.gguf_tensors(tmp_path / "row.gguf", C.read_gguf(tmp_path / "row.gguf")[1]))
+    for new, shape in [((384, 4), (4, 384)), ((384, 2), (2, 384)), ((128, 6), (6, 128))]:  # 6, 3, 3 blocks in all
+        (tmp_path / "row.gguf").write_bytes(data.replace(dims, b"w" + struct.pack("<IQQ", 2, *new)))
+        with pytest.raises(ValueError, match=rf"row\.gguf: tensor 'w' of shape {re.escape(str(shape))} is not a whole "
+                                             rf"number of Q4_K blocks \({new[0]} values per row, 256 per block\)"):
+            list(C.gguf_tensors(tmp_path / "row.gguf", C.read_gguf(tmp_path / "row.gguf")[1]))
+    for kind in (Q.Q4_0, Q.Q5_0, Q.Q8_0):                                     # blocks of 32: rows of 48, 3 blocks in all
+        path = write(tmp_path / "r32.gguf", {"w": (random_blocks(kind, (4, 64), np.random.default_rng(0)), kind)}, {})
+        path.write_bytes(path.read_bytes().replace(dims[:1] + struct.pack("<IQQ", 2, 64, 4),
+                                                   dims[:1] + struct.pack("<IQQ", 2, 48, 2)))
+        with pytest.raises(ValueError, match=rf"r32\.gguf: tensor 'w' of shape \(2, 48\) is not a whole number of "
+                                             rf"{kind.name} blocks \(48 values per row, 32 per block\)"):
+            list(C.gguf_tensors(path, C.read_gguf(path)[1]))
+
+
+def test_a_tensor_past_the_end_or_of_an_unknown_type_is_an_error_naming_it(tmp_path):
+    """A damaged table entry: an offset past the file's end (2^63 was "cannot fit 'int' into an offset-sized integer",
+    naming nothing), dims too large for the file (an allocator traceback asking for 288 TB), or a type id no ggml
+    reads (4 was "a type newer than this reader": it is Q4_2, long removed): one line naming the file and tensor."""
+    w = random_blocks(Q.Q4_K, (4, 512), np.random.default_rng(0))
+    path = write(tmp_path / "k.gguf", {"a": (np.ones((2, 32), np.float32), Q.F32), "w": (w, Q.Q4_K)}, {})
+    data, entry = path.read_bytes(), b"w" + struct.pack("<IQQ", 2, 512, 4)
+    at = data.index(entry) + len(entry)                                     # then: type u32, offset u64
+    size = len(data)
+    assert struct.unpack("<I", data[at:at + 4]) == (Q.Q4_K.value,)
+    for label, new, error in [
+            ("past", data[:at + 4] + struct.pack("<Q", 1 << 63) + data[at + 12:], r"truncated: tensor 'w' \(Q4_K, "
+             rf"shape \(4, 512\)\) ends at byte 92233720368547\d{{5}}, the file has {size} bytes; download or convert"),
+            ("dims", data.replace(entry, b"w" + struct.pack("<IQQ", 2, 512, 1 << 40)), r"truncated: tensor 'w' \(Q4_K, "
+             rf"shape \({1 << 40}, 512\)\) ends at byte \d+, the file has {size} bytes"),
+            ("type", data[:at] + struct.pack("<I", 4) + data[at + 4:], r"tensor 'w' has ggml type 4 \(unknown to this "
+             r"reader\); supported: F32,"),
+            ("tq", data[:at] + struct.pack("<I", 34) + data[at + 4:], r"tensor 'w' has ggml type 34 \(TQ1_0\)")]:
+        (tmp_path / f"{label}.gguf").write_bytes(new)
+        with pytest.raises((ValueError, NotImplementedError), match=rf"{label}\.gguf: {error}"):
+            next(C.gguf_tensors(tmp_path / f"{label}.gguf", C.read_gguf(tmp_path / f"{label}.gguf")[1]))
 
 
 def test_a_tokenizer_key_missing_is_an_error_naming_the_file_and_key(tmp_path):
@@ -370,3 +433,35 @@ def test_a_k_quant_block_with_an_inf_scale_is_refused_naming_the_tensor(tmp_path
     for quantize in (None, "nf4"):
         with pytest.raises(ValueError, match=r"ffn_up.*(NaN|Inf)|up_proj.*(NaN|Inf)"):
             M.load_pretrained(path, quantize=quantize)
+
+
+PEAK = """import sys, torch, torch.nn as nn, checkpoint as C
+path, dtype = sys.argv[1], getattr(torch, sys.argv[2])
+meta, tensors = C.read_gguf(path)
+with torch.device("meta"):
+    model = nn.ModuleDict({"up": nn.Linear(11008, 4096, bias=False)})
+C.trim_heap()
+open("/proc/self/clear_refs", "w").write("5")               # VmHWM := VmRSS now
+base = C.resident()
+C.fill(model, ((path, "up.weight", t) for _, t in C.gguf_tensors(path, tensors, dtype)), dtype)
+t = model.up.weight
+print(C.resident("VmHWM") - base, t.nbytes, t.sum(dtype=torch.float64).item())"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_7b_q4_k_tensor_reads_within_its_output_plus_a_few_mib(tmp_path, dtype):
+    """Llama-2-7B's ffn_up (4096 x 11008) in Q4_K, read and loaded (checkpoint.fill) in a fresh process: the resident
+    peak above the start is the output (172 MiB in float32, 86 in bfloat16) plus a few MiB (measured: 5-16). It was
+    58-84 MiB more in float32 (the file's 24 MiB of blocks held whole; 16384 K-quant blocks a chunk, 16 MiB each
+    temporary); a bfloat16 load held the float32 tensor too, and fill's finiteness check a float32 copy of 2^24 values
+    (3.9x its output)."""
+    raw = random_blocks(Q.Q4_K, (4096, 11008), np.random.default_rng(0), 0.1)
+    path = write(tmp_path / "up.gguf", {"blk.0.ffn_up.weight": (raw, Q.Q4_K)}, {})
+    run = subprocess.run([sys.executable, "-c", PEAK, str(path), dtype], capture_output=True, text=True,
+                         cwd=C.__file__.rpartition("/")[0])
+    assert run.returncode == 0, run.stderr
+    peak, nbytes, total = run.stdout.split()
+    assert int(nbytes) == 4096 * 11008 * getattr(torch, dtype).itemsize
+    want = torch.from_numpy(dequantize(raw, Q.Q4_K)).to(getattr(torch, dtype)).double().sum().item()
+    assert float(total) == pytest.approx(want, rel=1e-6)
+    assert int(peak) < int(nbytes) + (32 << 20), (int(peak) - int(nbytes)) >> 20

@@ -88,3 +88,15 @@ def test_quantized_logits_exact_once_we_round_activations_as_llama_cpp(name):
     side of a q8_K tie (Q3_K_M, token 3), which moved every logit after it by up to 0.08."""
     want = torch.tensor(RECORD["logits"][name], dtype=torch.float64)
     torch.testing.assert_close(logits(DATA / f"tiny-{name}.gguf", q8_K=True), want, atol=1e-5, rtol=0)
+
+
+def test_a_stream_in_bfloat16_is_the_float32_one_rounded():
+    """gguf_checkpoint(path, dtype): bfloat16 (and float64) written chunk by chunk equal the float32 tensors cast after
+    (a bf16 load held both); float16 and None stay float32, for fill's cast to refuse values beyond float16's range."""
+    path = DATA / "tiny-Q4_K_M.gguf"
+    f32 = {name: t for _, name, t in C.gguf_checkpoint(path)[1]}
+    assert {t.dtype for t in f32.values()} == {torch.float32} and len(f32) == 21
+    for dtype, want in [(torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64),
+                        (torch.float16, torch.float32), (torch.float32, torch.float32)]:
+        for _, name, t in C.gguf_checkpoint(path, dtype)[1]:
+            assert t.dtype == want and torch.equal(t, f32[name].to(want)), (dtype, name)
