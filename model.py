@@ -93,7 +93,8 @@ class LlamaConfig:
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
     head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
     rope_scaling: Optional[dict] = None  # transformers' rope_parameters less theta (rope_inv_freq); None: plain RoPE
-    sliding_window: Optional[int] = None  # Mistral's: a token sees the last N; only sequences of <= N are run
+    sliding_window: Optional[int] = None  # Mistral's (Qwen2's): a token sees the last N; sequences of <= N only
+    qkv_bias: bool = False    # biases on q/k/v but not o (Qwen2)
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
                               max_seq_len="max_position_embeddings")  # our field -> config.json's key
@@ -127,26 +128,29 @@ class LlamaConfig:
                    theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
                    None if kind == "default" else rope,
-                   c.get("sliding_window") if c.get("model_type") == "mistral" else None)  # (Llama's: not read)
+                   c.get("sliding_window") if c.get("model_type") == "mistral" or c.get("use_sliding_window") and
+                   c.get("model_type") == "qwen2" else None,  # (Qwen2's on some layers: refused past it on all)
+                   c.get("model_type") == "qwen2")
 
     @property
     def hd(self):
         return self.head_dim or self.n_embd // self.n_head
 
     def to_hf(self):
-        if self.sliding_window:
-            return self.to_llama_hf() | dict(architectures=["MistralForCausalLM"], model_type="mistral",
-                                             sliding_window=self.sliding_window)
-        return self.to_llama_hf()
-
-    def to_llama_hf(self):
-        return dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
+        """config.json as transformers reads it: a Llama, a Mistral (a sliding window) or a Qwen2 (q/k/v biases)."""
+        hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
                     num_hidden_layers=self.n_layer, hidden_size=self.n_embd, num_attention_heads=self.n_head,
                     num_key_value_heads=self.n_kv_head, intermediate_size=self.n_ffn, rms_norm_eps=self.norm_eps,
                     rope_theta=self.rope_theta, max_position_embeddings=self.max_seq_len, hidden_act="silu",
                     tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias,
                     **({"head_dim": self.head_dim} if self.head_dim else {}),
                     **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
+        if self.qkv_bias:  # its window, if any, on every layer (max_window_layers 0), as this Llama refuses past it
+            hf |= dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", sliding_window=self.sliding_window,
+                       use_sliding_window=bool(self.sliding_window), max_window_layers=0)
+        elif self.sliding_window:
+            hf |= dict(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=self.sliding_window)
+        return hf
 
 
 @dataclass
@@ -606,9 +610,10 @@ class LlamaBlock(nn.Module):
         super().__init__()
         C, hd, Linear = c.n_embd, c.hd, nn.Linear
         self.input_layernorm, self.post_attention_layernorm = RMSNorm(C, c.norm_eps), RMSNorm(C, c.norm_eps)
+        qkv = c.bias or c.qkv_bias  # attention_bias: all four have one; Qwen2: q, k and v only
         self.self_attn = nn.ModuleDict(dict(  # ModuleDicts: the HF names (self_attn.q_proj), with no code of their own
-            q_proj=Linear(C, c.n_head * hd, c.bias), k_proj=Linear(C, c.n_kv_head * hd, c.bias),
-            v_proj=Linear(C, c.n_kv_head * hd, c.bias), o_proj=Linear(c.n_head * hd, C, c.bias)))
+            q_proj=Linear(C, c.n_head * hd, qkv), k_proj=Linear(C, c.n_kv_head * hd, qkv),
+            v_proj=Linear(C, c.n_kv_head * hd, qkv), o_proj=Linear(c.n_head * hd, C, c.bias)))
         self.mlp = nn.ModuleDict(dict(gate_proj=Linear(C, c.n_ffn, False), up_proj=Linear(C, c.n_ffn, False),
                                       down_proj=Linear(c.n_ffn, C, False)))
         self.hd = hd
@@ -642,7 +647,7 @@ class Llama(nn.Module):
         cache: one dict per layer, filled during generation. last_only: the last position's logits (B, 1, vocab),
         all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
         if (window := self.config.sliding_window) and past_length(cache) + input_ids.shape[1] > window:
-            raise ValueError(f"{past_length(cache) + input_ids.shape[1]} tokens: past Mistral's sliding window of "
+            raise ValueError(f"{past_length(cache) + input_ids.shape[1]} tokens: past the model's sliding window of "
                              f"{window}, which lorasp does not implement (up to {window} it is plain causal attention)")
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
@@ -1001,10 +1006,12 @@ class T5(nn.Module):
 
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "mistral": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5, "mt5": T5}
-CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "gpt2": GPT2Config, "roberta": EncoderConfig,
-           "bert": EncoderConfig, "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's model_type is "t5": a T5 for
-# the rest of lorasp; a Mistral is a Llama with a sliding window)
+MODELS = {"llama": Llama, "mistral": Llama, "qwen2": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5,
+          "mt5": T5}
+CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "gpt2": GPT2Config,
+           "roberta": EncoderConfig, "bert": EncoderConfig, "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's
+# model_type is "t5": a T5 for the rest of lorasp; a Mistral is a Llama with a sliding window, a Qwen2 one with q/k/v
+# biases)
 
 
 def config_problem(field, value):
@@ -1099,8 +1106,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype {given!r}: give a floating-point torch dtype (torch.bfloat16) or its name "
                          "('bfloat16'), or None / 'auto' (config.json's)")
-    if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized to float32 as they stream in
-        fields_, stream = gguf_checkpoint(gguf)
+    if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized as they stream in (bf16 without fp32)
+        fields_, stream = gguf_checkpoint(gguf, dtype)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf
     elif is_meta(path):
         fields_, stream = meta_checkpoint(path)

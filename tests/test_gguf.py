@@ -177,6 +177,9 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
         torch.testing.assert_close(logits, want, atol=1e-4, rtol=0)
         if kind == Q.F32:  # nothing was rounded: the model the file came from
             torch.testing.assert_close(logits, src(ids).logits, atol=1e-4, rtol=0)
+    bf16 = M.load_pretrained(tmp_path, dtype=torch.bfloat16)   # streamed in bf16 (no fp32 copy): fp32's, rounded
+    assert all(torch.equal(b, o.to(torch.bfloat16)) for b, o in zip(bf16.state_dict().values(),
+                                                                     ours.state_dict().values()))
     tok = load_tokenizer(tmp_path / "tiny.gguf")
     # the absent byte is dropped and its neighbours in the same pre-token merge (HF's BPE); it never splits them
     assert tok.encode("!\x04? h\x04i") == tok.encode("!? hi") == [4, ord(" "), ord("h"), ord("i")]
