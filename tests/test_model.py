@@ -705,10 +705,10 @@ def test_mistral_is_a_llama_whose_sliding_window_is_refused_past_its_length(tmp_
         unlimited = M.load_pretrained(tmp_path, dtype=torch.float32)
         unlimited.config.sliding_window = None
         assert not torch.allclose(unlimited(longer), ref(longer).logits, atol=1e-3)  # the window matters there
-        with pytest.raises(ValueError, match=f"{T + 3} tokens: past Mistral's sliding window of {T}, which lorasp "
+        with pytest.raises(ValueError, match=f"{T + 3} tokens: past the model's sliding window of {T}, which lorasp "
                                              "does not implement"):
             ours(longer)
-        with pytest.raises(ValueError, match="past Mistral's sliding window"):
+        with pytest.raises(ValueError, match="past the model's sliding window"):
             M.generate(ours, prompt, T)                        # the 13th token's step
         M.save_pretrained(ours, tmp_path / "back")
         back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
@@ -731,5 +731,44 @@ def test_mistral_without_a_window_and_its_adapter_in_peft(tmp_path):
                 p.normal_(0, 0.1)
     save_adapter(ours, tmp_path / "adapter")
     with torch.no_grad():
+        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
+        torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("window", [None, T], ids=["full attention", "sliding window"])
+def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
+    """Qwen2/Qwen2.5's config.json (model_type "qwen2": biases on q, k and v but not o; tied embeddings in the small
+    ones; use_sliding_window) was refused. Now transformers' logits; NF4 keeps the biases; saved back, transformers
+    reads a Qwen2 again; LoRA-SP on it loads in PEFT to our logits. A window (here on the last layer only, as
+    max_window_layers says) is refused past its length on every layer: up to it, attention is plain causal."""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    c = transformers.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
+                                 use_sliding_window=window is not None, sliding_window=window or 4096,
+                                 max_window_layers=1)
+    ref = random_params(transformers.Qwen2ForCausalLM(c), 0).eval()
+    ref.save_pretrained(tmp_path)
+    ours, x = M.load_pretrained(tmp_path, dtype=torch.float32), ids()
+    assert (ours.config.qkv_bias, ours.config.sliding_window, ours.config.tie_embeddings) == (True, window, True)
+    attn = ours.model.layers[0].self_attn
+    assert attn.q_proj.bias is not None and attn.v_proj.bias is not None and attn.o_proj.bias is None
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-5, rtol=0)
+        nf4 = M.load_pretrained(tmp_path, quantize="nf4", dtype=torch.float32).model.layers[0].self_attn.k_proj
+        assert torch.equal(nf4.bias, ref.model.layers[0].self_attn.k_proj.bias)
+        if window:
+            with pytest.raises(ValueError, match=f"past the model's sliding window of {T}"):
+                ours(torch.cat([x, x], 1))
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+        assert type(back).__name__ == "Qwen2ForCausalLM"
+        torch.testing.assert_close(back(x).logits, ref(x).logits, atol=1e-5, rtol=0)
+    apply_lorasp(ours, ["q_proj", "k_proj", "o_proj", "up_proj"], r=4, alpha=8)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+        save_adapter(ours, tmp_path / "adapter")
         peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
         torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)

@@ -243,3 +243,21 @@ def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tin
         assert e["labels"][:len(prompt)] == [-100] * len(prompt)
     train.main(flags((str(tmp_path), tiny[1]), tmp_path / "out", "--max-steps", "2", "--seq-len", "128"))
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
+    """Qwen2's real 152k vocabulary (llama.cpp's ggml-vocab-qwen2.gguf): its GGUF pre-tokenizer "qwen2" and its
+    tokenizer.json's NFC normalizer were refused. Now llama.cpp's expected ids for every test input, from the GGUF and
+    from the tokenizer.json transformers writes, and on decomposed text (NFC composes it) transformers' ids with
+    Qwen2's normalizer; without NFC those differ (so it is applied, not a no-op)."""
+    from tokenizers import normalizers
+    gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref.backend_tokenizer.normalizer = normalizers.NFC()       # as Qwen2's own tokenizer.json (the GGUF has no field)
+    ref.save_pretrained(tmp_path)
+    text = TEXT + " Cafe\u0301 cre\u0300me bru\u0302le\u0301e A\u030a \ufb01 x\u0308\u0301 <|im_start|>user<|im_end|>"
+    for ours in (load_tokenizer(gguf), load_tokenizer(tmp_path)):
+        assert_llama_cpp_ids(ours, gguf)
+        assert ours.encode(text, bos=False) == ref(text, add_special_tokens=False).input_ids
+        ours.normal_form = None
+        assert ours.encode(text, bos=False) != ref(text, add_special_tokens=False).input_ids

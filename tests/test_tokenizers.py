@@ -49,15 +49,24 @@ def test_tokenizer_json_matches_tokenizers(bpe_dir):
         assert ours.encode(text) == ref.encode(text).ids, text
 
 
-def test_tokenizer_json_normalizer_is_refused(bpe_dir, tmp_path):
-    """A byte-level BPE tokenizer.json with a normalizer (GPT-NeoX's NFC, a Lowercase): tokenizers normalizes the text
-    first, so "Cafe\u0301" gave other ids than ours (silently); refused, naming it. An empty Sequence is none."""
+def test_tokenizer_json_normal_forms_are_applied_other_normalizers_refused(bpe_dir, tmp_path):
+    """A byte-level BPE tokenizer.json with a normalizer: tokenizers normalizes the text first, so "Cafe\u0301" gave
+    other ids than ours (silently). A Unicode normal form (Qwen2's and GPT-NeoX's NFC, NFD, NFKC, NFKD; alone or as a
+    one-step Sequence) is applied as tokenizers applies it; anything else (a Lowercase) is refused, naming it. An
+    empty Sequence is none."""
     ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
-    for norm, name in [(normalizers.NFC(), "NFC"),
-                       (normalizers.Sequence([normalizers.Lowercase()]), r"Sequence\['Lowercase'\]")]:
+    texts = [*TEXTS, "Cafe\u0301 ABC \ufb01 \u2460 \u1e9b\u0323 Å Å \uff21\uff22 한국어 x\u0308\u0301"]
+    for norm in (normalizers.NFC(), normalizers.NFD(), normalizers.NFKC(), normalizers.NFKD(),
+                 normalizers.Sequence([normalizers.NFC()])):
         ref.normalizer = norm
         ref.save(str(tmp_path / "tokenizer.json"))
-        assert ref.encode("Cafe\u0301 ABC").ids != load_tokenizer(bpe_dir).encode("Cafe\u0301 ABC")  # it matters
+        assert ref.encode(texts[-1]).ids != load_tokenizer(bpe_dir).encode(texts[-1])  # it matters
+        assert [load_tokenizer(tmp_path).encode(t) for t in texts] == [ref.encode(t).ids for t in texts], norm
+    for norm, name in [(normalizers.Lowercase(), "Lowercase"),
+                       (normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()]),
+                        r"Sequence\['NFC', 'Lowercase'\]")]:
+        ref.normalizer = norm
+        ref.save(str(tmp_path / "tokenizer.json"))
         with pytest.raises(NotImplementedError, match=f"tokenizer.json: normalizer {name} is not applied by lorasp"):
             load_tokenizer(tmp_path)
     ref.normalizer = normalizers.Sequence([])
