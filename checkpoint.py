@@ -802,8 +802,9 @@ def gguf_rope_scaling(path, tensors, hd, theta):
 
 
 def gguf_checkpoint(path, dtype=None):
-    """A GGUF Llama -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The architecture and its sizes
-    come from the metadata; q/k rows go back from llama.cpp's interleaved RoPE order to rotate_half. The tensors come
+    """A GGUF Llama (or Qwen2) -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The architecture
+    and its sizes come from the metadata; a Llama's q/k rows go back from llama.cpp's interleaved RoPE order to
+    rotate_half (llama.cpp keeps Qwen2's as they are: it rotates them in halves). The tensors come
     in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a bf16 load's peak),
     else (None, float16) in float32, for fill's cast to refuse values beyond float16's range."""
     meta, tensors = read_gguf(path)
@@ -812,20 +813,20 @@ def gguf_checkpoint(path, dtype=None):
         raise NotImplementedError(f"{path}: part {meta.get('split.no', 0) + 1} of a GGUF split in "
                                   f"{meta['split.count']} files; split GGUFs are not supported: merge them with "
                                   f"llama.cpp's `llama-gguf-split --merge {first} merged.gguf` and pass merged.gguf")
-    if meta.get("general.architecture") != "llama":
-        raise NotImplementedError(f"{path}: GGUF architecture {meta.get('general.architecture')!r} is not supported "
-                                  "(llama is)")
+    arch = meta.get("general.architecture")                 # qwen2: a Llama with q/k/v biases, q/k rows as HF's
+    if arch not in ("llama", "qwen2"):
+        raise NotImplementedError(f"{path}: GGUF architecture {arch!r} is not supported (llama and qwen2 are)")
 
     def need(key, default=None):
-        if f"llama.{key}" not in meta and default is None:
-            raise ValueError(f"{path}: GGUF metadata llama.{key} is missing")
-        return meta.get(f"llama.{key}", default)
+        if f"{arch}.{key}" not in meta and default is None:
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} is missing")
+        return meta.get(f"{arch}.{key}", default)
     n_embd, n_head = need("embedding_length"), need("attention.head_count")
     for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head)):
         if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
-            raise ValueError(f"{path}: GGUF metadata llama.{key} = {v!r}; a Llama needs a positive integer")
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
     hd, theta = n_embd // n_head, need("rope.freq_base", 10000.0)
-    kind = meta.get("llama.rope.scaling.type", "none")
+    kind = meta.get(f"{arch}.rope.scaling.type", "none")
     if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd:
         raise NotImplementedError(f"{path}: RoPE scaling {kind!r} and head_dim != embedding_length / heads are not "
                                   "supported (linear and Llama 3.1's rope_freqs are)")
@@ -840,7 +841,8 @@ def gguf_checkpoint(path, dtype=None):
                   n_head=n_head, n_kv_head=need("attention.head_count_kv", n_head), n_ffn=need("feed_forward_length"),
                   norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=theta,
                   max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
-                  bias="blk.0.attn_q.bias" in tensors, **dict(rope_scaling=scaling) if scaling else {})
+                  bias=arch == "llama" and "blk.0.attn_q.bias" in tensors, qkv_bias=arch == "qwen2",
+                  **dict(rope_scaling=scaling) if scaling else {})
 
     if dtype not in (torch.bfloat16, torch.float64):
         dtype = torch.float32
@@ -851,7 +853,7 @@ def gguf_checkpoint(path, dtype=None):
             if not m or m[3] not in GGUF_NAMES:
                 yield path, name, t  # not ours: the loader reports it as left over
                 continue
-            if m[3] in ("attn_q", "attn_k") and t.shape[0] % hd == 0:  # else: fill reports the shape
+            if arch == "llama" and m[3] in ("attn_q", "attn_k") and t.shape[0] % hd == 0:  # (else fill says the shape)
                 t = rope_halves(t, hd)
             yield path, (f"model.layers.{m[2]}." if m[1] else "") + f"{GGUF_NAMES[m[3]]}.{m[4]}", t
     return config, stream()

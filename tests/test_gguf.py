@@ -186,6 +186,28 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     assert tok.bos_id == 5 and tok.eos_id is None
 
 
+def test_tiny_qwen2_gguf_matches_its_source_and_transformers_gguf_loader(tmp_path):
+    """A Qwen2 GGUF (architecture "qwen2": q/k/v biases, tied embeddings; llama.cpp keeps its q/k rows in HF's order,
+    rotating halves) was refused by architecture. Written as llama.cpp's converter writes it (qwen2.* metadata, the
+    Qwen2 pre-tokenizer), it loads to its source's logits and to transformers' own GGUF loader's, biases included."""
+    c = transformers.Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
+                                 max_position_embeddings=256, tie_word_embeddings=True)
+    src = random_params(transformers.Qwen2ForCausalLM(c), 0).eval()
+    tensors = {(f"blk.{m[1]}." if (m := re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", n)) else "") +
+               f"{HF_NAMES[m[2] if m else n.rsplit('.', 1)[0]]}.{n.rsplit('.', 1)[1]}": (t.numpy().copy(), Q.F32)
+               for n, t in src.state_dict().items() if n != "lm_head.weight"}
+    assert "blk.0.attn_q.bias" in tensors and "blk.0.attn_output.bias" not in tensors
+    meta = {k.replace("llama.", "qwen2."): v for k, v in llama_meta(c).items()} | {"tokenizer.ggml.pre": "qwen2"}
+    write(tmp_path / "qwen.gguf", tensors, meta, arch="qwen2")
+    ours, ids = M.load_pretrained(tmp_path / "qwen.gguf"), torch.randint(0, 256, (2, 10))
+    assert (ours.config.qkv_bias, ours.config.bias, ours.config.tie_embeddings) == (True, False, True)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="qwen.gguf", dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(ids), ref.eval()(ids).logits, atol=1e-5, rtol=0)
+
+
 def test_k_quant_llama_matches_transformers_on_gguf_dequantized_weights(tmp_path):
     """Q4_K_M and its kin, the GGUFs most people download (were refused): a tiny Llama whose every matrix is random
     blocks of one of the supported quantized types loads to the logits of transformers' LlamaForCausalLM holding
