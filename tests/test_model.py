@@ -381,6 +381,26 @@ def test_llama3_presets_read_like_the_published_configs(preset, params):
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
 
 
+QWEN25_HUB = dict(  # Qwen/Qwen2.5-0.5B's config.json as published (architectures ... vocab_size; dtype fields left out)
+    architectures=["Qwen2ForCausalLM"], attention_dropout=0.0, bos_token_id=151643, eos_token_id=151643,
+    hidden_act="silu", hidden_size=896, initializer_range=0.02, intermediate_size=4864, max_position_embeddings=32768,
+    max_window_layers=24, model_type="qwen2", num_attention_heads=14, num_hidden_layers=24, num_key_value_heads=2,
+    rms_norm_eps=1e-06, rope_theta=1000000.0, sliding_window=32768, tie_word_embeddings=True, use_cache=True,
+    use_mrope=False, use_sliding_window=False, vocab_size=151936)
+
+
+def test_qwen25_preset_reads_like_the_published_config():
+    """qwen2.5-0.5b (an ungated 0.5B: the real job on a CPU) = Qwen/Qwen2.5-0.5B's config.json read by from_hf (its
+    window off: use_sliding_window false), with the published parameter count (494,032,768: tied embeddings, q/k/v
+    biases); transformers' Qwen2 builds the same shapes from the preset's to_hf()."""
+    assert M.LlamaConfig.from_hf(QWEN25_HUB) == M.get_config("qwen2.5-0.5b")
+    with torch.device("meta"):
+        ours = M.build_model("qwen2.5-0.5b")
+        ref = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**M.get_config("qwen2.5-0.5b").to_hf()))
+    assert sum(p.numel() for p in ours.parameters()) == 494_032_768
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
 @pytest.fixture
 def ckpt(tmp_path):
     """llama-tiny saved by us in 2 shards + index; returns (directory, shard paths)."""
