@@ -142,7 +142,9 @@ class _LoRAInput(torch.autograd.Function):
         ctx.save_for_backward(x_s, A, cols)
         ctx.shape = x.shape
         h = x_s @ A.index_select(1, cols).T if masked and cols is not None else x2 @ A.T  # (N, r); mask: A = 0
-        return x2, h                                                                      # off cols
+        if not ctx.needs_input_grad[0]:                        # off cols. A frozen input (the first block's): x2
+            ctx.mark_non_differentiable(x2)                    # takes no gradient, so the base's dL/dx matmul is
+        return x2, h                                           # skipped too
 
     @staticmethod
     def backward(ctx, gx, gh):                                 # gx: the base's dL/dx (N, in), gh: (N, r)
@@ -150,6 +152,8 @@ class _LoRAInput(torch.autograd.Function):
         gh = gh.to(A.dtype)                                    # bf16 when autocast made h from an fp32 x
         gA = gh.T @ x_s                                        # (r, k)
         gA = gA if cols is None else A.new_zeros(A.shape).index_copy_(1, cols, gA)
+        if not ctx.needs_input_grad[0]:
+            return None, gA, None, None
         gx = gx.contiguous().addmm_(gh, A)                     # dL/dx += g_h A_eff, in place (a fresh tensor,
         return gx.view(ctx.shape), gA, None, None              # or zeros when the base has no dL/dx)
 
