@@ -327,6 +327,8 @@ PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
     "tinyllama-1.1b": LlamaConfig(vocab_size=32000, n_layer=22, n_embd=2048, n_head=32, n_kv_head=4, n_ffn=5632),
     "smollm2-135m": LlamaConfig(vocab_size=49152, n_layer=30, n_embd=576, n_head=9, n_kv_head=3, n_ffn=1536,
                                 rope_theta=100000.0, max_seq_len=8192, tie_embeddings=True),
+    "mistral-7b": LlamaConfig(vocab_size=32000, n_layer=32, n_embd=4096, n_head=32, n_kv_head=8, n_ffn=14336,
+                              max_seq_len=32768, sliding_window=4096),  # v0.1: its window refuses --seq-len > 4096
     "qwen2.5-0.5b": LlamaConfig(vocab_size=151936, n_layer=24, n_embd=896, n_head=14, n_kv_head=2, n_ffn=4864,
                                 norm_eps=1e-6, rope_theta=1e6, max_seq_len=32768, tie_embeddings=True, qkv_bias=True),
     "llama-tiny": LlamaConfig(),

@@ -148,8 +148,8 @@ def test_a_hub_repository_name_points_to_its_preset_or_to_a_folder(tiny, tmp_pat
     message = one_line_error(lambda: train.main(["--model", "meta-llama/Llama-2-7b-hf", "--data", tiny[1]]))
     assert "--model 'meta-llama/Llama-2-7b-hf' is neither a directory nor a preset; it is the Hub repository of " \
            "preset llama2-7b: --model llama2-7b --download" in message, message
-    message = one_line_error(lambda: train.main(["--model", "mistralai/Mistral-7B-v0.1", "--data", tiny[1]]))
-    assert "huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR" in message, message
+    message = one_line_error(lambda: train.main(["--model", "microsoft/phi-2", "--data", tiny[1]]))
+    assert "huggingface-cli download microsoft/phi-2 --local-dir DIR, then --model DIR" in message, message
     message = one_line_error(lambda: E.main(["--task", "mmlu", "--model", "meta-llama/Llama-2-13b-hf"]))
     assert "it is the Hub repository of preset llama2-13b: --model llama2-13b (train.py --download" in message
 
@@ -164,9 +164,9 @@ def test_a_model_that_is_no_folder_nor_preset_is_said_alike_by_train_and_eval(ti
              "; did you mean llama2-7b? (presets are written in lower case)"),
             ("meta-llama/Llama-2-7b-hf", "; it is the Hub repository of preset llama2-7b: --model llama2-7b (train.py "
              "--download fetches it)", "; it is the Hub repository of preset llama2-7b: --model llama2-7b --download"),
-            ("mistralai/Mistral-7B-v0.1", "; if it names a Hub repository: huggingface-cli download "
-             "mistralai/Mistral-7B-v0.1 --local-dir DIR, then --model DIR", f"; known presets: {presets} (or a .gguf "
-             "file); if it names a Hub repository: huggingface-cli download mistralai/Mistral-7B-v0.1 --local-dir DIR, "
+            ("microsoft/phi-2", "; if it names a Hub repository: huggingface-cli download "
+             "microsoft/phi-2 --local-dir DIR, then --model DIR", f"; known presets: {presets} (or a .gguf "
+             "file); if it names a Hub repository: huggingface-cli download microsoft/phi-2 --local-dir DIR, "
              "then --model DIR"),
             ("nonsense", "", f"; known presets: {presets} (or a .gguf file)")):
         assert one_line_error(lambda: E.main(["--task", "mmlu", "--model", name])) == \

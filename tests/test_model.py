@@ -389,6 +389,24 @@ QWEN25_HUB = dict(  # Qwen/Qwen2.5-0.5B's config.json as published (architecture
     use_mrope=False, use_sliding_window=False, vocab_size=151936)
 
 
+MISTRAL_HUB = dict(  # mistralai/Mistral-7B-v0.1's config.json as published (dtype fields left out)
+    architectures=["MistralForCausalLM"], bos_token_id=1, eos_token_id=2, hidden_act="silu", hidden_size=4096,
+    initializer_range=0.02, intermediate_size=14336, max_position_embeddings=32768, model_type="mistral",
+    num_attention_heads=32, num_hidden_layers=32, num_key_value_heads=8, rms_norm_eps=1e-05, rope_theta=10000.0,
+    sliding_window=4096, tie_word_embeddings=False, use_cache=True, vocab_size=32000)
+
+
+def test_mistral_preset_reads_like_the_published_config():
+    """mistral-7b = mistralai/Mistral-7B-v0.1's config.json read by from_hf (its 4096-token window kept: longer
+    sequences are refused), 7,241,732,096 parameters, transformers' Mistral shapes from the preset's to_hf()."""
+    assert M.LlamaConfig.from_hf(MISTRAL_HUB) == M.get_config("mistral-7b")
+    with torch.device("meta"):
+        ours = M.build_model("mistral-7b")
+        ref = transformers.MistralForCausalLM(transformers.MistralConfig(**M.get_config("mistral-7b").to_hf()))
+    assert sum(p.numel() for p in ours.parameters()) == 7_241_732_096
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+
+
 def test_qwen25_preset_reads_like_the_published_config():
     """qwen2.5-0.5b (an ungated 0.5B: the real job on a CPU) = Qwen/Qwen2.5-0.5B's config.json read by from_hf (its
     window off: use_sliding_window false), with the published parameter count (494,032,768: tied embeddings, q/k/v
