@@ -114,6 +114,8 @@ class LlamaConfig:
         if kind in ("llama3", "yarn"):  # (a top-level original_max_position_embeddings wins, as Phi-3's)
             rope["original_max_position_embeddings"] = c.get("original_max_position_embeddings") or rope.get(
                 "original_max_position_embeddings", c.get("max_position_embeddings", 2048))
+        if c.get("model_type") in ("mistral", "qwen2"):  # their transformers classes have neither: never read
+            c = {k: v for k, v in c.items() if k not in ("attention_bias", "mlp_bias")}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
                            partial_rotary_factor=(None, (None, 1.0)),
@@ -127,10 +129,21 @@ class LlamaConfig:
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
                    theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope,
-                   c.get("sliding_window") if c.get("model_type") == "mistral" or c.get("use_sliding_window") and
-                   c.get("model_type") == "qwen2" else None,  # (Qwen2's on some layers: refused past it on all)
-                   c.get("model_type") == "qwen2")
+                   None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2")
+
+    @staticmethod
+    def hf_window(c):
+        """The sliding window transformers applies, None if none: a Mistral's sliding_window (absent: MistralConfig's
+        4096); a Qwen2's if use_sliding_window and a layer slides (layer_types; else those from max_window_layers, 28
+        if absent), its sliding_window (absent: 4096). Refused past it on every layer."""
+        if c.get("model_type") == "mistral":
+            return c.get("sliding_window", 4096)
+        if c.get("model_type") != "qwen2" or not c.get("use_sliding_window"):
+            return None
+        if type(first := c.get("max_window_layers", 28)) is not int:
+            raise ValueError(f"max_window_layers = {first!r} must be an integer (the first layer with a window)")
+        types = c.get("layer_types") or ["sliding_attention"] * (c["num_hidden_layers"] > first)
+        return c.get("sliding_window", 4096) if "sliding_attention" in types else None
 
     @property
     def hd(self):

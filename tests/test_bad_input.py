@@ -1031,6 +1031,16 @@ def _(ctx):
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"]), summary
 
 
+@case("a Qwen2 config.json whose max_window_layers (the first layer with a window) is not an integer", ValueError,
+      "config.json: max_window_layers = '24' must be an integer")
+def _(ctx):
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "qwen2")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(config | dict(model_type="qwen2", use_sliding_window=True,
+                                                            sliding_window=64, max_window_layers="24")))
+    load_pretrained(d)
+
+
 case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", ValueError, "a tiktoken BPE file")(
     lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
 case("tokenizer.model in tiktoken's format, 2 tokens: not Llama 3's", data.UserError, "2 tokens ranked 0..1: not Llama")(
