@@ -101,6 +101,7 @@ def text_file(path, encoding="utf-8", newline=None):
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
+TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first line "base64 rank" (a BOM, CRLF)
 
 
 def bytes_to_unicode():
@@ -180,7 +181,7 @@ class SentencePieceTokenizer(Tokenizer):
         if proto is None:
             with open(path, "rb") as fh:
                 proto = fh.read()
-        if re.match(rb"[A-Za-z0-9+/=]+ \d+\n", proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
+        if re.match(TIKTOKEN_LINE, proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
             raise ValueError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
                              "load_tokenizer(its folder) reads it")
         try:
@@ -351,8 +352,11 @@ class Llama3Tokenizer(BPETokenizer):
 
     def __init__(self, path, scaled_rope):
         ranks = {}
-        with open(path, "rb") as fh:
-            for n, line in enumerate(fh, 1):
+        with open(path, "rb") as fh:  # read as tiktoken's load_tiktoken_bpe: CRLF, blank lines, a BOM (b64decode
+            for n, line in enumerate(fh, 1):  # drops it there) are all one file
+                line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
+                if not line.strip():
+                    continue
                 try:
                     token, rank = line.split()
                     ranks[base64.b64decode(token, validate=True)] = int(rank)
@@ -386,7 +390,7 @@ class Llama3Tokenizer(BPETokenizer):
 def is_tiktoken_file(path):
     """Whether a tokenizer.model is tiktoken's BPE file (Llama 3's: "base64 rank" lines), not sentencepiece's."""
     with open(path, "rb") as fh:
-        return re.match(rb"[A-Za-z0-9+/=]+ \d+\n", fh.read(200)) is not None
+        return re.match(TIKTOKEN_LINE, fh.read(200)) is not None
 
 
 def is_punctuation(ch):  # HF's _is_punctuation: Unicode P* plus the ASCII symbols ($, +, <, =, >, ^, `, |, ~)

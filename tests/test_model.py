@@ -803,7 +803,8 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
     ("mistral", dict(sliding_window=None, attention_bias=True, mlp_bias=True), (), None),  # not fields of these two
     ("qwen2", dict(attention_bias=True, mlp_bias=True), (), None)],
     ids=["mistral, no sliding_window", "qwen2, no sliding_window", "qwen2, max_window_layers = layers",
-         "qwen2, no max_window_layers", "qwen2, layer_types all full", "mistral, attention_bias", "qwen2, attention_bias"])
+         "qwen2, no max_window_layers", "qwen2, layer_types all full", "mistral, attention_bias",
+         "qwen2, attention_bias"])
 def test_mistral_and_qwen2_config_fields_as_transformers_reads_them(tmp_path, kind, fields, drop, window):
     """A config.json without sliding_window: transformers' Mistral and Qwen2 (use_sliding_window) take 4096 (ours: no
     window: past 4096 tokens, silently other logits). A Qwen2 whose layers all attend fully (max_window_layers >= the

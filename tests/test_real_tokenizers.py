@@ -18,6 +18,7 @@ import shutil
 
 import pytest
 import tiktoken
+import tiktoken.load
 import torch
 import transformers
 from gguf import GGUFReader
@@ -223,6 +224,19 @@ def test_llama3_tokenizer_model_in_metas_layout(tmp_path, llama3):
     v31 = load_tokenizer(tmp_path)
     assert v31.encode("<|eom_id|><|python_tag|>", bos=False) == [128008, 128010] and 128008 in v31.stops
     assert v31.encode(chat, bos=False) == ours.encode(chat, bos=False)
+
+
+@pytest.mark.parametrize("edit", [lambda b: b.replace(b"\n", b"\r\n"), lambda b: b + b"\n",
+                                  lambda b: b"\xef\xbb\xbf" + b], ids=["CRLF", "a blank last line", "a BOM"])
+def test_llama3_tokenizer_model_as_tiktoken_reads_it(tmp_path, llama3, edit):
+    """Llama 3's tokenizer.model saved with CRLF line ends (Windows, git's autocrlf), a blank last line or a UTF-8 BOM
+    (an editor): tiktoken's load_tiktoken_bpe (Meta's reference reads it so) gives the same 128,000 ranks. Ours was
+    "not a sentencepiece model (damaged or cut off?)" or "line 128001: not a 'base64 rank' line"; now the same ids."""
+    ref, model, _ = llama3
+    (tmp_path / "tokenizer.model").write_bytes(edit(model.read_bytes()))
+    assert tiktoken.load.load_tiktoken_bpe(str(tmp_path / "tokenizer.model")) == tiktoken.load.load_tiktoken_bpe(
+        str(model))                                            # the oracle: one vocabulary
+    assert load_tokenizer(tmp_path).encode(TEXT) == load_tokenizer(model.parent).encode(TEXT)
 
 
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
