@@ -678,10 +678,11 @@ def load_tokenizer(path):
     f = lambda name: os.path.join(path, name)  # noqa: E731
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
-    elif os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model")):  # Meta's Llama 3 layout
+    elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and \
+            not os.path.exists(f("tokenizer.json")):  # Meta's Llama 3 layout (a tokenizer.json wins, as in transformers)
         params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
         tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
-    elif os.path.exists(f("tokenizer.model")):
+    elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:
         added, prefix_each = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased

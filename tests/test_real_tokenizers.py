@@ -239,6 +239,25 @@ def test_llama3_tokenizer_model_as_tiktoken_reads_it(tmp_path, llama3, edit):
     assert load_tokenizer(tmp_path).encode(TEXT) == load_tokenizer(model.parent).encode(TEXT)
 
 
+def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_transformers(tmp_path, llama3):
+    """A folder holding Llama 3.1's tokenizer.json and (copied from original/) its tiktoken tokenizer.model, no
+    params.json: transformers reads tokenizer.json, whose names are 3.1's (<|eom_id|> 128008, <|python_tag|> 128010).
+    Ours read tokenizer.model with Llama 3's names, for want of params.json: those two were plain text, silently."""
+    ref, model, _ = llama3
+    ref.save_pretrained(tmp_path)
+    names = {"<|reserved_special_token_4|>": "<|eom_id|>", "<|reserved_special_token_5|>": "<|python_tag|>"}
+    for name in ("tokenizer.json", "tokenizer_config.json"):   # 3.1's names for 128008 and 128010
+        text = (tmp_path / name).read_text()
+        for old, new in names.items():
+            text = text.replace(old, new)
+        (tmp_path / name).write_text(text)
+    shutil.copy(model, tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    chat = "<|python_tag|>call()<|eom_id|><|eot_id|>" + TEXT
+    assert hf(chat).input_ids[0] == 128010 and 128008 in hf(chat).input_ids   # (the oracle reads 3.1's names)
+    assert load_tokenizer(tmp_path).encode(chat) == hf(chat).input_ids
+
+
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
     """A Llama 3.1 in Meta's layout (params.json with use_scaled_rope, consolidated.00.pth, tokenizer.model) trains
     through train.py; its Alpaca records are the ids transformers' tokenizer gives: <|begin_of_text|> prompt,
