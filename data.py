@@ -341,7 +341,9 @@ class BPETokenizer(Tokenizer):
         return [p for p in out + [text[start:]] if p]
 
     def decode(self, ids):
-        return self.enc.decode([self.rank_of_id[i] for i in ids])
+        """The text; an id the vocabulary lacks is skipped, as by HF's tokenizers (Qwen2.5's embedding has 271 rows
+        past its 151,665 tokens: a generated one was a KeyError)."""
+        return self.enc.decode([self.rank_of_id[i] for i in ids if i in self.rank_of_id])
 
 
 class Llama3Tokenizer(BPETokenizer):

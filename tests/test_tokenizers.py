@@ -31,6 +31,15 @@ def bpe_dir(tmp_path_factory):
     return d
 
 
+def test_an_id_past_the_vocabulary_decodes_as_tokenizers_skips_it(bpe_dir):
+    """An embedding with rows past the tokenizer's ids (Qwen2.5: 271) can generate such an id: HF's tokenizers skip it
+    in decode; ours raised KeyError, mid-generation."""
+    ours, ref = load_tokenizer(bpe_dir), Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ids = ours.encode(TEXTS[0])
+    ids = ids[:2] + [ours.vocab_size, ours.vocab_size + 270] + ids[2:]
+    assert ours.decode(ids) == ref.decode(ids) == TEXTS[0]
+
+
 def test_vocab_and_merges_match_gpt2_tokenizer(bpe_dir, tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(bpe_dir / name, tmp_path / name)
