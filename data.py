@@ -681,7 +681,7 @@ def load_tokenizer(path):
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
     elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and \
-            not os.path.exists(f("tokenizer.json")):  # Meta's Llama 3 layout (a tokenizer.json wins, as in transformers)
+            not os.path.exists(f("tokenizer.json")):  # Meta's Llama 3 layout (a tokenizer.json wins: transformers')
         params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
         tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
     elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:
