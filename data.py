@@ -353,7 +353,7 @@ class Llama3Tokenizer(BPETokenizer):
     add_bos = True
 
     def __init__(self, path, scaled_rope):
-        ranks = {}
+        ranks, owner = {}, {}  # token -> rank, rank -> token
         with open(path, "rb") as fh:  # read as tiktoken's load_tiktoken_bpe: CRLF, blank lines, a BOM (b64decode
             for n, line in enumerate(fh, 1):  # drops it there) are all one file
                 line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
@@ -361,10 +361,14 @@ class Llama3Tokenizer(BPETokenizer):
                     continue
                 try:
                     token, rank = line.split()
-                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                    token, rank = base64.b64decode(token, validate=True), int(rank)
                 except (ValueError, binascii.Error):
                     raise UserError(f"{path}, line {n}: not a 'base64 rank' line of tiktoken's format (damaged or cut "
                                     "off?); fetch it again") from None
+                if ranks.setdefault(token, rank) != rank or owner.setdefault(rank, token) != token:
+                    raise UserError(f"{path}, line {n}: " + (f"its token again, ranked {ranks[token]} before" if
+                                    ranks[token] != rank else f"rank {rank} again, for another token") + " (a damaged "
+                                    "file: every token has one rank of its own); fetch it again")
         if sorted(ranks.values()) != list(range(128000)):
             raise UserError(f"{path}: {len(ranks):,} tokens ranked {min(ranks.values(), default=0)}.."
                             f"{max(ranks.values(), default=0)}: not Llama 3's tokenizer (128,000 tokens ranked "

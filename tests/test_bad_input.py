@@ -1056,6 +1056,13 @@ def _(ctx):
 
 case("Llama 3's tokenizer.model with a damaged line", data.UserError, "tokenizer.model, line 2: not a 'base64 rank'")(
     lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
+case("Llama 3's tokenizer.model with two tokens of one rank (was '2 tokens ranked 0..0'; on the real file: '128,000 "
+     "tokens ranked 0..127999: not Llama 3's (128,000 tokens ranked 0..127,999)')", data.UserError,
+     "tokenizer.model, line 2: rank 0 again, for another token")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 0\n", "tokenizer.model"))))
+case("Llama 3's tokenizer.model with one token twice, ranked apart", data.UserError,
+     "tokenizer.model, line 2: its token again, ranked 0 before")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIQ== 1\n", "tokenizer.model"))))
 
 
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
