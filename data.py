@@ -684,8 +684,9 @@ def load_tokenizer(path):
     f = lambda name: os.path.join(path, name)  # noqa: E731
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
-    elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and \
-            not os.path.exists(f("tokenizer.json")):  # Meta's Llama 3 layout (a tokenizer.json wins: transformers')
+    elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and (
+            os.path.exists(f("params.json")) or not os.path.exists(f("tokenizer.json"))):  # Meta's Llama 3 layout
+        # (an HF folder, no params.json, also holding it: its tokenizer.json wins, as in transformers)
         params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
         tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
     elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:

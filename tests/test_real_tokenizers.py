@@ -242,7 +242,8 @@ def test_llama3_tokenizer_model_as_tiktoken_reads_it(tmp_path, llama3, edit):
 def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_transformers(tmp_path, llama3):
     """A folder holding Llama 3.1's tokenizer.json and (copied from original/) its tiktoken tokenizer.model, no
     params.json: transformers reads tokenizer.json, whose names are 3.1's (<|eom_id|> 128008, <|python_tag|> 128010).
-    Ours read tokenizer.model with Llama 3's names, for want of params.json: those two were plain text, silently."""
+    Ours read tokenizer.model with Llama 3's names, for want of params.json: those two were plain text, silently.
+    Beside params.json (Meta's layout, which the model loads from) tokenizer.model stays Meta's reference."""
     ref, model, _ = llama3
     ref.save_pretrained(tmp_path)
     names = {"<|reserved_special_token_4|>": "<|eom_id|>", "<|reserved_special_token_5|>": "<|python_tag|>"}
@@ -256,6 +257,9 @@ def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_tran
     chat = "<|python_tag|>call()<|eom_id|><|eot_id|>" + TEXT
     assert hf(chat).input_ids[0] == 128010 and 128008 in hf(chat).input_ids   # (the oracle reads 3.1's names)
     assert load_tokenizer(tmp_path).encode(chat) == hf(chat).input_ids
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
+    meta = load_tokenizer(tmp_path)
+    assert meta.encode(chat) == [128000] + hf(chat).input_ids and meta.eos_id == 128001
 
 
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
