@@ -111,9 +111,10 @@ class LlamaConfig:
                 raise KeyError(f"rope_scaling.{key}")  # (load_pretrained: "field ... is missing")
             if type(rope[key]) not in (int, float) or not rope[key] > 0:
                 raise ValueError(f"rope_scaling.{key} = {rope[key]!r} must be a number > 0")
+        longest = c.get("max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(c.get("model_type"), 2048))
         if kind in ("llama3", "yarn"):  # (a top-level original_max_position_embeddings wins, as Phi-3's)
             rope["original_max_position_embeddings"] = c.get("original_max_position_embeddings") or rope.get(
-                "original_max_position_embeddings", c.get("max_position_embeddings", 2048))
+                "original_max_position_embeddings", longest)  # (absent: each transformers class's default)
         if c.get("model_type") in ("mistral", "qwen2"):  # their transformers classes have neither: never read
             c = {k: v for k, v in c.items() if k not in ("attention_bias", "mlp_bias")}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
@@ -127,7 +128,7 @@ class LlamaConfig:
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
-                   theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
+                   theta, longest, c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
                    None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2")
 
