@@ -661,6 +661,24 @@ def added_tokens(directory):
     return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
 
 
+def slow_bpe(directory, vocab, merges):
+    """vocab.json + merges.txt (a slow tokenizer's save, no tokenizer.json): GPT-2's pre-tokenizer, or where
+    transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2)
+    Qwen2's: its regex (one digit a pre-token), NFC first, the added tokens tokenizer_config.json lists (<|im_start|>)."""
+    def read(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
+        j = read_json(os.path.join(directory, name)) if os.path.exists(os.path.join(directory, name)) else {}
+        return j if isinstance(j, dict) else {}
+    cfg = read("tokenizer_config.json")
+    if (cfg.get("tokenizer_class") or read("config.json").get("model_type")) not in ("Qwen2Tokenizer",
+                                                                                      "Qwen2TokenizerFast", "qwen2"):
+        return BPETokenizer(read_json(vocab), read_merges(merges))
+    added = {a["content"]: int(i) for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
+    tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),
+                       pattern=GGUF_PRE["qwen2"][1])
+    tok.normal_form = "NFC"
+    return tok
+
+
 def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
     if the tokenizer reads that text as one token; else None."""
@@ -703,7 +721,7 @@ def load_tokenizer(path):
     else:
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if os.path.exists(f(vocab)) and os.path.exists(f(merges)):
-                tok = BPETokenizer(read_json(f(vocab)), read_merges(f(merges)))
+                tok = slow_bpe(path, f(vocab), f(merges))
                 break
         else:
             if gguf := gguf_file(path):

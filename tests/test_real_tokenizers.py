@@ -298,3 +298,30 @@ def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
         assert ours.encode(text, bos=False) == ref(text, add_special_tokens=False).input_ids
         ours.normal_form = None
         assert ours.encode(text, bos=False) != ref(text, add_special_tokens=False).input_ids
+
+
+@pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json"])
+def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by):
+    """A Qwen2 tokenizer saved by a slow tokenizer: vocab.json + merges.txt, its added tokens in tokenizer_config.json,
+    no tokenizer.json. transformers builds a Qwen2Tokenizer (tokenizer_class, else config.json's model_type): Qwen2's
+    regex, NFC, <|im_start|> whole. Ours read GPT-2's regex, no NFC, no added tokens: other ids, silently."""
+    gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref.save_pretrained(tmp_path / "fast")
+    t = json.loads((tmp_path / "fast" / "tokenizer.json").read_text())
+    added = {str(a["id"]): a for a in t["added_tokens"]}
+    (tmp_path / "vocab.json").write_text(json.dumps({k: i for k, i in t["model"]["vocab"].items() if str(i) not in
+                                                     added}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in t["model"]["merges"]))
+    config = dict(added_tokens_decoder=added, eos_token="<|endoftext|>")
+    if named_by == "tokenizer_config.json":
+        config["tokenizer_class"] = "Qwen2Tokenizer"
+    else:
+        (tmp_path / "config.json").write_text(json.dumps(dict(model_type="qwen2", eos_token_id=151643)))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = TEXT + " Cafe\u0301 I'M 2024 <|im_start|>user\nhi<|im_end|>"
+    assert type(hf).__name__ == "Qwen2Tokenizer" and 151644 in hf(text).input_ids   # (the oracle's reading)
+    ours = load_tokenizer(tmp_path)
+    assert ours.encode(text) == hf(text).input_ids and ours.eos_id == 151643
+
