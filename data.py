@@ -219,9 +219,11 @@ class SentencePieceTokenizer(Tokenizer):
                                                            (self.sp if prefixed(j, p) else self.unprefixed).encode(p))]
 
     def decode(self, ids):
-        """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix)."""
-        out, after = [], False
-        for added, run in itertools.groupby(ids, key=lambda i: i in self.beyond):
+        """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix). An id
+        past the pieces and added tokens is skipped, as by HF's tokenizers (sentencepiece: OUT_OF_RANGE)."""
+        out, after, n = [], False, self.sp.get_piece_size()
+        for added, run in itertools.groupby((i for i in ids if i < n or i in self.beyond), key=lambda i: i in
+                                            self.beyond):
             run = list(run)
             text = "".join(self.beyond[i] for i in run) if added else self.sp.decode(run)
             space = after and not added and self.sp.id_to_piece(run[0]).startswith("▁")

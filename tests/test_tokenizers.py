@@ -240,6 +240,19 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert load_tokenizer(tmp_path).pad_id == 0
 
 
+def test_an_id_past_a_sentencepiece_vocabulary_decodes_as_transformers_skips_it(tmp_path):
+    """An embedding with rows past the pieces (resized to a multiple of 64) can generate such an id: transformers'
+    LlamaTokenizer skips it in decode; ours raised sentencepiece's OUT_OF_RANGE, mid-generation."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    ours, ref = load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    ids = ours.encode(TEXTS[0], bos=False)
+    assert ids == ref(TEXTS[0], add_special_tokens=False).input_ids       # (one vocabulary)
+    ids = ids[:2] + [400, 447] + ids[2:]
+    assert ours.decode(ids) == ref.decode(ids) == TEXTS[0]
+
+
 @pytest.mark.parametrize("add_bos", [False, True])
 def test_sentencepiece_add_bos_token_as_transformers(tmp_path, add_bos):
     """tokenizer_config.json's add_bos_token (Yi's false): transformers' LlamaTokenizer starts a text with <s> or not
