@@ -101,6 +101,7 @@ def text_file(path, encoding="utf-8", newline=None):
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
+TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first line "base64 rank" (a BOM, CRLF)
 
 
 def bytes_to_unicode():
@@ -180,7 +181,7 @@ class SentencePieceTokenizer(Tokenizer):
         if proto is None:
             with open(path, "rb") as fh:
                 proto = fh.read()
-        if re.match(rb"[A-Za-z0-9+/=]+ \d+\n", proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
+        if re.match(TIKTOKEN_LINE, proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
             raise ValueError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
                              "load_tokenizer(its folder) reads it")
         try:
@@ -218,9 +219,11 @@ class SentencePieceTokenizer(Tokenizer):
                                                            (self.sp if prefixed(j, p) else self.unprefixed).encode(p))]
 
     def decode(self, ids):
-        """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix)."""
-        out, after = [], False
-        for added, run in itertools.groupby(ids, key=lambda i: i in self.beyond):
+        """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix). An id
+        past the pieces and added tokens is skipped, as by HF's tokenizers (sentencepiece: OUT_OF_RANGE)."""
+        out, after, n = [], False, self.sp.get_piece_size()
+        for added, run in itertools.groupby((i for i in ids if i < n or i in self.beyond), key=lambda i: i in
+                                            self.beyond):
             run = list(run)
             text = "".join(self.beyond[i] for i in run) if added else self.sp.decode(run)
             space = after and not added and self.sp.id_to_piece(run[0]).startswith("▁")
@@ -340,7 +343,9 @@ class BPETokenizer(Tokenizer):
         return [p for p in out + [text[start:]] if p]
 
     def decode(self, ids):
-        return self.enc.decode([self.rank_of_id[i] for i in ids])
+        """The text; an id the vocabulary lacks is skipped, as by HF's tokenizers (Qwen2.5's embedding has 271 rows
+        past its 151,665 tokens: a generated one was a KeyError)."""
+        return self.enc.decode([self.rank_of_id[i] for i in ids if i in self.rank_of_id])
 
 
 class Llama3Tokenizer(BPETokenizer):
@@ -350,15 +355,22 @@ class Llama3Tokenizer(BPETokenizer):
     add_bos = True
 
     def __init__(self, path, scaled_rope):
-        ranks = {}
-        with open(path, "rb") as fh:
-            for n, line in enumerate(fh, 1):
+        ranks, owner = {}, {}  # token -> rank, rank -> token
+        with open(path, "rb") as fh:  # read as tiktoken's load_tiktoken_bpe: CRLF, blank lines, a BOM (b64decode
+            for n, line in enumerate(fh, 1):  # drops it there) are all one file
+                line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
+                if not line.strip():
+                    continue
                 try:
                     token, rank = line.split()
-                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                    token, rank = base64.b64decode(token, validate=True), int(rank)
                 except (ValueError, binascii.Error):
                     raise UserError(f"{path}, line {n}: not a 'base64 rank' line of tiktoken's format (damaged or cut "
                                     "off?); fetch it again") from None
+                if ranks.setdefault(token, rank) != rank or owner.setdefault(rank, token) != token:
+                    raise UserError(f"{path}, line {n}: " + (f"its token again, ranked {ranks[token]} before" if
+                                    ranks[token] != rank else f"rank {rank} again, for another token") + " (a damaged "
+                                    "file: every token has one rank of its own); fetch it again")
         if sorted(ranks.values()) != list(range(128000)):
             raise UserError(f"{path}: {len(ranks):,} tokens ranked {min(ranks.values(), default=0)}.."
                             f"{max(ranks.values(), default=0)}: not Llama 3's tokenizer (128,000 tokens ranked "
@@ -386,7 +398,7 @@ class Llama3Tokenizer(BPETokenizer):
 def is_tiktoken_file(path):
     """Whether a tokenizer.model is tiktoken's BPE file (Llama 3's: "base64 rank" lines), not sentencepiece's."""
     with open(path, "rb") as fh:
-        return re.match(rb"[A-Za-z0-9+/=]+ \d+\n", fh.read(200)) is not None
+        return re.match(TIKTOKEN_LINE, fh.read(200)) is not None
 
 
 def is_punctuation(ch):  # HF's _is_punctuation: Unicode P* plus the ASCII symbols ($, +, <, =, >, ^, `, |, ~)
@@ -651,6 +663,24 @@ def added_tokens(directory):
     return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
 
 
+def slow_bpe(directory, vocab, merges):
+    """vocab.json + merges.txt (a slow tokenizer's save, no tokenizer.json): GPT-2's pre-tokenizer, or where
+    transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2)
+    Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json lists."""
+    def read(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
+        j = read_json(os.path.join(directory, name)) if os.path.exists(os.path.join(directory, name)) else {}
+        return j if isinstance(j, dict) else {}
+    cfg = read("tokenizer_config.json")
+    if (cfg.get("tokenizer_class") or read("config.json").get("model_type")) not in ("Qwen2Tokenizer",
+                                                                                      "Qwen2TokenizerFast", "qwen2"):
+        return BPETokenizer(read_json(vocab), read_merges(merges))
+    added = {a["content"]: int(i) for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
+    tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),
+                       pattern=GGUF_PRE["qwen2"][1])
+    tok.normal_form = "NFC"
+    return tok
+
+
 def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
     if the tokenizer reads that text as one token; else None."""
@@ -674,10 +704,12 @@ def load_tokenizer(path):
     f = lambda name: os.path.join(path, name)  # noqa: E731
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
         tok = T5Tokenizer(f("spiece.model"))
-    elif os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model")):  # Meta's Llama 3 layout
+    elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and (
+            os.path.exists(f("params.json")) or not os.path.exists(f("tokenizer.json"))):  # Meta's Llama 3 layout
+        # (an HF folder, no params.json, also holding it: its tokenizer.json wins, as in transformers)
         params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
         tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
-    elif os.path.exists(f("tokenizer.model")):
+    elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:
         added, prefix_each = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
@@ -691,7 +723,7 @@ def load_tokenizer(path):
     else:
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if os.path.exists(f(vocab)) and os.path.exists(f(merges)):
-                tok = BPETokenizer(read_json(f(vocab)), read_merges(f(merges)))
+                tok = slow_bpe(path, f(vocab), f(merges))
                 break
         else:
             if gguf := gguf_file(path):

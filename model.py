@@ -111,9 +111,12 @@ class LlamaConfig:
                 raise KeyError(f"rope_scaling.{key}")  # (load_pretrained: "field ... is missing")
             if type(rope[key]) not in (int, float) or not rope[key] > 0:
                 raise ValueError(f"rope_scaling.{key} = {rope[key]!r} must be a number > 0")
+        longest = c.get("max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(c.get("model_type"), 2048))
         if kind in ("llama3", "yarn"):  # (a top-level original_max_position_embeddings wins, as Phi-3's)
             rope["original_max_position_embeddings"] = c.get("original_max_position_embeddings") or rope.get(
-                "original_max_position_embeddings", c.get("max_position_embeddings", 2048))
+                "original_max_position_embeddings", longest)  # (absent: each transformers class's default)
+        if c.get("model_type") in ("mistral", "qwen2"):  # their transformers classes have neither: never read
+            c = {k: v for k, v in c.items() if k not in ("attention_bias", "mlp_bias")}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
                            partial_rotary_factor=(None, (None, 1.0)),
@@ -125,12 +128,23 @@ class LlamaConfig:
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
                    c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
-                   theta, c.get("max_position_embeddings", 2048), c.get("tie_word_embeddings", False),
+                   theta, longest, c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope,
-                   c.get("sliding_window") if c.get("model_type") == "mistral" or c.get("use_sliding_window") and
-                   c.get("model_type") == "qwen2" else None,  # (Qwen2's on some layers: refused past it on all)
-                   c.get("model_type") == "qwen2")
+                   None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2")
+
+    @staticmethod
+    def hf_window(c):
+        """The sliding window transformers applies, None if none: a Mistral's sliding_window (absent: MistralConfig's
+        4096); a Qwen2's if use_sliding_window and a layer slides (layer_types; else those from max_window_layers, 28
+        if absent), its sliding_window (absent: 4096). Refused past it on every layer."""
+        if c.get("model_type") == "mistral":
+            return c.get("sliding_window", 4096)
+        if c.get("model_type") != "qwen2" or not c.get("use_sliding_window"):
+            return None
+        if type(first := c.get("max_window_layers", 28)) is not int:
+            raise ValueError(f"max_window_layers = {first!r} must be an integer (the first layer with a window)")
+        types = c.get("layer_types") or ["sliding_attention"] * (c["num_hidden_layers"] > first)
+        return c.get("sliding_window", 4096) if "sliding_attention" in types else None
 
     @property
     def hd(self):

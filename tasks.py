@@ -39,7 +39,7 @@ from download import HF_REPOS, SMALL_FILES, no_model
 from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
                   not_a_model)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
-from checkpoint import atomic_write, gguf_file, replace_dir
+from checkpoint import atomic_write, gguf_file, read_json, replace_dir
 from model import PRESETS, load_pretrained, positions, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
@@ -180,8 +180,21 @@ def save_weights(model, directory, args, source):
             for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
+            keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
+
+
+def keep_token_ids(base, saved):
+    """The base config.json's bos/eos/pad_token_id into the saved one, where to_hf (the computation only) wrote none:
+    load_tokenizer reads them (Qwen2.5-Instruct's eos <|im_end|>, not its tokenizer's <|endoftext|>), as transformers
+    does; lost, a run on the saved model ended every response with another EOS."""
+    if not os.path.isfile(base):                               # (a .gguf, Meta's layout: none to keep)
+        return
+    ids = {k: v for k, v in read_json(base).items() if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    config = read_json(saved)
+    with open(saved, "w") as f:
+        json.dump(ids | config, f, indent=2)                   # (what to_hf wrote wins: RoBERTa's pad, T5's)
 
 
 def check_split(args, train_ex, val_ex, val_records, world=1):

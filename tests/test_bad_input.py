@@ -1031,6 +1031,16 @@ def _(ctx):
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"]), summary
 
 
+@case("a Qwen2 config.json whose max_window_layers (the first layer with a window) is not an integer", ValueError,
+      "config.json: max_window_layers = '24' must be an integer")
+def _(ctx):
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "qwen2")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(config | dict(model_type="qwen2", use_sliding_window=True,
+                                                            sliding_window=64, max_window_layers="24")))
+    load_pretrained(d)
+
+
 case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", ValueError, "a tiktoken BPE file")(
     lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
 case("tokenizer.model in tiktoken's format, 2 tokens: not Llama 3's", data.UserError, "2 tokens ranked 0..1: not Llama")(
@@ -1046,6 +1056,13 @@ def _(ctx):
 
 case("Llama 3's tokenizer.model with a damaged line", data.UserError, "tokenizer.model, line 2: not a 'base64 rank'")(
     lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
+case("Llama 3's tokenizer.model with two tokens of one rank (was '2 tokens ranked 0..0'; on the real file: '128,000 "
+     "tokens ranked 0..127999: not Llama 3's (128,000 tokens ranked 0..127,999)')", data.UserError,
+     "tokenizer.model, line 2: rank 0 again, for another token")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 0\n", "tokenizer.model"))))
+case("Llama 3's tokenizer.model with one token twice, ranked apart", data.UserError,
+     "tokenizer.model, line 2: its token again, ranked 0 before")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIQ== 1\n", "tokenizer.model"))))
 
 
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")

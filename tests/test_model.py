@@ -810,3 +810,42 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
         save_adapter(ours, tmp_path / "adapter")
         peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
         torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+
+
+YARN = dict(rope_type="yarn", factor=4.0, rope_theta=10000.0)
+
+
+@pytest.mark.parametrize("kind, fields, drop, window", [
+    ("mistral", {}, ("sliding_window",), 4096),                                         # MistralConfig's default
+    ("qwen2", dict(use_sliding_window=True, max_window_layers=1), ("sliding_window", "layer_types"), 4096),  # Qwen2's
+    ("qwen2", dict(use_sliding_window=True, sliding_window=8, max_window_layers=2), ("layer_types",), None),
+    ("qwen2", dict(use_sliding_window=True, sliding_window=8), ("layer_types", "max_window_layers"), None),  # 28 of 2
+    ("qwen2", dict(use_sliding_window=True, sliding_window=8, layer_types=["full_attention"] * 2), (), None),
+    ("mistral", dict(sliding_window=None, attention_bias=True, mlp_bias=True), (), None),  # not fields of these two
+    ("qwen2", dict(attention_bias=True, mlp_bias=True), (), None),
+    ("mistral", dict(rope_parameters=YARN), ("max_position_embeddings",), 4096),
+    ("qwen2", dict(rope_parameters=YARN), ("max_position_embeddings",), None)],
+    ids=["mistral, no sliding_window", "qwen2, no sliding_window", "qwen2, max_window_layers = layers",
+         "qwen2, no max_window_layers", "qwen2, layer_types all full", "mistral, attention_bias",
+         "qwen2, attention_bias", "mistral, yarn, no max_position_embeddings",
+         "qwen2, yarn, no max_position_embeddings"])
+def test_mistral_and_qwen2_config_fields_as_transformers_reads_them(tmp_path, kind, fields, drop, window):
+    """A config.json without sliding_window: transformers' Mistral and Qwen2 (use_sliding_window) take 4096 (ours: no
+    window: past 4096 tokens, silently other logits). A Qwen2 whose layers all attend fully (max_window_layers >= the
+    layers, 28 if absent; layer_types) has no window (ours refused past it). attention_bias and mlp_bias are not read
+    by these two classes (ours: "tensors missing", "not supported"). Without max_position_embeddings, yarn's original
+    length is the class's default (131072, 32768; ours: Llama's 2048, other logits). The oracle's windows: its
+    attention modules'."""
+    Config, Model = {"mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+                     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
+    random_params(Model(Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2)), 0).save_pretrained(tmp_path)
+    hf = {k: v for k, v in json.loads((tmp_path / "config.json").read_text()).items() if k not in drop} | fields
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    ref = Model.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    windows = {getattr(layer.self_attn, "sliding_window", ref.config.sliding_window) for layer in ref.model.layers}
+    assert max(windows - {None}, default=None) == window        # the oracle's reading, as the case expects
+    ours = M.load_pretrained(tmp_path, dtype=torch.float32)
+    assert ours.config.sliding_window == window
+    with torch.no_grad():                                       # T = 12 tokens: past 8, within 4096
+        torch.testing.assert_close(ours(ids()), ref(ids()).logits, atol=1e-5, rtol=0)

@@ -18,6 +18,7 @@ import shutil
 
 import pytest
 import tiktoken
+import tiktoken.load
 import torch
 import transformers
 from gguf import GGUFReader
@@ -225,6 +226,42 @@ def test_llama3_tokenizer_model_in_metas_layout(tmp_path, llama3):
     assert v31.encode(chat, bos=False) == ours.encode(chat, bos=False)
 
 
+@pytest.mark.parametrize("edit", [lambda b: b.replace(b"\n", b"\r\n"), lambda b: b + b"\n",
+                                  lambda b: b"\xef\xbb\xbf" + b], ids=["CRLF", "a blank last line", "a BOM"])
+def test_llama3_tokenizer_model_as_tiktoken_reads_it(tmp_path, llama3, edit):
+    """Llama 3's tokenizer.model saved with CRLF line ends (Windows, git's autocrlf), a blank last line or a UTF-8 BOM
+    (an editor): tiktoken's load_tiktoken_bpe (Meta's reference reads it so) gives the same 128,000 ranks. Ours was
+    "not a sentencepiece model (damaged or cut off?)" or "line 128001: not a 'base64 rank' line"; now the same ids."""
+    ref, model, _ = llama3
+    (tmp_path / "tokenizer.model").write_bytes(edit(model.read_bytes()))
+    assert tiktoken.load.load_tiktoken_bpe(str(tmp_path / "tokenizer.model")) == tiktoken.load.load_tiktoken_bpe(
+        str(model))                                            # the oracle: one vocabulary
+    assert load_tokenizer(tmp_path).encode(TEXT) == load_tokenizer(model.parent).encode(TEXT)
+
+
+def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_transformers(tmp_path, llama3):
+    """A folder holding Llama 3.1's tokenizer.json and (copied from original/) its tiktoken tokenizer.model, no
+    params.json: transformers reads tokenizer.json, whose names are 3.1's (<|eom_id|> 128008, <|python_tag|> 128010).
+    Ours read tokenizer.model with Llama 3's names, for want of params.json: those two were plain text, silently.
+    Beside params.json (Meta's layout, which the model loads from) tokenizer.model stays Meta's reference."""
+    ref, model, _ = llama3
+    ref.save_pretrained(tmp_path)
+    names = {"<|reserved_special_token_4|>": "<|eom_id|>", "<|reserved_special_token_5|>": "<|python_tag|>"}
+    for name in ("tokenizer.json", "tokenizer_config.json"):   # 3.1's names for 128008 and 128010
+        text = (tmp_path / name).read_text()
+        for old, new in names.items():
+            text = text.replace(old, new)
+        (tmp_path / name).write_text(text)
+    shutil.copy(model, tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    chat = "<|python_tag|>call()<|eom_id|><|eot_id|>" + TEXT
+    assert hf(chat).input_ids[0] == 128010 and 128008 in hf(chat).input_ids   # (the oracle reads 3.1's names)
+    assert load_tokenizer(tmp_path).encode(chat) == hf(chat).input_ids
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
+    meta = load_tokenizer(tmp_path)
+    assert meta.encode(chat) == [128000] + hf(chat).input_ids and meta.eos_id == 128001
+
+
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
     """A Llama 3.1 in Meta's layout (params.json with use_scaled_rope, consolidated.00.pth, tokenizer.model) trains
     through train.py; its Alpaca records are the ids transformers' tokenizer gives: <|begin_of_text|> prompt,
@@ -261,3 +298,30 @@ def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
         assert ours.encode(text, bos=False) == ref(text, add_special_tokens=False).input_ids
         ours.normal_form = None
         assert ours.encode(text, bos=False) != ref(text, add_special_tokens=False).input_ids
+
+
+@pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json"])
+def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by):
+    """A Qwen2 tokenizer saved by a slow tokenizer: vocab.json + merges.txt, its added tokens in tokenizer_config.json,
+    no tokenizer.json. transformers builds a Qwen2Tokenizer (tokenizer_class, else config.json's model_type): Qwen2's
+    regex, NFC, <|im_start|> whole. Ours read GPT-2's regex, no NFC, no added tokens: other ids, silently."""
+    gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref.save_pretrained(tmp_path / "fast")
+    t = json.loads((tmp_path / "fast" / "tokenizer.json").read_text())
+    added = {str(a["id"]): a for a in t["added_tokens"]}
+    (tmp_path / "vocab.json").write_text(json.dumps({k: i for k, i in t["model"]["vocab"].items() if str(i) not in
+                                                     added}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in t["model"]["merges"]))
+    config = dict(added_tokens_decoder=added, eos_token="<|endoftext|>")
+    if named_by == "tokenizer_config.json":
+        config["tokenizer_class"] = "Qwen2Tokenizer"
+    else:
+        (tmp_path / "config.json").write_text(json.dumps(dict(model_type="qwen2", eos_token_id=151643)))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = TEXT + " Cafe\u0301 I'M 2024 <|im_start|>user\nhi<|im_end|>"
+    assert type(hf).__name__ == "Qwen2Tokenizer" and 151644 in hf(text).input_ids   # (the oracle's reading)
+    ours = load_tokenizer(tmp_path)
+    assert ours.encode(text) == hf(text).input_ids and ours.eos_id == 151643
+

@@ -31,6 +31,15 @@ def bpe_dir(tmp_path_factory):
     return d
 
 
+def test_an_id_past_the_vocabulary_decodes_as_tokenizers_skips_it(bpe_dir):
+    """An embedding with rows past the tokenizer's ids (Qwen2.5: 271) can generate such an id: HF's tokenizers skip it
+    in decode; ours raised KeyError, mid-generation."""
+    ours, ref = load_tokenizer(bpe_dir), Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ids = ours.encode(TEXTS[0])
+    ids = ids[:2] + [ours.vocab_size, ours.vocab_size + 270] + ids[2:]
+    assert ours.decode(ids) == ref.decode(ids) == TEXTS[0]
+
+
 def test_vocab_and_merges_match_gpt2_tokenizer(bpe_dir, tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(bpe_dir / name, tmp_path / name)
@@ -229,6 +238,19 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert tok.decode(tok.encode("Unicode: Ωμέγα 🙂")) == "Unicode: Ωμέγα 🙂"  # byte fallback round-trips
     (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 0}))
     assert load_tokenizer(tmp_path).pad_id == 0
+
+
+def test_an_id_past_a_sentencepiece_vocabulary_decodes_as_transformers_skips_it(tmp_path):
+    """An embedding with rows past the pieces (resized to a multiple of 64) can generate such an id: transformers'
+    LlamaTokenizer skips it in decode; ours raised sentencepiece's OUT_OF_RANGE, mid-generation."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    ours, ref = load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    ids = ours.encode(TEXTS[0], bos=False)
+    assert ids == ref(TEXTS[0], add_special_tokens=False).input_ids       # (one vocabulary)
+    ids = ids[:2] + [400, 447] + ids[2:]
+    assert ours.decode(ids) == ref.decode(ids) == TEXTS[0]
 
 
 @pytest.mark.parametrize("add_bos", [False, True])

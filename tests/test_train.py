@@ -9,6 +9,7 @@ import signal
 
 import pytest
 import torch
+import transformers
 
 import checkpoint
 import data
@@ -278,6 +279,21 @@ def test_nf4_selective_checkpointing_and_full(tiny, tmp_path):
     m, tok = load_pretrained(tmp_path / "f" / "model"), load_tokenizer(str(tmp_path / "f" / "model"))
     assert tok.vocab_size == m.config.vocab_size and not torch.equal(
         m.lm_head.weight, load_pretrained(tiny[0]).lm_head.weight)
+
+
+def test_full_fine_tuning_keeps_the_bases_special_token_ids(tiny, tmp_path):
+    """--method full saves config.json from the model's config (to_hf), which holds no bos/eos/pad_token_id: the saved
+    model's tokenizer fell back to its own EOS (Qwen2.5-Instruct's <|im_end|> -> <|endoftext|>) and lost the pad, so a
+    run on it ended each response with another token. Now the base's ids, as transformers' config reads them."""
+    base = shutil.copytree(tiny[0], tmp_path / "base")
+    config = json.loads((base / "config.json").read_text()) | dict(bos_token_id=1, eos_token_id=5, pad_token_id=3)
+    (base / "config.json").write_text(json.dumps(config))
+    train.main(flags((str(base), tiny[1]), tmp_path / "out", "--method", "full", "--max-steps", "1"))
+    saved = tmp_path / "out" / "model"
+    hf = transformers.AutoConfig.from_pretrained(saved)
+    assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (1, 5, 3)
+    ours, want = load_tokenizer(str(saved)), load_tokenizer(str(base))
+    assert (ours.bos_id, ours.eos_id, ours.pad_id) == (want.bos_id, want.eos_id, want.pad_id) == (1, 5, 3)
 
 
 def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
