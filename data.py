@@ -99,8 +99,9 @@ def text_file(path, encoding="utf-8", newline=None):
 # Tokenizers: SentencePiece, a GGUF file's own, byte-level BPE (tiktoken), WordPiece, T5's; load_tokenizer picks one
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                  r"\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama 3's pre-tokenizer (its tokenizer.json's Split, llama.cpp's llama-bpe)
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
 TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first line "base64 rank" (a BOM, CRLF)
 
 
@@ -601,7 +602,6 @@ def unigram_json(t, path):
 GGUF_PRE = {"default": (False, GPT2_PATTERN), "gpt-2": (False, GPT2_PATTERN), "smollm": (True, GPT2_PATTERN),
             "llama-bpe": (False, LLAMA3_PATTERN),  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
             "qwen2": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"))}  # (Qwen2's: one digit a pre-token)
-
 
 
 def gguf_tokenizer(path):

@@ -305,7 +305,8 @@ def base_quant(name, adapter, quant, task=None):
 
 
 def context_length(model):
-    """The longest sequence scored at once: the model's context, or a Mistral's sliding window (past it: refused)."""
+    """The longest sequence scored at once: the model's context, or its sliding window (Mistral, Qwen2; refused
+    past it)."""
     c = model.config
     longest = getattr(c, "max_seq_len", None) or c.n_positions
     return min(longest, getattr(c, "sliding_window", None) or longest)
@@ -552,6 +553,9 @@ def command(argv=None):
     if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")
+    if (window := getattr(model.config, "sliding_window", None)) and (args.seq_len or 0) > window:  # (forward refuses)
+        raise UserError(f"--seq-len {args.seq_len}: past {args.model}'s sliding window of {window} tokens, which "
+                        f"lorasp does not implement; use --seq-len {window} or less")
     if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)

@@ -1,10 +1,10 @@
 """model.py: transformer backbones and how they load from checkpoints (no Hugging Face model classes).
 
 - Backbones: LLaMA (RMSNorm, RoPE in HF's rotate_half layout, SwiGLU, grouped-query attention; Touvron et al. 2023;
-  Mistral's and Qwen2's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied
-  head; Radford et al. 2019). Modules are named after the Hugging Face checkpoint keys (`model.layers.0.self_attn.
-  q_proj`, `transformer.h.0.attn.c_attn`), so an HF state dict loads with no name map and LoRA targets are the names
-  users know. Decoders: model(input_ids) -> logits.
+  Mistral's and Qwen2's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm,
+  tanh-GELU, tied head; Radford et al. 2019). Modules are named after the Hugging Face checkpoint keys
+  (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state dict loads with no name map and
+  LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
   Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
   attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
   T5 v1.0 and v1.1 / FLAN-T5 / mT5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
@@ -1234,8 +1234,9 @@ def main():
     if model.config.model_type not in ("llama", "gpt2"):
         sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
-    T, n, room = ids.shape[1], args.max_new_tokens, positions(model.config) or math.inf  # GPT-2's learned positions
-    if T + max(n - 1, 0) > room:  # end (the last new token is not run); Llama's RoPE does not
+    T, n = ids.shape[1], args.max_new_tokens
+    room = positions(model.config) or getattr(model.config, "sliding_window", None) or math.inf  # GPT-2's positions
+    if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
         sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
                  f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,

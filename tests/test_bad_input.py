@@ -1024,6 +1024,20 @@ def _(ctx):
     train.main(flags((as_mistral(ctx, 128), ctx.tiny[1]), ctx.tmp / "out"))  # (flags: --seq-len 200)
 
 
+@case("eval.py --seq-len past a Mistral's sliding window is refused before scoring (was a warning, then a traceback)",
+      SystemExit, "--seq-len 200: past ")
+def _(ctx):
+    E.main(["--task", "perplexity", "--model", as_mistral(ctx, 128), "--data", ctx.tiny[1], "--seq-len", "200"])
+
+
+@case("model.py --prompt with --max-new-tokens past a Mistral's window says how many fit (was a traceback)",
+      SystemExit, "pass the 128 positions of")
+def _(ctx):
+    ctx.mp.setattr(sys, "argv", ["model.py", "--model", as_mistral(ctx, 128), "--prompt", "How many",
+                                 "--max-new-tokens", "200"])
+    M.main()
+
+
 @case("a Mistral with --seq-len within its sliding window trains (model_type mistral was refused)", None)
 def _(ctx):
     train.main(flags((as_mistral(ctx, 128), ctx.tiny[1]), ctx.tmp / "out", "--seq-len", "128", "--max-steps", "2"))
