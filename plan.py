@@ -49,7 +49,7 @@ import data
 from data import UserError
 from download import snapshot_hint
 from lorasp import matches
-from checkpoint import gguf_checkpoint, gguf_file, meta_config, resident as resident_bytes
+from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, resident as resident_bytes
 from quant import CHUNK, triton_kernel
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
@@ -104,7 +104,8 @@ def model_config(model, directory=None):
     A field the plan needs that is missing is an error naming the file and the field."""
     if directory and (gguf := gguf_file(directory)):
         return LlamaConfig(**gguf_checkpoint(gguf)[0])             # the header only: its stream is not started
-    for name in ("config.json", "params.json"):
+    meta = is_meta(directory or model)                             # as load_pretrained picks the layout
+    for name in ("params.json", "config.json") if meta else ("config.json", "params.json"):
         path = os.path.join(directory or model, name)
         if os.path.exists(path):
             with open(path) as f:
@@ -118,6 +119,8 @@ def model_config(model, directory=None):
                 return CONFIGS[c["model_type"]].from_hf(c)
             except KeyError as e:
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
+            except (ValueError, NotImplementedError) as e:             # a value from_hf refuses: name the file
+                raise UserError(f"{path}: {e}") from None
     if model in PRESETS:
         return get_config(model)                                   # a copy: a head added while planning stays here
     raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)"

@@ -284,3 +284,22 @@ def test_cuda_runtime_is_cublas_workspace(monkeypatch):
     for major, mib in ((9, 32), (8, 8.125)):
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, major=major: SimpleNamespace(major=major))
         assert plan.runtime_bytes("cuda") == mib * plan.MiB
+
+
+def test_the_plan_reads_the_layout_load_pretrained_loads_and_names_the_file_of_a_refused_value(tmp_path):
+    """A folder with Meta's consolidated.00.pth + params.json and a config.json beside it loads as Meta's layout
+    (load_pretrained); the plan read config.json (here 5 layers, params.json 2): now the same file. A config.json
+    value that from_hf refuses was an error without the file's name ("error: rope_scaling.factor = -1 ..."); now it
+    names it, as load_pretrained does."""
+    import transformers
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    write_meta(transformers.LlamaForCausalLM(c), tmp_path, n_shards=1, llama3=True)
+    (tmp_path / "config.json").write_text(json.dumps(c.to_dict() | dict(num_hidden_layers=5)))
+    assert plan.model_config(str(tmp_path), str(tmp_path)).n_layer == M.load_pretrained(tmp_path).config.n_layer == 2
+    os.remove(tmp_path / "consolidated.00.pth")
+    (tmp_path / "config.json").write_text(json.dumps(c.to_dict() | dict(rope_scaling=dict(rope_type="linear",
+                                                                                        factor=-1))))
+    with pytest.raises(data.UserError, match=r"config\.json: rope_scaling\.factor = -1 must be a number > 0"):
+        plan.model_config(str(tmp_path), str(tmp_path))
