@@ -684,22 +684,28 @@ def test_rope_scaling_and_head_dim_as_transformers(name, tmp_path):
         assert M.load_pretrained(tmp_path / "back").config == ours.config
 
 
-def test_peft_loads_our_adapter_on_a_llama3_checkpoint_with_wide_heads(tmp_path):
-    """LoRA-SP trained on our Llama (llama3 RoPE, head_dim 32: q_proj 64 -> 128), saved for PEFT: PEFT on
-    transformers' model gives our logits."""
+def assert_peft_reads_our_adapter(ours, ref, targets, x, directory):
+    """LoRA-SP on `targets` of ours with random entries (B too, so the update is not zero), saved for PEFT: PEFT on
+    transformers' ref gives our logits on x."""
     from peft import PeftModel
     from lorasp import apply_lorasp, save_adapter
-    ref = write_hf(SCALED["head_dim 32 over hidden 64 / 4 heads, llama3"], tmp_path)
-    ours, x = M.load_pretrained(tmp_path, dtype=torch.float32), ids()
-    apply_lorasp(ours, ["q_proj", "k_proj", "v_proj", "o_proj"], r=4, alpha=8)
+    apply_lorasp(ours, targets, r=4, alpha=8)
     with torch.no_grad():
         for p in ours.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.1)
-    save_adapter(ours, tmp_path / "adapter")
-    with torch.no_grad():
-        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
+        save_adapter(ours, directory)
+        peft = PeftModel.from_pretrained(ref, directory).eval()
         torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+
+
+def test_peft_loads_our_adapter_on_a_llama3_checkpoint_with_wide_heads(tmp_path):
+    """LoRA-SP trained on our Llama (llama3 RoPE, head_dim 32: q_proj 64 -> 128), saved for PEFT: PEFT on
+    transformers' model gives our logits."""
+    ref = write_hf(SCALED["head_dim 32 over hidden 64 / 4 heads, llama3"], tmp_path)
+    ours, x = M.load_pretrained(tmp_path, dtype=torch.float32), ids()
+    assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "v_proj", "o_proj"], x, tmp_path / "adapter")
+    with torch.no_grad():
         assert not torch.allclose(M.load_pretrained(tmp_path, dtype=torch.float32)(x), ours(x), atol=1e-3)
 
 
@@ -757,20 +763,10 @@ def test_mistral_is_a_llama_whose_sliding_window_is_refused_past_its_length(tmp_
 def test_mistral_without_a_window_and_its_adapter_in_peft(tmp_path):
     """Mistral v0.2/v0.3 say sliding_window null: plain causal attention at any length. LoRA-SP on it, saved for PEFT:
     PEFT on transformers' MistralForCausalLM gives our logits."""
-    from peft import PeftModel
-    from lorasp import apply_lorasp, save_adapter
     ref, x = mistral(tmp_path, sliding_window=None), torch.randint(0, V, (2, 3 * T))
     ours = M.load_pretrained(tmp_path, dtype=torch.float32)
     assert ours.config.sliding_window is None
-    apply_lorasp(ours, ["q_proj", "v_proj", "down_proj"], r=4, alpha=8)
-    with torch.no_grad():
-        for p in ours.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.1)
-    save_adapter(ours, tmp_path / "adapter")
-    with torch.no_grad():
-        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
-        torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+    assert_peft_reads_our_adapter(ours, ref, ["q_proj", "v_proj", "down_proj"], x, tmp_path / "adapter")
 
 
 @pytest.mark.parametrize("window", [None, T], ids=["full attention", "sliding window"])
@@ -779,8 +775,6 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
     ones; use_sliding_window) was refused. Now transformers' logits; NF4 keeps the biases; saved back, transformers
     reads a Qwen2 again; LoRA-SP on it loads in PEFT to our logits. A window (here on the last layer only, as
     max_window_layers says) is refused past its length on every layer: up to it, attention is plain causal."""
-    from peft import PeftModel
-    from lorasp import apply_lorasp, save_adapter
     c = transformers.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
                                  use_sliding_window=window is not None, sliding_window=window or 4096,
@@ -802,14 +796,7 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
         back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
         assert type(back).__name__ == "Qwen2ForCausalLM"
         torch.testing.assert_close(back(x).logits, ref(x).logits, atol=1e-5, rtol=0)
-    apply_lorasp(ours, ["q_proj", "k_proj", "o_proj", "up_proj"], r=4, alpha=8)
-    with torch.no_grad():
-        for p in ours.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.1)
-        save_adapter(ours, tmp_path / "adapter")
-        peft = PeftModel.from_pretrained(ref, tmp_path / "adapter").eval()
-        torch.testing.assert_close(peft(x).logits, ours(x), atol=1e-5, rtol=0)
+    assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
 
 
 YARN = dict(rope_type="yarn", factor=4.0, rope_theta=10000.0)
