@@ -53,7 +53,7 @@ from lorasp import adapter_base, load_adapter
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import has_weights, no_model, resolve_model
-from model import PRESETS, beam_search, device_problem, generate, load_pretrained, positions
+from model import PRESETS, beam_search, check_window, device_problem, generate, load_pretrained, positions
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
@@ -553,9 +553,7 @@ def command(argv=None):
     if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
         raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
                         f"positions; use --seq-len {room} or less")
-    if (window := getattr(model.config, "sliding_window", None)) and (args.seq_len or 0) > window:  # (forward refuses)
-        raise UserError(f"--seq-len {args.seq_len}: past {args.model}'s sliding window of {window} tokens, which "
-                        f"lorasp does not implement; use --seq-len {window} or less")
+    check_window(model.config, args.seq_len, args.model)
     if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
               "positions it never trained on", file=sys.stderr)

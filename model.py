@@ -1081,6 +1081,14 @@ def positions(config):
     return config.n_positions if config.model_type in ("bert", "gpt2") else None
 
 
+def check_window(config, seq_len, name):
+    """Refuse a --seq-len past a sliding window (Mistral, Qwen2), which these backbones do not implement: the forward
+    would refuse it at the first batch that long."""
+    if (window := getattr(config, "sliding_window", None)) and (seq_len or 0) > window:
+        raise UserError(f"--seq-len {seq_len}: past {name}'s sliding window of {window} tokens, which lorasp does not "
+                        f"implement; use --seq-len {window} or less")
+
+
 def device_problem(name):
     """What is wrong with --device NAME here, or None: lorasp runs on cpu or cuda[:N], and cuda needs a GPU torch
     sees (else torch's AssertionError or RuntimeError surfaced as a traceback, deep in the run)."""

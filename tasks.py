@@ -40,7 +40,7 @@ from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_trans
                   not_a_model)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
-from model import PRESETS, load_pretrained, positions, save_pretrained
+from model import PRESETS, check_window, load_pretrained, positions, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
@@ -85,9 +85,7 @@ def checked_config(args):
                         " (the table at the end of --help lists what each family trains)")
     if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
         raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
-    if (window := getattr(config, "sliding_window", None)) and args.seq_len > window:  # (forward refuses it)
-        raise UserError(f"--seq-len {args.seq_len}: past {args.model}'s sliding window of {window} tokens, which "
-                        f"lorasp does not implement; use --seq-len {window} or less")
+    check_window(config, args.seq_len, args.model)
     if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
         print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
               "trains on positions the model never saw")
