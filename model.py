@@ -95,6 +95,8 @@ class LlamaConfig:
     rope_scaling: Optional[dict] = None  # transformers' rope_parameters less theta (rope_inv_freq); None: plain RoPE
     sliding_window: Optional[int] = None  # Mistral's (Qwen2's): a token sees the last N; sequences of <= N only
     qkv_bias: bool = False    # biases on q/k/v but not o (Qwen2)
+    layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
+                                         # the window on every layer: written back so transformers slides the same)
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
                               max_seq_len="max_position_embeddings")  # our field -> config.json's key
@@ -130,7 +132,8 @@ class LlamaConfig:
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
                    theta, longest, c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2")
+                   None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2",
+                   cls.hf_layer_types(c))
 
     @staticmethod
     def hf_window(c):
@@ -143,8 +146,17 @@ class LlamaConfig:
             return None
         if type(first := c.get("max_window_layers", 28)) is not int:
             raise ValueError(f"max_window_layers = {first!r} must be an integer (the first layer with a window)")
-        types = c.get("layer_types") or ["sliding_attention"] * (c["num_hidden_layers"] > first)
-        return c.get("sliding_window", 4096) if "sliding_attention" in types else None
+        return c.get("sliding_window", 4096) if LlamaConfig.hf_layer_types(c) else None
+
+    @staticmethod
+    def hf_layer_types(c):
+        """A Qwen2's attention per layer as Qwen2Config reads it: layer_types, else a window from max_window_layers on
+        (28 if absent); None where no window applies."""
+        if c.get("model_type") != "qwen2" or not c.get("use_sliding_window") or c.get("sliding_window", 4096) is None:
+            return None
+        first, n = c.get("max_window_layers", 28), c["num_hidden_layers"]
+        types = c.get("layer_types") or ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
+        return tuple(types) if "sliding_attention" in types else None
 
     @property
     def hd(self):
@@ -159,9 +171,11 @@ class LlamaConfig:
                     tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias,
                     **({"head_dim": self.head_dim} if self.head_dim else {}),
                     **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
-        if self.qkv_bias:  # its window, if any, on every layer (max_window_layers 0), as this Llama refuses past it
+        if self.qkv_bias:  # its window on the layers it came with (every layer if none said), in both spellings
+            types = list(self.layer_types or ["sliding_attention"] * self.n_layer) if self.sliding_window else None
             hf |= dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", sliding_window=self.sliding_window,
-                       use_sliding_window=bool(self.sliding_window), max_window_layers=0)
+                       use_sliding_window=bool(self.sliding_window), layer_types=types,
+                       max_window_layers=types.index("sliding_attention") if types else self.n_layer)
         elif self.sliding_window:
             hf |= dict(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=self.sliding_window)
         return hf

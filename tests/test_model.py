@@ -774,7 +774,8 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
     """Qwen2/Qwen2.5's config.json (model_type "qwen2": biases on q, k and v but not o; tied embeddings in the small
     ones; use_sliding_window) was refused. Now transformers' logits; NF4 keeps the biases; saved back, transformers
     reads a Qwen2 again; LoRA-SP on it loads in PEFT to our logits. A window (here on the last layer only, as
-    max_window_layers says) is refused past its length on every layer: up to it, attention is plain causal."""
+    max_window_layers says) is refused past its length on every layer: up to it, attention is plain causal. Saved
+    back, the window stays on the same layers (was max_window_layers 0: on every layer, other logits past it)."""
     c = transformers.Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
                                  use_sliding_window=window is not None, sliding_window=window or 4096,
@@ -796,6 +797,12 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
         back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
         assert type(back).__name__ == "Qwen2ForCausalLM"
         torch.testing.assert_close(back(x).logits, ref(x).logits, atol=1e-5, rtol=0)
+        assert back.config.layer_types == ref.config.layer_types  # was: a window on both layers (max_window_layers 0)
+        longer = torch.cat([x, x], 1)                              # past the window: its layers matter
+        torch.testing.assert_close(back(longer).logits, ref(longer).logits, atol=1e-5, rtol=0)
+        written = json.loads((tmp_path / "back" / "config.json").read_text())
+        del written["layer_types"]                                 # as a transformers before layer_types reads it
+        assert transformers.Qwen2Config(**written).layer_types == ref.config.layer_types
     assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
 
 
