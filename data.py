@@ -48,6 +48,7 @@ import base64
 import binascii
 import contextlib
 import csv
+import functools
 import io
 import itertools
 import json
@@ -103,6 +104,14 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")
 TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first line "base64 rank" (a BOM, CRLF)
+
+
+@functools.lru_cache(maxsize=32)
+def alternation(strings):
+    """A regex that finds any of strings whole, in a group (split keeps them), the longest first where one holds
+    another; None where there are none."""
+    return regex.compile("(" + "|".join(map(regex.escape, sorted(strings, key=len, reverse=True))) + ")") if strings \
+        else None
 
 
 def bytes_to_unicode():
@@ -266,6 +275,8 @@ class T5Tokenizer(SentencePieceTokenizer):
 class BPETokenizer(Tokenizer):
     split_digits = add_prefix_space = False
     normal_form = None  # tokenizer.json's normalizer: "NFC" (Qwen2), NFD, NFKC or NFKD, applied before the BPE
+    normalized = frozenset()  # added tokens found in the normalized text (tokenizer.json's "normalized": true); the
+                              # others in the raw text, so a normal form cannot make or unmake them
 
     def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN):
         """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries;
@@ -298,28 +309,48 @@ class BPETokenizer(Tokenizer):
         self.pattern, self.ranks, self.absent = pattern, ranks, bytes(b for b in range(256) if ids[b] is None)
         self.id_of_rank = ids + list(special.values())
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
-        self.specials = special and regex.compile(  # the longest first, where one holds another
-            "(" + "|".join(map(regex.escape, sorted(special, key=len, reverse=True))) + ")")
+        self.special_ids, self.specials = special, alternation(tuple(special))
         self.enc = tiktoken.Encoding("bpe", pat_str=pattern, mergeable_ranks=ranks,
                                      special_tokens={s: len(ids) + j for j, s in enumerate(special)})
         self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):
-        text = unicodedata.normalize(self.normal_form, text) if self.normal_form else text
-        if self.add_prefix_space and not after and text and not text.startswith(" "):
-            text = " " + text
-        pieces = self._digits(text) if self.split_digits else [text]
-        return [self.id_of_rank[r] for p in pieces for r in self._ranks(p)]
+        """As HF's tokenizers: the added tokens are found in the raw text first; each text between them is normalized,
+        then split at the added tokens tokenizer.json marks "normalized" (normalized too), and each piece gets
+        ByteLevel's prefix space (not the first, after another text) and its BPE."""
+        if not (self.normal_form or self.add_prefix_space):
+            return self._bpe(text, True)                       # tiktoken finds the added tokens itself
+        norm = functools.partial(unicodedata.normalize, self.normal_form) if self.normal_form else str
+        soft = {norm(s): self.special_ids[s] for s in self.normalized if s in self.special_ids}
+        hard = alternation(tuple(s for s in self.special_ids if s not in self.normalized))
+        ids, first = [], not after
+        for i, part in enumerate(hard.split(text) if hard else [text]):
+            if i % 2:                                          # (split keeps what it found at the odd places)
+                ids.append(self.special_ids[part])
+                continue
+            part = norm(part)
+            for j, piece in enumerate(alternation(tuple(soft)).split(part) if soft else [part]):
+                if j % 2:
+                    ids.append(soft[piece])
+                elif piece:
+                    space = self.add_prefix_space and (first or i or j) and piece[0] != " "
+                    ids += self._bpe(" " * space + piece)
+        return ids
 
-    def _ranks(self, text):
+    def _bpe(self, text, specials=False):
+        """The ids of text, its added tokens matched whole (specials) or read as plain text."""
+        pieces = self._digits(text) if self.split_digits else [text]
+        return [self.id_of_rank[r] for p in pieces for r in self._ranks(p, specials)]
+
+    def _ranks(self, text, specials=True):
         """tiktoken's ranks; text holding a byte without a token takes the slow path: HF's BPE drops such bytes and
         merges across the gap, so here each pre-token (GPT-2's regex, as tiktoken splits) loses them before a
         merge loop in Python that joins the adjacent pair whose bytes rank lowest, as tiktoken's does."""
         raw = text.encode("utf-8", errors="surrogatepass")
         if len(raw.translate(None, self.absent)) == len(raw):
-            return self.enc.encode(text, allowed_special="all")
+            return self.enc.encode(text, allowed_special="all" if specials else set(), disallowed_special=())
         ranks = []
-        for i, part in enumerate(self.specials.split(text) if self.specials else [text]):
+        for i, part in enumerate(self.specials.split(text) if self.specials and specials else [text]):
             if i % 2:  # a special token (split keeps them at the odd places)
                 ranks.append(self.enc.encode_single_token(part))
                 continue
@@ -535,7 +566,7 @@ def tokenizer_json(path):
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
     tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
                        pattern)
-    tok.normal_form = forms[0]["type"] if forms else None
+    tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
@@ -677,8 +708,14 @@ def slow_bpe(directory, vocab, merges):
     added = {a["content"]: int(i) for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
     tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),
                        pattern=GGUF_PRE["qwen2"][1])
-    tok.normal_form = "NFC"
+    tok.normal_form, tok.normalized = "NFC", soft_tokens((cfg.get("added_tokens_decoder") or {}).values())
     return tok
+
+
+def soft_tokens(added):
+    """The added tokens found in the normalized text: "normalized" true (absent: those not special, as an AddedToken
+    defaults)."""
+    return frozenset(a["content"] for a in added if a.get("normalized", not a.get("special", False)))
 
 
 def named_id(tok, token):

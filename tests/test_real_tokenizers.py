@@ -300,6 +300,24 @@ def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
         assert ours.encode(text, bos=False) != ref(text, add_special_tokens=False).input_ids
 
 
+@pytest.mark.parametrize("form", ["NFC", "NFKC"])
+def test_qwen2_special_tokens_are_found_before_the_normal_form_as_tokenizers_finds_them(tmp_path, form):
+    """Its added tokens (normalized: false) are found in the raw text, and only the text between them is normalized.
+    Ours normalized first: <|im_start|> then U+0338 composes to "<|im_start|≯" (NFC, Qwen2's own), so no
+    <|im_start|> (HF: 151644, then U+0338's bytes); NFKC made full-width "＜|im_start|＞" into one (HF: plain text)."""
+    from tokenizers import normalizers
+    gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref.backend_tokenizer.normalizer = getattr(normalizers, form)()
+    ref.save_pretrained(tmp_path)
+    texts = ["hi<|im_start|>\u0338user", "x<|im_end|>\u0338", "\uff1c|im_start|\uff1euser",
+             "a\uff21<|im_start|>\uff21b\ufb01", "<|im_start|>Cafe\u0301<|im_end|>\n\uff1c|im_end|\uff1e"]
+    expected = [ref(t, add_special_tokens=False).input_ids for t in texts]
+    assert 151644 in expected[0] and 151645 in expected[1] and (151644 in expected[2]) is False  # (the oracle's)
+    for ours in [load_tokenizer(tmp_path)] + [load_tokenizer(gguf)] * (form == "NFC"):  # (the GGUF: NFC, as Qwen2)
+        assert [ours.encode(t, bos=False) for t in texts] == expected
+
+
 @pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json"])
 def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by):
     """A Qwen2 tokenizer saved by a slow tokenizer: vocab.json + merges.txt, its added tokens in tokenizer_config.json,

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import sentencepiece as spm
-from tokenizers import (ByteLevelBPETokenizer, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
-                        processors, trainers)
+from tokenizers import (AddedToken, ByteLevelBPETokenizer, Regex, Tokenizer, decoders, models, normalizers,
+                        pre_tokenizers, processors, trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import (BPETokenizer, SentencePieceTokenizer, UserError, alpaca_prompt, check_vocab, load_tokenizer,
@@ -81,6 +81,24 @@ def test_tokenizer_json_normal_forms_are_applied_other_normalizers_refused(bpe_d
     ref.normalizer = normalizers.Sequence([])
     ref.save(str(tmp_path / "tokenizer.json"))
     assert all(load_tokenizer(tmp_path).encode(t) == ref.encode(t).ids for t in TEXTS)
+
+
+@pytest.mark.parametrize("prefix_space", [False, True])
+def test_added_tokens_are_found_as_tokenizers_finds_them(bpe_dir, tmp_path, prefix_space):
+    """tokenizers finds an added token marked normalized: false in the raw text, one marked true in the normalized
+    text (its own text normalized too), and gives ByteLevel's prefix space to each text between them. Ours normalized
+    the whole text first and found every added token in it (NFKC: "＜|endoftext|＞" was <|endoftext|>), and gave one
+    prefix space, at the start ("<|endoftext|>hello": " " then it, not it then " hello")."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ref.normalizer = normalizers.NFKC()
+    ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+    ref.add_tokens([AddedToken("\ufb01x", normalized=True), AddedToken("<\uff21>", normalized=True),
+                    AddedToken("<\uff22>", normalized=False)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    ours = load_tokenizer(tmp_path)
+    texts = [*TEXTS, "\uff1c|endoftext|\uff1e x", "fix \ufb01x <A> <\uff21>", "<\uff22> <B> x<|endoftext|>\u0338",
+             "<|endoftext|>hello", "a<|endoftext|>the fix", "<|endoftext|> the<|endoftext|>"]
+    assert [ours.encode(t) for t in texts] == [ref.encode(t).ids for t in texts]
 
 
 def test_bpe_add_bos_token_as_transformers(bpe_dir, tmp_path):
