@@ -154,24 +154,30 @@ class Tokenizer:
         <s> A </s> (</s> B </s>) for RoBERTa, types all 0; GPT-2 as BERT, <|endoftext|> for every mark (one between A
         and B; HF's GPT2Tokenizer joins them with nothing: docs/paper-experiments.md says why not); sentencepiece as
         transformers' LlamaTokenizer, [<s>] A [</s>] [<s>] B [</s>] as add_bos/add_eos say, types 0 then 1 (T5:
-        A </s> B </s>, types 0). Too long:
+        A </s> B </s>, types 0); a tokenizer.json's TemplateProcessing as it says (Llama 3: BOS A BOS B). Too long:
         truncation="longest_first" as HF's tokenizers library (what transformers' BertTokenizer/RobertaTokenizer
         run): the longer text is cut first; if both must be cut they share max_len, the odd token to the longer (B on
         a tie; the old Python tokenizers gave it to A)."""
         # b "" is a second text with no tokens, [CLS] A [SEP] [SEP], as run_glue's batched tokenizer call encodes it
         # (an unbatched tokenizer(a, "") drops it); None: no second text
         A, B = self._encode(a), [] if b is None else self._encode(b)
-        head, mid, tail = self.pair_marks()
-        room = max_len - len(head) - len(tail) - (0 if b is None else len(mid) + len(tail))
+        steps = self.template[b is not None] if self.template else self.marks_template(b is not None)
+        room = max_len - sum(len(part) for part, _ in steps if part not in ("A", "B"))
         if room < 1:                                           # (0: [CLS] [SEP] [SEP], as tokenizers: no text)
             raise ValueError(f"max_len {max_len} leaves no room for the text after the {max_len - room} special "
                              f"tokens: --seq-len {max_len - room + 1} or more")
         if len(A) + len(B) > room:
             short = min(len(A), len(B)) if 2 * min(len(A), len(B)) <= room else room // 2
             A, B = (A[:room - short], B[:short]) if len(A) > len(B) else (A[:short], B[:room - short])
-        first = head + A + tail
-        second = [] if b is None else mid + B + tail
-        return first + second, [0] * len(first) + [self.type_b] * len(second)
+        parts = [(A if part == "A" else B if part == "B" else part, type_id) for part, type_id in steps]
+        return [i for ids, _ in parts for i in ids], [t for ids, t in parts for _ in ids]
+
+    template = None  # tokenizer.json's TemplateProcessing (single, pair): [(special ids or "A"/"B", type id)]
+
+    def marks_template(self, pair):
+        """encode_pair's steps from pair_marks: head A tail (mid B tail)."""
+        head, mid, tail = self.pair_marks()
+        return [(head, 0), ("A", 0), (tail, 0)] + [(mid, self.type_b), ("B", self.type_b), (tail, self.type_b)] * pair
 
     def pair_marks(self):
         """encode_pair's special tokens: (before A, before B, after each text)."""
@@ -385,6 +391,7 @@ class Llama3Tokenizer(BPETokenizer):
     "base64(bytes) rank" line per token, the rank its id; then 256 special tokens. Texts start with
     <|begin_of_text|>; special tokens written in a text are those tokens, as in the Hub's tokenizer.json."""
     add_bos = True
+    template = ([([128000], 0), ("A", 0)], [([128000], 0), ("A", 0), ([128000], 1), ("B", 1)])  # the Hub's: BOS A BOS B
 
     def __init__(self, path, scaled_rope):
         ranks, owner = {}, {}  # token -> rank, rank -> token
@@ -571,6 +578,10 @@ def tokenizer_json(path):
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
     if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), an EOS after ("$A </s>")
+        marks = {k: v["ids"] for k, v in template.get("special_tokens", {}).items()}
+        tok.template = tuple([(marks[s["SpecialToken"]["id"]], s["SpecialToken"].get("type_id", 0))
+                              if "SpecialToken" in s else (s["Sequence"]["id"], s["Sequence"].get("type_id", 0))
+                              for s in template[k]] for k in ("single", "pair"))  # Llama 3's: BOS A (BOS B)
         single = template.get("single") or [{}]
         first, last = (single[i].get("SpecialToken") for i in (0, -1))
         tok.add_bos, tok.add_eos = first is not None, last is not None

@@ -262,6 +262,36 @@ def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_tran
     assert meta.encode(chat) == [128000] + hf(chat).input_ids and meta.eos_id == 128001
 
 
+def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
+    """A pair (encode_pair) as the tokenizer.json's TemplateProcessing writes it: the Hub's Llama 3 says
+    "<|begin_of_text|> $A <|begin_of_text|>:1 $B:1"; ours was BERT's marks, BOS A EOS B EOS. Meta's tokenizer.model
+    (no template) as the Hub's; a template without special tokens (transformers' from this GGUF): A B, ours had
+    <|endoftext|> (128256) as BOS and EOS. Types and longest_first truncation as tokenizers."""
+    from tokenizers import processors
+    ref, model, _ = llama3
+    ref.save_pretrained(tmp_path / "bare")
+    hub = Tokenizer.from_file(str(tmp_path / "bare" / "tokenizer.json"))
+    hub.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1",
+        special_tokens=[("<|begin_of_text|>", 128000)])])
+    (tmp_path / "hub").mkdir()
+    hub.save(str(tmp_path / "hub" / "tokenizer.json"))
+    shutil.copy(model, tmp_path / "hub" / "tokenizer.model")   # (tokenizer.json wins; Meta's layout reads this one)
+    (tmp_path / "meta").mkdir()
+    shutil.copy(model, tmp_path / "meta")
+    (tmp_path / "meta" / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))
+    bare = Tokenizer.from_file(str(tmp_path / "bare" / "tokenizer.json"))
+    pairs = [("Is it?", "Yes, it is."), (TEXT, "short"), ("a", TEXT), (TEXT, TEXT), ("", "b")]
+    for directory, oracle in (("hub", hub), ("meta", hub), ("bare", bare)):
+        ours = load_tokenizer(tmp_path / directory)
+        for n in (None, 40):
+            oracle.enable_truncation(n) if n else oracle.no_truncation()
+            for a, b in pairs:
+                e = oracle.encode(a, b)
+                assert ours.encode_pair(a, b, n or 10_000) == (e.ids, e.type_ids), (directory, n, a[:9], b[:9])
+            assert ours.encode_pair("Is it?")[0] == oracle.encode("Is it?").ids
+
+
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
     """A Llama 3.1 in Meta's layout (params.json with use_scaled_rope, consolidated.00.pth, tokenizer.model) trains
     through train.py; its Alpaca records are the ids transformers' tokenizer gives: <|begin_of_text|> prompt,
