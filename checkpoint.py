@@ -508,6 +508,14 @@ META_NAMES = {  # Meta's name -> (HF name, the dim Meta split it along across mo
 }
 
 
+def refuse_vision(p, source):
+    """Llama 3.2 Vision's params.json (vision_chunk_size, vision_num_cross_attention_layers, ...): an image encoder and
+    cross-attention layers that are not ours, refused before a weight is read (was: "tensor ... is left over")."""
+    if vision := [k for k in p if k.startswith("vision_")] if isinstance(p, dict) else []:
+        raise NotImplementedError(f"{source}: {', '.join(vision)}: a vision model (Llama 3.2 Vision), which lorasp does "
+                                  "not support: give a text-only Llama")
+
+
 def meta_config(p, embedding_rows):
     """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
     -1 (Llama 2's: the embedding knows)."""
@@ -547,6 +555,7 @@ def meta_checkpoint(path):
     if not files:
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
     p = read_json(os.path.join(path, "params.json"))
+    refuse_vision(p, os.path.join(path, "params.json"))
     shards = [torch_load(f) for f in files]
     try:
         config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])

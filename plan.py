@@ -49,7 +49,7 @@ import data
 from data import UserError
 from download import snapshot_hint
 from lorasp import matches
-from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, resident as resident_bytes
+from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
 from quant import CHUNK, triton_kernel
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
@@ -110,6 +110,8 @@ def model_config(model, directory=None):
         if os.path.exists(path):
             with open(path) as f:
                 c = json.load(f)
+            if name == "params.json":
+                refuse_vision(c, path)                             # (named: not wrapped below)
             try:
                 if name == "params.json":
                     return LlamaConfig(**meta_config(c, lambda: data.load_tokenizer(directory or model).vocab_size))

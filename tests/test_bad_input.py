@@ -1374,6 +1374,27 @@ def _(ctx):
     load_pretrained(ctx.tmp / "meta")
 
 
+def llama_vision_meta(ctx):
+    """Llama 3.2 11B Vision's params.json (Meta's layout, tiny numbers) and a file with its text and vision tensors."""
+    os.makedirs(ctx.tmp / "meta")
+    (ctx.tmp / "meta" / "params.json").write_text(json.dumps(dict(
+        dim=64, ffn_dim_multiplier=1.3, multiple_of=32, n_heads=4, n_kv_heads=2, n_layers=2, norm_eps=1e-5,
+        rope_theta=500000.0, use_scaled_rope=True, vision_chunk_size=560, vision_max_num_chunks=4, vocab_size=256,
+        vision_num_cross_attention_layers=1)))
+    torch.save({"text_model.tok_embeddings.weight": torch.zeros(256, 64),
+                "vision_model.vision_encoder.conv1._linear.weight": torch.zeros(64, 588)},
+               ctx.tmp / "meta" / "consolidated.00.pth")
+    return ctx.tmp / "meta"
+
+
+VISION = ("params.json: vision_chunk_size, vision_max_num_chunks, vision_num_cross_attention_layers: a vision model "
+          "(Llama 3.2 Vision), which lorasp does not support")
+case("Meta params.json of Llama 3.2 Vision", NotImplementedError, VISION)(  # (was: "tensor ... is left over")
+    lambda ctx: load_pretrained(llama_vision_meta(ctx)))
+case("train.py: --model a Llama 3.2 Vision in Meta's layout", SystemExit, VISION)(  # (the plan: a text Llama's)
+    lambda ctx: train.main(flags((str(llama_vision_meta(ctx)), ctx.tiny[1]), ctx.tmp / "out")))
+
+
 case("no config.json or params.json", FileNotFoundError, "params.json (Meta layout) nor a .gguf file")(
     lambda ctx: load_pretrained(ctx.tmp))
 
