@@ -303,6 +303,7 @@ class BPETokenizer(Tokenizer):
         special.update(specials)
         self.setup(ranks, [vocab.get(s) for s in strings], special, pattern)
         self.split_digits, self.add_prefix_space = split_digits, add_prefix_space
+        self.vocab, self.merges = vocab, merges               # (save_tokenizer writes them back)
         self.bos_id = self.eos_id = special.get("<|endoftext|>")  # GPT-2's only special token
         if "<s>" in special and "</s>" in special:  # RoBERTa: <s> A </s>, pairs <s> A </s></s> B </s>
             self.bos_id, self.eos_id, self.pad_id = special["<s>"], special["</s>"], special.get("<pad>")
@@ -678,6 +679,57 @@ def gguf_tokenizer(path):
     for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
         setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
     return eos_note(tok, f"{path}: GGUF's tokenizer.ggml.add_eos_token")
+
+
+def save_tokenizer(tok, directory):
+    """A GGUF's tokenizer as files load_tokenizer and transformers read back to the same ids (a model saved from a
+    .gguf is then a checkpoint of its own): sentencepiece's as tokenizer.model, byte-level BPE's as tokenizer.json;
+    tokenizer_config.json names BOS/EOS/PAD and whether texts get them; config.json (if there) their ids."""
+    if type(tok) not in (BPETokenizer, SentencePieceTokenizer):  # (the others: read from files, saved as copies)
+        raise NotImplementedError(f"save_tokenizer: a {type(tok).__name__} is not written (its files are copied)")
+    token = {i: s for s, i in tok.vocab.items()}.get if type(tok) is BPETokenizer else tok.sp.id_to_piece
+    names = {k: name for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("pad", tok.pad_id))
+             if i is not None and (name := token(i)) is not None}
+    if type(tok) is SentencePieceTokenizer:
+        with atomic_write(os.path.join(directory, "tokenizer.model")) as f:
+            f.write(tok.sp.serialized_model_proto())
+    else:
+        digits, pattern = tok.split_digits, tok.pattern
+        if digits and pattern != GPT2_PATTERN:
+            raise NotImplementedError("save_tokenizer: digits split one by one before a regex other than GPT-2's")
+        level = dict(type="ByteLevel", add_prefix_space=tok.add_prefix_space, trim_offsets=True,
+                     use_regex=pattern == GPT2_PATTERN)
+        pre = [dict(type="Digits", individual_digits=True)] * digits + [level] if pattern == GPT2_PATTERN else [
+            dict(type="Split", pattern={"Regex": pattern}, behavior="Isolated", invert=False), level]
+        mark = lambda k, t: [{"SpecialToken": {"id": names[k], "type_id": t}}] if k in names else []  # noqa: E731
+        bos, eos = "bos" if tok.add_bos else None, "eos" if tok.add_eos else None
+        t = {"version": "1.0", "truncation": None, "padding": None,
+             "added_tokens": [dict(id=i, content=s, single_word=False, lstrip=False, rstrip=False,
+                                   normalized=s in tok.normalized, special=True) for s, i in tok.special_ids.items()],
+             "normalizer": {"type": tok.normal_form} if tok.normal_form else None,
+             "pre_tokenizer": {"type": "Sequence", "pretokenizers": pre} if len(pre) > 1 else pre[0],
+             "post_processor": {"type": "TemplateProcessing",
+                                "single": mark(bos, 0) + [{"Sequence": {"id": "A", "type_id": 0}}] + mark(eos, 0),
+                                "pair": mark(bos, 0) + [{"Sequence": {"id": "A", "type_id": 0}}] + mark(eos, 0)
+                                + mark(bos, 1) + [{"Sequence": {"id": "B", "type_id": 1}}] + mark(eos, 1),
+                                "special_tokens": {names[k]: dict(id=names[k], ids=[getattr(tok, f"{k}_id")],
+                                                                  tokens=[names[k]]) for k in (bos, eos) if k}},
+             "decoder": dict(level, use_regex=True),
+             "model": dict(type="BPE", dropout=None, unk_token=None, continuing_subword_prefix=None,
+                           end_of_word_suffix=None, fuse_unk=False, byte_fallback=False, ignore_merges=False,
+                           vocab=tok.vocab, merges=[list(m) for m in tok.merges])}
+        with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
+            json.dump(t, f, ensure_ascii=False)
+    spm = type(tok) is SentencePieceTokenizer
+    config = dict(tokenizer_class="LlamaTokenizer" if spm else "PreTrainedTokenizerFast", add_bos_token=tok.add_bos,
+                  add_eos_token=tok.add_eos, legacy=tok.prefix_each if spm else None,  # (GGUF's: no "▁" after </s>)
+                  **{f"{k}_token": n for k, n in names.items()})
+    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2, ensure_ascii=False)
+    if os.path.exists(path := os.path.join(directory, "config.json")):
+        ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
+        with atomic_write(path, "w") as f:
+            json.dump(read_json(path) | ids, f, indent=2)
 
 
 def eos_note(tok, setting):

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from fetch_real import path
 import train
-from data import GPT2_PATTERN, alpaca_prompt, load_tokenizer, tokenize_records
+from data import GPT2_PATTERN, alpaca_prompt, load_tokenizer, save_tokenizer, tokenize_records
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_model import write_meta
 
@@ -139,6 +139,30 @@ def assert_llama_cpp_ids(tok, gguf):
     assert len(inputs) == len(expected) > 40
     for text, ids in zip(inputs, expected):
         assert tok.encode(text, bos=False) == ids, text
+
+
+@pytest.mark.parametrize("gguf", ["llama.cpp/ggml-vocab-llama-spm.gguf", "llama.cpp/ggml-vocab-gpt-2.gguf",
+                                  "llama.cpp/ggml-vocab-llama-bpe.gguf", "llama.cpp/ggml-vocab-qwen2.gguf",
+                                  "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"], ids=lambda g: g.split("/")[-1][:-5])
+def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
+    """data.save_tokenizer (a model saved from a .gguf gets its tokenizer as files: a GGUF has none to copy): read
+    back by our loader, llama.cpp's expected ids and the GGUF's own on TEXT, with its BOS/EOS/PAD and whether texts
+    get them; a byte-level BPE's tokenizer.json read by transformers gives those ids too (sentencepiece's
+    tokenizer.model: transformers' LlamaTokenizer splits runs of spaces its own way, from the GGUF as well)."""
+    gguf = path(*gguf.split("/"))
+    ours = load_tokenizer(gguf)
+    (tmp_path / "config.json").write_text(json.dumps(dict(model_type="llama")))  # (as the saved model's)
+    save_tokenizer(ours, tmp_path)
+    back = load_tokenizer(tmp_path)
+    if os.path.exists(gguf + ".inp"):
+        assert_llama_cpp_ids(back, gguf)
+    chat = "<|im_start|>user\n<s>Hi</s><|endoftext|><|begin_of_text|>" + TEXT
+    assert back.encode(TEXT) == ours.encode(TEXT) and back.encode(chat) == ours.encode(chat)
+    keys = ("bos_id", "eos_id", "pad_id", "add_bos", "add_eos", "vocab_size")
+    assert [getattr(back, k) for k in keys] == [getattr(ours, k) for k in keys]
+    if (tmp_path / "tokenizer.json").exists():
+        hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+        assert hf(TEXT).input_ids == ours.encode(TEXT) and hf(chat).input_ids == ours.encode(chat)
 
 
 def test_t5_unigram_tokenizer_json_matches_tokenizers():
