@@ -580,9 +580,10 @@ def tokenizer_json(path):
                      if p.get("type") == "TemplateProcessing"), None)
     if template:  # a BOS the template puts before every text ("<|endoftext|> $A"), an EOS after ("$A </s>")
         marks = {k: v["ids"] for k, v in template.get("special_tokens", {}).items()}
-        tok.template = tuple([(marks[s["SpecialToken"]["id"]], s["SpecialToken"].get("type_id", 0))
-                              if "SpecialToken" in s else (s["Sequence"]["id"], s["Sequence"].get("type_id", 0))
-                              for s in template[k]] for k in ("single", "pair"))  # Llama 3's: BOS A (BOS B)
+        steps = [[(marks[s["SpecialToken"]["id"]], s["SpecialToken"].get("type_id", 0)) if "SpecialToken" in s else
+                  (s["Sequence"]["id"], s["Sequence"].get("type_id", 0)) for s in template.get(k) or []]
+                 for k in ("single", "pair")]  # Llama 3's: BOS A (BOS B)
+        tok.template = tuple(steps) if all(steps) else None
         single = template.get("single") or [{}]
         first, last = (single[i].get("SpecialToken") for i in (0, -1))
         tok.add_bos, tok.add_eos = first is not None, last is not None
