@@ -69,10 +69,6 @@ def checked_config(args):
                             f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
                             ".gguf file")
         raise no_model(args.model, PRESETS, train=True)
-    if args.method == "full" and args.model.endswith(".gguf"):  # a .gguf holds its tokenizer; the saved folder won't
-        raise UserError(f"--method full on {args.model}: the model folder it saves would have no tokenizer (a GGUF "
-                        "keeps it inside); train an adapter (--method lorasp or lora), or convert the GGUF to a Hugging "
-                        "Face folder first")
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
@@ -178,6 +174,8 @@ def save_weights(model, directory, args, source):
             for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
+            if gguf_file(source):                              # a .gguf: its tokenizer, written as files
+                data.save_tokenizer(data.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e

@@ -794,8 +794,6 @@ def _(ctx):  # (was a traceback: AttributeError 'T5' object has no attribute 'sp
 
 case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "", "t.txt")]))
-case("--method full on a .gguf", SystemExit, "the model folder it saves would have no tokenizer")(
-    lambda ctx: train.main(flags((records_file(ctx, "GGUF", "m.gguf"), ctx.tiny[1]), ctx.tmp / "o", "--method", "full")))
 case("missing data file", SystemExit, "nope.json")(
     lambda ctx: run(ctx, data_file=str(ctx.tmp / "nope.json")))
 case("unknown preset", SystemExit, "neither a directory nor a preset; known presets: llama2-7b")(

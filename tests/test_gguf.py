@@ -17,8 +17,9 @@ import transformers
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q, GGUFReader, GGUFWriter
 from gguf.quants import dequantize, quantize
 
-from fixtures import random_params
+from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import checkpoint as C
+import train
 import model as M
 from data import bytes_to_unicode, load_tokenizer, perplexity_docs
 
@@ -490,3 +491,24 @@ def test_a_7b_q4_k_tensor_reads_within_its_output_plus_a_few_mib(tmp_path, dtype
     want = torch.from_numpy(dequantize(raw, Q.Q4_K)).to(getattr(torch, dtype)).double().sum().item()
     assert float(total) == pytest.approx(want, rel=1e-6)
     assert int(peak) < int(nbytes) + (32 << 20), (int(peak) - int(nbytes)) >> 20
+
+
+def test_full_fine_tune_of_a_gguf_saves_its_tokenizer(tmp_path, tiny):
+    """--method full from a .gguf saved OUT/model with no tokenizer file (a GGUF has none to copy): the saved model
+    could not be used alone. Now its tokenizer is written there (tokenizer.json, with add_bos/add_eos and BOS/EOS):
+    our loader and transformers read it back to the GGUF's ids; the saved model loads and runs."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    meta = llama_meta(c) | {"tokenizer.ggml.eos_token_id": 6, "tokenizer.ggml.add_bos_token": True}
+    gguf = write(tmp_path / "t.gguf", llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0)
+                                                       .state_dict(), c), meta)
+    train.main(flags((str(gguf), tiny[1]), tmp_path / "out", "--method", "full", "--max-steps", "1"))
+    saved, texts = tmp_path / "out" / "model", ["! ?!? hi\x04 there\n", "", "\x05\x06 x"]
+    ours, back = load_tokenizer(gguf), load_tokenizer(saved)
+    assert [back.encode(t) for t in texts] == [ours.encode(t) for t in texts]
+    assert (back.bos_id, back.eos_id, back.add_bos, back.add_eos) == (ours.bos_id, ours.eos_id, True, False) == (
+        5, 6, True, False)
+    hf = transformers.AutoTokenizer.from_pretrained(saved)
+    assert [hf(t).input_ids for t in texts] == [ours.encode(t) for t in texts]
+    ids = torch.tensor([back.encode(texts[0])])
+    assert M.load_pretrained(saved)(ids).shape == (1, ids.shape[1], 256)
