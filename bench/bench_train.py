@@ -4,6 +4,7 @@
     python bench/bench_train.py --table              # the grid in docs/benchmarks.md: method x quant x checkpointing
     python bench/bench_train.py --configs lorasp-element:none:none peft:none:full --steps 5 --repeats 2
     python bench/bench_train.py --configs peft:none:none lorasp-element:none:none --dtypes fp32 bf16 --measure-gflops
+    python bench/bench_train.py --configs peft:none:none lorasp-element:none:none --dtypes fp32 bf16 --compile
 
 A randomly initialised Llama (12 layers, hidden 768, SwiGLU 2048, 12 heads, vocab 32000; ~134M parameters), fp32,
 batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
@@ -69,7 +70,7 @@ def where_time_goes(step, vocab, rank=16):
     return kinds
 
 
-def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp32"):
+def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp32", compile_blocks=False):
     """One config in this process; prints one JSON line."""
     import resource
     import time
@@ -119,6 +120,9 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         def loss_fn():  # TODO(train.py): import train.py's step once it lands on main
             return net(ids, labels=ids)  # next-token loss, chunked (model.LinearCrossEntropy)
     net.train()
+    if compile_blocks:  # regional compilation: each block through inductor (one graph for the twelve alike)
+        for block in hf.model.layers if method == "peft" else net.model.layers:
+            block.compile()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     times, cpu, heap = [], [], [0]
@@ -143,7 +147,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     print(json.dumps(dict(config=config, dtype=dtype, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
                           peak_rss=proc_status("VmHWM"), loss=loss.item(), trainable=sum(p.numel() for p in params),
-                          threads=torch.get_num_threads(),
+                          threads=torch.get_num_threads(), first_step_s=times[0],
                           profile=where_time_goes(step, cfg.vocab_size) if profile else None)))
 
 
@@ -203,11 +207,13 @@ def main():
                     "comparison); or after every step in our runs (train.py once); or never")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder block (ours and peft's) "
+                    "before the steps: inductor's fused kernels; its compile time is the warm-up step's")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # METHOD:QUANT:CHECKPOINTING:DTYPE
         return child(args.child.rsplit(":", 1)[0], args.steps, args.threads, args.batch, args.seq, args.lr, args.trim,
-                     args.profile, args.child.rsplit(":", 1)[1])
+                     args.profile, args.child.rsplit(":", 1)[1], args.compile)
     configs = [f"{c}:{d}" for d in args.dtypes for c in args.configs or (TABLE if args.table else COMPARE)]
     import time
     gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq) if args.measure_gflops else args.gflops[i]
@@ -217,9 +223,11 @@ def main():
     runs = run_children(__file__, configs, args.repeats, ["--steps", str(args.steps), "--threads", str(args.threads),
                                                           "--batch", str(args.batch), "--seq", str(args.seq),
                                                           "--lr", str(args.lr), "--trim", args.trim]
-                       + ["--profile"] * args.profile)
+                       + ["--profile"] * args.profile + ["--compile"] * args.compile)
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
-    print(f"\nbatch {args.batch} x {args.seq} tokens, {threads} threads, trim_heap: {args.trim}; medians of "
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read()]
+    print(f"\nbatch {args.batch} x {args.seq} tokens, {threads} threads, trim_heap: {args.trim}" + (
+          ", torch.compile per block" * args.compile) + f"; CPU bf16 flags: {', '.join(flags) or 'none'}; medians of "
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at " + ", ".join(
               f"{g:.0f} GFLOP/s {d} ({cpu_gflops[d]:.0f} per CPU-second)" for d, g in gflops.items()) + (
               " (measured in this run)\n" if args.measure_gflops else "\n"))
