@@ -241,8 +241,8 @@ class NF4Tensor:
                  f"{prefix}: double quantization needs uint8 absmax codes, float nested_absmax and nested_quant_map "
                  f"and a number nested_offset (found {absmax.dtype}, {nested.dtype}, {nmap.dtype}, "
                  f"{meta['nested_offset']!r})")
-        # The table is kept as the file has it: bitsandbytes' CPU library saves its first entry as -1.0,
-        # not the code's -0.99297, and dequantizing with the file's table reproduces bitsandbytes exactly.
+        # The table is kept as the file has it, not replaced by DYNAMIC_CODE: dequantizing with the file's own table
+        # is what bitsandbytes does, whatever table wrote it (bitsandbytes 0.50 writes DYNAMIC_CODE itself).
         offset = torch.tensor(float(meta["nested_offset"]), device=codes.device)
         return cls(codes, absmax.reshape(-1), shape, dtype, bs, nested.float().reshape(-1), offset,
                    nmap.float().reshape(-1).to(codes.device))._checked(prefix)
