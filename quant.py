@@ -9,7 +9,8 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   quantized in blocks of 256 with the signed dynamic 8-bit code, leaving 8 + 32/256 bits of scale per 64
   weights: 4 + 8/64 + 32/(64*256) = 4.127 bits per parameter.
 - NF4Linear: a frozen linear layer that keeps only the NF4 weight; its autograd function saves no
-  full-precision copy and dequantizes again in backward for the input gradient.
+  full-precision copy and dequantizes again in backward for the input gradient. (On CPU every layer dequantizes into
+  one shared buffer of the largest weight's size, kept between calls: `_dense`.)
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
