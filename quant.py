@@ -133,7 +133,8 @@ class NF4Tensor:
     device = property(lambda self: self.codes.device)
     numel = lambda self: self.shape.numel()
 
-    # Every byte this tensor holds (the level tables are constants shared by all tensors).
+    # Every byte of codes and scales (not the tables: constants shared by all tensors, except the 1 KiB nested code
+    # a tensor read from a checkpoint brings along).
     nbytes = property(lambda self: sum(t.nbytes for t in (self.codes, self.absmax, self.nested_absmax, self.offset)
                                        if t is not None))
 
