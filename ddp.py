@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+
 def setup_ddp(args):
     """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set): join the process group, NCCL on CUDA
     (one GPU per process), gloo on CPU; only rank 0 prints. A plain `python train.py` makes no process group."""

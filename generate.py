@@ -8,8 +8,9 @@
 - `beam_search(model, ids)`: Hugging Face's generate(num_beams=K, length_penalty, early_stopping=True) for an
   encoder-decoder; the encoder runs once, the decoder's self-attention cache is reordered as beams move.
 The models (model.py's Llama, GPT-2, T5) need only the cache protocol: model(ids, attention_mask=, cache=,
-last_only=) for a decoder (last_only: the prefill's last position's logits only), model.encode / model.decode for
-T5. Leaves out: speculative decoding, repetition penalties, stop strings.
+last_only=) and config.n_layer for a decoder (last_only: the prefill's last position's logits only); model.encode,
+model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id for T5. Leaves out: speculative
+decoding, repetition penalties, stop strings.
 Run `python model.py` (a greedy continuation on a tiny model) or `python model.py --model DIR --prompt "..."`.
 """
 import math

@@ -5,11 +5,12 @@
       x ──┬──────────── W (frozen; nn.Linear or NF4Linear) ─────────────────┐
           └── A ⊙ S_A (r, in) ── h (r) ── B ⊙ S_B (out, r) ── × alpha/r ──(+)── y
 
-- S_A, S_B hold exactly round(keep * numel) True entries, drawn once by a CPU torch.Generator seeded per layer
-  (layer_seed: the global seed and the module's name through crc32): the same on any device, in any construction
-  order, on every DDP rank. keep=1.0 is plain LoRA.
+- S_A, S_B hold exactly round(keep * numel) True entries (structure="column": S_A holds round(keep * in) whole
+  columns), drawn once by a CPU torch.Generator seeded per layer (layer_seed: the global seed and the module's name
+  through crc32): the same on any device, in any construction order, on every DDP rank. keep=1.0 is plain LoRA.
 - The trainable entries are packed into the layer's only Parameters (A_train, B_train); frozen entries are buffers.
-  This is the paper's "gradient masking" made structural: gradients and optimizer state are exactly keep × LoRA's
+  This is the paper's "update selected parameters in A and B ... as indicated by S" (Sec. 3.4) made structural:
+  gradients and optimizer state are exactly keep × LoRA's
   under any optimizer, and weight decay cannot move a frozen entry (it does move them in a dense LoRA whose
   gradients are masked by a hook: see the demo).
 - mode="mask" is Eq. 2: frozen entries are zero in forward. mode="freeze": they keep their initial values (A's
@@ -26,10 +27,11 @@
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
 
-Sections: the layer (pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp,
-saved_activation_bytes); adapters in PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line
-budget because the adapter files with their checks (~130 lines, load_adapter in named steps) and the demo (~55) live
-beside the layer they store.
+Sections: PEFT's rules for which modules an adapter names (matches, peft_target) and layer_seed; the layer (pick,
+unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp, saved_activation_bytes); adapters in
+PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line budget because the adapter files
+with their checks (~230 lines: PEFT's rules ~55, load_adapter in named steps) and the demo (~55) live beside the
+layer they store.
 """
 import argparse
 import copy
@@ -47,7 +49,7 @@ import torch.nn as nn
 from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
                         save_safetensors, torch_load)
 from quant import NF4Linear
-from recompute import frozen
+from recompute import frozen_base
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
@@ -197,7 +199,7 @@ class LoRASPLinear(nn.Module):
 
     def forward(self, x):                                      # x: (..., in)
         x2, h = _LoRAInput.apply(x, self.lora_A.to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
-        y = frozen(self.base, x2)                              # (N, out), a fresh tensor: add into it in place
+        y = frozen_base(self.base, x2)                         # (N, out), a fresh tensor: add into it in place
         # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
         # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
         return y.addmm_(h.to(y.dtype), self.lora_B.to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])

@@ -6,7 +6,9 @@
 - WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
   `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100.
 - SQuAD v1.1 (the second paper's QA): `squad_scores` = the official evaluate-v1.1.py's exact match and F1.
-All take (predictions, references); tests/test_metrics.py compares each with its reference tool. Left out:
+All but squad_scores (dataset, predictions) take (predictions, references). tests/test_metrics.py compares BLEU and
+ROUGE with sacreBLEU and rouge-score, and the GLUE metrics with the SciPy and scikit-learn docstrings' examples and
+other formulas (neither library is a dependency); tests/test_squad.py scores a worked example by hand. Left out:
 sacreBLEU's other tokenizers, smoothings, lowercasing and confidence intervals; rouge-score's stemmer and rougeLsum.
 eval.py, which scores models with these, re-exports them (`from eval import bleu` works as before).
 
@@ -106,7 +108,7 @@ def glue_metrics(task, predictions, references):
 # Translation: corpus BLEU (sacreBLEU) and ROUGE (rouge-score)
 
 # mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
-_13A_RULES = [(re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # split ASCII punctuation/symbols off
+_13A_RULES = [(re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # split off ASCII symbols but ' , - .
               (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),   # period and comma, unless preceded by a digit...
               (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),   # ...or followed by one (keeps 1,000.5 whole)
               (re.compile(r"([0-9])(-)"), r"\1 \2 ")]        # a dash after a digit (3-4 -> 3 - 4)

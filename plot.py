@@ -2,7 +2,8 @@
 
 - `log_records`: the records of a run's metrics.jsonl (one JSON object a logged step); a last line cut off by a kill
   mid-write is left out, any other bad line is an error naming the file and line. train.py's --resume reads it too.
-- `plot_svg`: training loss as one polyline a run, validation loss as dots, round `ticks`, a grid, a legend.
+- `plot_svg`: training loss as one polyline a run, validation loss as dots, round `ticks`, a grid, a legend that names
+  each run by its folder (`run_names`: with parent folders where two runs' folders share a name).
 - `plot`: `python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg`, which calls it.
 Left out: log axes, smoothing, other logged values (lr, tokens/s): a few dozen lines of SVG, no plotting library.
 """
@@ -55,12 +56,28 @@ def ticks(lo, hi, n=5):
     return [round(i * step, 12) for i in range(first, max(math.ceil(hi / step), first + 1) + 1)]
 
 
+def run_names(run_dirs):
+    """Each run's name in the legend: its folder's name, with as many parent folders as it takes to tell it from the
+    other runs (x/out and y/out, not out twice)."""
+    parts = [os.path.abspath(d).split(os.sep) for d in run_dirs]
+    names = []
+    for p in parts:
+        k = 1
+        while k < len(p) - 1 and any(q != p and q[-k:] == p[-k:] for q in parts):
+            k += 1
+        names.append(os.path.join(*p[-k:]))
+    return names
+
+
 def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
     """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
     W x H pixels, plot margins L, R, T, B. A run with nothing logged yet is a note, and in the legend only."""
+    seen = [os.path.abspath(d) for d in run_dirs]
+    if (twice := next((d for d, a in zip(run_dirs, seen) if seen.count(a) > 1), None)) is not None:
+        raise UserError(f"--plot {twice} is given twice: each run draws one curve")
     runs, empty = {}, []
-    for d in run_dirs:
-        runs[os.path.basename(os.path.normpath(d))] = curves = read_metrics(d, "loss"), read_metrics(d, "val_loss")
+    for d, name in zip(run_dirs, run_names(run_dirs)):
+        runs[name] = curves = read_metrics(d, "loss"), read_metrics(d, "val_loss")
         if not curves[0] + curves[1]:
             empty.append(f"--plot {d}: no loss logged in {os.path.join(d, 'metrics.jsonl')} yet {TORN}")
     if len(empty) == len(run_dirs):

@@ -9,7 +9,8 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   quantized in blocks of 256 with the signed dynamic 8-bit code, leaving 8 + 32/256 bits of scale per 64
   weights: 4 + 8/64 + 32/(64*256) = 4.127 bits per parameter.
 - NF4Linear: a frozen linear layer that keeps only the NF4 weight; its autograd function saves no
-  full-precision copy and dequantizes again in backward for the input gradient.
+  full-precision copy and dequantizes again in backward for the input gradient. (On CPU every layer dequantizes into
+  one shared buffer of the largest weight's size, kept between calls: `_dense`.)
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
@@ -132,7 +133,8 @@ class NF4Tensor:
     device = property(lambda self: self.codes.device)
     numel = lambda self: self.shape.numel()
 
-    # Every byte this tensor holds (the level tables are constants shared by all tensors).
+    # Every byte of codes and scales (not the tables: constants shared by all tensors, except the 1 KiB nested code
+    # a tensor read from a checkpoint brings along).
     nbytes = property(lambda self: sum(t.nbytes for t in (self.codes, self.absmax, self.nested_absmax, self.offset)
                                        if t is not None))
 
@@ -241,8 +243,8 @@ class NF4Tensor:
                  f"{prefix}: double quantization needs uint8 absmax codes, float nested_absmax and nested_quant_map "
                  f"and a number nested_offset (found {absmax.dtype}, {nested.dtype}, {nmap.dtype}, "
                  f"{meta['nested_offset']!r})")
-        # The table is kept as the file has it: bitsandbytes' CPU library saves its first entry as -1.0,
-        # not the code's -0.99297, and dequantizing with the file's table reproduces bitsandbytes exactly.
+        # The table is kept as the file has it, not replaced by DYNAMIC_CODE: dequantizing with the file's own table
+        # is what bitsandbytes does, whatever table wrote it (bitsandbytes 0.50 writes DYNAMIC_CODE itself).
         offset = torch.tensor(float(meta["nested_offset"]), device=codes.device)
         return cls(codes, absmax.reshape(-1), shape, dtype, bs, nested.float().reshape(-1), offset,
                    nmap.float().reshape(-1).to(codes.device))._checked(prefix)

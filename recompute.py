@@ -3,20 +3,22 @@
 - "full" (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): a block keeps only its input; backward
   runs it again, with grad, and differentiates the replay (`Recompute`, `run_block`).
 - "selective" (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"): the matmul
-  outputs are kept and the cheap, large tensors are recomputed when backward needs them: norms, attention (softmax
-  probabilities never stored), SwiGLU/GELU. The blocks mark those ops with `cheap(fn, *inputs)`; under `selective`
-  their outputs are saved as recipes (saved-tensor hooks), replayed once on first use.
+  outputs are kept and the cheap, large tensors are recomputed when backward needs them. The paper recomputes the
+  attention core only (QK^T, softmax, dropout, the product with V); we apply its rule to norms and SwiGLU/GELU too.
+  The blocks mark those ops with `cheap(fn, *inputs)`; under `selective` their outputs are saved as recipes
+  (saved-tensor hooks), replayed once on first use.
 - A `Recipe` replays with the first run's RNG and autocast state, so dropout draws the same mask and the gradients
   are those of no checkpointing. The trainable parameters a block uses are inputs of `Recompute`, so its output needs
   a gradient even when the block's input does not (a frozen base with LoRA inside), the case where reentrant
   torch.utils.checkpoint loses the gradients.
 - A full replay skips what only its discarded output needs: the block's last projection (`tail(layer, x)`: Llama's
   down_proj, GPT-2's and T5's feed-forward output), whose value only flows, through additions, into the block's
-  output. A LoRA-SP layer there gets zeros for its frozen base's part (`frozen`; dL/dx = g W needs no value), so
+  output. A LoRA-SP layer there gets zeros for its frozen base's part (`frozen_base`; dL/dx = g W needs no value), so
   the replay saves that matmul and, on an NF4 base, its dequantize: 7% of a `full` step's base-weight work.
 Leaves out: offloading to host memory, per-op policies beyond `cheap`, checkpointing across several blocks.
 Run `python model.py` (its demo compares the gradients of "none", "full" and "selective" on a tiny Llama);
-tests/test_checkpointing.py checks them on every backbone, with LoRA-SP and NF4 inside.
+tests/test_checkpointing.py checks them on Llama, GPT-2 and T5, with LoRA-SP and NF4 inside (tests/test_encoders.py
+on RoBERTa/BERT, tests/test_t5.py on T5 again).
 """
 import weakref
 
@@ -75,7 +77,7 @@ _unread = False     # True inside tail() during such a replay
 
 def tail(layer, x):
     """layer(x), where the caller only adds the result (through dropout at most) into the block's output. In a full
-    replay that output is never read, only differentiated: a LoRA-SP layer there calls its base through `frozen`,
+    replay that output is never read, only differentiated: a LoRA-SP layer there calls its base through `frozen_base`,
     which skips the matmul."""
     global _unread
     if not _replaying:
@@ -103,7 +105,7 @@ class _Unread(torch.autograd.Function):
         return gx.to(ctx.dtype), None, None
 
 
-def frozen(base, x2):
+def frozen_base(base, x2):
     """base(x2) for a frozen linear base (an adapter's): inside a tail() of a full replay, where the value is never
     read, zeros stand in for it and its matmul (and an NF4 dequantize) is skipped; dL/dx is the same."""
     if not _unread:

@@ -4,6 +4,7 @@ a hand computation, generation with and without an adapter, and the loss-curve S
 import csv
 import json
 import math
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -257,6 +258,23 @@ def test_plot_svg(tmp_path, capsys):
     texts = [t.text for t in svg.findall("s:text", ns)]
     assert all(n in texts for n in runs) and "step" in texts and "loss" in texts
     assert plot.ticks(0, 40) == [0, 10, 20, 30, 40] and plot.ticks(1.0, 5.0) == [1, 2, 3, 4, 5]
+
+
+def test_plot_runs_whose_folders_share_a_name(tmp_path):
+    """Runs in a/run and b/run each get their curve and a legend entry that tells them apart (the second was dropped:
+    one curve, one "run" in the legend); a run given twice is an error naming it."""
+    for name, losses in (("a", [3.0, 2.0]), ("b", [5.0, 4.0, 3.5])):
+        (tmp_path / name / "run").mkdir(parents=True)
+        rows = [dict(step=i + 1, loss=v) for i, v in enumerate(losses)]
+        (tmp_path / name / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    svg = ET.fromstring(plot.plot_svg([tmp_path / "a" / "run", tmp_path / "b" / "run"]))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert [len(p.get("points").split()) for p in svg.findall("s:polyline", ns)] == [2, 3]
+    texts = [t.text for t in svg.findall("s:text", ns)]
+    assert os.path.join("a", "run") in texts and os.path.join("b", "run") in texts and "run" not in texts
+    assert plot.run_names(["x/out", "y/out", "z/other"]) == [os.path.join("x", "out"), os.path.join("y", "out"), "other"]
+    with pytest.raises(plot.UserError, match="given twice"):
+        plot.plot_svg([tmp_path / "a" / "run", str(tmp_path / "a" / "run") + "/"])
 
 
 def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
