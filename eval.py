@@ -49,7 +49,7 @@ from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_leng
                   squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
-from lorasp import adapter_base, load_adapter
+from lorasp import adapter_base, load_adapter, matches
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import has_weights, no_model, resolve_model
@@ -183,9 +183,15 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         before = set(model._modules)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
-        if set(model._modules) - before and not adapter:      # a fresh, random head: its scores would mean nothing
-            raise UserError(f"--model {name} has no trained {'span' if qa else 'classifier'} head: pass --adapter "
+        fresh, what = sorted(set(model._modules) - before), "span" if qa else "classifier"
+        if fresh and not adapter:                              # a fresh, random head: its scores would mean nothing
+            raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
+        cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
+        if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
+            raise UserError(f"--adapter {adapter} brings no {what} head ({', '.join(fresh)}; its adapter_config.json's "
+                            f"modules_to_save: {cfg.get('modules_to_save')}, task_type {cfg.get('task_type')}): it "
+                            "trained without one, so the head would be random; pass an adapter trained on this task")
     elif takes and model.config.model_type not in takes[0]:
         raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome

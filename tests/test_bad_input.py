@@ -734,6 +734,28 @@ def tiny_bert(ctx):
 
 case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", SystemExit,
      "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
+
+
+@case("eval.py: a GLUE or SQuAD task with an adapter that brings no head (a causal-LM run's, a classifier's)", None)
+def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded head: 58.33, then 50.0 on the same files)
+    d = ctx.tmp / "gpt2"
+    torch.manual_seed(0)
+    save_pretrained(gpt2 := build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate([*"abcdefghi", "<|endoftext|>"])}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    save_adapter(apply_lorasp(gpt2, ["c_attn"], r=2), ctx.tmp / "lm")  # CAUSAL_LM, no modules_to_save
+    bert = load_pretrained(tiny_bert(ctx)).add_head(2)
+    save_adapter(apply_lorasp(bert, ["query"], r=2), ctx.tmp / "cls", task_type="SEQ_CLS", modules_to_save=("classifier",))
+    (ctx.tmp / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\nabc\t1\nbad\t0\n", f"SST-2/{split}.tsv")
+    records_file(ctx, json.dumps({"version": "1.1", "data": SQUAD_DATA}), "dev-v1.1.json")
+    for task, model, adapter, head in (("glue/sst2", d, "lm", "classifier head (score; "),
+                                       ("squad", ctx.tmp / "bert", "cls", "span head (qa_outputs; ")):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", task, "--model", str(model), "--adapter", str(ctx.tmp / adapter), "--data-dir",
+                    str(ctx.tmp), "--seq-len", "8", "--stride", "2"])
+        assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head}"), e.value.code
 def long_sst2(ctx):
     """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
     for split in ("train", "dev"):
