@@ -1213,6 +1213,8 @@ def read_mmlu_csv(path):
     into NaN and "2.50" into 2.5)."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
         rows = [row for row in csv.reader(f) if row]     # (skip_blank_lines=True)
+    if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
+        raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
             raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")

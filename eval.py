@@ -346,6 +346,18 @@ def answer_ids(tok):
     return ids
 
 
+def mmlu_subjects(data_dir, subjects=None):
+    """The subjects to score: those asked (--subjects), each with its test/SUBJECT_test.csv, or every one there."""
+    test_dir = os.path.join(data_dir, "test")
+    there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    if not there:                                              # (else a ZeroDivisionError after the loop)
+        raise ValueError(f"{test_dir}: no SUBJECT_test.csv file (MMLU's release holds 57)")
+    if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
+        raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
+                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6 else ""))
+    return subjects or there
+
+
 @torch.no_grad()
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
@@ -354,8 +366,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
     drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
     the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
     values of the shared part do not depend on what follows)."""
-    test_dir = os.path.join(data_dir, "test")
-    subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    test_dir, subjects = os.path.join(data_dir, "test"), mmlu_subjects(data_dir, subjects)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
     for s in subjects:
@@ -547,6 +558,9 @@ def command(argv=None):
         if not getattr(args, need):
             ap.error(f"--task {task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
+    if task == "mmlu":                                         # its files and --subjects, before the model loads
+        args.data_dir = mmlu_dir(args.data_dir)
+        mmlu_subjects(args.data_dir, args.subjects)
     args.adapter = args.adapter and adapter_folder(args.adapter)
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
     # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
@@ -592,7 +606,7 @@ def command(argv=None):
         print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
     elif task == "mmlu":
-        result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
+        result = mmlu(model, tok, args.data_dir, args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "

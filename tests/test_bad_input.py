@@ -772,6 +772,14 @@ def _(ctx):  # (was an IndexError traceback from the position embedding, at the 
     E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "100"])
 
 
+def mmlu_folder(ctx):
+    """An MMLU data/ folder of one subject, one question."""
+    for split in ("dev", "test"):
+        os.makedirs(ctx.tmp / "mmlu" / split, exist_ok=True)
+        records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/{split}/x_{split}.csv")
+    return str(ctx.tmp / "mmlu")
+
+
 @case("eval.py: perplexity's --seq-len past GPT-2's positions", SystemExit, "--seq-len 16: ")
 def _(ctx):  # (was a warning that it would run on positions never trained, then GPT-2's forward refusing the window)
     d = ctx.tmp / "gpt2"
@@ -782,7 +790,7 @@ def _(ctx):  # (was a warning that it would run on positions never trained, then
     E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "8"])  # 8 fits: scored
     assert "warning" not in ctx.capsys.readouterr().err
     with pytest.raises(SystemExit, match="has 8 positions; use --seq-len 8 or less"):
-        E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(ctx.tmp / "no-mmlu"), "--seq-len", "16"])
+        E.main(["--task", "mmlu", "--model", str(d), "--data-dir", mmlu_folder(ctx), "--seq-len", "16"])
     E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "16"])
 
 
@@ -1887,6 +1895,24 @@ def _(ctx):
 
 case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
+case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: no rows (an empty file)")(
+    lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)
+
+
+@case("eval.py: --task mmlu with a --subjects not there, or a test/ folder without a subject's file", None)
+def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such file or directory: DIR/dev/x_dev.csv")
+    os.makedirs(ctx.tmp / "mmlu" / "test")
+    test = ctx.tmp / "mmlu" / "test"
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
+    for message in (f"error: {test}: no SUBJECT_test.csv file (MMLU's release holds 57)",
+                    f"error: --subjects astronomy_test.csv: no {test / 'astronomy_test.csv_test.csv'}; the subjects "
+                    "there: anatomy, astronomy"):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp / "mmlu"), "--subjects",
+                    "anatomy", "astronomy_test.csv"])
+        assert e.value.code == message
+        for subject in ("anatomy", "astronomy"):
+            records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/test/{subject}_test.csv")
 
 
 # ----------------------------------------------------------------------------------------------------
