@@ -145,7 +145,7 @@ def take_settings(args):
 def base_changed(args, was, parts):
     """The error for a base whose files' fingerprints `parts` (files_fingerprints) are not the checkpoint's, naming
     the files that differ when the checkpoint kept theirs; None when they are the same."""
-    if parts[""] == was.get("base_sha256", parts[""]):
+    if parts[""] == (was.get("base_sha256") or parts[""]):    # (none recorded: a checkpoint from before them)
         return None
     old, now = was.get("base_files") or {}, {n: h for n, h in parts.items() if n}
     which = ", ".join(n + (" is missing" if n not in now else " is new" if n not in old else " differs")
@@ -213,6 +213,11 @@ def restore(checkpoint, args, opt):
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)
+        took = max((int(t["step"]) for t in saved["state"].values() if "step" in t), default=None)  # AdamW's count
+        if took is not None and (type(state["step"]) is not int or state["step"] != took):  # (state.json edited, or
+            raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged (its step "  # another's)
+                            f"{json.dumps(state['step'])} is not the {took} steps {path} took); the checkpoint "
+                            "cannot continue the run: start again without --resume (or with another --out)")
         sizes, now = ([len(g["params"]) for g in o["param_groups"]] for o in (saved, opt.state_dict()))
         if sizes != now and sum(sizes) == sum(now):            # the same tensors, grouped anew
             raise UserError(

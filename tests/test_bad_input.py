@@ -904,6 +904,21 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+@case("--resume: state.json's step edited (-1, 1, 1.5, true, \"2\") or another checkpoint's", None)
+def _(ctx):  # (went on from that step, 1.5 as 1, with step 2's optimizer and RNG states, without a word)
+    path = checkpointed(ctx) / "checkpoint" / "state.json"
+    saved = json.load(open(path))
+    for step in (-1, 1, 1.5, True, "2", 4):
+        json.dump(dict(saved, step=step), open(path, "w"))
+        with pytest.raises(SystemExit) as e:
+            run(ctx, "--max-steps", "2", "--resume")
+        assert e.value.code == f"error: --resume: {path} is damaged (its step {json.dumps(step)} is not the 2 steps " \
+            f"{path.parent / 'optimizer.pt'} took); the checkpoint cannot continue the run: start again without " \
+            "--resume (or with another --out)"
+    json.dump(dict(saved, args=dict(saved["args"], base_sha256=None, base_files=None)), open(path, "w"))
+    assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2  # none recorded: as before fingerprints (TypeError)
+
+
 @case("--resume over a base whose files changed", SystemExit, "the base model's files changed since the checkpoint")
 def _(ctx):
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
