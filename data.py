@@ -1302,7 +1302,7 @@ def read_glue(path, task):
     leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
     line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out, skipped, quoted = [], [], written_quoted(path)
+    out, skipped, fields, quoted = [], [], 0, written_quoted(path)
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
@@ -1317,6 +1317,7 @@ def read_glue(path, task):
             r = dict(zip(header, row))
             if len(row) < len(header) or labels is not None and r[label] == "":
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
+                fields = fields or len(row)                    # the first one's, for the error if all are
                 continue
             if len(row) > len(header):
                 raise ValueError(f"{path}:{rows.line_num}: {len(row)} fields, expected {len(header)} ({task})")
@@ -1328,6 +1329,10 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+    if skipped and not out:                                    # (then "no examples", as if it held none)
+        raise ValueError(f"{path}: every row has fields missing or no label (line {skipped[0]}: {fields} fields; GLUE "
+                         f"{task}'s are {', '.join(header)}" + (": CoLA's train and dev files have no header)" if
+                                                                task == "cola" else ")"))
     if skipped:
         print(f"note: {path}: skipped {len(skipped):,} row{'s' * (len(skipped) > 1)} with fields missing or no label "
               f"(line{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped[:5]))}{', ...' * (len(skipped) > 5)}), "

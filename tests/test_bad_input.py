@@ -1879,6 +1879,13 @@ case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no
     data.load_glue("sst2", str(ctx.tmp)))
 
 
+case("GLUE: CoLA as HF's datasets exports it (a header, 3 columns): every row skipped", ValueError,
+     "train.tsv: every row has fields missing or no label (line 1: 3 fields; GLUE cola's are source, label, "
+     "original_label, sentence: CoLA's train and dev files have no header)")(  # (was: each row skipped with a
+    lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tidx\nab\t1\t0\n", "train.tsv"), "cola"))  # note,
+# then "dev.tsv: no examples (a header and no rows)")
+
+
 @case("GLUE and WMT16: a trailing blank line, a byte-order mark", None)
 def _(ctx):
     assert data.read_glue(records_file(ctx, "sentence\tlabel\na\t1\n\n", "train.tsv"), "sst2") == [("a", None, 1)]
