@@ -1545,6 +1545,9 @@ def read_squad(split, root=None):
             if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
                 raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
                                  "lorasp reads SQuAD v1.1, where every question has one")
+    if not any(p["qas"] for article in dataset["data"] for p in article["paragraphs"]):  # (eval: ZeroDivisionError)
+        raise ValueError(f"{path}: no question (its \"data\" holds {len(dataset['data'])} article"
+                         f"{'s' * (len(dataset['data']) != 1)}, none with \"qas\")")
     return dataset["data"]
 
 

@@ -558,11 +558,19 @@ def command(argv=None):
         if not getattr(args, need):
             ap.error(f"--task {task} needs --{need}")
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
-    if task == "mmlu":                                         # its files and --subjects, before the model loads
-        args.data_dir = mmlu_dir(args.data_dir)
-        mmlu_subjects(args.data_dir, args.subjects)
     args.adapter = args.adapter and adapter_folder(args.adapter)
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
+    model_path(args.model)                                     # a mistyped --model: said before any download
+    if task == "mmlu":                                         # the data (fetched if need be), before the model loads
+        args.data_dir = mmlu_dir(args.data_dir)
+        mmlu_subjects(args.data_dir, args.subjects)
+    elif task == "squad":
+        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
+    elif task == "wmt16-en-ro":
+        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
+        if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
+            raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
+                            "test.ro) holds no sentence pair")
     # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
     heads = len(GLUE[glue][4] or [0]) if glue else 0
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
@@ -582,7 +590,6 @@ def command(argv=None):
             no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
                       "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
                       "at a time")
-        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
@@ -596,7 +603,6 @@ def command(argv=None):
             print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
     elif task == "wmt16-en-ro":
-        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
                                                   bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
                                                   num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)

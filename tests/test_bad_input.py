@@ -652,6 +652,20 @@ case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExi
     train.main(flags((tiny_bert(ctx), "squad"), ctx.tmp / "o", "--data-dir", str(ctx.tmp), "--seq-len", "64")))
 
 
+@case("eval.py: a SQuAD dev file or WMT16 test split with nothing in it, said before the model loads", None)
+def _(ctx):  # (after loading: ZeroDivisionError; "need as many predictions as references, at least one: 0, 0")
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    records_file(ctx, json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": []}]}), "dev-v1.1.json")
+    records_file(ctx, "\n", "test.jsonl")
+    for task, message in (("squad", f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
+                                     "with \"qas\")"),
+                          ("wmt16-en-ro", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
+                                          "sentence pair")):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", task, "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+        assert e.value.code == f"error: {message}"
+
+
 @case("SQuAD: a file saved with a byte-order mark (PowerShell's UTF8) reads as without one", None)
 def _(ctx):
     text = json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Ann came.", "qas": [
