@@ -133,8 +133,13 @@ def bleu(hypotheses, references):
     an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
-    for hyp, refs in zip(hypotheses, references):
-        hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in ([refs] if isinstance(refs, str) else refs)]
+    for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
+        refs = [refs] if isinstance(refs, str) else refs
+        if not (isinstance(hyp, str) and isinstance(refs, (list, tuple)) and refs and all(isinstance(r, str)
+                                                                                         for r in refs)):
+            raise TypeError(f"bleu takes a text per hypothesis and a text or a non-empty list of texts per reference: "
+                            f"hypothesis {i} is {hyp!r:.60}, its references {refs!r:.60}")  # (AttributeError, min())
+        hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in refs]
         ref_counts = Counter()
         for ref in refs:
             ref_counts |= _ngrams(ref, range(1, 5))  # | keeps the max count over references: the clip

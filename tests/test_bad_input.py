@@ -1507,6 +1507,10 @@ for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were
         lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
 
 
+for name, args in (("a None hypothesis (a generation that failed)", ([None, "a"], ["a", "a"])),  # (AttributeError:
+                   ("an empty list of references", (["a"], [[]]))):    # no attribute 'rstrip'; min() arg is empty)
+    case(f"metrics.bleu with {name}", TypeError, "bleu takes a text per hypothesis and a text or a non-empty "
+         "list of texts per reference: hypothesis 0 is ")(lambda ctx, args=args: metrics.bleu(*args))
 case("metrics.rouge with a list of references per hypothesis, as bleu takes them", TypeError, "rouge takes one "
      "reference text per hypothesis: reference 0 is a list")(  # (AttributeError: 'list' object has no attribute
     lambda ctx: metrics.rouge(["the cat sat"], [["the cat sat", "a cat sat"]]))       # 'lower')
