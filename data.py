@@ -1340,14 +1340,14 @@ def read_glue(path, task):
     return out
 
 
-def load_glue(task, root=None):
-    """{split: examples} of a GLUE task: "train" and "dev" (MNLI: "dev_matched", "dev_mismatched"), from
-    root/<task folder>/ (download_glue_data.py's layout: glue_data/SST-2/train.tsv), by default the cache, where a
-    missing task is downloaded."""
+def load_glue(task, root=None, train=True):
+    """{split: examples} of a GLUE task: "train" (train=False: left out, as eval.py needs no training file) and "dev"
+    (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
+    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
-    directory, files = os.path.join(root or cache_dir("glue"), folder), ("train", *devs)
+    directory, files = os.path.join(root or cache_dir("glue"), folder), ("train",) * train + devs
     if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
         if root:
             raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}")
@@ -1370,13 +1370,13 @@ def encode_glue(rows, tok, max_len=128):
     return out, cut
 
 
-def glue_examples(task, tok, seq_len, root=None):
-    """(train examples, {dev split: examples}) of a GLUE task (load_glue), encoded for a classifier; the pairs
-    longer than seq_len are truncated and counted."""
-    encoded = {s: encode_glue(rows, tok, seq_len) for s, rows in load_glue(task, root).items()}
+def glue_examples(task, tok, seq_len, root=None, train=True):
+    """(train examples ([] with train=False: not read), {dev split: examples}) of a GLUE task (load_glue), encoded
+    for a classifier; the pairs longer than seq_len are truncated and counted."""
+    encoded = {s: encode_glue(rows, tok, seq_len) for s, rows in load_glue(task, root, train).items()}
     print(f"glue/{task}: " + ", ".join(f"{len(e):,} {s}" for s, (e, _) in encoded.items()) +
           f" examples; {sum(c for _, c in encoded.values()):,} longer than --seq-len {seq_len}, truncated")
-    return encoded.pop("train")[0], {s: e for s, (e, _) in encoded.items()}
+    return encoded.pop("train", ([], 0))[0], {s: e for s, (e, _) in encoded.items()}
 
 
 def download_glue(task, root):

@@ -750,6 +750,17 @@ case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", 
      "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
 
 
+@case("eval.py: a GLUE folder holding the dev file only: evaluation needs no train.tsv", None)
+def _(ctx):  # (was refused: "SST-2: needs train.tsv, dev.tsv"; and MNLI's 393k training pairs were tokenized first)
+    save_pretrained(build_model(EncoderConfig(vocab_size=8, num_labels=2)), ctx.tmp / "bert")  # a head of its own
+    (ctx.tmp / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]))
+    (ctx.tmp / "SST-2").mkdir()
+    records_file(ctx, "sentence\tlabel\na b\t1\nc\t0\n", "SST-2/dev.tsv")
+    E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "16"])
+    out = ctx.capsys.readouterr().out
+    assert "glue/sst2: 2 dev examples;" in out and json.loads(out.splitlines()[-1])["dev"]["accuracy"] in (0, 50, 100)
+
+
 @case("eval.py: a GLUE or SQuAD task with an adapter that brings no head (a causal-LM run's, a classifier's)", None)
 def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded head: 58.33, then 50.0 on the same files)
     d = ctx.tmp / "gpt2"
