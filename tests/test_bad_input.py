@@ -1080,6 +1080,16 @@ def _(ctx):
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
 
 
+@case("--resume after the base's tokenizer.model was replaced: named, not blamed on the data", SystemExit,
+      "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now")
+def _(ctx):  # (was "the training data changed ... Restore the data, or pass --allow-data-change", the data unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
+                             str(ctx.tmp / "base" / "tokenizer.model"), 200)  # another vocabulary of the same size
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
 def as_mistral(ctx, window):
     """The tiny fixture's folder as a Mistral with a sliding window (model_type and the window in config.json)."""
     d = shutil.copytree(ctx.tiny[0], ctx.tmp / "mistral")
