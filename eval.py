@@ -250,6 +250,9 @@ def adapter_folder(path):
                             f"(--method full's): give --adapter {inner}, or --model {model}")
         print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
         return inner
+    if model and inner != path:                                # (was "no adapter_config.json; not an adapter folder")
+        raise UserError(f"--adapter {path} is a --method full run's folder: it trained the whole model, which is "
+                        f"--model {model} (without --adapter)")
     if os.path.isfile(os.path.join(last := os.path.join(path, "checkpoint", "adapter"), "adapter_config.json")) and \
             not os.path.exists(os.path.join(path, "adapter")):
         raise UserError(f"--adapter {path}: the run has no result yet (stopped before its end, or still running): its "

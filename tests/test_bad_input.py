@@ -611,6 +611,13 @@ def _(ctx):  # (not the earlier run's adapter, silently)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("eval.py: --adapter a --method full run's folder", SystemExit, "out is a --method full run's folder: it "
+      "trained the whole model, which is --model ")  # (was "OUT: no adapter_config.json; not an adapter folder")
+def _(ctx):
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--method", "full"))
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--adapter", str(ctx.tmp / "out"), "--data", ctx.tiny[1]])
+
+
 @case("eval.py: --adapter a killed run's folder: no adapter/ yet, a checkpoint", SystemExit,
       "has no result yet (stopped before its end, or still running): its last checkpoint's adapter is --adapter ")
 def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
