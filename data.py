@@ -1438,6 +1438,9 @@ def read_translation(directory, split, src="en", tgt="ro"):
     export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt}."""
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
+        if os.path.exists(a) and os.path.exists(b):            # two copies, maybe of other data: say which is read
+            print(f"note: {directory} holds {split}.jsonl and {split}.{src} + {split}.{tgt}: reading {split}.jsonl",
+                  file=sys.stderr)
         pairs = []
         with text_file(jsonl, "utf-8-sig") as f:                 # -sig: a byte-order mark is not text
             for n, line in enumerate(f, 1):

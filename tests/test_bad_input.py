@@ -1932,6 +1932,14 @@ case("GLUE: CoLA as HF's datasets exports it (a header, 3 columns): every row sk
 # then "dev.tsv: no examples (a header and no rows)")
 
 
+@case("WMT16: a folder holding test.jsonl and test.en + test.ro says which it reads", None)
+def _(ctx):  # (test.jsonl was read without a word, whatever the plain-text files held)
+    records_file(ctx, json.dumps({"translation": {"en": "J", "ro": "K"}}) + "\n", "test.jsonl")
+    records_file(ctx, "a\n", "test.en") and records_file(ctx, "x\n", "test.ro")
+    assert data.read_translation(str(ctx.tmp), "test") == [("J", "K")]
+    assert ctx.capsys.readouterr().err == f"note: {ctx.tmp} holds test.jsonl and test.en + test.ro: reading test.jsonl\n"
+
+
 @case("GLUE and WMT16: a trailing blank line, a byte-order mark", None)
 def _(ctx):
     assert data.read_glue(records_file(ctx, "sentence\tlabel\na\t1\n\n", "train.tsv"), "sst2") == [("a", None, 1)]
