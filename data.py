@@ -1002,10 +1002,7 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                 raise ValueError(f"{ALPACA_URL} did not give Alpaca's records ({e}); received {what}; it was "
                                  "deleted") from None
         check_recorded_sha256(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".json", ".jsonl", ".txt"):
-        raise ValueError(f"--data {path}: a .json or .jsonl of instruction records or a .txt corpus, told apart by the "
-                         f"name's ending (this one: {ext or 'none'!r})")
+    ext = check_records_name(path)
     if ext == ".txt":
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
@@ -1015,6 +1012,18 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
     print(f"{path}: {len(train_ex):,} train / {len(val_ex):,} held-out examples of {len(train) + len(val):,} "
           f"records; " + cut_and_dropped(cut + cut_val, len(train) + len(val) - len(train_ex) - len(val_ex), seq_len))
     return train_ex, val_ex, val
+
+
+def check_records_name(path):
+    """The ending of a --data file (.json, .jsonl or .txt, any case); another is an error (a GLUE or MMLU file: where
+    it goes instead)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".jsonl", ".txt"):
+        raise ValueError(f"--data {path}: a .json or .jsonl of instruction records or a .txt corpus, told apart by the "
+                         f"name's ending (this one: {ext or 'none'!r})" + (
+                             "; a GLUE task's .tsv files train with --data glue/TASK --data-dir GLUE_DIR (the folder "
+                             "holding TASK/train.tsv)" if ext == ".tsv" else ""))
+    return ext
 
 
 def cut_and_dropped(cut, dropped, seq_len):

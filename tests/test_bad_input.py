@@ -1958,6 +1958,17 @@ case("records: a name ending in neither .json, .jsonl nor .txt", SystemExit, "d.
      "instruction records or a .txt corpus")(lambda ctx: run(ctx, data_file=records_file(ctx, "a,b\n", "d.csv")))
 
 
+@case("--data a GLUE task's train.tsv, with an encoder or a Llama: said before the model loads, with what to give", None)
+def _(ctx):  # (the encoder's: "--data .../train.tsv trains llama or gpt2; bert holds bert"; the Llama's: after loading)
+    tsv = records_file(ctx, "sentence\tlabel\na b\t1\n", "train.tsv")
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    for model in (ctx.tiny[0], tiny_bert(ctx)):
+        with pytest.raises(SystemExit) as e:
+            train.main(flags((model, tsv), ctx.tmp / "out"))
+        assert e.value.code.endswith("(this one: '.tsv'); a GLUE task's .tsv files train with --data glue/TASK "
+                                     "--data-dir GLUE_DIR (the folder holding TASK/train.tsv)"), e.value.code
+
+
 @case("records: upper-case .JSONL and .TXT", None)
 def _(ctx):
     tok = data.load_tokenizer(ctx.tiny[0])
