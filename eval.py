@@ -358,7 +358,7 @@ def mmlu_subjects(data_dir, subjects=None):
     if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
         raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
                          f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6 else ""))
-    return subjects or there
+    return list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
 
 
 @torch.no_grad()

@@ -760,7 +760,7 @@ case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", 
 @case("eval.py: a GLUE folder holding the dev file only: evaluation needs no train.tsv", None)
 def _(ctx):  # (was refused: "SST-2: needs train.tsv, dev.tsv"; and MNLI's 393k training pairs were tokenized first)
     save_pretrained(build_model(EncoderConfig(vocab_size=8, num_labels=2)), ctx.tmp / "bert")  # a head of its own
-    (ctx.tmp / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]))
+    (ctx.tmp / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abc"]))
     (ctx.tmp / "SST-2").mkdir()
     records_file(ctx, "sentence\tlabel\na b\t1\nc\t0\n", "SST-2/dev.tsv")
     E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "16"])
@@ -777,7 +777,8 @@ def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded he
     (d / "merges.txt").write_text("#version: 0.2\n")
     save_adapter(apply_lorasp(gpt2, ["c_attn"], r=2), ctx.tmp / "lm")  # CAUSAL_LM, no modules_to_save
     bert = load_pretrained(tiny_bert(ctx)).add_head(2)
-    save_adapter(apply_lorasp(bert, ["query"], r=2), ctx.tmp / "cls", task_type="SEQ_CLS", modules_to_save=("classifier",))
+    save_adapter(apply_lorasp(bert, ["query"], r=2), ctx.tmp / "cls", task_type="SEQ_CLS",
+                 modules_to_save=("classifier",))
     (ctx.tmp / "SST-2").mkdir()
     for split in ("train", "dev"):
         records_file(ctx, "sentence\tlabel\nabc\t1\nbad\t0\n", f"SST-2/{split}.tsv")
@@ -1937,7 +1938,8 @@ def _(ctx):  # (test.jsonl was read without a word, whatever the plain-text file
     records_file(ctx, json.dumps({"translation": {"en": "J", "ro": "K"}}) + "\n", "test.jsonl")
     records_file(ctx, "a\n", "test.en") and records_file(ctx, "x\n", "test.ro")
     assert data.read_translation(str(ctx.tmp), "test") == [("J", "K")]
-    assert ctx.capsys.readouterr().err == f"note: {ctx.tmp} holds test.jsonl and test.en + test.ro: reading test.jsonl\n"
+    assert ctx.capsys.readouterr().err == \
+        f"note: {ctx.tmp} holds test.jsonl and test.en + test.ro: reading test.jsonl\n"
 
 
 @case("GLUE and WMT16: a trailing blank line, a byte-order mark", None)
@@ -1958,7 +1960,7 @@ case("records: a name ending in neither .json, .jsonl nor .txt", SystemExit, "d.
      "instruction records or a .txt corpus")(lambda ctx: run(ctx, data_file=records_file(ctx, "a,b\n", "d.csv")))
 
 
-@case("--data a GLUE task's train.tsv, with an encoder or a Llama: said before the model loads, with what to give", None)
+@case("--data a GLUE task's train.tsv, with an encoder or a Llama: said before the model loads, and what to give", None)
 def _(ctx):  # (the encoder's: "--data .../train.tsv trains llama or gpt2; bert holds bert"; the Llama's: after loading)
     tsv = records_file(ctx, "sentence\tlabel\na b\t1\n", "train.tsv")
     ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
@@ -1986,8 +1988,9 @@ case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: n
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)
 
 
-@case("eval.py: --task mmlu with a --subjects not there, or a test/ folder without a subject's file", None)
-def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such file or directory: DIR/dev/x_dev.csv")
+@case("eval.py: --task mmlu, --subjects not there or given twice, or a test/ folder without a subject's file", None)
+def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such file or directory: DIR/dev/x_dev.csv";
+    # a subject given twice was scored twice: "over 1 subjects, micro ... over 4 questions" of 2)
     os.makedirs(ctx.tmp / "mmlu" / "test")
     test = ctx.tmp / "mmlu" / "test"
     ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
@@ -2000,6 +2003,7 @@ def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such 
         assert e.value.code == message
         for subject in ("anatomy", "astronomy"):
             records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/test/{subject}_test.csv")
+    assert E.mmlu_subjects(str(ctx.tmp / "mmlu"), ["astronomy", "anatomy", "astronomy"]) == ["astronomy", "anatomy"]
 
 
 # ----------------------------------------------------------------------------------------------------
