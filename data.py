@@ -1374,6 +1374,10 @@ def encode_glue(rows, tok, max_len=128):
     out, cut = [], 0
     for a, b, y in rows:
         ids, types = tok.encode_pair(a, b, max_len)
+        if None in ids:                                        # (else a traceback from torch.tensor in collate)
+            raise ValueError(f"the tokenizer has no id for a mark GLUE pairs take (GPT-2's <|endoftext|>, BERT's "
+                             f"[CLS] and [SEP], RoBERTa's <s> and </s>): {a!r:.40} encodes to {ids[:8]}; give the "
+                             "checkpoint's own tokenizer files")
         cut += len(ids) == max_len and len(tok.encode_pair(a, b, 1 << 30)[0]) > max_len
         out.append({"input_ids": ids, "token_type_ids": types, "labels": y})
     return out, cut

@@ -1926,6 +1926,15 @@ case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no
     data.load_glue("sst2", str(ctx.tmp)))
 
 
+@case("GLUE: pairs with a byte-level BPE vocabulary that has no <|endoftext|>", ValueError, "the tokenizer has no id "
+      "for a mark GLUE pairs take (GPT-2's <|endoftext|>, BERT's [CLS] and [SEP], RoBERTa's <s> and </s>): 'ab' "
+      "encodes to [None, 0, 1, None]")
+def _(ctx):  # (a traceback from torch.tensor at the first batch: "Could not infer dtype of NoneType")
+    (ctx.tmp / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (ctx.tmp / "merges.txt").write_text("#version: 0.2\n")
+    data.encode_glue([("ab", None, 1)], data.load_tokenizer(str(ctx.tmp)))
+
+
 case("GLUE: CoLA as HF's datasets exports it (a header, 3 columns): every row skipped", ValueError,
      "train.tsv: every row has fields missing or no label (line 1: 3 fields; GLUE cola's are source, label, "
      "original_label, sentence: CoLA's train and dev files have no header)")(  # (was: each row skipped with a
