@@ -1358,8 +1358,14 @@ def load_glue(task, root=None, train=True):
     folder, *_, devs = GLUE[task]
     directory, files = os.path.join(root or cache_dir("glue"), folder), ("train",) * train + devs
     if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
-        if root:
-            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}")
+        if root:                                               # what is there instead, where it tells what to give
+            above = all(os.path.exists(os.path.join(root, f"{s}.tsv")) for s in files)
+            there = sorted(os.listdir(directory)) if os.path.isdir(directory) and not above else []
+            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}" + (
+                f"; --data-dir names the folder that holds {folder}/, not {folder}/ itself: --data-dir "
+                f"{os.path.normpath(os.path.join(root, os.pardir))}" if above else
+                f" (it holds {', '.join(there[:6])}{', ...' * (len(there) > 6)}: lorasp reads GLUE's .tsv files as "
+                "download_glue_data.py writes them)" if there else ""))
         download_glue(task, os.path.dirname(directory))
     splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
     for split, rows in splits.items():

@@ -1935,6 +1935,23 @@ def _(ctx):  # (a traceback from torch.tensor at the first batch: "Could not inf
     data.encode_glue([("ab", None, 1)], data.load_tokenizer(str(ctx.tmp)))
 
 
+@case("GLUE: --data-dir the task's own folder, or one holding HF's .jsonl export: said what to give", None)
+def _(ctx):  # (was "DIR/SST-2/SST-2: needs train.tsv, dev.tsv" and "DIR/SST-2: needs train.tsv, dev.tsv")
+    os.makedirs(ctx.tmp / "jsonl" / "SST-2")
+    (ctx.tmp / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\na\t1\n", f"SST-2/{split}.tsv")
+        records_file(ctx, '{"sentence": "a", "label": 1}\n', f"jsonl/SST-2/{split}.jsonl")
+    with pytest.raises(FileNotFoundError) as e:
+        data.load_glue("sst2", str(ctx.tmp / "SST-2"))
+    assert str(e.value).endswith(f"; --data-dir names the folder that holds SST-2/, not SST-2/ itself: --data-dir "
+                                 f"{ctx.tmp}")
+    with pytest.raises(FileNotFoundError) as e:
+        data.load_glue("sst2", str(ctx.tmp / "jsonl"))
+    assert str(e.value).endswith("(it holds dev.jsonl, train.jsonl: lorasp reads GLUE's .tsv files as "
+                                 "download_glue_data.py writes them)")
+
+
 case("GLUE: CoLA as HF's datasets exports it (a header, 3 columns): every row skipped", ValueError,
      "train.tsv: every row has fields missing or no label (line 1: 3 fields; GLUE cola's are source, label, "
      "original_label, sentence: CoLA's train and dev files have no header)")(  # (was: each row skipped with a
