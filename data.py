@@ -1475,6 +1475,9 @@ def read_translation(directory, split, src="en", tgt="ro"):
                                      f"text}}}}, got {line.strip()[:200]!r}")
                 pairs.append(pair)
         return pairs
+    if os.path.isfile(directory):                              # (else "DIR/test.jsonl: no test.jsonl, ...")
+        raise FileNotFoundError(f"--data-dir {directory} is a file, and names the folder holding {split}.jsonl (or "
+                                f"{split}.{src} + {split}.{tgt}): --data-dir {os.path.dirname(directory) or '.'}")
     if not (os.path.exists(a) and os.path.exists(b)):
         raise FileNotFoundError(f"{directory}: no {split}.jsonl, nor {split}.{src} + {split}.{tgt}. "
                                 + WMT16_HELP.format(split=split))
@@ -1539,7 +1542,9 @@ def read_squad(split, root=None):
     path = os.path.join(root or cache_dir("squad"), name)
     if not os.path.exists(path):
         if root:
-            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})")
+            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})" + (
+                f"; --data-dir {root} is a file, and names the folder holding it: --data-dir "
+                f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON

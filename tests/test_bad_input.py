@@ -673,6 +673,19 @@ def _(ctx):  # (after loading: ZeroDivisionError; "need as many predictions as r
         assert e.value.code == f"error: {message}"
 
 
+@case("SQuAD and WMT16: --data-dir the file itself, not its folder: said what to give", None)
+def _(ctx):  # (was "DIR/dev-v1.1.json/dev-v1.1.json: SQuAD v1.1's dev-v1.1.json (URL)", "DIR/test.jsonl: no ...")
+    squad, wmt = records_file(ctx, "{}", "dev-v1.1.json"), records_file(ctx, "\n", "test.jsonl")
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_squad("dev", squad)
+    assert str(e.value).endswith(f"; --data-dir {squad} is a file, and names the folder holding it: --data-dir "
+                                 f"{ctx.tmp}")
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_translation(wmt, "test")
+    assert str(e.value) == f"--data-dir {wmt} is a file, and names the folder holding test.jsonl (or test.en + " \
+        f"test.ro): --data-dir {ctx.tmp}"
+
+
 @case("SQuAD: a file saved with a byte-order mark (PowerShell's UTF8) reads as without one", None)
 def _(ctx):
     text = json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Ann came.", "qas": [
