@@ -350,7 +350,7 @@ def answer_ids(tok):
 
 
 def mmlu_subjects(data_dir, subjects=None):
-    """The subjects to score: those asked (--subjects), each with its test/SUBJECT_test.csv, or every one there."""
+    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
     test_dir = os.path.join(data_dir, "test")
     there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     if not there:                                              # (else a ZeroDivisionError after the loop)
@@ -358,7 +358,12 @@ def mmlu_subjects(data_dir, subjects=None):
     if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
         raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
                          f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6 else ""))
-    return list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
+    subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
+    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
+        raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
+                         f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
+                                                                  len(missing) > 1 else ")"))
+    return subjects
 
 
 @torch.no_grad()

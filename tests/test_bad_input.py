@@ -2027,11 +2027,11 @@ case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: n
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)
 
 
-@case("eval.py: --task mmlu, --subjects not there or given twice, or a test/ folder without a subject's file", None)
-def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such file or directory: DIR/dev/x_dev.csv";
+@case("eval.py: --task mmlu, --subjects not there or given twice, a test/ or dev/ folder short of a subject", None)
+def _(ctx):  # (after the model loaded: a ZeroDivisionError traceback; "No such file or directory: DIR/dev/x_dev.csv";
     # a subject given twice was scored twice: "over 1 subjects, micro ... over 4 questions" of 2)
-    os.makedirs(ctx.tmp / "mmlu" / "test")
     test = ctx.tmp / "mmlu" / "test"
+    os.makedirs(test)
     ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
     for message in (f"error: {test}: no SUBJECT_test.csv file (MMLU's release holds 57)",
                     f"error: --subjects astronomy_test.csv: no {test / 'astronomy_test.csv_test.csv'}; the subjects "
@@ -2042,6 +2042,13 @@ def _(ctx):  # (a traceback after the model loaded: ZeroDivisionError; "No such 
         assert e.value.code == message
         for subject in ("anatomy", "astronomy"):
             records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/test/{subject}_test.csv")
+    with pytest.raises(SystemExit) as e:
+        E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp / "mmlu")])
+    assert e.value.code == f"error: {ctx.tmp / 'mmlu' / 'dev' / 'anatomy_dev.csv'}: no such file (the worked examples " \
+        "of anatomy's prompts; 2 subjects lack theirs)"
+    os.makedirs(ctx.tmp / "mmlu" / "dev")
+    for subject in ("anatomy", "astronomy"):
+        records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/dev/{subject}_dev.csv")
     assert E.mmlu_subjects(str(ctx.tmp / "mmlu"), ["astronomy", "anatomy", "astronomy"]) == ["astronomy", "anatomy"]
 
 
