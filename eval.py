@@ -189,9 +189,10 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
         cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
         if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
-            raise UserError(f"--adapter {adapter} brings no {what} head ({', '.join(fresh)}; its adapter_config.json's "
-                            f"modules_to_save: {cfg.get('modules_to_save')}, task_type {cfg.get('task_type')}): it "
-                            "trained without one, so the head would be random; pass an adapter trained on this task")
+            raise UserError(f"--adapter {adapter} brings no {what} head for {name} ({', '.join(fresh)}; its "
+                            f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
+                            f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "
+                            "on this base")
     elif takes and model.config.model_type not in takes[0]:
         raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome

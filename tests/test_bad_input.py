@@ -796,12 +796,13 @@ def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded he
     for split in ("train", "dev"):
         records_file(ctx, "sentence\tlabel\nabc\t1\nbad\t0\n", f"SST-2/{split}.tsv")
     records_file(ctx, json.dumps({"version": "1.1", "data": SQUAD_DATA}), "dev-v1.1.json")
-    for task, model, adapter, head in (("glue/sst2", d, "lm", "classifier head (score; "),
-                                       ("squad", ctx.tmp / "bert", "cls", "span head (qa_outputs; ")):
+    for task, model, adapter, head in (("glue/sst2", d, "lm", "classifier head for {} (score; "),
+                                       ("squad", ctx.tmp / "bert", "cls", "span head for {} (qa_outputs; ")):
         with pytest.raises(SystemExit) as e:
             E.main(["--task", task, "--model", str(model), "--adapter", str(ctx.tmp / adapter), "--data-dir",
                     str(ctx.tmp), "--seq-len", "8", "--stride", "2"])
-        assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head}"), e.value.code
+        assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head.format(model)}"), \
+            e.value.code
 def long_sst2(ctx):
     """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
     for split in ("train", "dev"):
