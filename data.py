@@ -1103,10 +1103,7 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                 raise ValueError(f"{ALPACA_URL} did not give Alpaca's records ({e}); received {what}; it was "
                                  "deleted") from None
         check_recorded_sha256(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".json", ".jsonl", ".txt"):
-        raise ValueError(f"--data {path}: a .json or .jsonl of instruction records or a .txt corpus, told apart by the "
-                         f"name's ending (this one: {ext or 'none'!r})")
+    ext = check_records_name(path)
     if ext == ".txt":
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
@@ -1116,6 +1113,18 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
     print(f"{path}: {len(train_ex):,} train / {len(val_ex):,} held-out examples of {len(train) + len(val):,} "
           f"records; " + cut_and_dropped(cut + cut_val, len(train) + len(val) - len(train_ex) - len(val_ex), seq_len))
     return train_ex, val_ex, val
+
+
+def check_records_name(path):
+    """The ending of a --data file (.json, .jsonl or .txt, any case); another is an error (a GLUE or MMLU file: where
+    it goes instead)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".jsonl", ".txt"):
+        raise ValueError(f"--data {path}: a .json or .jsonl of instruction records or a .txt corpus, told apart by the "
+                         f"name's ending (this one: {ext or 'none'!r})" + (
+                             "; a GLUE task's .tsv files train with --data glue/TASK --data-dir GLUE_DIR (the folder "
+                             "holding TASK/train.tsv)" if ext == ".tsv" else ""))
+    return ext
 
 
 def cut_and_dropped(cut, dropped, seq_len):
@@ -1314,6 +1323,8 @@ def read_mmlu_csv(path):
     into NaN and "2.50" into 2.5)."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
         rows = [row for row in csv.reader(f) if row]     # (skip_blank_lines=True)
+    if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
+        raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
     for i, row in enumerate(rows):
         if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
             raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
@@ -1401,7 +1412,7 @@ def read_glue(path, task):
     leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
     line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out, skipped, quoted = [], [], written_quoted(path)
+    out, skipped, fields, quoted = [], [], 0, written_quoted(path)
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
@@ -1416,6 +1427,7 @@ def read_glue(path, task):
             r = dict(zip(header, row))
             if len(row) < len(header) or labels is not None and r[label] == "":
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
+                fields = fields or len(row)                    # the first one's, for the error if all are
                 continue
             if len(row) > len(header):
                 raise ValueError(f"{path}:{rows.line_num}: {len(row)} fields, expected {len(header)} ({task})")
@@ -1427,6 +1439,10 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+    if skipped and not out:                                    # (then "no examples", as if it held none)
+        raise ValueError(f"{path}: every row has fields missing or no label (line {skipped[0]}: {fields} fields; GLUE "
+                         f"{task}'s are {', '.join(header)}" + (": CoLA's train and dev files have no header)" if
+                                                                task == "cola" else ")"))
     if skipped:
         print(f"note: {path}: skipped {len(skipped):,} row{'s' * (len(skipped) > 1)} with fields missing or no label "
               f"(line{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped[:5]))}{', ...' * (len(skipped) > 5)}), "
@@ -1434,17 +1450,23 @@ def read_glue(path, task):
     return out
 
 
-def load_glue(task, root=None):
-    """{split: examples} of a GLUE task: "train" and "dev" (MNLI: "dev_matched", "dev_mismatched"), from
-    root/<task folder>/ (download_glue_data.py's layout: glue_data/SST-2/train.tsv), by default the cache, where a
-    missing task is downloaded."""
+def load_glue(task, root=None, train=True):
+    """{split: examples} of a GLUE task: "train" (train=False: left out, as eval.py needs no training file) and "dev"
+    (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
+    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
-    directory, files = os.path.join(root or cache_dir("glue"), folder), ("train", *devs)
+    directory, files = os.path.join(root or cache_dir("glue"), folder), ("train",) * train + devs
     if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
-        if root:
-            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}")
+        if root:                                               # what is there instead, where it tells what to give
+            above = all(os.path.exists(os.path.join(root, f"{s}.tsv")) for s in files)
+            there = sorted(os.listdir(directory)) if os.path.isdir(directory) and not above else []
+            raise FileNotFoundError(f"{directory}: needs {', '.join(f'{s}.tsv' for s in files)}" + (
+                f"; --data-dir names the folder that holds {folder}/, not {folder}/ itself: --data-dir "
+                f"{os.path.normpath(os.path.join(root, os.pardir))}" if above else
+                f" (it holds {', '.join(there[:6])}{', ...' * (len(there) > 6)}: lorasp reads GLUE's .tsv files as "
+                "download_glue_data.py writes them)" if there else ""))
         download_glue(task, os.path.dirname(directory))
     splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
     for split, rows in splits.items():
@@ -1459,18 +1481,22 @@ def encode_glue(rows, tok, max_len=128):
     out, cut = [], 0
     for a, b, y in rows:
         ids, types = tok.encode_pair(a, b, max_len)
+        if None in ids:                                        # (else a traceback from torch.tensor in collate)
+            raise ValueError(f"the tokenizer has no id for a mark GLUE pairs take (GPT-2's <|endoftext|>, BERT's "
+                             f"[CLS] and [SEP], RoBERTa's <s> and </s>): {a!r:.40} encodes to {ids[:8]}; give the "
+                             "checkpoint's own tokenizer files")
         cut += len(ids) == max_len and len(tok.encode_pair(a, b, 1 << 30)[0]) > max_len
         out.append({"input_ids": ids, "token_type_ids": types, "labels": y})
     return out, cut
 
 
-def glue_examples(task, tok, seq_len, root=None):
-    """(train examples, {dev split: examples}) of a GLUE task (load_glue), encoded for a classifier; the pairs
-    longer than seq_len are truncated and counted."""
-    encoded = {s: encode_glue(rows, tok, seq_len) for s, rows in load_glue(task, root).items()}
+def glue_examples(task, tok, seq_len, root=None, train=True):
+    """(train examples ([] with train=False: not read), {dev split: examples}) of a GLUE task (load_glue), encoded
+    for a classifier; the pairs longer than seq_len are truncated and counted."""
+    encoded = {s: encode_glue(rows, tok, seq_len) for s, rows in load_glue(task, root, train).items()}
     print(f"glue/{task}: " + ", ".join(f"{len(e):,} {s}" for s, (e, _) in encoded.items()) +
           f" examples; {sum(c for _, c in encoded.values()):,} longer than --seq-len {seq_len}, truncated")
-    return encoded.pop("train")[0], {s: e for s, (e, _) in encoded.items()}
+    return encoded.pop("train", ([], 0))[0], {s: e for s, (e, _) in encoded.items()}
 
 
 def download_glue(task, root):
@@ -1532,6 +1558,9 @@ def read_translation(directory, split, src="en", tgt="ro"):
     export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt}."""
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
+        if os.path.exists(a) and os.path.exists(b):            # two copies, maybe of other data: say which is read
+            print(f"note: {directory} holds {split}.jsonl and {split}.{src} + {split}.{tgt}: reading {split}.jsonl",
+                  file=sys.stderr)
         pairs = []
         with text_file(jsonl, "utf-8-sig") as f:                 # -sig: a byte-order mark is not text
             for n, line in enumerate(f, 1):
@@ -1547,6 +1576,9 @@ def read_translation(directory, split, src="en", tgt="ro"):
                                      f"text}}}}, got {line.strip()[:200]!r}")
                 pairs.append(pair)
         return pairs
+    if os.path.isfile(directory):                              # (else "DIR/test.jsonl: no test.jsonl, ...")
+        raise FileNotFoundError(f"--data-dir {directory} is a file, and names the folder holding {split}.jsonl (or "
+                                f"{split}.{src} + {split}.{tgt}): --data-dir {os.path.dirname(directory) or '.'}")
     if not (os.path.exists(a) and os.path.exists(b)):
         raise FileNotFoundError(f"{directory}: no {split}.jsonl, nor {split}.{src} + {split}.{tgt}. "
                                 + WMT16_HELP.format(split=split))
@@ -1611,7 +1643,9 @@ def read_squad(split, root=None):
     path = os.path.join(root or cache_dir("squad"), name)
     if not os.path.exists(path):
         if root:
-            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})")
+            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})" + (
+                f"; --data-dir {root} is a file, and names the folder holding it: --data-dir "
+                f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
@@ -1639,6 +1673,9 @@ def read_squad(split, root=None):
             if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
                 raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
                                  "lorasp reads SQuAD v1.1, where every question has one")
+    if not any(p["qas"] for article in dataset["data"] for p in article["paragraphs"]):  # (eval: ZeroDivisionError)
+        raise ValueError(f"{path}: no question (its \"data\" holds {len(dataset['data'])} article"
+                         f"{'s' * (len(dataset['data']) != 1)}, none with \"qas\")")
     return dataset["data"]
 
 

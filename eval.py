@@ -28,7 +28,7 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~620) because the command line
+adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~650) because the command line
 drives six kinds of task, each with its own data, options, notes and printout, and checks what the user gave.
 """
 import argparse
@@ -49,7 +49,7 @@ from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_leng
                   squad_windows, task_kind)
 import metrics
 from checkpoint import files_fingerprint
-from lorasp import adapter_base, load_adapter
+from lorasp import adapter_base, load_adapter, matches
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from download import has_weights, no_model, resolve_model
@@ -183,9 +183,16 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         before = set(model._modules)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
         # the head's weights
-        if set(model._modules) - before and not adapter:      # a fresh, random head: its scores would mean nothing
-            raise UserError(f"--model {name} has no trained {'span' if qa else 'classifier'} head: pass --adapter "
+        fresh, what = sorted(set(model._modules) - before), "span" if qa else "classifier"
+        if fresh and not adapter:                              # a fresh, random head: its scores would mean nothing
+            raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
+        cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
+        if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
+            raise UserError(f"--adapter {adapter} brings no {what} head for {name} ({', '.join(fresh)}; its "
+                            f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
+                            f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "
+                            "on this base")
     elif takes and model.config.model_type not in takes[0]:
         raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
     # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
@@ -244,6 +251,9 @@ def adapter_folder(path):
                             f"(--method full's): give --adapter {inner}, or --model {model}")
         print(f"note: --adapter {path} is a train.py run's folder: its adapter, {inner}")
         return inner
+    if model and inner != path:                                # (was "no adapter_config.json; not an adapter folder")
+        raise UserError(f"--adapter {path} is a --method full run's folder: it trained the whole model, which is "
+                        f"--model {model} (without --adapter)")
     if os.path.isfile(os.path.join(last := os.path.join(path, "checkpoint", "adapter"), "adapter_config.json")) and \
             not os.path.exists(os.path.join(path, "adapter")):
         raise UserError(f"--adapter {path}: the run has no result yet (stopped before its end, or still running): its "
@@ -340,6 +350,23 @@ def answer_ids(tok):
     return ids
 
 
+def mmlu_subjects(data_dir, subjects=None):
+    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
+    test_dir = os.path.join(data_dir, "test")
+    there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    if not there:                                              # (else a ZeroDivisionError after the loop)
+        raise ValueError(f"{test_dir}: no SUBJECT_test.csv file (MMLU's release holds 57)")
+    if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
+        raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
+                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6 else ""))
+    subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
+    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
+        raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
+                         f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
+                                                                  len(missing) > 1 else ")"))
+    return subjects
+
+
 @torch.no_grad()
 def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
@@ -348,8 +375,7 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
     drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
     the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
     values of the shared part do not depend on what follows)."""
-    test_dir = os.path.join(data_dir, "test")
-    subjects = subjects or sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    test_dir, subjects = os.path.join(data_dir, "test"), mmlu_subjects(data_dir, subjects)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
     for s in subjects:
@@ -543,6 +569,17 @@ def command(argv=None):
         setattr(args, need, input_file(need, getattr(args, need)))  # before the model loads
     args.adapter = args.adapter and adapter_folder(args.adapter)
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
+    model_path(args.model)                                     # a mistyped --model: said before any download
+    if task == "mmlu":                                         # the data (fetched if need be), before the model loads
+        args.data_dir = mmlu_dir(args.data_dir)
+        mmlu_subjects(args.data_dir, args.subjects)
+    elif task == "squad":
+        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
+    elif task == "wmt16-en-ro":
+        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
+        if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
+            raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
+                            "test.ro) holds no sentence pair")
     # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
     heads = len(GLUE[glue][4] or [0]) if glue else 0
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
@@ -562,7 +599,6 @@ def command(argv=None):
             no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
                       "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
                       "at a time")
-        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
@@ -570,13 +606,12 @@ def command(argv=None):
         print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
-        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir)[1].items()}
+        dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir, train=False)[1].items()}
         result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
         for split, scores in result.items():
             print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
     elif task == "wmt16-en-ro":
-        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
         result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
                                                   bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
                                                   num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
@@ -586,7 +621,7 @@ def command(argv=None):
         print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
     elif task == "mmlu":
-        result = mmlu(model, tok, mmlu_dir(args.data_dir), args.subjects, args.shots, args.limit, args.seq_len)
+        result = mmlu(model, tok, args.data_dir, args.subjects, args.shots, args.limit, args.seq_len)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "

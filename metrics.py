@@ -135,8 +135,13 @@ def bleu(hypotheses, references):
     an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
-    for hyp, refs in zip(hypotheses, references):
-        hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in ([refs] if isinstance(refs, str) else refs)]
+    for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
+        refs = [refs] if isinstance(refs, str) else refs
+        if not (isinstance(hyp, str) and isinstance(refs, (list, tuple)) and refs and all(isinstance(r, str)
+                                                                                         for r in refs)):
+            raise TypeError(f"bleu takes a text per hypothesis and a text or a non-empty list of texts per reference: "
+                            f"hypothesis {i} is {hyp!r:.60}, its references {refs!r:.60}")  # (AttributeError, min())
+        hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in refs]
         ref_counts = Counter()
         for ref in refs:
             ref_counts |= _ngrams(ref, range(1, 5))  # | keeps the max count over references: the clip
@@ -181,14 +186,14 @@ def rouge(hypotheses, references):
     for what, xs in (("hypothesis", hypotheses), ("reference", references)):  # (bleu takes lists of references)
         if (i := next((i for i, x in enumerate(xs) if not isinstance(x, str)), None)) is not None:
             raise TypeError(f"rouge takes one reference text per hypothesis: {what} {i} is a {type(xs[i]).__name__}")
-    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    scores = {"rouge1": [], "rouge2": [], "rougeL": []}
     for hyp, ref in zip(hypotheses, references):
         h, r = _rouge_tokens(hyp), _rouge_tokens(ref)
         for n in (1, 2):
             hg, rg = _ngrams(h, (n,)), _ngrams(r, (n,))
-            sums[f"rouge{n}"] += _fmeasure(sum((hg & rg).values()), sum(hg.values()), sum(rg.values()))
-        sums["rougeL"] += _fmeasure(_lcs_length(r, h), len(h), len(r))
-    return {k: 100 * v / len(hypotheses) for k, v in sums.items()}
+            scores[f"rouge{n}"].append(_fmeasure(sum((hg & rg).values()), sum(hg.values()), sum(rg.values())))
+        scores["rougeL"].append(_fmeasure(_lcs_length(r, h), len(h), len(r)))
+    return {k: 100 * float(np.mean(v)) for k, v in scores.items()}  # numpy's mean of the pairs' F: the same float
 
 
 # ----------------------------------------------------------------------------------------------------

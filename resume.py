@@ -27,13 +27,15 @@ import torch
 from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
+from download import SMALL_FILES
 from plot import log_records
 from tasks import save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
-             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files"}  # what
-# may change on --resume; the rest must match (data_sha256 and base_sha256 have their own checks: restore, check_base;
-# --model, --data and --data-dir as a path: the files there, not how the path is written, see same_path)
+             "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
+             "tokenizer_files"}  # what may change on --resume; the rest must match (data_sha256 and base_sha256 have
+# their own checks: restore, check_base; --model, --data and --data-dir as a path: the files there, not how the path is
+# written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -145,7 +147,7 @@ def take_settings(args):
 def base_changed(args, was, parts):
     """The error for a base whose files' fingerprints `parts` (files_fingerprints) are not the checkpoint's, naming
     the files that differ when the checkpoint kept theirs; None when they are the same."""
-    if parts[""] == was.get("base_sha256", parts[""]):
+    if parts[""] == (was.get("base_sha256") or parts[""]):    # (none recorded: a checkpoint from before them)
         return None
     old, now = was.get("base_files") or {}, {n: h for n, h in parts.items() if n}
     which = ", ".join(n + (" is missing" if n not in now else " is new" if n not in old else " differs")
@@ -165,8 +167,20 @@ def check_base(args, path, was):
         named = list(was.get("base_files") or ())
         args.base_files = files_fingerprints(path, name=named[0] if len(named) == 1 else None)
         args.base_sha256 = args.base_files.pop("")
+        args.tokenizer_files = tokenizer_files(path)
     if error := base_changed(args, was, {**args.base_files, "": args.base_sha256}):
         raise error
+
+
+def tokenizer_files(path):
+    """{file: sha256} of a base folder's tokenizer files (download.SMALL_FILES'; a .gguf holds its own, fingerprinted
+    with the weights): restore names them when the tokenized examples changed but the records may not have."""
+    out = {}
+    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
+        if os.path.isfile(os.path.join(path, f)):
+            with open(os.path.join(path, f), "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()
+    return out
 
 
 def same_path(k, old, new, was):
@@ -206,13 +220,24 @@ def restore(checkpoint, args, opt):
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+        old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
+        which = ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
+                          for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f)) if old and now else ""
         raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
                         f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "
-                        f"{state['args']['data_sha256'][:12]}...). Restore the data, or pass --allow-data-change to "
-                        "continue on the new data anyway")
+                        f"{state['args']['data_sha256'][:12]}...)" + (
+                            f", and the base's tokenizer files changed ({which}): its records are other token ids "
+                            "now, which the adapter never trained on. Restore those files, or start again without "
+                            "--resume" if which else ". Restore the data, or pass --allow-data-change to continue on "
+                            "the new data anyway"))
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)
+        took = max((int(t["step"]) for t in saved["state"].values() if "step" in t), default=None)  # AdamW's count
+        if took is not None and (type(state["step"]) is not int or state["step"] != took):  # (state.json edited, or
+            raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged (its step "  # another's)
+                            f"{json.dumps(state['step'])} is not the {took} steps {path} took); the checkpoint "
+                            "cannot continue the run: start again without --resume (or with another --out)")
         sizes, now = ([len(g["params"]) for g in o["param_groups"]] for o in (saved, opt.state_dict()))
         if sizes != now and sum(sizes) == sum(now):            # the same tensors, grouped anew
             raise UserError(

@@ -75,6 +75,8 @@ def checked_config(args):
         raise UserError(f"--data {args.data}: " + ("a directory" if os.path.isdir(args.data) else "no such file") +
                         ". --data takes alpaca (fetched once), a .json/.jsonl of "
                         "instruction/input/output records, a .txt, glue/TASK, wmt16-en-ro, squad, squad-gen or demo")
+    if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA:
+        data.check_records_name(args.data)                     # before the model loads (and its family is checked)
     backbones = KINDS[data.task_kind(args.data)][0]
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"

@@ -611,6 +611,13 @@ def _(ctx):  # (not the earlier run's adapter, silently)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("eval.py: --adapter a --method full run's folder", SystemExit, "out is a --method full run's folder: it "
+      "trained the whole model, which is --model ")  # (was "OUT: no adapter_config.json; not an adapter folder")
+def _(ctx):
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--method", "full"))
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--adapter", str(ctx.tmp / "out"), "--data", ctx.tiny[1]])
+
+
 @case("eval.py: --adapter a killed run's folder: no adapter/ yet, a checkpoint", SystemExit,
       "has no result yet (stopped before its end, or still running): its last checkpoint's adapter is --adapter ")
 def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
@@ -650,6 +657,33 @@ case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExi
      "train-v1.1.json, line 1: not valid JSON (Unterminated string")(
     lambda ctx: (ctx.tmp / "train-v1.1.json").write_text('{"version": "1.1", "data": [{"title": "Super_Bowl_5') and
     train.main(flags((tiny_bert(ctx), "squad"), ctx.tmp / "o", "--data-dir", str(ctx.tmp), "--seq-len", "64")))
+
+
+@case("eval.py: a SQuAD dev file or WMT16 test split with nothing in it, said before the model loads", None)
+def _(ctx):  # (after loading: ZeroDivisionError; "need as many predictions as references, at least one: 0, 0")
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    records_file(ctx, json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": []}]}), "dev-v1.1.json")
+    records_file(ctx, "\n", "test.jsonl")
+    for task, message in (("squad", f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
+                                     "with \"qas\")"),
+                          ("wmt16-en-ro", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
+                                          "sentence pair")):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", task, "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+        assert e.value.code == f"error: {message}"
+
+
+@case("SQuAD and WMT16: --data-dir the file itself, not its folder: said what to give", None)
+def _(ctx):  # (was "DIR/dev-v1.1.json/dev-v1.1.json: SQuAD v1.1's dev-v1.1.json (URL)", "DIR/test.jsonl: no ...")
+    squad, wmt = records_file(ctx, "{}", "dev-v1.1.json"), records_file(ctx, "\n", "test.jsonl")
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_squad("dev", squad)
+    assert str(e.value).endswith(f"; --data-dir {squad} is a file, and names the folder holding it: --data-dir "
+                                 f"{ctx.tmp}")
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_translation(wmt, "test")
+    assert str(e.value) == f"--data-dir {wmt} is a file, and names the folder holding test.jsonl (or test.en + " \
+        f"test.ro): --data-dir {ctx.tmp}"
 
 
 @case("SQuAD: a file saved with a byte-order mark (PowerShell's UTF8) reads as without one", None)
@@ -734,6 +768,41 @@ def tiny_bert(ctx):
 
 case("eval.py: a GLUE task on a base encoder without --adapter (a fresh head)", SystemExit,
      "has no trained classifier head")(lambda ctx: E.main(["--task", "glue/sst2", "--model", tiny_bert(ctx)]))
+
+
+@case("eval.py: a GLUE folder holding the dev file only: evaluation needs no train.tsv", None)
+def _(ctx):  # (was refused: "SST-2: needs train.tsv, dev.tsv"; and MNLI's 393k training pairs were tokenized first)
+    save_pretrained(build_model(EncoderConfig(vocab_size=8, num_labels=2)), ctx.tmp / "bert")  # a head of its own
+    (ctx.tmp / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abc"]))
+    (ctx.tmp / "SST-2").mkdir()
+    records_file(ctx, "sentence\tlabel\na b\t1\nc\t0\n", "SST-2/dev.tsv")
+    E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "16"])
+    out = ctx.capsys.readouterr().out
+    assert "glue/sst2: 2 dev examples;" in out and json.loads(out.splitlines()[-1])["dev"]["accuracy"] in (0, 50, 100)
+
+
+@case("eval.py: a GLUE or SQuAD task with an adapter that brings no head (a causal-LM run's, a classifier's)", None)
+def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded head: 58.33, then 50.0 on the same files)
+    d = ctx.tmp / "gpt2"
+    torch.manual_seed(0)
+    save_pretrained(gpt2 := build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate([*"abcdefghi", "<|endoftext|>"])}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    save_adapter(apply_lorasp(gpt2, ["c_attn"], r=2), ctx.tmp / "lm")  # CAUSAL_LM, no modules_to_save
+    bert = load_pretrained(tiny_bert(ctx)).add_head(2)
+    save_adapter(apply_lorasp(bert, ["query"], r=2), ctx.tmp / "cls", task_type="SEQ_CLS",
+                 modules_to_save=("classifier",))
+    (ctx.tmp / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\nabc\t1\nbad\t0\n", f"SST-2/{split}.tsv")
+    records_file(ctx, json.dumps({"version": "1.1", "data": SQUAD_DATA}), "dev-v1.1.json")
+    for task, model, adapter, head in (("glue/sst2", d, "lm", "classifier head for {} (score; "),
+                                       ("squad", ctx.tmp / "bert", "cls", "span head for {} (qa_outputs; ")):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", task, "--model", str(model), "--adapter", str(ctx.tmp / adapter), "--data-dir",
+                    str(ctx.tmp), "--seq-len", "8", "--stride", "2"])
+        assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head.format(model)}"), \
+            e.value.code
 def long_sst2(ctx):
     """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
     for split in ("train", "dev"):
@@ -750,6 +819,14 @@ def _(ctx):  # (was an IndexError traceback from the position embedding, at the 
     E.main(["--task", "glue/sst2", "--model", str(ctx.tmp / "bert"), "--data-dir", str(ctx.tmp), "--seq-len", "100"])
 
 
+def mmlu_folder(ctx):
+    """An MMLU data/ folder of one subject, one question."""
+    for split in ("dev", "test"):
+        os.makedirs(ctx.tmp / "mmlu" / split, exist_ok=True)
+        records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/{split}/x_{split}.csv")
+    return str(ctx.tmp / "mmlu")
+
+
 @case("eval.py: perplexity's --seq-len past GPT-2's positions", SystemExit, "--seq-len 16: ")
 def _(ctx):  # (was a warning that it would run on positions never trained, then GPT-2's forward refusing the window)
     d = ctx.tmp / "gpt2"
@@ -760,7 +837,7 @@ def _(ctx):  # (was a warning that it would run on positions never trained, then
     E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "8"])  # 8 fits: scored
     assert "warning" not in ctx.capsys.readouterr().err
     with pytest.raises(SystemExit, match="has 8 positions; use --seq-len 8 or less"):
-        E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(ctx.tmp / "no-mmlu"), "--seq-len", "16"])
+        E.main(["--task", "mmlu", "--model", str(d), "--data-dir", mmlu_folder(ctx), "--seq-len", "16"])
     E.main(["--task", "perplexity", "--model", str(d), "--data", text, "--seq-len", "16"])
 
 
@@ -870,6 +947,21 @@ def _(ctx):
     path = checkpointed(ctx) / "checkpoint" / "state.json"
     edit_json(path, python_rng=KeyError)
     run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume: state.json's step edited (-1, 1, 1.5, true, \"2\") or another checkpoint's", None)
+def _(ctx):  # (went on from that step, 1.5 as 1, with step 2's optimizer and RNG states, without a word)
+    path = checkpointed(ctx) / "checkpoint" / "state.json"
+    saved = json.load(open(path))
+    for step in (-1, 1, 1.5, True, "2", 4):
+        json.dump(dict(saved, step=step), open(path, "w"))
+        with pytest.raises(SystemExit) as e:
+            run(ctx, "--max-steps", "2", "--resume")
+        assert e.value.code == f"error: --resume: {path} is damaged (its step {json.dumps(step)} is not the 2 steps " \
+            f"{path.parent / 'optimizer.pt'} took); the checkpoint cannot continue the run: start again without " \
+            "--resume (or with another --out)"
+    json.dump(dict(saved, args=dict(saved["args"], base_sha256=None, base_files=None)), open(path, "w"))
+    assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2  # none recorded: as before fingerprints (TypeError)
 
 
 @case("--resume over a base whose files changed", SystemExit, "the base model's files changed since the checkpoint")
@@ -1005,6 +1097,16 @@ def _(ctx):
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
     (ctx.tmp / "base" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+@case("--resume after the base's tokenizer.model was replaced: named, not blamed on the data", SystemExit,
+      "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now")
+def _(ctx):  # (was "the training data changed ... Restore the data, or pass --allow-data-change", the data unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
+                             str(ctx.tmp / "base" / "tokenizer.model"), 200)  # another vocabulary of the same size
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
 
 
@@ -1467,6 +1569,10 @@ for f in ("bleu", "rouge"):  # one sentence scored as a str: its characters were
         lambda ctx, f=f: getattr(metrics, f)("the cat sat", "the cat sat"))
 
 
+for name, args in (("a None hypothesis (a generation that failed)", ([None, "a"], ["a", "a"])),  # (AttributeError:
+                   ("an empty list of references", (["a"], [[]]))):    # no attribute 'rstrip'; min() arg is empty)
+    case(f"metrics.bleu with {name}", TypeError, "bleu takes a text per hypothesis and a text or a non-empty "
+         "list of texts per reference: hypothesis 0 is ")(lambda ctx, args=args: metrics.bleu(*args))
 case("metrics.rouge with a list of references per hypothesis, as bleu takes them", TypeError, "rouge takes one "
      "reference text per hypothesis: reference 0 is a list")(  # (AttributeError: 'list' object has no attribute
     lambda ctx: metrics.rouge(["the cat sat"], [["the cat sat", "a cat sat"]]))       # 'lower')
@@ -1853,6 +1959,48 @@ case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no
     data.load_glue("sst2", str(ctx.tmp)))
 
 
+@case("GLUE: pairs with a byte-level BPE vocabulary that has no <|endoftext|>", ValueError, "the tokenizer has no id "
+      "for a mark GLUE pairs take (GPT-2's <|endoftext|>, BERT's [CLS] and [SEP], RoBERTa's <s> and </s>): 'ab' "
+      "encodes to [None, 0, 1, None]")
+def _(ctx):  # (a traceback from torch.tensor at the first batch: "Could not infer dtype of NoneType")
+    (ctx.tmp / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (ctx.tmp / "merges.txt").write_text("#version: 0.2\n")
+    data.encode_glue([("ab", None, 1)], data.load_tokenizer(str(ctx.tmp)))
+
+
+@case("GLUE: --data-dir the task's own folder, or one holding HF's .jsonl export: said what to give", None)
+def _(ctx):  # (was "DIR/SST-2/SST-2: needs train.tsv, dev.tsv" and "DIR/SST-2: needs train.tsv, dev.tsv")
+    os.makedirs(ctx.tmp / "jsonl" / "SST-2")
+    (ctx.tmp / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        records_file(ctx, "sentence\tlabel\na\t1\n", f"SST-2/{split}.tsv")
+        records_file(ctx, '{"sentence": "a", "label": 1}\n', f"jsonl/SST-2/{split}.jsonl")
+    with pytest.raises(FileNotFoundError) as e:
+        data.load_glue("sst2", str(ctx.tmp / "SST-2"))
+    assert str(e.value).endswith(f"; --data-dir names the folder that holds SST-2/, not SST-2/ itself: --data-dir "
+                                 f"{ctx.tmp}")
+    with pytest.raises(FileNotFoundError) as e:
+        data.load_glue("sst2", str(ctx.tmp / "jsonl"))
+    assert str(e.value).endswith("(it holds dev.jsonl, train.jsonl: lorasp reads GLUE's .tsv files as "
+                                 "download_glue_data.py writes them)")
+
+
+case("GLUE: CoLA as HF's datasets exports it (a header, 3 columns): every row skipped", ValueError,
+     "train.tsv: every row has fields missing or no label (line 1: 3 fields; GLUE cola's are source, label, "
+     "original_label, sentence: CoLA's train and dev files have no header)")(  # (was: each row skipped with a
+    lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tidx\nab\t1\t0\n", "train.tsv"), "cola"))  # note,
+# then "dev.tsv: no examples (a header and no rows)")
+
+
+@case("WMT16: a folder holding test.jsonl and test.en + test.ro says which it reads", None)
+def _(ctx):  # (test.jsonl was read without a word, whatever the plain-text files held)
+    records_file(ctx, json.dumps({"translation": {"en": "J", "ro": "K"}}) + "\n", "test.jsonl")
+    records_file(ctx, "a\n", "test.en") and records_file(ctx, "x\n", "test.ro")
+    assert data.read_translation(str(ctx.tmp), "test") == [("J", "K")]
+    assert ctx.capsys.readouterr().err == \
+        f"note: {ctx.tmp} holds test.jsonl and test.en + test.ro: reading test.jsonl\n"
+
+
 @case("GLUE and WMT16: a trailing blank line, a byte-order mark", None)
 def _(ctx):
     assert data.read_glue(records_file(ctx, "sentence\tlabel\na\t1\n\n", "train.tsv"), "sst2") == [("a", None, 1)]
@@ -1871,6 +2019,17 @@ case("records: a name ending in neither .json, .jsonl nor .txt", SystemExit, "d.
      "instruction records or a .txt corpus")(lambda ctx: run(ctx, data_file=records_file(ctx, "a,b\n", "d.csv")))
 
 
+@case("--data a GLUE task's train.tsv, with an encoder or a Llama: said before the model loads, and what to give", None)
+def _(ctx):  # (the encoder's: "--data .../train.tsv trains llama or gpt2; bert holds bert"; the Llama's: after loading)
+    tsv = records_file(ctx, "sentence\tlabel\na b\t1\n", "train.tsv")
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    for model in (ctx.tiny[0], tiny_bert(ctx)):
+        with pytest.raises(SystemExit) as e:
+            train.main(flags((model, tsv), ctx.tmp / "out"))
+        assert e.value.code.endswith("(this one: '.tsv'); a GLUE task's .tsv files train with --data glue/TASK "
+                                     "--data-dir GLUE_DIR (the folder holding TASK/train.tsv)"), e.value.code
+
+
 @case("records: upper-case .JSONL and .TXT", None)
 def _(ctx):
     tok = data.load_tokenizer(ctx.tiny[0])
@@ -1884,6 +2043,33 @@ def _(ctx):
 
 case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
+case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: no rows (an empty file)")(
+    lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)
+
+
+@case("eval.py: --task mmlu, --subjects not there or given twice, a test/ or dev/ folder short of a subject", None)
+def _(ctx):  # (after the model loaded: a ZeroDivisionError traceback; "No such file or directory: DIR/dev/x_dev.csv";
+    # a subject given twice was scored twice: "over 1 subjects, micro ... over 4 questions" of 2)
+    test = ctx.tmp / "mmlu" / "test"
+    os.makedirs(test)
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
+    for message in (f"error: {test}: no SUBJECT_test.csv file (MMLU's release holds 57)",
+                    f"error: --subjects astronomy_test.csv: no {test / 'astronomy_test.csv_test.csv'}; the subjects "
+                    "there: anatomy, astronomy"):
+        with pytest.raises(SystemExit) as e:
+            E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp / "mmlu"), "--subjects",
+                    "anatomy", "astronomy_test.csv"])
+        assert e.value.code == message
+        for subject in ("anatomy", "astronomy"):
+            records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/test/{subject}_test.csv")
+    with pytest.raises(SystemExit) as e:
+        E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp / "mmlu")])
+    assert e.value.code == f"error: {ctx.tmp / 'mmlu' / 'dev' / 'anatomy_dev.csv'}: no such file (the worked examples " \
+        "of anatomy's prompts; 2 subjects lack theirs)"
+    os.makedirs(ctx.tmp / "mmlu" / "dev")
+    for subject in ("anatomy", "astronomy"):
+        records_file(ctx, "q,a,b,c,d,A\n", f"mmlu/dev/{subject}_dev.csv")
+    assert E.mmlu_subjects(str(ctx.tmp / "mmlu"), ["astronomy", "anatomy", "astronomy"]) == ["astronomy", "anatomy"]
 
 
 # ----------------------------------------------------------------------------------------------------
