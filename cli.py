@@ -258,7 +258,8 @@ def parse_args(argv=None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if data.task_kind(args.data) == "glue" and args.data[5:] not in data.GLUE:
-        p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}")
+        p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}" + (
+            f" (the file: write ./{args.data})" * os.path.isfile(args.data)))
     return args
 
 

@@ -171,6 +171,20 @@ case("cli --model without --data", 2, "give both --model and --data")(
     lambda ctx: train.parse_args(["--model", "m"]))
 case("cli unknown glue task", 2, "unknown GLUE task 'glue/nope'")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "glue/nope"]))
+
+
+@case("cli --data glue/t.json, a records file in a folder named glue", 2, "(the file: write ./glue/t.json)")
+def _(ctx):  # (was only "unknown GLUE task", with the file right there)
+    (ctx.tmp / "glue").mkdir(exist_ok=True)
+    (ctx.tmp / "glue" / "t.json").write_text("[]")
+    cwd = os.getcwd()
+    os.chdir(ctx.tmp)
+    try:
+        train.parse_args(["--model", "m", "--data", "glue/t.json"])
+    finally:
+        os.chdir(cwd)
+
+
 case("cli --method lora --keep 0.3", 2, "--keep 0.3 with --method lora: LoRA trains every entry")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--keep", "0.3"]))
 case("cli --method lora --kee 0.3 (an abbreviation argparse takes)", 2, "--keep 0.3 with --method lora")(
