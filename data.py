@@ -583,7 +583,11 @@ def tokenizer_json(path):
         steps = [[(marks[s["SpecialToken"]["id"]], s["SpecialToken"].get("type_id", 0)) if "SpecialToken" in s else
                   (s["Sequence"]["id"], s["Sequence"].get("type_id", 0)) for s in template.get(k) or []]
                  for k in ("single", "pair")]  # Llama 3's: BOS A (BOS B)
-        tok.template = tuple(steps) if all(steps) else None
+        order = [part if part in ("A", "B") else None for part, _ in steps[1]]
+        between = {"A", "B"} <= set(order) and abs(order.index("B") - order.index("A")) > 1
+        # a pair joined with nothing (transformers 5 saves GPT-2's "$A $B:1"): our marks, as for the Hub's GPT-2 (a
+        # classifier must see where A ends, and its last token read both: docs/paper-experiments.md)
+        tok.template = tuple(steps) if all(steps) and between else None
         single = template.get("single") or [{}]
         first, last = (single[i].get("SpecialToken") for i in (0, -1))
         tok.add_bos, tok.add_eos = first is not None, last is not None

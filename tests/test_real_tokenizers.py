@@ -289,8 +289,9 @@ def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_tran
 def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
     """A pair (encode_pair) as the tokenizer.json's TemplateProcessing writes it: the Hub's Llama 3 says
     "<|begin_of_text|> $A <|begin_of_text|>:1 $B:1"; ours was BERT's marks, BOS A EOS B EOS. Meta's tokenizer.model
-    (no template) as the Hub's; a template without special tokens (transformers' from this GGUF): A B, ours had
-    <|endoftext|> (128256) as BOS and EOS. Types and longest_first truncation as tokenizers."""
+    (no template) as the Hub's. Types and longest_first truncation as tokenizers. A template that marks no boundary
+    (transformers' from this GGUF: A B) is not followed: encode_pair's own marks, as for GPT-2's (test_tokenizers'
+    test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks)."""
     from tokenizers import processors
     ref, model, _ = llama3
     ref.save_pretrained(tmp_path / "bare")
@@ -306,7 +307,7 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
     (tmp_path / "meta" / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))
     bare = Tokenizer.from_file(str(tmp_path / "bare" / "tokenizer.json"))
     pairs = [("Is it?", "Yes, it is."), (TEXT, "short"), ("a", TEXT), (TEXT, TEXT), ("", "b")]
-    for directory, oracle in (("hub", hub), ("meta", hub), ("bare", bare)):
+    for directory, oracle in (("hub", hub), ("meta", hub)):
         ours = load_tokenizer(tmp_path / directory)
         for n in (None, 40):
             oracle.enable_truncation(n) if n else oracle.no_truncation()
@@ -314,6 +315,9 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
                 e = oracle.encode(a, b)
                 assert ours.encode_pair(a, b, n or 10_000) == (e.ids, e.type_ids), (directory, n, a[:9], b[:9])
             assert ours.encode_pair("Is it?")[0] == oracle.encode("Is it?").ids
+    ours, a, b = load_tokenizer(tmp_path / "bare"), bare.encode("Is it?").ids, bare.encode("Yes.").ids
+    mark = ours.eos_id
+    assert ours.template is None and ours.encode_pair("Is it?", "Yes.")[0] == [mark, *a, mark, *b, mark]
 
 
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):

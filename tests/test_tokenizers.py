@@ -128,6 +128,30 @@ def test_tokenizer_json_template_bos_as_tokenizers(bpe_dir, tmp_path):
     assert tok.encode("a", bos=False) == ref.encode("a", add_special_tokens=False).ids
 
 
+@pytest.mark.parametrize("pair", ["$A $B:1", "<|endoftext|> $A $B:1"])
+def test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks(bpe_dir, tmp_path, pair):
+    """transformers 5 saves GPT-2's tokenizer.json with TemplateProcessing "$A" / "$A $B:1": a pair joined with
+    nothing. GLUE's GPT-2 input is <|endoftext|> A <|endoftext|> B <|endoftext|> (docs/paper-experiments.md: without
+    a mark the classifier cannot tell where A ends, and its last token would not have read the pair), as the Hub's
+    tokenizer.json (a ByteLevel post-processor) and vocab.json + merges.txt give it. Following every template gave
+    A B (and A alone, no closing mark): a GLUE adapter scored on other inputs than it trained on."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    eot = ref.token_to_id("<|endoftext|>")
+    ref.post_processor = processors.TemplateProcessing(single=pair.replace(" $B:1", ""), pair=pair,
+                                                       special_tokens=[("<|endoftext|>", eot)])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_dir / name, plain / name)
+    ours, hub = load_tokenizer(tmp_path), load_tokenizer(plain)
+    for a, b in (("Hello world", "two  spaces"), ("numbers 12345", None), ("x" * 50, "Hello"), ("", "")):
+        assert ours.encode_pair(a, b, 20) == hub.encode_pair(a, b, 20), (a, b)
+    ids, types = ours.encode_pair("Hello", "world")
+    assert ids.count(eot) == 3 and ids[-1] == eot and types[-1] == 1
+
+
 @pytest.mark.parametrize("template, cfg", [
     ("$A", {"add_bos_token": True}), ("$A", {"add_eos_token": True}), (None, {"add_bos_token": True}),
     ("<|endoftext|> $A", {"add_bos_token": False}), ("$A <|endoftext|>", {"add_eos_token": False}),
