@@ -24,12 +24,14 @@ import shutil
 
 import torch
 
+import plan
 from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
 from download import SMALL_FILES
+from model import PRESETS
 from plot import log_records
-from tasks import save_weights
+from tasks import TARGETS, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
@@ -197,6 +199,17 @@ def same_path(k, old, new, was):
     return bool(was.get("base_sha256" if k == "model" else "data_sha256"))
 
 
+def same_targets(args, old, new):
+    """--targets left out (the family's default: tasks.TARGETS) and written out are one list, in any order."""
+    if args.method == "full" or not all(isinstance(t, (str, type(None))) for t in (old, new)):
+        return False
+    if not (os.path.exists(args.model) or args.model in PRESETS):
+        return False                                           # (a missing --model is said where it loads)
+    default = lambda: TARGETS.get(plan.model_config(  # noqa: E731  (read only when one side is left out)
+        args.model, None if args.model in PRESETS else args.model).model_type, "")
+    return set((old or default()).split(",")) == set((new or default()).split(","))
+
+
 def same_settings(args, state):
     """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
     compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path)."""
@@ -204,7 +217,8 @@ def same_settings(args, state):
     norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and norm(was.get(k)) != norm(v)
-               and not (k in ("model", "data", "data_dir") and same_path(k, was.get(k), v, was))]
+               and not (k in ("model", "data", "data_dir") and same_path(k, was.get(k), v, was))
+               and not (k == "targets" and same_targets(args, was.get(k), v))]
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load

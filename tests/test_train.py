@@ -21,6 +21,7 @@ from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fix
 from checkpoint import load_safetensors, save_safetensors
 from data import UserError
 from lorasp import load_adapter
+from tasks import TARGETS
 from model import (EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, load_tokenizer,
                    save_pretrained)
 
@@ -632,3 +633,15 @@ def test_a_preset_folder_holding_only_a_partial_download_says_how_to_resume_it(t
     with pytest.raises(UserError, match=r"interrupted \(model.safetensors.part, 1,000 bytes kept\); run `python "
                                         r"train.py --model gpt2 --data DATA --download` to resume it"):
         train.resolve_model(argparse.Namespace(model="gpt2", model_dir=None, download=None))
+
+
+def test_resume_takes_the_default_targets_written_out(tiny, tmp_path):
+    """A run on the default --targets resumed with that list written out (in any order), or the other way round, is
+    the same run (it was refused: '--targets None -> q_proj,k_proj,...'); another list is still refused."""
+    default = TARGETS["llama"].split(",")
+    train.main(flags(tiny, tmp_path / "a", "--max-steps", "2"))
+    train.main(flags(tiny, tmp_path / "a", "--max-steps", "2", "--resume", "--targets", ",".join(default[::-1])))
+    train.main(flags(tiny, tmp_path / "b", "--max-steps", "2", "--targets", ",".join(default)))
+    train.main(flags(tiny, tmp_path / "b", "--max-steps", "2", "--resume"))
+    with pytest.raises(SystemExit, match=r"different settings than the checkpoint's: --targets None -> q_proj,v_proj"):
+        train.main(flags(tiny, tmp_path / "a", "--max-steps", "2", "--resume", "--targets", "q_proj,v_proj"))
