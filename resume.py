@@ -25,7 +25,7 @@ import shutil
 import torch
 
 import plan
-from checkpoint import atomic_write, files_fingerprints, load_safetensors, save_safetensors
+from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
 from data import UserError
 from ddp import gathered, rank_world
 from download import SMALL_FILES
@@ -169,19 +169,29 @@ def check_base(args, path, was):
         named = list(was.get("base_files") or ())
         args.base_files = files_fingerprints(path, name=named[0] if len(named) == 1 else None)
         args.base_sha256 = args.base_files.pop("")
-        args.tokenizer_files = tokenizer_files(path)
+        args.tokenizer_files = tokenizer_files(path, name=named[0] if len(named) == 1 else None)
     if error := base_changed(args, was, {**args.base_files, "": args.base_sha256}):
         raise error
 
 
-def tokenizer_files(path):
-    """{file: sha256} of a base folder's tokenizer files (download.SMALL_FILES'; a .gguf holds its own, fingerprinted
-    with the weights): restore names them when the tokenized examples changed but the records may not have."""
+def tokenizer_files(path, name=None):
+    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
+    metadata as "NAME's tokenizer" (its fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME:
+    the one files_fingerprints keeps). restore names them when the tokenized examples changed but the records may
+    not have."""
     out = {}
     for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
         if os.path.isfile(os.path.join(path, f)):
             with open(os.path.join(path, f), "rb") as fh:
                 out[f] = hashlib.sha256(fh.read()).hexdigest()
+    try:
+        gguf = gguf_file(path)
+    except ValueError:                                         # (several: load_pretrained says which to pass)
+        gguf = None
+    if gguf:
+        meta = {k: v for k, v in read_gguf(gguf)[0].items() if k.startswith("tokenizer.")}
+        named = name if name and os.path.isfile(path) else os.path.basename(gguf)
+        out[f"{named}'s tokenizer"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     return out
 
 

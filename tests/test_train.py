@@ -645,3 +645,30 @@ def test_resume_takes_the_default_targets_written_out(tiny, tmp_path):
     train.main(flags(tiny, tmp_path / "b", "--max-steps", "2", "--resume"))
     with pytest.raises(SystemExit, match=r"different settings than the checkpoint's: --targets None -> q_proj,v_proj"):
         train.main(flags(tiny, tmp_path / "a", "--max-steps", "2", "--resume", "--targets", "q_proj,v_proj"))
+
+
+def test_resume_names_a_gguf_whose_tokenizer_changed(tiny, tmp_path, monkeypatch):
+    """A .gguf re-converted with another tokenizer of the same size (two tokens swapped), the change past the first
+    and last bytes its fingerprint samples (a real GGUF's vocabulary runs for megabytes): the tokenized records
+    changed, and --resume blamed the data ('pass --allow-data-change', which would train the adapter on other token
+    ids). Now the GGUF's tokenizer is named as a folder's tokenizer files are."""
+    import functools
+    import transformers
+    import resume
+    from test_gguf import llama_cpp_layout, llama_meta, write
+    from fixtures import random_params
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    state, meta = llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0).state_dict(), c), llama_meta(c)
+    gguf = write(tmp_path / "Tiny.F32.gguf", state, meta)
+    monkeypatch.setattr(resume, "files_fingerprints", functools.partial(checkpoint.files_fingerprints, sample=64))
+    args = flags((str(gguf), tiny[1]), tmp_path / "out", "--max-steps", "4", "--save-every", "2")
+    with pytest.raises(SystemExit):
+        fault_at_loss_call(monkeypatch, 5, signal.SIGINT)              # step 3: stopped with step 2's checkpoint
+        train.main(args)
+    tokens = meta["tokenizer.ggml.tokens"]
+    a, e = tokens.index("a"), tokens.index("e")
+    tokens[a], tokens[e] = "e", "a"
+    write(gguf, state, meta)
+    with pytest.raises(SystemExit, match=r"the base's tokenizer files changed \(Tiny.F32.gguf's tokenizer differs\)"):
+        train.main(args + ["--resume"])
