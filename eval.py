@@ -195,14 +195,37 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                             "on this base")
     elif takes and model.config.model_type not in takes[0]:
         raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
-    # peft=True: for inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome
     tok = load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
+    return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
+
+
+def with_adapter(model, adapter, name):
+    """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
+    inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome."""
     try:
-        return (load_adapter(model, adapter, peft=True) if adapter else model).eval(), tok
+        return load_adapter(model, adapter, peft=True).eval()
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
+
+
+@contextlib.contextmanager
+def base_only(model, before):
+    """The base model for a while: the modules an adapter's load replaced (its LoRASPLinear wrappers, modules_to_save's
+    copies) set back to `before`'s (model.named_modules() ahead of the load), then the adapter's again."""
+    now = dict(model.named_modules())
+    swapped = sorted(n for n, m in before.items() if n and now.get(n) is not m)  # (a parent before its children)
+
+    def put(modules):
+        for n in swapped:
+            parent, _, child = n.rpartition(".")
+            setattr(model.get_submodule(parent), child, modules[n])
+    put(before)
+    try:
+        yield model
+    finally:
+        put(now)
 
 
 def model_path(name):
@@ -580,10 +603,12 @@ def command(argv=None):
         if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
             raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
                             "test.ro) holds no sentence pair")
-    # generate loads the adapter after the base model's answers; a GLUE head has its task's outputs (STS-B: 1, a score)
+    # a GLUE head has its task's outputs (STS-B: 1, a score)
     heads = len(GLUE[glue][4] or [0]) if glue else 0
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
                             args.device, heads, task == "squad", TAKES.get(task))
+    before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
+    model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
     length = args.seq_len or (384 if task == "squad" else 128)  # the length squad's windows, GLUE's pairs are cut at
     causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
     cut = glue or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
@@ -633,9 +658,9 @@ def command(argv=None):
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
         records = read_prompts(args.prompts)  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
-        base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(load_adapter(model, args.adapter, peft=True), tok, records, args.max_new_tokens) \
-            if args.adapter else [""] * len(records)
+        with base_only(model, before):
+            base = generate_answers(model, tok, records, args.max_new_tokens)
+        tuned = generate_answers(model, tok, records, args.max_new_tokens) if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))

@@ -232,6 +232,20 @@ def test_generate_side_by_side(ckpt, tmp_path, capsys):
     assert E.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
 
 
+def test_generate_checks_the_adapter_before_the_base_answers(ckpt, tmp_path, monkeypatch):
+    """An adapter of another base (other widths) given to --task generate: refused before any answer is generated
+    (it loaded after the base model's answers, so it failed after minutes of generation)."""
+    save_adapter(apply_lorasp(build_model(LlamaConfig(vocab_size=400, n_embd=48, n_ffn=96)), ["q_proj"], r=4),
+                 tmp_path / "adapter")
+    (tmp_path / "prompts.txt").write_text("Pick B.\n")
+    answered = []
+    monkeypatch.setattr(E, "generate_answers", lambda *a, **k: answered.append(a) or [""])
+    with pytest.raises(SystemExit, match=r"error: .*q_proj.*do not fit"):
+        E.main(["--task", "generate", "--model", str(ckpt), "--adapter", str(tmp_path / "adapter"), "--prompts",
+                str(tmp_path / "prompts.txt"), "--max-new-tokens", "2"])
+    assert answered == []
+
+
 def test_plot_svg(tmp_path, capsys):
     runs = {"full": [1, 2, 3, 4], "lora": [5, 4, 3], "lorasp": [5, 4.5, 4, 3.5, 3.2]}
     for name, losses in runs.items():
