@@ -26,7 +26,7 @@ import torch
 
 import plan
 from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
-from data import UserError
+from data import GLUE, UserError, cache_dir, task_kind
 from ddp import gathered, rank_world
 from download import SMALL_FILES
 from model import PRESETS
@@ -35,9 +35,9 @@ from tasks import TARGETS, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
-             "tokenizer_files"}  # what may change on --resume; the rest must match (data_sha256 and base_sha256 have
-# their own checks: restore, check_base; --model, --data and --data-dir as a path: the files there, not how the path is
-# written, see same_path)
+             "tokenizer_files", "data_parts"}  # what may change on --resume; the rest must match (data_sha256 and
+# base_sha256 have their own checks: restore, check_base; --model, --data and --data-dir as a path: the files there, not
+# how the path is written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -238,6 +238,17 @@ def same_settings(args, state):
         raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
 
 
+def changed_parts(args, was):
+    """{part: what to call it} of the data parts (tasks.data_parts) whose examples changed since the checkpoint whose
+    flags are `was`: GLUE's by their file; {} when the checkpoint kept none (saved before them)."""
+    old, now = was.get("data_parts") or {}, getattr(args, "data_parts", None) or {}
+    parts = [p for p in sorted(set(old) | set(now), key=lambda p: p != "train") if old.get(p) != now.get(p)]
+    if task_kind(args.data) == "glue" and args.data[5:] in GLUE:
+        folder = os.path.join(args.data_dir or cache_dir("glue"), GLUE[args.data[5:]][0])
+        return {p: os.path.join(folder, f"{p}.tsv") for p in parts} if old and now else {}
+    return {p: f"its {'training' if p == 'train' else p} examples" for p in parts} if old and now else {}
+
+
 def restore(checkpoint, args, opt):
     """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
     state = read_state(checkpoint)
@@ -247,13 +258,15 @@ def restore(checkpoint, args, opt):
         old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
         which = ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
                           for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f)) if old and now else ""
-        raise UserError(f"--resume: the training data changed since the checkpoint (--data {args.data}: its tokenized "
-                        f"examples hash to {args.data_sha256[:12]}..., the checkpoint's to "
-                        f"{state['args']['data_sha256'][:12]}...)" + (
-                            f", and the base's tokenizer files changed ({which}): its records are other token ids "
-                            "now, which the adapter never trained on. Restore those files, or start again without "
-                            "--resume" if which else ". Restore the data, or pass --allow-data-change to continue on "
-                            "the new data anyway"))
+        parts = {} if which else changed_parts(args, state["args"])  # (other token ids: every part changed)
+        what = "validation" if parts and "train" not in parts else "training"
+        raise UserError(f"--resume: the {what} data changed since the checkpoint (--data {args.data}: " + (
+            ", ".join(parts.values()) + " changed; " if parts else "") + "its tokenized examples hash to "
+            f"{args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}...)" + (
+                "; its training examples are the checkpoint's" if what == "validation" else "") + (
+                f", and the base's tokenizer files changed ({which}): its records are other token ids now, which the "
+                "adapter never trained on. Restore those files, or start again without --resume" if which else
+                ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)

@@ -20,6 +20,7 @@
   `before_after`: what training added, on held-out records (exact match, BLEU, SQuAD's exact match and F1).
 Run `python -m pytest -q tests/test_train_tasks.py` (GLUE, WMT16 and SQuAD runs on tiny models, end to end).
 """
+import hashlib
 import json
 import math
 import os
@@ -215,12 +216,20 @@ def check_split(args, train_ex, val_ex, val_records, world=1):
         raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
                         f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
                         "larger --val-fraction, or drop --exact-match")
+    args.data_parts = data_parts(train_ex, val_ex)             # (--resume names the part that changed)
     args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
     args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0
     if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
         print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
             f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
     return min(rows, args.batch_size)
+
+
+def data_parts(train_ex, val_ex):
+    """{part: sha256 of its tokenized examples}: "train", and GLUE's dev splits by name (else "validation"), so that
+    a --resume whose examples hash otherwise (resume.data_hash) can say which part changed."""
+    parts = {"train": train_ex, **(val_ex if isinstance(val_ex, dict) else {"validation": val_ex})}
+    return {k: hashlib.sha256(json.dumps(v, separators=(",", ":")).encode()).hexdigest() for k, v in parts.items()}
 
 
 def save_heldout(args, records):

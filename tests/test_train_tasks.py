@@ -272,3 +272,25 @@ def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_tas
     assert "unknown GLUE task 'glue/wnli'; known: glue/cola, glue/sst2" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="trains roberta or bert or gpt2; .* holds t5"):
         train.main(glue_flags(t5_task[0], "sst2", glue_dir, tmp_path))
+
+
+def test_glue_resume_names_the_dev_file_that_changed(encoders, glue_dir, tmp_path, capsys):
+    """MNLI's dev_mismatched.tsv edited between a checkpoint and its --resume: the file is named, and the training
+    examples said to be the checkpoint's (it was 'the training data changed', naming no file); train.tsv edited is
+    still the training data."""
+    import shutil
+    data_dir = tmp_path / "glue"
+    shutil.copytree(glue_dir, data_dir)
+    argv = glue_flags(encoders["roberta"], "mnli", data_dir, tmp_path / "run", "--max-steps", "2", "--eval-every", "0")
+    run(train.main, argv, capsys)
+    dev = data_dir / "MNLI" / "dev_mismatched.tsv"
+    dev.write_text(dev.read_text().replace("contradiction", "entailment"))
+    with pytest.raises(SystemExit) as e:
+        train.main(argv + ["--resume"])
+    assert f"the validation data changed since the checkpoint (--data glue/mnli: {dev} changed" in str(e.value)
+    assert "its training examples are the checkpoint's" in str(e.value)
+    train_tsv = data_dir / "MNLI" / "train.tsv"
+    train_tsv.write_text(train_tsv.read_text().replace("contradiction", "entailment"))
+    with pytest.raises(SystemExit, match=re.escape(f"the training data changed since the checkpoint (--data glue/mnli: "
+                                                   f"{train_tsv}, {dev} changed")):
+        train.main(argv + ["--resume"])
