@@ -558,6 +558,9 @@ def tokenizer_json(path):
         "invert") and "Regex" in (steps[0].get("pattern") or {}) and steps[1].get("use_regex") is False
     pattern = steps[0]["pattern"]["Regex"] if split else GPT2_PATTERN  # Llama 3's: its own regex, then bytes
     byte_level = byte_level or split
+    if (digits or split) and steps[-1].get("add_prefix_space"):  # (ours: one space a text, as ByteLevel alone gives)
+        raise NotImplementedError(f"{path}: ByteLevel's add_prefix_space after a {kinds[0]} pre-tokenizer (tokenizers "
+                                  "gives each of its pieces a space) is not supported")
     if t["model"].get("type") != "BPE" or not byte_level:
         spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
         raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex or one Split regex (Llama 3's) "

@@ -101,6 +101,23 @@ def test_added_tokens_are_found_as_tokenizers_finds_them(bpe_dir, tmp_path, pref
     assert [ours.encode(t) for t in texts] == [ref.encode(t).ids for t in texts]
 
 
+@pytest.mark.parametrize("first", ["Digits", "Split"])
+def test_a_prefix_space_after_digits_or_a_split_is_refused(bpe_dir, tmp_path, first):
+    """ByteLevel's add_prefix_space after a Digits or Split pre-tokenizer: tokenizers gives each of their pieces a
+    space ("a1b": " a", " 1", " b"); ours gave the text one, silently other ids. Refused, naming the file (with
+    ByteLevel alone it is one space a text, as ours: test_added_tokens_are_found_as_tokenizers_finds_them)."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    split = pre_tokenizers.Digits(individual_digits=True) if first == "Digits" else pre_tokenizers.Split(
+        Regex(r"\p{L}+|\p{N}|[^\s\p{L}\p{N}]+|\s+"), behavior="isolated")
+    ref.pre_tokenizer = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=True,
+                                                                                 use_regex=first == "Digits")])
+    ref.save(str(tmp_path / "tokenizer.json"))
+    assert ref.encode("a1b").ids.count(ref.token_to_id("\u0120")) == 3             # (each piece its own space)
+    with pytest.raises(NotImplementedError, match=f"{tmp_path / 'tokenizer.json'}: ByteLevel's add_prefix_space after "
+                                                  f"a {first} pre-tokenizer"):
+        load_tokenizer(tmp_path)
+
+
 def test_bpe_add_bos_token_as_transformers(bpe_dir, tmp_path):
     """tokenizer_config.json's add_bos_token true: transformers' GPT2Tokenizer starts a text with <|endoftext|>; ours
     did not (the setting was read for no byte-level BPE)."""
