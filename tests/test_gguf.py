@@ -233,8 +233,9 @@ def test_tiny_qwen3_gguf_matches_its_source_and_transformers_gguf_loader(tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
         if head_dim == 128:
-            ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="qwen.gguf", dtype=torch.float32)
-            torch.testing.assert_close(ours(ids), ref.eval()(ids).logits, atol=1e-5, rtol=0)
+            ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="qwen.gguf",
+                                                                    dtype=torch.float32).eval()
+            torch.testing.assert_close(ours(ids), ref(ids).logits, atol=1e-5, rtol=0)
 
 
 def test_k_quant_llama_matches_transformers_on_gguf_dequantized_weights(tmp_path):

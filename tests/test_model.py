@@ -3,12 +3,13 @@ public layouts (HF sharded safetensors + index, pytorch_model*.bin, Meta's conso
 logits."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
 import transformers
 
-from fixtures import DEVICES, random_params
+from fixtures import DEVICES, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import checkpoint as C
 import model as M
 from quant import NF4Linear
@@ -855,13 +856,53 @@ def test_qwen3_is_a_llama_with_qk_norms(tmp_path, head_dim):
         assert torch.equal(M.generate(ours, prompt, 8), ref.generate(prompt, max_new_tokens=8, do_sample=False,
                                                                      attention_mask=torch.ones_like(prompt)))
         a = M.load_pretrained(tmp_path, quantize="nf4", dtype=torch.float32).model.layers[0].self_attn
-        assert isinstance(a.q_proj, NF4Linear) and type(a.q_norm) is M.RMSNorm and a.q_norm.weight.dtype == torch.float32
+        assert isinstance(a.q_proj, NF4Linear) and type(a.q_norm) is M.RMSNorm
+        assert a.q_norm.weight.dtype == torch.float32
         assert torch.equal(a.q_norm.weight, ref.model.layers[0].self_attn.q_norm.weight)
         M.save_pretrained(ours, tmp_path / "back")
         back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
         assert type(back).__name__ == "Qwen3ForCausalLM" and back.config.head_dim == (head_dim or 128)
         torch.testing.assert_close(back(x).logits, ref(x).logits, atol=0, rtol=0)
     assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
+
+
+def test_qwen3_norms_train_alike_under_every_checkpointing_mode():
+    """The q/k norms are `cheap` (recomputed under selective): full fine-tuning gives them, and every other weight,
+    the gradients of no checkpointing (a recomputed norm whose weight lost its gradient would train silently less)."""
+    from test_checkpointing import assert_modes_agree
+    torch.manual_seed(0)
+    m = M.build_model(M.LlamaConfig(vocab_size=V, n_embd=64, head_dim=32, qk_norm=True)).train()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert_modes_agree(m, ids())
+
+
+def test_train_py_trains_a_qwen3_folder(tiny, tmp_path):
+    """train.py on a Qwen3 folder saved by transformers (the tiny fixture's tokenizer): LoRA-SP on NF4 with selective
+    checkpointing: the loss falls; the adapter is saved, and loaded on the folder's model it moves the logits."""
+    import train
+    from lorasp import apply_lorasp, load_adapter
+    d = tmp_path / "qwen3"
+    d.mkdir()
+    for f in os.listdir(tiny[0]):
+        if f.startswith("tokenizer"):
+            shutil.copy(os.path.join(tiny[0], f), d)
+    c = transformers.Qwen3Config(vocab_size=M.load_tokenizer(tiny[0]).vocab_size, hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                 tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.Qwen3ForCausalLM(c).save_pretrained(d)
+    out = tmp_path / "out"
+    s = train.train(train.parse_args(flags((str(d), tiny[1]), out, "--quant", "nf4", "--checkpointing", "selective",
+                                           "--max-steps", "8", "--log-every", "1")))
+    losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.2, losses
+    assert s["trainable_params"] > 0 and (out / "adapter" / "adapter_model.safetensors").exists()
+    back, fresh = M.load_pretrained(d, dtype=torch.float32), M.load_pretrained(d, dtype=torch.float32)
+    load_adapter(apply_lorasp(back, train.TARGETS["llama"].split(",")), out / "adapter")
+    with torch.no_grad():
+        assert not torch.allclose(back(ids()), fresh(ids()), atol=1e-3)
 
 
 YARN = dict(rope_type="yarn", factor=4.0, rope_theta=10000.0)
