@@ -187,6 +187,25 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     assert tok.bos_id == 5 and tok.eos_id is None
 
 
+def test_llama_gguf_with_its_own_head_dim_as_mistral_nemo(tmp_path):
+    """A Llama GGUF whose attention.key_length (head_dim) is not embedding_length / heads, as Mistral-Nemo's (5120 /
+    32 heads, head_dim 128): was refused; now its q/k rows go back per head of key_length rows, to its source's
+    logits."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-5,
+                                 max_position_embeddings=256)
+    src = random_params(transformers.LlamaForCausalLM(c), 0)
+    meta = llama_meta(c) | {"llama.attention.key_length": 32, "llama.attention.value_length": 32}
+    write(tmp_path / "nemo.gguf", llama_cpp_layout(src.state_dict(), c), meta)
+    ours, ids = M.load_pretrained(tmp_path / "nemo.gguf"), torch.randint(0, 256, (2, 10))
+    assert ours.config.head_dim == 32
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
+    write(tmp_path / "v.gguf", llama_cpp_layout(src.state_dict(), c), meta | {"llama.attention.value_length": 16})
+    with pytest.raises(NotImplementedError, match="values of another width than keys are not supported"):
+        M.load_pretrained(tmp_path / "v.gguf")
+
+
 def test_tiny_qwen2_gguf_matches_its_source_and_transformers_gguf_loader(tmp_path):
     """A Qwen2 GGUF (architecture "qwen2": q/k/v biases, tied embeddings; llama.cpp keeps its q/k rows in HF's order,
     rotating halves) was refused by architecture. Written as llama.cpp's converter writes it (qwen2.* metadata, the
