@@ -36,8 +36,8 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1260) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with its
-Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
+the 900-line budget (~1290) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with
+its Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
 LinearCrossEntropy) beside the layers they replace.
 """
 import argparse
@@ -126,9 +126,9 @@ class LlamaConfig:
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
                            partial_rotary_factor=(None, (None, 1.0)),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
-        hd = c.get("head_dim", 128 if arch == "qwen3" else None)  # None where it is hidden_size / heads (transformers
-        # 5 always writes it; Qwen3Config's default is 128, whatever the width)
-        hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd
+        hd = c.get("head_dim", 128 if arch == "qwen3" else None)  # (Qwen3Config's default: 128, whatever the width)
+        hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd  # None: hidden_size / heads (what
+        # transformers 5 always writes)
         if hd and hd % 2:
             raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
