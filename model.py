@@ -22,7 +22,8 @@
   host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
   per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
-  (Korthikanti et al. 2022); the machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
+  (Korthikanti et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the
+  machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
 - Generation with the KV cache (greedy, temperature, top-p) and beam search (T5) are generate.py's; `python model.py
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
@@ -58,7 +59,7 @@ from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, met
 from data import UserError, bucket_length, check_vocab, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
-                       tail)  # (likewise: the contract's names)
+                       tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
