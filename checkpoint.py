@@ -612,7 +612,8 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model
     "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}  # (Qwen3's)
 
 
 def gguf_file(path):
@@ -811,11 +812,11 @@ def gguf_rope_scaling(path, tensors, hd, theta):
 
 
 def gguf_checkpoint(path, dtype=None):
-    """A GGUF Llama (or Qwen2) -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The architecture
-    and its sizes come from the metadata; a Llama's q/k rows go back from llama.cpp's interleaved RoPE order to
-    rotate_half (llama.cpp keeps Qwen2's as they are: it rotates them in halves). The tensors come
-    in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a bf16 load's peak),
-    else (None, float16) in float32, for fill's cast to refuse values beyond float16's range."""
+    """A GGUF Llama (or Qwen2, Qwen3) -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The
+    architecture and its sizes come from the metadata (head_dim: attention.key_length); a Llama's q/k rows go back from
+    llama.cpp's interleaved RoPE order to rotate_half (llama.cpp keeps Qwen's as they are: it rotates them in halves).
+    The tensors come in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a
+    bf16 load's peak), else (None, float16) in float32, for fill's cast to refuse values beyond float16's range."""
     meta, tensors = read_gguf(path)
     if meta.get("split.count", 1) > 1:
         first = re.sub(r"-\d{5}-of-", "-00001-of-", path)
@@ -823,8 +824,8 @@ def gguf_checkpoint(path, dtype=None):
                                   f"{meta['split.count']} files; split GGUFs are not supported: merge them with "
                                   f"llama.cpp's `llama-gguf-split --merge {first} merged.gguf` and pass merged.gguf")
     arch = meta.get("general.architecture")                 # qwen2: a Llama with q/k/v biases, q/k rows as HF's
-    if arch not in ("llama", "qwen2"):
-        raise NotImplementedError(f"{path}: GGUF architecture {arch!r} is not supported (llama and qwen2 are)")
+    if arch not in ("llama", "qwen2", "qwen3"):             # qwen3: with q/k norms instead of biases
+        raise NotImplementedError(f"{path}: GGUF architecture {arch!r} is not supported (llama, qwen2, qwen3 are)")
 
     def need(key, default=None):
         if f"{arch}.{key}" not in meta and default is None:
@@ -834,11 +835,12 @@ def gguf_checkpoint(path, dtype=None):
     for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head)):
         if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
-    hd, theta = n_embd // n_head, need("rope.freq_base", 10000.0)
+    hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
-    if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd:
-        raise NotImplementedError(f"{path}: RoPE scaling {kind!r} and head_dim != embedding_length / heads are not "
-                                  "supported (linear and Llama 3.1's rope_freqs are)")
+    if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd or need("attention.value_length", hd) \
+            != hd:
+        raise NotImplementedError(f"{path}: RoPE scaling {kind!r}, RoPE on part of a head and values of another "
+                                  "width than keys are not supported (linear and Llama 3.1's rope_freqs are)")
     scaling = None
     if "rope_freqs.weight" in tensors:
         scaling = gguf_rope_scaling(path, tensors, hd, theta)
@@ -851,6 +853,7 @@ def gguf_checkpoint(path, dtype=None):
                   norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=theta,
                   max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
                   bias=arch == "llama" and "blk.0.attn_q.bias" in tensors, qkv_bias=arch == "qwen2",
+                  qk_norm=arch == "qwen3", head_dim=hd if hd != n_embd // n_head else None,
                   **dict(rope_scaling=scaling) if scaling else {})
 
     if dtype not in (torch.bfloat16, torch.float64):

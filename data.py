@@ -767,14 +767,15 @@ def added_tokens(directory):
 
 def slow_bpe(directory, vocab, merges):
     """vocab.json + merges.txt (a slow tokenizer's save, no tokenizer.json): GPT-2's pre-tokenizer, or where
-    transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2)
-    Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json lists."""
+    transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2
+    or qwen3) Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json lists."""
     def read(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
         j = read_json(os.path.join(directory, name)) if os.path.exists(os.path.join(directory, name)) else {}
         return j if isinstance(j, dict) else {}
     cfg = read("tokenizer_config.json")
     if (cfg.get("tokenizer_class") or read("config.json").get("model_type")) not in ("Qwen2Tokenizer",
-                                                                                      "Qwen2TokenizerFast", "qwen2"):
+                                                                                      "Qwen2TokenizerFast", "qwen2",
+                                                                                      "qwen3"):
         return BPETokenizer(read_json(vocab), read_merges(merges))
     added = {a["content"]: int(i) for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
     tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),

@@ -299,7 +299,7 @@ HF_REPOS = {  # model.PRESETS key -> Hugging Face repository; meta-llama's are g
     "llama2-70b": "meta-llama/Llama-2-70b-hf", "llama3.1-8b": "meta-llama/Llama-3.1-8B",
     "llama3.2-1b": "meta-llama/Llama-3.2-1B", "llama3.2-3b": "meta-llama/Llama-3.2-3B",
     "mistral-7b": "mistralai/Mistral-7B-v0.1", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
-    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B", "qwen3-0.6b": "Qwen/Qwen3-0.6B",
     "tinyllama-1.1b": "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "gpt2": "openai-community/gpt2",
     "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
     "gpt2-xl": "openai-community/gpt2-xl", "roberta-base": "FacebookAI/roberta-base",

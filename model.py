@@ -1,10 +1,10 @@
 """model.py: transformer backbones and how they load from checkpoints (no Hugging Face model classes).
 
 - Backbones: LLaMA (RMSNorm, RoPE in HF's rotate_half layout, SwiGLU, grouped-query attention; Touvron et al. 2023;
-  Mistral's and Qwen2's checkpoints too, up to their sliding window) and GPT-2 (learned positions, LayerNorm,
-  tanh-GELU, tied head; Radford et al. 2019). Modules are named after the Hugging Face checkpoint keys
-  (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an HF state dict loads with no name map and
-  LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
+  Mistral's, Qwen2's and Qwen3's checkpoints too (Qwen3: an RMSNorm on each head's q and k), up to their sliding
+  window) and GPT-2 (learned positions, LayerNorm, tanh-GELU, tied head; Radford et al. 2019). Modules are named
+  after the Hugging Face checkpoint keys (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`), so an
+  HF state dict loads with no name map and LoRA targets are the names users know. Decoders: model(input_ids) -> logits.
   Encoders: RoBERTa and BERT (one post-LN implementation; Liu et al. 2019, Devlin et al. 2019), model(input_ids,
   attention_mask, token_type_ids) -> hidden states, with add_head(n) / classify() as HF's *ForSequenceClassification.
   T5 v1.0 and v1.1 / FLAN-T5 / mT5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
@@ -22,12 +22,13 @@
   host memory: the quantized model plus one tensor. `save_pretrained` writes the HF layout back.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
   per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
-  (Korthikanti et al. 2022); the machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
+  (Korthikanti et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the
+  machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
 - Generation with the KV cache (greedy, temperature, top-p) and beam search (T5) are generate.py's; `python model.py
   --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
   .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
 
-Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen2
+Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
@@ -36,8 +37,8 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1250) because it holds five architectures (Mistral and Qwen2 are Llama configs), each with its
-Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
+the 900-line budget (~1290) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with
+its Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
 LinearCrossEntropy) beside the layers they replace.
 """
 import argparse
@@ -58,7 +59,7 @@ from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, met
 from data import UserError, bucket_length, check_vocab, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
-                       tail)  # (likewise: the contract's names)
+                       tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
 # ----------------------------------------------------------------------------------------------------
 # Configs and presets
@@ -97,6 +98,7 @@ class LlamaConfig:
     qkv_bias: bool = False    # biases on q/k/v but not o (Qwen2)
     layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
                                          # the window on every layer: written back so transformers slides the same)
+    qk_norm: bool = False     # an RMSNorm over each head's q and k before RoPE (Qwen3)
     HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
                               n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
                               max_seq_len="max_position_embeddings")  # our field -> config.json's key
@@ -113,18 +115,21 @@ class LlamaConfig:
                 raise KeyError(f"rope_scaling.{key}")  # (load_pretrained: "field ... is missing")
             if type(rope[key]) not in (int, float) or not rope[key] > 0:
                 raise ValueError(f"rope_scaling.{key} = {rope[key]!r} must be a number > 0")
-        longest = c.get("max_position_embeddings", {"mistral": 131072, "qwen2": 32768}.get(c.get("model_type"), 2048))
+        arch = c.get("model_type")
+        longest = c.get("max_position_embeddings", dict(mistral=131072, qwen2=32768, qwen3=32768).get(arch, 2048))
         if kind in ("llama3", "yarn"):  # (a top-level original_max_position_embeddings wins, as Phi-3's)
             rope["original_max_position_embeddings"] = c.get("original_max_position_embeddings") or rope.get(
                 "original_max_position_embeddings", longest)  # (absent: each transformers class's default)
-        if c.get("model_type") in ("mistral", "qwen2"):  # their transformers classes have neither: never read
-            c = {k: v for k, v in c.items() if k not in ("attention_bias", "mlp_bias")}
+        if arch in ("mistral", "qwen2", "qwen3"):  # their transformers classes never read these (Qwen3: all four
+            unread = ("mlp_bias",) if arch == "qwen3" else ("attention_bias", "mlp_bias")  # q/k/v/o have a bias)
+            c = {k: v for k, v in c.items() if k not in unread}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
                            partial_rotary_factor=(None, (None, 1.0)),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
-        hd = c.get("head_dim")  # None where it is hidden_size / heads (transformers 5 always writes it)
-        hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd
+        hd = c.get("head_dim", 128 if arch == "qwen3" else None)  # (Qwen3Config's default: 128, whatever the width)
+        hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd  # None: hidden_size / heads (what
+        # transformers 5 always writes)
         if hd and hd % 2:
             raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
         return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
@@ -132,17 +137,17 @@ class LlamaConfig:
                    c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
                    theta, longest, c.get("tie_word_embeddings", False),
                    c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope, cls.hf_window(c), c.get("model_type") == "qwen2",
-                   cls.hf_layer_types(c))
+                   None if kind == "default" else rope, cls.hf_window(c), arch == "qwen2",
+                   cls.hf_layer_types(c), arch == "qwen3")
 
     @staticmethod
     def hf_window(c):
         """The sliding window transformers applies, None if none: a Mistral's sliding_window (absent: MistralConfig's
-        4096); a Qwen2's if use_sliding_window and a layer slides (layer_types; else those from max_window_layers, 28
-        if absent), its sliding_window (absent: 4096). Refused past it on every layer."""
+        4096); a Qwen2's or Qwen3's if use_sliding_window and a layer slides (layer_types; else those from
+        max_window_layers, 28 if absent), its sliding_window (absent: 4096). Refused past it on every layer."""
         if c.get("model_type") == "mistral":
             return c.get("sliding_window", 4096)
-        if c.get("model_type") != "qwen2" or not c.get("use_sliding_window"):
+        if c.get("model_type") not in ("qwen2", "qwen3") or not c.get("use_sliding_window"):
             return None
         if type(first := c.get("max_window_layers", 28)) is not int:
             raise ValueError(f"max_window_layers = {first!r} must be an integer (the first layer with a window)")
@@ -150,9 +155,10 @@ class LlamaConfig:
 
     @staticmethod
     def hf_layer_types(c):
-        """A Qwen2's attention per layer as Qwen2Config reads it: layer_types, else a window from max_window_layers on
-        (28 if absent); None where no window applies."""
-        if c.get("model_type") != "qwen2" or not c.get("use_sliding_window") or c.get("sliding_window", 4096) is None:
+        """A Qwen2's (or Qwen3's) attention per layer as Qwen2Config reads it: layer_types, else a window from
+        max_window_layers on (28 if absent); None where no window applies."""
+        if c.get("model_type") not in ("qwen2", "qwen3") or not c.get("use_sliding_window") or \
+                c.get("sliding_window", 4096) is None:
             return None
         first, n = c.get("max_window_layers", 28), c["num_hidden_layers"]
         types = c.get("layer_types") or ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
@@ -163,18 +169,20 @@ class LlamaConfig:
         return self.head_dim or self.n_embd // self.n_head
 
     def to_hf(self):
-        """config.json as transformers reads it: a Llama, a Mistral (a sliding window) or a Qwen2 (q/k/v biases)."""
+        """config.json as transformers reads it: a Llama, a Mistral (a sliding window), a Qwen2 (q/k/v biases) or a
+        Qwen3 (q/k norms; head_dim always written: absent, Qwen3Config's is 128)."""
         hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
                     num_hidden_layers=self.n_layer, hidden_size=self.n_embd, num_attention_heads=self.n_head,
                     num_key_value_heads=self.n_kv_head, intermediate_size=self.n_ffn, rms_norm_eps=self.norm_eps,
                     rope_theta=self.rope_theta, max_position_embeddings=self.max_seq_len, hidden_act="silu",
                     tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias,
-                    **({"head_dim": self.head_dim} if self.head_dim else {}),
+                    **({"head_dim": self.hd} if self.head_dim or self.qk_norm else {}),
                     **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
-        if self.qkv_bias:  # its window on the layers it came with (every layer if none said), in both spellings
+        if self.qkv_bias or self.qk_norm:  # its window on the layers it came with (every layer if none said), in both
             types = list(self.layer_types or ["sliding_attention"] * self.n_layer) if self.sliding_window else None
-            hf |= dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", sliding_window=self.sliding_window,
-                       use_sliding_window=bool(self.sliding_window), layer_types=types,
+            qwen = "Qwen3" if self.qk_norm else "Qwen2"                                                    # spellings
+            hf |= dict(architectures=[qwen + "ForCausalLM"], model_type=qwen.lower(), layer_types=types,
+                       sliding_window=self.sliding_window, use_sliding_window=bool(self.sliding_window),
                        max_window_layers=types.index("sliding_attention") if types else self.n_layer)
         elif self.sliding_window:
             hf |= dict(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=self.sliding_window)
@@ -359,6 +367,9 @@ PRESETS = {  # the published shapes; the "-tiny" presets are for tests and demos
                               max_seq_len=32768, sliding_window=4096),  # v0.1: its window refuses --seq-len > 4096
     "qwen2.5-0.5b": LlamaConfig(vocab_size=151936, n_layer=24, n_embd=896, n_head=14, n_kv_head=2, n_ffn=4864,
                                 norm_eps=1e-6, rope_theta=1e6, max_seq_len=32768, tie_embeddings=True, qkv_bias=True),
+    "qwen3-0.6b": LlamaConfig(vocab_size=151936, n_layer=28, n_embd=1024, n_head=16, n_kv_head=8, n_ffn=3072,
+                              norm_eps=1e-6, rope_theta=1e6, max_seq_len=40960, tie_embeddings=True, head_dim=128,
+                              qk_norm=True),  # 16 heads x 128 = 2048 wide q over a 1024 model
     "llama-tiny": LlamaConfig(),
     "gpt2": GPT2Config(**G2, n_layer=12, n_embd=768, n_head=12),
     "gpt2-medium": GPT2Config(**G2, n_layer=24, n_embd=1024, n_head=16),
@@ -646,6 +657,8 @@ class LlamaBlock(nn.Module):
         self.self_attn = nn.ModuleDict(dict(  # ModuleDicts: the HF names (self_attn.q_proj), with no code of their own
             q_proj=Linear(C, c.n_head * hd, qkv), k_proj=Linear(C, c.n_kv_head * hd, qkv),
             v_proj=Linear(C, c.n_kv_head * hd, qkv), o_proj=Linear(c.n_head * hd, C, c.bias)))
+        if c.qk_norm:  # Qwen3: one RMSNorm over head_dim, shared by every q head (and k head)
+            self.self_attn.update(dict(q_norm=RMSNorm(hd, c.norm_eps), k_norm=RMSNorm(hd, c.norm_eps)))
         self.mlp = nn.ModuleDict(dict(gate_proj=Linear(C, c.n_ffn, False), up_proj=Linear(C, c.n_ffn, False),
                                       down_proj=Linear(c.n_ffn, C, False)))
         self.hd = hd
@@ -656,6 +669,8 @@ class LlamaBlock(nn.Module):
         q = a.q_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nh, T, hd)
         k = a.k_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
         v = a.v_proj(h).view(B, T, -1, self.hd).transpose(1, 2)
+        if "q_norm" in a:
+            q, k = cheap(a.q_norm, q), cheap(a.k_norm, k)  # (Qwen3: before RoPE)
         x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
                                q, k, v))
         h = cheap(self.post_attention_layernorm, x)
@@ -1038,12 +1053,12 @@ class T5(nn.Module):
 
 # config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
 # named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
-MODELS = {"llama": Llama, "mistral": Llama, "qwen2": Llama, "gpt2": GPT2, "roberta": Roberta, "bert": Bert, "t5": T5,
-          "mt5": T5}
-CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "gpt2": GPT2Config,
-           "roberta": EncoderConfig, "bert": EncoderConfig, "t5": T5Config, "mt5": MT5Config}  # (an MT5Config's
-# model_type is "t5": a T5 for the rest of lorasp; a Mistral is a Llama with a sliding window, a Qwen2 one with q/k/v
-# biases)
+MODELS = {"llama": Llama, "mistral": Llama, "qwen2": Llama, "qwen3": Llama, "gpt2": GPT2, "roberta": Roberta,
+          "bert": Bert, "t5": T5, "mt5": T5}
+CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "qwen3": LlamaConfig,
+           "gpt2": GPT2Config, "roberta": EncoderConfig, "bert": EncoderConfig, "t5": T5Config,
+           "mt5": MT5Config}  # (an MT5Config's model_type is "t5": a T5 for the rest of lorasp; a Mistral is a Llama
+# with a sliding window, a Qwen2 one with q/k/v biases, a Qwen3 one with q/k norms)
 
 
 def config_problem(field, value):

@@ -137,10 +137,11 @@ def model_config(model, directory=None):
 
 def llama(c, mode, r, T, dropout_cpu):
     """x, norm out, rotated q and k, v, attention out (shared with o_proj), x mid, norm out, gate, up, act; h = x A^T
-    of each adapter; 4-byte log-sum-exp per head. Selective keeps the matmul outputs only: x, q, k, v, x mid, gate,
-    up. Full keeps the block's input."""
+    of each adapter; 4-byte log-sum-exp per head; q/k norms (Qwen3): their fp32 input, 1 / rms per head. Selective
+    keeps the matmul outputs only: x, q, k, v, x mid, gate, up. Full keeps the block's input."""
     C, Cq, Ck, F, h = c.n_embd, c.n_head * c.hd, c.n_kv_head * c.hd, c.n_ffn, c.n_head  # Cq = C unless head_dim
-    return dict(none=(4 * C + 2 * Cq + 2 * Ck + 3 * F + 7 * r, 4 * h + 8),
+    qk = 4 * (Cq + Ck + h + c.n_kv_head) if c.qk_norm else 0   # q/k norms (Qwen3): their fp32 input and 1 / rms
+    return dict(none=(4 * C + 2 * Cq + 2 * Ck + 3 * F + 7 * r, 4 * h + 8 + qk),
                 selective=(2 * C + Cq + 2 * Ck + 2 * F + 7 * r, 0),
                 full=(C, 0))[mode]
 

@@ -1409,6 +1409,18 @@ case("config.json: a field missing", ValueError, "config.json: field 'intermedia
     lambda ctx: with_config(ctx, intermediate_size=KeyError))
 case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
     lambda ctx: with_config(ctx, model_type="mamba"))
+case("config.json: a Qwen3 mixture of experts (qwen3_moe), not the dense Qwen3", NotImplementedError,
+     "config.json: model_type 'qwen3_moe' is not supported (llama, mistral, qwen2, qwen3, ")(
+    lambda ctx: with_config(ctx, model_type="qwen3_moe", num_experts=8, num_experts_per_tok=2))
+case("config.json: a Qwen3 with an activation lorasp does not implement", NotImplementedError,
+     "config.json: hidden_act = 'gelu' is not supported (supported: 'silu', 'swish')")(
+    lambda ctx: with_config(ctx, model_type="qwen3", hidden_act="gelu"))
+case("config.json: a Qwen3 with attention dropout", NotImplementedError,
+     "config.json: attention_dropout = 0.1 is not supported")(
+    lambda ctx: with_config(ctx, model_type="qwen3", attention_dropout=0.1))
+case("config.json: a Qwen3 whose checkpoint has no q/k norms (a Qwen2's tensors)", ValueError,
+     "2 tensors missing from the checkpoint: model.layers.0.self_attn.q_norm.weight, model.layers.0.self_attn.k_norm")(
+    lambda ctx: with_config(ctx, model_type="qwen3", head_dim=8))
 case("config.json: Llama dynamic NTK rope_scaling", NotImplementedError, "config.json: rope_type = 'dynamic' is not "
      "supported (supported: 'default', 'linear', 'llama3', 'yarn')")(
     lambda ctx: with_config(ctx, rope_scaling={"factor": 4.0, "type": "dynamic"}))

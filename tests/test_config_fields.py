@@ -181,3 +181,32 @@ def test_mt5_loads_as_transformers_mt5(fields, tmp_path):
         M.save_pretrained(ours, tmp_path / "back")
         back = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "back").eval()
         torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
+
+
+QWEN3 = dict(LLAMA, head_dim=8, rope_theta=1e6, tie_word_embeddings=True)  # head_dim = hidden_size / heads
+
+
+@pytest.mark.parametrize("built, drop, fields, window", [
+    (dict(attention_bias=True), (), {}, None),                                  # read by Qwen3 (not by Qwen2)
+    ({}, (), dict(mlp_bias=True), None),                                        # not read by Qwen3MLP
+    ({}, ("rms_norm_eps", "max_position_embeddings"), {}, None),                # Qwen3Config's 1e-6 and 32768
+    ({}, ("max_position_embeddings",), dict(rope_parameters=dict(rope_type="yarn", factor=4.0, rope_theta=1e4)), None),
+    (dict(use_sliding_window=True, max_window_layers=1), ("sliding_window", "layer_types"), {}, 4096)],
+    ids=["attention_bias", "mlp_bias", "no eps, no max_position_embeddings", "yarn, no max_position_embeddings",
+         "use_sliding_window, no sliding_window"])
+def test_qwen3_config_fields_as_transformers_reads_them(built, drop, fields, window, tmp_path):
+    """Qwen3's config.json as Qwen3Config reads it: attention_bias puts a bias on q, k, v and o (Qwen2's class reads
+    none); mlp_bias is no field of it; without eps or max_position_embeddings, its defaults (yarn's original length:
+    32768); use_sliding_window without sliding_window: 4096, on the layers from max_window_layers on. Saved back,
+    transformers reads the same Qwen3 (head_dim written, here hidden_size / heads: absent, Qwen3Config's is 128)."""
+    random_params(transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**QWEN3 | built)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k not in drop} | fields))
+    ref = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path).eval()
+    ours = M.load_pretrained(tmp_path)
+    windows = {layer.self_attn.sliding_window for layer in ref.model.layers}
+    assert max(windows - {None}, default=None) == window == ours.config.sliding_window   # the oracle's, and ours
+    assert ours.config.bias == built.get("attention_bias", False) and ours.config.qk_norm
+    same_outputs(ref, ours, "qwen3")
+    M.save_pretrained(ours, tmp_path / "back")
+    same_outputs(transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "back").eval(), ours, "qwen3")

@@ -187,6 +187,25 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     assert tok.bos_id == 5 and tok.eos_id is None
 
 
+def test_llama_gguf_with_its_own_head_dim_as_mistral_nemo(tmp_path):
+    """A Llama GGUF whose attention.key_length (head_dim) is not embedding_length / heads, as Mistral-Nemo's (5120 /
+    32 heads, head_dim 128): was refused; now its q/k rows go back per head of key_length rows, to its source's
+    logits."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-5,
+                                 max_position_embeddings=256)
+    src = random_params(transformers.LlamaForCausalLM(c), 0)
+    meta = llama_meta(c) | {"llama.attention.key_length": 32, "llama.attention.value_length": 32}
+    write(tmp_path / "nemo.gguf", llama_cpp_layout(src.state_dict(), c), meta)
+    ours, ids = M.load_pretrained(tmp_path / "nemo.gguf"), torch.randint(0, 256, (2, 10))
+    assert ours.config.head_dim == 32
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
+    write(tmp_path / "v.gguf", llama_cpp_layout(src.state_dict(), c), meta | {"llama.attention.value_length": 16})
+    with pytest.raises(NotImplementedError, match="values of another width than keys are not supported"):
+        M.load_pretrained(tmp_path / "v.gguf")
+
+
 def test_tiny_qwen2_gguf_matches_its_source_and_transformers_gguf_loader(tmp_path):
     """A Qwen2 GGUF (architecture "qwen2": q/k/v biases, tied embeddings; llama.cpp keeps its q/k rows in HF's order,
     rotating halves) was refused by architecture. Written as llama.cpp's converter writes it (qwen2.* metadata, the
@@ -207,6 +226,35 @@ def test_tiny_qwen2_gguf_matches_its_source_and_transformers_gguf_loader(tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
         torch.testing.assert_close(ours(ids), ref.eval()(ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head_dim", [128, 32], ids=["head_dim 128", "head_dim 32"])
+def test_tiny_qwen3_gguf_matches_its_source_and_transformers_gguf_loader(tmp_path, head_dim):
+    """A Qwen3 GGUF (architecture "qwen3": attn_q_norm / attn_k_norm, as gguf-py's MODEL_TENSORS lists them; head_dim
+    as attention.key_length / value_length, here != embedding_length / heads; q/k rows in HF's order, as Qwen2's) was
+    refused by architecture. It loads to its source's logits, and (head_dim 128, which transformers' GGUF loader takes
+    for Qwen3Config's default: it reads no key_length) to that loader's."""
+    from gguf.constants import MODEL_ARCH, MODEL_TENSORS, TENSOR_NAMES
+    c = transformers.Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, rms_norm_eps=1e-6,
+                                 rope_theta=1e6, max_position_embeddings=256, tie_word_embeddings=True)
+    src = random_params(transformers.Qwen3ForCausalLM(c), 0).eval()
+    tensors = {(f"blk.{m[1]}." if (m := re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", n)) else "") +
+               f"{HF_NAMES[m[2] if m else n.rsplit('.', 1)[0]]}.{n.rsplit('.', 1)[1]}": (t.numpy().copy(), Q.F32)
+               for n, t in src.state_dict().items() if n != "lm_head.weight"}
+    known = {TENSOR_NAMES[t].format(bid=i) + ".weight" for t in MODEL_TENSORS[MODEL_ARCH.QWEN3] for i in range(2)}
+    assert {"blk.0.attn_q_norm.weight", "blk.1.attn_k_norm.weight"} < set(tensors) <= known
+    meta = {k.replace("llama.", "qwen3."): v for k, v in llama_meta(c).items()} | {
+        "tokenizer.ggml.pre": "qwen2", "qwen3.attention.key_length": head_dim, "qwen3.attention.value_length": head_dim}
+    write(tmp_path / "qwen.gguf", tensors, meta, arch="qwen3")
+    ours, ids = M.load_pretrained(tmp_path / "qwen.gguf"), torch.randint(0, 256, (2, 10))
+    assert (ours.config.qk_norm, ours.config.hd, ours.config.tie_embeddings) == (True, head_dim, True)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
+        if head_dim == 128:
+            ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="qwen.gguf",
+                                                                    dtype=torch.float32).eval()
+            torch.testing.assert_close(ours(ids), ref(ids).logits, atol=1e-5, rtol=0)
 
 
 def test_k_quant_llama_matches_transformers_on_gguf_dequantized_weights(tmp_path):

@@ -3,12 +3,13 @@ public layouts (HF sharded safetensors + index, pytorch_model*.bin, Meta's conso
 logits."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
 import transformers
 
-from fixtures import DEVICES, random_params
+from fixtures import DEVICES, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import checkpoint as C
 import model as M
 from quant import NF4Linear
@@ -419,6 +420,29 @@ def test_qwen25_preset_reads_like_the_published_config():
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
 
 
+QWEN3_HUB = dict(  # Qwen/Qwen3-0.6B's config.json as published (written from memory: the index does not ship it)
+    architectures=["Qwen3ForCausalLM"], attention_bias=False, attention_dropout=0.0, bos_token_id=151643,
+    eos_token_id=151645, head_dim=128, hidden_act="silu", hidden_size=1024, initializer_range=0.02,
+    intermediate_size=3072, max_position_embeddings=40960, max_window_layers=28, model_type="qwen3",
+    num_attention_heads=16, num_hidden_layers=28, num_key_value_heads=8, rms_norm_eps=1e-06, rope_scaling=None,
+    rope_theta=1000000, sliding_window=None, tie_word_embeddings=True, torch_dtype="bfloat16", use_cache=True,
+    use_sliding_window=False, vocab_size=151936)
+
+
+def test_qwen3_preset_reads_like_the_published_config():
+    """qwen3-0.6b = Qwen/Qwen3-0.6B's config.json read by from_hf (head_dim 128: q is 2048 wide over a 1024 model),
+    with the published parameter count (596,049,920: tied embeddings, q/k norms) that transformers' Qwen3 built from
+    that config.json has too, and its shapes from the preset's to_hf()."""
+    assert M.LlamaConfig.from_hf(QWEN3_HUB) == M.get_config("qwen3-0.6b")
+    with torch.device("meta"):
+        ours = M.build_model("qwen3-0.6b")
+        hub = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**QWEN3_HUB))
+        ref = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**M.get_config("qwen3-0.6b").to_hf()))
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hub.parameters()) == 596_049_920
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()} \
+        == {k: v.shape for k, v in hub.state_dict().items()}
+
+
 @pytest.fixture
 def ckpt(tmp_path):
     """llama-tiny saved by us in 2 shards + index; returns (directory, shard paths)."""
@@ -804,6 +828,81 @@ def test_qwen2_is_a_llama_with_qkv_biases(tmp_path, window):
         del written["layer_types"]                                 # as a transformers before layer_types reads it
         assert transformers.Qwen2Config(**written).layer_types == ref.config.layer_types
     assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("head_dim", [32, None], ids=["head_dim 32 over 64 / 4 heads", "no head_dim: Qwen3's 128"])
+def test_qwen3_is_a_llama_with_qk_norms(tmp_path, head_dim):
+    """Qwen3's config.json (model_type "qwen3": an RMSNorm over head_dim on q and k before RoPE, no q/k/v biases, its
+    own head_dim, tied embeddings in the small ones) was refused. Now transformers' logits and greedy tokens; NF4
+    leaves the norms dense fp32 (not block linears); saved back, transformers reads a Qwen3 again; LoRA-SP on it loads
+    in PEFT to our logits. A config.json without head_dim is Qwen3Config's 128, not hidden_size / heads."""
+    c = transformers.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
+                                 **({"head_dim": head_dim} if head_dim else {}))
+    ref = random_params(transformers.Qwen3ForCausalLM(c), 0).eval()
+    ref.save_pretrained(tmp_path)
+    if head_dim is None:                                       # as a config.json written without it
+        hf = json.loads((tmp_path / "config.json").read_text())
+        del hf["head_dim"]
+        (tmp_path / "config.json").write_text(json.dumps(hf))
+    ours, x = M.load_pretrained(tmp_path, dtype=torch.float32), ids()
+    assert (ours.config.qk_norm, ours.config.hd, ours.config.tie_embeddings) == (True, head_dim or 128, True)
+    attn = ours.model.layers[1].self_attn
+    assert attn.q_proj.bias is None and attn.q_proj.out_features == 4 * (head_dim or 128)
+    assert torch.equal(attn.k_norm.weight, ref.model.layers[1].self_attn.k_norm.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x).logits, atol=1e-5, rtol=0)
+        prompt = x[:1, :4]
+        assert torch.equal(M.generate(ours, prompt, 8), ref.generate(prompt, max_new_tokens=8, do_sample=False,
+                                                                     attention_mask=torch.ones_like(prompt)))
+        a = M.load_pretrained(tmp_path, quantize="nf4", dtype=torch.float32).model.layers[0].self_attn
+        assert isinstance(a.q_proj, NF4Linear) and type(a.q_norm) is M.RMSNorm
+        assert a.q_norm.weight.dtype == torch.float32
+        assert torch.equal(a.q_norm.weight, ref.model.layers[0].self_attn.q_norm.weight)
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
+        assert type(back).__name__ == "Qwen3ForCausalLM" and back.config.head_dim == (head_dim or 128)
+        torch.testing.assert_close(back(x).logits, ref(x).logits, atol=0, rtol=0)
+    assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
+
+
+def test_qwen3_norms_train_alike_under_every_checkpointing_mode():
+    """The q/k norms are `cheap` (recomputed under selective): full fine-tuning gives them, and every other weight,
+    the gradients of no checkpointing (a recomputed norm whose weight lost its gradient would train silently less)."""
+    from test_checkpointing import assert_modes_agree
+    torch.manual_seed(0)
+    m = M.build_model(M.LlamaConfig(vocab_size=V, n_embd=64, head_dim=32, qk_norm=True)).train()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert_modes_agree(m, ids())
+
+
+def test_train_py_trains_a_qwen3_folder(tiny, tmp_path):
+    """train.py on a Qwen3 folder saved by transformers (the tiny fixture's tokenizer): LoRA-SP on NF4 with selective
+    checkpointing: the loss falls; the adapter is saved, and loaded on the folder's model it moves the logits."""
+    import train
+    from lorasp import apply_lorasp, load_adapter
+    d = tmp_path / "qwen3"
+    d.mkdir()
+    for f in os.listdir(tiny[0]):
+        if f.startswith("tokenizer"):
+            shutil.copy(os.path.join(tiny[0], f), d)
+    c = transformers.Qwen3Config(vocab_size=M.load_tokenizer(tiny[0]).vocab_size, hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                 tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.Qwen3ForCausalLM(c).save_pretrained(d)
+    out = tmp_path / "out"
+    s = train.train(train.parse_args(flags((str(d), tiny[1]), out, "--quant", "nf4", "--checkpointing", "selective",
+                                           "--max-steps", "8", "--log-every", "1")))
+    losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.2, losses
+    assert s["trainable_params"] > 0 and (out / "adapter" / "adapter_model.safetensors").exists()
+    back, fresh = M.load_pretrained(d, dtype=torch.float32), M.load_pretrained(d, dtype=torch.float32)
+    load_adapter(apply_lorasp(back, train.TARGETS["llama"].split(",")), out / "adapter")
+    with torch.no_grad():
+        assert not torch.allclose(back(ids()), fresh(ids()), atol=1e-3)
 
 
 YARN = dict(rope_type="yarn", factor=4.0, rope_theta=10000.0)

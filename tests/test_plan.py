@@ -20,6 +20,8 @@ from fixtures import demo_tokenizer
 TINY = {"llama": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72),
         "llama, head_dim 16 (q: 64 wide)": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72,
                                                          head_dim=16),
+        "qwen3 (q/k norms, head_dim 16)": M.LlamaConfig(vocab_size=64, n_embd=32, n_head=4, n_kv_head=2, n_ffn=72,
+                                                        head_dim=16, qk_norm=True),
         "gpt2": M.GPT2Config(vocab_size=64, n_embd=32, n_head=4, n_positions=64, dropout=0.1),
         "roberta": M.EncoderConfig("roberta", vocab_size=64, n_embd=32, n_head=4, n_ffn=72, n_type=1, pad_id=1),
         "t5": M.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=72, num_heads=4),
@@ -284,6 +286,22 @@ def test_cuda_runtime_is_cublas_workspace(monkeypatch):
     for major, mib in ((9, 32), (8, 8.125)):
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, major=major: SimpleNamespace(major=major))
         assert plan.runtime_bytes("cuda") == mib * plan.MiB
+
+
+def test_the_plan_counts_every_parameter_of_qwen3_its_qk_norms_dense():
+    """qwen3-0.6b's q/k norms (2 x 128 values a block) are parameters the plan counts: under --method full, 16 bytes
+    (weight, gradient, AdamW's two moments) for each of the model's 596,049,920; under NF4, dense (bf16) beside the
+    embeddings and the other norms, not as 4-bit blocks."""
+    c, targets = plan.model_config("qwen3-0.6b"), train.TARGETS["llama"].split(",")
+    with torch.device("meta"):
+        model = M.build_model(c)
+    n, full = sum(p.numel() for p in model.parameters()), flags_for("--method", "full", "--checkpointing", "full")
+    assert n == 596_049_920 and plan.estimate(c, full, targets, 0, RUNTIME)["base"] == 16 * n
+    linears = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                  and name != "lm_head")                                         # (tied: the embedding)
+    nf4 = plan.estimate(c, flags_for("--quant", "nf4", "--dtype", "bf16", "--checkpointing", "full"), targets, 0,
+                        RUNTIME)
+    assert nf4["embeddings"] == 2 * (n - linears) and n - linears == 151936 * 1024 + 1024 + 28 * (2 * 1024 + 2 * 128)
 
 
 def test_the_plan_reads_the_layout_load_pretrained_loads_and_names_the_file_of_a_refused_value(tmp_path):

@@ -376,7 +376,7 @@ def test_qwen2_special_tokens_are_found_before_the_normal_form_as_tokenizers_fin
         assert [ours.encode(t, bos=False) for t in texts] == expected
 
 
-@pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json"])
+@pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json", "config.json qwen3"])
 def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by):
     """A Qwen2 tokenizer saved by a slow tokenizer: vocab.json + merges.txt, its added tokens in tokenizer_config.json,
     no tokenizer.json. transformers builds a Qwen2Tokenizer (tokenizer_class, else config.json's model_type): Qwen2's
@@ -393,7 +393,8 @@ def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, n
     if named_by == "tokenizer_config.json":
         config["tokenizer_class"] = "Qwen2Tokenizer"
     else:
-        (tmp_path / "config.json").write_text(json.dumps(dict(model_type="qwen2", eos_token_id=151643)))
+        kind = "qwen3" if named_by.endswith("qwen3") else "qwen2"  # (transformers builds Qwen2Tokenizer for both)
+        (tmp_path / "config.json").write_text(json.dumps(dict(model_type=kind, eos_token_id=151643)))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     text = TEXT + " Cafe\u0301 I'M 2024 <|im_start|>user\nhi<|im_end|>"
