@@ -228,8 +228,13 @@ def check_split(args, train_ex, val_ex, val_records, world=1):
 def data_parts(train_ex, val_ex):
     """{part: sha256 of its tokenized examples}: "train", and GLUE's dev splits by name (else "validation"), so that
     a --resume whose examples hash otherwise (resume.data_hash) can say which part changed."""
-    parts = {"train": train_ex, **(val_ex if isinstance(val_ex, dict) else {"validation": val_ex})}
-    return {k: hashlib.sha256(json.dumps(v, separators=(",", ":")).encode()).hexdigest() for k, v in parts.items()}
+    out, parts = {}, {"train": train_ex, **(val_ex if isinstance(val_ex, dict) else {"validation": val_ex})}
+    for part, examples in parts.items():
+        h = hashlib.sha256()
+        for e in examples:                                     # (one at a time: MNLI's whole list is ~0.5 GB of text)
+            h.update(json.dumps(e, separators=(",", ":")).encode())
+        out[part] = h.hexdigest()
+    return out
 
 
 def save_heldout(args, records):
