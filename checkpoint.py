@@ -837,10 +837,14 @@ def gguf_checkpoint(path, dtype=None):
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
     hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
-    if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd or need("attention.value_length", hd) \
-            != hd:
-        raise NotImplementedError(f"{path}: RoPE scaling {kind!r}, RoPE on part of a head and values of another "
-                                  "width than keys are not supported (linear and Llama 3.1's rope_freqs are)")
+    if kind not in ("none", "linear"):
+        raise NotImplementedError(f"{path}: RoPE scaling {kind!r} is not supported (linear and Llama 3.1's rope_freqs "
+                                  "are)")
+    for key, what in (("rope.dimension_count", "RoPE on part of a head is"),
+                      ("attention.value_length", "values of another width than keys are")):
+        if need(key, hd) != hd:  # (each named: one message for all three read 'RoPE scaling 'none' ... not supported')
+            raise NotImplementedError(f"{path}: GGUF metadata {arch}.{key} = {need(key)!r} with head_dim (key_length) "
+                                      f"{hd}: {what} not supported")
     scaling = None
     if "rope_freqs.weight" in tensors:
         scaling = gguf_rope_scaling(path, tensors, hd, theta)
