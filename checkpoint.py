@@ -220,7 +220,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
-    expected, tied, first, done, copies, trimmed = {}, {}, {}, set(), [], 0
+    expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
             tied[name] = first[id(p)]
@@ -228,6 +228,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             first[id(p)], expected[name] = name, p
     for source, name, t in stream:
         what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
+        sources.add(os.fspath(source))
         if want is None or name in done:
             raise ValueError(f"{what} " + ("appears twice" if name in done else
                                            f"is left over: {type(model).__name__} has no such parameter"))
@@ -265,7 +266,8 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
     missing = [n for n in expected if n not in done]
     if missing:
-        raise ValueError(f"{len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
+        where = os.path.commonpath(sources) if sources else "the checkpoint"  # its one file, or its shards' folder
+        raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
     for what, name, t in copies:
         owner_name, _, leaf = name.rpartition(".")
