@@ -707,8 +707,11 @@ class Llama(nn.Module):
 
     @staticmethod
     def hf_tensor(name, t):
-        """HF key -> ours (the same); old conversions also stored RoPE's inv_freq, which we compute instead."""
-        return None if name.endswith("rotary_emb.inv_freq") else (name, t)
+        """HF key -> ours (the same; a bare LlamaModel's or Qwen3Model's, as embedding models ship, under model., as
+        transformers' *ForCausalLM loads it); old conversions also stored RoPE's inv_freq, which we compute instead."""
+        if name.endswith("rotary_emb.inv_freq"):
+            return None
+        return ("model." + name if name.startswith(("embed_tokens.", "layers.", "norm.")) else name), t
 
 
 # ----------------------------------------------------------------------------------------------------
