@@ -220,7 +220,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
-    expected, tied, first, done, copies, trimmed = {}, {}, {}, set(), [], 0
+    expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
             tied[name] = first[id(p)]
@@ -228,6 +228,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             first[id(p)], expected[name] = name, p
     for source, name, t in stream:
         what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
+        sources.add(os.fspath(source))
         if want is None or name in done:
             raise ValueError(f"{what} " + ("appears twice" if name in done else
                                            f"is left over: {type(model).__name__} has no such parameter"))
@@ -265,7 +266,8 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
     missing = [n for n in expected if n not in done]
     if missing:
-        raise ValueError(f"{len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
+        where = os.path.commonpath(sources) if sources else "the checkpoint"  # its one file, or its shards' folder
+        raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
     for what, name, t in copies:
         owner_name, _, leaf = name.rpartition(".")
@@ -837,10 +839,14 @@ def gguf_checkpoint(path, dtype=None):
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
     hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
-    if kind not in ("none", "linear") or need("rope.dimension_count", hd) != hd or need("attention.value_length", hd) \
-            != hd:
-        raise NotImplementedError(f"{path}: RoPE scaling {kind!r}, RoPE on part of a head and values of another "
-                                  "width than keys are not supported (linear and Llama 3.1's rope_freqs are)")
+    if kind not in ("none", "linear"):
+        raise NotImplementedError(f"{path}: RoPE scaling {kind!r} is not supported (linear and Llama 3.1's rope_freqs "
+                                  "are)")
+    for key, what in (("rope.dimension_count", "RoPE on part of a head is"),
+                      ("attention.value_length", "values of another width than keys are")):
+        if need(key, hd) != hd:  # (each named: one message for all three read 'RoPE scaling 'none' ... not supported')
+            raise NotImplementedError(f"{path}: GGUF metadata {arch}.{key} = {need(key)!r} with head_dim (key_length) "
+                                      f"{hd}: {what} not supported")
     scaling = None
     if "rope_freqs.weight" in tensors:
         scaling = gguf_rope_scaling(path, tensors, hd, theta)

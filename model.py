@@ -707,8 +707,11 @@ class Llama(nn.Module):
 
     @staticmethod
     def hf_tensor(name, t):
-        """HF key -> ours (the same); old conversions also stored RoPE's inv_freq, which we compute instead."""
-        return None if name.endswith("rotary_emb.inv_freq") else (name, t)
+        """HF key -> ours (the same; a bare LlamaModel's or Qwen3Model's, as embedding models ship, under model., as
+        transformers' *ForCausalLM loads it); old conversions also stored RoPE's inv_freq, which we compute instead."""
+        if name.endswith("rotary_emb.inv_freq"):
+            return None
+        return ("model." + name if name.startswith(("embed_tokens.", "layers.", "norm.")) else name), t
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1094,9 +1097,12 @@ def check_config(config, source, raw=None):
                              f"{problem}")
     if raw is not None:
         return
-    heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n)]
+    qwen = getattr(config, "head_dim", None) and (getattr(config, "qk_norm", 0) or getattr(config, "qkv_bias", 0))
+    heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n) and not (
+        f == "n_embd" and qwen)]  # (q: C -> heads x head_dim) Qwen2's and Qwen3's classes take any width then; Llama's
+    # refuses it (and to_hf writes a Llama)
     for a, b in heads:
-        if getattr(config, a) % getattr(config, b):  # (transformers refuses it with head_dim too)
+        if getattr(config, a) % getattr(config, b):
             raise ValueError(f"{source}: {names.get(a, a)} = {getattr(config, a)} is not a multiple of "
                              f"{names.get(b, b)} = {getattr(config, b)}")
 

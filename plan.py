@@ -179,6 +179,9 @@ def t5(c, mode, r, T, dropout_cpu):
 
 
 ACTIVATIONS = {"llama": llama, "gpt2": gpt2, "roberta": encoder, "bert": encoder, "t5": t5}
+# Full fine-tuning trains the norms: a hand-written RMSNorm (weight * x / rms) then keeps its normalized input for the
+# weight's gradient, unless recomputed (nn.LayerNorm keeps only its statistics): values a token, as ACTIVATIONS'
+TRAINED_NORMS = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if c.qk_norm else 0)}  # Qwen3's q/k
 
 
 def layers(config):
@@ -239,7 +242,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                 shapes |= {(args.rank, i), (o, args.rank)}
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
     kind, width = config.model_type, ACTIVATIONS[config.model_type]
-    per_token = lambda mode: (lambda v, b: v * s + b)(*width(config, mode, args.rank, T, cpu))  # noqa: E731
+    norms = TRAINED_NORMS[kind](config) if full and kind in TRAINED_NORMS else 0  # (full: no adapter, r = 0)
+    per_token = lambda mode: (lambda v, b: (v + norms * (mode == "none")) * s + b)(  # noqa: E731
+        *width(config, mode, 0 if full else args.rank, T, cpu))
     full_blocks = args.full_blocks if args.checkpointing == "selective" else 0  # (at most L: tasks.checked_config)
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))

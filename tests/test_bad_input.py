@@ -1419,7 +1419,8 @@ case("config.json: a Qwen3 with attention dropout", NotImplementedError,
      "config.json: attention_dropout = 0.1 is not supported")(
     lambda ctx: with_config(ctx, model_type="qwen3", attention_dropout=0.1))
 case("config.json: a Qwen3 whose checkpoint has no q/k norms (a Qwen2's tensors)", ValueError,
-     "2 tensors missing from the checkpoint: model.layers.0.self_attn.q_norm.weight, model.layers.0.self_attn.k_norm")(
+     "model.safetensors: 2 tensors missing from the checkpoint: model.layers.0.self_attn.q_norm.weight, "
+     "model.layers.0.self_attn.k_norm")(
     lambda ctx: with_config(ctx, model_type="qwen3", head_dim=8))
 case("config.json: Llama dynamic NTK rope_scaling", NotImplementedError, "config.json: rope_type = 'dynamic' is not "
      "supported (supported: 'default', 'linear', 'llama3', 'yarn')")(
@@ -1534,7 +1535,7 @@ def with_state(ctx, edit):
     return load_pretrained(d)
 
 
-case("a tensor missing", ValueError, "1 tensors missing from the checkpoint: model.norm.weight")(
+case("a tensor missing", ValueError, "m/model.safetensors: 1 tensors missing from the checkpoint: model.norm.weight")(
     lambda ctx: with_state(ctx, lambda sd: sd.pop("model.norm.weight")))
 case("a tensor left over", ValueError, "tensor 'extra.weight' is left over")(
     lambda ctx: with_state(ctx, lambda sd: sd.update({"extra.weight": torch.ones(2)})))

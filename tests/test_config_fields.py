@@ -210,3 +210,17 @@ def test_qwen3_config_fields_as_transformers_reads_them(built, drop, fields, win
     same_outputs(ref, ours, "qwen3")
     M.save_pretrained(ours, tmp_path / "back")
     same_outputs(transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "back").eval(), ours, "qwen3")
+
+
+def test_qwen3_with_its_own_head_dim_over_a_width_heads_do_not_divide(tmp_path):
+    """Qwen3Config (as Qwen2's, Mistral's) takes any hidden_size beside an explicit head_dim: q_proj is hidden_size ->
+    heads x head_dim, nothing divides the width. Was refused: 'hidden_size = 60 is not a multiple of
+    num_attention_heads = 8'; now transformers' logits."""
+    c = dict(QWEN3, hidden_size=60, num_attention_heads=8, num_key_value_heads=4, head_dim=16)
+    random_params(transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**c)), 7).save_pretrained(tmp_path)
+    ref = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path).eval()
+    ours = M.load_pretrained(tmp_path)
+    assert ours.model.layers[0].self_attn.q_proj.weight.shape == (128, 60)
+    same_outputs(ref, ours, "qwen3")
+    M.save_pretrained(ours, tmp_path / "back")
+    same_outputs(transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "back").eval(), ours, "qwen3")

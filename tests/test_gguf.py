@@ -202,8 +202,12 @@ def test_llama_gguf_with_its_own_head_dim_as_mistral_nemo(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
     write(tmp_path / "v.gguf", llama_cpp_layout(src.state_dict(), c), meta | {"llama.attention.value_length": 16})
-    with pytest.raises(NotImplementedError, match="values of another width than keys are not supported"):
-        M.load_pretrained(tmp_path / "v.gguf")
+    with pytest.raises(NotImplementedError, match=r"v\.gguf: GGUF metadata llama\.attention\.value_length = 16 with "
+                       r"head_dim \(key_length\) 32: values of another width than keys are not supported$"):
+        M.load_pretrained(tmp_path / "v.gguf")  # (was: "RoPE scaling 'none', RoPE on part of a head and ...")
+    write(tmp_path / "r.gguf", llama_cpp_layout(src.state_dict(), c), meta | {"llama.rope.dimension_count": 16})
+    with pytest.raises(NotImplementedError, match=r"rope\.dimension_count = 16 .*: RoPE on part of a head is not"):
+        M.load_pretrained(tmp_path / "r.gguf")
 
 
 def test_tiny_qwen2_gguf_matches_its_source_and_transformers_gguf_loader(tmp_path):
@@ -249,6 +253,10 @@ def test_tiny_qwen3_gguf_matches_its_source_and_transformers_gguf_loader(tmp_pat
     write(tmp_path / "qwen.gguf", tensors, meta, arch="qwen3")
     ours, ids = M.load_pretrained(tmp_path / "qwen.gguf"), torch.randint(0, 256, (2, 10))
     assert (ours.config.qk_norm, ours.config.hd, ours.config.tie_embeddings) == (True, head_dim, True)
+    del tensors["blk.1.attn_k_norm.weight"]                  # a qwen3 file short of a norm: named with the file
+    with pytest.raises(ValueError, match=r"short\.gguf: 1 tensors missing from the checkpoint: model\.layers\.1\."
+                                         r"self_attn\.k_norm\.weight$"):
+        M.load_pretrained(write(tmp_path / "short.gguf", tensors, meta, arch="qwen3"))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), src(ids).logits, atol=1e-5, rtol=0)
         if head_dim == 128:

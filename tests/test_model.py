@@ -866,6 +866,18 @@ def test_qwen3_is_a_llama_with_qk_norms(tmp_path, head_dim):
     assert_peft_reads_our_adapter(ours, ref, ["q_proj", "k_proj", "o_proj", "up_proj"], x, tmp_path / "adapter")
 
 
+def test_a_bare_qwen3_model_file_loads_as_transformers_causal_lm_reads_it(tmp_path):
+    """A Qwen3Model saved without its LM head (keys without "model.", as embedding models are shipped; tied
+    embeddings): transformers' Qwen3ForCausalLM puts them under model. and ties the head. Ours too (was: "tensor
+    'embed_tokens.weight' is left over: Llama has no such parameter")."""
+    c = transformers.Qwen3Config(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+    random_params(transformers.Qwen3Model(c), 0).save_pretrained(tmp_path)
+    ref, x = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path).eval(), ids()
+    with torch.no_grad():
+        torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-5, rtol=0)
+
+
 def test_qwen3_norms_train_alike_under_every_checkpointing_mode():
     """The q/k norms are `cheap` (recomputed under selective): full fine-tuning gives them, and every other weight,
     the gradients of no checkpointing (a recomputed norm whose weight lost its gradient would train silently less)."""

@@ -82,6 +82,22 @@ def test_activation_counts_equal_what_autograd_keeps(name, mode):
 # ----------------------------------------------------------------------------------------------------
 # The whole plan against train.py's measured peak
 
+@pytest.mark.parametrize("name", ["llama, head_dim 16 (q: 64 wide)", "qwen3 (q/k norms, head_dim 16)"])
+def test_full_fine_tuning_plans_the_norm_outputs_its_blocks_keep(name):
+    """--method full trains the RMSNorms' weights: each keeps its normalized input for that gradient (2 C a token, and
+    Qwen3's q/k norms Cq + Ck: were not counted, the qwen3 block's none 18% short), and no adapter's h (7 r were)."""
+    B, T, kept = 2, 16, []
+    for n in (1, 2):
+        torch.manual_seed(0)
+        m = M.build_model(M.replace(TINY[name], n_layer=n)).train()
+        ids = torch.randint(2, 64, (B, T))
+        kept.append(kept_for_backward(m, lambda: m(ids)))
+    args = train.parse_args(["--model", "llama2-7b", "--data", "alpaca", "--method", "full", "--checkpointing", "none",
+                             "--batch-size", str(B), "--seq-len", str(T), "--dtype", "fp32", "--device", "cpu"])
+    parts = plan.estimate(M.replace(TINY[name], n_layer=1), args, runtime=0)
+    assert parts["activations"] - B * T * TINY[name].n_embd * 4 == kept[1] - kept[0]  # one block, less the embeddings'
+
+
 @pytest.fixture(scope="module")
 def small_llama(tmp_path_factory):
     """A Llama big enough that its weights, activations and loss are a third of the peak (the rest: Python and torch),
