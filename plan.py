@@ -15,7 +15,8 @@ block keeps for backward are counted per token from what model.py's code saves (
 - embeddings: embedding tables, norms, biases and a separate head, dense in the compute dtype.
 - adapter: per adapted linear, r (in + out) mask bytes and the trainable entries (keep of them) fp32 x 4 (weight,
   gradient, two moments), plus a classifier's head x 4; what forward unpacks (A_eff, B_eff) in the compute dtype.
-- activations: what each block keeps for backward, per token (ACTIVATIONS), x batch x seq-len x layers.
+- activations: what each block keeps for backward, per token (ACTIVATIONS; full fine-tuning: no adapter, TRAINED
+  more), x batch x seq-len x layers.
 - backward: beside them, the gradients in flight (GRADS_IN_FLIGHT widths per token), plus one block's activations
   while it is recomputed (full) or its recomputed parts (selective).
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
@@ -179,9 +180,23 @@ def t5(c, mode, r, T, dropout_cpu):
 
 
 ACTIVATIONS = {"llama": llama, "gpt2": gpt2, "roberta": encoder, "bert": encoder, "t5": t5}
-# Full fine-tuning trains the norms: a hand-written RMSNorm (weight * x / rms) then keeps its normalized input for the
-# weight's gradient, unless recomputed (nn.LayerNorm keeps only its statistics): values a token, as ACTIVATIONS'
-TRAINED_NORMS = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if c.qk_norm else 0)}  # Qwen3's q/k
+# Full fine-tuning trains every weight, so without checkpointing a block keeps more (values a token, as ACTIVATIONS'):
+# each linear's input for its weight's gradient, where the default --targets leave that linear frozen (RoBERTa/BERT:
+# attention.output.dense, intermediate.dense, output.dense; T5: o, wo and the feed-forward norm's output), and a
+# hand-written RMSNorm's normalized input for the gradient of its weight (nn.LayerNorm keeps its input either way).
+# GPT-2 adapts all four linears: nothing more. Selective recomputes these (cheap outputs), full keeps the block input.
+TRAINED = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if c.qk_norm else 0),  # Qwen3's q/k
+           "gpt2": lambda c: 0,
+           "roberta": lambda c: 2 * c.n_embd + c.n_ffn, "bert": lambda c: 2 * c.n_embd + c.n_ffn,
+           "t5": lambda c: 7 * c.d_model + 3 * c.num_heads * c.d_kv + 2 * c.d_ff}  # encoder 3C + inner + F, decoder
+#                                                                                # 4C + 2 inner + F (cross-attention)
+
+
+def kept(config, mode, r, T, dropout_cpu, full=False):
+    """(values in the compute dtype, bytes) a block keeps a token: ACTIVATIONS' count with adapters of rank r; under
+    full fine-tuning (full) no adapter's h and what the trained weights need besides (TRAINED)."""
+    values, extra = ACTIVATIONS[config.model_type](config, mode, 0 if full else r, T, dropout_cpu)
+    return values + (TRAINED[config.model_type](config) if full and mode == "none" else 0), extra
 
 
 def layers(config):
@@ -241,10 +256,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                 parts["adapter"] += args.rank * (i + o) * (1 + s) + 16 * trained + 4 * frozen  # masks, A/B_eff
                 shapes |= {(args.rank, i), (o, args.rank)}
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
-    kind, width = config.model_type, ACTIVATIONS[config.model_type]
-    norms = TRAINED_NORMS[kind](config) if full and kind in TRAINED_NORMS else 0  # (full: no adapter, r = 0)
-    per_token = lambda mode: (lambda v, b: (v + norms * (mode == "none")) * s + b)(  # noqa: E731
-        *width(config, mode, 0 if full else args.rank, T, cpu))
+    kind = config.model_type
+    per_token = lambda mode: (lambda v, b: v * s + b)(*kept(config, mode, args.rank, T, cpu, full))  # noqa: E731
     full_blocks = args.full_blocks if args.checkpointing == "selective" else 0  # (at most L: tasks.checked_config)
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))

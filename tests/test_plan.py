@@ -48,15 +48,16 @@ def kept_for_backward(m, run):
     return sum(seen.values())
 
 
-def one_layer_kept(name, mode, B=2, T=16, r=2):
+def one_layer_kept(name, mode, B=2, T=16, r=2, method="lorasp"):
     """(bytes one more block keeps for backward, measured: 2 blocks minus 1; without the per-layer weight copies
-    A_eff, B_eff that the plan counts under `adapter`)."""
+    A_eff, B_eff that the plan counts under `adapter`). method "full": no adapter, every weight trains."""
     kept, kind = [], TINY[name].model_type
     for n in (1, 2):
         c = M.replace(TINY[name], **({"num_layers": n, "num_decoder_layers": n} if kind == "t5" else {"n_layer": n}))
         torch.manual_seed(0)
         m = M.build_model(c)
-        apply_lorasp(m, train.TARGETS[kind].split(","), r=r)
+        if method != "full":
+            apply_lorasp(m, train.TARGETS[kind].split(","), r=r)
         m.checkpointing = mode
         m.train()
         ids = torch.randint(2, 64, (B, T))
@@ -68,15 +69,18 @@ def one_layer_kept(name, mode, B=2, T=16, r=2):
     return kept[1] - kept[0] - (weights if mode != "full" else 0)
 
 
+@pytest.mark.parametrize("method", ["lorasp", "full"])
 @pytest.mark.parametrize("mode", ["none", "selective", "full"])
 @pytest.mark.parametrize("name", list(TINY))
-def test_activation_counts_equal_what_autograd_keeps(name, mode):
+def test_activation_counts_equal_what_autograd_keeps(name, mode, method):
     """Per block and token, fp32, dropout on CPU: within 2% of the saved tensors (what the formulas leave out: GPT-2's
-    (T, T) causal mask, T5's norm statistics)."""
+    (T, T) causal mask, T5's norm statistics). --method full (plan.kept(..., full=True)): no adapter's h, and the
+    inputs of the linears and RMSNorms that only full fine-tuning trains (were not counted: without checkpointing
+    RoBERTa's block was 31% short, 544 bytes a token; T5's 37%, 1876)."""
     B, T, r = 2, 16, 2
-    values, extra = plan.ACTIVATIONS[TINY[name].model_type](TINY[name], mode, r, T, True)
+    values, extra = plan.kept(TINY[name], mode, r, T, True, full=method == "full")
     planned = B * T * (4 * values + extra)
-    assert planned == pytest.approx(one_layer_kept(name, mode, B, T, r), rel=0.02), (planned, name, mode)
+    assert planned == pytest.approx(one_layer_kept(name, mode, B, T, r, method), rel=0.02), (planned, name, mode)
 
 
 # ----------------------------------------------------------------------------------------------------
