@@ -11,11 +11,13 @@ block keeps for backward are counted per token from what model.py's code saves (
 - data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (53 bytes a token,
   measured; tokens a byte estimated for Alpaca with its template). A file not fetched yet counts 0.
 - base: the block linears by storage: fp32 or bf16, or NF4 (4 bits, a uint8 scale per 64 values, an fp32 scale per
-  256 blocks: 4.127 bits a weight). Full fine-tuning: every weight fp32 x 4 (weight, gradient, AdamW's two moments).
+  256 blocks: 4.127 bits a weight). Full fine-tuning: every weight fp32 x 4 (weight, gradient, AdamW's two moments),
+  under bf16 autocast + a bf16 copy of each block linear's (autocast's cache, kept for backward).
 - embeddings: embedding tables, norms, biases and a separate head, dense in the compute dtype.
 - adapter: per adapted linear, r (in + out) mask bytes and the trainable entries (keep of them) fp32 x 4 (weight,
   gradient, two moments), plus a classifier's head x 4; what forward unpacks (A_eff, B_eff) in the compute dtype.
-- activations: what each block keeps for backward, per token (ACTIVATIONS), x batch x seq-len x layers.
+- activations: what each block keeps for backward, per token (ACTIVATIONS; full fine-tuning: no adapter, TRAINED
+  more), x batch x seq-len x layers.
 - backward: beside them, the gradients in flight (GRADS_IN_FLIGHT widths per token), plus one block's activations
   while it is recomputed (full) or its recomputed parts (selective).
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
@@ -179,9 +181,41 @@ def t5(c, mode, r, T, dropout_cpu):
 
 
 ACTIVATIONS = {"llama": llama, "gpt2": gpt2, "roberta": encoder, "bert": encoder, "t5": t5}
-# Full fine-tuning trains the norms: a hand-written RMSNorm (weight * x / rms) then keeps its normalized input for the
-# weight's gradient, unless recomputed (nn.LayerNorm keeps only its statistics): values a token, as ACTIVATIONS'
-TRAINED_NORMS = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if c.qk_norm else 0)}  # Qwen3's q/k
+# Full fine-tuning trains every weight, so without checkpointing a block keeps more (values a token, as ACTIVATIONS'):
+# each linear's input for its weight's gradient, where the default --targets leave that linear frozen (RoBERTa/BERT:
+# attention.output.dense, intermediate.dense, output.dense; T5: o, wo and the feed-forward norm's output), and a
+# hand-written RMSNorm's normalized input for the gradient of its weight (nn.LayerNorm keeps its input either way).
+# GPT-2 adapts all four linears: nothing more. Selective recomputes these (cheap outputs), full keeps the block input.
+TRAINED = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if c.qk_norm else 0),  # Qwen3's q/k
+           "gpt2": lambda c: 0,
+           "roberta": lambda c: 2 * c.n_embd + c.n_ffn, "bert": lambda c: 2 * c.n_embd + c.n_ffn,
+           "t5": lambda c: 7 * c.d_model + 3 * c.num_heads * c.d_kv + 2 * c.d_ff}  # encoder 3C + inner + F, decoder
+#                                                                                # 4C + 2 inner + F (cross-attention)
+
+
+# Full fine-tuning under bf16 autocast trains fp32 masters: the residual stream and the norms' outputs stay fp32 (4
+# bytes where ACTIVATIONS counts 2) and each linear fed one keeps its own bf16 copy of it (Llama's q, k, v: three).
+# Bytes a token more, in widths C, without checkpointing, selective, full; the bf16 copies of the weights, held from
+# forward to backward, are counted in `base`. T5 (an encoder and a decoder block): gated +4C (wi_0 and wi_1 copy the
+# norm's output), and without checkpointing each block's bf16 copy of the fp32 attention bias: the encoder's
+# (B, nh, S, S), the decoder's (1, nh, T, T), cross-attention's (B, 1, 1, S).
+AUTOCAST = {"llama": (14, 14, 2), "gpt2": (4, 8, 2), "roberta": (8, 10, 2), "bert": (8, 10, 2), "t5": (32, 32, 4)}
+
+
+def kept(config, mode, r, T, dropout_cpu, full=False, bf16=False, B=1):
+    """(values in the compute dtype, bytes) a block keeps a token: ACTIVATIONS' count with adapters of rank r; under
+    full fine-tuning (full) no adapter's h and what the trained weights need besides (TRAINED), under bf16 autocast
+    the fp32 tensors and bf16 copies of AUTOCAST (B: sequences a batch, for T5's decoder bias)."""
+    kind = config.model_type
+    values, extra = ACTIVATIONS[kind](config, mode, 0 if full else r, T, dropout_cpu)
+    values += TRAINED[kind](config) if full and mode == "none" else 0
+    if full and bf16:
+        C = getattr(config, "n_embd", None) or config.d_model
+        extra += AUTOCAST[kind][("none", "selective", "full").index(mode)] * C
+        if kind == "t5":
+            extra += 4 * C * config.is_gated_act * (mode != "full") + (
+                2 * config.num_heads * T * (1 + 1 / B) + 2 if mode == "none" else 0)
+    return values, extra
 
 
 def layers(config):
@@ -221,8 +255,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             n = p.numel()
             block_linear = isinstance(m, torch.nn.Linear) and pname == "weight" and any(
                 part.isdigit() for part in name.split("."))       # as fill() quantizes: inside a numbered block
-            if full:
-                parts["base"] += 16 * n                           # fp32 weight, gradient, AdamW's two moments
+            if full:                                              # fp32 weight, gradient, AdamW's two moments;
+                parts["base"] += 16 * n + 2 * n * (block_linear and s == 2)  # autocast's bf16 copy, forward to backward
             elif head and name.startswith(head):              # a classifier's head trains whole
                 parts["adapter"] += 16 * n
             elif block_linear and nf4:
@@ -241,10 +275,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                 parts["adapter"] += args.rank * (i + o) * (1 + s) + 16 * trained + 4 * frozen  # masks, A/B_eff
                 shapes |= {(args.rank, i), (o, args.rank)}
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
-    kind, width = config.model_type, ACTIVATIONS[config.model_type]
-    norms = TRAINED_NORMS[kind](config) if full and kind in TRAINED_NORMS else 0  # (full: no adapter, r = 0)
-    per_token = lambda mode: (lambda v, b: (v + norms * (mode == "none")) * s + b)(  # noqa: E731
-        *width(config, mode, 0 if full else args.rank, T, cpu))
+    kind = config.model_type
+    per_token = lambda mode: (lambda v, b: v * s + b)(  # noqa: E731
+        *kept(config, mode, args.rank, T, cpu, full, s == 2, args.batch_size))
     full_blocks = args.full_blocks if args.checkpointing == "selective" else 0  # (at most L: tasks.checked_config)
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))
