@@ -601,7 +601,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         dt = torch.promote_types(h.dtype, torch.float32)  # softmax in fp32 at least (bf16 logits round badly)
         loss, rows = h.new_zeros((), dtype=dt), max(1, LOSS_CHUNK // W.shape[0])
         gh = torch.empty_like(h) if h.requires_grad else None
-        gW, Wh = torch.zeros_like(W) if W.requires_grad else None, W.to(h.dtype)  # no copy unless dtypes differ
+        dev = h.device.type  # under autocast W once in its dtype (fp32 masters: else two casts of W a chunk)
+        gW, Wh = torch.zeros_like(W) if W.requires_grad else None, W.to(
+            torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype)  # no copy if dtypes agree
         for i in range(0, len(h), rows):
             t, x = targets[i:i + rows], h[i:i + rows]
             logits = (x @ Wh.T).to(dt)                  # (rows, vocab)
@@ -616,7 +618,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             if gh is not None:
                 gh[i:i + rows] = g @ Wh
             if gW is not None:
-                gW += (g.T @ x).to(W.dtype)
+                gW += g.T @ x                           # (in place: a bf16 product adds into fp32, no copy)
         ctx.save_for_backward(gh, gW)
         return loss
 

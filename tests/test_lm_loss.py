@@ -54,3 +54,37 @@ def test_swiglu_gradients_match_autograd():
                                                                                         requires_grad=True)
     torch.autograd.gradcheck(M.swiglu, (gate, up))
     torch.testing.assert_close(M.swiglu(gate, up), F.silu(gate) * up)
+
+
+def test_fp32_head_under_autocast_is_cast_once(monkeypatch):
+    """Full fine-tuning under bf16 autocast (fp32 masters): autocast cast the whole (vocab, C) head weight to bf16 at
+    the loss's matmuls, 6 copies over 5 chunks, each a transient of the head's size. Now once; the
+    loss is the same value (autocast's casts and ours round alike), the gradient within bf16's rounding of its 5
+    partial sums."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        def __init__(self, weight):
+            super().__init__()
+            self.ptr, self.n = weight.data_ptr(), 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func is torch.ops.aten._to_copy.default and args[0].data_ptr() == self.ptr
+            return func(*args, **(kwargs or {}))
+    torch.manual_seed(0)
+    net = M.build_model("llama-tiny")                  # fp32 weights, trained whole
+    ids = torch.randint(0, 256, (3, 11))
+    monkeypatch.setattr(M, "LOSS_CHUNK", 256 * 7)      # 7 rows at a time: 33 rows, 5 chunks
+    head = net.lm_head.weight
+    with torch.autocast("cpu", torch.bfloat16), Casts(head) as casts:
+        loss = net(ids, labels=ids)
+    assert casts.n == 1
+    loss.backward()
+    grad = head.grad.clone()                           # against one chunk
+    net.zero_grad()
+    monkeypatch.setattr(M, "LOSS_CHUNK", M.LOSS_CHUNK * 1000)
+    with torch.autocast("cpu", torch.bfloat16):
+        ref = net(ids, labels=ids)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(grad, head.grad, rtol=2e-2, atol=2e-4)  # (5 bf16 partial sums against 1)
