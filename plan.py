@@ -169,7 +169,7 @@ def encoder(c, mode, r, T, dropout_cpu):
 def t5(c, mode, r, T, dropout_cpu):
     """An encoder and a decoder block together, per token of each side, q and v adapted: x, norm out, q, k, v, x mid,
     the feed-forward's activation inputs and outputs, h; the decoder adds cross-attention (norm in and out, q, and k,
-    v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks."""
+    v over the encoder's tokens). Dropout masks; with DropoutAttention, its (heads x T) masks; each norm's 1 / rms."""
     C, inner, F, h, p = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.num_heads, c.dropout_rate > 0
     gated = c.is_gated_act                                   # kept: act's input, its output and wi_1's; relu's output
     ff, ff_in = (3 * F, 2 * F) if gated else (F, F)          # selective keeps the matmul outputs (wi_0, wi_1 / wi)
@@ -177,7 +177,9 @@ def t5(c, mode, r, T, dropout_cpu):
     enc = dict(none=3 * C + 3 * inner + ff + 2 * r, selective=2 * C + 3 * inner + ff_in + 2 * r, full=C)[mode]
     cross = dict(none=2 * C + 3 * inner + 2 * r, selective=C + 3 * inner + 2 * r, full=0)[mode]
     masks = (2 * C + F) * p + att if mode == "none" else 2 * C * p if mode == "selective" else 0
-    return 2 * enc + cross, 2 * masks + (att + C * p if mode == "none" else 0)
+    cross_masks = att + C * p if mode == "none" else C * p if mode == "selective" else 0
+    norms = 4 * 5 if mode == "none" else 0                   # 1 / rms (fp32) of the encoder's 2 and decoder's 3 norms
+    return 2 * enc + cross, 2 * masks + cross_masks + norms
 
 
 ACTIVATIONS = {"llama": llama, "gpt2": gpt2, "roberta": encoder, "bert": encoder, "t5": t5}
@@ -202,13 +204,29 @@ TRAINED = {"llama": lambda c: 2 * c.n_embd + ((c.n_head + c.n_kv_head) * c.hd if
 AUTOCAST = {"llama": (14, 14, 2), "gpt2": (4, 8, 2), "roberta": (8, 10, 2), "bert": (8, 10, 2), "t5": (32, 32, 4)}
 
 
+# An adapter under bf16 autocast over a bf16 base (train.py's bf16): bytes a token more than ACTIVATIONS' count at 2
+# bytes a value, without checkpointing (selective and full recompute these). Each hand-written RMSNorm keeps the fp32
+# copy of its input it computes in (x.float(): 4 bytes where the input is counted at 2; Llama: 2 a block, T5: 5 an
+# encoder and a decoder block); on CPU nn.LayerNorm keeps its mean and 1 / std in bf16 (2 bytes where counted at 4;
+# 2 LayerNorms a block); SDPA keeps its output in bf16, counted at 4 (RoBERTa/BERT, T5; not with DropoutAttention).
+sdpa = lambda p, cpu: not (p and cpu)  # noqa: E731  (attention without DropoutAttention: dropout off, or not on CPU)
+BF16 = {"llama": lambda c, cpu: 2 * 2 * c.n_embd,
+        "gpt2": lambda c, cpu: -8 * cpu,
+        "roberta": lambda c, cpu: -8 * cpu - 2 * c.n_embd * sdpa(c.dropout > 0, cpu),
+        "bert": lambda c, cpu: -8 * cpu - 2 * c.n_embd * sdpa(c.dropout > 0, cpu),
+        "t5": lambda c, cpu: 5 * 2 * c.d_model - 3 * 2 * c.num_heads * c.d_kv * sdpa(c.dropout_rate > 0, cpu)}
+
+
 def kept(config, mode, r, T, dropout_cpu, full=False, bf16=False, B=1):
     """(values in the compute dtype, bytes) a block keeps a token: ACTIVATIONS' count with adapters of rank r; under
     full fine-tuning (full) no adapter's h and what the trained weights need besides (TRAINED), under bf16 autocast
-    the fp32 tensors and bf16 copies of AUTOCAST (B: sequences a batch, for T5's decoder bias)."""
+    the fp32 tensors and bf16 copies of AUTOCAST (B: sequences a batch, for T5's decoder bias); an adapter under bf16
+    autocast: BF16's."""
     kind = config.model_type
     values, extra = ACTIVATIONS[kind](config, mode, 0 if full else r, T, dropout_cpu)
     values += TRAINED[kind](config) if full and mode == "none" else 0
+    if bf16 and not full and mode == "none":
+        extra += BF16[kind](config, dropout_cpu)
     if full and bf16:
         C = getattr(config, "n_embd", None) or config.d_model
         extra += AUTOCAST[kind][("none", "selective", "full").index(mode)] * C
