@@ -221,10 +221,12 @@ def kept(config, mode, r, T, dropout_cpu, full=False, bf16=False, B=1):
     """(values in the compute dtype, bytes) a block keeps a token: ACTIVATIONS' count with adapters of rank r; under
     full fine-tuning (full) no adapter's h and what the trained weights need besides (TRAINED), under bf16 autocast
     the fp32 tensors and bf16 copies of AUTOCAST (B: sequences a batch, for T5's decoder bias); an adapter under bf16
-    autocast: BF16's."""
+    autocast: BF16's (B: sequences a batch, also for GPT-2's causal mask)."""
     kind = config.model_type
     values, extra = ACTIVATIONS[kind](config, mode, 0 if full else r, T, dropout_cpu)
     values += TRAINED[kind](config) if full and mode == "none" else 0
+    if kind == "gpt2" and mode == "none" and config.dropout > 0 and dropout_cpu:
+        extra += T / B                                       # DropoutAttention's (T, T) causal mask, one a batch
     if bf16 and not full and mode == "none":
         extra += BF16[kind](config, dropout_cpu)
     if full and bf16:
