@@ -17,7 +17,8 @@ block keeps for backward are counted per token from what model.py's code saves (
 - adapter: per adapted linear, r (in + out) mask bytes and the trainable entries (keep of them) fp32 x 4 (weight,
   gradient, two moments), plus a classifier's head x 4; what forward unpacks (A_eff, B_eff) in the compute dtype.
 - activations: what each block keeps for backward, per token (ACTIVATIONS; full fine-tuning: no adapter, TRAINED
-  more), x batch x seq-len x layers.
+  more; under bf16 autocast BF16's fp32 norm inputs, or with full fine-tuning AUTOCAST's), x batch x seq-len x
+  layers.
 - backward: beside them, the gradients in flight (GRADS_IN_FLIGHT widths per token), plus one block's activations
   while it is recomputed (full) or its recomputed parts (selective).
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
