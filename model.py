@@ -601,9 +601,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         dt = torch.promote_types(h.dtype, torch.float32)  # softmax in fp32 at least (bf16 logits round badly)
         loss, rows = h.new_zeros((), dtype=dt), max(1, LOSS_CHUNK // W.shape[0])
         gh = torch.empty_like(h) if h.requires_grad else None
-        dev = h.device.type  # under autocast W once in its dtype (fp32 masters: else two casts of W a chunk)
+        dev = h.device.type  # under autocast W once in its dtype (fp32 masters: else autocast casts it every chunk;
+        cast = torch.is_autocast_enabled(dev) and h.dtype != torch.float64  # float64 it leaves alone)
         gW, Wh = torch.zeros_like(W) if W.requires_grad else None, W.to(
-            torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype)  # no copy if dtypes agree
+            torch.get_autocast_dtype(dev) if cast else h.dtype)  # no copy if dtypes agree
         for i in range(0, len(h), rows):
             t, x = targets[i:i + rows], h[i:i + rows]
             logits = (x @ Wh.T).to(dt)                  # (rows, vocab)
