@@ -514,8 +514,8 @@ def refuse_vision(p, source):
     """Llama 3.2 Vision's params.json (vision_chunk_size, vision_num_cross_attention_layers, ...): an image encoder and
     cross-attention layers that are not ours, refused before a weight is read (was: "tensor ... is left over")."""
     if vision := [k for k in p if k.startswith("vision_")] if isinstance(p, dict) else []:
-        raise NotImplementedError(f"{source}: {', '.join(vision)}: a vision model (Llama 3.2 Vision), which lorasp does "
-                                  "not support: give a text-only Llama")
+        raise NotImplementedError(f"{source}: {', '.join(vision)}: a vision model (Llama 3.2 Vision), which lorasp "
+                                  "does not support: give a text-only Llama")
 
 
 def meta_config(p, embedding_rows):

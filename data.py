@@ -768,7 +768,8 @@ def added_tokens(directory):
 def slow_bpe(directory, vocab, merges):
     """vocab.json + merges.txt (a slow tokenizer's save, no tokenizer.json): GPT-2's pre-tokenizer, or where
     transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2
-    or qwen3) Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json lists."""
+    or qwen3) Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json
+    lists."""
     def read(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
         j = read_json(os.path.join(directory, name)) if os.path.exists(os.path.join(directory, name)) else {}
         return j if isinstance(j, dict) else {}

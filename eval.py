@@ -381,7 +381,8 @@ def mmlu_subjects(data_dir, subjects=None):
         raise ValueError(f"{test_dir}: no SUBJECT_test.csv file (MMLU's release holds 57)")
     if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
         raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
-                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6 else ""))
+                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6
+                                                                       else ""))
     subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
     if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
         raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
