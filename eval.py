@@ -28,7 +28,7 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~650) because the command line
+adapter; MMLU; perplexity and generation; the command line. Past the 400-line budget (~690) because the command line
 drives six kinds of task, each with its own data, options, notes and printout, and checks what the user gave.
 """
 import argparse

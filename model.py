@@ -37,7 +37,7 @@ Run `python model.py` for a demonstration on a tiny random model, or
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
 the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
-the 900-line budget (~1290) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with
+the 900-line budget (~1300) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with
 its Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
 LinearCrossEntropy) beside the layers they replace.
 """
