@@ -397,29 +397,6 @@ MISTRAL_HUB = dict(  # mistralai/Mistral-7B-v0.1's config.json as published (dty
     sliding_window=4096, tie_word_embeddings=False, use_cache=True, vocab_size=32000)
 
 
-def test_mistral_preset_reads_like_the_published_config():
-    """mistral-7b = mistralai/Mistral-7B-v0.1's config.json read by from_hf (its 4096-token window kept: longer
-    sequences are refused), 7,241,732,096 parameters, transformers' Mistral shapes from the preset's to_hf()."""
-    assert M.LlamaConfig.from_hf(MISTRAL_HUB) == M.get_config("mistral-7b")
-    with torch.device("meta"):
-        ours = M.build_model("mistral-7b")
-        ref = transformers.MistralForCausalLM(transformers.MistralConfig(**M.get_config("mistral-7b").to_hf()))
-    assert sum(p.numel() for p in ours.parameters()) == 7_241_732_096
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-
-
-def test_qwen25_preset_reads_like_the_published_config():
-    """qwen2.5-0.5b (an ungated 0.5B: the real job on a CPU) = Qwen/Qwen2.5-0.5B's config.json read by from_hf (its
-    window off: use_sliding_window false), with the published parameter count (494,032,768: tied embeddings, q/k/v
-    biases); transformers' Qwen2 builds the same shapes from the preset's to_hf()."""
-    assert M.LlamaConfig.from_hf(QWEN25_HUB) == M.get_config("qwen2.5-0.5b")
-    with torch.device("meta"):
-        ours = M.build_model("qwen2.5-0.5b")
-        ref = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**M.get_config("qwen2.5-0.5b").to_hf()))
-    assert sum(p.numel() for p in ours.parameters()) == 494_032_768
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-
-
 QWEN3_HUB = dict(  # Qwen/Qwen3-0.6B's config.json as published (written from memory: the index does not ship it)
     architectures=["Qwen3ForCausalLM"], attention_bias=False, attention_dropout=0.0, bos_token_id=151643,
     eos_token_id=151645, head_dim=128, hidden_act="silu", hidden_size=1024, initializer_range=0.02,
@@ -429,18 +406,27 @@ QWEN3_HUB = dict(  # Qwen/Qwen3-0.6B's config.json as published (written from me
     use_sliding_window=False, vocab_size=151936)
 
 
-def test_qwen3_preset_reads_like_the_published_config():
-    """qwen3-0.6b = Qwen/Qwen3-0.6B's config.json read by from_hf (head_dim 128: q is 2048 wide over a 1024 model),
-    with the published parameter count (596,049,920: tied embeddings, q/k norms) that transformers' Qwen3 built from
-    that config.json has too, and its shapes from the preset's to_hf()."""
-    assert M.LlamaConfig.from_hf(QWEN3_HUB) == M.get_config("qwen3-0.6b")
+# preset -> (its Hub repository's config.json, transformers' family, the published parameter count)
+HUB_CONFIGS = {"mistral-7b": (MISTRAL_HUB, "Mistral", 7_241_732_096),
+               "qwen2.5-0.5b": (QWEN25_HUB, "Qwen2", 494_032_768), "qwen3-0.6b": (QWEN3_HUB, "Qwen3", 596_049_920)}
+
+
+@pytest.mark.parametrize("preset", list(HUB_CONFIGS))
+def test_preset_reads_like_the_published_config(preset):
+    """The preset = its repository's config.json read by from_hf (mistral-7b: mistralai/Mistral-7B-v0.1, its 4096-token
+    window kept; qwen2.5-0.5b: Qwen/Qwen2.5-0.5B, an ungated 0.5B, its window off; qwen3-0.6b: Qwen/Qwen3-0.6B, head_dim
+    128: q is 2048 wide over a 1024 model), with the published parameter count, which transformers' model built from
+    that config.json has too, and transformers' shapes from the preset's to_hf()."""
+    hub, family, count = HUB_CONFIGS[preset]
+    assert M.LlamaConfig.from_hf(hub) == M.get_config(preset)
+    model_class, config_class = getattr(transformers, family + "ForCausalLM"), getattr(transformers, family + "Config")
     with torch.device("meta"):
-        ours = M.build_model("qwen3-0.6b")
-        hub = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**QWEN3_HUB))
-        ref = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**M.get_config("qwen3-0.6b").to_hf()))
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hub.parameters()) == 596_049_920
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()} \
-        == {k: v.shape for k, v in hub.state_dict().items()}
+        ours = M.build_model(preset)
+        published = model_class(config_class(**hub))
+        ref = model_class(config_class(**M.get_config(preset).to_hf()))
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in published.parameters()) == count
+    assert shapes(ours) == shapes(ref) == shapes(published)
 
 
 @pytest.fixture
