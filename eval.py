@@ -30,7 +30,7 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
 adapter; MMLU; perplexity and generation; the command line: six kinds of task, each with its own data and printout.
 Its flags, and the checks of the folders and files they name, are evalcli.py's (as cli.py is train.py's). Past the
-400-line budget (~490): the six tasks' evaluations and their printouts.
+400-line budget (~480): the six tasks' evaluations and their printouts.
 """
 import contextlib
 import itertools
@@ -48,12 +48,12 @@ from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_leng
                   read_mmlu_csv, read_prompts, read_squad, read_translation, sorted_batches, squad_records,
                   squad_windows)
 import metrics
-from evalcli import adapter_config, model_path, no_effect, parse_args
+from evalcli import adapter_config, model_path, parse_args, seq_len_for
 from evalcli import base_quant, not_a_model  # noqa: F401  (bench/second_paper.py's, tasks.py's: eval.base_quant ...)
 from lorasp import load_adapter, matches
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
-from model import beam_search, check_window, generate, load_pretrained, positions
+from model import beam_search, generate, load_pretrained
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
@@ -429,21 +429,10 @@ def command(argv=None):
                             args.device, heads, task == "squad", TAKES.get(task))
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
-    length = args.seq_len or (384 if task == "squad" else 128)  # the length squad's windows, GLUE's pairs are cut at
     causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
-    cut = glue or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
-    if cut and (room := positions(model.config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
-        raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
-                        f"positions; use --seq-len {room} or less")
-    check_window(model.config, args.seq_len, args.model)
-    if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context_length(model):  # RoPE runs on
-        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context_length(model)} tokens): "
-              "positions it never trained on", file=sys.stderr)
+    context = context_length(model) if causal else None         # (T5's config has no context length)
+    length = seq_len_for(args, given, model.config, causal, context)
     if task == "squad":
-        if causal:                                              # (READS: an encoder's windows)
-            no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
-                      "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
-                      "at a time")
         result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:

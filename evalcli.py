@@ -1,10 +1,11 @@
 """evalcli.py: eval.py's command line: its flags, which task reads each, and the checks of what the user names with
-them, made before a weight is read: a train.py run's folder given for --model, --adapter, --data or --prompts (its
+them, all but --seq-len's made before a weight is read: a train.py run's folder given for --model, --adapter, --data or --prompts (its
 model/, adapter/ or heldout.jsonl stands in, or the error says which to give), and what the adapter recorded of the
 base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
+  `seq_len_for`: --seq-len against the model once it loaded (its positions, sliding window, context).
 - `model_path`, `not_a_model`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name
   (train.py refuses an adapter given as its --model with not_a_model too); `base_quant`: the --quant the base loads
   with, and the adapter's base checked against this one.
@@ -22,7 +23,7 @@ from checkpoint import files_fingerprint
 from data import GLUE, UserError, cache_dir, task_kind
 from download import has_weights, no_model, resolve_model
 from lorasp import adapter_base
-from model import PRESETS, device_problem
+from model import PRESETS, check_window, device_problem, positions
 
 # ----------------------------------------------------------------------------------------------------
 # The flags, checked
@@ -110,6 +111,26 @@ def parse_args(argv=None):
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
     model_path(args.model)                                     # a mistyped --model: said before any download
     return args, given
+
+
+def seq_len_for(args, given, config, causal, context):
+    """The length squad's windows and GLUE's pairs are cut at (--seq-len, else 384 or 128), checked once the model
+    loaded: within its positions and sliding window, a warning past a causal LM's context (eval.context_length's;
+    MMLU and perplexity take one); squad's window flags on a causal LM, which answers by generation, noted."""
+    task, length = args.task, args.seq_len or (384 if args.task == "squad" else 128)
+    cut = task.startswith("glue/") or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
+    if cut and (room := positions(config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
+        raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
+                        f"positions; use --seq-len {room} or less")
+    check_window(config, args.seq_len, args.model)
+    if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context:  # RoPE runs on
+        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context} tokens): "
+              "positions it never trained on", file=sys.stderr)
+    if task == "squad" and causal:                             # (READS: an encoder's windows)
+        no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
+                  "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
+                  "at a time")
+    return length
 
 
 def input_file(flag, path):
