@@ -382,7 +382,7 @@ def side_by_side(left, right, width=58):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line
+# Command line: running the task (its flags, and the checks of what they name: evalcli.py)
 
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
 # the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)

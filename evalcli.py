@@ -1,7 +1,7 @@
 """evalcli.py: eval.py's command line: its flags, which task reads each, and the checks of what the user names with
-them, all but --seq-len's made before a weight is read: a train.py run's folder given for --model, --adapter, --data or --prompts (its
-model/, adapter/ or heldout.jsonl stands in, or the error says which to give), and what the adapter recorded of the
-base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
+them, all but --seq-len's made before a weight is read: a train.py run's folder given for --model, --adapter, --data
+or --prompts (its model/, adapter/ or heldout.jsonl stands in, or the error says which to give), and what the adapter
+recorded of the base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
