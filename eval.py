@@ -181,8 +181,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                         "RoBERTa, BERT or GPT-2")
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)
-        model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # before the adapter: it brings
-        # the head's weights
+        model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # weights: the adapter's, loaded next
         fresh, what = sorted(set(model._modules) - before), "span" if qa else "classifier"
         if fresh and not adapter:                              # a fresh, random head: its scores would mean nothing
             raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
@@ -342,8 +341,7 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None):
             if first < len(window):
                 pad = bucket_length(len(window), min(bucket, seq_len)) - len(window) if bucket else 0
                 labels = torch.tensor([[-100] * first + window[first:] + [-100] * pad], device=device)  # -100: unscored
-                mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # chunked: no (T, vocab)
-                # logits
+                mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # no (T, vocab) logits
                 nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
     if not n:
         raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
