@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
+# the keys of one NF4 weight in bitsandbytes' serialized form, after the weight's own name
+NF4_KEYS = ("", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4")
 CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
 # block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
 TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
@@ -396,7 +398,8 @@ class NF4Linear(nn.Module):
         destination.update(self.weight.state_dict(prefix + "weight"))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        mine = {k: v for k, v in state_dict.items() if k.startswith(prefix + "weight")}
+        names = {prefix + "weight" + k for k in NF4_KEYS}          # a stray weight.* key stays unexpected
+        mine = {k: v for k, v in state_dict.items() if k in names}
         try:
             w = NF4Tensor.from_state_dict(mine, prefix + "weight")
             if w.shape != self.weight.shape:
