@@ -9,13 +9,15 @@
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
   use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess.
-- `read_adapter` checks each file (a config other than plain LoRA's, PLAIN below, is refused), `adapted_names` checks
-  the tensors against the config, `write_adapter` replaces the folder whole (checkpoint.replace_dir).
+- `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
+  and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
+  PLAIN below, is refused), `adapted_names` checks the tensors against the config.
 This file knows files, not layers: lorasp.py's save_adapter / load_adapter map LoRASPLinear layers to these tensors.
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py checks them against peft.
 """
+import itertools
 import json
 import math
 import os
@@ -105,6 +107,25 @@ def write_adapter(directory, tensors, extras, config, settings):
         save_safetensors(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(config, f, indent=2)
+
+
+def _own(m):
+    return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
+
+
+def extras_of(layers):
+    """EXTRAS_FILE's tensors: every parameter and buffer of each layer itself, as "{layer name}.{its name}"."""
+    return {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
+
+
+def restore(layer, name, extras):
+    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out)."""
+    for k, t in _own(layer):
+        saved = extras.pop(f"{name}.{k}", None)
+        if saved is None or saved.shape != t.shape:
+            raise ValueError(f"{name}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
+                             f"the layer needs {tuple(t.shape)}")
+        t.data.copy_(saved)
 
 
 def whole_dir(directory):

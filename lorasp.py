@@ -28,8 +28,8 @@ Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimiz
 
 Sections: the layer (layer_seed, pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ...
 merge_lorasp, saved_activation_bytes); adapters (save_adapter, load_adapter: the layers to and from PEFT's files,
-which adapter.py reads, writes and checks); the teaching demo. ~350 lines: past the 300-line budget by the adapters'
-side (~90 lines) and the demo (~55), which live beside the layer they store and measure.
+which adapter.py reads, writes and checks); the teaching demo. ~390 lines: past the 300-line budget by the adapters'
+side (~85 lines) and the demo (~55), which live beside the layer they store and measure.
 """
 import argparse
 import copy
@@ -41,8 +41,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import (EXTRAS_FILE, PEFT, adapted_names, matches, rank_alpha, read_adapter, target_modules, whole_dir,
-                     write_adapter)
+from adapter import (EXTRAS_FILE, PEFT, adapted_names, extras_of, matches, rank_alpha, read_adapter, restore,
+                     target_modules, whole_dir, write_adapter)
 from adapter import adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
 from quant import NF4Linear
 from recompute import frozen_base
@@ -248,16 +248,11 @@ def saved_activation_bytes(module, *inputs):
 # ----------------------------------------------------------------------------------------------------
 # Adapters: the layers to and from PEFT's files (adapter.py writes, reads and checks the folder)
 
-def _own(m):
-    return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
-
-
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
-    """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
-    outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
-    restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
+    """Write the model's adapter as a PEFT LoRA adapter folder (adapter.py): each layer's effective A and B, what
+    forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
+    exactly. The folder is replaced whole: a failed save (a full disk) leaves the previous adapter.
     modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter.
     base: what it trained on (train.py's {fingerprint, quant, task}), kept in the extras for eval.py to check."""
     layers = _layers(model)
     if not layers:
@@ -272,7 +267,6 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
         raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
     peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
-    extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
     linears = [n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
                and not n.endswith(".base")]
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
@@ -280,7 +274,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
                   target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
-    write_adapter(directory, peft, extras, config, sp)
+    write_adapter(directory, peft, extras_of(layers), config, sp)
 
 
 def _fit(n, modules, cfg, A, B):
@@ -316,13 +310,9 @@ def load_adapter(model, directory, peft=False):
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         base, r, alpha = _fit(n, modules, cfg, A, B)
         layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
-        layer.load_dense(A, B)                                 # then the extras, if any, set every entry
-        for k, t in _own(layer) if extras is not None else ():
-            saved = extras.pop(f"{n}.{k}", None)
-            if saved is None or saved.shape != t.shape:
-                raise ValueError(f"{n}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
-                                 f"the layer needs {tuple(t.shape)}")
-            t.data.copy_(saved)
+        layer.load_dense(A, B)
+        if extras is not None:
+            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
         # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
         if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
             raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
