@@ -20,7 +20,8 @@ Run `python quant.py` to quantize a random matrix and print its error, size and 
 
 Sections: the levels and lookup tables; NF4Tensor (dequantize); quantize_nf4 and its helpers; NF4Linear; the demo.
 ~375 lines: past the 250-line budget by the speed work (bin tables that make quantize 0.2x bitsandbytes' time,
-cache-sized steps, the kept CPU buffer, the Triton hook: ~70 lines).
+cache-sized steps, the kept CPU buffer, the Triton hook: ~70 lines) and the checks that refuse bad input (a NaN or
+Inf weight or scale, a block size bitsandbytes lacks, a wrong buffer or shape: ~40 lines).
 """
 import argparse
 import functools
@@ -112,7 +113,7 @@ def _steps(n_blocks, block_size, device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form
+# NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form (quant_bnb.py)
 
 class NF4Tensor:
     """A weight stored in NF4: packed codes plus the blockwise scales needed to read it back.
@@ -189,9 +190,8 @@ class NF4Tensor:
         return (f"NF4Tensor(shape={tuple(self.shape)}, dtype={self.dtype}, block_size={self.block_size}, "
                 f"double_quant={self.double_quant}, {8 * self.nbytes / self.numel():.3f} bits/param)")
 
-    # --- bitsandbytes' serialized form (quant_bnb.py): the keys of a `*-bnb-4bit` checkpoint's Linear4bit weights ---
-
     def state_dict(self, prefix="weight"):
+        """bitsandbytes' keys: those of a `*-bnb-4bit` checkpoint's Linear4bit weight."""
         return quant_bnb.state_dict(self, prefix, NF4_LEVELS, NESTED_BLOCK_SIZE)
 
     @classmethod
