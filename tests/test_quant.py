@@ -247,6 +247,8 @@ def test_strict_load_names_a_stray_weight_key():
     assert model.load_state_dict({**sd, "0.weight.extra": torch.zeros(1)}, strict=False).unexpected_keys == \
         ["0.weight.extra"]
     model.load_state_dict(sd)
-    codes, state = BF.quantize_4bit(weights((8, 64)), blocksize=64, quant_type="nf4", compress_statistics=True)
-    model.load_state_dict({f"0.{k}": v for k, v in bnb_state_dict(codes, state).items()} | {"0.bias": sd["0.bias"]})
-    torch.testing.assert_close(model[0].weight.dequantize(torch.float32), BF.dequantize_4bit(codes, state))
+    for double in (True, False):
+        codes, state = BF.quantize_4bit(weights((8, 64)), blocksize=64, quant_type="nf4", compress_statistics=double)
+        model.load_state_dict({f"0.{k}": v for k, v in bnb_state_dict(codes, state).items()} | {"0.bias": sd["0.bias"]})
+        assert model[0].weight.double_quant == double
+        torch.testing.assert_close(model[0].weight.dequantize(torch.float32), BF.dequantize_4bit(codes, state))
