@@ -10,9 +10,8 @@
   through crc32): the same on any device, in any construction order, on every DDP rank. keep=1.0 is plain LoRA.
 - The trainable entries are packed into the layer's only Parameters (A_train, B_train); frozen entries are buffers.
   This is the paper's "update selected parameters in A and B ... as indicated by S" (Sec. 3.4) made structural:
-  gradients and optimizer state are exactly keep × LoRA's
-  under any optimizer, and weight decay cannot move a frozen entry (it does move them in a dense LoRA whose
-  gradients are masked by a hook: see the demo).
+  gradients and optimizer state are exactly keep × LoRA's under any optimizer, and weight decay cannot move a frozen
+  entry (it does move them in a dense LoRA whose gradients are masked by a hook: see the demo).
 - mode="mask" is Eq. 2: frozen entries are zero in forward. mode="freeze": they keep their initial values (A's
   Kaiming draw; B's are zeros, so only A differs from mask mode).
 - Eq. 3 writes W - ΔW; we use the usual W + (alpha/r) ΔW. The sign does not matter: B starts at zero, and B -> -B
@@ -27,93 +26,37 @@
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
 
-Sections: PEFT's rules for which modules an adapter names (matches, peft_target) and layer_seed; the layer (pick,
-unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ... merge_lorasp, saved_activation_bytes); adapters in
-PEFT's format (save_adapter, load_adapter); the teaching demo. Past the 300-line budget because the adapter files
-with their checks (~230 lines: PEFT's rules ~55, load_adapter in named steps) and the demo (~55) live beside the
-layer they store.
+Sections: the layer (layer_seed, pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ...
+merge_lorasp, saved_activation_bytes); adapters (save_adapter, load_adapter: the layers to and from PEFT's files,
+which adapter.py reads, writes and checks); the teaching demo. ~390 lines: past the 300-line budget by the adapters'
+side (~85 lines) and the demo (~55), which live beside the layer they store and measure.
 """
 import argparse
 import copy
 import itertools
-import json
 import math
 import numbers
-import os
-import re
 import zlib
 
 import torch
 import torch.nn as nn
 
-from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
-                        save_safetensors, torch_load)
+from adapter import (EXTRAS_FILE, PEFT, adapted_names, extras_of, matches, rank_alpha, read_adapter, restore,
+                     target_modules, whole_dir, write_adapter)
+from adapter import adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
 from quant import NF4Linear
 from recompute import frozen_base
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
-EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
-PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
-# adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
-# is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
-UNSET = (None, False, "none", [], {})
-PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, layer_replication=UNSET,
-             alora_invocation_tokens=UNSET, megatron_config=UNSET, trainable_token_indices=UNSET,
-             target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
-             monteclora_config=UNSET,
-             init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
 
 
-def matches(name, targets):
-    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
-    return any(name == t or name.endswith("." + t) for t in targets)
-
-
-def peft_target(cfg, name):
-    """Whether PEFT (0.21, check_target_module_exists) adapts the module `name` under adapter_config.json's cfg.
-    "all-linear" or no target_modules: not checked here (every adapted linear in the file is taken)."""
-    exclude = cfg.get("exclude_modules")
-    if exclude and (re.fullmatch(exclude, name) if isinstance(exclude, str) else matches(name, exclude)):
-        return False                                           # exclude_modules wins over everything
-    targets = cfg.get("target_modules")
-    if targets is None or targets == "all-linear":
-        return True
-    if isinstance(targets, str):                               # a regex: the whole name, layers not checked
-        return re.fullmatch(targets, name) is not None
-    if name in targets:                                        # the whole name listed: layers not checked
-        return True
-    if not matches(name, targets):                             # nor its end
-        return False
-    layers = cfg.get("layers_to_transform")
-    if layers in (None, []):
-        return True
-    return layer_index(name, cfg.get("layers_pattern")) in ([layers] if isinstance(layers, int) else layers)
-
-
-def layer_index(name, pattern=None):
-    """The layer number in a module's name as PEFT reads it: the number after layers_pattern (a name, or a list of
-    names), else after the first segment that follows a dot ("model.layers.3.mlp" -> 3); None if there is none."""
-    before = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
-        [r".*?\.[^.]*\."]
-    for p in before:
-        if m := re.match(p + r"(\d+)\.", name):
-            return int(m[1])
-    return None
-
-
-def _pattern(patterns, name, default):
-    """PEFT's rank_pattern / alpha_pattern: the value of the first key (a regex) that matches the name's end."""
-    return next((v for k, v in (patterns or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
-
+# ----------------------------------------------------------------------------------------------------
+# The layer: masks drawn once, trainable entries packed, y = W x + (alpha/r) B_eff A_eff x
 
 def layer_seed(seed, name):
     """A per-layer seed from the global seed and the module's qualified name (crc32: stable, unlike hash())."""
     return zlib.crc32(f"{seed}:{name}".encode())
 
-
-# ----------------------------------------------------------------------------------------------------
-# The layer: masks drawn once, trainable entries packed, y = W x + (alpha/r) B_eff A_eff x
 
 def pick(shape, keep, gen):
     """Bool mask with exactly round(keep * numel) True entries at random places (a permutation, not Bernoulli)."""
@@ -303,18 +246,13 @@ def saved_activation_bytes(module, *inputs):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Adapters: PEFT's adapter_config.json + adapter_model.safetensors, and EXTRAS_FILE beside them
-
-def _own(m):
-    return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
-
+# Adapters: the layers to and from PEFT's files (adapter.py writes, reads and checks the folder)
 
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
-    """Write a PEFT LoRA adapter holding each layer's effective A and B (what forward uses, so PEFT reproduces our
-    outputs in either mode), and EXTRAS_FILE with masks, raw packed/frozen entries and settings, so load_adapter
-    restores training exactly (a file of its own: PEFT warns about unknown config keys). Atomic writes.
+    """Write the model's adapter as a PEFT LoRA adapter folder (adapter.py): each layer's effective A and B, what
+    forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
+    exactly. The folder is replaced whole: a failed save (a full disk) leaves the previous adapter.
     modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    The folder is replaced whole (checkpoint.replace_dir): a failed save (a full disk) leaves the previous adapter.
     base: what it trained on (train.py's {fingerprint, quant, task}), kept in the extras for eval.py to check."""
     layers = _layers(model)
     if not layers:
@@ -329,96 +267,14 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
         raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
     peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
-    extras = {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
-    # PEFT's target_modules match name suffixes: write the short names when they pick exactly our layers
-    short = sorted({n.rsplit(".", 1)[-1] for n in layers})
-    picked = {n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
-              and matches(n, short) and not n.endswith(".base")}
+    linears = [n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
+               and not n.endswith(".base")]
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
                   r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
-                  target_modules=short if picked == set(layers) else sorted(layers), inference_mode=True,
+                  target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
-    with replace_dir(directory, own=ADAPTER_FILES) as tmp:
-        save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(sp)})
-        save_safetensors(peft, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
-        with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-
-
-def _whole(directory):
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
-        directory = directory.rstrip("/") + ".old"          # a save stopped between its two renames: this one is whole
-    return directory
-
-
-def adapter_base(directory):
-    """What save_adapter recorded of what the adapter trained on ({fingerprint, quant, task}); {} when it recorded
-    nothing (a PEFT adapter, or one saved before lorasp kept it)."""
-    path = os.path.join(_whole(directory), EXTRAS_FILE)
-    try:
-        base = json.loads(read_safetensors_header(path)[1]["lorasp"]).get("base") if os.path.exists(path) else {}
-    except (TypeError, ValueError, KeyError, AttributeError):
-        return {}                                              # load_adapter names what is wrong with the file
-    return base if isinstance(base, dict) else {}
-
-
-def _read_adapter(directory, peft):
-    """(adapter_config.json, the weights file's path, its tensors, EXTRAS_FILE's tensors or None, the LoRA-SP
-    settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
-    config, xpath = os.path.join(directory, "adapter_config.json"), os.path.join(directory, EXTRAS_FILE)
-    if not os.path.exists(config):
-        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
-    weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
-    if not weights:
-        raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
-    cfg = read_json(config)
-    if cfg.get("peft_type") != "LORA":
-        raise ValueError(f"{config}: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
-    for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
-        if cfg.get(k) not in plain:
-            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
-    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
-        raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
-                         "r >= 1 and a number lora_alpha")
-    path = os.path.join(directory, weights[0])
-    tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
-    if not os.path.exists(xpath):
-        if peft:                                               # a plain PEFT adapter
-            return cfg, path, tensors, None, dict(keep=1.0, mode="mask", structure="element", seeds={})
-        raise FileNotFoundError(f"{xpath} is missing: without it this adapter would load as plain LoRA (keep=1), "
-                                "not as the LoRA-SP adapter that was saved. For a PEFT LoRA adapter, ask for it: "
-                                "load_adapter(model, directory, peft=True)")
-    extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
-    try:
-        sp = json.loads(sp)
-        sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") from None
-    return cfg, path, tensors, extras, sp
-
-
-def _adapted_names(directory, cfg, path, tensors, modules, mts):
-    """The names of the modules the adapter holds, as in the model: each one PEFT would adapt too, no tensor that the
-    load would leave out, no adapter layer of the model that it would leave beside them."""
-    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
-    if not names:
-        raise ValueError(f"{path}: holds no lora_A weights")
-    if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
-        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
-                         f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
-                                                             if cfg.get("layers_to_transform") else "") +
-                         (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
-                         f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
-    lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
-    whole = tuple(f"{PEFT}{n}." for n in modules if matches(n, mts))
-    if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
-        raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
-    if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
-        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
-                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
-    return names
+    write_adapter(directory, peft, extras_of(layers), config, sp)
 
 
 def _fit(n, modules, cfg, A, B):
@@ -426,9 +282,7 @@ def _fit(n, modules, cfg, A, B):
     if n not in modules:
         raise ValueError(f"adapter module {n!r} is not in the model")
     base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-    r = _pattern(cfg.get("rank_pattern"), n, cfg["r"])
-    alpha = _pattern(cfg.get("alpha_pattern"), n, cfg["lora_alpha"])
-    alpha *= math.sqrt(r) if cfg.get("use_rslora") else 1      # rsLoRA's alpha/sqrt(r), written as alpha'/r
+    r, alpha = rank_alpha(cfg, n)
     if not isinstance(base, LINEAR_TYPES):
         raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
     if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
@@ -444,22 +298,21 @@ def load_adapter(model, directory, peft=False):
     otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
     are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
     fields and any tensor left unloaded are errors."""
-    directory = _whole(directory)
-    cfg, path, tensors, extras, sp = _read_adapter(directory, peft)
+    directory = whole_dir(directory)
+    cfg, path, tensors, extras, sp = read_adapter(directory, peft)
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
-    names = _adapted_names(directory, cfg, path, tensors, modules, mts)
+    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
+    if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
+        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
+                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
     model.requires_grad_(False)
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         base, r, alpha = _fit(n, modules, cfg, A, B)
         layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
-        layer.load_dense(A, B)                                 # then the extras, if any, set every entry
-        for k, t in _own(layer) if extras is not None else ():
-            saved = extras.pop(f"{n}.{k}", None)
-            if saved is None or saved.shape != t.shape:
-                raise ValueError(f"{n}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
-                                 f"the layer needs {tuple(t.shape)}")
-            t.data.copy_(saved)
+        layer.load_dense(A, B)
+        if extras is not None:
+            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
         # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
         if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
             raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")

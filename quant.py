@@ -12,21 +12,19 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   full-precision copy and dequantizes again in backward for the input gradient. (On CPU every layer dequantizes into
   one shared buffer of the largest weight's size, kept between calls: `_dense`.)
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
-`bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
+`bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction (the names,
+read and written with their checks: quant_bnb.py).
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
 
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
 
-Sections: the levels and lookup tables; NF4Tensor (dequantize, and bitsandbytes' serialized form); quantize_nf4 and
-its helpers; NF4Linear; the demo. The file is past the 250-line budget by two things beyond the idea: bitsandbytes'
-state-dict layout read and written, with the checks that refuse a bad one (~90 lines with NF4Linear's part), and the
-speed work (bin tables that make quantize 0.2x bitsandbytes' time, cache-sized steps, the kept CPU buffer, the Triton
-hook: ~70 lines). The layout stays on the classes torch's state_dict() and load_state_dict() call; checkpoint.py,
-which quantizes while it loads, sits above this file and cannot lend it code.
+Sections: the levels and lookup tables; NF4Tensor (dequantize); quantize_nf4 and its helpers; NF4Linear; the demo.
+~375 lines: past the 250-line budget by the speed work (bin tables that make quantize 0.2x bitsandbytes' time,
+cache-sized steps, the kept CPU buffer, the Triton hook: ~70 lines) and the checks that refuse bad input (a NaN or
+Inf weight or scale, a block size bitsandbytes lacks, a wrong buffer or shape: ~40 lines).
 """
 import argparse
 import functools
-import json
 import math
 import timeit
 from types import SimpleNamespace
@@ -34,6 +32,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import quant_bnb
+from quant_bnb import NF4_KEYS, is_int
 
 # ----------------------------------------------------------------------------------------------------
 # The levels, and lookup tables derived from them
@@ -112,7 +113,7 @@ def _steps(n_blocks, block_size, device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form
+# NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form (quant_bnb.py)
 
 class NF4Tensor:
     """A weight stored in NF4: packed codes plus the blockwise scales needed to read it back.
@@ -189,65 +190,14 @@ class NF4Tensor:
         return (f"NF4Tensor(shape={tuple(self.shape)}, dtype={self.dtype}, block_size={self.block_size}, "
                 f"double_quant={self.double_quant}, {8 * self.nbytes / self.numel():.3f} bits/param)")
 
-    # --- bitsandbytes' serialized form: the keys of a `*-bnb-4bit` checkpoint's Linear4bit weights ---
-
     def state_dict(self, prefix="weight"):
-        meta = {"quant_type": "nf4", "blocksize": self.block_size, "dtype": str(self.dtype).removeprefix("torch."),
-                "shape": list(self.shape)}
-        sd = {prefix: self.codes.view(-1, 1), f"{prefix}.absmax": self.absmax, f"{prefix}.quant_map": NF4_LEVELS.clone()}
-        if self.double_quant:
-            sd[f"{prefix}.nested_absmax"] = self.nested_absmax
-            sd[f"{prefix}.nested_quant_map"] = self.nested_code.clone()
-            meta.update(nested_blocksize=NESTED_BLOCK_SIZE, nested_dtype="float32", nested_offset=self.offset.item())
-        sd[f"{prefix}.quant_state.bitsandbytes__nf4"] = torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8)
-        return sd
+        """bitsandbytes' keys: those of a `*-bnb-4bit` checkpoint's Linear4bit weight."""
+        return quant_bnb.state_dict(self, prefix, NF4_LEVELS, NESTED_BLOCK_SIZE)
 
     @classmethod
     def from_state_dict(cls, sd, prefix="weight"):
         """Read bitsandbytes' keys (ours, or a checkpoint quantized by bitsandbytes); inconsistencies are errors."""
-        def need(*names):                            # the tensors under prefix + names; all must be there
-            if missing := [prefix + k for k in names if prefix + k not in sd]:
-                has = sorted(k for k in sd if k.startswith(prefix))
-                raise ValueError(f"NF4 state dict is missing {missing} (has {has})")
-            return [sd[prefix + k] for k in names]
-        codes, absmax, qmap, meta = need("", ".absmax", ".quant_map", ".quant_state.bitsandbytes__nf4")
-        try:
-            meta = json.loads(bytes(meta.reshape(-1).tolist()).decode())
-        except (ValueError, TypeError, OverflowError) as e:  # not bytes, not UTF-8, not JSON
-            raise ValueError(f"{prefix}.quant_state.bitsandbytes__nf4 is not a JSON quant state ({e})") from None
-        _require(isinstance(meta, dict) and meta.get("quant_type") == "nf4" and _int(meta.get("blocksize"))
-                 and meta["blocksize"] in BLOCK_SIZES,
-                 f"{prefix}: unsupported quant state {meta} (need quant_type nf4, blocksize in {BLOCK_SIZES})")
-        _require(torch.equal(qmap.float().cpu(), NF4_LEVELS), f"{prefix}.quant_map is not the NF4 table")
-        dtype = getattr(torch, str(meta.get("dtype")), None)
-        _require(isinstance(dtype, torch.dtype) and dtype.is_floating_point,
-                 f"{prefix}: dtype {meta.get('dtype')!r} is not a floating-point torch dtype")
-        shape = meta.get("shape")
-        _require(isinstance(shape, list) and shape and all(_int(d) and d > 0 for d in shape),
-                 f"{prefix}: shape {shape!r} is not a list of positive integers")
-        codes, shape, bs = codes.reshape(-1), torch.Size(shape), meta["blocksize"]
-        n_bytes, n_blocks = math.ceil(shape.numel() / 2), math.ceil(shape.numel() / bs)
-        _require(codes.dtype == torch.uint8 and codes.numel() == n_bytes, f"{prefix}: {codes.numel()} "
-                 f"{codes.dtype} code bytes for shape {list(shape)}, expected {n_bytes} uint8")
-        _require(absmax.numel() == n_blocks, f"{prefix}.absmax has {absmax.numel()} entries, expected {n_blocks}")
-        if "nested_offset" not in meta:
-            _require(absmax.dtype == torch.float32, f"{prefix}.absmax is {absmax.dtype}, expected float32")
-            return cls(codes, absmax.reshape(-1), shape, dtype, bs)._checked(prefix)
-        nested, nmap = need(".nested_absmax", ".nested_quant_map")              # double-quantized
-        n_nested = math.ceil(n_blocks / NESTED_BLOCK_SIZE)
-        _require(meta.get("nested_blocksize") == NESTED_BLOCK_SIZE and nested.numel() == n_nested and nmap.numel() == 256,
-                 f"{prefix}: nested_blocksize {meta.get('nested_blocksize')}, {nested.numel()} nested scales, "
-                 f"{nmap.numel()}-entry nested code; expected 256, {n_nested}, 256")
-        _require(absmax.dtype == torch.uint8 and nested.is_floating_point() and nmap.is_floating_point()
-                 and type(meta["nested_offset"]) in (int, float),
-                 f"{prefix}: double quantization needs uint8 absmax codes, float nested_absmax and nested_quant_map "
-                 f"and a number nested_offset (found {absmax.dtype}, {nested.dtype}, {nmap.dtype}, "
-                 f"{meta['nested_offset']!r})")
-        # The table is kept as the file has it, not replaced by DYNAMIC_CODE: dequantizing with the file's own table
-        # is what bitsandbytes does, whatever table wrote it (bitsandbytes 0.50 writes DYNAMIC_CODE itself).
-        offset = torch.tensor(float(meta["nested_offset"]), device=codes.device)
-        return cls(codes, absmax.reshape(-1), shape, dtype, bs, nested.float().reshape(-1), offset,
-                   nmap.float().reshape(-1).to(codes.device))._checked(prefix)
+        return cls(**quant_bnb.read(sd, prefix, NF4_LEVELS, BLOCK_SIZES, NESTED_BLOCK_SIZE))._checked(prefix)
 
     def _checked(self, what):
         """self, if every block's scale is finite (a NaN/Inf absmax, or double quantization's code * nested scale +
@@ -261,15 +211,6 @@ class NF4Tensor:
 
 # ----------------------------------------------------------------------------------------------------
 # quantize_nf4 and its helpers
-
-def _int(x):
-    return type(x) is int  # JSON's 64.0 or true is not a block size
-
-
-def _require(ok, message):
-    if not ok:
-        raise ValueError(message)
-
 
 def _blocks(x, size):
     """A flat tensor as (blocks, size) rows; a tail is zero-padded to a whole block (as bitsandbytes pads)."""
@@ -293,11 +234,12 @@ def _nearest_level(scaled, t):
 
 def quantize_nf4(w, block_size=64, double_quant=True):
     """Quantize w to NF4: W ~ NF4_LEVELS[code] * absmax(block)  (QLoRA Eq. 1 with the NF4 data type)."""
-    _require(_int(block_size) and block_size in BLOCK_SIZES,
-             f"block_size {block_size!r} is not allowed; choose one of the integers {BLOCK_SIZES}")
+    if not (is_int(block_size) and block_size in BLOCK_SIZES):
+        raise ValueError(f"block_size {block_size!r} is not allowed; choose one of the integers {BLOCK_SIZES}")
     if not w.is_floating_point():
         raise TypeError(f"NF4 quantizes floating-point weights, got {w.dtype}")
-    _require(w.numel() > 0, f"cannot quantize an empty tensor (shape {list(w.shape)})")
+    if w.numel() == 0:
+        raise ValueError(f"cannot quantize an empty tensor (shape {list(w.shape)})")
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)
@@ -396,11 +338,13 @@ class NF4Linear(nn.Module):
         destination.update(self.weight.state_dict(prefix + "weight"))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        mine = {k: v for k, v in state_dict.items() if k.startswith(prefix + "weight")}
+        names = {prefix + "weight" + k for k in NF4_KEYS}          # a stray weight.* key stays unexpected
+        mine = {k: v for k, v in state_dict.items() if k in names}
         try:
             w = NF4Tensor.from_state_dict(mine, prefix + "weight")
             if w.shape != self.weight.shape:
-                raise ValueError(f"{prefix}weight: shape {list(w.shape)} in state dict, {list(self.weight.shape)} in model")
+                raise ValueError(f"{prefix}weight: shape {list(w.shape)} in state dict, {list(self.weight.shape)} "
+                                 "in model")
             self.weight = w.to(self.weight.device)
         except ValueError as e:
             errors.append(str(e))

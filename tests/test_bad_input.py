@@ -2151,7 +2151,7 @@ def _(ctx):
 def _(ctx):
     """As saving the best adapter under --patience: the extras are written, the weights fail. The folder keeps the
     old extras and weights, and what else it held; nothing half-written is left beside it."""
-    import lorasp
+    import adapter
     base = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
     model = apply_lorasp(base, ["q_proj", "v_proj"], r=4)
     save_adapter(model, ctx.tmp / "a")
@@ -2161,13 +2161,13 @@ def _(ctx):
         for n, p in model.named_parameters():
             if "_train" in n:
                 p.add_(1.0)
-    original = lorasp.save_safetensors
+    original = adapter.save_safetensors
 
     def full(tensors, path, metadata=None):
         if str(path).endswith("adapter_model.safetensors"):
             raise OSError(28, "No space left on device", str(path))
         return original(tensors, path, metadata)
-    ctx.mp.setattr(lorasp, "save_safetensors", full)
+    ctx.mp.setattr(adapter, "save_safetensors", full)
     try:
         save_adapter(model, ctx.tmp / "a")
     finally:

@@ -234,3 +234,21 @@ def test_bad_state_dict_errors():
         other.load_state_dict(sd)
     assert math.isclose(other.weight.dequantize(torch.float32).abs().max().item(),
                         other.weight.block_absmax().max().item(), rel_tol=1e-6)  # untouched after the error
+
+
+def test_strict_load_names_a_stray_weight_key():
+    """Only bitsandbytes' NF4 keys are the weight's: any other weight.* key is unexpected, as nn.Module reports it
+    (it used to be taken as the weight's and dropped without a word). Our own state dicts and bitsandbytes' load."""
+    model = nn.Sequential(NF4Linear.from_linear(nn.Linear(64, 8)))
+    sd = model.state_dict()
+    for stray in ("0.weight.extra", "0.weight.absmax.x", "0.weightx"):
+        with pytest.raises(RuntimeError, match=rf'Unexpected key\(s\) in state_dict: "{stray}"'):
+            model.load_state_dict({**sd, stray: torch.zeros(1)})
+    assert model.load_state_dict({**sd, "0.weight.extra": torch.zeros(1)}, strict=False).unexpected_keys == \
+        ["0.weight.extra"]
+    model.load_state_dict(sd)
+    for double in (True, False):
+        codes, state = BF.quantize_4bit(weights((8, 64)), blocksize=64, quant_type="nf4", compress_statistics=double)
+        model.load_state_dict({f"0.{k}": v for k, v in bnb_state_dict(codes, state).items()} | {"0.bias": sd["0.bias"]})
+        assert model[0].weight.double_quant == double
+        torch.testing.assert_close(model[0].weight.dequantize(torch.float32), BF.dequantize_4bit(codes, state))

@@ -1,0 +1,200 @@
+"""adapter.py: an adapter folder in PEFT's LoRA format, read and written by hand (no peft package).
+
+    adapter_config.json          PEFT's LoraConfig: r, lora_alpha, target_modules, modules_to_save, ...
+    adapter_model.safetensors    base_model.model.<module>.lora_A.weight (r, in) and .lora_B.weight (out, r): the
+                                 values forward uses, so PEFT reproduces a LoRA-SP model's outputs in either mode
+    lorasp_extras.safetensors    ours (EXTRAS_FILE): masks, raw packed and frozen entries, the LoRA-SP settings and
+                                 what the adapter trained on (a file of its own: PEFT warns about unknown config keys)
+
+- PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
+  `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
+  use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess.
+- `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
+  and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
+  PLAIN below, is refused), `adapted_names` checks the tensors against the config.
+This file knows files, not layers: lorasp.py's save_adapter / load_adapter map LoRASPLinear layers to these tensors.
+Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
+Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
+tests/test_lorasp_adapter.py checks them against peft.
+"""
+import itertools
+import json
+import math
+import os
+import re
+
+from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
+                        save_safetensors, torch_load)
+
+EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
+PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+# adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
+# is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
+UNSET = (None, False, "none", [], {})
+PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, layer_replication=UNSET,
+             alora_invocation_tokens=UNSET, megatron_config=UNSET, trainable_token_indices=UNSET,
+             target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
+             monteclora_config=UNSET,
+             init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# PEFT's rules: which modules an adapter names, and with which r and alpha
+
+def matches(name, targets):
+    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def peft_target(cfg, name):
+    """Whether PEFT (0.21, check_target_module_exists) adapts the module `name` under adapter_config.json's cfg.
+    "all-linear" or no target_modules: not checked here (every adapted linear in the file is taken)."""
+    exclude = cfg.get("exclude_modules")
+    if exclude and (re.fullmatch(exclude, name) if isinstance(exclude, str) else matches(name, exclude)):
+        return False                                           # exclude_modules wins over everything
+    targets = cfg.get("target_modules")
+    if targets is None or targets == "all-linear":
+        return True
+    if isinstance(targets, str):                               # a regex: the whole name, layers not checked
+        return re.fullmatch(targets, name) is not None
+    if name in targets:                                        # the whole name listed: layers not checked
+        return True
+    if not matches(name, targets):                             # nor its end
+        return False
+    layers = cfg.get("layers_to_transform")
+    if layers in (None, []):
+        return True
+    return layer_index(name, cfg.get("layers_pattern")) in ([layers] if isinstance(layers, int) else layers)
+
+
+def layer_index(name, pattern=None):
+    """The layer number in a module's name as PEFT reads it: the number after layers_pattern (a name, or a list of
+    names), else after the first segment that follows a dot ("model.layers.3.mlp" -> 3); None if there is none."""
+    before = [rf"(?:^|.*?\.){p}\." for p in ([pattern] if isinstance(pattern, str) else pattern)] if pattern else \
+        [r".*?\.[^.]*\."]
+    for p in before:
+        if m := re.match(p + r"(\d+)\.", name):
+            return int(m[1])
+    return None
+
+
+def rank_alpha(cfg, name):
+    """(r, alpha) of the module `name` as PEFT picks them: the value of the first rank_pattern / alpha_pattern key (a
+    regex) that matches the name's end, else r / lora_alpha; use_rslora's alpha/sqrt(r), written as alpha'/r."""
+    def pattern(field, default):
+        return next((v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
+    r = pattern("rank_pattern", cfg["r"])
+    alpha = pattern("alpha_pattern", cfg["lora_alpha"])
+    return r, alpha * (math.sqrt(r) if cfg.get("use_rslora") else 1)
+
+
+def target_modules(adapted, linears):
+    """target_modules for the adapted modules among the model's linears: their short names when those pick exactly
+    them (PEFT matches name ends), else the full names."""
+    short = sorted({n.rsplit(".", 1)[-1] for n in adapted})
+    return short if {n for n in linears if matches(n, short)} == set(adapted) else sorted(adapted)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The folder: written whole, read back with every file checked
+
+def write_adapter(directory, tensors, extras, config, settings):
+    """Replace the folder with PEFT's two files (tensors, config) and EXTRAS_FILE (extras, with the LoRA-SP settings
+    as its metadata). A failed save (a full disk) leaves the previous adapter (checkpoint.replace_dir)."""
+    with replace_dir(directory, own=ADAPTER_FILES) as tmp:
+        save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(settings)})
+        save_safetensors(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
+        with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
+
+def _own(m):
+    return itertools.chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
+
+
+def extras_of(layers):
+    """EXTRAS_FILE's tensors: every parameter and buffer of each layer itself, as "{layer name}.{its name}"."""
+    return {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
+
+
+def restore(layer, name, extras):
+    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out)."""
+    for k, t in _own(layer):
+        saved = extras.pop(f"{name}.{k}", None)
+        if saved is None or saved.shape != t.shape:
+            raise ValueError(f"{name}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
+                             f"the layer needs {tuple(t.shape)}")
+        t.data.copy_(saved)
+
+
+def whole_dir(directory):
+    """The folder, or DIR.old where a save stopped between its two renames: that one is whole."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory) and os.path.isdir(directory.rstrip("/") + ".old"):
+        directory = directory.rstrip("/") + ".old"
+    return directory
+
+
+def adapter_base(directory):
+    """What save_adapter recorded of what the adapter trained on ({fingerprint, quant, task}); {} when it recorded
+    nothing (a PEFT adapter, or one saved before lorasp kept it)."""
+    path = os.path.join(whole_dir(directory), EXTRAS_FILE)
+    try:
+        base = json.loads(read_safetensors_header(path)[1]["lorasp"]).get("base") if os.path.exists(path) else {}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return {}                                              # load_adapter names what is wrong with the file
+    return base if isinstance(base, dict) else {}
+
+
+def read_adapter(directory, peft):
+    """(adapter_config.json, the weights file's path, its tensors, EXTRAS_FILE's tensors or None, the LoRA-SP
+    settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
+    config, xpath = os.path.join(directory, "adapter_config.json"), os.path.join(directory, EXTRAS_FILE)
+    if not os.path.exists(config):
+        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
+    weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
+    if not weights:
+        raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
+    cfg = read_json(config)
+    if cfg.get("peft_type") != "LORA":
+        raise ValueError(f"{config}: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
+    for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
+        if cfg.get(k) not in plain:
+            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
+    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
+        raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
+                         "r >= 1 and a number lora_alpha")
+    path = os.path.join(directory, weights[0])
+    tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
+    if not os.path.exists(xpath):
+        if peft:                                               # a plain PEFT adapter
+            return cfg, path, tensors, None, dict(keep=1.0, mode="mask", structure="element", seeds={})
+        raise FileNotFoundError(f"{xpath} is missing: without it this adapter would load as plain LoRA (keep=1), "
+                                "not as the LoRA-SP adapter that was saved. For a PEFT LoRA adapter, ask for it: "
+                                "load_adapter(model, directory, peft=True)")
+    extras, sp = load_safetensors(xpath), read_safetensors_header(xpath)[1].get("lorasp")
+    try:
+        sp = json.loads(sp)
+        sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") from None
+    return cfg, path, tensors, extras, sp
+
+
+def adapted_names(cfg, path, tensors, whole):
+    """The names of the modules the adapter holds: each one PEFT would adapt too, and no tensor that the load would
+    leave out (only lora_A/B, and those under the prefixes `whole` of the modules_to_save, loaded whole)."""
+    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
+    if not names:
+        raise ValueError(f"{path}: holds no lora_A weights")
+    if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
+        raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
+                         f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
+                                                             if cfg.get("layers_to_transform") else "") +
+                         (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
+                         f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
+    lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
+    if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
+        raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
+    return names
