@@ -511,6 +511,34 @@ def test_sentencepiece_added_tokens_match_tokenizers(tmp_path, legacy):
                                     if legacy else text), text
 
 
+def test_sentencepiece_added_token_flags_in_tokenizer_config_as_transformers(tmp_path):
+    """tokenizer.model + added_tokens.json, the flags in tokenizer_config.json's added_tokens_decoder (no
+    tokenizer.json): transformers' LlamaTokenizer takes the whitespace beside an lstrip / rstrip token into it and
+    leaves a single_word one inside a word as text; ours ignored the flags. (Left out, flags or not: runs of two spaces,
+    which transformers' conversion of a tokenizer.model splits its own way, and a leading space: "▁▁a" in
+    sentencepiece, "▁a" in HF.)"""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<|im_start|>": 400, "<|im_end|>": 401}))
+    entry = dict(special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
+    compared = 0
+    for start, end in [(dict(rstrip=True), dict(lstrip=True)),
+                       (dict(single_word=True), dict(lstrip=True, rstrip=True))]:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(dict(
+            tokenizer_class="LlamaTokenizer", legacy=False, add_bos_token=True, added_tokens_decoder={
+                400: entry | start | dict(content="<|im_start|>"), 401: entry | end | dict(content="<|im_end|>")})))
+        hf, ours = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+        texts = [t for t in flagged_texts(["<|im_start|>", "<|im_end|>"]) if "  " not in t and t[:1] != " "]
+        expected = [hf(t).input_ids for t in texts]
+        assert [ours.encode(t) for t in texts] == expected
+        ours.flags = {}
+        assert sum(ours.encode(t) != ids for t, ids in zip(texts, expected)) > 100
+        compared += len(texts)
+    assert compared > 1000
+
+
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
 def test_sentencepiece_model_written_by_hand_encodes_as_the_trained_one(tmp_path, kind):
     """sentencepiece_model (what GGUF vocabularies and T5's tokenizer.json become) rebuilt from a trained model's
