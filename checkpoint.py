@@ -215,8 +215,8 @@ def load_safetensors(path):
 class MetaInit(torch.overrides.TorchFunctionMode):
     """While modules are built: torch.nn.init's initialisers (and Tensor.normal_) do nothing to a meta tensor, which
     has no values to fill. torch's meta normal_ (nn.Embedding's reset_parameters) runs through torch._refs and
-    imports torch._dynamo: ~0.65 s of every load_pretrained and memory plan. Real tensors are initialised as ever,
-    with the same random numbers (a meta tensor draws none)."""
+    imports torch._dynamo: ~0.65 s of load_pretrained (eval.py's start; train.py's optimizer imports it anyway).
+    Real tensors are initialised as ever, with the same random numbers (a meta tensor draws none)."""
     def __torch_function__(self, func, types, args=(), kwargs=None):
         t = args[0] if args else (kwargs or {}).get("tensor")  # (nn.init passes it by name)
         if isinstance(t, torch.Tensor) and t.is_meta and (func is torch.Tensor.normal_ or

@@ -402,8 +402,7 @@ def get_config(name):
 def build_model(config):
     """A randomly initialised model from a preset key or a config (under `with torch.device("meta"):` it is free)."""
     config = get_config(config) if isinstance(config, str) else config
-    with MetaInit():
-        return MODELS[config.model_type](config)
+    return MODELS[config.model_type](config)
 
 
 def init_weights(module, std=0.02):
