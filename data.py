@@ -2,7 +2,9 @@
 generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
-  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does.
+  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
+  their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
+  before it).
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
   pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
   tokenizer.json becomes a tokenizer.model the same way.
