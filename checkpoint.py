@@ -14,9 +14,9 @@
   `dequantize_ggml` turns F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K (Q4_K_M's and such)
   into float32 by hand (not the i-quants), `gguf_checkpoint` maps a Llama's names to HF's and undoes llama.cpp's
   q/k row order (the same permutation as Meta's).
-- `fill`: assigns a stream of tensors to a model built on the `meta` device, checking that nothing is missing, left
-  over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its weight arrives (peak: the quantized model plus
-  one tensor).
+- `fill`: assigns a stream of tensors to a model built on the `meta` device (under `MetaInit`: no initialiser runs),
+  checking that nothing is missing, left over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its
+  weight arrives (peak: the quantized model plus one tensor).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
 Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
@@ -211,6 +211,19 @@ def load_safetensors(path):
 
 # ----------------------------------------------------------------------------------------------------
 # Checkpoint layouts: HF (safetensors, shards, .bin) and Meta's, streamed into a meta-built model
+
+class MetaInit(torch.overrides.TorchFunctionMode):
+    """While modules are built: torch.nn.init's initialisers (and Tensor.normal_) do nothing to a meta tensor, which
+    has no values to fill. torch's meta normal_ (nn.Embedding's reset_parameters) runs through torch._refs and
+    imports torch._dynamo: ~0.65 s of load_pretrained (eval.py's start; train.py's optimizer imports it anyway).
+    Real tensors are initialised as ever, with the same random numbers (a meta tensor draws none)."""
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        t = args[0] if args else (kwargs or {}).get("tensor")  # (nn.init passes it by name)
+        if isinstance(t, torch.Tensor) and t.is_meta and (func is torch.Tensor.normal_ or
+                                                          getattr(func, "__module__", None) == "torch.nn.init"):
+            return t
+        return func(*args, **(kwargs or {}))
+
 
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.

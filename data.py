@@ -2,7 +2,9 @@
 generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
-  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does.
+  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
+  their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
+  before it).
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
   pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
   tokenizer.json becomes a tokenizer.model the same way.
@@ -114,6 +116,38 @@ def alternation(strings):
         else None
 
 
+WORD_CHAR = regex.compile(r"[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]")  # Rust regex's \w (tokenizers')
+WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
+# (Unicode's White_Space, Rust's \s; str.isspace also takes \x1c-\x1f)
+FLAGS = ("lstrip", "rstrip", "single_word")  # an added token's flags in tokenizer.json, as find_added takes them
+
+
+def find_added(text, found, flags):
+    """[(start, end, added token or None)] covering text, as HF tokenizers' AddedVocabulary.find_matches: found (an
+    alternation) finds the tokens leftmost-longest; flags {token: (lstrip, rstrip, single_word)}, tokenizer.json's: a
+    single_word match with a word character just before or after it stays text, lstrip / rstrip take the whitespace
+    before / after it into the token (whitespace an earlier token took stays with that one)."""
+    out, done = [], 0
+    for m in found.finditer(text) if found else ():
+        (start, stop), token = m.span(), m.group()
+        lstrip, rstrip, single = flags.get(token, (False, False, False))
+        if single and (start and WORD_CHAR.match(text[start - 1]) or stop < len(text) and WORD_CHAR.match(text[stop])):
+            continue
+        if lstrip:
+            start = max(len(text[:start].rstrip(WHITE_SPACE)), done)
+        if rstrip:
+            stop = len(text) - len(text[stop:].lstrip(WHITE_SPACE))
+        out += [(done, start, None)] * (done < start) + [(start, stop, token)]
+        done = stop
+    return out + [(done, len(text), None)] * (done < len(text) or not text)
+
+
+def strip_flags(added):
+    """{content: (lstrip, rstrip, single_word)} of the added tokens (tokenizer.json's entries) that set one."""
+    flags = {a["content"]: tuple(bool(a.get(k)) for k in FLAGS) for a in added}
+    return {t: f for t, f in flags.items() if any(f)}
+
+
 def bytes_to_unicode():
     """GPT-2's byte -> character table: printable bytes are themselves, the others shift to 256+, so every byte
     string is a visible string in vocab.json (a space is 'Ġ')."""
@@ -130,6 +164,7 @@ def bytes_to_unicode():
 class Tokenizer:
     """encode(text) -> ids (with BOS when the model family expects it), decode(ids) -> text."""
     bos_id = eos_id = pad_id = None
+    flags = {}  # added tokens' {text: (lstrip, rstrip, single_word)} where tokenizer.json sets one (find_added)
     stop_ids = ()     # more ids that end a generated answer besides eos_id (config.json's eos_token_id list: Llama 3)
     add_bos = False
     add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
@@ -222,17 +257,17 @@ class SentencePieceTokenizer(Tokenizer):
         n, self.added = self.sp.get_piece_size(), added
         self.beyond = {i: t for t, i in added.items() if i >= n}
         self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
-        self.split = added and re.compile(  # the longest first, where one holds another
-            "(" + "|".join(map(re.escape, sorted(added, key=len, reverse=True))) + ")")
+        self.split = alternation(tuple(added))
 
     def _encode(self, text, after=False):
         if not self.added:
             return (self.unprefixed if after else self.sp).encode(text)
-        parts = self.split.split(text)  # added tokens at the odd places; after one, the "▁" prefix again only in
-        # legacy mode and where the text does not start with a space already (HF's Metaspace)
-        prefixed = lambda j, p: not after if j == 0 else self.prefix_each and not p.startswith(" ")  # noqa: E731
-        return [i for j, p in enumerate(parts) for i in ([self.added[p]] if j % 2 else
-                                                           (self.sp if prefixed(j, p) else self.unprefixed).encode(p))]
+        ids = []  # after an added token, the "▁" prefix again only in legacy mode and where the text does not start
+        for start, end, token in find_added(text, self.split, self.flags):  # with a space already (HF's Metaspace)
+            p = text[start:end]
+            prefixed = not after if start == 0 else self.prefix_each and not p.startswith(" ")
+            ids += [self.added[token]] if token else (self.sp if prefixed else self.unprefixed).encode(p)
+        return ids
 
     def decode(self, ids):
         """The text; after an added token a leading "▁" is a space (sentencepiece would drop it as its prefix). An id
@@ -322,25 +357,27 @@ class BPETokenizer(Tokenizer):
         self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):
-        """As HF's tokenizers: the added tokens are found in the raw text first; each text between them is normalized,
-        then split at the added tokens tokenizer.json marks "normalized" (normalized too), and each piece gets
-        ByteLevel's prefix space (not the first, after another text) and its BPE."""
-        if not (self.normal_form or self.add_prefix_space):
+        """As HF's tokenizers: the added tokens are found in the raw text first (find_added: with their lstrip, rstrip,
+        single_word); each text between them is normalized, then split at the added tokens tokenizer.json marks
+        "normalized" (normalized too), and each piece gets ByteLevel's prefix space (not the first, after another
+        text) and its BPE."""
+        if not (self.normal_form or self.add_prefix_space or self.flags):
             return self._bpe(text, True)                       # tiktoken finds the added tokens itself
         norm = functools.partial(unicodedata.normalize, self.normal_form) if self.normal_form else str
-        soft = {norm(s): self.special_ids[s] for s in self.normalized if s in self.special_ids}
+        soft = {norm(s): s for s in self.normalized if s in self.special_ids}  # normalized text -> the token
+        soft_flags = {n: self.flags[s] for n, s in soft.items() if s in self.flags}
         hard = alternation(tuple(s for s in self.special_ids if s not in self.normalized))
-        ids, first = [], not after
-        for i, part in enumerate(hard.split(text) if hard else [text]):
-            if i % 2:                                          # (split keeps what it found at the odd places)
-                ids.append(self.special_ids[part])
+        ids = []
+        for a, b, token in find_added(text, hard, self.flags):
+            if token is not None:
+                ids.append(self.special_ids[token])
                 continue
-            part = norm(part)
-            for j, piece in enumerate(alternation(tuple(soft)).split(part) if soft else [part]):
-                if j % 2:
-                    ids.append(soft[piece])
-                elif piece:
-                    space = self.add_prefix_space and (first or i or j) and piece[0] != " "
+            part = norm(text[a:b])
+            for c, d, found in find_added(part, alternation(tuple(soft)), soft_flags):
+                if found is not None:
+                    ids.append(self.special_ids[soft[found]])
+                elif piece := part[c:d]:
+                    space = self.add_prefix_space and (a or c or not after) and piece[0] != " "
                     ids += self._bpe(" " * space + piece)
         return ids
 
@@ -578,6 +615,7 @@ def tokenizer_json(path):
     tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
                        pattern)
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
+    tok.flags = strip_flags(t.get("added_tokens", []))
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
@@ -712,7 +750,7 @@ def save_tokenizer(tok, directory):
         mark = lambda k, t: [{"SpecialToken": {"id": names[k], "type_id": t}}] if k in names else []  # noqa: E731
         bos, eos = "bos" if tok.add_bos else None, "eos" if tok.add_eos else None
         t = {"version": "1.0", "truncation": None, "padding": None,
-             "added_tokens": [dict(id=i, content=s, single_word=False, lstrip=False, rstrip=False,
+             "added_tokens": [dict(id=i, content=s, **dict(zip(FLAGS, tok.flags.get(s, (False,) * 3))),
                                    normalized=s in tok.normalized, special=True) for s, i in tok.special_ids.items()],
              "normalizer": {"type": tok.normal_form} if tok.normal_form else None,
              "pre_tokenizer": {"type": "Sequence", "pretokenizers": pre} if len(pre) > 1 else pre[0],
@@ -751,18 +789,21 @@ def eos_note(tok, setting):
 
 
 def added_tokens(directory):
-    """A sentencepiece checkpoint's added tokens {text: id} (tokenizer.json's, else added_tokens.json's) and whether
-    the text after one gets sentencepiece's "▁" prefix again: yes in transformers' legacy mode, no where
-    tokenizer.json's Metaspace prepends it once (prepend_scheme "first") or tokenizer_config.json says legacy false."""
+    """A sentencepiece checkpoint's added tokens {text: id} (tokenizer.json's, else added_tokens.json's), whether
+    the text after one gets sentencepiece's "▁" prefix again (yes in transformers' legacy mode, no where
+    tokenizer.json's Metaspace prepends it once (prepend_scheme "first") or tokenizer_config.json says legacy false),
+    and their strip_flags (tokenizer.json's, else tokenizer_config.json's added_tokens_decoder)."""
     f = lambda name: os.path.join(directory, name)  # noqa: E731
     if os.path.exists(f("tokenizer.json")):
         t = read_json(f("tokenizer.json"))
         pre = t.get("pre_tokenizer") or {}
         once = pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first"
-        return {a["content"]: a["id"] for a in t.get("added_tokens", [])}, not once
+        added = t.get("added_tokens", [])
+        return {a["content"]: a["id"] for a in added}, not once, strip_flags(added)
     config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
     added = read_json(f("added_tokens.json")) if os.path.exists(f("added_tokens.json")) else {}
-    return added, config.get("legacy", True)  # transformers' slow LlamaTokenizer: legacy unless told otherwise
+    flags = strip_flags((config.get("added_tokens_decoder") or {}).values())
+    return added, config.get("legacy", True), flags  # transformers' slow LlamaTokenizer: legacy unless told otherwise
 
 
 def slow_bpe(directory, vocab, merges):
@@ -782,6 +823,7 @@ def slow_bpe(directory, vocab, merges):
     tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),
                        pattern=GGUF_PRE["qwen2"][1])
     tok.normal_form, tok.normalized = "NFC", soft_tokens((cfg.get("added_tokens_decoder") or {}).values())
+    tok.flags = strip_flags((cfg.get("added_tokens_decoder") or {}).values())
     return tok
 
 
@@ -820,8 +862,9 @@ def load_tokenizer(path):
         params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
         tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
     elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:
-        added, prefix_each = added_tokens(path)
+        added, prefix_each, flags = added_tokens(path)
         tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
+        tok.flags = flags
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
         cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
         with open(f("vocab.txt"), encoding="utf-8") as fh:

@@ -2,8 +2,9 @@
 
 - `download(url, dest)`: a progress bar; an HTTP Range resume of a partial file that cannot splice onto a changed
   one (If-Range); size and sha256 checked before the rename into place (the Hub's X-Linked-Size / X-Linked-Etag,
-  passed in, or pinned in KNOWN_FILES for MMLU's and GLUE's files); what is not the expected file is deleted and
-  described (`received`: its size and first bytes). `check_recorded_sha256`: trust on first use, for a file with no
+  passed in, or pinned in KNOWN_FILES for MMLU's and GLUE's files), and a file already in place hashed again
+  against it (a bit flipped on disk: fetched again); what is not the expected file is deleted and described
+  (`received`: its size and first bytes). `check_recorded_sha256`: trust on first use, for a file with no
   published hash (Alpaca's).
 - `download_hf(repo, dest)`: a Hub repository's config, tokenizer and weight files (`remote_info`: a file's size and
   sha256 from a HEAD request); $HF_TOKEN goes to the Hub only, never to the CDN it redirects to; $HF_ENDPOINT.
@@ -139,15 +140,20 @@ def check_free_space(directory, need, what):
 
 def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     """Fetch url into dest through dest + ".part", checking size and sha256 when known (passed, or KNOWN_FILES)
-    before the rename into place; an existing dest of the right size is kept. A partial file is resumed with an HTTP
-    Range request only when it cannot be spliced onto a changed file: its sha256 is known (checked at the end), or
-    the ETag/Last-Modified it began with (saved in dest + ".part.json") goes along as If-Range, so a server whose file
-    changed sends the whole new one, and we start over. A host that cannot be reached, or an HTTP error, is a
-    UserError saying how to fetch the file by hand (by_hand: what else the user can do); so are a disk too small (before
-    the first byte, when the size is known), a write that fails, and Ctrl-C (the .part is kept for the rerun)."""
+    before the rename into place; an existing dest of the right size is kept (if its sha256, known, is right). A
+    partial file is resumed with an HTTP Range request only when it cannot be spliced onto a changed file: its
+    sha256 is known (checked at the end), or the ETag/Last-Modified it began with (saved in dest + ".part.json")
+    goes along as If-Range, so a server whose file changed sends the whole new one, and we start over. A host that
+    cannot be reached, or an HTTP error, is a UserError saying how to fetch the file by hand (by_hand: what else the
+    user can do); so are a disk too small (before the first byte, when the size is known), a write that fails, and
+    Ctrl-C (the .part is kept for the rerun)."""
     size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
     if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
-        return dest
+        if not sha256 or (found := file_sha256(dest)) == sha256:  # hashed again (1.7 s a GB on a busy 2-core
+            return dest                                          # machine): a bit flipped on disk shows
+        print(f"{dest}: sha256 {found}, not the {sha256} expected (damaged on disk, or changed at the source): "
+              "fetching it again", file=sys.stderr)
+        os.remove(dest)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part, meta_path, h = dest + ".part", dest + ".part.json", hashlib.sha256()
     try:
@@ -232,6 +238,14 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     return dest
 
 
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def here(path, size):
     """How many of a file's size bytes are already here: all (in place, that size) or a partial download's."""
     if os.path.exists(path) and os.path.getsize(path) == size:
@@ -278,15 +292,12 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
 def check_recorded_sha256(path):
     """Trust on first use, for a downloaded file with no published hash: the first call records its sha256 in
     path + ".sha256", later calls check it, so a cached file that changed (edited, damaged) is not used unnoticed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    digest = file_sha256(path)
     if not os.path.exists(path + ".sha256"):
         with open(path + ".sha256", "w") as f:
-            f.write(h.hexdigest() + "\n")
-    elif open(path + ".sha256").read().strip() != h.hexdigest():
-        raise ValueError(f"{path} changed since it was downloaded (sha256 {h.hexdigest()}, recorded "
+            f.write(digest + "\n")
+    elif open(path + ".sha256").read().strip() != digest:
+        raise ValueError(f"{path} changed since it was downloaded (sha256 {digest}, recorded "
                          f"{open(path + '.sha256').read().strip()} in {path}.sha256); delete both files to fetch it "
                          "again")
 

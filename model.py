@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
+from checkpoint import (MetaInit, fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
                         read_tensors, write_checkpoint)
 from data import UserError, bucket_length, check_vocab, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
@@ -1200,7 +1200,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
                                 "a .gguf file")
     check_config(config, source)
-    with torch.device("meta"):
+    with torch.device("meta"), MetaInit():
         model = cls(config)
     return fill(model, stream, dtype, quantize, device).eval()
 

@@ -275,6 +275,28 @@ def test_download_checksum_failure_deletes_the_part(tmp_path):
         assert open(dest, "rb").read() == body
 
 
+def test_a_cached_file_with_a_flipped_bit_is_fetched_again(tmp_path, monkeypatch, capsys):
+    """A file already in place at the right size was kept on its size alone: a bit flipped on disk (or a file
+    changed on the Hub) went on to load. With a sha256 known (the Hub's X-Linked-Etag) it is hashed again, and one
+    that differs is said and fetched again; an intact one is kept without a request."""
+    shard = os.urandom(1 << 20)
+    files = {"config.json": b"{}", "model.safetensors": shard}
+    with serve("org/m", files) as (url, log):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        data.download_hf("org/m", str(tmp_path / "m"))
+        path = tmp_path / "m" / "model.safetensors"
+        n = len(log)
+        data.download_hf("org/m", str(tmp_path / "m"))          # intact: HEADs only, no file fetched again
+        assert not any(p.startswith("/cdn/") for _, p, *_ in log[n:])
+        flipped = bytearray(shard)
+        flipped[12345] ^= 0x10
+        path.write_bytes(flipped)
+        data.download_hf("org/m", str(tmp_path / "m"))
+    assert path.read_bytes() == shard and ("GET", "/cdn/model.safetensors", None, None) in log[n:]
+    assert f"{path}: sha256 {hashlib.sha256(flipped).hexdigest()}, not the {hashlib.sha256(shard).hexdigest()} " \
+           "expected (damaged on disk, or changed at the source): fetching it again" in capsys.readouterr().err
+
+
 def test_download_hf_repo_with_token(tmp_path, monkeypatch):
     """A tiny Llama checkpoint served as a gated Hub repository: listed, fetched with $HF_TOKEN (never sent to the
     CDN), loadable; without the token a clear message about the licence."""

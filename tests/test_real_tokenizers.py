@@ -402,3 +402,40 @@ def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, n
     ours = load_tokenizer(tmp_path)
     assert ours.encode(text) == hf(text).input_ids and ours.eos_id == 151643
 
+
+
+@pytest.mark.parametrize("vocab", ["gpt2", "llama-spm"])
+def test_added_token_flags_on_real_vocabularies_as_tokenizers(tmp_path, vocab):
+    """tokenizer.json's lstrip / rstrip / single_word / normalized on real vocabularies: GPT-2's with RoBERTa's <mask>
+    (lstrip, as roberta-base's tokenizer.json) and LLaMA's sentencepiece one (transformers' tokenizer.json from the
+    GGUF beside the tokenizer.model we write; Metaspace prepend_scheme first and always), each flag set on a special
+    token and on a chat marker past the vocabulary, vs HF `tokenizers` on the same file. Ours ignored the flags."""
+    from test_tokenizers import flagged_texts
+    if vocab == "gpt2":
+        ours = load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+        ref = Tokenizer(models.BPE(ours.vocab, ours.merges))
+        ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        ref.add_special_tokens(["<|endoftext|>", "<mask>", "<|im_end|>"])
+        t = json.loads(ref.to_str())
+    else:
+        gguf = path("llama.cpp", "ggml-vocab-llama-spm.gguf")
+        save_tokenizer(load_tokenizer(gguf), tmp_path)          # tokenizer.model
+        ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+        t = json.loads(ref.backend_tokenizer.to_str())
+        t["added_tokens"].append(dict(t["added_tokens"][-1], id=32000, content="<|im_end|>"))
+    names = [a["content"] for a in t["added_tokens"]][-2:]        # (<mask> or </s>; <|im_end|>)
+    texts = [s for s in flagged_texts(names) if vocab == "gpt2" or not s[0].isspace()]  # (sentencepiece: "▁▁a")
+    compared = 0
+    for flags in (dict(lstrip=True), dict(rstrip=True), dict(lstrip=True, rstrip=True), dict(single_word=True),
+                  dict(single_word=True, lstrip=True, rstrip=True)):
+        for normalized, scheme in [(False, "first"), (True, "always")] if vocab != "gpt2" else [(False, 0), (True, 0)]:
+            for a in t["added_tokens"][-2:]:
+                a.update(dict(lstrip=False, rstrip=False, single_word=False, normalized=normalized) | flags)
+            if scheme:
+                t["pre_tokenizer"]["prepend_scheme"] = scheme
+            (tmp_path / "tokenizer.json").write_text(json.dumps(t))
+            ref, ours = Tokenizer.from_file(str(tmp_path / "tokenizer.json")), load_tokenizer(tmp_path)
+            for text in texts:
+                assert ours.encode(text, bos=False) == ref.encode(text, add_special_tokens=False).ids, (flags, text)
+            compared += len(texts)
+    assert compared > 8000

@@ -101,6 +101,59 @@ def test_added_tokens_are_found_as_tokenizers_finds_them(bpe_dir, tmp_path, pref
     assert [ours.encode(t) for t in texts] == [ref.encode(t).ids for t in texts]
 
 
+def flagged_texts(tokens):
+    """Texts that put each token at the start, the end, inside a word, beside another, and after and before runs of
+    spaces, newlines, tabs, Unicode spaces (U+3000, U+00A0; U+001C: str.isspace, not Unicode's White_Space), word
+    characters (a combining accent, "_", a digit) and punctuation."""
+    around = ["", " ", "  ", "\n", " \n\t", "\u3000", "\xa0", "\x1c", "x", "a\u0301", "_", "1", ".", "日"]
+    return [text for token in tokens for left in around for right in around for text in
+            (left + token + right, f"Hi{left}{token}{right}there", f"A {left}{token}{right}{tokens[0]} b")]
+
+
+@pytest.mark.parametrize("normalizer, prefix_space", [(None, False), (None, True), ("NFKC", False)])
+def test_added_token_flags_as_tokenizers(bpe_dir, tmp_path, normalizer, prefix_space):
+    """tokenizer.json's lstrip / rstrip / single_word on added tokens (RoBERTa's <mask> lstrip; chat tokenizers'
+    markers rstrip): tokenizers takes the whitespace beside the token into it, and leaves a single_word token that
+    touches a word character as text. Ours ignored all three ("a <mask>": " " then <mask>, not <mask> alone)."""
+    ref = Tokenizer.from_file(str(bpe_dir / "tokenizer.json"))
+    ref.normalizer = normalizer and normalizers.NFKC()
+    ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+    flagged = [AddedToken("<mask>", lstrip=True, special=True), AddedToken("<|im_end|>", rstrip=True, special=True),
+               AddedToken("<|im_start|>", lstrip=True, rstrip=True, normalized=True),
+               AddedToken("ony", single_word=True, normalized=True),
+               AddedToken("<w>", single_word=True, lstrip=True, rstrip=True, special=True),
+               AddedToken("\ufb01x", single_word=True, rstrip=True, normalized=True)]  # (NFKC: found as "fix")
+    ref.add_tokens(flagged)
+    ref.save(str(tmp_path / "tokenizer.json"))
+    ours = load_tokenizer(tmp_path)
+    texts = flagged_texts([t.content for t in flagged] + ["<|im_start|><|im_end|>"]) + [
+        "Anthony ony, <w>ony <w> fix \ufb01x", "<mask> <mask>  <mask>", "<|im_end|> <mask>", ""]
+    expected = [ref.encode(t).ids for t in texts]
+    assert [ours.encode(t) for t in texts] == expected and len(texts) == 4120
+    ours.flags = {}                                            # (the flags change 2,800 of these texts' ids)
+    assert sum(ours.encode(t) != ids for t, ids in zip(texts, expected)) > 2500
+
+
+def test_added_token_flags_in_tokenizer_config_as_transformers(bpe_dir, tmp_path):
+    """A slow tokenizer's save (vocab.json + merges.txt) that transformers builds as a Qwen2Tokenizer: the flags of
+    tokenizer_config.json's added_tokens_decoder hold as in a tokenizer.json (ours ignored them)."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_dir / name, tmp_path / name)
+    vocab = json.loads((bpe_dir / "vocab.json").read_text())
+    entry, n = dict(special=True, normalized=False, single_word=False, lstrip=False, rstrip=False), len(vocab)
+    added = {vocab["<|endoftext|>"]: entry | dict(content="<|endoftext|>"),
+             n: entry | dict(content="<|im_start|>", rstrip=True),
+             n + 1: entry | dict(content="<|im_end|>", lstrip=True, single_word=True)}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="Qwen2Tokenizer", added_tokens_decoder=added, eos_token="<|endoftext|>")))
+    hf, ours = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+    texts = flagged_texts(["<|im_start|>", "<|im_end|>"])
+    expected = [hf(t).input_ids for t in texts]
+    assert n in expected[0] and [ours.encode(t) for t in texts] == expected
+    ours.flags = {}
+    assert sum(ours.encode(t) != ids for t, ids in zip(texts, expected)) > 800
+
+
 @pytest.mark.parametrize("first", ["Digits", "Split"])
 def test_a_prefix_space_after_digits_or_a_split_is_refused(bpe_dir, tmp_path, first):
     """ByteLevel's add_prefix_space after a Digits or Split pre-tokenizer: tokenizers gives each of their pieces a
@@ -456,6 +509,34 @@ def test_sentencepiece_added_tokens_match_tokenizers(tmp_path, legacy):
         ids = ours.encode(text)
         assert ours.decode(ids) == (ref.decode(ids, skip_special_tokens=False).removeprefix("<s>").removeprefix(" ")
                                     if legacy else text), text
+
+
+def test_sentencepiece_added_token_flags_in_tokenizer_config_as_transformers(tmp_path):
+    """tokenizer.model + added_tokens.json, the flags in tokenizer_config.json's added_tokens_decoder (no
+    tokenizer.json): transformers' LlamaTokenizer takes the whitespace beside an lstrip / rstrip token into it and
+    leaves a single_word one inside a word as text; ours ignored the flags. (Left out, flags or not: runs of two spaces,
+    which transformers' conversion of a tokenizer.model splits its own way, and a leading space: "▁▁a" in
+    sentencepiece, "▁a" in HF.)"""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<|im_start|>": 400, "<|im_end|>": 401}))
+    entry = dict(special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
+    compared = 0
+    for start, end in [(dict(rstrip=True), dict(lstrip=True)),
+                       (dict(single_word=True), dict(lstrip=True, rstrip=True))]:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(dict(
+            tokenizer_class="LlamaTokenizer", legacy=False, add_bos_token=True, added_tokens_decoder={
+                400: entry | start | dict(content="<|im_start|>"), 401: entry | end | dict(content="<|im_end|>")})))
+        hf, ours = AutoTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)
+        texts = [t for t in flagged_texts(["<|im_start|>", "<|im_end|>"]) if "  " not in t and t[:1] != " "]
+        expected = [hf(t).input_ids for t in texts]
+        assert [ours.encode(t) for t in texts] == expected
+        ours.flags = {}
+        assert sum(ours.encode(t) != ids for t, ids in zip(texts, expected)) > 100
+        compared += len(texts)
+    assert compared > 1000
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
