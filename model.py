@@ -24,29 +24,28 @@
   per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
   (Korthikanti et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the
   machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
-- Generation with the KV cache (greedy, temperature, top-p) and beam search (T5) are generate.py's; `python model.py
-  --model DIR --prompt` runs them. The files themselves (safetensors and GGUF by hand, HF shards and .bin, Meta's
-  .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search, model.selective, ... still import.
+- Generation with the KV cache (greedy, temperature, top-p), beam search (T5) and the command line that generates
+  (`python generate.py --model DIR --prompt`) are generate.py's. The files themselves (safetensors and GGUF by hand,
+  HF shards and .bin, Meta's .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search,
+  model.selective, ... still import.
 
 Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
 
-Run `python model.py` for a demonstration on a tiny random model, or
-`python model.py --model DIR --prompt "..." [--quantize nf4] [--temperature 0.8 --top-p 0.9]` to generate.
+Run `python model.py` for a demonstration on a tiny random model (`python model.py --model DIR --prompt "..."` still
+runs generate.py's command line).
 
 Sections, in order: configs and presets; the layers the backbones share (attention, RMSNorm, RoPE, SwiGLU, dropout,
-the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo and the command line. Past
+the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo. Past
 the 900-line budget (~1300) because it holds five architectures (Mistral, Qwen2, Qwen3 are Llama configs), each with
 its Hugging Face names, heads and key conversions, and the memory-saving autograd functions (DropoutAttention, SwiGLU,
 LinearCrossEntropy) beside the layers they replace.
 """
-import argparse
 import math
 import os
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import ClassVar, Optional
 
@@ -58,6 +57,7 @@ from checkpoint import (fill, gguf_checkpoint, gguf_file, hf_files, is_meta, met
                         read_tensors, write_checkpoint)
 from data import UserError, bucket_length, check_vocab, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
+from generate import main as generate_main
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
@@ -1216,7 +1216,7 @@ def save_pretrained(model, directory, shard_size=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The demo, and the command line that generates (with generate.py)
+# The demo
 
 def demo():
     """Build a tiny Llama, save it in the HF layout, load it back (dense and NF4), checkpoint, generate."""
@@ -1237,59 +1237,15 @@ def demo():
     print("activation checkpointing, max |grad diff| vs none: " + ", ".join(
         f"{m} {(grads[m] - grads['none']).abs().max():.1e}" for m in ("full", "selective")))
     print(f"greedy continuation of {ids[0, :4].tolist()}: {generate(back.eval(), ids[:1, :4], 12)[0, 4:].tolist()}")
-    print('with real weights: python model.py --model DIR --prompt "..."')
+    print('with real weights: python generate.py --model DIR --prompt "..."')
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache; "
-                                             "without --model, a demonstration on a tiny random model.")
-    ap.add_argument("--model", help="checkpoint directory (config.json or params.json, weights, tokenizer files) "
-                                    "or .gguf file")
-    ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
-    ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
-    ap.add_argument("--quantize", choices=["nf4"], default=None, help="NF4 block linears while loading")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                    help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
-    args = ap.parse_args()
-    if problem := device_problem(args.device):
-        ap.error(problem)
-    for flag, ok, allowed in (("max_new_tokens", args.max_new_tokens >= 0, "an integer >= 0"),  # (nan: not ok)
-                              ("temperature", 0 <= args.temperature < math.inf, "a number >= 0 (0: greedy)"),
-                              ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
-        if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
-            ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
-    if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
-                                             if on]):  # (the same greedy text whatever they are)
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
-              "(greedy decoding)", file=sys.stderr)
-    if args.model is None:
+    """`python model.py`: the demo; with flags, generate.py's command line (python model.py --model DIR --prompt ...,
+    as before it moved)."""
+    if len(sys.argv) == 1:
         return demo()
-    t0 = time.perf_counter()
-    try:                                                       # a missing or damaged file: one line, as train.py
-        model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
-        check_vocab(tok, model.config.vocab_size, args.model)
-    except (UserError, ValueError, NotImplementedError, OSError) as e:
-        sys.exit(f"error: {e}")
-    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if not tok.encode(args.prompt):                            # no BOS (GPT-2, SmolLM2) and no text
-        ap.error("--prompt is empty and this tokenizer adds no BOS: nothing to continue")
-    if model.config.model_type not in ("llama", "gpt2"):
-        sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
-    ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
-    T, n = ids.shape[1], args.max_new_tokens
-    room = positions(model.config) or getattr(model.config, "sliding_window", None) or math.inf  # GPT-2's positions
-    if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
-        sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
-                 f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
-                   generator=torch.Generator(args.device).manual_seed(args.seed))
-    n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
-    print(tok.decode(out[0].tolist()))
-    print(f"{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)", file=sys.stderr)
+    generate_main()
 
 
 if __name__ == "__main__":
