@@ -74,8 +74,33 @@ def refuse_unsupported(c, **supported):
 
 
 def hf_num_labels(c):
-    """A classifier's outputs as transformers counts them: id2label's entries, else num_labels, else 2."""
+    """A classifier's outputs as transformers counts them (id2label's entries, else num_labels, else 2); 0 where the
+    architecture is no *ForSequenceClassification (no head to load)."""
+    if not any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or []):
+        return 0
     return len(c["id2label"]) if c.get("id2label") else c.get("num_labels") or 2
+
+
+def id2label(num_labels):
+    """The labels a classifier's config.json names (transformers counts its outputs by them)."""
+    return {"id2label": {i: f"LABEL_{i}" for i in range(num_labels)}} if num_labels else {}
+
+
+# config.json <-> a config through each class's table HF (our field -> config.json's key) and the keys it REQUIRES;
+# from_hf and to_hf write out by hand only what a table cannot say (RoPE, windows, heads, architectures).
+
+def read_hf(cls, c, **given):
+    """cls from config.json's dict c: the fields `given` (read by hand), the others from their keys as written; an
+    absent key leaves the field's default (where it is not transformers', from_hf gives the field)."""
+    for key in cls.REQUIRED:
+        if key not in c:
+            raise KeyError(key)  # (load_pretrained: "field ... is missing")
+    return cls(**{f: c[key] for f, key in cls.HF.items() if key in c and f not in given} | given)
+
+
+def write_hf(config):
+    """The table's part of config.json: each field under its key."""
+    return {key: getattr(config, f) for f, key in config.HF.items()}
 
 
 @dataclass
@@ -99,9 +124,12 @@ class LlamaConfig:
     layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
                                          # the window on every layer: written back so transformers slides the same)
     qk_norm: bool = False     # an RMSNorm over each head's q and k before RoPE (Qwen3)
-    HF: ClassVar[dict] = dict(n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
-                              n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps",
-                              max_seq_len="max_position_embeddings")  # our field -> config.json's key
+    HF: ClassVar[dict] = dict(  # our field -> config.json's key
+        vocab_size="vocab_size", n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
+        n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps", rope_theta="rope_theta",
+        max_seq_len="max_position_embeddings", tie_embeddings="tie_word_embeddings", bias="attention_bias")
+    REQUIRED: ClassVar[tuple] = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                                 "intermediate_size")
 
     @classmethod
     def from_hf(cls, c):
@@ -132,13 +160,11 @@ class LlamaConfig:
         # transformers 5 always writes)
         if hd and hd % 2:
             raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
-        return cls(c["vocab_size"], c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"],
-                   c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
-                   c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default
-                   theta, longest, c.get("tie_word_embeddings", False),
-                   c.get("attention_bias", False), hd,
-                   None if kind == "default" else rope, cls.hf_window(c), arch == "qwen2",
-                   cls.hf_layer_types(c), arch == "qwen3")
+        return read_hf(cls, c, n_kv_head=c.get("num_key_value_heads") or c["num_attention_heads"], rope_theta=theta,
+                       norm_eps=c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default (ours: Llama 2's)
+                       max_seq_len=longest, head_dim=hd, rope_scaling=None if kind == "default" else rope,
+                       sliding_window=cls.hf_window(c), qkv_bias=arch == "qwen2", layer_types=cls.hf_layer_types(c),
+                       qk_norm=arch == "qwen3")
 
     @staticmethod
     def hf_window(c):
@@ -171,13 +197,9 @@ class LlamaConfig:
     def to_hf(self):
         """config.json as transformers reads it: a Llama, a Mistral (a sliding window), a Qwen2 (q/k/v biases) or a
         Qwen3 (q/k norms; head_dim always written: absent, Qwen3Config's is 128)."""
-        hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=self.vocab_size,
-                    num_hidden_layers=self.n_layer, hidden_size=self.n_embd, num_attention_heads=self.n_head,
-                    num_key_value_heads=self.n_kv_head, intermediate_size=self.n_ffn, rms_norm_eps=self.norm_eps,
-                    rope_theta=self.rope_theta, max_position_embeddings=self.max_seq_len, hidden_act="silu",
-                    tie_word_embeddings=self.tie_embeddings, attention_bias=self.bias,
-                    **({"head_dim": self.hd} if self.head_dim or self.qk_norm else {}),
-                    **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
+        hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", **write_hf(self), hidden_act="silu",
+                  **({"head_dim": self.hd} if self.head_dim or self.qk_norm else {}),
+                  **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
         if self.qkv_bias or self.qk_norm:  # its window on the layers it came with (every layer if none said), in both
             types = list(self.layer_types or ["sliding_attention"] * self.n_layer) if self.sliding_window else None
             qwen = "Qwen3" if self.qk_norm else "Qwen2"                                                    # spellings
@@ -205,29 +227,24 @@ class GPT2Config:
     n_inner: Optional[int] = None  # the MLP's width; None: 4 * n_embd
     scale_attn_weights: bool = True  # attention logits / sqrt(head size); False: unscaled
     scale_attn_by_inverse_layer_idx: bool = False  # and / (block index + 1) (Stanford CRFM's Mistral runs)
-    HF: ClassVar[dict] = dict(norm_eps="layer_norm_epsilon", dropout="resid_pdrop")
+    HF: ClassVar[dict] = dict(
+        vocab_size="vocab_size", n_positions="n_positions", n_layer="n_layer", n_embd="n_embd", n_head="n_head",
+        norm_eps="layer_norm_epsilon", dropout="resid_pdrop", tie_word_embeddings="tie_word_embeddings",
+        activation_function="activation_function", n_inner="n_inner", scale_attn_weights="scale_attn_weights",
+        scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx")
+    REQUIRED: ClassVar[tuple] = ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head")
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("resid_pdrop", 0.1)  # one dropout rate: embeddings, attention probabilities, residuals
         refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
                            embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
-        head = any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or [])
-        return cls(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_embd"], c["n_head"],
-                   c.get("layer_norm_epsilon", 1e-5),  # transformers' GPT2Config default
-                   p, head * hf_num_labels(c),
-                   c.get("tie_word_embeddings", True), c.get("activation_function", "gelu_new"), c.get("n_inner"),
-                   c.get("scale_attn_weights", True), c.get("scale_attn_by_inverse_layer_idx", False))
+        return read_hf(cls, c, dropout=p, num_labels=hf_num_labels(c))
 
     def to_hf(self):
-        head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
-        return dict(architectures=["GPT2ForSequenceClassification" if head else "GPT2LMHeadModel"], model_type="gpt2",
-                    vocab_size=self.vocab_size, n_positions=self.n_positions, n_layer=self.n_layer, n_embd=self.n_embd,
-                    n_head=self.n_head, layer_norm_epsilon=self.norm_eps, activation_function=self.activation_function,
-                    n_inner=self.n_inner, scale_attn_weights=self.scale_attn_weights,
-                    scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx, resid_pdrop=self.dropout,
-                    embd_pdrop=self.dropout, attn_pdrop=self.dropout, tie_word_embeddings=self.tie_word_embeddings,
-                    **head)
+        head = "GPT2ForSequenceClassification" if self.num_labels else "GPT2LMHeadModel"
+        return dict(architectures=[head], model_type="gpt2", **write_hf(self), embd_pdrop=self.dropout,
+                    attn_pdrop=self.dropout, **id2label(self.num_labels))
 
 
 @dataclass
@@ -254,6 +271,7 @@ class EncoderConfig:
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
         norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act",
         classifier_dropout="classifier_dropout")
+    REQUIRED: ClassVar[tuple] = ()
 
     @classmethod
     def from_hf(cls, c):
@@ -261,20 +279,15 @@ class EncoderConfig:
         refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
                            is_decoder=(False, (False, None)),
                            attention_probs_dropout_prob=(0.1, (p,)))  # one rate
-        arch = c.get("architectures") or []
-        head = any(a.endswith("ForSequenceClassification") for a in arch)  # loads the head
-        pad = dict(pad_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where config.json has none
-        return cls(c["model_type"], **pad | {f: c[h] for f, h in cls.HF.items() if c.get(h) is not None},
-                   num_labels=head * hf_num_labels(c),
-                   qa=any(a.endswith("ForQuestionAnswering") for a in arch))
+        pad = dict(pad_token_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where absent
+        qa = any(a.endswith("ForQuestionAnswering") for a in c.get("architectures") or [])
+        return read_hf(cls, pad | {k: v for k, v in c.items() if v is not None},  # (a null: as if absent)
+                       model_type=c["model_type"], num_labels=hf_num_labels(c), qa=qa)
 
     def to_hf(self):
-        head = {"id2label": {i: f"LABEL_{i}" for i in range(self.num_labels)}} if self.num_labels else {}
-        kind = "ForSequenceClassification" if head else "ForQuestionAnswering" if self.qa else "Model"
+        kind = "ForSequenceClassification" if self.num_labels else "ForQuestionAnswering" if self.qa else "Model"
         return dict(architectures=[self.model_type.capitalize() + kind], model_type=self.model_type,
-                    attention_probs_dropout_prob=self.dropout, **{h: getattr(self, f) for f, h in self.HF.items()},
-                    **head)
-
+                    attention_probs_dropout_prob=self.dropout, **write_hf(self), **id2label(self.num_labels))
 
 
 @dataclass
@@ -300,16 +313,14 @@ class T5Config:  # fields named as in T5's config.json
     # if stored)
     pad_id: ClassVar[int] = 0  # also the decoder's start token
     eos_id: ClassVar[int] = 1
-    HF: ClassVar[dict] = {}
+    HF: ClassVar[dict]  # (below: every field under its own name)
+    REQUIRED: ClassVar[tuple] = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
 
     @classmethod
     def from_hf(cls, c):
         refuse_unsupported(c, decoder_start_token_id=(0, (0, None)), pad_token_id=(0, (0, None)),  # our pad_id, eos_id
                            eos_token_id=(1, (1, None)))
-        core = dict(vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"],
-                    num_layers=c["num_layers"], num_heads=c["num_heads"],
-                    num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
-        config = cls(**{f.name: c[f.name] for f in fields(cls) if f.name in c} | core)
+        config = read_hf(cls, c, num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         if config.dense_act_fn not in ACT:
             raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "
                                       f"{config.feed_forward_proj!r}) is not supported ({', '.join(ACT)})")
@@ -325,8 +336,11 @@ class T5Config:  # fields named as in T5's config.json
             self.dense_act_fn = "gelu_new" if self.feed_forward_proj == "gated-gelu" else act[-1]
 
     def to_hf(self):
-        return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **asdict(self),
+        return dict(architectures=["T5ForConditionalGeneration"], model_type="t5", **write_hf(self),
                     is_encoder_decoder=True, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
+
+T5Config.HF = {f.name: f.name for f in fields(T5Config)}  # T5's fields are named as in its config.json
 
 
 @dataclass
