@@ -1103,15 +1103,14 @@ def config_problem(field, value):
 def check_config(config, source, raw=None):
     """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
     values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
-    cls, names = type(config) if raw is None else config, getattr(config, "HF", {})
+    cls, names = type(config) if raw is None else config, config.HF
     for f in fields(cls):
         key = names.get(f.name, f.name)
-        if raw is not None and raw.get(key) is None:
+        value = getattr(config, f.name) if raw is None else raw.get(key)
+        if raw is not None and value is None:
             continue                                   # absent (or null): from_hf's default, or its KeyError
-        problem = config_problem(f, raw[key] if raw is not None else getattr(config, f.name))
-        if problem:
-            raise ValueError(f"{source}: {key} = {(raw[key] if raw is not None else getattr(config, f.name))!r} "
-                             f"{problem}")
+        if problem := config_problem(f, value):
+            raise ValueError(f"{source}: {key} = {value!r} {problem}")
     if raw is not None:
         return
     qwen = getattr(config, "head_dim", None) and (getattr(config, "qk_norm", 0) or getattr(config, "qkv_bias", 0))
@@ -1161,13 +1160,16 @@ def config_dtype(hf, source):
     """config.json's `dtype` (transformers 5) or `torch_dtype` (4), as from_pretrained's default dtype="auto" reads
     it: the dtype the model computes in, whatever the tensors are stored in; None if it names none."""
     key = "dtype" if hf.get("dtype") is not None else "torch_dtype"
-    if hf.get(key) is None:
-        return None
-    dtype = getattr(torch, hf[key], None) if isinstance(hf[key], str) else None
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+    if (dtype := float_dtype(hf.get(key))) is None and hf.get(key) is not None:
         raise ValueError(f"{source}: {key} = {hf[key]!r} is not a torch floating-point dtype (bfloat16, float16, "
                          "float32)")
     return dtype
+
+
+def float_dtype(name):
+    """The floating-point torch dtype `name` is or names ("bfloat16", as transformers writes them), else None."""
+    dtype = getattr(torch, name, None) if isinstance(name, str) else name
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
 
 
 def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
@@ -1178,10 +1180,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     error naming the field."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
-    path, given = os.fspath(path), dtype
-    if isinstance(dtype, str):                                 # transformers' names: "bfloat16", "auto"
-        dtype = None if dtype == "auto" else getattr(torch, dtype, dtype)
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+    path, given, dtype = os.fspath(path), dtype, None if dtype in (None, "auto") else float_dtype(dtype)
+    if given not in (None, "auto") and dtype is None:
         raise ValueError(f"dtype {given!r}: give a floating-point torch dtype (torch.bfloat16) or its name "
                          "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized as they stream in (bf16 without fp32)
