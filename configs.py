@@ -252,7 +252,8 @@ class EncoderConfig:
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
         norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act",
         classifier_dropout="classifier_dropout")
-    REQUIRED: ClassVar[tuple] = ()
+    REQUIRED: ClassVar[tuple] = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size",
+                                 "num_attention_heads", "intermediate_size")  # (absent, ours would be a toy's)
 
     @classmethod
     def from_hf(cls, c):
