@@ -707,8 +707,9 @@ class T5(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # Loading: build on the meta device, stream tensors in one at a time, quantize as they arrive
 
-# config.json's model_type -> backbone. A new architecture brings a config dataclass (from_hf, to_hf), a module tree
-# named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and entries here; fill() does the rest.
+# config.json's model_type -> backbone. A new architecture brings a config dataclass (configs.py: from_hf, to_hf and
+# its CONFIGS entry), a module tree named like its HF checkpoint, an hf_tensor(name, tensor) key conversion, and an
+# entry here; fill() does the rest.
 MODELS = {"llama": Llama, "mistral": Llama, "qwen2": Llama, "qwen3": Llama, "gpt2": GPT2, "roberta": Roberta,
           "bert": Bert, "t5": T5, "mt5": T5}
 
