@@ -9,14 +9,21 @@
   encoder-decoder; the encoder runs once, the decoder's self-attention cache is reordered as beams move.
 The models (model.py's Llama, GPT-2, T5) need only the cache protocol: model(ids, attention_mask=, cache=,
 last_only=) and config.n_layer for a decoder (last_only: the prefill's last position's logits only); model.encode,
-model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id for T5. Leaves out: speculative
-decoding, repetition penalties, stop strings.
-Run `python model.py` (a greedy continuation on a tiny model) or `python model.py --model DIR --prompt "..."`.
+model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id for T5.
+- The command line: `python generate.py --model DIR --prompt "..." [--quantize nf4] [--temperature 0.8 --top-p 0.9]`
+  loads a checkpoint (model.load_pretrained), continues the prompt and prints the text and the speed (`python
+  model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
+Leaves out: speculative decoding, repetition penalties, stop strings.
 """
+import argparse
 import math
+import sys
+import time
 
 import torch
 import torch.nn.functional as F
+
+from data import UserError, check_vocab, load_tokenizer
 
 
 def sample(logits, temperature=0.0, top_p=1.0, generator=None):
@@ -85,3 +92,58 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
         for kv in cache:  # cross-attention k, v are the same for all beams of an input: nothing to reorder
             kv["self"].update(k=kv["self"]["k"][rows], v=kv["self"]["v"][rows])
     return fin[..., :t + 2], fin_scores
+
+
+def main():
+    """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed."""
+    from model import device_problem, load_pretrained, positions  # (here, not above: model.py imports this file)
+    ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache.")
+    ap.add_argument("--model", required=True, help="checkpoint directory (config.json or params.json, weights, "
+                                                   "tokenizer files) or .gguf file")
+    ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    ap.add_argument("--quantize", choices=["nf4"], default=None, help="NF4 block linears while loading")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                    help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = ap.parse_args()
+    if problem := device_problem(args.device):
+        ap.error(problem)
+    for flag, ok, allowed in (("max_new_tokens", args.max_new_tokens >= 0, "an integer >= 0"),  # (nan: not ok)
+                              ("temperature", 0 <= args.temperature < math.inf, "a number >= 0 (0: greedy)"),
+                              ("top_p", 0 <= args.top_p <= 1, "a number >= 0, <= 1 (0: the top token)")):  # (HF's)
+        if not ok:  # (were greedy decoding, silently, or a traceback from torch.multinomial)
+            ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
+    if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
+                                             if on]):  # (the same greedy text whatever they are)
+        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
+              "(greedy decoding)", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:                                                       # a missing or damaged file: one line, as train.py
+        model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
+        check_vocab(tok, model.config.vocab_size, args.model)
+    except (UserError, ValueError, NotImplementedError, OSError) as e:
+        sys.exit(f"error: {e}")
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if not tok.encode(args.prompt):                            # no BOS (GPT-2, SmolLM2) and no text
+        ap.error("--prompt is empty and this tokenizer adds no BOS: nothing to continue")
+    if model.config.model_type not in ("llama", "gpt2"):
+        sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
+    ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
+    T, n = ids.shape[1], args.max_new_tokens
+    room = positions(model.config) or getattr(model.config, "sliding_window", None) or math.inf  # GPT-2's positions
+    if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
+        sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
+                 f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
+                   generator=torch.Generator(args.device).manual_seed(args.seed))
+    n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
+    print(tok.decode(out[0].tolist()))
+    print(f"{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,25 @@ def test_missing_eps_reads_transformers_default(kind, key, tmp_path):
     same_outputs(ref, ours, kind)
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_encoder_config_without_its_heads_is_refused(kind, tmp_path):
+    """An encoder's config.json without num_attention_heads (hand-written), its weights from an 8-head model: named
+    as a missing field, as a Llama's, GPT-2's or T5's shapes are. Was read as the toy default, 4 heads: every tensor
+    fits, so it loaded without a word and gave other hidden states than the model saved (here by up to 0.15)."""
+    Config = transformers.BertConfig if kind == "bert" else transformers.RobertaConfig
+    Model = transformers.BertModel if kind == "bert" else transformers.RobertaModel
+    extra = {} if kind == "bert" else dict(pad_token_id=1, type_vocab_size=1)
+    ref = random_params(Model(Config(**BERT | extra | dict(num_attention_heads=8))), 7).eval()
+    ref.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "num_attention_heads"}))
+    with pytest.raises(ValueError, match=f"config.json: field 'num_attention_heads' is missing \\({kind} needs it\\)"):
+        M.load_pretrained(tmp_path)
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings"):
+        with pytest.raises(KeyError, match=key):                # every shape, as the other configs
+            M.EncoderConfig.from_hf({k: v for k, v in ref.config.to_dict().items() if k != key})
+
+
 @pytest.mark.parametrize("kind, key, value", [("llama", "hidden_act", "swish"),
                                               ("gpt2", "activation_function", "swish"),
                                               ("gpt2", "activation_function", "gelu_python"),
