@@ -1564,7 +1564,10 @@ WMT16_HELP = ("WMT16 En-Ro is the Hugging Face dataset `wmt16`, config `ro-en` (
 
 def read_translation(directory, split, src="en", tgt="ro"):
     """[(source, target)] from DIR/{split}.jsonl ({"translation": {src: ..., tgt: ...}} per line, the Hugging Face
-    export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt}."""
+    export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt} (lines cut at "\n" only, trailing whitespace
+    stripped; blank lines past the other file's end left out). A pair with an empty side is skipped with a note, as
+    HF's wmt16 builder skips it (Europarl's plain files have them, its export none): "" -> a sentence teaches
+    nothing."""
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
         if os.path.exists(a) and os.path.exists(b):            # two copies, maybe of other data: say which is read
@@ -1583,8 +1586,8 @@ def read_translation(directory, split, src="en", tgt="ro"):
                 if pair is None or not all(isinstance(x, str) for x in pair):
                     raise ValueError(f"{jsonl}, line {n}: expected {{\"translation\": {{\"{src}\": text, \"{tgt}\": "
                                      f"text}}}}, got {line.strip()[:200]!r}")
-                pairs.append(pair)
-        return pairs
+                pairs.append((n, *pair))
+        return nonempty(pairs, jsonl)
     if os.path.isfile(directory):                              # (else "DIR/test.jsonl: no test.jsonl, ...")
         raise FileNotFoundError(f"--data-dir {directory} is a file, and names the folder holding {split}.jsonl (or "
                                 f"{split}.{src} + {split}.{tgt}): --data-dir {os.path.dirname(directory) or '.'}")
@@ -1594,10 +1597,19 @@ def read_translation(directory, split, src="en", tgt="ro"):
     lines = []
     for path in (a, b):
         with text_file(path, "utf-8-sig", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
-            lines.append([line.removesuffix("\n").removesuffix("\r") for line in f])
-    if len(lines[0]) != len(lines[1]):
+            lines.append([line.rstrip() for line in f])       # (rstripped, as HF's builder reads each line)
+    if any(max(lines, key=len)[min(map(len, lines)):]):        # (blank lines past the other's end: no sentence)
         raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
-    return list(zip(*lines))
+    return nonempty([(n, *p) for n, p in enumerate(zip(*lines), 1)], f"{a} + {split}.{tgt}")
+
+
+def nonempty(pairs, where):
+    """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note."""
+    if empty := [n for n, s, t in pairs if not (s.strip() and t.strip())]:
+        print(f"note: {where}: skipped {len(empty):,} pair{'s' * (len(empty) > 1)} with an empty side (line"
+              f"{'s' * (len(empty) > 1)} {', '.join(map(str, empty[:5]))}{', ...' * (len(empty) > 5)}), as HF's wmt16 "
+              "builder skips them", file=sys.stderr)
+    return [(s, t) for n, s, t in pairs if s.strip() and t.strip()]
 
 
 def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):
