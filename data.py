@@ -1331,12 +1331,17 @@ def read_mmlu_csv(path):
     quoting: doubled quotes, quoted commas and newlines; blank lines skipped), kept as strings (pandas turns "None"
     into NaN and "2.50" into 2.5)."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
-        rows = [row for row in csv.reader(f) if row]     # (skip_blank_lines=True)
+        reader, rows, line = csv.reader(f), [], 1
+        for row in reader:                               # (a row's first line: quoted newlines span lines)
+            if row and (len(row) != 6 or row[5] not in ("A", "B", "C", "D")):
+                header = line == 1 and "question" in row  # (HF's cais/mmlu written out: question, subject, ...)
+                raise ValueError(f"{path}, line {line}: not question,A,B,C,D,answer(A-D): {row}" + header * (
+                    " (a header: MMLU's CSV files have none; HF's cais/mmlu export, question, subject, choices, "
+                    "answer 0-3, is another layout)"))
+            rows += [row] * bool(row)                    # (skip_blank_lines=True)
+            line = reader.line_num + 1
     if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
         raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
-    for i, row in enumerate(rows):
-        if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
-            raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
     return rows
 
 

@@ -2069,7 +2069,7 @@ def _(ctx):
         data.load_examples(records_file(ctx, text, "t.txt"), tok, 16, 0.1, 0)
 
 
-case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
+case("MMLU: a bad CSV row", ValueError, "x_test.csv, line 1: not question,A,B,C,D,answer(A-D)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
 case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: no rows (an empty file)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)

@@ -314,3 +314,15 @@ def test_mmlu_csv_written_by_pandas_reads_as_pandas_reads_it(newline, tmp_path):
     with open(tmp_path / "x_test.csv", "w", encoding="utf-8", newline="") as f:
         csv.writer(f, lineterminator=newline).writerows(rows[:1] + [[]] + rows[1:])
     assert data.read_mmlu_csv(str(tmp_path / "x_test.csv")) == rows
+
+
+def test_a_bad_mmlu_row_is_named_by_its_line(tmp_path):
+    """Hendrycks' CSVs quote newlines inside questions: a bad row is named by the line it starts on (it was "row 3",
+    the fourth line here); HF's cais/mmlu written out as CSV (question, subject, choices, answer 0-3) is named so."""
+    (tmp_path / "x_test.csv").write_text('"Which\nline?",a,"b,\nc",d,e,A\n\nq,a,b,c,d,B\nbad,a,b,c,d,1\n')
+    with pytest.raises(ValueError, match=r"x_test.csv, line 6: not question,A,B,C,D,answer\(A-D\): \['bad', "):
+        data.read_mmlu_csv(str(tmp_path / "x_test.csv"))
+    (tmp_path / "x_test.csv").write_text("question,subject,choices,answer\nWhat?,x,\"['1', '2', '3', '4']\",1\n")
+    with pytest.raises(ValueError, match=r"line 1: .* \(a header: MMLU's CSV files have none; HF's cais/mmlu export, "
+                                         r"question, subject, choices, answer 0-3, is another layout\)"):
+        data.read_mmlu_csv(str(tmp_path / "x_test.csv"))

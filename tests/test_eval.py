@@ -63,7 +63,7 @@ def test_mmlu_prompt_is_the_original_format(tmp_path):
                 "2 * 3 =\nA. 5\nB. 6\nC. 7\nD. 8\nAnswer:")
     assert E.mmlu_prompt("high_school_physics", dev, TESTS["high_school_physics"][1], k=2) == expected
     (root / "test" / "bad_test.csv").write_text("q,a,b,c,d,E\n")
-    with pytest.raises(ValueError, match="row 1"):
+    with pytest.raises(ValueError, match="line 1"):
         read_mmlu_csv(root / "test" / "bad_test.csv")
 
 
