@@ -962,7 +962,9 @@ def read_records(path, output=True):
             if field not in r and (field == "input" or field == "output" and not output):
                 continue
             if field not in r:
-                raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})")
+                raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})" + (
+                    "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
+                    {"context", "response"} <= set(r) else ""))
             if not isinstance(r[field], str):
                 raise ValueError(f"{at} field {field!r} is a {type(r[field]).__name__}, not a string")
             try:
@@ -1118,6 +1120,10 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
     train, val = split_records(read_records(path), val_fraction, seed)
+    seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
+    if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
+        print(f"note: {path}: {twins:,} of the {len(val):,} held-out records are also training records, word for word "
+              "(the file holds them twice): the held-out check counts them as unseen")
     (train_ex, cut), (val_ex, cut_val) = (tokenize_records(r, tok, seq_len) for r in (train, val))
     print(f"{path}: {len(train_ex):,} train / {len(val_ex):,} held-out examples of {len(train) + len(val):,} "
           f"records; " + cut_and_dropped(cut + cut_val, len(train) + len(val) - len(train_ex) - len(val_ex), seq_len))

@@ -107,6 +107,21 @@ def test_the_log_counts_examples_not_records(tok, tmp_path, capsys):
         "4 dropped (the prompt alone fills --seq-len" in capsys.readouterr().out
 
 
+def test_held_out_records_that_are_also_training_records_are_said(tok, tmp_path, capsys):
+    """Instruction data sets hold records twice, word for word (Dolly's, code_alpaca's): a held-out copy of a record
+    that trains scored as unseen in the held-out check and heldout.jsonl without a word."""
+    records = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in "abcdefghij"] * 2
+    (tmp_path / "twice.json").write_text(json.dumps(records))
+    train, val, held_out = data.load_examples(str(tmp_path / "twice.json"), tok, 64, 0.2, seed=0)
+    twins = sum(r in data.split_records(records, 0.2, 0)[0] for r in held_out)  # (each record's copy trains)
+    assert len(held_out) == 4 and twins > 0 and f"note: {tmp_path / 'twice.json'}: {twins} of the 4 held-out records " \
+        "are also training records, word for word (the file holds them twice): the held-out check counts them as " \
+        "unseen" in capsys.readouterr().out
+    (tmp_path / "once.json").write_text(json.dumps(records[:10]))
+    data.load_examples(str(tmp_path / "once.json"), tok, 64, 0.2, seed=0)
+    assert "word for word" not in capsys.readouterr().out
+
+
 def test_length_grouped_batches():
     rng = random.Random(0)
     lengths = [rng.randint(5, 300) for _ in range(1000)]
@@ -143,6 +158,9 @@ def test_collate_pads_right():
     ({"input": "x", "output": "y"}, "record 2 has no 'instruction' field"),
     ({"instruction": "x", "output": 5}, "record 2 field 'output' is a int"),
     ({"instruction": "x", "input": None, "output": "y"}, "record 2 field 'input' is a NoneType"),
+    ({"instruction": "x", "context": "", "response": "y", "category": "qa"}, "record 2 has no 'output' field (it has "
+     "['category', 'context', 'instruction', 'response']); databricks-dolly's context and response are Alpaca's input "
+     "and output: rename them"),
     (["x"], "record 2 is a list"),
 ])
 def test_malformed_records_name_index_and_field(tmp_path, bad, message):
