@@ -1609,6 +1609,10 @@ def read_translation(directory, split, src="en", tgt="ro"):
     for path in (a, b):
         with text_file(path, "utf-8-sig", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
             lines.append([line.rstrip() for line in f])       # (rstripped, as HF's builder reads each line)
+        if lines[-1] and re.match(r"<(src|ref|tst)set\b", lines[-1][0].lstrip()):  # (its tags would be text)
+            raise ValueError(f"{path}, line 1: WMT's SGML (newstest's .sgm), not a sentence a line: give the <seg> "
+                             f"texts (sacrebleu -t wmt16 -l {src}-{tgt} --echo src > {split}.{src}; --echo ref > "
+                             f"{split}.{tgt}), or the Hugging Face export")
     if any(max(lines, key=len)[min(map(len, lines)):]):        # (blank lines past the other's end: no sentence)
         raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
     return nonempty([(n, *p) for n, p in enumerate(zip(*lines), 1)], f"{a} + {split}.{tgt}")

@@ -353,3 +353,13 @@ def test_translate_batches_like_one_at_a_time(spiece_dir):
     scores, hyps = E.evaluate_translation(model, tok, list(zip(sources, sources)), max_new_tokens=8)
     assert hyps == batched and scores == dict(bleu=E.bleu(hyps, sources), **E.rouge(hyps, sources))
     assert any(hyps)  # something was decoded
+
+
+def test_wmt_sgml_is_refused_naming_the_file(tmp_path):
+    """newsdev2016/newstest2016 as WMT publishes them (.sgm) renamed to .en/.ro: every tag line was a "sentence"
+    (<seg id="1">...</seg> trained and scored with its tags, the <doc> lines as pairs); now one line naming the file."""
+    for lang, tag in (("en", "srcset"), ("ro", "refset")):
+        (tmp_path / f"test.{lang}").write_text(f'<{tag} setid="newstest2016" srclang="any">\n<doc docid="d" '
+                                               f'origlang="ro">\n<seg id="1">Text {lang}</seg>\n</doc>\n</{tag}>\n')
+    with pytest.raises(ValueError, match=r"test.en, line 1: WMT's SGML \(newstest's .sgm\), not a sentence a line"):
+        read_translation(tmp_path, "test")
