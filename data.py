@@ -932,7 +932,7 @@ def alpaca_prompt(record):
 def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
-    not UTF-8 or a malformed record are errors naming the file and the line (.jsonl) or the record's index (.json)."""
+    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
             records, where = [], []
@@ -955,23 +955,9 @@ def read_records(path, output=True):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, r in enumerate(records):
-        at = f"{path}, {where[i]}: record {i}" if where else f"{path}: record {i}"
-        if not isinstance(r, dict):
-            raise ValueError(f"{at} is a {type(r).__name__}, not an object")
-        for field in ("instruction", "input", "output"):
-            if field not in r and (field == "input" or field == "output" and not output):
-                continue
-            if field not in r:
-                raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})" + (
-                    "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
-                    {"context", "response"} <= set(r) else ""))
-            if not isinstance(r[field], str):
-                raise ValueError(f"{at} field {field!r} is a {type(r[field]).__name__}, not a string")
-            try:
-                r[field].encode("utf-8")
-            except UnicodeEncodeError as e:                    # JSON's "\ud800" alone: no character, no token
-                raise ValueError(f"{at} field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at "
-                                 f"character {e.start}): not text") from None
+        if problem := record_problem(r, output):            # (a .json list's line: found once there is one)
+            line = where[i] if where else f"line {json_list_line(path, i)}"
+            raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it)
         for k in set(r) - {"instruction", "input", "output", "text"}:
@@ -980,6 +966,37 @@ def read_records(path, output=True):
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())), file=sys.stderr)
     return records
+
+
+def record_problem(r, output=True):
+    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text)."""
+    if not isinstance(r, dict):
+        return f"is a {type(r).__name__}, not an object"
+    for field in ("instruction", "input", "output"):
+        if field not in r and (field == "input" or field == "output" and not output):
+            continue
+        if field not in r:
+            return f"has no {field!r} field (it has {sorted(r)})" + (
+                "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
+                {"context", "response"} <= set(r) else "")
+        if not isinstance(r[field], str):
+            return f"field {field!r} is a {type(r[field]).__name__}, not a string"
+        try:
+            r[field].encode("utf-8")
+        except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token
+            return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
+                    "not text")
+    return None
+
+
+def json_list_line(path, index):
+    """The line a JSON list's index-th element starts on, in a file json.load read (for a message naming it)."""
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    decoder, i, gap = json.JSONDecoder(), text.index("[") + 1, re.compile(r"[\s,]*")
+    for _ in range(index):
+        i = decoder.raw_decode(text, gap.match(text, i).end())[1]
+    return text.count("\n", 0, gap.match(text, i).end()) + 1
 
 
 def encode_head(tok, text, n, bos=None, eos=False, after=False):

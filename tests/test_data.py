@@ -174,6 +174,19 @@ def test_malformed_records_name_index_and_field(tmp_path, bad, message):
     assert data.read_records(str(tmp_path / "ok.jsonl")) == [good, good]
 
 
+def test_a_bad_record_of_a_json_list_is_named_by_its_line(tmp_path):
+    """alpaca_data.json is a list written with indent=4 (52,002 records over 260,000 lines): a bad record was named
+    by its index alone; now by the line it starts on too, as a .jsonl record is (a byte-order mark, CRLF)."""
+    records = [{"instruction": f"Say {i}.", "input": "", "output": f"{i}, {{\"a\": [1, 2]}}"} for i in range(40)]
+    records[33]["output"] = 33
+    text = json.dumps(records, indent=4)
+    line = text[:text.index('"Say 33."')].count("\n")               # the line of the record's "{"
+    for name, raw in (("a.json", text), ("b.json", "\ufeff" + text.replace("\n", "\r\n"))):
+        (tmp_path / name).write_bytes(raw.encode())
+        with pytest.raises(ValueError, match=rf"{name}, line {line}: record 33 field 'output' is a int, not a string$"):
+            data.read_records(str(tmp_path / name))
+
+
 def test_fields_lorasp_does_not_read_are_named(tmp_path, capsys):
     """LLaMA-Factory's Alpaca format adds a system prompt and a chat history; lorasp trains on instruction, input and
     output alone: said, with how many records carry each (empty ones, and the Hub export's rendered "text", are
