@@ -1445,11 +1445,12 @@ def read_glue(path, task):
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
-    drops them (its "corrupted rows": QQP's); empty fields past the header's (trailing tabs) are left out, as it
-    leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
-    line."""
+    drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
+    it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
+    stray tab), an unknown label or a missing column is an error naming the file and line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, fields, quoted = [], [], 0, written_quoted(path)
+    no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
@@ -1462,7 +1463,7 @@ def read_glue(path, task):
             while len(row) > len(header) and row[-1] == "":  # a trailing tab: csv.DictReader's rest, left out
                 row.pop()
             r = dict(zip(header, row))
-            if len(row) < len(header) or labels is not None and r[label] == "":
+            if len(row) < len(header) or labels is not None and r[label] in no_label:
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
                 fields = fields or len(row)                    # the first one's, for the error if all are
                 continue
