@@ -338,15 +338,18 @@ def test_multinli_own_files_no_consensus_pairs_are_skipped_as_glues_files_leave_
     185 pairs labelled "-" (no consensus of the five annotators): GLUE's dev_matched.tsv is that file without them
     (9,815 of 10,000). Given as dev_matched.tsv it was refused at the first "-" ("label '-' is not ..."); its pairs
     now read as GLUE's file of the same pairs, with a note."""
-    header = ("gold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\t"
-              "sentence2\tpromptID\tpairID\tgenre\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\n")
-    rows = ["neutral\t( ( The rights ) )\t( Everyone )\t(ROOT)\t(ROOT)\tThe new rights are nice enough\tEveryone really "
-            "likes the newest benefits \t63735\t63735n\tslate\tneutral\tentailment\tneutral\tneutral\tneutral\n",
-            "-\t( a )\t( b )\t(ROOT)\t(ROOT)\tyeah i know\tI know that.\t1\t1n\ttelephone\tneutral\tentailment\t"
-            "contradiction\tentailment\tneutral\n",
-            "contradiction\t( c )\t( d )\t(ROOT)\t(ROOT)\tThis site includes a list.\tThe Government Executive articles "
-            "housed on the website are not able to be searched.\t2\t2c\tslate\tcontradiction\tcontradiction\t"
-            "contradiction\tcontradiction\tcontradiction\n"]
+    header = "\t".join(["gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
+                         "sentence2_parse", "sentence1", "sentence2", "promptID", "pairID", "genre", "label1",
+                         "label2", "label3", "label4", "label5"]) + "\n"
+    rows = ["\t".join(r) + "\n" for r in (
+        ["neutral", "( ( The rights ) )", "( Everyone )", "(ROOT)", "(ROOT)", "The new rights are nice enough",
+         "Everyone really likes the newest benefits ", "63735", "63735n", "slate", "neutral", "entailment", "neutral",
+         "neutral", "neutral"],
+        ["-", "( a )", "( b )", "(ROOT)", "(ROOT)", "yeah i know", "I know that.", "1", "1n", "telephone", "neutral",
+         "entailment", "contradiction", "entailment", "neutral"],
+        ["contradiction", "( c )", "( d )", "(ROOT)", "(ROOT)", "This site includes a list.", "The Government "
+         "Executive articles housed on the website are not able to be searched.", "2", "2c", "slate",
+         *["contradiction"] * 5])]
     (tmp_path / "dev_matched.tsv").write_text(header + "".join(rows))
     (tmp_path / "glue.tsv").write_text("index\tsentence1\tsentence2\tgold_label\n" + "".join(
         f"{i}\t{r.split(chr(9))[5]}\t{r.split(chr(9))[6]}\t{r.split(chr(9))[0]}\n" for i, r in enumerate(rows) if
