@@ -975,7 +975,7 @@ def alpaca_prompt(record):
 def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
-    not UTF-8 or a malformed record are errors naming the file and the line (.jsonl) or the record's index (.json)."""
+    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
             records, where = [], []
@@ -998,21 +998,9 @@ def read_records(path, output=True):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, r in enumerate(records):
-        at = f"{path}, {where[i]}: record {i}" if where else f"{path}: record {i}"
-        if not isinstance(r, dict):
-            raise ValueError(f"{at} is a {type(r).__name__}, not an object")
-        for field in ("instruction", "input", "output"):
-            if field not in r and (field == "input" or field == "output" and not output):
-                continue
-            if field not in r:
-                raise ValueError(f"{at} has no {field!r} field (it has {sorted(r)})")
-            if not isinstance(r[field], str):
-                raise ValueError(f"{at} field {field!r} is a {type(r[field]).__name__}, not a string")
-            try:
-                r[field].encode("utf-8")
-            except UnicodeEncodeError as e:                    # JSON's "\ud800" alone: no character, no token
-                raise ValueError(f"{at} field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at "
-                                 f"character {e.start}): not text") from None
+        if problem := record_problem(r, output):            # (a .json list's line: found once there is one)
+            line = where[i] if where else f"line {json_list_line(path, i)}"
+            raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it)
         for k in set(r) - {"instruction", "input", "output", "text"}:
@@ -1021,6 +1009,37 @@ def read_records(path, output=True):
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())), file=sys.stderr)
     return records
+
+
+def record_problem(r, output=True):
+    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text)."""
+    if not isinstance(r, dict):
+        return f"is a {type(r).__name__}, not an object"
+    for field in ("instruction", "input", "output"):
+        if field not in r and (field == "input" or field == "output" and not output):
+            continue
+        if field not in r:
+            return f"has no {field!r} field (it has {sorted(r)})" + (
+                "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
+                {"context", "response"} <= set(r) else "")
+        if not isinstance(r[field], str):
+            return f"field {field!r} is a {type(r[field]).__name__}, not a string"
+        try:
+            r[field].encode("utf-8")
+        except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token
+            return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
+                    "not text")
+    return None
+
+
+def json_list_line(path, index):
+    """The line a JSON list's index-th element starts on, in a file json.load read (for a message naming it)."""
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    decoder, i, gap = json.JSONDecoder(), text.index("[") + 1, re.compile(r"[\s,]*")
+    for _ in range(index):
+        i = decoder.raw_decode(text, gap.match(text, i).end())[1]
+    return text.count("\n", 0, gap.match(text, i).end()) + 1
 
 
 def encode_head(tok, text, n, bos=None, eos=False, after=False):
@@ -1161,6 +1180,10 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
     train, val = split_records(read_records(path), val_fraction, seed)
+    seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
+    if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
+        print(f"note: {path}: {twins:,} of the {len(val):,} held-out records are also training records, word for word "
+              "(the file holds them twice): the held-out check counts them as unseen")
     (train_ex, cut), (val_ex, cut_val) = (tokenize_records(r, tok, seq_len) for r in (train, val))
     print(f"{path}: {len(train_ex):,} train / {len(val_ex):,} held-out examples of {len(train) + len(val):,} "
           f"records; " + cut_and_dropped(cut + cut_val, len(train) + len(val) - len(train_ex) - len(val_ex), seq_len))
@@ -1374,12 +1397,17 @@ def read_mmlu_csv(path):
     quoting: doubled quotes, quoted commas and newlines; blank lines skipped), kept as strings (pandas turns "None"
     into NaN and "2.50" into 2.5)."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
-        rows = [row for row in csv.reader(f) if row]     # (skip_blank_lines=True)
+        reader, rows, line = csv.reader(f), [], 1
+        for row in reader:                               # (a row's first line: quoted newlines span lines)
+            if row and (len(row) != 6 or row[5] not in ("A", "B", "C", "D")):
+                header = line == 1 and "question" in row  # (HF's cais/mmlu written out: question, subject, ...)
+                raise ValueError(f"{path}, line {line}: not question,A,B,C,D,answer(A-D): {row}" + header * (
+                    " (a header: MMLU's CSV files have none; HF's cais/mmlu export, question, subject, choices, "
+                    "answer 0-3, is another layout)"))
+            rows += [row] * bool(row)                    # (skip_blank_lines=True)
+            line = reader.line_num + 1
     if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
         raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
-    for i, row in enumerate(rows):
-        if len(row) != 6 or row[5] not in ("A", "B", "C", "D"):
-            raise ValueError(f"{path}: row {i + 1} is not question,A,B,C,D,answer(A-D): {row}")
     return rows
 
 
@@ -1460,11 +1488,12 @@ def read_glue(path, task):
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
-    drops them (its "corrupted rows": QQP's); empty fields past the header's (trailing tabs) are left out, as it
-    leaves them out; more fields (a stray tab), an unknown label or a missing column is an error naming the file and
-    line."""
+    drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
+    it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
+    stray tab), an unknown label or a missing column is an error naming the file and line."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, fields, quoted = [], [], 0, written_quoted(path)
+    no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
@@ -1477,7 +1506,7 @@ def read_glue(path, task):
             while len(row) > len(header) and row[-1] == "":  # a trailing tab: csv.DictReader's rest, left out
                 row.pop()
             r = dict(zip(header, row))
-            if len(row) < len(header) or labels is not None and r[label] == "":
+            if len(row) < len(header) or labels is not None and r[label] in no_label:
                 skipped.append(rows.line_num)                  # (csv.DictReader's None fields: HF skips the row)
                 fields = fields or len(row)                    # the first one's, for the error if all are
                 continue
@@ -1607,7 +1636,10 @@ WMT16_HELP = ("WMT16 En-Ro is the Hugging Face dataset `wmt16`, config `ro-en` (
 
 def read_translation(directory, split, src="en", tgt="ro"):
     """[(source, target)] from DIR/{split}.jsonl ({"translation": {src: ..., tgt: ...}} per line, the Hugging Face
-    export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt}."""
+    export) or from the aligned DIR/{split}.{src} and DIR/{split}.{tgt} (lines cut at "\n" only, trailing whitespace
+    stripped; blank lines past the other file's end left out). A pair with an empty side is skipped with a note, as
+    HF's wmt16 builder skips it (Europarl's plain files have them, its export none): "" -> a sentence teaches
+    nothing."""
     jsonl, a, b = (os.path.join(directory, f"{split}.{x}") for x in ("jsonl", src, tgt))
     if os.path.exists(jsonl):
         if os.path.exists(a) and os.path.exists(b):            # two copies, maybe of other data: say which is read
@@ -1626,8 +1658,8 @@ def read_translation(directory, split, src="en", tgt="ro"):
                 if pair is None or not all(isinstance(x, str) for x in pair):
                     raise ValueError(f"{jsonl}, line {n}: expected {{\"translation\": {{\"{src}\": text, \"{tgt}\": "
                                      f"text}}}}, got {line.strip()[:200]!r}")
-                pairs.append(pair)
-        return pairs
+                pairs.append((n, *pair))
+        return nonempty(pairs, jsonl)
     if os.path.isfile(directory):                              # (else "DIR/test.jsonl: no test.jsonl, ...")
         raise FileNotFoundError(f"--data-dir {directory} is a file, and names the folder holding {split}.jsonl (or "
                                 f"{split}.{src} + {split}.{tgt}): --data-dir {os.path.dirname(directory) or '.'}")
@@ -1637,10 +1669,23 @@ def read_translation(directory, split, src="en", tgt="ro"):
     lines = []
     for path in (a, b):
         with text_file(path, "utf-8-sig", newline="\n") as f:  # only "\n" ends a line (a stray "\r" is text)
-            lines.append([line.removesuffix("\n").removesuffix("\r") for line in f])
-    if len(lines[0]) != len(lines[1]):
+            lines.append([line.rstrip() for line in f])       # (rstripped, as HF's builder reads each line)
+        if lines[-1] and re.match(r"<(src|ref|tst)set\b", lines[-1][0].lstrip()):  # (its tags would be text)
+            raise ValueError(f"{path}, line 1: WMT's SGML (newstest's .sgm), not a sentence a line: give the <seg> "
+                             f"texts (sacrebleu -t wmt16 -l {src}-{tgt} --echo src > {split}.{src}; --echo ref > "
+                             f"{split}.{tgt}), or the Hugging Face export")
+    if any(max(lines, key=len)[min(map(len, lines)):]):        # (blank lines past the other's end: no sentence)
         raise ValueError(f"misaligned: {a} has {len(lines[0])} lines, {b} has {len(lines[1])}")
-    return list(zip(*lines))
+    return nonempty([(n, *p) for n, p in enumerate(zip(*lines), 1)], f"{a} + {split}.{tgt}")
+
+
+def nonempty(pairs, where):
+    """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note."""
+    if empty := [n for n, s, t in pairs if not (s.strip() and t.strip())]:
+        print(f"note: {where}: skipped {len(empty):,} pair{'s' * (len(empty) > 1)} with an empty side (line"
+              f"{'s' * (len(empty) > 1)} {', '.join(map(str, empty[:5]))}{', ...' * (len(empty) > 5)}), as HF's wmt16 "
+              "builder skips them", file=sys.stderr)
+    return [(s, t) for n, s, t in pairs if s.strip() and t.strip()]
 
 
 def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):

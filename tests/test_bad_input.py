@@ -571,8 +571,8 @@ case("eval.py: --task perplexity without --data", 2, "--task perplexity needs --
 case("eval.py: --task generate without --prompts", 2, "--task generate needs --prompts")(
     lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0]]))
 for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and a JSON error naming no file or line)
-        ("p.json", '["Name a cat."]', "p.json: record 0 is a str, not an object"),
-        ("p.json", '[{"question": "Name a cat."}]', "p.json: record 0 has no 'instruction' field"),
+        ("p.json", '["Name a cat."]', "p.json, line 1: record 0 is a str, not an object"),
+        ("p.json", '[{"question": "Name a cat."}]', "p.json, line 1: record 0 has no 'instruction' field"),
         ("p.jsonl", '{"instruction": "a"}\nName a cat.\n', "p.jsonl, line 2: not valid JSON")]:
     case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
         lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
@@ -2037,7 +2037,8 @@ def _(ctx):
     assert data.read_translation(str(ctx.tmp), "train") == data.read_translation(str(ctx.tmp), "test") == [("a", "b")]
 
 
-case("records: an unpaired surrogate", SystemExit, "d.json: record 1 field 'output' holds an unpaired surrogate")(
+case("records: an unpaired surrogate", SystemExit, "d.json, line 1: record 1 field 'output' holds an unpaired "
+     "surrogate")(
     lambda ctx: run(ctx, data_file=records_file(ctx, '[{"instruction": "a", "output": "b"}, {"instruction": "a", '
                                                      '"output": "x\\ud800y"}]')))
 case("records: JSON Lines named .json", SystemExit, "one JSON object a line is JSON Lines: name the file .jsonl")(
@@ -2069,7 +2070,7 @@ def _(ctx):
         data.load_examples(records_file(ctx, text, "t.txt"), tok, 16, 0.1, 0)
 
 
-case("MMLU: a bad CSV row", ValueError, "x_test.csv: row 1 is not question,A,B,C,D,answer(A-D)")(
+case("MMLU: a bad CSV row", ValueError, "x_test.csv, line 1: not question,A,B,C,D,answer(A-D)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
 case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: no rows (an empty file)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)

@@ -107,6 +107,21 @@ def test_the_log_counts_examples_not_records(tok, tmp_path, capsys):
         "4 dropped (the prompt alone fills --seq-len" in capsys.readouterr().out
 
 
+def test_held_out_records_that_are_also_training_records_are_said(tok, tmp_path, capsys):
+    """Instruction data sets hold records twice, word for word (Dolly's, code_alpaca's): a held-out copy of a record
+    that trains scored as unseen in the held-out check and heldout.jsonl without a word."""
+    records = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in "abcdefghij"] * 2
+    (tmp_path / "twice.json").write_text(json.dumps(records))
+    train, val, held_out = data.load_examples(str(tmp_path / "twice.json"), tok, 64, 0.2, seed=0)
+    twins = sum(r in data.split_records(records, 0.2, 0)[0] for r in held_out)  # (each record's copy trains)
+    assert len(held_out) == 4 and twins > 0 and f"note: {tmp_path / 'twice.json'}: {twins} of the 4 held-out records " \
+        "are also training records, word for word (the file holds them twice): the held-out check counts them as " \
+        "unseen" in capsys.readouterr().out
+    (tmp_path / "once.json").write_text(json.dumps(records[:10]))
+    data.load_examples(str(tmp_path / "once.json"), tok, 64, 0.2, seed=0)
+    assert "word for word" not in capsys.readouterr().out
+
+
 def test_length_grouped_batches():
     rng = random.Random(0)
     lengths = [rng.randint(5, 300) for _ in range(1000)]
@@ -143,6 +158,9 @@ def test_collate_pads_right():
     ({"input": "x", "output": "y"}, "record 2 has no 'instruction' field"),
     ({"instruction": "x", "output": 5}, "record 2 field 'output' is a int"),
     ({"instruction": "x", "input": None, "output": "y"}, "record 2 field 'input' is a NoneType"),
+    ({"instruction": "x", "context": "", "response": "y", "category": "qa"}, "record 2 has no 'output' field (it has "
+     "['category', 'context', 'instruction', 'response']); databricks-dolly's context and response are Alpaca's input "
+     "and output: rename them"),
     (["x"], "record 2 is a list"),
 ])
 def test_malformed_records_name_index_and_field(tmp_path, bad, message):
@@ -154,6 +172,19 @@ def test_malformed_records_name_index_and_field(tmp_path, bad, message):
             data.read_records(str(tmp_path / name))
     (tmp_path / "ok.jsonl").write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n")
     assert data.read_records(str(tmp_path / "ok.jsonl")) == [good, good]
+
+
+def test_a_bad_record_of_a_json_list_is_named_by_its_line(tmp_path):
+    """alpaca_data.json is a list written with indent=4 (52,002 records over 260,000 lines): a bad record was named
+    by its index alone; now by the line it starts on too, as a .jsonl record is (a byte-order mark, CRLF)."""
+    records = [{"instruction": f"Say {i}.", "input": "", "output": f"{i}, {{\"a\": [1, 2]}}"} for i in range(40)]
+    records[33]["output"] = 33
+    text = json.dumps(records, indent=4)
+    line = text[:text.index('"Say 33."')].count("\n")               # the line of the record's "{"
+    for name, raw in (("a.json", text), ("b.json", "\ufeff" + text.replace("\n", "\r\n"))):
+        (tmp_path / name).write_bytes(raw.encode())
+        with pytest.raises(ValueError, match=rf"{name}, line {line}: record 33 field 'output' is a int, not a string$"):
+            data.read_records(str(tmp_path / name))
 
 
 def test_fields_lorasp_does_not_read_are_named(tmp_path, capsys):
@@ -336,3 +367,15 @@ def test_mmlu_csv_written_by_pandas_reads_as_pandas_reads_it(newline, tmp_path):
     with open(tmp_path / "x_test.csv", "w", encoding="utf-8", newline="") as f:
         csv.writer(f, lineterminator=newline).writerows(rows[:1] + [[]] + rows[1:])
     assert data.read_mmlu_csv(str(tmp_path / "x_test.csv")) == rows
+
+
+def test_a_bad_mmlu_row_is_named_by_its_line(tmp_path):
+    """Hendrycks' CSVs quote newlines inside questions: a bad row is named by the line it starts on (it was "row 3",
+    the fourth line here); HF's cais/mmlu written out as CSV (question, subject, choices, answer 0-3) is named so."""
+    (tmp_path / "x_test.csv").write_text('"Which\nline?",a,"b,\nc",d,e,A\n\nq,a,b,c,d,B\nbad,a,b,c,d,1\n')
+    with pytest.raises(ValueError, match=r"x_test.csv, line 6: not question,A,B,C,D,answer\(A-D\): \['bad', "):
+        data.read_mmlu_csv(str(tmp_path / "x_test.csv"))
+    (tmp_path / "x_test.csv").write_text("question,subject,choices,answer\nWhat?,x,\"['1', '2', '3', '4']\",1\n")
+    with pytest.raises(ValueError, match=r"line 1: .* \(a header: MMLU's CSV files have none; HF's cais/mmlu export, "
+                                         r"question, subject, choices, answer 0-3, is another layout\)"):
+        data.read_mmlu_csv(str(tmp_path / "x_test.csv"))

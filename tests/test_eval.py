@@ -63,7 +63,7 @@ def test_mmlu_prompt_is_the_original_format(tmp_path):
                 "2 * 3 =\nA. 5\nB. 6\nC. 7\nD. 8\nAnswer:")
     assert E.mmlu_prompt("high_school_physics", dev, TESTS["high_school_physics"][1], k=2) == expected
     (root / "test" / "bad_test.csv").write_text("q,a,b,c,d,E\n")
-    with pytest.raises(ValueError, match="row 1"):
+    with pytest.raises(ValueError, match="line 1"):
         read_mmlu_csv(root / "test" / "bad_test.csv")
 
 
@@ -319,3 +319,20 @@ def test_help_names_the_tasks_each_flag_serves(capsys):
         E.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size BATCH_SIZE glue, wmt16-en-ro: examples per forward pass; squad: windows" in text
+
+
+@pytest.mark.xfail(strict=True, reason="eval.py (not data.py) reads MMLU's rows only after the model loads: "
+                                       "command() should read each subject's dev/test CSV up front, beside mmlu_subjects")
+def test_a_bad_mmlu_csv_is_refused_before_the_model_loads(ckpt, tmp_path, monkeypatch):
+    """HF's cais/mmlu written out per subject (a header, question, subject, choices, answer 0-3) is refused naming the
+    file and line; on a 7B or 70B model that came after minutes of loading (the subjects' names are checked first,
+    their rows are not)."""
+    root = write_mmlu(tmp_path / "mmlu")
+    (root / "test" / "anatomy_test.csv").write_text("question,subject,choices,answer\nWhat?,anatomy,\"['a', 'b', "
+                                                    "'c', 'd']\",1\n")
+
+    def loaded(*args, **kwargs):
+        raise RuntimeError("the model was loaded before the data was read")
+    monkeypatch.setattr(E, "load_model", loaded)
+    with pytest.raises(SystemExit, match=r"anatomy_test.csv, line 1: not question,A,B,C,D,answer"):
+        E.main(["--task", "mmlu", "--model", str(ckpt), "--data-dir", str(root)])

@@ -331,3 +331,35 @@ def test_trailing_tabs_are_empty_fields_read_as_hf_glue_reads_them(tmp_path):
     path.write_text("sentence\tlabel\nabc\t1\tx\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train\.tsv:2: 3 fields, expected 2"):
         data.read_glue(str(path), "sst2")
+
+
+def test_multinli_own_files_no_consensus_pairs_are_skipped_as_glues_files_leave_them_out(tmp_path, capsys):
+    """MultiNLI's own multinli_1.0_dev_matched.txt has the columns lorasp reads (sentence1, sentence2, gold_label) and
+    185 pairs labelled "-" (no consensus of the five annotators): GLUE's dev_matched.tsv is that file without them
+    (9,815 of 10,000). Given as dev_matched.tsv it was refused at the first "-" ("label '-' is not ..."); its pairs
+    now read as GLUE's file of the same pairs, with a note."""
+    header = "\t".join(["gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
+                         "sentence2_parse", "sentence1", "sentence2", "promptID", "pairID", "genre", "label1",
+                         "label2", "label3", "label4", "label5"]) + "\n"
+    rows = ["\t".join(r) + "\n" for r in (
+        ["neutral", "( ( The rights ) )", "( Everyone )", "(ROOT)", "(ROOT)", "The new rights are nice enough",
+         "Everyone really likes the newest benefits ", "63735", "63735n", "slate", "neutral", "entailment", "neutral",
+         "neutral", "neutral"],
+        ["-", "( a )", "( b )", "(ROOT)", "(ROOT)", "yeah i know", "I know that.", "1", "1n", "telephone", "neutral",
+         "entailment", "contradiction", "entailment", "neutral"],
+        ["contradiction", "( c )", "( d )", "(ROOT)", "(ROOT)", "This site includes a list.", "The Government "
+         "Executive articles housed on the website are not able to be searched.", "2", "2c", "slate",
+         *["contradiction"] * 5])]
+    (tmp_path / "dev_matched.tsv").write_text(header + "".join(rows))
+    (tmp_path / "glue.tsv").write_text("index\tsentence1\tsentence2\tgold_label\n" + "".join(
+        f"{i}\t{r.split(chr(9))[5]}\t{r.split(chr(9))[6]}\t{r.split(chr(9))[0]}\n" for i, r in enumerate(rows) if
+        r[0] != "-"))
+    assert data.read_glue(str(tmp_path / "dev_matched.tsv"), "mnli") == data.read_glue(str(tmp_path / "glue.tsv"),
+                                                                                         "mnli")
+    assert data.read_glue(str(tmp_path / "dev_matched.tsv"), "mnli")[1] == (
+        "This site includes a list.", "The Government Executive articles housed on the website are not able to be "
+        "searched.", 2)
+    assert "dev_matched.tsv: skipped 1 row with fields missing or no label (line 3)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"x.tsv:2: label '-' is not entailment or not_entailment"):  # (RTE: no "-")
+        (tmp_path / "x.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t-\n")
+        data.read_glue(str(tmp_path / "x.tsv"), "rte")

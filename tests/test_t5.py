@@ -288,7 +288,28 @@ def test_wmt16_reader_jsonl_and_plain_text(tmp_path):
     write(tmp_path / "train.jsonl", [json.dumps({"translation": {"en": e, "ro": r}}) for e, r in pairs] + [""])
     write(tmp_path / "test.en", [e for e, _ in pairs])
     write(tmp_path / "test.ro", [r for _, r in pairs])
-    assert read_translation(tmp_path, "train") == read_translation(tmp_path, "test") == pairs
+    assert read_translation(tmp_path, "train") == read_translation(tmp_path, "test") == pairs[:2]  # (an empty side)
+
+
+def hf_wmt16_pairs(f1, f2):
+    """What HF's wmt16 builder makes of two aligned text files (datasets' wmt_utils): lines cut at b"\\n", decoded,
+    rstripped, zipped, and a pair with an empty side skipped (`if not all(ex.values()): continue`)."""
+    with open(f1, "rb") as a, open(f2, "rb") as b:
+        return [(s, t) for s, t in zip((x.decode().rstrip() for x in a), (y.decode().rstrip() for y in b)) if s and t]
+
+
+def test_plain_text_pairs_read_as_hf_wmt16_builds_them(tmp_path, capsys):
+    """Europarl's aligned files (WMT16 ro-en's training data) hold lines empty on one side, trailing spaces, CRLF:
+    those pairs trained "" -> a sentence (3 of 7 pairs here; HF's wmt16, the export, has none)."""
+    (tmp_path / "train.en").write_bytes(b"Resumption of the session \r\n\nI declare resumed.\n\n \nA\rB\t\n"
+                                        b"Thank you.\n\n")
+    (tmp_path / "train.ro").write_bytes("Reluarea sesiunii\r\nSe deschide.\nDeclar reluată.\n\nX\nA\rB\n"
+                                        "Vă mulțumesc.\n".encode())
+    pairs = read_translation(tmp_path, "train")
+    assert pairs == hf_wmt16_pairs(tmp_path / "train.en", tmp_path / "train.ro") and len(pairs) == 4
+    assert pairs[0] == ("Resumption of the session", "Reluarea sesiunii") and pairs[2] == ("A\rB", "A\rB")
+    assert capsys.readouterr().err == f"note: {tmp_path / 'train.en'} + train.ro: skipped 3 pairs with an empty " \
+                                      "side (lines 2, 4, 5), as HF's wmt16 builder skips them\n"
 
 
 def test_wmt16_reader_errors(tmp_path):
@@ -332,3 +353,13 @@ def test_translate_batches_like_one_at_a_time(spiece_dir):
     scores, hyps = E.evaluate_translation(model, tok, list(zip(sources, sources)), max_new_tokens=8)
     assert hyps == batched and scores == dict(bleu=E.bleu(hyps, sources), **E.rouge(hyps, sources))
     assert any(hyps)  # something was decoded
+
+
+def test_wmt_sgml_is_refused_naming_the_file(tmp_path):
+    """newsdev2016/newstest2016 as WMT publishes them (.sgm) renamed to .en/.ro: every tag line was a "sentence"
+    (<seg id="1">...</seg> trained and scored with its tags, the <doc> lines as pairs); now one line naming the file."""
+    for lang, tag in (("en", "srcset"), ("ro", "refset")):
+        (tmp_path / f"test.{lang}").write_text(f'<{tag} setid="newstest2016" srclang="any">\n<doc docid="d" '
+                                               f'origlang="ro">\n<seg id="1">Text {lang}</seg>\n</doc>\n</{tag}>\n')
+    with pytest.raises(ValueError, match=r"test.en, line 1: WMT's SGML \(newstest's .sgm\), not a sentence a line"):
+        read_translation(tmp_path, "test")
