@@ -413,7 +413,9 @@ def command(argv=None):
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
     if task == "mmlu":                                         # the data (fetched if need be), before the model loads
         args.data_dir = mmlu_dir(args.data_dir)
-        mmlu_subjects(args.data_dir, args.subjects)
+        for s in mmlu_subjects(args.data_dir, args.subjects):  # every row read once here (a few MB): a bad one is
+            for split in ("dev", "test"):                     # named before minutes of loading a 7B model
+                read_mmlu_csv(os.path.join(args.data_dir, split, f"{s}_{split}.csv"))
     elif task == "squad":
         dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
     elif task == "wmt16-en-ro":

@@ -321,8 +321,6 @@ def test_help_names_the_tasks_each_flag_serves(capsys):
     assert "--batch-size BATCH_SIZE glue, wmt16-en-ro: examples per forward pass; squad: windows" in text
 
 
-@pytest.mark.xfail(strict=True, reason="eval.py (not data.py) reads MMLU's rows only after the model loads: "
-                                       "command() should read each subject's dev/test CSV up front, beside mmlu_subjects")
 def test_a_bad_mmlu_csv_is_refused_before_the_model_loads(ckpt, tmp_path, monkeypatch):
     """HF's cais/mmlu written out per subject (a header, question, subject, choices, answer 0-3) is refused naming the
     file and line; on a 7B or 70B model that came after minutes of loading (the subjects' names are checked first,
