@@ -273,8 +273,8 @@ def save_if_due(run):
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng) \
-            if run.rank == 0 else None
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
+                        run.losses) if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
         run.saved = True
@@ -348,7 +348,8 @@ def load(run):
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
     state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
-    run.step = state["step"]
+    run.step, run.losses = state["step"], state.get("losses", [])  # (the next progress line's mean: the steps' since
+    # the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
@@ -405,7 +406,7 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(path, run.step) if run.checkpoint else []
+    kept = kept_log(run.checkpoint, run.step) if run.checkpoint else []
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)
