@@ -52,3 +52,28 @@ def test_resume_keeps_its_log_after_a_fresh_run_into_the_same_out_died(tiny, tmp
     os.remove(tmp_path / "b" / "metrics.jsonl")                         # deleted by hand: the checkpoint still has it
     train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
     assert log(tmp_path / "b") == log(tmp_path / "a")
+
+
+def test_the_demo_stopped_while_it_pretrains_goes_on_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the offline demo pretrains its model said it saved a checkpoint, then failed with "error: [Errno
+    2] No such file or directory: '.../demo-llama.pretrain/model' -> '.../demo-llama'" (exit 1), and the next run
+    threw the checkpoint away. Now it exits 130 saying so, and the next `python train.py` goes on from the checkpoint:
+    the cached model is the one an uninterrupted first run pretrains, bit for bit."""
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "docs", 300)
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    demo = ["--max-steps", "1", "--exact-match", "0", "--dtype", "fp32", "--out", str(tmp_path / "out")]
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "straight"))
+    train.main(demo)
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "stopped"))
+    loss = train.causal_lm_loss
+    fault_at_loss_call(monkeypatch, 2, signal.SIGINT)                  # the pretraining's step 2 (of 3)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(demo)
+    assert e.value.code == 130 and "interrupted at step 2 of the demo model's pretraining" in capsys.readouterr().err
+    monkeypatch.setattr(train, "causal_lm_loss", loss)                 # no more Ctrl-C
+    train.main(demo)
+    assert "going on from the checkpoint" in capsys.readouterr().out
+    model = lambda cache: open(tmp_path / cache / "models" / "demo-llama" / "model.safetensors", "rb").read()  # noqa
+    assert model("stopped") == model("straight")
+    assert not os.path.exists(tmp_path / "stopped" / "models" / "demo-llama.pretrain")
