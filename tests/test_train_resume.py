@@ -87,3 +87,22 @@ def test_a_learning_rate_past_one_is_refused_as_the_typo_it_is(capsys):
     assert e.value.code == 2 and "argument --lr: 3e3 is out of range: must be a number > 0, <= 1" in \
         capsys.readouterr().err
     assert train.parse_args(["--model", "m", "--data", "d.json", "--lr", "1"]).lr == 1.0
+
+
+def test_heldout_jsonl_stays_the_records_of_the_adapter_beside_it(tiny, tmp_path, monkeypatch):
+    """A finished run (seed 0) in --out; a fresh run into it with --seed 1 stopped by Ctrl-C rewrote heldout.jsonl with
+    its own split at load time while adapter/ still held the first run's result: the `evaluate:` line the first run
+    printed then scored that adapter on records it had mostly trained on (a lower perplexity, no word). heldout.jsonl
+    now changes with the result it goes with; the second run's, once it has one."""
+    first = tmp_path / "first"
+    train.train(train.parse_args(flags(tiny, first)))
+    train.train(train.parse_args(flags(tiny, tmp_path / "second", "--seed", "1")))
+    held = lambda run: open(run / "heldout.jsonl").read()  # noqa: E731
+    assert held(first) != held(tmp_path / "second")                     # the seed draws another split
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5 of a fresh run with --seed 1
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, first, "--seed", "1"))
+    monkeypatch.undo()
+    assert held(first) != held(tmp_path / "second")                     # the first run's, beside its adapter
+    train.train(train.parse_args(flags(tiny, first, "--seed", "1", "--resume")))
+    assert held(first) == held(tmp_path / "second")                     # the second run's, beside its result
