@@ -267,6 +267,8 @@ def validate(run):
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
               f"{best['step']}'s weights", flush=True)
         run.total = step                                       # this step is the last one (and is checkpointed)
+        if run.losses:                                         # its progress line, due now that it is the last
+            report(run)
 
 
 def save_result(run):

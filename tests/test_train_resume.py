@@ -66,7 +66,7 @@ def test_the_demo_stopped_while_it_pretrains_goes_on_from_its_checkpoint(tmp_pat
     train.main(demo)
     monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "stopped"))
     loss = train.causal_lm_loss
-    fault_at_loss_call(monkeypatch, 2, signal.SIGINT)                  # the pretraining's step 2 (of 3)
+    fault_at_loss_call(monkeypatch, 2, signal.SIGINT)                  # the pretraining's step 2
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         train.main(demo)
@@ -106,3 +106,16 @@ def test_heldout_jsonl_stays_the_records_of_the_adapter_beside_it(tiny, tmp_path
     assert held(first) != held(tmp_path / "second")                     # the first run's, beside its adapter
     train.train(train.parse_args(flags(tiny, first, "--seed", "1", "--resume")))
     assert held(first) == held(tmp_path / "second")                     # the second run's, beside its result
+
+
+def test_an_early_stop_between_progress_lines_logs_the_losses_before_it(tiny, tmp_path, monkeypatch):
+    """--patience stopping at step 4 of --log-every 5: the steps since the last progress line were never logged (the
+    line comes before the validation that stops the run), so metrics.jsonl and the plot had no training loss at all
+    for them. Now the stop logs them, as the last step of a run does."""
+    for out, every in (tmp_path / "a", "5"), (tmp_path / "each", "1"):
+        val = iter([3.0, 4.0, 5.0])                                    # worse at every evaluation after the first
+        monkeypatch.setattr(train, "evaluate", lambda *a, **k: dict(val_loss=next(val)))  # noqa: B023
+        train.train(train.parse_args(flags(tiny, out, "--eval-every", "2", "--patience", "1", "--log-every", every)))
+    steps = [loss for _, loss, _ in log(tmp_path / "each") if loss is not None]
+    assert len(steps) == 4 and log(tmp_path / "a") == [(2, None, 3.0), (4, None, 4.0), (4, pytest.approx(sum(steps) / 4,
+                                                                                                 rel=1e-12), None)]
