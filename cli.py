@@ -142,7 +142,8 @@ def parse_args(argv=None):
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
       "RoBERTa/BERT query,value; T5 q,v)")
-    a("--lr", type=ABOVE0, default=2e-5, metavar="X", help="peak AdamW learning rate; the paper's")
+    a("--lr", type=ranged(float, 0, 1, open_low=True), default=2e-5, metavar="X", help="peak AdamW learning rate; "
+      "the paper's")  # (<= 1: AdamW moves each weight by about lr a step, so 3e3 is a typo of 3e-3)
     a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
       "biases)")
     a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
@@ -287,15 +288,30 @@ def prepare_demo(args, train):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
     work, d = model_dir + ".pretrain", DEMO_PRETRAIN
-    shutil.rmtree(work, ignore_errors=True)
-    corpus = data.demo_files(init := os.path.join(work, "init"), d["docs"], d["vocab"])  # + tokenizer.model
-    config = replace(get_config("llama-tiny"), **d["config"], vocab_size=load_tokenizer(init).vocab_size)
-    torch.manual_seed(0)
-    save_pretrained(build_model(config), init)
-    print(f"pretraining the demo model ({config.n_layer} layers, width {config.n_embd}) on {d['docs']:,} generated "
-          f"lines (once: it is cached in {model_dir})")
-    pretrain = train(parse_args(["--model", init, "--data", corpus, "--method", "full", "--out", work, "--device",
-                                 args.device, "--threads", str(args.threads), *d["flags"]]))
+    init, stopped = os.path.join(work, "init"), os.path.exists(os.path.join(work, "checkpoint", "state.json"))
+    if not stopped:                                            # (else a Ctrl-C saved the pretraining: it goes on)
+        shutil.rmtree(work, ignore_errors=True)
+        data.demo_files(init, d["docs"], d["vocab"])           # corpus.txt + tokenizer.model
+        torch.manual_seed(0)
+        save_pretrained(build_model(replace(get_config("llama-tiny"), **d["config"],
+                                            vocab_size=load_tokenizer(init).vocab_size)), init)
+    print(f"pretraining the demo model ({d['config']['n_layer']} layers, width {d['config']['n_embd']}) on "
+          f"{d['docs']:,} generated lines (once: it is cached in {model_dir})" + (
+              f"; going on from the checkpoint a Ctrl-C saved in {work}" if stopped else ""))
+    flags = ["--model", init, "--data", os.path.join(init, "corpus.txt"), "--method", "full", "--out", work,
+             "--device", args.device, "--threads", str(args.threads), *d["flags"]]
+    try:
+        pretrain = train(parse_args(flags + ["--resume"] * stopped))
+    except UserError as e:                                     # a checkpoint of other settings (another version's)
+        if not stopped:
+            raise
+        print(f"note: the pretraining stopped in {work} cannot go on ({e}): starting it again")
+        shutil.rmtree(work)
+        return prepare_demo(args, train)
+    if pretrain.get("interrupted"):                            # (its model is not written: the checkpoint is)
+        print(f"interrupted at step {pretrain['steps']} of the demo model's pretraining: `python train.py` goes on "
+              f"from its checkpoint ({work})", file=sys.stderr)
+        sys.exit(130)
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return model_dir, task, pretrain["wall_s"]

@@ -4,7 +4,9 @@ resume that would not.
     OUT/checkpoint/  adapter/ (or model/ for --method full)  the weights, as tasks.save_weights writes them
                      optimizer.pt                            AdamW's state (tensors and numbers: weights_only=True)
                      rng.safetensors                         every DDP rank's torch (and cuda) RNG state
-                     state.json                              step, data position, world size, Python's RNG, the flags
+                     state.json                              step, data position, world size, Python's RNG, the flags,
+                                                             the step losses since the last progress line
+                     metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
   kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
@@ -61,7 +63,10 @@ def rng_states(args):
             for r, t in enumerate(gathered(state, args.device))}
 
 
-def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()):
+    """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
+    next one logs. The log goes with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh
+    run into the same --out that stopped before its first save)."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -73,8 +78,10 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng):
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
-                           warmup_rule=getattr(args, "warmup_rule", "ceil"),
+                           warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
                            args=vars(args)), f)
+        if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop)
+            shutil.copyfile(log, os.path.join(tmp, "metrics.jsonl"))
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
@@ -112,9 +119,11 @@ def nan_stop(args, step, loss, norm, ours):
         "which keeps the run's flags) with a lower --lr, or --dtype fp32")
 
 
-def kept_log(path, step):
-    """--resume: the lines of OUT/metrics.jsonl up to the checkpoint's step, with their records (what came after is
-    redone; a last line cut off by a kill too)."""
+def kept_log(checkpoint, step):
+    """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
+    cut off by a kill too), from the log the checkpoint keeps (from before it kept one: OUT/metrics.jsonl)."""
+    path = os.path.join(checkpoint, "metrics.jsonl")
+    path = path if os.path.exists(path) else os.path.join(os.path.dirname(checkpoint), "metrics.jsonl")
     return [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
                                                  "again") if r["step"] <= step] if os.path.exists(path) else []
 

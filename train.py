@@ -98,6 +98,7 @@ class Run:
     params: list = None                            # what trains
     loss_fn: object = None                         # (model, batch) -> (summed loss, count), per kind of task
     val_ex: object = None                          # validation examples (GLUE: {dev split: examples})
+    held: list = None                              # the held-out records (OUT/heldout.jsonl)
     stream: object = None                          # the micro-batches, from where the run starts
     batch: int = 0                                 # a micro-batch's rows: --batch-size, or all the examples if fewer
     step: int = 0
@@ -134,7 +135,7 @@ def train(args):
     if run.stopping:                                           # Ctrl-C: the checkpoint is saved, the run is not over
         return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
     if not (args.patience and run.evals) and run.rank == 0:    # else saved at the best evaluation
-        save_weights(run.model, weights_dir(args), args, run.source)
+        save_result(run)
     barrier()
     if args.patience and run.evals and best_so_far(run.evals)[0]["step"] != run.step:  # the after-check scores the
         if args.method == "full":                              # run's result: the best evaluation's weights
@@ -256,7 +257,7 @@ def validate(run):
     run.evals.append(dict(step=step, **evaluate(run.model, run.val_ex, run.loss_fn, args, run.autocast, run.pad_id)))
     best, since = best_so_far(run.evals)
     if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
-        save_weights(run.model, weights_dir(args), args, run.source)
+        save_result(run)
     run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
     print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
         f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
@@ -266,6 +267,15 @@ def validate(run):
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
               f"{best['step']}'s weights", flush=True)
         run.total = step                                       # this step is the last one (and is checkpointed)
+        if run.losses:                                         # its progress line, due now that it is the last
+            report(run)
+
+
+def save_result(run):
+    """OUT/adapter (or OUT/model) and OUT/heldout.jsonl, the records no step trained on, together: eval.py scores the
+    one on the other (save_heldout at load would pair an earlier run's result with this run's split)."""
+    save_weights(run.model, weights_dir(run.args), run.args, run.source)
+    save_heldout(run.args, run.held)
 
 
 def save_if_due(run):
@@ -273,8 +283,8 @@ def save_if_due(run):
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng) \
-            if run.rank == 0 else None
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
+                        run.losses) if run.rank == 0 else None
         barrier()
         run.t0 += time.time() - t
         run.saved = True
@@ -348,7 +358,8 @@ def load(run):
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
     state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
-    run.step = state["step"]
+    run.step, run.losses = state["step"], state.get("losses", [])  # (the next progress line's mean: the steps' since
+    # the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
@@ -361,8 +372,10 @@ def load(run):
             f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
-    save_heldout(args, val_records) if run.rank == 0 else None  # for eval.py: the records no step trains on
-    return val_records
+    run.held = val_records
+    if run.rank == 0 and not any(os.path.exists(os.path.join(args.out, d)) for d in ("adapter", "model")):
+        save_heldout(args, val_records)                        # (for a checkpoint's weights; an earlier run's result
+    return val_records                                         # keeps its own until this run's replaces it)
 
 
 def adamw(model, params, args):
@@ -405,7 +418,7 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(path, run.step) if run.checkpoint else []
+    kept = kept_log(run.checkpoint, run.step) if run.checkpoint else []
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)

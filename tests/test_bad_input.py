@@ -1102,7 +1102,7 @@ def _(ctx):  # (said twice, in two wordings)
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
 def _(ctx):
     out = checkpointed(ctx)
-    with open(out / "metrics.jsonl", "a") as f:
+    with open(out / "checkpoint" / "metrics.jsonl", "a") as f:     # the log --resume reads: the checkpoint's
         f.write('{"step": 1, "bad\n{"step": 2, "lo')               # the torn tail is line 4
     run(ctx, "--max-steps", "2", "--resume")
 
@@ -1196,8 +1196,8 @@ case("Llama 3's tokenizer.model with one token twice, ranked apart", data.UserEr
 
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
 def _(ctx):
-    out = checkpointed(ctx)
-    (out / "metrics.jsonl").write_text("not json\n" + (out / "metrics.jsonl").read_text())
+    log = checkpointed(ctx) / "checkpoint" / "metrics.jsonl"       # the log --resume reads: the checkpoint's
+    log.write_text("not json\n" + log.read_text())
     run(ctx, "--max-steps", "2", "--resume")
 
 

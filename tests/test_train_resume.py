@@ -1,0 +1,121 @@
+"""A careful user's resumes (sixteenth session): Ctrl-C between two progress lines, a fresh run into the same --out
+that died before its first save, the offline demo stopped while it pretrains. Each compares with the run that was
+never interrupted."""
+import json
+import os
+import signal
+
+import pytest
+
+import cli
+import train
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+
+
+def log(out):
+    return [(m["step"], m.get("loss"), m.get("val_loss")) for m in map(json.loads, open(out / "metrics.jsonl"))]
+
+
+def test_a_resume_between_progress_lines_logs_the_losses_a_straight_run_logs(tiny, tmp_path, monkeypatch):
+    """Ctrl-C at step 4 of --log-every 5: the progress line of step 5 is the mean of steps 1-5's losses. The resumed
+    run logged the mean of step 5's alone (steps 1-4's were lost with the process), a loss no step had: metrics.jsonl
+    and the plot differed from the straight run's by 0.16 with no word (the demo's step 120: 0.4331 for 0.4329)."""
+    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4's first micro-batch
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b"))
+    monkeypatch.undo()
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 4
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    assert log(tmp_path / "b") == log(tmp_path / "a")
+
+
+def test_resume_keeps_its_log_after_a_fresh_run_into_the_same_out_died(tiny, tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C at step 5 (checkpoint saved); a fresh run into the same --out (another --lr, no
+    --resume: it says it will replace the checkpoint at its first save) stops on a NaN at step 3, before saving; the
+    first run's --resume then went on from its checkpoint but kept the second run's log lines up to step 5 as its own
+    (its validation losses early stopping's history too): metrics.jsonl mixed two runs with no word. The checkpoint
+    now keeps its own log."""
+    more = "--eval-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    fault_at_loss_call(monkeypatch, 5, "nan")                          # step 3 of a fresh run, no save yet
+    with pytest.raises(SystemExit, match="this run had saved no checkpoint yet"):
+        train.main(flags(tiny, tmp_path / "b", *more, "--lr", "5e-2"))
+    monkeypatch.undo()
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 5
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    assert log(tmp_path / "b") == log(tmp_path / "a")
+    os.remove(tmp_path / "b" / "metrics.jsonl")                         # deleted by hand: the checkpoint still has it
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    assert log(tmp_path / "b") == log(tmp_path / "a")
+
+
+def test_the_demo_stopped_while_it_pretrains_goes_on_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the offline demo pretrains its model said it saved a checkpoint, then failed with "error: [Errno
+    2] No such file or directory: '.../demo-llama.pretrain/model' -> '.../demo-llama'" (exit 1), and the next run
+    threw the checkpoint away. Now it exits 130 saying so, and the next `python train.py` goes on from the checkpoint:
+    the cached model is the one an uninterrupted first run pretrains, bit for bit."""
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "docs", 300)
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    demo = ["--max-steps", "1", "--exact-match", "0", "--dtype", "fp32", "--out", str(tmp_path / "out")]
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "straight"))
+    train.main(demo)
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "stopped"))
+    loss = train.causal_lm_loss
+    fault_at_loss_call(monkeypatch, 2, signal.SIGINT)                  # the pretraining's step 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(demo)
+    assert e.value.code == 130 and "interrupted at step 2 of the demo model's pretraining" in capsys.readouterr().err
+    monkeypatch.setattr(train, "causal_lm_loss", loss)                 # no more Ctrl-C
+    train.main(demo)
+    assert "going on from the checkpoint" in capsys.readouterr().out
+    model = lambda cache: open(tmp_path / cache / "models" / "demo-llama" / "model.safetensors", "rb").read()  # noqa
+    assert model("stopped") == model("straight")
+    assert not os.path.exists(tmp_path / "stopped" / "models" / "demo-llama.pretrain")
+
+
+def test_a_learning_rate_past_one_is_refused_as_the_typo_it_is(capsys):
+    """--lr 3e3 for 3e-3 trained on without a word (AdamW moves each weight by about lr a step: 3000): loss 8.8 after
+    two steps of the demo's model, no NaN to stop it, an adapter of noise saved as the result."""
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--model", "m", "--data", "d.json", "--lr", "3e3"])
+    assert e.value.code == 2 and "argument --lr: 3e3 is out of range: must be a number > 0, <= 1" in \
+        capsys.readouterr().err
+    assert train.parse_args(["--model", "m", "--data", "d.json", "--lr", "1"]).lr == 1.0
+
+
+def test_heldout_jsonl_stays_the_records_of_the_adapter_beside_it(tiny, tmp_path, monkeypatch):
+    """A finished run (seed 0) in --out; a fresh run into it with --seed 1 stopped by Ctrl-C rewrote heldout.jsonl with
+    its own split at load time while adapter/ still held the first run's result: the `evaluate:` line the first run
+    printed then scored that adapter on records it had trained on (59 of the 60 with the demo's task), with no word.
+    heldout.jsonl now changes with the result it goes with: the second run's, once it has one."""
+    first = tmp_path / "first"
+    train.train(train.parse_args(flags(tiny, first)))
+    train.train(train.parse_args(flags(tiny, tmp_path / "second", "--seed", "1")))
+    held = lambda run: open(run / "heldout.jsonl").read()  # noqa: E731
+    assert held(first) != held(tmp_path / "second")                     # the seed draws another split
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5 of a fresh run with --seed 1
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, first, "--seed", "1"))
+    monkeypatch.undo()
+    assert held(first) != held(tmp_path / "second")                     # the first run's, beside its adapter
+    train.train(train.parse_args(flags(tiny, first, "--seed", "1", "--resume")))
+    assert held(first) == held(tmp_path / "second")                     # the second run's, beside its result
+
+
+def test_an_early_stop_between_progress_lines_logs_the_losses_before_it(tiny, tmp_path, monkeypatch):
+    """--patience stopping at step 4 of --log-every 5: the steps since the last progress line were never logged (the
+    line comes before the validation that stops the run), so metrics.jsonl and the plot had no training loss at all
+    for them. Now the stop logs them, as the last step of a run does."""
+    for out, every in (tmp_path / "a", "5"), (tmp_path / "each", "1"):
+        val = iter([3.0, 4.0, 5.0])                                    # worse at every evaluation after the first
+        monkeypatch.setattr(train, "evaluate", lambda *a, **k: dict(val_loss=next(val)))  # noqa: B023
+        train.train(train.parse_args(flags(tiny, out, "--eval-every", "2", "--patience", "1", "--log-every", every)))
+    steps = [loss for _, loss, _ in log(tmp_path / "each") if loss is not None]
+    assert len(steps) == 4 and log(tmp_path / "a") == [(2, None, 3.0), (4, None, 4.0), (4, pytest.approx(sum(steps) / 4,
+                                                                                                 rel=1e-12), None)]
