@@ -1075,12 +1075,11 @@ def tokenize_records(records, tok, seq_len):
 
 
 def perplexity_docs(path, tok):
-    """[(token ids, first scored index)] for perplexity: a text file is one document, every token scored (EOS last
-    where the tokenizer ends every text with it: add_eos_token); Alpaca JSON/JSONL records are prompt + output + EOS
+    """[(token ids, first scored index)] for perplexity: a text file is read as train.py reads it (each non-empty line
+    BOS ... EOS, concatenated), every token scored but the first; Alpaca JSON/JSONL records are prompt + output + EOS
     each, only the response scored (prompt and response tokenized apart, as tokenize_records does)."""
-    if not path.lower().endswith((".json", ".jsonl")):
-        with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to score
-            return [(tok.encode(f.read(), eos=tok.add_eos), 1)]
+    if not path.lower().endswith((".json", ".jsonl")):  # as train.py learns it: each line a document (text_ids)
+        return [(text_ids(path, tok), 1)]
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
                for r in read_records(path)]
     return [(p + o, len(p)) for p, o in prompts]
@@ -1252,14 +1251,20 @@ def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
     return load_examples(name, tok, seq_len, val_fraction, seed)
 
 
-def text_examples(path, tok, seq_len):
-    """Plain text for language modelling: each non-empty line a document (BOS ... EOS), all of them concatenated and
-    cut into seq_len-token blocks (the last partial block dropped); every token is learned."""
+def text_ids(path, tok):
+    """A plain-text corpus as token ids: each non-empty line a document (BOS ... EOS), all of them concatenated."""
     ids = []
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to learn
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)
+    return ids
+
+
+def text_examples(path, tok, seq_len):
+    """Plain text for language modelling: text_ids cut into seq_len-token blocks (the last partial block dropped);
+    every token is learned."""
+    ids = text_ids(path, tok)
     return [{"input_ids": ids[i:i + seq_len], "labels": ids[i:i + seq_len]}
             for i in range(0, len(ids) - seq_len + 1, seq_len)]
 

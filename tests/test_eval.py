@@ -15,7 +15,7 @@ from tokenizers import ByteLevelBPETokenizer
 
 import eval as E
 import plot
-from data import alpaca_prompt, load_tokenizer, read_mmlu_csv
+from data import alpaca_prompt, load_tokenizer, read_mmlu_csv, text_examples
 from lorasp import apply_lorasp, load_adapter, save_adapter
 from model import LlamaConfig, build_model, generate, load_pretrained, save_pretrained
 
@@ -181,7 +181,20 @@ def test_perplexity_by_hand(ckpt, tmp_path):
     ref = [-lp[j - 1, d[j]].item() for lp, (d, s) in zip(logp, docs) for j in range(s, len(d))]
     assert E.perplexity(model, docs) == (pytest.approx(math.exp(sum(ref) / len(ref)), rel=1e-5), len(ref))
     (tmp_path / "t.txt").write_text("Pick C. Answer: C")
-    assert E.perplexity_docs(str(tmp_path / "t.txt"), tok) == [(tok.encode("Pick C. Answer: C"), 1)]
+    assert E.perplexity_docs(str(tmp_path / "t.txt"), tok) == [(tok.encode("Pick C. Answer: C", eos=True), 1)]
+
+
+def test_a_txt_is_scored_as_train_py_learns_it(ckpt, tmp_path):
+    """eval.py's perplexity reads a .txt as train.py does (each non-empty line BOS ... EOS): the `evaluate:` line of a
+    .txt run scored the whole file as one document, newlines as tokens, a stream the model never trained on (5 steps
+    on 300 lines: validation loss 1.3056, exp 3.69, while eval.py said 4.10)."""
+    tok = load_tokenizer(ckpt)
+    (tmp_path / "t.txt").write_text("Pick C. Answer: C\n\nPick A.\nAnswer: A\n" * 4)
+    (doc, start), = E.perplexity_docs(str(tmp_path / "t.txt"), tok)
+    blocks = text_examples(str(tmp_path / "t.txt"), tok, 4)
+    assert start == 1 and doc[:4 * len(blocks)] == [i for b in blocks for i in b["input_ids"]]
+    lines = ["Pick C. Answer: C", "Pick A.", "Answer: A"] * 4
+    assert doc == [i for line in lines for i in tok.encode(line, eos=True)]
 
 
 def test_byte_order_marks_are_not_text(ckpt, tmp_path):
