@@ -341,11 +341,10 @@ def load(run):
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
-    run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
     barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
-                                                           args.val_fraction, args.seed)
-    barrier() if run.rank == 0 else None
+                                                           args.val_fraction, args.seed)  # a bad record is named
+    barrier() if run.rank == 0 else None                       # before minutes of loading (and quantizing) 7B
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
@@ -353,6 +352,7 @@ def load(run):
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
         run.planned = sum(parts.values())
         print(line)
+    run.model = load_model(args, run.source, run.checkpoint, run.device, run.bf16)
     run.loss_fn = dict(lm=causal_lm_loss, glue=classification_loss, seq2seq=seq2seq_loss,
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]

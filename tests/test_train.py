@@ -674,8 +674,6 @@ def test_resume_names_a_gguf_whose_tokenizer_changed(tiny, tmp_path, monkeypatch
         train.main(args + ["--resume"])
 
 
-@pytest.mark.xfail(strict=True, reason="train.py (not data.py) reads --data after load_model: the tokenizer it "
-                                       "needs is loaded before the weights, so data.task_examples can run first")
 def test_a_malformed_record_is_named_before_the_weights_load(tiny, tmp_path, monkeypatch):
     """A bad record (Dolly's jsonl, a null field) is named by its file and line; on a 7B model it came after the
     weights loaded (and were quantized to NF4): minutes spent before a one-line data error."""
