@@ -1392,8 +1392,9 @@ def mmlu_dir(data_dir=None):
         finally:
             shutil.rmtree(work, ignore_errors=True)
         os.remove(tarball)
-    if not os.path.isdir(os.path.join(data_dir or cached, "test")):
-        raise SystemExit(f"{data_dir}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
+    if not os.path.isdir(os.path.join(data_dir or cached, "test")):  # (the cache's: its test/ deleted since)
+        where = f"--data-dir {data_dir}" if data_dir else f"{cached} (delete it to fetch MMLU again)"
+        raise SystemExit(f"error: {where}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
     return data_dir or cached
 
 

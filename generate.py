@@ -94,12 +94,14 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
     return fin[..., :t + 2], fin_scores
 
 
-def main():
-    """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed."""
+def main(demo=None):
+    """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed.
+    demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move)."""
     from model import device_problem, load_pretrained, positions  # (here, not above: model.py imports this file)
-    ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache.")
-    ap.add_argument("--model", required=True, help="checkpoint directory (config.json or params.json, weights, "
-                                                   "tokenizer files) or .gguf file")
+    ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache" +
+                                 ("; without --model, a demonstration on a tiny random model." if demo else "."))
+    ap.add_argument("--model", required=not demo, help="checkpoint directory (config.json or params.json, weights, "
+                                                       "tokenizer files) or .gguf file")
     ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -121,6 +123,8 @@ def main():
                                              if on]):  # (the same greedy text whatever they are)
         print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
               "(greedy decoding)", file=sys.stderr)
+    if args.model is None:
+        return demo()
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
         model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)

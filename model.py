@@ -55,7 +55,7 @@ from checkpoint import (MetaInit, fill, gguf_checkpoint, gguf_file, hf_files, is
                         read_tensors, write_checkpoint)
 from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
-                     positions)  # (model.PRESETS, model.positions, ... as before the move: eval.py, tasks.py use them)
+                     positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
 from data import bucket_length, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from generate import main as generate_main
@@ -813,11 +813,9 @@ def demo():
 
 
 def main():
-    """`python model.py`: the demo; with flags, generate.py's command line (python model.py --model DIR --prompt ...,
+    """`python model.py`: the demo; with --model, generate.py's command line (python model.py --model DIR --prompt ...,
     as before it moved)."""
-    if len(sys.argv) == 1:
-        return demo()
-    generate_main()
+    generate_main(demo)
 
 
 if __name__ == "__main__":

@@ -317,6 +317,22 @@ def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):
         mmlu_dir(str(tmp_path / "elsewhere"))
 
 
+def test_mmlu_without_test_folder_names_the_folder(tmp_path, monkeypatch):
+    """A cached MMLU marked complete whose test/ went since was said as 'None: no test/ folder' (and --data-dir's
+    without 'error:'): the folder is named, with what to do."""
+    from data import MMLU_DONE, mmlu_dir
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "mmlu" / "data"
+    cached.mkdir(parents=True)
+    (cached / MMLU_DONE).write_text("")
+    with pytest.raises(SystemExit) as cache_error:
+        mmlu_dir()
+    assert str(cache_error.value).startswith(f"error: {cached} (delete it to fetch MMLU again): no test/ folder")
+    with pytest.raises(SystemExit) as given_error:
+        mmlu_dir(str(tmp_path / "elsewhere"))
+    assert str(given_error.value).startswith(f"error: --data-dir {tmp_path / 'elsewhere'}: no test/ folder")
+
+
 def test_a_window_past_the_context_is_warned_about(ckpt, tmp_path, capsys):
     """--seq-len past a Llama's context scores positions it never trained on (RoPE runs on, as in transformers):
     the result stands, with a warning (it had none)."""

@@ -4,6 +4,7 @@ logits."""
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -540,6 +541,26 @@ def test_command_line_generates_text(tmp_path):
                          capture_output=True, text=True, cwd=os.path.dirname(M.__file__), check=True)
     assert run.stdout.startswith("hello world") and len(run.stdout) > len("hello world\n")
     assert "tokens/s" in run.stderr
+
+
+def test_model_py_flags_without_model_run_the_demo_as_before_generate_py(monkeypatch, capsys):
+    """python model.py's flags without --model (--seed 3, --device cpu) ran the demo, and --help said so, before the
+    command line moved to generate.py; they were refused ('--model is required'). generate.py's own needs --model."""
+    import generate
+    ran = []
+    monkeypatch.setattr(M, "demo", lambda: ran.append(True))
+    for argv in (["--seed", "3"], ["--device", "cpu"], []):
+        monkeypatch.setattr(sys, "argv", ["model.py", *argv])
+        M.main()
+    assert ran == [True] * 3 and "note: --seed has no effect with --temperature 0" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["model.py", "--help"])
+    with pytest.raises(SystemExit):
+        M.main()
+    assert "without --model, a demonstration on a tiny random model" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setattr(sys, "argv", ["generate.py", "--seed", "3"])
+    with pytest.raises(SystemExit, match="2"):
+        generate.main()
+    assert "the following arguments are required: --model" in capsys.readouterr().err and ran == [True] * 3
 
 
 @pytest.mark.parametrize("kind", ["padding", "causal", "bias"])
