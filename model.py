@@ -637,6 +637,19 @@ def dropout(x, p):
 
 
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
+_logits = {}  # (device, dtype) -> the flat buffer LinearCrossEntropy's CPU chunks of logits are written into
+
+
+def logits_buffer(rows, vocab, dtype, device):
+    """(rows, vocab) of one buffer kept per dtype, on CPU (as quant._dense): a fresh 64 MB chunk is a new memory mapping
+    whose pages fault in on first write, twice a 4 x 256 step (~15 ms each, 1 thread). CUDA's allocator reuses already."""
+    if device.type != "cpu":
+        return torch.empty(rows, vocab, dtype=dtype, device=device)
+    key, need = (device, dtype), rows * vocab
+    if key not in _logits or _logits[key].numel() < need:
+        _logits.pop(key, None)                         # free the smaller one first
+        _logits[key] = torch.empty(need, dtype=dtype, device=device)
+    return _logits[key][:need].view(rows, vocab)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -655,7 +668,11 @@ class LinearCrossEntropy(torch.autograd.Function):
             torch.get_autocast_dtype(dev) if cast else h.dtype)  # no copy if dtypes agree
         for i in range(0, len(h), rows):
             t, x = targets[i:i + rows], h[i:i + rows]
-            logits = (x @ Wh.T).to(dt)                  # (rows, vocab)
+            logits = logits_buffer(len(x), len(Wh), dt, h.device)  # (rows, vocab), overwritten chunk by chunk
+            if x.dtype == Wh.dtype == dt:
+                torch.mm(x, Wh.T, out=logits)
+            else:
+                logits.copy_(x @ Wh.T)                  # bf16 under autocast, in fp32 from here
             ok, top = t != -100, logits.amax(-1, keepdim=True)
             picked = logits.gather(1, t.clamp(min=0)[:, None])
             e = logits.sub_(top).exp_()                 # in place: few passes over the chunk, no new buffers

@@ -78,3 +78,24 @@ def test_swiglu_equals_autograd_bit_for_bit(dtype):
     a, b = run(M.swiglu, [gate, up]), run(lambda g, u: F.silu(g) * u, [gate, up])
     assert a[2] < b[2]
     same(a[:2] + (0,), b[:2] + (0,))
+
+
+def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
+    """LinearCrossEntropy writes each chunk of logits into one CPU buffer kept between calls (a fresh 64 MB chunk is a
+    new mapping whose pages fault in): the next call reuses it, and what it held before (NaN here) never reaches the
+    loss or the gradient. Several chunks, the last one short."""
+    monkeypatch.setattr(M, "LOSS_CHUNK", 7 * 50)               # 7 rows of a 50-word vocabulary a chunk
+    monkeypatch.setattr(M, "_logits", {})
+    torch.manual_seed(0)
+    h, W, t = torch.randn(30, 16, requires_grad=True), torch.randn(50, 16), torch.randint(0, 50, (30,))
+    t[3] = -100
+    ref = F.cross_entropy(h @ W.T, t, ignore_index=-100, reduction="sum")
+    ref_grad, = torch.autograd.grad(ref, h)
+    buffers = []
+    for _ in range(2):
+        loss = M.LinearCrossEntropy.apply(h, W, t)
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(torch.autograd.grad(loss, h)[0], ref_grad)
+        buffers += list(M._logits.values())
+        buffers[-1].fill_(float("nan"))
+    assert len(buffers) == 2 and buffers[0] is buffers[1] and buffers[0].numel() == 7 * 50
