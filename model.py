@@ -505,7 +505,8 @@ class RMSNorm(nn.Module):
 
 class _RMSNorm(torch.autograd.Function):
     """RMSNorm's forward as HF writes it, and a backward of four passes over x where autograd's chain (pow, mean,
-    rsqrt, two products) makes eight, each into fresh memory: the same gradients bit for bit, the same saved tensors."""
+    rsqrt, two products) makes eight, each into fresh memory: the norm's gradients bit for bit, the same saved tensors.
+    (In a block x's gradient now arrives as one sum, not two, beside the residual's: added in another order.)"""
 
     @staticmethod
     def forward(ctx, x, weight, eps):                          # x (..., C), weight (C,)
