@@ -321,15 +321,17 @@ def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log
 # Perplexity, generation
 
 @torch.no_grad()
-def perplexity(model, docs, seq_len=None, stride=None, bucket=None):
+def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
     scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
-    The NLL comes from model(window, labels=...) (model.lm_loss): the window's logits are never whole in memory.
-    bucket: a document's last, shorter window right-padded to data.bucket_length's few lengths up to it (and seq_len),
-    unscored (causal: no real token sees it); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
+    The NLL comes from model(windows, labels=...) (model.lm_loss): the windows' logits are never whole in memory.
+    tokens: windows scored together, shortest first, up to that many tokens a forward pass (an NF4 base dequantizes
+    every weight each pass: 150 short records were 150 passes), right-padded and unscored (causal: no real token sees
+    the padding); 0: one window a pass. bucket: a pass's length right-padded to data.bucket_length's few lengths up to
+    it (and seq_len); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
     seq_len = seq_len or context_length(model)
-    stride, device, nll, n = stride or seq_len, next(model.parameters()).device, 0.0, 0
+    stride, device, windows = stride or seq_len, next(model.parameters()).device, []
     if not 0 < stride <= seq_len:
         raise ValueError(f"--stride {stride} with --seq-len {seq_len}: windows further apart than they are long "
                          f"leave the tokens between them unscored; give --stride {seq_len} or less")
@@ -339,12 +341,23 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                pad = bucket_length(len(window), min(bucket, seq_len)) - len(window) if bucket else 0
-                labels = torch.tensor([[-100] * first + window[first:] + [-100] * pad], device=device)  # -100: unscored
-                mean = model(torch.tensor([window + [0] * pad], device=device), labels=labels)  # no (T, vocab) logits
-                nll, n, done = nll + mean.item() * (len(window) - first), n + len(window) - first, begin + len(window)
-    if not n:
+                windows.append((window, first))
+                done = begin + len(window)
+    if not windows:
         raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
+    if tokens:
+        windows.sort(key=lambda w: len(w[0]))  # (stable) a pass's rows of about one length: little padding
+    nll, n, i = 0.0, 0, 0
+    while i < len(windows):
+        j = i + 1                                # rows i..j-1, the longest last
+        while tokens and j < len(windows) and (j + 1 - i) * len(windows[j][0]) <= tokens:
+            j += 1
+        rows, T = windows[i:j], max(len(w) for w, _ in windows[i:j])
+        T = bucket_length(T, min(bucket, seq_len)) if bucket else T
+        ids = torch.tensor([w + [0] * (T - len(w)) for w, _ in rows], device=device)
+        labels = torch.tensor([[-100] * f + w[f:] + [-100] * (T - len(w)) for w, f in rows], device=device)
+        count = sum(len(w) - f for w, f in rows)  # -100: unscored
+        nll, n, i = nll + model(ids, labels=labels).item() * count, n + count, j  # (a mean: no (T, vocab) logits)
     return math.exp(nll / n), n
 
 
@@ -462,7 +475,8 @@ def command(argv=None):
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif task == "perplexity":
         ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
-                            bucket_limit(model, args.seq_len or context_length(model)))
+                            bucket_limit(model, args.seq_len or context_length(model)), tokens=4096)  # a pass: ~a
+        # long window, or many short records (an instruction run's heldout.jsonl)
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:

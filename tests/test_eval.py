@@ -4,6 +4,7 @@ a hand computation, generation with and without an adapter, and the loss-curve S
 import csv
 import json
 import math
+import random
 import os
 import xml.etree.ElementTree as ET
 
@@ -182,6 +183,20 @@ def test_perplexity_by_hand(ckpt, tmp_path):
     assert E.perplexity(model, docs) == (pytest.approx(math.exp(sum(ref) / len(ref)), rel=1e-5), len(ref))
     (tmp_path / "t.txt").write_text("Pick C. Answer: C")
     assert E.perplexity_docs(str(tmp_path / "t.txt"), tok) == [(tok.encode("Pick C. Answer: C", eos=True), 1)]
+
+
+def test_windows_scored_together_give_the_same_perplexity_in_fewer_passes(ckpt):
+    """perplexity(tokens=N) scores windows of several documents in one pass, right-padded: the same value as one
+    window a pass (an NF4 base dequantizes every weight each pass: the demo's evaluate: line took 150 passes)."""
+    model, rng = load_pretrained(ckpt).eval(), random.Random(0)
+    docs = [([rng.randrange(64) for _ in range(n)], s) for n, s in ((5, 1), (23, 4), (40, 0), (70, 9), (13, 2), (2, 1))]
+    passes, forward = [], model.forward
+    model.forward = lambda ids, labels: passes.append(ids.shape) or forward(ids, labels=labels)
+    one = E.perplexity(model, docs, seq_len=32, stride=24)
+    n_one, passes[:] = len(passes), []
+    together = E.perplexity(model, docs, seq_len=32, stride=24, tokens=96)
+    assert together[1] == one[1] and together[0] == pytest.approx(one[0], rel=1e-6)
+    assert len(passes) < n_one and all(B * T <= 96 or B == 1 for B, T in passes) and max(B for B, _ in passes) > 1
 
 
 def test_a_txt_is_scored_as_train_py_learns_it(ckpt, tmp_path):
