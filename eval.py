@@ -348,12 +348,15 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
     if tokens:
         windows.sort(key=lambda w: len(w[0]))  # (stable) a pass's rows of about one length: little padding
     nll, n, i = 0.0, 0, 0
+    length = (lambda T: bucket_length(T, min(bucket, seq_len))) if bucket else (lambda T: T)
     while i < len(windows):
         j = i + 1                                # rows i..j-1, the longest last
-        while tokens and j < len(windows) and (j + 1 - i) * len(windows[j][0]) <= tokens:
+        while tokens and j < len(windows) and (j + 1 - i) * length(len(windows[j][0])) <= tokens:
             j += 1
-        rows, T = windows[i:j], max(len(w) for w, _ in windows[i:j])
-        T = bucket_length(T, min(bucket, seq_len)) if bucket else T
+        rows = windows[i:j]
+        T = length(max(len(w) for w, _ in rows))
+        if bucket and tokens:                    # and as many rows as that length's full pass: one shape a length
+            rows = rows + [([], 0)] * (max(1, tokens // T) - len(rows))  # (unscored rows)
         ids = torch.tensor([w + [0] * (T - len(w)) for w, _ in rows], device=device)
         labels = torch.tensor([[-100] * f + w[f:] + [-100] * (T - len(w)) for w, f in rows], device=device)
         count = sum(len(w) - f for w, f in rows)  # -100: unscored
