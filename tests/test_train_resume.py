@@ -119,3 +119,24 @@ def test_an_early_stop_between_progress_lines_logs_the_losses_before_it(tiny, tm
     steps = [loss for _, loss, _ in log(tmp_path / "each") if loss is not None]
     assert len(steps) == 4 and log(tmp_path / "a") == [(2, None, 3.0), (4, None, 4.0), (4, pytest.approx(sum(steps) / 4,
                                                                                                  rel=1e-12), None)]
+
+
+def test_resume_on_changed_data_is_refused_before_the_weights_load(tiny, tmp_path, monkeypatch):
+    """train.py reads --data before the weights load so that a bad record is named before minutes of loading (and
+    quantizing) a 7B base; a --resume whose data changed since the checkpoint was still refused only after the weights
+    had loaded (restore, with the optimizer state). Now it is refused as soon as the data is read."""
+    task = tmp_path / "task.json"
+    task.write_text(open(tiny[1]).read())
+    fault_at_loss_call(monkeypatch, 3, signal.SIGINT)                  # a checkpoint at step 2 of 10
+    with pytest.raises(SystemExit):
+        train.main(flags((tiny[0], str(task)), tmp_path / "out"))
+    monkeypatch.undo()
+    records = json.loads(task.read_text())
+    records[7]["output"] = "a different answer"
+    task.write_text(json.dumps(records))
+
+    def loaded(*a, **k):
+        raise AssertionError("the weights loaded before the data was checked")
+    monkeypatch.setattr(train, "load_model", loaded)
+    with pytest.raises(SystemExit, match=r"--resume: the training data changed since the checkpoint \(--data "):
+        train.main(flags((tiny[0], str(task)), tmp_path / "out", "--resume"))
