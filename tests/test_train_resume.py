@@ -140,3 +140,25 @@ def test_resume_on_changed_data_is_refused_before_the_weights_load(tiny, tmp_pat
     monkeypatch.setattr(train, "load_model", loaded)
     with pytest.raises(SystemExit, match=r"--resume: the training data changed since the checkpoint \(--data "):
         train.main(flags((tiny[0], str(task)), tmp_path / "out", "--resume"))
+
+
+def test_a_checkpoint_saved_before_it_kept_its_log_and_losses_goes_on_as_before(tiny, tmp_path, monkeypatch):
+    """A checkpoint written by the code before this session (no step losses in state.json, no metrics.jsonl of its
+    own) resumes: OUT/metrics.jsonl's lines up to its step are kept, and the weights are the straight run's bit for
+    bit; the progress line after it has only the steps since the resume to average, as that code's resume logged."""
+    more = "--eval-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
+    del state["losses"]
+    json.dump(state, open(tmp_path / "b" / "checkpoint" / "state.json", "w"))
+    os.remove(tmp_path / "b" / "checkpoint" / "metrics.jsonl")
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    straight, resumed = log(tmp_path / "a"), log(tmp_path / "b")
+    assert [r for r in resumed if r[0] != 5 or r[1] is None] == [r for r in straight if r[0] != 5 or r[1] is None]
+    assert [r for r in resumed if r[0] == 5 and r[1] is not None] != [r for r in straight if r[0] == 5 and r[1]]
+    adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
+    assert adapter(tmp_path / "a") == adapter(tmp_path / "b")
