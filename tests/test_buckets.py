@@ -359,18 +359,24 @@ def test_the_plan_counts_the_head_rows_each_rank_meets(rank, world):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_eval_py_pads_where_the_weights_are_bf16_on_a_cpu(dtype, tiny, monkeypatch, capsys):  # noqa: F811
-    """eval.py --task perplexity on Alpaca records (one document each, of many lengths): --dtype bfloat16 on a CPU
-    (oneDNN's bf16 matmuls) pads each document's window to its bucket length, float32 does not (bucket_limit)."""
+    """eval.py --task perplexity on Alpaca records (one document each, of many lengths), scored together up to 4096
+    tokens a pass (shortest first): --dtype bfloat16 on a CPU (oneDNN's bf16 matmuls) pads each pass to the bucket
+    length of its longest window, float32 to that window's length (bucket_limit)."""
     import eval as E
     met, forward = [], M.Llama.forward
-    monkeypatch.setattr(M.Llama, "forward", lambda self, ids, *a, **k: met.append(ids.shape[1]) or forward(
+    monkeypatch.setattr(M.Llama, "forward", lambda self, ids, *a, **k: met.append(tuple(ids.shape)) or forward(
         self, ids, *a, **k))
     E.main(["--task", "perplexity", "--model", tiny[0], "--data", tiny[1], "--dtype", dtype, "--device", "cpu",
             "--seq-len", "200"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], data.load_tokenizer(tiny[0])))
-    assert sorted(met) == ([data.bucket_length(n, 200) for n in lengths] if dtype == "bfloat16" else lengths)
-    assert len(set(lengths)) > 5 and result["tokens"] > 0
+    assert len(set(lengths)) > 5 and max(lengths) <= 200 and result["tokens"] > 0
+    longest, rows = [], 0                                   # each pass's rows: the next lengths that fit 4096 tokens
+    for B, _ in met:
+        longest, rows = longest + [lengths[rows + B - 1]], rows + B
+    assert rows == len(lengths) and len(met) < len(lengths)
+    assert [T for _, T in met] == ([data.bucket_length(n, 200) for n in longest] if dtype == "bfloat16" else longest)
+    assert all(B * max(lengths[:sum(b for b, _ in met[:i + 1])]) <= 4096 for i, (B, _) in enumerate(met))
 
 
 def test_eval_py_squad_on_a_causal_lm_pads_prompts_within_its_context(tmp_path, monkeypatch, capsys):
