@@ -439,6 +439,10 @@ def command(argv=None):
         if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
             raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
                             "test.ro) holds no sentence pair")
+    elif task == "perplexity":                                 # tokenized by the model's tokenizer, read first
+        docs = perplexity_docs(args.data, load_tokenizer(model_path(args.model)))
+    elif task == "generate":
+        records = read_prompts(args.prompts)
     # a GLUE head has its task's outputs (STS-B: 1, a score)
     heads = len(GLUE[glue][4] or [0]) if glue else 0
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
@@ -477,14 +481,13 @@ def command(argv=None):
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif task == "perplexity":
-        ppl, n = perplexity(model, perplexity_docs(args.data, tok), args.seq_len, args.stride,
+        ppl, n = perplexity(model, docs, args.seq_len, args.stride,
                             bucket_limit(model, args.seq_len or context_length(model)), tokens=4096)  # a pass: ~a
         # long window, or many short records (an instruction run's heldout.jsonl)
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
-        records = read_prompts(args.prompts)  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
-        with base_only(model, before):
+        with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
             base = generate_answers(model, tok, records, args.max_new_tokens)
         tuned = generate_answers(model, tok, records, args.max_new_tokens) if args.adapter else [""] * len(records)
         for r, x, y in zip(records, base, tuned):

@@ -258,11 +258,9 @@ def changed_parts(args, was):
     return {p: f"its {'training' if p == 'train' else p} examples" for p in parts} if old and now else {}
 
 
-def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
-    state = read_state(checkpoint)
-    same_settings(args, state)
-    args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
+def check_data(args, state):
+    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change; checked as soon
+    as the data is read, before the weights load (minutes for a 7B base)."""
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
         old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
         which = ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
@@ -276,6 +274,13 @@ def restore(checkpoint, args, opt):
                 f", and the base's tokenizer files changed ({which}): its records are other token ids now, which the "
                 "adapter never trained on. Restore those files, or start again without --resume" if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
+
+
+def restore(checkpoint, args, opt):
+    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
+    state = read_state(checkpoint)
+    same_settings(args, state)
+    args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)

@@ -67,8 +67,8 @@ from lorasp import LoRASPLinear, count_trainable, load_adapter
 from checkpoint import trim_if_crept
 from model import PRESETS, RMSNorm, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, data_hash, find_checkpoint, kept_log, nan_stop, read_state, restore, rng_states,
-                    same_settings, save_checkpoint, take_settings)
+from resume import (check_base, check_data, data_hash, find_checkpoint, kept_log, nan_stop, read_state, restore,
+                    rng_states, same_settings, save_checkpoint, take_settings)
 from quant import NF4Linear
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, check_split, checked_config,  # noqa: F401
@@ -346,7 +346,8 @@ def load(run):
                                                            args.val_fraction, args.seed)  # a bad record is named
     barrier() if run.rank == 0 else None                       # before minutes of loading (and quantizing) 7B
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
-    args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume checks the data is the checkpoint's
+    args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume: the data is the checkpoint's (before the
+    check_data(args, read_state(run.checkpoint)) if run.checkpoint else None  # weights load)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)

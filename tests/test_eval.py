@@ -378,3 +378,16 @@ def test_a_bad_mmlu_csv_is_refused_before_the_model_loads(ckpt, tmp_path, monkey
     monkeypatch.setattr(E, "load_model", loaded)
     with pytest.raises(SystemExit, match=r"anatomy_test.csv, line 1: not question,A,B,C,D,answer"):
         E.main(["--task", "mmlu", "--model", str(ckpt), "--data-dir", str(root)])
+
+
+@pytest.mark.parametrize("task, flag", [("perplexity", "--data"), ("generate", "--prompts")])
+def test_a_bad_record_is_refused_before_the_model_loads(ckpt, tmp_path, monkeypatch, task, flag):
+    """--task perplexity's --data and generate's --prompts were read after the model (mmlu's rows are read first): a
+    record with no output, or a file that is not JSON, was named after minutes of loading a 7B or 70B model."""
+    (tmp_path / "r.jsonl").write_text('{"instruction": "Say hi.", "input": "", "output": "Hi."}\n{"instruction": \n')
+
+    def loaded(*args, **kwargs):
+        raise RuntimeError("the model was loaded before the data was read")
+    monkeypatch.setattr(E, "load_model", loaded)
+    with pytest.raises(SystemExit, match=r"r.jsonl.* line 2"):
+        E.main(["--task", task, "--model", str(ckpt), flag, str(tmp_path / "r.jsonl")])

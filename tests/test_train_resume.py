@@ -119,3 +119,46 @@ def test_an_early_stop_between_progress_lines_logs_the_losses_before_it(tiny, tm
     steps = [loss for _, loss, _ in log(tmp_path / "each") if loss is not None]
     assert len(steps) == 4 and log(tmp_path / "a") == [(2, None, 3.0), (4, None, 4.0), (4, pytest.approx(sum(steps) / 4,
                                                                                                  rel=1e-12), None)]
+
+
+def test_resume_on_changed_data_is_refused_before_the_weights_load(tiny, tmp_path, monkeypatch):
+    """train.py reads --data before the weights load so that a bad record is named before minutes of loading (and
+    quantizing) a 7B base; a --resume whose data changed since the checkpoint was still refused only after the weights
+    had loaded (restore, with the optimizer state). Now it is refused as soon as the data is read."""
+    task = tmp_path / "task.json"
+    task.write_text(open(tiny[1]).read())
+    fault_at_loss_call(monkeypatch, 3, signal.SIGINT)                  # a checkpoint at step 2 of 10
+    with pytest.raises(SystemExit):
+        train.main(flags((tiny[0], str(task)), tmp_path / "out"))
+    monkeypatch.undo()
+    records = json.loads(task.read_text())
+    records[7]["output"] = "a different answer"
+    task.write_text(json.dumps(records))
+
+    def loaded(*a, **k):
+        raise AssertionError("the weights loaded before the data was checked")
+    monkeypatch.setattr(train, "load_model", loaded)
+    with pytest.raises(SystemExit, match=r"--resume: the training data changed since the checkpoint \(--data "):
+        train.main(flags((tiny[0], str(task)), tmp_path / "out", "--resume"))
+
+
+def test_a_checkpoint_saved_before_it_kept_its_log_and_losses_goes_on_as_before(tiny, tmp_path, monkeypatch):
+    """A checkpoint written by the code before this session (no step losses in state.json, no metrics.jsonl of its
+    own) resumes: OUT/metrics.jsonl's lines up to its step are kept, and the weights are the straight run's bit for
+    bit; the progress line after it has only the steps since the resume to average, as that code's resume logged."""
+    more = "--eval-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
+    del state["losses"]
+    json.dump(state, open(tmp_path / "b" / "checkpoint" / "state.json", "w"))
+    os.remove(tmp_path / "b" / "checkpoint" / "metrics.jsonl")
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    straight, resumed = log(tmp_path / "a"), log(tmp_path / "b")
+    assert [r for r in resumed if r[0] != 5 or r[1] is None] == [r for r in straight if r[0] != 5 or r[1] is None]
+    assert [r for r in resumed if r[0] == 5 and r[1] is not None] != [r for r in straight if r[0] == 5 and r[1]]
+    adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
+    assert adapter(tmp_path / "a") == adapter(tmp_path / "b")
