@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, replace  # noqa: F401  (model.replace: tests use it)
 from typing import ClassVar
 
@@ -288,20 +289,21 @@ def dropout(x, p):
 
 
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
-_logits = {}  # (device, dtype) -> the flat buffer LinearCrossEntropy's CPU chunks of logits are written into
+_logits = threading.local()  # vars(): (device, dtype) -> the flat buffer this thread's CPU chunks of logits go into
 
 
 def logits_buffer(rows, vocab, dtype, device):
-    """(rows, vocab) of one buffer kept per dtype, on CPU (as quant._dense): a fresh 64 MB chunk is a new memory
-    mapping whose pages fault in on first write (0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread), and
-    the previous chunk stayed alive until the next was made. CUDA's allocator reuses its blocks already."""
+    """(rows, vocab) of one buffer kept per dtype and thread, on CPU (as quant._dense): a fresh 64 MB chunk is a new
+    memory mapping whose pages fault in on first write (0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1
+    thread), and the previous chunk stayed alive until the next was made. CUDA's allocator reuses its blocks already.
+    Per thread: two threads computing losses at once wrote their logits over each other's (a wrong loss, silently)."""
     if device.type != "cpu":
         return torch.empty(rows, vocab, dtype=dtype, device=device)
-    key, need = (device, dtype), rows * vocab
-    if key not in _logits or _logits[key].numel() < need:
-        _logits.pop(key, None)                         # free the smaller one first
-        _logits[key] = torch.empty(need, dtype=dtype, device=device)
-    return _logits[key][:need].view(rows, vocab)
+    kept, key, need = vars(_logits), (device, dtype), rows * vocab  # (freed with its thread)
+    if key not in kept or kept[key].numel() < need:
+        kept.pop(key, None)                            # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype, device=device)
+    return kept[key][:need].view(rows, vocab)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
