@@ -271,13 +271,18 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up):
         ctx.save_for_backward(gate, up)
-        return F.silu(gate).mul_(up)                           # in place: one fresh (B, T, n_ffn) tensor, not two
+        return SwiGLU.times(F.silu(gate), up)                 # in place: one fresh (B, T, n_ffn) tensor, not two
 
     @staticmethod
     def backward(ctx, g):
         gate, up = ctx.saved_tensors
         t = g * up                                             # silu_backward: one fused pass, written over g * up
-        return torch.ops.aten.silu_backward.grad_input(t, gate, grad_input=t), F.silu(gate).mul_(g)
+        return torch.ops.aten.silu_backward.grad_input(t, gate, grad_input=t), SwiGLU.times(F.silu(gate), g)
+
+    @staticmethod
+    def times(a, b):
+        """a * b, into a where that is its dtype (not where b's is wider: a bf16 gate, an fp32 up)."""
+        return a.mul_(b) if torch.result_type(a, b) == a.dtype else a * b
 
 
 swiglu = SwiGLU.apply

@@ -128,3 +128,15 @@ def test_threads_get_their_own_logits_buffer():
         assert len(losses[i]) == 20
         for loss in losses[i]:
             torch.testing.assert_close(loss, refs[i], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("gate_dtype,up_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_swiglu_of_two_dtypes_is_computed_in_the_wider(gate_dtype, up_dtype):
+    """A bf16 gate and an fp32 up (or the reverse): silu(gate) * up is fp32, as autograd's formula and the Function
+    before the in-place products gave; multiplied in place into silu(gate) it came back in bf16 (off by 6e-3), and up's
+    gradient was rounded to bf16 on the way."""
+    torch.manual_seed(0)
+    gate, up = (torch.randn(2, 9, 48).to(dtype).requires_grad_() for dtype in (gate_dtype, up_dtype))
+    (out, grads, _), (want, want_grads, _) = run(M.swiglu, [gate, up]), run(lambda g, u: F.silu(g) * u, [gate, up])
+    assert out.dtype == want.dtype == torch.float32 and torch.equal(out, want)
+    assert grads[1].dtype == want_grads[1].dtype and torch.equal(grads[1], want_grads[1])
