@@ -271,7 +271,7 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up):
         ctx.save_for_backward(gate, up)
-        return SwiGLU.times(F.silu(gate), up)                 # in place: one fresh (B, T, n_ffn) tensor, not two
+        return SwiGLU.times(F.silu(gate), up)                  # in place: one fresh (B, T, n_ffn) tensor, not two
 
     @staticmethod
     def backward(ctx, g):
