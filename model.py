@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, replace  # noqa: F401  (model.replace: tests use it)
 from typing import ClassVar
 
@@ -270,13 +271,18 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up):
         ctx.save_for_backward(gate, up)
-        return F.silu(gate).mul_(up)                           # in place: one fresh (B, T, n_ffn) tensor, not two
+        return SwiGLU.times(F.silu(gate), up)                  # in place: one fresh (B, T, n_ffn) tensor, not two
 
     @staticmethod
     def backward(ctx, g):
         gate, up = ctx.saved_tensors
         t = g * up                                             # silu_backward: one fused pass, written over g * up
-        return torch.ops.aten.silu_backward.grad_input(t, gate, grad_input=t), F.silu(gate).mul_(g)
+        return torch.ops.aten.silu_backward.grad_input(t, gate, grad_input=t), SwiGLU.times(F.silu(gate), g)
+
+    @staticmethod
+    def times(a, b):
+        """a * b, into a where that is its dtype (not where b's is wider: a bf16 gate, an fp32 up)."""
+        return a.mul_(b) if torch.result_type(a, b) == a.dtype else a * b
 
 
 swiglu = SwiGLU.apply
@@ -288,20 +294,21 @@ def dropout(x, p):
 
 
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
-_logits = {}  # (device, dtype) -> the flat buffer LinearCrossEntropy's CPU chunks of logits are written into
+_logits = threading.local()  # vars(): (device, dtype) -> the flat buffer this thread's CPU chunks of logits go into
 
 
 def logits_buffer(rows, vocab, dtype, device):
-    """(rows, vocab) of one buffer kept per dtype, on CPU (as quant._dense): a fresh 64 MB chunk is a new memory
-    mapping whose pages fault in on first write (0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread), and
-    the previous chunk stayed alive until the next was made. CUDA's allocator reuses its blocks already."""
+    """(rows, vocab) of one buffer kept per dtype and thread, on CPU (as quant._dense): a fresh 64 MB chunk is a new
+    memory mapping whose pages fault in on first write (0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1
+    thread), and the previous chunk stayed alive until the next was made. CUDA's allocator reuses its blocks already.
+    Per thread: two threads computing losses at once wrote their logits over each other's (a wrong loss, silently)."""
     if device.type != "cpu":
         return torch.empty(rows, vocab, dtype=dtype, device=device)
-    key, need = (device, dtype), rows * vocab
-    if key not in _logits or _logits[key].numel() < need:
-        _logits.pop(key, None)                         # free the smaller one first
-        _logits[key] = torch.empty(need, dtype=dtype, device=device)
-    return _logits[key][:need].view(rows, vocab)
+    kept, key, need = vars(_logits), (device, dtype), rows * vocab  # (freed with its thread)
+    if key not in kept or kept[key].numel() < need:
+        kept.pop(key, None)                            # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype, device=device)
+    return kept[key][:need].view(rows, vocab)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -2,6 +2,8 @@
 over the formulas as Hugging Face writes them: the same outputs and gradients bit for bit (torch.equal), in fp32, in
 bf16, and with a bf16 input under fp32 weights (full fine-tuning under autocast); and the same tensors kept for
 backward, which plan.py counts."""
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,7 +88,7 @@ def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
     new mapping whose pages fault in): the next call reuses it, and what it held before (NaN here) never reaches the
     loss or the gradient. Several chunks, the last one short."""
     monkeypatch.setattr(M, "LOSS_CHUNK", 7 * 50)               # 7 rows of a 50-word vocabulary a chunk
-    monkeypatch.setattr(M, "_logits", {})
+    monkeypatch.setattr(M, "_logits", threading.local())
     torch.manual_seed(0)
     h, W, t = torch.randn(30, 16, requires_grad=True), torch.randn(50, 16), torch.randint(0, 50, (30,))
     t[3] = -100
@@ -97,6 +99,44 @@ def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
         loss = M.LinearCrossEntropy.apply(h, W, t)
         torch.testing.assert_close(loss, ref)
         torch.testing.assert_close(torch.autograd.grad(loss, h)[0], ref_grad)
-        buffers += list(M._logits.values())
+        buffers += list(vars(M._logits).values())
         buffers[-1].fill_(float("nan"))
     assert len(buffers) == 2 and buffers[0] is buffers[1] and buffers[0].numel() == 7 * 50
+
+
+def test_threads_get_their_own_logits_buffer():
+    """Two threads computing losses at once in one process (an evaluation beside training): with one buffer shared
+    between them, each wrote its logits over the other's (37 of 60 losses wrong, some by 1e15). Each thread's buffer is
+    its own, and the losses are cross_entropy's."""
+    torch.manual_seed(0)
+    cases = [(torch.randn(300, 32), torch.randn(3000, 32), torch.randint(0, 3000, (300,))) for _ in range(2)]
+    refs = [F.cross_entropy(h @ W.T, t, reduction="sum") for h, W, t in cases]
+    start, losses, buffers = threading.Barrier(2), [[], []], [None, None]
+
+    def work(i):
+        buffers[i] = M.logits_buffer(4, 50, torch.float32, torch.device("cpu")).untyped_storage().data_ptr()
+        start.wait()
+        for _ in range(20):
+            losses[i].append(M.LinearCrossEntropy.apply(*cases[i]))
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert buffers[0] != buffers[1]
+    for i in range(2):
+        assert len(losses[i]) == 20
+        for loss in losses[i]:
+            torch.testing.assert_close(loss, refs[i], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("gate_dtype,up_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_swiglu_of_two_dtypes_is_computed_in_the_wider(gate_dtype, up_dtype):
+    """A bf16 gate and an fp32 up (or the reverse): silu(gate) * up is fp32, as autograd's formula and the Function
+    before the in-place products gave; multiplied in place into silu(gate) it came back in bf16 (off by 6e-3), and up's
+    gradient was rounded to bf16 on the way."""
+    torch.manual_seed(0)
+    gate, up = (torch.randn(2, 9, 48).to(dtype).requires_grad_() for dtype in (gate_dtype, up_dtype))
+    (out, grads, _), (want, want_grads, _) = run(M.swiglu, [gate, up]), run(lambda g, u: F.silu(g) * u, [gate, up])
+    assert out.dtype == want.dtype == torch.float32 and torch.equal(out, want)
+    assert grads[1].dtype == want_grads[1].dtype and torch.equal(grads[1], want_grads[1])
