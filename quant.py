@@ -26,6 +26,7 @@ Inf weight or scale, a block size bitsandbytes lacks, a wrong buffer or shape: ~
 import argparse
 import functools
 import math
+import threading
 import timeit
 from types import SimpleNamespace
 
@@ -272,7 +273,7 @@ def quantize_nf4(w, block_size=64, double_quant=True):
 # ----------------------------------------------------------------------------------------------------
 # NF4Linear: a frozen layer that keeps only the NF4 weight
 
-_scratch = {}   # (device, dtype) -> the flat buffer every CPU dequantize for a matmul writes into
+_scratch = threading.local()  # vars(): (device, dtype) -> the flat buffer this thread's CPU dequantizes write into
 
 
 def _dense(weight, dtype):
@@ -281,11 +282,11 @@ def _dense(weight, dtype):
     pages fault in on first write (a 7B block's step: 4.40 s with them, 3.93 s without; docs/benchmarks-7b.md)."""
     if weight.device.type != "cpu":
         return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
-    key, need = (weight.device, dtype), weight.padded_numel()
-    if key not in _scratch or _scratch[key].numel() < need:
-        _scratch.pop(key, None)                      # free the smaller one first
-        _scratch[key] = torch.empty(need, dtype=dtype)
-    return weight.dequantize(dtype, buffer=_scratch[key])
+    kept, key, need = vars(_scratch), (weight.device, dtype), weight.padded_numel()  # per thread: two threads'
+    if key not in kept or kept[key].numel() < need:  # matmuls at once wrote over each other's weights
+        kept.pop(key, None)                          # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype)
+    return weight.dequantize(dtype, buffer=kept[key])
 
 
 class _NF4Matmul(torch.autograd.Function):

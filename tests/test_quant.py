@@ -3,6 +3,7 @@ dense layers holding the dequantized weights. The tests that run on every device
 NF4Linear against a dense layer) are in test_quant_devices.py, which needs no bitsandbytes."""
 import json
 import math
+import threading
 
 import bitsandbytes as bnb
 import bitsandbytes.functional as BF
@@ -134,12 +135,34 @@ def test_bitsandbytes_reads_our_linear_state_dict():
     assert torch.equal(w_ref, ours.weight.dequantize(torch.float32))
 
 
+def test_threads_dequantize_into_their_own_buffers():
+    """Two threads running NF4 matmuls at once (an evaluation beside training): with one dequantize buffer per process
+    each overwrote the weight the other was multiplying by, silently. Each thread's buffer is its own."""
+    torch.manual_seed(0)
+    layers = [NF4Linear.from_linear(nn.Linear(256, 512, bias=False)) for _ in range(2)]
+    xs = [torch.randn(64, 256) for _ in range(2)]
+    refs = [x @ q.weight.dequantize(torch.float32).T for q, x in zip(layers, xs)]
+    start, outs = threading.Barrier(2), [[], []]
+
+    def work(i):
+        start.wait()
+        with torch.no_grad():
+            outs[i] += [layers[i](xs[i]) for _ in range(200)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert len(outs[i]) == 200 and all(torch.equal(y, refs[i]) for y in outs[i])
+
+
 def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch):
     """On CPU every NF4 matmul dequantizes into one buffer per dtype: a stack of layers of different sizes, run
     forward then backward (each layer's backward after the others' forwards overwrote the buffer), equals the same
     stack of dense layers holding the dequantized weights; the buffer is the largest weight's size."""
     import quant
-    monkeypatch.setattr(quant, "_scratch", {})                      # whatever earlier tests left: not counted
+    monkeypatch.setattr(quant, "_scratch", threading.local())       # whatever earlier tests left: not counted
     torch.manual_seed(0)
     shapes = [(64, 96), (96, 256), (256, 32)]                       # (in, out): the middle one is the largest
     nf4 = [NF4Linear.from_linear(nn.Linear(i, o, bias=False)) for i, o in shapes]
@@ -155,7 +178,7 @@ def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch
     y1.square().sum().backward()
     y2.square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-6)
-    assert quant._scratch[(torch.device("cpu"), torch.float32)].numel() == 96 * 256
+    assert vars(quant._scratch)[(torch.device("cpu"), torch.float32)].numel() == 96 * 256
     with pytest.raises(ValueError, match="needs a torch.float32 buffer of 6144 elements"):
         nf4[0].weight.dequantize(torch.float32, buffer=torch.empty(100))          # too small: refused, not cut
     with pytest.raises(ValueError, match="got torch.bfloat16"):
