@@ -243,3 +243,12 @@ def test_qwen3_with_its_own_head_dim_over_a_width_heads_do_not_divide(tmp_path):
     same_outputs(ref, ours, "qwen3")
     M.save_pretrained(ours, tmp_path / "back")
     same_outputs(transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "back").eval(), ours, "qwen3")
+
+
+def test_a_llama_with_odd_heads_is_refused_naming_them(tmp_path):
+    """hidden_size 30 over 2 heads: heads of 15 dimensions, which RoPE cannot rotate in pairs; it failed at the first
+    forward with a size mismatch (an explicit odd head_dim was refused already)."""
+    c = M.LlamaConfig(n_embd=30, n_head=2, n_kv_head=2, n_ffn=64)
+    with pytest.raises(ValueError, match=r"config.json: a head of 15 dimensions .* must be even"):
+        M.check_config(c, "config.json")
+    M.check_config(M.LlamaConfig(n_embd=32, n_head=2, n_kv_head=2), "config.json")  # 16: fine
