@@ -30,7 +30,7 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
 Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
 adapter; MMLU; perplexity and generation; the command line: six kinds of task, each with its own data and printout.
 Its flags, and the checks of the folders and files they name, are evalcli.py's (as cli.py is train.py's). Past the
-400-line budget (~480): the six tasks' evaluations and their printouts.
+400-line budget (~500): the six tasks' evaluations and their printouts.
 """
 import contextlib
 import itertools

@@ -37,7 +37,7 @@ parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenize
 Run `python model.py` for a demonstration on a tiny random model (`python model.py --model DIR --prompt "..."` still
 runs generate.py's command line).
 
-Sections, in order (~830 lines): a model from its config; the layers the backbones share (attention, RMSNorm, RoPE,
+Sections, in order (~900 lines): a model from its config; the layers the backbones share (attention, RMSNorm, RoPE,
 SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo.
 """
 import math
