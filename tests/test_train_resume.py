@@ -16,15 +16,20 @@ def log(out):
     return [(m["step"], m.get("loss"), m.get("val_loss")) for m in map(json.loads, open(out / "metrics.jsonl"))]
 
 
+def straight_and_stopped(tiny, tmp_path, monkeypatch, call, *more):
+    """The run straight through into a/, and the same run into b/ stopped by Ctrl-C at the loss's call-th call."""
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, call, signal.SIGINT)
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+
+
 def test_a_resume_between_progress_lines_logs_the_losses_a_straight_run_logs(tiny, tmp_path, monkeypatch):
     """Ctrl-C at step 4 of --log-every 5: the progress line of step 5 is the mean of steps 1-5's losses. The resumed
     run logged the mean of step 5's alone (steps 1-4's were lost with the process), a loss no step had: metrics.jsonl
     and the plot differed from the straight run's by 0.16 with no word (the demo's step 120: 0.4331 for 0.4329)."""
-    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
-    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4's first micro-batch
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path / "b"))
-    monkeypatch.undo()
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 7)  # step 4's first micro-batch
     assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 4
     train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
     assert log(tmp_path / "b") == log(tmp_path / "a")
@@ -37,11 +42,7 @@ def test_resume_keeps_its_log_after_a_fresh_run_into_the_same_out_died(tiny, tmp
     (its validation losses early stopping's history too): metrics.jsonl mixed two runs with no word. The checkpoint
     now keeps its own log."""
     more = "--eval-every", "2"
-    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
-    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path / "b", *more))
-    monkeypatch.undo()
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 9, *more)  # step 5
     fault_at_loss_call(monkeypatch, 5, "nan")                          # step 3 of a fresh run, no save yet
     with pytest.raises(SystemExit, match="this run had saved no checkpoint yet"):
         train.main(flags(tiny, tmp_path / "b", *more, "--lr", "5e-2"))
@@ -147,11 +148,7 @@ def test_a_checkpoint_saved_before_it_kept_its_log_and_losses_goes_on_as_before(
     own) resumes: OUT/metrics.jsonl's lines up to its step are kept, and the weights are the straight run's bit for
     bit; the progress line after it has only the steps since the resume to average, as that code's resume logged."""
     more = "--eval-every", "2"
-    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
-    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                  # step 4
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path / "b", *more))
-    monkeypatch.undo()
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 7, *more)  # step 4
     state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
     del state["losses"]
     json.dump(state, open(tmp_path / "b" / "checkpoint" / "state.json", "w"))
