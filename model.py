@@ -44,7 +44,6 @@ import math
 import os
 import sys
 import tempfile
-import threading
 from dataclasses import asdict, replace  # noqa: F401  (model.replace: tests use it)
 from typing import ClassVar
 
@@ -60,6 +59,7 @@ from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, ch
 from data import bucket_length, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from generate import main as generate_main
+from quant import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
@@ -294,21 +294,14 @@ def dropout(x, p):
 
 
 LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
-_logits = threading.local()  # vars(): (device, dtype) -> the flat buffer this thread's CPU chunks of logits go into
 
 
 def logits_buffer(rows, vocab, dtype, device):
-    """(rows, vocab) of one buffer kept per dtype and thread, on CPU (as quant._dense): a fresh 64 MB chunk is a new
-    memory mapping whose pages fault in on first write (0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1
-    thread), and the previous chunk stayed alive until the next was made. CUDA's allocator reuses its blocks already.
-    Per thread: two threads computing losses at once wrote their logits over each other's (a wrong loss, silently)."""
+    """(rows, vocab) for a chunk of logits: on CPU in quant.kept_buffer (a fresh 64 MB chunk faulted its pages in: 0.05-
+    0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread); CUDA's allocator reuses its blocks already."""
     if device.type != "cpu":
         return torch.empty(rows, vocab, dtype=dtype, device=device)
-    kept, key, need = vars(_logits), (device, dtype), rows * vocab  # (freed with its thread)
-    if key not in kept or kept[key].numel() < need:
-        kept.pop(key, None)                            # free the smaller one first
-        kept[key] = torch.empty(need, dtype=dtype, device=device)
-    return kept[key][:need].view(rows, vocab)
+    return kept_buffer("logits", rows * vocab, dtype).view(rows, vocab)
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -273,20 +273,27 @@ def quantize_nf4(w, block_size=64, double_quant=True):
 # ----------------------------------------------------------------------------------------------------
 # NF4Linear: a frozen layer that keeps only the NF4 weight
 
-_scratch = threading.local()  # vars(): (device, dtype) -> the flat buffer this thread's CPU dequantizes write into
+_kept = threading.local()  # vars(): (name, dtype) -> a flat CPU buffer of this thread's, kept between calls
+
+
+def kept_buffer(name, need, dtype):
+    """`need` elements of a CPU buffer kept per name, dtype and thread, grown to the largest asked: a fresh big tensor is
+    a new memory mapping (glibc maps blocks over 32 MiB) whose pages fault in on first write. Per thread: two threads
+    computing at once wrote over each other's (a wrong result, silently); freed with its thread."""
+    kept, key = vars(_kept), (name, dtype)
+    if key not in kept or kept[key].numel() < need:
+        kept.pop(key, None)                          # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype)
+    return kept[key][:need]
 
 
 def _dense(weight, dtype):
-    """weight dequantized for one matmul, used at once and dropped. On CPU into one buffer kept per dtype, the largest
-    weight's size (the memory plan counts it): a fresh one is a new memory mapping (glibc maps blocks over 32 MiB) whose
-    pages fault in on first write (a 7B block's step: 4.40 s with them, 3.93 s without; docs/benchmarks-7b.md)."""
+    """weight dequantized for one matmul, used at once and dropped. On CPU into one kept buffer (kept_buffer), the
+    largest weight's size (the memory plan counts it): without, a 7B block's step took 4.40 s, not 3.93 s, faulting in
+    pages (docs/benchmarks-7b.md)."""
     if weight.device.type != "cpu":
         return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
-    kept, key, need = vars(_scratch), (weight.device, dtype), weight.padded_numel()  # per thread: two threads'
-    if key not in kept or kept[key].numel() < need:  # matmuls at once wrote over each other's weights
-        kept.pop(key, None)                          # free the smaller one first
-        kept[key] = torch.empty(need, dtype=dtype)
-    return weight.dequantize(dtype, buffer=kept[key])
+    return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))
 
 
 class _NF4Matmul(torch.autograd.Function):
