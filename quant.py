@@ -9,42 +9,36 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   quantized in blocks of 256 with the signed dynamic 8-bit code, leaving 8 + 32/256 bits of scale per 64
   weights: 4 + 8/64 + 32/(64*256) = 4.127 bits per parameter.
 - NF4Linear: a frozen linear layer that keeps only the NF4 weight; its autograd function saves no
-  full-precision copy and dequantizes again in backward for the input gradient. (On CPU every layer dequantizes into
-  one shared buffer of the largest weight's size, kept between calls: `_dense`.)
+  full-precision copy and dequantizes again in backward for the input gradient.
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
-`bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction (the names,
-read and written with their checks: quant_bnb.py).
+`bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
+Beside this file: what makes it fast (quant_torch.py: lookup tables and cache-sized steps for the CPU; quant_triton.py:
+CUDA's dequantize kernel) and bitsandbytes' serialized names, read and written with their checks (quant_bnb.py).
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
 
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
-
-Sections: the levels and lookup tables; NF4Tensor (dequantize); quantize_nf4 and its helpers; NF4Linear; the demo.
-~375 lines: past the 250-line budget by the speed work (bin tables that make quantize 0.2x bitsandbytes' time,
-cache-sized steps, the kept CPU buffer, the Triton hook: ~70 lines) and the checks that refuse bad input (a NaN or
-Inf weight or scale, a block size bitsandbytes lacks, a wrong buffer or shape: ~40 lines).
+~330 lines: past the 250-line budget by the last section (the kept CPU buffer, the Triton hook; ~45 lines) and the
+checks that refuse bad input (a NaN/Inf weight or scale, a block size bitsandbytes lacks; ~25 lines).
 """
 import argparse
 import functools
 import math
 import threading
 import timeit
-from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import quant_bnb
-from quant_bnb import NF4_KEYS, is_int
+import quant_torch
+from quant_bnb import is_int
 
 # ----------------------------------------------------------------------------------------------------
-# The levels, and lookup tables derived from them
+# The levels
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
-CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
-# block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
-TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
 
 
 def _nf4_levels(offset=0.9677083):
@@ -75,44 +69,6 @@ NF4_MIDPOINTS = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2       # (15,) nearest lev
 DYNAMIC_CODE = _dynamic_code()                               # (256,) float32, sorted
 
 
-@functools.cache
-def _tables(device):
-    """Lookup tables derived from the levels, built once per device.
-    low, mid: for a float32's top 16 bits (sign, exponent, 7 mantissa bits; a "bin"), the nearest level of the
-           bin's values, and the one midpoint inside the bin (+inf if none): level = low + (x > mid), two gathers
-           and a compare instead of bucketize's branchy binary search (at most one midpoint fits in a bin).
-    pairs: the two levels of each code byte (high nibble first), as one int64 per byte: a 2 KiB table that
-           stays in L1, gathered 8 bytes at a time (faster than 16 fp32 gathers or a 1 MiB table of 4 levels)."""
-    bits = torch.arange(1 << 16, dtype=torch.int64)
-    lo = (bits << 16).to(torch.int32).view(torch.float32)               # the bin's float with low bits 0...
-    hi = ((bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)    # ...and with low bits 1
-    a, b = torch.bucketize(lo, NF4_MIDPOINTS), torch.bucketize(hi, NF4_MIDPOINTS)
-    low = torch.minimum(a, b)   # a finite bin's two ends differ by 0 or 1 level (NaN/Inf bins: inputs that raise)
-    mid = torch.where(a == b, torch.tensor(math.inf), NF4_MIDPOINTS[low.clamp(max=14)])
-    byte = torch.arange(256)
-    pairs = NF4_LEVELS[torch.stack([byte >> 4, byte & 15], dim=1)]                # (256, 2) fp32
-    return SimpleNamespace(levels=NF4_LEVELS.to(device), dynamic=DYNAMIC_CODE.to(device),
-                           low=low.to(torch.uint8).to(device), mid=mid.to(device),
-                           pairs=pairs.view(torch.int64).view(-1).to(device))
-
-
-def triton_kernel(device):
-    """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
-    if device.type != "cuda" or not TRITON:
-        return None
-    try:
-        import quant_triton
-    except ImportError:
-        return None
-    return quant_triton
-
-
-def _steps(n_blocks, block_size, device):
-    """Slices of whole blocks, CHUNK values each on CPU (cache-sized); one slice on an accelerator."""
-    step = max(1, CHUNK // block_size) if device.type == "cpu" else n_blocks
-    return [slice(i, min(i + step, n_blocks)) for i in range(0, n_blocks, step)]
-
-
 # ----------------------------------------------------------------------------------------------------
 # NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form (quant_bnb.py)
 
@@ -135,8 +91,7 @@ class NF4Tensor:
     device = property(lambda self: self.codes.device)
     numel = lambda self: self.shape.numel()
 
-    # Every byte of codes and scales (not the tables: constants shared by all tensors, except the 1 KiB nested code
-    # a tensor read from a checkpoint brings along).
+    # every byte of codes and scales (not the shared tables; nor the 1 KiB nested code a checkpoint's tensor brings)
     nbytes = property(lambda self: sum(t.nbytes for t in (self.codes, self.absmax, self.nested_absmax, self.offset)
                                        if t is not None))
 
@@ -149,35 +104,17 @@ class NF4Tensor:
         return self.nested_code.index_select(0, self.absmax.int()) * nested + self.offset
 
     def dequantize(self, dtype=torch.bfloat16, buffer=None):
-        """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes).
-        buffer: a flat tensor of `dtype` with at least padded_numel() elements to write into (its first part is the
-        result), else a new one."""
-        n, bs, t = self.numel(), self.block_size, _tables(self.device)
-        blocks = math.ceil(n / bs)
-        codes = _blocks(self.codes, bs // 2)                      # (blocks, bs/2), two codes a byte, tail padded
-        if buffer is None:
-            out = torch.empty(blocks, bs, dtype=dtype, device=self.device)
-        elif (buffer.dtype, buffer.device) == (dtype, self.device) and buffer.numel() >= blocks * bs:
-            out = buffer[: blocks * bs].view(blocks, bs)
-        else:
-            raise ValueError(f"dequantize needs a {dtype} buffer of {blocks * bs} elements on {self.device}, got "
-                             f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
-        kernel = triton_kernel(self.device)
-        if kernel is not None:                                    # CUDA: one kernel, the scales decoded inside it
-            return kernel.dequantize(self, t.levels, out.view(-1), NESTED_BLOCK_SIZE)[:n].view(self.shape)
-        absmax, steps = self.block_absmax(), _steps(blocks, bs, self.device)
-        # A step's levels go to an fp32 scratch, then scaled into the output; an fp32 output in one step (as on an
-        # accelerator) is its own scratch, so no second full-size buffer.
-        own = dtype == torch.float32 and len(steps) == 1
-        scratch = out if own else torch.empty(steps[0].stop, bs, device=self.device)
-        for s in steps:
-            vals = scratch[: s.stop - s.start]                                     # (blocks in step, bs)
-            torch.index_select(t.pairs, 0, codes[s].reshape(-1).int(), out=vals.view(torch.int64).view(-1))
-            if dtype == torch.float32:
-                torch.mul(vals, absmax[s, None], out=out[s])
-            else:                         # scale in fp32, then round once (mul's out= would add a temporary)
-                out[s].copy_(vals.mul_(absmax[s, None]))
-        return out.view(-1)[:n].view(self.shape)
+        """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes), by
+        quant_triton.py's kernel on CUDA, else by quant_torch.py. buffer: a flat tensor of `dtype` with at least
+        padded_numel() elements to write into (its first part is the result), else a new one."""
+        t, bs, blocks = _tables(self.device), self.block_size, self.padded_numel() // self.block_size
+        out = quant_torch.output(buffer, dtype, blocks * bs, self.device)
+        if (kernel := triton_kernel(self.device)) is not None:   # CUDA: one kernel, the scales decoded inside it
+            kernel.dequantize(self, t.levels, out, NESTED_BLOCK_SIZE)
+        else:                                                     # codes (blocks, bs/2), two a byte, tail padded
+            quant_torch.dequantize(_blocks(self.codes, bs // 2), self.block_absmax(), out.view(blocks, bs), t,
+                                   quant_torch.steps(blocks, bs, self.device, CHUNK))
+        return out[: self.numel()].view(self.shape)
 
     def padded_numel(self):
         return math.ceil(self.numel() / self.block_size) * self.block_size
@@ -196,18 +133,26 @@ class NF4Tensor:
         return quant_bnb.state_dict(self, prefix, NF4_LEVELS, NESTED_BLOCK_SIZE)
 
     @classmethod
-    def from_state_dict(cls, sd, prefix="weight"):
-        """Read bitsandbytes' keys (ours, or a checkpoint quantized by bitsandbytes); inconsistencies are errors."""
-        return cls(**quant_bnb.read(sd, prefix, NF4_LEVELS, BLOCK_SIZES, NESTED_BLOCK_SIZE))._checked(prefix)
+    def from_state_dict(cls, sd, prefix="weight", shape=None):
+        """Read bitsandbytes' keys (ours, or a checkpoint quantized by bitsandbytes); inconsistencies are errors, and so
+        is a shape other than `shape` where given."""
+        return cls(**quant_bnb.read(sd, prefix, NF4_LEVELS, BLOCK_SIZES, NESTED_BLOCK_SIZE, shape))._checked(prefix)
 
-    def _checked(self, what):
-        """self, if every block's scale is finite (a NaN/Inf absmax, or double quantization's code * nested scale +
-        offset overflowing fp32, would dequantize to NaN/Inf); else an error saying how many and where."""
+    def _checked(self, what, w=None):
+        """self, if every block's scale is finite; else an error saying why: NaN/Inf values in the weight w it was
+        quantized from, or (a NaN/Inf absmax read from a state dict, or double quantization's code * nested scale +
+        offset overflowing fp32) how many scales, and where."""
         bad = ~torch.isfinite(self.block_absmax())
-        if bad.any():
-            raise ValueError(f"{what}: {int(bad.sum())} of {bad.numel()} block scales are NaN or Inf (first block "
-                             f"{int(bad.nonzero()[0])}): they would dequantize to NaN/Inf")
-        return self
+        if not bad.any():
+            return self
+        if w is not None and not (wf := w.detach().float()).isfinite().all():   # float64 beyond fp32's range: Inf
+            where = [tuple(i) for i in (~torch.isfinite(wf)).nonzero()[:3].tolist()]
+            raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(wf).sum())} NaN and "
+                             f"{int(torch.isinf(wf).sum())} Inf values, first at index {where}")
+        too_big = "" if w is None else (f"; its values (up to {float(wf.abs().max()):.3g}) are too large for double "
+                                        "quantization's fp32 scales: quantize with double_quant=False")
+        raise ValueError(f"{what}: {int(bad.sum())} of {bad.numel()} block scales are NaN or Inf (first block "
+                         f"{int(bad.nonzero()[0])}): they would dequantize to NaN/Inf{too_big}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,13 +171,6 @@ def _scale(x):
     return absmax, x * (1.0 / absmax.clamp(min=1e-38))[:, None]
 
 
-def _nearest_level(scaled, t):
-    """Index of the nearest NF4 level, ties to the lower: torch.bucketize(scaled, NF4_MIDPOINTS), by bin tables."""
-    bins = ((scaled.view(torch.int32) >> 16) & 0xFFFF).view(-1)               # top 16 bits, as an index
-    code = t.low.index_select(0, bins)
-    return code.add_(scaled.view(-1) > t.mid.index_select(0, bins)).view(scaled.shape)
-
-
 def quantize_nf4(w, block_size=64, double_quant=True):
     """Quantize w to NF4: W ~ NF4_LEVELS[code] * absmax(block)  (QLoRA Eq. 1 with the NF4 data type)."""
     if not (is_int(block_size) and block_size in BLOCK_SIZES):
@@ -244,57 +182,25 @@ def quantize_nf4(w, block_size=64, double_quant=True):
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)
-    for s in _steps(x.shape[0], block_size, w.device):
+    for s in quant_torch.steps(x.shape[0], block_size, w.device, CHUNK):   # cache-sized steps of blocks on CPU
         absmax[s], scaled = _scale(x[s].float())                              # (blocks, bs)
-        idx = _nearest_level(scaled, t).view(-1, 2)
+        idx = quant_torch.nearest_level(scaled, t).view(-1, 2)       # torch.bucketize(scaled, NF4_MIDPOINTS)
         torch.bitwise_or(idx[:, 0] << 4, idx[:, 1], out=codes[s].view(-1))     # first element -> high nibble
-    if not absmax.isfinite().all():  # a NaN or Inf makes its block's absmax NaN or Inf: checked here, not in a pass
-        wf = w.detach().float()                     # float64 beyond float32's range is Inf here too
-        where = [tuple(i) for i in (~torch.isfinite(wf)).nonzero()[:3].tolist()]
-        raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(wf).sum())} NaN and "
-                         f"{int(torch.isinf(wf).sum())} Inf values, first at index {where}")
     codes = codes.view(-1)[: math.ceil(w.numel() / 2)]
     if not double_quant:
-        return NF4Tensor(codes, absmax, w.shape, w.dtype, block_size)
-    # Double quantization: centre the scales (all positive), then 8-bit blockwise with 256 a block.
-    offset = absmax.mean()
-    if not offset.isfinite():             # fp32's sum overflowed (|w| ~ 1e36 and up): the mean itself is finite
-        offset = absmax.double().mean().float()
-    absmax2, scaled = _scale(_blocks(absmax - offset, NESTED_BLOCK_SIZE))
-    qabsmax = torch.bucketize(scaled, (t.dynamic[:-1] + t.dynamic[1:]) / 2).to(torch.uint8)
-    q = NF4Tensor(codes, qabsmax.view(-1)[: absmax.numel()], w.shape, w.dtype, block_size, absmax2, offset)
-    try:
-        return q._checked(f"weight of shape {list(w.shape)}")
-    except ValueError as e:               # code * nested scale + offset beyond fp32's range
-        raise ValueError(f"{e}; its values (up to {float(absmax.max()):.3g}) are too large for double quantization's "
-                         "fp32 scales: quantize with double_quant=False") from None
+        q = NF4Tensor(codes, absmax, w.shape, w.dtype, block_size)
+    else:  # double quantization: centre the scales (all positive), then 8-bit blockwise with 256 a block
+        offset = absmax.mean()
+        if not offset.isfinite():         # fp32's sum overflowed (|w| ~ 1e36 and up): the mean itself is finite
+            offset = absmax.double().mean().float()
+        absmax2, scaled = _scale(_blocks(absmax - offset, NESTED_BLOCK_SIZE))
+        qabsmax = torch.bucketize(scaled, (t.dynamic[:-1] + t.dynamic[1:]) / 2).to(torch.uint8)
+        q = NF4Tensor(codes, qabsmax.view(-1)[: absmax.numel()], w.shape, w.dtype, block_size, absmax2, offset)
+    return q._checked(f"weight of shape {list(w.shape)}", w)  # a NaN or Inf in w made its block's absmax NaN or Inf
 
 
 # ----------------------------------------------------------------------------------------------------
 # NF4Linear: a frozen layer that keeps only the NF4 weight
-
-_kept = threading.local()  # vars(): (name, dtype) -> a flat CPU buffer of this thread's, kept between calls
-
-
-def kept_buffer(name, need, dtype):
-    """`need` elements of a CPU buffer kept per name, dtype and thread, grown to the largest asked: a fresh big tensor is
-    a new memory mapping (glibc maps blocks over 32 MiB) whose pages fault in on first write. Per thread: two threads
-    computing at once wrote over each other's (a wrong result, silently); freed with its thread."""
-    kept, key = vars(_kept), (name, dtype)
-    if key not in kept or kept[key].numel() < need:
-        kept.pop(key, None)                          # free the smaller one first
-        kept[key] = torch.empty(need, dtype=dtype)
-    return kept[key][:need]
-
-
-def _dense(weight, dtype):
-    """weight dequantized for one matmul, used at once and dropped. On CPU into one kept buffer (kept_buffer), the
-    largest weight's size (the memory plan counts it): without, a 7B block's step took 4.40 s, not 3.93 s, faulting in
-    pages (docs/benchmarks-7b.md)."""
-    if weight.device.type != "cpu":
-        return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
-    return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))
-
 
 class _NF4Matmul(torch.autograd.Function):
     """y = x W^T with W in NF4. Saves only the NF4 weight (input-independent); backward dequantizes again."""
@@ -336,8 +242,7 @@ class NF4Linear(nn.Module):
         return g @ _dense(self.weight, g.dtype)
 
     def _apply(self, fn, recurse=True):
-        # model.to(device) moves the NF4 weight; model.to(dtype) must not cast its fp32 scales, so only the
-        # device of fn's result is used.
+        # model.to(device) moves the NF4 weight; model.to(dtype) must not cast its fp32 scales: fn's device only
         self.weight = self.weight.to(fn(torch.empty(0, device=self.weight.device)).device)
         return super()._apply(fn, recurse)
 
@@ -346,14 +251,9 @@ class NF4Linear(nn.Module):
         destination.update(self.weight.state_dict(prefix + "weight"))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        names = {prefix + "weight" + k for k in NF4_KEYS}          # a stray weight.* key stays unexpected
-        mine = {k: v for k, v in state_dict.items() if k in names}
+        mine = quant_bnb.own_keys(state_dict, prefix + "weight")
         try:
-            w = NF4Tensor.from_state_dict(mine, prefix + "weight")
-            if w.shape != self.weight.shape:
-                raise ValueError(f"{prefix}weight: shape {list(w.shape)} in state dict, {list(self.weight.shape)} "
-                                 "in model")
-            self.weight = w.to(self.weight.device)
+            self.weight = NF4Tensor.from_state_dict(mine, prefix + "weight", self.weight.shape).to(self.weight.device)
         except ValueError as e:
             errors.append(str(e))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
@@ -361,6 +261,52 @@ class NF4Linear(nn.Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.weight!r}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Not needed to learn NF4: where the work runs fast (quant_torch.py on CPU, quant_triton.py on CUDA), and the CPU
+# buffer every NF4 matmul dequantizes into
+
+CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
+# block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
+TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
+_kept = threading.local()  # vars(): (name, dtype) -> a flat CPU buffer of this thread's, kept between calls
+
+
+@functools.cache
+def _tables(device):
+    """quant_torch.py's lookup tables, with the levels and the 8-bit code, once per device."""
+    return quant_torch.tables(NF4_LEVELS, NF4_MIDPOINTS, DYNAMIC_CODE, device)
+
+
+def triton_kernel(device):
+    """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
+    if device.type == "cuda" and TRITON:
+        try:
+            import quant_triton
+            return quant_triton
+        except ImportError:
+            return None
+
+
+def kept_buffer(name, need, dtype):
+    """`need` elements of a CPU buffer kept per name, dtype and thread, grown to the largest asked: a fresh big tensor
+    is a new memory mapping (glibc maps blocks over 32 MiB) whose pages fault in on first write. Per thread: two threads
+    computing at once wrote over each other's (a wrong result, silently); freed with its thread."""
+    kept, key = vars(_kept), (name, dtype)
+    if key not in kept or kept[key].numel() < need:
+        kept.pop(key, None)                          # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype)
+    return kept[key][:need]
+
+
+def _dense(weight, dtype):
+    """weight dequantized for one matmul, used at once and dropped. On CPU into one kept buffer (kept_buffer), the
+    largest weight's size (the memory plan counts it): without, a 7B block's step took 4.40 s, not 3.93 s, faulting in
+    pages (docs/benchmarks-7b.md)."""
+    if weight.device.type != "cpu":
+        return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
+    return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))
 
 
 # ----------------------------------------------------------------------------------------------------

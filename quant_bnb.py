@@ -22,6 +22,12 @@ import torch
 NF4_KEYS = ("", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4")
 
 
+def own_keys(sd, prefix):
+    """The entries of sd that are the NF4 weight prefix's (a stray prefix.* key is not: nn.Module reports it)."""
+    names = {prefix + k for k in NF4_KEYS}
+    return {k: v for k, v in sd.items() if k in names}
+
+
 def is_int(x):
     return type(x) is int  # JSON's 64.0 or true is not a block size
 
@@ -44,10 +50,10 @@ def state_dict(t, prefix, levels, nested_block_size):
     return sd
 
 
-def read(sd, prefix, levels, block_sizes, nested_block_size):
+def read(sd, prefix, levels, block_sizes, nested_block_size, expect_shape=None):
     """NF4Tensor's arguments (codes, absmax, shape, dtype, block_size, and with double quantization nested_absmax,
     offset, nested_code) from bitsandbytes' keys under prefix (ours, or a checkpoint quantized by bitsandbytes);
-    inconsistencies are errors."""
+    inconsistencies, and a shape other than expect_shape (a layer's) where given, are errors."""
     def need(*names):                            # the tensors under prefix + names; all must be there
         if missing := [prefix + k for k in names if prefix + k not in sd]:
             has = sorted(k for k in sd if k.startswith(prefix))
@@ -69,6 +75,8 @@ def read(sd, prefix, levels, block_sizes, nested_block_size):
     require(isinstance(shape, list) and shape and all(is_int(d) and d > 0 for d in shape),
             f"{prefix}: shape {shape!r} is not a list of positive integers")
     codes, shape, bs = codes.reshape(-1), torch.Size(shape), meta["blocksize"]
+    require(expect_shape is None or shape == expect_shape,
+            f"{prefix}: shape {list(shape)} in state dict, {list(expect_shape or [])} in model")
     n_bytes, n_blocks = math.ceil(shape.numel() / 2), math.ceil(shape.numel() / bs)
     require(codes.dtype == torch.uint8 and codes.numel() == n_bytes, f"{prefix}: {codes.numel()} "
             f"{codes.dtype} code bytes for shape {list(shape)}, expected {n_bytes} uint8")
