@@ -107,6 +107,8 @@ class NF4Tensor:
         """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes), by
         quant_triton.py's kernel on CUDA, else by quant_torch.py. buffer: a flat tensor of `dtype` with at least
         padded_numel() elements to write into (its first part is the result), else a new one."""
+        if not dtype.is_floating_point:  # levels * absmax copied into an integer dtype: every |w| < 1 truncated to 0
+            raise TypeError(f"NF4 dequantizes to a floating-point dtype (an NF4Linear's: its input's), got {dtype}")
         t, bs, blocks = _tables(self.device), self.block_size, self.padded_numel() // self.block_size
         out = quant_torch.output(buffer, dtype, blocks * bs, self.device)
         if (kernel := triton_kernel(self.device)) is not None:   # CUDA: one kernel, the scales decoded inside it
@@ -232,6 +234,9 @@ class NF4Linear(nn.Module):
         return cls(quantize_nf4(linear.weight, block_size, double_quant), linear.bias)
 
     def forward(self, x):
+        if x.device != self.weight.device:
+            raise ValueError(f"NF4Linear: input on {x.device}, weight on {self.weight.device} (model.to(device) moves "
+                             "the weight)")
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         y = _NF4Matmul.apply(x, self.weight)

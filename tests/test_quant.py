@@ -275,3 +275,25 @@ def test_strict_load_names_a_stray_weight_key():
         model.load_state_dict({f"0.{k}": v for k, v in bnb_state_dict(codes, state).items()} | {"0.bias": sd["0.bias"]})
         assert model[0].weight.double_quant == double
         torch.testing.assert_close(model[0].weight.dequantize(torch.float32), BF.dequantize_4bit(codes, state))
+
+
+def test_an_integer_input_or_dtype_is_refused_not_truncated():
+    """An NF4Linear given integer activations dequantized its weight to that dtype, every |w| < 1 truncated to 0, and
+    returned zeros without a word (nn.Linear refuses); dequantize(torch.int32) truncated the same way."""
+    layer = NF4Linear.from_linear(nn.Linear(64, 8))
+    with pytest.raises(TypeError, match="floating-point dtype .* got torch.int64"):
+        layer(torch.ones(3, 64, dtype=torch.long))
+    with pytest.raises(TypeError, match="floating-point dtype .* got torch.int32"):
+        layer.weight.dequantize(torch.int32)
+    x = torch.randn(3, 64, dtype=torch.float64)                 # a float dtype wider than the scales: computed in it
+    torch.testing.assert_close(layer(x), x @ layer.weight.dequantize(torch.float64).T + layer.bias.double())
+
+
+def test_an_input_on_another_device_than_the_layer_is_an_error_naming_both():
+    """An input on another device than the NF4 weight failed deep inside (autocast's "unknown device type" for a meta
+    input, "Tensor on device meta is not on the expected device cpu!" for a meta layer): the error names both."""
+    layer = NF4Linear.from_linear(nn.Linear(64, 8))
+    with pytest.raises(ValueError, match="NF4Linear: input on meta, weight on cpu"):
+        layer(torch.randn(3, 64, device="meta"))
+    with pytest.raises(ValueError, match="NF4Linear: input on cpu, weight on meta"):
+        NF4Linear.from_linear(nn.Linear(64, 8)).to("meta")(torch.randn(3, 64))
