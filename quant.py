@@ -257,10 +257,14 @@ class NF4Linear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         mine = quant_bnb.own_keys(state_dict, prefix + "weight")
-        try:
-            self.weight = NF4Tensor.from_state_dict(mine, prefix + "weight", self.weight.shape).to(self.weight.device)
-        except ValueError as e:
-            errors.append(str(e))
+        if not mine:                          # none of its keys: a missing key, an error only if strict, as nn.Module
+            missing.append(prefix + "weight")
+        else:
+            try:
+                w = NF4Tensor.from_state_dict(mine, prefix + "weight", self.weight.shape)
+                self.weight = w.to(self.weight.device)
+            except ValueError as e:
+                errors.append(str(e))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
         unexpected[:] = [k for k in unexpected if k not in mine]      # the NF4 keys were consumed above
 

@@ -297,3 +297,20 @@ def test_an_input_on_another_device_than_the_layer_is_an_error_naming_both():
         layer(torch.randn(3, 64, device="meta"))
     with pytest.raises(ValueError, match="NF4Linear: input on cpu, weight on meta"):
         NF4Linear.from_linear(nn.Linear(64, 8)).to("meta")(torch.randn(3, 64))
+
+
+def test_a_state_dict_without_the_nf4_weight_is_a_missing_key_as_nn_module_reports_it():
+    """load_state_dict(..., strict=False) of a dict without an NF4 layer's weight (the other layers' tensors, say)
+    raised "NF4 state dict is missing [...]" where nn.Linear reports a missing key: now the same as nn.Linear, and
+    the weight kept. A weight with some of its NF4 keys is still an error."""
+    model = nn.Sequential(NF4Linear.from_linear(nn.Linear(64, 8)), nn.Linear(8, 4))
+    before = model[0].weight.dequantize()
+    others = {k: v for k, v in model.state_dict().items() if k.startswith("1.")}
+    assert model.load_state_dict(others, strict=False).missing_keys == ["0.weight", "0.bias"]
+    assert torch.equal(model[0].weight.dequantize(), before)
+    dense = nn.Sequential(nn.Linear(64, 8), nn.Linear(8, 4))
+    assert dense.load_state_dict(others, strict=False).missing_keys == ["0.weight", "0.bias"]   # the reference
+    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "0.weight", "0.bias"'):
+        model.load_state_dict(others)
+    with pytest.raises(RuntimeError, match="NF4 state dict is missing"):
+        model.load_state_dict({**others, "0.weight": model.state_dict()["0.weight"]}, strict=False)
