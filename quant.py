@@ -179,8 +179,9 @@ def quantize_nf4(w, block_size=64, double_quant=True):
         raise ValueError(f"block_size {block_size!r} is not allowed; choose one of the integers {BLOCK_SIZES}")
     if not w.is_floating_point():
         raise TypeError(f"NF4 quantizes floating-point weights, got {w.dtype}")
-    if w.numel() == 0:
-        raise ValueError(f"cannot quantize an empty tensor (shape {list(w.shape)})")
+    if w.numel() == 0 or w.is_meta:
+        what = "a meta-device" if w.is_meta else "an empty"
+        raise ValueError(f"cannot quantize {what} tensor (shape {list(w.shape)}): it holds no values")
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)

@@ -314,3 +314,13 @@ def test_a_state_dict_without_the_nf4_weight_is_a_missing_key_as_nn_module_repor
         model.load_state_dict(others)
     with pytest.raises(RuntimeError, match="NF4 state dict is missing"):
         model.load_state_dict({**others, "0.weight": model.state_dict()["0.weight"]}, strict=False)
+
+
+def test_a_meta_weight_is_refused_before_quantizing():
+    """A weight on the meta device (a model built there, its weights not yet loaded) failed with "Tensor.item() cannot
+    be called on meta tensors" (double quantization's offset) or a bool() of a meta tensor: now a one-line error."""
+    for double_quant in (True, False):
+        with pytest.raises(ValueError, match=r"cannot quantize a meta-device tensor \(shape \[8, 64\]\): it holds no "):
+            quantize_nf4(torch.empty(8, 64, device="meta"), double_quant=double_quant)
+        with pytest.raises(ValueError, match="meta-device"):
+            NF4Linear.from_linear(nn.Linear(64, 8, device="meta"), double_quant=double_quant)
