@@ -1,6 +1,7 @@
 """quant_bnb.py: bitsandbytes' serialized NF4 form, the keys of a `*-bnb-4bit` checkpoint's Linear4bit weight.
 
-    weight                                  uint8 (ceil(numel/2), 1)  the packed codes, as quant.py packs them
+    weight                                  uint8 (ceil(numel/2), 1)  the packed codes, as quant.py packs them (bytes
+                                            of another dtype where bitsandbytes' quant_storage asked for one)
     weight.absmax                           float32 (n_blocks,); uint8 codes of the scales with double quantization
     weight.quant_map                        (16,) the NF4 levels
     weight.nested_absmax, .nested_quant_map double quantization only: the scales' fp32 absmax and their 8-bit code
@@ -75,11 +76,13 @@ def read(sd, prefix, levels, block_sizes, nested_block_size, expect_shape=None):
     require(isinstance(shape, list) and shape and all(is_int(d) and d > 0 for d in shape),
             f"{prefix}: shape {shape!r} is not a list of positive integers")
     codes, shape, bs = codes.reshape(-1), torch.Size(shape), meta["blocksize"]
+    if stored := "" if codes.dtype == torch.uint8 else f" (stored as {codes.numel()} {codes.dtype})":
+        codes = codes.contiguous().view(torch.uint8)   # bitsandbytes' quant_storage (bf16 for FSDP): the same bytes
     require(expect_shape is None or shape == expect_shape,
             f"{prefix}: shape {list(shape)} in state dict, {list(expect_shape or [])} in model")
     n_bytes, n_blocks = math.ceil(shape.numel() / 2), math.ceil(shape.numel() / bs)
-    require(codes.dtype == torch.uint8 and codes.numel() == n_bytes, f"{prefix}: {codes.numel()} "
-            f"{codes.dtype} code bytes for shape {list(shape)}, expected {n_bytes} uint8")
+    require(codes.numel() == n_bytes, f"{prefix}: {codes.numel()} code bytes for shape {list(shape)}, expected "
+            f"{n_bytes}{stored}")
     require(absmax.numel() == n_blocks, f"{prefix}.absmax has {absmax.numel()} entries, expected {n_blocks}")
     fields = dict(codes=codes, absmax=absmax.reshape(-1), shape=shape, dtype=dtype, block_size=bs)
     if "nested_offset" not in meta:

@@ -324,3 +324,20 @@ def test_a_meta_weight_is_refused_before_quantizing():
             quantize_nf4(torch.empty(8, 64, device="meta"), double_quant=double_quant)
         with pytest.raises(ValueError, match="meta-device"):
             NF4Linear.from_linear(nn.Linear(64, 8, device="meta"), double_quant=double_quant)
+
+
+@pytest.mark.parametrize("storage", [torch.bfloat16, torch.float32, torch.int8])
+def test_codes_stored_in_another_dtype_load_as_bitsandbytes_reads_them(storage):
+    """bitsandbytes' quant_storage (bf16 for FSDP-QLoRA) keeps the packed code bytes in another dtype's tensor, and
+    its checkpoints carry them so; they were refused ("750 torch.bfloat16 code bytes ..., expected 1500 uint8"). The
+    bytes are read as bytes, as bitsandbytes dequantizes them."""
+    w = weights((30, 100), torch.bfloat16, seed=5)
+    codes, state = BF.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True, quant_storage=storage)
+    assert codes.dtype == storage
+    model = nn.Sequential(NF4Linear.from_linear(nn.Linear(100, 30, bias=False)))
+    model.load_state_dict({f"0.{k}": v for k, v in bnb_state_dict(codes, state).items()})
+    assert torch.equal(model[0].weight.dequantize(), BF.dequantize_4bit(codes, state))
+    assert torch.equal(model[0].weight.codes, quantize_nf4(w).codes)
+    short = codes.reshape(-1).view(torch.uint8)[:1498].view(torch.int16)          # a byte pair short
+    with pytest.raises(ValueError, match=r"1498 code bytes for shape \[30, 100\], expected 1500 \(stored as 749 "):
+        NF4Tensor.from_state_dict({**bnb_state_dict(codes, state), "weight": short})
