@@ -17,8 +17,9 @@ CUDA's dequantize kernel) and bitsandbytes' serialized names, read and written w
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
 
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
-~330 lines: past the 250-line budget by the last section (the kept CPU buffer, the Triton hook; ~45 lines) and the
-checks that refuse bad input (a NaN/Inf weight or scale, a block size bitsandbytes lacks; ~25 lines).
+~340 lines: past the 250-line budget by the last section (the kept CPU buffer, the Triton hook; ~45 lines) and the
+checks that refuse bad input (a NaN/Inf weight or scale, a block size bitsandbytes lacks, an integer input or one on
+another device; ~30 lines).
 """
 import argparse
 import functools
