@@ -420,19 +420,38 @@ def hf_files(path):
         "Hugging Face layout" if ggufs else ""))
 
 
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-1.6 files open with this pickled number
+
+
 def torch_load(file):
-    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs) -> {name:
-    tensor}. What it refuses or cannot read, and anything but a flat dict of tensors, is an error naming the file (a
-    training checkpoint's {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
+    """torch.load of a .bin/.pth, tensors only (weights_only: a pickle's code never runs) -> {name: tensor}."""
+    return load_torch(file)[0]
+
+
+def load_torch(file):
+    """torch.load of a .bin/.pth, memory-mapped, tensors only -> ({name: tensor}, whether memory-mapped). A file in
+    torch's pre-1.6 format (older Hub repositories' pytorch_model.bin) cannot be mapped: it is read whole, and its
+    pages must never be handed back (release would zero them, and a tied weight shares them). What it refuses or
+    cannot read, and anything but a flat dict of tensors, is an error naming the file (a training checkpoint's
+    {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
+    mapped = True
     try:
-        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as e:
+            if "mmap can only be used" not in str(e):  # (torch's words for a file not in its zip format)
+                raise
+            state, mapped = torch.load(file, map_location="cpu", weights_only=True), False
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
         with open(file, "rb") as f:  # a zip (torch.save's format) ends with its directory: a cut copy has none
-            head, size = f.read(4), f.seek(0, os.SEEK_END)
+            head, size = f.read(len(LEGACY_MAGIC)), f.seek(0, os.SEEK_END)
             f.seek(max(0, size - (1 << 16) - 22))
-            if head == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
+            if head[:4] == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
                 raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
                                  "end); a partial copy or download? Copy or fetch it again") from None
+        if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
+            raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
+                             "torch.save's zip archive nor its pre-1.6 format)") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
@@ -443,7 +462,7 @@ def torch_load(file):
             hint = f"; to load the weights under it, save them alone: torch.save(ckpt[{key!r}], FILE)"
             raise ValueError(f"{file}: entry {key!r} is {type(v).__name__}, not a tensor (a state dict of tensors "
                              "is expected)" + (hint if isinstance(v, dict) else ""))
-    return state
+    return state, mapped
 
 
 def read_tensors(file):
@@ -451,11 +470,12 @@ def read_tensors(file):
     if file.endswith(".safetensors"):
         yield from iter_safetensors(file)
         return
-    state = torch_load(file)
+    state, mapped = load_torch(file)
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back
-        release(t)
+        if mapped:
+            release(t)
 
 
 def release(t):
@@ -571,7 +591,7 @@ def meta_checkpoint(path):
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
     p = read_json(os.path.join(path, "params.json"))
     refuse_vision(p, os.path.join(path, "params.json"))
-    shards = [torch_load(f) for f in files]
+    shards, mapped = zip(*[load_torch(f) for f in files])
     try:
         config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])
         hd = config["n_embd"] // config["n_head"]
@@ -604,7 +624,7 @@ def meta_checkpoint(path):
             t = parts[0].clone() if dim is None else torch.cat(parts, dim)
             if rest in ("attention.wq.weight", "attention.wk.weight") and t.shape[0] % hd == 0:  # else: shape error
                 t = rope_halves(t, hd)
-            for x in parts:
+            for x in parts if all(mapped) else ():
                 release(x)
             yield files[0], ("model." + layer if layer else "") + name, t
         for f, s in zip(files, shards):

@@ -144,6 +144,41 @@ def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "meta"])
+def test_legacy_format_pytorch_model_bin_loads_as_transformers_loads_it(hf_gpt2, hf_llama, tmp_path, arch):
+    """A pytorch_model.bin (or consolidated.00.pth) in torch's pre-1.6 (not zip) format, as older Hub repositories
+    ship it: torch.load cannot memory-map it (was: refused, "mmap can only be used with files saved with ...").
+    GPT-2's lm_head.weight shares wte's storage in it: handing the pages of a tensor read into memory back to the
+    kernel zeroed the second (logits 5.0 off)."""
+    ref, d = {"gpt2": hf_gpt2, "llama": hf_llama, "meta": hf_llama}[arch]
+    x = ids()
+    if arch == "meta":
+        write_meta(ref, tmp_path)
+        for f in ("consolidated.00.pth", "consolidated.01.pth"):
+            torch.save(torch.load(tmp_path / f), tmp_path / f, _use_new_zipfile_serialization=False)
+        torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+        return
+    state = ref.state_dict()
+    assert arch == "llama" or state["lm_head.weight"].data_ptr() == state["transformer.wte.weight"].data_ptr()
+    torch.save(state, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    (tmp_path / "config.json").write_text((d / "config.json").read_text())
+    with torch.no_grad():
+        want = type(ref).from_pretrained(tmp_path).eval()(x).logits
+        torch.testing.assert_close(want, ref(x).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path)(x), want, atol=1e-4, rtol=0)
+
+
+def test_a_bin_that_is_no_pytorch_file_is_named(hf_llama, tmp_path):
+    """Random bytes, text, an empty file: named as no PyTorch checkpoint (was: torch's "Weights only load failed ..."
+    or "mmap can only be used with files saved with ...", which point at the wrong cause)."""
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    for content in (os.urandom(3000), b"<html>404 Not Found</html>" * 20, b""):
+        (tmp_path / "pytorch_model.bin").write_bytes(content)
+        with pytest.raises(ValueError, match=rf"pytorch_model\.bin: not a PyTorch checkpoint \({len(content):,} bytes "
+                                             r"starting .*: neither torch\.save's zip archive nor its pre-1\.6 format\)$"):
+            M.load_pretrained(tmp_path)
+
+
 def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
     """A training checkpoint ({"state_dict": sd, "step": 3}) or a stray number: one line naming the file and entry."""
     ref, d = hf_llama
