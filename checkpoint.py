@@ -142,6 +142,16 @@ def save_safetensors(tensors, path, metadata=None, sync=True):
             f.write(data.numpy())  # buffer protocol: no extra copy of the tensor
 
 
+def not_lfs_pointer(path):
+    """Refuse a Git LFS pointer (what `git clone` without git-lfs leaves where each weight file should be) with the
+    fix: it would otherwise read as a corrupt file of the format asked for."""
+    with open(path, "rb") as f:
+        head = f.read(23)
+    if head == b"version https://git-lfs":
+        raise ValueError(f"{path}: a Git LFS pointer ({os.path.getsize(path)} bytes), not the file itself (the repository "
+                         "was cloned without git-lfs): run `git lfs install && git lfs pull` in its folder")
+
+
 def read_safetensors_header(path):
     """Return (tensor entries, metadata, offset of the data section), checked as the reference reader checks them:
     known dtypes, non-negative integer shapes, byte ranges that match the shapes and tile the data section exactly
@@ -153,6 +163,7 @@ def read_safetensors_header(path):
             raise ValueError(f"{path}: not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", raw)
         if n > min(size - 8, 100 << 20):
+            not_lfs_pointer(path)
             raise ValueError(f"{path}: corrupt safetensors header (says {n} bytes, file has {size})")
         try:
             header = json.loads(f.read(n))
@@ -449,6 +460,7 @@ def load_torch(file):
             if head[:4] == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
                 raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
                                  "end); a partial copy or download? Copy or fetch it again") from None
+        not_lfs_pointer(file)
         if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
             raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
                              "torch.save's zip archive nor its pre-1.6 format)") from None
@@ -693,6 +705,7 @@ def read_gguf(path):
             return read(GGUF_VALUES[kind])[0]
 
         if f.read(4) != b"GGUF":
+            not_lfs_pointer(path)
             raise ValueError(f"{path}: not a GGUF file (no GGUF magic)")
         (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
         if version not in (2, 3):

@@ -3,6 +3,7 @@ public layouts (HF sharded safetensors + index, pytorch_model*.bin, Meta's conso
 logits."""
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -177,6 +178,28 @@ def test_a_bin_that_is_no_pytorch_file_is_named(hf_llama, tmp_path):
         with pytest.raises(ValueError, match=rf"pytorch_model\.bin: not a PyTorch checkpoint \({len(content):,} bytes "
                                              r"starting .*: neither torch\.save's zip archive nor its pre-1\.6 format\)$"):
             M.load_pretrained(tmp_path)
+
+
+LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize 2471645608\n" % (b"4f" * 32)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin", "model.gguf", "adapter"])
+def test_a_git_lfs_pointer_is_named_with_the_fix(hf_llama, tmp_path, name):
+    """A `git clone` of a Hub repository without git-lfs leaves ~130-byte pointer files where the weights should be
+    (was: "corrupt safetensors header (says 2334956330930810742 bytes ...)", "no GGUF magic", ...)."""
+    from lorasp import load_adapter
+    fix = r": a Git LFS pointer \(\d+ bytes\), not the file itself .* git lfs pull"
+    if name == "adapter":
+        (tmp_path / "adapter_config.json").write_text(json.dumps(dict(peft_type="LORA", r=4, lora_alpha=8)))
+        (tmp_path / "adapter_model.safetensors").write_bytes(LFS)
+        with pytest.raises(ValueError, match=r"adapter_model\.safetensors" + fix):
+            load_adapter(M.load_pretrained(hf_llama[1]), tmp_path, peft=True)
+        return
+    if name != "model.gguf":
+        (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    (tmp_path / name).write_bytes(LFS)
+    with pytest.raises(ValueError, match=re.escape(name) + fix):
+        M.load_pretrained(tmp_path)
 
 
 def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
