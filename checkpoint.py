@@ -239,8 +239,8 @@ class MetaInit(torch.overrides.TorchFunctionMode):
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
-    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied,
-    unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
+    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once (from either
+    name) and re-tied, unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
     says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
     dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
     fp32 norms computes in one dtype)."""
@@ -288,6 +288,17 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         else:
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
+    kept = []
+    for what, name, t in copies:  # a tied weight stored only under its other name (lm_head.weight alone): it is the
+        if tied[name] in done:    # weight, as transformers ties it
+            kept.append((what, name, t))
+            continue
+        check_finite(t, what)
+        owner_name, _, leaf = tied[name].rpartition(".")
+        owner = model.get_submodule(owner_name)
+        setattr(owner, leaf, nn.Parameter(t, requires_grad=getattr(owner, leaf).requires_grad))
+        done.add(tied[name])
+    copies = kept
     missing = [n for n in expected if n not in done]
     if missing:
         where = os.path.commonpath(sources) if sources else "the checkpoint"  # its one file, or its shards' folder

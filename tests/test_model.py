@@ -117,6 +117,30 @@ def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_tied_head_stored_only_under_its_head_name_loads_as_transformers_loads_it(hf_gpt2, tmp_path, arch):
+    """A tied model whose file holds lm_head.weight and not the embedding (an exporter that kept the head's name):
+    transformers ties the embedding to it (was: "1 tensors missing from the checkpoint: model.embed_tokens.weight")."""
+    if arch == "gpt2":
+        ref = hf_gpt2[0]
+    else:
+        c = transformers.LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+        ref = random_params(transformers.LlamaForCausalLM(c), 3)
+    ref.save_pretrained(tmp_path)
+    embed = "transformer.wte.weight" if arch == "gpt2" else "model.embed_tokens.weight"
+    state = C.load_safetensors(tmp_path / "model.safetensors")
+    state["lm_head.weight"] = state.pop(embed)
+    C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    x = ids()
+    with torch.no_grad():
+        want = type(ref).from_pretrained(tmp_path).eval()(x).logits
+        torch.testing.assert_close(want, ref(x).logits, atol=1e-5, rtol=0)
+        ours = M.load_pretrained(tmp_path)
+        torch.testing.assert_close(ours(x), want, atol=1e-4, rtol=0)
+    assert ours.lm_head.weight is ours.get_parameter(embed)
+
+
 def test_single_file_beside_an_index_loads_as_transformers_loads_it(hf_llama, tmp_path):
     """model.safetensors beside an older index + shards: transformers reads model.safetensors, and so do we."""
     ref, d = hf_llama
