@@ -252,3 +252,26 @@ def test_a_llama_with_odd_heads_is_refused_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: a head of 15 dimensions .* must be even"):
         M.check_config(c, "config.json")
     M.check_config(M.LlamaConfig(n_embd=32, n_head=2, n_kv_head=2), "config.json")  # 16: fine
+
+
+@pytest.mark.parametrize("kind, heads, kv", [("mistral", 16, None), ("qwen2", 64, None), ("qwen3", 64, None),
+                                             ("llama", 16, "null"), ("llama", 16, None)])
+def test_kv_heads_absent_or_null_as_each_class_reads_them(kind, heads, kv, tmp_path):
+    """num_key_value_heads absent: the class's default (MistralConfig's 8, Qwen2's and Qwen3's 32; LlamaConfig's: as
+    many as the query heads), null: as many as the query heads (LlamaConfig; transformers 5's other classes refuse a
+    null). Was the query heads' count for all: "tensor
+    'model.layers.0.self_attn.k_proj.weight' has shape (32, 64), expected (64, 64)" for a checkpoint transformers
+    loads."""
+    name = {"mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}[kind]
+    Config, Model = getattr(transformers, name + "Config"), getattr(transformers, name + "ForCausalLM")
+    sizes = dict(LLAMA, hidden_size=2 * heads, num_attention_heads=heads, head_dim=2,
+                 num_key_value_heads=heads if kv else {"mistral": 8, "llama": heads}.get(kind, 32))
+    random_params(Model(Config(**sizes)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    c = {k: v for k, v in json.loads(path.read_text()).items() if k != "num_key_value_heads"}
+    path.write_text(json.dumps(c | ({"num_key_value_heads": None} if kv else {})))
+    ref = Model.from_pretrained(tmp_path).eval()
+    assert ref.config.num_key_value_heads == (heads if kv else sizes["num_key_value_heads"])  # the oracle's reading
+    ours = M.load_pretrained(tmp_path)
+    assert ours.config.n_kv_head == ref.config.num_key_value_heads
+    same_outputs(ref, ours, kind)
