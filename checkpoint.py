@@ -200,16 +200,16 @@ def read_safetensors_header(path):
     return header, metadata, start
 
 
-def iter_safetensors(path, names=None):
-    """Yield (name, tensor) in file order, each read into fresh memory: one tensor alive at a time."""
+def iter_safetensors(path, names=None, by_name=False):
+    """Yield (name, tensor) in file order (by_name: in name order), each read into fresh memory: one tensor alive at a
+    time."""
     header, _, start = read_safetensors_header(path)
     wanted = header.keys() if names is None else names
-    entries = sorted(((header[k]["data_offsets"][0], k) for k in wanted))
     with open(path, "rb") as f:
-        for begin, name in entries:
+        for name in sorted(wanted, key=None if by_name else lambda k: header[k]["data_offsets"][0]):
             e = header[name]
             t = torch.empty(e["shape"], dtype=SAFETENSORS_DTYPES[e["dtype"]])
-            f.seek(start + begin)
+            f.seek(start + e["data_offsets"][0])
             if f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != t.numel() * t.element_size():
                 raise ValueError(f"{path}: truncated while reading tensor {name!r}")
             yield name, t
@@ -489,9 +489,11 @@ def load_torch(file):
 
 
 def read_tensors(file):
-    """Yield (name, tensor) from a .safetensors (plain reads) or a .bin/.pth (memory-mapped), one at a time."""
+    """Yield (name, tensor) from a .safetensors (plain reads, in name order) or a .bin/.pth (memory-mapped, in its
+    order), one at a time. The first floating tensor is the one transformers' get_state_dict_dtype reads a file's
+    dtype from (fill's, with config.json silent); the safetensors library stores float32 tensors first."""
     if file.endswith(".safetensors"):
-        yield from iter_safetensors(file)
+        yield from iter_safetensors(file, by_name=True)
         return
     state, mapped = load_torch(file)
     for name in list(state):
