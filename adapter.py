@@ -218,6 +218,9 @@ def adapted_names(cfg, path, tensors, whole):
                          "default when target_modules names lm_head or embed_tokens), which PEFT loads over the "
                          "model's; lorasp does not: if the vocabulary was not resized, save the adapter again with "
                          "save_pretrained(..., save_embedding_layers=False)")
+    if left and cfg.get("ensure_weight_tying"):
+        raise ValueError(f"{path}: {left[:3]}: ensure_weight_tying = True: PEFT ties the trained copy of a tied module "
+                         "(modules_to_save) to its partner; lorasp does not load a tied pair so")
     if left:
         raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
     return names

@@ -162,6 +162,22 @@ def test_peft_modules_to_save_on_a_tied_embedding_gives_peft_logits(tmp_path, sa
     assert not torch.equal(ours.lm_head.weight, ours.model.embed_tokens.weight)
 
 
+@pytest.mark.parametrize("saved", ["lm_head", "embed_tokens"])
+def test_peft_ensure_weight_tying_is_refused_naming_it(tmp_path, saved):
+    """ensure_weight_tying=True: PEFT ties the trained copy of a tied module to its partner and saves both (was
+    refused as "tensors lorasp does not load ... ['base_model.model.lm_head.weight']", which names no cause)."""
+    from peft import LoraConfig, get_peft_model
+    import model as M
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    base.save_pretrained(tmp_path / "base")
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=[saved],
+                                    ensure_weight_tying=True)).save_pretrained(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"ensure_weight_tying = True: PEFT ties the trained copy .* lorasp does not"):
+        load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True)
+
+
 @pytest.mark.parametrize("options,error", [
     (dict(bias="all"), "bias = 'all'"), (dict(bias="lora_only"), "bias = 'lora_only'"),
     (dict(use_dora=True), "use_dora = True"), (dict(lora_bias=True), "lora_bias = True"),
