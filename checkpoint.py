@@ -148,8 +148,8 @@ def not_lfs_pointer(path):
     with open(path, "rb") as f:
         head = f.read(23)
     if head == b"version https://git-lfs":
-        raise ValueError(f"{path}: a Git LFS pointer ({os.path.getsize(path)} bytes), not the file itself (the repository "
-                         "was cloned without git-lfs): run `git lfs install && git lfs pull` in its folder")
+        raise ValueError(f"{path}: a Git LFS pointer ({os.path.getsize(path)} bytes), not the file itself (the "
+                         "repository was cloned without git-lfs): run `git lfs install && git lfs pull` in its folder")
 
 
 def read_safetensors_header(path):
@@ -240,10 +240,10 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
     are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once (from either
-    name) and re-tied, unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
-    says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
-    dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
-    fp32 norms computes in one dtype)."""
+    name) and re-tied, unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5
+    does (a config that says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is
+    `shared`). dtype=None: the first tensor's dtype, for all of them (as transformers' "auto", read_tensors' order: a
+    checkpoint of bf16 linears and fp32 norms computes in one dtype)."""
     expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:

@@ -63,7 +63,8 @@ def test_no_config_dtype_and_mixed_tensors_compute_in_the_dtype_transformers_pic
     first in the file (computed in fp32: logits 0.05 off transformers')."""
     from safetensors.torch import save_file
     ref = write("llama", tmp_path, drop=("dtype", "torch_dtype"))
-    state = {k: v.to(torch.float32 if "norm" in k else torch.bfloat16).contiguous() for k, v in ref.state_dict().items()}
+    state = {k: v.to(torch.float32 if "norm" in k else torch.bfloat16).contiguous()
+             for k, v in ref.state_dict().items()}
     for f in tmp_path.glob("model*.safetensors*"):
         f.unlink()
     if sharded:   # each shard mixed: the safetensors library writes its fp32 tensors first

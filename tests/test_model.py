@@ -193,14 +193,34 @@ def test_legacy_format_pytorch_model_bin_loads_as_transformers_loads_it(hf_gpt2,
         torch.testing.assert_close(M.load_pretrained(tmp_path)(x), want, atol=1e-4, rtol=0)
 
 
+class Payload:
+    """Unpickling this would create a folder: weights_only=True must refuse to run it (in the pre-1.6 format too)."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_legacy_format_bin_with_a_pickle_payload_is_refused_never_run(hf_llama, tmp_path):
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    torch.save({"model.embed_tokens.weight": Payload(str(tmp_path / "pwned"))}, tmp_path / "pytorch_model.bin",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: cannot be read as a PyTorch checkpoint of tensors "
+                                         r"\(UnpicklingError"):
+        M.load_pretrained(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_a_bin_that_is_no_pytorch_file_is_named(hf_llama, tmp_path):
-    """Random bytes, text, an empty file: named as no PyTorch checkpoint (was: torch's "Weights only load failed ..."
+    """Binary junk, text, an empty file: named as no PyTorch checkpoint (was: torch's "Weights only load failed ..."
     or "mmap can only be used with files saved with ...", which point at the wrong cause)."""
     (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
-    for content in (os.urandom(3000), b"<html>404 Not Found</html>" * 20, b""):
+    for content in (bytes(range(7, 256)) * 12, b"<html>404 Not Found</html>" * 20, b""):
         (tmp_path / "pytorch_model.bin").write_bytes(content)
-        with pytest.raises(ValueError, match=rf"pytorch_model\.bin: not a PyTorch checkpoint \({len(content):,} bytes "
-                                             r"starting .*: neither torch\.save's zip archive nor its pre-1\.6 format\)$"):
+        with pytest.raises(ValueError, match=rf"pytorch_model\.bin: not a PyTorch checkpoint \({len(content):,} "
+                                             r"bytes starting .*: neither torch\.save's zip archive nor its pre-1\.6 "
+                                             r"format\)$"):
             M.load_pretrained(tmp_path)
 
 
