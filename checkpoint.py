@@ -254,8 +254,11 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
         sources.add(os.fspath(source))
         if want is None or name in done:
-            raise ValueError(f"{what} " + ("appears twice" if name in done else
-                                           f"is left over: {type(model).__name__} has no such parameter"))
+            wrapper = next((p for p in ("module.", "_orig_mod.") if name.startswith(p) and name[len(p):] in
+                            {**expected, **tied}), None)  # DistributedDataParallel's, torch.compile's
+            raise ValueError(f"{what} " + ("appears twice" if name in done else f"is left over: the keys carry the "
+                             f"{wrapper!r} prefix of a wrapped model: save model.{wrapper}state_dict() instead"
+                             if wrapper else f"is left over: {type(model).__name__} has no such parameter"))
         if tuple(t.shape) != tuple(want.shape):
             raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         if not t.is_floating_point():

@@ -212,6 +212,17 @@ def test_a_legacy_format_bin_with_a_pickle_payload_is_refused_never_run(hf_llama
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_a_state_dict_of_a_wrapped_model_is_named_with_the_fix(hf_llama, tmp_path, prefix):
+    """torch.save(model.state_dict()) of a DistributedDataParallel (module.) or torch.compile'd (_orig_mod.) model:
+    every key carries the wrapper's prefix (was: "tensor 'module.lm_head.weight' is left over", no cause)."""
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    torch.save({prefix + k: v for k, v in hf_llama[0].state_dict().items()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=rf"'{re.escape(prefix)}.*' is left over: the keys carry the "
+                                         rf"'{re.escape(prefix)}' prefix of a wrapped model"):
+        M.load_pretrained(tmp_path)
+
+
 def test_a_bin_that_is_no_pytorch_file_is_named(hf_llama, tmp_path):
     """Binary junk, text, an empty file: named as no PyTorch checkpoint (was: torch's "Weights only load failed ..."
     or "mmap can only be used with files saved with ...", which point at the wrong cause)."""
