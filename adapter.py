@@ -102,11 +102,27 @@ def target_modules(adapted, linears):
 def write_adapter(directory, tensors, extras, config, settings):
     """Replace the folder with PEFT's two files (tensors, config) and EXTRAS_FILE (extras, with the LoRA-SP settings
     as its metadata). A failed save (a full disk) leaves the previous adapter (checkpoint.replace_dir)."""
+    outside_saved(lora_names(tensors), [f"{PEFT}{m}." for m in config.get("modules_to_save") or ()], directory)
     with replace_dir(directory, own=ADAPTER_FILES) as tmp:
         save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(settings)})
         save_safetensors(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(config, f, indent=2)
+
+
+def lora_names(tensors):
+    """The modules an adapter file holds lora_A weights of."""
+    return sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.startswith(PEFT) and
+                  k.endswith(".lora_A.weight"))
+
+
+def outside_saved(names, whole, where):
+    """Refuse an adapted module inside a module saved whole (prefixes `whole`: RoBERTa's classifier.dense with
+    --targets dense): PEFT then finds lora_A/B among the whole module's tensors (a KeyError), and so would we."""
+    for n in names:
+        if w := next((w for w in whole if f"{PEFT}{n}.".startswith(w)), None):
+            raise ValueError(f"{where}: {n}: an adapter layer inside modules_to_save's {w[len(PEFT):-1]!r}, which is "
+                             "saved whole; neither PEFT nor lorasp load that: adapt layers outside it")
 
 
 def _own(m):
@@ -185,9 +201,10 @@ def read_adapter(directory, peft):
 def adapted_names(cfg, path, tensors, whole):
     """The names of the modules the adapter holds: each one PEFT would adapt too, and no tensor that the load would
     leave out (only lora_A/B, and those under the prefixes `whole` of the modules_to_save, loaded whole)."""
-    names = sorted(k[len(PEFT):-len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight"))
+    names = lora_names(tensors)
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
+    outside_saved(names, whole, path)
     if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
         raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
                          f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
@@ -195,6 +212,15 @@ def adapted_names(cfg, path, tensors, whole):
                          (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
                          f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
     lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
-    if left := sorted(k for k in tensors if k not in lora and not k.startswith(whole)):  # biases, DoRA, embeddings
+    left = sorted(k for k in tensors if k not in lora and not k.startswith(whole))  # biases, DoRA, embeddings
+    if base := [k for k in left if ".base_layer." in k or k.endswith("embed_tokens.weight")]:
+        raise ValueError(f"{path}: {base[:3]}: the base model's own weights (PEFT's save_embedding_layers, on by "
+                         "default when target_modules names lm_head or embed_tokens), which PEFT loads over the "
+                         "model's; lorasp does not: if the vocabulary was not resized, save the adapter again with "
+                         "save_pretrained(..., save_embedding_layers=False)")
+    if left and cfg.get("ensure_weight_tying"):
+        raise ValueError(f"{path}: {left[:3]}: ensure_weight_tying = True: PEFT ties the trained copy of a tied module "
+                         "(modules_to_save) to its partner; lorasp does not load a tied pair so")
+    if left:
         raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
     return names

@@ -142,6 +142,16 @@ def save_safetensors(tensors, path, metadata=None, sync=True):
             f.write(data.numpy())  # buffer protocol: no extra copy of the tensor
 
 
+def not_lfs_pointer(path):
+    """Refuse a Git LFS pointer (what `git clone` without git-lfs leaves where each weight file should be) with the
+    fix: it would otherwise read as a corrupt file of the format asked for."""
+    with open(path, "rb") as f:
+        head = f.read(23)
+    if head == b"version https://git-lfs":
+        raise ValueError(f"{path}: a Git LFS pointer ({os.path.getsize(path)} bytes), not the file itself (the "
+                         "repository was cloned without git-lfs): run `git lfs install && git lfs pull` in its folder")
+
+
 def read_safetensors_header(path):
     """Return (tensor entries, metadata, offset of the data section), checked as the reference reader checks them:
     known dtypes, non-negative integer shapes, byte ranges that match the shapes and tile the data section exactly
@@ -153,6 +163,7 @@ def read_safetensors_header(path):
             raise ValueError(f"{path}: not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", raw)
         if n > min(size - 8, 100 << 20):
+            not_lfs_pointer(path)
             raise ValueError(f"{path}: corrupt safetensors header (says {n} bytes, file has {size})")
         try:
             header = json.loads(f.read(n))
@@ -189,16 +200,16 @@ def read_safetensors_header(path):
     return header, metadata, start
 
 
-def iter_safetensors(path, names=None):
-    """Yield (name, tensor) in file order, each read into fresh memory: one tensor alive at a time."""
+def iter_safetensors(path, names=None, by_name=False):
+    """Yield (name, tensor) in file order (by_name: in name order), each read into fresh memory: one tensor alive at a
+    time."""
     header, _, start = read_safetensors_header(path)
     wanted = header.keys() if names is None else names
-    entries = sorted(((header[k]["data_offsets"][0], k) for k in wanted))
     with open(path, "rb") as f:
-        for begin, name in entries:
+        for name in sorted(wanted, key=None if by_name else lambda k: header[k]["data_offsets"][0]):
             e = header[name]
             t = torch.empty(e["shape"], dtype=SAFETENSORS_DTYPES[e["dtype"]])
-            f.seek(start + begin)
+            f.seek(start + e["data_offsets"][0])
             if f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != t.numel() * t.element_size():
                 raise ValueError(f"{path}: truncated while reading tensor {name!r}")
             yield name, t
@@ -228,11 +239,11 @@ class MetaInit(torch.overrides.TorchFunctionMode):
 def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
-    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once and re-tied,
-    unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5 does (a config that
-    says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is `shared`).
-    dtype=None: the first tensor's dtype, for all of them (as transformers' "auto": a checkpoint of bf16 linears and
-    fp32 norms computes in one dtype)."""
+    are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once (from either
+    name) and re-tied, unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5
+    does (a config that says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is
+    `shared`). dtype=None: the first tensor's dtype, for all of them (as transformers' "auto", read_tensors' order: a
+    checkpoint of bf16 linears and fp32 norms computes in one dtype)."""
     expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
@@ -243,8 +254,11 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         what, want = f"{source}: tensor {name!r}", expected.get(tied.get(name, name))
         sources.add(os.fspath(source))
         if want is None or name in done:
-            raise ValueError(f"{what} " + ("appears twice" if name in done else
-                                           f"is left over: {type(model).__name__} has no such parameter"))
+            wrapper = next((p for p in ("module.", "_orig_mod.") if name.startswith(p) and name[len(p):] in
+                            {**expected, **tied}), None)  # DistributedDataParallel's, torch.compile's
+            raise ValueError(f"{what} " + ("appears twice" if name in done else f"is left over: the keys carry the "
+                             f"{wrapper!r} prefix of a wrapped model: save model.{wrapper}state_dict() instead"
+                             if wrapper else f"is left over: {type(model).__name__} has no such parameter"))
         if tuple(t.shape) != tuple(want.shape):
             raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         if not t.is_floating_point():
@@ -277,6 +291,17 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         else:
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
+    kept = []
+    for what, name, t in copies:  # a tied weight stored only under its other name (lm_head.weight alone): it is the
+        if tied[name] in done:    # weight, as transformers ties it
+            kept.append((what, name, t))
+            continue
+        check_finite(t, what)
+        owner_name, _, leaf = tied[name].rpartition(".")
+        owner = model.get_submodule(owner_name)
+        setattr(owner, leaf, nn.Parameter(t, requires_grad=getattr(owner, leaf).requires_grad))
+        done.add(tied[name])
+    copies = kept
     missing = [n for n in expected if n not in done]
     if missing:
         where = os.path.commonpath(sources) if sources else "the checkpoint"  # its one file, or its shards' folder
@@ -420,19 +445,39 @@ def hf_files(path):
         "Hugging Face layout" if ggufs else ""))
 
 
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-1.6 files open with this pickled number
+
+
 def torch_load(file):
-    """torch.load of a .bin/.pth, memory-mapped, tensors only (weights_only: a pickle's code never runs) -> {name:
-    tensor}. What it refuses or cannot read, and anything but a flat dict of tensors, is an error naming the file (a
-    training checkpoint's {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
+    """torch.load of a .bin/.pth, tensors only (weights_only: a pickle's code never runs) -> {name: tensor}."""
+    return load_torch(file)[0]
+
+
+def load_torch(file):
+    """torch.load of a .bin/.pth, memory-mapped, tensors only -> ({name: tensor}, whether memory-mapped). A file in
+    torch's pre-1.6 format (older Hub repositories' pytorch_model.bin) cannot be mapped: it is read whole, and its
+    pages must never be handed back (release would zero them, and a tied weight shares them). What it refuses or
+    cannot read, and anything but a flat dict of tensors, is an error naming the file (a training checkpoint's
+    {"state_dict": ..., "step": 3} is not unwrapped: the error says how to save the weights)."""
+    mapped = True
     try:
-        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as e:
+            if "mmap can only be used" not in str(e):  # (torch's words for a file not in its zip format)
+                raise
+            state, mapped = torch.load(file, map_location="cpu", weights_only=True), False
     except Exception as e:  # UnpicklingError (code in the pickle), RuntimeError (not a zip archive), EOFError, ...
         with open(file, "rb") as f:  # a zip (torch.save's format) ends with its directory: a cut copy has none
-            head, size = f.read(4), f.seek(0, os.SEEK_END)
+            head, size = f.read(len(LEGACY_MAGIC)), f.seek(0, os.SEEK_END)
             f.seek(max(0, size - (1 << 16) - 22))
-            if head == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
+            if head[:4] == b"PK\x03\x04" and b"PK\x05\x06" not in f.read():
                 raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
                                  "end); a partial copy or download? Copy or fetch it again") from None
+        not_lfs_pointer(file)
+        if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
+            raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
+                             "torch.save's zip archive nor its pre-1.6 format)") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
@@ -443,19 +488,22 @@ def torch_load(file):
             hint = f"; to load the weights under it, save them alone: torch.save(ckpt[{key!r}], FILE)"
             raise ValueError(f"{file}: entry {key!r} is {type(v).__name__}, not a tensor (a state dict of tensors "
                              "is expected)" + (hint if isinstance(v, dict) else ""))
-    return state
+    return state, mapped
 
 
 def read_tensors(file):
-    """Yield (name, tensor) from a .safetensors (plain reads) or a .bin/.pth (memory-mapped), one at a time."""
+    """Yield (name, tensor) from a .safetensors (plain reads, in name order) or a .bin/.pth (memory-mapped, in its
+    order), one at a time. The first floating tensor is the one transformers' get_state_dict_dtype reads a file's
+    dtype from (fill's, with config.json silent); the safetensors library stores float32 tensors first."""
     if file.endswith(".safetensors"):
-        yield from iter_safetensors(file)
+        yield from iter_safetensors(file, by_name=True)
         return
-    state = torch_load(file)
+    state, mapped = load_torch(file)
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back
-        release(t)
+        if mapped:
+            release(t)
 
 
 def release(t):
@@ -571,7 +619,7 @@ def meta_checkpoint(path):
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
     p = read_json(os.path.join(path, "params.json"))
     refuse_vision(p, os.path.join(path, "params.json"))
-    shards = [torch_load(f) for f in files]
+    shards, mapped = zip(*[load_torch(f) for f in files])
     try:
         config = meta_config(p, lambda: shards[0]["tok_embeddings.weight"].shape[0])
         hd = config["n_embd"] // config["n_head"]
@@ -604,7 +652,7 @@ def meta_checkpoint(path):
             t = parts[0].clone() if dim is None else torch.cat(parts, dim)
             if rest in ("attention.wq.weight", "attention.wk.weight") and t.shape[0] % hd == 0:  # else: shape error
                 t = rope_halves(t, hd)
-            for x in parts:
+            for x in parts if all(mapped) else ():
                 release(x)
             yield files[0], ("model." + layer if layer else "") + name, t
         for f, s in zip(files, shards):
@@ -673,6 +721,7 @@ def read_gguf(path):
             return read(GGUF_VALUES[kind])[0]
 
         if f.read(4) != b"GGUF":
+            not_lfs_pointer(path)
             raise ValueError(f"{path}: not a GGUF file (no GGUF magic)")
         (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
         if version not in (2, 3):

@@ -141,7 +141,8 @@ class LlamaConfig:
         # transformers 5 always writes)
         if hd and hd % 2:
             raise ValueError(f"head_dim = {hd} must be even (RoPE rotates pairs of dimensions)")
-        return read_hf(cls, c, n_kv_head=c.get("num_key_value_heads") or c["num_attention_heads"], rope_theta=theta,
+        kv = c.get("num_key_value_heads", dict(mistral=8, qwen2=32, qwen3=32).get(arch))  # absent: each class's
+        return read_hf(cls, c, n_kv_head=kv or c["num_attention_heads"], rope_theta=theta,  # default (null: all)
                        norm_eps=c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default (ours: Llama 2's)
                        max_seq_len=longest, head_dim=hd, rope_scaling=None if kind == "default" else rope,
                        sliding_window=cls.hf_window(c), qkv_bias=arch == "qwen2", layer_types=cls.hf_layer_types(c),

@@ -56,6 +56,31 @@ def test_config_dtype_is_the_default_compute_dtype(key, tmp_path):
     same_outputs(ref32, M.load_pretrained(tmp_path, dtype=torch.float32), "llama")
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_no_config_dtype_and_mixed_tensors_compute_in_the_dtype_transformers_picks(sharded, tmp_path):
+    """bf16 weights and fp32 norms, config.json naming no dtype: transformers 5 computes in the dtype of the first
+    floating tensor by name (of the first shard); the safetensors library stores fp32 tensors first, and we took the
+    first in the file (computed in fp32: logits 0.05 off transformers')."""
+    from safetensors.torch import save_file
+    ref = write("llama", tmp_path, drop=("dtype", "torch_dtype"))
+    state = {k: v.to(torch.float32 if "norm" in k else torch.bfloat16).contiguous()
+             for k, v in ref.state_dict().items()}
+    for f in tmp_path.glob("model*.safetensors*"):
+        f.unlink()
+    if sharded:   # each shard mixed: the safetensors library writes its fp32 tensors first
+        names = {k: "model-0000%d-of-00002.safetensors" % (1 + ("layers.1." in k)) for k in state}
+        for name in set(names.values()):
+            save_file({k: v for k, v in state.items() if names[k] == name}, tmp_path / name, {"format": "pt"})
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": names}))
+    else:
+        save_file(state, tmp_path / "model.safetensors", {"format": "pt"})
+    ref = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert ref.model.embed_tokens.weight.dtype == torch.bfloat16  # the oracle's reading
+    ours = M.load_pretrained(tmp_path)
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    same_outputs(ref, ours, "llama", atol=0.03)
+
+
 def test_config_dtype_that_is_not_a_float_dtype_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(M.get_config("llama-tiny").to_hf() | dict(torch_dtype="int8")))
     with pytest.raises(ValueError, match=r"config.json: torch_dtype = 'int8' is not a torch floating-point dtype"):
@@ -252,3 +277,26 @@ def test_a_llama_with_odd_heads_is_refused_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: a head of 15 dimensions .* must be even"):
         M.check_config(c, "config.json")
     M.check_config(M.LlamaConfig(n_embd=32, n_head=2, n_kv_head=2), "config.json")  # 16: fine
+
+
+@pytest.mark.parametrize("kind, heads, kv", [("mistral", 16, None), ("qwen2", 64, None), ("qwen3", 64, None),
+                                             ("llama", 16, "null"), ("llama", 16, None)])
+def test_kv_heads_absent_or_null_as_each_class_reads_them(kind, heads, kv, tmp_path):
+    """num_key_value_heads absent: the class's default (MistralConfig's 8, Qwen2's and Qwen3's 32; LlamaConfig's: as
+    many as the query heads), null: as many as the query heads (LlamaConfig; transformers 5's other classes refuse a
+    null). Was the query heads' count for all: "tensor
+    'model.layers.0.self_attn.k_proj.weight' has shape (32, 64), expected (64, 64)" for a checkpoint transformers
+    loads."""
+    name = {"mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}[kind]
+    Config, Model = getattr(transformers, name + "Config"), getattr(transformers, name + "ForCausalLM")
+    sizes = dict(LLAMA, hidden_size=2 * heads, num_attention_heads=heads, head_dim=2,
+                 num_key_value_heads=heads if kv else {"mistral": 8, "llama": heads}.get(kind, 32))
+    random_params(Model(Config(**sizes)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    c = {k: v for k, v in json.loads(path.read_text()).items() if k != "num_key_value_heads"}
+    path.write_text(json.dumps(c | ({"num_key_value_heads": None} if kv else {})))
+    ref = Model.from_pretrained(tmp_path).eval()
+    assert ref.config.num_key_value_heads == (heads if kv else sizes["num_key_value_heads"])  # the oracle's reading
+    ours = M.load_pretrained(tmp_path)
+    assert ours.config.n_kv_head == ref.config.num_key_value_heads
+    same_outputs(ref, ours, kind)

@@ -207,6 +207,28 @@ def test_adapter_with_its_head_loads_in_peft(kind, tmp_path):
         {n for n, p in ours.named_parameters() if p.requires_grad}  # the head trains again after loading
 
 
+
+@pytest.mark.parametrize("kind", ["roberta", "bert"])
+def test_an_adapter_layer_inside_a_saved_head_is_refused_naming_it(kind, tmp_path):
+    """--targets dense also matches RoBERTa's classifier.dense (BERT's bert.pooler.dense): a LoRA layer inside a module
+    saved whole. Saved as it was, neither PEFT (KeyError) nor load_adapter (load_state_dict's unexpected keys) read the
+    folder back; the save is refused naming the layer, and so is such a folder on load."""
+    from checkpoint import load_safetensors, save_safetensors
+    random_params(HF[kind][2](hf_config(kind, num_labels=3)), 5).save_pretrained(tmp_path / "base")
+    inner = {"roberta": "classifier.dense", "bert": "bert.pooler.dense"}[kind]
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_head(3), ["query", "dense"], r=4, alpha=8)
+    with pytest.raises(ValueError, match=rf"{inner}: an adapter layer inside modules_to_save's"):
+        save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head)
+    assert not (tmp_path / "adapter").exists()
+    outside = apply_lorasp(M.load_pretrained(tmp_path / "base").add_head(3), ["query"], r=4, alpha=8)
+    save_adapter(outside, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(outside).head)
+    f = tmp_path / "adapter" / "adapter_model.safetensors"   # the same layout written by hand: refused on load too
+    tensors = load_safetensors(f) | {f"base_model.model.{inner}.lora_{k}.weight": torch.zeros(s) for k, s in
+                                     (("A", (4, 32)), ("B", (32, 4)))}
+    save_safetensors(tensors, f)
+    with pytest.raises(ValueError, match=rf"{inner}: an adapter layer inside modules_to_save's"):
+        load_adapter(M.load_pretrained(tmp_path / "base").add_head(3), tmp_path / "adapter")
+
 @pytest.mark.parametrize("config", [M.EncoderConfig(model_type="roberta", n_positions=16, pad_id=1, n_type=1),
                                     M.EncoderConfig(n_positions=16), M.GPT2Config(vocab_size=V, n_positions=16)],
                          ids=["roberta", "bert", "gpt2"])

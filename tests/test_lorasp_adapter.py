@@ -162,6 +162,22 @@ def test_peft_modules_to_save_on_a_tied_embedding_gives_peft_logits(tmp_path, sa
     assert not torch.equal(ours.lm_head.weight, ours.model.embed_tokens.weight)
 
 
+@pytest.mark.parametrize("saved", ["lm_head", "embed_tokens"])
+def test_peft_ensure_weight_tying_is_refused_naming_it(tmp_path, saved):
+    """ensure_weight_tying=True: PEFT ties the trained copy of a tied module to its partner and saves both (was
+    refused as "tensors lorasp does not load ... ['base_model.model.lm_head.weight']", which names no cause)."""
+    from peft import LoraConfig, get_peft_model
+    import model as M
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    base.save_pretrained(tmp_path / "base")
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=[saved],
+                                    ensure_weight_tying=True)).save_pretrained(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"ensure_weight_tying = True: PEFT ties the trained copy .* lorasp does not"):
+        load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True)
+
+
 @pytest.mark.parametrize("options,error", [
     (dict(bias="all"), "bias = 'all'"), (dict(bias="lora_only"), "bias = 'lora_only'"),
     (dict(use_dora=True), "use_dora = True"), (dict(lora_bias=True), "lora_bias = True"),
@@ -171,7 +187,9 @@ def test_peft_modules_to_save_on_a_tied_embedding_gives_peft_logits(tmp_path, sa
     (dict(init_lora_weights="pissa"), "init_lora_weights = 'pissa'"),   # PEFT's load subtracts B0 A0 from W
     (dict(init_lora_weights="olora"), "init_lora_weights = 'olora'"),
     (dict(target_modules=["q_proj", "embed_tokens"], save=dict(save_embedding_layers=False)), "lora_embedding_A"),
-    (dict(save=dict(save_embedding_layers=True)), "embed_tokens.weight")])
+    (dict(save=dict(save_embedding_layers=True)), "embed_tokens.weight"),
+    (dict(target_modules=["q_proj", "lm_head"]),   # PEFT's "auto": the LM head's base weight saved beside its A and B
+     r"lm_head.base_layer.weight'\]: the base model's own weights .* save_embedding_layers=False")])
 def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
     base = tiny_llama()
     peft_adapter(base, tmp_path, **dict(dict(r=4, lora_alpha=8, target_modules=["q_proj"]), **options))
@@ -179,6 +197,24 @@ def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
     with pytest.raises(ValueError, match=error):
         load_adapter(ours, tmp_path, peft=True)
     assert not any(isinstance(m, LoRASPLinear) for m in ours.modules())   # refused before any layer is wrapped
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_peft_adapter_on_the_lm_head_gives_peft_logits(tmp_path, tied):
+    """LoRA on lm_head (tied: the embedding's weight), saved without the base weights PEFT adds by default."""
+    from peft import PeftModel
+    import model as M
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)).eval()
+    base.save_pretrained(tmp_path / "base")
+    peft_adapter(base, tmp_path / "a", save=dict(save_embedding_layers=False), r=4, lora_alpha=8,
+                 target_modules=["q_proj", "lm_head"])
+    ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
+    assert isinstance(ours.lm_head, LoRASPLinear)
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), PeftModel.from_pretrained(base, tmp_path / "a")(ids).logits)
 
 
 @pytest.mark.parametrize("mode,structure", [("mask", "column"), ("freeze", "element")])

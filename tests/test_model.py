@@ -3,6 +3,7 @@ public layouts (HF sharded safetensors + index, pytorch_model*.bin, Meta's conso
 logits."""
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -116,6 +117,30 @@ def test_untied_heads_load_as_transformers_loads_them(hf_llama, tmp_path):
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_tied_head_stored_only_under_its_head_name_loads_as_transformers_loads_it(hf_gpt2, tmp_path, arch):
+    """A tied model whose file holds lm_head.weight and not the embedding (an exporter that kept the head's name):
+    transformers ties the embedding to it (was: "1 tensors missing from the checkpoint: model.embed_tokens.weight")."""
+    if arch == "gpt2":
+        ref = hf_gpt2[0]
+    else:
+        c = transformers.LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+        ref = random_params(transformers.LlamaForCausalLM(c), 3)
+    ref.save_pretrained(tmp_path)
+    embed = "transformer.wte.weight" if arch == "gpt2" else "model.embed_tokens.weight"
+    state = C.load_safetensors(tmp_path / "model.safetensors")
+    state["lm_head.weight"] = state.pop(embed)
+    C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    x = ids()
+    with torch.no_grad():
+        want = type(ref).from_pretrained(tmp_path).eval()(x).logits
+        torch.testing.assert_close(want, ref(x).logits, atol=1e-5, rtol=0)
+        ours = M.load_pretrained(tmp_path)
+        torch.testing.assert_close(ours(x), want, atol=1e-4, rtol=0)
+    assert ours.lm_head.weight is ours.get_parameter(embed)
+
+
 def test_single_file_beside_an_index_loads_as_transformers_loads_it(hf_llama, tmp_path):
     """model.safetensors beside an older index + shards: transformers reads model.safetensors, and so do we."""
     ref, d = hf_llama
@@ -142,6 +167,94 @@ def test_llama_sharded_pytorch_model_bin(hf_llama, tmp_path):
     (tmp_path / "config.json").write_text((d / "config.json").read_text())
     x = ids()
     torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "meta"])
+def test_legacy_format_pytorch_model_bin_loads_as_transformers_loads_it(hf_gpt2, hf_llama, tmp_path, arch):
+    """A pytorch_model.bin (or consolidated.00.pth) in torch's pre-1.6 (not zip) format, as older Hub repositories
+    ship it: torch.load cannot memory-map it (was: refused, "mmap can only be used with files saved with ...").
+    GPT-2's lm_head.weight shares wte's storage in it: handing the pages of a tensor read into memory back to the
+    kernel zeroed the second (logits 5.0 off)."""
+    ref, d = {"gpt2": hf_gpt2, "llama": hf_llama, "meta": hf_llama}[arch]
+    x = ids()
+    if arch == "meta":
+        write_meta(ref, tmp_path)
+        for f in ("consolidated.00.pth", "consolidated.01.pth"):
+            torch.save(torch.load(tmp_path / f), tmp_path / f, _use_new_zipfile_serialization=False)
+        torch.testing.assert_close(M.load_pretrained(tmp_path)(x), ref(x).logits, atol=1e-4, rtol=0)
+        return
+    state = ref.state_dict()
+    assert arch == "llama" or state["lm_head.weight"].data_ptr() == state["transformer.wte.weight"].data_ptr()
+    torch.save(state, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    (tmp_path / "config.json").write_text((d / "config.json").read_text())
+    with torch.no_grad():
+        want = type(ref).from_pretrained(tmp_path).eval()(x).logits
+        torch.testing.assert_close(want, ref(x).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path)(x), want, atol=1e-4, rtol=0)
+
+
+class Payload:
+    """Unpickling this would create a folder: weights_only=True must refuse to run it (in the pre-1.6 format too)."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_legacy_format_bin_with_a_pickle_payload_is_refused_never_run(hf_llama, tmp_path):
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    torch.save({"model.embed_tokens.weight": Payload(str(tmp_path / "pwned"))}, tmp_path / "pytorch_model.bin",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: cannot be read as a PyTorch checkpoint of tensors "
+                                         r"\(UnpicklingError"):
+        M.load_pretrained(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_a_state_dict_of_a_wrapped_model_is_named_with_the_fix(hf_llama, tmp_path, prefix):
+    """torch.save(model.state_dict()) of a DistributedDataParallel (module.) or torch.compile'd (_orig_mod.) model:
+    every key carries the wrapper's prefix (was: "tensor 'module.lm_head.weight' is left over", no cause)."""
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    torch.save({prefix + k: v for k, v in hf_llama[0].state_dict().items()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=rf"'{re.escape(prefix)}.*' is left over: the keys carry the "
+                                         rf"'{re.escape(prefix)}' prefix of a wrapped model"):
+        M.load_pretrained(tmp_path)
+
+
+def test_a_bin_that_is_no_pytorch_file_is_named(hf_llama, tmp_path):
+    """Binary junk, text, an empty file: named as no PyTorch checkpoint (was: torch's "Weights only load failed ..."
+    or "mmap can only be used with files saved with ...", which point at the wrong cause)."""
+    (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    for content in (bytes(range(7, 256)) * 12, b"<html>404 Not Found</html>" * 20, b""):
+        (tmp_path / "pytorch_model.bin").write_bytes(content)
+        with pytest.raises(ValueError, match=rf"pytorch_model\.bin: not a PyTorch checkpoint \({len(content):,} "
+                                             r"bytes starting .*: neither torch\.save's zip archive nor its pre-1\.6 "
+                                             r"format\)$"):
+            M.load_pretrained(tmp_path)
+
+
+LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize 2471645608\n" % (b"4f" * 32)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin", "model.gguf", "adapter"])
+def test_a_git_lfs_pointer_is_named_with_the_fix(hf_llama, tmp_path, name):
+    """A `git clone` of a Hub repository without git-lfs leaves ~130-byte pointer files where the weights should be
+    (was: "corrupt safetensors header (says 2334956330930810742 bytes ...)", "no GGUF magic", ...)."""
+    from lorasp import load_adapter
+    fix = r": a Git LFS pointer \(\d+ bytes\), not the file itself .* git lfs pull"
+    if name == "adapter":
+        (tmp_path / "adapter_config.json").write_text(json.dumps(dict(peft_type="LORA", r=4, lora_alpha=8)))
+        (tmp_path / "adapter_model.safetensors").write_bytes(LFS)
+        with pytest.raises(ValueError, match=r"adapter_model\.safetensors" + fix):
+            load_adapter(M.load_pretrained(hf_llama[1]), tmp_path, peft=True)
+        return
+    if name != "model.gguf":
+        (tmp_path / "config.json").write_text((hf_llama[1] / "config.json").read_text())
+    (tmp_path / name).write_bytes(LFS)
+    with pytest.raises(ValueError, match=re.escape(name) + fix):
+        M.load_pretrained(tmp_path)
 
 
 def test_bin_that_is_not_a_flat_state_dict_is_named(hf_llama, tmp_path):
