@@ -1,8 +1,8 @@
 """cli.py: train.py's command line: every flag with its one default, its range checked as it is parsed, --help
 one line a flag with the table of presets at its end, the two demos' own defaults, and what a run prints last.
 
-- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
-  it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
+- POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take (checks.ranged: argparse refuses a value out of
+  range and says the range; no traceback, nothing started).
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
@@ -26,6 +26,7 @@ from dataclasses import replace
 import torch
 
 import data
+from checks import given_flags, no_effect, ranged
 from data import UserError
 from ddp import rank_world
 from download import has_weights
@@ -68,25 +69,6 @@ def presets_table():
         "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
                                                                          if c.model_type == family)
                   for family, kinds in families.items())
-
-
-def ranged(kind, low=None, high=None, open_low=False, open_high=False):
-    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
-    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
-    name = "an integer" if kind is int else "a number"
-    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
-        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
-
-    def parse(text):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
-                and (high is None or (x < high if open_high else x <= high))):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
-        return x
-    return parse
 
 
 POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
@@ -191,9 +173,7 @@ def parse_args(argv=None):
     if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
-    unset = object()                      # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
-    given = {"--" + k.replace("_", "-") for k, v in vars(p.parse_args(argv, argparse.Namespace(
-        **{a.dest: unset for a in p._actions}))).items() if v is not unset}
+    given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
@@ -232,7 +212,7 @@ def parse_args(argv=None):
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq"),
                                     ("--data-dir", splits)) if f in given and idle]:
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
+        no_effect(unused, f" with --data {args.data}")
     if splits and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
@@ -241,7 +221,7 @@ def parse_args(argv=None):
             f"--model {args.model} is not a preset, its files are read where they are" if args.model else
             "the offline demo makes its own model") + " (for a preset's weights)")
     if args.allow_data_change and not args.resume:
-        print("note: --allow-data-change has no effect without --resume")
+        no_effect(["--allow-data-change"], " without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
     if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
         print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early

@@ -36,12 +36,12 @@ import data
 import plan
 from data import UserError
 from ddp import rank_world
-from download import HF_REPOS, SMALL_FILES, no_model
-from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
-                  not_a_model)
+from checks import check_model, check_seq_len
+from download import HF_REPOS, SMALL_FILES
+from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
-from model import PRESETS, check_window, load_pretrained, positions, save_pretrained
+from model import PRESETS, load_pretrained, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
@@ -61,15 +61,7 @@ def heads(model, args):
 def checked_config(args):
     """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
     the data exists and the model's family trains it."""
-    if error := not_a_model(args.model, train=True):
-        raise error
-    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
-            args.model not in PRESETS:
-        if os.path.isfile(args.model):                         # a weight file: its folder holds the config too
-            raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
-                            f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
-                            ".gguf file")
-        raise no_model(args.model, PRESETS, train=True)
+    check_model(args.model, train=True)
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
@@ -82,9 +74,7 @@ def checked_config(args):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
-    if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
-        raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
-    check_window(config, args.seq_len, args.model)
+    check_seq_len(config, args.seq_len, args.model)           # else an IndexError at the first batch that long
     if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
         print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
               "trains on positions the model never saw")
