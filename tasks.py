@@ -41,7 +41,7 @@ from download import HF_REPOS, SMALL_FILES
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
-from model import PRESETS, load_pretrained, save_pretrained
+from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
@@ -124,6 +124,16 @@ def load_model(args, directory, checkpoint, device, bf16):
         for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
+
+
+def adamw(model, params, args):
+    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
+    transformers' Trainer: a parameter whose name says bias)."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
+    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
+                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
+                             lr=args.lr, weight_decay=args.weight_decay)
 
 
 def check_adapted(args, keep, layers):
