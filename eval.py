@@ -48,12 +48,12 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
                   sorted_batches, squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import CAUSAL, TAKES, base_only, load_model, model_path, parse_args, seq_len_for, task_data, with_adapter
+from evalcli import (CAUSAL, TAKES, base_only, load_model, model_config, model_path, parse_args, seq_len_for,
+                     task_data, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from model import beam_search, generate
-from plan import model_config
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------

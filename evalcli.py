@@ -30,6 +30,7 @@ from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_
 from download import resolve_model
 from lorasp import adapter_base, load_adapter, matches
 from model import PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS, as before)
+from plan import model_config
 
 # ----------------------------------------------------------------------------------------------------
 # The flags, checked
@@ -273,6 +274,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
     type is refused; tok: its tokenizer, read already (perplexity's data), else read here."""
     name = model_path(name)
+    if takes and (kind := model_config(name, name).model_type) not in takes[0]:  # config.json: before the weights
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
     if num_labels and not hasattr(model, "add_head"):
         raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
@@ -290,8 +293,6 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                             f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
                             f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "
                             "on this base")
-    elif takes and model.config.model_type not in takes[0]:
-        raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
     tok = tok or load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
     return (with_adapter(model, adapter, name) if adapter else model).eval(), tok

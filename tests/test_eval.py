@@ -434,3 +434,14 @@ def test_a_weight_file_for_model_names_its_folder(ckpt):
     with pytest.raises(SystemExit, match=rf"^error: --model {ckpt / 'model.safetensors'} is a file: pass its "
                                          rf"checkpoint's folder \({ckpt}: config.json and the weights\)"):
         E.main(["--task", "mmlu", "--model", str(ckpt / "model.safetensors")])
+
+
+def test_a_model_the_task_does_not_take_is_refused_before_the_weights_load(ckpt, tmp_path, monkeypatch):
+    """--task wmt16-en-ro on a Llama (a T5's task) is refused from config.json: it came after the weights had loaded
+    (minutes for a 7B model), as a --seq-len past GPT-2's positions did."""
+    import evalcli
+    (tmp_path / "test.jsonl").write_text('{"translation": {"en": "a", "ro": "b"}}\n')
+    monkeypatch.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
+    with pytest.raises(SystemExit, match=rf"^error: --model {ckpt} is a llama, not a T5: --task wmt16-en-ro "
+                                         "translates with T5$"):
+        E.main(["--task", "wmt16-en-ro", "--model", str(ckpt), "--data-dir", str(tmp_path)])
