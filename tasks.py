@@ -7,11 +7,13 @@
     squad    squad (the second paper's QA)          roberta, bert       the span head  start and end CE, halved
 
 - KINDS (backbones, PEFT's task type), TARGETS (each family's default LoRA targets: LoRA's paper adapts the encoders'
-  and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read.
+  and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read
+  (its --model and --seq-len checks are checks.py's, shared with eval.py).
 - `load_model`: the base (NF4 if asked) with LoRA-SP applied (`check_adapted`: --rank within each target's width
   min(in, out), a --keep that trains an entry of every A and B), or a checkpoint's adapter restored, a head added where
-  the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
-  model with its tokenizer files. Either folder is replaced whole.
+  the task has one; `adamw`: AdamW over what trains, norms and biases without weight decay; `save_weights`: the
+  adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the model with its tokenizer files. Either
+  folder is replaced whole.
 - `check_split`: the data a run got, against its flags (no training example, nothing held out for --patience or
   --exact-match); `save_heldout`: OUT/heldout.jsonl, the records no step trains on, for eval.py.
 - Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so

@@ -61,7 +61,7 @@ import plan
 from cli import (DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo,  # noqa: F401
                  summary)
 from data import IGNORE, UserError
-from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
+from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
 from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear, as before)
 from checkpoint import trim_if_crept
@@ -71,8 +71,8 @@ from resume import (check_base, check_data, data_hash, nan_stop, open_log, read_
                     same_settings, save_checkpoint, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
-                   checked_config, classification_loss, evaluate, load_model, save_heldout, save_weights,
-                   seq2seq_loss, span_loss, weights_dir)
+                   classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
+                   weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
 # A run: set up, plan, load, describe, check before, loop, save the result, check after
