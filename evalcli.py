@@ -29,7 +29,7 @@ from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
 from lorasp import adapter_base, load_adapter, matches
-from model import PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS, as before)
+from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
 
 # ----------------------------------------------------------------------------------------------------
@@ -274,12 +274,12 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
     type is refused; tok: its tokenizer, read already (perplexity's data), else read here."""
     name = model_path(name)
-    if takes and (kind := model_config(name, name).model_type) not in takes[0]:  # config.json: before the weights
+    kind = model_config(name, name).model_type                 # config.json: these two need no weight
+    if num_labels and not hasattr(MODELS[kind], "add_head"):
+        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
+    if takes and kind not in takes[0]:
         raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
-    if num_labels and not hasattr(model, "add_head"):
-        raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
-                        "RoBERTa, BERT or GPT-2")
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # weights: the adapter's, loaded next

@@ -437,11 +437,16 @@ def test_a_weight_file_for_model_names_its_folder(ckpt):
 
 
 def test_a_model_the_task_does_not_take_is_refused_before_the_weights_load(ckpt, tmp_path, monkeypatch):
-    """--task wmt16-en-ro on a Llama (a T5's task) is refused from config.json: it came after the weights had loaded
-    (minutes for a 7B model), as a --seq-len past GPT-2's positions did."""
+    """--task wmt16-en-ro on a Llama (a T5's task), or a GLUE task (a classifier's), is refused from config.json: it
+    came after the weights had loaded (minutes for a 7B model), as a --seq-len past GPT-2's positions did."""
     import evalcli
     (tmp_path / "test.jsonl").write_text('{"translation": {"en": "a", "ro": "b"}}\n')
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na b\t0\n")
     monkeypatch.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
     with pytest.raises(SystemExit, match=rf"^error: --model {ckpt} is a llama, not a T5: --task wmt16-en-ro "
                                          "translates with T5$"):
         E.main(["--task", "wmt16-en-ro", "--model", str(ckpt), "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=rf"^error: --model {ckpt}: a llama has no classifier head; GLUE tasks take "
+                                         "RoBERTa, BERT or GPT-2$"):
+        E.main(["--task", "glue/sst2", "--model", str(ckpt), "--data-dir", str(tmp_path)])
