@@ -1,8 +1,9 @@
 """cli.py: train.py's command line: every flag with its one default, its range checked as it is parsed, --help
-one line a flag with the table of presets at its end, the two demos' own defaults, and what a run prints last.
+one line a flag with the table of presets at its end, the two demos' own defaults, and what a run prints first and
+last.
 
-- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range (argparse prints
-  it: no traceback, nothing started). POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take.
+- POSITIVE, COUNT, ABOVE0, SHARE: the ranges most flags take (checks.ranged: argparse refuses a value out of
+  range and says the range; no traceback, nothing started).
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
@@ -13,6 +14,9 @@ one line a flag with the table of presets at its end, the two demos' own default
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
   generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
   files went, the command that evaluates the result, how to resume an interrupted run).
+- What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
+  plan.py's memory plan, the plan printed, a run that cannot fit refused), `describe` (what trains, against LoRA at
+  the same rank; how many steps) and `summary` (the loop's part of the JSON line a run prints last).
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
 import argparse
@@ -21,16 +25,24 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from dataclasses import replace
 
 import torch
+import torch.distributed as dist
 
 import data
+import plan
+from checks import given_flags, no_effect, ranged
 from data import UserError
-from ddp import rank_world
+from ddp import planned_memory, rank_world
 from download import has_weights
+from lorasp import LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
-from tasks import KINDS, weights_dir
+from plan import peak_mem_mib
+from quant import NF4Linear
+from resume import find_checkpoint
+from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
@@ -68,25 +80,6 @@ def presets_table():
         "\n".join(f"  {family:8s} --data {'; '.join(kinds)}: " + " ".join(n for n, c in PRESETS.items()
                                                                          if c.model_type == family)
                   for family, kinds in families.items())
-
-
-def ranged(kind, low=None, high=None, open_low=False, open_high=False):
-    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
-    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
-    name = "an integer" if kind is int else "a number"
-    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
-        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
-
-    def parse(text):
-        try:
-            x = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
-                and (high is None or (x < high if open_high else x <= high))):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
-        return x
-    return parse
 
 
 POSITIVE, COUNT = ranged(int, 1), ranged(int, 0)     # >= 1 (sizes, steps), >= 0 (0: off)
@@ -191,9 +184,7 @@ def parse_args(argv=None):
     if args.model is None and args.data is None or args.data == "demo":  # the demos: their own defaults, still
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
-    unset = object()                      # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
-    given = {"--" + k.replace("_", "-") for k, v in vars(p.parse_args(argv, argparse.Namespace(
-        **{a.dest: unset for a in p._actions}))).items() if v is not unset}
+    given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
@@ -232,7 +223,7 @@ def parse_args(argv=None):
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq"),
                                     ("--data-dir", splits)) if f in given and idle]:
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --data {args.data}")
+        no_effect(unused, f" with --data {args.data}")
     if splits and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
@@ -241,7 +232,7 @@ def parse_args(argv=None):
             f"--model {args.model} is not a preset, its files are read where they are" if args.model else
             "the offline demo makes its own model") + " (for a preset's weights)")
     if args.allow_data_change and not args.resume:
-        print("note: --allow-data-change has no effect without --resume")
+        no_effect(["--allow-data-change"], " without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
     if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
         print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
@@ -350,3 +341,71 @@ def closing(args, argv, s, demo):
                 f"train.py {shlex.join(a for a in argv if a != '--resume')} --resume")
     return outputs(args) + (f"\nthe real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  "
                             f"{REAL_JOB_FIRST}" if demo else "")
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a run says before its loop (the memory plan's settings, what trains) and after it (the summary)
+
+def plan_memory(run):
+    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
+    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
+    refused, naming the settings that fit, unless --force."""
+    args = run.args
+    config = checked_config(args)
+    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
+    available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
+    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
+    # device pages in torch's code (~70 MiB)
+    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
+    chosen = plan.settle(*what)                                # --quant/--checkpointing auto, and why
+    run.plan_inputs = config, args, targets, data_bytes, what[-1]
+    parts = plan.estimate(*run.plan_inputs)
+    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
+        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
+    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
+          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
+    print("\n".join(chosen + plan.lines(parts, available, where)))
+    run.planned = sum(parts.values())
+    plan.check_fits(parts, *what)
+
+
+def describe(run):
+    """Print what trains (against LoRA at the same rank) and how long; returns the summary's first entries."""
+    args, model = run.args, run.model
+    run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
+                   if isinstance(m, LoRASPLinear))
+    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
+    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
+             head_params=head)
+    adapter, lora = s["trainable_params"] - head, run.lora
+    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
+        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
+        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
+        if run.micro and run.micro % args.grad_accum else "") + (
+        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
+        f"{run.device}")
+    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
+              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+    return s
+
+
+def summary(run):
+    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
+    weights saved in OUT."""
+    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
+             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
+             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
+             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
+             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
+             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
+                                       if torch.is_tensor(t)))
+    if dist.is_initialized():
+        s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
+    if run.evals:  # with --patience the best, else the last
+        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
+        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
+    return s

@@ -27,10 +27,10 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
-Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD, and loaded with its head and
-adapter; MMLU; perplexity and generation; the command line: six kinds of task, each with its own data and printout.
-Its flags, and the checks of the folders and files they name, are evalcli.py's (as cli.py is train.py's). Past the
-400-line budget (~500): the six tasks' evaluations and their printouts.
+Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD; MMLU; perplexity and generation;
+the command line: six kinds of task, each with its own printout. Its flags, the checks of the folders and files they
+name, the task's data read before the model and the model loaded with its head and adapter are evalcli.py's (as
+cli.py is train.py's).
 """
 import contextlib
 import itertools
@@ -43,21 +43,21 @@ import textwrap
 import torch
 import torch.nn.functional as F
 
-from data import (GLUE, IGNORE, T5_PREFIX, UserError, alpaca_prompt, bucket_length, cache_dir, check_vocab,
-                  glue_examples, load_tokenizer, mmlu_dir, mmlu_prompt, one_per_question, perplexity_docs,
-                  read_mmlu_csv, read_prompts, read_squad, read_translation, sorted_batches, squad_records,
-                  squad_windows)
+from checks import check_seq_len, context
+from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, read_mmlu_csv,
+                  sorted_batches, squad_records, squad_windows)
+from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import adapter_config, model_path, parse_args, seq_len_for
-from evalcli import base_quant, not_a_model  # noqa: F401  (bench/second_paper.py's, tasks.py's: eval.base_quant ...)
-from lorasp import load_adapter, matches
+from evalcli import (CAUSAL, TAKES, base_only, load_model, model_config, model_path, parse_args, seq_len_for,
+                     task_data, with_adapter)
+from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
-from model import beam_search, generate, load_pretrained
+from model import beam_search, generate
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
-# A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too); loading one
+# A model scored on GLUE's dev sets, WMT16 translations and SQuAD (train.py validates with these too)
 
 def classifier_loss(logits, labels):
     """Summed cross-entropy of logits (B, n) against class indices (B,); one output (STS-B): squared error. Rows
@@ -169,70 +169,10 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     return squad_scores(dataset, pred), pred
 
 
-def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, takes=None):
-    """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
-    train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
-    (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
-    type is refused."""
-    name = model_path(name)
-    model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
-    if num_labels and not hasattr(model, "add_head"):
-        raise UserError(f"--model {name}: a {model.config.model_type} has no classifier head; GLUE tasks take "
-                        "RoBERTa, BERT or GPT-2")
-    if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
-        before = set(model._modules)
-        model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # weights: the adapter's, loaded next
-        fresh, what = sorted(set(model._modules) - before), "span" if qa else "classifier"
-        if fresh and not adapter:                              # a fresh, random head: its scores would mean nothing
-            raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
-                            "(a run's OUT/adapter brings its head) or the model a --method full run saved")
-        cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
-        if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
-            raise UserError(f"--adapter {adapter} brings no {what} head for {name} ({', '.join(fresh)}; its "
-                            f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
-                            f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "
-                            "on this base")
-    elif takes and model.config.model_type not in takes[0]:
-        raise UserError(f"--model {name} is a {model.config.model_type}, not {takes[1]}")
-    tok = load_tokenizer(name)
-    check_vocab(tok, model.config.vocab_size, name)
-    return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
-
-
-def with_adapter(model, adapter, name):
-    """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
-    inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome."""
-    try:
-        return load_adapter(model, adapter, peft=True).eval()
-    except RuntimeError as e:                                  # load_state_dict: a head of another shape
-        raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
-                        f"{str(e).strip().splitlines()[-1].strip()}") from None
-
-
-@contextlib.contextmanager
-def base_only(model, before):
-    """The base model for a while: the modules an adapter's load replaced (its LoRASPLinear wrappers, modules_to_save's
-    copies) set back to `before`'s (model.named_modules() ahead of the load), then the adapter's again."""
-    now = dict(model.named_modules())
-    swapped = sorted(n for n, m in before.items() if n and now.get(n) is not m)  # (a parent before its children)
-
-    def put(modules):
-        for n in swapped:
-            parent, _, child = n.rpartition(".")
-            setattr(model.get_submodule(parent), child, modules[n])
-    put(before)
-    try:
-        yield model
-    finally:
-        put(now)
-
-
 def context_length(model):
     """The longest sequence scored at once: the model's context, or its sliding window (Mistral, Qwen2; refused
     past it)."""
-    c = model.config
-    longest = getattr(c, "max_seq_len", None) or c.n_positions
-    return min(longest, getattr(c, "sliding_window", None) or longest)
+    return context(model.config)
 
 
 def bucket_limit(model, limit):
@@ -261,24 +201,6 @@ def answer_ids(tok):
     if len(set(ids)) != 4:
         raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
     return ids
-
-
-def mmlu_subjects(data_dir, subjects=None):
-    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
-    test_dir = os.path.join(data_dir, "test")
-    there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
-    if not there:                                              # (else a ZeroDivisionError after the loop)
-        raise ValueError(f"{test_dir}: no SUBJECT_test.csv file (MMLU's release holds 57)")
-    if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
-        raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
-                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6
-                                                                       else ""))
-    subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
-    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
-        raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
-                         f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
-                                                                  len(missing) > 1 else ")"))
-    return subjects
 
 
 @torch.no_grad()
@@ -398,14 +320,6 @@ def side_by_side(left, right, width=58):
 # ----------------------------------------------------------------------------------------------------
 # Command line: running the task (its flags, and the checks of what they name: evalcli.py)
 
-CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
-# the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)
-TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,
-         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),
-         "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
-                   "(Llama, GPT-2): --task squad takes those")}
-
-
 def main(argv=None):
     """The command line; a mistake the user can fix (data.UserError: a missing file, no network; the readers' and
     loaders' ValueError, OSError naming a file, tensor or module) ends with one line `error: ...` and exit
@@ -427,37 +341,24 @@ def command(argv=None):
         return print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model "
                      "DIR ... (see --help)")
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
-    if task == "mmlu":                                         # the data (fetched if need be), before the model loads
-        args.data_dir = mmlu_dir(args.data_dir)
-        for s in mmlu_subjects(args.data_dir, args.subjects):  # every row read once here (a few MB): a bad one is
-            for split in ("dev", "test"):                     # named before minutes of loading a 7B model
-                read_mmlu_csv(os.path.join(args.data_dir, split, f"{s}_{split}.csv"))
-    elif task == "squad":
-        dataset = one_per_question(read_squad("dev", args.data_dir))[:args.limit]
-    elif task == "wmt16-en-ro":
-        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
-        if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
-            raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
-                            "test.ro) holds no sentence pair")
-    elif task == "perplexity":                                 # tokenized by the model's tokenizer, read first
-        docs = perplexity_docs(args.data, load_tokenizer(model_path(args.model)))
-    elif task == "generate":
-        records = read_prompts(args.prompts)
-    # a GLUE head has its task's outputs (STS-B: 1, a score)
-    heads = len(GLUE[glue][4] or [0]) if glue else 0
+    path = model_path(args.model)
+    length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
+    tok = load_tokenizer(path) if task == "perplexity" else None  # its data is tokenized before the model loads
+    data = task_data(args, tok)                                 # a bad row is named before minutes of loading
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
-                            args.device, heads, task == "squad", TAKES.get(task))
+                            args.device, len(GLUE[glue][4] or [0]) if glue else 0,  # a GLUE head: its task's outputs
+                            task == "squad", TAKES.get(task), tok)  # (STS-B: 1, a score)
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
     causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
-    context = context_length(model) if causal else None         # (T5's config has no context length)
-    length = seq_len_for(args, given, model.config, causal, context)
+    if not args.seq_len and (glue or task == "squad" and not causal):  # the task's default length (seq_len_for)
+        check_seq_len(model.config, length, args.model, default=True)
     if task == "squad":
-        result, pred = evaluate_squad(model, tok, dataset, args.batch_size, length, args.stride or 128,
+        result, pred = evaluate_squad(model, tok, data, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
-        for qa in [a["paragraphs"][0]["qas"][0] for a in dataset[:3]]:
+        for qa in [a["paragraphs"][0]["qas"][0] for a in data[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
-        print(f"SQuAD v1.1 dev, {len(dataset)} questions: exact match {result['exact_match']:.2f}  F1 "
+        print(f"SQuAD v1.1 dev, {len(data)} questions: exact match {result['exact_match']:.2f}  F1 "
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir, train=False)[1].items()}
@@ -466,31 +367,30 @@ def command(argv=None):
             print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
     elif task == "wmt16-en-ro":
-        result, hypotheses = evaluate_translation(model, tok, pairs, batch_size=args.batch_size,
+        result, hypotheses = evaluate_translation(model, tok, data, batch_size=args.batch_size,
                                                   bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
                                                   num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
-        for (source, target), hyp in list(zip(pairs, hypotheses))[:3]:
+        for (source, target), hyp in list(zip(data, hypotheses))[:3]:
             print(f"  {source}\n    -> {hyp}\n    reference: {target}")
-        result["sentences"] = len(pairs)
-        print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
+        result["sentences"] = len(data)
+        print(f"WMT16 En-Ro test, {len(data)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
     elif task == "mmlu":
-        result = mmlu(model, tok, args.data_dir, args.subjects, args.shots, args.limit, args.seq_len)
+        result = mmlu(model, tok, args.data_dir, args.subjects, args.shots, args.limit, length)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif task == "perplexity":
-        ppl, n = perplexity(model, docs, args.seq_len, args.stride,
-                            bucket_limit(model, args.seq_len or context_length(model)), tokens=4096)  # a pass: ~a
-        # long window, or many short records (an instruction run's heldout.jsonl)
+        ppl, n = perplexity(model, data, length, args.stride, bucket_limit(model, length), tokens=4096)  # a pass:
+        # ~a long window, or many short records (an instruction run's heldout.jsonl)
         result = dict(perplexity=ppl, tokens=n)
         print(f"perplexity {ppl:.4f} over {n} tokens")
     else:
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
-            base = generate_answers(model, tok, records, args.max_new_tokens)
-        tuned = generate_answers(model, tok, records, args.max_new_tokens) if args.adapter else [""] * len(records)
-        for r, x, y in zip(records, base, tuned):
+            base = generate_answers(model, tok, data, args.max_new_tokens)
+        tuned = generate_answers(model, tok, data, args.max_new_tokens) if args.adapter else [""] * len(data)
+        for r, x, y in zip(data, base, tuned):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
         result = dict(answers=[dict(base=x, adapted=y) for x, y in zip(base, tuned)])

@@ -1,29 +1,36 @@
-"""evalcli.py: eval.py's command line: its flags, which task reads each, and the checks of what the user names with
-them, all but --seq-len's made before a weight is read: a train.py run's folder given for --model, --adapter, --data
-or --prompts (its model/, adapter/ or heldout.jsonl stands in, or the error says which to give), and what the adapter
+"""evalcli.py: eval.py's command line: its flags, which task reads each, the checks of what the user names with them,
+all made before a weight is read, and the model they name, loaded: a train.py run's folder given for --model, --adapter,
+--data or --prompts (its model/, adapter/ or heldout.jsonl stands in, or the error says which to give), what the adapter
 recorded of the base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
-  `seq_len_for`: --seq-len against the model once it loaded (its positions, sliding window, context).
-- `model_path`, `not_a_model`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name
-  (train.py refuses an adapter given as its --model with not_a_model too); `base_quant`: the --quant the base loads
-  with, and the adapter's base checked against this one.
+  `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
+  task's data, read before the model loads (`mmlu_subjects`: --subjects, in --data-dir).
+- `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
+  not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
+  loads with, and the adapter's base checked against this one.
+- `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
+  base for a while (--task generate's side by side). TAKES: the model types each task takes.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
 `python eval.py --help` prints every flag.
 """
 import argparse
-import json
+import contextlib
 import os
 import sys
 
 import torch
 
 from checkpoint import files_fingerprint
-from data import GLUE, UserError, cache_dir, task_kind
-from download import has_weights, no_model, resolve_model
-from lorasp import adapter_base
-from model import PRESETS, check_window, device_problem, positions
+from checks import (adapter_config, check_model, check_seq_len, context, given_flags, no_effect, not_a_model,  # noqa
+                    ranged, run_folder)  # (F401: evalcli.not_a_model, as before the move)
+from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
+                  read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
+from download import resolve_model
+from lorasp import adapter_base, load_adapter, matches
+from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
+from plan import model_config
 
 # ----------------------------------------------------------------------------------------------------
 # The flags, checked
@@ -34,6 +41,12 @@ READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en
          "--seq-len": "perplexity mmlu glue squad", "--stride": "perplexity squad", "--prompts": "generate",
          "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",
          "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
+CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+# the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)
+TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,
+         "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),
+         "squad": (("roberta", "bert", "llama", "gpt2"), "an encoder with a span head (RoBERTa, BERT) or a causal LM "
+                   "(Llama, GPT-2): --task squad takes those")}
 
 
 def parser():
@@ -53,29 +66,23 @@ def parser():
       f"downloaded); wmt16-en-ro: test.jsonl or test.en + test.ro (default: "
       f"{cache_dir('wmt16-en-ro')})")
     a("--subjects", nargs="+", help="mmlu: these subjects only (file names without _test.csv)")
-    a("--shots", type=int, default=5, help="mmlu: worked dev examples before each question")
-    a("--limit", type=int, help="mmlu: at most this many questions per subject; glue, wmt16-en-ro, squad: the first N "
-      "examples of each dev/test set")
+    a("--shots", type=ranged(int, 0), default=5, help="mmlu: worked dev examples before each question")
+    a("--limit", type=ranged(int, 1), help="mmlu: at most this many questions per subject; glue, wmt16-en-ro, "
+      "squad: the first N examples of each dev/test set")
     a("--data", help="perplexity: a text file, or Alpaca-format .json/.jsonl records")
-    a("--seq-len", type=int, help="perplexity window / mmlu prompt limit (default: the model's context); glue: pairs "
-      "cut to this length (default 128, the paper's); squad: window length (default 384)")
-    a("--stride", type=int, help="perplexity: windows start this many tokens apart (default: --seq-len); squad: "
-      "context tokens between window starts (default 128)")
+    a("--seq-len", type=ranged(int, 2), help="perplexity window / mmlu prompt limit (default: the model's context); "
+      "glue: pairs cut to this length (default 128, the paper's); squad: window length (default 384)")
+    a("--stride", type=ranged(int, 1), help="perplexity: windows start this many tokens apart (default: --seq-len); "
+      "squad: context tokens between window starts (default 128)")
     a("--prompts", help="generate: instructions, one per line, or Alpaca .json/.jsonl records")
-    a("--max-new-tokens", type=int, default=128, help="generate, wmt16-en-ro: at most this many tokens an answer / "
-      "a translation")
-    a("--num-beams", type=int, default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
-    a("--batch-size", type=int, default=32, help="glue, wmt16-en-ro: examples per forward pass; squad: "
+    a("--max-new-tokens", type=ranged(int, 1), default=128, help="generate, wmt16-en-ro: at most this many tokens "
+      "an answer / a translation")
+    a("--num-beams", type=ranged(int, 1), default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
+    a("--batch-size", type=ranged(int, 1), default=32, help="glue, wmt16-en-ro: examples per forward pass; squad: "
       "windows")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     return ap
-
-
-def no_effect(flags, why):
-    """The note for flags given that the command does not read (each was once silently unused)."""
-    if flags:
-        print(f"note: {', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect{why}")
 
 
 def parse_args(argv=None):
@@ -83,15 +90,9 @@ def parse_args(argv=None):
     --prompts name, checked before the model loads; a note for each flag the task does not read."""
     ap = parser()
     args = ap.parse_args(argv)
-    for flag, low in (("shots", 0), ("limit", 1), ("seq_len", 2), ("stride", 1), ("max_new_tokens", 1),
-                      ("num_beams", 1), ("batch_size", 1)):                # (0 or less: empty or endless loops)
-        if (v := getattr(args, flag)) is not None and v < low:
-            ap.error(f"argument --{flag.replace('_', '-')}: {v} is out of range: must be an integer >= {low}")
     if problem := device_problem(args.device):
         ap.error(problem)
-    unset = object()                                           # the flags argv sets, however written
-    given = {"--" + k.replace("_", "-") for k, v in vars(ap.parse_args(argv, argparse.Namespace(
-        **{x.dest: unset for x in ap._actions}))).items() if v is not unset}
+    given = given_flags(ap, argv)
     if args.plot:                                              # --plot draws, and evaluates nothing
         no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
                   "nothing)")
@@ -113,24 +114,68 @@ def parse_args(argv=None):
     return args, given
 
 
-def seq_len_for(args, given, config, causal, context):
-    """The length squad's windows and GLUE's pairs are cut at (--seq-len, else 384 or 128), checked once the model
-    loaded: within its positions and sliding window, a warning past a causal LM's context (eval.context_length's;
-    MMLU and perplexity take one); squad's window flags on a causal LM, which answers by generation, noted."""
-    task, length = args.task, args.seq_len or (384 if args.task == "squad" else 128)
-    cut = task.startswith("glue/") or task == "squad" and not causal or task in ("mmlu", "perplexity") and args.seq_len
-    if cut and (room := positions(config)) and length > room:  # (GPT-2's forward refuses, maybe hours in)
-        raise UserError(f"--seq-len {length}{'' if args.seq_len else ' (the default)'}: {args.model} has {room} "
-                        f"positions; use --seq-len {room} or less")
+def seq_len_for(args, given, config):
+    """The length the task cuts at: squad's windows and GLUE's pairs (--seq-len, else 384 or 128), perplexity's windows
+    and MMLU's prompts (--seq-len, else the model's context). --seq-len is checked against the model's config before a
+    weight is read: within its positions and sliding window, a warning past a causal LM's context; squad's window flags
+    on a causal LM, which answers by generation, noted. (A default past the positions, a toy model's: eval.command
+    refuses it once the model loaded, after its head's checks.)"""
+    task, causal = args.task, config.model_type in CAUSAL[0]
+    scored, room = task in ("mmlu", "perplexity"), context(config) if causal else None  # (T5: no context length)
+    length = args.seq_len or (room if scored else 384 if task == "squad" else 128)
+    if args.seq_len and (task.startswith("glue/") or task == "squad" and not causal or scored):
+        check_seq_len(config, length, args.model)             # (GPT-2's forward refuses, maybe hours in)
     check_window(config, args.seq_len, args.model)
-    if task in ("mmlu", "perplexity") and (args.seq_len or 0) > context:  # RoPE runs on
-        print(f"warning: --seq-len {args.seq_len} is past the model's context ({context} tokens): "
+    if scored and room and (args.seq_len or 0) > room:         # RoPE runs on
+        print(f"warning: --seq-len {args.seq_len} is past the model's context ({room} tokens): "
               "positions it never trained on", file=sys.stderr)
     if task == "squad" and causal:                             # (READS: an encoder's windows)
         no_effect([f for f in ("--seq-len", "--stride", "--batch-size") if f in given], f": {args.model} is a "
                   "causal LM, which answers each question by greedy generation from its context (cut to fit), one "
                   "at a time")
     return length
+
+
+def task_data(args, tok=None):
+    """The task's data, read (fetched if need be) before the model loads, so that a bad row or record is named before
+    minutes of loading a 7B model: MMLU's folder (its subjects' rows read once, a few MB), SQuAD's questions, WMT16's
+    sentence pairs, perplexity's documents (tokenized by tok, the model's), generate's records; GLUE's: None."""
+    task = args.task
+    if task == "mmlu":
+        args.data_dir = mmlu_dir(args.data_dir)
+        for s in mmlu_subjects(args.data_dir, args.subjects):
+            for split in ("dev", "test"):
+                read_mmlu_csv(os.path.join(args.data_dir, split, f"{s}_{split}.csv"))
+        return args.data_dir
+    if task == "squad":
+        return one_per_question(read_squad("dev", args.data_dir))[:args.limit]
+    if task == "wmt16-en-ro":
+        pairs = read_translation(args.data_dir or cache_dir("wmt16-en-ro"), "test")[:args.limit]
+        if not pairs:                                          # (else bleu's "need as many predictions as ...: 0, 0")
+            raise UserError(f"{args.data_dir or cache_dir('wmt16-en-ro')}: its test split (test.jsonl, or test.en + "
+                            "test.ro) holds no sentence pair")
+        return pairs
+    if task == "perplexity":
+        return perplexity_docs(args.data, tok)
+    return read_prompts(args.prompts) if task == "generate" else None
+
+
+def mmlu_subjects(data_dir, subjects=None):
+    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
+    test_dir = os.path.join(data_dir, "test")
+    there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
+    if not there:                                              # (else a ZeroDivisionError after the loop)
+        raise ValueError(f"{test_dir}: no SUBJECT_test.csv file (MMLU's release holds 57)")
+    if unknown := [s for s in subjects or () if s not in there]:  # (else "No such file" for its dev file)
+        raise ValueError(f"--subjects {' '.join(unknown)}: no {os.path.join(test_dir, unknown[0] + '_test.csv')}; the "
+                         f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6
+                                                                       else ""))
+    subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
+    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
+        raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
+                         f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
+                                                                  len(missing) > 1 else ")"))
+    return subjects
 
 
 def input_file(flag, path):
@@ -153,38 +198,8 @@ def input_file(flag, path):
 def model_path(name):
     """--model as load_pretrained takes it: a checkpoint directory or .gguf file, or a preset's cache folder (where
     train.py puts it, as train.py resolves it); anything else is refused, naming the flag."""
-    if error := not_a_model(name):
-        raise error
-    if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
-        raise no_model(name, PRESETS)
+    check_model(name)
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=None))  # None: eval.py cannot fetch
-
-
-def not_a_model(path, train=False):
-    """The error for --model given an adapter, or a train.py run's --out folder (or its checkpoint/), where a model
-    was meant: what to give instead; None for anything else (load_pretrained names what else is wrong)."""
-    if not os.path.isdir(path) or has_weights(path) or any(os.path.isfile(os.path.join(path, f)) for f in (
-            "config.json", "params.json")):
-        return None
-    adapter, model = run_folder(path)
-    if model:
-        return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}" + (
-            f" (and {adapter} an adapter: two runs' results)" if os.path.isdir(adapter) else ""))
-    if (cfg := adapter_config(adapter)) is None:
-        return None
-    base = cfg.get("base_model_name_or_path") or "its base model"
-    what = "an adapter (adapter_config.json)" if adapter == path else "a train.py run's folder"
-    return UserError(f"--model {path} is {what}, not a model: " + (
-        f"train.py trains a new adapter on a base model (this one's: --model {base}); to go on with its run: "
-        "--resume, with --out the run's folder" if train else f"give its base, --model {base}, and --adapter "
-                                                             f"{adapter}"))
-
-
-def run_folder(path):
-    """(adapter, model) of a folder: its adapter, itself where it holds adapter_config.json, else a train.py run's
-    adapter/ (there or not); a train.py run's model/ (--method full's) where it holds weights, else None."""
-    adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
-    return adapter, model if has_weights(model := os.path.join(path, "model")) else None
 
 
 def adapter_folder(path):
@@ -213,16 +228,6 @@ def trained_file(adapter, trained, path):
         return None
     name = trained.get("file") or os.path.basename(str(cfg.get("base_model_name_or_path")))
     return name if name.endswith(".gguf") else None
-
-
-def adapter_config(folder):
-    """folder's adapter_config.json as a dict; None where it cannot be read (load_adapter names what is wrong)."""
-    try:
-        with open(os.path.join(folder, "adapter_config.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return cfg if isinstance(cfg, dict) else None
 
 
 def base_quant(name, adapter, quant, task=None):
@@ -258,3 +263,64 @@ def base_quant(name, adapter, quant, task=None):
               f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant
 
+
+# ----------------------------------------------------------------------------------------------------
+# The model the flags name, loaded: its head and adapter checked, and the base without the adapter (generate)
+
+def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, takes=None,
+               tok=None):
+    """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
+    train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
+    (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
+    type is refused; tok: its tokenizer, read already (perplexity's data), else read here."""
+    name = model_path(name)
+    kind = model_config(name, name).model_type                 # config.json: these two need no weight
+    if num_labels and not hasattr(MODELS[kind], "add_head"):
+        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
+    if takes and kind not in takes[0]:
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
+    model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
+    if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
+        before = set(model._modules)
+        model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # weights: the adapter's, loaded next
+        fresh, what = sorted(set(model._modules) - before), "span" if qa else "classifier"
+        if fresh and not adapter:                              # a fresh, random head: its scores would mean nothing
+            raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
+                            "(a run's OUT/adapter brings its head) or the model a --method full run saved")
+        cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
+        if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
+            raise UserError(f"--adapter {adapter} brings no {what} head for {name} ({', '.join(fresh)}; its "
+                            f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
+                            f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "
+                            "on this base")
+    tok = tok or load_tokenizer(name)
+    check_vocab(tok, model.config.vocab_size, name)
+    return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
+
+
+def with_adapter(model, adapter, name):
+    """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
+    inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome."""
+    try:
+        return load_adapter(model, adapter, peft=True).eval()
+    except RuntimeError as e:                                  # load_state_dict: a head of another shape
+        raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
+                        f"{str(e).strip().splitlines()[-1].strip()}") from None
+
+
+@contextlib.contextmanager
+def base_only(model, before):
+    """The base model for a while: the modules an adapter's load replaced (its LoRASPLinear wrappers, modules_to_save's
+    copies) set back to `before`'s (model.named_modules() ahead of the load), then the adapter's again."""
+    now = dict(model.named_modules())
+    swapped = sorted(n for n, m in before.items() if n and now.get(n) is not m)  # (a parent before its children)
+
+    def put(modules):
+        for n in swapped:
+            parent, _, child = n.rpartition(".")
+            setattr(model.get_submodule(parent), child, modules[n])
+    put(before)
+    try:
+        yield model
+    finally:
+        put(now)

@@ -23,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from checks import no_effect
 from data import UserError, check_vocab, load_tokenizer
 
 
@@ -121,8 +122,7 @@ def main(demo=None):
             ap.error(f"argument --{flag.replace('_', '-')}: {getattr(args, flag)} is out of range: must be {allowed}")
     if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
                                              if on]):  # (the same greedy text whatever they are)
-        print(f"note: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --temperature 0 "
-              "(greedy decoding)", file=sys.stderr)
+        no_effect(unused, " with --temperature 0 (greedy decoding)", sys.stderr)
     if args.model is None:
         return demo()
     t0 = time.perf_counter()

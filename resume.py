@@ -29,7 +29,7 @@ import torch
 import plan
 from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
 from data import GLUE, UserError, cache_dir, task_kind
-from ddp import gathered, rank_world
+from ddp import barrier, gathered, rank_world
 from download import SMALL_FILES
 from model import PRESETS
 from plot import log_records
@@ -314,3 +314,16 @@ def restore(checkpoint, args, opt):
         raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
                         "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
             from None
+
+
+def open_log(run):
+    """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
+    early stopping's history); what came after the checkpoint is redone."""
+    args = run.args
+    os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
+    path = os.path.join(args.out, "metrics.jsonl")
+    kept = kept_log(run.checkpoint, run.step) if run.checkpoint else []
+    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
+    run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
+    run.log.writelines(line + "\n" for line, _ in kept)
+    run.evals = [r for _, r in kept if "val_loss" in r]

@@ -7,11 +7,13 @@
     squad    squad (the second paper's QA)          roberta, bert       the span head  start and end CE, halved
 
 - KINDS (backbones, PEFT's task type), TARGETS (each family's default LoRA targets: LoRA's paper adapts the encoders'
-  and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read.
+  and T5's query and value), `heads`, and `checked_config`: --model's family trains --data, before a weight is read
+  (its --model and --seq-len checks are checks.py's, shared with eval.py).
 - `load_model`: the base (NF4 if asked) with LoRA-SP applied (`check_adapted`: --rank within each target's width
   min(in, out), a --keep that trains an entry of every A and B), or a checkpoint's adapter restored, a head added where
-  the task has one; `save_weights`: the adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the
-  model with its tokenizer files. Either folder is replaced whole.
+  the task has one; `adamw`: AdamW over what trains, norms and biases without weight decay; `save_weights`: the
+  adapter in PEFT's format (+ LoRA-SP's extras), or for full fine-tuning the model with its tokenizer files. Either
+  folder is replaced whole.
 - `check_split`: the data a run got, against its flags (no training example, nothing held out for --patience or
   --exact-match); `save_heldout`: OUT/heldout.jsonl, the records no step trains on, for eval.py.
 - Every loss returns (sum, count): train.py divides the accumulated gradient by the step's total count, so
@@ -36,12 +38,12 @@ import data
 import plan
 from data import UserError
 from ddp import rank_world
-from download import HF_REPOS, SMALL_FILES, no_model
-from eval import (classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers,
-                  not_a_model)
+from checks import check_model, check_seq_len
+from download import HF_REPOS, SMALL_FILES
+from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
-from model import PRESETS, check_window, load_pretrained, positions, save_pretrained
+from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
            "roberta": "query,value", "bert": "query,value", "t5": "q,v"}  # encoders, T5: as LoRA's paper adapts them
@@ -61,15 +63,7 @@ def heads(model, args):
 def checked_config(args):
     """--model's config (config.json, params.json or the preset), read without a weight, and checked against --data:
     the data exists and the model's family trains it."""
-    if error := not_a_model(args.model, train=True):
-        raise error
-    if not (os.path.isdir(args.model) or os.path.isfile(args.model) and args.model.endswith(".gguf")) and \
-            args.model not in PRESETS:
-        if os.path.isfile(args.model):                         # a weight file: its folder holds the config too
-            raise UserError(f"--model {args.model} is a file: pass its checkpoint's folder "
-                            f"({os.path.dirname(os.path.abspath(args.model))}: config.json and the weights), or a "
-                            ".gguf file")
-        raise no_model(args.model, PRESETS, train=True)
+    check_model(args.model, train=True)
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
@@ -82,9 +76,7 @@ def checked_config(args):
     if config.model_type not in backbones:
         raise UserError(f"--data {args.data} trains {' or '.join(backbones)}; {args.model} holds {config.model_type}"
                         " (the table at the end of --help lists what each family trains)")
-    if (room := positions(config)) and args.seq_len > room:  # else an IndexError at the first batch that long
-        raise UserError(f"--seq-len {args.seq_len}: {args.model} has {room} positions; use --seq-len {room} or less")
-    check_window(config, args.seq_len, args.model)
+    check_seq_len(config, args.seq_len, args.model)           # else an IndexError at the first batch that long
     if (context := getattr(config, "max_seq_len", None)) and args.seq_len > context:  # RoPE runs on, untrained
         print(f"note: --seq-len {args.seq_len} is past {args.model}'s context ({context} tokens): a sequence that long "
               "trains on positions the model never saw")
@@ -134,6 +126,16 @@ def load_model(args, directory, checkpoint, device, bf16):
         for name in head:
             model.get_submodule(name).requires_grad_(True)
     return model.train()
+
+
+def adamw(model, params, args):
+    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
+    transformers' Trainer: a parameter whose name says bias)."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
+    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
+    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
+                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
+                             lr=args.lr, weight_decay=args.weight_decay)
 
 
 def check_adapted(args, keep, layers):

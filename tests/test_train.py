@@ -684,3 +684,16 @@ def test_a_malformed_record_is_named_before_the_weights_load(tiny, tmp_path, mon
     monkeypatch.setattr(train, "load_model", loaded)
     with pytest.raises(SystemExit, match=r"d.jsonl, line 1: record 0 field 'input' is a NoneType, not a string"):
         train.main(flags((tiny[0], str(tmp_path / "d.jsonl")), tmp_path / "out"))
+
+
+def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path, monkeypatch):
+    """train.py reads GPT-2's positions from config.json (tasks.checked_config, in the memory plan's step): --seq-len
+    past them is one line naming the flag and the limit, before the tokenizer or a weight is read."""
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), tmp_path / "m")
+    (tmp_path / "t.txt").write_text("abcdefghij" * 4)
+    for name in ("load_model", "load_tokenizer"):
+        monkeypatch.setattr(train, name, lambda *a, **k: pytest.fail("read before the refusal"))
+    with pytest.raises(SystemExit, match=rf"^error: --seq-len 16: {tmp_path / 'm'} has 8 positions; use --seq-len 8 "
+                                         "or less$"):
+        train.main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / "t.txt"), "--seq-len", "16",
+                    "--out", str(tmp_path / "out")])

@@ -1,0 +1,127 @@
+"""checks.py: the checks train.py's and eval.py's command lines share (cli.py's and evalcli.py's flags), written once:
+a flag's range as argparse parses it, the flags the user gave, the note for those that have no effect, --model naming a
+model (not an adapter, a run's folder or a weight file), and --seq-len against the model's config, before a weight
+is read.
+
+- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range.
+- `given_flags(parser, argv)`, `no_effect(flags, why)`: the flags argv sets; the note for those the command ignores.
+- `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
+  adapter or a train.py run's folder given as --model (what to give instead).
+- `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
+  (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
+  loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
+Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
+"""
+import argparse
+import json
+import math
+import os
+
+from configs import PRESETS, check_window, positions
+from data import UserError
+from download import has_weights, no_model
+
+
+def ranged(kind, low=None, high=None, open_low=False, open_high=False):
+    """An argparse type: a `kind` (int or float) within [low, high] (open ends: open_low/open_high); anything else is
+    refused at parse time, with the allowed range (argparse prints it: no traceback, nothing started)."""
+    name = "an integer" if kind is int else "a number"
+    allowed = name + ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
+        "" if high is None else f"{',' if low is not None else ''} {'<' if open_high else '<='} {high}")
+
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not (math.isfinite(x) and (low is None or (x > low if open_low else x >= low))
+                and (high is None or (x < high if open_high else x <= high))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        return x
+    return parse
+
+
+def given_flags(parser, argv):
+    """The flags argv sets, however written (--keep=X, or --kee X as argparse takes it), a default value too: argv
+    parsed again onto a namespace of markers, which only a flag given replaces."""
+    unset = object()
+    return {"--" + k.replace("_", "-") for k, v in vars(parser.parse_args(argv, argparse.Namespace(
+        **{a.dest: unset for a in parser._actions}))).items() if v is not unset}
+
+
+def no_effect(flags, why="", file=None):
+    """The note for flags given that the command does not read (each was once silently unused)."""
+    if flags:
+        print(f"note: {', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect{why}", file=file)
+
+
+# ----------------------------------------------------------------------------------------------------
+# --model: a model, not an adapter or a run's folder
+
+def check_model(name, train=False):
+    """--model names a checkpoint directory, a .gguf file or a preset; else an error saying what to give (train: in
+    train.py's words, which list the presets)."""
+    if error := not_a_model(name, train):
+        raise error
+    if not (os.path.isdir(name) or os.path.isfile(name) and name.endswith(".gguf") or name in PRESETS):
+        if os.path.isfile(name):                               # a weight file: its folder holds the config too
+            raise UserError(f"--model {name} is a file: pass its checkpoint's folder "
+                            f"({os.path.dirname(os.path.abspath(name))}: config.json and the weights), or a .gguf "
+                            "file")
+        raise no_model(name, PRESETS, train)
+
+
+def not_a_model(path, train=False):
+    """The error for --model given an adapter, or a train.py run's --out folder (or its checkpoint/), where a model
+    was meant: what to give instead; None for anything else (load_pretrained names what else is wrong)."""
+    if not os.path.isdir(path) or has_weights(path) or any(os.path.isfile(os.path.join(path, f)) for f in (
+            "config.json", "params.json")):
+        return None
+    adapter, model = run_folder(path)
+    if model:
+        return UserError(f"--model {path} is a train.py run's folder: its fine-tuned model is --model {model}" + (
+            f" (and {adapter} an adapter: two runs' results)" if os.path.isdir(adapter) else ""))
+    if (cfg := adapter_config(adapter)) is None:
+        return None
+    base = cfg.get("base_model_name_or_path") or "its base model"
+    what = "an adapter (adapter_config.json)" if adapter == path else "a train.py run's folder"
+    return UserError(f"--model {path} is {what}, not a model: " + (
+        f"train.py trains a new adapter on a base model (this one's: --model {base}); to go on with its run: "
+        "--resume, with --out the run's folder" if train else f"give its base, --model {base}, and --adapter "
+                                                             f"{adapter}"))
+
+
+def run_folder(path):
+    """(adapter, model) of a folder: its adapter, itself where it holds adapter_config.json, else a train.py run's
+    adapter/ (there or not); a train.py run's model/ (--method full's) where it holds weights, else None."""
+    adapter = path if os.path.isfile(os.path.join(path, "adapter_config.json")) else os.path.join(path, "adapter")
+    return adapter, model if has_weights(model := os.path.join(path, "model")) else None
+
+
+def adapter_config(folder):
+    """folder's adapter_config.json as a dict; None where it cannot be read (load_adapter names what is wrong)."""
+    try:
+        with open(os.path.join(folder, "adapter_config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# --seq-len: against the config, before the weights load
+
+def check_seq_len(config, seq_len, name, default=False):
+    """Refuse a --seq-len past the model's learned positions (GPT-2's, BERT's, RoBERTa's: no embedding for a later
+    position) or its sliding window (not implemented); default: the length is the task's, not the user's."""
+    if (room := positions(config)) and seq_len > room:
+        raise UserError(f"--seq-len {seq_len}{' (the default)' if default else ''}: {name} has {room} positions; use "
+                        f"--seq-len {room} or less")
+    check_window(config, seq_len, name)
+
+
+def context(config):
+    """The longest sequence a causal LM scores at once: its context (RoPE: max_seq_len; GPT-2: its positions), or its
+    sliding window (Mistral, Qwen2) where that is shorter."""
+    longest = getattr(config, "max_seq_len", None) or config.n_positions
+    return min(longest, getattr(config, "sliding_window", None) or longest)
