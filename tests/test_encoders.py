@@ -208,6 +208,29 @@ def test_adapter_with_its_head_loads_in_peft(kind, tmp_path):
 
 
 
+@pytest.mark.parametrize("targets", [["query", "dense"], "all-linear"])
+def test_peft_bert_classifier_adapter_on_the_pooler_gives_peft_logits(targets, tmp_path):
+    """PEFT's SEQ_CLS adapter with target_modules "dense" (or all-linear) adapts BERT's bert.pooler.dense too (RoBERTa's
+    classifier.dense is in modules_to_save: left whole). Loaded, classify read the pooler's .weight, which a
+    LoRASPLinear has not: AttributeError."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    hf = random_params(HF["bert"][2](hf_config("bert", num_labels=3)), 5)
+    hf.save_pretrained(tmp_path / "base")
+    peft = get_peft_model(hf, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for p in peft.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+    peft.save_pretrained(tmp_path / "adapter")
+    ref = PeftModel.from_pretrained(HF["bert"][2].from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+    ours = load_adapter(M.load_pretrained(tmp_path / "base").add_head(3), tmp_path / "adapter", peft=True).eval()
+    assert type(ours.bert.pooler.dense).__name__ == "LoRASPLinear"
+    x, mask, types = inputs("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x, mask, types), ref(x, attention_mask=mask, token_type_ids=types).logits,
+                                   atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["roberta", "bert"])
 def test_an_adapter_layer_inside_a_saved_head_is_refused_naming_it(kind, tmp_path):
     """--targets dense also matches RoBERTa's classifier.dense (BERT's bert.pooler.dense): a LoRA layer inside a module
