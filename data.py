@@ -148,6 +148,15 @@ def strip_flags(added):
     return {t: f for t, f in flags.items() if any(f)}
 
 
+def isolate(pattern, text):
+    """text cut before and after each match of pattern (HF's Split, behavior Isolated; llama.cpp's regex lists)."""
+    out, done = [], 0
+    for m in regex.finditer(pattern, text):
+        out += [text[done:m.start()]] * (m.start() > done) + [m.group()] * (m.end() > m.start())
+        done = max(done, m.end())
+    return out + [text[done:]] * (done < len(text))
+
+
 def bytes_to_unicode():
     """GPT-2's byte -> character table: printable bytes are themselves, the others shift to 256+, so every byte
     string is a visible string in vocab.json (a space is 'Ġ')."""
@@ -224,6 +233,9 @@ NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (
 
 
 class SentencePieceTokenizer(Tokenizer):
+    prepend = False  # "▁" before each text after an added token even where it starts with a space (Phi-3's Prepend
+                     # normalizer; HF's Metaspace, as transformers reads tokenizer.model, adds none there)
+
     def __init__(self, path=None, proto=None, added=None, prefix_each=True):
         """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
         added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>; the model's own <s>,
@@ -265,7 +277,7 @@ class SentencePieceTokenizer(Tokenizer):
         ids = []  # after an added token, the "▁" prefix again only in legacy mode and where the text does not start
         for start, end, token in find_added(text, self.split, self.flags):  # with a space already (HF's Metaspace)
             p = text[start:end]
-            prefixed = not after if start == 0 else self.prefix_each and not p.startswith(" ")
+            prefixed = not after if start == 0 else self.prefix_each and (self.prepend or not p.startswith(" "))
             ids += [self.added[token]] if token else (self.sp if prefixed else self.unprefixed).encode(p)
         return ids
 
@@ -319,9 +331,13 @@ class BPETokenizer(Tokenizer):
     normalized = frozenset()  # added tokens found in the normalized text (tokenizer.json's "normalized": true); the
                               # others in the raw text, so a normal form cannot make or unmake them
 
-    def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN):
+    def __init__(self, vocab, merges, split_digits=False, add_prefix_space=False, specials=(), pattern=GPT2_PATTERN,
+                 only_specials=False):
         """vocab {token string: id}; merges [(left, right)] in priority order; specials: extra {string: id} entries;
-        pattern: the pre-tokenizer's regex (GPT-2's, or a tokenizer.json's Split: Llama 3's)."""
+        pattern: the pre-tokenizer's regex (GPT-2's, or a tokenizer.json's Split: Llama 3's), or a tuple of regexes,
+        each splitting the pieces of the one before (llama.cpp's lists for Falcon, DeepSeek); only_specials: specials
+        are all the added tokens (a GGUF's control and user-defined ones), other entries no merge reaches are never
+        matched in text (Command-R's 1,403 emoji and symbols: HF and llama.cpp never produce them), only decoded."""
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         ranks, strings = {bytes([b]): b for b in range(256)}, [bytes_to_unicode()[b] for b in range(256)]
         for left, right in merges:
@@ -336,7 +352,7 @@ class BPETokenizer(Tokenizer):
         special = {s: i for s, i in vocab.items() if not set(s) <= byte_of.keys()
                    or bytes(byte_of[c] for c in s) not in ranks}
         special.update(specials)
-        self.setup(ranks, [vocab.get(s) for s in strings], special, pattern)
+        self.setup(ranks, [vocab.get(s) for s in strings], special, pattern, dict(specials) if only_specials else None)
         self.split_digits, self.add_prefix_space = split_digits, add_prefix_space
         self.vocab, self.merges = vocab, merges               # (save_tokenizer writes them back)
         self.bos_id = self.eos_id = special.get("<|endoftext|>")  # GPT-2's only special token
@@ -344,15 +360,21 @@ class BPETokenizer(Tokenizer):
             self.bos_id, self.eos_id, self.pad_id = special["<s>"], special["</s>"], special.get("<pad>")
             self.add_bos, self.pair_seps, self.type_b = True, 2, 0
 
-    def setup(self, ranks, ids, special, pattern):
+    def setup(self, ranks, ids, special, pattern, matched=None):
         """tiktoken's Encoding: ranks {byte string: rank}, ids[rank] the checkpoint's id of each (None: no token),
-        special {string: id} matched whole in text, after them; pattern: the pre-tokenizer's regex."""
+        special {string: id} after them, matched whole in text (all, or those in matched); pattern: the
+        pre-tokenizer's regex, or a tuple of them applied in turn (tiktoken then takes each piece whole)."""
         # a few single bytes may have no token (SmolLM2 lacks 21 that UTF-8 text rarely or never holds): dropped
         self.pattern, self.ranks, self.absent = pattern, ranks, bytes(b for b in range(256) if ids[b] is None)
         self.id_of_rank = ids + list(special.values())
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
-        self.special_ids, self.specials = special, alternation(tuple(special))
-        self.enc = tiktoken.Encoding("bpe", pat_str=pattern, mergeable_ranks=ranks,
+        self.special_ids = special if matched is None else matched
+        self.specials = alternation(tuple(self.special_ids))
+        first = sorted(self.special_ids)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
+        self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
+        self.pat = pattern if isinstance(pattern, str) else r"[\s\S]+"  # (a tuple: _bpe has split the text)
+        self.allowed = "all" if matched is None else frozenset(matched)
+        self.enc = tiktoken.Encoding("bpe", pat_str=self.pat, mergeable_ranks=ranks,
                                      special_tokens={s: len(ids) + j for j, s in enumerate(special)})
         self.vocab_size = max(self.rank_of_id) + 1
 
@@ -361,7 +383,8 @@ class BPETokenizer(Tokenizer):
         single_word); each text between them is normalized, then split at the added tokens tokenizer.json marks
         "normalized" (normalized too), and each piece gets ByteLevel's prefix space (not the first, after another
         text) and its BPE."""
-        if not (self.normal_form or self.add_prefix_space or self.flags):
+        if not (self.normal_form or self.add_prefix_space or self.flags) and self.prefix_free and isinstance(
+                self.pattern, str):
             return self._bpe(text, True)                       # tiktoken finds the added tokens itself
         norm = functools.partial(unicodedata.normalize, self.normal_form) if self.normal_form else str
         soft = {norm(s): s for s in self.normalized if s in self.special_ids}  # normalized text -> the token
@@ -384,6 +407,8 @@ class BPETokenizer(Tokenizer):
     def _bpe(self, text, specials=False):
         """The ids of text, its added tokens matched whole (specials) or read as plain text."""
         pieces = self._digits(text) if self.split_digits else [text]
+        for rx in () if isinstance(self.pattern, str) else self.pattern:
+            pieces = [p for piece in pieces for p in isolate(rx, piece)]
         return [self.id_of_rank[r] for p in pieces for r in self._ranks(p, specials)]
 
     def _ranks(self, text, specials=True):
@@ -392,13 +417,13 @@ class BPETokenizer(Tokenizer):
         merge loop in Python that joins the adjacent pair whose bytes rank lowest, as tiktoken's does."""
         raw = text.encode("utf-8", errors="surrogatepass")
         if len(raw.translate(None, self.absent)) == len(raw):
-            return self.enc.encode(text, allowed_special="all" if specials else set(), disallowed_special=())
+            return self.enc.encode(text, allowed_special=self.allowed if specials else set(), disallowed_special=())
         ranks = []
         for i, part in enumerate(self.specials.split(text) if self.specials and specials else [text]):
             if i % 2:  # a special token (split keeps them at the odd places)
                 ranks.append(self.enc.encode_single_token(part))
                 continue
-            for piece in regex.findall(self.pattern, part):
+            for piece in regex.findall(self.pat, part):
                 parts = [bytes([b]) for b in piece.encode("utf-8", errors="surrogatepass").translate(None, self.absent)]
                 while len(parts) > 1:
                     pairs = [(self.ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:]))]
@@ -591,9 +616,11 @@ def tokenizer_json(path):
     kinds = [s.get("type") for s in steps]
     digits = kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits")
     byte_level = (kinds == ["ByteLevel"] or digits) and steps[-1].get("use_regex", True)
-    split = kinds == ["Split", "ByteLevel"] and steps[0].get("behavior") == "Isolated" and not steps[0].get(
-        "invert") and "Regex" in (steps[0].get("pattern") or {}) and steps[1].get("use_regex") is False
-    pattern = steps[0]["pattern"]["Regex"] if split else GPT2_PATTERN  # Llama 3's: its own regex, then bytes
+    split = len(kinds) > 1 and kinds == ["Split"] * (len(kinds) - 1) + ["ByteLevel"] and all(
+        s.get("behavior") == "Isolated" and not s.get("invert") and "Regex" in (s.get("pattern") or {})
+        for s in steps[:-1]) and steps[-1].get("use_regex") is False  # Llama 3's one regex; several: in turn
+    regexes = tuple(s["pattern"]["Regex"] for s in steps[:-1]) if split else ()  # (save_tokenizer's Falcon, DeepSeek)
+    pattern = (regexes[0] if len(regexes) == 1 else regexes) if split else GPT2_PATTERN
     byte_level = byte_level or split
     if (digits or split) and steps[-1].get("add_prefix_space"):  # (ours: one space a text, as ByteLevel alone gives)
         raise NotImplementedError(f"{path}: ByteLevel's add_prefix_space after a {kinds[0]} pre-tokenizer (tokenizers "
@@ -613,7 +640,7 @@ def tokenizer_json(path):
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
     tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
-                       pattern)
+                       pattern, only_specials=True)            # (HF matches its added_tokens, nothing else, whole)
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
     post = t.get("post_processor") or {}
@@ -688,9 +715,36 @@ def unigram_json(t, path):
     return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
 
 
-GGUF_PRE = {"default": (False, GPT2_PATTERN), "gpt-2": (False, GPT2_PATTERN), "smollm": (True, GPT2_PATTERN),
-            "llama-bpe": (False, LLAMA3_PATTERN),  # GGUF's pre-tokenizer name -> (digits split one by one, regex)
-            "qwen2": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"))}  # (Qwen2's: one digit a pre-token)
+DEEPSEEK_LETTERS = (  # DeepSeek LLM's letters (its tokenizer.json's second Split, as llama.cpp copies it)
+    "A-Za-z\xb5\xc0-\xd6\xd8-\xf6\xf8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-\u02af\u0370-\u0373"
+    "\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1\u03a3-\u03f5"
+    "\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5\u13a0-\u13f5\u13f8-\u13fd\u1c90-"
+    "\u1cba\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d"
+    "\u1f20-\u1f45\u1f48-\u1f4d\u1f50-\u1f57\u1f59\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4"
+    "\u1fb6-\u1fbc\u1fbe\u1fc2-\u1fc4\u1fc6-\u1fcc\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec"
+    "\u1ff2-\u1ff4\u1ff6-\u1ffc\u2102\u2107\u210a-\u2113\u2115\u2119-\u211d\u2124\u2126"
+    "\u2128\u212a-\u212d\u212f-\u2134\u2139\u213c-\u213f\u2145-\u2149\u214e\u2183\u2184"
+    "\u2c00-\u2c7b\u2c7e-\u2ce4\u2ceb-\u2cee\u2cf2\u2cf3\ua640-\ua66d\ua680-\ua69b\ua722-"
+    "\ua76f\ua771-\ua787\ua78b-\ua78e\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a"
+    "\uff41-\uff5a\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2\U00010cc0-"
+    "\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943")
+CJK_RUN = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+# GGUF's pre-tokenizer name -> (digits split one by one, regex or a tuple of regexes applied in turn, normal form), as
+# llama.cpp splits (llama-vocab.cpp) and the model's own tokenizer normalizes; each checked against llama.cpp's
+# expected ids (tests/test_real_tokenizers.py). "default" (or none named): GPT-2's, as transformers reads such a file
+GGUF_PRE = {"default": (False, GPT2_PATTERN, None), "gpt-2": (False, GPT2_PATTERN, None),
+            "smollm": (True, GPT2_PATTERN, None), "starcoder": (True, GPT2_PATTERN, None),
+            "refact": (True, GPT2_PATTERN, None), "command-r": (True, GPT2_PATTERN, "NFC"),  # (transformers'
+            "mpt": (False, GPT2_PATTERN, "NFC"), "llama-bpe": (False, LLAMA3_PATTERN, None),  # CohereTokenizer,
+            # GPTNeoXTokenizer (MPT's): NFC)
+            "qwen2": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"), "NFC"),  # one digit a pre-token
+            "qwen35": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}").replace(r"?\p{L}+", r"?[\p{L}\p{M}]+")
+                       .replace(r"[^\s\p{L}\p{N}]+[\r\n]*", r"[^\s\p{L}\p{M}\p{N}]+[\r\n]*"), None),
+            "falcon": (False, (r"[\p{P}\$\+<=>\^~\|`]+", GPT2_PATTERN, r"[0-9][0-9][0-9]"), None),
+            "deepseek-llm": (False, (r"[\r\n]", rf"\s?[{DEEPSEEK_LETTERS}]+", r"\s?[!-/:-~"
+                                     "\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+", r"\s+$", CJK_RUN,
+                                     r"\p{N}+"), None),
+            "deepseek-coder": (False, (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", CJK_RUN, r"\p{N}"), None)}
 
 
 def gguf_tokenizer(path):
@@ -705,19 +759,37 @@ def gguf_tokenizer(path):
                              f"a {type(v).__name__}, not a list") + f" (the {kind} tokenizer is built from it)")
         return v
     if kind == "gpt2":
-        pre = meta.get("tokenizer.ggml.pre", "default")
+        pre, tokens, types = meta.get("tokenizer.ggml.pre", "default"), need("tokens"), need("token_type")
         if pre not in GGUF_PRE:
             raise NotImplementedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported ({', '.join(GGUF_PRE)})")
-        tok = BPETokenizer({t: i for i, t in enumerate(need("tokens"))},
-                           [tuple(m.split(" ")) for m in need("merges")], GGUF_PRE[pre][0], pattern=GGUF_PRE[pre][1])
-        tok.normal_form = "NFC" if pre == "qwen2" else None    # Qwen2's tokenizer.json normalizes text to NFC
+        if pre == "default":
+            print(f"{path}: GGUF names no BPE pre-tokenizer (tokenizer.ggml.pre {meta.get('tokenizer.ggml.pre')!r}): "
+                  "splitting text as GPT-2 does, as transformers reads it (llama.cpp splits such a file its own way "
+                  "and warns that generation degrades: ids can differ from llama.cpp's)")
+        vocab = {}
+        for i, t in enumerate(tokens):
+            vocab.setdefault(t, i)                             # (DeepSeek's added "õ" is also a byte's token)
+        digits, pattern, tok_form = GGUF_PRE[pre]
+        marks = [meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")]
+        tok = BPETokenizer(vocab, [tuple(m.split(" ")) for m in need("merges")], digits, pattern=pattern, specials={
+            t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4) or i in marks}, only_specials=True)
+        # control and user-defined tokens, and BOS/EOS/... whatever their type (Aquila's <|endoftext|> is "normal";
+        # llama.cpp and transformers match it too): matched whole in text
+        tok.normal_form = tok_form
     elif kind == "llama":
-        types = need("token_type")  # sentencepiece's own type numbers
-        g = lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
+        tokens, g = need("tokens"), lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
+        phi3 = meta.get("general.architecture") == "phi3"
+        unk = g("unknown_token_id", 0)  # sentencepiece wants one unknown piece: Phi-3's file marks <unk> control and
+        types = [2 if i == unk else 5 if t == 2 else t for i, t in enumerate(need("token_type"))]  # 53 pads unknown
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
-            need("tokens"), need("scores"), types, False, 6 in types, g("add_space_prefix", True),
+            tokens, need("scores"), types, False, 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
-            prefix_each=False)                                 # after "</s>" in text, no "▁", as transformers
+            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)},  # control, user-defined:
+            prefix_each=phi3)  # matched whole (Phi-3's <|user|>); after one, "▁" again only for Phi-3 (its Prepend
+        if phi3:               # normalizer, per text between them); elsewhere none, as transformers (llama.cpp: "▁")
+            tok.prepend, tok.flags = True, {t: (False, True, False) for t in tok.added if t not in ("<unk>", "<s>",
+                                                                                           "<|endoftext|>")}
+            # (Phi-3's tokenizer_config.json: rstrip on its chat markers and </s>; llama.cpp sets the same)
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
@@ -746,7 +818,8 @@ def save_tokenizer(tok, directory):
         level = dict(type="ByteLevel", add_prefix_space=tok.add_prefix_space, trim_offsets=True,
                      use_regex=pattern == GPT2_PATTERN)
         pre = [dict(type="Digits", individual_digits=True)] * digits + [level] if pattern == GPT2_PATTERN else [
-            dict(type="Split", pattern={"Regex": pattern}, behavior="Isolated", invert=False), level]
+            dict(type="Split", pattern={"Regex": r}, behavior="Isolated", invert=False) for r in (
+                (pattern,) if isinstance(pattern, str) else pattern)] + [level]
         mark = lambda k, t: [{"SpecialToken": {"id": names[k], "type_id": t}}] if k in names else []  # noqa: E731
         bos, eos = "bos" if tok.add_bos else None, "eos" if tok.add_eos else None
         t = {"version": "1.0", "truncation": None, "padding": None,

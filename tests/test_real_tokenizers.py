@@ -123,11 +123,44 @@ def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_pa
     assert ours.encode("a</s>b", bos=False) == [263, 2, 289]                  # "▁b": legacy
 
 
-@pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2", "llama-bpe"])
+@pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "mpt", "starcoder", "refact",
+                                   "falcon", "deepseek-coder", "deepseek-llm", "command-r", "qwen35"])
 def test_llama_cpp_expected_ids(vocab):
-    """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each."""
+    """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each (made
+    with the model's own HF tokenizer). Phi-3's was refused ("None: not a sentencepiece model": 53 pads typed
+    unknown); MPT's, StarCoder's, Refact's, Falcon's, DeepSeek's, Command-R's, Qwen3.5's pre-tokenizers were refused;
+    each now reads llama.cpp's split (Falcon's and DeepSeek's: regexes in turn) and gives every expected id."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
     assert_llama_cpp_ids(load_tokenizer(gguf), gguf)
+
+
+def test_gpt_neox_runs_of_spaces_and_command_r_dead_tokens_as_llama_cpp():
+    """Two ways the BPE went wrong once its pre-tokenizer was read: MPT's (GPT-NeoX's) added tokens of 2..24 spaces
+    are prefixes of each other, and tiktoken picked among them by hash order ("    Hello" -> 3 spaces + " Hello",
+    HF: 4 spaces + "Hello"); Command-R's vocabulary holds 1,403 tokens no merge reaches (emoji), which were matched
+    whole in text as if added (" 🦙" one token; HF and llama.cpp: three)."""
+    mpt, cr = (load_tokenizer(path("llama.cpp", f"ggml-vocab-{v}.gguf")) for v in ("mpt", "command-r"))
+    assert mpt.encode("    Hello    Hello") == [50274, 12092, 50274, 12092]
+    mpt.normal_form = None                                     # (as GPT-NeoX's GGUF, naming no pre-tokenizer: tiktoken
+    assert mpt.encode("    Hello    Hello") == [50274, 12092, 50274, 12092]  # finds the added tokens itself)
+    assert cr.encode(" this is 🦙.cpp", bos=False) == [2075, 1801, 11254, 107, 255, 21, 19317]
+
+
+def test_phi3_gguf_chat_markers_as_llama_cpp_and_phi3s_own_tokenizer():
+    """Phi-3's chat markers (control tokens in the GGUF) are matched whole, with the rstrip its tokenizer_config.json
+    gives them (llama.cpp sets the same), and the text after one gets "▁" again (its Prepend normalizer): llama.cpp's
+    ids (llama-cpp-python 0.3.36, special tokens parsed)."""
+    phi3 = load_tokenizer(path("llama.cpp", "ggml-vocab-phi-3.gguf"))
+    assert phi3.encode("<|user|>\nHi there<|end|>\n<|assistant|>\nHello!<|end|>", bos=False) == [
+        32010, 6324, 727, 32007, 32001, 15043, 29991, 32007]
+    assert [phi3.encode(t, bos=False) for t in ("a</s>b", "<s> x", "x <|endoftext|> y")] == [
+        [263, 2, 289], [1, 29871, 921], [921, 29871, 32000, 29871, 343]]
+
+
+def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name():
+    """BGE's WordPiece as GGUF: refused naming the tokenizer model, never read as another."""
+    with pytest.raises(NotImplementedError, match=r"ggml-vocab-bert-bge\.gguf: GGUF tokenizer model 'bert' is not"):
+        load_tokenizer(path("llama.cpp", "ggml-vocab-bert-bge.gguf"))
 
 
 def assert_llama_cpp_ids(tok, gguf):
@@ -143,6 +176,8 @@ def assert_llama_cpp_ids(tok, gguf):
 
 @pytest.mark.parametrize("gguf", ["llama.cpp/ggml-vocab-llama-spm.gguf", "llama.cpp/ggml-vocab-gpt-2.gguf",
                                   "llama.cpp/ggml-vocab-llama-bpe.gguf", "llama.cpp/ggml-vocab-qwen2.gguf",
+                                  "llama.cpp/ggml-vocab-falcon.gguf", "llama.cpp/ggml-vocab-deepseek-llm.gguf",
+                                  "llama.cpp/ggml-vocab-command-r.gguf", "llama.cpp/ggml-vocab-mpt.gguf",
                                   "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"], ids=lambda g: g.split("/")[-1][:-5])
 def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
     """data.save_tokenizer (a model saved from a .gguf gets its tokenizer as files: a GGUF has none to copy): read
