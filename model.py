@@ -610,8 +610,9 @@ class Encoder(nn.Module):
         p = (c.dropout if c.classifier_dropout is None else c.classifier_dropout) if self.training else 0.0
         x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
-            dense = self.bert.pooler.dense
-            return head(dropout(torch.tanh(dense(x.to(dense.weight.dtype))), p).to(head.weight.dtype))
+            dense = self.bert.pooler.dense  # (a LoRASPLinear where a PEFT adapter names "dense" or all-linear)
+            x = dense(x.to(getattr(dense, "base", dense).weight.dtype))
+            return head(dropout(torch.tanh(x), p).to(head.weight.dtype))
         return head.out_proj(dropout(torch.tanh(head.dense(dropout(x.to(head.dense.weight.dtype), p))), p))
 
     def add_qa_head(self):
