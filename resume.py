@@ -74,7 +74,10 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     try:
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
-            torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
+            try:
+                torch.save(opt.state_dict(), f)                # tensors and numbers: loads with weights_only=True
+            except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
+                raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last

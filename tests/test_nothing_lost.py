@@ -115,3 +115,50 @@ def test_ctrl_c_during_the_last_steps_save_stops_before_the_after_check(tiny, tm
     monkeypatch.undo()
     s = train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
     assert "exact_match_after" in str(s) and adapter(tmp_path / "a") == adapter(tmp_path / "b")
+
+
+def test_a_disk_full_mid_write_of_a_checkpoint_keeps_the_previous_one(tiny, tmp_path, monkeypatch):
+    """The file system fills up in the middle of optimizer.pt of step 6's checkpoint (a writer that raises ENOSPC
+    after some bytes): the error is one line, step 3's checkpoint is whole, and --resume from it ends with the straight
+    run's adapter, bit for bit."""
+    import builtins
+    import errno
+    more = "--save-every", "3"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    real_open, saves = builtins.open, []
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *e):
+            return self.f.__exit__(*e)
+
+    def full_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        if "optimizer.pt" in str(path) and "w" in mode:
+            saves.append(path)
+            return Full(f) if len(saves) == 2 else f
+        return f
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    assert "\n" not in str(e.value) and str(e.value).startswith("error: [Errno 28] saving the checkpoint of step 6 "
+                                                                "failed (No space left on device); ")
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 3
+    assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint", "heldout.jsonl", "metrics.jsonl"]
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    assert adapter(tmp_path / "a") == adapter(tmp_path / "b") and log(tmp_path / "a") == log(tmp_path / "b")
