@@ -120,7 +120,7 @@ def nan_stop(args, step, loss, norm, ours):
     return FloatingPointError(f"loss {loss}, gradient norm {norm} at step {step}: stopped without saving; " + (
         f"the last good checkpoint is kept in {kept}" if kept else
         f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
-        "which keeps the run's flags) with a lower --lr, or --dtype fp32")
+        "which keeps the run's flags) with a lower --lr" + (", or --dtype fp32" if args.dtype != "fp32" else ""))
 
 
 def kept_log(out, checkpoint, step):

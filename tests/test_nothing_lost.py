@@ -162,3 +162,14 @@ def test_a_disk_full_mid_write_of_a_checkpoint_keeps_the_previous_one(tiny, tmp_
     assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint", "heldout.jsonl", "metrics.jsonl"]
     train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
     assert adapter(tmp_path / "a") == adapter(tmp_path / "b") and log(tmp_path / "a") == log(tmp_path / "b")
+
+
+def test_a_nan_in_an_fp32_run_does_not_advise_fp32(tiny, tmp_path, monkeypatch):
+    """A NaN at step 7 of an fp32 run (--save-every 3): it names the step and step 6's checkpoint, and advised
+    '--dtype fp32', the dtype the run already had. Now only a lower --lr."""
+    fault_at_loss_call(monkeypatch, 13, "nan")
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path, "--save-every", "3"))
+    assert str(e.value) == (f"error: loss nan, gradient norm nan at step 7: stopped without saving; the last good "
+                            f"checkpoint is kept in {tmp_path / 'checkpoint'}. Start again (without --resume, which "
+                            "keeps the run's flags) with a lower --lr")
