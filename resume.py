@@ -17,6 +17,7 @@ resume that would not.
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -73,7 +74,10 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     try:
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
-            torch.save(opt.state_dict(), f)                    # tensors and numbers: loads with weights_only=True
+            try:
+                torch.save(opt.state_dict(), f)                # tensors and numbers: loads with weights_only=True
+            except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
+                raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
@@ -116,26 +120,63 @@ def nan_stop(args, step, loss, norm, ours):
     return FloatingPointError(f"loss {loss}, gradient norm {norm} at step {step}: stopped without saving; " + (
         f"the last good checkpoint is kept in {kept}" if kept else
         f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
-        "which keeps the run's flags) with a lower --lr, or --dtype fp32")
+        "which keeps the run's flags) with a lower --lr" + (", or --dtype fp32" if args.dtype != "fp32" else ""))
 
 
-def kept_log(checkpoint, step):
+def kept_log(out, checkpoint, step):
     """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
-    cut off by a kill too), from the log the checkpoint keeps (from before it kept one: OUT/metrics.jsonl)."""
-    path = os.path.join(checkpoint, "metrics.jsonl")
-    path = path if os.path.exists(path) else os.path.join(os.path.dirname(checkpoint), "metrics.jsonl")
+    cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a checkpoint
+    from before they kept one: OUT/metrics.jsonl). A fresh run (no checkpoint) first leaves such an earlier checkpoint
+    OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines."""
+    log = os.path.join(out, "metrics.jsonl")
+    if checkpoint is None:
+        earlier = find_checkpoint(out, required=False)
+        if earlier and rank_world()[0] == 0 and os.path.exists(log) and not os.path.exists(
+                os.path.join(earlier, "metrics.jsonl")) and "losses" not in read_state(earlier, required=False):
+            with open(log, "rb") as src, atomic_write(os.path.join(earlier, "metrics.jsonl")) as dst:
+                shutil.copyfileobj(src, dst)
+        return []
+    path = os.path.join(checkpoint, "metrics.jsonl")           # ("losses": saved since checkpoints kept their log)
+    path = path if os.path.exists(path) or "losses" in read_state(checkpoint) else log
     return [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
                                                  "again") if r["step"] <= step] if os.path.exists(path) else []
 
 
-def read_state(checkpoint):
-    """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it."""
+@contextlib.contextmanager
+def heldout_aside(out, records):
+    """While a result's weights are replaced: OUT/heldout.jsonl, when it holds other records than `records` (an earlier
+    run's split), steps aside as heldout.jsonl.old (back in place if the save fails). A kill before save_heldout then
+    leaves no held-out records beside the new weights (eval.py says so; --resume writes them), never the earlier
+    run's, which these weights may have trained on."""
+    held = os.path.join(out, "heldout.jsonl")
+    try:
+        with open(held) as f:
+            aside = [json.loads(line) for line in f] != records
+    except FileNotFoundError:
+        aside = False
+    except ValueError:                                         # (damaged: not this run's either)
+        aside = True
+    os.replace(held, held + ".old") if aside else None
+    try:
+        yield
+    except BaseException:
+        os.replace(held + ".old", held) if aside else None
+        raise
+    if os.path.exists(held + ".old"):                          # (and one a kill left)
+        os.remove(held + ".old")
+
+
+def read_state(checkpoint, required=True):
+    """The checkpoint's state.json: step, the run's flags, RNG state; a damaged one is an error naming it (not
+    required: {})."""
     try:
         with open(os.path.join(checkpoint, "state.json")) as f:
             state = json.load(f)
         if not isinstance(state, dict) or not isinstance(state.get("args"), dict) or "step" not in state:
             raise ValueError("expected an object with step and args")
     except (ValueError, OSError) as e:
+        if not required:
+            return {}
         raise UserError(f"--resume: {os.path.join(checkpoint, 'state.json')} is damaged ({e}); the checkpoint cannot "
                         "continue the run: start again without --resume (or with another --out)") from None
     return state
@@ -322,7 +363,7 @@ def open_log(run):
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(run.checkpoint, run.step) if run.checkpoint else []
+    kept = kept_log(args.out, run.checkpoint, run.step)         # (a fresh run: [])
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)

@@ -67,8 +67,8 @@ from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear
 from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, check_data, data_hash, nan_stop, open_log, read_state, restore, rng_states,
-                    same_settings, save_checkpoint, take_settings)
+from resume import (check_base, check_data, data_hash, heldout_aside, nan_stop, open_log, read_state, restore,
+                    rng_states, same_settings, save_checkpoint, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -227,11 +227,11 @@ def lr_at(step, total, args):
     return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
 
 
-def report(run):
+def report(run, again=False):
     """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged; under
-    DDP, after the first step, the bytes all-reduced per step."""
+    DDP, after the first step, the bytes all-reduced per step (not again: an early stop's call for the same step)."""
     step, total = run.step, run.total
-    if dist.is_initialized() and step == run.first + 1:
+    if dist.is_initialized() and step == run.first + 1 and not again:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
             f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
             if run.lora else ""))
@@ -267,13 +267,14 @@ def validate(run):
               f"{best['step']}'s weights", flush=True)
         run.total = step                                       # this step is the last one (and is checkpointed)
         if run.losses:                                         # its progress line, due now that it is the last
-            report(run)
+            report(run, again=True)
 
 
 def save_result(run):
     """OUT/adapter (or OUT/model) and OUT/heldout.jsonl, the records no step trained on, together: eval.py scores the
     one on the other (save_heldout at load would pair an earlier run's result with this run's split)."""
-    save_weights(run.model, weights_dir(run.args), run.args, run.source)
+    with heldout_aside(run.args.out, run.held):                # a kill between the two: no other run's records
+        save_weights(run.model, weights_dir(run.args), run.args, run.source)
     save_heldout(run.args, run.held)
 
 
@@ -284,9 +285,11 @@ def save_if_due(run):
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
                         run.losses) if run.rank == 0 else None
-        barrier()
+        stop = torch.tensor(float(len(run.stop)), device=run.device)
+        dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
-        run.saved = True
+        run.saved, run.stopping = True, bool(stop)             # Ctrl-C during the save, in any process: stop now,
+        # the last step too (its result's save and the after-check ran on)
 
 
 # ----------------------------------------------------------------------------------------------------

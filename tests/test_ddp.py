@@ -294,3 +294,18 @@ def test_micro_batches_shard_one_process_batches():
     for _ in range(4):                                                 # start counts global batches
         next(again)
     assert all(torch.equal(next(resumed)["input_ids"], next(again)["input_ids"]) for _ in range(4))
+
+
+def test_an_early_stop_at_the_first_step_after_a_resume_says_the_world_size_once(tiny, tmp_path):
+    """--patience 2 stopping at step 3, the first step after a --resume from step 2, between progress lines: the
+    progress line the stop logs printed the 'DDP, world size 2' line a second time (it prints after a process's
+    first step)."""
+    more = ["--eval-every", "1", "--patience", "2", "--max-steps", "8"]
+    cut, _ = torchrun(tmp_path, "cut", ddp_flags(tiny, tmp_path / "out", *more), SIGINT_AT="3", SIGINT_RANK="0",
+                      VAL_LOSSES="[1, 2]")
+    assert "interrupted at step 2: checkpoint saved" in cut.stdout, cut.stderr[-3000:]
+    resumed, _ = torchrun(tmp_path, "resumed", ddp_flags(tiny, tmp_path / "out", *more, "--resume"),
+                          VAL_LOSSES="[3]")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "early stop: no better evaluation in the last 2" in resumed.stdout and summary(resumed)["steps"] == 3
+    assert resumed.stdout.count("DDP, world size 2") == 1, resumed.stdout
