@@ -72,8 +72,8 @@ def unpack(mask, train, frozen=None):
         return train.view(mask.shape)                          # keep=1, plain LoRA: no copy
     out = torch.zeros(mask.shape, dtype=train.dtype, device=train.device)
     if frozen is not None:
-        out = out.masked_scatter(~mask, frozen)
-    return out.masked_scatter(mask, train)                     # backward: the gradient at mask's entries, packed
+        out.masked_scatter_(~mask, frozen)
+    return out.masked_scatter_(mask, train)                    # in place, no copy; backward: dL/dout at mask, packed
 
 
 class _LoRAInput(torch.autograd.Function):
