@@ -23,6 +23,8 @@ import math
 import os
 import re
 
+import torch
+
 from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
                         save_safetensors, torch_load)
 
@@ -211,7 +213,8 @@ def adapted_names(cfg, path, tensors, whole):
                                                              if cfg.get("layers_to_transform") else "") +
                          (" (less exclude_modules)" if cfg.get("exclude_modules") else "") +
                          f" does not name: {stray[:3]}; PEFT would leave them out: fix one file or the other")
-    lora = {f"{PEFT}{n}.lora_{k}.weight" for n in names for k in "AB"}
+    lora = {f"{PEFT}{n}.{k}.weight" for n in names for k in ("lora_A", "lora_B", "base_layer")}  # base_layer: PEFT's
+    # save_embedding_layers (lm_head in target_modules), which load_adapter takes if it is the model's own weight
     left = sorted(k for k in tensors if k not in lora and not k.startswith(whole))  # biases, DoRA, embeddings
     if base := [k for k in left if ".base_layer." in k or k.endswith("embed_tokens.weight")]:
         raise ValueError(f"{path}: {base[:3]}: the base model's own weights (PEFT's save_embedding_layers, on by "
@@ -224,3 +227,14 @@ def adapted_names(cfg, path, tensors, whole):
     if left:
         raise ValueError(f"{path}: tensors lorasp does not load (only Linear lora_A/B and modules_to_save): {left[:3]}")
     return names
+
+
+def own_base(path, name, tensors, base):
+    """PEFT's save_embedding_layers (on when target_modules names lm_head) stores the layer's base weight beside A and
+    B, and loads it over the model's: taken where it is the model's own weight, refused otherwise (lorasp loads no base
+    weights from an adapter)."""
+    W = tensors.get(f"{PEFT}{name}.base_layer.weight")
+    if W is not None and not (W.shape == base.weight.shape and torch.equal(W.to(base.weight.dtype), base.weight)):
+        raise ValueError(f"{path}: {name}.base_layer.weight (PEFT's save_embedding_layers) is not the model's "
+                         f"{name}.weight {tuple(base.weight.shape)}: {tuple(W.shape)}, a resized vocabulary or "
+                         "another base model; lorasp loads no base weights from an adapter")

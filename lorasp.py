@@ -41,8 +41,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import (EXTRAS_FILE, PEFT, adapted_names, extras_of, matches, rank_alpha, read_adapter, restore,
-                     target_modules, whole_dir, write_adapter)
+from adapter import (EXTRAS_FILE, PEFT, adapted_names, extras_of, matches, own_base, rank_alpha, read_adapter,
+                     restore, target_modules, whole_dir, write_adapter)
 from adapter import adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
 from quant import NF4Linear
 from recompute import frozen_base
@@ -309,6 +309,7 @@ def load_adapter(model, directory, peft=False):
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
         base, r, alpha = _fit(n, modules, cfg, A, B)
+        own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
         layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)
         if extras is not None:

@@ -188,8 +188,7 @@ def test_peft_ensure_weight_tying_is_refused_naming_it(tmp_path, saved):
     (dict(init_lora_weights="olora"), "init_lora_weights = 'olora'"),
     (dict(target_modules=["q_proj", "embed_tokens"], save=dict(save_embedding_layers=False)), "lora_embedding_A"),
     (dict(save=dict(save_embedding_layers=True)), "embed_tokens.weight"),
-    (dict(target_modules=["q_proj", "lm_head"]),   # PEFT's "auto": the LM head's base weight saved beside its A and B
-     r"lm_head.base_layer.weight'\]: the base model's own weights .* save_embedding_layers=False")])
+    ])
 def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
     base = tiny_llama()
     peft_adapter(base, tmp_path, **dict(dict(r=4, lora_alpha=8, target_modules=["q_proj"]), **options))
@@ -200,21 +199,29 @@ def test_peft_options_we_do_not_honour_are_refused(tmp_path, options, error):
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_peft_adapter_on_the_lm_head_gives_peft_logits(tmp_path, tied):
-    """LoRA on lm_head (tied: the embedding's weight), saved without the base weights PEFT adds by default."""
+@pytest.mark.parametrize("save", [dict(save_embedding_layers=False), {}])
+def test_peft_adapter_on_the_lm_head_gives_peft_logits(tmp_path, tied, save):
+    """LoRA on lm_head (tied: the embedding's weight). PEFT's default save_embedding_layers="auto" stores the head's
+    base weight beside A and B, and loads it over the model's: taken when it is the model's own, else refused (was:
+    refused, "tensors lorasp does not load")."""
     from peft import PeftModel
     import model as M
     torch.manual_seed(0)
     base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)).eval()
     base.save_pretrained(tmp_path / "base")
-    peft_adapter(base, tmp_path / "a", save=dict(save_embedding_layers=False), r=4, lora_alpha=8,
-                 target_modules=["q_proj", "lm_head"])
+    peft_adapter(base, tmp_path / "a", save=save, r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"])
     ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
     assert isinstance(ours.lm_head, LoRASPLinear)
     ids = torch.randint(0, 64, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), PeftModel.from_pretrained(base, tmp_path / "a")(ids).logits)
+    other = M.load_pretrained(tmp_path / "base")
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.01)                      # another base: PEFT would load the adapter's head
+    if not save:
+        with pytest.raises(ValueError, match=r"lm_head.base_layer.weight \(PEFT's save_embedding_layers\) is not"):
+            load_adapter(other, tmp_path / "a", peft=True)
 
 
 @pytest.mark.parametrize("mode,structure", [("mask", "column"), ("freeze", "element")])
