@@ -227,8 +227,8 @@ def test_peft_bert_classifier_adapter_on_the_pooler_gives_peft_logits(targets, t
     assert type(ours.bert.pooler.dense).__name__ == "LoRASPLinear"
     x, mask, types = inputs("bert")
     with torch.no_grad():
-        torch.testing.assert_close(ours.classify(x, mask, types), ref(x, attention_mask=mask, token_type_ids=types).logits,
-                                   atol=1e-4, rtol=0)
+        want = ref(x, attention_mask=mask, token_type_ids=types).logits
+        torch.testing.assert_close(ours.classify(x, mask, types), want, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["roberta", "bert"])

@@ -689,7 +689,8 @@ def test_a_malformed_record_is_named_before_the_weights_load(tiny, tmp_path, mon
 def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path, monkeypatch):
     """train.py reads GPT-2's positions from config.json (tasks.checked_config, in the memory plan's step): --seq-len
     past them is one line naming the flag and the limit, before the tokenizer or a weight is read."""
-    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)), tmp_path / "m")
+    config = GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)
+    save_pretrained(build_model(config), tmp_path / "m")
     (tmp_path / "t.txt").write_text("abcdefghij" * 4)
     for name in ("load_model", "load_tokenizer"):
         monkeypatch.setattr(train, name, lambda *a, **k: pytest.fail("read before the refusal"))
