@@ -730,13 +730,13 @@ DEEPSEEK_LETTERS = (  # DeepSeek LLM's letters (its tokenizer.json's second Spli
     "\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943")
 CJK_RUN = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
 # GGUF's pre-tokenizer name -> (digits split one by one, regex or a tuple of regexes applied in turn, normal form), as
-# llama.cpp splits (llama-vocab.cpp) and the model's own tokenizer normalizes; each checked against llama.cpp's
-# expected ids (tests/test_real_tokenizers.py). "default" (or none named): GPT-2's, as transformers reads such a file
+# llama.cpp splits (llama-vocab.cpp) and the model's own tokenizer normalizes (NFC: transformers' CohereTokenizer,
+# GPTNeoXTokenizer for MPT, Qwen2's tokenizer.json); each checked against llama.cpp's expected ids
+# (tests/test_real_tokenizers.py). "default" (or none named): GPT-2's, as transformers reads such a file
 GGUF_PRE = {"default": (False, GPT2_PATTERN, None), "gpt-2": (False, GPT2_PATTERN, None),
             "smollm": (True, GPT2_PATTERN, None), "starcoder": (True, GPT2_PATTERN, None),
-            "refact": (True, GPT2_PATTERN, None), "command-r": (True, GPT2_PATTERN, "NFC"),  # (transformers'
-            "mpt": (False, GPT2_PATTERN, "NFC"), "llama-bpe": (False, LLAMA3_PATTERN, None),  # CohereTokenizer,
-            # GPTNeoXTokenizer (MPT's): NFC)
+            "refact": (True, GPT2_PATTERN, None), "command-r": (True, GPT2_PATTERN, "NFC"),
+            "mpt": (False, GPT2_PATTERN, "NFC"), "llama-bpe": (False, LLAMA3_PATTERN, None),
             "qwen2": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}"), "NFC"),  # one digit a pre-token
             "qwen35": (False, LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}").replace(r"?\p{L}+", r"?[\p{L}\p{M}]+")
                        .replace(r"[^\s\p{L}\p{N}]+[\r\n]*", r"[^\s\p{L}\p{M}\p{N}]+[\r\n]*"), None),
@@ -779,17 +779,18 @@ def gguf_tokenizer(path):
     elif kind == "llama":
         tokens, g = need("tokens"), lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         phi3 = meta.get("general.architecture") == "phi3"
-        unk = g("unknown_token_id", 0)  # sentencepiece wants one unknown piece: Phi-3's file marks <unk> control and
-        types = [2 if i == unk else 5 if t == 2 else t for i, t in enumerate(need("token_type"))]  # 53 pads unknown
+        # sentencepiece wants one unknown piece: Phi-3's file marks <unk> control and its 53 pads unknown
+        unk = g("unknown_token_id", 0)
+        types = [2 if i == unk else 5 if t == 2 else t for i, t in enumerate(need("token_type"))]
+        # control and user-defined tokens are matched whole (Phi-3's <|user|>); after one, "▁" again only for Phi-3
+        # (its Prepend normalizer, per text between them); elsewhere none, as transformers (llama.cpp: "▁")
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
             tokens, need("scores"), types, False, 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
-            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)},  # control, user-defined:
-            prefix_each=phi3)  # matched whole (Phi-3's <|user|>); after one, "▁" again only for Phi-3 (its Prepend
-        if phi3:               # normalizer, per text between them); elsewhere none, as transformers (llama.cpp: "▁")
-            tok.prepend, tok.flags = True, {t: (False, True, False) for t in tok.added if t not in ("<unk>", "<s>",
-                                                                                           "<|endoftext|>")}
-            # (Phi-3's tokenizer_config.json: rstrip on its chat markers and </s>; llama.cpp sets the same)
+            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=phi3)
+        if phi3:  # Phi-3's tokenizer_config.json: rstrip on its chat markers and </s> (llama.cpp sets the same)
+            plain = ("<unk>", "<s>", "<|endoftext|>")
+            tok.prepend, tok.flags = True, {t: (False, True, False) for t in tok.added if t not in plain}
     else:
         raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
     tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
