@@ -6,7 +6,7 @@ recorded of the base it trained on (--quant auto follows its NF4; another base's
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
-  task's data, read before the model loads (`mmlu_subjects`: --subjects, in --data-dir).
+  task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one.
@@ -118,13 +118,13 @@ def seq_len_for(args, given, config):
     """The length the task cuts at: squad's windows and GLUE's pairs (--seq-len, else 384 or 128), perplexity's windows
     and MMLU's prompts (--seq-len, else the model's context). --seq-len is checked against the model's config before a
     weight is read: within its positions and sliding window, a warning past a causal LM's context; squad's window flags
-    on a causal LM, which answers by generation, noted. (A default past the positions, a toy model's: eval.command
-    refuses it once the model loaded, after its head's checks.)"""
+    on a causal LM, which answers by generation, noted. GLUE's and squad's default length too (a toy model's positions
+    may end before 128 or 384: that was refused only once the weights had loaded)."""
     task, causal = args.task, config.model_type in CAUSAL[0]
     scored, room = task in ("mmlu", "perplexity"), context(config) if causal else None  # (T5: no context length)
     length = args.seq_len or (room if scored else 384 if task == "squad" else 128)
-    if args.seq_len and (task.startswith("glue/") or task == "squad" and not causal or scored):
-        check_seq_len(config, length, args.model)             # (GPT-2's forward refuses, maybe hours in)
+    if args.seq_len and scored or task.startswith("glue/") or task == "squad" and not causal:  # the default too
+        check_seq_len(config, length, args.model, default=not args.seq_len)  # (GPT-2's forward refuses, maybe hours in)
     check_window(config, args.seq_len, args.model)
     if scored and room and (args.seq_len or 0) > room:         # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({room} tokens): "
@@ -138,15 +138,12 @@ def seq_len_for(args, given, config):
 
 def task_data(args, tok=None):
     """The task's data, read (fetched if need be) before the model loads, so that a bad row or record is named before
-    minutes of loading a 7B model: MMLU's folder (its subjects' rows read once, a few MB), SQuAD's questions, WMT16's
+    minutes of loading a 7B model: MMLU's rows (mmlu_rows: every subject's, a few MB), SQuAD's questions, WMT16's
     sentence pairs, perplexity's documents (tokenized by tok, the model's), generate's records; GLUE's: None."""
     task = args.task
     if task == "mmlu":
         args.data_dir = mmlu_dir(args.data_dir)
-        for s in mmlu_subjects(args.data_dir, args.subjects):
-            for split in ("dev", "test"):
-                read_mmlu_csv(os.path.join(args.data_dir, split, f"{s}_{split}.csv"))
-        return args.data_dir
+        return mmlu_rows(args.data_dir, args.subjects)
     if task == "squad":
         return one_per_question(read_squad("dev", args.data_dir))[:args.limit]
     if task == "wmt16-en-ro":
@@ -158,6 +155,13 @@ def task_data(args, tok=None):
     if task == "perplexity":
         return perplexity_docs(args.data, tok)
     return read_prompts(args.prompts) if task == "generate" else None
+
+
+def mmlu_rows(data_dir, subjects=None):
+    """{subject: (dev rows, test rows)} of the subjects to score (mmlu_subjects), each file read once (eval.mmlu
+    scores these rows: it read every file a second time)."""
+    return {s: tuple(read_mmlu_csv(os.path.join(data_dir, split, f"{s}_{split}.csv")) for split in ("dev", "test"))
+            for s in mmlu_subjects(data_dir, subjects)}
 
 
 def mmlu_subjects(data_dir, subjects=None):
