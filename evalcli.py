@@ -17,6 +17,7 @@ Leaves out: running the task (eval.command does, after parse_args) and fetching 
 """
 import argparse
 import contextlib
+import json
 import os
 import sys
 
@@ -266,6 +267,43 @@ def base_quant(name, adapter, quant, task=None):
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant
+
+
+# HF's glue dataset's class names, in data.GLUE's class order: what a fine-tuned checkpoint's id2label calls them
+GLUE_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+              "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+              "mnli": ("entailment", "neutral", "contradiction"), "qnli": ("entailment", "not_entailment"),
+              "rte": ("entailment", "not_entailment")}
+
+
+def head_order(path, task, adapter=None):
+    """The head's output for each of a GLUE task's classes, in data.GLUE's order, where the checkpoint's own head names
+    them otherwise in config.json (roberta-large-mnli: contradiction, neutral, entailment), as run_glue.py's label_to_id
+    maps them; None where the order is GLUE's, unnamed (LABEL_0, ...), or the adapter brings the head (train.py's,
+    trained in GLUE's order). Names of other classes (an SST-2 head on RTE) are read in GLUE's order, with a warning."""
+    names, cfg = GLUE_NAMES.get(task), adapter_config(adapter) if adapter else None
+    if not names or cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score")):
+        return None
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            c = json.load(f)
+        label2id = c.get("label2id") or {v: int(k) for k, v in c["id2label"].items()}  # (transformers' inverse)
+        label2id = {str(k).lower(): int(v) for k, v in label2id.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # no config.json (a .gguf), no names
+        return None
+    if set(label2id) == {f"label_{i}" for i in range(len(label2id))} or len(label2id) != len(names):
+        return None                                                     # (a head of another size: load_model says)
+    if sorted(label2id) != sorted(names):
+        print(f"warning: {path}'s head names its classes {', '.join(sorted(label2id, key=label2id.get))} "
+              f"(config.json's label2id), not glue/{task}'s {', '.join(names)}: read in GLUE's order, as run_glue.py "
+              "does", file=sys.stderr)
+        return None
+    order = [label2id[n] for n in names]
+    if order == sorted(order):
+        return None
+    print(f"note: {path}'s head gives {', '.join(sorted(names, key=label2id.get))} (config.json's label2id): read as "
+          f"glue/{task}'s {', '.join(names)}, as run_glue.py maps them")
+    return order
 
 
 # ----------------------------------------------------------------------------------------------------
