@@ -478,8 +478,9 @@ def test_a_tasks_default_length_past_the_positions_is_refused_before_the_weights
     save_pretrained(build_model(EncoderConfig(vocab_size=8)), bert)              # 64 positions
     (tmp_path / "SST-2").mkdir()
     (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na b\t0\n")
-    (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "a b", "qas": [
-        {"id": "1", "question": "a?", "answers": [{"text": "b", "answer_start": 2}]}]}]}]}))
+    qa = {"id": "1", "question": "a?", "answers": [{"text": "b", "answer_start": 2}]}
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "a b",
+                                                                                              "qas": [qa]}]}]}))
     monkeypatch.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
     for task, d, n, room in (("glue/sst2", gpt2, 128, 8), ("squad", bert, 384, 64)):
         with pytest.raises(SystemExit, match=rf"^error: --seq-len {n} \(the default\): {d} has {room} positions; use "
