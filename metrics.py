@@ -18,6 +18,7 @@ import argparse
 import math
 import re
 import string
+import sys
 from collections import Counter
 
 import numpy as np
@@ -223,7 +224,7 @@ def squad_f1(prediction, truth):
 def squad_scores(dataset, predictions):
     """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
     predictions {question id: text}; each question scores the max over its gold answers; a question without a
-    prediction scores 0 (and is counted)."""
+    prediction scores 0 and is counted in a note (the script prints each one)."""
     if isinstance(dataset, dict):                              # (a TypeError of string indices)
         raise TypeError('dataset is the file\'s "data" list (json.load(f)["data"]), not the whole file')
     if not isinstance(predictions, dict):                      # a list matched no id: 0.0 without a word
@@ -232,6 +233,7 @@ def squad_scores(dataset, predictions):
     if bad := next((k for k, v in predictions.items() if not isinstance(v, str)), None):
         raise TypeError(f"prediction {bad!r} is a {type(predictions[bad]).__name__}, not the answer's text")
     em = f = total = 0
+    unanswered = []
     for article in dataset:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
@@ -240,6 +242,13 @@ def squad_scores(dataset, predictions):
                     gold, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
                     em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
                     f += max(squad_f1(pred, g) for g in gold)
+                else:
+                    unanswered.append(qa["id"])
+    if unanswered:  # (the script prints a line for each: "Unanswered question ID will receive score 0.")
+        print(f"note: {len(unanswered):,} of {total:,} questions have no prediction (first: {unanswered[0]}): each "
+              "scores 0, as the official evaluate-v1.1.py scores them" + (
+                  f"; no prediction's id is a question's (first: {next(iter(predictions))!r})" if
+                  predictions and len(unanswered) == total else ""), file=sys.stderr)
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
 
 

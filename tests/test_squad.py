@@ -46,6 +46,22 @@ def test_squad_scores_worked_example():
     assert E.squad_f1("Broncos", "Denver Broncos") == 2 * 1 * 0.5 / (1 + 0.5)  # the script's float, bit for bit
 
 
+def test_questions_without_a_prediction_are_said_as_the_official_script_says_them(capsys):
+    """A question missing from the predictions scores 0, as evaluate-v1.1.py scores it; the script says so for each
+    ("Unanswered question ID will receive score 0."), squad_scores said nothing: predictions keyed by other ids (another
+    split's, a file with its ids renamed) scored 0.0 without a word."""
+    golds = [["Denver Broncos"], ["cat"], ["Paris"]]
+    assert E.squad_scores([article(*golds)], {"0": "Denver Broncos", "1": "cat", "2": "Paris"})["exact_match"] == 100
+    assert capsys.readouterr().err == ""
+    assert E.squad_scores([article(*golds)], {"0": "Denver Broncos", "2": "Paris"})["exact_match"] == 200 / 3
+    assert capsys.readouterr().err == ("note: 1 of 3 questions have no prediction (first: 1): each scores 0, as the "
+                                       "official evaluate-v1.1.py scores them\n")
+    assert E.squad_scores([article(*golds)], {"q0": "Denver Broncos"}) == {"exact_match": 0.0, "f1": 0.0}
+    assert capsys.readouterr().err.endswith("3 of 3 questions have no prediction (first: 0): each scores 0, as the "
+                                            "official evaluate-v1.1.py scores them; no prediction's id is a question's "
+                                            "(first: 'q0')\n")
+
+
 def test_windows_and_offsets_match_transformers_overflow(tmp_path):
     words = [f"w{i}" for i in range(20)]
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "?", ",", *words]))
