@@ -133,7 +133,14 @@ def bleu(hypotheses, references):
     BLEU = BP exp(mean_n log p_n), n = 1..4, p_n = clipped matches / hypothesis n-grams over the corpus,
     BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
     smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
-    an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
+    an error (sacreBLEU silently truncates to the shorter list / raises IndexError), sacreBLEU's [refs] layout
+    (a list per reference stream) one that says so."""
+    n = None if isinstance(references, str) else len(references)
+    if n != len(hypotheses) and n and all(isinstance(r, (list, tuple)) and len(r) == len(hypotheses) > 1
+                                          for r in references):
+        raise ValueError(f"references holds {n} list{'s' * (n > 1)} of {len(hypotheses)} texts, sacreBLEU's "
+                         "corpus_bleu(hypotheses, [refs]) layout: bleu takes one entry per hypothesis, a text or a "
+                         "list of texts (bleu(hypotheses, refs), or [list(r) for r in zip(*streams)])")
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
     for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
