@@ -340,6 +340,21 @@ def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path,
             data.read_squad("dev", str(tmp_path))
 
 
+def test_a_dev_file_giving_two_questions_one_id_is_refused(tmp_path):
+    """Predictions are kept by question id (evaluate_squad's best span, the official script's predictions file), so two
+    dev questions sharing an id (files joined by hand) shared one answer: the oracle's answer to one, scored against
+    the other's gold, gave 50.0 where each question answered alone gives 100.0. A training file may repeat an id."""
+    qas = [{"id": "q", "question": "who?", "answers": [{"text": t, "answer_start": 0}]} for t in ("Ann", "Bob")]
+    dataset = [{"paragraphs": [{"context": f"{qa['answers'][0]['text']} came.", "qas": [qa]}]} for qa in qas]
+    assert E.squad_scores(dataset, {"q": "Bob"})["exact_match"] == 50.0             # what sharing the id gives
+    for name in ("dev-v1.1.json", "train-v1.1.json"):
+        (tmp_path / name).write_text(json.dumps({"data": dataset}))
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: question id 'q' is given to two questions: predictions are "
+                                         "kept by id"):
+        data.read_squad("dev", str(tmp_path))
+    assert data.read_squad("train", str(tmp_path)) == dataset
+
+
 def test_train_names_the_eval_command_that_scores_squad():
     """train.py's closing 'evaluate:' line for SQuAD runs names eval.py's --task squad (it once said --task perplexity,
     which fails on --data squad)."""
