@@ -9,7 +9,8 @@ recorded of the base it trained on (--quant auto follows its NF4; another base's
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
-  loads with, and the adapter's base checked against this one.
+  loads with, and the adapter's base checked against this one; `head_order`: a fine-tuned classifier's outputs in
+  GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's side by side). TAKES: the model types each task takes.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).

@@ -135,8 +135,8 @@ def bleu(hypotheses, references):
     smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
     an error (sacreBLEU silently truncates to the shorter list / raises IndexError), sacreBLEU's [refs] layout
     (a list per reference stream) one that says so."""
-    n = None if isinstance(references, str) else len(references)
-    if n != len(hypotheses) and n and all(isinstance(r, (list, tuple)) and len(r) == len(hypotheses) > 1
+    n = len(references) if isinstance(references, (list, tuple)) and isinstance(hypotheses, (list, tuple)) else 0
+    if n and n != len(hypotheses) and all(isinstance(r, (list, tuple)) and len(r) == len(hypotheses) > 1
                                           for r in references):
         raise ValueError(f"references holds {n} list{'s' * (n > 1)} of {len(hypotheses)} texts, sacreBLEU's "
                          "corpus_bleu(hypotheses, [refs]) layout: bleu takes one entry per hypothesis, a text or a "
