@@ -280,10 +280,12 @@ GLUE_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "posi
 def head_order(path, task, adapter=None):
     """The head's output for each of a GLUE task's classes, in data.GLUE's order, where the checkpoint's own head names
     them otherwise in config.json (roberta-large-mnli: contradiction, neutral, entailment), as run_glue.py's label_to_id
-    maps them; None where the order is GLUE's, unnamed (LABEL_0, ...), or the adapter brings the head (train.py's,
-    trained in GLUE's order). Names of other classes (an SST-2 head on RTE) are read in GLUE's order, with a warning."""
+    maps them; None where the order is GLUE's, unnamed (LABEL_0, ...), or the adapter brings a head train.py trained
+    (in GLUE's order; a PEFT adapter's head, run_glue.py's, keeps the base's). Names of other classes (an SST-2 head on
+    RTE) are read in GLUE's order, with a warning."""
     names, cfg = GLUE_NAMES.get(task), adapter_config(adapter) if adapter else None
-    if not names or cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score")):
+    head = cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score"))
+    if not names or head and str(adapter_base(adapter).get("task")).startswith("glue/"):
         return None
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:

@@ -416,15 +416,22 @@ def test_a_fine_tuned_heads_label_names_are_mapped_as_run_glue_maps_them(task, i
 
 
 def test_head_order_reads_config_names_unless_the_adapter_brings_the_head(tmp_path, capsys):
-    """evalcli.head_order: run_glue's label_to_id from config.json's names; an adapter whose modules_to_save brings the
-    head (train.py's, trained in GLUE's order) keeps GLUE's order; other tasks' names are warned about, not mapped."""
+    """evalcli.head_order: run_glue's label_to_id from config.json's names; an adapter train.py trained with its head
+    keeps GLUE's order, a PEFT adapter's head the base's; other tasks' names are warned about, not mapped."""
     from evalcli import head_order
+    from lorasp import apply_lorasp, save_adapter
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "CONTRADICTION", "1": "NEUTRAL",
                                                                    "2": "ENTAILMENT"}}))
     assert head_order(str(tmp_path), "mnli") == [2, 1, 0] and head_order(str(tmp_path), "stsb") is None
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"modules_to_save": ["classifier"]}))
-    assert head_order(str(tmp_path), "mnli", str(tmp_path / "a")) is None
+    (tmp_path / "peft").mkdir()                     # a PEFT adapter's head: run_glue trained it in the base's order
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps({"modules_to_save": ["classifier"]}))
+    assert head_order(str(tmp_path), "mnli", str(tmp_path / "peft")) == [2, 1, 0]
+    m = torch.nn.Sequential()                       # train.py's: trained in GLUE's order
+    m.add_module("q_proj", torch.nn.Linear(4, 4))
+    m.add_module("classifier", torch.nn.Linear(4, 3))
+    save_adapter(apply_lorasp(m, ["q_proj"], r=2), tmp_path / "ours", modules_to_save=["classifier"],
+                 base=dict(fingerprint="0" * 64, quant="none", task="glue/mnli"))
+    assert head_order(str(tmp_path), "mnli", str(tmp_path / "ours")) is None
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"},
                                                       "label2id": {"negative": 0, "positive": 1}}))
     capsys.readouterr()
