@@ -7,6 +7,10 @@ generative path on contexts longer than its positions; the files fetched once fr
 pinned sha256 refusing anything else."""
 import hashlib
 import json
+import random
+import re
+import string
+from collections import Counter
 
 import pytest
 import torch
@@ -44,6 +48,43 @@ def test_squad_scores_worked_example():
     assert scores["exact_match"] == pytest.approx(100 * 2 / 6)
     assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3 + 4 / 5 + 0 + 2 / 3 + 0) / 6)
     assert E.squad_f1("Broncos", "Denver Broncos") == 2 * 1 * 0.5 / (1 + 0.5)  # the script's float, bit for bit
+
+
+def official_v11(dataset, predictions):
+    """evaluate-v1.1.py's normalize_answer, f1_score, exact_match_score and evaluate, written out from its definition
+    (the script itself is not a package): the oracle for squad_scores."""
+    def normalize(s):
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+    def f1(prediction, truth):
+        p, t = normalize(prediction).split(), normalize(truth).split()
+        same = sum((Counter(p) & Counter(t)).values())
+        return 0 if same == 0 else (2 * (same / len(p)) * (same / len(t))) / (same / len(p) + same / len(t))
+    em = f = total = 0
+    for qa in (qa for article in dataset for paragraph in article["paragraphs"] for qa in paragraph["qas"]):
+        total += 1
+        if qa["id"] in predictions:
+            truths = [a["text"] for a in qa["answers"]]
+            em += max(normalize(predictions[qa["id"]]) == normalize(t) for t in truths)
+            f += max(f1(predictions[qa["id"]], t) for t in truths)
+    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
+
+
+def test_squad_scores_equal_the_official_script_on_unicode_answers(capsys):
+    """Several answers a question, articles and punctuation next to Unicode letters, spaces and marks (NBSP, U+3000,
+    U+2028, curly quotes and dashes the script keeps), missing predictions: squad_scores == the script's, exactly."""
+    rng = random.Random(0)
+    pool = ["the", "a", "an", "The", "AN", "théâtre", "an-", "the.", "a,", "ANd", "Paris", "Παρίσι", "İstanbul", "ß",
+            "ΣΑΣ", "1,000", "3.5", "–", "’", "'s", "“x”", "(b)", "\u00a0", "\u3000", "\u2028", "\t", "日本", "🙂", "a_b",
+            "x\u0301", "ǅ", "ﬁ"]
+    text = lambda: "".join(rng.choice(pool) + rng.choice(["", " ", "  ", ".", ","])  # noqa: E731
+                           for _ in range(rng.randint(0, 6)))
+    for _ in range(500):
+        golds = [[text() for _ in range(rng.randint(1, 4))] for _ in range(rng.randint(1, 5))]
+        pred = {str(i): text() if rng.random() < 0.5 else rng.choice(g) for i, g in enumerate(golds)
+                if rng.random() < 0.9}
+        assert E.squad_scores([article(*golds)], pred) == official_v11([article(*golds)], pred)
 
 
 def test_questions_without_a_prediction_are_said_as_the_official_script_says_them(capsys):
