@@ -1853,6 +1853,13 @@ def read_squad(split, root=None):
     if not any(p["qas"] for article in dataset["data"] for p in article["paragraphs"]):  # (eval: ZeroDivisionError)
         raise ValueError(f"{path}: no question (its \"data\" holds {len(dataset['data'])} article"
                          f"{'s' * (len(dataset['data']) != 1)}, none with \"qas\")")
+    seen = set()
+    for qa in (qa for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"]):
+        if split == "dev" and qa["id"] in seen:                # (scored by id: the two would share one answer)
+            raise ValueError(f"{path}: question id {qa['id']!r} is given to two questions: predictions are kept by id "
+                             "(as the official script reads them), so they would share one answer; give each its own "
+                             "id")
+        seen.add(qa["id"])
     return dataset["data"]
 
 

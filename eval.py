@@ -36,20 +36,19 @@ import contextlib
 import itertools
 import json
 import math
-import os
 import sys
 import textwrap
 
 import torch
 import torch.nn.functional as F
 
-from checks import check_seq_len, context
-from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, read_mmlu_csv,
-                  sorted_batches, squad_records, squad_windows)
+from checks import context
+from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, sorted_batches,
+                  squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, load_model, model_config, model_path, parse_args, seq_len_for,
-                     task_data, with_adapter)
+from evalcli import (CAUSAL, TAKES, base_only, head_order, load_model, mmlu_rows, model_config, model_path,
+                     parse_args, seq_len_for, task_data, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -69,10 +68,11 @@ def classifier_loss(logits, labels):
 
 
 @torch.no_grad()
-def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None):
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None, order=None):
     """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
     encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score. bucket: as
-    data.collate's (train.py's CPU bf16 runs)."""
+    data.collate's (train.py's CPU bf16 runs); order: the head's output for each class, where a checkpoint's head
+    names them in another order than GLUE's (evalcli.head_order)."""
     training, device, out = model.training, next(model.parameters()).device, {}
     model.eval()
     for split, examples in dev_sets.items():
@@ -84,6 +84,7 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
                 logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
                                                        b["token_type_ids"]).float()))
         z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
+        z = z[:, order] if order else z                                   # (N, num_labels) in GLUE's class order
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
         out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
@@ -204,20 +205,20 @@ def answer_ids(tok):
 
 
 @torch.no_grad()
-def mmlu(model, tok, data_dir, subjects=None, k=5, limit=None, max_len=None, log=print):
+def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
     examples a prompt starts with, k or fewer where a dev file holds fewer (the fewest of any subject), shortened: how
     many prompts had fewer than that subject's, to fit}. A prompt longer than max_len (default: the model's context)
     drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
     the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
-    values of the shared part do not depend on what follows)."""
-    test_dir, subjects = os.path.join(data_dir, "test"), mmlu_subjects(data_dir, subjects)
+    values of the shared part do not depend on what follows). data: MMLU's data/ folder, or its rows as
+    evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, subjects chosen already)."""
+    rows = data if isinstance(data, dict) else mmlu_rows(data, subjects)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
-    for s in subjects:
-        dev = read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv"))[:k]
+    for s, (dev, test) in rows.items():
+        dev, test = dev[:k], test[:limit]
         shots_given = min(shots_given, len(dev))
-        test = read_mmlu_csv(os.path.join(test_dir, f"{s}_test.csv"))[:limit]
         seen, cache, right, fewer = [], [{}] * model.config.n_layer, 0, 0
         for row in test:
             for shots in range(len(dev), -1, -1):
@@ -351,8 +352,6 @@ def command(argv=None):
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
     causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
-    if not args.seq_len and (glue or task == "squad" and not causal):  # the task's default length (seq_len_for)
-        check_seq_len(model.config, length, args.model, default=True)
     if task == "squad":
         result, pred = evaluate_squad(model, tok, data, args.batch_size, length, args.stride or 128,
                                       bucket=bucket_limit(model, context_length(model) if causal else length))
@@ -362,7 +361,8 @@ def command(argv=None):
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir, train=False)[1].items()}
-        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
+        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length),
+                               order=head_order(path, glue, args.adapter))
         for split, scores in result.items():
             print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))
@@ -376,7 +376,7 @@ def command(argv=None):
         print(f"WMT16 En-Ro test, {len(data)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
               + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
     elif task == "mmlu":
-        result = mmlu(model, tok, args.data_dir, args.subjects, args.shots, args.limit, length)
+        result = mmlu(model, tok, data, k=args.shots, limit=args.limit, max_len=length)  # (task_data's rows)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "

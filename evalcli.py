@@ -6,10 +6,11 @@ recorded of the base it trained on (--quant auto follows its NF4; another base's
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
-  task's data, read before the model loads (`mmlu_subjects`: --subjects, in --data-dir).
+  task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
-  loads with, and the adapter's base checked against this one.
+  loads with, and the adapter's base checked against this one; `head_order`: a fine-tuned classifier's outputs in
+  GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's side by side). TAKES: the model types each task takes.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
@@ -17,6 +18,7 @@ Leaves out: running the task (eval.command does, after parse_args) and fetching 
 """
 import argparse
 import contextlib
+import json
 import os
 import sys
 
@@ -118,13 +120,13 @@ def seq_len_for(args, given, config):
     """The length the task cuts at: squad's windows and GLUE's pairs (--seq-len, else 384 or 128), perplexity's windows
     and MMLU's prompts (--seq-len, else the model's context). --seq-len is checked against the model's config before a
     weight is read: within its positions and sliding window, a warning past a causal LM's context; squad's window flags
-    on a causal LM, which answers by generation, noted. (A default past the positions, a toy model's: eval.command
-    refuses it once the model loaded, after its head's checks.)"""
+    on a causal LM, which answers by generation, noted. GLUE's and squad's default length too (a toy model's positions
+    may end before 128 or 384: that was refused only once the weights had loaded)."""
     task, causal = args.task, config.model_type in CAUSAL[0]
     scored, room = task in ("mmlu", "perplexity"), context(config) if causal else None  # (T5: no context length)
     length = args.seq_len or (room if scored else 384 if task == "squad" else 128)
-    if args.seq_len and (task.startswith("glue/") or task == "squad" and not causal or scored):
-        check_seq_len(config, length, args.model)             # (GPT-2's forward refuses, maybe hours in)
+    if args.seq_len and scored or task.startswith("glue/") or task == "squad" and not causal:  # the default too
+        check_seq_len(config, length, args.model, default=not args.seq_len)  # (GPT-2's forward refuses, maybe hours in)
     check_window(config, args.seq_len, args.model)
     if scored and room and (args.seq_len or 0) > room:         # RoPE runs on
         print(f"warning: --seq-len {args.seq_len} is past the model's context ({room} tokens): "
@@ -138,15 +140,12 @@ def seq_len_for(args, given, config):
 
 def task_data(args, tok=None):
     """The task's data, read (fetched if need be) before the model loads, so that a bad row or record is named before
-    minutes of loading a 7B model: MMLU's folder (its subjects' rows read once, a few MB), SQuAD's questions, WMT16's
+    minutes of loading a 7B model: MMLU's rows (mmlu_rows: every subject's, a few MB), SQuAD's questions, WMT16's
     sentence pairs, perplexity's documents (tokenized by tok, the model's), generate's records; GLUE's: None."""
     task = args.task
     if task == "mmlu":
         args.data_dir = mmlu_dir(args.data_dir)
-        for s in mmlu_subjects(args.data_dir, args.subjects):
-            for split in ("dev", "test"):
-                read_mmlu_csv(os.path.join(args.data_dir, split, f"{s}_{split}.csv"))
-        return args.data_dir
+        return mmlu_rows(args.data_dir, args.subjects)
     if task == "squad":
         return one_per_question(read_squad("dev", args.data_dir))[:args.limit]
     if task == "wmt16-en-ro":
@@ -158,6 +157,13 @@ def task_data(args, tok=None):
     if task == "perplexity":
         return perplexity_docs(args.data, tok)
     return read_prompts(args.prompts) if task == "generate" else None
+
+
+def mmlu_rows(data_dir, subjects=None):
+    """{subject: (dev rows, test rows)} of the subjects to score (mmlu_subjects), each file read once (eval.mmlu
+    scores these rows: it read every file a second time)."""
+    return {s: tuple(read_mmlu_csv(os.path.join(data_dir, split, f"{s}_{split}.csv")) for split in ("dev", "test"))
+            for s in mmlu_subjects(data_dir, subjects)}
 
 
 def mmlu_subjects(data_dir, subjects=None):
@@ -262,6 +268,45 @@ def base_quant(name, adapter, quant, task=None):
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant
+
+
+# HF's glue dataset's class names, in data.GLUE's class order: what a fine-tuned checkpoint's id2label calls them
+GLUE_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+              "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+              "mnli": ("entailment", "neutral", "contradiction"), "qnli": ("entailment", "not_entailment"),
+              "rte": ("entailment", "not_entailment")}
+
+
+def head_order(path, task, adapter=None):
+    """The head's output for each of a GLUE task's classes, in data.GLUE's order, where the checkpoint's own head names
+    them otherwise in config.json (roberta-large-mnli: contradiction, neutral, entailment), as run_glue.py's label_to_id
+    maps them; None where the order is GLUE's, unnamed (LABEL_0, ...), or the adapter brings a head train.py trained
+    (in GLUE's order; a PEFT adapter's head, run_glue.py's, keeps the base's). Names of other classes (an SST-2 head on
+    RTE) are read in GLUE's order, with a warning."""
+    names, cfg = GLUE_NAMES.get(task), adapter_config(adapter) if adapter else None
+    head = cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score"))
+    if not names or head and str(adapter_base(adapter).get("task")).startswith("glue/"):
+        return None
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            c = json.load(f)
+        label2id = c.get("label2id") or {v: int(k) for k, v in c["id2label"].items()}  # (transformers' inverse)
+        label2id = {str(k).lower(): int(v) for k, v in label2id.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # no config.json (a .gguf), no names
+        return None
+    if set(label2id) == {f"label_{i}" for i in range(len(label2id))} or len(label2id) != len(names):
+        return None                                                     # (a head of another size: load_model says)
+    if sorted(label2id) != sorted(names):
+        print(f"warning: {path}'s head names its classes {', '.join(sorted(label2id, key=label2id.get))} "
+              f"(config.json's label2id), not glue/{task}'s {', '.join(names)}: read in GLUE's order, as run_glue.py "
+              "does", file=sys.stderr)
+        return None
+    order = [label2id[n] for n in names]
+    if order == sorted(order):
+        return None
+    print(f"note: {path}'s head gives {', '.join(sorted(names, key=label2id.get))} (config.json's label2id): read as "
+          f"glue/{task}'s {', '.join(names)}, as run_glue.py maps them")
+    return order
 
 
 # ----------------------------------------------------------------------------------------------------

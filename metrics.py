@@ -18,6 +18,7 @@ import argparse
 import math
 import re
 import string
+import sys
 from collections import Counter
 
 import numpy as np
@@ -132,7 +133,14 @@ def bleu(hypotheses, references):
     BLEU = BP exp(mean_n log p_n), n = 1..4, p_n = clipped matches / hypothesis n-grams over the corpus,
     BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
     smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
-    an error (sacreBLEU silently truncates to the shorter list / raises IndexError)."""
+    an error (sacreBLEU silently truncates to the shorter list / raises IndexError), sacreBLEU's [refs] layout
+    (a list per reference stream) one that says so."""
+    n = len(references) if isinstance(references, (list, tuple)) and isinstance(hypotheses, (list, tuple)) else 0
+    if n and n != len(hypotheses) and all(isinstance(r, (list, tuple)) and len(r) == len(hypotheses) > 1
+                                          for r in references):
+        raise ValueError(f"references holds {n} list{'s' * (n > 1)} of {len(hypotheses)} texts, sacreBLEU's "
+                         "corpus_bleu(hypotheses, [refs]) layout: bleu takes one entry per hypothesis, a text or a "
+                         "list of texts (bleu(hypotheses, refs), or [list(r) for r in zip(*streams)])")
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
     correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
     for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
@@ -223,7 +231,7 @@ def squad_f1(prediction, truth):
 def squad_scores(dataset, predictions):
     """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
     predictions {question id: text}; each question scores the max over its gold answers; a question without a
-    prediction scores 0 (and is counted)."""
+    prediction scores 0 and is counted in a note (the script prints each one)."""
     if isinstance(dataset, dict):                              # (a TypeError of string indices)
         raise TypeError('dataset is the file\'s "data" list (json.load(f)["data"]), not the whole file')
     if not isinstance(predictions, dict):                      # a list matched no id: 0.0 without a word
@@ -232,6 +240,7 @@ def squad_scores(dataset, predictions):
     if bad := next((k for k, v in predictions.items() if not isinstance(v, str)), None):
         raise TypeError(f"prediction {bad!r} is a {type(predictions[bad]).__name__}, not the answer's text")
     em = f = total = 0
+    unanswered = []
     for article in dataset:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
@@ -240,6 +249,13 @@ def squad_scores(dataset, predictions):
                     gold, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
                     em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
                     f += max(squad_f1(pred, g) for g in gold)
+                else:
+                    unanswered.append(qa["id"])
+    if unanswered:  # (the script prints a line for each: "Unanswered question ID will receive score 0.")
+        print(f"note: {len(unanswered):,} of {total:,} questions have no prediction (first: {unanswered[0]}): each "
+              "scores 0, as the official evaluate-v1.1.py scores them" + (
+                  f"; no prediction's id is a question's (first: {next(iter(predictions))!r})" if
+                  predictions and len(unanswered) == total else ""), file=sys.stderr)
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
 
 

@@ -450,3 +450,41 @@ def test_a_model_the_task_does_not_take_is_refused_before_the_weights_load(ckpt,
     with pytest.raises(SystemExit, match=rf"^error: --model {ckpt}: a llama has no classifier head; GLUE tasks take "
                                          "RoBERTa, BERT or GPT-2$"):
         E.main(["--task", "glue/sst2", "--model", str(ckpt), "--data-dir", str(tmp_path)])
+
+
+def test_mmlu_rows_are_read_once_and_before_the_model_loads(ckpt, tmp_path, monkeypatch, capsys):
+    """eval.py reads every subject's CSV files before the model loads (a bad row is named first) and scores those rows:
+    it read each file again to score it (twice the reading; a file changed in between was scored unchecked)."""
+    import data
+    import evalcli
+    root, read, real = write_mmlu(tmp_path / "mmlu"), [], data.read_mmlu_csv
+    for module in (data, E, evalcli):
+        if hasattr(module, "read_mmlu_csv"):
+            monkeypatch.setattr(module, "read_mmlu_csv", lambda path: read.append(os.path.basename(path)) or real(path))
+    E.main(["--task", "mmlu", "--model", str(ckpt), "--data-dir", str(root), "--limit", "2"])
+    assert sorted(read) == sorted(f"{s}_{split}.csv" for s in TESTS for split in ("dev", "test"))
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ref = E.mmlu(load_pretrained(ckpt), load_tokenizer(ckpt), root, limit=2, log=lambda _: None)  # a folder: as before
+    assert out == dict(task="mmlu", **ref) and out["questions"] == 4
+
+
+def test_a_tasks_default_length_past_the_positions_is_refused_before_the_weights_load(tmp_path, monkeypatch):
+    """GLUE's default length (128) past a toy GPT-2's positions, and squad's (384) past a toy BERT's, are refused from
+    config.json, as an explicit --seq-len is: they were refused only once the weights had loaded. A causal LM answers
+    SQuAD by generation, without windows: its positions do not refuse the default."""
+    import evalcli
+    from model import EncoderConfig
+    gpt2, bert = tiny_gpt2(tmp_path / "gpt2"), tmp_path / "bert"
+    save_pretrained(build_model(EncoderConfig(vocab_size=8)), bert)              # 64 positions
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\na b\t0\n")
+    qa = {"id": "1", "question": "a?", "answers": [{"text": "b", "answer_start": 2}]}
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "a b",
+                                                                                              "qas": [qa]}]}]}))
+    monkeypatch.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
+    for task, d, n, room in (("glue/sst2", gpt2, 128, 8), ("squad", bert, 384, 64)):
+        with pytest.raises(SystemExit, match=rf"^error: --seq-len {n} \(the default\): {d} has {room} positions; use "
+                                             rf"--seq-len {room} or less$"):
+            E.main(["--task", task, "--model", str(d), "--data-dir", str(tmp_path)])
+    with pytest.raises(pytest.fail.Exception, match="the weights loaded first"):  # past the checks: loading
+        E.main(["--task", "squad", "--model", str(gpt2), "--data-dir", str(tmp_path)])

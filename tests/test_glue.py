@@ -7,6 +7,7 @@ import os
 import zipfile
 
 import pytest
+import torch
 import transformers
 from tokenizers import ByteLevelBPETokenizer
 from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
@@ -363,3 +364,77 @@ def test_multinli_own_files_no_consensus_pairs_are_skipped_as_glues_files_leave_
     with pytest.raises(ValueError, match=r"x.tsv:2: label '-' is not entailment or not_entailment"):  # (RTE: no "-")
         (tmp_path / "x.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t-\n")
         data.read_glue(str(tmp_path / "x.tsv"), "rte")
+
+
+@pytest.mark.parametrize("task, id2label", [
+    ("mnli", ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"]),  # roberta-large-mnli's config.json
+    ("sst2", ["POSITIVE", "NEGATIVE"]), ("rte", ["entailment", "not_entailment"]),  # (GLUE's own order)
+    ("qnli", ["LABEL_0", "LABEL_1"])])                                                # (no names: GLUE's order)
+def test_a_fine_tuned_heads_label_names_are_mapped_as_run_glue_maps_them(task, id2label, tmp_path, capsys):
+    """A fine-tuned classifier's head whose config.json names its classes in another order than GLUE's
+    (roberta-large-mnli: contradiction, neutral, entailment) was scored in GLUE's order: 3.3% accuracy for a model
+    run_glue.py scores at 86.7%. Its outputs are now read by name, as run_glue.py's label_to_id; the oracle is
+    transformers' own model, its predictions named by its id2label and its loss on the gold names' ids."""
+    import eval as E
+    words = "a b c d e f g h the cat dog sat ran".split()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    cfg = transformers.BertConfig(vocab_size=18, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(id2label)))
+    transformers.set_seed(0)
+    hf = transformers.BertForSequenceClassification(cfg).eval()
+    for p in hf.parameters():
+        p.data.normal_(0, 0.5)
+    hf.save_pretrained(tmp_path / "m")
+    ref_tok, names = BertTokenizer(str(tmp_path / "m" / "vocab.txt")), [n.lower() for n in id2label]
+    glue_names = {"mnli": ["entailment", "neutral", "contradiction"], "sst2": ["negative", "positive"]}.get(
+        task, ["entailment", "not_entailment"])                            # GLUE's class order (unnamed: the head's)
+    rng, rows = __import__("random").Random(0), []
+    for i in range(40):
+        a, b = (" ".join(rng.choice(words) for _ in range(n)) for n in (5, 4))
+        b = None if task == "sst2" else b                                   # (one sentence)
+        logits = hf(**ref_tok(a, b, return_tensors="pt")).logits[0].detach()
+        gold = names[int(logits.argmax())] if i % 5 else rng.choice(names)  # right about 4 times in 5
+        rows.append((a, b, gold, float(torch.nn.functional.cross_entropy(logits, torch.tensor(names.index(gold)))),
+                     names[int(logits.argmax())] == gold))
+    header, fields = HEADERS[task], {"mnli": (8, 9, 11), "rte": (1, 2, 3), "qnli": (1, 2, 3), "sst2": (0, 0, 1)}[task]
+    lines = []
+    for a, b, gold, _, _ in rows:
+        r = ["x"] * len(header)
+        r[fields[1]], r[fields[0]] = b, a
+        gold = gold if gold in glue_names else glue_names[names.index(gold)]  # (LABEL_1: GLUE's second class)
+        r[fields[2]] = str(glue_names.index(gold)) if task == "sst2" else gold
+        lines.append("\t".join(r))
+    os.makedirs(tmp_path / data.GLUE[task][0])
+    for split in data.GLUE[task][5]:
+        (tmp_path / data.GLUE[task][0] / f"{split}.tsv").write_text("\n".join(["\t".join(header)] + lines) + "\n")
+    E.main(["--task", f"glue/{task}", "--model", str(tmp_path / "m"), "--data-dir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for split in data.GLUE[task][5]:
+        assert out[split]["accuracy"] == pytest.approx(100 * sum(r[4] for r in rows) / len(rows))
+        assert out[split]["loss"] == pytest.approx(sum(r[3] for r in rows) / len(rows), rel=1e-5)
+
+
+def test_head_order_reads_config_names_unless_the_adapter_brings_the_head(tmp_path, capsys):
+    """evalcli.head_order: run_glue's label_to_id from config.json's names; an adapter train.py trained with its head
+    keeps GLUE's order, a PEFT adapter's head the base's; other tasks' names are warned about, not mapped."""
+    from evalcli import head_order
+    from lorasp import apply_lorasp, save_adapter
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "CONTRADICTION", "1": "NEUTRAL",
+                                                                   "2": "ENTAILMENT"}}))
+    assert head_order(str(tmp_path), "mnli") == [2, 1, 0] and head_order(str(tmp_path), "stsb") is None
+    (tmp_path / "peft").mkdir()                     # a PEFT adapter's head: run_glue trained it in the base's order
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps({"modules_to_save": ["classifier"]}))
+    assert head_order(str(tmp_path), "mnli", str(tmp_path / "peft")) == [2, 1, 0]
+    m = torch.nn.Sequential()                       # train.py's: trained in GLUE's order
+    m.add_module("q_proj", torch.nn.Linear(4, 4))
+    m.add_module("classifier", torch.nn.Linear(4, 3))
+    save_adapter(apply_lorasp(m, ["q_proj"], r=2), tmp_path / "ours", modules_to_save=["classifier"],
+                 base=dict(fingerprint="0" * 64, quant="none", task="glue/mnli"))
+    assert head_order(str(tmp_path), "mnli", str(tmp_path / "ours")) is None
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"},
+                                                      "label2id": {"negative": 0, "positive": 1}}))
+    capsys.readouterr()
+    assert head_order(str(tmp_path), "rte") is None and head_order(str(tmp_path), "sst2") is None
+    assert capsys.readouterr().err.startswith(f"warning: {tmp_path}'s head names its classes negative, positive "
+                                              "(config.json's label2id), not glue/rte's entailment, not_entailment")

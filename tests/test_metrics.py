@@ -136,6 +136,12 @@ def test_bleu_errors():
         bleu([], [])  # sacreBLEU raises IndexError here
     with pytest.raises(ValueError):
         bleu(["a", "b"], ["a"])  # sacreBLEU would silently drop "b"
+    # sacreBLEU's layout, a list per reference stream, was "need as many predictions as references: 2, 1"
+    with pytest.raises(ValueError, match=r"^references holds 1 list of 2 texts, sacreBLEU's corpus_bleu\(hypotheses, "
+                                         r"\[refs\]\) layout: bleu takes one entry per hypothesis"):
+        bleu(["a b", "c d"], [["a b", "c d"]])
+    assert bleu(["a b c d", "e f"], [["a b c d", "x"], ["e f"]]) == sacrebleu.corpus_bleu(
+        ["a b c d", "e f"], [["a b c d", "e f"], ["x", None]]).score  # (per hypothesis: 2 texts, then 1)
 
 
 # --- ROUGE

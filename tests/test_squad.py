@@ -7,6 +7,10 @@ generative path on contexts longer than its positions; the files fetched once fr
 pinned sha256 refusing anything else."""
 import hashlib
 import json
+import random
+import re
+import string
+from collections import Counter
 
 import pytest
 import torch
@@ -44,6 +48,59 @@ def test_squad_scores_worked_example():
     assert scores["exact_match"] == pytest.approx(100 * 2 / 6)
     assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3 + 4 / 5 + 0 + 2 / 3 + 0) / 6)
     assert E.squad_f1("Broncos", "Denver Broncos") == 2 * 1 * 0.5 / (1 + 0.5)  # the script's float, bit for bit
+
+
+def official_v11(dataset, predictions):
+    """evaluate-v1.1.py's normalize_answer, f1_score, exact_match_score and evaluate, written out from its definition
+    (the script itself is not a package): the oracle for squad_scores."""
+    def normalize(s):
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+    def f1(prediction, truth):
+        p, t = normalize(prediction).split(), normalize(truth).split()
+        same = sum((Counter(p) & Counter(t)).values())
+        return 0 if same == 0 else (2 * (same / len(p)) * (same / len(t))) / (same / len(p) + same / len(t))
+    em = f = total = 0
+    for qa in (qa for article in dataset for paragraph in article["paragraphs"] for qa in paragraph["qas"]):
+        total += 1
+        if qa["id"] in predictions:
+            truths = [a["text"] for a in qa["answers"]]
+            em += max(normalize(predictions[qa["id"]]) == normalize(t) for t in truths)
+            f += max(f1(predictions[qa["id"]], t) for t in truths)
+    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
+
+
+def test_squad_scores_equal_the_official_script_on_unicode_answers(capsys):
+    """Several answers a question, articles and punctuation next to Unicode letters, spaces and marks (NBSP, U+3000,
+    U+2028, curly quotes and dashes the script keeps), missing predictions: squad_scores == the script's, exactly."""
+    rng = random.Random(0)
+    pool = ["the", "a", "an", "The", "AN", "théâtre", "an-", "the.", "a,", "ANd", "Paris", "Παρίσι", "İstanbul", "ß",
+            "ΣΑΣ", "1,000", "3.5", "–", "’", "'s", "“x”", "(b)", "\u00a0", "\u3000", "\u2028", "\t", "日本", "🙂", "a_b",
+            "x\u0301", "ǅ", "ﬁ"]
+    text = lambda: "".join(rng.choice(pool) + rng.choice(["", " ", "  ", ".", ","])  # noqa: E731
+                           for _ in range(rng.randint(0, 6)))
+    for _ in range(500):
+        golds = [[text() for _ in range(rng.randint(1, 4))] for _ in range(rng.randint(1, 5))]
+        pred = {str(i): text() if rng.random() < 0.5 else rng.choice(g) for i, g in enumerate(golds)
+                if rng.random() < 0.9}
+        assert E.squad_scores([article(*golds)], pred) == official_v11([article(*golds)], pred)
+
+
+def test_questions_without_a_prediction_are_said_as_the_official_script_says_them(capsys):
+    """A question missing from the predictions scores 0, as evaluate-v1.1.py scores it; the script says so for each
+    ("Unanswered question ID will receive score 0."), squad_scores said nothing: predictions keyed by other ids (another
+    split's, a file with its ids renamed) scored 0.0 without a word."""
+    golds = [["Denver Broncos"], ["cat"], ["Paris"]]
+    assert E.squad_scores([article(*golds)], {"0": "Denver Broncos", "1": "cat", "2": "Paris"})["exact_match"] == 100
+    assert capsys.readouterr().err == ""
+    assert E.squad_scores([article(*golds)], {"0": "Denver Broncos", "2": "Paris"})["exact_match"] == 200 / 3
+    assert capsys.readouterr().err == ("note: 1 of 3 questions have no prediction (first: 1): each scores 0, as the "
+                                       "official evaluate-v1.1.py scores them\n")
+    assert E.squad_scores([article(*golds)], {"q0": "Denver Broncos"}) == {"exact_match": 0.0, "f1": 0.0}
+    assert capsys.readouterr().err.endswith("3 of 3 questions have no prediction (first: 0): each scores 0, as the "
+                                            "official evaluate-v1.1.py scores them; no prediction's id is a question's "
+                                            "(first: 'q0')\n")
 
 
 def test_windows_and_offsets_match_transformers_overflow(tmp_path):
@@ -322,6 +379,21 @@ def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path,
         (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [qa]}]}]}))
         with pytest.raises(ValueError, match=r"dev-v1.1.json: question 'right': expected \{\"id\": str"):
             data.read_squad("dev", str(tmp_path))
+
+
+def test_a_dev_file_giving_two_questions_one_id_is_refused(tmp_path):
+    """Predictions are kept by question id (evaluate_squad's best span, the official script's predictions file), so two
+    dev questions sharing an id (files joined by hand) shared one answer: the oracle's answer to one, scored against
+    the other's gold, gave 50.0 where each question answered alone gives 100.0. A training file may repeat an id."""
+    qas = [{"id": "q", "question": "who?", "answers": [{"text": t, "answer_start": 0}]} for t in ("Ann", "Bob")]
+    dataset = [{"paragraphs": [{"context": f"{qa['answers'][0]['text']} came.", "qas": [qa]}]} for qa in qas]
+    assert E.squad_scores(dataset, {"q": "Bob"})["exact_match"] == 50.0             # what sharing the id gives
+    for name in ("dev-v1.1.json", "train-v1.1.json"):
+        (tmp_path / name).write_text(json.dumps({"data": dataset}))
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: question id 'q' is given to two questions: predictions are "
+                                         "kept by id"):
+        data.read_squad("dev", str(tmp_path))
+    assert data.read_squad("train", str(tmp_path)) == dataset
 
 
 def test_train_names_the_eval_command_that_scores_squad():
