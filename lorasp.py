@@ -27,7 +27,8 @@ Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias trai
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
 
 Sections: the layer (layer_seed, pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ...
-saved_activation_bytes; save_adapter, load_adapter: PEFT's folder, written and read by adapter.py); the teaching demo.
+saved_activation_bytes; save_adapter, load_adapter: PEFT's folder, written and read by adapter.py); the teaching demo
+(~55 lines, kept beside the layer it measures: they put the file 20 lines past its 300-line budget).
 """
 import argparse
 import itertools
@@ -254,7 +255,7 @@ def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
     config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
     peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word). A folder PEFT would read differently is an error, never a guess."""
+    otherwise train on as plain LoRA without a word). A folder PEFT would read differently is an error."""
     new = load_layers(model, directory, peft, LoRASPLinear, LINEAR_TYPES)   # every file checked before any swap
     return _swap(model.requires_grad_(False), new)             # the adapted layers, then modules_to_save's copies
 

@@ -94,6 +94,7 @@ class NF4Tensor:
     double_quant = property(lambda self: self.nested_absmax is not None)
     device = property(lambda self: self.codes.device)
     numel = lambda self: self.shape.numel()
+    padded_numel = lambda self: math.ceil(self.numel() / self.block_size) * self.block_size   # whole blocks
 
     # every byte of codes and scales (not the shared tables; nor the 1 KiB nested code a checkpoint's tensor brings)
     nbytes = property(lambda self: sum(t.nbytes for t in (self.codes, self.absmax, self.nested_absmax, self.offset)
@@ -114,9 +115,6 @@ class NF4Tensor:
         out = quant_torch.output(buffer, dtype, self.padded_numel(), self.device)    # (padded_numel,)
         quant_torch.dequantize(self, _tables(self.device), out, NESTED_BLOCK_SIZE)
         return out[: self.numel()].view(self.shape)
-
-    def padded_numel(self):
-        return math.ceil(self.numel() / self.block_size) * self.block_size
 
     def to(self, device):
         move = lambda x: None if x is None else x.to(device)
