@@ -12,11 +12,13 @@
 - `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
-This file knows files, not layers: lorasp.py's save_adapter / load_adapter map LoRASPLinear layers to these tensors.
+- `save_layers`, `load_layers`: a model's LoRASPLinear layers to and from the folder, the work of lorasp.py's
+  save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's).
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py checks them against peft.
 """
+import copy
 import itertools
 import json
 import math
@@ -238,3 +240,83 @@ def own_base(path, name, tensors, base):
         raise ValueError(f"{path}: {name}.base_layer.weight (PEFT's save_embedding_layers) is not the model's "
                          f"{name}.weight {tuple(base.weight.shape)}: {tuple(W.shape)}, a resized vocabulary or "
                          "another base model; lorasp loads no base weights from an adapter")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The layers: lorasp.py's LoRASPLinear layers to and from the folder
+
+def save_layers(model, directory, layer_type, linear_types, base_model_name_or_path, task_type, modules_to_save, base):
+    """lorasp.save_adapter: the model's layer_type (LoRASPLinear) layers as PEFT's A and B (their effective values) and
+    config, its modules_to_save whole, and EXTRAS_FILE (masks, entries, settings; base: what it trained on)."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, layer_type)}
+    if not layers:
+        raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
+    settings = {(m.r, m.alpha, m.keep, m.mode, m.structure) for m in layers.values()}
+    if len(settings) > 1:
+        raise ValueError(f"PEFT's format has one r and alpha; these layers differ: {sorted(settings)}")
+    (r, alpha, keep, mode, structure), = settings
+    peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
+            for n, m in layers.items() for k in "AB"}
+    if empty := [k for k, t in peft.items() if t.numel() == 0]:   # e.g. ZeRO-3 placeholders: a silently empty adapter
+        raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
+    peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
+                 for k, t in model.get_submodule(n).state_dict().items()})
+    linears = [n for n, m in model.named_modules() if isinstance(m, (*linear_types, layer_type))
+               and not n.endswith(".base")]
+    config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
+                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
+                  target_modules=target_modules(layers, linears), inference_mode=True,
+                  modules_to_save=list(modules_to_save) or None)
+    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
+    write_adapter(directory, peft, extras_of(layers), config, sp)
+
+
+def _fit(n, modules, cfg, A, B, layer_type, linear_types):
+    """(the linear, r, alpha) for module n, r and alpha as PEFT picks them; A and B must fit that linear."""
+    if n not in modules:
+        raise ValueError(f"adapter module {n!r} is not in the model")
+    base = modules[n].base if isinstance(modules[n], layer_type) else modules[n]
+    r, alpha = rank_alpha(cfg, n)
+    if not isinstance(base, linear_types):
+        raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
+    if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
+        raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
+                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
+    return base, r, alpha
+
+
+def load_layers(model, directory, peft, layer_type, linear_types):
+    """lorasp.load_adapter: {name: the module to put there}, every file and tensor checked first: each adapted linear
+    (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
+    modules_to_save with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
+    and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the
+    PLAIN fields and any tensor left unloaded are errors."""
+    directory = whole_dir(directory)
+    cfg, path, tensors, extras, sp = read_adapter(directory, peft)
+    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
+    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
+    if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
+        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
+                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
+    new = {}
+    for n in names:
+        A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
+        base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types)
+        own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
+        new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
+        layer.load_dense(A, B)
+        if extras is not None:
+            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
+        # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
+        if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
+            raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
+    if extras:
+        raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
+    # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
+    # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
+    # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
+    for n in [n for n in modules if matches(n, mts)]:
+        prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
+        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
+        new[n] = module.requires_grad_(True)             # missing, left-over or mis-shaped tensor is an error
+    return new

@@ -27,12 +27,10 @@ Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias trai
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
 
 Sections: the layer (layer_seed, pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ...
-merge_lorasp, saved_activation_bytes); adapters (save_adapter, load_adapter: the layers to and from PEFT's files,
-which adapter.py reads, writes and checks); the teaching demo. ~390 lines: past the 300-line budget by the adapters'
-side (~85 lines) and the demo (~55), which live beside the layer they store and measure.
+saved_activation_bytes; save_adapter, load_adapter: PEFT's folder, written and read by adapter.py); the teaching demo
+(~55 lines, kept beside the layer it measures: they put the file 20 lines past its 300-line budget).
 """
 import argparse
-import copy
 import itertools
 import math
 import numbers
@@ -41,9 +39,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import (EXTRAS_FILE, PEFT, adapted_names, extras_of, matches, own_base, rank_alpha, read_adapter,
-                     restore, target_modules, whole_dir, write_adapter)
-from adapter import adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
+from adapter import load_layers, matches, save_layers
+from adapter import EXTRAS_FILE, adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
 from quant import NF4Linear
 from recompute import frozen_base
 
@@ -161,11 +158,14 @@ class LoRASPLinear(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Whole models: wrap, count, summarize, merge, measure
+# Whole models: wrap, count, summarize, merge, measure; save and load as PEFT adapters (adapter.py does the work)
 
-def _set_module(model, name, new):
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent), child, new)
+def _swap(model, new):
+    """model with each module of new ({qualified name: module}) put in that name's place."""
+    for name, m in new.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, m)
+    return model
 
 
 def _layers(model):
@@ -182,10 +182,8 @@ def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structur
     hits = [n for n in linears if matches(n, targets)]
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
-    for n in hits:
-        layer = LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure, layer_seed(seed, n))
-        _set_module(model, n, layer)
-    return model
+    return _swap(model, {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure, layer_seed(seed, n))
+                         for n in hits})
 
 
 def count_trainable(model):
@@ -223,7 +221,7 @@ def merge_lorasp(model):
         merged.weight = nn.Parameter((W.float() + m.scale * m.lora_B.float() @ m.lora_A.float()).to(W.dtype), False)
         if m.base.bias is not None:
             merged.bias = nn.Parameter(m.base.bias.detach().clone(), False)
-        _set_module(model, name, merged)
+        _swap(model, {name: merged})
     return model
 
 
@@ -245,89 +243,21 @@ def saved_activation_bytes(module, *inputs):
     return sum(seen.values()), out
 
 
-# ----------------------------------------------------------------------------------------------------
-# Adapters: the layers to and from PEFT's files (adapter.py writes, reads and checks the folder)
-
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
-    """Write the model's adapter as a PEFT LoRA adapter folder (adapter.py): each layer's effective A and B, what
+    """Write the model's adapter as a PEFT LoRA adapter folder, replaced whole: each layer's effective A and B, what
     forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
-    exactly. The folder is replaced whole: a failed save (a full disk) leaves the previous adapter.
-    modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
+    exactly. modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
     base: what it trained on (train.py's {fingerprint, quant, task}), kept in the extras for eval.py to check."""
-    layers = _layers(model)
-    if not layers:
-        raise ValueError("the model has no LoRASPLinear layers: refusing to write an empty adapter")
-    settings = {(m.r, m.alpha, m.keep, m.mode, m.structure) for m in layers.values()}
-    if len(settings) > 1:
-        raise ValueError(f"PEFT's format has one r and alpha; these layers differ: {sorted(settings)}")
-    (r, alpha, keep, mode, structure), = settings
-    peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
-            for n, m in layers.items() for k in "AB"}
-    if empty := [k for k, t in peft.items() if t.numel() == 0]:   # e.g. ZeRO-3 placeholders: a silently empty adapter
-        raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
-    peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
-                 for k, t in model.get_submodule(n).state_dict().items()})
-    linears = [n for n, m in model.named_modules() if isinstance(m, (*LINEAR_TYPES, LoRASPLinear))
-               and not n.endswith(".base")]
-    config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
-                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
-                  target_modules=target_modules(layers, linears), inference_mode=True,
-                  modules_to_save=list(modules_to_save) or None)
-    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
-    write_adapter(directory, peft, extras_of(layers), config, sp)
-
-
-def _fit(n, modules, cfg, A, B):
-    """(the linear, r, alpha) for module n, r and alpha as PEFT picks them; A and B must fit that linear."""
-    if n not in modules:
-        raise ValueError(f"adapter module {n!r} is not in the model")
-    base = modules[n].base if isinstance(modules[n], LoRASPLinear) else modules[n]
-    r, alpha = rank_alpha(cfg, n)
-    if not isinstance(base, LINEAR_TYPES):
-        raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
-    if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
-        raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
-                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
-    return base, r, alpha
+    save_layers(model, directory, LoRASPLinear, LINEAR_TYPES, base_model_name_or_path, task_type, modules_to_save, base)
 
 
 def load_adapter(model, directory, peft=False):
     """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
     config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
     peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word). PEFT's rank_pattern, alpha_pattern, use_rslora and .bin file
-    are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the PLAIN
-    fields and any tensor left unloaded are errors."""
-    directory = whole_dir(directory)
-    cfg, path, tensors, extras, sp = read_adapter(directory, peft)
-    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
-    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
-    if other := sorted(m for m, x in modules.items() if isinstance(x, LoRASPLinear) and m not in names):
-        raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
-                         "they would keep their own values beside it (a mix of two adapters): load onto the base model")
-    model.requires_grad_(False)
-    for n in names:
-        A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
-        base, r, alpha = _fit(n, modules, cfg, A, B)
-        own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
-        layer = LoRASPLinear(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
-        layer.load_dense(A, B)
-        if extras is not None:
-            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
-        # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
-        if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
-            raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
-        _set_module(model, n, layer)
-    if extras:
-        raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
-    # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
-    # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
-    # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
-    for n in [n for n in modules if matches(n, mts)]:
-        prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
-        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
-        _set_module(model, n, module.requires_grad_(True))         # missing, left-over or mis-shaped tensor is an error
-    return model
+    otherwise train on as plain LoRA without a word). A folder PEFT would read differently is an error."""
+    new = load_layers(model, directory, peft, LoRASPLinear, LINEAR_TYPES)   # every file checked before any swap
+    return _swap(model.requires_grad_(False), new)             # the adapted layers, then modules_to_save's copies
 
 
 # ----------------------------------------------------------------------------------------------------

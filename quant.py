@@ -12,19 +12,16 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   full-precision copy and dequantizes again in backward for the input gradient.
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
-Beside this file: what makes it fast (quant_torch.py: lookup tables and cache-sized steps for the CPU; quant_triton.py:
-CUDA's dequantize kernel) and bitsandbytes' serialized names, read and written with their checks (quant_bnb.py).
+Beside this file, and not needed to learn NF4: what makes it fast (quant_torch.py: lookup tables, cache-sized steps
+and kept buffers for the CPU, the switch to quant_triton.py's CUDA kernel), and bitsandbytes' serialized names with
+the checks that refuse bad input (quant_bnb.py).
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
 
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
-~340 lines: past the 250-line budget by the last section (the kept CPU buffer, the Triton hook; ~45 lines) and the
-checks that refuse bad input (a NaN/Inf weight or scale, a block size bitsandbytes lacks, an integer input or one on
-another device; ~30 lines).
 """
 import argparse
 import functools
 import math
-import threading
 import timeit
 
 import torch
@@ -33,7 +30,7 @@ import torch.nn.functional as F
 
 import quant_bnb
 import quant_torch
-from quant_bnb import is_int
+from quant_torch import CHUNK, kept_buffer, triton_kernel  # noqa: F401  (plan.py and model.py import them from here)
 
 # ----------------------------------------------------------------------------------------------------
 # The levels
@@ -70,6 +67,12 @@ NF4_MIDPOINTS = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2       # (15,) nearest lev
 DYNAMIC_CODE = _dynamic_code()                               # (256,) float32, sorted
 
 
+@functools.cache
+def _tables(device):
+    """quant_torch.py's lookup tables, with the levels and the 8-bit code, once per device."""
+    return quant_torch.tables(NF4_LEVELS, NF4_MIDPOINTS, DYNAMIC_CODE, device)
+
+
 # ----------------------------------------------------------------------------------------------------
 # NF4Tensor: packed codes and scales; dequantize; bitsandbytes' serialized form (quant_bnb.py)
 
@@ -91,6 +94,7 @@ class NF4Tensor:
     double_quant = property(lambda self: self.nested_absmax is not None)
     device = property(lambda self: self.codes.device)
     numel = lambda self: self.shape.numel()
+    padded_numel = lambda self: math.ceil(self.numel() / self.block_size) * self.block_size   # whole blocks
 
     # every byte of codes and scales (not the shared tables; nor the 1 KiB nested code a checkpoint's tensor brings)
     nbytes = property(lambda self: sum(t.nbytes for t in (self.codes, self.absmax, self.nested_absmax, self.offset)
@@ -108,19 +112,9 @@ class NF4Tensor:
         """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes), by
         quant_triton.py's kernel on CUDA, else by quant_torch.py. buffer: a flat tensor of `dtype` with at least
         padded_numel() elements to write into (its first part is the result), else a new one."""
-        if not dtype.is_floating_point:  # levels * absmax copied into an integer dtype: every |w| < 1 truncated to 0
-            raise TypeError(f"NF4 dequantizes to a floating-point dtype (an NF4Linear's: its input's), got {dtype}")
-        t, bs, blocks = _tables(self.device), self.block_size, self.padded_numel() // self.block_size
-        out = quant_torch.output(buffer, dtype, blocks * bs, self.device)
-        if (kernel := triton_kernel(self.device)) is not None:   # CUDA: one kernel, the scales decoded inside it
-            kernel.dequantize(self, t.levels, out, NESTED_BLOCK_SIZE)
-        else:                                                     # codes (blocks, bs/2), two a byte, tail padded
-            quant_torch.dequantize(_blocks(self.codes, bs // 2), self.block_absmax(), out.view(blocks, bs), t,
-                                   quant_torch.steps(blocks, bs, self.device, CHUNK))
+        out = quant_torch.output(buffer, dtype, self.padded_numel(), self.device)    # (padded_numel,)
+        quant_torch.dequantize(self, _tables(self.device), out, NESTED_BLOCK_SIZE)
         return out[: self.numel()].view(self.shape)
-
-    def padded_numel(self):
-        return math.ceil(self.numel() / self.block_size) * self.block_size
 
     def to(self, device):
         move = lambda x: None if x is None else x.to(device)
@@ -139,23 +133,8 @@ class NF4Tensor:
     def from_state_dict(cls, sd, prefix="weight", shape=None):
         """Read bitsandbytes' keys (ours, or a checkpoint quantized by bitsandbytes); inconsistencies are errors, and so
         is a shape other than `shape` where given."""
-        return cls(**quant_bnb.read(sd, prefix, NF4_LEVELS, BLOCK_SIZES, NESTED_BLOCK_SIZE, shape))._checked(prefix)
-
-    def _checked(self, what, w=None):
-        """self, if every block's scale is finite; else an error saying why: NaN/Inf values in the weight w it was
-        quantized from, or (a NaN/Inf absmax read from a state dict, or double quantization's code * nested scale +
-        offset overflowing fp32) how many scales, and where."""
-        bad = ~torch.isfinite(self.block_absmax())
-        if not bad.any():
-            return self
-        if w is not None and not (wf := w.detach().float()).isfinite().all():   # float64 beyond fp32's range: Inf
-            where = [tuple(i) for i in (~torch.isfinite(wf)).nonzero()[:3].tolist()]
-            raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(wf).sum())} NaN and "
-                             f"{int(torch.isinf(wf).sum())} Inf values, first at index {where}")
-        too_big = "" if w is None else (f"; its values (up to {float(wf.abs().max()):.3g}) are too large for double "
-                                        "quantization's fp32 scales: quantize with double_quant=False")
-        raise ValueError(f"{what}: {int(bad.sum())} of {bad.numel()} block scales are NaN or Inf (first block "
-                         f"{int(bad.nonzero()[0])}): they would dequantize to NaN/Inf{too_big}")
+        return quant_bnb.checked(cls(**quant_bnb.read(sd, prefix, NF4_LEVELS, BLOCK_SIZES, NESTED_BLOCK_SIZE, shape)),
+                                 prefix)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -176,17 +155,11 @@ def _scale(x):
 
 def quantize_nf4(w, block_size=64, double_quant=True):
     """Quantize w to NF4: W ~ NF4_LEVELS[code] * absmax(block)  (QLoRA Eq. 1 with the NF4 data type)."""
-    if not (is_int(block_size) and block_size in BLOCK_SIZES):
-        raise ValueError(f"block_size {block_size!r} is not allowed; choose one of the integers {BLOCK_SIZES}")
-    if not w.is_floating_point():
-        raise TypeError(f"NF4 quantizes floating-point weights, got {w.dtype}")
-    if w.numel() == 0 or w.is_meta:
-        what = "a meta-device" if w.is_meta else "an empty"
-        raise ValueError(f"cannot quantize {what} tensor (shape {list(w.shape)}): it holds no values")
+    quant_bnb.check_weight(w, block_size, BLOCK_SIZES)    # a block size bitsandbytes lacks, an integer or empty w
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)
-    for s in quant_torch.steps(x.shape[0], block_size, w.device, CHUNK):   # cache-sized steps of blocks on CPU
+    for s in quant_torch.steps(x.shape[0], block_size, w.device):   # cache-sized steps of blocks on CPU
         absmax[s], scaled = _scale(x[s].float())                              # (blocks, bs)
         idx = quant_torch.nearest_level(scaled, t).view(-1, 2)       # torch.bucketize(scaled, NF4_MIDPOINTS)
         torch.bitwise_or(idx[:, 0] << 4, idx[:, 1], out=codes[s].view(-1))     # first element -> high nibble
@@ -200,7 +173,7 @@ def quantize_nf4(w, block_size=64, double_quant=True):
         absmax2, scaled = _scale(_blocks(absmax - offset, NESTED_BLOCK_SIZE))
         qabsmax = torch.bucketize(scaled, (t.dynamic[:-1] + t.dynamic[1:]) / 2).to(torch.uint8)
         q = NF4Tensor(codes, qabsmax.view(-1)[: absmax.numel()], w.shape, w.dtype, block_size, absmax2, offset)
-    return q._checked(f"weight of shape {list(w.shape)}", w)  # a NaN or Inf in w made its block's absmax NaN or Inf
+    return quant_bnb.checked(q, f"weight of shape {list(w.shape)}", w)  # a NaN/Inf in w: its block's absmax NaN/Inf
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -212,11 +185,11 @@ class _NF4Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
         ctx.weight = weight                          # not ctx.save_for_backward: nothing input-dependent kept
-        return F.linear(x, _dense(weight, x.dtype))
+        return F.linear(x, quant_torch.dense(weight, x.dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
-        return grad_out @ _dense(ctx.weight, grad_out.dtype), None             # dL/dx = g W; no dL/dW
+        return grad_out @ quant_torch.dense(ctx.weight, grad_out.dtype), None            # dL/dx = g W; no dL/dW
 
 
 class NF4Linear(nn.Module):
@@ -246,78 +219,14 @@ class NF4Linear(nn.Module):
 
     def grad_input(self, g):
         """dL/dx for dL/dy = g (..., out): g W, as this layer's backward computes it."""
-        return g @ _dense(self.weight, g.dtype)
+        return g @ quant_torch.dense(self.weight, g.dtype)
 
-    def _apply(self, fn, recurse=True):
-        # model.to(device) moves the NF4 weight; model.to(dtype) must not cast its fp32 scales: fn's device only
-        self.weight = self.weight.to(fn(torch.empty(0, device=self.weight.device)).device)
-        return super()._apply(fn, recurse)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)                 # the bias, if any
-        destination.update(self.weight.state_dict(prefix + "weight"))
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-        mine = quant_bnb.own_keys(state_dict, prefix + "weight")
-        if not mine:                          # none of its keys: a missing key, an error only if strict, as nn.Module
-            missing.append(prefix + "weight")
-        else:
-            try:
-                w = NF4Tensor.from_state_dict(mine, prefix + "weight", self.weight.shape)
-                self.weight = w.to(self.weight.device)
-            except ValueError as e:
-                errors.append(str(e))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
-        unexpected[:] = [k for k in unexpected if k not in mine]      # the NF4 keys were consumed above
+    # nn.Module's hooks for a weight that is no tensor (quant_bnb.py): model.to(device) moves it, model.to(dtype) leaves
+    # its fp32 scales alone, and its state dict holds it under bitsandbytes' keys, loading in bitsandbytes and back
+    _apply, _save_to_state_dict, _load_from_state_dict = quant_bnb.apply, quant_bnb.save_to_state, quant_bnb.load_state
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.weight!r}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Not needed to learn NF4: where the work runs fast (quant_torch.py on CPU, quant_triton.py on CUDA), and the CPU
-# buffer every NF4 matmul dequantizes into
-
-CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
-# block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
-TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
-_kept = threading.local()  # vars(): (name, dtype) -> a flat CPU buffer of this thread's, kept between calls
-
-
-@functools.cache
-def _tables(device):
-    """quant_torch.py's lookup tables, with the levels and the 8-bit code, once per device."""
-    return quant_torch.tables(NF4_LEVELS, NF4_MIDPOINTS, DYNAMIC_CODE, device)
-
-
-def triton_kernel(device):
-    """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
-    if device.type == "cuda" and TRITON:
-        try:
-            import quant_triton
-            return quant_triton
-        except ImportError:
-            return None
-
-
-def kept_buffer(name, need, dtype):
-    """`need` elements of a CPU buffer kept per name, dtype and thread, grown to the largest asked: a fresh big tensor
-    is a new memory mapping (glibc maps blocks over 32 MiB) whose pages fault in on first write. Per thread: two threads
-    computing at once wrote over each other's (a wrong result, silently); freed with its thread."""
-    kept, key = vars(_kept), (name, dtype)
-    if key not in kept or kept[key].numel() < need:
-        kept.pop(key, None)                          # free the smaller one first
-        kept[key] = torch.empty(need, dtype=dtype)
-    return kept[key][:need]
-
-
-def _dense(weight, dtype):
-    """weight dequantized for one matmul, used at once and dropped. On CPU into one kept buffer (kept_buffer), the
-    largest weight's size (the memory plan counts it): without, a 7B block's step took 4.40 s, not 3.93 s, faulting in
-    pages (docs/benchmarks-7b.md)."""
-    if weight.device.type != "cpu":
-        return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
-    return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))
 
 
 # ----------------------------------------------------------------------------------------------------

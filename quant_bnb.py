@@ -10,9 +10,10 @@
 Our state dicts load in bitsandbytes and its checkpoints load here; a state dict that would not read back as it was
 written (a missing key, a wrong count, a table that is not NF4's) is an error naming the key, never a silent guess.
 Left out: FP4's quant_type and the other keys bitsandbytes can write (its 8-bit Linear8bitLt state).
-quant.py's NF4Tensor.state_dict / from_state_dict and NF4Linear's state-dict hooks call this file, passing their
-constants in (like quant_triton.py, it imports nothing of the project's). Not run on its own: tests/test_quant.py
-checks it against bitsandbytes.
+Also here, none of it needed to learn NF4 (quant.py): NF4Linear's nn.Module hooks (to(), state dicts), and the checks
+that refuse what would quantize or load as garbage (check_weight, checked). quant.py passes its constants in (like
+quant_triton.py, this file imports nothing of the project's). Not run on its own: tests/test_quant.py checks it
+against bitsandbytes.
 """
 import json
 import math
@@ -36,6 +37,34 @@ def is_int(x):
 def require(ok, message):
     if not ok:
         raise ValueError(message)
+
+
+def check_weight(w, block_size, block_sizes):
+    """What quantize_nf4 refuses: a block size bitsandbytes lacks, an integer weight, one that holds no values."""
+    if not (is_int(block_size) and block_size in block_sizes):
+        raise ValueError(f"block_size {block_size!r} is not allowed; choose one of the integers {block_sizes}")
+    if not w.is_floating_point():
+        raise TypeError(f"NF4 quantizes floating-point weights, got {w.dtype}")
+    if w.numel() == 0 or w.is_meta:
+        what = "a meta-device" if w.is_meta else "an empty"
+        raise ValueError(f"cannot quantize {what} tensor (shape {list(w.shape)}): it holds no values")
+
+
+def checked(t, what, w=None):
+    """The NF4Tensor t, if every block's scale is finite; else an error saying why: NaN/Inf values in the weight w it
+    was quantized from, or (a NaN/Inf absmax read from a state dict, or double quantization's code * nested scale +
+    offset overflowing fp32) how many scales, and where."""
+    bad = ~torch.isfinite(t.block_absmax())
+    if not bad.any():
+        return t
+    if w is not None and not (wf := w.detach().float()).isfinite().all():   # float64 beyond fp32's range: Inf
+        where = [tuple(i) for i in (~torch.isfinite(wf)).nonzero()[:3].tolist()]
+        raise ValueError(f"weight of shape {list(w.shape)} has {int(torch.isnan(wf).sum())} NaN and "
+                         f"{int(torch.isinf(wf).sum())} Inf values, first at index {where}")
+    too_big = "" if w is None else (f"; its values (up to {float(wf.abs().max()):.3g}) are too large for double "
+                                    "quantization's fp32 scales: quantize with double_quant=False")
+    raise ValueError(f"{what}: {int(bad.sum())} of {bad.numel()} block scales are NaN or Inf (first block "
+                     f"{int(bad.nonzero()[0])}): they would dequantize to NaN/Inf{too_big}")
 
 
 def state_dict(t, prefix, levels, nested_block_size):
@@ -103,3 +132,33 @@ def read(sd, prefix, levels, block_sizes, nested_block_size, expect_shape=None):
     offset = torch.tensor(float(meta["nested_offset"]), device=codes.device)
     return dict(fields, nested_absmax=nested.float().reshape(-1), offset=offset,
                 nested_code=nmap.float().reshape(-1).to(codes.device))
+
+
+# NF4Linear's nn.Module hooks: its weight is an NF4Tensor, which nn.Module would neither move nor save nor load
+
+def apply(layer, fn, recurse=True):
+    """model.to(device) moves the NF4 weight; model.to(dtype) must not cast its fp32 scales: fn's device only."""
+    layer.weight = layer.weight.to(fn(torch.empty(0, device=layer.weight.device)).device)
+    return torch.nn.Module._apply(layer, fn, recurse)
+
+
+def save_to_state(layer, destination, prefix, keep_vars):
+    """The bias, if any, as nn.Module saves it, and the weight under bitsandbytes' keys."""
+    torch.nn.Module._save_to_state_dict(layer, destination, prefix, keep_vars)
+    destination.update(layer.weight.state_dict(prefix + "weight"))
+
+
+def load_state(layer, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    """The weight from bitsandbytes' keys (an error into `errors`, as nn.Module collects them), then the bias."""
+    mine = own_keys(state_dict, prefix + "weight")
+    if not mine:                          # none of its keys: a missing key, an error only if strict, as nn.Module
+        missing.append(prefix + "weight")
+    else:
+        try:
+            w = type(layer.weight).from_state_dict(mine, prefix + "weight", layer.weight.shape)
+            layer.weight = w.to(layer.weight.device)
+        except ValueError as e:
+            errors.append(str(e))
+    torch.nn.Module._load_from_state_dict(layer, state_dict, prefix, local_metadata, strict, missing, unexpected,
+                                          errors)
+    unexpected[:] = [k for k in unexpected if k not in mine]      # the NF4 keys were consumed above

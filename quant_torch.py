@@ -1,19 +1,27 @@
-"""quant_torch.py: NF4's two hot loops in torch ops, made fast on a CPU (the path wherever quant_triton.py's CUDA kernel
-is not used). Each is bit for bit the plain form quant.py names:
+"""quant_torch.py: where NF4 runs fast; nothing here is needed to learn NF4 (quant.py). Its two hot loops in torch ops,
+made fast on a CPU, each bit for bit the plain form quant.py names:
 
-    nearest_level(scaled)  = torch.bucketize(scaled, NF4_MIDPOINTS)     the nearest of the 16 levels, ties to the lower
-    dequantize(...)        : out = NF4_LEVELS[code] * absmax[block]    in fp32, rounded once to out's dtype
+    nearest_level(scaled)    = torch.bucketize(scaled, NF4_MIDPOINTS)  the nearest of the 16 levels, ties to the lower
+    levels_times_absmax(...) : out = NF4_LEVELS[code] * absmax[block]  in fp32, rounded once to out's dtype
 
 How: a lookup by a float's top 16 bits in place of bucketize's branchy binary search (quantize takes 0.2x
 bitsandbytes' time), a 2 KiB table of both levels of a code byte gathered 8 bytes at a time, and steps of whole blocks
-sized to the cache on CPU (quant.CHUNK values). quant.py passes its levels and CHUNK in; like quant_triton.py and
-quant_bnb.py this file imports nothing of the project's. Not run on its own: tests/test_quant*.py check it against
-bitsandbytes and a brute-force nearest-level search.
+sized to the cache on CPU (CHUNK values). Also here: the switch to quant_triton.py's CUDA kernel (TRITON; dequantize
+picks the kernel or the torch path), and the CPU buffers kept between calls that NF4 matmuls dequantize into (dense).
+quant.py passes its levels in; this file imports nothing of the project's but quant_triton.py (lazily, on CUDA). Not
+run on its own: tests/test_quant*.py check it against bitsandbytes and a brute-force nearest-level search.
 """
 import math
+import threading
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
+
+CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
+# block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
+TRITON = True   # on CUDA, dequantize with quant_triton.py's one kernel where Triton is installed; False: the torch path
+_kept = threading.local()  # vars(): (name, dtype) -> a flat CPU buffer of this thread's, kept between calls
 
 
 def tables(levels, midpoints, dynamic, device):
@@ -36,9 +44,9 @@ def tables(levels, midpoints, dynamic, device):
                            pairs=pairs.view(torch.int64).view(-1).to(device))
 
 
-def steps(n_blocks, block_size, device, chunk):
-    """Slices of whole blocks, `chunk` values each on CPU (cache-sized); one slice on an accelerator."""
-    step = max(1, chunk // block_size) if device.type == "cpu" else n_blocks
+def steps(n_blocks, block_size, device):
+    """Slices of whole blocks, CHUNK values each on CPU (cache-sized); one slice on an accelerator."""
+    step = max(1, CHUNK // block_size) if device.type == "cpu" else n_blocks
     return [slice(i, min(i + step, n_blocks)) for i in range(0, n_blocks, step)]
 
 
@@ -51,6 +59,8 @@ def nearest_level(scaled, t):
 
 def output(buffer, dtype, numel, device):
     """Where dequantize writes: a new flat tensor, or the caller's buffer if it has the dtype, device and room."""
+    if not dtype.is_floating_point:  # levels * absmax copied into an integer dtype: every |w| < 1 truncated to 0
+        raise TypeError(f"NF4 dequantizes to a floating-point dtype (an NF4Linear's: its input's), got {dtype}")
     if buffer is None:
         return torch.empty(numel, dtype=dtype, device=device)
     if (buffer.dtype, buffer.device) == (dtype, device) and buffer.numel() >= numel:
@@ -59,7 +69,18 @@ def output(buffer, dtype, numel, device):
                      f"{buffer.dtype} x {buffer.numel()} on {buffer.device}")
 
 
-def dequantize(codes, absmax, out, t, steps):
+def dequantize(q, t, out, nested_block_size):
+    """The NF4Tensor q's values, level[code] * absmax[block], written into the flat tensor out (q.padded_numel() long):
+    by quant_triton.py's one kernel on CUDA where it is used (the scales decoded inside it), else by the torch path."""
+    if (kernel := triton_kernel(q.device)) is not None:
+        return kernel.dequantize(q, t.levels, out, nested_block_size)
+    bs = q.block_size
+    codes = q.codes if q.codes.numel() % (bs // 2) == 0 else F.pad(q.codes, (0, -q.codes.numel() % (bs // 2)))
+    out = out.view(-1, bs)                                                     # (blocks, bs)
+    return levels_times_absmax(codes.view(-1, bs // 2), q.block_absmax(), out, t, steps(out.shape[0], bs, q.device))
+
+
+def levels_times_absmax(codes, absmax, out, t, steps):
     """out (blocks, bs) = level[code] * absmax[block] for codes (blocks, bs/2), two a byte, a step of blocks at a time.
     A step's levels go to an fp32 scratch, then are scaled into out; an fp32 out in one step (as on an accelerator) is
     its own scratch, so no second full-size buffer."""
@@ -73,3 +94,33 @@ def dequantize(codes, absmax, out, t, steps):
         else:                         # scale in fp32, then round once (mul's out= would add a temporary)
             out[s].copy_(vals.mul_(absmax[s, None]))
     return out
+
+
+def triton_kernel(device):
+    """quant_triton (imported on first use) on a CUDA device where Triton is installed and TRITON is on, else None."""
+    if device.type == "cuda" and TRITON:
+        try:
+            import quant_triton
+            return quant_triton
+        except ImportError:
+            return None
+
+
+def kept_buffer(name, need, dtype):
+    """`need` elements of a CPU buffer kept per name, dtype and thread, grown to the largest asked: a fresh big tensor
+    is a new memory mapping (glibc maps blocks over 32 MiB) whose pages fault in on first write. Per thread: two threads
+    computing at once wrote over each other's (a wrong result, silently); freed with its thread."""
+    kept, key = vars(_kept), (name, dtype)
+    if key not in kept or kept[key].numel() < need:
+        kept.pop(key, None)                          # free the smaller one first
+        kept[key] = torch.empty(need, dtype=dtype)
+    return kept[key][:need]
+
+
+def dense(weight, dtype):
+    """The NF4Tensor weight dequantized for one matmul, used at once and dropped. On CPU into one kept buffer, the
+    largest weight's size (the memory plan counts it): without, a 7B block's step took 4.40 s, not 3.93 s, faulting in
+    pages (docs/benchmarks-7b.md)."""
+    if weight.device.type != "cpu":
+        return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
+    return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))

@@ -4,7 +4,7 @@
     python bench/dequant_chunks.py --threads 2            # into one kept buffer, as the NF4 matmuls on CPU do
     python bench/dequant_chunks.py --threads 1 --fresh    # a fresh output each time, as other callers get
 
-One block's weights alone favour larger steps than a whole model does (see quant.CHUNK): compare with
+One block's weights alone favour larger steps than a whole model does (see quant_torch.CHUNK): compare with
 `python bench/profile_block.py --layers 4 --log2-chunk N` before changing it.
 
 Prints the median and min milliseconds per pass over the three weights for each step size (values per step).
@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import quant as Q  # noqa: E402
+import quant_torch  # noqa: E402
 
 
 def main():
@@ -32,10 +33,10 @@ def main():
     torch.manual_seed(0)
     qs = [Q.quantize_nf4(torch.randn(o, i) * 0.02) for o, i in ((4096, 4096), (11008, 4096), (4096, 11008))]
     buf = None if args.fresh else torch.empty(max(q.padded_numel() for q in qs), dtype=torch.bfloat16)
-    times, shipped = {c: [] for c in args.log2_chunks}, Q.CHUNK
+    times, shipped = {c: [] for c in args.log2_chunks}, quant_torch.CHUNK
     for _ in range(args.rounds):
         for c in args.log2_chunks:
-            Q.CHUNK = 1 << c
+            quant_torch.CHUNK = 1 << c
             t = time.perf_counter()
             for q in qs:
                 q.dequantize(torch.bfloat16, buffer=buf)

@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import checkpoint as C  # noqa: E402
 import model as M  # noqa: E402
-import quant  # noqa: E402
+import quant_torch  # noqa: E402
 from lorasp import apply_lorasp  # noqa: E402
 from quant import quantize_nf4  # noqa: E402
 
@@ -87,7 +87,7 @@ def timed(fn, device, n=5):
 def dequantize_bandwidth(device, shape):
     """The torch path and, where it runs, quant_triton's kernel: ms, GB/s and fraction of a copy's GB/s each, and
     whether the kernel's bf16 values equal the torch path's bit for bit. A kernel that fails or differs is switched
-    off (quant.TRITON = False) for the rest of the run, and the summary says so."""
+    off (quant_torch.TRITON = False) for the rest of the run, and the summary says so."""
     w = torch.randn(shape, device=device) * 0.02
     q = quantize_nf4(w.to(torch.bfloat16))
     src, dst = torch.empty(shape, dtype=torch.bfloat16, device=device), torch.empty(shape, dtype=torch.bfloat16,
@@ -96,9 +96,9 @@ def dequantize_bandwidth(device, shape):
     moved = q.nbytes + w.numel() * 2                      # codes and scales read, bf16 values written
     out = dict(shape=list(shape), copy_gb_s=2 * src.nbytes / t_copy / 1e9)
     for path, on in (("torch", False), ("triton", True)):
-        quant.TRITON = on
+        quant_torch.TRITON = on
         try:
-            used = quant.triton_kernel(q.device) is not None
+            used = quant_torch.triton_kernel(q.device) is not None
             if on and not used:
                 out[path] = "not used: no CUDA device, or Triton not installed"
                 continue
@@ -109,13 +109,13 @@ def dequantize_bandwidth(device, shape):
                              out["copy_gb_s"])
         except Exception as e:                            # a kernel that does not build here: say so, carry on
             out[path] = f"failed: {type(e).__name__}: {str(e)[:300]}"
-    quant.TRITON = False
+    quant_torch.TRITON = False
     ref = q.dequantize(torch.bfloat16)
-    quant.TRITON = isinstance(out["triton"], dict)
-    if quant.TRITON:
+    quant_torch.TRITON = isinstance(out["triton"], dict)
+    if quant_torch.TRITON:
         out["triton_equals_torch_bf16"] = torch.equal(q.dequantize(torch.bfloat16), ref)
-        quant.TRITON = out["triton_equals_torch_bf16"]
-    out["step_uses_triton"] = quant.TRITON
+        quant_torch.TRITON = out["triton_equals_torch_bf16"]
+    out["step_uses_triton"] = quant_torch.TRITON
     return out
 
 

@@ -80,8 +80,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed steps after a warm-up one (a 2-core VM's steps vary "
                     "by 20%%: one step is not a figure)")
     ap.add_argument("--layers", type=int, default=1, help="blocks in the model (ours): one block alone flatters "
-                    "what competes for the cache (see quant.CHUNK)")
-    ap.add_argument("--log2-chunk", type=int, help="quant.CHUNK = 2^N for this run (values per dequantize step)")
+                    "what competes for the cache (see quant_torch.CHUNK)")
+    ap.add_argument("--log2-chunk", type=int, help="quant_torch.CHUNK = 2^N for this run (values per dequantize step)")
     ap.add_argument("--who", default="ours", choices=["ours", "peft-bnb"], help="our block, or the peer's (its "
                     "checkpointing is always full)")
     args = ap.parse_args()
@@ -89,8 +89,8 @@ def main():
     torch.manual_seed(0)
     ids = torch.randint(0, 512, (1, args.seq))
     if args.log2_chunk:
-        import quant
-        quant.CHUNK = 1 << args.log2_chunk
+        import quant_torch
+        quant_torch.CHUNK = 1 << args.log2_chunk
     if args.who == "ours":
         m = block_model(args.checkpointing, args.layers)
         loss_of = lambda ids: m(ids, labels=ids)  # noqa: E731

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import model as M
-import quant
+import quant_torch
 
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)]
 
@@ -89,7 +89,7 @@ def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
     new mapping whose pages fault in): the next call reuses it, and what it held before (NaN here) never reaches the
     loss or the gradient. Several chunks, the last one short."""
     monkeypatch.setattr(M, "LOSS_CHUNK", 7 * 50)               # 7 rows of a 50-word vocabulary a chunk
-    monkeypatch.setattr(quant, "_kept", threading.local())
+    monkeypatch.setattr(quant_torch, "_kept", threading.local())
     torch.manual_seed(0)
     h, W, t = torch.randn(30, 16, requires_grad=True), torch.randn(50, 16), torch.randint(0, 50, (30,))
     t[3] = -100
@@ -100,7 +100,7 @@ def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
         loss = M.LinearCrossEntropy.apply(h, W, t)
         torch.testing.assert_close(loss, ref)
         torch.testing.assert_close(torch.autograd.grad(loss, h)[0], ref_grad)
-        buffers.append(vars(quant._kept)[("logits", torch.float32)])
+        buffers.append(vars(quant_torch._kept)[("logits", torch.float32)])
         buffers[-1].fill_(float("nan"))
     assert len(buffers) == 2 and buffers[0] is buffers[1] and buffers[0].numel() == 7 * 50
 

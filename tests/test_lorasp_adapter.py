@@ -266,6 +266,23 @@ def test_adapter_errors_name_the_module(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "b") if "tmp" in f]      # atomic writes leave no temporaries
 
 
+def test_a_load_or_apply_that_fails_on_a_later_layer_swaps_no_module(tmp_path):
+    """Every layer is built and checked before any is put in the model: an adapter whose second layer does not fit,
+    and a keep too small for the second of two linears, leave the model's modules as they were (both used to leave
+    the first layer wrapped: a half-adapted model for whoever caught the error)."""
+    base = tiny_llama()
+    save_adapter(apply_lorasp(copy.deepcopy(base), ["v_proj"], r=4), tmp_path / "a")
+    other = copy.deepcopy(base)
+    other.model.layers[1].self_attn.v_proj = nn.Linear(32, 8, bias=False)   # (out 8): the adapter's B is (16, 4)
+    with pytest.raises(ValueError, match="model.layers.1.self_attn.v_proj"):
+        load_adapter(other, tmp_path / "a")
+    assert not any(isinstance(m, LoRASPLinear) for m in other.modules())
+    two = nn.Sequential(nn.Linear(64, 64), nn.Linear(8, 8))
+    with pytest.raises(ValueError, match=r"keep=0.01 leaves A \(4, 8\) without a trainable entry"):
+        apply_lorasp(two, ["0", "1"], r=4, keep=0.01)
+    assert [type(m) for m in two] == [nn.Linear, nn.Linear]
+
+
 # ----------------------------------------------------------------------------------------------------
 # NF4 base
 

@@ -339,12 +339,12 @@ def test_dequant_counts_the_fp32_levels_a_bf16_weight_is_rounded_from(device, dt
     """NF4Tensor.dequantize's torch path computes every level in fp32, then rounds once to bf16: one CHUNK of fp32 on
     CPU, the whole weight on an accelerator (left out of the plan before). At fp32 the levels are the output. On CUDA
     with quant_triton's kernel (which rounds each value as it makes it) there are no fp32 levels."""
-    import quant
-    monkeypatch.setattr(quant, "TRITON", triton)
+    import quant_torch
+    monkeypatch.setattr(quant_torch, "TRITON", triton)
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
     a = flags_for("--quant", "nf4", "--checkpointing", "full", "--device", device, "--dtype", dtype)
     n = c.n_ffn * c.n_embd                                       # the largest block linear: 11008 x 4096
-    extra = {"cpu": quant.CHUNK, "cuda": 0 if triton else n}[device] * 4 if dtype == "bf16" else 0
+    extra = {"cpu": quant_torch.CHUNK, "cuda": 0 if triton else n}[device] * 4 if dtype == "bf16" else 0
     assert plan.estimate(c, a, targets, 0, RUNTIME)["dequant"] == n * (2 if dtype == "bf16" else 4) + extra
 
 

@@ -161,8 +161,8 @@ def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch
     """On CPU every NF4 matmul dequantizes into one buffer per dtype: a stack of layers of different sizes, run
     forward then backward (each layer's backward after the others' forwards overwrote the buffer), equals the same
     stack of dense layers holding the dequantized weights; the buffer is the largest weight's size."""
-    import quant
-    monkeypatch.setattr(quant, "_kept", threading.local())          # whatever earlier tests left: not counted
+    import quant_torch
+    monkeypatch.setattr(quant_torch, "_kept", threading.local())    # whatever earlier tests left: not counted
     torch.manual_seed(0)
     shapes = [(64, 96), (96, 256), (256, 32)]                       # (in, out): the middle one is the largest
     nf4 = [NF4Linear.from_linear(nn.Linear(i, o, bias=False)) for i, o in shapes]
@@ -178,7 +178,7 @@ def test_layers_sharing_the_dequantize_buffer_keep_their_own_weights(monkeypatch
     y1.square().sum().backward()
     y2.square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-6)
-    assert vars(quant._kept)[("dequantize", torch.float32)].numel() == 96 * 256
+    assert vars(quant_torch._kept)[("dequantize", torch.float32)].numel() == 96 * 256
     with pytest.raises(ValueError, match="needs a torch.float32 buffer of 6144 elements"):
         nf4[0].weight.dequantize(torch.float32, buffer=torch.empty(100))          # too small: refused, not cut
     with pytest.raises(ValueError, match="got torch.bfloat16"):

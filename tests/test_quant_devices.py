@@ -66,7 +66,7 @@ def test_nf4linear_matches_dense_layer_on_dequantized_weight(device):
 def kernel_equals_torch_path(device):
     """quant_triton's kernel against quant.py's torch path, bit for bit, over block sizes, tails, double quantization
     on and off and the three output dtypes."""
-    import quant
+    import quant_torch
     import quant_triton
     torch.manual_seed(0)
     for shape in [(37, 91), (300, 257), (4099,)]:
@@ -77,11 +77,11 @@ def kernel_equals_torch_path(device):
                 for dtype in (torch.bfloat16, torch.float16, torch.float32):
                     out = torch.full((w.numel(),), float("nan"), dtype=dtype, device=device)
                     quant_triton.dequantize(q, NF4_LEVELS.to(device), out)
-                    quant.TRITON = False
+                    quant_torch.TRITON = False
                     try:
                         ref = q.dequantize(dtype)
                     finally:
-                        quant.TRITON = True
+                        quant_torch.TRITON = True
                     assert torch.equal(out.view(shape), ref), (shape, block_size, double_quant, dtype)
     # codes that arrive as a strided view (a state dict can hold one) are read as values, not as raw memory
     q = quantize_nf4(w, 64)
@@ -90,11 +90,11 @@ def kernel_equals_torch_path(device):
     q.codes = spread[::2]
     out = torch.empty(w.numel(), dtype=torch.bfloat16, device=device)
     quant_triton.dequantize(q, NF4_LEVELS.to(device), out)
-    quant.TRITON = False
+    quant_torch.TRITON = False
     try:
         assert torch.equal(out.view(w.shape), q.dequantize(torch.bfloat16))
     finally:
-        quant.TRITON = True
+        quant_torch.TRITON = True
     with pytest.raises(ValueError, match="must all be on"):                  # raw pointers: never across devices
         quant_triton.dequantize(q, NF4_LEVELS.to("meta"), out)
 
