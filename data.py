@@ -5,9 +5,9 @@ generated data.
   added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
   their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
   before it).
-- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
-  pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
-  tokenizer.json becomes a tokenizer.model the same way.
+- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, sentencepiece (BPE or
+  Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
+  BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
   the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
@@ -749,7 +749,8 @@ GGUF_PRE = {"default": (False, GPT2_PATTERN, None), "gpt-2": (False, GPT2_PATTER
 
 def gguf_tokenizer(path):
     """The tokenizer in a GGUF file's metadata, with its special ids: byte-level BPE ("gpt2": tokens, merges and the
-    pre-tokenizer's name) or sentencepiece ("llama": pieces, scores and types, as a tokenizer.model written here)."""
+    pre-tokenizer's name), sentencepiece ("llama": BPE pieces, scores and types, as a tokenizer.model written here;
+    "t5": a Unigram model the same way, T5's or XLM-R's) or BERT's WordPiece ("bert")."""
     meta = read_gguf(path)[0]
     kind = meta.get("tokenizer.ggml.model")
 
@@ -776,28 +777,51 @@ def gguf_tokenizer(path):
         # control and user-defined tokens, and BOS/EOS/... whatever their type (Aquila's <|endoftext|> is "normal";
         # llama.cpp and transformers match it too): matched whole in text
         tok.normal_form = tok_form
-    elif kind == "llama":
+    elif kind in ("llama", "t5"):  # t5: a Unigram model (T5's, XLM-R's), llama.cpp's UGM
         tokens, g = need("tokens"), lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         phi3 = meta.get("general.architecture") == "phi3"
         # sentencepiece wants one unknown piece: Phi-3's file marks <unk> control and its 53 pads unknown
         unk = g("unknown_token_id", 0)
         types = [2 if i == unk else 5 if t == 2 else t for i, t in enumerate(need("token_type"))]
-        # control and user-defined tokens are matched whole (Phi-3's <|user|>); after one, "▁" again only for Phi-3
-        # (its Prepend normalizer, per text between them); elsewhere none, as transformers (llama.cpp: "▁")
+        # control and user-defined tokens are matched whole (Phi-3's <|user|>); after one, "▁" again for Phi-3 (its
+        # Prepend normalizer, per text between them) and a Unigram model (llama.cpp's UGM normalizes each text
+        # between them, as HF's Metaspace "always": XLM-R's "a <mask> b" -> "▁b"); elsewhere none, as transformers
+        each = phi3 or kind == "t5"
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
-            tokens, need("scores"), types, False, 6 in types, g("add_space_prefix", True),
+            tokens, need("scores"), types, kind == "t5", 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
-            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=phi3)
+            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=each)
+        tok.prepend = each
         if phi3:  # Phi-3's tokenizer_config.json: rstrip on its chat markers and </s> (llama.cpp sets the same)
             plain = ("<unk>", "<s>", "<|endoftext|>")
-            tok.prepend, tok.flags = True, {t: (False, True, False) for t in tok.added if t not in plain}
+            tok.flags = {t: (False, True, False) for t in tok.added if t not in plain}
+    elif kind == "bert":
+        return bert_gguf(path, meta, need("tokens"), need("token_type"))
     else:
-        raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
-    tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
-    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
+        raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM, "
+                                  "t5: Unigram, bert: WordPiece)")
+    tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos and kind != "t5")
+    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", kind == "t5")  # (llama.cpp's defaults: UGM adds EOS)
     for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
         setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
     return eos_note(tok, f"{path}: GGUF's tokenizer.ggml.add_eos_token")
+
+
+def bert_gguf(path, meta, tokens, types):
+    """BERT's WordPiece as llama.cpp's converter writes it: a word's first piece as "▁piece", a continuation bare
+    (vocab.txt's "##piece"), control tokens ([CLS]) and, from older converters, every "[...]" ([unused0]) as they
+    are; its BertNormalizer's lowercase / strip_accents flags where the file has them (older files do not: llama.cpp
+    lower-cases and strips accents then, as here)."""
+    vocab = {}
+    for i, (t, k) in enumerate(zip(tokens, types)):
+        kept = k == 3 or t.startswith("[") and t.endswith("]")
+        vocab.setdefault(t if kept else t[1:] if t.startswith("▁") else "##" + t, i)
+    lower = meta.get("tokenizer.ggml.normalizer.lowercase", True)
+    tok = WordPieceTokenizer(vocab, lower, meta.get("tokenizer.ggml.normalizer.strip_accents", lower))
+    g = lambda key: meta.get(f"tokenizer.ggml.{key}_token_id")  # noqa: E731
+    tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id = (i if (i := g(k)) is not None else getattr(tok, a) for k, a in (
+        ("cls", "bos_id"), ("seperator", "eos_id"), ("padding", "pad_id"), ("unknown", "unk_id")))  # (GGUF's spelling)
+    return tok
 
 
 def save_tokenizer(tok, directory):

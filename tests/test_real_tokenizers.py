@@ -21,8 +21,8 @@ import tiktoken
 import tiktoken.load
 import torch
 import transformers
-from gguf import GGUFReader
-from tokenizers import Tokenizer, models, pre_tokenizers
+from gguf import GGUFReader, GGUFWriter
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from fetch_real import path
 import train
@@ -124,12 +124,13 @@ def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_pa
 
 
 @pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "mpt", "starcoder", "refact",
-                                   "falcon", "deepseek-coder", "deepseek-llm", "command-r", "qwen35"])
+                                   "falcon", "deepseek-coder", "deepseek-llm", "command-r", "qwen35", "bert-bge"])
 def test_llama_cpp_expected_ids(vocab):
     """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each (made
     with the model's own HF tokenizer). Phi-3's was refused ("None: not a sentencepiece model": 53 pads typed
     unknown); MPT's, StarCoder's, Refact's, Falcon's, DeepSeek's, Command-R's, Qwen3.5's pre-tokenizers were refused;
-    each now reads llama.cpp's split (Falcon's and DeepSeek's: regexes in turn) and gives every expected id."""
+    each now reads llama.cpp's split (Falcon's and DeepSeek's: regexes in turn) and gives every expected id. BGE's
+    WordPiece was refused ("GGUF tokenizer model 'bert' is not supported"): now our WordPieceTokenizer."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
     assert_llama_cpp_ids(load_tokenizer(gguf), gguf)
 
@@ -157,10 +158,94 @@ def test_phi3_gguf_chat_markers_as_llama_cpp_and_phi3s_own_tokenizer():
         [263, 2, 289], [1, 29871, 921], [921, 29871, 32000, 29871, 343]]
 
 
-def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name():
-    """BGE's WordPiece as GGUF: refused naming the tokenizer model, never read as another."""
-    with pytest.raises(NotImplementedError, match=r"ggml-vocab-bert-bge\.gguf: GGUF tokenizer model 'bert' is not"):
-        load_tokenizer(path("llama.cpp", "ggml-vocab-bert-bge.gguf"))
+def test_bge_wordpiece_gguf_is_minilms_vocab_txt_and_gives_berttokenizers_ids():
+    """BGE's WordPiece as GGUF (llama.cpp writes a word's first piece "▁piece", a continuation bare) was refused
+    ("GGUF tokenizer model 'bert' is not supported"). Read back, it is bert-base-uncased's vocab.txt token for token
+    (all-MiniLM-L6-v2 ships the same 30,522 lines; "[unused0]" kept as llama.cpp's older converter left it), with
+    llama.cpp's expected ids (test_llama_cpp_expected_ids) and BertTokenizer's on TEXT."""
+    bge = load_tokenizer(path("llama.cpp", "ggml-vocab-bert-bge.gguf"))
+    with open(path("minilm", "vocab.txt"), encoding="utf-8") as f:
+        assert bge.vocab == {line.rstrip("\n"): i for i, line in enumerate(f)}
+    ref = transformers.BertTokenizer.from_pretrained(path("minilm", ""))
+    assert bge.encode_pair(TEXT, max_len=10_000)[0] == ref.encode(TEXT) and len(ref.encode(TEXT)) > 200
+    assert (bge.bos_id, bge.eos_id, bge.pad_id, bge.unk_id) == (101, 102, 0, 100)  # cls, seperator, padding, unknown
+    assert bge.decode(bge.encode("Héllo [MASK] wörld!")) == "[CLS] hello [MASK] world !"
+
+
+@pytest.mark.parametrize("lowercase", [True, False, None])
+def test_bert_gguf_reads_its_normalizer_flags_as_llama_cpp(tmp_path, lowercase):
+    """tokenizer.ggml.normalizer.lowercase / strip_accents (llama.cpp's converter copies them from tokenizer.json's
+    BertNormalizer; an older file has none: lower-case and strip accents, as llama.cpp does): a cased BERT keeps "Hello"
+    and "é", as BertTokenizer(do_lower_case=False)."""
+    with open(path("minilm", "vocab.txt"), encoding="utf-8") as f:
+        vocab = [line.rstrip("\n") for line in f] + ["Hello", "##É", "World", "é"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    w = GGUFWriter(str(tmp_path / "bert.gguf"), "bert")
+    w.add_tokenizer_model("bert")
+    w.add_token_list([t if t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") else t[2:] if t.startswith("##")
+                      else "▁" + t for t in vocab])
+    w.add_token_types([3 if t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") else 1 for t in vocab])
+    w.add_uint32("tokenizer.ggml.cls_token_id", 101)
+    w.add_uint32("tokenizer.ggml.seperator_token_id", 102)
+    if lowercase is not None:
+        w.add_bool("tokenizer.ggml.normalizer.lowercase", lowercase)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours = load_tokenizer(tmp_path / "bert.gguf")
+    ref = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=lowercase is not False)
+    text = TEXT + " Hello WORLD HelloÉ World café"
+    assert ours.encode_pair(text, max_len=10_000)[0] == ref.encode(text)
+    assert (ours.encode("Hello World", bos=False) == [30522, 30524]) is (lowercase is False)
+
+
+# llama.cpp's ids (llama-cpp-python 0.3.36, special tokens parsed, BOS and EOS added) for XLM-R's Unigram vocabulary
+NOMIC_IDS = {"нещо на Български": [0, 14271, 29, 117152, 2], "a <mask> b": [0, 10, 250001, 876, 2],
+             "a<mask>b": [0, 10, 250001, 876, 2], "<s>x</s>": [0, 0, 1022, 2, 2], "Hello   world  ": [0, 35378, 8999, 2],
+             "  lead": [0, 37105, 2], "été ＡＢＣ ① ﬁ": [0, 5325, 47457, 106, 809, 2], "\t\n": [0, 2],
+             "x</s><s>y <pad>z": [0, 1022, 2, 0, 113, 1, 97, 2]}
+
+
+def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
+    """A GGUF Unigram vocabulary (tokenizer.ggml.model "t5": T5's, XLM-R's; here nomic-embed-text-v2-moe's XLM-R,
+    250,048 pieces with its precompiled charsmap) was refused. Now a sentencepiece Unigram model built from its pieces,
+    scores and charsmap: llama.cpp's ids (55 texts checked: llama.cpp's 47 test inputs, TEXT and these), the text after
+    a special token with its own "▁" as llama.cpp and HF's Metaspace give it; and on TEXT the ids of HF `tokenizers`
+    running XLM-R's normalizers and Metaspace over the same pieces (which keep a "▁" for trailing whitespace, as for
+    T5's tokenizer.json: sentencepiece and llama.cpp drop it)."""
+    gguf = path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf")
+    ours = load_tokenizer(gguf)
+    assert {t: ours.encode(t, eos=True) for t in NOMIC_IDS} == NOMIC_IDS
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos, ours.add_eos, ours.vocab_size) == (
+        0, 2, 1, True, True, 250048)
+    r = GGUFReader(gguf)
+    field = lambda k: [r.fields[k].parts[i] for i in r.fields[k].data]  # noqa: E731
+    pieces = [(bytes(t).decode(), float(s[0])) for t, s in zip(field("tokenizer.ggml.tokens"),
+                                                                 field("tokenizer.ggml.scores"))]
+    ref = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    ref.normalizer = normalizers.Sequence([normalizers.Precompiled(bytes(int(b[0]) % 256 for b in field(
+        "tokenizer.ggml.precompiled_charsmap"))), normalizers.Replace(Regex(" {2,}"), " ")])  # XLM-R's tokenizer.json
+    ref.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    ref.add_special_tokens([AddedToken(t, special=True, lstrip=t == "<mask>") for t in ("<s>", "<pad>", "</s>", "<unk>",
+                                                                                      "<mask>")])
+    ref.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    for text in (TEXT, "a <mask> b", "x</s><s>y<pad>z"):
+        assert ours.encode(text, eos=True) == ref.encode(text).ids
+    assert len(ours.encode(TEXT)) > 200 and ours.decode(ours.encode("Grüße, мир!")) == "Grüße, мир!"
+
+
+def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name(tmp_path):
+    """A GGUF tokenizer model lorasp does not read (RWKV's, Gemma 4's) is refused naming it, never read as another."""
+    w = GGUFWriter(str(tmp_path / "rwkv.gguf"), "rwkv6")
+    w.add_tokenizer_model("rwkv")
+    w.add_token_list(["a", "b"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(NotImplementedError, match=r"rwkv\.gguf: GGUF tokenizer model 'rwkv' is not supported"):
+        load_tokenizer(tmp_path / "rwkv.gguf")
 
 
 def assert_llama_cpp_ids(tok, gguf):
