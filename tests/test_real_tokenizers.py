@@ -202,7 +202,8 @@ def test_bert_gguf_reads_its_normalizer_flags_as_llama_cpp(tmp_path, lowercase):
 
 # llama.cpp's ids (llama-cpp-python 0.3.36, special tokens parsed, BOS and EOS added) for XLM-R's Unigram vocabulary
 NOMIC_IDS = {"нещо на Български": [0, 14271, 29, 117152, 2], "a <mask> b": [0, 10, 250001, 876, 2],
-             "a<mask>b": [0, 10, 250001, 876, 2], "<s>x</s>": [0, 0, 1022, 2, 2], "Hello   world  ": [0, 35378, 8999, 2],
+             "a<mask>b": [0, 10, 250001, 876, 2], "<s>x</s>": [0, 0, 1022, 2, 2],
+             "Hello   world  ": [0, 35378, 8999, 2],
              "  lead": [0, 37105, 2], "été ＡＢＣ ① ﬁ": [0, 5325, 47457, 106, 809, 2], "\t\n": [0, 2],
              "x</s><s>y <pad>z": [0, 1022, 2, 0, 113, 1, 97, 2]}
 
