@@ -1,7 +1,9 @@
 """data.py: tokenizers, instruction data and its prompt templates, the benchmarks' data sets, and the offline demo's
 generated data.
 
-- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
+- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library (a Llama's or Mistral's tokenizer.json
+  alone, sentencepiece's BPE as transformers 5 saves it, becomes such a model: `sentencepiece_json`); the added
+  tokens of tokenizer.json or
   added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
   their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
   before it).
@@ -235,6 +237,8 @@ NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (
 class SentencePieceTokenizer(Tokenizer):
     prepend = False  # "▁" before each text after an added token even where it starts with a space (Phi-3's Prepend
                      # normalizer; HF's Metaspace, as transformers reads tokenizer.model, adds none there)
+    metaspace = False  # no "▁" prefix for a text that starts with a space, first text included (a tokenizer.json's
+                       # Metaspace: its space is the "▁"); sentencepiece adds one ("  x": "▁▁▁x", Metaspace "▁▁x")
 
     def __init__(self, path=None, proto=None, added=None, prefix_each=True):
         """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
@@ -273,11 +277,12 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _encode(self, text, after=False):
         if not self.added:
-            return (self.unprefixed if after else self.sp).encode(text)
+            return (self.unprefixed if after or self.metaspace and text.startswith(" ") else self.sp).encode(text)
         ids = []  # after an added token, the "▁" prefix again only in legacy mode and where the text does not start
         for start, end, token in find_added(text, self.split, self.flags):  # with a space already (HF's Metaspace)
             p = text[start:end]
-            prefixed = not after if start == 0 else self.prefix_each and (self.prepend or not p.startswith(" "))
+            prefixed = (not after and not (self.metaspace and p.startswith(" ")) if start == 0 else
+                        self.prefix_each and (self.prepend or not p.startswith(" ")))
             ids += [self.added[token]] if token else (self.sp if prefixed else self.unprefixed).encode(p)
         return ids
 
@@ -625,6 +630,8 @@ def tokenizer_json(path):
     if (digits or split) and steps[-1].get("add_prefix_space"):  # (ours: one space a text, as ByteLevel alone gives)
         raise NotImplementedError(f"{path}: ByteLevel's add_prefix_space after a {kinds[0]} pre-tokenizer (tokenizers "
                                   "gives each of its pieces a space) is not supported")
+    if t["model"].get("type") == "BPE" and not byte_level and metaspace_bpe(t):
+        return post_processor(sentencepiece_json(t, path), t)
     if t["model"].get("type") != "BPE" or not byte_level:
         spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
         raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex or one Split regex (Llama 3's) "
@@ -643,6 +650,11 @@ def tokenizer_json(path):
                        pattern, only_specials=True)            # (HF matches its added_tokens, nothing else, whole)
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
+    return post_processor(tok, t)
+
+
+def post_processor(tok, t):
+    """tok with the BOS and EOS that tokenizer.json's TemplateProcessing puts around a text, and its pair template."""
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
@@ -692,6 +704,55 @@ def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add
     model += field(2, field(3, 1 if unigram else 2) + field(4, len(pieces)) + field(35, byte_fallback))
     return model + field(3, field(1, "gguf" if not charsmap else "precompiled") + field(2, charsmap) + field(
         3, add_dummy_prefix) + field(4, remove_extra_whitespaces) + field(5, True))
+
+
+def metaspace_bpe(t):
+    """Whether a BPE tokenizer.json is sentencepiece's BPE as transformers writes it (Llama's, Mistral's: what
+    transformers 5 saves with no tokenizer.model): Metaspace ("▁" for spaces, the prefix once or before each text), or
+    the older form, normalizers Prepend("▁") then Replace(" ", "▁"); returns "first", "always" or "prepend" (that
+    normalizer: "▁" before each text, even one that starts with a space), or None."""
+    pre, norm = t.get("pre_tokenizer") or {}, t.get("normalizer") or {}
+    if pre.get("type") == "Metaspace" and pre.get("replacement", "▁") == "▁" and not norm and not pre.get("split"):
+        scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
+        return scheme if scheme in ("first", "always") else None
+    steps = norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]
+    return "prepend" if not pre and [s.get("type") for s in steps] == ["Prepend", "Replace"] and steps[0].get(
+        "prepend") == "▁" and steps[1].get("pattern") == {"String": " "} and steps[1].get("content") == "▁" else None
+
+
+def sentencepiece_json(t, path):
+    """Sentencepiece's BPE saved as tokenizer.json (vocabulary, merges, byte fallback) -> a sentencepiece model over
+    the same pieces: sentencepiece merges the adjacent pair whose merged piece scores highest, the tokenizers library
+    the pair whose merge comes first, so a piece's score is minus the rank of the first merge that makes it. That is
+    the same only where every split of a piece into two pieces is a merge (transformers writes them all); a file whose
+    merges leave one out is refused."""
+    vocab, merges = t["model"]["vocab"], t["model"]["merges"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    made = {}
+    for rank, (left, right) in enumerate(merges):
+        made.setdefault(left + right, rank)
+    pairs = set(merges)
+    for piece in made:
+        if gap := next(((piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in
+                        vocab and (piece[:k], piece[k:]) not in pairs), None):
+            raise NotImplementedError(f"{path}: the merges make {piece!r} but not from {gap}: not sentencepiece's BPE")
+    added = {a["content"]: a for a in t.get("added_tokens", [])}
+    unk, fallback = t["model"].get("unk_token") or "<unk>", t["model"].get("byte_fallback", False)
+    pieces = sorted(vocab, key=vocab.get)
+    if [vocab[p] for p in pieces] != list(range(len(pieces))):
+        raise ValueError(f"{path}: the vocabulary's ids are not 0..{len(pieces) - 1}")
+    types = [2 if p == unk else (3 if added[p].get("special") else 4) if p in added else
+             6 if fallback and re.fullmatch(r"<0x[0-9A-F]{2}>", p) else 1 if p in made or len(p) == 1 else 5
+             for p in pieces]  # 5, unused: no merge makes it, so the tokenizers library never gives it
+    if 2 not in types:
+        raise NotImplementedError(f"{path}: no unknown token {unk!r} in the vocabulary (sentencepiece needs one)")
+    scheme = metaspace_bpe(t)
+    tok = SentencePieceTokenizer(proto=sentencepiece_model(
+        pieces, [-float(made.get(p, 0)) if p in made else 0.0 for p in pieces], types, False, fallback),
+        added={p: a["id"] for p, a in added.items()}, prefix_each=scheme != "first")
+    tok.prepend, tok.metaspace, tok.flags = scheme == "prepend", scheme != "prepend", strip_flags(
+        t.get("added_tokens", []))
+    return tok
 
 
 def unigram_json(t, path):

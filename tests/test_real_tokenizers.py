@@ -14,7 +14,9 @@ on one multilingual, accented, punctuation-heavy text with control bytes and cha
 import base64
 import json
 import os
+import re
 import shutil
+import struct
 
 import pytest
 import tiktoken
@@ -284,6 +286,102 @@ def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
     if (tmp_path / "tokenizer.json").exists():
         hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
         assert hf(TEXT).input_ids == ours.encode(TEXT) and hf(chat).input_ids == ours.encode(chat)
+
+
+def mistral_js():
+    """Mistral 7B's vocabulary, merges and test cases as mistral-tokenizer-js ships them: the vocabulary base64, one
+    token a line; each merge two little-endian uint16 vocabulary ids (its data-conversion.py); testCase(text, ids)."""
+    with open(path("mistral", "mistral-tokenizer.js"), encoding="utf-8") as f:
+        js = f.read()
+    vocab = base64.b64decode(re.search(r'const vocab_base64 = "([^"]+)"', js).group(1)).decode().split("\n")
+    pairs = base64.b64decode(re.search(r'const merges_binary = "([^"]+)"', js).group(1))
+    ids = struct.unpack(f"<{len(pairs) // 2}H", pairs)
+    cases = [(json.loads('"' + text.replace("\t", "\\t") + '"'), [int(i) for i in expected.split(",")])
+             for _, text, expected in re.findall(r"testCase\((['\"])(.*?)\1,\s*\[([\d,\s]+)\]\)", js)]
+    return vocab, [[vocab[ids[i]], vocab[ids[i + 1]]] for i in range(0, len(ids), 2)], cases
+
+
+def write_sentencepiece_json(directory, vocab, merges, metaspace):
+    """A sentencepiece BPE as tokenizer.json: Mistral's and Llama 2's own form (normalizers Prepend("▁"), Replace(" ",
+    "▁")) or, metaspace, what transformers 5 saves (Metaspace, the prefix on the first text only)."""
+    os.makedirs(directory, exist_ok=True)
+    norm = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    s0, s1 = ({"SpecialToken": {"id": "<s>", "type_id": t}} for t in (0, 1))
+    a, b = ({"Sequence": {"id": x, "type_id": t}} for x, t in (("A", 0), ("B", 1)))
+    t = {"version": "1.0", "added_tokens": [dict(id=i, content=c, single_word=False, lstrip=False, rstrip=False,
+                                                 normalized=False, special=True) for i, c in enumerate(vocab[:3])],
+         "normalizer": None if metaspace else norm,
+         "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+         if metaspace else None,
+         "post_processor": {"type": "TemplateProcessing", "single": [s0, a], "pair": [s0, a, s1, b],
+                            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+         "decoder": {"type": "Sequence", "decoders": [
+             {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+             {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+         "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+                   "vocab": {v: i for i, v in enumerate(vocab)}, "merges": merges}}
+    with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(t, f, ensure_ascii=False)
+
+
+def llama_cpp_inputs(vocab="llama-spm"):
+    with open(path("llama.cpp", f"ggml-vocab-{vocab}.gguf.inp"), encoding="utf-8") as f:
+        return f.read().split("\n__ggml_vocab_test__\n")
+
+
+@pytest.mark.parametrize("metaspace", [False, True])
+def test_mistral_sentencepiece_tokenizer_json_as_tokenizers_and_mistral_tokenizer_js(tmp_path, metaspace):
+    """Mistral 7B's vocabulary (npm mistral-tokenizer-js) as the tokenizer.json a Mistral or Llama 2 folder holds: a
+    sentencepiece BPE, which was refused ("copy the base model's tokenizer.model"). Now a sentencepiece model over its
+    pieces, each scored by the rank of the merge that makes it: the tokenizers library's ids on TEXT, the special
+    texts and llama.cpp's 47 inputs, and (Mistral's own Prepend form) mistral-tokenizer-js's expected ids; in
+    transformers 5's Metaspace form, a text that starts with a space gets no second "▁" (" grabbed": [1, 13300]), as
+    the tokenizers library runs it."""
+    vocab, merges, cases = mistral_js()
+    assert (len(vocab), len(merges), len(cases)) == (32000, 58980, 12)
+    write_sentencepiece_json(tmp_path, vocab, merges, metaspace)
+    ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs()]:
+        assert ours.encode(text) == ref.encode(text).ids, text
+    assert ours.decode(ours.encode(TEXT)) == ref.decode(ref.encode(TEXT).ids)
+    if not metaspace:
+        assert [ours.encode(text) for text, _ in cases] == [ids for _, ids in cases]
+    assert ours.encode(" grabbed") == ([1, 13300] if metaspace else [1, 28705, 13300])
+    assert ours.encode_pair("a", "b") == (ref.encode("a", "b").ids, ref.encode("a", "b").type_ids)
+
+
+def test_llama_tokenizer_json_alone_as_transformers_5_saves_it(tmp_path):
+    """transformers 5 saves a Llama tokenizer as tokenizer.json and tokenizer_config.json, no tokenizer.model (so a
+    model fine-tuned and saved with it had a folder lorasp refused). LLaMA's vocabulary so saved reads back to
+    transformers' ids on llama.cpp's inputs, TEXT and the special texts."""
+    (tmp_path / "spm").mkdir()
+    save_tokenizer(load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf")), tmp_path / "spm")
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "spm").save_pretrained(tmp_path / "json")
+    assert sorted(os.listdir(tmp_path / "json")) == ["tokenizer.json", "tokenizer_config.json"]
+    ours, ref = load_tokenizer(tmp_path / "json"), transformers.AutoTokenizer.from_pretrained(tmp_path / "json")
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs()]:
+        assert ours.encode(text) == ref(text).input_ids, text
+    assert ours.encode("  lead") == [1, 259, 280, 328]  # ("▁▁" "le" "ad"; sentencepiece's "▁▁▁lead": "▁▁" "▁lead")
+
+
+def test_sentencepiece_tokenizer_json_piece_no_merge_makes_is_never_given(tmp_path):
+    """A piece of the vocabulary that no merge makes: the tokenizers library never gives it, sentencepiece would
+    (any two adjacent pieces whose join is a piece merge): it is marked unused, so "lead" stays "▁le" "ad"."""
+    vocab, merges, _ = mistral_js()
+    write_sentencepiece_json(tmp_path, vocab, [m for m in merges if "".join(m) != "▁lead"], False)
+    ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert ours.encode("lead the leader") == ref.encode("lead the leader").ids == [1, 462, 316, 272, 7059]
+
+
+def test_sentencepiece_tokenizer_json_whose_merges_miss_a_split_is_refused(tmp_path):
+    """sentencepiece merges any two pieces whose join is a piece; the tokenizers library only its merges: where they
+    are not all there the ids could differ, so such a file is refused, naming the piece."""
+    vocab, merges, _ = mistral_js()
+    write_sentencepiece_json(tmp_path, vocab, [m for m in merges if m != ["▁l", "ead"]], False)
+    with pytest.raises(NotImplementedError, match=r"tokenizer\.json: the merges make '▁lead' but not from \('▁l', "
+                                                  r"'ead'\): not sentencepiece's BPE"):
+        load_tokenizer(tmp_path)
 
 
 def test_t5_unigram_tokenizer_json_matches_tokenizers():
