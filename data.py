@@ -3,10 +3,9 @@ generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library (a Llama's or Mistral's tokenizer.json
   alone, sentencepiece's BPE as transformers 5 saves it, becomes such a model: `sentencepiece_json`); the added
-  tokens of tokenizer.json or
-  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
-  their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
-  before it).
+  tokens of tokenizer.json or added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as
+  HF's tokenizers does, with their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's
+  <mask> takes the space before it).
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, sentencepiece (BPE or
   Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
   BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
