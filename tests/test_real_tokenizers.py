@@ -396,6 +396,27 @@ def test_t5_unigram_tokenizer_json_matches_tokenizers():
     assert ours.encode_pair(TEXT, second, 10_000) == (ref.encode(TEXT, second).ids, ref.encode(TEXT, second).type_ids)
 
 
+@pytest.mark.parametrize("files", [("tokenizer.json",), ("tokenizer.json", "spiece.model"), ("spiece.model",)])
+def test_t5_folder_as_transformers_autotokenizer_reads_it(tmp_path, files):
+    """A T5 folder (config.json model_type t5) with tokenizer.json, spiece.model or both: transformers' AutoTokenizer
+    builds its T5Tokenizer (WhitespaceSplit then Metaspace over the file's pieces), which keeps no "▁" before a
+    sentinel or for trailing whitespace, as sentencepiece and lorasp; only the bare tokenizer.json run by the
+    tokenizers library (no config: AutoTokenizer's TokenizersBackend) keeps it ("a <extra_id_0> b": 3, 9, 3, 32099)."""
+    json_dir = path("t5", "")
+    for f in files:
+        if f == "tokenizer.json":
+            shutil.copy(path("t5", "tokenizer.json"), tmp_path)
+        else:
+            (tmp_path / f).write_bytes(load_tokenizer(json_dir).sp.serialized_model_proto())
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    ours, ref = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs(), "a <extra_id_0> b", "ends in space ", "q </s> "]:
+        assert ours.encode(text) == ref(text).input_ids, text
+    assert ours.encode("a <extra_id_0> b") == [3, 9, 32099, 3, 115, 1]
+    assert Tokenizer.from_file(path("t5", "tokenizer.json")).encode("a <extra_id_0> b").ids == [3, 9, 3, 32099, 3,
+                                                                                                  115, 1]
+
+
 def test_minilm_wordpiece_matches_transformers():
     d = path("minilm", "")
     ours, ref, fast = load_tokenizer(d), transformers.BertTokenizer.from_pretrained(d), Tokenizer.from_file(
