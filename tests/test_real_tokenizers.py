@@ -288,13 +288,14 @@ def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
         assert hf(TEXT).input_ids == ours.encode(TEXT) and hf(chat).input_ids == ours.encode(chat)
 
 
-def mistral_js():
-    """Mistral 7B's vocabulary, merges and test cases as mistral-tokenizer-js ships them: the vocabulary base64, one
-    token a line; each merge two little-endian uint16 vocabulary ids (its data-conversion.py); testCase(text, ids)."""
-    with open(path("mistral", "mistral-tokenizer.js"), encoding="utf-8") as f:
+def tokenizer_js(name):
+    """A vocabulary, its merges and the package's test cases as npm's llama-tokenizer-js / mistral-tokenizer-js ship
+    them (NAME-tokenizer.js): the vocabulary base64, one token a line; each merge two little-endian uint16 vocabulary
+    ids (their data-conversion.py); testCase(text, expected ids) in their runTests."""
+    with open(path(name, f"{name}-tokenizer.js"), encoding="utf-8") as f:
         js = f.read()
-    vocab = base64.b64decode(re.search(r'const vocab_base64 = "([^"]+)"', js).group(1)).decode().split("\n")
-    pairs = base64.b64decode(re.search(r'const merges_binary = "([^"]+)"', js).group(1))
+    vocab = base64.b64decode(re.search(r'const (?:llama_)?vocab_base64 = "([^"]+)"', js).group(1)).decode().split("\n")
+    pairs = base64.b64decode(re.search(r'const (?:llama_)?merges_binary = "([^"]+)"', js).group(1))
     ids = struct.unpack(f"<{len(pairs) // 2}H", pairs)
     cases = [(json.loads('"' + text.replace("\t", "\\t") + '"'), [int(i) for i in expected.split(",")])
              for _, text, expected in re.findall(r"testCase\((['\"])(.*?)\1,\s*\[([\d,\s]+)\]\)", js)]
@@ -331,15 +332,16 @@ def llama_cpp_inputs(vocab="llama-spm"):
 
 
 @pytest.mark.parametrize("metaspace", [False, True])
-def test_mistral_sentencepiece_tokenizer_json_as_tokenizers_and_mistral_tokenizer_js(tmp_path, metaspace):
-    """Mistral 7B's vocabulary (npm mistral-tokenizer-js) as the tokenizer.json a Mistral or Llama 2 folder holds: a
-    sentencepiece BPE, which was refused ("copy the base model's tokenizer.model"). Now a sentencepiece model over its
-    pieces, each scored by the rank of the merge that makes it: the tokenizers library's ids on TEXT, the special
-    texts and llama.cpp's 47 inputs, and (Mistral's own Prepend form) mistral-tokenizer-js's expected ids; in
-    transformers 5's Metaspace form, a text that starts with a space gets no second "▁" (" grabbed": [1, 13300]), as
-    the tokenizers library runs it."""
-    vocab, merges, cases = mistral_js()
-    assert (len(vocab), len(merges), len(cases)) == (32000, 58980, 12)
+@pytest.mark.parametrize("name", ["mistral", "llama"])
+def test_sentencepiece_tokenizer_json_as_tokenizers_and_the_npm_packages_ids(tmp_path, name, metaspace):
+    """Mistral 7B's and LLaMA's vocabularies (npm mistral-tokenizer-js, llama-tokenizer-js) as the tokenizer.json a
+    Mistral or Llama 2 folder holds: a sentencepiece BPE, which was refused ("copy the base model's tokenizer.model").
+    Now a sentencepiece model over its pieces, each scored by the rank of the merge that makes it: the tokenizers
+    library's ids on TEXT, the special texts and llama.cpp's 47 inputs, and (their own Prepend form) the package's 12
+    expected id lists (one a 1,418-character text); in transformers 5's Metaspace form, a text that starts with a space
+    gets no second "▁" (" grabbed": one token fewer), as the tokenizers library runs it."""
+    vocab, merges, cases = tokenizer_js(name)
+    assert (len(vocab), len(merges), len(cases)) == (32000, {"mistral": 58980, "llama": 61249}[name], 12)
     write_sentencepiece_json(tmp_path, vocab, merges, metaspace)
     ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs()]:
@@ -347,7 +349,12 @@ def test_mistral_sentencepiece_tokenizer_json_as_tokenizers_and_mistral_tokenize
     assert ours.decode(ours.encode(TEXT)) == ref.decode(ref.encode(TEXT).ids)
     if not metaspace:
         assert [ours.encode(text) for text, _ in cases] == [ids for _, ids in cases]
-    assert ours.encode(" grabbed") == ([1, 13300] if metaspace else [1, 28705, 13300])
+    if name == "llama":  # and LLaMA's vocabulary as GGUF (llama.cpp's) is the same, piece for piece and id for id
+        gguf = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+        assert [gguf.sp.id_to_piece(i) for i in range(32000)] == vocab
+        assert [gguf.encode(text) for text, _ in cases] == [ids for _, ids in cases]
+    spaced = [ids for text, ids in cases if text == " grabbed"][0]  # [1, "▁", "▁grabbed"'s pieces...]
+    assert ours.encode(" grabbed") == (spaced[:1] + spaced[2:] if metaspace else spaced)
     assert ours.encode_pair("a", "b") == (ref.encode("a", "b").ids, ref.encode("a", "b").type_ids)
 
 
@@ -368,7 +375,7 @@ def test_llama_tokenizer_json_alone_as_transformers_5_saves_it(tmp_path):
 def test_sentencepiece_tokenizer_json_piece_no_merge_makes_is_never_given(tmp_path):
     """A piece of the vocabulary that no merge makes: the tokenizers library never gives it, sentencepiece would
     (any two adjacent pieces whose join is a piece merge): it is marked unused, so "lead" stays "▁le" "ad"."""
-    vocab, merges, _ = mistral_js()
+    vocab, merges, _ = tokenizer_js("mistral")
     write_sentencepiece_json(tmp_path, vocab, [m for m in merges if "".join(m) != "▁lead"], False)
     ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     assert ours.encode("lead the leader") == ref.encode("lead the leader").ids == [1, 462, 316, 272, 7059]
@@ -377,7 +384,7 @@ def test_sentencepiece_tokenizer_json_piece_no_merge_makes_is_never_given(tmp_pa
 def test_sentencepiece_tokenizer_json_whose_merges_miss_a_split_is_refused(tmp_path):
     """sentencepiece merges any two pieces whose join is a piece; the tokenizers library only its merges: where they
     are not all there the ids could differ, so such a file is refused, naming the piece."""
-    vocab, merges, _ = mistral_js()
+    vocab, merges, _ = tokenizer_js("mistral")
     write_sentencepiece_json(tmp_path, vocab, [m for m in merges if m != ["▁l", "ead"]], False)
     with pytest.raises(NotImplementedError, match=r"tokenizer\.json: the merges make '▁lead' but not from \('▁l', "
                                                   r"'ead'\): not sentencepiece's BPE"):
