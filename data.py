@@ -756,7 +756,9 @@ def sentencepiece_json(t, path):
 
 def unigram_json(t, path):
     """T5's tokenizer.json (a Unigram model, sentencepiece's normalizer as a precompiled charsmap, Metaspace) -> a
-    T5Tokenizer over the same pieces; its trailing <extra_id_N> entries are T5Tokenizer's sentinels."""
+    T5Tokenizer over the same pieces; its trailing <extra_id_N> entries are T5Tokenizer's sentinels. Without them
+    (XLM-R's: multilingual-e5, bge-m3) a sentencepiece model of all its pieces, its added tokens (<mask>) matched
+    whole, the post-processor's <s> A </s>."""
     norm, pre, vocab = t.get("normalizer") or {}, t.get("pre_tokenizer") or {}, t["model"]["vocab"]
     steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
     kinds = [s.get("type") for s in steps]
@@ -766,13 +768,20 @@ def unigram_json(t, path):
     n = len(vocab) - sum(bool(re.fullmatch(r"<extra_id_\d+>", p)) for p, _ in vocab)
     if any(re.fullmatch(r"<extra_id_\d+>", p) for p, _ in vocab[:n]):
         raise NotImplementedError(f"{path}: <extra_id_N> sentinels must come last, as T5's do")
-    added = {a["content"] for a in t.get("added_tokens", []) if a.get("special")}
-    types = [2 if i == t["model"].get("unk_id") else 3 if p in added else 1 for i, (p, _) in enumerate(vocab[:n])]
+    added = {a["content"]: a for a in t.get("added_tokens", [])}
+    types = [2 if i == t["model"].get("unk_id") else (3 if added[p].get("special") else 4) if p in added else 1
+             for i, (p, _) in enumerate(vocab[:n])]
     charsmap = next((base64.b64decode(s["precompiled_charsmap"]) for s in steps if s["type"] == "Precompiled"), b"")
-    prefix = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never") != "never"
+    scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
     proto = sentencepiece_model([p for p, _ in vocab[:n]], [x for _, x in vocab[:n]], types, True,
-                                t["model"].get("byte_fallback", False), prefix, "Replace" in kinds, charsmap)
-    return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
+                                t["model"].get("byte_fallback", False), scheme != "never", "Replace" in kinds, charsmap)
+    if n < len(vocab):
+        return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
+    tok = SentencePieceTokenizer(proto=proto, added={p: a["id"] for p, a in added.items()}, prefix_each=scheme ==
+                                 "always")      # (Metaspace's "▁" before each text between added tokens: "a <mask> b")
+    tok.prepend, tok.flags = scheme == "always" and "Replace" in kinds, strip_flags(t.get("added_tokens", []))
+    tok.metaspace = "Replace" not in kinds     # (spaces kept: a text's own leading space is its "▁")
+    return post_processor(tok, t)
 
 
 DEEPSEEK_LETTERS = (  # DeepSeek LLM's letters (its tokenizer.json's second Split, as llama.cpp copies it)

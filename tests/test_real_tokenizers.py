@@ -210,6 +210,41 @@ NOMIC_IDS = {"нещо на Български": [0, 14271, 29, 117152, 2], "a <
              "x</s><s>y <pad>z": [0, 1022, 2, 0, 113, 1, 97, 2]}
 
 
+def xlmr_tokenizer(gguf):
+    """HF `tokenizers` over the GGUF's XLM-R pieces, set up as XLM-R's tokenizer.json (transformers' converter)."""
+    r = GGUFReader(gguf)
+    field = lambda k: [r.fields[k].parts[i] for i in r.fields[k].data]  # noqa: E731
+    pieces = [(bytes(t).decode(), float(s[0])) for t, s in zip(field("tokenizer.ggml.tokens"),
+                                                                 field("tokenizer.ggml.scores"))]
+    ref = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    ref.normalizer = normalizers.Sequence([normalizers.Precompiled(bytes(int(b[0]) % 256 for b in field(
+        "tokenizer.ggml.precompiled_charsmap"))), normalizers.Replace(Regex(" {2,}"), " ")])
+    ref.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    ref.add_special_tokens([AddedToken(t, special=True, lstrip=t == "<mask>") for t in ("<s>", "<pad>", "</s>", "<unk>",
+                                                                                      "<mask>")])
+    ref.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return ref
+
+
+def test_xlmr_tokenizer_json_as_transformers_xlmrobertatokenizer(tmp_path):
+    """XLM-R's tokenizer.json (xlm-roberta, multilingual-e5, bge-m3: a Unigram model without T5's sentinels) was read
+    as a T5Tokenizer: no <s> before a text, "<mask>" split as text, T5's pairs ("a <mask> b": [10, 4426, 1510, 92, 2740,
+    876, 2]; transformers: [0, 10, 250001, 876, 2]). Now a sentencepiece model with its added tokens and template:
+    transformers' XLMRobertaTokenizer's ids on TEXT, the special texts and llama.cpp's inputs, pairs included, and
+    the same as the GGUF of that vocabulary gives."""
+    gguf = path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf")
+    xlmr_tokenizer(gguf).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text('{"model_type": "xlm-roberta"}')
+    ours, own = load_tokenizer(tmp_path), load_tokenizer(gguf)
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs(), "a <mask> b", "ends ", "x<mask>", " lead"]:
+        assert ours.encode(text, eos=True) == ref(text).input_ids == own.encode(text, eos=True), text
+    assert ours.encode("a <mask> b", eos=True) == [0, 10, 250001, 876, 2]
+    assert ours.encode_pair(TEXT, "b", 10_000)[0] == ref(TEXT, "b").input_ids
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos) == (0, 2, 1, True)
+
+
 def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
     """A GGUF Unigram vocabulary (tokenizer.ggml.model "t5": T5's, XLM-R's; here nomic-embed-text-v2-moe's XLM-R,
     250,048 pieces with its precompiled charsmap) was refused. Now a sentencepiece Unigram model built from its pieces,
@@ -222,17 +257,7 @@ def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
     assert {t: ours.encode(t, eos=True) for t in NOMIC_IDS} == NOMIC_IDS
     assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos, ours.add_eos, ours.vocab_size) == (
         0, 2, 1, True, True, 250048)
-    r = GGUFReader(gguf)
-    field = lambda k: [r.fields[k].parts[i] for i in r.fields[k].data]  # noqa: E731
-    pieces = [(bytes(t).decode(), float(s[0])) for t, s in zip(field("tokenizer.ggml.tokens"),
-                                                                 field("tokenizer.ggml.scores"))]
-    ref = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
-    ref.normalizer = normalizers.Sequence([normalizers.Precompiled(bytes(int(b[0]) % 256 for b in field(
-        "tokenizer.ggml.precompiled_charsmap"))), normalizers.Replace(Regex(" {2,}"), " ")])  # XLM-R's tokenizer.json
-    ref.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
-    ref.add_special_tokens([AddedToken(t, special=True, lstrip=t == "<mask>") for t in ("<s>", "<pad>", "</s>", "<unk>",
-                                                                                      "<mask>")])
-    ref.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    ref = xlmr_tokenizer(gguf)
     for text in (TEXT, "a <mask> b", "x</s><s>y<pad>z"):
         assert ours.encode(text, eos=True) == ref.encode(text).ids
     assert len(ours.encode(TEXT)) > 200 and ours.decode(ours.encode("Grüße, мир!")) == "Grüße, мир!"
