@@ -1,13 +1,14 @@
 """data.py: tokenizers, instruction data and its prompt templates, the benchmarks' data sets, and the offline demo's
 generated data.
 
-- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library; the added tokens of tokenizer.json or
-  added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as HF's tokenizers does, with
-  their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space
-  before it).
-- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, or sentencepiece from its
-  pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format); T5's Unigram
-  tokenizer.json becomes a tokenizer.model the same way.
+- SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library (a Llama's or Mistral's tokenizer.json
+  alone, sentencepiece's BPE as transformers 5 saves it, becomes such a model: `sentencepiece_json`); the added
+  tokens of tokenizer.json or added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as
+  HF's tokenizers does, with their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's
+  <mask> takes the space before it).
+- A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, sentencepiece (BPE or
+  Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
+  BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
   the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
@@ -235,6 +236,8 @@ NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # normalizer_spec (3) {add_dummy_prefix (
 class SentencePieceTokenizer(Tokenizer):
     prepend = False  # "▁" before each text after an added token even where it starts with a space (Phi-3's Prepend
                      # normalizer; HF's Metaspace, as transformers reads tokenizer.model, adds none there)
+    metaspace = False  # no "▁" prefix for a text that starts with a space, first text included (a tokenizer.json's
+                       # Metaspace: its space is the "▁"); sentencepiece adds one ("  x": "▁▁▁x", Metaspace "▁▁x")
 
     def __init__(self, path=None, proto=None, added=None, prefix_each=True):
         """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
@@ -273,11 +276,12 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _encode(self, text, after=False):
         if not self.added:
-            return (self.unprefixed if after else self.sp).encode(text)
+            return (self.unprefixed if after or self.metaspace and text.startswith(" ") else self.sp).encode(text)
         ids = []  # after an added token, the "▁" prefix again only in legacy mode and where the text does not start
         for start, end, token in find_added(text, self.split, self.flags):  # with a space already (HF's Metaspace)
             p = text[start:end]
-            prefixed = not after if start == 0 else self.prefix_each and (self.prepend or not p.startswith(" "))
+            prefixed = (not after and not (self.metaspace and p.startswith(" ")) if start == 0 else
+                        self.prefix_each and (self.prepend or not p.startswith(" ")))
             ids += [self.added[token]] if token else (self.sp if prefixed else self.unprefixed).encode(p)
         return ids
 
@@ -625,6 +629,8 @@ def tokenizer_json(path):
     if (digits or split) and steps[-1].get("add_prefix_space"):  # (ours: one space a text, as ByteLevel alone gives)
         raise NotImplementedError(f"{path}: ByteLevel's add_prefix_space after a {kinds[0]} pre-tokenizer (tokenizers "
                                   "gives each of its pieces a space) is not supported")
+    if t["model"].get("type") == "BPE" and not byte_level and metaspace_bpe(t):
+        return post_processor(sentencepiece_json(t, path), t)
     if t["model"].get("type") != "BPE" or not byte_level:
         spm = "Metaspace" in kinds or t["model"].get("byte_fallback")  # Llama's, Mistral's sentencepiece as JSON
         raise NotImplementedError(f"{path}: only byte-level BPE with GPT-2's regex or one Split regex (Llama 3's) "
@@ -643,6 +649,11 @@ def tokenizer_json(path):
                        pattern, only_specials=True)            # (HF matches its added_tokens, nothing else, whole)
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
+    return post_processor(tok, t)
+
+
+def post_processor(tok, t):
+    """tok with the BOS and EOS that tokenizer.json's TemplateProcessing puts around a text, and its pair template."""
     post = t.get("post_processor") or {}
     template = next((p for p in (post.get("processors") or [] if post.get("type") == "Sequence" else [post])
                      if p.get("type") == "TemplateProcessing"), None)
@@ -694,9 +705,60 @@ def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add
         3, add_dummy_prefix) + field(4, remove_extra_whitespaces) + field(5, True))
 
 
+def metaspace_bpe(t):
+    """Whether a BPE tokenizer.json is sentencepiece's BPE as transformers writes it (Llama's, Mistral's: what
+    transformers 5 saves with no tokenizer.model): Metaspace ("▁" for spaces, the prefix once or before each text), or
+    the older form, normalizers Prepend("▁") then Replace(" ", "▁"); returns "first", "always" or "prepend" (that
+    normalizer: "▁" before each text, even one that starts with a space), or None."""
+    pre, norm = t.get("pre_tokenizer") or {}, t.get("normalizer") or {}
+    if pre.get("type") == "Metaspace" and pre.get("replacement", "▁") == "▁" and not norm and not pre.get("split"):
+        scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
+        return scheme if scheme in ("first", "always") else None
+    steps = norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]
+    return "prepend" if not pre and [s.get("type") for s in steps] == ["Prepend", "Replace"] and steps[0].get(
+        "prepend") == "▁" and steps[1].get("pattern") == {"String": " "} and steps[1].get("content") == "▁" else None
+
+
+def sentencepiece_json(t, path):
+    """Sentencepiece's BPE saved as tokenizer.json (vocabulary, merges, byte fallback) -> a sentencepiece model over
+    the same pieces: sentencepiece merges the adjacent pair whose merged piece scores highest, the tokenizers library
+    the pair whose merge comes first, so a piece's score is minus the rank of the first merge that makes it. That is
+    the same only where every split of a piece into two pieces is a merge (transformers writes them all); a file whose
+    merges leave one out is refused."""
+    vocab, merges = t["model"]["vocab"], t["model"]["merges"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    made = {}
+    for rank, (left, right) in enumerate(merges):
+        made.setdefault(left + right, rank)
+    pairs = set(merges)
+    for piece in made:
+        if gap := next(((piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in
+                        vocab and (piece[:k], piece[k:]) not in pairs), None):
+            raise NotImplementedError(f"{path}: the merges make {piece!r} but not from {gap}: not sentencepiece's BPE")
+    added = {a["content"]: a for a in t.get("added_tokens", [])}
+    unk, fallback = t["model"].get("unk_token") or "<unk>", t["model"].get("byte_fallback", False)
+    pieces = sorted(vocab, key=vocab.get)
+    if [vocab[p] for p in pieces] != list(range(len(pieces))):
+        raise ValueError(f"{path}: the vocabulary's ids are not 0..{len(pieces) - 1}")
+    types = [2 if p == unk else (3 if added[p].get("special") else 4) if p in added else
+             6 if fallback and re.fullmatch(r"<0x[0-9A-F]{2}>", p) else 1 if p in made or len(p) == 1 else 5
+             for p in pieces]  # 5, unused: no merge makes it, so the tokenizers library never gives it
+    if 2 not in types:
+        raise NotImplementedError(f"{path}: no unknown token {unk!r} in the vocabulary (sentencepiece needs one)")
+    scheme = metaspace_bpe(t)
+    tok = SentencePieceTokenizer(proto=sentencepiece_model(
+        pieces, [-float(made.get(p, 0)) if p in made else 0.0 for p in pieces], types, False, fallback),
+        added={p: a["id"] for p, a in added.items()}, prefix_each=scheme != "first")
+    tok.prepend, tok.metaspace, tok.flags = scheme == "prepend", scheme != "prepend", strip_flags(
+        t.get("added_tokens", []))
+    return tok
+
+
 def unigram_json(t, path):
     """T5's tokenizer.json (a Unigram model, sentencepiece's normalizer as a precompiled charsmap, Metaspace) -> a
-    T5Tokenizer over the same pieces; its trailing <extra_id_N> entries are T5Tokenizer's sentinels."""
+    T5Tokenizer over the same pieces; its trailing <extra_id_N> entries are T5Tokenizer's sentinels. Without them
+    (XLM-R's: multilingual-e5, bge-m3) a sentencepiece model of all its pieces, its added tokens (<mask>) matched
+    whole, the post-processor's <s> A </s>."""
     norm, pre, vocab = t.get("normalizer") or {}, t.get("pre_tokenizer") or {}, t["model"]["vocab"]
     steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
     kinds = [s.get("type") for s in steps]
@@ -706,13 +768,20 @@ def unigram_json(t, path):
     n = len(vocab) - sum(bool(re.fullmatch(r"<extra_id_\d+>", p)) for p, _ in vocab)
     if any(re.fullmatch(r"<extra_id_\d+>", p) for p, _ in vocab[:n]):
         raise NotImplementedError(f"{path}: <extra_id_N> sentinels must come last, as T5's do")
-    added = {a["content"] for a in t.get("added_tokens", []) if a.get("special")}
-    types = [2 if i == t["model"].get("unk_id") else 3 if p in added else 1 for i, (p, _) in enumerate(vocab[:n])]
+    added = {a["content"]: a for a in t.get("added_tokens", [])}
+    types = [2 if i == t["model"].get("unk_id") else (3 if added[p].get("special") else 4) if p in added else 1
+             for i, (p, _) in enumerate(vocab[:n])]
     charsmap = next((base64.b64decode(s["precompiled_charsmap"]) for s in steps if s["type"] == "Precompiled"), b"")
-    prefix = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never") != "never"
+    scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
     proto = sentencepiece_model([p for p, _ in vocab[:n]], [x for _, x in vocab[:n]], types, True,
-                                t["model"].get("byte_fallback", False), prefix, "Replace" in kinds, charsmap)
-    return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
+                                t["model"].get("byte_fallback", False), scheme != "never", "Replace" in kinds, charsmap)
+    if n < len(vocab):
+        return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
+    tok = SentencePieceTokenizer(proto=proto, added={p: a["id"] for p, a in added.items()}, prefix_each=scheme ==
+                                 "always")      # (Metaspace's "▁" before each text between added tokens: "a <mask> b")
+    tok.prepend, tok.flags = scheme == "always" and "Replace" in kinds, strip_flags(t.get("added_tokens", []))
+    tok.metaspace = "Replace" not in kinds     # (spaces kept: a text's own leading space is its "▁")
+    return post_processor(tok, t)
 
 
 DEEPSEEK_LETTERS = (  # DeepSeek LLM's letters (its tokenizer.json's second Split, as llama.cpp copies it)
@@ -749,7 +818,8 @@ GGUF_PRE = {"default": (False, GPT2_PATTERN, None), "gpt-2": (False, GPT2_PATTER
 
 def gguf_tokenizer(path):
     """The tokenizer in a GGUF file's metadata, with its special ids: byte-level BPE ("gpt2": tokens, merges and the
-    pre-tokenizer's name) or sentencepiece ("llama": pieces, scores and types, as a tokenizer.model written here)."""
+    pre-tokenizer's name), sentencepiece ("llama": BPE pieces, scores and types, as a tokenizer.model written here;
+    "t5": a Unigram model the same way, T5's or XLM-R's) or BERT's WordPiece ("bert")."""
     meta = read_gguf(path)[0]
     kind = meta.get("tokenizer.ggml.model")
 
@@ -776,28 +846,51 @@ def gguf_tokenizer(path):
         # control and user-defined tokens, and BOS/EOS/... whatever their type (Aquila's <|endoftext|> is "normal";
         # llama.cpp and transformers match it too): matched whole in text
         tok.normal_form = tok_form
-    elif kind == "llama":
+    elif kind in ("llama", "t5"):  # t5: a Unigram model (T5's, XLM-R's), llama.cpp's UGM
         tokens, g = need("tokens"), lambda key, default: meta.get(f"tokenizer.ggml.{key}", default)  # noqa: E731
         phi3 = meta.get("general.architecture") == "phi3"
         # sentencepiece wants one unknown piece: Phi-3's file marks <unk> control and its 53 pads unknown
         unk = g("unknown_token_id", 0)
         types = [2 if i == unk else 5 if t == 2 else t for i, t in enumerate(need("token_type"))]
-        # control and user-defined tokens are matched whole (Phi-3's <|user|>); after one, "▁" again only for Phi-3
-        # (its Prepend normalizer, per text between them); elsewhere none, as transformers (llama.cpp: "▁")
+        # control and user-defined tokens are matched whole (Phi-3's <|user|>); after one, "▁" again for Phi-3 (its
+        # Prepend normalizer, per text between them) and a Unigram model (llama.cpp's UGM normalizes each text
+        # between them, as HF's Metaspace "always": XLM-R's "a <mask> b" -> "▁b"); elsewhere none, as transformers
+        each = phi3 or kind == "t5"
         tok = SentencePieceTokenizer(proto=sentencepiece_model(
-            tokens, need("scores"), types, False, 6 in types, g("add_space_prefix", True),
+            tokens, need("scores"), types, kind == "t5", 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
-            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=phi3)
+            added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=each)
+        tok.prepend = each
         if phi3:  # Phi-3's tokenizer_config.json: rstrip on its chat markers and </s> (llama.cpp sets the same)
             plain = ("<unk>", "<s>", "<|endoftext|>")
-            tok.prepend, tok.flags = True, {t: (False, True, False) for t in tok.added if t not in plain}
+            tok.flags = {t: (False, True, False) for t in tok.added if t not in plain}
+    elif kind == "bert":
+        return bert_gguf(path, meta, need("tokens"), need("token_type"))
     else:
-        raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM)")
-    tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos)
-    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
+        raise NotImplementedError(f"{path}: GGUF tokenizer model {kind!r} is not supported (gpt2: BPE, llama: SPM, "
+                                  "t5: Unigram, bert: WordPiece)")
+    tok.add_bos = meta.get("tokenizer.ggml.add_bos_token", tok.add_bos and kind != "t5")
+    tok.add_eos = meta.get("tokenizer.ggml.add_eos_token", kind == "t5")  # (llama.cpp's defaults: UGM adds EOS)
     for key, name in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"), ("pad_id", "padding_token_id")):
         setattr(tok, key, meta.get(f"tokenizer.ggml.{name}", getattr(tok, key)))
     return eos_note(tok, f"{path}: GGUF's tokenizer.ggml.add_eos_token")
+
+
+def bert_gguf(path, meta, tokens, types):
+    """BERT's WordPiece as llama.cpp's converter writes it: a word's first piece as "▁piece", a continuation bare
+    (vocab.txt's "##piece"), control tokens ([CLS]) and, from older converters, every "[...]" ([unused0]) as they
+    are; its BertNormalizer's lowercase / strip_accents flags where the file has them (older files do not: llama.cpp
+    lower-cases and strips accents then, as here)."""
+    vocab = {}
+    for i, (t, k) in enumerate(zip(tokens, types)):
+        kept = k == 3 or t.startswith("[") and t.endswith("]")
+        vocab.setdefault(t if kept else t[1:] if t.startswith("▁") else "##" + t, i)
+    lower = meta.get("tokenizer.ggml.normalizer.lowercase", True)
+    tok = WordPieceTokenizer(vocab, lower, meta.get("tokenizer.ggml.normalizer.strip_accents", lower))
+    g = lambda key: meta.get(f"tokenizer.ggml.{key}_token_id")  # noqa: E731
+    tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id = (i if (i := g(k)) is not None else getattr(tok, a) for k, a in (
+        ("cls", "bos_id"), ("seperator", "eos_id"), ("padding", "pad_id"), ("unknown", "unk_id")))  # (GGUF's spelling)
+    return tok
 
 
 def save_tokenizer(tok, directory):

