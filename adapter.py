@@ -290,7 +290,19 @@ def load_layers(model, directory, peft, layer_type, linear_types):
     (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
     modules_to_save with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
     and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the
-    PLAIN fields and any tensor left unloaded are errors."""
+    PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
+    no weight frozen (each layer_type freezes its base as it is built)."""
+    trains = {p: p.requires_grad for p in model.parameters()}
+    try:
+        return _new_modules(model, directory, peft, layer_type, linear_types)
+    except BaseException:
+        for p, g in trains.items():
+            p.requires_grad_(g)
+        raise
+
+
+def _new_modules(model, directory, peft, layer_type, linear_types):
+    """load_layers' work: {name: the module to put there}; model's modules untouched but for their bases' freezing."""
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
     modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []

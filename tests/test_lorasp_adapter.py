@@ -283,6 +283,19 @@ def test_a_load_or_apply_that_fails_on_a_later_layer_swaps_no_module(tmp_path):
     assert [type(m) for m in two] == [nn.Linear, nn.Linear]
 
 
+def test_a_load_that_fails_on_a_later_layer_leaves_every_weight_trainable_as_it_was(tmp_path):
+    """A failed load swaps no module, and freezes none either: building the first layer's LoRASPLinear froze the
+    model's own model.layers.0.self_attn.v_proj.weight, so whoever caught the error and trained the model on (fully,
+    or with another adapter) trained it without that weight, silently."""
+    base = tiny_llama()
+    save_adapter(apply_lorasp(copy.deepcopy(base), ["v_proj"], r=4), tmp_path / "a")
+    other = copy.deepcopy(base).requires_grad_(True)
+    other.model.layers[1].self_attn.v_proj = nn.Linear(32, 8, bias=False)   # (out 8): the adapter's B is (16, 4)
+    with pytest.raises(ValueError, match="model.layers.1.self_attn.v_proj"):
+        load_adapter(other, tmp_path / "a")
+    assert [n for n, p in other.named_parameters() if not p.requires_grad] == []
+
+
 # ----------------------------------------------------------------------------------------------------
 # NF4 base
 
