@@ -177,13 +177,19 @@ def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structur
     layer's seed is layer_seed(seed, name)."""
     if isinstance(targets, str):                               # read a character at a time, "wo" adapted T5's "o"
         raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
-    model.requires_grad_(False)
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
     hits = [n for n in linears if matches(n, targets)]
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
-    return _swap(model, {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure, layer_seed(seed, n))
-                         for n in hits})
+    trains = {p: p.requires_grad for p in model.parameters()}
+    try:
+        new = {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure, layer_seed(seed, n))
+               for n in hits}
+    except BaseException:                                      # each layer froze its base as it was built: a keep too
+        for p, g in trains.items():                            # small for a later layer leaves the model as it was
+            p.requires_grad_(g)
+        raise
+    return _swap(model.requires_grad_(False), new)
 
 
 def count_trainable(model):

@@ -294,6 +294,12 @@ def test_a_load_that_fails_on_a_later_layer_leaves_every_weight_trainable_as_it_
     with pytest.raises(ValueError, match="model.layers.1.self_attn.v_proj"):
         load_adapter(other, tmp_path / "a")
     assert [n for n, p in other.named_parameters() if not p.requires_grad] == []
+    two = nn.Sequential(nn.Linear(64, 64), nn.Linear(8, 8), nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="keep=0.01 leaves A"):  # apply_lorasp likewise, and an unmatched target
+        apply_lorasp(two, ["0", "1"], r=4, keep=0.01)
+    with pytest.raises(ValueError, match="no nn.Linear/NF4Linear matches"):
+        apply_lorasp(two, ["q_proj"])
+    assert [n for n, p in two.named_parameters() if not p.requires_grad] == []
 
 
 # ----------------------------------------------------------------------------------------------------
