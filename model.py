@@ -59,7 +59,7 @@ from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, ch
 from data import bucket_length, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
 from generate import main as generate_main
-from quant import kept_buffer
+from quant_torch import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
@@ -297,8 +297,8 @@ LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB i
 
 
 def logits_buffer(rows, vocab, dtype, device):
-    """(rows, vocab) for a chunk of logits: on CPU in quant.kept_buffer (a fresh 64 MB chunk faulted its pages in: 0.05-
-    0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread); CUDA's allocator reuses its blocks already."""
+    """(rows, vocab) for a chunk of logits: on CPU in quant_torch.kept_buffer (a fresh 64 MB chunk faulted its pages in:
+    0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread); CUDA's allocator reuses its blocks already."""
     if device.type != "cpu":
         return torch.empty(rows, vocab, dtype=dtype, device=device)
     return kept_buffer("logits", rows * vocab, dtype).view(rows, vocab)

@@ -53,7 +53,7 @@ from data import UserError
 from download import snapshot_hint
 from lorasp import matches
 from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
-from quant import CHUNK, triton_kernel
+import quant_torch
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -258,7 +258,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     up to --seq-len and a batch's tokens)."""
     s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
-    kernel = nf4 and triton_kernel(torch.device(args.device)) is not None   # CUDA + Triton: no fp32 levels at all
+    kernel = nf4 and quant_torch.triton_kernel(torch.device(args.device)) is not None  # CUDA + Triton: no fp32 levels
     keep = 1.0 if args.method == "lora" else args.keep
     with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
         model = build_model(config)
@@ -283,7 +283,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             elif block_linear and nf4:
                 blocks = math.ceil(n / 64)
                 parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
-                biggest = max(biggest, n * s + (0 if s == 4 or kernel else 4 * (min(n, CHUNK) if cpu else n)))
+                levels = 0 if s == 4 or kernel else 4 * (min(n, quant_torch.CHUNK) if cpu else n)  # read now
+                biggest = max(biggest, n * s + levels)
             elif block_linear:
                 parts["base"] += n * s
             else:

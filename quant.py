@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 import quant_bnb
 import quant_torch
-from quant_torch import CHUNK, kept_buffer, triton_kernel  # noqa: F401  (plan.py and model.py import them from here)
 
 # ----------------------------------------------------------------------------------------------------
 # The levels

@@ -341,6 +341,7 @@ def test_dequant_counts_the_fp32_levels_a_bf16_weight_is_rounded_from(device, dt
     with quant_triton's kernel (which rounds each value as it makes it) there are no fp32 levels."""
     import quant_torch
     monkeypatch.setattr(quant_torch, "TRITON", triton)
+    monkeypatch.setattr(quant_torch, "CHUNK", 1 << 16)         # read as the plan is made (benches set it)
     c, targets = plan.model_config("llama2-7b"), train.TARGETS["llama"].split(",")
     a = flags_for("--quant", "nf4", "--checkpointing", "full", "--device", device, "--dtype", dtype)
     n = c.n_ffn * c.n_embd                                       # the largest block linear: 11008 x 4096
