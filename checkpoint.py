@@ -274,7 +274,11 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
         if not nf4:
             check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax)
-        t = cast(t, dtype, device, what).contiguous()
+        if nf4 and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
+            cast(t, dtype, device, what)           # (its range check only: float16 would dequantize to Inf)
+        # NF4 from the file's values, not their cast: quantized after a bf16 cast, 0.28% of SmolLM2's codes differed,
+        # so a bf16 run trained on another base than an fp32 load (eval.py's default) scores it on
+        t = t.to(device).contiguous() if nf4 else cast(t, dtype, device, what).contiguous()
         done.add(name)
         if nf4:
             parent, _, child = owner_name.rpartition(".")
@@ -282,6 +286,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
                 weight = quantize_nf4(t)
             except ValueError as e:
                 raise ValueError(f"{what}: {e}") from None
+            weight.dtype = dtype                   # the compute dtype it dequantizes to, as before
             setattr(model.get_submodule(parent), child, NF4Linear(weight, owner.bias))  # bias may follow
             # quantize's freed temporaries stay in whichever malloc arena they were: the peak of a 1.1B load
             # wandered between 1.08 and 1.96 GiB from run to run (bench/bench_load.py); after every tensor: the same
