@@ -274,7 +274,11 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
         if not nf4:
             check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax)
-        t = cast(t, dtype, device, what).contiguous()
+        if nf4 and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
+            cast(t, dtype, device, what)           # (its range check only: float16 would dequantize to Inf)
+        # NF4 from the file's values, not their cast: quantized after a bf16 cast, 0.28% of SmolLM2's codes differed,
+        # so a bf16 run trained on another base than an fp32 load (eval.py's default) scores it on
+        t = t.to(device).contiguous() if nf4 else cast(t, dtype, device, what).contiguous()
         done.add(name)
         if nf4:
             parent, _, child = owner_name.rpartition(".")
@@ -282,6 +286,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
                 weight = quantize_nf4(t)
             except ValueError as e:
                 raise ValueError(f"{what}: {e}") from None
+            weight.dtype = dtype                   # the compute dtype it dequantizes to, as before
             setattr(model.get_submodule(parent), child, NF4Linear(weight, owner.bias))  # bias may follow
             # quantize's freed temporaries stay in whichever malloc arena they were: the peak of a 1.1B load
             # wandered between 1.08 and 1.96 GiB from run to run (bench/bench_load.py); after every tensor: the same
@@ -829,7 +834,8 @@ def dequantize_ggml(raw, kind, shape, chunk=1 << 18, dtype=torch.float32):
 
 
 def gguf_tensors(path, tensors, dtype=torch.float32):
-    """Yield (name, `dtype` tensor) in file order from read_gguf's tensor table, one tensor in memory at a time. Every
+    """Yield (name, `dtype` tensor) in file order from read_gguf's tensor table, one tensor in memory at a time (dtype:
+    or a function of the name giving each tensor's). Every
     tensor's type, blocks and extent are checked before the first is read: a cut download fails at once, not after
     the gigabytes before the cut."""
     size, table = os.path.getsize(path), sorted(tensors.items(), key=lambda kv: kv[1][2])
@@ -853,7 +859,7 @@ def gguf_tensors(path, tensors, dtype=torch.float32):
         for name, (shape, kind, offset) in table:
             f.seek(offset)
             try:
-                t = dequantize_ggml(f, kind, shape, dtype=dtype)
+                t = dequantize_ggml(f, kind, shape, dtype=dtype(name) if callable(dtype) else dtype)
             except EOFError as e:                               # (checked above: the file shrank since)
                 raise ValueError(f"{path}: truncated while reading tensor {name!r}: {e}") from None
             yield name, t
@@ -875,12 +881,14 @@ def gguf_rope_scaling(path, tensors, hd, theta):
     return s
 
 
-def gguf_checkpoint(path, dtype=None):
+def gguf_checkpoint(path, dtype=None, quantize=None):
     """A GGUF Llama (or Qwen2, Qwen3) -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The
     architecture and its sizes come from the metadata (head_dim: attention.key_length); a Llama's q/k rows go back from
     llama.cpp's interleaved RoPE order to rotate_half (llama.cpp keeps Qwen's as they are: it rotates them in halves).
     The tensors come in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a
-    bf16 load's peak), else (None, float16) in float32, for fill's cast to refuse values beyond float16's range."""
+    bf16 load's peak), else (None, float16) in float32, for fill's cast to refuse values beyond float16's range.
+    quantize="nf4": the block linears' weights come in float32 whatever dtype, so fill quantizes the file's values
+    (after a bf16 rounding, 0.28% of SmolLM2's NF4 codes differed from an fp32 load's: eval.py's default)."""
     meta, tensors = read_gguf(path)
     if meta.get("split.count", 1) > 1:
         first = re.sub(r"-\d{5}-of-", "-00001-of-", path)
@@ -927,8 +935,11 @@ def gguf_checkpoint(path, dtype=None):
     if dtype not in (torch.bfloat16, torch.float64):
         dtype = torch.float32
 
+    linear = re.compile(r"blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight")
+    each = (lambda name: torch.float32 if linear.fullmatch(name) else dtype) if quantize else dtype
+
     def stream():
-        for name, t in gguf_tensors(path, tensors, dtype):
+        for name, t in gguf_tensors(path, tensors, each):
             m = re.fullmatch(r"(blk\.(\d+)\.)?(\w+)\.(weight|bias)", name)
             if not m or m[3] not in GGUF_NAMES:
                 yield path, name, t  # not ours: the loader reports it as left over

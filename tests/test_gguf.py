@@ -187,6 +187,25 @@ def test_tiny_llama_matches_its_source_and_transformers_gguf_loader(tmp_path, ti
     assert tok.bos_id == 5 and tok.eos_id is None
 
 
+def test_nf4_of_a_gguf_quantizes_the_files_values_whatever_the_compute_dtype(tmp_path):
+    """gguf_checkpoint(quantize="nf4") streams the block linears in float32 under a bfloat16 load (the rest in bf16,
+    no fp32 copy): NF4 of their bf16 rounding differed from an fp32 load's in 0.28% of SmolLM2's codes, so a bf16
+    train.py run learned on another base than eval.py (fp32 by default) scored it on."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    write(tmp_path / "t.gguf", llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0).state_dict(), c),
+          llama_meta(c))
+    fp32 = {n: t for _, n, t in C.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.float32)[1]}
+    bf16 = {n: t for _, n, t in C.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.bfloat16, "nf4")[1]}
+    linears = [n for n in fp32 if re.search(r"layers\.\d+\..*_proj\.weight", n)]
+    assert len(linears) == 14 and fp32.keys() == bf16.keys()
+    for n, t in bf16.items():
+        assert t.dtype == (torch.float32 if n in linears else torch.bfloat16), n
+        assert torch.equal(t, fp32[n].to(t.dtype)), n
+    for n in linears:                                          # the codes fill makes of them: the fp32 load's
+        assert torch.equal(C.quantize_nf4(bf16[n]).codes, C.quantize_nf4(fp32[n]).codes), n
+
+
 def test_llama_gguf_with_its_own_head_dim_as_mistral_nemo(tmp_path):
     """A Llama GGUF whose attention.key_length (head_dim) is not embedding_length / heads, as Mistral-Nemo's (5120 /
     32 heads, head_dim 128): was refused; now its q/k rows go back per head of key_length rows, to its source's

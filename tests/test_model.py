@@ -350,6 +350,21 @@ def test_nf4_on_load(hf_llama):
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.5
 
 
+def test_nf4_codes_do_not_depend_on_the_compute_dtype(hf_llama):
+    """NF4 is quantized from the file's values, not from their cast to the compute dtype: train.py's bf16 run (the
+    default on CPUs with bf16 units and on CUDA) and eval.py's fp32 load of the same fp32 checkpoint or GGUF must see
+    the same base. Quantized after the bf16 cast, 0.28% of SmolLM2's codes differed from the fp32 load's, and its
+    NF4 base loss moved 5.14 -> 5.23: an adapter was scored on other weights than it trained on."""
+    d = hf_llama[1]
+    a, b = (M.load_pretrained(d, quantize="nf4", dtype=dt) for dt in (torch.float32, torch.bfloat16))
+    qa, qb = ({n: m.weight for n, m in q.named_modules() if isinstance(m, NF4Linear)} for q in (a, b))
+    assert qa.keys() == qb.keys() and len(qa) == 14
+    for n in qa:
+        assert torch.equal(qa[n].codes, qb[n].codes), n
+        assert torch.equal(qa[n].dequantize(torch.float32), qb[n].dequantize(torch.float32)), n
+    assert b.model.embed_tokens.weight.dtype == torch.bfloat16          # the rest in the compute dtype, as before
+
+
 def test_nf4_load_trims_the_heap_once_it_grew_10_percent(hf_llama, monkeypatch):
     """Quantize's freed temporaries stay in malloc's arenas (a 1.1B load peaked anywhere from 1.08 to 1.96 GiB): fill
     trims once the resident size grew 10% past its size after the last trim, not after every tensor."""
