@@ -811,7 +811,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
         raise ValueError(f"dtype {given!r}: give a floating-point torch dtype (torch.bfloat16) or its name "
                          "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized as they stream in (bf16 without fp32)
-        fields_, stream = gguf_checkpoint(gguf, dtype)
+        fields_, stream = gguf_checkpoint(gguf, dtype, quantize)
         cls, config, source = Llama, LlamaConfig(**fields_), gguf
     elif is_meta(path):
         fields_, stream = meta_checkpoint(path)

@@ -204,6 +204,10 @@ def test_nf4_of_a_gguf_quantizes_the_files_values_whatever_the_compute_dtype(tmp
         assert torch.equal(t, fp32[n].to(t.dtype)), n
     for n in linears:                                          # the codes fill makes of them: the fp32 load's
         assert torch.equal(C.quantize_nf4(bf16[n]).codes, C.quantize_nf4(fp32[n]).codes), n
+    codes = [{n: m.weight.codes for n, m in M.load_pretrained(str(tmp_path / "t.gguf"), quantize="nf4",
+                                                               dtype=d).named_modules() if hasattr(m, "weight")
+              and hasattr(m.weight, "codes")} for d in (torch.float32, torch.bfloat16)]   # through load_pretrained too
+    assert len(codes[0]) == 14 and all(torch.equal(codes[0][n], codes[1][n]) for n in codes[0])
 
 
 def test_llama_gguf_with_its_own_head_dim_as_mistral_nemo(tmp_path):
