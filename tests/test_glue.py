@@ -438,3 +438,31 @@ def test_head_order_reads_config_names_unless_the_adapter_brings_the_head(tmp_pa
     assert head_order(str(tmp_path), "rte") is None and head_order(str(tmp_path), "sst2") is None
     assert capsys.readouterr().err.startswith(f"warning: {tmp_path}'s head names its classes negative, positive "
                                               "(config.json's label2id), not glue/rte's entailment, not_entailment")
+
+
+@pytest.mark.parametrize("id2label, order", [(["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], [2, 1, 0]),
+                                             (["LABEL_0", "LABEL_1", "LABEL_2"], [0, 1, 2])])
+def test_train_starts_from_a_fine_tuned_heads_classes_in_glues_order(id2label, order, tmp_path, capsys):
+    """train.py on glue/mnli from a classifier whose config.json names its classes in another order (roberta-large-
+    mnli's) trained that head against GLUE's label ids: a shuffled head, and a "before" score eval.py disagreed with.
+    Its rows are now put in GLUE's order once (run_glue.py's label_to_id), so its logits are transformers' by name;
+    unnamed classes (LABEL_i) keep the head's order."""
+    import train
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(id2label)))
+    transformers.set_seed(0)
+    hf = transformers.BertForSequenceClassification(cfg).eval()
+    for p in hf.parameters():
+        p.data.normal_(0, 0.5)
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                                                  [f"w{i}" for i in range(35)]))
+    args = train.parse_args(["--model", str(tmp_path), "--data", "glue/mnli", "--dtype", "fp32",
+                             "--checkpointing", "none"])
+    model = train.load_model(args, str(tmp_path), None, torch.device("cpu"), False).eval()
+    ids = torch.randint(5, 40, (3, 9))
+    ids[:, 0] = 2
+    with torch.no_grad():
+        ours, ref = model.classify(ids, torch.ones_like(ids)), hf(input_ids=ids).logits
+    torch.testing.assert_close(ours, ref[:, order], atol=1e-5, rtol=1e-5)
+    assert ("label2id" in capsys.readouterr().out) == (order != [0, 1, 2])
