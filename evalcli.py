@@ -30,6 +30,7 @@ from checks import (adapter_config, check_model, check_seq_len, context, given_f
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
+from adapter import EXTRAS_FILE, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
@@ -285,7 +286,7 @@ def head_order(path, task, adapter=None):
     RTE) are read in GLUE's order, with a warning."""
     names, cfg = GLUE_NAMES.get(task), adapter_config(adapter) if adapter else None
     head = cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score"))
-    if not names or head and str(adapter_base(adapter).get("task")).startswith("glue/"):
+    if not names or head and os.path.exists(os.path.join(whole_dir(adapter), EXTRAS_FILE)):  # ours: GLUE's order
         return None
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:

@@ -432,6 +432,8 @@ def test_head_order_reads_config_names_unless_the_adapter_brings_the_head(tmp_pa
     save_adapter(apply_lorasp(m, ["q_proj"], r=2), tmp_path / "ours", modules_to_save=["classifier"],
                  base=dict(fingerprint="0" * 64, quant="none", task="glue/mnli"))
     assert head_order(str(tmp_path), "mnli", str(tmp_path / "ours")) is None
+    save_adapter(m, tmp_path / "older", modules_to_save=["classifier"])   # (saved before adapters recorded a task)
+    assert head_order(str(tmp_path), "mnli", str(tmp_path / "older")) is None
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"},
                                                       "label2id": {"negative": 0, "positive": 1}}))
     capsys.readouterr()
