@@ -43,7 +43,11 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
 @torch.no_grad()
 def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, attention_mask=None,
              generator=None):
-    """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids."""
+    """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids.
+    A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding."""
+    if attention_mask is not None and not (last := attention_mask[:, -1].bool()).all():
+        raise ValueError(f"generate: prompt row {(~last).nonzero()[0, 0].item()} ends in padding (attention_mask 0 at "
+                         "its last position): pad prompts on the left, each continues from its last position")
     cache = [{} for _ in range(model.config.n_layer)]
     ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once

@@ -83,6 +83,14 @@ def init_weights(module, std=0.02):
 # ----------------------------------------------------------------------------------------------------
 # Layers the backbones share: attention (and its CPU dropout path), RMSNorm, RoPE, SwiGLU, dropout; the LM loss
 
+def check_positions(config, n):
+    """Refuse n tokens past the learned positions (GPT-2's, BERT's, RoBERTa's), naming config.json's key: the
+    embedding lookup would fail with an IndexError (on CUDA a device-side assert, which ends the process)."""
+    if n > (room := positions(config)):
+        raise ValueError(f"{n} tokens: past the {room} positions of this {config.model_type} "
+                         f"({config.HF['n_positions']} {config.n_positions})")
+
+
 def positions_and_mask(input_ids, attention_mask=None, position_ids=None, past=0):
     """Positions (B, T) and a boolean attention mask (B, 1, T, past + T), or None for plain causal attention.
     attention_mask (B, past + T) marks real tokens with 1; with left padding, positions count real tokens only."""
@@ -481,8 +489,7 @@ class GPT2(nn.Module):
                 last_only=False):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead;
         hidden: the final hidden states (B, T, C)."""
-        if past_length(cache) + input_ids.shape[1] > self.config.n_positions:
-            raise ValueError(f"GPT-2 has {self.config.n_positions} positions; asked for more")
+        check_positions(self.config, past_length(cache) + input_ids.shape[1])
         pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
         x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
         x = dropout(x, self.config.dropout if self.training else 0.0)
@@ -579,6 +586,7 @@ class Encoder(nn.Module):
         """input_ids (B, T) -> hidden states (B, T, C) (first_only: (B, 1, C), the last block computes position 0's
         output only: about 1/n_layer less work for a classifier). attention_mask (B, T): 1 = real token, 0 = padding."""
         c, body, real = self.config, getattr(self, self.prefix), (input_ids != self.config.pad_id).long()
+        check_positions(c, input_ids.shape[1])
         # RoBERTa's positions count real tokens from pad_id + 1 (HF's create_position_ids_from_input_ids)
         pos = real.cumsum(1) * real + c.pad_id if self.prefix == "roberta" else torch.arange(input_ids.shape[1],
                                                                                             device=input_ids.device)

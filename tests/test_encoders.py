@@ -258,13 +258,16 @@ def test_an_adapter_layer_inside_a_saved_head_is_refused_naming_it(kind, tmp_pat
 def test_positions_is_the_longest_sequence_the_model_takes(config):
     """model.positions, which train.py and eval.py check --seq-len against before anything loads: as many tokens as
     the position embedding takes, and one more fails in the forward (RoBERTa's positions start after its pad_id, so
-    it takes 16 - 1 - 1 = 14 of its 16)."""
+    it takes 16 - 1 - 1 = 14 of its 16). One more is a ValueError that says so, from every model (the encoders'
+    was an IndexError from the embedding lookup: on CUDA a device-side assert that ends the process)."""
     model, room = M.build_model(config).eval(), M.positions(config)
     assert room == (14 if config.model_type == "roberta" else 16)
     with torch.no_grad():
         model(torch.full((1, room), 5))
-        with pytest.raises((IndexError, ValueError)):             # GPT-2 says so (ValueError); the encoders' lookup
-            model(torch.full((1, room + 1), 5))                   # runs out (IndexError)
+        key = config.HF["n_positions"]  # config.json's: max_position_embeddings (encoders), n_positions (GPT-2)
+        with pytest.raises(ValueError, match=rf"^{room + 1} tokens: past the {room} positions of this "
+                                             rf"{config.model_type} \({key} {config.n_positions}\)$"):
+            model(torch.full((1, room + 1), 5))
     assert M.positions(M.LlamaConfig()) is None                   # RoPE: no end
 
 

@@ -414,6 +414,24 @@ def test_generation_up_to_the_last_position_as_transformers(hf_gpt2):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generation_refuses_right_padded_prompts(arch):
+    """generate continues each row from its last position, so a right-padded batch (data.collate's) continued its
+    padding: greedy tokens that transformers' generate (left-padded) never gives, silently. It is refused; the same
+    prompts left-padded continue as each prompt alone does."""
+    torch.manual_seed(0)
+    model = M.build_model(M.LlamaConfig(vocab_size=V) if arch == "llama" else M.GPT2Config(vocab_size=V)).eval()
+    a, b = torch.randint(1, V, (1, 6), generator=torch.Generator().manual_seed(1)), torch.randint(1, V, (1, 4))
+    right = torch.cat([a, torch.cat([b, b.new_zeros(1, 2)], 1)]), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    with pytest.raises(ValueError, match=r"^generate: prompt row 1 ends in padding \(attention_mask 0 at its last "
+                                         r"position\): pad prompts on the left"):
+        M.generate(model, right[0], 3, attention_mask=right[1])
+    left = torch.cat([a, torch.cat([b.new_zeros(1, 2), b], 1)]), right[1].flip(1)
+    out = M.generate(model, left[0], 3, attention_mask=left[1])
+    assert torch.equal(out[0, 6:], M.generate(model, a, 3)[0, 6:])
+    assert torch.equal(out[1, 6:], M.generate(model, b, 3)[0, 4:])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_generation_computes_only_the_logits_it_reads(arch):
     """The prefill (the whole prompt) and MMLU need the last position's logits only: last_only gives exactly those,
     and generate's LM head never sees more than one position a row (it saw them all: 590 MiB of fp32 logits for the
