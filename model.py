@@ -631,8 +631,8 @@ class Encoder(nn.Module):
 
     def add_qa_head(self):
         """HF's *ForQuestionAnswering head, unless the checkpoint brought one: qa_outputs, a linear from each token's
-        final hidden state to its (start, end) logits (N(0, initializer_range), zero bias; fp32). BERT's pooler goes: nothing
-        reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
+        final hidden state to its (start, end) logits (N(0, initializer_range), zero bias; fp32). BERT's pooler goes:
+        nothing reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
         getattr(self, self.prefix)._modules.pop("pooler", None)
         if "qa_outputs" not in self._modules:
             w = getattr(self, self.prefix).embeddings.word_embeddings.weight
