@@ -248,11 +248,12 @@ class EncoderConfig:
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
     hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
     classifier_dropout: Optional[float] = None  # the classifier head's dropout; None: `dropout`, as transformers
+    initializer_range: float = 0.02  # the std of a fresh pooler's weights (a checkpoint without one: Bert.may_lack)
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
         norm_eps="layer_norm_eps", dropout="hidden_dropout_prob", pad_id="pad_token_id", hidden_act="hidden_act",
-        classifier_dropout="classifier_dropout")
+        classifier_dropout="classifier_dropout", initializer_range="initializer_range")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size",
                                  "num_attention_heads", "intermediate_size")  # (absent, ours would be a toy's)
 
@@ -408,7 +409,7 @@ CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "
 
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
-    a dropout rate in [0, 1), a RoPE base > 0."""
+    a dropout rate in [0, 1), a RoPE base > 0, an initializer_range >= 0."""
     if field.type in (int, Optional[int]):
         if value is None and field.type != int:
             return None                                 # (n_inner: None is 4 * n_embd)
@@ -421,6 +422,8 @@ def config_problem(field, value):
             return "must be a finite number"
         if "dropout" in field.name:
             return None if 0 <= value < 1 else "must be in [0, 1)"
+        if field.name == "initializer_range":           # a std (0: transformers' 0.02)
+            return None if value >= 0 else "must be >= 0"
         return None if value > 0 or not ("eps" in field.name or "theta" in field.name) else "must be > 0"
     return None
 

@@ -564,6 +564,7 @@ class Encoder(nn.Module):
     classify() are HF's *ForSequenceClassification. Modules sit under `roberta.` / `bert.`, as in HF's files."""
     prefix: ClassVar[str]
     head: ClassVar[tuple]  # what trains fully beside the adapter and is saved with it (PEFT's modules_to_save)
+    may_lack: ClassVar[tuple] = ()  # modules a checkpoint may lack entirely: fill() draws them fresh (initialize)
 
     def __init__(self, config):
         super().__init__()
@@ -582,6 +583,11 @@ class Encoder(nn.Module):
         if c.qa:
             self.add_qa_head()
 
+    def initialize(self, module):
+        """A module drawn fresh as transformers' _init_weights draws it: linears N(0, initializer_range), zero bias."""
+        module.apply(lambda m: init_weights(m, self.config.initializer_range or 0.02))  # (0: transformers' 0.02)
+        return module
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, first_only=False):
         """input_ids (B, T) -> hidden states (B, T, C) (first_only: (B, 1, C), the last block computes position 0's
         output only: about 1/n_layer less work for a classifier). attention_mask (B, T): 1 = real token, 0 = padding."""
@@ -599,12 +605,12 @@ class Encoder(nn.Module):
         return x
 
     def add_head(self, num_labels):
-        """A fresh classification head (N(0, 0.02), zero bias; fp32 whatever the backbone's dtype), unless the
-        checkpoint brought one. RoBERTa: classifier.dense, classifier.out_proj; BERT: classifier (+ its pooler)."""
+        """A fresh classification head (N(0, initializer_range), zero bias; fp32 whatever the backbone's dtype), unless
+        the checkpoint brought one. RoBERTa: classifier.dense, classifier.out_proj; BERT: classifier (+ its pooler)."""
         if "classifier" not in self._modules:
             C, w = self.config.n_embd, getattr(self, self.prefix).embeddings.word_embeddings.weight
-            self.classifier = (nn.Linear(C, num_labels) if self.prefix == "bert" else nn.ModuleDict(dict(
-                dense=nn.Linear(C, C), out_proj=nn.Linear(C, num_labels)))).to(w.device).apply(init_weights)
+            self.classifier = self.initialize((nn.Linear(C, num_labels) if self.prefix == "bert" else nn.ModuleDict(
+                dict(dense=nn.Linear(C, C), out_proj=nn.Linear(C, num_labels)))).to(w.device))
             self.config.num_labels = num_labels
         if self.config.num_labels != num_labels:
             raise ValueError(f"the checkpoint's head has {self.config.num_labels} labels, the task {num_labels}")
@@ -625,12 +631,12 @@ class Encoder(nn.Module):
 
     def add_qa_head(self):
         """HF's *ForQuestionAnswering head, unless the checkpoint brought one: qa_outputs, a linear from each token's
-        final hidden state to its (start, end) logits (N(0, 0.02), zero bias; fp32). BERT's pooler goes: nothing
-        reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
+        final hidden state to its (start, end) logits (N(0, initializer_range), zero bias; fp32). BERT's pooler goes:
+        nothing reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
         getattr(self, self.prefix)._modules.pop("pooler", None)
         if "qa_outputs" not in self._modules:
             w = getattr(self, self.prefix).embeddings.word_embeddings.weight
-            self.qa_outputs = nn.Linear(self.config.n_embd, 2).to(w.device).apply(init_weights)
+            self.qa_outputs = self.initialize(nn.Linear(self.config.n_embd, 2).to(w.device))
             self.config.qa = True
         return self
 
@@ -659,6 +665,8 @@ class Roberta(Encoder):
 
 class Bert(Encoder):
     prefix, head = "bert", ("bert.pooler", "classifier")
+    may_lack = ("bert.pooler",)  # BertForMaskedLM saves none (many domain BERTs): BertForSequenceClassification
+    # draws it fresh, and the GLUE head trains it (head)
 
 
 # ----------------------------------------------------------------------------------------------------

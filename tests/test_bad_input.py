@@ -1474,6 +1474,8 @@ case("config.json: a GPTQ checkpoint's quantization_config", NotImplementedError
     lambda ctx: with_config(ctx, quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq"}))
 case("config.json: BERT classifier_dropout 1.5", ValueError, "config.json: classifier_dropout = 1.5 must be in [0, 1)")(
     lambda ctx: with_bert_config(ctx, classifier_dropout=1.5))
+case("config.json: BERT initializer_range -0.02 (a fresh head's std)", ValueError,
+     "config.json: initializer_range = -0.02 must be >= 0")(lambda ctx: with_bert_config(ctx, initializer_range=-0.02))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
     lambda ctx: with_gpt2_config(ctx, n_inner=0))
 case("config.json: GPT-2 activation_function mish", NotImplementedError, "config.json: activation_function = 'mish' "

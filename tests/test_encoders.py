@@ -301,3 +301,55 @@ def test_config_fields_as_transformers_reads_them(kind, fields, tmp_path):
         back = HF[kind][1].from_pretrained(tmp_path / "back").eval()
         torch.testing.assert_close(back(x, mask, types).last_hidden_state[mask.bool()], got[mask.bool()], atol=1e-5,
                                    rtol=0)
+
+
+def test_bert_saved_by_masked_lm_loads_with_a_fresh_pooler_as_transformers(tmp_path, capsys):
+    """BertForMaskedLM saves no bert.pooler.* (many domain BERTs ship so): it was refused ("2 tensors missing");
+    transformers' BertForSequenceClassification loads it with the pooler drawn N(0, initializer_range), bias 0, and
+    says so. Ours now does the same, in one line; with the pooler copied in, transformers' logits are ours. Half a
+    pooler, or the pooler and another tensor missing, stays an error naming what is missing."""
+    from safetensors.torch import load_file, save_file
+    ref = random_params(transformers.BertForMaskedLM(hf_config("bert", initializer_range=0.05)), 6)
+    ref.save_pretrained(tmp_path)
+    assert not any(k.startswith("bert.pooler.") for k in load_file(tmp_path / "model.safetensors"))
+    torch.manual_seed(0)
+    ours = M.load_pretrained(tmp_path).add_head(3)
+    note = capsys.readouterr().out
+    assert note.count("\n") == 1 and note.startswith(f"note: {tmp_path}") and "bert.pooler.dense" in note, note
+    dense = ours.bert.pooler.dense
+    assert not dense.bias.any() and 0.04 < dense.weight.std() < 0.06 and abs(dense.weight.mean()) < 0.01
+    assert dense.weight.dtype == torch.float32 and dense.weight.requires_grad
+    assert 0.04 < ours.classifier.weight.std() < 0.06  # transformers' classifier: initializer_range too
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    with torch.no_grad():
+        for name in ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"):
+            hf.get_parameter(name).copy_(ours.get_parameter(name))
+    x, mask, types = inputs("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x, mask, types),
+                                   hf(x, attention_mask=mask, token_type_ids=types).logits, atol=1e-4, rtol=0)
+    state = load_file(tmp_path / "model.safetensors")
+    save_file({**state, "bert.pooler.dense.weight": torch.zeros(32, 32)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"1 tensors missing from the checkpoint: bert\.pooler\.dense\.bias$"):
+        M.load_pretrained(tmp_path)
+    del state["bert.encoder.layer.1.output.dense.bias"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"1 tensors missing from the checkpoint: bert\.encoder\.layer\.1\.output\."
+                                         r"dense\.bias$"):
+        M.load_pretrained(tmp_path)
+    assert "note" not in capsys.readouterr().out  # (nothing said about a checkpoint that does not load)
+
+
+def test_roberta_saved_by_masked_lm_classifies_as_transformers(tmp_path, capsys):
+    """RobertaForMaskedLM: lm_head.* left over, no pooler (RoBERTa's classifier reads none): it loads for GLUE
+    without a note, and with the fresh head copied in gives RobertaForSequenceClassification's logits."""
+    random_params(transformers.RobertaForMaskedLM(hf_config("roberta")), 7).save_pretrained(tmp_path)
+    ours = M.load_pretrained(tmp_path).add_head(2)
+    assert capsys.readouterr().out == ""
+    hf = transformers.RobertaForSequenceClassification.from_pretrained(tmp_path, num_labels=2).eval()
+    with torch.no_grad():
+        for name, p in ours.classifier.named_parameters():
+            hf.classifier.get_parameter(name).copy_(p)
+    x, mask, types = inputs("roberta")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x, mask), hf(x, attention_mask=mask).logits, atol=1e-4, rtol=0)

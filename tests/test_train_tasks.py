@@ -294,3 +294,36 @@ def test_glue_resume_names_the_dev_file_that_changed(encoders, glue_dir, tmp_pat
     with pytest.raises(SystemExit, match=re.escape(f"the training data changed since the checkpoint (--data glue/mnli: "
                                                    f"{train_tsv}, {dev} changed")):
         train.main(argv + ["--resume"])
+
+
+def test_bert_saved_by_masked_lm_trains_its_fresh_pooler_and_peft_gives_our_logits(encoders, glue_dir, tmp_path,
+                                                                                      capsys):
+    """train.py on a BertForMaskedLM checkpoint (no bert.pooler.*; was refused, "2 tensors missing"): the pooler is
+    drawn fresh, trains with the classifier (its bias leaves 0) and is saved with it; PEFT on transformers'
+    BertForSequenceClassification of the same folder gives our logits."""
+    import shutil
+    import transformers
+    from peft import PeftModel
+    d = tmp_path / "mlm"
+    d.mkdir()
+    shutil.copy(os.path.join(encoders["bert"], "vocab.txt"), d)
+    n = len((d / "vocab.txt").read_text().split())
+    cfg = transformers.BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=48, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(cfg).save_pretrained(d)
+    summary, out = run(train.main, glue_flags(str(d), "sst2", glue_dir, tmp_path / "run"), capsys)
+    assert "holds no bert.pooler.dense.weight, bert.pooler.dense.bias" in out
+    assert summary["head_params"] == 32 * 32 + 32 + 32 * 2 + 2  # the pooler and the classifier
+    saved = C.load_safetensors(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    bias = next(t for k, t in saved.items() if "pooler.dense" in k and k.endswith("bias"))
+    assert bias.abs().max() > 1e-3  # trained from its fresh zeros
+    x = torch.randint(5, n, (3, 9), generator=torch.Generator().manual_seed(0))
+    x[:, 0], mask = 2, torch.ones_like(x)
+    mask[1, 6:] = 0
+    ours = load_adapter(M.load_pretrained(d).add_head(2), str(tmp_path / "run" / "adapter")).eval()
+    ref = transformers.BertForSequenceClassification.from_pretrained(d, num_labels=2)
+    ref = PeftModel.from_pretrained(ref, tmp_path / "run" / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x, mask), ref(input_ids=x, attention_mask=mask).logits, atol=1e-5,
+                                   rtol=1e-5)
