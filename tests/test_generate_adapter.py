@@ -130,3 +130,36 @@ def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, c
     assert ("trained on a NF4 base; --quantize none scores it on other weights than it learned on (without --quantize, "
             "generate.py follows the adapter)") in capsys.readouterr().err
     assert unquantized != got  # NF4's rounding matters: the two bases continue otherwise
+
+
+def test_a_gguf_base_by_another_name_and_one_with_other_bytes(tiny, tmp_path, monkeypatch, capsys):
+    """An adapter train.py trained on a .gguf: through a symlink of another name it is the same base (no warning) and
+    continues as load_adapter on that base does; a .gguf with other bytes is said to be another base; --quantize nf4
+    on an adapter that trained unquantized is said too."""
+    import shutil
+    from test_gguf import llama_cpp_layout, llama_meta, write
+    from lorasp import load_adapter
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    gguf = write(tmp_path / "Tiny.F32.gguf", llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0)
+                                                              .state_dict(), c), llama_meta(c) | {
+                                                                  "tokenizer.ggml.eos_token_id": 6})
+    train.main(flags((str(gguf), tiny[1]), tmp_path / "out", "--max-steps", "4", "--lr", "3e-3"))
+    (tmp_path / "smol.gguf").symlink_to(gguf)
+    capsys.readouterr()
+    got = run(monkeypatch, "--model", str(tmp_path / "smol.gguf"), "--adapter", str(tmp_path / "out"))
+    assert "warning" not in capsys.readouterr().err
+    ours = load_adapter(M.load_pretrained(gguf, dtype=torch.float32), tmp_path / "out" / "adapter").eval()
+    ids = torch.tensor([data.load_tokenizer(gguf).encode(PROMPT)])
+    assert got == M.generate(ours, ids, 12, eos_id=data.load_tokenizer(gguf).stops)[0].tolist()
+    assert len(got) == ids.shape[1] + 12 and got != M.generate(M.load_pretrained(gguf, dtype=torch.float32), ids, 12,
+                                                               eos_id=data.load_tokenizer(gguf).stops)[0].tolist()
+    other = shutil.copy(gguf, tmp_path / "other.gguf")
+    with open(other, "r+b") as f:                                      # other weights under the same name
+        f.seek(-4, 2)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    shutil.move(other, gguf)
+    run(monkeypatch, "--model", str(tmp_path / "smol.gguf"), "--adapter", str(tmp_path / "out"), "--quantize", "nf4")
+    err = capsys.readouterr().err
+    assert f"trained on a base whose files differ from {tmp_path / 'smol.gguf'}'s" in err
+    assert "trained on a unquantized base; --quantize nf4 scores it on other weights" in err
