@@ -153,7 +153,12 @@ def main(demo=None):
         model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)
         tok = load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
-        model = with_adapter(model, args.adapter, args.model) if args.adapter else model  # (peft=True: PEFT's too)
+        if args.adapter:
+            try:
+                model = with_adapter(model, args.adapter, args.model)  # (peft=True: PEFT's adapters too)
+            except ValueError as e:                            # a layer of other widths: whose, on which base
+                raise UserError(f"--adapter {args.adapter} on --model {args.model}: {e}" if args.adapter not in str(e)
+                                else e) from None
     except (UserError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -87,12 +87,14 @@ def test_a_peft_adapter_generates_as_peft(tiny, tmp_path, monkeypatch):
 
 
 def test_an_adapter_that_does_not_fit_or_is_none_is_one_line(tiny, tmp_path, monkeypatch, capsys):
-    """Another base's adapter (other widths) is refused in one line naming the layer, as eval.py does; so is a folder holding no adapter
-    (before any weight loads) and a missing one; --adapter without --model (python model.py's demo) is an error."""
+    """Another base's adapter (other widths) is refused in one line naming both and the layer (eval.py's names the
+    layer alone); so is a folder holding no adapter (before any weight loads) and a missing one; --adapter without
+    --model (python model.py's demo) is an error."""
     other = M.build_model(M.LlamaConfig(vocab_size=200, n_layer=2, n_embd=48, n_head=4, n_kv_head=2, n_ffn=64))
     save_adapter(apply_lorasp(other, ["q_proj"], r=4), tmp_path / "other")
-    with pytest.raises(SystemExit, match=r"^error: model.layers.0.self_attn.q_proj: adapter A \(4, 48\), B \(48, 4\) do "
-                                         r"not fit Linear 32x32 with r=4$"):
+    with pytest.raises(SystemExit, match=rf"^error: --adapter {tmp_path / 'other'} on --model {tiny[0]}: model.layers.0"
+                                         r".self_attn.q_proj: adapter A \(4, 48\), B \(48, 4\) do not fit Linear "
+                                         r"32x32 with r=4$"):
         run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "other"))
     (tmp_path / "empty").mkdir()
     monkeypatch.setattr(M, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
