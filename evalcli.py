@@ -237,19 +237,20 @@ def trained_file(adapter, trained, path):
     return name if name.endswith(".gguf") else None
 
 
-def base_quant(name, adapter, quant, task=None):
+def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
     included, so on other weights it scores otherwise (tests/test_train.py measures both ways). Also a warning for a
-    GLUE adapter scored on another GLUE task (with as many labels its head loads, and its scores mean nothing)."""
+    GLUE adapter scored on another GLUE task (with as many labels its head loads, and its scores mean nothing).
+    flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
     if quant == "auto":
         quant = trained.get("quant") or "none"
         if trained.get("quant") == "nf4":
-            print(f"--quant nf4: --adapter {adapter} trained on the NF4-quantized base")
+            print(f"{flag} nf4: --adapter {adapter} trained on the NF4-quantized base")
     elif trained.get("quant") not in (None, quant):
         print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
-              f"base; --quant {quant} scores it on other weights than it learned on (without --quant, eval.py "
+              f"base; {flag} {quant} scores it on other weights than it learned on (without {flag}, {prog} "
               "follows the adapter)", file=sys.stderr)
     if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
             path := model_path(name), name=trained_file(adapter, trained, path)):

@@ -10,13 +10,16 @@
 The models (model.py's Llama, GPT-2, T5) need only the cache protocol: model(ids, attention_mask=, cache=,
 last_only=) and config.n_layer for a decoder (last_only: the prefill's last position's logits only); model.encode,
 model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id for T5.
-- The command line: `python generate.py --model DIR --prompt "..." [--quantize nf4] [--temperature 0.8 --top-p 0.9]`
-  loads a checkpoint (model.load_pretrained), continues the prompt and prints the text and the speed (`python
-  model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
+- The command line: `python generate.py --model DIR --prompt "..." [--adapter DIR] [--quantize nf4]
+  [--temperature 0.8 --top-p 0.9]` loads a checkpoint (model.load_pretrained), with an adapter (train.py's OUT/adapter
+  or a PEFT one, checked against its base as eval.py checks it), continues the prompt and prints the text and the speed
+  (`python model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
 Leaves out: speculative decoding, repetition penalties, stop strings.
 """
 import argparse
+import contextlib
 import math
+import os
 import sys
 import time
 
@@ -111,7 +114,10 @@ def main(demo=None):
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
-    ap.add_argument("--quantize", choices=["nf4"], default=None, help="NF4 block linears while loading")
+    ap.add_argument("--adapter", help="adapter directory loaded onto --model (train.py's OUT/adapter, or OUT itself; "
+                                      "lorasp.save_adapter's, or a PEFT LoRA adapter)")
+    ap.add_argument("--quantize", choices=["nf4", "none"], default=None, help="NF4 block linears while loading "
+                    "(default: as --adapter trained, else none)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                     help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -128,11 +134,31 @@ def main(demo=None):
                                              if on]):  # (the same greedy text whatever they are)
         no_effect(unused, " with --temperature 0 (greedy decoding)", sys.stderr)
     if args.model is None:
+        if args.adapter:                                       # (the demo's model is random: no adapter fits it)
+            ap.error("--adapter needs --model (the base it trained on)")
         return demo()
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
-        model, tok = load_pretrained(args.model, args.quantize, args.dtype, args.device), load_tokenizer(args.model)
+        quant = args.quantize or "none"
+        if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read
+            from evalcli import adapter_folder, base_quant, with_adapter
+            with contextlib.redirect_stdout(sys.stderr):      # (stdout: the text alone)
+                args.adapter = adapter_folder(args.adapter)
+                if not os.path.isfile(os.path.join(args.adapter, "adapter_config.json")):  # (before the weights load)
+                    raise UserError(f"--adapter {args.adapter}: no adapter_config.json; not an adapter folder (train.py"
+                                    "'s OUT/adapter, lorasp.save_adapter's or PEFT's)" if os.path.isdir(args.adapter)
+                                    else f"--adapter {args.adapter}: no such folder")
+                quant = base_quant(args.model, args.adapter, args.quantize or "auto", flag="--quantize",
+                                   prog="generate.py")
+        model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)
+        tok = load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
+        if args.adapter:
+            try:
+                model = with_adapter(model, args.adapter, args.model)  # (peft=True: PEFT's adapters too)
+            except ValueError as e:                            # a layer of other widths: whose, on which base
+                raise UserError(f"--adapter {args.adapter} on --model {args.model}: {e}" if args.adapter not in str(e)
+                                else e) from None
     except (UserError, ValueError, NotImplementedError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
