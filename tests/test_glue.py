@@ -366,6 +366,18 @@ def test_multinli_own_files_no_consensus_pairs_are_skipped_as_glues_files_leave_
         data.read_glue(str(tmp_path / "x.tsv"), "rte")
 
 
+def bert_classifier(directory, id2label, vocab_size):
+    """A tiny fine-tuned BertForSequenceClassification naming its classes id2label, saved into directory."""
+    cfg = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(id2label)))
+    transformers.set_seed(0)
+    hf = transformers.BertForSequenceClassification(cfg).eval()
+    for p in hf.parameters():
+        p.data.normal_(0, 0.5)
+    hf.save_pretrained(directory)
+    return hf
+
+
 @pytest.mark.parametrize("task, id2label", [
     ("mnli", ["CONTRADICTION", "NEUTRAL", "ENTAILMENT"]),  # roberta-large-mnli's config.json
     ("sst2", ["POSITIVE", "NEGATIVE"]), ("rte", ["entailment", "not_entailment"]),  # (GLUE's own order)
@@ -379,13 +391,7 @@ def test_a_fine_tuned_heads_label_names_are_mapped_as_run_glue_maps_them(task, i
     words = "a b c d e f g h the cat dog sat ran".split()
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    cfg = transformers.BertConfig(vocab_size=18, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(id2label)))
-    transformers.set_seed(0)
-    hf = transformers.BertForSequenceClassification(cfg).eval()
-    for p in hf.parameters():
-        p.data.normal_(0, 0.5)
-    hf.save_pretrained(tmp_path / "m")
+    hf = bert_classifier(tmp_path / "m", id2label, 18)
     ref_tok, names = BertTokenizer(str(tmp_path / "m" / "vocab.txt")), [n.lower() for n in id2label]
     glue_names = {"mnli": ["entailment", "neutral", "contradiction"], "sst2": ["negative", "positive"]}.get(
         task, ["entailment", "not_entailment"])                            # GLUE's class order (unnamed: the head's)
@@ -450,13 +456,7 @@ def test_train_starts_from_a_fine_tuned_heads_classes_in_glues_order(id2label, o
     Its rows are now put in GLUE's order once (run_glue.py's label_to_id), so its logits are transformers' by name;
     unnamed classes (LABEL_i) keep the head's order."""
     import train
-    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(id2label)))
-    transformers.set_seed(0)
-    hf = transformers.BertForSequenceClassification(cfg).eval()
-    for p in hf.parameters():
-        p.data.normal_(0, 0.5)
-    hf.save_pretrained(tmp_path)
+    hf = bert_classifier(tmp_path, id2label, 40)
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
                                                   [f"w{i}" for i in range(35)]))
     args = train.parse_args(["--model", str(tmp_path), "--data", "glue/mnli", "--dtype", "fp32",
