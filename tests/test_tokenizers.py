@@ -325,7 +325,8 @@ def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
 def test_llama_tokenizer_json_alone_as_transformers_reads_it(tmp_path):
     """transformers 5 saves a Llama tokenizer as tokenizer.json only (sentencepiece's BPE under a Metaspace
     pre-tokenizer): it was refused ("copy the base model's tokenizer.model"); now read as a sentencepiece model scored
-    by merge rank (data.sentencepiece_json), to transformers' ids (tests/test_real_tokenizers.py: Mistral's, LLaMA's)."""
+    by merge rank (data.sentencepiece_json), to transformers' ids (tests/test_real_tokenizers.py: Mistral's and
+    LLaMA's)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
                                    vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
