@@ -665,8 +665,7 @@ class Roberta(Encoder):
 
 class Bert(Encoder):
     prefix, head = "bert", ("bert.pooler", "classifier")
-    may_lack = ("bert.pooler",)  # BertForMaskedLM saves none (many domain BERTs): BertForSequenceClassification
-    # draws it fresh, and the GLUE head trains it (head)
+    may_lack = ("bert.pooler",)  # BertForMaskedLM saves none: drawn fresh, as transformers does; trains with the head
 
 
 # ----------------------------------------------------------------------------------------------------
