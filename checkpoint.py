@@ -325,7 +325,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
                 torch.empty(p.shape, dtype=dtype, device=device), requires_grad=p.requires_grad))
         model.initialize(module)
         print(f"note: {where} holds no {', '.join(names)} (as BertForMaskedLM saves it): newly initialized, as "
-              "transformers does; a classifier trains it with its head")
+              "transformers does; a GLUE classifier trains it with its head (SQuAD's span head does not read it)")
     for what, name, t in copies:
         owner_name, _, leaf = name.rpartition(".")
         original = model.get_parameter(tied[name])
