@@ -47,7 +47,7 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
                   squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, head_order, load_model, mmlu_rows, model_config, model_path,
+from evalcli import (CAUSAL, TAKES, base_only, in_glue_order, load_model, mmlu_rows, model_config, model_path,
                      parse_args, seq_len_for, task_data, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
@@ -68,11 +68,10 @@ def classifier_loss(logits, labels):
 
 
 @torch.no_grad()
-def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None, order=None):
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None):
     """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
     encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score. bucket: as
-    data.collate's (train.py's CPU bf16 runs); order: the head's output for each class, where a checkpoint's head
-    names them in another order than GLUE's (evalcli.head_order)."""
+    data.collate's (train.py's CPU bf16 runs)."""
     training, device, out = model.training, next(model.parameters()).device, {}
     model.eval()
     for split, examples in dev_sets.items():
@@ -84,7 +83,6 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
                 logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
                                                        b["token_type_ids"]).float()))
         z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
-        z = z[:, order] if order else z                                   # (N, num_labels) in GLUE's class order
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
         out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
@@ -361,8 +359,8 @@ def command(argv=None):
               f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir, train=False)[1].items()}
-        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length),
-                               order=head_order(path, glue, args.adapter))
+        in_glue_order(model, path, glue, args.adapter)        # a fine-tuned head naming its classes otherwise
+        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
         for split, scores in result.items():
             print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
                                                                                  scores.items()))

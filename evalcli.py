@@ -9,8 +9,8 @@ recorded of the base it trained on (--quant auto follows its NF4; another base's
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
-  loads with, and the adapter's base checked against this one; `head_order`: a fine-tuned classifier's outputs in
-  GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
+  loads with, and the adapter's base checked against this one; `head_order`, `in_glue_order`: a fine-tuned classifier's
+  outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's side by side). TAKES: the model types each task takes.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
@@ -309,6 +309,19 @@ def head_order(path, task, adapter=None):
     print(f"note: {path}'s head gives {', '.join(sorted(names, key=label2id.get))} (config.json's label2id): read as "
           f"glue/{task}'s {', '.join(names)}, as run_glue.py maps them")
     return order
+
+
+@torch.no_grad()
+def in_glue_order(model, path, task, adapter=None):
+    """model with its classifier's output rows put in GLUE's class order where head_order says the head names them
+    otherwise: its logits then read by GLUE's label ids, in eval.py and in train.py alike."""
+    if order := head_order(path, task, adapter):
+        last = model.get_submodule(type(model).head[-1])      # BERT's classifier, GPT-2's score, RoBERTa's classifier
+        last = getattr(last, "out_proj", last)                 # (its dense, then out_proj)
+        for t in (last.weight, last.bias):
+            if t is not None:
+                t.copy_(t[order])
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from data import UserError
 from ddp import rank_world
 from checks import check_model, check_seq_len
 from download import HF_REPOS, SMALL_FILES
-from evalcli import head_order
+from evalcli import in_glue_order
 from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
@@ -99,13 +99,8 @@ def load_model(args, directory, checkpoint, device, bf16):
         model.add_head(len(data.GLUE[args.data[5:]][4] or [0])) if glue else model.add_qa_head()  # STS-B: 1 output
         for name in head:
             model.get_submodule(name).float()
-        if glue and not checkpoint and (order := head_order(directory, args.data[5:])):  # a fine-tuned head naming
-            last = model.get_submodule(head[-1])       # its classes otherwise (roberta-large-mnli): its rows put in
-            last = getattr(last, "out_proj", last)     # GLUE's order once, as run_glue.py's label_to_id reads them
-            with torch.no_grad():
-                for t in (last.weight, last.bias):
-                    if t is not None:
-                        t.copy_(t[order])
+        if glue and not checkpoint:  # a fine-tuned head naming its classes otherwise (roberta-large-mnli)
+            in_glue_order(model, directory, args.data[5:])
     # --full-blocks N: the first N blocks (of each stack: T5's decoder may have more) replayed whole, the rest selective
     blocks = max(plan.layers(model.config), getattr(model.config, "num_decoder_layers", None) or 0)
     model.checkpointing = ["full"] * args.full_blocks + ["selective"] * (blocks - args.full_blocks) \
