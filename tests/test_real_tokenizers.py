@@ -45,6 +45,14 @@ TEXT = ("Héllo, wörld! Ça va? «Naïve» café, jalapeño & crème brûlée �
         "control \x00\x01\x04\x06\x13\x14\x16\x1d\x1f\x7f bytes, !\x04? .\x06, rare \U000f0041\U00100000 planes end.")
 
 
+def finish(w):
+    """Write a GGUFWriter's header, metadata and (no) tensors to its file, as llama.cpp's converter ends."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def test_smollm2_bpe_drops_bytes_without_a_token_as_tokenizers_does():
     gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     ours, fields = load_tokenizer(gguf), GGUFReader(gguf).fields
@@ -101,10 +109,7 @@ def test_llama_gguf_add_bos_add_eos_and_pairs_as_transformers(tmp_path, capsys, 
          if isinstance(value, float) else w.add_uint32)(key, value)
     w.add_bool("tokenizer.ggml.add_bos_token", add_bos)
     w.add_bool("tokenizer.ggml.add_eos_token", add_eos)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     ours = load_tokenizer(tmp_path / "v.gguf")
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="v.gguf")
     a, b = TEXT.strip(), "Second text, shorter: ÉTÉ!"
@@ -197,10 +202,7 @@ def test_bert_gguf_reads_its_normalizer_flags_as_llama_cpp(tmp_path, lowercase):
     w.add_uint32("tokenizer.ggml.seperator_token_id", 102)
     if lowercase is not None:
         w.add_bool("tokenizer.ggml.normalizer.lowercase", lowercase)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     ours = load_tokenizer(tmp_path / "bert.gguf")
     ref = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=lowercase is not False)
     text = TEXT + " Hello WORLD HelloÉ World café"
@@ -274,10 +276,7 @@ def test_gguf_vocabularies_lorasp_cannot_read_are_refused_by_name(tmp_path):
     w = GGUFWriter(str(tmp_path / "rwkv.gguf"), "rwkv6")
     w.add_tokenizer_model("rwkv")
     w.add_token_list(["a", "b"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     with pytest.raises(NotImplementedError, match=r"rwkv\.gguf: GGUF tokenizer model 'rwkv' is not supported"):
         load_tokenizer(tmp_path / "rwkv.gguf")
 
