@@ -12,10 +12,13 @@ import transformers
 from peft import PeftModel
 
 import checkpoint
+import data
 import export
+import train
 from checkpoint import load_safetensors, read_safetensors_header
 from fetch_real import path
-from fixtures import random_params
+from evalcli import load_model
+from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import model as M
 from lorasp import apply_lorasp, merge_lorasp, save_adapter
 
@@ -240,3 +243,63 @@ def test_an_interrupted_export_leaves_no_folder_that_loads(causal, tmp_path, mon
     x = torch.randint(0, V, (1, T))
     with torch.no_grad():
         torch.testing.assert_close(M.load_pretrained(tmp_path / "out")(x), ours(x), atol=1e-6, rtol=0)
+
+
+def test_a_train_py_nf4_run_exports_its_eval_model_with_the_tokenizer(tiny, tmp_path, capsys):  # noqa: F811
+    """train.py --quant nf4 on the tiny Llama, its run folder given as --adapter: merged into the dequantized NF4
+    weights it trained on (said in a note), the layers it did not adapt dequantized too, so DIR's logits are eval.py's model's (NF4 base + adapter), not the
+    original base's plus the update; the tokenizer is copied and reads text as the base's does."""
+    train.main(flags(tiny, tmp_path / "run", "--quant", "nf4", "--targets", "q_proj,v_proj"))  # the others: NF4 too
+    assert run("--model", tiny[0], "--adapter", tmp_path / "run", "--out", tmp_path / "out") is None
+    err = capsys.readouterr().err
+    assert "trained on the NF4-quantized base: merged into those dequantized weights" in err
+    assert "tokenizer.model" in os.listdir(tmp_path / "out")
+    text = "Below is an instruction that describes a task."
+    assert data.load_tokenizer(str(tmp_path / "out")).encode(text) == data.load_tokenizer(tiny[0]).encode(text)
+    nf4, _ = load_model(tiny[0], str(tmp_path / "run" / "adapter"), "nf4", torch.float32)
+    x = torch.tensor([data.load_tokenizer(tiny[0]).encode(text)])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        want = nf4(x)
+        torch.testing.assert_close(hf(x).logits, want, atol=1e-5, rtol=0)
+        plain = merge_lorasp(load_model(tiny[0], str(tmp_path / "run" / "adapter"), "none", torch.float32)[0])(x)
+        assert (plain - want).abs().max() > 1e-3                # the original weights would be another model
+
+
+def test_an_adapted_lm_head_of_a_tied_model_is_written_untied(tmp_path, capsys):
+    """lm_head in the targets of a tied Llama (SmolLM2-like): merged, lm_head is no longer the embedding; DIR says
+    tie_word_embeddings false and holds both, so transformers gives our merged logits (tied, it would read the
+    embedding for the head and lose the update)."""
+    cls, cfg, _ = CAUSAL["tied"]
+    random_params(cls(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q_proj", "lm_head"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "written untied" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is False
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= set(tensors(tmp_path / "out"))
+    x = torch.randint(0, V, (2, T))
+    with torch.no_grad():
+        want = merge_lorasp(ours)(x)
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")(x).logits,
+                                   want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out")(x), want, atol=1e-6, rtol=0)
+
+
+def test_t5_adapter_exports_to_t5_for_conditional_generation(tmp_path):
+    """A LoRA-SP adapter on T5 v1.0 (tied, q/v and the feed-forward's wo): transformers' T5ForConditionalGeneration on
+    DIR gives our merged model's logits and PEFT's merge_and_unload's."""
+    cfg = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                feed_forward_proj="relu", decoder_start_token_id=0)
+    random_params(transformers.T5ForConditionalGeneration(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q", "v", "wo"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_2_SEQ_LM")
+    peft = PeftModel.from_pretrained(transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "base"),
+                                     str(tmp_path / "adapter")).merge_and_unload().eval()
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out").eval()
+    x, y = torch.randint(2, V, (2, T)), torch.randint(2, V, (2, 5))
+    with torch.no_grad():
+        want = merge_lorasp(ours)(x, y)
+        torch.testing.assert_close(peft(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
