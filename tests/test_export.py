@@ -247,8 +247,9 @@ def test_an_interrupted_export_leaves_no_folder_that_loads(causal, tmp_path, mon
 
 def test_a_train_py_nf4_run_exports_its_eval_model_with_the_tokenizer(tiny, tmp_path, capsys):  # noqa: F811
     """train.py --quant nf4 on the tiny Llama, its run folder given as --adapter: merged into the dequantized NF4
-    weights it trained on (said in a note), the layers it did not adapt dequantized too, so DIR's logits are eval.py's model's (NF4 base + adapter), not the
-    original base's plus the update; the tokenizer is copied and reads text as the base's does."""
+    weights it trained on (said in a note), the layers it did not adapt dequantized too, so DIR's logits are eval.py's
+    model's (NF4 base + adapter), not the original base's plus the update; the tokenizer is copied and reads text as
+    the base's does."""
     train.main(flags(tiny, tmp_path / "run", "--quant", "nf4", "--targets", "q_proj,v_proj"))  # the others: NF4 too
     assert run("--model", tiny[0], "--adapter", tmp_path / "run", "--out", tmp_path / "out") is None
     err = capsys.readouterr().err
@@ -303,3 +304,48 @@ def test_t5_adapter_exports_to_t5_for_conditional_generation(tmp_path):
         want = merge_lorasp(ours)(x, y)
         torch.testing.assert_close(peft(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
         torch.testing.assert_close(hf(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
+
+
+def test_meta_layout_base_gets_a_llama_config_json(tmp_path, capsys):
+    """A base in Meta's layout (params.json + two consolidated.NN.pth shards): DIR's config.json is built from the
+    config we loaded (LlamaForCausalLM), and transformers on DIR gives our merged model's logits."""
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5000.0)
+    (tmp_path / "base").mkdir()
+    write_meta(random_params(transformers.LlamaForCausalLM(c), 0), tmp_path / "base", llama3=True)  # (vocab_size in
+    # params.json: Llama 2's -1 is read from its tokenizer.model, which this folder lacks)
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q_proj", "k_proj", "up_proj"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
+    x = torch.randint(0, V, (2, T))
+    with torch.no_grad():
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")(x).logits,
+                                   merge_lorasp(ours)(x), atol=1e-5, rtol=0)
+
+
+def test_a_peft_classifier_adapter_keeps_its_base_heads_labels(tmp_path):
+    """PEFT's own SEQ_CLS adapter (get_peft_model on a BertForSequenceClassification whose config.json names its
+    classes): DIR keeps the base's id2label (PEFT's head keeps the base's rows, as run_glue.py trains it) and gives
+    PEFT's merge_and_unload logits in transformers."""
+    from peft import LoraConfig, get_peft_model
+    cfg = ENCODER["bert"][0].to_dict() | dict(id2label={0: "no", 1: "maybe", 2: "yes"},
+                                              label2id={"no": 0, "maybe": 1, "yes": 2})
+    cls = transformers.BertForSequenceClassification
+    random_params(cls(transformers.BertConfig(**cfg)), 0).save_pretrained(tmp_path / "base")
+    peft = get_peft_model(cls.from_pretrained(tmp_path / "base"), LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
+                                                                             target_modules=["query", "value"]))
+    with torch.no_grad():
+        for p in peft.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+    peft.save_pretrained(tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert hf.config.id2label == {0: "no", 1: "maybe", 2: "yes"}
+    x, mask = torch.randint(3, V, (2, T)), torch.ones(2, T, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x, attention_mask=mask).logits,
+                                   peft.merge_and_unload().eval()(x, attention_mask=mask).logits, atol=1e-5, rtol=0)
