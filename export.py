@@ -113,6 +113,10 @@ def hf_config(model, path, adapter, dtype, num_labels, qa):
         if num_labels:
             hf["id2label"] = labels(model, hf, adapter)
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
+        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and hf.get("eos_token_id") is not None:
+            hf["pad_token_id"] = hf["eos_token_id"]           # transformers' GPT-2 classifier refuses batches without
+            print(f"note: pad_token_id = eos_token_id {hf['eos_token_id']}: transformers' GPT-2 classifier reads the "
+                  "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]

@@ -37,7 +37,10 @@ ENCODER = {"roberta": (transformers.RobertaConfig(vocab_size=V, hidden_size=32, 
                        transformers.RobertaModel, transformers.RobertaForSequenceClassification),
            "bert": (transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                             intermediate_size=64, max_position_embeddings=40),
-                    transformers.BertModel, transformers.BertForSequenceClassification)}
+                    transformers.BertModel, transformers.BertForSequenceClassification),
+           "gpt2": (transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=32,
+                                            eos_token_id=V - 1, bos_token_id=V - 1),
+                    transformers.GPT2LMHeadModel, transformers.GPT2ForSequenceClassification)}
 
 
 def trained(model, targets, seed=1, **kw):
@@ -134,15 +137,18 @@ def test_shards_hold_the_same_tensors_as_one_file(causal, tmp_path):
 
 @pytest.mark.parametrize("kind", list(ENCODER))
 def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, tmp_path):
-    """A GLUE adapter (query/value + the head in modules_to_save) on a bare RobertaModel/BertModel: DIR is the
-    *ForSequenceClassification checkpoint with MNLI's id2label; transformers' AutoModelForSequenceClassification on it
-    gives our merged classifier's logits and PEFT's merge_and_unload's; load_pretrained reads it back."""
+    """A GLUE adapter (query/value + the head in modules_to_save) on a bare RobertaModel/BertModel (GPT-2: c_attn, on
+    GPT2LMHeadModel): DIR is the *ForSequenceClassification checkpoint with MNLI's id2label (GPT-2: and a
+    pad_token_id); transformers' AutoModelForSequenceClassification on it gives our merged classifier's logits and
+    PEFT's merge_and_unload's; load_pretrained reads it back."""
     cfg, bare, cls = ENCODER[kind]
     random_params(bare(cfg), 0).save_pretrained(tmp_path / "base")
-    ours = trained(M.load_pretrained(tmp_path / "base").add_head(3), ["query", "value"])
+    targets = ["c_attn"] if kind == "gpt2" else ["query", "value"]
+    ours = trained(M.load_pretrained(tmp_path / "base").add_head(3), targets)
     save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
                  base=dict(task="glue/mnli"))
-    peft = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base", num_labels=3),
+    pad = dict(pad_token_id=V - 1) if kind == "gpt2" else {}  # (export.py sets GPT-2's, said in a note)
+    peft = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base", num_labels=3, **pad),
                                      str(tmp_path / "adapter")).merge_and_unload().eval()
     assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     out = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -150,7 +156,7 @@ def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, t
     assert out["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
     assert out["label2id"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
     g = torch.Generator().manual_seed(0)
-    x, mask = torch.randint(3, V, (2, T), generator=g), torch.ones(2, T, dtype=torch.long)
+    x, mask = torch.randint(3, V - 1, (2, T), generator=g), torch.ones(2, T, dtype=torch.long)
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     assert hf.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
     with torch.no_grad():
