@@ -355,3 +355,27 @@ def test_a_peft_classifier_adapter_keeps_its_base_heads_labels(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(hf(x, attention_mask=mask).logits,
                                    peft.merge_and_unload().eval()(x, attention_mask=mask).logits, atol=1e-5, rtol=0)
+
+
+def test_squad_adapter_exports_as_question_answering(tmp_path):
+    """A SQuAD adapter (query/value + qa_outputs in modules_to_save) on a bare BertModel: DIR is a
+    BertForQuestionAnswering checkpoint (no pooler) whose start/end logits in transformers are our merged model's."""
+    cfg, bare, _ = ENCODER["bert"]
+    random_params(bare(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_qa_head(), ["query", "value"], r=4, alpha=8)
+    with torch.no_grad():
+        for m in ours.modules():
+            if hasattr(m, "B_train"):
+                m.B_train.normal_(0, 0.3)
+        ours.qa_outputs.weight.normal_(0, 0.3)
+    save_adapter(ours, tmp_path / "adapter", task_type="QUESTION_ANS", modules_to_save=("qa_outputs",))
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+    assert not any(k.startswith("bert.pooler.") for k in tensors(tmp_path / "out"))
+    hf = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "out").eval()
+    x, mask = torch.randint(3, V, (2, T)), torch.ones(2, T, dtype=torch.long)
+    with torch.no_grad():
+        start, end = merge_lorasp(ours.eval()).span_logits(x, mask)
+        got = hf(x, attention_mask=mask)
+        torch.testing.assert_close(got.start_logits, start, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got.end_logits, end, atol=1e-5, rtol=0)
