@@ -30,7 +30,7 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import atomic_write, gguf_file, is_meta, read_json, replace_dir
 from data import UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
-from lorasp import LoRASPLinear, adapter_base, merge_lorasp
+from lorasp import adapter_base, merge_lorasp
 from model import save_pretrained
 from quant import NF4Linear
 
@@ -147,8 +147,9 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         raise UserError(f"--out {out} exists and is not empty: give a new folder, or --force to replace it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file: give a folder")
-    quant = adapter_base(adapter).get("quant") or "none"
-    base_quant(path, adapter, quant, flag="--quant", prog="export.py")  # another base's files: a warning
+    trained = adapter_base(adapter)                          # what train.py recorded: {fingerprint, quant, task}
+    quant = trained.get("quant") or "none"
+    base_quant(path, adapter, quant, trained.get("task"), prog="export.py")  # another base's files: a warning
     if quant == "nf4":
         print(f"note: --adapter {adapter} trained on the NF4-quantized base: merged into those dequantized weights "
               "(what it learned on, as QLoRA's merge does), so the export is not the original base plus the update",
@@ -167,7 +168,6 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
             from None
     model = dequantize_rest(merge_lorasp(model))
-    assert not any(isinstance(m, LoRASPLinear) for m in model.modules())
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
     hf = hf_config(model, path, adapter, dtype, num_labels, qa)
     model.to(dtype)
@@ -198,7 +198,7 @@ def main(argv=None):
                                                      "lorasp.save_adapter's or a PEFT LoRA adapter)")
     ap.add_argument("--out", required=True, help="the folder to write (new or empty; --force replaces it)")
     ap.add_argument("--dtype", choices=list(DTYPES), default=None,
-                    help="the weights' dtype (default: the base's, as load_pretrained reads it)")
+                    help="the weights' dtype (default: the base's, as load_pretrained reads it; a GGUF's: fp32)")
     ap.add_argument("--shard-size", type=shard_size, default="5GB",
                     help="the most bytes in one safetensors file, as transformers' max_shard_size (default 5GB)")
     ap.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
