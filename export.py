@@ -10,7 +10,8 @@ and llama.cpp's convert_hf_to_gguf.py read:
     tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none)
 - The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
-  dequantized NF4 weights it learned on, as QLoRA's merge does (not into the original base weights).
+  dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
+  (merged into the original weights, as PEFT on a fresh bf16 load does, it is another model, off by NF4's rounding).
 - A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
   SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
@@ -152,8 +153,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     base_quant(path, adapter, quant, trained.get("task"), prog="export.py")  # another base's files: a warning
     if quant == "nf4":
         print(f"note: --adapter {adapter} trained on the NF4-quantized base: merged into those dequantized weights "
-              "(what it learned on, as QLoRA's merge does), so the export is not the original base plus the update",
-              file=sys.stderr)
+              "(what it learned on and eval.py scores), not into the original base weights", file=sys.stderr)
     num_labels, qa = head_of(adapter)
     try:
         tok = load_tokenizer(path)
