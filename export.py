@@ -103,11 +103,14 @@ def tied(model):
                                     if not n.startswith("lm_head."))
 
 
-def hf_config(model, path, adapter, dtype, num_labels, qa):
-    """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig), with
-    torch_dtype; a head's architecture and labels; the tie as the merged model has it."""
+def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
+    """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
+    tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
+    the merged model has it."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
+    if not own:
+        hf |= {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)) if i is not None}
     if num_labels or qa:                                      # the base's MaskedLM / LMHead / Model names another head
         hf["architectures"] = ours["architectures"]
         hf.pop("num_labels", None)
@@ -169,7 +172,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             from None
     model = dequantize_rest(merge_lorasp(model))
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
-    hf = hf_config(model, path, adapter, dtype, num_labels, qa)
+    hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
     model.to(dtype)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         save_pretrained(model, tmp, max_shard)

@@ -169,8 +169,8 @@ def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, t
 
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
     """The real SmolLM2-135M GGUF (Q4_1/Q8_0 blocks, GQA, tied) with a LoRA-SP adapter on q/v: DIR in bf16 loads in
-    transformers (LlamaForCausalLM, tied) to our merged model's logits, cast to bf16 as written; no tokenizer files,
-    said so."""
+    transformers (LlamaForCausalLM, tied, the GGUF's BOS and EOS ids as transformers reads them from it) to our merged
+    model's logits, cast to bf16 as written; no tokenizer files, said so."""
     gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     ours = trained(M.load_pretrained(gguf, dtype=torch.float32), ["q_proj", "v_proj"], seed=2)
     for m in ours.modules():
@@ -182,6 +182,8 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
     assert "no tokenizer files" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    own = transformers.AutoConfig.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    assert (hf.config.bos_token_id, hf.config.eos_token_id) == (own.bos_token_id, own.eos_token_id)  # where it stops
     assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
     x = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 30, 2]])
     with torch.no_grad():
