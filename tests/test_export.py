@@ -183,7 +183,8 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     own = transformers.AutoConfig.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
-    assert (hf.config.bos_token_id, hf.config.eos_token_id) == (own.bos_token_id, own.eos_token_id)  # where it stops
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())  # (written: LlamaConfig's defaults, 1 and 2,
+    assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (own.bos_token_id, own.eos_token_id)  # hold for this one)
     assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
     x = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 30, 2]])
     with torch.no_grad():
