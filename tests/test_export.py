@@ -383,3 +383,13 @@ def test_squad_adapter_exports_as_question_answering(tmp_path):
         got = hf(x, attention_mask=mask)
         torch.testing.assert_close(got.start_logits, start, atol=1e-5, rtol=0)
         torch.testing.assert_close(got.end_logits, end, atol=1e-5, rtol=0)
+
+
+def test_python_export_py_help_runs_on_its_own():
+    """`python export.py --help` as a user runs it: the usage with every flag, exit status 0."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "export.py", "--help"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert all(f in done.stdout for f in ("--model", "--adapter", "--out", "--dtype", "--shard-size", "--force"))
