@@ -1,0 +1,217 @@
+"""export.py: a fine-tuned adapter merged into its base and written as a Hugging Face checkpoint, for serving.
+
+    python export.py --model BASE --adapter ADAPTER_DIR --out DIR [--dtype bf16|fp16|fp32] [--shard-size 5GB]
+
+What PEFT users get from `merge_and_unload().save_pretrained(DIR)`: W' = W + (alpha/r) B_eff A_eff in every adapted
+linear (lorasp.merge_lorasp; LoRA Sec. 4.1: no extra latency at inference), written in the layout transformers, vLLM
+and llama.cpp's convert_hf_to_gguf.py read:
+    model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (each shard <= --shard-size)
+    config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
+    tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none)
+- The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
+  preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
+  dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
+  (merged into the original weights, as PEFT on a fresh bf16 load does, it is another model, off by NF4's rounding).
+- A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
+  SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
+- Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
+Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR with their own tools).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+
+import torch
+import torch.nn as nn
+
+from adapter import PEFT, read_adapter, whole_dir
+from checkpoint import atomic_write, gguf_file, is_meta, read_json, replace_dir
+from data import UserError, load_tokenizer
+from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
+from lorasp import adapter_base, merge_lorasp
+from model import save_pretrained
+from quant import NF4Linear
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+HF_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+UNITS = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30}
+# what a base folder holds besides its weights that a served model needs (transformers', sentencepiece's, GPT-2's)
+COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+          "spiece.model", "vocab.json", "merges.txt", "vocab.txt", "chat_template.jinja", "chat_template.json",
+          "generation_config.json")
+
+
+def shard_size(text):
+    """--shard-size as transformers' max_shard_size reads it: bytes, or a number with KB/MB/GB (powers of 10) or
+    KiB/MiB/GiB (of 2)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)?\s*", text, re.IGNORECASE)
+    if not m or float(m[1]) * UNITS[(m[2] or "").upper()] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)")
+    return int(float(m[1]) * UNITS[(m[2] or "").upper()])
+
+
+class NoTokenizer:
+    """Stands in for a tokenizer where the base ships none: nothing to check against the embedding, nothing copied."""
+    vocab_size, bos_id, eos_id, pad_id = 0, None, None, None
+
+
+def head_of(adapter):
+    """(num_labels, qa) of the head an adapter brings among its modules_to_save: a GLUE classifier (RoBERTa's
+    classifier.out_proj, BERT's classifier, GPT-2's score) or SQuAD's span head (qa_outputs); (0, False) if none."""
+    tensors = read_adapter(whole_dir(adapter), peft=True)[2]
+    for name in ("classifier.out_proj.weight", "classifier.weight", "score.weight"):
+        if PEFT + name in tensors:
+            return tensors[PEFT + name].shape[0], False
+    return 0, any(k.startswith(PEFT + "qa_outputs.") for k in tensors)
+
+
+def labels(model, base_config, adapter):
+    """config.json's id2label for a classifier: GLUE's class names where lorasp trained the head (in GLUE's order,
+    data.GLUE's), the base's own names where a PEFT adapter kept its head's rows (run_glue.py's), else LABEL_i."""
+    n, task = model.config.num_labels, str(adapter_base(adapter).get("task"))
+    names = GLUE_NAMES.get(task[5:]) if task.startswith("glue/") else None
+    own = {int(k): v for k, v in (base_config.get("id2label") or {}).items()}
+    if names and len(names) == n:
+        return dict(enumerate(names))
+    if len(own) == n and not task.startswith("glue/"):
+        return own
+    return {i: f"LABEL_{i}" for i in range(n)}
+
+
+def dequantize_rest(model):
+    """The linears the adapter left in NF4 (with an NF4-trained adapter: every one it did not adapt), as plain linears
+    holding their dequantized weights."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, NF4Linear):
+            W = m.weight.dequantize(m.weight.dtype)           # (out, in)
+            plain = nn.Linear(W.shape[1], W.shape[0], bias=m.bias is not None, device="meta")
+            plain.weight = nn.Parameter(W, requires_grad=False)
+            if m.bias is not None:
+                plain.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, plain)
+    return model
+
+
+def tied(model):
+    """Whether lm_head's weight is the input embedding's (one tensor in the file, as transformers writes it)."""
+    head = getattr(getattr(model, "lm_head", None), "weight", None)
+    return head is not None and any(p is head for n, p in model.named_parameters(remove_duplicate=False)
+                                    if not n.startswith("lm_head."))
+
+
+def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
+    """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
+    tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
+    the merged model has it."""
+    own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
+    ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
+    if not own:
+        hf |= {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)) if i is not None}
+    if num_labels or qa:                                      # the base's MaskedLM / LMHead / Model names another head
+        hf["architectures"] = ours["architectures"]
+        hf.pop("num_labels", None)
+        if num_labels:
+            hf["id2label"] = labels(model, hf, adapter)
+            hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
+        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and hf.get("eos_token_id") is not None:
+            hf["pad_token_id"] = hf["eos_token_id"]           # transformers' GPT-2 classifier refuses batches without
+            print(f"note: pad_token_id = eos_token_id {hf['eos_token_id']}: transformers' GPT-2 classifier reads the "
+                  "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+    hf["torch_dtype"] = HF_DTYPES[dtype]
+    if "dtype" in hf:                                         # (transformers 5 writes this name)
+        hf["dtype"] = HF_DTYPES[dtype]
+    if hf.get("tie_word_embeddings", ours.get("tie_word_embeddings")) and not tied(model):
+        if model.config.model_type in ("t5", "mt5"):          # tied, T5 v1.0 also scales the decoder output
+            raise UserError(f"--adapter {adapter} changes lm_head, which is tied to the embedding of {path} (T5 v1.0); "
+                            "an untied T5 reads the decoder output otherwise: export.py does not write it")
+        print(f"note: --adapter {adapter} changes lm_head, tied to the embedding in {path}: written untied "
+              "(tie_word_embeddings false, both tensors)", file=sys.stderr)
+        hf["tie_word_embeddings"] = False
+    return hf
+
+
+def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=False):
+    """Merge the adapter into its base and write `out` whole (see the docstring above); returns the config.json."""
+    path = model_path(model_name)
+    adapter = adapter_folder(adapter)
+    if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
+        raise UserError(f"--adapter {adapter}: no adapter_config.json; not an adapter folder (train.py's OUT/adapter, "
+                        "lorasp.save_adapter's or PEFT's)" if os.path.isdir(adapter) else
+                        f"--adapter {adapter}: no such folder")
+    mine = os.path.realpath(out)
+    for flag, p in (("--model", path), ("--adapter", adapter)):
+        there = os.path.realpath(p if os.path.isdir(p) else os.path.dirname(p))
+        if mine == there or there.startswith(mine + os.sep):
+            raise UserError(f"--out {out} would replace {flag} {p}: give another folder")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise UserError(f"--out {out} exists and is not empty: give a new folder, or --force to replace it")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file: give a folder")
+    trained = adapter_base(adapter)                          # what train.py recorded: {fingerprint, quant, task}
+    quant = trained.get("quant") or "none"
+    base_quant(path, adapter, quant, trained.get("task"), prog="export.py")  # another base's files: a warning
+    if quant == "nf4":
+        print(f"note: --adapter {adapter} trained on the NF4-quantized base: merged into those dequantized weights "
+              "(what it learned on and eval.py scores), not into the original base weights", file=sys.stderr)
+    num_labels, qa = head_of(adapter)
+    try:
+        tok = load_tokenizer(path)
+    except UserError:                                        # weights merge without one; served models need it
+        tok = NoTokenizer()
+    # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast below again
+    # only where --dtype is narrower (PEFT on a bf16 load rounds the base first, then the sum)
+    try:
+        model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None, num_labels=num_labels,
+                              qa=qa, tok=tok)
+    except ValueError as e:                                  # a layer of other widths: whose, on which base
+        raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
+            from None
+    model = dequantize_rest(merge_lorasp(model))
+    dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
+    hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
+    model.to(dtype)
+    with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
+        save_pretrained(model, tmp, max_shard)
+        with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf, f, indent=2)
+        copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
+        for f in copied:
+            shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
+    files = sorted(os.listdir(out))
+    print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
+    if isinstance(tok, NoTokenizer) or not copied:
+        print(f"note: {out} has no tokenizer files: " + (
+            f"{path} is a GGUF, whose tokenizer lives inside it (transformers: AutoTokenizer.from_pretrained(folder, "
+            f"gguf_file=...).save_pretrained('{out}'))" if gguf_file(path) else f"{path} has none to copy"),
+              file=sys.stderr)
+    return hf
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Merge a LoRA / LoRA-SP adapter into its base model and write a Hugging "
+                                 "Face checkpoint (safetensors + config.json + tokenizer files) for transformers, "
+                                 "vLLM or llama.cpp's convert_hf_to_gguf.py.")
+    ap.add_argument("--model", required=True, help="the base: a checkpoint folder (HF or Meta layout), a .gguf file "
+                                                    "or a preset (train.py's cache folder)")
+    ap.add_argument("--adapter", required=True, help="the adapter folder (train.py's OUT/adapter, or OUT itself; "
+                                                     "lorasp.save_adapter's or a PEFT LoRA adapter)")
+    ap.add_argument("--out", required=True, help="the folder to write (new or empty; --force replaces it)")
+    ap.add_argument("--dtype", choices=list(DTYPES), default=None,
+                    help="the weights' dtype (default: the base's, as load_pretrained reads it; a GGUF's: fp32)")
+    ap.add_argument("--shard-size", type=shard_size, default="5GB",
+                    help="the most bytes in one safetensors file, as transformers' max_shard_size (default 5GB)")
+    ap.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
+                    help="replace a non-empty --out")
+    args = ap.parse_args(argv)
+    try:
+        export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
+    except (UserError, ValueError, NotImplementedError, OSError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

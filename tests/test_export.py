@@ -1,0 +1,395 @@
+"""export.py: an adapter merged into its base and written as a Hugging Face checkpoint. The oracles: transformers'
+from_pretrained(DIR) (a test-only oracle) gives our merged model's logits and PEFT's merge_and_unload() logits on the
+same base and adapter (fp32: to 1e-5), with the file in transformers' own layout (names, shapes, GPT-2's Conv1D
+transposed, a tied embedding stored once); load_pretrained(DIR) reads it back; shards hold the same tensors; the real
+SmolLM2 GGUF exports to a folder transformers loads. Bad input is one line, and nothing half-written is left."""
+import json
+import os
+
+import pytest
+import torch
+import transformers
+from peft import PeftModel
+
+import checkpoint
+import data
+import export
+import train
+from checkpoint import load_safetensors, read_safetensors_header
+from fetch_real import path
+from evalcli import load_model
+from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
+import model as M
+from lorasp import apply_lorasp, merge_lorasp, save_adapter
+
+V, T = 96, 9
+LLAMA = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=64, max_position_embeddings=64)
+CAUSAL = {  # kind: (transformers' model, its config, the targets)
+    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**LLAMA), ["q_proj", "v_proj", "down_proj"]),
+    "tied": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**LLAMA, tie_word_embeddings=True),
+             ["q_proj", "k_proj", "gate_proj"]),
+    "gpt2": (transformers.GPT2LMHeadModel, transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4,
+                                                                   n_positions=32), ["c_attn", "c_proj", "c_fc"])}
+ENCODER = {"roberta": (transformers.RobertaConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=4, intermediate_size=64,
+                                                  max_position_embeddings=40, type_vocab_size=1, pad_token_id=1),
+                       transformers.RobertaModel, transformers.RobertaForSequenceClassification),
+           "bert": (transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=64, max_position_embeddings=40),
+                    transformers.BertModel, transformers.BertForSequenceClassification),
+           "gpt2": (transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=32,
+                                            eos_token_id=V - 1, bos_token_id=V - 1),
+                    transformers.GPT2LMHeadModel, transformers.GPT2ForSequenceClassification)}
+
+
+def trained(model, targets, seed=1, **kw):
+    """model with a LoRA-SP adapter on targets whose trainable entries (and any head) are random, as if trained."""
+    model = apply_lorasp(model, targets, r=4, alpha=8, keep=0.5, **kw)
+    for name in getattr(type(model), "head", ()) if hasattr(model, "classifier") else ():
+        model.get_submodule(name).requires_grad_(True)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval()
+
+
+def run(*argv):
+    """export.py's main on argv; a refusal's message (SystemExit), else None."""
+    try:
+        export.main([str(a) for a in argv])
+    except SystemExit as e:
+        return str(e.code)
+    return None
+
+
+@pytest.fixture
+def causal(request, tmp_path):
+    """(base dir, adapter dir, our merged model, PEFT's merged model) for CAUSAL[kind]."""
+    cls, cfg, targets = CAUSAL[request.param]
+    random_params(cls(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = trained(M.load_pretrained(tmp_path / "base", dtype=torch.float32), targets)
+    save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "base"))
+    peft = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base", dtype=torch.float32),
+                                     str(tmp_path / "adapter")).merge_and_unload().eval()
+    return tmp_path / "base", tmp_path / "adapter", merge_lorasp(ours), peft
+
+
+def tensors(directory):
+    """Every tensor in a checkpoint folder's safetensors files, by name."""
+    return {k: t for f in sorted(os.listdir(directory)) if f.endswith(".safetensors")
+            for k, t in load_safetensors(os.path.join(directory, f)).items()}
+
+
+@pytest.mark.parametrize("causal", list(CAUSAL), indirect=True)
+def test_exported_causal_lm_gives_our_and_peft_merged_logits(causal, tmp_path):
+    """transformers' AutoModelForCausalLM on DIR = our merged model = PEFT's merge_and_unload (fp32, 1e-5); the file
+    holds PEFT's merged state dict key for key in its own layout (GPT-2's Conv1D (in, out); a tied embedding once,
+    no lm_head.weight), and load_pretrained reads it back to the same logits."""
+    base, adapter, ours, peft = causal
+    assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "out", "--dtype", "fp32") is None
+    x = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(0))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        want = ours(x)
+        assert (want - M.load_pretrained(base, dtype=torch.float32)(x)).abs().max() > 1e-2  # the adapter matters
+        torch.testing.assert_close(peft(x).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(x).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out")(x), want, atol=1e-6, rtol=0)
+    got, ref = tensors(tmp_path / "out"), {k: v for k, v in peft.state_dict().items() if not k.endswith(".attn.bias")}
+    if peft.config.tie_word_embeddings:
+        ref.pop("lm_head.weight")                                # transformers writes a tied pair once
+    assert sorted(got) == sorted(ref)
+    for k, t in ref.items():
+        torch.testing.assert_close(got[k], t, atol=1e-6, rtol=0, msg=k)  # shape too: Conv1D's (in, out)
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["torch_dtype"] == "float32" and cfg["architectures"] == peft.config.architectures
+
+
+@pytest.mark.parametrize("causal", ["llama"], indirect=True)
+def test_shards_hold_the_same_tensors_as_one_file(causal, tmp_path):
+    """--shard-size 20KB: model-0000i-of-0000n.safetensors with transformers' index (total_size, weight_map), the same
+    tensors as one model.safetensors, and transformers loads it."""
+    base, adapter, ours, _ = causal
+    assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "one", "--dtype", "fp32") is None
+    assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "many", "--dtype", "fp32",
+               "--shard-size", "20KB") is None
+    assert sorted(os.listdir(tmp_path / "one")) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert (tmp_path / "one" / "generation_config.json").read_text() == (base / "generation_config.json").read_text()
+    index = json.loads((tmp_path / "many" / "model.safetensors.index.json").read_text())
+    shards = sorted(f for f in os.listdir(tmp_path / "many") if f.endswith(".safetensors"))
+    n = len(shards)
+    assert n > 2 and shards == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    for f in shards:
+        header = read_safetensors_header(tmp_path / "many" / f)[0]
+        assert sum(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values()) <= 20_000 or len(header) == 1
+    one, many = tensors(tmp_path / "one"), tensors(tmp_path / "many")
+    assert sorted(index["weight_map"]) == sorted(one) and set(index["weight_map"].values()) == set(shards)
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in one.values())
+    assert all(torch.equal(many[k], t) for k, t in one.items()) and sorted(many) == sorted(one)
+    x = torch.randint(0, V, (1, T))
+    with torch.no_grad():
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "many")(x).logits,
+                                   ours(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", list(ENCODER))
+def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, tmp_path, capsys):
+    """A GLUE adapter (query/value + the head in modules_to_save) on a bare RobertaModel/BertModel (GPT-2: c_attn, on
+    GPT2LMHeadModel): DIR is the *ForSequenceClassification checkpoint with MNLI's id2label (GPT-2: and a
+    pad_token_id); transformers' AutoModelForSequenceClassification on it gives our merged classifier's logits and
+    PEFT's merge_and_unload's; load_pretrained reads it back."""
+    cfg, bare, cls = ENCODER[kind]
+    random_params(bare(cfg), 0).save_pretrained(tmp_path / "base")
+    targets = ["c_attn"] if kind == "gpt2" else ["query", "value"]
+    ours = trained(M.load_pretrained(tmp_path / "base").add_head(3), targets)
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/mnli"))
+    pad = dict(pad_token_id=V - 1) if kind == "gpt2" else {}  # (export.py sets GPT-2's, said in a note)
+    peft = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base", num_labels=3, **pad),
+                                     str(tmp_path / "adapter")).merge_and_unload().eval()
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "warning" not in capsys.readouterr().err            # (was: "trained on glue/mnli, not None")
+    out = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert out["architectures"] == [cls.__name__] and out["torch_dtype"] == "float32"
+    assert out["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
+    assert out["label2id"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
+    g = torch.Generator().manual_seed(0)
+    x, mask = torch.randint(3, V - 1, (2, T), generator=g), torch.ones(2, T, dtype=torch.long)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert hf.config.id2label == {0: "entailment", 1: "neutral", 2: "contradiction"}
+    with torch.no_grad():
+        want = merge_lorasp(ours).classify(x, mask)
+        torch.testing.assert_close(peft(x, attention_mask=mask).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(x, attention_mask=mask).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(x, mask), want, atol=1e-6, rtol=0)
+
+
+def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
+    """The real SmolLM2-135M GGUF (Q4_1/Q8_0 blocks, GQA, tied) with a LoRA-SP adapter on q/v: DIR in bf16 loads in
+    transformers (LlamaForCausalLM, tied, the GGUF's BOS and EOS ids as transformers reads them from it) to our merged
+    model's logits, cast to bf16 as written; no tokenizer files, said so."""
+    gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ours = trained(M.load_pretrained(gguf, dtype=torch.float32), ["q_proj", "v_proj"], seed=2)
+    for m in ours.modules():
+        if hasattr(m, "B_train"):
+            m.B_train.data *= 0.1                             # an update the size of a trained one
+    save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=gguf)
+    assert run("--model", gguf, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out", "--dtype",
+               "bf16") is None
+    assert "no tokenizer files" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    own = transformers.AutoConfig.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())  # (written: LlamaConfig's defaults, 1 and 2,
+    assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (own.bos_token_id, own.eos_token_id)  # hold for this one)
+    assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
+    x = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 30, 2]])
+    with torch.no_grad():
+        want = merge_lorasp(ours).to(torch.bfloat16).float()(x)  # the weights as written, computed in fp32
+        torch.testing.assert_close(hf(x).logits, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("causal", ["llama"], indirect=True)
+def test_bad_input_is_one_line_and_writes_nothing(causal, tmp_path, capsys):
+    """A missing adapter, another base's adapter (a shape mismatch), an existing non-empty --out, an unknown --dtype:
+    one line each naming what is wrong; no --out (nor --out.tmp) is left, an existing one is untouched."""
+    base, adapter, _, _ = causal
+    out = tmp_path / "out"
+    other = tmp_path / "other"
+    wide = transformers.LlamaConfig(**LLAMA | dict(hidden_size=48, intermediate_size=96))
+    random_params(transformers.LlamaForCausalLM(wide), 0).save_pretrained(other)
+    cases = [(("--adapter", tmp_path / "nowhere"), "no such folder"),
+             (("--adapter", adapter, "--model", other), f"--adapter {adapter} does not fit --model {other}: "
+                                                         "model.layers.0.mlp.down_proj"),
+             (("--adapter", other), "not an adapter folder")]
+    for argv, said in cases:
+        msg = run("--model", base, "--out", out, *argv)
+        assert msg and msg.startswith("error: ") and said in msg and "\n" not in msg, msg
+        assert not os.path.exists(out) and not os.path.exists(f"{out}.tmp")
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    msg = run("--model", base, "--adapter", adapter, "--out", out)
+    assert msg.startswith("error: --out") and "--force" in msg and "\n" not in msg
+    assert os.listdir(out) == ["keep.txt"]
+    assert run("--model", base, "--adapter", adapter, "--out", out, "--dtype", "fp8") == "2"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "argument --dtype: invalid choice: 'fp8'" in err[-1]
+    assert run("--model", base, "--adapter", adapter, "--out", out, "--shard-size", "5 parsecs") == "2"
+    assert "argument --shard-size" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert os.listdir(out) == ["keep.txt"]
+    msg = run("--model", base, "--adapter", adapter, "--out", base, "--force")  # would delete the base it reads
+    assert msg.startswith("error: --out") and "--model" in msg and os.path.isfile(base / "config.json")
+    assert run("--model", base, "--adapter", adapter, "--out", out, "--force") is None
+    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors"]  # replaced whole
+
+
+@pytest.mark.parametrize("causal", ["llama"], indirect=True)
+def test_an_interrupted_export_leaves_no_folder_that_loads(causal, tmp_path, monkeypatch):
+    """The writer fails on its second shard (a full disk, Ctrl-C): no --out that load_pretrained would take (none at
+    all, nor --out.tmp); with --force over an earlier export, that one stays whole."""
+    base, adapter, ours, _ = causal
+    calls, original = [0], checkpoint.save_safetensors
+
+    def failing(*a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+    monkeypatch.setattr(checkpoint, "save_safetensors", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run("--model", base, "--adapter", adapter, "--out", tmp_path / "out", "--shard-size", "20KB")
+    assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "out.tmp")
+    with pytest.raises(FileNotFoundError):
+        M.load_pretrained(tmp_path / "out")
+    monkeypatch.setattr(checkpoint, "save_safetensors", original)
+    assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "out", "--dtype", "fp32") is None
+    monkeypatch.setattr(checkpoint, "save_safetensors", failing)
+    calls[0] = 0
+    with pytest.raises(KeyboardInterrupt):
+        run("--model", base, "--adapter", adapter, "--out", tmp_path / "out", "--force", "--shard-size", "20KB")
+    x = torch.randint(0, V, (1, T))
+    with torch.no_grad():
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out")(x), ours(x), atol=1e-6, rtol=0)
+
+
+def test_a_train_py_nf4_run_exports_its_eval_model_with_the_tokenizer(tiny, tmp_path, capsys):  # noqa: F811
+    """train.py --quant nf4 on the tiny Llama, its run folder given as --adapter: merged into the dequantized NF4
+    weights it trained on (said in a note), the layers it did not adapt dequantized too, so DIR's logits are eval.py's
+    model's (NF4 base + adapter), not the original base's plus the update; the tokenizer is copied and reads text as
+    the base's does."""
+    train.main(flags(tiny, tmp_path / "run", "--quant", "nf4", "--targets", "q_proj,v_proj"))  # the others: NF4 too
+    assert run("--model", tiny[0], "--adapter", tmp_path / "run", "--out", tmp_path / "out") is None
+    err = capsys.readouterr().err
+    assert "trained on the NF4-quantized base: merged into those dequantized weights" in err
+    assert "tokenizer.model" in os.listdir(tmp_path / "out")
+    text = "Below is an instruction that describes a task."
+    assert data.load_tokenizer(str(tmp_path / "out")).encode(text) == data.load_tokenizer(tiny[0]).encode(text)
+    nf4, _ = load_model(tiny[0], str(tmp_path / "run" / "adapter"), "nf4", torch.float32)
+    x = torch.tensor([data.load_tokenizer(tiny[0]).encode(text)])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        want = nf4(x)
+        torch.testing.assert_close(hf(x).logits, want, atol=1e-5, rtol=0)
+        plain = merge_lorasp(load_model(tiny[0], str(tmp_path / "run" / "adapter"), "none", torch.float32)[0])(x)
+        assert (plain - want).abs().max() > 1e-3                # the original weights would be another model
+
+
+def test_an_adapted_lm_head_of_a_tied_model_is_written_untied(tmp_path, capsys):
+    """lm_head in the targets of a tied Llama (SmolLM2-like): merged, lm_head is no longer the embedding; DIR says
+    tie_word_embeddings false and holds both, so transformers gives our merged logits (tied, it would read the
+    embedding for the head and lose the update)."""
+    cls, cfg, _ = CAUSAL["tied"]
+    random_params(cls(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q_proj", "lm_head"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "written untied" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is False
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= set(tensors(tmp_path / "out"))
+    x = torch.randint(0, V, (2, T))
+    with torch.no_grad():
+        want = merge_lorasp(ours)(x)
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")(x).logits,
+                                   want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out")(x), want, atol=1e-6, rtol=0)
+
+
+def test_t5_adapter_exports_to_t5_for_conditional_generation(tmp_path):
+    """A LoRA-SP adapter on T5 v1.0 (tied, q/v and the feed-forward's wo): transformers' T5ForConditionalGeneration on
+    DIR gives our merged model's logits and PEFT's merge_and_unload's."""
+    cfg = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                feed_forward_proj="relu", decoder_start_token_id=0)
+    random_params(transformers.T5ForConditionalGeneration(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q", "v", "wo"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_2_SEQ_LM")
+    peft = PeftModel.from_pretrained(transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "base"),
+                                     str(tmp_path / "adapter")).merge_and_unload().eval()
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out").eval()
+    x, y = torch.randint(2, V, (2, T)), torch.randint(2, V, (2, 5))
+    with torch.no_grad():
+        want = merge_lorasp(ours)(x, y)
+        torch.testing.assert_close(peft(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
+
+
+def test_meta_layout_base_gets_a_llama_config_json(tmp_path, capsys):
+    """A base in Meta's layout (params.json + two consolidated.NN.pth shards): DIR's config.json is built from the
+    config we loaded (LlamaForCausalLM), and transformers on DIR gives our merged model's logits."""
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5000.0)
+    (tmp_path / "base").mkdir()
+    write_meta(random_params(transformers.LlamaForCausalLM(c), 0), tmp_path / "base", llama3=True)  # (vocab_size in
+    # params.json: Llama 2's -1 is read from its tokenizer.model, which this folder lacks)
+    ours = trained(M.load_pretrained(tmp_path / "base"), ["q_proj", "k_proj", "up_proj"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == 2
+    x = torch.randint(0, V, (2, T))
+    with torch.no_grad():
+        torch.testing.assert_close(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")(x).logits,
+                                   merge_lorasp(ours)(x), atol=1e-5, rtol=0)
+
+
+def test_a_peft_classifier_adapter_keeps_its_base_heads_labels(tmp_path):
+    """PEFT's own SEQ_CLS adapter (get_peft_model on a BertForSequenceClassification whose config.json names its
+    classes): DIR keeps the base's id2label (PEFT's head keeps the base's rows, as run_glue.py trains it) and gives
+    PEFT's merge_and_unload logits in transformers."""
+    from peft import LoraConfig, get_peft_model
+    cfg = ENCODER["bert"][0].to_dict() | dict(id2label={0: "no", 1: "maybe", 2: "yes"},
+                                              label2id={"no": 0, "maybe": 1, "yes": 2})
+    cls = transformers.BertForSequenceClassification
+    random_params(cls(transformers.BertConfig(**cfg)), 0).save_pretrained(tmp_path / "base")
+    peft = get_peft_model(cls.from_pretrained(tmp_path / "base"), LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
+                                                                             target_modules=["query", "value"]))
+    with torch.no_grad():
+        for p in peft.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+    peft.save_pretrained(tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert hf.config.id2label == {0: "no", 1: "maybe", 2: "yes"}
+    x, mask = torch.randint(3, V, (2, T)), torch.ones(2, T, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x, attention_mask=mask).logits,
+                                   peft.merge_and_unload().eval()(x, attention_mask=mask).logits, atol=1e-5, rtol=0)
+
+
+def test_squad_adapter_exports_as_question_answering(tmp_path):
+    """A SQuAD adapter (query/value + qa_outputs in modules_to_save) on a bare BertModel: DIR is a
+    BertForQuestionAnswering checkpoint (no pooler) whose start/end logits in transformers are our merged model's."""
+    cfg, bare, _ = ENCODER["bert"]
+    random_params(bare(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_qa_head(), ["query", "value"], r=4, alpha=8)
+    with torch.no_grad():
+        for m in ours.modules():
+            if hasattr(m, "B_train"):
+                m.B_train.normal_(0, 0.3)
+        ours.qa_outputs.weight.normal_(0, 0.3)
+    save_adapter(ours, tmp_path / "adapter", task_type="QUESTION_ANS", modules_to_save=("qa_outputs",))
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+    assert not any(k.startswith("bert.pooler.") for k in tensors(tmp_path / "out"))
+    hf = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "out").eval()
+    x, mask = torch.randint(3, V, (2, T)), torch.ones(2, T, dtype=torch.long)
+    with torch.no_grad():
+        start, end = merge_lorasp(ours.eval()).span_logits(x, mask)
+        got = hf(x, attention_mask=mask)
+        torch.testing.assert_close(got.start_logits, start, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got.end_logits, end, atol=1e-5, rtol=0)
+
+
+def test_python_export_py_help_runs_on_its_own():
+    """`python export.py --help` as a user runs it: the usage with every flag, exit status 0."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "export.py", "--help"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert all(f in done.stdout for f in ("--model", "--adapter", "--out", "--dtype", "--shard-size", "--force"))
