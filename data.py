@@ -1169,12 +1169,14 @@ def read_records(path, output=True):
             line = where[i] if where else f"line {json_list_line(path, i)}"
             raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
-    for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it)
-        for k in set(r) - {"instruction", "input", "output", "text"}:
-            unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}))
+    for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
+        for k in set(r) - {"instruction", "input", "output"}:
+            unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}) and not (k == "text" and rendered(r)))
     if unused := {k: n for k, n in unused.items() if n}:
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
-            f"{k!r} in {n:,} records" for k, n in sorted(unused.items())), file=sys.stderr)
+            f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
+            " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
+            "'text')" if "text" in unused else ""), file=sys.stderr)
     return records
 
 
@@ -1197,6 +1199,21 @@ def record_problem(r, output=True):
             return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
                     "not text")
     return None
+
+
+def rendered(r):
+    """Whether a record's "text" is Alpaca's prompt of its own fields followed by more (the Hub's tatsu-lab/alpaca:
+    prompt, newline, output), whitespace aside; another template there (a chat model's) is text lorasp does not read."""
+    squeeze = lambda s: "".join(s.split())  # noqa: E731
+    return isinstance(r["text"], str) and squeeze(r["text"]).startswith(squeeze(alpaca_prompt(r)))
+
+
+def record_line(path, index):
+    """The line the index-th record of a .json list or .jsonl file starts on (for a message naming it)."""
+    if not path.lower().endswith(".jsonl"):
+        return json_list_line(path, index)
+    with open(path, encoding="utf-8-sig") as f:
+        return [n for n, line in enumerate(f, 1) if line.strip()][index]
 
 
 def json_list_line(path, index):
@@ -1345,7 +1362,15 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
-    train, val = split_records(read_records(path), val_fraction, seed)
+    records = read_records(path)
+    if empty := [i for i, r in enumerate(records) if not r["output"].strip()]:  # (an export that lost the responses)
+        first = f"record {empty[0]}, line {record_line(path, empty[0])}"
+        if len(empty) == len(records):
+            raise ValueError(f"{path}: every record's output is empty ({first}, ...): nothing to learn but an EOS "
+                             "right after the prompt (instructions to answer go to eval.py --task generate --prompts)")
+        print(f"note: {path}: {len(empty):,} of the {len(records):,} records have an empty output (the first: "
+              f"{first}): each trains the response to end at once, with EOS", file=sys.stderr)
+    train, val = split_records(records, val_fraction, seed)
     seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
     if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
         print(f"note: {path}: {twins:,} of the {len(val):,} held-out records are also training records, word for word "

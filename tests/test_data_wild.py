@@ -1,0 +1,50 @@
+"""Data sets as users have them on disk (red-team pass, session 19): what train.py reads from each, against what
+the data set's own reference reads (Stanford Alpaca's train.py for instruction records)."""
+import json
+
+import pytest
+
+import data
+from fetch_real import path
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+
+
+def test_records_with_an_empty_output_are_said_and_all_empty_refused(tok, tmp_path, capsys):
+    """An export that lost its responses (a prompts file given as --data, a conversion that wrote "" for a missing
+    field) trained every record to answer with EOS alone, without a word. Alpaca's train.py trains such a record
+    too, so one among many is said (with its line); a file of nothing else is refused."""
+    lines = [{"instruction": "Say a.", "output": "a"}, {"instruction": "Say b.", "input": "", "output": " "},
+             {"instruction": "Say c.", "output": "c"}, {"instruction": "Say d.", "output": ""}]
+    (tmp_path / "some.jsonl").write_text("\n".join(json.dumps(r) for r in lines[:2]) + "\n\n" +
+                                         "\n".join(json.dumps(r) for r in lines[2:]) + "\n")
+    train, val, _ = data.load_examples(str(tmp_path / "some.jsonl"), tok, 64, 0.0, seed=0)
+    assert len(train) == 4 and val == []                       # (still trained, as the reference trains them)
+    assert f"note: {tmp_path / 'some.jsonl'}: 2 of the 4 records have an empty output (the first: record 1, line 2)" \
+        in capsys.readouterr().err
+    (tmp_path / "none.json").write_text(json.dumps([{"instruction": "Say a.", "input": "", "output": ""}] * 3,
+                                                   indent=1))
+    with pytest.raises(ValueError, match=r"none\.json: every record's output is empty \(record 0, line 2, \.\.\.\): "
+                                         r"nothing to learn"):
+        data.load_examples(str(tmp_path / "none.json"), tok, 64, 0.0, seed=0)
+
+
+def test_a_text_column_in_another_template_is_said(tmp_path, capsys):
+    """A JSONL export with instruction/input/output and a "text" column: the Hub's tatsu-lab/alpaca renders Alpaca's
+    prompt, a newline and the output into it (nothing to say: lorasp builds the same prompt), but a chat model's
+    template there ("[INST] ..."), which the user may have meant to train on, was dropped without a word."""
+    hub = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    hub["text"] = data.alpaca_prompt(hub) + "\n" + hub["output"]
+    chat = {"instruction": "Add.", "input": "2 and 3", "output": "5", "text": "<s>[INST] Add. 2 and 3 [/INST] 5</s>"}
+    (tmp_path / "hub.jsonl").write_text(json.dumps(hub) + "\n")
+    data.read_records(str(tmp_path / "hub.jsonl"))
+    assert capsys.readouterr().err == ""
+    (tmp_path / "chat.jsonl").write_text(json.dumps(hub) + "\n" + json.dumps(chat) + "\n")
+    data.read_records(str(tmp_path / "chat.jsonl"))
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'chat.jsonl'}: fields lorasp does not use (it reads instruction, input, output): 'text' in "
+        "1 records ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
+        "'text')\n")
