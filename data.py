@@ -2064,14 +2064,14 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
     context, to map a span back to text. The gold answer is the first whose text is at its answer_start: a question
     with none such is left out of "train" (as BERT's run_squad.py does) and kept, labelled (0, 0), elsewhere (its
     answers' texts are still what it is scored against); counted."""
-    out, unfound = [], []
+    out, unfound, long = [], [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
             ctx = paragraph["context"]
             toks = context_tokens(tok, ctx)
             for qa in paragraph["qas"]:
-                question = qa["question"].lstrip()  # as run_qa.py: SQuAD's leading spaces were BPE tokens
-                head = [tok.bos_id, *tok._encode(question)[:max_query], *[tok.eos_id] * tok.pair_seps]
+                question = tok._encode(qa["question"].lstrip())  # as run_qa.py: SQuAD's leading spaces were BPE tokens
+                head = [tok.bos_id, *question[:max_query], *[tok.eos_id] * tok.pair_seps]
                 room = max_len - len(head) - 1
                 if room < 1:
                     raise ValueError(f"--seq-len {max_len} leaves no room for the context after the question "
@@ -2085,6 +2085,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                     s, e = a["answer_start"], a["answer_start"] + len(a["text"])
                     inside = [i for i, (_, ts, te) in enumerate(toks) if ts < e and te > s]  # tokens it overlaps
                     first, last = (inside[0], inside[-1]) if inside else (None, None)
+                long += [qa["id"]] * (len(question) > max_query)
                 start = 0
                 while True:
                     win = toks[start:start + room]
@@ -2100,6 +2101,9 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
     if unfound:
         print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
               f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))
+    if long:
+        print(f"squad {split}: {len(long):,} question{'s' * (len(long) > 1)} longer than {max_query} tokens cut to "
+              f"their first {max_query} (BERT's run_squad.py max_query_length; first: {long[0]})")
     return out
 
 

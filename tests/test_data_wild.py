@@ -48,3 +48,17 @@ def test_a_text_column_in_another_template_is_said(tmp_path, capsys):
         f"note: {tmp_path / 'chat.jsonl'}: fields lorasp does not use (it reads instruction, input, output): 'text' in "
         "1 records ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
         "'text')\n")
+
+
+def test_squad_questions_past_max_query_are_cut_and_said(tmp_path, capsys):
+    """BERT's run_squad.py keeps a question's first max_query_length (64) tokens; lorasp does too, but said nothing,
+    where every other cut (--seq-len) is counted. Now the cut questions are counted, the first named."""
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "why", "w", "answer", "?"]))
+    tok = data.load_tokenizer(str(tmp_path))
+    context = "w answer w"
+    qas = [{"id": "long", "question": " ".join(["why"] * 70) + " ?", "answers": [{"text": "answer", "answer_start": 2}]},
+           {"id": "short", "question": "why ?", "answers": [{"text": "answer", "answer_start": 2}]}]
+    windows = data.squad_windows([{"paragraphs": [{"context": context, "qas": qas}]}], tok, max_len=128, split="train")
+    assert windows[0]["input_ids"] == [2] + [4] * 64 + [3] + [5, 6, 5] + [3] and windows[0]["labels"] == (67, 67)
+    assert "squad train: 1 question longer than 64 tokens cut to their first 64 (BERT's run_squad.py " \
+           "max_query_length; first: long)" in capsys.readouterr().out
