@@ -1273,6 +1273,7 @@ def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
     if path.lower().endswith((".json", ".jsonl")):
         return read_records(path, output=False)
+    check_not_records(path)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
         return [{"instruction": s.strip()} for s in f if s.strip()]
 
@@ -1445,12 +1446,28 @@ def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
 
 def text_ids(path, tok):
     """A plain-text corpus as token ids: each non-empty line a document (BOS ... EOS), all of them concatenated."""
+    check_not_records(path)
     ids = []
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to learn
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)
     return ids
+
+
+def check_not_records(path):
+    """A .txt that starts as instruction records is an error: a .json or .jsonl that Windows' hidden extensions saved
+    as .json.txt would learn every character of its lines, JSON's syntax and the prompt-less fields included."""
+    with text_file(path, "utf-8-sig") as f:
+        text = f.read(1 << 20)                                 # (the first record is in the first MB or no matter)
+    at = len(text) - len(text.lstrip())
+    try:                                                       # a list's first element, or a JSON Lines line
+        record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
+    except json.JSONDecodeError:
+        return
+    if isinstance(record, dict) and "instruction" in record:
+        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: Alpaca-format records, not text: name it "
+                         ".json (a list) or .jsonl (an object a line)")
 
 
 def text_examples(path, tok, seq_len):

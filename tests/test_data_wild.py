@@ -62,3 +62,24 @@ def test_squad_questions_past_max_query_are_cut_and_said(tmp_path, capsys):
     assert windows[0]["input_ids"] == [2] + [4] * 64 + [3] + [5, 6, 5] + [3] and windows[0]["labels"] == (67, 67)
     assert "squad train: 1 question longer than 64 tokens cut to their first 64 (BERT's run_squad.py " \
            "max_query_length; first: long)" in capsys.readouterr().out
+
+
+def test_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
+    """Windows hides known extensions, so Notepad saves alpaca.json as alpaca.json.txt: train.py learned it as plain
+    text, every line a document, brackets, quotes and field names included (and generate took each line for an
+    instruction). A .txt that starts as instruction records is refused, naming the line; text that merely starts
+    with a bracket or a brace reads as before."""
+    records = [{"instruction": "Add.", "input": "2 and 3", "output": "5"}] * 3
+    (tmp_path / "alpaca.json.txt").write_text(json.dumps(records, indent=2))
+    (tmp_path / "alpaca.jsonl.txt").write_text("\n\n" + "\n".join(map(json.dumps, records)) + "\n")
+    for name, line in (("alpaca.json.txt", 1), ("alpaca.jsonl.txt", 3)):
+        where = str(tmp_path / name)
+        for read in (lambda: data.load_examples(where, tok, 16, 0.0, seed=0), lambda: data.perplexity_docs(where, tok),
+                     lambda: data.read_prompts(where)):
+            with pytest.raises(ValueError, match=rf"{name}, line {line}: Alpaca-format records, not text: name it "
+                                                 r"\.json \(a list\) or \.jsonl"):
+                read()
+    (tmp_path / "song.txt").write_text('[Verse 1]\n{"a": 1} is not a record\n[1, 2]\n')
+    assert data.text_ids(str(tmp_path / "song.txt"), tok) == [
+        t for line in ("[Verse 1]", '{"a": 1} is not a record', "[1, 2]") for t in tok.encode(line, eos=True)]
+    assert [r["instruction"] for r in data.read_prompts(str(tmp_path / "song.txt"))][0] == "[Verse 1]"
