@@ -1518,7 +1518,7 @@ def demo_corpus(n_docs, seed=0, per_doc=8):
 def demo_records(n, seed=1):
     """n distinct Alpaca-format records (instruction, input, output) with checkable answers."""
     rng, records = random.Random(seed), {}
-    for i in range(20 * n):  # the skills in turn; "add" runs out of new questions (300) first
+    for i in range(20 * n):  # the skills in turn; a question drawn again is skipped
         r = demo_example(rng, DEMO_SKILLS[i % len(DEMO_SKILLS)])[1]
         if len(records) == n:
             break
