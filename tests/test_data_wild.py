@@ -83,3 +83,29 @@ def test_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
     assert data.text_ids(str(tmp_path / "song.txt"), tok) == [
         t for line in ("[Verse 1]", '{"a": 1} is not a record', "[1, 2]") for t in tok.encode(line, eos=True)]
     assert [r["instruction"] for r in data.read_prompts(str(tmp_path / "song.txt"))][0] == "[Verse 1]"
+
+
+def test_held_out_check_leaves_out_records_longer_than_the_context(tok, capsys):
+    """--exact-match generates on each held-out prompt for as many tokens as the longest expected answer: one record
+    longer than GPT-2's positions stopped the run before training ("97 tokens: past the 96 positions of this gpt2"),
+    though training cuts such records to --seq-len. The longest are left out and counted; the others are checked
+    exactly as alone (their answers equal a check without the long ones)."""
+    import argparse
+    import contextlib
+    import torch
+    import tasks
+    from model import GPT2Config, build_model
+    torch.manual_seed(0)
+    model = build_model(GPT2Config(vocab_size=tok.vocab_size, n_positions=96, n_layer=1, n_embd=16, n_head=2))
+    short = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(4)]
+    long = [{"instruction": "Repeat.", "input": "", "output": " ".join(["word"] * 80)},
+            {"instruction": "Repeat.", "input": " ".join(["word"] * 120), "output": "x"}]
+    args = argparse.Namespace(data="r.json", bleu=0, device="cpu", dtype="fp32", seq_len=64)
+    alone, answers = tasks.before_after(model, tok, short, contextlib.nullcontext, args, "before")
+    capsys.readouterr()
+    found, mixed = tasks.before_after(model, tok, short[:2] + long + short[2:], contextlib.nullcontext, args, "after")
+    assert found == {k.replace("before", "after"): v for k, v in alone.items()}
+    assert mixed == answers[:2] + ["(not checked: longer than the context)"] * 2 + answers[2:]
+    assert "held-out exact match after training (4 records; 2 left out: prompt and answer longer than the model's 96 " \
+           "positions)" in capsys.readouterr().out
+    assert tasks.before_after(model, tok, long, contextlib.nullcontext, args, "after")[0] == {}
