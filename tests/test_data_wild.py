@@ -109,3 +109,23 @@ def test_held_out_check_leaves_out_records_longer_than_the_context(tok, capsys):
     assert "held-out exact match after training (4 records; 2 left out: prompt and answer longer than the model's 96 " \
            "positions)" in capsys.readouterr().out
     assert tasks.before_after(model, tok, long, contextlib.nullcontext, args, "after")[0] == {}
+
+
+def test_wmt16_sources_that_carry_t5s_prefix_already_are_refused(tmp_path):
+    """Inputs saved by a T5 tutorial's preprocessing start with "translate English to Romanian: "; lorasp adds the
+    prefix itself, so they trained (and were scored) as "translate English to Romanian: translate English to
+    Romanian: ...", off everything T5 saw. Refused with the line, in the JSONL export and in the plain files."""
+    rows = [("The cat.", "Pisica."), (data.T5_PREFIX + "The dog.", "Câinele.")]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n"
+                                                  for e, r in rows))
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 2: the source starts with T5's prefix 'translate "
+                                         r"English to Romanian:', which lorasp adds itself"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "train.en").write_text("".join(e + "\n" for e, _ in rows))
+    (tmp_path / "train.ro").write_text("".join(r + "\n" for _, r in rows))
+    with pytest.raises(ValueError, match=r"train\.en \+ train\.ro, line 2: the source starts with T5's prefix"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "train.en").write_text("The cat.\nTranslate this, please.\n")
+    assert data.read_translation(str(tmp_path), "train") == [("The cat.", "Pisica."), ("Translate this, please.",
+                                                                                      "Câinele.")]
