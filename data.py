@@ -1190,7 +1190,9 @@ def record_problem(r, output=True):
         if field not in r:
             return f"has no {field!r} field (it has {sorted(r)})" + (
                 "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
-                {"context", "response"} <= set(r) else "")
+                {"context", "response"} <= set(r) else
+                "; a chat (OpenAI's messages, ShareGPT's conversations) is not an instruction record: lorasp trains "
+                "Alpaca's instruction, input, output" if {"messages", "conversations"} & set(r) else "")
         if not isinstance(r[field], str):
             return f"field {field!r} is a {type(r[field]).__name__}, not a string"
         try:

@@ -129,3 +129,16 @@ def test_wmt16_sources_that_carry_t5s_prefix_already_are_refused(tmp_path):
     (tmp_path / "train.en").write_text("The cat.\nTranslate this, please.\n")
     assert data.read_translation(str(tmp_path), "train") == [("The cat.", "Pisica."), ("Translate this, please.",
                                                                                       "Câinele.")]
+
+
+@pytest.mark.parametrize("record, hint", [
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}, "a chat"),
+    ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}, "a chat"),
+    ({"instruction": "Hi", "context": "", "response": "Hello", "category": "open_qa"}, "databricks-dolly's"),
+])
+def test_chat_and_dolly_records_are_refused_saying_what_they_are(record, hint, tmp_path):
+    """Other instruction formats are refused at their first record, naming what it is (never read with an empty
+    instruction or output)."""
+    (tmp_path / "d.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=rf"d\.jsonl, line 1: record 0 has no '\w+' field \(it has .*\); {hint}"):
+        data.read_records(str(tmp_path / "d.jsonl"))
