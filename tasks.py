@@ -346,15 +346,16 @@ def before_after(model, tok, records, autocast, args, when):
         print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
               f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
         return {f"bleu_{when}": scores["bleu"]}, answers
-    keep, ctx = fitting(tok, records, context_length(model)), context_length(model)
+    ctx, unchecked = context_length(model), "(not checked: longer than the context)"
+    keep = fitting(tok, records, ctx)
     gone = f"; {len(records) - len(keep)} left out: prompt and answer longer than the model's {ctx} positions" * (
         len(keep) < len(records))
     if not keep:
         print(f"held-out exact match {when} training: not measured{gone}")
-        return {}, ["(not checked: longer than the context)"] * len(records)
+        return {}, [unchecked] * len(records)
     new = max(len(tok.encode(records[i]["output"], bos=False)) for i in keep) + 2
     found = iter(generate_answers(model, tok, [records[i] for i in keep], new, 50, autocast, plan.bucket(args)))
-    answers = [next(found) if i in keep else "(not checked: longer than the context)" for i in range(len(records))]
+    answers = [next(found) if i in keep else unchecked for i in range(len(records))]  # (train.py's samples: aligned)
     pairs = [(answers[i], records[i]["output"].strip()) for i in keep]
     exact = sum(a == r for a, r in pairs) / len(pairs)
     prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in pairs) / len(pairs)
