@@ -1193,8 +1193,9 @@ def record_problem(r, output=True):
                 {"context", "response"} <= set(r) else
                 "; a chat (OpenAI's messages, ShareGPT's conversations) is not an instruction record: lorasp trains "
                 "Alpaca's instruction, input, output" if {"messages", "conversations"} & set(r) else "")
-        if not isinstance(r[field], str):
-            return f"field {field!r} is a {type(r[field]).__name__}, not a string"
+        if not isinstance(r[field], str):  # (a null input, a Hub export's missing value: Alpaca's train.py writes None)
+            null = ' (JSON\'s null: a record without input has "input": "", or no "input")' * (r[field] is None)
+            return f"field {field!r} is a {type(r[field]).__name__}, not a string" + null * (field == "input")
         try:
             r[field].encode("utf-8")
         except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token

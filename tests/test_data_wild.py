@@ -142,3 +142,13 @@ def test_chat_and_dolly_records_are_refused_saying_what_they_are(record, hint, t
     (tmp_path / "d.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(ValueError, match=rf"d\.jsonl, line 1: record 0 has no '\w+' field \(it has .*\); {hint}"):
         data.read_records(str(tmp_path / "d.jsonl"))
+
+
+def test_a_null_input_is_refused_saying_how_to_write_no_input(tmp_path):
+    """A Hub export writes a missing value as null; Alpaca's train.py (input != "") would render it as the word
+    "None" under "### Input:". Refused, naming the line, saying what no input is (it said only "a NoneType")."""
+    (tmp_path / "n.json").write_text('[\n{"instruction": "a", "input": "", "output": "b"},\n'
+                                     '{"instruction": "c", "input": null, "output": "d"}\n]')
+    with pytest.raises(ValueError, match=r'n\.json, line 3: record 1 field \'input\' is a NoneType, not a string '
+                                         r'\(JSON\'s null: a record without input has "input": "", or no "input"\)$'):
+        data.read_records(str(tmp_path / "n.json"))
