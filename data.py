@@ -1899,7 +1899,7 @@ def read_translation(directory, split, src="en", tgt="ro"):
 
 def nonempty(pairs, where):
     """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note. A source
-    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would be added again."""
+    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice."""
     if prefixed := next((n for n, s, _ in pairs if s.lstrip().lower().startswith(T5_PREFIX.lower().strip())), None):
         raise ValueError(f"{where}, line {prefixed}: the source starts with T5's prefix {T5_PREFIX.strip()!r}, which "
                          "lorasp adds itself (it would read twice): give the English sentences alone")

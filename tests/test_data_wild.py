@@ -56,8 +56,9 @@ def test_squad_questions_past_max_query_are_cut_and_said(tmp_path, capsys):
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "why", "w", "answer", "?"]))
     tok = data.load_tokenizer(str(tmp_path))
     context = "w answer w"
-    qas = [{"id": "long", "question": " ".join(["why"] * 70) + " ?", "answers": [{"text": "answer", "answer_start": 2}]},
-           {"id": "short", "question": "why ?", "answers": [{"text": "answer", "answer_start": 2}]}]
+    gold = [{"text": "answer", "answer_start": 2}]
+    qas = [{"id": "long", "question": " ".join(["why"] * 70) + " ?", "answers": gold},
+           {"id": "short", "question": "why ?", "answers": gold}]
     windows = data.squad_windows([{"paragraphs": [{"context": context, "qas": qas}]}], tok, max_len=128, split="train")
     assert windows[0]["input_ids"] == [2] + [4] * 64 + [3] + [5, 6, 5] + [3] and windows[0]["labels"] == (67, 67)
     assert "squad train: 1 question longer than 64 tokens cut to their first 64 (BERT's run_squad.py " \
