@@ -1459,8 +1459,8 @@ def text_ids(path, tok):
 
 
 def check_not_records(path):
-    """A .txt that starts as instruction records is an error: a .json or .jsonl that Windows' hidden extensions saved
-    as .json.txt would learn every character of its lines, JSON's syntax and the prompt-less fields included."""
+    """A .txt that starts as instruction (or chat) records is an error: a .json or .jsonl that Windows' hidden
+    extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field names included."""
     with text_file(path, "utf-8-sig") as f:
         text = f.read(1 << 20)                                 # (the first record is in the first MB or no matter)
     at = len(text) - len(text.lstrip())
@@ -1468,9 +1468,10 @@ def check_not_records(path):
         record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
     except json.JSONDecodeError:
         return
-    if isinstance(record, dict) and "instruction" in record:
-        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: Alpaca-format records, not text: name it "
-                         ".json (a list) or .jsonl (an object a line)")
+    if isinstance(record, dict) and {"instruction", "messages", "conversations"} & set(record):  # (or chats)
+        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: " + ("Alpaca-format records" if "instruction"
+                         in record else "chat records") + ", not text: name it .json (a list) or .jsonl (an object "
+                         "a line)")
 
 
 def text_examples(path, tok, seq_len):

@@ -80,6 +80,9 @@ def test_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
             with pytest.raises(ValueError, match=rf"{name}, line {line}: Alpaca-format records, not text: name it "
                                                  r"\.json \(a list\) or \.jsonl"):
                 read()
+    (tmp_path / "chat.txt").write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"chat\.txt, line 1: chat records, not text"):
+        data.text_ids(str(tmp_path / "chat.txt"), tok)
     (tmp_path / "song.txt").write_text('[Verse 1]\n{"a": 1} is not a record\n[1, 2]\n')
     assert data.text_ids(str(tmp_path / "song.txt"), tok) == [
         t for line in ("[Verse 1]", '{"a": 1} is not a record', "[1, 2]") for t in tok.encode(line, eos=True)]
