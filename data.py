@@ -1169,12 +1169,14 @@ def read_records(path, output=True):
             line = where[i] if where else f"line {json_list_line(path, i)}"
             raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
-    for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it)
-        for k in set(r) - {"instruction", "input", "output", "text"}:
-            unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}))
+    for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
+        for k in set(r) - {"instruction", "input", "output"}:
+            unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}) and not (k == "text" and rendered(r)))
     if unused := {k: n for k, n in unused.items() if n}:
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
-            f"{k!r} in {n:,} records" for k, n in sorted(unused.items())), file=sys.stderr)
+            f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
+            " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
+            "'text')" if "text" in unused else ""), file=sys.stderr)
     return records
 
 
@@ -1188,15 +1190,33 @@ def record_problem(r, output=True):
         if field not in r:
             return f"has no {field!r} field (it has {sorted(r)})" + (
                 "; databricks-dolly's context and response are Alpaca's input and output: rename them" if
-                {"context", "response"} <= set(r) else "")
-        if not isinstance(r[field], str):
-            return f"field {field!r} is a {type(r[field]).__name__}, not a string"
+                {"context", "response"} <= set(r) else
+                "; a chat (OpenAI's messages, ShareGPT's conversations) is not an instruction record: lorasp trains "
+                "Alpaca's instruction, input, output" if {"messages", "conversations"} & set(r) else "")
+        if not isinstance(r[field], str):  # (a null input, a Hub export's missing value: Alpaca's train.py writes None)
+            null = ' (JSON\'s null: a record without input has "input": "", or no "input")' * (r[field] is None)
+            return f"field {field!r} is a {type(r[field]).__name__}, not a string" + null * (field == "input")
         try:
             r[field].encode("utf-8")
         except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token
             return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
                     "not text")
     return None
+
+
+def rendered(r):
+    """Whether a record's "text" is Alpaca's prompt of its own fields followed by more (the Hub's tatsu-lab/alpaca:
+    prompt, newline, output), whitespace aside; another template there (a chat model's) is text lorasp does not read."""
+    squeeze = lambda s: "".join(s.split())  # noqa: E731
+    return isinstance(r["text"], str) and squeeze(r["text"]).startswith(squeeze(alpaca_prompt(r)))
+
+
+def record_line(path, index):
+    """The line the index-th record of a .json list or .jsonl file starts on (for a message naming it)."""
+    if not path.lower().endswith(".jsonl"):
+        return json_list_line(path, index)
+    with open(path, encoding="utf-8-sig") as f:
+        return [n for n, line in enumerate(f, 1) if line.strip()][index]
 
 
 def json_list_line(path, index):
@@ -1256,6 +1276,7 @@ def read_prompts(path):
     """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
     if path.lower().endswith((".json", ".jsonl")):
         return read_records(path, output=False)
+    check_not_records(path)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
         return [{"instruction": s.strip()} for s in f if s.strip()]
 
@@ -1345,7 +1366,15 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
-    train, val = split_records(read_records(path), val_fraction, seed)
+    records = read_records(path)
+    if empty := [i for i, r in enumerate(records) if not r["output"].strip()]:  # (an export that lost the responses)
+        first = f"record {empty[0]}, line {record_line(path, empty[0])}"
+        if len(empty) == len(records):
+            raise ValueError(f"{path}: every record's output is empty ({first}, ...): nothing to learn but an EOS "
+                             "right after the prompt (instructions to answer go to eval.py --task generate --prompts)")
+        print(f"note: {path}: {len(empty):,} of the {len(records):,} records have an empty output (the first: "
+              f"{first}): each trains the response to end at once, with EOS", file=sys.stderr)
+    train, val = split_records(records, val_fraction, seed)
     seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
     if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
         print(f"note: {path}: {twins:,} of the {len(val):,} held-out records are also training records, word for word "
@@ -1420,12 +1449,29 @@ def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
 
 def text_ids(path, tok):
     """A plain-text corpus as token ids: each non-empty line a document (BOS ... EOS), all of them concatenated."""
+    check_not_records(path)
     ids = []
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not text to learn
         for line in f:
             if line.strip():
                 ids += tok.encode(line.rstrip("\n"), eos=True)
     return ids
+
+
+def check_not_records(path):
+    """A .txt that starts as instruction (or chat) records is an error: a .json or .jsonl that Windows' hidden
+    extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field names included."""
+    with text_file(path, "utf-8-sig") as f:
+        text = f.read(1 << 20)                                 # (the first record is in the first MB or no matter)
+    at = len(text) - len(text.lstrip())
+    try:                                                       # a list's first element, or a JSON Lines line
+        record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
+    except json.JSONDecodeError:
+        return
+    if isinstance(record, dict) and {"instruction", "messages", "conversations"} & set(record):  # (or chats)
+        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: " + ("Alpaca-format records" if "instruction"
+                         in record else "chat records") + ", not text: name it .json (a list) or .jsonl (an object "
+                         "a line)")
 
 
 def text_examples(path, tok, seq_len):
@@ -1476,7 +1522,7 @@ def demo_corpus(n_docs, seed=0, per_doc=8):
 def demo_records(n, seed=1):
     """n distinct Alpaca-format records (instruction, input, output) with checkable answers."""
     rng, records = random.Random(seed), {}
-    for i in range(20 * n):  # the skills in turn; "add" runs out of new questions (300) first
+    for i in range(20 * n):  # the skills in turn; a question drawn again is skipped
         r = demo_example(rng, DEMO_SKILLS[i % len(DEMO_SKILLS)])[1]
         if len(records) == n:
             break
@@ -1853,7 +1899,11 @@ def read_translation(directory, split, src="en", tgt="ro"):
 
 
 def nonempty(pairs, where):
-    """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note."""
+    """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note. A source
+    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice."""
+    if prefixed := next((n for n, s, _ in pairs if s.lstrip().lower().startswith(T5_PREFIX.lower().strip())), None):
+        raise ValueError(f"{where}, line {prefixed}: the source starts with T5's prefix {T5_PREFIX.strip()!r}, which "
+                         "lorasp adds itself (it would read twice): give the English sentences alone")
     if empty := [n for n, s, t in pairs if not (s.strip() and t.strip())]:
         print(f"note: {where}: skipped {len(empty):,} pair{'s' * (len(empty) > 1)} with an empty side (line"
               f"{'s' * (len(empty) > 1)} {', '.join(map(str, empty[:5]))}{', ...' * (len(empty) > 5)}), as HF's wmt16 "
@@ -2039,14 +2089,14 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
     context, to map a span back to text. The gold answer is the first whose text is at its answer_start: a question
     with none such is left out of "train" (as BERT's run_squad.py does) and kept, labelled (0, 0), elsewhere (its
     answers' texts are still what it is scored against); counted."""
-    out, unfound = [], []
+    out, unfound, long = [], [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
             ctx = paragraph["context"]
             toks = context_tokens(tok, ctx)
             for qa in paragraph["qas"]:
-                question = qa["question"].lstrip()  # as run_qa.py: SQuAD's leading spaces were BPE tokens
-                head = [tok.bos_id, *tok._encode(question)[:max_query], *[tok.eos_id] * tok.pair_seps]
+                question = tok._encode(qa["question"].lstrip())  # as run_qa.py: SQuAD's leading spaces were BPE tokens
+                head = [tok.bos_id, *question[:max_query], *[tok.eos_id] * tok.pair_seps]
                 room = max_len - len(head) - 1
                 if room < 1:
                     raise ValueError(f"--seq-len {max_len} leaves no room for the context after the question "
@@ -2060,6 +2110,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                     s, e = a["answer_start"], a["answer_start"] + len(a["text"])
                     inside = [i for i, (_, ts, te) in enumerate(toks) if ts < e and te > s]  # tokens it overlaps
                     first, last = (inside[0], inside[-1]) if inside else (None, None)
+                long += [qa["id"]] * (len(question) > max_query)
                 start = 0
                 while True:
                     win = toks[start:start + room]
@@ -2075,6 +2126,9 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
     if unfound:
         print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
               f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))
+    if long:
+        print(f"squad {split}: {len(long):,} question{'s' * (len(long) > 1)} longer than {max_query} tokens cut to "
+              f"their first {max_query} (BERT's run_squad.py max_query_length; first: {long[0]})")
     return out
 
 

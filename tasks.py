@@ -41,7 +41,8 @@ from ddp import rank_world
 from checks import check_model, check_seq_len
 from download import HF_REPOS, SMALL_FILES
 from evalcli import in_glue_order
-from eval import classifier_loss, evaluate_glue, evaluate_squad, evaluate_translation, generate_answers
+from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad, evaluate_translation,
+                  generate_answers)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
@@ -345,11 +346,31 @@ def before_after(model, tok, records, autocast, args, when):
         print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
               f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
         return {f"bleu_{when}": scores["bleu"]}, answers
-    new = max(len(tok.encode(r["output"], bos=False)) for r in records) + 2
-    answers = generate_answers(model, tok, records, new, 50, autocast, plan.bucket(args))  # CPU bf16: few lengths
-    refs = [r["output"].strip() for r in records]
-    exact = sum(a == r for a, r in zip(answers, refs)) / len(refs)
-    prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in zip(answers, refs)) / len(refs)
-    print(f"held-out exact match {when} training ({len(records)} records): {exact:.1%} (answers that start with the "
-          f"expected one: {prefix:.1%})")                      # (--exact-match N: fewer if fewer were held out)
+    ctx, unchecked = context_length(model), "(not checked: longer than the context)"
+    keep = fitting(tok, records, ctx)
+    gone = f"; {len(records) - len(keep)} left out: prompt and answer longer than the model's {ctx} positions" * (
+        len(keep) < len(records))
+    if not keep:
+        print(f"held-out exact match {when} training: not measured{gone}")
+        return {}, [unchecked] * len(records)
+    new = max(len(tok.encode(records[i]["output"], bos=False)) for i in keep) + 2
+    found = iter(generate_answers(model, tok, [records[i] for i in keep], new, 50, autocast, plan.bucket(args)))
+    answers = [next(found) if i in keep else unchecked for i in range(len(records))]  # (train.py's samples: aligned)
+    pairs = [(answers[i], records[i]["output"].strip()) for i in keep]
+    exact = sum(a == r for a, r in pairs) / len(pairs)
+    prefix = sum(bool(re.match(re.escape(r) + r"(\W|$)", a)) for a, r in pairs) / len(pairs)
+    print(f"held-out exact match {when} training ({len(pairs)} records{gone}): {exact:.1%} (answers that start with "
+          f"the expected one: {prefix:.1%})")                  # (--exact-match N: fewer if fewer were held out)
     return {f"exact_match_{when}": exact, f"prefix_match_{when}": prefix}, answers
+
+
+def fitting(tok, records, context):
+    """The indices of the records greedy answers can be checked on within the model's context: every prompt is
+    generated on for as many tokens as the longest expected answer and 2, so the longest records are left out until
+    the longest prompt and that fit (GPT-2's learned positions end there; the check once stopped the run with
+    "97 tokens: past the 96 positions")."""
+    sizes = {i: (len(tok.encode(data.alpaca_prompt(r))), len(tok.encode(r["output"], bos=False)))
+             for i, r in enumerate(records)}
+    while sizes and max(p for p, _ in sizes.values()) + max(o for _, o in sizes.values()) + 2 > context:
+        del sizes[max(sizes, key=lambda i: sum(sizes[i]))]
+    return set(sizes)

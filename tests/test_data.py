@@ -192,13 +192,15 @@ def test_fields_lorasp_does_not_read_are_named(tmp_path, capsys):
     output alone: said, with how many records carry each (empty ones, and the Hub export's rendered "text", are
     not)."""
     records = [{"instruction": "a", "input": "", "output": "b", "system": "You are a pirate.", "history": []},
-               {"instruction": "c", "output": "d", "system": "", "history": [["hi", "ho"]], "text": "rendered"},
+               {"instruction": "c", "output": "d", "system": "", "history": [["hi", "ho"]],
+                "text": data.alpaca_prompt({"instruction": "c"}) + "\nd"},
                {"instruction": "e", "output": "f", "system": "Be brief."}]
     (tmp_path / "lf.json").write_text(json.dumps(records))
     assert data.read_records(str(tmp_path / "lf.json")) == records
     assert capsys.readouterr().err == (f"note: {tmp_path / 'lf.json'}: fields lorasp does not use (it reads "
                                        "instruction, input, output): 'history' in 1 records, 'system' in 2 records\n")
-    (tmp_path / "plain.json").write_text(json.dumps([{"instruction": "a", "output": "b", "text": "rendered"}]))
+    (tmp_path / "plain.json").write_text(json.dumps([{"instruction": "a", "output": "b",
+                                                      "text": data.alpaca_prompt({"instruction": "a"}) + "\nb"}]))
     data.read_records(str(tmp_path / "plain.json"))
     assert capsys.readouterr().err == ""
 

@@ -1,0 +1,158 @@
+"""Data sets as users have them on disk (red-team pass, session 19): what train.py reads from each, against what
+the data set's own reference reads (Stanford Alpaca's train.py for instruction records)."""
+import json
+
+import pytest
+
+import data
+from fetch_real import path
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+
+
+def test_records_with_an_empty_output_are_said_and_all_empty_refused(tok, tmp_path, capsys):
+    """An export that lost its responses (a prompts file given as --data, a conversion that wrote "" for a missing
+    field) trained every record to answer with EOS alone, without a word. Alpaca's train.py trains such a record
+    too, so one among many is said (with its line); a file of nothing else is refused."""
+    lines = [{"instruction": "Say a.", "output": "a"}, {"instruction": "Say b.", "input": "", "output": " "},
+             {"instruction": "Say c.", "output": "c"}, {"instruction": "Say d.", "output": ""}]
+    (tmp_path / "some.jsonl").write_text("\n".join(json.dumps(r) for r in lines[:2]) + "\n\n" +
+                                         "\n".join(json.dumps(r) for r in lines[2:]) + "\n")
+    train, val, _ = data.load_examples(str(tmp_path / "some.jsonl"), tok, 64, 0.0, seed=0)
+    assert len(train) == 4 and val == []                       # (still trained, as the reference trains them)
+    assert f"note: {tmp_path / 'some.jsonl'}: 2 of the 4 records have an empty output (the first: record 1, line 2)" \
+        in capsys.readouterr().err
+    (tmp_path / "none.json").write_text(json.dumps([{"instruction": "Say a.", "input": "", "output": ""}] * 3,
+                                                   indent=1))
+    with pytest.raises(ValueError, match=r"none\.json: every record's output is empty \(record 0, line 2, \.\.\.\): "
+                                         r"nothing to learn"):
+        data.load_examples(str(tmp_path / "none.json"), tok, 64, 0.0, seed=0)
+
+
+def test_a_text_column_in_another_template_is_said(tmp_path, capsys):
+    """A JSONL export with instruction/input/output and a "text" column: the Hub's tatsu-lab/alpaca renders Alpaca's
+    prompt, a newline and the output into it (nothing to say: lorasp builds the same prompt), but a chat model's
+    template there ("[INST] ..."), which the user may have meant to train on, was dropped without a word."""
+    hub = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    hub["text"] = data.alpaca_prompt(hub) + "\n" + hub["output"]
+    chat = {"instruction": "Add.", "input": "2 and 3", "output": "5", "text": "<s>[INST] Add. 2 and 3 [/INST] 5</s>"}
+    (tmp_path / "hub.jsonl").write_text(json.dumps(hub) + "\n")
+    data.read_records(str(tmp_path / "hub.jsonl"))
+    assert capsys.readouterr().err == ""
+    (tmp_path / "chat.jsonl").write_text(json.dumps(hub) + "\n" + json.dumps(chat) + "\n")
+    data.read_records(str(tmp_path / "chat.jsonl"))
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'chat.jsonl'}: fields lorasp does not use (it reads instruction, input, output): 'text' in "
+        "1 records ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
+        "'text')\n")
+
+
+def test_squad_questions_past_max_query_are_cut_and_said(tmp_path, capsys):
+    """BERT's run_squad.py keeps a question's first max_query_length (64) tokens; lorasp does too, but said nothing,
+    where every other cut (--seq-len) is counted. Now the cut questions are counted, the first named."""
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "why", "w", "answer", "?"]))
+    tok = data.load_tokenizer(str(tmp_path))
+    context = "w answer w"
+    gold = [{"text": "answer", "answer_start": 2}]
+    qas = [{"id": "long", "question": " ".join(["why"] * 70) + " ?", "answers": gold},
+           {"id": "short", "question": "why ?", "answers": gold}]
+    windows = data.squad_windows([{"paragraphs": [{"context": context, "qas": qas}]}], tok, max_len=128, split="train")
+    assert windows[0]["input_ids"] == [2] + [4] * 64 + [3] + [5, 6, 5] + [3] and windows[0]["labels"] == (67, 67)
+    assert "squad train: 1 question longer than 64 tokens cut to their first 64 (BERT's run_squad.py " \
+           "max_query_length; first: long)" in capsys.readouterr().out
+
+
+def test_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
+    """Windows hides known extensions, so Notepad saves alpaca.json as alpaca.json.txt: train.py learned it as plain
+    text, every line a document, brackets, quotes and field names included (and generate took each line for an
+    instruction). A .txt that starts as instruction records is refused, naming the line; text that merely starts
+    with a bracket or a brace reads as before."""
+    records = [{"instruction": "Add.", "input": "2 and 3", "output": "5"}] * 3
+    (tmp_path / "alpaca.json.txt").write_text(json.dumps(records, indent=2))
+    (tmp_path / "alpaca.jsonl.txt").write_text("\n\n" + "\n".join(map(json.dumps, records)) + "\n")
+    for name, line in (("alpaca.json.txt", 1), ("alpaca.jsonl.txt", 3)):
+        where = str(tmp_path / name)
+        for read in (lambda: data.load_examples(where, tok, 16, 0.0, seed=0), lambda: data.perplexity_docs(where, tok),
+                     lambda: data.read_prompts(where)):
+            with pytest.raises(ValueError, match=rf"{name}, line {line}: Alpaca-format records, not text: name it "
+                                                 r"\.json \(a list\) or \.jsonl"):
+                read()
+    (tmp_path / "chat.txt").write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"chat\.txt, line 1: chat records, not text"):
+        data.text_ids(str(tmp_path / "chat.txt"), tok)
+    (tmp_path / "song.txt").write_text('[Verse 1]\n{"a": 1} is not a record\n[1, 2]\n')
+    assert data.text_ids(str(tmp_path / "song.txt"), tok) == [
+        t for line in ("[Verse 1]", '{"a": 1} is not a record', "[1, 2]") for t in tok.encode(line, eos=True)]
+    assert [r["instruction"] for r in data.read_prompts(str(tmp_path / "song.txt"))][0] == "[Verse 1]"
+
+
+def test_held_out_check_leaves_out_records_longer_than_the_context(tok, capsys):
+    """--exact-match generates on each held-out prompt for as many tokens as the longest expected answer: one record
+    longer than GPT-2's positions stopped the run before training ("97 tokens: past the 96 positions of this gpt2"),
+    though training cuts such records to --seq-len. The longest are left out and counted; the others are checked
+    exactly as alone (their answers equal a check without the long ones)."""
+    import argparse
+    import contextlib
+    import torch
+    import tasks
+    from model import GPT2Config, build_model
+    torch.manual_seed(0)
+    model = build_model(GPT2Config(vocab_size=tok.vocab_size, n_positions=96, n_layer=1, n_embd=16, n_head=2))
+    short = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(4)]
+    long = [{"instruction": "Repeat.", "input": "", "output": " ".join(["word"] * 80)},
+            {"instruction": "Repeat.", "input": " ".join(["word"] * 120), "output": "x"}]
+    args = argparse.Namespace(data="r.json", bleu=0, device="cpu", dtype="fp32", seq_len=64)
+    alone, answers = tasks.before_after(model, tok, short, contextlib.nullcontext, args, "before")
+    capsys.readouterr()
+    found, mixed = tasks.before_after(model, tok, short[:2] + long + short[2:], contextlib.nullcontext, args, "after")
+    assert found == {k.replace("before", "after"): v for k, v in alone.items()}
+    assert mixed == answers[:2] + ["(not checked: longer than the context)"] * 2 + answers[2:]
+    assert "held-out exact match after training (4 records; 2 left out: prompt and answer longer than the model's 96 " \
+           "positions)" in capsys.readouterr().out
+    assert tasks.before_after(model, tok, long, contextlib.nullcontext, args, "after")[0] == {}
+
+
+def test_wmt16_sources_that_carry_t5s_prefix_already_are_refused(tmp_path):
+    """Inputs saved by a T5 tutorial's preprocessing start with "translate English to Romanian: "; lorasp adds the
+    prefix itself, so they trained (and were scored) as "translate English to Romanian: translate English to
+    Romanian: ...", off everything T5 saw. Refused with the line, in the JSONL export and in the plain files."""
+    rows = [("The cat.", "Pisica."), (data.T5_PREFIX + "The dog.", "Câinele.")]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n"
+                                                  for e, r in rows))
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 2: the source starts with T5's prefix 'translate "
+                                         r"English to Romanian:', which lorasp adds itself"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "train.en").write_text("".join(e + "\n" for e, _ in rows))
+    (tmp_path / "train.ro").write_text("".join(r + "\n" for _, r in rows))
+    with pytest.raises(ValueError, match=r"train\.en \+ train\.ro, line 2: the source starts with T5's prefix"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "train.en").write_text("The cat.\nTranslate this, please.\n")
+    assert data.read_translation(str(tmp_path), "train") == [("The cat.", "Pisica."), ("Translate this, please.",
+                                                                                      "Câinele.")]
+
+
+@pytest.mark.parametrize("record, hint", [
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}, "a chat"),
+    ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}, "a chat"),
+    ({"instruction": "Hi", "context": "", "response": "Hello", "category": "open_qa"}, "databricks-dolly's"),
+])
+def test_chat_and_dolly_records_are_refused_saying_what_they_are(record, hint, tmp_path):
+    """Other instruction formats are refused at their first record, naming what it is (never read with an empty
+    instruction or output)."""
+    (tmp_path / "d.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=rf"d\.jsonl, line 1: record 0 has no '\w+' field \(it has .*\); {hint}"):
+        data.read_records(str(tmp_path / "d.jsonl"))
+
+
+def test_a_null_input_is_refused_saying_how_to_write_no_input(tmp_path):
+    """A Hub export writes a missing value as null; Alpaca's train.py (input != "") would render it as the word
+    "None" under "### Input:". Refused, naming the line, saying what no input is (it said only "a NoneType")."""
+    (tmp_path / "n.json").write_text('[\n{"instruction": "a", "input": "", "output": "b"},\n'
+                                     '{"instruction": "c", "input": null, "output": "d"}\n]')
+    with pytest.raises(ValueError, match=r'n\.json, line 3: record 1 field \'input\' is a NoneType, not a string '
+                                         r'\(JSON\'s null: a record without input has "input": "", or no "input"\)$'):
+        data.read_records(str(tmp_path / "n.json"))
