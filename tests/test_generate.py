@@ -133,3 +133,4 @@ def test_the_command_line_samples_the_same_text_for_a_seed(tmp_path, monkeypatch
         G.main()
         return capsys.readouterr().out
     assert text(3) == text(3) != text(4)
+
