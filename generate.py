@@ -26,7 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from checks import no_effect
+from adapter import adapter_base
+from checks import adapter_config, no_effect
 from data import UserError, check_vocab, load_tokenizer
 
 
@@ -111,6 +112,20 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
     return fin[..., :t + 2], fin_scores
 
 
+def head_adapter(adapter, model):
+    """Refuse a GLUE or SQuAD adapter (its classifier or span head in modules_to_save) before a weight loads: its head
+    scores inputs, eval.py's work; on a causal LM its head's tensors would be 'tensors lorasp does not load'."""
+    head = [m for m in (adapter_config(adapter) or {}).get("modules_to_save") or ()
+            if m.rpartition(".")[2] in ("classifier", "score", "qa_outputs")]
+    if head:
+        span, task = head == ["qa_outputs"], adapter_base(adapter).get("task")
+        raise UserError(f"--adapter {adapter} is a {'question-answering' if span else 'classification'} adapter (its "
+                        f"{'span' if span else 'classifier'} head, {', '.join(head)}, is in adapter_config.json's "
+                        f"modules_to_save): it scores {task or ('SQuAD' if span else 'a GLUE task')}, it does not "
+                        f"generate text; score it with python eval.py --task "
+                        f"{task or ('squad' if span else 'glue/TASK')} --model {model} --adapter {adapter}")
+
+
 def main(demo=None):
     """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed.
     demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move)."""
@@ -157,6 +172,7 @@ def main(demo=None):
                     raise UserError(f"--adapter {args.adapter}: no adapter_config.json; not an adapter folder (train.py"
                                     "'s OUT/adapter, lorasp.save_adapter's or PEFT's)" if os.path.isdir(args.adapter)
                                     else f"--adapter {args.adapter}: no such folder")
+                head_adapter(args.adapter, args.model)
                 quant = base_quant(args.model, args.adapter, args.quantize or "auto", flag="--quantize",
                                    prog="generate.py")
         model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)
