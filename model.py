@@ -565,6 +565,7 @@ class Encoder(nn.Module):
     prefix: ClassVar[str]
     head: ClassVar[tuple]  # what trains fully beside the adapter and is saved with it (PEFT's modules_to_save)
     may_lack: ClassVar[tuple] = ()  # modules a checkpoint may lack entirely: fill() draws them fresh (initialize)
+    lacked = None  # (the module fill drew so, what it lacked): classify says it when it reads it
 
     def __init__(self, config):
         super().__init__()
@@ -583,9 +584,12 @@ class Encoder(nn.Module):
         if c.qa:
             self.add_qa_head()
 
-    def initialize(self, module):
-        """A module drawn fresh as transformers' _init_weights draws it: linears N(0, initializer_range), zero bias."""
+    def initialize(self, module, lacked=None):
+        """A module drawn fresh as transformers' _init_weights draws it: linears N(0, initializer_range), zero bias.
+        lacked: fill's word that the checkpoint holds none (BERT's pooler): said where classify reads the module, not
+        where an adapter brings its own (eval.py, --resume) or a span head drops it."""
         module.apply(lambda m: init_weights(m, self.config.initializer_range or 0.02))  # (0: transformers' 0.02)
+        self.lacked = (module, lacked) if lacked else self.lacked
         return module
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, first_only=False):
@@ -624,6 +628,10 @@ class Encoder(nn.Module):
         p = (c.dropout if c.classifier_dropout is None else c.classifier_dropout) if self.training else 0.0
         x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
+            if self.lacked and self.lacked[0] is self.bert.pooler:  # fill's fresh pooler, read: said once
+                print(f"note: {self.lacked[1]} (as BertForMaskedLM saves it): newly initialized, as transformers does; "
+                      "a GLUE classifier trains it with its head")
+                self.lacked = None
             dense = self.bert.pooler.dense  # (a LoRASPLinear where a PEFT adapter names "dense" or all-linear)
             x = dense(x.to(getattr(dense, "base", dense).weight.dtype))
             return head(dropout(torch.tanh(x), p).to(head.weight.dtype))
