@@ -317,13 +317,15 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     if missing:
         raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
-    for m in fresh:  # drawn as transformers draws a module its checkpoint lacks, and said, as its warning says it
+    for m in fresh:  # drawn as transformers draws a module its checkpoint lacks; said where the model reads it
         module, names = model.get_submodule(m), [n for n in expected if n.startswith(m + ".")]
         for name, p in list(module.named_parameters()):
             owner_name, _, leaf = name.rpartition(".")
             setattr(module.get_submodule(owner_name), leaf, nn.Parameter(
                 torch.empty(p.shape, dtype=dtype, device=device), requires_grad=p.requires_grad))
-        model.initialize(module, lacked=f"{where} holds no {', '.join(names)}")  # (said where it is read)
+        model.initialize(module)
+        model.lacked = (module, f"note: {where} holds no {', '.join(names)} (as BertForMaskedLM saves it): newly "
+                        "initialized, as transformers does; a GLUE classifier trains it with its head")
     for what, name, t in copies:
         owner_name, _, leaf = name.rpartition(".")
         original = model.get_parameter(tied[name])
