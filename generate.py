@@ -58,6 +58,9 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids.
     A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding. eos_id:
     an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'."""
+    if input_ids.shape[1] == 0:  # (was a reshape error deep in the first block)
+        raise ValueError("generate: the prompts are empty (0 tokens): nothing to continue; start them with a token "
+                         "(a BOS)")
     if attention_mask is not None and not (last := attention_mask[:, -1].bool()).all():
         raise ValueError(f"generate: prompt row {(~last).nonzero()[0, 0].item()} ends in padding (attention_mask 0 at "
                          "its last position): pad prompts on the left, each continues from its last position")

@@ -134,3 +134,10 @@ def test_the_command_line_samples_the_same_text_for_a_seed(tmp_path, monkeypatch
         return capsys.readouterr().out
     assert text(3) == text(3) != text(4)
 
+
+
+def test_an_empty_prompt_is_refused_in_one_line():
+    """(B, 0) prompts: nothing to continue; was a RuntimeError about a reshape deep in the first block."""
+    model = M.build_model(M.LlamaConfig(vocab_size=V)).eval()
+    with pytest.raises(ValueError, match=r"^generate: the prompts are empty \(0 tokens\): nothing to continue"):
+        G.generate(model, torch.zeros(2, 0, dtype=torch.long), 3)
