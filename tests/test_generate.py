@@ -97,15 +97,19 @@ def test_warp_is_transformers_temperature_and_top_p():
 def test_sampling_draws_transformers_tokens_under_the_same_seed(pair, temperature, top_p):
     """Sampling from the same distribution with the same torch.multinomial call: under one global seed, our sampled
     continuations of a left-padded batch are transformers' do_sample=True ones (top_k=0: transformers' default top_k
-    50 is a filter we do not have), token for token."""
+    50 is a filter we do not have), token for token; so with two EOS ids that end rows early, then padding."""
     ref, ours, room = pair
     x, mask = prompts(2)
-    n = 12
+    n, hf = 12, dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     torch.manual_seed(5)
-    want = ref.generate(x, attention_mask=mask, max_new_tokens=n, do_sample=True, temperature=temperature, top_p=top_p,
-                        top_k=0)
+    want = ref.generate(x, attention_mask=mask, max_new_tokens=n, **hf)
     torch.manual_seed(5)
     assert torch.equal(G.generate(ours, x, n, temperature, top_p, attention_mask=mask), want)
+    stops = [want[0, 7 + 2].item(), want[3, 7 + 5].item()]
+    torch.manual_seed(5)
+    want = ref.generate(x, attention_mask=mask, max_new_tokens=n, eos_token_id=stops, pad_token_id=1, **hf)
+    torch.manual_seed(5)
+    assert torch.equal(G.generate(ours, x, n, temperature, top_p, stops, mask, pad_id=1), want)
 
 
 def test_seeded_sampling_repeats_and_the_seed_matters(pair):
