@@ -13,7 +13,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 import generate as G
 import model as M
-from fixtures import random_params
+from fixtures import random_params, tiny  # noqa: F401  (tiny: a fixture)
 
 V = 64
 SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -145,3 +145,30 @@ def test_an_empty_prompt_is_refused_in_one_line():
     model = M.build_model(M.LlamaConfig(vocab_size=V)).eval()
     with pytest.raises(ValueError, match=r"^generate: the prompts are empty \(0 tokens\): nothing to continue"):
         G.generate(model, torch.zeros(2, 0, dtype=torch.long), 3)
+
+
+def test_eos_ids_are_read_as_transformers_reads_them(tiny, tmp_path):
+    """The ids generation stops on (the tokenizer's stops, what generate.py passes) end the continuation where
+    transformers' generate with the checkpoint's own generation config ends it: a generation_config.json list (Llama 3's
+    [128001, 128009] shape, the tokenizer's EOS among them), config.json's eos_token_id alone (a list, or one id), and
+    no EOS at all (the continuation runs to max_new_tokens)."""
+    import json
+    import shutil
+
+    import data
+    prompt = torch.tensor([data.load_tokenizer(tiny[0]).encode("The capital of France is")])
+    ref = transformers.LlamaForCausalLM.from_pretrained(tiny[0], dtype=torch.float32).eval()
+    free = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                        eos_token_id=None)[0, prompt.shape[1]:].tolist()
+    a, b = free[3], free[6]
+    assert a not in free[:3] and b not in free[:6] and 2 not in free  # (each ends it at its own place; EOS 2 never)
+    for config, generation, ends in (({}, {"eos_token_id": [2, b, a]}, 4), ({"eos_token_id": [b, a]}, None, 4),
+                                     ({"eos_token_id": b}, None, 7), ({"eos_token_id": None}, None, 16)):
+        d = shutil.copytree(tiny[0], tmp_path / str(len(list(tmp_path.iterdir()))))
+        (d / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text()) | config))
+        if generation:
+            (d / "generation_config.json").write_text(json.dumps(generation))
+        ref = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        want = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)
+        got = G.generate(M.load_pretrained(d), prompt, 16, eos_id=data.load_tokenizer(str(d)).stops)
+        assert torch.equal(got, want) and got.shape[1] == prompt.shape[1] + ends, (config, generation)
