@@ -189,6 +189,7 @@ def test_a_glue_or_squad_adapter_is_said_to_be_one(tmp_path, monkeypatch, capsys
     cfg = tmp_path / "glue" / "adapter_config.json"                     # a span head (PEFT's own adapter: no task)
     cfg.write_text(cfg.read_text().replace('"score"', '"qa_outputs"'))
     (tmp_path / "glue" / "lorasp_extras.safetensors").unlink()
-    with pytest.raises(SystemExit, match=r"is a question-answering adapter \(its span head, qa_outputs, .*: it scores "
-                                         r"SQuAD, it does not generate text; score it with python eval.py --task squad "):
+    with pytest.raises(SystemExit, match=r"is a question-answering adapter \(its span head, qa_outputs, .*: it "
+                                         r"scores SQuAD, it does not generate text; score it with python eval.py "
+                                         r"--task squad "):
         run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))
