@@ -244,8 +244,8 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     does (a config that says tied, wrongly), or refused where one module holds both names (T5's encoder.embed_tokens is
     `shared`). dtype=None: the first tensor's dtype, for all of them (as transformers' "auto", read_tensors' order: a
     checkpoint of bf16 linears and fp32 norms computes in one dtype). A module in the model's may_lack that the
-    checkpoint lacks entirely (BERT's pooler: BertForMaskedLM saves none) is drawn fresh by model.initialize, with a
-    note, as transformers draws it; part of one missing is an error as any other."""
+    checkpoint lacks entirely (BERT's pooler: BertForMaskedLM saves none) is drawn fresh by model.initialize, as
+    transformers draws it, and said where the model reads it; part of one missing is an error as any other."""
     expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
@@ -317,15 +317,15 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     if missing:
         raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
                          + (" ..." if len(missing) > 8 else ""))
-    for m in fresh:  # drawn as transformers draws a module its checkpoint lacks, and said, as its warning says it
+    for m in fresh:  # drawn as transformers draws a module its checkpoint lacks; said where the model reads it
         module, names = model.get_submodule(m), [n for n in expected if n.startswith(m + ".")]
         for name, p in list(module.named_parameters()):
             owner_name, _, leaf = name.rpartition(".")
             setattr(module.get_submodule(owner_name), leaf, nn.Parameter(
                 torch.empty(p.shape, dtype=dtype, device=device), requires_grad=p.requires_grad))
         model.initialize(module)
-        print(f"note: {where} holds no {', '.join(names)} (as BertForMaskedLM saves it): newly initialized, as "
-              "transformers does; a GLUE classifier trains it with its head (SQuAD's span head does not read it)")
+        model.lacked = (module, f"note: {where} holds no {', '.join(names)} (as BertForMaskedLM saves it): newly "
+                        "initialized, as transformers does; a GLUE classifier trains it with its head")
     for what, name, t in copies:
         owner_name, _, leaf = name.rpartition(".")
         original = model.get_parameter(tied[name])

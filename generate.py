@@ -2,9 +2,9 @@
 
 - `generate(model, ids, n)`: the prompt runs once (prefill) and fills each layer's cache (k, v of every position);
   then one token at a time, attending over the cache. Left-padded prompts of different lengths go behind an
-  attention mask; finished rows keep emitting EOS.
+  attention mask; finished rows go on with padding (transformers' pad_token_id, else its first EOS).
 - `sample`: greedy at temperature 0, else softmax(logits / T) within the smallest set of top tokens whose
-  probability reaches top_p (Holtzman et al. 2020).
+  probability reaches top_p (Holtzman et al. 2020), as transformers' warpers (`warp`) filter them.
 - `beam_search(model, ids)`: Hugging Face's generate(num_beams=K, length_penalty, early_stopping=True) for an
   encoder-decoder; the encoder runs once, the decoder's self-attention cache is reordered as beams move.
 The models (model.py's Llama, GPT-2, T5) need only the cache protocol: model(ids, attention_mask=, cache=,
@@ -26,28 +26,41 @@ import time
 import torch
 import torch.nn.functional as F
 
-from checks import no_effect
+from adapter import adapter_base
+from checks import adapter_config, no_effect
 from data import UserError, check_vocab, load_tokenizer
 
 
+def warp(logits, temperature=1.0, top_p=1.0):
+    """The fp32 logits (B, vocab) sampling draws from: divided by the temperature, -inf outside the nucleus, the
+    smallest set of top tokens whose probability reaches top_p (Holtzman et al. 2020). Computed as transformers'
+    Temperature- and TopPLogitsWarper compute it, bit for bit: sorted upwards, a token goes while the mass up to it is
+    within 1 - top_p, so equal logits at the edge split as theirs do and top_p 0 keeps one token."""
+    scores = logits.float() / temperature
+    if top_p < 1:  # (at 1 all stay, no sort: transformers adds no TopPLogitsWarper there)
+        low, order = scores.sort(-1)  # ascending
+        drop = low.softmax(-1).cumsum(-1) <= 1 - top_p  # (B, vocab) in ascending order
+        drop[..., -1] = False  # the top token always stays
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+    return scores
+
+
 def sample(logits, temperature=0.0, top_p=1.0, generator=None):
-    """Next token (B,) from logits (B, vocab): greedy at temperature 0, else softmax(logits / T) within the
-    smallest set of top tokens whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020)."""
+    """Next token (B,) from logits (B, vocab): greedy at temperature 0, else a draw from softmax(warp(logits))."""
     if temperature <= 0:
         return logits.argmax(-1)
-    p, idx = torch.softmax(logits.float() / temperature, -1).sort(-1, descending=True)
-    if top_p < 1:  # (at 1 all stay: an fp32 running sum can round to 1 before the last few tokens)
-        drop = p.cumsum(-1) - p >= top_p  # the mass before this token already reaches top_p (as transformers')
-        drop[..., 0] = False  # the top token always stays
-        p[drop] = 0
-    return idx.gather(-1, torch.multinomial(p, 1, generator=generator)).squeeze(-1)
+    return torch.multinomial(warp(logits, temperature, top_p).softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
 def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, attention_mask=None,
-             generator=None):
+             generator=None, pad_id=None):
     """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids.
-    A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding."""
+    A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding. eos_id:
+    an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'."""
+    if input_ids.shape[1] == 0:  # (was a reshape error deep in the first block)
+        raise ValueError("generate: the prompts are empty (0 tokens): nothing to continue; start them with a token "
+                         "(a BOS)")
     if attention_mask is not None and not (last := attention_mask[:, -1].bool()).all():
         raise ValueError(f"generate: prompt row {(~last).nonzero()[0, 0].item()} ends in padding (attention_mask 0 at "
                          "its last position): pad prompts on the left, each continues from its last position")
@@ -56,9 +69,9 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_p, generator)
-        if eos_id is not None:                   # an int, or the ids that each end an answer (the first is emitted)
+        if eos_id is not None:
             stops = torch.tensor(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], device=nxt.device)
-            nxt = torch.where(done, stops[0], nxt)  # finished rows keep emitting EOS
+            nxt = torch.where(done, stops[0] if pad_id is None else pad_id, nxt)  # ended rows: padding
             done |= torch.isin(nxt, stops)
         ids = torch.cat([ids, nxt[:, None]], 1)
         mask = None if mask is None else torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
@@ -100,6 +113,20 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
         for kv in cache:  # cross-attention k, v are the same for all beams of an input: nothing to reorder
             kv["self"].update(k=kv["self"]["k"][rows], v=kv["self"]["v"][rows])
     return fin[..., :t + 2], fin_scores
+
+
+def head_adapter(adapter, model):
+    """Refuse a GLUE or SQuAD adapter (its classifier or span head in modules_to_save) before a weight loads: its head
+    scores inputs, eval.py's work; on a causal LM its head's tensors would be 'tensors lorasp does not load'."""
+    head = [m for m in (adapter_config(adapter) or {}).get("modules_to_save") or ()
+            if m.rpartition(".")[2] in ("classifier", "score", "qa_outputs")]
+    if head:
+        span, task = head == ["qa_outputs"], adapter_base(adapter).get("task")
+        raise UserError(f"--adapter {adapter} is a {'question-answering' if span else 'classification'} adapter (its "
+                        f"{'span' if span else 'classifier'} head, {', '.join(head)}, is in adapter_config.json's "
+                        f"modules_to_save): it scores {task or ('SQuAD' if span else 'a GLUE task')}, it does not "
+                        f"generate text; score it with python eval.py --task "
+                        f"{task or ('squad' if span else 'glue/TASK')} --model {model} --adapter {adapter}")
 
 
 def main(demo=None):
@@ -148,6 +175,7 @@ def main(demo=None):
                     raise UserError(f"--adapter {args.adapter}: no adapter_config.json; not an adapter folder (train.py"
                                     "'s OUT/adapter, lorasp.save_adapter's or PEFT's)" if os.path.isdir(args.adapter)
                                     else f"--adapter {args.adapter}: no such folder")
+                head_adapter(args.adapter, args.model)
                 quant = base_quant(args.model, args.adapter, args.quantize or "auto", flag="--quantize",
                                    prog="generate.py")
         model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)

@@ -42,7 +42,6 @@ SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loadi
 """
 import math
 import os
-import sys
 import tempfile
 from dataclasses import asdict, replace  # noqa: F401  (model.replace: tests use it)
 from typing import ClassVar
@@ -78,6 +77,18 @@ def init_weights(module, std=0.02):
         nn.init.normal_(module.weight, 0.0, std)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+def add_head(model, name, make, num_labels=None):
+    """model with a head `name`: make() drawn fresh (N(0, initializer_range), zero bias; fp32 whatever the backbone's
+    dtype), unless the checkpoint brought one; a classifier's num_labels must then be the checkpoint's."""
+    if name not in model._modules:
+        std = getattr(model.config, "initializer_range", 0) or 0.02  # (GPT-2's config has none: HF's 0.02)
+        setattr(model, name, make().to(next(model.parameters()).device).apply(lambda m: init_weights(m, std)))
+        model.config.num_labels = num_labels or model.config.num_labels
+    if num_labels and model.config.num_labels != num_labels:
+        raise ValueError(f"the checkpoint's head has {model.config.num_labels} labels, the task {num_labels}")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -243,15 +254,11 @@ def rope_cos_sin(positions, head_dim, theta, scaling=None):
     return (cos, sin) if att == 1.0 else (cos * att, sin * att)  # (yarn's attention factor; others 1.0)
 
 
-def apply_rope(x, cos, sin):
-    """Rotate each pair (x_i, x_{i+hd/2}) by its angle (RoFormer Eq. 34, half-split layout):
-    x cos + rotate_half(x) sin, rotate_half(x) = (-x2, x1)."""
-    return _Rope.apply(x, cos, sin)
-
-
 class _Rope(torch.autograd.Function):
-    """apply_rope with each half's product added in place: no rotate_half copy (neg, cat) forward, and backward one
-    product, not autograd's neg, cat and split of the gradient. The same values both ways, bit for bit."""
+    """apply_rope(x, cos, sin): each pair (x_i, x_{i+hd/2}) rotated by its angle (RoFormer Eq. 34, half-split layout),
+    x cos + rotate_half(x) sin, rotate_half(x) = (-x2, x1), with each half's product added in place: no rotate_half
+    copy (neg, cat) forward, and backward one product, not autograd's neg, cat and split of the gradient. The same
+    values both ways, bit for bit."""
 
     @staticmethod
     def forward(ctx, x, cos, sin):                             # x (B, nh, T, hd), cos, sin (B, 1, T, hd)
@@ -270,6 +277,9 @@ class _Rope(torch.autograd.Function):
         gx[..., :h] += gs[..., h:]
         gx[..., h:] -= gs[..., :h]
         return gx, None, None
+
+
+apply_rope = _Rope.apply
 
 
 class SwiGLU(torch.autograd.Function):
@@ -394,9 +404,8 @@ class LlamaBlock(nn.Module):
     def forward(self, x, cos, sin, mask, kv=None):
         (B, T, _), a, m = x.shape, self.self_attn, self.mlp
         h = cheap(self.input_layernorm, x)
-        q = a.q_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = a.k_proj(h).view(B, T, -1, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
-        v = a.v_proj(h).view(B, T, -1, self.hd).transpose(1, 2)
+        # q (B, nh, T, hd); k, v (B, nkv, T, hd)
+        q, k, v = (p(h).view(B, T, -1, self.hd).transpose(1, 2) for p in (a.q_proj, a.k_proj, a.v_proj))
         if "q_norm" in a:
             q, k = cheap(a.q_norm, q), cheap(a.k_norm, k)  # (Qwen3: before RoPE)
         x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
@@ -501,13 +510,7 @@ class GPT2(nn.Module):
     def add_head(self, num_labels):
         """HF's GPT2ForSequenceClassification head, unless the checkpoint brought one: `score`, C -> num_labels, no
         bias (N(0, 0.02); fp32)."""
-        if "score" not in self._modules:
-            self.score = nn.Linear(self.config.n_embd, num_labels, bias=False).to(self.lm_head.weight.device)
-            self.score.apply(init_weights)
-            self.config.num_labels = num_labels
-        if self.config.num_labels != num_labels:
-            raise ValueError(f"the checkpoint's head has {self.config.num_labels} labels, the task {num_labels}")
-        return self
+        return add_head(self, "score", lambda: nn.Linear(self.config.n_embd, num_labels, bias=False), num_labels)
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None):
         """(B, T) -> logits (B, num_labels) from the last real token (attention_mask 1; a causal model's only token
@@ -515,9 +518,8 @@ class GPT2(nn.Module):
         padded batches unless the text itself ends in the pad token (GPT-2 has none; <|endoftext|> is often used).
         token_type_ids: ignored (GPT-2 has none)."""
         x = self(input_ids, attention_mask, hidden=True)  # (B, T, C)
-        T = input_ids.shape[1]
-        last = torch.full((len(x),), T - 1, device=x.device) if attention_mask is None else \
-            (attention_mask * torch.arange(T, device=x.device)).argmax(-1)  # (B,)
+        real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        last = (real * torch.arange(x.shape[1], device=x.device)).argmax(-1)  # (B,)
         return self.score(x[torch.arange(len(x), device=x.device), last].to(self.score.weight.dtype))
 
     @staticmethod
@@ -564,7 +566,6 @@ class Encoder(nn.Module):
     classify() are HF's *ForSequenceClassification. Modules sit under `roberta.` / `bert.`, as in HF's files."""
     prefix: ClassVar[str]
     head: ClassVar[tuple]  # what trains fully beside the adapter and is saved with it (PEFT's modules_to_save)
-    may_lack: ClassVar[tuple] = ()  # modules a checkpoint may lack entirely: fill() draws them fresh (initialize)
 
     def __init__(self, config):
         super().__init__()
@@ -607,14 +608,9 @@ class Encoder(nn.Module):
     def add_head(self, num_labels):
         """A fresh classification head (N(0, initializer_range), zero bias; fp32 whatever the backbone's dtype), unless
         the checkpoint brought one. RoBERTa: classifier.dense, classifier.out_proj; BERT: classifier (+ its pooler)."""
-        if "classifier" not in self._modules:
-            C, w = self.config.n_embd, getattr(self, self.prefix).embeddings.word_embeddings.weight
-            self.classifier = self.initialize((nn.Linear(C, num_labels) if self.prefix == "bert" else nn.ModuleDict(
-                dict(dense=nn.Linear(C, C), out_proj=nn.Linear(C, num_labels)))).to(w.device))
-            self.config.num_labels = num_labels
-        if self.config.num_labels != num_labels:
-            raise ValueError(f"the checkpoint's head has {self.config.num_labels} labels, the task {num_labels}")
-        return self
+        C, L = self.config.n_embd, nn.Linear
+        return add_head(self, "classifier", lambda: L(C, num_labels) if self.prefix == "bert" else nn.ModuleDict(
+            dict(dense=L(C, C), out_proj=L(C, num_labels))), num_labels)
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None):
         """(B, T) -> logits (B, num_labels) from the first token (<s> / [CLS]), dropout before each head linear:
@@ -624,6 +620,9 @@ class Encoder(nn.Module):
         p = (c.dropout if c.classifier_dropout is None else c.classifier_dropout) if self.training else 0.0
         x = self(input_ids, attention_mask, token_type_ids, first_only=True)[:, 0]  # (B, C)
         if self.prefix == "bert":
+            if self.lacked and self.lacked[0] is self.bert.pooler:  # fill's fresh pooler, read: said once
+                print(self.lacked[1])
+                self.lacked = None
             dense = self.bert.pooler.dense  # (a LoRASPLinear where a PEFT adapter names "dense" or all-linear)
             x = dense(x.to(getattr(dense, "base", dense).weight.dtype))
             return head(dropout(torch.tanh(x), p).to(head.weight.dtype))
@@ -634,17 +633,13 @@ class Encoder(nn.Module):
         final hidden state to its (start, end) logits (N(0, initializer_range), zero bias; fp32). BERT's pooler goes:
         nothing reads it, and HF's BertForQuestionAnswering (and so a saved QA model) has none."""
         getattr(self, self.prefix)._modules.pop("pooler", None)
-        if "qa_outputs" not in self._modules:
-            w = getattr(self, self.prefix).embeddings.word_embeddings.weight
-            self.qa_outputs = self.initialize(nn.Linear(self.config.n_embd, 2).to(w.device))
-            self.config.qa = True
-        return self
+        self.config.qa = True
+        return add_head(self, "qa_outputs", lambda: nn.Linear(self.config.n_embd, 2))
 
     def span_logits(self, input_ids, attention_mask=None, token_type_ids=None):
         """(B, T) -> start logits (B, T), end logits (B, T) (no dropout before the head, as HF)."""
         x = self(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        start, end = self.qa_outputs(x.to(self.qa_outputs.weight.dtype)).float().unbind(-1)
-        return start, end
+        return self.qa_outputs(x.to(self.qa_outputs.weight.dtype)).float().unbind(-1)  # (start, end)
 
     @classmethod
     def hf_tensor(cls, name, t):
@@ -665,7 +660,8 @@ class Roberta(Encoder):
 
 class Bert(Encoder):
     prefix, head = "bert", ("bert.pooler", "classifier")
-    may_lack = ("bert.pooler",)  # BertForMaskedLM saves none: drawn fresh, as transformers does; trains with the head
+    may_lack = ("bert.pooler",)  # BertForMaskedLM saves none: fill() draws it fresh (initialize), as transformers does
+    lacked = None  # (that pooler, fill's note): said where classify reads it, not an adapter's, not dropped for SQuAD
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -754,8 +750,7 @@ class T5(nn.Module):
         if torch.float16 in (x.dtype, torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev)):
             raise ValueError("T5 overflows in float16 (its activations pass 65504): use bfloat16 or float32")
         for i, block in enumerate(stack.block):
-            x = run_block(block_mode(self.checkpointing, i), block, x, bias, enc, enc_bias,
-                          None if cache is None else cache[i])
+            x = run_block(block_mode(self.checkpointing, i), block, x, bias, enc, enc_bias, cache and cache[i])
         return dropout(stack.final_layer_norm(x), p)
 
     @staticmethod

@@ -306,14 +306,20 @@ def test_config_fields_as_transformers_reads_them(kind, fields, tmp_path):
 def test_bert_saved_by_masked_lm_loads_with_a_fresh_pooler_as_transformers(tmp_path, capsys):
     """BertForMaskedLM saves no bert.pooler.* (many domain BERTs ship so): it was refused ("2 tensors missing");
     transformers' BertForSequenceClassification loads it with the pooler drawn N(0, initializer_range), bias 0, and
-    says so. Ours now does the same, in one line; with the pooler copied in, transformers' logits are ours. Half a
+    says so. Ours now does the same, in one line where classify first reads that pooler (not at load: an adapter may
+    bring its own, a span head drops it); with the pooler copied in, transformers' logits are ours. Half a
     pooler, or the pooler and another tensor missing, stays an error naming what is missing."""
     from safetensors.torch import load_file, save_file
     ref = random_params(transformers.BertForMaskedLM(hf_config("bert", initializer_range=0.05)), 6)
     ref.save_pretrained(tmp_path)
     assert not any(k.startswith("bert.pooler.") for k in load_file(tmp_path / "model.safetensors"))
+    M.load_pretrained(tmp_path).add_qa_head().span_logits(*inputs("bert"))  # SQuAD's span head drops the pooler:
+    assert capsys.readouterr().out == ""                                    # nothing said (it was, at load)
     torch.manual_seed(0)
     ours = M.load_pretrained(tmp_path).add_head(3)
+    assert capsys.readouterr().out == ""                                    # said where the pooler is read, once
+    ours.classify(*inputs("bert"))
+    ours.classify(*inputs("bert"))
     note = capsys.readouterr().out
     assert note.count("\n") == 1 and note.startswith(f"note: {tmp_path}") and "bert.pooler.dense" in note, note
     dense = ours.bert.pooler.dense

@@ -165,3 +165,31 @@ def test_a_gguf_base_by_another_name_and_one_with_other_bytes(tiny, tmp_path, mo
     err = capsys.readouterr().err
     assert f"trained on a base whose files differ from {tmp_path / 'smol.gguf'}'s" in err
     assert "trained on a unquantized base; --quantize nf4 scores it on other weights" in err
+
+
+def test_a_glue_or_squad_adapter_is_said_to_be_one(tmp_path, monkeypatch, capsys):
+    """A GLUE adapter (GPT-2's score head in modules_to_save, as train.py saves it) was refused with "tensors lorasp
+    does not load ... ['base_model.model.score.weight']" (and "trained on glue/sst2, not None"): it is said to be a
+    classification adapter, before a weight loads, with the eval.py line that scores it; a span head likewise."""
+    from tokenizers import ByteLevelBPETokenizer
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator(["hello world, hello there"] * 10, vocab_size=300, special_tokens=["<|endoftext|>"])
+    tk.save_model(str(tmp_path))
+    M.save_pretrained(M.build_model(M.GPT2Config(vocab_size=300)), tmp_path)
+    glue = apply_lorasp(M.load_pretrained(tmp_path).add_head(2), ["c_attn"], r=4)
+    save_adapter(glue, tmp_path / "glue", task_type="SEQ_CLS", modules_to_save=type(glue).head,
+                 base={"task": "glue/sst2", "quant": "none"})
+    monkeypatch.setattr(M, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded first"))
+    with pytest.raises(SystemExit, match=rf"^error: --adapter {tmp_path / 'glue'} is a classification adapter \(its "
+                                         r"classifier head, score, is in adapter_config.json's modules_to_save\): it "
+                                         r"scores glue/sst2, it does not generate text; score it with python eval.py "
+                                         rf"--task glue/sst2 --model {tmp_path} --adapter {tmp_path / 'glue'}$"):
+        run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))
+    assert "not None" not in capsys.readouterr().err
+    cfg = tmp_path / "glue" / "adapter_config.json"                     # a span head (PEFT's own adapter: no task)
+    cfg.write_text(cfg.read_text().replace('"score"', '"qa_outputs"'))
+    (tmp_path / "glue" / "lorasp_extras.safetensors").unlink()
+    with pytest.raises(SystemExit, match=r"is a question-answering adapter \(its span head, qa_outputs, .*: it "
+                                         r"scores SQuAD, it does not generate text; score it with python eval.py "
+                                         r"--task squad "):
+        run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))

@@ -1,7 +1,8 @@
 """Real pretrained weights from the package index (fetched by tests/fetch_real.py) against transformers:
 - SmolLM2-135M-Instruct as a GGUF (Q4_1 and Q8_0 blocks, GQA 9/3 heads, tied embeddings): the dequantized weights
   equal transformers' own GGUF loading (from_pretrained(..., gguf_file=...)), fp32 logits within 1e-4, and the
-  greedy continuation of a fixed chat prompt token for token (our KV cache against HF's generate).
+  greedy continuation of a fixed chat prompt token for token (our KV cache against HF's generate), and of a
+  left-padded batch of chat prompts.
 - NF4 of the real weights (QLoRA's 4-bit quantization of the dequantized GGUF): next-token top-1 agreement with fp32
   and the perplexity change on a fixed text, printed (`pytest -s`) and bounded.
 - LoRA-SP on the NF4 base through train.py: a few steps on a tiny instruction set lower the loss.
@@ -64,6 +65,20 @@ def test_smollm2_greedy_continuation_matches_transformers(smol):
     assert out.tolist() == want.tolist()
     assert "Paris" in tok.decode(out[0, ids.shape[1]:].tolist())  # the real weights, really loaded
 
+
+def test_smollm2_left_padded_chat_batch_as_transformers(smol):
+    """Three chat prompts of different lengths (special tokens in each) in one left-padded batch continue as
+    transformers' generate continues them with the GGUF's EOS and pad: each row up to its <|im_end|>, then padding."""
+    ours, ref, tok = smol
+    enc = [tok.encode(CHAT.replace("What is the capital of France?", q)) for q in ("What is 2+2? Answer briefly.",
+                                                                                  "Name a color.", "Hi")]
+    T = max(map(len, enc))
+    ids = torch.tensor([[0] * (T - len(e)) + e for e in enc])
+    mask = torch.tensor([[0] * (T - len(e)) + [1] * len(e) for e in enc])
+    want = ref.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False)
+    got = generate(ours, ids, 24, eos_id=tok.stops, attention_mask=mask, pad_id=ref.generation_config.pad_token_id)
+    assert tok.stops == [ref.generation_config.eos_token_id] and torch.equal(got, want)
+    assert (got[:, T:] == tok.stops[0]).any(1).sum() >= 2  # (rows ended early)
 
 def test_smollm2_nf4_top1_agreement_and_perplexity(smol):
     ours, _, tok = smol

@@ -299,7 +299,8 @@ def test_glue_resume_names_the_dev_file_that_changed(encoders, glue_dir, tmp_pat
 def test_bert_saved_by_masked_lm_trains_its_fresh_pooler_and_peft_gives_our_logits(encoders, glue_dir, tmp_path,
                                                                                       capsys):
     """train.py on a BertForMaskedLM checkpoint (no bert.pooler.*; was refused, "2 tensors missing"): the pooler is
-    drawn fresh, trains with the classifier (its bias leaves 0) and is saved with it; PEFT on transformers'
+    drawn fresh, said so, trains with the classifier (its bias leaves 0) and is saved with it; eval.py with the
+    adapter reads the adapter's pooler and says nothing of a fresh one; PEFT on transformers'
     BertForSequenceClassification of the same folder gives our logits."""
     import shutil
     import transformers
@@ -313,7 +314,10 @@ def test_bert_saved_by_masked_lm_trains_its_fresh_pooler_and_peft_gives_our_logi
     torch.manual_seed(0)
     transformers.BertForMaskedLM(cfg).save_pretrained(d)
     summary, out = run(train.main, glue_flags(str(d), "sst2", glue_dir, tmp_path / "run"), capsys)
-    assert "holds no bert.pooler.dense.weight, bert.pooler.dense.bias" in out
+    assert out.count("holds no bert.pooler.dense.weight, bert.pooler.dense.bias") == 1  # the fresh pooler trains
+    command = next(line for line in out.splitlines() if line.startswith("evaluate: "))
+    result, again = run(E.main, command.split()[3:], capsys)   # the adapter brings its pooler: nothing fresh is read
+    assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0) and "pooler" not in again  # (was the note)
     assert summary["head_params"] == 32 * 32 + 32 + 32 * 2 + 2  # the pooler and the classifier
     saved = C.load_safetensors(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
     bias = next(t for k, t in saved.items() if "pooler.dense" in k and k.endswith("bias"))

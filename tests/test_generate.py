@@ -1,0 +1,174 @@
+"""generate.py against transformers' generate() (a test-only oracle) on tiny random checkpoints the tests write:
+Llama with grouped-query attention, Mistral up to its sliding window, Qwen2 with q/k/v biases, GPT-2 up to its last
+position. Batches of left-padded prompts of different lengths, greedy token for token, rows that end early (a list of
+EOS ids) going on with padding as theirs; the filtered distribution sampling draws from equal to transformers'
+TemperatureLogitsWarper + TopPLogitsWarper, ties and top_p 0 and 1 included; sampled tokens equal to theirs under the
+same global seed, and seeded sampling reproducible."""
+import sys
+
+import pytest
+import torch
+import transformers
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+import generate as G
+import model as M
+from fixtures import random_params, tiny  # noqa: F401  (tiny: a fixture)
+
+V = 64
+SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             bos_token_id=None, eos_token_id=None, pad_token_id=None)  # no EOS of their own: the tests give it
+HF = {  # name: (class, config, the positions generation may use: GPT-2's learned ones, Mistral's window)
+    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**SMALL, num_key_value_heads=2), None),
+    "mistral": (transformers.MistralForCausalLM, transformers.MistralConfig(**SMALL, num_key_value_heads=1,
+                                                                            sliding_window=24), 24),
+    "qwen2": (transformers.Qwen2ForCausalLM, transformers.Qwen2Config(**SMALL, num_key_value_heads=2,
+                                                                      tie_word_embeddings=False), None),
+    "gpt2": (transformers.GPT2LMHeadModel, transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4,
+                                                                   n_positions=24, bos_token_id=None, eos_token_id=None,
+                                                                   tie_word_embeddings=False), 24)}
+LENGTHS = [7, 3, 5, 1]  # the prompts of one batch, left-padded to 7
+
+
+@pytest.fixture(scope="module", params=list(HF))
+def pair(request, tmp_path_factory):
+    """(transformers' model, ours from its saved files, the positions generation may use or None). Biases N(0, 0.1)
+    and untied heads: random_params' biases near 1 (or a tied head) make Qwen2 and GPT-2 repeat one token forever."""
+    cls, config, room = HF[request.param]
+    ref, g = random_params(cls(config), 0), torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    d = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(d)
+    if request.param == "qwen2":
+        assert ref.model.layers[0].self_attn.q_proj.bias is not None  # (the biases are there to be loaded)
+    return ref, M.load_pretrained(d), room
+
+
+def prompts(seed=1):
+    """(B, 7) left-padded prompts of LENGTHS (padding id 0) and their attention mask."""
+    T = max(LENGTHS)
+    mask = torch.tensor([[0] * (T - n) + [1] * n for n in LENGTHS])
+    return torch.randint(3, V, (len(LENGTHS), T), generator=torch.Generator().manual_seed(seed)) * mask, mask
+
+
+def test_left_padded_batches_greedy_as_transformers(pair):
+    """Greedy continuations of prompts of 7, 3, 5 and 1 tokens in one left-padded batch, up to the last position the
+    model has (GPT-2's 24 learned ones, Mistral's window of 24; 20 new tokens for Llama and Qwen2) equal
+    transformers'; the same with two EOS ids that end two rows early: those rows go on with pad_id, or where none is
+    given with the first EOS, as transformers' (it emitted EOS whatever pad_id was given)."""
+    ref, ours, room = pair
+    x, mask = prompts()
+    n = 20 if room is None else room - x.shape[1] + 1  # (the last new token is sampled, never run)
+    hf = ref.generate(x, attention_mask=mask, max_new_tokens=n, do_sample=False)
+    assert hf.shape == (4, 7 + n) and torch.equal(G.generate(ours, x, n, attention_mask=mask), hf)
+    assert all(len(set(row[7:].tolist())) > 2 for row in hf)  # (not one token over and over)
+    stops = [hf[1, 7 + 2].item(), hf[2, 7 + 5].item()]  # two ids that end rows 1 and 2 early
+    for pad in (next(i for i in range(V) if i not in stops), None):
+        want = ref.generate(x, attention_mask=mask, max_new_tokens=n, do_sample=False, eos_token_id=stops,
+                            pad_token_id=pad)
+        got = G.generate(ours, x, n, eos_id=stops, attention_mask=mask, pad_id=pad)
+        assert torch.equal(got, want), pad
+        assert (got[1, 7 + 3:] == (stops[0] if pad is None else pad)).all()  # row 1 ended by its third new token
+
+
+def test_warp_is_transformers_temperature_and_top_p():
+    """The logits sampling draws from (temperature, then the nucleus) equal transformers' TemperatureLogitsWarper then
+    TopPLogitsWarper, bit for bit: random logits, logits rounded to integers (many ties at the nucleus' edge),
+    equal logits everywhere, top_p 0 (one token) and 1 (no filter: transformers adds no warper) and in between."""
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.randn(3, 50, generator=g) * 3, (torch.randn(3, 50, generator=g) * 2).round(), torch.zeros(2, 8),
+             torch.tensor([[1.0, 3.0, 3.0, 0.0]]), torch.randn(2, 49152, generator=g) * 4]
+    for logits in cases:
+        for temperature in (1.0, 0.7, 1.9):
+            for top_p in (0.0, 0.05, 0.3, 0.5, 0.9, 0.999, 1.0):
+                want = TemperatureLogitsWarper(temperature)(None, logits)
+                want = TopPLogitsWarper(top_p)(None, want) if top_p < 1 else want
+                assert torch.equal(G.warp(logits, temperature, top_p), want), (logits.shape, temperature, top_p)
+    # four equal tokens at top_p 0.5: two stay, transformers' two (its upward sort keeps the last); top_p 0 one
+    draws = {G.sample(torch.zeros(1, 4), 1.0, 0.5, g).item() for _ in range(100)}
+    assert draws == set(torch.nonzero(TopPLogitsWarper(0.5)(None, torch.zeros(1, 4)) == 0)[:, 1].tolist())
+    assert {G.sample(torch.tensor([[1.0, 3.0, 3.0, 0.0]]), 1.0, 0.0, g).item() for _ in range(20)} == {2}
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (1.5, 0.5), (1.0, 0.0)])
+def test_sampling_draws_transformers_tokens_under_the_same_seed(pair, temperature, top_p):
+    """Sampling from the same distribution with the same torch.multinomial call: under one global seed, our sampled
+    continuations of a left-padded batch are transformers' do_sample=True ones (top_k=0: transformers' default top_k
+    50 is a filter we do not have), token for token; so with two EOS ids that end rows early, then padding."""
+    ref, ours, room = pair
+    x, mask = prompts(2)
+    n, hf = 12, dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    torch.manual_seed(5)
+    want = ref.generate(x, attention_mask=mask, max_new_tokens=n, **hf)
+    torch.manual_seed(5)
+    assert torch.equal(G.generate(ours, x, n, temperature, top_p, attention_mask=mask), want)
+    stops = [want[0, 7 + 2].item(), want[3, 7 + 5].item()]
+    torch.manual_seed(5)
+    want = ref.generate(x, attention_mask=mask, max_new_tokens=n, eos_token_id=stops, pad_token_id=1, **hf)
+    torch.manual_seed(5)
+    assert torch.equal(G.generate(ours, x, n, temperature, top_p, stops, mask, pad_id=1), want)
+
+
+def test_seeded_sampling_repeats_and_the_seed_matters(pair):
+    """The same generator seed draws the same tokens (batch and step by step); another seed draws others."""
+    _, ours, _ = pair
+    x, mask = prompts(3)
+    draw = lambda seed: G.generate(ours, x, 12, 1.0, 0.95, attention_mask=mask,  # noqa: E731
+                                   generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(draw(7), draw(7)) and not torch.equal(draw(7), draw(8))
+
+
+def test_the_command_line_samples_the_same_text_for_a_seed(tmp_path, monkeypatch, capsys):
+    """python generate.py --temperature 1 --seed S: the same text for the same seed, another for another seed."""
+    from tokenizers import ByteLevelBPETokenizer
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator(["hello world, hello there, a sunny day"] * 10, vocab_size=300,
+                           special_tokens=["<|endoftext|>"])
+    tk.save_model(str(tmp_path))
+    torch.manual_seed(0)
+    M.save_pretrained(M.build_model(M.GPT2Config(vocab_size=300)), tmp_path)
+
+    def text(seed):
+        monkeypatch.setattr(sys, "argv", ["generate.py", "--model", str(tmp_path), "--prompt", "hello", "--device",
+                                          "cpu", "--temperature", "1", "--max-new-tokens", "16", "--seed", str(seed)])
+        G.main()
+        return capsys.readouterr().out
+    assert text(3) == text(3) != text(4)
+
+
+
+def test_an_empty_prompt_is_refused_in_one_line():
+    """(B, 0) prompts: nothing to continue; was a RuntimeError about a reshape deep in the first block."""
+    model = M.build_model(M.LlamaConfig(vocab_size=V)).eval()
+    with pytest.raises(ValueError, match=r"^generate: the prompts are empty \(0 tokens\): nothing to continue"):
+        G.generate(model, torch.zeros(2, 0, dtype=torch.long), 3)
+
+
+def test_eos_ids_are_read_as_transformers_reads_them(tiny, tmp_path):
+    """The ids generation stops on (the tokenizer's stops, what generate.py passes) end the continuation where
+    transformers' generate with the checkpoint's own generation config ends it: a generation_config.json list (Llama 3's
+    [128001, 128009] shape, the tokenizer's EOS among them), config.json's eos_token_id alone (a list, or one id), and
+    no EOS at all (the continuation runs to max_new_tokens)."""
+    import json
+    import shutil
+
+    import data
+    prompt = torch.tensor([data.load_tokenizer(tiny[0]).encode("The capital of France is")])
+    ref = transformers.LlamaForCausalLM.from_pretrained(tiny[0], dtype=torch.float32).eval()
+    free = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                        eos_token_id=None)[0, prompt.shape[1]:].tolist()
+    a, b = free[3], free[6]
+    assert a not in free[:3] and b not in free[:6] and 2 not in free  # (each ends it at its own place; EOS 2 never)
+    for config, generation, ends in (({}, {"eos_token_id": [2, b, a]}, 4), ({"eos_token_id": [b, a]}, None, 4),
+                                     ({"eos_token_id": b}, None, 7), ({"eos_token_id": None}, None, 16)):
+        d = shutil.copytree(tiny[0], tmp_path / str(len(list(tmp_path.iterdir()))))
+        (d / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text()) | config))
+        if generation:
+            (d / "generation_config.json").write_text(json.dumps(generation))
+        ref = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        want = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)
+        got = G.generate(M.load_pretrained(d), prompt, 16, eos_id=data.load_tokenizer(str(d)).stops)
+        assert torch.equal(got, want) and got.shape[1] == prompt.shape[1] + ends, (config, generation)
