@@ -8,7 +8,8 @@
 
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
-  use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess.
+  use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess;
+  so is a config field we do not know (KNOWN), which PEFT ignores with a warning.
 - `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
@@ -41,6 +42,13 @@ PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, laye
              target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
              monteclora_config=UNSET,
              init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
+# the other fields PEFT (up to 0.21) writes, each honoured above or of no effect on a plain LoRA adapter's outputs; a
+# field not known here is refused unless unset: PEFT ignores it (with a warning), yet a newer PEFT's may change the math
+KNOWN = {*PLAIN, "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+         "inference_mode", "r", "lora_alpha", "lora_dropout", "fan_in_fan_out", "use_rslora", "target_modules",
+         "exclude_modules", "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "modules_to_save",
+         "megatron_core", "qalora_group_size", "runtime_config", "ensure_weight_tying", "merge_weights",  # 0.2's
+         "loftq_config", "eva_config", "corda_config", "lora_ga_config"}  # read with their init_lora_weights only
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -83,14 +91,26 @@ def layer_index(name, pattern=None):
     return None
 
 
-def rank_alpha(cfg, name):
+def rank_alpha(cfg, name, where="adapter_config.json"):
     """(r, alpha) of the module `name` as PEFT picks them: the value of the first rank_pattern / alpha_pattern key (a
-    regex) that matches the name's end, else r / lora_alpha; use_rslora's alpha/sqrt(r), written as alpha'/r."""
+    regex) that matches the name's end, else r / lora_alpha; use_rslora's alpha/sqrt(r), written as alpha'/r.
+    Keys that match the name with different alphas are an error: PEFT picked the first in the order the user wrote
+    them, and saves them sorted (json sort_keys), so the file no longer says which (A's shape says which r)."""
     def pattern(field, default):
-        return next((v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
+        hits = pattern_hits(cfg, field, name)
+        if field == "alpha_pattern" and len(set(hits.values())) > 1:
+            raise ValueError(f"{where}: alpha_pattern keys {list(hits)} all match {name}, with alphas "
+                             f"{list(hits.values())}: PEFT trained with the first as the user wrote them and saved "
+                             "them sorted, so which one it used is lost; keep only that key")
+        return next(iter(hits.values()), default)
     r = pattern("rank_pattern", cfg["r"])
     alpha = pattern("alpha_pattern", cfg["lora_alpha"])
     return r, alpha * (math.sqrt(r) if cfg.get("use_rslora") else 1)
+
+
+def pattern_hits(cfg, field, name):
+    """The keys (regexes) of rank_pattern or alpha_pattern that match the name's end, PEFT's rule, with their values."""
+    return {k: v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)}
 
 
 def target_modules(adapted, linears):
@@ -172,7 +192,11 @@ def read_adapter(directory, peft):
     settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
     config, xpath = os.path.join(directory, "adapter_config.json"), os.path.join(directory, EXTRAS_FILE)
     if not os.path.exists(config):
-        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
+        named = sorted(d for d in os.listdir(directory) if os.path.exists(f"{directory}/{d}/adapter_config.json")) \
+            if os.path.isdir(directory) else []
+        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)" + (
+            f", but {named} hold adapters (PEFT's save_pretrained puts an adapter not named 'default' in a folder of "
+            f"its name): pass {os.path.join(directory, named[0])}" if named else ""))
     weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
     if not weights:
         raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
@@ -182,11 +206,20 @@ def read_adapter(directory, peft):
     for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
         if cfg.get(k) not in plain:
             raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
+    if new := [k for k in cfg if k not in KNOWN and cfg[k] not in UNSET]:
+        raise ValueError(f"{config}: {new[0]} = {cfg[new[0]]!r}, a field lorasp does not know (a newer PEFT's, or "
+                         "an old one's); PEFT ignores such fields with a warning, lorasp refuses them: one may change "
+                         "what the adapter computes. If it does not, delete it from the file")
     if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
         raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
                          "r >= 1 and a number lora_alpha")
     path = os.path.join(directory, weights[0])
     tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
+    # a PEFT model's own state_dict() saved by hand spells lora_A.default.weight; PEFT loads that file too
+    named = {re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1.weight", k): t for k, t in tensors.items()}
+    if len(named) < len(tensors):
+        raise ValueError(f"{path}: holds a module's lora weights twice, as lora_A.weight and lora_A.default.weight")
+    tensors = named
     if not os.path.exists(xpath):
         if peft:                                               # a plain PEFT adapter
             return cfg, path, tensors, None, dict(keep=1.0, mode="mask", structure="element", seeds={})
@@ -271,17 +304,20 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     write_adapter(directory, peft, extras_of(layers), config, sp)
 
 
-def _fit(n, modules, cfg, A, B, layer_type, linear_types):
+def _fit(n, modules, cfg, A, B, layer_type, linear_types, where):
     """(the linear, r, alpha) for module n, r and alpha as PEFT picks them; A and B must fit that linear."""
     if n not in modules:
         raise ValueError(f"adapter module {n!r} is not in the model")
     base = modules[n].base if isinstance(modules[n], layer_type) else modules[n]
-    r, alpha = rank_alpha(cfg, n)
+    r, alpha = rank_alpha(cfg, n, where)
     if not isinstance(base, linear_types):
         raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
     if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
+        hits = pattern_hits(cfg, "rank_pattern", n)
         raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
-                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
+                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}" + (
+                             f" ({where}: rank_pattern keys {list(hits)} all match it; PEFT trained with the first "
+                             "as the user wrote them, and saves them sorted)" if len(hits) > 1 else ""))
     return base, r, alpha
 
 
@@ -313,7 +349,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     new = {}
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
-        base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types)
+        base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types, f"{directory}/adapter_config.json")
         own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
         new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)

@@ -1,0 +1,174 @@
+"""PEFT adapters as users meet them in the wild, against peft itself (a test-only oracle): what save_pretrained
+writes with the LoraConfig fields users set, hand-edited ones (an older or a newer PEFT's config, a state_dict saved by
+hand), loaded by load_adapter onto our model from the same checkpoint: PEFT's logits, or an error naming the cause."""
+import copy
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import checkpoint as C
+import model as M
+from lorasp import LoRASPLinear, load_adapter
+
+T = ["q_proj", "v_proj"]
+
+
+@pytest.fixture
+def base(tmp_path):
+    """(a tiny random HF Llama of 3 layers, our model loaded from its saved folder)."""
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2)).eval()
+    hf.save_pretrained(tmp_path / "base")
+    return hf, M.load_pretrained(tmp_path / "base")
+
+
+def peft_folder(hf, directory, adapter_name="default", dtype=None, **lora):
+    """PEFT's adapter on hf, B (PEFT's init: 0) made random so the adapter matters, saved; the trained PeftModel."""
+    from peft import LoraConfig, get_peft_model
+    peft = get_peft_model(copy.deepcopy(hf), LoraConfig(**lora), adapter_name=adapter_name)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.add_(torch.randn_like(p))
+    peft.to(dtype or torch.float32).save_pretrained(directory)
+    return peft.float().eval()
+
+
+def assert_peft_logits(hf, ours, directory):
+    from peft import PeftModel
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    ours = load_adapter(ours, directory, peft=True).eval()
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(copy.deepcopy(hf), directory).eval()(ids).logits
+        torch.testing.assert_close(ours(ids), want, atol=1e-5, rtol=0)
+        assert (want - hf(ids).logits).abs().max() > 0.1             # the adapter does something
+    return ours
+
+
+@pytest.mark.parametrize("options", [
+    dict(target_modules=r".*\.(q|k)_proj"), dict(target_modules="all-linear"),
+    dict(target_modules="all-linear", exclude_modules=["down_proj", "q_proj"]),
+    dict(target_modules=T, exclude_modules=r".*layers\.1\..*"),
+    dict(target_modules=T, layers_to_transform=1), dict(target_modules=T, layers_to_transform=[0, 2]),
+    dict(target_modules=T, layers_to_transform=[2], layers_pattern="layers"),
+    dict(target_modules="all-linear", rank_pattern={r".*_proj": 2, "q_proj": 6}),       # two keys: the first wins
+    dict(target_modules=T, rank_pattern={"model.layers.1.self_attn.q_proj": 7},        # full names
+         alpha_pattern={"model.layers.2.self_attn.v_proj": 3}),
+    dict(target_modules=T, use_rslora=True, rank_pattern={"v_proj": 9}),              # alpha / sqrt(each layer's r)
+    dict(target_modules=T, lora_dropout=0.3),                                         # inference: no effect
+    dict(target_modules=T, init_lora_weights="gaussian"), dict(target_modules=T, init_lora_weights="orthogonal"),
+    dict(target_modules=T, init_lora_weights=False), dict(target_modules=T, r=40),   # r past the layer's 32
+    ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_peft_config_fields_give_peft_logits(base, tmp_path, options):
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", **dict(dict(r=4, lora_alpha=8), **options))
+    assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_adapter_file_on_an_fp32_base_gives_peft_logits(base, tmp_path, dtype):
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", dtype=dtype, r=4, lora_alpha=8, target_modules=T)
+    assert {t.dtype for t in C.load_safetensors(tmp_path / "a" / "adapter_model.safetensors").values()} == {dtype}
+    assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+def test_alpha_pattern_keys_that_both_match_a_module_are_refused(base, tmp_path):
+    """PEFT trains with the first alpha_pattern key that matches, in the order the user wrote them, and saves the keys
+    sorted: written {"v_proj": 40, "layers.N...v_proj": 5}, it trained with 40 and reloads with 5, 0.12 off in the
+    logits (and so did load_adapter, without a word). Refused, naming the keys; keys that agree load."""
+    from peft import PeftModel
+    hf, ours = base
+    trained = peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["v_proj"],
+                          alpha_pattern={"v_proj": 40, r"layers\.\d\.self_attn\.v_proj": 5})
+    assert list(json.loads((tmp_path / "a" / "adapter_config.json").read_text())["alpha_pattern"].values()) == [5, 40]
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():   # what makes the file ambiguous: PEFT itself reloads another adapter than it trained
+        assert (trained(ids).logits - PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")(ids).logits
+                ).abs().max() > 0.01
+    with pytest.raises(ValueError, match=r"adapter_config.json: alpha_pattern keys .* all match "
+                                         r"model.layers.0.self_attn.v_proj, with alphas \[5, 40\]"):
+        load_adapter(ours, tmp_path / "a", peft=True)
+    assert not any(isinstance(m, LoRASPLinear) for m in ours.modules())
+    peft_folder(hf, tmp_path / "b", r=4, lora_alpha=8, target_modules=["v_proj"],
+                alpha_pattern={"v_proj": 5, r"layers\.\d\.self_attn\.v_proj": 5})
+    assert_peft_logits(hf, ours, tmp_path / "b")
+
+
+def test_rank_pattern_keys_that_both_match_a_module_are_named_when_the_shapes_do_not_fit(base, tmp_path):
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T,
+                rank_pattern={"q_proj": 2, r"layers\.0\.self_attn\.q_proj": 6})   # trained with 2, reloads with 6
+    with pytest.raises(ValueError, match=r"with r=6 \(.*adapter_config.json: rank_pattern keys .* all match it"):
+        load_adapter(ours, tmp_path / "a", peft=True)
+
+
+def edit_config(directory, **fields):
+    cfg = json.loads((directory / "adapter_config.json").read_text())
+    cfg.update(fields)
+    (directory / "adapter_config.json").write_text(json.dumps(cfg))
+    return cfg
+
+
+@pytest.mark.parametrize("field,value", [("use_future_magic", True), ("enable_lora", [True, False, True]),
+                                         ("merge_weights", True)])
+@pytest.mark.filterwarnings("ignore:Unexpected keyword arguments")
+def test_a_config_field_lorasp_does_not_know_is_refused_unless_unset(base, tmp_path, field, value):
+    """A newer PEFT's field (or PEFT 0.2's enable_lora, fused q/k/v): PEFT ignores it with a warning, and so did
+    load_adapter, silently, whatever it meant; refused now, naming it. Unset (null, false) it loads, as PEFT's 0.2
+    and 0.3 field sets do (merge_weights: 0.2's merge on eval(), no effect on the weights)."""
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T)
+    edit_config(tmp_path / "a", **{field: value})
+    if field == "merge_weights":
+        assert_peft_logits(hf, ours, tmp_path / "a")
+        return
+    from peft import PeftConfig
+    with pytest.warns(UserWarning, match=rf"Unexpected keyword arguments \['{field}'\] .* these are ignored"):
+        PeftConfig.from_pretrained(tmp_path / "a")                # PEFT: a warning, and the field ignored
+    with pytest.raises(ValueError, match=rf"adapter_config.json: {field} = .*, a field lorasp does not know"):
+        load_adapter(ours, tmp_path / "a", peft=True)
+    edit_config(tmp_path / "a", **{field: None})
+    assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+def test_an_old_peft_config_loads_with_peft_logits(base, tmp_path):
+    """PEFT 0.3's adapter_config.json: none of the fields added since (layers_to_transform, rank_pattern, use_rslora,
+    use_dora, ...)."""
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T)
+    old = dict(base_model_name_or_path="x", bias="none", fan_in_fan_out=False, inference_mode=True, lora_alpha=8,
+               lora_dropout=0.05, modules_to_save=None, peft_type="LORA", r=4, target_modules=T, task_type="CAUSAL_LM",
+               init_lora_weights=True)
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(old))
+    assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+def test_an_adapter_saved_under_its_own_name_is_found_in_its_subfolder(base, tmp_path):
+    """save_pretrained writes an adapter not named "default" to DIR/NAME/ (and with several adapters, the default one
+    at DIR): DIR alone was "no adapter_config.json; not an adapter folder", which says nothing of DIR/NAME."""
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", adapter_name="mine", r=4, lora_alpha=8, target_modules=T)
+    assert not (tmp_path / "a" / "adapter_config.json").exists()
+    with pytest.raises(FileNotFoundError, match=rf"but \['mine'\] hold adapters .* pass {tmp_path / 'a' / 'mine'}"):
+        load_adapter(copy.deepcopy(ours), tmp_path / "a", peft=True)
+    assert_peft_logits(hf, ours, tmp_path / "a" / "mine")
+
+
+def test_a_peft_state_dict_saved_by_hand_loads_as_peft_loads_it(base, tmp_path):
+    """A PeftModel's own state_dict() saved as adapter_model.safetensors spells lora_A.default.weight: PEFT loads it
+    (was refused here, "holds no lora_A weights"); another adapter's name (lora_A.mine.weight) PEFT leaves out, loading
+    nothing but a warning, and load_adapter refuses."""
+    hf, ours = base
+    trained = peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T)
+    path = tmp_path / "a" / "adapter_model.safetensors"
+    C.save_safetensors({k: v.contiguous() for k, v in trained.state_dict().items() if ".lora_" in k}, path)
+    assert all(".default.weight" in k for k in C.load_safetensors(path))
+    assert_peft_logits(hf, copy.deepcopy(ours), tmp_path / "a")
+    C.save_safetensors({k.replace(".default.", ".mine."): v for k, v in C.load_safetensors(path).items()}, path)
+    with pytest.raises(ValueError, match="holds no lora_A weights"):
+        load_adapter(ours, tmp_path / "a", peft=True)
