@@ -105,7 +105,26 @@ def rank_alpha(cfg, name, where="adapter_config.json"):
         return next(iter(hits.values()), default)
     r = pattern("rank_pattern", cfg["r"])
     alpha = pattern("alpha_pattern", cfg["lora_alpha"])
+    if (old := old_alphas(cfg, name)) and set(old.values()) != {alpha}:
+        raise ValueError(f"{where}: PEFT's versions read alpha_pattern differently for {name}: alpha {alpha} from "
+                         f"PEFT 0.15 on, {old['0.14']} in 0.14, {old['older']} before; the file does not say which "
+                         "wrote it (peft_version, written since 0.18): keep keys every version reads alike (one per "
+                         "module, not its whole name)")
     return r, alpha * (math.sqrt(r) if cfg.get("use_rslora") else 1)
+
+
+def old_alphas(cfg, name):
+    """{versions: alpha} as PEFT before 0.15 read alpha_pattern, where the config may be that old (no peft_version or
+    one before 0.15): keys matched after a dot only (".*\\.key$": never the whole name), and before 0.14 the first
+    key of rank_pattern then alpha_pattern that matched gave both r and alpha; {} for a newer config."""
+    v = re.match(r"(\d+)\.(\d+)", str(cfg.get("peft_version")))
+    if v and (int(v[1]), int(v[2])) >= (0, 15) or not cfg.get("alpha_pattern"):
+        return {}
+    ranks, alphas = cfg.get("rank_pattern") or {}, cfg["alpha_pattern"]
+    def first(keys):
+        return next((k for k in keys if re.match(rf".*\.{k}$", name)), None)
+    return {"0.14": alphas.get(first(alphas), cfg["lora_alpha"]),
+            "older": alphas.get(first([*ranks, *alphas]), cfg["lora_alpha"])}
 
 
 def pattern_hits(cfg, field, name):

@@ -107,11 +107,46 @@ def test_rank_pattern_keys_that_both_match_a_module_are_named_when_the_shapes_do
         load_adapter(ours, tmp_path / "a", peft=True)
 
 
-def edit_config(directory, **fields):
+def edit_config(directory, drop=(), **fields):
     cfg = json.loads((directory / "adapter_config.json").read_text())
     cfg.update(fields)
+    for k in drop:
+        del cfg[k]
     (directory / "adapter_config.json").write_text(json.dumps(cfg))
     return cfg
+
+
+@pytest.mark.parametrize("rank_pattern,alpha_pattern", [
+    ({}, {"model.layers.1.self_attn.q_proj": 3}),            # a whole name: before 0.15 no key matched it (alpha 8)
+    ({"q_proj": 4}, {r"self_attn\.q_proj": 32}),             # before 0.14 the rank key "q_proj" gave alpha too (8)
+    ])
+def test_alpha_pattern_that_peft_versions_read_differently_is_refused_in_a_config_without_peft_version(
+        base, tmp_path, rank_pattern, alpha_pattern):
+    """PEFT 0.13 picked one key for both r and alpha, `re.match(rf".*\\.{key}$", name)` over rank_pattern's keys then
+    alpha_pattern's; 0.14 matched alpha_pattern alone; 0.15 also matches a key that is the whole name (its
+    get_pattern_key). peft_version is written since 0.18: without it the alpha the adapter trained with is unknown
+    where the versions differ (load_adapter took 0.21's, as PEFT 0.21 does, silently). With it, PEFT's logits."""
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T, rank_pattern=rank_pattern,
+                alpha_pattern=alpha_pattern)
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["peft_version"].startswith("0.")
+    assert_peft_logits(hf, copy.deepcopy(ours), tmp_path / "a")
+    edit_config(tmp_path / "a", drop=["peft_version"])
+    with pytest.raises(ValueError, match=r"PEFT's versions read alpha_pattern differently for model.layers.\d.self_attn"
+                                         r".q_proj: alpha \d+ from PEFT 0.15 on, .* 8 before"):
+        load_adapter(copy.deepcopy(ours), tmp_path / "a", peft=True)
+    edit_config(tmp_path / "a", peft_version="0.14.0")
+    with pytest.raises(ValueError, match="PEFT's versions read alpha_pattern differently"):
+        load_adapter(ours, tmp_path / "a", peft=True)
+
+
+def test_alpha_pattern_every_peft_version_reads_alike_loads_without_peft_version(base, tmp_path):
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T, rank_pattern={"q_proj": 2},
+                alpha_pattern={"q_proj": 5, r"layers\.1\.self_attn\.v_proj": 7})   # rank_pattern's "v_proj": 3 would
+    # give v_proj alpha 8 before 0.14 (its key came first, and is not alpha_pattern's): refused
+    edit_config(tmp_path / "a", drop=["peft_version"])
+    assert_peft_logits(hf, ours, tmp_path / "a")
 
 
 @pytest.mark.parametrize("field,value", [("use_future_magic", True), ("enable_lora", [True, False, True]),
