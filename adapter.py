@@ -384,6 +384,14 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
     for n in [n for n in modules if matches(n, mts)]:
         prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
-        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
-        new[n] = module.requires_grad_(True)             # missing, left-over or mis-shaped tensor is an error
+        saved = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+        try:                                   # strict: a missing, left-over or mis-shaped tensor is an error
+            module.load_state_dict(saved)
+        except RuntimeError as e:              # torch's lines, on one line that names the file
+            why = "; ".join(line.strip().rstrip(".") for line in str(e).splitlines()[1:])
+            raise RuntimeError(f"{path}: modules_to_save's {n} does not load: {why}" + (
+                " (PEFT's modules_to_save.default / original_module spelling: a PeftModel's state_dict() saved by "
+                "hand; PEFT's save_pretrained writes the module's own names)" if any(k.startswith(
+                    ("modules_to_save.", "original_module.")) for k in saved) else "")) from None
+        new[n] = module.requires_grad_(True)
     return new

@@ -207,3 +207,31 @@ def test_a_peft_state_dict_saved_by_hand_loads_as_peft_loads_it(base, tmp_path):
     C.save_safetensors({k.replace(".default.", ".mine."): v for k, v in C.load_safetensors(path).items()}, path)
     with pytest.raises(ValueError, match="holds no lora_A weights"):
         load_adapter(ours, tmp_path / "a", peft=True)
+
+
+def test_a_classifier_saved_in_a_peft_state_dict_spelling_is_refused_on_one_line_naming_the_file(tmp_path):
+    """RoBERTa's classifier in modules_to_save, from a PeftModel's state_dict() saved by hand (classifier.
+    modules_to_save.default.dense.weight, classifier.original_module...): PEFT's own load fails (a KeyError); ours
+    was torch's several-line load_state_dict error naming no file. And a head of another size, on one line too."""
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.RobertaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=48, max_position_embeddings=24, pad_token_id=1, num_labels=3)
+    hf = transformers.RobertaForSequenceClassification(config).eval()
+    hf.save_pretrained(tmp_path / "base")
+    trained = peft_folder(hf, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query"])
+    ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True)   # save_pretrained's: loads
+    assert isinstance(ours.roberta.encoder.layer[0].attention.self.query, LoRASPLinear)
+    path = tmp_path / "a" / "adapter_model.safetensors"
+    hand = {k: v.contiguous() for k, v in trained.state_dict().items() if ".lora_" in k or "classifier" in k}
+    C.save_safetensors(hand, path)
+    with pytest.raises(RuntimeError, match=r"^[^\n]*adapter_model.safetensors: modules_to_save's classifier does not "
+                                           r"load: Missing key\(s\) in state_dict: \"dense.weight\"[^\n]*"
+                                           r"a PeftModel's state_dict\(\) saved by hand[^\n]*$"):
+        load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True)
+    config.num_labels = 2
+    transformers.RobertaForSequenceClassification(config).save_pretrained(tmp_path / "two")
+    peft_folder(hf, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query"])
+    with pytest.raises(RuntimeError, match=r"^[^\n]*adapter_model.safetensors: modules_to_save's classifier does not "
+                                           r"load: size mismatch for out_proj.weight[^\n]*$"):
+        load_adapter(M.load_pretrained(tmp_path / "two"), tmp_path / "a", peft=True)
