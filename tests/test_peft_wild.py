@@ -235,3 +235,69 @@ def test_a_classifier_saved_in_a_peft_state_dict_spelling_is_refused_on_one_line
     with pytest.raises(RuntimeError, match=r"^[^\n]*adapter_model.safetensors: modules_to_save's classifier does not "
                                            r"load: size mismatch for out_proj.weight[^\n]*$"):
         load_adapter(M.load_pretrained(tmp_path / "two"), tmp_path / "a", peft=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The other direction: our adapters (LoRA-SP, keep < 1) read by PEFT on transformers' model of the same checkpoint
+
+def gpt2(cls):
+    import transformers
+    from fixtures import random_params
+    return random_params(getattr(transformers, cls)(transformers.GPT2Config(
+        vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16, pad_token_id=0, num_labels=3)), 3)
+
+
+def t5():
+    import transformers
+    from fixtures import random_params
+    return random_params(transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, decoder_start_token_id=0)), 4)
+
+
+def llama_nf4():
+    from fixtures import random_params
+    torch.manual_seed(0)
+    return random_params(LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96,
+                                                      num_hidden_layers=2, num_attention_heads=4,
+                                                      num_key_value_heads=2)), 2)
+
+
+X, DEC = torch.randint(2, 64, (2, 9)), torch.randint(2, 64, (2, 5))
+ARCHS = {  # name: (the HF model, our targets, our output, PEFT's output)
+    "gpt2": (lambda: gpt2("GPT2LMHeadModel"), ["c_attn", "c_proj", "c_fc"], lambda m: m(X), lambda m: m(X).logits),
+    "gpt2-classifier": (lambda: gpt2("GPT2ForSequenceClassification"), ["c_attn", "c_fc"], lambda m: m.classify(X),
+                        lambda m: m(input_ids=X).logits),
+    "t5": (t5, ["q", "v", "wo"], lambda m: m(X, DEC), lambda m: m(input_ids=X, decoder_input_ids=DEC).logits),
+    "llama-nf4": (llama_nf4, ["q_proj", "v_proj", "down_proj"], lambda m: m(X), lambda m: m(X).logits)}
+
+
+@pytest.mark.parametrize("mode,structure,keep", [("mask", "element", 0.5), ("freeze", "column", 0.25)])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_peft_reads_our_adapter_to_our_outputs(tmp_path, arch, mode, structure, keep):
+    """GPT-2's HF Conv1D (our nn.Linear holds its transpose: PEFT sets fan_in_fan_out itself), its classifier's score
+    head saved whole, T5, and an NF4 base (PEFT on its dequantized weights): PEFT gives our outputs."""
+    from peft import PeftModel
+    from lorasp import apply_lorasp, save_adapter
+    from quant import NF4Linear
+    make, targets, ours_out, peft_out = ARCHS[arch]
+    hf = make().eval()
+    hf.save_pretrained(tmp_path / "base")
+    ours = M.load_pretrained(tmp_path / "base", quantize="nf4" if "nf4" in arch else None, dtype=torch.float32)
+    head = type(ours.add_head(3)).head if "classifier" in arch else ()   # GPT-2's score, saved whole
+    apply_lorasp(ours, targets, r=4, alpha=8, keep=keep, mode=mode, structure=structure)
+    for name in head:
+        ours.get_submodule(name).requires_grad_(True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.2)
+    save_adapter(ours, tmp_path / "a", task_type="SEQ_CLS" if head else "CAUSAL_LM", modules_to_save=head)
+    state = hf.state_dict()   # an NF4 base: PEFT's is the weights our NF4 layers multiply by
+    state.update({n.removesuffix(".base") + ".weight": m.weight.dequantize(torch.float32)
+                  for n, m in ours.named_modules() if isinstance(m, NF4Linear)})
+    hf.load_state_dict(state)
+    with torch.no_grad():
+        want = ours_out(ours.eval())
+        got = peft_out(PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval())
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert (peft_out(hf) - want).abs().max() > 0.05
