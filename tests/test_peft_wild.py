@@ -301,3 +301,26 @@ def test_peft_reads_our_adapter_to_our_outputs(tmp_path, arch, mode, structure, 
         got = peft_out(PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval())
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         assert (peft_out(hf) - want).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("layout", ["meta", "gguf"])
+def test_a_peft_adapter_trained_on_the_hf_checkpoint_gives_peft_logits_on_its_meta_or_gguf_files(tmp_path, layout):
+    """Meta's and llama.cpp's files interleave q/k rows for their RoPE; loaded, they are HF's again, so an adapter on
+    HF's q_proj and k_proj (B's rows in HF's order) applies as is."""
+    import transformers
+    from gguf import GGMLQuantizationType
+    from fixtures import random_params
+    from test_gguf import llama_cpp_layout, llama_meta, write
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5000.0,
+                                 max_position_embeddings=256)
+    hf = random_params(LlamaForCausalLM(c), 0)
+    (tmp_path / "base").mkdir()
+    if layout == "meta":
+        write_meta(hf, tmp_path / "base")
+    else:
+        write(tmp_path / "base" / "tiny.gguf", llama_cpp_layout(hf.state_dict(), c, GGMLQuantizationType.F32),
+              llama_meta(c))
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"])
+    assert_peft_logits(hf, M.load_pretrained(tmp_path / "base"), tmp_path / "a")
