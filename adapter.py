@@ -261,6 +261,9 @@ def adapted_names(cfg, path, tensors, whole):
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
     outside_saved(names, whole, path)
+    if cfg.get("ensure_weight_tying") and (tied := [k for k in tensors if ".lora_embedding_" in k]):
+        raise ValueError(f"{path}: {tied[0]}: ensure_weight_tying = True: PEFT adapts a tied lm_head and embed_tokens "
+                         "as one (and rewrites target_modules to say so); lorasp adapts no embedding")
     if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
         raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
                          f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"

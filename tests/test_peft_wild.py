@@ -171,6 +171,20 @@ def test_a_config_field_lorasp_does_not_know_is_refused_unless_unset(base, tmp_p
     assert_peft_logits(hf, ours, tmp_path / "a")
 
 
+@pytest.mark.parametrize("target", ["lm_head", "embed_tokens"])
+def test_lora_on_a_tied_head_with_ensure_weight_tying_is_refused_naming_it(tmp_path, target):
+    """ensure_weight_tying=True, LoRA on a tied lm_head or embed_tokens: PEFT adapts both as one, saves the embedding's
+    lora_embedding_A/B and rewrites target_modules to ["model.embed_tokens", ...]; the error was "target_modules ...
+    does not name: ['lm_head']; PEFT would leave them out", which PEFT does not."""
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    hf.save_pretrained(tmp_path / "base")
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj", target], ensure_weight_tying=True)
+    with pytest.raises(ValueError, match=r"lora_embedding_A: ensure_weight_tying = True: PEFT adapts a tied lm_head"):
+        load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True)
+
+
 def test_an_old_peft_config_loads_with_peft_logits(base, tmp_path):
     """PEFT 0.3's adapter_config.json: none of the fields added since (layers_to_transform, rank_pattern, use_rslora,
     use_dora, ...)."""
