@@ -115,14 +115,14 @@ def rank_alpha(cfg, name, where="adapter_config.json"):
 
 def old_alphas(cfg, name):
     """{versions: alpha} as PEFT before 0.15 read alpha_pattern, where the config may be that old (no peft_version or
-    one before 0.15): keys matched after a dot only (".*\\.key$": never the whole name), and before 0.14 the first
-    key of rank_pattern then alpha_pattern that matched gave both r and alpha; {} for a newer config."""
+    one before 0.15): the first key that matches after a dot (".*\\.key$"), else the whole name as a key; before 0.14
+    that one key, over rank_pattern's keys then alpha_pattern's, gave both r and alpha. {} for a newer config."""
     v = re.match(r"(\d+)\.(\d+)", str(cfg.get("peft_version")))
     if v and (int(v[1]), int(v[2])) >= (0, 15) or not cfg.get("alpha_pattern"):
         return {}
     ranks, alphas = cfg.get("rank_pattern") or {}, cfg["alpha_pattern"]
     def first(keys):
-        return next((k for k in keys if re.match(rf".*\.{k}$", name)), None)
+        return next((k for k in keys if re.match(rf".*\.{k}$", name)), name)
     return {"0.14": alphas.get(first(alphas), cfg["lora_alpha"]),
             "older": alphas.get(first([*ranks, *alphas]), cfg["lora_alpha"])}
 

@@ -3,6 +3,8 @@ writes with the LoraConfig fields users set, hand-edited ones (an older or a new
 hand), loaded by load_adapter onto our model from the same checkpoint: PEFT's logits, or an error naming the cause."""
 import copy
 import json
+import re
+from itertools import chain, combinations, product
 
 import pytest
 import torch
@@ -117,15 +119,15 @@ def edit_config(directory, drop=(), **fields):
 
 
 @pytest.mark.parametrize("rank_pattern,alpha_pattern", [
-    ({}, {"model.layers.1.self_attn.q_proj": 3}),            # a whole name: before 0.15 no key matched it (alpha 8)
     ({"q_proj": 4}, {r"self_attn\.q_proj": 32}),             # before 0.14 the rank key "q_proj" gave alpha too (8)
+    ({"q_proj": 4}, {"model.layers.1.self_attn.q_proj": 3}),  # and a whole name matched where no key did (0.14: 3)
     ])
 def test_alpha_pattern_that_peft_versions_read_differently_is_refused_in_a_config_without_peft_version(
         base, tmp_path, rank_pattern, alpha_pattern):
-    """PEFT 0.13 picked one key for both r and alpha, `re.match(rf".*\\.{key}$", name)` over rank_pattern's keys then
-    alpha_pattern's; 0.14 matched alpha_pattern alone; 0.15 also matches a key that is the whole name (its
-    get_pattern_key). peft_version is written since 0.18: without it the alpha the adapter trained with is unknown
-    where the versions differ (load_adapter took 0.21's, as PEFT 0.21 does, silently). With it, PEFT's logits."""
+    """PEFT 0.13 picked one key for both r and alpha, the first of rank_pattern's then alpha_pattern's keys with
+    `re.match(rf".*\\.{key}$", name)`, else the name itself; 0.14 looked alpha up in alpha_pattern alone; 0.15 on as
+    0.14 with `(.*\\.)?` (get_pattern_key). peft_version is written since 0.18: without it the alpha the adapter
+    trained with is unknown where the versions differ (load_adapter took 0.21's, as PEFT 0.21 does, silently)."""
     hf, ours = base
     peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T, rank_pattern=rank_pattern,
                 alpha_pattern=alpha_pattern)
@@ -140,11 +142,38 @@ def test_alpha_pattern_that_peft_versions_read_differently_is_refused_in_a_confi
         load_adapter(ours, tmp_path / "a", peft=True)
 
 
+def test_old_alphas_is_peft_0_13_and_0_14_own_lines_on_a_grid():
+    """adapter.old_alphas against LoraModel._create_and_replace's lines of PEFT 0.13.2 and get_pattern_key of 0.14.0,
+    as they were (pip cannot install them here)."""
+    import adapter
+
+    def v0_13(cfg, current_key):
+        pattern_keys = list(chain(cfg["rank_pattern"].keys(), cfg["alpha_pattern"].keys()))
+        target_name_key = next(filter(lambda key: re.match(rf".*\.{key}$", current_key), pattern_keys), current_key)
+        return cfg["alpha_pattern"].get(target_name_key, cfg["lora_alpha"])
+
+    def v0_14(cfg, current_key):
+        alpha_key = next(filter(lambda key: re.match(rf".*\.{key}$", current_key), cfg["alpha_pattern"]), current_key)
+        return cfg["alpha_pattern"].get(alpha_key, cfg["lora_alpha"])
+    names = [f"model.layers.{i}.self_attn.{m}" for i in (0, 1) for m in ("q_proj", "v_proj")]
+    keys = ["q_proj", "v_proj", r"self_attn\.q_proj", "model.layers.1.self_attn.q_proj",
+            r"layers\.\d\.self_attn\.v_proj"]
+    some = [c for n in (1, 2) for c in combinations(keys, n)]
+    checked = 0
+    for ranks, alphas in product([()] + some, some):
+        cfg = dict(r=4, lora_alpha=8, rank_pattern={k: 4 for k in ranks}, alpha_pattern={k: 10 + i for i, k in
+                                                                                        enumerate(alphas)})
+        for name in names:
+            assert adapter.old_alphas(cfg, name) == {"0.14": v0_14(cfg, name), "older": v0_13(cfg, name)}
+            checked += 1
+    assert checked == 960
+
+
 def test_alpha_pattern_every_peft_version_reads_alike_loads_without_peft_version(base, tmp_path):
     hf, ours = base
     peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=T, rank_pattern={"q_proj": 2},
-                alpha_pattern={"q_proj": 5, r"layers\.1\.self_attn\.v_proj": 7})   # rank_pattern's "v_proj": 3 would
-    # give v_proj alpha 8 before 0.14 (its key came first, and is not alpha_pattern's): refused
+                alpha_pattern={"q_proj": 5, r"layers\.1\.self_attn\.v_proj": 7, "model.layers.2.self_attn.v_proj": 9})
+    # (rank_pattern's "v_proj": 3 would give v_proj alpha 8 before 0.14: its key came first, and is not alpha_pattern's)
     edit_config(tmp_path / "a", drop=["peft_version"])
     assert_peft_logits(hf, ours, tmp_path / "a")
 
