@@ -42,6 +42,8 @@ PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, laye
              target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
              monteclora_config=UNSET,
              init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
+# the heads PEFT's PeftModelFor<task> adds to modules_to_save as it loads, whatever adapter_config.json says
+TASK_HEADS = dict(SEQ_CLS=["classifier", "score"], TOKEN_CLS=["classifier", "score"], QUESTION_ANS=["qa_outputs"])
 # the other fields PEFT (up to 0.21) writes, each honoured above or of no effect on a plain LoRA adapter's outputs; a
 # field not known here is refused unless unset: PEFT ignores it (with a warning), yet a newer PEFT's may change the math
 KNOWN = {*PLAIN, "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
@@ -363,7 +365,9 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     """load_layers' work: {name: the module to put there}; model's modules untouched but for their bases' freezing."""
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
-    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
+    modules = dict(model.named_modules())
+    mts = [*(cfg.get("modules_to_save") or []), *TASK_HEADS.get(cfg.get("task_type"), [])]  # (before PEFT 0.11 the
+    # config's modules_to_save left them out, its file held them)
     names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "

@@ -226,6 +226,38 @@ def test_an_old_peft_config_loads_with_peft_logits(base, tmp_path):
     assert_peft_logits(hf, ours, tmp_path / "a")
 
 
+@pytest.mark.parametrize("arch,task", [("Roberta", "SEQ_CLS"), ("Bert", "SEQ_CLS"), ("Roberta", "QUESTION_ANS")])
+def test_a_head_adapter_from_before_peft_0_11_loads_its_head_as_peft_does(tmp_path, arch, task):
+    """Before PEFT 0.11 a SEQ_CLS (or QUESTION_ANS) adapter's config kept modules_to_save null while its file held the
+    head (classifier, score; qa_outputs), which PEFT's PeftModelFor* add to modules_to_save on load whatever the config
+    says: was refused here ("tensors lorasp does not load ... classifier.dense.bias")."""
+    import transformers
+    from peft import PeftModel
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{arch}Config")(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=4, intermediate_size=48,
+                                                    max_position_embeddings=24, pad_token_id=1,
+                                                    num_labels=3 if task == "SEQ_CLS" else 2)
+    cls = {"SEQ_CLS": "ForSequenceClassification", "QUESTION_ANS": "ForQuestionAnswering"}[task]
+    hf = getattr(transformers, arch + cls)(config).eval()
+    hf.save_pretrained(tmp_path / "base")
+    peft_folder(hf, tmp_path / "a", task_type=task, r=4, lora_alpha=8, target_modules=["query", "value"])
+    head = ["qa_outputs"] if task == "QUESTION_ANS" else ["classifier", "score"]
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["modules_to_save"] == head
+    edit_config(tmp_path / "a", modules_to_save=None)
+    ids = torch.randint(2, 64, (2, 9))
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()
+        assert peft.peft_config["default"].modules_to_save == head             # put back by PEFT's load
+        ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
+        if task == "SEQ_CLS":
+            torch.testing.assert_close(ours.classify(ids), peft(input_ids=ids).logits, atol=1e-5, rtol=0)
+        else:
+            want = peft(input_ids=ids)
+            torch.testing.assert_close(torch.stack(ours.span_logits(ids)), torch.stack([want.start_logits,
+                                                                                        want.end_logits]))
+
+
 def test_an_adapter_saved_under_its_own_name_is_found_in_its_subfolder(base, tmp_path):
     """save_pretrained writes an adapter not named "default" to DIR/NAME/ (and with several adapters, the default one
     at DIR): DIR alone was "no adapter_config.json; not an adapter folder", which says nothing of DIR/NAME."""
