@@ -134,6 +134,12 @@ def pattern_hits(cfg, field, name):
     return {k: v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)}
 
 
+def saved_whole(cfg):
+    """adapter_config.json's modules_to_save as PEFT loads them: with the heads of its task_type (TASK_HEADS), which
+    configs before PEFT 0.11 left out while their files held them."""
+    return [*(cfg.get("modules_to_save") or []), *TASK_HEADS.get(cfg.get("task_type"), [])]
+
+
 def target_modules(adapted, linears):
     """target_modules for the adapted modules among the model's linears: their short names when those pick exactly
     them (PEFT matches name ends), else the full names."""
@@ -365,9 +371,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     """load_layers' work: {name: the module to put there}; model's modules untouched but for their bases' freezing."""
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
-    modules = dict(model.named_modules())
-    mts = [*(cfg.get("modules_to_save") or []), *TASK_HEADS.get(cfg.get("task_type"), [])]  # (before PEFT 0.11 the
-    # config's modules_to_save left them out, its file held them)
+    modules, mts = dict(model.named_modules()), saved_whole(cfg)
     names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
