@@ -232,7 +232,10 @@ def read_adapter(directory, peft):
         raise ValueError(f"{config}: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
     for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
         if cfg.get(k) not in plain:
-            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
+            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only" + (
+                " (this adapter's A and B are relative to a base PEFT changes as it loads: save it with PEFT's "
+                "save_pretrained(..., path_initial_model_for_weight_conversion=...) for a plain LoRA adapter on "
+                "the original model)" if k == "init_lora_weights" else ""))
     if new := [k for k in cfg if k not in KNOWN and cfg[k] not in UNSET]:
         raise ValueError(f"{config}: {new[0]} = {cfg[new[0]]!r}, a field lorasp does not know (a newer PEFT's, or "
                          "an old one's); PEFT ignores such fields with a warning, lorasp refuses them: one may change "

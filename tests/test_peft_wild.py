@@ -79,6 +79,32 @@ def test_a_half_precision_adapter_file_on_an_fp32_base_gives_peft_logits(base, t
     assert_peft_logits(hf, ours, tmp_path / "a")
 
 
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_adapters_load_once_converted_and_are_refused_before(base, tmp_path, init):
+    """PiSSA's and OLoRA's A and B are relative to W - B0 A0 (PEFT's load redoes that on the base): refused, naming
+    PEFT's conversion on save, which gives a plain LoRA adapter (rank 2r) on the original model: the trained outputs."""
+    from peft import LoraConfig, get_peft_model
+    hf, ours = base
+    trained = get_peft_model(copy.deepcopy(hf), LoraConfig(r=4, lora_alpha=8, target_modules=T, init_lora_weights=init))
+    trained.peft_config["default"].init_lora_weights = True     # PEFT's recipe: the initial adapter, saved as plain
+    trained.save_pretrained(tmp_path / "init")
+    trained.peft_config["default"].init_lora_weights = init
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in trained.named_parameters():
+            if "lora_" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    trained.save_pretrained(tmp_path / "raw")
+    with pytest.raises(ValueError, match=rf"init_lora_weights = '{init}'.*path_initial_model_for_weight_conversion"):
+        load_adapter(copy.deepcopy(ours), tmp_path / "raw", peft=True)
+    trained.save_pretrained(tmp_path / "a", path_initial_model_for_weight_conversion=str(tmp_path / "init"))
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["r"] == 8
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(load_adapter(ours, tmp_path / "a", peft=True)(ids), trained.eval()(ids).logits,
+                                   atol=1e-5, rtol=0)
+
+
 def test_alpha_pattern_keys_that_both_match_a_module_are_refused(base, tmp_path):
     """PEFT trains with the first alpha_pattern key that matches, in the order the user wrote them, and saves the keys
     sorted: written {"v_proj": 40, "layers.N...v_proj": 5}, it trained with 40 and reloads with 5, 0.12 off in the
