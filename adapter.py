@@ -8,8 +8,9 @@
 
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
-  use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess;
-  so is a config field we do not know (KNOWN), which PEFT ignores with a warning.
+  use_rslora), `saved_whole` (modules_to_save and the task's heads). Where PEFT would read a folder differently from
+  us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
+  do not know (KNOWN), which PEFT ignores with a warning.
 - `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
@@ -17,7 +18,7 @@
   save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's).
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
-tests/test_lorasp_adapter.py checks them against peft.
+tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
 """
 import copy
 import itertools
@@ -357,7 +358,7 @@ def _fit(n, modules, cfg, A, B, layer_type, linear_types, where):
 def load_layers(model, directory, peft, layer_type, linear_types):
     """lorasp.load_adapter: {name: the module to put there}, every file and tensor checked first: each adapted linear
     (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
-    modules_to_save with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
+    modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
     and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the
     PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
     no weight frozen (each layer_type freezes its base as it is built)."""
