@@ -358,9 +358,9 @@ def _fit(n, modules, cfg, A, B, layer_type, linear_types, where):
 def load_layers(model, directory, peft, layer_type, linear_types):
     """lorasp.load_adapter: {name: the module to put there}, every file and tensor checked first: each adapted linear
     (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
-    modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
-    and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the
-    PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
+    modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern,
+    alpha_pattern, use_rslora and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our
+    nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
     no weight frozen (each layer_type freezes its base as it is built)."""
     trains = {p: p.requires_grad for p in model.parameters()}
     try:
