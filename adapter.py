@@ -360,8 +360,8 @@ def load_layers(model, directory, peft, layer_type, linear_types):
     (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
     modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern,
     alpha_pattern, use_rslora and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our
-    nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
-    no weight frozen (each layer_type freezes its base as it is built)."""
+    nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it
+    was: no module swapped, and no weight frozen (each layer_type freezes its base as it is built)."""
     trains = {p: p.requires_grad for p in model.parameters()}
     try:
         return _new_modules(model, directory, peft, layer_type, linear_types)
