@@ -58,7 +58,8 @@ KNOWN = {*PLAIN, "peft_type", "task_type", "auto_mapping", "peft_version", "base
 # PEFT's rules: which modules an adapter names, and with which r and alpha
 
 def matches(name, targets):
-    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
+    """PEFT's rule for target_modules: the qualified name is, or ends with "." + , a target (modules_to_save's is
+    the bare str.endswith: "norm" is every layer's input_layernorm too)."""
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
@@ -376,7 +377,8 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
     modules, mts = dict(model.named_modules()), saved_whole(cfg)
-    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
+    whole = [n for n in modules if n and n.endswith(tuple(mts))]      # PEFT's _set_trainable: no "." before
+    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in whole))
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
                          "they would keep their own values beside it (a mix of two adapters): load onto the base model")
@@ -397,7 +399,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
     # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
     # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
-    for n in [n for n in modules if matches(n, mts)]:
+    for n in whole:
         prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
         saved = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
         try:                                   # strict: a missing, left-over or mis-shaped tensor is an error

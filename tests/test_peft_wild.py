@@ -28,13 +28,14 @@ def base(tmp_path):
 
 
 def peft_folder(hf, directory, adapter_name="default", dtype=None, **lora):
-    """PEFT's adapter on hf, B (PEFT's init: 0) made random so the adapter matters, saved; the trained PeftModel."""
+    """PEFT's adapter on hf, B (PEFT's init: 0) and modules_to_save's copies made random so they matter, saved; the
+    trained PeftModel."""
     from peft import LoraConfig, get_peft_model
     peft = get_peft_model(copy.deepcopy(hf), LoraConfig(**lora), adapter_name=adapter_name)
     torch.manual_seed(1)
     with torch.no_grad():
         for n, p in peft.named_parameters():
-            if "lora_B" in n:
+            if "lora_B" in n or ".modules_to_save." in n:
                 p.add_(torch.randn_like(p))
     peft.to(dtype or torch.float32).save_pretrained(directory)
     return peft.float().eval()
@@ -69,6 +70,16 @@ def test_peft_config_fields_give_peft_logits(base, tmp_path, options):
     hf, ours = base
     peft_folder(hf, tmp_path / "a", **dict(dict(r=4, lora_alpha=8), **options))
     assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+@pytest.mark.parametrize("saved", [["norm"], ["layernorm"], ["mlp.down_proj"]])
+def test_modules_to_save_matches_name_ends_as_peft_does(base, tmp_path, saved):
+    """PEFT saves whole every module whose name ends with a modules_to_save entry, no "." needed: "norm" is model.norm
+    and each layer's input_layernorm and post_attention_layernorm (were left over here: refused)."""
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj"], modules_to_save=saved)
+    ours = assert_peft_logits(hf, ours, tmp_path / "a")
+    assert sum(p.requires_grad for p in ours.parameters()) > 6          # the saved modules train again
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
