@@ -436,3 +436,16 @@ def test_a_peft_adapter_trained_on_the_hf_checkpoint_gives_peft_logits_on_its_me
               llama_meta(c))
     peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"])
     assert_peft_logits(hf, M.load_pretrained(tmp_path / "base"), tmp_path / "a")
+
+
+@pytest.mark.parametrize("targets", [["q", "v"], "all-linear"])
+def test_a_peft_t5_adapter_gives_peft_logits(tmp_path, targets):
+    from peft import PeftModel
+    hf = t5().eval()
+    hf.save_pretrained(tmp_path / "base")
+    peft_folder(hf, tmp_path / "a", task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, target_modules=targets)
+    ours = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a", peft=True).eval()
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()(input_ids=X, decoder_input_ids=DEC)
+        torch.testing.assert_close(ours(X, DEC), want.logits, atol=1e-5, rtol=0)
+        assert (want.logits - hf(input_ids=X, decoder_input_ids=DEC).logits).abs().max() > 0.1
