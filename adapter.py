@@ -8,7 +8,9 @@
 
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
-  use_rslora). Where PEFT would read a folder differently from us, the folder is an error, never a silent guess.
+  use_rslora), `saved_whole` (modules_to_save and the task's heads). Where PEFT would read a folder differently from
+  us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
+  do not know (KNOWN), which PEFT ignores with a warning.
 - `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
@@ -16,7 +18,7 @@
   save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's).
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
-tests/test_lorasp_adapter.py checks them against peft.
+tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
 """
 import copy
 import itertools
@@ -41,13 +43,23 @@ PLAIN = dict(bias=UNSET, use_dora=UNSET, lora_bias=UNSET, use_qalora=UNSET, laye
              target_parameters=UNSET, use_bdlora=UNSET, arrow_config=UNSET, kasa_config=UNSET, velora_config=UNSET,
              monteclora_config=UNSET,
              init_lora_weights=(None, True, False, "gaussian", "orthogonal"))
+# the heads PEFT's PeftModelFor<task> adds to modules_to_save as it loads, whatever adapter_config.json says
+TASK_HEADS = dict(SEQ_CLS=["classifier", "score"], TOKEN_CLS=["classifier", "score"], QUESTION_ANS=["qa_outputs"])
+# the other fields PEFT (up to 0.21) writes, each honoured above or of no effect on a plain LoRA adapter's outputs; a
+# field not known here is refused unless unset: PEFT ignores it (with a warning), yet a newer PEFT's may change the math
+KNOWN = {*PLAIN, "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+         "inference_mode", "r", "lora_alpha", "lora_dropout", "fan_in_fan_out", "use_rslora", "target_modules",
+         "exclude_modules", "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "modules_to_save",
+         "megatron_core", "qalora_group_size", "runtime_config", "ensure_weight_tying", "merge_weights",  # 0.2's
+         "loftq_config", "eva_config", "corda_config", "lora_ga_config"}  # read with their init_lora_weights only
 
 
 # ----------------------------------------------------------------------------------------------------
 # PEFT's rules: which modules an adapter names, and with which r and alpha
 
 def matches(name, targets):
-    """PEFT's rule for target_modules and modules_to_save: the qualified name is, or ends with "." + , a target."""
+    """PEFT's rule for target_modules: the qualified name is, or ends with "." + , a target (modules_to_save's is
+    the bare str.endswith: "norm" is every layer's input_layernorm too)."""
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
@@ -83,14 +95,51 @@ def layer_index(name, pattern=None):
     return None
 
 
-def rank_alpha(cfg, name):
+def rank_alpha(cfg, name, where="adapter_config.json"):
     """(r, alpha) of the module `name` as PEFT picks them: the value of the first rank_pattern / alpha_pattern key (a
-    regex) that matches the name's end, else r / lora_alpha; use_rslora's alpha/sqrt(r), written as alpha'/r."""
+    regex) that matches the name's end, else r / lora_alpha; use_rslora's alpha/sqrt(r), written as alpha'/r.
+    Keys that match the name with different alphas are an error: PEFT picked the first in the order the user wrote
+    them, and saves them sorted (json sort_keys), so the file no longer says which (A's shape says which r)."""
     def pattern(field, default):
-        return next((v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)), default)
+        hits = pattern_hits(cfg, field, name)
+        if field == "alpha_pattern" and len(set(hits.values())) > 1:
+            raise ValueError(f"{where}: alpha_pattern keys {list(hits)} all match {name}, with alphas "
+                             f"{list(hits.values())}: PEFT trained with the first as the user wrote them and saved "
+                             "them sorted, so which one it used is lost; keep only that key")
+        return next(iter(hits.values()), default)
     r = pattern("rank_pattern", cfg["r"])
     alpha = pattern("alpha_pattern", cfg["lora_alpha"])
+    if (old := old_alphas(cfg, name)) and set(old.values()) != {alpha}:
+        raise ValueError(f"{where}: PEFT's versions read alpha_pattern differently for {name}: alpha {alpha} from "
+                         f"PEFT 0.15 on, {old['0.14']} in 0.14, {old['older']} before; the file does not say which "
+                         "wrote it (peft_version, written since 0.18): keep keys every version reads alike (one per "
+                         "module, not its whole name)")
     return r, alpha * (math.sqrt(r) if cfg.get("use_rslora") else 1)
+
+
+def old_alphas(cfg, name):
+    """{versions: alpha} as PEFT before 0.15 read alpha_pattern, where the config may be that old (no peft_version or
+    one before 0.15): the first key that matches after a dot (".*\\.key$"), else the whole name as a key; before 0.14
+    that one key, over rank_pattern's keys then alpha_pattern's, gave both r and alpha. {} for a newer config."""
+    v = re.match(r"(\d+)\.(\d+)", str(cfg.get("peft_version")))
+    if v and (int(v[1]), int(v[2])) >= (0, 15) or not cfg.get("alpha_pattern"):
+        return {}
+    ranks, alphas = cfg.get("rank_pattern") or {}, cfg["alpha_pattern"]
+    def first(keys):
+        return next((k for k in keys if re.match(rf".*\.{k}$", name)), name)
+    return {"0.14": alphas.get(first(alphas), cfg["lora_alpha"]),
+            "older": alphas.get(first([*ranks, *alphas]), cfg["lora_alpha"])}
+
+
+def pattern_hits(cfg, field, name):
+    """The keys (regexes) of rank_pattern or alpha_pattern that match the name's end, PEFT's rule, with their values."""
+    return {k: v for k, v in (cfg.get(field) or {}).items() if re.match(rf"(.*\.)?({k})$", name)}
+
+
+def saved_whole(cfg):
+    """adapter_config.json's modules_to_save as PEFT loads them: with the heads of its task_type (TASK_HEADS), which
+    configs before PEFT 0.11 left out while their files held them."""
+    return [*(cfg.get("modules_to_save") or []), *TASK_HEADS.get(cfg.get("task_type"), [])]
 
 
 def target_modules(adapted, linears):
@@ -172,7 +221,11 @@ def read_adapter(directory, peft):
     settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
     config, xpath = os.path.join(directory, "adapter_config.json"), os.path.join(directory, EXTRAS_FILE)
     if not os.path.exists(config):
-        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)")
+        named = sorted(d for d in os.listdir(directory) if os.path.exists(f"{directory}/{d}/adapter_config.json")) \
+            if os.path.isdir(directory) else []
+        raise FileNotFoundError(f"{directory}: no adapter_config.json; not an adapter folder (ours or PEFT's)" + (
+            f", but {named} hold adapters (PEFT's save_pretrained puts an adapter not named 'default' in a folder of "
+            f"its name): pass {os.path.join(directory, named[0])}" if named else ""))
     weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(f"{directory}/{f}")]
     if not weights:
         raise FileNotFoundError(f"{directory}: no adapter_model.safetensors (or PEFT's adapter_model.bin)")
@@ -181,12 +234,24 @@ def read_adapter(directory, peft):
         raise ValueError(f"{config}: peft_type {cfg.get('peft_type')!r}, not 'LORA'")
     for k, plain in PLAIN.items():  # any other value: refused, never loaded silently wrong
         if cfg.get(k) not in plain:
-            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only")
+            raise ValueError(f"{config}: {k} = {cfg[k]!r}; lorasp loads plain LoRA only" + (
+                " (this adapter's A and B are relative to a base PEFT changes as it loads: save it with PEFT's "
+                "save_pretrained(..., path_initial_model_for_weight_conversion=...) for a plain LoRA adapter on "
+                "the original model)" if k == "init_lora_weights" else ""))
+    if new := [k for k in cfg if k not in KNOWN and cfg[k] not in UNSET]:
+        raise ValueError(f"{config}: {new[0]} = {cfg[new[0]]!r}, a field lorasp does not know (a newer PEFT's, or "
+                         "an old one's); PEFT ignores such fields with a warning, lorasp refuses them: one may change "
+                         "what the adapter computes. If it does not, delete it from the file")
     if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
         raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
                          "r >= 1 and a number lora_alpha")
     path = os.path.join(directory, weights[0])
     tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
+    # a PEFT model's own state_dict() saved by hand spells lora_A.default.weight; PEFT loads that file too
+    named = {re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1.weight", k): t for k, t in tensors.items()}
+    if len(named) < len(tensors):
+        raise ValueError(f"{path}: holds a module's lora weights twice, as lora_A.weight and lora_A.default.weight")
+    tensors = named
     if not os.path.exists(xpath):
         if peft:                                               # a plain PEFT adapter
             return cfg, path, tensors, None, dict(keep=1.0, mode="mask", structure="element", seeds={})
@@ -209,6 +274,9 @@ def adapted_names(cfg, path, tensors, whole):
     if not names:
         raise ValueError(f"{path}: holds no lora_A weights")
     outside_saved(names, whole, path)
+    if cfg.get("ensure_weight_tying") and (tied := [k for k in tensors if ".lora_embedding_" in k]):
+        raise ValueError(f"{path}: {tied[0]}: ensure_weight_tying = True: PEFT adapts a tied lm_head and embed_tokens "
+                         "as one (and rewrites target_modules to say so); lorasp adapts no embedding")
     if stray := [n for n in names if not peft_target(cfg, n)]:  # PEFT leaves them out without a word
         raise ValueError(f"{path} holds modules that adapter_config.json's target_modules "
                          f"{cfg.get('target_modules')!r}" + (f" with layers_to_transform {cfg['layers_to_transform']}"
@@ -271,27 +339,30 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     write_adapter(directory, peft, extras_of(layers), config, sp)
 
 
-def _fit(n, modules, cfg, A, B, layer_type, linear_types):
+def _fit(n, modules, cfg, A, B, layer_type, linear_types, where):
     """(the linear, r, alpha) for module n, r and alpha as PEFT picks them; A and B must fit that linear."""
     if n not in modules:
         raise ValueError(f"adapter module {n!r} is not in the model")
     base = modules[n].base if isinstance(modules[n], layer_type) else modules[n]
-    r, alpha = rank_alpha(cfg, n)
+    r, alpha = rank_alpha(cfg, n, where)
     if not isinstance(base, linear_types):
         raise ValueError(f"adapter module {n!r} is a {type(base).__name__}; lorasp adapts nn.Linear and NF4Linear only")
     if B is None or A.shape != (r, base.in_features) or B.shape != (base.out_features, r):
+        hits = pattern_hits(cfg, "rank_pattern", n)
         raise ValueError(f"{n}: adapter A {tuple(A.shape)}, B {None if B is None else tuple(B.shape)} do not fit "
-                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}")
+                         f"{type(base).__name__} {base.out_features}x{base.in_features} with r={r}" + (
+                             f" ({where}: rank_pattern keys {list(hits)} all match it; PEFT trained with the first "
+                             "as the user wrote them, and saves them sorted)" if len(hits) > 1 else ""))
     return base, r, alpha
 
 
 def load_layers(model, directory, peft, layer_type, linear_types):
     """lorasp.load_adapter: {name: the module to put there}, every file and tensor checked first: each adapted linear
     (of linear_types) wrapped in a layer_type (LoRASPLinear) and loaded, then a trainable copy of each of the config's
-    modules_to_save with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern, alpha_pattern, use_rslora
-    and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our nn.Linear already is); the
-    PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it was: no module swapped, and
-    no weight frozen (each layer_type freezes its base as it is built)."""
+    modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern,
+    alpha_pattern, use_rslora and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our
+    nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it
+    was: no module swapped, and no weight frozen (each layer_type freezes its base as it is built)."""
     trains = {p: p.requires_grad for p in model.parameters()}
     try:
         return _new_modules(model, directory, peft, layer_type, linear_types)
@@ -305,15 +376,16 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     """load_layers' work: {name: the module to put there}; model's modules untouched but for their bases' freezing."""
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
-    modules, mts = dict(model.named_modules()), cfg.get("modules_to_save") or []
-    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in modules if matches(n, mts)))
+    modules, mts = dict(model.named_modules()), saved_whole(cfg)
+    whole = [n for n in modules if n and n.endswith(tuple(mts))]      # PEFT's _set_trainable: no "." before
+    names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in whole))
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
                          "they would keep their own values beside it (a mix of two adapters): load onto the base model")
     new = {}
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
-        base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types)
+        base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types, f"{directory}/adapter_config.json")
         own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
         new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)
@@ -327,8 +399,16 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
     # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
     # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
-    for n in [n for n in modules if matches(n, mts)]:
+    for n in whole:
         prefix, module = f"{PEFT}{n}.", copy.deepcopy(modules[n])
-        module.load_state_dict({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})  # strict: a
-        new[n] = module.requires_grad_(True)             # missing, left-over or mis-shaped tensor is an error
+        saved = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+        try:                                   # strict: a missing, left-over or mis-shaped tensor is an error
+            module.load_state_dict(saved)
+        except RuntimeError as e:              # torch's lines, on one line that names the file
+            why = "; ".join(line.strip().rstrip(".") for line in str(e).splitlines()[1:])
+            raise RuntimeError(f"{path}: modules_to_save's {n} does not load: {why}" + (
+                " (PEFT's modules_to_save.default / original_module spelling: a PeftModel's state_dict() saved by "
+                "hand; PEFT's save_pretrained writes the module's own names)" if any(k.startswith(
+                    ("modules_to_save.", "original_module.")) for k in saved) else "")) from None
+        new[n] = module.requires_grad_(True)
     return new
