@@ -5,6 +5,10 @@ is read.
 
 - `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range.
 - `given_flags(parser, argv)`, `no_effect(flags, why)`: the flags argv sets; the note for those the command ignores.
+- `repeated(parser, argv, lists)`: a flag given twice (argparse keeps the last without a word): refused for a list
+  (--targets, --subjects, --plot: the first ones would be dropped), noted for the rest. `unexpanded(parser, args,
+  flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), refused: it named a
+  folder `~` in the current one.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
   adapter or a train.py run's folder given as --model (what to give instead).
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
@@ -47,6 +51,45 @@ def given_flags(parser, argv):
     unset = object()
     return {"--" + k.replace("_", "-") for k, v in vars(parser.parse_args(argv, argparse.Namespace(
         **{a.dest: unset for a in parser._actions}))).items() if v is not unset}
+
+
+def repeated(parser, argv, lists=()):
+    """A flag argv gives more than once, however written: argparse keeps the last value without a word. A flag of
+    `lists` is refused (`--targets q_proj --targets v_proj` adapted v_proj alone), another flag's earlier values are
+    noted (`--lr 1e-4 ... --lr 2e-4`: 2e-4 trains)."""
+    values = {}
+
+    class Sets(argparse.Namespace):                            # argparse sets a dest each time its flag is given
+        def __setattr__(self, name, value):
+            values.setdefault(name, []).append(value)
+            super().__setattr__(name, value)
+
+    marked = Sets(**{a.dest: None for a in parser._actions})
+    values.clear()                                             # (the markers set above)
+    parser.parse_args(argv, marked)
+    for dest, seen in values.items():
+        flag = "--" + dest.replace("_", "-")
+        shown = [" ".join(map(str, v)) if isinstance(v, list) else (flag if v else "--no-" + flag[2:])
+                 if isinstance(v, bool) else str(v) for v in seen]
+        if len(set(shown)) < 2:
+            continue
+        times = "twice" if len(seen) == 2 else f"{len(seen)} times"
+        if flag in lists:
+            parser.error(f"{flag} given {times} ({'; '.join(shown)}): only the last would be read; give them once: "
+                         f"{flag} {(' ' if isinstance(seen[0], list) else ',').join(shown)}")
+        print(f"note: {flag} given {times} ({', '.join(shown)}): the last, {shown[-1]}, is used")
+
+
+def unexpanded(parser, args, flags):
+    """A path flag that begins with a `~` the shell did not expand (it does not after `=` or inside quotes) is refused:
+    it would name a folder `~` in the current one (`--out=~/runs`: ./~/runs, printed as ~/runs)."""
+    for flag in flags:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v.startswith("~") and os.path.expanduser(v) != v:
+                parser.error(f"{flag} {v}: the shell did not expand '~' (it does not after '=' or inside quotes): "
+                             f"write {flag} {os.path.expanduser(v)} (or ./{v} for a folder named "
+                             f"'{v.split(os.sep)[0]}' here)")
 
 
 def no_effect(flags, why="", file=None):

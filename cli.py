@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 import data
 import plan
-from checks import given_flags, no_effect, ranged
+from checks import given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import has_weights
@@ -163,8 +163,8 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
-      "masks, A's init, a new head's init, dropout")
+    a("--seed", type=ranged(int, 0, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
+      "masks, A's init, a new head's init, dropout")  # (>= 0: Python's random takes -1 as 1, torch as 2**64 - 1)
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
@@ -185,6 +185,8 @@ def parse_args(argv=None):
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
     given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
+    repeated(p, argv, lists=["--targets"])                     # argparse keeps the last, without a word
+    unexpanded(p, args, ["--model", "--model-dir", "--data", "--data-dir", "--out"])
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
@@ -231,6 +233,9 @@ def parse_args(argv=None):
         print(f"note: {' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: " + (
             f"--model {args.model} is not a preset, its files are read where they are" if args.model else
             "the offline demo makes its own model") + " (for a preset's weights)")
+    if args.threads and args.threads > (cpus := len(os.sched_getaffinity(0))):
+        print(f"note: --threads {args.threads} is more than the {cpus} CPUs this process may use: the extra threads "
+              "wait on each other (slower, nothing gained)")
     if args.allow_data_change and not args.resume:
         no_effect(["--allow-data-change"], " without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)

@@ -26,7 +26,7 @@ import torch
 
 from checkpoint import files_fingerprint
 from checks import (adapter_config, check_model, check_seq_len, context, given_flags, no_effect, not_a_model,  # noqa
-                    ranged, run_folder)  # (F401: evalcli.not_a_model, as before the move)
+                    ranged, repeated, run_folder, unexpanded)  # (F401: evalcli.not_a_model, as before the move)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
@@ -96,6 +96,8 @@ def parse_args(argv=None):
     if problem := device_problem(args.device):
         ap.error(problem)
     given = given_flags(ap, argv)
+    repeated(ap, argv, lists=["--subjects", "--plot"])       # argparse keeps the last, without a word
+    unexpanded(ap, args, ["--model", "--adapter", "--data", "--data-dir", "--prompts", "--plot", "--out"])
     if args.plot:                                              # --plot draws, and evaluates nothing
         no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
                   "nothing)")

@@ -160,8 +160,10 @@ for flag, value, fragment in [
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
         ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
         ("--method", "qlora", "argument --method: invalid choice: 'qlora'"),
-        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= "
-         "-9223372036854775808, <= 18446744073709551615")]:  # (was torch's "Overflow when unpacking long long")
+        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= 0, <= "
+         "18446744073709551615"),  # (was torch's "Overflow when unpacking long long")
+        ("--seed", "-1", "argument --seed: -1 is out of range: must be an integer >= 0")]:  # (Python's random takes
+    # -1 as 1: the same split and data order as --seed 1, silently; torch takes it as 2**64 - 1)
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 
@@ -194,6 +196,31 @@ case("cli --out ''", 2, "--out '' is empty: name the run's folder")(  # (loaded 
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
+
+case("cli --targets given twice (argparse keeps the last)", 2, "--targets given twice (q_proj; v_proj): only the "
+     "last would be read; give them once: --targets q_proj,v_proj")(  # (adapted v_proj alone, without a word)
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj", "--targets", "v_proj"]))
+case("eval.py: --subjects given twice", 2, "--subjects given twice (anatomy; virology): only the last would be read; "
+     "give them once: --subjects anatomy virology")(  # (scored virology alone, without a word)
+    lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--subjects", "anatomy", "--subjects", "virology"]))
+case("eval.py: --plot given twice", 2, "--plot given twice (a; b): only the last would be read; give them once: "
+     "--plot a b")(lambda ctx: E.main(["--plot", "a", "--plot", "b"]))  # (drew b's curve alone)
+case("cli --out=~/runs, a ~ the shell does not expand after '='", 2, "--out ~/runs: the shell did not expand '~' (it "
+     "does not after '=' or inside quotes): write --out " + os.path.expanduser("~/runs"))(  # (trained into ./~/runs,
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out=~/runs"]))  # printed as "~/runs/adapter")
+case("eval.py: a quoted '~/...' --adapter", 2, "--adapter ~/a: the shell did not expand '~'")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", "~/a"]))
+
+
+@case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
+def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
+    train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
+                      "--threads", "100000"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --lr given twice (0.0001, 0.0002): the last, 0.0002, is used",  # (--rank: the same value twice)
+        f"note: --threads 100000 is more than the {len(os.sched_getaffinity(0))} CPUs this process may use: the "
+        "extra threads wait on each other (slower, nothing gained)"]
+
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
