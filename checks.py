@@ -77,7 +77,8 @@ def repeated(parser, argv, lists=()):
         if flag in lists:
             parser.error(f"{flag} given {times} ({'; '.join(shown)}): only the last would be read; give them once: "
                          f"{flag} {(' ' if isinstance(seen[0], list) else ',').join(shown)}")
-        print(f"note: {flag} given {times} ({', '.join(shown)}): the last, {shown[-1]}, is used")
+        print(f"note: a flag given {times} keeps its last value: " + (shown[-1] if isinstance(seen[-1], bool) else
+              f"{flag} {shown[-1]}") + f" (not {', '.join(v for v in dict.fromkeys(shown) if v != shown[-1])})")
 
 
 def unexpanded(parser, args, flags):

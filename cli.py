@@ -251,6 +251,11 @@ def parse_args(argv=None):
         p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} is a file; --out names the run's folder (checkpoint/, adapter/, metrics.jsonl)")
+    above = os.path.dirname(os.path.abspath(args.out))         # (else "Not a directory" once the data was read)
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        p.error(f"--out {args.out}: {above} is a file, so no folder can be made under it; --out names the run's folder")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -217,10 +217,13 @@ def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
                       "--threads", "100000"])
     assert ctx.capsys.readouterr().out.splitlines() == [
-        "note: --lr given twice (0.0001, 0.0002): the last, 0.0002, is used",  # (--rank: the same value twice)
+        "note: a flag given twice keeps its last value: --lr 0.0002 (not 0.0001)",  # (--rank: the same value twice)
         f"note: --threads 100000 is more than the {len(os.sched_getaffinity(0))} CPUs this process may use: the "
         "extra threads wait on each other (slower, nothing gained)"]
 
+case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not a
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # directory"
+# once the data was read)
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
