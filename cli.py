@@ -386,8 +386,10 @@ def describe(run):
                    if isinstance(m, LoRASPLinear))
     head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
-             head_params=head)
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)) +
+             sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
+                 for f in (m.A_frozen, m.B_frozen) if f is not None), head_params=head)  # entries forward uses
+    # (buffers, so no optimizer moves them; in mask mode they are zeros, not held)
     adapter, lora = s["trainable_params"] - head, run.lora
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (

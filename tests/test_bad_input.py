@@ -221,9 +221,9 @@ def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2
         f"note: --threads 100000 is more than the {len(os.sched_getaffinity(0))} CPUs this process may use: the "
         "extra threads wait on each other (slower, nothing gained)"]
 
-case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not a
-    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # directory"
-# once the data was read)
+case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a
+# directory" once the data was read)
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
@@ -314,6 +314,16 @@ def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a numb
     run(ctx, "--clip", "0", "--max-steps", "2")
     assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
 
+
+@case("train.py: total_params under --mode freeze counts the frozen entries forward uses", None)
+def _(ctx):  # (was 39,584 = the base + the trainable entries: the frozen half of A and B, nonzero, left out)
+    base = load_safetensors(os.path.join(ctx.tiny[0], "model.safetensors"))
+    lora = sum(16 * sum(t.shape) for k, t in base.items() if k.endswith("_proj.weight"))  # r (out + in), 7 projections
+    s = run(ctx, "--mode", "freeze", "--max-steps", "1")
+    assert s["total_params"] == sum(t.numel() for t in base.values()) + lora == 47776
+    assert s["trainable_params"] == lora / 2
+    s = run(ctx, "--max-steps", "1", out="mask")               # mask mode: the frozen entries are zeros, not held
+    assert s["total_params"] == sum(t.numel() for t in base.values()) + lora / 2
 
 @case("cli --model-dir and --download beside a --model that is not a preset say they do nothing", None)
 def _(ctx):  # (were unused without a word: the directory --model names is read, nothing is fetched)
