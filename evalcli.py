@@ -213,6 +213,8 @@ def model_path(name):
 
 def adapter_folder(path):
     """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/."""
+    if not os.path.exists(path):                               # (was "no adapter_config.json; not an adapter folder")
+        raise UserError(f"--adapter {path}: no such folder")
     inner, model = run_folder(path)
     if inner != path and os.path.isfile(os.path.join(inner, "adapter_config.json")):
         if model:                                              # --out of a --method full run and an adapter's

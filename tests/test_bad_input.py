@@ -211,6 +211,17 @@ case("cli --out=~/runs, a ~ the shell does not expand after '='", 2, "--out ~/ru
 case("eval.py: a quoted '~/...' --adapter", 2, "--adapter ~/a: the shell did not expand '~'")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", "~/a"]))
 
+case("eval.py: an --adapter folder that does not exist", SystemExit, "--adapter nowhere: no such folder")(  # (was
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",  # "no
+                        "nowhere"]))  # adapter_config.json; not an adapter folder")
+
+
+@case("eval.py: --task generate without --adapter has no adapted answers in its JSON", None)
+def _(ctx):  # (each read "adapted": "", as if an adapter had answered with nothing)
+    (ctx.tmp / "p.txt").write_text("Say hi\n")
+    E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens", "2"])
+    answers = json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]
+    assert len(answers) == 1 and list(answers[0]) == ["base"]
 
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
