@@ -10,7 +10,8 @@ is read.
   flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), refused: it named a
   folder `~` in the current one.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
-  adapter or a train.py run's folder given as --model (what to give instead).
+  adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's --model-dir
+  holds that preset's architecture.
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
@@ -113,6 +114,19 @@ def check_model(name, train=False):
                             f"({os.path.dirname(os.path.abspath(name))}: config.json and the weights), or a .gguf "
                             "file")
         raise no_model(name, PRESETS, train)
+
+
+def check_preset_folder(name, config, directory):
+    """--model PRESET whose --model-dir holds another architecture is refused: config is what its files hold, and they
+    would train under the preset's name (--model gpt2-medium --model-dir models/gpt2 trained GPT-2 small, its log
+    saying gpt2-medium)."""
+    def shape(c):                                              # (T5: num_layers, d_model)
+        return c.model_type, getattr(c, "n_layer", None) or c.num_layers, getattr(c, "n_embd", None) or c.d_model
+    if name in PRESETS and shape(config) != shape(want := PRESETS[name]):
+        (kind, n, width), (kind0, n0, width0) = shape(config), shape(want)
+        raise UserError(f"--model {name}: {directory} holds a {kind} of {n} layers, width {width}, not {name} (a "
+                        f"{kind0} of {n0} layers, width {width0}): give --model {directory} for the model it holds, "
+                        f"or a folder of {name}'s own files")
 
 
 def not_a_model(path, train=False):

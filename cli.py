@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 import data
 import plan
-from checks import given_flags, no_effect, ranged, repeated, unexpanded
+from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import has_weights
@@ -363,6 +363,8 @@ def plan_memory(run):
     refused, naming the settings that fit, unless --force."""
     args = run.args
     config = checked_config(args)
+    if args.model in PRESETS and args.model_dir and os.path.exists(args.model_dir):  # (the cache's models/NAME: what
+        check_preset_folder(args.model, config, args.model_dir)  # --download fetched for NAME)
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta

@@ -327,6 +327,11 @@ def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a numb
     assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
 
 
+case("train.py: --model PRESET with a --model-dir of another architecture", SystemExit, "holds a llama of 2 layers, "
+     "width 32, not gpt2-medium (a gpt2 of 24 layers, width 1024)")(  # (trained the tiny Llama, its first line and
+    lambda ctx: train.main(flags(("gpt2-medium", ctx.tiny[1]), ctx.tmp / "out", "--model-dir", ctx.tiny[0])))  # adapter
+# config saying gpt2-medium)
+
 @case("train.py: total_params under --mode freeze counts the frozen entries forward uses", None)
 def _(ctx):  # (was 39,584 = the base + the trainable entries: the frozen half of A and B, nonzero, left out)
     base = load_safetensors(os.path.join(ctx.tiny[0], "model.safetensors"))
