@@ -10,8 +10,8 @@ is read.
   flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), refused: it named a
   folder `~` in the current one.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
-  adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's --model-dir
-  holds that preset's architecture.
+  adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's
+  --model-dir holds that preset's architecture.
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
