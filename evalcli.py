@@ -4,7 +4,8 @@ all made before a weight is read, and the model they name, loaded: a train.py ru
 recorded of the base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
-  without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
+  without --model, perplexity without --data, --subjects or --plot given twice, a path beginning with a ~ the shell
+  left) exit with status 2, a flag the task does not read or given twice prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
