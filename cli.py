@@ -9,9 +9,9 @@ last.
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task, --targets given
   twice, a path beginning with a ~ the shell left, an --out under a file) are argparse's errors; a flag given twice
-  (its last value counts), --threads past the CPUs, a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
-  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach, --model-dir and
-  --download beside a --model that is not a preset) prints a note.
+  (its last value counts), --threads past the CPUs, a flag given that changes nothing (the adapter's with --method
+  full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on another task, --patience no
+  evaluation can reach, --model-dir and --download beside a --model that is not a preset) prints a note.
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
   generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
   files went, the command that evaluates the result, how to resume an interrupted run).
