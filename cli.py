@@ -16,7 +16,8 @@ last.
   generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
   files went, the command that evaluates the result, how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
-  plan.py's memory plan, the plan printed, a run that cannot fit refused), `describe` (what trains, against LoRA at
+  plan.py's memory plan, the plan printed, a run that cannot fit refused, as is a preset's --model-dir that holds
+  another architecture), `describe` (what trains, against LoRA at
   the same rank; how many steps) and `summary` (the loop's part of the JSON line a run prints last).
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
