@@ -287,7 +287,12 @@ def prepare_demo(args, train):
     if rank_world()[1] > 1:
         raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                         f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+    try:                                                       # its first write into the cache
+        model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+    except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
+        raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
+                        f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
+                        "a folder you can write") from None
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0

@@ -223,6 +223,19 @@ def _(ctx):  # (each read "adapted": "", as if an adapter had answered with noth
     answers = json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]
     assert len(answers) == 1 and list(answers[0]) == ["base"]
 
+
+@case("train.py: the offline demo with a LORASP_CACHE that cannot be written", SystemExit, "the offline demo keeps its "
+      "model and task in ")
+def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming neither the variable nor what to do)
+    (ctx.tmp / "f").write_text("")
+    ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "f"))
+    try:
+        train.main([])
+    except SystemExit as e:
+        assert f"{ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a directory" \
+            in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
+        raise
+
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
