@@ -5,8 +5,13 @@ is read.
 
 - `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range.
 - `given_flags(parser, argv)`, `no_effect(flags, why)`: the flags argv sets; the note for those the command ignores.
+- `repeated(parser, argv, lists)`: a flag given twice (argparse keeps the last without a word): refused for a list
+  (--targets, --subjects, --plot: the first ones would be dropped), noted for the rest. `unexpanded(parser, args,
+  flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), refused: it named a
+  folder `~` in the current one.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
-  adapter or a train.py run's folder given as --model (what to give instead).
+  adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's
+  --model-dir holds that preset's architecture.
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
@@ -49,6 +54,46 @@ def given_flags(parser, argv):
         **{a.dest: unset for a in parser._actions}))).items() if v is not unset}
 
 
+def repeated(parser, argv, lists=()):
+    """A flag argv gives more than once, however written: argparse keeps the last value without a word. A flag of
+    `lists` is refused (`--targets q_proj --targets v_proj` adapted v_proj alone), another flag's earlier values are
+    noted (`--lr 1e-4 ... --lr 2e-4`: 2e-4 trains)."""
+    values = {}
+
+    class Sets(argparse.Namespace):                            # argparse sets a dest each time its flag is given
+        def __setattr__(self, name, value):
+            values.setdefault(name, []).append(value)
+            super().__setattr__(name, value)
+
+    marked = Sets(**{a.dest: None for a in parser._actions})
+    values.clear()                                             # (the markers set above)
+    parser.parse_args(argv, marked)
+    for dest, seen in values.items():
+        flag = "--" + dest.replace("_", "-")
+        shown = [" ".join(map(str, v)) if isinstance(v, list) else (flag if v else "--no-" + flag[2:])
+                 if isinstance(v, bool) else str(v) for v in seen]
+        if len(set(shown)) < 2:
+            continue
+        times = "twice" if len(seen) == 2 else f"{len(seen)} times"
+        if flag in lists:
+            parser.error(f"{flag} given {times} ({'; '.join(shown)}): only the last would be read; give them once: "
+                         f"{flag} {(' ' if isinstance(seen[0], list) else ',').join(shown)}")
+        print(f"note: a flag given {times} keeps its last value: " + (shown[-1] if isinstance(seen[-1], bool) else
+              f"{flag} {shown[-1]}") + f" (not {', '.join(v for v in dict.fromkeys(shown) if v != shown[-1])})")
+
+
+def unexpanded(parser, args, flags):
+    """A path flag that begins with a `~` the shell did not expand (it does not after `=` or inside quotes) is refused:
+    it would name a folder `~` in the current one (`--out=~/runs`: ./~/runs, printed as ~/runs)."""
+    for flag in flags:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v.startswith("~") and os.path.expanduser(v) != v:
+                parser.error(f"{flag} {v}: the shell did not expand '~' (it does not after '=' or inside quotes): "
+                             f"write {flag} {os.path.expanduser(v)} (or ./{v} for a folder named "
+                             f"'{v.split(os.sep)[0]}' here)")
+
+
 def no_effect(flags, why="", file=None):
     """The note for flags given that the command does not read (each was once silently unused)."""
     if flags:
@@ -69,6 +114,19 @@ def check_model(name, train=False):
                             f"({os.path.dirname(os.path.abspath(name))}: config.json and the weights), or a .gguf "
                             "file")
         raise no_model(name, PRESETS, train)
+
+
+def check_preset_folder(name, config, directory):
+    """--model PRESET whose --model-dir holds another architecture is refused: config is what its files hold, and they
+    would train under the preset's name (--model gpt2-medium --model-dir models/gpt2 trained GPT-2 small, its log
+    saying gpt2-medium)."""
+    def shape(c):                                              # (T5: num_layers, d_model)
+        return c.model_type, getattr(c, "n_layer", None) or c.num_layers, getattr(c, "n_embd", None) or c.d_model
+    if name in PRESETS and shape(config) != shape(want := PRESETS[name]):
+        (kind, n, width), (kind0, n0, width0) = shape(config), shape(want)
+        raise UserError(f"--model {name}: {directory} holds a {kind} of {n} layers, width {width}, not {name} (a "
+                        f"{kind0} of {n0} layers, width {width0}): give --model {directory} for the model it holds, "
+                        f"or a folder of {name}'s own files")
 
 
 def not_a_model(path, train=False):

@@ -7,15 +7,17 @@ last.
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
-  out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task) are argparse's
-  errors; a flag given that changes nothing (the adapter's with --method full, LoRA-SP's where every entry trains,
-  --epochs beside --max-steps, a task's flags on another task, --patience no evaluation can reach, --model-dir and
-  --download beside a --model that is not a preset) prints a note.
+  out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task, --targets given
+  twice, a path beginning with a ~ the shell left, an --out under a file) are argparse's errors; a flag given twice
+  (its last value counts), --threads past the CPUs, a flag given that changes nothing (the adapter's with --method
+  full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on another task, --patience no
+  evaluation can reach, --model-dir and --download beside a --model that is not a preset) prints a note.
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
   generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
   files went, the command that evaluates the result, how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
-  plan.py's memory plan, the plan printed, a run that cannot fit refused), `describe` (what trains, against LoRA at
+  plan.py's memory plan, the plan printed, a run that cannot fit refused, as is a preset's --model-dir that holds
+  another architecture), `describe` (what trains, against LoRA at
   the same rank; how many steps) and `summary` (the loop's part of the JSON line a run prints last).
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
@@ -33,7 +35,7 @@ import torch.distributed as dist
 
 import data
 import plan
-from checks import given_flags, no_effect, ranged
+from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import has_weights
@@ -163,8 +165,8 @@ def parse_args(argv=None):
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
-    a("--seed", type=ranged(int, -2**63, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
-      "masks, A's init, a new head's init, dropout")
+    a("--seed", type=ranged(int, 0, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
+      "masks, A's init, a new head's init, dropout")  # (>= 0: Python's random takes -1 as 1, torch as 2**64 - 1)
     a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
@@ -185,6 +187,8 @@ def parse_args(argv=None):
         p.set_defaults(**(DEMO if args.model is None else REAL_DEMO))      # overridable by flags
         args = p.parse_args(argv)
     given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
+    repeated(p, argv, lists=["--targets"])                     # argparse keeps the last, without a word
+    unexpanded(p, args, ["--model", "--model-dir", "--data", "--data-dir", "--out"])
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
     if args.method == "full" and args.quant == "nf4":
@@ -231,6 +235,10 @@ def parse_args(argv=None):
         print(f"note: {' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: " + (
             f"--model {args.model} is not a preset, its files are read where they are" if args.model else
             "the offline demo makes its own model") + " (for a preset's weights)")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # (macOS: no
+    if args.threads and args.threads > cpus:                                                     # affinity)
+        print(f"note: --threads {args.threads} is more than the {cpus} CPUs this process may use: the extra threads "
+              "wait on each other (slower, nothing gained)")
     if args.allow_data_change and not args.resume:
         no_effect(["--allow-data-change"], " without --resume")
     evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
@@ -246,6 +254,11 @@ def parse_args(argv=None):
         p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} is a file; --out names the run's folder (checkpoint/, adapter/, metrics.jsonl)")
+    above = os.path.dirname(os.path.abspath(args.out))         # (else "Not a directory" once the data was read)
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        p.error(f"--out {args.out}: {above} is a file, so no folder can be made under it; --out names the run's folder")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -274,7 +287,12 @@ def prepare_demo(args, train):
     if rank_world()[1] > 1:
         raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                         f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
-    model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+    try:                                                       # its first write into the cache
+        model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+    except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
+        raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
+                        f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
+                        "a folder you can write") from None
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
@@ -352,6 +370,8 @@ def plan_memory(run):
     refused, naming the settings that fit, unless --force."""
     args = run.args
     config = checked_config(args)
+    if args.model in PRESETS and args.model_dir and os.path.exists(args.model_dir):  # (the cache's models/NAME: what
+        check_preset_folder(args.model, config, args.model_dir)  # --download fetched for NAME)
     targets, data_bytes = (args.targets or TARGETS[config.model_type]).split(","), plan.data_bytes(args)
     available, where = planned_memory(*plan.available_bytes(run.device), run.device)  # DDP: per rank, alike
     plan.total(config, args, targets, data_bytes, 0, quant="none", checkpointing="none")  # a first build on the meta
@@ -376,8 +396,10 @@ def describe(run):
                    if isinstance(m, LoRASPLinear))
     head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
-             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)),
-             head_params=head)
+             model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)) +
+             sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
+                 for f in (m.A_frozen, m.B_frozen) if f is not None), head_params=head)  # entries forward uses
+    # (buffers, so no optimizer moves them; in mask mode they are zeros, not held)
     adapter, lora = s["trainable_params"] - head, run.lora
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (

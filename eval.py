@@ -387,11 +387,12 @@ def command(argv=None):
     else:
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
             base = generate_answers(model, tok, data, args.max_new_tokens)
-        tuned = generate_answers(model, tok, data, args.max_new_tokens) if args.adapter else [""] * len(data)
-        for r, x, y in zip(data, base, tuned):
+        tuned = generate_answers(model, tok, data, args.max_new_tokens) if args.adapter else None
+        for r, x, y in zip(data, base, tuned or [""] * len(data)):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
-        result = dict(answers=[dict(base=x, adapted=y) for x, y in zip(base, tuned)])
+        result = dict(answers=[dict(base=x, **{"adapted": tuned[i]} if tuned else {}) for i, x in enumerate(base)])
+        # (no adapter: no "adapted" answer; it read "" as if an adapter had answered nothing)
     print(json.dumps(dict(task=task, **result)))
 
 

@@ -4,7 +4,8 @@ all made before a weight is read, and the model they name, loaded: a train.py ru
 recorded of the base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
-  without --model, perplexity without --data) exit with status 2, a flag the task does not read prints a note.
+  without --model, perplexity without --data, --subjects or --plot given twice, a path beginning with a ~ the shell
+  left) exit with status 2, a flag the task does not read or given twice prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
@@ -26,7 +27,7 @@ import torch
 
 from checkpoint import files_fingerprint
 from checks import (adapter_config, check_model, check_seq_len, context, given_flags, no_effect, not_a_model,  # noqa
-                    ranged, run_folder)  # (F401: evalcli.not_a_model, as before the move)
+                    ranged, repeated, run_folder, unexpanded)  # (F401: evalcli.not_a_model, as before the move)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
@@ -96,6 +97,8 @@ def parse_args(argv=None):
     if problem := device_problem(args.device):
         ap.error(problem)
     given = given_flags(ap, argv)
+    repeated(ap, argv, lists=["--subjects", "--plot"])       # argparse keeps the last, without a word
+    unexpanded(ap, args, ["--model", "--adapter", "--data", "--data-dir", "--prompts", "--plot", "--out"])
     if args.plot:                                              # --plot draws, and evaluates nothing
         no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
                   "nothing)")
@@ -211,6 +214,8 @@ def model_path(name):
 
 def adapter_folder(path):
     """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/."""
+    if not os.path.exists(path):                               # (was "no adapter_config.json; not an adapter folder")
+        raise UserError(f"--adapter {path}: no such folder")
     inner, model = run_folder(path)
     if inner != path and os.path.isfile(os.path.join(inner, "adapter_config.json")):
         if model:                                              # --out of a --method full run and an adapter's

@@ -160,8 +160,10 @@ for flag, value, fragment in [
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
         ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
         ("--method", "qlora", "argument --method: invalid choice: 'qlora'"),
-        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= "
-         "-9223372036854775808, <= 18446744073709551615")]:  # (was torch's "Overflow when unpacking long long")
+        ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= 0, <= "
+         "18446744073709551615"),  # (was torch's "Overflow when unpacking long long")
+        ("--seed", "-1", "argument --seed: -1 is out of range: must be an integer >= 0")]:  # (Python's random takes
+    # -1 as 1: the same split and data order as --seed 1, silently; torch takes it as 2**64 - 1)
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 
@@ -194,6 +196,59 @@ case("cli --out ''", 2, "--out '' is empty: name the run's folder")(  # (loaded 
 case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
+
+case("cli --targets given twice (argparse keeps the last)", 2, "--targets given twice (q_proj; v_proj): only the "
+     "last would be read; give them once: --targets q_proj,v_proj")(  # (adapted v_proj alone, without a word)
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj", "--targets", "v_proj"]))
+case("eval.py: --subjects given twice", 2, "--subjects given twice (anatomy; virology): only the last would be read; "
+     "give them once: --subjects anatomy virology")(  # (scored virology alone, without a word)
+    lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--subjects", "anatomy", "--subjects", "virology"]))
+case("eval.py: --plot given twice", 2, "--plot given twice (a; b): only the last would be read; give them once: "
+     "--plot a b")(lambda ctx: E.main(["--plot", "a", "--plot", "b"]))  # (drew b's curve alone)
+case("cli --out=~/runs, a ~ the shell does not expand after '='", 2, "--out ~/runs: the shell did not expand '~' (it "
+     "does not after '=' or inside quotes): write --out " + os.path.expanduser("~/runs"))(  # (trained into ./~/runs,
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out=~/runs"]))  # printed as "~/runs/adapter")
+case("eval.py: a quoted '~/...' --adapter", 2, "--adapter ~/a: the shell did not expand '~'")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", "~/a"]))
+
+case("eval.py: an --adapter folder that does not exist", SystemExit, "--adapter nowhere: no such folder")(  # (was
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",  # "no
+                        "nowhere"]))  # adapter_config.json; not an adapter folder")
+
+
+@case("eval.py: --task generate without --adapter has no adapted answers in its JSON", None)
+def _(ctx):  # (each read "adapted": "", as if an adapter had answered with nothing)
+    (ctx.tmp / "p.txt").write_text("Say hi\n")
+    E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens", "2"])
+    answers = json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]
+    assert len(answers) == 1 and list(answers[0]) == ["base"]
+
+
+@case("train.py: the offline demo with a LORASP_CACHE that cannot be written", SystemExit, "the offline demo keeps its "
+      "model and task in ")
+def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming neither the variable nor what to do)
+    (ctx.tmp / "f").write_text("")
+    ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "f"))
+    try:
+        train.main([])
+    except SystemExit as e:
+        assert f"{ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a directory" \
+            in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
+        raise
+
+@case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
+def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
+    train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
+                      "--threads", "100000"])
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: a flag given twice keeps its last value: --lr 0.0002 (not 0.0001)",  # (--rank: the same value twice)
+        f"note: --threads 100000 is more than the {cpus} CPUs this process may use: the extra threads wait on each "
+        "other (slower, nothing gained)"]
+
+case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a
+# directory" once the data was read)
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
@@ -284,6 +339,21 @@ def _(ctx):  # (was refused: "argument --clip: 0 is out of range: must be a numb
     run(ctx, "--clip", "0", "--max-steps", "2")
     assert limits == [float("inf")] * 2                        # the norm measured (the NaN check), nothing scaled
 
+
+case("train.py: --model PRESET with a --model-dir of another architecture", SystemExit, "holds a llama of 2 layers, "
+     "width 32, not gpt2-medium (a gpt2 of 24 layers, width 1024)")(  # (trained the tiny Llama, its first line and
+    lambda ctx: train.main(flags(("gpt2-medium", ctx.tiny[1]), ctx.tmp / "out", "--model-dir", ctx.tiny[0])))  # adapter
+# config saying gpt2-medium)
+
+@case("train.py: total_params under --mode freeze counts the frozen entries forward uses", None)
+def _(ctx):  # (was 39,584 = the base + the trainable entries: the frozen half of A and B, nonzero, left out)
+    base = load_safetensors(os.path.join(ctx.tiny[0], "model.safetensors"))
+    lora = sum(16 * sum(t.shape) for k, t in base.items() if k.endswith("_proj.weight"))  # r (out + in), 7 projections
+    s = run(ctx, "--mode", "freeze", "--max-steps", "1")
+    assert s["total_params"] == sum(t.numel() for t in base.values()) + lora == 47776
+    assert s["trainable_params"] == lora / 2
+    s = run(ctx, "--max-steps", "1", out="mask")               # mask mode: the frozen entries are zeros, not held
+    assert s["total_params"] == sum(t.numel() for t in base.values()) + lora / 2
 
 @case("cli --model-dir and --download beside a --model that is not a preset say they do nothing", None)
 def _(ctx):  # (were unused without a word: the directory --model names is read, nothing is fetched)
