@@ -284,6 +284,42 @@ def _(ctx):  # (greedy decoding, the same text whatever they were, without a wor
     assert "note:" not in ctx.capsys.readouterr().err
 
 
+case("model.py: --seed past torch's 64 bits", 2, "--seed: 99999999999999999999 is out of range: must be an integer "
+     ">= 0, <= 18446744073709551615")(  # (was a traceback: "Overflow when unpacking long long")
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1", "--seed", "9" * 20))
+case("model.py: --prompt whose bytes are not UTF-8 ($(printf 'Caf\\xe9'))", 2, "--prompt is not UTF-8 text (byte e9 "
+     "at offset 3)")(  # (was a RuntimeError traceback from sentencepiece's encode)
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--prompt", "Caf\udce9"))  # (as Python decodes argv)
+case("model.py: --model=~/m, the ~ unexpanded", 2, "--model ~/m: the shell did not expand '~'")(
+    lambda ctx: generate_command(ctx, "--model=~/m"))
+
+
+@case("model.py: a UTF-8 --prompt read under a C locale (PYTHONUTF8=0 LC_ALL=C) continues the same text", None)
+def _(ctx):  # (Python decodes its bytes as ASCII, each non-ASCII byte a surrogate: was a sentencepiece traceback)
+    texts = []
+    for prompt in ("Caf\u00e9 au lait", "Caf\udcc3\udca9 au lait"):  # é, and its two UTF-8 bytes as ASCII reads them
+        generate_command(ctx, "--model", ctx.tiny[0], "--prompt", prompt, "--max-new-tokens", "4")
+        texts.append(ctx.capsys.readouterr().out)
+    assert texts[0] == texts[1] and "au lait" in texts[0], texts
+
+
+@case("model.py without --model: the demo reads --max-new-tokens, --temperature, --top-p, --seed; notes the rest", None)
+def _(ctx):  # (python model.py --max-new-tokens 3 printed 12 tokens: every generation flag was silently ignored)
+    def shown(*argv):
+        generate_command(ctx, *argv)
+        out = ctx.capsys.readouterr()
+        line = next(x for x in out.out.splitlines() if "continuation of" in x)
+        return line.split(":")[0], json.loads(line.rpartition(": ")[2]), out.err
+    how, greedy, err = shown("--max-new-tokens", "3", "--prompt", "Hi", "--dtype", "float16")
+    assert how.startswith("greedy") and len(greedy) == 3, (how, greedy)
+    assert "note: --prompt, --dtype have no effect without --model" in err
+    assert len(shown()[1]) == 12                                              # the demo's own length, as before
+    a, b, c = (shown("--max-new-tokens", "40", "--temperature", "5", "--top-p", "0.9", "--seed", s) for s in "778")
+    assert a[0].startswith("sampled") and a[1] == b[1] != c[1] and len(a[1]) == 40 and a[1][:3] != greedy
+    with pytest.raises(SystemExit):
+        generate_command(ctx, "--seed", "-1")
+
+
 @case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
       "8 positions of")
 def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; asked for more")
