@@ -236,6 +236,36 @@ def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming ne
             in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
         raise
 
+
+@case('LORASP_CACHE="~/c" (quoted: the shell left the ~) is c in the home folder, as the shell would say', None)
+def _(ctx):  # (was a folder named ~ in the current one: ./~/c/models/...)
+    ctx.mp.setenv("HOME", str(ctx.tmp / "home"))
+    ctx.mp.setenv("LORASP_CACHE", "~/c")
+    assert data.cache_dir("models", "gpt2") == str(ctx.tmp / "home" / "c" / "models" / "gpt2")
+
+
+def unwritable_cache(ctx, fetch):
+    """fetch() with $LORASP_CACHE a file: the error must name the variable (was "[Errno 20] Not a directory: ...")."""
+    (ctx.tmp / "f").write_text("")
+    ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "f"))
+    try:
+        fetch()
+    except data.UserError as e:
+        assert f"is in {ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a " \
+            "directory" in str(e) and str(e).endswith("set LORASP_CACHE to a folder you can write"), str(e)
+        raise
+
+
+case("MMLU's fetch into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")(
+    lambda ctx: unwritable_cache(ctx, data.mmlu_dir))  # (was "download failed ([Errno 20] Not a directory: ...)")
+
+
+@case("a preset's --download into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")
+def _(ctx):  # (was a NotADirectoryError traceback, once the Hub had listed the files)
+    with serve("x/y", {"config.json": b"{}", "model.safetensors": b"0" * 8}) as (url, _):
+        unwritable_cache(ctx, lambda: data.download_hf("x/y", data.cache_dir("models", "y"), endpoint=url))
+
+
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
