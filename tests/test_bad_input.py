@@ -648,6 +648,21 @@ case("record without output", SystemExit, "record 1 has no 'output' field")(
                                                                  {"instruction": "c"}]))))
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
     lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
+
+
+@case("--targets all-linear (PEFT's) on a causal LM: what to write instead, and no head it lacks", SystemExit,
+      "--targets all-linear: no linear layer of ")
+def _(ctx):  # (was "outside its head is named so (their names end in ..., lm_head, ...)": a causal LM has no head
+    try:    # apart from lm_head, which --targets lm_head adapts; and nothing said what to write for all-linear)
+        run(ctx, "--targets", "all-linear")
+    except SystemExit as e:
+        every = e.code.rpartition("--targets ")[2].rstrip(")")
+        assert "head" not in e.code.split(" is named so")[0] and every == "down_proj,gate_proj,k_proj,o_proj,q_proj," \
+            "up_proj,v_proj" and "their names' ends: down_proj, gate_proj, k_proj, lm_head, o_proj" in e.code, e.code
+        assert run(ctx, "--targets", every, "--max-steps", "1")["trainable_params"] > 0
+        raise
+
+
 case("--patience with no validation set", SystemExit, "--patience 2: there is no validation set to watch")(
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
