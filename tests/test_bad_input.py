@@ -594,10 +594,12 @@ def _(ctx):
     assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
 
 
-@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4 are refused", None)
+@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4, configs.py --bogus are "
+      "refused", None)
 def _(ctx):
     """They ran their fixed demo (block 64, r=16) and printed its figures as if the flag had been read."""
-    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"]):
+    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"],
+                 ["configs.py", "--bogus"]):
         p = subprocess.run([sys.executable, *argv], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and f"unrecognized arguments: {' '.join(argv[1:])}" in p.stderr, (argv, p.stderr)
