@@ -220,7 +220,12 @@ def main(demo=None, argv=None):
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
-    print(tok.decode(out[0].tolist()))
+    try:
+        print(text := tok.decode(out[0].tolist()))
+    except UnicodeEncodeError:  # an ASCII stdout (a C locale): the text in UTF-8, as --prompt was read (a traceback)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape") + b"\n")
+        sys.stdout.flush()
     print(f"{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)", file=sys.stderr)
 
 
