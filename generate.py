@@ -26,8 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from adapter import adapter_base
-from checks import adapter_config, no_effect
+from adapter import adapter_base, saved_whole
+from checks import adapter_config, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError, check_vocab, load_tokenizer
 
 
@@ -116,22 +116,26 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
 
 
 def head_adapter(adapter, model):
-    """Refuse a GLUE or SQuAD adapter (its classifier or span head in modules_to_save) before a weight loads: its head
-    scores inputs, eval.py's work; on a causal LM its head's tensors would be 'tensors lorasp does not load'."""
-    head = [m for m in (adapter_config(adapter) or {}).get("modules_to_save") or ()
-            if m.rpartition(".")[2] in ("classifier", "score", "qa_outputs")]
+    """Refuse a GLUE or SQuAD adapter (its classifier or span head in modules_to_save, or its task_type's where a config
+    before PEFT 0.11 left modules_to_save null) before a weight loads: its head scores inputs, eval.py's work; on a
+    causal LM its head's tensors would be 'tensors lorasp does not load'."""
+    listed = (cfg := adapter_config(adapter) or {}).get("modules_to_save")
+    head = [m for m in listed or saved_whole(cfg) if m.rpartition(".")[2] in ("classifier", "score", "qa_outputs")]
     if head:
         span, task = head == ["qa_outputs"], adapter_base(adapter).get("task")
+        where = ("in adapter_config.json's modules_to_save" if listed else f"its task_type {cfg.get('task_type')}'s, "
+                 "in its file (modules_to_save null: PEFT before 0.11)")
         raise UserError(f"--adapter {adapter} is a {'question-answering' if span else 'classification'} adapter (its "
-                        f"{'span' if span else 'classifier'} head, {', '.join(head)}, is in adapter_config.json's "
-                        f"modules_to_save): it scores {task or ('SQuAD' if span else 'a GLUE task')}, it does not "
-                        f"generate text; score it with python eval.py --task "
-                        f"{task or ('squad' if span else 'glue/TASK')} --model {model} --adapter {adapter}")
+                        f"{'span' if span else 'classifier'} head, {', '.join(head)}, is {where}): it scores "
+                        f"{task or ('SQuAD' if span else 'a GLUE task')}, it does not generate text; score it with "
+                        f"python eval.py --task {task or ('squad' if span else 'glue/TASK')} --model {model} "
+                        f"--adapter {adapter}")
 
 
-def main(demo=None):
+def main(demo=None, argv=None):
     """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed.
-    demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move)."""
+    demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move), with the
+    flags it reads (--max-new-tokens, --temperature, --top-p, --seed) where given."""
     from model import device_problem, load_pretrained, positions  # (here, not above: model.py imports this file)
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache" +
                                  ("; without --model, a demonstration on a tiny random model." if demo else "."))
@@ -148,8 +152,17 @@ def main(demo=None):
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                     help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
-    args = ap.parse_args()
+    ap.add_argument("--seed", type=ranged(int, 0, 2**64 - 1), default=0, help="sampling seed")  # (torch's range)
+    argv = sys.argv[1:] if argv is None else argv
+    args, given = ap.parse_args(argv), given_flags(ap, argv)
+    with contextlib.redirect_stdout(sys.stderr):              # (stdout: the text alone)
+        repeated(ap, argv)                                     # argparse keeps the last, without a word
+    unexpanded(ap, args, ["--model", "--adapter"])
+    try:  # the prompt's bytes as the shell gave them (a C locale decodes UTF-8 as ASCII): UTF-8, or refused
+        args.prompt = os.fsencode(args.prompt).decode("utf-8")
+    except UnicodeError as e:                                  # (was a RuntimeError traceback from sentencepiece)
+        bad = os.fsencode(args.prompt)[e.start:e.end] if isinstance(e, UnicodeDecodeError) else b""
+        ap.error(f"--prompt is not UTF-8 text (byte {bad.hex(' ') or '?'} at offset {e.start}): give it in UTF-8")
     if problem := device_problem(args.device):
         ap.error(problem)
     for flag, ok, allowed in (("max_new_tokens", args.max_new_tokens >= 0, "an integer >= 0"),  # (nan: not ok)
@@ -163,7 +176,11 @@ def main(demo=None):
     if args.model is None:
         if args.adapter:                                       # (the demo's model is random: no adapter fits it)
             ap.error("--adapter needs --model (the base it trained on)")
-        return demo()
+        no_effect([f for f in ("--prompt", "--quantize", "--dtype", "--device") if f in given], " without --model "
+                  "(the demo continues random token ids on a tiny float32 model, dense and NF4, on the CPU)",
+                  sys.stderr)                                  # (were all silently unused)
+        return demo(**{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "seed")
+                       if "--" + k.replace("_", "-") in given})
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
         quant = args.quantize or "none"
@@ -203,7 +220,12 @@ def main(demo=None):
     out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
-    print(tok.decode(out[0].tolist()))
+    try:
+        print(text := tok.decode(out[0].tolist()))
+    except UnicodeEncodeError:  # an ASCII stdout (a C locale): the text in UTF-8, as --prompt was read (a traceback)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape") + b"\n")
+        sys.stdout.flush()
     print(f"{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)", file=sys.stderr)
 
 

@@ -868,8 +868,8 @@ def save_pretrained(model, directory, shard_size=None):
 # ----------------------------------------------------------------------------------------------------
 # The demo
 
-def demo():
-    """Build a tiny Llama, save it in the HF layout, load it back (dense and NF4), checkpoint, generate."""
+def demo(max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0):
+    """Build a tiny Llama, save it in the HF layout, load it back (dense and NF4), checkpoint, generate (or sample)."""
     torch.manual_seed(0)
     model, ids = build_model("llama-tiny"), torch.randint(0, 256, (2, 16))
     print(f"llama-tiny: {sum(p.numel() for p in model.parameters()):,} parameters, {asdict(model.config)}")
@@ -886,13 +886,13 @@ def demo():
         grads[back.checkpointing] = torch.cat([p.grad.flatten() for p in back.parameters()])
     print("activation checkpointing, max |grad diff| vs none: " + ", ".join(
         f"{m} {(grads[m] - grads['none']).abs().max():.1e}" for m in ("full", "selective")))
-    print(f"greedy continuation of {ids[0, :4].tolist()}: {generate(back.eval(), ids[:1, :4], 12)[0, 4:].tolist()}")
+    out = generate(back.eval(), ids[:1, :4], max_new_tokens, temperature, top_p, generator=torch.manual_seed(seed))
+    print(f"{'sampled' if temperature else 'greedy'} continuation of {ids[0, :4].tolist()}: {out[0, 4:].tolist()}")
     print('with real weights: python generate.py --model DIR --prompt "..."')
 
 
 def main():
-    """`python model.py`: the demo; with --model, generate.py's command line (python model.py --model DIR --prompt ...,
-    as before it moved)."""
+    """`python model.py`: the demo; with --model, generate.py's command line (as before it moved)."""
     generate_main(demo)
 
 

@@ -72,9 +72,12 @@ def run_names(run_dirs):
 def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
     """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
     W x H pixels, plot margins L, R, T, B. A run with nothing logged yet is a note, and in the legend only."""
-    seen = [os.path.abspath(d) for d in run_dirs]
-    if (twice := next((d for d, a in zip(run_dirs, seen) if seen.count(a) > 1), None)) is not None:
-        raise UserError(f"--plot {twice} is given twice: each run draws one curve")
+    seen = [os.path.realpath(d) for d in run_dirs]             # (a link to a run is that run: drawn twice)
+    if (twice := next((i for i, a in enumerate(seen) if seen.count(a) > 1), None)) is not None:
+        other = run_dirs[seen.index(seen[twice], twice + 1)]
+        raise UserError(f"--plot {run_dirs[twice]} is given twice: each run draws one curve" if os.path.abspath(
+            run_dirs[twice]) == os.path.abspath(other) else f"--plot {run_dirs[twice]} and {other} are the same run "
+                        f"({seen[twice]}, through a link): each run draws one curve; give it once")
     runs, empty = {}, []
     for d, name in zip(run_dirs, run_names(run_dirs)):
         runs[name] = curves = read_metrics(d, "loss"), read_metrics(d, "val_loss")

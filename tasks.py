@@ -119,9 +119,13 @@ def load_model(args, directory, checkpoint, device, bf16):
         linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and not (head and
                                                                                             n.startswith(head))]
         if unmatched := [t for t in targets if not any(matches(n, [t]) for n in linears)]:  # a typo adapts nothing
-            ends = sorted({n.rsplit(".", 1)[-1] for n in linears})
-            raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model} outside its head is "
-                            f"named so (their names end in {', '.join(ends)})")
+            ends, kind = sorted({n.rsplit(".", 1)[-1] for n in linears}), data.task_kind(args.data)
+            every = ",".join(e for e in ends if e != "lm_head")  # PEFT's all-linear: all but the output layer
+            raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model}" + (
+                f" outside its {'span' if kind == 'squad' else 'classifier'} head" if head else "") + " is named so; "
+                f"give --targets from their names' ends: {', '.join(ends)}" + (
+                f" (PEFT's all-linear is not read here: every linear layer but the output one is --targets {every})"
+                if "all-linear" in unmatched else ""))
         if head:
             targets = [n for n in linears if matches(n, targets)]
         keep = 1.0 if args.method == "lora" else args.keep

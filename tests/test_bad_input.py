@@ -236,6 +236,36 @@ def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming ne
             in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
         raise
 
+
+@case('LORASP_CACHE="~/c" (quoted: the shell left the ~) is c in the home folder, as the shell would say', None)
+def _(ctx):  # (was a folder named ~ in the current one: ./~/c/models/...)
+    ctx.mp.setenv("HOME", str(ctx.tmp / "home"))
+    ctx.mp.setenv("LORASP_CACHE", "~/c")
+    assert data.cache_dir("models", "gpt2") == str(ctx.tmp / "home" / "c" / "models" / "gpt2")
+
+
+def unwritable_cache(ctx, fetch):
+    """fetch() with $LORASP_CACHE a file: the error must name the variable (was "[Errno 20] Not a directory: ...")."""
+    (ctx.tmp / "f").write_text("")
+    ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "f"))
+    try:
+        fetch()
+    except data.UserError as e:
+        assert f"is in {ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a " \
+            "directory" in str(e) and str(e).endswith("set LORASP_CACHE to a folder you can write"), str(e)
+        raise
+
+
+case("MMLU's fetch into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")(
+    lambda ctx: unwritable_cache(ctx, data.mmlu_dir))  # (was "download failed ([Errno 20] Not a directory: ...)")
+
+
+@case("a preset's --download into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")
+def _(ctx):  # (was a NotADirectoryError traceback, once the Hub had listed the files)
+    with serve("x/y", {"config.json": b"{}", "model.safetensors": b"0" * 8}) as (url, _):
+        unwritable_cache(ctx, lambda: data.download_hf("x/y", data.cache_dir("models", "y"), endpoint=url))
+
+
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
@@ -282,6 +312,45 @@ def _(ctx):  # (greedy decoding, the same text whatever they were, without a wor
     assert "note: --top-p, --seed have no effect with --temperature 0 (greedy decoding)" in ctx.capsys.readouterr().err
     generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "2", "--top-p", "0.5", "--temperature", "0.7")
     assert "note:" not in ctx.capsys.readouterr().err
+
+
+case("model.py: --seed past torch's 64 bits", 2, "--seed: 99999999999999999999 is out of range: must be an integer "
+     ">= 0, <= 18446744073709551615")(  # (was a traceback: "Overflow when unpacking long long")
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1", "--seed", "9" * 20))
+case("model.py: --prompt whose bytes are not UTF-8 ($(printf 'Caf\\xe9'))", 2, "--prompt is not UTF-8 text (byte e9 "
+     "at offset 3)")(  # (was a RuntimeError traceback from sentencepiece's encode)
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--prompt", "Caf\udce9"))  # (as Python decodes argv)
+case("model.py: --model=~/m, the ~ unexpanded", 2, "--model ~/m: the shell did not expand '~'")(
+    lambda ctx: generate_command(ctx, "--model=~/m"))
+
+
+@case("model.py: a UTF-8 --prompt under a C locale (PYTHONUTF8=0 LC_ALL=C) continues the same text, in UTF-8", None)
+def _(ctx):  # (Python decodes argv's bytes as ASCII, each non-ASCII byte a surrogate: was a sentencepiece traceback;
+    texts = []  # then the text's print to an ASCII stdout was a UnicodeEncodeError traceback)
+    for env in ({}, {"PYTHONUTF8": "0", "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}):
+        p = subprocess.run([sys.executable, "model.py", "--model", ctx.tiny[0], "--prompt", "caf\u00e9 au lait",
+                            "--max-new-tokens", "4", "--device", "cpu"], env={**os.environ, **env}, capture_output=True,
+                           cwd=os.path.dirname(M.__file__), timeout=300)
+        assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr.decode(errors="replace")
+        texts.append(p.stdout.decode("utf-8"))
+    assert texts[0] == texts[1] and "au lait" in texts[0], texts
+
+
+@case("model.py without --model: the demo reads --max-new-tokens, --temperature, --top-p, --seed; notes the rest", None)
+def _(ctx):  # (python model.py --max-new-tokens 3 printed 12 tokens: every generation flag was silently ignored)
+    def shown(*argv):
+        generate_command(ctx, *argv)
+        out = ctx.capsys.readouterr()
+        line = next(x for x in out.out.splitlines() if "continuation of" in x)
+        return line.split(":")[0], json.loads(line.rpartition(": ")[2]), out.err
+    how, greedy, err = shown("--max-new-tokens", "3", "--prompt", "Hi", "--dtype", "float16")
+    assert how.startswith("greedy") and len(greedy) == 3, (how, greedy)
+    assert "note: --prompt, --dtype have no effect without --model" in err
+    assert len(shown()[1]) == 12                                              # the demo's own length, as before
+    a, b, c = (shown("--max-new-tokens", "40", "--temperature", "5", "--top-p", "0.9", "--seed", s) for s in "778")
+    assert a[0].startswith("sampled") and a[1] == b[1] != c[1] and len(a[1]) == 40 and a[1][:3] != greedy
+    with pytest.raises(SystemExit):
+        generate_command(ctx, "--seed", "-1")
 
 
 @case("model.py: --max-new-tokens past GPT-2's positions", SystemExit, "the prompt's 2 tokens and 9 new ones pass the "
@@ -528,10 +597,12 @@ def _(ctx):
     assert "argument --batch-size: -1 is out of range" in p.stderr and not os.path.exists(ctx.tmp / "x")
 
 
-@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4 are refused", None)
+@case("the file demos take no flags: python quant.py --block-size 128, lorasp.py --rank 4, configs.py --bogus are "
+      "refused", None)
 def _(ctx):
     """They ran their fixed demo (block 64, r=16) and printed its figures as if the flag had been read."""
-    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"]):
+    for argv in (["quant.py", "--block-size", "128"], ["lorasp.py", "--rank", "4"], ["metrics.py", "--hyp", "h.txt"],
+                 ["configs.py", "--bogus"]):
         p = subprocess.run([sys.executable, *argv], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and f"unrecognized arguments: {' '.join(argv[1:])}" in p.stderr, (argv, p.stderr)
@@ -582,6 +653,21 @@ case("record without output", SystemExit, "record 1 has no 'output' field")(
                                                                  {"instruction": "c"}]))))
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
     lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
+
+
+@case("--targets all-linear (PEFT's) on a causal LM: what to write instead, and no head it lacks", SystemExit,
+      "--targets all-linear: no linear layer of ")
+def _(ctx):  # (was "outside its head is named so (their names end in ..., lm_head, ...)": a causal LM has no head
+    try:    # apart from lm_head, which --targets lm_head adapts; and nothing said what to write for all-linear)
+        run(ctx, "--targets", "all-linear")
+    except SystemExit as e:
+        every = e.code.rpartition("--targets ")[2].rstrip(")")
+        assert "head" not in e.code.split(" is named so")[0] and every == "down_proj,gate_proj,k_proj,o_proj,q_proj," \
+            "up_proj,v_proj" and "their names' ends: down_proj, gate_proj, k_proj, lm_head, o_proj" in e.code, e.code
+        assert run(ctx, "--targets", every, "--max-steps", "1")["trainable_params"] > 0
+        raise
+
+
 case("--patience with no validation set", SystemExit, "--patience 2: there is no validation set to watch")(
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(

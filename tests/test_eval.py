@@ -317,6 +317,11 @@ def test_plot_runs_whose_folders_share_a_name(tmp_path):
     assert plot.run_names(["x/out", "y/out", "z/other"]) == [os.path.join("x", "out"), os.path.join("y", "out"), "other"]
     with pytest.raises(plot.UserError, match="given twice"):
         plot.plot_svg([tmp_path / "a" / "run", str(tmp_path / "a" / "run") + "/"])
+    (tmp_path / "link").symlink_to(tmp_path / "b")             # (drew b/run twice, as run and as link/run)
+    real = os.path.realpath(tmp_path / "b" / "run")
+    with pytest.raises(plot.UserError, match=rf"^--plot {tmp_path / 'b' / 'run'} and {tmp_path / 'link' / 'run'} are "
+                                             rf"the same run \({real}, through a link\)"):
+        plot.plot_svg([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "link" / "run"])
 
 
 def test_mmlu_dir_cache_and_errors(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 of transformers + PEFT's generate (PeftModel.from_pretrained, a test-only oracle) on the same base and adapter; an
 adapter that does not fit, a folder that is not one, another base's and an NF4 base's adapter are said, as eval.py
 says them."""
+import json
 import sys
 
 import pytest
@@ -192,4 +193,9 @@ def test_a_glue_or_squad_adapter_is_said_to_be_one(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit, match=r"is a question-answering adapter \(its span head, qa_outputs, .*: it "
                                          r"scores SQuAD, it does not generate text; score it with python eval.py "
                                          r"--task squad "):
+        run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "modules_to_save": None}))  # before PEFT 0.11
+    with pytest.raises(SystemExit, match=r"is a classification adapter \(its classifier head, classifier, score, is "
+                                         r"its task_type SEQ_CLS's, in its file \(modules_to_save null: PEFT before "
+                                         r"0.11\)\): it scores a GLUE task"):  # (its weights loaded, then a traceback)
         run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))

@@ -694,7 +694,7 @@ def test_model_py_flags_without_model_run_the_demo_as_before_generate_py(monkeyp
     command line moved to generate.py; they were refused ('--model is required'). generate.py's own needs --model."""
     import generate
     ran = []
-    monkeypatch.setattr(M, "demo", lambda: ran.append(True))
+    monkeypatch.setattr(M, "demo", lambda **flags: ran.append(True))
     for argv in (["--seed", "3"], ["--device", "cpu"], []):
         monkeypatch.setattr(sys, "argv", ["model.py", *argv])
         M.main()

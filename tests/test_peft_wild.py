@@ -449,3 +449,27 @@ def test_a_peft_t5_adapter_gives_peft_logits(tmp_path, targets):
         want = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()(input_ids=X, decoder_input_ids=DEC)
         torch.testing.assert_close(ours(X, DEC), want.logits, atol=1e-5, rtol=0)
         assert (want.logits - hf(input_ids=X, decoder_input_ids=DEC).logits).abs().max() > 0.1
+
+
+def test_eval_scores_a_head_adapter_from_before_peft_0_11_on_a_base_without_a_head(tmp_path):
+    """eval.py's check that the adapter brings the head a headless base lacks read modules_to_save alone: an old
+    SEQ_CLS adapter (modules_to_save null, its head in the file, as PEFT loads it) was refused ("brings no classifier
+    head ... modules_to_save: None") though load_adapter loads it."""
+    import transformers
+    from peft import PeftModel
+    from types import SimpleNamespace
+    import evalcli
+    torch.manual_seed(0)
+    config = transformers.RobertaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=48, max_position_embeddings=24, pad_token_id=1, num_labels=3)
+    hf = transformers.RobertaForSequenceClassification(config).eval()
+    hf.roberta.save_pretrained(tmp_path / "base")                              # the body alone: no classifier
+    peft_folder(hf, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"])
+    edit_config(tmp_path / "a", modules_to_save=None)
+    ids = torch.randint(2, 64, (2, 9))
+    tok = SimpleNamespace(vocab_size=64, bos_id=None, eos_id=None, pad_id=None)
+    ours, _ = evalcli.load_model(str(tmp_path / "base"), str(tmp_path / "a"), num_labels=3, tok=tok)
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()
+        torch.testing.assert_close(ours.classify(ids), peft(input_ids=ids).logits, atol=1e-5, rtol=0)
+    assert evalcli.head_order(str(tmp_path / "base"), "sst2", str(tmp_path / "a")) is None

@@ -272,6 +272,9 @@ def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_tas
     assert "unknown GLUE task 'glue/wnli'; known: glue/cola, glue/sst2" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="trains roberta or bert or gpt2; .* holds t5"):
         train.main(glue_flags(t5_task[0], "sst2", glue_dir, tmp_path))
+    with pytest.raises(SystemExit, match=r"--targets score: no linear layer of .* outside its classifier head is named "
+                                          r"so; give --targets from their names' ends: dense, key, query, value$"):
+        train.main(glue_flags(encoders["roberta"], "sst2", glue_dir, tmp_path, "--targets", "score"))
 
 
 def test_glue_resume_names_the_dev_file_that_changed(encoders, glue_dir, tmp_path, capsys):
