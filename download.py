@@ -70,7 +70,8 @@ def make_dirs(path):
 
 def _urlopen(req, dest, by_hand="", opener=urllib.request.urlopen):
     """opener(req), a network failure turned into the user's error: the host, the URL, and how to fetch the file by
-    hand and where to put it. HTTP errors (the host answered) are the caller's to read."""
+    hand and where to put it (dest None: the URL is no file to put anywhere, by_hand says what to fetch instead).
+    HTTP errors (the host answered) are the caller's to read."""
     try:
         return opener(req, timeout=60)
     except urllib.error.HTTPError:
@@ -78,8 +79,9 @@ def _urlopen(req, dest, by_hand="", opener=urllib.request.urlopen):
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         url = req.full_url
         raise UserError(f"cannot reach {urllib.parse.urlsplit(url).hostname} to fetch {url} ({getattr(e, 'reason', e)})"
-                        f". On a machine that can, fetch it by hand and put it at {dest}" +
-                        (f"; {by_hand}" if by_hand else "")) from None
+                        + (f". On a machine that can, {by_hand}" if dest is None else
+                           f". On a machine that can, fetch it by hand and put it at {dest}" +
+                           (f"; {by_hand}" if by_hand else ""))) from None
 
 
 def _request(url, token=None, method="GET", headers=None):
@@ -277,7 +279,10 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
     by_hand = (f"or fetch the repository by hand (huggingface-cli download {repo_id} --local-dir {dest}) and pass "
                "--model DIR (its config.json, weights and tokenizer)")
     try:
-        with _urlopen(_request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token), dest, by_hand) as r:
+        listing = _request(f"{endpoint}/api/models/{repo_id}/revision/{revision}", token)  # (JSON, not a file to keep)
+        whole = (f"fetch the repository by hand (huggingface-cli download {repo_id} --local-dir {dest}) and put that "
+                 f"folder at {dest}, or pass --model DIR (its config.json, weights and tokenizer)")
+        with _urlopen(listing, None, whole) as r:
             files = [s["rfilename"] for s in json.load(r)["siblings"] if "/" not in s["rfilename"]]
         weights = [f for f in files if f.endswith(".safetensors") or f == "model.safetensors.index.json"] or \
             [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]

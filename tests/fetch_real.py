@@ -23,6 +23,7 @@ about 250 MB kept:
 
     python tests/fetch_real.py            # .ci/run calls it before pytest
 """
+import argparse
 import glob
 import hashlib
 import os
@@ -112,6 +113,7 @@ def unpack(archive, files):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"into {CACHE} ($LORASP_REAL)").parse_args()
     if os.path.exists(STAMP):
         print(f"{CACHE}: complete (delete it to fetch again)")
         return

@@ -9,6 +9,7 @@ import socket
 import pytest
 
 import data
+import download
 import eval as E
 import plan
 import train
@@ -103,3 +104,16 @@ def test_a_bugs_key_error_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(M, "load_pretrained", bug)
     with pytest.raises(KeyError, match="n_layer"):
         M.main()
+
+
+def test_no_network_for_a_hub_repository_says_to_fetch_the_repository_not_the_api_listing(tmp_path, closed_port):
+    """The Hub's file listing (api/models/...) is no file to put in the model's folder: the message said 'fetch it by
+    hand and put it at DEST' of that URL; it names the repository's download and where that folder goes."""
+    dest = tmp_path / "models" / "roberta-base"
+    with pytest.raises(download.UserError) as e:
+        download.download_hf("FacebookAI/roberta-base", str(dest), endpoint=closed_port)
+    message = str(e.value)
+    assert f"cannot reach 127.0.0.1 to fetch {closed_port}/api/models/FacebookAI/roberta-base" in message
+    assert "fetch it by hand" not in message
+    assert (f"On a machine that can, fetch the repository by hand (huggingface-cli download FacebookAI/roberta-base "
+            f"--local-dir {dest}) and put that folder at {dest}, or pass --model DIR") in message

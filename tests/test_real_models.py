@@ -171,3 +171,13 @@ def test_minilm_padded_windows_as_unpadded_and_as_transformers():
             if dtype == torch.float32:
                 torch.testing.assert_close(h, ours(*(longest[k] for k in keys))[real], atol=1e-5, rtol=0)
         torch.testing.assert_close(h, want, atol=1e-4 if dtype == torch.float32 else 0.1, rtol=0)
+
+
+def test_fetch_real_help_prints_usage_and_fetches_nothing(tmp_path):
+    """`python tests/fetch_real.py --help` started pip and npm downloads into $LORASP_REAL (it read no arguments)."""
+    import os, subprocess, sys  # noqa: E401
+    env = dict(os.environ, LORASP_REAL=str(tmp_path / "real"))
+    script = os.path.join(os.path.dirname(__file__), "fetch_real.py")
+    r = subprocess.run([sys.executable, script, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("usage: fetch_real.py"), r.stdout + r.stderr
+    assert "pip download" not in r.stdout and not (tmp_path / "real").exists()
