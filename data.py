@@ -1466,7 +1466,7 @@ def check_not_records(path):
     at = len(text) - len(text.lstrip())
     try:                                                       # a list's first element, or a JSON Lines line
         record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or none a record can be: 4,301 digits, brackets 1,000 deep
         return
     if isinstance(record, dict) and {"instruction", "messages", "conversations"} & set(record):  # (or chats)
         raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: " + ("Alpaca-format records" if "instruction"

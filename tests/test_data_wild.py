@@ -89,6 +89,16 @@ def test_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
     assert [r["instruction"] for r in data.read_prompts(str(tmp_path / "song.txt"))][0] == "[Verse 1]"
 
 
+def test_text_that_json_cannot_hold_reads_as_text(tok, tmp_path):
+    """The .txt check for records decodes the first JSON value: a corpus that starts with a number past Python's 4,300
+    digits (pi's digits, a line of a big number) or with brackets nested past the recursion limit stopped train.py
+    with "Exceeds the limit (4300 digits) for integer string conversion" (or a RecursionError traceback): text."""
+    for name, line in (("pi.txt", "3" + "1415926535" * 500), ("brackets.txt", "[" * 5000 + "]" * 5000)):
+        (tmp_path / name).write_text(line + "\nmore\n")
+        assert data.text_ids(str(tmp_path / name), tok) == [t for x in (line, "more") for t in tok.encode(x, eos=True)]
+        assert [r["instruction"] for r in data.read_prompts(str(tmp_path / name))] == [line, "more"]
+
+
 def test_held_out_check_leaves_out_records_longer_than_the_context(tok, capsys):
     """--exact-match generates on each held-out prompt for as many tokens as the longest expected answer: one record
     longer than GPT-2's positions stopped the run before training ("97 tokens: past the 96 positions of this gpt2"),
