@@ -18,14 +18,21 @@ Leaves out: keeping several checkpoints (one per run: the last), saving mid-step
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import random
 import shutil
+import zlib
 
 import torch
+
+try:
+    import fcntl
+except ImportError:                                            # (Windows: no lock; one run per --out is on the user)
+    fcntl = None
 
 import plan
 from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
@@ -79,11 +86,12 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
             except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
                 raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
+        sums = file_sums(tmp)                                  # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
-                           args=vars(args)), f)
+                           args=vars(args), crc32=sums), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop)
             shutil.copyfile(log, os.path.join(tmp, "metrics.jsonl"))
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
@@ -97,6 +105,58 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         os.replace(final, final + ".old")
     os.replace(tmp, final)
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim(out):
+    """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
+    train.py into the same --out is refused, where it would interleave its checkpoints, log and result with the
+    first's. DDP ranks but 0 write nothing there and take no lock; a folder this made stays only if something went
+    in."""
+    made = not os.path.exists(out)
+    if rank_world()[0] != 0 or fcntl is None:
+        yield
+        return
+    os.makedirs(out, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
+                            "would mix): wait for it to end, or pass another --out") from None
+        except OSError:                                        # a file system without locks: as before them
+            pass
+        yield
+    finally:
+        os.close(fd)
+        if made and not os.listdir(out):
+            os.rmdir(out)
+
+
+def file_sums(folder):
+    """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
+    damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
+    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 54 GB)."""
+    sums = {}
+    for d, _, files in os.walk(folder):
+        for name in files:
+            crc = 0
+            with open(os.path.join(d, name), "rb") as f:
+                while chunk := f.read(1 << 24):
+                    crc = zlib.crc32(chunk, crc)
+            sums[os.path.relpath(os.path.join(d, name), folder)] = crc
+    return sums
+
+
+def check_sums(checkpoint, state):
+    """--resume: the checkpoint's files are the ones it saved (a checkpoint from before file_sums: not checked), before
+    any is loaded; a missing file is left to its loader, which says what it held."""
+    saved, now = state.get("crc32") or {}, file_sums(checkpoint)
+    for name in sorted(n for n in saved if n in now and now[n] != saved[n]):
+        raise UserError(f"--resume: {os.path.join(checkpoint, name)} is damaged (not the file its checkpoint saved: "
+                        "its crc32 differs from state.json's); the checkpoint cannot continue the run: start again "
+                        "without --resume (or with another --out)")
 
 
 def find_checkpoint(out, required=True):
