@@ -1,5 +1,6 @@
 """Faults a user on a shared or flaky machine meets (nineteenth session): two runs into one --out, a scheduler's
 SIGTERM sent to a real train.py process. Each compares with the run that was never interrupted."""
+import errno
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+import resume
 import train
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_nothing_lost import adapter
@@ -96,3 +98,24 @@ def test_a_flipped_bit_in_a_checkpoint_file_is_refused_before_it_loads(tiny, tmp
                            "--resume (or with another --out)"
     train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
     assert adapter(tmp_path / "b") == adapter(tmp_path / "a")
+
+
+def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny, tmp_path, monkeypatch):
+    """Step 4's checkpoint failed with EACCES (the folder's permissions changed under a running job): the error said '... still holds the previous one: free space, then --resume', space that was never
+    short. Now it says to fix that; a full disk still says to free space. The previous checkpoint stays whole."""
+    original, calls = resume.save_safetensors, []
+
+    def denied(errno_):
+        def save(tensors, path, metadata=None):
+            if str(path).endswith("rng.safetensors") and not calls.append(path) and len(calls) % 2 == 0:
+                raise OSError(errno_, os.strerror(errno_), str(path))
+            return original(tensors, path, metadata)
+        return save
+    for errno_, fix in (errno.EACCES, "fix that"), (errno.ENOSPC, "free space"):
+        monkeypatch.setattr(resume, "save_safetensors", denied(errno_))
+        with pytest.raises(SystemExit) as e:
+            train.main(flags(tiny, tmp_path / str(errno_), "--save-every", "2"))
+        assert e.value.code == f"error: [Errno {errno_}] saving the checkpoint of step 4 failed (" \
+                               f"{os.strerror(errno_)}); {tmp_path / str(errno_) / 'checkpoint'} still holds the " \
+                               f"previous one: {fix}, then --resume"
+        assert json.load(open(tmp_path / str(errno_) / "checkpoint" / "state.json"))["step"] == 2
