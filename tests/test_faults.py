@@ -101,8 +101,9 @@ def test_a_flipped_bit_in_a_checkpoint_file_is_refused_before_it_loads(tiny, tmp
 
 
 def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny, tmp_path, monkeypatch):
-    """Step 4's checkpoint failed with EACCES (the folder's permissions changed under a running job): the error said '... still holds the previous one: free space, then --resume', space that was never
-    short. Now it says to fix that; a full disk still says to free space. The previous checkpoint stays whole."""
+    """Step 4's checkpoint failed with EACCES (the folder's permissions changed under a running job): the error said
+    '... still holds the previous one: free space, then --resume', space that was never short. Now it says to fix
+    that; a full disk still says to free space. The previous checkpoint stays whole."""
     original, calls = resume.save_safetensors, []
 
     def denied(errno_):
