@@ -176,12 +176,14 @@ def find_checkpoint(out, required=True):
 
 def nan_stop(args, step, loss, norm, ours):
     """The error a non-finite loss or gradient norm stops a run with, naming the last good checkpoint when this run
-    saved or resumed it (ours), not an earlier run's left in --out."""
+    saved or resumed it (ours), not an earlier run's left in --out; at step 1 (no update yet) --lr is not the cause."""
     kept = ours and find_checkpoint(args.out, required=False)
+    fp32 = ", or --dtype fp32" if args.dtype != "fp32" else ""
     return FloatingPointError(f"loss {loss}, gradient norm {norm} at step {step}: stopped without saving; " + (
         f"the last good checkpoint is kept in {kept}" if kept else
-        f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
-        "which keeps the run's flags) with a lower --lr" + (", or --dtype fp32" if args.dtype != "fp32" else ""))
+        f"this run had saved no checkpoint yet (--save-every {args.save_every})") + (
+        f". Step 1 ran before any update, so --lr is not the cause: check the base model's weights and the data{fp32}"
+        if step == 1 else f". Start again (without --resume, which keeps the run's flags) with a lower --lr{fp32}"))
 
 
 def kept_log(out, checkpoint, step):

@@ -12,7 +12,7 @@ import pytest
 
 import resume
 import train
-from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_nothing_lost import adapter
 from test_train_resume import straight_and_stopped
 
@@ -120,3 +120,18 @@ def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny,
                                f"{os.strerror(errno_)}); {tmp_path / str(errno_) / 'checkpoint'} still holds the " \
                                f"previous one: {fix}, then --resume"
         assert json.load(open(tmp_path / str(errno_) / "checkpoint" / "state.json"))["step"] == 2
+
+
+def test_a_nan_at_the_first_step_does_not_blame_the_learning_rate(tiny, tmp_path, monkeypatch):
+    """A NaN loss in step 1's second micro-batch (a bad base weight, a record that overflows) said 'Start again ...
+    with a lower --lr', but step 1 runs on the base's own weights, before any update: no --lr changes it. Now it says
+    so; a NaN later still advises a lower --lr."""
+    fault_at_loss_call(monkeypatch, 2, "nan")
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "a", "--dtype", "bf16"))
+    assert e.value.code == "error: loss nan, gradient norm nan at step 1: stopped without saving; this run had saved " \
+                           "no checkpoint yet (--save-every 200). Step 1 ran before any update, so --lr is not the " \
+                           "cause: check the base model's weights and the data, or --dtype fp32"
+    fault_at_loss_call(monkeypatch, 4, "nan")
+    with pytest.raises(SystemExit, match=r"at step 2: .* with a lower --lr$"):
+        train.main(flags(tiny, tmp_path / "b"))
