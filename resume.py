@@ -97,10 +97,10 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
-        full = cause.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # (else: permissions, a folder removed...)
-        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); "
-                      + (f"{final} still holds the previous one: {'free space' if full else 'fix that'}, then "
-                         "--resume" if os.path.exists(final) else "no earlier checkpoint exists")) from e
+        fix = "free space" if cause.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "fix that"  # (EACCES)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); " + (
+            f"{final} still holds the previous one: {fix}, then --resume" if os.path.exists(final) else
+            f"no earlier checkpoint exists: {fix}, then start again")) from e
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")

@@ -103,7 +103,8 @@ def test_a_flipped_bit_in_a_checkpoint_file_is_refused_before_it_loads(tiny, tmp
 def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny, tmp_path, monkeypatch):
     """Step 4's checkpoint failed with EACCES (the folder's permissions changed under a running job): the error said
     '... still holds the previous one: free space, then --resume', space that was never short. Now it says to fix
-    that; a full disk still says to free space. The previous checkpoint stays whole."""
+    that; a full disk still says to free space. The previous checkpoint stays whole. A run's first save failing said
+    only 'no earlier checkpoint exists'; now what to do too."""
     original, calls = resume.save_safetensors, []
 
     def denied(errno_):
@@ -120,6 +121,11 @@ def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny,
                                f"{os.strerror(errno_)}); {tmp_path / str(errno_) / 'checkpoint'} still holds the " \
                                f"previous one: {fix}, then --resume"
         assert json.load(open(tmp_path / str(errno_) / "checkpoint" / "state.json"))["step"] == 2
+    calls.append("the next save fails: the first of a run")
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "first", "--save-every", "2"))
+    assert e.value.code == "error: [Errno 28] saving the checkpoint of step 2 failed (No space left on device); no " \
+                           "earlier checkpoint exists: free space, then start again"
 
 
 def test_a_nan_at_the_first_step_does_not_blame_the_learning_rate(tiny, tmp_path, monkeypatch):
