@@ -5,15 +5,17 @@ resume that would not.
                      optimizer.pt                            AdamW's state (tensors and numbers: weights_only=True)
                      rng.safetensors                         every DDP rank's torch (and cuda) RNG state
                      state.json                              step, data position, world size, Python's RNG, the flags,
-                                                             the step losses since the last progress line
+                                                             the step losses since the last progress line, the crc32
+                                                             of each file above (`file_sums`)
                      metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
   kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
+  `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
   files whose fingerprint changed (`check_base`, before the weights load), data whose tokenized examples hash
-  otherwise (`data_hash`; --allow-data-change), a damaged file.
+  otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
@@ -138,7 +140,7 @@ def claim(out):
 def file_sums(folder):
     """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
     damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
-    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 54 GB)."""
+    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB)."""
     sums = {}
     for d, _, files in os.walk(folder):
         for name in files:
@@ -154,8 +156,8 @@ def check_sums(checkpoint, state):
     """--resume: the checkpoint's files are the ones it saved (a checkpoint from before file_sums: not checked), before
     any is loaded; a missing file is left to its loader, which says what it held."""
     saved, now = state.get("crc32") or {}, file_sums(checkpoint)
-    for name in sorted(n for n in saved if n in now and now[n] != saved[n]):
-        raise UserError(f"--resume: {os.path.join(checkpoint, name)} is damaged (not the file its checkpoint saved: "
+    if bad := sorted(n for n in saved if n in now and now[n] != saved[n]):
+        raise UserError(f"--resume: {os.path.join(checkpoint, bad[0])} is damaged (not the file its checkpoint saved: "
                         "its crc32 differs from state.json's); the checkpoint cannot continue the run: start again "
                         "without --resume (or with another --out)")
 

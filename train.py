@@ -24,7 +24,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
-  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
+  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM) saves after the current step
+  and exits; one run at a time into an --out (a lock: a second is refused).
 - No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
   that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
   exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
