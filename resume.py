@@ -5,27 +5,36 @@ resume that would not.
                      optimizer.pt                            AdamW's state (tensors and numbers: weights_only=True)
                      rng.safetensors                         every DDP rank's torch (and cuda) RNG state
                      state.json                              step, data position, world size, Python's RNG, the flags,
-                                                             the step losses since the last progress line
+                                                             the step losses since the last progress line, the crc32
+                                                             of each file above (`file_sums`)
                      metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
   kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
+  `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
   files whose fingerprint changed (`check_base`, before the weights load), data whose tokenized examples hash
-  otherwise (`data_hash`; --allow-data-change), a damaged file.
+  otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import random
 import shutil
+import zlib
 
 import torch
+
+try:
+    import fcntl
+except ImportError:                                            # (Windows: no lock; one run per --out is on the user)
+    fcntl = None
 
 import plan
 from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
@@ -79,24 +88,78 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
             except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
                 raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
+        sums = file_sums(tmp)                                  # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
-                           args=vars(args)), f)
+                           args=vars(args), crc32=sums), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop)
             shutil.copyfile(log, os.path.join(tmp, "metrics.jsonl"))
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
-        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); "
-                      + (f"{final} still holds the previous one: free space, then --resume" if os.path.exists(final)
-                         else "no earlier checkpoint exists")) from e
+        fix = "free space" if cause.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "fix that"  # (EACCES)
+        raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); " + (
+            f"{final} still holds the previous one: {fix}, then --resume" if os.path.exists(final) else
+            f"no earlier checkpoint exists: {fix}, then start again")) from e
     if os.path.exists(final):                                  # (a stale .old is left by a crash after the swap)
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
     os.replace(tmp, final)
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim(out):
+    """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
+    train.py into the same --out is refused, where it would interleave its checkpoints, log and result with the
+    first's. DDP ranks but 0 write nothing there and take no lock; a folder this made stays only if something went
+    in."""
+    made = not os.path.exists(out)
+    if rank_world()[0] != 0 or fcntl is None:
+        yield
+        return
+    os.makedirs(out, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
+                            "would mix): wait for it to end, or pass another --out") from None
+        except OSError:                                        # a file system without locks: as before them
+            pass
+        yield
+    finally:
+        os.close(fd)
+        if made and not os.listdir(out):
+            os.rmdir(out)
+
+
+def file_sums(folder):
+    """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
+    damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
+    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB)."""
+    sums = {}
+    for d, _, files in os.walk(folder):
+        for name in files:
+            crc = 0
+            with open(os.path.join(d, name), "rb") as f:
+                while chunk := f.read(1 << 24):
+                    crc = zlib.crc32(chunk, crc)
+            sums[os.path.relpath(os.path.join(d, name), folder)] = crc
+    return sums
+
+
+def check_sums(checkpoint, state):
+    """--resume: the checkpoint's files are the ones it saved (a checkpoint from before file_sums: not checked), before
+    any is loaded; a missing file is left to its loader, which says what it held."""
+    saved, now = state.get("crc32") or {}, file_sums(checkpoint)
+    if bad := sorted(n for n in saved if n in now and now[n] != saved[n]):
+        raise UserError(f"--resume: {os.path.join(checkpoint, bad[0])} is damaged (not the file its checkpoint saved: "
+                        "its crc32 differs from state.json's); the checkpoint cannot continue the run: start again "
+                        "without --resume (or with another --out)")
 
 
 def find_checkpoint(out, required=True):
@@ -115,12 +178,14 @@ def find_checkpoint(out, required=True):
 
 def nan_stop(args, step, loss, norm, ours):
     """The error a non-finite loss or gradient norm stops a run with, naming the last good checkpoint when this run
-    saved or resumed it (ours), not an earlier run's left in --out."""
+    saved or resumed it (ours), not an earlier run's left in --out; at step 1 (no update yet) --lr is not the cause."""
     kept = ours and find_checkpoint(args.out, required=False)
+    fp32 = ", or --dtype fp32" if args.dtype != "fp32" else ""
     return FloatingPointError(f"loss {loss}, gradient norm {norm} at step {step}: stopped without saving; " + (
         f"the last good checkpoint is kept in {kept}" if kept else
-        f"this run had saved no checkpoint yet (--save-every {args.save_every})") + ". Start again (without --resume, "
-        "which keeps the run's flags) with a lower --lr" + (", or --dtype fp32" if args.dtype != "fp32" else ""))
+        f"this run had saved no checkpoint yet (--save-every {args.save_every})") + (
+        f". Step 1 ran before any update, so --lr is not the cause: check the base model's weights and the data{fp32}"
+        if step == 1 else f". Start again (without --resume, which keeps the run's flags) with a lower --lr{fp32}"))
 
 
 def kept_log(out, checkpoint, step):

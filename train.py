@@ -24,7 +24,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
-  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C saves after the current step and exits.
+  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM) saves after the current step
+  and exits; one run at a time into an --out (a lock: a second is refused).
 - No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
   that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
   exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
@@ -67,8 +68,8 @@ from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear
 from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, check_data, data_hash, heldout_aside, nan_stop, open_log, read_state, restore,
-                    rng_states, same_settings, save_checkpoint, take_settings)
+from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, nan_stop, open_log, read_state,
+                    restore, rng_states, same_settings, save_checkpoint, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -124,28 +125,29 @@ class Run:
 
 def train(args):
     """Run the job args describe, step by step; returns the summary main prints last."""
-    t_start, run = time.time(), set_up(args)
-    plan_memory(run)                                           # before any weight is read
-    records = load(run)                                        # held-out records for the before/after check
-    s = describe(run)
-    before = check(run, records, "before", s) if not run.checkpoint else None
-    loop(run)
-    s.update(summary(run))
-    if run.stopping:                                           # Ctrl-C: the checkpoint is saved, the run is not over
-        return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
-    if not (args.patience and run.evals) and run.rank == 0:    # else saved at the best evaluation
-        save_result(run)
-    barrier()
-    if args.patience and run.evals and best_so_far(run.evals)[0]["step"] != run.step:  # the after-check scores the
-        if args.method == "full":                              # run's result: the best evaluation's weights
-            print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} holds "
-                  f"step {best_so_far(run.evals)[0]['step']}'s")
-        else:
-            run.model = load_adapter(run.model, weights_dir(args))
-    check(run, records, "after", s, before)
-    if records:   # the after-check's generation or evaluation can reach past the loop's peak: the process's is reported
-        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # (the loop's stays, as train_peak_mem_mib)
-    return dict(s, wall_s=round(time.time() - t_start, 1))
+    with claim(args.out):                                      # one run at a time into --out
+        t_start, run = time.time(), set_up(args)
+        plan_memory(run)                                       # before any weight is read
+        records = load(run)                                    # held-out records for the before/after check
+        s = describe(run)
+        before = check(run, records, "before", s) if not run.checkpoint else None
+        loop(run)
+        s.update(summary(run))
+        if run.stopping:                                       # Ctrl-C: the checkpoint is saved, the run is not over
+            return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
+        if not (args.patience and run.evals) and run.rank == 0:  # else saved at the best evaluation
+            save_result(run)
+        barrier()
+        if args.patience and run.evals and best_so_far(run.evals)[0]["step"] != run.step:  # the after-check scores the
+            if args.method == "full":                          # run's result: the best evaluation's weights
+                print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} holds "
+                      f"step {best_so_far(run.evals)[0]['step']}'s")
+            else:
+                run.model = load_adapter(run.model, weights_dir(args))
+        check(run, records, "after", s, before)
+        if records:  # the after-check's generation or evaluation can reach past the loop's peak: the process's is
+            s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # reported (the loop's: train_peak_mem_mib)
+        return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -327,6 +329,7 @@ def load(run):
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume: the data is the checkpoint's (before the
     check_data(args, read_state(run.checkpoint)) if run.checkpoint else None  # weights load)
+    check_sums(run.checkpoint, read_state(run.checkpoint)) if run.checkpoint else None  # (a flipped bit: refused)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)

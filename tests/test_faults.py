@@ -1,0 +1,143 @@
+"""Faults a user on a shared or flaky machine meets (nineteenth session): two runs into one --out, a scheduler's
+SIGTERM sent to a real train.py process. Each compares with the run that was never interrupted."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import resume
+import train
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from test_nothing_lost import adapter
+from test_train_resume import straight_and_stopped
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# train.py in a child process that stops at step 3's first micro-batch until a line comes on its stdin
+PAUSED = """
+import sys, torch, train
+from fixtures import flags
+loss, calls = train.causal_lm_loss, []
+def paused(model, batch):
+    if torch.is_grad_enabled() and len(calls) == 4:
+        print("paused at step 3", flush=True)
+        sys.stdin.readline()
+    calls.append(1)
+    return loss(model, batch)
+train.causal_lm_loss = paused
+train.main(flags(sys.argv[1:3], sys.argv[3], *sys.argv[4:]))
+"""
+
+
+def paused_child(tiny, out, *more):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    child = subprocess.Popen([sys.executable, "-c", PAUSED, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("paused at step 3"):
+            return child, lines
+    raise AssertionError("the child ended before step 3:\n" + "".join(lines))
+
+
+def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_process(tiny, tmp_path):
+    """Two train.py started on one --out (a second terminal, a job resubmitted while the first still runs) both ran:
+    each deleted the other's checkpoint.tmp and truncated its metrics.jsonl, the first died at step 16 with 'saving
+    the checkpoint failed (No such file or directory) ... free space, then --resume', and a checkpoint could hold one
+    run's adapter beside the other's optimizer. Now the second is refused before it writes anything. SIGTERM (a
+    scheduler's preemption) sent to the first, a real process, saves after the step and exits 130; --resume ends with
+    the straight run's adapter, bit for bit."""
+    more = "--save-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    out = tmp_path / "b"
+    child, lines = paused_child(tiny, out, *more)
+    try:
+        before = {f: open(out / f, "rb").read() for f in ("heldout.jsonl", "checkpoint/state.json")}
+        with pytest.raises(SystemExit) as e:
+            train.main(flags(tiny, out, "--lr", "5e-2"))
+        assert e.value.code == f"error: --out {out}: another train.py is running into it (their checkpoints, logs " \
+                               "and results would mix): wait for it to end, or pass another --out"
+        assert {f: open(out / f, "rb").read() for f in before} == before
+        child.send_signal(signal.SIGTERM)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        lines += child.stdout.readlines()
+        child.wait(timeout=120)
+    except BaseException:
+        child.kill()
+        raise
+    assert child.returncode == 130, "".join(lines)
+    assert any(line.startswith("SIGTERM: saving a checkpoint after this step") for line in lines)
+    assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
+    train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
+    assert adapter(out) == adapter(tmp_path / "a")
+
+
+@pytest.mark.parametrize("name, at", [("optimizer.pt", 0.5), ("adapter/lorasp_extras.safetensors", -50)])
+def test_a_flipped_bit_in_a_checkpoint_file_is_refused_before_it_loads(tiny, tmp_path, monkeypatch, name, at):
+    """One bit flipped mid-file (a bad disk sector, a copy gone wrong): in optimizer.pt --resume went on without a word
+    and saved an adapter other than the straight run's; in a mask of the adapter's extras it died with a traceback
+    (RuntimeError: Number of elements of source < number of ones in mask). Now the checkpoint's crc32s, kept in
+    state.json, refuse the file, naming it; the untouched checkpoint still ends with the straight run's adapter."""
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 9)               # a checkpoint at step 5 of 10 in b/
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    path = tmp_path / "c" / "checkpoint" / name
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at) if at > 0 else at] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "c", "--resume"))
+    assert e.value.code == f"error: --resume: {path} is damaged (not the file its checkpoint saved: its crc32 " \
+                           "differs from state.json's); the checkpoint cannot continue the run: start again without " \
+                           "--resume (or with another --out)"
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    assert adapter(tmp_path / "b") == adapter(tmp_path / "a")
+
+
+def test_a_checkpoint_save_refused_for_permissions_does_not_say_free_space(tiny, tmp_path, monkeypatch):
+    """Step 4's checkpoint failed with EACCES (the folder's permissions changed under a running job): the error said
+    '... still holds the previous one: free space, then --resume', space that was never short. Now it says to fix
+    that; a full disk still says to free space. The previous checkpoint stays whole. A run's first save failing said
+    only 'no earlier checkpoint exists'; now what to do too."""
+    original, calls = resume.save_safetensors, []
+
+    def denied(errno_):
+        def save(tensors, path, metadata=None):
+            if str(path).endswith("rng.safetensors") and not calls.append(path) and len(calls) % 2 == 0:
+                raise OSError(errno_, os.strerror(errno_), str(path))
+            return original(tensors, path, metadata)
+        return save
+    for errno_, fix in (errno.EACCES, "fix that"), (errno.ENOSPC, "free space"):
+        monkeypatch.setattr(resume, "save_safetensors", denied(errno_))
+        with pytest.raises(SystemExit) as e:
+            train.main(flags(tiny, tmp_path / str(errno_), "--save-every", "2"))
+        assert e.value.code == f"error: [Errno {errno_}] saving the checkpoint of step 4 failed (" \
+                               f"{os.strerror(errno_)}); {tmp_path / str(errno_) / 'checkpoint'} still holds the " \
+                               f"previous one: {fix}, then --resume"
+        assert json.load(open(tmp_path / str(errno_) / "checkpoint" / "state.json"))["step"] == 2
+    calls.append("the next save fails: the first of a run")
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "first", "--save-every", "2"))
+    assert e.value.code == "error: [Errno 28] saving the checkpoint of step 2 failed (No space left on device); no " \
+                           "earlier checkpoint exists: free space, then start again"
+
+
+def test_a_nan_at_the_first_step_does_not_blame_the_learning_rate(tiny, tmp_path, monkeypatch):
+    """A NaN loss in step 1's second micro-batch (a bad base weight, a record that overflows) said 'Start again ...
+    with a lower --lr', but step 1 runs on the base's own weights, before any update: no --lr changes it. Now it says
+    so; a NaN later still advises a lower --lr."""
+    fault_at_loss_call(monkeypatch, 2, "nan")
+    with pytest.raises(SystemExit) as e:
+        train.main(flags(tiny, tmp_path / "a", "--dtype", "bf16"))
+    assert e.value.code == "error: loss nan, gradient norm nan at step 1: stopped without saving; this run had saved " \
+                           "no checkpoint yet (--save-every 200). Step 1 ran before any update, so --lr is not the " \
+                           "cause: check the base model's weights and the data, or --dtype fp32"
+    fault_at_loss_call(monkeypatch, 4, "nan")
+    with pytest.raises(SystemExit, match=r"at step 2: .* with a lower --lr$"):
+        train.main(flags(tiny, tmp_path / "b"))
