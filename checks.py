@@ -3,7 +3,8 @@ a flag's range as argparse parses it, the flags the user gave, the note for thos
 model (not an adapter, a run's folder or a weight file), and --seq-len against the model's config, before a weight
 is read.
 
-- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range.
+- `ranged(kind, low, high)`: an argparse type that refuses a value out of range and says the range; `dtype_name`:
+  eval.py's and generate.py's --dtype takes train.py's and export.py's names too (bf16 for bfloat16).
 - `given_flags(parser, argv)`, `no_effect(flags, why)`: the flags argv sets; the note for those the command ignores.
 - `repeated(parser, argv, lists)`: a flag given twice (argparse keeps the last without a word): refused for a list
   (--targets, --subjects, --plot: the first ones would be dropped), noted for the rest. `unexpanded(parser, args,
@@ -44,6 +45,11 @@ def ranged(kind, low=None, high=None, open_low=False, open_high=False):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
         return x
     return parse
+
+
+def dtype_name(name):
+    """--dtype as torch names it: bf16, fp16, fp32 (train.py's and export.py's spelling) or torch's own name."""
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(name, name)
 
 
 def given_flags(parser, argv):

@@ -26,8 +26,8 @@ import sys
 import torch
 
 from checkpoint import files_fingerprint
-from checks import (adapter_config, check_model, check_seq_len, context, given_flags, no_effect, not_a_model,  # noqa
-                    ranged, repeated, run_folder, unexpanded)  # (F401: evalcli.not_a_model, as before the move)
+from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags, no_effect,  # noqa
+                    not_a_model, ranged, repeated, run_folder, unexpanded)  # (F401: evalcli.not_a_model, as before the move)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
@@ -62,8 +62,8 @@ def parser():
     a("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
     a("--quant", choices=["auto", "none", "nf4"], default="auto", help="NF4 base linears, quantized on load (auto: "
       "as the adapter trained, else none)")
-    a("--dtype", choices=["float32", "bfloat16", "float16"],
-      help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
+    a("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"],
+      help="compute dtype, or bf16, fp16, fp32 (default: config.json's torch_dtype, else the checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
       f"glue_data/ folder (default: the cache, downloaded); squad: dev-v1.1.json's folder (default: the cache, "

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
-from checks import adapter_config, given_flags, no_effect, ranged, repeated, unexpanded
+from checks import adapter_config, dtype_name, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError, check_vocab, load_tokenizer
 
 
@@ -140,7 +140,7 @@ def main(demo=None, argv=None):
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache" +
                                  ("; without --model, a demonstration on a tiny random model." if demo else "."))
     ap.add_argument("--model", required=not demo, help="checkpoint directory (config.json or params.json, weights, "
-                                                       "tokenizer files) or .gguf file")
+                                                       "tokenizer files), .gguf file, or a preset in the cache")
     ap.add_argument("--prompt", default="The capital of France is", help="text to continue")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -149,8 +149,8 @@ def main(demo=None, argv=None):
                                       "lorasp.save_adapter's, or a PEFT LoRA adapter)")
     ap.add_argument("--quantize", choices=["nf4", "none"], default=None, help="NF4 block linears while loading "
                     "(default: as --adapter trained, else none)")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                    help="compute dtype (default: config.json's torch_dtype, else the checkpoint's)")
+    ap.add_argument("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"], default=None,
+                    help="compute dtype, or bf16, fp16, fp32 (default: config.json's torch_dtype, else the checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=ranged(int, 0, 2**64 - 1), default=0, help="sampling seed")  # (torch's range)
     argv = sys.argv[1:] if argv is None else argv
@@ -184,8 +184,10 @@ def main(demo=None, argv=None):
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
         quant = args.quantize or "none"
+        from evalcli import adapter_folder, base_quant, model_path, with_adapter
+        with contextlib.redirect_stdout(sys.stderr):          # a preset's name: its cache folder, as eval.py reads it
+            args.model = model_path(args.model)
         if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read
-            from evalcli import adapter_folder, base_quant, with_adapter
             with contextlib.redirect_stdout(sys.stderr):      # (stdout: the text alone)
                 args.adapter = adapter_folder(args.adapter)
                 if not os.path.isfile(os.path.join(args.adapter, "adapter_config.json")):  # (before the weights load)

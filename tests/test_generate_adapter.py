@@ -199,3 +199,24 @@ def test_a_glue_or_squad_adapter_is_said_to_be_one(tmp_path, monkeypatch, capsys
                                          r"its task_type SEQ_CLS's, in its file \(modules_to_save null: PEFT before "
                                          r"0.11\)\): it scores a GLUE task"):  # (its weights loaded, then a traceback)
         run(monkeypatch, "--model", str(tmp_path), "--adapter", str(tmp_path / "glue"))
+
+
+def test_a_preset_name_and_trains_dtype_names_are_read_as_eval_py_reads_them(tiny, monkeypatch, capsys, tmp_path):
+    """`generate.py --model smollm2-135m` (a preset train.py fetched into the cache, as eval.py and export.py take it)
+    was "neither config.json ... nor a .gguf file"; `--dtype bf16` (train.py's and export.py's spelling) was argparse's
+    invalid choice, in generate.py and eval.py alike. A preset not in the cache says where it looked."""
+    import shutil
+    import evalcli
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(tiny[0], tmp_path / "cache" / "models" / "llama2-7b")  # the tiny Llama standing in for the preset
+    assert run(monkeypatch, "--model", "llama2-7b") == run(monkeypatch, "--model", str(tiny[0]))
+    assert run(monkeypatch, "--model", str(tiny[0]), "--dtype", "fp32") == run(monkeypatch, "--model", str(tiny[0]))
+    with monkeypatch.context() as m:
+        m.setattr(sys, "argv", ["generate.py", "--model", "mistral-7b", "--device", "cpu"])
+        with pytest.raises(SystemExit) as e:
+            G.main()
+    assert str(e.value).startswith("error: no weights for mistral-7b in " + str(tmp_path / "cache" / "models")), e.value
+    (tmp_path / "x.txt").write_text("a line to score\n")
+    args, _ = evalcli.parse_args(["--task", "perplexity", "--model", str(tiny[0]), "--data", str(tmp_path / "x.txt"),
+                                  "--dtype", "bf16"])
+    assert args.dtype == "bfloat16"
