@@ -313,6 +313,14 @@ def own_base(path, name, tensors, base):
 # ----------------------------------------------------------------------------------------------------
 # The layers: lorasp.py's LoRASPLinear layers to and from the folder
 
+def transposed(model, name):
+    """Whether the HF checkpoint holds module name's weight as (in, out) (GPT-2's Conv1D): model.py's hf_tensor
+    transposes it, so a (2, 3) weight comes back (3, 2). PEFT's fan_in_fan_out says so."""
+    hf = getattr(type(model), "hf_tensor", None)
+    out = hf and hf(f"{name}.weight", torch.empty(2, 3, device="meta"))
+    return bool(out) and tuple(out[1].shape) == (3, 2)
+
+
 def save_layers(model, directory, layer_type, linear_types, base_model_name_or_path, task_type, modules_to_save, base):
     """lorasp.save_adapter: the model's layer_type (LoRASPLinear) layers as PEFT's A and B (their effective values) and
     config, its modules_to_save whole, and EXTRAS_FILE (masks, entries, settings; base: what it trained on)."""
@@ -332,7 +340,8 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     linears = [n for n, m in model.named_modules() if isinstance(m, (*linear_types, layer_type))
                and not n.endswith(".base")]
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
-                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
+                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", use_rslora=False,
+                  fan_in_fan_out=any(transposed(model, n) for n in layers),  # else PEFT warns, and sets it per layer
                   target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
