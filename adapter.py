@@ -187,14 +187,21 @@ def extras_of(layers):
     return {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
 
 
-def restore(layer, name, extras):
-    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out)."""
+def restore(layer, name, extras, where=EXTRAS_FILE):
+    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out, read
+    from where). A mask whose True entries are not its packed entries' count is a damaged file (a flipped bit): its
+    entries would land out of place, or not fit at all."""
     for k, t in _own(layer):
         saved = extras.pop(f"{name}.{k}", None)
         if saved is None or saved.shape != t.shape:
             raise ValueError(f"{name}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
                              f"the layer needs {tuple(t.shape)}")
         t.data.copy_(saved)
+    for k in "AB":
+        mask, train = getattr(layer, f"mask_{k}"), getattr(layer, f"{k}_train")
+        if int(mask.sum()) != train.numel():
+            raise ValueError(f"{where}: {name}.mask_{k} has {int(mask.sum())} True entries, but {k}_train holds "
+                             f"{train.numel()} saved entries (a damaged file)")
 
 
 def whole_dir(directory):
@@ -399,7 +406,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
         new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)
         if extras is not None:
-            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
+            restore(layer, n, extras, os.path.join(directory, EXTRAS_FILE))   # every entry as saved, frozen ones too
         # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
         if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
             raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
