@@ -428,6 +428,6 @@ def summary(run):
     if dist.is_initialized():
         s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
     if run.evals:  # with --patience the best, else the last
-        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
+        saved = (best_so_far(run.evals)[0] if run.args.patience else None) or run.evals[-1]   # (all nan: the last)
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
     return s
