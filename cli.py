@@ -404,8 +404,8 @@ def describe(run):
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
+        f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epoch{'s' * (args.epochs != 1)})"
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")

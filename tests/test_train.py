@@ -600,6 +600,17 @@ def test_a_nan_validation_loss_is_never_the_best(tiny, tmp_path, monkeypatch, ca
     assert not all(torch.equal(saved[n], seen[1][n]) for n in seen[1])
 
 
+def test_one_step_and_one_epoch_are_singular(tiny, tmp_path, capsys):
+    """The description's count of steps and epochs: "1 step", "1 epoch" (was "1 steps", "1 epochs")."""
+    train.main(flags(tiny, tmp_path / "a", "--max-steps", "1"))
+    assert "; 1 step of 4 x 2 sequences," in capsys.readouterr().out
+    more = flags(tiny, tmp_path / "b", "--epochs", "1", "--grad-accum", "5")
+    del more[more.index("--max-steps"):more.index("--max-steps") + 2]
+    train.main(more)
+    out = capsys.readouterr().out
+    assert " x 4: 1 epoch)" in out, out.splitlines()[:3]
+
+
 def test_after_check_of_full_fine_tuning_says_which_step_it_scores(tiny, tmp_path, monkeypatch, capsys):
     """--method full keeps no adapter to reload: with --patience its held-out check scores the last step's weights,
     and says so, naming the step OUT/model holds (the best evaluation's). Scripted losses as above: best at step 2."""
