@@ -267,8 +267,8 @@ def validate(run):
     run.log.write(json.dumps(run.evals[-1]) + "\n")
     if args.patience and since >= args.patience:
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
-              f"{best['step']}'s weights" if best else f"early stop: every evaluation's validation loss is nan (never "
-              f"the best); {weights_dir(args)} holds the last weights, step {step}'s", flush=True)
+              f"{best['step']}'s weights" if best else f"early stop: every evaluation is nan (never the "
+              f"best); {weights_dir(args)} holds the last weights, step {step}'s", flush=True)
         run.total = step                                       # this step is the last one (and is checkpointed)
         if run.losses:                                         # its progress line, due now that it is the last
             report(run, again=True)
