@@ -187,14 +187,21 @@ def extras_of(layers):
     return {f"{n}.{k}": t.detach() for n, m in layers.items() for k, t in _own(m)}
 
 
-def restore(layer, name, extras):
-    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out)."""
+def restore(layer, name, extras, where=EXTRAS_FILE):
+    """Set every parameter and buffer of the layer itself from extras (EXTRAS_FILE's tensors, each taken out, read
+    from where). A mask whose True entries are not its packed entries' count is a damaged file (a flipped bit): its
+    entries would land out of place, or not fit at all."""
     for k, t in _own(layer):
         saved = extras.pop(f"{name}.{k}", None)
         if saved is None or saved.shape != t.shape:
             raise ValueError(f"{name}.{k}: {EXTRAS_FILE} has {None if saved is None else tuple(saved.shape)}, "
                              f"the layer needs {tuple(t.shape)}")
         t.data.copy_(saved)
+    for k in "AB":
+        mask, train = getattr(layer, f"mask_{k}"), getattr(layer, f"{k}_train")
+        if int(mask.sum()) != train.numel():
+            raise ValueError(f"{where}: {name}.mask_{k} has {int(mask.sum())} True entries, but {k}_train holds "
+                             f"{train.numel()} saved entries (a damaged file)")
 
 
 def whole_dir(directory):
@@ -313,6 +320,14 @@ def own_base(path, name, tensors, base):
 # ----------------------------------------------------------------------------------------------------
 # The layers: lorasp.py's LoRASPLinear layers to and from the folder
 
+def transposed(model, name):
+    """Whether the HF checkpoint holds module name's weight as (in, out) (GPT-2's Conv1D): model.py's hf_tensor
+    transposes it, so a (2, 3) weight comes back (3, 2). PEFT's fan_in_fan_out says so."""
+    hf = getattr(type(model), "hf_tensor", None)
+    out = hf and hf(f"{name}.weight", torch.empty(2, 3, device="meta"))
+    return bool(out) and tuple(out[1].shape) == (3, 2)
+
+
 def save_layers(model, directory, layer_type, linear_types, base_model_name_or_path, task_type, modules_to_save, base):
     """lorasp.save_adapter: the model's layer_type (LoRASPLinear) layers as PEFT's A and B (their effective values) and
     config, its modules_to_save whole, and EXTRAS_FILE (masks, entries, settings; base: what it trained on)."""
@@ -332,7 +347,8 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     linears = [n for n, m in model.named_modules() if isinstance(m, (*linear_types, layer_type))
                and not n.endswith(".base")]
     config = dict(peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
-                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
+                  r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none", use_rslora=False,
+                  fan_in_fan_out=any(transposed(model, n) for n in layers),  # else PEFT warns, and sets it per layer
                   target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
@@ -390,7 +406,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
         new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))
         layer.load_dense(A, B)
         if extras is not None:
-            restore(layer, n, extras)                          # then every entry as saved, frozen ones too
+            restore(layer, n, extras, os.path.join(directory, EXTRAS_FILE))   # every entry as saved, frozen ones too
         # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
         if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
             raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")

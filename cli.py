@@ -404,8 +404,8 @@ def describe(run):
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
-        f"; {run.total} steps of {run.batch} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epochs)"
+        f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epoch{'s' * (args.epochs != 1)})"
         if run.micro and run.micro % args.grad_accum else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
@@ -428,6 +428,6 @@ def summary(run):
     if dist.is_initialized():
         s.update(world_size=run.world, allreduce_bytes_per_step=run.sent[0] // max(run.step - run.first, 1))
     if run.evals:  # with --patience the best, else the last
-        saved = best_so_far(run.evals)[0] if run.args.patience else run.evals[-1]
+        saved = (best_so_far(run.evals)[0] if run.args.patience else None) or run.evals[-1]   # (all nan: the last)
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
     return s

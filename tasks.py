@@ -321,12 +321,15 @@ def evaluate(model, examples, loss_fn, args, autocast, pad_id):
 
 def best_so_far(evals):
     """(the best evaluation record, how many came after it): early stopping maximises a GLUE task's headline dev
-    metric (MNLI: matched), else minus the validation loss; a nan scores as -inf."""
+    metric (MNLI: matched), else minus the validation loss. A nan is never best: (None, len(evals)) while every
+    evaluation is nan (then no weights are saved as the best, and the run's result is its last weights)."""
     def score(rec):
         dev = [v for v in rec.values() if isinstance(v, dict)]
-        x = next(iter(dev[0].values())) if dev else -rec["val_loss"]
-        return -math.inf if math.isnan(x) else x
-    i = max(range(len(evals)), key=lambda j: (score(evals[j]), -j))  # the first of equals
+        return next(iter(dev[0].values())) if dev else -rec["val_loss"]
+    numbers = [j for j, rec in enumerate(evals) if not math.isnan(score(rec))]
+    if not numbers:
+        return None, len(evals)
+    i = max(numbers, key=lambda j: (score(evals[j]), -j))  # the first of equals
     return evals[i], len(evals) - 1 - i
 
 

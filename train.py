@@ -135,13 +135,14 @@ def train(args):
         s.update(summary(run))
         if run.stopping:                                       # Ctrl-C: the checkpoint is saved, the run is not over
             return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
-        if not (args.patience and run.evals) and run.rank == 0:  # else saved at the best evaluation
+        best = best_so_far(run.evals)[0] if args.patience and run.evals else None   # (None: every evaluation nan)
+        if not best and run.rank == 0:                         # else saved at the best evaluation
             save_result(run)
         barrier()
-        if args.patience and run.evals and best_so_far(run.evals)[0]["step"] != run.step:  # the after-check scores the
-            if args.method == "full":                          # run's result: the best evaluation's weights
+        if best and best["step"] != run.step:                  # the after-check scores the run's result: the best
+            if args.method == "full":                          # evaluation's weights
                 print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} holds "
-                      f"step {best_so_far(run.evals)[0]['step']}'s")
+                      f"step {best['step']}'s")
             else:
                 run.model = load_adapter(run.model, weights_dir(args))
         check(run, records, "after", s, before)
@@ -266,7 +267,8 @@ def validate(run):
     run.log.write(json.dumps(run.evals[-1]) + "\n")
     if args.patience and since >= args.patience:
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
-              f"{best['step']}'s weights", flush=True)
+              f"{best['step']}'s weights" if best else f"early stop: every evaluation is nan (never the "
+              f"best); {weights_dir(args)} holds the last weights, step {step}'s", flush=True)
         run.total = step                                       # this step is the last one (and is checkpointed)
         if run.losses:                                         # its progress line, due now that it is the last
             report(run, again=True)

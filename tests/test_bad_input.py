@@ -809,6 +809,30 @@ def _(ctx):
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
 
 
+def flip_a_mask_bit(path, to):
+    """path (lorasp_extras.safetensors) with one entry of the first mask_A flipped to `to`: a damaged file."""
+    name = next(k for k in sorted(load_safetensors(str(path))) if k.endswith(".mask_A"))
+    mask = load_safetensors(str(path))[name].clone()
+    mask.view(-1)[(mask.view(-1) != to).nonzero()[0]] = to
+    edit_tensors(path, add={name: mask})
+    return name.removesuffix(".mask_A")
+
+
+for to in (True, False):  # (was "does not fit --model ...: Number of elements of source < number of ones in mask"
+    @case(f"eval.py: --adapter whose extras have a mask bit flipped to {to}", SystemExit,  # and "disagree (files of
+          "True entries, but A_train holds ")                               # two saves?)")
+    def _(ctx, to=to):
+        out = checkpointed(ctx)
+        name = flip_a_mask_bit(out / "adapter" / EXTRAS_FILE, to)
+        try:
+            E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter",
+                    str(out / "adapter")])
+        except SystemExit as e:
+            assert f"{out / 'adapter' / EXTRAS_FILE}: {name}.mask_A has " in str(e), str(e)
+            assert "True entries, but A_train holds" in str(e) and str(e).endswith("(a damaged file)"), str(e)
+            raise
+
+
 case("eval.py: --limit 0", 2, "argument --limit: 0 is out of range: must be an integer >= 1")(
     lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--limit", "0"]))
 case("eval.py: --shots -1", 2, "argument --shots: -1 is out of range: must be an integer >= 0")(

@@ -4,6 +4,7 @@ hand), loaded by load_adapter onto our model from the same checkpoint: PEFT's lo
 import copy
 import json
 import re
+import warnings
 from itertools import chain, combinations, product
 
 import pytest
@@ -410,9 +411,34 @@ def test_peft_reads_our_adapter_to_our_outputs(tmp_path, arch, mode, structure, 
     hf.load_state_dict(state)
     with torch.no_grad():
         want = ours_out(ours.eval())
-        got = peft_out(PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval())
+        with warnings.catch_warnings(record=True) as caught:   # GPT-2's Conv1D: fan_in_fan_out true, as PEFT wants it
+            warnings.simplefilter("always")
+            got = peft_out(PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval())
+        assert not [str(w.message) for w in caught if "fan_in_fan_out" in str(w.message)]
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         assert (peft_out(hf) - want).abs().max() > 0.05
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is arch.startswith("gpt2")
+
+
+@pytest.mark.parametrize("fan_in_fan_out", [True, False])
+def test_load_adapter_reads_a_gpt2_adapter_either_fan_in_fan_out(tmp_path, fan_in_fan_out):
+    """Our GPT-2 adapters say true since session 19 (false before, which PEFT corrected with a warning); ours are
+    nn.Linear either way, so both load to the same outputs."""
+    from lorasp import apply_lorasp, load_adapter, save_adapter
+    gpt2("GPT2LMHeadModel").save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base"), ["c_attn", "c_proj"], r=4, alpha=8, seed=3)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.2)
+    save_adapter(ours, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(dict(config, fan_in_fan_out=fan_in_fan_out)))
+    again = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a")
+    with torch.no_grad():
+        torch.testing.assert_close(again(X), ours(X), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["meta", "gguf"])

@@ -574,6 +574,43 @@ def test_after_check_scores_the_best_weights_early_stopping_kept(tiny, tmp_path,
     assert not all(torch.equal(seen[4][n], seen[2][n]) for n in seen[2])
 
 
+def test_a_nan_validation_loss_is_never_the_best(tiny, tmp_path, monkeypatch, capsys):
+    """Scripted validation losses nan, nan, ...: --patience 2 stops at the 2nd evaluation, none of them the best, and
+    OUT/adapter holds the last weights (a first nan was the best: its weights were saved, and 2 evaluations later the
+    run stopped with them as its result). A nan then a number: the number's."""
+    from tasks import best_so_far
+    nan = float("nan")
+    assert best_so_far([dict(step=1, val_loss=nan), dict(step=2, val_loss=3.0), dict(step=3, val_loss=nan)]) == (
+        dict(step=2, val_loss=3.0), 1)
+    assert best_so_far([dict(step=1, val_loss=nan), dict(step=2, val_loss=nan)]) == (None, 2)
+    seen, evaluate = {}, train.evaluate
+
+    def scripted(model, *a):
+        seen[len(seen) + 1] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return dict(evaluate(model, *a), val_loss=nan)
+    monkeypatch.setattr(train, "evaluate", scripted)
+    train.main(flags(tiny, tmp_path, "--eval-every", "1", "--patience", "2"))
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["evaluated_step"] == 2 and len(seen) == 2
+    assert (f"early stop: every evaluation is nan (never the best); {tmp_path / 'adapter'} holds the last "
+            "weights, step 2's") in out
+    saved = load_safetensors(str(tmp_path / "adapter" / "lorasp_extras.safetensors"))
+    assert all(torch.equal(saved[n], seen[2][n]) for n in seen[2]) and len(seen[2]) > 2
+    assert not all(torch.equal(saved[n], seen[1][n]) for n in seen[1])
+
+
+def test_one_step_and_one_epoch_are_singular(tiny, tmp_path, capsys):
+    """The description's count of steps and epochs: "1 step", "1 epoch" (was "1 steps", "1 epochs")."""
+    train.main(flags(tiny, tmp_path / "a", "--max-steps", "1"))
+    assert "; 1 step of 4 x 2 sequences," in capsys.readouterr().out
+    more = flags(tiny, tmp_path / "b", "--epochs", "1", "--grad-accum", "5")
+    del more[more.index("--max-steps"):more.index("--max-steps") + 2]
+    train.main(more)
+    out = capsys.readouterr().out
+    assert " x 4: 1 epoch)" in out, out.splitlines()[:3]
+
+
 def test_after_check_of_full_fine_tuning_says_which_step_it_scores(tiny, tmp_path, monkeypatch, capsys):
     """--method full keeps no adapter to reload: with --patience its held-out check scores the last step's weights,
     and says so, naming the step OUT/model holds (the best evaluation's). Scripted losses as above: best at step 2."""
