@@ -26,8 +26,9 @@ import sys
 import torch
 
 from checkpoint import files_fingerprint
-from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags, no_effect,  # noqa
-                    not_a_model, ranged, repeated, run_folder, unexpanded)  # (F401: evalcli.not_a_model, as before the move)
+from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
+                    no_effect, not_a_model, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model, as before the move)
+                    unexpanded)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
 from download import resolve_model
