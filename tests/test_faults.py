@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
+import cli
 import resume
 import train
+from data import UserError, cache_dir
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_nothing_lost import adapter
 from test_train_resume import straight_and_stopped
@@ -141,3 +143,27 @@ def test_a_nan_at_the_first_step_does_not_blame_the_learning_rate(tiny, tmp_path
     fault_at_loss_call(monkeypatch, 4, "nan")
     with pytest.raises(SystemExit, match=r"at step 2: .* with a lower --lr$"):
         train.main(flags(tiny, tmp_path / "b"))
+
+
+def test_a_second_offline_demo_does_not_delete_the_pretraining_another_one_is_running(tmp_path, monkeypatch):
+    """Two `python train.py` (the offline demo) at once, the first pretraining its model with a checkpoint saved: the
+    second's --resume of that checkpoint was refused by the first's lock on --out, and prepare_demo took the refusal
+    for 'a checkpoint of other settings': it deleted the running pretraining's folder (its model, corpus and
+    checkpoint) and started a second pretraining into the same place. Now the second is refused, nothing deleted."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    work = cache_dir("models", "demo-llama") + ".pretrain"
+    os.makedirs(os.path.join(work, "checkpoint"))
+    for f in "checkpoint/state.json", "init/corpus.txt":
+        os.makedirs(os.path.dirname(os.path.join(work, f)), exist_ok=True)
+        open(os.path.join(work, f), "w").write("{}")
+    runs = []
+
+    def once(args):                                            # (a second pretraining: the deleting path)
+        if runs.append(args) or len(runs) > 1:
+            raise AssertionError("the pretraining was started again")
+        return train.train(args)
+    with resume.claim(work):                                   # the first run, pretraining
+        with pytest.raises(UserError, match=f"^the offline demo's model is being pretrained by another train.py "
+                                            f"\\(in {work}\\): wait for it to end, then run this again$"):
+            cli.prepare_demo(train.parse_args([]), once)
+    assert sorted(os.listdir(work)) == ["checkpoint", "init"] and len(runs) == 1
