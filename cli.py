@@ -43,7 +43,7 @@ from lorasp import LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
 from quant import NF4Linear
-from resume import find_checkpoint
+from resume import Busy, claim, find_checkpoint
 from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
@@ -297,6 +297,13 @@ def prepare_demo(args, train):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
     work, d = model_dir + ".pretrain", DEMO_PRETRAIN
+    busy = (f"the offline demo's model is being pretrained by another train.py (in {work}): wait for it to end, then "
+            "run this again")
+    try:
+        with claim(work):                                      # (a probe: a pretraining running holds it, and its
+            pass                                               # files are not to be deleted below)
+    except Busy:
+        raise UserError(busy) from None
     init, stopped = os.path.join(work, "init"), os.path.exists(os.path.join(work, "checkpoint", "state.json"))
     if not stopped:                                            # (else a Ctrl-C saved the pretraining: it goes on)
         shutil.rmtree(work, ignore_errors=True)
@@ -311,6 +318,8 @@ def prepare_demo(args, train):
              "--device", args.device, "--threads", str(args.threads), *d["flags"]]
     try:
         pretrain = train(parse_args(flags + ["--resume"] * stopped))
+    except Busy:                                               # (one started since the probe: not to be deleted)
+        raise UserError(busy) from None
     except UserError as e:                                     # a checkpoint of other settings (another version's)
         if not stopped:
             raise

@@ -110,6 +110,10 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
+class Busy(UserError):
+    """claim's refusal: another train.py holds --out (cli.prepare_demo must not take it for a stale checkpoint)."""
+
+
 @contextlib.contextmanager
 def claim(out):
     """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
@@ -126,8 +130,8 @@ def claim(out):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
-                            "would mix): wait for it to end, or pass another --out") from None
+            raise Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
+                       "would mix): wait for it to end, or pass another --out") from None
         except OSError:                                        # a file system without locks: as before them
             pass
         yield

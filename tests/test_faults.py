@@ -3,6 +3,7 @@ SIGTERM sent to a real train.py process. Each compares with the run that was nev
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,8 +11,10 @@ import sys
 
 import pytest
 
+import cli
 import resume
 import train
+from data import UserError, cache_dir
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_nothing_lost import adapter
 from test_train_resume import straight_and_stopped
@@ -141,3 +144,31 @@ def test_a_nan_at_the_first_step_does_not_blame_the_learning_rate(tiny, tmp_path
     fault_at_loss_call(monkeypatch, 4, "nan")
     with pytest.raises(SystemExit, match=r"at step 2: .* with a lower --lr$"):
         train.main(flags(tiny, tmp_path / "b"))
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_a_second_offline_demo_does_not_delete_the_pretraining_another_one_is_running(tmp_path, monkeypatch, saved):
+    """Two `python train.py` (the offline demo) at once, the first pretraining its model with a checkpoint saved: the
+    second's --resume of that checkpoint was refused by the first's lock on --out, and prepare_demo took the refusal
+    for 'a checkpoint of other settings': it deleted the running pretraining's folder (its model, corpus and
+    checkpoint) and started a second pretraining into the same place; before that first checkpoint, it deleted them
+    without a word. Now the second is refused, nothing deleted."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    work = cache_dir("models", "demo-llama") + ".pretrain"
+    for f in ["init/corpus.txt"] + ["checkpoint/state.json"] * saved:
+        os.makedirs(os.path.dirname(os.path.join(work, f)), exist_ok=True)
+        open(os.path.join(work, f), "w").write("{}")
+    runs, refused = [], (f"^the offline demo's model is being pretrained by another train.py \\(in "
+                         f"{re.escape(work)}\\): wait for it to end, then run this again$")
+
+    def started(args):                                         # the pretraining's own claim, refused
+        runs.append(args)
+        raise resume.Busy(f"--out {work}: another train.py is running into it")
+    with resume.claim(work):                                   # the first run, pretraining
+        with pytest.raises(UserError, match=refused):
+            cli.prepare_demo(train.parse_args([]), started)
+    assert sorted(os.listdir(work)) == ["checkpoint", "init"][not saved:] and not runs
+    if saved:                                                  # one started between the probe and that claim
+        with pytest.raises(UserError, match=refused):
+            cli.prepare_demo(train.parse_args([]), started)
+        assert sorted(os.listdir(work)) == ["checkpoint", "init"] and len(runs) == 1
