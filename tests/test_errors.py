@@ -102,6 +102,8 @@ def test_a_bugs_key_error_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["model.py", "--model", str(tmp_path), "--device", "cpu"])
     assert str(tmp_path) in one_line_error(M.main)             # an empty folder: the user's mistake, one line
     monkeypatch.setattr(M, "load_pretrained", bug)
+    (tmp_path / "config.json").write_text("{}")                # a folder that passes --model's checks (generate.py
+    (tmp_path / "model.safetensors").write_bytes(b"")          # resolves it as eval.py does) before the loader runs
     with pytest.raises(KeyError, match="n_layer"):
         M.main()
 
