@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import atomic_write, gguf_file, is_meta, read_json, replace_dir
+from checks import repeated, unexpanded
 from data import UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import adapter_base, merge_lorasp
@@ -206,7 +207,10 @@ def main(argv=None):
                     help="the most bytes in one safetensors file, as transformers' max_shard_size (default 5GB)")
     ap.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                     help="replace a non-empty --out")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
+    repeated(ap, argv)                                         # argparse keeps the last, without a word
+    unexpanded(ap, args, ["--model", "--adapter", "--out"])    # (--out=~/merged: a folder ./~/merged)
     try:
         export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
     except (UserError, ValueError, NotImplementedError, OSError) as e:

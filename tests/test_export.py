@@ -193,7 +193,7 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
 
 
 @pytest.mark.parametrize("causal", ["llama"], indirect=True)
-def test_bad_input_is_one_line_and_writes_nothing(causal, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(causal, tmp_path, capsys, monkeypatch):
     """A missing adapter, another base's adapter (a shape mismatch), an existing non-empty --out, an unknown --dtype:
     one line each naming what is wrong; no --out (nor --out.tmp) is left, an existing one is untouched."""
     base, adapter, _, _ = causal
@@ -220,6 +220,9 @@ def test_bad_input_is_one_line_and_writes_nothing(causal, tmp_path, capsys):
     assert run("--model", base, "--adapter", adapter, "--out", out, "--shard-size", "5 parsecs") == "2"
     assert "argument --shard-size" in capsys.readouterr().err.strip().splitlines()[-1]
     assert os.listdir(out) == ["keep.txt"]
+    monkeypatch.chdir(tmp_path)                                # (where a ./~/merged would land)
+    assert run("--model", base, "--adapter", adapter, "--out=~/merged") == "2"   # no shell expands ~ after '='
+    assert "the shell did not expand '~'" in capsys.readouterr().err and not os.path.exists("~")
     msg = run("--model", base, "--adapter", adapter, "--out", base, "--force")  # would delete the base it reads
     assert msg.startswith("error: --out") and "--model" in msg and os.path.isfile(base / "config.json")
     assert run("--model", base, "--adapter", adapter, "--out", out, "--force") is None
