@@ -213,8 +213,9 @@ def model_path(name):
     return resolve_model(argparse.Namespace(model=name, model_dir=None, download=None))  # None: eval.py cannot fetch
 
 
-def adapter_folder(path):
-    """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/."""
+def adapter_folder(path, config=False):
+    """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/.
+    config: the folder must hold adapter_config.json, said before a weight loads (generate.py, export.py)."""
     if not os.path.exists(path):                               # (was "no adapter_config.json; not an adapter folder")
         raise UserError(f"--adapter {path}: no such folder")
     inner, model = run_folder(path)
@@ -231,6 +232,9 @@ def adapter_folder(path):
             not os.path.exists(os.path.join(path, "adapter")):
         raise UserError(f"--adapter {path}: the run has no result yet (stopped before its end, or still running): its "
                         f"last checkpoint's adapter is --adapter {last} (or finish the run: train.py ... --resume)")
+    if config and not os.path.isfile(os.path.join(path, "adapter_config.json")):
+        raise UserError(f"--adapter {path}: no adapter_config.json; not an adapter folder (train.py's OUT/adapter, "
+                        "lorasp.save_adapter's or PEFT's)")
     return path
 
 

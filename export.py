@@ -138,11 +138,7 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
 def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=False):
     """Merge the adapter into its base and write `out` whole (see the docstring above); returns the config.json."""
     path = model_path(model_name)
-    adapter = adapter_folder(adapter)
-    if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
-        raise UserError(f"--adapter {adapter}: no adapter_config.json; not an adapter folder (train.py's OUT/adapter, "
-                        "lorasp.save_adapter's or PEFT's)" if os.path.isdir(adapter) else
-                        f"--adapter {adapter}: no such folder")
+    adapter = adapter_folder(adapter, config=True)
     mine = os.path.realpath(out)
     for flag, p in (("--model", path), ("--adapter", adapter)):
         there = os.path.realpath(p if os.path.isdir(p) else os.path.dirname(p))

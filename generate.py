@@ -190,11 +190,7 @@ def main(demo=None, argv=None):
             args.model = model_path(args.model)
         if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read
             with contextlib.redirect_stdout(sys.stderr):      # (stdout: the text alone)
-                args.adapter = adapter_folder(args.adapter)
-                if not os.path.isfile(os.path.join(args.adapter, "adapter_config.json")):  # (before the weights load)
-                    raise UserError(f"--adapter {args.adapter}: no adapter_config.json; not an adapter folder (train.py"
-                                    "'s OUT/adapter, lorasp.save_adapter's or PEFT's)" if os.path.isdir(args.adapter)
-                                    else f"--adapter {args.adapter}: no such folder")
+                args.adapter = adapter_folder(args.adapter, config=True)  # (before a weight loads)
                 head_adapter(args.adapter, args.model)
                 quant = base_quant(args.model, args.adapter, args.quantize or "auto", flag="--quantize",
                                    prog="generate.py")
