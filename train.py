@@ -319,8 +319,8 @@ def load(run):
     """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
-    run.source = resolve_model(args)
-    check_base(args, run.source, read_state(run.checkpoint)["args"] if run.checkpoint else {})  # before the weights
+    run.source, state = resolve_model(args), read_state(run.checkpoint) if run.checkpoint else None  # (--resume's)
+    check_base(args, run.source, state["args"] if state else {})  # before the weights
     run.tok = load_tokenizer(run.source)
     data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
@@ -330,8 +330,9 @@ def load(run):
     barrier() if run.rank == 0 else None                       # before minutes of loading (and quantizing) 7B
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
     args.data_sha256 = data_hash(train_ex, run.val_ex)         # --resume: the data is the checkpoint's (before the
-    check_data(args, read_state(run.checkpoint)) if run.checkpoint else None  # weights load)
-    check_sums(run.checkpoint, read_state(run.checkpoint)) if run.checkpoint else None  # (a flipped bit: refused)
+    if state:                                                  # weights load), and its files are as saved
+        check_data(args, state)
+        check_sums(run.checkpoint, state)                      # (a flipped bit in optimizer.pt: refused)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
