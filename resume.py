@@ -27,6 +27,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import zlib
 
 import torch
@@ -108,6 +109,26 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         os.replace(final, final + ".old")
     os.replace(tmp, final)
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stop_signals(stop):
+    """Ctrl-C or SIGTERM (a job scheduler's stop) while the block runs: its number is appended to `stop`, and the loop
+    saves a checkpoint after the step and stops (train.main exits 128 + it: 130, 143); a second one quits without
+    saving (Ctrl-C: KeyboardInterrupt; SIGTERM: the default, killed). The handlers before are put back after."""
+    def on_signal(signum, frame):
+        ctrl_c = signum == signal.SIGINT
+        signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL)
+        stop.append(signum)
+        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Busy(UserError):
