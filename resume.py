@@ -9,8 +9,9 @@ resume that would not.
                                                              of each file above (`file_sums`)
                      metrics.jsonl                           the run's log up to the step
 
-- `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
-  kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
+- `save_checkpoint` writes OUT/checkpoint.tmp whole (each file fsynced), then swaps it in with two renames (OUT
+  fsynced after them): a crash, a power cut, a full disk or a kill leaves one whole checkpoint (`find_checkpoint`
+  takes OUT/checkpoint.old when the crash came between them).
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
@@ -38,7 +39,8 @@ except ImportError:                                            # (Windows: no lo
     fcntl = None
 
 import plan
-from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
+from checkpoint import (atomic_write, files_fingerprints, fsync_dir, gguf_file, load_safetensors, read_gguf,
+                        save_safetensors)
 from data import GLUE, UserError, cache_dir, task_kind
 from ddp import barrier, gathered, rank_world
 from download import SMALL_FILES
@@ -95,8 +97,9 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
                            args=vars(args), crc32=sums), f)
-        if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop)
-            shutil.copyfile(log, os.path.join(tmp, "metrics.jsonl"))
+        if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
+            with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
+                shutil.copyfileobj(src, dst)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
@@ -108,6 +111,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
     os.replace(tmp, final)
+    fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 

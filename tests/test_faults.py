@@ -173,3 +173,31 @@ def test_a_second_offline_demo_does_not_delete_the_pretraining_another_one_is_ru
         with pytest.raises(UserError, match=refused):
             cli.prepare_demo(train.parse_args([]), started)
         assert sorted(os.listdir(work)) == ["checkpoint", "init"] and len(runs) == 1
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one_and_its_swap_too(tiny, tmp_path, monkeypatch):
+    """A power cut after a save: each file of OUT/checkpoint was fsynced before the folder was swapped in (but its copy
+    of metrics.jsonl: shutil.copyfile, never synced, could come back empty), and the swap, a rename in OUT, was never
+    made durable (no fsync of OUT after it: the old checkpoint could come back, or none). Now every file is synced
+    before the swap, and OUT after it."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def synced(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def replaced(src, dst, **kw):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        replace(src, dst, **kw)
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", replaced)
+    out = os.path.realpath(tmp_path / "a")
+    train.train(train.parse_args(flags(tiny, out, "--max-steps", "4", "--save-every", "2")))
+    final = os.path.join(out, "checkpoint")
+    swaps = [i for i, e in enumerate(events) if e == ("replace", final + ".tmp", final)]
+    swap = swaps[-1]                                                   # the last save's
+    final_names = lambda p: re.sub(r"\.tmp\d*(?=/|$)", "", p)  # noqa: E731  (checkpoint.tmp/adapter.tmp/x.tmp<pid>)
+    synced_before = {final_names(p) for kind, *p in events[:swap] if kind == "fsync" for p in p}
+    files = {os.path.join(d, f) for d, _, fs in os.walk(final) for f in fs}
+    assert len(files) > 5 and files - synced_before == set()
+    assert len(swaps) == 2 and [events[i + 1] for i in swaps] == [("fsync", out)] * 2  # (not a later save's sync)
