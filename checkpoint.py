@@ -70,6 +70,13 @@ def atomic_write(path, mode="wb", sync=True):
         fsync_dir(path)
 
 
+def temporaries(path):
+    """The temporary siblings of `path` that atomic_write left (PATH.tmp<pid>: a process killed inside the write)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    found = os.listdir(folder) if os.path.isdir(folder) else []
+    return [os.path.join(folder, f) for f in found if re.fullmatch(re.escape(name) + r"\.tmp\d+", f)]
+
+
 @contextmanager
 def replace_dir(directory, own=()):
     """Write a folder whole: yield an empty sibling DIR.tmp to fill; when the block ends without error the old DIR

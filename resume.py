@@ -40,7 +40,7 @@ except ImportError:                                            # (Windows: no lo
 
 import plan
 from checkpoint import (atomic_write, files_fingerprints, fsync_dir, gguf_file, load_safetensors, read_gguf,
-                        save_safetensors)
+                        save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, task_kind
 from ddp import barrier, gathered, rank_world
 from download import SMALL_FILES
@@ -143,8 +143,9 @@ class Busy(UserError):
 def claim(out):
     """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
     train.py into the same --out is refused, where it would interleave its checkpoints, log and result with the
-    first's. DDP ranks but 0 write nothing there and take no lock; a folder this made stays only if something went
-    in."""
+    first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT itself:
+    the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take no
+    lock; a folder this made stays only if something went in."""
     made = not os.path.exists(out)
     if rank_world()[0] != 0 or fcntl is None:
         yield
@@ -159,6 +160,10 @@ def claim(out):
                        "would mix): wait for it to end, or pass another --out") from None
         except OSError:                                        # a file system without locks: as before them
             pass
+        else:                                                  # locked: no other train.py writes here, so a
+            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # temporary is a killed one's
+                print(f"note: removing {stale}, left by a train.py killed while writing it")
+                os.remove(stale)
         yield
     finally:
         os.close(fd)

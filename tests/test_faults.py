@@ -201,3 +201,45 @@ def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one_and_its_swap_to
     files = {os.path.join(d, f) for d, _, fs in os.walk(final) for f in fs}
     assert len(files) > 5 and files - synced_before == set()
     assert len(swaps) == 2 and [events[i + 1] for i in swaps] == [("fsync", out)] * 2  # (not a later save's sync)
+
+
+# train.py in a child process killed (SIGKILL) inside the write of OUT/heldout.jsonl, its first line half-written
+KILLED = """
+import contextlib, os, signal, sys, tasks, train
+from fixtures import flags
+write = tasks.atomic_write
+@contextlib.contextmanager
+def killed(path, mode="wb", sync=True):
+    with write(path, mode, sync) as f:
+        f.write('{"instruction": "Wh')
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield f
+tasks.atomic_write = killed
+train.main(flags(sys.argv[1:3], sys.argv[3]))
+"""
+
+
+def test_a_kill_inside_the_heldout_write_leaves_a_temporary_the_next_run_removes(tiny, tmp_path, capsys):
+    """kill -9 while OUT/heldout.jsonl is written left heldout.jsonl.tmp<pid> in --out for good: no later run removed
+    it. Now the next run into that --out, once it holds the folder's lock (no other train.py writes there), removes
+    the temporaries atomic_write leaves under the names train.py writes there, and nothing else: a user's files that
+    look alike stay. The result is the straight run's."""
+    out = tmp_path / "b"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    child = subprocess.Popen([sys.executable, "-c", KILLED, *tiny, str(out)], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    said = child.communicate(timeout=300)[0]
+    assert child.returncode == -signal.SIGKILL, said
+    stale = f"heldout.jsonl.tmp{child.pid}"
+    assert sorted(os.listdir(out)) == [stale] and (out / stale).read_text() == '{"instruction": "Wh'
+    users = ["heldout.jsonl.tmp", "heldout.jsonl.tmp12.bak", "heldout.jsonl.tmpx", "notes.txt.tmp123", "a.tmp7"]
+    for name in users:
+        (out / name).write_text("the user's own file")
+    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    capsys.readouterr()
+    train.train(train.parse_args(flags(tiny, out)))
+    assert f"note: removing {out / stale}, left by a train.py killed while writing it\n" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "a") + users)
+    assert (out / "heldout.jsonl").read_bytes() == (tmp_path / "a" / "heldout.jsonl").read_bytes()
+    assert adapter(out) == adapter(tmp_path / "a")
