@@ -87,11 +87,11 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
             try:
-                torch.save(opt.state_dict(), f)                # tensors and numbers: loads with weights_only=True
+                torch.save(opt.state_dict(), f := Summed(f))   # tensors and numbers: loads with weights_only=True
             except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
                 raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
-        sums = file_sums(tmp)                                  # (before state.json's temporary file is there)
+        sums = file_sums(tmp, {"optimizer.pt": f.crc})         # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
@@ -171,19 +171,36 @@ def claim(out):
             os.rmdir(out)
 
 
-def file_sums(folder):
+def file_sums(folder, known=None):
     """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
     damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
-    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB)."""
+    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB: `known`
+    holds its crc32, taken as it was written, not read back)."""
     sums = {}
     for d, _, files in os.walk(folder):
         for name in files:
+            if (path := os.path.relpath(os.path.join(d, name), folder)) in (known or {}):
+                sums[path] = known[path]
+                continue
             crc = 0
             with open(os.path.join(d, name), "rb") as f:
                 while chunk := f.read(1 << 24):
                     crc = zlib.crc32(chunk, crc)
-            sums[os.path.relpath(os.path.join(d, name), folder)] = crc
+            sums[path] = crc
     return sums
+
+
+class Summed:
+    """A file whose writes pass through, their crc32 taken on the way (torch.save writes a file object's write)."""
+    def __init__(self, f):
+        self.f, self.crc = f, 0
+
+    def write(self, b):
+        self.crc = zlib.crc32(b, self.crc)
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
 
 
 def check_sums(checkpoint, state):

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -243,3 +244,23 @@ def test_a_kill_inside_the_heldout_write_leaves_a_temporary_the_next_run_removes
     assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "a") + users)
     assert (out / "heldout.jsonl").read_bytes() == (tmp_path / "a" / "heldout.jsonl").read_bytes()
     assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_a_save_takes_the_optimizer_state_s_crc32_as_it_writes_it(tiny, tmp_path, monkeypatch):
+    """Each save read optimizer.pt back whole for its crc32 (resume.file_sums), right after writing it: with --method
+    full on a 7B model, 56 GB of AdamW state read again every --save-every steps. Now the crc32 is taken as torch.save
+    writes it; it is the file's (zlib over the bytes on disk), and --resume's check, which reads every file, agrees."""
+    opened = []
+
+    def recording(path, mode="r", *a, **kw):
+        opened.append((os.path.relpath(path, tmp_path), mode))
+        return open(path, mode, *a, **kw)
+    monkeypatch.setattr(resume, "open", recording, raising=False)      # resume.py's reads and writes
+    more = "--method", "full", "--max-steps", "4", "--save-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    assert [f for f in opened if "optimizer.pt" in f[0]] == []
+    saved = json.load(open(tmp_path / "a" / "checkpoint" / "state.json"))["crc32"]
+    assert saved["optimizer.pt"] == zlib.crc32((tmp_path / "a" / "checkpoint" / "optimizer.pt").read_bytes())
+    assert set(saved) >= {"optimizer.pt", "rng.safetensors", "model/model.safetensors"}
+    monkeypatch.undo()
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more, "--resume")))  # (check_sums: every file read)
