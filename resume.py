@@ -473,6 +473,19 @@ def restore(checkpoint, args, opt):
             from None
 
 
+def last_step(args, state, total, examples):
+    """The run's last step: `total` (--max-steps, or --epochs' worth of `examples`), or the checkpoint's step when
+    early stopping ended its run (state: restore's, {step: 0} for a fresh run): nothing is left to do. A checkpoint
+    past `total` (--epochs over data that --allow-data-change shrank) is refused."""
+    if state.get("ended"):
+        return state["step"]
+    if state["step"] > total:
+        raise UserError(f"--resume: the checkpoint is at step {state['step']}, past this run's last ({total}: " + (
+            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {examples} "
+            "examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    return total
+
+
 def open_log(run):
     """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
     early stopping's history); what came after the checkpoint is redone."""

@@ -42,7 +42,8 @@ Read train() first, then the loop it runs (loop, train_step: forward, backward, 
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
 validation and data checks (tasks.py); the flags, the demo's model and what a run prints: the memory plan's settings
 (plan_memory; plan.py computes it), what trains (describe), the summary and the closing lines (cli.py); checkpoints,
-the log a --resume keeps (open_log) and the checks that refuse a resume that would not go on bit for bit (resume.py).
+the log a --resume keeps (open_log), what Ctrl-C and SIGTERM do (stop_signals) and the checks that refuse a resume
+that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -69,8 +70,8 @@ from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear
 from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, nan_stop, open_log, read_state,
-                    restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings)
+from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
+                    read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -339,13 +340,7 @@ def load(run):
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
-    run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
-    if state.get("ended"):                                     # early stopping ended it: nothing is left to do
-        run.total = run.step
-    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
-        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
-            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
-            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     run.held = val_records
