@@ -87,11 +87,11 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
             try:
-                torch.save(opt.state_dict(), f := Summed(f))   # tensors and numbers: loads with weights_only=True
+                torch.save(opt.state_dict(), summed := Summed(f))  # tensors and numbers: weights_only=True loads
             except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
                 raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
-        sums = file_sums(tmp, {"optimizer.pt": f.crc})         # (before state.json's temporary file is there)
+        sums = file_sums(tmp, {"optimizer.pt": summed.crc})    # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
