@@ -67,7 +67,14 @@ def atomic_write(path, mode="wb", sync=True):
         if os.path.exists(tmp):
             os.remove(tmp)
     if sync:
-        _fsync_dir(path)
+        fsync_dir(path)
+
+
+def temporaries(path):
+    """The temporary siblings of `path` that atomic_write left (PATH.tmp<pid>: a process killed inside the write)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    found = os.listdir(folder) if os.path.isdir(folder) else []
+    return [os.path.join(folder, f) for f in found if re.fullmatch(re.escape(name) + r"\.tmp\d+", f)]
 
 
 @contextmanager
@@ -95,7 +102,7 @@ def replace_dir(directory, own=()):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -112,7 +119,8 @@ def _link(src, dst):
             shutil.copy2(src, dst)
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
+    """fsync the folder holding `path`: a rename (or a new file) in it survives a power cut."""
     dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make a rename in it durable

@@ -26,6 +26,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -329,7 +330,7 @@ def prepare_demo(args, train):
     if pretrain.get("interrupted"):                            # (its model is not written: the checkpoint is)
         print(f"interrupted at step {pretrain['steps']} of the demo model's pretraining: `python train.py` goes on "
               f"from its checkpoint ({work})", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), as train.main
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return model_dir, task, pretrain["wall_s"]

@@ -9,8 +9,9 @@ resume that would not.
                                                              of each file above (`file_sums`)
                      metrics.jsonl                           the run's log up to the step
 
-- `save_checkpoint` writes OUT/checkpoint.tmp whole, then swaps it in with two renames: a crash, a full disk or a
-  kill leaves one whole checkpoint (`find_checkpoint` takes OUT/checkpoint.old when the crash came between them).
+- `save_checkpoint` writes OUT/checkpoint.tmp whole (each file fsynced), then swaps it in with two renames (OUT
+  fsynced after them): a crash, a power cut, a full disk or a kill leaves one whole checkpoint (`find_checkpoint`
+  takes OUT/checkpoint.old when the crash came between them).
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
@@ -27,6 +28,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import zlib
 
 import torch
@@ -37,7 +39,8 @@ except ImportError:                                            # (Windows: no lo
     fcntl = None
 
 import plan
-from checkpoint import atomic_write, files_fingerprints, gguf_file, load_safetensors, read_gguf, save_safetensors
+from checkpoint import (atomic_write, files_fingerprints, fsync_dir, gguf_file, load_safetensors, read_gguf,
+                        save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, task_kind
 from ddp import barrier, gathered, rank_world
 from download import SMALL_FILES
@@ -84,18 +87,19 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
             try:
-                torch.save(opt.state_dict(), f)                # tensors and numbers: loads with weights_only=True
+                torch.save(opt.state_dict(), summed := Summed(f))  # tensors and numbers: weights_only=True loads
             except RuntimeError as e:                          # torch's writer turns the file's OSError (a full
                 raise e.__context__ if isinstance(e.__context__, OSError) else e  # disk) into "unexpected pos"
         save_safetensors(rng, os.path.join(tmp, "rng.safetensors"))  # rng_states: every rank's
-        sums = file_sums(tmp)                                  # (before state.json's temporary file is there)
+        sums = file_sums(tmp, {"optimizer.pt": summed.crc})    # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
                            args=vars(args), crc32=sums), f)
-        if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop)
-            shutil.copyfile(log, os.path.join(tmp, "metrics.jsonl"))
+        if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
+            with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
+                shutil.copyfileobj(src, dst)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
@@ -107,7 +111,28 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
     os.replace(tmp, final)
+    fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stop_signals(stop):
+    """Ctrl-C or SIGTERM (a job scheduler's stop) while the block runs: its number is appended to `stop`, and the loop
+    saves a checkpoint after the step and stops (train.main exits 128 + it: 130, 143); a second one quits without
+    saving (Ctrl-C: KeyboardInterrupt; SIGTERM: the default, killed). The handlers before are put back after."""
+    def on_signal(signum, frame):
+        ctrl_c = signum == signal.SIGINT
+        signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL)
+        stop.append(signum)
+        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Busy(UserError):
@@ -118,8 +143,9 @@ class Busy(UserError):
 def claim(out):
     """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
     train.py into the same --out is refused, where it would interleave its checkpoints, log and result with the
-    first's. DDP ranks but 0 write nothing there and take no lock; a folder this made stays only if something went
-    in."""
+    first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT itself:
+    the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take no
+    lock; a folder this made stays only if something went in."""
     made = not os.path.exists(out)
     if rank_world()[0] != 0 or fcntl is None:
         yield
@@ -134,6 +160,10 @@ def claim(out):
                        "would mix): wait for it to end, or pass another --out") from None
         except OSError:                                        # a file system without locks: as before them
             pass
+        else:                                                  # locked: no other train.py writes here, so a
+            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # temporary is a killed one's
+                print(f"note: removing {stale}, left by a train.py killed while writing it")
+                os.remove(stale)
         yield
     finally:
         os.close(fd)
@@ -141,19 +171,36 @@ def claim(out):
             os.rmdir(out)
 
 
-def file_sums(folder):
+def file_sums(folder, known=None):
     """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
     damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
-    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB)."""
+    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB: `known`
+    holds its crc32, taken as it was written, not read back)."""
     sums = {}
     for d, _, files in os.walk(folder):
         for name in files:
+            if (path := os.path.relpath(os.path.join(d, name), folder)) in (known or {}):
+                sums[path] = known[path]
+                continue
             crc = 0
             with open(os.path.join(d, name), "rb") as f:
                 while chunk := f.read(1 << 24):
                     crc = zlib.crc32(chunk, crc)
-            sums[os.path.relpath(os.path.join(d, name), folder)] = crc
+            sums[path] = crc
     return sums
+
+
+class Summed:
+    """A file whose writes pass through, their crc32 taken on the way (torch.save writes a file object's write)."""
+    def __init__(self, f):
+        self.f, self.crc = f, 0
+
+    def write(self, b):
+        self.crc = zlib.crc32(b, self.crc)
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
 
 
 def check_sums(checkpoint, state):
@@ -424,6 +471,19 @@ def restore(checkpoint, args, opt):
         raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
                         "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
             from None
+
+
+def last_step(args, state, total, examples):
+    """The run's last step: `total` (--max-steps, or --epochs' worth of `examples`), or the checkpoint's step when
+    early stopping ended its run (state: restore's, {step: 0} for a fresh run): nothing is left to do. A checkpoint
+    past `total` (--epochs over data that --allow-data-change shrank) is refused."""
+    if state.get("ended"):
+        return state["step"]
+    if state["step"] > total:
+        raise UserError(f"--resume: the checkpoint is at step {state['step']}, past this run's last ({total}: " + (
+            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {examples} "
+            "examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    return total
 
 
 def open_log(run):

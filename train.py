@@ -25,7 +25,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
   bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM) saves after the current step
-  and exits; one run at a time into an --out (a lock: a second is refused).
+  and exits 130 (SIGTERM: 143, 128 + 15, which Slurm and Kubernetes read as "terminated"); one run at a time into an
+  --out (a lock: a second is refused).
 - No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
   that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
   exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
@@ -41,7 +42,8 @@ Read train() first, then the loop it runs (loop, train_step: forward, backward, 
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
 validation and data checks (tasks.py); the flags, the demo's model and what a run prints: the memory plan's settings
 (plan_memory; plan.py computes it), what trains (describe), the summary and the closing lines (cli.py); checkpoints,
-the log a --resume keeps (open_log) and the checks that refuse a resume that would not go on bit for bit (resume.py).
+the log a --resume keeps (open_log), what Ctrl-C and SIGTERM do (stop_signals) and the checks that refuse a resume
+that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -68,8 +70,8 @@ from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear
 from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
-from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, nan_stop, open_log, read_state,
-                    restore, rng_states, same_settings, save_checkpoint, take_settings)
+from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
+                    read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -114,7 +116,7 @@ class Run:
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
     log: object = None                             # metrics.jsonl (other DDP ranks: /dev/null)
-    stop: list = field(default_factory=list)       # Ctrl-C pressed in this process (non-empty)
+    stop: list = field(default_factory=list)       # Ctrl-C or SIGTERM in this process: the signals' numbers
     stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
     planned: int = 0                               # the memory plan's total, bytes
     plan_inputs: tuple = ()                        # what plan.estimate was given (load re-counts the shapes part)
@@ -134,7 +136,8 @@ def train(args):
         loop(run)
         s.update(summary(run))
         if run.stopping:                                       # Ctrl-C: the checkpoint is saved, the run is not over
-            return dict(s, interrupted=True, wall_s=round(time.time() - t_start, 1))
+            return dict(s, interrupted=True, signal=signal.Signals(run.stop[0] if run.stop else signal.SIGINT).name,
+                        wall_s=round(time.time() - t_start, 1))  # (stopped by another DDP rank's: as Ctrl-C)
         best = best_so_far(run.evals)[0] if args.patience and run.evals else None   # (None: every evaluation nan)
         if not best and run.rank == 0:                         # else saved at the best evaluation
             save_result(run)
@@ -159,25 +162,13 @@ def loop(run):
     progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
     second one quits."""
     open_log(run)
-
-    def on_sigint(signum, frame):                              # SIGTERM (a job scheduler's stop) does the same
-        ctrl_c = signum == signal.SIGINT
-        run.stop.append(signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL))
-        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
-            "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint), signal.signal(signal.SIGTERM, on_sigint)
     run.first, run.t0 = run.step, time.time()
-    try:
+    with contextlib.closing(run.log), stop_signals(run.stop):  # (SIGTERM: a job scheduler's stop)
         while run.step < run.total and not run.stopping:
             train_step(run)
             report(run)
             validate(run)
             save_if_due(run)
-    finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
-        run.log.close()
 
 
 def train_step(run):
@@ -349,13 +340,7 @@ def load(run):
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
     run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
-    run.total = args.max_steps or math.ceil(run.micro / args.grad_accum)
-    if state.get("ended"):                                     # early stopping ended it: nothing is left to do
-        run.total = run.step
-    elif run.step > run.total:                                 # (--epochs over data --allow-data-change shrank)
-        raise UserError(f"--resume: the checkpoint is at step {run.step}, past this run's last ({run.total}: " + (
-            f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {len(train_ex)} "
-            f"examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
     run.held = val_records
@@ -382,7 +367,8 @@ def check(run, records, when, s, before=None):
 
 def main(argv=None):
     """The command line. A mistake the user can fix (data.UserError, a NaN loss) ends with one line `error: ...` and
-    exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback."""
+    exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback. A run stopped with its
+    checkpoint saved exits 128 + the signal: 130 (Ctrl-C), 143 (SIGTERM)."""
     argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
     if problem := device_problem(args.device):                 # here, not in parse_args: a plan for a GPU run parses
@@ -405,8 +391,8 @@ def main(argv=None):
                    wall_s=round(time.time() - t_start, 1))
     print(closing(args, argv, summary, demo))
     print(json.dumps(summary))
-    if summary.get("interrupted"):
-        sys.exit(130)
+    if summary.get("interrupted"):                             # 130 (Ctrl-C), 143 (SIGTERM: a scheduler reads
+        sys.exit(128 + signal.Signals[summary["signal"]])      # "terminated")
 
 
 if __name__ == "__main__":

@@ -2376,7 +2376,7 @@ def _(ctx):
     fault_at_loss_call(ctx.mp, 9, signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
         run(ctx, "--save-every", "2")
-    assert e.value.code == 130 and "SIGTERM: saving a checkpoint after this step" in ctx.capsys.readouterr().out
+    assert e.value.code == 143 and "SIGTERM: saving a checkpoint after this step" in ctx.capsys.readouterr().out
     assert json.load(open(ctx.tmp / "out" / "checkpoint" / "state.json"))["step"] == 5
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL              # the handler is put back
     undo(ctx)

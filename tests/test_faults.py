@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -54,8 +55,9 @@ def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_proces
     each deleted the other's checkpoint.tmp and truncated its metrics.jsonl, the first died at step 16 with 'saving
     the checkpoint failed (No such file or directory) ... free space, then --resume', and a checkpoint could hold one
     run's adapter beside the other's optimizer. Now the second is refused before it writes anything. SIGTERM (a
-    scheduler's preemption) sent to the first, a real process, saves after the step and exits 130; --resume ends with
-    the straight run's adapter, bit for bit."""
+    scheduler's preemption) sent to the first, a real process, saves after the step and exits 143 (128 + 15: it
+    exited 130, Ctrl-C's status, which Slurm and Kubernetes do not read as 'terminated'); --resume ends with the
+    straight run's adapter, bit for bit."""
     more = "--save-every", "2"
     train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
     out = tmp_path / "b"
@@ -75,7 +77,7 @@ def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_proces
     except BaseException:
         child.kill()
         raise
-    assert child.returncode == 130, "".join(lines)
+    assert child.returncode == 128 + signal.SIGTERM == 143, "".join(lines)
     assert any(line.startswith("SIGTERM: saving a checkpoint after this step") for line in lines)
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
     train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
@@ -172,3 +174,93 @@ def test_a_second_offline_demo_does_not_delete_the_pretraining_another_one_is_ru
         with pytest.raises(UserError, match=refused):
             cli.prepare_demo(train.parse_args([]), started)
         assert sorted(os.listdir(work)) == ["checkpoint", "init"] and len(runs) == 1
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_one_and_its_swap_too(tiny, tmp_path, monkeypatch):
+    """A power cut after a save: each file of OUT/checkpoint was fsynced before the folder was swapped in (but its copy
+    of metrics.jsonl: shutil.copyfile, never synced, could come back empty), and the swap, a rename in OUT, was never
+    made durable (no fsync of OUT after it: the old checkpoint could come back, or none). Now every file is synced
+    before the swap, and OUT after it."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def synced(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def replaced(src, dst, **kw):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        replace(src, dst, **kw)
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", replaced)
+    out = os.path.realpath(tmp_path / "a")
+    train.train(train.parse_args(flags(tiny, out, "--max-steps", "4", "--save-every", "2")))
+    final = os.path.join(out, "checkpoint")
+    swaps = [i for i, e in enumerate(events) if e == ("replace", final + ".tmp", final)]
+    swap = swaps[-1]                                                   # the last save's
+    final_names = lambda p: re.sub(r"\.tmp\d*(?=/|$)", "", p)  # noqa: E731  (checkpoint.tmp/adapter.tmp/x.tmp<pid>)
+    synced_before = {final_names(p) for kind, *p in events[:swap] if kind == "fsync" for p in p}
+    files = {os.path.join(d, f) for d, _, fs in os.walk(final) for f in fs}
+    assert len(files) > 5 and files - synced_before == set()
+    assert len(swaps) == 2 and [events[i + 1] for i in swaps] == [("fsync", out)] * 2  # (not a later save's sync)
+
+
+# train.py in a child process killed (SIGKILL) inside the write of OUT/heldout.jsonl, its first line half-written
+KILLED = """
+import contextlib, os, signal, sys, tasks, train
+from fixtures import flags
+write = tasks.atomic_write
+@contextlib.contextmanager
+def killed(path, mode="wb", sync=True):
+    with write(path, mode, sync) as f:
+        f.write('{"instruction": "Wh')
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield f
+tasks.atomic_write = killed
+train.main(flags(sys.argv[1:3], sys.argv[3]))
+"""
+
+
+def test_a_kill_inside_the_heldout_write_leaves_a_temporary_the_next_run_removes(tiny, tmp_path, capsys):
+    """kill -9 while OUT/heldout.jsonl is written left heldout.jsonl.tmp<pid> in --out for good: no later run removed
+    it. Now the next run into that --out, once it holds the folder's lock (no other train.py writes there), removes
+    the temporaries atomic_write leaves under the names train.py writes there, and nothing else: a user's files that
+    look alike stay. The result is the straight run's."""
+    out = tmp_path / "b"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    child = subprocess.Popen([sys.executable, "-c", KILLED, *tiny, str(out)], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    said = child.communicate(timeout=300)[0]
+    assert child.returncode == -signal.SIGKILL, said
+    stale = f"heldout.jsonl.tmp{child.pid}"
+    assert sorted(os.listdir(out)) == [stale] and (out / stale).read_text() == '{"instruction": "Wh'
+    users = ["heldout.jsonl.tmp", "heldout.jsonl.tmp12.bak", "heldout.jsonl.tmpx", "notes.txt.tmp123", "a.tmp7"]
+    for name in users:
+        (out / name).write_text("the user's own file")
+    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    capsys.readouterr()
+    train.train(train.parse_args(flags(tiny, out)))
+    assert f"note: removing {out / stale}, left by a train.py killed while writing it\n" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "a") + users)
+    assert (out / "heldout.jsonl").read_bytes() == (tmp_path / "a" / "heldout.jsonl").read_bytes()
+    assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_a_save_takes_the_optimizer_state_s_crc32_as_it_writes_it(tiny, tmp_path, monkeypatch):
+    """Each save read optimizer.pt back whole for its crc32 (resume.file_sums), right after writing it: with --method
+    full on a 7B model, 56 GB of AdamW state read again every --save-every steps. Now the crc32 is taken as torch.save
+    writes it; it is the file's (zlib over the bytes on disk), and --resume's check, which reads every file, agrees."""
+    opened = []
+
+    def recording(path, mode="r", *a, **kw):
+        opened.append((os.path.relpath(path, tmp_path), mode))
+        return open(path, mode, *a, **kw)
+    monkeypatch.setattr(resume, "open", recording, raising=False)      # resume.py's reads and writes
+    more = "--method", "full", "--max-steps", "4", "--save-every", "2"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    assert [f for f in opened if "optimizer.pt" in f[0]] == []
+    saved = json.load(open(tmp_path / "a" / "checkpoint" / "state.json"))["crc32"]
+    assert saved["optimizer.pt"] == zlib.crc32((tmp_path / "a" / "checkpoint" / "optimizer.pt").read_bytes())
+    assert set(saved) >= {"optimizer.pt", "rng.safetensors", "model/model.safetensors"}
+    monkeypatch.undo()
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more, "--resume")))  # (check_sums: every file read)
