@@ -60,7 +60,9 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
              generator=None, pad_id=None):
     """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids.
     A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding. eos_id:
-    an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'."""
+    an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'
+    with pad_token_id=pad_id (its own default is the generation config's pad_token_id, else the first EOS: callers
+    here read a row up to its first stop, so the padding never shows)."""
     if input_ids.shape[1] == 0:  # (was a reshape error deep in the first block)
         raise ValueError("generate: the prompts are empty (0 tokens): nothing to continue; start them with a token "
                          "(a BOS)")
