@@ -7,7 +7,8 @@ papers report with; they are importable from here too (`from eval import bleu`).
 Here, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
 - `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
   examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
-- `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided).
+- `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided); over records
+  (`records_perplexity`), what it scores past --seq-len said, and the records cut as train.py's validation loss cuts.
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
@@ -285,6 +286,24 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
     return math.exp(nll / n), n
 
 
+def records_perplexity(model, docs, seq_len, stride, bucket):
+    """perplexity over records and a note, scored in two parts: each record cut at seq_len, as train.py's validation
+    loss cuts it at its --seq-len (one whose prompt fills it left out: data.tokenize_records); the tokens past it."""
+    cut = [(ids[:seq_len], start) for ids, start in docs if start < seq_len]
+    past = [(ids, max(start, seq_len)) for ids, start in docs if len(ids) > seq_len]  # (perplexity's later windows)
+    (p, m), (q, k) = (perplexity(model, d, seq_len, stride, bucket, 4096) if d else (math.nan, 0) for d in (cut, past))
+    ppl, longest = math.exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k)), max(
+        len(ids) for ids, _ in docs)
+    note = (f"\n{len(past)} of {len(docs)} records are longer than {seq_len} tokens (the longest: {longest}): their "
+            f"{k} tokens past it are scored in further windows, which see the record from their start only. train.py's "
+            f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - len(cut)} whose "
+            f"prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)" if past else
+            f"\nevery record fits in {seq_len} tokens (the longest: {longest}): a train.py run at --seq-len {longest} "
+            "or more validates on these tokens: exp(its val_loss) is this perplexity (a shorter run: pass its "
+            "--seq-len)")
+    return ppl, m + k, note, dict(as_trained=dict(perplexity=p, tokens=m)) if past else {}
+
+
 @torch.no_grad()
 def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext,
                      bucket=None):
@@ -380,10 +399,12 @@ def command(argv=None):
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
     elif task == "perplexity":
-        ppl, n = perplexity(model, data, length, args.stride, bucket_limit(model, length), tokens=4096)  # a pass:
-        # ~a long window, or many short records (an instruction run's heldout.jsonl)
-        result = dict(perplexity=ppl, tokens=n)
-        print(f"perplexity {ppl:.4f} over {n} tokens")
+        bucket = bucket_limit(model, length)  # 4096 tokens a pass: ~a long window, or many short records
+        ppl, n, note, more = (records_perplexity(model, data, length, args.stride, bucket)  # (a run's heldout.jsonl)
+                              if args.data.lower().endswith((".json", ".jsonl")) else
+                              (*perplexity(model, data, length, args.stride, bucket, 4096), "", {}))
+        result = dict(perplexity=ppl, tokens=n, **more)
+        print(f"perplexity {ppl:.4f} over {n} tokens" + note)
     else:
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
             base = generate_answers(model, tok, data, args.max_new_tokens)

@@ -14,6 +14,8 @@ model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id
   [--temperature 0.8 --top-p 0.9]` loads a checkpoint (model.load_pretrained), with an adapter (train.py's OUT/adapter
   or a PEFT one, checked against its base as eval.py checks it), continues the prompt and prints the text and the speed
   (`python model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
+  It stops where transformers' generate stops (generation_config.json's eos_token_id, else config.json's) and at the
+  tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text.
 Leaves out: speculative decoding, repetition penalties, stop strings.
 """
 import argparse
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
+from checkpoint import read_json
 from checks import adapter_config, dtype_name, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError, check_vocab, load_tokenizer
 
@@ -57,7 +60,9 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
              generator=None, pad_id=None):
     """(B, T) prompts (left-padded, with attention_mask, if of different lengths) -> (B, T + new) token ids.
     A row that ends in padding (right-padded, as data.collate's) is refused: it would continue its padding. eos_id:
-    an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'."""
+    an id or a list of ids that end a row; an ended row goes on with pad_id (None: the first EOS), as transformers'
+    with pad_token_id=pad_id (its own default is the generation config's pad_token_id, else the first EOS: callers
+    here read a row up to its first stop, so the padding never shows)."""
     if input_ids.shape[1] == 0:  # (was a reshape error deep in the first block)
         raise ValueError("generate: the prompts are empty (0 tokens): nothing to continue; start them with a token "
                          "(a BOS)")
@@ -86,7 +91,9 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
     """(B, S) -> K hypotheses (B, K, 1 + n): start token, tokens, EOS, padding; and their scores (B, K), best first.
     HF's generate(num_beams=K, length_penalty, early_stopping=True); one beam is greedy decoding. A hypothesis scores
     sum(log p) / len**length_penalty (len: its tokens up to EOS). Each step ranks the 2K best continuations of the K
-    beams: those ending in EOS among the first K finish, the best K others run on, until K have finished."""
+    beams: those ending in EOS among the first K finish, the best K others run on, until K have finished. EOS is T5's
+    </s> (config.eos_id) even where generation_config.json names none or config.json's is null: transformers' generate
+    runs on past it there (a text after </s> is no translation)."""
     (B, _), K, eos, pad, dev = input_ids.shape, num_beams, model.config.eos_id, model.config.pad_id, input_ids.device
     enc = model.encode(input_ids, attention_mask).repeat_interleave(K, 0)  # (B K, S, C): an input's beams adjacent
     mask = None if attention_mask is None else attention_mask.repeat_interleave(K, 0)
@@ -113,6 +120,25 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
         for kv in cache:  # cross-attention k, v are the same for all beams of an input: nothing to reorder
             kv["self"].update(k=kv["self"]["k"][rows], v=kv["self"]["v"][rows])
     return fin[..., :t + 2], fin_scores
+
+
+def stop_ids(path, tok):
+    """(the ids generation ends on, those transformers' generate would not end on, why not): transformers' own, from
+    generation_config.json's eos_token_id where the folder has that file (none named there: none, even if config.json
+    names one), else config.json's; then the tokenizer's EOS where they leave it out (after EOS the model begins
+    another text: transformers' generate goes on into it). In that order: transformers pads ended rows with the
+    first. A .gguf or Meta's layout (no config.json): the tokenizer's stops."""
+    files = [f for f in ("generation_config.json", "config.json") if os.path.isfile(os.path.join(path, f))]
+    if not files:
+        return tok.stops, [], None
+    eos = read_json(os.path.join(path, files[0])).get("eos_token_id")
+    ids = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos if isinstance(eos, list) else None
+    if eos is not None and (ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise UserError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+    extra = [tok.eos_id] if tok.eos_id is not None and tok.eos_id not in (ids or []) else []
+    why = f"{files[0]} " + (f"names eos_token_id {eos}" if ids else "names no eos_token_id" if eos is None else
+                            "names eos_token_id []")
+    return (ids or []) + extra or None, extra, why
 
 
 def head_adapter(adapter, model):
@@ -197,6 +223,7 @@ def main(demo=None, argv=None):
         model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)
         tok = load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
+        stops, extra, why = stop_ids(args.model, tok)          # what transformers' generate stops on, and EOS
         if args.adapter:
             try:
                 model = with_adapter(model, args.adapter, args.model)  # (peft=True: PEFT's adapters too)
@@ -216,9 +243,12 @@ def main(demo=None, argv=None):
     if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
         sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
                  f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, tok.stops,
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, stops,
                    generator=torch.Generator(args.device).manual_seed(args.seed))
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
+    if n < args.max_new_tokens and out[0, -1].item() in extra:  # (ended by our stop alone: say it, with the text)
+        print(f"stopped at the tokenizer's EOS ({out[0, -1].item()}); transformers' generate would go on: "
+              f"{os.path.join(args.model, why)}", file=sys.stderr)
     try:
         print(text := tok.decode(out[0].tolist()))
     except UnicodeEncodeError:  # an ASCII stdout (a C locale): the text in UTF-8, as --prompt was read (a traceback)

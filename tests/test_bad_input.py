@@ -365,6 +365,14 @@ def _(ctx):  # (was a traceback from GPT-2's forward: "GPT-2 has 8 positions; as
     generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "9")
 
 
+@case("generate.py: generation_config.json's eos_token_id a token's text, not its id", SystemExit,
+      "generation_config.json: eos_token_id [2, '</s>'] is not a token id or a list of them")
+def _(ctx):  # (was a TypeError traceback from torch.tensor in generate: "new(): invalid data type 'str'")
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "named_eos")
+    (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, "</s>"]}))
+    generate_command(ctx, "--model", str(d), "--max-new-tokens", "2")
+
+
 case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
      "held-out records, and --val-fraction 0.001 holds none of")(  # (trained, then skipped the check without a word)
     lambda ctx: run(ctx, "--val-fraction", "0.001", "--exact-match", "5"))

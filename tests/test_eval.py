@@ -199,6 +199,54 @@ def test_windows_scored_together_give_the_same_perplexity_in_fewer_passes(ckpt):
     assert len(passes) < n_one and all(B * T <= 96 or B == 1 for B, T in passes) and max(B for B, _ in passes) > 1
 
 
+@pytest.mark.parametrize("seq_len", [120, 400])
+def test_records_perplexity_is_exp_val_loss_at_the_same_length_or_says_why_not(seq_len, tmp_path, capsys):
+    """A train.py run's last validation loss and eval.py's perplexity on the run's heldout.jsonl at the same --seq-len:
+    every record within it (400), exp(val_loss) is the perplexity and eval.py says so; some longer (120: cut, or left
+    out where the prompt fills it, by train.py), the perplexity scores their tokens past it too and eval.py says how
+    many and prints the records as train.py scored them, whose perplexity is exp(val_loss). The whole perplexity is
+    perplexity() over the records unsplit. Was: "perplexity X over N tokens" alone, the two numbers apart unsaid."""
+    import train
+    from fixtures import demo_tokenizer, flags
+    from model import LlamaConfig, build_model, save_pretrained
+    d = tmp_path / "m"
+    d.mkdir()
+    tok = demo_tokenizer(d, 300)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                            n_ffn=64)), d)
+    rng, words = random.Random(0), "the cat sat on a mat and then it ran far away from home".split()
+    records = [dict(instruction=" ".join(rng.choices(words, k=rng.randrange(1, 20))), input="",
+                    output=" ".join(rng.choices(words, k=rng.randrange(1, 40)))) for _ in range(40)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    argv, out = flags((str(d), str(tmp_path / "r.json")), tmp_path / "out"), tmp_path / "out"
+    argv[argv.index("--seq-len") + 1], argv[argv.index("--val-fraction") + 1] = str(seq_len), "0.25"  # 10 held out
+    train.main(argv)
+    val_loss = [json.loads(line) for line in open(out / "metrics.jsonl") if "val_loss" in line][-1]["val_loss"]
+    capsys.readouterr()
+    E.main(["--task", "perplexity", "--model", str(d), "--adapter", str(out / "adapter"), "--data",
+            str(out / "heldout.jsonl"), "--seq-len", str(seq_len), "--dtype", "float32"])
+    printed = capsys.readouterr().out
+    result, held = json.loads(printed.splitlines()[-1]), [json.loads(line) for line in open(out / "heldout.jsonl")]
+    docs = E.perplexity_docs(str(out / "heldout.jsonl"), tok)
+    longer = sum(len(ids) > seq_len for ids, _ in docs)
+    model = load_adapter(load_pretrained(d), str(out / "adapter")).eval()
+    whole = E.perplexity(model, docs, seq_len)
+    assert (result["perplexity"], result["tokens"]) == (pytest.approx(whole[0], rel=1e-6), whole[1])
+    if seq_len == 400:  # every record fits: the two numbers agree
+        assert longer == 0 and "as_trained" not in result and "every record fits in 400 tokens" in printed
+        assert result["perplexity"] == pytest.approx(math.exp(val_loss), rel=1e-5)
+    else:  # some longer (some of them left out by train.py): said, and the records as train.py scored them
+        assert 0 < longer < len(held) and any(start >= seq_len for _, start in docs)
+        assert f"{longer} of {len(held)} records are longer than 120 tokens" in printed and (
+            f"leaves out the {sum(start >= seq_len for _, start in docs)} whose prompt fills it" in printed)
+        assert result["as_trained"]["perplexity"] == pytest.approx(math.exp(val_loss), rel=1e-5)
+        assert f"perplexity {result['as_trained']['perplexity']:.4f} over" in printed
+        assert result["tokens"] > result["as_trained"]["tokens"] and result["perplexity"] != math.exp(val_loss)
+    strided, n = E.records_perplexity(model, docs, seq_len, 50, None)[:2]  # (later windows overlapping: the same)
+    assert (strided, n) == pytest.approx(E.perplexity(model, docs, seq_len, 50), rel=1e-6)
+
+
 def test_a_txt_is_scored_as_train_py_learns_it(ckpt, tmp_path):
     """eval.py's perplexity reads a .txt as train.py does (each non-empty line BOS ... EOS): the `evaluate:` line of a
     .txt run scored the whole file as one document, newlines as tokens, a stream the model never trained on (5 steps

@@ -172,3 +172,120 @@ def test_eos_ids_are_read_as_transformers_reads_them(tiny, tmp_path):
         want = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)
         got = G.generate(M.load_pretrained(d), prompt, 16, eos_id=data.load_tokenizer(str(d)).stops)
         assert torch.equal(got, want) and got.shape[1] == prompt.shape[1] + ends, (config, generation)
+
+
+def gpt2_folder(d):
+    """A tiny GPT-2 (transformers' own, biases N(0, 0.1) and an untied head: it does not repeat one token) with its own
+    byte-level BPE tokenizer (<|endoftext|> its only special token, id 0) in folder d."""
+    from tokenizers import ByteLevelBPETokenizer
+    tk = ByteLevelBPETokenizer()
+    tk.train_from_iterator(["hello world, hello there, a sunny day"] * 10, vocab_size=300,
+                           special_tokens=["<|endoftext|>"])
+    ref, g = random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=None,
+        tie_word_embeddings=False)), 0), torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    ref.save_pretrained(d)
+    (d / "generation_config.json").unlink()  # (transformers writes one: the test writes its own where it wants one)
+    tk.save_model(str(d))
+    return d
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_the_command_line_stops_where_transformers_generate_stops(kind, tiny, tmp_path, monkeypatch, capsys):
+    """python generate.py's greedy ids against transformers' generate() with the checkpoint's own generation config
+    (from_pretrained, max_new_tokens as --max-new-tokens): config.json's eos_token_id alone, a generation_config.json
+    list over config.json's, a generation_config.json naming none (transformers then never stops: ours ends at EOS, as
+    plainly wanted, and says so; its ids are transformers' up to there), config.json's null (the tokenizer's EOS, never
+    generated here: both run to the end). Was: config.json's EOS ended it where transformers went on, unsaid."""
+    import json
+    import shutil
+
+    import data
+    base = gpt2_folder(tmp_path / "base") if kind == "gpt2" else shutil.copytree(tiny[0], tmp_path / "base")
+    cls = transformers.GPT2LMHeadModel if kind == "gpt2" else transformers.LlamaForCausalLM
+    prompt = torch.tensor([data.load_tokenizer(str(base)).encode("hello there")])
+    free = cls.from_pretrained(base, dtype=torch.float32).generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False, eos_token_id=None,
+        pad_token_id=0)[0, prompt.shape[1]:].tolist()
+    new = [t for i, t in enumerate(free) if i >= 2 and t not in free[:i]]  # tokens first generated there
+    b, a = new[:2]
+    assert free.index(b) < free.index(a) < 15  # two ids that end it at two places before the 16th token
+    tok_eos = data.load_tokenizer(str(base)).eos_id
+    assert tok_eos not in free  # (config.json's null: the tokenizer's EOS, never generated: no stop either way)
+    original = G.generate
+    cases = [({"eos_token_id": a}, None, free.index(a) + 1, False),
+             ({"eos_token_id": a}, {"eos_token_id": [b, 7]}, free.index(b) + 1, False),
+             ({"eos_token_id": a}, {"bos_token_id": 1}, free.index(a) + 1, True),  # transformers: 16
+             ({"eos_token_id": None}, None, 16, False)]
+    for i, (config, generation, ends, said) in enumerate(cases):
+        d = shutil.copytree(base, tmp_path / str(i))
+        (d / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text()) | config))
+        if generation:
+            (d / "generation_config.json").write_text(json.dumps(generation))
+        ref = cls.from_pretrained(d, dtype=torch.float32).eval()
+        want = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)
+        got = []
+        monkeypatch.setattr(G, "generate", lambda *a, **k: got.append(original(*a, **k)) or got[-1])
+        monkeypatch.setattr(sys, "argv", ["generate.py", "--model", str(d), "--prompt", "hello there", "--device",
+                                          "cpu", "--dtype", "float32", "--max-new-tokens", "16"])
+        G.main()
+        err = capsys.readouterr().err
+        assert got[0].shape[1] == prompt.shape[1] + ends, (config, generation)
+        assert torch.equal(got[0], want[:, :prompt.shape[1] + ends]) and (want.shape == got[0].shape) != said
+        assert ("transformers' generate would go on" in err) == said, err
+        if said:
+            assert f"stopped at the tokenizer's EOS ({a})" in err and "generation_config.json names no eos" in err
+
+
+def test_t5_beam_search_stops_as_transformers_or_at_its_eos(tmp_path):
+    """T5's beam search (eval.py's translations) against transformers' generate with the checkpoint's own generation
+    config: config.json's EOS 1 alone, and with t5-small's generation_config.json: the same ids, greedy and 4 beams.
+    A generation_config.json naming no eos_token_id, or config.json's null: transformers never stops (its rows run to
+    max_new_tokens past </s>); ours end at </s> 1 (eval.py decodes a translation up to it: a text after </s> is not
+    one), its ids transformers' up to there, then padding."""
+    import json
+    import shutil
+
+    import checkpoint as C
+    V, shape = 96, dict(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0)
+    torch.manual_seed(0)
+    ref = transformers.T5ForConditionalGeneration(transformers.T5Config(**shape, feed_forward_proj="gated-gelu"))
+    ref.lm_head.weight = torch.nn.Parameter(torch.empty(V, 32))
+    random_params(ref, 1)
+    with torch.no_grad():
+        ref.lm_head.weight[1] *= 2  # EOS likely: rows end at different lengths
+    base = tmp_path / "base"
+    C.write_checkpoint(base, M.T5Config(**shape, num_decoder_layers=2, feed_forward_proj="gated-gelu",
+                                        tie_word_embeddings=False),
+                       ((k, v) for k, v in ref.state_dict().items() if "embed_tokens" not in k))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(2, V, (6, 11), generator=g)
+    mask = torch.ones_like(x)
+    mask[0, 7:], mask[2, 4:] = 0, 0  # right padding, as the tokenizer pads
+    small = {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}  # t5-small's generation_config.json
+    for i, (config, generation, stops) in enumerate([({}, None, True), ({}, small, True),
+                                                     ({}, {"decoder_start_token_id": 0, "pad_token_id": 0}, False),
+                                                     ({"eos_token_id": None}, None, False)]):
+        d = shutil.copytree(base, tmp_path / str(i))
+        (d / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text()) | config))
+        if generation:
+            (d / "generation_config.json").write_text(json.dumps(generation))
+        hf, ours = transformers.T5ForConditionalGeneration.from_pretrained(d).eval(), M.load_pretrained(d).eval()
+        for beams in (1, 4) if stops else (1,):
+            want = hf.generate(input_ids=x, attention_mask=mask, num_beams=beams, do_sample=False, max_new_tokens=12,
+                               length_penalty=0.6, early_stopping=True)  # (as eval.py's beam search)
+            got = G.beam_search(ours, x, mask, num_beams=beams, length_penalty=0.6, max_new_tokens=12)[0][:, 0]
+            assert got.shape == want.shape or not stops
+            for row, theirs in zip(got.tolist(), want.tolist()):
+                end = row.index(1) + 1 if 1 in row else len(row)  # ours: up to </s>, then padding 0
+                assert row[:end] == theirs[:end] and set(row[end:]) <= {0}, (config, generation, row, theirs)
+                # transformers: the same padding greedy; with beams EOS (its `pad_token_id or eos_token_id` reads pad
+                # 0 as none); where it names no EOS, whatever came next (it runs to max_new_tokens)
+                assert set(theirs[end:]) <= ({0} if beams == 1 else {1}) or not stops, (row, theirs)
+            assert stops or want.shape[1] == 13 and not (want[:, 1:] == 1).any(1).all()  # (theirs went on past 1)
+            assert 0 < (got == 1).any(1).sum() < 6  # (rows that ended early, and not all: the case is tested)
