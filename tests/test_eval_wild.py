@@ -127,7 +127,8 @@ def hendrycks_scores(llama, ntrain, max_len):
 def test_mmlu_is_hendrycks_evaluate_py_on_the_release_files(llama, tmp_path, capsys):
     """The rows, each prompt and the scores of `eval.py --task mmlu` equal evaluate.py's, computed here again, with
     the context wide enough for every worked example and then narrow enough that some prompts drop some; "micro" is
-    evaluate.py's "Average accuracy", "macro" the mean of the subjects' accuracies, and the printed line says so."""
+    evaluate.py's "Average accuracy", "macro" the mean of the subjects' accuracies (QLoRA's MMLU callback's score, which
+    bench/paper_tables.py compares with the paper), and the printed line says which is which."""
     root, tok = write_release(tmp_path / "data"), data.load_tokenizer(str(llama))
     for subject, (dev, test) in ROWS.items():
         assert data.read_mmlu_csv(root / "dev" / f"{subject}_dev.csv") == dev
@@ -148,7 +149,7 @@ def test_mmlu_is_hendrycks_evaluate_py_on_the_release_files(llama, tmp_path, cap
         fewer = sum(k < len(ROWS[s][0]) for k, s in zip(shots, ["college_chemistry"] * 4 + ["us_foreign_policy"] * 2))
         assert out["shortened"] == fewer and bool(fewer) == shortened  # (the narrow context does drop some)
         assert f"micro {average:.4f} over {len(shots)} questions (evaluate.py's \"Average accuracy\")" in lines[-2]
-        assert f"macro {out['macro']:.4f} over 2 subjects (the mean of their accuracies)" in lines[-2]
+        assert f"macro {out['macro']:.4f} over 2 subjects (their mean: QLoRA's MMLU score)" in lines[-2]
 
 
 # ----------------------------------------------------------------------------------------------------
