@@ -999,6 +999,23 @@ def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded he
                     str(ctx.tmp), "--seq-len", "8", "--stride", "2"])
         assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head.format(model)}"), \
             e.value.code
+@case("eval.py: a GLUE adapter scored on another GLUE task whose classes are others (SST-2's head on CoLA)", None)
+def _(ctx):  # (was a warning, then CoLA's Matthews correlation of a sentiment head: a score that means nothing;
+    # QNLI's and RTE's heads share their classes, entailment and not_entailment: that transfer is said, and scored)
+    for task in ("sst2", "rte"):                           # (as train.py saves a GLUE run's adapter: its task)
+        save_adapter(apply_lorasp(load_pretrained(tiny_bert(ctx)).add_head(2), ["query"], r=2), ctx.tmp / task,
+                     task_type="SEQ_CLS", modules_to_save=("classifier",), base=dict(task=f"glue/{task}"))
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
+    with pytest.raises(SystemExit) as e:
+        E.main(["--task", "glue/cola", "--model", str(ctx.tmp / "bert"), "--adapter", str(ctx.tmp / "sst2"),
+                "--seq-len", "8"])
+    assert e.value.code == (f"error: --adapter {ctx.tmp / 'sst2'} trained on glue/sst2, whose head's classes are "
+                            "negative, positive: --task glue/cola's are unacceptable, acceptable, so its scores would "
+                            "mean nothing; score it on --task glue/sst2, or train an adapter on glue/cola")
+    assert E.base_quant(str(ctx.tmp / "bert"), str(ctx.tmp / "rte"), "auto", "glue/qnli") == "none"
+    assert "trained on glue/rte, not glue/qnli: its head's classes are rte's" in ctx.capsys.readouterr().err
+
+
 def long_sst2(ctx):
     """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
     for split in ("train", "dev"):
