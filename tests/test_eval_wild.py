@@ -298,3 +298,68 @@ def test_glue_dev_files_as_the_zip_has_them_score_as_the_metrics_definitions(tas
         for k, v in scores.items():
             assert got[split][k] == pytest.approx(v, abs=1e-3 if task == "stsb" else 1e-9), (split, k)
     # (STS-B: a batch's padded matmuls round otherwise than one pair's, ~1e-5 in these x50 scores: 1e-4 here)
+
+
+# ----------------------------------------------------------------------------------------------------
+# SQuAD v1.1: eval.py's answers and scores against transformers' windows and model and the official script's scoring
+
+SQUAD_WORDS = "the a an in of to was is by river city built bridge king queen old new north south year stone".split()
+
+
+def test_squad_answers_and_scores_are_transformers_windows_and_the_official_script(tmp_path, capsys):
+    """`eval.py --task squad` on a BertForQuestionAnswering saved by transformers (random weights), contexts several
+    windows long: each question's answer is the best span (start + end logit, context tokens, at most 30 tokens) over
+    transformers' own overflowing windows (its stride is the overlap: room - ours) and its own model's logits, cut from
+    the context by its offsets; EM and F1 are evaluate-v1.1.py's on those answers (several gold answers a question,
+    articles and punctuation that normalise away)."""
+    from test_squad import official_v11
+    import transformers
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "?",
+                                                   *SQUAD_WORDS]))
+    config = transformers.BertConfig(vocab_size=len(SQUAD_WORDS) + 8, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = transformers.BertForQuestionAnswering(config).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():                                    # logits that vary from token to token
+        for p in hf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 if p.ndim == 2 else
+                    1 + 0.2 * torch.randn(p.shape, generator=g))
+    hf.save_pretrained(tmp_path / "bert")
+    (tmp_path / "bert" / "vocab.txt").write_text((tmp_path / "vocab.txt").read_text())
+    rng, articles = torch.Generator().manual_seed(3), []
+    pick = lambda: SQUAD_WORDS[int(torch.randint(len(SQUAD_WORDS), (1,), generator=rng))]  # noqa: E731
+    for i in range(6):
+        context = ". ".join(" ".join(pick() for _ in range(7)) + "," for _ in range(5)).capitalize() + "."
+        words = context.split()
+        golds = [" ".join(words[3 * i + 2:3 * i + 4]), "The " + words[3 * i + 2] + "!", words[-1]]
+        articles.append({"title": f"t{i}", "paragraphs": [{"context": context, "qas": [
+            {"id": f"q{i}", "question": f"{pick()} {pick()} ?",
+             "answers": [{"text": t, "answer_start": max(context.find(t), 0)} for t in golds]}]}]})
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": articles}))
+    max_len, stride = 24, 5
+    tok = transformers.BertTokenizer(vocab=str(tmp_path / "vocab.txt"))
+    predictions = {}
+    for a in articles:
+        p, = a["paragraphs"]
+        qa, = p["qas"]
+        room = max_len - len(tok(qa["question"])["input_ids"]) - 1
+        enc = tok(qa["question"], p["context"], max_length=max_len, truncation="only_second", stride=room - stride,
+                  return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length",
+                  return_tensors="pt")
+        offsets = enc.pop("offset_mapping")
+        enc.pop("overflow_to_sample_mapping")
+        assert len(offsets) > 2 and tok.unk_token_id not in enc["input_ids"]  # several windows; every word known
+        with torch.no_grad():
+            out = hf(**enc)
+        best = max((float(out.start_logits[w, i] + out.end_logits[w, j]), w, i, j)
+                   for w in range(len(offsets)) for i in range(max_len) for j in range(i, min(i + 30, max_len))
+                   if enc.sequence_ids(w)[i] == enc.sequence_ids(w)[j] == 1)
+        _, w, i, j = best
+        predictions[qa["id"]] = p["context"][int(offsets[w, i, 0]):int(offsets[w, j, 1])]
+    E.main(["--task", "squad", "--model", str(tmp_path / "bert"), "--data-dir", str(tmp_path), "--seq-len",
+            str(max_len), "--stride", str(stride), "--batch-size", "4", "--dtype", "fp32"])
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = official_v11(articles, predictions)
+    assert got["exact_match"] == expected["exact_match"] and got["f1"] == pytest.approx(expected["f1"], abs=1e-12)
+    assert 0 < expected["f1"] < 100                            # neither nothing nor everything right
