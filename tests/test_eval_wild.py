@@ -363,3 +363,56 @@ def test_squad_answers_and_scores_are_transformers_windows_and_the_official_scri
     expected = official_v11(articles, predictions)
     assert got["exact_match"] == expected["exact_match"] and got["f1"] == pytest.approx(expected["f1"], abs=1e-12)
     assert 0 < expected["f1"] < 100                            # neither nothing nor everything right
+
+
+# ----------------------------------------------------------------------------------------------------
+# WMT16 En-Ro end to end: eval.py against transformers' generate, T5Tokenizer's decode and sacreBLEU / rouge-score
+
+EN = ["The cat sits on the mat.", "Prices rose by 3.5% in 2016.", 'He said: "no".', "A red car and a big tree.",
+      "The city has an old bridge.", "We want the report before Monday."]
+RO = ["Pisica stă pe preș.", "Prețurile au crescut cu 3,5% în 2016.", "El a spus: „nu”.",
+      "O mașină roșie și un copac mare.", "Orașul are un pod vechi.", "Vrem raportul înainte de luni."]
+
+
+def test_wmt16_eval_is_transformers_generate_decode_and_sacrebleu(tmp_path, capsys):
+    """`eval.py --task wmt16-en-ro` on a T5 saved by transformers (random weights, a sentencepiece vocabulary with
+    T5's ids): its BLEU and ROUGE equal sacreBLEU's corpus_bleu and rouge-score's F-measures (mean over pairs) on
+    transformers' own translations, one sentence at a time: T5Tokenizer's ids of prefix + source,
+    generate(num_beams=4, length_penalty=0.6, early_stopping=True), batch_decode(skip_special_tokens=True). The
+    references are those translations, some cut short, so that the scores are neither 0 nor 100."""
+    from fixtures import t5_sentencepiece, random_params
+    import transformers
+    from rouge_score import rouge_scorer
+    (tmp_path / "t5").mkdir()
+    d = t5_sentencepiece(tmp_path / "t5", [data.T5_PREFIX + e for e in EN] * 5 + RO * 5, 80)
+    tok = transformers.T5Tokenizer.from_pretrained(d)
+    config = transformers.T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                                   dropout_rate=0.0, decoder_start_token_id=0, feed_forward_proj="relu")
+    hf = random_params(transformers.T5ForConditionalGeneration(config), 1).eval()
+    words = [i for i in range(len(tok)) if len(tok.convert_ids_to_tokens(i)) > 2 and
+             tok.convert_ids_to_tokens(i).startswith("▁")]   # whole words, likely: translations of several words
+    with torch.no_grad():                                    # (random weights repeat one piece, "HHHH": 1 word)
+        hf.shared.weight[words] *= 3
+    hf.save_pretrained(d)
+    hyps = []
+    for e in EN:
+        with torch.no_grad():
+            out = hf.generate(input_ids=torch.tensor([tok(data.T5_PREFIX + e).input_ids]), num_beams=4,
+                              length_penalty=0.6, early_stopping=True, do_sample=False, max_new_tokens=12)
+        hyps += tok.batch_decode(out, skip_special_tokens=True)
+    assert len(set(hyps)) > 3 and all(hyps) and sum(len(h.split()) > 3 for h in hyps) > 3
+    refs = [h if i % 2 else " ".join(h.split()[:-1]) or h + " x" for i, h in enumerate(hyps)]
+    (tmp_path / "wmt").mkdir()
+    (tmp_path / "wmt" / "test.jsonl").write_text("".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n"
+                                                         for e, r in zip(EN, refs)))
+    E.main(["--task", "wmt16-en-ro", "--model", str(d), "--data-dir", str(tmp_path / "wmt"), "--num-beams", "4",
+            "--max-new-tokens", "12", "--batch-size", "4", "--dtype", "fp32"])
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    scores = [scorer.score(r, h) for h, r in zip(hyps, refs)]
+    bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert got["sentences"] == len(EN) and 0 < bleu < 100
+    assert got["bleu"] == pytest.approx(bleu, abs=1e-9)
+    for k in ("rouge1", "rouge2", "rougeL"):
+        assert got[k] == pytest.approx(100 * statistics.mean(s[k].fmeasure for s in scores), abs=1e-9), k
