@@ -4,7 +4,8 @@ session's red-team pass): MMLU against Hendrycks et al.'s evaluate.py, written h
 straight off sentencepiece, "Average accuracy" over all questions) on CSV files written byte by byte as the release
 has them; WMT16's two file forms and sacreBLEU on the raw texts (no Romanian normalisation either side); GLUE's dev
 files as the GLUE zip has them (CRLF, byte-order mark, CoLA without a header) scored by eval.py's command line
-against the metrics' definitions written out here."""
+against the metrics' definitions written out here; eval.py's SQuAD answers and WMT16 translations against
+transformers' own windows, model, generate and decode, scored by the official script, sacreBLEU and rouge-score."""
 import json
 import math
 import os
@@ -216,7 +217,8 @@ HEADERS = {  # the GLUE zip's dev headers (MNLI's dev files: five annotators' la
     "stsb": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
     "mnli": "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
             "sentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
-    "rte": "index\tsentence1\tsentence2\tlabel"}
+    "rte": "index\tsentence1\tsentence2\tlabel", "qnli": "index\tquestion\tsentence\tlabel",
+    "qqp": "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"}
 MNLI = ("entailment", "neutral", "contradiction")
 STSB = ("0.000", "1.200", "2.500", "2.500", "3.800", "5.000")  # ties, as STS-B's scores have them
 
@@ -233,10 +235,11 @@ def glue_dev(task, n, seed):
             y = pick(2)
             lines.append(f"{a}\t{y}" if task == "sst2" else f"gj04\t{y}\t{'' if y else '*'}\t{a}")
             rows.append((a, None, y))
-        elif task == "mrpc":
+        elif task in ("mrpc", "qqp"):
             y = pick(2)
-            lines.append(f"{y}\t{1000 + i}\t{2000 + i}\t{a}\t{b}")
-            rows.append((a, b, y))
+            lines.append(f"{y}\t{1000 + i}\t{2000 + i}\t{a}\t{b}" if task == "mrpc" else
+                         f"{i}\t{1000 + i}\t{2000 + i}\t{a}?\t{b}?\t{y}")
+            rows.append((a, b, y) if task == "mrpc" else (a + "?", b + "?", y))
         elif task == "stsb":
             s = STSB[pick(len(STSB))]
             lines.append(f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{s}")
@@ -246,19 +249,19 @@ def glue_dev(task, n, seed):
             lines.append(f"{i}\t{i}\t{i}e\tfiction\t( {a} )\t( {b} )\t(ROOT {a})\t(ROOT {b})\t{a}\t{b}\t"
                          + "\t".join([MNLI[y]] * 5) + f"\t{MNLI[y]}")
             rows.append((a, b, y))
-        else:  # rte
+        else:  # rte, qnli
             y = pick(2)
             lines.append(f"{i}\t{a}\t{b}\t{('entailment', 'not_entailment')[y]}")
             rows.append((a, b, y))
     return lines, rows
 
 
-@pytest.mark.parametrize("task", ["sst2", "cola", "mrpc", "stsb", "mnli", "rte"])
+@pytest.mark.parametrize("task", ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"])  # Table 1's
 def test_glue_dev_files_as_the_zip_has_them_score_as_the_metrics_definitions(task, tmp_path, capsys):
     """`eval.py --task glue/TASK` on the GLUE zip's dev files (SST-2 with CRLF line ends, CoLA without a header, MRPC
-    with its byte-order mark, STS-B's scores with ties, MNLI's two dev files, RTE's string labels) prints the metrics'
-    definitions applied to the model's logits for each pair alone, unpadded (reference above): reading, batching,
-    sorting by length, padding and the label order change nothing."""
+    with its byte-order mark, STS-B's scores with ties, MNLI's two dev files, QNLI's and RTE's string labels, QQP)
+    prints the metrics' definitions applied to the model's logits for each pair alone, unpadded (reference above):
+    reading, batching, sorting by length, padding and the label order change nothing."""
     d, root = tmp_path / "bert", tmp_path / "glue"
     d.mkdir()
     (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", '"', "quoted", *WORDS]))
