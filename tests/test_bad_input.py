@@ -2188,6 +2188,18 @@ case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no
     data.load_glue("sst2", str(ctx.tmp)))
 
 
+@case("GLUE: an empty dev.tsv (0 bytes), with a header row (SST-2) and without (CoLA): said to be empty", None)
+def _(ctx):  # (was "no column 'sentence' for GLUE sst2 (the header has [])" and, for CoLA, "(a header and no rows)")
+    for task, folder in (("sst2", "SST-2"), ("cola", "CoLA")):
+        os.makedirs(ctx.tmp / folder)
+        path = records_file(ctx, "\ufeff\n" if task == "cola" else "", f"{folder}/dev.tsv")  # (a BOM, a blank line)
+        with pytest.raises(ValueError) as e:
+            data.load_glue(task, str(ctx.tmp), train=False)
+        assert str(e.value) == f"{path}: an empty file (GLUE {task}'s dev.tsv holds " + (
+            "a row per example, no header" if task == "cola" else "a header, then a row per example") + \
+            ", as download_glue_data.py writes it)"
+
+
 @case("GLUE: pairs with a byte-level BPE vocabulary that has no <|endoftext|>", ValueError, "the tokenizer has no id "
       "for a mark GLUE pairs take (GPT-2's <|endoftext|>, BERT's [CLS] and [SEP], RoBERTa's <s> and </s>): 'ab' "
       "encodes to [None, 0, 1, None]")
