@@ -1716,6 +1716,11 @@ def read_glue(path, task):
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         header = COLA_COLUMNS if task == "cola" else next(rows, [])
+        empty = ValueError(f"{path}: an empty file (GLUE {task}'s {os.path.basename(path)} holds " + (
+            "a row per example, no header" if task == "cola" else "a header, then a row per example") +
+            ", as download_glue_data.py writes it)")
+        if not any(header):                                    # (else "no column 'sentence' ... the header has []")
+            raise empty
         missing = [c for c in (*texts, label) if c not in header]
         if missing:
             raise ValueError(f"{path}: no column {missing[0]!r} for GLUE {task} (the header has {header})")
@@ -1739,6 +1744,8 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+    if task == "cola" and not (out or skipped):                # (no header): not a row, blank lines at most
+        raise empty
     if skipped and not out:                                    # (then "no examples", as if it held none)
         raise ValueError(f"{path}: every row has fields missing or no label (line {skipped[0]}: {fields} fields; GLUE "
                          f"{task}'s are {', '.join(header)}" + (": CoLA's train and dev files have no header)" if

@@ -170,8 +170,7 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
 
 
 def context_length(model):
-    """The longest sequence scored at once: the model's context, or its sliding window (Mistral, Qwen2; refused
-    past it)."""
+    """The longest sequence scored at once: the model's context, or its sliding window (Mistral, Qwen2: no further)."""
     return context(model.config)
 
 
@@ -205,13 +204,13 @@ def answer_ids(tok):
 
 @torch.no_grad()
 def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=print):
-    """{subjects: {name: accuracy}, macro: mean over subjects, micro: over questions, questions: n, shots: the worked
-    examples a prompt starts with, k or fewer where a dev file holds fewer (the fewest of any subject), shortened: how
-    many prompts had fewer than that subject's, to fit}. A prompt longer than max_len (default: the model's context)
-    drops worked examples from the end, as the original does. Prompts of a subject share their first few hundred tokens:
-    the previous prompt's KV cache is reused up to where the token ids first differ (causal attention: keys and
-    values of the shared part do not depend on what follows). data: MMLU's data/ folder, or its rows as
-    evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, subjects chosen already)."""
+    """{subjects: {name: accuracy}, macro: their mean (QLoRA's), micro: over all questions (evaluate.py's "Average
+    accuracy"), questions: n, shots: the worked examples a prompt starts with, k or fewer where a dev file holds fewer
+    (the fewest of any subject), shortened: how many prompts had fewer than that subject's, to fit}. A prompt longer
+    than max_len (default: the model's context) drops worked examples from the end, as the original does. Prompts of
+    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token ids
+    first differ (causal attention: keys and values of the shared part do not depend on what follows). data: MMLU's
+    data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen already)."""
     rows = data if isinstance(data, dict) else mmlu_rows(data, subjects)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
@@ -397,7 +396,8 @@ def command(argv=None):
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
-              f"subjects, micro {result['micro']:.4f} over {result['questions']} questions")
+              f"subjects (their mean: QLoRA's MMLU score), micro {result['micro']:.4f} over {result['questions']} "
+              "questions (evaluate.py's \"Average accuracy\")")
     elif task == "perplexity":
         bucket = bucket_limit(model, length)  # 4096 tokens a pass: ~a long window, or many short records
         ppl, n, note, more = (records_perplexity(model, data, length, args.stride, bucket)  # (a run's heldout.jsonl)

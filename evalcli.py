@@ -250,8 +250,9 @@ def trained_file(adapter, trained, path):
 def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
-    included, so on other weights it scores otherwise (tests/test_train.py measures both ways). Also a warning for a
-    GLUE adapter scored on another GLUE task (with as many labels its head loads, and its scores mean nothing).
+    included, so on other weights it scores otherwise (tests/test_train.py measures both ways). A GLUE adapter on
+    another GLUE task is refused where the two tasks' classes differ (SST-2's head on CoLA: a score meaning nothing),
+    or their sizes (its head would not load); QNLI's on RTE (the same two classes), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
     if quant == "auto":
@@ -277,6 +278,11 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
                                                                         " labels") + f": score it on --task "
                         f"{trained['task']}, or train an adapter on {task}")
     if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
+        was, now = (GLUE_NAMES.get(str(t)[5:]) for t in (trained["task"], task))
+        if was and now and was != now:                      # (QNLI's and RTE's are the same two: a transfer, said)
+            raise UserError(f"--adapter {adapter} trained on {trained['task']}, whose head's classes are "
+                            f"{', '.join(was)}: --task {task}'s are {', '.join(now)}, so its scores would mean "
+                            f"nothing; score it on --task {trained['task']}, or train an adapter on {task}")
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant

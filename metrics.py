@@ -4,7 +4,10 @@
   (STS-B): scikit-learn's / SciPy's definitions and degenerate-case conventions; fractions in [0, 1], as theirs are.
   `glue_metrics(task, ...)`: a task's metrics x 100, its headline first.
 - WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
-  `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100.
+  `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100. On the texts as
+  written, as HF's run_translation scores them: no Romanian normalisation (s and t with a cedilla are other letters
+  than with a comma below) and no diacritics removed (fairseq's mBART recipe does both first); the T5 authors' own
+  evaluation tokenized with sacreBLEU's 'intl' and averaged ROUGE by bootstrap.
 - SQuAD v1.1 (the second paper's QA): `squad_scores` = the official evaluate-v1.1.py's exact match and F1.
 All but squad_scores (dataset, predictions) take (predictions, references). tests/test_metrics.py compares BLEU and
 ROUGE with sacreBLEU and rouge-score, and the GLUE metrics with the SciPy and scikit-learn docstrings' examples and

@@ -1007,6 +1007,23 @@ def _(ctx):  # (GPT-2's alpaca adapter on glue/sst2 scored a random, unseeded he
                     str(ctx.tmp), "--seq-len", "8", "--stride", "2"])
         assert e.value.code.startswith(f"error: --adapter {ctx.tmp / adapter} brings no {head.format(model)}"), \
             e.value.code
+@case("eval.py: a GLUE adapter scored on another GLUE task whose classes are others (SST-2's head on CoLA)", None)
+def _(ctx):  # (was a warning, then CoLA's Matthews correlation of a sentiment head: a score that means nothing;
+    # QNLI's and RTE's heads share their classes, entailment and not_entailment: that transfer is said, and scored)
+    for task in ("sst2", "rte"):                           # (as train.py saves a GLUE run's adapter: its task)
+        save_adapter(apply_lorasp(load_pretrained(tiny_bert(ctx)).add_head(2), ["query"], r=2), ctx.tmp / task,
+                     task_type="SEQ_CLS", modules_to_save=("classifier",), base=dict(task=f"glue/{task}"))
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))  # refused before it loads
+    with pytest.raises(SystemExit) as e:
+        E.main(["--task", "glue/cola", "--model", str(ctx.tmp / "bert"), "--adapter", str(ctx.tmp / "sst2"),
+                "--seq-len", "8"])
+    assert e.value.code == (f"error: --adapter {ctx.tmp / 'sst2'} trained on glue/sst2, whose head's classes are "
+                            "negative, positive: --task glue/cola's are unacceptable, acceptable, so its scores would "
+                            "mean nothing; score it on --task glue/sst2, or train an adapter on glue/cola")
+    assert E.base_quant(str(ctx.tmp / "bert"), str(ctx.tmp / "rte"), "auto", "glue/qnli") == "none"
+    assert "trained on glue/rte, not glue/qnli: its head's classes are rte's" in ctx.capsys.readouterr().err
+
+
 def long_sst2(ctx):
     """GLUE's SST-2 layout with a 100-word sentence in each split: past a tiny encoder's 64 positions."""
     for split in ("train", "dev"):
@@ -2177,6 +2194,18 @@ case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no
     lambda ctx: [records_file(ctx, "sentence\tlabel\n" + "a\t1\n" * (n == "train"), f"SST-2/{n}.tsv")
                  for n in ("train", "dev") if os.makedirs(ctx.tmp / "SST-2", exist_ok=True) or True] and
     data.load_glue("sst2", str(ctx.tmp)))
+
+
+@case("GLUE: an empty dev.tsv (0 bytes), with a header row (SST-2) and without (CoLA): said to be empty", None)
+def _(ctx):  # (was "no column 'sentence' for GLUE sst2 (the header has [])" and, for CoLA, "(a header and no rows)")
+    for task, folder in (("sst2", "SST-2"), ("cola", "CoLA")):
+        os.makedirs(ctx.tmp / folder)
+        path = records_file(ctx, "\ufeff\n" if task == "cola" else "", f"{folder}/dev.tsv")  # (a BOM, a blank line)
+        with pytest.raises(ValueError) as e:
+            data.load_glue(task, str(ctx.tmp), train=False)
+        assert str(e.value) == f"{path}: an empty file (GLUE {task}'s dev.tsv holds " + (
+            "a row per example, no header" if task == "cola" else "a header, then a row per example") + \
+            ", as download_glue_data.py writes it)"
 
 
 @case("GLUE: pairs with a byte-level BPE vocabulary that has no <|endoftext|>", ValueError, "the tokenizer has no id "

@@ -138,8 +138,9 @@ def test_the_printed_evaluate_command_gives_the_dev_metrics_training_printed(enc
     assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0)
     assert capsys.readouterr().err == ""
     adapter = str(tmp_path / "adapter")                        # the adapter records its task: on CoLA (2 labels too,
-    assert E.base_quant(encoders["roberta"], adapter, "auto", "glue/cola") == "none"   # its head would load) a warning
-    assert "trained on glue/sst2, not glue/cola: its head's classes are sst2's" in capsys.readouterr().err
+    with pytest.raises(data.UserError, match="trained on glue/sst2, whose head's classes are negative, positive: "
+                       "--task glue/cola's are unacceptable, acceptable"):  # its head would load) refused (a warning
+        E.base_quant(encoders["roberta"], adapter, "auto", "glue/cola")     # before, then a score meaning nothing)
     for task, labels in (("glue/mnli", "3 labels"), ("glue/stsb", "1 (a score)")):  # (was the warning above, then
         with pytest.raises(SystemExit, match=rf"trained on glue/sst2, whose head has 2 outputs; --task {task} has "  # a
                            rf"{re.escape(labels)}: score it on --task glue/sst2, or train an adapter on {task}"):
