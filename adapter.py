@@ -7,6 +7,7 @@
                                  what the adapter trained on (a file of its own: PEFT warns about unknown config keys)
 
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
+  `targeted` (those, or "all-linear": every linear but the output layer and a task's head; `trained_whole`),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
   use_rslora), `saved_whole` (modules_to_save and the task's heads). Where PEFT would read a folder differently from
   us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
@@ -35,6 +36,7 @@ from checkpoint import (atomic_write, load_safetensors, read_json, read_safetens
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+ALL_LINEAR = "all-linear"                  # PEFT's target_modules for every linear layer but the output one (QLoRA's)
 # adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
 # is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
 UNSET = (None, False, "none", [], {})
@@ -61,6 +63,33 @@ def matches(name, targets):
     """PEFT's rule for target_modules: the qualified name is, or ends with "." + , a target (modules_to_save's is
     the bare str.endswith: "norm" is every layer's input_layernorm too)."""
     return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def all_linear(targets):
+    """Whether targets is PEFT's shorthand "all-linear" (any case, as PEFT reads it; alone, or the one name of a list,
+    as --targets gives it). With other names it is refused: PEFT reads such a list as module names, and "all-linear"
+    names none, so it would adapt the other names only, without a word."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    if len(names) > 1 and any(str(t).lower() == ALL_LINEAR for t in names):
+        raise ValueError(f"targets {names}: {ALL_LINEAR} adapts every linear layer but the output one; give it alone, "
+                         f"or module names without it (PEFT would read it as a module name, which matches none)")
+    return len(names) == 1 and str(names[0]).lower() == ALL_LINEAR
+
+
+def targeted(linears, targets, whole=()):
+    """The names among linears (qualified names) that targets picks: each one that is or ends with "." + a target,
+    or for "all-linear" every one but the output layer (lm_head) and those inside `whole` (a task's head, trained
+    whole): PEFT 0.21's _maybe_include_all_linear_layers, with its task heads (TASK_HEADS) passed as `whole`."""
+    if not all_linear(targets):
+        return [n for n in linears if matches(n, targets)]
+    return [n for n in linears if n != "lm_head" and not any(n == w or n.startswith(w + ".") for w in whole)]
+
+
+def trained_whole(head, targets):
+    """The modules of a task's head (model.py's) that train whole beside the adapter: all of them, but under
+    "all-linear" only those PEFT's task heads name (TASK_HEADS): BERT's pre-trained pooler is then one more linear,
+    LoRA-adapted, as PEFT's SEQ_CLS all-linear adapts it (its classifier, a fresh layer, trains whole either way)."""
+    return tuple(h for h in head if not all_linear(targets) or h in {*itertools.chain(*TASK_HEADS.values())})
 
 
 def peft_target(cfg, name):

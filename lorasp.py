@@ -39,8 +39,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import load_layers, matches, save_layers
-from adapter import EXTRAS_FILE, adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
+from adapter import all_linear, load_layers, save_layers, targeted
+from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
 from recompute import frozen_base
 
@@ -173,12 +173,12 @@ def _layers(model):
 
 
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
-    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
-    layer's seed is layer_seed(seed, name)."""
-    if isinstance(targets, str):                               # read a character at a time, "wo" adapted T5's "o"
+    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
+    one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
+    if isinstance(targets, str) and not all_linear(targets):   # read a character at a time, "wo" adapted T5's "o"
         raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = [n for n in linears if matches(n, targets)]
+    hits = targeted(linears, targets)
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
     trains = {p: p.requires_grad for p in model.parameters()}
