@@ -94,13 +94,16 @@ def trained_whole(head, targets):
 
 def peft_target(cfg, name):
     """Whether PEFT (0.21, check_target_module_exists) adapts the module `name` under adapter_config.json's cfg.
-    "all-linear" or no target_modules: not checked here (every adapted linear in the file is taken)."""
+    No target_modules: not checked here (every adapted linear in the file is taken)."""
     exclude = cfg.get("exclude_modules")
     if exclude and (re.fullmatch(exclude, name) if isinstance(exclude, str) else matches(name, exclude)):
         return False                                           # exclude_modules wins over everything
     targets = cfg.get("target_modules")
-    if targets is None or targets == "all-linear":
+    if targets is None:
         return True
+    if isinstance(targets, str) and targets.lower() == ALL_LINEAR:   # expanded on the model it loads onto: not the
+        return bool(targeted([name], ALL_LINEAR, TASK_HEADS[cfg["task_type"]] if cfg.get("task_type") == "SEQ_CLS"
+                             else ()))                         # output layer, nor a SEQ_CLS head (a list: names)
     if isinstance(targets, str):                               # a regex: the whole name, layers not checked
         return re.fullmatch(targets, name) is not None
     if name in targets:                                        # the whole name listed: layers not checked

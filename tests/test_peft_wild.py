@@ -592,3 +592,23 @@ def test_all_linear_adapts_what_peft_adapts_and_peft_reads_our_adapter(tmp_path,
         again = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a").eval()
         torch.testing.assert_close(ours_out(again), mine, atol=0, rtol=0)
 
+
+@pytest.mark.parametrize("spelling", ["all-linear", "ALL-Linear"])
+def test_a_hand_written_all_linear_config_over_an_lm_head_adapter_is_refused_as_peft_leaves_it_out(
+        base, tmp_path, spelling):
+    """PEFT expands a config's "all-linear" (any case) on the model it loads onto, without the output layer: an
+    lm_head adapter in the file is then left out (its tensors unexpected keys), so PEFT's logits are the base's there.
+    load_adapter took every adapter in the file (every module counted as named): PEFT's logits and ours differed
+    without a word; now the file is refused, naming lm_head."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"])
+    edit_config(tmp_path / "a", target_modules=spelling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")
+    assert not isinstance(peft.base_model.model.lm_head, LoraLayer)
+    assert isinstance(peft.base_model.model.model.layers[0].self_attn.q_proj, LoraLayer)
+    with pytest.raises(ValueError, match=r"does not name: \['lm_head'\]; PEFT would leave them out"):
+        load_adapter(ours, tmp_path / "a", peft=True)
