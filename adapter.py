@@ -16,7 +16,8 @@
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
 - `save_layers`, `load_layers`: a model's LoRASPLinear layers to and from the folder, the work of lorasp.py's
-  save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's).
+  save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's);
+  `all_or_nothing`: a failure while the layers are built (load_layers', apply_lorasp's) leaves the model as it was.
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
@@ -80,6 +81,8 @@ def targeted(linears, targets, whole=()):
     """The names among linears (qualified names) that targets picks: each one that is or ends with "." + a target,
     or for "all-linear" every one but the output layer (lm_head) and those inside `whole` (a task's head, trained
     whole): PEFT 0.21's _maybe_include_all_linear_layers, with its task heads (TASK_HEADS) passed as `whole`."""
+    if isinstance(targets, str) and not all_linear(targets):   # read a character at a time, "wo" adapted T5's "o"
+        raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
     if not all_linear(targets):
         return [n for n in linears if matches(n, targets)]
     return [n for n in linears if n != "lm_head" and not any(n == w or n.startswith(w + ".") for w in whole)]
@@ -410,10 +413,17 @@ def load_layers(model, directory, peft, layer_type, linear_types):
     modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern,
     alpha_pattern, use_rslora and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our
     nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it
-    was: no module swapped, and no weight frozen (each layer_type freezes its base as it is built)."""
+    was (all_or_nothing)."""
+    return all_or_nothing(model, lambda: _new_modules(model, directory, peft, layer_type, linear_types))
+
+
+def all_or_nothing(model, build):
+    """build()'s {name: the module to put there}, or on a failure the model as it was: no module swapped (the caller
+    swaps them in), and no weight frozen (each LoRASPLinear freezes its base as it is built: a later layer's failure,
+    a keep too small for it or a tensor that does not fit, would leave the earlier ones frozen)."""
     trains = {p: p.requires_grad for p in model.parameters()}
     try:
-        return _new_modules(model, directory, peft, layer_type, linear_types)
+        return build()
     except BaseException:
         for p, g in trains.items():
             p.requires_grad_(g)
