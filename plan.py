@@ -274,9 +274,9 @@ def seq_len_of(config, args):
 
 def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     """{part: bytes} for a run of args (method, rank, keep, quant, checkpointing, dtype, device, batch size, seq len)
-    on a model of config; targets: the adapted linears' names; runtime: the runtime's bytes (default:
-    runtime_bytes(), measured now); met: (batch lengths, head row counts) the data meets (`met`; default: every one
-    up to --seq-len and a batch's tokens)."""
+    on a model of config; targets: the adapted linears' names (or all-linear, expanded as train.py expands it);
+    runtime: the runtime's bytes (default: runtime_bytes(), measured now); met: (batch lengths, head row counts) the
+    data meets (`met`; default: every one up to --seq-len and a batch's tokens)."""
     s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
     kernel = nf4 and quant_torch.triton_kernel(torch.device(args.device)) is not None  # CUDA + Triton: no fp32 levels
