@@ -138,7 +138,7 @@ def parse_args(argv=None):
     a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
-      "RoBERTa/BERT query,value; T5 q,v), or all-linear (PEFT's: every linear layer but the output one and the head)")
+      "RoBERTa/BERT query,value; T5 q,v), or all-linear (PEFT's: all but the output layer and head)")
     a("--lr", type=ranged(float, 0, 1, open_low=True), default=2e-5, metavar="X", help="peak AdamW learning rate; "
       "the paper's")  # (<= 1: AdamW moves each weight by about lr a step, so 3e3 is a typo of 3e-3)
     a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "

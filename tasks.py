@@ -61,7 +61,7 @@ def heads(model, args):
     """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
     bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
     head = {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
-    return trained_whole(head, (args.targets or "").split(","))  # all-linear: BERT's pooler LoRA-adapted, as PEFT's
+    return trained_whole(head, (getattr(args, "targets", None) or "").split(","))  # all-linear: a LoRA on BERT's pooler
 
 
 def checked_config(args):
