@@ -7,6 +7,7 @@
                                  what the adapter trained on (a file of its own: PEFT warns about unknown config keys)
 
 - PEFT's rules for which modules an adapter names, as PEFT 0.21 reads them: `matches` (a name or its end),
+  `targeted` (those, or "all-linear": every linear but the output layer and a task's head; `trained_whole`),
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
   use_rslora), `saved_whole` (modules_to_save and the task's heads). Where PEFT would read a folder differently from
   us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
@@ -15,7 +16,8 @@
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
 - `save_layers`, `load_layers`: a model's LoRASPLinear layers to and from the folder, the work of lorasp.py's
-  save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's).
+  save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's);
+  `all_or_nothing`: a failure while the layers are built (load_layers', apply_lorasp's) leaves the model as it was.
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
@@ -35,6 +37,7 @@ from checkpoint import (atomic_write, load_safetensors, read_json, read_safetens
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
+ALL_LINEAR = "all-linear"                  # PEFT's target_modules for every linear layer but the output one (QLoRA's)
 # adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
 # is refused. init_lora_weights: PEFT redoes pissa, olora, loftq, corda ... on load, changing W itself
 UNSET = (None, False, "none", [], {})
@@ -63,15 +66,47 @@ def matches(name, targets):
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def all_linear(targets):
+    """Whether targets is PEFT's shorthand "all-linear" (any case, as PEFT reads it; alone, or the one name of a list,
+    as --targets gives it). With other names it is refused: PEFT reads such a list as module names, and "all-linear"
+    names none, so it would adapt the other names only, without a word."""
+    names = [targets] if isinstance(targets, str) else list(targets)
+    if len(names) > 1 and any(str(t).lower() == ALL_LINEAR for t in names):
+        raise ValueError(f"targets {names}: {ALL_LINEAR} adapts every linear layer but the output one; give it alone, "
+                         f"or module names without it (PEFT would read it as a module name, which matches none)")
+    return len(names) == 1 and str(names[0]).lower() == ALL_LINEAR
+
+
+def targeted(linears, targets, whole=()):
+    """The names among linears (qualified names) that targets picks: each one that is or ends with "." + a target,
+    or for "all-linear" every one but the output layer (lm_head) and those inside `whole` (a task's head, trained
+    whole): PEFT 0.21's _maybe_include_all_linear_layers, with its task heads (TASK_HEADS) passed as `whole`."""
+    if isinstance(targets, str) and not all_linear(targets):   # read a character at a time, "wo" adapted T5's "o"
+        raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
+    if not all_linear(targets):
+        return [n for n in linears if matches(n, targets)]
+    return [n for n in linears if n != "lm_head" and not any(n == w or n.startswith(w + ".") for w in whole)]
+
+
+def trained_whole(head, targets):
+    """The modules of a task's head (model.py's) that train whole beside the adapter: all of them, but under
+    "all-linear" only those PEFT's task heads name (TASK_HEADS): BERT's pre-trained pooler is then one more linear,
+    LoRA-adapted, as PEFT's SEQ_CLS all-linear adapts it (its classifier, a fresh layer, trains whole either way)."""
+    return tuple(h for h in head if not all_linear(targets) or h in {*itertools.chain(*TASK_HEADS.values())})
+
+
 def peft_target(cfg, name):
     """Whether PEFT (0.21, check_target_module_exists) adapts the module `name` under adapter_config.json's cfg.
-    "all-linear" or no target_modules: not checked here (every adapted linear in the file is taken)."""
+    No target_modules: not checked here (every adapted linear in the file is taken)."""
     exclude = cfg.get("exclude_modules")
     if exclude and (re.fullmatch(exclude, name) if isinstance(exclude, str) else matches(name, exclude)):
         return False                                           # exclude_modules wins over everything
     targets = cfg.get("target_modules")
-    if targets is None or targets == "all-linear":
+    if targets is None:
         return True
+    if isinstance(targets, str) and targets.lower() == ALL_LINEAR:   # expanded on the model it loads onto: not the
+        return bool(targeted([name], ALL_LINEAR, TASK_HEADS[cfg["task_type"]] if cfg.get("task_type") == "SEQ_CLS"
+                             else ()))                         # output layer, nor a SEQ_CLS head (a list: names)
     if isinstance(targets, str):                               # a regex: the whole name, layers not checked
         return re.fullmatch(targets, name) is not None
     if name in targets:                                        # the whole name listed: layers not checked
@@ -378,10 +413,17 @@ def load_layers(model, directory, peft, layer_type, linear_types):
     modules_to_save (saved_whole) with its tensors; lorasp.py puts them in the model. PEFT's rank_pattern,
     alpha_pattern, use_rslora and .bin file are honoured (fan_in_fan_out only says HF's Conv1D is transposed, as our
     nn.Linear already is); the PLAIN fields and any tensor left unloaded are errors. A failure leaves the model as it
-    was: no module swapped, and no weight frozen (each layer_type freezes its base as it is built)."""
+    was (all_or_nothing)."""
+    return all_or_nothing(model, lambda: _new_modules(model, directory, peft, layer_type, linear_types))
+
+
+def all_or_nothing(model, build):
+    """build()'s {name: the module to put there}, or on a failure the model as it was: no module swapped (the caller
+    swaps them in), and no weight frozen (each LoRASPLinear freezes its base as it is built: a later layer's failure,
+    a keep too small for it or a tensor that does not fit, would leave the earlier ones frozen)."""
     trains = {p: p.requires_grad for p in model.parameters()}
     try:
-        return _new_modules(model, directory, peft, layer_type, linear_types)
+        return build()
     except BaseException:
         for p, g in trains.items():
             p.requires_grad_(g)

@@ -7,11 +7,12 @@ last.
 - `parse_args(argv)`: the flags. Without --model and --data (the offline demo) or with --data demo, DEMO or REAL_DEMO
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
-  out, an empty --targets name, one of --model and --data without the other, an unknown GLUE task, --targets given
-  twice, a path beginning with a ~ the shell left, an --out under a file) are argparse's errors; a flag given twice
-  (its last value counts), --threads past the CPUs, a flag given that changes nothing (the adapter's with --method
-  full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on another task, --patience no
-  evaluation can reach, --model-dir and --download beside a --model that is not a preset) prints a note.
+  out, an empty --targets name or all-linear among names, one of --model and --data without the other, an unknown GLUE
+  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file) are argparse's errors;
+  a flag given twice (its last value counts), --threads past the CPUs, a flag given that changes nothing (the
+  adapter's with --method full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on
+  another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
+  prints a note.
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
   generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
   files went, the command that evaluates the result, how to resume an interrupted run).
@@ -36,6 +37,7 @@ import torch.distributed as dist
 
 import data
 import plan
+from adapter import ALL_LINEAR, all_linear
 from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError
 from ddp import planned_memory, rank_world
@@ -137,7 +139,7 @@ def parse_args(argv=None):
     a("--structure", default="element", choices=["element", "column"], metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
-      "RoBERTa/BERT query,value; T5 q,v)")
+      "RoBERTa/BERT query,value; T5 q,v), or all-linear (PEFT's: all but the output layer and head)")
     a("--lr", type=ranged(float, 0, 1, open_low=True), default=2e-5, metavar="X", help="peak AdamW learning rate; "
       "the paper's")  # (<= 1: AdamW moves each weight by about lr a step, so 3e3 is a typo of 3e-3)
     a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
@@ -199,6 +201,10 @@ def parse_args(argv=None):
         names = [t.strip() for t in args.targets.split(",")]
         if not all(names):
             p.error(f"--targets {args.targets!r} has an empty name: give module names, comma-separated (q_proj,v_proj)")
+        try:                                                   # all-linear (PEFT's, any case) alone, or names
+            names = [ALL_LINEAR] if all_linear(names) else names
+        except ValueError as e:
+            p.error(f"--targets {args.targets}: {str(e).partition(': ')[2]}")
         args.targets = ",".join(names)                         # "q_proj, v_proj": a space is not part of a name
     if args.method == "lora" and "--keep" in given and args.keep != 1:
         p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "

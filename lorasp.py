@@ -14,10 +14,8 @@
   entry (it does move them in a dense LoRA whose gradients are masked by a hook: see the demo).
 - mode="mask" is Eq. 2: frozen entries are zero in forward. mode="freeze": they keep their initial values (A's
   Kaiming draw; B's are zeros, so only A differs from mask mode).
-- Eq. 3 writes W - ΔW; we use the usual W + (alpha/r) ΔW. The sign does not matter: B starts at zero, and B -> -B
-  maps one parametrization onto the other, init and every SGD/Adam step included (both are odd in the gradient).
-  Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout; ours is PEFT's: A (r, in), B (out, r). The paper's other gaps
-  (one S for two shapes, Eq. 3 quantizing the update, no alpha) and what we chose: docs/paper.md.
+- Eq. 3's W - ΔW trains as our usual W + (alpha/r) ΔW, B -> -B mapping one onto the other (docs/paper.md: why, and
+  the paper's other gaps); Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout, ours is PEFT's: A (r, in), B (out, r).
 - structure="element" (the paper's) saves NO activation memory: every input feature meets some trainable entry
   of A, so dL/dA = g_h^T x needs all of x, as in LoRA. structure="column" makes A's trainable entries whole input
   columns; backward then keeps x[..., cols] instead of x, about keep × LoRA's input activations. B keeps random
@@ -25,10 +23,6 @@
   Caveat: layers that read one input (q, k, v) each keep their own columns of it.
 Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias training, conv and embedding layers.
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
-
-Sections: the layer (layer_seed, pick, unpack, _LoRAInput, LoRASPLinear); whole models (apply_lorasp ...
-saved_activation_bytes; save_adapter, load_adapter: PEFT's folder, written and read by adapter.py); the teaching demo
-(~55 lines, kept beside the layer it measures: they put the file 20 lines past its 300-line budget).
 """
 import argparse
 import itertools
@@ -39,8 +33,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import load_layers, matches, save_layers
-from adapter import EXTRAS_FILE, adapter_base, peft_target  # noqa: F401  (lorasp.adapter_base etc., as before the move)
+from adapter import all_or_nothing, load_layers, save_layers, targeted
+from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
 from recompute import frozen_base
 
@@ -55,12 +49,13 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}:{name}".encode())
 
 
-def pick(shape, keep, gen):
-    """Bool mask with exactly round(keep * numel) True entries at random places (a permutation, not Bernoulli)."""
-    n = math.prod(shape)
+def pick(shape, keep, gen, columns=False):
+    """Bool mask with exactly round(keep * n) True entries at random places (a permutation, not Bernoulli) of its n
+    entries, or with columns of its n columns, each then True whole (structure="column")."""
+    n = shape[-1] if columns else math.prod(shape)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
-    return mask.view(shape)
+    return mask.expand(shape).clone() if columns else mask.view(shape)
 
 
 def unpack(mask, train, frozen=None):
@@ -120,19 +115,15 @@ class LoRASPLinear(nn.Module):
         gen = torch.Generator().manual_seed(seed)              # on CPU: the same draws whatever the device
         A = torch.empty(r, base.in_features)
         nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=gen)  # PEFT's init, drawn first: keep can't change A
-        cols = None
-        if structure == "column":                              # A trains on whole input columns: (k,) indices
-            cols = torch.randperm(A.shape[1], generator=gen)[:round(keep * A.shape[1])].sort().values
         dev = base.weight.device
-        self.register_buffer("cols", None if cols is None else cols.to(dev))
         for k, M in (("A", A), ("B", torch.zeros(base.out_features, r))):   # B starts at zero, as in LoRA
-            mask = torch.zeros(M.shape, dtype=torch.bool).index_fill_(1, cols, True) if k == "A" and cols is not None \
-                else pick(M.shape, keep, gen)
+            mask = pick(M.shape, keep, gen, columns=k == "A" and structure == "column")  # column: A's whole columns
             if not mask.any():
                 raise ValueError(f"keep={keep} leaves {k} {tuple(M.shape)} without a trainable entry")
             self.register_buffer(f"mask_{k}", mask.to(dev))    # (r, in) / (out, r) bool
             setattr(self, f"{k}_train", nn.Parameter(M[mask].to(dev)))   # (round(keep * numel),): the only Parameters
             self.register_buffer(f"{k}_frozen", M[~mask].to(dev) if mode == "freeze" else None)  # mask mode: 0
+        self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if structure == "column" else None)  # (k,)
 
     lora_A = property(lambda self: unpack(self.mask_A, self.A_train, self.A_frozen), doc="(r, in), as forward uses it")
     lora_B = property(lambda self: unpack(self.mask_B, self.B_train, self.B_frozen), doc="(out, r), as forward uses")
@@ -173,22 +164,14 @@ def _layers(model):
 
 
 def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
-    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets`; freeze everything else. Each
-    layer's seed is layer_seed(seed, name)."""
-    if isinstance(targets, str):                               # read a character at a time, "wo" adapted T5's "o"
-        raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
+    """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
+    one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = [n for n in linears if matches(n, targets)]
+    hits = targeted(linears, targets)
     if not hits:
         raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
-    trains = {p: p.requires_grad for p in model.parameters()}
-    try:
-        new = {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure, layer_seed(seed, n))
-               for n in hits}
-    except BaseException:                                      # each layer froze its base as it was built: a keep too
-        for p, g in trains.items():                            # small for a later layer leaves the model as it was
-            p.requires_grad_(g)
-        raise
+    new = all_or_nothing(model, lambda: {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure,
+                                                         layer_seed(seed, n)) for n in hits})
     return _swap(model.requires_grad_(False), new)
 
 
@@ -236,17 +219,11 @@ def saved_activation_bytes(module, *inputs):
     module's own parameters and buffers. A frozen base keeps nothing input-dependent, so a LoRA layer's activations
     are x (for dL/dA) and h = x A^T (for dL/dB); column keeps x[..., cols] and h. Weight-derived copies (an unpacked
     A_eff, a bf16 B) count too. (The saving is real only if nothing else keeps x alive.)"""
-    own = {t.untyped_storage().data_ptr() for t in itertools.chain(module.parameters(), module.buffers())}
-    seen = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in own:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
         out = module(*inputs)
-    return sum(seen.values()), out
+    own = {t.untyped_storage().data_ptr() for t in itertools.chain(module.parameters(), module.buffers())}
+    return sum({s.data_ptr(): s.nbytes() for s in saved if s.data_ptr() not in own}.values()), out
 
 
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
@@ -275,47 +252,44 @@ def demo():
     base, x, target = nn.Linear(n, n), torch.randn(8, 256, n), torch.randn(8, 256, n)  # x: (B, T, in)
     B = 0.02 * torch.randn(n, r)           # as if trained a few steps: at init B = 0, and then dL/dA = 0
 
-    def layer(**kw):                       # seed=1 for all: the same Kaiming A whatever keep is
+    def step(hook=None, **kw):
+        """One layer (seed=1 for all: the same Kaiming A whatever keep is) through one AdamW step (lr 1e-3, weight
+        decay 0.01), x needing a gradient: its output, gradients, bytes kept, and which entries of A the step moved."""
         m = LoRASPLinear(base, r, 32, seed=1, **kw)
         m.load_dense(m.lora_A, B)
-        return m
-
-    def grads(m):
-        nn.functional.mse_loss(m(x), target).backward()
-        return unpack(m.mask_A, m.A_train.grad), unpack(m.mask_B, m.B_train.grad)
-
-    lora, sp, hooked = layer(keep=1.0), layer(mode="freeze"), layer(keep=1.0)
-    hooked.A_train.register_hook(lambda g: g * sp.mask_A.flatten())   # the textbook way: dense LoRA, grad *= S
-    (gA, gB), (sA, sB), (hA, _) = grads(lora), grads(sp), grads(hooked)
-    print(f"one {n}x{n} layer, r={r}, x {tuple(x.shape)}: LoRA-SP trains {sp.A_train.numel():,} of {gA.numel():,} "
-          f"A entries and {sp.B_train.numel():,} of {gB.numel():,} B entries\n")
-    print("1. freeze mode: the same forward as LoRA, so the gradient is LoRA's times S, bit for bit")
-    print(f"   max |dA_lora * S_A - dA_sp|  = {(gA * sp.mask_A - sA).abs().max().item()}")
-    print(f"   max |dB_lora * S_B - dB_sp|  = {(gB * sp.mask_B - sB).abs().max().item()}")
-    print(f"   max |dA_hook - dA_sp|        = {(hA - sA).abs().max().item()}   (dense LoRA, hook multiplies dA by S_A)")
-    moved = []
-    for m in (hooked, sp):
-        A0 = m.lora_A.detach().clone()
-        torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01).step()
-        moved.append(int(((m.lora_A.detach() != A0) & ~sp.mask_A).sum()))
-    print(f"   one AdamW step (weight decay 0.01) moves frozen A entries: hook {moved[0]:,}, packed {moved[1]}")
-    mk = layer(mode="mask")
-    (mA, _), y_lora, y_mask = grads(mk), lora(x).detach(), mk(x).detach()
-    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so the output and the gradient differ from LoRA's")
-    print(f"   max |y_lora - y_sp| = {(y_lora - y_mask).abs().max().item():.4g}   (max |y_lora| = "
-          f"{y_lora.abs().max().item():.4g});  |dA_sp - dA_lora * S_A| / |dA_lora * S_A| = "
-          f"{((gA - mA) * mk.mask_A).norm().item() / (gA * mk.mask_A).norm().item():.3g}")
-    print("\n3. what each keeps (measured: AdamW's state after a step; autograd's saved tensors, x needing a gradient)")
-    print(f"   {'method':<17}{'trainable':>10}{'grad bytes':>12}{'AdamW state':>13}{'activations':>13}{'vs LoRA':>9}")
-    for name, m in (("LoRA", lora), ("LoRA-SP element", mk), ("LoRA-SP column", layer(structure="column"))):
-        m.zero_grad()
+        if hook:
+            m.A_train.register_hook(hook)
+        A0, opt = m.lora_A.detach().clone(), torch.optim.AdamW([m.A_train, m.B_train])
         act, y = saved_activation_bytes(m, x.clone().requires_grad_())
         nn.functional.mse_loss(y, target).backward()
-        opt = torch.optim.AdamW([m.A_train, m.B_train])
         opt.step()
-        ref = act if name == "LoRA" else ref
-        print(f"   {name:<17}{count_trainable(m):>10,}{m.A_train.grad.nbytes + m.B_train.grad.nbytes:>12,}"
-              f"{sum(t.nbytes for s in opt.state.values() for t in s.values()):>13,}{act:>13,}{act / ref:>9.3f}")
+        return dict(y=y.detach(), dA=unpack(m.mask_A, m.A_train.grad), dB=unpack(m.mask_B, m.B_train.grad), m=m,
+                    act=act, grad=m.A_train.grad.nbytes + m.B_train.grad.nbytes, moved=m.lora_A.detach() != A0,
+                    state=sum(t.nbytes for s in opt.state.values() for t in s.values()))
+
+    lora, sp = step(keep=1.0), step(mode="freeze")
+    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B
+    hooked = step(lambda g: g * S_A.flatten(), keep=1.0)   # the textbook way: dense LoRA, grad *= S
+    mask, column = step(mode="mask"), step(structure="column")
+    print(f"one {n}x{n} layer, r={r}, x {tuple(x.shape)}: LoRA-SP trains {int(S_A.sum()):,} of {S_A.numel():,} "
+          f"A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\n")
+    print("1. freeze mode: the same forward as LoRA, so the gradient is LoRA's times S, bit for bit")
+    print(f"   max |dA_lora * S_A - dA_sp|  = {(lora['dA'] * S_A - sp['dA']).abs().max().item()}")
+    print(f"   max |dB_lora * S_B - dB_sp|  = {(lora['dB'] * S_B - sp['dB']).abs().max().item()}")
+    print(f"   max |dA_hook - dA_sp|        = {(hooked['dA'] - sp['dA']).abs().max().item()}   (dense LoRA, hook "
+          "multiplies dA by S_A)")
+    moved = [int((s["moved"] & ~S_A).sum()) for s in (hooked, sp)]
+    print(f"   one AdamW step (weight decay 0.01) moves frozen A entries: hook {moved[0]:,}, packed {moved[1]}")
+    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so the output and the gradient differ from LoRA's")
+    gA, mA, y = lora["dA"] * mask["m"].mask_A, mask["dA"] * mask["m"].mask_A, lora["y"]
+    print(f"   max |y_lora - y_sp| = {(y - mask['y']).abs().max().item():.4g}   (max |y_lora| = "
+          f"{y.abs().max().item():.4g});  |dA_sp - dA_lora * S_A| / |dA_lora * S_A| = "
+          f"{(gA - mA).norm().item() / gA.norm().item():.3g}")
+    print("\n3. what each keeps (measured: AdamW's state after a step; autograd's saved tensors, x needing a gradient)")
+    print(f"   {'method':<17}{'trainable':>10}{'grad bytes':>12}{'AdamW state':>13}{'activations':>13}{'vs LoRA':>9}")
+    for name, s in (("LoRA", lora), ("LoRA-SP element", mask), ("LoRA-SP column", column)):
+        print(f"   {name:<17}{count_trainable(s['m']):>10,}{s['grad']:>12,}{s['state']:>13,}{s['act']:>13,}"
+              f"{s['act'] / lora['act']:>9.3f}")
     print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element keeps all of x too (every column of "
           "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
 

@@ -51,7 +51,7 @@ import torch
 import data
 from data import UserError
 from download import snapshot_hint
-from lorasp import matches
+from adapter import all_linear, targeted, trained_whole
 from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
 import quant_torch
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
@@ -134,7 +134,7 @@ def model_config(model, directory=None):
 
 # ----------------------------------------------------------------------------------------------------
 # What a block keeps for backward, per token: (values in the compute dtype, bytes) by checkpointing mode.
-# Counted from model.py's code with the default --targets (other targets keep less: this is then an upper bound);
+# Counted from model.py's code with the default --targets (others keep less, but all-linear more: every_linear);
 # tests/test_plan.py compares them with autograd's saved tensors. C: width, Ck: k/v width, F: MLP width, r: rank,
 # A: adapted linears a block, h: heads, T: tokens a sequence; dropout on CPU keeps a bool (h, T, T) mask.
 
@@ -218,14 +218,35 @@ BF16 = {"llama": lambda c, cpu: 2 * 2 * c.n_embd,
         "t5": lambda c, cpu: 5 * 2 * c.d_model - 3 * 2 * c.num_heads * c.d_kv * sdpa(c.dropout_rate > 0, cpu)}
 
 
-def kept(config, mode, r, T, dropout_cpu, full=False, bf16=False, B=1):
+def every_linear(config, mode, r, dropout_cpu):
+    """Values a block keeps a token more under --targets all-linear than ACTIVATIONS' default targets: h of each
+    further adapter and, without checkpointing, the input of each linear the defaults leave frozen where nothing else
+    keeps it (selective recomputes those, full keeps the block's input). Llama, GPT-2: the defaults are every linear.
+    RoBERTa/BERT: key, attention.output.dense, intermediate.dense, output.dense; their inputs: the attention output
+    (kept already where SDPA keeps it as its output), the LayerNorm's output, the GELU's. T5, an encoder and a decoder
+    block: k, o, wi (gated: wi_0, wi_1), wo and cross-attention's k, o; o's inputs (not where SDPA keeps them), the
+    feed-forward norms' outputs and wo's (not where ReLU keeps its output and wo reads it: no dropout, not gated)."""
+    kind, none = config.model_type, mode == "none"
+    if kind in ("roberta", "bert"):
+        C, p = config.n_embd, config.dropout > 0
+        return 4 * r + none * (C + config.n_ffn + C * (not sdpa(p, dropout_cpu))) if mode != "full" else 0
+    if kind == "t5":
+        C, inner, F, p = config.d_model, config.num_heads * config.d_kv, config.d_ff, config.dropout_rate > 0
+        gated = config.is_gated_act
+        return (10 + 2 * gated) * r + none * (2 * C + 3 * inner * (not sdpa(p, dropout_cpu)) + 2 * F * (
+            gated or p)) if mode != "full" else 0
+    return 0
+
+
+def kept(config, mode, r, T, dropout_cpu, full=False, bf16=False, B=1, every=False):
     """(values in the compute dtype, bytes) a block keeps a token: ACTIVATIONS' count with adapters of rank r; under
     full fine-tuning (full) no adapter's h and what the trained weights need besides (TRAINED), under bf16 autocast
     the fp32 tensors and bf16 copies of AUTOCAST (B: sequences a batch, for T5's decoder bias); an adapter under bf16
-    autocast: BF16's (B: sequences a batch, also for GPT-2's causal mask)."""
+    autocast: BF16's (B: sequences a batch, also for GPT-2's causal mask); every: --targets all-linear's more."""
     kind = config.model_type
     values, extra = ACTIVATIONS[kind](config, mode, 0 if full else r, T, dropout_cpu)
     values += TRAINED[kind](config) if full and mode == "none" else 0
+    values += every_linear(config, mode, r, dropout_cpu) if every and not full else 0
     if kind == "gpt2" and mode == "none" and config.dropout > 0 and dropout_cpu:
         extra += T / B                                       # DropoutAttention's (T, T) causal mask, one a batch
     if bf16 and not full and mode == "none":
@@ -253,21 +274,26 @@ def seq_len_of(config, args):
 
 def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     """{part: bytes} for a run of args (method, rank, keep, quant, checkpointing, dtype, device, batch size, seq len)
-    on a model of config; targets: the adapted linears' names; runtime: the runtime's bytes (default:
-    runtime_bytes(), measured now); met: (batch lengths, head row counts) the data meets (`met`; default: every one
-    up to --seq-len and a batch's tokens)."""
+    on a model of config; targets: the adapted linears' names (or all-linear, expanded as train.py expands it);
+    runtime: the runtime's bytes (default: runtime_bytes(), measured now); met: (batch lengths, head row counts) the
+    data meets (`met`; default: every one up to --seq-len and a batch's tokens)."""
     s = 2 if pick_dtype(args.dtype, args.device)[0] else 4
     full, nf4, cpu = args.method == "full", args.quant == "nf4", torch.device(args.device).type == "cpu"
     kernel = nf4 and quant_torch.triton_kernel(torch.device(args.device)) is not None  # CUDA + Triton: no fp32 levels
     keep = 1.0 if args.method == "lora" else args.keep
     with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
-        model = build_model(config)
-        if getattr(config, "num_labels", 0) == 0 and data.task_kind(args.data) == "glue":
+        model, task = build_model(config), data.task_kind(args.data)
+        if getattr(config, "num_labels", 0) == 0 and task == "glue":
             model.add_head(2)
+        if task == "squad":                                       # the span head, and BERT's pooler gone
+            model.add_qa_head()
     parts = dict(runtime=runtime_bytes(args.device) if runtime is None else runtime,
                  data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0,
                  shapes=0)
-    seen, biggest, head, shapes = set(), 0, getattr(type(model), "head", ()), set()  # shapes: of token-row matmuls
+    head = trained_whole({"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(task, ()), targets)
+    seen, biggest, shapes = set(), 0, set()                       # shapes: of token-row matmuls
+    every = not full and all_linear(targets)
+    targets = set(targeted([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], targets, head))
     for name, m in model.named_modules():
         for pname, p in m.named_parameters(recurse=False):
             if id(p) in seen:
@@ -290,7 +316,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             else:
                 parts["embeddings"] += n * s
             shapes |= {tuple(p.shape)} if block_linear else set()
-            if block_linear and not full and matches(name, targets):
+            if isinstance(m, torch.nn.Linear) and pname == "weight" and not full and not (head and name.startswith(
+                    head)) and name in targets:                   # (all-linear: BERT's pooler, outside a block)
                 i, o = p.shape[1], p.shape[0]
                 trained = round(keep * args.rank * i) + round(keep * args.rank * o)
                 frozen = args.rank * (i + o) - trained if args.mode == "freeze" else 0
@@ -299,7 +326,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     tokens, T, L = args.batch_size * seq_len_of(config, args), seq_len_of(config, args), layers(config)
     kind = config.model_type
     per_token = lambda mode: (lambda v, b: v * s + b)(  # noqa: E731
-        *kept(config, mode, args.rank, T, cpu, full, s == 2, args.batch_size))
+        *kept(config, mode, args.rank, T, cpu, full, s == 2, args.batch_size, every))
     full_blocks = args.full_blocks if args.checkpointing == "selective" else 0  # (at most L: tasks.checked_config)
     parts["activations"] = tokens * ((L - full_blocks) * per_token(args.checkpointing)
                                      + full_blocks * per_token("full"))

@@ -44,6 +44,7 @@ from evalcli import in_glue_order
 from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad, evaluate_translation,
                   generate_answers)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
+from adapter import all_linear, targeted, trained_whole
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
@@ -59,7 +60,8 @@ KINDS = {"lm": (("llama", "gpt2"), "CAUSAL_LM"), "glue": (("roberta", "bert", "g
 def heads(model, args):
     """What trains whole beside the adapter and is saved with it: a classifier's head (RoBERTa: classifier; BERT:
     bert.pooler, classifier; GPT-2: score), a span head (qa_outputs)."""
-    return {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
+    head = {"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(data.task_kind(args.data), ())
+    return trained_whole(head, (getattr(args, "targets", None) or "").split(","))  # all-linear: a LoRA on BERT's pooler
 
 
 def checked_config(args):
@@ -118,14 +120,20 @@ def load_model(args, directory, checkpoint, device, bf16):
         # the head trains whole: no adapter inside it (--targets dense would match it too)
         linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and not (head and
                                                                                             n.startswith(head))]
+        if all_linear(targets):                                # PEFT's: every linear but lm_head, outside the head
+            targets = targeted(linears, targets)
+            lacked = getattr(model, "lacked", None)
+            fresh = lacked and next(n for n, m in model.named_modules() if m is lacked[0])
+            if fresh and any(n.startswith(f"{fresh}.") for n in targets):   # BERT's pooler, drawn fresh by fill()
+                raise UserError(f"--targets all-linear: {args.model} holds no {fresh} (as BertForMaskedLM saves it): "
+                                "under all-linear's LoRA (PEFT's too) its freshly drawn weight stays frozen, and an "
+                                "adapter does not hold it, so the adapter would not reload onto it; give --targets "
+                                "names (query,key,value,dense: the pooler then trains whole, with the classifier)")
         if unmatched := [t for t in targets if not any(matches(n, [t]) for n in linears)]:  # a typo adapts nothing
             ends, kind = sorted({n.rsplit(".", 1)[-1] for n in linears}), data.task_kind(args.data)
-            every = ",".join(e for e in ends if e != "lm_head")  # PEFT's all-linear: all but the output layer
             raise UserError(f"--targets {','.join(unmatched)}: no linear layer of {args.model}" + (
                 f" outside its {'span' if kind == 'squad' else 'classifier'} head" if head else "") + " is named so; "
-                f"give --targets from their names' ends: {', '.join(ends)}" + (
-                f" (PEFT's all-linear is not read here: every linear layer but the output one is --targets {every})"
-                if "all-linear" in unmatched else ""))
+                f"give --targets from their names' ends: {', '.join(ends)}")
         if head:
             targets = [n for n in linears if matches(n, targets)]
         keep = 1.0 if args.method == "lora" else args.keep

@@ -499,3 +499,116 @@ def test_eval_scores_a_head_adapter_from_before_peft_0_11_on_a_base_without_a_he
         peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()
         torch.testing.assert_close(ours.classify(ids), peft(input_ids=ids).logits, atol=1e-5, rtol=0)
     assert evalcli.head_order(str(tmp_path / "base"), "sst2", str(tmp_path / "a")) is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# --targets all-linear: PEFT's shorthand, on every backbone and task head train.py has
+
+def hf_tiny(arch, cls, **more):
+    """A tiny random transformers model of arch (Llama, GPT2, Roberta, Bert, T5) and head class (ForCausalLM, ...)."""
+    import transformers
+    from fixtures import random_params
+    sizes = dict(Llama=dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2),
+                 GPT2=dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=16, pad_token_id=0),
+                 T5=dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                         decoder_start_token_id=0),
+                 Roberta=dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=48, max_position_embeddings=24, pad_token_id=1))
+    config = getattr(transformers, f"{arch}Config")(**sizes.get(arch, sizes["Roberta"]), num_labels=2, **more)
+    return random_params(getattr(transformers, arch + cls)(config), 5)
+
+
+START = lambda o: (o.start_logits, o.end_logits)  # noqa: E731
+ALL_LINEAR = {  # name: (the HF model, --data, PEFT's task_type, our output, PEFT's output)
+    "llama": (lambda: hf_tiny("Llama", "ForCausalLM"), "alpaca", "CAUSAL_LM", lambda m: m(X), lambda o: o.logits),
+    "gpt2": (lambda: hf_tiny("GPT2", "LMHeadModel"), "alpaca", "CAUSAL_LM", lambda m: m(X), lambda o: o.logits),
+    "gpt2-glue": (lambda: hf_tiny("GPT2", "ForSequenceClassification"), "glue/sst2", "SEQ_CLS",
+                  lambda m: m.classify(X), lambda o: o.logits),
+    "roberta-glue": (lambda: hf_tiny("Roberta", "ForSequenceClassification"), "glue/sst2", "SEQ_CLS",
+                     lambda m: m.classify(X), lambda o: o.logits),
+    "bert-glue": (lambda: hf_tiny("Bert", "ForSequenceClassification"), "glue/sst2", "SEQ_CLS",
+                  lambda m: m.classify(X), lambda o: o.logits),
+    "roberta-squad": (lambda: hf_tiny("Roberta", "ForQuestionAnswering"), "squad", "QUESTION_ANS",
+                      lambda m: m.span_logits(X), START),
+    "bert-squad": (lambda: hf_tiny("Bert", "ForQuestionAnswering"), "squad", "QUESTION_ANS",
+                   lambda m: m.span_logits(X), START),
+    "t5": (lambda: hf_tiny("T5", "ForConditionalGeneration"), "wmt16-en-ro", "SEQ_2_SEQ_LM", lambda m: m(X, DEC),
+           lambda o: o.logits),
+    "t5-v1.1": (lambda: hf_tiny("T5", "ForConditionalGeneration", feed_forward_proj="gated-gelu",
+                                tie_word_embeddings=False), "wmt16-en-ro", "SEQ_2_SEQ_LM", lambda m: m(X, DEC),
+                lambda o: o.logits)}
+
+
+@pytest.mark.parametrize("arch", ALL_LINEAR)
+def test_all_linear_adapts_what_peft_adapts_and_peft_reads_our_adapter(tmp_path, arch):
+    """train.py --targets all-linear (was refused) adapts the modules PEFT's LoraConfig(target_modules="all-linear",
+    task_type=...) adapts, by name: every linear (GPT-2's Conv1D) but the output layer and the task's head, which
+    trains whole (modules_to_save) as PEFT's does; BERT's GLUE pooler is LoRA-adapted, as PEFT adapts it. SQuAD: PEFT's
+    QUESTION_ANS all-linear adapts qa_outputs and then fails to save it whole (a TypeError), so the reference excludes
+    it; ours trains it whole. Our saved adapter names modules, not "all-linear" (as PEFT's save does), PEFT reads it to
+    our outputs, adapting the same modules, and load_adapter reads it back to the same outputs."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+    import tasks
+    import train
+    make, data, task, ours_out, peft_out = ALL_LINEAR[arch]
+    hf = make().eval()
+    hf.save_pretrained(tmp_path / "base")
+    config = dict(task_type=task, r=4, lora_alpha=8, target_modules="all-linear")
+    if task == "QUESTION_ANS":
+        with pytest.raises(TypeError, match="modules_to_save cannot be applied"):
+            get_peft_model(copy.deepcopy(hf), LoraConfig(**config))
+        config["exclude_modules"] = ["qa_outputs"]
+
+    def adapted(peft):
+        return ({n.removeprefix("base_model.model.") for n, m in peft.named_modules() if isinstance(m, LoraLayer)},
+                {n.removeprefix("base_model.model.") for n, m in peft.named_modules()
+                 if isinstance(m, ModulesToSaveWrapper)})
+    want = adapted(get_peft_model(copy.deepcopy(hf), LoraConfig(**config)))
+    args = train.parse_args(["--model", str(tmp_path / "base"), "--data", data, "--rank", "4", "--alpha", "8",
+                             "--targets", "all-linear", "--dtype", "fp32", "--quant", "none", "--checkpointing",
+                             "none"])
+    ours = tasks.load_model(args, str(tmp_path / "base"), None, torch.device("cpu"), False)
+    assert ({n for n, m in ours.named_modules() if isinstance(m, LoRASPLinear)}, set(tasks.heads(ours, args))) == want
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.2)
+    tasks.save_weights(ours, tmp_path / "a", args, str(tmp_path / "base"))
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert isinstance(saved["target_modules"], list) and "all-linear" not in saved["target_modules"]
+    ours.eval()
+    with torch.no_grad():
+        mine = ours_out(ours)
+        peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a").eval()
+        assert adapted(peft) == want
+        out = peft_out(peft(input_ids=X, decoder_input_ids=DEC) if task == "SEQ_2_SEQ_LM" else peft(input_ids=X))
+        torch.testing.assert_close(out, mine, atol=1e-5, rtol=1e-5)
+        base = peft_out(hf(input_ids=X, decoder_input_ids=DEC) if task == "SEQ_2_SEQ_LM" else hf(input_ids=X))
+        assert max((a - b).abs().max() for a, b in zip(*(((base,), (mine,)) if task != "QUESTION_ANS"
+                                                       else (base, mine)))) > 0.05
+        again = load_adapter(M.load_pretrained(tmp_path / "base"), tmp_path / "a").eval()
+        torch.testing.assert_close(ours_out(again), mine, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("spelling", ["all-linear", "ALL-Linear"])
+def test_a_hand_written_all_linear_config_over_an_lm_head_adapter_is_refused_as_peft_leaves_it_out(
+        base, tmp_path, spelling):
+    """PEFT expands a config's "all-linear" (any case) on the model it loads onto, without the output layer: an
+    lm_head adapter in the file is then left out (its tensors unexpected keys), so PEFT's logits are the base's there.
+    load_adapter took every adapter in the file (every module counted as named): PEFT's logits and ours differed
+    without a word; now the file is refused, naming lm_head."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    hf, ours = base
+    peft_folder(hf, tmp_path / "a", r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"])
+    edit_config(tmp_path / "a", target_modules=spelling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")
+    assert not isinstance(peft.base_model.model.lm_head, LoraLayer)
+    assert isinstance(peft.base_model.model.model.layers[0].self_attn.q_proj, LoraLayer)
+    with pytest.raises(ValueError, match=r"does not name: \['lm_head'\]; PEFT would leave them out"):
+        load_adapter(ours, tmp_path / "a", peft=True)

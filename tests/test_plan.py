@@ -63,13 +63,14 @@ def one_layer_kept(name, mode, B=2, T=16, r=2, method="lorasp", tmp=None):
         c = M.replace(config, **({"num_layers": n, "num_decoder_layers": n} if kind == "t5" else {"n_layer": n}))
         torch.manual_seed(0)
         m = M.build_model(c)
-        if method == "lorasp bf16":                              # as train.py loads it: a bf16 base, fp32 adapters
+        if method.startswith("lorasp bf16"):                     # as train.py loads it: a bf16 base, fp32 adapters
             M.save_pretrained(m, tmp / str(n))
+            extra = ["--targets", "all-linear"] if method.endswith("all-linear") else []
             args = train.parse_args(["--model", str(tmp / str(n)), "--data", "glue/sst2" if kind == "roberta" else
-                                     "alpaca", "--rank", str(r), "--checkpointing", mode, "--dtype", "bf16"])
+                                     "alpaca", "--rank", str(r), "--checkpointing", mode, "--dtype", "bf16", *extra])
             m = tasks.load_model(args, tmp / str(n), None, torch.device("cpu"), True)
-        elif method == "lorasp":
-            apply_lorasp(m, train.TARGETS[kind].split(","), r=r)
+        elif method.startswith("lorasp"):                       # "lorasp all-linear": every linear but lm_head
+            apply_lorasp(m, "all-linear" if method.endswith("all-linear") else train.TARGETS[kind].split(","), r=r)
         m.checkpointing = mode
         m.train()
         ids = torch.randint(2, 64, (B, T))
@@ -80,7 +81,7 @@ def one_layer_kept(name, mode, B=2, T=16, r=2, method="lorasp", tmp=None):
             kept.append(kept_for_backward(m, run))
         if method == "full bf16" and mode != "full":  # (under full checkpointing autocast's cache holds them)
             kept[-1] -= sum(2 * x.weight.numel() for x in m.modules() if isinstance(x, torch.nn.Linear))
-        weights = sum((2 if method == "lorasp bf16" else 4) * r * (x.base.in_features + x.base.out_features)
+        weights = sum((2 if method.startswith("lorasp bf16") else 4) * r * (x.base.in_features + x.base.out_features)
                       for x in m.modules() if isinstance(x, LoRASPLinear)) // n  # (bf16: their autocast copies)
     return kept[1] - kept[0] - (weights if mode != "full" else 0)
 
@@ -104,6 +105,45 @@ def test_activation_counts_equal_what_autograd_keeps(name, mode, method, tmp_pat
     planned = B * T * ((2 if bf16 else 4) * values + extra)
     measured = one_layer_kept(name, mode, B, T, r, method, tmp_path)
     assert planned == measured, (planned, measured, name, mode)
+
+
+@pytest.mark.parametrize("method", ["lorasp all-linear", "lorasp bf16 all-linear"])
+@pytest.mark.parametrize("mode", ["none", "selective", "full"])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "roberta", "t5", "flan-t5", *SDPA])
+def test_all_linear_activation_counts_equal_what_autograd_keeps(name, mode, method, tmp_path):
+    """--targets all-linear adapts every linear (RoBERTa/BERT and T5: more than the defaults), and each keeps its input
+    for dL/dA where nothing else keeps it: the plan counted the defaults' (fp32, without checkpointing: RoBERTa's block
+    32% short, 576 bytes a token of 1,792; T5's 28%, 1,296 of 4,612). Llama's and GPT-2's defaults are every linear."""
+    B, T, r, bf16 = 2, 16, 2, "bf16" in method
+    values, extra = plan.kept((TINY | SDPA)[name], mode, r, T, True, False, bf16, B, every=True)
+    measured = one_layer_kept(name, mode, B, T, r, method, tmp_path)
+    assert B * T * ((2 if bf16 else 4) * values + extra) == pytest.approx(measured, rel=0.01 if "SDPA" in name else 0)
+
+
+@pytest.mark.parametrize("name,data", [("llama", "alpaca"), ("gpt2", "glue/sst2"), ("roberta", "glue/sst2"),
+                                       ("bert", "glue/sst2"), ("bert", "squad"), ("flan-t5", "wmt16-en-ro")])
+def test_all_linear_plans_the_adapters_and_head_train_py_builds(name, data, tmp_path):
+    """The plan's adapter part counts what tasks.load_model adapts under --targets all-linear (every linear but lm_head
+    and the head; BERT's GLUE pooler LoRA-adapted, as PEFT adapts it, not trained whole), each adapted linear r (in +
+    out) mask bytes + its A_eff, B_eff and its trainable entries x 16, and the head's parameters x 16. (The plan
+    matched only linears inside a numbered block, and counted "all-linear" as a module name: no adapter at all.)"""
+    config = dict(TINY, bert=M.EncoderConfig("bert", vocab_size=64, n_embd=32, n_head=4, n_ffn=72))[name]
+    M.save_pretrained(M.build_model(config), tmp_path / "m")
+    args = train.parse_args(["--model", str(tmp_path / "m"), "--data", data, "--rank", "2", "--dtype", "fp32",
+                             "--quant", "none", "--checkpointing", "none", "--targets", "all-linear"])
+    model = tasks.load_model(args, tmp_path / "m", None, torch.device("cpu"), False)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith(".base")]
+    head = [n for n in linears if n not in layers and n != "lm_head"]
+    assert head == {"llama": [], "gpt2": ["score"], "roberta": ["classifier.dense", "classifier.out_proj"],
+                    "bert": ["classifier"] if data != "squad" else ["qa_outputs"], "flan-t5": []}[name]
+    assert ("bert.pooler.dense" in layers) is (name == "bert" and data != "squad")
+    whole = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n and
+                not n.endswith(("A_train", "B_train")))
+    expected = sum(2 * (m.base.in_features + m.base.out_features) * 5 + 16 * (m.A_train.numel() + m.B_train.numel())
+                   for m in layers.values()) + 16 * whole
+    parts = plan.estimate(plan.model_config(str(tmp_path / "m")), args, ["all-linear"], 0, runtime=0)
+    assert parts["adapter"] == expected
 
 
 @pytest.mark.parametrize("method", ["lorasp", "lorasp bf16"])
