@@ -146,7 +146,7 @@ def tied(model):
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
     tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
-    the merged model has it."""
+    the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx' without)."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
     if not own:
@@ -161,6 +161,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             hf["pad_token_id"] = hf["eos_token_id"]           # transformers' GPT-2 classifier refuses batches without
             print(f"note: pad_token_id = eos_token_id {hf['eos_token_id']}: transformers' GPT-2 classifier reads the "
                   "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+    if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
+        hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]
