@@ -200,11 +200,12 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         tok = load_tokenizer(path)
     except UserError:                                        # weights merge without one; served models need it
         tok = NoTokenizer()
-    # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written
+    # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
+    # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
     where = os.path.dirname(os.path.abspath(out))
     while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
         where = os.path.dirname(where)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=where) as spill:
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
         # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast to
         # --dtype again only where it is narrower (PEFT on a bf16 load rounds the base first, then the sum)
         try:
