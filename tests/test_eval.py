@@ -250,8 +250,9 @@ def test_records_perplexity_is_exp_val_loss_at_the_same_length_or_says_why_not(s
 def test_records_whose_prompts_all_fill_seq_len_claim_no_val_loss(ckpt, tmp_path, capsys):
     """Every record's prompt longer than --seq-len: train.py's validation at that length leaves each one out
     (data.tokenize_records keeps none: no val_loss). eval.py printed "so scored, perplexity nan over 0 tokens,
-    exp(its val_loss)" and {"as_trained": {"perplexity": NaN, ...}} (not JSON: NaN is no JSON value). Now it says train.py
-    has no validation loss there, and the result holds no NaN; the perplexity is perplexity()'s over the records."""
+    exp(its val_loss)" and {"as_trained": {"perplexity": NaN, ...}} (not JSON: NaN is no JSON value). Now it says
+    train.py has no validation loss there, and the result holds no NaN; the perplexity is perplexity()'s over the
+    records."""
     from data import tokenize_records
     records = [dict(instruction="a question about the answers " * (3 + i), input="", output="yes it is " * (1 + i))
                for i in range(4)]
