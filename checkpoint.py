@@ -73,10 +73,12 @@ def atomic_write(path, mode="wb", sync=True):
 
 
 def temporaries(path):
-    """The temporary siblings of `path` that atomic_write left (PATH.tmp<pid>: a process killed inside the write)."""
+    """The temporary siblings of `path` that atomic_write left (PATH.tmp<pid>: a process killed inside the write);
+    files only (a folder of that name is no atomic_write's)."""
     folder, name = os.path.split(os.path.abspath(path))
     found = os.listdir(folder) if os.path.isdir(folder) else []
-    return [os.path.join(folder, f) for f in found if re.fullmatch(re.escape(name) + r"\.tmp\d+", f)]
+    return [os.path.join(folder, f) for f in found if re.fullmatch(re.escape(name) + r"\.tmp\d+", f)
+            and os.path.isfile(os.path.join(folder, f))]
 
 
 @contextmanager

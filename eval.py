@@ -295,12 +295,14 @@ def records_perplexity(model, docs, seq_len, stride, bucket):
         len(ids) for ids, _ in docs)
     note = (f"\n{len(past)} of {len(docs)} records are longer than {seq_len} tokens (the longest: {longest}): their "
             f"{k} tokens past it are scored in further windows, which see the record from their start only. train.py's "
-            f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - len(cut)} whose "
-            f"prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)" if past else
+            + (f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - len(cut)} "
+               f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)" if cut else
+               f"validation at --seq-len {seq_len} leaves out every one (its prompt fills it): it has no validation "
+               "loss") if past else
             f"\nevery record fits in {seq_len} tokens (the longest: {longest}): a train.py run at --seq-len {longest} "
             "or more validates on these tokens: exp(its val_loss) is this perplexity (a shorter run: pass its "
-            "--seq-len)")
-    return ppl, m + k, note, dict(as_trained=dict(perplexity=p, tokens=m)) if past else {}
+            "--seq-len)")  # (no record left: no as_trained, whose nan would be no JSON value)
+    return ppl, m + k, note, dict(as_trained=dict(perplexity=p, tokens=m)) if past and cut else {}
 
 
 @torch.no_grad()

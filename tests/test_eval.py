@@ -247,6 +247,32 @@ def test_records_perplexity_is_exp_val_loss_at_the_same_length_or_says_why_not(s
     assert (strided, n) == pytest.approx(E.perplexity(model, docs, seq_len, 50), rel=1e-6)
 
 
+def test_records_whose_prompts_all_fill_seq_len_claim_no_val_loss(ckpt, tmp_path, capsys):
+    """Every record's prompt longer than --seq-len: train.py's validation at that length leaves each one out
+    (data.tokenize_records keeps none: no val_loss). eval.py printed "so scored, perplexity nan over 0 tokens,
+    exp(its val_loss)" and {"as_trained": {"perplexity": NaN, ...}} (not JSON: NaN is no JSON value). Now it says
+    train.py has no validation loss there, and the result holds no NaN; the perplexity is perplexity()'s over the
+    records."""
+    from data import tokenize_records
+    records = [dict(instruction="a question about the answers " * (3 + i), input="", output="yes it is " * (1 + i))
+               for i in range(4)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    tok = load_tokenizer(str(ckpt))
+    docs = E.perplexity_docs(str(tmp_path / "r.jsonl"), tok)
+    seq_len = min(start for _, start in docs) - 1
+    assert tokenize_records(records, tok, seq_len)[0] == []             # train.py validates on none of them
+    E.main(["--task", "perplexity", "--model", str(ckpt), "--data", str(tmp_path / "r.jsonl"), "--seq-len",
+            str(seq_len), "--dtype", "float32"])
+    printed = capsys.readouterr().out
+    result = json.loads(printed.splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} in the result"))
+    whole = E.perplexity(load_pretrained(ckpt).eval(), docs, seq_len)
+    assert (result["perplexity"], result["tokens"]) == (pytest.approx(whole[0], rel=1e-6), whole[1])
+    assert "as_trained" not in result and "nan" not in printed and "exp(its val_loss)" not in printed
+    assert f"4 of 4 records are longer than {seq_len} tokens" in printed
+    assert f"train.py's validation at --seq-len {seq_len} leaves out every one (its prompt fills it): it has no " \
+           "validation loss" in printed
+
+
 def test_a_txt_is_scored_as_train_py_learns_it(ckpt, tmp_path):
     """eval.py's perplexity reads a .txt as train.py does (each non-empty line BOS ... EOS): the `evaluate:` line of a
     .txt run scored the whole file as one document, newlines as tokens, a stream the model never trained on (5 steps

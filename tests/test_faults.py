@@ -237,6 +237,9 @@ def test_a_kill_inside_the_heldout_write_leaves_a_temporary_the_next_run_removes
     users = ["heldout.jsonl.tmp", "heldout.jsonl.tmp12.bak", "heldout.jsonl.tmpx", "notes.txt.tmp123", "a.tmp7"]
     for name in users:
         (out / name).write_text("the user's own file")
+    (out / "heldout.jsonl.tmp99").mkdir()                               # a folder of that name: no atomic_write's
+    (out / "heldout.jsonl.tmp99" / "kept.txt").write_text("the user's")  # (was IsADirectoryError, the run refused)
+    users.append("heldout.jsonl.tmp99")
     train.train(train.parse_args(flags(tiny, tmp_path / "a")))
     capsys.readouterr()
     train.train(train.parse_args(flags(tiny, out)))
