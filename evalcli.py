@@ -215,7 +215,14 @@ def model_path(name):
 
 def adapter_folder(path, config=False):
     """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/.
-    config: the folder must hold adapter_config.json, said before a weight loads (generate.py, export.py)."""
+    config: the folder must hold adapter_config.json, said before a weight loads (generate.py, export.py). A save
+    killed between checkpoint.replace_dir's two renames (no DIR: DIR.old, the one before, beside DIR.tmp, complete):
+    where each is, and what to do."""
+    for d in (os.path.normpath(path), os.path.join(path, "adapter")):  # --adapter OUT/adapter, or OUT (was: "no such
+        if not os.path.exists(d) and os.path.isdir(d + ".tmp") and os.path.isdir(d + ".old"):  # folder", "no result")
+            raise UserError(f"--adapter {path}: the save of {d} was stopped between its two renames: {d}.tmp holds the "
+                            f"new adapter (complete), {d}.old the one before it; give --adapter {d}.tmp (or .old), or "
+                            f"rename {d}.tmp to {d} (train.py's next save there puts {d}.old back, dropping {d}.tmp)")
     if not os.path.exists(path):                               # (was "no adapter_config.json; not an adapter folder")
         raise UserError(f"--adapter {path}: no such folder")
     inner, model = run_folder(path)
