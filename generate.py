@@ -15,7 +15,8 @@ model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id
   or a PEFT one, checked against its base as eval.py checks it), continues the prompt and prints the text and the speed
   (`python model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
   It stops where transformers' generate stops (generation_config.json's eos_token_id, else config.json's) and at the
-  tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text.
+  tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text
+  (tok.stops, data.generation_eos: eval.py's answers end alike).
 Leaves out: speculative decoding, repetition penalties, stop strings.
 """
 import argparse
