@@ -353,8 +353,10 @@ def outputs(args):
         f"--task perplexity --data {q(held if os.path.exists(held) else args.data)}")  # (squad-gen: eval.py's squad
     # answers by generation)
     where = f" --data-dir {q(args.data_dir)}" if args.data_dir and not data.holds_out(args.data) else ""
-    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") else ""  # as trained: eval.py's own defaults
-    # (128, 384) are not train.py's 512, and score other cuts or windows than the dev metrics printed here
+    where += f" --seq-len {args.seq_len}" if kind in ("glue", "squad") or task.startswith("--task perplexity") and \
+        os.path.exists(held) else ""  # as trained: eval.py's own defaults (128, 384; perplexity's: the model's whole
+    # context) are not train.py's 512, and score other cuts or windows than the dev metrics or val_loss printed here
+    # (a .txt, or records none held out: not the val_loss's tokens, whatever the length)
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +

@@ -175,15 +175,16 @@ class Tokenizer:
     """encode(text) -> ids (with BOS when the model family expects it), decode(ids) -> text."""
     bos_id = eos_id = pad_id = None
     flags = {}  # added tokens' {text: (lstrip, rstrip, single_word)} where tokenizer.json sets one (find_added)
-    stop_ids = ()     # more ids that end a generated answer besides eos_id (config.json's eos_token_id list: Llama 3)
+    stop_ids = ()     # the ids transformers' generate ends on (generation_eos: Llama 3's list); Meta's stop tokens
     add_bos = False
     add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
 
     @property
     def stops(self):
-        """The ids that end a generated answer: EOS first, then config.json's / generation_config.json's other
-        eos_token_id (Llama 3 Instruct's <|eot_id|>, <|end_of_text|>), as transformers' generate stops."""
+        """The ids that end a generated answer: EOS first, then those transformers' generate ends on (stop_ids:
+        generation_config.json's eos_token_id, else config.json's; Llama 3 Instruct's <|eot_id|>, <|end_of_text|>).
+        EOS ends it where they leave it out: after EOS the model begins another text (generate.py says so)."""
         return [i for i in dict.fromkeys([self.eos_id, *self.stop_ids]) if i is not None] or None
 
     def encode(self, text, bos=None, eos=False, after=False):
@@ -1075,8 +1076,8 @@ def load_tokenizer(path):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)
             if isinstance(value, list):                        # Llama 3.1 Instruct's eos: [128001, 128008, 128009]
-                if key == "eos_id":                            # each ends generation, as in transformers' generate;
-                    tok.stop_ids = tuple(value)                # a record ends with the tokenizer's EOS if listed
+                # (each ends generation, as in transformers' generate: generation_eos; a record ends with the
+                # tokenizer's EOS if listed)
                 named = named_id(tok, cfg.get("eos_token") if key == "eos_id" and isinstance(cfg, dict) else None)
                 value = next((i for i in (named, own) if i is not None and i in value), value[0] if value else None)
             if value is None or value < 0 or value == own:  # -1: none (the pad of early LLaMA conversions)
@@ -1090,10 +1091,24 @@ def load_tokenizer(path):
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
-    if os.path.exists(f("generation_config.json")):           # what transformers' generate stops on, over config.json
-        stop = read_json(f("generation_config.json")).get("eos_token_id")
-        tok.stop_ids = tuple(stop) if isinstance(stop, list) else (stop,) if isinstance(stop, int) else tok.stop_ids
+    if (stop := generation_eos(path))[1]:                     # what transformers' generate stops on
+        tok.stop_ids = tuple(stop[0])
     return eos_note(tok, setting)
+
+
+def generation_eos(path):
+    """(ids, file, why): the ids transformers' generate ends on, from generation_config.json's eos_token_id where the
+    folder has that file (none named there: none, even if config.json names one), else config.json's; the file read,
+    and what it names. ([], None, None) without either (a .gguf, Meta's layout: the tokenizer's own stops)."""
+    files = [f for f in ("generation_config.json", "config.json") if os.path.isfile(os.path.join(path, f))]
+    if not files:
+        return [], None, None
+    eos = read_json(os.path.join(path, files[0])).get("eos_token_id")
+    ids = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos if isinstance(eos, list) else None
+    if eos is not None and (ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise UserError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+    return ids or [], files[0], f"{files[0]} " + (f"names eos_token_id {eos}" if ids else "names no eos_token_id"
+                                                   if eos is None else "names eos_token_id []")
 
 
 def check_vocab(tok, rows, where):

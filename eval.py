@@ -13,7 +13,7 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
   over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
-On a CPU in bf16 (train.py's autocast, or bf16 weights here: bucket_limit) batches, prompts, sources and perplexity's
+On a CPU in bf16 (train.py's autocast, or bf16 weights: evalcli.bucket_limit) batches, prompts, sources and perplexity's
 last windows are padded to data.bucket_length's few lengths: oneDNN keeps memory for every matmul shape it meets.
 Left out: MMLU's category averages and calibration, batching (one prompt at a time; the k-shot prefix is cached),
 padding MMLU's prompts (each question's new tokens after the cached prefix: one length per question) and --task
@@ -34,11 +34,9 @@ name, the task's data read before the model and the model loaded with its head a
 cli.py is train.py's).
 """
 import contextlib
-import itertools
 import json
 import math
 import sys
-import textwrap
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +46,8 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
                   squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, in_glue_order, load_model, mmlu_rows, model_config, model_path,
-                     parse_args, seq_len_for, task_data, with_adapter)
+from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, in_glue_order, load_model, mmlu_rows, model_config,
+                     model_path, parse_args, seq_len_for, side_by_side, task_data, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -142,19 +140,17 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     context's characters; a causal LM (GPT-2) answers generatively instead: greedy, Alpaca's template with the
     context as input (data.squad_records), also scored with BLEU against all gold answers. bucket: as
     data.collate's and generate_answers' (CPU bf16)."""
-    training, best = model.training, {}
-    model.eval()
-    if model.config.model_type in CAUSAL[0]:
+    if model.config.model_type in CAUSAL[0]:  # (generate_answers: eval mode, the training mode set back)
         records, room = squad_records(dataset), context_length(model) - 32  # 32 tokens left for the answer
         for r in records:  # a context too long for the model keeps its first tokens
             over = len(tok.encode(alpaca_prompt(r))) - room
             r["input"] = tok.decode(tok.encode(r["input"], bos=False)[:-over]) if over > 0 else r["input"]
         answers = generate_answers(model, tok, records, 32, autocast=autocast, bucket=bucket)
         pred = {r["id"]: a for r, a in zip(records, answers)}
-        model.train(training)
         return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
-    windows = squad_windows(dataset, tok, max_len, stride)
+    windows, training, best = squad_windows(dataset, tok, max_len, stride), model.training, {}
     device = next(model.parameters()).device
+    model.eval()
     for rows, b in sorted_batches(windows, batch_size, model.config.pad_id, bucket=bucket):
         with autocast():
             start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
@@ -172,17 +168,6 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
 def context_length(model):
     """The longest sequence scored at once: the model's context, or its sliding window (Mistral, Qwen2: no further)."""
     return context(model.config)
-
-
-def bucket_limit(model, limit):
-    """limit, for the evaluations' bucket (data.bucket_length's few lengths up to it), where the model multiplies bf16
-    on a CPU, whose oneDNN keeps memory for every matmul shape it meets (plan.SHAPE_BYTES): bf16 weights (--dtype
-    bfloat16 or a bf16 checkpoint) or CPU bf16 autocast; else None, padding to the longest as before (MKL's fp32,
-    cuBLAS: nothing kept). The first parameter is the input embedding, whose dtype the linears multiply in:
-    load_pretrained casts every tensor to one dtype, NF4Linear computes in its input's; heads, adapters come later."""
-    p = next(model.parameters())
-    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return limit if p.device.type == "cpu" and (p.dtype == torch.bfloat16 or autocast) else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -308,10 +293,11 @@ def records_perplexity(model, docs, seq_len, stride, bucket):
 @torch.no_grad()
 def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext,
                      bucket=None):
-    """Greedy answers (KV cache) to Alpaca records (instruction, optional input), up to EOS; batches of prompts are
-    left-padded behind an attention mask (one prompt at a time needs none). bucket: prompts padded to
-    data.bucket_length's few lengths up to it (CPU bf16: each prefill length costs oneDNN's caches; a decoding step
-    is one token whatever the cache holds, no new shape), within the model's context."""
+    """Greedy answers (KV cache) to Alpaca records (instruction, optional input), each up to its first of tok.stops
+    (generate.py's: transformers' generate's eos ids, and EOS); batches of prompts are left-padded behind an attention
+    mask (one prompt at a time needs none). bucket: prompts padded to data.bucket_length's few lengths up to it (CPU
+    bf16: each prefill length costs oneDNN's caches; a decoding step is one token whatever the cache holds, no new
+    shape), within the model's context."""
     training, device, answers = model.training, next(model.parameters()).device, []
     stops = getattr(tok, "stops", None if tok.eos_id is None else [tok.eos_id])  # (a tokenizer of one's own: its EOS)
     model.eval()
@@ -328,12 +314,6 @@ def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, auto
                     for o in out]  # each answer up to its first stop id
     model.train(training)
     return answers
-
-
-def side_by_side(left, right, width=58):
-    """Two texts in columns of `width` characters, each wrapped paragraph by paragraph."""
-    wrap = lambda t: [line for par in t.split("\n") for line in textwrap.wrap(par, width) or [""]]  # noqa: E731
-    return "\n".join(f"{a:<{width}} | {b}" for a, b in itertools.zip_longest(wrap(left), wrap(right), fillvalue=""))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -369,10 +349,9 @@ def command(argv=None):
                             task == "squad", TAKES.get(task), tok)  # (STS-B: 1, a score)
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
-    causal = model.config.model_type in CAUSAL[0]               # (a causal LM answers SQuAD from its context)
-    if task == "squad":
+    if task == "squad":                                         # (a causal LM answers from its context: length)
         result, pred = evaluate_squad(model, tok, data, args.batch_size, length, args.stride or 128,
-                                      bucket=bucket_limit(model, context_length(model) if causal else length))
+                                      bucket=bucket_limit(model, length))
         for qa in [a["paragraphs"][0]["qas"][0] for a in data[:3]]:
             print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
         print(f"SQuAD v1.1 dev, {len(data)} questions: exact match {result['exact_match']:.2f}  F1 "

@@ -13,15 +13,18 @@ recorded of the base it trained on (--quant auto follows its NF4; another base's
   loads with, and the adapter's base checked against this one; `head_order`, `in_glue_order`: a fine-tuned classifier's
   outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
-  base for a while (--task generate's side by side). TAKES: the model types each task takes.
+  base for a while (--task generate's `side_by_side`). TAKES: the model types each task takes. `bucket_limit`: the
+  length eval.py's runs pad to where the loaded model multiplies bf16 on a CPU (train.py's, from flags: plan.bucket).
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
 `python eval.py --help` prints every flag.
 """
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
+import textwrap
 
 import torch
 
@@ -123,13 +126,15 @@ def parse_args(argv=None):
 
 def seq_len_for(args, given, config):
     """The length the task cuts at: squad's windows and GLUE's pairs (--seq-len, else 384 or 128), perplexity's windows
-    and MMLU's prompts (--seq-len, else the model's context). --seq-len is checked against the model's config before a
-    weight is read: within its positions and sliding window, a warning past a causal LM's context; squad's window flags
-    on a causal LM, which answers by generation, noted. GLUE's and squad's default length too (a toy model's positions
-    may end before 128 or 384: that was refused only once the weights had loaded)."""
+    and MMLU's prompts (--seq-len, else the model's context), a causal LM's squad prompts (its context). --seq-len is
+    checked against the model's config before a weight is read: within its positions and sliding window, a warning past
+    a causal LM's context; squad's window flags on a causal LM, which answers by generation, noted. GLUE's and squad's
+    default length too (a toy model's positions may end before 128 or 384: that was refused only once the weights had
+    loaded)."""
     task, causal = args.task, config.model_type in CAUSAL[0]
     scored, room = task in ("mmlu", "perplexity"), context(config) if causal else None  # (T5: no context length)
     length = args.seq_len or (room if scored else 384 if task == "squad" else 128)
+    length = room if task == "squad" and causal else length   # (its prompts cut to fit the context: squad_records)
     if args.seq_len and scored or task.startswith("glue/") or task == "squad" and not causal:  # the default too
         check_seq_len(config, length, args.model, default=not args.seq_len)  # (GPT-2's forward refuses, maybe hours in)
     check_window(config, args.seq_len, args.model)
@@ -215,7 +220,14 @@ def model_path(name):
 
 def adapter_folder(path, config=False):
     """--adapter: an adapter's folder; a train.py run's --out folder (or its checkpoint/) stands for its adapter/.
-    config: the folder must hold adapter_config.json, said before a weight loads (generate.py, export.py)."""
+    config: the folder must hold adapter_config.json, said before a weight loads (generate.py, export.py). A save
+    killed between checkpoint.replace_dir's two renames (no DIR: DIR.old, the one before, beside DIR.tmp, complete):
+    where each is, and what to do."""
+    for d in (os.path.normpath(path), os.path.join(path, "adapter")):  # --adapter OUT/adapter, or OUT (was: "no such
+        if not os.path.exists(d) and os.path.isdir(d + ".tmp") and os.path.isdir(d + ".old"):  # folder", "no result")
+            raise UserError(f"--adapter {path}: the save of {d} was stopped between its two renames: {d}.tmp holds the "
+                            f"new adapter (complete), {d}.old the one before it; give --adapter {d}.tmp (or .old), or "
+                            f"rename {d}.tmp to {d} (train.py's next save there puts {d}.old back, dropping {d}.tmp)")
     if not os.path.exists(path):                               # (was "no adapter_config.json; not an adapter folder")
         raise UserError(f"--adapter {path}: no such folder")
     inner, model = run_folder(path)
@@ -400,3 +412,20 @@ def base_only(model, before):
         yield model
     finally:
         put(now)
+
+
+def side_by_side(left, right, width=58):
+    """Two texts in columns of `width` characters, each wrapped paragraph by paragraph."""
+    wrap = lambda t: [line for par in t.split("\n") for line in textwrap.wrap(par, width) or [""]]  # noqa: E731
+    return "\n".join(f"{a:<{width}} | {b}" for a, b in itertools.zip_longest(wrap(left), wrap(right), fillvalue=""))
+
+
+def bucket_limit(model, limit):
+    """limit, for eval.py's bucket (data.bucket_length's few lengths up to it), where the model multiplies bf16
+    on a CPU, whose oneDNN keeps memory for every matmul shape it meets (plan.SHAPE_BYTES): bf16 weights (--dtype
+    bfloat16 or a bf16 checkpoint) or CPU bf16 autocast; else None, padding to the longest as before (MKL's fp32,
+    cuBLAS: nothing kept). The first parameter is the input embedding, whose dtype the linears multiply in:
+    load_pretrained casts every tensor to one dtype, NF4Linear computes in its input's; heads, adapters come later."""
+    p = next(model.parameters())
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return limit if p.device.type == "cpu" and (p.dtype == torch.bfloat16 or autocast) else None

@@ -15,7 +15,8 @@ model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id
   or a PEFT one, checked against its base as eval.py checks it), continues the prompt and prints the text and the speed
   (`python model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
   It stops where transformers' generate stops (generation_config.json's eos_token_id, else config.json's) and at the
-  tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text.
+  tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text
+  (tok.stops, data.generation_eos: eval.py's answers end alike).
 Leaves out: speculative decoding, repetition penalties, stop strings.
 """
 import argparse
@@ -29,9 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
-from checkpoint import read_json
 from checks import adapter_config, dtype_name, given_flags, no_effect, ranged, repeated, unexpanded
-from data import UserError, check_vocab, load_tokenizer
+from data import UserError, check_vocab, generation_eos, load_tokenizer
 
 
 def warp(logits, temperature=1.0, top_p=1.0):
@@ -123,22 +123,12 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
 
 
 def stop_ids(path, tok):
-    """(the ids generation ends on, those transformers' generate would not end on, why not): transformers' own, from
-    generation_config.json's eos_token_id where the folder has that file (none named there: none, even if config.json
-    names one), else config.json's; then the tokenizer's EOS where they leave it out (after EOS the model begins
-    another text: transformers' generate goes on into it). In that order: transformers pads ended rows with the
-    first. A .gguf or Meta's layout (no config.json): the tokenizer's stops."""
-    files = [f for f in ("generation_config.json", "config.json") if os.path.isfile(os.path.join(path, f))]
-    if not files:
-        return tok.stops, [], None
-    eos = read_json(os.path.join(path, files[0])).get("eos_token_id")
-    ids = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos if isinstance(eos, list) else None
-    if eos is not None and (ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-        raise UserError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
-    extra = [tok.eos_id] if tok.eos_id is not None and tok.eos_id not in (ids or []) else []
-    why = f"{files[0]} " + (f"names eos_token_id {eos}" if ids else "names no eos_token_id" if eos is None else
-                            "names eos_token_id []")
-    return (ids or []) + extra or None, extra, why
+    """(the ids generation ends on: tok.stops, those transformers' generate would not end on, why): transformers' own
+    (data.generation_eos: generation_config.json's eos_token_id where the folder has that file, else config.json's)
+    and the tokenizer's EOS where they leave it out (after EOS the model begins another text: transformers' generate
+    goes on into it). eval.py's answers end on the same tok.stops. A .gguf or Meta's layout: the tokenizer's stops."""
+    ids, file, why = generation_eos(path)
+    return tok.stops, [tok.eos_id] if file and tok.eos_id is not None and tok.eos_id not in ids else [], why
 
 
 def head_adapter(adapter, model):

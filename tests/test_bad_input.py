@@ -817,6 +817,33 @@ def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("eval.py, generate.py, export.py: --adapter a run whose adapter's save was killed between its two renames",
+      SystemExit, "adapter was stopped between its two renames: ")
+def _(ctx):  # (was "--adapter OUT/adapter: no such folder", and for OUT "the run has no result yet")
+    import re
+
+    import export
+    import generate
+    out, rename = checkpointed(ctx), os.replace
+    ctx.mp.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(Killed()) if a.endswith(".tmp") else rename(a, b))
+    ctx.mp.setattr(shutil, "rmtree", lambda *a, **k: None)          # (a SIGKILL cleans nothing up)
+    with pytest.raises(Killed):                                     # save_adapter's replace_dir: adapter -> .old, then
+        save_adapter(load_adapter(load_pretrained(ctx.tiny[0]), out / "adapter"), out / "adapter")  # killed
+    undo(ctx)
+    assert {"adapter.old", "adapter.tmp"} <= set(os.listdir(out)) and "adapter" not in os.listdir(out)
+    new = str(out / "adapter") + ".tmp"
+    for command in (lambda a: generate.main(argv=["--model", ctx.tiny[0], "--adapter", a]),
+                    lambda a: export.main(["--model", ctx.tiny[0], "--adapter", a, "--out", str(ctx.tmp / "x")]),
+                    lambda a: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1],
+                                      "--adapter", a])):
+        for given in (out, out / "adapter"):
+            with pytest.raises(SystemExit, match=re.escape(f"give --adapter {new} (or .old), or rename {new} to ")):
+                command(str(given))
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", new])
+    assert "perplexity" in ctx.capsys.readouterr().out              # (the adapter there is whole)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(

@@ -273,6 +273,39 @@ def test_records_whose_prompts_all_fill_seq_len_claim_no_val_loss(ckpt, tmp_path
            "validation loss" in printed
 
 
+def test_the_evaluate_line_run_gives_exp_val_loss(tmp_path, capsys):
+    """train.py's closing `evaluate:` command, pasted, on a run whose held-out records are longer than its --seq-len
+    120: its records as train.py scored them have perplexity exp(val_loss). Was: the line passed no --seq-len, so
+    eval.py cut at the model's context (256), the records whole: a perplexity the run's val_loss never measured, and
+    nothing printed equal to exp(val_loss)."""
+    import shlex
+
+    import train
+    from fixtures import demo_tokenizer, flags
+    from model import LlamaConfig, build_model, save_pretrained
+    d = tmp_path / "m"
+    d.mkdir()
+    tok = demo_tokenizer(d, 300)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                            n_ffn=64, max_seq_len=256)), d)
+    rng, words = random.Random(0), "the cat sat on a mat and then it ran far away from home".split()
+    records = [dict(instruction=" ".join(rng.choices(words, k=rng.randrange(1, 20))), input="",
+                    output=" ".join(rng.choices(words, k=rng.randrange(1, 40)))) for _ in range(40)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    argv, out = flags((str(d), str(tmp_path / "r.json")), tmp_path / "out"), tmp_path / "out"
+    argv[argv.index("--seq-len") + 1], argv[argv.index("--val-fraction") + 1] = "120", "0.25"
+    train.main(argv)
+    val_loss = [json.loads(line) for line in open(out / "metrics.jsonl") if "val_loss" in line][-1]["val_loss"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("evaluate: python eval.py "))
+    docs = E.perplexity_docs(str(out / "heldout.jsonl"), tok)
+    assert any(len(ids) > 120 for ids, _ in docs) and all(len(ids) <= 256 for ids, _ in docs)  # (cut at 120 only)
+    E.main(shlex.split(line)[3:])
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result.get("as_trained", result)["perplexity"] == pytest.approx(math.exp(val_loss), rel=1e-5), line
+    assert "as_trained" in result and "--seq-len 120" in line  # (the whole records' perplexity beside it)
+
+
 def test_a_txt_is_scored_as_train_py_learns_it(ckpt, tmp_path):
     """eval.py's perplexity reads a .txt as train.py does (each non-empty line BOS ... EOS): the `evaluate:` line of a
     .txt run scored the whole file as one document, newlines as tokens, a stream the model never trained on (5 steps

@@ -289,3 +289,39 @@ def test_t5_beam_search_stops_as_transformers_or_at_its_eos(tmp_path):
                 assert set(theirs[end:]) <= ({0} if beams == 1 else {1}) or not stops, (row, theirs)
             assert stops or want.shape[1] == 13 and not (want[:, 1:] == 1).any(1).all()  # (theirs went on past 1)
             assert 0 < (got == 1).any(1).sum() < 6  # (rows that ended early, and not all: the case is tested)
+
+
+def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
+    """eval.py --task generate's answers against transformers' generate with the checkpoint's own generation config:
+    a generation_config.json naming another EOS list than config.json's (both end at its first id), and one naming none
+    over config.json's list [a, b] (transformers never stops; ours ends at the tokenizer's EOS a, as generate.py, its
+    text transformers' up to there). Was: eval.py ended the second at b, config.json's list, which transformers
+    passes over (its own stop rule: config.json's list kept under a generation_config.json naming none)."""
+    import json
+    import shutil
+
+    import data
+    import eval as E
+    base, cls = shutil.copytree(tiny[0], tmp_path / "base"), transformers.LlamaForCausalLM  # (GPT-2's 64 positions:
+    (tmp_path / "p.txt").write_text("Say hello there.\n")  # too few for Alpaca's prompt and 16 new tokens)
+    prompt = torch.tensor([data.load_tokenizer(str(base)).encode(data.alpaca_prompt({"instruction": "Say hello "
+                                                                                                      "there."}))])
+    free = cls.from_pretrained(base, dtype=torch.float32).generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False, eos_token_id=None,
+        pad_token_id=0)[0, prompt.shape[1]:].tolist()
+    new = [t for i, t in enumerate(free) if i >= 2 and t not in free[:i]]  # tokens first generated there
+    b, a = new[:2]
+    assert free.index(b) < free.index(a) < 15  # two ids that end it at two places before the 16th token
+    cases = [({"eos_token_id": a}, {"eos_token_id": [b, 7]}, free.index(b), True),
+             ({"eos_token_id": [a, b]}, {"bos_token_id": 1}, free.index(a), False)]  # transformers: 16
+    for i, (config, generation, ends, theirs) in enumerate(cases):
+        d = shutil.copytree(base, tmp_path / str(i))
+        (d / "config.json").write_text(json.dumps(json.loads((d / "config.json").read_text()) | config))
+        (d / "generation_config.json").write_text(json.dumps(generation))
+        want = cls.from_pretrained(d, dtype=torch.float32).eval().generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)[0, prompt.shape[1]:]
+        assert (len(want) == ends + 1) == theirs and want.tolist()[:ends] == free[:ends]  # (16 where theirs goes on)
+        E.main(["--task", "generate", "--model", str(d), "--prompts", str(tmp_path / "p.txt"), "--device", "cpu",
+                "--dtype", "float32", "--max-new-tokens", "16"])
+        answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answers"][0]["base"]
+        assert answer == data.load_tokenizer(str(d)).decode(free[:ends]).strip(), (config, generation)
