@@ -8,7 +8,8 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
   examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
 - `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided); over records
-  (`records_perplexity`), what it scores past --seq-len said, and the records cut as train.py's validation loss cuts.
+  (`records_perplexity`), the records cut as train.py's validation loss cuts, and what is past --seq-len (said by
+  evalcli.records_note).
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
@@ -47,7 +48,7 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
 from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, in_glue_order, load_model, mmlu_rows, model_config,
-                     model_path, parse_args, seq_len_for, side_by_side, task_data, with_adapter)
+                     model_path, parse_args, records_note, seq_len_for, side_by_side, task_data, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -271,23 +272,14 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
 
 
 def records_perplexity(model, docs, seq_len, stride, bucket):
-    """perplexity over records and a note, scored in two parts: each record cut at seq_len, as train.py's validation
-    loss cuts it at its --seq-len (one whose prompt fills it left out: data.tokenize_records); the tokens past it."""
+    """perplexity over records, scored in two parts: each record cut at seq_len, as train.py's validation loss cuts it
+    at its --seq-len (one whose prompt fills it left out: data.tokenize_records), and the tokens past it. Returns the
+    perplexity, its tokens and the parts, {"cut": (perplexity, tokens, records), "past": ...} (evalcli.records_note)."""
     cut = [(ids[:seq_len], start) for ids, start in docs if start < seq_len]
     past = [(ids, max(start, seq_len)) for ids, start in docs if len(ids) > seq_len]  # (perplexity's later windows)
     (p, m), (q, k) = (perplexity(model, d, seq_len, stride, bucket, 4096) if d else (math.nan, 0) for d in (cut, past))
-    ppl, longest = math.exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k)), max(
-        len(ids) for ids, _ in docs)
-    note = (f"\n{len(past)} of {len(docs)} records are longer than {seq_len} tokens (the longest: {longest}): their "
-            f"{k} tokens past it are scored in further windows, which see the record from their start only. train.py's "
-            + (f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - len(cut)} "
-               f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)" if cut else
-               f"validation at --seq-len {seq_len} leaves out every one (its prompt fills it): it has no validation "
-               "loss") if past else
-            f"\nevery record fits in {seq_len} tokens (the longest: {longest}): a train.py run at --seq-len {longest} "
-            "or more validates on these tokens: exp(its val_loss) is this perplexity (a shorter run: pass its "
-            "--seq-len)")  # (no record left: no as_trained, whose nan would be no JSON value)
-    return ppl, m + k, note, dict(as_trained=dict(perplexity=p, tokens=m)) if past and cut else {}
+    ppl = math.exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k))
+    return ppl, m + k, dict(cut=(p, m, len(cut)), past=(q, k, len(past)))
 
 
 @torch.no_grad()
@@ -381,9 +373,11 @@ def command(argv=None):
               "questions (evaluate.py's \"Average accuracy\")")
     elif task == "perplexity":
         bucket = bucket_limit(model, length)  # 4096 tokens a pass: ~a long window, or many short records
-        ppl, n, note, more = (records_perplexity(model, data, length, args.stride, bucket)  # (a run's heldout.jsonl)
-                              if args.data.lower().endswith((".json", ".jsonl")) else
-                              (*perplexity(model, data, length, args.stride, bucket, 4096), "", {}))
+        if args.data.lower().endswith((".json", ".jsonl")):  # records (a run's heldout.jsonl): as train.py cuts them
+            ppl, n, parts = records_perplexity(model, data, length, args.stride, bucket)
+            note, more = records_note(data, length, parts)
+        else:
+            (ppl, n), note, more = perplexity(model, data, length, args.stride, bucket, 4096), "", {}
         result = dict(perplexity=ppl, tokens=n, **more)
         print(f"perplexity {ppl:.4f} over {n} tokens" + note)
     else:

@@ -30,7 +30,7 @@ import torch
 
 from checkpoint import files_fingerprint
 from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
-                    no_effect, not_a_model, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model, as before the move)
+                    no_effect, not_a_model, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model, as before)
                     unexpanded)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
@@ -429,3 +429,21 @@ def bucket_limit(model, limit):
     p = next(model.parameters())
     autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     return limit if p.device.type == "cpu" and (p.dtype == torch.bfloat16 or autocast) else None
+
+
+def records_note(docs, seq_len, parts):
+    """eval.records_perplexity's parts said: what is past --seq-len, and the perplexity train.py's validation loss at
+    that --seq-len measures (exp(val_loss)), or why it has none; with the result's as_trained entry where it has one."""
+    (p, m, cut), (_, k, past), longest = parts["cut"], parts["past"], max(len(ids) for ids, _ in docs)
+    if not past:
+        return (f"\nevery record fits in {seq_len} tokens (the longest: {longest}): a train.py run at --seq-len "
+                f"{longest} or more validates on these tokens: exp(its val_loss) is this perplexity (a shorter run: "
+                "pass its --seq-len)"), {}
+    note = (f"\n{past} of {len(docs)} records are longer than {seq_len} tokens (the longest: {longest}): their {k} "
+            "tokens past it are scored in further windows, which see the record from their start only. train.py's ")
+    if not cut:  # (no record left: no as_trained, whose nan would be no JSON value)
+        return note + (f"validation at --seq-len {seq_len} leaves out every one (its prompt fills it): it has no "
+                       "validation loss"), {}
+    return note + (f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - cut} "
+                   f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)"), dict(
+        as_trained=dict(perplexity=p, tokens=m))
