@@ -264,7 +264,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
     included, so on other weights it scores otherwise (tests/test_train.py measures both ways). A GLUE adapter on
     another GLUE task is refused where the two tasks' classes differ (SST-2's head on CoLA: a score meaning nothing),
-    or their sizes (its head would not load); QNLI's on RTE (the same two classes), a warning.
+    or their sizes (its head would not load); QNLI's on RTE (the same two classes), QQP's on MRPC (the same two
+    meanings, ALIKE), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
     if quant == "auto":
@@ -290,8 +291,9 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
                                                                         " labels") + f": score it on --task "
                         f"{trained['task']}, or train an adapter on {task}")
     if str(trained.get("task")).startswith("glue/") and task != trained["task"]:
-        was, now = (GLUE_NAMES.get(str(t)[5:]) for t in (trained["task"], task))
-        if was and now and was != now:                      # (QNLI's and RTE's are the same two: a transfer, said)
+        (was, same), (now, alike) = ((GLUE_NAMES.get(t), GLUE_NAMES.get(ALIKE.get(t, t))) for t in (
+            str(trained["task"])[5:], str(task)[5:]))
+        if was and now and same != alike:                   # (QNLI's and RTE's are the same two: a transfer, said)
             raise UserError(f"--adapter {adapter} trained on {trained['task']}, whose head's classes are "
                             f"{', '.join(was)}: --task {task}'s are {', '.join(now)}, so its scores would mean "
                             f"nothing; score it on --task {trained['task']}, or train an adapter on {task}")
@@ -305,6 +307,7 @@ GLUE_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "posi
               "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
               "mnli": ("entailment", "neutral", "contradiction"), "qnli": ("entailment", "not_entailment"),
               "rte": ("entailment", "not_entailment")}
+ALIKE = {"qqp": "mrpc"}  # classes named otherwise that mean the same: (not) a paraphrase, GLUE's paraphrase tasks
 
 
 def head_order(path, task, adapter=None):

@@ -600,3 +600,40 @@ def test_a_tasks_default_length_past_the_positions_is_refused_before_the_weights
             E.main(["--task", task, "--model", str(d), "--data-dir", str(tmp_path)])
     with pytest.raises(pytest.fail.Exception, match="the weights loaded first"):  # past the checks: loading
         E.main(["--task", "squad", "--model", str(gpt2), "--data-dir", str(tmp_path)])
+
+
+def test_a_paraphrase_adapter_is_scored_on_the_other_paraphrase_task(tmp_path, capsys):
+    """MRPC's and QQP's heads mean the same (0: not a paraphrase, 1: a paraphrase; GLUE's two paraphrase tasks, scored
+    alike: F1 and accuracy): a QQP adapter on MRPC, a zero-shot transfer, is said and scored, as QNLI's on RTE (was
+    refused: "its scores would mean nothing"). Scored on the same pairs, it gives what it gives on its own task."""
+    from model import EncoderConfig
+    words = "a b c d e f".split()
+    bert = tmp_path / "bert"
+    save_pretrained(build_model(EncoderConfig(vocab_size=5 + len(words))), bert)
+    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    rng = random.Random(0)
+    pairs = [(" ".join(rng.choices(words, k=3)), " ".join(rng.choices(words, k=2)), i % 2) for i in range(10)]
+    (tmp_path / "MRPC").mkdir()
+    (tmp_path / "MRPC" / "dev.tsv").write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+        f"{y}\t{i}\t{i + 50}\t{a}\t{b}\n" for i, (a, b, y) in enumerate(pairs)), encoding="utf-8")
+    (tmp_path / "QQP").mkdir()
+    (tmp_path / "QQP" / "dev.tsv").write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n" + "".join(
+        f"{i}\t{i}\t{i + 50}\t{a}\t{b}\t{y}\n" for i, (a, b, y) in enumerate(pairs)), encoding="utf-8")
+    torch.manual_seed(0)
+    for task in ("mrpc", "qqp"):
+        model = apply_lorasp(load_pretrained(bert).add_head(2), ["query"], r=2)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.5)
+        save_adapter(model, tmp_path / task, task_type="SEQ_CLS", modules_to_save=("classifier",),
+                     base=dict(task=f"glue/{task}"))
+    for trained, other in (("qqp", "mrpc"), ("mrpc", "qqp")):
+        scores = {}
+        for task in (trained, other):
+            E.main(["--task", f"glue/{task}", "--model", str(bert), "--adapter", str(tmp_path / trained),
+                    "--data-dir", str(tmp_path), "--seq-len", "16"])
+            captured = capsys.readouterr()
+            scores[task] = json.loads(captured.out.strip().splitlines()[-1])["dev"]
+        assert f"trained on glue/{trained}, not glue/{other}" in captured.err
+        assert scores[other] == scores[trained] and set(scores[other]) == {"f1", "accuracy", "loss"}
