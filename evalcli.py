@@ -440,13 +440,14 @@ def records_note(docs, seq_len, parts):
     (p, m, cut), (_, k, past), longest = parts["cut"], parts["past"], max(len(ids) for ids, _ in docs)
     if not past:
         return (f"\nevery record fits in {seq_len} tokens (the longest: {longest}): a train.py run at --seq-len "
-                f"{longest} or more validates on these tokens: exp(its val_loss) is this perplexity (a shorter run: "
-                "pass its --seq-len)"), {}
+                f"{longest} or more validates on these tokens: exp(its val_loss) is this perplexity where both ran "
+                "in one dtype (a shorter run: pass its --seq-len)"), {}
     note = (f"\n{past} of {len(docs)} records are longer than {seq_len} tokens (the longest: {longest}): their {k} "
             "tokens past it are scored in further windows, which see the record from their start only. train.py's ")
     if not cut:  # (no record left: no as_trained, whose nan would be no JSON value)
         return note + (f"validation at --seq-len {seq_len} leaves out every one (its prompt fills it): it has no "
                        "validation loss"), {}
     return note + (f"validation loss at --seq-len {seq_len} cuts them there (and leaves out the {len(docs) - cut} "
-                   f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss)"), dict(
+                   f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss) where "
+                   "both ran in one dtype"), dict(
         as_trained=dict(perplexity=p, tokens=m))
