@@ -134,24 +134,28 @@ def fsync_dir(path):
 
 def save_safetensors(tensors, path, metadata=None, sync=True):
     """Write {name: tensor} as a .safetensors file, atomically. `metadata`: a {str: str} dict; sync: atomic_write's."""
-    header, offset, blobs = {}, 0, []
+    head = safetensors_header(tensors, metadata)
+    with atomic_write(path, sync=sync) as f:
+        f.write(head)
+        for t in tensors.values():  # raw little-endian bytes; buffer protocol: no extra copy of the tensor
+            f.write(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def safetensors_header(tensors, metadata=None):
+    """The bytes a .safetensors file of {name: tensor} opens with, before the tensors' data (in that order): only
+    their dtypes and shapes are read, so a file can be planned from meta tensors and its data written as it comes."""
+    header, offset = {}, 0
     for name, t in tensors.items():
         if t.dtype not in _DTYPE_NAMES:
             raise TypeError(f"{name}: dtype {t.dtype} cannot be stored in safetensors")
-        data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)  # raw little-endian bytes
         header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + data.numel()]}
-        blobs.append(data)
-        offset += data.numel()
+                        "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # the format pads the header to 8-byte alignment with spaces
-    with atomic_write(path, sync=sync) as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for data in blobs:
-            f.write(data.numpy())  # buffer protocol: no extra copy of the tensor
+    return struct.pack("<Q", len(head)) + head
 
 
 def not_lfs_pointer(path):

@@ -16,9 +16,10 @@ and llama.cpp's convert_hf_to_gguf.py read:
   SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
 - Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
-  each is checked, cast and written to its file) and each layer is merged, cast and written as its shard is filled:
-  the peak is about one shard plus the largest tensor (and an NF4 base's 4-bit codes), not the model (7B: see
-  docs/jobs.md); the scratch needs the disk the base takes in the dtype it loads in.
+  each is checked, cast and written to its file); each shard's header is written first (the names, shapes and dtype
+  are known beforehand), then each layer merged, cast and written at its offset: the peak is about the largest tensor
+  (and an NF4 base's 4-bit codes), not a shard or the model (7B: see docs/jobs.md); the scratch needs the disk the
+  base takes in the dtype it loads in.
 Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR with their own tools).
 """
 import argparse
@@ -35,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, write_checkpoint
+from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, safetensors_header
 from checks import repeated, unexpanded
 from data import UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
@@ -88,52 +89,80 @@ def labels(model, base_config, adapter):
     return {i: f"LABEL_{i}" for i in range(n)}
 
 
-def dequantized(m):
+def plain(m, plan=False):
     """A linear the adapter left in NF4 (with an NF4-trained adapter: every one it did not adapt), as a plain linear
-    holding its dequantized weight."""
-    W = m.weight.dequantize(m.weight.dtype)                  # (out, in)
-    plain = nn.Linear(W.shape[1], W.shape[0], bias=m.bias is not None, device="meta")
-    plain.weight = nn.Parameter(W, requires_grad=False)
-    if m.bias is not None:
-        plain.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
-    return plain
+    holding its dequantized weight; plan: any linear's stand-in on the meta device (its shape only)."""
+    linear = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
+    if not plan:
+        linear.weight = nn.Parameter(m.weight.dequantize(m.weight.dtype), requires_grad=False)   # (out, in)
+        linear.bias = None if m.bias is None else nn.Parameter(m.bias.detach(), requires_grad=False)
+    return linear
 
 
-def entries(module, prefix=""):
+def entries(module, prefix="", plan=False):
     """(name, tensor, the module's own tensor it came from) in state_dict's order (a module's parameters, its persistent
     buffers, then its children's), each adapted linear merged (lorasp.merge_lorasp) and each NF4 one dequantized as
-    it is reached: one such layer in memory at a time."""
+    it is reached: one such layer in memory at a time. plan: a meta linear of its shape stands in for each, unmerged."""
     src = {}
     if isinstance(module, LoRASPLinear):
-        src, module = {"weight": module.base.weight, "bias": module.base.bias}, merge_lorasp(module)
+        src, module = {"weight": module.base.weight, "bias": module.base.bias}, \
+            plain(module.base, True) if plan else merge_lorasp(module)
     elif isinstance(module, NF4Linear):
-        src, module = {"bias": module.bias}, dequantized(module)
+        src, module = {"bias": module.bias}, plain(module, plan)
     for k, t in itertools.chain(module._parameters.items(), ((k, b) for k, b in module._buffers.items()
                                                              if k not in module._non_persistent_buffers_set)):
         if t is not None:
             yield prefix + k, t, src.get(k, t if not src else None)
     for k, child in module._modules.items():
         if child is not None:
-            yield from entries(child, prefix + k + ".")
+            yield from entries(child, prefix + k + ".", plan)
 
 
-def merged(model, dtype):
+def merged(model, dtype, plan=False):
     """(HF name, tensor) of the merged model cast to dtype, a tied tensor once: what save_pretrained writes of
     `model.to(dtype)` once merged and dequantized, tensor by tensor. The model is spent: the pages of each weight
-    read (memory-mapped: fill's spill) are handed back once it is copied, unless it is read again (tied)."""
+    read (memory-mapped: fill's spill) are handed back once it is written, unless it is read again (tied).
+    plan: the same names, meta tensors of their shapes and dtype (nothing merged, read or handed back)."""
     uses = collections.Counter(id(t) for _, t in itertools.chain(model.named_parameters(remove_duplicate=False),
                                                                  model.named_buffers(remove_duplicate=False)))
     seen = set()
-    for name, t, src in entries(model):
+    for name, t, src in entries(model, plan=plan):
         if src is t:                                         # (a merged layer's fresh tensors are never tied)
             if t.data_ptr() in seen:
                 continue
             seen.add(t.data_ptr())
         if not t.is_floating_point():
             raise TypeError(f"{name}: export writes dense float weights, found {t.dtype}")
-        yield type(model).hf_tensor(name, t.detach().to(dtype, copy=True))
-        if isinstance(src, torch.Tensor) and uses[id(src)] == 1:
+        yield type(model).hf_tensor(name, torch.empty(t.shape, dtype=dtype, device="meta") if plan else
+                                    t.detach().to(dtype))
+        if not plan and isinstance(src, torch.Tensor) and uses[id(src)] == 1:
             release(src)                                     # (read again from the file if touched)
+        del t, src                                           # (freed before the next layer is merged)
+
+
+def write_shards(directory, model, dtype, max_shard):
+    """checkpoint.write_checkpoint's safetensors files and index of merged(model, dtype), a shard not held: its header
+    written first (planned: the same names, shapes, dtype), then each tensor as it is merged, and dropped."""
+    shards = []
+    for name, t in merged(model, dtype, plan=True):          # (write_checkpoint's split: a shard <= max_shard bytes)
+        if not shards or sum(x.nbytes for x in shards[-1].values()) + t.nbytes > max_shard:
+            shards.append({})
+        shards[-1][name] = t
+    n, tensors = len(shards), merged(model, dtype)
+    names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    for file, shard in zip(names, shards):
+        with atomic_write(os.path.join(directory, file)) as f:
+            f.write(safetensors_header(shard, {"format": "pt"}))
+            for want, w in shard.items():
+                name, t = next(tensors)
+                if (name, t.shape, t.dtype) != (want, w.shape, w.dtype):   # (a file whose header lies: never)
+                    raise RuntimeError(f"export.py: {name} {list(t.shape)} came, {want} {list(w.shape)} was planned")
+                f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+                del t                                        # (before the next one is merged)
+    if n > 1:
+        with atomic_write(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": sum(t.nbytes for s in shards for t in s.values())},
+                       "weight_map": {k: file for file, s in zip(names, shards) for k in s}}, f, indent=2)
 
 
 def tied(model):
@@ -217,7 +246,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
     hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
-        write_checkpoint(tmp, model.config, merged(model, dtype), max_shard)
+        write_shards(tmp, model, dtype, max_shard)
         with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]

@@ -1,7 +1,7 @@
 """export.py at full size: time and peak resident memory of merging a llama2-7b-shaped adapter into its base.
 
     python bench/bench_export.py --dir /tmp/export-7b --dtypes bf16 fp32             # ~13.5 GB written, then deleted
-    git show e4e16d1:export.py > /tmp/old/export.py                                  # export.py before it streamed
+    git show c101d34:export.py > /tmp/old/export.py             # before each shard's header was written first
     python bench/bench_export.py --dir /tmp/export-7b --dtypes bf16 --export /tmp/old/export.py --keep
 
 Writes bench_7b.py's random llama2-7b-shaped bf16 checkpoint (bench_cli.write_fixture: shards + index + a
