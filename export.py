@@ -7,7 +7,8 @@ linear (lorasp.merge_lorasp; LoRA Sec. 4.1: no extra latency at inference), writ
 and llama.cpp's convert_hf_to_gguf.py read:
     model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (each shard <= --shard-size)
     config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
-    tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none)
+    tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none;
+                                                 a tokenizer.model alone gets a tokenizer_config.json: BOS added)
 - The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
   dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
@@ -38,7 +39,7 @@ import torch.nn as nn
 from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, safetensors_header
 from checks import repeated, unexpanded
-from data import UserError, load_tokenizer
+from data import SentencePieceTokenizer, UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -252,6 +253,12 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
+        # a tokenizer.model alone (Meta's layout, the demo's model): transformers' AutoTokenizer would add no BOS
+        if copied == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer:
+            with atomic_write(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
+                               **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
+                                   "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     if isinstance(tok, NoTokenizer) or not copied:

@@ -483,3 +483,19 @@ def test_llama_cpp_converts_an_exported_gpt2_to_a_gguf_transformers_reads_to_its
         got = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="out.gguf").eval()(x).logits
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
         assert (M.load_pretrained(tmp_path / "base", dtype=torch.float32)(x) - want).abs().max() > 1e-3
+
+
+def test_a_tokenizer_model_alone_gets_a_tokenizer_config_transformers_reads_as_ours(tiny, tmp_path):
+    """A base whose tokenizer is a sentencepiece tokenizer.model alone (Meta's layout, the offline demo's model):
+    transformers' AutoTokenizer on DIR built a tokenizer without BOS (its ids ours minus the leading <s>: a served
+    Llama 2 prompted without the BOS it was trained with, no error). DIR gets a tokenizer_config.json saying what ours
+    does (LlamaTokenizer, BOS added, no EOS). (The demo's own texts, without runs of spaces or newlines: this
+    tokenizer.model's nmt_nfkc normalizer, which transformers' conversion leaves out, collapses them; Llama 2's
+    applies none. A character outside its small vocabulary is <unk> in ours, dropped in transformers'.)"""
+    ours = trained(M.load_pretrained(tiny[0]), ["q_proj"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", tiny[0], "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert not os.path.exists(os.path.join(tiny[0], "tokenizer_config.json"))  # (the base has none to copy)
+    tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in ("How many words are in owl fox?", "cat dog 3 7", "How many numbers are in 8 net oak?"):
+        assert hf(text)["input_ids"] == tok.encode(text), text
