@@ -8,7 +8,7 @@ and llama.cpp's convert_hf_to_gguf.py read:
     model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (each shard <= --shard-size)
     config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
     tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none;
-                                                 a tokenizer.model alone gets a tokenizer_config.json: BOS added)
+                                                 a Llama's tokenizer.model alone gets a tokenizer_config.json)
 - The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
   dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
@@ -253,8 +253,11 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
-        # a tokenizer.model alone (Meta's layout, the demo's model): transformers' AutoTokenizer would add no BOS
-        if copied == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer:
+        # a tokenizer.model alone (Meta's layout, the demo's model): transformers' AutoTokenizer would add no BOS. Of
+        # a Llama or Mistral only (whose tokenizer transformers builds as a LlamaTokenizer: not a T5's); beside it a
+        # generation_config.json, which says nothing of the tokenizer, may be
+        if [f for f in copied if f != "generation_config.json"] == ["tokenizer.model"] and \
+                type(tok) is SentencePieceTokenizer and hf.get("model_type") in ("llama", "mistral"):
             with atomic_write(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
                 json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
                                **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (

@@ -321,6 +321,26 @@ def test_t5_adapter_exports_to_t5_for_conditional_generation(tmp_path):
         torch.testing.assert_close(hf(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
 
 
+def test_a_t5_base_with_a_tokenizer_model_alone_gets_no_llama_tokenizer_config(tmp_path):
+    """A T5 base whose sentencepiece model is named tokenizer.model (not spiece.model), nothing else of its tokenizer:
+    DIR got a tokenizer_config.json naming LlamaTokenizer (BOS "<s>" added, which T5's vocabulary lacks: transformers
+    read a T5's texts with another tokenizer's rules, no error). That file is written for the Llama-family models whose
+    transformers tokenizer is LlamaTokenizer only; a T5 gets none."""
+    from fixtures import t5_sentencepiece
+    (tmp_path / "base").mkdir()
+    t5_sentencepiece(tmp_path / "base", ["The quick brown fox jumps over the lazy dog.", "hello world 123"] * 20, 36)
+    os.rename(tmp_path / "base" / "spiece.model", tmp_path / "base" / "tokenizer.model")
+    cfg = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                feed_forward_proj="relu", decoder_start_token_id=0)
+    random_params(transformers.T5ForConditionalGeneration(cfg), 0).save_pretrained(tmp_path / "base")
+    os.remove(tmp_path / "base" / "generation_config.json")   # (with it, as without: none)
+    save_adapter(trained(M.load_pretrained(tmp_path / "base"), ["q", "v"]), tmp_path / "adapter",
+                 task_type="SEQ_2_SEQ_LM")
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "tokenizer.model" in os.listdir(tmp_path / "out")
+    assert "tokenizer_config.json" not in os.listdir(tmp_path / "out")
+
+
 def test_meta_layout_base_gets_a_llama_config_json(tmp_path, capsys):
     """A base in Meta's layout (params.json + two consolidated.NN.pth shards): DIR's config.json is built from the
     config we loaded (LlamaForCausalLM), and transformers on DIR gives our merged model's logits."""
@@ -499,3 +519,21 @@ def test_a_tokenizer_model_alone_gets_a_tokenizer_config_transformers_reads_as_o
     tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     for text in ("How many words are in owl fox?", "cat dog 3 7", "How many numbers are in 8 net oak?"):
         assert hf(text)["input_ids"] == tok.encode(text), text
+
+
+def test_a_tokenizer_model_beside_a_generation_config_gets_a_tokenizer_config_too(tiny, tmp_path):
+    """The same tokenizer.model alone, in a folder that also holds a generation_config.json (transformers'
+    save_pretrained writes one with every model; generation's settings, none of the tokenizer's): DIR got no
+    tokenizer_config.json (the test asked for exactly ["tokenizer.model"] copied), so transformers' AutoTokenizer
+    read it without BOS, as above. Now the files of the tokenizer decide."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny[0], base)
+    (base / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    ours = trained(M.load_pretrained(base), ["q_proj"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "generation_config.json" in os.listdir(tmp_path / "out")
+    tok, hf = data.load_tokenizer(base), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in ("How many words are in owl fox?", "cat dog 3 7"):
+        assert hf(text)["input_ids"] == tok.encode(text), text
+        assert tok.encode(text)[0] == tok.bos_id
