@@ -194,6 +194,17 @@ def gpt2_folder(d):
     return d
 
 
+def two_stops(cls, base, prompt):
+    """transformers' 16 greedy tokens after prompt with no EOS, and two ids that, as EOS, would end it at two places
+    before the 16th (each first generated there): (tokens, the earlier id, the later)."""
+    free = cls.from_pretrained(base, dtype=torch.float32).generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False, eos_token_id=None,
+        pad_token_id=0)[0, prompt.shape[1]:].tolist()
+    b, a = [t for i, t in enumerate(free) if i >= 2 and t not in free[:i]][:2]  # tokens first generated there
+    assert free.index(b) < free.index(a) < 15
+    return free, b, a
+
+
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_the_command_line_stops_where_transformers_generate_stops(kind, tiny, tmp_path, monkeypatch, capsys):
     """python generate.py's greedy ids against transformers' generate() with the checkpoint's own generation config
@@ -208,12 +219,7 @@ def test_the_command_line_stops_where_transformers_generate_stops(kind, tiny, tm
     base = gpt2_folder(tmp_path / "base") if kind == "gpt2" else shutil.copytree(tiny[0], tmp_path / "base")
     cls = transformers.GPT2LMHeadModel if kind == "gpt2" else transformers.LlamaForCausalLM
     prompt = torch.tensor([data.load_tokenizer(str(base)).encode("hello there")])
-    free = cls.from_pretrained(base, dtype=torch.float32).generate(
-        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False, eos_token_id=None,
-        pad_token_id=0)[0, prompt.shape[1]:].tolist()
-    new = [t for i, t in enumerate(free) if i >= 2 and t not in free[:i]]  # tokens first generated there
-    b, a = new[:2]
-    assert free.index(b) < free.index(a) < 15  # two ids that end it at two places before the 16th token
+    free, b, a = two_stops(cls, base, prompt)
     tok_eos = data.load_tokenizer(str(base)).eos_id
     assert tok_eos not in free  # (config.json's null: the tokenizer's EOS, never generated: no stop either way)
     original = G.generate
@@ -306,12 +312,7 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
     (tmp_path / "p.txt").write_text("Say hello there.\n")  # too few for Alpaca's prompt and 16 new tokens)
     prompt = torch.tensor([data.load_tokenizer(str(base)).encode(data.alpaca_prompt({"instruction": "Say hello "
                                                                                                       "there."}))])
-    free = cls.from_pretrained(base, dtype=torch.float32).generate(
-        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False, eos_token_id=None,
-        pad_token_id=0)[0, prompt.shape[1]:].tolist()
-    new = [t for i, t in enumerate(free) if i >= 2 and t not in free[:i]]  # tokens first generated there
-    b, a = new[:2]
-    assert free.index(b) < free.index(a) < 15  # two ids that end it at two places before the 16th token
+    free, b, a = two_stops(cls, base, prompt)
     cases = [({"eos_token_id": a}, {"eos_token_id": [b, 7]}, free.index(b), True),
              ({"eos_token_id": [a, b]}, {"bos_token_id": 1}, free.index(a), False)]  # transformers: 16
     for i, (config, generation, ends, theirs) in enumerate(cases):
