@@ -372,7 +372,7 @@ def spilled(t, folder):
     fd, file = tempfile.mkstemp(dir=folder, suffix=".spill")
     try:
         with os.fdopen(fd, "wb") as f:
-            t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tofile(f)
+            f.write(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())  # (a full disk: OSError's errno)
         return torch.from_file(file, shared=False, size=t.numel(), dtype=t.dtype).view(t.shape)
     finally:
         os.remove(file)

@@ -25,6 +25,7 @@ Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR w
 """
 import argparse
 import collections
+import errno
 import itertools
 import json
 import os
@@ -107,7 +108,7 @@ def entries(module, prefix="", plan=False):
     src = {}
     if isinstance(module, LoRASPLinear):
         src, module = {"weight": module.base.weight, "bias": module.base.bias}, \
-            plain(module.base, True) if plan else merge_lorasp(module)
+            plain(module.base, True) if plan else merge_lorasp(module, torch.float32)  # (rounded once, to --dtype)
     elif isinstance(module, NF4Linear):
         src, module = {"bias": module.bias}, plain(module, plan)
     for k, t in itertools.chain(module._parameters.items(), ((k, b) for k, b in module._buffers.items()
@@ -134,11 +135,15 @@ def merged(model, dtype, plan=False):
             seen.add(t.data_ptr())
         if not t.is_floating_point():
             raise TypeError(f"{name}: export writes dense float weights, found {t.dtype}")
-        yield type(model).hf_tensor(name, torch.empty(t.shape, dtype=dtype, device="meta") if plan else
-                                    t.detach().to(dtype))
+        w = torch.empty(t.shape, dtype=dtype, device="meta") if plan else t.detach().to(dtype)
+        if not plan and w.numel() and not all(x.isfinite() for x in torch.aminmax(w)):  # (float16's max: 65504)
+            raise UserError(f"--dtype {HF_DTYPES[dtype]}: {name} has values up to {t.abs().max().item():.6g}, beyond "
+                            f"its range (max {torch.finfo(dtype).max:.6g}): they would be written as Inf; give --dtype "
+                            + ("bf16 or fp32" if dtype == torch.float16 else "fp32"))
+        yield type(model).hf_tensor(name, w)
         if not plan and isinstance(src, torch.Tensor) and uses[id(src)] == 1:
             release(src)                                     # (read again from the file if touched)
-        del t, src                                           # (freed before the next layer is merged)
+        del t, src, w                                        # (freed before the next layer is merged)
 
 
 def write_shards(directory, model, dtype, max_shard):
@@ -294,7 +299,10 @@ def main(argv=None):
     try:
         export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
     except (UserError, ValueError, NotImplementedError, OSError) as e:
-        sys.exit(f"error: {e}")
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # (no file named)
+        sys.exit(f"error: {e}" + (f": writing {args.out} (and the scratch copy of --model beside it, as it merges) "
+                                  "failed, nothing half-written is left: free space on that disk, then run it again"
+                                  if full else ""))
 
 
 if __name__ == "__main__":

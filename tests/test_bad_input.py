@@ -844,6 +844,79 @@ def _(ctx):  # (was "--adapter OUT/adapter: no such folder", and for OUT "the ru
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+# export.py and generate.py as a careful user runs them, after train.py (session 21)
+
+def export_main(ctx, *argv):
+    """export.py's command line (python export.py ARGV)."""
+    import export
+    export.main([str(a) for a in argv])
+
+
+@case("export.py: --dtype fp16 with a merged weight past float16's range", SystemExit, "--dtype float16: "
+      "model.layers.0.self_attn.q_proj.weight has values up to 100000, beyond its range (max 65504): they would be "
+      "written as Inf; give --dtype bf16 or fp32")
+def _(ctx):  # (was written as Inf, exit 0: transformers then computed NaN from it)
+    base = shutil.copytree(ctx.tiny[0], ctx.tmp / "big")
+    weights = load_safetensors(str(base / "model.safetensors"))
+    weights["model.layers.0.self_attn.q_proj.weight"][0, 0] = 1e5          # fine in bf16 and fp32
+    save_safetensors(weights, str(base / "model.safetensors"))
+    try:
+        export_main(ctx, "--model", base, "--adapter", ctx.shared.checkpoint / "adapter", "--out", ctx.tmp / "x",
+                    "--dtype", "fp16")
+    finally:
+        assert set(os.listdir(ctx.tmp)) - {"cache"} == {"big"}             # no x, x.tmp or scratch folder left
+
+
+@case("export.py: --dtype fp16 of a bf16 base rounds each merged weight once, from float32", None)
+def _(ctx):  # (merged in bf16 first, then cast: 894 of 1,024 entries of an adapted q_proj off by up to 7x fp16's step)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+                    .to(torch.bfloat16), ctx.tmp / "base")
+    model = apply_lorasp(load_pretrained(ctx.tmp / "base", dtype=torch.float32), ["q_proj"], r=4, alpha=8)
+    layer = model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.B_train.normal_(0, 0.01)                                    # a small update, as training makes
+    save_adapter(model, ctx.tmp / "adapter")
+    export_main(ctx, "--model", ctx.tmp / "base", "--adapter", ctx.tmp / "adapter", "--out", ctx.tmp / "out",
+                "--dtype", "fp16")
+    got = load_safetensors(str(ctx.tmp / "out" / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
+    W = layer.base.weight.to(torch.bfloat16).float()                      # the file's values, exactly
+    want = (W + layer.scale * layer.lora_B @ layer.lora_A).half()          # the sum in fp32, rounded once to fp16
+    assert got.dtype == torch.float16 and torch.equal(got, want), int((got != want).sum())
+
+
+@case("export.py: --out on a full disk (a file-size limit), for the scratch copy and for --out itself", SystemExit,
+      "File too large: writing ")
+def _(ctx):  # (was "error: 25600 requested and 20480 written", then "error: [Errno 27] File too large": no file named)
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        for size in (20_000, 60_000):          # the base's embedding (25,600 bytes) to scratch; the merged file
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
+            with pytest.raises(SystemExit) as e:
+                export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            assert "free space on that disk, then run it again" in e.value.code, e.value.code
+            assert set(os.listdir(ctx.tmp)) - {"cache"} == set()           # nothing half-written, no scratch
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    raise e.value
+
+
+@case("export.py, generate.py: --adapter whose adapter_model.safetensors has a bit flipped", SystemExit,
+      "lorasp_extras.safetensors and adapter_model.safetensors disagree (a damaged file, or the files of two saves)")
+def _(ctx):  # (was "--adapter A does not fit --model M: ..." from export.py: the base blamed)
+    import generate
+    a = shutil.copytree(ctx.shared.checkpoint / "adapter", ctx.tmp / "a")
+    raw = bytearray((a / "adapter_model.safetensors").read_bytes())
+    raw[-50] ^= 0x40                                                       # a bit of a lora_B value
+    (a / "adapter_model.safetensors").write_bytes(raw)
+    with pytest.raises(SystemExit) as e:
+        generate.main(argv=["--model", ctx.tiny[0], "--adapter", str(a)])
+    assert e.value.code.startswith(f"error: {a}: ") and "does not fit" not in e.value.code, e.value.code
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", a, "--out", ctx.tmp / "x")
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
