@@ -917,6 +917,45 @@ def _(ctx):  # (was "--adapter A does not fit --model M: ..." from export.py: th
     export_main(ctx, "--model", ctx.tiny[0], "--adapter", a, "--out", ctx.tmp / "x")
 
 
+case("generate.py: --temperature 1e-45 (the logits divided by it pass float32)", SystemExit, "--temperature 1e-45: "
+     "the logits divided by it pass float32's range (Inf): give a larger one, or 0 for greedy decoding")(
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1e-45", "--max-new-tokens", "2"))
+# (was "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0", a traceback)
+
+
+@case("generate.py: --model a T5: said before its weights load, with the command that generates with it", SystemExit,
+      "is a t5, an encoder-decoder: generate.py continues a prompt with a causal LM (Llama, GPT-2); a T5 translates "
+      "with beam search: python eval.py --task wmt16-en-ro --model ")
+def _(ctx):  # (was "is a t5, not a causal LM: it does not generate", once the weights had loaded)
+    save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    ctx.mp.setattr(M, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
+    generate_command(ctx, "--model", str(ctx.tmp / "t5"))
+
+
+@case("generate.py: a prompt and new tokens past a Llama's context say so, as transformers' generate warns", None)
+def _(ctx):  # (was silent: RoPE runs on past max_position_embeddings, on positions the model never trained on)
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
+    edit_json(d / "config.json", max_position_embeddings=16)
+    T = len(data.load_tokenizer(str(d)).encode("the cat sat"))
+    for n, said in ((17 - T, False), (18 - T, True)):                    # the last new token is not run: T + n - 1
+        generate_command(ctx, "--model", str(d), "--prompt", "the cat sat", "--max-new-tokens", str(n))
+        err = ctx.capsys.readouterr().err
+        assert (f"the prompt's {T} tokens and {n} new ones pass {d}'s context (16 positions): RoPE runs on, as in "
+                "transformers' generate (which warns)" in err) == said, err
+
+
+@case("generate.py --adapter trained on instruction records, given a raw --prompt: a note on the template", None)
+def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and the prompt was continued as text)
+    adapter = str(ctx.shared.checkpoint / "adapter")
+    for prompt, said in (("Name a cat.", True), (data.alpaca_prompt({"instruction": "Name a cat."}), False)):
+        generate_command(ctx, "--model", ctx.tiny[0], "--adapter", adapter, "--prompt", prompt, "--max-new-tokens", "2")
+        err = ctx.capsys.readouterr().err
+        assert (f"trained on instruction records in Alpaca's template (--data {ctx.tiny[1]}); --prompt is continued "
+                f"as written" in err) == said, err
+        assert (f"python eval.py --task generate --model {ctx.tiny[0]} --adapter {adapter} --prompts FILE" in err) \
+            == said, err
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
