@@ -241,8 +241,8 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
         where = os.path.dirname(where)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
-        # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast to
-        # --dtype again only where it is narrower (PEFT on a bf16 load rounds the base first, then the sum)
+        # loaded as stored (fp32 if asked for): W + B A is summed in fp32 and rounded once, to --dtype, as it is
+        # written (entries; PEFT on a bf16 load rounds the base first, then the sum)
         try:
             model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
                                   num_labels=num_labels, qa=qa, tok=tok, spill=spill)
