@@ -152,9 +152,14 @@ def head_adapter(adapter, model):
                         f"--adapter {adapter}")
 
 
-def not_causal(model, kind):
-    """Refuse a model that does not continue a prompt (config.json's model_type, or the loaded model's), saying what
-    runs it: a T5 generates in eval.py's translation task (beam search), an encoder scores inputs there."""
+def not_causal(model, kind, architectures=None):
+    """Refuse a model that does not continue a prompt (config.json's model_type and architectures, or the loaded
+    model's type), saying what runs it: a T5 generates in eval.py's translation task (beam search), an encoder or a
+    classifier (export.py's of a GLUE or SQuAD adapter: GPT-2's keeps a tied LM head) scores inputs there."""
+    if head := [a for a in architectures or () if a.endswith(("ForSequenceClassification", "ForQuestionAnswering"))]:
+        raise UserError(f"--model {model} is a {head[0]} (config.json's architectures): its head scores inputs, it "
+                        f"does not generate text; score it with python eval.py --task "
+                        f"{'squad' if head[0].endswith('Answering') else 'glue/TASK'} --model {model}")
     if kind in ("t5", "mt5"):
         raise UserError(f"--model {model} is a {kind}, an encoder-decoder: generate.py continues a prompt with a "
                         "causal LM (Llama, GPT-2); a T5 translates with beam search: python eval.py --task wmt16-en-ro "
@@ -233,7 +238,7 @@ def main(demo=None, argv=None):
         with contextlib.redirect_stdout(sys.stderr):          # a preset's name: its cache folder, as eval.py reads it
             args.model = model_path(args.model)
         if os.path.isfile(cfg := os.path.join(args.model, "config.json")):   # (before an 11B T5's weights load)
-            not_causal(args.model, read_json(cfg).get("model_type"))
+            not_causal(args.model, (hf := read_json(cfg)).get("model_type"), hf.get("architectures"))
         if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read
             with contextlib.redirect_stdout(sys.stderr):      # (stdout: the text alone)
                 args.adapter = adapter_folder(args.adapter, config=True)  # (before a weight loads)

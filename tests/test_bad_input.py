@@ -932,6 +932,18 @@ def _(ctx):  # (was "is a t5, not a causal LM: it does not generate", once the w
     generate_command(ctx, "--model", str(ctx.tmp / "t5"))
 
 
+@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
+      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs, it does not generate "
+      "text; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+    d = ctx.tmp / "classifier"
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)).add_head(2), d)
+    assert json.loads((d / "config.json").read_text())["architectures"] == ["GPT2ForSequenceClassification"]
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "2")
+
+
 @case("generate.py: a prompt and new tokens past a Llama's context say so, as transformers' generate warns", None)
 def _(ctx):  # (was silent: RoPE runs on past max_position_embeddings, on positions the model never trained on)
     d = shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
