@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, safetensors_header
-from checks import repeated, unexpanded
+from checks import repeated, run_folder, unexpanded
 from data import SentencePieceTokenizer, UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
@@ -214,6 +214,9 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
 def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=False):
     """Merge the adapter into its base and write `out` whole (see the docstring above); returns the config.json."""
     path = model_path(model_name)
+    if (run := run_folder(adapter) if os.path.isdir(adapter) else None) and run[1] and not os.path.exists(run[0]):
+        raise UserError(f"--adapter {adapter} is a --method full run's folder, with no adapter to merge: its model, "
+                        f"{run[1]}, is in Hugging Face's layout already (config.json, weights, the base's tokenizer)")
     adapter = adapter_folder(adapter, config=True)
     mine = os.path.realpath(out)
     for flag, p in (("--model", path), ("--adapter", adapter)):

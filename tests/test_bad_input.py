@@ -903,6 +903,13 @@ def _(ctx):  # (was "error: 25600 requested and 20480 written", then "error: [Er
     raise e.value
 
 
+@case("export.py: --adapter a --method full run's folder: its model needs no export", SystemExit,
+      "is a --method full run's folder, with no adapter to merge: its model, ")
+def _(ctx):  # (was "... which is --model OUT/model (without --adapter)": export.py has no run without --adapter)
+    run(ctx, "--method", "full", "--max-steps", "1")
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.tmp / "out", "--out", ctx.tmp / "x")
+
+
 @case("export.py, generate.py: --adapter whose adapter_model.safetensors has a bit flipped", SystemExit,
       "lorasp_extras.safetensors and adapter_model.safetensors disagree (a damaged file, or the files of two saves)")
 def _(ctx):  # (was "--adapter A does not fit --model M: ..." from export.py: the base blamed)
