@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, safetensors_header
+from checkpoint import (atomic_write, gguf_file, is_meta, one_writer, read_json, release, replace_dir,
+                        safetensors_header)
 from checks import repeated, run_folder, unexpanded
 from data import SentencePieceTokenizer, UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
@@ -300,7 +301,8 @@ def main(argv=None):
     repeated(ap, argv)                                         # argparse keeps the last, without a word
     unexpanded(ap, args, ["--model", "--adapter", "--out"])    # (--out=~/merged: a folder ./~/merged)
     try:
-        export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
+        with one_writer(args.out, "export.py"):               # (two into one --out: one's files in the other's)
+            export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
     except (UserError, ValueError, NotImplementedError, OSError) as e:
         full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # (no file named)
         sys.exit(f"error: {e}" + (f": writing {args.out} (and the scratch copy of --model beside it, as it merges) "

@@ -910,6 +910,20 @@ def _(ctx):  # (was "... which is --model OUT/model (without --adapter)": export
     export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.tmp / "out", "--out", ctx.tmp / "x")
 
 
+@case("export.py: a second export.py into the --out one is writing", SystemExit, "x: another export.py is "
+      "writing it (")
+def _(ctx):  # (was both run: the second deleted the first's x.tmp as a killed one's, or replaced its x without --force)
+    import fcntl
+    fd = os.open(ctx.tmp / "x.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)                         # the first export.py, still writing
+    try:
+        export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
+    finally:
+        os.close(fd)
+        assert set(os.listdir(ctx.tmp)) - {"cache"} == {"x.lock"}          # nothing of the second's
+        os.remove(ctx.tmp / "x.lock")
+
+
 @case("export.py, generate.py: --adapter whose adapter_model.safetensors has a bit flipped", SystemExit,
       "lorasp_extras.safetensors and adapter_model.safetensors disagree (a damaged file, or the files of two saves)")
 def _(ctx):  # (was "--adapter A does not fit --model M: ..." from export.py: the base blamed)
