@@ -451,7 +451,8 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
             restore(layer, n, extras, os.path.join(directory, EXTRAS_FILE))   # every entry as saved, frozen ones too
         # what PEFT reads must be what the extras rebuild (a plain PEFT adapter passes trivially)
         if not (torch.equal(layer.lora_A.cpu(), A.float()) and torch.equal(layer.lora_B.cpu(), B.float())):
-            raise ValueError(f"{n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (files of two saves?)")
+            raise ValueError(f"{directory}: {n}: {EXTRAS_FILE} and adapter_model.safetensors disagree (a damaged file, "
+                             "or the files of two saves)")
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
     # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both

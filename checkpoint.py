@@ -110,6 +110,31 @@ def replace_dir(directory, own=()):
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def one_writer(directory, what):
+    """DIR.lock held (an exclusive flock; a kill releases it, the file goes at the end) while `what` writes DIR through
+    replace_dir: a second writer is refused (a ValueError naming the lock), where it would delete the first's DIR.tmp as
+    a killed save's, write its own files into it, or replace its result. No lock where the file system has none (no
+    fcntl, or it refuses), as before."""
+    lock = os.path.abspath(directory) + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{directory}: another {what} is writing it ({lock} is held): wait for it to end, or give "
+                         "another folder") from None
+    except (ImportError, OSError):                 # (Windows; a file system without locks)
+        pass
+    try:
+        yield
+    finally:
+        os.remove(lock)
+        os.close(fd)
+
+
 def _link(src, dst):
     """Hard-link a file (a tree: file by file; a symlink: copied as a link), copying where links are not possible."""
     if os.path.islink(src):
@@ -372,7 +397,7 @@ def spilled(t, folder):
     fd, file = tempfile.mkstemp(dir=folder, suffix=".spill")
     try:
         with os.fdopen(fd, "wb") as f:
-            t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tofile(f)
+            f.write(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())  # (a full disk: OSError's errno)
         return torch.from_file(file, shared=False, size=t.numel(), dtype=t.dtype).view(t.shape)
     finally:
         os.remove(file)

@@ -25,6 +25,7 @@ Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR w
 """
 import argparse
 import collections
+import errno
 import itertools
 import json
 import os
@@ -37,8 +38,9 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import atomic_write, gguf_file, is_meta, read_json, release, replace_dir, safetensors_header
-from checks import repeated, unexpanded
+from checkpoint import (atomic_write, gguf_file, is_meta, one_writer, read_json, release, replace_dir,
+                        safetensors_header)
+from checks import repeated, run_folder, unexpanded
 from data import SentencePieceTokenizer, UserError, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
@@ -107,7 +109,7 @@ def entries(module, prefix="", plan=False):
     src = {}
     if isinstance(module, LoRASPLinear):
         src, module = {"weight": module.base.weight, "bias": module.base.bias}, \
-            plain(module.base, True) if plan else merge_lorasp(module)
+            plain(module.base, True) if plan else merge_lorasp(module, torch.float32)  # (rounded once, to --dtype)
     elif isinstance(module, NF4Linear):
         src, module = {"bias": module.bias}, plain(module, plan)
     for k, t in itertools.chain(module._parameters.items(), ((k, b) for k, b in module._buffers.items()
@@ -134,11 +136,15 @@ def merged(model, dtype, plan=False):
             seen.add(t.data_ptr())
         if not t.is_floating_point():
             raise TypeError(f"{name}: export writes dense float weights, found {t.dtype}")
-        yield type(model).hf_tensor(name, torch.empty(t.shape, dtype=dtype, device="meta") if plan else
-                                    t.detach().to(dtype))
+        w = torch.empty(t.shape, dtype=dtype, device="meta") if plan else t.detach().to(dtype)
+        if not plan and w.numel() and not all(x.isfinite() for x in torch.aminmax(w)):  # (float16's max: 65504)
+            raise UserError(f"--dtype {HF_DTYPES[dtype]}: {name} has values up to {t.abs().max().item():.6g}, beyond "
+                            f"its range (max {torch.finfo(dtype).max:.6g}): they would be written as Inf; give --dtype "
+                            + ("bf16 or fp32" if dtype == torch.float16 else "fp32"))
+        yield type(model).hf_tensor(name, w)
         if not plan and isinstance(src, torch.Tensor) and uses[id(src)] == 1:
             release(src)                                     # (read again from the file if touched)
-        del t, src                                           # (freed before the next layer is merged)
+        del t, src, w                                        # (freed before the next layer is merged)
 
 
 def write_shards(directory, model, dtype, max_shard):
@@ -209,6 +215,9 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
 def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=False):
     """Merge the adapter into its base and write `out` whole (see the docstring above); returns the config.json."""
     path = model_path(model_name)
+    if (run := run_folder(adapter) if os.path.isdir(adapter) else None) and run[1] and not os.path.exists(run[0]):
+        raise UserError(f"--adapter {adapter} is a --method full run's folder, with no adapter to merge: its model, "
+                        f"{run[1]}, is in Hugging Face's layout already (config.json, weights, the base's tokenizer)")
     adapter = adapter_folder(adapter, config=True)
     mine = os.path.realpath(out)
     for flag, p in (("--model", path), ("--adapter", adapter)):
@@ -236,8 +245,8 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
         where = os.path.dirname(where)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
-        # loaded as stored (fp32 if asked for): merge_lorasp adds B A in fp32 and rounds once to it, the cast to
-        # --dtype again only where it is narrower (PEFT on a bf16 load rounds the base first, then the sum)
+        # loaded as stored (fp32 if asked for): W + B A is summed in fp32 and rounded once, to --dtype, as it is
+        # written (entries; PEFT on a bf16 load rounds the base first, then the sum)
         try:
             model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
                                   num_labels=num_labels, qa=qa, tok=tok, spill=spill)
@@ -292,9 +301,13 @@ def main(argv=None):
     repeated(ap, argv)                                         # argparse keeps the last, without a word
     unexpanded(ap, args, ["--model", "--adapter", "--out"])    # (--out=~/merged: a folder ./~/merged)
     try:
-        export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
+        with one_writer(args.out, "export.py"):               # (two into one --out: one's files in the other's)
+            export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
     except (UserError, ValueError, NotImplementedError, OSError) as e:
-        sys.exit(f"error: {e}")
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # (no file named)
+        sys.exit(f"error: {e}" + (f": writing {args.out} (and the scratch copy of --model beside it, as it merges) "
+                                  "failed, nothing half-written is left: free space on that disk, then run it again"
+                                  if full else ""))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
 from checks import adapter_config, dtype_name, given_flags, no_effect, ranged, repeated, unexpanded
-from data import UserError, check_vocab, generation_eos, load_tokenizer
+from checkpoint import read_json
+from data import NAMED_LM_DATA, PROMPT_DICT, UserError, check_vocab, generation_eos, load_tokenizer
 
 
 def warp(logits, temperature=1.0, top_p=1.0):
@@ -52,7 +53,10 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
     """Next token (B,) from logits (B, vocab): greedy at temperature 0, else a draw from softmax(warp(logits))."""
     if temperature <= 0:
         return logits.argmax(-1)
-    return torch.multinomial(warp(logits, temperature, top_p).softmax(-1), 1, generator=generator).squeeze(-1)
+    if (scores := warp(logits, temperature, top_p)).isposinf().any():  # (softmax: NaN, a traceback from multinomial)
+        raise ValueError(f"temperature {temperature}: the logits divided by it pass float32's range (Inf): give a "
+                         "larger one, or 0 for greedy decoding")
+    return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
@@ -148,6 +152,35 @@ def head_adapter(adapter, model):
                         f"--adapter {adapter}")
 
 
+def not_causal(model, kind, architectures=None):
+    """Refuse a model that does not continue a prompt (config.json's model_type and architectures, or the loaded
+    model's type), saying what runs it: a T5 generates in eval.py's translation task (beam search), an encoder or a
+    classifier (export.py's of a GLUE or SQuAD adapter: GPT-2's keeps a tied LM head) scores inputs there."""
+    if head := [a for a in architectures or () if a.endswith(("ForSequenceClassification", "ForQuestionAnswering"))]:
+        raise UserError(f"--model {model} is a {head[0]} (config.json's architectures): its head scores inputs, it "
+                        f"does not generate text; score it with python eval.py --task "
+                        f"{'squad' if head[0].endswith('Answering') else 'glue/TASK'} --model {model}")
+    if kind in ("t5", "mt5"):
+        raise UserError(f"--model {model} is a {kind}, an encoder-decoder: generate.py continues a prompt with a "
+                        "causal LM (Llama, GPT-2); a T5 translates with beam search: python eval.py --task wmt16-en-ro "
+                        f"--model {model}")
+    if kind in ("bert", "roberta"):
+        raise UserError(f"--model {model} is a {kind}, an encoder: it does not generate (python eval.py --task "
+                        "glue/TASK or squad scores it)")
+
+
+def template(adapter, model, prompt):
+    """A note where the adapter trained on instruction records (Alpaca's template, data.PROMPT_DICT) and --prompt
+    is not in it: the text continues the prompt as written, not as the adapter learned to answer."""
+    task = str(adapter_base(adapter).get("task"))
+    if (task in NAMED_LM_DATA or task.lower().endswith((".json", ".jsonl"))) and not prompt.lstrip().startswith(
+            PROMPT_DICT["prompt_input"][:45]):                # ("Below is an instruction that describes a task")
+        print(f"note: --adapter {adapter} trained on instruction records in Alpaca's template (--data {task}); "
+              "--prompt is continued as written: put it in the template (data.PROMPT_DICT), or answer instructions "
+              f"with python eval.py --task generate --model {model} --adapter {adapter} --prompts FILE",
+              file=sys.stderr)
+
+
 def main(demo=None, argv=None):
     """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed.
     demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move), with the
@@ -204,12 +237,15 @@ def main(demo=None, argv=None):
         from evalcli import adapter_folder, base_quant, model_path, with_adapter
         with contextlib.redirect_stdout(sys.stderr):          # a preset's name: its cache folder, as eval.py reads it
             args.model = model_path(args.model)
+        if os.path.isfile(cfg := os.path.join(args.model, "config.json")):   # (before an 11B T5's weights load)
+            not_causal(args.model, (hf := read_json(cfg)).get("model_type"), hf.get("architectures"))
         if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read
             with contextlib.redirect_stdout(sys.stderr):      # (stdout: the text alone)
                 args.adapter = adapter_folder(args.adapter, config=True)  # (before a weight loads)
                 head_adapter(args.adapter, args.model)
                 quant = base_quant(args.model, args.adapter, args.quantize or "auto", flag="--quantize",
                                    prog="generate.py")
+            template(args.adapter, args.model, args.prompt)
         model = load_pretrained(args.model, None if quant == "none" else quant, args.dtype, args.device)
         tok = load_tokenizer(args.model)
         check_vocab(tok, model.config.vocab_size, args.model)
@@ -225,16 +261,25 @@ def main(demo=None, argv=None):
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not tok.encode(args.prompt):                            # no BOS (GPT-2, SmolLM2) and no text
         ap.error("--prompt is empty and this tokenizer adds no BOS: nothing to continue")
-    if model.config.model_type not in ("llama", "gpt2"):
-        sys.exit(f"error: --model {args.model} is a {model.config.model_type}, not a causal LM: it does not generate")
+    try:
+        not_causal(args.model, model.config.model_type)
+    except UserError as e:
+        sys.exit(f"error: {e}")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
     T, n = ids.shape[1], args.max_new_tokens
     room = positions(model.config) or getattr(model.config, "sliding_window", None) or math.inf  # GPT-2's positions
     if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
         sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
                  f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, stops,
-                   generator=torch.Generator(args.device).manual_seed(args.seed))
+    if (context := getattr(model.config, "max_seq_len", None)) and T + max(n - 1, 0) > context:  # (was silent)
+        print(f"note: the prompt's {T} tokens and {n} new ones pass {args.model}'s context ({context} positions): "
+              "RoPE runs on, as in transformers' generate (which warns), on positions the model never trained on",
+              file=sys.stderr)
+    try:
+        out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, stops,
+                       generator=torch.Generator(args.device).manual_seed(args.seed))
+    except ValueError as e:                                    # (--temperature 1e-45: a traceback from multinomial)
+        sys.exit(f"error: --{e}")
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
     if n < args.max_new_tokens and out[0, -1].item() in extra:  # (ended by our stop alone: say it, with the text)
         print(f"stopped at the tokenizer's EOS ({out[0, -1].item()}); transformers' generate would go on: "

@@ -197,17 +197,17 @@ def lorasp_summary(model):
 
 
 @torch.no_grad()
-def merge_lorasp(model):
-    """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers.
-    An NF4 base is dequantized to its original dtype and stays there: rounding back to 4 bits would lose most of a
-    small update (a bf16 base rounds it to bf16)."""
+def merge_lorasp(model, dtype=None):
+    """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
+    (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
+    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype)."""
     if isinstance(model, LoRASPLinear):
-        return merge_lorasp(nn.ModuleDict({"m": model}))["m"]
+        return merge_lorasp(nn.ModuleDict({"m": model}), dtype)["m"]
     for name, m in _layers(model).items():
         W = m.base.weight
-        W = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W   # (out, in)
+        W, to = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W, dtype or W.dtype   # (out, in)
         merged = nn.Linear(m.base.in_features, m.base.out_features, bias=m.base.bias is not None, device="meta")
-        merged.weight = nn.Parameter((W.float() + m.scale * m.lora_B.float() @ m.lora_A.float()).to(W.dtype), False)
+        merged.weight = nn.Parameter((W.float() + m.scale * m.lora_B.float() @ m.lora_A.float()).to(to), False)
         if m.base.bias is not None:
             merged.bias = nn.Parameter(m.base.bias.detach().clone(), False)
         _swap(model, {name: merged})

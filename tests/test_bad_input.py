@@ -844,6 +844,151 @@ def _(ctx):  # (was "--adapter OUT/adapter: no such folder", and for OUT "the ru
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+# export.py and generate.py as a careful user runs them, after train.py (session 21)
+
+def export_main(ctx, *argv):
+    """export.py's command line (python export.py ARGV)."""
+    import export
+    export.main([str(a) for a in argv])
+
+
+@case("export.py: --dtype fp16 with a merged weight past float16's range", SystemExit, "--dtype float16: "
+      "model.layers.0.self_attn.q_proj.weight has values up to 100000, beyond its range (max 65504): they would be "
+      "written as Inf; give --dtype bf16 or fp32")
+def _(ctx):  # (was written as Inf, exit 0: transformers then computed NaN from it)
+    base = shutil.copytree(ctx.tiny[0], ctx.tmp / "big")
+    weights = load_safetensors(str(base / "model.safetensors"))
+    weights["model.layers.0.self_attn.q_proj.weight"][0, 0] = 1e5          # fine in bf16 and fp32
+    save_safetensors(weights, str(base / "model.safetensors"))
+    try:
+        export_main(ctx, "--model", base, "--adapter", ctx.shared.checkpoint / "adapter", "--out", ctx.tmp / "x",
+                    "--dtype", "fp16")
+    finally:
+        assert set(os.listdir(ctx.tmp)) - {"cache"} == {"big"}             # no x, x.tmp or scratch folder left
+
+
+@case("export.py: --dtype fp16 of a bf16 base rounds each merged weight once, from float32", None)
+def _(ctx):  # (merged in bf16 first, then cast: 894 of 1,024 entries of an adapted q_proj off by up to 7x fp16's step)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64))
+                    .to(torch.bfloat16), ctx.tmp / "base")
+    model = apply_lorasp(load_pretrained(ctx.tmp / "base", dtype=torch.float32), ["q_proj"], r=4, alpha=8)
+    layer = model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.B_train.normal_(0, 0.01)                                    # a small update, as training makes
+    save_adapter(model, ctx.tmp / "adapter")
+    export_main(ctx, "--model", ctx.tmp / "base", "--adapter", ctx.tmp / "adapter", "--out", ctx.tmp / "out",
+                "--dtype", "fp16")
+    got = load_safetensors(str(ctx.tmp / "out" / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
+    W = layer.base.weight.to(torch.bfloat16).float()                      # the file's values, exactly
+    want = (W + layer.scale * layer.lora_B @ layer.lora_A).half()          # the sum in fp32, rounded once to fp16
+    assert got.dtype == torch.float16 and torch.equal(got, want), int((got != want).sum())
+
+
+@case("export.py: --out on a full disk (a file-size limit), for the scratch copy and for --out itself", SystemExit,
+      "File too large: writing ")
+def _(ctx):  # (was "error: 25600 requested and 20480 written", then "error: [Errno 27] File too large": no file named)
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        for size in (20_000, 60_000):          # the base's embedding (25,600 bytes) to scratch; the merged file
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
+            with pytest.raises(SystemExit) as e:
+                export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            assert "free space on that disk, then run it again" in e.value.code, e.value.code
+            assert set(os.listdir(ctx.tmp)) - {"cache"} == set()           # nothing half-written, no scratch
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    raise e.value
+
+
+@case("export.py: --adapter a --method full run's folder: its model needs no export", SystemExit,
+      "is a --method full run's folder, with no adapter to merge: its model, ")
+def _(ctx):  # (was "... which is --model OUT/model (without --adapter)": export.py has no run without --adapter)
+    run(ctx, "--method", "full", "--max-steps", "1")
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.tmp / "out", "--out", ctx.tmp / "x")
+
+
+@case("export.py: a second export.py into the --out one is writing", SystemExit, "x: another export.py is "
+      "writing it (")
+def _(ctx):  # (was both run: the second deleted the first's x.tmp as a killed one's, or replaced its x without --force)
+    import fcntl
+    fd = os.open(ctx.tmp / "x.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)                         # the first export.py, still writing
+    try:
+        export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
+    finally:
+        os.close(fd)
+        assert set(os.listdir(ctx.tmp)) - {"cache"} == {"x.lock"}          # nothing of the second's
+        os.remove(ctx.tmp / "x.lock")
+
+
+@case("export.py, generate.py: --adapter whose adapter_model.safetensors has a bit flipped", SystemExit,
+      "lorasp_extras.safetensors and adapter_model.safetensors disagree (a damaged file, or the files of two saves)")
+def _(ctx):  # (was "--adapter A does not fit --model M: ..." from export.py: the base blamed)
+    import generate
+    a = shutil.copytree(ctx.shared.checkpoint / "adapter", ctx.tmp / "a")
+    raw = bytearray((a / "adapter_model.safetensors").read_bytes())
+    raw[-50] ^= 0x40                                                       # a bit of a lora_B value
+    (a / "adapter_model.safetensors").write_bytes(raw)
+    with pytest.raises(SystemExit) as e:
+        generate.main(argv=["--model", ctx.tiny[0], "--adapter", str(a)])
+    assert e.value.code.startswith(f"error: {a}: ") and "does not fit" not in e.value.code, e.value.code
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", a, "--out", ctx.tmp / "x")
+
+
+case("generate.py: --temperature 1e-45 (the logits divided by it pass float32)", SystemExit, "--temperature 1e-45: "
+     "the logits divided by it pass float32's range (Inf): give a larger one, or 0 for greedy decoding")(
+    lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1e-45", "--max-new-tokens", "2"))
+# (was "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0", a traceback)
+
+
+@case("generate.py: --model a T5: said before its weights load, with the command that generates with it", SystemExit,
+      "is a t5, an encoder-decoder: generate.py continues a prompt with a causal LM (Llama, GPT-2); a T5 translates "
+      "with beam search: python eval.py --task wmt16-en-ro --model ")
+def _(ctx):  # (was "is a t5, not a causal LM: it does not generate", once the weights had loaded)
+    save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    ctx.mp.setattr(M, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
+    generate_command(ctx, "--model", str(ctx.tmp / "t5"))
+
+
+@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
+      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs, it does not generate "
+      "text; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+    d = ctx.tmp / "classifier"
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)).add_head(2), d)
+    assert json.loads((d / "config.json").read_text())["architectures"] == ["GPT2ForSequenceClassification"]
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "2")
+
+
+@case("generate.py: a prompt and new tokens past a Llama's context say so, as transformers' generate warns", None)
+def _(ctx):  # (was silent: RoPE runs on past max_position_embeddings, on positions the model never trained on)
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
+    edit_json(d / "config.json", max_position_embeddings=16)
+    T = len(data.load_tokenizer(str(d)).encode("the cat sat"))
+    for n, said in ((17 - T, False), (18 - T, True)):                    # the last new token is not run: T + n - 1
+        generate_command(ctx, "--model", str(d), "--prompt", "the cat sat", "--max-new-tokens", str(n))
+        err = ctx.capsys.readouterr().err
+        assert (f"the prompt's {T} tokens and {n} new ones pass {d}'s context (16 positions): RoPE runs on, as in "
+                "transformers' generate (which warns)" in err) == said, err
+
+
+@case("generate.py --adapter trained on instruction records, given a raw --prompt: a note on the template", None)
+def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and the prompt was continued as text)
+    adapter = str(ctx.shared.checkpoint / "adapter")
+    for prompt, said in (("Name a cat.", True), (data.alpaca_prompt({"instruction": "Name a cat."}), False)):
+        generate_command(ctx, "--model", ctx.tiny[0], "--adapter", adapter, "--prompt", prompt, "--max-new-tokens", "2")
+        err = ctx.capsys.readouterr().err
+        assert (f"trained on instruction records in Alpaca's template (--data {ctx.tiny[1]}); --prompt is continued "
+                f"as written" in err) == said, err
+        assert (f"python eval.py --task generate --model {ctx.tiny[0]} --adapter {adapter} --prompts FILE" in err) \
+            == said, err
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
