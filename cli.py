@@ -14,8 +14,9 @@ last.
   another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
   prints a note.
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
-  generated text and the cache keeps, and its task file; `outputs` and `closing`: the lines a run ends with (where its
-  files went, the command that evaluates the result, how to resume an interrupted run).
+  generated text and the cache keeps (in a folder named by its recipe: `demo_model_dir`), and its task file;
+  `outputs` and `closing`: the lines a run ends with (where its files went, the command that evaluates the result,
+  how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
   plan.py's memory plan, the plan printed, a run that cannot fit refused, as is a preset's --model-dir that holds
   another architecture), `describe` (what trains, against LoRA at
@@ -23,6 +24,8 @@ last.
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
 import argparse
+import hashlib
+import json
 import math
 import os
 import shlex
@@ -278,12 +281,21 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------------
 # The offline demo's model, and the closing lines: where the files went, what to run next
 
-DEMO_PRETRAIN = dict(docs=4000, vocab=400, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
+# vocab: the 400 pieces it had before its tokenizer was trained as Llama's (SPM_LLAMA), plus that one's 256 byte pieces
+DEMO_PRETRAIN = dict(docs=4000, vocab=656, config=dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=4, n_ffn=336),
                      flags="--lr 3e-3 --epochs 1 --batch-size 16 --grad-accum 1 --seq-len 128 --val-fraction 0.01 "
                            "--eval-every 0 --save-every 0 --weight-decay 0.1 --log-every 100".split())
 REAL_JOB = "python train.py --model llama2-7b --data alpaca"  # the paper's recipe by default: NF4, recomputation
 REAL_JOB_FIRST = ("once: accept Meta's licence at https://huggingface.co/meta-llama/Llama-2-7b-hf, export HF_TOKEN=<a "
                   "read token from https://huggingface.co/settings/tokens>, and add --download to fetch the weights")
+
+
+def demo_model_dir():
+    """The demo model's folder in the cache, named by its recipe (DEMO_PRETRAIN, data.SPM_LLAMA): a model pretrained
+    another way (before its tokenizer was trained as Llama's, whose export transformers and llama.cpp read otherwise)
+    is not taken for it."""
+    recipe = json.dumps([DEMO_PRETRAIN, data.SPM_LLAMA], sort_keys=True).encode()
+    return data.cache_dir("models", f"demo-llama-{hashlib.sha256(recipe).hexdigest()[:8]}")
 
 
 def prepare_demo(args, train):
@@ -293,9 +305,9 @@ def prepare_demo(args, train):
     format is new."""
     if rank_world()[1] > 1:
         raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
-                        f"{data.cache_dir('models', 'demo-llama')} --data {data.cache_dir('data', 'demo_tasks.json')})")
+                        f"{demo_model_dir()} --data {data.cache_dir('data', 'demo_tasks.json')})")
     try:                                                       # its first write into the cache
-        model_dir, task = data.cache_dir("models", "demo-llama"), data.demo_task()
+        model_dir, task = demo_model_dir(), data.demo_task()
     except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
         raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
                         f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
@@ -311,6 +323,11 @@ def prepare_demo(args, train):
             pass                                               # files are not to be deleted below)
     except Busy:
         raise UserError(busy) from None
+    models, name = os.path.split(model_dir)                   # (an earlier recipe's model, or its pretraining:
+    if others := [os.path.join(models, f) for f in sorted(os.listdir(models) if os.path.isdir(models) else [])
+                  if f.startswith("demo-llama") and not f.startswith(name)]:  # kept, and named)
+        print(f"note: {', '.join(others)}: the demo model of another recipe (an earlier lorasp's), not used: delete "
+              "it to free its space")
     init, stopped = os.path.join(work, "init"), os.path.exists(os.path.join(work, "checkpoint", "state.json"))
     if not stopped:                                            # (else a Ctrl-C saved the pretraining: it goes on)
         shutil.rmtree(work, ignore_errors=True)

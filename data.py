@@ -27,7 +27,8 @@ generated data.
   `remote_info`, `KNOWN_FILES`, `cache_dir` and `UserError` are importable from here as before); what arrives is
   checked here: MMLU's tar and GLUE's zips extracted into place whole, Alpaca's JSON read before it is kept.
 - The offline demo's generator: counting questions with checkable answers, stated in plain words for pretraining
-  ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning.
+  ("Question: ... Answer: 3.") and asked as Alpaca records for fine-tuning; its tokenizer.model, trained as Llama 2's
+  was (SPM_LLAMA: no normalizer, byte pieces), which transformers and llama.cpp read as sentencepiece does.
 - MMLU's CSV files (the original release) and its k-shot prompt, word for word.
 - BERT's WordPiece by hand; GLUE (the paper's Table 1): the official TSV files of the eight tasks, encoded as
   classifier pairs ([CLS] A [SEP] B [SEP] / <s> A </s></s> B </s>).
@@ -1545,12 +1546,25 @@ def demo_records(n, seed=1):
     return list(records.values())
 
 
-def train_sentencepiece(lines, path, vocab_size):
-    """A LLaMA-style sentencepiece BPE model (unk 0, <s> 1, </s> 2, digits split) trained on lines, saved at path."""
-    model = io.BytesIO()
+# Llama 2's tokenizer.model was trained so (its trainer_spec and normalizer_spec, read with sentencepiece's
+# ModelProto): BPE, digits split, text as it is (the identity normalizer: newlines, tabs and runs of spaces stay, as
+# transformers' and llama.cpp's tokenizers, which apply none, read them), a dummy "▁" prefix, a character outside the
+# vocabulary as its UTF-8 bytes (<0x00>..<0xFF>, ids 3-258), unk 0, <s> 1, </s> 2, no pad. sentencepiece's defaults
+# (nmt_nfkc, extra whitespace removed, unknown characters <unk>) give a tokenizer those other readers disagree with.
+SPM_LLAMA = dict(model_type="bpe", split_digits=True, byte_fallback=True, allow_whitespace_only_pieces=True,
+                 normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+                 unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+
+
+def train_sentencepiece(lines, path, vocab_size, byte_fallback=True):
+    """A sentencepiece model trained on lines as Llama 2's was (SPM_LLAMA), saved at path. vocab_size counts the 3
+    special and 256 byte pieces: at least 259 + the lines' distinct characters (all kept: character_coverage 1, not
+    Llama's 0.99995, which would leave a small corpus's rarest characters to bytes). byte_fallback=False: no byte
+    pieces (an unseen character is <unk>), for a benchmark's model whose embedding has fewer rows (llama-tiny's 256)."""
+    model, spec = io.BytesIO(), dict(SPM_LLAMA, byte_fallback=byte_fallback)
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-        split_digits=True, character_coverage=1.0, num_threads=1, minloglevel=2, max_sentence_length=1 << 16)
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, **spec, character_coverage=1.0,
+        num_threads=1, minloglevel=2, max_sentence_length=1 << 16)
     with open(path, "wb") as f:
         f.write(model.getvalue())
 

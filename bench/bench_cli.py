@@ -57,7 +57,7 @@ def _write(directory, shape, records, seed, device="cpu"):
     write_random_checkpoint(model_dir, config, "safetensors", device=device)
     corpus = data.demo_corpus(records * 8, seed)       # the demo's generated text: sentencepiece learns it quickly
     data.train_sentencepiece(corpus + list(data.PROMPT_DICT.values()) * 5, os.path.join(model_dir, "tokenizer.model"),
-                             min(400, config.vocab_size))  # ids the model's embedding has
+                             min(400, config.vocab_size), byte_fallback=False)  # ids the embedding has (256: tiny)
     long = [{"instruction": "Continue the text.", "input": "", "output": " ".join(corpus[i * 8:(i + 1) * 8])}
             for i in range(records)]                   # ~2,000 tokens each: every example is cut at --seq-len
     with open(os.path.join(directory, "alpaca.json.tmp"), "w") as f:

@@ -62,7 +62,7 @@ def measure(shape, steps, tmp):
     d = os.path.join(tmp, "model")
     os.makedirs(d)
     data.train_sentencepiece(data.demo_corpus(300) + list(data.PROMPT_DICT.values()) * 5,
-                             os.path.join(d, "tokenizer.model"), 200)
+                             os.path.join(d, "tokenizer.model"), 200, byte_fallback=False)
     torch.manual_seed(0)
     save_pretrained(build_model(replace(get_config(shape), vocab_size=load_tokenizer(d).vocab_size)), d)
     with open(os.path.join(tmp, "task.json"), "w") as f:

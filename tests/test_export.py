@@ -5,6 +5,7 @@ transposed, a tied embedding stored once); load_pretrained(DIR) reads it back; s
 SmolLM2 GGUF exports to a folder transformers loads. Bad input is one line, and nothing half-written is left."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import sys
 import pytest
 import torch
 import transformers
+from gguf import GGUFReader
 from peft import PeftModel
 
 import data
@@ -467,16 +469,25 @@ def convert_hf_to_gguf(folder, gguf):
 
 
 def test_llama_cpp_converts_an_exported_llama_to_a_gguf_our_loader_reads_to_its_logits(tiny, tmp_path):  # noqa: F811
-    """A train.py run on the tiny Llama (sentencepiece tokenizer), exported and converted to GGUF by llama.cpp's
-    convert_hf_to_gguf.py: lorasp's GGUF loader (q/k rows un-permuted, the tokenizer inside the file) gives
-    transformers' logits on the exported folder (fp32, 1e-5) and reads text as the folder's tokenizer does."""
+    """A train.py run on the tiny Llama (the demo's sentencepiece tokenizer), exported and converted to GGUF by
+    llama.cpp's convert_hf_to_gguf.py: lorasp's GGUF loader (q/k rows un-permuted, the tokenizer inside the file) gives
+    transformers' logits on the exported folder (fp32, 1e-5) and reads text as the folder's tokenizer does: the Alpaca
+    prompt with its newlines, a tab, runs of spaces, characters the vocabulary lacks; the gguf package's token list at
+    those ids spells the text. (The demo's tokenizer.model normalized text, nmt_nfkc: the folder read each newline as
+    a space, the .gguf, as llama.cpp does, as <unk>; an unseen character was <unk>.)"""
     train.main(flags(tiny, tmp_path / "run", "--targets", "q_proj,v_proj,down_proj"))
     assert run("--model", tiny[0], "--adapter", tmp_path / "run", "--out", tmp_path / "out", "--dtype", "fp32") is None
     convert_hf_to_gguf(tmp_path / "out", tmp_path / "out.gguf")
-    text = "Below is an instruction that describes a task."
-    ids = data.load_tokenizer(str(tmp_path / "out")).encode(text)
-    assert data.load_tokenizer(str(tmp_path / "out.gguf")).encode(text) == ids
-    x = torch.tensor([ids])
+    tokens = GGUFReader(tmp_path / "out.gguf").fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(tokens.parts[i]).decode() for i in tokens.data]
+    spell = lambda ids: b"".join(bytes([int(t[3:5], 16)]) if re.fullmatch("<0x..>", t) else t.replace(  # noqa: E731
+        "▁", " ").encode() for t in (tokens[i] for i in ids)).decode()
+    for text in ("cat  dog   3\t7\n\nowl é 漢 😀",
+                 data.PROMPT_DICT["prompt_input"].format(instruction="How many words are in owl fox?", input="cat")):
+        ids = data.load_tokenizer(str(tmp_path / "out")).encode(text)
+        assert data.load_tokenizer(str(tmp_path / "out.gguf")).encode(text) == ids, text
+        assert ids[0] == 1 and spell(ids[1:]) == " " + text  # (sentencepiece's "▁" prefix)
+    x = torch.tensor([ids])                                    # (the prompt)
     with torch.no_grad():
         want = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()(x).logits
         torch.testing.assert_close(M.load_pretrained(tmp_path / "out.gguf")(x), want, atol=1e-5, rtol=0)
@@ -509,15 +520,18 @@ def test_a_tokenizer_model_alone_gets_a_tokenizer_config_transformers_reads_as_o
     """A base whose tokenizer is a sentencepiece tokenizer.model alone (Meta's layout, the offline demo's model):
     transformers' AutoTokenizer on DIR built a tokenizer without BOS (its ids ours minus the leading <s>: a served
     Llama 2 prompted without the BOS it was trained with, no error). DIR gets a tokenizer_config.json saying what ours
-    does (LlamaTokenizer, BOS added, no EOS). (The demo's own texts, without runs of spaces or newlines: this
-    tokenizer.model's nmt_nfkc normalizer, which transformers' conversion leaves out, collapses them; Llama 2's
-    applies none. A character outside its small vocabulary is <unk> in ours, dropped in transformers'.)"""
+    does (LlamaTokenizer, BOS added, no EOS). The demo's tokenizer.model is trained as Llama 2's (no normalizer, byte
+    pieces): the Alpaca prompt's newlines, a tab, runs of spaces and characters its vocabulary lacks read alike. (It
+    normalized text, nmt_nfkc, which transformers' conversion leaves out: a newline or a run of spaces was one "▁"
+    in ours; a character outside its small vocabulary <unk> in ours, dropped in transformers'.)"""
     ours = trained(M.load_pretrained(tiny[0]), ["q_proj"])
     save_adapter(ours, tmp_path / "adapter")
     assert run("--model", tiny[0], "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert not os.path.exists(os.path.join(tiny[0], "tokenizer_config.json"))  # (the base has none to copy)
     tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
-    for text in ("How many words are in owl fox?", "cat dog 3 7", "How many numbers are in 8 net oak?"):
+    for text in ("How many words are in owl fox?", "cat dog 3 7", "How many numbers are in 8 net oak?",
+                 data.PROMPT_DICT["prompt_input"].format(instruction="How many words are in owl fox?", input="cat"),
+                 "cat  dog   3\t7\n\nowl  ", "é 漢 😀 café\r\n"):
         assert hf(text)["input_ids"] == tok.encode(text), text
 
 

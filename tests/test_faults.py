@@ -15,7 +15,7 @@ import pytest
 import cli
 import resume
 import train
-from data import UserError, cache_dir
+from data import UserError
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_nothing_lost import adapter
 from test_train_resume import straight_and_stopped
@@ -156,7 +156,7 @@ def test_a_second_offline_demo_does_not_delete_the_pretraining_another_one_is_ru
     checkpoint) and started a second pretraining into the same place; before that first checkpoint, it deleted them
     without a word. Now the second is refused, nothing deleted."""
     monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
-    work = cache_dir("models", "demo-llama") + ".pretrain"
+    work = cli.demo_model_dir() + ".pretrain"
     for f in ["init/corpus.txt"] + ["checkpoint/state.json"] * saved:
         os.makedirs(os.path.dirname(os.path.join(work, f)), exist_ok=True)
         open(os.path.join(work, f), "w").write("{}")

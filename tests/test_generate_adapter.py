@@ -116,10 +116,11 @@ def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, c
     adapter whose recorded base has other files: a warning naming the base (evalcli's fingerprint check)."""
     from lorasp import load_adapter
     nf4 = apply_lorasp(M.load_pretrained(tiny[0], quantize="nf4", dtype=torch.float32), ["q_proj", "v_proj"], r=4)
+    g = torch.Generator().manual_seed(0)                       # (the global one's state: the tests run before)
     with torch.no_grad():
         for n, p in nf4.named_parameters():
             if p.requires_grad:
-                p.normal_(0, 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     save_adapter(nf4, tmp_path / "nf4", base={"quant": "nf4", "fingerprint": "0" * 64})
     got = run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "nf4"))
     out, err = capsys.readouterr()

@@ -81,14 +81,14 @@ def test_tokenizer_that_does_not_fit_the_embedding_is_refused(tiny, tmp_path):
     not an IndexError in F.embedding mid-run (a device-side assert on CUDA)."""
     d = tmp_path / "m"
     save_pretrained(build_model(LlamaConfig(vocab_size=150, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
-    shutil.copy(os.path.join(tiny[0], "tokenizer.model"), d)  # 200 pieces
-    with pytest.raises(SystemExit, match="the tokenizer has 200 ids but the model's embedding 150 rows"):
+    shutil.copy(os.path.join(tiny[0], "tokenizer.model"), d)  # 456 pieces
+    with pytest.raises(SystemExit, match="the tokenizer has 456 ids but the model's embedding 150 rows"):
         train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
-    with pytest.raises(UserError, match="the tokenizer has 200 ids but the model's embedding 150 rows"):
+    with pytest.raises(UserError, match="the tokenizer has 456 ids but the model's embedding 150 rows"):
         E.load_model(str(d))
-    save_pretrained(build_model(LlamaConfig(vocab_size=256, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
-    (d / "config.json").write_text(json.dumps(dict(json.loads((d / "config.json").read_text()), pad_token_id=300)))
-    with pytest.raises(SystemExit, match="the tokenizer's pad_id 300 is outside the model's embedding .256 rows."):
+    save_pretrained(build_model(LlamaConfig(vocab_size=512, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
+    (d / "config.json").write_text(json.dumps(dict(json.loads((d / "config.json").read_text()), pad_token_id=600)))
+    with pytest.raises(SystemExit, match="the tokenizer's pad_id 600 is outside the model's embedding .512 rows."):
         train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
 
 

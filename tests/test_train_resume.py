@@ -78,9 +78,10 @@ def test_the_demo_stopped_while_it_pretrains_goes_on_from_its_checkpoint(tmp_pat
     monkeypatch.setattr(train, "causal_lm_loss", loss)                 # no more signals
     train.main(demo)
     assert "going on from the checkpoint" in capsys.readouterr().out
-    model = lambda cache: open(tmp_path / cache / "models" / "demo-llama" / "model.safetensors", "rb").read()  # noqa
+    name = os.path.basename(cli.demo_model_dir())                     # (named by the recipe, as patched here)
+    model = lambda cache: open(tmp_path / cache / "models" / name / "model.safetensors", "rb").read()  # noqa
     assert model("stopped") == model("straight")
-    assert not os.path.exists(tmp_path / "stopped" / "models" / "demo-llama.pretrain")
+    assert not os.path.exists(tmp_path / "stopped" / "models" / (name + ".pretrain"))
 
 
 def test_a_learning_rate_past_one_is_refused_as_the_typo_it_is(capsys):
