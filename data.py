@@ -52,6 +52,7 @@ import binascii
 import contextlib
 import csv
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -73,7 +74,7 @@ import tiktoken
 import torch
 
 from checkpoint import atomic_write, gguf_file, read_gguf, read_json
-from download import UserError, cache_dir, check_recorded_sha256, download, received
+from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 
@@ -944,6 +945,34 @@ def save_tokenizer(tok, directory):
         ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
         with atomic_write(path, "w") as f:
             json.dump(read_json(path) | ids, f, indent=2)
+
+
+def tokenizer_files(path, name=None):
+    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
+    metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for
+    megabytes; NAME: the one files_fingerprints keeps). resume.restore names them when the tokenized examples changed
+    but the records may not have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
+    out = {}
+    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
+        if os.path.isfile(os.path.join(path, f)):
+            with open(os.path.join(path, f), "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()
+    try:
+        gguf = gguf_file(path)
+    except ValueError:                                         # (several: load_pretrained says which to pass)
+        gguf = None
+    if gguf:
+        meta = {k: v for k, v in read_gguf(gguf)[0].items() if k.startswith("tokenizer.")}
+        named = name if name and os.path.isfile(path) else os.path.basename(gguf)
+        out[f"{named}'s tokenizer"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+def tokenizer_changes(old, now):
+    """What differs between two tokenizer_files records, said ("tokenizer.model differs, tokenizer.json is new");
+    "" when they are the same."""
+    return ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
+                     for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f))
 
 
 def eos_note(tok, setting):

@@ -39,11 +39,9 @@ except ImportError:                                            # (Windows: no lo
     fcntl = None
 
 import plan
-from checkpoint import (atomic_write, files_fingerprints, fsync_dir, gguf_file, load_safetensors, read_gguf,
-                        save_safetensors, temporaries)
-from data import GLUE, UserError, cache_dir, task_kind
+from checkpoint import atomic_write, files_fingerprints, fsync_dir, load_safetensors, save_safetensors, temporaries
+from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
-from download import SMALL_FILES
 from model import PRESETS
 from plot import log_records
 from tasks import TARGETS, save_weights
@@ -340,27 +338,6 @@ def check_base(args, path, was):
         raise error
 
 
-def tokenizer_files(path, name=None):
-    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
-    metadata as "NAME's tokenizer" (its fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME:
-    the one files_fingerprints keeps). restore names them when the tokenized examples changed but the records may
-    not have."""
-    out = {}
-    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
-        if os.path.isfile(os.path.join(path, f)):
-            with open(os.path.join(path, f), "rb") as fh:
-                out[f] = hashlib.sha256(fh.read()).hexdigest()
-    try:
-        gguf = gguf_file(path)
-    except ValueError:                                         # (several: load_pretrained says which to pass)
-        gguf = None
-    if gguf:
-        meta = {k: v for k, v in read_gguf(gguf)[0].items() if k.startswith("tokenizer.")}
-        named = name if name and os.path.isfile(path) else os.path.basename(gguf)
-        out[f"{named}'s tokenizer"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-    return out
-
-
 def same_path(k, old, new, was):
     """--model, --data or --data-dir written another way (relative, through a symlink, a copy elsewhere): the same
     run when the files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept
@@ -420,8 +397,7 @@ def check_data(args, state):
     as the data is read, before the weights load (minutes for a 7B base)."""
     if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
         old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
-        which = ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
-                          for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f)) if old and now else ""
+        which = tokenizer_changes(old, now) if old and now else ""
         parts = {} if which else changed_parts(args, state["args"])  # (other token ids: every part changed)
         what = "validation" if parts and "train" not in parts else "training"
         raise UserError(f"--resume: the {what} data changed since the checkpoint (--data {args.data}: " + (

@@ -34,7 +34,7 @@ import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
-from lorasp import EXTRAS_FILE, LoRASPLinear, apply_lorasp, load_adapter, save_adapter
+from lorasp import EXTRAS_FILE, LoRASPLinear, adapter_base, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
@@ -987,6 +987,34 @@ def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and
                 f"as written" in err) == said, err
         assert (f"python eval.py --task generate --model {ctx.tiny[0]} --adapter {adapter} --prompts FILE" in err) \
             == said, err
+
+
+# what that pass left (session 21, rt21b)
+
+@case("eval.py, generate.py, export.py: --adapter on a base whose tokenizer.model alone changed (same size): a warning",
+      None)
+def _(ctx):  # (was silent: the base's fingerprint covers its weights and config.json, and the text became other ids)
+    import export
+    import generate
+    other = shutil.copytree(ctx.tiny[0], ctx.tmp / "retrained")
+    data.train_sentencepiece(data.demo_corpus(100, seed=7), str(other / "tokenizer.model"), 200)  # other pieces
+    new, old = data.load_tokenizer(str(other)), data.load_tokenizer(ctx.tiny[0])
+    assert new.vocab_size == old.vocab_size and new.encode("How many cats?") != old.encode("How many cats?")
+    adapter = str(ctx.shared.checkpoint / "adapter")
+    legacy = shutil.copytree(adapter, ctx.tmp / "legacy")                 # saved before the adapter kept them
+    trained = {k: v for k, v in adapter_base(adapter).items() if k != "tokenizer"}
+    save_adapter(load_adapter(load_pretrained(ctx.tiny[0]), adapter), legacy, base=trained)
+    for a, base, said in ((adapter, other, True), (adapter, ctx.tiny[0], False), (str(legacy), other, False)):
+        for command in (lambda: E.main(["--task", "perplexity", "--model", str(base), "--adapter", a, "--data",
+                                        ctx.tiny[1]]),
+                        lambda: generate.main(argv=["--model", str(base), "--adapter", a, "--max-new-tokens", "2"]),
+                        lambda: export.main(["--model", str(base), "--adapter", a, "--out", str(ctx.tmp / "x"),
+                                             "--force"])):
+            command()
+            err = ctx.capsys.readouterr().err
+            assert (f"warning: --adapter {a} trained on a base whose tokenizer files differ from {base}'s "
+                    "(tokenizer.model differs): its text is other token ids" in err) == said, (a, base, err)
+            assert "whose files differ" not in err, err                    # (its weights and config.json: the same)
 
 
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
