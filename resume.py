@@ -393,11 +393,14 @@ def changed_parts(args, was):
 
 
 def check_data(args, state):
-    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change; checked as soon
-    as the data is read, before the weights load (minutes for a 7B base)."""
-    if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
+    base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
+    weights load (minutes for a 7B base)."""
+    if state["args"].get("data_sha256") not in (None, args.data_sha256):
         old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
         which = tokenizer_changes(old, now) if old and now else ""
+        if args.allow_data_change and not which:
+            return
         parts = {} if which else changed_parts(args, state["args"])  # (other token ids: every part changed)
         what = "validation" if parts and "train" not in parts else "training"
         raise UserError(f"--resume: the {what} data changed since the checkpoint (--data {args.data}: " + (
@@ -405,7 +408,9 @@ def check_data(args, state):
             f"{args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}...)" + (
                 "; its training examples are the checkpoint's" if what == "validation" else "") + (
                 f", and the base's tokenizer files changed ({which}): its records are other token ids now, which the "
-                "adapter never trained on. Restore those files, or start again without --resume" if which else
+                "adapter never trained on. Restore those files, or start again without --resume" + (
+                    " (--allow-data-change lets in other records, not other ids for them)" * args.allow_data_change)
+                if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
 
 

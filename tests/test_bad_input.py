@@ -1544,6 +1544,18 @@ def _(ctx):  # (was "the training data changed ... Restore the data, or pass --a
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
 
 
+@case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,
+      "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now, which "
+      "the adapter never trained on. Restore those files, or start again without --resume (--allow-data-change lets "
+      "in other records, not other ids for them)")
+def _(ctx):  # (was: went on without a word, the adapter learning on one vocabulary's ids and then another's)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
+                             str(ctx.tmp / "base" / "tokenizer.model"), 200)  # another vocabulary of the same size
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
+
+
 def as_mistral(ctx, window):
     """The tiny fixture's folder as a Mistral with a sliding window (model_type and the window in config.json)."""
     d = shutil.copytree(ctx.tiny[0], ctx.tmp / "mistral")
