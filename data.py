@@ -947,6 +947,21 @@ def save_tokenizer(tok, directory):
             json.dump(read_json(path) | ids, f, indent=2)
 
 
+def llama_tokenizer_config(tok, directory):
+    """A checkpoint folder whose tokenizer is a tokenizer.model alone (Meta's layout, the demo's model; a
+    generation_config.json, which says nothing of the tokenizer, may be beside it): transformers' AutoTokenizer would
+    add no BOS. A Llama's or Mistral's (config.json's model_type: transformers builds a LlamaTokenizer, not a T5's)
+    gets a tokenizer_config.json saying what ours does. export.py's DIR and train.py --method full's OUT/model."""
+    present = [f for f in SMALL_FILES[2:] + ("added_tokens.json",) if os.path.isfile(os.path.join(directory, f))]
+    config = os.path.join(directory, "config.json")
+    kind = read_json(config).get("model_type") if os.path.isfile(config) else None
+    if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
+        with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
+                           **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
+                               "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+
+
 def tokenizer_files(path, name=None):
     """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
     metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for

@@ -41,7 +41,7 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (atomic_write, gguf_file, is_meta, one_writer, read_json, release, replace_dir,
                         safetensors_header)
 from checks import repeated, run_folder, unexpanded
-from data import SentencePieceTokenizer, UserError, load_tokenizer
+from data import UserError, llama_tokenizer_config, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -262,15 +262,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
-        # a tokenizer.model alone (Meta's layout, the demo's model): transformers' AutoTokenizer would add no BOS. Of
-        # a Llama or Mistral only (whose tokenizer transformers builds as a LlamaTokenizer: not a T5's); beside it a
-        # generation_config.json, which says nothing of the tokenizer, may be
-        if [f for f in copied if f != "generation_config.json"] == ["tokenizer.model"] and \
-                type(tok) is SentencePieceTokenizer and hf.get("model_type") in ("llama", "mistral"):
-            with atomic_write(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
-                json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
-                               **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
-                                   "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+        llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     if isinstance(tok, NoTokenizer) or not copied:

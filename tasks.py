@@ -198,6 +198,8 @@ def save_weights(model, directory, args, source):
                     shutil.copy(os.path.join(source, f), tmp)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
                 data.save_tokenizer(data.load_tokenizer(source), tmp)
+            elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
+                data.llama_tokenizer_config(data.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
