@@ -29,9 +29,9 @@ import textwrap
 
 import torch
 
-from checkpoint import files_fingerprint
+from checkpoint import files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
-                    no_effect, not_a_model, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model, as before)
+                    no_effect, not_a_model, not_causal, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model)
                     unexpanded)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
@@ -377,6 +377,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
     if takes and kind not in takes[0]:
         raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
+    if takes is CAUSAL and os.path.isfile(cfg := os.path.join(name, "config.json")):  # (a classifier's tied LM head)
+        not_causal(name, kind, read_json(cfg).get("architectures"))
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)

@@ -953,16 +953,21 @@ def _(ctx):  # (was "is a t5, not a causal LM: it does not generate", once the w
     generate_command(ctx, "--model", str(ctx.tmp / "t5"))
 
 
-@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
-      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs, it does not generate "
-      "text; score it with python eval.py --task glue/TASK --model ")
-def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+def gpt2_classifier(ctx):
+    """A folder as export.py writes a GPT-2 GLUE adapter's: GPT2ForSequenceClassification, its tied LM head kept."""
     d = ctx.tmp / "classifier"
     save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)).add_head(2), d)
     assert json.loads((d / "config.json").read_text())["architectures"] == ["GPT2ForSequenceClassification"]
     (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
     (d / "merges.txt").write_text("#version: 0.2\n")
-    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "2")
+    return d
+
+
+@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
+      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no language "
+      "model to generate or score text with; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+    generate_command(ctx, "--model", str(gpt2_classifier(ctx)), "--prompt", "ab", "--max-new-tokens", "2")
 
 
 @case("generate.py: a prompt and new tokens past a Llama's context say so, as transformers' generate warns", None)
@@ -1015,6 +1020,20 @@ def _(ctx):  # (was silent: the base's fingerprint covers its weights and config
             assert (f"warning: --adapter {a} trained on a base whose tokenizer files differ from {base}'s "
                     "(tokenizer.model differs): its text is other token ids" in err) == said, (a, base, err)
             assert "whose files differ" not in err, err                    # (its weights and config.json: the same)
+
+
+@case("eval.py: --task perplexity, generate on export.py's folder of a GPT-2 GLUE classifier: refused, as generate.py",
+      SystemExit, "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no "
+      "language model to generate or score text with; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a model fine-tuned to classify)
+    import evalcli
+    d = str(gpt2_classifier(ctx))
+    (ctx.tmp / "text.txt").write_text("abc dab cab " * 20)
+    (ctx.tmp / "prompts.txt").write_text("abc\ncab\n")
+    ctx.mp.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
+    with pytest.raises(SystemExit, match="is a GPT2ForSequenceClassification"):
+        E.main(["--task", "generate", "--model", d, "--prompts", str(ctx.tmp / "prompts.txt"), "--max-new-tokens", "2"])
+    E.main(["--task", "perplexity", "--model", d, "--data", str(ctx.tmp / "text.txt")])
 
 
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
