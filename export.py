@@ -15,6 +15,7 @@ and llama.cpp's convert_hf_to_gguf.py read:
   (merged into the original weights, as PEFT on a fresh bf16 load does, it is another model, off by NF4's rounding).
 - A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
   SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
+- --dtype fp16 of a T5 is written with a warning: its activations pass float16's range (transformers guards them).
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
 - Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
   each is checked, cast and written to its file); each shard's header is written first (the names, shapes and dtype
@@ -254,6 +255,11 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
                 from None
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
+    if dtype == torch.float16 and model.config.model_type == "t5":  # (model.py's T5 refuses to compute so: written)
+        print(f"warning: {out}: a T5 in float16, whose activations pass float16's range (65504) in its feed-forward "
+              "(it trained in bfloat16): transformers keeps its wo in float32 and clamps, other runtimes may compute "
+              "Inf or NaN, lorasp's eval.py takes it with --dtype bfloat16; --dtype bf16 or fp32 run anywhere",
+              file=sys.stderr)
     hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard)

@@ -1036,6 +1036,27 @@ def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a
     E.main(["--task", "perplexity", "--model", d, "--data", str(ctx.tmp / "text.txt")])
 
 
+@case("export.py: a T5 written in float16 (--dtype fp16) says that its activations pass float16's range", None)
+def _(ctx):  # (was written without a word; lorasp's loader refuses to compute a T5 in float16, transformers clamps)
+    import transformers
+    save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    save_adapter(apply_lorasp(load_pretrained(ctx.tmp / "t5"), ["q", "v"], r=2), ctx.tmp / "a",
+                 task_type="SEQ_2_SEQ_LM")
+    for dtype, said in (("fp16", True), ("bf16", False), ("fp32", False)):
+        export_main(ctx, "--model", ctx.tmp / "t5", "--adapter", ctx.tmp / "a", "--out", ctx.tmp / dtype, "--dtype",
+                    dtype)
+        err = ctx.capsys.readouterr().err
+        assert (f"warning: {ctx.tmp / 'fp16'}: a T5 in float16, whose activations pass float16's range (65504)" in err
+                and "--dtype bf16 or fp32" in err) == said, err
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(ctx.tmp / "fp16", dtype=torch.float16)
+    assert hf.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32   # (the warning's claim:
+    assert hf.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16    # transformers' own guard)
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="T5 overflows in float16"):                     # and lorasp's loader's
+        load_pretrained(ctx.tmp / "fp16")(ids, ids)
+    load_pretrained(ctx.tmp / "fp16", dtype=torch.bfloat16)(ids, ids)                    # (as the warning says)
+
+
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
     lambda ctx: E.main(["--task", "glue/sst2", "--model", ctx.tiny[0]]))
 case("eval.py: --adapter a folder that is not one", SystemExit, "no adapter_config.json; not an adapter folder")(
