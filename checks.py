@@ -17,7 +17,8 @@ is read.
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
 - `not_causal(model, kind, architectures)`: a T5, an encoder or a classifier folder given to what continues or scores
-  text as a language model (generate.py, eval.py's perplexity, generate, MMLU), refused with the command that runs it.
+  text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with the
+  command that runs it.
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse

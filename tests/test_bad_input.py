@@ -1022,7 +1022,7 @@ def _(ctx):  # (was silent: the base's fingerprint covers its weights and config
             assert "whose files differ" not in err, err                    # (its weights and config.json: the same)
 
 
-@case("eval.py: --task perplexity, generate on export.py's folder of a GPT-2 GLUE classifier: refused, as generate.py",
+@case("eval.py: --task perplexity, generate, squad on export.py's folder of a GPT-2 GLUE classifier: refused",
       SystemExit, "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no "
       "language model to generate or score text with; score it with python eval.py --task glue/TASK --model ")
 def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a model fine-tuned to classify)
@@ -1031,8 +1031,11 @@ def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a
     (ctx.tmp / "text.txt").write_text("abc dab cab " * 20)
     (ctx.tmp / "prompts.txt").write_text("abc\ncab\n")
     ctx.mp.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
-    with pytest.raises(SystemExit, match="is a GPT2ForSequenceClassification"):
-        E.main(["--task", "generate", "--model", d, "--prompts", str(ctx.tmp / "prompts.txt"), "--max-new-tokens", "2"])
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps(dict(version="1.1", data=[dict(title="t", paragraphs=[dict(
+        context="abc dab", qas=[dict(id="1", question="ab?", answers=[dict(text="abc", answer_start=0)])])])])))
+    for more in (["generate", "--prompts", str(ctx.tmp / "prompts.txt")], ["squad", "--data-dir", str(ctx.tmp)]):
+        with pytest.raises(SystemExit, match="is a GPT2ForSequenceClassification"):  # (squad: generated answers)
+            E.main(["--task", *more, "--model", d, "--max-new-tokens", "2", "--seq-len", "8"])
     E.main(["--task", "perplexity", "--model", d, "--data", str(ctx.tmp / "text.txt")])
 
 
