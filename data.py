@@ -53,6 +53,7 @@ import binascii
 import contextlib
 import csv
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -74,7 +75,7 @@ import tiktoken
 import torch
 
 from checkpoint import atomic_write, gguf_file, read_gguf, read_json
-from download import UserError, cache_dir, check_recorded_sha256, download, received
+from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 
@@ -945,6 +946,49 @@ def save_tokenizer(tok, directory):
         ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
         with atomic_write(path, "w") as f:
             json.dump(read_json(path) | ids, f, indent=2)
+
+
+def llama_tokenizer_config(tok, directory):
+    """A checkpoint folder whose tokenizer is a tokenizer.model alone (Meta's layout, the demo's model; a
+    generation_config.json, which says nothing of the tokenizer, may be beside it): transformers' AutoTokenizer would
+    add no BOS. A Llama's or Mistral's (config.json's model_type: transformers builds a LlamaTokenizer, not a T5's)
+    gets a tokenizer_config.json saying what ours does. export.py's DIR and train.py --method full's OUT/model."""
+    present = [f for f in SMALL_FILES[2:] + ("added_tokens.json",) if os.path.isfile(os.path.join(directory, f))]
+    config = os.path.join(directory, "config.json")
+    kind = read_json(config).get("model_type") if os.path.isfile(config) else None
+    if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
+        with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
+                           **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
+                               "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+
+
+def tokenizer_files(path, name=None):
+    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
+    metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for
+    megabytes; NAME: the one files_fingerprints keeps). resume.restore names them when the tokenized examples changed
+    but the records may not have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
+    out = {}
+    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
+        if os.path.isfile(os.path.join(path, f)):
+            with open(os.path.join(path, f), "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()
+    try:
+        gguf = gguf_file(path)
+    except ValueError:                                         # (several: load_pretrained says which to pass)
+        gguf = None
+    if gguf:
+        meta = {k: v for k, v in read_gguf(gguf)[0].items() if k.startswith("tokenizer.")}
+        named = name if name and os.path.isfile(path) else os.path.basename(gguf)
+        out[f"{named}'s tokenizer"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+def tokenizer_changes(old, now):
+    """What differs between two tokenizer_files records, said ("tokenizer.model differs, tokenizer.json is new");
+    "" when they are the same."""
+    return ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
+                     for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f))
 
 
 def eos_note(tok, setting):

@@ -1,7 +1,8 @@
 """evalcli.py: eval.py's command line: its flags, which task reads each, the checks of what the user names with them,
 all made before a weight is read, and the model they name, loaded: a train.py run's folder given for --model, --adapter,
 --data or --prompts (its model/, adapter/ or heldout.jsonl stands in, or the error says which to give), what the adapter
-recorded of the base it trained on (--quant auto follows its NF4; another base's files, another task's head are said).
+recorded of the base it trained on (--quant auto follows its NF4; another base's files, its tokenizer's,
+another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data, --subjects or --plot given twice, a path beginning with a ~ the shell
@@ -28,12 +29,13 @@ import textwrap
 
 import torch
 
-from checkpoint import files_fingerprint
+from checkpoint import files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
-                    no_effect, not_a_model, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model, as before)
+                    no_effect, not_a_model, not_causal, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model)
                     unexpanded)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
-                  read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind)
+                  read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
+                  tokenizer_files)
 from download import resolve_model
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
@@ -280,6 +282,11 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
             path := model_path(name), name=trained_file(adapter, trained, path)):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    if isinstance(trained.get("tokenizer"), dict) and (which := tokenizer_changes(trained["tokenizer"], tokenizer_files(
+            path := model_path(name), name=trained_file(adapter, trained, path)))):  # (the fingerprint's are weights)
+        print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s ({which}): "
+              "its text is other token ids than the adapter learned on; its scores here may not be the run's",
+              file=sys.stderr)
     head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
         raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "
@@ -370,6 +377,9 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
     if takes and kind not in takes[0]:
         raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
+    if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
+            cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
+        not_causal(name, kind, read_json(cfg).get("architectures"))
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)

@@ -15,6 +15,7 @@ and llama.cpp's convert_hf_to_gguf.py read:
   (merged into the original weights, as PEFT on a fresh bf16 load does, it is another model, off by NF4's rounding).
 - A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
   SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
+- --dtype fp16 of a T5 is written with a warning: its activations pass float16's range (transformers guards them).
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
 - Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
   each is checked, cast and written to its file); each shard's header is written first (the names, shapes and dtype
@@ -41,7 +42,7 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (atomic_write, gguf_file, is_meta, one_writer, read_json, release, replace_dir,
                         safetensors_header)
 from checks import repeated, run_folder, unexpanded
-from data import SentencePieceTokenizer, UserError, load_tokenizer
+from data import UserError, llama_tokenizer_config, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -254,6 +255,11 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
                 from None
     dtype = DTYPES[dtype] if dtype else next(model.parameters()).dtype
+    if dtype == torch.float16 and model.config.model_type == "t5":  # (model.py's T5 refuses to compute so: written)
+        print(f"warning: {out}: a T5 in float16, whose activations pass float16's range (65504) in its feed-forward "
+              "(it trained in bfloat16): transformers keeps its wo in float32 and clamps, other runtimes may compute "
+              "Inf or NaN, lorasp's eval.py takes it with --dtype bfloat16; --dtype bf16 or fp32 run anywhere",
+              file=sys.stderr)
     hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard)
@@ -262,15 +268,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
-        # a tokenizer.model alone (Meta's layout, the demo's model): transformers' AutoTokenizer would add no BOS. Of
-        # a Llama or Mistral only (whose tokenizer transformers builds as a LlamaTokenizer: not a T5's); beside it a
-        # generation_config.json, which says nothing of the tokenizer, may be
-        if [f for f in copied if f != "generation_config.json"] == ["tokenizer.model"] and \
-                type(tok) is SentencePieceTokenizer and hf.get("model_type") in ("llama", "mistral"):
-            with atomic_write(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
-                json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
-                               **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
-                                   "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+        llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     if isinstance(tok, NoTokenizer) or not copied:

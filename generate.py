@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
-from checks import adapter_config, dtype_name, given_flags, no_effect, ranged, repeated, unexpanded
+from checks import adapter_config, dtype_name, given_flags, no_effect, not_causal, ranged, repeated, unexpanded
 from checkpoint import read_json
 from data import NAMED_LM_DATA, PROMPT_DICT, UserError, check_vocab, generation_eos, load_tokenizer
 
@@ -150,23 +150,6 @@ def head_adapter(adapter, model):
                         f"{task or ('SQuAD' if span else 'a GLUE task')}, it does not generate text; score it with "
                         f"python eval.py --task {task or ('squad' if span else 'glue/TASK')} --model {model} "
                         f"--adapter {adapter}")
-
-
-def not_causal(model, kind, architectures=None):
-    """Refuse a model that does not continue a prompt (config.json's model_type and architectures, or the loaded
-    model's type), saying what runs it: a T5 generates in eval.py's translation task (beam search), an encoder or a
-    classifier (export.py's of a GLUE or SQuAD adapter: GPT-2's keeps a tied LM head) scores inputs there."""
-    if head := [a for a in architectures or () if a.endswith(("ForSequenceClassification", "ForQuestionAnswering"))]:
-        raise UserError(f"--model {model} is a {head[0]} (config.json's architectures): its head scores inputs, it "
-                        f"does not generate text; score it with python eval.py --task "
-                        f"{'squad' if head[0].endswith('Answering') else 'glue/TASK'} --model {model}")
-    if kind in ("t5", "mt5"):
-        raise UserError(f"--model {model} is a {kind}, an encoder-decoder: generate.py continues a prompt with a "
-                        "causal LM (Llama, GPT-2); a T5 translates with beam search: python eval.py --task wmt16-en-ro "
-                        f"--model {model}")
-    if kind in ("bert", "roberta"):
-        raise UserError(f"--model {model} is a {kind}, an encoder: it does not generate (python eval.py --task "
-                        "glue/TASK or squad scores it)")
 
 
 def template(adapter, model, prompt):

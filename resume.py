@@ -39,11 +39,9 @@ except ImportError:                                            # (Windows: no lo
     fcntl = None
 
 import plan
-from checkpoint import (atomic_write, files_fingerprints, fsync_dir, gguf_file, load_safetensors, read_gguf,
-                        save_safetensors, temporaries)
-from data import GLUE, UserError, cache_dir, task_kind
+from checkpoint import atomic_write, files_fingerprints, fsync_dir, load_safetensors, save_safetensors, temporaries
+from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
-from download import SMALL_FILES
 from model import PRESETS
 from plot import log_records
 from tasks import TARGETS, save_weights
@@ -340,27 +338,6 @@ def check_base(args, path, was):
         raise error
 
 
-def tokenizer_files(path, name=None):
-    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
-    metadata as "NAME's tokenizer" (its fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME:
-    the one files_fingerprints keeps). restore names them when the tokenized examples changed but the records may
-    not have."""
-    out = {}
-    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
-        if os.path.isfile(os.path.join(path, f)):
-            with open(os.path.join(path, f), "rb") as fh:
-                out[f] = hashlib.sha256(fh.read()).hexdigest()
-    try:
-        gguf = gguf_file(path)
-    except ValueError:                                         # (several: load_pretrained says which to pass)
-        gguf = None
-    if gguf:
-        meta = {k: v for k, v in read_gguf(gguf)[0].items() if k.startswith("tokenizer.")}
-        named = name if name and os.path.isfile(path) else os.path.basename(gguf)
-        out[f"{named}'s tokenizer"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-    return out
-
-
 def same_path(k, old, new, was):
     """--model, --data or --data-dir written another way (relative, through a symlink, a copy elsewhere): the same
     run when the files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept
@@ -416,12 +393,14 @@ def changed_parts(args, was):
 
 
 def check_data(args, state):
-    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change; checked as soon
-    as the data is read, before the weights load (minutes for a 7B base)."""
-    if state["args"].get("data_sha256") not in (None, args.data_sha256) and not args.allow_data_change:
+    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
+    base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
+    weights load (minutes for a 7B base)."""
+    if state["args"].get("data_sha256") not in (None, args.data_sha256):
         old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
-        which = ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
-                          for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f)) if old and now else ""
+        which = tokenizer_changes(old, now) if old and now else ""
+        if args.allow_data_change and not which:
+            return
         parts = {} if which else changed_parts(args, state["args"])  # (other token ids: every part changed)
         what = "validation" if parts and "train" not in parts else "training"
         raise UserError(f"--resume: the {what} data changed since the checkpoint (--data {args.data}: " + (
@@ -429,7 +408,9 @@ def check_data(args, state):
             f"{args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}...)" + (
                 "; its training examples are the checkpoint's" if what == "validation" else "") + (
                 f", and the base's tokenizer files changed ({which}): its records are other token ids now, which the "
-                "adapter never trained on. Restore those files, or start again without --resume" if which else
+                "adapter never trained on. Restore those files, or start again without --resume" + (
+                    " (--allow-data-change lets in other records, not other ids for them)" * args.allow_data_change)
+                if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
 
 

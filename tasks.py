@@ -189,7 +189,8 @@ def save_weights(model, directory, args, source):
             return save_adapter(model, directory, base_model_name_or_path=name,
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
-                                          task=args.data, file=named[0] if named else None))
+                                          task=args.data, file=named[0] if named else None,
+                                          tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
             save_pretrained(model, tmp)
             for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
@@ -197,6 +198,8 @@ def save_weights(model, directory, args, source):
                     shutil.copy(os.path.join(source, f), tmp)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
                 data.save_tokenizer(data.load_tokenizer(source), tmp)
+            elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
+                data.llama_tokenizer_config(data.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e

@@ -34,7 +34,7 @@ import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
-from lorasp import EXTRAS_FILE, LoRASPLinear, apply_lorasp, load_adapter, save_adapter
+from lorasp import EXTRAS_FILE, LoRASPLinear, adapter_base, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
@@ -953,16 +953,21 @@ def _(ctx):  # (was "is a t5, not a causal LM: it does not generate", once the w
     generate_command(ctx, "--model", str(ctx.tmp / "t5"))
 
 
-@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
-      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs, it does not generate "
-      "text; score it with python eval.py --task glue/TASK --model ")
-def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+def gpt2_classifier(ctx):
+    """A folder as export.py writes a GPT-2 GLUE adapter's: GPT2ForSequenceClassification, its tied LM head kept."""
     d = ctx.tmp / "classifier"
     save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=1, n_embd=8, n_head=2)).add_head(2), d)
     assert json.loads((d / "config.json").read_text())["architectures"] == ["GPT2ForSequenceClassification"]
     (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
     (d / "merges.txt").write_text("#version: 0.2\n")
-    generate_command(ctx, "--model", str(d), "--prompt", "ab", "--max-new-tokens", "2")
+    return d
+
+
+@case("generate.py: --model export.py's folder of a GPT-2 GLUE classifier: refused, naming its head", SystemExit,
+      "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no language "
+      "model to generate or score text with; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the adapter itself was refused so already)
+    generate_command(ctx, "--model", str(gpt2_classifier(ctx)), "--prompt", "ab", "--max-new-tokens", "2")
 
 
 @case("generate.py: a prompt and new tokens past a Llama's context say so, as transformers' generate warns", None)
@@ -987,6 +992,72 @@ def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and
                 f"as written" in err) == said, err
         assert (f"python eval.py --task generate --model {ctx.tiny[0]} --adapter {adapter} --prompts FILE" in err) \
             == said, err
+
+
+# what that pass left (session 21, rt21b)
+
+@case("eval.py, generate.py, export.py: --adapter on a base whose tokenizer.model alone changed (same size): a warning",
+      None)
+def _(ctx):  # (was silent: the base's fingerprint covers its weights and config.json, and the text became other ids)
+    import export
+    import generate
+    other = shutil.copytree(ctx.tiny[0], ctx.tmp / "retrained")
+    data.train_sentencepiece(data.demo_corpus(100, seed=7), str(other / "tokenizer.model"), 200)  # other pieces
+    new, old = data.load_tokenizer(str(other)), data.load_tokenizer(ctx.tiny[0])
+    assert new.vocab_size == old.vocab_size and new.encode("How many cats?") != old.encode("How many cats?")
+    adapter = str(ctx.shared.checkpoint / "adapter")
+    legacy = shutil.copytree(adapter, ctx.tmp / "legacy")                 # saved before the adapter kept them
+    trained = {k: v for k, v in adapter_base(adapter).items() if k != "tokenizer"}
+    save_adapter(load_adapter(load_pretrained(ctx.tiny[0]), adapter), legacy, base=trained)
+    for a, base, said in ((adapter, other, True), (adapter, ctx.tiny[0], False), (str(legacy), other, False)):
+        for command in (lambda: E.main(["--task", "perplexity", "--model", str(base), "--adapter", a, "--data",
+                                        ctx.tiny[1]]),
+                        lambda: generate.main(argv=["--model", str(base), "--adapter", a, "--max-new-tokens", "2"]),
+                        lambda: export.main(["--model", str(base), "--adapter", a, "--out", str(ctx.tmp / "x"),
+                                             "--force"])):
+            command()
+            err = ctx.capsys.readouterr().err
+            assert (f"warning: --adapter {a} trained on a base whose tokenizer files differ from {base}'s "
+                    "(tokenizer.model differs): its text is other token ids" in err) == said, (a, base, err)
+            assert "whose files differ" not in err, err                    # (its weights and config.json: the same)
+
+
+@case("eval.py: --task perplexity, generate, squad on export.py's folder of a GPT-2 GLUE classifier: refused",
+      SystemExit, "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no "
+      "language model to generate or score text with; score it with python eval.py --task glue/TASK --model ")
+def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a model fine-tuned to classify)
+    import evalcli
+    d = str(gpt2_classifier(ctx))
+    (ctx.tmp / "text.txt").write_text("abc dab cab " * 20)
+    (ctx.tmp / "prompts.txt").write_text("abc\ncab\n")
+    ctx.mp.setattr(evalcli, "load_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps(dict(version="1.1", data=[dict(title="t", paragraphs=[dict(
+        context="abc dab", qas=[dict(id="1", question="ab?", answers=[dict(text="abc", answer_start=0)])])])])))
+    for more in (["generate", "--prompts", str(ctx.tmp / "prompts.txt")], ["squad", "--data-dir", str(ctx.tmp)]):
+        with pytest.raises(SystemExit, match="is a GPT2ForSequenceClassification"):  # (squad: generated answers)
+            E.main(["--task", *more, "--model", d, "--max-new-tokens", "2", "--seq-len", "8"])
+    E.main(["--task", "perplexity", "--model", d, "--data", str(ctx.tmp / "text.txt")])
+
+
+@case("export.py: a T5 written in float16 (--dtype fp16) says that its activations pass float16's range", None)
+def _(ctx):  # (was written without a word; lorasp's loader refuses to compute a T5 in float16, transformers clamps)
+    import transformers
+    save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    save_adapter(apply_lorasp(load_pretrained(ctx.tmp / "t5"), ["q", "v"], r=2), ctx.tmp / "a",
+                 task_type="SEQ_2_SEQ_LM")
+    for dtype, said in (("fp16", True), ("bf16", False), ("fp32", False)):
+        export_main(ctx, "--model", ctx.tmp / "t5", "--adapter", ctx.tmp / "a", "--out", ctx.tmp / dtype, "--dtype",
+                    dtype)
+        err = ctx.capsys.readouterr().err
+        assert (f"warning: {ctx.tmp / 'fp16'}: a T5 in float16, whose activations pass float16's range (65504)" in err
+                and "--dtype bf16 or fp32" in err) == said, err
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(ctx.tmp / "fp16", dtype=torch.float16)
+    assert hf.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32   # (the warning's claim:
+    assert hf.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16    # transformers' own guard)
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="T5 overflows in float16"):                     # and lorasp's loader's
+        load_pretrained(ctx.tmp / "fp16")(ids, ids)
+    load_pretrained(ctx.tmp / "fp16", dtype=torch.bfloat16)(ids, ids)                    # (as the warning says)
 
 
 case("eval.py: a GLUE task on a Llama", SystemExit, "a llama has no classifier head")(
@@ -1514,6 +1585,18 @@ def _(ctx):  # (was "the training data changed ... Restore the data, or pass --a
     data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
                              str(ctx.tmp / "base" / "tokenizer.model"), 456)  # another vocabulary of the same size
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+@case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,
+      "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now, which "
+      "the adapter never trained on. Restore those files, or start again without --resume (--allow-data-change lets "
+      "in other records, not other ids for them)")
+def _(ctx):  # (was: went on without a word, the adapter learning on one vocabulary's ids and then another's)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
+                             str(ctx.tmp / "base" / "tokenizer.model"), 200)  # another vocabulary of the same size
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
 
 
 def as_mistral(ctx, window):

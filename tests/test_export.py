@@ -323,6 +323,18 @@ def test_t5_adapter_exports_to_t5_for_conditional_generation(tmp_path):
         torch.testing.assert_close(hf(input_ids=x, decoder_input_ids=y).logits, want, atol=1e-5, rtol=0)
 
 
+def test_a_method_full_runs_model_with_a_tokenizer_model_alone_gets_the_tokenizer_config_too(tiny, tmp_path):
+    """train.py --method full saves OUT/model, a checkpoint of its own, with the base's tokenizer files: a
+    tokenizer.model alone (the tiny base, Meta's layout, the demo's model) got no tokenizer_config.json, so
+    transformers' AutoTokenizer on OUT/model added no BOS (ids [149, ...] against ours [1, 149, ...]). It gets the one
+    export.py writes (data.llama_tokenizer_config)."""
+    train.main(flags(tiny, tmp_path / "out", "--max-steps", "1", "--method", "full"))
+    assert not os.path.exists(os.path.join(tiny[0], "tokenizer_config.json"))  # (the base has none to copy)
+    tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
+    for text in ("How many words are in owl fox?", "cat dog 3 7"):
+        assert hf(text)["input_ids"] == tok.encode(text) and tok.encode(text)[0] == tok.bos_id, text
+
+
 def test_a_t5_base_with_a_tokenizer_model_alone_gets_no_llama_tokenizer_config(tmp_path):
     """A T5 base whose sentencepiece model is named tokenizer.model (not spiece.model), nothing else of its tokenizer:
     DIR got a tokenizer_config.json naming LlamaTokenizer (BOS "<s>" added, which T5's vocabulary lacks: transformers
