@@ -1002,7 +1002,8 @@ def _(ctx):  # (was silent: the base's fingerprint covers its weights and config
     import export
     import generate
     other = shutil.copytree(ctx.tiny[0], ctx.tmp / "retrained")
-    data.train_sentencepiece(data.demo_corpus(100, seed=7), str(other / "tokenizer.model"), 200)  # other pieces
+    data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
+                             str(other / "tokenizer.model"), 456)  # other pieces, the same number
     new, old = data.load_tokenizer(str(other)), data.load_tokenizer(ctx.tiny[0])
     assert new.vocab_size == old.vocab_size and new.encode("How many cats?") != old.encode("How many cats?")
     adapter = str(ctx.shared.checkpoint / "adapter")
@@ -1595,7 +1596,7 @@ def _(ctx):  # (was: went on without a word, the adapter learning on one vocabul
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
     data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
-                             str(ctx.tmp / "base" / "tokenizer.model"), 200)  # another vocabulary of the same size
+                             str(ctx.tmp / "base" / "tokenizer.model"), 456)  # another vocabulary of the same size
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
 
 
