@@ -155,7 +155,8 @@ def parse_args(argv=None):
       "(Alpaca's 512; the paper's GLUE runs: 128)")
     a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of the steps of linear warm-up, rounded up as "
       "transformers' warmup_ratio (Alpaca's)")
-    a("--schedule", default="cosine", choices=["cosine", "linear"], metavar="S", help="cosine | linear decay to 0")
+    a("--schedule", default="cosine", choices=["cosine", "linear", "constant"], metavar="S", help="after warm-up: "
+      "cosine | linear decay to 0, or constant (QLoRA's with --warmup 0)")
     a("--clip", type=ranged(float, 0), default=1.0, metavar="X", help="gradient-norm clipping (0: off, as "
       "transformers' max_grad_norm 0)")
     a("--val-fraction", type=ranged(float, 0, 1, open_high=True), default=0.02, metavar="X", help="held-out share "

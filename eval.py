@@ -47,8 +47,9 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
                   squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, in_glue_order, load_model, mmlu_rows, model_config,
-                     model_path, parse_args, records_note, seq_len_for, side_by_side, task_data, with_adapter)
+from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, eos_note, in_glue_order, load_model, mmlu_rows,
+                     model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
+                     with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -284,12 +285,12 @@ def records_perplexity(model, docs, seq_len, stride, bucket):
 
 @torch.no_grad()
 def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, autocast=contextlib.nullcontext,
-                     bucket=None):
+                     bucket=None, ended=None):
     """Greedy answers (KV cache) to Alpaca records (instruction, optional input), each up to its first of tok.stops
     (generate.py's: transformers' generate's eos ids, and EOS); batches of prompts are left-padded behind an attention
     mask (one prompt at a time needs none). bucket: prompts padded to data.bucket_length's few lengths up to it (CPU
     bf16: each prefill length costs oneDNN's caches; a decoding step is one token whatever the cache holds, no new
-    shape), within the model's context."""
+    shape), within the model's context. ended: a list that gets each answer's stop id (None: none came)."""
     training, device, answers = model.training, next(model.parameters()).device, []
     stops = getattr(tok, "stops", None if tok.eos_id is None else [tok.eos_id])  # (a tokenizer of one's own: its EOS)
     model.eval()
@@ -302,8 +303,9 @@ def generate_answers(model, tok, records, max_new_tokens=128, batch_size=1, auto
         with autocast():
             out = generate(model, ids, max_new_tokens, eos_id=stops,
                            attention_mask=mask if batch_size > 1 or bucket else None)[:, T:].tolist()
-        answers += [tok.decode(o[:next((i for i, t in enumerate(o) if t in (stops or ())), len(o))]).strip()
-                    for o in out]  # each answer up to its first stop id
+        cut = [next((i for i, t in enumerate(o) if t in (stops or ())), len(o)) for o in out]  # its first stop id
+        answers += [tok.decode(o[:i]).strip() for o, i in zip(out, cut)]  # each answer up to there
+        ended.extend(o[i] if i < len(o) else None for o, i in zip(out, cut)) if ended is not None else None
     model.train(training)
     return answers
 
@@ -382,11 +384,12 @@ def command(argv=None):
         print(f"perplexity {ppl:.4f} over {n} tokens" + note)
     else:
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
-            base = generate_answers(model, tok, data, args.max_new_tokens)
-        tuned = generate_answers(model, tok, data, args.max_new_tokens) if args.adapter else None
+            base = generate_answers(model, tok, data, args.max_new_tokens, ended=(ended := []))
+        tuned = generate_answers(model, tok, data, args.max_new_tokens, ended=ended) if args.adapter else None
         for r, x, y in zip(data, base, tuned or [""] * len(data)):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
+        eos_note(path, tok, ended)  # (answers transformers' generate would run on past: said once)
         result = dict(answers=[dict(base=x, **{"adapted": tuned[i]} if tuned else {}) for i, x in enumerate(base)])
         # (no adapter: no "adapted" answer; it read "" as if an adapter had answered nothing)
     print(json.dumps(dict(task=task, **result)))

@@ -14,8 +14,9 @@ another task's head are said).
   loads with, and the adapter's base checked against this one; `head_order`, `in_glue_order`: a fine-tuned classifier's
   outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
-  base for a while (--task generate's `side_by_side`). TAKES: the model types each task takes. `bucket_limit`: the
-  length eval.py's runs pad to where the loaded model multiplies bf16 on a CPU (train.py's, from flags: plan.bucket).
+  base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
+  the model types each task takes. `bucket_limit`: the length eval.py's runs pad to where the loaded model multiplies
+  bf16 on a CPU (train.py's, from flags: plan.bucket).
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
 `python eval.py --help` prints every flag.
 """
@@ -37,6 +38,7 @@ from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
                   tokenizer_files)
 from download import resolve_model
+from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
@@ -425,6 +427,16 @@ def base_only(model, before):
         yield model
     finally:
         put(now)
+
+
+def eos_note(path, tok, ended):
+    """--task generate: say (once) how many answers ended at the tokenizer's EOS alone, an id transformers' generate
+    would not stop on (generation_config.json or config.json names others, or none: generate.stop_ids), as generate.py
+    says it of its text. ended: each answer's stop id (None: it ran to --max-new-tokens)."""
+    _, extra, why = stop_ids(path, tok)
+    if n := sum(i in extra for i in ended):
+        print(f"note: {n} of {len(ended)} answers stopped at the tokenizer's EOS ({extra[0]}); transformers' generate "
+              f"would go on: {os.path.join(path, why)}")
 
 
 def side_by_side(left, right, width=58):

@@ -17,8 +17,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   task (tasks.py's table) picks data, loss and validation (dev metrics; early stopping, --patience); a classifier's or
   span head trains whole beside the adapter and is saved with it (PEFT's modules_to_save). Each loss returns (sum,
   count) and the step divides the accumulated gradient by the step's total count, so accumulation equals one big
-  batch. Clipping, AdamW with linear warm-up then cosine (or linear) decay, bf16 autocast on CUDA and on CPUs with
-  bf16 units, an NF4 base (QLoRA) and activation checkpointing.
+  batch. Clipping, AdamW with linear warm-up then cosine or linear decay (or constant), bf16 autocast on CUDA and on
+  CPUs with bf16 units, an NF4 base (QLoRA) and activation checkpointing.
 - Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
   auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
@@ -210,15 +210,15 @@ def train_step(run):
 
 
 def lr_at(step, total, args):
-    """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine (or linear) decay
-    towards 0: transformers' get_cosine_schedule_with_warmup (get_linear_...), except that warm-up step s trains at its
-    lr at s + 1 (step 0 at lr / warm-up steps, not at 0). No warm-up step (--warmup 0): theirs exactly."""
+    """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine or linear decay
+    towards 0, or the peak held (constant): transformers' get_{cosine,linear,constant}_schedule_with_warmup, except
+    that warm-up step s trains at their lr at s + 1 (step 0 at lr / warm-up steps, not at 0). --warmup 0: theirs."""
     rule = round if getattr(args, "warmup_rule", "ceil") == "round" else math.ceil  # round: resuming an older run
     warm = rule(args.warmup * total)
     if step < warm:
         return args.lr * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)                   # 0 -> 1 over the decay
-    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
+    return args.lr * {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t, "constant": 1}[args.schedule]
 
 
 def report(run, again=False):

@@ -160,6 +160,8 @@ for flag, value, fragment in [
         ("--threads", "0", "argument --threads: 0 is out of range: must be an integer >= 1"),
         ("--save-every", "-1", "argument --save-every: -1 is out of range: must be an integer >= 0"),
         ("--method", "qlora", "argument --method: invalid choice: 'qlora'"),
+        ("--schedule", "constant_with_warmup", "argument --schedule: invalid choice: 'constant_with_warmup' (choose "
+         "from 'cosine', 'linear', 'constant')"),  # (Trainer's name for --schedule constant: the choices say ours)
         ("--seed", str(2**64), "argument --seed: 18446744073709551616 is out of range: must be an integer >= 0, <= "
          "18446744073709551615"),  # (was torch's "Overflow when unpacking long long")
         ("--seed", "-1", "argument --seed: -1 is out of range: must be an integer >= 0")]:  # (Python's random takes
@@ -1382,6 +1384,9 @@ def _(ctx):
 
 case("--resume with other settings", SystemExit, "--resume with different settings than the checkpoint's: "
      "--rank 16 -> 8")(lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--rank", "8"))
+case("--resume with another --schedule", SystemExit, "--resume with different settings than the checkpoint's: "
+     "--schedule cosine -> constant")(  # the lr of every step left depends on it: refused, as cosine <-> linear
+    lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "4", "--resume", "--schedule", "constant"))
 
 
 @case("--resume on changed data", SystemExit, "--resume: the training data changed since the checkpoint")

@@ -301,15 +301,16 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
     """eval.py --task generate's answers against transformers' generate with the checkpoint's own generation config:
     a generation_config.json naming another EOS list than config.json's (both end at its first id), and one naming none
     over config.json's list [a, b] (transformers never stops; ours ends at the tokenizer's EOS a, as generate.py, its
-    text transformers' up to there). Was: eval.py ended the second at b, config.json's list, which transformers
-    passes over (its own stop rule: config.json's list kept under a generation_config.json naming none)."""
+    text transformers' up to there, and says so once, as generate.py does, for the two prompts' answers). Was: eval.py
+    ended the second at b, config.json's list, which transformers passes over (its own stop rule: config.json's list
+    kept under a generation_config.json naming none); then it ended it at a unsaid."""
     import json
     import shutil
 
     import data
     import eval as E
     base, cls = shutil.copytree(tiny[0], tmp_path / "base"), transformers.LlamaForCausalLM  # (GPT-2's 64 positions:
-    (tmp_path / "p.txt").write_text("Say hello there.\n")  # too few for Alpaca's prompt and 16 new tokens)
+    (tmp_path / "p.txt").write_text("Say hello there.\n" * 2)  # too few for Alpaca's prompt and 16 new tokens)
     prompt = torch.tensor([data.load_tokenizer(str(base)).encode(data.alpaca_prompt({"instruction": "Say hello "
                                                                                                       "there."}))])
     free, b, a = two_stops(cls, base, prompt)
@@ -324,5 +325,9 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
         assert (len(want) == ends + 1) == theirs and want.tolist()[:ends] == free[:ends]  # (16 where theirs goes on)
         E.main(["--task", "generate", "--model", str(d), "--prompts", str(tmp_path / "p.txt"), "--device", "cpu",
                 "--dtype", "float32", "--max-new-tokens", "16"])
-        answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answers"][0]["base"]
-        assert answer == data.load_tokenizer(str(d)).decode(free[:ends]).strip(), (config, generation)
+        out = capsys.readouterr().out
+        answers = json.loads(out.strip().splitlines()[-1])["answers"]
+        assert [r["base"] for r in answers] == [data.load_tokenizer(str(d)).decode(free[:ends]).strip()] * 2, config
+        note = (f"note: 2 of 2 answers stopped at the tokenizer's EOS ({a}); transformers' generate would go on: "
+                f"{d / 'generation_config.json'} names no eos_token_id")
+        assert out.count("transformers' generate would go on") == (not theirs) and (note in out) != theirs, out

@@ -115,18 +115,23 @@ def test_lr_schedule():
     assert lrs[55] == pytest.approx(0.5) and 0 < lrs[-1] < 1e-3 and lrs == sorted(lrs[:10]) + sorted(lrs[10:])[::-1]
     a.schedule = "linear"
     assert train.lr_at(55, 100, a) == pytest.approx(0.5) and train.lr_at(99, 100, a) == pytest.approx(1 / 90)
+    a.schedule = "constant"                                      # the same warm-up, then the peak to the end
+    assert [train.lr_at(s, 100, a) for s in range(100)] == pytest.approx(lrs[:10] + [1.0] * 90)
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_lr_schedule_is_transformers(schedule):
-    """lr_at against transformers' get_cosine/linear_schedule_with_warmup (an LR scheduler stepped once per optimizer
-    step): equal from the end of warm-up on, and during warm-up one step ahead (step 0 trains, at lr / warm-up steps).
+    """lr_at against transformers' get_cosine/linear/constant_schedule_with_warmup (an LR scheduler stepped once per
+    optimizer step; constant: Trainer's constant_with_warmup): equal from the end of warm-up on, and during warm-up one
+    step ahead (step 0 trains, at lr / warm-up steps).
     --warmup 0 is theirs exactly: it used to hold the peak for 2 steps and decay over total - 1 (step 1 of 10 at
     lr 1.0 instead of 0.976; the last at lr / 9 instead of lr / 10 with --schedule linear). The warm-up step count is
     Trainer's for a ratio (TrainingArguments.get_warmup_steps: a warmup_steps < 1 is a ratio, rounded up): --warmup
     0.03 of 10 steps warms 1 step (it was round(): none), 0.25 of 10 warms 3 (round(2.5): 2)."""
-    from transformers import TrainingArguments, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
-    make = dict(cosine=get_cosine_schedule_with_warmup, linear=get_linear_schedule_with_warmup)[schedule]
+    from transformers import (TrainingArguments, get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                              get_linear_schedule_with_warmup)
+    make = dict(cosine=get_cosine_schedule_with_warmup, linear=get_linear_schedule_with_warmup,
+                constant=lambda opt, warm, total: get_constant_schedule_with_warmup(opt, warm))[schedule]
     for warmup, total in ((0, 10), (0.03, 10), (0.3, 10), (0.1, 100), (1, 7), (0, 1), (0.25, 10), (0.03, 100),
                           (0.07, 100)):
         warm = TrainingArguments("unused", warmup_steps=warmup, report_to=[]).get_warmup_steps(total) if warmup < 1 \
@@ -143,6 +148,24 @@ def test_lr_schedule_is_transformers(schedule):
         assert ours[warm:] == pytest.approx(theirs[warm:total]), (warmup, total)       # the decay: theirs
         assert ours[:warm] == pytest.approx([(s + 1) / warm for s in range(warm)])   # warm-up: their s + 1
         assert ours[:max(warm - 1, 0)] == pytest.approx(theirs[1:warm]), (warmup, total)
+
+
+def test_constant_with_no_warmup_is_qloras():
+    """QLoRA's qlora.py trains with lr_scheduler_type "constant" beside warmup_ratio 0.03; Trainer's "constant" ignores
+    the warm-up (get_scheduler builds get_constant_schedule), so its lr is the peak from the first step: ours with
+    --schedule constant --warmup 0 (docs/jobs.md), not with its --warmup 0.03 (3 steps of warm-up in 100)."""
+    from transformers import TrainingArguments, get_scheduler
+    hf = TrainingArguments("unused", lr_scheduler_type="constant", warmup_steps=0.03, learning_rate=2e-4, report_to=[])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=hf.learning_rate)
+    sched, theirs = get_scheduler(hf.lr_scheduler_type, opt, hf.get_warmup_steps(100), 100), []
+    for _ in range(100):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for warmup, same in (("0", True), ("0.03", False)):
+        a = train.parse_args(["--model", "m", "--data", "d", "--lr", "2e-4", "--schedule", "constant", "--warmup",
+                              warmup])
+        assert ([train.lr_at(s, 100, a) for s in range(100)] == pytest.approx(theirs)) is same, warmup
 
 
 def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):

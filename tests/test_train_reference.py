@@ -2,11 +2,11 @@
 peers (and of QLoRA's qlora.py) trains. A tiny random LlamaForCausalLM written in Hugging Face's layout, Alpaca-format
 records with responses of 1 to 12 words; train.py `--method lora` against LoraConfig(r, alpha, the 7 projections,
 dropout 0) holding the same initial A and B, and Trainer with the TrainingArguments our flags mean (AdamW with
-Trainer's groups and defaults, cosine or linear decay, max_grad_norm, gradient accumulation), fed our micro-batches'
-rows in our order (the order is ours by design: data.micro_batches, length-grouped) and padded by a collator of its
-own. Per-step loss, lr and the final A and B agree to fp32's rounding (1e-5), so these match: the loss over the
-response tokens of the whole accumulated step (Trainer's num_items_in_batch), label shift, padding ignored, the
-schedule without warm-up, AdamW's betas, eps and weight decay on A and B, clipping (it bites every step).
+Trainer's groups and defaults, cosine or linear decay or a constant lr, max_grad_norm, gradient accumulation), fed our
+micro-batches' rows in our order (the order is ours by design: data.micro_batches, length-grouped) and padded by a
+collator of its own. Per-step loss, lr and the final A and B agree to fp32's rounding (1e-5), so these match: the
+loss over the response tokens of the whole accumulated step (Trainer's num_items_in_batch), label shift, padding
+ignored, the schedule without warm-up, AdamW's betas, eps and weight decay on A and B, clipping (it bites every step).
 Elsewhere: the schedule with warm-up and the weight-decay groups on each family (tests/test_train.py); what differs
 on purpose (warm-up one step ahead, --weight-decay 0.01, steps across epoch ends): docs/jobs.md."""
 import json
@@ -23,6 +23,7 @@ from fixtures import demo_tokenizer, random_params
 from tasks import TARGETS
 
 SETTINGS = dict(rank=4, alpha=8, lr=5e-3, steps=6, batch=4, accum=2, weight_decay=0.1, clip=0.05)
+TRAINER_SCHEDULE = {"constant": "constant_with_warmup"}  # --schedule constant in Trainer (its "constant": no warm-up)
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,9 @@ def run_trainer(setup, tmp_path, initial, batches, schedule):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=s["batch"],
         gradient_accumulation_steps=s["accum"], learning_rate=s["lr"], max_steps=s["steps"], warmup_steps=0,
-        lr_scheduler_type=schedule, weight_decay=s["weight_decay"], max_grad_norm=s["clip"], optim="adamw_torch",
-        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, remove_unused_columns=False,
-        dataloader_num_workers=0, disable_tqdm=True)
+        lr_scheduler_type=TRAINER_SCHEDULE.get(schedule, schedule), weight_decay=s["weight_decay"],
+        max_grad_norm=s["clip"], optim="adamw_torch", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        seed=0, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
     losses, lrs = [], []
 
     class Record(transformers.TrainerCallback):
@@ -125,7 +126,7 @@ def run_trainer(setup, tmp_path, initial, batches, schedule):
     return step_loss, lrs, [r for r in trainer.state.log_history if "loss" in r], trained, trainer
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_lora_run_equals_trainer_with_peft(setup, tmp_path, monkeypatch, schedule):
     """No warm-up (where our schedule is transformers' exactly): per-step loss, lr and the final A and B as Trainer
     + PEFT give them, to fp32's rounding; clipping bit on every step, and the steps' token counts differ between
@@ -143,7 +144,7 @@ def test_lora_run_equals_trainer_with_peft(setup, tmp_path, monkeypatch, schedul
     assert all(r["grad_norm"] > s["clip"] for r in hf_log)     # clipping bites every step: its norm is tested
     assert [r["lr"] for r in log] == pytest.approx(lrs, rel=1e-12)  # each step's lr, decayed to above 0 at the last,
     assert [r["lr"] for r in log] == pytest.approx([r["learning_rate"] for r in hf_log], rel=1e-12)  # logged alike
-    assert lrs[0] == s["lr"] and 0 < lrs[-1] < s["lr"] / 4
+    assert lrs[0] == s["lr"] and (0 < lrs[-1] < s["lr"] / 4 if schedule != "constant" else set(lrs) == {s["lr"]})
     for n, (A, B) in trained.items():
         key = f"base_model.model.{n}"
         torch.testing.assert_close(saved[f"{key}.lora_A.weight"], A, rtol=1e-5, atol=1e-5)
