@@ -29,7 +29,8 @@ def transformers4_folder(directory, added, decoder=True):
                                                                        unk_token="<unk>", pad_token="<pad>")))
     (directory / "tokenizer_config.json").write_text(json.dumps(dict(
         tokenizer_class="LlamaTokenizer", legacy=False, add_bos_token=True, add_eos_token=False, pad_token="<pad>",
-        **({"added_tokens_decoder": {str(i): SPECIAL | dict(content=t) for t, i in added.items()}} if decoder else {}))))
+        **({"added_tokens_decoder": {str(i): SPECIAL | dict(content=t) for t, i in added.items()}} if decoder
+           else {}))))
 
 
 def test_a_changed_added_tokens_json_is_a_changed_tokenizer(tmp_path):
