@@ -1608,6 +1608,16 @@ def _(ctx):  # (was "the training data changed ... Restore the data, or pass --a
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
 
 
+@case("--resume --allow-data-change after an added_tokens.json came beside the base's tokenizer.model: refused",
+      SystemExit, "and the base's tokenizer files changed (added_tokens.json is new): its records are other token ids")
+def _(ctx):  # (was: went on without a word, its records read with "How" as one added token; added_tokens.json unhashed)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))  # what transformers reads, as ours
+    assert data.load_tokenizer(base).encode("How many?")[1] == 5
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
+
+
 @case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,
       "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now, which "
       "the adapter never trained on. Restore those files, or start again without --resume (--allow-data-change lets "
