@@ -16,9 +16,9 @@ is read.
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
-- `not_causal(model, kind, architectures)`: a T5, an encoder or a classifier folder given to what continues or scores
-  text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with the
-  command that runs it.
+- `not_causal(model, kind, architectures, task)`: a T5, an encoder or a classifier folder given to what continues or
+  scores text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with
+  the command that runs it, or (a Llama's span head: SCORED_HEADS) what lorasp scores instead.
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse
@@ -178,15 +178,28 @@ def adapter_config(folder):
 # ----------------------------------------------------------------------------------------------------
 # --seq-len: against the config, before the weights load
 
-def not_causal(model, kind, architectures=None):
+# the heads lorasp scores, on which models (model.py's add_qa_head, add_head) and where
+SCORED_HEADS = {"ForQuestionAnswering": ("squad", "a span head", {"bert": "BERT", "roberta": "RoBERTa"}),
+                "ForSequenceClassification": ("glue/TASK", "a classifier head", {"bert": "BERT", "roberta": "RoBERTa",
+                                                                                 "gpt2": "GPT-2"})}
+
+
+def not_causal(model, kind, architectures=None, task=None):
     """Refuse a model that does not continue a prompt (config.json's model_type and architectures, or the loaded
     model's type), saying what runs it: a T5 generates in eval.py's translation task (beam search), an encoder or a
     classifier (export.py's of a GLUE or SQuAD adapter: GPT-2's keeps a tied LM head) scores inputs there.
-    generate.py's, and eval.py's for the tasks that take a causal LM (its perplexity scored that tied head)."""
-    if head := [a for a in architectures or () if a.endswith(("ForSequenceClassification", "ForQuestionAnswering"))]:
+    generate.py's, and eval.py's for the tasks that take a causal LM (its perplexity scored that tied head); task:
+    eval.py's (squad: a causal LM's generated answers), so a head lorasp does not score (a Llama's span head) is said
+    so, not sent to the task that refused it."""
+    if head := [a for a in architectures or () if a.endswith(tuple(SCORED_HEADS))]:
+        end = next(k for k in SCORED_HEADS if head[0].endswith(k))
+        there, what, kinds = SCORED_HEADS[end]
         raise UserError(f"--model {model} is a {head[0]} (config.json's architectures): its head scores inputs: it is "
-                        f"no language model to generate or score text with; score it with python eval.py --task "
-                        f"{'squad' if head[0].endswith('Answering') else 'glue/TASK'} --model {model}")
+                        f"no language model to {'generate answers' if task == 'squad' else 'generate or score text'} "
+                        "with; " + (f"score it with python eval.py --task {there} --model {model}" if kind in kinds else
+                                    f"lorasp scores {what} on {', '.join(kinds.values())} only (--task {there})" + (
+                                        f"; --task squad scores a causal LM's generated answers: give it the "
+                                        f"{head[0].removesuffix(end)}ForCausalLM folder" if there == "squad" else "")))
     if kind in ("t5", "mt5"):
         raise UserError(f"--model {model} is a {kind}, an encoder-decoder: generate.py continues a prompt with a "
                         "causal LM (Llama, GPT-2); a T5 translates with beam search: python eval.py --task wmt16-en-ro "

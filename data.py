@@ -78,6 +78,11 @@ from checkpoint import atomic_write, gguf_file, read_gguf, read_json
 from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
+# the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
+# sentencepiece vocabulary, a pad token say); COPIED ones, with its chat template, make a saved model's tokenizer
+TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json",)
+COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
+
 
 @contextlib.contextmanager
 def text_file(path, encoding="utf-8", newline=None):
@@ -953,7 +958,7 @@ def llama_tokenizer_config(tok, directory):
     generation_config.json, which says nothing of the tokenizer, may be beside it): transformers' AutoTokenizer would
     add no BOS. A Llama's or Mistral's (config.json's model_type: transformers builds a LlamaTokenizer, not a T5's)
     gets a tokenizer_config.json saying what ours does. export.py's DIR and train.py --method full's OUT/model."""
-    present = [f for f in SMALL_FILES[2:] + ("added_tokens.json",) if os.path.isfile(os.path.join(directory, f))]
+    present = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
     config = os.path.join(directory, "config.json")
     kind = read_json(config).get("model_type") if os.path.isfile(config) else None
     if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
@@ -964,12 +969,12 @@ def llama_tokenizer_config(tok, directory):
 
 
 def tokenizer_files(path, name=None):
-    """{file: sha256} of a base's tokenizer files: download.SMALL_FILES' in its folder, and a .gguf's tokenizer.*
+    """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder, and a .gguf's tokenizer.*
     metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for
     megabytes; NAME: the one files_fingerprints keeps). resume.restore names them when the tokenized examples changed
     but the records may not have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
     out = {}
-    for f in SMALL_FILES[2:] if os.path.isdir(path) else ():
+    for f in TOKENIZER_FILES if os.path.isdir(path) else ():
         if os.path.isfile(os.path.join(path, f)):
             with open(os.path.join(path, f), "rb") as fh:
                 out[f] = hashlib.sha256(fh.read()).hexdigest()

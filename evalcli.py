@@ -381,7 +381,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
         raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
     if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
             cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
-        not_causal(name, kind, read_json(cfg).get("architectures"))
+        not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)

@@ -191,9 +191,9 @@ def save_weights(model, directory, args, source):
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
                                           task=args.data, file=named[0] if named else None,
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
-        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES)) as tmp:
+        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *data.COPIED)) as tmp:
             save_pretrained(model, tmp)
-            for f in SMALL_FILES[1:]:  # the tokenizer's files: the saved model is a checkpoint of its own
+            for f in ("generation_config.json", *data.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files

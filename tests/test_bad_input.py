@@ -1042,6 +1042,26 @@ def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a
     E.main(["--task", "perplexity", "--model", d, "--data", str(ctx.tmp / "text.txt")])
 
 
+@case("eval.py: --task squad on transformers' LlamaForQuestionAnswering folder: said what scores SQuAD, not sent to it",
+      SystemExit, "is a LlamaForQuestionAnswering (config.json's architectures): its head scores inputs: it is no "
+      "language model to generate answers with; lorasp scores a span head on BERT, RoBERTa only (--task squad); --task "
+      "squad scores a causal LM's generated answers: give it the LlamaForCausalLM folder")
+def _(ctx):  # (was "... score it with python eval.py --task squad", the very command given)
+    import transformers
+    d = ctx.tmp / "llama-qa"
+    transformers.LlamaForQuestionAnswering(transformers.LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32,
+                                                                    num_hidden_layers=1, num_attention_heads=2)
+                                           ).save_pretrained(d)
+    shutil.copy(os.path.join(ctx.tiny[0], "tokenizer.model"), d)
+    (ctx.tmp / "text.txt").write_text("abc dab cab " * 20)
+    with pytest.raises(SystemExit, match="to generate or score text with; lorasp scores a span head on BERT, RoBERTa "
+                       "only \\(--task squad\\); --task squad scores a causal LM's generated answers"):
+        E.main(["--task", "perplexity", "--model", str(d), "--data", str(ctx.tmp / "text.txt")])  # (no "score it with")
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps(dict(version="1.1", data=[dict(title="t", paragraphs=[dict(
+        context="abc dab", qas=[dict(id="1", question="ab?", answers=[dict(text="abc", answer_start=0)])])])])))
+    E.main(["--task", "squad", "--model", str(d), "--data-dir", str(ctx.tmp), "--max-new-tokens", "2"])
+
+
 @case("export.py: a T5 written in float16 (--dtype fp16) says that its activations pass float16's range", None)
 def _(ctx):  # (was written without a word; lorasp's loader refuses to compute a T5 in float16, transformers clamps)
     import transformers
@@ -1591,6 +1611,16 @@ def _(ctx):  # (was "the training data changed ... Restore the data, or pass --a
     data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
                              str(ctx.tmp / "base" / "tokenizer.model"), 456)  # another vocabulary of the same size
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume"))
+
+
+@case("--resume --allow-data-change after an added_tokens.json came beside the base's tokenizer.model: refused",
+      SystemExit, "and the base's tokenizer files changed (added_tokens.json is new): its records are other token ids")
+def _(ctx):  # (was: went on without a word, its records read with "How" as one added token; added_tokens.json unhashed)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))  # what transformers reads, as ours
+    assert data.load_tokenizer(base).encode("How many?")[1] == 5
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
 
 
 @case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,
