@@ -248,11 +248,13 @@ class SentencePieceTokenizer(Tokenizer):
                        # Metaspace: its space is the "▁"); sentencepiece adds one ("  x": "▁▁▁x", Metaspace "▁▁x")
 
     def __init__(self, path=None, proto=None, added=None, prefix_each=True):
-        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and T5's JSON).
+        """path: a tokenizer.model file; proto: its bytes (sentencepiece_model writes them for GGUF and JSON files,
+        named by path then).
         added: {text: id} matched whole in text, as HF does (a chat fine-tune's <|im_start|>; the model's own <s>,
         </s>, <unk> always); the text between them is encoded part by part, each with sentencepiece's "▁" prefix
         (prefix_each: transformers' legacy) or the first only."""
-        if proto is None:
+        built = proto is not None  # (path, then, names the file it was built from, in messages)
+        if not built:
             with open(path, "rb") as fh:
                 proto = fh.read()
         if re.match(TIKTOKEN_LINE, proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
@@ -260,7 +262,9 @@ class SentencePieceTokenizer(Tokenizer):
                              "load_tokenizer(its folder) reads it")
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-        except RuntimeError:  # a cut-off download: sentencepiece's own message names no file
+        except RuntimeError as e:  # a cut-off download: sentencepiece's own message names no file
+            if built:                                   # (was "None: not a sentencepiece model ...; fetch it again")
+                raise ValueError(f"{path}: sentencepiece refuses the model its vocabulary makes ({e})") from None
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX)
         self.prefix_each = prefix_each
@@ -754,7 +758,7 @@ def sentencepiece_json(t, path):
     if 2 not in types:
         raise NotImplementedError(f"{path}: no unknown token {unk!r} in the vocabulary (sentencepiece needs one)")
     scheme = metaspace_bpe(t)
-    tok = SentencePieceTokenizer(proto=sentencepiece_model(
+    tok = SentencePieceTokenizer(path, proto=sentencepiece_model(
         pieces, [-float(made.get(p, 0)) if p in made else 0.0 for p in pieces], types, False, fallback),
         added={p: a["id"] for p, a in added.items()}, prefix_each=scheme != "first")
     tok.prepend, tok.metaspace, tok.flags = scheme == "prepend", scheme != "prepend", strip_flags(
@@ -784,9 +788,9 @@ def unigram_json(t, path):
     proto = sentencepiece_model([p for p, _ in vocab[:n]], [x for _, x in vocab[:n]], types, True,
                                 t["model"].get("byte_fallback", False), scheme != "never", "Replace" in kinds, charsmap)
     if n < len(vocab):
-        return T5Tokenizer(extra_ids=len(vocab) - n, proto=proto)
-    tok = SentencePieceTokenizer(proto=proto, added={p: a["id"] for p, a in added.items()}, prefix_each=scheme ==
-                                 "always")      # (Metaspace's "▁" before each text between added tokens: "a <mask> b")
+        return T5Tokenizer(path, extra_ids=len(vocab) - n, proto=proto)
+    tok = SentencePieceTokenizer(path, proto=proto, added={p: a["id"] for p, a in added.items()},
+                                 prefix_each=scheme == "always")      # (Metaspace's "▁" before each text between added tokens: "a <mask> b")
     tok.prepend, tok.flags = scheme == "always" and "Replace" in kinds, strip_flags(t.get("added_tokens", []))
     tok.metaspace = "Replace" not in kinds     # (spaces kept: a text's own leading space is its "▁")
     return post_processor(tok, t)
@@ -864,7 +868,7 @@ def gguf_tokenizer(path):
         # Prepend normalizer, per text between them) and a Unigram model (llama.cpp's UGM normalizes each text
         # between them, as HF's Metaspace "always": XLM-R's "a <mask> b" -> "▁b"); elsewhere none, as transformers
         each = phi3 or kind == "t5"
-        tok = SentencePieceTokenizer(proto=sentencepiece_model(
+        tok = SentencePieceTokenizer(path, proto=sentencepiece_model(
             tokens, need("scores"), types, kind == "t5", 6 in types, g("add_space_prefix", True),
             g("remove_extra_whitespaces", False), bytes(b % 256 for b in g("precompiled_charsmap", []))),
             added={t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4)}, prefix_each=each)

@@ -1704,7 +1704,17 @@ case("Llama 3's tokenizer.model with one token twice, ranked apart", data.UserEr
     lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIQ== 1\n", "tokenizer.model"))))
 
 
-@case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
+
+@case("tokenizer.json of sentencepiece's BPE (Metaspace, byte_fallback) without its 256 byte pieces", ValueError,
+      "tokenizer.json: sentencepiece refuses the model its vocabulary makes (INTERNAL: there are not 256 byte pieces")
+def _(ctx):  # (was "None: not a sentencepiece model (damaged or cut off?); fetch it again": no file, the wrong cause)
+    space = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    specials = [{"id": i, "content": c, "special": True} for i, c in enumerate(("<unk>", "<s>", "</s>"))]
+    (d := ctx.tmp / "tok").mkdir()
+    (d / "tokenizer.json").write_text(json.dumps({"added_tokens": specials, "pre_tokenizer": space, "decoder": space,
+                                                  "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": True,
+                                                            "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2}, "merges": []}}))
+    data.load_tokenizer(str(d))
 def _(ctx):
     log = checkpointed(ctx) / "checkpoint" / "metrics.jsonl"       # the log --resume reads: the checkpoint's
     log.write_text("not json\n" + log.read_text())
