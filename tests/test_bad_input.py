@@ -1049,9 +1049,9 @@ def _(ctx):  # (was a perplexity and answers, exit 0, from the tied LM head of a
 def _(ctx):  # (was "... score it with python eval.py --task squad", the very command given)
     import transformers
     d = ctx.tmp / "llama-qa"
-    transformers.LlamaForQuestionAnswering(transformers.LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32,
-                                                                    num_hidden_layers=1, num_attention_heads=2)
-                                           ).save_pretrained(d)
+    config = transformers.LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2)
+    transformers.LlamaForQuestionAnswering(config).save_pretrained(d)
     shutil.copy(os.path.join(ctx.tiny[0], "tokenizer.model"), d)
     (ctx.tmp / "text.txt").write_text("abc dab cab " * 20)
     with pytest.raises(SystemExit, match="to generate or score text with; lorasp scores a span head on BERT, RoBERTa "
