@@ -377,8 +377,11 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     kind = model_config(name, name).model_type                 # config.json: these two need no weight
     if num_labels and not hasattr(MODELS[kind], "add_head"):
         raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
-    if takes and kind not in takes[0]:
-        raise UserError(f"--model {name} is a {kind}, not {takes[1]}")
+    if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
+        runs = {"t5": f"; a T5 translates with beam search: python eval.py --task wmt16-en-ro --model {name}",
+                "bert": "; an encoder scores inputs: python eval.py --task glue/TASK or squad"}
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (
+            runs.get("bert" if kind == "roberta" else kind, "") if takes is CAUSAL else ""))
     if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
             cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
         not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)

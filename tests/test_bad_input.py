@@ -33,7 +33,7 @@ import resume
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
-from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, t5_sentencepiece, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, LoRASPLinear, adapter_base, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
@@ -1350,9 +1350,19 @@ def _(ctx):  # (was "no weights for no-such-model in CACHE/models/no-such-model.
     E.main(["--task", "mmlu", "--model", "no-such-model", "--adapter", str(ctx.tmp / "a")])
 
 
-case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM")(
+case("eval.py: perplexity with an encoder", SystemExit, "is a bert, not a causal LM: this task generates or scores "
+     "text with one; an encoder scores inputs: python eval.py --task glue/TASK or squad")(  # (was no command)
     lambda ctx: E.main(["--task", "perplexity", "--model", tiny_bert(ctx), "--data", records_file(ctx, "a b c\n",
                                                                                                    "t.txt")]))
+
+
+@case("eval.py: perplexity with a T5: the command that runs it named", SystemExit, "is a t5, not a causal LM: this "
+      "task generates or scores text with one; a T5 translates with beam search: python eval.py --task wmt16-en-ro "
+      "--model ")
+def _(ctx):  # (was "is a t5, not a causal LM: this task generates or scores text with one", no command)
+    save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)
+    E.main(["--task", "perplexity", "--model", str(ctx.tmp / "t5"), "--data", records_file(ctx, "a b c\n", "t.txt")])
 @case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
 def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
     records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
