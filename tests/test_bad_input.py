@@ -1725,6 +1725,9 @@ def _(ctx):  # (was "None: not a sentencepiece model (damaged or cut off?); fetc
                                                   "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": True,
                                                             "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2}, "merges": []}}))
     data.load_tokenizer(str(d))
+
+
+@case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
 def _(ctx):
     log = checkpointed(ctx) / "checkpoint" / "metrics.jsonl"       # the log --resume reads: the checkpoint's
     log.write_text("not json\n" + log.read_text())
