@@ -789,8 +789,9 @@ def unigram_json(t, path):
                                 t["model"].get("byte_fallback", False), scheme != "never", "Replace" in kinds, charsmap)
     if n < len(vocab):
         return T5Tokenizer(path, extra_ids=len(vocab) - n, proto=proto)
-    tok = SentencePieceTokenizer(path, proto=proto, added={p: a["id"] for p, a in added.items()},  # (Metaspace's
-                                 prefix_each=scheme == "always")  # "▁" before each text between added tokens: "a <mask> b")
+    # (Metaspace's "▁" before each text between added tokens: "a <mask> b")
+    tok = SentencePieceTokenizer(path, proto=proto, added={p: a["id"] for p, a in added.items()},
+                                 prefix_each=scheme == "always")
     tok.prepend, tok.flags = scheme == "always" and "Replace" in kinds, strip_flags(t.get("added_tokens", []))
     tok.metaspace = "Replace" not in kinds     # (spaces kept: a text's own leading space is its "▁")
     return post_processor(tok, t)
