@@ -18,7 +18,8 @@ is read.
   loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
 - `not_causal(model, kind, architectures, task)`: a T5, an encoder or a classifier folder given to what continues or
   scores text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with
-  the command that runs it, or (a Llama's span head: SCORED_HEADS) what lorasp scores instead.
+  the command that runs it (`runs_instead`, eval.py's refusals too), or (a Llama's span head: SCORED_HEADS) what
+  lorasp scores instead.
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse
@@ -202,11 +203,16 @@ def not_causal(model, kind, architectures=None, task=None):
                                         f"{head[0].removesuffix(end)}ForCausalLM folder" if there == "squad" else "")))
     if kind in ("t5", "mt5"):
         raise UserError(f"--model {model} is a {kind}, an encoder-decoder: generate.py continues a prompt with a "
-                        "causal LM (Llama, GPT-2); a T5 translates with beam search: python eval.py --task wmt16-en-ro "
-                        f"--model {model}")
+                        f"causal LM (Llama, GPT-2); {runs_instead(kind, model)}")
     if kind in ("bert", "roberta"):
-        raise UserError(f"--model {model} is a {kind}, an encoder: it does not generate (python eval.py --task "
-                        "glue/TASK or squad scores it)")
+        raise UserError(f"--model {model} is a {kind}, an encoder: it does not generate; {runs_instead(kind, model)}")
+
+
+def runs_instead(kind, model):
+    """What runs a model that is no causal LM (not_causal's, and eval.py's causal-LM tasks' refusals): "" if none."""
+    if kind in ("t5", "mt5"):
+        return f"a T5 translates with beam search: python eval.py --task wmt16-en-ro --model {model}"
+    return "an encoder scores inputs: python eval.py --task glue/TASK or squad" if kind in ("bert", "roberta") else ""
 
 
 def check_seq_len(config, seq_len, name, default=False):

@@ -32,8 +32,8 @@ import torch
 
 from checkpoint import files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
-                    no_effect, not_a_model, not_causal, ranged, repeated, run_folder,  # (F401: evalcli.not_a_model)
-                    unexpanded)
+                    no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
+                    unexpanded)  # (F401: evalcli.not_a_model, as before)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
                   tokenizer_files)
@@ -378,10 +378,8 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     if num_labels and not hasattr(MODELS[kind], "add_head"):
         raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
     if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
-        runs = {"t5": f"; a T5 translates with beam search: python eval.py --task wmt16-en-ro --model {name}",
-                "bert": "; an encoder scores inputs: python eval.py --task glue/TASK or squad"}
-        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (
-            runs.get("bert" if kind == "roberta" else kind, "") if takes is CAUSAL else ""))
+        runs = runs_instead(kind, name) if takes is CAUSAL else ""
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (f"; {runs}" if runs else ""))
     if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
             cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
         not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
