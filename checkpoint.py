@@ -23,6 +23,7 @@ Architectures live in model.py (`load_pretrained` joins the two); this file know
 Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
 """
 import ctypes
+import errno
 import fnmatch
 import glob
 import hashlib
@@ -109,6 +110,8 @@ def replace_dir(directory, own=()):
     fsync_dir(directory)
     shutil.rmtree(old, ignore_errors=True)
 
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, past the file-size limit, past the quota
 
 @contextmanager
 def one_writer(directory, what):

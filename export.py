@@ -26,7 +26,6 @@ Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR w
 """
 import argparse
 import collections
-import errno
 import itertools
 import json
 import os
@@ -39,8 +38,8 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import (atomic_write, gguf_file, is_meta, one_writer, read_json, release, replace_dir,
-                        safetensors_header)
+from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
+                        replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded
 from data import UserError, llama_tokenizer_config, load_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
@@ -302,7 +301,7 @@ def main(argv=None):
         with one_writer(args.out, "export.py"):               # (two into one --out: one's files in the other's)
             export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)
     except (UserError, ValueError, NotImplementedError, OSError) as e:
-        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # (no file named)
+        full = isinstance(e, OSError) and e.errno in DISK_FULL  # (no file named)
         sys.exit(f"error: {e}" + (f": writing {args.out} (and the scratch copy of --model beside it, as it merges) "
                                   "failed, nothing half-written is left: free space on that disk, then run it again"
                                   if full else ""))

@@ -21,7 +21,6 @@ Leaves out: keeping several checkpoints (one per run: the last), saving mid-step
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
 import contextlib
-import errno
 import hashlib
 import json
 import math
@@ -39,7 +38,8 @@ except ImportError:                                            # (Windows: no lo
     fcntl = None
 
 import plan
-from checkpoint import atomic_write, files_fingerprints, fsync_dir, load_safetensors, save_safetensors, temporaries
+from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, save_safetensors,
+                        temporaries)
 from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
@@ -101,7 +101,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
-        fix = "free space" if cause.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "fix that"  # (EACCES)
+        fix = "free space" if cause.errno in DISK_FULL else "fix that"  # (EACCES)
         raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); " + (
             f"{final} still holds the previous one: {fix}, then --resume" if os.path.exists(final) else
             f"no earlier checkpoint exists: {fix}, then start again")) from e
