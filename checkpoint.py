@@ -42,6 +42,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+try:
+    import fcntl
+except ImportError:                                            # (Windows: no locks)
+    fcntl = None
+
 from quant import NF4Linear, quantize_nf4
 
 # ----------------------------------------------------------------------------------------------------
@@ -114,28 +119,77 @@ def replace_dir(directory, own=()):
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, past the file-size limit, past the quota
 
 @contextmanager
-def one_writer(directory, what):
-    """DIR.lock held (an exclusive flock; a kill releases it, the file goes at the end) while `what` writes DIR through
-    replace_dir: a second writer is refused (a ValueError naming the lock), where it would delete the first's DIR.tmp as
-    a killed save's, write its own files into it, or replace its result. No lock where the file system has none (no
-    fcntl, or it refuses), as before."""
-    lock = os.path.abspath(directory) + ".lock"
-    os.makedirs(os.path.dirname(lock), exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+def locked(path, busy, folder=False):
+    """An exclusive flock on `path` for the block (a lock file, or with `folder` the folder itself; made if missing),
+    yielding whether it is held (not where there are no locks: no fcntl, or a file system that refuses). Another
+    process holding it: `busy` is raised (an exception), or printed before waiting for it (a note). The path goes as
+    the block ends (a folder only if made here and still empty), before the lock is let go; so a lock taken on what
+    the path no longer names (a file removed by the holder after this opened it) is dropped and taken again on what
+    it names now: else a third process would hold the removed file while a fourth held the new one."""
+    while True:
+        made = folder and not os.path.exists(path)
+        if folder:
+            os.makedirs(path, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY if folder else os.O_RDWR | os.O_CREAT)
+        try:
+            held = _take(fd, path, busy)
+        except BaseException:                                  # (busy; Ctrl-C while waiting)
+            os.close(fd)
+            raise
+        if held is not None:
+            break
+        os.close(fd)                                           # path names another file now: lock that one
     try:
-        import fcntl
+        yield held
+    finally:
+        try:
+            if not folder:
+                os.remove(path)
+            elif made and not os.listdir(path):
+                os.rmdir(path)
+        finally:
+            os.close(fd)
+
+
+def _take(fd, path, busy):
+    """locked's flock of fd, opened from path: True (held), False (no locks here), None (path names another file now)."""
+    if fcntl is None:
+        return False
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
-        raise ValueError(f"{directory}: another {what} is writing it ({lock} is held): wait for it to end, or give "
-                         "another folder") from None
-    except (ImportError, OSError):                 # (Windows; a file system without locks)
-        pass
+        if not same_file(fd, path):                            # its holder removed it: no need to wait for that one
+            return None
+        if isinstance(busy, BaseException):
+            raise busy from None
+        print(busy, file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:                                            # a file system without locks
+        return False
+    return True if same_file(fd, path) else None
+
+
+def same_file(fd, path):
+    """Whether `path` still names the file open as `fd` (not removed, nor replaced by another of the same name)."""
     try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    was = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino)
+
+
+@contextmanager
+def one_writer(directory, what):
+    """DIR.lock held (`locked`: a kill releases it, the file goes at the end) while `what` writes DIR through
+    replace_dir: a second writer is refused (a ValueError naming the lock), where it would delete the first's DIR.tmp as
+    a killed save's, write its own files into it, or replace its result. (Not a lock on DIR itself, as train.py's
+    --out: replace_dir renames DIR away, and a lock on it would go with it.)"""
+    lock = os.path.abspath(directory) + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with locked(lock, ValueError(f"{directory}: another {what} is writing it ({lock} is held): wait for it to end, or "
+                                 "give another folder")):
         yield
-    finally:
-        os.remove(lock)
-        os.close(fd)
 
 
 def _link(src, dst):

@@ -32,14 +32,9 @@ import zlib
 
 import torch
 
-try:
-    import fcntl
-except ImportError:                                            # (Windows: no lock; one run per --out is on the user)
-    fcntl = None
-
 import plan
-from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, save_safetensors,
-                        temporaries)
+from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
+                        save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
@@ -139,34 +134,21 @@ class Busy(UserError):
 
 @contextlib.contextmanager
 def claim(out):
-    """Hold --out for the run (an exclusive flock on the folder, made if missing; a kill releases it): a second
-    train.py into the same --out is refused, where it would interleave its checkpoints, log and result with the
-    first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT itself:
-    the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take no
-    lock; a folder this made stays only if something went in."""
-    made = not os.path.exists(out)
-    if rank_world()[0] != 0 or fcntl is None:
+    """Hold --out for the run (checkpoint.locked: an exclusive flock on the folder, made if missing; a kill releases
+    it): a second train.py into the same --out is refused, where it would interleave its checkpoints, log and result
+    with the first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT
+    itself: the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take
+    no lock; a folder this made stays only if something went in."""
+    if rank_world()[0] != 0:
         yield
         return
-    os.makedirs(out, exist_ok=True)
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
-                       "would mix): wait for it to end, or pass another --out") from None
-        except OSError:                                        # a file system without locks: as before them
-            pass
-        else:                                                  # locked: no other train.py writes here, so a
-            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # temporary is a killed one's
+    with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
+                          "would mix): wait for it to end, or pass another --out"), folder=True) as held:
+        if held:                                               # no other train.py writes here, so a temporary is
+            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
                 print(f"note: removing {stale}, left by a train.py killed while writing it")
                 os.remove(stale)
         yield
-    finally:
-        os.close(fd)
-        if made and not os.listdir(out):
-            os.rmdir(out)
 
 
 def file_sums(folder, known=None):
