@@ -152,7 +152,7 @@ def locked(path, busy, folder=False):
 
 
 def _take(fd, path, busy):
-    """locked's flock of fd, opened from path: True (held), False (no locks here), None (path names another file now)."""
+    """locked's flock of fd, opened from path: True (held), False (no locks here), None (path names another file)."""
     if fcntl is None:
         return False
     try:
