@@ -14,7 +14,8 @@ last.
   another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
   prints a note.
 - `prepare_demo(args, train)`: the offline demo's model, a small Llama that train pretrains once (DEMO_PRETRAIN) on
-  generated text and the cache keeps (in a folder named by its recipe: `demo_model_dir`), and its task file;
+  generated text and the cache keeps (in a folder named by its recipe: `demo_model_dir`; MODEL.lock held while it is
+  made, so a second `python train.py` is refused, not a second pretraining), and its task file;
   `outputs` and `closing`: the lines a run ends with (where its files went, the command that evaluates the result,
   how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
@@ -41,6 +42,7 @@ import torch.distributed as dist
 import data
 import plan
 from adapter import ALL_LINEAR, all_linear
+from checkpoint import locked
 from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
 from data import UserError
 from ddp import planned_memory, rank_world
@@ -309,6 +311,7 @@ def prepare_demo(args, train):
                         f"{demo_model_dir()} --data {data.cache_dir('data', 'demo_tasks.json')})")
     try:                                                       # its first write into the cache
         model_dir, task = demo_model_dir(), data.demo_task()
+        os.makedirs(os.path.dirname(model_dir), exist_ok=True)
     except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
         raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
                         f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
@@ -316,19 +319,31 @@ def prepare_demo(args, train):
     if has_weights(model_dir):
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
+    busy = UserError(f"the offline demo's model is being pretrained by another train.py (in {model_dir}.pretrain): "
+                     "wait for it to end, then run this again")
+    with locked(model_dir + ".lock", busy):                    # from the look below to the rename: one at a time
+        return model_dir, task, pretrain_demo(args, train, model_dir, busy)
+
+
+def pretrain_demo(args, train, model_dir, busy):
+    """prepare_demo's pretraining into MODEL.pretrain, its model renamed to MODEL at the end (the seconds it took; 0:
+    a run that ended before this one held the lock made it), going on from a checkpoint a Ctrl-C saved."""
+    if has_weights(model_dir):
+        print(f"demo model: {model_dir} (pretrained by a run that ended as this one began)")
+        return 0.0
     work, d = model_dir + ".pretrain", DEMO_PRETRAIN
-    busy = (f"the offline demo's model is being pretrained by another train.py (in {work}): wait for it to end, then "
-            "run this again")
     try:
-        with claim(work):                                      # (a probe: a pretraining running holds it, and its
-            pass                                               # files are not to be deleted below)
+        with claim(work):                                      # (a probe: a train.py into it not started here, an
+            pass                                               # earlier lorasp's: its files are not to be deleted)
     except Busy:
-        raise UserError(busy) from None
+        raise busy from None
     models, name = os.path.split(model_dir)                   # (an earlier recipe's model, or its pretraining:
-    if others := [os.path.join(models, f) for f in sorted(os.listdir(models) if os.path.isdir(models) else [])
-                  if f.startswith("demo-llama") and not f.startswith(name)]:  # kept, and named)
-        print(f"note: {', '.join(others)}: the demo model of another recipe (an earlier lorasp's), not used: delete "
-              "it to free its space")
+    for f in sorted(os.listdir(models)):                       # kept, and named)
+        if f.startswith("demo-llama") and not f.startswith(name) and os.path.isdir(os.path.join(models, f)):
+            print(f"note: {os.path.join(models, f)}: " + (
+                "the pretraining of another recipe's demo model (an earlier lorasp's, stopped)" if f.endswith(
+                    ".pretrain") else "the demo model of another recipe (an earlier lorasp's)") +
+                ", not used: delete it to free its space")
     init, stopped = os.path.join(work, "init"), os.path.exists(os.path.join(work, "checkpoint", "state.json"))
     if not stopped:                                            # (else a Ctrl-C saved the pretraining: it goes on)
         shutil.rmtree(work, ignore_errors=True)
@@ -344,20 +359,20 @@ def prepare_demo(args, train):
     try:
         pretrain = train(parse_args(flags + ["--resume"] * stopped))
     except Busy:                                               # (one started since the probe: not to be deleted)
-        raise UserError(busy) from None
+        raise busy from None
     except UserError as e:                                     # a checkpoint of other settings (another version's)
         if not stopped:
             raise
         print(f"note: the pretraining stopped in {work} cannot go on ({e}): starting it again")
         shutil.rmtree(work)
-        return prepare_demo(args, train)
+        return pretrain_demo(args, train, model_dir, busy)
     if pretrain.get("interrupted"):                            # (its model is not written: the checkpoint is)
         print(f"interrupted at step {pretrain['steps']} of the demo model's pretraining: `python train.py` goes on "
               f"from its checkpoint ({work})", file=sys.stderr)
         sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), as train.main
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
-    return model_dir, task, pretrain["wall_s"]
+    return pretrain["wall_s"]
 
 
 def outputs(args):

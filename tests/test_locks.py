@@ -4,11 +4,16 @@ broke them is the order tested. What went wrong before is in each test's docstri
 import builtins
 import fcntl
 import os
+import shutil
 
 import pytest
 
 import checkpoint
+import cli
+import data
 import resume
+import train
+from data import UserError
 
 
 def late_flock(monkeypatch, first, fourth):
@@ -45,3 +50,76 @@ def test_a_writer_that_opened_the_lock_before_it_went_does_not_write_beside_the_
     assert os.path.exists(str(out) + ".lock" if export else out)      # the fourth's, still held
     fourth.__exit__(None, None, None)
     assert sorted(os.listdir(tmp_path)) == []                          # nothing left behind
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    """The offline demo's recipe made small, its cache in tmp_path, and a stand-in for the pretraining (train.train as
+    prepare_demo calls it: it locks --out, and its model is the initial one). Yields the --out of each pretraining."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "docs", 300)
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    runs = []
+
+    def pretrain(args):
+        runs.append(args.out)
+        with resume.claim(args.out):
+            shutil.copytree(args.model, os.path.join(args.out, "model"))
+        return {"wall_s": 1.0}
+    return runs, pretrain
+
+
+def test_two_offline_demos_at_once_pretrain_its_model_once(demo, monkeypatch):
+    """Two `python train.py` at once on a fresh cache: prepare_demo's busy probe let go of its lock before the
+    pretraining folder was rebuilt, so the second, started while the first wrote its corpus, deleted that folder,
+    pretrained a model of its own, and the first died renaming its model over it ("[Errno 39] Directory not empty").
+    Now the first holds DEMO.lock from the probe to the rename: the second is refused, the first's model is cached."""
+    runs, pretrain = demo
+    files, second = data.demo_files, []
+
+    def writing(directory, *a, **k):                                   # the first is writing its corpus: a second
+        if not second:                                                 # `python train.py` starts
+            second.append(None)
+            try:
+                second[0] = cli.prepare_demo(train.parse_args([]), pretrain)
+            except UserError as e:
+                second[0] = e
+        return files(directory, *a, **k)
+    monkeypatch.setattr(data, "demo_files", writing)
+    model_dir, task, seconds = cli.prepare_demo(train.parse_args([]), pretrain)
+    assert str(second[0]).startswith("the offline demo's model is being pretrained by another train.py")
+    assert runs == [model_dir + ".pretrain"] and seconds == 1.0 and os.path.exists(f"{model_dir}/model.safetensors")
+    assert sorted(os.listdir(os.path.dirname(model_dir))) == [os.path.basename(model_dir)]     # no lock, no .pretrain
+
+
+def test_an_offline_demo_started_as_another_ended_takes_its_model(demo, monkeypatch):
+    """The second `python train.py` looked for the cached model just before the first renamed it into place: it then
+    pretrained again (its minutes wasted) and died on the rename. Now it looks again once it holds the lock."""
+    runs, pretrain = demo
+    looked, first = cli.has_weights, []
+
+    def late(directory):
+        if not first:                                                  # the first runs whole while this one looks
+            first.append(None)
+            first[0] = cli.prepare_demo(train.parse_args([]), pretrain)
+            return False
+        return looked(directory)
+    monkeypatch.setattr(cli, "has_weights", late)
+    model_dir, task, seconds = cli.prepare_demo(train.parse_args([]), pretrain)
+    assert (model_dir, task, seconds) == (first[0][0], first[0][1], 0.0) and len(runs) == 1
+
+
+def test_the_note_on_an_earlier_demo_says_which_folder_it_is(demo, capsys):
+    """A stray demo-llama.pretrain (an earlier lorasp's pretraining, stopped) was named "the demo model of another
+    recipe". Now each folder is said for what it is."""
+    runs, pretrain = demo
+    models = os.path.dirname(cli.demo_model_dir())
+    for name in ("demo-llama", "demo-llama.pretrain"):
+        os.makedirs(os.path.join(models, name, "init"))
+    cli.prepare_demo(train.parse_args([]), pretrain)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    old = os.path.join(models, "demo-llama")
+    assert notes == [f"note: {old}: the demo model of another recipe (an earlier lorasp's), not used: delete it to "
+                     "free its space",
+                     f"note: {old}.pretrain: the pretraining of another recipe's demo model (an earlier lorasp's, "
+                     "stopped), not used: delete it to free its space"]
