@@ -38,7 +38,7 @@ import zipfile
 
 import torch.distributed as dist
 
-from checkpoint import gguf_file, hf_files, is_meta
+from checkpoint import atomic_write, gguf_file, hf_files, is_meta, locked
 
 
 class UserError(Exception):
@@ -162,15 +162,25 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
     goes along as If-Range, so a server whose file changed sends the whole new one, and we start over. A host that
     cannot be reached, or an HTTP error, is a UserError saying how to fetch the file by hand (by_hand: what else the
     user can do); so are a disk too small (before the first byte, when the size is known), a write that fails, and
-    Ctrl-C (the .part is kept for the rerun)."""
+    Ctrl-C (the .part is kept for the rerun). Two processes fetching one dest take turns (dest.lock): the second waits,
+    then finds the file in place."""
     size, sha256 = (size, sha256) if size or sha256 else KNOWN_FILES.get(url, (None, None))
-    if os.path.exists(dest) and size in (None, os.path.getsize(dest)):
-        if not sha256 or (found := file_sha256(dest)) == sha256:  # hashed again (1.7 s a GB on a busy 2-core
-            return dest                                          # machine): a bit flipped on disk shows
+    if os.path.exists(dest) and size in (None, os.path.getsize(dest)) and (not sha256 or file_sha256(dest) == sha256):
+        return dest              # hashed again (1.7 s a GB on a busy 2-core machine): a bit flipped on disk shows
+    make_dirs(os.path.dirname(os.path.abspath(dest)))
+    with locked(dest + ".lock", f"{dest}: another process is downloading it; waiting for it to end"):
+        return _fetch(url, dest, token, size, sha256, by_hand)
+
+
+def _fetch(url, dest, token, size, sha256, by_hand):
+    """download's work, dest.lock held (two processes wrote one dest.part: a file of both, or one renamed under the
+    other)."""
+    if os.path.exists(dest) and size in (None, os.path.getsize(dest)):  # (the download this one waited for, or
+        if not sha256 or (found := file_sha256(dest)) == sha256:  # the damaged file seen above)
+            return dest
         print(f"{dest}: sha256 {found}, not the {sha256} expected (damaged on disk, or changed at the source): "
               "fetching it again", file=sys.stderr)
         os.remove(dest)
-    make_dirs(os.path.dirname(os.path.abspath(dest)))
     part, meta_path, h = dest + ".part", dest + ".part.json", hashlib.sha256()
     try:
         with open(meta_path) as f:
@@ -193,7 +203,7 @@ def download(url, dest, token=None, size=None, sha256=None, by_hand=""):
             if e.code != 416 or not done:  # 416: nothing after `done` (a changed, shorter file?): start over
                 raise UserError(f"{url}: HTTP {e.code} {e.reason}" + (f"; {by_hand}" if by_hand else "")) from None
             os.remove(part)
-            return download(url, dest, token, size, sha256, by_hand)
+            return _fetch(url, dest, token, size, sha256, by_hand)
         with r:
             start = re.match(r"bytes (\d+)-\d+/(\d+)?", r.headers.get("Content-Range") or "")
             if done and (r.status != 206 or not start or int(start.group(1)) != done):
@@ -313,7 +323,7 @@ def check_recorded_sha256(path):
     path + ".sha256", later calls check it, so a cached file that changed (edited, damaged) is not used unnoticed."""
     digest = file_sha256(path)
     if not os.path.exists(path + ".sha256"):
-        with open(path + ".sha256", "w") as f:
+        with atomic_write(path + ".sha256", "w") as f:    # (another run reading it half-written: "changed")
             f.write(digest + "\n")
     elif open(path + ".sha256").read().strip() != digest:
         raise ValueError(f"{path} changed since it was downloaded (sha256 {digest}, recorded "

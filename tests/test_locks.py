@@ -3,17 +3,21 @@ with a hook that runs the other side inside the window (a flock called late, a w
 broke them is the order tested. What went wrong before is in each test's docstring."""
 import builtins
 import fcntl
+import hashlib
 import os
 import shutil
+import threading
 
 import pytest
 
 import checkpoint
 import cli
 import data
+import download
 import resume
 import train
 from data import UserError
+from fake_hub import serve
 
 
 def late_flock(monkeypatch, first, fourth):
@@ -123,3 +127,73 @@ def test_the_note_on_an_earlier_demo_says_which_folder_it_is(demo, capsys):
                      "free its space",
                      f"note: {old}.pretrain: the pretraining of another recipe's demo model (an earlier lorasp's, "
                      "stopped), not used: delete it to free its space"]
+
+
+def test_two_downloads_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
+    """Two train.py --data alpaca on a fresh cache both wrote alpaca_data.json.part: the second resumed from what the
+    first had written, renamed the file into place, and the first, still writing into it, died renaming a .part that
+    was gone (FileNotFoundError); with a second that began at byte 0 the file was one of both, kept (its sha256
+    recorded as Alpaca's) or returned as the file: /tmp/s22/locks22-repro/download_race.py, 20 pairs each with
+    sha256 unknown and known: 17 died, 1 returned wrong bytes, 11 left a wrong file in the cache (the first kept
+    writing after the rename). Now the second waits for the first (dest.lock) and takes its file."""
+    body = os.urandom(3 << 20)
+    dest, results = str(tmp_path / "alpaca_data.json"), {}
+    opened = download._urlopen
+
+    def get(name):
+        try:
+            results[name] = open(download.download(url, dest), "rb").read() == body
+        except BaseException as e:                                     # (a thread's exception: read below)
+            results[name] = e
+
+    class FirstMiB:                                                    # the first's response: a second download
+        def __init__(self, r):                                         # starts once 1 MiB is written
+            self.r, self.reads = r, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return self.r.__exit__(*a)
+
+        def __getattr__(self, name):
+            return getattr(self.r, name)
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads == 2:
+                second.start()
+                second.join(timeout=3)                                 # (ends at once, or waits for the first)
+            return self.r.read(n)
+    second = threading.Thread(target=get, args=("second",))
+    monkeypatch.setattr(download, "_urlopen", lambda *a, **k: opened(*a, **k) if second.ident else FirstMiB(
+        opened(*a, **k)))
+    with serve("org/d", {"alpaca_data.json": body}) as (url, log):
+        url += "/org/d/resolve/main/alpaca_data.json"
+        get("first")
+        second.join()
+    assert results == {"first": True, "second": True}
+    assert open(dest, "rb").read() == body and os.listdir(tmp_path) == ["alpaca_data.json"]
+    assert len([r for r in log if r[0] == "GET"]) == 1                 # the second fetched nothing
+
+
+def test_a_recorded_sha256_is_never_read_half_written(tmp_path, monkeypatch):
+    """Alpaca's sha256, recorded at its first use (it has no published one), was written in place: a second train.py
+    reading it between its open and its write found it empty and refused the good file ("changed since it was
+    downloaded (sha256 ..., recorded  in ...sha256); delete both files"). Now it is written beside and renamed."""
+    path, real_open, second = str(tmp_path / "alpaca_data.json"), builtins.open, []
+    open(path, "w").write("[]")
+
+    def opening(file, mode="r", *a, **k):
+        f = real_open(file, mode, *a, **k)
+        if "w" in mode and os.path.basename(str(file)).startswith("alpaca_data.json.sha256") and not second:
+            second.append(1)
+            with monkeypatch.context() as m:                           # another process (its own pid), now
+                m.setattr(os, "getpid", lambda: 1 << 22)
+                download.check_recorded_sha256(path)
+        return f
+    monkeypatch.setattr(builtins, "open", opening)
+    download.check_recorded_sha256(path)
+    monkeypatch.undo()
+    assert open(path + ".sha256").read() == hashlib.sha256(b"[]").hexdigest() + "\n" and second
+    assert sorted(os.listdir(tmp_path)) == ["alpaca_data.json", "alpaca_data.json.sha256"]
