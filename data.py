@@ -74,8 +74,8 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import atomic_write, gguf_file, read_gguf, read_json
-from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, received
+from checkpoint import atomic_write, gguf_file, locked, read_gguf, read_json
+from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, make_dirs, received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
@@ -1660,38 +1660,47 @@ def mmlu_dir(data_dir=None):
     is fetched again."""
     cached = cache_dir("mmlu", "data")
     if data_dir is None and not os.path.exists(os.path.join(cached, MMLU_DONE)):
-        if os.path.exists(cached):
-            print(f"{cached} is incomplete (no {MMLU_DONE}: an extraction that stopped part-way): redoing it")
-            shutil.rmtree(cached)
-        tarball, work = cache_dir("mmlu", "data.tar"), cache_dir("mmlu", "data.extracting")
-        print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
-        try:  # resumable: a second run continues the partial file
-            download(MMLU_URL, tarball, by_hand="or untar it and pass --data-dir data/")
-        except OSError as e:
-            raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            with tarfile.open(tarball) as t:
-                t.extractall(work, filter="data")  # "data": no member may land outside `work`, or be a device
-            if not os.path.isdir(os.path.join(work, "data", "test")):
-                raise tarfile.TarError("it has no data/test/ folder")
-            with open(os.path.join(work, "data", MMLU_DONE), "w") as f:
-                f.write(f"extracted from {MMLU_URL}\n")
-            os.replace(os.path.join(work, "data"), cached)
-        except tarfile.TarError as e:  # not a tar archive (an HTML error page?), or a member refused
-            what = received(tarball)
-            os.remove(tarball)
-            why = "not a tar archive" if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [""])[0]
-            raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({why}); received {what}. "
-                             "It was deleted: run again to fetch it anew, or fetch it by hand, untar it, pass "
-                             "--data-dir data/") from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        os.remove(tarball)
+        make_dirs(os.path.dirname(cached))
+        with locked(cached + ".lock", f"{cached}: another process is fetching MMLU into it; waiting for it to end"):
+            if not os.path.exists(os.path.join(cached, MMLU_DONE)):  # (else the process waited for fetched it)
+                fetch_mmlu(cached)
     if not os.path.isdir(os.path.join(data_dir or cached, "test")):  # (the cache's: its test/ deleted since)
         where = f"--data-dir {data_dir}" if data_dir else f"{cached} (delete it to fetch MMLU again)"
         raise SystemExit(f"error: {where}: no test/ folder (MMLU's data/ folder from {MMLU_URL})")
     return data_dir or cached
+
+
+def fetch_mmlu(cached):
+    """mmlu_dir's download and extraction into `cached`, its lock held (two processes shared data.extracting: one
+    deleted what the other extracted, or the archive it was about to read)."""
+    if os.path.exists(cached):
+        print(f"{cached} is incomplete (no {MMLU_DONE}: an extraction that stopped part-way): redoing it")
+        shutil.rmtree(cached)
+    tarball, work = cache_dir("mmlu", "data.tar"), cache_dir("mmlu", "data.extracting")
+    print(f"MMLU is not in {cached}: downloading {MMLU_URL}", flush=True)
+    try:  # resumable: a second run continues the partial file
+        download(MMLU_URL, tarball, by_hand="or untar it and pass --data-dir data/")
+    except OSError as e:
+        raise SystemExit(f"download failed ({e}); fetch {MMLU_URL} by hand, untar it, pass --data-dir data/")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with tarfile.open(tarball) as t:
+            t.extractall(work, filter="data")  # "data": no member may land outside `work`, or be a device
+        if not os.path.isdir(os.path.join(work, "data", "test")):
+            raise tarfile.TarError("it has no data/test/ folder")
+        with open(os.path.join(work, "data", MMLU_DONE), "w") as f:
+            f.write(f"extracted from {MMLU_URL}\n")
+        os.replace(os.path.join(work, "data"), cached)
+    except tarfile.TarError as e:  # not a tar archive (an HTML error page?), or a member refused
+        what = received(tarball)
+        os.remove(tarball)
+        why = "not a tar archive" if isinstance(e, tarfile.ReadError) else (str(e).splitlines() or [""])[0]
+        raise SystemExit(f"{MMLU_URL} did not give MMLU's archive ({why}); received {what}. "
+                         "It was deleted: run again to fetch it anew, or fetch it by hand, untar it, pass "
+                         "--data-dir data/") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os.remove(tarball)
 
 
 def read_mmlu_csv(path):
@@ -1857,7 +1866,11 @@ def load_glue(task, root=None, train=True):
                 f"{os.path.normpath(os.path.join(root, os.pardir))}" if above else
                 f" (it holds {', '.join(there[:6])}{', ...' * (len(there) > 6)}: lorasp reads GLUE's .tsv files as "
                 "download_glue_data.py writes them)" if there else ""))
-        download_glue(task, os.path.dirname(directory))
+        make_dirs(os.path.dirname(directory))
+        with locked(directory + ".lock", f"{directory}: another process is fetching GLUE's {task} into it; waiting "
+                    "for it to end"):               # (two shared FOLDER.download: one deleted the other's archive)
+            if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
+                download_glue(task, os.path.dirname(directory))
     splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
     for split, rows in splits.items():
         if not rows and split != "train":                      # (train.py names an empty train split itself)

@@ -4,9 +4,12 @@ broke them is the order tested. What went wrong before is in each test's docstri
 import builtins
 import fcntl
 import hashlib
+import io
 import os
 import shutil
+import tarfile
 import threading
+import zipfile
 
 import pytest
 
@@ -197,3 +200,63 @@ def test_a_recorded_sha256_is_never_read_half_written(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert open(path + ".sha256").read() == hashlib.sha256(b"[]").hexdigest() + "\n" and second
     assert sorted(os.listdir(tmp_path)) == ["alpaca_data.json", "alpaca_data.json.sha256"]
+
+
+def meanwhile(monkeypatch, module, name, other):
+    """Once module.name's first call is done, `other` starts in a thread (a second process) and has 3 s to end (it
+    ends, or waits for a lock this one holds); its own calls are the real ones. Returns its outcome, once joined."""
+    real, outcome = getattr(module, name), []
+
+    def run():
+        try:
+            outcome.append(other())
+        except BaseException as e:                                     # (a thread's exception: read by the test)
+            outcome.append(e)
+    thread = threading.Thread(target=run)
+
+    def first(*a, **k):
+        result = real(*a, **k)
+        if not thread.ident:
+            thread.start()
+            thread.join(timeout=3)
+        return result
+    monkeypatch.setattr(module, name, first)
+    return thread, outcome
+
+
+def test_two_mmlu_evaluations_at_once_extract_it_once(tmp_path, monkeypatch):
+    """Two eval.py --task mmlu on a fresh cache: the second, started as the first's download ended, took its archive,
+    extracted it into the data.extracting both use, renamed it into place and deleted the archive; the first then died
+    opening it (FileNotFoundError: data.tar). Now the second waits for the first and reads what it extracted."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in ("data/dev/x_dev.csv", "data/test/x_test.csv"):
+            info = tarfile.TarInfo(name)
+            info.size = len(b"q,a,b,c,d,A\n")
+            t.addfile(info, io.BytesIO(b"q,a,b,c,d,A\n"))
+    with serve("x/y", {"data.tar": buf.getvalue()}) as (url, log):
+        monkeypatch.setattr(data, "MMLU_URL", f"{url}/cdn/data.tar")
+        second, outcome = meanwhile(monkeypatch, data, "download", data.mmlu_dir)
+        first = data.mmlu_dir()
+        second.join()
+    assert outcome == [first] and len(log) == 1
+    assert sorted(os.listdir(tmp_path / "mmlu")) == ["data"] and os.listdir(f"{first}/test") == ["x_test.csv"]
+
+
+def test_two_glue_runs_at_once_fetch_the_task_once(tmp_path, monkeypatch):
+    """Two train.py --data glue/rte on a fresh cache: both extracted RTE.zip from the RTE.download folder they share;
+    the one that renamed its RTE/ into place first deleted that folder, and the other died opening the archive
+    (FileNotFoundError: RTE.download/RTE.zip). Now the second waits for the first and reads what it fetched."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for split in ("train", "dev"):
+            z.writestr(f"RTE/{split}.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    with serve("x/y", {"RTE.zip": buf.getvalue()}) as (url, log):
+        monkeypatch.setattr(data, "GLUE_URL", f"{url}/cdn/")
+        second, outcome = meanwhile(monkeypatch, data, "download", lambda: data.load_glue("rte"))
+        first = data.load_glue("rte")
+        second.join()
+    assert outcome == [first] and len(first["train"]) == 1 and len(log) == 1
+    assert os.listdir(tmp_path / "glue") == ["RTE"]
