@@ -226,6 +226,22 @@ def _(ctx):  # (each read "adapted": "", as if an adapter had answered with noth
     assert len(answers) == 1 and list(answers[0]) == ["base"]
 
 
+@case("train.py: the offline demo while another one is making its model", data.UserError, "the offline demo's model is "
+      "being pretrained by another train.py (in ")
+def _(ctx):  # (was: both rebuilt the pretraining folder, the second deleting the first's; the first died renaming)
+    import fcntl
+    import cli
+    lock = cli.demo_model_dir() + ".lock"
+    os.makedirs(os.path.dirname(lock))
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)                         # the first, making the model
+    try:
+        cli.prepare_demo(train.parse_args([]), lambda args: pytest.fail("a second pretraining started"))
+    finally:
+        os.close(fd)
+        assert os.listdir(os.path.dirname(lock)) == [os.path.basename(lock)]  # nothing of the second's
+
+
 @case("train.py: the offline demo with a LORASP_CACHE that cannot be written", SystemExit, "the offline demo keeps its "
       "model and task in ")
 def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming neither the variable nor what to do)
@@ -2432,6 +2448,27 @@ def _(ctx):
     with serve("x/y", {"f.json": body}) as (url, log):
         data.download(f"{url}/cdn/f.json", dest)
     assert open(dest, "rb").read() == body and log[-1][2] is None          # no Range request
+
+
+@case("download: a second process fetching the same file waits for the first, then takes its file", None)
+def _(ctx):  # (was: both wrote dest.part: one died renaming it, or a file of both bytes was kept)
+    import fcntl
+    import threading
+    body, dest = os.urandom(1 << 20), str(ctx.tmp / "f.json")
+    fd = os.open(dest + ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)                         # the first, still fetching
+
+    def first_ends():
+        open(dest, "wb").write(b"the first's file")
+        os.remove(dest + ".lock")
+        os.close(fd)
+    ends = threading.Timer(0.5, first_ends)
+    with serve("x/y", {"f.json": body}) as (url, log):
+        ends.start()
+        data.download(f"{url}/cdn/f.json", dest)
+        ends.join()
+    assert open(dest, "rb").read() == b"the first's file" and log == [] and os.listdir(ctx.tmp) == ["f.json"]
+    assert "another process is downloading it; waiting for it to end" in ctx.capsys.readouterr().err
 
 
 @case("download: a known file's checksum fails", OSError, "checksum failed")
