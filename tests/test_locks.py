@@ -41,9 +41,9 @@ def late_flock(monkeypatch, first, fourth):
 @pytest.mark.parametrize("kind", ["export.py's OUT.lock", "train.py's --out"])
 def test_a_writer_that_opened_the_lock_before_it_went_does_not_write_beside_the_next(tmp_path, monkeypatch, kind):
     """export.py's lock file is removed as the export ends; a third export that had opened it just before locked the
-    removed file, while a fourth made and locked a new one: both wrote OUT (1,093 entries of 4 processes, 692 of them
-    beside another, and 32 died in their exit on the lock file the other had removed:
-    /tmp/s22/locks22-repro/one_writer_race.py). train.py's --out, a folder it made and left empty, was removed
+    removed file, while a fourth made and locked a new one: both wrote OUT (4 processes taking it 300 times each, a
+    3 ms sleep before each flock: 692 of 1,093 holds beside another, and 32 exits died on the lock file the other had
+    removed). train.py's --out, a folder it made and left empty, was removed
     after its lock was let go: the same two holders. Now the lock is taken again on what the path names (the third is
     refused), and the path goes while it is still held."""
     out, export = tmp_path / "x", kind.startswith("export")
@@ -136,10 +136,9 @@ def test_the_note_on_an_earlier_demo_says_which_folder_it_is(demo, capsys):
 def test_two_downloads_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
     """Two train.py --data alpaca on a fresh cache both wrote alpaca_data.json.part: the second resumed from what the
     first had written, renamed the file into place, and the first, still writing into it, died renaming a .part that
-    was gone (FileNotFoundError); with a second that began at byte 0 the file was one of both, kept (its sha256
-    recorded as Alpaca's) or returned as the file: /tmp/s22/locks22-repro/download_race.py, 20 pairs each with
-    sha256 unknown and known: 17 died, 1 returned wrong bytes, 11 left a wrong file in the cache (the first kept
-    writing after the rename). Now the second waits for the first (dest.lock) and takes its file."""
+    was gone (FileNotFoundError, as here). With a slow local server, of 20 such pairs (sha256 unknown, or known) 17
+    died, 1 returned wrong bytes as the file, 11 left a wrong file in the cache (one kept writing after the rename).
+    Now the second waits for the first (dest.lock) and takes its file."""
     body = os.urandom(3 << 20)
     dest, results = str(tmp_path / "alpaca_data.json"), {}
     opened = download._urlopen
