@@ -136,8 +136,9 @@ def test_the_note_on_an_earlier_demo_says_which_folder_it_is(demo, capsys):
 def test_two_downloads_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
     """Two train.py --data alpaca on a fresh cache both wrote alpaca_data.json.part: the second resumed from what the
     first had written, renamed the file into place, and the first, still writing into it, died renaming a .part that
-    was gone (FileNotFoundError, as here). With a slow local server, of 20 such pairs (sha256 unknown, or known) 17
-    died, 1 returned wrong bytes as the file, 11 left a wrong file in the cache (one kept writing after the rename).
+    was gone (FileNotFoundError, as here). With a slow local server, of 20 pairs (sha256 unknown, or known) 17 died;
+    in one run 1 returned wrong bytes as the file, in another 11 left a wrong file in the cache (one kept writing
+    after the rename).
     Now the second waits for the first (dest.lock) and takes its file."""
     body = os.urandom(3 << 20)
     dest, results = str(tmp_path / "alpaca_data.json"), {}
