@@ -374,15 +374,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
     type is refused; tok: its tokenizer, read already (perplexity's data), else read here; spill: load_pretrained's."""
     name = model_path(name)
-    kind = model_config(name, name).model_type                 # config.json: these two need no weight
-    if num_labels and not hasattr(MODELS[kind], "add_head"):
-        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
-    if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
-        runs = runs_instead(kind, name) if takes is CAUSAL else ""
-        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (f"; {runs}" if runs else ""))
-    if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
-            cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
-        not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
+    check_kind(name, num_labels, qa, takes)
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)
@@ -400,6 +392,20 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     tok = tok or load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
     return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
+
+
+def check_kind(name, num_labels=0, qa=False, takes=None):
+    """Refuse a model of a type the task does not take (load_model's arguments), from config.json (or the .gguf's
+    header) alone: eval.py asks before the task's data is read or fetched (MMLU's tar, SQuAD's dev set)."""
+    kind = model_config(name, name).model_type                 # config.json: these checks need no weight
+    if num_labels and not hasattr(MODELS[kind], "add_head"):
+        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
+    if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
+        runs = runs_instead(kind, name) if takes is CAUSAL else ""
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (f"; {runs}" if runs else ""))
+    if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
+            cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
+        not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
 
 
 def with_adapter(model, adapter, name):

@@ -1378,6 +1378,35 @@ def _(ctx):  # (was a traceback: AttributeError 'T5' object has no attribute 'sp
     E.main(["--task", "squad", "--model", str(ctx.tmp / "t5"), "--data-dir", str(ctx.tmp)])
 
 
+def unfetched(ctx):
+    """No download may start (the row's refusal must come first): a fetch fails the test."""
+    def fetch(*a, **k):
+        raise AssertionError(f"fetched {getattr(a[0], 'full_url', a[0])} before refusing the model")
+    ctx.mp.setattr("download._urlopen", fetch)
+
+
+@case("eval.py: mmlu with an encoder: refused before MMLU is fetched", SystemExit, "is a bert, not a causal LM: this "
+      "task generates or scores text with one")
+def _(ctx):  # (was MMLU's tar fetched first: offline, "cannot reach people.eecs.berkeley.edu" instead)
+    unfetched(ctx)
+    E.main(["--task", "mmlu", "--model", tiny_bert(ctx)])
+
+
+@case("eval.py: squad with a T5: refused before SQuAD is fetched", SystemExit, "is a t5, not an encoder with a span "
+      "head (RoBERTa, BERT) or a causal LM")
+def _(ctx):  # (was SQuAD's dev-v1.1.json fetched first: offline, "cannot reach rajpurkar.github.io" instead)
+    unfetched(ctx)
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    E.main(["--task", "squad", "--model", str(ctx.tmp / "t5")])
+
+
+@case("eval.py: wmt16-en-ro with an encoder and no data yet: the model refused first", SystemExit,
+      "is a bert, not a T5: --task wmt16-en-ro translates with T5")
+def _(ctx):  # (was "no test.jsonl, nor test.en + test.ro" and how to export WMT16, for a model that cannot run it)
+    unfetched(ctx)
+    E.main(["--task", "wmt16-en-ro", "--model", tiny_bert(ctx)])
+
+
 case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "", "t.txt")]))
 case("missing data file", SystemExit, "nope.json")(
