@@ -1064,6 +1064,11 @@ def named_id(tok, token):
     return ids[0] if len(ids) == 1 else None
 
 
+def token_text(tok, i):
+    """A sentencepiece tokenizer's text of id i: its piece, or the added token's (past the pieces: an added <pad>)."""
+    return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
+
+
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
@@ -1125,6 +1130,10 @@ def load_tokenizer(path):
         if isinstance(cfg.get("add_eos_token"), bool):         # LlamaTokenizer's: every text ends with </s>
             tok.add_eos = cfg["add_eos_token"]
             setting = f"{f('tokenizer_config.json')}'s add_eos_token"
+    if isinstance(cfg, dict) and not isinstance(tok, T5Tokenizer) and (pad := named_id(tok, cfg.get("pad_token"))
+                                                                       ) is not None:  # (T5's: its decoder's start)
+        tok.pad_id = pad  # transformers' pad_token_id (an added <pad>, or <unk> / </s> named as pad; never the
+        # special_tokens_map.json's alone, as transformers 5 reads it); config.json's pad_token_id below, as before
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -1142,7 +1151,7 @@ def load_tokenizer(path):
                 # in transformers, whose tokenizer never reads config.json: its BOS always (the model learned texts
                 # starting with it), another special piece (early LLaMA conversions say bos 0, eos 1: <unk> and <s>);
                 # an added token (a chat fine-tune's <|im_end|> as eos) or a plain piece as eos or pad is taken
-                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
+                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {token_text(tok, own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
@@ -1172,8 +1181,11 @@ def check_vocab(tok, rows, where):
     often padded to a multiple of 64. Added tokens past the rows are left out, with a note (an early Llama-2 upload
     declared <pad> 32000 beside a 32000-row embedding; no text holds it)."""
     if past := sorted(t for t, i in getattr(tok, "added", {}).items() if i >= rows):
-        print(f"{where}: added tokens {past} have ids past the embedding's {rows} rows: left out")
+        pad = tok.pad_id is not None and tok.pad_id >= rows and tok.pad_id in (tok.added[t] for t in past)
+        print(f"{where}: added tokens {past} have ids past the embedding's {rows} rows: left out" + (
+            f", the pad id {tok.pad_id} among them (padding then uses 0, behind the attention mask)" if pad else ""))
         tok.set_added({t: i for t, i in tok.added.items() if i < rows})
+        tok.pad_id = None if pad else tok.pad_id
     if tok.vocab_size > rows:
         raise UserError(f"{where}: the tokenizer has {tok.vocab_size} ids but the model's embedding {rows} rows; use "
                         "the tokenizer files of the model the weights come from")
