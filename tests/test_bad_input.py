@@ -1145,12 +1145,14 @@ def _(ctx):  # (after loading: ZeroDivisionError; "need as many predictions as r
     ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
     records_file(ctx, json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": []}]}), "dev-v1.1.json")
     records_file(ctx, "\n", "test.jsonl")
-    for task, message in (("squad", f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
-                                     "with \"qas\")"),
-                          ("wmt16-en-ro", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
-                                          "sentence pair")):
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")  # (a model the
+    for task, model, message in (                                                   # task takes: refused first else)
+            ("squad", ctx.tiny[0], f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
+                                   "with \"qas\")"),
+            ("wmt16-en-ro", ctx.tmp / "t5", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
+                                            "sentence pair")):
         with pytest.raises(SystemExit) as e:
-            E.main(["--task", task, "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+            E.main(["--task", task, "--model", str(model), "--data-dir", str(ctx.tmp)])
         assert e.value.code == f"error: {message}"
 
 
