@@ -81,6 +81,7 @@ from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
 # sentencepiece vocabulary, a pad token say); COPIED ones, with its chat template, make a saved model's tokenizer
 TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json",)
+HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it named absent files (null) looked at
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
 
@@ -974,12 +975,14 @@ def llama_tokenizer_config(tok, directory):
 
 
 def tokenizer_files(path, name=None):
-    """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder, and a .gguf's tokenizer.*
-    metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for
-    megabytes; NAME: the one files_fingerprints keeps). resume.restore names them when the tokenized examples changed
-    but the records may not have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
+    """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder (each one looked at: null where
+    absent, so a record says which it checked), and a .gguf's tokenizer.* metadata as "NAME's tokenizer"
+    (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME: the one
+    files_fingerprints keeps). resume.restore names them when the tokenized examples changed but the records may not
+    have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
     out = {}
     for f in TOKENIZER_FILES if os.path.isdir(path) else ():
+        out[f] = None
         if os.path.isfile(os.path.join(path, f)):
             with open(os.path.join(path, f), "rb") as fh:
                 out[f] = hashlib.sha256(fh.read()).hexdigest()
@@ -996,9 +999,18 @@ def tokenizer_files(path, name=None):
 
 def tokenizer_changes(old, now):
     """What differs between two tokenizer_files records, said ("tokenizer.model differs, tokenizer.json is new");
-    "" when they are the same."""
-    return ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
-                     for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f))
+    "" when they are the same. A file the old record did not look at is not checked (tokenizer_unchecked): a record
+    made before added_tokens.json was hashed lists the files of HASHED_BEFORE it found, and no others."""
+    seen = set(old) | set(HASHED_BEFORE) | {f for f in now if f.endswith("'s tokenizer")}  # (a .gguf's: always)
+    return ", ".join(f + (" is new" if old.get(f) is None else " is missing" if now.get(f) is None else " differs")
+                     for f in sorted(seen) if old.get(f) != now.get(f))
+
+
+def tokenizer_unchecked(old, now):
+    """The files of a tokenizer_files record `now` that the old record did not look at (a record made before they
+    were hashed), present now: not checked, neither same nor changed."""
+    return sorted(f for f, sha in now.items() if sha is not None and f not in old and f not in HASHED_BEFORE
+                  and not f.endswith("'s tokenizer"))
 
 
 def eos_note(tok, setting):

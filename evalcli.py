@@ -36,7 +36,7 @@ from checks import (adapter_config, check_model, check_seq_len, context, dtype_n
                     unexpanded)  # (F401: evalcli.not_a_model, as before)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
-                  tokenizer_files)
+                  tokenizer_files, tokenizer_unchecked)
 from download import resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
@@ -284,11 +284,16 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
             path := model_path(name), name=trained_file(adapter, trained, path)):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
-    if isinstance(trained.get("tokenizer"), dict) and (which := tokenizer_changes(trained["tokenizer"], tokenizer_files(
-            path := model_path(name), name=trained_file(adapter, trained, path)))):  # (the fingerprint's are weights)
-        print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s ({which}): "
-              "its text is other token ids than the adapter learned on; its scores here may not be the run's",
-              file=sys.stderr)
+    if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
+        now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
+        if which := tokenizer_changes(old, now):
+            print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s "
+                  f"({which}): its text is other token ids than the adapter learned on; its scores here may not be "
+                  "the run's", file=sys.stderr)
+        if unchecked := tokenizer_unchecked(old, now):       # (saved before those files were hashed)
+            print(f"note: --adapter {adapter} was saved before lorasp hashed {', '.join(unchecked)}: {path}'s "
+                  f"{'is' if len(unchecked) == 1 else 'are'} not checked against the files it trained with",
+                  file=sys.stderr)
     head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
         raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "

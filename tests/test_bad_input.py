@@ -1664,6 +1664,51 @@ def _(ctx):  # (was: went on without a word, its records read with "How" as one 
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
 
 
+def hashed_before_added_tokens(record):
+    """A tokenizer_files record as lorasp wrote it before added_tokens.json was hashed: the files of SMALL_FILES[2:]
+    it found, nothing else (no null for an absent one)."""
+    return {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}
+
+
+@case("--resume --allow-data-change of a checkpoint saved before added_tokens.json was hashed, on a base that had one "
+      "all along: goes on", None)
+def _(ctx):  # (was refused: "the base's tokenizer files changed (added_tokens.json is new)", the file unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))
+    task = str(shutil.copy(ctx.tiny[1], ctx.tmp / "task.json"))
+    train.main(flags((base, task), ctx.tmp / "out", "--max-steps", "2"))
+    state = json.loads((ctx.tmp / "out" / "checkpoint" / "state.json").read_text())
+    assert state["args"]["tokenizer_files"]["added_tokens.json"] is not None  # (hashed now)
+    state["args"]["tokenizer_files"] = hashed_before_added_tokens(state["args"]["tokenizer_files"])
+    (ctx.tmp / "out" / "checkpoint" / "state.json").write_text(json.dumps(state))
+    records = json.loads(open(task).read())
+    json.dump(records + records[:2], open(task, "w"))                    # other data: --allow-data-change's case
+    ctx.capsys.readouterr()
+    train.main(flags((base, task), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
+    assert json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])["steps"] == 2      # (resumed, ended)
+
+
+@case("eval.py: --adapter saved before added_tokens.json was hashed, on its base that had one: a note, no warning",
+      None)
+def _(ctx):  # (was "warning: ... tokenizer files differ ... (added_tokens.json is new)", the file unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "1"))
+    adapter, old = str(ctx.tmp / "out" / "adapter"), ctx.tmp / "old"
+    trained = adapter_base(adapter)
+    save_adapter(load_adapter(load_pretrained(base), adapter), old,
+                 base=trained | dict(tokenizer=hashed_before_added_tokens(trained["tokenizer"])))
+    ctx.capsys.readouterr()
+    E.main(["--task", "perplexity", "--model", base, "--adapter", str(old), "--data", ctx.tiny[1]])
+    err = ctx.capsys.readouterr().err
+    assert "warning" not in err and f"note: --adapter {old} was saved before lorasp hashed added_tokens.json: " \
+        f"{base}'s is not checked against the files it trained with" in err, err
+    (ctx.tmp / "base" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')  # a file it
+    E.main(["--task", "perplexity", "--model", base, "--adapter", str(old), "--data", ctx.tiny[1]])  # looked for
+    assert "tokenizer files differ from" in (err := ctx.capsys.readouterr().err) and \
+        "(tokenizer_config.json is new)" in err, err
+
+
 @case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,
       "and the base's tokenizer files changed (tokenizer.model differs): its records are other token ids now, which "
       "the adapter never trained on. Restore those files, or start again without --resume (--allow-data-change lets "

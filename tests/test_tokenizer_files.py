@@ -13,6 +13,7 @@ import transformers
 import data
 import tasks
 import train
+from download import SMALL_FILES
 from fixtures import demo_tokenizer, flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from model import EncoderConfig, GPT2Config, LlamaConfig, build_model, generate, save_pretrained
 
@@ -44,7 +45,8 @@ def test_a_changed_added_tokens_json_is_a_changed_tokenizer(tmp_path):
     before, config = data.tokenizer_files(tmp_path), (tmp_path / "tokenizer_config.json").read_bytes()
     ids = [transformers.AutoTokenizer.from_pretrained(tmp_path)(t).input_ids for t in TEXTS]
     assert [data.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == ids and n in ids[0]
-    assert set(before) == {"tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"}
+    assert {f for f, sha in before.items() if sha} == {"tokenizer.model", "added_tokens.json",
+                                                       "special_tokens_map.json", "tokenizer_config.json"}
     transformers4_folder(tmp_path, {"<pad>": n, "<|im_end|>": n + 1})   # a chat marker added to the vocabulary
     now = [transformers.AutoTokenizer.from_pretrained(tmp_path)(t).input_ids for t in TEXTS]
     assert [data.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == now != ids
@@ -165,3 +167,24 @@ def test_where_lorasp_pads_the_pad_ids_value_changes_nothing():
                 left = [torch.tensor([[p] * (T - len(s)) + s for s in seqs]) for p in (0, pad)]
                 assert torch.equal(*(generate(m, x, 6, attention_mask=mask)[:, T:] for x in left))
 
+
+def test_a_record_made_before_added_tokens_json_was_hashed_does_not_call_it_new(tmp_path):
+    """Records saved by session 21's code list the files of download.SMALL_FILES[2:] they found, and no
+    added_tokens.json: a base that had one all along read as "added_tokens.json is new" (eval.py warned, --resume
+    --allow-data-change refused). Records now name every file looked at (null: absent), so an old record's unlisted
+    added_tokens.json is not checked, and a new record's refusal stays: absent then, present now, is new."""
+    n = demo_tokenizer(tmp_path, 300).vocab_size
+    transformers4_folder(tmp_path, {"<pad>": n})
+    now = data.tokenizer_files(tmp_path)
+    old = {f: sha for f, sha in now.items() if sha is not None and f in SMALL_FILES[2:]}  # (21's)
+    assert "added_tokens.json" not in old and set(old) == {"tokenizer.model", "tokenizer_config.json",
+                                                           "special_tokens_map.json"}
+    assert data.tokenizer_changes(old, now) == "" and data.tokenizer_unchecked(old, now) == ["added_tokens.json"]
+    assert data.tokenizer_changes(old | {"tokenizer.model": "0" * 64}, now) == "tokenizer.model differs"
+    (tmp_path / "tokenizer.json").write_text("{}")                # a file the old record did look at: new
+    assert data.tokenizer_changes(old, data.tokenizer_files(tmp_path)) == "tokenizer.json is new"
+    os.remove(tmp_path / "tokenizer.json")
+    os.rename(tmp_path / "added_tokens.json", tmp_path / "kept")
+    before = data.tokenizer_files(tmp_path)                       # a record of now: added_tokens.json null (absent)
+    assert before["added_tokens.json"] is None and data.tokenizer_unchecked(before, now) == []
+    assert data.tokenizer_changes(before, now) == "added_tokens.json is new"
