@@ -336,12 +336,12 @@ def command(argv=None):
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
     path = model_path(args.model)
     length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
-    kind = len(GLUE[glue][4] or [0]) if glue else 0, task == "squad", TAKES.get(task)  # a GLUE head: its task's
-    check_kind(path, *kind)                                     # outputs (STS-B: 1, a score); before data is fetched
+    needs = len(GLUE[glue][4] or [0]) if glue else 0, task == "squad", TAKES.get(task)  # a GLUE head: its task's
+    check_kind(path, *needs)                                    # outputs (STS-B: 1, a score); before data is fetched
     tok = load_tokenizer(path) if task == "perplexity" else None  # its data is tokenized before the model loads
     data = task_data(args, tok)                                 # a bad row is named before minutes of loading
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
-                            args.device, *kind, tok)
+                            args.device, *needs, tok)
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
     if task == "squad":                                         # (a causal LM answers from its context: length)
