@@ -79,8 +79,9 @@ from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, d
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
-# sentencepiece vocabulary, a pad token say); COPIED ones, with its chat template, make a saved model's tokenizer
-TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json",)
+# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt);
+# COPIED ones, with its chat template, make a saved model's tokenizer
+TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe")
 HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it named absent files (null) looked at
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
@@ -1000,7 +1001,7 @@ def tokenizer_files(path, name=None):
 def tokenizer_changes(old, now):
     """What differs between two tokenizer_files records, said ("tokenizer.model differs, tokenizer.json is new");
     "" when they are the same. A file the old record did not look at is not checked (tokenizer_unchecked): a record
-    made before added_tokens.json was hashed lists the files of HASHED_BEFORE it found, and no others."""
+    made before added_tokens.json (encoder.json, vocab.bpe) was hashed lists the files of HASHED_BEFORE it found."""
     seen = set(old) | set(HASHED_BEFORE) | {f for f in now if f.endswith("'s tokenizer")}  # (a .gguf's: always)
     return ", ".join(f + (" is new" if old.get(f) is None else " is missing" if now.get(f) is None else " differs")
                      for f in sorted(seen) if old.get(f) != now.get(f))

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 import transformers
+from tokenizers import ByteLevelBPETokenizer
 
 import data
 import tasks
@@ -188,3 +189,33 @@ def test_a_record_made_before_added_tokens_json_was_hashed_does_not_call_it_new(
     before = data.tokenizer_files(tmp_path)                       # a record of now: added_tokens.json null (absent)
     assert before["added_tokens.json"] is None and data.tokenizer_unchecked(before, now) == []
     assert data.tokenizer_changes(before, now) == "added_tokens.json is new"
+
+
+def test_gpt2s_own_file_names_are_hashed_and_a_method_full_model_keeps_them(tiny, tmp_path):  # noqa: F811
+    """GPT-2's original encoder.json + vocab.bpe, which load_tokenizer reads as vocab.json + merges.txt, were neither
+    hashed (another vocab.bpe, other ids for the same text: no warning, --resume --allow-data-change went on) nor
+    copied into a --method full run's model/ (load_tokenizer on it: "no tokenizer file"). A record made before they
+    were hashed leaves them not checked."""
+    base = tmp_path / "base"
+    base.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(data.demo_corpus(50), vocab_size=300, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(base))
+    os.rename(base / "vocab.json", base / "encoder.json")
+    os.rename(base / "merges.txt", base / "vocab.bpe")
+    tok = data.load_tokenizer(base)
+    save_pretrained(build_model(GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_head=4, n_layer=1,
+                                           n_positions=256)), base)
+    record = data.tokenizer_files(base)
+    assert record["encoder.json"] and record["vocab.bpe"]
+    train.main(flags((str(base), tiny[1]), tmp_path / "out", "--max-steps", "1", "--method", "full"))
+    text = "How many words are in owl fox?"
+    assert data.load_tokenizer(tmp_path / "out" / "model").encode(text) == tok.encode(text)
+    vocab = json.loads((base / "encoder.json").read_text())
+    vocab["a"], vocab["e"] = vocab["e"], vocab["a"]                   # two ids swapped: other ids for the same text
+    (base / "encoder.json").write_text(json.dumps(vocab))
+    assert data.load_tokenizer(base).encode("a e") != tok.encode("a e")
+    assert data.tokenizer_changes(record, data.tokenizer_files(base)) == "encoder.json differs"
+    old = {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}  # (none of them)
+    assert data.tokenizer_changes(old, record) == "" and data.tokenizer_unchecked(old, record) == ["encoder.json",
+                                                                                                 "vocab.bpe"]
