@@ -79,8 +79,10 @@ from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, d
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
-# sentencepiece vocabulary, a pad token say); COPIED ones, with its chat template, make a saved model's tokenizer
-TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json",)
+# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt);
+# COPIED ones, with its chat template, make a saved model's tokenizer
+TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe")
+HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it named absent files (null) looked at
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
 
@@ -974,12 +976,14 @@ def llama_tokenizer_config(tok, directory):
 
 
 def tokenizer_files(path, name=None):
-    """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder, and a .gguf's tokenizer.*
-    metadata as "NAME's tokenizer" (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for
-    megabytes; NAME: the one files_fingerprints keeps). resume.restore names them when the tokenized examples changed
-    but the records may not have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
+    """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder (each one looked at: null where
+    absent, so a record says which it checked), and a .gguf's tokenizer.* metadata as "NAME's tokenizer"
+    (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME: the one
+    files_fingerprints keeps). resume.restore names them when the tokenized examples changed but the records may not
+    have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
     out = {}
     for f in TOKENIZER_FILES if os.path.isdir(path) else ():
+        out[f] = None
         if os.path.isfile(os.path.join(path, f)):
             with open(os.path.join(path, f), "rb") as fh:
                 out[f] = hashlib.sha256(fh.read()).hexdigest()
@@ -996,9 +1000,18 @@ def tokenizer_files(path, name=None):
 
 def tokenizer_changes(old, now):
     """What differs between two tokenizer_files records, said ("tokenizer.model differs, tokenizer.json is new");
-    "" when they are the same."""
-    return ", ".join(f + (" is new" if f not in old else " is missing" if f not in now else " differs")
-                     for f in sorted(set(old) | set(now)) if old.get(f) != now.get(f))
+    "" when they are the same. A file the old record did not look at is not checked (tokenizer_unchecked): a record
+    made before added_tokens.json (encoder.json, vocab.bpe) was hashed lists the files of HASHED_BEFORE it found."""
+    seen = set(old) | set(HASHED_BEFORE) | {f for f in now if f.endswith("'s tokenizer")}  # (a .gguf's: always)
+    return ", ".join(f + (" is new" if old.get(f) is None else " is missing" if now.get(f) is None else " differs")
+                     for f in sorted(seen) if old.get(f) != now.get(f))
+
+
+def tokenizer_unchecked(old, now):
+    """The files of a tokenizer_files record `now` that the old record did not look at (a record made before they
+    were hashed), present now: not checked, neither same nor changed."""
+    return sorted(f for f, sha in now.items() if sha is not None and f not in old and f not in HASHED_BEFORE
+                  and not f.endswith("'s tokenizer"))
 
 
 def eos_note(tok, setting):
@@ -1064,6 +1077,11 @@ def named_id(tok, token):
     return ids[0] if len(ids) == 1 else None
 
 
+def token_text(tok, i):
+    """A sentencepiece tokenizer's text of id i: its piece, or the added token's (past the pieces: an added <pad>)."""
+    return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
+
+
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
@@ -1125,6 +1143,10 @@ def load_tokenizer(path):
         if isinstance(cfg.get("add_eos_token"), bool):         # LlamaTokenizer's: every text ends with </s>
             tok.add_eos = cfg["add_eos_token"]
             setting = f"{f('tokenizer_config.json')}'s add_eos_token"
+    if isinstance(cfg, dict) and not isinstance(tok, T5Tokenizer) and (pad := named_id(tok, cfg.get("pad_token"))
+                                                                       ) is not None:  # (T5's: its decoder's start)
+        tok.pad_id = pad  # transformers' pad_token_id (an added <pad>, or <unk> / </s> named as pad; never the
+        # special_tokens_map.json's alone, as transformers 5 reads it); config.json's pad_token_id below, as before
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -1142,7 +1164,7 @@ def load_tokenizer(path):
                 # in transformers, whose tokenizer never reads config.json: its BOS always (the model learned texts
                 # starting with it), another special piece (early LLaMA conversions say bos 0, eos 1: <unk> and <s>);
                 # an added token (a chat fine-tune's <|im_end|> as eos) or a plain piece as eos or pad is taken
-                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {tok.sp.id_to_piece(own)} ({own}); "
+                print(f"{f('config.json')}: {field} {value} is not the tokenizer's {token_text(tok, own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
             setattr(tok, key, value)
@@ -1172,8 +1194,11 @@ def check_vocab(tok, rows, where):
     often padded to a multiple of 64. Added tokens past the rows are left out, with a note (an early Llama-2 upload
     declared <pad> 32000 beside a 32000-row embedding; no text holds it)."""
     if past := sorted(t for t, i in getattr(tok, "added", {}).items() if i >= rows):
-        print(f"{where}: added tokens {past} have ids past the embedding's {rows} rows: left out")
+        pad = tok.pad_id is not None and tok.pad_id >= rows and tok.pad_id in (tok.added[t] for t in past)
+        print(f"{where}: added tokens {past} have ids past the embedding's {rows} rows: left out" + (
+            f", the pad id {tok.pad_id} among them (padding then uses 0, behind the attention mask)" if pad else ""))
         tok.set_added({t: i for t, i in tok.added.items() if i < rows})
+        tok.pad_id = None if pad else tok.pad_id
     if tok.vocab_size > rows:
         raise UserError(f"{where}: the tokenizer has {tok.vocab_size} ids but the model's embedding {rows} rows; use "
                         "the tokenizer files of the model the weights come from")

@@ -47,7 +47,7 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples
                   squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, eos_note, in_glue_order, load_model, mmlu_rows,
+from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
                      model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
                      with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
@@ -336,11 +336,12 @@ def command(argv=None):
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
     path = model_path(args.model)
     length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
+    needs = len(GLUE[glue][4] or [0]) if glue else 0, task == "squad", TAKES.get(task)  # a GLUE head: its task's
+    check_kind(path, *needs)                                    # outputs (STS-B: 1, a score); before data is fetched
     tok = load_tokenizer(path) if task == "perplexity" else None  # its data is tokenized before the model loads
     data = task_data(args, tok)                                 # a bad row is named before minutes of loading
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
-                            args.device, len(GLUE[glue][4] or [0]) if glue else 0,  # a GLUE head: its task's outputs
-                            task == "squad", TAKES.get(task), tok)  # (STS-B: 1, a score)
+                            args.device, *needs, tok)
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
     if task == "squad":                                         # (a causal LM answers from its context: length)

@@ -36,7 +36,7 @@ from checks import (adapter_config, check_model, check_seq_len, context, dtype_n
                     unexpanded)  # (F401: evalcli.not_a_model, as before)
 from data import (GLUE, UserError, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question, perplexity_docs,
                   read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind, tokenizer_changes,
-                  tokenizer_files)
+                  tokenizer_files, tokenizer_unchecked)
 from download import resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
@@ -284,11 +284,16 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
             path := model_path(name), name=trained_file(adapter, trained, path)):
         print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
-    if isinstance(trained.get("tokenizer"), dict) and (which := tokenizer_changes(trained["tokenizer"], tokenizer_files(
-            path := model_path(name), name=trained_file(adapter, trained, path)))):  # (the fingerprint's are weights)
-        print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s ({which}): "
-              "its text is other token ids than the adapter learned on; its scores here may not be the run's",
-              file=sys.stderr)
+    if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
+        now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
+        if which := tokenizer_changes(old, now):
+            print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s "
+                  f"({which}): its text is other token ids than the adapter learned on; its scores here may not be "
+                  "the run's", file=sys.stderr)
+        if unchecked := tokenizer_unchecked(old, now):       # (saved before those files were hashed)
+            print(f"note: --adapter {adapter} was saved before lorasp hashed {', '.join(unchecked)}: {path}'s "
+                  f"{'is' if len(unchecked) == 1 else 'are'} not checked against the files it trained with",
+                  file=sys.stderr)
     head = {"glue": "a classifier head", "squad": "a span head"}.get(task_kind(str(trained.get("task"))))
     if head and task and task_kind(task) != task_kind(trained["task"]):  # its head's tensors would not load
         raise UserError(f"--adapter {adapter} trained on {trained['task']}, with {head}: --task {task} does not "
@@ -374,15 +379,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
     type is refused; tok: its tokenizer, read already (perplexity's data), else read here; spill: load_pretrained's."""
     name = model_path(name)
-    kind = model_config(name, name).model_type                 # config.json: these two need no weight
-    if num_labels and not hasattr(MODELS[kind], "add_head"):
-        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
-    if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
-        runs = runs_instead(kind, name) if takes is CAUSAL else ""
-        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (f"; {runs}" if runs else ""))
-    if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
-            cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
-        not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
+    check_kind(name, num_labels, qa, takes)
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
     if num_labels or qa and hasattr(model, "add_qa_head"):  # (a causal LM answers SQuAD without one)
         before = set(model._modules)
@@ -400,6 +397,20 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
     tok = tok or load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
     return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
+
+
+def check_kind(name, num_labels=0, qa=False, takes=None):
+    """Refuse a model of a type the task does not take (load_model's arguments), from config.json (or the .gguf's
+    header) alone: eval.py asks before the task's data is read or fetched (MMLU's tar, SQuAD's dev set)."""
+    kind = model_config(name, name).model_type                 # config.json: these checks need no weight
+    if num_labels and not hasattr(MODELS[kind], "add_head"):
+        raise UserError(f"--model {name}: a {kind} has no classifier head; GLUE tasks take RoBERTa, BERT or GPT-2")
+    if takes and kind not in takes[0]:                      # (a causal LM's task: what runs this one, named)
+        runs = runs_instead(kind, name) if takes is CAUSAL else ""
+        raise UserError(f"--model {name} is a {kind}, not {takes[1]}" + (f"; {runs}" if runs else ""))
+    if (takes is CAUSAL or qa and not hasattr(MODELS[kind], "add_qa_head")) and os.path.isfile(  # (SQuAD: generated)
+            cfg := os.path.join(name, "config.json")):        # a classifier's tied LM head would speak
+        not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
 
 
 def with_adapter(model, adapter, name):

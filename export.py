@@ -193,10 +193,12 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
         if num_labels:
             hf["id2label"] = labels(model, hf, adapter)
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
-        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and hf.get("eos_token_id") is not None:
-            hf["pad_token_id"] = hf["eos_token_id"]           # transformers' GPT-2 classifier refuses batches without
-            print(f"note: pad_token_id = eos_token_id {hf['eos_token_id']}: transformers' GPT-2 classifier reads the "
-                  "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+        pad = tok.pad_id if tok.pad_id is not None else hf.get("eos_token_id")
+        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and pad is not None:
+            hf["pad_token_id"] = pad  # transformers' GPT-2 classifier reads each text's last token that is not this
+            if pad != tok.pad_id:     # id (it refuses batches without one): the one its tokenizer pads with, else EOS
+                print(f"note: pad_token_id = eos_token_id {pad}: transformers' GPT-2 classifier reads the "
+                      "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
         hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]

@@ -39,6 +39,7 @@ Leaves out: fragmentation beyond what the constants measured, the CUDA context (
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
 """
 import argparse
+import copy
 import itertools
 import json
 import math
@@ -282,7 +283,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
     kernel = nf4 and quant_torch.triton_kernel(torch.device(args.device)) is not None  # CUDA + Triton: no fp32 levels
     keep = 1.0 if args.method == "lora" else args.keep
     with torch.device("meta"), torch.random.fork_rng(devices=[]):  # the plan draws no number the run would draw
-        model, task = build_model(config), data.task_kind(args.data)
+        # a copy: add_head sets num_labels (add_qa_head qa) on the model's config, which must stay the caller's
+        model, task = build_model(copy.deepcopy(config)), data.task_kind(args.data)
         if getattr(config, "num_labels", 0) == 0 and task == "glue":
             model.add_head(2)
         if task == "squad":                                       # the span head, and BERT's pooler gone

@@ -47,6 +47,21 @@ def demo_tokenizer(directory, docs):
     return data.load_tokenizer(str(directory))
 
 
+def gpt2_folder(directory):
+    """A byte-level BPE (GPT-2's kind, trained here: 300 ids, <|endoftext|> 0) that transformers saved after a pad
+    token was added: tokenizer.json and a tokenizer_config.json naming pad_token <pad> (id 300)."""
+    import transformers                                      # (test-only oracles: imported where used)
+    from tokenizers import ByteLevelBPETokenizer
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(data.demo_corpus(50), vocab_size=300, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save(str(directory / "tokenizer.json"))
+    json.dump(dict(tokenizer_class="GPT2Tokenizer", bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
+              open(directory / "tokenizer_config.json", "w"))
+    hf = transformers.AutoTokenizer.from_pretrained(directory)
+    hf.add_special_tokens({"pad_token": "<pad>"})
+    hf.save_pretrained(directory)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model directory, task file): a 2-layer Llama with its own sentencepiece tokenizer, and demo records."""

@@ -1161,12 +1161,14 @@ def _(ctx):  # (after loading: ZeroDivisionError; "need as many predictions as r
     ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
     records_file(ctx, json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": []}]}), "dev-v1.1.json")
     records_file(ctx, "\n", "test.jsonl")
-    for task, message in (("squad", f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
-                                     "with \"qas\")"),
-                          ("wmt16-en-ro", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
-                                          "sentence pair")):
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")  # (a model the
+    for task, model, message in (                                                   # task takes: refused first else)
+            ("squad", ctx.tiny[0], f"{ctx.tmp / 'dev-v1.1.json'}: no question (its \"data\" holds 1 article, none "
+                                   "with \"qas\")"),
+            ("wmt16-en-ro", ctx.tmp / "t5", f"{ctx.tmp}: its test split (test.jsonl, or test.en + test.ro) holds no "
+                                            "sentence pair")):
         with pytest.raises(SystemExit) as e:
-            E.main(["--task", task, "--model", ctx.tiny[0], "--data-dir", str(ctx.tmp)])
+            E.main(["--task", task, "--model", str(model), "--data-dir", str(ctx.tmp)])
         assert e.value.code == f"error: {message}"
 
 
@@ -1392,6 +1394,35 @@ def _(ctx):  # (was a traceback: AttributeError 'T5' object has no attribute 'sp
     qa = {"id": "q", "question": "b?", "answers": [{"text": "b", "answer_start": 2}]}
     records_file(ctx, json.dumps({"data": [{"paragraphs": [{"context": "a b c", "qas": [qa]}]}]}), "dev-v1.1.json")
     E.main(["--task", "squad", "--model", str(ctx.tmp / "t5"), "--data-dir", str(ctx.tmp)])
+
+
+def unfetched(ctx):
+    """No download may start (the row's refusal must come first): a fetch fails the test."""
+    def fetch(*a, **k):
+        raise AssertionError(f"fetched {getattr(a[0], 'full_url', a[0])} before refusing the model")
+    ctx.mp.setattr("download._urlopen", fetch)
+
+
+@case("eval.py: mmlu with an encoder: refused before MMLU is fetched", SystemExit, "is a bert, not a causal LM: this "
+      "task generates or scores text with one")
+def _(ctx):  # (was MMLU's tar fetched first: offline, "cannot reach people.eecs.berkeley.edu" instead)
+    unfetched(ctx)
+    E.main(["--task", "mmlu", "--model", tiny_bert(ctx)])
+
+
+@case("eval.py: squad with a T5: refused before SQuAD is fetched", SystemExit, "is a t5, not an encoder with a span "
+      "head (RoBERTa, BERT) or a causal LM")
+def _(ctx):  # (was SQuAD's dev-v1.1.json fetched first: offline, "cannot reach rajpurkar.github.io" instead)
+    unfetched(ctx)
+    save_pretrained(build_model(T5Config(d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
+    E.main(["--task", "squad", "--model", str(ctx.tmp / "t5")])
+
+
+@case("eval.py: wmt16-en-ro with an encoder and no data yet: the model refused first", SystemExit,
+      "is a bert, not a T5: --task wmt16-en-ro translates with T5")
+def _(ctx):  # (was "no test.jsonl, nor test.en + test.ro" and how to export WMT16, for a model that cannot run it)
+    unfetched(ctx)
+    E.main(["--task", "wmt16-en-ro", "--model", tiny_bert(ctx)])
 
 
 case("eval.py: perplexity of a one-token text", SystemExit, "no token to score")(
@@ -1647,6 +1678,51 @@ def _(ctx):  # (was: went on without a word, its records read with "How" as one 
     (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))  # what transformers reads, as ours
     assert data.load_tokenizer(base).encode("How many?")[1] == 5
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
+
+
+def hashed_before_added_tokens(record):
+    """A tokenizer_files record as lorasp wrote it before added_tokens.json was hashed: the files of SMALL_FILES[2:]
+    it found, nothing else (no null for an absent one)."""
+    return {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}
+
+
+@case("--resume --allow-data-change of a checkpoint saved before added_tokens.json was hashed, on a base that had one "
+      "all along: goes on", None)
+def _(ctx):  # (was refused: "the base's tokenizer files changed (added_tokens.json is new)", the file unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))
+    task = str(shutil.copy(ctx.tiny[1], ctx.tmp / "task.json"))
+    train.main(flags((base, task), ctx.tmp / "out", "--max-steps", "2"))
+    state = json.loads((ctx.tmp / "out" / "checkpoint" / "state.json").read_text())
+    assert state["args"]["tokenizer_files"]["added_tokens.json"] is not None  # (hashed now)
+    state["args"]["tokenizer_files"] = hashed_before_added_tokens(state["args"]["tokenizer_files"])
+    (ctx.tmp / "out" / "checkpoint" / "state.json").write_text(json.dumps(state))
+    records = json.loads(open(task).read())
+    json.dump(records + records[:2], open(task, "w"))                    # other data: --allow-data-change's case
+    ctx.capsys.readouterr()
+    train.main(flags((base, task), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
+    assert json.loads(ctx.capsys.readouterr().out.strip().split("\n")[-1])["steps"] == 2      # (resumed, ended)
+
+
+@case("eval.py: --adapter saved before added_tokens.json was hashed, on its base that had one: a note, no warning",
+      None)
+def _(ctx):  # (was "warning: ... tokenizer files differ ... (added_tokens.json is new)", the file unchanged)
+    base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
+    (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))
+    train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "1"))
+    adapter, old = str(ctx.tmp / "out" / "adapter"), ctx.tmp / "old"
+    trained = adapter_base(adapter)
+    save_adapter(load_adapter(load_pretrained(base), adapter), old,
+                 base=trained | dict(tokenizer=hashed_before_added_tokens(trained["tokenizer"])))
+    ctx.capsys.readouterr()
+    E.main(["--task", "perplexity", "--model", base, "--adapter", str(old), "--data", ctx.tiny[1]])
+    err = ctx.capsys.readouterr().err
+    assert "warning" not in err and f"note: --adapter {old} was saved before lorasp hashed added_tokens.json: " \
+        f"{base}'s is not checked against the files it trained with" in err, err
+    (ctx.tmp / "base" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')  # a file it
+    E.main(["--task", "perplexity", "--model", base, "--adapter", str(old), "--data", ctx.tiny[1]])  # looked for
+    assert "tokenizer files differ from" in (err := ctx.capsys.readouterr().err) and \
+        "(tokenizer_config.json is new)" in err, err
 
 
 @case("--resume --allow-data-change after the base's tokenizer.model was replaced: refused too", SystemExit,

@@ -22,7 +22,7 @@ import train
 from checkpoint import load_safetensors, read_safetensors_header
 from fetch_real import path
 from evalcli import load_model
-from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import model as M
 from lorasp import apply_lorasp, merge_lorasp, save_adapter
 
@@ -169,6 +169,32 @@ def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, t
         torch.testing.assert_close(peft(x, attention_mask=mask).logits, want, atol=1e-5, rtol=0)
         torch.testing.assert_close(hf(x, attention_mask=mask).logits, want, atol=1e-5, rtol=0)
         torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(x, mask), want, atol=1e-6, rtol=0)
+
+
+def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, capsys):
+    """A GPT-2 whose tokenizer_config.json names pad_token <pad> (added: id 300; <|endoftext|> is 0) and whose
+    config.json names none. transformers' GPT2ForSequenceClassification reads each text's last token that is not
+    config.json's pad_token_id: export.py wrote the EOS id (0) there, so on a batch transformers' tokenizer padded
+    with <pad> it read a pad for the shorter text. Now the tokenizer's pad id: the exported classifier gives ours."""
+    base = tmp_path / "base"
+    base.mkdir()
+    gpt2_folder(base)
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=301, n_embd=32, n_layer=2, n_head=4, n_positions=32, eos_token_id=0, bos_token_id=0)), 0
+    ).save_pretrained(base)
+    ours = trained(M.load_pretrained(base).add_head(3), ["c_attn"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/mnli"))
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == 300
+    assert "pad_token_id = eos_token_id" not in capsys.readouterr().err
+    b = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")(["a b c d e f g", "a b"], padding=True,
+                                                                     return_tensors="pt")
+    assert (b.input_ids[1] == 300).sum() > 0                    # the shorter text, right-padded with <pad>
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        want = merge_lorasp(ours).classify(b.input_ids, b.attention_mask)
+        torch.testing.assert_close(hf(**b).logits, want, atol=1e-5, rtol=0)
 
 
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):

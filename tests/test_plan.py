@@ -438,3 +438,15 @@ def test_the_plan_reads_the_layout_load_pretrained_loads_and_names_the_file_of_a
                                                                                         factor=-1))))
     with pytest.raises(data.UserError, match=r"config\.json: rope_scaling\.factor = -1 must be a number > 0"):
         plan.model_config(str(tmp_path), str(tmp_path))
+
+
+@pytest.mark.parametrize("task", ["glue/sst2", "squad"])
+def test_planning_leaves_the_config_it_is_given_as_it_was(task):
+    """plan.estimate builds its meta model from the config it is handed: adding the task's head set num_labels (GLUE)
+    or qa (SQuAD) on that config, the caller's, which a later build or save then read as the checkpoint's own."""
+    a = train.parse_args(["--model", "roberta-base", "--data", task])
+    a.quant, a.checkpointing = "none", "none"                     # (train.py settles "auto" first)
+    c = plan.model_config("roberta-base")
+    before = M.replace(c)                                        # (a copy, field by field)
+    plan.estimate(c, a, ["query", "value"], 0, RUNTIME)
+    assert (c.num_labels, c.qa) == (before.num_labels, before.qa) == (0, False) and c == before
