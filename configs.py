@@ -5,7 +5,8 @@
   (RoBERTa and BERT), T5Config and MT5Config. Their defaults are a toy that runs on a laptop CPU; PRESETS hold the
   published shapes, looked up by exact key (get_config).
 - config.json <-> a config: each class's table HF (our field -> config.json's key) is read by read_hf and written by
-  write_hf; from_hf / to_hf write out by hand only what a table cannot say (RoPE scaling, sliding windows, heads,
+  write_hf, an alias key (ALIASES: transformers' attribute_map, GPT-2's hidden_size for n_embd) winning where written;
+  from_hf / to_hf write out by hand only what a table cannot say (RoPE scaling, sliding windows, heads,
   architectures). Every field that changes the computation is read as transformers reads it (activations, MLP widths,
   attention scales, eps, RoPE base, ...) or refused by name (refuse_unsupported); numbers that cannot describe a model
   are refused naming the file and the field (check_config), before from_hf reads them and after.
@@ -67,10 +68,17 @@ def id2label(num_labels):
     return {"id2label": {i: f"LABEL_{i}" for i in range(num_labels)}} if num_labels else {}
 
 
+def hf_aliases(cls, c):
+    """config.json's dict c with cls.ALIASES applied as transformers' attribute_map applies them: an alias key
+    (GPT-2's hidden_size for n_embd, ...) is read as the key it names, and wins over it where both are written."""
+    return c | {key: c[alias] for alias, key in cls.ALIASES.items() if alias in c}
+
+
 def read_hf(cls, c, **given):
     """cls from config.json's dict c through its table HF (our field -> config.json's key): the fields `given` (read
     by hand), the others from their keys as written; an absent key leaves the field's default (where that is not
     transformers', from_hf gives the field), an absent cls.REQUIRED key is an error."""
+    c = hf_aliases(cls, c)
     for key in cls.REQUIRED:
         if key not in c:
             raise KeyError(key)  # (load_pretrained: "field ... is missing")
@@ -112,6 +120,7 @@ class LlamaConfig:
         max_seq_len="max_position_embeddings", tie_embeddings="tie_word_embeddings", bias="attention_bias")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
                                  "intermediate_size")
+    ALIASES: ClassVar[dict] = {}  # transformers' attribute_map: alias key -> the key it stands for (GPT-2's, T5's)
 
     @classmethod
     def from_hf(cls, c):
@@ -216,6 +225,8 @@ class GPT2Config:
         activation_function="activation_function", n_inner="n_inner", scale_attn_weights="scale_attn_weights",
         scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head")
+    ALIASES: ClassVar[dict] = dict(hidden_size="n_embd", max_position_embeddings="n_positions",
+                                   num_attention_heads="n_head", num_hidden_layers="n_layer")
 
     @classmethod
     def from_hf(cls, c):
@@ -257,6 +268,7 @@ class EncoderConfig:
         classifier_dropout="classifier_dropout", initializer_range="initializer_range")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size",
                                  "num_attention_heads", "intermediate_size")  # (absent, ours would be a toy's)
+    ALIASES: ClassVar[dict] = {}
 
     @classmethod
     def from_hf(cls, c):
@@ -300,11 +312,14 @@ class T5Config:  # fields named as in T5's config.json
     eos_id: ClassVar[int] = 1
     HF: ClassVar[dict]  # (below: every field under its own name)
     REQUIRED: ClassVar[tuple] = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+    ALIASES: ClassVar[dict] = dict(hidden_size="d_model", num_attention_heads="num_heads",
+                                   num_hidden_layers="num_layers", head_dim="d_kv")
 
     @classmethod
     def from_hf(cls, c):
         refuse_unsupported(c, decoder_start_token_id=(0, (0, None)), pad_token_id=(0, (0, None)),  # our pad_id, eos_id
                            eos_token_id=(1, (1, None)))
+        c = hf_aliases(cls, c)  # (num_hidden_layers: num_layers, which num_decoder_layers defaults to)
         config = read_hf(cls, c, num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         if config.dense_act_fn not in ACT:
             raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "
@@ -433,8 +448,10 @@ def check_config(config, source, raw=None):
     """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
     values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
     cls, names = type(config) if raw is None else config, config.HF
+    aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
     for f in fields(cls):
         key = names.get(f.name, f.name)
+        key = aliases.get(key, key)                    # (the key transformers reads: GPT-2's hidden_size, ...)
         value = getattr(config, f.name) if raw is None else raw.get(key)
         if raw is not None and value is None:
             continue                                   # absent (or null): from_hf's default, or its KeyError

@@ -2010,6 +2010,9 @@ case("config.json: BERT initializer_range -0.02 (a fresh head's std)", ValueErro
      "config.json: initializer_range = -0.02 must be >= 0")(lambda ctx: with_bert_config(ctx, initializer_range=-0.02))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
     lambda ctx: with_gpt2_config(ctx, n_inner=0))
+case("config.json: GPT-2 num_attention_heads as a string (transformers reads it over n_head)", ValueError,
+     "config.json: num_attention_heads = '2' must be an integer >= 1")(  # (was: n_head read, the alias not looked at)
+    lambda ctx: with_gpt2_config(ctx, num_attention_heads="2"))
 case("config.json: GPT-2 activation_function mish", NotImplementedError, "config.json: activation_function = 'mish' "
      "is not supported (supported: 'relu', 'gelu', 'gelu_python', 'gelu_new'")(
     lambda ctx: with_gpt2_config(ctx, activation_function="mish"))

@@ -300,3 +300,34 @@ def test_kv_heads_absent_or_null_as_each_class_reads_them(kind, heads, kv, tmp_p
     ours = M.load_pretrained(tmp_path)
     assert ours.config.n_kv_head == ref.config.num_key_value_heads
     same_outputs(ref, ours, kind)
+
+
+
+T5 = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5", "mt5"])
+@pytest.mark.parametrize("both", [False, True], ids=["alias only", "alias and own key"])
+def test_attribute_map_aliases_win_as_transformers_reads_them(kind, both, tmp_path):
+    """GPT2Config and T5Config (MT5Config) map hidden_size, num_attention_heads, ... onto n_embd, n_head, ... (d_model,
+    num_heads, ...): transformers reads config.json's alias key, and where both are written the alias wins. Were read
+    by their own keys only: 'field 'n_embd' is missing' for a config.json that spells them as aliases, and a GPT-2
+    whose n_head (2) disagrees with num_attention_heads (4) computed with 2 heads: logits off by 0.13, no word."""
+    name = {"gpt2": "GPT2", "t5": "T5", "mt5": "MT5"}[kind]
+    Config = getattr(transformers, name + "Config")
+    Model = getattr(transformers, name + ("LMHeadModel" if kind == "gpt2" else "ForConditionalGeneration"))
+    random_params(Model(Config(**GPT2 if kind == "gpt2" else T5)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    c = json.loads(path.read_text())
+    aliases = {alias: c[key] for alias, key in Config.attribute_map.items()}  # the values the weights were built with
+    if both:  # own keys that disagree, with the same shapes (T5's position table has a column a head: d_kv and
+        c |= dict(n_head=2) if kind == "gpt2" else dict(d_kv=16, num_heads=2)  # num_heads disagree: a shape error)
+    else:
+        c = {k: v for k, v in c.items() if k not in Config.attribute_map.values()}
+    path.write_text(json.dumps(c | aliases))
+    ref, x = Model.from_pretrained(tmp_path).eval(), ids()
+    ours = M.load_pretrained(tmp_path)
+    with torch.no_grad():
+        want = ref(x).logits if kind == "gpt2" else ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
+        torch.testing.assert_close(ours(x) if kind == "gpt2" else ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
+    assert M.CONFIGS[kind].ALIASES == Config.attribute_map  # the oracle's table, all of it
