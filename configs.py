@@ -46,6 +46,12 @@ ROPE_TYPES = dict(default=(), linear=("factor",), llama3=("factor", "low_freq_fa
                   yarn=("factor",))
 
 
+# config.json's is_causal as transformers 5 reads it in every model's forward (masking_utils, SDPA's flag): False
+# turns a decoder's attention bidirectional (as embedding models use it), True an encoder's causal; null (as absent)
+# leaves each its own. The values a decoder may carry (an encoder: None, False)
+CAUSAL = (None, True)
+
+
 def refuse_unsupported(c, **supported):
     """Refuse a config.json field that changes the computation in a way these backbones don't implement, naming it
     and its value (read silently, the logits would be wrong). supported: key -> (transformers' default, values)."""
@@ -144,7 +150,7 @@ class LlamaConfig:
             c = {k: v for k, v in c.items() if k not in unread}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
-                           partial_rotary_factor=(None, (None, 1.0)),
+                           partial_rotary_factor=(None, (None, 1.0)), is_causal=(None, CAUSAL),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         hd = c.get("head_dim", 128 if arch == "qwen3" else None)  # (Qwen3Config's default: 128, whatever the width)
         hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd  # None: hidden_size / heads (what
@@ -232,7 +238,8 @@ class GPT2Config:
     def from_hf(cls, c):
         p = c.get("resid_pdrop", 0.1)  # one dropout rate: embeddings, attention probabilities, residuals
         refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
-                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
+                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)),  # (0.1: transformers' default)
+                           is_causal=(None, CAUSAL))
         return read_hf(cls, c, dropout=p, num_labels=hf_num_labels(c))
 
     def to_hf(self):
@@ -274,7 +281,7 @@ class EncoderConfig:
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
         refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
-                           is_decoder=(False, (False, None)),
+                           is_decoder=(False, (False, None)), is_causal=(None, (None, False)),  # (CAUSAL's)
                            attention_probs_dropout_prob=(0.1, (p,)))  # one rate
         pad = dict(pad_token_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where absent
         qa = any(a.endswith("ForQuestionAnswering") for a in c.get("architectures") or [])
@@ -318,7 +325,8 @@ class T5Config:  # fields named as in T5's config.json
     @classmethod
     def from_hf(cls, c):
         refuse_unsupported(c, decoder_start_token_id=(0, (0, None)), pad_token_id=(0, (0, None)),  # our pad_id, eos_id
-                           eos_token_id=(1, (1, None)))
+                           eos_token_id=(1, (1, None)), is_causal=(None, (None,)))  # (CAUSAL's: either way, one
+        # of the two stacks would be the other's kind)
         c = hf_aliases(cls, c)  # (num_hidden_layers: num_layers, which num_decoder_layers defaults to)
         config = read_hf(cls, c, num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         if config.dense_act_fn not in ACT:

@@ -2010,6 +2010,12 @@ case("config.json: BERT initializer_range -0.02 (a fresh head's std)", ValueErro
      "config.json: initializer_range = -0.02 must be >= 0")(lambda ctx: with_bert_config(ctx, initializer_range=-0.02))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
     lambda ctx: with_gpt2_config(ctx, n_inner=0))
+case("config.json: a Llama with is_causal false (transformers 5 attends both ways: an embedding model's)",
+     NotImplementedError, "config.json: is_causal = False is not supported (supported: None, True)")(
+    lambda ctx: with_config(ctx, is_causal=False))  # (was read nowhere: causal logits, 4.9 off transformers')
+case("config.json: BERT with is_causal true (transformers 5 attends causally)", NotImplementedError,
+     "config.json: is_causal = True is not supported (supported: None, False)")(
+    lambda ctx: with_bert_config(ctx, is_causal=True))
 case("config.json: GPT-2 num_attention_heads as a string (transformers reads it over n_head)", ValueError,
      "config.json: num_attention_heads = '2' must be an integer >= 1")(  # (was: n_head read, the alias not looked at)
     lambda ctx: with_gpt2_config(ctx, num_attention_heads="2"))

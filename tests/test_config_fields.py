@@ -331,3 +331,42 @@ def test_attribute_map_aliases_win_as_transformers_reads_them(kind, both, tmp_pa
         want = ref(x).logits if kind == "gpt2" else ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
         torch.testing.assert_close(ours(x) if kind == "gpt2" else ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
     assert M.CONFIGS[kind].ALIASES == Config.attribute_map  # the oracle's table, all of it
+
+
+CAUSAL = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, LLAMA, [True], [False]),
+          "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, QWEN3, [True], [False]),
+          "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel, GPT2, [True], [False]),
+          "bert": (transformers.BertConfig, transformers.BertModel, BERT, [False], [True]),
+          "t5": (transformers.T5Config, transformers.T5ForConditionalGeneration, T5, [], [True, False])}
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_is_causal_in_config_json_is_read_or_refused(kind, tmp_path):
+    """transformers 5 reads config.json's is_causal in every model's forward (masking_utils, the SDPA flag): False
+    makes a decoder attend both ways (a bidirectional 'power feature', as embedding models use it), True makes an
+    encoder causal, and either makes one of T5's stacks the other's kind. We read it nowhere: a Llama with is_causal
+    false loaded without a word, logits 4.9 off transformers'. Now what is not the backbone's own attention is refused
+    naming the field; the values that change nothing (and null, as if absent) load to transformers' outputs."""
+    Config, Model, sizes, same, other = CAUSAL[kind]
+    random_params(Model(Config(**sizes)), 7).save_pretrained(tmp_path)
+    path, x = tmp_path / "config.json", ids()
+    c = json.loads(path.read_text())
+
+    def ref():  # transformers' reading of config.json as it now is
+        with torch.no_grad():
+            out = Model.from_pretrained(tmp_path).eval()(x, **dict(decoder_input_ids=x[:, :5]) if kind == "t5" else {})
+        return out.last_hidden_state if kind == "bert" else out.logits
+
+    def ours():
+        with torch.no_grad():
+            return M.load_pretrained(tmp_path)(x, *[x[:, :5]] if kind == "t5" else [])
+    default = ref()
+    for value in same + [None]:
+        path.write_text(json.dumps(c | dict(is_causal=value)))
+        torch.testing.assert_close(ref(), default, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ours(), default, atol=1e-5, rtol=0)
+    for value in other:
+        path.write_text(json.dumps(c | dict(is_causal=value)))
+        assert (ref() - default).abs().max() > 0.1  # the oracle's reading: another attention
+        with pytest.raises(NotImplementedError, match=f"config.json: is_causal = {value} is not supported"):
+            M.load_pretrained(tmp_path)
