@@ -225,11 +225,12 @@ class GPT2Config:
     n_inner: Optional[int] = None  # the MLP's width; None: 4 * n_embd
     scale_attn_weights: bool = True  # attention logits / sqrt(head size); False: unscaled
     scale_attn_by_inverse_layer_idx: bool = False  # and / (block index + 1) (Stanford CRFM's Mistral runs)
+    initializer_range: float = 0.02  # the std of a fresh classifier head (score), as transformers draws it
     HF: ClassVar[dict] = dict(
         vocab_size="vocab_size", n_positions="n_positions", n_layer="n_layer", n_embd="n_embd", n_head="n_head",
         norm_eps="layer_norm_epsilon", dropout="resid_pdrop", tie_word_embeddings="tie_word_embeddings",
         activation_function="activation_function", n_inner="n_inner", scale_attn_weights="scale_attn_weights",
-        scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx")
+        scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx", initializer_range="initializer_range")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head")
     ALIASES: ClassVar[dict] = dict(hidden_size="n_embd", max_position_embeddings="n_positions",
                                    num_attention_heads="n_head", num_hidden_layers="n_layer")

@@ -370,3 +370,19 @@ def test_is_causal_in_config_json_is_read_or_refused(kind, tmp_path):
         assert (ref() - default).abs().max() > 0.1  # the oracle's reading: another attention
         with pytest.raises(NotImplementedError, match=f"config.json: is_causal = {value} is not supported"):
             M.load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_fresh_classifier_head_is_drawn_with_initializer_range(kind, tmp_path):
+    """A classifier head the checkpoint lacks is drawn N(0, initializer_range), as transformers' _init_weights draws
+    *ForSequenceClassification's. GPT-2's config.json value was not read: its fresh head was drawn with std 0.02
+    where transformers draws 0.2 (BERT's was read already)."""
+    Config, Model, sizes = KINDS[kind]
+    random_params(Model(Config(**sizes, initializer_range=0.2)), 7).save_pretrained(tmp_path)
+    Head = getattr(transformers, ("GPT2" if kind == "gpt2" else "Bert") + "ForSequenceClassification")
+    want = Head.from_pretrained(tmp_path, num_labels=50).classifier.weight.std() if kind == "bert" else \
+        Head.from_pretrained(tmp_path, num_labels=50).score.weight.std()
+    assert abs(want - 0.2) < 0.02  # the oracle's reading (1600 draws: std known to ~2%)
+    ours = M.load_pretrained(tmp_path).add_head(50)
+    got = (ours.score if kind == "gpt2" else ours.classifier).weight.std()
+    assert abs(got - want) < 0.02, (got, want)
