@@ -120,6 +120,7 @@ class LlamaConfig:
     layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
                                          # the window on every layer: written back so transformers slides the same)
     qk_norm: bool = False     # an RMSNorm over each head's q and k before RoPE (Qwen3)
+    padding_idx: Optional[int] = None  # config.json's pad_token_id: the embedding row its lookups train not at all
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
         n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps", rope_theta="rope_theta",
@@ -162,7 +163,14 @@ class LlamaConfig:
                        norm_eps=c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default (ours: Llama 2's)
                        max_seq_len=longest, head_dim=hd, rope_scaling=None if kind == "default" else rope,
                        sliding_window=cls.hf_window(c), qkv_bias=arch == "qwen2", layer_types=cls.hf_layer_types(c),
-                       qk_norm=arch == "qwen3")
+                       qk_norm=arch == "qwen3", padding_idx=cls.hf_padding_idx(c))
+
+    @staticmethod
+    def hf_padding_idx(c):
+        """embed_tokens' padding_idx as transformers builds it from pad_token_id (-1: the last row, as nn.Embedding
+        reads it); None if none, or past the vocabulary (transformers cannot build that model)."""
+        pad, vocab = c.get("pad_token_id"), c["vocab_size"]
+        return pad % vocab if type(pad) is int and -vocab <= pad < vocab else None
 
     @staticmethod
     def hf_window(c):
@@ -197,6 +205,7 @@ class LlamaConfig:
         Qwen3 (q/k norms; head_dim always written: absent, Qwen3Config's is 128)."""
         hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", **write_hf(self), hidden_act="silu",
                   **({"head_dim": self.hd} if self.head_dim or self.qk_norm else {}),
+                  **({"pad_token_id": self.padding_idx} if self.padding_idx is not None else {}),
                   **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
         if self.qkv_bias or self.qk_norm:  # its window on the layers it came with (every layer if none said), in both
             types = list(self.layer_types or ["sliding_attention"] * self.n_layer) if self.sliding_window else None
@@ -438,7 +447,7 @@ def config_problem(field, value):
     if field.type in (int, Optional[int]):
         if value is None and field.type != int:
             return None                                 # (n_inner: None is 4 * n_embd)
-        low = 0 if field.name in ("num_labels", "pad_id") else 1
+        low = 0 if field.name in ("num_labels", "pad_id", "padding_idx") else 1
         return None if type(value) is int and value >= low else f"must be an integer >= {low}"
     if field.type in (float, Optional[float]):
         if value is None and field.type != float:

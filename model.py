@@ -418,7 +418,7 @@ class Llama(nn.Module):
     def __init__(self, config):
         super().__init__()
         c, self.config, self.checkpointing = config, config, "none"
-        self.model = nn.ModuleDict(dict(embed_tokens=nn.Embedding(c.vocab_size, c.n_embd),
+        self.model = nn.ModuleDict(dict(embed_tokens=nn.Embedding(c.vocab_size, c.n_embd, c.padding_idx),
                                         layers=nn.ModuleList(LlamaBlock(c) for _ in range(c.n_layer)),
                                         norm=RMSNorm(c.n_embd, c.norm_eps)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)

@@ -386,3 +386,24 @@ def test_a_fresh_classifier_head_is_drawn_with_initializer_range(kind, tmp_path)
     ours = M.load_pretrained(tmp_path).add_head(50)
     got = (ours.score if kind == "gpt2" else ours.classifier).weight.std()
     assert abs(got - want) < 0.02, (got, want)
+
+
+@pytest.mark.parametrize("kind, pad", [("llama", 5), ("llama", -1), ("qwen3", 5), ("llama", None)])
+def test_pad_token_id_row_gets_no_embedding_gradient_as_transformers(kind, pad, tmp_path):
+    """Llama's, Mistral's and Qwen's transformers classes build embed_tokens with padding_idx=pad_token_id: that row
+    gets no gradient from the lookup (-1: the last row, as nn.Embedding reads it). We ignored pad_token_id: full
+    fine-tuning moved the row where transformers leaves it (its gradient 3.6 where transformers' is 0), wherever the
+    pad id is a real token (a pad that is also the EOS). Gradients of the whole model compared, tied head too."""
+    Config, Model, sizes = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, LLAMA),
+                            "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, QWEN3)}[kind]
+    random_params(Model(Config(**sizes, pad_token_id=pad)), 7).save_pretrained(tmp_path)
+    x = torch.tensor([[3, 5, 7, 5, 9, V - 1, 11, 5, 4, V - 1]])   # the pad id (5 or V - 1) among the real tokens
+    ref, ours = Model.from_pretrained(tmp_path).train(), M.load_pretrained(tmp_path).train()
+    ref(x, labels=x).loss.backward()
+    ours.requires_grad_(True)
+    ours(x, labels=x).backward()
+    want, got = dict(ref.named_parameters()), dict(ours.named_parameters())
+    if pad is not None and not ref.config.tie_word_embeddings:  # the oracle's reading (tied: the head's gradient)
+        assert (want["model.embed_tokens.weight"].grad[pad % V] == 0).all()
+    for name, p in got.items():
+        torch.testing.assert_close(p.grad, want[name].grad, atol=1e-5, rtol=0, msg=name)
