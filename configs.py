@@ -338,6 +338,11 @@ class T5Config:  # fields named as in T5's config.json
                            eos_token_id=(1, (1, None)), is_causal=(None, (None,)))  # (CAUSAL's: either way, one
         # of the two stacks would be the other's kind)
         c = hf_aliases(cls, c)  # (num_hidden_layers: num_layers, which num_decoder_layers defaults to)
+        if not isinstance(c.get("feed_forward_proj", ""), str):
+            raise ValueError(f"feed_forward_proj = {c['feed_forward_proj']!r} must be a string ('relu', 'gated-gelu', "
+                             "...)")
+        if "scale_decoder_outputs" in c and c["scale_decoder_outputs"] is None:  # (transformers: None, not scaled;
+            c = c | dict(scale_decoder_outputs=False)                            # absent: as tied)
         config = read_hf(cls, c, num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         if config.dense_act_fn not in ACT:
             raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "

@@ -2001,6 +2001,9 @@ case("config.json: T5 eos_token_id 2 (beam search stops at 1)", NotImplementedEr
 case("config.json: T5 pad_token_id 3 (also the decoder's start)", NotImplementedError,
      "config.json: pad_token_id = 3 is not supported (supported: 0, None)")(
     lambda ctx: with_t5_config(ctx, pad_token_id=3))
+case("config.json: T5 feed_forward_proj null", ValueError, "config.json: feed_forward_proj = None must be a string "
+     "('relu', 'gated-gelu', ...)")(lambda ctx: with_t5_config(ctx, feed_forward_proj=None))  # (was an AttributeError:
+# 'NoneType' object has no attribute 'split', naming neither file nor field)
 case("config.json: a GPTQ checkpoint's quantization_config", NotImplementedError,
      "config.json: quantization_config (quant_method 'gptq') is not supported: load the unquantized checkpoint")(
     lambda ctx: with_config(ctx, quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq"}))

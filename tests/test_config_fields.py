@@ -407,3 +407,23 @@ def test_pad_token_id_row_gets_no_embedding_gradient_as_transformers(kind, pad, 
         assert (want["model.embed_tokens.weight"].grad[pad % V] == 0).all()
     for name, p in got.items():
         torch.testing.assert_close(p.grad, want[name].grad, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_t5_scale_decoder_outputs_null_is_false_as_transformers_reads_it(tied, tmp_path):
+    """T5Config sets scale_decoder_outputs from tie_word_embeddings, then config.json's own value over it: a null
+    there is None, and the decoder output is not scaled. We read a null as absent (scaled when tied): logits 2.9 off
+    transformers', and saved back with true, so transformers read our copy another way too."""
+    config = transformers.T5Config(**T5, tie_word_embeddings=tied)
+    random_params(transformers.T5ForConditionalGeneration(config), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | dict(scale_decoder_outputs=None)))
+    ref, ours, x = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval(), M.load_pretrained(
+        tmp_path), ids()
+    assert not ref.config.scale_decoder_outputs  # the oracle's reading
+    with torch.no_grad():
+        want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
+        torch.testing.assert_close(ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
+        torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
