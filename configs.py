@@ -474,9 +474,9 @@ def check_config(config, source, raw=None):
     aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
     for f in fields(cls):
         key = names.get(f.name, f.name)
-        key = aliases.get(key, key)                    # (the key transformers reads: GPT-2's hidden_size, ...)
+        required, key = key in cls.REQUIRED, aliases.get(key, key)  # (the key transformers reads: GPT-2's hidden_size)
         value = getattr(config, f.name) if raw is None else raw.get(key)
-        if raw is not None and value is None:
+        if raw is not None and value is None and not (required and key in raw):
             continue                                   # absent (or null): from_hf's default, or its KeyError
         if problem := config_problem(f, value):
             raise ValueError(f"{source}: {key} = {value!r} {problem}")

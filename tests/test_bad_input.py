@@ -1940,6 +1940,9 @@ case("config.json: width not a multiple of heads", ValueError, "hidden_size = 32
      "num_attention_heads = 5")(lambda ctx: with_config(ctx, num_attention_heads=5, num_key_value_heads=5))
 case("config.json: a field missing", ValueError, "config.json: field 'intermediate_size' is missing")(
     lambda ctx: with_config(ctx, intermediate_size=KeyError))
+case("config.json: hidden_size null", ValueError, "config.json: hidden_size = None must be an integer >= 1")(
+    lambda ctx: with_config(ctx, hidden_size=None))  # (was: TypeError: unsupported operand type(s) for /: 'NoneType'
+# and 'int', naming neither file nor field)
 case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
     lambda ctx: with_config(ctx, model_type="mamba"))
 case("config.json: a Qwen3 mixture of experts (qwen3_moe), not the dense Qwen3", NotImplementedError,
