@@ -448,7 +448,10 @@ CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "
 
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
-    a dropout rate in [0, 1), a RoPE base > 0, an initializer_range >= 0."""
+    a dropout rate in [0, 1), a RoPE base > 0, an initializer_range >= 0, a JSON true or false (a string "false" is
+    true to Python)."""
+    if field.type in (bool, Optional[bool]):
+        return None if type(value) is bool or value is None and field.type != bool else "must be true or false"
     if field.type in (int, Optional[int]):
         if value is None and field.type != int:
             return None                                 # (n_inner: None is 4 * n_embd)

@@ -2022,6 +2022,11 @@ case("config.json: a Llama with is_causal false (transformers 5 attends both way
 case("config.json: BERT with is_causal true (transformers 5 attends causally)", NotImplementedError,
      "config.json: is_causal = True is not supported (supported: None, False)")(
     lambda ctx: with_bert_config(ctx, is_causal=True))
+case("config.json: GPT-2 scale_attn_weights \"false\", a string (was read as true: scaled)", ValueError,
+     "config.json: scale_attn_weights = 'false' must be true or false")(
+    lambda ctx: with_gpt2_config(ctx, scale_attn_weights="false"))
+case("config.json: Llama tie_word_embeddings 0 (was read as untied; transformers refuses a non-bool)", ValueError,
+     "config.json: tie_word_embeddings = 0 must be true or false")(lambda ctx: with_config(ctx, tie_word_embeddings=0))
 case("config.json: GPT-2 num_attention_heads as a string (transformers reads it over n_head)", ValueError,
      "config.json: num_attention_heads = '2' must be an integer >= 1")(  # (was: n_head read, the alias not looked at)
     lambda ctx: with_gpt2_config(ctx, num_attention_heads="2"))
