@@ -62,11 +62,12 @@ def refuse_unsupported(c, **supported):
 
 
 def hf_num_labels(c):
-    """A classifier's outputs as transformers counts them (id2label's entries, else num_labels, else 2); 0 where the
-    architecture is no *ForSequenceClassification (no head to load)."""
+    """A classifier's outputs as transformers 5 counts them (num_labels where written, over id2label's entries; else
+    id2label's entries, else 2); 0 where the architecture is no *ForSequenceClassification (no head to load)."""
     if not any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or []):
         return 0
-    return len(c["id2label"]) if c.get("id2label") else c.get("num_labels") or 2
+    n = c.get("num_labels")
+    return n if type(n) is int else len(c["id2label"]) if c.get("id2label") else 2
 
 
 def id2label(num_labels):

@@ -427,3 +427,19 @@ def test_t5_scale_decoder_outputs_null_is_false_as_transformers_reads_it(tied, t
         M.save_pretrained(ours, tmp_path / "back")
         back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
         torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_num_labels_wins_over_a_shorter_id2label(kind, tmp_path):
+    """A hand-edited classifier config.json with num_labels 3 beside an id2label of 2 entries: transformers 5 builds
+    3 outputs (num_labels wins, with a warning). We counted id2label's entries and refused the stored head: "tensor
+    'classifier.weight' has shape (3, 32), expected (2, 32)", naming the tensor, not the field."""
+    Config, sizes = (transformers.BertConfig, BERT) if kind == "bert" else (transformers.GPT2Config, GPT2)
+    Model = getattr(transformers, f"{'Bert' if kind == 'bert' else 'GPT2'}ForSequenceClassification")
+    random_params(Model(Config(**sizes, num_labels=3, pad_token_id=0)), 2).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | dict(num_labels=3, id2label={"0": "a", "1": "b"})))
+    ref, ours, x = Model.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path), ids()
+    assert ref.config.num_labels == ours.config.num_labels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x), ref(x).logits, atol=1e-5, rtol=0)
