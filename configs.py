@@ -46,9 +46,9 @@ ROPE_TYPES = dict(default=(), linear=("factor",), llama3=("factor", "low_freq_fa
                   yarn=("factor",))
 
 
-# config.json's is_causal as transformers 5 reads it in every model's forward (masking_utils, SDPA's flag): False
-# turns a decoder's attention bidirectional (as embedding models use it), True an encoder's causal; null (as absent)
-# leaves each its own. The values a decoder may carry (an encoder: None, False)
+# config.json's is_causal, which transformers 5 reads in every model's forward (masking_utils, SDPA's flag): false
+# makes a decoder attend both ways (as embedding models use it), true an encoder causally; null is as if absent. The
+# values a decoder may carry (an encoder: None or False; T5, both kinds: None)
 CAUSAL = (None, True)
 
 
@@ -121,7 +121,7 @@ class LlamaConfig:
     layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
                                          # the window on every layer: written back so transformers slides the same)
     qk_norm: bool = False     # an RMSNorm over each head's q and k before RoPE (Qwen3)
-    padding_idx: Optional[int] = None  # config.json's pad_token_id: the embedding row its lookups train not at all
+    padding_idx: Optional[int] = None  # config.json's pad_token_id: a row whose lookups give it no gradient (HF's)
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
         n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps", rope_theta="rope_theta",
