@@ -5,7 +5,8 @@
   (RoBERTa and BERT), T5Config and MT5Config. Their defaults are a toy that runs on a laptop CPU; PRESETS hold the
   published shapes, looked up by exact key (get_config).
 - config.json <-> a config: each class's table HF (our field -> config.json's key) is read by read_hf and written by
-  write_hf; from_hf / to_hf write out by hand only what a table cannot say (RoPE scaling, sliding windows, heads,
+  write_hf, an alias key (ALIASES: transformers' attribute_map, GPT-2's hidden_size for n_embd) winning where written;
+  from_hf / to_hf write out by hand only what a table cannot say (RoPE scaling, sliding windows, heads,
   architectures). Every field that changes the computation is read as transformers reads it (activations, MLP widths,
   attention scales, eps, RoPE base, ...) or refused by name (refuse_unsupported); numbers that cannot describe a model
   are refused naming the file and the field (check_config), before from_hf reads them and after.
@@ -45,6 +46,12 @@ ROPE_TYPES = dict(default=(), linear=("factor",), llama3=("factor", "low_freq_fa
                   yarn=("factor",))
 
 
+# config.json's is_causal, which transformers 5 reads in every model's forward (masking_utils, SDPA's flag): false
+# makes a decoder attend both ways (as embedding models use it), true an encoder causally; null is as if absent. The
+# values a decoder may carry (an encoder: None or False; T5, both kinds: None)
+CAUSAL = (None, True)
+
+
 def refuse_unsupported(c, **supported):
     """Refuse a config.json field that changes the computation in a way these backbones don't implement, naming it
     and its value (read silently, the logits would be wrong). supported: key -> (transformers' default, values)."""
@@ -55,11 +62,12 @@ def refuse_unsupported(c, **supported):
 
 
 def hf_num_labels(c):
-    """A classifier's outputs as transformers counts them (id2label's entries, else num_labels, else 2); 0 where the
-    architecture is no *ForSequenceClassification (no head to load)."""
+    """A classifier's outputs as transformers 5 counts them (num_labels where written, over id2label's entries; else
+    id2label's entries, else 2); 0 where the architecture is no *ForSequenceClassification (no head to load)."""
     if not any(a.endswith("ForSequenceClassification") for a in c.get("architectures") or []):
         return 0
-    return len(c["id2label"]) if c.get("id2label") else c.get("num_labels") or 2
+    n = c.get("num_labels")
+    return n if type(n) is int else len(c["id2label"]) if c.get("id2label") else 2
 
 
 def id2label(num_labels):
@@ -67,10 +75,17 @@ def id2label(num_labels):
     return {"id2label": {i: f"LABEL_{i}" for i in range(num_labels)}} if num_labels else {}
 
 
+def hf_aliases(cls, c):
+    """config.json's dict c with cls.ALIASES applied as transformers' attribute_map applies them: an alias key
+    (GPT-2's hidden_size for n_embd, ...) is read as the key it names, and wins over it where both are written."""
+    return c | {key: c[alias] for alias, key in cls.ALIASES.items() if alias in c}
+
+
 def read_hf(cls, c, **given):
     """cls from config.json's dict c through its table HF (our field -> config.json's key): the fields `given` (read
     by hand), the others from their keys as written; an absent key leaves the field's default (where that is not
     transformers', from_hf gives the field), an absent cls.REQUIRED key is an error."""
+    c = hf_aliases(cls, c)
     for key in cls.REQUIRED:
         if key not in c:
             raise KeyError(key)  # (load_pretrained: "field ... is missing")
@@ -106,12 +121,14 @@ class LlamaConfig:
     layer_types: Optional[tuple] = None  # Qwen2's window layers ("sliding_attention"); None: all (ours refuses past
                                          # the window on every layer: written back so transformers slides the same)
     qk_norm: bool = False     # an RMSNorm over each head's q and k before RoPE (Qwen3)
+    padding_idx: Optional[int] = None  # config.json's pad_token_id: a row whose lookups give it no gradient (HF's)
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_layer="num_hidden_layers", n_embd="hidden_size", n_head="num_attention_heads",
         n_kv_head="num_key_value_heads", n_ffn="intermediate_size", norm_eps="rms_norm_eps", rope_theta="rope_theta",
         max_seq_len="max_position_embeddings", tie_embeddings="tie_word_embeddings", bias="attention_bias")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
                                  "intermediate_size")
+    ALIASES: ClassVar[dict] = {}  # transformers' attribute_map: alias key -> the key it stands for (GPT-2's, T5's)
 
     @classmethod
     def from_hf(cls, c):
@@ -135,7 +152,7 @@ class LlamaConfig:
             c = {k: v for k, v in c.items() if k not in unread}
         silu = tuple(k for k, f in ACT.items() if f is F.silu)  # "silu", "swish": the SwiGLU this Llama fuses
         refuse_unsupported(c, mlp_bias=(False, (False, None)), hidden_act=("silu", silu),
-                           partial_rotary_factor=(None, (None, 1.0)),
+                           partial_rotary_factor=(None, (None, 1.0)), is_causal=(None, CAUSAL),
                            attention_dropout=(0.0, (0.0, None)))  # (training: this Llama has no dropout)
         hd = c.get("head_dim", 128 if arch == "qwen3" else None)  # (Qwen3Config's default: 128, whatever the width)
         hd = None if hd == c["hidden_size"] / c["num_attention_heads"] else hd  # None: hidden_size / heads (what
@@ -147,7 +164,14 @@ class LlamaConfig:
                        norm_eps=c.get("rms_norm_eps", 1e-6),  # transformers' LlamaConfig default (ours: Llama 2's)
                        max_seq_len=longest, head_dim=hd, rope_scaling=None if kind == "default" else rope,
                        sliding_window=cls.hf_window(c), qkv_bias=arch == "qwen2", layer_types=cls.hf_layer_types(c),
-                       qk_norm=arch == "qwen3")
+                       qk_norm=arch == "qwen3", padding_idx=cls.hf_padding_idx(c))
+
+    @staticmethod
+    def hf_padding_idx(c):
+        """embed_tokens' padding_idx as transformers builds it from pad_token_id (-1: the last row, as nn.Embedding
+        reads it); None if none, or past the vocabulary (transformers cannot build that model)."""
+        pad, vocab = c.get("pad_token_id"), c["vocab_size"]
+        return pad % vocab if type(pad) is int and -vocab <= pad < vocab else None
 
     @staticmethod
     def hf_window(c):
@@ -182,6 +206,7 @@ class LlamaConfig:
         Qwen3 (q/k norms; head_dim always written: absent, Qwen3Config's is 128)."""
         hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", **write_hf(self), hidden_act="silu",
                   **({"head_dim": self.hd} if self.head_dim or self.qk_norm else {}),
+                  **({"pad_token_id": self.padding_idx} if self.padding_idx is not None else {}),
                   **({"rope_scaling": self.rope_scaling} if self.rope_scaling else {}))
         if self.qkv_bias or self.qk_norm:  # its window on the layers it came with (every layer if none said), in both
             types = list(self.layer_types or ["sliding_attention"] * self.n_layer) if self.sliding_window else None
@@ -210,18 +235,22 @@ class GPT2Config:
     n_inner: Optional[int] = None  # the MLP's width; None: 4 * n_embd
     scale_attn_weights: bool = True  # attention logits / sqrt(head size); False: unscaled
     scale_attn_by_inverse_layer_idx: bool = False  # and / (block index + 1) (Stanford CRFM's Mistral runs)
+    initializer_range: float = 0.02  # the std of a fresh classifier head (score), as transformers draws it
     HF: ClassVar[dict] = dict(
         vocab_size="vocab_size", n_positions="n_positions", n_layer="n_layer", n_embd="n_embd", n_head="n_head",
         norm_eps="layer_norm_epsilon", dropout="resid_pdrop", tie_word_embeddings="tie_word_embeddings",
         activation_function="activation_function", n_inner="n_inner", scale_attn_weights="scale_attn_weights",
-        scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx")
+        scale_attn_by_inverse_layer_idx="scale_attn_by_inverse_layer_idx", initializer_range="initializer_range")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head")
+    ALIASES: ClassVar[dict] = dict(hidden_size="n_embd", max_position_embeddings="n_positions",
+                                   num_attention_heads="n_head", num_hidden_layers="n_layer")
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("resid_pdrop", 0.1)  # one dropout rate: embeddings, attention probabilities, residuals
         refuse_unsupported(c, activation_function=("gelu_new", tuple(ACT)), add_cross_attention=(False, (False, None)),
-                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)))  # (0.1: transformers' default)
+                           embd_pdrop=(0.1, (p,)), attn_pdrop=(0.1, (p,)),  # (0.1: transformers' default)
+                           is_causal=(None, CAUSAL))
         return read_hf(cls, c, dropout=p, num_labels=hf_num_labels(c))
 
     def to_hf(self):
@@ -257,12 +286,13 @@ class EncoderConfig:
         classifier_dropout="classifier_dropout", initializer_range="initializer_range")
     REQUIRED: ClassVar[tuple] = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size",
                                  "num_attention_heads", "intermediate_size")  # (absent, ours would be a toy's)
+    ALIASES: ClassVar[dict] = {}
 
     @classmethod
     def from_hf(cls, c):
         p = c.get("hidden_dropout_prob", 0.1)
         refuse_unsupported(c, hidden_act=("gelu", tuple(ACT)), position_embedding_type=("absolute", ("absolute",)),
-                           is_decoder=(False, (False, None)),
+                           is_decoder=(False, (False, None)), is_causal=(None, (None, False)),  # (CAUSAL's)
                            attention_probs_dropout_prob=(0.1, (p,)))  # one rate
         pad = dict(pad_token_id=1) if c["model_type"] == "roberta" else {}  # transformers' default where absent
         qa = any(a.endswith("ForQuestionAnswering") for a in c.get("architectures") or [])
@@ -300,11 +330,20 @@ class T5Config:  # fields named as in T5's config.json
     eos_id: ClassVar[int] = 1
     HF: ClassVar[dict]  # (below: every field under its own name)
     REQUIRED: ClassVar[tuple] = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+    ALIASES: ClassVar[dict] = dict(hidden_size="d_model", num_attention_heads="num_heads",
+                                   num_hidden_layers="num_layers", head_dim="d_kv")
 
     @classmethod
     def from_hf(cls, c):
         refuse_unsupported(c, decoder_start_token_id=(0, (0, None)), pad_token_id=(0, (0, None)),  # our pad_id, eos_id
-                           eos_token_id=(1, (1, None)))
+                           eos_token_id=(1, (1, None)), is_causal=(None, (None,)))  # (CAUSAL's: either way, one
+        # of the two stacks would be the other's kind)
+        c = hf_aliases(cls, c)  # (num_hidden_layers: num_layers, which num_decoder_layers defaults to)
+        if not isinstance(c.get("feed_forward_proj", ""), str):
+            raise ValueError(f"feed_forward_proj = {c['feed_forward_proj']!r} must be a string ('relu', 'gated-gelu', "
+                             "...)")
+        if "scale_decoder_outputs" in c and c["scale_decoder_outputs"] is None:  # (transformers: None, not scaled;
+            c = c | dict(scale_decoder_outputs=False)                            # absent: as tied)
         config = read_hf(cls, c, num_decoder_layers=c.get("num_decoder_layers") or c["num_layers"])
         if config.dense_act_fn not in ACT:
             raise NotImplementedError(f"dense_act_fn = {config.dense_act_fn!r} (feed_forward_proj = "
@@ -410,11 +449,14 @@ CONFIGS = {"llama": LlamaConfig, "mistral": LlamaConfig, "qwen2": LlamaConfig, "
 
 def config_problem(field, value):
     """What is wrong with a config value (None: nothing): integers >= 1 (num_labels, pad_id: >= 0), a finite eps > 0,
-    a dropout rate in [0, 1), a RoPE base > 0, an initializer_range >= 0."""
+    a dropout rate in [0, 1), a RoPE base > 0, an initializer_range >= 0, a JSON true or false (a string "false" is
+    true to Python)."""
+    if field.type in (bool, Optional[bool]):
+        return None if type(value) is bool or value is None and field.type != bool else "must be true or false"
     if field.type in (int, Optional[int]):
         if value is None and field.type != int:
             return None                                 # (n_inner: None is 4 * n_embd)
-        low = 0 if field.name in ("num_labels", "pad_id") else 1
+        low = 0 if field.name in ("num_labels", "pad_id", "padding_idx") else 1
         return None if type(value) is int and value >= low else f"must be an integer >= {low}"
     if field.type in (float, Optional[float]):
         if value is None and field.type != float:
@@ -433,10 +475,12 @@ def check_config(config, source, raw=None):
     """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
     values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
     cls, names = type(config) if raw is None else config, config.HF
+    aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
     for f in fields(cls):
         key = names.get(f.name, f.name)
+        required, key = key in cls.REQUIRED, aliases.get(key, key)  # (the key transformers reads: GPT-2's hidden_size)
         value = getattr(config, f.name) if raw is None else raw.get(key)
-        if raw is not None and value is None:
+        if raw is not None and value is None and not (required and key in raw):
             continue                                   # absent (or null): from_hf's default, or its KeyError
         if problem := config_problem(f, value):
             raise ValueError(f"{source}: {key} = {value!r} {problem}")

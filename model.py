@@ -83,7 +83,7 @@ def add_head(model, name, make, num_labels=None):
     """model with a head `name`: make() drawn fresh (N(0, initializer_range), zero bias; fp32 whatever the backbone's
     dtype), unless the checkpoint brought one; a classifier's num_labels must then be the checkpoint's."""
     if name not in model._modules:
-        std = getattr(model.config, "initializer_range", 0) or 0.02  # (GPT-2's config has none: HF's 0.02)
+        std = getattr(model.config, "initializer_range", 0) or 0.02  # (0: transformers' 0.02)
         setattr(model, name, make().to(next(model.parameters()).device).apply(lambda m: init_weights(m, std)))
         model.config.num_labels = num_labels or model.config.num_labels
     if num_labels and model.config.num_labels != num_labels:
@@ -418,7 +418,7 @@ class Llama(nn.Module):
     def __init__(self, config):
         super().__init__()
         c, self.config, self.checkpointing = config, config, "none"
-        self.model = nn.ModuleDict(dict(embed_tokens=nn.Embedding(c.vocab_size, c.n_embd),
+        self.model = nn.ModuleDict(dict(embed_tokens=nn.Embedding(c.vocab_size, c.n_embd, c.padding_idx),
                                         layers=nn.ModuleList(LlamaBlock(c) for _ in range(c.n_layer)),
                                         norm=RMSNorm(c.n_embd, c.norm_eps)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)

@@ -2032,6 +2032,9 @@ case("config.json: width not a multiple of heads", ValueError, "hidden_size = 32
      "num_attention_heads = 5")(lambda ctx: with_config(ctx, num_attention_heads=5, num_key_value_heads=5))
 case("config.json: a field missing", ValueError, "config.json: field 'intermediate_size' is missing")(
     lambda ctx: with_config(ctx, intermediate_size=KeyError))
+case("config.json: hidden_size null", ValueError, "config.json: hidden_size = None must be an integer >= 1")(
+    lambda ctx: with_config(ctx, hidden_size=None))  # (was: TypeError: unsupported operand type(s) for /: 'NoneType'
+# and 'int', naming neither file nor field)
 case("config.json: unsupported model_type", NotImplementedError, "model_type 'mamba' is not supported")(
     lambda ctx: with_config(ctx, model_type="mamba"))
 case("config.json: a Qwen3 mixture of experts (qwen3_moe), not the dense Qwen3", NotImplementedError,
@@ -2093,6 +2096,9 @@ case("config.json: T5 eos_token_id 2 (beam search stops at 1)", NotImplementedEr
 case("config.json: T5 pad_token_id 3 (also the decoder's start)", NotImplementedError,
      "config.json: pad_token_id = 3 is not supported (supported: 0, None)")(
     lambda ctx: with_t5_config(ctx, pad_token_id=3))
+case("config.json: T5 feed_forward_proj null", ValueError, "config.json: feed_forward_proj = None must be a string "
+     "('relu', 'gated-gelu', ...)")(lambda ctx: with_t5_config(ctx, feed_forward_proj=None))  # (was an AttributeError:
+# 'NoneType' object has no attribute 'split', naming neither file nor field)
 case("config.json: a GPTQ checkpoint's quantization_config", NotImplementedError,
      "config.json: quantization_config (quant_method 'gptq') is not supported: load the unquantized checkpoint")(
     lambda ctx: with_config(ctx, quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq"}))
@@ -2102,6 +2108,20 @@ case("config.json: BERT initializer_range -0.02 (a fresh head's std)", ValueErro
      "config.json: initializer_range = -0.02 must be >= 0")(lambda ctx: with_bert_config(ctx, initializer_range=-0.02))
 case("config.json: GPT-2 n_inner 0", ValueError, "config.json: n_inner = 0 must be an integer >= 1")(
     lambda ctx: with_gpt2_config(ctx, n_inner=0))
+case("config.json: a Llama with is_causal false (transformers 5 attends both ways: an embedding model's)",
+     NotImplementedError, "config.json: is_causal = False is not supported (supported: None, True)")(
+    lambda ctx: with_config(ctx, is_causal=False))  # (was read nowhere: causal logits, 4.9 off transformers')
+case("config.json: BERT with is_causal true (transformers 5 attends causally)", NotImplementedError,
+     "config.json: is_causal = True is not supported (supported: None, False)")(
+    lambda ctx: with_bert_config(ctx, is_causal=True))
+case("config.json: GPT-2 scale_attn_weights \"false\", a string (was read as true: scaled)", ValueError,
+     "config.json: scale_attn_weights = 'false' must be true or false")(
+    lambda ctx: with_gpt2_config(ctx, scale_attn_weights="false"))
+case("config.json: Llama tie_word_embeddings 0 (was read as untied; transformers refuses a non-bool)", ValueError,
+     "config.json: tie_word_embeddings = 0 must be true or false")(lambda ctx: with_config(ctx, tie_word_embeddings=0))
+case("config.json: GPT-2 num_attention_heads as a string (transformers reads it over n_head)", ValueError,
+     "config.json: num_attention_heads = '2' must be an integer >= 1")(  # (was: n_head read, the alias not looked at)
+    lambda ctx: with_gpt2_config(ctx, num_attention_heads="2"))
 case("config.json: GPT-2 activation_function mish", NotImplementedError, "config.json: activation_function = 'mish' "
      "is not supported (supported: 'relu', 'gelu', 'gelu_python', 'gelu_new'")(
     lambda ctx: with_gpt2_config(ctx, activation_function="mish"))

@@ -300,3 +300,146 @@ def test_kv_heads_absent_or_null_as_each_class_reads_them(kind, heads, kv, tmp_p
     ours = M.load_pretrained(tmp_path)
     assert ours.config.n_kv_head == ref.config.num_key_value_heads
     same_outputs(ref, ours, kind)
+
+
+
+T5 = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5", "mt5"])
+@pytest.mark.parametrize("both", [False, True], ids=["alias only", "alias and own key"])
+def test_attribute_map_aliases_win_as_transformers_reads_them(kind, both, tmp_path):
+    """GPT2Config and T5Config (MT5Config) map hidden_size, num_attention_heads, ... onto n_embd, n_head, ... (d_model,
+    num_heads, ...): transformers reads config.json's alias key, and where both are written the alias wins. Were read
+    by their own keys only: 'field 'n_embd' is missing' for a config.json that spells them as aliases, and a GPT-2
+    whose n_head (2) disagrees with num_attention_heads (4) computed with 2 heads: logits off by 0.13, no word."""
+    name = {"gpt2": "GPT2", "t5": "T5", "mt5": "MT5"}[kind]
+    Config = getattr(transformers, name + "Config")
+    Model = getattr(transformers, name + ("LMHeadModel" if kind == "gpt2" else "ForConditionalGeneration"))
+    random_params(Model(Config(**GPT2 if kind == "gpt2" else T5)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    c = json.loads(path.read_text())
+    aliases = {alias: c[key] for alias, key in Config.attribute_map.items()}  # the values the weights were built with
+    if both:  # own keys that disagree, with the same shapes (T5's position table has a column a head: d_kv and
+        c |= dict(n_head=2) if kind == "gpt2" else dict(d_kv=16, num_heads=2)  # num_heads disagree: a shape error)
+    else:
+        c = {k: v for k, v in c.items() if k not in Config.attribute_map.values()}
+    path.write_text(json.dumps(c | aliases))
+    ref, x = Model.from_pretrained(tmp_path).eval(), ids()
+    ours = M.load_pretrained(tmp_path)
+    with torch.no_grad():
+        want = ref(x).logits if kind == "gpt2" else ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
+        torch.testing.assert_close(ours(x) if kind == "gpt2" else ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
+    assert M.CONFIGS[kind].ALIASES == Config.attribute_map  # the oracle's table, all of it
+
+
+CAUSAL = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, LLAMA, [True], [False]),
+          "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, QWEN3, [True], [False]),
+          "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel, GPT2, [True], [False]),
+          "bert": (transformers.BertConfig, transformers.BertModel, BERT, [False], [True]),
+          "t5": (transformers.T5Config, transformers.T5ForConditionalGeneration, T5, [], [True, False])}
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_is_causal_in_config_json_is_read_or_refused(kind, tmp_path):
+    """transformers 5 reads config.json's is_causal in every model's forward (masking_utils, the SDPA flag): False
+    makes a decoder attend both ways (a bidirectional 'power feature', as embedding models use it), True makes an
+    encoder causal, and either makes one of T5's stacks the other's kind. We read it nowhere: a Llama with is_causal
+    false loaded without a word, logits 4.9 off transformers'. Now what is not the backbone's own attention is refused
+    naming the field; the values that change nothing (and null, as if absent) load to transformers' outputs."""
+    Config, Model, sizes, same, other = CAUSAL[kind]
+    random_params(Model(Config(**sizes)), 7).save_pretrained(tmp_path)
+    path, x = tmp_path / "config.json", ids()
+    c = json.loads(path.read_text())
+
+    def ref():  # transformers' reading of config.json as it now is
+        with torch.no_grad():
+            out = Model.from_pretrained(tmp_path).eval()(x, **dict(decoder_input_ids=x[:, :5]) if kind == "t5" else {})
+        return out.last_hidden_state if kind == "bert" else out.logits
+
+    def ours():
+        with torch.no_grad():
+            return M.load_pretrained(tmp_path)(x, *[x[:, :5]] if kind == "t5" else [])
+    default = ref()
+    for value in same + [None]:
+        path.write_text(json.dumps(c | dict(is_causal=value)))
+        torch.testing.assert_close(ref(), default, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ours(), default, atol=1e-5, rtol=0)
+    for value in other:
+        path.write_text(json.dumps(c | dict(is_causal=value)))
+        assert (ref() - default).abs().max() > 0.1  # the oracle's reading: another attention
+        with pytest.raises(NotImplementedError, match=f"config.json: is_causal = {value} is not supported"):
+            M.load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_fresh_classifier_head_is_drawn_with_initializer_range(kind, tmp_path):
+    """A classifier head the checkpoint lacks is drawn N(0, initializer_range), as transformers' _init_weights draws
+    *ForSequenceClassification's. GPT-2's config.json value was not read: its fresh head was drawn with std 0.02
+    where transformers draws 0.2 (BERT's was read already)."""
+    Config, Model, sizes = KINDS[kind]
+    random_params(Model(Config(**sizes, initializer_range=0.2)), 7).save_pretrained(tmp_path)
+    Head = getattr(transformers, ("GPT2" if kind == "gpt2" else "Bert") + "ForSequenceClassification")
+    want = Head.from_pretrained(tmp_path, num_labels=50).classifier.weight.std() if kind == "bert" else \
+        Head.from_pretrained(tmp_path, num_labels=50).score.weight.std()
+    assert abs(want - 0.2) < 0.02  # the oracle's reading (1600 draws: std known to ~2%)
+    ours = M.load_pretrained(tmp_path).add_head(50)
+    got = (ours.score if kind == "gpt2" else ours.classifier).weight.std()
+    assert abs(got - want) < 0.02, (got, want)
+
+
+@pytest.mark.parametrize("kind, pad", [("llama", 5), ("llama", -1), ("qwen3", 5), ("llama", None)])
+def test_pad_token_id_row_gets_no_embedding_gradient_as_transformers(kind, pad, tmp_path):
+    """Llama's, Mistral's and Qwen's transformers classes build embed_tokens with padding_idx=pad_token_id: that row
+    gets no gradient from the lookup (-1: the last row, as nn.Embedding reads it). We ignored pad_token_id: full
+    fine-tuning moved the row where transformers leaves it (its gradient 3.6 where transformers' is 0), wherever the
+    pad id is a real token (a pad that is also the EOS). Gradients of the whole model compared, tied head too."""
+    Config, Model, sizes = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, LLAMA),
+                            "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, QWEN3)}[kind]
+    random_params(Model(Config(**sizes, pad_token_id=pad)), 7).save_pretrained(tmp_path)
+    x = torch.tensor([[3, 5, 7, 5, 9, V - 1, 11, 5, 4, V - 1]])   # the pad id (5 or V - 1) among the real tokens
+    ref, ours = Model.from_pretrained(tmp_path).train(), M.load_pretrained(tmp_path).train()
+    ref(x, labels=x).loss.backward()
+    ours.requires_grad_(True)
+    ours(x, labels=x).backward()
+    want, got = dict(ref.named_parameters()), dict(ours.named_parameters())
+    if pad is not None and not ref.config.tie_word_embeddings:  # the oracle's reading (tied: the head's gradient)
+        assert (want["model.embed_tokens.weight"].grad[pad % V] == 0).all()
+    for name, p in got.items():
+        torch.testing.assert_close(p.grad, want[name].grad, atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_t5_scale_decoder_outputs_null_is_false_as_transformers_reads_it(tied, tmp_path):
+    """T5Config sets scale_decoder_outputs from tie_word_embeddings, then config.json's own value over it: a null
+    there is None, and the decoder output is not scaled. We read a null as absent (scaled when tied): logits 2.9 off
+    transformers', and saved back with true, so transformers read our copy another way too."""
+    config = transformers.T5Config(**T5, tie_word_embeddings=tied)
+    random_params(transformers.T5ForConditionalGeneration(config), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | dict(scale_decoder_outputs=None)))
+    ref, ours, x = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval(), M.load_pretrained(
+        tmp_path), ids()
+    assert not ref.config.scale_decoder_outputs  # the oracle's reading
+    with torch.no_grad():
+        want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
+        torch.testing.assert_close(ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
+        M.save_pretrained(ours, tmp_path / "back")
+        back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
+        torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_num_labels_wins_over_a_shorter_id2label(kind, tmp_path):
+    """A hand-edited classifier config.json with num_labels 3 beside an id2label of 2 entries: transformers 5 builds
+    3 outputs (num_labels wins, with a warning). We counted id2label's entries and refused the stored head: "tensor
+    'classifier.weight' has shape (3, 32), expected (2, 32)", naming the tensor, not the field."""
+    Config, sizes = (transformers.BertConfig, BERT) if kind == "bert" else (transformers.GPT2Config, GPT2)
+    Model = getattr(transformers, f"{'Bert' if kind == 'bert' else 'GPT2'}ForSequenceClassification")
+    random_params(Model(Config(**sizes, num_labels=3, pad_token_id=0)), 2).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | dict(num_labels=3, id2label={"0": "a", "1": "b"})))
+    ref, ours, x = Model.from_pretrained(tmp_path).eval(), M.load_pretrained(tmp_path), ids()
+    assert ref.config.num_labels == ours.config.num_labels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(ours.classify(x), ref(x).logits, atol=1e-5, rtol=0)
