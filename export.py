@@ -179,6 +179,20 @@ def tied(model):
                                     if not n.startswith("lm_head."))
 
 
+def gpt2_classifier_note(tok, pad):
+    """Warn where transformers' GPT2ForSequenceClassification on the folder scores other inputs than the run: its
+    GPT-2 tokenizer adds none of lorasp's marks (<|endoftext|> A <|endoftext|> B <|endoftext|>) unless tokenizer.json's
+    template does, and it reads each text's last token that is not pad_token_id, where lorasp reads the closing mark."""
+    ends = tok.encode_pair("a", "b")[0][-1] == pad             # (the EOS as pad: the token before it read)
+    if tok.template is None or ends:
+        print("warning: the run's GPT-2 classifier read <|endoftext|> A <|endoftext|> B <|endoftext|> at the closing "
+              "mark; in transformers " + " and ".join(
+                  ["its GPT-2 tokenizer adds no marks"] * (tok.template is None) + [
+                      f"the classifier reads the last token that is not pad_token_id {pad}, the one before that mark"
+                  ] * ends) + ": its scores of this folder are not the run's; python eval.py --task glue/TASK --model "
+              "OUT scores it as trained", file=sys.stderr)
+
+
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
     tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
@@ -199,6 +213,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             if pad != tok.pad_id:     # id (it refuses batches without one): the one its tokenizer pads with, else EOS
                 print(f"note: pad_token_id = eos_token_id {pad}: transformers' GPT-2 classifier reads the "
                       "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+        if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):  # (the run's
+            gpt2_classifier_note(tok, hf.get("pad_token_id"))  # inputs: data.encode_pair's marks)
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
         hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]

@@ -197,6 +197,38 @@ def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, caps
         torch.testing.assert_close(hf(**b).logits, want, atol=1e-5, rtol=0)
 
 
+def test_a_gpt2_classifier_export_says_transformers_scores_other_inputs(tmp_path, capsys):
+    """The real GPT-2 vocabulary (no pad token): lorasp's classifier reads <|endoftext|> A <|endoftext|> B
+    <|endoftext|> at the closing mark. In transformers, the exported folder's tokenizer adds no marks and, with
+    pad_token_id = eos_token_id, GPT2ForSequenceClassification reads the token before the closing mark: other logits
+    than the run's, exported without a word before. Now a warning says both; lorasp's loader of the folder (what
+    eval.py scores) gives the run's logits."""
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(path("gpt2", "encoder.json"), base / "vocab.json")
+    shutil.copy(path("gpt2", "vocab.bpe"), base / "merges.txt")
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_embd=32, n_layer=2, n_head=4, n_positions=32)), 0).save_pretrained(base)
+    ours = trained(M.load_pretrained(base).add_head(2), ["c_attn"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/sst2"))
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    err = capsys.readouterr().err
+    assert "its GPT-2 tokenizer adds no marks and the classifier reads the last token that is not pad_token_id " \
+           "50256" in err and "python eval.py --task glue/TASK --model OUT" in err
+    ids = torch.tensor([data.load_tokenizer(tmp_path / "out").encode_pair("a fine film", "it is")[0]])
+    assert ids[0, -1] == 50256                                   # the run's input ends with the closing mark
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    hf_ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")("a fine film", "it is").input_ids
+    assert 50256 not in hf_ids                                   # transformers' tokenizer: no marks
+    with torch.no_grad():
+        want = merge_lorasp(ours).classify(ids)
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(ids), want, atol=1e-6, rtol=0)
+        assert (hf(ids).logits - want).abs().max() > 1e-3        # what the warning says: not the run's logits
+        torch.testing.assert_close(hf(ids).logits, merge_lorasp(ours).classify(ids[:, :-1]), atol=1e-5,
+                                   rtol=0)                       # (the token before the mark: what it reads)
+
+
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
     """The real SmolLM2-135M GGUF (Q4_1/Q8_0 blocks, GQA, tied) with a LoRA-SP adapter on q/v: DIR in bf16 loads in
     transformers (LlamaForCausalLM, tied, the GGUF's BOS and EOS ids as transformers reads them from it) to our merged
