@@ -1064,6 +1064,9 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
                   bias=arch == "llama" and "blk.0.attn_q.bias" in tensors, qkv_bias=arch == "qwen2",
                   qk_norm=arch == "qwen3", head_dim=hd if hd != n_embd // n_head else None,
                   **dict(rope_scaling=scaling) if scaling else {})
+    pad, vocab = meta.get("tokenizer.ggml.padding_token_id"), config["vocab_size"]  # transformers' GGUF loader: its
+    if type(pad) is int and 0 <= pad < vocab:                  # pad_token_id, embed_tokens' padding_idx (no gradient)
+        config["padding_idx"] = pad
 
     if dtype not in (torch.bfloat16, torch.float64):
         dtype = torch.float32

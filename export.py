@@ -193,6 +193,24 @@ def gpt2_classifier_note(tok, pad):
               "OUT scores it as trained", file=sys.stderr)
 
 
+def gpt2_pad_row(model, hf):
+    """A GPT-2 classifier with no pad token gets one more embedding row, zeros, as its pad_token_id: transformers'
+    GPT2ForSequenceClassification reads each row's last token that is not pad_token_id (and refuses a batch without
+    one), and every id of the vocabulary may be in lorasp's inputs, the EOS as their closing mark (the one lorasp's
+    classifier reads): with the EOS as pad it read the token before. A batch padded (on the right) with the new id
+    scores as each text alone: no real token sees a pad (causal), and the row is never read."""
+    wte, was = model.transformer.wte, tied(model)
+    rows = wte.weight.detach()
+    wte.weight = nn.Parameter(torch.cat([rows, rows.new_zeros(1, rows.shape[1])]), requires_grad=False)
+    wte.num_embeddings = rows.shape[0] + 1
+    if was:                                                    # (the LM head, kept tied: one row more)
+        model.lm_head.weight = wte.weight
+    hf["pad_token_id"], hf["vocab_size"] = rows.shape[0], rows.shape[0] + 1
+    print(f"note: pad_token_id {rows.shape[0]}: a row added to the embedding (vocab_size {rows.shape[0] + 1}), an id "
+          "no input holds, for transformers' GPT-2 classifier, which reads each text's last token that is not "
+          "pad_token_id (pad a batch with it, on the right)", file=sys.stderr)
+
+
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
     tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
@@ -207,12 +225,10 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
         if num_labels:
             hf["id2label"] = labels(model, hf, adapter)
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
-        pad = tok.pad_id if tok.pad_id is not None else hf.get("eos_token_id")
-        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and pad is not None:
-            hf["pad_token_id"] = pad  # transformers' GPT-2 classifier reads each text's last token that is not this
-            if pad != tok.pad_id:     # id (it refuses batches without one): the one its tokenizer pads with, else EOS
-                print(f"note: pad_token_id = eos_token_id {pad}: transformers' GPT-2 classifier reads the "
-                      "last token that is not padding (a batch of texts needs one)", file=sys.stderr)
+        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and tok.pad_id is not None:
+            hf["pad_token_id"] = tok.pad_id  # transformers' GPT-2 classifier reads each text's last token that is
+        elif model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and num_labels:  # not this id
+            gpt2_pad_row(model, hf)
         if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):  # (the run's
             gpt2_classifier_note(tok, hf.get("pad_token_id"))  # inputs: data.encode_pair's marks)
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the

@@ -197,12 +197,12 @@ def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, caps
         torch.testing.assert_close(hf(**b).logits, want, atol=1e-5, rtol=0)
 
 
-def test_a_gpt2_classifier_export_says_transformers_scores_other_inputs(tmp_path, capsys):
+def test_a_gpt2_classifier_export_is_scored_by_transformers_as_the_run(tmp_path, capsys):
     """The real GPT-2 vocabulary (no pad token): lorasp's classifier reads <|endoftext|> A <|endoftext|> B
-    <|endoftext|> at the closing mark. In transformers, the exported folder's tokenizer adds no marks and, with
-    pad_token_id = eos_token_id, GPT2ForSequenceClassification reads the token before the closing mark: other logits
-    than the run's, exported without a word before. Now a warning says both; lorasp's loader of the folder (what
-    eval.py scores) gives the run's logits."""
+    <|endoftext|> at the closing mark. With pad_token_id = eos_token_id, transformers' GPT2ForSequenceClassification
+    read the token before the closing mark on the run's own ids: other logits, without a word (0.01+ off here). Now
+    the export adds an embedding row as pad_token_id, an id no input holds: transformers' logits are the run's, one
+    text at a time and in a batch padded on the right with it. (Its tokenizer still adds no marks: a warning.)"""
     base = tmp_path / "base"
     base.mkdir()
     shutil.copy(path("gpt2", "encoder.json"), base / "vocab.json")
@@ -214,19 +214,23 @@ def test_a_gpt2_classifier_export_says_transformers_scores_other_inputs(tmp_path
                  base=dict(task="glue/sst2"))
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     err = capsys.readouterr().err
-    assert "its GPT-2 tokenizer adds no marks and the classifier reads the last token that is not pad_token_id " \
-           "50256" in err and "python eval.py --task glue/TASK --model OUT" in err
-    ids = torch.tensor([data.load_tokenizer(tmp_path / "out").encode_pair("a fine film", "it is")[0]])
-    assert ids[0, -1] == 50256                                   # the run's input ends with the closing mark
+    assert "its GPT-2 tokenizer adds no marks" in err and "python eval.py --task glue/TASK --model OUT" in err
+    tok = data.load_tokenizer(tmp_path / "out")
+    rows = [tok.encode_pair(a, b)[0] for a, b in (("a fine film", "it is"), ("dull", "no"), ("x", "y z w"))]
+    assert all(r[-1] == 50256 for r in rows)                     # the run's inputs end with the closing mark
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
-    hf_ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")("a fine film", "it is").input_ids
-    assert 50256 not in hf_ids                                   # transformers' tokenizer: no marks
+    pad = hf.config.pad_token_id
+    assert pad == 50257 and all(pad not in r for r in rows)      # an id no input holds
+    n = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
     with torch.no_grad():
-        want = merge_lorasp(ours).classify(ids)
-        torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(ids), want, atol=1e-6, rtol=0)
-        assert (hf(ids).logits - want).abs().max() > 1e-3        # what the warning says: not the run's logits
-        torch.testing.assert_close(hf(ids).logits, merge_lorasp(ours).classify(ids[:, :-1]), atol=1e-5,
-                                   rtol=0)                       # (the token before the mark: what it reads)
+        want = torch.cat([merge_lorasp(ours).classify(torch.tensor([r])) for r in rows])
+        for r, w in zip(rows, want):                             # one by one
+            torch.testing.assert_close(hf(torch.tensor([r])).logits[0], w, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(ids, attention_mask=mask).logits, want, atol=1e-5, rtol=0)  # batched
+        torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(torch.tensor([rows[0]])), want[:1],
+                                   atol=1e-6, rtol=0)            # lorasp's loader of the folder: the run's
 
 
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):

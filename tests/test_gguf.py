@@ -591,3 +591,29 @@ def test_full_fine_tune_of_a_gguf_saves_its_tokenizer(tmp_path, tiny):
     assert [hf(t).input_ids for t in texts] == [ours.encode(t) for t in texts]
     ids = torch.tensor([back.encode(texts[0])])
     assert M.load_pretrained(saved)(ids).shape == (1, ids.shape[1], 256)
+
+
+@pytest.mark.parametrize("pad", [5, 255])
+def test_gguf_padding_token_row_gets_no_embedding_gradient_as_transformers(tmp_path, pad):
+    """tokenizer.ggml.padding_token_id: transformers' GGUF loader reads it as pad_token_id, and its LlamaModel builds
+    embed_tokens with padding_idx there: that row gets no gradient (--method full). We read no pad from a GGUF: the
+    row moved where transformers leaves it (the real SmolLM2 GGUF has padding_token_id 2, its EOS). Gradients of the
+    whole model compared, the pad id among the real tokens."""
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                                 max_position_embeddings=256, tie_word_embeddings=False)
+    src = random_params(transformers.LlamaForCausalLM(c), 0)
+    write(tmp_path / "tiny.gguf", llama_cpp_layout(src.state_dict(), c),
+          llama_meta(c) | {"tokenizer.ggml.padding_token_id": pad})
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", dtype=torch.float32)
+    ours = M.load_pretrained(tmp_path)
+    assert ref.config.pad_token_id == pad and ref.model.embed_tokens.padding_idx == pad  # the oracle's reading
+    assert ours.config.padding_idx == pad
+    x = torch.tensor([[3, pad, 7, 9, pad, 11, 4, pad]])
+    ref.train()(x, labels=x).loss.backward()
+    ours.train().requires_grad_(True)
+    ours(x, labels=x).backward()
+    want = dict(ref.named_parameters())
+    assert (want["model.embed_tokens.weight"].grad[pad] == 0).all()
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, want[name].grad, atol=1e-5, rtol=0, msg=name)
