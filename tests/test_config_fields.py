@@ -218,14 +218,18 @@ def test_mt5_loads_as_transformers_mt5(fields, tmp_path):
     C.save_safetensors(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     (tmp_path / "config.json").write_text(json.dumps(c))
     ref = transformers.MT5ForConditionalGeneration.from_pretrained(tmp_path).eval()
-    ours, x = M.load_pretrained(tmp_path), ids()
+    same_seq2seq(ref, M.load_pretrained(tmp_path), tmp_path / "back")
+
+
+def same_seq2seq(ref, ours, back):
+    """ours (a T5 or mT5) gives the reference's logits, fp32 to 1e-5, and saved to `back` transformers reads it to them."""
+    x = ids()
     with torch.no_grad():
         want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
         torch.testing.assert_close(ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
-        M.save_pretrained(ours, tmp_path / "back")
-        back = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "back").eval()
-        torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
-
+        M.save_pretrained(ours, back)
+        again = transformers.AutoModelForSeq2SeqLM.from_pretrained(back).eval()
+        torch.testing.assert_close(again(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
 
 QWEN3 = dict(LLAMA, head_dim=8, rope_theta=1e6, tie_word_embeddings=True)  # head_dim = hidden_size / heads
 
@@ -418,15 +422,9 @@ def test_t5_scale_decoder_outputs_null_is_false_as_transformers_reads_it(tied, t
     random_params(transformers.T5ForConditionalGeneration(config), 7).save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | dict(scale_decoder_outputs=None)))
-    ref, ours, x = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval(), M.load_pretrained(
-        tmp_path), ids()
+    ref = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
     assert not ref.config.scale_decoder_outputs  # the oracle's reading
-    with torch.no_grad():
-        want = ref(input_ids=x, decoder_input_ids=x[:, :5]).logits
-        torch.testing.assert_close(ours(x, x[:, :5]), want, atol=1e-5, rtol=0)
-        M.save_pretrained(ours, tmp_path / "back")
-        back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
-        torch.testing.assert_close(back(input_ids=x, decoder_input_ids=x[:, :5]).logits, want, atol=1e-5, rtol=0)
+    same_seq2seq(ref, M.load_pretrained(tmp_path), tmp_path / "back")
 
 
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])
