@@ -214,7 +214,8 @@ def gpt2_pad_row(model, hf):
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
     tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
-    the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx' without)."""
+    the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx' without); a GPT-2
+    classifier's pad id: its tokenizer's, else one added to the model (gpt2_pad_row: a row more in its embedding)."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
     if not own:
@@ -225,12 +226,14 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
         if num_labels:
             hf["id2label"] = labels(model, hf, adapter)
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
-        if model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and tok.pad_id is not None:
-            hf["pad_token_id"] = tok.pad_id  # transformers' GPT-2 classifier reads each text's last token that is
-        elif model.config.model_type == "gpt2" and hf.get("pad_token_id") is None and num_labels:  # not this id
-            gpt2_pad_row(model, hf)
-        if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):  # (the run's
-            gpt2_classifier_note(tok, hf.get("pad_token_id"))  # inputs: data.encode_pair's marks)
+    if model.config.model_type == "gpt2" and num_labels:     # transformers' classifier reads each text's last token
+        if hf.get("pad_token_id") is None:                    # that is not pad_token_id
+            if tok.pad_id is not None:
+                hf["pad_token_id"] = tok.pad_id
+            else:
+                gpt2_pad_row(model, hf)
+        if not isinstance(tok, NoTokenizer):                  # (the run's inputs: data.encode_pair's marks)
+            gpt2_classifier_note(tok, hf.get("pad_token_id"))
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
         hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]
