@@ -62,6 +62,13 @@ from quant_torch import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
 
+# torch sends float cos, sin, exp, log, sqrt, ... to MKL's VML, which picks each function's kernel on its first call:
+# a first call split over threads could leave one thread's half on a low-accuracy kernel (~1e-4 off; RoPE's first cos
+# in ~1 of 8 fresh 2-thread processes here: pytorch/pytorch#188792). So each is called once first, on one element.
+for _f in "acos asin atan cos erf erfc erfinv exp log log10 log2 sin sqrt tan tanh trunc".split():
+    for _t in (torch.float32, torch.float64):
+        getattr(torch, _f)(torch.full((1,), 0.5, dtype=_t))
+
 # ----------------------------------------------------------------------------------------------------
 # A model from its config (configs.py: the configs, their presets and config.json)
 
