@@ -182,14 +182,15 @@ def tied(model):
 
 def gpt2_tokenizer(tok, directory, pad):
     """A GPT-2 classifier's tokenizer files, read by transformers' AutoTokenizer to the run's ids: tokenizer.json (the
-    base's, else data.save_tokenizer's of its vocab.json + merges.txt, encoder.json + vocab.bpe or GGUF) with a
+    base's, else data.save_tokenizer's of its vocab.json + merges.txt or encoder.json + vocab.bpe) with a
     TemplateProcessing adding lorasp's marks (encode_pair's: <|endoftext|> A <|endoftext|> B <|endoftext|>), and the
     pad (gpt2_pad_row's: an added token of that id) named in tokenizer_config.json, padding on the right."""
     f = lambda name: os.path.join(directory, name)             # noqa: E731
     if not os.path.isfile(f("tokenizer.json")) and type(tok) is not BPETokenizer:  # (none to write one from)
-        return print(f"warning: {directory} has no tokenizer.json to add lorasp's marks (<|endoftext|> A <|endoftext|> "
-                     "B <|endoftext|>) in transformers: give its classifier these ids, or score the folder with python "
-                     "eval.py --task glue/TASK --model OUT", file=sys.stderr)
+        return print("warning: transformers' tokenizer of this folder adds none of the marks lorasp's classifier read "
+                     "around the texts (data.encode_pair's): no tokenizer.json, and no byte-level BPE to write one "
+                     "from; give it those ids, or score the folder with python eval.py --task glue/TASK --model OUT",
+                     file=sys.stderr)
     if not os.path.isfile(f("tokenizer.json")):
         save_tokenizer(tok, directory)
     t, cfg = (read_json(f(n)) if os.path.isfile(f(n)) else {} for n in ("tokenizer.json", "tokenizer_config.json"))

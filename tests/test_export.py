@@ -22,7 +22,7 @@ import train
 from checkpoint import load_safetensors, read_safetensors_header
 from fetch_real import path
 from evalcli import load_model
-from fixtures import flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import demo_tokenizer, flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import model as M
 from lorasp import apply_lorasp, merge_lorasp, save_adapter
 
@@ -269,6 +269,26 @@ def test_a_gpt2_classifier_export_is_scored_by_transformers_as_the_run(tmp_path,
     first = torch.tensor([tok.encode_pair(*PAIRS[0])[0]])
     torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(first), merged.classify(first),
                                atol=1e-6, rtol=0)
+
+
+def test_a_gpt2_classifier_on_a_sentencepiece_tokenizer_says_transformers_adds_no_marks(tmp_path, capsys):
+    """A GPT-2 whose tokenizer is a sentencepiece tokenizer.model (no tokenizer.json, and nothing lorasp writes as
+    one): the folder's tokenizer cannot add the run's marks (<s> A </s> B </s> here), which a warning says, naming
+    eval.py's command; the pad is a row of its own all the same."""
+    base = tmp_path / "base"
+    base.mkdir()
+    tok = demo_tokenizer(base, 300)
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=tok.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id)), 0).save_pretrained(base)
+    ours = trained(M.load_pretrained(base).add_head(2), ["c_attn"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/sst2"))
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    err = capsys.readouterr().err
+    assert "warning: transformers' tokenizer of this folder adds none of the marks lorasp's classifier read" in err
+    assert "python eval.py --task glue/TASK --model OUT" in err and not (tmp_path / "out" / "tokenizer.json").exists()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == tok.vocab_size
 
 
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
