@@ -92,10 +92,13 @@ def test_gpt2_sst2_export_is_scored_by_transformers_as_the_run(gpt2, glue_dir, t
     """export.py's folder of a GPT-2 SST-2 adapter (a base with vocab.json + merges.txt and no pad): transformers'
     AutoTokenizer gives the dev sentences the run's ids, <|endoftext|> A <|endoftext|> (it added none), padded with
     an id of their own (the EOS was pad_token_id: the token before the closing mark read), and the classifier the
-    run's logits and dev accuracy."""
+    run's logits and dev accuracy; eval.py on the folder (its tokenizer.json's template, the added pad) the same."""
     summary = sst2(gpt2, glue_dir, tmp_path / "run", capsys)[0]
     export.main(["--model", str(gpt2), "--adapter", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     ours, tok = load_model(str(gpt2), str(tmp_path / "run" / "adapter"), num_labels=2, dtype=torch.float32)
     predicted = scored_by_transformers(tmp_path / "out", tok, ours, glue_dir)
     gold = torch.tensor([y for _, _, y in data.read_glue(glue_dir / "SST-2" / "dev.tsv", "sst2")])
     assert (predicted == gold).float().mean().item() * 100 == pytest.approx(summary["dev"]["accuracy"], abs=1e-6)
+    result, _ = run(E.main, ["--task", "glue/sst2", "--model", str(tmp_path / "out"), "--data-dir", str(glue_dir),
+                             "--seq-len", "32", "--batch-size", "8"], capsys)    # lorasp on the folder's own files
+    assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0)
