@@ -4,6 +4,7 @@ against transformers' GPT2ForSequenceClassification on the same random weights (
 eval.py reproducing the dev metrics training reported; export.py's folder of it (and a --method full run's model/)
 scored by transformers' AutoTokenizer + AutoModelForSequenceClassification as the run scores the dev set."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -102,3 +103,23 @@ def test_gpt2_sst2_export_is_scored_by_transformers_as_the_run(gpt2, glue_dir, t
     result, _ = run(E.main, ["--task", "glue/sst2", "--model", str(tmp_path / "out"), "--data-dir", str(glue_dir),
                              "--seq-len", "32", "--batch-size", "8"], capsys)    # lorasp on the folder's own files
     assert result["dev"] == pytest.approx(summary["dev"], abs=1e-6, rel=0)
+
+
+@pytest.mark.parametrize("pad", [None, "<|endoftext|>"])
+def test_gpt2_full_fine_tune_model_folder_is_scored_by_transformers_as_the_run(gpt2, glue_dir, tmp_path,  # noqa: F811
+                                                                               capsys, pad):
+    """A --method full GPT-2 SST-2 run's OUT/model (the base's vocab.json + merges.txt; no pad, or tokenizer_config.json
+    naming <|endoftext|>, the closing mark): transformers' AutoTokenizer could not pad its batches (none) or padded
+    with the closing mark, and added none of the run's marks. Now as export.py's folder: the run's ids, logits and
+    dev accuracy; the checkpoint --resume reads keeps the embedding's rows."""
+    base = shutil.copytree(gpt2, tmp_path / "base")
+    if pad:
+        (base / "tokenizer_config.json").write_text(json.dumps({"pad_token": pad}))
+    summary = sst2(base, glue_dir, tmp_path / "run", capsys, "--method", "full", "--lr", "1e-3", "--save-every", "6")[0]
+    model, rows = tmp_path / "run" / "model", json.loads((gpt2 / "config.json").read_text())["vocab_size"]
+    assert json.loads((model / "config.json").read_text())["pad_token_id"] == rows        # a row of its own
+    assert json.loads((tmp_path / "run" / "checkpoint" / "model" / "config.json").read_text())["vocab_size"] == rows
+    ours = M.load_pretrained(model, dtype=torch.float32)
+    predicted = scored_by_transformers(model, data.load_tokenizer(base), ours, glue_dir)
+    gold = torch.tensor([y for _, _, y in data.read_glue(glue_dir / "SST-2" / "dev.tsv", "sst2")])
+    assert (predicted == gold).float().mean().item() * 100 == pytest.approx(summary["dev"]["accuracy"], abs=1e-6)
