@@ -13,8 +13,9 @@ and llama.cpp's convert_hf_to_gguf.py read:
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
   dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
   (merged into the original weights, as PEFT on a fresh bf16 load does, it is another model, off by NF4's rounding).
-- A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label, a
-  SQuAD one as *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
+- A classifier adapter (GLUE: the head in modules_to_save) exports as *ForSequenceClassification with id2label (GPT-2:
+  a pad id, tokenizer files AutoTokenizer reads to the run's ids: gpt2_tokenizer), a SQuAD one as
+  *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
 - --dtype fp16 of a T5 is written with a warning: its activations pass float16's range (transformers guards them).
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
 - Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
@@ -41,7 +42,7 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded
-from data import UserError, llama_tokenizer_config, load_tokenizer
+from data import BPETokenizer, UserError, llama_tokenizer_config, load_tokenizer, save_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -179,36 +180,65 @@ def tied(model):
                                     if not n.startswith("lm_head."))
 
 
-def gpt2_classifier_note(tok, pad):
-    """Warn where transformers' GPT2ForSequenceClassification on the folder scores other inputs than the run: its
-    GPT-2 tokenizer adds none of lorasp's marks (<|endoftext|> A <|endoftext|> B <|endoftext|>) unless tokenizer.json's
-    template does, and it reads each text's last token that is not pad_token_id, where lorasp reads the closing mark."""
-    ends = tok.encode_pair("a", "b")[0][-1] == pad             # (the EOS as pad: the token before it read)
-    if tok.template is None or ends:
-        print("warning: the run's GPT-2 classifier read <|endoftext|> A <|endoftext|> B <|endoftext|> at the closing "
-              "mark; in transformers " + " and ".join(
-                  ["its GPT-2 tokenizer adds no marks"] * (tok.template is None) + [
-                      f"the classifier reads the last token that is not pad_token_id {pad}, the one before that mark"
-                  ] * ends) + ": its scores of this folder are not the run's; python eval.py --task glue/TASK --model "
-              "OUT scores it as trained", file=sys.stderr)
+def gpt2_tokenizer(tok, directory, pad):
+    """A GPT-2 classifier's tokenizer files, read by transformers' AutoTokenizer to the run's ids: tokenizer.json (the
+    base's, else data.save_tokenizer's of its vocab.json + merges.txt or encoder.json + vocab.bpe) with a
+    TemplateProcessing adding lorasp's marks (encode_pair's: <|endoftext|> A <|endoftext|> B <|endoftext|>), and the
+    pad (gpt2_pad_row's: an added token of that id) named in tokenizer_config.json, padding on the right."""
+    f = lambda name: os.path.join(directory, name)             # noqa: E731
+    if not os.path.isfile(f("tokenizer.json")) and type(tok) is not BPETokenizer:  # (none to write one from)
+        return print("warning: transformers' tokenizer of this folder adds none of the marks lorasp's classifier read "
+                     "around the texts (data.encode_pair's): no tokenizer.json, and no byte-level BPE to write one "
+                     "from; give it those ids, or score the folder with python eval.py --task glue/TASK --model OUT",
+                     file=sys.stderr)
+    if not os.path.isfile(f("tokenizer.json")):
+        save_tokenizer(tok, directory)
+    t, cfg = (read_json(f(n)) if os.path.isfile(f(n)) else {} for n in ("tokenizer.json", "tokenizer_config.json"))
+    known = {i: s for s, i in t["model"]["vocab"].items()} | {a["id"]: a["content"] for a in t["added_tokens"]}
+    if pad not in known:                                       # the row gpt2_pad_row added
+        known[pad] = next(s for s in ("<|pad|>", "<|padding|>", f"<|pad{pad}|>") if s not in known.values())
+        new = dict(content=known[pad], single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+        t["added_tokens"].append(dict(id=pad, **new))          # (a text holding it is read as that token)
+        cfg.setdefault("added_tokens_decoder", {})[str(pad)] = new
+    if tok.template is None:                                   # (else the base's template has marks between: ours)
+        part = lambda p, k: [{"Sequence": {"id": p, "type_id": k}}] if p in ("A", "B") else [  # noqa: E731
+            {"SpecialToken": {"id": known[i], "type_id": k}} for i in p]
+        single, pair = ([x for p, k in tok.marks_template(two) for x in part(p, k)] for two in (False, True))
+        marks = {i for p, _ in tok.marks_template(True) if p not in ("A", "B") for i in p}
+        old = t.get("post_processor") or {}                    # (ByteLevel's, for offsets: kept)
+        kept = [p for p in old.get("processors", [old] * bool(old)) if p.get("type") != "TemplateProcessing"]
+        ours = dict(type="TemplateProcessing", single=single, pair=pair, special_tokens={
+            known[i]: dict(id=known[i], ids=[i], tokens=[known[i]]) for i in marks})
+        t["post_processor"] = dict(type="Sequence", processors=kept + [ours]) if kept else ours
+    # tokenizer.json read whole (transformers 5's GPT2Tokenizer renumbers its added tokens: a <|pad|> 301 read as
+    # 300), add_bos/eos_token would rebuild its template; no token types (GPT-2 adds their embeddings)
+    cfg = {k: v for k, v in cfg.items() if k not in ("add_bos_token", "add_eos_token")} | dict(
+        tokenizer_class="PreTrainedTokenizerFast", pad_token=known[pad], padding_side="right",
+        model_input_names=["input_ids", "attention_mask"])
+    files = {"tokenizer.json": t, "tokenizer_config.json": cfg}
+    if os.path.isfile(f("special_tokens_map.json")):          # (in step with tokenizer_config.json)
+        files["special_tokens_map.json"] = read_json(f("special_tokens_map.json")) | dict(pad_token=known[pad])
+    for name, j in files.items():
+        with open(f(name), "w", encoding="utf-8") as fh:
+            json.dump(j, fh, ensure_ascii=False)
 
 
-def gpt2_pad_row(model, hf):
-    """A GPT-2 classifier with no pad token gets one more embedding row, zeros, as its pad_token_id: transformers'
-    GPT2ForSequenceClassification reads each row's last token that is not pad_token_id (and refuses a batch without
-    one), and every id of the vocabulary may be in lorasp's inputs, the EOS as their closing mark (the one lorasp's
-    classifier reads): with the EOS as pad it read the token before. A batch padded (on the right) with the new id
-    scores as each text alone: no real token sees a pad (causal), and the row is never read."""
-    wte, was = model.transformer.wte, tied(model)
+def gpt2_pad_row(model, hf, was=None):
+    """A GPT-2 classifier with no pad token, or the EOS as pad (was), gets one more embedding row, zeros, as its
+    pad_token_id: transformers' GPT2ForSequenceClassification reads each row's last token that is not pad_token_id
+    (none: no batch), any id may be in lorasp's inputs, the EOS their closing mark (with the EOS as pad, the token
+    before it was read). Padded with it on the right, each text scores as alone: no real token sees it (causal)."""
+    wte, tie = model.transformer.wte, tied(model)
     rows = wte.weight.detach()
     wte.weight = nn.Parameter(torch.cat([rows, rows.new_zeros(1, rows.shape[1])]), requires_grad=False)
     wte.num_embeddings = rows.shape[0] + 1
-    if was:                                                    # (the LM head, kept tied: one row more)
+    if tie:                                                    # (the LM head, kept tied: one row more)
         model.lm_head.weight = wte.weight
     hf["pad_token_id"], hf["vocab_size"] = rows.shape[0], rows.shape[0] + 1
     print(f"note: pad_token_id {rows.shape[0]}: a row added to the embedding (vocab_size {rows.shape[0] + 1}), an id "
           "no input holds, for transformers' GPT-2 classifier, which reads each text's last token that is not "
-          "pad_token_id (pad a batch with it, on the right)", file=sys.stderr)
+          "pad_token_id" + f" (the base's pad, {was}, is the closing mark lorasp's reads)" * (was is not None),
+          file=sys.stderr)
 
 
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
@@ -227,13 +257,11 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             hf["id2label"] = labels(model, hf, adapter)
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
     if model.config.model_type == "gpt2" and num_labels:     # transformers' classifier reads each text's last token
-        if hf.get("pad_token_id") is None:                    # that is not pad_token_id
-            if tok.pad_id is not None:
-                hf["pad_token_id"] = tok.pad_id
-            else:
-                gpt2_pad_row(model, hf)
-        if not isinstance(tok, NoTokenizer):                  # (the run's inputs: data.encode_pair's marks)
-            gpt2_classifier_note(tok, hf.get("pad_token_id"))
+        pad = tok.pad_id if hf.get("pad_token_id") is None else hf["pad_token_id"]  # that is not pad_token_id
+        if pad is None or not isinstance(tok, NoTokenizer) and pad == tok.encode_pair("a", "b")[0][-1]:
+            gpt2_pad_row(model, hf, pad)                      # (the EOS as pad: the token before the closing mark)
+        else:
+            hf["pad_token_id"] = pad
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
         hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
     hf["torch_dtype"] = HF_DTYPES[dtype]
@@ -299,15 +327,17 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard)
-        with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(hf, f, indent=2)
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
+        if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):
+            gpt2_tokenizer(tok, tmp, hf["pad_token_id"])       # (before config.json: save_tokenizer edits one)
+        with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf, f, indent=2)
         llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
-    if isinstance(tok, NoTokenizer) or not copied:
+    if isinstance(tok, NoTokenizer) or not set(COPIED[:-1]) & set(files):
         print(f"note: {out} has no tokenizer files: " + (
             f"{path} is a GGUF, whose tokenizer lives inside it (transformers: AutoTokenizer.from_pretrained(folder, "
             f"gguf_file=...).save_pretrained('{out}'))" if gguf_file(path) else f"{path} has none to copy"),

@@ -45,7 +45,8 @@ from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad
                   generate_answers)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import atomic_write, gguf_file, read_json, replace_dir
+from checkpoint import atomic_write, gguf_file, read_json, replace_dir, write_checkpoint
+from export import gpt2_tokenizer
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
@@ -191,8 +192,10 @@ def save_weights(model, directory, args, source):
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
                                           task=args.data, file=named[0] if named else None,
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
+        gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *data.COPIED)) as tmp:
-            save_pretrained(model, tmp)
+            tok = data.load_tokenizer(source) if gpt2 else None  # OUT/model, not a checkpoint's (--resume reads it)
+            pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *data.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
@@ -201,8 +204,32 @@ def save_weights(model, directory, args, source):
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
                 data.llama_tokenizer_config(data.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
+            if gpt2:                                           # lorasp's marks, the pad named (export.py's files)
+                gpt2_tokenizer(tok, tmp, pad)
+                config = read_json(os.path.join(tmp, "config.json"))  # (save_tokenizer's: the tokenizer's pad)
+                with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
+                    json.dump(config | {"pad_token_id": pad}, f, indent=2)
     except OSError as e:
         raise OSError(e.errno, f"writing {directory} failed ({e.strerror or e}); it holds what it held before") from e
+
+
+def save_gpt2_classifier(model, directory, tok, source):
+    """save_pretrained of a GPT-2 classifier as export.py writes one: transformers' GPT2ForSequenceClassification reads
+    each text's last token that is not pad_token_id, so with no pad, or the EOS (the closing mark lorasp's classifier
+    reads) as pad, the file's embedding gets export.gpt2_pad_row's zero row as pad (the model, and the checkpoints
+    --resume reads, keep their shapes). Returns the pad id."""
+    base = read_json(os.path.join(source, "config.json")) if os.path.isfile(os.path.join(source, "config.json")) else {}
+    hf, state, seen = model.config.to_hf(), model.state_dict(), set()
+    pad = tok.pad_id if base.get("pad_token_id") is None else base["pad_token_id"]
+    rows = state["transformer.wte.weight"].shape[0]
+    if pad is None or pad == tok.encode_pair("a", "b")[0][-1]:
+        pad, hf["vocab_size"] = rows, rows + 1
+    hf["pad_token_id"] = pad
+    grow = lambda n, t: torch.cat([t, t.new_zeros(1, t.shape[1])]) if n == "transformer.wte.weight" and pad == rows \
+        else t  # noqa: E731
+    write_checkpoint(directory, hf, (type(model).hf_tensor(n, grow(n, t)) for n, t in state.items()
+                                     if not (t.data_ptr() in seen or seen.add(t.data_ptr()))))  # (tied: once)
+    return pad
 
 
 def keep_token_ids(base, saved):

@@ -22,7 +22,7 @@ import train
 from checkpoint import load_safetensors, read_safetensors_header
 from fetch_real import path
 from evalcli import load_model
-from fixtures import flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import demo_tokenizer, flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import model as M
 from lorasp import apply_lorasp, merge_lorasp, save_adapter
 
@@ -171,14 +171,21 @@ def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, t
         torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(x, mask), want, atol=1e-6, rtol=0)
 
 
-def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, capsys):
+@pytest.mark.parametrize("pad", ["<pad>", "<|endoftext|>"])
+def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, capsys, pad):
     """A GPT-2 whose tokenizer_config.json names pad_token <pad> (added: id 300; <|endoftext|> is 0) and whose
     config.json names none. transformers' GPT2ForSequenceClassification reads each text's last token that is not
     config.json's pad_token_id: export.py wrote the EOS id (0) there, so on a batch transformers' tokenizer padded
-    with <pad> it read a pad for the shorter text. Now the tokenizer's pad id: the exported classifier gives ours."""
+    with <pad> it read a pad for the shorter text. Now the tokenizer's pad id: the exported classifier gives ours, on
+    AutoTokenizer's batches of the run's ids (it added none of the run's marks). A tokenizer whose pad is
+    <|endoftext|>, the run's closing mark (read by transformers as a pad: the token before it scored, said in a
+    warning), gets a row of its own instead (301), named in the tokenizer files."""
     base = tmp_path / "base"
     base.mkdir()
     gpt2_folder(base)
+    if pad != "<pad>":
+        config = json.loads((base / "tokenizer_config.json").read_text())
+        (base / "tokenizer_config.json").write_text(json.dumps(config | {"pad_token": pad}))
     random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=301, n_embd=32, n_layer=2, n_head=4, n_positions=32, eos_token_id=0, bos_token_id=0)), 0
     ).save_pretrained(base)
@@ -186,51 +193,102 @@ def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, caps
     save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
                  base=dict(task="glue/mnli"))
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == 300
-    assert "pad_token_id = eos_token_id" not in capsys.readouterr().err
-    b = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")(["a b c d e f g", "a b"], padding=True,
-                                                                     return_tensors="pt")
-    assert (b.input_ids[1] == 300).sum() > 0                    # the shorter text, right-padded with <pad>
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
-    with torch.no_grad():
-        want = merge_lorasp(ours).classify(b.input_ids, b.attention_mask)
-        torch.testing.assert_close(hf(**b).logits, want, atol=1e-5, rtol=0)
+    want = 300 if pad == "<pad>" else 301
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == want
+    err = capsys.readouterr().err
+    assert "pad_token_id = eos_token_id" not in err and "warning" not in err
+    scored_as_the_run(tmp_path / "out", data.load_tokenizer(base), merge_lorasp(ours), want)
 
 
-def test_a_gpt2_classifier_export_is_scored_by_transformers_as_the_run(tmp_path, capsys):
-    """The real GPT-2 vocabulary (no pad token): lorasp's classifier reads <|endoftext|> A <|endoftext|> B
-    <|endoftext|> at the closing mark. With pad_token_id = eos_token_id, transformers' GPT2ForSequenceClassification
-    read the token before the closing mark on the run's own ids: other logits, without a word (0.01+ off here). Now
-    the export adds an embedding row as pad_token_id, an id no input holds: transformers' logits are the run's, one
-    text at a time and in a batch padded on the right with it. (Its tokenizer still adds no marks: a warning.)"""
+PAIRS = [("a fine film", "it is"), ("dull", "no"), (" xé <|endoftext|>y", "z  w!")]  # (texts, pairs: the run's inputs)
+SINGLES = ["a fine film, truly", "dull", " déjà vu <|endoftext|>"]
+
+
+def scored_as_the_run(out, tok, ours, pad):
+    """transformers' AutoTokenizer and AutoModelForSequenceClassification on out, against the run: lorasp's ids (tok,
+    the base's: data.encode_pair's marks) for single texts and pairs, padded with pad on the right (its default, as
+    out says), and our merged classifier's logits of each text alone (fp32: to 1e-5); left padding as well, with the
+    position ids of each text from 0 (GPT-2 counts positions from the padding, as transformers' left padding leaves
+    them: other logits). Returns the largest difference seen."""
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.pad_token_id == pad and hf_tok.pad_token_id == pad and hf_tok.padding_side == "right"
+    worst = 0.0
+    for texts in (SINGLES, PAIRS):
+        a, b = zip(*texts) if texts is PAIRS else (texts, None)
+        rows = [tok.encode_pair(x, y)[0] for x, y in zip(a, b or [None] * len(a))]
+        assert all(r[-1] == tok.eos_id and r[0] == tok.eos_id for r in rows) and all(pad not in r for r in rows)
+        with torch.no_grad():
+            want = torch.cat([ours.classify(torch.tensor([r])) for r in rows])
+            for side in ("right", "left"):
+                hf_tok.padding_side = side
+                batch = hf_tok(list(a), list(b) if b else None, padding=True, return_tensors="pt")
+                n = batch.input_ids.shape[1]
+                assert batch.input_ids.tolist() == [[pad] * (n - len(r)) * (side == "left") + r + [pad] * (
+                    n - len(r)) * (side == "right") for r in rows]
+                assert batch.attention_mask.tolist() == (batch.input_ids != pad).long().tolist()
+                positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+                got = hf(**batch, position_ids=positions).logits if side == "left" else hf(**batch).logits
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+                worst = max(worst, (got - want).abs().max().item())
+            assert (hf(**batch).logits - want).abs().max() > 1e-3  # left padding, positions counted from the pads
+            for r, w in zip(rows, want):                               # one text at a time, no mask
+                torch.testing.assert_close(hf(torch.tensor([r])).logits[0], w, atol=1e-5, rtol=0)
+    return worst
+
+
+@pytest.mark.parametrize("layout", ["vocab.json+merges.txt", "encoder.json+vocab.bpe", "tokenizer.json"])
+def test_a_gpt2_classifier_export_is_scored_by_transformers_as_the_run(tmp_path, capsys, layout):
+    """The real GPT-2 vocabulary (no pad token), as OpenAI's files, their transformers names, or the tokenizer.json
+    transformers saves of them: lorasp's classifier reads <|endoftext|> A <|endoftext|> B <|endoftext|> at the closing
+    mark. With pad_token_id = eos_token_id, transformers' GPT2ForSequenceClassification read the token before the
+    closing mark (0.01+ off here); its tokenizer on the folder added no marks (encoder.json + vocab.bpe: it had no
+    files to read at all). Now the export adds an embedding row as pad_token_id, an id no input holds, and writes a
+    tokenizer.json whose TemplateProcessing adds the marks, the pad an added token of that id: AutoTokenizer's batch
+    (single texts and pairs) holds the run's ids and AutoModelForSequenceClassification gives the run's logits."""
     base = tmp_path / "base"
     base.mkdir()
-    shutil.copy(path("gpt2", "encoder.json"), base / "vocab.json")
-    shutil.copy(path("gpt2", "vocab.bpe"), base / "merges.txt")
     random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=50257, n_embd=32, n_layer=2, n_head=4, n_positions=32)), 0).save_pretrained(base)
+    names = ("encoder.json", "vocab.bpe") if layout == "encoder.json+vocab.bpe" else ("vocab.json", "merges.txt")
+    shutil.copy(path("gpt2", "encoder.json"), base / names[0])
+    shutil.copy(path("gpt2", "vocab.bpe"), base / names[1])
+    if layout == "tokenizer.json":                               # (transformers' own save of GPT2Tokenizer)
+        transformers.AutoTokenizer.from_pretrained(base).save_pretrained(base)
+        assert (base / "tokenizer.json").exists()
+    ours = trained(M.load_pretrained(base).add_head(2), ["c_attn"])
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/sst2"))
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "warning" not in capsys.readouterr().err
+    merged = merge_lorasp(ours)
+    worst = scored_as_the_run(tmp_path / "out", data.load_tokenizer(base), merged, 50257)
+    print(f"{layout}: transformers' logits off the run's by at most {worst:.2e}")
+    tok, run_tok = data.load_tokenizer(tmp_path / "out"), data.load_tokenizer(base)  # lorasp's loader of the folder
+    assert [tok.encode_pair(a, b)[0] for a, b in PAIRS] == [run_tok.encode_pair(a, b)[0] for a, b in PAIRS]
+    first = torch.tensor([tok.encode_pair(*PAIRS[0])[0]])
+    torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(first), merged.classify(first),
+                               atol=1e-6, rtol=0)
+
+
+def test_a_gpt2_classifier_on_a_sentencepiece_tokenizer_says_transformers_adds_no_marks(tmp_path, capsys):
+    """A GPT-2 whose tokenizer is a sentencepiece tokenizer.model (no tokenizer.json, and nothing lorasp writes as
+    one): the folder's tokenizer cannot add the run's marks (<s> A </s> B </s> here), which a warning says, naming
+    eval.py's command; the pad is a row of its own all the same."""
+    base = tmp_path / "base"
+    base.mkdir()
+    tok = demo_tokenizer(base, 300)
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=tok.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=32, bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id)), 0).save_pretrained(base)
     ours = trained(M.load_pretrained(base).add_head(2), ["c_attn"])
     save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
                  base=dict(task="glue/sst2"))
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     err = capsys.readouterr().err
-    assert "its GPT-2 tokenizer adds no marks" in err and "python eval.py --task glue/TASK --model OUT" in err
-    tok = data.load_tokenizer(tmp_path / "out")
-    rows = [tok.encode_pair(a, b)[0] for a, b in (("a fine film", "it is"), ("dull", "no"), ("x", "y z w"))]
-    assert all(r[-1] == 50256 for r in rows)                     # the run's inputs end with the closing mark
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
-    pad = hf.config.pad_token_id
-    assert pad == 50257 and all(pad not in r for r in rows)      # an id no input holds
-    n = max(map(len, rows))
-    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
-    with torch.no_grad():
-        want = torch.cat([merge_lorasp(ours).classify(torch.tensor([r])) for r in rows])
-        for r, w in zip(rows, want):                             # one by one
-            torch.testing.assert_close(hf(torch.tensor([r])).logits[0], w, atol=1e-5, rtol=0)
-        torch.testing.assert_close(hf(ids, attention_mask=mask).logits, want, atol=1e-5, rtol=0)  # batched
-        torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(torch.tensor([rows[0]])), want[:1],
-                                   atol=1e-6, rtol=0)            # lorasp's loader of the folder: the run's
+    assert "warning: transformers' tokenizer of this folder adds none of the marks lorasp's classifier read" in err
+    assert "python eval.py --task glue/TASK --model OUT" in err and not (tmp_path / "out" / "tokenizer.json").exists()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == tok.vocab_size
 
 
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
