@@ -683,3 +683,27 @@ def test_a_tokenizer_model_beside_a_generation_config_gets_a_tokenizer_config_to
     for text in ("How many words are in owl fox?", "cat dog 3 7"):
         assert hf(text)["input_ids"] == tok.encode(text), text
         assert tok.encode(text)[0] == tok.bos_id
+
+
+def test_a_gpt2_language_model_on_openai_file_names_gets_a_tokenizer_transformers_reads(tmp_path, capsys):
+    """A GPT-2 base whose tokenizer is OpenAI's encoder.json + vocab.bpe (the real vocabulary), exported as a language
+    model: the folder got no tokenizer file transformers reads, and the note said the base 'has none to copy'
+    (lorasp had read it); AutoTokenizer on the folder then built a GPT2Tokenizer of no vocabulary, encoding text as [].
+    Now the folder gets a tokenizer.json: AutoTokenizer gives lorasp's ids, and the note is gone."""
+    base = tmp_path / "base"
+    base.mkdir()
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_embd=32, n_layer=2, n_head=4, n_positions=32)), 0).save_pretrained(base)
+    shutil.copy(path("gpt2", "encoder.json"), base / "encoder.json")
+    shutil.copy(path("gpt2", "vocab.bpe"), base / "vocab.bpe")
+    ours = trained(M.load_pretrained(base), ["c_attn"])
+    save_adapter(ours, tmp_path / "adapter")
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "has no tokenizer files" not in capsys.readouterr().err
+    texts = ["Hello world", " ţară, şi ăla 123 <|endoftext|> x", "\tindented\n\nlines  "]
+    hf_tok, run_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out"), data.load_tokenizer(base)
+    assert [hf_tok(t).input_ids for t in texts] == [run_tok.encode(t) for t in texts]
+    assert data.load_tokenizer(tmp_path / "out").encode(texts[1]) == run_tok.encode(texts[1])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    ids = torch.tensor([run_tok.encode(texts[1])])
+    torch.testing.assert_close(hf(ids).logits, merge_lorasp(ours)(ids), atol=1e-5, rtol=0)
