@@ -13,9 +13,8 @@ from rouge_score import tokenize as rouge_tokenize
 from sacrebleu.metrics.chrf import CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from eval import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, matthews_corrcoef, pearson, rouge,
-                  spearman)
-from metrics import _chrf_words, chrf, score_line, translation_scores
+from eval import accuracy, bleu, chrf, f1, matthews_corrcoef, pearson, rouge, spearman
+from metrics import _chrf_words, _rouge_tokens, _tokenize_13a, score_line, translation_scores
 
 TRICKY = [
     "", " ", "a", "Hello, world!", "The U.S.A. costs $1,000.50 -- or 3-4 euro.", ".5 and 5. and ,5 and 5,",
