@@ -214,7 +214,7 @@ def _chrf_stats(hyp, ref):
 
 
 def _chrf_score(stats, beta=2):
-    """chrF_beta x 100 = (1 + b²) P R / (b² P + R) (Popović 2015, Eq. 1), P and R the mean precision and recall over
+    """chrF_beta x 100 = (1 + b²) P R / (b² P + R) (Popović 2015), P and R the mean precision and recall over
     the orders both sides have n-grams of (sacreBLEU 2's 'effective order'; chrF++.py's eps smoothing is left out);
     0 when P + R is 0. In sacreBLEU's order of operations: the same float."""
     P = R = 0.0
@@ -231,6 +231,8 @@ def _chrf_score(stats, beta=2):
 def chrf(hypotheses, references, word_order=0):
     """Corpus chrF ×100 (Popović 2015), word_order=2: chrF++ (Popović 2017); = sacrebleu.corpus_chrf(hypotheses,
     [references], word_order=word_order).score. references[i]: str or list of str (the best one's counts)."""
+    if type(word_order) is not int or word_order < 0:  # (-1 scored 5 character orders; True, chrF+)
+        raise ValueError(f"chrf's word_order is a whole number >= 0 (0: chrF, 2: chrF++), not {word_order!r}")
     hypotheses, references = _texts(hypotheses, references, "chrf")
     total = [(0, 0, 0)] * (6 + word_order)
     for hyp, refs in zip(hypotheses, references):

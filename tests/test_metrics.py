@@ -289,6 +289,9 @@ def test_chrf_errors():
         chrf([None], ["a"])
     with pytest.raises(TypeError, match="^hypotheses is a str"):
         chrf("the cat", "the cat")
+    for word_order in (-1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match=r"^chrf's word_order is a whole number >= 0 \(0: chrF, 2: chrF\+\+\)"):
+            chrf(["a"], ["a"], word_order)
 
 
 def test_translation_scores_and_their_line(ro_corpus):
