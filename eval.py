@@ -2,7 +2,7 @@
 a checkpoint with or without an adapter: MMLU 5-shot, perplexity, greedy generation side by side; and (--plot) the
 loss curves of train.py runs, drawn by plot.py.
 
-The metrics (GLUE's, BLEU, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
+The metrics (GLUE's, BLEU, chrF, ROUGE, SQuAD's exact match and F1) live in metrics.py, by hand and equal to the tools
 papers report with; they are importable from here too (`from eval import bleu`).
 Here, on a model from model.load_pretrained (optionally NF4, optionally with lorasp.load_adapter):
 - `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
@@ -11,7 +11,7 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
   (`records_perplexity`), the records cut as train.py's validation loss cuts, and what is past --seq-len (said by
   evalcli.records_note).
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
-- `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU and ROUGE of
+- `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU, chrF(++), ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span
   over a question's windows (or GPT-2's greedy answer). train.py validates with the same functions.
 On a CPU in bf16 (train.py's autocast, or bf16 weights: evalcli.bucket_limit) batches, prompts, sources and perplexity's
@@ -51,7 +51,7 @@ from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_not
                      model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
                      with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
-from metrics import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
+from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from model import beam_search, generate
 from plot import plot
@@ -117,9 +117,10 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
 
 
 def evaluate_translation(model, tok, pairs, **kw):
-    """{bleu, rouge1, rouge2, rougeL} of the model's translations of the sources against the targets."""
+    """({bleu, chrf, chrf++, rouge1, rouge2, rougeL}, translations): metrics.translation_scores of the model's
+    translations of the sources against the targets."""
     hypotheses = translate(model, tok, [s for s, _ in pairs], **kw)
-    return dict(bleu=bleu(hypotheses, [t for _, t in pairs]), **rouge(hypotheses, [t for _, t in pairs])), hypotheses
+    return metrics.translation_scores(hypotheses, [t for _, t in pairs]), hypotheses
 
 
 def best_span(start, end, offsets, max_answer=30):
@@ -365,8 +366,7 @@ def command(argv=None):
         for (source, target), hyp in list(zip(data, hypotheses))[:3]:
             print(f"  {source}\n    -> {hyp}\n    reference: {target}")
         result["sentences"] = len(data)
-        print(f"WMT16 En-Ro test, {len(data)} sentences, beam {args.num_beams}: BLEU {result['bleu']:.2f}  "
-              + "  ".join(f"ROUGE-{k[5:]} {result[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL")))
+        print(f"WMT16 En-Ro test, {len(data)} sentences, beam {args.num_beams}: {metrics.score_line(result)}")
     elif task == "mmlu":
         result = mmlu(model, tok, data, k=args.shots, limit=args.limit, max_len=length)  # (task_data's rows)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""

@@ -4,15 +4,19 @@
   (STS-B): scikit-learn's / SciPy's definitions and degenerate-case conventions; fractions in [0, 1], as theirs are.
   `glue_metrics(task, ...)`: a task's metrics x 100, its headline first.
 - WMT16 En-Ro (Table 2): `bleu` = sacreBLEU's default corpus BLEU (13a tokens, 'exp' smoothing, brevity penalty),
-  `rouge` = rouge-score's ROUGE-1/2/L F-measures, no stemming, averaged over pairs; both 0-100. On the texts as
+  `chrf` = sacreBLEU's default chrF (Popović 2015: character 1..6-grams, whitespace removed, beta 2, precision and
+  recall averaged over the orders present) and with word_order=2 its chrF++ (Popović 2017: word 1..2-grams added, one
+  punctuation mark split off a word), WMT's second metric; `rouge` = rouge-score's ROUGE-1/2/L F-measures, no
+  stemming, averaged over pairs; all 0-100, `translation_scores` all five (eval.py's wmt16-en-ro). On the texts as
   written, as HF's run_translation scores them: no Romanian normalisation (s and t with a cedilla are other letters
   than with a comma below) and no diacritics removed (fairseq's mBART recipe does both first); the T5 authors' own
   evaluation tokenized with sacreBLEU's 'intl' and averaged ROUGE by bootstrap.
 - SQuAD v1.1 (the second paper's QA): `squad_scores` = the official evaluate-v1.1.py's exact match and F1.
-All but squad_scores (dataset, predictions) take (predictions, references). tests/test_metrics.py compares BLEU and
-ROUGE with sacreBLEU and rouge-score, and the GLUE metrics with the SciPy and scikit-learn docstrings' examples and
+All but squad_scores (dataset, predictions) take (predictions, references). tests/test_metrics.py compares BLEU, chrF
+and ROUGE with sacreBLEU and rouge-score, and the GLUE metrics with the SciPy and scikit-learn docstrings' examples and
 other formulas (neither library is a dependency); tests/test_squad.py scores a worked example by hand. Left out:
-sacreBLEU's other tokenizers, smoothings, lowercasing and confidence intervals; rouge-score's stemmer and rougeLsum.
+sacreBLEU's other tokenizers, smoothings, lowercasing and confidence intervals, chrF's other orders and betas, its
+whitespace option and chrF++.py's eps smoothing; rouge-score's stemmer and rougeLsum.
 eval.py, which scores models with these, re-exports them (`from eval import bleu` works as before).
 
 Run `python metrics.py` for a demonstration on a few hand-made sentences, labels and scores.
@@ -109,7 +113,7 @@ def glue_metrics(task, predictions, references):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Translation: corpus BLEU (sacreBLEU) and ROUGE (rouge-score)
+# Translation: corpus BLEU and chrF (sacreBLEU), ROUGE (rouge-score)
 
 # mteval-v13a's tokenizer as sacreBLEU writes it (sacrebleu/tokenizers/tokenizer_13a.py + tokenizer_re.py):
 _13A_RULES = [(re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # split off ASCII symbols but ' , - .
@@ -131,27 +135,36 @@ def _ngrams(tokens, orders):
     return Counter(tuple(tokens[i:i + n]) for n in orders for i in range(len(tokens) - n + 1))
 
 
-def bleu(hypotheses, references):
-    """Corpus BLEU ×100 = sacrebleu.corpus_bleu(hypotheses, [references]).score; references[i]: str or list of str.
-    BLEU = BP exp(mean_n log p_n), n = 1..4, p_n = clipped matches / hypothesis n-grams over the corpus,
-    BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
-    smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). A length mismatch or an empty corpus is
-    an error (sacreBLEU silently truncates to the shorter list / raises IndexError), sacreBLEU's [refs] layout
-    (a list per reference stream) one that says so."""
+def _texts(hypotheses, references, name):
+    """(hypotheses, [[reference texts]] one list per hypothesis), checked for bleu and chrf (name): a reference is a
+    text or a non-empty list of texts; sacreBLEU's [refs] layout (a list per reference stream) is refused naming
+    itself, a length mismatch or an empty corpus too (sacreBLEU truncates to the shorter list / raises IndexError)."""
     n = len(references) if isinstance(references, (list, tuple)) and isinstance(hypotheses, (list, tuple)) else 0
     if n and n != len(hypotheses) and all(isinstance(r, (list, tuple)) and len(r) == len(hypotheses) > 1
                                           for r in references):
         raise ValueError(f"references holds {n} list{'s' * (n > 1)} of {len(hypotheses)} texts, sacreBLEU's "
-                         "corpus_bleu(hypotheses, [refs]) layout: bleu takes one entry per hypothesis, a text or a "
-                         "list of texts (bleu(hypotheses, refs), or [list(r) for r in zip(*streams)])")
+                         f"corpus_{name}(hypotheses, [refs]) layout: {name} takes one entry per hypothesis, a text or "
+                         f"a list of texts ({name}(hypotheses, refs), or [list(r) for r in zip(*streams)])")
     hypotheses, references = _pair(hypotheses, references, "hypotheses")
-    correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    out = []
     for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
         refs = [refs] if isinstance(refs, str) else refs
         if not (isinstance(hyp, str) and isinstance(refs, (list, tuple)) and refs and all(isinstance(r, str)
                                                                                          for r in refs)):
-            raise TypeError(f"bleu takes a text per hypothesis and a text or a non-empty list of texts per reference: "
-                            f"hypothesis {i} is {hyp!r:.60}, its references {refs!r:.60}")  # (AttributeError, min())
+            raise TypeError(f"{name} takes a text per hypothesis and a text or a non-empty list of texts per "
+                            f"reference: hypothesis {i} is {hyp!r:.60}, its references {refs!r:.60}")  # (min([]))
+        out.append(list(refs))
+    return hypotheses, out
+
+
+def bleu(hypotheses, references):
+    """Corpus BLEU ×100 = sacrebleu.corpus_bleu(hypotheses, [references]).score; references[i]: str or list of str.
+    BLEU = BP exp(mean_n log p_n), n = 1..4, p_n = clipped matches / hypothesis n-grams over the corpus,
+    BP = exp(1 - ref_len/hyp_len) if hyp_len < ref_len (closest reference length, the shorter on ties); 'exp'
+    smoothing: the k-th order with no match gets p_n = 1 / (2^k total_n). Bad input as _texts says."""
+    hypotheses, references = _texts(hypotheses, references, "bleu")
+    correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    for hyp, refs in zip(hypotheses, references):
         hyp, refs = _tokenize_13a(hyp), [_tokenize_13a(r) for r in refs]
         ref_counts = Counter()
         for ref in refs:
@@ -169,6 +182,80 @@ def bleu(hypotheses, references):
         smooth *= 2 if c == 0 else 1
         logs.append(math.log(100.0 / (smooth * t) if c == 0 else 100.0 * c / t))
     return bp * math.exp(sum(logs) / 4)
+
+
+def _chrf_words(text):
+    """chrF++'s words (Popović's chrF++.py, as sacreBLEU): split at whitespace; a word longer than one character loses
+    one ASCII punctuation mark, off its end, else off its start, as a word of its own ("(hi)" -> "(hi", ")")."""
+    words = []
+    for w in text.split():
+        if len(w) > 1 and w[-1] in _PUNCT:
+            words += [w[:-1], w[-1]]
+        elif len(w) > 1 and w[0] in _PUNCT:
+            words += [w[0], w[1:]]
+        else:
+            words.append(w)
+    return words
+
+
+def _chrf_grams(text, word_order):
+    """[Counter of the text's character n-grams, n = 1..6, whitespace removed] + its word n-grams, n = 1..word_order."""
+    chars = "".join(text.split())
+    words = _chrf_words(text) if word_order else []
+    return ([Counter(chars[i:i + n] for i in range(len(chars) - n + 1)) for n in range(1, 7)]
+            + [_ngrams(words, (n,)) for n in range(1, word_order + 1)])
+
+
+def _chrf_stats(hyp, ref):
+    """[(hypothesis n-grams, reference n-grams, matches)] per order, matches clipped by the reference's counts. As
+    sacreBLEU counts them: an order the reference has no n-gram of does not count the hypothesis' either (so an empty
+    reference adds nothing to the corpus, and "abcdefgh" against "abc" adds no 4..6-gram to the corpus' counts)."""
+    return [(sum(h.values()) if r else 0, sum(r.values()), sum((h & r).values())) for h, r in zip(hyp, ref)]
+
+
+def _chrf_score(stats, beta=2):
+    """chrF_beta x 100 = (1 + b²) P R / (b² P + R) (Popović 2015), P and R the mean precision and recall over
+    the orders both sides have n-grams of (sacreBLEU 2's 'effective order'; chrF++.py's eps smoothing is left out);
+    0 when P + R is 0. In sacreBLEU's order of operations: the same float."""
+    P = R = 0.0
+    orders = 0
+    for n_hyp, n_ref, n_match in stats:
+        if n_hyp and n_ref:
+            P, R, orders = P + n_match / n_hyp, R + n_match / n_ref, orders + 1
+    if P + R == 0:  # (no order both sides have, or no match in any)
+        return 0.0
+    P, R = P / orders, R / orders
+    return 100 * ((1 + beta ** 2) * P * R / (beta ** 2 * P + R))
+
+
+def chrf(hypotheses, references, word_order=0):
+    """Corpus chrF ×100 (Popović 2015), word_order=2: chrF++ (Popović 2017); = sacrebleu.corpus_chrf(hypotheses,
+    [references], word_order=word_order).score. references[i]: str or list of str (the best one's counts)."""
+    if type(word_order) is not int or word_order < 0:  # (-1 scored 5 character orders; True, chrF+)
+        raise ValueError(f"chrf's word_order is a whole number >= 0 (0: chrF, 2: chrF++), not {word_order!r}")
+    hypotheses, references = _texts(hypotheses, references, "chrf")
+    total = [(0, 0, 0)] * (6 + word_order)
+    for hyp, refs in zip(hypotheses, references):
+        h = _chrf_grams(hyp, word_order)
+        best = max((_chrf_stats(h, _chrf_grams(r, word_order)) for r in refs), key=_chrf_score)
+        total = [tuple(a + b for a, b in zip(t, s)) for t, s in zip(total, best)]
+    return _chrf_score(total)
+
+
+def translation_scores(hypotheses, references):
+    """{bleu, chrf, chrf++, rouge1, rouge2, rougeL} of translations (bleu's references: a text or texts each; rouge
+    takes one text each)."""
+    return dict(bleu=bleu(hypotheses, references), chrf=chrf(hypotheses, references),
+                **{"chrf++": chrf(hypotheses, references, word_order=2)}, **rouge(hypotheses, references))
+
+
+SCORE_NAMES = {"bleu": "BLEU", "chrf": "chrF", "chrf++": "chrF++", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+               "rougeL": "ROUGE-L"}
+
+
+def score_line(scores):
+    """"BLEU 26.81  chrF 55.40  ..." of the scores SCORE_NAMES names, in their order, 2 decimals (sacreBLEU's)."""
+    return "  ".join(f"{name} {scores[k]:.2f}" for k, name in SCORE_NAMES.items() if k in scores)
 
 
 def _rouge_tokens(text):
@@ -268,7 +355,7 @@ def squad_scores(dataset, predictions):
 def demo():
     hyp = ["Pisica stă pe covor.", "Prețul a crescut cu 3,5%."]
     ref = ["Pisica stă pe preș.", "Prețul a crescut cu 3,5% în 2016."]
-    print(f"{hyp} vs {ref}:\nBLEU {bleu(hyp, ref):.2f}  ROUGE", {k: round(v, 2) for k, v in rouge(hyp, ref).items()})
+    print(f"{hyp} vs {ref}:\n" + score_line(translation_scores(hyp, ref)))
     p, y, s, g = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1], [0.1, 2.0, 2.0, 3.5, 4.2], [0.0, 1.5, 2.5, 2.5, 5.0]
     print(f"labels {p} vs {y}: accuracy {accuracy(p, y):.4f}  F1 {f1(p, y):.4f}  MCC {matthews_corrcoef(p, y):.4f}")
     print(f"scores {s} vs {g}: Pearson {pearson(s, g):.4f}  Spearman {spearman(s, g):.4f}")

@@ -379,7 +379,7 @@ RO = ["Pisica stă pe preș.", "Prețurile au crescut cu 3,5% în 2016.", "El a 
 
 def test_wmt16_eval_is_transformers_generate_decode_and_sacrebleu(tmp_path, capsys):
     """`eval.py --task wmt16-en-ro` on a T5 saved by transformers (random weights, a sentencepiece vocabulary with
-    T5's ids): its BLEU and ROUGE equal sacreBLEU's corpus_bleu and rouge-score's F-measures (mean over pairs) on
+    T5's ids): its BLEU, chrF, chrF++ and ROUGE equal sacreBLEU's and rouge-score's F-measures (mean over pairs) on
     transformers' own translations, one sentence at a time: T5Tokenizer's ids of prefix + source,
     generate(num_beams=4, length_penalty=0.6, early_stopping=True), batch_decode(skip_special_tokens=True). The
     references are those translations, some cut short, so that the scores are neither 0 nor 100."""
@@ -419,3 +419,5 @@ def test_wmt16_eval_is_transformers_generate_decode_and_sacrebleu(tmp_path, caps
     assert got["bleu"] == pytest.approx(bleu, abs=1e-9)
     for k in ("rouge1", "rouge2", "rougeL"):
         assert got[k] == pytest.approx(100 * statistics.mean(s[k].fmeasure for s in scores), abs=1e-9), k
+    for k, word_order in (("chrf", 0), ("chrf++", 2)):  # the same translations: the same float
+        assert got[k] == sacrebleu.corpus_chrf(hyps, [refs], word_order=word_order).score, k

@@ -1,4 +1,5 @@
-"""eval.py's metrics against their references: sacreBLEU and rouge-score as test-only oracles on varied text;
+"""eval.py's metrics against their references: sacreBLEU (BLEU, chrF, chrF++) and rouge-score as test-only oracles on
+varied text;
 the GLUE metrics against hand-computed values and the same quantity written another way (scikit-learn and SciPy
 are not installed, so their definitions are re-derived here independently)."""
 import math
@@ -9,10 +10,11 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 from rouge_score import tokenize as rouge_tokenize
+from sacrebleu.metrics.chrf import CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from eval import (_rouge_tokens, _tokenize_13a, accuracy, bleu, f1, matthews_corrcoef, pearson, rouge,
-                  spearman)
+from eval import accuracy, bleu, chrf, f1, matthews_corrcoef, pearson, rouge, spearman
+from metrics import _chrf_words, _rouge_tokens, _tokenize_13a, score_line, translation_scores
 
 TRICKY = [
     "", " ", "a", "Hello, world!", "The U.S.A. costs $1,000.50 -- or 3-4 euro.", ".5 and 5. and ,5 and 5,",
@@ -142,6 +144,165 @@ def test_bleu_errors():
         bleu(["a b", "c d"], [["a b", "c d"]])
     assert bleu(["a b c d", "e f"], [["a b c d", "x"], ["e f"]]) == sacrebleu.corpus_bleu(
         ["a b c d", "e f"], [["a b c d", "e f"], ["x", None]]).score  # (per hypothesis: 2 texts, then 1)
+
+
+# --- chrF and chrF++
+
+
+def _streams(refs):  # one text or list of texts per hypothesis -> sacreBLEU's reference streams, None where one ends
+    refs = [[r] if isinstance(r, str) else r for r in refs]
+    return [[r[j] if j < len(r) else None for r in refs] for j in range(max(map(len, refs)))]
+
+
+def _oracle_chrf(hyps, refs, word_order):
+    return sacrebleu.corpus_chrf(hyps, _streams(refs), word_order=word_order)
+
+
+def _same_chrf(hyps, refs, word_order):  # the float itself and sacreBLEU's printout, e.g. "chrF2++ = 63.88"
+    ours, theirs = chrf(hyps, refs, word_order=word_order), _oracle_chrf(hyps, refs, word_order)
+    assert ours == theirs.score, (hyps[:3], refs[:3], ours, theirs.score)  # tolerance 0: the same float
+    assert f"chrF2{'+' * word_order} = {ours:.2f}" == str(theirs)
+    return ours
+
+
+# Romanian as WMT16 writes it and as models write it: comma-below ș ț (U+0219, U+021B) and the older cedilla ş ţ
+# (U+015F, U+0163) are different characters to chrF, as are a decomposed s + U+0326; punctuation glued to words
+RO_WORDS = ("și şi în în ţara țara România României după până când însă câţiva câțiva Şeful Șeful ŞI ȘI ÎN Ţării "
+            "Țării președintele preşedintele învățământ învăţământ s\u0326i t\u0326ara Bucureşti București "
+            "al Guvernului Parlamentul European de la cu pe este nu un o care au fost 2016 3,5% 10.000").split()
+RO_GLUE = ["", "", "", ",", ".", ";", ":", "!", "?", ")", "\"", "'", "-", "»", "”"]  # glued after a word
+RO_OPEN = [""] * 6 + ["(", "\"", "„", "«", "'", "-"]                                 # glued before one
+CEDILLA = str.maketrans("șțȘȚşţŞŢ", "şţŞŢșțȘȚ")
+
+
+def _ro_sentence(rng):
+    words = [rng.choice(RO_OPEN) + rng.choice(RO_WORDS) + rng.choice(RO_GLUE) for _ in range(rng.randint(1, 20))]
+    return "".join(w + rng.choice([" ", " ", " ", "  ", "\t", "\u00a0"]) for w in words).rstrip(" ")
+
+
+def _ro_mutate(rng, ref):
+    kind = rng.random()
+    if kind < 0.2:
+        return ref.translate(CEDILLA)  # the other diacritic forms: only their characters differ
+    if kind < 0.25:
+        return _ro_sentence(rng)
+    words = ref.split(" ")
+    for _ in range(rng.randint(0, 4)):
+        i = rng.randrange(len(words))
+        op = rng.random()
+        if op < 0.3 and len(words) > 1:
+            del words[i]
+        elif op < 0.6:
+            words[i] = rng.choice(RO_WORDS) + rng.choice(RO_GLUE)
+        elif op < 0.8:
+            words.insert(i, rng.choice(RO_OPEN) + rng.choice(RO_WORDS))
+        else:
+            words[i] = words[i].translate(CEDILLA)
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def ro_corpus():
+    rng = random.Random(23)
+    refs = [_ro_sentence(rng) for _ in range(200)]
+    return [_ro_mutate(rng, r) for r in refs], refs
+
+
+def test_chrf_words_match_sacrebleu(corpus, ro_corpus):
+    split = CHRF(word_order=2)._remove_punctuation  # sacreBLEU's chrF++ word splitter (a private method)
+    lines = TRICKY + corpus[0] + ro_corpus[0] + ro_corpus[1] + ["(hi)", "((", "a.", ".a", "...", "-5", "„citat”"]
+    for line in lines:
+        assert _chrf_words(line) == split(line), repr(line)
+
+
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_romanian_corpus_matches_sacrebleu(ro_corpus, word_order):
+    hyps, refs = ro_corpus
+    assert sum("ş" in h or "ţ" in h for h in hyps) > 20 and sum("ș" in h or "ț" in h for h in hyps) > 20
+    assert 30 < _same_chrf(hyps, refs, word_order) < 95  # partial matches: a comparison that means something
+    assert chrf([r.translate(CEDILLA) for r in refs], refs, word_order) < 100  # cedilla vs comma: other characters
+
+
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_random_corpus_matches_sacrebleu(corpus, word_order):
+    hyps, refs = corpus  # 300 seeded sentences: Romanian, English, numbers, punctuation, odd whitespace, 5% empty
+    assert 20 < _same_chrf(hyps, refs, word_order) < 95
+
+
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_each_sentence_matches_sacrebleu(corpus, ro_corpus, word_order):
+    # one pair: sentence_chrf, and the corner cases (orders the reference or the hypothesis lacks, no match)
+    for h, r in zip(corpus[0] + ro_corpus[0] + TRICKY, corpus[1] + ro_corpus[1] + TRICKY[::-1]):
+        ours = chrf([h], [r], word_order)
+        assert ours == sacrebleu.sentence_chrf(h, [r], word_order=word_order).score, (h, r)
+
+
+@pytest.mark.parametrize("hyps,refs", [
+    ([""], ["a b c"]), ([""], [""]), (["a b c"], [""]), ([" \t "], ["x"]), (["", "abc def"], ["x y", ""]),  # empty
+    (["abc", "abc"], ["abc", ""]), (["abc", ""], ["abc", "abc"]), (["abc", "abc"], [["abc"], ["", "x"]]),
+    (["abcdefgh", "abcdefgh"], ["abc", "abcdefgh"]),  # in a corpus: the first pair's 4..6-grams do not count
+    (["a"], ["a"]), (["ab"], ["abc"]), (["abcdefgh"], ["abc"]), (["abc"], ["abcdefgh"]),  # orders one side lacks
+    (["xyz"], ["abc"]), (["a b c"], ["abc"]),  # no match at all; whitespace does not count
+    (["Pisica stă pe covor."], ["Pisica stă pe preș."]), (["şi ţara"], ["și țara"]), (["ȘI, (da)"], ["ŞI (da)!"]),
+    (["(hi) a. .b ! ..."], ["(hi ) a . . b ! ..."]),  # chrF++'s one punctuation mark off a word
+])
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_corner_cases_match_sacrebleu(hyps, refs, word_order):
+    _same_chrf(hyps, refs, word_order)
+
+
+def test_chrf_hand_computed():
+    # "ab" vs "abc": 1-grams P 2/2 R 2/3, 2-grams P 1/1 R 1/2, the hypothesis has no 3-gram and the reference no
+    # 4..6-gram, so those orders are left out of the means: P = 1, R = 7/12, chrF2 = 5 P R / (4 P + R) = 7/11
+    assert math.isclose(chrf(["ab"], ["abc"]), 100 * 7 / 11, rel_tol=1e-15)
+    assert chrf(["a b c"], ["abc"]) == 100.0  # whitespace removed: the same characters
+    assert math.isclose(chrf(["cba"], ["abc"]), 100 / 3, rel_tol=1e-15)  # P = R = 1 at order 1, 0 at 2 and 3
+    assert chrf(["a b c"], ["abc"], word_order=2) < 100  # words "a", "b", "c" against "abc"
+    assert chrf([""], ["abc"]) == chrf(["abc"], [""]) == 0.0
+
+
+@pytest.mark.parametrize("word_order", [0, 2])
+def test_chrf_multiple_references_match_sacrebleu(ro_corpus, word_order):
+    rng = random.Random(5)
+    hyps, refs = (x[:120] for x in ro_corpus)
+    second = [_ro_mutate(rng, r) for r in refs]
+    third = [_ro_mutate(rng, h) if i % 3 else None for i, h in enumerate(hyps)]  # a variable number of references
+    multi = [[a, b] + ([c] if c is not None else []) for a, b, c in zip(refs, second, third)]
+    assert chrf(hyps, multi, word_order) > chrf(hyps, refs, word_order)  # the best reference's counts are summed
+    _same_chrf(hyps, multi, word_order)
+    for h, rs in zip(hyps, multi):
+        assert chrf([h], [rs], word_order) == sacrebleu.sentence_chrf(h, rs, word_order=word_order).score
+    # equal sentence scores: the first reference's counts (sacreBLEU keeps the first best); an empty reference
+    _same_chrf(["ab cd", "ab"], [["ab xx", "ab yy zz"], ["", "ab"]], word_order)
+    _same_chrf(["ab cd", "ab"], [["ab yy zz", "ab xx"], ["ab", ""]], word_order)
+
+
+def test_chrf_errors():
+    with pytest.raises(ValueError):
+        chrf([], [])
+    with pytest.raises(ValueError):
+        chrf(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match=r"^references holds 1 list of 2 texts, sacreBLEU's corpus_chrf\(hypotheses, "
+                                         r"\[refs\]\) layout: chrf takes one entry per hypothesis"):
+        chrf(["a b", "c d"], [["a b", "c d"]])
+    with pytest.raises(TypeError, match="^chrf takes a text per hypothesis and a text or a non-empty list of texts"):
+        chrf([None], ["a"])
+    with pytest.raises(TypeError, match="^hypotheses is a str"):
+        chrf("the cat", "the cat")
+    for word_order in (-1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match=r"^chrf's word_order is a whole number >= 0 \(0: chrF, 2: chrF\+\+\)"):
+            chrf(["a"], ["a"], word_order)
+
+
+def test_translation_scores_and_their_line(ro_corpus):
+    hyps, refs = ro_corpus  # eval.py's wmt16-en-ro scores and prints these
+    theirs = [sacrebleu.corpus_bleu(hyps, [refs]), _oracle_chrf(hyps, refs, 0), _oracle_chrf(hyps, refs, 2)]
+    scores = translation_scores(hyps, refs)
+    assert scores == dict(zip(["bleu", "chrf", "chrf++"], [s.score for s in theirs]), **_oracle_rouge(hyps, refs))
+    assert list(scores) == ["bleu", "chrf", "chrf++", "rouge1", "rouge2", "rougeL"]
+    rouge_part = "  ".join(f"ROUGE-{k[-1]} {scores[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL"))
+    assert score_line(dict(scores, sentences=200)) == "BLEU {}  chrF {}  chrF++ {}  ".format(
+        *(s.format(score_only=True) for s in theirs)) + rouge_part
 
 
 # --- ROUGE

@@ -351,7 +351,8 @@ def test_translate_batches_like_one_at_a_time(spiece_dir):
     batched = E.translate(model, tok, sources, batch_size=3, max_new_tokens=8)
     assert batched == [E.translate(model, tok, [s], batch_size=1, max_new_tokens=8)[0] for s in sources]
     scores, hyps = E.evaluate_translation(model, tok, list(zip(sources, sources)), max_new_tokens=8)
-    assert hyps == batched and scores == dict(bleu=E.bleu(hyps, sources), **E.rouge(hyps, sources))
+    assert hyps == batched and scores == dict(bleu=E.bleu(hyps, sources), chrf=E.chrf(hyps, sources),
+                                              **{"chrf++": E.chrf(hyps, sources, 2)}, **E.rouge(hyps, sources))
     assert any(hyps)  # something was decoded
 
 

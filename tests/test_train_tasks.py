@@ -253,8 +253,10 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
     pairs = data.read_translation(data_dir, "test")[:6]
     hyps = E.translate(model, tok, [s for s, _ in pairs], num_beams=2, max_new_tokens=16)
     refs = [t for _, t in pairs]
-    assert result == dict(task="wmt16-en-ro", bleu=E.bleu(hyps, refs), **E.rouge(hyps, refs), sentences=6)
-    assert f"BLEU {result['bleu']:.2f}" in out and any(hyps)
+    assert result == dict(task="wmt16-en-ro", bleu=E.bleu(hyps, refs), chrf=E.chrf(hyps, refs),
+                          **{"chrf++": E.chrf(hyps, refs, word_order=2)}, **E.rouge(hyps, refs), sentences=6)
+    assert f"beam 2: BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}  chrF++ {result['chrf++']:.2f}  ROUGE-1 " \
+        f"{result['rouge1']:.2f}" in out and any(hyps)
 
 
 def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_task, tmp_path, capsys):
