@@ -332,8 +332,9 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
         if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):
             gpt2_tokenizer(tok, tmp, hf["pad_token_id"])       # (before config.json: save_tokenizer edits one)
-        elif type(tok) is BPETokenizer and not {"tokenizer.json", "vocab.json"} & set(copied):  # encoder.json +
-            save_tokenizer(tok, tmp)                           # vocab.bpe, OpenAI's names: transformers reads neither
+        elif type(tok) is BPETokenizer and os.path.isfile(os.path.join(path, "encoder.json")) and not {
+                "tokenizer.json", "vocab.json"} & set(copied):  # OpenAI's names for GPT-2's: transformers reads none
+            save_tokenizer(tok, tmp)
         with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
         llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
