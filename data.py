@@ -1362,18 +1362,26 @@ def perplexity_docs(path, tok):
     each, only the response scored (prompt and response tokenized apart, as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):  # as train.py learns it: each line a document (text_ids)
         return [(text_ids(path, tok), 1)]
+    if not (records := read_records(path)):                # (was a ZeroDivisionError, after the model loaded)
+        raise ValueError(f"{path}: no record to score (an empty list, or no line)")
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
-               for r in read_records(path)]
+               for r in records]
     return [(p + o, len(p)) for p, o in prompts]
 
 
 def read_prompts(path):
-    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line; a file with
+    none is an error (was an exit 0 with no answer)."""
     if path.lower().endswith((".json", ".jsonl")):
-        return read_records(path, output=False)
-    check_not_records(path)
-    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
-        return [{"instruction": s.strip()} for s in f if s.strip()]
+        records = read_records(path, output=False)
+    else:
+        check_not_records(path)
+        with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
+            records = [{"instruction": s.strip()} for s in f if s.strip()]
+    if not records:
+        raise ValueError(f"{path}: no instruction to answer (" + ("an empty list, or no line" if path.lower(
+        ).endswith((".json", ".jsonl")) else "an empty file, or blank lines only") + ")")
+    return records
 
 
 def split_records(records, val_fraction, seed):

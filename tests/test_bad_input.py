@@ -772,6 +772,14 @@ for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and
     case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
         lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
                                                   records_file(ctx, text, name), "--max-new-tokens", "2"]))
+for name, text in [("p.txt", ""), ("p.txt", "\n  \n\n"), ("p.json", "[]"), ("p.jsonl", "\n")]:
+    case(f"eval.py: --prompts {text!r} in {name}: no instruction to answer", SystemExit, f"{name}: no instruction "
+         "to answer")(  # (was exit 0 with '"answers": []', nothing generated)
+        lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
+                                                  records_file(ctx, text, name), "--max-new-tokens", "2"]))
+case("eval.py: perplexity of a records file with no record ([])", SystemExit, "p.json: no record to score")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "[]", "p.json")]))
+# (was a ZeroDivisionError traceback, after the model loaded)
 case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
 # Is a directory", after the model loaded)
