@@ -1238,20 +1238,21 @@ def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
     not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
+    twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
             records, where = [], []
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        records.append(json.loads(line.rstrip("\n")))
+                        records.append(json.loads(line.rstrip("\n"), object_pairs_hook=noting_twice(twice)))
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}): "
                                          f"{line.strip()[:100]!r}") from None
                     where.append(f"line {n}")
         else:
             try:
-                records = json.load(f)
+                records = json.load(f, object_pairs_hook=noting_twice(twice))
             except json.JSONDecodeError as e:
                 lines = " (one JSON object a line is JSON Lines: name the file .jsonl)" if e.msg == "Extra data" else ""
                 raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){lines}") \
@@ -1260,7 +1261,7 @@ def read_records(path, output=True):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, r in enumerate(records):
-        if problem := record_problem(r, output):            # (a .json list's line: found once there is one)
+        if problem := record_problem(r, output) or twice.get(id(r)):  # (a .json list's line: found once there is one)
             line = where[i] if where else f"line {json_list_line(path, i)}"
             raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
@@ -1273,6 +1274,20 @@ def read_records(path, output=True):
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
     return records
+
+
+def noting_twice(twice):
+    """json's object_pairs_hook: the dict json makes (a key given twice: its last value, without a word, as Python's
+    json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (instruction,
+    input, output) twice with other values: which one the file means, no reader can tell."""
+    def hook(pairs):
+        obj, first = dict(pairs), {}
+        for k, v in pairs:
+            if k in ("instruction", "input", "output") and first.setdefault(k, v) != v and id(obj) not in twice:
+                twice[id(obj)] = (f"gives {k!r} twice ({first[k]!r:.60}, then {v!r:.60}): JSON keeps the last one "
+                                  "without a word; keep the one you mean")
+        return obj
+    return hook
 
 
 def record_problem(r, output=True):

@@ -678,6 +678,21 @@ case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
 case("record without output", SystemExit, "record 1 has no 'output' field")(
     lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "a", "output": "b"},
                                                                  {"instruction": "c"}]))))
+case("records: a field given twice with other values (JSON keeps the last, without a word)", SystemExit,
+     "d.jsonl, line 2: record 1 gives 'output' twice ('4', then '5')")(  # (trained on '5', the first value unsaid)
+    lambda ctx: run(ctx, data_file=records_file(ctx, '{"instruction": "a", "output": "b"}\n{"instruction": "c", '
+                                                '"output": "4", "input": "", "output": "5"}\n', "d.jsonl")))
+case("records: a field given twice in a .json list", SystemExit, "d.json, line 3: record 1 gives 'instruction' twice")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[\n {"instruction": "a", "output": "b"},\n {"instruction": '
+                                                '"c", "instruction": "d", "output": "e"}\n]\n')))
+
+
+@case("records: a field given twice with the same value, or an unread field twice: read as given once", None)
+def _(ctx):
+    path = records_file(ctx, '[{"instruction": "a", "output": "b", "output": "b", "id": 1, "id": 2}]')
+    assert data.read_records(path) == [{"instruction": "a", "output": "b", "id": 2}]
+
+
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
     lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
 
