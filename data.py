@@ -1152,6 +1152,9 @@ def load_tokenizer(path):
         for key in ("bos_id", "eos_id", "pad_id"):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)
+            if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in (
+                    value if isinstance(value, list) else [value])):  # (was a TypeError at `value < 0`)
+                raise ValueError(f"{f('config.json')}: {field} {value!r} is not a token id or a list of them")
             if isinstance(value, list):                        # Llama 3.1 Instruct's eos: [128001, 128008, 128009]
                 # (each ends generation, as in transformers' generate: generation_eos; a record ends with the
                 # tokenizer's EOS if listed)
@@ -1183,7 +1186,8 @@ def generation_eos(path):
     eos = read_json(os.path.join(path, files[0])).get("eos_token_id")
     ids = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos if isinstance(eos, list) else None
     if eos is not None and (ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-        raise UserError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+        raise ValueError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+        # (a ValueError: export.py takes a UserError from load_tokenizer for "no tokenizer files", and wrote the base)
     return ids or [], files[0], f"{files[0]} " + (f"names eos_token_id {eos}" if ids else "names no eos_token_id"
                                                    if eos is None else "names eos_token_id []")
 

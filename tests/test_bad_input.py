@@ -391,6 +391,14 @@ def _(ctx):  # (was a TypeError traceback from torch.tensor in generate: "new():
     generate_command(ctx, "--model", str(d), "--max-new-tokens", "2")
 
 
+for field, value in [("eos_token_id", "</s>"), ("bos_token_id", "1"), ("pad_token_id", {})]:
+    case(f"config.json: {field} {value!r}, not a token id (train.py, eval.py, generate.py)", SystemExit,
+         f"config.json: {field} {value!r} is not a token id or a list of them")(  # (was a TypeError traceback:
+        lambda ctx, field=field, value=value: (                                # "'<' not supported between ...")
+            edit_json(shutil.copytree(ctx.tiny[0], ctx.tmp / "ids") / "config.json", **{field: value}),
+            generate_command(ctx, "--model", str(ctx.tmp / "ids"), "--max-new-tokens", "2")))
+
+
 case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
      "held-out records, and --val-fraction 0.001 holds none of")(  # (trained, then skipped the check without a word)
     lambda ctx: run(ctx, "--val-fraction", "0.001", "--exact-match", "5"))
@@ -942,6 +950,14 @@ def _(ctx):  # (was "error: 25600 requested and 20480 written", then "error: [Er
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, handler)
     raise e.value
+
+
+@case("export.py: a base whose generation_config.json's eos_token_id is a token's text", SystemExit,
+      "generation_config.json: eos_token_id [2, '</s>'] is not a token id or a list of them")
+def _(ctx):  # (was written, exit 0, that file copied as it was, and "note: ... has no tokenizer files: ... has none to
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "named_eos")        # copy" beside the tokenizer.model it copied)
+    (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, "</s>"]}))
+    export_main(ctx, "--model", d, "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
 
 
 @case("export.py: --adapter a --method full run's folder: its model needs no export", SystemExit,
