@@ -2148,6 +2148,11 @@ def read_squad(split, root=None):
             if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
                 raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
                                  "lorasp reads SQuAD v1.1, where every question has one")
+            if empty := next((a for a in qa["answers"] if not a["text"].strip()), None):  # (was scored against "":
+                # exact match without F1; a train window taught "no answer" at the [CLS])
+                raise ValueError(f"{path}: question {qa['id']}: an answer of no text ({empty['text']!r}, at "
+                                 f"{empty['answer_start']}; SQuAD v2.0's unanswerable question?): lorasp reads SQuAD "
+                                 "v1.1, where every answer is a span of the context")
     if not any(p["qas"] for article in dataset["data"] for p in article["paragraphs"]):  # (eval: ZeroDivisionError)
         raise ValueError(f"{path}: no question (its \"data\" holds {len(dataset['data'])} article"
                          f"{'s' * (len(dataset['data']) != 1)}, none with \"qas\")")

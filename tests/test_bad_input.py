@@ -1189,6 +1189,16 @@ def _(ctx):
     data.read_squad("dev", str(ctx.tmp))
 
 
+@case("SQuAD: an answer of no text (an unanswerable question written as v1.1: text \"\", answer_start -1 or 0)",
+      ValueError, "question q2: an answer of no text ('', at -1; SQuAD v2.0's unanswerable question?)")
+def _(ctx):  # (was read: a dev question scored against "", exact match 100 with F1 50 where every answer was right;
+    qas = [{"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]},  # train: a window
+           {"id": "q2", "question": "Why?", "answers": [{"text": "", "answer_start": -1}]}]   # taught "no answer")
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [
+        {"title": "t", "paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
+    data.read_squad("dev", str(ctx.tmp))
+
+
 case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExit,
      "train-v1.1.json, line 1: not valid JSON (Unterminated string")(
     lambda ctx: (ctx.tmp / "train-v1.1.json").write_text('{"version": "1.1", "data": [{"title": "Super_Bowl_5') and
