@@ -210,6 +210,25 @@ case("eval.py: --plot given twice", 2, "--plot given twice (a; b): only the last
 case("cli --out=~/runs, a ~ the shell does not expand after '='", 2, "--out ~/runs: the shell did not expand '~' (it "
      "does not after '=' or inside quotes): write --out " + os.path.expanduser("~/runs"))(  # (trained into ./~/runs,
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out=~/runs"]))  # printed as "~/runs/adapter")
+case("cli --out '$SCRATCH/runs', a variable the shell did not expand (single quotes)", 2, "--out $SCRATCH/runs: the "
+     "shell did not expand $SCRATCH (it does not inside single quotes): write --out /scratch/me/runs (or "
+     "./$SCRATCH/runs for a folder named '$SCRATCH' here)")(  # (trained into ./$SCRATCH/runs, printed as
+    lambda ctx: ctx.mp.setenv("SCRATCH", "/scratch/me") or train.parse_args(  # "$SCRATCH/runs/adapter")
+        ["--model", "m", "--data", "d", "--out", "$SCRATCH/runs"]))
+case("export.py: --out='${SCRATCH}/merged', a variable unexpanded", 2, "--out ${SCRATCH}/merged: the shell did not "
+     "expand ${SCRATCH}")(
+    lambda ctx: ctx.mp.setenv("SCRATCH", "/scratch/me") or export_main(ctx, "--model", "m", "--adapter", "a",
+                                                                        "--out=${SCRATCH}/merged"))
+
+
+@case("cli --out './$SCRATCH/runs', or a variable that is not set: a folder of that name, as written", None)
+def _(ctx):
+    ctx.mp.setenv("SCRATCH", "/scratch/me")
+    ctx.mp.delenv("NOT_SET_HERE", raising=False)
+    for out in ("./$SCRATCH/runs", "$NOT_SET_HERE/runs", "runs/$SCRATCH"):
+        assert train.parse_args(["--model", "m", "--data", "d", "--out", out]).out == out
+
+
 case("eval.py: a quoted '~/...' --adapter", 2, "--adapter ~/a: the shell did not expand '~'")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", "~/a"]))
 
