@@ -169,6 +169,10 @@ for flag, value, fragment in [
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 
+case("cli --weight-decay 100 --lr 0.01 (lr x weight_decay >= 1)", 2, "--weight-decay 100 with --lr 0.01: AdamW "
+     "multiplies each weight by 1 - lr x weight_decay = 0 at the peak step")(  # (trained, exit 0, its val loss worse
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--weight-decay", "100", "--lr", "0.01"]))  # than
+# step 1's; --weight-decay 1000: a NaN stop that said to lower --lr)
 case("cli --method full --quant nf4", 2, "NF4 weights are frozen 4-bit codes with no gradient")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--quant", "nf4"]))
 case("cli --model without --data", 2, "give both --model and --data")(
