@@ -8,8 +8,9 @@ is read.
 - `given_flags(parser, argv)`, `no_effect(flags, why)`: the flags argv sets; the note for those the command ignores.
 - `repeated(parser, argv, lists)`: a flag given twice (argparse keeps the last without a word): refused for a list
   (--targets, --subjects, --plot: the first ones would be dropped), noted for the rest. `unexpanded(parser, args,
-  flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), refused: it named a
-  folder `~` in the current one.
+  flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), or with a set
+  variable it left alone ('$HOME/runs' in single quotes, a config file's "${SCRATCH}/x"), refused: it named a folder
+  `~` or `$HOME` in the current one.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
   adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's
   --model-dir holds that preset's architecture.
@@ -94,7 +95,9 @@ def repeated(parser, argv, lists=()):
 
 def unexpanded(parser, args, flags):
     """A path flag that begins with a `~` the shell did not expand (it does not after `=` or inside quotes) is refused:
-    it would name a folder `~` in the current one (`--out=~/runs`: ./~/runs, printed as ~/runs)."""
+    it would name a folder `~` in the current one (`--out=~/runs`: ./~/runs, printed as ~/runs); so is one that begins
+    with a variable the environment sets, left as written (single quotes: '$HOME/runs' was ./$HOME/runs, printed as
+    $HOME/runs). ./ before either keeps the name as written."""
     for flag in flags:
         value = getattr(args, flag[2:].replace("-", "_"))
         for v in value if isinstance(value, list) else [value]:
@@ -102,6 +105,10 @@ def unexpanded(parser, args, flags):
                 parser.error(f"{flag} {v}: the shell did not expand '~' (it does not after '=' or inside quotes): "
                              f"write {flag} {os.path.expanduser(v)} (or ./{v} for a folder named "
                              f"'{v.split(os.sep)[0]}' here)")
+            if isinstance(v, str) and v.startswith("$") and os.path.expandvars(head := v.split(os.sep)[0]) != head:
+                parser.error(f"{flag} {v}: the shell did not expand {head} (it does not inside single quotes): write "
+                             f"{flag} {os.path.expandvars(head)}{v[len(head):]} (or ./{v} for a folder named '{head}' "
+                             "here)")
 
 
 def no_effect(flags, why="", file=None):

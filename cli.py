@@ -215,6 +215,10 @@ def parse_args(argv=None):
     if args.method == "lora" and "--keep" in given and args.keep != 1:
         p.error(f"--keep {args.keep:g} with --method lora: LoRA trains every entry (keep 1); --method lorasp trains a "
                 "share")
+    if args.lr * args.weight_decay >= 1:                       # AdamW: w <- (1 - lr wd) w - lr update, each step
+        p.error(f"--weight-decay {args.weight_decay:g} with --lr {args.lr:g}: AdamW multiplies each weight by 1 - lr x "
+                f"weight_decay = {1 - args.lr * args.weight_decay:g} at the peak step (zeroes it, or flips its sign); "
+                "give lr x weight_decay < 1 (torch's default weight decay: 0.01)")
     if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
                                                          "--structure") if f in given]):
         print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")

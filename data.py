@@ -1152,6 +1152,9 @@ def load_tokenizer(path):
         for key in ("bos_id", "eos_id", "pad_id"):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)
+            if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in (
+                    value if isinstance(value, list) else [value])):  # (was a TypeError at `value < 0`)
+                raise ValueError(f"{f('config.json')}: {field} {value!r} is not a token id or a list of them")
             if isinstance(value, list):                        # Llama 3.1 Instruct's eos: [128001, 128008, 128009]
                 # (each ends generation, as in transformers' generate: generation_eos; a record ends with the
                 # tokenizer's EOS if listed)
@@ -1183,7 +1186,8 @@ def generation_eos(path):
     eos = read_json(os.path.join(path, files[0])).get("eos_token_id")
     ids = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos if isinstance(eos, list) else None
     if eos is not None and (ids is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-        raise UserError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+        raise ValueError(f"{os.path.join(path, files[0])}: eos_token_id {eos!r} is not a token id or a list of them")
+        # (a ValueError: export.py takes a UserError from load_tokenizer for "no tokenizer files", and wrote the base)
     return ids or [], files[0], f"{files[0]} " + (f"names eos_token_id {eos}" if ids else "names no eos_token_id"
                                                    if eos is None else "names eos_token_id []")
 
@@ -1238,20 +1242,21 @@ def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
     not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
+    twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
             records, where = [], []
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        records.append(json.loads(line.rstrip("\n")))
+                        records.append(json.loads(line.rstrip("\n"), object_pairs_hook=noting_twice(twice)))
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}): "
                                          f"{line.strip()[:100]!r}") from None
                     where.append(f"line {n}")
         else:
             try:
-                records = json.load(f)
+                records = json.load(f, object_pairs_hook=noting_twice(twice))
             except json.JSONDecodeError as e:
                 lines = " (one JSON object a line is JSON Lines: name the file .jsonl)" if e.msg == "Extra data" else ""
                 raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){lines}") \
@@ -1260,7 +1265,7 @@ def read_records(path, output=True):
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, r in enumerate(records):
-        if problem := record_problem(r, output):            # (a .json list's line: found once there is one)
+        if problem := record_problem(r, output) or twice.get(id(r)):  # (a .json list's line: found once there is one)
             line = where[i] if where else f"line {json_list_line(path, i)}"
             raise ValueError(f"{path}, {line}: record {i} {problem}")
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
@@ -1273,6 +1278,20 @@ def read_records(path, output=True):
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
     return records
+
+
+def noting_twice(twice):
+    """json's object_pairs_hook: the dict json makes (a key given twice: its last value, without a word, as Python's
+    json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (instruction,
+    input, output) twice with other values: which one the file means, no reader can tell."""
+    def hook(pairs):
+        obj, first = dict(pairs), {}
+        for k, v in pairs:
+            if k in ("instruction", "input", "output") and first.setdefault(k, v) != v and id(obj) not in twice:
+                twice[id(obj)] = (f"gives {k!r} twice ({first[k]!r:.60}, then {v!r:.60}): JSON keeps the last one "
+                                  "without a word; keep the one you mean")
+        return obj
+    return hook
 
 
 def record_problem(r, output=True):
@@ -1362,18 +1381,26 @@ def perplexity_docs(path, tok):
     each, only the response scored (prompt and response tokenized apart, as tokenize_records does)."""
     if not path.lower().endswith((".json", ".jsonl")):  # as train.py learns it: each line a document (text_ids)
         return [(text_ids(path, tok), 1)]
+    if not (records := read_records(path)):                # (was a ZeroDivisionError, after the model loaded)
+        raise ValueError(f"{path}: no record to score (an empty list, or no line)")
     prompts = [(tok.encode(alpaca_prompt(r)), tok.encode(r["output"], bos=False, eos=True, after=True))
-               for r in read_records(path)]
+               for r in records]
     return [(p + o, len(p)) for p, o in prompts]
 
 
 def read_prompts(path):
-    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line."""
+    """Instructions to answer: Alpaca records (.json/.jsonl; no output needed), or one instruction a line; a file with
+    none is an error (was an exit 0 with no answer)."""
     if path.lower().endswith((".json", ".jsonl")):
-        return read_records(path, output=False)
-    check_not_records(path)
-    with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
-        return [{"instruction": s.strip()} for s in f if s.strip()]
+        records = read_records(path, output=False)
+    else:
+        check_not_records(path)
+        with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first instruction
+            records = [{"instruction": s.strip()} for s in f if s.strip()]
+    if not records:
+        raise ValueError(f"{path}: no instruction to answer (" + ("an empty list, or no line" if path.lower(
+        ).endswith((".json", ".jsonl")) else "an empty file, or blank lines only") + ")")
+    return records
 
 
 def split_records(records, val_fraction, seed):
@@ -2121,6 +2148,11 @@ def read_squad(split, root=None):
             if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
                 raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
                                  "lorasp reads SQuAD v1.1, where every question has one")
+            if empty := next((a for a in qa["answers"] if not a["text"].strip()), None):  # (was scored against "":
+                # exact match without F1; a train window taught "no answer" at the [CLS])
+                raise ValueError(f"{path}: question {qa['id']}: an answer of no text ({empty['text']!r}, at "
+                                 f"{empty['answer_start']}; SQuAD v2.0's unanswerable question?): lorasp reads SQuAD "
+                                 "v1.1, where every answer is a span of the context")
     if not any(p["qas"] for article in dataset["data"] for p in article["paragraphs"]):  # (eval: ZeroDivisionError)
         raise ValueError(f"{path}: no question (its \"data\" holds {len(dataset['data'])} article"
                          f"{'s' * (len(dataset['data']) != 1)}, none with \"qas\")")

@@ -169,6 +169,10 @@ for flag, value, fragment in [
     case(f"cli {flag} {value}", 2, fragment)(
         lambda ctx, flag=flag, value=value: train.parse_args(["--model", "m", "--data", "d", flag, value]))
 
+case("cli --weight-decay 100 --lr 0.01 (lr x weight_decay >= 1)", 2, "--weight-decay 100 with --lr 0.01: AdamW "
+     "multiplies each weight by 1 - lr x weight_decay = 0 at the peak step")(  # (trained, exit 0, its val loss worse
+    lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--weight-decay", "100", "--lr", "0.01"]))  # than
+# step 1's; --weight-decay 1000: a NaN stop that said to lower --lr)
 case("cli --method full --quant nf4", 2, "NF4 weights are frozen 4-bit codes with no gradient")(
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--method", "full", "--quant", "nf4"]))
 case("cli --model without --data", 2, "give both --model and --data")(
@@ -210,6 +214,25 @@ case("eval.py: --plot given twice", 2, "--plot given twice (a; b): only the last
 case("cli --out=~/runs, a ~ the shell does not expand after '='", 2, "--out ~/runs: the shell did not expand '~' (it "
      "does not after '=' or inside quotes): write --out " + os.path.expanduser("~/runs"))(  # (trained into ./~/runs,
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out=~/runs"]))  # printed as "~/runs/adapter")
+case("cli --out '$SCRATCH/runs', a variable the shell did not expand (single quotes)", 2, "--out $SCRATCH/runs: the "
+     "shell did not expand $SCRATCH (it does not inside single quotes): write --out /scratch/me/runs (or "
+     "./$SCRATCH/runs for a folder named '$SCRATCH' here)")(  # (trained into ./$SCRATCH/runs, printed as
+    lambda ctx: ctx.mp.setenv("SCRATCH", "/scratch/me") or train.parse_args(  # "$SCRATCH/runs/adapter")
+        ["--model", "m", "--data", "d", "--out", "$SCRATCH/runs"]))
+case("export.py: --out='${SCRATCH}/merged', a variable unexpanded", 2, "--out ${SCRATCH}/merged: the shell did not "
+     "expand ${SCRATCH}")(
+    lambda ctx: ctx.mp.setenv("SCRATCH", "/scratch/me") or export_main(ctx, "--model", "m", "--adapter", "a",
+                                                                        "--out=${SCRATCH}/merged"))
+
+
+@case("cli --out './$SCRATCH/runs', or a variable that is not set: a folder of that name, as written", None)
+def _(ctx):
+    ctx.mp.setenv("SCRATCH", "/scratch/me")
+    ctx.mp.delenv("NOT_SET_HERE", raising=False)
+    for out in ("./$SCRATCH/runs", "$NOT_SET_HERE/runs", "runs/$SCRATCH"):
+        assert train.parse_args(["--model", "m", "--data", "d", "--out", out]).out == out
+
+
 case("eval.py: a quoted '~/...' --adapter", 2, "--adapter ~/a: the shell did not expand '~'")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", "~/a"]))
 
@@ -389,6 +412,14 @@ def _(ctx):  # (was a TypeError traceback from torch.tensor in generate: "new():
     d = shutil.copytree(ctx.tiny[0], ctx.tmp / "named_eos")
     (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, "</s>"]}))
     generate_command(ctx, "--model", str(d), "--max-new-tokens", "2")
+
+
+for field, value in [("eos_token_id", "</s>"), ("bos_token_id", "1"), ("pad_token_id", {})]:
+    case(f"config.json: {field} {value!r}, not a token id (train.py, eval.py, generate.py)", SystemExit,
+         f"config.json: {field} {value!r} is not a token id or a list of them")(  # (was a TypeError traceback:
+        lambda ctx, field=field, value=value: (                                # "'<' not supported between ...")
+            edit_json(shutil.copytree(ctx.tiny[0], ctx.tmp / "ids") / "config.json", **{field: value}),
+            generate_command(ctx, "--model", str(ctx.tmp / "ids"), "--max-new-tokens", "2")))
 
 
 case("train.py: --exact-match with a --val-fraction that holds no record out", SystemExit, "--exact-match 5 asks "
@@ -678,6 +709,21 @@ case("non-UTF-8 text file", ValueError, "t.txt, line 3: not UTF-8 text")(
 case("record without output", SystemExit, "record 1 has no 'output' field")(
     lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "a", "output": "b"},
                                                                  {"instruction": "c"}]))))
+case("records: a field given twice with other values (JSON keeps the last, without a word)", SystemExit,
+     "d.jsonl, line 2: record 1 gives 'output' twice ('4', then '5')")(  # (trained on '5', the first value unsaid)
+    lambda ctx: run(ctx, data_file=records_file(ctx, '{"instruction": "a", "output": "b"}\n{"instruction": "c", '
+                                                '"output": "4", "input": "", "output": "5"}\n', "d.jsonl")))
+case("records: a field given twice in a .json list", SystemExit, "d.json, line 3: record 1 gives 'instruction' twice")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, '[\n {"instruction": "a", "output": "b"},\n {"instruction": '
+                                                '"c", "instruction": "d", "output": "e"}\n]\n')))
+
+
+@case("records: a field given twice with the same value, or an unread field twice: read as given once", None)
+def _(ctx):
+    path = records_file(ctx, '[{"instruction": "a", "output": "b", "output": "b", "id": 1, "id": 2}]')
+    assert data.read_records(path) == [{"instruction": "a", "output": "b", "id": 2}]
+
+
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
     lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
 
@@ -772,6 +818,14 @@ for name, text, fragment in [  # (were tracebacks: AttributeError, KeyError; and
     case(f"eval.py: --prompts {text!r} in {name}", SystemExit, fragment)(
         lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
                                                   records_file(ctx, text, name), "--max-new-tokens", "2"]))
+for name, text in [("p.txt", ""), ("p.txt", "\n  \n\n"), ("p.json", "[]"), ("p.jsonl", "\n")]:
+    case(f"eval.py: --prompts {text!r} in {name}: no instruction to answer", SystemExit, f"{name}: no instruction "
+         "to answer")(  # (was exit 0 with '"answers": []', nothing generated)
+        lambda ctx, name=name, text=text: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts",
+                                                  records_file(ctx, text, name), "--max-new-tokens", "2"]))
+case("eval.py: perplexity of a records file with no record ([])", SystemExit, "p.json: no record to score")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", records_file(ctx, "[]", "p.json")]))
+# (was a ZeroDivisionError traceback, after the model loaded)
 case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
 # Is a directory", after the model loaded)
@@ -919,6 +973,14 @@ def _(ctx):  # (was "error: 25600 requested and 20480 written", then "error: [Er
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, handler)
     raise e.value
+
+
+@case("export.py: a base whose generation_config.json's eos_token_id is a token's text", SystemExit,
+      "generation_config.json: eos_token_id [2, '</s>'] is not a token id or a list of them")
+def _(ctx):  # (was written, exit 0, that file copied as it was, and "note: ... has no tokenizer files: ... has none to
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "named_eos")        # copy" beside the tokenizer.model it copied)
+    (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, "</s>"]}))
+    export_main(ctx, "--model", d, "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
 
 
 @case("export.py: --adapter a --method full run's folder: its model needs no export", SystemExit,
@@ -1146,6 +1208,16 @@ def _(ctx):
     qas = [{"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]},
            {"id": "q2", "question": "Why?", "answers": [], "is_impossible": True}]
     (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": "t", "paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
+    data.read_squad("dev", str(ctx.tmp))
+
+
+@case("SQuAD: an answer of no text (an unanswerable question written as v1.1: text \"\", answer_start -1 or 0)",
+      ValueError, "question q2: an answer of no text ('', at -1; SQuAD v2.0's unanswerable question?)")
+def _(ctx):  # (was read: a dev question scored against "", exact match 100 with F1 50 where every answer was right;
+    qas = [{"id": "q1", "question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]},  # train: a window
+           {"id": "q2", "question": "Why?", "answers": [{"text": "", "answer_start": -1}]}]   # taught "no answer")
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [
         {"title": "t", "paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
     data.read_squad("dev", str(ctx.tmp))
 
