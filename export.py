@@ -54,6 +54,7 @@ UNITS = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "KIB": 2 **
 COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
           "spiece.model", "vocab.json", "merges.txt", "vocab.txt", "chat_template.jinja", "chat_template.json",
           "generation_config.json")
+VOCABULARIES = ("tokenizer.model", "tokenizer.json", "vocab.txt", "spiece.model", "vocab.json", "encoder.json")
 
 
 def shard_size(text):
@@ -303,6 +304,8 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     try:
         tok = load_tokenizer(path)
     except UserError:                                        # weights merge without one; served models need it
+        if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARIES):
+            raise                                            # one there that does not read: damaged, not absent
         tok = NoTokenizer()
     # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
     # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)

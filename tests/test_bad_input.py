@@ -983,6 +983,13 @@ def _(ctx):  # (was written, exit 0, that file copied as it was, and "note: ... 
     export_main(ctx, "--model", d, "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
 
 
+@case("export.py: a base whose tokenizer.model is damaged", SystemExit, "line 2: not a 'base64 rank' line")
+def _(ctx):  # (was written, exit 0, the damaged file copied, and "note: ... has no tokenizer files: ... has none to copy")
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "damaged")
+    (d / "tokenizer.model").write_text("IQ== 0\nI*== 1\n")               # a Llama 3 (tiktoken) vocabulary, cut
+    export_main(ctx, "--model", d, "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
+
+
 @case("export.py: --adapter a --method full run's folder: its model needs no export", SystemExit,
       "is a --method full run's folder, with no adapter to merge: its model, ")
 def _(ctx):  # (was "... which is --model OUT/model (without --adapter)": export.py has no run without --adapter)
