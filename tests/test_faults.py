@@ -98,9 +98,9 @@ def test_a_fresh_process_first_rope_equals_its_second():
     """The test above failed in ~1 of 3 full-suite runs: the SIGTERM'd child's first step already differed from the
     straight run's. Its first multi-threaded op was RoPE's cos, which torch sends to MKL's VML; VML picks a function's
     kernel on its first call, and with both threads in that call one could compute its half with a low-accuracy
-    kernel: 1,600 of 3,232 values off by up to 1.5e-4, in 6 of 48 fresh processes started by pytest here
-    (pytorch/pytorch#188792). Now model.py calls each VML function once, on one element, at import. A race: 24
-    processes catch it ~24 times in 25."""
+    kernel: 1,600 of 3,232 values off by up to 1.5e-4, in 6 of 48 fresh processes started by pytest on a quiet machine
+    (pytorch/pytorch#188792; rarer under load: 1 in 24 with other jobs running). Now model.py calls each VML function
+    once, on one element, at import. A race: on a quiet machine 24 processes catch it ~24 times in 25."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     runs = [subprocess.run([sys.executable, "-c", FIRST_ROPE], cwd=ROOT, env=env, capture_output=True, text=True)
             for _ in range(24)]
