@@ -984,8 +984,8 @@ def _(ctx):  # (was written, exit 0, that file copied as it was, and "note: ... 
 
 
 @case("export.py: a base whose tokenizer.model is damaged", SystemExit, "line 2: not a 'base64 rank' line")
-def _(ctx):  # (was written, exit 0, the damaged file copied, and "note: ... has no tokenizer files: ... has none to copy")
-    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "damaged")
+def _(ctx):  # (was written, exit 0, the damaged file copied, and "note: ... has no tokenizer files: ... has none to
+    d = shutil.copytree(ctx.tiny[0], ctx.tmp / "damaged")        # copy")
     (d / "tokenizer.model").write_text("IQ== 0\nI*== 1\n")               # a Llama 3 (tiktoken) vocabulary, cut
     export_main(ctx, "--model", d, "--adapter", ctx.shared.checkpoint, "--out", ctx.tmp / "x")
 

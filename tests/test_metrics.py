@@ -50,6 +50,14 @@ def _mutate(rng, ref):
         return _sentence(rng)  # unrelated
     if kind < 0.15:
         return rng.choice(ref.split() or [""])  # one word
+    def swap(words, i):
+        j = rng.randrange(len(words))
+        words[i], words[j] = words[j], words[i]
+    return _edit_words(rng, ref, lambda: rng.choice(WORDS), lambda: rng.choice(WORDS + PUNCT), swap)
+
+
+def _edit_words(rng, ref, replacement, insertion, other):
+    """Up to four random edits of ref's words: one deleted, replaced, inserted, or other(words, i) done to one."""
     words = ref.split(" ")
     for _ in range(rng.randint(0, 4)):
         i = rng.randrange(len(words))
@@ -57,12 +65,11 @@ def _mutate(rng, ref):
         if op < 0.3 and len(words) > 1:
             del words[i]
         elif op < 0.6:
-            words[i] = rng.choice(WORDS)
+            words[i] = replacement()
         elif op < 0.8:
-            words.insert(i, rng.choice(WORDS + PUNCT))
+            words.insert(i, insertion())
         else:
-            j = rng.randrange(len(words))
-            words[i], words[j] = words[j], words[i]
+            other(words, i)
     return " ".join(words)
 
 
@@ -186,19 +193,10 @@ def _ro_mutate(rng, ref):
         return ref.translate(CEDILLA)  # the other diacritic forms: only their characters differ
     if kind < 0.25:
         return _ro_sentence(rng)
-    words = ref.split(" ")
-    for _ in range(rng.randint(0, 4)):
-        i = rng.randrange(len(words))
-        op = rng.random()
-        if op < 0.3 and len(words) > 1:
-            del words[i]
-        elif op < 0.6:
-            words[i] = rng.choice(RO_WORDS) + rng.choice(RO_GLUE)
-        elif op < 0.8:
-            words.insert(i, rng.choice(RO_OPEN) + rng.choice(RO_WORDS))
-        else:
-            words[i] = words[i].translate(CEDILLA)
-    return " ".join(words)
+    def other_forms(words, i):
+        words[i] = words[i].translate(CEDILLA)
+    return _edit_words(rng, ref, lambda: rng.choice(RO_WORDS) + rng.choice(RO_GLUE),
+                       lambda: rng.choice(RO_OPEN) + rng.choice(RO_WORDS), other_forms)
 
 
 @pytest.fixture(scope="module")
