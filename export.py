@@ -224,6 +224,12 @@ def gpt2_tokenizer(tok, directory, pad):
             json.dump(j, fh, ensure_ascii=False)
 
 
+def pad_row_needed(tok, pad):
+    """A GPT-2 classifier needs a pad row of its own (gpt2_pad_row) with no pad, or with the EOS as pad: the closing
+    mark lorasp's classifier reads, where transformers' would read the token before it."""
+    return pad is None or not isinstance(tok, NoTokenizer) and pad == tok.encode_pair("a", "b")[0][-1]
+
+
 def gpt2_pad_row(model, hf, was=None):
     """A GPT-2 classifier with no pad token, or the EOS as pad (was), gets one more embedding row, zeros, as its
     pad_token_id: transformers' GPT2ForSequenceClassification reads each row's last token that is not pad_token_id
@@ -259,8 +265,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             hf["label2id"] = {v: k for k, v in hf["id2label"].items()}
     if model.config.model_type == "gpt2" and num_labels:     # transformers' classifier reads each text's last token
         pad = tok.pad_id if hf.get("pad_token_id") is None else hf["pad_token_id"]  # that is not pad_token_id
-        if pad is None or not isinstance(tok, NoTokenizer) and pad == tok.encode_pair("a", "b")[0][-1]:
-            gpt2_pad_row(model, hf, pad)                      # (the EOS as pad: the token before the closing mark)
+        if pad_row_needed(tok, pad):
+            gpt2_pad_row(model, hf, pad)
         else:
             hf["pad_token_id"] = pad
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the

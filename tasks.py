@@ -46,7 +46,7 @@ from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir, write_checkpoint
-from export import gpt2_tokenizer
+from export import gpt2_tokenizer, pad_row_needed
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
 TARGETS = {"llama": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "gpt2": "c_attn,c_proj,c_fc",
@@ -222,7 +222,7 @@ def save_gpt2_classifier(model, directory, tok, source):
     hf, state, seen = model.config.to_hf(), model.state_dict(), set()
     pad = tok.pad_id if base.get("pad_token_id") is None else base["pad_token_id"]
     rows = state["transformer.wte.weight"].shape[0]
-    if pad is None or pad == tok.encode_pair("a", "b")[0][-1]:
+    if pad_row_needed(tok, pad):
         pad, hf["vocab_size"] = rows, rows + 1
     hf["pad_token_id"] = pad
     grow = lambda n, t: torch.cat([t, t.new_zeros(1, t.shape[1])]) if n == "transformer.wte.weight" and pad == rows \
