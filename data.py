@@ -1280,14 +1280,15 @@ def read_records(path, output=True):
     return records
 
 
-def noting_twice(twice):
+def noting_twice(twice, read=("instruction", "input", "output")):
     """json's object_pairs_hook: the dict json makes (a key given twice: its last value, without a word, as Python's
-    json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (instruction,
-    input, output) twice with other values: which one the file means, no reader can tell."""
+    json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (`read`:
+    an instruction record's, a translation's languages) twice with other values: which one the file means, no reader
+    can tell."""
     def hook(pairs):
         obj, first = dict(pairs), {}
         for k, v in pairs:
-            if k in ("instruction", "input", "output") and first.setdefault(k, v) != v and id(obj) not in twice:
+            if k in read and first.setdefault(k, v) != v and id(obj) not in twice:
                 twice[id(obj)] = (f"gives {k!r} twice ({first[k]!r:.60}, then {v!r:.60}): JSON keeps the last one "
                                   "without a word; keep the one you mean")
         return obj
@@ -2025,10 +2026,12 @@ def read_translation(directory, split, src="en", tgt="ro"):
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)["translation"]
+                    row = json.loads(line, object_pairs_hook=noting_twice(twice := {}, (src, tgt)))["translation"]
                     pair = row[src], row[tgt]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pair = None
+                if pair is not None and id(row) in twice:          # (was trained on the last, the first unsaid)
+                    raise ValueError(f"{jsonl}, line {n}: {twice[id(row)]}")
                 if pair is None or not all(isinstance(x, str) for x in pair):
                     raise ValueError(f"{jsonl}, line {n}: expected {{\"translation\": {{\"{src}\": text, \"{tgt}\": "
                                      f"text}}}}, got {line.strip()[:200]!r}")

@@ -2723,6 +2723,10 @@ case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
 case("WMT16: a bad JSONL line", ValueError, "train.jsonl, line 1: expected")(
     lambda ctx: records_file(ctx, '{"translation": {"en": "a"}}\n', "train.jsonl") and
     data.read_translation(str(ctx.tmp), "train"))
+case("WMT16: a JSONL line giving the target twice with other texts (JSON keeps the last)", ValueError,
+     "train.jsonl, line 2: gives 'ro' twice ('b', then 'c'): JSON keeps the last one")(  # (was trained on 'c')
+    lambda ctx: records_file(ctx, '{"translation": {"en": "x", "ro": "y"}}\n{"translation": {"en": "a", "ro": "b", '
+                             '"ro": "c"}}\n', "train.jsonl") and data.read_translation(str(ctx.tmp), "train"))
 case("GLUE: an STS-B score that is nan", ValueError, "train.tsv:2: label 'nan' is not a number in [0, 5]")(
     lambda ctx: data.read_glue(records_file(ctx, "sentence1\tsentence2\tscore\na\tb\tnan\n", "train.tsv"), "stsb"))
 case("GLUE: an STS-B score past 5", ValueError, "train.tsv:3: label '7' is not a number in [0, 5]")(
