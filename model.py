@@ -862,14 +862,16 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     return fill(model, stream, dtype, quantize, device, spill).eval()
 
 
-def save_pretrained(model, directory, shard_size=None):
-    """Write a (dense) model in the HF layout, loadable by load_pretrained and by transformers."""
+def save_pretrained(model, directory, shard_size=None, config=None, edit=lambda name, t: t):
+    """Write a (dense) model in the HF layout, loadable by load_pretrained and by transformers; config (an HF dict)
+    and edit(name, tensor) change what is written, not the model (tasks.save_gpt2_classifier's pad row)."""
     seen, state = set(), model.state_dict()
     for name, t in state.items():
         if not t.is_floating_point():
             raise TypeError(f"{name}: save_pretrained writes dense float weights, found {t.dtype}")
     unique = [n for n, t in state.items() if not (t.data_ptr() in seen or seen.add(t.data_ptr()))]  # tied: once
-    write_checkpoint(directory, model.config, (type(model).hf_tensor(n, state[n]) for n in unique), shard_size)
+    write_checkpoint(directory, config or model.config, (type(model).hf_tensor(n, edit(n, state[n])) for n in unique),
+                     shard_size)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad
                   generate_answers)
 from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import atomic_write, gguf_file, read_json, replace_dir, write_checkpoint
+from checkpoint import atomic_write, gguf_file, read_json, replace_dir
 from export import gpt2_tokenizer, pad_row_needed
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 
@@ -219,16 +219,13 @@ def save_gpt2_classifier(model, directory, tok, source):
     reads) as pad, the file's embedding gets export.gpt2_pad_row's zero row as pad (the model, and the checkpoints
     --resume reads, keep their shapes). Returns the pad id."""
     base = read_json(os.path.join(source, "config.json")) if os.path.isfile(os.path.join(source, "config.json")) else {}
-    hf, state, seen = model.config.to_hf(), model.state_dict(), set()
+    hf, rows = model.config.to_hf(), model.transformer.wte.num_embeddings
     pad = tok.pad_id if base.get("pad_token_id") is None else base["pad_token_id"]
-    rows = state["transformer.wte.weight"].shape[0]
     if pad_row_needed(tok, pad):
         pad, hf["vocab_size"] = rows, rows + 1
     hf["pad_token_id"] = pad
-    grow = lambda n, t: torch.cat([t, t.new_zeros(1, t.shape[1])]) if n == "transformer.wte.weight" and pad == rows \
-        else t  # noqa: E731
-    write_checkpoint(directory, hf, (type(model).hf_tensor(n, grow(n, t)) for n, t in state.items()
-                                     if not (t.data_ptr() in seen or seen.add(t.data_ptr()))))  # (tied: once)
+    save_pretrained(model, directory, config=hf, edit=lambda n, t: torch.cat([t, t.new_zeros(1, t.shape[1])]) if (
+        n == "transformer.wte.weight" and pad == rows) else t)
     return pad
 
 
