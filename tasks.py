@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
+import metrics
 import plan
 from data import UserError
 from ddp import rank_world
@@ -385,9 +386,9 @@ def before_after(model, tok, records, autocast, args, when):
         with autocast():
             scores, answers = evaluate_translation(model, tok, records, max_new_tokens=args.seq_len,
                                                    bucket=plan.bucket(args))
-        print(f"BLEU on {len(records)} validation sentences {when} training: {scores['bleu']:.2f} (ROUGE-L "
-              f"{scores['rougeL']:.2f}); e.g. {records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
-        return {f"bleu_{when}": scores["bleu"]}, answers
+        print(f"{len(records)} validation sentences {when} training: {metrics.score_line(scores)}; e.g. "
+              f"{records[0][0]!r} -> {answers[0][:200]!r}", flush=True)
+        return {f"{k}_{when}": scores[k] for k in ("bleu", "chrf", "chrf++", "rougeL")}, answers
     ctx, unchecked = context_length(model), "(not checked: longer than the context)"
     keep = fitting(tok, records, ctx)
     gone = f"; {len(records) - len(keep)} left out: prompt and answer longer than the model's {ctx} positions" * (

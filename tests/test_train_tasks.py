@@ -243,7 +243,9 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses, val = [r["loss"] for r in logged if "loss" in r], [r["val_loss"] for r in logged if "val_loss" in r]
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.5 and len(val) == 2 and val[1] < val[0]
-    assert summary["head_params"] == 0 and {"bleu_before", "bleu_after"} <= summary.keys()
+    assert summary["head_params"] == 0 and {"bleu_before", "bleu_after", "chrf_after", "chrf++_after"} <= summary.keys()
+    assert f"sentences after training: BLEU {summary['bleu_after']:.2f}  chrF {summary['chrf_after']:.2f}  chrF++ " \
+        f"{summary['chrf++_after']:.2f}" in out
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["task_type"] == "SEQ_2_SEQ_LM" and cfg["target_modules"] == ["q", "v"] and not cfg["modules_to_save"]
     flags = ["--task", "wmt16-en-ro", "--model", model_dir, "--adapter", str(tmp_path / "adapter"), "--data-dir",
