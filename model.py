@@ -10,35 +10,30 @@
   T5 v1.0 and v1.1 / FLAN-T5 / mT5 (Raffel et al. 2020; relative position buckets, RMS norm, cross-attention): model(
   input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
-  pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted
-  from Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as
-  many people hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K
-  dequantized to float32, q/k rows permuted alike).
-  One routine for every architecture: build the module tree on the `meta` device, stream tensors one at a time
-  (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture,
-  quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is
-  missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained` writes
-  the HF layout back.
-- The configs (one dataclass per architecture), their presets and config.json read as transformers reads it are
-  configs.py's; model.PRESETS, model.LlamaConfig, model.positions, ... still import.
-- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one
-  per block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes
-  (Korthikanti et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the
-  machinery (recipes, saved-tensor hooks, replayed RNG) is recompute.py's.
-- Generation with the KV cache (greedy, temperature, top-p), beam search (T5) and the command line that generates
-  (`python generate.py --model DIR --prompt`) are generate.py's. The files themselves (safetensors and GGUF by hand,
-  HF shards and .bin, Meta's .pth, atomic writes) are checkpoint.py's. model.generate, model.beam_search,
-  model.selective, ... still import.
+  pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted from
+  Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as many people
+  hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K dequantized to float32, q/k rows
+  permuted alike). One routine for every architecture: build the module tree on the `meta` device, stream tensors one at
+  a time (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per
+  architecture, quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check
+  nothing is missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained`
+  writes the HF layout back.
+- The configs (one dataclass per architecture), their presets and config.json read as transformers reads it:
+  configs.py. Generation (KV cache, greedy, temperature, top-p; T5's beam search; `python generate.py`): generate.py.
+  The files (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py. Names
+  that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
+- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one per
+  block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti
+  et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the machinery (recipes,
+  saved-tensor hooks, replayed RNG) is recompute.py's.
 
 Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
-parallelism, writing NF4 checkpoints. Tokenizers live in data.py (`load_tokenizer` is re-exported here).
+parallelism, writing NF4 checkpoints. Tokenizers: data.py (`load_tokenizer` is re-exported here).
 
-Run `python model.py` for a demonstration on a tiny random model (`python model.py --model DIR --prompt "..."` still
-runs generate.py's command line).
-
-Sections, in order (~900 lines): a model from its config; the layers the backbones share (attention, RMSNorm, RoPE,
-SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and saving; the demo.
+`python model.py` demonstrates it on a tiny random model. Sections (~900 lines): a model from its config; the shared
+layers (attention, RMSNorm, RoPE, SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and
+saving; the demo.
 """
 import math
 import os
