@@ -29,7 +29,8 @@ TEXTS = [TEXT, "Hello world", " a leading space", "  two  spaces,\ttab\n\nnew li
          "digits 3.14159 1,000,000 ½ ² ١٢٣ 2026-12-06", "emoji 🙂👍🏽🚀 and 日本語のテキスト, 한국어, Привет",
          "def f(x):\n    return {'a': x ** 2}  # code\n",
          "<|im_start|>user\nHi 42!<|im_end|>\n<|im_start|>assistant\n",
-         "<s>Hi</s> x <unk>y</s>", "a</s>b <s> c", "<|endoftext|>the end<|endoftext|>", "I'll we've SHE'D 'q'"]
+         "<s>Hi</s> x <unk>y</s>", "a</s>b <s> c", "<|endoftext|>the end<|endoftext|>", "I'll we've SHE'D 'q'",
+         " " * 7 + "runs of spaces:" + " " * 17 + "(sentencepiece's whitespace pieces share one score)" + " " * 5]
 
 DIGITS = {ord(c): None for t in TEXTS for c in t if unicodedata.category(c)[0] == "N"}  # (str.translate: drop them)
 
