@@ -1033,7 +1033,8 @@ def added_tokens(directory):
     if os.path.exists(f("tokenizer.json")):
         t = read_json(f("tokenizer.json"))
         pre = t.get("pre_tokenizer") or {}
-        once = pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first"
+        steps = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]  # (hf_tokenizer's: 3 steps)
+        once = any(s.get("type") == "Metaspace" and s.get("prepend_scheme") == "first" for s in steps)
         added = t.get("added_tokens", [])
         return {a["content"]: a["id"] for a in added}, not once, strip_flags(added)
     config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
@@ -1210,6 +1211,109 @@ def check_vocab(tok, rows, where):
         i = getattr(tok, key)
         if i is not None and not 0 <= i < rows:
             raise UserError(f"{where}: the tokenizer's {key} {i} is outside the model's embedding ({rows} rows)")
+
+
+def tiktoken_gpt2(path):
+    """OpenAI's GPT-2 ranks as tiktoken's file (gpt2.tiktoken: "base64(bytes) rank" lines, ranks 0..50255) -> GPT-2's
+    byte-level BPE, ids the ranks, <|endoftext|> 50256 (tiktoken's gpt2 encoding). Each token's merge is the two
+    parts tiktoken's BPE leaves of its bytes with the ranks below its own (its last join): vocab.bpe's 50,000."""
+    ranks = {}
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                token, rank = line.split() if line.strip() else (b"", -1)
+                if ranks.setdefault(base64.b64decode(token, validate=True), int(rank)) != int(rank):
+                    raise ValueError                           # (the same token twice)
+            except (ValueError, binascii.Error):
+                raise UserError(f"{path}, line {n}: not a 'base64 rank' line of tiktoken's format, or a token ranked "
+                                "again (damaged or cut off?); fetch it again") from None
+    ranks.pop(b"", None)
+    by_rank, merges = sorted(ranks, key=ranks.get), []
+    if sorted(ranks.values()) != list(range(50256)) or any(len(t) != 1 for t in by_rank[:256]):
+        raise UserError(f"{path}: {len(ranks):,} tokens, not GPT-2's 50,256 (the 256 bytes first, ranked 0..50,255)")
+    for r, token in enumerate(by_rank[256:], 256):
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while len(parts) > 2:                                  # tiktoken's merge loop, ranks below r only
+            best, j = min((ranks.get(a + b, math.inf), j) for j, (a, b) in enumerate(zip(parts, parts[1:])))
+            if best >= r:
+                raise UserError(f"{path}: token {token!r} (rank {r}) is not made by a merge of lower ranks")
+            parts[j:j + 2] = [parts[j] + parts[j + 1]]
+        merges.append(parts)
+    text = bytes_to_unicode()
+    show = lambda b: "".join(text[c] for c in b)  # noqa: E731
+    return BPETokenizer({show(t): ranks[t] for t in by_rank} | {"<|endoftext|>": 50256},
+                        [(show(a), show(b)) for a, b in merges])
+
+
+def sentencepiece_tokenizer_json(tok, meta):
+    """A GGUF's sentencepiece BPE ("llama": pieces, scores, types; meta its metadata) as the tokenizers library's
+    tokenizer.json: each piece's merges (every split into two pieces) ranked by its score, highest first
+    (sentencepiece joins the adjacent pair whose piece scores highest), byte fallback, the control, unknown and
+    user-defined pieces added tokens. The "▁" prefix as lorasp puts it: before the text even where it starts with a
+    space (HF's Metaspace alone adds none there), after an added token only where prepend (Phi-3). So three Metaspace
+    steps: spaces to "▁", a " " before the first text (or each), that " " to "▁"."""
+    sp, n = tok.sp, tok.sp.get_piece_size()
+    if type(tok) is not SentencePieceTokenizer or meta.get("tokenizer.ggml.model") != "llama" or tok.metaspace or \
+            tok.prefix_each != tok.prepend or meta.get("tokenizer.ggml.remove_extra_whitespaces"):
+        raise NotImplementedError("a sentencepiece tokenizer other than a GGUF's BPE (\"llama\") as lorasp reads it")
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    score = {p: sp.get_score(i) for i, p in enumerate(pieces)   # (the pieces a merge may make or join)
+             if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.is_byte(i) or p in tok.added)}
+    merges = sorted((-s, i, p[:k], p[k:]) for i, (p, s) in enumerate(score.items()) for k in range(1, len(p))
+                    if p[:k] in score and p[k:] in score)
+    step = lambda r, scheme: dict(type="Metaspace", replacement=r, prepend_scheme=scheme, split=False)  # noqa: E731
+    pre = [step("▁", "never")] + [step(" ", "always" if tok.prepend else "first"), step("▁", "never")] * (
+        meta.get("tokenizer.ggml.add_space_prefix", True) is not False)
+    marks = {k: sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id))
+             if i is not None and getattr(tok, f"add_{k}")}    # (encode_pair's: [<s>] A [</s>] [<s>] B [</s>])
+    mark = lambda k, t: [dict(SpecialToken=dict(id=marks[k], type_id=t))] if k in marks else []  # noqa: E731
+    a, b = ([dict(Sequence=dict(id=x, type_id=t))] for x, t in (("A", 0), ("B", 1)))
+    return dict(
+        version="1.0", truncation=None, padding=None, normalizer=None,
+        added_tokens=[dict(id=i, content=s, **dict(zip(FLAGS, tok.flags.get(s, (False,) * 3))), normalized=False,
+                           special=True) for s, i in sorted(tok.added.items(), key=lambda x: x[1])],
+        pre_tokenizer=dict(type="Sequence", pretokenizers=pre),
+        post_processor=dict(type="TemplateProcessing", single=mark("bos", 0) + a + mark("eos", 0), pair=mark(
+            "bos", 0) + a + mark("eos", 0) + mark("bos", 1) + b + mark("eos", 1), special_tokens={
+            s: dict(id=s, ids=[getattr(tok, f"{k}_id")], tokens=[s]) for k, s in marks.items()}),
+        decoder=dict(type="Sequence", decoders=[
+            dict(type="Replace", pattern=dict(String="▁"), content=" "), dict(type="ByteFallback"), dict(type="Fuse"),
+            dict(type="Strip", content=" ", start=int(len(pre) > 1), stop=0)]),
+        model=dict(type="BPE", dropout=None, unk_token=sp.id_to_piece(sp.unk_id()), continuing_subword_prefix=None,
+                   end_of_word_suffix=None, fuse_unk=True, byte_fallback=any(map(sp.is_byte, range(n))),
+                   ignore_merges=False, vocab={p: i for i, p in enumerate(pieces)},
+                   merges=[[left, right] for *_, left, right in merges]))
+
+
+def hf_tokenizer(tok, directory, gguf=None):
+    """tok (a GGUF's, or tiktoken_gpt2's) as the files transformers' AutoTokenizer reads to its ids: tokenizer.json
+    (byte-level BPE: save_tokenizer's; a GGUF's sentencepiece BPE: sentencepiece_tokenizer_json's, beside the
+    tokenizer.model lorasp and llama.cpp's converter read), tokenizer_config.json (BOS, EOS, UNK, PAD by name, whether
+    texts get BOS/EOS), the GGUF's chat template (chat_template.jinja). Other tokenizers: NotImplementedError."""
+    meta = read_gguf(gguf)[0] if gguf else {}
+    kind = meta.get("tokenizer.ggml.model", "gpt2")
+    if type(tok) is BPETokenizer and kind == "gpt2":
+        save_tokenizer(tok, directory)
+        name = ({i: s for s, i in tok.special_ids.items()} | {i: s for s, i in tok.vocab.items()}).get
+    elif type(tok) is SentencePieceTokenizer and kind == "llama":
+        t = sentencepiece_tokenizer_json(tok, meta)
+        with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
+            json.dump(t, f, ensure_ascii=False)
+        with atomic_write(os.path.join(directory, "tokenizer.model")) as f:
+            f.write(tok.sp.serialized_model_proto())
+        name = lambda i: tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond.get(i)  # noqa: E731
+    else:
+        raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
+    unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
+    names = {f"{k}_token": s for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("unk", unk), ("pad", tok.pad_id))
+             if i is not None and (s := name(i)) is not None}
+    config = dict(tokenizer_class="PreTrainedTokenizerFast", add_bos_token=tok.add_bos, add_eos_token=tok.add_eos,
+                  clean_up_tokenization_spaces=False, **names)
+    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:   # (transformers needs no
+        json.dump(config, f, indent=2, ensure_ascii=False)                           # special_tokens_map.json)
+    if isinstance(template := meta.get("tokenizer.chat_template"), str):
+        with atomic_write(os.path.join(directory, "chat_template.jinja"), "w") as f:
+            f.write(template)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ linear (lorasp.merge_lorasp; LoRA Sec. 4.1: no extra latency at inference), writ
 and llama.cpp's convert_hf_to_gguf.py read:
     model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (each shard <= --shard-size)
     config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
-    tokenizer files, generation_config.json      copied from the base folder (a GGUF's tokenizer is inside it: none;
-                                                 a Llama's tokenizer.model alone gets a tokenizer_config.json)
+    tokenizer files, generation_config.json      copied from the base folder (a Llama's tokenizer.model alone gets a
+                                                 tokenizer_config.json); a GGUF's tokenizer (byte-level or sentencepiece
+                                                 BPE) and a gpt2.tiktoken's written (data.hf_tokenizer), with its BOS,
+                                                 EOS, UNK, PAD and chat template: AutoTokenizer gives lorasp's ids
 - The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
   dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
@@ -42,7 +44,8 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded
-from data import BPETokenizer, UserError, llama_tokenizer_config, load_tokenizer, save_tokenizer
+from data import (BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer,
+                  tiktoken_gpt2)
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -307,12 +310,14 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         print(f"note: --adapter {adapter} trained on the NF4-quantized base: merged into those dequantized weights "
               "(what it learned on and eval.py scores), not into the original base weights", file=sys.stderr)
     num_labels, qa = head_of(adapter)
+    ranks = os.path.join(path, "gpt2.tiktoken")              # (OpenAI's GPT-2 ranks, as tiktoken ships them)
     try:
-        tok = load_tokenizer(path)
+        tok, tiktoken = load_tokenizer(path), False
     except UserError:                                        # weights merge without one; served models need it
         if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARIES):
             raise                                            # one there that does not read: damaged, not absent
-        tok = NoTokenizer()
+        tiktoken = os.path.isdir(path) and os.path.isfile(ranks)
+        tok = tiktoken_gpt2(ranks) if tiktoken else NoTokenizer()
     # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
     # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
     where = os.path.dirname(os.path.abspath(out))
@@ -333,7 +338,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
               "(it trained in bfloat16): transformers keeps its wo in float32 and clamps, other runtimes may compute "
               "Inf or NaN, lorasp's eval.py takes it with --dtype bfloat16; --dtype bf16 or fp32 run anywhere",
               file=sys.stderr)
-    hf = hf_config(model, path, adapter, dtype, num_labels, qa, tok)
+    hf, unwritten = hf_config(model, path, adapter, dtype, num_labels, qa, tok), None
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard)
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
@@ -344,6 +349,12 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         elif type(tok) is BPETokenizer and os.path.isfile(os.path.join(path, "encoder.json")) and not {
                 "tokenizer.json", "vocab.json"} & set(copied):  # OpenAI's names for GPT-2's: transformers reads none
             save_tokenizer(tok, tmp)
+        elif (tiktoken or gguf_file(path)) and not isinstance(tok, NoTokenizer) and not set(VOCABULARIES) & set(
+                copied):                                     # a GGUF's own (the folder has none beside it), or ranks
+            try:
+                hf_tokenizer(tok, tmp, gguf_file(path))
+            except NotImplementedError as e:                 # (a GGUF's WordPiece or Unigram: the note below)
+                unwritten = e
         with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
         llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
@@ -351,8 +362,9 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     if isinstance(tok, NoTokenizer) or not set(COPIED[:-1]) & set(files):
         print(f"note: {out} has no tokenizer files: " + (
-            f"{path} is a GGUF, whose tokenizer lives inside it (transformers: AutoTokenizer.from_pretrained(folder, "
-            f"gguf_file=...).save_pretrained('{out}'))" if gguf_file(path) else f"{path} has none to copy"),
+            f"{path} is a GGUF whose tokenizer, {unwritten}, export.py does not write (it writes byte-level and "
+            "sentencepiece BPE); transformers: AutoTokenizer.from_pretrained(folder, gguf_file=...).save_pretrained("
+            f"'{out}'), whose ids may differ from lorasp's" if gguf_file(path) else f"{path} has none to copy"),
               file=sys.stderr)
     return hf
 

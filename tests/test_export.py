@@ -294,7 +294,8 @@ def test_a_gpt2_classifier_on_a_sentencepiece_tokenizer_says_transformers_adds_n
 def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, capsys):
     """The real SmolLM2-135M GGUF (Q4_1/Q8_0 blocks, GQA, tied) with a LoRA-SP adapter on q/v: DIR in bf16 loads in
     transformers (LlamaForCausalLM, tied, the GGUF's BOS and EOS ids as transformers reads them from it) to our merged
-    model's logits, cast to bf16 as written; no tokenizer files, said so."""
+    model's logits, cast to bf16 as written, on the ids AutoTokenizer gives of a chat text: its tokenizer is written
+    (there were no tokenizer files, and a note said so), lorasp's ids (tests/test_export_tokenizer.py)."""
     gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     ours = trained(M.load_pretrained(gguf, dtype=torch.float32), ["q_proj", "v_proj"], seed=2)
     for m in ours.modules():
@@ -303,14 +304,17 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
     save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=gguf)
     assert run("--model", gguf, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out", "--dtype",
                "bf16") is None
-    assert "no tokenizer files" in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    assert "no tokenizer files" not in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "out")) == ["chat_template.jinja", "config.json", "model.safetensors",
+                                                    "tokenizer.json", "tokenizer_config.json"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     own = transformers.AutoConfig.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())  # (written: LlamaConfig's defaults, 1 and 2,
     assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (own.bos_token_id, own.eos_token_id)  # hold for this one)
     assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
-    x = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 30, 2]])
+    text = "<|im_start|>user\nWhat is 2+2? Say it in words.<|im_end|>\n<|im_start|>assistant\nFour.<|im_end|>"
+    x = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")(text, return_tensors="pt").input_ids
+    assert x[0].tolist() == data.load_tokenizer(gguf).encode(text)
     with torch.no_grad():
         want = merge_lorasp(ours).to(torch.bfloat16).float()(x)  # the weights as written, computed in fp32
         torch.testing.assert_close(hf(x).logits, want, atol=1e-4, rtol=0)
