@@ -944,8 +944,9 @@ def save_tokenizer(tok, directory):
                                                                   tokens=[names[k]]) for k in (bos, eos) if k}},
              "decoder": dict(level, use_regex=True),
              "model": dict(type="BPE", dropout=None, unk_token=None, continuing_subword_prefix=None,
-                           end_of_word_suffix=None, fuse_unk=False, byte_fallback=False, ignore_merges=False,
-                           vocab=tok.vocab, merges=[list(m) for m in tok.merges])}
+                           end_of_word_suffix=None, fuse_unk=False, byte_fallback=False, ignore_merges=True,
+                           vocab=tok.vocab, merges=[list(m) for m in tok.merges])}  # (ignore: a pre-token in the
+        # vocabulary is one token, as tiktoken takes it here and Llama 3's tokenizer.json says: Llama 3's " Việt")
         with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
             json.dump(t, f, ensure_ascii=False)
     spm = type(tok) is SentencePieceTokenizer

@@ -77,6 +77,23 @@ def test_a_gguf_sentencepiece_bpe_is_written_as_a_tokenizer_json_transformers_re
                                                                       hf.unk_token_id)
 
 
+@pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "gpt-2", "starcoder"])
+def test_a_gguf_byte_level_bpe_vocabulary_is_written_to_llama_cpps_ids(tmp_path, vocab):
+    """llama.cpp's byte-level BPE vocabulary GGUFs (Llama 3's, Qwen2's, GPT-2's, StarCoder's) as data.hf_tokenizer
+    writes them: transformers' AutoTokenizer gives lorasp's ids and llama.cpp's expected ones on its test inputs.
+    Llama 3's 'Cửa Việt' was ['C', 'ửa', ' Vi', 'ệ', 't'] in transformers, one ' Việt' in lorasp and llama.cpp: a
+    pre-token that is itself in the vocabulary is one token (tiktoken's rule, lorasp's; Llama 3's ignore_merges),
+    which the merges alone do not make."""
+    gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
+    ours = data.load_tokenizer(gguf)
+    data.hf_tokenizer(ours, tmp_path, gguf)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in TEXTS + llama_cpp_inputs(vocab):
+        assert hf(text).input_ids == ours.encode(text), text
+    for text, ids in expected(vocab):
+        assert hf(text, add_special_tokens=False).input_ids == ids, text
+
+
 def test_a_gguf_byte_level_bpe_is_read_by_transformers_to_lorasps_ids_with_its_marks_and_chat_template(tmp_path):
     """SmolLM2-Instruct's GGUF (byte-level BPE, digits one by one: tokenizer.ggml.pre "smollm"): AutoTokenizer gives
     lorasp's ids; transformers' own GGUF reader too, but where a text holds a digit-like character (it splits no
