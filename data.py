@@ -3,9 +3,9 @@ generated data.
 
 - SentencePiece `tokenizer.model` (LLaMA) through the sentencepiece library (a Llama's or Mistral's tokenizer.json
   alone, sentencepiece's BPE as transformers 5 saves it, becomes such a model: `sentencepiece_json`); the added
-  tokens of tokenizer.json or added_tokens.json (a chat fine-tune's <|im_start|>) are matched whole in text first, as
-  HF's tokenizers does, with their lstrip / rstrip / single_word flags (`find_added`; byte-level BPE's too: RoBERTa's
-  <mask> takes the space before it).
+  tokens of tokenizer.json or added_tokens.json (a chat fine-tune's <|im_start|>) and the model's control pieces
+  (Mistral v0.3's [INST]) are matched whole in text first, as HF's tokenizers does, with their lstrip / rstrip /
+  single_word flags (`find_added`; byte-level BPE's too: RoBERTa's <mask> takes the space before it).
 - A GGUF file's own tokenizer (its metadata): byte-level BPE from its tokens and merges, sentencepiece (BPE or
   Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
   BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
@@ -270,8 +270,10 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX)
         self.prefix_each = prefix_each
-        specials = {self.sp.id_to_piece(i): i for i in (self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id(),
-                                                         self.sp.pad_id()) if i >= 0}  # "</s>" in text is EOS, as in HF
+        marks = {self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()}
+        specials = {self.sp.id_to_piece(i): i for i in range(self.sp.get_piece_size()) if i in marks or
+                    self.sp.is_control(i)}  # "</s>" in text is EOS, as in HF; so is each control piece (Mistral
+        # v0.3's [INST]: transformers' converter makes them special tokens, llama.cpp matches a GGUF's)
         self.set_added({**specials, **(added or {})})
         self.bos_id, self.eos_id, self.pad_id = (i if i >= 0 else None for i in
                                                  (self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()))

