@@ -1229,6 +1229,31 @@ def _(ctx):  # (was read: a dev question scored against "", exact match 100 with
     data.read_squad("dev", str(ctx.tmp))
 
 
+@case("SQuAD: a question, answer or paragraph giving a field twice with other values (JSON keeps the last)", None)
+def _(ctx):  # (was read as the last one, the first dropped without a word: trained on, or scored against, either)
+    def squad(context='"context": "Ann came."', qa='"id": "q1", "question": "Who came?", "answers": [ANSWER]',
+              answer='"text": "Ann", "answer_start": 0'):
+        return records_file(ctx, '{"version": "1.1", "data": [{"title": "t", "paragraphs": [{' + context + ', "qas": '
+                            '[{' + qa.replace("ANSWER", "{" + answer + "}") + '}]}]}]}', "dev-v1.1.json")
+    for given, said in [
+            (dict(qa='"id": "q1", "question": "Who left?", "question": "Who came?", "answers": [ANSWER]'),
+             "question q1 gives 'question' twice ('Who left?', then 'Who came?')"),
+            (dict(qa='"id": "q0", "id": "q1", "question": "Who came?", "answers": [ANSWER]'),
+             "question q1 gives 'id' twice ('q0', then 'q1')"),
+            (dict(qa='"id": "q1", "question": "Who came?", "answers": [], "answers": [ANSWER]'),
+             "question q1 gives 'answers' twice ([], then [{'text': 'Ann', 'answer_start': 0}])"),
+            (dict(answer='"text": "Bob", "text": "Ann", "answer_start": 0'),
+             "question q1, answer 0 gives 'text' twice ('Bob', then 'Ann')"),
+            (dict(context='"context": "Bob left.", "context": "Ann came."'),
+             "article 0 ('t'), paragraph 0 gives 'context' twice ('Bob left.', then 'Ann came.')")]:
+        path = squad(**given)
+        with pytest.raises(ValueError) as e:
+            data.read_squad("dev", str(ctx.tmp))
+        assert str(e.value).startswith(f"{path}: {said}: JSON keeps the last one"), str(e.value)
+    squad(qa='"id": "q1", "question": "Who came?", "question": "Who came?", "answers": [ANSWER]')  # the same: as once
+    assert data.read_squad("dev", str(ctx.tmp))[0]["paragraphs"][0]["qas"][0]["question"] == "Who came?"
+
+
 case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExit,
      "train-v1.1.json, line 1: not valid JSON (Unterminated string")(
     lambda ctx: (ctx.tmp / "train-v1.1.json").write_text('{"version": "1.1", "data": [{"title": "Super_Bowl_5') and
