@@ -2274,6 +2274,23 @@ case("train.py: --model a Llama 3.2 Vision in Meta's layout", SystemExit, VISION
     lambda ctx: train.main(flags((str(llama_vision_meta(ctx)), ctx.tiny[1]), ctx.tmp / "out")))
 
 
+@case("a folder holding two checkpoints: Meta's layout (a 2-layer model) and Hugging Face's (a 1-layer one)", ValueError,
+      "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's (config.json + "
+      "model.safetensors); transformers reads the second, Meta's code the first")
+def _(ctx):  # (was Meta's, without a word: the 2-layer model, where transformers loads the 1-layer one)
+    import transformers
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    write_meta(transformers.LlamaForCausalLM(c), ctx.tmp, n_shards=1, llama3=True)
+    assert load_pretrained(ctx.tmp).config.n_layer == 2                     # Meta's alone, and config.json beside it:
+    small_model(ctx.tmp / "hf")                                            # (a config.json alone: test_plan.py's)
+    shutil.copy(ctx.tmp / "hf" / "config.json", ctx.tmp)
+    assert load_pretrained(ctx.tmp).config.n_layer == 2
+    shutil.copy(ctx.tmp / "hf" / "model.safetensors", ctx.tmp)            # and its weights: two models
+    load_pretrained(ctx.tmp)
+
+
 case("no config.json or params.json", FileNotFoundError, "params.json (Meta layout) nor a .gguf file")(
     lambda ctx: load_pretrained(ctx.tmp))
 
