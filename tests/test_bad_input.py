@@ -1756,6 +1756,17 @@ def _(ctx):
     run(ctx, "--max-steps", "2", "--resume")
 
 
+@case("--resume: the checkpoint's metrics.jsonl cut mid-line (a damaged copy: its save writes it whole)", SystemExit,
+      "checkpoint/metrics.jsonl ends in a line cut off ('{\"step\": 2, \"val_'): its checkpoint wrote it whole, so it "
+      "was damaged since")
+def _(ctx):  # (was read as a kill's torn line: the step-2 evaluation dropped without a word, from the log and from
+    out = checkpointed(ctx)                                     # --patience's history; the summary's val_loss null)
+    log = out / "checkpoint" / "metrics.jsonl"
+    text = log.read_text()
+    log.write_text(text[:text.rindex('"val_loss"') + 5])
+    run(ctx, "--max-steps", "2", "--resume")
+
+
 @case("--resume after the base's tokenizer_config.json changed (a chat template): its weights did not", None)
 def _(ctx):
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
