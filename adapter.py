@@ -341,6 +341,17 @@ def adapted_names(cfg, path, tensors, whole):
     return names
 
 
+def unheld_targets(cfg, modules, names, whole, layer_type, linear_types):
+    """The model's linears that adapter_config.json's target_modules picks (PEFT's rules: peft_target) and the adapter
+    file holds no A and B for (`names`: those it holds), outside the modules saved whole (`whole`); none checked
+    without target_modules."""
+    if cfg.get("target_modules") is None:
+        return []
+    return sorted(n for n, m in modules.items() if n not in names and isinstance(m, linear_types) and not (
+        n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type))   # a LoRASPLinear's own
+        and not any(n == w or n.startswith(w + ".") for w in whole) and peft_target(cfg, n))
+
+
 def own_base(path, name, tensors, base):
     """PEFT's save_embedding_layers (on when target_modules names lm_head) stores the layer's base weight beside A and
     B, and loads it over the model's: taken where it is the model's own weight, refused otherwise (lorasp loads no base
@@ -440,6 +451,11 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
                          "they would keep their own values beside it (a mix of two adapters): load onto the base model")
+    if unheld := unheld_targets(cfg, modules, names, whole, layer_type, linear_types):  # (was loaded without a word)
+        raise ValueError(f"{path} holds no weights for {len(unheld)} module{'s' * (len(unheld) > 1)} "
+                         f"adapter_config.json's target_modules {cfg['target_modules']!r} names in this model: "
+                         f"{unheld[:3]}; PEFT would add them untrained (B = 0), warning of missing adapter keys: the "
+                         "adapter of another (shallower) model, or a file short of layers")
     new = {}
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")

@@ -748,7 +748,7 @@ def is_meta(path):
     f = lambda name: os.path.join(path, name)  # noqa: E731
     meta = sorted(glob.glob(f("consolidated.*.pth"))) if os.path.exists(f("params.json")) else []
     hf = [n for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                      "pytorch_model.bin.index.json") if os.path.exists(f(n))] if os.path.exists(f("config.json")) else []
+                      "pytorch_model.bin.index.json") if os.path.exists(f(n)) and os.path.exists(f("config.json"))]
     if meta and hf:                                       # (was Meta's, silently; transformers reads Hugging Face's)
         raise ValueError(f"{path} holds two checkpoints: Meta's layout (params.json + {os.path.basename(meta[0])}) "
                          f"and Hugging Face's (config.json + {hf[0]}); transformers reads the second, Meta's code the "

@@ -1180,6 +1180,20 @@ def _(ctx):
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
 
 
+@case("eval.py: --adapter of a shallower model, or a PEFT adapter short of a layer its target_modules names",
+      SystemExit, "holds no weights for 1 module adapter_config.json's target_modules ['q_proj'] names in this model: "
+      "['model.layers.1.self_attn.q_proj']; PEFT would add them untrained")
+def _(ctx):  # (loaded without a word: the base's layer 1 left unadapted, where PEFT warns of missing adapter keys)
+    base = load_pretrained(ctx.tiny[0])
+    save_adapter(apply_lorasp(build_model(dataclasses.replace(base.config, n_layer=1)), ["q_proj"], r=4), ctx.tmp / "a")
+    save_adapter(apply_lorasp(base, ["q_proj"], r=4), ctx.tmp / "b")
+    os.remove(ctx.tmp / "b" / EXTRAS_FILE)                       # a PEFT adapter whose file lost layer 1's A and B
+    edit_tensors(ctx.tmp / "b" / "adapter_model.safetensors", drop=["model.layers.1."])
+    with pytest.raises(ValueError, match=r"holds no weights for 1 module .*: \['model\.layers\.1\.self_attn\.q_proj"):
+        load_adapter(load_pretrained(ctx.tiny[0]), ctx.tmp / "b", peft=True)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
+
+
 def flip_a_mask_bit(path, to):
     """path (lorasp_extras.safetensors) with one entry of the first mask_A flipped to `to`: a damaged file."""
     name = next(k for k in sorted(load_safetensors(str(path))) if k.endswith(".mask_A"))
@@ -2285,8 +2299,8 @@ case("train.py: --model a Llama 3.2 Vision in Meta's layout", SystemExit, VISION
     lambda ctx: train.main(flags((str(llama_vision_meta(ctx)), ctx.tiny[1]), ctx.tmp / "out")))
 
 
-@case("a folder holding two checkpoints: Meta's layout (a 2-layer model) and Hugging Face's (a 1-layer one)", ValueError,
-      "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's (config.json + "
+@case("a folder holding two checkpoints: Meta's layout (a 2-layer model) and Hugging Face's (a 1-layer one)",
+      ValueError, "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's (config.json + "
       "model.safetensors); transformers reads the second, Meta's code the first")
 def _(ctx):  # (was Meta's, without a word: the 2-layer model, where transformers loads the 1-layer one)
     import transformers
