@@ -451,11 +451,6 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):
         raise ValueError(f"{directory}: the model already has adapter layers this adapter does not hold: {other[:3]}; "
                          "they would keep their own values beside it (a mix of two adapters): load onto the base model")
-    if unheld := unheld_targets(cfg, modules, names, whole, layer_type, linear_types):  # (was loaded without a word)
-        raise ValueError(f"{path} holds no weights for {len(unheld)} module{'s' * (len(unheld) > 1)} "
-                         f"adapter_config.json's target_modules {cfg['target_modules']!r} names in this model: "
-                         f"{unheld[:3]}; PEFT would add them untrained (B = 0), warning of missing adapter keys: the "
-                         "adapter of another (shallower) model, or a file short of layers")
     new = {}
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
@@ -471,6 +466,11 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
                              "or the files of two saves)")
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
+    if unheld := unheld_targets(cfg, modules, names, whole, layer_type, linear_types):  # (was loaded without a word)
+        raise ValueError(f"{path} holds no weights for {len(unheld)} module{'s' * (len(unheld) > 1)} "
+                         f"adapter_config.json's target_modules {cfg['target_modules']!r} names in this model: "
+                         f"{unheld[:3]}; PEFT would add them untrained (B = 0), warning of missing adapter keys: the "
+                         "adapter of another (shallower) model, or a file short of layers")
     # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
     # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
     # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)
