@@ -1869,6 +1869,10 @@ def read_glue(path, task):
         missing = [c for c in (*texts, label) if c not in header]
         if missing:
             raise ValueError(f"{path}: no column {missing[0]!r} for GLUE {task} (the header has {header})")
+        if twice := next((c for c in (*texts, label) if header.count(c) > 1), None):  # (was read as the last)
+            where = [i + 1 for i, c in enumerate(header) if c == twice]
+            raise ValueError(f"{path}:1: the header names {twice!r} twice (columns {where[0]} and {where[1]}): "
+                             "csv.DictReader (HF's glue loader) reads the last, pandas the first; rename the other")
         for row in rows:
             if not any(row):                                   # a blank line: nothing to read
                 continue

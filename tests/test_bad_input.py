@@ -2784,6 +2784,10 @@ case("GLUE: a label that is not one", ValueError, "train.tsv:2: label 'maybe' is
 case("GLUE: a row with a stray tab (too many fields)", ValueError, "train.tsv:2: 5 fields, expected 4")(
     lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tc\tentailment\n",
                                             "train.tsv"), "rte"))
+case("GLUE: a header naming a column it reads twice (csv.DictReader keeps the last, pandas the first)", ValueError,
+     "dev.tsv:1: the header names 'sentence' twice (columns 1 and 3)")(  # (was read as the last, without a word)
+    lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tsentence\nit was good\t1\tit was bad\n", "dev.tsv"),
+                               "sst2"))
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))
