@@ -249,6 +249,29 @@ def _(ctx):  # (each read "adapted": "", as if an adapter had answered with noth
     assert len(answers) == 1 and list(answers[0]) == ["base"]
 
 
+@case("eval.py: --task generate past GPT-2's positions: refused before the model loads; past a Llama's context: noted",
+      None)
+def _(ctx):  # (GPT-2: the forward's "past the 32 positions", naming no flag, after the answers before it; a Llama:
+    d = ctx.tmp / "gpt2"                                       # no word, where generate.py and transformers warn)
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=64, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    (ctx.tmp / "p.txt").write_text("ab\nabcdefghij\n")
+    T = len(data.load_tokenizer(str(d)).encode(data.alpaca_prompt(dict(instruction="abcdefghij", input=""))))
+    command = ["--task", "generate", "--model", str(d), "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens"]
+    E.main(command + [str(65 - T)])                            # T + (65 - T) - 1 = 64 positions: generated
+    assert len(json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]) == 2
+    with ctx.mp.context() as mp, pytest.raises(SystemExit) as e:
+        mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+        E.main(command + [str(66 - T)])
+    assert e.value.code == f"error: --max-new-tokens {66 - T}: the longest prompt's {T} tokens ({ctx.tmp / 'p.txt'}, " \
+        f"prompt 2) and {66 - T} new ones pass the 64 positions of {d}; at most {65 - T} new tokens fit"
+    llama = shutil.copytree(ctx.tiny[0], ctx.tmp / "llama")
+    edit_json(llama / "config.json", max_position_embeddings=16)  # (its prompts: more tokens than that)
+    E.main(["--task", "generate", "--model", str(llama), "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens", "2"])
+    assert f"new ones pass {llama}'s context (16 positions): RoPE runs on" in ctx.capsys.readouterr().err
+
+
 @case("train.py: the offline demo while another one is making its model", data.UserError, "the offline demo's model is "
       "being pretrained by another train.py (in ")
 def _(ctx):  # (was: both rebuilt the pretraining folder, the second deleting the first's; the first died renaming)
