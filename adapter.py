@@ -343,12 +343,15 @@ def adapted_names(cfg, path, tensors, whole):
 
 def unheld_targets(cfg, modules, names, whole, layer_type, linear_types):
     """The model's linears that adapter_config.json's target_modules picks (PEFT's rules: peft_target) and the adapter
-    file holds no A and B for (`names`: those it holds), outside the modules saved whole (`whole`); none checked
-    without target_modules."""
+    file holds no A and B for (`names`: those it holds), where it holds them for the same module of another block
+    (model.layers.1.self_attn.q_proj, model.layers.0's held: a module outside the blocks, a pooler the trained model
+    lacked, is not asked for), outside the modules saved whole (`whole`); none checked without target_modules."""
     if cfg.get("target_modules") is None:
         return []
-    return sorted(n for n, m in modules.items() if n not in names and isinstance(m, linear_types) and not (
-        n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type))   # a LoRASPLinear's own
+    block = lambda n: re.sub(r"(?<=\.)\d+(?=\.)", "#", n)  # noqa: E731  (the module's name in every block)
+    held = {block(n) for n in names}
+    return sorted(n for n, m in modules.items() if n not in names and block(n) in held and isinstance(
+        m, linear_types) and not (n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type))
         and not any(n == w or n.startswith(w + ".") for w in whole) and peft_target(cfg, n))
 
 
