@@ -341,6 +341,20 @@ def adapted_names(cfg, path, tensors, whole):
     return names
 
 
+def unheld_targets(cfg, modules, names, whole, layer_type, linear_types):
+    """The model's linears that adapter_config.json's target_modules picks (PEFT's rules: peft_target) and the adapter
+    file holds no A and B for (`names`: those it holds), where it holds them for the same module of another block
+    (model.layers.1.self_attn.q_proj, model.layers.0's held: a module outside the blocks, a pooler the trained model
+    lacked, is not asked for), outside the modules saved whole (`whole`); none checked without target_modules."""
+    if cfg.get("target_modules") is None:
+        return []
+    block = lambda n: re.sub(r"(?<=\.)\d+(?=\.)", "#", n)  # noqa: E731  (the module's name in every block)
+    held = {block(n) for n in names}
+    return sorted(n for n, m in modules.items() if n not in names and block(n) in held and isinstance(
+        m, linear_types) and not (n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type))
+        and not any(n == w or n.startswith(w + ".") for w in whole) and peft_target(cfg, n))
+
+
 def own_base(path, name, tensors, base):
     """PEFT's save_embedding_layers (on when target_modules names lm_head) stores the layer's base weight beside A and
     B, and loads it over the model's: taken where it is the model's own weight, refused otherwise (lorasp loads no base
@@ -455,6 +469,11 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
                              "or the files of two saves)")
     if extras:
         raise ValueError(f"{EXTRAS_FILE}: tensors of no adapter module: {sorted(extras)[:4]}")
+    if unheld := unheld_targets(cfg, modules, names, whole, layer_type, linear_types):  # (was loaded without a word)
+        raise ValueError(f"{path} holds no weights for {len(unheld)} module{'s' * (len(unheld) > 1)} "
+                         f"adapter_config.json's target_modules {cfg['target_modules']!r} names in this model: "
+                         f"{unheld[:3]}; PEFT would add them untrained (B = 0), warning of missing adapter keys: the "
+                         "adapter of another (shallower) model, or a file short of layers")
     # modules_to_save as PEFT loads them: a name that matches no module is passed over (SEQ_CLS configs name both
     # "classifier" and "score"); a copy trains in the module's place, so a weight tied to another module (lm_head and
     # the embedding) keeps its old value there, as does the module's other name (T5's shared is encoder.embed_tokens)

@@ -743,9 +743,18 @@ def rope_halves(t, hd):
 
 def is_meta(path):
     """Whether a folder is Meta's layout: params.json with consolidated.NN.pth, or without config.json (then
-    meta_checkpoint names what is missing). params.json beside an HF checkpoint (Mistral's repos) is not."""
-    return os.path.exists(os.path.join(path, "params.json")) and bool(
-        glob.glob(os.path.join(path, "consolidated.*.pth")) or not os.path.exists(os.path.join(path, "config.json")))
+    meta_checkpoint names what is missing). params.json beside an HF checkpoint (Mistral's repos) is not. Both
+    layouts with their weights are two checkpoints, maybe of two models: which one is meant, no reader can tell."""
+    f = lambda name: os.path.join(path, name)  # noqa: E731
+    meta = sorted(glob.glob(f("consolidated.*.pth"))) if os.path.exists(f("params.json")) else []
+    hf = [n for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                      "pytorch_model.bin.index.json") if os.path.exists(f(n)) and os.path.exists(f("config.json"))]
+    if meta and hf:                                       # (was Meta's, silently; transformers reads Hugging Face's)
+        raise ValueError(f"{path} holds two checkpoints: Meta's layout (params.json + {os.path.basename(meta[0])}) "
+                         f"and Hugging Face's (config.json + {hf[0]}); transformers reads the second, Meta's code the "
+                         "first, and they may be two models: move one of them to a folder of its own (Meta's "
+                         "Hugging Face repositories keep the original files in original/)")
+    return os.path.exists(f("params.json")) and bool(meta or not os.path.exists(f("config.json")))
 
 
 def meta_checkpoint(path):

@@ -1976,6 +1976,10 @@ def read_glue(path, task):
         missing = [c for c in (*texts, label) if c not in header]
         if missing:
             raise ValueError(f"{path}: no column {missing[0]!r} for GLUE {task} (the header has {header})")
+        if twice := next((c for c in (*texts, label) if header.count(c) > 1), None):  # (was read as the last)
+            where = [i + 1 for i, c in enumerate(header) if c == twice]
+            raise ValueError(f"{path}:1: the header names {twice!r} twice (columns {where[0]} and {where[1]}): "
+                             "csv.DictReader (HF's glue loader) reads the last, pandas the first; rename the other")
         for row in rows:
             if not any(row):                                   # a blank line: nothing to read
                 continue
@@ -2218,6 +2222,7 @@ def wmt16_examples(directory, tok, seq_len):
 SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
 SQUAD_FILES = {"train": ("train-v1.1.json", "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"),
                "dev": ("dev-v1.1.json", "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9")}
+SQUAD_FIELDS = ("data", "paragraphs", "context", "qas", "id", "question", "answers", "text", "answer_start")  # read
 
 
 def read_squad(split, root=None):
@@ -2233,11 +2238,15 @@ def read_squad(split, root=None):
                 f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
+    twice, made = {}, []                       # made: every object kept alive, so that no id noted in twice is reused
+    hook = noting_twice(twice, SQUAD_FIELDS)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
         try:
-            dataset = json.load(f)
+            dataset = json.load(f, object_pairs_hook=lambda pairs: made.append(obj := hook(pairs)) or obj)
         except json.JSONDecodeError as e:                      # json's own message names no file (a cut-off copy?)
             raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if twice:                                                  # (was read as the last value, the first unsaid)
+        raise ValueError(f"{path}: {squad_twice(dataset, twice)}")
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
     for article in dataset["data"]:                            # the fields every reader uses, with their types
@@ -2274,6 +2283,24 @@ def read_squad(split, root=None):
                              "id")
         seen.add(qa["id"])
     return dataset["data"]
+
+
+def squad_twice(dataset, twice):
+    """Which object of a SQuAD file gives a field twice with other values (noting_twice's `twice`), and what it gives:
+    the question by its id, an answer by its index, a paragraph by its article and index."""
+    def items(obj, key):
+        return enumerate(obj.get(key) if isinstance(obj, dict) and isinstance(obj.get(key), list) else [])
+    found = [("the file's object", dataset)]
+    for i, article in items(dataset, "data"):
+        title = article.get("title") if isinstance(article, dict) else None
+        found.append((f"article {i} ({title!r})", article))
+        for j, p in items(article, "paragraphs"):
+            found.append((f"article {i} ({title!r}), paragraph {j}", p))
+            for _, qa in items(p, "qas"):
+                question = f"question {qa.get('id') if isinstance(qa, dict) else qa}"
+                found += [(question, qa)] + [(f"{question}, answer {k}", a) for k, a in items(qa, "answers")]
+    where, obj = next(((w, o) for w, o in found if id(o) in twice), ("an object", None))  # (None: in a value that a
+    return f"{where} {twice[id(obj)] if obj is not None else next(iter(twice.values()))}"  # field given twice dropped)
 
 
 def answer_at_start(qa, context):

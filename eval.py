@@ -339,7 +339,7 @@ def command(argv=None):
     length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
     needs = len(GLUE[glue][4] or [0]) if glue else 0, task == "squad", TAKES.get(task)  # a GLUE head: its task's
     check_kind(path, *needs)                                    # outputs (STS-B: 1, a score); before data is fetched
-    tok = load_tokenizer(path) if task == "perplexity" else None  # its data is tokenized before the model loads
+    tok = load_tokenizer(path) if task in ("perplexity", "generate") else None  # its data: tokenized before it loads
     data = task_data(args, tok)                                 # a bad row is named before minutes of loading
     model, tok = load_model(args.model, None if task == "generate" else args.adapter, args.quant, args.dtype,
                             args.device, *needs, tok)

@@ -221,8 +221,9 @@ def nan_stop(args, step, loss, norm, ours):
 
 def kept_log(out, checkpoint, step):
     """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
-    cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a checkpoint
-    from before they kept one: OUT/metrics.jsonl). A fresh run (no checkpoint) first leaves such an earlier checkpoint
+    cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a line cut
+    off there is damage, refused: save_checkpoint writes it whole; a checkpoint from before they kept one:
+    OUT/metrics.jsonl). A fresh run (no checkpoint) first leaves such an earlier checkpoint
     OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines."""
     log = os.path.join(out, "metrics.jsonl")
     if checkpoint is None:
@@ -234,8 +235,17 @@ def kept_log(out, checkpoint, step):
         return []
     path = os.path.join(checkpoint, "metrics.jsonl")           # ("losses": saved since checkpoints kept their log)
     path = path if os.path.exists(path) or "losses" in read_state(checkpoint) else log
-    return [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
+    kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
                                                  "again") if r["step"] <= step] if os.path.exists(path) else []
+    if path != log and os.path.exists(path) and "losses" in read_state(checkpoint):  # save_checkpoint's, whole
+        with open(path, "rb") as f:
+            f.seek(max(os.path.getsize(path) - 4096, 0))
+            tail = f.read().rsplit(b"\n", 1)[-1]
+        if tail:                                               # (was dropped as a kill's torn line, silently)
+            raise UserError(f"--resume: {path} ends in a line cut off ({tail[:60].decode(errors='replace')!r}): its "
+                            "checkpoint wrote it whole, so it was damaged since (the evaluations --patience goes on "
+                            "from are in it): restore it, or delete it to resume with the log started anew")
+    return kept
 
 
 @contextlib.contextmanager

@@ -249,6 +249,29 @@ def _(ctx):  # (each read "adapted": "", as if an adapter had answered with noth
     assert len(answers) == 1 and list(answers[0]) == ["base"]
 
 
+@case("eval.py: --task generate past GPT-2's positions: refused before the model loads; past a Llama's context: noted",
+      None)
+def _(ctx):  # (GPT-2: the forward's "past the 32 positions", naming no flag, after the answers before it; a Llama:
+    d = ctx.tmp / "gpt2"                                       # no word, where generate.py and transformers warn)
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=64, n_layer=1, n_embd=8, n_head=2)), d)
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    (ctx.tmp / "p.txt").write_text("ab\nabcdefghij\n")
+    T = len(data.load_tokenizer(str(d)).encode(data.alpaca_prompt(dict(instruction="abcdefghij", input=""))))
+    command = ["--task", "generate", "--model", str(d), "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens"]
+    E.main(command + [str(65 - T)])                            # T + (65 - T) - 1 = 64 positions: generated
+    assert len(json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]) == 2
+    with ctx.mp.context() as mp, pytest.raises(SystemExit) as e:
+        mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+        E.main(command + [str(66 - T)])
+    assert e.value.code == f"error: --max-new-tokens {66 - T}: the longest prompt's {T} tokens ({ctx.tmp / 'p.txt'}, " \
+        f"prompt 2) and {66 - T} new ones pass the 64 positions of {d}; at most {65 - T} new tokens fit"
+    llama = shutil.copytree(ctx.tiny[0], ctx.tmp / "llama")
+    edit_json(llama / "config.json", max_position_embeddings=16)  # (its prompts: more tokens than that)
+    E.main(["--task", "generate", "--model", str(llama), "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens", "2"])
+    assert f"new ones pass {llama}'s context (16 positions): RoPE runs on" in ctx.capsys.readouterr().err
+
+
 @case("train.py: the offline demo while another one is making its model", data.UserError, "the offline demo's model is "
       "being pretrained by another train.py (in ")
 def _(ctx):  # (was: both rebuilt the pretraining folder, the second deleting the first's; the first died renaming)
@@ -1180,6 +1203,20 @@ def _(ctx):
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
 
 
+@case("eval.py: --adapter of a shallower model, or a PEFT adapter short of a layer its target_modules names",
+      SystemExit, "holds no weights for 1 module adapter_config.json's target_modules ['q_proj'] names in this model: "
+      "['model.layers.1.self_attn.q_proj']; PEFT would add them untrained")
+def _(ctx):  # (loaded without a word: the base's layer 1 left unadapted, where PEFT warns of missing adapter keys)
+    base = load_pretrained(ctx.tiny[0])
+    save_adapter(apply_lorasp(build_model(dataclasses.replace(base.config, n_layer=1)), ["q_proj"], r=4), ctx.tmp / "a")
+    save_adapter(apply_lorasp(base, ["q_proj"], r=4), ctx.tmp / "b")
+    os.remove(ctx.tmp / "b" / EXTRAS_FILE)                       # a PEFT adapter whose file lost layer 1's A and B
+    edit_tensors(ctx.tmp / "b" / "adapter_model.safetensors", drop=["model.layers.1."])
+    with pytest.raises(ValueError, match=r"holds no weights for 1 module .*: \['model\.layers\.1\.self_attn\.q_proj"):
+        load_adapter(load_pretrained(ctx.tiny[0]), ctx.tmp / "b", peft=True)
+    E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(ctx.tmp / "a")])
+
+
 def flip_a_mask_bit(path, to):
     """path (lorasp_extras.safetensors) with one entry of the first mask_A flipped to `to`: a damaged file."""
     name = next(k for k in sorted(load_safetensors(str(path))) if k.endswith(".mask_A"))
@@ -1227,6 +1264,31 @@ def _(ctx):  # (was read: a dev question scored against "", exact match 100 with
     (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [
         {"title": "t", "paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
     data.read_squad("dev", str(ctx.tmp))
+
+
+@case("SQuAD: a question, answer or paragraph giving a field twice with other values (JSON keeps the last)", None)
+def _(ctx):  # (was read as the last one, the first dropped without a word: trained on, or scored against, either)
+    def squad(context='"context": "Ann came."', qa='"id": "q1", "question": "Who came?", "answers": [ANSWER]',
+              answer='"text": "Ann", "answer_start": 0'):
+        return records_file(ctx, '{"version": "1.1", "data": [{"title": "t", "paragraphs": [{' + context + ', "qas": '
+                            '[{' + qa.replace("ANSWER", "{" + answer + "}") + '}]}]}]}', "dev-v1.1.json")
+    for given, said in [
+            (dict(qa='"id": "q1", "question": "Who left?", "question": "Who came?", "answers": [ANSWER]'),
+             "question q1 gives 'question' twice ('Who left?', then 'Who came?')"),
+            (dict(qa='"id": "q0", "id": "q1", "question": "Who came?", "answers": [ANSWER]'),
+             "question q1 gives 'id' twice ('q0', then 'q1')"),
+            (dict(qa='"id": "q1", "question": "Who came?", "answers": [], "answers": [ANSWER]'),
+             "question q1 gives 'answers' twice ([], then [{'text': 'Ann', 'answer_start': 0}])"),
+            (dict(answer='"text": "Bob", "text": "Ann", "answer_start": 0'),
+             "question q1, answer 0 gives 'text' twice ('Bob', then 'Ann')"),
+            (dict(context='"context": "Bob left.", "context": "Ann came."'),
+             "article 0 ('t'), paragraph 0 gives 'context' twice ('Bob left.', then 'Ann came.')")]:
+        path = squad(**given)
+        with pytest.raises(ValueError) as e:
+            data.read_squad("dev", str(ctx.tmp))
+        assert str(e.value).startswith(f"{path}: {said}: JSON keeps the last one"), str(e.value)
+    squad(qa='"id": "q1", "question": "Who came?", "question": "Who came?", "answers": [ANSWER]')  # the same: as once
+    assert data.read_squad("dev", str(ctx.tmp))[0]["paragraphs"][0]["qas"][0]["question"] == "Who came?"
 
 
 case("SQuAD: train-v1.1.json cut off (a partial copy) names the file", SystemExit,
@@ -1728,6 +1790,17 @@ def _(ctx):
     out = checkpointed(ctx)
     with open(out / "checkpoint" / "metrics.jsonl", "a") as f:     # the log --resume reads: the checkpoint's
         f.write('{"step": 1, "bad\n{"step": 2, "lo')               # the torn tail is line 4
+    run(ctx, "--max-steps", "2", "--resume")
+
+
+@case("--resume: the checkpoint's metrics.jsonl cut mid-line (a damaged copy: its save writes it whole)", SystemExit,
+      "checkpoint/metrics.jsonl ends in a line cut off ('{\"step\": 2, \"val_'): its checkpoint wrote it whole, so it "
+      "was damaged since")
+def _(ctx):  # (was read as a kill's torn line: the step-2 evaluation dropped without a word, from the log and from
+    out = checkpointed(ctx)                                     # --patience's history; the summary's val_loss null)
+    log = out / "checkpoint" / "metrics.jsonl"
+    text = log.read_text()
+    log.write_text(text[:text.rindex('"val_loss"') + 5])
     run(ctx, "--max-steps", "2", "--resume")
 
 
@@ -2249,6 +2322,23 @@ case("train.py: --model a Llama 3.2 Vision in Meta's layout", SystemExit, VISION
     lambda ctx: train.main(flags((str(llama_vision_meta(ctx)), ctx.tiny[1]), ctx.tmp / "out")))
 
 
+@case("a folder holding two checkpoints: Meta's layout (a 2-layer model) and Hugging Face's (a 1-layer one)",
+      ValueError, "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's (config.json + "
+      "model.safetensors); transformers reads the second, Meta's code the first")
+def _(ctx):  # (was Meta's, without a word: the 2-layer model, where transformers loads the 1-layer one)
+    import transformers
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    write_meta(transformers.LlamaForCausalLM(c), ctx.tmp, n_shards=1, llama3=True)
+    assert load_pretrained(ctx.tmp).config.n_layer == 2                     # Meta's alone, and config.json beside it:
+    small_model(ctx.tmp / "hf")                                            # (a config.json alone: test_plan.py's)
+    shutil.copy(ctx.tmp / "hf" / "config.json", ctx.tmp)
+    assert load_pretrained(ctx.tmp).config.n_layer == 2
+    shutil.copy(ctx.tmp / "hf" / "model.safetensors", ctx.tmp)            # and its weights: two models
+    load_pretrained(ctx.tmp)
+
+
 case("no config.json or params.json", FileNotFoundError, "params.json (Meta layout) nor a .gguf file")(
     lambda ctx: load_pretrained(ctx.tmp))
 
@@ -2717,6 +2807,10 @@ case("GLUE: a label that is not one", ValueError, "train.tsv:2: label 'maybe' is
 case("GLUE: a row with a stray tab (too many fields)", ValueError, "train.tsv:2: 5 fields, expected 4")(
     lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tc\tentailment\n",
                                             "train.tsv"), "rte"))
+case("GLUE: a header naming a column it reads twice (csv.DictReader keeps the last, pandas the first)", ValueError,
+     "dev.tsv:1: the header names 'sentence' twice (columns 1 and 3)")(  # (was read as the last, without a word)
+    lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tsentence\nit was good\t1\tit was bad\n", "dev.tsv"),
+                               "sst2"))
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))
