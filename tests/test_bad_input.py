@@ -5,6 +5,7 @@ field); `None` rows must succeed and check the right result themselves (silent w
 Fault rows (a kill during a save, a full disk via a small file-size limit, Ctrl-C, SIGTERM) check that the checkpoint
 left behind resumes to exactly the weights of an uninterrupted run. Everything is local: downloads go to
 tests/fake_hub.py on 127.0.0.1."""
+import base64
 import dataclasses
 import io
 import json
@@ -978,6 +979,21 @@ def _(ctx):  # (merged in bf16 first, then cast: 894 of 1,024 entries of an adap
     W = layer.base.weight.to(torch.bfloat16).float()                      # the file's values, exactly
     want = (W + layer.scale * layer.lora_B @ layer.lora_A).half()          # the sum in fp32, rounded once to fp16
     assert got.dtype == torch.float16 and torch.equal(got, want), int((got != want).sum())
+
+
+@case("export.py: a GPT-2 base whose only tokenizer, gpt2.tiktoken, is cut off", SystemExit, "gpt2.tiktoken, line 8: "
+      "not a 'base64 rank' line of tiktoken's format, or a token ranked again (damaged or cut off?); fetch it again")
+def _(ctx):  # (before export.py wrote gpt2.tiktoken's tokenizer.json, such a base's folder got no tokenizer at all)
+    torch.manual_seed(0)
+    save_pretrained(build_model(GPT2Config(vocab_size=50257, n_positions=8, n_layer=1, n_embd=8, n_head=2)),
+                    ctx.tmp / "base")
+    ranks = [f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)]
+    (ctx.tmp / "base" / "gpt2.tiktoken").write_text("".join(ranks[:7]) + ranks[7][:3])   # the 8th line cut short
+    save_adapter(apply_lorasp(load_pretrained(ctx.tmp / "base"), ["c_attn"], r=2, alpha=4), ctx.tmp / "adapter")
+    try:
+        export_main(ctx, "--model", ctx.tmp / "base", "--adapter", ctx.tmp / "adapter", "--out", ctx.tmp / "out")
+    finally:
+        assert not os.path.exists(ctx.tmp / "out")                        # nothing written
 
 
 @case("export.py: --out on a full disk (a file-size limit), for the scratch copy and for --out itself", SystemExit,
