@@ -9,6 +9,7 @@ import os
 import shutil
 import tarfile
 import threading
+import time
 import zipfile
 from types import SimpleNamespace
 
@@ -142,7 +143,7 @@ def test_two_downloads_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
     Now the second waits for the first (dest.lock) and takes its file."""
     body = os.urandom(3 << 20)
     dest, results = str(tmp_path / "alpaca_data.json"), {}
-    opened = download._urlopen
+    opened, waiting = download._urlopen, waiting_threads(monkeypatch)
 
     def get(name):
         try:
@@ -167,7 +168,7 @@ def test_two_downloads_of_one_file_at_once_take_turns(tmp_path, monkeypatch):
             self.reads += 1
             if self.reads == 2:
                 second.start()
-                second.join(timeout=3)                                 # (ends at once, or waits for the first)
+                join(second, waiting, timeout=3)                       # (ends at once, or waits for the first)
             return self.r.read(n)
     second = threading.Thread(target=get, args=("second",))
     monkeypatch.setattr(download, "_urlopen", lambda *a, **k: opened(*a, **k) if second.ident else FirstMiB(
@@ -203,10 +204,32 @@ def test_a_recorded_sha256_is_never_read_half_written(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["alpaca_data.json", "alpaca_data.json.sha256"]
 
 
+def waiting_threads(monkeypatch):
+    """The set of threads that have called a blocking flock (checkpoint.locked's wait, once LOCK_NB found the lock
+    held), each added as it calls it."""
+    flock, waiting = fcntl.flock, set()
+
+    def recorded(fd, op):
+        if not op & fcntl.LOCK_NB:
+            waiting.add(threading.current_thread())
+        return flock(fd, op)
+    monkeypatch.setattr(fcntl, "flock", recorded)
+    return waiting
+
+
+def join(thread, waiting, timeout=3):
+    """thread.join(timeout), ended as soon as `thread` waits for a lock (in `waiting`): held by this thread, nothing
+    that thread does can happen before it is let go, so the rest of the timeout would change nothing (without a lock
+    the thread never waits: it runs to its end, or for the whole timeout, as before)."""
+    end = time.monotonic() + timeout
+    while thread.is_alive() and thread not in waiting and time.monotonic() < end:
+        thread.join(0.01)
+
+
 def meanwhile(monkeypatch, module, name, other):
     """Once module.name's first call is done, `other` starts in a thread (a second process) and has 3 s to end (it
     ends, or waits for a lock this one holds); its own calls are the real ones. Returns its outcome, once joined."""
-    real, outcome = getattr(module, name), []
+    real, outcome, waiting = getattr(module, name), [], waiting_threads(monkeypatch)
 
     def run():
         try:
@@ -219,7 +242,7 @@ def meanwhile(monkeypatch, module, name, other):
         result = real(*a, **k)
         if not thread.ident:
             thread.start()
-            thread.join(timeout=3)
+            join(thread, waiting, timeout=3)
         return result
     monkeypatch.setattr(module, name, first)
     return thread, outcome

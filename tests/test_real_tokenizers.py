@@ -84,9 +84,22 @@ def test_gpt2_files_match_tiktoken_gpt2_ranks_and_transformers():
     assert ours.decode(ids) == TEXT + "<|endoftext|>" and not ours.absent
 
 
-def test_llama_sentencepiece_gguf_matches_transformers():
+@pytest.fixture(scope="module")
+def llama_spm_hf():
+    """transformers' GGUF tokenizer on LLaMA's sentencepiece vocabulary (llama.cpp's ggml-vocab-llama-spm.gguf), read
+    once for the tests that only encode, decode or read it."""
+    return transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
+
+
+@pytest.fixture(scope="module")
+def llama_spm_fields():
+    """gguf's GGUFReader fields of that vocabulary, read once (the tests read their contents)."""
+    return GGUFReader(path("llama.cpp", "ggml-vocab-llama-spm.gguf")).fields
+
+
+def test_llama_sentencepiece_gguf_matches_transformers(llama_spm_hf):
     ours = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
-    ref = transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
+    ref = llama_spm_hf
     ids = ours.encode(TEXT)
     assert ids == ref.encode(TEXT) and ids[0] == ours.bos_id == 1 and ours.vocab_size == 32000
     assert 3 + 0x04 in ids and 3 + 0xF3 in ids  # byte fallback: <0x04>, and a rare plane's first UTF-8 byte
@@ -94,12 +107,12 @@ def test_llama_sentencepiece_gguf_matches_transformers():
 
 
 @pytest.mark.parametrize("add_bos, add_eos", [(True, False), (True, True)])
-def test_llama_gguf_add_bos_add_eos_and_pairs_as_transformers(tmp_path, capsys, add_bos, add_eos):
+def test_llama_gguf_add_bos_add_eos_and_pairs_as_transformers(tmp_path, capsys, add_bos, add_eos, llama_spm_fields):
     """LLaMA's vocabulary rewritten with tokenizer.ggml.add_bos_token / add_eos_token: a text, and a classifier's
     pair, as transformers' GGUF tokenizer encodes them ([<s>] A [</s>] [<s>] B [</s>]; the pair was <s> A </s> B
     </s> whatever the file said)."""
     from gguf import GGUFWriter
-    fields = GGUFReader(path("llama.cpp", "ggml-vocab-llama-spm.gguf")).fields
+    fields = llama_spm_fields
     w = GGUFWriter(str(tmp_path / "v.gguf"), "llama")
     for key, field in fields.items():
         value = field.contents()
@@ -121,12 +134,12 @@ def test_llama_gguf_add_bos_add_eos_and_pairs_as_transformers(tmp_path, capsys, 
 SPECIAL_TEXT = ["a</s>b", "x <s> y", "</s> start", "end.</s>", "<unk>x", "hi <s>there", "</s></s>", "<s>\n</s>\nx"]
 
 
-def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_path):
+def test_llama_special_token_text_is_the_special_token_as_in_transformers(tmp_path, llama_spm_hf):
     """"</s>" written in text is EOS (and <s>, <unk> theirs), as transformers reads it, both from the GGUF and from a
     folder with only tokenizer.model (legacy: the text after one gets its "▁" again). They were split into pieces
     ("<", "/", "s", ">"), while a folder with tokenizer.json matched them: one model, two tokenizations."""
     gguf = load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
-    ref = transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
+    ref = llama_spm_hf
     assert [gguf.encode(t) for t in SPECIAL_TEXT] == [ref.encode(t) for t in SPECIAL_TEXT]
     assert gguf.encode("a</s>b") == [1, 263, 2, 29890]
     (tmp_path / "tokenizer.model").write_bytes(gguf.sp.serialized_model_proto())
@@ -235,14 +248,21 @@ def xlmr_tokenizer(gguf):
     return ref
 
 
-def test_xlmr_tokenizer_json_as_transformers_xlmrobertatokenizer(tmp_path):
+@pytest.fixture(scope="module")
+def xlmr_ref():
+    """xlmr_tokenizer of nomic-embed-text-v2-moe's GGUF, built once (gguf's GGUFReader takes ~11 s over its 250,048
+    pieces): the two XLM-R tests only encode with it and save it."""
+    return xlmr_tokenizer(path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf"))
+
+
+def test_xlmr_tokenizer_json_as_transformers_xlmrobertatokenizer(tmp_path, xlmr_ref):
     """XLM-R's tokenizer.json (xlm-roberta, multilingual-e5, bge-m3: a Unigram model without T5's sentinels) was read
     as a T5Tokenizer: no <s> before a text, "<mask>" split as text, T5's pairs ("a <mask> b": [10, 4426, 1510, 92, 2740,
     876, 2]; transformers: [0, 10, 250001, 876, 2]). Now a sentencepiece model with its added tokens and template:
     transformers' XLMRobertaTokenizer's ids on TEXT, the special texts and llama.cpp's inputs, pairs included, and
     the same as the GGUF of that vocabulary gives."""
     gguf = path("llama.cpp", "ggml-vocab-nomic-bert-moe.gguf")
-    xlmr_tokenizer(gguf).save(str(tmp_path / "tokenizer.json"))
+    xlmr_ref.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "config.json").write_text('{"model_type": "xlm-roberta"}')
     ours, own = load_tokenizer(tmp_path), load_tokenizer(gguf)
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
@@ -253,7 +273,7 @@ def test_xlmr_tokenizer_json_as_transformers_xlmrobertatokenizer(tmp_path):
     assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos) == (0, 2, 1, True)
 
 
-def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
+def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers(xlmr_ref):
     """A GGUF Unigram vocabulary (tokenizer.ggml.model "t5": T5's, XLM-R's; here nomic-embed-text-v2-moe's XLM-R,
     250,048 pieces with its precompiled charsmap) was refused. Now a sentencepiece Unigram model built from its pieces,
     scores and charsmap: llama.cpp's ids (55 texts checked: llama.cpp's 47 test inputs, TEXT and these), the text after
@@ -265,7 +285,7 @@ def test_unigram_gguf_xlmr_as_llama_cpp_and_tokenizers():
     assert {t: ours.encode(t, eos=True) for t in NOMIC_IDS} == NOMIC_IDS
     assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_bos, ours.add_eos, ours.vocab_size) == (
         0, 2, 1, True, True, 250048)
-    ref = xlmr_tokenizer(gguf)
+    ref = xlmr_ref
     for text in (TEXT, "a <mask> b", "x</s><s>y<pad>z"):
         assert ours.encode(text, eos=True) == ref.encode(text).ids
     assert len(ours.encode(TEXT)) > 200 and ours.decode(ours.encode("Grüße, мир!")) == "Grüße, мир!"
@@ -465,13 +485,12 @@ def test_minilm_wordpiece_matches_transformers():
         (r := ref(TEXT, "Second, shorter: ÉTÉ!", max_length=64, truncation=True))["input_ids"], r["token_type_ids"])
 
 
-def test_llama3_tokenizer_json_from_the_real_vocabulary(tmp_path):
+def test_llama3_tokenizer_json_from_the_real_vocabulary(tmp_path, llama3):
     """Llama 3's real vocabulary (llama.cpp's ggml-vocab-llama-bpe.gguf, 128k tokens) written as tokenizer.json by
     transformers (its Split regex + ByteLevel, as Llama 3's own tokenizer.json): ours reads it and gives llama.cpp's
     expected ids for every test input (it was refused: only GPT-2's regex was read)."""
     gguf = path("llama.cpp", "ggml-vocab-llama-bpe.gguf")
-    transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file=os.path.basename(gguf)).save_pretrained(
-        tmp_path)
+    llama3[0].save_pretrained(tmp_path)                       # (llama3_reference: that GGUF read by transformers)
     assert [p["type"] for p in json.loads((tmp_path / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"]
             ] == ["Split", "ByteLevel"]
     assert_llama_cpp_ids(load_tokenizer(tmp_path), gguf)
@@ -617,14 +636,26 @@ def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tin
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
+@pytest.fixture(scope="module")
+def qwen2_hf(tmp_path_factory):
+    """A folder holding what transformers makes of Qwen2's real vocabulary (llama.cpp's ggml-vocab-qwen2.gguf), saved
+    once: reading the GGUF's 152k tokens takes transformers ~10 s, its saved tokenizer.json under 1 s. Each test reads
+    its own tokenizer from it and sets the normalizer it checks (read back, it is NFC, Qwen2Tokenizer's; from the GGUF
+    none: vocabulary, merges and added tokens are the same)."""
+    gguf, d = path("llama.cpp", "ggml-vocab-qwen2.gguf"), tmp_path_factory.mktemp("qwen2")
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref.save_pretrained(d)
+    return d
+
+
+def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path, qwen2_hf):
     """Qwen2's real 152k vocabulary (llama.cpp's ggml-vocab-qwen2.gguf): its GGUF pre-tokenizer "qwen2" and its
     tokenizer.json's NFC normalizer were refused. Now llama.cpp's expected ids for every test input, from the GGUF and
     from the tokenizer.json transformers writes, and on decomposed text (NFC composes it) transformers' ids with
     Qwen2's normalizer; without NFC those differ (so it is applied, not a no-op)."""
     from tokenizers import normalizers
     gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
-    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref = transformers.AutoTokenizer.from_pretrained(qwen2_hf)  # (that GGUF as transformers reads it)
     ref.backend_tokenizer.normalizer = normalizers.NFC()       # as Qwen2's own tokenizer.json (the GGUF has no field)
     ref.save_pretrained(tmp_path)
     text = TEXT + " Cafe\u0301 cre\u0300me bru\u0302le\u0301e A\u030a \ufb01 x\u0308\u0301 <|im_start|>user<|im_end|>"
@@ -636,13 +667,13 @@ def test_qwen2_vocabulary_from_gguf_and_tokenizer_json_with_its_nfc(tmp_path):
 
 
 @pytest.mark.parametrize("form", ["NFC", "NFKC"])
-def test_qwen2_special_tokens_are_found_before_the_normal_form_as_tokenizers_finds_them(tmp_path, form):
+def test_qwen2_special_tokens_are_found_before_the_normal_form_as_tokenizers_finds_them(tmp_path, form, qwen2_hf):
     """Its added tokens (normalized: false) are found in the raw text, and only the text between them is normalized.
     Ours normalized first: <|im_start|> then U+0338 composes to "<|im_start|≯" (NFC, Qwen2's own), so no
     <|im_start|> (HF: 151644, then U+0338's bytes); NFKC made full-width "＜|im_start|＞" into one (HF: plain text)."""
     from tokenizers import normalizers
     gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
-    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref = transformers.AutoTokenizer.from_pretrained(qwen2_hf)  # (that GGUF as transformers reads it)
     ref.backend_tokenizer.normalizer = getattr(normalizers, form)()
     ref.save_pretrained(tmp_path)
     texts = ["hi<|im_start|>\u0338user", "x<|im_end|>\u0338", "\uff1c|im_start|\uff1euser",
@@ -654,12 +685,11 @@ def test_qwen2_special_tokens_are_found_before_the_normal_form_as_tokenizers_fin
 
 
 @pytest.mark.parametrize("named_by", ["tokenizer_config.json", "config.json", "config.json qwen3"])
-def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by):
+def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, named_by, qwen2_hf):
     """A Qwen2 tokenizer saved by a slow tokenizer: vocab.json + merges.txt, its added tokens in tokenizer_config.json,
     no tokenizer.json. transformers builds a Qwen2Tokenizer (tokenizer_class, else config.json's model_type): Qwen2's
     regex, NFC, <|im_start|> whole. Ours read GPT-2's regex, no NFC, no added tokens: other ids, silently."""
-    gguf = path("llama.cpp", "ggml-vocab-qwen2.gguf")
-    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    ref = transformers.AutoTokenizer.from_pretrained(qwen2_hf)  # (Qwen2's GGUF as transformers reads it)
     ref.save_pretrained(tmp_path / "fast")
     t = json.loads((tmp_path / "fast" / "tokenizer.json").read_text())
     added = {str(a["id"]): a for a in t["added_tokens"]}
@@ -682,7 +712,7 @@ def test_qwen2_vocab_json_and_merges_as_transformers_qwen2_tokenizer(tmp_path, n
 
 
 @pytest.mark.parametrize("vocab", ["gpt2", "llama-spm"])
-def test_added_token_flags_on_real_vocabularies_as_tokenizers(tmp_path, vocab):
+def test_added_token_flags_on_real_vocabularies_as_tokenizers(tmp_path, vocab, llama_spm_hf):
     """tokenizer.json's lstrip / rstrip / single_word / normalized on real vocabularies: GPT-2's with RoBERTa's <mask>
     (lstrip, as roberta-base's tokenizer.json) and LLaMA's sentencepiece one (transformers' tokenizer.json from the
     GGUF beside the tokenizer.model we write; Metaspace prepend_scheme first and always), each flag set on a special
@@ -697,8 +727,7 @@ def test_added_token_flags_on_real_vocabularies_as_tokenizers(tmp_path, vocab):
     else:
         gguf = path("llama.cpp", "ggml-vocab-llama-spm.gguf")
         save_tokenizer(load_tokenizer(gguf), tmp_path)          # tokenizer.model
-        ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
-        t = json.loads(ref.backend_tokenizer.to_str())
+        t = json.loads(llama_spm_hf.backend_tokenizer.to_str())  # (transformers' from that GGUF)
         t["added_tokens"].append(dict(t["added_tokens"][-1], id=32000, content="<|im_end|>"))
     names = [a["content"] for a in t["added_tokens"]][-2:]        # (<mask> or </s>; <|im_end|>)
     texts = [s for s in flagged_texts(names) if vocab == "gpt2" or not s[0].isspace()]  # (sentencepiece: "▁▁a")
