@@ -2339,8 +2339,8 @@ case("train.py: --model a Llama 3.2 Vision in Meta's layout", SystemExit, VISION
 
 
 @case("a folder holding two checkpoints: Meta's layout (a 2-layer model) and Hugging Face's (a 1-layer one)",
-      ValueError, "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's (config.json + "
-      "model.safetensors); transformers reads the second, Meta's code the first")
+      ValueError, "holds two checkpoints: Meta's layout (params.json + consolidated.00.pth) and Hugging Face's "
+      "(config.json + model.safetensors); transformers reads the second, Meta's code the first")
 def _(ctx):  # (was Meta's, without a word: the 2-layer model, where transformers loads the 1-layer one)
     import transformers
     from test_model import write_meta
