@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 from configs import PRESETS, check_window, positions
 from data import UserError
@@ -236,3 +237,16 @@ def context(config):
     sliding window (Mistral, Qwen2) where that is shorter."""
     longest = getattr(config, "max_seq_len", None) or config.n_positions
     return min(longest, getattr(config, "sliding_window", None) or longest)
+
+
+def check_new_tokens(config, T, n, model, said, shorten):
+    """A prompt of T tokens and n new ones (`said`: "the prompt's T tokens", as the message names them): past learned
+    positions (GPT-2's) or a sliding window, a UserError naming --max-new-tokens (the last new token is not run: T +
+    n - 1 positions); past a RoPE context, a note (transformers' generate warns and runs on). generate.py's --prompt,
+    eval.py's --prompts (was the forward's error, after the answers before it, naming no flag)."""
+    if (room := positions(config) or getattr(config, "sliding_window", None)) and T + max(n - 1, 0) > room:
+        raise UserError(f"--max-new-tokens {n}: {said} and {n} new ones pass the {room} positions of {model}; " + (
+            f"at most {room - T + 1} new tokens fit" if T <= room else f"shorten {shorten}"))
+    if (length := getattr(config, "max_seq_len", None)) and T + max(n - 1, 0) > length:
+        print(f"note: {said} and {n} new ones pass {model}'s context ({length} positions): RoPE runs on, as in "
+              "transformers' generate (which warns), on positions the model never trained on", file=sys.stderr)

@@ -31,8 +31,8 @@ import textwrap
 import torch
 
 from checkpoint import files_fingerprint, read_json
-from checks import (adapter_config, check_model, check_seq_len, context, dtype_name, given_flags,  # noqa
-                    no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
+from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
+                    given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded)  # (F401: evalcli.not_a_model, as before)
 from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
                   perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
@@ -42,7 +42,6 @@ from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
-from configs import positions
 from plan import model_config
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,21 +174,13 @@ def task_data(args, tok=None):
 
 
 def answer_room(args, records, tok):
-    """generate's records, their longest prompt and --max-new-tokens checked against the model's positions, as
-    generate.py checks its --prompt: past learned ones (GPT-2's) or a sliding window, refused before the model loads
-    (was the forward's error, after the answers before it, naming no flag); past a RoPE context, a note."""
-    config, lengths = model_config(model_path(args.model), model_path(args.model)), [
-        len(tok.encode(alpaca_prompt(r))) for r in records]
+    """generate's records, their longest prompt and --max-new-tokens checked against the model's positions before it
+    loads (checks.check_new_tokens, as generate.py checks its --prompt)."""
+    lengths = [len(tok.encode(alpaca_prompt(r))) for r in records]
     at = max(range(len(lengths)), key=lengths.__getitem__)        # (the first of the longest)
-    T, n = lengths[at], args.max_new_tokens
-    if (room := positions(config) or getattr(config, "sliding_window", None)) and T + n - 1 > room:
-        raise UserError(f"--max-new-tokens {n}: the longest prompt's {T} tokens ({args.prompts}, prompt {at + 1}) "
-                        f"and {n} new ones pass the {room} positions of {args.model}; " + (
-                            f"at most {room - T + 1} new tokens fit" if T <= room else "shorten that prompt"))
-    if (length := getattr(config, "max_seq_len", None)) and T + n - 1 > length:
-        print(f"note: the longest prompt's {T} tokens and {n} new ones pass {args.model}'s context ({length} "
-              "positions): RoPE runs on, as in transformers' generate (which warns), on positions the model never "
-              "trained on", file=sys.stderr)
+    check_new_tokens(model_config(model_path(args.model), model_path(args.model)), lengths[at], args.max_new_tokens,
+                     args.model, f"the longest prompt's {lengths[at]} tokens ({args.prompts}, prompt {at + 1})",
+                     "that prompt")
     return records
 
 

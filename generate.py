@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
-from checks import adapter_config, dtype_name, given_flags, no_effect, not_causal, ranged, repeated, unexpanded
+from checks import (adapter_config, check_new_tokens, dtype_name, given_flags, no_effect, not_causal, ranged, repeated,
+                    unexpanded)
 from checkpoint import read_json
 from data import NAMED_LM_DATA, PROMPT_DICT, UserError, check_vocab, generation_eos, load_tokenizer
 
@@ -168,7 +169,7 @@ def main(demo=None, argv=None):
     """python generate.py --model DIR --prompt "...": the checkpoint's continuation of the prompt, and its speed.
     demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move), with the
     flags it reads (--max-new-tokens, --temperature, --top-p, --seed) where given."""
-    from model import device_problem, load_pretrained, positions  # (here, not above: model.py imports this file)
+    from model import device_problem, load_pretrained  # (here, not above: model.py imports this file)
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache" +
                                  ("; without --model, a demonstration on a tiny random model." if demo else "."))
     ap.add_argument("--model", required=not demo, help="checkpoint directory (config.json or params.json, weights, "
@@ -250,14 +251,10 @@ def main(demo=None, argv=None):
         sys.exit(f"error: {e}")
     ids, t0 = torch.tensor([tok.encode(args.prompt)], device=args.device), time.perf_counter()
     T, n = ids.shape[1], args.max_new_tokens
-    room = positions(model.config) or getattr(model.config, "sliding_window", None) or math.inf  # GPT-2's positions
-    if T + max(n - 1, 0) > room:  # end, as a Mistral's window does (the last new token is not run); Llama's RoPE not
-        sys.exit(f"error: --max-new-tokens {n}: the prompt's {T} tokens and {n} new ones pass the {room} positions of "
-                 f"{args.model}; " + (f"at most {room - T + 1} new tokens fit" if T <= room else "shorten --prompt"))
-    if (context := getattr(model.config, "max_seq_len", None)) and T + max(n - 1, 0) > context:  # (was silent)
-        print(f"note: the prompt's {T} tokens and {n} new ones pass {args.model}'s context ({context} positions): "
-              "RoPE runs on, as in transformers' generate (which warns), on positions the model never trained on",
-              file=sys.stderr)
+    try:                                                       # GPT-2's positions end it; Llama's RoPE runs on
+        check_new_tokens(model.config, T, n, args.model, f"the prompt's {T} tokens", "--prompt")
+    except UserError as e:
+        sys.exit(f"error: {e}")
     try:
         out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, stops,
                        generator=torch.Generator(args.device).manual_seed(args.seed))
