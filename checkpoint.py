@@ -717,22 +717,59 @@ def refuse_vision(p, source):
                                   "does not support: give a text-only Llama")
 
 
+# params.json's keys, as Meta's reference code reads them (llama-models 0.3.0: llama_models/llama3/args.py and
+# llama4/args.py, ModelArgs): those meta_config reads, those of no effect on the weights' outputs (buffer sizes; Llama
+# 4's temperature tuning numbers, used only with attn_temperature_tuning on), and those that change the model, with the
+# values under which they change nothing; any other value of these, or another key, is refused (Meta's ModelArgs
+# passes a key it does not know over: it may be another reader's, Mistral's sliding_window, which changes the model)
+META_READ = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier", "norm_eps",
+             "rope_theta", "use_scaled_rope", "rope_scaling_factor", "rope_high_freq_factor"}
+META_INERT = {"max_batch_size", "max_seq_len", "floor_scale", "attn_scale", "ffn_exp"}  # (ffn_exp: MoE layers' only)
+META_UNSET = dict(use_qk_norm=(None, False), nope_layer_interval=(None,), attention_chunk_size=(None,),
+                  attn_temperature_tuning=(None, False), moe_args=(None, {}), quantization_args=(None, {}),
+                  lora_args=(None, {}), vision_args=(None, {}))
+
+
+def meta_rope(p):
+    """The rope_scaling (transformers' llama3 type) of Meta's params.json p, as Meta's code computes it, or None.
+    Llama 3.x (llama3/model.py apply_scaling): use_scaled_rope alone, with the constants factor 8, low_freq_factor 1,
+    high_freq_factor 4, 8192 tokens (factor 8 for every 3.x: Meta's code does; transformers' converter writes 32 into a
+    Llama 3.2 config.json, so each layout computes as its own reference). Llama 4 (llama4/model.py): rope_scaling_factor
+    and rope_high_freq_factor, read from the file, default 16 and 1 (ModelArgs.validate), low 1 and 8192 as before; a
+    file naming either is Llama 4's (Llama 3's ModelArgs knows neither)."""
+    if not p.get("use_scaled_rope"):
+        return None
+    four = "rope_scaling_factor" in p or "rope_high_freq_factor" in p
+    factor = p.get("rope_scaling_factor") if p.get("rope_scaling_factor") is not None else 16.0 if four else 8.0
+    high = p.get("rope_high_freq_factor") if p.get("rope_high_freq_factor") is not None else 1.0 if four else 4.0
+    for k, v in (("rope_scaling_factor", factor), ("rope_high_freq_factor", high)):
+        if type(v) not in (int, float) or not v > 0:
+            raise ValueError(f"{k} = {v!r} must be a number > 0")
+    if high < 1.0:  # Meta's wavelength bounds 8192 / low and 8192 / high the wrong way round
+        raise ValueError(f"rope_high_freq_factor = {high!r} must be >= 1 (rope's low_freq_factor, Meta's constant)")
+    return dict(rope_type="llama3", factor=float(factor), low_freq_factor=1.0, high_freq_factor=float(high),
+                original_max_position_embeddings=8192)
+
+
 def meta_config(p, embedding_rows):
     """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
-    -1 (Llama 2's: the embedding knows)."""
-    # Llama 3.x's, with the constants of Meta's llama3 apply_scaling: factor 8 for every 3.x (Meta's reference code
-    # does; transformers' converter writes 32 into a Llama 3.2 config.json, so each layout computes as its own
-    # reference); rope_scaling_factor is the key Llama 4's params.json may carry (meta-llama/llama-models, 2025-07)
-    scaled = p.get("use_scaled_rope") and dict(
-        rope_type="llama3", factor=p.get("rope_scaling_factor") or 8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=8192)
+    -1 (Llama 2's: the embedding knows). A key that would make Meta's model another than this is an error naming it."""
+    for k, v in p.items():
+        if k in META_UNSET and v not in META_UNSET[k] or k not in {*META_READ, *META_INERT, *META_UNSET, "head_dim"}:
+            raise NotImplementedError(f"{k} = {json.dumps(v)[:80]}: " + (
+                "Meta's code (llama_models) computes another model with it, which lorasp does not implement" if
+                k in META_UNSET else "a key lorasp does not know (not one Meta's reference code reads: another "
+                "model's, Mistral's?); it may change the model: if it does not, delete it from the file"))
+    if p.get("head_dim") not in (None, p["dim"] // p["n_heads"]):  # (Llama 4's attention takes dim / n_heads)
+        raise NotImplementedError(f"head_dim = {p['head_dim']!r}: not dim / n_heads ({p['dim'] // p['n_heads']}), "
+                                  "which lorasp's Meta layout reads")
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
     hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
                 n_head=p["n_heads"], n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m),
                 norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096,
-                rope_scaling=scaled or None)
+                rope_scaling=meta_rope(p))
 
 
 def rope_halves(t, hd):
@@ -772,6 +809,8 @@ def meta_checkpoint(path):
         hd = config["n_embd"] // config["n_head"]
     except KeyError as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None
+    except NotImplementedError as e:
+        raise NotImplementedError(f"{os.path.join(path, 'params.json')}: {e}") from None
     except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: its numbers do not describe a model ({e})") from None
     rows = getattr(shards[0].get("layers.0.attention.wq.weight"), "shape", [0])[0]  # dim / (number of files)
