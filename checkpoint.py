@@ -420,7 +420,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None):
     missing = [n for n in missing if not n.startswith(tuple(m + "." for m in fresh))]
     if missing:
         raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
-                         + (" ..." if len(missing) > 8 else ""))
+                         + (" ..." if len(missing) > 8 else "") + unindexed(sources, missing))
     for m in fresh:  # drawn as transformers draws a module its checkpoint lacks; said where the model reads it
         module, names = model.get_submodule(m), [n for n in expected if n.startswith(m + ".")]
         for name, p in list(module.named_parameters()):
@@ -558,29 +558,77 @@ def inside(directory, name, named_in):
 
 def hf_files(path):
     """The weight files of an HF checkpoint, in transformers' order: model.safetensors, an index's shards,
-    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file)."""
+    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file). Shards the index
+    names and the folder lacks are an error naming them, with the tensors it places there (fill's error for tensors
+    missing names the shards the folder holds and the index leaves out: `unindexed`)."""
     for index, single in (("model.safetensors.index.json", "model.safetensors"),
                           ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         if os.path.exists(os.path.join(path, single)):
             return [inside(path, single, path)]
         if os.path.exists(os.path.join(path, index)):
-            try:
-                with open(os.path.join(path, index), encoding="utf-8") as f:
-                    shards = sorted(set(json.load(f)["weight_map"].values()))
-                if not all(isinstance(s, str) for s in shards):
-                    raise TypeError("file names must be strings")
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
-                                 "needs {\"weight_map\": {tensor name: file name}}") from None
-            files = [inside(path, s, os.path.join(path, index)) for s in shards]
-            for f in files:
-                if not os.path.exists(f):
-                    raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
+            weight_map = shard_map(path, index)
+            files = [inside(path, s, os.path.join(path, index)) for s in sorted(set(weight_map.values()))]
+            if lacked := [os.path.basename(f) for f in files if not os.path.exists(f)]:  # (a copy not finished)
+                held = {s: [k for k, v in weight_map.items() if v == s] for s in lacked[:2]}
+                raise FileNotFoundError(
+                    f"{path}: shard{'s' * (len(lacked) > 1)} {', '.join(lacked[:4])}" + (
+                        f" ... ({len(lacked)} of {len(files)})" if len(lacked) > 4 else "") +
+                    f" named in {index} {'are' if len(lacked) > 1 else 'is'} missing (" + "; ".join(
+                        f"the index places {len(t)} tensors in {s}: {', '.join(t[:3])}{' ...' * (len(t) > 3)}"
+                        for s, t in held.items()) + ")")
             return files
     ggufs = sorted(os.path.basename(f) for f in glob.glob(os.path.join(path, "*.gguf")))
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin" + (
         f"; for its GGUF, pass the file itself ({', '.join(ggufs)}): a folder with config.json is read as the "
         "Hugging Face layout" if ggufs else ""))
+
+
+def shard_map(path, index):
+    """The weight_map {tensor name: shard file name} of the shard index `index` in folder path."""
+    try:
+        with open(os.path.join(path, index), encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        if not all(isinstance(s, str) for s in weight_map.values()):
+            raise TypeError("file names must be strings")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
+                         "needs {\"weight_map\": {tensor name: file name}}") from None
+    return weight_map
+
+
+def unindexed(sources, missing):
+    """Why tensors are missing from a sharded checkpoint (sources: the files read, an index's shards), where its index
+    says: a shard in the folder the index does not name (so not read; a few of its tensors), and the shard the index
+    places a missing tensor in, which lacks it; "" where no index named the files read, or it explains nothing."""
+    folder = os.path.dirname(next(iter(sources), ""))
+    for index, ext in (("model.safetensors.index.json", ".safetensors"), ("pytorch_model.bin.index.json", ".bin")):
+        if not os.path.isfile(os.path.join(folder, index)):
+            continue
+        try:
+            weight_map = shard_map(folder, index)
+        except ValueError:
+            return ""
+        named, notes = set(weight_map.values()), []
+        if not {os.path.basename(f) for f in sources} <= named:    # (model.safetensors beside an index: not read)
+            return ""
+        for f in sorted(os.listdir(folder)):
+            if f.endswith(ext) and f not in named:
+                try:
+                    names = sorted(read_safetensors_header(os.path.join(folder, f))[0]) if ext == ".safetensors" else []
+                except (ValueError, OSError):                      # (damaged: named, its tensors not)
+                    names = []
+                notes.append(f"{f} is in the folder but {index} does not name it, so it was not read" + (
+                    f" (it holds {len(names)} tensors: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+                    if names else ""))
+        placed = {}
+        for n in missing:
+            if n in weight_map:
+                placed.setdefault(weight_map[n], []).append(n)
+        for shard, names in placed.items():
+            notes.append(f"{index} places {len(names)} of them in {shard}, which does not hold " + (
+                "it" if len(names) == 1 else "them") + f": {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
+        return "; " + "; ".join(notes) if notes else ""
+    return ""
 
 
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-1.6 files open with this pickled number

@@ -102,7 +102,8 @@ def tiny_meta(directory, **params):
                   "attention.wo.weight": (64, 64), "feed_forward.w1.weight": (192, 64),
                   "feed_forward.w2.weight": (64, 192), "feed_forward.w3.weight": (192, 64),
                   "attention_norm.weight": (64,), "ffn_norm.weight": (64,)}.items()}}
-    torch.save({k: torch.randn(s, generator=g) for k, s in shapes.items()}, os.path.join(directory, "consolidated.00.pth"))
+    torch.save({k: torch.randn(s, generator=g) for k, s in shapes.items()},
+               os.path.join(directory, "consolidated.00.pth"))
     with open(os.path.join(directory, "params.json"), "w") as f:
         json.dump(dict(dim=64, n_layers=1, n_heads=4, multiple_of=32, norm_eps=1e-5, vocab_size=32, rope_theta=500000.0,
                        **params), f)
@@ -113,7 +114,8 @@ def tiny_meta(directory, **params):
     (dict(use_scaled_rope=True), llama3_apply_scaling),                                   # Llama 3.1-3.3's
     (dict(use_scaled_rope=True, rope_scaling_factor=16.0), lambda f: llama4_apply_scaling(f, 16.0, 1.0)),
     (dict(use_scaled_rope=True, rope_high_freq_factor=2.0), lambda f: llama4_apply_scaling(f, 16.0, 2.0)),
-    (dict(use_scaled_rope=True, rope_scaling_factor=4, rope_high_freq_factor=4), lambda f: llama4_apply_scaling(f, 4, 4)),
+    (dict(use_scaled_rope=True, rope_scaling_factor=4, rope_high_freq_factor=4),
+     lambda f: llama4_apply_scaling(f, 4, 4)),
     (dict(use_scaled_rope=False, rope_scaling_factor=16.0), lambda f: f),                 # not scaled: read by neither
 ])
 def test_params_json_rope_fields_give_metas_frequencies(tmp_path, params, reference):
