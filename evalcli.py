@@ -159,7 +159,9 @@ def task_data(args, tok=None):
     task = args.task
     if task == "mmlu":
         args.data_dir = mmlu_dir(args.data_dir)
-        return mmlu_rows(args.data_dir, args.subjects)
+        if args.shots == 0:                                    # (a worked example's file: none needed)
+            print(f"note: --shots 0: zero-shot prompts, no dev file read (only {os.path.join(args.data_dir, 'test')})")
+        return mmlu_rows(args.data_dir, args.subjects, args.shots)
     if task == "squad":
         return one_per_question(read_squad("dev", args.data_dir))[:args.limit]
     if task == "wmt16-en-ro":
@@ -184,15 +186,17 @@ def answer_room(args, records, tok):
     return records
 
 
-def mmlu_rows(data_dir, subjects=None):
+def mmlu_rows(data_dir, subjects=None, shots=5):
     """{subject: (dev rows, test rows)} of the subjects to score (mmlu_subjects), each file read once (eval.mmlu
-    scores these rows: it read every file a second time)."""
-    return {s: tuple(read_mmlu_csv(os.path.join(data_dir, split, f"{s}_{split}.csv")) for split in ("dev", "test"))
-            for s in mmlu_subjects(data_dir, subjects)}
+    scores these rows: it read every file a second time); shots 0: no dev file read (dev rows: [])."""
+    return {s: (read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv")) if shots else [],
+                read_mmlu_csv(os.path.join(data_dir, "test", f"{s}_test.csv")))
+            for s in mmlu_subjects(data_dir, subjects, dev=bool(shots))}
 
 
-def mmlu_subjects(data_dir, subjects=None):
-    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
+def mmlu_subjects(data_dir, subjects=None, dev=True):
+    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test file and, for
+    worked examples (dev), its dev file."""
     test_dir = os.path.join(data_dir, "test")
     there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     if not there:                                              # (else a ZeroDivisionError after the loop)
@@ -202,7 +206,7 @@ def mmlu_subjects(data_dir, subjects=None):
                          f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6
                                                                        else ""))
     subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
-    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
+    if dev and (missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]):
         raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
                          f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
                                                                   len(missing) > 1 else ")"))
