@@ -612,3 +612,37 @@ def test_a_hand_written_all_linear_config_over_an_lm_head_adapter_is_refused_as_
     assert isinstance(peft.base_model.model.model.layers[0].self_attn.q_proj, LoraLayer)
     with pytest.raises(ValueError, match=r"does not name: \['lm_head'\]; PEFT would leave them out"):
         load_adapter(ours, tmp_path / "a", peft=True)
+
+
+@pytest.mark.parametrize("head_in_file", [True, False])
+def test_a_classification_adapter_on_a_causal_lm_is_refused_naming_task_type(base, tmp_path, head_in_file):
+    """A SEQ_CLS adapter (LlamaForSequenceClassification's, its score head saved) loaded onto the causal LM: PEFT loads
+    it without a word (a PeftModelForSequenceClassification around the LM, the head dropped), and so did lorasp where
+    the file held no head (modules_to_save null, the head not saved): the LM's outputs through a body trained for a
+    classifier. Now refused, naming adapter_config.json's task_type, the model as it was; with task_type CAUSAL_LM
+    written in (the escape the message names), the same file loads to PEFT's logits."""
+    import transformers
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+    hf, ours = base
+    cls = transformers.LlamaForSequenceClassification(LlamaConfig(**{**hf.config.to_dict(), "num_labels": 2}))
+    cls.model.load_state_dict(hf.model.state_dict())                   # the same body
+    peft_folder(cls, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=T)
+    tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    assert "base_model.model.score.weight" in tensors
+    if not head_in_file:
+        save_file({k: t for k, t in tensors.items() if ".score." not in k}, tmp_path / "a" / "adapter_model.safetensors")
+        edit_config(tmp_path / "a", modules_to_save=None)
+    peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")
+    assert type(peft).__name__ == "PeftModelForSequenceClassification"  # PEFT: loaded onto the causal LM
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a' / 'adapter_config.json'}: task_type 'SEQ_CLS': a "
+                                                   "sequence classification adapter, trained with a head (classifier "
+                                                   "or score) this model does not have")):
+        load_adapter(ours, tmp_path / "a", peft=True)
+    assert not any(isinstance(m, LoRASPLinear) for m in ours.modules())
+    assert ours.state_dict().keys() == before.keys() and all(torch.equal(before[k], v) for k, v in
+                                                             ours.state_dict().items())
+    if not head_in_file:
+        edit_config(tmp_path / "a", task_type="CAUSAL_LM")
+        assert_peft_logits(hf, ours, tmp_path / "a")
