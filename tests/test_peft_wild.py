@@ -631,7 +631,8 @@ def test_a_classification_adapter_on_a_causal_lm_is_refused_naming_task_type(bas
     tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
     assert "base_model.model.score.weight" in tensors
     if not head_in_file:
-        save_file({k: t for k, t in tensors.items() if ".score." not in k}, tmp_path / "a" / "adapter_model.safetensors")
+        save_file({k: t for k, t in tensors.items() if ".score." not in k},
+                  tmp_path / "a" / "adapter_model.safetensors")
         edit_config(tmp_path / "a", modules_to_save=None)
     peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")
     assert type(peft).__name__ == "PeftModelForSequenceClassification"  # PEFT: loaded onto the causal LM
