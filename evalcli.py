@@ -11,7 +11,8 @@ another task's head are said).
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
-  loads with, and the adapter's base checked against this one; `head_order`, `in_glue_order`: a fine-tuned classifier's
+  loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
+  naming another model, by name: paths differ between machines); `head_order`, `in_glue_order`: a fine-tuned classifier's
   outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
@@ -25,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import sys
 import textwrap
 
@@ -37,7 +39,7 @@ from checks import (adapter_config, check_model, check_new_tokens, check_seq_len
 from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
                   perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
                   tokenizer_changes, tokenizer_files, tokenizer_unchecked)
-from download import resolve_model
+from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
@@ -278,6 +280,38 @@ def trained_file(adapter, trained, path):
     return name if name.endswith(".gguf") else None
 
 
+def base_names(path):
+    """The names a model's path or Hub id goes by, lower-cased: its last part (a folder, a repository, a .gguf with
+    and without the extension), the repository of a Hub cache snapshot (models--ORG--NAME/snapshots/HASH) and of a
+    preset's cache folder (models/PRESET: HF_REPOS's)."""
+    path = os.path.normpath(str(path)).replace("\\", "/")
+    names = {os.path.basename(path)}
+    if m := re.search(r"models--[^/]+--([^/]+)/snapshots/", path + "/"):
+        names.add(m[1])
+    names |= {HF_REPOS[n].rsplit("/", 1)[1] for n in list(names) if n in HF_REPOS}
+    return {n.lower() for n in names | {n[:-len(".gguf")] for n in names if n.endswith(".gguf")} if n}
+
+
+def other_base(name, adapter, trained):
+    """A note where adapter_config.json's base_model_name_or_path names another model than --model: an adapter that
+    records no fingerprint of its base's files (PEFT's; lorasp's own is checked by its files) is checked against its
+    base by shapes alone, and another model of the same shapes (a chat or instruct version, a fine-tune) loads it.
+    The names are compared, not the paths: a path differs from machine to machine."""
+    named = (adapter_config(adapter) or {}).get("base_model_name_or_path")
+    if trained.get("fingerprint") or not isinstance(named, str) or not named.strip():
+        return
+    ours = base_names(name)
+    try:
+        ours |= base_names(model_path(name))                  # (a preset: its cache folder)
+    except (UserError, SystemExit):                             # (said by the check that comes next)
+        return
+    if not base_names(named) & ours:
+        print(f"note: --adapter {adapter}: its adapter_config.json names its base {named!r}, not --model {name}; "
+              "an adapter that records nothing of its base's files is checked against it by shapes alone: on another "
+              "model of the same shapes (a chat or instruct version, another fine-tune) it scores other weights than "
+              "it trained on", file=sys.stderr)
+
+
 def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
@@ -287,6 +321,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     meanings, ALIKE), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
+    if adapter:
+        other_base(name, adapter, trained)
     if quant == "auto":
         quant = trained.get("quant") or "none"
         if trained.get("quant") == "nf4":
