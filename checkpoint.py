@@ -567,6 +567,10 @@ def hf_files(path):
             return [inside(path, single, path)]
         if os.path.exists(os.path.join(path, index)):
             weight_map = shard_map(path, index)
+            if not weight_map:                                 # (else: every tensor missing, no file named)
+                there = sorted(f for f in os.listdir(path) if f.endswith(os.path.splitext(single)[1]))
+                raise ValueError(f"{os.path.join(path, index)}: its weight_map is empty, naming no shard to read" + (
+                    f" (the folder holds {', '.join(there[:4])}{' ...' * (len(there) > 4)})" if there else ""))
             files = [inside(path, s, os.path.join(path, index)) for s in sorted(set(weight_map.values()))]
             if lacked := [os.path.basename(f) for f in files if not os.path.exists(f)]:  # (a copy not finished)
                 held = {s: [k for k, v in weight_map.items() if v == s] for s in lacked[:2]}
@@ -808,7 +812,7 @@ def meta_config(p, embedding_rows):
                 "Meta's code (llama_models) computes another model with it, which lorasp does not implement" if
                 k in META_UNSET else "a key lorasp does not know (not one Meta's reference code reads: another "
                 "model's, Mistral's?); it may change the model: if it does not, delete it from the file"))
-    if p.get("head_dim") not in (None, p["dim"] // p["n_heads"]):  # (Llama 4's attention takes dim / n_heads)
+    if p.get("head_dim") is not None and p["head_dim"] != p["dim"] // p["n_heads"]:  # (Llama 4's: dim / n_heads)
         raise NotImplementedError(f"head_dim = {p['head_dim']!r}: not dim / n_heads ({p['dim'] // p['n_heads']}), "
                                   "which lorasp's Meta layout reads")
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)

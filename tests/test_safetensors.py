@@ -146,3 +146,14 @@ def test_a_shard_the_index_names_and_the_folder_lacks_is_named_with_its_tensors(
         f"the index places {len(order[s])} tensors in {s}: {', '.join(order[s][:3])}" + " ..." * (len(order[s]) > 3)
         for s in held) + ")"
     assert str(e.value) == want, str(e.value)
+
+
+def test_an_index_with_an_empty_weight_map_is_named_with_the_shards_beside_it(five_shards, tmp_path):
+    """{"weight_map": {}}: no file was read, and the error was "N tensors missing from the checkpoint" with no file or
+    folder in it. Now the index, and the shards the folder holds."""
+    import model as M
+    d = sharded_copy(five_shards, tmp_path, lambda m: {})
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json: its weight_map is empty, naming no shard "
+                                         r"to read \(the folder holds model-00001-of-00005\.safetensors, "
+                                         r"model-00002-of-00005\.safetensors, .* \.\.\.\)"):
+        M.load_pretrained(d)
