@@ -11,7 +11,8 @@
   `peft_target` (target_modules, exclude_modules, layers_to_transform), `rank_alpha` (rank_pattern, alpha_pattern,
   use_rslora), `saved_whole` (modules_to_save and the task's heads). Where PEFT would read a folder differently from
   us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
-  do not know (KNOWN), which PEFT ignores with a warning.
+  do not know (KNOWN), which PEFT ignores with a warning; so is a task adapter (task_type SEQ_CLS, TOKEN_CLS,
+  QUESTION_ANS) on a model without its task's head (`headless`), which PEFT loads onto a causal LM without a word.
 - `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
   and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
@@ -175,6 +176,23 @@ def saved_whole(cfg):
     """adapter_config.json's modules_to_save as PEFT loads them: with the heads of its task_type (TASK_HEADS), which
     configs before PEFT 0.11 left out while their files held them."""
     return [*(cfg.get("modules_to_save") or []), *TASK_HEADS.get(cfg.get("task_type"), [])]
+
+
+def headless(cfg, modules, where):
+    """Refuse a task adapter (task_type SEQ_CLS, TOKEN_CLS, QUESTION_ANS) on a model without its task's head (a causal
+    LM's lm_head is none): it trained the body for that head, not for the model's own output. PEFT 0.21 loads it onto
+    AutoModelForCausalLM without a word (PeftModelForSequenceClassification around the LM, the head's tensors dropped),
+    and lorasp did so where the file held no head (modules_to_save null)."""
+    heads = TASK_HEADS.get(cfg.get("task_type"))
+    if heads and not any(n and n.endswith(tuple(heads)) for n in modules):   # (PEFT's modules_to_save rule)
+        kind = {"SEQ_CLS": "sequence classification", "TOKEN_CLS": "token classification",
+                "QUESTION_ANS": "question answering"}[cfg["task_type"]]
+        raise ValueError(f"{where}: task_type {cfg['task_type']!r}: a {kind} adapter, trained with a head "
+                         f"({' or '.join(heads)}) this model does not have: its layers trained the body for that "
+                         "head, not for the model's own outputs; score it with that head (eval.py --task " + (
+                             "squad" if heads == ["qa_outputs"] else "glue/TASK") + " adds it to a model that takes "
+                         "one), or, if it is a causal LM's adapter labelled wrong, set task_type to \"CAUSAL_LM\" in "
+                         "the file")
 
 
 def target_modules(adapted, linears):
@@ -449,6 +467,7 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     directory = whole_dir(directory)
     cfg, path, tensors, extras, sp = read_adapter(directory, peft)
     modules, mts = dict(model.named_modules()), saved_whole(cfg)
+    headless(cfg, modules, os.path.join(directory, "adapter_config.json"))
     whole = [n for n in modules if n and n.endswith(tuple(mts))]      # PEFT's _set_trainable: no "." before
     names = adapted_names(cfg, path, tensors, tuple(f"{PEFT}{n}." for n in whole))
     if other := sorted(m for m, x in modules.items() if isinstance(x, layer_type) and m not in names):

@@ -420,7 +420,7 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None):
     missing = [n for n in missing if not n.startswith(tuple(m + "." for m in fresh))]
     if missing:
         raise ValueError(f"{where}: {len(missing)} tensors missing from the checkpoint: {', '.join(missing[:8])}"
-                         + (" ..." if len(missing) > 8 else ""))
+                         + (" ..." if len(missing) > 8 else "") + unindexed(sources, missing))
     for m in fresh:  # drawn as transformers draws a module its checkpoint lacks; said where the model reads it
         module, names = model.get_submodule(m), [n for n in expected if n.startswith(m + ".")]
         for name, p in list(module.named_parameters()):
@@ -558,29 +558,81 @@ def inside(directory, name, named_in):
 
 def hf_files(path):
     """The weight files of an HF checkpoint, in transformers' order: model.safetensors, an index's shards,
-    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file)."""
+    pytorch_model.bin, its index's shards (a folder holding both a file and an index loads the file). Shards the index
+    names and the folder lacks are an error naming them, with the tensors it places there (fill's error for tensors
+    missing names the shards the folder holds and the index leaves out: `unindexed`)."""
     for index, single in (("model.safetensors.index.json", "model.safetensors"),
                           ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         if os.path.exists(os.path.join(path, single)):
             return [inside(path, single, path)]
         if os.path.exists(os.path.join(path, index)):
-            try:
-                with open(os.path.join(path, index), encoding="utf-8") as f:
-                    shards = sorted(set(json.load(f)["weight_map"].values()))
-                if not all(isinstance(s, str) for s in shards):
-                    raise TypeError("file names must be strings")
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
-                                 "needs {\"weight_map\": {tensor name: file name}}") from None
-            files = [inside(path, s, os.path.join(path, index)) for s in shards]
-            for f in files:
-                if not os.path.exists(f):
-                    raise FileNotFoundError(f"{path}: shard {os.path.basename(f)} named in {index} is missing")
+            weight_map = shard_map(path, index)
+            if not weight_map:                                 # (else: every tensor missing, no file named)
+                there = sorted(f for f in os.listdir(path) if f.endswith(os.path.splitext(single)[1]))
+                raise ValueError(f"{os.path.join(path, index)}: its weight_map is empty, naming no shard to read" + (
+                    f" (the folder holds {', '.join(there[:4])}{' ...' * (len(there) > 4)})" if there else ""))
+            files = [inside(path, s, os.path.join(path, index)) for s in sorted(set(weight_map.values()))]
+            if lacked := [os.path.basename(f) for f in files if not os.path.exists(f)]:  # (a copy not finished)
+                held = {s: [k for k, v in weight_map.items() if v == s] for s in lacked[:2]}
+                raise FileNotFoundError(
+                    f"{path}: shard{'s' * (len(lacked) > 1)} {', '.join(lacked[:4])}" + (
+                        f" ... ({len(lacked)} of {len(files)})" if len(lacked) > 4 else "") +
+                    f" named in {index} {'are' if len(lacked) > 1 else 'is'} missing (" + "; ".join(
+                        f"the index places {len(t)} tensors in {s}: {', '.join(t[:3])}{' ...' * (len(t) > 3)}"
+                        for s, t in held.items()) + ")")
             return files
     ggufs = sorted(os.path.basename(f) for f in glob.glob(os.path.join(path, "*.gguf")))
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin" + (
         f"; for its GGUF, pass the file itself ({', '.join(ggufs)}): a folder with config.json is read as the "
         "Hugging Face layout" if ggufs else ""))
+
+
+def shard_map(path, index):
+    """The weight_map {tensor name: shard file name} of the shard index `index` in folder path."""
+    try:
+        with open(os.path.join(path, index), encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        if not all(isinstance(s, str) for s in weight_map.values()):
+            raise TypeError("file names must be strings")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
+                         "needs {\"weight_map\": {tensor name: file name}}") from None
+    return weight_map
+
+
+def unindexed(sources, missing):
+    """Why tensors are missing from a sharded checkpoint (sources: the files read, an index's shards), where its index
+    says: a shard in the folder the index does not name (so not read; a few of its tensors), and the shard the index
+    places a missing tensor in, which lacks it; "" where no index named the files read, or it explains nothing."""
+    folder = os.path.dirname(next(iter(sources), ""))
+    for index, ext in (("model.safetensors.index.json", ".safetensors"), ("pytorch_model.bin.index.json", ".bin")):
+        if not os.path.isfile(os.path.join(folder, index)):
+            continue
+        try:
+            weight_map = shard_map(folder, index)
+        except ValueError:
+            return ""
+        named, notes = set(weight_map.values()), []
+        if not {os.path.basename(f) for f in sources} <= named:    # (model.safetensors beside an index: not read)
+            return ""
+        for f in sorted(os.listdir(folder)):
+            if f.endswith(ext) and f not in named:
+                try:
+                    names = sorted(read_safetensors_header(os.path.join(folder, f))[0]) if ext == ".safetensors" else []
+                except (ValueError, OSError):                      # (damaged: named, its tensors not)
+                    names = []
+                notes.append(f"{f} is in the folder but {index} does not name it, so it was not read" + (
+                    f" (it holds {len(names)} tensors: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+                    if names else ""))
+        placed = {}
+        for n in missing:
+            if n in weight_map:
+                placed.setdefault(weight_map[n], []).append(n)
+        for shard, names in placed.items():
+            notes.append(f"{index} places {len(names)} of them in {shard}, which does not hold " + (
+                "it" if len(names) == 1 else "them") + f": {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}")
+        return "; " + "; ".join(notes) if notes else ""
+    return ""
 
 
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-1.6 files open with this pickled number
@@ -717,22 +769,59 @@ def refuse_vision(p, source):
                                   "does not support: give a text-only Llama")
 
 
+# params.json's keys, as Meta's reference code reads them (llama-models 0.3.0: llama_models/llama3/args.py and
+# llama4/args.py, ModelArgs): those meta_config reads, those of no effect on the weights' outputs (buffer sizes; Llama
+# 4's temperature tuning numbers, used only with attn_temperature_tuning on), and those that change the model, with the
+# values under which they change nothing; any other value of these, or another key, is refused (Meta's ModelArgs
+# passes a key it does not know over: it may be another reader's, Mistral's sliding_window, which changes the model)
+META_READ = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier", "norm_eps",
+             "rope_theta", "use_scaled_rope", "rope_scaling_factor", "rope_high_freq_factor"}
+META_INERT = {"max_batch_size", "max_seq_len", "floor_scale", "attn_scale", "ffn_exp"}  # (ffn_exp: MoE layers' only)
+META_UNSET = dict(use_qk_norm=(None, False), nope_layer_interval=(None,), attention_chunk_size=(None,),
+                  attn_temperature_tuning=(None, False), moe_args=(None, {}), quantization_args=(None, {}),
+                  lora_args=(None, {}), vision_args=(None, {}))
+
+
+def meta_rope(p):
+    """The rope_scaling (transformers' llama3 type) of Meta's params.json p, as Meta's code computes it, or None.
+    Llama 3.x (llama3/model.py apply_scaling): use_scaled_rope alone, with the constants factor 8, low_freq_factor 1,
+    high_freq_factor 4, 8192 tokens (factor 8 for every 3.x: Meta's code does; transformers' converter writes 32 into a
+    Llama 3.2 config.json, so each layout computes as its own reference). Llama 4 (llama4/model.py): rope_scaling_factor
+    and rope_high_freq_factor, read from the file, default 16 and 1 (ModelArgs.validate), low 1 and 8192 as before; a
+    file naming either is Llama 4's (Llama 3's ModelArgs knows neither)."""
+    if not p.get("use_scaled_rope"):
+        return None
+    four = "rope_scaling_factor" in p or "rope_high_freq_factor" in p
+    factor = p.get("rope_scaling_factor") if p.get("rope_scaling_factor") is not None else 16.0 if four else 8.0
+    high = p.get("rope_high_freq_factor") if p.get("rope_high_freq_factor") is not None else 1.0 if four else 4.0
+    for k, v in (("rope_scaling_factor", factor), ("rope_high_freq_factor", high)):
+        if type(v) not in (int, float) or not v > 0:
+            raise ValueError(f"{k} = {v!r} must be a number > 0")
+    if high < 1.0:  # Meta's wavelength bounds 8192 / low and 8192 / high the wrong way round
+        raise ValueError(f"rope_high_freq_factor = {high!r} must be >= 1 (rope's low_freq_factor, Meta's constant)")
+    return dict(rope_type="llama3", factor=float(factor), low_freq_factor=1.0, high_freq_factor=float(high),
+                original_max_position_embeddings=8192)
+
+
 def meta_config(p, embedding_rows):
     """LlamaConfig fields from Meta's params.json p; embedding_rows() gives the vocabulary size where params.json says
-    -1 (Llama 2's: the embedding knows)."""
-    # Llama 3.x's, with the constants of Meta's llama3 apply_scaling: factor 8 for every 3.x (Meta's reference code
-    # does; transformers' converter writes 32 into a Llama 3.2 config.json, so each layout computes as its own
-    # reference); rope_scaling_factor is the key Llama 4's params.json may carry (meta-llama/llama-models, 2025-07)
-    scaled = p.get("use_scaled_rope") and dict(
-        rope_type="llama3", factor=p.get("rope_scaling_factor") or 8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=8192)
+    -1 (Llama 2's: the embedding knows). A key that would make Meta's model another than this is an error naming it."""
+    for k, v in p.items():
+        if k in META_UNSET and v not in META_UNSET[k] or k not in {*META_READ, *META_INERT, *META_UNSET, "head_dim"}:
+            raise NotImplementedError(f"{k} = {json.dumps(v)[:80]}: " + (
+                "Meta's code (llama_models) computes another model with it, which lorasp does not implement" if
+                k in META_UNSET else "a key lorasp does not know (not one Meta's reference code reads: another "
+                "model's, Mistral's?); it may change the model: if it does not, delete it from the file"))
+    if p.get("head_dim") is not None and p["head_dim"] != p["dim"] // p["n_heads"]:  # (Llama 4's: dim / n_heads)
+        raise NotImplementedError(f"head_dim = {p['head_dim']!r}: not dim / n_heads ({p['dim'] // p['n_heads']}), "
+                                  "which lorasp's Meta layout reads")
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
     hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
                 n_head=p["n_heads"], n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m),
                 norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096,
-                rope_scaling=scaled or None)
+                rope_scaling=meta_rope(p))
 
 
 def rope_halves(t, hd):
@@ -772,6 +861,8 @@ def meta_checkpoint(path):
         hd = config["n_embd"] // config["n_head"]
     except KeyError as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: field {e.args[0]!r} is missing") from None
+    except NotImplementedError as e:
+        raise NotImplementedError(f"{os.path.join(path, 'params.json')}: {e}") from None
     except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
         raise ValueError(f"{os.path.join(path, 'params.json')}: its numbers do not describe a model ({e})") from None
     rows = getattr(shards[0].get("layers.0.attention.wq.weight"), "shape", [0])[0]  # dim / (number of files)

@@ -199,7 +199,7 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
     a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token ids
     first differ (causal attention: keys and values of the shared part do not depend on what follows). data: MMLU's
     data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen already)."""
-    rows = data if isinstance(data, dict) else mmlu_rows(data, subjects)
+    rows = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
     for s, (dev, test) in rows.items():

@@ -11,7 +11,8 @@ another task's head are said).
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
-  loads with, and the adapter's base checked against this one; `head_order`, `in_glue_order`: a fine-tuned classifier's
+  loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
+  naming another model, by name: paths differ between machines); `head_order`, `in_glue_order`: a fine-tuned classifier's
   outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
@@ -25,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import sys
 import textwrap
 
@@ -37,7 +39,7 @@ from checks import (adapter_config, check_model, check_new_tokens, check_seq_len
 from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
                   perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
                   tokenizer_changes, tokenizer_files, tokenizer_unchecked)
-from download import resolve_model
+from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
@@ -159,7 +161,9 @@ def task_data(args, tok=None):
     task = args.task
     if task == "mmlu":
         args.data_dir = mmlu_dir(args.data_dir)
-        return mmlu_rows(args.data_dir, args.subjects)
+        if args.shots == 0:                                    # (a worked example's file: none needed)
+            print(f"note: --shots 0: zero-shot prompts, no dev file read (only {os.path.join(args.data_dir, 'test')})")
+        return mmlu_rows(args.data_dir, args.subjects, args.shots)
     if task == "squad":
         return one_per_question(read_squad("dev", args.data_dir))[:args.limit]
     if task == "wmt16-en-ro":
@@ -184,15 +188,17 @@ def answer_room(args, records, tok):
     return records
 
 
-def mmlu_rows(data_dir, subjects=None):
+def mmlu_rows(data_dir, subjects=None, shots=5):
     """{subject: (dev rows, test rows)} of the subjects to score (mmlu_subjects), each file read once (eval.mmlu
-    scores these rows: it read every file a second time)."""
-    return {s: tuple(read_mmlu_csv(os.path.join(data_dir, split, f"{s}_{split}.csv")) for split in ("dev", "test"))
-            for s in mmlu_subjects(data_dir, subjects)}
+    scores these rows: it read every file a second time); shots 0: no dev file read (dev rows: [])."""
+    return {s: (read_mmlu_csv(os.path.join(data_dir, "dev", f"{s}_dev.csv")) if shots else [],
+                read_mmlu_csv(os.path.join(data_dir, "test", f"{s}_test.csv")))
+            for s in mmlu_subjects(data_dir, subjects, dev=bool(shots))}
 
 
-def mmlu_subjects(data_dir, subjects=None):
-    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test and dev file."""
+def mmlu_subjects(data_dir, subjects=None, dev=True):
+    """The subjects to score: those asked (--subjects), or every one test/ holds; each with its test file and, for
+    worked examples (dev), its dev file."""
     test_dir = os.path.join(data_dir, "test")
     there = sorted(f[:-len("_test.csv")] for f in os.listdir(test_dir) if f.endswith("_test.csv"))
     if not there:                                              # (else a ZeroDivisionError after the loop)
@@ -202,7 +208,7 @@ def mmlu_subjects(data_dir, subjects=None):
                          f"subjects there: {', '.join(there[:6])}" + (f", ... ({len(there)})" if len(there) > 6
                                                                        else ""))
     subjects = list(dict.fromkeys(subjects)) if subjects else there  # a subject given twice is scored once
-    if missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]:
+    if dev and (missing := [s for s in subjects if not os.path.isfile(os.path.join(data_dir, "dev", f"{s}_dev.csv"))]):
         raise ValueError(f"{os.path.join(data_dir, 'dev', missing[0] + '_dev.csv')}: no such file (the worked "
                          f"examples of {missing[0]}'s prompts" + (f"; {len(missing)} subjects lack theirs)" if
                                                                   len(missing) > 1 else ")"))
@@ -274,6 +280,38 @@ def trained_file(adapter, trained, path):
     return name if name.endswith(".gguf") else None
 
 
+def base_names(path):
+    """The names a model's path or Hub id goes by, lower-cased: its last part (a folder, a repository, a .gguf with
+    and without the extension), the repository of a Hub cache snapshot (models--ORG--NAME/snapshots/HASH) and of a
+    preset's cache folder (models/PRESET: HF_REPOS's)."""
+    path = os.path.normpath(str(path)).replace("\\", "/")
+    names = {os.path.basename(path)}
+    if m := re.search(r"models--[^/]+--([^/]+)/snapshots/", path + "/"):
+        names.add(m[1])
+    names |= {HF_REPOS[n].rsplit("/", 1)[1] for n in list(names) if n in HF_REPOS}
+    return {n.lower() for n in names | {n[:-len(".gguf")] for n in names if n.endswith(".gguf")} if n}
+
+
+def other_base(name, adapter, trained):
+    """A note where adapter_config.json's base_model_name_or_path names another model than --model: an adapter that
+    records no fingerprint of its base's files (PEFT's; lorasp's own is checked by its files) is checked against its
+    base by shapes alone, and another model of the same shapes (a chat or instruct version, a fine-tune) loads it.
+    The names are compared, not the paths: a path differs from machine to machine."""
+    named = (adapter_config(adapter) or {}).get("base_model_name_or_path")
+    if trained.get("fingerprint") or not isinstance(named, str) or not named.strip():
+        return
+    ours = base_names(name)
+    try:
+        ours |= base_names(model_path(name))                  # (a preset: its cache folder)
+    except (UserError, SystemExit):                             # (said by the check that comes next)
+        return
+    if not base_names(named) & ours:
+        print(f"note: --adapter {adapter}: its adapter_config.json names its base {named!r}, not --model {name}; "
+              "an adapter that records nothing of its base's files is checked against it by shapes alone: on another "
+              "model of the same shapes (a chat or instruct version, another fine-tune) it scores other weights than "
+              "it trained on", file=sys.stderr)
+
+
 def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     """The --quant to load the base with ('auto': the one the adapter trained on, as train.py recorded it; else
     none), and a warning when this base is not the adapter's: an adapter learns its base's weights, NF4's rounding
@@ -283,6 +321,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     meanings, ALIKE), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
+    if adapter:
+        other_base(name, adapter, trained)
     if quant == "auto":
         quant = trained.get("quant") or "none"
         if trained.get("quant") == "nf4":

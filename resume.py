@@ -5,7 +5,8 @@ resume that would not.
                      optimizer.pt                            AdamW's state (tensors and numbers: weights_only=True)
                      rng.safetensors                         every DDP rank's torch (and cuda) RNG state
                      state.json                              step, data position, world size, Python's RNG, the flags,
-                                                             the step losses since the last progress line, the crc32
+                                                             the step losses since the last progress line, the
+                                                             evaluations so far (--patience's history), the crc32
                                                              of each file above (`file_sums`)
                      metrics.jsonl                           the run's log up to the step
 
@@ -89,7 +90,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
-                           args=vars(args), crc32=sums), f)
+                           args=vars(args), crc32=sums, **evaluations(args.out)), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
                 shutil.copyfileobj(src, dst)
@@ -106,6 +107,17 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     os.replace(tmp, final)
     fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+def evaluations(out):
+    """{"evals": the validation records of OUT/metrics.jsonl} (--patience's history, kept in state.json too: a deleted
+    log starts again, early stopping's count does not), or {} where the log cannot say (none yet: []; a damaged line:
+    not kept, so that a resume without the log and with --patience is refused rather than counted from zero)."""
+    log = os.path.join(out, "metrics.jsonl")
+    try:
+        return {"evals": [r for _, r in log_records(log, "save") if "val_loss" in r] if os.path.exists(log) else []}
+    except UserError:
+        return {}
 
 
 @contextlib.contextmanager
@@ -299,7 +311,17 @@ def take_settings(args):
         args.full_blocks = saved.get("full_blocks", 0)
     args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                       for k in ("quant", "checkpointing"))
+    if args.patience and log_gone(checkpoint, state) and "evals" not in state:  # (before any weight is read)
+        raise UserError(f"--resume: {checkpoint}/metrics.jsonl is gone, and with it the evaluations --patience "
+                        f"{args.patience} counts from (this checkpoint's state.json, saved by an earlier lorasp, does "
+                        "not keep them): resumed, early stopping would count from zero and stop the run later than "
+                        "it would have. Restore the file, or start the run again")
     return checkpoint, state
+
+
+def log_gone(checkpoint, state):
+    """Whether the checkpoint's own log was deleted (one saved before checkpoints kept it: OUT's log stands in)."""
+    return bool(checkpoint) and "losses" in state and not os.path.exists(os.path.join(checkpoint, "metrics.jsonl"))
 
 
 def base_changed(args, was, parts):
@@ -461,12 +483,19 @@ def last_step(args, state, total, examples):
 
 def open_log(run):
     """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
-    early stopping's history); what came after the checkpoint is redone."""
+    early stopping's history; the checkpoint's log deleted, state.json's evaluations are); what came after the
+    checkpoint is redone."""
     args = run.args
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
     kept = kept_log(args.out, run.checkpoint, run.step)         # (a fresh run: [])
+    run.evals = [r for _, r in kept if "val_loss" in r]
+    state = read_state(run.checkpoint) if run.checkpoint else {}
+    if log_gone(run.checkpoint, state) and "evals" in state:  # early stopping's history, from state.json
+        run.evals = [r for r in state["evals"] if r["step"] <= run.step]
+        if args.patience and run.rank == 0:
+            print(f"note: --resume: {run.checkpoint}/metrics.jsonl is gone: the log starts again; --patience goes on "
+                  f"from the {len(run.evals)} evaluations its state.json keeps")
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)
-    run.evals = [r for _, r in kept if "val_loss" in r]

@@ -421,3 +421,21 @@ def test_wmt16_eval_is_transformers_generate_decode_and_sacrebleu(tmp_path, caps
         assert got[k] == pytest.approx(100 * statistics.mean(s[k].fmeasure for s in scores), abs=1e-9), k
     for k, word_order in (("chrf", 0), ("chrf++", 2)):  # the same translations: the same float
         assert got[k] == sacrebleu.corpus_chrf(hyps, [refs], word_order=word_order).score, k
+
+
+def test_mmlu_zero_shot_needs_no_dev_file_and_is_evaluate_py_with_ntrain_0(llama, tmp_path, capsys):
+    """--shots 0 without dev/ (the test files alone) was refused ("dev/..._dev.csv: no such file (the worked examples of
+    ...'s prompts)") though a zero-shot prompt has no worked example. Now it runs, says that no dev file was read, and
+    scores as evaluate.py with --ntrain 0; --shots 1 without them is refused as before."""
+    import shutil
+    root = write_release(tmp_path / "data")
+    shutil.rmtree(root / "dev")
+    subjects, average, shots = hendrycks_scores(llama, 0, 512)
+    assert set(shots) == {0}
+    E.main(["--task", "mmlu", "--model", str(llama), "--data-dir", str(root), "--shots", "0", "--dtype", "fp32"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["subjects"] == subjects and out["micro"] == average and out["questions"] == len(shots), out
+    assert "note: --shots 0: zero-shot prompts, no dev file read" in captured.out + captured.err
+    with pytest.raises(SystemExit, match=r"college_chemistry_dev\.csv: no such file \(the worked examples of "):
+        E.main(["--task", "mmlu", "--model", str(llama), "--data-dir", str(root), "--shots", "1", "--dtype", "fp32"])

@@ -612,3 +612,76 @@ def test_a_hand_written_all_linear_config_over_an_lm_head_adapter_is_refused_as_
     assert isinstance(peft.base_model.model.model.layers[0].self_attn.q_proj, LoraLayer)
     with pytest.raises(ValueError, match=r"does not name: \['lm_head'\]; PEFT would leave them out"):
         load_adapter(ours, tmp_path / "a", peft=True)
+
+
+@pytest.mark.parametrize("head_in_file", [True, False])
+def test_a_classification_adapter_on_a_causal_lm_is_refused_naming_task_type(base, tmp_path, head_in_file):
+    """A SEQ_CLS adapter (LlamaForSequenceClassification's, its score head saved) loaded onto the causal LM: PEFT loads
+    it without a word (a PeftModelForSequenceClassification around the LM, the head dropped), and so did lorasp where
+    the file held no head (modules_to_save null, the head not saved): the LM's outputs through a body trained for a
+    classifier. Now refused, naming adapter_config.json's task_type, the model as it was; with task_type CAUSAL_LM
+    written in (the escape the message names), the same file loads to PEFT's logits."""
+    import transformers
+    from peft import PeftModel
+    from safetensors.torch import load_file, save_file
+    hf, ours = base
+    cls = transformers.LlamaForSequenceClassification(LlamaConfig(**{**hf.config.to_dict(), "num_labels": 2}))
+    cls.model.load_state_dict(hf.model.state_dict())                   # the same body
+    peft_folder(cls, tmp_path / "a", task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=T)
+    tensors = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    assert "base_model.model.score.weight" in tensors
+    if not head_in_file:
+        save_file({k: t for k, t in tensors.items() if ".score." not in k},
+                  tmp_path / "a" / "adapter_model.safetensors")
+        edit_config(tmp_path / "a", modules_to_save=None)
+    peft = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "a")
+    assert type(peft).__name__ == "PeftModelForSequenceClassification"  # PEFT: loaded onto the causal LM
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'a' / 'adapter_config.json'}: task_type 'SEQ_CLS': a "
+                                                   "sequence classification adapter, trained with a head (classifier "
+                                                   "or score) this model does not have")):
+        load_adapter(ours, tmp_path / "a", peft=True)
+    assert not any(isinstance(m, LoRASPLinear) for m in ours.modules())
+    assert ours.state_dict().keys() == before.keys() and all(torch.equal(before[k], v) for k, v in
+                                                             ours.state_dict().items())
+    if not head_in_file:
+        edit_config(tmp_path / "a", task_type="CAUSAL_LM")
+        assert_peft_logits(hf, ours, tmp_path / "a")
+
+
+def test_an_adapter_naming_another_base_model_is_noted_and_one_moved_to_another_path_is_not(tmp_path, capsys):
+    """adapter_config.json's base_model_name_or_path (what PEFT wrote: the path the base was loaded from) was never
+    read: a PEFT adapter of Llama-2-7b-hf loaded onto Llama-2-7b-chat-hf (the same shapes) without a word. Now a note
+    names both; the same model in another folder (another machine's path), a Hub id against its snapshot in the Hub's
+    cache or a preset's cache folder, says nothing, nor does lorasp's own adapter (its base's files are checked)."""
+    import shutil
+    import evalcli
+    from lorasp import apply_lorasp, save_adapter
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(
+        tmp_path / "Llama-2-7b-hf")
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "Llama-2-7b-hf")
+    get_peft_model(hf, LoraConfig(r=4, lora_alpha=8, target_modules=T)).save_pretrained(tmp_path / "a")
+    named = json.loads((tmp_path / "a" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert named == str(tmp_path / "Llama-2-7b-hf")                          # what PEFT recorded
+    for d in (tmp_path / "elsewhere" / "Llama-2-7b-hf", tmp_path / "Llama-2-7b-chat-hf"):
+        shutil.copytree(tmp_path / "Llama-2-7b-hf", d)
+    for model, noted in ((tmp_path / "Llama-2-7b-hf", False), (tmp_path / "elsewhere" / "Llama-2-7b-hf", False),
+                         (tmp_path / "Llama-2-7b-chat-hf", True)):
+        assert evalcli.base_quant(str(model), str(tmp_path / "a"), "none") == "none"
+        err = capsys.readouterr().err
+        assert (f"note: --adapter {tmp_path / 'a'}: its adapter_config.json names its base {named!r}, not --model "
+                f"{model}; an adapter that records nothing of its base's files is checked against it by shapes alone"
+                in err) == noted, err
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "Llama-2-7b-hf"), T, r=4, alpha=8)
+    save_adapter(ours, tmp_path / "b", base_model_name_or_path=named, base=dict(fingerprint=C.files_fingerprint(
+        str(tmp_path / "Llama-2-7b-hf"))))
+    evalcli.base_quant(str(tmp_path / "Llama-2-7b-chat-hf"), str(tmp_path / "b"), "none")   # the same files: silent
+    assert capsys.readouterr().err == ""
+    hub = "/home/u/.cache/huggingface/hub/models--meta-llama--Llama-2-7b-hf/snapshots/01c7f73d"
+    assert evalcli.base_names("meta-llama/Llama-2-7b-hf") & evalcli.base_names(hub) == {"llama-2-7b-hf"}
+    preset = evalcli.base_names("/c/models/llama2-7b")                       # (the cache folder of a preset)
+    assert evalcli.base_names("meta-llama/Llama-2-7b-hf") & preset == {"llama-2-7b-hf"}
+    assert not evalcli.base_names("meta-llama/Llama-2-13b-hf") & preset

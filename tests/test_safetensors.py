@@ -77,3 +77,83 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("crash mid-write")
     assert p.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [p]  # no temporary left behind
+
+
+# ----------------------------------------------------------------------------------------------------
+# A sharded checkpoint whose index and folder disagree: the shard named, and what it holds
+
+@pytest.fixture(scope="module")
+def five_shards(tmp_path_factory):
+    """A tiny Llama saved by transformers itself in 5 shards with its model.safetensors.index.json."""
+    import transformers
+    c = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    d = tmp_path_factory.mktemp("sharded")
+    transformers.LlamaForCausalLM(c).save_pretrained(d, max_shard_size="100KB")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == 5, index
+    return d, index["weight_map"]
+
+
+def sharded_copy(five_shards, tmp_path, edit):
+    import shutil
+    src, weight_map = five_shards
+    shutil.copytree(src, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": edit(dict(weight_map))}))
+    return tmp_path / "m"
+
+
+def in_shard(d, shard):
+    """The tensors of a shard as the reference reader lists them."""
+    from safetensors import safe_open
+    with safe_open(str(d / shard), "pt") as f:
+        return sorted(f.keys())
+
+
+@pytest.mark.parametrize("misplaced", [False, True])
+def test_a_shard_the_index_leaves_out_is_named_with_its_tensors(five_shards, tmp_path, misplaced):
+    """An index that leaves out a shard the folder has (its tensors dropped from weight_map, or mapped to another
+    shard) said "7 tensors missing from the checkpoint: ..." and no more: which file, the user had to find. Now the
+    shard, that the index does not name it, and its first tensors (safetensors' own reader's list); where the index
+    places them in another shard, that shard too."""
+    import model as M
+    third = "model-00003-of-00005.safetensors"
+    d = sharded_copy(five_shards, tmp_path, lambda m: {k: "model-00002-of-00005.safetensors" if v == third else v
+                                                       for k, v in m.items() if misplaced or v != third})
+    with pytest.raises(ValueError) as e:
+        M.load_pretrained(d)
+    held = in_shard(d, third)
+    message = str(e.value)
+    assert f"{len(held)} tensors missing from the checkpoint" in message, message
+    assert f"{third} is in the folder but model.safetensors.index.json does not name it, so it was not read (it " \
+           f"holds {len(held)} tensors: {', '.join(held[:3])} ...)" in message, message
+    assert ("model.safetensors.index.json places 7 of them in model-00002-of-00005.safetensors, which does not hold "
+            "them: " in message) == misplaced, message
+
+
+def test_a_shard_the_index_names_and_the_folder_lacks_is_named_with_its_tensors(five_shards, tmp_path):
+    """Two shards gone: the first one was named, alone; now both, with the tensors the index places in each."""
+    d = sharded_copy(five_shards, tmp_path, lambda m: m)
+    import model as M
+    held = {s: in_shard(d, s) for s in ("model-00002-of-00005.safetensors", "model-00004-of-00005.safetensors")}
+    order = {s: [k for k, v in five_shards[1].items() if v == s] for s in held}   # (the index's order)
+    for s in held:
+        (d / s).unlink()
+    with pytest.raises(FileNotFoundError) as e:
+        M.load_pretrained(d)
+    assert sorted(sum(order.values(), [])) == sorted(sum(held.values(), []))       # (the index tells the truth)
+    want = f"{d}: shards {', '.join(held)} named in model.safetensors.index.json are missing (" + "; ".join(
+        f"the index places {len(order[s])} tensors in {s}: {', '.join(order[s][:3])}" + " ..." * (len(order[s]) > 3)
+        for s in held) + ")"
+    assert str(e.value) == want, str(e.value)
+
+
+def test_an_index_with_an_empty_weight_map_is_named_with_the_shards_beside_it(five_shards, tmp_path):
+    """{"weight_map": {}}: no file was read, and the error was "N tensors missing from the checkpoint" with no file or
+    folder in it. Now the index, and the shards the folder holds."""
+    import model as M
+    d = sharded_copy(five_shards, tmp_path, lambda m: {})
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json: its weight_map is empty, naming no shard "
+                                         r"to read \(the folder holds model-00001-of-00005\.safetensors, "
+                                         r"model-00002-of-00005\.safetensors, .* \.\.\.\)"):
+        M.load_pretrained(d)

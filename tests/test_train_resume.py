@@ -163,3 +163,46 @@ def test_a_checkpoint_saved_before_it_kept_its_log_and_losses_goes_on_as_before(
     assert [r for r in resumed if r[0] == 5 and r[1] is not None] != [r for r in straight if r[0] == 5 and r[1]]
     adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
     assert adapter(tmp_path / "a") == adapter(tmp_path / "b")
+
+
+def test_patience_goes_on_from_the_checkpoints_evaluations_when_its_log_was_deleted(tiny, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Deleting the checkpoint's metrics.jsonl starts the log again (documented), and dropped --patience's history with
+    it: scripted validation losses 3, 4, 5, ... (the first the best) stop a straight --patience 2 run at step 6, and the
+    same run stopped at step 5 and resumed without the file went on to step 10, its result step 6's weights (the first
+    evaluation it saw, so "the best"), with no word. state.json now keeps the evaluations; a checkpoint saved before it
+    did, its log deleted, is refused with --patience (its count would start from zero)."""
+    import shutil
+    more = "--eval-every", "2", "--patience", "2"
+    losses = lambda: iter(float(v) for v in range(3, 20))               # noqa: E731  (worse at each evaluation)
+    straight = losses()
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: dict(val_loss=next(straight)))
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    assert json.load(open(tmp_path / "a" / "checkpoint" / "state.json"))["step"] == 6   # the early stop
+    stopped = losses()
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: dict(val_loss=next(stopped)))
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5: evaluations at 2 and 4 done
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
+    assert state["step"] == 5 and [e["step"] for e in state.get("evals", [])] == [2, 4], state.get("evals")
+    os.remove(tmp_path / "b" / "checkpoint" / "metrics.jsonl")
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    capsys.readouterr()
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    out = capsys.readouterr().out
+    assert "early stop: no better evaluation in the last 2" in out, out
+    assert "metrics.jsonl is gone: the log starts again; --patience goes on from the 2 evaluations its state.json " \
+           "keeps" in out, out
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 6
+    adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
+    assert adapter(tmp_path / "a") == adapter(tmp_path / "b")           # step 2's, the best, in both
+    del state["evals"]                                                  # a checkpoint from before state.json kept them
+    json.dump(state, open(tmp_path / "c" / "checkpoint" / "state.json", "w"))
+
+    def loaded(*a, **k):
+        raise AssertionError("the weights loaded before the checkpoint was checked")
+    monkeypatch.setattr(train, "load_model", loaded)
+    with pytest.raises(SystemExit, match=r"--resume: .*metrics\.jsonl is gone, and with it the evaluations "
+                                         r"--patience 2 counts from"):
+        train.main(flags(tiny, tmp_path / "c", *more, "--resume"))
