@@ -17,6 +17,9 @@ generated data.
   Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - Meta's Llama 3 `tokenizer.model` (its own download's layout): tiktoken's file of ranked byte strings, Llama 3's
   pre-tokenizer regex and its 256 special tokens, named as Meta's reference tokenizer.py names them.
+- A special token's text written in a text (a record's "<|eot_id|>", "<|pad|>") is that token, as transformers reads
+  it (split_special_tokens false, the default every HF tokenizer's model was fine-tuned with), except in Meta's Llama
+  3 tokenizer.model, whose reference (Meta's tokenizer.py, disallowed_special=()) reads it as plain text.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
 - Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
   sentencepiece model's own (a config.json that disagrees is reported, not followed).
@@ -388,7 +391,7 @@ class BPETokenizer(Tokenizer):
         self.pattern, self.ranks, self.absent = pattern, ranks, bytes(b for b in range(256) if ids[b] is None)
         self.id_of_rank = ids + list(special.values())
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
-        self.special_ids = special if matched is None else matched
+        self.special_ids, self.names = special if matched is None else matched, special  # (names: all, by text)
         self.specials = alternation(tuple(self.special_ids))
         first = sorted(self.special_ids)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
         self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
@@ -472,7 +475,9 @@ class BPETokenizer(Tokenizer):
 class Llama3Tokenizer(BPETokenizer):
     """Meta's Llama 3 tokenizer.model (its download, or original/ in the Hub's repositories): tiktoken's file, one
     "base64(bytes) rank" line per token, the rank its id; then 256 special tokens. Texts start with
-    <|begin_of_text|>; special tokens written in a text are those tokens, as in the Hub's tokenizer.json."""
+    <|begin_of_text|>. A special token's text written in a text is plain text, as Meta's reference tokenizer.py
+    encodes it (tiktoken with disallowed_special=(), what its generation and chat_format call; the Hub's
+    tokenizer.json, read by transformers, matches them instead): Meta trained the model so."""
     add_bos = True
     template = ([([128000], 0), ("A", 0)], [([128000], 0), ("A", 0), ([128000], 1), ("B", 1)])  # the Hub's: BOS A BOS B
 
@@ -498,7 +503,7 @@ class Llama3Tokenizer(BPETokenizer):
                             f"{max(ranks.values(), default=0)}: not Llama 3's tokenizer (128,000 tokens ranked "
                             "0..127,999), the only tiktoken file lorasp reads")
         names = self.specials_of(scaled_rope)
-        self.setup(ranks, list(range(128000)), {s: 128000 + j for j, s in enumerate(names)}, LLAMA3_PATTERN)
+        self.setup(ranks, list(range(128000)), {s: 128000 + j for j, s in enumerate(names)}, LLAMA3_PATTERN, {})
         self.bos_id, self.eos_id = 128000, 128001
         self.stop_ids = (128001, 128008, 128009) if scaled_rope else (128001, 128009)  # Meta's stop tokens: the end
         # of the text, of a message (3.1 on), of a turn
@@ -506,11 +511,14 @@ class Llama3Tokenizer(BPETokenizer):
     @staticmethod
     def specials_of(scaled_rope):
         """The 256 special tokens' names, as Meta's reference tokenizer.py has them: Llama 3's (meta-llama/llama3),
-        or 3.1-3.3's (meta-llama/llama-models; params.json's use_scaled_rope tells them apart). The ids that matter
-        agree: <|begin_of_text|> 128000, <|end_of_text|> 128001, the headers 128006/7, <|eot_id|> 128009."""
+        or 3.1-3.3's (params.json's use_scaled_rope tells them apart): llama-models' llama3/tokenizer.py, one file for
+        3.1, 3.2 and 3.3 since 3.2 put <|image|> at 128011 (3.1's first release had <|reserved_special_token_2|>
+        there). The Hub's tokenizer.json names 3.1-3.3's 128005 and 128011 on otherwise (transformers' converter):
+        a folder with one is read by it. The ids that matter agree: <|begin_of_text|> 128000, <|end_of_text|> 128001,
+        the headers 128006/7, <|eot_id|> 128009."""
         named = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"] if scaled_rope else
+                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"] if scaled_rope else
                  ["<|begin_of_text|>", "<|end_of_text|>", *(f"<|reserved_special_token_{i}|>" for i in range(4)),
                   "<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"])
         first = 2 if scaled_rope else 5  # the next reserved token's number
@@ -1075,8 +1083,11 @@ def soft_tokens(added):
 
 def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
-    if the tokenizer reads that text as one token; else None."""
+    if the tokenizer reads that text as one token or has a special token of that name (Llama 3's, which Meta's
+    reference reads as plain text in a text); else None."""
     text = token.get("content") if isinstance(token, dict) else token
+    if isinstance(text, str) and text in getattr(tok, "names", {}):
+        return tok.names[text]
     ids = tok.encode(text, bos=False, eos=False) if isinstance(text, str) and text else []  # the text alone
     return ids[0] if len(ids) == 1 else None
 
