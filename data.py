@@ -1093,8 +1093,32 @@ def named_id(tok, token):
 
 
 def token_text(tok, i):
-    """A sentencepiece tokenizer's text of id i: its piece, or the added token's (past the pieces: an added <pad>)."""
+    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>); a
+    byte-level BPE's token as decoded."""
+    if not isinstance(tok, SentencePieceTokenizer):
+        return repr(tok.decode([i]))
     return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
+
+
+def tokenizer_config_marks(tok, cfg, where):
+    """tok's BOS and EOS as tokenizer_config.json's bos_token / eos_token name them (cfg), as transformers' tokenizer
+    takes them (its bos_token_id, eos_token_id): over the tokenizer's own (GPT-2's <|endoftext|> guessed for every
+    byte-level BPE; none at all from a tokenizer.json: the Hub's Llama 3 Instruct ends with <|eot_id|>), but not over
+    a mark the tokenizer puts around every text itself (a tokenizer.json's post-processor, sentencepiece's <s>),
+    which transformers' encoding puts there too; that disagreement is said. Returns {"bos_id", "eos_id"} set so."""
+    set_here = set()
+    for key in ("bos", "eos"):
+        own, named = getattr(tok, f"{key}_id"), named_id(tok, cfg.get(f"{key}_token"))
+        if named is None or named == own:
+            continue
+        if getattr(tok, f"add_{key}") and own is not None:
+            print(f"{where}: {key}_token {token_text(tok, named)} ({named}) is not the {token_text(tok, own)} "
+                  f"({own}) the tokenizer puts {'before' if key == 'bos' else 'after'} every text; using {own}, as "
+                  "transformers' encoding does")
+            continue
+        setattr(tok, f"{key}_id", named)
+        set_here.add(f"{key}_id")
+    return set_here
 
 
 def load_tokenizer(path):
@@ -1162,6 +1186,8 @@ def load_tokenizer(path):
                                                                        ) is not None:  # (T5's: its decoder's start)
         tok.pad_id = pad  # transformers' pad_token_id (an added <pad>, or <unk> / </s> named as pad; never the
         # special_tokens_map.json's alone, as transformers 5 reads it); config.json's pad_token_id below, as before
+    by_name = tokenizer_config_marks(tok, cfg, f("tokenizer_config.json")) if isinstance(cfg, dict) and not \
+        isinstance(tok, T5Tokenizer) else set()
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -1185,6 +1211,10 @@ def load_tokenizer(path):
                 print(f"{f('config.json')}: {field} {value} is not the tokenizer's {token_text(tok, own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
+            if key in by_name:                                 # (lorasp's rule before tokenizer_config.json counted)
+                print(f"{f('config.json')}: {field} {value} is not the {token_text(tok, own)} ({own}) "
+                      f"{f('tokenizer_config.json')} names; using {value}: config.json is the model's own, what "
+                      "its generation stops on (transformers' tokenizer reads only tokenizer_config.json)")
             setattr(tok, key, value)
     if (stop := generation_eos(path))[1]:                     # what transformers' generate stops on
         tok.stop_ids = tuple(stop[0])

@@ -19,7 +19,7 @@ import tiktoken.load
 import transformers
 from tokenizers import Tokenizer
 
-from data import UserError, load_tokenizer
+from data import UserError, load_tokenizer, tokenize_records
 from fetch_real import path
 from test_real_tokenizers import SPECIAL_TEXT, TEXT, llama3_reference, llama_cpp_inputs, write_llama3_tiktoken
 
@@ -171,3 +171,32 @@ def test_qwen3_tokenizer_json_as_tokenizers_and_transformers():
         assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids, skip_special_tokens=False), text
     assert ours.encode("Cafe\u0301") == ours.encode("Café") != ours.encode("Cafe")
     assert ours.encode("<think></think>") == [151667, 151668] and ours.vocab_size == 151669
+
+
+def test_a_tokenizer_only_folder_takes_tokenizer_config_jsons_eos_as_transformers(tmp_path, capsys):
+    """The Hub's Llama 3 Instruct tokenizer.json + tokenizer_config.json with no config.json (a tokenizer-only folder,
+    as npm ships it): transformers' AutoTokenizer ends a text with <|eot_id|> 128009, tokenizer_config.json's
+    eos_token. Ours had no EOS at all: every record's response trained without one, silently. Now transformers' BOS,
+    EOS and pad, and the response ends with 128009; so with Meta's tokenizer.model and params.json beside that
+    tokenizer_config.json. A config.json naming another eos wins, and says so; a list holding the name: the name."""
+    d = folder("llama3", "tokenizer.json")
+    hf, ours = transformers.AutoTokenizer.from_pretrained(d), load_tokenizer(d)
+    assert (ours.bos_id, ours.eos_id, ours.pad_id) == (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (
+        128000, 128009, None)
+    (example,), _ = tokenize_records([dict(instruction="Say hi.", input="", output="hi")], ours, 64)
+    assert example["input_ids"][-1] == example["labels"][-1] == hf.eos_token_id
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(d, name), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(dict(eos_token_id=128001)))
+    capsys.readouterr()
+    assert load_tokenizer(tmp_path).eos_id == 128001
+    assert f"{tmp_path / 'config.json'}: eos_token_id 128001 is not the '<|eot_id|>' (128009) " in " ".join(
+        capsys.readouterr().out.split())
+    (tmp_path / "config.json").write_text(json.dumps(dict(eos_token_id=[128001, 128008, 128009])))
+    assert load_tokenizer(tmp_path).eos_id == 128009
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    shutil.copy(path("meta", "llama3", "tokenizer.model"), meta)
+    shutil.copy(os.path.join(d, "tokenizer_config.json"), meta)
+    (meta / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))
+    assert (load_tokenizer(meta).bos_id, load_tokenizer(meta).eos_id) == (128000, 128009)

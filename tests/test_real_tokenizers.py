@@ -591,7 +591,8 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
     "<|begin_of_text|> $A <|begin_of_text|>:1 $B:1"; ours was BERT's marks, BOS A EOS B EOS. Meta's tokenizer.model
     (no template) as the Hub's. Types and longest_first truncation as tokenizers. A template that marks no boundary
     (transformers' from this GGUF: A B) is not followed: encode_pair's own marks, as for GPT-2's (test_tokenizers'
-    test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks)."""
+    test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks), with the BOS and EOS its tokenizer_config.json
+    names, as transformers."""
     from tokenizers import processors
     ref, model, _ = llama3
     ref.save_pretrained(tmp_path / "bare")
@@ -616,8 +617,9 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
                 assert ours.encode_pair(a, b, n or 10_000) == (e.ids, e.type_ids), (directory, n, a[:9], b[:9])
             assert ours.encode_pair("Is it?")[0] == oracle.encode("Is it?").ids
     ours, a, b = load_tokenizer(tmp_path / "bare"), bare.encode("Is it?").ids, bare.encode("Yes.").ids
-    mark = ours.eos_id
-    assert ours.template is None and ours.encode_pair("Is it?", "Yes.")[0] == [mark, *a, mark, *b, mark]
+    assert (ours.bos_id, ours.eos_id) == (ref.bos_token_id, ref.eos_token_id) == (128000, 128001)  # (its config's
+    # names; they were <|endoftext|> 128256 both, GPT-2's, which transformers adds to this GGUF's vocabulary)
+    assert ours.template is None and ours.encode_pair("Is it?", "Yes.")[0] == [128000, *a, 128001, *b, 128001]
 
 
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
