@@ -10,7 +10,8 @@ generated data.
   Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
   BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
-  the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
+  the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, GPT-2's `encoder.json` + `vocab.bpe`, or
+  OpenAI's GPT-2 ranks as tiktoken ships them (`gpt2.tiktoken`: `tiktoken_gpt2` derives the merges).
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
@@ -82,9 +83,10 @@ from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, d
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
-# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt);
+# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt;
+# gpt2.tiktoken: OpenAI's GPT-2 ranks as tiktoken ships them);
 # COPIED ones, with its chat template, make a saved model's tokenizer
-TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe")
+TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe", "gpt2.tiktoken")
 HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it named absent files (null) looked at
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
@@ -1165,9 +1167,11 @@ def load_tokenizer(path):
             if os.path.exists(f("params.json")) and os.path.exists(up):  # Llama 2's download.sh puts it there
                 raise UserError(f"{path}: no tokenizer.model beside params.json; Meta's download keeps one in the "
                                 f"folder above: cp {up} {f('tokenizer.model')}")
-            raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
-                            "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
-                            "tokenizer files into it")
+            if not os.path.exists(f("gpt2.tiktoken")):         # (else OpenAI's GPT-2 ranks: read below)
+                raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, "
+                                "spiece.model, vocab.json + merges.txt, encoder.json + vocab.bpe, gpt2.tiktoken or a "
+                                ".gguf); copy the base model's tokenizer files into it")
+            tok = tiktoken_gpt2(f("gpt2.tiktoken"))            # GPT-2's ids, <|endoftext|> 50256
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
     setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
     if isinstance(tok, BPETokenizer) and os.path.exists(f("tokenizer.json")) and isinstance(cfg, dict):

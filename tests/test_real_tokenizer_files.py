@@ -200,3 +200,19 @@ def test_a_tokenizer_only_folder_takes_tokenizer_config_jsons_eos_as_transformer
     shutil.copy(os.path.join(d, "tokenizer_config.json"), meta)
     (meta / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))
     assert (load_tokenizer(meta).bos_id, load_tokenizer(meta).eos_id) == (128000, 128009)
+
+
+def test_a_folder_with_gpt2_tiktoken_alone_reads_as_gpt2(tmp_path):
+    """A GPT-2 base whose only tokenizer file is OpenAI's gpt2.tiktoken (the ranks as tiktoken and Whisper ship them):
+    export.py read it, train.py and eval.py refused the folder ("no tokenizer file"). Now load_tokenizer reads it to
+    tiktoken's GPT-2 ids on those ranks, those of GPT-2's own encoder.json + vocab.bpe, <|endoftext|> 50256."""
+    shutil.copy(path("gpt2", "gpt2.tiktoken"), tmp_path)
+    ours, openai = load_tokenizer(tmp_path), load_tokenizer(folder("gpt2", "encoder.json"))
+    gpt2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # (tiktoken's own "gpt2" regex)
+    ref = tiktoken.Encoding("gpt2", pat_str=gpt2,
+                            mergeable_ranks=tiktoken.load.load_tiktoken_bpe(path("gpt2", "gpt2.tiktoken")),
+                            special_tokens={"<|endoftext|>": 50256})
+    for text in [*TEXTS, "<|endoftext|>the end<|endoftext|>"]:
+        assert ours.encode(text) == ref.encode(text, allowed_special="all") == openai.encode(text), text
+        assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text, allowed_special="all")), text
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.vocab_size, ours.add_bos) == (50256, 50256, None, 50257, False)
