@@ -920,13 +920,36 @@ def bert_gguf(path, meta, tokens, types):
     return tok
 
 
-def save_tokenizer(tok, directory):
+def token_name(tok):
+    """id -> the token's text (None: no token) of a byte-level BPE (vocabulary and added tokens) or a sentencepiece
+    model (its pieces, then the added tokens past them): what tokenizer_config.json names BOS/EOS/UNK/PAD by."""
+    if type(tok) is BPETokenizer:
+        return ({i: s for s, i in tok.special_ids.items()} | {i: s for s, i in tok.vocab.items()}).get
+    return lambda i: tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond.get(i)
+
+
+def write_tokenizer_config(directory, tok, tokenizer_class, unk=None, pad=True, **more):
+    """tokenizer_config.json, the one writer of it (save_tokenizer's, hf_tokenizer's, llama_tokenizer_config's):
+    tokenizer_class, whether texts get BOS/EOS (tok's add_bos/add_eos), BOS, EOS, UNK (the id unk) and PAD (pad)
+    by name, no clean-up of spaces in decoding (transformers before 4.45 defaulted to it: "a ." became "a."), and more
+    (legacy; None: left out). transformers needs no special_tokens_map.json. Returns the names {"bos": text, ...}."""
+    name, ids = token_name(tok), dict(bos=tok.bos_id, eos=tok.eos_id, unk=unk, pad=tok.pad_id if pad else None)
+    names = {k: s for k, i in ids.items() if i is not None and (s := name(i)) is not None}
+    config = dict(tokenizer_class=tokenizer_class, add_bos_token=tok.add_bos, add_eos_token=tok.add_eos,
+                  clean_up_tokenization_spaces=False, **more, **{f"{k}_token": s for k, s in names.items()})
+    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2, ensure_ascii=False)
+    return names
+
+
+def save_tokenizer(tok, directory, **config):
     """A GGUF's tokenizer as files load_tokenizer and transformers read back to the same ids (a model saved from a
     .gguf is then a checkpoint of its own): sentencepiece's as tokenizer.model, byte-level BPE's as tokenizer.json;
-    tokenizer_config.json names BOS/EOS/PAD and whether texts get them; config.json (if there) their ids."""
+    tokenizer_config.json names BOS/EOS/PAD and whether texts get them (config: write_tokenizer_config's arguments
+    over these; hf_tokenizer's); config.json (if there) their ids."""
     if type(tok) not in (BPETokenizer, SentencePieceTokenizer):  # (the others: read from files, saved as copies)
         raise NotImplementedError(f"save_tokenizer: a {type(tok).__name__} is not written (its files are copied)")
-    token = {i: s for s, i in tok.vocab.items()}.get if type(tok) is BPETokenizer else tok.sp.id_to_piece
+    token = token_name(tok)
     names = {k: name for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("pad", tok.pad_id))
              if i is not None and (name := token(i)) is not None}
     if type(tok) is SentencePieceTokenizer:
@@ -962,11 +985,10 @@ def save_tokenizer(tok, directory):
         with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
             json.dump(t, f, ensure_ascii=False)
     spm = type(tok) is SentencePieceTokenizer
-    config = dict(tokenizer_class="LlamaTokenizer" if spm else "PreTrainedTokenizerFast", add_bos_token=tok.add_bos,
-                  add_eos_token=tok.add_eos, legacy=tok.prefix_each if spm else None,  # (GGUF's: no "▁" after </s>)
-                  **{f"{k}_token": n for k, n in names.items()})
-    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2, ensure_ascii=False)
+    write_tokenizer_config(directory, tok, **dict(tokenizer_class="LlamaTokenizer" if spm else
+                                                  "PreTrainedTokenizerFast", legacy=tok.prefix_each if spm else None,
+                                                  unk=tok.sp.unk_id() if spm else None) | config)  # (a GGUF's legacy
+    # false: no "▁" after </s>)
     if os.path.exists(path := os.path.join(directory, "config.json")):
         ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
         with atomic_write(path, "w") as f:
@@ -982,10 +1004,8 @@ def llama_tokenizer_config(tok, directory):
     config = os.path.join(directory, "config.json")
     kind = read_json(config).get("model_type") if os.path.isfile(config) else None
     if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
-        with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-            json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
-                           **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
-                               "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+        write_tokenizer_config(directory, tok, "LlamaTokenizer", unk=tok.sp.unk_id(), pad=False,
+                               legacy=tok.prefix_each)  # ("▁" after </s> as ours: transformers 5 assumes none)
 
 
 def tokenizer_files(path, name=None):
@@ -1340,25 +1360,15 @@ def hf_tokenizer(tok, directory, gguf=None):
     texts get BOS/EOS), the GGUF's chat template (chat_template.jinja). Other tokenizers: NotImplementedError."""
     meta = read_gguf(gguf)[0] if gguf else {}
     kind = meta.get("tokenizer.ggml.model", "gpt2")
-    if type(tok) is BPETokenizer and kind == "gpt2":
-        save_tokenizer(tok, directory)
-        name = ({i: s for s, i in tok.special_ids.items()} | {i: s for s, i in tok.vocab.items()}).get
-    elif type(tok) is SentencePieceTokenizer and kind == "llama":
-        t = sentencepiece_tokenizer_json(tok, meta)
+    if not (type(tok) is BPETokenizer and kind == "gpt2" or type(tok) is SentencePieceTokenizer and kind == "llama"):
+        raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
+    t = sentencepiece_tokenizer_json(tok, meta) if kind == "llama" else None  # (before anything is written)
+    unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
+    save_tokenizer(tok, directory, tokenizer_class="PreTrainedTokenizerFast", legacy=None, unk=unk)  # (tokenizer.json
+    # decides: transformers' fast tokenizer)
+    if t is not None:                                     # beside the tokenizer.model lorasp and llama.cpp read
         with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
             json.dump(t, f, ensure_ascii=False)
-        with atomic_write(os.path.join(directory, "tokenizer.model")) as f:
-            f.write(tok.sp.serialized_model_proto())
-        name = lambda i: tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond.get(i)  # noqa: E731
-    else:
-        raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
-    unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
-    names = {f"{k}_token": s for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("unk", unk), ("pad", tok.pad_id))
-             if i is not None and (s := name(i)) is not None}
-    config = dict(tokenizer_class="PreTrainedTokenizerFast", add_bos_token=tok.add_bos, add_eos_token=tok.add_eos,
-                  clean_up_tokenization_spaces=False, **names)
-    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:   # (transformers needs no
-        json.dump(config, f, indent=2, ensure_ascii=False)                           # special_tokens_map.json)
     if isinstance(template := meta.get("tokenizer.chat_template"), str):
         with atomic_write(os.path.join(directory, "chat_template.jinja"), "w") as f:
             f.write(template)
