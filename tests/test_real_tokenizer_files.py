@@ -171,6 +171,8 @@ def test_qwen3_tokenizer_json_as_tokenizers_and_transformers():
         assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids, skip_special_tokens=False), text
     assert ours.encode("Cafe\u0301") == ours.encode("Café") != ours.encode("Cafe")
     assert ours.encode("<think></think>") == [151667, 151668] and ours.vocab_size == 151669
+    assert (ours.eos_id, ours.pad_id) == (hf.eos_token_id, hf.pad_token_id) == (151645, 151643)  # (its
+    # tokenizer_config.json's <|im_end|>, <|endoftext|>; no config.json beside them: EOS was GPT-2's <|endoftext|>)
 
 
 def test_a_tokenizer_only_folder_takes_tokenizer_config_jsons_eos_as_transformers(tmp_path, capsys):
@@ -208,7 +210,7 @@ def test_a_folder_with_gpt2_tiktoken_alone_reads_as_gpt2(tmp_path):
     tiktoken's GPT-2 ids on those ranks, those of GPT-2's own encoder.json + vocab.bpe, <|endoftext|> 50256."""
     shutil.copy(path("gpt2", "gpt2.tiktoken"), tmp_path)
     ours, openai = load_tokenizer(tmp_path), load_tokenizer(folder("gpt2", "encoder.json"))
-    gpt2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # (tiktoken's own "gpt2" regex)
+    gpt2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's own gpt2 regex
     ref = tiktoken.Encoding("gpt2", pat_str=gpt2,
                             mergeable_ranks=tiktoken.load.load_tiktoken_bpe(path("gpt2", "gpt2.tiktoken")),
                             special_tokens={"<|endoftext|>": 50256})
