@@ -22,8 +22,10 @@ generated data.
   it (split_special_tokens false, the default every HF tokenizer's model was fine-tuned with), except in Meta's Llama
   3 tokenizer.model, whose reference (Meta's tokenizer.py, disallowed_special=()) reads it as plain text.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
-- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
-  sentencepiece model's own (a config.json that disagrees is reported, not followed).
+- Special ids (BOS/EOS/pad) come from the tokenizer files and the names in tokenizer_config.json (as transformers'
+  tokenizer takes them; a tokenizer-only folder too), overridden by the checkpoint's config.json (the model's own,
+  what its generation stops on; a disagreement is reported), except a sentencepiece model's own special pieces (a
+  config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches
   (padded to few lengths where a run asks: bucket_length).
@@ -1146,8 +1148,9 @@ def tokenizer_config_marks(tok, cfg, where):
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
-    tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
+    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers. Before
+    config.json, tokenizer_config.json's bos_token / eos_token / pad_token names (tokenizer_config_marks), as
+    transformers' tokenizer reads them. tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
     (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether texts end with EOS (eos_note says
     where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides instead, as in transformers."""
     path = os.fspath(path)
