@@ -44,8 +44,7 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded
-from data import (BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer,
-                  tiktoken_gpt2)
+from data import BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
@@ -311,13 +310,14 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
               "(what it learned on and eval.py scores), not into the original base weights", file=sys.stderr)
     num_labels, qa = head_of(adapter)
     ranks = os.path.join(path, "gpt2.tiktoken")              # (OpenAI's GPT-2 ranks, as tiktoken ships them)
-    try:
-        tok, tiktoken = load_tokenizer(path), False
+    present = os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARIES)
+    try:                                                     # (load_tokenizer reads gpt2.tiktoken alone too)
+        tok = load_tokenizer(path)
     except UserError:                                        # weights merge without one; served models need it
-        if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in VOCABULARIES):
+        if present or os.path.isdir(path) and os.path.isfile(ranks):
             raise                                            # one there that does not read: damaged, not absent
-        tiktoken = os.path.isdir(path) and os.path.isfile(ranks)
-        tok = tiktoken_gpt2(ranks) if tiktoken else NoTokenizer()
+        tok = NoTokenizer()
+    tiktoken = os.path.isdir(path) and os.path.isfile(ranks) and not present and not gguf_file(path)
     # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
     # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
     where = os.path.dirname(os.path.abspath(out))
