@@ -1336,6 +1336,7 @@ PROMPT_DICT = {
         "### Instruction:\n{instruction}\n\n### Response:"
     ),
 }
+RENDERED = (PROMPT_DICT["prompt_no_input"][:45], "### Instruction:")  # how a prompt rendered by a template begins
 ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
 
 
@@ -1423,6 +1424,10 @@ def record_problem(r, output=True):
         except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token
             return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
                     "not text")
+        if field != "output" and r[field].lstrip().startswith(RENDERED):  # (a prompt/completion file's prompt)
+            return (f"field {field!r} starts with Alpaca's prompt template ({r[field].lstrip()[:45]!r}...), which "
+                    "lorasp adds itself: the prompt would hold it twice (eval.py and generate.py ask it once); give "
+                    f"the {field} alone")
     return None
 
 
@@ -1604,6 +1609,14 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                              "right after the prompt (instructions to answer go to eval.py --task generate --prompts)")
         print(f"note: {path}: {len(empty):,} of the {len(records):,} records have an empty output (the first: "
               f"{first}): each trains the response to end at once, with EOS", file=sys.stderr)
+    if bare := [i for i, r in enumerate(records) if not (r["instruction"].strip() or r.get("input", "").strip())]:
+        first = f"record {bare[0]}, line {record_line(path, bare[0])}"  # (a converter that read the wrong key)
+        if len(bare) == len(records):
+            raise ValueError(f"{path}: no record has an instruction or an input ({first}, ...): every prompt is "
+                             "Alpaca's template alone, so the outputs would be learned with no question to them; give "
+                             "each record its instruction")
+        print(f"note: {path}: {len(bare):,} of the {len(records):,} records have no instruction and no input (the "
+              f"first: {first}): each trains its output after Alpaca's template alone", file=sys.stderr)
     train, val = split_records(records, val_fraction, seed)
     seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
     if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)

@@ -748,6 +748,48 @@ def _(ctx):
     assert data.read_records(path) == [{"instruction": "a", "output": "b", "id": 2}]
 
 
+case("records whose instruction is Alpaca's whole prompt already (a prompt/completion file renamed)", SystemExit,
+     "d.jsonl, line 2: record 1 field 'instruction' starts with Alpaca's prompt template ('Below is an instruction "
+     "that describes a task")(  # (trained on the template twice over, exit 0; eval.py and generate.py ask it once)
+    lambda ctx: run(ctx, data_file=records_file(ctx, "".join(json.dumps(r) + "\n" for r in [
+        {"instruction": "a", "output": "b"},
+        {"instruction": data.alpaca_prompt({"instruction": "How many words are in cat dog?"}), "output": "2"}]),
+        "d.jsonl")))
+
+
+@case("records: an input that starts with the template's '### Instruction:', a template named mid-text", None)
+def _(ctx):
+    path = records_file(ctx, json.dumps([{"instruction": "Count the words.", "input": "### Instruction:\nCount the "
+                                          "words.\n\n### Input:\ncat dog\n\n### Response:", "output": "2"}]))
+    with pytest.raises(ValueError, match=r"d\.json, line 1: record 0 field 'input' starts with Alpaca's prompt "
+                                         r"template \('### Instruction:"):
+        data.read_records(path)
+    with pytest.raises(ValueError, match="field 'instruction' starts with Alpaca's prompt template"):  # eval.py's
+        data.read_prompts(records_file(ctx, json.dumps([{"instruction": "  " + data.alpaca_prompt(  # --prompts too
+            {"instruction": "Say hi."})}])))
+    about = {"instruction": "What does '### Response:' mark in Alpaca's template?", "output": "The answer's start."}
+    assert data.read_records(records_file(ctx, json.dumps([about]))) == [about]
+
+
+case("records with no instruction and no input, every one (a converter that read the wrong key)", SystemExit,
+     "d.json: no record has an instruction or an input (record 0, line 1, ...): every prompt is Alpaca's template "
+     "alone")(  # (trained the answers with no question to them, exit 0)
+    lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "", "input": " ", "output": "2"},
+                                                                 {"instruction": " \n", "output": "3"}] * 10))))
+
+
+@case("records with no instruction and no input, some of them: said, counted", None)
+def _(ctx):
+    records = data.demo_records(20, seed=1)
+    records[5]["instruction"] = records[9]["instruction"] = ""
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--data", records_file(ctx, json.dumps(
+        records, indent=0))))
+    out, err = ctx.capsys.readouterr()
+    assert json.loads(out.strip().split("\n")[-1])["steps"] == 1
+    assert "d.json: 2 of the 20 records have no instruction and no input (the first: record 5, line 27): each " \
+           "trains its output after Alpaca's template alone" in err, err
+
+
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
     lambda ctx: run(ctx, "--targets", "q_proj,v_prj"))
 
