@@ -467,6 +467,9 @@ def describe(run):
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
         print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
               "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+    if run.checkpoint and run.step >= run.total and run.rank == 0:  # (resume.last_step: it ended, or stopped early)
+        print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
+              f"result is in {weights_dir(args)})")
     return s
 
 

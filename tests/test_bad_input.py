@@ -1843,6 +1843,16 @@ def _(ctx):  # (said twice, in two wordings)
         "checkpoint at its first save, its log and its result (--resume would go on with that run instead)"]
 
 
+@case("--resume of a run that ended: said that nothing is left to train", None)
+def _(ctx):  # (was an exit 0 that trained no step, "tokens": 0, without a word)
+    run(ctx, "--max-steps", "2")
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "2", "--resume"))
+    out = ctx.capsys.readouterr().out
+    assert json.loads(out.strip().split("\n")[-1])["tokens"] == 0
+    assert f"note: --resume: the checkpoint's run ended at step 2, its last: nothing is left to train (its result is " \
+           f"in {ctx.tmp / 'out' / 'adapter'})" in out, out
+
+
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
 def _(ctx):
     out = checkpointed(ctx)
