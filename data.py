@@ -2220,7 +2220,12 @@ def seq2seq_batch(examples, pad_id=0, ignore_index=-100, bucket=None):
 
 def wmt16_examples(directory, tok, seq_len):
     """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
-    T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted."""
+    T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted. A seq_len that
+    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left."""
+    if (prefix := len(tok.encode(T5_PREFIX, eos=False))) + 1 >= seq_len:  # (trained to translate nothing, exit 0)
+        raise ValueError(f"--seq-len {seq_len}: T5's prefix {T5_PREFIX!r} is {prefix} tokens with this tokenizer: with "
+                         f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
+                         f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
     (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
                                     for p in (train_pairs, val_pairs))

@@ -1580,6 +1580,21 @@ def _(ctx):  # (was "is a t5, not a causal LM: this task generates or scores tex
     save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
     t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)
     E.main(["--task", "perplexity", "--model", str(ctx.tmp / "t5"), "--data", records_file(ctx, "a b c\n", "t.txt")])
+@case("WMT16: a --seq-len that T5's prefix and EOS fill, cutting every English sentence away", SystemExit,
+      "--seq-len 24: T5's prefix 'translate English to Romanian: ' is 31 tokens with this tokenizer: with EOS it fills "
+      "every source cut to 24 tokens")
+def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone; eval.py translates whole sources)
+    (ctx.tmp / "t5").mkdir()
+    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    assert len(tok.sp.encode(data.T5_PREFIX)) == 31                # (sentencepiece itself: no EOS)
+    save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
+                    ctx.tmp / "t5")
+    for split in ("train", "validation"):
+        records_file(ctx, '{"translation": {"en": "one cat", "ro": "o pisica"}}\n' * 8, f"{split}.jsonl")
+    train.main(["--model", str(ctx.tmp / "t5"), "--data", "wmt16-en-ro", "--data-dir", str(ctx.tmp), "--out",
+                str(ctx.tmp / "out"), "--seq-len", "24", "--rank", "4", "--max-steps", "1", "--dtype", "fp32"])
+
+
 @case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
 def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
     records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
