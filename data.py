@@ -1974,9 +1974,10 @@ def read_glue(path, task):
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
     drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
     it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
-    stray tab), an unknown label or a missing column is an error naming the file and line."""
+    stray tab), an unknown label or a missing column is an error naming the file and line; a text column empty in
+    every row is an error, in some rows a note."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out, skipped, fields, quoted = [], [], 0, written_quoted(path)
+    out, skipped, fields, quoted, lines = [], [], 0, written_quoted(path), []
     no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
@@ -2013,8 +2014,18 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+            lines.append(rows.line_num)
     if task == "cola" and not (out or skipped):                # (no header): not a row, blank lines at most
         raise empty
+    for k, column in enumerate(texts):                         # (a converter that wrote another column's name)
+        if blank := [n for n, row in zip(lines, out) if not row[k].strip()]:
+            if len(blank) == len(out):                         # (trained on [CLS] A [SEP] [SEP], exit 0)
+                raise ValueError(f"{path}: column {column!r} is empty in every row (line {blank[0]}, ...): the "
+                                 f"classifier would learn GLUE {task} from " + (
+                                     "the other sentence alone" if len(texts) > 1 else "no text"))
+            print(f"note: {path}: column {column!r} is empty in {len(blank):,} of the {len(out):,} rows (line"
+                  f"{'s' * (len(blank) > 1)} {', '.join(map(str, blank[:5]))}{', ...' * (len(blank) > 5)})",
+                  file=sys.stderr)
     if skipped and not out:                                    # (then "no examples", as if it held none)
         raise ValueError(f"{path}: every row has fields missing or no label (line {skipped[0]}: {fields} fields; GLUE "
                          f"{task}'s are {', '.join(header)}" + (": CoLA's train and dev files have no header)" if

@@ -2894,6 +2894,22 @@ case("GLUE: a header naming a column it reads twice (csv.DictReader keeps the la
      "dev.tsv:1: the header names 'sentence' twice (columns 1 and 3)")(  # (was read as the last, without a word)
     lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tsentence\nit was good\t1\tit was bad\n", "dev.tsv"),
                                "sst2"))
+case("GLUE: a text column empty in every row (a converter that wrote another column's name)", ValueError,
+     "train.tsv: column 'sentence2' is empty in every row (line 2, ...): the classifier would learn GLUE rte from "
+     "the other sentence alone")(  # (trained on [CLS] A [SEP] [SEP], exit 0)
+    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta cat sat\t\tentailment\n"
+                                            "1\tit rained\t \tnot_entailment\n", "train.tsv"), "rte"))
+
+
+@case("GLUE: a text column empty in some rows: read, counted in a note", None)
+def _(ctx):
+    rows = data.read_glue(records_file(ctx, "sentence\tlabel\ngood film\t1\n\t0\nbad plot\t0\n \t1\n", "dev.tsv"),
+                          "sst2")
+    assert rows == [("good film", None, 1), ("", None, 0), ("bad plot", None, 0), (" ", None, 1)]
+    err = ctx.capsys.readouterr().err
+    assert f"note: {ctx.tmp / 'dev.tsv'}: column 'sentence' is empty in 2 of the 4 rows (lines 3, 5)" in err, err
+
+
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))
