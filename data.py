@@ -2193,7 +2193,8 @@ def read_translation(directory, split, src="en", tgt="ro"):
 
 def nonempty(pairs, where):
     """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note. A source
-    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice."""
+    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice; so
+    is a file whose every target is its source (one language written twice)."""
     if prefixed := next((n for n, s, _ in pairs if s.lstrip().lower().startswith(T5_PREFIX.lower().strip())), None):
         raise ValueError(f"{where}, line {prefixed}: the source starts with T5's prefix {T5_PREFIX.strip()!r}, which "
                          "lorasp adds itself (it would read twice): give the English sentences alone")
@@ -2201,7 +2202,11 @@ def nonempty(pairs, where):
         print(f"note: {where}: skipped {len(empty):,} pair{'s' * (len(empty) > 1)} with an empty side (line"
               f"{'s' * (len(empty) > 1)} {', '.join(map(str, empty[:5]))}{', ...' * (len(empty) > 5)}), as HF's wmt16 "
               "builder skips them", file=sys.stderr)
-    return [(s, t) for n, s, t in pairs if s.strip() and t.strip()]
+    pairs = [(n, s, t) for n, s, t in pairs if s.strip() and t.strip()]
+    if pairs and all(s.strip() == t.strip() for _, s, t in pairs):  # (trained to copy, exit 0; BLEU 100 by copying)
+        raise ValueError(f"{where}: every pair's target is its source, word for word (line {pairs[0][0]}, ...): a pair "
+                         "holds an English sentence and its Romanian translation; the file holds one language twice")
+    return [(s, t) for _, s, t in pairs]
 
 
 def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):

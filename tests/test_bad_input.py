@@ -2910,6 +2910,20 @@ def _(ctx):
     assert f"note: {ctx.tmp / 'dev.tsv'}: column 'sentence' is empty in 2 of the 4 rows (lines 3, 5)" in err, err
 
 
+case("WMT16: every pair's target its source word for word (one language written twice)", ValueError,
+     "train.en + train.ro: every pair's target is its source, word for word (line 1, ...)")(  # (trained to copy, exit
+    lambda ctx: records_file(ctx, "a cat\nthe sun\nthe dog \n", "train.en") and records_file(  # 0; BLEU 100 by copying)
+        ctx, "a cat\n\nthe dog\n", "train.ro") and data.read_translation(str(ctx.tmp), "train"))
+
+
+@case("WMT16: some pairs the same in both languages (a name, a number): read as pairs", None)
+def _(ctx):
+    records_file(ctx, "".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n" for e, r in [
+        ("Bucharest", "Bucharest"), ("2016", "2016"), ("a cat", "o pisică")]), "train.jsonl")
+    assert data.read_translation(str(ctx.tmp), "train") == [("Bucharest", "Bucharest"), ("2016", "2016"),
+                                                            ("a cat", "o pisică")]
+
+
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))
