@@ -204,6 +204,15 @@ case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
 
+@case("cli --data OUT/heldout.jsonl with that --out: the run would replace the records it trains on", 2,
+      "heldout.jsonl is the file this run writes the records it holds out to: it would be replaced by a share of "
+      "itself; copy it out of --out")
+def _(ctx):  # (trained on it, then wrote its own held-out share over it: 6 records left 3, without a word)
+    (ctx.tmp / "o").mkdir()
+    held = records_file(ctx, '{"instruction": "a", "output": "b"}\n', "o/heldout.jsonl")
+    train.parse_args(["--model", "m", "--data", held, "--out", str(ctx.tmp / "o" / ".." / "o") + "/"])
+
+
 case("cli --targets given twice (argparse keeps the last)", 2, "--targets given twice (q_proj; v_proj): only the "
      "last would be read; give them once: --targets q_proj,v_proj")(  # (adapted v_proj alone, without a word)
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj", "--targets", "v_proj"]))
