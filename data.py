@@ -1375,7 +1375,9 @@ def read_records(path, output=True):
     for i, r in enumerate(records):
         if problem := record_problem(r, output) or twice.get(id(r)):  # (a .json list's line: found once there is one)
             line = where[i] if where else f"line {json_list_line(path, i)}"
-            raise ValueError(f"{path}, {line}: record {i} {problem}")
+            raise ValueError(f"{path}, {line}: record {i} {problem}" + (
+                " (a list of records on one line: a .jsonl holds one record object a line; name the file .json)"
+                if where and isinstance(r, list) and all(isinstance(x, dict) for x in r) else ""))
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
         for k in set(r) - {"instruction", "input", "output"}:

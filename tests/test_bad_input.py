@@ -757,6 +757,11 @@ def _(ctx):
     assert data.read_records(path) == [{"instruction": "a", "output": "b", "id": 2}]
 
 
+case("records: a .json list saved as .jsonl, on one line", SystemExit, "d.jsonl, line 1: record 0 is a list, not an "
+     "object (a list of records on one line: a .jsonl holds one record object a line; name the file .json)")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps(data.demo_records(4)) + "\n", "d.jsonl")))
+
+
 case("records whose instruction is Alpaca's whole prompt already (a prompt/completion file renamed)", SystemExit,
      "d.jsonl, line 2: record 1 field 'instruction' starts with Alpaca's prompt template ('Below is an instruction "
      "that describes a task")(  # (trained on the template twice over, exit 0; eval.py and generate.py ask it once)
