@@ -8,7 +8,8 @@ last.
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name or all-linear among names, one of --model and --data without the other, an unknown GLUE
-  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file) are argparse's errors;
+  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file, --data the
+  heldout.jsonl the run writes) are argparse's errors;
   a flag given twice (its last value counts), --threads past the CPUs, a flag given that changes nothing (the
   adapter's with --method full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on
   another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
@@ -276,6 +277,11 @@ def parse_args(argv=None):
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         p.error(f"--out {args.out}: {above} is a file, so no folder can be made under it; --out names the run's folder")
+    held = os.path.join(args.out, "heldout.jsonl")             # (tasks.save_heldout: replaced at load, then at save)
+    if args.data and os.path.isfile(args.data) and os.path.isfile(held) and os.path.samefile(args.data, held):
+        p.error(f"--data {args.data}: {held} is the file this run writes the records it holds out to: it would be "
+                f"replaced by a share of itself; copy it out of --out {args.out} and give the copy, or give another "
+                "--out")
     if (args.model is None) != (args.data is None):
         p.error("give both --model and --data, or neither (the offline demo)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -467,6 +473,9 @@ def describe(run):
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
         print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
               "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+    if run.checkpoint and run.step >= run.total and run.rank == 0:  # (resume.last_step: it ended, or stopped early)
+        print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
+              f"result is in {weights_dir(args)})")
     return s
 
 

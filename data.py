@@ -1394,6 +1394,7 @@ PROMPT_DICT = {
         "### Instruction:\n{instruction}\n\n### Response:"
     ),
 }
+RENDERED = (PROMPT_DICT["prompt_no_input"][:45], "### Instruction:")  # how a prompt rendered by a template begins
 ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
 
 
@@ -1432,7 +1433,9 @@ def read_records(path, output=True):
     for i, r in enumerate(records):
         if problem := record_problem(r, output) or twice.get(id(r)):  # (a .json list's line: found once there is one)
             line = where[i] if where else f"line {json_list_line(path, i)}"
-            raise ValueError(f"{path}, {line}: record {i} {problem}")
+            raise ValueError(f"{path}, {line}: record {i} {problem}" + (
+                " (a list of records on one line: a .jsonl holds one record object a line; name the file .json)"
+                if where and isinstance(r, list) and all(isinstance(x, dict) for x in r) else ""))
     unused = {}                     # LLaMA-Factory's system prompt and history, ...: said, not dropped without a word
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
         for k in set(r) - {"instruction", "input", "output"}:
@@ -1481,6 +1484,10 @@ def record_problem(r, output=True):
         except UnicodeEncodeError as e:                        # JSON's "\ud800" alone: no character, no token
             return (f"field {field!r} holds an unpaired surrogate ({r[field][e.start]!r} at character {e.start}): "
                     "not text")
+        if field != "output" and r[field].lstrip().startswith(RENDERED):  # (a prompt/completion file's prompt)
+            return (f"field {field!r} starts with Alpaca's prompt template ({r[field].lstrip()[:45]!r}...), which "
+                    "lorasp adds itself: the prompt would hold it twice (eval.py and generate.py ask it once); give "
+                    f"the {field} alone")
     return None
 
 
@@ -1662,6 +1669,14 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                              "right after the prompt (instructions to answer go to eval.py --task generate --prompts)")
         print(f"note: {path}: {len(empty):,} of the {len(records):,} records have an empty output (the first: "
               f"{first}): each trains the response to end at once, with EOS", file=sys.stderr)
+    if bare := [i for i, r in enumerate(records) if not (r["instruction"].strip() or r.get("input", "").strip())]:
+        first = f"record {bare[0]}, line {record_line(path, bare[0])}"  # (a converter that read the wrong key)
+        if len(bare) == len(records):
+            raise ValueError(f"{path}: no record has an instruction or an input ({first}, ...): every prompt is "
+                             "Alpaca's template alone, so the outputs would be learned with no question to them; give "
+                             "each record its instruction")
+        print(f"note: {path}: {len(bare):,} of the {len(records):,} records have no instruction and no input (the "
+              f"first: {first}): each trains its output after Alpaca's template alone", file=sys.stderr)
     train, val = split_records(records, val_fraction, seed)
     seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
     if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
@@ -2019,9 +2034,10 @@ def read_glue(path, task):
     Rows with fields missing or an empty class label are skipped with a note counting them, as HF's glue loader
     drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
     it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
-    stray tab), an unknown label or a missing column is an error naming the file and line."""
+    stray tab), an unknown label or a missing column is an error naming the file and line; a text column empty in
+    every row is an error, in some rows a note."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
-    out, skipped, fields, quoted = [], [], 0, written_quoted(path)
+    out, skipped, fields, quoted, lines = [], [], 0, written_quoted(path), []
     no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: MRPC's files start with a byte-order mark
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
@@ -2058,8 +2074,18 @@ def read_glue(path, task):
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
+            lines.append(rows.line_num)
     if task == "cola" and not (out or skipped):                # (no header): not a row, blank lines at most
         raise empty
+    for k, column in enumerate(texts):                         # (a converter that wrote another column's name)
+        if blank := [n for n, row in zip(lines, out) if not row[k].strip()]:
+            if len(blank) == len(out):                         # (trained on [CLS] A [SEP] [SEP], exit 0)
+                raise ValueError(f"{path}: column {column!r} is empty in every row (line {blank[0]}, ...): the "
+                                 f"classifier would learn GLUE {task} from " + (
+                                     "the other sentence alone" if len(texts) > 1 else "no text"))
+            print(f"note: {path}: column {column!r} is empty in {len(blank):,} of the {len(out):,} rows (line"
+                  f"{'s' * (len(blank) > 1)} {', '.join(map(str, blank[:5]))}{', ...' * (len(blank) > 5)})",
+                  file=sys.stderr)
     if skipped and not out:                                    # (then "no examples", as if it held none)
         raise ValueError(f"{path}: every row has fields missing or no label (line {skipped[0]}: {fields} fields; GLUE "
                          f"{task}'s are {', '.join(header)}" + (": CoLA's train and dev files have no header)" if
@@ -2227,7 +2253,8 @@ def read_translation(directory, split, src="en", tgt="ro"):
 
 def nonempty(pairs, where):
     """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note. A source
-    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice."""
+    that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice; so
+    is a file whose every target is its source (one language written twice)."""
     if prefixed := next((n for n, s, _ in pairs if s.lstrip().lower().startswith(T5_PREFIX.lower().strip())), None):
         raise ValueError(f"{where}, line {prefixed}: the source starts with T5's prefix {T5_PREFIX.strip()!r}, which "
                          "lorasp adds itself (it would read twice): give the English sentences alone")
@@ -2235,7 +2262,11 @@ def nonempty(pairs, where):
         print(f"note: {where}: skipped {len(empty):,} pair{'s' * (len(empty) > 1)} with an empty side (line"
               f"{'s' * (len(empty) > 1)} {', '.join(map(str, empty[:5]))}{', ...' * (len(empty) > 5)}), as HF's wmt16 "
               "builder skips them", file=sys.stderr)
-    return [(s, t) for n, s, t in pairs if s.strip() and t.strip()]
+    pairs = [(n, s, t) for n, s, t in pairs if s.strip() and t.strip()]
+    if pairs and all(s.strip() == t.strip() for _, s, t in pairs):  # (trained to copy, exit 0; BLEU 100 by copying)
+        raise ValueError(f"{where}: every pair's target is its source, word for word (line {pairs[0][0]}, ...): a pair "
+                         "holds an English sentence and its Romanian translation; the file holds one language twice")
+    return [(s, t) for _, s, t in pairs]
 
 
 def translation_examples(pairs, tok, prefix=T5_PREFIX, max_source_len=256, max_target_len=256):
@@ -2265,7 +2296,12 @@ def seq2seq_batch(examples, pad_id=0, ignore_index=-100, bucket=None):
 
 def wmt16_examples(directory, tok, seq_len):
     """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
-    T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted."""
+    T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted. A seq_len that
+    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left."""
+    if (prefix := len(tok.encode(T5_PREFIX, eos=False))) + 1 >= seq_len:  # (trained to translate nothing, exit 0)
+        raise ValueError(f"--seq-len {seq_len}: T5's prefix {T5_PREFIX!r} is {prefix} tokens with this tokenizer: with "
+                         f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
+                         f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
     (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
                                     for p in (train_pairs, val_pairs))

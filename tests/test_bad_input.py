@@ -204,6 +204,15 @@ case("cli --out names a file", 2, "is a file; --out names the run's folder")(
     lambda ctx: (ctx.tmp / "f").write_text("") or train.parse_args(["--model", "m", "--data", "d", "--out",
                                                                      str(ctx.tmp / "f")]))
 
+@case("cli --data OUT/heldout.jsonl with that --out: the run would replace the records it trains on", 2,
+      "heldout.jsonl is the file this run writes the records it holds out to: it would be replaced by a share of "
+      "itself; copy it out of --out")
+def _(ctx):  # (trained on it, then wrote its own held-out share over it: 6 records left 3, without a word)
+    (ctx.tmp / "o").mkdir()
+    held = records_file(ctx, '{"instruction": "a", "output": "b"}\n', "o/heldout.jsonl")
+    train.parse_args(["--model", "m", "--data", held, "--out", str(ctx.tmp / "o" / ".." / "o") + "/"])
+
+
 case("cli --targets given twice (argparse keeps the last)", 2, "--targets given twice (q_proj; v_proj): only the "
      "last would be read; give them once: --targets q_proj,v_proj")(  # (adapted v_proj alone, without a word)
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--targets", "q_proj", "--targets", "v_proj"]))
@@ -746,6 +755,53 @@ case("records: a field given twice in a .json list", SystemExit, "d.json, line 3
 def _(ctx):
     path = records_file(ctx, '[{"instruction": "a", "output": "b", "output": "b", "id": 1, "id": 2}]')
     assert data.read_records(path) == [{"instruction": "a", "output": "b", "id": 2}]
+
+
+case("records: a .json list saved as .jsonl, on one line", SystemExit, "d.jsonl, line 1: record 0 is a list, not an "
+     "object (a list of records on one line: a .jsonl holds one record object a line; name the file .json)")(
+    lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps(data.demo_records(4)) + "\n", "d.jsonl")))
+
+
+case("records whose instruction is Alpaca's whole prompt already (a prompt/completion file renamed)", SystemExit,
+     "d.jsonl, line 2: record 1 field 'instruction' starts with Alpaca's prompt template ('Below is an instruction "
+     "that describes a task")(  # (trained on the template twice over, exit 0; eval.py and generate.py ask it once)
+    lambda ctx: run(ctx, data_file=records_file(ctx, "".join(json.dumps(r) + "\n" for r in [
+        {"instruction": "a", "output": "b"},
+        {"instruction": data.alpaca_prompt({"instruction": "How many words are in cat dog?"}), "output": "2"}]),
+        "d.jsonl")))
+
+
+@case("records: an input that starts with the template's '### Instruction:', a template named mid-text", None)
+def _(ctx):
+    path = records_file(ctx, json.dumps([{"instruction": "Count the words.", "input": "### Instruction:\nCount the "
+                                          "words.\n\n### Input:\ncat dog\n\n### Response:", "output": "2"}]))
+    with pytest.raises(ValueError, match=r"d\.json, line 1: record 0 field 'input' starts with Alpaca's prompt "
+                                         r"template \('### Instruction:"):
+        data.read_records(path)
+    with pytest.raises(ValueError, match="field 'instruction' starts with Alpaca's prompt template"):  # eval.py's
+        data.read_prompts(records_file(ctx, json.dumps([{"instruction": "  " + data.alpaca_prompt(  # --prompts too
+            {"instruction": "Say hi."})}])))
+    about = {"instruction": "What does '### Response:' mark in Alpaca's template?", "output": "The answer's start."}
+    assert data.read_records(records_file(ctx, json.dumps([about]))) == [about]
+
+
+case("records with no instruction and no input, every one (a converter that read the wrong key)", SystemExit,
+     "d.json: no record has an instruction or an input (record 0, line 1, ...): every prompt is Alpaca's template "
+     "alone")(  # (trained the answers with no question to them, exit 0)
+    lambda ctx: run(ctx, data_file=records_file(ctx, json.dumps([{"instruction": "", "input": " ", "output": "2"},
+                                                                 {"instruction": " \n", "output": "3"}] * 10))))
+
+
+@case("records with no instruction and no input, some of them: said, counted", None)
+def _(ctx):
+    records = data.demo_records(20, seed=1)
+    records[5]["instruction"] = records[9]["instruction"] = ""
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--data", records_file(ctx, json.dumps(
+        records, indent=0))))
+    out, err = ctx.capsys.readouterr()
+    assert json.loads(out.strip().split("\n")[-1])["steps"] == 1
+    assert "d.json: 2 of the 20 records have no instruction and no input (the first: record 5, line 27): each " \
+           "trains its output after Alpaca's template alone" in err, err
 
 
 case("--targets with a name no layer has", SystemExit, "--targets v_prj: no linear layer of")(
@@ -1538,6 +1594,21 @@ def _(ctx):  # (was "is a t5, not a causal LM: this task generates or scores tex
     save_pretrained(build_model(T5Config(vocab_size=64, d_model=8, d_kv=2, d_ff=8, num_heads=4)), ctx.tmp / "t5")
     t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)
     E.main(["--task", "perplexity", "--model", str(ctx.tmp / "t5"), "--data", records_file(ctx, "a b c\n", "t.txt")])
+@case("WMT16: a --seq-len that T5's prefix and EOS fill, cutting every English sentence away", SystemExit,
+      "--seq-len 24: T5's prefix 'translate English to Romanian: ' is 31 tokens with this tokenizer: with EOS it fills "
+      "every source cut to 24 tokens")
+def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone; eval.py translates whole sources)
+    (ctx.tmp / "t5").mkdir()
+    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    assert len(tok.sp.encode(data.T5_PREFIX)) == 31                # (sentencepiece itself: no EOS)
+    save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
+                    ctx.tmp / "t5")
+    for split in ("train", "validation"):
+        records_file(ctx, '{"translation": {"en": "one cat", "ro": "o pisica"}}\n' * 8, f"{split}.jsonl")
+    train.main(["--model", str(ctx.tmp / "t5"), "--data", "wmt16-en-ro", "--data-dir", str(ctx.tmp), "--out",
+                str(ctx.tmp / "out"), "--seq-len", "24", "--rank", "4", "--max-steps", "1", "--dtype", "fp32"])
+
+
 @case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
 def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
     records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
@@ -1799,6 +1870,16 @@ def _(ctx):  # (said twice, in two wordings)
     assert [line for line in ctx.capsys.readouterr().out.splitlines() if "earlier run" in line] == [
         f"note: --out {out} holds an earlier run ({out / 'checkpoint'}); this one starts afresh, replacing its "
         "checkpoint at its first save, its log and its result (--resume would go on with that run instead)"]
+
+
+@case("--resume of a run that ended: said that nothing is left to train", None)
+def _(ctx):  # (was an exit 0 that trained no step, "tokens": 0, without a word)
+    run(ctx, "--max-steps", "2")
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "2", "--resume"))
+    out = ctx.capsys.readouterr().out
+    assert json.loads(out.strip().split("\n")[-1])["tokens"] == 0
+    assert f"note: --resume: the checkpoint's run ended at step 2, its last: nothing is left to train (its result is " \
+           f"in {ctx.tmp / 'out' / 'adapter'})" in out, out
 
 
 @case("--resume: a complete bad line just before a torn last one", SystemExit, "metrics.jsonl, line 3 is not a record")
@@ -2827,6 +2908,36 @@ case("GLUE: a header naming a column it reads twice (csv.DictReader keeps the la
      "dev.tsv:1: the header names 'sentence' twice (columns 1 and 3)")(  # (was read as the last, without a word)
     lambda ctx: data.read_glue(records_file(ctx, "sentence\tlabel\tsentence\nit was good\t1\tit was bad\n", "dev.tsv"),
                                "sst2"))
+case("GLUE: a text column empty in every row (a converter that wrote another column's name)", ValueError,
+     "train.tsv: column 'sentence2' is empty in every row (line 2, ...): the classifier would learn GLUE rte from "
+     "the other sentence alone")(  # (trained on [CLS] A [SEP] [SEP], exit 0)
+    lambda ctx: data.read_glue(records_file(ctx, "index\tsentence1\tsentence2\tlabel\n0\ta cat sat\t\tentailment\n"
+                                            "1\tit rained\t \tnot_entailment\n", "train.tsv"), "rte"))
+
+
+@case("GLUE: a text column empty in some rows: read, counted in a note", None)
+def _(ctx):
+    rows = data.read_glue(records_file(ctx, "sentence\tlabel\ngood film\t1\n\t0\nbad plot\t0\n \t1\n", "dev.tsv"),
+                          "sst2")
+    assert rows == [("good film", None, 1), ("", None, 0), ("bad plot", None, 0), (" ", None, 1)]
+    err = ctx.capsys.readouterr().err
+    assert f"note: {ctx.tmp / 'dev.tsv'}: column 'sentence' is empty in 2 of the 4 rows (lines 3, 5)" in err, err
+
+
+case("WMT16: every pair's target its source word for word (one language written twice)", ValueError,
+     "train.en + train.ro: every pair's target is its source, word for word (line 1, ...)")(  # (trained to copy, exit
+    lambda ctx: records_file(ctx, "a cat\nthe sun\nthe dog \n", "train.en") and records_file(  # 0; BLEU 100 by copying)
+        ctx, "a cat\n\nthe dog\n", "train.ro") and data.read_translation(str(ctx.tmp), "train"))
+
+
+@case("WMT16: some pairs the same in both languages (a name, a number): read as pairs", None)
+def _(ctx):
+    records_file(ctx, "".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n" for e, r in [
+        ("Bucharest", "Bucharest"), ("2016", "2016"), ("a cat", "o pisică")]), "train.jsonl")
+    assert data.read_translation(str(ctx.tmp), "train") == [("Bucharest", "Bucharest"), ("2016", "2016"),
+                                                            ("a cat", "o pisică")]
+
+
 case("GLUE: not UTF-8", ValueError, "train.tsv, line 2: not UTF-8 text")(
     lambda ctx: data.read_glue(records_file(ctx, b"index\tsentence1\tsentence2\tlabel\n0\t\xff\tb\tentailment\n",
                                             "train.tsv"), "rte"))

@@ -237,7 +237,7 @@ def t5_task(tmp_path_factory):
 def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_path, capsys):
     model_dir, data_dir = t5_task
     summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
-                                    str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "24",
+                                    str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "48",
                                     "--lr", "5e-2", "--max-steps", "64", "--eval-every", "32", "--log-every", "8",
                                     "--save-every", "0", "--bleu", "4", "--dtype", "fp32"], capsys)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
