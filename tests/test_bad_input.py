@@ -833,6 +833,20 @@ def _(ctx):  # (a LoRA on the freshly drawn pooler: the adapter, which does not 
                      "all-linear"))
 
 
+@case("--resume --patience: the checkpoint's metrics.jsonl deleted, its state.json one that kept no evaluations",
+      SystemExit, "metrics.jsonl is gone, and with it the evaluations --patience 2 counts from")
+def _(ctx):  # (was: --patience counted from zero again, a later early stop than the run's own, no word)
+    more = "--eval-every", "2", "--patience", "2"
+    fault_at_loss_call(ctx.mp, 9, signal.SIGINT)               # a checkpoint at step 5: evaluations at 2 and 4
+    with pytest.raises(SystemExit):
+        run(ctx, *more)
+    undo(ctx)
+    assert [e["step"] for e in json.load(open(ctx.tmp / "out" / "checkpoint" / "state.json"))["evals"]] == [2, 4]
+    edit_json(ctx.tmp / "out" / "checkpoint" / "state.json", evals=KeyError)   # as saved before state.json kept them
+    os.remove(ctx.tmp / "out" / "checkpoint" / "metrics.jsonl")
+    run(ctx, *more, "--resume")
+
+
 case("--patience with no validation set", SystemExit, "--patience 2: there is no validation set to watch")(
     lambda ctx: run(ctx, "--patience", "2", "--val-fraction", "0"))
 case("--val-fraction holding out every record", SystemExit, "or --val-fraction 0.999 held them all out")(
@@ -1050,6 +1064,20 @@ def _(ctx):  # (before export.py wrote gpt2.tiktoken's tokenizer.json, such a ba
         export_main(ctx, "--model", ctx.tmp / "base", "--adapter", ctx.tmp / "adapter", "--out", ctx.tmp / "out")
     finally:
         assert not os.path.exists(ctx.tmp / "out")                        # nothing written
+
+
+case("a folder whose only tokenizer file, gpt2.tiktoken, is cut off (train.py / eval.py read it now)", data.UserError,
+     "gpt2.tiktoken, line 2: not a 'base64 rank' line of tiktoken's format")(
+    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI", "gpt2.tiktoken"))))
+
+
+@case("adapter_config.json: task_type SEQ_CLS onto a causal LM (a classifier's body, no head)", ValueError,
+      "adapter_config.json: task_type 'SEQ_CLS': a sequence classification adapter, trained with a head (classifier "
+      "or score) this model does not have")
+def _(ctx):  # (was loaded without a word: the LM's outputs through a body trained for a classifier)
+    d = small_model(ctx.tmp / "m")
+    save_adapter(apply_lorasp(load_pretrained(d), ["q_proj"], r=2), ctx.tmp / "a", task_type="SEQ_CLS")
+    load_adapter(load_pretrained(d), ctx.tmp / "a")
 
 
 @case("export.py: --out on a full disk (a file-size limit), for the scratch copy and for --out itself", SystemExit,
@@ -2185,6 +2213,26 @@ case("shard index names a missing shard", FileNotFoundError, "shard model-00002-
      "model.safetensors.index.json is missing")(lambda ctx: sharded(ctx, "model-00002-of-00002.safetensors"))
 
 
+def two_shards(ctx, indexed):
+    """The small model's tensors in two shards, the index naming those of the first `indexed` tensors' shard only."""
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(os.path.join(d, "model.safetensors"))
+    os.remove(os.path.join(d, "model.safetensors"))
+    names = sorted(sd)
+    for f, keys in (("model-00001-of-00002.safetensors", names[:2]), ("model-00002-of-00002.safetensors", names[2:])):
+        save_safetensors({k: sd[k] for k in keys}, os.path.join(d, f))
+    json.dump({"weight_map": {k: "model-00001-of-00002.safetensors" for k in names[:indexed]}},
+              open(os.path.join(d, "model.safetensors.index.json"), "w"))
+    return load_pretrained(d)
+
+
+case("shard index leaves out a shard the folder holds", ValueError,  # (was "N tensors missing", naming no file)
+     "model-00002-of-00002.safetensors is in the folder but model.safetensors.index.json does not name it, so it was "
+     "not read (it holds")(lambda ctx: two_shards(ctx, 2))
+case("shard index with an empty weight_map", ValueError,
+     "model.safetensors.index.json: its weight_map is empty, naming no shard to read")(lambda ctx: two_shards(ctx, 0))
+
+
 @case("shard index is not an index", ValueError, "model.safetensors.index.json: not a shard index")
 def _(ctx):
     d = small_model(ctx.tmp / "m")
@@ -2396,6 +2444,25 @@ def _(ctx):
     torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
     (ctx.tmp / "meta" / "params.json").write_text('{"n_layers": 1}')
     load_pretrained(ctx.tmp / "meta")
+
+
+def meta_with(ctx, **more):
+    """A 1-layer Llama 3 in Meta's layout (params.json + consolidated.00.pth) with `more` in its params.json."""
+    import transformers
+    from test_model import write_meta
+    c = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=192, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)
+    write_meta(transformers.LlamaForCausalLM(c), ctx.tmp, n_shards=1, llama3=True)
+    edit_json(ctx.tmp / "params.json", **more)
+    return load_pretrained(ctx.tmp)
+
+
+case("Meta params.json: a Llama 4 key that changes the model (use_qk_norm)", NotImplementedError,
+     "params.json: use_qk_norm = true: Meta's code (llama_models) computes another model with it")(
+    lambda ctx: meta_with(ctx, use_qk_norm=True))  # (was read without it: another model's outputs, no word)
+case("Meta params.json: a key no Meta reader knows (Mistral's sliding_window)", NotImplementedError,
+     "params.json: sliding_window = 4096: a key lorasp does not know")(
+    lambda ctx: meta_with(ctx, sliding_window=4096))
 
 
 def llama_vision_meta(ctx):
