@@ -8,8 +8,8 @@ last.
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name or all-linear among names, one of --model and --data without the other, an unknown GLUE
-  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file, --data the
-  heldout.jsonl the run writes) are argparse's errors;
+  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file or where nothing
+  can be written (checks.unwritable), --data the heldout.jsonl the run writes) are argparse's errors;
   a flag given twice (its last value counts), --threads past the CPUs, a flag given that changes nothing (the
   adapter's with --method full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on
   another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
@@ -44,7 +44,7 @@ import data
 import plan
 from adapter import ALL_LINEAR, all_linear
 from checkpoint import locked
-from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
+from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded, unwritable
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import has_weights
@@ -277,6 +277,8 @@ def parse_args(argv=None):
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         p.error(f"--out {args.out}: {above} is a file, so no folder can be made under it; --out names the run's folder")
+    if problem := unwritable("--out", args.out, args.out):    # (was "[Errno 13] ...: OUT/heldout.jsonl.tmp<pid>"
+        p.error(problem)                                       # once the model had loaded)
     held = os.path.join(args.out, "heldout.jsonl")             # (tasks.save_heldout: replaced at load, then at save)
     if args.data and os.path.isfile(args.data) and os.path.isfile(held) and os.path.samefile(args.data, held):
         p.error(f"--data {args.data}: {held} is the file this run writes the records it holds out to: it would be "

@@ -6,6 +6,7 @@ Fault rows (a kill during a save, a full disk via a small file-size limit, Ctrl-
 left behind resumes to exactly the weights of an uninterrupted run. Everything is local: downloads go to
 tests/fake_hub.py on 127.0.0.1."""
 import base64
+import contextlib
 import dataclasses
 import io
 import json
@@ -353,6 +354,76 @@ def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2
 case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a
 # directory" once the data was read)
+
+@contextlib.contextmanager
+def nothing_writes():
+    """A file-size limit of 0 bytes (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made, not one byte written
+    in it, whoever runs the test (chmod does not stop root; a read-only mount needs privileges to make)."""
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@case("train.py: --out a folder where no file can be written (EFBIG), refused before the model loads", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large" once the model had loaded; a read-only --out: "[Errno 13]
+    os.makedirs(out := ctx.tmp / "out")  # Permission denied: 'OUT/heldout.jsonl.tmp<pid>'", or metrics.jsonl)
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        train.main(flags(ctx.tiny, out))
+    err = ctx.capsys.readouterr().err
+    assert f"error: --out {out}: no file can be written in {out}: File too large (EFBIG); give a folder you can " \
+        "write" in err, err
+    assert os.listdir(out) == []                                       # the probe removed
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("train.py: --out not made yet, under a folder where no file can be written: that folder named, nothing made", 2,
+      "would be made): File too large (EFBIG)")
+def _(ctx):  # (was "error: [Errno 27] File too large", its folders made, once the model had loaded)
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    before = sorted(os.listdir(ctx.tmp))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        train.main(flags(ctx.tiny, ctx.tmp / "runs" / "a"))
+    err = ctx.capsys.readouterr().err
+    assert f"--out {ctx.tmp / 'runs' / 'a'}: no file can be written in {ctx.tmp} (where {ctx.tmp / 'runs' / 'a'} " \
+        "would be made)" in err, err
+    assert sorted(os.listdir(ctx.tmp)) == before                        # no runs/, no probe left
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("export.py: --out beside which no file can be written (EFBIG), refused before --model loads", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large: writing OUT ..." once the base had loaded and spilled)
+    import export
+    ctx.mp.setattr(export, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        export.main(["--model", ctx.tiny[0], "--adapter", str(ctx.shared.checkpoint), "--out", str(ctx.tmp / "m")])
+    err = ctx.capsys.readouterr().err
+    assert f"--out {ctx.tmp / 'm'}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
+    assert set(os.listdir(ctx.tmp)) <= {"cache"}                        # no m, m.lock, spill or probe
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("eval.py --plot: --out where no file can be written (EFBIG): refused, the SVG there kept", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large", the earlier loss.svg cut to 0 bytes)
+    (svg := ctx.tmp / "loss.svg").write_text("<svg>the earlier plot</svg>\n")
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        E.main(["--plot", str(ctx.shared.checkpoint), "--out", str(svg)])
+    err = ctx.capsys.readouterr().err
+    assert f"--out {svg}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
+    assert svg.read_text() == "<svg>the earlier plot</svg>\n"
+    sys.stderr.write(err)
+    raise e.value
+
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
