@@ -21,8 +21,8 @@ last.
   how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
   plan.py's memory plan, the plan printed, a run that cannot fit refused, as is a preset's --model-dir that holds
-  another architecture), `describe` (what trains, against LoRA at
-  the same rank; how many steps) and `summary` (the loop's part of the JSON line a run prints last).
+  another architecture), `describe` (what trains, against LoRA at the same rank; how many steps, and with --epochs
+  what they cover: `covers`) and `summary` (the loop's part of the JSON line a run prints last).
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
 import argparse
@@ -468,8 +468,8 @@ def describe(run):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epoch{'s' * (args.epochs != 1)})"
-        if run.micro and run.micro % args.grad_accum else "") + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {covers(run)})" if run.micro and run.micro %
+        args.grad_accum else f" ({covers(run)})" if covers(run) else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
@@ -479,6 +479,20 @@ def describe(run):
         print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
               f"result is in {weights_dir(args)})")
     return s
+
+
+def covers(run):
+    """What --epochs runs: the epochs, or where they are not whole batches (they are rounded up to them), the batches
+    and examples trained on ("" with --max-steps, or whole batches where the last step is whole)."""
+    if not run.micro:
+        return ""
+    args, batches = run.args, math.ceil(run.examples / (run.args.batch_size * run.world))  # an epoch's, as load's
+    if math.isclose(run.micro, args.epochs * batches):
+        return f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}" if run.micro % args.grad_accum else ""
+    return (f"{run.micro} of the {batches} batches an epoch of {run.examples:,} examples makes, up to "
+            f"{min(run.micro * args.batch_size * run.world, run.examples):,} of them" if run.micro < batches else
+            f"{run.micro} batches, {batches} an epoch of {run.examples:,} examples") + (
+        f": {run.micro / batches:.3g} epochs, --epochs {args.epochs:g} rounded up to whole batches")
 
 
 def summary(run):

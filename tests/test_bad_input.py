@@ -792,6 +792,44 @@ def records_file(ctx, text, name="d.json"):
     return str(ctx.tmp / name)
 
 
+def epochs_run(ctx, records, *more, batch="4"):
+    """train.main on `records` demo records, none held out, `batch` a batch, with --epochs (no --max-steps): what the
+    log says, and the summary."""
+    path = records_file(ctx, json.dumps(data.demo_records(records, seed=1)))
+    args = flags((ctx.tiny[0], path), ctx.tmp / "out", *more)
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    args[args.index("--val-fraction") + 1], args[args.index("--batch-size") + 1] = "0", batch
+    train.main(args)
+    out = ctx.capsys.readouterr().out
+    return out, json.loads(out.strip().splitlines()[-1])
+
+
+@case("--epochs 0.1 on 12 examples: the log says the 1 batch of 3 it runs (0.333 epochs), not '0.1 epochs'", None)
+def _(ctx):  # (was "1 step of 4 x 2 sequences (the last 1 x 4: 0.1 epochs)": 4 of the 12 examples; with --grad-accum
+    # 1, nothing said)
+    for accum, last in (("2", "the last 1 x 4: "), ("1", "")):
+        out, s = epochs_run(ctx, 12, "--epochs", "0.1", "--grad-accum", accum)
+        assert s["steps"] == 1                                             # ceil(0.1 x ceil(12 / 4)) batches: 1
+        assert f"; 1 step of 4 x {accum} sequences ({last}1 of the 3 batches an epoch of 12 examples makes, up to 4 " \
+            "of them: 0.333 epochs, --epochs 0.1 rounded up to whole batches)," in out, out.splitlines()[:8]
+        shutil.rmtree(ctx.tmp / "out")
+
+
+@case("--epochs 1.1 on 50 batches an epoch: 55 batches run (1.1 x 50 is 55.00000000000001 in floats), not 56", None)
+def _(ctx):  # (was 56 micro-batches, "56 steps of 1 x 1 sequences": the ceiling of the float product)
+    class Described(Exception):
+        pass
+
+    def described(run):                                                # what the run would do, then no step of it
+        print(f"total {run.total} micro {run.micro}")
+        raise Described
+    ctx.mp.setattr(train, "describe", described)
+    with pytest.raises(Described):
+        epochs_run(ctx, 50, "--epochs", "1.1", "--grad-accum", "1", batch="1")
+    said = [line for line in ctx.capsys.readouterr().out.splitlines() if line.startswith("total ")]
+    assert said == ["total 55 micro 55"], said
+
+
 case("empty dataset", SystemExit, "no training examples")(
     lambda ctx: run(ctx, data_file=records_file(ctx, "[]")))
 case("every record cut away by --seq-len", SystemExit, "no training examples")(
