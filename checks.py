@@ -10,7 +10,9 @@ is read.
   (--targets, --subjects, --plot: the first ones would be dropped), noted for the rest. `unexpanded(parser, args,
   flags)`: a path that begins with a `~` the shell left alone (`--out=~/runs`, a quoted "~/x"), or with a set
   variable it left alone ('$HOME/runs' in single quotes, a config file's "${SCRATCH}/x"), refused: it named a folder
-  `~` or `$HOME` in the current one.
+  `~` or `$HOME` in the current one. `unwritable(flag, value, folder)`: an output folder (or its nearest existing
+  parent) where a probe file cannot be made, written and removed (read-only, another user's, full), refused at parse
+  time with the OS's reason, not once the model has loaded.
 - `check_model(name)`: --model names a checkpoint folder, a .gguf file or a preset; `not_a_model`: the error for an
   adapter or a train.py run's folder given as --model (what to give instead); `check_preset_folder`: a preset's
   --model-dir holds that preset's architecture.
@@ -24,10 +26,12 @@ is read.
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse
+import errno
 import json
 import math
 import os
 import sys
+import tempfile
 
 from configs import PRESETS, check_window, positions
 from data import UserError
@@ -110,6 +114,30 @@ def unexpanded(parser, args, flags):
                 parser.error(f"{flag} {v}: the shell did not expand {head} (it does not inside single quotes): write "
                              f"{flag} {os.path.expandvars(head)}{v[len(head):]} (or ./{v} for a folder named '{head}' "
                              "here)")
+
+
+def unwritable(flag, value, folder):
+    """The error for a `folder` (its nearest existing parent if it is not made yet) in which no file can be made,
+    written and removed, as the command will (a read-only mount, a folder of another user, a full disk, a file-size
+    limit): said at parse time, before a weight loads, with the OS's reason; None if one can. A probe, not os.access,
+    which answers yes to root and can be wrong on network file systems; nothing is left behind (`folder` not made)."""
+    there = os.path.abspath(folder)
+    while not os.path.exists(there):
+        there = os.path.dirname(there)
+    if not os.path.isdir(there):                               # (a file on the way: the callers' own errors say so)
+        return None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lorasp-probe-", dir=there)
+        try:
+            os.write(fd, b"\n")                                # (a file-size limit or a full disk: at the first byte)
+        finally:
+            os.close(fd)
+            os.remove(probe)
+    except OSError as e:
+        return (f"{flag} {value}: no file can be written in {there}" + (
+            f" (where {os.path.abspath(folder)} would be made)" if there != os.path.abspath(folder) else "") +
+            f": {e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); give a folder you can write")
+    return None
 
 
 def no_effect(flags, why="", file=None):

@@ -8,8 +8,8 @@ last.
   are the defaults, still overridable (and yielding: --epochs given beats REAL_DEMO's --max-steps, --method full its
   NF4); contradictions (--method full with --quant nf4, --method lora with --keep, --exact-match with nothing held
   out, an empty --targets name or all-linear among names, one of --model and --data without the other, an unknown GLUE
-  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file, --data the
-  heldout.jsonl the run writes) are argparse's errors;
+  task, --targets given twice, a path beginning with a ~ the shell left, an --out under a file or where nothing
+  can be written (checks.unwritable), --data the heldout.jsonl the run writes) are argparse's errors;
   a flag given twice (its last value counts), --threads past the CPUs, a flag given that changes nothing (the
   adapter's with --method full, LoRA-SP's where every entry trains, --epochs beside --max-steps, a task's flags on
   another task, --patience no evaluation can reach, --model-dir and --download beside a --model that is not a preset)
@@ -21,8 +21,8 @@ last.
   how to resume an interrupted run).
 - What train.py's run says: `plan_memory` (before any weight is read: --quant/--checkpointing auto settled from
   plan.py's memory plan, the plan printed, a run that cannot fit refused, as is a preset's --model-dir that holds
-  another architecture), `describe` (what trains, against LoRA at
-  the same rank; how many steps) and `summary` (the loop's part of the JSON line a run prints last).
+  another architecture), `describe` (what trains, against LoRA at the same rank; how many steps, and with --epochs
+  what they cover: `covers`) and `summary` (the loop's part of the JSON line a run prints last).
 train.py imports these (train.parse_args, train.outputs, as before); `python train.py --help` prints every flag.
 """
 import argparse
@@ -44,7 +44,7 @@ import data
 import plan
 from adapter import ALL_LINEAR, all_linear
 from checkpoint import locked
-from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded
+from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded, unwritable
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import has_weights
@@ -277,6 +277,8 @@ def parse_args(argv=None):
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         p.error(f"--out {args.out}: {above} is a file, so no folder can be made under it; --out names the run's folder")
+    if problem := unwritable("--out", args.out, args.out):    # (was "[Errno 13] ...: OUT/heldout.jsonl.tmp<pid>"
+        p.error(problem)                                       # once the model had loaded)
     held = os.path.join(args.out, "heldout.jsonl")             # (tasks.save_heldout: replaced at load, then at save)
     if args.data and os.path.isfile(args.data) and os.path.isfile(held) and os.path.samefile(args.data, held):
         p.error(f"--data {args.data}: {held} is the file this run writes the records it holds out to: it would be "
@@ -466,8 +468,8 @@ def describe(run):
         f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
-        f" (the last {run.micro % args.grad_accum} x {run.batch}: {args.epochs:g} epoch{'s' * (args.epochs != 1)})"
-        if run.micro and run.micro % args.grad_accum else "") + (
+        f" (the last {run.micro % args.grad_accum} x {run.batch}: {covers(run)})" if run.micro and run.micro %
+        args.grad_accum else f" ({covers(run)})" if covers(run) else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
@@ -477,6 +479,20 @@ def describe(run):
         print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
               f"result is in {weights_dir(args)})")
     return s
+
+
+def covers(run):
+    """What --epochs runs: the epochs, or where they are not whole batches (they are rounded up to them), the batches
+    and examples trained on ("" with --max-steps, or whole batches where the last step is whole)."""
+    if not run.micro:
+        return ""
+    args, batches = run.args, math.ceil(run.examples / (run.args.batch_size * run.world))  # an epoch's, as load's
+    if math.isclose(run.micro, args.epochs * batches):
+        return f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}" if run.micro % args.grad_accum else ""
+    return (f"{run.micro} of the {batches} batches an epoch of {run.examples:,} examples makes, up to "
+            f"{min(run.micro * args.batch_size * run.world, run.examples):,} of them" if run.micro < batches else
+            f"{run.micro} batches, {batches} an epoch of {run.examples:,} examples") + (
+        f": {run.micro / batches:.3g} epochs, --epochs {args.epochs:g} rounded up to whole batches")
 
 
 def summary(run):

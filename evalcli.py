@@ -6,7 +6,8 @@ another task's head are said).
 
 - `parse_args(argv)`: (args, the flags argv gave), checked; argparse's own errors (a value out of range, --task
   without --model, perplexity without --data, --subjects or --plot given twice, a path beginning with a ~ the shell
-  left) exit with status 2, a flag the task does not read or given twice prints a note.
+  left, a --plot --out where nothing can be written) exit with status 2, a flag the task does not read or given twice
+  prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
   task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
@@ -35,7 +36,7 @@ import torch
 from checkpoint import files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
-                    unexpanded)  # (F401: evalcli.not_a_model, as before)
+                    unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
 from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
                   perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
                   tokenizer_changes, tokenizer_files, tokenizer_unchecked)
@@ -112,6 +113,8 @@ def parse_args(argv=None):
     if args.plot:                                              # --plot draws, and evaluates nothing
         no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
                   "nothing)")
+        if problem := unwritable("--out", args.out, os.path.dirname(os.path.abspath(args.out))):  # (was an SVG cut
+            ap.error(problem)                                  # to 0 bytes by a full disk, the earlier one lost)
     if args.plot or not args.task:                             # (no --task: the metrics' demonstration)
         return args, given
     if not args.model:

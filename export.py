@@ -43,7 +43,7 @@ import torch.nn as nn
 from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
-from checks import repeated, run_folder, unexpanded
+from checks import repeated, run_folder, unexpanded, unwritable
 from data import BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
@@ -382,12 +382,12 @@ def main(argv=None):
                     help="the weights' dtype (default: the base's, as load_pretrained reads it; a GGUF's: fp32)")
     ap.add_argument("--shard-size", type=shard_size, default="5GB",
                     help="the most bytes in one safetensors file, as transformers' max_shard_size (default 5GB)")
-    ap.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
-                    help="replace a non-empty --out")
-    argv = sys.argv[1:] if argv is None else argv
-    args = ap.parse_args(argv)
+    ap.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="replace a non-empty --out")
+    args = ap.parse_args(argv := sys.argv[1:] if argv is None else argv)
     repeated(ap, argv)                                         # argparse keeps the last, without a word
     unexpanded(ap, args, ["--model", "--adapter", "--out"])    # (--out=~/merged: a folder ./~/merged)
+    if problem := unwritable("--out", args.out, os.path.dirname(os.path.abspath(args.out))):  # OUT.lock, OUT.tmp
+        ap.error(problem)  # and the spill go beside OUT (was "[Errno 27] File too large" once --model had loaded)
     try:
         with one_writer(args.out, "export.py"):               # (two into one --out: one's files in the other's)
             export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)

@@ -108,6 +108,7 @@ class Run:
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
     micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
+    examples: int = 0                              # the training examples (DDP: all ranks')
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
     sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
@@ -338,8 +339,8 @@ def load(run):
     run.step, run.losses = state["step"], state.get("losses", [])  # (the next progress line's mean: the steps' since
     # the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
-    batches = math.ceil(len(train_ex) / (args.batch_size * run.world))  # per epoch; under DDP, all ranks' at once
-    run.micro = None if args.max_steps else math.ceil(args.epochs * batches)  # --epochs: the last step may be short
+    run.examples, batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))  # an epoch's
+    run.micro = None if args.max_steps else math.ceil(round(args.epochs * batches, 9))  # (1.1 x 10: 11.000000000000002)
     run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths

@@ -6,6 +6,7 @@ Fault rows (a kill during a save, a full disk via a small file-size limit, Ctrl-
 left behind resumes to exactly the weights of an uninterrupted run. Everything is local: downloads go to
 tests/fake_hub.py on 127.0.0.1."""
 import base64
+import contextlib
 import dataclasses
 import io
 import json
@@ -353,6 +354,76 @@ def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2
 case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a
 # directory" once the data was read)
+
+@contextlib.contextmanager
+def nothing_writes():
+    """A file-size limit of 0 bytes (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made, not one byte written
+    in it, whoever runs the test (chmod does not stop root; a read-only mount needs privileges to make)."""
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@case("train.py: --out a folder where no file can be written (EFBIG), refused before the model loads", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large" once the model had loaded; a read-only --out: "[Errno 13]
+    os.makedirs(out := ctx.tmp / "out")  # Permission denied: 'OUT/heldout.jsonl.tmp<pid>'", or metrics.jsonl)
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        train.main(flags(ctx.tiny, out))
+    err = ctx.capsys.readouterr().err
+    assert f"error: --out {out}: no file can be written in {out}: File too large (EFBIG); give a folder you can " \
+        "write" in err, err
+    assert os.listdir(out) == []                                       # the probe removed
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("train.py: --out not made yet, under a folder where no file can be written: that folder named, nothing made", 2,
+      "would be made): File too large (EFBIG)")
+def _(ctx):  # (was "error: [Errno 27] File too large", its folders made, once the model had loaded)
+    ctx.mp.setattr(train, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    before = sorted(os.listdir(ctx.tmp))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        train.main(flags(ctx.tiny, ctx.tmp / "runs" / "a"))
+    err = ctx.capsys.readouterr().err
+    assert f"--out {ctx.tmp / 'runs' / 'a'}: no file can be written in {ctx.tmp} (where {ctx.tmp / 'runs' / 'a'} " \
+        "would be made)" in err, err
+    assert sorted(os.listdir(ctx.tmp)) == before                        # no runs/, no probe left
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("export.py: --out beside which no file can be written (EFBIG), refused before --model loads", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large: writing OUT ..." once the base had loaded and spilled)
+    import export
+    ctx.mp.setattr(export, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        export.main(["--model", ctx.tiny[0], "--adapter", str(ctx.shared.checkpoint), "--out", str(ctx.tmp / "m")])
+    err = ctx.capsys.readouterr().err
+    assert f"--out {ctx.tmp / 'm'}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
+    assert set(os.listdir(ctx.tmp)) <= {"cache"}                        # no m, m.lock, spill or probe
+    sys.stderr.write(err)
+    raise e.value
+
+
+@case("eval.py --plot: --out where no file can be written (EFBIG): refused, the SVG there kept", 2,
+      "no file can be written in ")
+def _(ctx):  # (was "error: [Errno 27] File too large", the earlier loss.svg cut to 0 bytes)
+    (svg := ctx.tmp / "loss.svg").write_text("<svg>the earlier plot</svg>\n")
+    with nothing_writes(), pytest.raises(SystemExit) as e:
+        E.main(["--plot", str(ctx.shared.checkpoint), "--out", str(svg)])
+    err = ctx.capsys.readouterr().err
+    assert f"--out {svg}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
+    assert svg.read_text() == "<svg>the earlier plot</svg>\n"
+    sys.stderr.write(err)
+    raise e.value
+
 
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
@@ -719,6 +790,44 @@ def _(ctx):
 def records_file(ctx, text, name="d.json"):
     (ctx.tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(ctx.tmp / name)
+
+
+def epochs_run(ctx, records, *more, batch="4"):
+    """train.main on `records` demo records, none held out, `batch` a batch, with --epochs (no --max-steps): what the
+    log says, and the summary."""
+    path = records_file(ctx, json.dumps(data.demo_records(records, seed=1)))
+    args = flags((ctx.tiny[0], path), ctx.tmp / "out", *more)
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    args[args.index("--val-fraction") + 1], args[args.index("--batch-size") + 1] = "0", batch
+    train.main(args)
+    out = ctx.capsys.readouterr().out
+    return out, json.loads(out.strip().splitlines()[-1])
+
+
+@case("--epochs 0.1 on 12 examples: the log says the 1 batch of 3 it runs (0.333 epochs), not '0.1 epochs'", None)
+def _(ctx):  # (was "1 step of 4 x 2 sequences (the last 1 x 4: 0.1 epochs)": 4 of the 12 examples; with --grad-accum
+    # 1, nothing said)
+    for accum, last in (("2", "the last 1 x 4: "), ("1", "")):
+        out, s = epochs_run(ctx, 12, "--epochs", "0.1", "--grad-accum", accum)
+        assert s["steps"] == 1                                             # ceil(0.1 x ceil(12 / 4)) batches: 1
+        assert f"; 1 step of 4 x {accum} sequences ({last}1 of the 3 batches an epoch of 12 examples makes, up to 4 " \
+            "of them: 0.333 epochs, --epochs 0.1 rounded up to whole batches)," in out, out.splitlines()[:8]
+        shutil.rmtree(ctx.tmp / "out")
+
+
+@case("--epochs 1.1 on 50 batches an epoch: 55 batches run (1.1 x 50 is 55.00000000000001 in floats), not 56", None)
+def _(ctx):  # (was 56 micro-batches, "56 steps of 1 x 1 sequences": the ceiling of the float product)
+    class Described(Exception):
+        pass
+
+    def described(run):                                                # what the run would do, then no step of it
+        print(f"total {run.total} micro {run.micro}")
+        raise Described
+    ctx.mp.setattr(train, "describe", described)
+    with pytest.raises(Described):
+        epochs_run(ctx, 50, "--epochs", "1.1", "--grad-accum", "1", batch="1")
+    said = [line for line in ctx.capsys.readouterr().out.splitlines() if line.startswith("total ")]
+    assert said == ["total 55 micro 55"], said
 
 
 case("empty dataset", SystemExit, "no training examples")(
