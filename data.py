@@ -733,15 +733,64 @@ def sentencepiece_model(pieces, scores, types, unigram, byte_fallback=False, add
         3, add_dummy_prefix) + field(4, remove_extra_whitespaces) + field(5, True))
 
 
+def sentencepiece_settings(proto):
+    """What a sentencepiece ModelProto's bytes say of how it encodes (read by hand: sentencepiece_model's wire format,
+    a field given twice the last one wins, as protobuf merges): model_type (1 unigram, the default; 2 BPE),
+    add_dummy_prefix, remove_extra_whitespaces (both default true), the normalizer's precompiled charsmap, and the
+    user-defined pieces (type 4, which sentencepiece matches whole in text)."""
+    def fields(b):
+        i = 0
+        while i < len(b):
+            key, i = varint(b, i)
+            if key & 7 == 0:
+                value, i = varint(b, i)
+            elif key & 7 == 2:
+                n, i = varint(b, i)
+                value, i = b[i:i + n], i + n
+            else:                                              # 1: 8 bytes, 5: 4 bytes (a score)
+                value, i = None, i + (8 if key & 7 == 1 else 4)
+            yield key >> 3, value
+
+    def varint(b, i):
+        n = shift = 0
+        while True:
+            n, i, shift = n | (b[i] & 0x7F) << shift, i + 1, shift + 7
+            if b[i - 1] < 0x80:
+                return n, i
+    out = dict(model_type=1, add_dummy_prefix=True, remove_extra_whitespaces=True, charsmap=b"", user_defined=[])
+    names = {(2, 3): "model_type", (3, 2): "charsmap", (3, 3): "add_dummy_prefix", (3, 4): "remove_extra_whitespaces"}
+    for number, value in fields(proto):
+        if number == 1:                                        # a piece: piece 1, score 2, type 3 (1: normal)
+            piece = dict(fields(value))
+            if piece.get(3) == 4:
+                out["user_defined"].append(piece[1].decode("utf-8", errors="surrogateescape"))
+        elif number in (2, 3):
+            out |= {names[number, k]: v for k, v in fields(value) if (number, k) in names}
+    return out | {k: bool(out[k]) for k in ("add_dummy_prefix", "remove_extra_whitespaces")}
+
+
 def metaspace_bpe(t):
     """Whether a BPE tokenizer.json is sentencepiece's BPE as transformers writes it (Llama's, Mistral's: what
     transformers 5 saves with no tokenizer.model): Metaspace ("▁" for spaces, the prefix once or before each text), or
     the older form, normalizers Prepend("▁") then Replace(" ", "▁"); returns "first", "always" or "prepend" (that
-    normalizer: "▁" before each text, even one that starts with a space), or None."""
+    normalizer: "▁" before each text, even one that starts with a space), or None. sentencepiece_tokenizer_json's
+    three Metaspace steps (what lorasp writes beside a tokenizer.model, as transformers saves it again): "prepend"
+    (Phi-3's), "spm first" (the "▁" before the first text, even one that starts with a space) or "spm legacy" (that,
+    and before each later text that does not)."""
     pre, norm = t.get("pre_tokenizer") or {}, t.get("normalizer") or {}
+    if pre.get("type") == "Sequence" and len(pre.get("pretokenizers") or []) == 1:  # (transformers 5's, one step)
+        pre = pre["pretokenizers"][0]
     if pre.get("type") == "Metaspace" and pre.get("replacement", "▁") == "▁" and not norm and not pre.get("split"):
         scheme = pre.get("prepend_scheme", "always" if pre.get("add_prefix_space", True) else "never")
         return scheme if scheme in ("first", "always") else None
+    if pre.get("type") == "Sequence" and not norm:
+        steps = [(s.get("type"), s.get("replacement"), s.get("prepend_scheme"), s.get("split")) for s in
+                 pre.get("pretokenizers") or []]
+        forms = {("never", "always", "never"): "prepend", ("never", "first", "never"): "spm first",
+                 ("never", "first", "always"): "spm legacy"}
+        if [s[:2] for s in steps] == [("Metaspace", "▁"), ("Metaspace", " "), ("Metaspace", "▁")] and not any(
+                s[3] for s in steps):
+            return forms.get(tuple(s[2] for s in steps))
     steps = norm.get("normalizers") or [] if norm.get("type") == "Sequence" else [norm]
     return "prepend" if not pre and [s.get("type") for s in steps] == ["Prepend", "Replace"] and steps[0].get(
         "prepend") == "▁" and steps[1].get("pattern") == {"String": " "} and steps[1].get("content") == "▁" else None
@@ -776,8 +825,8 @@ def sentencepiece_json(t, path):
     scheme = metaspace_bpe(t)
     tok = SentencePieceTokenizer(path, proto=sentencepiece_model(
         pieces, [-float(made.get(p, 0)) if p in made else 0.0 for p in pieces], types, False, fallback),
-        added={p: a["id"] for p, a in added.items()}, prefix_each=scheme != "first")
-    tok.prepend, tok.metaspace, tok.flags = scheme == "prepend", scheme != "prepend", strip_flags(
+        added={p: a["id"] for p, a in added.items()}, prefix_each=scheme not in ("first", "spm first"))
+    tok.prepend, tok.metaspace, tok.flags = scheme == "prepend", scheme in ("first", "always"), strip_flags(
         t.get("added_tokens", []))
     return tok
 
@@ -946,7 +995,8 @@ def write_tokenizer_config(directory, tok, tokenizer_class, unk=None, pad=True, 
 
 def save_tokenizer(tok, directory, **config):
     """A GGUF's tokenizer as files load_tokenizer and transformers read back to the same ids (a model saved from a
-    .gguf is then a checkpoint of its own): sentencepiece's as tokenizer.model, byte-level BPE's as tokenizer.json;
+    .gguf is then a checkpoint of its own): sentencepiece's as tokenizer.model and, for transformers, a tokenizer.json
+    of the same ids (sentencepiece_tokenizer_json; else a note), byte-level BPE's as tokenizer.json;
     tokenizer_config.json names BOS/EOS/PAD and whether texts get them (config: write_tokenizer_config's arguments
     over these; hf_tokenizer's); config.json (if there) their ids."""
     if type(tok) not in (BPETokenizer, SentencePieceTokenizer):  # (the others: read from files, saved as copies)
@@ -954,9 +1004,11 @@ def save_tokenizer(tok, directory, **config):
     token = token_name(tok)
     names = {k: name for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id), ("pad", tok.pad_id))
              if i is not None and (name := token(i)) is not None}
-    if type(tok) is SentencePieceTokenizer:
+    spm, t = type(tok) is SentencePieceTokenizer, None
+    if spm:
         with atomic_write(os.path.join(directory, "tokenizer.model")) as f:
             f.write(tok.sp.serialized_model_proto())
+        t = sentencepiece_json_or_note(tok, directory)
     else:
         digits, pattern = tok.split_digits, tok.pattern
         if digits and pattern != GPT2_PATTERN:
@@ -984,13 +1036,14 @@ def save_tokenizer(tok, directory, **config):
                            end_of_word_suffix=None, fuse_unk=False, byte_fallback=False, ignore_merges=True,
                            vocab=tok.vocab, merges=[list(m) for m in tok.merges])}  # (ignore: a pre-token in the
         # vocabulary is one token, as tiktoken takes it here and Llama 3's tokenizer.json says: Llama 3's " Việt")
-        with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
+    if t is not None:                                     # (sentencepiece's: beside the tokenizer.model lorasp and
+        with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:  # llama.cpp's converter read)
             json.dump(t, f, ensure_ascii=False)
-    spm = type(tok) is SentencePieceTokenizer
-    write_tokenizer_config(directory, tok, **dict(tokenizer_class="LlamaTokenizer" if spm else
-                                                  "PreTrainedTokenizerFast", legacy=tok.prefix_each if spm else None,
-                                                  unk=tok.sp.unk_id() if spm else None) | config)  # (a GGUF's legacy
-    # false: no "▁" after </s>)
+    write_tokenizer_config(directory, tok, **dict(tokenizer_class="LlamaTokenizer" if t is None else
+                                                  "PreTrainedTokenizerFast", legacy=tok.prefix_each if t is None else
+                                                  None, unk=tok.sp.unk_id() if spm else None) | config)
+    # (tokenizer.json decides where there is one: transformers' fast tokenizer; else a GGUF's legacy false: no "▁"
+    # after </s>)
     if os.path.exists(path := os.path.join(directory, "config.json")):
         ids = {f"{k}_token_id": getattr(tok, f"{k}_id") for k in names}
         with atomic_write(path, "w") as f:
@@ -1001,13 +1054,28 @@ def llama_tokenizer_config(tok, directory):
     """A checkpoint folder whose tokenizer is a tokenizer.model alone (Meta's layout, the demo's model; a
     generation_config.json, which says nothing of the tokenizer, may be beside it): transformers' AutoTokenizer would
     add no BOS. A Llama's or Mistral's (config.json's model_type: transformers builds a LlamaTokenizer, not a T5's)
-    gets a tokenizer_config.json saying what ours does. export.py's DIR and train.py --method full's OUT/model."""
+    gets a tokenizer_config.json saying what ours does, and a tokenizer.json of sentencepiece's ids (transformers 5's
+    LlamaTokenizer on the model alone departs from them). export.py's DIR and train.py --method full's OUT/model."""
     present = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
     config = os.path.join(directory, "config.json")
     kind = read_json(config).get("model_type") if os.path.isfile(config) else None
     if present == ["tokenizer.model"] and type(tok) is SentencePieceTokenizer and kind in ("llama", "mistral"):
-        write_tokenizer_config(directory, tok, "LlamaTokenizer", unk=tok.sp.unk_id(), pad=False,
-                               legacy=tok.prefix_each)  # ("▁" after </s> as ours: transformers 5 assumes none)
+        if (t := sentencepiece_json_or_note(tok, directory)) is not None:  # (transformers' LlamaTokenizer on the
+            with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:  # model alone: other ids for
+                json.dump(t, f, ensure_ascii=False)     # " a" and runs of spaces)
+        write_tokenizer_config(directory, tok, "LlamaTokenizer" if t is None else "PreTrainedTokenizerFast",
+                               unk=tok.sp.unk_id(), pad=False, legacy=tok.prefix_each if t is None else None)
+        # (legacy: "▁" after </s> as ours; transformers 5 assumes none)
+
+
+def sentencepiece_json_or_note(tok, directory):
+    """sentencepiece_tokenizer_json(tok), or None with a note that transformers reads directory's tokenizer.model
+    alone, to ids that may differ from the run's."""
+    try:
+        return sentencepiece_tokenizer_json(tok)
+    except NotImplementedError as e:
+        print(f"note: {directory}: {e}; transformers reads its tokenizer.model alone, and may give other ids than "
+              "lorasp and sentencepiece on a text that starts with a space or holds a run of spaces", file=sys.stderr)
 
 
 def tokenizer_files(path, name=None):
@@ -1069,7 +1137,8 @@ def added_tokens(directory):
         t = read_json(f("tokenizer.json"))
         pre = t.get("pre_tokenizer") or {}
         steps = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]  # (hf_tokenizer's: 3 steps)
-        once = any(s.get("type") == "Metaspace" and s.get("prepend_scheme") == "first" for s in steps)
+        schemes = [s.get("prepend_scheme") for s in steps if s.get("type") == "Metaspace"]
+        once = "first" in schemes and "always" not in schemes  # (sentencepiece_tokenizer_json's legacy: both)
         added = t.get("added_tokens", [])
         return {a["content"]: a["id"] for a in added}, not once, strip_flags(added)
     config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
@@ -1316,25 +1385,34 @@ def tiktoken_gpt2(path):
                         [(show(a), show(b)) for a, b in merges])
 
 
-def sentencepiece_tokenizer_json(tok, meta):
-    """A GGUF's sentencepiece BPE ("llama": pieces, scores, types; meta its metadata) as the tokenizers library's
-    tokenizer.json: each piece's merges (every split into two pieces) ranked by its score, highest first
-    (sentencepiece joins the adjacent pair whose piece scores highest), byte fallback, the control, unknown and
-    user-defined pieces added tokens. The "▁" prefix as lorasp puts it: before the text even where it starts with a
-    space (HF's Metaspace alone adds none there), after an added token only where prepend (Phi-3). So three Metaspace
-    steps: spaces to "▁", a " " before the first text (or each), that " " to "▁"."""
+def sentencepiece_tokenizer_json(tok):
+    """A sentencepiece BPE tokenizer as lorasp reads it (a GGUF's "llama" pieces, scores and types, or a
+    tokenizer.model) as the tokenizers library's tokenizer.json: each piece's merges (every split into two pieces)
+    ranked by its score, highest first, ties by id (sentencepiece joins the adjacent pair whose piece scores highest),
+    byte fallback, the control, unknown and user-defined pieces added tokens. The "▁" prefix as lorasp puts it: before
+    the text even where it starts with a space (HF's Metaspace alone adds none there), after an added token where
+    prepend (Phi-3), or, in legacy mode (prefix_each), where that text does not start with a space. So Metaspace
+    steps: spaces to "▁", a " " before the first text (or each), that " " to "▁" (or, legacy, a "▁" before each
+    text that has none). Another sentencepiece model (Unigram, a normalizer, extra whitespace removed, user-defined
+    pieces lorasp does not match whole): NotImplementedError, saying which."""
     sp, n = tok.sp, tok.sp.get_piece_size()
-    if type(tok) is not SentencePieceTokenizer or meta.get("tokenizer.ggml.model") != "llama" or tok.metaspace or \
-            tok.prefix_each != tok.prepend or meta.get("tokenizer.ggml.remove_extra_whitespaces"):
-        raise NotImplementedError("a sentencepiece tokenizer other than a GGUF's BPE (\"llama\") as lorasp reads it")
+    spec = sentencepiece_settings(sp.serialized_model_proto()) if type(tok) is SentencePieceTokenizer else {}
+    unlike = [why for why, bad in (
+        ("a Unigram model", spec.get("model_type") != 2), ("a normalizer's charsmap", spec.get("charsmap")),
+        ("remove_extra_whitespaces", spec.get("remove_extra_whitespaces")), ("a tokenizer.json's Metaspace", getattr(
+            tok, "metaspace", False)), ("prepend without legacy", tok.prepend and not tok.prefix_each),
+        ("user-defined pieces not matched whole", set(spec.get("user_defined", [])) - set(tok.added))) if bad]
+    if type(tok) is not SentencePieceTokenizer or unlike:
+        raise NotImplementedError(f"a sentencepiece tokenizer other than sentencepiece's BPE as lorasp reads it ("
+                                  f"{', '.join(unlike) or type(tok).__name__}): no tokenizer.json written for it")
     pieces = [sp.id_to_piece(i) for i in range(n)]
     score = {p: sp.get_score(i) for i, p in enumerate(pieces)   # (the pieces a merge may make or join)
              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.is_byte(i) or p in tok.added)}
     merges = sorted((-s, i, p[:k], p[k:]) for i, (p, s) in enumerate(score.items()) for k in range(1, len(p))
                     if p[:k] in score and p[k:] in score)
     step = lambda r, scheme: dict(type="Metaspace", replacement=r, prepend_scheme=scheme, split=False)  # noqa: E731
-    pre = [step("▁", "never")] + [step(" ", "always" if tok.prepend else "first"), step("▁", "never")] * (
-        meta.get("tokenizer.ggml.add_space_prefix", True) is not False)
+    pre = [step("▁", "never")] + [step(" ", "always" if tok.prepend else "first"), step(
+        "▁", "always" if tok.prefix_each and not tok.prepend else "never")] * spec["add_dummy_prefix"]
     marks = {k: sp.id_to_piece(i) for k, i in (("bos", tok.bos_id), ("eos", tok.eos_id))
              if i is not None and getattr(tok, f"add_{k}")}    # (encode_pair's: [<s>] A [</s>] [<s>] B [</s>])
     mark = lambda k, t: [dict(SpecialToken=dict(id=marks[k], type_id=t))] if k in marks else []  # noqa: E731
@@ -1365,13 +1443,10 @@ def hf_tokenizer(tok, directory, gguf=None):
     kind = meta.get("tokenizer.ggml.model", "gpt2")
     if not (type(tok) is BPETokenizer and kind == "gpt2" or type(tok) is SentencePieceTokenizer and kind == "llama"):
         raise NotImplementedError(f"a {kind} tokenizer ({type(tok).__name__})")
-    t = sentencepiece_tokenizer_json(tok, meta) if kind == "llama" else None  # (before anything is written)
+    if kind == "llama":
+        sentencepiece_tokenizer_json(tok)                 # (refused before anything is written)
     unk = tok.sp.unk_id() if kind == "llama" else meta.get("tokenizer.ggml.unknown_token_id")
-    save_tokenizer(tok, directory, tokenizer_class="PreTrainedTokenizerFast", legacy=None, unk=unk)  # (tokenizer.json
-    # decides: transformers' fast tokenizer)
-    if t is not None:                                     # beside the tokenizer.model lorasp and llama.cpp read
-        with atomic_write(os.path.join(directory, "tokenizer.json"), "w") as f:
-            json.dump(t, f, ensure_ascii=False)
+    save_tokenizer(tok, directory, unk=unk)               # (a sentencepiece BPE's tokenizer.json too)
     if isinstance(template := meta.get("tokenizer.chat_template"), str):
         with atomic_write(os.path.join(directory, "chat_template.jinja"), "w") as f:
             f.write(template)

@@ -19,8 +19,9 @@ import transformers
 import checkpoint as C
 import data
 import model as M
+import train
 from fetch_real import path
-from fixtures import random_params
+from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import merge_lorasp, save_adapter
 from test_export import convert_hf_to_gguf, run, trained
 from test_gguf import llama_cpp_layout, llama_meta, write
@@ -198,6 +199,38 @@ def test_a_base_with_gpt2_tiktoken_alone_exports_a_tokenizer_of_gpt2s_ids(tmp_pa
         "again (damaged or cut off?); fetch it again") and not os.path.exists(tmp_path / "cut")
 
 
+@pytest.mark.parametrize("how", ["export.py", "--method full"])
+def test_a_tokenizer_model_alone_is_saved_with_a_tokenizer_json_of_the_runs_ids(tiny, tmp_path, how):  # noqa: F811
+    """A Llama whose tokenizer is a tokenizer.model alone (the demo's; Meta's layout), exported or trained with
+    --method full: the folder held that tokenizer.model and a tokenizer_config.json, which transformers 5's
+    LlamaTokenizer reads to other ids than sentencepiece's on " a leading space" and runs of spaces. Now a
+    tokenizer.json beside it: AutoTokenizer gives lorasp's ids of the base (sentencepiece's), lorasp reads the folder
+    back to them, so does the tokenizer.json transformers saves of it, and llama.cpp's convert_hf_to_gguf.py (which
+    reads the tokenizer.model) makes a GGUF of them on texts without special tokens."""
+    base = data.load_tokenizer(tiny[0])
+    if how == "export.py":
+        save_adapter(trained(M.load_pretrained(tiny[0]), ["q_proj"]), tmp_path / "adapter")
+        assert run("--model", tiny[0], "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+        out = tmp_path / "out"
+    else:
+        train.main(flags(tiny, tmp_path / "run", "--max-steps", "1", "--method", "full"))
+        out = tmp_path / "run" / "model"
+    assert {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
+    hf, back = transformers.AutoTokenizer.from_pretrained(out), data.load_tokenizer(out)
+    for text in [*TEXTS, "a</s>b", " x<s>  y"]:
+        assert hf(text).input_ids == base.encode(text) == back.encode(text), text
+    assert [hf(t, add_special_tokens=False).input_ids for t in TEXTS if "<" not in t] == [
+        base.sp.encode(t) for t in TEXTS if "<" not in t]                # (sentencepiece's own)
+    hf.save_pretrained(tmp_path / "saved")                   # (transformers 5 saves no tokenizer.model: lorasp
+    saved = data.load_tokenizer(tmp_path / "saved")          # reads the tokenizer.json alone; it refused it)
+    assert "tokenizer.model" not in os.listdir(tmp_path / "saved")
+    assert [saved.encode(t) for t in TEXTS] == [base.encode(t) for t in TEXTS]
+    convert_hf_to_gguf(out, tmp_path / "out.gguf")
+    again, plain = data.load_tokenizer(tmp_path / "out.gguf"), [t for t in TEXTS if "<" not in t]
+    assert [again.encode(t) for t in plain] == [base.encode(t) for t in plain]  # (after a special token's text the
+    # GGUF puts no "▁" where the demo's legacy tokenizer does: a GGUF has no legacy flag; so without the tokenizer.json)
+
+
 @pytest.mark.parametrize("writer", ["save_tokenizer gpt-2", "hf_tokenizer gpt-2", "save_tokenizer llama-spm",
                                     "hf_tokenizer llama-spm", "llama_tokenizer_config demo"])
 def test_every_writer_writes_tokenizer_config_json_once_and_transformers_reads_the_runs_ids(tmp_path, monkeypatch,
@@ -208,7 +241,11 @@ def test_every_writer_writes_tokenizer_config_json_once_and_transformers_reads_t
     (save_tokenizer's, then its own again with UNK), and only it said clean_up_tokenization_spaces false
     (transformers before 4.45 cleaned up by default: "a ." decoded "a."); llama_tokenizer_config's said nothing of
     legacy, so AutoTokenizer put no "▁" after a special token's text where lorasp does ("a</s>b": 362 for "b", the
-    run's 284). Each folder, read by AutoTokenizer: the run's ids, BOS, EOS, PAD, decoding."""
+    run's 284). A sentencepiece folder (save_tokenizer's, llama_tokenizer_config's) held a tokenizer.model alone, which
+    transformers 5's LlamaTokenizer reads to other ids where a text starts with a space or holds a run of them
+    (" a": no "▁" of its own; "▁▁" before "spaces" where sentencepiece joins "▁spaces"): now a tokenizer.json
+    beside it.
+    Each folder, read by AutoTokenizer: the run's ids (and sentencepiece's), BOS, EOS, PAD, decoding."""
     written, atomic_write = [], data.atomic_write
     monkeypatch.setattr(data, "atomic_write", lambda p, *a, **k: written.append(os.path.basename(p)) or atomic_write(
         p, *a, **k))
@@ -227,10 +264,12 @@ def test_every_writer_writes_tokenizer_config_json_once_and_transformers_reads_t
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["clean_up_tokenization_spaces"] is False
     hf, back = transformers.AutoTokenizer.from_pretrained(tmp_path), data.load_tokenizer(tmp_path)
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (ours.bos_id, ours.eos_id, ours.pad_id)
-    model_alone = not os.path.isfile(tmp_path / "tokenizer.json")  # transformers' LlamaTokenizer on a tokenizer.model
-    # departs from sentencepiece where a text starts with a space or holds a run of them (as on HEAD: not this test's)
+    assert os.path.isfile(tmp_path / "tokenizer.json") and os.path.isfile(tmp_path / "tokenizer.model") != (
+        vocab == "gpt-2")                                        # (sentencepiece's: both, lorasp and llama.cpp read
+    sp = [s.encode(t) for t in TEXTS if "<" not in t] if (s := getattr(ours, "sp", None)) else []  # the model)
     for text in [*TEXTS, "Hello , world . It ' s n't , I 'm (a) ?"]:
-        if not (model_alone and (text.startswith(" ") or "  " in text)):
-            assert hf(text).input_ids == ours.encode(text) == back.encode(text), text
+        assert hf(text).input_ids == ours.encode(text) == back.encode(text), text
+    if sp:                                                       # (and sentencepiece's own, where no special text)
+        assert [hf(t, add_special_tokens=False).input_ids for t in TEXTS if "<" not in t] == sp
     ids = ours.encode("Hello , world . It ' s n't , I 'm (a) ?", bos=False)
     assert hf.decode(ids) == ours.decode(ids) == "Hello , world . It ' s n't , I 'm (a) ?"

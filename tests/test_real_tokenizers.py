@@ -412,8 +412,11 @@ def test_llama_tokenizer_json_alone_as_transformers_5_saves_it(tmp_path):
     """transformers 5 saves a Llama tokenizer as tokenizer.json and tokenizer_config.json, no tokenizer.model (so a
     model fine-tuned and saved with it had a folder lorasp refused). LLaMA's vocabulary so saved reads back to
     transformers' ids on llama.cpp's inputs, TEXT and the special texts."""
-    (tmp_path / "spm").mkdir()
-    save_tokenizer(load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf")), tmp_path / "spm")
+    (tmp_path / "spm").mkdir()                                  # (transformers' LlamaTokenizer on a tokenizer.model)
+    (tmp_path / "spm" / "tokenizer.model").write_bytes(load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+                                                        .sp.serialized_model_proto())
+    (tmp_path / "spm" / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="LlamaTokenizer", legacy=False, add_bos_token=True, bos_token="<s>", eos_token="</s>")))
     transformers.AutoTokenizer.from_pretrained(tmp_path / "spm").save_pretrained(tmp_path / "json")
     assert sorted(os.listdir(tmp_path / "json")) == ["tokenizer.json", "tokenizer_config.json"]
     ours, ref = load_tokenizer(tmp_path / "json"), transformers.AutoTokenizer.from_pretrained(tmp_path / "json")

@@ -15,6 +15,7 @@ import data
 import tasks
 import train
 from download import SMALL_FILES
+from fetch_real import path
 from fixtures import demo_tokenizer, flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from model import EncoderConfig, GPT2Config, LlamaConfig, build_model, generate, save_pretrained
 
@@ -219,3 +220,19 @@ def test_gpt2s_own_file_names_are_hashed_and_a_method_full_model_keeps_them(tiny
     old = {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}  # (none of them)
     assert data.tokenizer_changes(old, record) == "" and data.tokenizer_unchecked(old, record) == ["encoder.json",
                                                                                                  "vocab.bpe"]
+
+
+@pytest.mark.parametrize("config", [dict(add_bos_token=False), dict(eos_token="<unk>", pad_token="</s>"),
+                                    dict(add_eos_token=True, bos_token="</s>")])
+def test_a_tokenizer_config_json_beside_a_gguf_is_not_read_as_transformers_reads_none(tmp_path, config):
+    """A folder holding a .gguf and a tokenizer_config.json: load_tokenizer reads the GGUF's tokenizer, its own
+    BOS/EOS/PAD and whether texts get them, and not the file beside it; transformers'
+    AutoTokenizer.from_pretrained(folder, gguf_file=...) does the same (measured: its BOS, EOS, PAD and ids are the
+    GGUF's whatever the file says), so the two agree and the file is left unread."""
+    shutil.copy(path("llama.cpp", "ggml-vocab-llama-spm.gguf"), tmp_path / "m.gguf")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    hf, ours = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf"), data.load_tokenizer(tmp_path)
+    for text in ("Hi", "a</s>b", "How many words?"):
+        assert ours.encode(text) == hf(text).input_ids == data.load_tokenizer(tmp_path / "m.gguf").encode(text)
+    assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_eos) == (hf.bos_token_id, hf.eos_token_id,
+                                                                     hf.pad_token_id, False) == (1, 2, None, False)
