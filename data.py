@@ -1219,9 +1219,10 @@ def load_tokenizer(path):
     tokenizer has none or is byte-level BPE or WordPiece (SmolLM2-Instruct's eos is <|im_end|> there); a sentencepiece
     model's own <s> always, its </s> and <pad> over config.json's special pieces, as in transformers. Before
     config.json, tokenizer_config.json's bos_token / eos_token / pad_token names (tokenizer_config_marks), as
-    transformers' tokenizer reads them. tokenizer_config.json's add_bos_token says whether a sentencepiece or byte-level BPE text starts with BOS
-    (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether texts end with EOS (eos_note says
-    where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides instead, as in transformers."""
+    transformers' tokenizer reads them. tokenizer_config.json's add_bos_token says whether a sentencepiece or
+    byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether
+    texts end with EOS (eos_note says where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides
+    instead, as in transformers."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):

@@ -13,8 +13,8 @@ another task's head are said).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
-  naming another model, by name: paths differ between machines); `head_order`, `in_glue_order`: a fine-tuned classifier's
-  outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
+  naming another model, by name: paths differ between machines); `head_order`, `in_glue_order`: a fine-tuned
+  classifier's outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
   the model types each task takes. `bucket_limit`: the length eval.py's runs pad to where the loaded model multiplies
