@@ -102,7 +102,8 @@ def test_a_fresh_process_first_rope_equals_its_second():
     kernel: 1,600 of 3,232 values off by up to 1.5e-4, in 6 of 48 fresh processes started by pytest on a quiet machine
     (pytorch/pytorch#188792; rarer under load: 1 in 24 with other jobs running). Now model.py calls each VML function
     once, on one element, at import. A race: on a quiet machine 24 processes catch it ~24 times in 25."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}   # (conftest.py's 1: the child sets
+    env["PYTHONPATH"] = ROOT                                              # its own 2 threads, as a user's run)
     runs = [subprocess.run([sys.executable, "-c", FIRST_ROPE], cwd=ROOT, env=env, capture_output=True, text=True)
             for _ in range(24)]
     assert [(r.returncode, r.stdout.strip()) for r in runs] == [(0, "0")] * 24, [r.stderr for r in runs]
