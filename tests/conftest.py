@@ -1,7 +1,7 @@
 """Shared test settings: one torch thread per process, and the suite on two processes where pytest-xdist is installed.
 
 `python -m pytest -q` runs the tests in 2 worker processes (pytest-xdist, requirements-dev.txt) when this machine lets
-this process use 2 or more CPUs (the whole suite on a shared 2-core machine: 640 s in one process, 507 s in two).
+this process use 2 or more CPUs (the whole suite on a quiet 2-core machine: 594 s in one process, 348 s in two).
 `-n 0` or `-p no:xdist` runs them in this process, as do one test file (2 workers would only add their start-up),
 `-s`, `--pdb` and `--collect-only` (which need the tests here); `-n N` picks N workers. Under workers:
 - each test file runs on one worker (`--dist loadfile`), so a module's fixtures (a trained model, torchrun launches)
