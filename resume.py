@@ -70,9 +70,10 @@ def rng_states(args):
             for r, t in enumerate(gathered(state, args.device))}
 
 
-def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()):
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=()):
     """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
-    next one logs. The log goes with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh
+    next one logs; `evals`: the validation records so far (--patience's history, kept in state.json too: a deleted
+    log starts again, early stopping's count does not). The log goes with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh
     run into the same --out that stopped before its first save)."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
@@ -90,7 +91,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
-                           args=vars(args), crc32=sums, **evaluations(args.out)), f)
+                           args=vars(args), crc32=sums, evals=list(evals)), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
                 shutil.copyfileobj(src, dst)
@@ -107,17 +108,6 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     os.replace(tmp, final)
     fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
-
-
-def evaluations(out):
-    """{"evals": the validation records of OUT/metrics.jsonl} (--patience's history, kept in state.json too: a deleted
-    log starts again, early stopping's count does not), or {} where the log cannot say (none yet: []; a damaged line:
-    not kept, so that a resume without the log and with --patience is refused rather than counted from zero)."""
-    log = os.path.join(out, "metrics.jsonl")
-    try:
-        return {"evals": [r for _, r in log_records(log, "save") if "val_loss" in r] if os.path.exists(log) else []}
-    except UserError:
-        return {}
 
 
 @contextlib.contextmanager

@@ -280,7 +280,7 @@ def save_if_due(run):
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
-                        run.losses) if run.rank == 0 else None
+                        run.losses, run.evals) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
