@@ -356,11 +356,12 @@ case("cli --out under a file", 2, "task.json is a file, so no folder can be made
 # directory" once the data was read)
 
 @contextlib.contextmanager
-def nothing_writes():
-    """A file-size limit of 0 bytes (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made, not one byte written
-    in it, whoever runs the test (chmod does not stop root; a read-only mount needs privileges to make)."""
+def nothing_writes(size=0):
+    """A file-size limit of `size` bytes, 0 by default (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made,
+    not one byte (or not past `size`) written in it, whoever runs the test (chmod does not stop root; a read-only mount
+    needs privileges to make)."""
     limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
     try:
         yield
     finally:
@@ -422,6 +423,17 @@ def _(ctx):  # (was "error: [Errno 27] File too large", the earlier loss.svg cut
     assert f"--out {svg}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
     assert svg.read_text() == "<svg>the earlier plot</svg>\n"
     sys.stderr.write(err)
+    raise e.value
+
+
+@case("eval.py --plot: the disk fills while the SVG is written (the probe's byte fits): the SVG there kept", SystemExit,
+      "loss.svg: the SVG (")
+def _(ctx):  # (was the earlier loss.svg cut to its first 100 bytes of the new plot: the SVG was written in place)
+    (svg := ctx.tmp / "loss.svg").write_text("<svg>the earlier plot</svg>\n")
+    with nothing_writes(100), pytest.raises(SystemExit) as e:
+        E.main(["--plot", str(ctx.shared.checkpoint), "--out", str(svg)])
+    assert svg.read_text() == "<svg>the earlier plot</svg>\n" and os.listdir(ctx.tmp) == ["loss.svg"]
+    assert "could not be written: File too large (EFBIG); the file there is as it was" in e.value.code, e.value.code
     raise e.value
 
 
