@@ -1758,6 +1758,28 @@ def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone
                 str(ctx.tmp / "out"), "--seq-len", "24", "--rank", "4", "--max-steps", "1", "--dtype", "fp32"])
 
 
+@case("WMT16: a --seq-len past T5's prefix and EOS that leaves the median pair's sentence less than half its tokens",
+      SystemExit, "--seq-len 33 leaves 1 token of each English sentence after T5's prefix (31 tokens) and EOS: the "
+      "median train pair's sentence is ")
+def _(ctx):  # (passed the prefix check above; trained, exit 0, on sources cut to the prefix and one token)
+    (ctx.tmp / "t5").mkdir()
+    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
+                    ctx.tmp / "t5")
+    pair = '{"translation": {"en": "how many words are in the red bag", "ro": "cate cuvinte sunt in punga rosie"}}\n'
+    for split in ("train", "validation"):
+        records_file(ctx, pair * 8, f"{split}.jsonl")
+    flags = ["--model", str(ctx.tmp / "t5"), "--data", "wmt16-en-ro", "--data-dir", str(ctx.tmp), "--rank", "4",
+             "--max-steps", "1", "--dtype", "fp32"]
+    sentence = len(tok.encode("how many words are in the red bag", eos=False))   # (the median: every pair's)
+    need = len(tok.encode(data.T5_PREFIX + "how many words are in the red bag", eos=True))
+    train.main([*flags, "--out", str(ctx.tmp / "fits"), "--seq-len", str(need)])  # the figure it names trains
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--out", str(ctx.tmp / "out"), "--seq-len", "33"])
+    assert f"sentence is {sentence} tokens" in e.value.code and f"give --seq-len {need} or more" in e.value.code
+    raise e.value
+
+
 @case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
 def _(ctx):  # (was a traceback from beam search: 'LlamaConfig' object has no attribute 'eos_id')
     records_file(ctx, '{"translation": {"en": "a", "ro": "b"}}\n', "test.jsonl")
