@@ -510,4 +510,28 @@ def summary(run):
     if run.evals:  # with --patience the best, else the last
         saved = (best_so_far(run.evals)[0] if run.args.patience else None) or run.evals[-1]   # (all nan: the last)
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
+    if not run.stopping and (largest := adapters_change_nothing(run.model)) is not None:  # (was an exit 0 that said
+        s.update(adapters_change_nothing=True)                 # nothing: --lr 1e-40, --alpha 1e-30)
+        print(f"warning: after {run.step} steps the adapters change no weight of the model: (alpha/r) B A, at most "
+              f"{largest:.1e} an entry, rounds away in every adapted weight (--lr {run.args.lr:g}: AdamW moves an "
+              f"entry about --lr a step; --alpha {run.args.alpha:g}: the update is alpha/r times B A); the adapter "
+              "saved scores as the base model", file=sys.stderr)
     return s
+
+
+@torch.no_grad()
+def adapters_change_nothing(model):
+    """None where an adapted weight W changes: W + (alpha/r) B A, summed in float32 and rounded to W's dtype (an NF4
+    base's dequantized, as lorasp.merge_lorasp merges), differs from W somewhere (the first layer, in a run that
+    learned); else the largest |(alpha/r) B A| entry of any layer. An entry 0 (NF4 has that level) moved by less than
+    the dtype's resolution at the layer's mean |W| is no change. None for a model without adapters."""
+    largest, layers = 0.0, [m for m in model.modules() if isinstance(m, LoRASPLinear)]
+    for m in layers:
+        W = m.base.weight
+        W = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W
+        delta = m.scale * m.lora_B.float() @ m.lora_A.float()  # (out, in)
+        moved = (W.float() + delta).to(W.dtype) != W
+        if (moved & ((W != 0) | (delta.abs() > torch.finfo(W.dtype).eps * W.float().abs().mean()))).any():
+            return None
+        largest = max(largest, float(delta.abs().max()))
+    return largest if layers else None

@@ -710,6 +710,18 @@ def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --ma
     assert ctx.capsys.readouterr().out == ""
 
 
+@case("--lr 1e-40, --alpha 1e-30: adapters that change no weight of the model are said to, at the end", None)
+def _(ctx):  # (trained 10 steps, exit 0, an adapter that scores as the base, without a word)
+    for flag, value in (("--lr", "1e-40"), ("--alpha", "1e-30")):
+        s = run(ctx, flag, value, out=f"out{flag}")
+        ctx.capsys.readouterr()
+        out = load_adapter(load_pretrained(ctx.tiny[0]), str(ctx.tmp / f"out{flag}" / "adapter"))
+        layers = [m for m in out.modules() if isinstance(m, LoRASPLinear)]   # the check, written out: W + s B A == W
+        assert layers and all(torch.equal(m.base.weight + m.scale * m.lora_B @ m.lora_A, m.base.weight) for m in layers)
+        assert s["adapters_change_nothing"] is True, (flag, s)
+    assert "adapters_change_nothing" not in run(ctx, out="normal")               # a run that learns: no word
+
+
 @case("cli --patience that too few evaluations can never reach says so", None)
 def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run stopped early)
     for steps in ("10", "11", "16"):  # evaluations at 5, 10 (11; 15, 16): patience 2 stops after a 3rd, before the end
