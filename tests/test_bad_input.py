@@ -854,6 +854,35 @@ def _(ctx):  # (was 56 micro-batches, "56 steps of 1 x 1 sequences": the ceiling
     assert said == ["total 55 micro 55"], said
 
 
+@case("--resume of an --epochs 1.1 checkpoint written when 1.1 x 50 batches rounded up to 56: it runs on to 56", None)
+def _(ctx):  # (was 55: the rule changed under it, and with it the lr schedule its first steps followed, without a word)
+    class Described(Exception):
+        pass
+
+    def described(run):                                                # what the resumed run would do, then no step
+        print(f"total {run.total} micro {run.micro}")
+        raise Described
+    path = records_file(ctx, json.dumps(data.demo_records(50, seed=1)))
+    args = flags((ctx.tiny[0], path), ctx.tmp / "out", "--epochs", "1.1", "--grad-accum", "1")
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    args[args.index("--val-fraction") + 1], args[args.index("--batch-size") + 1] = "0", "1"
+    fault_at_loss_call(ctx.mp, 2, signal.SIGINT)                      # a checkpoint at step 2
+    with pytest.raises(SystemExit):
+        train.main(args)
+    undo(ctx)
+    ctx.mp.setattr(train, "describe", described)
+    state_file = ctx.tmp / "out" / "checkpoint" / "state.json"
+    new = json.loads(state_file.read_text())
+    for state, total in ((new, 55), ({k: v for k, v in new.items() if k != "epochs_rule"}, 56)):  # (older: no field)
+        state_file.write_text(json.dumps(state))
+        ctx.capsys.readouterr()
+        with pytest.raises(Described):
+            train.main(args + ["--resume"])
+        out = ctx.capsys.readouterr().out
+        assert f"total {total} micro {total}" in out, out
+        assert ("--epochs 1.1 x 50 batches ran 56 micro-batches" in out) == (total == 56), out
+
+
 case("empty dataset", SystemExit, "no training examples")(
     lambda ctx: run(ctx, data_file=records_file(ctx, "[]")))
 case("every record cut away by --seq-len", SystemExit, "no training examples")(
