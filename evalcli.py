@@ -539,3 +539,17 @@ def records_note(docs, seq_len, parts):
                    f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss) where "
                    "both ran in one dtype"), dict(
         as_trained=dict(perplexity=p, tokens=m))
+
+
+def answer_ids(tok):
+    """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
+    BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
+    base, ids = tok.encode("Answer:", bos=False), []
+    for c in "ABCD":
+        full = tok.encode(f"Answer: {c}", bos=False)
+        if full[:len(base)] != base or len(full) == len(base):
+            raise ValueError(f"the tokenizer splits 'Answer: {c}' differently from 'Answer:': {full} vs {base}")
+        ids.append(full[len(base)])
+    if len(set(ids)) != 4:
+        raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
+    return ids

@@ -1503,6 +1503,26 @@ for to in (True, False):  # (was "does not fit --model ...: Number of elements o
             raise
 
 
+@case("eval.py: mmlu --seq-len shorter than a question's zero-shot prompt: the prompts cut at the start are said", None)
+def _(ctx):  # (were scored without their question's start, said as "3 with fewer worked examples, to fit 10 tokens")
+    import sentencepiece as spm
+    from test_eval import CORPUS, DEV, TESTS, write_mmlu
+    (d := ctx.tmp / "m").mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(d / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", character_coverage=1.0, byte_fallback=True, unk_id=0, bos_id=1,
+                                   eos_id=2, pad_id=-1, minloglevel=2)
+    save_pretrained(build_model(LlamaConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
+    tok = data.load_tokenizer(str(d))
+    E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(write_mmlu(ctx.tmp / "mmlu")), "--seq-len", "60"])
+    out = ctx.capsys.readouterr().out
+    cut = {s: sum(len(tok.encode(E.mmlu_prompt(s, DEV, row, 0))) > 60 for row in rows) for s, rows in TESTS.items()}
+    assert 0 < sum(cut.values()) < sum(map(len, TESTS.values())), cut  # (some prompts fit with no worked example, all with fewer)
+    for s, n in cut.items():
+        assert (f"; {n} cut at the start to fit 60 tokens even with no worked example" in out) == (n > 0), out
+    assert json.loads(out.strip().splitlines()[-1])["cut"] == sum(cut.values())
+    assert f"({sum(cut.values())} cut at the start, their question's start lost: " in out, out
+
+
 case("eval.py: --limit 0", 2, "argument --limit: 0 is out of range: must be an integer >= 1")(
     lambda ctx: E.main(["--task", "mmlu", "--model", ctx.tiny[0], "--limit", "0"]))
 case("eval.py: --shots -1", 2, "argument --shots: -1 is out of range: must be an integer >= 0")(
