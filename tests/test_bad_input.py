@@ -1316,6 +1316,20 @@ case("generate.py: --temperature 1e-45 (the logits divided by it pass float32)",
 # (was "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0", a traceback)
 
 
+@case("generate.py: --temperature 1e-39 where every logit is negative (each divided by it is -Inf)", SystemExit,
+      "--temperature 1e-39: the logits divided by it pass float32's range (-Inf): give a larger one, or 0 for greedy")
+def _(ctx):  # (was the same traceback from multinomial: only +Inf was checked)
+    from test_eval import tiny_gpt2
+    (d := ctx.tmp / "g").mkdir()
+    tiny_gpt2(d, 16)
+    sd = load_safetensors(str(d / "model.safetensors"))
+    v = torch.ones(8)                                                  # every logit wte[i] . ln_f(h) = -|v|^2 = -8
+    sd.update({"transformer.wte.weight": v.repeat(10, 1), "transformer.ln_f.weight": torch.zeros(8),
+               "transformer.ln_f.bias": -v})
+    save_safetensors(sd, str(d / "model.safetensors"))
+    generate_command(ctx, "--model", str(d), "--prompt", "abc", "--temperature", "1e-39", "--max-new-tokens", "2")
+
+
 @case("generate.py: --model a T5: said before its weights load, with the command that generates with it", SystemExit,
       "is a t5, an encoder-decoder: generate.py continues a prompt with a causal LM (Llama, GPT-2); a T5 translates "
       "with beam search: python eval.py --task wmt16-en-ro --model ")
