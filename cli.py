@@ -198,6 +198,8 @@ def parse_args(argv=None):
         args = p.parse_args(argv)
     given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
     repeated(p, argv, lists=["--targets"])                     # argparse keeps the last, without a word
+    if not args.out.strip():                                   # (failed at the first write, the model loaded)
+        p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     unexpanded(p, args, ["--model", "--model-dir", "--data", "--data-dir", "--out"])
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
@@ -268,8 +270,6 @@ def parse_args(argv=None):
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")
-    if not args.out.strip():                                   # (failed at the first write, the model loaded)
-        p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} is a file; --out names the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     above = os.path.dirname(os.path.abspath(args.out))         # (else "Not a directory" once the data was read)

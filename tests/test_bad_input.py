@@ -236,6 +236,31 @@ case("export.py: --out='${SCRATCH}/merged', a variable unexpanded", 2, "--out ${
                                                                         "--out=${SCRATCH}/merged"))
 
 
+@case("export.py: --out '' (\"$OUT\" with OUT unset): refused before a file is written, the current folder kept", 2,
+      "--out '' is empty: give a path")
+def _(ctx):  # (loaded the model, exported into ./..tmp, hard-linked the current folder's whole tree into it, then
+    os.chdir(ctx.tmp)                                                   # "[Errno 16] Device or resource busy: '.' ->
+    (ctx.tmp / "keep.txt").write_text("mine")                           # '..old'"; --force tried to replace it)
+    import export
+    ctx.mp.setattr(export, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    try:
+        with pytest.raises(SystemExit) as e:
+            export_main(ctx, "--model", ctx.tiny[0], "--adapter", str(ctx.shared.checkpoint), "--out", "", "--force")
+    finally:
+        os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert sorted(os.listdir(ctx.tmp)) == ["cache", "keep.txt"] or sorted(os.listdir(ctx.tmp)) == ["keep.txt"]
+    raise e.value
+
+
+for argv in (["--plot", "run", "--out", ""], ["--task", "perplexity", "--model", "", "--data", "d.txt"]):
+    flag = argv[2] if argv[0] == "--plot" else argv[2]
+    case(f"eval.py: {' '.join(map(repr, argv))}: an empty path refused as such", 2, f"{flag} '' is empty: give a "
+         "path")(lambda ctx, argv=argv: E.main(argv))  # (--plot: "could not be written:
+# No such file or directory"; --model: "'' is neither a checkpoint folder ...")
+case("generate.py: --model '' refused as empty", 2, "--model '' is empty: give a path")(
+    lambda ctx: __import__("generate").main(argv=["--model", "", "--prompt", "a"]))
+
+
 @case("cli --out './$SCRATCH/runs', or a variable that is not set: a folder of that name, as written", None)
 def _(ctx):
     ctx.mp.setenv("SCRATCH", "/scratch/me")
