@@ -229,6 +229,13 @@ def input_file(flag, path):
                         "records), or a train.py run's --out folder with its heldout.jsonl")
     if not os.path.isfile(path):
         raise UserError(f"--{flag} {path}: no such file")
+    if path.lower().endswith((".tsv", ".csv")):                # (read as text: its header, tabs or commas and labels
+        raise UserError(                                       # scored, or answered, as words, exit 0)
+            f"--{flag} {path}: a table (GLUE's .tsv, MMLU's .csv), not " + ("text" if flag == "data" else
+                                                                            "instructions") +
+            " (lorasp reads it as text, header, separators and labels too): GLUE scores with --task glue/TASK "
+            "--data-dir GLUE_DIR, MMLU with --task mmlu --data-dir its data/ folder; for its sentences alone, save "
+            "their column as a .txt" + (" (one a line)" if flag == "prompts" else ""))
     return path
 
 

@@ -1110,6 +1110,12 @@ case("eval.py: perplexity of a records file with no record ([])", SystemExit, "p
 case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
 # Is a directory", after the model loaded)
+for flag, task, name in (("--data", "perplexity", "dev.tsv"), ("--prompts", "generate", "anatomy_test.csv")):
+    case(f"eval.py: {flag} a GLUE or MMLU table ({name})", SystemExit, f"{name}: a table (GLUE's .tsv, MMLU's .csv)"
+         f", not {'text' if flag == '--data' else 'instructions'}")(  # (read as text: its header, tabs
+        lambda ctx, flag=flag, task=task, name=name: E.main([  # and labels scored (or answered) as words, exit 0)
+            "--task", task, "--model", ctx.tiny[0], flag, records_file(ctx, "sentence\tlabel\nit is good\t1\n", name)])
+        if (ctx.capsys.readouterr() or True) else None)
 case("eval.py: --prompts a missing file", SystemExit, "nope.txt: no such file")(
     lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "nope.txt")]))
 case("eval.py: --plot --out a folder", SystemExit, "is a folder: --plot writes one SVG file")(
