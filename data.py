@@ -2379,15 +2379,16 @@ def sentence_room(pairs, tok, prefix, seq_len, sample=1000):
         return
     source = sorted(len(encode_head(tok, T5_PREFIX + s, 4 * seq_len, eos=True)) for s, _ in picked)[len(picked) // 2]
     target = sorted(len(encode_head(tok, t, 4 * seq_len, eos=True)) for _, t in picked)[len(picked) // 2]
-    for language, median, room, before in (("English", source - prefix - 1, seq_len - prefix - 1, f"T5's prefix "
-                                            f"({prefix} tokens) and EOS"), ("Romanian", target - 1, seq_len - 1, "EOS")):
+    for language, median, room, before in (
+            ("English", source - prefix - 1, seq_len - prefix - 1, f"T5's prefix ({prefix} tokens) and EOS"),
+            ("Romanian", target - 1, seq_len - 1, "EOS")):
         if room < median / 2:
             raise ValueError(
-                f"--seq-len {seq_len} leaves {room} token{'s' * (room != 1)} of each {language} sentence after {before}"
-                f": the median train pair's sentence is {median} tokens (of {len(picked):,} pairs read): half the pairs "
-                f"would train on less than half of their sentence; give --seq-len {max(source, target)} or more (the "
-                f"median pair, {source} tokens its source with the prefix and EOS, {target} its target; the paper's: "
-                "128)")
+                f"--seq-len {seq_len} leaves {room} token{'s' * (room != 1)} of each {language} sentence after "
+                f"{before}: the median train pair's sentence is {median} tokens (of {len(picked):,} pairs read): half "
+                f"the pairs would train on less than half of their sentence; give --seq-len {max(source, target)} or "
+                f"more (the median pair, {source} tokens its source with the prefix and EOS, {target} its target; the "
+                "paper's: 128)")
 
 
 def wmt16_examples(directory, tok, seq_len):

@@ -182,10 +182,11 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
     accuracy"), questions: n, shots: the worked examples a prompt starts with, k or fewer where a dev file holds fewer
     (the fewest of any subject), shortened: how many prompts had fewer than that subject's, to fit, cut: how many did
     not fit even with none, and were cut at the start}. A prompt longer than max_len (default: the model's context)
-    drops worked examples from the end, as the original does (which loops for ever on one too long with none). Prompts of
-    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token ids
-    first differ (causal attention: keys and values of the shared part do not depend on what follows). data: MMLU's
-    data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen already)."""
+    drops worked examples from the end, as the original does (which loops for ever on one too long with none).
+    Prompts of a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where
+    the token ids first differ (causal attention: keys and values of the shared part do not depend on what follows).
+    data: MMLU's data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen
+    already)."""
     rows = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
     device, acc, hits, total, shortened, cuts, shots_given = next(model.parameters()).device, {}, 0, 0, 0, 0, k

@@ -1561,7 +1561,7 @@ def _(ctx):  # (were scored without their question's start, said as "3 with fewe
     E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(write_mmlu(ctx.tmp / "mmlu")), "--seq-len", "60"])
     out = ctx.capsys.readouterr().out
     cut = {s: sum(len(tok.encode(E.mmlu_prompt(s, DEV, row, 0))) > 60 for row in rows) for s, rows in TESTS.items()}
-    assert 0 < sum(cut.values()) < sum(map(len, TESTS.values())), cut  # (some prompts fit with no worked example, all with fewer)
+    assert 0 < sum(cut.values()) < sum(map(len, TESTS.values())), cut  # (some fit with none; all have fewer)
     for s, n in cut.items():
         assert (f"; {n} cut at the start to fit 60 tokens even with no worked example" in out) == (n > 0), out
     assert json.loads(out.strip().splitlines()[-1])["cut"] == sum(cut.values())
