@@ -102,10 +102,13 @@ def unexpanded(parser, args, flags):
     """A path flag that begins with a `~` the shell did not expand (it does not after `=` or inside quotes) is refused:
     it would name a folder `~` in the current one (`--out=~/runs`: ./~/runs, printed as ~/runs); so is one that begins
     with a variable the environment sets, left as written (single quotes: '$HOME/runs' was ./$HOME/runs, printed as
-    $HOME/runs). ./ before either keeps the name as written."""
+    $HOME/runs). ./ before either keeps the name as written. An empty one ("$OUT" with OUT unset) is refused too (export
+    --out '': the current folder, which it then tried to replace)."""
     for flag in flags:
         value = getattr(args, flag[2:].replace("-", "_"))
         for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                parser.error(f"{flag} {v!r} is empty: give a path (\"$VAR\" with VAR unset is '')")
             if isinstance(v, str) and v.startswith("~") and os.path.expanduser(v) != v:
                 parser.error(f"{flag} {v}: the shell did not expand '~' (it does not after '=' or inside quotes): "
                              f"write {flag} {os.path.expanduser(v)} (or ./{v} for a folder named "

@@ -198,6 +198,8 @@ def parse_args(argv=None):
         args = p.parse_args(argv)
     given = given_flags(p, argv)          # the flags argv sets, however written (--keep=X, --kee X as argparse takes)
     repeated(p, argv, lists=["--targets"])                     # argparse keeps the last, without a word
+    if not args.out.strip():                                   # (failed at the first write, the model loaded)
+        p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     unexpanded(p, args, ["--model", "--model-dir", "--data", "--data-dir", "--out"])
     if args.data == "demo" and args.method == "full" and "--quant" not in given:  # the demo's own NF4 base yields
         args.quant = "auto"                                                      # to the --method full asked for
@@ -268,8 +270,6 @@ def parse_args(argv=None):
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")
-    if not args.out.strip():                                   # (failed at the first write, the model loaded)
-        p.error(f"--out {args.out!r} is empty: name the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} is a file; --out names the run's folder (checkpoint/, adapter/, metrics.jsonl)")
     above = os.path.dirname(os.path.abspath(args.out))         # (else "Not a directory" once the data was read)
@@ -510,4 +510,28 @@ def summary(run):
     if run.evals:  # with --patience the best, else the last
         saved = (best_so_far(run.evals)[0] if run.args.patience else None) or run.evals[-1]   # (all nan: the last)
         s.update({k: v for k, v in saved.items() if k != "step"}, evaluated_step=saved["step"])
+    if not run.stopping and (largest := adapters_change_nothing(run.model)) is not None:  # (was an exit 0 that said
+        s.update(adapters_change_nothing=True)                 # nothing: --lr 1e-40, --alpha 1e-30)
+        print(f"warning: after {run.step} steps the adapters change no weight of the model: (alpha/r) B A, at most "
+              f"{largest:.1e} an entry, rounds away in every adapted weight (--lr {run.args.lr:g}: AdamW moves an "
+              f"entry about --lr a step; --alpha {run.args.alpha:g}: the update is alpha/r times B A); the adapter "
+              "saved scores as the base model", file=sys.stderr)
     return s
+
+
+@torch.no_grad()
+def adapters_change_nothing(model):
+    """None where an adapted weight W changes: W + (alpha/r) B A, summed in float32 and rounded to W's dtype (an NF4
+    base's dequantized, as lorasp.merge_lorasp merges), differs from W somewhere (the first layer, in a run that
+    learned); else the largest |(alpha/r) B A| entry of any layer. An entry 0 (NF4 has that level) moved by less than
+    the dtype's resolution at the layer's mean |W| is no change. None for a model without adapters."""
+    largest, layers = 0.0, [m for m in model.modules() if isinstance(m, LoRASPLinear)]
+    for m in layers:
+        W = m.base.weight
+        W = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W
+        delta = m.scale * m.lora_B.float() @ m.lora_A.float()  # (out, in)
+        moved = (W.float() + delta).to(W.dtype) != W
+        if (moved & ((W != 0) | (delta.abs() > torch.finfo(W.dtype).eps * W.float().abs().mean()))).any():
+            return None
+        largest = max(largest, float(delta.abs().max()))
+    return largest if layers else None

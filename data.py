@@ -2370,6 +2370,27 @@ def seq2seq_batch(examples, pad_id=0, ignore_index=-100, bucket=None):
                 decoder_input_ids=shifted.masked_fill(shifted == ignore_index, pad_id))
 
 
+def sentence_room(pairs, tok, prefix, seq_len, sample=1000):
+    """Refuse a seq_len that leaves the median train pair less than half of its English sentence (after T5's prefix,
+    `prefix` tokens, and EOS) or of its Romanian one (after EOS): it trains on the prefix and a word or two of each
+    source, exit 0, where eval.py translates whole sources. The median of up to `sample` pairs spread over the file."""
+    picked = pairs[::max(1, len(pairs) // sample)]
+    if not picked:
+        return
+    source = sorted(len(encode_head(tok, T5_PREFIX + s, 4 * seq_len, eos=True)) for s, _ in picked)[len(picked) // 2]
+    target = sorted(len(encode_head(tok, t, 4 * seq_len, eos=True)) for _, t in picked)[len(picked) // 2]
+    for language, median, room, before in (
+            ("English", source - prefix - 1, seq_len - prefix - 1, f"T5's prefix ({prefix} tokens) and EOS"),
+            ("Romanian", target - 1, seq_len - 1, "EOS")):
+        if room < median / 2:
+            raise ValueError(
+                f"--seq-len {seq_len} leaves {room} token{'s' * (room != 1)} of each {language} sentence after "
+                f"{before}: the median train pair's sentence is {median} tokens (of {len(picked):,} pairs read): half "
+                f"the pairs would train on less than half of their sentence; give --seq-len {max(source, target)} or "
+                f"more (the median pair, {source} tokens its source with the prefix and EOS, {target} its target; the "
+                "paper's: 128)")
+
+
 def wmt16_examples(directory, tok, seq_len):
     """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
     T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted. A seq_len that
@@ -2379,6 +2400,7 @@ def wmt16_examples(directory, tok, seq_len):
                          f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
                          f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
+    sentence_room(train_pairs, tok, prefix, seq_len)
     (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
                                     for p in (train_pairs, val_pairs))
     print(f"{directory}: {len(train):,} train / {len(val):,} validation pairs; {cut + cut_val:,} longer than "

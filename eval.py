@@ -49,7 +49,7 @@ from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts 
 import metrics
 from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
                      model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
-                     with_adapter)
+                     answer_ids, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -176,54 +176,43 @@ def context_length(model):
 # ----------------------------------------------------------------------------------------------------
 # MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
-def answer_ids(tok):
-    """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
-    BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
-    base, ids = tok.encode("Answer:", bos=False), []
-    for c in "ABCD":
-        full = tok.encode(f"Answer: {c}", bos=False)
-        if full[:len(base)] != base or len(full) == len(base):
-            raise ValueError(f"the tokenizer splits 'Answer: {c}' differently from 'Answer:': {full} vs {base}")
-        ids.append(full[len(base)])
-    if len(set(ids)) != 4:
-        raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
-    return ids
-
-
 @torch.no_grad()
 def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=print):
     """{subjects: {name: accuracy}, macro: their mean (QLoRA's), micro: over all questions (evaluate.py's "Average
     accuracy"), questions: n, shots: the worked examples a prompt starts with, k or fewer where a dev file holds fewer
-    (the fewest of any subject), shortened: how many prompts had fewer than that subject's, to fit}. A prompt longer
-    than max_len (default: the model's context) drops worked examples from the end, as the original does. Prompts of
-    a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where the token ids
-    first differ (causal attention: keys and values of the shared part do not depend on what follows). data: MMLU's
-    data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen already)."""
+    (the fewest of any subject), shortened: how many prompts had fewer than that subject's, to fit, cut: how many did
+    not fit even with none, and were cut at the start}. A prompt longer than max_len (default: the model's context)
+    drops worked examples from the end, as the original does (which loops for ever on one too long with none).
+    Prompts of a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where
+    the token ids first differ (causal attention: keys and values of the shared part do not depend on what follows).
+    data: MMLU's data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen
+    already)."""
     rows = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
     max_len, letters = max_len or context_length(model), answer_ids(tok)
-    device, acc, hits, total, shortened, shots_given = next(model.parameters()).device, {}, 0, 0, 0, k
+    device, acc, hits, total, shortened, cuts, shots_given = next(model.parameters()).device, {}, 0, 0, 0, 0, k
     for s, (dev, test) in rows.items():
         dev, test = dev[:k], test[:limit]
         shots_given = min(shots_given, len(dev))
-        seen, cache, right, fewer = [], [{}] * model.config.n_layer, 0, 0
+        seen, cache, right, fewer, cut = [], [{}] * model.config.n_layer, 0, 0, 0
         for row in test:
             for shots in range(len(dev), -1, -1):
                 ids = tok.encode(mmlu_prompt(s, dev, row, shots))
                 if len(ids) <= max_len:
                     break
-            fewer += shots < len(dev)
-            ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes
+            fewer, cut = fewer + (shots < len(dev)), cut + (len(ids) > max_len)
+            ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes (said: cut)
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
             logits = model(torch.tensor([ids[n:]], device=device), cache=cache, last_only=True)[0, -1]  # (vocab,)
             right += "ABCD"[int(logits[letters].argmax())] == row[5]
             seen = ids
         acc[s], hits, total = right / len(test), hits + right, total + len(test)
-        log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot" +
-            (f"; {fewer} with fewer worked examples, to fit {max_len} tokens)" if fewer else ")"))
-        shortened += fewer
+        log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot" + (
+            f"; {fewer} with fewer worked examples, to fit {max_len} tokens" if fewer else "") + (
+            f"; {cut} cut at the start to fit {max_len} tokens even with no worked example" if cut else "") + ")")
+        shortened, cuts = shortened + fewer, cuts + cut
     return dict(subjects=acc, macro=sum(acc.values()) / len(acc), micro=hits / total, questions=total,
-                shots=shots_given, shortened=shortened)
+                shots=shots_given, shortened=shortened, cut=cuts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -370,6 +359,8 @@ def command(argv=None):
     elif task == "mmlu":
         result = mmlu(model, tok, data, k=args.shots, limit=args.limit, max_len=length)  # (task_data's rows)
         fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
+        fewer += f" ({result['cut']} cut at the start, their question's start lost: give a longer --seq-len)" * bool(
+            result["cut"])  # (were said as prompts with fewer worked examples alone)
         fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
         print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
               f"subjects (their mean: QLoRA's MMLU score), micro {result['micro']:.4f} over {result['questions']} "

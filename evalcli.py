@@ -229,6 +229,13 @@ def input_file(flag, path):
                         "records), or a train.py run's --out folder with its heldout.jsonl")
     if not os.path.isfile(path):
         raise UserError(f"--{flag} {path}: no such file")
+    if path.lower().endswith((".tsv", ".csv")):                # (read as text: its header, tabs or commas and labels
+        raise UserError(                                       # scored, or answered, as words, exit 0)
+            f"--{flag} {path}: a table (GLUE's .tsv, MMLU's .csv), not " + ("text" if flag == "data" else
+                                                                            "instructions") +
+            " (lorasp reads it as text, header, separators and labels too): GLUE scores with --task glue/TASK "
+            "--data-dir GLUE_DIR, MMLU with --task mmlu --data-dir its data/ folder; for its sentences alone, save "
+            "their column as a .txt" + (" (one a line)" if flag == "prompts" else ""))
     return path
 
 
@@ -539,3 +546,17 @@ def records_note(docs, seq_len, parts):
                    f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss) where "
                    "both ran in one dtype"), dict(
         as_trained=dict(perplexity=p, tokens=m))
+
+
+def answer_ids(tok):
+    """The token that follows "Answer:" when the text goes on with " A" (.. " D"): SentencePiece's "▁A", byte-level
+    BPE's "ĠA". Read off the tokenizer itself, so either kind (and any vocabulary) gets the token it really uses."""
+    base, ids = tok.encode("Answer:", bos=False), []
+    for c in "ABCD":
+        full = tok.encode(f"Answer: {c}", bos=False)
+        if full[:len(base)] != base or len(full) == len(base):
+            raise ValueError(f"the tokenizer splits 'Answer: {c}' differently from 'Answer:': {full} vs {base}")
+        ids.append(full[len(base)])
+    if len(set(ids)) != 4:
+        raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
+    return ids

@@ -54,9 +54,10 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
     """Next token (B,) from logits (B, vocab): greedy at temperature 0, else a draw from softmax(warp(logits))."""
     if temperature <= 0:
         return logits.argmax(-1)
-    if (scores := warp(logits, temperature, top_p)).isposinf().any():  # (softmax: NaN, a traceback from multinomial)
-        raise ValueError(f"temperature {temperature}: the logits divided by it pass float32's range (Inf): give a "
-                         "larger one, or 0 for greedy decoding")
+    if (top := (scores := warp(logits, temperature, top_p)).amax(-1)).isinf().any():  # +Inf somewhere, or -Inf
+        raise ValueError(f"temperature {temperature}: the logits divided by it pass float32's range ("  # everywhere
+                         f"{'Inf' if top.isposinf().any() else '-Inf'}): give a larger one, or 0 for greedy decoding")
+    # (softmax: NaN either way, a traceback from multinomial; -Inf everywhere: every logit negative, the top one too)
     return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
 
 

@@ -7,11 +7,13 @@
 - `plot`: `python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg`, which calls it.
 Left out: log axes, smoothing, other logged values (lr, tokens/s): a few dozen lines of SVG, no plotting library.
 """
+import errno
 import json
 import math
 import os
 from xml.sax.saxutils import escape
 
+from checkpoint import atomic_write
 from data import UserError
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -119,6 +121,11 @@ def plot(run_dirs, out):
     if not os.path.isdir(os.path.dirname(out) or "."):
         raise UserError(f"--out {out}: no folder {os.path.dirname(out)} to write it in")
     svg = plot_svg(run_dirs)
-    with open(out, "w") as f:
-        f.write(svg)
+    try:
+        with atomic_write(out, "w") as f:  # (written in place, a full disk left the earlier plot cut to the new one's
+            f.write(svg)                   # first bytes)
+    except OSError as e:
+        raise UserError(f"--out {out}: the SVG ({len(svg.encode()):,} bytes) could not be written: {e.strerror or e} "
+                        f"({errno.errorcode.get(e.errno, e.errno)}); "
+                        + ("the file there is as it was" if os.path.exists(out) else "nothing written")) from e
     print(f"wrote {out} ({len(run_dirs)} run{'s' * (len(run_dirs) > 1)})")

@@ -91,6 +91,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
+                           epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
                            args=vars(args), crc32=sums, evals=list(evals)), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
@@ -423,6 +424,7 @@ def restore(checkpoint, args, opt):
     state = read_state(checkpoint)
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
+    args.epochs_rule = state.get("epochs_rule", "ceil")        # saved before --epochs' product was rounded: kept
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)
@@ -456,6 +458,23 @@ def restore(checkpoint, args, opt):
         raise UserError(f"--resume: {path} is damaged ({type(e).__name__}: {why}); the "
                         "checkpoint cannot continue the run: start again without --resume (or with another --out)") \
             from None
+
+
+def epoch_micro_batches(args, batches):
+    """--epochs' micro-batches (None with --max-steps): epochs x `batches` (an epoch's) rounded to 9 places, then up
+    (1.1 x 50: 55, not the float product 55.00000000000001's 56). A checkpoint saved before that rule (no epochs_rule
+    in its state.json: restore) goes on to the float product's ceiling it began with, where the two differ, and says
+    so: its lr schedule's first steps were that run's."""
+    if args.max_steps:
+        return None
+    exact, old = math.ceil(round(args.epochs * batches, 9)), math.ceil(args.epochs * batches)
+    if getattr(args, "epochs_rule", "round") == "ceil" and old != exact:
+        if rank_world()[0] == 0:
+            print(f"note: --resume: the checkpoint's run began when --epochs {args.epochs:g} x {batches} batches ran "
+                  f"{old} micro-batches (the ceiling of the float product {args.epochs * batches!r}; a new run runs "
+                  f"{exact}): it goes on to {old}, the lr schedule it began")
+        return old
+    return exact
 
 
 def last_step(args, state, total, examples):

@@ -71,7 +71,8 @@ from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
-                    read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings)
+                    read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
+                    epoch_micro_batches)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -191,8 +192,7 @@ def train_step(run):
     # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
     sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
                         device=run.device)
-    if ddp:
-        dist.all_reduce(sums)
+    dist.all_reduce(sums) if ddp else None
     run.loss_value, count, run.stopping = (sums[0] / sums[1]).item(), sums[1], bool(sums[3])
     run.tokens += int(sums[2])
     for p in run.params:
@@ -340,7 +340,7 @@ def load(run):
     # the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     run.examples, batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))  # an epoch's
-    run.micro = None if args.max_steps else math.ceil(round(args.epochs * batches, 9))  # (1.1 x 10: 11.000000000000002)
+    run.micro = epoch_micro_batches(args, batches)             # (1.1 x 10: 11, not 11.000000000000002's 12)
     run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths

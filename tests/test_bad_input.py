@@ -236,6 +236,31 @@ case("export.py: --out='${SCRATCH}/merged', a variable unexpanded", 2, "--out ${
                                                                         "--out=${SCRATCH}/merged"))
 
 
+@case("export.py: --out '' (\"$OUT\" with OUT unset): refused before a file is written, the current folder kept", 2,
+      "--out '' is empty: give a path")
+def _(ctx):  # (loaded the model, exported into ./..tmp, hard-linked the current folder's whole tree into it, then
+    os.chdir(ctx.tmp)                                                   # "[Errno 16] Device or resource busy: '.' ->
+    (ctx.tmp / "keep.txt").write_text("mine")                           # '..old'"; --force tried to replace it)
+    import export
+    ctx.mp.setattr(export, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    try:
+        with pytest.raises(SystemExit) as e:
+            export_main(ctx, "--model", ctx.tiny[0], "--adapter", str(ctx.shared.checkpoint), "--out", "", "--force")
+    finally:
+        os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert sorted(os.listdir(ctx.tmp)) == ["cache", "keep.txt"] or sorted(os.listdir(ctx.tmp)) == ["keep.txt"]
+    raise e.value
+
+
+for argv in (["--plot", "run", "--out", ""], ["--task", "perplexity", "--model", "", "--data", "d.txt"]):
+    flag = argv[2] if argv[0] == "--plot" else argv[2]
+    case(f"eval.py: {' '.join(map(repr, argv))}: an empty path refused as such", 2, f"{flag} '' is empty: give a "
+         "path")(lambda ctx, argv=argv: E.main(argv))  # (--plot: "could not be written:
+# No such file or directory"; --model: "'' is neither a checkpoint folder ...")
+case("generate.py: --model '' refused as empty", 2, "--model '' is empty: give a path")(
+    lambda ctx: __import__("generate").main(argv=["--model", "", "--prompt", "a"]))
+
+
 @case("cli --out './$SCRATCH/runs', or a variable that is not set: a folder of that name, as written", None)
 def _(ctx):
     ctx.mp.setenv("SCRATCH", "/scratch/me")
@@ -356,11 +381,12 @@ case("cli --out under a file", 2, "task.json is a file, so no folder can be made
 # directory" once the data was read)
 
 @contextlib.contextmanager
-def nothing_writes():
-    """A file-size limit of 0 bytes (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made, not one byte written
-    in it, whoever runs the test (chmod does not stop root; a read-only mount needs privileges to make)."""
+def nothing_writes(size=0):
+    """A file-size limit of `size` bytes, 0 by default (SIGXFSZ ignored: EFBIG instead of a kill): a file can be made,
+    not one byte (or not past `size`) written in it, whoever runs the test (chmod does not stop root; a read-only mount
+    needs privileges to make)."""
     limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
     try:
         yield
     finally:
@@ -422,6 +448,17 @@ def _(ctx):  # (was "error: [Errno 27] File too large", the earlier loss.svg cut
     assert f"--out {svg}: no file can be written in {ctx.tmp}: File too large (EFBIG)" in err, err
     assert svg.read_text() == "<svg>the earlier plot</svg>\n"
     sys.stderr.write(err)
+    raise e.value
+
+
+@case("eval.py --plot: the disk fills while the SVG is written (the probe's byte fits): the SVG there kept", SystemExit,
+      "loss.svg: the SVG (")
+def _(ctx):  # (was the earlier loss.svg cut to its first 100 bytes of the new plot: the SVG was written in place)
+    (svg := ctx.tmp / "loss.svg").write_text("<svg>the earlier plot</svg>\n")
+    with nothing_writes(100), pytest.raises(SystemExit) as e:
+        E.main(["--plot", str(ctx.shared.checkpoint), "--out", str(svg)])
+    assert svg.read_text() == "<svg>the earlier plot</svg>\n" and os.listdir(ctx.tmp) == ["loss.svg"]
+    assert "could not be written: File too large (EFBIG); the file there is as it was" in e.value.code, e.value.code
     raise e.value
 
 
@@ -698,6 +735,18 @@ def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --ma
     assert ctx.capsys.readouterr().out == ""
 
 
+@case("--lr 1e-40, --alpha 1e-30: adapters that change no weight of the model are said to, at the end", None)
+def _(ctx):  # (trained 10 steps, exit 0, an adapter that scores as the base, without a word)
+    for flag, value in (("--lr", "1e-40"), ("--alpha", "1e-30")):
+        s = run(ctx, flag, value, out=f"out{flag}")
+        ctx.capsys.readouterr()
+        out = load_adapter(load_pretrained(ctx.tiny[0]), str(ctx.tmp / f"out{flag}" / "adapter"))
+        layers = [m for m in out.modules() if isinstance(m, LoRASPLinear)]   # the check, written out: W + s B A == W
+        assert layers and all(torch.equal(m.base.weight + m.scale * m.lora_B @ m.lora_A, m.base.weight) for m in layers)
+        assert s["adapters_change_nothing"] is True, (flag, s)
+    assert "adapters_change_nothing" not in run(ctx, out="normal")               # a run that learns: no word
+
+
 @case("cli --patience that too few evaluations can never reach says so", None)
 def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run stopped early)
     for steps in ("10", "11", "16"):  # evaluations at 5, 10 (11; 15, 16): patience 2 stops after a 3rd, before the end
@@ -828,6 +877,35 @@ def _(ctx):  # (was 56 micro-batches, "56 steps of 1 x 1 sequences": the ceiling
         epochs_run(ctx, 50, "--epochs", "1.1", "--grad-accum", "1", batch="1")
     said = [line for line in ctx.capsys.readouterr().out.splitlines() if line.startswith("total ")]
     assert said == ["total 55 micro 55"], said
+
+
+@case("--resume of an --epochs 1.1 checkpoint written when 1.1 x 50 batches rounded up to 56: it runs on to 56", None)
+def _(ctx):  # (was 55: the rule changed under it, and with it the lr schedule its first steps followed, without a word)
+    class Described(Exception):
+        pass
+
+    def described(run):                                                # what the resumed run would do, then no step
+        print(f"total {run.total} micro {run.micro}")
+        raise Described
+    path = records_file(ctx, json.dumps(data.demo_records(50, seed=1)))
+    args = flags((ctx.tiny[0], path), ctx.tmp / "out", "--epochs", "1.1", "--grad-accum", "1")
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    args[args.index("--val-fraction") + 1], args[args.index("--batch-size") + 1] = "0", "1"
+    fault_at_loss_call(ctx.mp, 2, signal.SIGINT)                      # a checkpoint at step 2
+    with pytest.raises(SystemExit):
+        train.main(args)
+    undo(ctx)
+    ctx.mp.setattr(train, "describe", described)
+    state_file = ctx.tmp / "out" / "checkpoint" / "state.json"
+    new = json.loads(state_file.read_text())
+    for state, total in ((new, 55), ({k: v for k, v in new.items() if k != "epochs_rule"}, 56)):  # (older: no field)
+        state_file.write_text(json.dumps(state))
+        ctx.capsys.readouterr()
+        with pytest.raises(Described):
+            train.main(args + ["--resume"])
+        out = ctx.capsys.readouterr().out
+        assert f"total {total} micro {total}" in out, out
+        assert ("--epochs 1.1 x 50 batches ran 56 micro-batches" in out) == (total == 56), out
 
 
 case("empty dataset", SystemExit, "no training examples")(
@@ -1032,6 +1110,12 @@ case("eval.py: perplexity of a records file with no record ([])", SystemExit, "p
 case("eval.py: --data a folder", SystemExit, "is a folder: give a file (a text file, or Alpaca-format .json/.jsonl")(
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp)]))  # (was "[Errno 21]
 # Is a directory", after the model loaded)
+for flag, task, name in (("--data", "perplexity", "dev.tsv"), ("--prompts", "generate", "anatomy_test.csv")):
+    case(f"eval.py: {flag} a GLUE or MMLU table ({name})", SystemExit, f"{name}: a table (GLUE's .tsv, MMLU's .csv)"
+         f", not {'text' if flag == '--data' else 'instructions'}")(  # (read as text: its header, tabs
+        lambda ctx, flag=flag, task=task, name=name: E.main([  # and labels scored (or answered) as words, exit 0)
+            "--task", task, "--model", ctx.tiny[0], flag, records_file(ctx, "sentence\tlabel\nit is good\t1\n", name)])
+        if (ctx.capsys.readouterr() or True) else None)
 case("eval.py: --prompts a missing file", SystemExit, "nope.txt: no such file")(
     lambda ctx: E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(ctx.tmp / "nope.txt")]))
 case("eval.py: --plot --out a folder", SystemExit, "is a folder: --plot writes one SVG file")(
@@ -1263,6 +1347,20 @@ case("generate.py: --temperature 1e-45 (the logits divided by it pass float32)",
 # (was "RuntimeError: probability tensor contains either `inf`, `nan` or element < 0", a traceback)
 
 
+@case("generate.py: --temperature 1e-39 where every logit is negative (each divided by it is -Inf)", SystemExit,
+      "--temperature 1e-39: the logits divided by it pass float32's range (-Inf): give a larger one, or 0 for greedy")
+def _(ctx):  # (was the same traceback from multinomial: only +Inf was checked)
+    from test_eval import tiny_gpt2
+    (d := ctx.tmp / "g").mkdir()
+    tiny_gpt2(d, 16)
+    sd = load_safetensors(str(d / "model.safetensors"))
+    v = torch.ones(8)                                                  # every logit wte[i] . ln_f(h) = -|v|^2 = -8
+    sd.update({"transformer.wte.weight": v.repeat(10, 1), "transformer.ln_f.weight": torch.zeros(8),
+               "transformer.ln_f.bias": -v})
+    save_safetensors(sd, str(d / "model.safetensors"))
+    generate_command(ctx, "--model", str(d), "--prompt", "abc", "--temperature", "1e-39", "--max-new-tokens", "2")
+
+
 @case("generate.py: --model a T5: said before its weights load, with the command that generates with it", SystemExit,
       "is a t5, an encoder-decoder: generate.py continues a prompt with a causal LM (Llama, GPT-2); a T5 translates "
       "with beam search: python eval.py --task wmt16-en-ro --model ")
@@ -1448,6 +1546,26 @@ for to in (True, False):  # (was "does not fit --model ...: Number of elements o
             assert f"{out / 'adapter' / EXTRAS_FILE}: {name}.mask_A has " in str(e), str(e)
             assert "True entries, but A_train holds" in str(e) and str(e).endswith("(a damaged file)"), str(e)
             raise
+
+
+@case("eval.py: mmlu --seq-len shorter than a question's zero-shot prompt: the prompts cut at the start are said", None)
+def _(ctx):  # (were scored without their question's start, said as "3 with fewer worked examples, to fit 10 tokens")
+    import sentencepiece as spm
+    from test_eval import CORPUS, DEV, TESTS, write_mmlu
+    (d := ctx.tmp / "m").mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(d / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", character_coverage=1.0, byte_fallback=True, unk_id=0, bos_id=1,
+                                   eos_id=2, pad_id=-1, minloglevel=2)
+    save_pretrained(build_model(LlamaConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
+    tok = data.load_tokenizer(str(d))
+    E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(write_mmlu(ctx.tmp / "mmlu")), "--seq-len", "60"])
+    out = ctx.capsys.readouterr().out
+    cut = {s: sum(len(tok.encode(E.mmlu_prompt(s, DEV, row, 0))) > 60 for row in rows) for s, rows in TESTS.items()}
+    assert 0 < sum(cut.values()) < sum(map(len, TESTS.values())), cut  # (some fit with none; all have fewer)
+    for s, n in cut.items():
+        assert (f"; {n} cut at the start to fit 60 tokens even with no worked example" in out) == (n > 0), out
+    assert json.loads(out.strip().splitlines()[-1])["cut"] == sum(cut.values())
+    assert f"({sum(cut.values())} cut at the start, their question's start lost: " in out, out
 
 
 case("eval.py: --limit 0", 2, "argument --limit: 0 is out of range: must be an integer >= 1")(
@@ -1744,6 +1862,28 @@ def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone
         records_file(ctx, '{"translation": {"en": "one cat", "ro": "o pisica"}}\n' * 8, f"{split}.jsonl")
     train.main(["--model", str(ctx.tmp / "t5"), "--data", "wmt16-en-ro", "--data-dir", str(ctx.tmp), "--out",
                 str(ctx.tmp / "out"), "--seq-len", "24", "--rank", "4", "--max-steps", "1", "--dtype", "fp32"])
+
+
+@case("WMT16: a --seq-len past T5's prefix and EOS that leaves the median pair's sentence less than half its tokens",
+      SystemExit, "--seq-len 33 leaves 1 token of each English sentence after T5's prefix (31 tokens) and EOS: the "
+      "median train pair's sentence is ")
+def _(ctx):  # (passed the prefix check above; trained, exit 0, on sources cut to the prefix and one token)
+    (ctx.tmp / "t5").mkdir()
+    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
+                    ctx.tmp / "t5")
+    pair = '{"translation": {"en": "how many words are in the red bag", "ro": "cate cuvinte sunt in punga rosie"}}\n'
+    for split in ("train", "validation"):
+        records_file(ctx, pair * 8, f"{split}.jsonl")
+    flags = ["--model", str(ctx.tmp / "t5"), "--data", "wmt16-en-ro", "--data-dir", str(ctx.tmp), "--rank", "4",
+             "--max-steps", "1", "--dtype", "fp32"]
+    sentence = len(tok.encode("how many words are in the red bag", eos=False))   # (the median: every pair's)
+    need = len(tok.encode(data.T5_PREFIX + "how many words are in the red bag", eos=True))
+    train.main([*flags, "--out", str(ctx.tmp / "fits"), "--seq-len", str(need)])  # the figure it names trains
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--out", str(ctx.tmp / "out"), "--seq-len", "33"])
+    assert f"sentence is {sentence} tokens" in e.value.code and f"give --seq-len {need} or more" in e.value.code
+    raise e.value
 
 
 @case("eval.py: wmt16-en-ro with a Llama", SystemExit, "is a llama, not a T5: --task wmt16-en-ro translates with T5")
