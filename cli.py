@@ -513,25 +513,25 @@ def summary(run):
     if not run.stopping and (largest := adapters_change_nothing(run.model)) is not None:  # (was an exit 0 that said
         s.update(adapters_change_nothing=True)                 # nothing: --lr 1e-40, --alpha 1e-30)
         print(f"warning: after {run.step} steps the adapters change no weight of the model: (alpha/r) B A, at most "
-              f"{largest:.1e} an entry, rounds away in every adapted weight (--lr {run.args.lr:g}: AdamW moves an "
-              f"entry about --lr a step; --alpha {run.args.alpha:g}: the update is alpha/r times B A); the adapter "
-              "saved scores as the base model", file=sys.stderr)
+              f"{largest:.1e} an entry, is below float32's resolution in every adapted weight (--lr {run.args.lr:g}: "
+              f"AdamW moves an entry about --lr a step; --alpha {run.args.alpha:g}: the update is alpha/r times B A); "
+              "the adapter saved scores as the base model", file=sys.stderr)
     return s
 
 
 @torch.no_grad()
 def adapters_change_nothing(model):
-    """None where an adapted weight W changes: W + (alpha/r) B A, summed in float32 and rounded to W's dtype (an NF4
-    base's dequantized, as lorasp.merge_lorasp merges), differs from W somewhere (the first layer, in a run that
-    learned); else the largest |(alpha/r) B A| entry of any layer. An entry 0 (NF4 has that level) moved by less than
-    the dtype's resolution at the layer's mean |W| is no change. None for a model without adapters."""
+    """None where an adapter changes its layer: somewhere (alpha/r) B A has an entry past float32's resolution at the
+    layer's mean |W| (an NF4 base's W dequantized), so that W + (alpha/r) B A merged in float32 moves a typical weight
+    (the first layer decides, in a run that learned); else the largest |(alpha/r) B A| entry of any layer. Not W's own
+    dtype: one step at lr 1e-5 rounds away in a bf16 or NF4 weight, yet it is learning (and was called nothing on an
+    NF4 base). None for a model without adapters."""
     largest, layers = 0.0, [m for m in model.modules() if isinstance(m, LoRASPLinear)]
     for m in layers:
         W = m.base.weight
-        W = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W
-        delta = m.scale * m.lora_B.float() @ m.lora_A.float()  # (out, in)
-        moved = (W.float() + delta).to(W.dtype) != W
-        if (moved & ((W != 0) | (delta.abs() > torch.finfo(W.dtype).eps * W.float().abs().mean()))).any():
+        W = W.dequantize(torch.float32) if isinstance(m.base, NF4Linear) else W.float()
+        delta = float((m.scale * m.lora_B.float() @ m.lora_A.float()).abs().max())  # (out, in)
+        if delta > torch.finfo(torch.float32).eps * float(W.abs().mean()):
             return None
-        largest = max(largest, float(delta.abs().max()))
+        largest = max(largest, delta)
     return largest if layers else None

@@ -12,6 +12,7 @@ import torch
 import transformers
 
 import checkpoint
+import cli
 import data
 import eval as E
 import plan
@@ -20,7 +21,8 @@ from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 from checkpoint import load_safetensors, save_safetensors
 from data import UserError
-from lorasp import load_adapter
+from lorasp import LoRASPLinear, load_adapter
+from quant import NF4Linear
 from tasks import TARGETS
 from model import (EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, load_tokenizer,
                    save_pretrained)
@@ -762,3 +764,26 @@ def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path
                                          "or less$"):
         train.main(["--model", str(tmp_path / "m"), "--data", str(tmp_path / "t.txt"), "--seq-len", "16",
                     "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("base", ["fp32", "bf16", "nf4"])
+def test_adapters_change_nothing_whatever_the_base_dtype(base):
+    """cli.adapters_change_nothing: an update past float32's resolution at the layer's mean |W| is learning, whatever
+    the base is stored in (one step at lr 1e-5 rounds away in a bf16 or NF4 weight: an NF4 base's was called "no
+    change" when the check rounded to W's dtype), and one far below it (--lr 1e-40) is nothing, in every dtype."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1024, 1024, bias=False)
+    torch.nn.init.normal_(linear.weight, std=0.02)
+    layer = {"fp32": lambda: linear, "bf16": lambda: linear.to(torch.bfloat16),
+             "nf4": lambda: NF4Linear.from_linear(linear.to(torch.bfloat16))}[base]()
+    m = LoRASPLinear(layer, r=16, alpha=32)
+    model = torch.nn.ModuleDict({"layer": m})
+    W = (layer.weight.dequantize(torch.float32) if base == "nf4" else layer.weight.float()).abs().mean()
+    with torch.no_grad():
+        for b, learned in ((1e-5, True), (1e-12, False)):                  # about one AdamW step at --lr 1e-5; 1e-12
+            m.B_train.fill_(b)
+            delta = float((m.scale * m.lora_B @ m.lora_A).abs().max())
+            assert (delta > torch.finfo(torch.float32).eps * W) == learned  # the two sides of the line, written out
+            assert (cli.adapters_change_nothing(model) is None) == learned, (base, b)
+            if not learned:
+                assert cli.adapters_change_nothing(model) == pytest.approx(delta)
