@@ -179,7 +179,7 @@ def quantize_nf4(w, block_size=64, double_quant=True):
 # NF4Linear: a frozen layer that keeps only the NF4 weight
 
 class _NF4Matmul(torch.autograd.Function):
-    """y = x W^T with W in NF4. Saves only the NF4 weight (input-independent); backward dequantizes again."""
+    """y = x W^T with W in NF4. Saves only the NF4 weight; backward dequantizes again (a full replay's W is kept)."""
 
     @staticmethod
     def forward(ctx, x, weight):                     # not ctx.save_for_backward: nothing input-dependent kept; a full

@@ -8,9 +8,9 @@ How: a lookup by a float's top 16 bits in place of bucketize's branchy binary se
 bitsandbytes' time), a 2 KiB table of both levels of a code byte gathered 8 bytes at a time, and steps of whole blocks
 sized to the cache on CPU (CHUNK values). Also here: the switch to quant_triton.py's CUDA kernel (TRITON; dequantize
 picks the kernel or the torch path), and the CPU buffers kept between calls that NF4 matmuls dequantize into (dense).
-quant.py passes its levels in; this file imports nothing of the project's but recompute.py (replay_slot: which replay's
-weights to keep) and quant_triton.py (lazily, on CUDA). Not
-run on its own: tests/test_quant*.py check it against bitsandbytes and a brute-force nearest-level search.
+quant.py passes its levels in; this file imports nothing of the project's but recompute.py (replay_slot: where a full
+replay's weights are kept, replay_dense) and quant_triton.py (lazily, on CUDA). Not run on its own: tests/test_quant*.py
+check it against bitsandbytes and a brute-force nearest-level search.
 """
 import math
 import threading
