@@ -22,7 +22,9 @@ block keeps for backward are counted per token from what model.py's code saves (
 - backward: beside them, the gradients in flight (GRADS_IN_FLIGHT widths per token), plus one block's activations
   while it is recomputed (full) or its recomputed parts (selective).
 - loss: the causal LM's chunked cross-entropy (a LOSS_CHUNK of fp32 logits, dL/dh); T5's whole logits.
-- dequant: the largest NF4 weight, dequantized for its matmul.
+- dequant: the largest NF4 weight, dequantized for its matmul; on CPU with full checkpointing, a block's NF4 weights
+  but its tail (TAILS), which a replay dequantizes and keeps for the block's backward (recompute.replay_slot), in
+  buffers per weight shape that every block reuses.
 - heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss);
   CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
 - shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
@@ -55,6 +57,7 @@ from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
 from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
 import quant_torch
+import recompute
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -69,6 +72,7 @@ DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, 
                               # a byte)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
+TAILS = ("mlp.down_proj", "mlp.c_proj", "DenseReluDense.wo")  # the blocks' recompute.tail layers: a replay skips them
 PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
 
 
@@ -293,7 +297,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                  data=data_bytes, base=0, embeddings=0, adapter=0, activations=0, backward=0, loss=0, dequant=0, heap=0,
                  shapes=0)
     head = trained_whole({"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(task, ()), targets)
-    seen, biggest, shapes = set(), 0, set()                       # shapes: of token-row matmuls
+    seen, biggest, shapes, replay_kept = set(), 0, set(), {}      # shapes: of token-row matmuls
     every = not full and all_linear(targets)
     targets = set(targeted([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], targets, head))
     for name, m in model.named_modules():
@@ -313,6 +317,10 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                 parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
                 levels = 0 if s == 4 or kernel else 4 * (min(n, quant_torch.CHUNK) if cpu else n)  # read now
                 biggest = max(biggest, n * s + levels)
+                if not name.endswith(TAILS):                      # a full replay keeps it for backward (CPU), in
+                    at = [i for i, part in enumerate(name.split(".")) if part.isdigit()][0]   # a buffer per shape and
+                    shapes_of = replay_kept.setdefault(".".join(name.split(".")[:at + 1]), {})   # use in its block
+                    shapes_of[tuple(p.shape)] = shapes_of.get(tuple(p.shape), 0) + 1
             elif block_linear:
                 parts["base"] += n * s
             else:
@@ -345,6 +353,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
         parts["loss"] = tokens * V * (s + 12)
     parts["dequant"] = biggest          # + its fp32 levels before rounding: one step on CPU, whole on an accelerator
     #                                     without quant_triton's kernel (which rounds each value as it makes it)
+    if cpu and recompute.KEEP_DENSE and (args.checkpointing == "full" or full_blocks):  # kept buffers, reused
+        for shape in {k for b in replay_kept.values() for k in b}:   # every block (T5: both stacks) reuses them
+            parts["dequant"] += max(b.get(shape, 0) for b in replay_kept.values()) * math.prod(shape) * s
     parts["activations"] += tokens * C * s * (2 if kind == "t5" else 1)   # the embeddings' output
     working = parts["activations"] + parts["backward"] + parts["loss"]
     if cpu:                                 # measured with the default glibc malloc: resident / live = 1.43 to 1.52

@@ -8,8 +8,8 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
 - double quantization (QLoRA "Double Quantization"): the fp32 absmax values, minus their mean, are themselves
   quantized in blocks of 256 with the signed dynamic 8-bit code, leaving 8 + 32/256 bits of scale per 64
   weights: 4 + 8/64 + 32/(64*256) = 4.127 bits per parameter.
-- NF4Linear: a frozen linear layer that keeps only the NF4 weight; its autograd function saves no
-  full-precision copy and dequantizes again in backward for the input gradient.
+- NF4Linear: a frozen linear layer that keeps only the NF4 weight; its autograd function saves no full-precision
+  copy and dequantizes again in backward for the input gradient (but a full replay's: recompute.replay_slot).
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
 Beside this file, and not needed to learn NF4: what makes it fast (quant_torch.py: lookup tables, cache-sized steps
@@ -179,16 +179,17 @@ def quantize_nf4(w, block_size=64, double_quant=True):
 # NF4Linear: a frozen layer that keeps only the NF4 weight
 
 class _NF4Matmul(torch.autograd.Function):
-    """y = x W^T with W in NF4. Saves only the NF4 weight (input-independent); backward dequantizes again."""
+    """y = x W^T with W in NF4. Saves only the NF4 weight; backward dequantizes again (a full replay's W is kept)."""
 
     @staticmethod
-    def forward(ctx, x, weight):
-        ctx.weight = weight                          # not ctx.save_for_backward: nothing input-dependent kept
-        return F.linear(x, quant_torch.dense(weight, x.dtype))
+    def forward(ctx, x, weight):                     # not ctx.save_for_backward: nothing input-dependent kept; a full
+        ctx.weight, ctx.W = weight, quant_torch.replay_dense(weight, x.dtype) if ctx.needs_input_grad[0] else None
+        return F.linear(x, quant_torch.dense(weight, x.dtype) if ctx.W is None else ctx.W)   # replay's W kept (CPU)
 
     @staticmethod
-    def backward(ctx, grad_out):
-        return grad_out @ quant_torch.dense(ctx.weight, grad_out.dtype), None            # dL/dx = g W; no dL/dW
+    def backward(ctx, grad_out):                     # dL/dx = g W; no dL/dW
+        W = ctx.W if ctx.W is not None and ctx.W.dtype == grad_out.dtype else None
+        return grad_out @ (quant_torch.dense(ctx.weight, grad_out.dtype) if W is None else W), None
 
 
 class NF4Linear(nn.Module):

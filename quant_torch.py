@@ -8,8 +8,9 @@ How: a lookup by a float's top 16 bits in place of bucketize's branchy binary se
 bitsandbytes' time), a 2 KiB table of both levels of a code byte gathered 8 bytes at a time, and steps of whole blocks
 sized to the cache on CPU (CHUNK values). Also here: the switch to quant_triton.py's CUDA kernel (TRITON; dequantize
 picks the kernel or the torch path), and the CPU buffers kept between calls that NF4 matmuls dequantize into (dense).
-quant.py passes its levels in; this file imports nothing of the project's but quant_triton.py (lazily, on CUDA). Not
-run on its own: tests/test_quant*.py check it against bitsandbytes and a brute-force nearest-level search.
+quant.py passes its levels in; this file imports nothing of the project's but recompute.py (replay_slot: where a full
+replay's weights are kept, replay_dense) and quant_triton.py (lazily, on CUDA). Not run on its own: tests/test_quant*.py
+check it against bitsandbytes and a brute-force nearest-level search.
 """
 import math
 import threading
@@ -17,6 +18,8 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+
+import recompute
 
 CHUNK = 1 << 18  # values per step on CPU, so each step's fp32 temporaries (1 MiB) stay in cache. 2^20 won on one
 # block's weights alone, not in whole models nor in the 7B step (bench/profile_block.py; docs/benchmarks-7b.md)
@@ -124,3 +127,14 @@ def dense(weight, dtype):
     if weight.device.type != "cpu":
         return weight.dequantize(dtype)              # the CUDA caching allocator reuses its blocks already
     return weight.dequantize(dtype, buffer=kept_buffer("dequantize", weight.padded_numel(), dtype))
+
+
+def replay_dense(weight, dtype):
+    """Inside a full replay on CPU (recompute.replay_slot): the NF4Tensor weight dequantized into the replay's next
+    slot buffer, kept for the block's backward (dL/dx = g W), so that backward does not dequantize it again; else None.
+    The slots are kept buffers too, one per weight shape and its n-th use in a block (0.29 GiB at llama2-7b's width:
+    q, k, v, o, gate, up), reused block by block."""
+    slot = recompute.replay_slot(tuple(weight.shape)) if weight.device.type == "cpu" else None  # (CUDA: dequantizing
+    if slot is None:                                                                                # is cheap there)
+        return None
+    return weight.dequantize(dtype, buffer=kept_buffer(("replay", *slot), weight.padded_numel(), dtype))

@@ -15,6 +15,9 @@
   down_proj, GPT-2's and T5's feed-forward output), whose value only flows, through additions, into the block's
   output. A LoRA-SP layer there gets zeros for its frozen base's part (`frozen_base`; dL/dx = g W needs no value), so
   the replay saves that matmul and, on an NF4 base, its dequantize: 7% of a `full` step's base-weight work.
+- A full replay keeps what it computes from a frozen weight alone for that block's backward (`replay_slot`: on CPU, an
+  NF4 weight's dequantized W, which dL/dx = g W reads again), in buffers reused block after block: a `full` step then
+  dequantizes each weight twice, not three times (KEEP_DENSE; one block's weights more memory, which plan.py counts).
 Leaves out: offloading to host memory, per-op policies beyond `cheap`, checkpointing across several blocks.
 Run `python model.py` (its demo compares the gradients of "none", "full" and "selective" on a tiny Llama);
 tests/test_checkpointing.py checks them on Llama, GPT-2 and T5, with LoRA-SP and NF4 inside (tests/test_encoders.py
@@ -64,6 +67,7 @@ class Recompute(torch.autograd.Function):
     def backward(ctx, grad):
         r = ctx.recipe
         r.inputs = ctx.saved_tensors  # (raises if an input was modified in place since forward)
+        _slots.clear()                # the previous block's backward is done: its kept buffers are free again
         out, wrt = r.run(), [t for t in r.leaves + ctx.params if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
         result = [next(grads) if t.requires_grad else None for t in r.leaves + ctx.params]
@@ -73,6 +77,19 @@ class Recompute(torch.autograd.Function):
 
 _replaying = False  # True while a full-checkpointing replay runs a block (run_block's fn, with grad)
 _unread = False     # True inside tail() during such a replay
+_slots = {}         # replay_slot's count per key since this block's replay began
+KEEP_DENSE = True   # False: a replay keeps nothing for backward, which computes it again (one dequantize more a weight)
+
+
+def replay_slot(key):
+    """Inside a full replay: (key, n) for the n-th value of its kind (key: its shape) that this block's backward reads
+    again and that depends on frozen weights only (quant_torch.replay_dense), to name a buffer kept for it. None is
+    handed out twice before that backward is done (Recompute.backward counts the next block's from 0), and every block
+    of a stack names the same ones. Outside a replay (or with KEEP_DENSE off): None, keep nothing."""
+    if not (_replaying and KEEP_DENSE):
+        return None
+    n = _slots[key] = _slots.get(key, -1) + 1
+    return key, n
 
 
 def tail(layer, x):

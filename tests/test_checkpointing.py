@@ -270,6 +270,7 @@ def test_full_replay_tail_skip_on_an_nf4_base(tmp_path, autocast, monkeypatch):
     tail's."""
     import lorasp
     import quant
+    import recompute
     M.save_pretrained(tiny("llama"), tmp_path)
     m = M.load_pretrained(tmp_path, quantize="nf4").train()
     lorasp.apply_lorasp(m, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], r=4, alpha=8)
@@ -282,6 +283,7 @@ def test_full_replay_tail_skip_on_an_nf4_base(tmp_path, autocast, monkeypatch):
         count[0] += 1
         return dequantize(self, *a, **k)
     monkeypatch.setattr(quant.NF4Tensor, "dequantize", counted)
+    monkeypatch.setattr(recompute, "KEEP_DENSE", False)  # backward dequantizes again (tests/test_kept_dense.py: on)
     m.checkpointing, grads = "full", {}
     for replay_tail in (False, True):
         if replay_tail:
