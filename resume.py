@@ -16,13 +16,15 @@ resume that would not.
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
-  files whose fingerprint changed (`check_base`, before the weights load), data whose tokenized examples hash
-  otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one flipped bit, before any loads).
+  files whose fingerprint changed (`check_base`, before the weights load; export.py's merge of that base: said),
+  data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one
+  flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -34,6 +36,7 @@ import zlib
 import torch
 
 import plan
+from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
@@ -320,6 +323,14 @@ def base_changed(args, was, parts):
     the files that differ when the checkpoint kept theirs; None when they are the same."""
     if parts[""] == (was.get("base_sha256") or parts[""]):    # (none recorded: a checkpoint from before them)
         return None
+    held = list(itertools.dropwhile(lambda m: m.get("base_fingerprint") != was.get("base_sha256"),
+                                    merges(str(args.model))[0]))  # (the adapters merged into this run's base on)
+    if held:                                                  # export.py's merge of this run's base: said so
+        twice = merged_already(str(args.model), os.path.join(args.out, "checkpoint", "adapter"))
+        return UserError(f"--resume: --model {args.model} is the checkpoint's base, {held[0].get('base')}, with "
+                         f"{', '.join(str(m.get('adapter')) for m in held)} merged into it by export.py" + (
+                             ": the checkpoint's adapter is already merged into it; applying it again doubles its "
+                             "update" if twice else "") + f": give --model {held[0].get('base')} (the original base)")
     old, now = was.get("base_files") or {}, {n: h for n, h in parts.items() if n}
     which = ", ".join(n + (" is missing" if n not in now else " is new" if n not in old else " differs")
                       for n in sorted(set(now) | set(old)) if now.get(n) != old.get(n)) if old else ""
