@@ -144,17 +144,26 @@ def claim(out):
     it): a second train.py into the same --out is refused, where it would interleave its checkpoints, log and result
     with the first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT
     itself: the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take
-    no lock; a folder this made stays only if something went in."""
+    no lock; a folder this made stays only if something went in, and so do its parents made with it (the demo's
+    out/demo-real: a refused run left an empty ./out)."""
     if rank_world()[0] != 0:
         yield
         return
-    with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
-                          "would mix): wait for it to end, or pass another --out"), folder=True) as held:
-        if held:                                               # no other train.py writes here, so a temporary is
-            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
-                print(f"note: removing {stale}, left by a train.py killed while writing it")
-                os.remove(stale)
-        yield
+    made, parent = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):                          # (deepest first)
+        made, parent = made + [parent], os.path.dirname(parent)
+    try:
+        with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and "
+                              "results would mix): wait for it to end, or pass another --out"), folder=True) as held:
+            if held:                                           # no other train.py writes here, so a temporary is
+                for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
+                    print(f"note: removing {stale}, left by a train.py killed while writing it")
+                    os.remove(stale)
+            yield
+    finally:
+        for d in made:                                         # (one that holds something stays, and its parents)
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 def file_sums(folder, known=None):
