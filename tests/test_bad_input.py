@@ -1449,7 +1449,7 @@ def exported(ctx):
 
 @case("eval.py, generate.py, export.py, train.py --resume: the adapter export.py merged into --model, applied again",
       SystemExit, "adapter is already merged into it; applying it again doubles its update: give --model ")
-def _(ctx):  # (was W + 2 (alpha/r) B A scored, generated from, merged again, exit 0, with a warning of other base files)
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, generated from, merged again, exit 0; a warning: other base files)
     import re
 
     import generate
