@@ -19,11 +19,14 @@
 - `save_layers`, `load_layers`: a model's LoRASPLinear layers to and from the folder, the work of lorasp.py's
   save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's);
   `all_or_nothing`: a failure while the layers are built (load_layers', apply_lorasp's) leaves the model as it was.
+- `adapter_digest`: an adapter's files hashed; `merges`, `merged_already`: what an export.py folder's MERGED file says
+  it holds merged, and whether an adapter is one of those (evalcli.base_quant refuses to apply it again).
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
 """
 import copy
+import hashlib
 import itertools
 import json
 import math
@@ -37,6 +40,10 @@ from checkpoint import (atomic_write, load_safetensors, read_json, read_safetens
 
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
+# export.py's record, beside the merged weights, of the adapters merged into them and the base they came from (a file
+# of its own: transformers keeps config.json's unknown keys through save_pretrained, onto weights they may not describe;
+# config.json is in the base's fingerprint, this file is not)
+MERGED = "lorasp_merged.json"
 PEFT = "base_model.model."                 # the prefix of every tensor name in PEFT's adapter files
 ALL_LINEAR = "all-linear"                  # PEFT's target_modules for every linear layer but the output one (QLoRA's)
 # adapter_config.json fields PEFT honours and load_adapter does not, with the values that change nothing: any other
@@ -274,6 +281,36 @@ def adapter_base(directory):
     except (TypeError, ValueError, KeyError, AttributeError):
         return {}                                              # load_adapter names what is wrong with the file
     return base if isinstance(base, dict) else {}
+
+
+def adapter_digest(directory):
+    """{file: sha256} of an adapter's update, its adapter_config.json and weights file(s) (adapter_model.*): what
+    export.py records of the adapter it merges (MERGED), so the same adapter, copied anywhere, is known there."""
+    out = {}
+    for f in sorted(os.listdir(directory)):
+        if f == "adapter_config.json" or f.startswith("adapter_model.") and os.path.isfile(f"{directory}/{f}"):
+            h = hashlib.sha256()
+            with open(os.path.join(directory, f), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[f] = h.hexdigest()
+    return out
+
+
+def merges(path):
+    """(the adapters export.py merged into the folder at path, oldest first: {adapter, files (adapter_digest), base,
+    base_fingerprint, trained_on}, and its MERGED record whole); ([], {}) where it has none (not an export's)."""
+    f = os.path.join(path, MERGED) if os.path.isdir(path) else ""
+    record = read_json(f) if os.path.isfile(f) else {}
+    return [m for m in record.get("merged") or () if isinstance(m, dict) and isinstance(m.get("files"), dict)], record
+
+
+def merged_already(path, adapter):
+    """The MERGED entry of the folder at path whose adapter files are this adapter's (applied onto it again, its
+    update would count twice), else None."""
+    held = merges(path)[0]
+    digest = adapter_digest(adapter) if held and os.path.isdir(adapter) else None
+    return next((m for m in held if digest and m["files"] == digest), None)
 
 
 def read_adapter(directory, peft):

@@ -13,7 +13,9 @@ another task's head are said).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
-  naming another model, by name: paths differ between machines); `head_order`, `in_glue_order`: a fine-tuned
+  naming another model, by name: paths differ between machines; an adapter the base holds merged already, export.py's
+  record says (adapter.merged_already), refused: its update would count twice); `write_merged`: that record, written
+  into export.py's folder; `head_order`, `in_glue_order`: a fine-tuned
   classifier's outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
@@ -33,7 +35,7 @@ import textwrap
 
 import torch
 
-from checkpoint import files_fingerprint, read_json
+from checkpoint import atomic_write, files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
@@ -42,7 +44,7 @@ from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_t
                   tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
-from adapter import EXTRAS_FILE, saved_whole, whole_dir
+from adapter import EXTRAS_FILE, MERGED, adapter_digest, merged_already, merges, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
@@ -331,6 +333,13 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     meanings, ALIKE), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
+    if adapter and (held := merged_already(path := model_path(name), adapter)):   # W + 2 (alpha/r) B A, scored
+        raise UserError(f"--adapter {adapter} is already merged into {path} by export.py (from --model "
+                        f"{held.get('base')}, as {held.get('adapter')}); applying it again doubles its update: give "
+                        f"--model {held.get('base')} (the original base) or leave out --adapter")
+    if adapter and (held := merges(path)[0]):                  # another adapter on top: stacked, said
+        print(f"note: --model {path} holds {', '.join(str(m.get('adapter')) for m in held)} merged (export.py); "
+              f"--adapter {adapter} goes on top of {'it' if len(held) == 1 else 'them'}", file=sys.stderr)
     if adapter:
         other_base(name, adapter, trained)
     if quant == "auto":
@@ -347,6 +356,9 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
     if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
         now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
+        record = merges(path)[1]                               # an export's own tokenizer files (a tokenizer.json,
+        if now == record.get("tokenizer_written"):             # the same ids) as written: the base's they came from
+            now = record.get("tokenizer_from") or now
         if which := tokenizer_changes(old, now):
             print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s "
                   f"({which}): its text is other token ids than the adapter learned on; its scores here may not be "
@@ -375,6 +387,21 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
         print(f"warning: --adapter {adapter} trained on {trained['task']}, not {task}: its head's classes are "
               f"{trained['task'][5:]}'s", file=sys.stderr)
     return quant
+
+
+def write_merged(directory, base, adapter):
+    """export.py's MERGED file in the folder it writes (last: after its tokenizer files): the adapters the base held
+    merged already (an export's, MERGED) and this one (adapter.adapter_digest: base_quant refuses it onto this folder);
+    the tokenizer files export wrote and those of the base they came from, which base_quant compares an adapter's
+    with while the folder's are as written (export adds tokenizer.json or tokenizer_config.json: the same ids)."""
+    held, record = merges(base)
+    name = trained_file(adapter, trained := adapter_base(adapter), base)
+    old = record.get("tokenizer_from") if record.get("tokenizer_written") == tokenizer_files(base, name=name) else None
+    entry = dict(adapter=os.path.abspath(adapter), files=adapter_digest(adapter), base=os.path.abspath(base),
+                 base_fingerprint=files_fingerprint(base, name=name), trained_on=trained.get("fingerprint"))
+    with atomic_write(os.path.join(directory, MERGED), "w") as f:
+        json.dump(dict(merged=held + [entry], tokenizer_from=old or tokenizer_files(base, name=name),
+                       tokenizer_written=tokenizer_files(directory)), f, indent=2)
 
 
 # HF's glue dataset's class names, in data.GLUE's class order: what a fine-tuned checkpoint's id2label calls them

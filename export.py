@@ -20,11 +20,12 @@ and llama.cpp's convert_hf_to_gguf.py read:
   *ForQuestionAnswering; tied embeddings stay one tensor unless the adapter changed lm_head.
 - --dtype fp16 of a T5 is written with a warning: its activations pass float16's range (transformers guards them).
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
-- Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: as they load,
-  each is checked, cast and written to its file); each shard's header is written first (the names, shapes and dtype
-  are known beforehand), then each layer merged, cast and written at its offset: the peak is about the largest tensor
-  (and an NF4 base's 4-bit codes), not a shard or the model (7B: see docs/jobs.md); the scratch needs the disk the
-  base takes in the dtype it loads in.
+- lorasp_merged.json (evalcli.write_merged): the adapters DIR holds merged (hashed) and the base: eval.py, generate.py,
+  export.py refuse one of them applied onto DIR again (its update twice), and DIR's tokenizer files read as the base's.
+- Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: each checked,
+  cast and written to its file as it loads); each shard's header is written first (names, shapes and dtype known
+  beforehand), then each layer merged, cast and written at its offset: the peak is about the largest tensor (and an
+  NF4 base's 4-bit codes), not a shard or the model (7B: docs/jobs.md); the scratch takes the base's size as loaded.
 Leaves out: re-quantizing the merged model (GPTQ, GGUF's k-quants: convert DIR with their own tools).
 """
 import argparse
@@ -45,7 +46,7 @@ from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded, unwritable
 from data import BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
-from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path
+from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, write_merged
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
 
@@ -318,15 +319,13 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             raise                                            # one there that does not read: damaged, not absent
         tok = NoTokenizer()
     tiktoken = os.path.isdir(path) and os.path.isfile(ranks) and not present and not gguf_file(path)
-    # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
-    # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
+    # the base's weights memory-mapped from files beside --out, read as written; each unlinked once mapped (NFS: a .nfs*
     where = os.path.dirname(os.path.abspath(out))
-    while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
+    while not os.path.isdir(where):                          # stand-in, left); replace_dir makes --out's parents
         where = os.path.dirname(where)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
-        # loaded as stored (fp32 if asked for): W + B A is summed in fp32 and rounded once, to --dtype, as it is
-        # written (entries; PEFT on a bf16 load rounds the base first, then the sum)
-        try:
+        # loaded as stored (fp32 if asked for): W + B A summed in fp32, rounded once to --dtype as written (entries;
+        try:                                                 # PEFT on a bf16 load rounds the base, then the sum)
             model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
                                   num_labels=num_labels, qa=qa, tok=tok, spill=spill)
         except ValueError as e:                              # a layer of other widths: whose, on which base
@@ -358,6 +357,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         with atomic_write(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
         llama_tokenizer_config(tok, tmp)                     # a tokenizer.model alone: transformers' BOS
+        write_merged(tmp, path, adapter)                     # (lorasp_merged.json: the adapter not applied again)
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     if isinstance(tok, NoTokenizer) or not set(COPIED[:-1]) & set(files):

@@ -16,13 +16,15 @@ resume that would not.
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
-  files whose fingerprint changed (`check_base`, before the weights load), data whose tokenized examples hash
-  otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one flipped bit, before any loads).
+  files whose fingerprint changed (`check_base`, before the weights load; export.py's merge of that base: said),
+  data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one
+  flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -34,6 +36,7 @@ import zlib
 import torch
 
 import plan
+from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
@@ -141,17 +144,26 @@ def claim(out):
     it): a second train.py into the same --out is refused, where it would interleave its checkpoints, log and result
     with the first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT
     itself: the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take
-    no lock; a folder this made stays only if something went in."""
+    no lock; a folder this made stays only if something went in, and so do its parents made with it (the demo's
+    out/demo-real: a refused run left an empty ./out)."""
     if rank_world()[0] != 0:
         yield
         return
-    with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and results "
-                          "would mix): wait for it to end, or pass another --out"), folder=True) as held:
-        if held:                                               # no other train.py writes here, so a temporary is
-            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
-                print(f"note: removing {stale}, left by a train.py killed while writing it")
-                os.remove(stale)
-        yield
+    made, parent = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):                          # (deepest first)
+        made, parent = made + [parent], os.path.dirname(parent)
+    try:
+        with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and "
+                              "results would mix): wait for it to end, or pass another --out"), folder=True) as held:
+            if held:                                           # no other train.py writes here, so a temporary is
+                for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
+                    print(f"note: removing {stale}, left by a train.py killed while writing it")
+                    os.remove(stale)
+            yield
+    finally:
+        for d in made:                                         # (one that holds something stays, and its parents)
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 def file_sums(folder, known=None):
@@ -320,6 +332,14 @@ def base_changed(args, was, parts):
     the files that differ when the checkpoint kept theirs; None when they are the same."""
     if parts[""] == (was.get("base_sha256") or parts[""]):    # (none recorded: a checkpoint from before them)
         return None
+    held = list(itertools.dropwhile(lambda m: m.get("base_fingerprint") != was.get("base_sha256"),
+                                    merges(str(args.model))[0]))  # (the adapters merged into this run's base on)
+    if held:                                                  # export.py's merge of this run's base: said so
+        twice = merged_already(str(args.model), os.path.join(args.out, "checkpoint", "adapter"))
+        return UserError(f"--resume: --model {args.model} is the checkpoint's base, {held[0].get('base')}, with "
+                         f"{', '.join(str(m.get('adapter')) for m in held)} merged into it by export.py" + (
+                             ": the checkpoint's adapter is already merged into it; applying it again doubles its "
+                             "update" if twice else "") + f": give --model {held[0].get('base')} (the original base)")
     old, now = was.get("base_files") or {}, {n: h for n, h in parts.items() if n}
     which = ", ".join(n + (" is missing" if n not in now else " is new" if n not in old else " differs")
                       for n in sorted(set(now) | set(old)) if now.get(n) != old.get(n)) if old else ""

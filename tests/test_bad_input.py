@@ -1440,6 +1440,55 @@ def _(ctx):  # (was silent: the base's fingerprint covers its weights and config
             assert "whose files differ" not in err, err                    # (its weights and config.json: the same)
 
 
+def exported(ctx):
+    """(the run's folder, export.py's merge of its adapter into the tiny base): a copy of the module's stopped run."""
+    out = checkpointed(ctx)
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", out / "adapter", "--out", ctx.tmp / "merged")
+    return out, ctx.tmp / "merged"
+
+
+@case("eval.py, generate.py, export.py, train.py --resume: the adapter export.py merged into --model, applied again",
+      SystemExit, "adapter is already merged into it; applying it again doubles its update: give --model ")
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, generated from, merged again, exit 0; a warning: other base files)
+    import re
+
+    import generate
+    out, merged = exported(ctx)
+    copy = shutil.copytree(out / "adapter", ctx.tmp / "elsewhere")       # the same adapter, by its files' hashes
+    for a in (out / "adapter", out, copy):
+        fragment = (f"--adapter {a if a != out else out / 'adapter'} is already merged into {merged} by export.py "
+                    f"(from --model {ctx.tiny[0]}, as {out / 'adapter'}); applying it again doubles its update: give "
+                    f"--model {ctx.tiny[0]} (the original base) or leave out --adapter")
+        for command in (lambda: E.main(["--task", "perplexity", "--model", str(merged), "--adapter", str(a),
+                                        "--data", ctx.tiny[1]]),
+                        lambda: generate.main(argv=["--model", str(merged), "--adapter", str(a)]),
+                        lambda: export_main(ctx, "--model", merged, "--adapter", a, "--out", ctx.tmp / "twice")):
+            with pytest.raises(SystemExit, match=re.escape(fragment)):
+                command()
+    assert not os.path.exists(ctx.tmp / "twice")
+    train.main(flags((str(merged), ctx.tiny[1]), out, "--max-steps", "2", "--resume"))   # the run's own checkpoint
+
+
+@case("eval.py: another adapter onto export.py's folder: stacked, said; no tokenizer warning for the files export "
+      "wrote", None)
+def _(ctx):  # (was "trained on a base whose tokenizer files differ (tokenizer.json is new, ...)": the same ids)
+    out, merged = exported(ctx)
+    train.main(flags(ctx.tiny, ctx.tmp / "second", "--max-steps", "2", "--seed", "2"))
+    assert data.load_tokenizer(str(merged)).encode("How many cats?") == data.load_tokenizer(ctx.tiny[0]).encode(
+        "How many cats?")
+    ctx.capsys.readouterr()
+    E.main(["--task", "perplexity", "--model", str(merged), "--adapter", str(ctx.tmp / "second" / "adapter"),
+            "--data", ctx.tiny[1]])
+    err = ctx.capsys.readouterr().err
+    assert (f"note: --model {merged} holds {out / 'adapter'} merged (export.py); --adapter "
+            f"{ctx.tmp / 'second' / 'adapter'} goes on top of it") in err, err
+    assert "tokenizer files differ" not in err, err
+    (merged / "tokenizer.json").write_text((merged / "tokenizer.json").read_text() + "\n")   # edited since
+    E.main(["--task", "perplexity", "--model", str(merged), "--adapter", str(ctx.tmp / "second" / "adapter"),
+            "--data", ctx.tiny[1]])
+    assert "tokenizer files differ from" in ctx.capsys.readouterr().err  # (export's no longer: compared as it is)
+
+
 @case("eval.py: --task perplexity, generate, squad on export.py's folder of a GPT-2 GLUE classifier: refused",
       SystemExit, "is a GPT2ForSequenceClassification (config.json's architectures): its head scores inputs: it is no "
       "language model to generate or score text with; score it with python eval.py --task glue/TASK --model ")

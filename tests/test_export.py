@@ -120,7 +120,8 @@ def test_shards_hold_the_same_tensors_as_one_file(causal, tmp_path):
     assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "one", "--dtype", "fp32") is None
     assert run("--model", base, "--adapter", adapter, "--out", tmp_path / "many", "--dtype", "fp32",
                "--shard-size", "20KB") is None
-    assert sorted(os.listdir(tmp_path / "one")) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "one")) == ["config.json", "generation_config.json", "lorasp_merged.json",
+                                                     "model.safetensors"]
     assert (tmp_path / "one" / "generation_config.json").read_text() == (base / "generation_config.json").read_text()
     index = json.loads((tmp_path / "many" / "model.safetensors.index.json").read_text())
     shards = sorted(f for f in os.listdir(tmp_path / "many") if f.endswith(".safetensors"))
@@ -305,8 +306,8 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
     assert run("--model", gguf, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out", "--dtype",
                "bf16") is None
     assert "no tokenizer files" not in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path / "out")) == ["chat_template.jinja", "config.json", "model.safetensors",
-                                                    "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["chat_template.jinja", "config.json", "lorasp_merged.json",
+                                                    "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     own = transformers.AutoConfig.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())  # (written: LlamaConfig's defaults, 1 and 2,
@@ -354,7 +355,8 @@ def test_bad_input_is_one_line_and_writes_nothing(causal, tmp_path, capsys, monk
     msg = run("--model", base, "--adapter", adapter, "--out", base, "--force")  # would delete the base it reads
     assert msg.startswith("error: --out") and "--model" in msg and os.path.isfile(base / "config.json")
     assert run("--model", base, "--adapter", adapter, "--out", out, "--force") is None
-    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors"]  # replaced whole
+    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "lorasp_merged.json",  # replaced whole
+                                       "model.safetensors"]
 
 
 @pytest.mark.parametrize("causal", ["llama"], indirect=True)
@@ -592,7 +594,7 @@ def test_export_peak_memory_is_about_the_largest_tensor_not_a_shard(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
     grew = float(done.stdout.split()[-1])
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "lorasp_merged.json", "model.safetensors"]
     assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 5, (grew, out_bytes / 2 ** 20)
 
 
@@ -711,3 +713,26 @@ def test_a_gpt2_language_model_on_openai_file_names_gets_a_tokenizer_transformer
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
     ids = torch.tensor([run_tok.encode(texts[1])])
     torch.testing.assert_close(hf(ids).logits, merge_lorasp(ours)(ids), atol=1e-5, rtol=0)
+
+
+def test_a_second_adapter_stacks_on_an_export_and_neither_applies_twice(tiny, tmp_path, capsys):  # noqa: F811
+    """Two train.py runs on the tiny Llama; the first merged (M), the second stacked on M by eval.py (with a note) and
+    merged into M2 by export.py: transformers' M2 gives the logits of M with the second adapter applied, and M2's
+    lorasp_merged.json holds both, so either adapter onto M2 is refused, naming the base it was merged from."""
+    for run_dir, seed in (("one", "1"), ("two", "2")):
+        train.main(flags(tiny, tmp_path / run_dir, "--max-steps", "3", "--seed", seed))
+    one, two = str(tmp_path / "one" / "adapter"), str(tmp_path / "two" / "adapter")
+    assert run("--model", tiny[0], "--adapter", one, "--out", tmp_path / "m") is None
+    assert run("--model", tmp_path / "m", "--adapter", two, "--out", tmp_path / "m2") is None
+    assert f"note: --model {tmp_path / 'm'} holds {one} merged (export.py); --adapter {two}" in capsys.readouterr().err
+    x = torch.tensor([data.load_tokenizer(tiny[0]).encode("Below is an instruction that describes a task.")])
+    stacked, _ = load_model(str(tmp_path / "m"), two, "none", torch.float32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m2").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, stacked(x), atol=1e-5, rtol=0)
+        assert (stacked(x) - load_model(str(tmp_path / "m"), None, "none", torch.float32)[0](x)).abs().max() > 1e-4
+    record = json.loads((tmp_path / "m2" / "lorasp_merged.json").read_text())
+    assert [(m["adapter"], m["base"]) for m in record["merged"]] == [(one, tiny[0]), (two, str(tmp_path / "m"))]
+    for adapter, base in ((one, tiny[0]), (two, str(tmp_path / "m"))):
+        assert f"applying it again doubles its update: give --model {base} (the original base)" in run(
+            "--model", tmp_path / "m2", "--adapter", adapter, "--out", tmp_path / "m3")

