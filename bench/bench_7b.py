@@ -22,6 +22,7 @@ so far, to DIR/CONFIG.log. A 7B step on 2 cores takes minutes: run it with nohup
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -44,8 +45,10 @@ def ours(model_dir, data_file, method, quant, ckpt, batch, seq, steps, log, out)
         raise RuntimeError(f"train.py failed (rc {r['rc']}):\n" + "\n".join(x[1] for x in r["lines"][-15:]))
     summary, ready = json.loads(r["lines"][-1][1]), next(x for x in r["lines"] if "trainable of" in x[1])
     t, dts = step_times(r["lines"])
-    plan = next((x[1] for x in r["lines"] if x[1].startswith("memory plan: ")), None)   # "memory plan: 4.61 GiB at.."
-    plan_gib = float(plan.split()[2]) * (1 if plan.split()[3] == "GiB" else 1 / 1024) if plan else None
+    plans = [m for x in r["lines"] if x[1].startswith("memory plan") and (m := re.search(r"([\d.]+) (GiB|MiB) at the "
+                                                                                        "peak", x[1]))]
+    # the last: "memory plan with the data's N batch lengths: ... 5.28 GiB at the peak" refines "memory plan: 6.19 .."
+    plan_gib = float(plans[-1][1]) * (1 if plans[-1][2] == "GiB" else 1 / 1024) if plans else None
     return dict(plan_gib=plan_gib, load_s=ready[0], hwm_ready=ready[3], peak_rss=r["maxrss"], peak_anon=r["peak_anon"],
                 steps_s=[t[0][0] - ready[0]] + [d[0] for d in dts], cpu_s=[t[0][1] - ready[2]] + [d[1] for d in dts],
                 losses=[
