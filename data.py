@@ -2327,10 +2327,14 @@ def read_translation(directory, split, src="en", tgt="ro"):
     return nonempty([(n, *p) for n, p in enumerate(zip(*lines), 1)], f"{a} + {split}.{tgt}")
 
 
+ROMANIAN = re.compile("[ăâîșşțţĂÂÎȘŞȚŢ]")  # letters English text does not have (ş, ţ: the cedilla forms)
+
+
 def nonempty(pairs, where):
     """[(source, target)] of [(line, source, target)], less the pairs with an empty side, counted in a note. A source
     that starts with T5's task prefix already (a tutorial's preprocessed inputs) is an error: it would read twice; so
-    is a file whose every target is its source (one language written twice)."""
+    is a file whose every target is its source (one language written twice), or whose English side has Romanian's
+    letters in 30% of its sentences or more and three times the Romanian side's share (the two swapped)."""
     if prefixed := next((n for n, s, _ in pairs if s.lstrip().lower().startswith(T5_PREFIX.lower().strip())), None):
         raise ValueError(f"{where}, line {prefixed}: the source starts with T5's prefix {T5_PREFIX.strip()!r}, which "
                          "lorasp adds itself (it would read twice): give the English sentences alone")
@@ -2342,6 +2346,11 @@ def nonempty(pairs, where):
     if pairs and all(s.strip() == t.strip() for _, s, t in pairs):  # (trained to copy, exit 0; BLEU 100 by copying)
         raise ValueError(f"{where}: every pair's target is its source, word for word (line {pairs[0][0]}, ...): a pair "
                          "holds an English sentence and its Romanian translation; the file holds one language twice")
+    rom = [sum(bool(ROMANIAN.search(x)) for x in side) for side in zip(*[(s, t) for _, s, t in pairs])] or [0, 0]
+    if rom[0] >= 0.3 * len(pairs) and rom[1] < rom[0] / 3:     # (was scored, or trained, the wrong way round, exit 0)
+        raise ValueError(f"{where}: the English side reads as Romanian: {rom[0]:,} of its {len(pairs):,} sentences hold "
+                         f"a letter of Romanian's (ă, â, î, ș, ț), the Romanian side's {rom[1]:,}: the two files (or "
+                         "the JSONL's en and ro keys) are swapped; give the English sentences as en, the Romanian as ro")
     return [(s, t) for _, s, t in pairs]
 
 

@@ -3295,6 +3295,23 @@ case("WMT16: every pair's target its source word for word (one language written 
         ctx, "a cat\n\nthe dog\n", "train.ro") and data.read_translation(str(ctx.tmp), "train"))
 
 
+case("WMT16: the English file holds the Romanian sentences and the Romanian file the English (swapped)", ValueError,
+     "test.en + test.ro: the English side reads as Romanian: 3 of its 4 sentences hold a letter of Romanian's")(  # (were
+    lambda ctx: records_file(ctx, "Pisica doarme.\nAstăzi e soare.\nÎn oraș plouă.\nȚara e mare.\n", "test.en")  # scored,
+    and records_file(ctx, "The cat sleeps.\nToday it is sunny.\nIt rains in town.\nThe country is big.\n",  # exit 0:
+                     "test.ro") and data.read_translation(str(ctx.tmp), "test"))                   # BLEU of the swap)
+
+
+@case("WMT16: Romanian without its diacritics, or English with a Romanian name: read as pairs", None)
+def _(ctx):
+    records_file(ctx, "The cat sleeps.\nWe met in Brașov.\nIt rains.\nThe sea.\n", "test.en")
+    records_file(ctx, "Pisica doarme.\nNe-am intalnit la Brasov.\nPlouă.\nMarea.\n", "test.ro")
+    assert len(data.read_translation(str(ctx.tmp), "test")) == 4
+    records_file(ctx, "Azi e soare.\nPisica doarme.\n", "test.en")          # both sides Romanian without diacritics:
+    records_file(ctx, "Today it is sunny.\nThe cat sleeps.\n", "test.ro")   # no letter to tell (not refused)
+    assert len(data.read_translation(str(ctx.tmp), "test")) == 2
+
+
 @case("WMT16: some pairs the same in both languages (a name, a number): read as pairs", None)
 def _(ctx):
     records_file(ctx, "".join(json.dumps({"translation": {"en": e, "ro": r}}) + "\n" for e, r in [
