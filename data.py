@@ -2348,9 +2348,10 @@ def nonempty(pairs, where):
                          "holds an English sentence and its Romanian translation; the file holds one language twice")
     rom = [sum(bool(ROMANIAN.search(x)) for x in side) for side in zip(*[(s, t) for _, s, t in pairs])] or [0, 0]
     if rom[0] >= 0.3 * len(pairs) and rom[1] < rom[0] / 3:     # (was scored, or trained, the wrong way round, exit 0)
-        raise ValueError(f"{where}: the English side reads as Romanian: {rom[0]:,} of its {len(pairs):,} sentences hold "
-                         f"a letter of Romanian's (ă, â, î, ș, ț), the Romanian side's {rom[1]:,}: the two files (or "
-                         "the JSONL's en and ro keys) are swapped; give the English sentences as en, the Romanian as ro")
+        raise ValueError(f"{where}: the English side reads as Romanian: {rom[0]:,} of its {len(pairs):,} sentences "
+                         f"hold a letter of Romanian's (ă, â, î, ș, ț), the Romanian side's {rom[1]:,}: the two files "
+                         "(or the JSONL's en and ro keys) are swapped; give the English sentences as en, the Romanian "
+                         "as ro")
     return [(s, t) for _, s, t in pairs]
 
 

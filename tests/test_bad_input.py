@@ -3296,10 +3296,10 @@ case("WMT16: every pair's target its source word for word (one language written 
 
 
 case("WMT16: the English file holds the Romanian sentences and the Romanian file the English (swapped)", ValueError,
-     "test.en + test.ro: the English side reads as Romanian: 3 of its 4 sentences hold a letter of Romanian's")(  # (were
-    lambda ctx: records_file(ctx, "Pisica doarme.\nAstăzi e soare.\nÎn oraș plouă.\nȚara e mare.\n", "test.en")  # scored,
-    and records_file(ctx, "The cat sleeps.\nToday it is sunny.\nIt rains in town.\nThe country is big.\n",  # exit 0:
-                     "test.ro") and data.read_translation(str(ctx.tmp), "test"))                   # BLEU of the swap)
+     "test.en + test.ro: the English side reads as Romanian: 3 of its 4 sentences hold a letter")(  # (were scored, exit
+    lambda ctx: records_file(ctx, "Pisica doarme.\nAstăzi e soare.\nÎn oraș plouă.\nȚara e mare.\n", "test.en")  # 0:
+    and records_file(ctx, "The cat sleeps.\nToday it is sunny.\nIt rains in town.\nThe country is big.\n",  # BLEU of
+                     "test.ro") and data.read_translation(str(ctx.tmp), "test"))                   # the swap)
 
 
 @case("WMT16: Romanian without its diacritics, or English with a Romanian name: read as pairs", None)
