@@ -76,8 +76,8 @@ def rng_states(args):
 def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=()):
     """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
     next one logs; `evals`: the validation records so far (--patience's history, kept in state.json too: a deleted
-    log starts again, early stopping's count does not). The log goes with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh
-    run into the same --out that stopped before its first save)."""
+    log starts again, early stopping's count does not). The log goes with it: OUT/metrics.jsonl may be another run's
+    by the time this one resumes (a fresh run into the same --out that stopped before its first save)."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
