@@ -319,13 +319,15 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
             raise                                            # one there that does not read: damaged, not absent
         tok = NoTokenizer()
     tiktoken = os.path.isdir(path) and os.path.isfile(ranks) and not present and not gguf_file(path)
-    # the base's weights memory-mapped from files beside --out, read as written; each unlinked once mapped (NFS: a .nfs*
+    # the base's weights memory-mapped from files beside --out (on its disk, not in memory), read as they are written;
+    # each file is unlinked once mapped (NFS keeps a .nfs* stand-in until it is unmapped: left, not an error)
     where = os.path.dirname(os.path.abspath(out))
-    while not os.path.isdir(where):                          # stand-in, left); replace_dir makes --out's parents
+    while not os.path.isdir(where):                          # (replace_dir makes --out's missing parents)
         where = os.path.dirname(where)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=where, ignore_cleanup_errors=True) as spill:
-        # loaded as stored (fp32 if asked for): W + B A summed in fp32, rounded once to --dtype as written (entries;
-        try:                                                 # PEFT on a bf16 load rounds the base, then the sum)
+        # loaded as stored (fp32 if asked for): W + B A is summed in fp32 and rounded once, to --dtype, as it is
+        # written (entries; PEFT on a bf16 load rounds the base first, then the sum)
+        try:
             model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
                                   num_labels=num_labels, qa=qa, tok=tok, spill=spill)
         except ValueError as e:                              # a layer of other widths: whose, on which base
