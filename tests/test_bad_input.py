@@ -2043,6 +2043,37 @@ def _(ctx):
     assert run(ctx, "--max-steps", "4", "--resume", "--allow-data-change", data_file=str(task))["steps"] == 4
 
 
+@case("--resume --allow-data-change onto records added and reordered: the checkpoint's held-out records stay held "
+      "out", None)
+def _(ctx):
+    """A new seeded split of the changed file held out records the checkpoint had trained on (6 of the 9 here): the
+    run's val_loss and its heldout.jsonl scored what the adapter learned, exit 0."""
+    task, records = ctx.tmp / "task.json", json.load(open(ctx.tiny[1]))
+    json.dump(records, open(task, "w"))
+    fault_at_loss_call(ctx.mp, 5, signal.SIGINT)               # a checkpoint at step 3 of 6
+    with pytest.raises(SystemExit):
+        run(ctx, "--max-steps", "6", data_file=str(task))
+    undo(ctx)
+    shutil.copytree(ctx.tmp / "out", ctx.tmp / "old")          # its checkpoint as an earlier lorasp saved it:
+    state = json.load(open(ctx.tmp / "old" / "checkpoint" / "state.json"))  # its held-out records not named
+    state["args"].pop("held_out", None)
+    json.dump(state, open(ctx.tmp / "old" / "checkpoint" / "state.json", "w"))
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    trained, held = ({key(r) for r in part} for part in data.split_records(records, 0.1, 0))  # the first run's split
+    json.dump(records[::-1] + data.demo_records(30, seed=7), open(task, "w"))   # reordered, 30 records added
+    fault_at_loss_call(ctx.mp, 3, signal.SIGINT)               # stopped again, at step 5
+    with pytest.raises(SystemExit):
+        run(ctx, "--max-steps", "6", "--resume", "--allow-data-change", data_file=str(task))
+    undo(ctx)
+    printed = ctx.capsys.readouterr().out
+    summary = run(ctx, "--max-steps", "6", "--resume", data_file=str(task))  # the data its checkpoint trained on now
+    now = {key(json.loads(line)) for line in open(ctx.tmp / "out" / "heldout.jsonl")}
+    assert summary["steps"] == 6 and now == held and not now & trained
+    assert "the checkpoint's 6 held-out records stay held out" in printed
+    train.main(flags((ctx.tiny[0], str(task)), ctx.tmp / "old", "--max-steps", "6", "--resume", "--allow-data-change"))
+    assert "records it trained on may be held out now" in ctx.capsys.readouterr().err
+
+
 @case("--resume: bad state.json", SystemExit, "state.json is damaged")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "state.json").write_text('{"step": 2, "args": ')
@@ -2175,7 +2206,7 @@ def _(ctx):
 
 
 @case("--resume: a checkpoint past the run's last step (--epochs over data --allow-data-change shrank)", SystemExit,
-      "--resume: the checkpoint is at step 3, past this run's last (1: --epochs 1 of 8 examples)")
+      "--resume: the checkpoint is at step 3, past this run's last (2: --epochs 1 of 9 examples)")
 def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run were done)
     task = ctx.tmp / "task.json"
     shutil.copy(ctx.tiny[1], task)
@@ -2185,7 +2216,8 @@ def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run 
     with pytest.raises(SystemExit):
         train.main(argv)
     undo(ctx)
-    json.dump(json.load(open(task))[:9], open(task, "w"))     # 8 train examples (1 held out): 1 step of 2 x 4
+    json.dump(json.load(open(task))[:9], open(task, "w"))     # 9 train examples (the checkpoint held out none of
+    # them; a new split would hold out 1 it trained on): 2 steps of 2 x 4
     train.main(argv + ["--resume", "--allow-data-change"])
 
 
