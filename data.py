@@ -1825,6 +1825,22 @@ def holds_out(name):
     return task_kind(name) == "lm" and name != "squad-gen"
 
 
+def data_fingerprint(name):
+    """A causal LM's --data file (named data: its cached file) by its contents, whatever its name or folder: the sha256
+    of its size and first and last MiB. The adapter keeps it (eval.py: --data the file it trained on is said); None
+    for a task whose data set brings its own dev split, or no such file."""
+    path = cache_dir("data", "alpaca_data.json") if name == "alpaca" else name
+    if not holds_out(name) or not os.path.isfile(path):
+        return None
+    h, size = hashlib.sha256(), os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(size - (1 << 20), 0))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
 def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0, held=None):
     """train.py's --data, whichever kind of task it names: (train examples, validation examples (GLUE: {dev split:
     examples}), held-out records for a before/after check (wmt16: (source, target) pairs)). held: split_records'."""

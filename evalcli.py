@@ -39,9 +39,9 @@ from checkpoint import atomic_write, files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
-from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
-                  perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
-                  tokenizer_changes, tokenizer_files, tokenizer_unchecked)
+from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, data_fingerprint, load_tokenizer, mmlu_dir,
+                  one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation,
+                  task_kind, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merged_already, merges, saved_whole, whole_dir
@@ -573,6 +573,20 @@ def records_note(docs, seq_len, parts):
                    f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss) where "
                    "both ran in one dtype"), dict(
         as_trained=dict(perplexity=p, tokens=m))
+
+
+def trained_on(args, flag, path):
+    """A note (or "") where --data (perplexity) or --prompts (generate) is the file --adapter trained on, known by its
+    contents (data.data_fingerprint, which the adapter keeps) under any name: its training records are read with the
+    few held out (was said as exp(the run's val_loss) without a word)."""
+    inner = run_folder(args.adapter)[0] if args.adapter and os.path.isdir(args.adapter) else ""
+    if not inner or (was := adapter_base(inner).get("data")) is None or data_fingerprint(path) != was:
+        return ""
+    held = os.path.join(os.path.dirname(os.path.normpath(inner)), "heldout.jsonl")
+    return (f"\nnote: {flag} {path} is the file --adapter {inner} trained on (its contents): " + (
+        "its training records are scored with the ones held out, so this is not the run's held-out perplexity (nor "
+        "exp(its val_loss))" if flag == "--data" else "most of its instructions are ones the adapter trained on") + (
+        f"; the held-out records alone: {held}" if os.path.isfile(held) else ""))
 
 
 def answer_ids(tok):

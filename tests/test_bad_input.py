@@ -1153,6 +1153,24 @@ def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
     assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the adapter's
 
 
+@case("eval.py: --data the file --adapter trained on (a copy too), not its heldout.jsonl: said beside the perplexity",
+      None)
+def _(ctx):  # (was scored without a word, beside a note that exp(the run's val_loss) is this perplexity)
+    run(ctx, "--max-steps", "2")
+    shutil.copy(ctx.tiny[1], copy := ctx.tmp / "copy.json")
+    (ctx.tmp / "other.json").write_text(json.dumps(json.load(open(ctx.tiny[1]))[:-1]))  # one record less
+    said = []
+    for data_file in (ctx.tiny[1], copy, ctx.tmp / "out" / "heldout.jsonl", ctx.tmp / "other.json"):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(data_file), "--adapter",
+                str(ctx.tmp / "out")])
+        said.append(f"note: --data {data_file} is the file --adapter {ctx.tmp / 'out' / 'adapter'} trained on"
+                    in ctx.capsys.readouterr().out)
+    assert said == [True, True, False, False]
+    E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", ctx.tiny[1], "--adapter", str(ctx.tmp / "out"),
+            "--max-new-tokens", "1"])
+    assert "is the file --adapter" in ctx.capsys.readouterr().out
+
+
 @case("eval.py: --adapter a run's folder holding an earlier run's adapter/ beside its model/", SystemExit,
       "with two runs' results, adapter/ and model/ (--method full's): give --adapter ")
 def _(ctx):  # (not the earlier run's adapter, silently)
