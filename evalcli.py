@@ -179,7 +179,19 @@ def task_data(args, tok=None):
         return pairs
     if task == "perplexity":
         return perplexity_docs(args.data, tok)
+    if task == "generate" and args.adapter:
+        untemplated(args)
     return answer_room(args, read_prompts(args.prompts), tok) if task == "generate" else None
+
+
+def untemplated(args):
+    """A note where --adapter trained on a .txt corpus (every token, no template) and --task generate asks it in
+    Alpaca's template, which it never saw (generate.py's template note is the other way round)."""
+    inner = run_folder(args.adapter)[0] if os.path.isdir(args.adapter) else args.adapter
+    if str(task := adapter_base(inner).get("task")).lower().endswith(".txt"):
+        print(f"note: --adapter {inner} trained on a text corpus (--data {task}: every token, no template); --task "
+              "generate asks each instruction in Alpaca's template, which it never trained on: to continue text as it "
+              f"learned to, python generate.py --model {args.model} --adapter {inner} --prompt TEXT", file=sys.stderr)
 
 
 def answer_room(args, records, tok):

@@ -1429,6 +1429,19 @@ def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and
             == said, err
 
 
+@case("eval.py --task generate --adapter trained on a .txt corpus: a note that Alpaca's template is new to it", None)
+def _(ctx):  # (was silent: the instructions were asked in a template the adapter never trained on)
+    (corpus := ctx.tmp / "corpus.txt").write_text("\n".join(data.demo_corpus(300)) + "\n")
+    run(ctx, "--max-steps", "2", data_file=str(corpus))
+    (prompts := ctx.tmp / "p.txt").write_text("How many words are in fox mud?\n")
+    for adapter, said in ((ctx.tmp / "out", True), (ctx.shared.checkpoint, False)):
+        E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(prompts), "--adapter", str(adapter),
+                "--max-new-tokens", "1"])
+        err = ctx.capsys.readouterr().err
+        assert (f"trained on a text corpus (--data {corpus}: every token, no template); --task generate asks each "
+                "instruction in Alpaca's template" in err) == said, err
+
+
 # what that pass left (session 21, rt21b)
 
 @case("eval.py, generate.py, export.py: --adapter on a base whose tokenizer.model alone changed (same size): a warning",
