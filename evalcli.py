@@ -596,8 +596,9 @@ def trained_on(args, flag, path):
         return ""
     held = os.path.join(os.path.dirname(os.path.normpath(inner)), "heldout.jsonl")
     return (f"\nnote: {flag} {path} is the file --adapter {inner} trained on (its contents): " + (
-        "its training records are scored with the ones held out, so this is not the run's held-out perplexity (nor "
-        "exp(its val_loss))" if flag == "--data" else "most of its instructions are ones the adapter trained on") + (
+        f"its training {'blocks' if path.lower().endswith('.txt') else 'records'} are scored with the ones held out, "
+        "so this is not the run's held-out perplexity (nor exp(its val_loss))" if flag == "--data" else
+        "most of its instructions are ones the adapter trained on") + (
         f"; the held-out records alone: {held}" if os.path.isfile(held) else ""))
 
 
