@@ -192,7 +192,8 @@ def save_weights(model, directory, args, source):
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
                                           task=args.data, file=named[0] if named else None,
-                                          data=data.data_fingerprint(args.data),  # (eval.py: --data that file, said)
+                                          data=data.data_fingerprint(args.data),  # (eval.py: --data that file, said;
+                                          held=getattr(args, "held_out", None),   # another split's records counted)
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *data.COPIED)) as tmp:

@@ -1429,6 +1429,25 @@ def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and
             == said, err
 
 
+@case("eval.py: --data another run's heldout.jsonl (another --seed, the same file): the records --adapter trained on "
+      "are counted", None)
+def _(ctx):  # (was scored as held out without a word: the other split's held-out records are this one's training)
+    run(ctx, "--max-steps", "2", out="seed0")
+    run(ctx, "--max-steps", "2", "--seed", "1", out="seed1")
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    records = json.load(open(ctx.tiny[1]))
+    trained = {key(r) for r in data.split_records(records, 0.1, 1)[0]}              # seed 1's training records
+    held = [r for r in data.split_records(records, 0.1, 0)[1]]                      # seed 0's held-out ones
+    both = sum(key(r) in trained for r in held)
+    assert both == 6 == len(held)                                                 # every one, here
+    for adapter, said in (("seed1", True), ("seed0", False)):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp / "seed0" / "heldout.jsonl"),
+                "--adapter", str(ctx.tmp / adapter)])
+        out = ctx.capsys.readouterr().out
+        said_now = f"{both} of its {len(held)} records trained --adapter {ctx.tmp / adapter / 'adapter'}" in out
+        assert said_now == said, out
+
+
 @case("eval.py --task generate --adapter trained on a .txt corpus: a note that Alpaca's template is new to it", None)
 def _(ctx):  # (was silent: the instructions were asked in a template the adapter never trained on)
     (corpus := ctx.tmp / "corpus.txt").write_text("\n".join(data.demo_corpus(300)) + "\n")
