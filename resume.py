@@ -438,7 +438,7 @@ def check_data(args, state, run, train_ex, val_records):
     again = held is not None and task_examples(args.data, run.tok, args.seq_len, args.data_dir, args.val_fraction,
                                                args.seed, set(held))   # (prints its counts: the split trained on)
     if again and data_hash(*again[:2]) == was["data_sha256"]:  # its run resumed onto that data: the same examples
-        if run.rank == 0:
+        if held and run.rank == 0:
             print(f"note: --resume: the checkpoint's run went on from an earlier split of --data {args.data} (--resume"
                   " --allow-data-change): its held-out records stay held out (the last split printed)")
         return kept_out(args, again, run)
