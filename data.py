@@ -1652,8 +1652,18 @@ def read_prompts(path):
     return records
 
 
-def split_records(records, val_fraction, seed):
-    """A seeded held-out split: (train, validation), the validation part round(val_fraction * n) records."""
+def fingerprint(item):
+    """A record's (or a .txt block's) identity whatever file or place holds it: its JSON's sha256, 16 hex digits."""
+    return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def split_records(records, val_fraction, seed, held=None):
+    """A seeded held-out split: (train, validation), the validation part round(val_fraction * n) records. With `held`
+    (the fingerprints of a checkpoint's held-out records: --resume onto changed data) the records it names are held
+    out and all others train: a new split of the changed file would hold out records the checkpoint trained on."""
+    if held is not None:
+        out = [fingerprint(r) in held for r in records]
+        return [r for r, o in zip(records, out) if not o], [r for r, o in zip(records, out) if o]
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_val = round(val_fraction * len(records))
@@ -1716,9 +1726,10 @@ def sorted_batches(examples, batch_size, pad_id=0, rank=0, world=1, bucket=None)
         yield order[s:s + batch_size], collate([examples[i] for i in order[s:s + batch_size]], pad_id, bucket)
 
 
-def load_examples(path, tok, seq_len, val_fraction, seed):
+def load_examples(path, tok, seq_len, val_fraction, seed, held=None):
     """(train examples, validation examples, validation records) from "alpaca" (Stanford Alpaca's file, fetched into
-    the cache once), a .json/.jsonl of records, or a .txt for language modelling (every token learned, no template)."""
+    the cache once), a .json/.jsonl of records, or a .txt for language modelling (every token learned, no template).
+    held: split_records'."""
     if path == "alpaca":
         path = cache_dir("data", "alpaca_data.json")
         if not os.path.exists(path):
@@ -1734,7 +1745,7 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
         check_recorded_sha256(path)
     ext = check_records_name(path)
     if ext == ".txt":
-        train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed)
+        train, val = split_records(text_examples(path, tok, seq_len), val_fraction, seed, held)
         print(f"{path}: {len(train):,} train / {len(val):,} held-out blocks of {seq_len} tokens")
         return train, val, []
     records = read_records(path)
@@ -1753,7 +1764,7 @@ def load_examples(path, tok, seq_len, val_fraction, seed):
                              "each record its instruction")
         print(f"note: {path}: {len(bare):,} of the {len(records):,} records have no instruction and no input (the "
               f"first: {first}): each trains its output after Alpaca's template alone", file=sys.stderr)
-    train, val = split_records(records, val_fraction, seed)
+    train, val = split_records(records, val_fraction, seed, held)
     seen = {(r["instruction"], r.get("input", ""), r["output"]) for r in train}
     if twins := sum((r["instruction"], r.get("input", ""), r["output"]) in seen for r in val):  # (a duplicate record)
         print(f"note: {path}: {twins:,} of the {len(val):,} held-out records are also training records, word for word "
@@ -1814,16 +1825,32 @@ def holds_out(name):
     return task_kind(name) == "lm" and name != "squad-gen"
 
 
-def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0):
+def data_fingerprint(name):
+    """A causal LM's --data file (named data: its cached file) by its contents, whatever its name or folder: the sha256
+    of its size and first and last MiB. The adapter keeps it (eval.py: --data the file it trained on is said); None
+    for a task whose data set brings its own dev split, or no such file."""
+    path = cache_dir("data", "alpaca_data.json") if name == "alpaca" else name
+    if not holds_out(name) or not os.path.isfile(path):
+        return None
+    h, size = hashlib.sha256(), os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(size - (1 << 20), 0))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0, held=None):
     """train.py's --data, whichever kind of task it names: (train examples, validation examples (GLUE: {dev split:
-    examples}), held-out records for a before/after check (wmt16: (source, target) pairs))."""
+    examples}), held-out records for a before/after check (wmt16: (source, target) pairs)). held: split_records'."""
     if task_kind(name) == "glue":
         return *glue_examples(name[5:], tok, seq_len, data_dir), []
     if task_kind(name) == "seq2seq":
         return wmt16_examples(data_dir or cache_dir("wmt16-en-ro"), tok, seq_len)
     if name in ("squad", "squad-gen"):
         return squad_examples(tok, seq_len, data_dir, generative=name == "squad-gen")
-    return load_examples(name, tok, seq_len, val_fraction, seed)
+    return load_examples(name, tok, seq_len, val_fraction, seed, held)
 
 
 def text_ids(path, tok):

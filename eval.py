@@ -49,7 +49,7 @@ from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts 
 import metrics
 from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
                      model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
-                     answer_ids, with_adapter)
+                     answer_ids, trained_on, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -373,7 +373,7 @@ def command(argv=None):
         else:
             (ppl, n), note, more = perplexity(model, data, length, args.stride, bucket, 4096), "", {}
         result = dict(perplexity=ppl, tokens=n, **more)
-        print(f"perplexity {ppl:.4f} over {n} tokens" + note)
+        print(f"perplexity {ppl:.4f} over {n} tokens" + note + trained_on(args, "--data", args.data))
     else:
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
             base = generate_answers(model, tok, data, args.max_new_tokens, ended=(ended := []))
@@ -382,6 +382,8 @@ def command(argv=None):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
         eos_note(path, tok, ended)  # (answers transformers' generate would run on past: said once)
+        if note := trained_on(args, "--prompts", args.prompts):  # (instructions the adapter trained on)
+            print(note.lstrip("\n"))
         result = dict(answers=[dict(base=x, **{"adapted": tuned[i]} if tuned else {}) for i, x in enumerate(base)])
         # (no adapter: no "adapted" answer; it read "" as if an adapter had answered nothing)
     print(json.dumps(dict(task=task, **result)))

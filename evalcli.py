@@ -39,9 +39,9 @@ from checkpoint import atomic_write, files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
-from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, load_tokenizer, mmlu_dir, one_per_question,
-                  perplexity_docs, read_mmlu_csv, read_prompts, read_squad, read_translation, task_kind,
-                  tokenizer_changes, tokenizer_files, tokenizer_unchecked)
+from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, data_fingerprint, fingerprint, load_tokenizer,
+                  mmlu_dir, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_records, read_squad,
+                  read_translation, task_kind, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merged_already, merges, saved_whole, whole_dir
@@ -179,7 +179,19 @@ def task_data(args, tok=None):
         return pairs
     if task == "perplexity":
         return perplexity_docs(args.data, tok)
+    if task == "generate" and args.adapter:
+        untemplated(args)
     return answer_room(args, read_prompts(args.prompts), tok) if task == "generate" else None
+
+
+def untemplated(args):
+    """A note where --adapter trained on a .txt corpus (every token, no template) and --task generate asks it in
+    Alpaca's template, which it never saw (generate.py's template note is the other way round)."""
+    inner = run_folder(args.adapter)[0] if os.path.isdir(args.adapter) else args.adapter
+    if str(task := adapter_base(inner).get("task")).lower().endswith(".txt"):
+        print(f"note: --adapter {inner} trained on a text corpus (--data {task}: every token, no template); --task "
+              "generate asks each instruction in Alpaca's template, which it never trained on: to continue text as it "
+              f"learned to, python generate.py --model {args.model} --adapter {inner} --prompt TEXT", file=sys.stderr)
 
 
 def answer_room(args, records, tok):
@@ -573,6 +585,33 @@ def records_note(docs, seq_len, parts):
                    f"whose prompt fills it): so scored, perplexity {p:.4f} over {m} tokens, exp(its val_loss) where "
                    "both ran in one dtype"), dict(
         as_trained=dict(perplexity=p, tokens=m))
+
+
+def trained_on(args, flag, path):
+    """A note (or "") where --data (perplexity) or --prompts (generate) is the file --adapter trained on, known by its
+    contents (data.data_fingerprint, which the adapter keeps) under any name: its training records are read with the
+    few held out (was said as exp(the run's val_loss) without a word); or where --data is another run's heldout.jsonl
+    of that file (another --seed or --val-fraction: another split), the records of it the adapter trained on."""
+    inner = run_folder(args.adapter)[0] if args.adapter and os.path.isdir(args.adapter) else ""
+    if not inner or (was := adapter_base(inner)).get("data") is None:
+        return ""
+    held = os.path.join(os.path.dirname(os.path.normpath(inner)), "heldout.jsonl")
+    own = f"; the held-out records alone: {held}" if os.path.isfile(held) else ""
+    if data_fingerprint(path) == was["data"]:
+        return (f"\nnote: {flag} {path} is the file --adapter {inner} trained on (its contents): " + (
+            f"its training {'blocks' if path.lower().endswith('.txt') else 'records'} are scored with the ones held "
+            "out, so this is not the run's held-out perplexity (nor exp(its val_loss))" if flag == "--data" else
+            "most of its instructions are ones the adapter trained on") + own)
+    run = os.path.dirname(os.path.normpath(path))             # another run's heldout.jsonl: of the same file?
+    if flag != "--data" or os.path.basename(path) != "heldout.jsonl" or was.get("held") is None or not any(
+            adapter_base(d).get("data") == was["data"] for d in (run_folder(run)[0], f"{run}/checkpoint/adapter")):
+        return ""
+    records, kept = read_records(path), set(was["held"])
+    if trained := sum(fingerprint(r) not in kept for r in records):
+        return (f"\nnote: --data {path} holds another run's held-out records of the file --adapter {inner} trained on "
+                f"(another split: --seed or --val-fraction): {trained} of its {len(records)} records trained --adapter "
+                f"{inner}, so this is not a held-out perplexity{own}")
+    return ""
 
 
 def answer_ids(tok):

@@ -17,8 +17,8 @@ resume that would not.
 - `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
   checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
   files whose fingerprint changed (`check_base`, before the weights load; export.py's merge of that base: said),
-  data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change), a damaged file (`check_sums`: one
-  flipped bit, before any loads).
+  data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
+  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
 """
@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import zlib
 
 import torch
@@ -39,17 +40,18 @@ import plan
 from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
-from data import GLUE, UserError, cache_dir, task_kind, tokenizer_changes, tokenizer_files
+from data import (GLUE, UserError, cache_dir, fingerprint, holds_out, task_examples, task_kind,
+                  tokenizer_changes, tokenizer_files)
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
 from plot import log_records
-from tasks import TARGETS, save_weights
+from tasks import TARGETS, check_split, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
-             "tokenizer_files", "data_parts"}  # what may change on --resume; the rest must match (data_sha256 and
-# base_sha256 have their own checks: restore, check_base; --model, --data and --data-dir as a path: the files there, not
-# how the path is written, see same_path)
+             "tokenizer_files", "data_parts", "held_out"}  # what may change on --resume; the rest must match
+# (data_sha256, held_out and base_sha256 have their own checks: check_data, check_base; --model, --data and --data-dir
+# as a path: the files there, not how the path is written, see same_path)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -417,26 +419,62 @@ def changed_parts(args, was):
     return {p: f"its {'training' if p == 'train' else p} examples" for p in parts} if old and now else {}
 
 
-def check_data(args, state):
+def held_out(args, val_ex, val_records):
+    """The fingerprints of the records (a .txt: the blocks) a run holds out, kept in its checkpoints' flags so that a
+    --resume onto changed data holds them out again (check_data); None where the task brings its dev split."""
+    return [fingerprint(r) for r in val_records or val_ex] if holds_out(args.data) else None
+
+
+def check_data(args, state, run, train_ex, val_records):
     """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
     base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
-    weights load (minutes for a 7B base)."""
-    if state["args"].get("data_sha256") not in (None, args.data_sha256):
-        old, now = state["args"].get("tokenizer_files"), getattr(args, "tokenizer_files", None)
-        which = tokenizer_changes(old, now) if old and now else ""
-        if args.allow_data_change and not which:
-            return
-        parts = {} if which else changed_parts(args, state["args"])  # (other token ids: every part changed)
+    weights load (minutes for a 7B base). Onto changed data the checkpoint's held-out records stay held out and all
+    the others train (a new seeded split of the changed file holds out records the checkpoint trained on, and its
+    val_loss and heldout.jsonl score them). Returns (train examples, validation examples, held-out records, the rows
+    a micro-batch holds): run's, or those of that split."""
+    was, held = state["args"], state["args"].get("held_out")
+    if was.get("data_sha256") in (None, args.data_sha256):
+        return train_ex, run.val_ex, val_records, run.batch
+    again = held is not None and task_examples(args.data, run.tok, args.seq_len, args.data_dir, args.val_fraction,
+                                               args.seed, set(held))   # (prints its counts: the split trained on)
+    if again and data_hash(*again[:2]) == was["data_sha256"]:  # its run resumed onto that data: the same examples
+        if held and run.rank == 0:
+            print(f"note: --resume: the checkpoint's run went on from an earlier split of --data {args.data} (--resume"
+                  " --allow-data-change): its held-out records stay held out (the last split printed)")
+        return kept_out(args, again, run)
+    old, now = was.get("tokenizer_files"), getattr(args, "tokenizer_files", None)
+    which = tokenizer_changes(old, now) if old and now else ""
+    if not args.allow_data_change or which:
+        parts = {} if which else changed_parts(args, was)      # (other token ids: every part changed)
         what = "validation" if parts and "train" not in parts else "training"
         raise UserError(f"--resume: the {what} data changed since the checkpoint (--data {args.data}: " + (
             ", ".join(parts.values()) + " changed; " if parts else "") + "its tokenized examples hash to "
-            f"{args.data_sha256[:12]}..., the checkpoint's to {state['args']['data_sha256'][:12]}...)" + (
+            f"{args.data_sha256[:12]}..., the checkpoint's to {was['data_sha256'][:12]}...)" + (
                 "; its training examples are the checkpoint's" if what == "validation" else "") + (
                 f", and the base's tokenizer files changed ({which}): its records are other token ids now, which the "
                 "adapter never trained on. Restore those files, or start again without --resume" + (
                     " (--allow-data-change lets in other records, not other ids for them)" * args.allow_data_change)
                 if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
+    kind = "blocks" if args.data.lower().endswith(".txt") else "records"
+    if not again:
+        if holds_out(args.data) and args.val_fraction and run.rank == 0:  # (a checkpoint saved before held_out)
+            print(f"warning: --resume --allow-data-change: the checkpoint does not name its held-out {kind} (saved by "
+                  f"an earlier lorasp), so --data {args.data} is split anew: {kind} it trained on may be held out now, "
+                  "and the run's val_loss and heldout.jsonl score them", file=sys.stderr)
+        return train_ex, run.val_ex, val_records, run.batch
+    if held and run.rank == 0:
+        print(f"note: --resume --allow-data-change: the checkpoint's {len(held)} held-out {kind} stay held out "
+              f"({len(again[2] or again[1])} of them are in --data {args.data} now" + (
+                  ": no validation loss" if not again[1] else "") + ") and every other one trains: a new split of "
+              f"the changed data would hold out {kind} the checkpoint trained on")
+    return kept_out(args, again, run)
+
+
+def kept_out(args, split, run):
+    """check_data's return for the split `split` (task_examples'), whose hash and held-out records its run keeps."""
+    args.data_sha256, args.held_out = data_hash(*split[:2]), held_out(args, split[1], split[2])
+    return (*split, check_split(args, *split, run.world, kept=True))
 
 
 def restore(checkpoint, args, opt):

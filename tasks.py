@@ -192,6 +192,8 @@ def save_weights(model, directory, args, source):
                                 task_type=KINDS[data.task_kind(args.data)][1], modules_to_save=heads(model, args),
                                 base=dict(fingerprint=getattr(args, "base_sha256", None), quant=args.quant,
                                           task=args.data, file=named[0] if named else None,
+                                          data=data.data_fingerprint(args.data),  # (eval.py: --data that file, said;
+                                          held=getattr(args, "held_out", None),   # another split's records counted)
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *data.COPIED)) as tmp:
@@ -242,11 +244,12 @@ def keep_token_ids(base, saved):
         json.dump(ids | config, f, indent=2)                   # (what to_hf wrote wins: RoBERTa's pad, T5's)
 
 
-def check_split(args, train_ex, val_ex, val_records, world=1):
+def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     """The data a run got, against its flags: no training example, --patience with no validation set to watch and
     --exact-match with no record held out are refused; a --val-fraction that holds nothing out and a --batch-size past
     the examples are said; --exact-match and --bleu are set to what the task can check. Returns the rows a micro-batch
-    holds (under DDP, a process's)."""
+    holds (under DDP, a process's). kept: the held-out records are a checkpoint's (resume.check_data, which says how
+    many are left), not --val-fraction's share."""
     if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
         raise UserError(f"--data {args.data}: no training examples (empty, or every record's prompt is longer than "
                         f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
@@ -254,11 +257,11 @@ def check_split(args, train_ex, val_ex, val_records, world=1):
     if args.patience and not val_ex:                           # early stopping would never look
         raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
-    if args.val_fraction and not val_ex and data.holds_out(args.data):  # (0: cli.py's note)
+    if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note)
         print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
               "validation loss")
     if args.exact_match and args.val_fraction and not val_records and data.holds_out(args.data) \
-            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or its note)
+            and not args.data.lower().endswith(".txt") and not kept:  # (--val-fraction 0: cli.py's refusal, or note)
         raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
                         f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
                         "larger --val-fraction, or drop --exact-match")

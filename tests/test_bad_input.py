@@ -1153,6 +1153,24 @@ def _(ctx):  # (was "no adapter_config.json; not an adapter folder")
     assert last == ctx.capsys.readouterr().out.splitlines()[-1]   # the same perplexity as the adapter's
 
 
+@case("eval.py: --data the file --adapter trained on (a copy too), not its heldout.jsonl: said beside the perplexity",
+      None)
+def _(ctx):  # (was scored without a word, beside a note that exp(the run's val_loss) is this perplexity)
+    run(ctx, "--max-steps", "2")
+    shutil.copy(ctx.tiny[1], copy := ctx.tmp / "copy.json")
+    (ctx.tmp / "other.json").write_text(json.dumps(json.load(open(ctx.tiny[1]))[:-1]))  # one record less
+    said = []
+    for data_file in (ctx.tiny[1], copy, ctx.tmp / "out" / "heldout.jsonl", ctx.tmp / "other.json"):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(data_file), "--adapter",
+                str(ctx.tmp / "out")])
+        said.append(f"note: --data {data_file} is the file --adapter {ctx.tmp / 'out' / 'adapter'} trained on"
+                    in ctx.capsys.readouterr().out)
+    assert said == [True, True, False, False]
+    E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", ctx.tiny[1], "--adapter", str(ctx.tmp / "out"),
+            "--max-new-tokens", "1"])
+    assert "is the file --adapter" in ctx.capsys.readouterr().out
+
+
 @case("eval.py: --adapter a run's folder holding an earlier run's adapter/ beside its model/", SystemExit,
       "with two runs' results, adapter/ and model/ (--method full's): give --adapter ")
 def _(ctx):  # (not the earlier run's adapter, silently)
@@ -1409,6 +1427,38 @@ def _(ctx):  # (was silent: the adapter learned to answer Alpaca's template, and
                 f"as written" in err) == said, err
         assert (f"python eval.py --task generate --model {ctx.tiny[0]} --adapter {adapter} --prompts FILE" in err) \
             == said, err
+
+
+@case("eval.py: --data another run's heldout.jsonl (another --seed, the same file): the records --adapter trained on "
+      "are counted", None)
+def _(ctx):  # (was scored as held out without a word: the other split's held-out records are this one's training)
+    run(ctx, "--max-steps", "2", out="seed0")
+    run(ctx, "--max-steps", "2", "--seed", "1", out="seed1")
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    records = json.load(open(ctx.tiny[1]))
+    trained = {key(r) for r in data.split_records(records, 0.1, 1)[0]}              # seed 1's training records
+    held = [r for r in data.split_records(records, 0.1, 0)[1]]                      # seed 0's held-out ones
+    both = sum(key(r) in trained for r in held)
+    assert both == 6 == len(held)                                                 # every one, here
+    for adapter, said in (("seed1", True), ("seed0", False)):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", str(ctx.tmp / "seed0" / "heldout.jsonl"),
+                "--adapter", str(ctx.tmp / adapter)])
+        out = ctx.capsys.readouterr().out
+        said_now = f"{both} of its {len(held)} records trained --adapter {ctx.tmp / adapter / 'adapter'}" in out
+        assert said_now == said, out
+
+
+@case("eval.py --task generate --adapter trained on a .txt corpus: a note that Alpaca's template is new to it", None)
+def _(ctx):  # (was silent: the instructions were asked in a template the adapter never trained on)
+    (corpus := ctx.tmp / "corpus.txt").write_text("\n".join(data.demo_corpus(300)) + "\n")
+    run(ctx, "--max-steps", "2", data_file=str(corpus))
+    (prompts := ctx.tmp / "p.txt").write_text("How many words are in fox mud?\n")
+    for adapter, said in ((ctx.tmp / "out", True), (ctx.shared.checkpoint, False)):
+        E.main(["--task", "generate", "--model", ctx.tiny[0], "--prompts", str(prompts), "--adapter", str(adapter),
+                "--max-new-tokens", "1"])
+        err = ctx.capsys.readouterr().err
+        assert (f"trained on a text corpus (--data {corpus}: every token, no template); --task generate asks each "
+                "instruction in Alpaca's template" in err) == said, err
 
 
 # what that pass left (session 21, rt21b)
@@ -2043,6 +2093,37 @@ def _(ctx):
     assert run(ctx, "--max-steps", "4", "--resume", "--allow-data-change", data_file=str(task))["steps"] == 4
 
 
+@case("--resume --allow-data-change onto records added and reordered: the checkpoint's held-out records stay held "
+      "out", None)
+def _(ctx):
+    """A new seeded split of the changed file held out records the checkpoint had trained on (6 of the 9 here): the
+    run's val_loss and its heldout.jsonl scored what the adapter learned, exit 0."""
+    task, records = ctx.tmp / "task.json", json.load(open(ctx.tiny[1]))
+    json.dump(records, open(task, "w"))
+    fault_at_loss_call(ctx.mp, 5, signal.SIGINT)               # a checkpoint at step 3 of 6
+    with pytest.raises(SystemExit):
+        run(ctx, "--max-steps", "6", data_file=str(task))
+    undo(ctx)
+    shutil.copytree(ctx.tmp / "out", ctx.tmp / "old")          # its checkpoint as an earlier lorasp saved it:
+    state = json.load(open(ctx.tmp / "old" / "checkpoint" / "state.json"))  # its held-out records not named
+    state["args"].pop("held_out", None)
+    json.dump(state, open(ctx.tmp / "old" / "checkpoint" / "state.json", "w"))
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    trained, held = ({key(r) for r in part} for part in data.split_records(records, 0.1, 0))  # the first run's split
+    json.dump(records[::-1] + data.demo_records(30, seed=7), open(task, "w"))   # reordered, 30 records added
+    fault_at_loss_call(ctx.mp, 3, signal.SIGINT)               # stopped again, at step 5
+    with pytest.raises(SystemExit):
+        run(ctx, "--max-steps", "6", "--resume", "--allow-data-change", data_file=str(task))
+    undo(ctx)
+    printed = ctx.capsys.readouterr().out
+    summary = run(ctx, "--max-steps", "6", "--resume", data_file=str(task))  # the data its checkpoint trained on now
+    now = {key(json.loads(line)) for line in open(ctx.tmp / "out" / "heldout.jsonl")}
+    assert summary["steps"] == 6 and now == held and not now & trained
+    assert "the checkpoint's 6 held-out records stay held out" in printed
+    train.main(flags((ctx.tiny[0], str(task)), ctx.tmp / "old", "--max-steps", "6", "--resume", "--allow-data-change"))
+    assert "records it trained on may be held out now" in ctx.capsys.readouterr().err
+
+
 @case("--resume: bad state.json", SystemExit, "state.json is damaged")
 def _(ctx):
     (checkpointed(ctx) / "checkpoint" / "state.json").write_text('{"step": 2, "args": ')
@@ -2175,7 +2256,7 @@ def _(ctx):
 
 
 @case("--resume: a checkpoint past the run's last step (--epochs over data --allow-data-change shrank)", SystemExit,
-      "--resume: the checkpoint is at step 3, past this run's last (1: --epochs 1 of 8 examples)")
+      "--resume: the checkpoint is at step 3, past this run's last (2: --epochs 1 of 9 examples)")
 def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run were done)
     task = ctx.tmp / "task.json"
     shutil.copy(ctx.tiny[1], task)
@@ -2185,7 +2266,8 @@ def _(ctx):  # (was: no step trained, the summary said "steps": 3 as if the run 
     with pytest.raises(SystemExit):
         train.main(argv)
     undo(ctx)
-    json.dump(json.load(open(task))[:9], open(task, "w"))     # 8 train examples (1 held out): 1 step of 2 x 4
+    json.dump(json.load(open(task))[:9], open(task, "w"))     # 9 train examples (the checkpoint held out none of
+    # them; a new split would hold out 1 it trained on): 2 steps of 2 x 4
     train.main(argv + ["--resume", "--allow-data-change"])
 
 
