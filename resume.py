@@ -15,11 +15,11 @@ resume that would not.
   takes OUT/checkpoint.old when the crash came between them).
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
 - A --resume that would not go on bit for bit is refused, each with the reason and what to do (train.py's set_up and
-  load call these before the weights load; `restore` then loads the optimizer, RNG states and step): other flags than
-  the checkpoint's run or another number of processes (`same_settings`; RESUMABLE lists the flags that may change),
-  base files whose fingerprint changed (`check_base`; export.py's merge of that base: said), data whose tokenized
-  examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's held-out records held out:
-  `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
+  load call these before the weights load; `restore` then loads optimizer, RNG states and step, or names the damaged
+  file): other flags than the checkpoint's run or another number of processes (`same_settings`; RESUMABLE lists the
+  flags that may change), base files whose fingerprint changed (`check_base`; export.py's merge of that base: said),
+  data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
+  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
 the resume tests (17).
