@@ -273,8 +273,8 @@ def whole_dir(directory):
 
 
 def adapter_base(directory):
-    """What save_adapter recorded of what the adapter trained on ({fingerprint, quant, task}); {} when it recorded
-    nothing (a PEFT adapter, or one saved before lorasp kept it)."""
+    """What save_adapter recorded of what the adapter trained on (tasks.save_weights' base: {fingerprint, quant, task,
+    file, data, held, tokenizer}); {} when it recorded nothing (a PEFT adapter, or one saved before lorasp kept it)."""
     path = os.path.join(whole_dir(directory), EXTRAS_FILE)
     try:
         base = json.loads(read_safetensors_header(path)[1]["lorasp"]).get("base") if os.path.exists(path) else {}

@@ -1685,10 +1685,10 @@ def length_grouped_batches(lengths, batch_size, seed, group=64):
 
 def bucket_length(n, limit):
     """n rounded up to one of few lengths: a multiple of 4 up to 64, of 8 up to 128, of 16 up to 256, ... (1/16 of
-    the next power of two: at most 1/8 more tokens from 32 on, ~1/32 on average; below, up to 3), but not past limit
-    (nor below n). On a CPU, oneDNN keeps memory for every bf16 matmul shape it has met (plan.SHAPE_BYTES): batches
-    padded to these lengths meet at most 16 up to 64 tokens and 8 more per doubling (40 up to 512), where padding to
-    the longest sequence meets up to `limit`."""
+    the next power of two: at most 1/8 more tokens from 32 on, ~1/24 on average past 128; below 32, up to 3), not past
+    limit (nor below n). On a CPU, oneDNN keeps memory for every bf16 matmul shape it has met (plan.SHAPE_BYTES):
+    batches padded to these lengths meet at most 16 up to 64 tokens and 8 more per doubling (40 up to 512), where
+    padding to the longest sequence meets up to `limit`."""
     step = max(4, (1 << (n - 1).bit_length()) // 16)
     return max(n, min(-(-n // step) * step, limit))
 

@@ -303,7 +303,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         raise UserError(f"--out {out} exists and is not empty: give a new folder, or --force to replace it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file: give a folder")
-    trained = adapter_base(adapter)                          # what train.py recorded: {fingerprint, quant, task}
+    trained = adapter_base(adapter)                          # what train.py recorded: its quant, task, fingerprint
     quant = trained.get("quant") or "none"
     base_quant(path, adapter, quant, trained.get("task"), prog="export.py")  # another base's files: a warning
     if quant == "nf4":

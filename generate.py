@@ -2,7 +2,7 @@
 
 - `generate(model, ids, n)`: the prompt runs once (prefill) and fills each layer's cache (k, v of every position);
   then one token at a time, attending over the cache. Left-padded prompts of different lengths go behind an
-  attention mask; finished rows go on with padding (transformers' pad_token_id, else its first EOS).
+  attention mask; finished rows go on with `pad_id` (as transformers' pad_token_id), else the first EOS id.
 - `sample`: greedy at temperature 0, else softmax(logits / T) within the smallest set of top tokens whose
   probability reaches top_p (Holtzman et al. 2020), as transformers' warpers (`warp`) filter them.
 - `beam_search(model, ids)`: Hugging Face's generate(num_beams=K, length_penalty, early_stopping=True) for an

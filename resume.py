@@ -14,13 +14,15 @@ resume that would not.
   fsynced after them): a crash, a power cut, a full disk or a kill leaves one whole checkpoint (`find_checkpoint`
   takes OUT/checkpoint.old when the crash came between them).
   `claim` locks OUT for the run: a second train.py into it is refused (a kill releases the lock).
-- `restore` refuses what would not go on bit for bit, each with the reason and what to do: other flags than the
-  checkpoint's run (`same_settings`; RESUMABLE lists the ones that may change), another number of processes, base
-  files whose fingerprint changed (`check_base`, before the weights load; export.py's merge of that base: said),
+- A --resume that would not go on bit for bit is refused, each with the reason and what to do (train.py's set_up and
+  load call these before the weights load; `restore` then loads optimizer, RNG states and step, or names the damaged
+  file): other flags than the checkpoint's run or another number of processes (`same_settings`; RESUMABLE lists the
+  flags that may change), base files whose fingerprint changed (`check_base`; export.py's merge of that base: said),
   data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
   held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
-load for where these are called; `python -m pytest -q tests/test_train.py -k resume` runs the resume tests.
+load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
+the resume tests (17).
 """
 import contextlib
 import hashlib
@@ -171,8 +173,8 @@ def claim(out):
 def file_sums(folder, known=None):
     """{path under folder: crc32} of its files. state.json keeps its checkpoint's, so that --resume tells a file
     damaged or replaced since (a flipped bit in optimizer.pt loads without a word) from the one saved; crc32, not
-    sha256: 3x faster, and it guards against accidents, not an adversary (a 7B model's AdamW state is 56 GB: `known`
-    holds its crc32, taken as it was written, not read back)."""
+    sha256: 1.9x faster on a CPU with SHA instructions (more without), and it guards against accidents, not an
+    adversary (a 7B model's AdamW state is 56 GB: `known` holds its crc32, taken as it was written, not read back)."""
     sums = {}
     for d, _, files in os.walk(folder):
         for name in files:
@@ -369,7 +371,7 @@ def same_path(k, old, new, was):
     """--model, --data or --data-dir written another way (relative, through a symlink, a copy elsewhere): the same
     run when the files there are the checkpoint's. One folder: always; another local path: when the checkpoint kept
     the fingerprint (--model: check_base's, before the weights load; --data, --data-dir: the tokenized examples', in
-    restore)."""
+    check_data)."""
     if not (isinstance(old, str) and isinstance(new, str) and os.path.exists(new)) or k == "data" and (
             os.path.splitext(old)[1].lower() not in (".json", ".jsonl", ".txt")
             or os.path.splitext(old)[1].lower() != os.path.splitext(new)[1].lower()):
