@@ -321,8 +321,8 @@ def command(argv=None):
         return plot(args.plot, args.out)
     if not args.task:
         metrics.demo()
-        return print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro --model "
-                     "DIR ... (see --help)")
+        return print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro|squad "
+                     "--model DIR ... (see --help)")
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
     path = model_path(args.model)
     length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
