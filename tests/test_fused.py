@@ -69,6 +69,33 @@ def test_project_equals_each_layer_with_others_between(mode):
                     p1.grad = p2.grad = None
 
 
+@pytest.mark.parametrize("base_dtype", [torch.float32, torch.bfloat16])
+def test_project_under_bf16_autocast_like_each_layer(base_dtype):
+    """fp32 adapters on an fp32 or bf16 base under bf16 autocast (train.py's bf16): the output dtypes of each layer
+    alone, and outputs and gradients as close to float64's as each layer alone gets (bf16 rounds the fused sums in
+    another order, so not equal to it)."""
+    ls = [m.float() for m in layers("mask", dtype=torch.float32)]
+    for m in ls:
+        m.base.to(base_dtype)
+    twin, exact = copy.deepcopy(ls), [copy.deepcopy(m).double() for m in ls]
+    x = torch.randn(3, 7, 32).to(base_dtype)
+    runs = []
+    for fn, bf16, dtype in ((lambda x: project(x, *ls), True, base_dtype), (lambda x: [m(x) for m in twin], True,
+                            base_dtype), (lambda x: [m(x) for m in exact], False, torch.float64)):
+        xi = x.clone().to(dtype).requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            ys = fn(xi)
+        sum(y.double().square().sum() for y in ys).backward()
+        runs.append(([y.dtype for y in ys], [y.double() for y in ys] + [xi.grad.double()]))
+    assert runs[0][0] == runs[1][0] == [torch.bfloat16] * 3
+    for net, i in ((ls, 0), (twin, 1)):
+        runs[i][1].extend(p.grad.double() for m in net for p in (m.A_train, m.B_train))
+    runs[2][1].extend(p.grad for m in exact for p in (m.A_train, m.B_train))
+    for fused_t, alone, ref in zip(runs[0][1], runs[1][1], runs[2][1]):
+        scale = ref.abs().max()
+        assert (fused_t - ref).abs().max() <= 2 * (alone - ref).abs().max() + 1e-3 * scale
+
+
 def test_a_hooked_layer_runs_on_its_own():
     """A forward hook on one layer is honoured: that layer is called as a module, the others still share."""
     ls, seen = layers("mask"), []
