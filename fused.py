@@ -8,7 +8,8 @@ g_h [A_q; A_k; A_v] into the bases' summed dL/dx with one addmm, where three lay
 The masks stay per matrix: each layer's A_eff is unpacked from its own packed entries (lorasp.unpack) before the
 concatenation, so a frozen entry gets no gradient and cannot move, in either mode. The result is each layer's own
 forward, up to the order in which fp32 sums are added (tests/test_fused.py). Left out: structure="column" (each
-layer keeps its own columns of x) and layers with hooks: those run on their own, as does any other module.
+layer keeps its own columns of x) and layers with hooks or a forward of their own: those run as modules, as any other
+module does. What it saves on the 134M step: `python bench/fused_adapters.py` (docs/benchmarks-7b.md, session 27).
 """
 import torch
 import torch.nn as nn
@@ -18,10 +19,12 @@ from recompute import frozen_base
 
 
 def fusable(m):
-    """A LoRASPLinear whose forward is the plain one (structure "element", no forward hooks, its own or global)."""
-    hooks = (m._forward_hooks, m._forward_pre_hooks, nn.modules.module._global_forward_hooks,
-             nn.modules.module._global_forward_pre_hooks)
-    return type(m) is LoRASPLinear and m.cols is None and not any(hooks)
+    """A LoRASPLinear whose call is the plain forward: structure "element", no forward replaced on the instance, no
+    forward or backward hooks of its own or global (nn.Module.__call__ runs those; project does not call it)."""
+    g = nn.modules.module
+    hooks = (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks, g._global_forward_hooks,
+             g._global_forward_pre_hooks, g._global_backward_hooks, g._global_backward_pre_hooks)
+    return type(m) is LoRASPLinear and m.cols is None and "forward" not in vars(m) and not any(hooks)
 
 
 def project(x, *layers):

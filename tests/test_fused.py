@@ -97,11 +97,15 @@ def test_project_under_bf16_autocast_like_each_layer(base_dtype):
 
 
 def test_a_hooked_layer_runs_on_its_own():
-    """A forward hook on one layer is honoured: that layer is called as a module, the others still share."""
-    ls, seen = layers("mask"), []
-    ls[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    ys = project(torch.randn(2, 3, 32, dtype=torch.float64), *ls)
-    assert seen == [ys[1].shape]
+    """Hooks are honoured: a layer with a forward hook, a backward hook or its own forward is called as a module."""
+    ls, seen = layers("mask") + [LoRASPLinear(nn.Linear(32, 8), r=2).double()], []
+    ls[1].register_forward_hook(lambda m, i, o: seen.append(("forward", o.shape)))
+    ls[2].register_full_backward_hook(lambda m, gi, go: seen.append(("backward", go[0].shape)))
+    ls[3].forward = lambda x: seen.append(("own", x.shape)) or LoRASPLinear.forward(ls[3], x)
+    x = torch.randn(2, 3, 32, dtype=torch.float64, requires_grad=True)
+    ys = project(x, *ls)
+    sum(y.sum() for y in ys).backward()
+    assert seen == [("forward", ys[1].shape), ("own", x.shape), ("backward", ys[2].shape)]
 
 
 @pytest.mark.parametrize("checkpointing", ["none", "selective", "full"])
