@@ -51,8 +51,8 @@ from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
 from data import bucket_length, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
-from generate import beam_search, generate, sample  # noqa: F401  (model.generate etc., as before the move)
-from generate import main as generate_main
+from fused import project
+from generate import beam_search, generate, main as generate_main, sample  # noqa: F401  (model.generate etc.: moved)
 from quant_torch import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
@@ -407,13 +407,13 @@ class LlamaBlock(nn.Module):
         (B, T, _), a, m = x.shape, self.self_attn, self.mlp
         h = cheap(self.input_layernorm, x)
         # q (B, nh, T, hd); k, v (B, nkv, T, hd)
-        q, k, v = (p(h).view(B, T, -1, self.hd).transpose(1, 2) for p in (a.q_proj, a.k_proj, a.v_proj))
+        q, k, v = (y.view(B, T, -1, self.hd).transpose(1, 2) for y in project(h, a.q_proj, a.k_proj, a.v_proj))
         if "q_norm" in a:
             q, k = cheap(a.q_norm, q), cheap(a.k_norm, k)  # (Qwen3: before RoPE)
         x = x + a.o_proj(cheap(lambda q, k, v: attend(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, mask, kv),
                                q, k, v))
         h = cheap(self.post_attention_layernorm, x)
-        return x + tail(m.down_proj, cheap(swiglu, m.gate_proj(h), m.up_proj(h)))
+        return x + tail(m.down_proj, cheap(swiglu, *project(h, m.gate_proj, m.up_proj)))  # (fused.py: one A matmul)
 
 
 class Llama(nn.Module):
