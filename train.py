@@ -232,7 +232,7 @@ def report(run, again=False):
             if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
         dt = time.time() - run.t0
-        eta, rec = (total - step) * dt / (step - run.first), dict(
+        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # (whole seconds: 59.6 s is 1m00s)
             step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
             tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
         print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "

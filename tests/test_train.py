@@ -201,6 +201,19 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
         8 * (i + o) for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64), (64, 32)]) * 2
 
 
+def test_eta_carries_a_whole_minute(monkeypatch, capsys):
+    """The progress line's ETA rounds to whole seconds before it splits them: 59.6 s is 1m00s (was 0m60s)."""
+    args = train.parse_args(["--model", "m", "--data", "d", "--log-every", "1"])
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with open(os.devnull, "w") as log:
+        for eta, shown in [(59.6, "1m00s"), (119.5, "2m00s"), (61.4, "1m01s"), (0.4, "0m00s")]:
+            run = train.Run(args, torch.device("cpu"), False, step=1, total=2, t0=1000.0, losses=[1.0], opt=opt,
+                            log=log)
+            monkeypatch.setattr(train.time, "time", lambda: 1000.0 + eta)   # 1 step took eta s; 1 step is left
+            train.report(run)
+            assert f"ETA {shown}" in capsys.readouterr().out
+
+
 def test_resume_of_a_checkpoint_saved_under_the_rounded_warm_up_keeps_it(tiny, tmp_path, monkeypatch):
     """Warm-up steps became Trainer's ceil(warmup x total); a checkpoint saved before (no warmup_rule in its
     state.json) resumes with the round() it started under, so the lr schedule goes on as it began: --warmup 0.25 over
