@@ -52,7 +52,7 @@ from lorasp import LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
 from quant import NF4Linear
-from resume import Busy, claim, find_checkpoint
+from resume import Busy, claim, find_checkpoint, run_tokens
 from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
@@ -498,7 +498,8 @@ def covers(run):
 def summary(run):
     """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
     weights saved in OUT."""
-    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
+    s = dict(steps=run.step, tokens=run_tokens(run),        # the run's, as steps (DDP: all ranks'); --resume: and
+             **(dict(tokens_since_resume=run.tokens) if run.checkpoint else {}),  # this process's: tokens/s's
              tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
              val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
              train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's

@@ -201,6 +201,33 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
         8 * (i + o) for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64), (64, 32)]) * 2
 
 
+def test_a_resumed_runs_summary_counts_the_whole_runs_tokens(tiny, tmp_path, monkeypatch, capsys):
+    """`tokens` counts the run's tokens as `steps` counts its steps, across a Ctrl-C and --resume (it counted this
+    process's only: 10 steps, 3,798 tokens of 8,044); tokens_since_resume: this process's, tokens_per_s's numerator.
+    Counted here from the examples the 20 micro-batches hold (their lengths: no padding)."""
+    straight = train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5's first micro-batch
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b"))
+    cut = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
+    saved = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["tokens"]
+    monkeypatch.undo()
+    shutil.copytree(tmp_path / "b", tmp_path / "c")                   # a checkpoint saved before tokens were counted
+    state = json.load(open(tmp_path / "c" / "checkpoint" / "state.json"))
+    del state["tokens"]
+    with open(tmp_path / "c" / "checkpoint" / "state.json", "w") as f:
+        json.dump(state, f)
+    resumed = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    old = train.train(train.parse_args(flags(tiny, tmp_path / "c", "--resume")))  # the run's count unknown: not guessed
+    train_ex = data.task_examples(tiny[1], data.load_tokenizer(tiny[0]), 200, None, 0.1, 0)[0]
+    lengths = [len(e["input_ids"]) for e in train_ex]
+    order = [idx for epoch in (0, 1) for idx in data.length_grouped_batches(lengths, 4, epoch)]   # 14 an epoch
+    by_step = [sum(lengths[j] for idx in order[2 * s:2 * s + 2] for j in idx) for s in range(10)]  # 4 x 2 a step
+    assert straight["tokens"] == resumed["tokens"] == sum(by_step) and cut["tokens"] == saved == sum(by_step[:5])
+    assert "tokens_since_resume" not in straight and resumed["tokens_since_resume"] == sum(by_step[5:])
+    assert old["tokens"] is None and old["tokens_since_resume"] == sum(by_step[5:])
+
+
 def test_eta_carries_a_whole_minute(monkeypatch, capsys):
     """The progress line's ETA rounds to whole seconds before it splits them: 59.6 s is 1m00s (was 0m60s)."""
     args = train.parse_args(["--model", "m", "--data", "d", "--log-every", "1"])
