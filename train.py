@@ -253,9 +253,10 @@ def validate(run):
     if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
         save_result(run)
     run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
-    print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
-        f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
-        for k, d in run.evals[-1].items() if isinstance(d, dict)), flush=True)
+    rec, dev = run.evals[-1], [k for k, d in run.evals[-1].items() if isinstance(d, dict)]  # GLUE's dev sets
+    print(f"step {step:>5}/{run.total}  validation loss {rec['val_loss']:.4f}" + (f" ({dev[0]}'s)" if dev[1:] else "") +
+          "".join(f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in rec[k].items() if m != "loss") for k in dev),
+          flush=True)                                          # (MNLI: val_loss is dev_matched's)
     run.log.write(json.dumps(run.evals[-1]) + "\n")
     if args.patience and since >= args.patience:
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
@@ -284,8 +285,7 @@ def save_if_due(run):
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
-        run.saved, run.stopping = True, bool(stop)             # Ctrl-C during the save, in any process: stop now,
-        # the last step too (its result's save and the after-check ran on)
+        run.saved, run.stopping = True, bool(stop)  # Ctrl-C in the save (any process): stop now, the last step too
 
 
 # ----------------------------------------------------------------------------------------------------

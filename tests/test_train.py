@@ -228,6 +228,21 @@ def test_a_resumed_runs_summary_counts_the_whole_runs_tokens(tiny, tmp_path, mon
     assert old["tokens"] is None and old["tokens_since_resume"] == sum(by_step[5:])
 
 
+def test_validation_line_names_the_dev_set_whose_loss_it_prints(monkeypatch, capsys):
+    """MNLI's two dev sets: the validation loss printed is dev_matched's (summary's val_loss too), and says so (it read
+    as both sets'); one dev set (SST-2, or a held-out share): no name."""
+    sets = dict(dev_matched={"accuracy": 80.0, "loss": 0.5}, dev_mismatched={"accuracy": 70.0, "loss": 0.7})
+    with open(os.devnull, "w") as log:
+        for data_name, dev, named in [("glue/mnli", sets, " (dev_matched's)"),
+                                      ("glue/sst2", {"dev": sets["dev_matched"]}, ""), ("task.json", {}, "")]:
+            args = train.parse_args(["--model", "m", "--data", data_name, "--eval-every", "1"])
+            monkeypatch.setattr(train, "evaluate", lambda *a: dict(val_loss=0.5, **dev))
+            run = train.Run(args, torch.device("cpu"), False, step=1, total=2, val_ex=[1], log=log)
+            train.validate(run)
+            shown = "".join(f"  {k}: accuracy {d['accuracy']:.2f}" for k, d in dev.items())
+            assert capsys.readouterr().out == f"step     1/2  validation loss 0.5000{named}{shown}\n"
+
+
 def test_eta_carries_a_whole_minute(monkeypatch, capsys):
     """The progress line's ETA rounds to whole seconds before it splits them: 59.6 s is 1m00s (was 0m60s)."""
     args = train.parse_args(["--model", "m", "--data", "d", "--log-every", "1"])
