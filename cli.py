@@ -458,14 +458,18 @@ def describe(run):
     run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
                    if isinstance(m, LoRASPLinear))
     head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
+    frozen = sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
+                 for f in (m.A_frozen, m.B_frozen) if f is not None)  # entries forward uses (buffers, so no optimizer
+    # moves them); in mask mode they are zeros, not held: not counted, and said (PEFT's "all params" counts them)
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
              model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)) +
-             sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
-                 for f in (m.A_frozen, m.B_frozen) if f is not None), head_params=head)  # entries forward uses
-    # (buffers, so no optimizer moves them; in mask mode they are zeros, not held)
+             frozen, head_params=head)
     adapter, lora = s["trainable_params"] - head, run.lora
+    masked = lora - adapter - frozen if lora else 0            # LoRA-SP's masked-out entries of A and B
+    parts = [f"{adapter:,} adapter + {head:,} head"] * bool(head and lora) + [
+        f"+ {masked:,} masked-out adapter entries: zeros, not held"] * bool(masked)
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f" ({'; '.join(parts)})" if parts else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
         f" (the last {run.micro % args.grad_accum} x {run.batch}: {covers(run)})" if run.micro and run.micro %

@@ -637,6 +637,23 @@ def test_the_adapter_names_a_base_peft_can_load(tiny, tmp_path, monkeypatch):
         "meta-llama/Llama-2-7b-hf"
 
 
+def test_the_parameter_line_counts_the_masked_entries_peft_counts(tiny, tmp_path, capsys):
+    """LoRA-SP's mask mode holds only the entries that train: "N trainable of T parameters" leaves out the masked-out
+    entries of A and B (zeros) and now says how many, so that T and they are PEFT's "all params" of the same LoRA (a
+    PEFT user read 55,968 against PEFT's 64,160, unsaid); plain LoRA's T is PEFT's, with nothing to add."""
+    import peft
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny[0])
+    ref = peft.get_peft_model(base, peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS["llama"].split(",")))
+    trainable, every = ref.get_nb_trainable_parameters()          # PEFT's print_trainable_parameters figures
+    for method, keep in [("lorasp", 0.5), ("lora", 1.0)]:
+        s = train.train(train.parse_args(flags(tiny, tmp_path / method, "--method", method, "--max-steps", "1")))
+        line = next(line for line in capsys.readouterr().out.splitlines() if "trainable of" in line)
+        masked = f" (+ {every - s['total_params']:,} masked-out adapter entries: zeros, not held)" * (keep < 1)
+        assert s["trainable_params"] == trainable * keep and s["total_params"] + trainable * (1 - keep) == every
+        assert line.startswith(f"{method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters"
+                               f"{masked}; LoRA at r=16 would train {trainable:,} ({keep:.2f}x)"), line
+
+
 def test_after_check_scores_the_best_weights_early_stopping_kept(tiny, tmp_path, monkeypatch):
     """With --patience, OUT/adapter holds the best evaluation's weights; the held-out check after training now scores
     those (it scored the last step's, other weights than the run's result). Scripted validation losses: best at step 2,
