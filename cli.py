@@ -52,7 +52,7 @@ from lorasp import LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
 from quant import NF4Linear
-from resume import Busy, claim, find_checkpoint
+from resume import Busy, claim, find_checkpoint, run_tokens
 from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
@@ -458,14 +458,18 @@ def describe(run):
     run.lora = sum(m.r * (m.base.in_features + m.base.out_features) for m in model.modules()
                    if isinstance(m, LoRASPLinear))
     head = sum(p.numel() for name in heads(model, args) for p in model.get_submodule(name).parameters())
+    frozen = sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
+                 for f in (m.A_frozen, m.B_frozen) if f is not None)  # entries forward uses (buffers, so no optimizer
+    # moves them); in mask mode they are zeros, not held: not counted, and said (PEFT's "all params" counts them)
     s = dict(method=args.method, trainable_params=count_trainable(model), total_params=sum(p.numel() for p in
              model.parameters()) + sum(m.weight.shape.numel() for m in model.modules() if isinstance(m, NF4Linear)) +
-             sum(f.numel() for m in model.modules() if isinstance(m, LoRASPLinear)  # --mode freeze: the frozen
-                 for f in (m.A_frozen, m.B_frozen) if f is not None), head_params=head)  # entries forward uses
-    # (buffers, so no optimizer moves them; in mask mode they are zeros, not held)
+             frozen, head_params=head)
     adapter, lora = s["trainable_params"] - head, run.lora
+    masked = lora - adapter - frozen if lora else 0            # LoRA-SP's masked-out entries of A and B
+    parts = [f"{adapter:,} adapter + {head:,} head"] * bool(head and lora) + [
+        f"+ {masked:,} masked-out adapter entries: zeros, not held"] * bool(masked)
     print(f"{args.method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters" + (
-        f" ({adapter:,} adapter + {head:,} head)" if head and lora else "") + (
+        f" ({'; '.join(parts)})" if parts else "") + (
         f"; LoRA at r={args.rank} would train {lora:,} ({adapter / lora:.2f}x)" if lora else "") +
         f"; {run.total} step{'s' * (run.total != 1)} of {run.batch} x {args.grad_accum} sequences" + (
         f" (the last {run.micro % args.grad_accum} x {run.batch}: {covers(run)})" if run.micro and run.micro %
@@ -498,7 +502,8 @@ def covers(run):
 def summary(run):
     """The loop's part of the summary: steps, speed, loss, memory (and what the plan said); the evaluation of the
     weights saved in OUT."""
-    s = dict(steps=run.step, tokens=run.tokens,             # trained on since this process started (DDP: all ranks')
+    s = dict(steps=run.step, tokens=run_tokens(run),        # the run's, as steps (DDP: all ranks'); --resume: and
+             **(dict(tokens_since_resume=run.tokens) if run.checkpoint else {}),  # this process's: tokens/s's
              tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
              val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
              train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's

@@ -77,11 +77,12 @@ def rng_states(args):
             for r, t in enumerate(gathered(state, args.device))}
 
 
-def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=()):
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=(), tokens=None):
     """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
     next one logs; `evals`: the validation records so far (--patience's history, kept in state.json too: a deleted
-    log starts again, early stopping's count does not). The log goes with it: OUT/metrics.jsonl may be another run's
-    by the time this one resumes (a fresh run into the same --out that stopped before its first save)."""
+    log starts again, early stopping's count does not); `tokens`: the run's up to `step` (run_tokens). The log goes
+    with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh run into the same --out that
+    stopped before its first save)."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,7 +100,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
                            epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
-                           args=vars(args), crc32=sums, evals=list(evals)), f)
+                           args=vars(args), crc32=sums, evals=list(evals), tokens=tokens), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
                 shutil.copyfileobj(src, dst)
@@ -116,6 +117,13 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     os.replace(tmp, final)
     fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+def run_tokens(run):
+    """The tokens the run has trained on since its first step, as its step counts steps: a resumed run's are its
+    checkpoint's and this process's (train.Run.tokens; the summary's `tokens` counted these alone). None after a
+    checkpoint saved before they were counted."""
+    return None if run.tokens_before is None else run.tokens_before + run.tokens
 
 
 @contextlib.contextmanager

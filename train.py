@@ -72,7 +72,7 @@ from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
                     read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
-                    epoch_micro_batches, held_out)
+                    epoch_micro_batches, held_out, run_tokens)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -113,7 +113,8 @@ class Run:
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
     sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
-    tokens: int = 0
+    tokens: int = 0                                # since t0's start (tokens/s); the run's: resume.run_tokens
+    tokens_before: int = 0                         # --resume: the checkpoint's run's (None: it did not count them)
     losses: list = field(default_factory=list)     # the step losses since the last progress line
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
@@ -187,8 +188,7 @@ def train_step(run):
         # drop the graph now: its nodes, left among the next micro-batch's activations, cost 0.47 GiB of heap holes
         # (134M, --grad-accum 2)
         loss_sum, count, loss = loss_sum + loss.detach(), count + n, None
-        step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (not a
-        # DDP rank's filler row: data.micro_batches)
+        step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (no filler)
     # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
     sums = torch.tensor([float(loss_sum), int(count), step_tokens, len(run.stop)], dtype=torch.float64,
                         device=run.device)
@@ -232,7 +232,7 @@ def report(run, again=False):
             if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
         dt = time.time() - run.t0
-        eta, rec = (total - step) * dt / (step - run.first), dict(
+        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # (whole seconds: 59.6 s is 1m00s)
             step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
             tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
         print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
@@ -253,9 +253,10 @@ def validate(run):
     if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
         save_result(run)
     run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
-    print(f"step {step:>5}/{run.total}  validation loss {run.evals[-1]['val_loss']:.4f}" + "".join(
-        f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in d.items() if m != "loss")
-        for k, d in run.evals[-1].items() if isinstance(d, dict)), flush=True)
+    rec, dev = run.evals[-1], [k for k, d in run.evals[-1].items() if isinstance(d, dict)]  # GLUE's dev sets
+    print(f"step {step:>5}/{run.total}  validation loss {rec['val_loss']:.4f}" + (f" ({dev[0]}'s)" if dev[1:] else "") +
+          "".join(f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in rec[k].items() if m != "loss") for k in dev),
+          flush=True)                                          # (MNLI: val_loss is dev_matched's)
     run.log.write(json.dumps(run.evals[-1]) + "\n")
     if args.patience and since >= args.patience:
         print(f"early stop: no better evaluation in the last {since}; {weights_dir(args)} holds step "
@@ -280,12 +281,11 @@ def save_if_due(run):
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
-                        run.losses, run.evals) if run.rank == 0 else None
+                        run.losses, run.evals, run_tokens(run)) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
-        run.saved, run.stopping = True, bool(stop)             # Ctrl-C during the save, in any process: stop now,
-        # the last step too (its result's save and the after-check ran on)
+        run.saved, run.stopping = True, bool(stop)  # Ctrl-C in the save (any process): stop now, the last step too
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,9 +335,9 @@ def load(run):
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
-    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0)
-    run.step, run.losses = state["step"], state.get("losses", [])  # (the next progress line's mean: the steps' since
-    # the last one, those before a Ctrl-C too)
+    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
+    run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
+    # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
     run.examples, batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))  # an epoch's
     run.micro = epoch_micro_batches(args, batches)             # (1.1 x 10: 11, not 11.000000000000002's 12)

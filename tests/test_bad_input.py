@@ -2282,10 +2282,11 @@ def _(ctx):  # (said twice, in two wordings)
 
 @case("--resume of a run that ended: said that nothing is left to train", None)
 def _(ctx):  # (was an exit 0 that trained no step, "tokens": 0, without a word)
-    run(ctx, "--max-steps", "2")
+    ended = run(ctx, "--max-steps", "2")
     train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "2", "--resume"))
     out = ctx.capsys.readouterr().out
-    assert json.loads(out.strip().split("\n")[-1])["tokens"] == 0
+    s = json.loads(out.strip().split("\n")[-1])  # the run's tokens, as its steps; none trained now
+    assert (s["steps"], s["tokens"], s["tokens_since_resume"]) == (2, ended["tokens"], 0) and ended["tokens"] > 0
     assert f"note: --resume: the checkpoint's run ended at step 2, its last: nothing is left to train (its result is " \
            f"in {ctx.tmp / 'out' / 'adapter'})" in out, out
 

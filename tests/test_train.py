@@ -201,6 +201,61 @@ def test_resume_is_bit_identical(tiny, tmp_path, monkeypatch, capsys):
         8 * (i + o) for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64), (64, 32)]) * 2
 
 
+def test_a_resumed_runs_summary_counts_the_whole_runs_tokens(tiny, tmp_path, monkeypatch, capsys):
+    """`tokens` counts the run's tokens as `steps` counts its steps, across a Ctrl-C and --resume (it counted this
+    process's only: 10 steps, 3,798 tokens of 8,044); tokens_since_resume: this process's, tokens_per_s's numerator.
+    Counted here from the examples the 20 micro-batches hold (their lengths: no padding)."""
+    straight = train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5's first micro-batch
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b"))
+    cut = json.loads(capsys.readouterr().out.strip().split("\n")[-1])
+    saved = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["tokens"]
+    monkeypatch.undo()
+    shutil.copytree(tmp_path / "b", tmp_path / "c")                   # a checkpoint saved before tokens were counted
+    state = json.load(open(tmp_path / "c" / "checkpoint" / "state.json"))
+    del state["tokens"]
+    with open(tmp_path / "c" / "checkpoint" / "state.json", "w") as f:
+        json.dump(state, f)
+    resumed = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    old = train.train(train.parse_args(flags(tiny, tmp_path / "c", "--resume")))  # the run's count unknown: not guessed
+    train_ex = data.task_examples(tiny[1], data.load_tokenizer(tiny[0]), 200, None, 0.1, 0)[0]
+    lengths = [len(e["input_ids"]) for e in train_ex]
+    order = [idx for epoch in (0, 1) for idx in data.length_grouped_batches(lengths, 4, epoch)]   # 14 an epoch
+    by_step = [sum(lengths[j] for idx in order[2 * s:2 * s + 2] for j in idx) for s in range(10)]  # 4 x 2 a step
+    assert straight["tokens"] == resumed["tokens"] == sum(by_step) and cut["tokens"] == saved == sum(by_step[:5])
+    assert "tokens_since_resume" not in straight and resumed["tokens_since_resume"] == sum(by_step[5:])
+    assert old["tokens"] is None and old["tokens_since_resume"] == sum(by_step[5:])
+
+
+def test_validation_line_names_the_dev_set_whose_loss_it_prints(monkeypatch, capsys):
+    """MNLI's two dev sets: the validation loss printed is dev_matched's (summary's val_loss too), and says so (it read
+    as both sets'); one dev set (SST-2, or a held-out share): no name."""
+    sets = dict(dev_matched={"accuracy": 80.0, "loss": 0.5}, dev_mismatched={"accuracy": 70.0, "loss": 0.7})
+    with open(os.devnull, "w") as log:
+        for data_name, dev, named in [("glue/mnli", sets, " (dev_matched's)"),
+                                      ("glue/sst2", {"dev": sets["dev_matched"]}, ""), ("task.json", {}, "")]:
+            args = train.parse_args(["--model", "m", "--data", data_name, "--eval-every", "1"])
+            monkeypatch.setattr(train, "evaluate", lambda *a: dict(val_loss=0.5, **dev))
+            run = train.Run(args, torch.device("cpu"), False, step=1, total=2, val_ex=[1], log=log)
+            train.validate(run)
+            shown = "".join(f"  {k}: accuracy {d['accuracy']:.2f}" for k, d in dev.items())
+            assert capsys.readouterr().out == f"step     1/2  validation loss 0.5000{named}{shown}\n"
+
+
+def test_eta_carries_a_whole_minute(monkeypatch, capsys):
+    """The progress line's ETA rounds to whole seconds before it splits them: 59.6 s is 1m00s (was 0m60s)."""
+    args = train.parse_args(["--model", "m", "--data", "d", "--log-every", "1"])
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    with open(os.devnull, "w") as log:
+        for eta, shown in [(59.6, "1m00s"), (119.5, "2m00s"), (61.4, "1m01s"), (0.4, "0m00s")]:
+            run = train.Run(args, torch.device("cpu"), False, step=1, total=2, t0=1000.0, losses=[1.0], opt=opt,
+                            log=log)
+            monkeypatch.setattr(train.time, "time", lambda: 1000.0 + eta)   # 1 step took eta s; 1 step is left
+            train.report(run)
+            assert f"ETA {shown}" in capsys.readouterr().out
+
+
 def test_resume_of_a_checkpoint_saved_under_the_rounded_warm_up_keeps_it(tiny, tmp_path, monkeypatch):
     """Warm-up steps became Trainer's ceil(warmup x total); a checkpoint saved before (no warmup_rule in its
     state.json) resumes with the round() it started under, so the lr schedule goes on as it began: --warmup 0.25 over
@@ -580,6 +635,23 @@ def test_the_adapter_names_a_base_peft_can_load(tiny, tmp_path, monkeypatch):
     tasks.save_weights(ours, tmp_path / "a", args, str(tmp_path / "base"))
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "meta-llama/Llama-2-7b-hf"
+
+
+def test_the_parameter_line_counts_the_masked_entries_peft_counts(tiny, tmp_path, capsys):
+    """LoRA-SP's mask mode holds only the entries that train: "N trainable of T parameters" leaves out the masked-out
+    entries of A and B (zeros) and now says how many, so that T and they are PEFT's "all params" of the same LoRA (a
+    PEFT user read 55,968 against PEFT's 64,160, unsaid); plain LoRA's T is PEFT's, with nothing to add."""
+    import peft
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny[0])
+    ref = peft.get_peft_model(base, peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS["llama"].split(",")))
+    trainable, every = ref.get_nb_trainable_parameters()          # PEFT's print_trainable_parameters figures
+    for method, keep in [("lorasp", 0.5), ("lora", 1.0)]:
+        s = train.train(train.parse_args(flags(tiny, tmp_path / method, "--method", method, "--max-steps", "1")))
+        line = next(line for line in capsys.readouterr().out.splitlines() if "trainable of" in line)
+        masked = f" (+ {every - s['total_params']:,} masked-out adapter entries: zeros, not held)" * (keep < 1)
+        assert s["trainable_params"] == trainable * keep and s["total_params"] + trainable * (1 - keep) == every
+        assert line.startswith(f"{method}: {s['trainable_params']:,} trainable of {s['total_params']:,} parameters"
+                               f"{masked}; LoRA at r=16 would train {trainable:,} ({keep:.2f}x)"), line
 
 
 def test_after_check_scores_the_best_weights_early_stopping_kept(tiny, tmp_path, monkeypatch):
