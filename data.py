@@ -1528,11 +1528,15 @@ def noting_twice(twice, read=("instruction", "input", "output")):
     """json's object_pairs_hook: the dict json makes (a key given twice: its last value, without a word, as Python's
     json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (`read`:
     an instruction record's, a translation's languages) twice with other values: which one the file means, no reader
-    can tell."""
+    can tell. Values are compared as JSON writes them, so NaN (which Python's json reads, unequal to itself) given
+    once is not taken for two."""
+    def same(a, b):
+        return a == b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
     def hook(pairs):
         obj, first = dict(pairs), {}
         for k, v in pairs:
-            if k in read and first.setdefault(k, v) != v and id(obj) not in twice:
+            if k in read and not same(first.setdefault(k, v), v) and id(obj) not in twice:
                 twice[id(obj)] = (f"gives {k!r} twice ({first[k]!r:.60}, then {v!r:.60}): JSON keeps the last one "
                                   "without a word; keep the one you mean")
         return obj

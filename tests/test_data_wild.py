@@ -166,3 +166,27 @@ def test_a_null_input_is_refused_saying_how_to_write_no_input(tmp_path):
     with pytest.raises(ValueError, match=r'n\.json, line 3: record 1 field \'input\' is a NoneType, not a string '
                                          r'\(JSON\'s null: a record without input has "input": "", or no "input"\)$'):
         data.read_records(str(tmp_path / "n.json"))
+
+
+def test_a_nan_given_once_is_not_said_to_be_given_twice(tmp_path):
+    """JSON's NaN (Python's json reads it) is not equal to itself, so the check for a field given twice with other
+    values took one NaN for two: SQuAD's "answer_start": NaN and WMT16's "en": NaN were refused as "gives
+    'answer_start' twice (nan, then nan)", sending the user after a duplicate key the file does not have. Now the
+    type is what is wrong, as for any other non-integer answer_start or non-text sentence; a field given twice is
+    still refused."""
+    qa = '{"id": "q1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": NaN}]}'
+    (tmp_path / "dev-v1.1.json").write_text('{"data": [{"paragraphs": [{"context": "Paris.", "qas": [%s]}]}]}' % qa)
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: question 'q1': expected \{\"id\": str, .*\"answer_start\": "
+                                         r"NaN\}\]\}$"):
+        data.read_squad("dev", str(tmp_path))
+    (tmp_path / "train.jsonl").write_text('{"translation": {"en": "Hi.", "ro": "Salut."}}\n'
+                                          '{"translation": {"en": NaN, "ro": "Salut."}}\n')
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 2: expected \{\"translation\": \{\"en\": text, \"ro\": "
+                                         r"text\}\}, got '\{\"translation\": \{\"en\": NaN"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "train.jsonl").write_text('{"translation": {"en": NaN, "ro": "Salut.", "en": "Hi."}}\n')
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 1: gives 'en' twice \(nan, then 'Hi\.'\)"):
+        data.read_translation(str(tmp_path), "train")
+    (tmp_path / "r.jsonl").write_text('{"instruction": "a", "output": "b", "output": "b"}\n')  # the same value twice
+    assert data.read_records(str(tmp_path / "r.jsonl")) == [{"instruction": "a", "output": "b"}]
+
