@@ -1544,7 +1544,8 @@ def noting_twice(twice, read=("instruction", "input", "output")):
 
 
 def record_problem(r, output=True):
-    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text)."""
+    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text),
+    or databricks-dolly's context given without an input (it would be dropped: the instruction asked without it)."""
     if not isinstance(r, dict):
         return f"is a {type(r).__name__}, not an object"
     for field in ("instruction", "input", "output"):
@@ -1568,6 +1569,10 @@ def record_problem(r, output=True):
             return (f"field {field!r} starts with Alpaca's prompt template ({r[field].lstrip()[:45]!r}...), which "
                     "lorasp adds itself: the prompt would hold it twice (eval.py and generate.py ask it once); give "
                     f"the {field} alone")
+    if isinstance(r.get("context"), str) and r["context"].strip() and not r.get("input"):  # (dolly, output renamed)
+        return (f"has a 'context' ({r['context']!r:.60}) and no input: databricks-dolly's context is Alpaca's input; "
+                "rename it 'input' (lorasp reads instruction, input, output: the instruction would be learned without "
+                "the text it is about)")
     return None
 
 

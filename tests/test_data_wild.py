@@ -190,3 +190,22 @@ def test_a_nan_given_once_is_not_said_to_be_given_twice(tmp_path):
     (tmp_path / "r.jsonl").write_text('{"instruction": "a", "output": "b", "output": "b"}\n')  # the same value twice
     assert data.read_records(str(tmp_path / "r.jsonl")) == [{"instruction": "a", "output": "b"}]
 
+
+@pytest.mark.parametrize("fields", [{"context": "Alpacas are camelids."},
+                                    {"input": "", "context": "Alpacas are camelids."}])
+def test_dollys_context_without_an_input_is_refused(fields, tmp_path):
+    """databricks-dolly-15k's instruction, context, response, with response renamed output (what the error for a
+    record without output said to do, or a converter that knew Alpaca's output only): the context, the text that a
+    closed_qa or summarization instruction is about, was dropped with a note among the unused fields, and the model
+    trained to answer "Summarize this." with a summary of text it never saw. Refused: the context is Alpaca's input.
+    A context beside an input of its own stays a note."""
+    record = {"instruction": "Summarize this.", **fields, "output": "Camelids.", "category": "summarization"}
+    (tmp_path / "d.jsonl").write_text(json.dumps({"instruction": "Hi.", "output": "Hello."}) + "\n" +
+                                      json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=r"d\.jsonl, line 2: record 1 has a 'context' \('Alpacas are camelids\.'\) and "
+                                         r"no input: databricks-dolly's context is Alpaca's input; rename it 'input'"):
+        data.read_records(str(tmp_path / "d.jsonl"))
+    with pytest.raises(ValueError, match=r"line 2: record 1 has a 'context'"):
+        data.read_prompts(str(tmp_path / "d.jsonl"))
+    (tmp_path / "d.jsonl").write_text(json.dumps(dict(record, input="Llamas and alpacas.")) + "\n")
+    assert data.read_records(str(tmp_path / "d.jsonl"))[0]["input"] == "Llamas and alpacas."
