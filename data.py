@@ -2095,6 +2095,9 @@ GLUE = {  # task: (folder, zip, text columns, label column, labels in class-inde
     "qnli": ("QNLI", "QNLIv2.zip", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("dev",)),
     "rte": ("RTE", "RTE.zip", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("dev",)),
 }
+# MultiNLI's genres: the training set's, which dev_matched holds, and the five others, dev_mismatched's (its "genre")
+MNLI_GENRES = (("fiction", "government", "slate", "telephone", "travel"),
+               ("facetoface", "letters", "nineeleven", "oup", "verbatim"))
 COLA_COLUMNS = ("source", "label", "original_label", "sentence")  # CoLA's train/dev files have no header
 MRPC_URLS = {"train": "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt",
              "dev_ids": GLUE_URL + "mrpc_dev_ids.tsv"}  # MRPC is not hosted by GLUE: SentEval's copy + GLUE's split
@@ -2139,7 +2142,7 @@ def written_quoted(path, delimiter="\t"):
     return bool(quoted) and not bare
 
 
-def read_glue(path, task):
+def read_glue(path, task, genres=None):
     """One GLUE TSV file -> [(text_a, text_b or None, label)]: label a class index, or STS-B's float score.
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
@@ -2147,7 +2150,8 @@ def read_glue(path, task):
     drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
     it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
     stray tab), an unknown label or a missing column is an error naming the file and line; a text column empty in
-    every row is an error, in some rows a note."""
+    every row is an error, in some rows a note. genres: a list that gets (line, genre) of each row read, where the
+    file has a "genre" column (MNLI's)."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, fields, quoted, lines = [], [], 0, written_quoted(path), []
     no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
@@ -2187,6 +2191,8 @@ def read_glue(path, task):
                                  f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
             lines.append(rows.line_num)
+            if genres is not None and "genre" in r:
+                genres.append((rows.line_num, r["genre"]))
     if task == "cola" and not (out or skipped):                # (no header): not a row, blank lines at most
         raise empty
     for k, column in enumerate(texts):                         # (a converter that wrote another column's name)
@@ -2212,7 +2218,8 @@ def read_glue(path, task):
 def load_glue(task, root=None, train=True):
     """{split: examples} of a GLUE task: "train" (train=False: left out, as eval.py needs no training file) and "dev"
     (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
-    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded."""
+    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded. MNLI's dev files holding
+    each other's genres (swapped, or one copied over the other) are an error (mnli_genres)."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
@@ -2231,11 +2238,28 @@ def load_glue(task, root=None, train=True):
                     "for it to end"):               # (two shared FOLDER.download: one deleted the other's archive)
             if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
                 download_glue(task, os.path.dirname(directory))
-    splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
+    genres = {s: [] for s in files}
+    splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task, genres[s]) for s in files}
+    if task == "mnli":
+        mnli_genres(directory, genres)
     for split, rows in splits.items():
         if not rows and split != "train":                      # (train.py names an empty train split itself)
             raise ValueError(f"{os.path.join(directory, split + '.tsv')}: no examples (a header and no rows)")
     return splits
+
+
+def mnli_genres(directory, genres):
+    """Refuse MNLI dev files whose rows are of the other dev set's genres (MNLI_GENRES; genres: {split: [(line,
+    genre)]}, read_glue's): the two files swapped, or dev_matched.tsv copied to dev_mismatched.tsv, gave each score as
+    the other's (or the matched one twice), without a word. Genres of neither set (another corpus's) are not
+    checked."""
+    for split, own, other in (("dev_matched", 0, "dev_mismatched"), ("dev_mismatched", 1, "dev_matched")):
+        if wrong := [(n, g) for n, g in genres.get(split, []) if g in MNLI_GENRES[1 - own]]:
+            raise ValueError(
+                f"{os.path.join(directory, split + '.tsv')}: {len(wrong):,} of its {len(genres[split]):,} rows are of "
+                f"MultiNLI's {('other', 'training')[own]} genres (line {wrong[0][0]}: {wrong[0][1]!r}): GLUE's "
+                f"{split}.tsv holds {', '.join(MNLI_GENRES[own])}, {other}.tsv {', '.join(MNLI_GENRES[1 - own])}: the "
+                f"two files are swapped, or one is a copy of the other; give each its own (GLUE's MNLI.zip)")
 
 
 def encode_glue(rows, tok, max_len=128):

@@ -191,6 +191,44 @@ def test_a_nan_given_once_is_not_said_to_be_given_twice(tmp_path):
     assert data.read_records(str(tmp_path / "r.jsonl")) == [{"instruction": "a", "output": "b"}]
 
 
+MNLI_HEADER = ("index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+               "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label")
+
+
+def mnli_files(root, genres):
+    """GLUE's MNLI folder (download_glue_data.py's layout), a row per genre in each file: {split: genres}."""
+    (root / "MNLI").mkdir(parents=True, exist_ok=True)
+    for split, names in genres.items():
+        header = [c for c in MNLI_HEADER if split != "train" or c != "label1"]
+        rows = [["0", "1", "1n", g, "( a )", "( b )", "(ROOT a)", "(ROOT b)", f"A {g} story.", "It is long.",
+                 "neutral", "neutral"][:len(header)] for g in names]
+        (root / "MNLI" / f"{split}.tsv").write_text("".join("\t".join(r) + "\n" for r in [header, *rows]))
+
+
+@pytest.mark.parametrize("matched, mismatched, message", [
+    (("letters", "oup"), ("fiction", "travel"), r"dev_matched\.tsv: 2 of its 2 rows are of MultiNLI's other genres "
+                                                r"\(line 2: 'letters'\)"),
+    (("fiction", "travel"), ("fiction", "travel"), r"dev_mismatched\.tsv: 2 of its 2 rows are of MultiNLI's training "
+                                                   r"genres \(line 2: 'fiction'\)"),
+])
+def test_mnli_dev_files_swapped_or_copied_are_refused(matched, mismatched, message, tmp_path):
+    """GLUE's MNLI scores two dev sets: matched (the training genres: fiction, government, slate, telephone, travel)
+    and mismatched (five others). The two files swapped, or dev_matched.tsv copied to dev_mismatched.tsv (a user who
+    had one), read without a word: the matched accuracy was the mismatched one's, or the mismatched score was the
+    matched one's again. Their genre column tells them apart; genres of neither set (another corpus) read as
+    before."""
+    train = ("fiction", "government", "slate", "telephone", "travel")
+    mnli_files(tmp_path, {"train": train, "dev_matched": matched, "dev_mismatched": mismatched})
+    with pytest.raises(ValueError, match=message + r": .*the two files are swapped, or one is a copy of the other"):
+        data.load_glue("mnli", str(tmp_path))
+    mnli_files(tmp_path, {"dev_matched": ("slate", "government"), "dev_mismatched": ("verbatim", "nineeleven")})
+    splits = data.load_glue("mnli", str(tmp_path))
+    assert [a for a, _, _ in splits["dev_matched"]] == ["A slate story.", "A government story."]
+    assert [a for a, _, _ in splits["dev_mismatched"]] == ["A verbatim story.", "A nineeleven story."]
+    mnli_files(tmp_path, {"dev_matched": ("wiki",), "dev_mismatched": ("wiki",)})  # (not MultiNLI's: no check)
+    assert data.load_glue("mnli", str(tmp_path), train=False)["dev_mismatched"] == [("A wiki story.", "It is long.", 1)]
+
+
 @pytest.mark.parametrize("fields", [{"context": "Alpacas are camelids."},
                                     {"input": "", "context": "Alpacas are camelids."}])
 def test_dollys_context_without_an_input_is_refused(fields, tmp_path):
