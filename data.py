@@ -56,6 +56,7 @@ a local stand-in for the Hub).
 """
 import base64
 import binascii
+import collections
 import contextlib
 import csv
 import functools
@@ -81,7 +82,8 @@ import tiktoken
 import torch
 
 from checkpoint import atomic_write, gguf_file, locked, read_gguf, read_json
-from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, make_dirs, received
+from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, file_sha256, make_dirs
+from download import received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
@@ -2218,8 +2220,9 @@ def read_glue(path, task, genres=None):
 def load_glue(task, root=None, train=True):
     """{split: examples} of a GLUE task: "train" (train=False: left out, as eval.py needs no training file) and "dev"
     (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
-    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded. MNLI's dev files holding
-    each other's genres (swapped, or one copied over the other) are an error (mnli_genres)."""
+    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded. MNLI's dev files swapped
+    (each of the other's genres) are an error (mnli_genres); a dev file holding the train file's rows (or MNLI's
+    dev_matched's) is said (same_rows)."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
@@ -2242,24 +2245,46 @@ def load_glue(task, root=None, train=True):
     splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task, genres[s]) for s in files}
     if task == "mnli":
         mnli_genres(directory, genres)
+    for split in devs:
+        same_rows(splits[split], splits.get("train"), os.path.join(directory, f"{split}.tsv"), os.path.join(
+            directory, "train.tsv"), "row", f"GLUE {task}'s {split} score is measured on the examples it trains on, "
+            f"not on GLUE's {split} set")
+    if task == "mnli":
+        same_rows(splits["dev_mismatched"], splits["dev_matched"], os.path.join(directory, "dev_mismatched.tsv"),
+                  os.path.join(directory, "dev_matched.tsv"), "row", "GLUE mnli's mismatched score is the matched "
+                  "one's again, not measured on MultiNLI's other genres")
     for split, rows in splits.items():
         if not rows and split != "train":                      # (train.py names an empty train split itself)
             raise ValueError(f"{os.path.join(directory, split + '.tsv')}: no examples (a header and no rows)")
     return splits
 
 
+def same_rows(rows, other, path, other_path, unit, what):
+    """Say so where a split holds exactly another split's items, in any order (`what`: what that does to a score): a
+    copy of the train file given as the dev file (a user who had only that one) reported the score of the very
+    examples it trained on as the data set's dev score, without a word. A note, not an error: a smoke test on one
+    small file is a use (lorasp's own tests run so). A share of them (a split of one's own) is not said; other None:
+    not read (eval.py reads no train file)."""
+    if rows and other is not None and collections.Counter(rows) == collections.Counter(other):
+        print(f"note: {path} holds the same {len(rows):,} {unit}{'s' * (len(rows) != 1)} as {other_path} (a copy?): "
+              f"{what}", file=sys.stderr)
+
+
 def mnli_genres(directory, genres):
-    """Refuse MNLI dev files whose rows are of the other dev set's genres (MNLI_GENRES; genres: {split: [(line,
-    genre)]}, read_glue's): the two files swapped, or dev_matched.tsv copied to dev_mismatched.tsv, gave each score as
-    the other's (or the matched one twice), without a word. Genres of neither set (another corpus's) are not
-    checked."""
-    for split, own, other in (("dev_matched", 0, "dev_mismatched"), ("dev_mismatched", 1, "dev_matched")):
-        if wrong := [(n, g) for n, g in genres.get(split, []) if g in MNLI_GENRES[1 - own]]:
-            raise ValueError(
-                f"{os.path.join(directory, split + '.tsv')}: {len(wrong):,} of its {len(genres[split]):,} rows are of "
-                f"MultiNLI's {('other', 'training')[own]} genres (line {wrong[0][0]}: {wrong[0][1]!r}): GLUE's "
-                f"{split}.tsv holds {', '.join(MNLI_GENRES[own])}, {other}.tsv {', '.join(MNLI_GENRES[1 - own])}: the "
-                f"two files are swapped, or one is a copy of the other; give each its own (GLUE's MNLI.zip)")
+    """Refuse MNLI dev files swapped: dev_matched.tsv of MultiNLI's other genres and dev_mismatched.tsv of the training
+    genres (MNLI_GENRES; genres: {split: [(line, genre)]}, read_glue's) gave each score as the other's, without a
+    word. Genres of neither set (another corpus's) are not checked; one file copied over the other is said
+    (same_rows)."""
+    wrong = {split: [(n, g) for n, g in genres.get(split, []) if g in MNLI_GENRES[1 - own]]
+             for split, own in (("dev_matched", 0), ("dev_mismatched", 1))}
+    if all(wrong.values()):
+        (n, g), (m, h) = (w[0] for w in wrong.values())
+        raise ValueError(
+            f"{os.path.join(directory, 'dev_matched.tsv')} and dev_mismatched.tsv are swapped: dev_matched.tsv's rows "
+            f"are of MultiNLI's other genres (line {n}: {g!r}; {len(wrong['dev_matched']):,} of "
+            f"{len(genres['dev_matched']):,}), dev_mismatched.tsv's of its training genres (line {m}: {h!r}; "
+            f"{len(wrong['dev_mismatched']):,} of {len(genres['dev_mismatched']):,}); GLUE's dev_matched.tsv holds "
+            f"{', '.join(MNLI_GENRES[0])} (train.tsv's), dev_mismatched.tsv {', '.join(MNLI_GENRES[1])}: rename them")
 
 
 def encode_glue(rows, tok, max_len=128):
@@ -2464,12 +2489,18 @@ def sentence_room(pairs, tok, prefix, seq_len, sample=1000):
 def wmt16_examples(directory, tok, seq_len):
     """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
     T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted. A seq_len that
-    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left."""
+    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left. A
+    validation split holding the train split's pairs is said (same_rows)."""
     if (prefix := len(tok.encode(T5_PREFIX, eos=False))) + 1 >= seq_len:  # (trained to translate nothing, exit 0)
         raise ValueError(f"--seq-len {seq_len}: T5's prefix {T5_PREFIX!r} is {prefix} tokens with this tokenizer: with "
                          f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
                          f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
+    named = lambda split: f"{split}.jsonl" if os.path.exists(os.path.join(directory, f"{split}.jsonl")) else \
+        f"{split}.en + {split}.ro"  # noqa: E731  (read_translation's files)
+    same_rows(val_pairs, train_pairs, os.path.join(directory, named("validation")), os.path.join(directory, named(
+        "train")), "pair", "each validation score (loss, BLEU) is measured on the pairs it trains on, not on WMT16's "
+        "validation set (newsdev2016)")
     sentence_room(train_pairs, tok, prefix, seq_len)
     (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
                                     for p in (train_pairs, val_pairs))
@@ -2490,7 +2521,8 @@ SQUAD_FIELDS = ("data", "paragraphs", "context", "qas", "id", "question", "answe
 def read_squad(split, root=None):
     """The "data" list of SQuAD v1.1's train or dev file ([{"title", "paragraphs": [{"context", "qas": [{"id",
     "question", "answers": [{"text", "answer_start"}]}]}]}]) from root, by default the cache, where it is downloaded
-    once (resumable, sha256 checked)."""
+    once (resumable, sha256 checked). The official file of the other split under this one's name (the train file as
+    dev-v1.1.json: scored on the questions trained on) is an error, told by its sha256."""
     name, sha256 = SQUAD_FILES[split]
     path = os.path.join(root or cache_dir("squad"), name)
     if not os.path.exists(path):
@@ -2500,6 +2532,11 @@ def read_squad(split, root=None):
                 f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
+    other = next(s for s in SQUAD_FILES if s != split)                # (the official other file, given in its place)
+    if root and file_sha256(path) == SQUAD_FILES[other][1]:
+        raise ValueError(f"{path}: this is SQuAD v1.1's {SQUAD_FILES[other][0]} (its sha256), not {name}: lorasp "
+                         f"would {'score on the questions it trained on' if split == 'dev' else 'train on the dev set'}"
+                         f"; give {name} ({SQUAD_URL}{name})")
     twice, made = {}, []                       # made: every object kept alive, so that no id noted in twice is reused
     hook = noting_twice(twice, SQUAD_FIELDS)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
@@ -2708,8 +2745,12 @@ def one_per_question(dataset):
 
 def squad_examples(tok, seq_len, root=None, stride=128, generative=False):
     """train.py's --data squad (windows for a span head) or squad-gen (Alpaca records for a causal LM): (train
-    examples, dev examples, the dev questions as single-question articles for the before/after check)."""
+    examples, dev examples, the dev questions as single-question articles for the before/after check). A dev file
+    holding the train file's questions is said (same_rows)."""
     train, dev = read_squad("train", root), read_squad("dev", root)
+    same_rows(*([json.dumps(q, sort_keys=True) for q in one_per_question(d)] for d in (dev, train)), *(os.path.join(
+        root or cache_dir("squad"), SQUAD_FILES[s][0]) for s in ("dev", "train")), "question", "SQuAD's dev score is "
+        "measured on the questions it trains on, not on SQuAD's dev set")
     if generative:
         (train_ex, cut), (dev_ex, cut_dev) = (tokenize_records(squad_records(d), tok, seq_len) for d in (train, dev))
         n = sum(len(p["qas"]) for d in (train, dev) for a in d for p in a["paragraphs"])

@@ -205,28 +205,34 @@ def mnli_files(root, genres):
         (root / "MNLI" / f"{split}.tsv").write_text("".join("\t".join(r) + "\n" for r in [header, *rows]))
 
 
-@pytest.mark.parametrize("matched, mismatched, message", [
-    (("letters", "oup"), ("fiction", "travel"), r"dev_matched\.tsv: 2 of its 2 rows are of MultiNLI's other genres "
-                                                r"\(line 2: 'letters'\)"),
-    (("fiction", "travel"), ("fiction", "travel"), r"dev_mismatched\.tsv: 2 of its 2 rows are of MultiNLI's training "
-                                                   r"genres \(line 2: 'fiction'\)"),
-])
-def test_mnli_dev_files_swapped_or_copied_are_refused(matched, mismatched, message, tmp_path):
+def test_mnli_dev_files_swapped_are_refused_and_copied_said(tmp_path, capsys):
     """GLUE's MNLI scores two dev sets: matched (the training genres: fiction, government, slate, telephone, travel)
     and mismatched (five others). The two files swapped, or dev_matched.tsv copied to dev_mismatched.tsv (a user who
-    had one), read without a word: the matched accuracy was the mismatched one's, or the mismatched score was the
-    matched one's again. Their genre column tells them apart; genres of neither set (another corpus) read as
-    before."""
+    had one), read without a word: the matched accuracy was the mismatched one's, or the mismatched score the matched
+    one's again. Swapped files, told by their genre column, are refused; a copy is said (its rows are the other's);
+    genres of neither set (another corpus) read as before."""
     train = ("fiction", "government", "slate", "telephone", "travel")
-    mnli_files(tmp_path, {"train": train, "dev_matched": matched, "dev_mismatched": mismatched})
-    with pytest.raises(ValueError, match=message + r": .*the two files are swapped, or one is a copy of the other"):
+    mnli_files(tmp_path, {"train": train, "dev_matched": ("letters", "oup", "travel"), "dev_mismatched": ("fiction",)})
+    with pytest.raises(ValueError, match=r"MNLI/dev_matched\.tsv and dev_mismatched\.tsv are swapped: "
+                                         r"dev_matched\.tsv's rows are of MultiNLI's other genres \(line 2: 'letters'; "
+                                         r"2 of 3\), dev_mismatched\.tsv's of its training genres \(line 2: 'fiction'; "
+                                         r"1 of 1\)"):
         data.load_glue("mnli", str(tmp_path))
+    mnli_files(tmp_path, {"dev_matched": ("fiction", "travel"), "dev_mismatched": ("fiction", "travel")})
+    splits = data.load_glue("mnli", str(tmp_path))
+    assert splits["dev_mismatched"] == splits["dev_matched"] == [("A fiction story.", "It is long.", 1),
+                                                                 ("A travel story.", "It is long.", 1)]
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'MNLI' / 'dev_mismatched.tsv'} holds the same 2 rows as "
+        f"{tmp_path / 'MNLI' / 'dev_matched.tsv'} (a copy?): GLUE mnli's mismatched score is the matched one's again, "
+        "not measured on MultiNLI's other genres\n")
     mnli_files(tmp_path, {"dev_matched": ("slate", "government"), "dev_mismatched": ("verbatim", "nineeleven")})
     splits = data.load_glue("mnli", str(tmp_path))
     assert [a for a, _, _ in splits["dev_matched"]] == ["A slate story.", "A government story."]
     assert [a for a, _, _ in splits["dev_mismatched"]] == ["A verbatim story.", "A nineeleven story."]
-    mnli_files(tmp_path, {"dev_matched": ("wiki",), "dev_mismatched": ("wiki",)})  # (not MultiNLI's: no check)
-    assert data.load_glue("mnli", str(tmp_path), train=False)["dev_mismatched"] == [("A wiki story.", "It is long.", 1)]
+    mnli_files(tmp_path, {"dev_matched": ("wiki",), "dev_mismatched": ("news",)})  # (not MultiNLI's: no check)
+    assert data.load_glue("mnli", str(tmp_path), train=False)["dev_mismatched"] == [("A news story.", "It is long.", 1)]
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("fields", [{"context": "Alpacas are camelids."},
@@ -247,3 +253,49 @@ def test_dollys_context_without_an_input_is_refused(fields, tmp_path):
         data.read_prompts(str(tmp_path / "d.jsonl"))
     (tmp_path / "d.jsonl").write_text(json.dumps(dict(record, input="Llamas and alpacas.")) + "\n")
     assert data.read_records(str(tmp_path / "d.jsonl"))[0]["input"] == "Llamas and alpacas."
+
+
+def test_a_dev_file_that_is_a_copy_of_the_train_file_is_said(tok, tmp_path, monkeypatch, capsys):
+    """A user with GLUE's train.tsv only (or SQuAD's train file, WMT16's train split) copied it as the dev file to
+    get a run going: train.py trained on it and reported the dev score of the very examples it trained on, as the
+    paper's dev metric, without a word (SST-2 here: accuracy on memorized rows). A dev set holding exactly the train
+    set's rows, in any order, is said, naming both files (a note: lorasp's own smoke tests run on one file twice);
+    SQuAD's official train file given as dev-v1.1.json (or the dev file as train-v1.1.json) is refused by its
+    sha256, also where eval.py reads the dev file alone."""
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\nit was good\t1\nit was bad\t0\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nit was bad\t0\nit was good\t1\n")  # (reordered)
+    assert data.load_glue("sst2", str(tmp_path))["dev"] == [("it was bad", None, 0), ("it was good", None, 1)]
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'SST-2' / 'dev.tsv'} holds the same 2 rows as {tmp_path / 'SST-2' / 'train.tsv'} (a "
+        "copy?): GLUE sst2's dev score is measured on the examples it trains on, not on GLUE's dev set\n")
+    data.load_glue("sst2", str(tmp_path), train=False)                                    # (eval.py: no train file)
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nit was good\t1\n")       # a share of it
+    data.load_glue("sst2", str(tmp_path))
+    assert capsys.readouterr().err == ""
+
+    gold = [{"text": "Ann", "answer_start": 0}]
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Ann came.", "qas": [
+        {"id": "q1", "question": "Who came?", "answers": gold}]}]}]}
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        (tmp_path / name).write_text(json.dumps(squad))
+    for generative in (False, True):
+        data.squad_examples(tok, 64, str(tmp_path), generative=generative)
+        assert capsys.readouterr().err == (
+            f"note: {tmp_path / 'dev-v1.1.json'} holds the same 1 question as {tmp_path / 'train-v1.1.json'} (a "
+            "copy?): SQuAD's dev score is measured on the questions it trains on, not on SQuAD's dev set\n")
+    monkeypatch.setitem(data.SQUAD_FILES, "train", ("train-v1.1.json", data.file_sha256(tmp_path / "dev-v1.1.json")))
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: this is SQuAD v1\.1's train-v1\.1\.json \(its sha256\), "
+                                         r"not dev-v1\.1\.json: lorasp would score on the questions it trained on"):
+        data.read_squad("dev", str(tmp_path))
+
+    pairs = [{"translation": {"en": "The cat.", "ro": "Pisica."}}, {"translation": {"en": "A dog.", "ro": "Un câine."}}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    data.wmt16_examples(str(tmp_path), tok, 64)
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'validation.jsonl'} holds the same 2 pairs as {tmp_path / 'train.jsonl'} (a copy?): each "
+        "validation score (loss, BLEU) is measured on the pairs it trains on, not on WMT16's validation set "
+        "(newsdev2016)\n")
+    (tmp_path / "validation.jsonl").write_text(json.dumps(pairs[0]) + "\n")
+    assert len(data.wmt16_examples(str(tmp_path), tok, 64)[1]) == 1 and capsys.readouterr().err == ""
