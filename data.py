@@ -1482,10 +1482,14 @@ def alpaca_prompt(record):
     return PROMPT_DICT[key].format_map(record)
 
 
+NO_VALUE = ("nan", "NaN", "None", "null", "<noinput>")  # a converter's text for a missing input (read_records says it)
+
+
 def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
-    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
+    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index; fields lorasp
+    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said."""
     twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
@@ -1523,6 +1527,12 @@ def read_records(path, output=True):
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
+    if none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]:  # (trained as the input's text)
+        seen = dict.fromkeys(records[i]["input"] for i in none)
+        print(f"note: {path}: {len(none):,} of the {len(records):,} records have the input "
+              f"{' or '.join(map(repr, seen))} (the first: record {none[0]}, line {record_line(path, none[0])}), text "
+              "a converter writes for no value (pandas' nan, Python's None, self-instruct's <noinput>): Alpaca's "
+              'template shows it under "### Input:"; a record without input has "input": ""', file=sys.stderr)
     return records
 
 

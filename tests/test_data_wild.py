@@ -299,3 +299,24 @@ def test_a_dev_file_that_is_a_copy_of_the_train_file_is_said(tok, tmp_path, monk
         "(newsdev2016)\n")
     (tmp_path / "validation.jsonl").write_text(json.dumps(pairs[0]) + "\n")
     assert len(data.wmt16_examples(str(tmp_path), tok, 64)[1]) == 1 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("missing", ["nan", "None", "<noinput>"])
+def test_an_input_that_is_a_missing_values_text_is_said(missing, tmp_path, capsys):
+    """alpaca-cleaned read into pandas and written back after df.astype(str) (or a converter's str(None)) holds
+    "input": "nan" (or "None") in every record without input; self-instruct's raw generations say "<noinput>" (which
+    Alpaca's generate_instruction.py turns into ""). Each trained under "### Input:\\nnan", the template with input,
+    without a word. Said, counted, the first record named by its line; the records are read as written (Alpaca's
+    train.py renders them so)."""
+    records = [{"instruction": "Add.", "input": "2 and 3", "output": "5"}, {"instruction": "Say hi.", "input": missing,
+                                                                           "output": "Hi."}] * 2
+    (tmp_path / "d.json").write_text(json.dumps(records, indent=1))
+    assert data.read_records(str(tmp_path / "d.json")) == records
+    assert capsys.readouterr().err == (
+        f"note: {tmp_path / 'd.json'}: 2 of the 4 records have the input {missing!r} (the first: record 1, line 7), "
+        "text a converter writes for no value (pandas' nan, Python's None, self-instruct's <noinput>): Alpaca's "
+        "template shows it under \"### Input:\"; a record without input has \"input\": \"\"\n")
+    records[1]["input"] = "nan and None"
+    (tmp_path / "d.json").write_text(json.dumps(records[:2], indent=1))
+    data.read_records(str(tmp_path / "d.json"))
+    assert capsys.readouterr().err == ""
