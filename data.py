@@ -2531,13 +2531,16 @@ SQUAD_FIELDS = ("data", "paragraphs", "context", "qas", "id", "question", "answe
 def read_squad(split, root=None):
     """The "data" list of SQuAD v1.1's train or dev file ([{"title", "paragraphs": [{"context", "qas": [{"id",
     "question", "answers": [{"text", "answer_start"}]}]}]}]) from root, by default the cache, where it is downloaded
-    once (resumable, sha256 checked). The official file of the other split under this one's name (the train file as
-    dev-v1.1.json: scored on the questions trained on) is an error, told by its sha256."""
+    once (resumable, sha256 checked). The Hugging Face `squad` export (`datasets`' to_json: a question a line) under
+    that name reads as the file it was made from (squad_rows). The official file of the other split under this one's
+    name (the train file as dev-v1.1.json: scored on the questions trained on) is an error, told by its sha256."""
     name, sha256 = SQUAD_FILES[split]
     path = os.path.join(root or cache_dir("squad"), name)
     if not os.path.exists(path):
         if root:
-            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})" + (
+            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name}; or the Hugging Face `squad`'s "
+                                    f"{'validation' if split == 'dev' else split} split saved by datasets' to_json "
+                                    "under that name)" + (
                 f"; --data-dir {root} is a file, and names the folder holding it: --data-dir "
                 f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
@@ -2550,14 +2553,19 @@ def read_squad(split, root=None):
     twice, made = {}, []                       # made: every object kept alive, so that no id noted in twice is reused
     hook = noting_twice(twice, SQUAD_FIELDS)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
-        try:
-            dataset = json.load(f, object_pairs_hook=lambda pairs: made.append(obj := hook(pairs)) or obj)
-        except json.JSONDecodeError as e:                      # json's own message names no file (a cut-off copy?)
+        text = f.read()
+    try:
+        dataset = json.loads(text, object_pairs_hook=lambda pairs: made.append(obj := hook(pairs)) or obj)
+    except json.JSONDecodeError as e:                          # json's own message names no file (a cut-off copy?)
+        if e.msg != "Extra data" or (dataset := squad_lines(text, path)) is None:   # (not JSON Lines of questions)
             raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if twice:                                                  # (was read as the last value, the first unsaid)
         raise ValueError(f"{path}: {squad_twice(dataset, twice)}")
+    if isinstance(dataset, list) and dataset and all(isinstance(r, dict) for r in dataset):
+        dataset = squad_rows(dataset, path, [None] * len(dataset)) or dataset  # (the export written as one list)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
+        raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles; or the "
+                         f"Hugging Face export, a question a line: {', '.join(HF_SQUAD)})")
     for article in dataset["data"]:                            # the fields every reader uses, with their types
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list) or not all(isinstance(p, dict) and isinstance(p.get("context"), str)
@@ -2592,6 +2600,51 @@ def read_squad(split, root=None):
                              "id")
         seen.add(qa["id"])
     return dataset["data"]
+
+
+HF_SQUAD = ("context", "question", "answers")  # a row of the Hugging Face `squad` export (a question each) has these
+
+
+def squad_lines(text, path):
+    """squad_rows of a JSON Lines text (`datasets`' to_json: a question a line), a field given twice an error naming
+    its line; the rows as read where they are not the export's (not a SQuAD file), None where a line is not JSON."""
+    rows, lines = [], []
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            twice = {}
+            try:
+                rows.append(json.loads(line, object_pairs_hook=noting_twice(twice, SQUAD_FIELDS)))
+            except json.JSONDecodeError:
+                return None
+            if twice:
+                raise ValueError(f"{path}, line {n}: {next(iter(twice.values()))}")
+            lines.append(n)
+    return (squad_rows(rows, path, lines) if all(isinstance(r, dict) for r in rows) else None) or rows
+
+
+def squad_rows(rows, path, lines):
+    """SQuAD's layout ({"data": [articles]}) of the Hugging Face `squad` export's rows, a question each (id, title,
+    context, question, answers {"text": [...], "answer_start": [...]}, as its builder writes them): the rows of one
+    title and context in a run make one paragraph, its questions in order; None where the rows are not such (not
+    every row has context, question, and answers as an object). lines: each row's line, for an error (or None)."""
+    if not all(set(HF_SQUAD) <= set(r) and isinstance(r["answers"], dict) for r in rows):
+        return None
+    data, last = [], object()
+    for r, n in zip(rows, lines):
+        texts, starts = r["answers"].get("text"), r["answers"].get("answer_start")
+        if not (isinstance(texts, list) and isinstance(starts, list) and len(texts) == len(starts)):
+            raise ValueError(f"{path}{f', line {n}' if n else ''}: question {r.get('id')!r}: the Hugging Face "
+                             "export's answers are {\"text\": [...], \"answer_start\": [...]} of one length, got "
+                             f"{json.dumps(r['answers'])[:200]}")
+        if (r.get("title", ""), r["context"]) != last:         # (a new paragraph; a new article where the title is)
+            if not data or data[-1]["title"] != r.get("title", ""):
+                data.append({"title": r.get("title", ""), "paragraphs": []})
+            data[-1]["paragraphs"].append({"context": r["context"], "qas": []})
+            last = (r.get("title", ""), r["context"])
+        data[-1]["paragraphs"][-1]["qas"].append({**{k: v for k, v in r.items() if k not in ("title", "context")},
+                                                  "answers": [{"text": t, "answer_start": s}
+                                                              for t, s in zip(texts, starts)]})
+    return {"data": data}
 
 
 def squad_twice(dataset, twice):

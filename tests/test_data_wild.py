@@ -320,3 +320,57 @@ def test_an_input_that_is_a_missing_values_text_is_said(missing, tmp_path, capsy
     (tmp_path / "d.json").write_text(json.dumps(records[:2], indent=1))
     data.read_records(str(tmp_path / "d.json"))
     assert capsys.readouterr().err == ""
+
+
+def hf_squad_rows(dataset):
+    """What the Hugging Face `squad` builder makes of SQuAD's file, a row per question (its _generate_examples:
+    title, context, question, id, answers {"text": [...], "answer_start": [...]}), written independently here."""
+    return [{"id": qa["id"], "title": article["title"], "context": p["context"], "question": qa["question"],
+             "answers": {"text": [a["text"] for a in qa["answers"]],
+                         "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for article in dataset["data"] for p in article["paragraphs"] for qa in p["qas"]]
+
+
+def test_the_hub_squad_export_reads_as_squads_own_file(tmp_path):
+    """`datasets.load_dataset("squad")["validation"].to_json("dev-v1.1.json")` writes a question a line, its answers
+    as {"text": [...], "answer_start": [...]}: it was refused as "line 1: not valid JSON (Extra data ...)" (or, one
+    question, "not a SQuAD file"), saying nothing of what to give. The layout is unambiguous: read as the file it was
+    made from (questions in order, a paragraph per run of one title and context). The export of squad_v2 is refused
+    as SQuAD v2.0's file is (its unanswerable questions)."""
+    squad = {"version": "1.1", "data": [
+        {"title": "Paris", "paragraphs": [
+            {"context": "Paris is in France.", "qas": [
+                {"id": "a1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12},
+                                                                        {"text": "in France", "answer_start": 9}]},
+                {"id": "a2", "question": "What is in France?", "answers": [{"text": "Paris", "answer_start": 0}]}]},
+            {"context": "It has a tower.", "qas": [
+                {"id": "a3", "question": "What does it have?", "answers": [{"text": "a tower", "answer_start": 7}]}]}]},
+        {"title": "Rome", "paragraphs": [
+            {"context": "Rome is old.", "qas": [
+                {"id": "b1", "question": "What is old?", "answers": [{"text": "Rome", "answer_start": 0}]}]}]}]}
+    rows = hf_squad_rows(squad)
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(squad))
+    official = data.read_squad("dev", str(tmp_path))
+    (tmp_path / "dev-v1.1.json").write_text("".join(json.dumps(r) + "\n" for r in rows))     # to_json: JSON Lines
+    assert data.read_squad("dev", str(tmp_path)) == official == squad["data"]
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(rows[:1]))                             # lines=False: a list
+    assert data.read_squad("dev", str(tmp_path)) == [{"title": "Paris", "paragraphs": [
+        {"context": "Paris is in France.", "qas": [squad["data"][0]["paragraphs"][0]["qas"][0]]}]}]
+    v2 = dict(rows[1], id="c1", answers={"text": [], "answer_start": []})                    # squad_v2's unanswerable
+    (tmp_path / "dev-v1.1.json").write_text("".join(json.dumps(r) + "\n" for r in (rows[0], v2)))
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: question c1 has no answer \(SQuAD v2\.0's unanswerable "
+                                         r"questions\?\)"):
+        data.read_squad("dev", str(tmp_path))
+    bad = dict(rows[0], answers={"text": ["France"], "answer_start": [12, 9]})
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(rows[1]) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json, line 2: question 'a1': the Hugging Face export's answers "
+                                         r"are \{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\} of one length"):
+        data.read_squad("dev", str(tmp_path))
+    (tmp_path / "dev-v1.1.json").write_text('{"id": "x", "text": "not SQuAD"}\n{"id": "y", "text": "at all"}\n')
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: not a SQuAD file"):
+        data.read_squad("dev", str(tmp_path))
+    (tmp_path / "dev-v1.1.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dev-v1\.1\.json: SQuAD v1\.1's dev-v1\.1\.json \(https://\S+; or "
+                                                r"the Hugging Face `squad`'s validation split saved by datasets' "
+                                                r"to_json under that name\)$"):
+        data.read_squad("dev", str(tmp_path))
