@@ -95,16 +95,25 @@ HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it 
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
 
+BINARY = ((b"\x1f\x8b", "gzip-compressed (gunzip it first)"), (b"PK\x03\x04", "a zip archive (unzip it first)"),
+          (b"PAR1", "a Parquet file (the Hugging Face Hub's format: write it out as text, e.g. "
+                    "pandas.read_parquet(FILE).to_json(OUT, orient='records', lines=True), or .to_csv(OUT, sep='\\t', "
+                    "index=False))"))
+
+
 @contextlib.contextmanager
 def text_file(path, encoding="utf-8", newline=None):
     """open(path) for reading text; bytes that are not UTF-8 are an error naming the file and line (Python's own
-    UnicodeDecodeError names neither)."""
+    UnicodeDecodeError names neither), or what the file is where its first bytes say (BINARY: a gzip, a zip, a
+    Parquet file, whose bytes no conversion of text encodings makes text)."""
     try:
         with open(path, encoding=encoding, newline=newline) as f:
             yield f
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             raw = f.read()
+        if kind := next((kind for magic, kind in BINARY if raw.startswith(magic)), None):  # (not latin1's either)
+            raise ValueError(f"{path}: {kind}, not text") from None
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):          # Notepad's "Unicode", PowerShell 5's > : not latin1
             raise ValueError(f"{path}: UTF-16 text (its byte-order mark {raw[0]:#04x} {raw[1]:#04x}), not UTF-8; "
                              "convert it: iconv -f utf-16 -t utf-8") from None
@@ -1506,7 +1515,10 @@ def read_records(path, output=True):
             try:
                 records = json.load(f, object_pairs_hook=noting_twice(twice))
             except json.JSONDecodeError as e:
-                lines = " (one JSON object a line is JSON Lines: name the file .jsonl)" if e.msg == "Extra data" else ""
+                lines = ""
+                if e.msg == "Extra data":  # (e.doc: the text read)
+                    lines = (" (one JSON object a line is JSON Lines: name the file .jsonl)" if one_a_line(e.doc) else
+                             " (JSON values one after another: a .json holds one list of records, [{...}, {...}])")
                 raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){lines}") \
                     from None
             where = None
@@ -1534,6 +1546,16 @@ def read_records(path, output=True):
               "a converter writes for no value (pandas' nan, Python's None, self-instruct's <noinput>): Alpaca's "
               'template shows it under "### Input:"; a record without input has "input": ""', file=sys.stderr)
     return records
+
+
+def one_a_line(text):
+    """Whether a text's first non-blank line is a JSON value by itself (JSON Lines), not the start of one that spans
+    lines (json.dump's indent)."""
+    try:
+        json.loads(next((line for line in text.splitlines() if line.strip()), ""))
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def noting_twice(twice, read=("instruction", "input", "output")):

@@ -374,3 +374,41 @@ def test_the_hub_squad_export_reads_as_squads_own_file(tmp_path):
                                                 r"the Hugging Face `squad`'s validation split saved by datasets' "
                                                 r"to_json under that name\)$"):
         data.read_squad("dev", str(tmp_path))
+
+
+def test_a_compressed_or_parquet_file_is_named_as_such_not_as_latin1(tok, tmp_path):
+    """A gzip'd JSONL kept under its inner name (a browser that unpacked nothing, `datasets`' to_json(compression=
+    "gzip") to a .jsonl), a zip, or the Hub's Parquet file renamed was refused as "not UTF-8 text (byte 0x8b at offset
+    1); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)", which turns the archive into mojibake. Named as
+    what it is, with how to get the text out; a Latin-1 text keeps its advice."""
+    import gzip
+    text = json.dumps({"instruction": "Add.", "input": "", "output": "5"}) + "\n"
+    for name, raw, what in (("d.jsonl", gzip.compress(text.encode()), r"gzip-compressed \(gunzip it"),
+                            ("train.tsv", b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xa4\x8b", r"a zip archive \(unzip it"),
+                            ("d.json", b"PAR1\x15\x04\x15\x80\x01\x15\x8a", r"a Parquet file \(the Hugging Face "
+                                                                             r"Hub's format")):
+        (tmp_path / name).write_bytes(raw)
+        read = (lambda p: data.read_glue(p, "sst2")) if name.endswith(".tsv") else data.read_records
+        with pytest.raises(ValueError, match=rf"{name}: {what}.*, not text"):
+            read(str(tmp_path / name))
+    (tmp_path / "d.jsonl").write_bytes(text.replace("Add.", "Café?").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"d\.jsonl, line 1: not UTF-8 text \(byte 0xe9 at offset 20\); convert the "
+                                         r"file to UTF-8 \(e\.g\. iconv -f latin1 -t utf-8\)"):
+        data.read_records(str(tmp_path / "d.jsonl"))
+
+
+def test_objects_one_after_another_over_several_lines_are_not_sent_to_json_lines(tmp_path):
+    """A .json of records written one json.dump(record, indent=2) after another (no list): refused, rightly, but the
+    hint said "one JSON object a line is JSON Lines: name the file .jsonl", and the file renamed so was refused at its
+    first line ("{"). The .jsonl hint is kept for one object a line; objects over several lines are told to make a
+    list."""
+    record = {"instruction": "Add.", "input": "2 and 3", "output": "5"}
+    (tmp_path / "d.json").write_text(json.dumps(record, indent=2) + "\n" + json.dumps(record, indent=2) + "\n")
+    with pytest.raises(ValueError, match=r"d\.json, line 6: not valid JSON \(Extra data at column 1\) \(JSON values "
+                                         r"one after another: a \.json holds one list of records, \[\{\.\.\.\}, "
+                                         r"\{\.\.\.\}\]\)$"):
+        data.read_records(str(tmp_path / "d.json"))
+    (tmp_path / "d.json").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=r"d\.json, line 2: not valid JSON \(Extra data at column 1\) \(one JSON "
+                                         r"object a line is JSON Lines: name the file \.jsonl\)$"):
+        data.read_records(str(tmp_path / "d.json"))
