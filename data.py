@@ -2222,7 +2222,8 @@ def read_glue(path, task, genres=None):
                     raise ValueError
             except ValueError:
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
-                                 f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
+                                 f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}" +
+                                 label_hint(r[label], labels)) from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
             lines.append(rows.line_num)
             if genres is not None and "genre" in r:
@@ -2247,6 +2248,19 @@ def read_glue(path, task, genres=None):
               f"(line{'s' * (len(skipped) > 1)} {', '.join(map(str, skipped[:5]))}{', ...' * (len(skipped) > 5)}), "
               "as HF's glue loader skips them", file=sys.stderr)
     return out
+
+
+def label_hint(value, labels):
+    """What a GLUE label that is not one may be (read_glue's error): HF's glue export writes a class index where
+    GLUE's files name the class (its ClassLabel's names, in lorasp's order), and -1 for the test split's."""
+    if value.strip() == "-1":
+        return " (-1: the Hugging Face export's test split, whose labels GLUE keeps secret: train and score on train " \
+               "and dev)"
+    if labels and labels[0] != "0" and value.strip() in map(str, range(len(labels))):
+        return (" (a class index, as the Hugging Face glue export writes it? There " +
+                ", ".join(f"{i} is {c}" if i == 0 else f"{i} {c}" for i, c in enumerate(labels)) +
+                ": write the class names, as GLUE's files do)")
+    return ""
 
 
 def load_glue(task, root=None, train=True):

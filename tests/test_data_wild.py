@@ -412,3 +412,29 @@ def test_objects_one_after_another_over_several_lines_are_not_sent_to_json_lines
     with pytest.raises(ValueError, match=r"d\.json, line 2: not valid JSON \(Extra data at column 1\) \(one JSON "
                                          r"object a line is JSON Lines: name the file \.jsonl\)$"):
         data.read_records(str(tmp_path / "d.json"))
+
+
+@pytest.mark.parametrize("task, header, row, hint", [
+    ("rte", "idx\tsentence1\tsentence2\tlabel", "0\tA cat sat.\tA cat is sitting.\t0",
+     "0 is entailment, 1 not_entailment"),
+    ("qnli", "idx\tquestion\tsentence\tlabel", "0\tWhen?\tIn 1066.\t1", "0 is entailment, 1 not_entailment"),
+    ("mnli", "idx\tsentence1\tsentence2\tgold_label", "0\tA cat sat.\tA dog sat.\t2",
+     "0 is entailment, 1 neutral, 2 contradiction"),
+])
+def test_a_class_index_where_glue_names_the_class_says_hfs_order(task, header, row, hint, tmp_path):
+    """The Hugging Face glue export (to_csv with sep="\\t") of RTE, QNLI or MNLI (its columns renamed) writes the label
+    as a class index; GLUE's files name the class. Refused, as before, but the error now says what the number is and
+    which class HF's index means (its ClassLabel names, the order lorasp's heads use), instead of only "label '0' is
+    not entailment or not_entailment". -1 (HF's test split, no label) says so."""
+    (tmp_path / "x.tsv").write_text(header + "\n" + row + "\n")
+    with pytest.raises(ValueError, match=rf"x\.tsv:2: label '\d' is not {' or '.join(data.GLUE[task][4])} \(a class "
+                                         rf"index, as the Hugging Face glue export writes it\? There {hint}: write "
+                                         r"the class names, as GLUE's files do\)$"):
+        data.read_glue(str(tmp_path / "x.tsv"), task)
+    (tmp_path / "x.tsv").write_text(header + "\n" + row[:-1] + "-1\n")
+    with pytest.raises(ValueError, match=r"x\.tsv:2: label '-1' is not .* \(-1: the Hugging Face export's test split, "
+                                         r"whose labels GLUE keeps secret: train and score on train and dev\)$"):
+        data.read_glue(str(tmp_path / "x.tsv"), task)
+    (tmp_path / "x.tsv").write_text(header + "\n" + row[:-1] + "maybe\n")
+    with pytest.raises(ValueError, match=r"x\.tsv:2: label 'maybe' is not [a-z_ ]+$"):
+        data.read_glue(str(tmp_path / "x.tsv"), task)
