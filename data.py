@@ -1908,8 +1908,9 @@ def text_ids(path, tok):
 
 
 def check_not_records(path):
-    """A .txt that starts as instruction (or chat) records is an error: a .json or .jsonl that Windows' hidden
-    extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field names included."""
+    """A .txt that starts as instruction (or chat, or prompt/completion) records is an error: a .json or .jsonl that
+    Windows' hidden extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field
+    names included."""
     with text_file(path, "utf-8-sig") as f:
         text = f.read(1 << 20)                                 # (the first record is in the first MB or no matter)
     at = len(text) - len(text.lstrip())
@@ -1917,6 +1918,10 @@ def check_not_records(path):
         record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
     except (ValueError, RecursionError):  # not JSON, or none a record can be: 4,301 digits, brackets 1,000 deep
         return
+    if isinstance(record, dict) and {"prompt", "completion"} <= set(record):  # (OpenAI's fine-tuning format)
+        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: prompt/completion records (OpenAI's "
+                         "fine-tuning format), not text: lorasp trains Alpaca's records: rename prompt to instruction "
+                         "and completion to output, and name the file .jsonl")
     if isinstance(record, dict) and {"instruction", "messages", "conversations"} & set(record):  # (or chats)
         raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: " + ("Alpaca-format records" if "instruction"
                          in record else "chat records") + ", not text: name it .json (a list) or .jsonl (an object "

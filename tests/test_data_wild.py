@@ -438,3 +438,22 @@ def test_a_class_index_where_glue_names_the_class_says_hfs_order(task, header, r
     (tmp_path / "x.tsv").write_text(header + "\n" + row[:-1] + "maybe\n")
     with pytest.raises(ValueError, match=r"x\.tsv:2: label 'maybe' is not [a-z_ ]+$"):
         data.read_glue(str(tmp_path / "x.tsv"), task)
+
+
+def test_prompt_completion_records_saved_as_txt_are_refused_not_learned_as_text(tok, tmp_path):
+    """OpenAI's fine-tuning format ({"prompt": ..., "completion": ...} a line) saved as .txt (Windows' hidden
+    extensions: data.jsonl.txt) was learned as plain text, braces, quotes and the words "prompt" and "completion" in
+    every line, exit 0: the check for records in a .txt knew Alpaca's and chat records only. Refused, naming the line
+    and what to rename; a .jsonl of them is refused by read_records, as before."""
+    lines = "".join(json.dumps({"prompt": f"Say {i}.", "completion": f" {i}"}) + "\n" for i in range(3))
+    (tmp_path / "data.jsonl.txt").write_text("\n" + lines)
+    for read in (lambda p: data.text_ids(p, tok), data.read_prompts, lambda p: data.perplexity_docs(p, tok),
+                 lambda p: data.load_examples(p, tok, 16, 0.0, seed=0)):
+        with pytest.raises(ValueError, match=r"data\.jsonl\.txt, line 2: prompt/completion records \(OpenAI's "
+                                             r"fine-tuning format\), not text: lorasp trains Alpaca's records: rename "
+                                             r"prompt to instruction and completion to output, and name the file "
+                                             r"\.jsonl"):
+            read(str(tmp_path / "data.jsonl.txt"))
+    (tmp_path / "notes.txt").write_text('{"prompt": "a"} is how a prompt is written\n')     # (no completion: text)
+    assert data.text_ids(str(tmp_path / "notes.txt"), tok) == tok.encode('{"prompt": "a"} is how a prompt is written',
+                                                                          eos=True)
