@@ -2602,6 +2602,8 @@ def read_squad(split, root=None):
             raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if twice:                                                  # (was read as the last value, the first unsaid)
         raise ValueError(f"{path}: {squad_twice(dataset, twice)}")
+    if isinstance(dataset, dict) and "data" not in dataset:   # (the export of one question: one line, one object)
+        dataset = squad_rows([dataset], path, [1]) or dataset
     if isinstance(dataset, list) and dataset and all(isinstance(r, dict) for r in dataset):
         dataset = squad_rows(dataset, path, [None] * len(dataset)) or dataset  # (the export written as one list)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):

@@ -353,9 +353,10 @@ def test_the_hub_squad_export_reads_as_squads_own_file(tmp_path):
     official = data.read_squad("dev", str(tmp_path))
     (tmp_path / "dev-v1.1.json").write_text("".join(json.dumps(r) + "\n" for r in rows))     # to_json: JSON Lines
     assert data.read_squad("dev", str(tmp_path)) == official == squad["data"]
-    (tmp_path / "dev-v1.1.json").write_text(json.dumps(rows[:1]))                             # lines=False: a list
-    assert data.read_squad("dev", str(tmp_path)) == [{"title": "Paris", "paragraphs": [
-        {"context": "Paris is in France.", "qas": [squad["data"][0]["paragraphs"][0]["qas"][0]]}]}]
+    for one in (json.dumps(rows[:1]), json.dumps(rows[0]) + "\n"):    # lines=False: a list; one question, one line
+        (tmp_path / "dev-v1.1.json").write_text(one)
+        assert data.read_squad("dev", str(tmp_path)) == [{"title": "Paris", "paragraphs": [
+            {"context": "Paris is in France.", "qas": [squad["data"][0]["paragraphs"][0]["qas"][0]]}]}]
     v2 = dict(rows[1], id="c1", answers={"text": [], "answer_start": []})                    # squad_v2's unanswerable
     (tmp_path / "dev-v1.1.json").write_text("".join(json.dumps(r) + "\n" for r in (rows[0], v2)))
     with pytest.raises(ValueError, match=r"dev-v1\.1\.json: question c1 has no answer \(SQuAD v2\.0's unanswerable "
