@@ -56,6 +56,7 @@ a local stand-in for the Hub).
 """
 import base64
 import binascii
+import collections
 import contextlib
 import csv
 import functools
@@ -81,7 +82,8 @@ import tiktoken
 import torch
 
 from checkpoint import atomic_write, gguf_file, locked, read_gguf, read_json
-from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, make_dirs, received
+from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, file_sha256, make_dirs
+from download import received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
@@ -93,16 +95,25 @@ HASHED_BEFORE = SMALL_FILES[2:]  # what a tokenizer_files record made before it 
 COPIED = TOKENIZER_FILES + ("chat_template.jinja", "chat_template.json")
 
 
+BINARY = ((b"\x1f\x8b", "gzip-compressed (gunzip it first)"), (b"PK\x03\x04", "a zip archive (unzip it first)"),
+          (b"PAR1", "a Parquet file (the Hugging Face Hub's format: write it out as text, e.g. "
+                    "pandas.read_parquet(FILE).to_json(OUT, orient='records', lines=True), or .to_csv(OUT, sep='\\t', "
+                    "index=False))"))
+
+
 @contextlib.contextmanager
 def text_file(path, encoding="utf-8", newline=None):
     """open(path) for reading text; bytes that are not UTF-8 are an error naming the file and line (Python's own
-    UnicodeDecodeError names neither)."""
+    UnicodeDecodeError names neither), or what the file is where its first bytes say (BINARY: a gzip, a zip, a
+    Parquet file, whose bytes no conversion of text encodings makes text)."""
     try:
         with open(path, encoding=encoding, newline=newline) as f:
             yield f
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             raw = f.read()
+        if kind := next((kind for magic, kind in BINARY if raw.startswith(magic)), None):  # (not latin1's either)
+            raise ValueError(f"{path}: {kind}, not text") from None
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):          # Notepad's "Unicode", PowerShell 5's > : not latin1
             raise ValueError(f"{path}: UTF-16 text (its byte-order mark {raw[0]:#04x} {raw[1]:#04x}), not UTF-8; "
                              "convert it: iconv -f utf-16 -t utf-8") from None
@@ -1480,10 +1491,14 @@ def alpaca_prompt(record):
     return PROMPT_DICT[key].format_map(record)
 
 
+NO_VALUE = ("nan", "NaN", "None", "null", "<noinput>")  # a converter's text for a missing input (read_records says it)
+
+
 def read_records(path, output=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
-    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index."""
+    not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index; fields lorasp
+    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said."""
     twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
@@ -1500,7 +1515,10 @@ def read_records(path, output=True):
             try:
                 records = json.load(f, object_pairs_hook=noting_twice(twice))
             except json.JSONDecodeError as e:
-                lines = " (one JSON object a line is JSON Lines: name the file .jsonl)" if e.msg == "Extra data" else ""
+                lines = ""
+                if e.msg == "Extra data":  # (e.doc: the text read)
+                    lines = (" (one JSON object a line is JSON Lines: name the file .jsonl)" if one_a_line(e.doc) else
+                             " (JSON values one after another: a .json holds one list of records, [{...}, {...}])")
                 raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){lines}") \
                     from None
             where = None
@@ -1521,18 +1539,38 @@ def read_records(path, output=True):
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
+    if none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]:  # (trained as the input's text)
+        seen = dict.fromkeys(records[i]["input"] for i in none)
+        print(f"note: {path}: {len(none):,} of the {len(records):,} records have the input "
+              f"{' or '.join(map(repr, seen))} (the first: record {none[0]}, line {record_line(path, none[0])}), text "
+              "a converter writes for no value (pandas' nan, Python's None, self-instruct's <noinput>): Alpaca's "
+              'template shows it under "### Input:"; a record without input has "input": ""', file=sys.stderr)
     return records
+
+
+def one_a_line(text):
+    """Whether a text's first non-blank line is a JSON value by itself (JSON Lines), not the start of one that spans
+    lines (json.dump's indent)."""
+    try:
+        json.loads(next((line for line in text.splitlines() if line.strip()), ""))
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def noting_twice(twice, read=("instruction", "input", "output")):
     """json's object_pairs_hook: the dict json makes (a key given twice: its last value, without a word, as Python's
     json and JavaScript's JSON.parse keep it), noting in `twice` an object that gives a field lorasp reads (`read`:
     an instruction record's, a translation's languages) twice with other values: which one the file means, no reader
-    can tell."""
+    can tell. Values are compared as JSON writes them, so NaN (which Python's json reads, unequal to itself) given
+    once is not taken for two."""
+    def same(a, b):
+        return a == b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
     def hook(pairs):
         obj, first = dict(pairs), {}
         for k, v in pairs:
-            if k in read and first.setdefault(k, v) != v and id(obj) not in twice:
+            if k in read and not same(first.setdefault(k, v), v) and id(obj) not in twice:
                 twice[id(obj)] = (f"gives {k!r} twice ({first[k]!r:.60}, then {v!r:.60}): JSON keeps the last one "
                                   "without a word; keep the one you mean")
         return obj
@@ -1540,7 +1578,8 @@ def noting_twice(twice, read=("instruction", "input", "output")):
 
 
 def record_problem(r, output=True):
-    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text)."""
+    """What is wrong with an instruction record, or None: not an object, a field missing or not a string (or text),
+    or databricks-dolly's context given without an input (it would be dropped: the instruction asked without it)."""
     if not isinstance(r, dict):
         return f"is a {type(r).__name__}, not an object"
     for field in ("instruction", "input", "output"):
@@ -1564,6 +1603,10 @@ def record_problem(r, output=True):
             return (f"field {field!r} starts with Alpaca's prompt template ({r[field].lstrip()[:45]!r}...), which "
                     "lorasp adds itself: the prompt would hold it twice (eval.py and generate.py ask it once); give "
                     f"the {field} alone")
+    if isinstance(r.get("context"), str) and r["context"].strip() and not r.get("input"):  # (dolly, output renamed)
+        return (f"has a 'context' ({r['context']!r:.60}) and no input: databricks-dolly's context is Alpaca's input; "
+                "rename it 'input' (lorasp reads instruction, input, output: the instruction would be learned without "
+                "the text it is about)")
     return None
 
 
@@ -1865,8 +1908,9 @@ def text_ids(path, tok):
 
 
 def check_not_records(path):
-    """A .txt that starts as instruction (or chat) records is an error: a .json or .jsonl that Windows' hidden
-    extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field names included."""
+    """A .txt that starts as instruction (or chat, or prompt/completion) records is an error: a .json or .jsonl that
+    Windows' hidden extensions saved as .json.txt would learn every character of its lines, JSON's syntax and field
+    names included."""
     with text_file(path, "utf-8-sig") as f:
         text = f.read(1 << 20)                                 # (the first record is in the first MB or no matter)
     at = len(text) - len(text.lstrip())
@@ -1874,6 +1918,10 @@ def check_not_records(path):
         record = json.JSONDecoder().raw_decode(text, re.compile(r"\[?\s*").match(text, at).end())[0]
     except (ValueError, RecursionError):  # not JSON, or none a record can be: 4,301 digits, brackets 1,000 deep
         return
+    if isinstance(record, dict) and {"prompt", "completion"} <= set(record):  # (OpenAI's fine-tuning format)
+        raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: prompt/completion records (OpenAI's "
+                         "fine-tuning format), not text: lorasp trains Alpaca's records: rename prompt to instruction "
+                         "and completion to output, and name the file .jsonl")
     if isinstance(record, dict) and {"instruction", "messages", "conversations"} & set(record):  # (or chats)
         raise ValueError(f"{path}, line {text.count(chr(10), 0, at) + 1}: " + ("Alpaca-format records" if "instruction"
                          in record else "chat records") + ", not text: name it .json (a list) or .jsonl (an object "
@@ -2086,6 +2134,9 @@ GLUE = {  # task: (folder, zip, text columns, label column, labels in class-inde
     "qnli": ("QNLI", "QNLIv2.zip", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("dev",)),
     "rte": ("RTE", "RTE.zip", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("dev",)),
 }
+# MultiNLI's genres: the training set's, which dev_matched holds, and the five others, dev_mismatched's (its "genre")
+MNLI_GENRES = (("fiction", "government", "slate", "telephone", "travel"),
+               ("facetoface", "letters", "nineeleven", "oup", "verbatim"))
 COLA_COLUMNS = ("source", "label", "original_label", "sentence")  # CoLA's train/dev files have no header
 MRPC_URLS = {"train": "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt",
              "dev_ids": GLUE_URL + "mrpc_dev_ids.tsv"}  # MRPC is not hosted by GLUE: SentEval's copy + GLUE's split
@@ -2130,7 +2181,7 @@ def written_quoted(path, delimiter="\t"):
     return bool(quoted) and not bare
 
 
-def read_glue(path, task):
+def read_glue(path, task, genres=None):
     """One GLUE TSV file -> [(text_a, text_b or None, label)]: label a class index, or STS-B's float score.
     Tab-separated with no quoting (csv.QUOTE_NONE: quotes are text, as GLUE's files and HF's glue loader have them),
     unless the file is quoted as pandas' to_csv(sep="\t") writes it (written_quoted): then read as pandas reads it.
@@ -2138,7 +2189,8 @@ def read_glue(path, task):
     drops them (its "corrupted rows": QQP's), and MultiNLI's own files' "-" (no consensus), as GLUE's MNLI files leave
     it out; empty fields past the header's (trailing tabs) are left out, as HF's loader leaves them out; more fields (a
     stray tab), an unknown label or a missing column is an error naming the file and line; a text column empty in
-    every row is an error, in some rows a note."""
+    every row is an error, in some rows a note. genres: a list that gets (line, genre) of each row read, where the
+    file has a "genre" column (MNLI's)."""
     folder, zipname, texts, label, labels, _ = GLUE[task]
     out, skipped, fields, quoted, lines = [], [], 0, written_quoted(path), []
     no_label = ("", "-") if task == "mnli" else ("",)  # "-": MultiNLI's own files' pairs without a consensus label
@@ -2175,9 +2227,12 @@ def read_glue(path, task):
                     raise ValueError
             except ValueError:
                 raise ValueError(f"{path}:{rows.line_num}: label {r[label]!r} is not "
-                                 f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}") from None
+                                 f"{'a number in [0, 5]' if labels is None else ' or '.join(labels)}" +
+                                 label_hint(r[label], labels)) from None
             out.append((r[texts[0]], r[texts[1]] if len(texts) > 1 else None, y))
             lines.append(rows.line_num)
+            if genres is not None and "genre" in r:
+                genres.append((rows.line_num, r["genre"]))
     if task == "cola" and not (out or skipped):                # (no header): not a row, blank lines at most
         raise empty
     for k, column in enumerate(texts):                         # (a converter that wrote another column's name)
@@ -2200,10 +2255,25 @@ def read_glue(path, task):
     return out
 
 
+def label_hint(value, labels):
+    """What a GLUE label that is not one may be (read_glue's error): HF's glue export writes a class index where
+    GLUE's files name the class (its ClassLabel's names, in lorasp's order), and -1 for the test split's."""
+    if value.strip() == "-1":
+        return " (-1: the Hugging Face export's test split, whose labels GLUE keeps secret: train and score on train " \
+               "and dev)"
+    if labels and labels[0] != "0" and value.strip() in map(str, range(len(labels))):
+        return (" (a class index, as the Hugging Face glue export writes it? There " +
+                ", ".join(f"{i} is {c}" if i == 0 else f"{i} {c}" for i, c in enumerate(labels)) +
+                ": write the class names, as GLUE's files do)")
+    return ""
+
+
 def load_glue(task, root=None, train=True):
     """{split: examples} of a GLUE task: "train" (train=False: left out, as eval.py needs no training file) and "dev"
     (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
-    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded."""
+    glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded. MNLI's dev files swapped
+    (each of the other's genres) are an error (mnli_genres); a dev file holding the train file's rows (or MNLI's
+    dev_matched's) is said (same_rows)."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
@@ -2222,11 +2292,50 @@ def load_glue(task, root=None, train=True):
                     "for it to end"):               # (two shared FOLDER.download: one deleted the other's archive)
             if not all(os.path.exists(os.path.join(directory, f"{s}.tsv")) for s in files):
                 download_glue(task, os.path.dirname(directory))
-    splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task) for s in files}
+    genres = {s: [] for s in files}
+    splits = {s: read_glue(os.path.join(directory, f"{s}.tsv"), task, genres[s]) for s in files}
+    if task == "mnli":
+        mnli_genres(directory, genres)
+    for split in devs:
+        same_rows(splits[split], splits.get("train"), os.path.join(directory, f"{split}.tsv"), os.path.join(
+            directory, "train.tsv"), "row", f"GLUE {task}'s {split} score is measured on the examples it trains on, "
+            f"not on GLUE's {split} set")
+    if task == "mnli":
+        same_rows(splits["dev_mismatched"], splits["dev_matched"], os.path.join(directory, "dev_mismatched.tsv"),
+                  os.path.join(directory, "dev_matched.tsv"), "row", "GLUE mnli's mismatched score is the matched "
+                  "one's again, not measured on MultiNLI's other genres")
     for split, rows in splits.items():
         if not rows and split != "train":                      # (train.py names an empty train split itself)
             raise ValueError(f"{os.path.join(directory, split + '.tsv')}: no examples (a header and no rows)")
     return splits
+
+
+def same_rows(rows, other, path, other_path, unit, what):
+    """Say so where a split holds exactly another split's items, in any order (`what`: what that does to a score): a
+    copy of the train file given as the dev file (a user who had only that one) reported the score of the very
+    examples it trained on as the data set's dev score, without a word. A note, not an error: a smoke test on one
+    small file is a use (lorasp's own tests run so). A share of them (a split of one's own) is not said; other None:
+    not read (eval.py reads no train file)."""
+    if rows and other is not None and collections.Counter(rows) == collections.Counter(other):
+        print(f"note: {path} holds the same {len(rows):,} {unit}{'s' * (len(rows) != 1)} as {other_path} (a copy?): "
+              f"{what}", file=sys.stderr)
+
+
+def mnli_genres(directory, genres):
+    """Refuse MNLI dev files swapped: dev_matched.tsv of MultiNLI's other genres and dev_mismatched.tsv of the training
+    genres (MNLI_GENRES; genres: {split: [(line, genre)]}, read_glue's) gave each score as the other's, without a
+    word. Genres of neither set (another corpus's) are not checked; one file copied over the other is said
+    (same_rows)."""
+    wrong = {split: [(n, g) for n, g in genres.get(split, []) if g in MNLI_GENRES[1 - own]]
+             for split, own in (("dev_matched", 0), ("dev_mismatched", 1))}
+    if all(wrong.values()):
+        (n, g), (m, h) = (w[0] for w in wrong.values())
+        raise ValueError(
+            f"{os.path.join(directory, 'dev_matched.tsv')} and dev_mismatched.tsv are swapped: dev_matched.tsv's rows "
+            f"are of MultiNLI's other genres (line {n}: {g!r}; {len(wrong['dev_matched']):,} of "
+            f"{len(genres['dev_matched']):,}), dev_mismatched.tsv's of its training genres (line {m}: {h!r}; "
+            f"{len(wrong['dev_mismatched']):,} of {len(genres['dev_mismatched']):,}); GLUE's dev_matched.tsv holds "
+            f"{', '.join(MNLI_GENRES[0])} (train.tsv's), dev_mismatched.tsv {', '.join(MNLI_GENRES[1])}: rename them")
 
 
 def encode_glue(rows, tok, max_len=128):
@@ -2431,12 +2540,18 @@ def sentence_room(pairs, tok, prefix, seq_len, sample=1000):
 def wmt16_examples(directory, tok, seq_len):
     """(train examples, validation examples, validation pairs) of WMT16 En-Ro in directory (read_translation),
     T5's prefix on the source; sources and targets longer than seq_len are cut (EOS kept) and counted. A seq_len that
-    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left."""
+    the prefix and EOS fill is refused: every source would be cut to the prefix, no word of its sentence left. A
+    validation split holding the train split's pairs is said (same_rows)."""
     if (prefix := len(tok.encode(T5_PREFIX, eos=False))) + 1 >= seq_len:  # (trained to translate nothing, exit 0)
         raise ValueError(f"--seq-len {seq_len}: T5's prefix {T5_PREFIX!r} is {prefix} tokens with this tokenizer: with "
                          f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
                          f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
+    named = lambda split: f"{split}.jsonl" if os.path.exists(os.path.join(directory, f"{split}.jsonl")) else \
+        f"{split}.en + {split}.ro"  # noqa: E731  (read_translation's files)
+    same_rows(val_pairs, train_pairs, os.path.join(directory, named("validation")), os.path.join(directory, named(
+        "train")), "pair", "each validation score (loss, BLEU) is measured on the pairs it trains on, not on WMT16's "
+        "validation set (newsdev2016)")
     sentence_room(train_pairs, tok, prefix, seq_len)
     (train, cut), (val, cut_val) = (translation_examples(p, tok, T5_PREFIX, seq_len, seq_len)
                                     for p in (train_pairs, val_pairs))
@@ -2457,27 +2572,43 @@ SQUAD_FIELDS = ("data", "paragraphs", "context", "qas", "id", "question", "answe
 def read_squad(split, root=None):
     """The "data" list of SQuAD v1.1's train or dev file ([{"title", "paragraphs": [{"context", "qas": [{"id",
     "question", "answers": [{"text", "answer_start"}]}]}]}]) from root, by default the cache, where it is downloaded
-    once (resumable, sha256 checked)."""
+    once (resumable, sha256 checked). The Hugging Face `squad` export (`datasets`' to_json: a question a line) under
+    that name reads as the file it was made from (squad_rows). The official file of the other split under this one's
+    name (the train file as dev-v1.1.json: scored on the questions trained on) is an error, told by its sha256."""
     name, sha256 = SQUAD_FILES[split]
     path = os.path.join(root or cache_dir("squad"), name)
     if not os.path.exists(path):
         if root:
-            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name})" + (
+            raise FileNotFoundError(f"{path}: SQuAD v1.1's {name} ({SQUAD_URL}{name}; or the Hugging Face `squad`'s "
+                                    f"{'validation' if split == 'dev' else split} split saved by datasets' to_json "
+                                    "under that name)" + (
                 f"; --data-dir {root} is a file, and names the folder holding it: --data-dir "
                 f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else ""))
         print(f"SQuAD v1.1 is not in {os.path.dirname(path)}: downloading {SQUAD_URL}{name}", flush=True)
         download(SQUAD_URL + name, path, sha256=sha256)
+    other = next(s for s in SQUAD_FILES if s != split)                # (the official other file, given in its place)
+    if root and file_sha256(path) == SQUAD_FILES[other][1]:
+        raise ValueError(f"{path}: this is SQuAD v1.1's {SQUAD_FILES[other][0]} (its sha256), not {name}: lorasp "
+                         f"would {'score on the questions it trained on' if split == 'dev' else 'train on the dev set'}"
+                         f"; give {name} ({SQUAD_URL}{name})")
     twice, made = {}, []                       # made: every object kept alive, so that no id noted in twice is reused
     hook = noting_twice(twice, SQUAD_FIELDS)
     with text_file(path, "utf-8-sig") as f:                  # -sig: a byte-order mark (a Windows editor's) is not JSON
-        try:
-            dataset = json.load(f, object_pairs_hook=lambda pairs: made.append(obj := hook(pairs)) or obj)
-        except json.JSONDecodeError as e:                      # json's own message names no file (a cut-off copy?)
+        text = f.read()
+    try:
+        dataset = json.loads(text, object_pairs_hook=lambda pairs: made.append(obj := hook(pairs)) or obj)
+    except json.JSONDecodeError as e:                          # json's own message names no file (a cut-off copy?)
+        if e.msg != "Extra data" or (dataset := squad_lines(text, path)) is None:   # (not JSON Lines of questions)
             raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if twice:                                                  # (was read as the last value, the first unsaid)
         raise ValueError(f"{path}: {squad_twice(dataset, twice)}")
+    if isinstance(dataset, dict) and "data" not in dataset:   # (the export of one question: one line, one object)
+        dataset = squad_rows([dataset], path, [1]) or dataset
+    if isinstance(dataset, list) and dataset and all(isinstance(r, dict) for r in dataset):
+        dataset = squad_rows(dataset, path, [None] * len(dataset)) or dataset  # (the export written as one list)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles)")
+        raise ValueError(f"{path}: not a SQuAD file (a JSON object whose \"data\" is a list of articles; or the "
+                         f"Hugging Face export, a question a line: {', '.join(HF_SQUAD)})")
     for article in dataset["data"]:                            # the fields every reader uses, with their types
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list) or not all(isinstance(p, dict) and isinstance(p.get("context"), str)
@@ -2512,6 +2643,51 @@ def read_squad(split, root=None):
                              "id")
         seen.add(qa["id"])
     return dataset["data"]
+
+
+HF_SQUAD = ("context", "question", "answers")  # a row of the Hugging Face `squad` export (a question each) has these
+
+
+def squad_lines(text, path):
+    """squad_rows of a JSON Lines text (`datasets`' to_json: a question a line), a field given twice an error naming
+    its line; the rows as read where they are not the export's (not a SQuAD file), None where a line is not JSON."""
+    rows, lines = [], []
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            twice = {}
+            try:
+                rows.append(json.loads(line, object_pairs_hook=noting_twice(twice, SQUAD_FIELDS)))
+            except json.JSONDecodeError:
+                return None
+            if twice:
+                raise ValueError(f"{path}, line {n}: {next(iter(twice.values()))}")
+            lines.append(n)
+    return (squad_rows(rows, path, lines) if all(isinstance(r, dict) for r in rows) else None) or rows
+
+
+def squad_rows(rows, path, lines):
+    """SQuAD's layout ({"data": [articles]}) of the Hugging Face `squad` export's rows, a question each (id, title,
+    context, question, answers {"text": [...], "answer_start": [...]}, as its builder writes them): the rows of one
+    title and context in a run make one paragraph, its questions in order; None where the rows are not such (not
+    every row has context, question, and answers as an object). lines: each row's line, for an error (or None)."""
+    if not all(set(HF_SQUAD) <= set(r) and isinstance(r["answers"], dict) for r in rows):
+        return None
+    data, last = [], object()
+    for r, n in zip(rows, lines):
+        texts, starts = r["answers"].get("text"), r["answers"].get("answer_start")
+        if not (isinstance(texts, list) and isinstance(starts, list) and len(texts) == len(starts)):
+            raise ValueError(f"{path}{f', line {n}' if n else ''}: question {r.get('id')!r}: the Hugging Face "
+                             "export's answers are {\"text\": [...], \"answer_start\": [...]} of one length, got "
+                             f"{json.dumps(r['answers'])[:200]}")
+        if (r.get("title", ""), r["context"]) != last:         # (a new paragraph; a new article where the title is)
+            if not data or data[-1]["title"] != r.get("title", ""):
+                data.append({"title": r.get("title", ""), "paragraphs": []})
+            data[-1]["paragraphs"].append({"context": r["context"], "qas": []})
+            last = (r.get("title", ""), r["context"])
+        data[-1]["paragraphs"][-1]["qas"].append({**{k: v for k, v in r.items() if k not in ("title", "context")},
+                                                  "answers": [{"text": t, "answer_start": s}
+                                                              for t, s in zip(texts, starts)]})
+    return {"data": data}
 
 
 def squad_twice(dataset, twice):
@@ -2675,8 +2851,14 @@ def one_per_question(dataset):
 
 def squad_examples(tok, seq_len, root=None, stride=128, generative=False):
     """train.py's --data squad (windows for a span head) or squad-gen (Alpaca records for a causal LM): (train
-    examples, dev examples, the dev questions as single-question articles for the before/after check)."""
+    examples, dev examples, the dev questions as single-question articles for the before/after check). A dev file
+    holding the train file's questions is said (same_rows)."""
     train, dev = read_squad("train", root), read_squad("dev", root)
+    if len({sum(len(p["qas"]) for a in d for p in a["paragraphs"]) for d in (dev, train)}) == 1:  # (compared only
+        # then: a second for SQuAD's 88k questions)
+        same_rows(*([json.dumps(q, sort_keys=True) for q in one_per_question(d)] for d in (dev, train)), *(
+            os.path.join(root or cache_dir("squad"), SQUAD_FILES[s][0]) for s in ("dev", "train")), "question",
+            "SQuAD's dev score is measured on the questions it trains on, not on SQuAD's dev set")
     if generative:
         (train_ex, cut), (dev_ex, cut_dev) = (tokenize_records(squad_records(d), tok, seq_len) for d in (train, dev))
         n = sum(len(p["qas"]) for d in (train, dev) for a in d for p in a["paragraphs"])
