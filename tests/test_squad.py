@@ -403,3 +403,20 @@ def test_train_names_the_eval_command_that_scores_squad():
         args = train.parse_args(["--model", "m", "--data", name, "--data-dir", "D", "--out", "o"])
         assert f"evaluate: python eval.py --task squad --model m --adapter {'o/adapter'} --data-dir D" in \
             train.outputs(args)
+
+
+def test_a_question_of_no_text_is_refused_naming_the_file_and_its_id(tmp_path):
+    """A question that is empty or all spaces trained windows of [CLS] [SEP] context and was scored, without a word
+    (a span learned with nothing asked); now the reader refuses it, as it refuses an answer of no text."""
+    for question in ("", "   ", "\t\n"):
+        qas = [{"id": "fine", "question": "Who came?", "answers": [{"text": "Ann", "answer_start": 0}]},
+               {"id": "blank", "question": question, "answers": [{"text": "Ann", "answer_start": 0}]}]
+        for name in ("dev-v1.1.json", "train-v1.1.json"):
+            (tmp_path / name).write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
+            with pytest.raises(ValueError, match=rf"{name}: question 'blank': a question of no text "
+                                                 rf"\({re.escape(repr(question))}\)"):
+                data.read_squad(name.split("-")[0], str(tmp_path))
+    qas[1]["question"] = "Who?"                                # the same file with the question asked reads
+    (tmp_path / "train-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.",
+                                                                                      "qas": qas}]}]}))
+    assert [qa["id"] for qa in data.read_squad("train", str(tmp_path))[0]["paragraphs"][0]["qas"]] == ["fine", "blank"]
