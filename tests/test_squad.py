@@ -420,3 +420,25 @@ def test_a_question_of_no_text_is_refused_naming_the_file_and_its_id(tmp_path):
     (tmp_path / "train-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.",
                                                                                       "qas": qas}]}]}))
     assert [qa["id"] for qa in data.read_squad("train", str(tmp_path))[0]["paragraphs"][0]["qas"]] == ["fine", "blank"]
+
+
+def test_is_impossible_of_another_type_than_a_boolean_is_said_as_such(tmp_path):
+    """"is_impossible": "False" (a string, as a spreadsheet writes it) was refused as "has no answer", the wrong
+    reason (the question has one): now the type is said. A boolean reads as before: false with an answer reads, true
+    is SQuAD v2.0's unanswerable question."""
+    def write(value):
+        qa = {"id": "q1", "question": "Who came?", "answers": [{"text": "Ann", "answer_start": 0}],
+              "is_impossible": value}
+        (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.",
+                                                                                        "qas": [qa]}]}]}))
+    for value in ("False", "false", 0, None, ["False"]):
+        write(value)
+        with pytest.raises(ValueError, match=rf"dev-v1.1.json: question 'q1': \"is_impossible\" is "
+                                             rf"{re.escape(json.dumps(value))}: expected true or false") as e:
+            data.read_squad("dev", str(tmp_path))
+        assert "has no answer" not in str(e.value)
+    write(False)
+    assert data.read_squad("dev", str(tmp_path))[0]["paragraphs"][0]["qas"][0]["is_impossible"] is False
+    write(True)
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: question q1 has no answer \(SQuAD v2.0's unanswerable"):
+        data.read_squad("dev", str(tmp_path))
