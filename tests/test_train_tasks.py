@@ -3,6 +3,7 @@ RoBERTa / BERT on GLUE-format TSV folders (SST-2, MNLI's two dev sets, STS-B's r
 the adapter and eval.py reproducing the dev metrics training reported; early stopping keeping the best adapter; T5 on
 a WMT16-format JSONL folder (the loss falls; eval.py's BLEU/ROUGE equal eval.bleu/rouge on its own translations);
 malformed rows reaching the user through train.py with their line numbers."""
+import argparse
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import data
 import eval as E
 import checkpoint as C
 import model as M
+import tasks
 import train
 from fixtures import t5_sentencepiece
 from lorasp import load_adapter
@@ -339,3 +341,22 @@ def test_bert_saved_by_masked_lm_trains_its_fresh_pooler_and_peft_gives_our_logi
     with torch.no_grad():
         torch.testing.assert_close(ours.classify(x, mask), ref(input_ids=x, attention_mask=mask).logits, atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_no_training_examples_says_what_empties_each_task():
+    """check_split's refusal of a run with no training example named --val-fraction for every --data, squad-gen,
+    GLUE, WMT16 and SQuAD included, where it splits nothing (data.holds_out): each task now says its own cause."""
+
+    def refusal(name, val_fraction=0.1):
+        args = argparse.Namespace(data=name, seq_len=64, val_fraction=val_fraction)
+        with pytest.raises(data.UserError) as e:
+            tasks.check_split(args, [], [], [])
+        return str(e.value)
+    for name, cause in [("squad-gen", "every question's prompt (its context and question) is longer than --seq-len 64"),
+                        ("squad", "every train question was left out"), ("glue/sst2", "its train split holds none"),
+                        ("wmt16-en-ro", "its train split holds none")]:
+        said = refusal(name)
+        assert said.startswith(f"--data {name}: no training examples ({cause}") and "--val-fraction" not in said, said
+    assert data.holds_out("r.jsonl") and "every record's prompt is longer than --seq-len 64, or --val-fraction 0.1 " \
+        "held them all out" in refusal("r.jsonl") and "--val-fraction" not in refusal("r.jsonl", 0)
+    assert "empty, or shorter than one block of --seq-len 64, or --val-fraction 0.5 held" in refusal("t.txt", 0.5)
