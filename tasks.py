@@ -284,6 +284,14 @@ def why_none(args):
             }.get(args.data, "its train split holds none")
 
 
+def tokens_counted(args):
+    """What tok/s and the summary's `tokens` count: an example's tokens past its padding (its attention mask), as
+    transformers' Trainer counts num_input_tokens_seen: T5's are the source's alone, the encoder's input."""
+    if data.task_kind(args.data) == "seq2seq":
+        return "source tokens (the encoder's input, padding not counted; targets not counted)", "source tok/s"
+    return "tokens (each example's, padding not counted)", "tok/s"
+
+
 def data_parts(train_ex, val_ex):
     """{part: sha256 of its tokenized examples}: "train", and GLUE's dev splits by name (else "validation"), so that
     a --resume whose examples hash otherwise (resume.data_hash) can say which part changed."""

@@ -263,6 +263,23 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
         f"{result['rouge1']:.2f}" in out and any(hyps)
 
 
+def test_t5_progress_and_summary_say_their_tokens_are_the_sources(t5_task, tmp_path, capsys):
+    """tok/s and the summary's `tokens` count a T5 run's source tokens alone (the encoder's attention mask, as
+    transformers' Trainer counts num_input_tokens_seen), not the targets the decoder also reads: the progress line
+    said "tok/s" and the summary nothing of it. One epoch's count is the train sources' token total, counted here
+    from the tokenizer (prefix + sentence + EOS), which the targets' total differs from."""
+    model_dir, data_dir = t5_task
+    summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
+                                    str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "48",
+                                    "--epochs", "1", "--log-every", "6", "--save-every", "0", "--dtype", "fp32"],
+                       capsys)
+    tok, pairs = data.load_tokenizer(model_dir), data.read_translation(data_dir, "train")
+    sources = sum(len(tok.encode(data.T5_PREFIX + s, eos=True)) for s, _ in pairs)
+    targets = sum(len(tok.encode(t, eos=True)) for _, t in pairs)
+    assert summary["steps"] == 12 and summary["tokens"] == sources != targets
+    assert summary["tokens_counted"].startswith("source tokens") and "targets not counted" in summary["tokens_counted"]
+    assert len(re.findall(r"step +\d+/12  loss .* source tok/s  ETA", out)) == 2
+
 def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_task, tmp_path, capsys):
     bad = tmp_path / "glue"
     write_tsv(bad / "SST-2" / "train.tsv", ["sentence", "label"], [("good film", 1), ("a\tstray tab", 0)])
