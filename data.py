@@ -2624,6 +2624,12 @@ def read_squad(split, root=None):
                                  "{\"id\": str, \"question\": str, \"answers\": [{\"text\": str, \"answer_start\": "
                                  "int}]}, "
                                  f"got {json.dumps(qa)[:200]}")
+            if not qa["question"].strip():                             # (was trained and scored: [CLS] [SEP] context)
+                raise ValueError(f"{path}: question {qa['id']!r}: a question of no text ({qa['question']!r}): nothing "
+                                 "is asked of the context; give the question, or leave the entry out")
+            if type(qa.get("is_impossible", False)) is not bool:      # ("False", a string, read as true: no answer)
+                raise ValueError(f"{path}: question {qa['id']!r}: \"is_impossible\" is "
+                                 f"{json.dumps(qa['is_impossible'])}: expected true or false (a JSON boolean)")
             if qa.get("is_impossible") or not qa["answers"]:           # max() over no answers, no span to learn
                 raise ValueError(f"{path}: question {qa['id']} has no answer (SQuAD v2.0's unanswerable questions?): "
                                  "lorasp reads SQuAD v1.1, where every question has one")

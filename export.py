@@ -62,11 +62,17 @@ VOCABULARIES = ("tokenizer.model", "tokenizer.json", "vocab.txt", "spiece.model"
 
 def shard_size(text):
     """--shard-size as transformers' max_shard_size reads it: bytes, or a number with KB/MB/GB (powers of 10) or
-    KiB/MiB/GiB (of 2)."""
+    KiB/MiB/GiB (of 2). A lowercase b after K, M or G ("2Gb") is refused: transformers reads it as bits, people as
+    bytes, and the two differ 8-fold."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)?\s*", text, re.IGNORECASE)
     if not m or float(m[1]) * UNITS[(m[2] or "").upper()] < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with KB, MB, GB, KiB, MiB, GiB)")
-    return int(float(m[1]) * UNITS[(m[2] or "").upper()])
+    size = int(float(m[1]) * UNITS[m[2].upper() if m[2] else ""])
+    if m[2] and len(m[2]) == 2 and m[2].endswith("b"):         # "2Gb" (was read as 2 GB); "2000b": bytes, as before
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a lowercase b is a bit in transformers' max_shard_size ({size // 8:,} bytes) and a byte to "
+            f"many people ({size:,} bytes); write {m[1]}{m[2][:-1].upper()}B for {size:,} bytes")
+    return size
 
 
 class NoTokenizer:

@@ -251,9 +251,7 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     holds (under DDP, a process's). kept: the held-out records are a checkpoint's (resume.check_data, which says how
     many are left), not --val-fraction's share."""
     if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
-        raise UserError(f"--data {args.data}: no training examples (empty, or every record's prompt is longer than "
-                        f"--seq-len {args.seq_len}, or a text shorter than one block of it, or --val-fraction "
-                        f"{args.val_fraction:g} held them all out); nothing to train on")
+        raise UserError(f"--data {args.data}: no training examples ({why_none(args)}); nothing to train on")
     if args.patience and not val_ex:                           # early stopping would never look
         raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
@@ -272,6 +270,26 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
         print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
             f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
     return min(rows, args.batch_size)
+
+
+def why_none(args):
+    """What leaves --data with no training example, as its reader drops and splits them (--val-fraction only where it
+    splits: data.holds_out; GLUE's and WMT16's rows are truncated to --seq-len, never dropped)."""
+    split = f", or --val-fraction {args.val_fraction:g} held them all out" if args.val_fraction else ""
+    if data.holds_out(args.data):
+        return ("empty, or shorter than one block of " if args.data.lower().endswith(".txt") else
+                "empty, or every record's prompt is longer than ") + f"--seq-len {args.seq_len}{split}"
+    return {"squad-gen": "every question's prompt (its context and question) is longer than --seq-len "
+                         f"{args.seq_len}", "squad": "every train question was left out (the note above says why)"
+            }.get(args.data, "its train split holds none")
+
+
+def tokens_counted(args):
+    """What tok/s and the summary's `tokens` count: an example's tokens past its padding (its attention mask), as
+    transformers' Trainer counts num_input_tokens_seen: T5's are the source's alone, the encoder's input."""
+    if data.task_kind(args.data) == "seq2seq":
+        return "source tokens (the encoder's input, padding not counted; targets not counted)", "source tok/s"
+    return "tokens (each example's, padding not counted)", "tok/s"
 
 
 def data_parts(train_ex, val_ex):

@@ -76,7 +76,7 @@ from resume import (check_base, check_data, check_sums, claim, data_hash, heldou
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
-                   weights_dir)
+                   tokens_counted, weights_dir)
 
 # ----------------------------------------------------------------------------------------------------
 # A run: set up, plan, load, describe, check before, loop, save the result, check after
@@ -137,7 +137,7 @@ def train(args):
         s = describe(run)
         before = check(run, records, "before", s) if not run.checkpoint else None
         loop(run)
-        s.update(summary(run))
+        s.update(summary(run), tokens_counted=tokens_counted(args)[0])  # (T5: the sources')
         if run.stopping:                                       # Ctrl-C: the checkpoint is saved, the run is not over
             return dict(s, interrupted=True, signal=signal.Signals(run.stop[0] if run.stop else signal.SIGINT).name,
                         wall_s=round(time.time() - t_start, 1))  # (stopped by another DDP rank's: as Ctrl-C)
@@ -231,12 +231,12 @@ def report(run, again=False):
             f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
             if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
-        dt = time.time() - run.t0
+        dt, unit = time.time() - run.t0, tokens_counted(run.args)[1]  # (T5: source tok/s)
         eta, rec = round((total - step) * dt / (step - run.first)), dict(  # (whole seconds: 59.6 s is 1m00s)
             step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
             tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
         print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
-              f"tok/s  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
+              f"{unit}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
         run.log.write(json.dumps(rec) + "\n")
         run.losses = []
 

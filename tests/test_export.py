@@ -140,6 +140,26 @@ def test_shards_hold_the_same_tensors_as_one_file(causal, tmp_path):
                                    ours(x), atol=1e-5, rtol=0)
 
 
+
+def test_shard_size_reads_as_transformers_and_a_lowercase_b_is_refused_with_both_readings(capsys):
+    """--shard-size: transformers' convert_file_size_to_int (its max_shard_size) is the reference. "2Gb" was read as
+    2 GB, where transformers reads a lowercase b after K/M/G as bits (2 GB / 8): the spelling is refused, both readings
+    said. GB/MB/KB (any case of the prefix), KiB/MiB/GiB (any case), spaces and plain bytes read as before."""
+    from transformers.utils.hub import convert_file_size_to_int as theirs
+    for text in ("2GB", "2gB", "2 GB", "500MB", "5KB", "2GiB", "2gib", "3mib", "7KiB"):
+        assert export.shard_size(text) == theirs(text), text
+    assert export.shard_size("2000000000") == theirs(2000000000) and export.shard_size("1.5GB") == 1_500_000_000
+    assert export.shard_size("2000b") == export.shard_size("2000B") == 2000  # (no prefix: transformers refuses it)
+    for text in ("2Gb", "2gb", "2 Gb", "500Mb", "5kb", "5Kb"):
+        with pytest.raises(export.argparse.ArgumentTypeError) as e:
+            export.shard_size(text)
+        bits, nbytes = theirs(text), theirs(text.upper())      # transformers' reading, and the bytes one
+        assert f"{bits:,} bytes" in str(e.value) and f"{nbytes:,} bytes" in str(e.value) and bits * 8 == nbytes, e.value
+    with pytest.raises(SystemExit):                            # through export.py's own flag parsing
+        export.main(["--model", "m", "--adapter", "a", "--out", "o", "--shard-size", "2Gb"])
+    assert "--shard-size: '2Gb': a lowercase b is a bit in transformers' max_shard_size (250,000,000 bytes) and a " \
+        "byte to many people (2,000,000,000 bytes); write 2GB" in capsys.readouterr().err
+
 @pytest.mark.parametrize("kind", list(ENCODER))
 def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, tmp_path, capsys):
     """A GLUE adapter (query/value + the head in modules_to_save) on a bare RobertaModel/BertModel (GPT-2: c_attn, on

@@ -403,3 +403,42 @@ def test_train_names_the_eval_command_that_scores_squad():
         args = train.parse_args(["--model", "m", "--data", name, "--data-dir", "D", "--out", "o"])
         assert f"evaluate: python eval.py --task squad --model m --adapter {'o/adapter'} --data-dir D" in \
             train.outputs(args)
+
+
+def test_a_question_of_no_text_is_refused_naming_the_file_and_its_id(tmp_path):
+    """A question that is empty or all spaces trained windows of [CLS] [SEP] context and was scored, without a word
+    (a span learned with nothing asked); now the reader refuses it, as it refuses an answer of no text."""
+    for question in ("", "   ", "\t\n"):
+        qas = [{"id": "fine", "question": "Who came?", "answers": [{"text": "Ann", "answer_start": 0}]},
+               {"id": "blank", "question": question, "answers": [{"text": "Ann", "answer_start": 0}]}]
+        for name in ("dev-v1.1.json", "train-v1.1.json"):
+            (tmp_path / name).write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.", "qas": qas}]}]}))
+            with pytest.raises(ValueError, match=rf"{name}: question 'blank': a question of no text "
+                                                 rf"\({re.escape(repr(question))}\)"):
+                data.read_squad(name.split("-")[0], str(tmp_path))
+    qas[1]["question"] = "Who?"                                # the same file with the question asked reads
+    (tmp_path / "train-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.",
+                                                                                      "qas": qas}]}]}))
+    assert [qa["id"] for qa in data.read_squad("train", str(tmp_path))[0]["paragraphs"][0]["qas"]] == ["fine", "blank"]
+
+
+def test_is_impossible_of_another_type_than_a_boolean_is_said_as_such(tmp_path):
+    """"is_impossible": "False" (a string, as a spreadsheet writes it) was refused as "has no answer", the wrong
+    reason (the question has one): now the type is said. A boolean reads as before: false with an answer reads, true
+    is SQuAD v2.0's unanswerable question."""
+    def write(value):
+        qa = {"id": "q1", "question": "Who came?", "answers": [{"text": "Ann", "answer_start": 0}],
+              "is_impossible": value}
+        (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ann came.",
+                                                                                        "qas": [qa]}]}]}))
+    for value in ("False", "false", 0, None, ["False"]):
+        write(value)
+        with pytest.raises(ValueError, match=rf"dev-v1.1.json: question 'q1': \"is_impossible\" is "
+                                             rf"{re.escape(json.dumps(value))}: expected true or false") as e:
+            data.read_squad("dev", str(tmp_path))
+        assert "has no answer" not in str(e.value)
+    write(False)
+    assert data.read_squad("dev", str(tmp_path))[0]["paragraphs"][0]["qas"][0]["is_impossible"] is False
+    write(True)
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: question q1 has no answer \(SQuAD v2.0's unanswerable"):
+        data.read_squad("dev", str(tmp_path))

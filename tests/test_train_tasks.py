@@ -3,6 +3,7 @@ RoBERTa / BERT on GLUE-format TSV folders (SST-2, MNLI's two dev sets, STS-B's r
 the adapter and eval.py reproducing the dev metrics training reported; early stopping keeping the best adapter; T5 on
 a WMT16-format JSONL folder (the loss falls; eval.py's BLEU/ROUGE equal eval.bleu/rouge on its own translations);
 malformed rows reaching the user through train.py with their line numbers."""
+import argparse
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import data
 import eval as E
 import checkpoint as C
 import model as M
+import tasks
 import train
 from fixtures import t5_sentencepiece
 from lorasp import load_adapter
@@ -261,6 +263,23 @@ def test_t5_trains_on_wmt16_jsonl_and_eval_scores_its_translations(t5_task, tmp_
         f"{result['rouge1']:.2f}" in out and any(hyps)
 
 
+def test_t5_progress_and_summary_say_their_tokens_are_the_sources(t5_task, tmp_path, capsys):
+    """tok/s and the summary's `tokens` count a T5 run's source tokens alone (the encoder's attention mask, as
+    transformers' Trainer counts num_input_tokens_seen), not the targets the decoder also reads: the progress line
+    said "tok/s" and the summary nothing of it. One epoch's count is the train sources' token total, counted here
+    from the tokenizer (prefix + sentence + EOS), which the targets' total differs from."""
+    model_dir, data_dir = t5_task
+    summary, out = run(train.main, ["--model", model_dir, "--data", "wmt16-en-ro", "--data-dir", data_dir, "--out",
+                                    str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "48",
+                                    "--epochs", "1", "--log-every", "6", "--save-every", "0", "--dtype", "fp32"],
+                       capsys)
+    tok, pairs = data.load_tokenizer(model_dir), data.read_translation(data_dir, "train")
+    sources = sum(len(tok.encode(data.T5_PREFIX + s, eos=True)) for s, _ in pairs)
+    targets = sum(len(tok.encode(t, eos=True)) for _, t in pairs)
+    assert summary["steps"] == 12 and summary["tokens"] == sources != targets
+    assert summary["tokens_counted"].startswith("source tokens") and "targets not counted" in summary["tokens_counted"]
+    assert len(re.findall(r"step +\d+/12  loss .* source tok/s  ETA", out)) == 2
+
 def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_task, tmp_path, capsys):
     bad = tmp_path / "glue"
     write_tsv(bad / "SST-2" / "train.tsv", ["sentence", "label"], [("good film", 1), ("a\tstray tab", 0)])
@@ -339,3 +358,22 @@ def test_bert_saved_by_masked_lm_trains_its_fresh_pooler_and_peft_gives_our_logi
     with torch.no_grad():
         torch.testing.assert_close(ours.classify(x, mask), ref(input_ids=x, attention_mask=mask).logits, atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_no_training_examples_says_what_empties_each_task():
+    """check_split's refusal of a run with no training example named --val-fraction for every --data, squad-gen,
+    GLUE, WMT16 and SQuAD included, where it splits nothing (data.holds_out): each task now says its own cause."""
+
+    def refusal(name, val_fraction=0.1):
+        args = argparse.Namespace(data=name, seq_len=64, val_fraction=val_fraction)
+        with pytest.raises(data.UserError) as e:
+            tasks.check_split(args, [], [], [])
+        return str(e.value)
+    for name, cause in [("squad-gen", "every question's prompt (its context and question) is longer than --seq-len 64"),
+                        ("squad", "every train question was left out"), ("glue/sst2", "its train split holds none"),
+                        ("wmt16-en-ro", "its train split holds none")]:
+        said = refusal(name)
+        assert said.startswith(f"--data {name}: no training examples ({cause}") and "--val-fraction" not in said, said
+    assert data.holds_out("r.jsonl") and "every record's prompt is longer than --seq-len 64, or --val-fraction 0.1 " \
+        "held them all out" in refusal("r.jsonl") and "--val-fraction" not in refusal("r.jsonl", 0)
+    assert "empty, or shorter than one block of --seq-len 64, or --val-fraction 0.5 held" in refusal("t.txt", 0.5)
