@@ -124,6 +124,7 @@ def ours(model_dir, data_file, dtype, ckpt, batch, seq, steps, extra=(), env=Non
     return dict(step_s=statistics.median(d[0] for d in dts) if dts else t[0][0] - ready[0],
                 cpu_s=statistics.median(d[1] for d in dts) if dts else t[0][1] - ready[2],
                 sys_s=statistics.median(d[2] for d in dts) if dts else t[0][2] - ready[4],
+                sys_steps=[t[0][2] - ready[4]] + [d[2] for d in dts],  # each step's system seconds, the warm-up first
                 first_step_s=t[0][0] - ready[0], ready_s=ready[0], hwm_ready=ready[3], hwm_steps=max(
                     x[3] for x in r["lines"] if x[1].startswith("step ") and "validation" not in x[1]),
                 hwm_after=at("{"), peak_rss=r["maxrss"], wall_s=r["wall_s"], cli_peak_mib=summary["peak_mem_mib"],
@@ -214,7 +215,8 @@ def main():
                       env)
                  if who == "ours" else peft(model_dir, dtype, ckpt, args.batch, args.seq, args.steps))
             runs[c].append(r)
-            system = f", {r['sys_s']:.2f} system" if "sys_s" in r else ""
+            system = f", {r['sys_s']:.2f} system (by step: {' '.join(f'{x:.2f}' for x in r['sys_steps'])})" if (
+                "sys_s" in r) else ""
             print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU{system}), peak RSS {r['peak_rss'] / GiB:.2f} GiB"
                   + (f" (VmHWM when ready {r['hwm_ready'] / GiB:.2f}, after the steps {r['hwm_steps'] / GiB:.2f}, at "
                      f"the end {r['hwm_after'] / GiB:.2f})" if who == "ours" else "") + ", losses "

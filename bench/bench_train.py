@@ -16,8 +16,10 @@ batch 4 x 256 random tokens, AdamW. A config is METHOD:QUANT:CHECKPOINTING:
   --full-blocks N). full + nf4 is refused (4-bit weights cannot train).
 Ours runs the step train.py is to run: model(ids, labels=ids) (the chunked LinearCrossEntropy loss), backward, AdamW
 step, zero_grad, then train.py's heap rule: checkpoint.trim_if_crept, trim_heap() once the resident size after a step
-is 10% past its size after the first step since the last trim (--trim none never trims, --trim every trims after
-every step as train.py once did, --trim all gives peft the same rule).
+is 10% past its size after the first step since the last trim, the second step raising that base once (--trim none
+never trims, --trim every trims after every step as train.py once did, --trim first is the rule before session 27,
+without the second step's raise, --trim all gives peft train.py's rule). --per-step prints each run's steps: wall
+and system seconds, resident GiB after it, and a * where the heap was trimmed.
 --dtypes fp32 bf16 runs every config at each: bf16 is what train.py's --dtype bf16 (and auto, on a CPU with bf16
 units) does: ours with the frozen base stored in bf16, peft with the model in bf16 (its adapters stay fp32, peft's
 autocast_adapter_dtype), both under torch.autocast("cpu", bfloat16), adapters and AdamW state fp32.
@@ -125,7 +127,20 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
             block.compile()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    times, cpu, heap = [], [], [0]
+    times, cpu, heap, sys_s, rss, trims, real_trim = [], [], [0], [], [], [], C.trim_heap
+
+    def counted_trim():
+        trims.append(len(times))  # the step it follows
+        real_trim()
+    C.trim_heap = counted_trim  # trim_if_crept calls it by this module-level name
+
+    def first_step_rule(base):  # trim_if_crept before session 27: the base is the first step's size, never raised
+        if not base:
+            return C.resident()
+        if C.resident() <= 1.1 * base:
+            return base
+        C.trim_heap()
+        return 0
 
     def step():
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -138,6 +153,8 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
             C.trim_heap()  # what train.py did after every step until its rule below
         elif trim == "all" or trim == "ours" and method != "peft":
             heap[0] = C.trim_if_crept(heap[0])  # train.py's rule: trim once the heap grew 10% from step to step
+        elif trim == "first" and method != "peft":
+            heap[0] = first_step_rule(heap[0])
         return loss
     for _ in range(steps + 1):  # the first step is the warm-up (allocations, AdamW state)
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -145,9 +162,12 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t0)
         cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+        sys_s.append(r1.ru_stime - r0.ru_stime)
+        rss.append(C.resident() / 2 ** 30)
     print(json.dumps(dict(config=config, dtype=dtype, step_s=statistics.median(times[1:]), cpu_s=statistics.median(cpu[1:]),
                           peak_rss=proc_status("VmHWM"), loss=loss.item(), trainable=sum(p.numel() for p in params),
-                          threads=torch.get_num_threads(), first_step_s=times[0],
+                          threads=torch.get_num_threads(), first_step_s=times[0], steps_s=times, sys_s=sys_s,
+                          rss_gib=rss, trims=trims,
                           profile=where_time_goes(step, cfg.vocab_size) if profile else None)))
 
 
@@ -201,10 +221,13 @@ def main():
     ap.add_argument("--gflops", type=float, nargs="+", default=[170.0, 425.0], metavar="X", help="fp32 (and bf16) "
                     "matmul rates for the FLOP floor")
     ap.add_argument("--measure-gflops", action="store_true", help="measure the matmul rates here instead")
-    ap.add_argument("--trim", choices=["ours", "all", "every", "none"], default="ours", help="trim the C heap "
-                    "(checkpoint.trim_heap()) by train.py's rule, once the resident size after a step is 10%% past its "
-                    "size after the first step since the last trim: in our runs, in all runs (peft's too, for "
-                    "comparison); or after every step in our runs (train.py once); or never")
+    ap.add_argument("--trim", choices=["ours", "all", "every", "first", "none"], default="ours", help="trim the C "
+                    "heap (checkpoint.trim_heap()) by train.py's rule, once the resident size after a step is 10%% "
+                    "past its size after the first step since the last trim (the second step may raise that base "
+                    "once): in our runs, in all runs (peft's too, for comparison); or after every step in our runs "
+                    "(train.py once); or by the rule before session 27 (no raise); or never")
+    ap.add_argument("--per-step", action="store_true", help="print each run's steps (wall s, system s, resident GiB "
+                    "after it; * trimmed), the warm-up step first")
     ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more step and print "
                     "where its CPU time goes (block matmuls, LM head, adapter, attention, other, page faults)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder block (ours and peft's) "
@@ -231,6 +254,11 @@ def main():
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at " + ", ".join(
               f"{g:.0f} GFLOP/s {d} ({cpu_gflops[d]:.0f} per CPU-second)" for d, g in gflops.items()) + (
               " (measured in this run)\n" if args.measure_gflops else "\n"))
+    for c, rs in runs.items() if args.per_step else ():
+        for r in rs:
+            print(f"{c}, trim {args.trim}: " + "  ".join(f"{t:.2f}/{s:.2f}/{g:.2f}{'*' * (i in r['trims'])}" for i, (
+                t, s, g) in enumerate(zip(r["steps_s"], r["sys_s"], r["rss_gib"]))) + f"; sum of system time "
+                  f"{sum(r['sys_s']):.2f} s, peak RSS {r['peak_rss'] / GiB:.3f} GiB")
     print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | of FLOP floor | of floor, CPU time | trainable |")
     print("|---|---|---|---|---|---|---|---|")
     summary = {}
