@@ -81,7 +81,7 @@ import sentencepiece
 import tiktoken
 import torch
 
-from checkpoint import atomic_write, gguf_file, locked, read_gguf, read_json
+from checkpoint import atomic_write, gguf_file, head_tail, locked, read_gguf, read_json
 from download import SMALL_FILES, UserError, cache_dir, check_recorded_sha256, download, file_sha256, make_dirs
 from download import received
 from download import KNOWN_FILES, download_hf, remote_info  # noqa: F401  (data.download_hf etc., as before the move)
@@ -1875,13 +1875,8 @@ def data_fingerprint(name):
     path = cache_dir("data", "alpaca_data.json") if name == "alpaca" else name
     if not holds_out(name) or not os.path.isfile(path):
         return None
-    h, size = hashlib.sha256(), os.path.getsize(path)
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        f.seek(max(size - (1 << 20), 0))
-        h.update(f.read(1 << 20))
-    return h.hexdigest()
+    size, head, tail = head_tail(path)
+    return hashlib.sha256(str(size).encode() + head + tail).hexdigest()
 
 
 def task_examples(name, tok, seq_len, data_dir=None, val_fraction=0.02, seed=0, held=None):
