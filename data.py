@@ -2085,19 +2085,29 @@ def fetch_mmlu(cached):
 def read_mmlu_csv(path):
     """MMLU's rows: question, A, B, C, D, answer; no header. Read as the original's pandas.read_csv reads them (csv
     quoting: doubled quotes, quoted commas and newlines; blank lines skipped), kept as strings (pandas turns "None"
-    into NaN and "2.50" into 2.5)."""
+    into NaN and "2.50" into 2.5). An empty option is "nan", as evaluate.py prints pandas' NaN (the prompts of the
+    published scores), with a note naming its lines; a question of no text (where evaluate.py stops) is an error."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
-        reader, rows, line = csv.reader(f), [], 1
+        reader, rows, line, empty = csv.reader(f), [], 1, []
         for row in reader:                               # (a row's first line: quoted newlines span lines)
             if row and (len(row) != 6 or row[5] not in ("A", "B", "C", "D")):
                 header = line == 1 and "question" in row  # (HF's cais/mmlu written out: question, subject, ...)
                 raise ValueError(f"{path}, line {line}: not question,A,B,C,D,answer(A-D): {row}" + header * (
                     " (a header: MMLU's CSV files have none; HF's cais/mmlu export, question, subject, choices, "
                     "answer 0-3, is another layout)"))
+            if row and not row[0].strip():               # (evaluate.py: NaN + "\nA. ...", a TypeError)
+                raise ValueError(f"{path}, line {line}: the question has no text: {row}")
+            if row and "" in row[1:5]:                   # pandas' NaN, which evaluate.py's format() writes "nan"
+                empty.append(f"line {line}: " + ", ".join(c for c, option in zip("ABCD", row[1:5]) if not option))
+                row[1:5] = [option or "nan" for option in row[1:5]]
             rows += [row] * bool(row)                    # (skip_blank_lines=True)
             line = reader.line_num + 1
     if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
         raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
+    if empty:
+        print(f"note: {path}: empty options ({'; '.join(empty[:5])}{'; ...' * (len(empty) > 5)}) read as \"nan\", "
+              "as evaluate.py (pandas.read_csv) prints them, so the prompts are those of MMLU's published scores "
+              "(lm-eval-harness, through HF's cais/mmlu, shows them empty)", file=sys.stderr)
     return rows
 
 
