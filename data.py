@@ -2085,19 +2085,29 @@ def fetch_mmlu(cached):
 def read_mmlu_csv(path):
     """MMLU's rows: question, A, B, C, D, answer; no header. Read as the original's pandas.read_csv reads them (csv
     quoting: doubled quotes, quoted commas and newlines; blank lines skipped), kept as strings (pandas turns "None"
-    into NaN and "2.50" into 2.5)."""
+    into NaN and "2.50" into 2.5). An empty option is "nan", as evaluate.py prints pandas' NaN (the prompts of the
+    published scores), with a note naming its lines; a question of no text (where evaluate.py stops) is an error."""
     with text_file(path, "utf-8-sig", newline="") as f:  # -sig: as pandas, a byte-order mark (Excel's) is not text
-        reader, rows, line = csv.reader(f), [], 1
+        reader, rows, line, empty = csv.reader(f), [], 1, []
         for row in reader:                               # (a row's first line: quoted newlines span lines)
             if row and (len(row) != 6 or row[5] not in ("A", "B", "C", "D")):
                 header = line == 1 and "question" in row  # (HF's cais/mmlu written out: question, subject, ...)
                 raise ValueError(f"{path}, line {line}: not question,A,B,C,D,answer(A-D): {row}" + header * (
                     " (a header: MMLU's CSV files have none; HF's cais/mmlu export, question, subject, choices, "
                     "answer 0-3, is another layout)"))
+            if row and not row[0].strip():               # (evaluate.py: NaN + "\nA. ...", a TypeError)
+                raise ValueError(f"{path}, line {line}: the question has no text: {row}")
+            if row and "" in row[1:5]:                   # pandas' NaN, which evaluate.py's format() writes "nan"
+                empty.append(f"line {line}: " + ", ".join(c for c, option in zip("ABCD", row[1:5]) if not option))
+                row[1:5] = [option or "nan" for option in row[1:5]]
             rows += [row] * bool(row)                    # (skip_blank_lines=True)
             line = reader.line_num + 1
     if not rows:                                         # (pandas: EmptyDataError; a subject of no question)
         raise ValueError(f"{path}: no rows (an empty file); MMLU's rows are question,A,B,C,D,answer(A-D)")
+    if empty:
+        print(f"note: {path}: empty options ({'; '.join(empty[:5])}{'; ...' * (len(empty) > 5)}) read as \"nan\", "
+              "as evaluate.py (pandas.read_csv) prints them, so the prompts are those of MMLU's published scores "
+              "(lm-eval-harness, through HF's cais/mmlu, shows them empty)", file=sys.stderr)
     return rows
 
 
@@ -2268,7 +2278,7 @@ def load_glue(task, root=None, train=True):
     (MNLI: "dev_matched", "dev_mismatched"), from root/<task folder>/ (download_glue_data.py's layout:
     glue_data/SST-2/train.tsv), by default the cache, where a missing task is downloaded. MNLI's dev files swapped
     (each of the other's genres) are an error (mnli_genres); a dev file holding the train file's rows (or MNLI's
-    dev_matched's) is said (same_rows)."""
+    dev_matched's) is said (same_rows), as are STS-B's scores off GLUE's 0-5 scale (stsb_scale)."""
     if task not in GLUE:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE)}")
     folder, *_, devs = GLUE[task]
@@ -2302,7 +2312,31 @@ def load_glue(task, root=None, train=True):
     for split, rows in splits.items():
         if not rows and split != "train":                      # (train.py names an empty train split itself)
             raise ValueError(f"{os.path.join(directory, split + '.tsv')}: no examples (a header and no rows)")
+    if task == "stsb":
+        stsb_scale(splits, directory)
     return splits
+
+
+def stsb_scale(splits, directory):
+    """Say so where STS-B's scores are off GLUE's 0-5 scale: every score of a file within [0, 1] (a re-export divided
+    by 5, as sentence-transformers' stsb is), alone or beside a file on GLUE's scale. Pearson and Spearman, STS-B's
+    metrics, do not change with the scale; the squared-error loss does, and a model learns the scale it trains on. A
+    note, not an error: the metrics GLUE reports stay right. The scores are read as written, not rescaled."""
+    top = {s: max(y for *_, y in rows) for s, rows in splits.items() if rows}
+    low, high = [s for s in top if top[s] <= 1], [s for s in top if top[s] > 1]
+    if not low:
+        return
+    files, largest = (lambda names: ", ".join(f"{s}.tsv" for s in names)), lambda names: max(top[s] for s in names)
+    if high:
+        why = (f", as {files(high)}'s are (the largest {largest(high):g}): the model learns one scale and is scored on "
+               "the other. Pearson and Spearman do not change with the scale; the dev loss (squared error) compares "
+               "the two scales")
+    else:
+        why = (" (a re-export divided by 5?): Pearson and Spearman do not change with the scale; the squared-error "
+               "loss does (1/25 of GLUE's), and a model learns the scale it trains on (one trained on GLUE's predicts "
+               "0-5 here)")
+    print(f"note: {directory}: every STS-B score in {files(low)} is within [0, 1] (the largest {largest(low):g}), "
+          f"where GLUE's are 0-5{why}", file=sys.stderr)
 
 
 def same_rows(rows, other, path, other_path, unit, what):

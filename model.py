@@ -97,17 +97,21 @@ def add_head(model, name, make, num_labels=None):
 # Layers the backbones share: attention (and its CPU dropout path), RMSNorm, RoPE, SwiGLU, dropout; the LM loss
 
 def check_positions(config, n):
-    """Refuse n tokens past the learned positions (GPT-2's, BERT's, RoBERTa's), naming config.json's key: the
-    embedding lookup would fail with an IndexError (on CUDA a device-side assert, which ends the process)."""
-    if n > (room := positions(config)):
+    """Refuse n tokens past the learned positions (GPT-2's, BERT's, RoBERTa's: the embedding lookup would fail with an
+    IndexError; on CUDA a device-side assert, which ends the process) or a sliding window (Mistral: not implemented)."""
+    if (window := getattr(config, "sliding_window", None)) and n > window:
+        raise ValueError(f"{n} tokens: past the model's sliding window of {window}, which lorasp does not implement "
+                         f"(up to {window} it is plain causal attention)")
+    if n > (room := positions(config) or n):
         raise ValueError(f"{n} tokens: past the {room} positions of this {config.model_type} "
                          f"({config.HF['n_positions']} {config.n_positions})")
 
 
-def positions_and_mask(input_ids, attention_mask=None, position_ids=None, past=0):
-    """Positions (B, T) and a boolean attention mask (B, 1, T, past + T), or None for plain causal attention.
-    attention_mask (B, past + T) marks real tokens with 1; with left padding, positions count real tokens only."""
-    (B, T), dev = input_ids.shape, input_ids.device
+def positions_and_mask(config, input_ids, attention_mask=None, position_ids=None, cache=None):
+    """Positions (B, T) after the cache's past tokens (check_positions: within reach) and a bool attention mask (B, 1,
+    T, past + T), None for plain causal attention. attention_mask (B, past + T): 1 on real tokens, which alone count."""
+    (B, T), dev, past = input_ids.shape, input_ids.device, cache[0]["k"].shape[2] if cache and cache[0] else 0
+    check_positions(config, past + T)
     if position_ids is None:
         position_ids = (torch.arange(past, past + T, device=dev).expand(B, T) if attention_mask is None
                         else (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:])
@@ -174,10 +178,6 @@ class DropoutAttention(torch.autograd.Function):
             g_mask = ((g_s.sum(dims, keepdim=True) if dims else g_s) * kept).to(mask.dtype)  # sum([]) sums all
         g_s = g_s.mul_(ctx.scale * kept).to(q.dtype)
         return g_s @ k, g_s.transpose(-1, -2) @ q, g_v, g_mask, None, None
-
-
-def past_length(cache):
-    return cache[0]["k"].shape[2] if cache and cache[0] else 0
 
 
 class RMSNorm(nn.Module):
@@ -432,10 +432,7 @@ class Llama(nn.Module):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead.
         cache: one dict per layer, filled during generation. last_only: the last position's logits (B, 1, vocab),
         all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
-        if (window := self.config.sliding_window) and past_length(cache) + input_ids.shape[1] > window:
-            raise ValueError(f"{past_length(cache) + input_ids.shape[1]} tokens: past the model's sliding window of "
-                             f"{window}, which lorasp does not implement (up to {window} it is plain causal attention)")
-        pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
+        pos, mask = positions_and_mask(self.config, input_ids, attention_mask, position_ids, cache)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(pos, self.config.hd, self.config.rope_theta, self.config.rope_scaling)
         cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): the same for every head
@@ -500,8 +497,7 @@ class GPT2(nn.Module):
                 last_only=False):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead;
         hidden: the final hidden states (B, T, C)."""
-        check_positions(self.config, past_length(cache) + input_ids.shape[1])
-        pos, mask = positions_and_mask(input_ids, attention_mask, position_ids, past_length(cache))
+        pos, mask = positions_and_mask(self.config, input_ids, attention_mask, position_ids, cache)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(pos)  # (B, T, C)
         x = dropout(x, self.config.dropout if self.training else 0.0)
         for i, block in enumerate(self.transformer.h):

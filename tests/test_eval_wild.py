@@ -153,6 +153,36 @@ def test_mmlu_is_hendrycks_evaluate_py_on_the_release_files(llama, tmp_path, cap
         assert f"macro {out['macro']:.4f} over 2 subjects (their mean: QLoRA's MMLU score)" in lines[-2]
 
 
+def test_mmlu_empty_option_reads_as_evaluate_py_prints_it(tmp_path, capsys):
+    """An empty option (`q,1,,3,4,B`): pandas.read_csv, evaluate.py's reader, gives NaN, which its format_example
+    writes as "B. nan" ("\\n{}. {}".format); lorasp wrote "B. ", so the prompt (and the score) was not evaluate.py's,
+    without a word. Now "nan", as there, with a note naming the file, lines and options (lm-eval-harness, through HF's
+    cais/mmlu, shows the option empty). A question with no text, where evaluate.py stops (NaN + str), is refused
+    naming its line."""
+    path, nan = tmp_path / "x_test.csv", float("nan")
+    path.write_text('What is 1 + 1?,1,,3,4,B\n"Pick, D.",a,b,c,,D\nPick A.,a,b,c,d,A\n')
+    cells = [["What is 1 + 1?", "1", nan, "3", "4", "B"], ["Pick, D.", "a", "b", "c", nan, "D"],  # pandas' cells
+             ["Pick A.", "a", "b", "c", "d", "A"]]
+
+    def format_example(row, include_answer=True):  # evaluate.py's, on pandas' cells
+        prompt = row[0]
+        for j in range(4):
+            prompt += "\n{}. {}".format("ABCD"[j], row[j + 1])
+        return prompt + "\nAnswer:" + (" {}\n\n".format(row[5]) if include_answer else "")
+
+    rows = data.read_mmlu_csv(str(path))
+    head = "The following are multiple choice questions (with answers) about " + hendrycks_subject("x") + ".\n\n"
+    assert data.mmlu_prompt("x", rows[:2], rows[2], k=2) == head + format_example(cells[0]) + format_example(
+        cells[1]) + format_example(cells[2], include_answer=False)
+    assert "\nB. nan\nC. 3" in data.mmlu_prompt("x", rows, rows[0], k=0)
+    note = capsys.readouterr().err
+    assert f'note: {path}: empty options (line 1: B; line 2: D) read as "nan", as evaluate.py' in note, note
+    for question in ("", "  "):
+        path.write_text(f"q,1,2,3,4,A\n{question},1,2,3,4,B\n")
+        with pytest.raises(ValueError, match=r"x_test\.csv, line 2: the question has no text"):
+            data.read_mmlu_csv(str(path))
+
+
 # ----------------------------------------------------------------------------------------------------
 # WMT16 En-Ro: the two file forms, and sacreBLEU on the raw texts
 

@@ -172,6 +172,40 @@ def test_each_task_reads_its_own_layout(task, tmp_path):
     assert all(rows == [example, example] for rows in splits.values())
 
 
+def write_stsb(root, scores):
+    """An STS-B folder in GLUE's layout: {split: scores}, one row per score."""
+    fields = ROWS["stsb"][0]
+    os.makedirs(os.path.join(root, "STS-B"), exist_ok=True)
+    for split, ys in scores.items():
+        with open(os.path.join(root, "STS-B", f"{split}.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(["\t".join(HEADERS["stsb"])] + ["\t".join(fields[:-1] + [y]) for y in ys]) + "\n")
+
+
+def test_stsb_scores_off_glues_0_to_5_scale_are_said(tmp_path, capsys):
+    """GLUE's STS-B scores similarity 0-5; a common re-export (sentence-transformers' stsb) divides them by 5. Such
+    a file was read without a word: Pearson and Spearman do not change with the scale, but the squared-error loss
+    does, and a model learns the scale it trains on. A file whose every score is within [0, 1] is now said, and so
+    are train and dev files on different scales; the scores are read as written (not rescaled) either way."""
+    glue, dev = ["0.000", "1.200", "2.500", "5.000"], ["0.400", "3.800", "4.600", "2.000"]
+    normalised = {split: [f"{float(y) / 5:.3f}" for y in ys] for split, ys in (("train", glue), ("dev", dev))}
+    write_stsb(tmp_path / "glue", dict(train=glue, dev=dev))
+    assert [y for *_, y in load_glue("stsb", str(tmp_path / "glue"))["dev"]] == [0.4, 3.8, 4.6, 2.0]
+    assert capsys.readouterr().err == ""                               # GLUE's own scale: nothing to say
+    write_stsb(tmp_path / "st", normalised)
+    assert [y for *_, y in load_glue("stsb", str(tmp_path / "st"))["train"]] == [0.0, 0.24, 0.5, 1.0]
+    note = capsys.readouterr().err
+    assert f"note: {tmp_path / 'st' / 'STS-B'}: every STS-B score in train.tsv, dev.tsv is within [0, 1] (the " \
+           "largest 1), where GLUE's are 0-5" in note, note
+    assert "Pearson and Spearman do not change with the scale" in note
+    load_glue("stsb", str(tmp_path / "st"), train=False)              # eval.py: the dev file alone
+    assert "every STS-B score in dev.tsv is within [0, 1]" in capsys.readouterr().err
+    write_stsb(tmp_path / "mixed", dict(train=glue, dev=normalised["dev"]))
+    load_glue("stsb", str(tmp_path / "mixed"))
+    note = capsys.readouterr().err
+    assert "every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as train.tsv's are " \
+           "(the largest 5): the model learns one scale and is scored on the other" in note, note
+
+
 @pytest.mark.parametrize("task, edit, message", [
     ("cola", lambda r: r + ["extra"], r"train\.tsv:2: 5 fields, expected 4 \(cola\)"),
     ("rte", lambda r: r[:3] + ["maybe"], r"train\.tsv:3: label 'maybe' is not entailment or not_entailment"),
