@@ -3418,6 +3418,19 @@ case("GLUE: an STS-B score that is nan", ValueError, "train.tsv:2: label 'nan' i
 case("GLUE: an STS-B score past 5", ValueError, "train.tsv:3: label '7' is not a number in [0, 5]")(
     lambda ctx: data.read_glue(records_file(ctx, "sentence1\tsentence2\tscore\na\tb\t4.5\nc\td\t7\n",
                                             "train.tsv"), "stsb"))
+
+
+@case("GLUE: STS-B scores within [0, 1] (a re-export divided by 5), beside a train file on GLUE's 0-5, are said", None)
+def _(ctx):  # (were read without a word)
+    (ctx.tmp / "STS-B").mkdir()
+    for split, scores in (("train", ["5.0", "1.2"]), ("dev", ["0.92", "0.1"])):
+        records_file(ctx, "sentence1\tsentence2\tscore\n" + "".join(f"a\tb{i}\t{y}\n" for i, y in enumerate(scores)),
+                     f"STS-B/{split}.tsv")
+    data.load_glue("stsb", str(ctx.tmp))
+    assert "every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as train.tsv's " \
+           "are (the largest 5)" in ctx.capsys.readouterr().err
+
+
 case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no examples")(
     lambda ctx: [records_file(ctx, "sentence\tlabel\n" + "a\t1\n" * (n == "train"), f"SST-2/{n}.tsv")
                  for n in ("train", "dev") if os.makedirs(ctx.tmp / "SST-2", exist_ok=True) or True] and
@@ -3523,6 +3536,16 @@ case("MMLU: a bad CSV row", ValueError, "x_test.csv, line 1: not question,A,B,C,
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,a,b,c,d,E\n", "x_test.csv")))
 case("MMLU: an empty CSV (a subject of no question)", ValueError, "x_test.csv: no rows (an empty file)")(
     lambda ctx: data.read_mmlu_csv(records_file(ctx, "\n\n", "x_test.csv")))  # (ZeroDivisionError, in eval.py)
+case("MMLU: a question of no text (evaluate.py stops on an empty one: NaN + str)", ValueError,
+     "x_test.csv, line 2: the question has no text")(
+    lambda ctx: data.read_mmlu_csv(records_file(ctx, "q,1,2,3,4,A\n,1,2,3,4,B\n", "x_test.csv")))
+
+
+@case("MMLU: an empty option reads \"nan\", as evaluate.py (pandas.read_csv) prints it, with a note naming its line",
+      None)
+def _(ctx):  # (was "B. ": another prompt than evaluate.py's, without a word)
+    assert data.read_mmlu_csv(records_file(ctx, "q,1,,3,4,A\n", "x_test.csv")) == [["q", "1", "nan", "3", "4", "A"]]
+    assert 'x_test.csv: empty options (line 1: B) read as "nan"' in ctx.capsys.readouterr().err
 
 
 @case("eval.py: --task mmlu, --subjects not there or given twice, a test/ or dev/ folder short of a subject", None)
