@@ -42,12 +42,11 @@ import plan
 from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
-from data import (GLUE, UserError, cache_dir, fingerprint, holds_out, task_examples, task_kind,
-                  tokenizer_changes, tokenizer_files)
+from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
 from plot import log_records
-from tasks import TARGETS, check_split, save_weights
+from tasks import TARGETS, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
@@ -435,23 +434,15 @@ def held_out(args, val_ex, val_records):
     return [fingerprint(r) for r in val_records or val_ex] if holds_out(args.data) else None
 
 
-def check_data(args, state, run, train_ex, val_records):
+def check_data(args, state, run):
     """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
     base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
     weights load (minutes for a 7B base). Onto changed data the checkpoint's held-out records stay held out and all
-    the others train (a new seeded split of the changed file holds out records the checkpoint trained on, and its
-    val_loss and heldout.jsonl score them). Returns (train examples, validation examples, held-out records, the rows
-    a micro-batch holds): run's, or those of that split."""
+    the others train (train.load reads --data so: data.split_records' held; a new seeded split of the changed file
+    would hold out records the checkpoint trained on, and its val_loss and heldout.jsonl would score them)."""
     was, held = state["args"], state["args"].get("held_out")
     if was.get("data_sha256") in (None, args.data_sha256):
-        return train_ex, run.val_ex, val_records, run.batch
-    again = held is not None and task_examples(args.data, run.tok, args.seq_len, args.data_dir, args.val_fraction,
-                                               args.seed, set(held))   # (prints its counts: the split trained on)
-    if again and data_hash(*again[:2]) == was["data_sha256"]:  # its run resumed onto that data: the same examples
-        if held and run.rank == 0:
-            print(f"note: --resume: the checkpoint's run went on from an earlier split of --data {args.data} (--resume"
-                  " --allow-data-change): its held-out records stay held out (the last split printed)")
-        return kept_out(args, again, run)
+        return
     old, now = was.get("tokenizer_files"), getattr(args, "tokenizer_files", None)
     which = tokenizer_changes(old, now) if old and now else ""
     if not args.allow_data_change or which:
@@ -467,24 +458,29 @@ def check_data(args, state, run, train_ex, val_records):
                 if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
     kind = "blocks" if args.data.lower().endswith(".txt") else "records"
-    if not again:
+    if held is None:
         if holds_out(args.data) and args.val_fraction and run.rank == 0:  # (a checkpoint saved before held_out)
             print(f"warning: --resume --allow-data-change: the checkpoint does not name its held-out {kind} (saved by "
                   f"an earlier lorasp), so --data {args.data} is split anew: {kind} it trained on may be held out now, "
                   "and the run's val_loss and heldout.jsonl score them", file=sys.stderr)
-        return train_ex, run.val_ex, val_records, run.batch
-    if held and run.rank == 0:
+    elif held and run.rank == 0:
         print(f"note: --resume --allow-data-change: the checkpoint's {len(held)} held-out {kind} stay held out "
-              f"({len(again[2] or again[1])} of them are in --data {args.data} now" + (
-                  ": no validation loss" if not again[1] else "") + ") and every other one trains: a new split of "
+              f"({len(args.held_out)} of them are in --data {args.data} now" + (
+                  ": no validation loss" if not run.val_ex else "") + ") and every other one trains: a new split of "
               f"the changed data would hold out {kind} the checkpoint trained on")
-    return kept_out(args, again, run)
 
 
-def kept_out(args, split, run):
-    """check_data's return for the split `split` (task_examples'), whose hash and held-out records its run keeps."""
-    args.data_sha256, args.held_out = data_hash(*split[:2]), held_out(args, split[1], split[2])
-    return (*split, check_split(args, *split, run.world, kept=True))
+def held_by(state):
+    """The fingerprints of the records a checkpoint (state: its state.json) holds out, which a --resume holds out again
+    (data.split_records' held); None for a fresh run (state None), a task with its own dev split, or a checkpoint
+    saved before it named them."""
+    return state["args"].get("held_out") if state else None
+
+
+def kept_out(args, state):
+    """Whether the run's held-out records are its checkpoint's (tasks.check_split's kept), not --val-fraction's share:
+    --resume onto changed data from a checkpoint that names them (check_data)."""
+    return held_by(state) is not None and state["args"].get("data_sha256") not in (None, args.data_sha256)
 
 
 def restore(checkpoint, args, opt):

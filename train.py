@@ -72,7 +72,7 @@ from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
                     read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
-                    epoch_micro_batches, held_out, run_tokens)
+                    epoch_micro_batches, held_by, held_out, kept_out, run_tokens)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -318,13 +318,12 @@ def load(run):
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
     barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
-                                                           args.val_fraction, args.seed)  # a bad record is named
-    barrier() if run.rank == 0 else None                       # before minutes of loading (and quantizing) 7B
-    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
+                                                           args.val_fraction, args.seed, held_by(state))
+    barrier() if run.rank == 0 else None                       # a bad record is named before minutes of loading 7B
     args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex), held_out(args, run.val_ex, val_records)
-    if state:  # --resume: the data is the checkpoint's, its held-out records held out (before the weights load)
-        train_ex, run.val_ex, val_records, run.batch = check_data(args, state, run, train_ex, val_records)
-        check_sums(run.checkpoint, state)                      # (a flipped bit in optimizer.pt: refused)
+    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world, kept=kept_out(args, state))
+    check_data(args, state, run) if state else None            # --resume (before the weights load): its data,
+    check_sums(run.checkpoint, state) if state else None       # and its files (a flipped bit in optimizer.pt)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
