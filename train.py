@@ -105,7 +105,7 @@ class Run:
     stream: object = None                          # the micro-batches, from where the run starts
     batch: int = 0                                 # a micro-batch's rows: --batch-size, or all the examples if fewer
     step: int = 0
-    heap: int = 0                                  # trim_if_crept's base (negative until the second step after a trim)
+    heap: tuple = None                             # trim_if_crept's (base, whether its second step is to come)
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
     micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
