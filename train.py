@@ -36,7 +36,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
-included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
+included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, steps and tokens
+(the run's across --resume; tokens_since_resume: this process's, tokens_per_s's), tokens_counted (what a token is), ...
 
 Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
