@@ -245,12 +245,13 @@ def nan_stop(args, step, loss, norm, ours):
         if step == 1 else f". Start again (without --resume, which keeps the run's flags) with a lower --lr{fp32}"))
 
 
-def kept_log(out, checkpoint, step):
+def kept_log(out, checkpoint, step, state):
     """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
     cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a line cut
     off there is damage, refused: save_checkpoint writes it whole; a checkpoint from before they kept one:
     OUT/metrics.jsonl). A fresh run (no checkpoint) first leaves such an earlier checkpoint
-    OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines."""
+    OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines.
+    state: the checkpoint's state.json (restore's)."""
     log = os.path.join(out, "metrics.jsonl")
     if checkpoint is None:
         earlier = find_checkpoint(out, required=False)
@@ -260,10 +261,10 @@ def kept_log(out, checkpoint, step):
                 shutil.copyfileobj(src, dst)
         return []
     path = os.path.join(checkpoint, "metrics.jsonl")           # ("losses": saved since checkpoints kept their log)
-    path = path if os.path.exists(path) or "losses" in read_state(checkpoint) else log
+    path = path if os.path.exists(path) or "losses" in state else log
     kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
                                                  "again") if r["step"] <= step] if os.path.exists(path) else []
-    if path != log and os.path.exists(path) and "losses" in read_state(checkpoint):  # save_checkpoint's, whole
+    if path != log and os.path.exists(path) and "losses" in state:  # save_checkpoint's, whole
         with open(path, "rb") as f:
             f.seek(max(os.path.getsize(path) - 4096, 0))
             tail = f.read().rsplit(b"\n", 1)[-1]
@@ -556,14 +557,13 @@ def last_step(args, state, total, examples):
 
 def open_log(run):
     """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
-    early stopping's history; the checkpoint's log deleted, state.json's evaluations are); what came after the
-    checkpoint is redone."""
-    args = run.args
+    early stopping's history; the checkpoint's log deleted, state.json's evaluations are: run.state, restore's); what
+    came after the checkpoint is redone."""
+    args, state = run.args, run.state if run.checkpoint else {}
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(args.out, run.checkpoint, run.step)         # (a fresh run: [])
+    kept = kept_log(args.out, run.checkpoint, run.step, state)  # (a fresh run: [])
     run.evals = [r for _, r in kept if "val_loss" in r]
-    state = read_state(run.checkpoint) if run.checkpoint else {}
     if log_gone(run.checkpoint, state) and "evals" in state:  # early stopping's history, from state.json
         run.evals = [r for r in state["evals"] if r["step"] <= run.step]
         if args.patience and run.rank == 0:

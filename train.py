@@ -62,8 +62,7 @@ import torch.distributed as dist
 
 import data
 import plan
-from cli import (DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo,  # noqa: F401
-                 summary)
+from cli import DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo, summary  # noqa: F401
 from data import IGNORE, UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
@@ -116,6 +115,7 @@ class Run:
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
     tokens: int = 0                                # since t0's start (tokens/s); the run's: resume.run_tokens
     tokens_before: int = 0                         # --resume: the checkpoint's run's (None: it did not count them)
+    state: dict = None                             # --resume: the checkpoint's state.json (restore's; open_log's)
     losses: list = field(default_factory=list)     # the step losses since the last progress line
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
@@ -335,7 +335,7 @@ def load(run):
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
-    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
+    state = run.state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
     run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
     # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model

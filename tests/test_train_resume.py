@@ -10,6 +10,7 @@ import pytest
 
 import cli
 import data
+import resume
 import train
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 
@@ -268,3 +269,15 @@ def test_a_held_out_record_held_twice_keeps_its_training_twin_on_resume(tiny, tm
     printed = capsys.readouterr().out
     assert f"{tmp_path / 'task.json'}: 84 train / 6 held-out examples of 90 records" in printed
     assert sorted(map(json.dumps, now)) == sorted(map(json.dumps, held))
+
+
+def test_open_log_takes_the_state_json_load_read(tiny, tmp_path, monkeypatch):
+    """A --resume read the checkpoint's state.json 5 times: set_up's take_settings, load's check of the data, restore,
+    then resume.open_log and its kept_log (twice where the checkpoint's log is gone). open_log takes restore's now
+    (Run.state): 3 reads, and the log is the straight run's."""
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 7)                # step 4
+    read, real = [], resume.read_state
+    for module in (resume, train):
+        monkeypatch.setattr(module, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    assert read == [str(tmp_path / "b" / "checkpoint")] * 3 and log(tmp_path / "b") == log(tmp_path / "a")
