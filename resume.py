@@ -22,7 +22,7 @@ resume that would not.
   held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
-the resume tests (17).
+the resume tests (21).
 """
 import contextlib
 import hashlib
