@@ -731,24 +731,26 @@ def trim_if_grown(last):
     return resident()
 
 
-def trim_if_crept(base):
+def trim_if_crept(heap=None):
     """For a loop whose passes all need the same memory (training steps): trim_heap() once the resident size after a
-    pass is 10% past `base`, its size after the first pass since the last trim; returns what to pass next time (0
-    after a trim: the next pass sets a new base; negative: the base, its second pass to come). A pass's freed
-    activations stay resident for the next pass to reuse; giving them back would refault them every step (~10% of a
-    134M fp32 step). Only growth is given back. The second pass may raise the base once instead: glibc's dynamic mmap
-    threshold makes a process's first large blocks fresh mappings, unmapped when freed, and keeps them in the heap from
-    then on, so a steady 134M fp32 run is 22% larger after its second step than after its first; trimming that only
-    refaulted it in the third (0.32 s of system time; docs/benchmarks-7b.md, session 27)."""
+    pass is 10% past the base, its size after the first pass since the last trim. `heap`: what the last call returned,
+    (base, second) with second True while the pass to come is the base's second; None (or 0) before the first pass
+    and after a trim: the next pass sets a new base. A pass's freed activations stay resident for the next pass to
+    reuse; giving them back would refault them every step (~10% of a 134M fp32 step). Only growth is given back. The
+    second pass may raise the base once instead: glibc's dynamic mmap threshold makes a process's first large blocks
+    fresh mappings, unmapped when freed, and keeps them in the heap from then on, so a steady 134M fp32 run is 22%
+    larger after its second step than after its first; trimming that only refaulted it in the third (0.32 s of system
+    time; docs/benchmarks-7b.md, session 27)."""
     now = resident()
-    if not base:
-        return -now
-    if base < 0:
-        return now if now > -1.1 * base else -base
+    base, second = heap or (0, False)
+    if not base:                                               # the first pass: its size is the base (none: no /proc)
+        return (now, True) if now else None
+    if second:                                                 # the second: past 10% more, the new base, once
+        return (now if now > 1.1 * base else base, False)
     if now <= 1.1 * base:
-        return base
+        return heap
     trim_heap()
-    return 0
+    return None
 
 
 def trim_heap():

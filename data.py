@@ -1702,15 +1702,21 @@ def fingerprint(item):
 
 def split_records(records, val_fraction, seed, held=None):
     """A seeded held-out split: (train, validation), the validation part round(val_fraction * n) records. With `held`
-    (the fingerprints of a checkpoint's held-out records: --resume onto changed data) the records it names are held
-    out and all others train: a new split of the changed file would hold out records the checkpoint trained on."""
-    if held is not None:
-        out = [fingerprint(r) in held for r in records]
-        return [r for r, o in zip(records, out) if not o], [r for r, o in zip(records, out) if o]
+    (the fingerprints of a checkpoint's held-out records: --resume) the checkpoint's split: the seeded one where it
+    holds out those records (the file unchanged, or changed in its training share only), else the records held names
+    are held out, each as many times as it names it (a word-for-word twin in the training share trains), and all
+    others train: a new split of a changed file would hold out records the checkpoint trained on."""
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_val = round(val_fraction * len(records))
-    return [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
+    train, val = [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
+    if held is None or collections.Counter(map(fingerprint, val)) == collections.Counter(held):
+        return train, val
+    left, out = collections.Counter(held), []
+    for r in records:                                          # (in file order: the first copies are held out)
+        out.append(left[f := fingerprint(r)] > 0)
+        left[f] -= 1
+    return [r for r, o in zip(records, out) if not o], [r for r, o in zip(records, out) if o]
 
 
 def length_grouped_batches(lengths, batch_size, seed, group=64):

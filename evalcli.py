@@ -14,8 +14,8 @@ another task's head are said).
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
   naming another model, by name: paths differ between machines; an adapter the base holds merged already, export.py's
-  record says (adapter.merged_already), refused: its update would count twice); `write_merged`: that record, written
-  into export.py's folder; `head_order`, `in_glue_order`: a fine-tuned
+  record says (its files' adapter_digest there), refused: its update would count twice); `write_merged`: that record,
+  written into export.py's folder; `head_order`, `in_glue_order`: a fine-tuned
   classifier's outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
@@ -44,7 +44,7 @@ from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, data_f
                   read_translation, task_kind, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
-from adapter import EXTRAS_FILE, MERGED, adapter_digest, merged_already, merges, saved_whole, whole_dir
+from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, saved_whole, whole_dir
 from lorasp import adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
@@ -345,11 +345,13 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
     meanings, ALIKE), a warning.
     flag, prog: the flag and the command named (generate.py's --quantize)."""
     trained = adapter_base(adapter) if adapter else {}
-    if adapter and (held := merged_already(path := model_path(name), adapter)):   # W + 2 (alpha/r) B A, scored
+    held, record = merges(path := model_path(name)) if adapter else ([], {})  # (its MERGED file, read once)
+    digest = adapter_digest(adapter) if held and os.path.isdir(adapter) else None  # (as adapter.merged_already)
+    if twice := next((m for m in held if digest and m["files"] == digest), None):   # W + 2 (alpha/r) B A, scored
         raise UserError(f"--adapter {adapter} is already merged into {path} by export.py (from --model "
-                        f"{held.get('base')}, as {held.get('adapter')}); applying it again doubles its update: give "
-                        f"--model {held.get('base')} (the original base) or leave out --adapter")
-    if adapter and (held := merges(path)[0]):                  # another adapter on top: stacked, said
+                        f"{twice.get('base')}, as {twice.get('adapter')}); applying it again doubles its update: give "
+                        f"--model {twice.get('base')} (the original base) or leave out --adapter")
+    if held:                                                   # another adapter on top: stacked, said
         print(f"note: --model {path} holds {', '.join(str(m.get('adapter')) for m in held)} merged (export.py); "
               f"--adapter {adapter} goes on top of {'it' if len(held) == 1 else 'them'}", file=sys.stderr)
     if adapter:
@@ -368,9 +370,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
               "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
     if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
         now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
-        record = merges(path)[1]                               # an export's own tokenizer files (a tokenizer.json,
-        if now == record.get("tokenizer_written"):             # the same ids) as written: the base's they came from
-            now = record.get("tokenizer_from") or now
+        if now == record.get("tokenizer_written"):             # an export's own tokenizer files (a tokenizer.json,
+            now = record.get("tokenizer_from") or now          # the same ids) as written: the base's they came from
         if which := tokenizer_changes(old, now):
             print(f"warning: --adapter {adapter} trained on a base whose tokenizer files differ from {path}'s "
                   f"({which}): its text is other token ids than the adapter learned on; its scores here may not be "

@@ -22,7 +22,7 @@ resume that would not.
   held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
-the resume tests (17).
+the resume tests (21).
 """
 import contextlib
 import hashlib
@@ -42,12 +42,11 @@ import plan
 from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
-from data import (GLUE, UserError, cache_dir, fingerprint, holds_out, task_examples, task_kind,
-                  tokenizer_changes, tokenizer_files)
+from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind, tokenizer_changes, tokenizer_files
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
 from plot import log_records
-from tasks import TARGETS, check_split, save_weights
+from tasks import TARGETS, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
@@ -246,12 +245,13 @@ def nan_stop(args, step, loss, norm, ours):
         if step == 1 else f". Start again (without --resume, which keeps the run's flags) with a lower --lr{fp32}"))
 
 
-def kept_log(out, checkpoint, step):
+def kept_log(out, checkpoint, step, state):
     """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
     cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a line cut
     off there is damage, refused: save_checkpoint writes it whole; a checkpoint from before they kept one:
     OUT/metrics.jsonl). A fresh run (no checkpoint) first leaves such an earlier checkpoint
-    OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines."""
+    OUT/metrics.jsonl, which it is about to rewrite: that checkpoint's --resume then reads its own run's lines.
+    state: the checkpoint's state.json (restore's)."""
     log = os.path.join(out, "metrics.jsonl")
     if checkpoint is None:
         earlier = find_checkpoint(out, required=False)
@@ -261,10 +261,10 @@ def kept_log(out, checkpoint, step):
                 shutil.copyfileobj(src, dst)
         return []
     path = os.path.join(checkpoint, "metrics.jsonl")           # ("losses": saved since checkpoints kept their log)
-    path = path if os.path.exists(path) or "losses" in read_state(checkpoint) else log
+    path = path if os.path.exists(path) or "losses" in state else log
     kept = [(line, r) for line, r in log_records(path, "--resume", ": delete the line, or the file to start the log "
                                                  "again") if r["step"] <= step] if os.path.exists(path) else []
-    if path != log and os.path.exists(path) and "losses" in read_state(checkpoint):  # save_checkpoint's, whole
+    if path != log and os.path.exists(path) and "losses" in state:  # save_checkpoint's, whole
         with open(path, "rb") as f:
             f.seek(max(os.path.getsize(path) - 4096, 0))
             tail = f.read().rsplit(b"\n", 1)[-1]
@@ -435,23 +435,15 @@ def held_out(args, val_ex, val_records):
     return [fingerprint(r) for r in val_records or val_ex] if holds_out(args.data) else None
 
 
-def check_data(args, state, run, train_ex, val_records):
+def check_data(args, state, run):
     """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
     base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
     weights load (minutes for a 7B base). Onto changed data the checkpoint's held-out records stay held out and all
-    the others train (a new seeded split of the changed file holds out records the checkpoint trained on, and its
-    val_loss and heldout.jsonl score them). Returns (train examples, validation examples, held-out records, the rows
-    a micro-batch holds): run's, or those of that split."""
+    the others train (train.load reads --data so: data.split_records' held; a new seeded split of the changed file
+    would hold out records the checkpoint trained on, and its val_loss and heldout.jsonl would score them)."""
     was, held = state["args"], state["args"].get("held_out")
     if was.get("data_sha256") in (None, args.data_sha256):
-        return train_ex, run.val_ex, val_records, run.batch
-    again = held is not None and task_examples(args.data, run.tok, args.seq_len, args.data_dir, args.val_fraction,
-                                               args.seed, set(held))   # (prints its counts: the split trained on)
-    if again and data_hash(*again[:2]) == was["data_sha256"]:  # its run resumed onto that data: the same examples
-        if held and run.rank == 0:
-            print(f"note: --resume: the checkpoint's run went on from an earlier split of --data {args.data} (--resume"
-                  " --allow-data-change): its held-out records stay held out (the last split printed)")
-        return kept_out(args, again, run)
+        return
     old, now = was.get("tokenizer_files"), getattr(args, "tokenizer_files", None)
     which = tokenizer_changes(old, now) if old and now else ""
     if not args.allow_data_change or which:
@@ -467,24 +459,29 @@ def check_data(args, state, run, train_ex, val_records):
                 if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
     kind = "blocks" if args.data.lower().endswith(".txt") else "records"
-    if not again:
+    if held is None:
         if holds_out(args.data) and args.val_fraction and run.rank == 0:  # (a checkpoint saved before held_out)
             print(f"warning: --resume --allow-data-change: the checkpoint does not name its held-out {kind} (saved by "
                   f"an earlier lorasp), so --data {args.data} is split anew: {kind} it trained on may be held out now, "
                   "and the run's val_loss and heldout.jsonl score them", file=sys.stderr)
-        return train_ex, run.val_ex, val_records, run.batch
-    if held and run.rank == 0:
+    elif held and run.rank == 0:
         print(f"note: --resume --allow-data-change: the checkpoint's {len(held)} held-out {kind} stay held out "
-              f"({len(again[2] or again[1])} of them are in --data {args.data} now" + (
-                  ": no validation loss" if not again[1] else "") + ") and every other one trains: a new split of "
+              f"({len(args.held_out)} of them are in --data {args.data} now" + (
+                  ": no validation loss" if not run.val_ex else "") + ") and every other one trains: a new split of "
               f"the changed data would hold out {kind} the checkpoint trained on")
-    return kept_out(args, again, run)
 
 
-def kept_out(args, split, run):
-    """check_data's return for the split `split` (task_examples'), whose hash and held-out records its run keeps."""
-    args.data_sha256, args.held_out = data_hash(*split[:2]), held_out(args, split[1], split[2])
-    return (*split, check_split(args, *split, run.world, kept=True))
+def held_by(state):
+    """The fingerprints of the records a checkpoint (state: its state.json) holds out, which a --resume holds out again
+    (data.split_records' held); None for a fresh run (state None), a task with its own dev split, or a checkpoint
+    saved before it named them."""
+    return state["args"].get("held_out") if state else None
+
+
+def kept_out(args, state):
+    """Whether the run's held-out records are its checkpoint's (tasks.check_split's kept), not --val-fraction's share:
+    --resume onto changed data from a checkpoint that names them (check_data)."""
+    return held_by(state) is not None and state["args"].get("data_sha256") not in (None, args.data_sha256)
 
 
 def restore(checkpoint, args, opt):
@@ -560,14 +557,13 @@ def last_step(args, state, total, examples):
 
 def open_log(run):
     """OUT/metrics.jsonl: with --resume, its records up to the checkpoint's step are kept (and their evaluations are
-    early stopping's history; the checkpoint's log deleted, state.json's evaluations are); what came after the
-    checkpoint is redone."""
-    args = run.args
+    early stopping's history; the checkpoint's log deleted, state.json's evaluations are: run.state, restore's); what
+    came after the checkpoint is redone."""
+    args, state = run.args, run.state if run.checkpoint else {}
     os.makedirs(args.out, exist_ok=True) if run.rank == 0 else None
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = kept_log(args.out, run.checkpoint, run.step)         # (a fresh run: [])
+    kept = kept_log(args.out, run.checkpoint, run.step, state)  # (a fresh run: [])
     run.evals = [r for _, r in kept if "val_loss" in r]
-    state = read_state(run.checkpoint) if run.checkpoint else {}
     if log_gone(run.checkpoint, state) and "evals" in state:  # early stopping's history, from state.json
         run.evals = [r for r in state["evals"] if r["step"] <= run.step]
         if args.patience and run.rank == 0:

@@ -36,7 +36,8 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
 The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
-included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, ...
+included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, steps and tokens
+(the run's across --resume; tokens_since_resume: this process's, tokens_per_s's), tokens_counted (what a token is), ...
 
 Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
@@ -61,8 +62,7 @@ import torch.distributed as dist
 
 import data
 import plan
-from cli import (DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo,  # noqa: F401
-                 summary)
+from cli import DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo, summary  # noqa: F401
 from data import IGNORE, UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
@@ -72,7 +72,7 @@ from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
                     read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
-                    epoch_micro_batches, held_out, run_tokens)
+                    epoch_micro_batches, held_by, held_out, kept_out, run_tokens)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -105,7 +105,7 @@ class Run:
     stream: object = None                          # the micro-batches, from where the run starts
     batch: int = 0                                 # a micro-batch's rows: --batch-size, or all the examples if fewer
     step: int = 0
-    heap: int = 0                                  # trim_if_crept's base (negative until the second step after a trim)
+    heap: tuple = None                             # trim_if_crept's (base, whether its second step is to come)
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
     micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
@@ -115,6 +115,7 @@ class Run:
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
     tokens: int = 0                                # since t0's start (tokens/s); the run's: resume.run_tokens
     tokens_before: int = 0                         # --resume: the checkpoint's run's (None: it did not count them)
+    state: dict = None                             # --resume: the checkpoint's state.json (restore's; open_log's)
     losses: list = field(default_factory=list)     # the step losses since the last progress line
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
@@ -318,13 +319,12 @@ def load(run):
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
     barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
-                                                           args.val_fraction, args.seed)  # a bad record is named
-    barrier() if run.rank == 0 else None                       # before minutes of loading (and quantizing) 7B
-    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world)
+                                                           args.val_fraction, args.seed, held_by(state))
+    barrier() if run.rank == 0 else None                       # a bad record is named before minutes of loading 7B
     args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex), held_out(args, run.val_ex, val_records)
-    if state:  # --resume: the data is the checkpoint's, its held-out records held out (before the weights load)
-        train_ex, run.val_ex, val_records, run.batch = check_data(args, state, run, train_ex, val_records)
-        check_sums(run.checkpoint, state)                      # (a flipped bit in optimizer.pt: refused)
+    run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world, kept=kept_out(args, state))
+    check_data(args, state, run) if state else None            # --resume (before the weights load): its data,
+    check_sums(run.checkpoint, state) if state else None       # and its files (a flipped bit in optimizer.pt)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
@@ -335,7 +335,7 @@ def load(run):
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
-    state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
+    state = run.state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
     run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
     # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model

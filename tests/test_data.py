@@ -146,6 +146,24 @@ def test_split_is_seeded_and_disjoint():
     assert (train, val) == data.split_records(records, 0.1, seed=5) and val != data.split_records(records, 0.1, 6)[1]
 
 
+def test_split_by_a_checkpoints_held_out_records():
+    """split_records(held=), the fingerprints of a checkpoint's held-out records (--resume): on the file it split, its
+    own split, where a held-out record's word-for-word twin trains; onto the file with records added, the records held
+    names held out, each as often as it names it, and every other one trains. The twin was held out too: a record the
+    checkpoint trained on, scored as held out."""
+    records = [{"instruction": str(i), "output": str(i)} for i in range(20)]
+    train, val = data.split_records(records, 0.1, seed=0)
+    records[records.index(train[-1])] = val[0]                  # a held-out record's twin, in the training share
+    train, val = data.split_records(records, 0.1, seed=0)
+    assert val[0] in train and len(val) == 2
+    held = [data.fingerprint(r) for r in val]
+    assert data.split_records(records, 0.1, 0, held) == (train, val)
+    more = [{"instruction": str(i), "output": str(i)} for i in range(20, 40)]
+    again, out = data.split_records(more[:10] + records + more[10:], 0.1, 0, held)
+    key = lambda part: sorted(json.dumps(r, sort_keys=True) for r in part)  # noqa: E731
+    assert key(out) == key(val) and key(again) == key(train + more)
+
+
 def test_collate_pads_right():
     b = data.collate([{"input_ids": [1, 5, 6], "labels": [-100, 5, 6]}, {"input_ids": [1, 7], "labels": [-100, 7]}],
                      pad_id=0)

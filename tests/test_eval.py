@@ -637,3 +637,40 @@ def test_a_paraphrase_adapter_is_scored_on_the_other_paraphrase_task(tmp_path, c
             scores[task] = json.loads(captured.out.strip().splitlines()[-1])["dev"]
         assert f"trained on glue/{trained}, not glue/{other}" in captured.err
         assert scores[other] == scores[trained] and set(scores[other]) == {"f1", "accuracy", "loss"}
+
+
+def test_an_exports_record_is_read_once_for_an_adapter_put_on_it(tmp_path, monkeypatch, capsys):
+    """evalcli.base_quant read an export's lorasp_merged.json 3 times for one adapter put on it (adapter.merged_already,
+    merges for the stacked note, merges again for the tokenizer files export wrote): once now. Its adapter onto it is
+    still refused, another one still noted as stacked."""
+    import shutil
+
+    import adapter
+    import evalcli
+    import export
+    import train
+    from fixtures import demo_tokenizer, flags
+    from model import LlamaConfig, build_model, save_pretrained
+    base = tmp_path / "base"
+    base.mkdir()
+    tok = demo_tokenizer(base, 300)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                            n_ffn=64)), base)
+    (tmp_path / "r.json").write_text(json.dumps(__import__("data").demo_records(20, seed=1)))
+    train.main(flags((str(base), str(tmp_path / "r.json")), tmp_path / "out", "--max-steps", "1"))
+    one = str(tmp_path / "out" / "adapter")
+    export.main(["--model", str(base), "--adapter", one, "--out", str(tmp_path / "m")])
+    two = shutil.copytree(one, tmp_path / "two")                # another adapter: its files' digest differs
+    (two / "adapter_config.json").write_text((two / "adapter_config.json").read_text() + "\n")
+    read, real = [], adapter.read_json
+    monkeypatch.setattr(adapter, "read_json", lambda path: read.append(os.path.basename(path)) or real(path))
+    capsys.readouterr()
+    assert evalcli.base_quant(str(tmp_path / "m"), str(two), "auto") == "none"
+    assert read.count("lorasp_merged.json") == 1
+    assert f"note: --model {tmp_path / 'm'} holds {one} merged (export.py); --adapter {two} goes on top of it" in \
+        capsys.readouterr().err
+    read.clear()
+    with pytest.raises(E.UserError, match=f"--adapter {one} is already merged into {tmp_path / 'm'} by export.py"):
+        evalcli.base_quant(str(tmp_path / "m"), one, "auto")
+    assert read.count("lorasp_merged.json") == 1

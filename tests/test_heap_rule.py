@@ -11,12 +11,12 @@ GiB = 2 ** 30
 def trims(monkeypatch, sizes):
     """The sizes (resident after each step) after which trim_if_crept trimmed, called after each step as train.py
     does."""
-    now, trimmed, base = [0], [], 0
+    now, trimmed, heap = [0], [], None
     monkeypatch.setattr(C, "resident", lambda field="VmRSS": now[0])
     monkeypatch.setattr(C, "trim_heap", lambda: trimmed.append(now[0]))
     for size in sizes:
         now[0] = size
-        base = C.trim_if_crept(base)
+        heap = C.trim_if_crept(heap)
     return trimmed
 
 

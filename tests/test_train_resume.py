@@ -3,11 +3,14 @@ that died before its first save, the offline demo stopped while it pretrains. Ea
 never interrupted."""
 import json
 import os
+import shutil
 import signal
 
 import pytest
 
 import cli
+import data
+import resume
 import train
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 
@@ -206,3 +209,75 @@ def test_patience_goes_on_from_the_checkpoints_evaluations_when_its_log_was_dele
     with pytest.raises(SystemExit, match=r"--resume: .*metrics\.jsonl is gone, and with it the evaluations "
                                          r"--patience 2 counts from"):
         train.main(flags(tiny, tmp_path / "c", *more, "--resume"))
+
+
+def stopped_on(records, tiny, tmp_path, monkeypatch):
+    """train.py's flags for a run on `records` (written to tmp_path/task.json) into tmp_path/out, and that run stopped
+    by Ctrl-C with its checkpoint at step 3 of 4."""
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(records))
+    argv = flags((tiny[0], str(task)), tmp_path / "out", "--max-steps", "4")
+    fault_at_loss_call(monkeypatch, 5, signal.SIGINT)
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    monkeypatch.undo()
+    return argv
+
+
+def reads_and_tokenizes(monkeypatch):
+    """([the path of each data.read_records call], [the records of each tokenize_records call]), as they come."""
+    read, tokenized, original = [], [], (data.read_records, data.tokenize_records)
+    monkeypatch.setattr(data, "read_records", lambda path, *a: read.append(path) or original[0](path, *a))
+    monkeypatch.setattr(data, "tokenize_records", lambda r, *a: tokenized.append(len(r)) or original[1](r, *a))
+    return read, tokenized
+
+
+def test_resume_onto_changed_data_reads_and_tokenizes_it_once(tiny, tmp_path, monkeypatch, capsys):
+    """--resume --allow-data-change onto a --data file with 30 records added read and tokenized it twice (train.py's
+    load: a new seeded split, 81 train / 9 held-out; then resume.check_data: the checkpoint's 6 held-out records held
+    out) and printed both splits' lines, the first of a split no step trained on. Now once, and one line."""
+    records = json.load(open(tiny[1]))
+    argv = stopped_on(records, tiny, tmp_path, monkeypatch)
+    (tmp_path / "task.json").write_text(json.dumps(records + data.demo_records(30, seed=7)))
+    read, tokenized = reads_and_tokenizes(monkeypatch)
+    capsys.readouterr()
+    train.main(argv + ["--resume", "--allow-data-change"])
+    printed = capsys.readouterr().out
+    assert [line for line in printed.splitlines() if line.startswith(f"{tmp_path / 'task.json'}: ")] == [
+        f"{tmp_path / 'task.json'}: 84 train / 6 held-out examples of 90 records; 0 longer than --seq-len 200, cut"]
+    assert read == [str(tmp_path / "task.json")] and sum(tokenized) == 90
+    assert "the checkpoint's 6 held-out records stay held out (6 of them are in --data" in printed
+
+
+def test_a_held_out_record_held_twice_keeps_its_training_twin_on_resume(tiny, tmp_path, monkeypatch, capsys):
+    """A record the file holds twice, word for word, one copy held out and one training. An unchanged --resume goes on
+    (a split by the checkpoint's held-out records alone moves both copies out: other examples, refused as changed
+    data); --resume --allow-data-change onto the file with 30 records added held out both copies (7 records, one of
+    them the checkpoint's training record): now the checkpoint's held-out copy alone."""
+    records = json.load(open(tiny[1]))
+    held = data.split_records(records, 0.1, 0)[1]
+    records[-1] = held[0]                                       # (record 59 trains: the split is the same)
+    argv = stopped_on(records, tiny, tmp_path, monkeypatch)
+    assert data.split_records(records, 0.1, 0)[1] == held
+    shutil.copytree(tmp_path / "out", tmp_path / "again")
+    train.main(argv + ["--resume"])                              # the same data: goes on
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 4
+    (tmp_path / "task.json").write_text(json.dumps(records + data.demo_records(30, seed=7)))
+    train.main(flags((tiny[0], str(tmp_path / "task.json")), tmp_path / "again", "--max-steps", "4", "--resume",
+                     "--allow-data-change"))
+    now = [json.loads(line) for line in open(tmp_path / "again" / "heldout.jsonl")]
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'task.json'}: 84 train / 6 held-out examples of 90 records" in printed
+    assert sorted(map(json.dumps, now)) == sorted(map(json.dumps, held))
+
+
+def test_open_log_takes_the_state_json_load_read(tiny, tmp_path, monkeypatch):
+    """A --resume read the checkpoint's state.json 5 times: set_up's take_settings, load's check of the data, restore,
+    then resume.open_log and its kept_log (twice where the checkpoint's log is gone). open_log takes restore's now
+    (Run.state): 3 reads, and the log is the straight run's."""
+    straight_and_stopped(tiny, tmp_path, monkeypatch, 7)                # step 4
+    read, real = [], resume.read_state
+    for module in (resume, train):
+        monkeypatch.setattr(module, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
+    assert read == [str(tmp_path / "b" / "checkpoint")] * 3 and log(tmp_path / "b") == log(tmp_path / "a")
