@@ -148,8 +148,8 @@ def parse_args(argv=None):
       "RoBERTa/BERT query,value; T5 q,v), or all-linear (PEFT's: all but the output layer and head)")
     a("--lr", type=ranged(float, 0, 1, open_low=True), default=2e-5, metavar="X", help="peak AdamW learning rate; "
       "the paper's")  # (<= 1: AdamW moves each weight by about lr a step, so 3e3 is a typo of 3e-3)
-    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's, torch's default (not norms, "
-      "biases)")
+    a("--weight-decay", type=ranged(float, 0), default=0.01, metavar="X", help="AdamW's (not norms, biases); the "
+      "paper gives none: torch's default (Trainer, Alpaca, QLoRA: 0; LoRA's GLUE scripts: 0.1)")
     a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
     a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
       "one GPU)")
