@@ -221,7 +221,7 @@ def test_kaiming_init_like_peft():
 
 def test_compiles_without_graph_breaks():
     # fullgraph=True turns any graph break into an error. aot_eager traces forward and backward as inductor does
-    # but skips code generation (inductor on these graphs was checked by hand, see README: ~10 s, too slow here).
+    # but skips code generation (inductor on these graphs: python bench/compile_lorasp.py, too slow for a test).
     torch.manual_seed(0)
     for mode, structure in (("mask", "element"), ("freeze", "column")):
         layer = trained(LoRASPLinear(nn.Linear(32, 24), r=4, mode=mode, structure=structure))
