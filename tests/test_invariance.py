@@ -8,6 +8,7 @@ does depend on something the user may not see (perplexity's window, Meta's missi
 import json
 import os
 import random
+import signal
 
 import pytest
 import torch
@@ -16,8 +17,10 @@ import transformers
 import data
 import eval as E
 import export
+import train
+from checkpoint import load_safetensors
 from evalcli import mmlu_rows
-from fixtures import demo_tokenizer, random_params
+from fixtures import demo_tokenizer, fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import apply_lorasp, save_adapter
 import model as M
 from test_model import write_meta
@@ -244,3 +247,58 @@ def test_perplexity_of_records_in_any_order_and_of_text_in_any_line_ending(layou
             for got in seen[1:]:
                 assert got["tokens"] == seen[0]["tokens"] and got["perplexity"] == pytest.approx(
                     seen[0]["perplexity"], rel=1e-6), (files, more)
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py: a step's records at any split of --batch-size x --grad-accum
+
+def test_a_step_trains_the_same_records_at_any_split_of_its_batch(tiny, tmp_path):
+    """--batch-size 4 --grad-accum 1, 2 x 2 and 1 x 4 over one epoch of records of 1 to 120 words (19 trained: a
+    short last step of 3): each step's loss is the mean over its tokens, and now over the same records, so the
+    logged losses, the validation loss and the adapter agree (to float32 rounding). The micro-batches were
+    length-grouped at --batch-size, so each split trained other records each step: first-step losses 10.37 (4 x 1)
+    and 10.27 (1 x 4), validation losses 8.51 and 8.01 after the same epoch (README said accumulation equals one
+    big batch)."""
+    records = [dict(instruction=f"List {n} words.", input="" if i % 3 else "from the list",
+                    output=" ".join(WORDS[(i + j) % len(WORDS)] for j in range(n)))
+               for i, n in enumerate([1, 40, 3, 120, 7, 2, 60, 15] * 3)]
+    (tmp_path / "records.json").write_text(json.dumps(records))
+    runs = {}
+    for bs, accum in ((4, 1), (2, 2), (1, 4)):
+        out = tmp_path / f"{bs}x{accum}"
+        argv = flags((tiny[0], str(tmp_path / "records.json")), out, "--batch-size", str(bs), "--grad-accum",
+                     str(accum), "--epochs", "1", "--log-every", "1", "--val-fraction", "0.2", "--seq-len", "256",
+                     "--warmup", "0")
+        del argv[argv.index("--max-steps"):argv.index("--max-steps") + 2]  # (flags' 10: one epoch here)
+        summary = train.train(train.parse_args(argv))
+        log = [json.loads(line) for line in open(out / "metrics.jsonl")]
+        runs[bs, accum] = (summary["tokens"], [m["loss"] for m in log if "loss" in m], summary["val_loss"],
+                           load_safetensors(str(out / "adapter" / "adapter_model.safetensors")))
+    tokens, losses, val, adapter = runs[4, 1]
+    assert len(losses) == 5 and len(set(losses)) == 5
+    for key, (t, ls, v, a) in runs.items():
+        assert t == tokens and ls == pytest.approx(losses, rel=1e-5) and v == pytest.approx(val, rel=1e-5), key
+        for k in adapter:      # (AdamW divides by small |g|: rounding magnified, as test_accumulation_equals_...)
+            torch.testing.assert_close(a[k], adapter[k], atol=1e-4, rtol=0)
+
+
+def test_a_checkpoint_saved_before_steps_were_grouped_whole_goes_on_in_its_order(tiny, tmp_path, monkeypatch):
+    """A checkpoint whose state.json has no group_rule (saved before epoch_batches grouped whole steps) resumes in the
+    order its run began (micro-batches grouped at --batch-size): its per-step losses equal a straight run's in that
+    order (in the new order its steps 5-10 would train other records)."""
+    def run(out, *more):
+        args = train.parse_args(flags(tiny, out, "--log-every", "1", *more))
+        args.group_rule = "micro"                                 # as every run before
+        return train.train(args)
+    run(tmp_path / "a")
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)           # step 4's first micro-batch
+    assert run(tmp_path / "b")["interrupted"]
+    monkeypatch.undo()
+    path = tmp_path / "b" / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    assert state.pop("group_rule") == "micro" and state["step"] == 4
+    path.write_text(json.dumps(state))
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", "--log-every", "1", "--resume")))
+    rows = [[(m["step"], m.get("loss"), m.get("val_loss")) for m in map(json.loads, open(d / "metrics.jsonl"))]
+            for d in (tmp_path / "a", tmp_path / "b")]
+    assert rows[0] == rows[1] and len(rows[0]) == 11
