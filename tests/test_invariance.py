@@ -3,8 +3,9 @@ as a user runs them): one checkpoint written in each public layout (safetensors,
 Meta's consolidated.NN.pth in 1 and 2 shards) scores the same; eval.py's scores stay put at --batch-size 1, 3 and 8
 over records of very different lengths and in another order (GLUE on RoBERTa, whose positions count real tokens,
 and on GPT-2, whose classifier reads the last one; MMLU, whose prompts reuse the KV cache of the one before;
-perplexity's records and text files); export.py writes the same bytes from every layout of the base. Where a figure
-does depend on something the user may not see (perplexity's window, Meta's missing context length), it is said."""
+perplexity's records and text files); export.py writes the same bytes from every layout of the base; train.py's
+steps hold the same records at any split of --batch-size x --grad-accum. Where a figure does depend on something the
+user may not see (perplexity's window, Meta's missing context length), it is said."""
 import json
 import os
 import random
