@@ -18,7 +18,8 @@ is read.
   --model-dir holds that preset's architecture.
 - `check_seq_len(config, seq_len, name)`: within learned positions (GPT-2, BERT, RoBERTa) and a sliding window
   (Mistral, Qwen2), from config.json: a one-line error naming the flag and the limit, not the model's refusal once it
-  loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once.
+  loaded (or an IndexError at the first batch that long); `context(config)`: what a causal LM scores at once;
+  `windows_said`: perplexity's windows, and where their length came from, said beside its figure.
 - `not_causal(model, kind, architectures, task)`: a T5, an encoder or a classifier folder given to what continues or
   scores text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with
   the command that runs it (`runs_instead`, eval.py's refusals too), or (a Llama's span head: SCORED_HEADS) what
@@ -35,6 +36,7 @@ import tempfile
 
 from configs import PRESETS, check_window, positions
 from data import UserError
+from checkpoint import is_meta
 from download import has_weights, no_model
 
 
@@ -268,6 +270,17 @@ def context(config):
     sliding window (Mistral, Qwen2) where that is shorter."""
     longest = getattr(config, "max_seq_len", None) or config.n_positions
     return min(longest, getattr(config, "sliding_window", None) or longest)
+
+
+def windows_said(path, length, stride, given):
+    """Perplexity's windows, said beside its figure (which moves with them): their length, and where it comes from:
+    --seq-len, or the model's context, which Meta's params.json does not record (4096, Llama 2's, is taken: the same
+    weights in Hugging Face's layout, whose config.json records it, were scored in other windows with no word)."""
+    why = "--seq-len" if given else "the model's context" + (
+        ": Meta's params.json records none, so Llama 2's is taken; Llama 3's is 8192, 3.1's and later 131072: give "
+        "--seq-len" if os.path.isdir(path) and is_meta(path) else "")
+    return f" in windows of {length} tokens" + (f", one every {stride}" if stride and stride < length else "") + (
+        f" ({why})")
 
 
 def check_new_tokens(config, T, n, model, said, shorten):

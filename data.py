@@ -1732,6 +1732,25 @@ def length_grouped_batches(lengths, batch_size, seed, group=64):
     return batches
 
 
+def epoch_batches(lengths, batch_size, seed, accum=None):
+    """One epoch's micro-batches of indices. accum (train.py: --grad-accum) groups whole steps: length_grouped_batches
+    of accum x batch_size examples, each cut into accum micro-batches, the one short group last, so that each step
+    of the epoch holds the same records at any split of that product (--batch-size 1 --grad-accum 4 as 4 x 1, as
+    Trainer's group_by_length groups them). None: length_grouped_batches at batch_size (runs saved before:
+    step_groups)."""
+    if accum is None:
+        return length_grouped_batches(lengths, batch_size, seed)
+    groups = length_grouped_batches(lengths, batch_size * accum, seed)
+    groups.sort(key=lambda g: len(g) < batch_size * accum)   # stable: the short group last, the rest in order
+    return [g[j:j + batch_size] for g in groups for j in range(0, len(g), batch_size)]
+
+
+def step_groups(args):
+    """train.py's accum for epoch_batches: --grad-accum; None where a checkpoint saved before steps were grouped whole
+    (its state.json has no group_rule) is resumed: its run goes on in the order it began."""
+    return args.grad_accum if getattr(args, "group_rule", "step") == "step" else None
+
+
 def bucket_length(n, limit):
     """n rounded up to one of few lengths: a multiple of 4 up to 64, of 8 up to 128, of 16 up to 256, ... (1/16 of
     the next power of two: at most 1/8 more tokens from 32 on, ~1/24 on average past 128; below 32, up to 3), not past
@@ -1842,16 +1861,16 @@ def cut_and_dropped(cut, dropped, seq_len):
         f"; {dropped:,} dropped (the prompt alone fills --seq-len: no response token to learn)" if dropped else "")
 
 
-def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1, bucket=None):
+def micro_batches(examples, batch_size, seed, start=0, pad_id=0, rank=0, world=1, bucket=None, accum=None):
     """Collated micro-batches, epoch after epoch, from the start-th on. The order depends on the seed and the epoch
     only, so a resumed run sees exactly the batches the interrupted one would have. Under DDP the global batches
     are one process's of batch_size x world, and rank takes every world-th example of each: `start` counts global
     batches whatever the rank. A rank left without an example (a short last batch) gets one with every label
-    IGNORE: it joins the gradient all-reduce with nothing to add. bucket: as collate's."""
+    IGNORE: it joins the gradient all-reduce with nothing to add. bucket: as collate's; accum: epoch_batches'."""
     lengths, n = [length(e) for e in examples], -(-len(examples) // (batch_size * world))
     epoch, i = divmod(start, n)
     while True:
-        for idx in length_grouped_batches(lengths, batch_size * world, seed + epoch)[i:]:
+        for idx in epoch_batches(lengths, batch_size * world, seed + epoch, accum)[i:]:
             batch = collate([examples[j] for j in idx[rank::world] or idx[:1]], pad_id, bucket)
             if not idx[rank::world]:
                 batch["labels"].fill_(IGNORE)

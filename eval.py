@@ -42,7 +42,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from checks import context
+from checks import context, windows_said
 from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, sorted_batches,
                   squad_records, squad_windows)
 from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
@@ -371,7 +371,8 @@ def command(argv=None):
             ppl, n, parts = records_perplexity(model, data, length, args.stride, bucket)
             note, more = records_note(data, length, parts)
         else:
-            (ppl, n), note, more = perplexity(model, data, length, args.stride, bucket, 4096), "", {}
+            (ppl, n), more = perplexity(model, data, length, args.stride, bucket, 4096), {}
+            note = windows_said(path, length, args.stride, args.seq_len)  # (the figure moves with them)
         result = dict(perplexity=ppl, tokens=n, **more)
         print(f"perplexity {ppl:.4f} over {n} tokens" + note + trained_on(args, "--data", args.data))
     else:

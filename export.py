@@ -259,13 +259,18 @@ def gpt2_pad_row(model, hf, was=None):
 
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
-    tokenizer's BOS and EOS ids, where generation stops), with torch_dtype; a head's architecture and labels; the tie as
-    the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx' without); a GPT-2
-    classifier's pad id: its tokenizer's, else one added to the model (gpt2_pad_row: a row more in its embedding)."""
+    tokenizer's BOS and EOS ids, where generation stops; the context Meta's files do not record is said), with
+    torch_dtype; a head's architecture and labels; the tie as the merged model has it; GPT-2's n_ctx where it lacks one
+    (convert_hf_to_gguf.py: KeyError 'n_ctx' without); a GPT-2 classifier's pad id: its tokenizer's, else one added to
+    the model (gpt2_pad_row: a row more in its embedding)."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
     if not own:
         hf |= {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)) if i is not None}
+    if os.path.isdir(path) and is_meta(path):                 # (was written with no word: vLLM caps prompts at it)
+        print(f"note: {path} is in Meta's layout, whose params.json records no context length: config.json's "
+              f"max_position_embeddings is Llama 2's {hf['max_position_embeddings']}; a Llama 3 needs 8192 there, "
+              "3.1 and later 131072", file=sys.stderr)
     if num_labels or qa:                                      # the base's MaskedLM / LMHead / Model names another head
         hf["architectures"] = ours["architectures"]
         hf.pop("num_labels", None)

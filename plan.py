@@ -380,7 +380,8 @@ def met(train_ex, val_ex, args, rank=0, world=1):
     lengths = {data.bucket_length(n, T) for e in list(train_ex) + val for n in sides(e)}
     scored = [sum(t != data.IGNORE for t in e["labels"][1:]) if isinstance(e, dict) and isinstance(e["labels"], list)
               else 0 for e in train_ex]
-    groups = data.length_grouped_batches([data.length(e) for e in train_ex], args.batch_size * world, args.seed)
+    groups = data.epoch_batches([data.length(e) for e in train_ex], args.batch_size * world, args.seed,
+                                data.step_groups(args))
     heads = {data.bucket_length(sum(scored[i] for i in idx[rank::world]), args.batch_size * T)
              for idx in groups if idx[rank::world]}  # (a rank left without an example scores none)
     return len(lengths), len(heads)

@@ -99,6 +99,7 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
                            world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
                            warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
                            epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
+                           group_rule=getattr(args, "group_rule", "step"),  # (data.step_groups)
                            args=vars(args), crc32=sums, evals=list(evals), tokens=tokens), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
@@ -490,6 +491,7 @@ def restore(checkpoint, args, opt):
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     args.epochs_rule = state.get("epochs_rule", "ceil")        # saved before --epochs' product was rounded: kept
+    args.group_rule = state.get("group_rule", "micro")         # saved before steps were length-grouped whole: kept
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)

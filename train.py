@@ -343,7 +343,7 @@ def load(run):
     run.micro = epoch_micro_batches(args, batches)             # (1.1 x 10: 11, not 11.000000000000002's 12)
     run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
-                                    run.rank, run.world, plan.bucket(args))  # CPU bf16: few lengths
+                                    run.rank, run.world, plan.bucket(args), data.step_groups(args))  # (accum)
     run.held = val_records
     if run.rank == 0 and not any(os.path.exists(os.path.join(args.out, d)) for d in ("adapter", "model")):
         save_heldout(args, val_records)                        # (for a checkpoint's weights; an earlier run's result

@@ -354,7 +354,7 @@ def test_the_plan_counts_the_head_rows_each_rank_meets(rank, world):
                                                                                                              n - 1))})
     args = train.parse_args(["--model", "llama-tiny", "--data", "alpaca", "--batch-size", "4", "--seq-len", "48",
                              "--device", "cpu", "--dtype", "bf16"])
-    batches = data.micro_batches(examples, 4, args.seed, rank=rank, world=world)
+    batches = data.micro_batches(examples, 4, args.seed, rank=rank, world=world, accum=data.step_groups(args))
     made = [next(batches) for _ in range(-(-len(examples) // (4 * world)))]           # the first epoch
     rows = {data.bucket_length(int((b["labels"][:, 1:] != data.IGNORE).sum()), 4 * 48) for b in made}
     assert plan.met(examples, [], args, rank, world)[1] == len(rows) > 3

@@ -221,7 +221,7 @@ def test_a_resumed_runs_summary_counts_the_whole_runs_tokens(tiny, tmp_path, mon
     old = train.train(train.parse_args(flags(tiny, tmp_path / "c", "--resume")))  # the run's count unknown: not guessed
     train_ex = data.task_examples(tiny[1], data.load_tokenizer(tiny[0]), 200, None, 0.1, 0)[0]
     lengths = [len(e["input_ids"]) for e in train_ex]
-    order = [idx for epoch in (0, 1) for idx in data.length_grouped_batches(lengths, 4, epoch)]   # 14 an epoch
+    order = [idx for epoch in (0, 1) for idx in data.epoch_batches(lengths, 4, epoch, 2)]   # 14 an epoch
     by_step = [sum(lengths[j] for idx in order[2 * s:2 * s + 2] for j in idx) for s in range(10)]  # 4 x 2 a step
     assert straight["tokens"] == resumed["tokens"] == sum(by_step) and cut["tokens"] == saved == sum(by_step[:5])
     assert "tokens_since_resume" not in straight and resumed["tokens_since_resume"] == sum(by_step[5:])

@@ -136,7 +136,8 @@ def test_lora_run_equals_trainer_with_peft(setup, tmp_path, monkeypatch, schedul
     assert len(batches) == s["steps"] * s["accum"] and len(log) == s["steps"]
     counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
     assert len(set(counts)) > 1                                # micro-batches of different token counts
-    assert all((b["attention_mask"] == 0).any() for b in batches[:3])  # padded rows: padding is ignored
+    assert sum((b["attention_mask"] == 0).any() for b in batches) >= 3  # padded rows: padding is ignored (a step's
+    # records are length-grouped whole, then cut: its micro-batches pad little, and some none)
     step_loss, lrs, hf_log, trained, trainer = run_trainer(setup, tmp_path, initial, batches, schedule)
     torch.testing.assert_close(torch.tensor([r["loss"] for r in log]), torch.tensor(step_loss), rtol=1e-5, atol=1e-5)
     assert trainer.model_accepts_loss_kwargs       # each forward's loss: its sum over the step's labelled tokens
