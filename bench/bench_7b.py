@@ -4,11 +4,12 @@ line, next to transformers + peft + bitsandbytes 4-bit on the same checkpoint an
     python bench/bench_7b.py --keep                                  # ours: lorasp, NF4, full checkpointing
     python bench/bench_7b.py --configs lorasp:nf4:full lora:nf4:full peft-bnb:nf4:full --keep
     python bench/bench_7b.py --configs lorasp:none:full --keep       # the dense-bf16 reference (13.5 GB resident)
+    python bench/bench_7b.py --preset llama2-13b --dir DIR --keep    # 26 GB on disk; ours peaks at ~9 GiB with full
 
-Writes a random llama2-7b-shaped checkpoint once (bf16 safetensors shards + index, ~13.5 GB, bench_load's writer;
-norm weights 1, the rest N(0, 0.02)), a sentencepiece tokenizer and an Alpaca-format file of 8 long records (each
-cut at --seq-len: no padding, no validation split), into --dir; --keep leaves them there for the next run (and
-reuses them), else they are deleted at the end. A config is WHO:QUANT:CHECKPOINTING:
+Writes a random llama2-7b-shaped checkpoint once (bf16 safetensors shards + index, ~13.5 GB, 26 GB for llama2-13b;
+bench_load's writer; norm weights 1, the rest N(0, 0.02)), a sentencepiece tokenizer and an Alpaca-format file of 8
+long records (each cut at --seq-len: no padding, no validation split), into --dir; --keep leaves them there for the
+next run (and reuses them), else they are deleted at the end. A config is WHO:QUANT:CHECKPOINTING:
 - lorasp / lora: `python train.py --model DIR --data FILE --method WHO --quant QUANT --checkpointing C --batch-size 1
   --seq-len 512 --max-steps 2 --dtype auto` in a fresh process (auto: bf16 autocast where the CPU has bf16 units);
 - peft-bnb: transformers' LlamaForCausalLM.from_pretrained(DIR, BitsAndBytesConfig(load_in_4bit=True,
@@ -25,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 from bench_cli import peft, run_timed, step_times, write_fixture
 from children import GiB
@@ -61,7 +63,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=["lorasp:nf4:full"], help="WHO:QUANT:CHECKPOINTING, WHO "
                     "lorasp|lora|peft-bnb, QUANT nf4|none, CHECKPOINTING full|selective|none")
-    ap.add_argument("--dir", default="/tmp/lorasp-7b", help="where the checkpoint (~13.5 GB) and data go")
+    ap.add_argument("--dir", default="/tmp/lorasp-7b", help="where the checkpoint (~13.5 GB; 26 for "
+                    "llama2-13b) and data go")
     ap.add_argument("--keep", action="store_true", help="keep (and reuse) the checkpoint in --dir")
     ap.add_argument("--preset", default="llama2-7b", help="the shape (a smaller one: a dry run of this script)")
     ap.add_argument("--batch", type=int, default=1)
@@ -69,9 +72,12 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     args = ap.parse_args()
     print(f"{available_gib():.1f} GiB available before writing", flush=True)
+    t0, there = time.perf_counter(), os.path.exists(os.path.join(args.dir, "alpaca.json"))
     model_dir, data_file = write_fixture(args.dir, args.preset, records=8)
     size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir))
-    print(f"checkpoint: {model_dir}, {size / 1e9:.1f} GB", flush=True)
+    print(f"checkpoint: {model_dir}, {size / 1e9:.1f} GB" + (" (kept from an earlier run)" if there else
+                                                             f", written in {time.perf_counter() - t0:.0f} s"),
+          flush=True)
     results = {}
     try:
         for c in args.configs:
