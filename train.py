@@ -153,8 +153,8 @@ def train(args):
             else:
                 run.model = load_adapter(run.model, weights_dir(args))
         check(run, records, "after", s, before)
-        if records:  # the after-check's generation or evaluation can reach past the loop's peak: the process's is
-            s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # reported (the loop's: train_peak_mem_mib)
+        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # the process's (the loop's: train_peak_mem_mib):
+        # saving the result (every layer's dense A, B) and the after-check's answers can reach past the loop's peak
         return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
