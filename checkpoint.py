@@ -834,8 +834,16 @@ def meta_config(p, embedding_rows):
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
                 n_head=p["n_heads"], n_kv_head=p.get("n_kv_heads") or p["n_heads"], n_ffn=m * -(-hidden // m),
-                norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=4096,
+                norm_eps=p["norm_eps"], rope_theta=p.get("rope_theta", 10000.0), max_seq_len=meta_context(p),
                 rope_scaling=meta_rope(p))
+
+
+def meta_context(p):
+    """The context Meta's params.json p does not record, told as transformers' converter tells it by the Llama's
+    version: 131072 with use_scaled_rope (Llama 3.1 and later), 8192 at rope_theta 500000 (Llama 3), 16384 at another
+    rope_theta past 10000 (Code Llama's 1e6), else Llama 2's 4096 (Llama 1's 2048 is not told apart by its file)."""
+    theta = p.get("rope_theta", 10000.0)
+    return 131072 if p.get("use_scaled_rope") else 8192 if theta == 500000 else 16384 if theta > 10000 else 4096
 
 
 def rope_halves(t, hd):

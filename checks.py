@@ -274,11 +274,13 @@ def context(config):
 
 def windows_said(path, length, stride, given):
     """Perplexity's windows, said beside its figure (which moves with them): their length, and where it comes from:
-    --seq-len, or the model's context, which Meta's params.json does not record (4096, Llama 2's, is taken: the same
-    weights in Hugging Face's layout, whose config.json records it, were scored in other windows with no word)."""
+    --seq-len, or the model's context, which Meta's params.json does not record (checkpoint.meta_context tells it by
+    the Llama's version: the same weights in Hugging Face's layout, whose config.json records it, were scored in other
+    windows with no word)."""
     why = "--seq-len" if given else "the model's context" + (
-        ": Meta's params.json records none, so Llama 2's is taken; Llama 3's is 8192, 3.1's and later 131072: give "
-        "--seq-len" if os.path.isdir(path) and is_meta(path) else "")
+        ": Meta's params.json records none, so it is told by the Llama's version, as transformers' converter does (Llama "
+        "2 4096, Code Llama 16384, Llama 3 8192, 3.1 and later 131072): give --seq-len to compare layouts"
+        if os.path.isdir(path) and is_meta(path) else "")
     return f" in windows of {length} tokens" + (f", one every {stride}" if stride and stride < length else "") + (
         f" ({why})")
 

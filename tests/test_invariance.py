@@ -19,6 +19,7 @@ import data
 import eval as E
 import export
 import train
+import checkpoint
 from checkpoint import load_safetensors
 from evalcli import mmlu_rows
 from fixtures import demo_tokenizer, fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
@@ -85,8 +86,8 @@ def test_every_layout_scores_alike_and_perplexity_says_its_window(layouts, capsy
     E.main(["--task", "perplexity", "--model", str(dirs["meta2"]), "--data", str(text), "--dtype", "fp32", "--stride",
             "1000"])
     meta, printed = last_json(capsys)
-    assert ("in windows of 4096 tokens, one every 1000 (the model's context: Meta's params.json records none, so "
-            "Llama 2's is taken; Llama 3's is 8192, 3.1's and later 131072: give --seq-len)") in printed, printed
+    assert ("in windows of 4096 tokens, one every 1000 (the model's context: Meta's params.json records none, so it is "
+            "told by the Llama's version, as transformers' converter does (Llama 2 4096") in printed, printed
     E.main(["--task", "perplexity", "--model", str(dirs["meta2"]), "--data", str(text), "--dtype", "fp32", "--seq-len",
             "512"])
     assert last_json(capsys)[0] == hf                          # the window said, the figure agrees
@@ -112,8 +113,8 @@ def test_export_writes_the_same_model_from_every_layout_and_says_metas_context(l
         written[name] = M.load_pretrained(tmp_path / name).state_dict()
         context = json.loads((tmp_path / name / "config.json").read_text())["max_position_embeddings"]
         assert context == (4096 if name == "meta2" else 512)
-        assert ("params.json records no context length: config.json's max_position_embeddings is Llama 2's 4096"
-                in err) == (name == "meta2"), err
+        assert ("params.json records no context length: config.json's max_position_embeddings is 4096, told by the "
+                "Llama's version" in err) == (name == "meta2"), err
     for name in ("bin", "meta2"):
         assert all(torch.equal(t, written["hf"][k]) for k, t in written[name].items()) and \
             written[name].keys() == written["hf"].keys()
@@ -303,3 +304,15 @@ def test_a_checkpoint_saved_before_steps_were_grouped_whole_goes_on_in_its_order
     rows = [[(m["step"], m.get("loss"), m.get("val_loss")) for m in map(json.loads, open(d / "metrics.jsonl"))]
             for d in (tmp_path / "a", tmp_path / "b")]
     assert rows[0] == rows[1] and len(rows[0]) == 11
+
+
+@pytest.mark.parametrize("keys, context", [({}, 4096), ({"rope_theta": 1000000.0}, 16384),
+                                           ({"rope_theta": 500000.0}, 8192),
+                                           ({"rope_theta": 500000.0, "use_scaled_rope": True}, 131072)])
+def test_a_meta_bases_context_is_told_by_its_llama_version_as_transformers_converter_tells_it(keys, context):
+    """Meta's params.json records no context: a Llama 3.1 read in Meta's layout was given Llama 2's 4096 (perplexity's
+    windows, export.py's max_position_embeddings: vLLM caps prompts at it) where its Hugging Face folder says 131072.
+    Told now by what the file does record, as transformers' converter (convert_llama_weights_to_hf.py) sets it per
+    version: Llama 2 4096, Code Llama (rope_theta 1e6) 16384, Llama 3 (rope_theta 500000) 8192, 3.1+ 131072."""
+    p = dict(dim=64, n_layers=2, n_heads=4, vocab_size=128, multiple_of=32, norm_eps=1e-5) | keys
+    assert checkpoint.meta_config(p, lambda: 128)["max_seq_len"] == context
