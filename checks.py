@@ -278,8 +278,8 @@ def windows_said(path, length, stride, given):
     the Llama's version: the same weights in Hugging Face's layout, whose config.json records it, were scored in other
     windows with no word)."""
     why = "--seq-len" if given else "the model's context" + (
-        ": Meta's params.json records none, so it is told by the Llama's version, as transformers' converter does (Llama "
-        "2 4096, Code Llama 16384, Llama 3 8192, 3.1 and later 131072): give --seq-len to compare layouts"
+        ": Meta's params.json records none, so it is told by the Llama's version, as transformers' converter does "
+        "(Llama 2 4096, Code Llama 16384, Llama 3 8192, 3.1 and later 131072): give --seq-len to compare layouts"
         if os.path.isdir(path) and is_meta(path) else "")
     return f" in windows of {length} tokens" + (f", one every {stride}" if stride and stride < length else "") + (
         f" ({why})")

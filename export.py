@@ -269,8 +269,9 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
         hf |= {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)) if i is not None}
     if os.path.isdir(path) and is_meta(path):                 # (was written with no word: vLLM caps prompts at it)
         print(f"note: {path} is in Meta's layout, whose params.json records no context length: config.json's "
-              f"max_position_embeddings is {hf['max_position_embeddings']}, told by the Llama's version as transformers' "
-              "converter does (Llama 2 4096, Code Llama 16384, Llama 3 8192, 3.1 and later 131072)", file=sys.stderr)
+              f"max_position_embeddings is {hf['max_position_embeddings']}, told by the Llama's version as "
+              "transformers' converter does (Llama 2 4096, Code Llama 16384, Llama 3 8192, 3.1 and later 131072)",
+              file=sys.stderr)
     if num_labels or qa:                                      # the base's MaskedLM / LMHead / Model names another head
         hf["architectures"] = ours["architectures"]
         hf.pop("num_labels", None)

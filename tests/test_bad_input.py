@@ -3427,8 +3427,8 @@ def _(ctx):  # (were read without a word)
         records_file(ctx, "sentence1\tsentence2\tscore\n" + "".join(f"a\tb{i}\t{y}\n" for i, y in enumerate(scores)),
                      f"STS-B/{split}.tsv")
     data.load_glue("stsb", str(ctx.tmp))
-    assert "every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as train.tsv's " \
-           "are (the largest 5)" in ctx.capsys.readouterr().err
+    assert ("every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as "
+            "train.tsv's are (the largest 5)") in ctx.capsys.readouterr().err
 
 
 case("GLUE: a dev.tsv with a header and no rows", ValueError, "SST-2/dev.tsv: no examples")(

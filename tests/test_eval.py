@@ -42,6 +42,17 @@ def write_mmlu(root):
     return root
 
 
+def small_llama(d, **config):
+    """A tiny random Llama (2 layers, width 32, GQA) with the demo's 300-piece tokenizer, saved into folder d."""
+    from fixtures import demo_tokenizer
+    d.mkdir()
+    tok = demo_tokenizer(d, 300)
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
+                                            n_ffn=64, **config)), d)
+    return tok
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny random Llama in the HF layout with a SentencePiece tokenizer trained on MMLU-style text (LLaMA's ids)."""
@@ -207,14 +218,9 @@ def test_records_perplexity_is_exp_val_loss_at_the_same_length_or_says_why_not(s
     many and prints the records as train.py scored them, whose perplexity is exp(val_loss). The whole perplexity is
     perplexity() over the records unsplit. Was: "perplexity X over N tokens" alone, the two numbers apart unsaid."""
     import train
-    from fixtures import demo_tokenizer, flags
-    from model import LlamaConfig, build_model, save_pretrained
+    from fixtures import flags
     d = tmp_path / "m"
-    d.mkdir()
-    tok = demo_tokenizer(d, 300)
-    torch.manual_seed(0)
-    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
-                                            n_ffn=64)), d)
+    tok = small_llama(d)
     rng, words = random.Random(0), "the cat sat on a mat and then it ran far away from home".split()
     records = [dict(instruction=" ".join(rng.choices(words, k=rng.randrange(1, 20))), input="",
                     output=" ".join(rng.choices(words, k=rng.randrange(1, 40)))) for _ in range(40)]
@@ -281,14 +287,9 @@ def test_the_evaluate_line_run_gives_exp_val_loss(tmp_path, capsys):
     import shlex
 
     import train
-    from fixtures import demo_tokenizer, flags
-    from model import LlamaConfig, build_model, save_pretrained
+    from fixtures import flags
     d = tmp_path / "m"
-    d.mkdir()
-    tok = demo_tokenizer(d, 300)
-    torch.manual_seed(0)
-    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
-                                            n_ffn=64, max_seq_len=256)), d)
+    tok = small_llama(d, max_seq_len=256)
     rng, words = random.Random(0), "the cat sat on a mat and then it ran far away from home".split()
     records = [dict(instruction=" ".join(rng.choices(words, k=rng.randrange(1, 20))), input="",
                     output=" ".join(rng.choices(words, k=rng.randrange(1, 40)))) for _ in range(40)]
@@ -649,14 +650,9 @@ def test_an_exports_record_is_read_once_for_an_adapter_put_on_it(tmp_path, monke
     import evalcli
     import export
     import train
-    from fixtures import demo_tokenizer, flags
-    from model import LlamaConfig, build_model, save_pretrained
+    from fixtures import flags
     base = tmp_path / "base"
-    base.mkdir()
-    tok = demo_tokenizer(base, 300)
-    torch.manual_seed(0)
-    save_pretrained(build_model(LlamaConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
-                                            n_ffn=64)), base)
+    small_llama(base)
     (tmp_path / "r.json").write_text(json.dumps(__import__("data").demo_records(20, seed=1)))
     train.main(flags((str(base), str(tmp_path / "r.json")), tmp_path / "out", "--max-steps", "1"))
     one = str(tmp_path / "out" / "adapter")

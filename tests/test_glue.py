@@ -202,8 +202,8 @@ def test_stsb_scores_off_glues_0_to_5_scale_are_said(tmp_path, capsys):
     write_stsb(tmp_path / "mixed", dict(train=glue, dev=normalised["dev"]))
     load_glue("stsb", str(tmp_path / "mixed"))
     note = capsys.readouterr().err
-    assert "every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as train.tsv's are " \
-           "(the largest 5): the model learns one scale and is scored on the other" in note, note
+    assert ("every STS-B score in dev.tsv is within [0, 1] (the largest 0.92), where GLUE's are 0-5, as train.tsv's "
+            "are (the largest 5): the model learns one scale and is scored on the other") in note, note
 
 
 @pytest.mark.parametrize("task, edit, message", [
