@@ -50,9 +50,9 @@ from tasks import TARGETS, save_weights
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
-             "tokenizer_files", "data_parts", "held_out"}  # what may change on --resume; the rest must match
-# (data_sha256, held_out and base_sha256 have their own checks: check_data, check_base; --model, --data and --data-dir
-# as a path: the files there, not how the path is written, see same_path)
+             "tokenizer_files", "data_parts", "held_out", "group_rule"}  # what may change on --resume; the rest must
+# match (data_sha256, held_out and base_sha256 have their own checks: check_data, check_base; --model, --data and
+# --data-dir as a path: the files there, not how the path is written, see same_path; group_rule: the checkpoint's own)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 
 
@@ -318,7 +318,7 @@ def read_state(checkpoint, required=True):
 
 def take_settings(args):
     """--resume: OUT's checkpoint and its state.json, the flags left auto (--dtype, --quant, --checkpointing with its
-    --full-blocks) set to what the checkpoint's run chose, on any machine."""
+    --full-blocks) set to what the checkpoint's run chose, on any machine, and how its steps group (data.step_groups)."""
     checkpoint = find_checkpoint(args.out)
     state = read_state(checkpoint)
     saved = state["args"]
@@ -327,6 +327,8 @@ def take_settings(args):
         args.full_blocks = saved.get("full_blocks", 0)
     args.quant, args.checkpointing = (saved.get(k, "none") if getattr(args, k) == "auto" else getattr(args, k)
                                       for k in ("quant", "checkpointing"))
+    args.group_rule = state.get("group_rule", "micro")  # saved before steps were length-grouped whole: kept (set here,
+    # before the data's memory plan counts the batches: plan.met, as train.py's stream)
     if args.patience and log_gone(checkpoint, state) and "evals" not in state:  # (before any weight is read)
         raise UserError(f"--resume: {checkpoint}/metrics.jsonl is gone, and with it the evaluations --patience "
                         f"{args.patience} counts from (this checkpoint's state.json, saved by an earlier lorasp, does "
@@ -491,7 +493,6 @@ def restore(checkpoint, args, opt):
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     args.epochs_rule = state.get("epochs_rule", "ceil")        # saved before --epochs' product was rounded: kept
-    args.group_rule = state.get("group_rule", "micro")         # saved before steps were length-grouped whole: kept
     path = os.path.join(checkpoint, "optimizer.pt")
     try:
         saved = torch.load(path, map_location=args.device, weights_only=True)
