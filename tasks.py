@@ -257,14 +257,16 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     if args.patience and not val_ex:                           # early stopping would never look
         raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
-    if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note)
+    if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note; kept:
         print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
-              "validation loss")
+              "validation loss")                               # resume.check_data's)
     if args.exact_match and args.val_fraction and not val_records and data.holds_out(args.data) \
-            and not args.data.lower().endswith(".txt") and not kept:  # (--val-fraction 0: cli.py's refusal, or note)
-        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
-                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
-                        "larger --val-fraction, or drop --exact-match")
+            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or note)
+        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and " + (
+            f"this --resume holds out its checkpoint's held-out records, and none is in {args.data}: drop --exact-match"
+            if kept
+            else f"--val-fraction {args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): "
+            "give a larger --val-fraction, or drop --exact-match"))
     args.data_parts = data_parts(train_ex, val_ex)             # (--resume names the part that changed)
     args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
     args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0
