@@ -13,8 +13,9 @@
   us, or its own versions would (`old_alphas`), the folder is an error, never a silent guess; so is a config field we
   do not know (KNOWN), which PEFT ignores with a warning; so is a task adapter (task_type SEQ_CLS, TOKEN_CLS,
   QUESTION_ANS) on a model without its task's head (`headless`), which PEFT loads onto a causal LM without a word.
-- `write_adapter` replaces the folder whole (checkpoint.replace_dir); EXTRAS_FILE holds each layer's own parameters
-  and buffers by name (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
+- `write_adapter` replaces the folder whole (checkpoint.replace_dir), PEFT's file a tensor at a time (`write_planned`:
+  each layer's dense A and B made as written); EXTRAS_FILE holds each layer's own parameters and buffers by name
+  (`extras_of`, `restore`). `read_adapter` checks each file (a config other than plain LoRA's,
   PLAIN below, is refused), `adapted_names` checks the tensors against the config.
 - `save_layers`, `load_layers`: a model's LoRASPLinear layers to and from the folder, the work of lorasp.py's
   save_adapter / load_adapter (which pass the layer class in: this file imports nothing of lorasp's);
@@ -26,6 +27,7 @@ Not run on its own: `python train.py` saves adapters, `python eval.py --adapter 
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
 """
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -36,7 +38,7 @@ import re
 import torch
 
 from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
-                        save_safetensors, torch_load)
+                        safetensors_header, save_safetensors, torch_load)
 
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
@@ -213,14 +215,30 @@ def target_modules(adapted, linears):
 # The folder: written whole, read back with every file checked
 
 def write_adapter(directory, tensors, extras, config, settings):
-    """Replace the folder with PEFT's two files (tensors, config) and EXTRAS_FILE (extras, with the LoRA-SP settings
-    as its metadata). A failed save (a full disk) leaves the previous adapter (checkpoint.replace_dir)."""
+    """Replace the folder with PEFT's two files (tensors: {name: (like, make)}, written by write_planned; config) and
+    EXTRAS_FILE (extras, with the LoRA-SP settings as its metadata). A failed save (a full disk) leaves the previous
+    adapter (checkpoint.replace_dir)."""
     outside_saved(lora_names(tensors), [f"{PEFT}{m}." for m in config.get("modules_to_save") or ()], directory)
     with replace_dir(directory, own=ADAPTER_FILES) as tmp:
         save_safetensors(extras, os.path.join(tmp, EXTRAS_FILE), metadata={"lorasp": json.dumps(settings)})
-        save_safetensors(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
+        write_planned(tensors, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
         with atomic_write(os.path.join(tmp, "adapter_config.json"), "w") as f:
             json.dump(config, f, indent=2)
+
+
+def write_planned(tensors, path, metadata):
+    """checkpoint.save_safetensors' file, byte for byte, of {name: (like, make)}: the header from each `like`'s shape
+    and dtype (a meta tensor will do), then each make()'s tensor (make None: like itself), written and dropped before
+    the next is made. So a model's dense A and B are built one at a time, not all at once (239 MiB at 13B)."""
+    with atomic_write(path) as f:
+        f.write(safetensors_header({k: like for k, (like, _) in tensors.items()}, metadata))
+        for name, (like, make) in tensors.items():
+            t = like if make is None else make()
+            if (t.shape, t.dtype) != (like.shape, like.dtype):          # (a header that lies: never written)
+                raise RuntimeError(f"{name}: {list(t.shape)} {t.dtype} came, {list(like.shape)} {like.dtype} was "
+                                   "planned")
+            f.write(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+            del t                                              # (before the next one is made)
 
 
 def lora_names(tensors):
@@ -442,11 +460,14 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     if len(settings) > 1:
         raise ValueError(f"PEFT's format has one r and alpha; these layers differ: {sorted(settings)}")
     (r, alpha, keep, mode, structure), = settings
-    peft = {f"{PEFT}{n}.lora_{k}.weight": getattr(m, f"lora_{k}").detach()  # A (r, in), B (out, r)
-            for n, m in layers.items() for k in "AB"}
-    if empty := [k for k, t in peft.items() if t.numel() == 0]:   # e.g. ZeRO-3 placeholders: a silently empty adapter
+    peft = {}                                                  # A (r, in), B (out, r), planned: each dense one is
+    for n, m in layers.items():                                # made as it is written (write_planned)
+        for k in "AB":
+            like = torch.empty(getattr(m, f"mask_{k}").shape, dtype=getattr(m, f"{k}_train").dtype, device="meta")
+            peft[f"{PEFT}{n}.lora_{k}.weight"] = like, functools.partial(getattr, m, f"lora_{k}")
+    if empty := [k for k, (t, _) in peft.items() if t.numel() == 0]:   # e.g. ZeRO-3 placeholders: an empty adapter
         raise ValueError(f"refusing to save empty tensors: {empty[:4]}")
-    peft.update({f"{PEFT}{n}.{k}": t.detach() for n in modules_to_save
+    peft.update({f"{PEFT}{n}.{k}": (t.detach(), None) for n in modules_to_save
                  for k, t in model.get_submodule(n).state_dict().items()})
     linears = [n for n, m in model.named_modules() if isinstance(m, (*linear_types, layer_type))
                and not n.endswith(".base")]

@@ -12,8 +12,7 @@
   This is the paper's "update selected parameters in A and B ... as indicated by S" (Sec. 3.4) made structural:
   gradients and optimizer state are exactly keep × LoRA's under any optimizer, and weight decay cannot move a frozen
   entry (it does move them in a dense LoRA whose gradients are masked by a hook: see the demo).
-- mode="mask" is Eq. 2: frozen entries are zero in forward. mode="freeze": they keep their initial values (A's
-  Kaiming draw; B's are zeros, so only A differs from mask mode).
+- mode="mask" is Eq. 2: frozen entries are 0 in forward; mode="freeze": they keep their init (A's Kaiming draw; B's 0s).
 - Eq. 3's W - ΔW trains as our usual W + (alpha/r) ΔW, B -> -B mapping one onto the other (docs/paper.md: why, and
   the paper's other gaps); Eq. 2's (A⊙S)(B⊙S)^T is the transposed layout, ours is PEFT's: A (r, in), B (out, r).
 - structure="element" (the paper's) saves NO activation memory: every input feature meets some trainable entry
@@ -39,6 +38,9 @@ from quant import NF4Linear
 from recompute import frozen_base
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
+KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
+UNITS = {"element": dict(A="entries", B="entries"), "column": dict(A="columns", B="entries")}  # what S_A, S_B draw
+DRAWN = {"entries": math.prod, "columns": lambda shape: shape[-1]}  # a mask's units: round(keep * that) of them train
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -49,13 +51,12 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{seed}:{name}".encode())
 
 
-def pick(shape, keep, gen, columns=False):
-    """Bool mask with exactly round(keep * n) True entries at random places (a permutation, not Bernoulli) of its n
-    entries, or with columns of its n columns, each then True whole (structure="column")."""
-    n = shape[-1] if columns else math.prod(shape)
+def pick(shape, keep, gen, unit="entries"):
+    """Bool mask: round(keep * n) of its n units (DRAWN: entries, or whole columns) True, by a random permutation."""
+    n = DRAWN[unit](shape)
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
-    return mask.expand(shape).clone() if columns else mask.view(shape)
+    return {"entries": lambda: mask.view(shape), "columns": lambda: mask.expand(shape).clone()}[unit]()
 
 
 def unpack(mask, train, frozen=None):
@@ -99,15 +100,15 @@ class LoRASPLinear(nn.Module):
     """y = base(x) + (alpha/r) x A_eff^T B_eff^T; A_eff = A ⊙ S_A in mask mode, A (frozen entries kept) in freeze
     mode; B likewise. Adapters are fp32 whatever the base's dtype (PEFT's default too) and cast in forward."""
 
-    def __init__(self, base, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
+    def __init__(self, base, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
         if not (isinstance(r, numbers.Integral) and r >= 1 and math.isfinite(alpha) and alpha != 0):  # (alpha 0: no
             raise ValueError("need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); "
                              f"got r={r!r}, alpha={alpha!r}")          # update, no gradient: nothing learned)
-        if mode not in ("mask", "freeze") or structure not in ("element", "column") or not 0 < keep <= 1:
-            raise ValueError(f"need mode mask|freeze, structure element|column, 0 < keep <= 1; got {mode}, "
+        if mode not in ("mask", "freeze") or structure not in UNITS or not 0 < keep <= 1:
+            raise ValueError(f"need mode mask|freeze, structure {'|'.join(UNITS)}, 0 < keep <= 1; got {mode}, "
                              f"{structure}, {keep}")
         self.base = base.requires_grad_(False)
         self.r, self.alpha, self.scale, self.keep, self.mode, self.structure, self.seed = \
@@ -117,13 +118,13 @@ class LoRASPLinear(nn.Module):
         nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=gen)  # PEFT's init, drawn first: keep can't change A
         dev = base.weight.device
         for k, M in (("A", A), ("B", torch.zeros(base.out_features, r))):   # B starts at zero, as in LoRA
-            mask = pick(M.shape, keep, gen, columns=k == "A" and structure == "column")  # column: A's whole columns
+            mask = pick(M.shape, keep, gen, UNITS[structure][k])  # column: A's whole columns
             if not mask.any():
                 raise ValueError(f"keep={keep} leaves {k} {tuple(M.shape)} without a trainable entry")
             self.register_buffer(f"mask_{k}", mask.to(dev))    # (r, in) / (out, r) bool
             setattr(self, f"{k}_train", nn.Parameter(M[mask].to(dev)))   # (round(keep * numel),): the only Parameters
             self.register_buffer(f"{k}_frozen", M[~mask].to(dev) if mode == "freeze" else None)  # mask mode: 0
-        self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if structure == "column" else None)  # (k,)
+        self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if UNITS[structure]["A"] == "columns" else None)
 
     lora_A = property(lambda self: unpack(self.mask_A, self.A_train, self.A_frozen), doc="(r, in), as forward uses it")
     lora_B = property(lambda self: unpack(self.mask_B, self.B_train, self.B_frozen), doc="(out, r), as forward uses")
@@ -163,7 +164,7 @@ def _layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
 
 
-def apply_lorasp(model, targets, r=16, alpha=32, keep=0.5, mode="mask", structure="element", seed=0):
+def apply_lorasp(model, targets, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
     one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
@@ -295,6 +296,5 @@ def demo():
 
 
 if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
-    argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer state, saved "
-                                        "activations").parse_args()
+    argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer, activations").parse_args()
     demo()

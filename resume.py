@@ -445,8 +445,9 @@ def check_data(args, state, run):
     the others train (train.load reads --data so: data.split_records' held; a new seeded split of the changed file
     would hold out records the checkpoint trained on, and its val_loss and heldout.jsonl would score them)."""
     was, held = state["args"], state["args"].get("held_out")
+    kind = "blocks" if args.data.lower().endswith(".txt") else "records"
     if was.get("data_sha256") in (None, args.data_sha256):
-        return
+        return none_held(args, held, kind, run)
     old, now = was.get("tokenizer_files"), getattr(args, "tokenizer_files", None)
     which = tokenizer_changes(old, now) if old and now else ""
     if not args.allow_data_change or which:
@@ -461,7 +462,6 @@ def check_data(args, state, run):
                     " (--allow-data-change lets in other records, not other ids for them)" * args.allow_data_change)
                 if which else
                 ". Restore the data, or pass --allow-data-change to continue on the new data anyway"))
-    kind = "blocks" if args.data.lower().endswith(".txt") else "records"
     if held is None:
         if holds_out(args.data) and args.val_fraction and run.rank == 0:  # (a checkpoint saved before held_out)
             print(f"warning: --resume --allow-data-change: the checkpoint does not name its held-out {kind} (saved by "
@@ -472,6 +472,15 @@ def check_data(args, state, run):
               f"({len(args.held_out)} of them are in --data {args.data} now" + (
                   ": no validation loss" if not run.val_ex else "") + ") and every other one trains: a new split of "
               f"the changed data would hold out {kind} the checkpoint trained on")
+    none_held(args, held, kind, run)
+
+
+def none_held(args, held, kind, run):
+    """Say that a --resume holds nothing out because its checkpoint names no held-out records (held: its list), not
+    because --val-fraction's share rounds to 0 (tasks.check_split's note, not said under its kept)."""
+    if held == [] and holds_out(args.data) and args.val_fraction and run.rank == 0:
+        print(f"note: --resume holds out the checkpoint's held-out {kind}, and it names none (its run's --val-fraction "
+              "share was none, or a --resume --allow-data-change found none of its own in --data): no validation loss")
 
 
 def held_by(state):
@@ -483,8 +492,9 @@ def held_by(state):
 
 def kept_out(args, state):
     """Whether the run's held-out records are its checkpoint's (tasks.check_split's kept), not --val-fraction's share:
-    --resume onto changed data from a checkpoint that names them (check_data)."""
-    return held_by(state) is not None and state["args"].get("data_sha256") not in (None, args.data_sha256)
+    on any --resume from a checkpoint that names them (data.split_records' held; check_data says what they are). Those
+    of a --resume --allow-data-change onto data without them are none, which --val-fraction's share need not be."""
+    return held_by(state) is not None
 
 
 def restore(checkpoint, args, opt):

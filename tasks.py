@@ -44,7 +44,7 @@ from download import HF_REPOS, SMALL_FILES
 from evalcli import in_glue_order
 from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad, evaluate_translation,
                   generate_answers)
-from lorasp import LINEAR_TYPES, apply_lorasp, load_adapter, matches, save_adapter
+from lorasp import DRAWN, LINEAR_TYPES, UNITS, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
 from checkpoint import atomic_write, gguf_file, read_json, replace_dir
 from export import gpt2_tokenizer, pad_row_needed
@@ -166,12 +166,14 @@ def check_adapted(args, keep, layers):
         raise UserError(f"--rank {args.rank}: {name} is {m.out_features} x {m.in_features} (out x in), width {width}; "
                         f"B A cannot pass rank {width}, so the extra rank trains entries for nothing. Give --rank "
                         f"{width} or less (or --targets without it)")
+    if args.structure not in UNITS:                            # (cli.py's choices are UNITS')
+        raise UserError(f"--structure {args.structure}: lorasp.py draws masks for {', '.join(UNITS)} only")
     for name, m in layers.items():
-        for k, n in (("A", args.rank * m.in_features if args.structure == "element" else m.in_features),
-                     ("B", m.out_features * args.rank)):  # (column: A trains whole input columns)
-            if round(keep * n) == 0:
-                raise UserError(f"--keep {keep:g} trains no entry of {name}'s {k} (round({keep:g} x {n:,}) entries "
-                                f"= 0): give --keep {1 / n:.3g} or more, or a larger --rank")
+        for k, shape in (("A", (args.rank, m.in_features)), ("B", (m.out_features, args.rank))):
+            unit = UNITS[args.structure][k]                    # lorasp's rule: what the layer's mask draws
+            if round(keep * (n := DRAWN[unit](shape))) == 0:   # (column: A's whole input columns)
+                raise UserError(f"--keep {keep:g} trains no entry of {name}'s {k} (round({keep:g} x {n:,}) {unit} "
+                                f"= 0): give --keep {1 / n:.3g} or more" + ", or a larger --rank" * (unit == "entries"))
 
 
 def weights_dir(args):
@@ -255,14 +257,16 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     if args.patience and not val_ex:                           # early stopping would never look
         raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
                         f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
-    if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note)
+    if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note; kept:
         print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
-              "validation loss")
+              "validation loss")                               # resume.check_data's)
     if args.exact_match and args.val_fraction and not val_records and data.holds_out(args.data) \
-            and not args.data.lower().endswith(".txt") and not kept:  # (--val-fraction 0: cli.py's refusal, or note)
-        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and --val-fraction "
-                        f"{args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): give a "
-                        "larger --val-fraction, or drop --exact-match")
+            and not args.data.lower().endswith(".txt"):        # (--val-fraction 0: cli.py's refusal, or note)
+        raise UserError(f"--exact-match {args.exact_match} asks held-out records, and " + (
+            f"this --resume holds out its checkpoint's held-out records, and none is in {args.data}: drop --exact-match"
+            if kept
+            else f"--val-fraction {args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): "
+            "give a larger --val-fraction, or drop --exact-match"))
     args.data_parts = data_parts(train_ex, val_ex)             # (--resume names the part that changed)
     args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
     args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0

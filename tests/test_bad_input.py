@@ -3634,13 +3634,13 @@ def _(ctx):
         for n, p in model.named_parameters():
             if "_train" in n:
                 p.add_(1.0)
-    original = adapter.save_safetensors
+    original = adapter.write_planned                                   # (the weights file's writer: a tensor at a time)
 
     def full(tensors, path, metadata=None):
         if str(path).endswith("adapter_model.safetensors"):
             raise OSError(28, "No space left on device", str(path))
         return original(tensors, path, metadata)
-    ctx.mp.setattr(adapter, "save_safetensors", full)
+    ctx.mp.setattr(adapter, "write_planned", full)
     try:
         save_adapter(model, ctx.tmp / "a")
     finally:

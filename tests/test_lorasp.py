@@ -1,6 +1,8 @@
 """LoRA-SP layer against independent references: a merged dense weight (forward), a dense LoRA whose gradients are
 masked by hooks (backward), exact counts, AdamW with weight decay, and autograd's saved tensors."""
+import inspect
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -161,6 +163,45 @@ def test_invalid_settings_are_errors():
             LoRASPLinear(nn.Linear(8, 8), r=2, **kw)
     with pytest.raises(TypeError):
         LoRASPLinear(nn.Conv1d(8, 8, 1))
+
+
+def test_the_default_keep_is_one_constant_the_papers_half():
+    """keep's default was written three times (LoRASPLinear's and apply_lorasp's signatures, train.py's --keep): now
+    lorasp.KEEP, which all three take; help() still reads keep=0.5 (CONTRACT.md's signature)."""
+    import cli
+    import lorasp
+    assert lorasp.KEEP == 0.5
+    for f in (LoRASPLinear, apply_lorasp):
+        assert inspect.signature(f).parameters["keep"].default is lorasp.KEEP
+        assert "keep=0.5," in str(inspect.signature(f))
+    assert cli.parse_args([]).keep is lorasp.KEEP                       # (the offline demo's flags: no --keep)
+
+
+def test_check_adapted_counts_what_each_structure_draws_or_refuses_it_by_name(monkeypatch):
+    """train.py's --keep check (tasks.check_adapted) counted A's entries for "element" and A's columns for any other
+    structure: one a student adds (say "row") was counted as "column" without a word. It asks lorasp's rule now (UNITS,
+    DRAWN): for each structure, and one added here that draws B's columns too, it refuses exactly the --keep values
+    that leave the layer itself without a trainable entry; a structure lorasp does not know is refused by name."""
+    import lorasp
+    import tasks
+    from data import UserError
+    base = nn.Linear(40, 30)                                    # A (3, 40): 120 entries, 40 columns; B: 90 entries
+    with pytest.raises(UserError, match="--structure row: lorasp.py draws masks for element, column only"):
+        tasks.check_adapted(SimpleNamespace(rank=3, structure="row"), 0.5, {"proj": base})
+    monkeypatch.setitem(lorasp.UNITS, "both", dict(A="columns", B="columns"))   # B (30, 3): 3 columns
+    for structure in lorasp.UNITS:
+        for keep in (0.004, 0.005, 0.006, 0.0125, 0.013, 0.16, 0.17, 0.5):   # round(keep * n) = 0 below 0.5 / n
+            try:
+                LoRASPLinear(base, 3, keep=keep, structure=structure)
+                layer = "trains"
+            except ValueError as e:
+                layer = str(e)[str(e).index("leaves") + 7:][0]   # "A" or "B"
+            try:
+                tasks.check_adapted(SimpleNamespace(rank=3, structure=structure), keep, {"proj": base})
+                check = "trains"
+            except UserError as e:
+                check = str(e).split("'s ")[1][0]
+            assert check == layer, (structure, keep)
 
 
 def test_column_structure_saves_about_half_the_input_activations():

@@ -271,6 +271,40 @@ def test_a_held_out_record_held_twice_keeps_its_training_twin_on_resume(tiny, tm
     assert sorted(map(json.dumps, now)) == sorted(map(json.dumps, held))
 
 
+def test_a_resume_of_a_resume_that_held_nothing_out_says_why_not_val_fractions_rounding(tiny, tmp_path, monkeypatch,
+                                                                                       capsys):
+    """--resume --allow-data-change onto the data less the checkpoint's 6 held-out records holds none out (said), and
+    its checkpoint names none. A --resume of that said "--val-fraction 0.1 holds nothing of ... out (it rounds to 0)",
+    of 54 records (0.1 of them is 5), and refused --exact-match for that reason: now it says the checkpoint names no
+    held-out records, and refuses --exact-match saying so."""
+    records, task = json.load(open(tiny[1])), tmp_path / "task.json"
+    task.write_text(json.dumps(records))
+    argv = flags((tiny[0], str(task)), tmp_path / "out", "--max-steps", "8")
+    for more in ([], ["--resume", "--allow-data-change"]):                # each stopped by Ctrl-C 3 steps on
+        fault_at_loss_call(monkeypatch, 5, signal.SIGINT)
+        with pytest.raises(SystemExit):
+            train.main(argv + more)
+        monkeypatch.undo()
+        held = data.split_records(records, 0.1, 0)[1]                       # 6 records held out
+        task.write_text(json.dumps([r for r in records if r not in held]))
+    argv += ["--resume"]
+    assert "the checkpoint's 6 held-out records stay held out (0 of them are in --data" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "out" / "checkpoint" / "state.json"))["step"] == 6
+    assert json.load(open(tmp_path / "out" / "checkpoint" / "state.json"))["args"]["held_out"] == []
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv + ["--exact-match", "2"])
+    assert "rounds to 0" not in capsys.readouterr().out + str(refused.value)
+    assert str(refused.value) == "error: --exact-match 2 asks held-out records, and this --resume holds out its " \
+                                 f"checkpoint's held-out records, and none is in {task}: drop --exact-match"
+    train.main(argv)
+    out = capsys.readouterr().out
+    assert "rounds to 0" not in out
+    assert "note: --resume holds out the checkpoint's held-out records, and it names none (its run's --val-fraction " \
+           "share was none, or a --resume --allow-data-change found none of its own in --data): no validation " \
+           "loss" in out
+    assert json.loads(out.splitlines()[-1])["steps"] == 8
+
+
 def test_open_log_takes_the_state_json_load_read(tiny, tmp_path, monkeypatch):
     """A --resume read the checkpoint's state.json 5 times: set_up's take_settings, load's check of the data, restore,
     then resume.open_log and its kept_log (twice where the checkpoint's log is gone). open_log takes restore's now
