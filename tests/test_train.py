@@ -744,9 +744,9 @@ def test_the_summary_peak_is_the_process_peak_after_the_check(tiny, tmp_path, mo
 
 def test_the_summary_peak_counts_the_final_save_without_held_out_records(tiny, tmp_path, monkeypatch):  # noqa: F811
     """With nothing held out (--val-fraction 0, as bench_7b.py's runs) the summary's peak_mem_mib is still the
-    process's at the end: saving the adapter builds every layer's dense A and B at once (239 MiB at 13B: a resumed
-    llama2-13b run said 8,945 MiB where the process reached 9,174). The save here touches 200 MiB past the high-water
-    mark so far."""
+    process's at the end: a save can reach past the loop's peak (a resumed llama2-13b run said 8,945 MiB where the
+    process reached 9,174, when saving built every layer's dense A and B at once). The save here touches 200 MiB past
+    the high-water mark so far."""
     real = train.save_result
 
     def heavy(run):
