@@ -14,7 +14,7 @@
   lorasp does not implement), config_dtype (the dtype config.json asks to compute in).
 
 Leaves out: Meta's params.json and GGUF metadata (checkpoint.py reads them into LlamaConfig's fields), tokenizer
-configs (data.py), generation_config.json.
+configs (tokenizer.py), generation_config.json.
 
 Run `python configs.py` to list the presets, each read back from the config.json it writes.
 """

@@ -13,7 +13,7 @@
   `no_model`: the refusal of a --model that is no folder nor preset (a preset in another case, a Hub repository).
 - `cache_dir`: $LORASP_CACHE (default ~/.cache/lorasp); `make_dirs`: a folder in it, or the error naming it.
   `UserError`: a mistake the user can fix (a flag, a file, the network), defined here, the lowest file that raises it;
-  data.py, train.py and eval.py raise it too.
+  tokenizer.py, train.py and eval.py raise it too.
 The data sets' URLs and what is done with what arrives (MMLU untarred, GLUE unzipped, SQuAD read) live with their
 readers in data.py. Leaves out: parallel or multi-part downloads, proxies beyond urllib's own, the Hub's cache layout
 (files go straight into the folder).

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from checks import context, windows_said
 from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, sorted_batches,
                   squad_records, squad_windows)
-from data import GLUE, UserError, load_tokenizer, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
+from data import GLUE, UserError, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
+from tokenizer import load_tokenizer
 import metrics
 from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
                      model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,

@@ -39,9 +39,9 @@ from checkpoint import atomic_write, files_fingerprint, read_json
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
-from data import (GLUE, UserError, alpaca_prompt, cache_dir, check_vocab, data_fingerprint, fingerprint, load_tokenizer,
-                  mmlu_dir, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_records, read_squad,
-                  read_translation, task_kind, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
+from data import (GLUE, UserError, alpaca_prompt, cache_dir, data_fingerprint, fingerprint, mmlu_dir, one_per_question,
+                  perplexity_docs, read_mmlu_csv, read_prompts, read_records, read_squad, read_translation, task_kind)
+from tokenizer import check_vocab, load_tokenizer, tokenizer_changes, tokenizer_files, tokenizer_unchecked
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, saved_whole, whole_dir

@@ -9,8 +9,8 @@ and llama.cpp's convert_hf_to_gguf.py read:
     config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
     tokenizer files, generation_config.json      copied from the base folder (a Llama's tokenizer.model alone gets a
                                                  tokenizer_config.json); a GGUF's tokenizer (byte-level or sentencepiece
-                                                 BPE) and a gpt2.tiktoken's written (data.hf_tokenizer), with its BOS,
-                                                 EOS, UNK, PAD and chat template: AutoTokenizer gives lorasp's ids
+                                                 BPE) and a gpt2.tiktoken's written (tokenizer.hf_tokenizer), with its
+                                                 BOS, EOS, UNK, PAD and chat template: AutoTokenizer gives lorasp's ids
 - The base and the adapter load as eval.py and generate.py load them (evalcli: a train.py run's folder for either, a
   preset, the adapter's checks against its base); an adapter trained on the NF4-quantized base merges into the
   dequantized NF4 weights it learned on, as QLoRA users who dequantize before merging do: the model eval.py scores
@@ -45,10 +45,11 @@ from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded, unwritable
-from data import BPETokenizer, UserError, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
+from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, write_merged
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
+from tokenizer import BPETokenizer, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HF_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
@@ -192,7 +193,7 @@ def tied(model):
 
 def gpt2_tokenizer(tok, directory, pad):
     """A GPT-2 classifier's tokenizer files, read by transformers' AutoTokenizer to the run's ids: tokenizer.json (the
-    base's, else data.save_tokenizer's of its vocab.json + merges.txt or encoder.json + vocab.bpe) with a
+    base's, else tokenizer.save_tokenizer's of its vocab.json + merges.txt or encoder.json + vocab.bpe) with a
     TemplateProcessing adding lorasp's marks (encode_pair's: <|endoftext|> A <|endoftext|> B <|endoftext|>), and the
     pad (gpt2_pad_row's: an added token of that id) named in tokenizer_config.json, padding on the right."""
     f = lambda name: os.path.join(directory, name)             # noqa: E731

@@ -16,7 +16,7 @@ model.decode, model.decoder.block (one cache a block) and config.eos_id / pad_id
   (`python model.py --model DIR ...` runs it too; `python model.py` alone shows a greedy continuation on a tiny model).
   It stops where transformers' generate stops (generation_config.json's eos_token_id, else config.json's) and at the
   tokenizer's EOS, which transformers passes where those name none or others: it says so when that ended the text
-  (tok.stops, data.generation_eos: eval.py's answers end alike).
+  (tok.stops, tokenizer.generation_eos: eval.py's answers end alike).
 Leaves out: speculative decoding, repetition penalties, stop strings.
 """
 import argparse
@@ -33,7 +33,8 @@ from adapter import adapter_base, saved_whole
 from checks import (adapter_config, check_new_tokens, dtype_name, given_flags, no_effect, not_causal, ranged, repeated,
                     unexpanded)
 from checkpoint import read_json
-from data import NAMED_LM_DATA, PROMPT_DICT, UserError, check_vocab, generation_eos, load_tokenizer
+from data import NAMED_LM_DATA, PROMPT_DICT, UserError
+from tokenizer import check_vocab, generation_eos, load_tokenizer
 
 
 def warp(logits, temperature=1.0, top_p=1.0):
@@ -130,7 +131,7 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
 
 def stop_ids(path, tok):
     """(the ids generation ends on: tok.stops, those transformers' generate would not end on, why): transformers' own
-    (data.generation_eos: generation_config.json's eos_token_id where the folder has that file, else config.json's)
+    (tokenizer.generation_eos: generation_config.json's eos_token_id where the folder has that file, else config.json's)
     and the tokenizer's EOS where they leave it out (after EOS the model begins another text: transformers' generate
     goes on into it). eval.py's answers end on the same tok.stops. A .gguf or Meta's layout: the tokenizer's stops."""
     ids, file, why = generation_eos(path)

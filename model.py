@@ -29,7 +29,7 @@
 
 Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
-parallelism, writing NF4 checkpoints. Tokenizers: data.py (`load_tokenizer` is re-exported here).
+parallelism, writing NF4 checkpoints. Tokenizers: tokenizer.py (`load_tokenizer` is re-exported here).
 
 `python model.py` demonstrates it on a tiny random model. Sections (~900 lines): a model from its config; the shared
 layers (attention, RMSNorm, RoPE, SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and
@@ -50,12 +50,13 @@ from checkpoint import (MetaInit, fill, gguf_checkpoint, gguf_file, hf_files, is
 from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
-from data import bucket_length, load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
+from data import bucket_length
 from fused import project
 from generate import beam_search, generate, main as generate_main, sample  # noqa: F401  (model.generate etc.: moved)
 from quant_torch import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)
+from tokenizer import load_tokenizer  # noqa: F401  (contract: model.load_tokenizer)
 
 # torch sends float cos, sin, exp, log, sqrt, ... to MKL's VML, which picks each function's kernel on its first call:
 # a first call split over threads could leave one thread's half on a low-accuracy kernel (~1e-4 off; RoPE's first cos

@@ -58,6 +58,7 @@ from adapter import all_linear, targeted, trained_whole
 from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
 import quant_torch
 import recompute
+import tokenizer
 from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
 
 GiB = 1 << 30
@@ -122,7 +123,8 @@ def model_config(model, directory=None):
                 refuse_vision(c, path)                             # (named: not wrapped below)
             try:
                 if name == "params.json":
-                    return LlamaConfig(**meta_config(c, lambda: data.load_tokenizer(directory or model).vocab_size))
+                    return LlamaConfig(**meta_config(
+                        c, lambda: tokenizer.load_tokenizer(directory or model).vocab_size))
                 if c.get("model_type") not in CONFIGS:
                     raise UserError(f"{path}: model_type {c.get('model_type')!r} is not supported "
                                     f"({', '.join(CONFIGS)})")

@@ -42,11 +42,12 @@ import plan
 from adapter import merged_already, merges
 from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
-from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind, tokenizer_changes, tokenizer_files
+from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind
 from ddp import barrier, gathered, rank_world
 from model import PRESETS
 from plot import log_records
 from tasks import TARGETS, save_weights
+from tokenizer import tokenizer_changes, tokenizer_files
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import data
 import metrics
 import plan
+import tokenizer
 from data import UserError
 from ddp import rank_world
 from checks import check_model, check_seq_len
@@ -198,16 +199,16 @@ def save_weights(model, directory, args, source):
                                           held=getattr(args, "held_out", None),   # another split's records counted)
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
-        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *data.COPIED)) as tmp:
-            tok = data.load_tokenizer(source) if gpt2 else None  # OUT/model, not a checkpoint's (--resume reads it)
+        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *tokenizer.COPIED)) as tmp:
+            tok = tokenizer.load_tokenizer(source) if gpt2 else None  # OUT/model, not a checkpoint's (read on --resume)
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
-            for f in ("generation_config.json", *data.COPIED):  # the tokenizer's files: a checkpoint of its own
+            for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
-                data.save_tokenizer(data.load_tokenizer(source), tmp)
+                tokenizer.save_tokenizer(tokenizer.load_tokenizer(source), tmp)
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
-                data.llama_tokenizer_config(data.load_tokenizer(source), tmp)
+                tokenizer.llama_tokenizer_config(tokenizer.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
             if gpt2:                                           # lorasp's marks, the pad named (export.py's files)
                 gpt2_tokenizer(tok, tmp, pad)

@@ -62,6 +62,7 @@ import torch.distributed as dist
 
 import data
 import plan
+import tokenizer
 from cli import DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo, summary  # noqa: F401
 from data import IGNORE, UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
@@ -315,7 +316,7 @@ def load(run):
     run.source, state = resolve_model(args), read_state(run.checkpoint) if run.checkpoint else None  # (--resume's)
     check_base(args, run.source, state["args"] if state else {})  # before the weights
     run.tok = load_tokenizer(run.source)
-    data.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before the weights
+    tokenizer.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before weights
     run.pad_id = run.tok.pad_id if run.tok.pad_id is not None else 0
     barrier() if run.rank > 0 else None                        # DDP: rank 0 fetches (and caches) the data first
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,

@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import load_tokenizer, tokenize_records  # noqa: E402
+from data import tokenize_records  # noqa: E402
 from model import load_pretrained  # noqa: E402
 from quant import quantize_nf4  # noqa: E402
+from tokenizer import load_tokenizer  # noqa: E402
 
 
 def main():

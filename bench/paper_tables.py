@@ -41,6 +41,7 @@ import data  # noqa: E402
 import eval as E  # noqa: E402
 import model as M  # noqa: E402
 import plot  # noqa: E402
+import tokenizer  # noqa: E402
 import train  # noqa: E402
 
 GLUE_COLUMNS = ["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"]  # the paper's column order
@@ -181,7 +182,8 @@ def toy_llama(out, seed=0, threads=None):
         mmlu = [data.mmlu_example([q, "1", "2", "3", "4", c]) for q, c in zip(lines[:200], "ABCD" * 50)]
         data.train_sentencepiece(lines[:2000] + list(data.PROMPT_DICT.values()) * 20 + mmlu * 5,
                                  os.path.join(init, "tokenizer.model"), cfg["vocab"])
-        config = replace(M.get_config("llama-tiny"), **cfg["config"], vocab_size=data.load_tokenizer(init).vocab_size)
+        config = replace(M.get_config("llama-tiny"), **cfg["config"],
+                         vocab_size=tokenizer.load_tokenizer(init).vocab_size)
         torch.manual_seed(seed)
         M.save_pretrained(M.build_model(config), init)
         run([sys.executable, "train.py", "--model", init, "--data", corpus, "--method", "full", "--out", d,

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from tokenizers import ByteLevelBPETokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
 import model as M  # noqa: E402
+import tokenizer  # noqa: E402
 
 POS, NEG = "good great fine lovely superb brilliant".split(), "bad awful poor dull boring weak".split()
 SYNONYMS = {"big": ("large", "small"), "quick": ("fast", "slow"), "smart": ("clever", "dumb"),
@@ -122,7 +122,7 @@ def rte(rng, pool, i):
 def pretrain_mlm(directory, texts, mask_id, steps, seed, batch=64, lr=1e-3):
     """Masked-LM pretraining of the encoder in directory, saved back: 15% of the non-special tokens of each
     sentence are replaced by mask_id and predicted from the final hidden states through the tied word embeddings."""
-    tok, torch_rng = data.load_tokenizer(directory), torch.Generator().manual_seed(seed)
+    tok, torch_rng = tokenizer.load_tokenizer(directory), torch.Generator().manual_seed(seed)
     encoder = M.load_pretrained(directory).train()
     encoder.requires_grad_(True)
     E = getattr(encoder, encoder.prefix).embeddings.word_embeddings.weight  # (vocab, C)

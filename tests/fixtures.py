@@ -10,6 +10,7 @@ import sentencepiece as spm
 import torch
 
 import data
+import tokenizer
 import train
 from model import LlamaConfig, build_model, save_pretrained
 
@@ -44,7 +45,7 @@ def demo_tokenizer(directory, docs):
     demo's text and Alpaca's templates: 456 pieces, the 200 it had before plus Llama's 256 byte pieces."""
     data.train_sentencepiece(data.demo_corpus(docs) + list(data.PROMPT_DICT.values()) * 5,
                              str(directory / "tokenizer.model"), 456)
-    return data.load_tokenizer(str(directory))
+    return tokenizer.load_tokenizer(str(directory))
 
 
 def gpt2_folder(directory):

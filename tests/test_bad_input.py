@@ -32,6 +32,7 @@ import eval as E
 import metrics
 import model as M
 import resume
+import tokenizer
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
@@ -293,7 +294,7 @@ def _(ctx):  # (GPT-2: the forward's "past the 32 positions", naming no flag, af
     (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
     (d / "merges.txt").write_text("#version: 0.2\n")
     (ctx.tmp / "p.txt").write_text("ab\nabcdefghij\n")
-    T = len(data.load_tokenizer(str(d)).encode(data.alpaca_prompt(dict(instruction="abcdefghij", input=""))))
+    T = len(tokenizer.load_tokenizer(str(d)).encode(data.alpaca_prompt(dict(instruction="abcdefghij", input=""))))
     command = ["--task", "generate", "--model", str(d), "--prompts", str(ctx.tmp / "p.txt"), "--max-new-tokens"]
     E.main(command + [str(65 - T)])                            # T + (65 - T) - 1 = 64 positions: generated
     assert len(json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["answers"]) == 2
@@ -1279,7 +1280,7 @@ def _(ctx):  # (before export.py wrote gpt2.tiktoken's tokenizer.json, such a ba
 
 case("a folder whose only tokenizer file, gpt2.tiktoken, is cut off (train.py / eval.py read it now)", data.UserError,
      "gpt2.tiktoken, line 2: not a 'base64 rank' line of tiktoken's format")(
-    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI", "gpt2.tiktoken"))))
+    lambda ctx: tokenizer.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI", "gpt2.tiktoken"))))
 
 
 @case("adapter_config.json: task_type SEQ_CLS onto a causal LM (a classifier's body, no head)", ValueError,
@@ -1409,7 +1410,7 @@ def _(ctx):  # (generated text, exit 0: its LM head is the tied embedding; the a
 def _(ctx):  # (was silent: RoPE runs on past max_position_embeddings, on positions the model never trained on)
     d = shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
     edit_json(d / "config.json", max_position_embeddings=16)
-    T = len(data.load_tokenizer(str(d)).encode("the cat sat"))
+    T = len(tokenizer.load_tokenizer(str(d)).encode("the cat sat"))
     for n, said in ((17 - T, False), (18 - T, True)):                    # the last new token is not run: T + n - 1
         generate_command(ctx, "--model", str(d), "--prompt", "the cat sat", "--max-new-tokens", str(n))
         err = ctx.capsys.readouterr().err
@@ -1471,7 +1472,7 @@ def _(ctx):  # (was silent: the base's fingerprint covers its weights and config
     other = shutil.copytree(ctx.tiny[0], ctx.tmp / "retrained")
     data.train_sentencepiece(data.demo_corpus(200, seed=7) + list(data.PROMPT_DICT.values()) * 5,
                              str(other / "tokenizer.model"), 456)  # other pieces, the same number
-    new, old = data.load_tokenizer(str(other)), data.load_tokenizer(ctx.tiny[0])
+    new, old = tokenizer.load_tokenizer(str(other)), tokenizer.load_tokenizer(ctx.tiny[0])
     assert new.vocab_size == old.vocab_size and new.encode("How many cats?") != old.encode("How many cats?")
     adapter = str(ctx.shared.checkpoint / "adapter")
     legacy = shutil.copytree(adapter, ctx.tmp / "legacy")                 # saved before the adapter kept them
@@ -1524,8 +1525,8 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, generated from, merged again, ex
 def _(ctx):  # (was "trained on a base whose tokenizer files differ (tokenizer.json is new, ...)": the same ids)
     out, merged = exported(ctx)
     train.main(flags(ctx.tiny, ctx.tmp / "second", "--max-steps", "2", "--seed", "2"))
-    assert data.load_tokenizer(str(merged)).encode("How many cats?") == data.load_tokenizer(ctx.tiny[0]).encode(
-        "How many cats?")
+    assert tokenizer.load_tokenizer(str(merged)).encode("How many cats?") == tokenizer.load_tokenizer(
+        ctx.tiny[0]).encode("How many cats?")
     ctx.capsys.readouterr()
     E.main(["--task", "perplexity", "--model", str(merged), "--adapter", str(ctx.tmp / "second" / "adapter"),
             "--data", ctx.tiny[1]])
@@ -1656,7 +1657,7 @@ def _(ctx):  # (were scored without their question's start, said as "3 with fewe
                                    model_type="bpe", character_coverage=1.0, byte_fallback=True, unk_id=0, bos_id=1,
                                    eos_id=2, pad_id=-1, minloglevel=2)
     save_pretrained(build_model(LlamaConfig(vocab_size=400, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)), d)
-    tok = data.load_tokenizer(str(d))
+    tok = tokenizer.load_tokenizer(str(d))
     E.main(["--task", "mmlu", "--model", str(d), "--data-dir", str(write_mmlu(ctx.tmp / "mmlu")), "--seq-len", "60"])
     out = ctx.capsys.readouterr().out
     cut = {s: sum(len(tok.encode(E.mmlu_prompt(s, DEV, row, 0))) > 60 for row in rows) for s, rows in TESTS.items()}
@@ -1953,7 +1954,7 @@ def _(ctx):  # (was "is a t5, not a causal LM: this task generates or scores tex
       "every source cut to 24 tokens")
 def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone; eval.py translates whole sources)
     (ctx.tmp / "t5").mkdir()
-    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    tok = tokenizer.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
     assert len(tok.sp.encode(data.T5_PREFIX)) == 31                # (sentencepiece itself: no EOS)
     save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
                     ctx.tmp / "t5")
@@ -1968,7 +1969,7 @@ def _(ctx):  # (trained, exit 0, to translate sources that held the prefix alone
       "median train pair's sentence is ")
 def _(ctx):  # (passed the prefix check above; trained, exit 0, on sources cut to the prefix and one token)
     (ctx.tmp / "t5").mkdir()
-    tok = data.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
+    tok = tokenizer.load_tokenizer(str(t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)))
     save_pretrained(build_model(T5Config(vocab_size=tok.vocab_size, d_model=8, d_kv=2, d_ff=8, num_heads=4)),
                     ctx.tmp / "t5")
     pair = '{"translation": {"en": "how many words are in the red bag", "ro": "cate cuvinte sunt in punga rosie"}}\n'
@@ -2334,14 +2335,14 @@ def _(ctx):  # (was: went on without a word, its records read with "How" as one 
     base = str(shutil.copytree(ctx.tiny[0], ctx.tmp / "base"))
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2"))
     (ctx.tmp / "base" / "added_tokens.json").write_text(json.dumps({"How": 5}))  # what transformers reads, as ours
-    assert data.load_tokenizer(base).encode("How many?")[1] == 5
+    assert tokenizer.load_tokenizer(base).encode("How many?")[1] == 5
     train.main(flags((base, ctx.tiny[1]), ctx.tmp / "out", "--max-steps", "2", "--resume", "--allow-data-change"))
 
 
 def hashed_before_added_tokens(record):
     """A tokenizer_files record as lorasp wrote it before added_tokens.json was hashed: the files of SMALL_FILES[2:]
     it found, nothing else (no null for an absent one)."""
-    return {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}
+    return {f: sha for f, sha in record.items() if sha is not None and f in tokenizer.HASHED_BEFORE}
 
 
 @case("--resume --allow-data-change of a checkpoint saved before added_tokens.json was hashed, on a base that had one "
@@ -2441,27 +2442,27 @@ def _(ctx):
 
 
 case("tokenizer.model in tiktoken's format (Llama 3) read as sentencepiece", ValueError, "a tiktoken BPE file")(
-    lambda ctx: data.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
+    lambda ctx: tokenizer.SentencePieceTokenizer(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model")))
 case("tokenizer.model in tiktoken's format, 2 tokens: not Llama 3's", data.UserError, "2 tokens ranked 0..1: not Llama")(
-    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model"))))
+    lambda ctx: tokenizer.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 1\n", "tokenizer.model"))))
 @case("Meta's Llama 2 folder without tokenizer.model, which download.sh put one folder up", data.UserError,
       "no tokenizer.model beside params.json; Meta's download keeps one in the folder above: cp ")
 def _(ctx):
     (ctx.tmp / "llama-2-7b").mkdir()
     (ctx.tmp / "llama-2-7b" / "params.json").write_text('{"dim": 64}')
     (ctx.tmp / "tokenizer.model").write_bytes(b"x")
-    data.load_tokenizer(ctx.tmp / "llama-2-7b")
+    tokenizer.load_tokenizer(ctx.tmp / "llama-2-7b")
 
 
 case("Llama 3's tokenizer.model with a damaged line", data.UserError, "tokenizer.model, line 2: not a 'base64 rank'")(
-    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
+    lambda ctx: tokenizer.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nI*== 1\n", "tokenizer.model"))))
 case("Llama 3's tokenizer.model with two tokens of one rank (was '2 tokens ranked 0..0'; on the real file: '128,000 "
      "tokens ranked 0..127999: not Llama 3's (128,000 tokens ranked 0..127,999)')", data.UserError,
      "tokenizer.model, line 2: rank 0 again, for another token")(
-    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 0\n", "tokenizer.model"))))
+    lambda ctx: tokenizer.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIg== 0\n", "tokenizer.model"))))
 case("Llama 3's tokenizer.model with one token twice, ranked apart", data.UserError,
      "tokenizer.model, line 2: its token again, ranked 0 before")(
-    lambda ctx: data.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIQ== 1\n", "tokenizer.model"))))
+    lambda ctx: tokenizer.load_tokenizer(os.path.dirname(records_file(ctx, "IQ== 0\nIQ== 1\n", "tokenizer.model"))))
 
 
 
@@ -2474,7 +2475,7 @@ def _(ctx):  # (was "None: not a sentencepiece model (damaged or cut off?); fetc
     (d / "tokenizer.json").write_text(json.dumps({"added_tokens": specials, "pre_tokenizer": space, "decoder": space,
                                                   "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": True,
                                                             "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2}, "merges": []}}))
-    data.load_tokenizer(str(d))
+    tokenizer.load_tokenizer(str(d))
 
 
 @case("--resume: a line of metrics.jsonl that is not a record", SystemExit, "metrics.jsonl, line 1 is not a record")
@@ -2531,7 +2532,7 @@ def _(ctx):
 
 @case("huge row: cut before it is tokenized whole", None)
 def _(ctx):
-    tok, seen = data.load_tokenizer(ctx.tiny[0]), []
+    tok, seen = tokenizer.load_tokenizer(ctx.tiny[0]), []
     encode = tok.encode
     tok.encode = lambda text, *a, **k: seen.append(len(text)) or encode(text, *a, **k)
     long_answer = {"instruction": "Count the words.", "input": "", "output": "cat dog " * 2_000_000}  # 16 MB
@@ -3150,7 +3151,7 @@ for kw, was in [(dict(alpha=0), "an update scaled by 0: nothing learned, no grad
 
 def wordpiece(ctx):
     (ctx.tmp / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
-    return data.load_tokenizer(str(ctx.tmp))
+    return tokenizer.load_tokenizer(str(ctx.tmp))
 
 
 for args, fragment in [(("a", "b", 3), "max_len 3 leaves no room for the text after the 3 special tokens: --seq-len 4 "
@@ -3337,7 +3338,7 @@ def _(ctx):
 @case("Alpaca: the cached file changed since its download", ValueError, "alpaca_data.json changed since it was "
       "downloaded")
 def _(ctx):
-    tok = data.load_tokenizer(ctx.tiny[0])
+    tok = tokenizer.load_tokenizer(ctx.tiny[0])
     with serve("x/y", {"alpaca_data.json": open(ctx.tiny[1], "rb").read()}) as (url, _):
         ctx.mp.setattr(data, "ALPACA_URL", f"{url}/cdn/alpaca_data.json")
         data.load_examples("alpaca", tok, 64, 0.1, 0)                      # fetched, its sha256 recorded
@@ -3455,7 +3456,7 @@ def _(ctx):  # (was "no column 'sentence' for GLUE sst2 (the header has [])" and
 def _(ctx):  # (a traceback from torch.tensor at the first batch: "Could not infer dtype of NoneType")
     (ctx.tmp / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghij")}))
     (ctx.tmp / "merges.txt").write_text("#version: 0.2\n")
-    data.encode_glue([("ab", None, 1)], data.load_tokenizer(str(ctx.tmp)))
+    data.encode_glue([("ab", None, 1)], tokenizer.load_tokenizer(str(ctx.tmp)))
 
 
 @case("GLUE: --data-dir the task's own folder, or one holding HF's .jsonl export: said what to give", None)
@@ -3523,7 +3524,7 @@ def _(ctx):  # (the encoder's: "--data .../train.tsv trains llama or gpt2; bert 
 
 @case("records: upper-case .JSONL and .TXT", None)
 def _(ctx):
-    tok = data.load_tokenizer(ctx.tiny[0])
+    tok = tokenizer.load_tokenizer(ctx.tiny[0])
     lines = "".join(json.dumps(r) + "\n" for r in json.load(open(ctx.tiny[1])))
     upper = data.load_examples(records_file(ctx, lines, "d.JSONL"), tok, 64, 0.1, 0)
     assert upper == data.load_examples(records_file(ctx, lines, "d.jsonl"), tok, 64, 0.1, 0)

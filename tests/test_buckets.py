@@ -23,6 +23,7 @@ import transformers
 import data
 import model as M
 import plan
+import tokenizer
 import train
 from checkpoint import load_safetensors
 from fixtures import fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
@@ -282,7 +283,7 @@ def test_squad_windows_padded_to_a_bucket_answer_as_unpadded(tmp_path, monkeypat
     import eval as E
     from bench.toy_squad import write_toy
     squad, bert = write_toy(tmp_path, n_train=1, n_dev=24)
-    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), data.load_tokenizer(bert)
+    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), tokenizer.load_tokenizer(bert)
     for dtype in (torch.float32, torch.bfloat16):
         model = random_params(M.load_pretrained(bert).add_qa_head(), 0).to(dtype)
         met = prefill_lengths(monkeypatch, model)
@@ -372,7 +373,7 @@ def test_eval_py_pads_where_the_weights_are_bf16_on_a_cpu(dtype, tiny, monkeypat
     E.main(["--task", "perplexity", "--model", tiny[0], "--data", tiny[1], "--dtype", dtype, "--device", "cpu",
             "--seq-len", "200"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], data.load_tokenizer(tiny[0])))
+    lengths = sorted(len(ids) for ids, _ in data.perplexity_docs(tiny[1], tokenizer.load_tokenizer(tiny[0])))
     assert len(set(lengths)) > 5 and result["tokens"] > 0 and 1 < len(met) < len(lengths)
     if dtype == "bfloat16":
         buckets = {data.bucket_length(n, 200) for n in lengths}
@@ -593,7 +594,7 @@ def test_eval_py_generate_runs_each_prompt_unpadded_in_bf16(tiny, tmp_path, monk
     (tmp_path / "p.txt").write_text("\n\n".join(prompts) + "\n")
     E.main(["--task", "generate", "--model", tiny[0], "--prompts", str(tmp_path / "p.txt"), "--dtype", "bfloat16",
             "--device", "cpu", "--max-new-tokens", "4"])
-    tok = data.load_tokenizer(tiny[0])
+    tok = tokenizer.load_tokenizer(tiny[0])
     lengths = [len(tok.encode(data.alpaca_prompt({"instruction": p, "input": ""}))) for p in prompts]
     assert [T for T, _ in met] == lengths != [data.bucket_length(n, 1 << 16) for n in lengths]
     assert all(mask is None for _, mask in met)
@@ -609,7 +610,7 @@ def test_gpt2_squad_answers_padded_as_unpadded(tmp_path, monkeypatch):
     from bench.toy_squad import write_gpt2, write_toy
     squad, _ = write_toy(tmp_path, n_train=1, n_dev=24)
     gpt2 = write_gpt2(tmp_path)
-    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), data.load_tokenizer(gpt2)
+    dataset, tok = data.one_per_question(data.read_squad("dev", squad)), tokenizer.load_tokenizer(gpt2)
     for dtype in (torch.float32, torch.bfloat16):
         model = random_params(M.load_pretrained(gpt2), 1).to(dtype)
         met = prefill_lengths(monkeypatch, model)

@@ -15,6 +15,7 @@ import torch
 import transformers
 
 import data
+import tokenizer
 from fake_hub import serve
 from fetch_real import path
 from fixtures import demo_tokenizer
@@ -60,10 +61,10 @@ def test_examples_are_alpacas_recipe_on_real_vocabularies(vocab, tmp_path):
     tokenized as one text, labels IGNORE on the prompt's own tokens. The output tokenized alone once began with
     sentencepiece's "▁" ("### Response:" "▁5"; Alpaca's "5"), a space the recipe never trains; perplexity too."""
     if vocab == "llama":
-        ours = data.load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
+        ours = tokenizer.load_tokenizer(path("llama.cpp", "ggml-vocab-llama-spm.gguf"))
         ref = transformers.AutoTokenizer.from_pretrained(path("llama.cpp", ""), gguf_file="ggml-vocab-llama-spm.gguf")
     else:
-        ours = data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+        ours = tokenizer.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
         ref = transformers.GPT2Tokenizer(path("gpt2", "encoder.json"), path("gpt2", "vocab.bpe"))
     records = [{"instruction": "Add.", "input": "2 and 3", "output": "5"},
                {"instruction": "Say hi.", "input": "", "output": "Hello there!"},
@@ -253,7 +254,7 @@ def test_a_txt_corpus_saved_with_a_byte_order_mark_trains_on_the_same_blocks(tmp
     text = "\n".join(data.demo_corpus(20)) + "\n"
     (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
     (tmp_path / "notepad.txt").write_text(text, encoding="utf-8-sig")
-    for t in (tok, data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))):
+    for t in (tok, tokenizer.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))):
         plain = data.text_examples(str(tmp_path / "plain.txt"), t, 32)
         assert plain and data.text_examples(str(tmp_path / "notepad.txt"), t, 32) == plain
 

@@ -5,12 +5,13 @@ import json
 import pytest
 
 import data
+import tokenizer
 from fetch_real import path
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+    return tokenizer.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
 
 
 def test_records_with_an_empty_output_are_said_and_all_empty_refused(tok, tmp_path, capsys):
@@ -54,7 +55,7 @@ def test_squad_questions_past_max_query_are_cut_and_said(tmp_path, capsys):
     """BERT's run_squad.py keeps a question's first max_query_length (64) tokens; lorasp does too, but said nothing,
     where every other cut (--seq-len) is counted. Now the cut questions are counted, the first named."""
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "why", "w", "answer", "?"]))
-    tok = data.load_tokenizer(str(tmp_path))
+    tok = tokenizer.load_tokenizer(str(tmp_path))
     context = "w answer w"
     gold = [{"text": "answer", "answer_start": 2}]
     qas = [{"id": "long", "question": " ".join(["why"] * 70) + " ?", "answers": gold},

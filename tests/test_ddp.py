@@ -18,6 +18,7 @@ import torch.distributed as dist
 import data
 import eval as E
 import model as M
+import tokenizer
 import train
 from checkpoint import load_safetensors
 from fixtures import flags, tiny  # noqa: F401  (the tiny fixture; one thread comes from conftest.py)
@@ -257,7 +258,7 @@ def test_glue_on_two_ranks_reports_the_dev_metrics_of_its_adapter(bert_sst2, glu
     assert s["world_size"] == 2 and s["steps"] == 8 and s["evaluated_step"] == 8
     # 25 rows: an epoch's 7th global batch holds one, and rank 1 a filler row (every label IGNORE) that trains nothing
     # and is no token trained on (tokens/s counted it)
-    tok = data.load_tokenizer(bert_sst2[0])
+    tok = tokenizer.load_tokenizer(bert_sst2[0])
     batches = data.micro_batches(data.glue_examples("sst2", tok, 32, bert_sst2[1])[0], 4, seed=0)
     assert s["tokens"] == sum(int(next(batches)["attention_mask"].sum()) for _ in range(8))
     E.main(["--task", "glue/sst2", "--model", bert_sst2[0], "--adapter", str(tmp / "straight" / "adapter"),

@@ -13,6 +13,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 import cli
 import data
+import tokenizer
 import train
 from fixtures import demo_tokenizer
 from model import LlamaConfig, build_model, save_pretrained
@@ -72,7 +73,7 @@ def test_the_demo_vocabulary_holds_its_words_beside_the_byte_pieces():
     piece, its text needs no byte piece (400 pieces, what it had before, left too few merges beside 256 bytes)."""
     with tempfile.TemporaryDirectory() as d:
         data.demo_files(d, 300, cli.DEMO_PRETRAIN["vocab"])
-        tok = data.load_tokenizer(d)
+        tok = tokenizer.load_tokenizer(d)
     assert tok.vocab_size == cli.DEMO_PRETRAIN["vocab"]
     for word in [*data.DEMO_WORDS, "Below", "Instruction", "Response", "How", "many", "words", "numbers", "appear"]:
         assert len(tok.encode(word, bos=False)) == 1, word

@@ -16,9 +16,10 @@ from tokenizers import ByteLevelBPETokenizer
 
 import eval as E
 import plot
-from data import alpaca_prompt, load_tokenizer, read_mmlu_csv, text_examples
+from data import alpaca_prompt, read_mmlu_csv, text_examples
 from lorasp import apply_lorasp, load_adapter, save_adapter
 from model import LlamaConfig, build_model, generate, load_pretrained, save_pretrained
+from tokenizer import load_tokenizer
 
 DEV = [["What is 1 + 1?", "1", "2", "3", "4", "B"],
        ['Which word is "quoted", with a comma?', "this, one", "that", "none", "all", "A"],
@@ -530,10 +531,10 @@ def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path
 def test_perplexity_reads_the_tokenizer_once(ckpt, tmp_path, monkeypatch, capsys):
     """perplexity's data is tokenized before the model loads (a bad record is named first); the model then takes that
     tokenizer (a real vocabulary takes seconds to read: it was read twice)."""
-    import data
     import evalcli
-    read, real = [], data.load_tokenizer
-    for module in (data, E, evalcli):
+    import tokenizer
+    read, real = [], tokenizer.load_tokenizer
+    for module in (tokenizer, E, evalcli):
         if hasattr(module, "load_tokenizer"):
             monkeypatch.setattr(module, "load_tokenizer", lambda path: read.append(path) or real(path))
     (tmp_path / "t.txt").write_text("Pick C. Answer: C\n" * 10)

@@ -18,6 +18,7 @@ import torch
 
 import data
 import eval as E
+import tokenizer
 from model import EncoderConfig, LlamaConfig, build_model, load_pretrained, save_pretrained
 
 # ----------------------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_mmlu_is_hendrycks_evaluate_py_on_the_release_files(llama, tmp_path, cap
     the context wide enough for every worked example and then narrow enough that some prompts drop some; "micro" is
     evaluate.py's "Average accuracy", "macro" the mean of the subjects' accuracies (QLoRA's MMLU callback's score, which
     bench/paper_tables.py compares with the paper), and the printed line says which is which."""
-    root, tok = write_release(tmp_path / "data"), data.load_tokenizer(str(llama))
+    root, tok = write_release(tmp_path / "data"), tokenizer.load_tokenizer(str(llama))
     for subject, (dev, test) in ROWS.items():
         assert data.read_mmlu_csv(root / "dev" / f"{subject}_dev.csv") == dev
         assert data.read_mmlu_csv(root / "test" / f"{subject}_test.csv") == test
@@ -295,7 +296,7 @@ def test_glue_dev_files_as_the_zip_has_them_score_as_the_metrics_definitions(tas
     d, root = tmp_path / "bert", tmp_path / "glue"
     d.mkdir()
     (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", '"', "quoted", *WORDS]))
-    tok, labels = data.load_tokenizer(str(d)), 1 if task == "stsb" else len(data.GLUE[task][4])
+    tok, labels = tokenizer.load_tokenizer(str(d)), 1 if task == "stsb" else len(data.GLUE[task][4])
     files = {split: glue_dev(task, 23, seed=10 * i + len(task)) for i, split in enumerate(data.GLUE[task][5])}
     pairs = {split: [torch.tensor([x]) for a, b, _ in rows for x in tok.encode_pair(a, b, 32)]
              for split, (_, rows) in files.items()}  # (ids, types) of each pair, one after the other

@@ -24,6 +24,7 @@ from fetch_real import path
 from evalcli import load_model
 from fixtures import demo_tokenizer, flags, gpt2_folder, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import model as M
+import tokenizer
 from lorasp import apply_lorasp, merge_lorasp, save_adapter
 
 V, T = 96, 9
@@ -218,7 +219,7 @@ def test_a_gpt2_classifier_exports_the_pad_id_its_tokenizer_names(tmp_path, caps
     assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == want
     err = capsys.readouterr().err
     assert "pad_token_id = eos_token_id" not in err and "warning" not in err
-    scored_as_the_run(tmp_path / "out", data.load_tokenizer(base), merge_lorasp(ours), want)
+    scored_as_the_run(tmp_path / "out", tokenizer.load_tokenizer(base), merge_lorasp(ours), want)
 
 
 PAIRS = [("a fine film", "it is"), ("dull", "no"), (" xé <|endoftext|>y", "z  w!")]  # (texts, pairs: the run's inputs)
@@ -283,9 +284,10 @@ def test_a_gpt2_classifier_export_is_scored_by_transformers_as_the_run(tmp_path,
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert "warning" not in capsys.readouterr().err
     merged = merge_lorasp(ours)
-    worst = scored_as_the_run(tmp_path / "out", data.load_tokenizer(base), merged, 50257)
+    worst = scored_as_the_run(tmp_path / "out", tokenizer.load_tokenizer(base), merged, 50257)
     print(f"{layout}: transformers' logits off the run's by at most {worst:.2e}")
-    tok, run_tok = data.load_tokenizer(tmp_path / "out"), data.load_tokenizer(base)  # lorasp's loader of the folder
+    tok = tokenizer.load_tokenizer(tmp_path / "out")              # lorasp's loader of the folder
+    run_tok = tokenizer.load_tokenizer(base)
     assert [tok.encode_pair(a, b)[0] for a, b in PAIRS] == [run_tok.encode_pair(a, b)[0] for a, b in PAIRS]
     first = torch.tensor([tok.encode_pair(*PAIRS[0])[0]])
     torch.testing.assert_close(M.load_pretrained(tmp_path / "out").classify(first), merged.classify(first),
@@ -335,7 +337,7 @@ def test_real_smollm2_gguf_exports_to_a_folder_transformers_loads(tmp_path, caps
     assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
     text = "<|im_start|>user\nWhat is 2+2? Say it in words.<|im_end|>\n<|im_start|>assistant\nFour.<|im_end|>"
     x = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")(text, return_tensors="pt").input_ids
-    assert x[0].tolist() == data.load_tokenizer(gguf).encode(text)
+    assert x[0].tolist() == tokenizer.load_tokenizer(gguf).encode(text)
     with torch.no_grad():
         want = merge_lorasp(ours).to(torch.bfloat16).float()(x)  # the weights as written, computed in fp32
         torch.testing.assert_close(hf(x).logits, want, atol=1e-4, rtol=0)
@@ -419,9 +421,10 @@ def test_a_train_py_nf4_run_exports_its_eval_model_with_the_tokenizer(tiny, tmp_
     assert "trained on the NF4-quantized base: merged into those dequantized weights" in err
     assert "tokenizer.model" in os.listdir(tmp_path / "out")
     text = "Below is an instruction that describes a task."
-    assert data.load_tokenizer(str(tmp_path / "out")).encode(text) == data.load_tokenizer(tiny[0]).encode(text)
+    assert tokenizer.load_tokenizer(str(tmp_path / "out")).encode(text) == tokenizer.load_tokenizer(
+        tiny[0]).encode(text)
     nf4, _ = load_model(tiny[0], str(tmp_path / "run" / "adapter"), "nf4", torch.float32)
-    x = torch.tensor([data.load_tokenizer(tiny[0]).encode(text)])
+    x = torch.tensor([tokenizer.load_tokenizer(tiny[0]).encode(text)])
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
         want = nf4(x)
@@ -473,10 +476,10 @@ def test_a_method_full_runs_model_with_a_tokenizer_model_alone_gets_the_tokenize
     """train.py --method full saves OUT/model, a checkpoint of its own, with the base's tokenizer files: a
     tokenizer.model alone (the tiny base, Meta's layout, the demo's model) got no tokenizer_config.json, so
     transformers' AutoTokenizer on OUT/model added no BOS (ids [149, ...] against ours [1, 149, ...]). It gets the one
-    export.py writes (data.llama_tokenizer_config)."""
+    export.py writes (tokenizer.llama_tokenizer_config)."""
     train.main(flags(tiny, tmp_path / "out", "--max-steps", "1", "--method", "full"))
     assert not os.path.exists(os.path.join(tiny[0], "tokenizer_config.json"))  # (the base has none to copy)
-    tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
+    tok, hf = tokenizer.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out" / "model")
     for text in ("How many words are in owl fox?", "cat dog 3 7"):
         assert hf(text)["input_ids"] == tok.encode(text) and tok.encode(text)[0] == tok.bos_id, text
 
@@ -642,8 +645,8 @@ def test_llama_cpp_converts_an_exported_llama_to_a_gguf_our_loader_reads_to_its_
         "▁", " ").encode() for t in (tokens[i] for i in ids)).decode()
     for text in ("cat  dog   3\t7\n\nowl é 漢 😀",
                  data.PROMPT_DICT["prompt_input"].format(instruction="How many words are in owl fox?", input="cat")):
-        ids = data.load_tokenizer(str(tmp_path / "out")).encode(text)
-        assert data.load_tokenizer(str(tmp_path / "out.gguf")).encode(text) == ids, text
+        ids = tokenizer.load_tokenizer(str(tmp_path / "out")).encode(text)
+        assert tokenizer.load_tokenizer(str(tmp_path / "out.gguf")).encode(text) == ids, text
         assert ids[0] == 1 and spell(ids[1:]) == " " + text  # (sentencepiece's "▁" prefix)
     x = torch.tensor([ids])                                    # (the prompt)
     with torch.no_grad():
@@ -686,7 +689,7 @@ def test_a_tokenizer_model_alone_gets_a_tokenizer_config_transformers_reads_as_o
     save_adapter(ours, tmp_path / "adapter")
     assert run("--model", tiny[0], "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert not os.path.exists(os.path.join(tiny[0], "tokenizer_config.json"))  # (the base has none to copy)
-    tok, hf = data.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    tok, hf = tokenizer.load_tokenizer(tiny[0]), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     for text in ("How many words are in owl fox?", "cat dog 3 7", "How many numbers are in 8 net oak?",
                  data.PROMPT_DICT["prompt_input"].format(instruction="How many words are in owl fox?", input="cat"),
                  "cat  dog   3\t7\n\nowl  ", "é 漢 😀 café\r\n"):
@@ -705,7 +708,7 @@ def test_a_tokenizer_model_beside_a_generation_config_gets_a_tokenizer_config_to
     save_adapter(ours, tmp_path / "adapter")
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert "generation_config.json" in os.listdir(tmp_path / "out")
-    tok, hf = data.load_tokenizer(base), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    tok, hf = tokenizer.load_tokenizer(base), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     for text in ("How many words are in owl fox?", "cat dog 3 7"):
         assert hf(text)["input_ids"] == tok.encode(text), text
         assert tok.encode(text)[0] == tok.bos_id
@@ -727,9 +730,9 @@ def test_a_gpt2_language_model_on_openai_file_names_gets_a_tokenizer_transformer
     assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert "has no tokenizer files" not in capsys.readouterr().err
     texts = ["Hello world", " ţară, şi ăla 123 <|endoftext|> x", "\tindented\n\nlines  "]
-    hf_tok, run_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out"), data.load_tokenizer(base)
+    hf_tok, run_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out"), tokenizer.load_tokenizer(base)
     assert [hf_tok(t).input_ids for t in texts] == [run_tok.encode(t) for t in texts]
-    assert data.load_tokenizer(tmp_path / "out").encode(texts[1]) == run_tok.encode(texts[1])
+    assert tokenizer.load_tokenizer(tmp_path / "out").encode(texts[1]) == run_tok.encode(texts[1])
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
     ids = torch.tensor([run_tok.encode(texts[1])])
     torch.testing.assert_close(hf(ids).logits, merge_lorasp(ours)(ids), atol=1e-5, rtol=0)
@@ -745,7 +748,7 @@ def test_a_second_adapter_stacks_on_an_export_and_neither_applies_twice(tiny, tm
     assert run("--model", tiny[0], "--adapter", one, "--out", tmp_path / "m") is None
     assert run("--model", tmp_path / "m", "--adapter", two, "--out", tmp_path / "m2") is None
     assert f"note: --model {tmp_path / 'm'} holds {one} merged (export.py); --adapter {two}" in capsys.readouterr().err
-    x = torch.tensor([data.load_tokenizer(tiny[0]).encode("Below is an instruction that describes a task.")])
+    x = torch.tensor([tokenizer.load_tokenizer(tiny[0]).encode("Below is an instruction that describes a task.")])
     stacked, _ = load_model(str(tmp_path / "m"), two, "none", torch.float32)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m2").eval()
     with torch.no_grad():

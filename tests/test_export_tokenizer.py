@@ -1,10 +1,10 @@
 """export.py writes the tokenizer of a base that has no tokenizer files to copy: a GGUF's own (its tokenizer.ggml.*
-metadata) and a gpt2.tiktoken's (OpenAI's GPT-2 ranks), as data.hf_tokenizer writes them. The oracles: transformers'
-AutoTokenizer on the folder gives the ids lorasp's load_tokenizer gives the base, on texts with accents and scripts,
-runs of spaces, tabs and newlines, digits, emoji, code, chat marks and the special tokens written out; so do
-transformers' own GGUF reader (but where it departs from the model's tokenizer, each departure named), llama.cpp's
-expected ids (the .inp/.out beside its vocabularies), tiktoken on the ranks and GPT-2's own encoder.json + vocab.bpe.
-A tiny random Llama with LLaMA's real vocabulary, exported, gives in transformers the run's logits on those ids."""
+metadata) and a gpt2.tiktoken's (OpenAI's GPT-2 ranks), as tokenizer.hf_tokenizer writes them. The oracles:
+transformers' AutoTokenizer on the folder gives the ids lorasp's load_tokenizer gives the base, on texts with accents
+and scripts, runs of spaces, tabs and newlines, digits, emoji, code, chat marks and the special tokens written out; so
+do transformers' own GGUF reader (but where it departs from the model's tokenizer, each departure named), llama.cpp's
+expected ids (the .inp/.out beside its vocabularies), tiktoken on the ranks and GPT-2's own encoder.json + vocab.bpe. A
+tiny random Llama with LLaMA's real vocabulary, exported, gives in transformers the run's logits on those ids."""
 import base64
 import json
 import os
@@ -19,6 +19,7 @@ import transformers
 import checkpoint as C
 import data
 import model as M
+import tokenizer
 import train
 from fetch_real import path
 from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
@@ -53,8 +54,8 @@ def test_a_gguf_sentencepiece_bpe_is_written_as_a_tokenizer_json_transformers_re
     each added token). transformers' own GGUF reader gives them too, but where a text starts with a space: it adds no
     "▁" there (as its Metaspace does), which sentencepiece, llama.cpp and lorasp do."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
-    ours = data.load_tokenizer(gguf)
-    data.hf_tokenizer(ours, tmp_path, gguf)
+    ours = tokenizer.load_tokenizer(gguf)
+    tokenizer.hf_tokenizer(ours, tmp_path, gguf)
     assert sorted(os.listdir(tmp_path)) == ["chat_template.jinja"] * (vocab == "phi-3") + [
         "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
@@ -68,7 +69,7 @@ def test_a_gguf_sentencepiece_bpe_is_written_as_a_tokenizer_json_transformers_re
     assert all(a == b for a, b in marks), marks
     if vocab == "phi-3":
         return
-    back = data.load_tokenizer(tmp_path)                       # tokenizer.model, the added tokens of tokenizer.json
+    back = tokenizer.load_tokenizer(tmp_path)                  # tokenizer.model, the added tokens of tokenizer.json
     assert [back.encode(t) for t in TEXTS] == [ours.encode(t) for t in TEXTS]
     own = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     texts = TEXTS + llama_cpp_inputs(vocab)
@@ -81,14 +82,14 @@ def test_a_gguf_sentencepiece_bpe_is_written_as_a_tokenizer_json_transformers_re
 
 @pytest.mark.parametrize("vocab", ["llama-bpe", "qwen2", "gpt-2", "starcoder"])
 def test_a_gguf_byte_level_bpe_vocabulary_is_written_to_llama_cpps_ids(tmp_path, vocab):
-    """llama.cpp's byte-level BPE vocabulary GGUFs (Llama 3's, Qwen2's, GPT-2's, StarCoder's) as data.hf_tokenizer
+    """llama.cpp's byte-level BPE vocabulary GGUFs (Llama 3's, Qwen2's, GPT-2's, StarCoder's) as tokenizer.hf_tokenizer
     writes them: transformers' AutoTokenizer gives lorasp's ids and llama.cpp's expected ones on its test inputs.
     Llama 3's 'Cửa Việt' was ['C', 'ửa', ' Vi', 'ệ', 't'] in transformers, one ' Việt' in lorasp and llama.cpp: a
     pre-token that is itself in the vocabulary is one token (tiktoken's rule, lorasp's; Llama 3's ignore_merges),
     which the merges alone do not make."""
     gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
-    ours = data.load_tokenizer(gguf)
-    data.hf_tokenizer(ours, tmp_path, gguf)
+    ours = tokenizer.load_tokenizer(gguf)
+    tokenizer.hf_tokenizer(ours, tmp_path, gguf)
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     for text in TEXTS + llama_cpp_inputs(vocab):
         assert hf(text).input_ids == ours.encode(text), text
@@ -103,8 +104,8 @@ def test_a_gguf_byte_level_bpe_is_read_by_transformers_to_lorasps_ids_with_its_m
     <|im_start|>, EOS and PAD <|im_end|>, UNK <|endoftext|> as the GGUF does, no BOS added, and the GGUF's chat
     template is chat_template.jinja: apply_chat_template renders what transformers' GGUF reader renders."""
     gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    ours = data.load_tokenizer(gguf)
-    data.hf_tokenizer(ours, tmp_path, gguf)
+    ours = tokenizer.load_tokenizer(gguf)
+    tokenizer.hf_tokenizer(ours, tmp_path, gguf)
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     own = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
     assert [hf(t).input_ids for t in TEXTS] == [ours.encode(t) for t in TEXTS]
@@ -146,8 +147,8 @@ def test_a_gguf_base_exports_with_its_tokenizer_and_transformers_gives_the_runs_
     save_adapter(ours, tmp_path / "adapter", base_model_name_or_path=str(gguf))
     assert run("--model", gguf, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
     assert "no tokenizer files" not in capsys.readouterr().err
-    tok, hf = data.load_tokenizer(gguf), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
-    back = data.load_tokenizer(tmp_path / "out")
+    tok, hf = tokenizer.load_tokenizer(gguf), transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    back = tokenizer.load_tokenizer(tmp_path / "out")
     assert [hf(t).input_ids for t in TEXTS] == [tok.encode(t) for t in TEXTS] == [back.encode(t) for t in TEXTS]
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     ids = hf(" Hi <s>there</s>  2+2=4 🙂", return_tensors="pt").input_ids
@@ -155,7 +156,7 @@ def test_a_gguf_base_exports_with_its_tokenizer_and_transformers_gives_the_runs_
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, merge_lorasp(ours)(ids), atol=1e-5, rtol=0)
     convert_hf_to_gguf(tmp_path / "out", tmp_path / "out.gguf")  # (llama.cpp's converter reads its tokenizer.model)
-    again = data.load_tokenizer(tmp_path / "out.gguf")
+    again = tokenizer.load_tokenizer(tmp_path / "out.gguf")
     assert [again.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
 
 
@@ -184,10 +185,10 @@ def test_a_base_with_gpt2_tiktoken_alone_exports_a_tokenizer_of_gpt2s_ids(tmp_pa
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     with open(base / "gpt2.tiktoken") as f:                  # "base64-token rank" lines
         ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in f if line.strip())}
-    ref = tiktoken.Encoding("gpt2", pat_str=data.GPT2_PATTERN, mergeable_ranks=ranks,
+    ref = tiktoken.Encoding("gpt2", pat_str=tokenizer.GPT2_PATTERN, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": 50256})
-    openai = data.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
-    back = data.load_tokenizer(tmp_path / "out")
+    openai = tokenizer.load_tokenizer(path("gpt2", "encoder.json").removesuffix("encoder.json"))
+    back = tokenizer.load_tokenizer(tmp_path / "out")
     for text in TEXTS:
         assert hf(text).input_ids == ref.encode(text, allowed_special="all") == openai.encode(text) == back.encode(
             text), text
@@ -207,7 +208,7 @@ def test_a_tokenizer_model_alone_is_saved_with_a_tokenizer_json_of_the_runs_ids(
     tokenizer.json beside it: AutoTokenizer gives lorasp's ids of the base (sentencepiece's), lorasp reads the folder
     back to them, so does the tokenizer.json transformers saves of it, and llama.cpp's convert_hf_to_gguf.py (which
     reads the tokenizer.model) makes a GGUF of them on texts without special tokens."""
-    base = data.load_tokenizer(tiny[0])
+    base = tokenizer.load_tokenizer(tiny[0])
     if how == "export.py":
         save_adapter(trained(M.load_pretrained(tiny[0]), ["q_proj"]), tmp_path / "adapter")
         assert run("--model", tiny[0], "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
@@ -216,17 +217,17 @@ def test_a_tokenizer_model_alone_is_saved_with_a_tokenizer_json_of_the_runs_ids(
         train.main(flags(tiny, tmp_path / "run", "--max-steps", "1", "--method", "full"))
         out = tmp_path / "run" / "model"
     assert {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
-    hf, back = transformers.AutoTokenizer.from_pretrained(out), data.load_tokenizer(out)
+    hf, back = transformers.AutoTokenizer.from_pretrained(out), tokenizer.load_tokenizer(out)
     for text in [*TEXTS, "a</s>b", " x<s>  y"]:
         assert hf(text).input_ids == base.encode(text) == back.encode(text), text
     assert [hf(t, add_special_tokens=False).input_ids for t in TEXTS if "<" not in t] == [
         base.sp.encode(t) for t in TEXTS if "<" not in t]                # (sentencepiece's own)
     hf.save_pretrained(tmp_path / "saved")                   # (transformers 5 saves no tokenizer.model: lorasp
-    saved = data.load_tokenizer(tmp_path / "saved")          # reads the tokenizer.json alone; it refused it)
+    saved = tokenizer.load_tokenizer(tmp_path / "saved")     # reads the tokenizer.json alone; it refused it)
     assert "tokenizer.model" not in os.listdir(tmp_path / "saved")
     assert [saved.encode(t) for t in TEXTS] == [base.encode(t) for t in TEXTS]
     convert_hf_to_gguf(out, tmp_path / "out.gguf")
-    again, plain = data.load_tokenizer(tmp_path / "out.gguf"), [t for t in TEXTS if "<" not in t]
+    again, plain = tokenizer.load_tokenizer(tmp_path / "out.gguf"), [t for t in TEXTS if "<" not in t]
     assert [again.encode(t) for t in plain] == [base.encode(t) for t in plain]  # (after a special token's text the
     # GGUF puts no "▁" where the demo's legacy tokenizer does: a GGUF has no legacy flag; so without the tokenizer.json)
 
@@ -235,34 +236,33 @@ def test_a_tokenizer_model_alone_is_saved_with_a_tokenizer_json_of_the_runs_ids(
                                     "hf_tokenizer llama-spm", "llama_tokenizer_config demo"])
 def test_every_writer_writes_tokenizer_config_json_once_and_transformers_reads_the_runs_ids(tmp_path, monkeypatch,
                                                                                            writer):
-    """tokenizer_config.json has one writer (data.write_tokenizer_config), whatever writes the folder: save_tokenizer
-    (train.py --method full's OUT/model from a .gguf), hf_tokenizer (export.py's from a .gguf or gpt2.tiktoken) and
-    llama_tokenizer_config (a tokenizer.model alone). hf_tokenizer wrote it twice for a byte-level BPE
-    (save_tokenizer's, then its own again with UNK), and only it said clean_up_tokenization_spaces false
+    """tokenizer_config.json has one writer (tokenizer.write_tokenizer_config), whatever writes the folder:
+    save_tokenizer (train.py --method full's OUT/model from a .gguf), hf_tokenizer (export.py's from a .gguf or
+    gpt2.tiktoken) and llama_tokenizer_config (a tokenizer.model alone). hf_tokenizer wrote it twice for a byte-level
+    BPE (save_tokenizer's, then its own again with UNK), and only it said clean_up_tokenization_spaces false
     (transformers before 4.45 cleaned up by default: "a ." decoded "a."); llama_tokenizer_config's said nothing of
-    legacy, so AutoTokenizer put no "▁" after a special token's text where lorasp does ("a</s>b": 362 for "b", the
-    run's 284). A sentencepiece folder (save_tokenizer's, llama_tokenizer_config's) held a tokenizer.model alone, which
-    transformers 5's LlamaTokenizer reads to other ids where a text starts with a space or holds a run of them
-    (" a": no "▁" of its own; "▁▁" before "spaces" where sentencepiece joins "▁spaces"): now a tokenizer.json
-    beside it.
+    legacy, so AutoTokenizer put no "▁" after a special token's text where lorasp does ("a</s>b": 362 for "b", the run's
+    284). A sentencepiece folder (save_tokenizer's, llama_tokenizer_config's) held a tokenizer.model alone, which
+    transformers 5's LlamaTokenizer reads to other ids where a text starts with a space or holds a run of them (" a": no
+    "▁" of its own; "▁▁" before "spaces" where sentencepiece joins "▁spaces"): now a tokenizer.json beside it.
     Each folder, read by AutoTokenizer: the run's ids (and sentencepiece's), BOS, EOS, PAD, decoding."""
-    written, atomic_write = [], data.atomic_write
-    monkeypatch.setattr(data, "atomic_write", lambda p, *a, **k: written.append(os.path.basename(p)) or atomic_write(
+    written, atomic_write = [], tokenizer.atomic_write
+    monkeypatch.setattr(tokenizer, "atomic_write", lambda p, *a, **k: written.append(os.path.basename(p)) or atomic_write(
         p, *a, **k))
     how, vocab = writer.split()
     if how == "llama_tokenizer_config":                          # the demo's: a Llama's tokenizer.model alone
         data.demo_files(tmp_path, 300, 400)
         os.remove(tmp_path / "corpus.txt")
         (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-        ours = data.load_tokenizer(tmp_path)
-        data.llama_tokenizer_config(ours, tmp_path)
+        ours = tokenizer.load_tokenizer(tmp_path)
+        tokenizer.llama_tokenizer_config(ours, tmp_path)
     else:
         gguf = path("llama.cpp", f"ggml-vocab-{vocab}.gguf")
-        ours = data.load_tokenizer(gguf)
-        getattr(data, how)(ours, tmp_path, *[gguf] * (how == "hf_tokenizer"))
+        ours = tokenizer.load_tokenizer(gguf)
+        getattr(tokenizer, how)(ours, tmp_path, *[gguf] * (how == "hf_tokenizer"))
     assert written.count("tokenizer_config.json") == 1, written
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["clean_up_tokenization_spaces"] is False
-    hf, back = transformers.AutoTokenizer.from_pretrained(tmp_path), data.load_tokenizer(tmp_path)
+    hf, back = transformers.AutoTokenizer.from_pretrained(tmp_path), tokenizer.load_tokenizer(tmp_path)
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (ours.bos_id, ours.eos_id, ours.pad_id)
     assert os.path.isfile(tmp_path / "tokenizer.json") and os.path.isfile(tmp_path / "tokenizer.model") != (
         vocab == "gpt-2")                                        # (sentencepiece's: both, lorasp and llama.cpp read

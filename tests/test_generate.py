@@ -155,8 +155,8 @@ def test_eos_ids_are_read_as_transformers_reads_them(tiny, tmp_path):
     import json
     import shutil
 
-    import data
-    prompt = torch.tensor([data.load_tokenizer(tiny[0]).encode("The capital of France is")])
+    import tokenizer
+    prompt = torch.tensor([tokenizer.load_tokenizer(tiny[0]).encode("The capital of France is")])
     ref = transformers.LlamaForCausalLM.from_pretrained(tiny[0], dtype=torch.float32).eval()
     free = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
                         eos_token_id=None)[0, prompt.shape[1]:].tolist()
@@ -170,7 +170,7 @@ def test_eos_ids_are_read_as_transformers_reads_them(tiny, tmp_path):
             (d / "generation_config.json").write_text(json.dumps(generation))
         ref = transformers.LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         want = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False)
-        got = G.generate(M.load_pretrained(d), prompt, 16, eos_id=data.load_tokenizer(str(d)).stops)
+        got = G.generate(M.load_pretrained(d), prompt, 16, eos_id=tokenizer.load_tokenizer(str(d)).stops)
         assert torch.equal(got, want) and got.shape[1] == prompt.shape[1] + ends, (config, generation)
 
 
@@ -215,12 +215,12 @@ def test_the_command_line_stops_where_transformers_generate_stops(kind, tiny, tm
     import json
     import shutil
 
-    import data
+    import tokenizer
     base = gpt2_folder(tmp_path / "base") if kind == "gpt2" else shutil.copytree(tiny[0], tmp_path / "base")
     cls = transformers.GPT2LMHeadModel if kind == "gpt2" else transformers.LlamaForCausalLM
-    prompt = torch.tensor([data.load_tokenizer(str(base)).encode("hello there")])
+    prompt = torch.tensor([tokenizer.load_tokenizer(str(base)).encode("hello there")])
     free, b, a = two_stops(cls, base, prompt)
-    tok_eos = data.load_tokenizer(str(base)).eos_id
+    tok_eos = tokenizer.load_tokenizer(str(base)).eos_id
     assert tok_eos not in free  # (config.json's null: the tokenizer's EOS, never generated: no stop either way)
     original = G.generate
     cases = [({"eos_token_id": a}, None, free.index(a) + 1, False),
@@ -309,10 +309,11 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
 
     import data
     import eval as E
+    import tokenizer
     base, cls = shutil.copytree(tiny[0], tmp_path / "base"), transformers.LlamaForCausalLM  # (GPT-2's 64 positions:
     (tmp_path / "p.txt").write_text("Say hello there.\n" * 2)  # too few for Alpaca's prompt and 16 new tokens)
-    prompt = torch.tensor([data.load_tokenizer(str(base)).encode(data.alpaca_prompt({"instruction": "Say hello "
-                                                                                                      "there."}))])
+    prompt = torch.tensor([tokenizer.load_tokenizer(str(base)).encode(data.alpaca_prompt({"instruction": "Say hello "
+                                                                                                           "there."}))])
     free, b, a = two_stops(cls, base, prompt)
     cases = [({"eos_token_id": a}, {"eos_token_id": [b, 7]}, free.index(b), True),
              ({"eos_token_id": [a, b]}, {"bos_token_id": 1}, free.index(a), False)]  # transformers: 16
@@ -327,7 +328,8 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
                 "--dtype", "float32", "--max-new-tokens", "16"])
         out = capsys.readouterr().out
         answers = json.loads(out.strip().splitlines()[-1])["answers"]
-        assert [r["base"] for r in answers] == [data.load_tokenizer(str(d)).decode(free[:ends]).strip()] * 2, config
+        assert [r["base"] for r in answers] == [tokenizer.load_tokenizer(str(d)).decode(free[:ends]).strip()] * 2, \
+            config
         note = (f"note: 2 of 2 answers stopped at the tokenizer's EOS ({a}); transformers' generate would go on: "
                 f"{d / 'generation_config.json'} names no eos_token_id")
         assert out.count("transformers' generate would go on") == (not theirs) and (note in out) != theirs, out

@@ -9,9 +9,9 @@ import pytest
 import torch
 import transformers
 
-import data
 import generate as G
 import model as M
+import tokenizer
 import train
 from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import apply_lorasp, save_adapter
@@ -60,7 +60,7 @@ def test_a_train_py_adapter_generates_as_peft(tiny, run_dir, monkeypatch, capsys
     adapter (was: "unrecognized arguments: --adapter"); OUT itself stands for OUT/adapter; without the adapter the
     tokens are the base's, and differ."""
     from peft import PeftModel
-    tok = data.load_tokenizer(tiny[0])
+    tok = tokenizer.load_tokenizer(tiny[0])
     want = hf_greedy(PeftModel.from_pretrained(base(tiny), str(run_dir / "adapter")).eval(), tok)
     assert run(monkeypatch, "--model", tiny[0], "--adapter", str(run_dir / "adapter")) == want
     assert len(want) == len(tok.encode(PROMPT)) + 12  # (no EOS cut it short)
@@ -81,7 +81,7 @@ def test_a_peft_adapter_generates_as_peft(tiny, tmp_path, monkeypatch):
             if "lora_B" in n:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(n)))
     peft.save_pretrained(tmp_path / "peft")
-    tok = data.load_tokenizer(tiny[0])
+    tok = tokenizer.load_tokenizer(tiny[0])
     want = hf_greedy(peft.eval(), tok)
     assert want != hf_greedy(base(tiny), tok) and len(want) == len(tok.encode(PROMPT)) + 12
     assert run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "peft")) == want
@@ -127,8 +127,8 @@ def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, c
     assert "--quantize nf4: --adapter" in err and "trained on the NF4-quantized base" in err and "NF4" not in out
     assert f"trained on a base whose files differ from {tiny[0]}'s" in err
     ours = load_adapter(M.load_pretrained(tiny[0], quantize="nf4", dtype=torch.float32), tmp_path / "nf4").eval()
-    ids = torch.tensor([data.load_tokenizer(tiny[0]).encode(PROMPT)])
-    assert got == M.generate(ours, ids, 12, eos_id=data.load_tokenizer(tiny[0]).stops)[0].tolist()
+    ids = torch.tensor([tokenizer.load_tokenizer(tiny[0]).encode(PROMPT)])
+    assert got == M.generate(ours, ids, 12, eos_id=tokenizer.load_tokenizer(tiny[0]).stops)[0].tolist()
     assert len(got) == ids.shape[1] + 12
     unquantized = run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "nf4"), "--quantize", "none")
     assert ("trained on a NF4 base; --quantize none scores it on other weights than it learned on (without --quantize, "
@@ -154,10 +154,10 @@ def test_a_gguf_base_by_another_name_and_one_with_other_bytes(tiny, tmp_path, mo
     got = run(monkeypatch, "--model", str(tmp_path / "smol.gguf"), "--adapter", str(tmp_path / "out"))
     assert "warning" not in capsys.readouterr().err
     ours = load_adapter(M.load_pretrained(gguf, dtype=torch.float32), tmp_path / "out" / "adapter").eval()
-    ids = torch.tensor([data.load_tokenizer(gguf).encode(PROMPT)])
-    assert got == M.generate(ours, ids, 12, eos_id=data.load_tokenizer(gguf).stops)[0].tolist()
+    ids = torch.tensor([tokenizer.load_tokenizer(gguf).encode(PROMPT)])
+    assert got == M.generate(ours, ids, 12, eos_id=tokenizer.load_tokenizer(gguf).stops)[0].tolist()
     assert len(got) > ids.shape[1] + 2 and got != M.generate(M.load_pretrained(gguf, dtype=torch.float32), ids, 12,
-                                                               eos_id=data.load_tokenizer(gguf).stops)[0].tolist()
+                                                               eos_id=tokenizer.load_tokenizer(gguf).stops)[0].tolist()
     other = shutil.copy(gguf, tmp_path / "other.gguf")
     with open(other, "r+b") as f:                                      # other weights under the same name
         f.seek(-4, 2)

@@ -21,7 +21,8 @@ from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import checkpoint as C
 import train
 import model as M
-from data import bytes_to_unicode, load_tokenizer, perplexity_docs
+from data import perplexity_docs
+from tokenizer import bytes_to_unicode, load_tokenizer
 
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
 # ggml.h's block layouts: bytes per block, where its fp16 fields lie, and the largest |code| they multiply

@@ -15,7 +15,8 @@ from transformers import BertTokenizer, BertTokenizerLegacy, RobertaTokenizer
 import data
 from eval import glue_metrics
 from fetch_real import path
-from data import BPETokenizer, WordPieceTokenizer, load_glue, load_tokenizer
+from data import load_glue
+from tokenizer import BPETokenizer, WordPieceTokenizer, load_tokenizer
 
 TEXTS = ["The quick brown fox jumps over the lazy dog!", "Héllo, WÖRLD... Café naïve résumé Ångström",
          "unaffable jumped 123 4567 3.14", "中文日本語 한국어 テスト", "tabs\tnew\nline\r\x00ctrl\x07 zero\u200bwidth\u00a0nb",

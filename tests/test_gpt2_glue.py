@@ -15,6 +15,7 @@ import data
 import eval as E
 import export
 import model as M
+import tokenizer
 import train
 from evalcli import load_model
 from fixtures import random_params
@@ -120,6 +121,6 @@ def test_gpt2_full_fine_tune_model_folder_is_scored_by_transformers_as_the_run(g
     assert json.loads((model / "config.json").read_text())["pad_token_id"] == rows        # a row of its own
     assert json.loads((tmp_path / "run" / "checkpoint" / "model" / "config.json").read_text())["vocab_size"] == rows
     ours = M.load_pretrained(model, dtype=torch.float32)
-    predicted = scored_by_transformers(model, data.load_tokenizer(base), ours, glue_dir)
+    predicted = scored_by_transformers(model, tokenizer.load_tokenizer(base), ours, glue_dir)
     gold = torch.tensor([y for _, _, y in data.read_glue(glue_dir / "SST-2" / "dev.tsv", "sst2")])
     assert (predicted == gold).float().mean().item() * 100 == pytest.approx(summary["dev"]["accuracy"], abs=1e-6)

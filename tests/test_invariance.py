@@ -25,6 +25,7 @@ from evalcli import mmlu_rows
 from fixtures import demo_tokenizer, fault_at_loss_call, flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import apply_lorasp, save_adapter
 import model as M
+import tokenizer
 from test_model import write_meta
 
 WORDS = data.DEMO_WORDS
@@ -209,7 +210,7 @@ def test_mmlu_is_the_same_in_any_question_order_and_each_question_alone(layouts,
             (d / f).write_bytes((layouts[0]["hf"] / f).read_bytes())
     data.train_sentencepiece(data.demo_corpus(300) + [" ".join("ABCD" * 20)] * 200 + ["Answer: A Answer: B Answer: C "
                              "Answer: D"] * 100, str(d / "tokenizer.model"), M.load_pretrained(d).config.vocab_size)
-    model, tok = M.load_pretrained(d), data.load_tokenizer(str(d))
+    model, tok = M.load_pretrained(d), tokenizer.load_tokenizer(str(d))
     quiet = lambda *a: None  # noqa: E731
     for max_len in (None, 160):
         rows = mmlu_rows(str(tmp_path / "mmlu"), None, 5)

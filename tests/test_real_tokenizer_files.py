@@ -19,9 +19,10 @@ import tiktoken.load
 import transformers
 from tokenizers import Tokenizer
 
-from data import UserError, load_tokenizer, tokenize_records
+from data import UserError, tokenize_records
 from fetch_real import path
 from test_real_tokenizers import SPECIAL_TEXT, TEXT, llama3_reference, llama_cpp_inputs, write_llama3_tiktoken
+from tokenizer import load_tokenizer
 
 TEXTS = [TEXT, *llama_cpp_inputs(), "", " ", "  lead", "trail ", "  two  spaces  ", "\n\nnewlines\n\ttab",
          "def f(x):\n    return x**2  # comment\n\tif a != b: pass", "emoji 😀🎉👩‍👩‍👧 🇫🇷 ½ 1,000,000 3.14159",

@@ -34,7 +34,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_to
 
 from fetch_real import path
 import train
-from data import GPT2_PATTERN, alpaca_prompt, load_tokenizer, save_tokenizer, tokenize_records
+from data import alpaca_prompt, tokenize_records
+from tokenizer import GPT2_PATTERN, load_tokenizer, save_tokenizer
 from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 from test_model import write_meta
 
@@ -318,7 +319,7 @@ def assert_llama_cpp_ids(tok, gguf):
                                   "llama.cpp/ggml-vocab-command-r.gguf", "llama.cpp/ggml-vocab-mpt.gguf",
                                   "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"], ids=lambda g: g.split("/")[-1][:-5])
 def test_a_gguf_tokenizer_saved_as_files_reads_back_to_its_ids(tmp_path, gguf):
-    """data.save_tokenizer (a model saved from a .gguf gets its tokenizer as files: a GGUF has none to copy): read
+    """tokenizer.save_tokenizer (a model saved from a .gguf gets its tokenizer as files: a GGUF has none to copy): read
     back by our loader, llama.cpp's expected ids and the GGUF's own on TEXT, with its BOS/EOS/PAD and whether texts
     get them; a byte-level BPE's tokenizer.json read by transformers gives those ids too (sentencepiece's
     tokenizer.model: transformers' LlamaTokenizer splits runs of spaces its own way, from the GGUF as well)."""

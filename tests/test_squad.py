@@ -21,6 +21,7 @@ from tokenizers import ByteLevelBPETokenizer
 import data
 import eval as E
 import model as M
+import tokenizer
 import train
 from bench.toy_squad import write_toy
 from fake_hub import serve
@@ -106,7 +107,7 @@ def test_questions_without_a_prediction_are_said_as_the_official_script_says_the
 def test_windows_and_offsets_match_transformers_overflow(tmp_path):
     words = [f"w{i}" for i in range(20)]
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "?", ",", *words]))
-    tok = data.load_tokenizer(tmp_path)
+    tok = tokenizer.load_tokenizer(tmp_path)
     context = "W0 w1  w2, w3 " + " ".join(words[4:])  # case, a double space, a comma: offsets keep the original text
     toks = data.context_tokens(tok, context)
     assert [t for t, _, _ in toks] == tok.encode(context)[1:]  # WordPiece: the whole text's tokens
@@ -164,8 +165,8 @@ def test_sub_word_tokens_have_their_own_characters_as_in_transformers(tmp_path):
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
     bpe.save_model(str(d))
     minilm = path("minilm", "vocab.txt").removesuffix("vocab.txt")
-    for ours, ref in ((data.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)),
-                      (data.load_tokenizer(d), transformers.RobertaTokenizer(vocab=str(d / "vocab.json"),
+    for ours, ref in ((tokenizer.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)),
+                      (tokenizer.load_tokenizer(d), transformers.RobertaTokenizer(vocab=str(d / "vocab.json"),
                                                                               merges=str(d / "merges.txt")))):
         enc = ref(context, add_special_tokens=False, return_offsets_mapping=True)
         assert [(t, s, e) for t, s, e in data.context_tokens(ours, context)] == \
@@ -187,7 +188,7 @@ def test_wordpiece_offsets_where_the_basic_tokenizer_cuts_and_drops(tmp_path):
     reference. Before: "中🙂" was one piece, so 中 and the [UNK] both had (1, 3); "b\x85a" was two words (other ids
     than the model is fed: [b, a] for [ba])."""
     minilm = path("minilm", "vocab.txt").removesuffix("vocab.txt")
-    ours, ref = data.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)
+    ours, ref = tokenizer.load_tokenizer(minilm), transformers.AutoTokenizer.from_pretrained(minilm)
     context = "\u00a0中🙂a\tb\u0085a 'x\x1c🙂中  \u0301🙂 éa🙂\u0301 wi\u001cki 日本🙂 end"
     enc = ref(context, add_special_tokens=False, return_offsets_mapping=True)
     assert [(t, s, e) for t, s, e in data.context_tokens(ours, context)] == \
@@ -209,7 +210,7 @@ def test_a_questions_leading_whitespace_is_dropped_as_run_qa_drops_it(tmp_path):
     bpe.train_from_iterator(["What year did the band play? The band played in 1970 and 1971."] * 20, vocab_size=300,
                             min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
     bpe.save_model(str(tmp_path))
-    ours, ref = data.load_tokenizer(tmp_path), transformers.RobertaTokenizer(vocab=str(tmp_path / "vocab.json"),
+    ours, ref = tokenizer.load_tokenizer(tmp_path), transformers.RobertaTokenizer(vocab=str(tmp_path / "vocab.json"),
                                                                              merges=str(tmp_path / "merges.txt"))
     context, question = "The band played in 1970 and 1971", "   \n What year did the band play?"
     dataset = [{"paragraphs": [{"context": context, "qas": [
@@ -330,7 +331,7 @@ def test_toy_squad_learns_and_eval_reproduces_it(tmp_path, capsys):
 def test_gpt2_answers_generatively_with_long_contexts_cut(tmp_path):
     squad, bert = write_toy(tmp_path, n_train=1, n_dev=4)
     vocab = {w: i for i, w in enumerate(open(f"{bert}/vocab.txt").read().split())}
-    tok = data.WordPieceTokenizer(vocab)  # any tokenizer with encode/decode: the prompt text is what matters here
+    tok = tokenizer.WordPieceTokenizer(vocab)  # any tokenizer with encode/decode: the prompt text is what matters here
     model = M.build_model(M.GPT2Config(vocab_size=len(vocab), n_positions=96)).eval()  # < prompt + 32 new tokens
     dataset = data.one_per_question(data.read_squad("dev", squad))
     scores, pred = E.evaluate_squad(model, tok, dataset)
@@ -362,7 +363,7 @@ def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path,
     Fields of the wrong type are an error naming the question."""
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "where", "?", "bad", "and",
                                                    "good"]))
-    tok = data.load_tokenizer(tmp_path)
+    tok = tokenizer.load_tokenizer(tmp_path)
     qas = [{"id": "right", "question": "where ?", "answers": [{"text": "good", "answer_start": 8}]},
            {"id": "off", "question": "where ?", "answers": [{"text": "good", "answer_start": 4}]},
            {"id": "past", "question": "where ?", "answers": [{"text": "good", "answer_start": 99}]}]

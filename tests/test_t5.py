@@ -14,10 +14,11 @@ import transformers
 
 import checkpoint as C
 import model as M
-from data import T5_PREFIX, load_tokenizer, read_translation, seq2seq_batch, translation_examples
+from data import T5_PREFIX, read_translation, seq2seq_batch, translation_examples
 from fixtures import random_params, t5_sentencepiece
 from lorasp import apply_lorasp
 from quant import NF4Linear, quantize_nf4
+from tokenizer import load_tokenizer
 
 V = 96
 SHAPE = dict(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,

@@ -13,6 +13,7 @@ from tokenizers import ByteLevelBPETokenizer
 
 import data
 import tasks
+import tokenizer
 import train
 from download import SMALL_FILES
 from fetch_real import path
@@ -44,19 +45,19 @@ def test_a_changed_added_tokens_json_is_a_changed_tokenizer(tmp_path):
     data on other ids, eval.py warns on an adapter trained with the other file. (It was not hashed: nothing noticed.)"""
     n = demo_tokenizer(tmp_path, 300).vocab_size                 # (the pieces: 0..n-1)
     transformers4_folder(tmp_path, {"<pad>": n})
-    before, config = data.tokenizer_files(tmp_path), (tmp_path / "tokenizer_config.json").read_bytes()
+    before, config = tokenizer.tokenizer_files(tmp_path), (tmp_path / "tokenizer_config.json").read_bytes()
     ids = [transformers.AutoTokenizer.from_pretrained(tmp_path)(t).input_ids for t in TEXTS]
-    assert [data.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == ids and n in ids[0]
+    assert [tokenizer.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == ids and n in ids[0]
     assert {f for f, sha in before.items() if sha} == {"tokenizer.model", "added_tokens.json",
                                                        "special_tokens_map.json", "tokenizer_config.json"}
     transformers4_folder(tmp_path, {"<pad>": n, "<|im_end|>": n + 1})   # a chat marker added to the vocabulary
     now = [transformers.AutoTokenizer.from_pretrained(tmp_path)(t).input_ids for t in TEXTS]
-    assert [data.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == now != ids
+    assert [tokenizer.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == now != ids
     (tmp_path / "tokenizer_config.json").write_bytes(config)     # the other files as before: added_tokens.json alone
-    assert [data.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == now  # (ours reads it, as transformers 4 did)
-    assert data.tokenizer_changes(before, data.tokenizer_files(tmp_path)) == "added_tokens.json differs"
+    assert [tokenizer.load_tokenizer(tmp_path).encode(t) for t in TEXTS] == now  # (ours reads it: transformers 4 did)
+    assert tokenizer.tokenizer_changes(before, tokenizer.tokenizer_files(tmp_path)) == "added_tokens.json differs"
     os.remove(tmp_path / "added_tokens.json")
-    assert "added_tokens.json is missing" in data.tokenizer_changes(before, data.tokenizer_files(tmp_path))
+    assert "added_tokens.json is missing" in tokenizer.tokenizer_changes(before, tokenizer.tokenizer_files(tmp_path))
 
 
 def hf_folder(directory):
@@ -78,7 +79,7 @@ def test_a_method_full_runs_model_has_the_bases_tokenizer(tiny, tmp_path, layout
     base = tmp_path / "base"
     base.mkdir()
     shutil.copy(os.path.join(tiny[0], "tokenizer.model"), base)
-    n = data.load_tokenizer(base).vocab_size
+    n = tokenizer.load_tokenizer(base).vocab_size
     save_pretrained(build_model(LlamaConfig(vocab_size=n + 2, n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)),
                     base)
     if layout == "transformers4":
@@ -92,9 +93,9 @@ def test_a_method_full_runs_model_has_the_bases_tokenizer(tiny, tmp_path, layout
     assert [got(t).input_ids for t in TEXTS] == [want(t).input_ids for t in TEXTS]
     assert len(got) == len(want) > n and got.pad_token_id == want.pad_token_id == n
     assert got.chat_template == want.chat_template is not None
-    ours = data.load_tokenizer(tmp_path / "out" / "model")
-    assert [ours.encode(t) for t in TEXTS] == [data.load_tokenizer(base).encode(t) for t in TEXTS]
-    assert data.tokenizer_files(tmp_path / "out" / "model") == data.tokenizer_files(base)
+    ours = tokenizer.load_tokenizer(tmp_path / "out" / "model")
+    assert [ours.encode(t) for t in TEXTS] == [tokenizer.load_tokenizer(base).encode(t) for t in TEXTS]
+    assert tokenizer.tokenizer_files(tmp_path / "out" / "model") == tokenizer.tokenizer_files(base)
 
 
 @pytest.mark.parametrize("layout", ["transformers4", "transformers4, config.json pad_token_id 0", "transformers5",
@@ -118,7 +119,7 @@ def test_the_pad_id_is_the_token_tokenizer_config_json_names(layout, tmp_path):
             json.dump(dict(tokenizer_class="LlamaTokenizer", legacy=False, pad_token=layout[4:]),
                       open(tmp_path / "tokenizer_config.json", "w"))
     want = transformers.AutoTokenizer.from_pretrained(tmp_path).pad_token_id
-    assert data.load_tokenizer(tmp_path).pad_id == want == {"pad <unk>": 0, "pad </s>": 2}.get(layout, n)
+    assert tokenizer.load_tokenizer(tmp_path).pad_id == want == {"pad <unk>": 0, "pad </s>": 2}.get(layout, n)
 
 
 def test_a_pad_token_past_the_embedding_is_left_out_with_the_other_added_tokens(tmp_path, capsys):
@@ -127,9 +128,9 @@ def test_a_pad_token_past_the_embedding_is_left_out_with_the_other_added_tokens(
     refused as "the tokenizer's pad_id 456 is outside the model's embedding"."""
     n = demo_tokenizer(tmp_path, 300).vocab_size
     transformers4_folder(tmp_path, {"<pad>": n})
-    tok = data.load_tokenizer(tmp_path)
+    tok = tokenizer.load_tokenizer(tmp_path)
     assert tok.pad_id == n
-    data.check_vocab(tok, n, "m")
+    tokenizer.check_vocab(tok, n, "m")
     assert tok.pad_id is None and tok.vocab_size == n and n not in tok.encode("a<pad>")
     assert f"m: added tokens ['<pad>'] have ids past the embedding's {n} rows: left out, the pad id {n} among them" \
         in capsys.readouterr().out
@@ -177,19 +178,20 @@ def test_a_record_made_before_added_tokens_json_was_hashed_does_not_call_it_new(
     added_tokens.json is not checked, and a new record's refusal stays: absent then, present now, is new."""
     n = demo_tokenizer(tmp_path, 300).vocab_size
     transformers4_folder(tmp_path, {"<pad>": n})
-    now = data.tokenizer_files(tmp_path)
+    now = tokenizer.tokenizer_files(tmp_path)
     old = {f: sha for f, sha in now.items() if sha is not None and f in SMALL_FILES[2:]}  # (21's)
     assert "added_tokens.json" not in old and set(old) == {"tokenizer.model", "tokenizer_config.json",
                                                            "special_tokens_map.json"}
-    assert data.tokenizer_changes(old, now) == "" and data.tokenizer_unchecked(old, now) == ["added_tokens.json"]
-    assert data.tokenizer_changes(old | {"tokenizer.model": "0" * 64}, now) == "tokenizer.model differs"
+    assert tokenizer.tokenizer_changes(old, now) == ""
+    assert tokenizer.tokenizer_unchecked(old, now) == ["added_tokens.json"]
+    assert tokenizer.tokenizer_changes(old | {"tokenizer.model": "0" * 64}, now) == "tokenizer.model differs"
     (tmp_path / "tokenizer.json").write_text("{}")                # a file the old record did look at: new
-    assert data.tokenizer_changes(old, data.tokenizer_files(tmp_path)) == "tokenizer.json is new"
+    assert tokenizer.tokenizer_changes(old, tokenizer.tokenizer_files(tmp_path)) == "tokenizer.json is new"
     os.remove(tmp_path / "tokenizer.json")
     os.rename(tmp_path / "added_tokens.json", tmp_path / "kept")
-    before = data.tokenizer_files(tmp_path)                       # a record of now: added_tokens.json null (absent)
-    assert before["added_tokens.json"] is None and data.tokenizer_unchecked(before, now) == []
-    assert data.tokenizer_changes(before, now) == "added_tokens.json is new"
+    before = tokenizer.tokenizer_files(tmp_path)                  # a record of now: added_tokens.json null (absent)
+    assert before["added_tokens.json"] is None and tokenizer.tokenizer_unchecked(before, now) == []
+    assert tokenizer.tokenizer_changes(before, now) == "added_tokens.json is new"
 
 
 def test_gpt2s_own_file_names_are_hashed_and_a_method_full_model_keeps_them(tiny, tmp_path):  # noqa: F811
@@ -204,22 +206,22 @@ def test_gpt2s_own_file_names_are_hashed_and_a_method_full_model_keeps_them(tiny
     bpe.save_model(str(base))
     os.rename(base / "vocab.json", base / "encoder.json")
     os.rename(base / "merges.txt", base / "vocab.bpe")
-    tok = data.load_tokenizer(base)
+    tok = tokenizer.load_tokenizer(base)
     save_pretrained(build_model(GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_head=4, n_layer=1,
                                            n_positions=256)), base)
-    record = data.tokenizer_files(base)
+    record = tokenizer.tokenizer_files(base)
     assert record["encoder.json"] and record["vocab.bpe"]
     train.main(flags((str(base), tiny[1]), tmp_path / "out", "--max-steps", "1", "--method", "full"))
     text = "How many words are in owl fox?"
-    assert data.load_tokenizer(tmp_path / "out" / "model").encode(text) == tok.encode(text)
+    assert tokenizer.load_tokenizer(tmp_path / "out" / "model").encode(text) == tok.encode(text)
     vocab = json.loads((base / "encoder.json").read_text())
     vocab["a"], vocab["e"] = vocab["e"], vocab["a"]                   # two ids swapped: other ids for the same text
     (base / "encoder.json").write_text(json.dumps(vocab))
-    assert data.load_tokenizer(base).encode("a e") != tok.encode("a e")
-    assert data.tokenizer_changes(record, data.tokenizer_files(base)) == "encoder.json differs"
-    old = {f: sha for f, sha in record.items() if sha is not None and f in data.HASHED_BEFORE}  # (none of them)
-    assert data.tokenizer_changes(old, record) == "" and data.tokenizer_unchecked(old, record) == ["encoder.json",
-                                                                                                 "vocab.bpe"]
+    assert tokenizer.load_tokenizer(base).encode("a e") != tok.encode("a e")
+    assert tokenizer.tokenizer_changes(record, tokenizer.tokenizer_files(base)) == "encoder.json differs"
+    old = {f: sha for f, sha in record.items() if sha is not None and f in tokenizer.HASHED_BEFORE}  # (none of them)
+    assert tokenizer.tokenizer_changes(old, record) == ""
+    assert tokenizer.tokenizer_unchecked(old, record) == ["encoder.json", "vocab.bpe"]
 
 
 @pytest.mark.parametrize("config", [dict(add_bos_token=False), dict(eos_token="<unk>", pad_token="</s>"),
@@ -231,8 +233,9 @@ def test_a_tokenizer_config_json_beside_a_gguf_is_not_read_as_transformers_reads
     GGUF's whatever the file says), so the two agree and the file is left unread."""
     shutil.copy(path("llama.cpp", "ggml-vocab-llama-spm.gguf"), tmp_path / "m.gguf")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
-    hf, ours = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf"), data.load_tokenizer(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf")
+    ours = tokenizer.load_tokenizer(tmp_path)
     for text in ("Hi", "a</s>b", "How many words?"):
-        assert ours.encode(text) == hf(text).input_ids == data.load_tokenizer(tmp_path / "m.gguf").encode(text)
+        assert ours.encode(text) == hf(text).input_ids == tokenizer.load_tokenizer(tmp_path / "m.gguf").encode(text)
     assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.add_eos) == (hf.bos_token_id, hf.eos_token_id,
                                                                      hf.pad_token_id, False) == (1, 2, None, False)

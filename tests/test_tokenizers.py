@@ -10,8 +10,8 @@ from tokenizers import (AddedToken, ByteLevelBPETokenizer, Regex, Tokenizer, dec
                         pre_tokenizers, processors, trainers)
 from transformers import AutoTokenizer, GPT2Tokenizer
 
-from data import (BPETokenizer, SentencePieceTokenizer, UserError, alpaca_prompt, check_vocab, load_tokenizer,
-                  named_id, perplexity_docs, sentencepiece_model, tokenize_records)
+from data import UserError, alpaca_prompt, perplexity_docs, tokenize_records
+from tokenizer import BPETokenizer, SentencePieceTokenizer, check_vocab, load_tokenizer, named_id, sentencepiece_model
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -325,7 +325,7 @@ def test_damaged_tokenizer_files_are_errors_naming_the_file(bpe_dir, tmp_path):
 def test_llama_tokenizer_json_alone_as_transformers_reads_it(tmp_path):
     """transformers 5 saves a Llama tokenizer as tokenizer.json only (sentencepiece's BPE under a Metaspace
     pre-tokenizer): it was refused ("copy the base model's tokenizer.model"); now read as a sentencepiece model scored
-    by merge rank (data.sentencepiece_json), to transformers' ids (tests/test_real_tokenizers.py: Mistral's and
+    by merge rank (tokenizer.sentencepiece_json), to transformers' ids (tests/test_real_tokenizers.py: Mistral's and
     LLaMA's)."""
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
                                    vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
@@ -636,7 +636,7 @@ def test_other_split_pre_tokenizers_are_refused(tmp_path, split):
 
 
 def test_named_id_reads_a_token_through_the_public_encode(bpe_dir):
-    """data.named_id (tokenizer_config.json's "eos_token" -> its id) called the tokenizer's private _encode, so a
+    """tokenizer.named_id (tokenizer_config.json's "eos_token" -> its id) called the tokenizer's private _encode, so a
     tokenizer with only the public encode (what CONTRACT.md promises) raised AttributeError; now it asks encode for
     the text alone (no BOS, no EOS), which for our tokenizers is the same ids."""
     class Public:                                              # encode(text, bos, eos) and nothing private

@@ -16,6 +16,7 @@ import cli
 import data
 import eval as E
 import plan
+import tokenizer
 import train
 from fake_hub import serve
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
@@ -219,7 +220,7 @@ def test_a_resumed_runs_summary_counts_the_whole_runs_tokens(tiny, tmp_path, mon
         json.dump(state, f)
     resumed = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
     old = train.train(train.parse_args(flags(tiny, tmp_path / "c", "--resume")))  # the run's count unknown: not guessed
-    train_ex = data.task_examples(tiny[1], data.load_tokenizer(tiny[0]), 200, None, 0.1, 0)[0]
+    train_ex = data.task_examples(tiny[1], tokenizer.load_tokenizer(tiny[0]), 200, None, 0.1, 0)[0]
     lengths = [len(e["input_ids"]) for e in train_ex]
     order = [idx for epoch in (0, 1) for idx in data.epoch_batches(lengths, 4, epoch, 2)]   # 14 an epoch
     by_step = [sum(lengths[j] for idx in order[2 * s:2 * s + 2] for j in idx) for s in range(10)]  # 4 x 2 a step

@@ -19,6 +19,7 @@ import eval as E
 import checkpoint as C
 import model as M
 import tasks
+import tokenizer
 import train
 from fixtures import t5_sentencepiece
 from lorasp import load_adapter
@@ -111,7 +112,7 @@ def test_glue_adapter_and_head_reload_with_the_same_dev_metrics(kind, task, enco
         assert result[split] == pytest.approx(summary[split], abs=1e-6, rel=0)
     # the training loss is the head's cross-entropy (STS-B: the squared error of its one output), summed
     model = load_adapter(base, str(tmp_path / "adapter")).eval()
-    examples = data.glue_examples(task, data.load_tokenizer(encoders[kind]), 32, str(glue_dir))[0][:5]
+    examples = data.glue_examples(task, tokenizer.load_tokenizer(encoders[kind]), 32, str(glue_dir))[0][:5]
     batch = data.collate(examples, model.config.pad_id)
     with torch.no_grad():
         loss, n = train.classification_loss(model, batch)
@@ -228,7 +229,8 @@ def t5_task(tmp_path_factory):
                                                          for e, r in rows), encoding="utf-8")
     t5_sentencepiece(d, [s for p in pairs for s in p] + [data.T5_PREFIX] * 5, 48)
     torch.manual_seed(0)
-    config = M.T5Config(vocab_size=data.load_tokenizer(str(d)).vocab_size, d_model=32, d_kv=8, d_ff=64, num_heads=4)
+    config = M.T5Config(vocab_size=tokenizer.load_tokenizer(str(d)).vocab_size, d_model=32, d_kv=8, d_ff=64,
+                        num_heads=4)
     t5 = M.build_model(config)
     with torch.no_grad():
         t5.shared.weight.normal_()  # T5's N(0, 1) embeddings: N(0, 0.02) would leave the rescaled head's logits near 0
@@ -273,7 +275,7 @@ def test_t5_progress_and_summary_say_their_tokens_are_the_sources(t5_task, tmp_p
                                     str(tmp_path), "--batch-size", "8", "--grad-accum", "1", "--seq-len", "48",
                                     "--epochs", "1", "--log-every", "6", "--save-every", "0", "--dtype", "fp32"],
                        capsys)
-    tok, pairs = data.load_tokenizer(model_dir), data.read_translation(data_dir, "train")
+    tok, pairs = tokenizer.load_tokenizer(model_dir), data.read_translation(data_dir, "train")
     sources = sum(len(tok.encode(data.T5_PREFIX + s, eos=True)) for s, _ in pairs)
     targets = sum(len(tok.encode(t, eos=True)) for _, t in pairs)
     assert summary["steps"] == 12 and summary["tokens"] == sources != targets
