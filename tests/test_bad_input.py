@@ -2694,6 +2694,44 @@ case("NaN weights loaded as NF4", ValueError, "tensor 'model.layers.0.mlp.up_pro
      "32] has 2 NaN")(lambda ctx: poisoned(ctx, float("nan"), quantize="nf4"))
 
 
+# Values: NaN and Inf a forward makes of finite weights (float16's range), an adapter's, a perplexity past float64's
+# range, an adapter that changes nothing or rounds away in the export's dtype
+
+def loud(ctx):
+    """The tiny fixture with its final norm weight 60000 (finite in float16): its logits pass float16's range and
+    reach the millions in float32 (a mean NLL far past 709.78 nats, where exp passes float64's range)."""
+    base = shutil.copytree(ctx.tiny[0], ctx.tmp / "loud")
+    weights = load_safetensors(str(base / "model.safetensors"))
+    weights["model.norm.weight"].fill_(60000.0)
+    save_safetensors(weights, str(base / "model.safetensors"))
+    return str(base)
+
+
+case("generate.py: --dtype float16 where the activations pass its range (greedy read the NaN logits as token 0)",
+     SystemExit, "error: generate: the logits of new token 1 hold 455 NaN and 1 Inf values (the model computes in "
+     "float16): its activations passed float16's range (max 65504); give --dtype bfloat16 or float32")(
+    lambda ctx: generate_command(ctx, "--model", loud(ctx), "--dtype", "float16", "--max-new-tokens", "4",
+                                 "--prompt", "The cat"))  # (printed "The cat ⁇ ⁇ ⁇ ⁇", exit 0; sampled: a traceback)
+case("eval.py: --task perplexity in float16 where the activations pass its range (was perplexity nan, exit 0)",
+     SystemExit, "error: perplexity: the loss holds 1 NaN and 0 Inf values (the model computes in float16): its "
+     "activations passed float16's range")(  # (and a JSON line {"perplexity": NaN}, which JSON does not allow)
+    lambda ctx: E.main(["--task", "perplexity", "--model", loud(ctx), "--data", ctx.tiny[1], "--dtype", "fp16",
+                        "--seq-len", "200"]))
+
+
+@case("eval.py: a perplexity past float64's range (mean NLL over 709.78 nats) is inf, not an OverflowError traceback",
+      None)
+def _(ctx):  # (was "OverflowError: math range error" from math.exp, a traceback)
+    E.main(["--task", "perplexity", "--model", (d := loud(ctx)), "--data", ctx.tiny[1], "--dtype", "fp32",
+            "--seq-len", "200"])
+    assert json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["perplexity"] == math.inf
+    tok, model = data.load_tokenizer(d), load_pretrained(d)
+    ids = tok.encode(data.alpaca_prompt(json.load(open(ctx.tiny[1]))[0]))
+    with torch.no_grad():                                               # one record's mean NLL, computed directly
+        assert model(torch.tensor([ids]), labels=torch.tensor([ids])).item() > 709.79
+
+
+
 def with_config(ctx, **changes):
     d = small_model(ctx.tmp / "m")
     edit_json(ctx.tmp / "m" / "config.json", **changes)
