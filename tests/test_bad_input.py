@@ -2731,6 +2731,34 @@ def _(ctx):  # (was "OverflowError: math range error" from math.exp, a traceback
         assert model(torch.tensor([ids]), labels=torch.tensor([ids])).item() > 709.79
 
 
+def peft_copy(ctx, name="a"):
+    """The shared run's adapter as a PEFT adapter (its LoRA-SP extras left out) and its tensors, to edit."""
+    shutil.copytree(ctx.shared.checkpoint / "adapter", d := ctx.tmp / name)
+    os.remove(d / EXTRAS_FILE)
+    return d, load_safetensors(str(d / "adapter_model.safetensors"))
+
+
+def poisoned_adapter(ctx, value):
+    d, sd = peft_copy(ctx)
+    sd["base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight"][0, 0] = value
+    save_safetensors(sd, str(d / "adapter_model.safetensors"))
+    return load_adapter(load_pretrained(ctx.tiny[0]), d, peft=True)
+
+
+case("adapter_model.safetensors with an Inf in a lora_B (was perplexity nan, exit 0)", ValueError,
+     "adapter_model.safetensors: tensor 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight' (shape [32, "
+     "16]) has 0 NaN and 1 Inf values, first at index [(0, 0)]")(lambda ctx: poisoned_adapter(ctx, math.inf))
+case("adapter_model.safetensors with a NaN in a lora_B (was: 'lorasp_extras.safetensors and adapter_model.safetensors "
+     "disagree', of a PEFT adapter without that file)", ValueError, "q_proj.lora_B.weight' (shape [32, 16]) has 1 NaN "
+     "and 0 Inf values")(lambda ctx: poisoned_adapter(ctx, math.nan))
+for alpha in (0, math.nan):
+    case(f"adapter_config.json: lora_alpha {alpha} (the error named no file)", ValueError,
+         f"adapter_config.json: r = 16, lora_alpha = {alpha}; need an integer r >= 1 and a finite, non-zero number "
+         "lora_alpha")(  # (was "need an integer r >= 1 and a finite alpha != 0 ...; got r=16, alpha=0": which file?)
+        lambda ctx, alpha=alpha: (edit_json((d := peft_copy(ctx)[0]) / "adapter_config.json", lora_alpha=alpha),
+                                  load_adapter(load_pretrained(ctx.tiny[0]), d, peft=True)))
+
+
 
 def with_config(ctx, **changes):
     d = small_model(ctx.tmp / "m")
