@@ -2759,6 +2759,47 @@ for alpha in (0, math.nan):
                                   load_adapter(load_pretrained(ctx.tiny[0]), d, peft=True)))
 
 
+@case("eval.py, generate.py, export.py: an adapter whose lora_B are all 0 (it trained nothing) is said to score as "
+      "the base", None)
+def _(ctx):  # (was scored, answered with and exported as the base model without a word)
+    d, sd = peft_copy(ctx)
+    save_safetensors({k: t.zero_() if ".lora_B." in k else t for k, t in sd.items()},
+                     str(d / "adapter_model.safetensors"))
+    said = f"warning: --adapter {d} changes no weight of --model {ctx.tiny[0]}: (alpha/r) B A is 0 in each of its 14 "
+    scores = []
+    for adapter in ([], ["--adapter", str(d)], ["--adapter", str(ctx.shared.checkpoint / "adapter")]):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "200", *adapter])
+        out = ctx.capsys.readouterr()
+        scores.append(json.loads(out.out.strip().splitlines()[-1])["perplexity"])
+        assert (said in out.err) == (adapter[1:] == [str(d)]), out.err
+    assert scores[1] == scores[0] != scores[2]                          # the base's perplexity, the trained one's not
+    generate_command(ctx, "--model", ctx.tiny[0], "--adapter", str(d), "--max-new-tokens", "2")
+    assert said in ctx.capsys.readouterr().err
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", d, "--out", ctx.tmp / "x", "--dtype", "bf16")
+    assert said in (err := ctx.capsys.readouterr().err) and "changes 0 weight entries in bfloat16, none even in " \
+        "float32; this export is the base model" in err, err
+
+
+@case("export.py: --dtype bf16 where (alpha/r) B A rounds away in nearly every entry float32 keeps: said, with counts",
+      None)
+def _(ctx):  # (was written without a word: 22 of 17,495 changed entries left, the export all but the base)
+    d, sd = peft_copy(ctx)
+    save_safetensors({k: t * 1e-6 if ".lora_B." in k else t for k, t in sd.items()},
+                     str(d / "adapter_model.safetensors"))
+    base, counts = load_safetensors(ctx.tiny[0] + "/model.safetensors"), {}
+    for dtype in ("fp32", "bf16", "fp16"):
+        export_main(ctx, "--model", ctx.tiny[0], "--adapter", d, "--out", ctx.tmp / dtype, "--dtype", dtype)
+        got = load_safetensors(str(ctx.tmp / dtype / "model.safetensors"))
+        counts[dtype] = sum(int((got[k] != base[k].to(got[k].dtype)).sum()) for k in base)   # the files' own
+        err = ctx.capsys.readouterr().err
+        warned = f"changes {counts[dtype]:,} weight entries in {dict(bf16='bfloat16', fp16='float16')[dtype]}, " \
+            f"{counts['fp32']:,} in float32: --dtype fp32 keeps them" if dtype != "fp32" else "weight entries in"
+        assert (warned in err) == (counts[dtype] < 0.01 * counts["fp32"]), (dtype, counts, err)  # (the files' counts)
+    assert 0 < counts["bf16"] < 0.01 * counts["fp32"], counts
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint / "adapter", "--out", ctx.tmp / "t",
+                "--dtype", "bf16")                                      # a trained adapter: no warning
+    assert "weight entries in" not in ctx.capsys.readouterr().err
+
 
 def with_config(ctx, **changes):
     d = small_model(ctx.tmp / "m")
