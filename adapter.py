@@ -37,7 +37,7 @@ import re
 
 import torch
 
-from checkpoint import (atomic_write, load_safetensors, read_json, read_safetensors_header, replace_dir,
+from checkpoint import (atomic_write, check_finite, load_safetensors, read_json, read_safetensors_header, replace_dir,
                         safetensors_header, save_safetensors, torch_load)
 
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
@@ -357,9 +357,10 @@ def read_adapter(directory, peft):
         raise ValueError(f"{config}: {new[0]} = {cfg[new[0]]!r}, a field lorasp does not know (a newer PEFT's, or "
                          "an old one's); PEFT ignores such fields with a warning, lorasp refuses them: one may change "
                          "what the adapter computes. If it does not, delete it from the file")
-    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float):
+    if type(cfg.get("r")) is not int or cfg["r"] < 1 or type(cfg.get("lora_alpha")) not in (int, float) or not (
+            math.isfinite(cfg["lora_alpha"]) and cfg["lora_alpha"]):   # (named no file: LoRASPLinear's error)
         raise ValueError(f"{config}: r = {cfg.get('r')!r}, lora_alpha = {cfg.get('lora_alpha')!r}; need an integer "
-                         "r >= 1 and a number lora_alpha")
+                         "r >= 1 and a finite, non-zero number lora_alpha")
     path = os.path.join(directory, weights[0])
     tensors = load_safetensors(path) if path.endswith(".safetensors") else torch_load(path)  # weights_only=True
     # a PEFT model's own state_dict() saved by hand spells lora_A.default.weight; PEFT loads that file too
@@ -534,6 +535,8 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
     new = {}
     for n in names:
         A, B = tensors[f"{PEFT}{n}.lora_A.weight"], tensors.get(f"{PEFT}{n}.lora_B.weight")
+        for k, t in (("lora_A", A), ("lora_B", B)) if B is not None else ():  # (NaN: "the files disagree"; Inf: NaN
+            check_finite(t, f"{path}: tensor '{PEFT}{n}.{k}.weight'")          # scores, exit 0)
         base, r, alpha = _fit(n, modules, cfg, A, B, layer_type, linear_types, f"{directory}/adapter_config.json")
         own_base(path, n, tensors, base)               # PEFT's lm_head base weight beside A and B: the model's own
         new[n] = layer = layer_type(base, r, alpha, sp["keep"], sp["mode"], sp["structure"], sp["seeds"].get(n, 0))

@@ -54,7 +54,7 @@ from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_not
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
-from model import beam_search, generate
+from generate import beam_search, finite, generate
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
             with autocast():
                 logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
                                                        b["token_type_ids"]).float()))
-        z = torch.stack([logits[i] for i in range(len(examples))]).cpu()  # (N, num_labels)
+        z = finite(model, torch.stack([logits[i] for i in range(len(examples))]).cpu(), f"{split}: the logits")
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
         out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
@@ -159,7 +159,7 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
         with autocast():
             start, end = model.span_logits(*(b[k].to(device) for k in ("input_ids", "attention_mask",
                                                                           "token_type_ids")))
-        for i, s, e in zip(rows, start.cpu(), end.cpu()):
+        for i, s, e in zip(rows, *finite(model, torch.stack([start, end]), "squad: the span logits").cpu()):
             w = windows[i]
             score, a, z = best_span(s, e, w["offsets"])
             if score > best.get(w["id"], (-math.inf,))[0]:
@@ -205,7 +205,7 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
             logits = model(torch.tensor([ids[n:]], device=device), cache=cache, last_only=True)[0, -1]  # (vocab,)
-            right += "ABCD"[int(logits[letters].argmax())] == row[5]
+            right += "ABCD"[int(finite(model, logits[letters], f"mmlu: {s}'s logits").argmax())] == row[5]
             seen = ids
         acc[s], hits, total = right / len(test), hits + right, total + len(test)
         log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot" + (
@@ -259,8 +259,14 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
         ids = torch.tensor([w + [0] * (T - len(w)) for w, _ in rows], device=device)
         labels = torch.tensor([[-100] * f + w[f:] + [-100] * (T - len(w)) for w, f in rows], device=device)
         count = sum(len(w) - f for w, f in rows)  # -100: unscored
-        nll, n, i = nll + model(ids, labels=labels).item() * count, n + count, j  # (a mean: no (T, vocab) logits)
-    return math.exp(nll / n), n
+        loss = finite(model, model(ids, labels=labels), "perplexity: the loss")  # (a mean: no (T, vocab) logits)
+        nll, n, i = nll + loss.item() * count, n + count, j
+    return exp(nll / n), n
+
+
+def exp(x):
+    """e^x, inf past float64's range (mean NLL > 709.78 nats: math.exp's OverflowError, a traceback)."""
+    return math.exp(x) if x < 709.78 else math.inf
 
 
 def records_perplexity(model, docs, seq_len, stride, bucket):
@@ -270,7 +276,7 @@ def records_perplexity(model, docs, seq_len, stride, bucket):
     cut = [(ids[:seq_len], start) for ids, start in docs if start < seq_len]
     past = [(ids, max(start, seq_len)) for ids, start in docs if len(ids) > seq_len]  # (perplexity's later windows)
     (p, m), (q, k) = (perplexity(model, d, seq_len, stride, bucket, 4096) if d else (math.nan, 0) for d in (cut, past))
-    ppl = math.exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k))
+    ppl = exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k))
     return ppl, m + k, dict(cut=(p, m, len(cut)), past=(q, k, len(past)))
 
 

@@ -45,7 +45,7 @@ from tokenizer import check_vocab, load_tokenizer, tokenizer_changes, tokenizer_
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, saved_whole, whole_dir
-from lorasp import adapter_base, load_adapter, matches
+from lorasp import LoRASPLinear, adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
 
@@ -518,10 +518,18 @@ def with_adapter(model, adapter, name):
     """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
     inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome."""
     try:
-        return load_adapter(model, adapter, peft=True).eval()
+        model = load_adapter(model, adapter, peft=True).eval()
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
+    whole = tuple(saved_whole(adapter_config(adapter) or {}))  # a trained head changes the model whatever B A is
+    layers = [m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)]
+    if layers and not any(n.endswith(whole) for n, _ in model.named_modules()) and not any(
+            m.lora_B.any() and m.lora_A.any() for m in layers):  # (no base weight read: an untrained one read them all)
+        print(f"warning: --adapter {adapter} changes no weight of --model {name}: (alpha/r) B A is 0 in each of its "
+              f"{len(layers)} layers (B = 0: an adapter that trained nothing, or PEFT's initial one); what follows is "
+              "the base model's", file=sys.stderr)         # (was scored, answered with, merged as the base: no word)
+    return model
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from checks import repeated, run_folder, unexpanded, unwritable
 from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, write_merged
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
-from quant import NF4Linear
+from quant import NF4Linear, NF4Tensor
 from tokenizer import BPETokenizer, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -133,11 +133,12 @@ def entries(module, prefix="", plan=False):
             yield from entries(child, prefix + k + ".", plan)
 
 
-def merged(model, dtype, plan=False):
+def merged(model, dtype, plan=False, kept=None):
     """(HF name, tensor) of the merged model cast to dtype, a tied tensor once: what save_pretrained writes of
     `model.to(dtype)` once merged and dequantized, tensor by tensor. The model is spent: the pages of each weight
     read (memory-mapped: fill's spill) are handed back once it is written, unless it is read again (tied).
-    plan: the same names, meta tensors of their shapes and dtype (nothing merged, read or handed back)."""
+    plan: the same names, meta tensors of their shapes and dtype (nothing merged, read or handed back). kept: a list
+    that gets, for each merged weight, (its entries the update changes in dtype, those it changes in float32)."""
     uses = collections.Counter(id(t) for _, t in itertools.chain(model.named_parameters(remove_duplicate=False),
                                                                  model.named_buffers(remove_duplicate=False)))
     seen = set()
@@ -153,13 +154,25 @@ def merged(model, dtype, plan=False):
             raise UserError(f"--dtype {HF_DTYPES[dtype]}: {name} has values up to {t.abs().max().item():.6g}, beyond "
                             f"its range (max {torch.finfo(dtype).max:.6g}): they would be written as Inf; give --dtype "
                             + ("bf16 or fp32" if dtype == torch.float16 else "fp32"))
+        if kept is not None and not plan and name.endswith(".weight") and src is not t and src is not None:
+            kept.append(changed(w, t, src.dequantize(torch.float32) if isinstance(src, NF4Tensor) else src, dtype))
         yield type(model).hf_tensor(name, w)
         if not plan and isinstance(src, torch.Tensor) and uses[id(src)] == 1:
             release(src)                                     # (read again from the file if touched)
         del t, src, w                                        # (freed before the next layer is merged)
 
 
-def write_shards(directory, model, dtype, max_shard):
+def changed(w, t, W, dtype, chunk=1 << 16):
+    """(entries of w, the merged weight in dtype, that differ from W in dtype; entries of t, W + (alpha/r) B A in
+    float32, that differ from W), a chunk at a time: layer-sized temporaries grew export's heap by 110 MiB at 134M."""
+    w, t, W, n, m = w.reshape(-1), t.reshape(-1), W.reshape(-1), 0, 0
+    for i in range(0, len(w), chunk):
+        x = W[i:i + chunk].float()
+        n, m = n + int((w[i:i + chunk] != x.to(dtype)).sum()), m + int((t[i:i + chunk] != x).sum())
+    return n, m
+
+
+def write_shards(directory, model, dtype, max_shard, kept=None):
     """checkpoint.write_checkpoint's safetensors files and index of merged(model, dtype), a shard not held: its header
     written first (planned: the same names, shapes, dtype), then each tensor as it is merged, and dropped."""
     shards = []
@@ -167,7 +180,7 @@ def write_shards(directory, model, dtype, max_shard):
         if not shards or sum(x.nbytes for x in shards[-1].values()) + t.nbytes > max_shard:
             shards.append({})
         shards[-1][name] = t
-    n, tensors = len(shards), merged(model, dtype)
+    n, tensors = len(shards), merged(model, dtype, kept=kept)
     names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
     for file, shard in zip(names, shards):
         with atomic_write(os.path.join(directory, file)) as f:
@@ -354,7 +367,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
               file=sys.stderr)
     hf, unwritten = hf_config(model, path, adapter, dtype, num_labels, qa, tok), None
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
-        write_shards(tmp, model, dtype, max_shard)
+        write_shards(tmp, model, dtype, max_shard, kept := [])
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:
             shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
@@ -375,6 +388,11 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         write_merged(tmp, path, adapter)                     # (lorasp_merged.json: the adapter not applied again)
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
+    n, m = (sum(x[i] for x in kept) for i in (0, 1))          # (was said nowhere: the base written, renamed)
+    if kept and (not m or n < 0.01 * m):
+        print(f"warning: {out}: --adapter {adapter}'s (alpha/r) B A changes {n:,} weight entries in {HF_DTYPES[dtype]}"
+              + (f", {m:,} in float32: --dtype fp32 keeps them" if m != n else ", none even in float32") + (
+                  "; this export is the base model" if not n else ""), file=sys.stderr)
     if isinstance(tok, NoTokenizer) or not set(COPIED[:-1]) & set(files):
         print(f"note: {out} has no tokenizer files: " + (
             f"{path} is a GGUF whose tokenizer, {unwritten}, export.py does not write (it writes byte-level and "

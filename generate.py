@@ -62,6 +62,20 @@ def sample(logits, temperature=0.0, top_p=1.0, generator=None):
     return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def finite(model, t, what):
+    """t, refused where it holds NaN or Inf: a score no token or answer can be read from. argmax takes NaN for the
+    largest logit (all NaN: token 0, the same text whatever the prompt, exit 0), multinomial fails on it, a NaN
+    perplexity or accuracy printed is no score. A weight file's NaN is refused as it loads: here a forward in float16,
+    whose range ends at 65504, passed it (a large norm weight or activation), or an adapter's update did."""
+    if not t.isfinite().all():
+        dt = next((p.dtype for p in model.parameters() if p.is_floating_point()), t.dtype)
+        raise ValueError(f"{what} hold{'s' * (t.ndim == 0)} {int(t.isnan().sum())} NaN and {int(t.isinf().sum())} "
+                         f"Inf values (the model computes in {str(dt)[6:]}): " + (
+                             "its activations passed float16's range (max 65504); give --dtype bfloat16 or float32"
+                             if dt == torch.float16 else "a weight or adapter value took the forward out of range"))
+    return t
+
+
 @torch.no_grad()
 def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, attention_mask=None,
              generator=None, pad_id=None):
@@ -80,7 +94,8 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once
     for step in range(max_new_tokens):
-        nxt = sample(logits, temperature, top_p, generator)
+        nxt = sample(finite(model, logits, f"generate: the logits of new token {step + 1}"), temperature, top_p,
+                     generator)
         if eos_id is not None:
             stops = torch.tensor(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], device=nxt.device)
             nxt = torch.where(done, stops[0] if pad_id is None else pad_id, nxt)  # ended rows: padding
@@ -261,7 +276,7 @@ def main(demo=None, argv=None):
         out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, stops,
                        generator=torch.Generator(args.device).manual_seed(args.seed))
     except ValueError as e:                                    # (--temperature 1e-45: a traceback from multinomial)
-        sys.exit(f"error: --{e}")
+        sys.exit(f"error: {'--' * str(e).startswith('temperature')}{e}")
     n, dt = out.shape[1] - ids.shape[1], time.perf_counter() - t0
     if n < args.max_new_tokens and out[0, -1].item() in extra:  # (ended by our stop alone: say it, with the text)
         print(f"stopped at the tokenizer's EOS ({out[0, -1].item()}); transformers' generate would go on: "

@@ -2695,6 +2695,113 @@ case("NaN weights loaded as NF4", ValueError, "tensor 'model.layers.0.mlp.up_pro
      "32] has 2 NaN")(lambda ctx: poisoned(ctx, float("nan"), quantize="nf4"))
 
 
+# Values: NaN and Inf a forward makes of finite weights (float16's range), an adapter's, a perplexity past float64's
+# range, an adapter that changes nothing or rounds away in the export's dtype
+
+def loud(ctx):
+    """The tiny fixture with its final norm weight 60000 (finite in float16): its logits pass float16's range and
+    reach the millions in float32 (a mean NLL far past 709.78 nats, where exp passes float64's range)."""
+    base = shutil.copytree(ctx.tiny[0], ctx.tmp / "loud")
+    weights = load_safetensors(str(base / "model.safetensors"))
+    weights["model.norm.weight"].fill_(60000.0)
+    save_safetensors(weights, str(base / "model.safetensors"))
+    return str(base)
+
+
+case("generate.py: --dtype float16 where the activations pass its range (greedy read the NaN logits as token 0)",
+     SystemExit, "error: generate: the logits of new token 1 hold 455 NaN and 1 Inf values (the model computes in "
+     "float16): its activations passed float16's range (max 65504); give --dtype bfloat16 or float32")(
+    lambda ctx: generate_command(ctx, "--model", loud(ctx), "--dtype", "float16", "--max-new-tokens", "4",
+                                 "--prompt", "The cat"))  # (printed "The cat ⁇ ⁇ ⁇ ⁇", exit 0; sampled: a traceback)
+case("eval.py: --task perplexity in float16 where the activations pass its range (was perplexity nan, exit 0)",
+     SystemExit, "error: perplexity: the loss holds 1 NaN and 0 Inf values (the model computes in float16): its "
+     "activations passed float16's range")(  # (and a JSON line {"perplexity": NaN}, which JSON does not allow)
+    lambda ctx: E.main(["--task", "perplexity", "--model", loud(ctx), "--data", ctx.tiny[1], "--dtype", "fp16",
+                        "--seq-len", "200"]))
+
+
+@case("eval.py: a perplexity past float64's range (mean NLL over 709.78 nats) is inf, not an OverflowError traceback",
+      None)
+def _(ctx):  # (was "OverflowError: math range error" from math.exp, a traceback)
+    E.main(["--task", "perplexity", "--model", (d := loud(ctx)), "--data", ctx.tiny[1], "--dtype", "fp32",
+            "--seq-len", "200"])
+    assert json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["perplexity"] == math.inf
+    tok, model = data.load_tokenizer(d), load_pretrained(d)
+    ids = tok.encode(data.alpaca_prompt(json.load(open(ctx.tiny[1]))[0]))
+    with torch.no_grad():                                               # one record's mean NLL, computed directly
+        assert model(torch.tensor([ids]), labels=torch.tensor([ids])).item() > 709.79
+
+
+def peft_copy(ctx, name="a"):
+    """The shared run's adapter as a PEFT adapter (its LoRA-SP extras left out) and its tensors, to edit."""
+    shutil.copytree(ctx.shared.checkpoint / "adapter", d := ctx.tmp / name)
+    os.remove(d / EXTRAS_FILE)
+    return d, load_safetensors(str(d / "adapter_model.safetensors"))
+
+
+def poisoned_adapter(ctx, value):
+    d, sd = peft_copy(ctx)
+    sd["base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight"][0, 0] = value
+    save_safetensors(sd, str(d / "adapter_model.safetensors"))
+    return load_adapter(load_pretrained(ctx.tiny[0]), d, peft=True)
+
+
+case("adapter_model.safetensors with an Inf in a lora_B (was perplexity nan, exit 0)", ValueError,
+     "adapter_model.safetensors: tensor 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight' (shape [32, "
+     "16]) has 0 NaN and 1 Inf values, first at index [(0, 0)]")(lambda ctx: poisoned_adapter(ctx, math.inf))
+case("adapter_model.safetensors with a NaN in a lora_B (was: 'lorasp_extras.safetensors and adapter_model.safetensors "
+     "disagree', of a PEFT adapter without that file)", ValueError, "q_proj.lora_B.weight' (shape [32, 16]) has 1 NaN "
+     "and 0 Inf values")(lambda ctx: poisoned_adapter(ctx, math.nan))
+for alpha in (0, math.nan):
+    case(f"adapter_config.json: lora_alpha {alpha} (the error named no file)", ValueError,
+         f"adapter_config.json: r = 16, lora_alpha = {alpha}; need an integer r >= 1 and a finite, non-zero number "
+         "lora_alpha")(  # (was "need an integer r >= 1 and a finite alpha != 0 ...; got r=16, alpha=0": which file?)
+        lambda ctx, alpha=alpha: (edit_json((d := peft_copy(ctx)[0]) / "adapter_config.json", lora_alpha=alpha),
+                                  load_adapter(load_pretrained(ctx.tiny[0]), d, peft=True)))
+
+
+@case("eval.py, generate.py, export.py: an adapter whose lora_B are all 0 (it trained nothing) is said to score as "
+      "the base", None)
+def _(ctx):  # (was scored, answered with and exported as the base model without a word)
+    d, sd = peft_copy(ctx)
+    save_safetensors({k: t.zero_() if ".lora_B." in k else t for k, t in sd.items()},
+                     str(d / "adapter_model.safetensors"))
+    said = f"warning: --adapter {d} changes no weight of --model {ctx.tiny[0]}: (alpha/r) B A is 0 in each of its 14 "
+    scores = []
+    for adapter in ([], ["--adapter", str(d)], ["--adapter", str(ctx.shared.checkpoint / "adapter")]):
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "200", *adapter])
+        out = ctx.capsys.readouterr()
+        scores.append(json.loads(out.out.strip().splitlines()[-1])["perplexity"])
+        assert (said in out.err) == (adapter[1:] == [str(d)]), out.err
+    assert scores[1] == scores[0] != scores[2]                          # the base's perplexity, the trained one's not
+    generate_command(ctx, "--model", ctx.tiny[0], "--adapter", str(d), "--max-new-tokens", "2")
+    assert said in ctx.capsys.readouterr().err
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", d, "--out", ctx.tmp / "x", "--dtype", "bf16")
+    assert said in (err := ctx.capsys.readouterr().err) and "changes 0 weight entries in bfloat16, none even in " \
+        "float32; this export is the base model" in err, err
+
+
+@case("export.py: --dtype bf16 where (alpha/r) B A rounds away in nearly every entry float32 keeps: said, with counts",
+      None)
+def _(ctx):  # (was written without a word: 22 of 17,495 changed entries left, the export all but the base)
+    d, sd = peft_copy(ctx)
+    save_safetensors({k: t * 1e-6 if ".lora_B." in k else t for k, t in sd.items()},
+                     str(d / "adapter_model.safetensors"))
+    base, counts = load_safetensors(ctx.tiny[0] + "/model.safetensors"), {}
+    for dtype in ("fp32", "bf16", "fp16"):
+        export_main(ctx, "--model", ctx.tiny[0], "--adapter", d, "--out", ctx.tmp / dtype, "--dtype", dtype)
+        got = load_safetensors(str(ctx.tmp / dtype / "model.safetensors"))
+        counts[dtype] = sum(int((got[k] != base[k].to(got[k].dtype)).sum()) for k in base)   # the files' own
+        err = ctx.capsys.readouterr().err
+        warned = f"changes {counts[dtype]:,} weight entries in {dict(bf16='bfloat16', fp16='float16')[dtype]}, " \
+            f"{counts['fp32']:,} in float32: --dtype fp32 keeps them" if dtype != "fp32" else "weight entries in"
+        assert (warned in err) == (counts[dtype] < 0.01 * counts["fp32"]), (dtype, counts, err)  # (the files' counts)
+    assert 0 < counts["bf16"] < 0.01 * counts["fp32"], counts
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", ctx.shared.checkpoint / "adapter", "--out", ctx.tmp / "t",
+                "--dtype", "bf16")                                      # a trained adapter: no warning
+    assert "weight entries in" not in ctx.capsys.readouterr().err
+
+
 def with_config(ctx, **changes):
     d = small_model(ctx.tmp / "m")
     edit_json(ctx.tmp / "m" / "config.json", **changes)

@@ -161,7 +161,7 @@ def test_a_gguf_base_by_another_name_and_one_with_other_bytes(tiny, tmp_path, mo
     other = shutil.copy(gguf, tmp_path / "other.gguf")
     with open(other, "r+b") as f:                                      # other weights under the same name
         f.seek(-4, 2)
-        f.write(b"\x7f\x7f\x7f\x7f")
+        f.write(b"\x00\x00\x00\x3f")                                # 0.5 (was 3.39e38: an Inf logit, now refused)
     shutil.move(other, gguf)
     run(monkeypatch, "--model", str(tmp_path / "smol.gguf"), "--adapter", str(tmp_path / "out"), "--quantize", "nf4")
     err = capsys.readouterr().err

@@ -312,7 +312,7 @@ def test_resume_and_eval_on_a_gguf_by_another_name(tiny, tmp_path, monkeypatch, 
         assert "warning" not in capsys.readouterr().err                 # warned before: "trained on a base whose files"
     with open(renamed, "r+b") as f:                                     # other weights under that name
         f.seek(-4, 2)
-        f.write(b"\x7f\x7f\x7f\x7f")
+        f.write(b"\x00\x00\x00\x3f")                                  # 0.5 (3.39e38 scored perplexity NaN)
     with pytest.raises(SystemExit, match=r"--model .*renamed.gguf: Tiny.F32.gguf differs\)"):
         train.main(args(renamed, "--resume"))
     E.command(["--task", "perplexity", "--model", str(renamed), "--adapter", str(tmp_path / "out" / "adapter"),
