@@ -247,8 +247,8 @@ def test_every_writer_writes_tokenizer_config_json_once_and_transformers_reads_t
     "▁" of its own; "▁▁" before "spaces" where sentencepiece joins "▁spaces"): now a tokenizer.json beside it.
     Each folder, read by AutoTokenizer: the run's ids (and sentencepiece's), BOS, EOS, PAD, decoding."""
     written, atomic_write = [], tokenizer.atomic_write
-    monkeypatch.setattr(tokenizer, "atomic_write", lambda p, *a, **k: written.append(os.path.basename(p)) or atomic_write(
-        p, *a, **k))
+    monkeypatch.setattr(tokenizer, "atomic_write",
+                        lambda p, *a, **k: written.append(os.path.basename(p)) or atomic_write(p, *a, **k))
     how, vocab = writer.split()
     if how == "llama_tokenizer_config":                          # the demo's: a Llama's tokenizer.model alone
         data.demo_files(tmp_path, 300, 400)
