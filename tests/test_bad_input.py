@@ -2726,7 +2726,7 @@ def _(ctx):  # (was "OverflowError: math range error" from math.exp, a traceback
     E.main(["--task", "perplexity", "--model", (d := loud(ctx)), "--data", ctx.tiny[1], "--dtype", "fp32",
             "--seq-len", "200"])
     assert json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["perplexity"] == math.inf
-    tok, model = data.load_tokenizer(d), load_pretrained(d)
+    tok, model = tokenizer.load_tokenizer(d), load_pretrained(d)
     ids = tok.encode(data.alpaca_prompt(json.load(open(ctx.tiny[1]))[0]))
     with torch.no_grad():                                               # one record's mean NLL, computed directly
         assert model(torch.tensor([ids]), labels=torch.tensor([ids])).item() > 709.79

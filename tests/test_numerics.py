@@ -9,7 +9,7 @@ import bitsandbytes.functional as BF
 import pytest
 import torch
 
-import data
+import tokenizer
 import eval as E
 from checkpoint import load_safetensors, save_safetensors
 from generate import generate
@@ -71,7 +71,7 @@ def test_mmlu_refuses_nan_logits(tmp_path):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
                                    vocab_size=400, model_type="bpe", character_coverage=1.0, byte_fallback=True,
                                    unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
-    tok = data.load_tokenizer(str(tmp_path))
+    tok = tokenizer.load_tokenizer(str(tmp_path))
     root = write_mmlu(tmp_path / "mmlu")
     # (the letters' NaN logits: argmax 0, answer A every time: 1 of the 7 questions "right", printed as a score)
     assert sum(row[5] == "A" for rows in TESTS.values() for row in rows) == 1
