@@ -212,8 +212,9 @@ def gpt2_tokenizer(tok, directory, pad):
     f = lambda name: os.path.join(directory, name)             # noqa: E731
     if not os.path.isfile(f("tokenizer.json")) and type(tok) is not BPETokenizer:  # (none to write one from)
         return print("warning: transformers' tokenizer of this folder adds none of the marks lorasp's classifier read "
-                     "around the texts (tokenizer.py's encode_pair): no tokenizer.json, and no byte-level BPE to write "
-                     "one from; give it those ids, or score the folder with python eval.py --task glue/TASK --model OUT",
+                     "around the texts (tokenizer.py's encode_pair): no tokenizer.json, and no byte-level BPE to "
+                     "write one from; give it those ids, or score the folder with python eval.py --task glue/TASK "
+                     "--model OUT",
                      file=sys.stderr)
     if not os.path.isfile(f("tokenizer.json")):
         save_tokenizer(tok, directory)
