@@ -124,7 +124,8 @@ def beam_search(model, input_ids, attention_mask=None, num_beams=4, length_penal
     run = torch.zeros(B, K, device=dev).index_fill(1, rank[1:K], -1e9)  # one live beam at first, not K copies
     fin, fin_scores = seqs.new_full((B, K, max_new_tokens + 1), pad), torch.full_like(run, -math.inf)
     for t in range(max_new_tokens):
-        logp = model.decode(seqs[..., -1].view(-1, 1), enc, mask, cache)[:, -1].float().log_softmax(-1)  # (B K, V)
+        logits = model.decode(seqs[..., -1].view(-1, 1), enc, mask, cache)[:, -1]  # (B K, V)
+        logp = finite(model, logits, f"beam_search: the logits of new token {t + 1}").float().log_softmax(-1)
         top, idx = (run[..., None] + logp.view(B, K, -1)).view(B, -1).topk(2 * K)  # (B, 2K) over all beams' tokens
         beam, tok = idx // logp.shape[-1], idx % logp.shape[-1]
         cand = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, t + 1)), tok[..., None]], 2)  # (B, 2K, t + 2)

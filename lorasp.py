@@ -53,8 +53,7 @@ def layer_seed(seed, name):
 
 def pick(shape, keep, gen, unit="entries"):
     """Bool mask: round(keep * n) of its n units (DRAWN: entries, or whole columns) True, by a random permutation."""
-    n = DRAWN[unit](shape)
-    mask = torch.zeros(n, dtype=torch.bool)
+    mask = torch.zeros(n := DRAWN[unit](shape), dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
     return {"entries": lambda: mask.view(shape), "columns": lambda: mask.expand(shape).clone()}[unit]()
 
@@ -114,9 +113,8 @@ class LoRASPLinear(nn.Module):
         self.r, self.alpha, self.scale, self.keep, self.mode, self.structure, self.seed = \
             r, alpha, alpha / r, keep, mode, structure, seed
         gen = torch.Generator().manual_seed(seed)              # on CPU: the same draws whatever the device
-        A = torch.empty(r, base.in_features)
-        nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=gen)  # PEFT's init, drawn first: keep can't change A
-        dev = base.weight.device
+        A = nn.init.kaiming_uniform_(torch.empty(r, base.in_features), a=math.sqrt(5), generator=gen)  # PEFT's init,
+        dev = base.weight.device                               # drawn first: keep can't change A
         for k, M in (("A", A), ("B", torch.zeros(base.out_features, r))):   # B starts at zero, as in LoRA
             mask = pick(M.shape, keep, gen, UNITS[structure][k])  # column: A's whole columns
             if not mask.any():
@@ -201,16 +199,18 @@ def lorasp_summary(model):
 def merge_lorasp(model, dtype=None):
     """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
     (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
-    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype)."""
+    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). An adapter
+    holding NaN or Inf is refused, naming its layers, before any layer merges (A and B are checked, not W: small)."""
     if isinstance(model, LoRASPLinear):
-        return merge_lorasp(nn.ModuleDict({"m": model}), dtype)["m"]
+        return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
+    if bad := [n for n, m in _layers(model).items() if not (m.lora_A.isfinite().all() and m.lora_B.isfinite().all())]:
+        raise ValueError(f"merge_lorasp: {', '.join(bad)}: lora_A or lora_B holds NaN or Inf; nothing was merged")
     for name, m in _layers(model).items():
         W = m.base.weight
         W, to = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W, dtype or W.dtype   # (out, in)
         merged = nn.Linear(m.base.in_features, m.base.out_features, bias=m.base.bias is not None, device="meta")
         merged.weight = nn.Parameter((W.float() + m.scale * m.lora_B.float() @ m.lora_A.float()).to(to), False)
-        if m.base.bias is not None:
-            merged.bias = nn.Parameter(m.base.bias.detach().clone(), False)
+        merged.bias = None if m.base.bias is None else nn.Parameter(m.base.bias.detach().clone(), False)
         _swap(model, {name: merged})
     return model
 

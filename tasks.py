@@ -254,10 +254,13 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     holds (under DDP, a process's). kept: the held-out records are a checkpoint's (resume.check_data, which says how
     many are left), not --val-fraction's share."""
     if not train_ex:                                           # else: 0 steps, and an untrained adapter saved
-        raise UserError(f"--data {args.data}: no training examples ({why_none(args)}); nothing to train on")
+        raise UserError(f"--data {args.data}: no training examples ({why_none(args, kept)}); nothing to train on")
     if args.patience and not val_ex:                           # early stopping would never look
-        raise UserError(f"--patience {args.patience}: there is no validation set to watch (--val-fraction "
-                        f"{args.val_fraction:g} of {args.data}); hold some records out, or drop --patience")
+        raise UserError(f"--patience {args.patience}: there is no validation set to watch " + (
+            f"(this --resume holds out its checkpoint's held-out records, and none is in {args.data}); a --resume "
+            "keeps the checkpoint's --patience and --val-fraction: give --data with those records in it, or start a "
+            "new run without --resume" if kept  # (resume.same_settings refuses another --patience or --val-fraction)
+            else f"(--val-fraction {args.val_fraction:g} of {args.data}); hold some records out, or drop --patience"))
     if args.val_fraction and not val_ex and data.holds_out(args.data) and not kept:  # (0: cli.py's note; kept:
         print(f"note: --val-fraction {args.val_fraction:g} holds nothing of {args.data} out (it rounds to 0): no "
               "validation loss")                               # resume.check_data's)
@@ -277,10 +280,12 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     return min(rows, args.batch_size)
 
 
-def why_none(args):
+def why_none(args, kept=False):
     """What leaves --data with no training example, as its reader drops and splits them (--val-fraction only where it
-    splits: data.holds_out; GLUE's and WMT16's rows are truncated to --seq-len, never dropped)."""
-    split = f", or --val-fraction {args.val_fraction:g} held them all out" if args.val_fraction else ""
+    splits: data.holds_out; kept: a --resume's checkpoint's held-out records; GLUE's and WMT16's rows are truncated to
+    --seq-len, never dropped)."""
+    split = ", or every record is one the checkpoint held out, which this --resume holds out again" if kept else \
+        f", or --val-fraction {args.val_fraction:g} held them all out" if args.val_fraction else ""
     if data.holds_out(args.data):
         return ("empty, or shorter than one block of " if args.data.lower().endswith(".txt") else
                 "empty, or every record's prompt is longer than ") + f"--seq-len {args.seq_len}{split}"

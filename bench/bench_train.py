@@ -45,8 +45,23 @@ SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 COMPARE = ["peft:none:none", "lorasp-element:none:none", "lorasp-column:none:none",
            "peft:none:full", "lorasp-element:none:full", "lorasp-column:none:full"]
-TABLE = [f"{m}:{q}:{c}" for m in ("full", "lora", "lorasp-element", "lorasp-column") for q in ("none", "nf4")
-         for c in ("none", "full", "selective")]
+METHODS, QUANTS, CKPTS = ("peft", "full", "lora", "lorasp-element", "lorasp-column"), ("none", "nf4"), (
+    "none", "full", "selective")                               # and selective+N (the first N blocks full)
+TABLE = [f"{m}:{q}:{c}" for m in METHODS[1:] for q in QUANTS for c in CKPTS]
+
+
+def parse_config(config):
+    """METHOD, QUANT, CHECKPOINTING of a config; a part that is none of the known ones is refused, naming them (a
+    typo, lorasp-elemnt, ran as lorasp-element, and its row was labelled with the typo)."""
+    parts = config.split(":")
+    if len(parts) != 3:
+        raise SystemExit(f"--configs {config}: expected METHOD:QUANT:CHECKPOINTING, e.g. lorasp-element:none:full")
+    n = parts[2].partition("selective+")[2]
+    for name, part, known in zip(("METHOD", "QUANT", "CHECKPOINTING"), parts, (METHODS, QUANTS, CKPTS)):
+        if part not in known and not (name == "CHECKPOINTING" and n.isdigit() and parts[2] == f"selective+{n}"):
+            raise SystemExit(f"--configs {config}: unknown {name} {part!r}; known: {', '.join(known)}"
+                             + ", selective+N" * (name == "CHECKPOINTING"))
+    return parts
 
 
 def where_time_goes(step, vocab, rank=16):
@@ -86,7 +101,7 @@ def child(config, steps, threads, batch, seq, lr, trim, profile=False, dtype="fp
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    method, quant, ckpt = config.split(":")
+    method, quant, ckpt = parse_config(config)
     cfg, bf16 = M.LlamaConfig(**SHAPE), dtype == "bf16"
     base_dtype = torch.bfloat16 if bf16 and method != "full" else torch.float32  # full fine-tuning: fp32 masters
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
@@ -238,6 +253,8 @@ def main():
         return child(args.child.rsplit(":", 1)[0], args.steps, args.threads, args.batch, args.seq, args.lr, args.trim,
                      args.profile, args.child.rsplit(":", 1)[1], args.compile)
     configs = [f"{c}:{d}" for d in args.dtypes for c in args.configs or (TABLE if args.table else COMPARE)]
+    for c in args.configs or ():                               # before any child runs
+        parse_config(c)
     import time
     gflops = {d: measure_gflops(args.threads, d, args.batch, args.seq) if args.measure_gflops else args.gflops[i]
               for i, d in enumerate(("fp32", "bf16")) if d in args.dtypes}

@@ -1,5 +1,6 @@
 """LoRA-SP layer against independent references: a merged dense weight (forward), a dense LoRA whose gradients are
 masked by hooks (backward), exact counts, AdamW with weight decay, and autograd's saved tensors."""
+import collections
 import inspect
 import math
 from types import SimpleNamespace
@@ -250,6 +251,33 @@ def test_dtypes_and_merge_of_a_model(dtype):
     # merging rounds W + ΔW once: bf16 keeps 8 bits of it, fp32 24 (1e-5 allows the few ulps a 32-long sum moves)
     tol = dict(atol=(0.03 if dtype == torch.bfloat16 else 1e-5) * y.abs().max().item(), rtol=0)
     torch.testing.assert_close(merged(x), y.detach(), **tol)
+
+
+def test_merge_refuses_a_nan_or_inf_adapter_naming_the_layer_and_merges_nothing():
+    """merge_lorasp folded a NaN or Inf entry of A or B into the weight with no word (an adapter file is checked as it
+    loads; the Python API was not): now refused, naming the layer, before any layer merges. The reference: the merge
+    written out, W + (alpha/r) B A, NaN where the unchecked one wrote it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(collections.OrderedDict(up=nn.Linear(16, 32), act=nn.ReLU(), down=nn.Linear(32, 8)))
+    apply_lorasp(model, ["up", "down"], r=4)
+    for m in (model.up, model.down):
+        trained(m)
+    x, down = torch.randn(3, 16), model.down
+    for k, bad in (("B", float("nan")), ("A", float("inf"))):
+        with torch.no_grad():
+            good = getattr(down, f"{k}_train")[5].item()
+            getattr(down, f"{k}_train")[5] = bad
+        assert (down.base.weight + down.scale * down.lora_B @ down.lora_A).isnan().any()  # what the merge wrote
+        with pytest.raises(ValueError) as refused:
+            merge_lorasp(model)
+        assert str(refused.value) == "merge_lorasp: down: lora_A or lora_B holds NaN or Inf; nothing was merged"
+        assert isinstance(model.up, LoRASPLinear) and model.down is down  # the layer before it: not merged either
+        with pytest.raises(ValueError, match="merge_lorasp: layer: lora_A or lora_B holds NaN or Inf"):
+            merge_lorasp(down)                                             # one layer alone
+        with torch.no_grad():
+            getattr(down, f"{k}_train")[5] = good
+    y = model(x)
+    torch.testing.assert_close(merge_lorasp(model)(x), y.detach(), atol=1e-5 * y.abs().max().item(), rtol=0)  # merged
 
 
 def test_kaiming_init_like_peft():

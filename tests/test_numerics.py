@@ -12,8 +12,8 @@ import torch
 import tokenizer
 import eval as E
 from checkpoint import load_safetensors, save_safetensors
-from generate import generate
-from model import GPT2Config, LlamaConfig, build_model, load_pretrained, save_pretrained
+from generate import beam_search, generate
+from model import GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import quantize_nf4
 from test_eval import TESTS, write_mmlu
 
@@ -37,6 +37,22 @@ def test_generate_refuses_nan_logits_greedy_and_sampled():
         with pytest.raises(ValueError, match=r"generate: the logits of new token 1 hold 64 NaN and 0 Inf values \(the "
                                              r"model computes in float32\)"):
             generate(model, ids, 3, temperature=temperature)
+
+
+def test_beam_search_refuses_nan_logits():
+    """T5's beam search read NaN logits unchecked: topk takes NaN for the largest, and an arbitrary token won every
+    step (greedily token 42 here, every step, its score NaN; no word); now refused as generate() refuses them."""
+    torch.manual_seed(0)
+    model = build_model(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_heads=4, dropout_rate=0.0)).eval()
+    with torch.no_grad():
+        model.decoder.final_layer_norm.weight.fill_(float("nan"))      # every decoder logit NaN
+    ids = torch.tensor([[5, 7, 9, 1]])
+    assert model.decode(torch.zeros(1, 1, dtype=torch.long), model.encode(ids)).isnan().all()
+    assert torch.full((1, 64), float("nan")).topk(2).values.isnan().all()  # what the unchecked ranking kept
+    for beams in (1, 4):
+        with pytest.raises(ValueError, match=rf"beam_search: the logits of new token 1 hold {64 * beams} NaN and 0 Inf "
+                                             r"values \(the model computes in float32\)"):
+            beam_search(model, ids, num_beams=beams, max_new_tokens=5)
 
 
 def test_generate_names_float16_where_its_range_is_passed():

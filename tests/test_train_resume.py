@@ -315,3 +315,40 @@ def test_open_log_takes_the_state_json_load_read(tiny, tmp_path, monkeypatch):
         monkeypatch.setattr(module, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
     train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
     assert read == [str(tmp_path / "b" / "checkpoint")] * 3 and log(tmp_path / "b") == log(tmp_path / "a")
+
+
+def test_a_resume_with_no_validation_set_is_told_what_a_resume_can_do(tiny, tmp_path, monkeypatch, capsys):
+    """A --patience run resumed (--allow-data-change) onto data without its checkpoint's 6 held-out records was told
+    "(--val-fraction 0.1 of DATA); hold some records out, or drop --patience", and onto data of those records alone
+    "--val-fraction 0.1 held them all out": a resume holds out its checkpoint's records, and refuses another
+    --val-fraction or --patience. Now each says what a resume can do; the advice followed, the run goes on."""
+    records, task = json.load(open(tiny[1])), tmp_path / "task.json"
+    task.write_text(json.dumps(records))
+    argv = flags((tiny[0], str(task)), tmp_path / "out", "--patience", "2", "--eval-every", "4")
+    fault_at_loss_call(monkeypatch, 5, signal.SIGINT)                   # stopped by Ctrl-C 3 steps on
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    monkeypatch.undo()
+    held = data.split_records(records, 0.1, 0)[1]                       # 6 records held out
+    assert len(held) == 6 and json.load(open(tmp_path / "out" / "checkpoint" / "state.json"))["step"] == 3
+    argv += ["--resume", "--allow-data-change"]
+    task.write_text(json.dumps([r for r in records if r not in held]))
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv)
+    assert str(refused.value) == (
+        "error: --patience 2: there is no validation set to watch (this --resume holds out its checkpoint's held-out "
+        f"records, and none is in {task}); a --resume keeps the checkpoint's --patience and --val-fraction: give "
+        "--data with those records in it, or start a new run without --resume")
+    for flag in (["--patience", "0"], ["--val-fraction", "0.5"]):      # what the old advice asked: refused
+        with pytest.raises(SystemExit, match="--resume with different settings than the checkpoint's"):
+            train.main(argv + flag)
+    task.write_text(json.dumps(held))
+    with pytest.raises(SystemExit) as refused:
+        train.main(argv)
+    assert str(refused.value) == f"error: --data {task}: no training examples (empty, or every record's prompt is " \
+        "longer than --seq-len 200, or every record is one the checkpoint held out, which this --resume holds out " \
+        "again); nothing to train on"
+    task.write_text(json.dumps(records))                                # the records back: it goes on
+    capsys.readouterr()
+    train.main(argv)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
