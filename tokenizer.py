@@ -40,10 +40,12 @@ tiktoken's own GPT-2 encoding makes the same choices.
 
 Imports checkpoint.py and download.py, never data.py (which takes from here what its SQuAD character offsets need:
 BPETokenizer, WordPieceTokenizer, is_punctuation, CJK).
-Run `python -m pytest -q tests/test_tokenizers.py tests/test_tokenizer_files.py` (transformers' tokenizers, HF
-`tokenizers` and the sentencepiece library on vocabularies the tests train; the tokenizer files a run records and
-copies).
+Run `python tokenizer.py DIR "text"` (DIR: a checkpoint folder, or a .gguf): the tokenizer load_tokenizer picks and
+its special ids, then the text's ids, pieces and decoded text (~2 s; no text: an example sentence); and `python -m
+pytest -q tests/test_tokenizers.py tests/test_tokenizer_files.py` (transformers' tokenizers, HF `tokenizers` and the
+sentencepiece library on vocabularies the tests train; the tokenizer files a run records and copies).
 """
+import argparse
 import base64
 import binascii
 import functools
@@ -1406,3 +1408,53 @@ def hf_tokenizer(tok, directory, gguf=None):
     if isinstance(template := meta.get("tokenizer.chat_template"), str):
         with atomic_write(os.path.join(directory, "chat_template.jinja"), "w") as f:
             f.write(template)
+
+
+# The demo
+
+EXAMPLE = "Café  au lait: 3 cups."  # a digit, a run of two spaces, a non-ASCII character
+
+
+def piece(tok, i):
+    """Id i's own token: a sentencepiece piece (or an added token's text), a WordPiece, a byte-level BPE token's
+    bytes (as text where they are whole UTF-8 characters)."""
+    if isinstance(tok, T5Tokenizer) and i >= tok.n_pieces:      # a sentinel, counted down from the last id
+        return repr(f"<extra_id_{tok.vocab_size - 1 - i}>")
+    if isinstance(tok, SentencePieceTokenizer):
+        return repr(token_text(tok, i))
+    if isinstance(tok, WordPieceTokenizer):
+        return repr(tok.token_of.get(i))
+    raw = tok.enc.decode_single_token_bytes(tok.rank_of_id[i]) if i in tok.rank_of_id else b"?"
+    try:
+        return repr(raw.decode("utf-8"))
+    except UnicodeDecodeError:                                 # part of a character's bytes
+        return repr(raw)
+
+
+def main():
+    """`python tokenizer.py PATH [TEXT ...]`: the tokenizer load_tokenizer picks, then each text's ids and pieces."""
+    parser = argparse.ArgumentParser(description="The tokenizer load_tokenizer picks for PATH, and how it reads TEXT")
+    parser.add_argument("path", metavar="PATH", help="a checkpoint folder (its tokenizer files) or a .gguf")
+    parser.add_argument("texts", metavar="TEXT", nargs="*", default=[EXAMPLE], help=f"default: {EXAMPLE!r}")
+    args = parser.parse_args()
+    try:
+        tok = load_tokenizer(args.path)
+    except (UserError, ValueError, OSError, NotImplementedError) as e:  # a wrong PATH: one line, no traceback
+        parser.exit(2, f"tokenizer.py: error: {e}\n")
+    has = lambda *names: all(os.path.isfile(os.path.join(args.path, f)) for f in names)  # noqa: E731
+    own = os.path.isdir(args.path) and any(has(*f) for f in (["tokenizer.model"], ["spiece.model"], ["vocab.txt"], [
+        "tokenizer.json"], ["vocab.json", "merges.txt"], ["encoder.json", "vocab.bpe"]))  # (else a .gguf, as it reads)
+    there = [f for f in (*TOKENIZER_FILES, "params.json", "config.json", "generation_config.json") if has(f)]
+    source = not own and gguf_file(args.path) or f"{args.path} ({', '.join(there)})"
+    print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}"
+          + (" (T5's encode ends every text with EOS)" if isinstance(tok, T5Tokenizer) else ""))
+    print("  " + ", ".join(f"{name.upper()} " + ("none" if (i := getattr(tok, f"{name}_id")) is None else
+                                                   f"{i} {piece(tok, i)}") for name in ("bos", "eos", "pad")))
+    for text in args.texts:
+        ids, back = tok.encode(text), tok.decode(tok.encode(text, bos=False))  # (decoded: without encode's BOS)
+        print(f"{text!r}: {len(ids)} ids\n  ids    {ids}\n  pieces {' '.join(piece(tok, i) for i in ids)}")
+        print(f"  decoded {back!r}: " + ("round-trips" if back == text else "does NOT round-trip"))
+
+
+if __name__ == "__main__":  # a typed flag (--bogus) is refused, not read as PATH
+    main()

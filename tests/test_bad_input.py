@@ -834,6 +834,25 @@ def _(ctx):
         assert fragment in p.stderr and len(p.stderr.strip().split("\n")) == 1, p.stderr
 
 
+@case("python tokenizer.py on a tokenizer.model file, a damaged one, a .gguf that is not one: load_tokenizer's error "
+      "in one line, exit 2; a typed flag refused", None)
+def _(ctx):
+    """load_tokenizer takes a folder or a .gguf: its own error, exit 2 as argparse's, no traceback, nothing printed."""
+    (ctx.tmp / "d").mkdir()
+    (ctx.tmp / "d" / "tokenizer.model").write_bytes(b"cut off")
+    (ctx.tmp / "x.gguf").write_bytes(b"GGUF\x03\x00")
+    for argv, fragment in [([ctx.tmp / "d" / "tokenizer.model"], "tokenizer.model: a file, but not a .gguf; pass "
+                            "the checkpoint's directory"), ([ctx.tmp / "d"], "tokenizer.model: not a sentencepiece "
+                            "model (damaged or cut off?)"), ([ctx.tmp / "x.gguf"], "x.gguf: truncated GGUF header"),
+                           ([ctx.tmp / "d", "--vocab", "v"], "unrecognized arguments: --vocab v")]:
+        p = subprocess.run([sys.executable, "tokenizer.py", *map(str, argv)], capture_output=True, text=True,
+                           timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert p.returncode == 2 and "Traceback" not in p.stderr and not p.stdout, (argv, p.stderr)
+        lines = p.stderr.strip().split("\n")                  # (argparse's: its usage line first)
+        assert fragment in lines[-1] and lines[-1].startswith("tokenizer.py: error: ") and len(lines) == 1 + (
+            "--vocab" in argv), p.stderr
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
 

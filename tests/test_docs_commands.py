@@ -375,6 +375,8 @@ def test_a_stale_flag_an_abbreviation_and_a_bad_choice_are_caught():
     assert problem("bench/nope.py", []) == "no script bench/nope.py in the repository"
     assert "takes no arguments" in problem("bench/paper_counts.py", ["--x"])
     assert problem("checkpoint.py", ["FILE.gguf"]) is None and problem("checkpoint.py", []) is not None
+    assert problem("tokenizer.py", ["DIR", "text"]) is None and "PATH" in problem("tokenizer.py", [])  # its parser
+    assert "unrecognized arguments: --bogus" in problem("tokenizer.py", ["DIR", "--bogus"])
     cli = ["--configs", "peft:fp32:none", "ours:auto:selective", "--ours-flags", "--full-blocks 5"]
     assert problem("bench/bench_cli.py", cli) is None                # --ours-flags: train.py's flags
     assert "--full-block " in problem("bench/bench_cli.py", cli[:-1] + ["--full-block 5"])

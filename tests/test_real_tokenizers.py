@@ -54,15 +54,22 @@ def finish(w):
     w.close()
 
 
-def test_smollm2_bpe_drops_bytes_without_a_token_as_tokenizers_does():
-    gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    ours, fields = load_tokenizer(gguf), GGUFReader(gguf).fields
+def smollm2_reference(fields):
+    """HF `tokenizers` on SmolLM2's vocabulary and merges (its GGUF's fields, as gguf's GGUFReader reads them) with
+    SmolLM2's pre-tokenizer (digits one by one, then ByteLevel) and its control tokens."""
     tokens, kinds = fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.token_type"].contents()
     merges = [tuple(m.split(" ")) for m in fields["tokenizer.ggml.merges"].contents()]
     ref = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
     ref.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     ref.add_special_tokens([t for t, k in zip(tokens, kinds) if k == 3])  # <|endoftext|>, <|im_start|>, ...
+    return ref
+
+
+def test_smollm2_bpe_drops_bytes_without_a_token_as_tokenizers_does():
+    gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ours, fields = load_tokenizer(gguf), GGUFReader(gguf).fields
+    tokens, ref = fields["tokenizer.ggml.tokens"].contents(), smollm2_reference(fields)
     assert len(tokens) == 49152 and "Ą" not in tokens and len(ours.absent) == 21
     for text in (TEXT, "<|im_start|>user\n\x04Hi 42!\x06<|im_end|>", "\x04", "a\x13b", " \x1d."):
         assert ours.encode(text) == ref.encode(text).ids, text

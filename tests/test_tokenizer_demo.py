@@ -1,0 +1,71 @@
+"""`python tokenizer.py PATH [TEXT ...]`, the file's demo, on real tokenizers (tests/fetch_real.py): the ids it prints
+for each text are load_tokenizer's and its reference's (SmolLM2's GGUF: HF `tokenizers` on its vocabulary; the Hub's
+Llama 3 tokenizer.json: transformers' AutoTokenizer; Mistral 7B's tokenizer.model: sentencepiece, pieces too); a
+PATH load_tokenizer refuses is its one-line error and exit status 2 (tests/test_bad_input.py: more bad PATHs)."""
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import sentencepiece
+import transformers
+from gguf import GGUFReader
+
+from fetch_real import path
+from test_real_tokenizers import smollm2_reference
+from tokenizer import EXAMPLE, load_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXTS = ["Héllo  wörld: 42 ½ 日本語 🙂", "a\tb\n\n  c <|im_end|>", " lead"]
+
+
+def demo(*argv):
+    return subprocess.run([sys.executable, "tokenizer.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def printed(stdout, what):
+    """The lists (ids) or the reprs (pieces) the demo printed after `  ids` / `  pieces`, one per text."""
+    lines = [line[len(f"  {what} "):] for line in stdout.splitlines() if line.startswith(f"  {what} ")]
+    return [ast.literal_eval(line) if what == "ids" else [ast.literal_eval(p) for p in re.findall(r"'[^'\\]*'", line)]
+            for line in lines]
+
+
+def test_smollm2_gguf_ids_are_load_tokenizers_and_tokenizers():
+    gguf = path("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    run, ours, ref = demo(gguf, *TEXTS), load_tokenizer(gguf), smollm2_reference(GGUFReader(gguf).fields)
+    assert run.returncode == 0 and run.stdout.startswith(f"BPETokenizer from {gguf}: 49,152 ids"), run.stderr
+    assert "BOS 1 '<|im_start|>', EOS 2 '<|im_end|>', PAD 2 '<|im_end|>'" in run.stdout
+    assert printed(run.stdout, "ids") == [ours.encode(t) for t in TEXTS] == [ref.encode(t).ids for t in TEXTS]
+    assert 2 in printed(run.stdout, "ids")[1] and run.stdout.count(": round-trips") == 3   # <|im_end|> whole
+
+
+def test_llama3_tokenizer_json_ids_are_load_tokenizers_and_transformers():
+    folder = os.path.dirname(path("llama3", "tokenizer.json"))
+    run, ours, hf = demo(folder, *TEXTS), load_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(folder)
+    assert run.returncode == 0 and run.stdout.startswith(f"BPETokenizer from {folder} (tokenizer.json, "), run.stderr
+    assert printed(run.stdout, "ids") == [ours.encode(t) for t in TEXTS] == [hf(t).input_ids for t in TEXTS]
+    assert all(ids[0] == 128000 for ids in printed(run.stdout, "ids"))   # <|begin_of_text|> first, as transformers
+
+
+def test_mistral_tokenizer_model_default_text_ids_and_pieces_are_sentencepieces():
+    """No TEXT: the example sentence (a digit, a run of spaces, a non-ASCII character)."""
+    folder = os.path.dirname(path("mistral", "v1", "tokenizer.model"))
+    run, sp = demo(folder), sentencepiece.SentencePieceProcessor(model_file=path("mistral", "v1", "tokenizer.model"))
+    ids = [1, *sp.encode(EXAMPLE)]                             # <s> first, as the tests of this file say
+    assert run.returncode == 0 and f"{EXAMPLE!r}: {len(ids)} ids" in run.stdout, run.stderr
+    assert printed(run.stdout, "ids") == [ids] == [load_tokenizer(folder).encode(EXAMPLE)]
+    assert printed(run.stdout, "pieces") == [[sp.id_to_piece(i) for i in ids]]
+    assert f"decoded {EXAMPLE!r}: round-trips" in run.stdout and "add_bos True, add_eos False" in run.stdout
+
+
+def test_a_missing_path_is_load_tokenizers_error_and_exit_2(tmp_path):
+    missing = tmp_path / "none"
+    try:
+        load_tokenizer(missing)
+    except Exception as e:                                     # (whatever it raises: the demo says the same)
+        error = str(e)
+    run = demo(missing)
+    assert run.returncode == 2 and run.stderr == f"tokenizer.py: error: {error}\n" and not run.stdout, run.stderr
+    assert error.startswith(f"{missing}: no tokenizer file")
