@@ -1181,6 +1181,8 @@ def load_tokenizer(path):
     texts end with EOS (eos_note says where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides
     instead, as in transformers."""
     path = os.fspath(path)
+    if not os.path.exists(path):                               # (a typo: not "copy the tokenizer files into it")
+        raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise ValueError(f"{path}: a file, but not a .gguf; pass the checkpoint's directory")

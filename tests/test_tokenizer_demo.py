@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import sentencepiece
 import transformers
 from gguf import GGUFReader
@@ -60,12 +61,18 @@ def test_mistral_tokenizer_model_default_text_ids_and_pieces_are_sentencepieces(
     assert f"decoded {EXAMPLE!r}: round-trips" in run.stdout and "add_bos True, add_eos False" in run.stdout
 
 
-def test_a_missing_path_is_load_tokenizers_error_and_exit_2(tmp_path):
-    missing = tmp_path / "none"
+@pytest.mark.parametrize("kind", ["missing", "empty folder"])
+def test_a_bad_path_is_load_tokenizers_error_and_exit_2(tmp_path, kind):
+    """A path that is not there says so (it said "no tokenizer file ...; copy the base model's tokenizer files into
+    it", advice for a folder that does not exist); an empty folder names the files looked for."""
+    path = tmp_path / "none"
+    if kind == "empty folder":
+        path.mkdir()
     try:
-        load_tokenizer(missing)
+        load_tokenizer(path)
     except Exception as e:                                     # (whatever it raises: the demo says the same)
         error = str(e)
-    run = demo(missing)
+    run = demo(path)
     assert run.returncode == 2 and run.stderr == f"tokenizer.py: error: {error}\n" and not run.stdout, run.stderr
-    assert error.startswith(f"{missing}: no tokenizer file")
+    assert error == f"{path}: no such file or folder" if kind == "missing" else \
+        error.startswith(f"{path}: no tokenizer file (tokenizer.model")
