@@ -8,8 +8,7 @@ Here, on a model from model.load_pretrained (optionally NF4, optionally with lor
 - `mmlu`: Hendrycks et al. 2021 in the original release's format and prompt (their evaluate.py): k worked dev
   examples, the answer read from the next-token logits of " A" .. " D"; per-subject, macro and micro accuracy.
 - `perplexity`: exp(mean token NLL) over windows of the model's context (non-overlapping, or strided); over records
-  (`records_perplexity`), the records cut as train.py's validation loss cuts, and what is past --seq-len (said by
-  evalcli.records_note).
+  (`records_perplexity`), cut as train.py's validation loss cuts, what is past --seq-len said (evalcli.records_note).
 - `generate_answers`: greedy answers to Alpaca-style instructions, printed with and without the adapter.
 - `evaluate_glue`: a classifier's metrics on a GLUE task's dev set(s); `evaluate_translation`: BLEU, chrF(++), ROUGE of
   beam-search translations (beam 4, length penalty 0.6, T5's prefix); `evaluate_squad`: a span head's best span

@@ -31,9 +31,8 @@ Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
 parallelism, writing NF4 checkpoints. Tokenizers: tokenizer.py (`load_tokenizer` is re-exported here).
 
-`python model.py` demonstrates it on a tiny random model. Sections (~900 lines): a model from its config; the shared
-layers (attention, RMSNorm, RoPE, SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading and
-saving; the demo.
+`python model.py`: a tiny random model. Sections (~900 lines): a model from its config; the shared layers (attention,
+RMSNorm, RoPE, SwiGLU, dropout, the chunked LM loss); LLaMA; GPT-2; RoBERTa and BERT; T5; loading, saving; the demo.
 """
 import math
 import os

@@ -154,8 +154,7 @@ def train(args):
             else:
                 run.model = load_adapter(run.model, weights_dir(args))
         check(run, records, "after", s, before)
-        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # the process's (the loop's: train_peak_mem_mib):
-        # the last checkpoint and result saves and the after-check's answers can reach past the loop's peak
+        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # the process's: saves and checks can pass the loop's
         return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
