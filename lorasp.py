@@ -55,7 +55,7 @@ def pick(shape, keep, gen, unit="entries"):
     """Bool mask: round(keep * n) of its n units (DRAWN: entries, or whole columns) True, by a random permutation."""
     mask = torch.zeros(n := DRAWN[unit](shape), dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
-    return {"entries": lambda: mask.view(shape), "columns": lambda: mask.expand(shape).clone()}[unit]()
+    return mask.view(shape) if unit == "entries" else mask.expand(shape).clone()  # columns: each one True whole
 
 
 def unpack(mask, train, frozen=None):
