@@ -651,6 +651,33 @@ def _(ctx):  # (--seq-len, --stride, --batch-size were unused without a word: a 
     assert json.loads(out[-1])["task"] == "squad"
 
 
+def short_context_squad(ctx, positions):
+    """The tiny Llama with `positions` of context (its Alpaca prompt of a one-word question: 141 tokens before the
+    context), and a SQuAD dev file of one question whose context is 109 tokens."""
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
+    edit_json(ctx.tmp / "short" / "config.json", max_position_embeddings=positions)
+    qa = {"id": "q1", "question": "Which?", "answers": [{"text": "two", "answer_start": 4}]}
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": "one two three four five six seven eight nine ten " * 3, "qas": [qa]}]}]}))
+    return ["--task", "squad", "--model", str(ctx.tmp / "short"), "--data-dir", str(ctx.tmp)]
+
+
+case("eval.py: --task squad on a causal LM whose context, beside the prompt and the answer, holds no word of the "
+     "question's context", SystemExit, "squad question 'q1': Alpaca's template and the question take 141 tokens, and "
+     "the model's context of 160 leaves 128 beside a 32-token answer: no token of its context fits; a causal LM of a "
+     "longer context answers it")(  # (was asked with no context at all, past the model's context, exit 0;
+    lambda ctx: E.main(short_context_squad(ctx, 160)))  # a GPT-2's: "116 tokens: past the 64 positions", no flag)
+
+
+@case("eval.py: --task squad on a causal LM: contexts cut to fit its context are counted", None)
+def _(ctx):  # (were cut to their first tokens without a word: an answer in the rest could not be given)
+    E.main(short_context_squad(ctx, 223))
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert "squad: 1 of 1 contexts cut to their first tokens, to fit the model's context of 223 with a 32-token " \
+        "answer: an answer in what was cut cannot be given" in out, out
+    assert json.loads(out[-1])["task"] == "squad"
+
+
 case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
      "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len",  # "need 0
