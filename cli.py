@@ -247,7 +247,7 @@ def parse_args(argv=None):
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq"),
                                     ("--data-dir", splits)) if f in given and idle]:
-        no_effect(unused, f" with --data {args.data}")
+        no_effect(unused, f" with --data {args.data}" if args.data else " with the offline demo (its own task file)")
     if splits and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (

@@ -740,6 +740,13 @@ def _(ctx):
         "note: --val-fraction 0 holds nothing out: --eval-every 5 has no validation to run"]
 
 
+@case("cli flags the offline demo ignores name the demo, not --data None", None)
+def _(ctx):  # (said "note: --bleu, --data-dir have no effect with --data None")
+    train.parse_args(["--data-dir", "x", "--bleu", "3"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --bleu, --data-dir have no effect with the offline demo (its own task file)"]
+
+
 @case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)
 def _(ctx):  # (were accepted silently: LoRA ran, a --structure column adapter that had every column)
     train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--mode", "freeze", "--structure", "column"])
