@@ -235,6 +235,10 @@ def parse_args(argv=None):
             args.max_steps = None
         else:
             print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
+    steps = args.max_steps                                     # (train.lr_at: ceil(warmup x steps) warm-up steps)
+    if "--schedule" in given and (args.warmup == 1 or steps and math.ceil(args.warmup * steps) >= steps):
+        print(f"note: --warmup {args.warmup:g}" + (f" of --max-steps {steps}" if args.warmup < 1 else "") + " warms "
+              f"up over every step: --schedule {args.schedule} (what follows the warm-up) has no effect")
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
     splits = data.holds_out(args.data)                         # --val-fraction holds some of its records out
     if args.exact_match and not args.val_fraction and splits and not text:

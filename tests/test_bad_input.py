@@ -770,6 +770,17 @@ def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --ma
     assert ctx.capsys.readouterr().out == ""
 
 
+@case("cli --schedule where --warmup covers every step says it does nothing", None)
+def _(ctx):  # (--warmup 1 --schedule linear trained at 0.0025, 0.005, 0.0075, 0.01: the --schedule cosine run's lrs)
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "1", "--schedule", "linear"])
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "0.9", "--max-steps", "4", "--schedule=constant"])
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "0.5", "--max-steps", "4", "--schedule", "linear"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --warmup 1 warms up over every step: --schedule linear (what follows the warm-up) has no effect",
+        "note: --warmup 0.9 of --max-steps 4 warms up over every step: --schedule constant (what follows the warm-up) "
+        "has no effect"]
+
+
 @case("--lr 1e-40, --alpha 1e-30: adapters that change no weight of the model are said to, at the end", None)
 def _(ctx):  # (trained 10 steps, exit 0, an adapter that scores as the base, without a word)
     for flag, value in (("--lr", "1e-40"), ("--alpha", "1e-30")):
