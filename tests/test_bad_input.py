@@ -497,6 +497,19 @@ def _(ctx):  # (greedy decoding, the same text whatever they were, without a wor
     assert "note:" not in ctx.capsys.readouterr().err
 
 
+@case("model.py: --temperature and --seed with --top-p 0 (the top token: greedy) say they do nothing", None)
+def _(ctx):  # (--seed 3 and --seed 4 gave the same text, whatever --temperature, without a word)
+    texts = []
+    for seed in ("3", "4"):
+        generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "3", "--temperature", "5", "--top-p", "0",
+                         "--seed", seed)
+        out = ctx.capsys.readouterr()
+        texts.append(out.out)
+        assert "note: --temperature, --seed have no effect with --top-p 0 (the top token: greedy decoding)" in out.err
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "3")
+    assert texts == [ctx.capsys.readouterr().out] * 2                      # the greedy text, the note's reason
+
+
 case("model.py: --seed past torch's 64 bits", 2, "--seed: 99999999999999999999 is out of range: must be an integer "
      ">= 0, <= 18446744073709551615")(  # (was a traceback: "Overflow when unpacking long long")
     lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1", "--seed", "9" * 20))
