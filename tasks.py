@@ -277,6 +277,10 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
         print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
             f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
+        if args.grad_accum > 1 and (args.max_steps or args.epochs > 1):  # (a step of 2+ micro-batches: an epoch each)
+            print(f"note: --grad-accum {args.grad_accum}: a micro-batch holds all {rows:,} training examples" + (
+                " a process gets" if world > 1 else "") + f", so a step's {args.grad_accum} micro-batches repeat "
+                f"them: its gradient is one micro-batch's, at {args.grad_accum} times the compute")
     return min(rows, args.batch_size)
 
 

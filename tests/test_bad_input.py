@@ -856,6 +856,20 @@ def _(ctx):  # (--exact-match 50 scored the 6 held out, and printed the percenta
     assert "held-out exact match after training (6 records): " in out
 
 
+@case("train.py: --grad-accum where one micro-batch holds every example says a step repeats them", None)
+def _(ctx):  # (--batch-size 100 --grad-accum 4: each step the 54 examples 4 times, 4x the time, one's loss, no word)
+    runs = {}
+    for accum in ("4", "1"):
+        train.main(flags(ctx.tiny, ctx.tmp / accum, "--batch-size", "100", "--grad-accum", accum, "--max-steps", "1"))
+        out = ctx.capsys.readouterr().out
+        runs[accum] = json.loads(out.strip().split("\n")[-1]), out
+    (s4, out4), (s1, out1) = runs["4"], runs["1"]
+    assert "note: --grad-accum 4: a micro-batch holds all 54 training examples, so a step's 4 micro-batches repeat " \
+        "them: its gradient is one micro-batch's, at 4 times the compute" in out4
+    assert "note: --grad-accum" not in out1
+    assert s4["tokens"] == 4 * s1["tokens"] and s4["final_loss"] == pytest.approx(s1["final_loss"], rel=1e-5)
+
+
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
 def _(ctx):
     """The real command line, as a user (or a pre-submission hook) runs it: exit code 2 before anything loads (it
