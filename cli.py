@@ -265,12 +265,7 @@ def parse_args(argv=None):
               "wait on each other (slower, nothing gained)")
     if args.allow_data_change and not args.resume:
         no_effect(["--allow-data-change"], " without --resume")
-    evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
-    if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
-        print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
-            f" with --max-steps {args.max_steps}" if args.eval_every else "") + " evaluates " + (
-            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
-            "weights")
+    patience_note(args, args.max_steps, f"--max-steps {args.max_steps}")  # (--epochs: describe, its steps known)
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")
@@ -295,6 +290,17 @@ def parse_args(argv=None):
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}" + (
             f" (the file: write ./{args.data})" * os.path.isfile(args.data)))
     return args
+
+
+def patience_note(args, steps, given):
+    """The note for a --patience that the run's evaluations can never reach: `steps` the run's (None: not known yet),
+    `given` the flags that set them."""
+    evals = 1 if not args.eval_every else steps and math.ceil(steps / args.eval_every)
+    if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
+        print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
+            f" with {given}" if args.eval_every else "") + " evaluates " + (
+            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
+            "weights")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -480,6 +486,8 @@ def describe(run):
         args.grad_accum else f" ({covers(run)})" if covers(run) else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
+    if args.eval_every and not args.max_steps and not run.checkpoint and run.rank == 0:  # (else: parse_args')
+        patience_note(args, run.total, f"--epochs {args.epochs:g} ({run.total} step{'s' * (run.total != 1)})")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
         print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
               "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")

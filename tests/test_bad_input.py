@@ -820,6 +820,17 @@ def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run
         "evaluation's weights"]
 
 
+@case("train.py: --patience that too few evaluations of an --epochs run can never reach says so", None)
+def _(ctx):  # (silent: its steps are known once the data is read, so the parse-time note above never saw them)
+    args = flags(ctx.tiny, ctx.tmp / "out", "--epochs", "1", "--eval-every", "5", "--patience", "1")
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]   # 54 examples, 4 x 2 a step: 7 steps
+    train.main(args)
+    out = ctx.capsys.readouterr().out
+    assert "note: --patience 1 cannot stop early: --eval-every 5 with --epochs 1 (7 steps) evaluates 2 times, the " \
+        "last at the end; it keeps the best evaluation's weights" in out
+    assert [r["step"] for r in map(json.loads, open(ctx.tmp / "out" / "metrics.jsonl")) if "val_loss" in r] == [5, 7]
+
+
 @case("cli --data demo --method full: the demo's own --quant nf4 yields", None)
 def _(ctx):  # (was refused for the --quant nf4 the user never gave: "--method full with --quant nf4: NF4 weights ...")
     assert train.parse_args(["--model", "m", "--data", "demo", "--method", "full"]).quant == "auto"
