@@ -489,8 +489,12 @@ def describe(run):
     if args.eval_every and not args.max_steps and not run.checkpoint and run.rank == 0:  # (else: parse_args')
         patience_note(args, run.total, f"--epochs {args.epochs:g} ({run.total} step{'s' * (run.total != 1)})")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        other, kind = (os.path.join(args.out, "adapter"), "an adapter") if args.method == "full" else (
+            os.path.join(args.out, "model"), "a --method full model")  # (the other kind's result: not replaced)
         print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
-              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)" + (
+                  f"; {other}, an earlier run's result ({kind}), stays: this run writes {weights_dir(args)}"
+                  if os.path.isdir(other) else ""))
     if run.checkpoint and run.step >= run.total and run.rank == 0:  # (resume.last_step: it ended, or stopped early)
         print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
               f"result is in {weights_dir(args)})")

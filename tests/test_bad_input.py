@@ -1282,6 +1282,20 @@ def _(ctx):  # (not the earlier run's adapter, silently)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("train.py: --out holding an earlier run's result of the other kind says that result stays", None)
+def _(ctx):  # (said "replacing ... its result", while the --method full run's model/ stayed beside the new adapter/)
+    out = ctx.tmp / "out"
+    for method, earlier, kind in (("full", "adapter", "an adapter"), ("lorasp", "model", "a --method full model")):
+        train.main(flags(ctx.tiny, out, "--max-steps", "1", "--method", "lorasp" if method == "full" else "full"))
+        ctx.capsys.readouterr()
+        train.main(flags(ctx.tiny, out, "--max-steps", "1", "--method", method))
+        mine = out / ("model" if method == "full" else "adapter")
+        assert f"(--resume would go on with that run instead); {out / earlier}, an earlier run's result ({kind}), " \
+            f"stays: this run writes {mine}" in ctx.capsys.readouterr().out
+        assert {"adapter", "model"} <= set(os.listdir(out))
+        shutil.rmtree(out)
+
+
 @case("eval.py: --adapter a --method full run's folder", SystemExit, "out is a --method full run's folder: it "
       "trained the whole model, which is --model ")  # (was "OUT: no adapter_config.json; not an adapter folder")
 def _(ctx):
@@ -1549,6 +1563,30 @@ def _(ctx):  # (was scored as held out without a word: the other split's held-ou
         out = ctx.capsys.readouterr().out
         said_now = f"{both} of its {len(held)} records trained --adapter {ctx.tmp / adapter / 'adapter'}" in out
         assert said_now == said, out
+
+
+@case("eval.py: --model a --method full run's model/ and --data the file it trained on, or another split's "
+      "heldout.jsonl: said as for an adapter", None)
+def _(ctx):  # (were scored as held out without a word: the model/ folder kept no record of its data; a later run with
+    # another --seed into the same --out left it beside its heldout.jsonl, 6 of whose 6 records model/ trained on)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--method", "full"))
+    model, held = ctx.tmp / "out" / "model", ctx.tmp / "out" / "heldout.jsonl"
+    ctx.capsys.readouterr()
+    for data_file, said in ((ctx.tiny[1], True), (held, False)):
+        E.main(["--task", "perplexity", "--model", str(model), "--data", str(data_file)])
+        out = ctx.capsys.readouterr().out
+        assert (f"note: --data {data_file} is the file --model {model} trained on (its contents): its training "
+                f"records are scored with the ones held out, so this is not the run's held-out perplexity (nor "
+                f"exp(its val_loss)); the held-out records alone: {held}" in out) == said, out
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--seed", "1"))   # an adapter's run, another split
+    ctx.capsys.readouterr()
+    key, records = lambda r: json.dumps(r, sort_keys=True), json.load(open(ctx.tiny[1]))  # noqa: E731
+    trained = {key(r) for r in data.split_records(records, 0.1, 0)[0]}          # model/'s training records
+    both = sum(key(r) in trained for r in data.split_records(records, 0.1, 1)[1])  # of --seed 1's held-out ones
+    E.main(["--task", "perplexity", "--model", str(model), "--data", str(held)])
+    assert both and f"note: --data {held} holds another run's held-out records of the file --model {model} trained " \
+        f"on (another split: --seed or --val-fraction): {both} of its 6 records trained --model {model}, so this is " \
+        "not a held-out perplexity\n" in ctx.capsys.readouterr().out           # (its own held-out records: gone)
 
 
 @case("eval.py --task generate --adapter trained on a .txt corpus: a note that Alpaca's template is new to it", None)
