@@ -235,6 +235,10 @@ def parse_args(argv=None):
             args.max_steps = None
         else:
             print(f"note: --max-steps {args.max_steps} sets the number of steps: --epochs has no effect")
+    steps = args.max_steps                                     # (train.lr_at: ceil(warmup x steps) warm-up steps)
+    if "--schedule" in given and (args.warmup == 1 or steps and math.ceil(args.warmup * steps) >= steps):
+        print(f"note: --warmup {args.warmup:g}" + (f" of --max-steps {steps}" if args.warmup < 1 else "") + " warms "
+              f"up over every step: --schedule {args.schedule} (what follows the warm-up) has no effect")
     kind, text = data.task_kind(args.data), (args.data or "").lower().endswith(".txt")
     splits = data.holds_out(args.data)                         # --val-fraction holds some of its records out
     if args.exact_match and not args.val_fraction and splits and not text:
@@ -247,7 +251,7 @@ def parse_args(argv=None):
                                     ("--exact-match", kind in ("glue", "seq2seq") or text),     # no records to ask
                                     ("--bleu", kind != "seq2seq"),
                                     ("--data-dir", splits)) if f in given and idle]:
-        no_effect(unused, f" with --data {args.data}")
+        no_effect(unused, f" with --data {args.data}" if args.data else " with the offline demo (its own task file)")
     if splits and not args.val_fraction and "--eval-every" in given:
         print(f"note: --val-fraction 0 holds nothing out: --eval-every {args.eval_every} has no validation to run")
     if args.model not in PRESETS and (unused := [f for f in ("--model-dir", "--download") if f in given and (
@@ -261,12 +265,7 @@ def parse_args(argv=None):
               "wait on each other (slower, nothing gained)")
     if args.allow_data_change and not args.resume:
         no_effect(["--allow-data-change"], " without --resume")
-    evals = 1 if not args.eval_every else args.max_steps and math.ceil(args.max_steps / args.eval_every)
-    if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
-        print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
-            f" with --max-steps {args.max_steps}" if args.eval_every else "") + " evaluates " + (
-            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
-            "weights")
+    patience_note(args, args.max_steps, f"--max-steps {args.max_steps}")  # (--epochs: describe, its steps known)
     if args.full_blocks and args.checkpointing != "selective":
         p.error(f"--full-blocks {args.full_blocks} needs --checkpointing selective (the other blocks' mode), not "
                 f"{args.checkpointing}")
@@ -291,6 +290,17 @@ def parse_args(argv=None):
         p.error(f"unknown GLUE task {args.data!r}; known: {', '.join('glue/' + t for t in data.GLUE)}" + (
             f" (the file: write ./{args.data})" * os.path.isfile(args.data)))
     return args
+
+
+def patience_note(args, steps, given):
+    """The note for a --patience that the run's evaluations can never reach: `steps` the run's (None: not known yet),
+    `given` the flags that set them."""
+    evals = 1 if not args.eval_every else steps and math.ceil(steps / args.eval_every)
+    if args.patience and evals and evals <= args.patience + 1:  # the stop comes after patience + 1, the last step's
+        print(f"note: --patience {args.patience} cannot stop early: --eval-every {args.eval_every}" + (  # is not early
+            f" with {given}" if args.eval_every else "") + " evaluates " + (
+            f"{evals} times, the last" if evals > 1 else "once") + " at the end; it keeps the best evaluation's "
+            "weights")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -476,9 +486,15 @@ def describe(run):
         args.grad_accum else f" ({covers(run)})" if covers(run) else "") + (
         f" x {run.world} processes" if run.world > 1 else "") + f", {'bf16 autocast' if run.bf16 else 'fp32'} on "
         f"{run.device}")
+    if args.eval_every and not args.max_steps and not run.checkpoint and run.rank == 0:  # (else: parse_args')
+        patience_note(args, run.total, f"--epochs {args.epochs:g} ({run.total} step{'s' * (run.total != 1)})")
     if not run.checkpoint and run.rank == 0 and (earlier := find_checkpoint(args.out, required=False)):
+        other, kind = (os.path.join(args.out, "adapter"), "an adapter") if args.method == "full" else (
+            os.path.join(args.out, "model"), "a --method full model")  # (the other kind's result: not replaced)
         print(f"note: --out {args.out} holds an earlier run ({earlier}); this one starts afresh, replacing its "
-              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)")
+              "checkpoint at its first save, its log and its result (--resume would go on with that run instead)" + (
+                  f"; {other}, an earlier run's result ({kind}), stays: this run writes {weights_dir(args)}"
+                  if os.path.isdir(other) else ""))
     if run.checkpoint and run.step >= run.total and run.rank == 0:  # (resume.last_step: it ended, or stopped early)
         print(f"note: --resume: the checkpoint's run ended at step {run.step}, its last: nothing is left to train (its "
               f"result is in {weights_dir(args)})")

@@ -1519,6 +1519,26 @@ def squad_records(dataset):
             for article in dataset for p in article["paragraphs"] for qa in p["qas"]]
 
 
+def fit_contexts(records, tok, context, answer=32):
+    """squad_records' records with each context cut to its first tokens, so that a prompt and `answer` new tokens fit
+    a causal LM's `context`; how many were cut is said. A question whose template and question alone fill the room is
+    refused (it was asked with no context at all, past the model's context, without a word)."""
+    room, cut = context - answer, 0
+    for r in records:
+        if (over := len(tok.encode(alpaca_prompt(r))) - room) > 0:
+            ids = tok.encode(r["input"], bos=False)
+            if over >= len(ids):
+                raise UserError(f"squad question {r['id']!r}: Alpaca's template and the question take "
+                                f"{over + room - len(ids)} tokens, and the model's context of {context} leaves "
+                                f"{max(room, 0)} beside a {answer}-token answer: no token of its context fits; a "
+                                "causal LM of a longer context answers it")
+            r["input"], cut = tok.decode(ids[:-over]), cut + 1
+    if cut:
+        print(f"squad: {cut} of {len(records)} contexts cut to their first tokens, to fit the model's context of "
+              f"{context} with a {answer}-token answer: an answer in what was cut cannot be given")
+    return records
+
+
 def one_per_question(dataset):
     """The dataset as one single-question article per question (still SQuAD's layout): a slice of it is a subset."""
     return [{"title": a.get("title", ""), "paragraphs": [{"context": p["context"], "qas": [qa]}]}

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from checks import context, windows_said
-from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, glue_examples, mmlu_prompt, sorted_batches,
-                  squad_records, squad_windows)
+from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, fit_contexts, glue_examples, mmlu_prompt,
+                  sorted_batches, squad_records, squad_windows)
 from data import GLUE, UserError, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 from tokenizer import load_tokenizer
 import metrics
@@ -144,11 +144,9 @@ def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, 
     context as input (data.squad_records), also scored with BLEU against all gold answers. bucket: as
     data.collate's and generate_answers' (CPU bf16)."""
     if model.config.model_type in CAUSAL[0]:  # (generate_answers: eval mode, the training mode set back)
-        records, room = squad_records(dataset), context_length(model) - 32  # 32 tokens left for the answer
-        for r in records:  # a context too long for the model keeps its first tokens
-            over = len(tok.encode(alpaca_prompt(r))) - room
-            r["input"] = tok.decode(tok.encode(r["input"], bos=False)[:-over]) if over > 0 else r["input"]
-        answers = generate_answers(model, tok, records, 32, autocast=autocast, bucket=bucket)
+        new = 32                                               # the tokens an answer may take
+        records = fit_contexts(squad_records(dataset), tok, context_length(model), new)  # contexts cut to fit
+        answers = generate_answers(model, tok, records, new, autocast=autocast, bucket=bucket)
         pred = {r["id"]: a for r, a in zip(records, answers)}
         return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
     windows, training, best = squad_windows(dataset, tok, max_len, stride), model.training, {}

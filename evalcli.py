@@ -59,6 +59,7 @@ READS = {"--subjects": "mmlu", "--shots": "mmlu", "--limit": "mmlu glue wmt16-en
          "--max-new-tokens": "generate wmt16-en-ro", "--num-beams": "wmt16-en-ro",
          "--batch-size": "glue wmt16-en-ro squad", "--data-dir": "mmlu glue wmt16-en-ro squad"}
 CAUSAL = ("llama", "gpt2"), "a causal LM: this task generates or scores text with one"
+TRAINED = "lorasp_trained.json"  # a --method full run's model/: its task, data file and held-out records (run_record)
 # the model types a task takes, and what to call them (GLUE: load_model asks for a classifier head instead)
 TAKES = {"mmlu": CAUSAL, "perplexity": CAUSAL, "generate": CAUSAL,
          "wmt16-en-ro": (("t5",), "a T5: --task wmt16-en-ro translates with T5"),
@@ -597,30 +598,43 @@ def records_note(docs, seq_len, parts):
 
 
 def trained_on(args, flag, path):
-    """A note (or "") where --data (perplexity) or --prompts (generate) is the file --adapter trained on, known by its
-    contents (data.data_fingerprint, which the adapter keeps) under any name: its training records are read with the
-    few held out (was said as exp(the run's val_loss) without a word); or where --data is another run's heldout.jsonl
-    of that file (another --seed or --val-fraction: another split), the records of it the adapter trained on."""
+    """A note (or "") where --data (perplexity) or --prompts (generate) is the file --adapter (or --model, a --method
+    full run's model/) trained on, known by its contents (data.data_fingerprint, which the run kept: run_record) under
+    any name: its training records are read with the few held out (was said as exp(the run's val_loss) without a
+    word); or where --data is another run's heldout.jsonl of that file (another --seed or --val-fraction: another
+    split), the records of it the adapter or model trained on."""
     inner = run_folder(args.adapter)[0] if args.adapter and os.path.isdir(args.adapter) else ""
-    if not inner or (was := adapter_base(inner)).get("data") is None:
+    if (was := run_record(inner or args.model)).get("data") is None:
         return ""
-    held = os.path.join(os.path.dirname(os.path.normpath(inner)), "heldout.jsonl")
-    own = f"; the held-out records alone: {held}" if os.path.isfile(held) else ""
+    who = f"--adapter {inner}" if inner else f"--model {args.model}"
+    held = os.path.join(os.path.dirname(os.path.normpath(inner or args.model)), "heldout.jsonl")
+    own = f"; the held-out records alone: {held}" if os.path.isfile(held) and not os.path.samefile(held, path) else ""
     if data_fingerprint(path) == was["data"]:
-        return (f"\nnote: {flag} {path} is the file --adapter {inner} trained on (its contents): " + (
+        return (f"\nnote: {flag} {path} is the file {who} trained on (its contents): " + (
             f"its training {'blocks' if path.lower().endswith('.txt') else 'records'} are scored with the ones held "
             "out, so this is not the run's held-out perplexity (nor exp(its val_loss))" if flag == "--data" else
-            "most of its instructions are ones the adapter trained on") + own)
+            f"most of its instructions are ones the {'adapter' if inner else 'model'} trained on") + own)
     run = os.path.dirname(os.path.normpath(path))             # another run's heldout.jsonl: of the same file?
     if flag != "--data" or os.path.basename(path) != "heldout.jsonl" or was.get("held") is None or not any(
-            adapter_base(d).get("data") == was["data"] for d in (run_folder(run)[0], f"{run}/checkpoint/adapter")):
+            run_record(os.path.join(run, *d)).get("data") == was["data"] for d in (
+                ["adapter"], ["checkpoint", "adapter"], ["model"], ["checkpoint", "model"])):
         return ""
     records, kept = read_records(path), set(was["held"])
     if trained := sum(fingerprint(r) not in kept for r in records):
-        return (f"\nnote: --data {path} holds another run's held-out records of the file --adapter {inner} trained on "
-                f"(another split: --seed or --val-fraction): {trained} of its {len(records)} records trained --adapter "
-                f"{inner}, so this is not a held-out perplexity{own}")
+        return (f"\nnote: --data {path} holds another run's held-out records of the file {who} trained on (another "
+                f"split: --seed or --val-fraction): {trained} of its {len(records)} records trained {who}, so this is "
+                f"not a held-out perplexity{own}")
     return ""
+
+
+def run_record(folder):
+    """What a train.py run's result recorded of its data ({task, data, held}, tasks.save_weights'): an adapter's
+    (adapter_base), or a --method full run's model/ (its TRAINED file); {} for anything else."""
+    folder = whole_dir(folder)                                # (a save stopped between its renames: DIR.old)
+    if os.path.isfile(os.path.join(folder, "adapter_config.json")):
+        return adapter_base(folder)
+    record = read_json(os.path.join(folder, TRAINED)) if os.path.isfile(os.path.join(folder, TRAINED)) else {}
+    return record if isinstance(record, dict) else {}
 
 
 def answer_ids(tok):

@@ -225,6 +225,9 @@ def main(demo=None, argv=None):
     if args.temperature == 0 and (unused := [f for f, on in (("--top-p", args.top_p != 1), ("--seed", args.seed))
                                              if on]):  # (the same greedy text whatever they are)
         no_effect(unused, " with --temperature 0 (greedy decoding)", sys.stderr)
+    elif args.top_p == 0:                                      # (warp keeps the top token alone: no draw is left)
+        no_effect([f for f in ("--temperature", "--seed") if f in given], " with --top-p 0 (the top token: greedy "
+                  "decoding)", sys.stderr)
     if args.model is None:
         if args.adapter:                                       # (the demo's model is random: no adapter fits it)
             ap.error("--adapter needs --model (the base it trained on)")

@@ -42,7 +42,7 @@ from data import UserError
 from ddp import rank_world
 from checks import check_model, check_seq_len
 from download import HF_REPOS, SMALL_FILES
-from evalcli import in_glue_order
+from evalcli import TRAINED, in_glue_order
 from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad, evaluate_translation,
                   generate_answers)
 from lorasp import DRAWN, LINEAR_TYPES, UNITS, apply_lorasp, load_adapter, matches, save_adapter
@@ -183,8 +183,9 @@ def weights_dir(args):
 
 
 def save_weights(model, directory, args, source):
-    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files;
-    either folder is replaced whole (a failed save, a full disk say, leaves the previous one as it was)."""
+    """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files and
+    what it trained on (evalcli.TRAINED, as an adapter's extras keep it); either folder is replaced whole (a failed
+    save, a full disk say, leaves the previous one as it was)."""
     try:
         if args.method != "full":
             hub = args.model in HF_REPOS and not gguf_file(source)  # a preset's files, fetched from its repository
@@ -199,7 +200,7 @@ def save_weights(model, directory, args, source):
                                           held=getattr(args, "held_out", None),   # another split's records counted)
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
-        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *tokenizer.COPIED)) as tmp:
+        with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *tokenizer.COPIED, TRAINED)) as tmp:
             tok = tokenizer.load_tokenizer(source) if gpt2 else None  # OUT/model, not a checkpoint's (read on --resume)
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
@@ -210,6 +211,9 @@ def save_weights(model, directory, args, source):
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
                 tokenizer.llama_tokenizer_config(tokenizer.load_tokenizer(source), tmp)
             keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
+            with atomic_write(os.path.join(tmp, TRAINED), "w") as f:  # what an adapter's base keeps of its data:
+                json.dump(dict(task=args.data, data=data.data_fingerprint(args.data),  # eval.py's trained_on reads it
+                               held=getattr(args, "held_out", None)), f)
             if gpt2:                                           # lorasp's marks, the pad named (export.py's files)
                 gpt2_tokenizer(tok, tmp, pad)
                 config = read_json(os.path.join(tmp, "config.json"))  # (save_tokenizer's: the tokenizer's pad)
@@ -277,6 +281,10 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
     if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
         print(f"note: --batch-size {args.batch_size} is more than the {len(train_ex):,} training examples" + (
             f" over {world} processes" if world > 1 else "") + f": each micro-batch holds {rows}")
+        if args.grad_accum > 1 and (args.max_steps or args.epochs > 1):  # (a step of 2+ micro-batches: an epoch each)
+            print(f"note: --grad-accum {args.grad_accum}: a micro-batch holds all {rows:,} training examples" + (
+                " a process gets" if world > 1 else "") + f", so a step's {args.grad_accum} micro-batches repeat "
+                f"them: its gradient is one micro-batch's, at {args.grad_accum} times the compute")
     return min(rows, args.batch_size)
 
 

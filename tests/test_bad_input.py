@@ -497,6 +497,19 @@ def _(ctx):  # (greedy decoding, the same text whatever they were, without a wor
     assert "note:" not in ctx.capsys.readouterr().err
 
 
+@case("model.py: --temperature and --seed with --top-p 0 (the top token: greedy) say they do nothing", None)
+def _(ctx):  # (--seed 3 and --seed 4 gave the same text, whatever --temperature, without a word)
+    texts = []
+    for seed in ("3", "4"):
+        generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "3", "--temperature", "5", "--top-p", "0",
+                         "--seed", seed)
+        out = ctx.capsys.readouterr()
+        texts.append(out.out)
+        assert "note: --temperature, --seed have no effect with --top-p 0 (the top token: greedy decoding)" in out.err
+    generate_command(ctx, "--model", ctx.tiny[0], "--max-new-tokens", "3")
+    assert texts == [ctx.capsys.readouterr().out] * 2                      # the greedy text, the note's reason
+
+
 case("model.py: --seed past torch's 64 bits", 2, "--seed: 99999999999999999999 is out of range: must be an integer "
      ">= 0, <= 18446744073709551615")(  # (was a traceback: "Overflow when unpacking long long")
     lambda ctx: generate_command(ctx, "--model", ctx.tiny[0], "--temperature", "1", "--seed", "9" * 20))
@@ -651,6 +664,33 @@ def _(ctx):  # (--seq-len, --stride, --batch-size were unused without a word: a 
     assert json.loads(out[-1])["task"] == "squad"
 
 
+def short_context_squad(ctx, positions):
+    """The tiny Llama with `positions` of context (its Alpaca prompt of a one-word question: 141 tokens before the
+    context), and a SQuAD dev file of one question whose context is 109 tokens."""
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "short")
+    edit_json(ctx.tmp / "short" / "config.json", max_position_embeddings=positions)
+    qa = {"id": "q1", "question": "Which?", "answers": [{"text": "two", "answer_start": 4}]}
+    (ctx.tmp / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+        "context": "one two three four five six seven eight nine ten " * 3, "qas": [qa]}]}]}))
+    return ["--task", "squad", "--model", str(ctx.tmp / "short"), "--data-dir", str(ctx.tmp)]
+
+
+case("eval.py: --task squad on a causal LM whose context, beside the prompt and the answer, holds no word of the "
+     "question's context", SystemExit, "squad question 'q1': Alpaca's template and the question take 141 tokens, and "
+     "the model's context of 160 leaves 128 beside a 32-token answer: no token of its context fits; a causal LM of a "
+     "longer context answers it")(  # (was asked with no context at all, past the model's context, exit 0;
+    lambda ctx: E.main(short_context_squad(ctx, 160)))  # a GPT-2's: "116 tokens: past the 64 positions", no flag)
+
+
+@case("eval.py: --task squad on a causal LM: contexts cut to fit its context are counted", None)
+def _(ctx):  # (were cut to their first tokens without a word: an answer in the rest could not be given)
+    E.main(short_context_squad(ctx, 223))
+    out = ctx.capsys.readouterr().out.splitlines()
+    assert "squad: 1 of 1 contexts cut to their first tokens, to fit the model's context of 223 with a 32-token " \
+        "answer: an answer in what was cut cannot be given" in out, out
+    assert json.loads(out[-1])["task"] == "squad"
+
+
 case("eval.py: perplexity --stride past --seq-len", SystemExit, "--stride 40 with --seq-len 32: windows further apart "
      "than they are long leave the tokens between them unscored; give --stride 32 or less")(  # (named neither flag:
     lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len",  # "need 0
@@ -713,6 +753,13 @@ def _(ctx):
         "note: --val-fraction 0 holds nothing out: --eval-every 5 has no validation to run"]
 
 
+@case("cli flags the offline demo ignores name the demo, not --data None", None)
+def _(ctx):  # (said "note: --bleu, --data-dir have no effect with --data None")
+    train.parse_args(["--data-dir", "x", "--bleu", "3"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --bleu, --data-dir have no effect with the offline demo (its own task file)"]
+
+
 @case("cli --mode/--structure where every entry trains (--method lora, --keep 1) say they do nothing", None)
 def _(ctx):  # (were accepted silently: LoRA ran, a --structure column adapter that had every column)
     train.parse_args(["--model", "m", "--data", "d", "--method", "lora", "--mode", "freeze", "--structure", "column"])
@@ -734,6 +781,17 @@ def _(ctx):  # (--data demo --epochs 1 ran the demo's 60 steps: its default --ma
     assert (a.max_steps, a.epochs) == (None, 1) and train.parse_args(["--model", "smollm2-135m", "--data",
                                                                       "demo"]).max_steps == 60
     assert ctx.capsys.readouterr().out == ""
+
+
+@case("cli --schedule where --warmup covers every step says it does nothing", None)
+def _(ctx):  # (--warmup 1 --schedule linear trained at 0.0025, 0.005, 0.0075, 0.01: the --schedule cosine run's lrs)
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "1", "--schedule", "linear"])
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "0.9", "--max-steps", "4", "--schedule=constant"])
+    train.parse_args(["--model", "m", "--data", "d", "--warmup", "0.5", "--max-steps", "4", "--schedule", "linear"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --warmup 1 warms up over every step: --schedule linear (what follows the warm-up) has no effect",
+        "note: --warmup 0.9 of --max-steps 4 warms up over every step: --schedule constant (what follows the warm-up) "
+        "has no effect"]
 
 
 @case("--lr 1e-40, --alpha 1e-30: adapters that change no weight of the model are said to, at the end", None)
@@ -760,6 +818,17 @@ def _(ctx):  # (was silent: --eval-every 0 evaluates once, at the end, so no run
         "end; it keeps the best evaluation's weights",
         "note: --patience 2 cannot stop early: --eval-every 0 evaluates once at the end; it keeps the best "
         "evaluation's weights"]
+
+
+@case("train.py: --patience that too few evaluations of an --epochs run can never reach says so", None)
+def _(ctx):  # (silent: its steps are known once the data is read, so the parse-time note above never saw them)
+    args = flags(ctx.tiny, ctx.tmp / "out", "--epochs", "1", "--eval-every", "5", "--patience", "1")
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]   # 54 examples, 4 x 2 a step: 7 steps
+    train.main(args)
+    out = ctx.capsys.readouterr().out
+    assert "note: --patience 1 cannot stop early: --eval-every 5 with --epochs 1 (7 steps) evaluates 2 times, the " \
+        "last at the end; it keeps the best evaluation's weights" in out
+    assert [r["step"] for r in map(json.loads, open(ctx.tmp / "out" / "metrics.jsonl")) if "val_loss" in r] == [5, 7]
 
 
 @case("cli --data demo --method full: the demo's own --quant nf4 yields", None)
@@ -796,6 +865,20 @@ def _(ctx):  # (--exact-match 50 scored the 6 held out, and printed the percenta
     out = ctx.capsys.readouterr().out
     assert "held-out exact match before training (6 records): " in out
     assert "held-out exact match after training (6 records): " in out
+
+
+@case("train.py: --grad-accum where one micro-batch holds every example says a step repeats them", None)
+def _(ctx):  # (--batch-size 100 --grad-accum 4: each step the 54 examples 4 times, 4x the time, one's loss, no word)
+    runs = {}
+    for accum in ("4", "1"):
+        train.main(flags(ctx.tiny, ctx.tmp / accum, "--batch-size", "100", "--grad-accum", accum, "--max-steps", "1"))
+        out = ctx.capsys.readouterr().out
+        runs[accum] = json.loads(out.strip().split("\n")[-1]), out
+    (s4, out4), (s1, out1) = runs["4"], runs["1"]
+    assert "note: --grad-accum 4: a micro-batch holds all 54 training examples, so a step's 4 micro-batches repeat " \
+        "them: its gradient is one micro-batch's, at 4 times the compute" in out4
+    assert "note: --grad-accum" not in out1
+    assert s4["tokens"] == 4 * s1["tokens"] and s4["final_loss"] == pytest.approx(s1["final_loss"], rel=1e-5)
 
 
 @case("cli process: --batch-size -1 exits at once, no traceback", None)
@@ -1199,6 +1282,20 @@ def _(ctx):  # (not the earlier run's adapter, silently)
     E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--adapter", str(out)])
 
 
+@case("train.py: --out holding an earlier run's result of the other kind says that result stays", None)
+def _(ctx):  # (said "replacing ... its result", while the --method full run's model/ stayed beside the new adapter/)
+    out = ctx.tmp / "out"
+    for method, earlier, kind in (("full", "adapter", "an adapter"), ("lorasp", "model", "a --method full model")):
+        train.main(flags(ctx.tiny, out, "--max-steps", "1", "--method", "lorasp" if method == "full" else "full"))
+        ctx.capsys.readouterr()
+        train.main(flags(ctx.tiny, out, "--max-steps", "1", "--method", method))
+        mine = out / ("model" if method == "full" else "adapter")
+        assert f"(--resume would go on with that run instead); {out / earlier}, an earlier run's result ({kind}), " \
+            f"stays: this run writes {mine}" in ctx.capsys.readouterr().out
+        assert {"adapter", "model"} <= set(os.listdir(out))
+        shutil.rmtree(out)
+
+
 @case("eval.py: --adapter a --method full run's folder", SystemExit, "out is a --method full run's folder: it "
       "trained the whole model, which is --model ")  # (was "OUT: no adapter_config.json; not an adapter folder")
 def _(ctx):
@@ -1466,6 +1563,30 @@ def _(ctx):  # (was scored as held out without a word: the other split's held-ou
         out = ctx.capsys.readouterr().out
         said_now = f"{both} of its {len(held)} records trained --adapter {ctx.tmp / adapter / 'adapter'}" in out
         assert said_now == said, out
+
+
+@case("eval.py: --model a --method full run's model/ and --data the file it trained on, or another split's "
+      "heldout.jsonl: said as for an adapter", None)
+def _(ctx):  # (were scored as held out without a word: the model/ folder kept no record of its data; a later run with
+    # another --seed into the same --out left it beside its heldout.jsonl, 6 of whose 6 records model/ trained on)
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--method", "full"))
+    model, held = ctx.tmp / "out" / "model", ctx.tmp / "out" / "heldout.jsonl"
+    ctx.capsys.readouterr()
+    for data_file, said in ((ctx.tiny[1], True), (held, False)):
+        E.main(["--task", "perplexity", "--model", str(model), "--data", str(data_file)])
+        out = ctx.capsys.readouterr().out
+        assert (f"note: --data {data_file} is the file --model {model} trained on (its contents): its training "
+                f"records are scored with the ones held out, so this is not the run's held-out perplexity (nor "
+                f"exp(its val_loss)); the held-out records alone: {held}" in out) == said, out
+    train.main(flags(ctx.tiny, ctx.tmp / "out", "--max-steps", "1", "--seed", "1"))   # an adapter's run, another split
+    ctx.capsys.readouterr()
+    key, records = lambda r: json.dumps(r, sort_keys=True), json.load(open(ctx.tiny[1]))  # noqa: E731
+    trained = {key(r) for r in data.split_records(records, 0.1, 0)[0]}          # model/'s training records
+    both = sum(key(r) in trained for r in data.split_records(records, 0.1, 1)[1])  # of --seed 1's held-out ones
+    E.main(["--task", "perplexity", "--model", str(model), "--data", str(held)])
+    assert both and f"note: --data {held} holds another run's held-out records of the file --model {model} trained " \
+        f"on (another split: --seed or --val-fraction): {both} of its 6 records trained --model {model}, so this is " \
+        "not a held-out perplexity\n" in ctx.capsys.readouterr().out           # (its own held-out records: gone)
 
 
 @case("eval.py --task generate --adapter trained on a .txt corpus: a note that Alpaca's template is new to it", None)
