@@ -253,39 +253,39 @@ def demo():
     base, x, target = nn.Linear(n, n), torch.randn(8, 256, n), torch.randn(8, 256, n)  # x: (B, T, in)
     B = 0.02 * torch.randn(n, r)           # as if trained a few steps: at init B = 0, and then dL/dA = 0
 
-    def step(hook=None, **kw):
-        """One layer (seed=1 for all: the same Kaiming A whatever keep is) through one AdamW step (lr 1e-3, weight
-        decay 0.01), x needing a gradient: its output, gradients, bytes kept, and which entries of A the step moved."""
-        m = LoRASPLinear(base, r, 32, seed=1, **kw)
-        m.load_dense(m.lora_A, B)
-        if hook:
-            m.A_train.register_hook(hook)
+    def step(hook=lambda g: g, A=None, B=B, **kw):
+        """One layer through one AdamW step (lr 1e-3, weight decay 0.01): outputs, gradients, bytes kept, A's moves."""
+        m = LoRASPLinear(base, r, 32, seed=1, **kw)            # seed=1: the same Kaiming A at any keep
+        y0 = m(x).detach()                                     # at init: B = 0
+        m.load_dense(m.lora_A if A is None else A, B)
+        m.A_train.register_hook(hook)
         A0, opt = m.lora_A.detach().clone(), torch.optim.AdamW([m.A_train, m.B_train])
         act, y = saved_activation_bytes(m, x.clone().requires_grad_())
         nn.functional.mse_loss(y, target).backward()
         opt.step()
-        return dict(y=y.detach(), dA=unpack(m.mask_A, m.A_train.grad), dB=unpack(m.mask_B, m.B_train.grad), m=m,
-                    act=act, grad=m.A_train.grad.nbytes + m.B_train.grad.nbytes, moved=m.lora_A.detach() != A0,
+        return dict(y=y.detach(), dA=unpack(m.mask_A, m.A_train.grad), dB=unpack(m.mask_B, m.B_train.grad), m=m, y0=y0,
+                    act=act, grad=m.A_train.grad.nbytes + m.B_train.grad.nbytes, moved=m.lora_A.detach() != A0, A0=A0,
                     state=sum(t.nbytes for s in opt.state.values() for t in s.values()))
 
     lora, sp = step(keep=1.0), step(mode="freeze")
-    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B
+    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B              # every keep=0.5 element layer here draws these (seed=1)
     hooked = step(lambda g: g * S_A.flatten(), keep=1.0)   # the textbook way: dense LoRA, grad *= S
-    mask, column = step(mode="mask"), step(structure="column")
+    mask, column, eff = step(mode="mask"), step(structure="column"), step(A=lora["A0"] * S_A, B=B * S_B, keep=1.0)
+    diff = lambda a, b: (a - b).abs().max().item()  # noqa: E731
     print(f"one {n}x{n} layer, r={r}, x {tuple(x.shape)}: LoRA-SP trains {int(S_A.sum()):,} of {S_A.numel():,} "
-          f"A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\n")
+          f"A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\nat init (B = 0) its output is LoRA's: "
+          f"max |y_lora - y_sp| = {max(diff(lora['y0'], s['y0']) for s in (sp, mask, column))}; below, B is random\n")
     print("1. freeze mode: the same forward as LoRA, so the gradient is LoRA's times S, bit for bit")
-    print(f"   max |dA_lora * S_A - dA_sp|  = {(lora['dA'] * S_A - sp['dA']).abs().max().item()}")
-    print(f"   max |dB_lora * S_B - dB_sp|  = {(lora['dB'] * S_B - sp['dB']).abs().max().item()}")
-    print(f"   max |dA_hook - dA_sp|        = {(hooked['dA'] - sp['dA']).abs().max().item()}   (dense LoRA, hook "
-          "multiplies dA by S_A)")
-    moved = [int((s["moved"] & ~S_A).sum()) for s in (hooked, sp)]
-    print(f"   one AdamW step (weight decay 0.01) moves frozen A entries: hook {moved[0]:,}, packed {moved[1]}")
-    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so the output and the gradient differ from LoRA's")
-    gA, mA, y = lora["dA"] * mask["m"].mask_A, mask["dA"] * mask["m"].mask_A, lora["y"]
-    print(f"   max |y_lora - y_sp| = {(y - mask['y']).abs().max().item():.4g}   (max |y_lora| = "
-          f"{y.abs().max().item():.4g});  |dA_sp - dA_lora * S_A| / |dA_lora * S_A| = "
-          f"{(gA - mA).norm().item() / gA.norm().item():.3g}")
+    print(f"   max |dA_lora * S_A - dA_sp|  = {diff(lora['dA'] * S_A, sp['dA'])}")
+    print(f"   max |dB_lora * S_B - dB_sp|  = {diff(lora['dB'] * S_B, sp['dB'])}")
+    print(f"   max |dA_hook - dA_sp|        = {diff(hooked['dA'], sp['dA'])}   (dense LoRA, hook multiplies dA by S_A)")
+    print("   an AdamW step (weight decay 0.01) moves frozen A entries: hook {:,}, freeze mode {:,}, mask mode {:,}"
+          .format(*(int((s["moved"] & ~S_A).sum()) for s in (hooked, sp, mask))))   # the hook's: by weight decay
+    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so it is LoRA on A ⊙ S_A, B ⊙ S_B (eff) and its\n"
+          f"   gradient is eff's times S: max |y_eff - y_sp| = {diff(eff['y'], mask['y'])}, max |dA_eff * S_A - dA_sp| "
+          f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}")
+    print(f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
+          f"{lora['y'].abs().max():.4g}), dA by {((g := S_A * lora['dA']) - mask['dA']).norm() / g.norm():.1%}")
     print("\n3. what each keeps (measured: AdamW's state after a step; autograd's saved tensors, x needing a gradient)")
     print(f"   {'method':<17}{'trainable':>10}{'grad bytes':>12}{'AdamW state':>13}{'activations':>13}{'vs LoRA':>9}")
     for name, s in (("LoRA", lora), ("LoRA-SP element", mask), ("LoRA-SP column", column)):

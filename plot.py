@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape
 from checkpoint import atomic_write
 from data import UserError
 
+FONT = 12                                                      # px; a sans-serif glyph is ~0.55 em wide, 0.75 at most
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 TORN = "(empty, or only a line cut off mid-write)"
 
@@ -73,7 +74,8 @@ def run_names(run_dirs):
 
 def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
     """One polyline of training loss per run (validation loss as dots), round ticks, grid, a legend on the right:
-    W x H pixels, plot margins L, R, T, B. A run with nothing logged yet is a note, and in the legend only."""
+    W x H pixels, plot margins L, R, T, B (W and R widened for a long run name: each drawn whole). A run with nothing
+    logged yet is a note, and in the legend only."""
     seen = [os.path.realpath(d) for d in run_dirs]             # (a link to a run is that run: drawn twice)
     if (twice := next((i for i, a in enumerate(seen) if seen.count(a) > 1), None)) is not None:
         other = run_dirs[seen.index(seen[twice], twice + 1)]
@@ -90,6 +92,8 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
                         f"--plot {' '.join(map(str, run_dirs))}: no loss logged in their metrics.jsonl yet {TORN}")
     for e in empty:
         print(f"note: {e}: in the legend only")
+    need = 54 + round(0.75 * FONT * max(map(len, runs)))      # the legend: its line, a gap, the longest name whole
+    W, R = W + max(need - R, 0), max(R, need)                  # (the plot keeps its width)
     points = [p for train, val in runs.values() for p in train + val]
     xt, yt = ticks(0, max(s for s, _ in points)), ticks(min(v for _, v in points), max(v for _, v in points))
     sx = lambda s: L + (s - xt[0]) / (xt[-1] - xt[0]) * (W - L - R)  # noqa: E731  step -> pixels
@@ -98,7 +102,7 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
     line = lambda x1, y1, x2, y2, c="#ddd", w=1: (f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
                                                   f'stroke="{c}" stroke-width="{w}"/>')  # noqa: E731
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
-           f'font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+           f'font-size="{FONT}">', f'<rect width="{W}" height="{H}" fill="white"/>']
     svg += [line(sx(x), T, sx(x), H - B) + text(sx(x), H - B + 16, f"{x:g}") for x in xt]
     svg += [line(L, sy(y), W - R, sy(y)) + text(L - 6, sy(y) + 4, f"{y:g}", "end") for y in yt]
     svg += [line(L, T, L, H - B, "black"), line(L, H - B, W - R, H - B, "black"), text((L + W - R) / 2, H - 8, "step"),
@@ -110,6 +114,8 @@ def plot_svg(run_dirs, W=720, H=420, L=60, R=170, T=20, B=45):
                        + " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train) + '"/>')
         svg += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for s, v in val]
         svg.append(line(W - R + 12, y - 4, W - R + 36, y - 4, c, 2) + text(W - R + 42, y, escape(name), "start"))
+    if any(val for _, val in runs.values()):
+        svg.append(text(W - R + 12, T + 14 + 20 * len(runs), "dots: validation loss", "start"))
     return "\n".join(svg + ["</svg>\n"])
 
 

@@ -671,3 +671,21 @@ def test_an_exports_record_is_read_once_for_an_adapter_put_on_it(tmp_path, monke
     with pytest.raises(E.UserError, match=f"--adapter {one} is already merged into {tmp_path / 'm'} by export.py"):
         evalcli.base_quant(str(tmp_path / "m"), one, "auto")
     assert read.count("lorasp_merged.json") == 1
+
+
+def test_plot_legend_fits_long_run_names_and_says_what_the_dots_are(tmp_path):
+    """Legend names are drawn whole: the SVG widens for a long one (at 720 pixels the legend showed about 18
+    characters of a name: 'lorasp-r16-alpha32-lr3e-4' and '...-lr3e-3' read the same); the dots are named."""
+    names = ["sweep/lorasp-r16-alpha32-lr3e-4", "sweep/lorasp-r16-alpha32-lr3e-3"]
+    for name in names:
+        (tmp_path / name).mkdir(parents=True)
+        rows = [dict(step=10, loss=3.0), dict(step=20, loss=2.0, val_loss=2.2)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    svg = ET.fromstring(plot.plot_svg([tmp_path / n for n in names]))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    width, font = float(svg.get("width")), float(svg.get("font-size"))
+    legend = [t for t in svg.findall("s:text", ns) if t.text and t.text.startswith("lorasp-r16")]
+    assert len(legend) == 2                                  # (each name: its folder, its parent shared)
+    for t in legend:                                         # a sans-serif glyph is at most ~0.75 em wide on average
+        assert float(t.get("x")) + 0.75 * font * len(t.text) <= width, t.text
+    assert any(t.text == "dots: validation loss" for t in svg.findall("s:text", ns))

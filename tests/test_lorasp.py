@@ -1,8 +1,10 @@
 """LoRA-SP layer against independent references: a merged dense weight (forward), a dense LoRA whose gradients are
-masked by hooks (backward), exact counts, AdamW with weight decay, and autograd's saved tensors."""
+masked by hooks (backward), PEFT's own LoRA layer (gradients), exact counts, AdamW with weight decay, and autograd's
+saved tensors; and what the teaching demo (`python lorasp.py`) prints."""
 import collections
 import inspect
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -80,6 +82,55 @@ def test_freeze_mode_gradient_is_lora_gradient_times_mask_bit_for_bit():
     lora(x).square().sum().backward(), sp(x).square().sum().backward()
     assert torch.equal(unpack(sp.mask_A, sp.A_train.grad), lora.A_train.grad.view(8, 64) * sp.mask_A)
     assert torch.equal(unpack(sp.mask_B, sp.B_train.grad), lora.B_train.grad.view(64, 8) * sp.mask_B)
+
+
+@pytest.mark.parametrize("mode,structure", MODES + [("mask", "element-keep-1")])
+def test_gradients_are_peft_loras_times_the_mask(mode, structure):
+    """PEFT's lora.Linear (the oracle) given the A and B our forward uses (mask mode: A ⊙ S_A, B ⊙ S_B; freeze mode:
+    A, B whole): the same output and dL/dx, and our packed gradients are its dense ones times S (keep=1: all)."""
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    keep = 1.0 if structure.endswith("keep-1") else 0.5
+    ours = trained(LoRASPLinear(nn.Linear(32, 48), r=4, alpha=8, keep=keep, mode=mode,
+                                structure=structure.removesuffix("-keep-1")))
+    model = nn.Sequential()
+    model.add_module("proj", nn.Linear(32, 48))
+    model.proj.load_state_dict(ours.base.state_dict())
+    theirs = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["proj"])).base_model.model.proj
+    A, B = theirs.lora_A["default"].weight, theirs.lora_B["default"].weight        # (r, in), (out, r)
+    with torch.no_grad():
+        A.copy_(ours.lora_A), B.copy_(ours.lora_B)
+    x, t = torch.randn(3, 7, 32), torch.randn(3, 7, 48)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), theirs(x2)
+    nn.functional.mse_loss(y1, t).backward()
+    nn.functional.mse_loss(y2, t).backward()
+    torch.testing.assert_close(y1, y2)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(unpack(ours.mask_A, ours.A_train.grad), A.grad * ours.mask_A)
+    torch.testing.assert_close(unpack(ours.mask_B, ours.B_train.grad), B.grad * ours.mask_B)
+    assert A.grad.abs().min() > 0 and B.grad.abs().min() > 0     # S, not a zero gradient, made our frozen entries 0
+
+
+def test_the_teaching_demo_prints_what_the_paper_claims(capsys):
+    """`python lorasp.py` prints, each figure computed there: half of A's and B's entries train; at init (B = 0)
+    LoRA-SP's output is LoRA's; its gradient is LoRA's times S in freeze mode and, in mask mode (Eq. 2), that of LoRA
+    given A ⊙ S_A and B ⊙ S_B; an AdamW step with weight decay moves no frozen entry (a dense LoRA's masked by a hook:
+    all of them); gradients and optimizer state are half LoRA's."""
+    import lorasp
+    lorasp.demo()
+    out = capsys.readouterr().out
+    value = lambda label: float(re.search(re.escape(label) + r" *= *([-\d.e]+)", out)[1])  # noqa: E731
+    assert "LoRA-SP trains 4,096 of 8,192 A entries and 4,096 of 8,192 B entries" in out
+    assert re.search(r"at init \(B = 0\).*max \|y_lora - y_sp\| = 0\.0\b", out)
+    freeze = ["max |dA_lora * S_A - dA_sp|", "max |dB_lora * S_B - dB_sp|", "max |dA_hook - dA_sp|"]
+    mask = ["max |y_eff - y_sp|", "max |dA_eff * S_A - dA_sp|", "max |dB_eff * S_B - dB_sp|"]
+    assert [value(label) for label in freeze + mask] == [0.0] * 6
+    assert "moves frozen A entries: hook 4,096, freeze mode 0, mask mode 0" in out
+    table = re.finditer(r"^   (LoRA(?:-SP \w+)?)\s+([\d,. ]+)$", out, re.M)
+    rows = {m[1]: m[2].replace(",", "").split() for m in table}
+    lora, sp = ([int(v) for v in rows[k][:3]] for k in ("LoRA", "LoRA-SP element"))  # trainable, grad, AdamW bytes
+    assert lora == [2 * sp[0], 2 * sp[1], 2 * sp[2] - 8]           # AdamW: its two 4-byte step counts, not halved
 
 
 @pytest.mark.parametrize("structure", ["element", "column"])
