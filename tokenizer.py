@@ -289,6 +289,7 @@ class T5Tokenizer(SentencePieceTokenizer):
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
     type_b = 0  # transformers' T5Tokenizer: A </s> B </s>, types all 0
+    add_eos = True  # encode's default, as transformers' T5Tokenizer (its tokenizer_config.json's add_eos_token unread)
 
     def encode(self, text, bos=False, eos=True, after=False):
         return super().encode(text, bos, eos, after)
@@ -1076,8 +1077,8 @@ def tokenizer_unchecked(old, now):
 
 def eos_note(tok, setting):
     """Say where we follow a tokenizer that ends every text with EOS, and where not (transformers' adds it to a
-    prompt too: the model would see the text end before its answer)."""
-    if tok.add_eos and tok.eos_id is not None:
+    prompt too: the model would see the text end before its answer). Not T5's: its encoder's input ends with EOS."""
+    if tok.add_eos and tok.eos_id is not None and not isinstance(tok, T5Tokenizer):
         print(f"{setting}: every text ends with EOS ({tok.eos_id}) in lorasp too where the model learns or is scored "
               "on it (a record's response, a text line, a perplexity document), as transformers encodes it; not a "
               "prompt it continues (generation, MMLU): there it would end the text before the answer")
@@ -1143,10 +1144,12 @@ def named_id(tok, token):
 
 
 def token_text(tok, i):
-    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>); a
-    byte-level BPE's token as decoded."""
+    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>; T5's
+    sentinel <extra_id_N>, counted down from its last id); a byte-level BPE's token as decoded."""
     if not isinstance(tok, SentencePieceTokenizer):
         return repr(tok.decode([i]))
+    if isinstance(tok, T5Tokenizer) and i >= tok.n_pieces:
+        return f"<extra_id_{tok.vocab_size - 1 - i}>"
     return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
 
 
@@ -1420,8 +1423,6 @@ EXAMPLE = "Café  au lait: 3 cups."  # a digit, a run of two spaces, a non-ASCII
 def piece(tok, i):
     """Id i's own token: a sentencepiece piece (or an added token's text), a WordPiece, a byte-level BPE token's
     bytes (as text where they are whole UTF-8 characters)."""
-    if isinstance(tok, T5Tokenizer) and i >= tok.n_pieces:      # a sentinel, counted down from the last id
-        return repr(f"<extra_id_{tok.vocab_size - 1 - i}>")
     if isinstance(tok, SentencePieceTokenizer):
         return repr(token_text(tok, i))
     if isinstance(tok, WordPieceTokenizer):
@@ -1448,8 +1449,7 @@ def main():
         "tokenizer.json"], ["vocab.json", "merges.txt"], ["encoder.json", "vocab.bpe"]))  # (else a .gguf, as it reads)
     there = [f for f in (*TOKENIZER_FILES, "params.json", "config.json", "generation_config.json") if has(f)]
     source = not own and gguf_file(args.path) or f"{args.path} ({', '.join(there)})"
-    print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}"
-          + (" (T5's encode ends every text with EOS)" if isinstance(tok, T5Tokenizer) else ""))
+    print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}")
     print("  " + ", ".join(f"{name.upper()} " + ("none" if (i := getattr(tok, f"{name}_id")) is None else
                                                    f"{i} {piece(tok, i)}") for name in ("bos", "eos", "pad")))
     for text in args.texts:
