@@ -1,7 +1,7 @@
 """`python tokenizer.py PATH [TEXT ...]`, the file's demo, on real tokenizers (tests/fetch_real.py): the ids it prints
 for each text are load_tokenizer's and its reference's (SmolLM2's GGUF: HF `tokenizers` on its vocabulary; the Hub's
 Llama 3 tokenizer.json: transformers' AutoTokenizer; Mistral 7B's tokenizer.model: sentencepiece, pieces too; T5's
-tokenizer.json: transformers' T5Tokenizer, pieces too); a
+tokenizer.json: transformers' T5Tokenizer, pieces too), and the files it names are those load_tokenizer read; a
 PATH load_tokenizer refuses is its one-line error and exit status 2 (tests/test_bad_input.py: more bad PATHs)."""
 import ast
 import os
@@ -79,6 +79,17 @@ def test_t5_sentinels_pieces_and_eos_are_transformers_t5_tokenizers(tmp_path):
     assert printed(run.stdout, "pieces") == [hf.convert_ids_to_tokens(ids)]
     assert ours.add_eos and "ids; add_bos False, add_eos True\n" in run.stdout, run.stdout
     assert "every text ends with EOS" not in run.stdout
+
+
+def test_the_demo_names_the_files_load_tokenizer_read():
+    """MiniLM's folder holds tokenizer.json and special_tokens_map.json beside the vocab.txt its WordPiece is read from:
+    the demo named them all (its own twin of load_tokenizer's choice); now the files load_tokenizer read, in order."""
+    folder = os.path.dirname(path("minilm", "vocab.txt"))
+    run, tok = demo(folder, "a b"), load_tokenizer(folder)
+    read = ("tokenizer_config.json", "vocab.txt", "config.json")
+    assert tok.read_from == tuple(os.path.join(folder, f) for f in read)
+    assert run.returncode == 0 and run.stdout.startswith(f"WordPieceTokenizer from {folder} ({', '.join(read)}): "), \
+        run.stdout
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty folder"])
