@@ -310,7 +310,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]
-    if hf.get("tie_word_embeddings", ours.get("tie_word_embeddings")) and not tied(model):
+    if hf.get("tie_word_embeddings", ours.get("tie_word_embeddings")) and hasattr(model, "lm_head") and not tied(model):
+        # (a classifier or encoder has no lm_head to untie: RoBERTa's and BERT's configs say tied all the same)
         if model.config.model_type in ("t5", "mt5"):          # tied, T5 v1.0 also scales the decoder output
             raise UserError(f"--adapter {adapter} changes lm_head, which is tied to the embedding of {path} (T5 v1.0); "
                             "an untied T5 reads the decoder output otherwise: export.py does not write it")
