@@ -623,8 +623,6 @@ def test_export_peak_memory_is_about_the_largest_tensor_not_a_shard(tmp_path):
     assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 5, (grew, out_bytes / 2 ** 20)
 
 
-
-
 def test_an_nf4_trained_adapters_export_holds_one_dequantized_weight_at_a_time(tmp_path):
     """The peak test's model with an adapter trained on the NF4 base, exported in fp32: each adapted layer's weight is
     dequantized once, merged into and counted from, then dropped (the model keeps its 4-bit weight): the process grows
@@ -645,11 +643,12 @@ def test_an_nf4_trained_adapters_export_holds_one_dequantized_weight_at_a_time(t
     grew = float(done.stdout.split()[-1])
     assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 2, (grew, out_bytes / 2 ** 20)
 
+
 @pytest.mark.parametrize("quant", ["none", "nf4"])
 def test_an_adapter_that_changes_nothing_is_one_warning_on_a_bf16_base_nf4_too(tmp_path, capsys, quant):
     """An adapter as apply_lorasp makes it (B = 0) on a bf16 base, exported in bf16: one warning, export.py's (with
     evalcli.with_adapter's before it, two). Trained on the NF4 base, the merge (into the weight dequantized to bf16)
-    was compared with a second dequantization, in float32: "0 weight entries in bfloat16, 14,905 in float32: --dtype
+    was compared with a second dequantization, in float32: "0 weight entries in bfloat16, 14,932 in float32: --dtype
     fp32 keeps them", which an fp32 export would not; now with the weight the merge was made from."""
     model = M.build_model(M.LlamaConfig(vocab_size=V, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=128))
     M.save_pretrained(random_params(model, 0).to(torch.bfloat16), tmp_path / "base")
@@ -677,6 +676,7 @@ def test_a_classifier_whose_b_is_0_but_whose_head_trained_is_not_called_the_base
     assert "warning" not in capsys.readouterr().err
     head = tensors(tmp_path / "out")["classifier.out_proj.weight"]
     torch.testing.assert_close(head, ours.classifier.out_proj.weight, atol=0, rtol=0)   # (the trained head, written)
+
 
 def convert_hf_to_gguf(folder, gguf):
     """llama.cpp's own converter (tests/fetch_real.py fetches it, with its gguf-py) on an exported folder, as users
