@@ -475,11 +475,12 @@ def in_glue_order(model, path, task, adapter=None):
 # The model the flags name, loaded: its head and adapter checked, and the base without the adapter (generate)
 
 def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_labels=0, qa=False, takes=None,
-               tok=None, spill=None):
+               tok=None, spill=None, warn_zero=True):
     """(model in eval mode, tokenizer) for a checkpoint directory or .gguf file (a preset: its cache folder, where
     train.py puts it), NF4-quantized if asked, with a classifier head of num_labels outputs (GLUE) or a span head
     (qa: SQuAD) and an adapter if given; takes: (the model types the task takes, what to call them), TAKES's: another
-    type is refused; tok: its tokenizer, read already (perplexity's data), else read here; spill: load_pretrained's."""
+    type is refused; tok: its tokenizer, read already (perplexity's data), else read here; spill: load_pretrained's;
+    warn_zero: with_adapter's."""
     name = model_path(name)
     check_kind(name, num_labels, qa, takes)
     model = load_pretrained(name, quantize=None if quant == "none" else quant, dtype=dtype, device=device, spill=spill)
@@ -498,7 +499,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                             "on this base")
     tok = tok or load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
-    return (with_adapter(model, adapter, name) if adapter else model).eval(), tok
+    return (with_adapter(model, adapter, name, warn_zero) if adapter else model).eval(), tok
 
 
 def check_kind(name, num_labels=0, qa=False, takes=None):
@@ -515,17 +516,24 @@ def check_kind(name, num_labels=0, qa=False, takes=None):
         not_causal(name, kind, read_json(cfg).get("architectures"), task="squad" if qa else None)
 
 
-def with_adapter(model, adapter, name):
+def whole_modules(model, adapter):
+    """The modules of model that the adapter brings whole (modules_to_save: a trained head), which change the model
+    whatever its B A is."""
+    whole = tuple(saved_whole(adapter_config(adapter) or {}))
+    return [n for n, _ in model.named_modules() if whole and n.endswith(whole)]
+
+
+def with_adapter(model, adapter, name, warn_zero=True):
     """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
-    inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome."""
+    inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome. warn_zero:
+    say where (alpha/r) B A is 0 in every layer (export.py says it itself, with its counts, once merged)."""
     try:
         model = load_adapter(model, adapter, peft=True).eval()
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
-    whole = tuple(saved_whole(adapter_config(adapter) or {}))  # a trained head changes the model whatever B A is
     layers = [m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)]
-    if layers and not any(n.endswith(whole) for n, _ in model.named_modules()) and not any(
+    if warn_zero and layers and not whole_modules(model, adapter) and not any(
             m.lora_B.any() and m.lora_A.any() for m in layers):  # (no base weight read: an untrained one read them all)
         print(f"warning: --adapter {adapter} changes no weight of --model {name}: (alpha/r) B A is 0 in each of its "
               f"{len(layers)} layers (B = 0: an adapter that trained nothing, or PEFT's initial one); what follows is "

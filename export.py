@@ -46,9 +46,9 @@ from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded, unwritable
 from data import UserError
-from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, write_merged
+from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
-from quant import NF4Linear, NF4Tensor
+from quant import NF4Linear
 from tokenizer import BPETokenizer, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -115,13 +115,19 @@ def plain(m, plan=False):
 
 
 def entries(module, prefix="", plan=False):
-    """(name, tensor, the module's own tensor it came from) in state_dict's order (a module's parameters, its persistent
-    buffers, then its children's), each adapted linear merged (lorasp.merge_lorasp) and each NF4 one dequantized as
-    it is reached: one such layer in memory at a time. plan: a meta linear of its shape stands in for each, unmerged."""
+    """(name, tensor, the module's own tensor it came from; an NF4 base's: dequantized) in state_dict's order (a
+    module's parameters, its persistent buffers, then its children's), each adapted linear merged (lorasp.merge_lorasp)
+    and each NF4 one dequantized as it is reached: one such layer in memory at a time. plan: a meta linear of its shape
+    stands in for each, unmerged."""
     src = {}
     if isinstance(module, LoRASPLinear):
-        src, module = {"weight": module.base.weight, "bias": module.base.bias}, \
-            plain(module.base, True) if plan else merge_lorasp(module, torch.float32)  # (rounded once, to --dtype)
+        layer, nf4 = module, module.base if isinstance(module.base, NF4Linear) and not plan else None
+        if nf4:                                              # dequantized once: the merge adds to it, merged's kept
+            layer.base = plain(nf4)                          # counts against it (changed)
+        src, module = {"weight": layer.base.weight, "bias": (nf4 or layer.base).bias}, \
+            plain(layer.base, True) if plan else merge_lorasp(layer, torch.float32)  # (rounded once, to --dtype)
+        if nf4:                                              # (the model keeps its 4-bit weight, not the dense one)
+            layer.base = nf4
     elif isinstance(module, NF4Linear):
         src, module = {"bias": module.bias}, plain(module, plan)
     for k, t in itertools.chain(module._parameters.items(), ((k, b) for k, b in module._buffers.items()
@@ -155,7 +161,7 @@ def merged(model, dtype, plan=False, kept=None):
                             f"its range (max {torch.finfo(dtype).max:.6g}): they would be written as Inf; give --dtype "
                             + ("bf16 or fp32" if dtype == torch.float16 else "fp32"))
         if kept is not None and not plan and name.endswith(".weight") and src is not t and src is not None:
-            kept.append(changed(w, t, src.dequantize(torch.float32) if isinstance(src, NF4Tensor) else src, dtype))
+            kept.append(changed(w, t, src, dtype))
         yield type(model).hf_tensor(name, w)
         if not plan and isinstance(src, torch.Tensor) and uses[id(src)] == 1:
             release(src)                                     # (read again from the file if touched)
@@ -304,7 +310,8 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]
-    if hf.get("tie_word_embeddings", ours.get("tie_word_embeddings")) and not tied(model):
+    if hf.get("tie_word_embeddings", ours.get("tie_word_embeddings")) and hasattr(model, "lm_head") and not tied(model):
+        # (a classifier or encoder has no lm_head to untie: RoBERTa's and BERT's configs say tied all the same)
         if model.config.model_type in ("t5", "mt5"):          # tied, T5 v1.0 also scales the decoder output
             raise UserError(f"--adapter {adapter} changes lm_head, which is tied to the embedding of {path} (T5 v1.0); "
                             "an untied T5 reads the decoder output otherwise: export.py does not write it")
@@ -356,7 +363,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         # written (entries; PEFT on a bf16 load rounds the base first, then the sum)
         try:
             model, _ = load_model(path, adapter, quant, torch.float32 if dtype == "fp32" else None,
-                                  num_labels=num_labels, qa=qa, tok=tok, spill=spill)
+                                  num_labels=num_labels, qa=qa, tok=tok, spill=spill, warn_zero=False)  # (said below)
         except ValueError as e:                              # a layer of other widths: whose, on which base
             raise UserError(f"--adapter {adapter} does not fit --model {path}: {e}" if adapter not in str(e) else e) \
                 from None
@@ -367,6 +374,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
               "Inf or NaN, lorasp's eval.py takes it with --dtype bfloat16; --dtype bf16 or fp32 run anywhere",
               file=sys.stderr)
     hf, unwritten = hf_config(model, path, adapter, dtype, num_labels, qa, tok), None
+    whole = whole_modules(model, adapter)                    # (a head it brings whole: not the base, whatever B A is)
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard, kept := [])
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
@@ -390,10 +398,14 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     files = sorted(os.listdir(out))
     print(f"wrote {out}: {', '.join(files)} ({HF_DTYPES[dtype]})")
     n, m = (sum(x[i] for x in kept) for i in (0, 1))          # (was said nowhere: the base written, renamed)
-    if kept and (not m or n < 0.01 * m):
+    if kept and m and n < 0.01 * m:                          # the update rounds away in --dtype
         print(f"warning: {out}: --adapter {adapter}'s (alpha/r) B A changes {n:,} weight entries in {HF_DTYPES[dtype]}"
-              + (f", {m:,} in float32: --dtype fp32 keeps them" if m != n else ", none even in float32") + (
-                  "; this export is the base model" if not n else ""), file=sys.stderr)
+              f", {m:,} in float32: --dtype fp32 keeps them" + "; this export is the base model" * (not n),
+              file=sys.stderr)
+    elif kept and not m and not whole:                       # (evalcli.with_adapter's warning, quiet here)
+        print(f"warning: {out}: --adapter {adapter}'s (alpha/r) B A changes no weight entry in {HF_DTYPES[dtype]}"
+              + " or float32" * (dtype != torch.float32) + f" in any of its {len(kept)} layers (as an adapter that "
+              "trained nothing does, or PEFT's initial one: B = 0); this export is the base model", file=sys.stderr)
     if isinstance(tok, NoTokenizer) or not set(COPIED[:-1]) & set(files):
         print(f"note: {out} has no tokenizer files: " + (
             f"{path} is a GGUF whose tokenizer, {unwritten}, export.py does not write (it writes byte-level and "

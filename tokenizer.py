@@ -40,10 +40,11 @@ tiktoken's own GPT-2 encoding makes the same choices.
 
 Imports checkpoint.py and download.py, never data.py (which takes from here what its SQuAD character offsets need:
 BPETokenizer, WordPieceTokenizer, is_punctuation, CJK).
-Run `python tokenizer.py DIR "text"` (DIR: a checkpoint folder, or a .gguf): the tokenizer load_tokenizer picks and
-its special ids, then the text's ids, pieces and decoded text (~2 s; no text: an example sentence); and `python -m
-pytest -q tests/test_tokenizers.py tests/test_tokenizer_files.py` (transformers' tokenizers, HF `tokenizers` and the
-sentencepiece library on vocabularies the tests train; the tokenizer files a run records and copies).
+Run `python tokenizer.py DIR "text"` (DIR: a checkpoint folder, or a .gguf): the tokenizer load_tokenizer picks, the
+files it read, its special ids, then the text's ids, pieces and decoded text (~2 s; no text: an example sentence);
+and `python -m pytest -q tests/test_tokenizers.py tests/test_tokenizer_files.py` (transformers' tokenizers, HF
+`tokenizers` and the sentencepiece library on vocabularies the tests train; the tokenizer files a run records and
+copies).
 """
 import argparse
 import base64
@@ -151,6 +152,7 @@ class Tokenizer:
     stop_ids = ()     # the ids transformers' generate ends on (generation_eos: Llama 3's list); Meta's stop tokens
     add_bos = False
     add_eos = False  # the checkpoint's tokenizer ends every text with EOS: documents scored whole end with it too
+    read_from = ()  # the files load_tokenizer read it from, in order (the demo names them)
     pair_seps, type_b = 1, 1  # BERT: [CLS] A [SEP] B [SEP], B's token type 1 (RoBERTa: </s></s> between, type 0)
 
     @property
@@ -289,6 +291,7 @@ class T5Tokenizer(SentencePieceTokenizer):
         self.n_pieces, self.vocab_size, self.add_bos = self.vocab_size, self.vocab_size + extra_ids, False
 
     type_b = 0  # transformers' T5Tokenizer: A </s> B </s>, types all 0
+    add_eos = True  # encode's default, as transformers' T5Tokenizer (its tokenizer_config.json's add_eos_token unread)
 
     def encode(self, text, bos=False, eos=True, after=False):
         return super().encode(text, bos, eos, after)
@@ -1076,49 +1079,56 @@ def tokenizer_unchecked(old, now):
 
 def eos_note(tok, setting):
     """Say where we follow a tokenizer that ends every text with EOS, and where not (transformers' adds it to a
-    prompt too: the model would see the text end before its answer)."""
-    if tok.add_eos and tok.eos_id is not None:
+    prompt too: the model would see the text end before its answer). Not T5's: its encoder's input ends with EOS."""
+    if tok.add_eos and tok.eos_id is not None and not isinstance(tok, T5Tokenizer):
         print(f"{setting}: every text ends with EOS ({tok.eos_id}) in lorasp too where the model learns or is scored "
               "on it (a record's response, a text line, a perplexity document), as transformers encodes it; not a "
               "prompt it continues (generation, MMLU): there it would end the text before the answer")
     return tok
 
 
-def added_tokens(directory):
+def json_there(path, read):
+    """read_json(path) where the file exists, noted in the list read (load_tokenizer's read_from); else {}."""
+    if not os.path.exists(path):
+        return {}
+    read.append(path)
+    return read_json(path)
+
+
+def added_tokens(directory, read):
     """A sentencepiece checkpoint's added tokens {text: id} (tokenizer.json's, else added_tokens.json's), whether
     the text after one gets sentencepiece's "▁" prefix again (yes in transformers' legacy mode, no where
     tokenizer.json's Metaspace prepends it once (prepend_scheme "first") or tokenizer_config.json says legacy false),
-    and their strip_flags (tokenizer.json's, else tokenizer_config.json's added_tokens_decoder)."""
+    and their strip_flags (tokenizer.json's, else tokenizer_config.json's added_tokens_decoder). read: json_there's."""
     f = lambda name: os.path.join(directory, name)  # noqa: E731
     if os.path.exists(f("tokenizer.json")):
-        t = read_json(f("tokenizer.json"))
+        t = json_there(f("tokenizer.json"), read)
         pre = t.get("pre_tokenizer") or {}
         steps = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]  # (hf_tokenizer's: 3 steps)
         schemes = [s.get("prepend_scheme") for s in steps if s.get("type") == "Metaspace"]
         once = "first" in schemes and "always" not in schemes  # (sentencepiece_tokenizer_json's legacy: both)
         added = t.get("added_tokens", [])
         return {a["content"]: a["id"] for a in added}, not once, strip_flags(added)
-    config = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
-    added = read_json(f("added_tokens.json")) if os.path.exists(f("added_tokens.json")) else {}
+    config, added = json_there(f("tokenizer_config.json"), read), json_there(f("added_tokens.json"), read)
     flags = strip_flags((config.get("added_tokens_decoder") or {}).values())
     return added, config.get("legacy", True), flags  # transformers' slow LlamaTokenizer: legacy unless told otherwise
 
 
-def slow_bpe(directory, vocab, merges):
+def slow_bpe(directory, vocab, merges, read):
     """vocab.json + merges.txt (a slow tokenizer's save, no tokenizer.json): GPT-2's pre-tokenizer, or where
     transformers builds a Qwen2Tokenizer (tokenizer_config.json's tokenizer_class, else config.json's model_type qwen2
     or qwen3) Qwen2's: its regex (one digit a pre-token), NFC first, and the added tokens tokenizer_config.json
-    lists."""
-    def read(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
-        j = read_json(os.path.join(directory, name)) if os.path.exists(os.path.join(directory, name)) else {}
+    lists. read: json_there's (vocab and merges: the caller's)."""
+    def there(name):  # {} where absent or not an object (load_tokenizer names a damaged one)
+        j = json_there(os.path.join(directory, name), read)
         return j if isinstance(j, dict) else {}
-    cfg = read("tokenizer_config.json")
-    if (cfg.get("tokenizer_class") or read("config.json").get("model_type")) not in ("Qwen2Tokenizer",
-                                                                                      "Qwen2TokenizerFast", "qwen2",
-                                                                                      "qwen3"):
+    cfg = there("tokenizer_config.json")
+    if (cfg.get("tokenizer_class") or there("config.json").get("model_type")) not in ("Qwen2Tokenizer",
+                                                                                       "Qwen2TokenizerFast", "qwen2",
+                                                                                       "qwen3"):
         return BPETokenizer(read_json(vocab), read_merges(merges))
     added = {a["content"]: int(i) for i, a in (cfg.get("added_tokens_decoder") or {}).items()}
-    tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | read("added_tokens.json"),
+    tok = BPETokenizer(read_json(vocab), read_merges(merges), specials=added | there("added_tokens.json"),
                        pattern=GGUF_PRE["qwen2"][1])
     tok.normal_form, tok.normalized = "NFC", soft_tokens((cfg.get("added_tokens_decoder") or {}).values())
     tok.flags = strip_flags((cfg.get("added_tokens_decoder") or {}).values())
@@ -1143,10 +1153,12 @@ def named_id(tok, token):
 
 
 def token_text(tok, i):
-    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>); a
-    byte-level BPE's token as decoded."""
+    """A tokenizer's text of id i: a sentencepiece piece, or the added token's (past the pieces: an added <pad>; T5's
+    sentinel <extra_id_N>, counted down from its last id); a byte-level BPE's token as decoded."""
     if not isinstance(tok, SentencePieceTokenizer):
         return repr(tok.decode([i]))
+    if isinstance(tok, T5Tokenizer) and i >= tok.n_pieces:
+        return f"<extra_id_{tok.vocab_size - 1 - i}>"
     return tok.sp.id_to_piece(i) if i < tok.sp.get_piece_size() else tok.beyond[i]
 
 
@@ -1179,42 +1191,48 @@ def load_tokenizer(path):
     transformers' tokenizer reads them. tokenizer_config.json's add_bos_token says whether a sentencepiece or
     byte-level BPE text starts with BOS (defaults: LLaMA's and RoBERTa's do, GPT-2's not), its add_eos_token whether
     texts end with EOS (eos_note says where we follow it); a tokenizer.json's post-processor ("<s> $A </s>") decides
-    instead, as in transformers."""
+    instead, as in transformers. tok.read_from: the files read, in order."""
     path = os.fspath(path)
     if not os.path.exists(path):                               # (a typo: not "copy the tokenizer files into it")
         raise FileNotFoundError(f"{path}: no such file or folder")
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise ValueError(f"{path}: a file, but not a .gguf; pass the checkpoint's directory")
-        return gguf_tokenizer(path)
-    f = lambda name: os.path.join(path, name)  # noqa: E731
+        tok = gguf_tokenizer(path)
+        tok.read_from = (path,)
+        return tok
+    f, read = lambda name: os.path.join(path, name), []  # noqa: E731  (read: the files read, tok.read_from)
+
+    def r(name):  # a file of the folder, read
+        read.append(f(name))
+        return f(name)
     if os.path.exists(f("spiece.model")):  # T5 (without one, its Unigram tokenizer.json is read below)
-        tok = T5Tokenizer(f("spiece.model"))
+        tok = T5Tokenizer(r("spiece.model"))
     elif (tiktoken_file := os.path.exists(f("tokenizer.model")) and is_tiktoken_file(f("tokenizer.model"))) and (
             os.path.exists(f("params.json")) or not os.path.exists(f("tokenizer.json"))):  # Meta's Llama 3 layout
         # (an HF folder, no params.json, also holding it: its tokenizer.json wins, as in transformers)
-        params = read_json(f("params.json")) if os.path.exists(f("params.json")) else {}
-        tok = Llama3Tokenizer(f("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
+        params = json_there(f("params.json"), read)
+        tok = Llama3Tokenizer(r("tokenizer.model"), isinstance(params, dict) and bool(params.get("use_scaled_rope")))
     elif os.path.exists(f("tokenizer.model")) and not tiktoken_file:
-        added, prefix_each, flags = added_tokens(path)
-        tok = SentencePieceTokenizer(f("tokenizer.model"), added=added, prefix_each=prefix_each)
+        added, prefix_each, flags = added_tokens(path, read)
+        tok = SentencePieceTokenizer(r("tokenizer.model"), added=added, prefix_each=prefix_each)
         tok.flags = flags
     elif os.path.exists(f("vocab.txt")):  # BERT's WordPiece; tokenizer_config.json says if it is cased
-        cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
-        with open(f("vocab.txt"), encoding="utf-8") as fh:
+        cfg = json_there(f("tokenizer_config.json"), read)
+        with open(r("vocab.txt"), encoding="utf-8") as fh:
             vocab = {line.rstrip("\n"): i for i, line in enumerate(fh)}
         tok = WordPieceTokenizer(vocab, cfg.get("do_lower_case", True), cfg.get("strip_accents"),
                                  cfg.get("tokenize_chinese_chars", True))
     elif os.path.exists(f("tokenizer.json")):
-        tok = tokenizer_json(f("tokenizer.json"))
+        tok = tokenizer_json(r("tokenizer.json"))
     else:
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if os.path.exists(f(vocab)) and os.path.exists(f(merges)):
-                tok = slow_bpe(path, f(vocab), f(merges))
+                tok = slow_bpe(path, r(vocab), r(merges), read)
                 break
         else:
             if gguf := gguf_file(path):
-                return gguf_tokenizer(gguf)
+                return load_tokenizer(gguf)
             up = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.model")
             if os.path.exists(f("params.json")) and os.path.exists(up):  # Llama 2's download.sh puts it there
                 raise UserError(f"{path}: no tokenizer.model beside params.json; Meta's download keeps one in the "
@@ -1223,8 +1241,8 @@ def load_tokenizer(path):
                 raise UserError(f"{path}: no tokenizer file (tokenizer.model, tokenizer.json, vocab.txt, "
                                 "spiece.model, vocab.json + merges.txt, encoder.json + vocab.bpe, gpt2.tiktoken or a "
                                 ".gguf); copy the base model's tokenizer files into it")
-            tok = tiktoken_gpt2(f("gpt2.tiktoken"))            # GPT-2's ids, <|endoftext|> 50256
-    cfg = read_json(f("tokenizer_config.json")) if os.path.exists(f("tokenizer_config.json")) else {}
+            tok = tiktoken_gpt2(r("gpt2.tiktoken"))            # GPT-2's ids, <|endoftext|> 50256
+    cfg = json_there(f("tokenizer_config.json"), read)
     setting = f"{f('tokenizer.json')}'s post-processor" if tok.add_eos else None
     if isinstance(tok, BPETokenizer) and os.path.exists(f("tokenizer.json")) and isinstance(cfg, dict):
         for key, own in (("add_bos_token", tok.add_bos), ("add_eos_token", tok.add_eos)):  # transformers drops both
@@ -1245,7 +1263,7 @@ def load_tokenizer(path):
     by_name = tokenizer_config_marks(tok, cfg, f("tokenizer_config.json")) if isinstance(cfg, dict) and not \
         isinstance(tok, T5Tokenizer) else set()
     if os.path.exists(f("config.json")):
-        config = read_json(f("config.json"))
+        config = read_json(r("config.json"))
         for key in ("bos_id", "eos_id", "pad_id"):
             field = key.replace("_id", "_token_id")
             value, own = config.get(field), getattr(tok, key)
@@ -1274,6 +1292,8 @@ def load_tokenizer(path):
             setattr(tok, key, value)
     if (stop := generation_eos(path))[1]:                     # what transformers' generate stops on
         tok.stop_ids = tuple(stop[0])
+        read.append(f(stop[1]))                                # (generation_config.json, else config.json)
+    tok.read_from = tuple(dict.fromkeys(read))
     return eos_note(tok, setting)
 
 
@@ -1420,8 +1440,6 @@ EXAMPLE = "Café  au lait: 3 cups."  # a digit, a run of two spaces, a non-ASCII
 def piece(tok, i):
     """Id i's own token: a sentencepiece piece (or an added token's text), a WordPiece, a byte-level BPE token's
     bytes (as text where they are whole UTF-8 characters)."""
-    if isinstance(tok, T5Tokenizer) and i >= tok.n_pieces:      # a sentinel, counted down from the last id
-        return repr(f"<extra_id_{tok.vocab_size - 1 - i}>")
     if isinstance(tok, SentencePieceTokenizer):
         return repr(token_text(tok, i))
     if isinstance(tok, WordPieceTokenizer):
@@ -1443,13 +1461,9 @@ def main():
         tok = load_tokenizer(args.path)
     except (UserError, ValueError, OSError, NotImplementedError) as e:  # a wrong PATH: one line, no traceback
         parser.exit(2, f"tokenizer.py: error: {e}\n")
-    has = lambda *names: all(os.path.isfile(os.path.join(args.path, f)) for f in names)  # noqa: E731
-    own = os.path.isdir(args.path) and any(has(*f) for f in (["tokenizer.model"], ["spiece.model"], ["vocab.txt"], [
-        "tokenizer.json"], ["vocab.json", "merges.txt"], ["encoder.json", "vocab.bpe"]))  # (else a .gguf, as it reads)
-    there = [f for f in (*TOKENIZER_FILES, "params.json", "config.json", "generation_config.json") if has(f)]
-    source = not own and gguf_file(args.path) or f"{args.path} ({', '.join(there)})"
-    print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}"
-          + (" (T5's encode ends every text with EOS)" if isinstance(tok, T5Tokenizer) else ""))
+    source = args.path if os.path.isfile(args.path) else f"{args.path} (" + ", ".join(
+        os.path.relpath(f, args.path) for f in tok.read_from) + ")"        # (a .gguf in it: that file's name)
+    print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}")
     print("  " + ", ".join(f"{name.upper()} " + ("none" if (i := getattr(tok, f"{name}_id")) is None else
                                                    f"{i} {piece(tok, i)}") for name in ("bos", "eos", "pad")))
     for text in args.texts:

@@ -177,8 +177,10 @@ def test_glue_adapter_exports_as_sequence_classification_with_its_labels(kind, t
     peft = PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "base", num_labels=3, **pad),
                                      str(tmp_path / "adapter")).merge_and_unload().eval()
     assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
-    assert "warning" not in capsys.readouterr().err            # (was: "trained on glue/mnli, not None")
-    out = json.loads((tmp_path / "out" / "config.json").read_text())
+    err = capsys.readouterr().err
+    assert "warning" not in err and "changes lm_head" not in err, err   # (was: "trained on glue/mnli, not None"; a
+    out = json.loads((tmp_path / "out" / "config.json").read_text())   # RoBERTa's or BERT's: "changes lm_head ...")
+    assert out.get("tie_word_embeddings", True) is True               # (written false, with that note)
     assert out["architectures"] == [cls.__name__] and out["torch_dtype"] == "float32"
     assert out["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
     assert out["label2id"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -619,6 +621,61 @@ def test_export_peak_memory_is_about_the_largest_tensor_not_a_shard(tmp_path):
     grew = float(done.stdout.split()[-1])
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "lorasp_merged.json", "model.safetensors"]
     assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 5, (grew, out_bytes / 2 ** 20)
+
+
+def test_an_nf4_trained_adapters_export_holds_one_dequantized_weight_at_a_time(tmp_path):
+    """The peak test's model with an adapter trained on the NF4 base, exported in fp32: each adapted layer's weight is
+    dequantized once, merged into and counted from, then dropped (the model keeps its 4-bit weight): the process grows
+    by the NF4 codes (~41 MiB) and a few layers (78 MiB measured), not by the dense weights (366 MiB where each
+    dequantized weight stayed in the model)."""
+    torch.manual_seed(0)
+    model = M.build_model(M.LlamaConfig(vocab_size=2048, n_layer=24, n_embd=512, n_head=8, n_kv_head=8, n_ffn=1536))
+    M.save_pretrained(model.to(torch.bfloat16), tmp_path / "base")
+    out_bytes = 4 * sum(p.numel() for p in model.parameters())
+    model = trained(model.float(), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    save_adapter(model, tmp_path / "adapter", base=dict(quant="nf4"))
+    code = ("import sys, checkpoint, export; before = checkpoint.resident(); export.main(sys.argv[1:]); "
+            "print((checkpoint.resident('VmHWM') - before) / 2 ** 20)")
+    done = subprocess.run([sys.executable, "-c", code, "--model", tmp_path / "base", "--adapter", tmp_path / "adapter",
+                           "--out", tmp_path / "out", "--dtype", "fp32"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and "trained on the NF4-quantized base" in done.stderr, done.stderr
+    grew = float(done.stdout.split()[-1])
+    assert 315 < out_bytes / 2 ** 20 < 325 and grew < out_bytes / 2 ** 20 / 2, (grew, out_bytes / 2 ** 20)
+
+
+@pytest.mark.parametrize("quant", ["none", "nf4"])
+def test_an_adapter_that_changes_nothing_is_one_warning_on_a_bf16_base_nf4_too(tmp_path, capsys, quant):
+    """An adapter as apply_lorasp makes it (B = 0) on a bf16 base, exported in bf16: one warning, export.py's (with
+    evalcli.with_adapter's before it, two). Trained on the NF4 base, the merge (into the weight dequantized to bf16)
+    was compared with a second dequantization, in float32: "0 weight entries in bfloat16, 14,932 in float32: --dtype
+    fp32 keeps them", which an fp32 export would not; now with the weight the merge was made from."""
+    model = M.build_model(M.LlamaConfig(vocab_size=V, n_layer=2, n_embd=64, n_head=4, n_kv_head=4, n_ffn=128))
+    M.save_pretrained(random_params(model, 0).to(torch.bfloat16), tmp_path / "base")
+    save_adapter(apply_lorasp(model, ["q_proj", "v_proj"], r=4, alpha=8), tmp_path / "adapter", base=dict(quant=quant))
+    for dtype in ("bf16", "fp32"):
+        assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / dtype,
+                   "--dtype", dtype) is None
+        err = capsys.readouterr().err
+        said = {"bf16": "bfloat16 or float32", "fp32": "float32"}[dtype]
+        assert err.count("warning: ") == 1 and f"warning: {tmp_path / dtype}: --adapter {tmp_path / 'adapter'}'s " \
+            f"(alpha/r) B A changes no weight entry in {said} in any of its 4 layers (as an adapter that trained " \
+            "nothing does, or PEFT's initial one: B = 0); this export is the base model" in err, err
+
+
+def test_a_classifier_whose_b_is_0_but_whose_head_trained_is_not_called_the_base(tmp_path, capsys):
+    """A GLUE adapter whose lora_B are 0 but whose head (modules_to_save) trained changes the model: no warning, as
+    eval.py gives none (export.py said "this export is the base model" of a folder holding the trained head)."""
+    cfg, bare, _ = ENCODER["roberta"]
+    random_params(bare(cfg), 0).save_pretrained(tmp_path / "base")
+    ours = apply_lorasp(M.load_pretrained(tmp_path / "base").add_head(3), ["query", "value"], r=4, alpha=8)
+    random_params(ours.classifier, 1)
+    save_adapter(ours, tmp_path / "adapter", task_type="SEQ_CLS", modules_to_save=type(ours).head,
+                 base=dict(task="glue/mnli"))
+    assert run("--model", tmp_path / "base", "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    assert "warning" not in capsys.readouterr().err
+    head = tensors(tmp_path / "out")["classifier.out_proj.weight"]
+    torch.testing.assert_close(head, ours.classifier.out_proj.weight, atol=0, rtol=0)   # (the trained head, written)
 
 
 def convert_hf_to_gguf(folder, gguf):

@@ -1,10 +1,12 @@
 """`python tokenizer.py PATH [TEXT ...]`, the file's demo, on real tokenizers (tests/fetch_real.py): the ids it prints
 for each text are load_tokenizer's and its reference's (SmolLM2's GGUF: HF `tokenizers` on its vocabulary; the Hub's
-Llama 3 tokenizer.json: transformers' AutoTokenizer; Mistral 7B's tokenizer.model: sentencepiece, pieces too); a
+Llama 3 tokenizer.json: transformers' AutoTokenizer; Mistral 7B's tokenizer.model: sentencepiece, pieces too; T5's
+tokenizer.json: transformers' T5Tokenizer, pieces too), and the files it names are those load_tokenizer read; a
 PATH load_tokenizer refuses is its one-line error and exit status 2 (tests/test_bad_input.py: more bad PATHs)."""
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ from gguf import GGUFReader
 
 from fetch_real import path
 from test_real_tokenizers import smollm2_reference
-from tokenizer import EXAMPLE, load_tokenizer
+from tokenizer import EXAMPLE, load_tokenizer, token_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["Héllo  wörld: 42 ½ 日本語 🙂", "a\tb\n\n  c <|im_end|>", " lead"]
@@ -59,6 +61,35 @@ def test_mistral_tokenizer_model_default_text_ids_and_pieces_are_sentencepieces(
     assert printed(run.stdout, "ids") == [ids] == [load_tokenizer(folder).encode(EXAMPLE)]
     assert printed(run.stdout, "pieces") == [[sp.id_to_piece(i) for i in ids]]
     assert f"decoded {EXAMPLE!r}: round-trips" in run.stdout and "add_bos True, add_eos False" in run.stdout
+
+
+def test_t5_sentinels_pieces_and_eos_are_transformers_t5_tokenizers(tmp_path):
+    """T5's real tokenizer.json in a T5 folder, as transformers' T5Tokenizer reads it: the ids, and each id's text by
+    token_text (a sentinel's was a KeyError: 32099) and in the demo's pieces, are its convert_ids_to_tokens; add_eos is
+    True (was False), as encode ends every text with EOS, and no note says T5's EOS is left off a prompt (it is not)."""
+    shutil.copy(path("t5", "tokenizer.json"), tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    ours, hf, text = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path), \
+        "a <extra_id_0> b <extra_id_99> </s>"
+    ids = ours.encode(text)
+    assert ids == hf(text).input_ids and {32099, 32000} < set(ids) and ids[-1] == ours.eos_id == 1
+    assert [token_text(ours, i) for i in ids] == hf.convert_ids_to_tokens(ids)
+    run = demo(tmp_path, text)
+    assert run.returncode == 0 and printed(run.stdout, "ids") == [ids], run.stderr
+    assert printed(run.stdout, "pieces") == [hf.convert_ids_to_tokens(ids)]
+    assert ours.add_eos and "ids; add_bos False, add_eos True\n" in run.stdout, run.stdout
+    assert "every text ends with EOS" not in run.stdout
+
+
+def test_the_demo_names_the_files_load_tokenizer_read():
+    """MiniLM's folder holds tokenizer.json and special_tokens_map.json beside the vocab.txt its WordPiece is read from:
+    the demo named them all (its own twin of load_tokenizer's choice); now the files load_tokenizer read, in order."""
+    folder = os.path.dirname(path("minilm", "vocab.txt"))
+    run, tok = demo(folder, "a b"), load_tokenizer(folder)
+    read = ("tokenizer_config.json", "vocab.txt", "config.json")
+    assert tok.read_from == tuple(os.path.join(folder, f) for f in read)
+    assert run.returncode == 0 and run.stdout.startswith(f"WordPieceTokenizer from {folder} ({', '.join(read)}): "), \
+        run.stdout
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty folder"])
