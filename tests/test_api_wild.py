@@ -1,0 +1,175 @@
+"""The Python API as a student modifying the code calls it (session 30, api30): one table, one row per case.
+Each row builds its input and names what must happen: an exception type and a fragment its message must contain (the
+argument, and what to give instead), or `None`: the row checks the right result itself (a silent wrong result, now
+right). The oracles: PyTorch's conventions (nn.Linear, Tensor.grad), scikit-learn's and SciPy's for the metrics,
+SQuAD's evaluate-v1.1.py; docs/robustness.md ("The Python API") lists what these rows hold."""
+from collections import namedtuple
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lorasp import LoRASPLinear, apply_lorasp, merge_lorasp, unpack
+
+Case = namedtuple("Case", "name build expect fragment")
+CASES = []
+
+
+def case(name, expect, fragment=""):
+    """Register the decorated builder as a row of the table."""
+    def add(build):
+        CASES.append(Case(name, build, expect, fragment))
+        return build
+    return add
+
+
+def layer(**kw):
+    torch.manual_seed(0)
+    return LoRASPLinear(nn.Linear(8, 6), **{"r": 2, **kw})
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 6))
+
+
+# ----------------------------------------------------------------------------------------------------
+# LoRASPLinear's dense views: lora_A / lora_B are made from the packed entries, not the entries themselves
+
+@case("nn.init.normal_(layer.lora_B) at keep 0.5 (was: ignored, B stayed 0; at keep 1 it wrote through)", RuntimeError,
+      "layer.load_dense(A, B)")
+def _():
+    nn.init.normal_(layer().lora_B)
+
+
+@case("layer.lora_B.data.fill_(1.0) (was: ignored)", RuntimeError, "lora_B is made from B_train")
+def _():
+    layer().lora_B.data.fill_(1.0)
+
+
+@case("layer.lora_A[0, 0] = 1.0 (was: ignored)", RuntimeError, "lora_A is made from A_train")
+def _():
+    layer().lora_A[0, 0] = 1.0
+
+
+@case("with torch.no_grad(): layer.lora_A.copy_(A) at keep 1 (wrote through; refused alike at every keep)",
+      RuntimeError, "layer.load_dense(A, B)")
+def _():
+    with torch.no_grad():
+        layer(keep=1.0).lora_A.copy_(torch.ones(2, 8))
+
+
+@case("layer.lora_A = A (was: 'property has no setter', no word of what sets it)", AttributeError,
+      "layer.load_dense(A, B)")
+def _():
+    layer().lora_A = torch.ones(2, 8)
+
+
+@case("layer.lora_A.grad after backward (was: None, with PyTorch's non-leaf warning)", None)
+def _():
+    m = layer()
+    with torch.no_grad():
+        m.B_train.normal_()
+    m(torch.randn(3, 8)).sum().backward()
+    gA, gB = m.lora_A.grad, m.lora_B.grad
+    assert torch.equal(gA, unpack(m.mask_A, m.A_train.grad)) and torch.equal(gB, unpack(m.mask_B, m.B_train.grad))
+    assert gA[~m.mask_A].eq(0).all() and gA[m.mask_A].ne(0).all()   # frozen entries take no gradient
+    assert layer().lora_A.grad is None                                # before any backward, as a Parameter's
+
+
+@case("the dense views still read, compute and copy as tensors (clone is writable, a result is a plain tensor)", None)
+def _():
+    m = layer()
+    W = m.base.weight + m.scale * m.lora_B @ m.lora_A
+    W.add_(1.0)                                                      # a new tensor: the user's to change
+    A = m.lora_A.clone()
+    A.fill_(1.0)
+    assert A.sum() == 16 and type(W) is torch.Tensor and type(A) is torch.Tensor and m.lora_A.ne(1).any()
+    assert torch.equal(m.lora_A.float(), m.lora_A) and m.lora_A.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------------
+# LoRASPLinear's and apply_lorasp's settings
+
+for kw, was in [(dict(keep="0.5"), "'<' not supported between instances of 'int' and 'str'"),
+                (dict(keep=None), "'<' not supported between 'int' and 'NoneType'"),
+                (dict(keep=torch.tensor(0.5)), "type Tensor doesn't define __round__ method"),
+                (dict(r=True), "empty() takes 1 positional argument but 2 were given"),
+                (dict(alpha="16"), "must be real number, not str"),
+                (dict(alpha=torch.tensor(16.0)), "accepted; save_adapter: Object of type Tensor is not JSON "
+                                                 "serializable"),
+                (dict(alpha=True), "accepted as 1: scale 1/r"), (dict(keep=True), "accepted as keep 1.0"),
+                (dict(seed=2 ** 64), "Overflow when unpacking long long"),
+                (dict(seed=1.5), "manual_seed expected a long, but got float"),
+                (dict(seed="1"), "manual_seed expected a long, but got str")]:
+    (k, v), = kw.items()
+    case(f"LoRASPLinear({k}={v!r}) (was: {was})", ValueError, f"{k}={v!r}")(lambda kw=kw: layer(**kw))
+
+case("LoRASPLinear(mode='freeze ') names the value as typed", ValueError, "mode='freeze '")(
+    lambda: layer(mode="freeze "))
+
+for seed in (None, 1.5, "1"):
+    case(f"apply_lorasp(seed={seed!r}) (was: accepted, masks drawn from crc32('{seed}:name'))", ValueError,
+         f"seed={seed!r}")(lambda seed=seed: apply_lorasp(model(), ["0"], seed=seed))
+
+
+@case("apply_lorasp on a bare nn.Linear (was: RecursionError)", TypeError, "LoRASPLinear(layer")
+def _():
+    apply_lorasp(nn.Linear(8, 8), "all-linear")
+
+
+@case("apply_lorasp(model, [0]): an int target (was: 'can only concatenate str (not \"int\") to str')", TypeError,
+      "targets [0]: module names are str")
+def _():
+    apply_lorasp(model(), [0])
+
+
+@case("apply_lorasp(model, None) (was: 'NoneType' object is not iterable)", TypeError, "targets None")
+def _():
+    apply_lorasp(model(), None)
+
+
+@case("apply_lorasp 'all-linear' twice (was: adapters nested inside adapters, without a word)", ValueError,
+      "already LoRASPLinear")
+def _():
+    apply_lorasp(apply_lorasp(model(), "all-linear"), "all-linear")
+
+
+@case("apply_lorasp(model, ['base']) on an adapted model (was: an adapter wrapped inside the adapter)", ValueError,
+      "already LoRASPLinear")
+def _():
+    apply_lorasp(apply_lorasp(model(), ["0"]), ["base"])
+
+
+@case("apply_lorasp(model, ['0']) twice names the layer as adapted (was: 'no nn.Linear matches ['0']')", ValueError,
+      "'0' is already LoRASPLinear")
+def _():
+    apply_lorasp(apply_lorasp(model(), ["0"]), ["0"])
+
+
+@case("apply_lorasp on other layers of an adapted model still adapts them", None)
+def _():
+    m = apply_lorasp(apply_lorasp(model(), ["0"]), ["2"], r=4)
+    assert type(m[0].base) is nn.Linear and type(m[2].base) is nn.Linear and m[2].r == 4
+
+
+for dtype, was in [(torch.int32, "integer weights: every |w| < 1 became 0"), ("bfloat16", "Invalid device string")]:
+    case(f"merge_lorasp(model, dtype={dtype!r}) (was: {was})", TypeError, f"dtype={dtype!r}")(
+        lambda dtype=dtype: merge_lorasp(apply_lorasp(model(), ["0"]), dtype=dtype))
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def test_the_table_has_unique_names():
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("row", CASES, ids=[c.name for c in CASES])
+def test_api_wild(row):
+    if row.expect is None:                                     # a silent wrong result, now right: the row checks it
+        row.build()
+        return
+    with pytest.raises(BaseException) as e:
+        row.build()
+    assert isinstance(e.value, row.expect), repr(e.value)
+    assert row.fragment in str(e.value), str(e.value)
