@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from lorasp import LoRASPLinear, apply_lorasp, merge_lorasp, unpack
+from quant import NF4Linear, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
 CASES = []
@@ -156,6 +157,20 @@ def _():
 for dtype, was in [(torch.int32, "integer weights: every |w| < 1 became 0"), ("bfloat16", "Invalid device string")]:
     case(f"merge_lorasp(model, dtype={dtype!r}) (was: {was})", TypeError, f"dtype={dtype!r}")(
         lambda dtype=dtype: merge_lorasp(apply_lorasp(model(), ["0"]), dtype=dtype))
+
+
+# ----------------------------------------------------------------------------------------------------
+# NF4
+
+for dtype in (int, float, "float32", None):
+    case(f"NF4Tensor.dequantize({getattr(dtype, '__name__', dtype)!r}) (was: AttributeError, no is_floating_point)",
+         TypeError, "torch dtype")(lambda dtype=dtype: quantize_nf4(torch.randn(64)).dequantize(dtype))
+
+
+@case("NF4Linear(a plain tensor) (was: accepted; forward failed: no attribute 'padded_numel')", TypeError,
+      "NF4Linear.from_linear")
+def _():
+    NF4Linear(torch.randn(4, 64))
 
 
 # ----------------------------------------------------------------------------------------------------
