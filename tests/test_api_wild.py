@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from lorasp import LoRASPLinear, apply_lorasp, merge_lorasp, unpack
+from metrics import accuracy, f1, matthews_corrcoef, pearson, spearman, squad_scores
 from quant import NF4Linear, quantize_nf4
 
 Case = namedtuple("Case", "name build expect fragment")
@@ -171,6 +172,64 @@ for dtype in (int, float, "float32", None):
       "NF4Linear.from_linear")
 def _():
     NF4Linear(torch.randn(4, 64))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics: the GLUE ones on what a student has at hand (tensors, arrays, generators)
+
+@case("matthews_corrcoef of torch tensors (was 1.0: elements hashed by id; 0.5)", None)
+def _():
+    p, y = torch.tensor([1, 0, 1]), torch.tensor([1, 0, 0])
+    assert matthews_corrcoef(p, y) == matthews_corrcoef([1, 0, 1], [1, 0, 0]) == 0.5
+
+
+@case("f1 and accuracy of torch tensors (were: refused 'labels tensor(0)...', a tensor)", None)
+def _():
+    p, y = torch.tensor([1, 0, 1]), torch.tensor([1, 0, 0])
+    assert f1(p, y) == 2 / 3 and type(accuracy(p, y)) is float and accuracy(p, y) == 2 / 3
+
+
+@case("accuracy of a generator (was: \"object of type 'generator' has no len()\")", None)
+def _():
+    assert accuracy((p for p in [1, 0, 1]), [1, 0, 0]) == 2 / 3
+
+
+for fn in (accuracy, matthews_corrcoef):
+    case(f"{fn.__name__}(['1', '0'], [1, 0]): str against int labels (was 0.0; scikit-learn refuses)", ValueError,
+         "str labels against int")(lambda fn=fn: fn(["1", "0"], [1, 0]))
+    case(f"{fn.__name__} of a dict (was: its keys scored)", TypeError, "predictions is a dict")(
+        lambda fn=fn: fn({1: 0, 0: 1}, [1, 0]))
+
+case("f1([None, 1], [1, 1]) (was: \"'<' not supported between instances of 'NoneType' and 'int'\")", ValueError,
+     "prediction 0 is None")(lambda: f1([None, 1], [1, 1]))
+case("f1 of 2-D lists (was: \"unhashable type: 'list'\")", ValueError, "one label (an int or a str) an example")(
+    lambda: f1([[1, 0], [0, 1]], [[1, 0], [1, 1]]))
+case("accuracy([None, 1], [1, 1]) (was 0.5; scikit-learn refuses None labels)", ValueError, "prediction 0 is None")(
+    lambda: accuracy([None, 1], [1, 1]))
+case("matthews_corrcoef of a set (was: -1.0, in the set's order)", TypeError, "predictions is a set")(
+    lambda: matthews_corrcoef({0, 1}, [1, 0]))
+case("spearman of 2-D lists (was 0.577, the flattened ranks)", ValueError, "one number per example")(
+    lambda: spearman([[1, 0], [0, 1]], [[1, 0], [1, 1]]))
+case("pearson of 2-D lists (was: 'only 0-dimensional arrays can be converted to Python scalars')", ValueError,
+     "one number per example")(lambda: pearson([[1, 0], [0, 1]], [[1, 0], [1, 1]]))
+
+
+# SQuAD v1.1: the official script's shapes, and what students pass instead
+def squad(qas):
+    return [{"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}]
+
+
+case("squad_scores of a dataset without questions (was: ZeroDivisionError)", ValueError, "holds no questions")(
+    lambda: squad_scores([], {}))
+case("squad_scores with a question without answers, SQuAD v2.0's (was: 'max() arg is an empty sequence')",
+     ValueError, "question 'x' has no answers")(
+    lambda: squad_scores(squad([{"id": "x", "answers": [], "is_impossible": True}]), {"x": ""}))
+case("squad_scores of HF datasets' flat rows (was: KeyError 'paragraphs')", TypeError, "datasets' flat rows")(
+    lambda: squad_scores([{"id": "x", "answers": {"text": ["a"], "answer_start": [0]}}], {"x": "a"}))
+case("squad_scores with answers as plain texts (was: 'string indices must be integers')", TypeError,
+     "question 'x': answers")(lambda: squad_scores(squad([{"id": "x", "answers": ["a"]}]), {"x": "a"}))
+case("squad_scores('dev-v1.1.json', ...) (was: 'string indices must be integers')", TypeError,
+     "not a file name")(lambda: squad_scores("dev-v1.1.json", {"x": "a"}))
 
 
 # ----------------------------------------------------------------------------------------------------
