@@ -641,6 +641,9 @@ class DenseView(torch.Tensor):
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if torch.compiler.is_compiling():                     # traced by torch.compile: no checks (they made
+            with torch._C.DisableTorchFunctionSubclass():     # dynamo recurse), plain results
+                return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         me, name = args[0] if args else kwargs.get("tensor"), getattr(func, "__name__", "")   # (nn.init: tensor=)
         if isinstance(me, cls) and getattr(func, "__self__", None) is torch._C.TensorBase.grad and name == "__get__":

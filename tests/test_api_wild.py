@@ -90,6 +90,17 @@ def _():
     assert torch.equal(m.lora_A.float(), m.lora_A) and m.lora_A.requires_grad
 
 
+@case("torch.compile(fullgraph=True) of a function reading lora_B @ lora_A (the first DenseView: RecursionError in "
+      "dynamo)", None)
+def _():
+    m = layer()
+    with torch.no_grad():
+        m.B_train.normal_()
+    torch._dynamo.reset()
+    f = torch.compile(lambda: m.lora_B @ m.lora_A, fullgraph=True, backend="aot_eager")   # (no code generation)
+    torch.testing.assert_close(f(), m.lora_B @ m.lora_A, rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------------------------------
 # LoRASPLinear's and apply_lorasp's settings
 
