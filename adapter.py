@@ -618,6 +618,18 @@ def adaptable(model, targets, layer_type, linear_types):
     return hits
 
 
+def dense_pair(A, B, shape_A, shape_B):
+    """(A, B) for LoRASPLinear.load_dense, if they are tensors of its masks' shapes, A (r, in) and B (out, r); else an
+    error naming the matrix and the shape it needs (torch's was "the shape of the mask [6, 2] at index 0 does not
+    match the shape of the indexed tensor [2, 6]", for a B given as (r, out))."""
+    for k, M, shape, layout in (("A", A, shape_A, "(r, in)"), ("B", B, shape_B, "(out, r)")):
+        if not isinstance(M, torch.Tensor) or M.shape != shape:
+            given = tuple(M.shape) if isinstance(M, torch.Tensor) else f"a {type(M).__name__}"
+            raise ValueError(f"load_dense: {k} is {given}; this layer's {k} is {layout} = {tuple(shape)}" + (
+                                 " (transposed?)" if isinstance(M, torch.Tensor) and M.shape == shape[::-1] else ""))
+    return A, B
+
+
 def float_dtype(dtype, where):
     """dtype, if it is None or a floating-point torch dtype (an integer one made every |w| < 1 a 0)."""
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

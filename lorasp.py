@@ -31,7 +31,8 @@ import zlib
 import torch
 import torch.nn as nn
 
-from adapter import DenseView, adaptable, all_or_nothing, check_settings, float_dtype, load_layers, save_layers
+from adapter import (DenseView, adaptable, all_or_nothing, check_settings, dense_pair, float_dtype, load_layers,
+                     save_layers)
 from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
 from recompute import frozen_base
@@ -119,8 +120,7 @@ class LoRASPLinear(nn.Module):
         self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if UNITS[structure]["A"] == "columns" else None)
 
     def dense(self, k, view=False):
-        """A_eff (r, in) for k "A", B_eff (out, r) for "B", as forward uses it; view: lora_A's / lora_B's read-only
-        adapter.DenseView, whose .grad is the packed gradient unpacked (0 at frozen entries)."""
+        """A_eff (r, in) / B_eff (out, r) for k "A" / "B", as forward uses it; view: as lora_A gives it (DenseView)."""
         mask, train = getattr(self, f"mask_{k}"), getattr(self, f"{k}_train")
         M = unpack(mask, train, getattr(self, f"{k}_frozen"))
         return DenseView.of(M, k, lambda: None if train.grad is None else unpack(mask, train.grad)) if view else M
@@ -138,7 +138,7 @@ class LoRASPLinear(nn.Module):
     @torch.no_grad()
     def load_dense(self, A, B):
         """Set every entry from dense A (r, in) and B (out, r): the trainable ones, and the frozen ones if kept."""
-        for k, M in zip("AB", (A, B)):
+        for k, M in zip("AB", dense_pair(A, B, self.mask_A.shape, self.mask_B.shape)):   # (shapes checked)
             mask, frozen = getattr(self, f"mask_{k}"), getattr(self, f"{k}_frozen")
             getattr(self, f"{k}_train").copy_(M.to(mask.device)[mask])
             if frozen is not None:

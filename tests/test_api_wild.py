@@ -91,6 +91,17 @@ def _():
     assert torch.equal(m.lora_A.float(), m.lora_A) and m.lora_A.requires_grad
 
 
+for name, args, fragment in [
+        ("layer.load_dense(A, B.T): B as (r, out) (was: IndexError 'The shape of the mask [6, 2] at index 0 does not "
+         "match the shape of the indexed tensor [2, 6]')", lambda m: (m.lora_A, m.lora_B.T),
+         "load_dense: B is (2, 6); this layer's B is (out, r) = (6, 2) (transposed?)"),
+        ("layer.load_dense of an A of another r (was: IndexError 'The shape of the mask [2, 8] ... [3, 8]')",
+         lambda m: (torch.randn(3, 8), m.lora_B), "load_dense: A is (3, 8); this layer's A is (r, in) = (2, 8)"),
+        ("layer.load_dense(A, None) (was: 'NoneType' object has no attribute 'to')", lambda m: (m.lora_A, None),
+         "load_dense: B is a NoneType")]:
+    case(name, ValueError, fragment)(lambda args=args: (lambda m: m.load_dense(*args(m)))(layer()))
+
+
 @case("torch.compile(fullgraph=True) of a function reading lora_B @ lora_A (the first DenseView: RecursionError in "
       "dynamo)", None)
 def _():
