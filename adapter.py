@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import os
 import re
 
@@ -93,6 +94,9 @@ def targeted(linears, targets, whole=()):
     whole): PEFT 0.21's _maybe_include_all_linear_layers, with its task heads (TASK_HEADS) passed as `whole`."""
     if isinstance(targets, str) and not all_linear(targets):   # read a character at a time, "wo" adapted T5's "o"
         raise TypeError(f"targets {targets!r} is a str: give a list of module names, [{targets!r}]")
+    if not isinstance(targets, (str, list, tuple, set, frozenset)) or any(not isinstance(t, str) for t in targets):
+        raise TypeError(f"targets {targets!r}: module names are str, in a list: ['q_proj', 'v_proj'] "
+                        "(nn.Sequential's first layer: ['0'])")  # (an int: "can only concatenate str"; None: ...)
     if not all_linear(targets):
         return [n for n in linears if matches(n, targets)]
     return [n for n in linears if n != "lm_head" and not any(n == w or n.startswith(w + ".") for w in whole)]
@@ -570,3 +574,114 @@ def _new_modules(model, directory, peft, layer_type, linear_types):
                     ("modules_to_save.", "original_module.")) for k in saved) else "")) from None
         new[n] = module.requires_grad_(True)
     return new
+
+
+# ----------------------------------------------------------------------------------------------------
+# lorasp.py's arguments and dense views, checked here (that file is at its line budget)
+
+def check_settings(r, alpha, keep, mode, structure, seed, structures):
+    """Refuse a LoRASPLinear setting by name, with what to give: a bool, a str, a tensor or None where a number goes
+    (a tensor alpha broke save_adapter's JSON; r=True and keep="0.5" failed inside torch), a seed torch.Generator
+    cannot take, a mode or structure lorasp does not know (the value as typed: "freeze " shows its space)."""
+    number = lambda v, kind=numbers.Real: isinstance(v, kind) and not isinstance(v, bool)  # noqa: E731
+    if not (number(r, numbers.Integral) and r >= 1 and number(alpha) and math.isfinite(alpha) and alpha != 0):
+        raise ValueError("need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); got "
+                         f"r={r!r}, alpha={alpha!r}" + ("" if number(r) and number(alpha) else
+                                                         " (Python numbers: int(r), float(alpha))"))
+    if not (number(keep) and 0 < keep <= 1):
+        raise ValueError(f"keep={keep!r}: the share of A's and B's entries that train, a number in (0, 1] (1.0: plain "
+                         "LoRA; 0.5: the paper's)")
+    if mode not in ("mask", "freeze") or structure not in structures:
+        raise ValueError(f"mode={mode!r}, structure={structure!r}: need mode 'mask' (the paper's Eq. 2) or 'freeze', "
+                         f"structure one of {list(structures)}")
+    if not (number(seed, numbers.Integral) and -2 ** 63 <= seed < 2 ** 64):
+        raise ValueError(f"seed={seed!r}: an integer, -2**63 .. 2**64 - 1 (torch.Generator's range); the same seed "
+                         "draws the same masks")
+
+
+def adaptable(model, targets, layer_type, linear_types):
+    """The qualified names of model's linears (linear_types) that targets picks (`targeted`), for apply_lorasp. Refused:
+    a target that picks nothing, an adapted layer (a layer_type, or the base inside one: apply_lorasp twice nested
+    adapters in adapters), and a model that is itself a layer (its name "" made it its own child: RecursionError)."""
+    if isinstance(model, (*linear_types, layer_type)):
+        raise TypeError(f"apply_lorasp adapts the layers inside a model, not a {type(model).__name__} itself: wrap "
+                        "one layer as LoRASPLinear(layer, r, alpha, ...)")
+    adapted = {n for n, m in model.named_modules() if isinstance(m, layer_type)}
+    linears = [n for n, m in model.named_modules() if isinstance(m, (*linear_types, layer_type))]
+    hits = targeted(linears, targets)
+    if again := sorted({n if n in adapted else n.rpartition(".")[0] for n in hits} & adapted):
+        raise ValueError(f"{', '.join(map(repr, again[:3]))} {'is' if len(again) == 1 else 'are'} already "
+                         f"{layer_type.__name__}: apply_lorasp once per layer (merge_lorasp first, to adapt the merged "
+                         "weights again)")
+    if not hits:
+        raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
+    return hits
+
+
+def dense_pair(A, B, shape_A, shape_B):
+    """(A, B) for LoRASPLinear.load_dense, if they are tensors of its masks' shapes, A (r, in) and B (out, r); else an
+    error naming the matrix and the shape it needs (torch's was "the shape of the mask [6, 2] at index 0 does not
+    match the shape of the indexed tensor [2, 6]", for a B given as (r, out))."""
+    for k, M, shape, layout in (("A", A, shape_A, "(r, in)"), ("B", B, shape_B, "(out, r)")):
+        if not isinstance(M, torch.Tensor) or M.shape != shape:
+            given = tuple(M.shape) if isinstance(M, torch.Tensor) else f"a {type(M).__name__}"
+            raise ValueError(f"load_dense: {k} is {given}; this layer's {k} is {layout} = {tuple(shape)}" + (
+                                 " (transposed?)" if isinstance(M, torch.Tensor) and M.shape == shape[::-1] else ""))
+    return A, B
+
+
+def float_dtype(dtype, where):
+    """dtype, if it is None or a floating-point torch dtype (an integer one made every |w| < 1 a 0)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"{where}: dtype={dtype!r}: give a floating-point torch dtype (torch.bfloat16, torch.float32, "
+                        "...), or None for the base weight's own")
+    return dtype
+
+
+class DenseView(torch.Tensor):
+    """What lora_A / lora_B give: a dense matrix made from a LoRASPLinear's packed entries, not those entries, so a
+    write into it (nn.init.normal_(layer.lora_B), .data.fill_, [i] = v, +=) would change nothing (at keep=1, a view
+    of A_train, it wrote through): any write is an error naming load_dense. Its .grad is the packed gradient unpacked
+    (0 at frozen entries, which take none). A view of it stays a DenseView; any other result is a plain tensor."""
+    WRITES = {"__setitem__", "__set__"}
+
+    @classmethod
+    def of(cls, dense, k, grad):
+        view = dense.as_subclass(cls)
+        view.k, view.packed_grad = k, grad                     # grad(): the dense gradient, or None
+        return view
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if torch.compiler.is_compiling():                     # traced by torch.compile: no checks (they made
+            with torch._C.DisableTorchFunctionSubclass():     # dynamo recurse), plain results
+                return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        me, name = args[0] if args else kwargs.get("tensor"), getattr(func, "__name__", "")   # (nn.init: tensor=)
+        if isinstance(me, cls) and getattr(func, "__self__", None) is torch._C.TensorBase.grad and name == "__get__":
+            return getattr(me, "packed_grad", lambda: None)()
+        out_arg = kwargs.get("out")
+        if isinstance(me, cls) and (name in cls.WRITES or name.endswith("_") and not name.endswith("__")
+                                    and name != "requires_grad_") or isinstance(out_arg, cls):
+            k = (me if isinstance(me, cls) else out_arg).k
+            raise RuntimeError(f"layer.lora_{k} is made from {k}_train (the trainable entries, packed) and mask_{k} "
+                               f"each time it is read: a write into it ({name}) is lost (at keep < 1). Set A and B "
+                               "with layer.load_dense(A, B) (B only: layer.load_dense(layer.lora_A, B))")
+        with torch._C.DisableTorchFunctionSubclass():
+            if name in ("__reduce_ex__", "__deepcopy__"):      # torch.save / deepcopy: a plain tensor
+                return func(me.as_subclass(torch.Tensor), *args[1:], **kwargs)
+            out = func(*args, **kwargs)
+            alias = isinstance(me, cls) and isinstance(out, torch.Tensor) and \
+                out.untyped_storage()._cdata == me.untyped_storage()._cdata       # (the same storage, meta too)
+        if alias:                                              # .data, .detach(), .T, [0]: writes refused too
+            out = out.as_subclass(cls)
+            out.k = me.k
+        return out
+
+    @staticmethod
+    def refuse(k):
+        """lora_A's / lora_B's setter: an error saying what sets them."""
+        def setter(layer, value):
+            raise AttributeError(f"layer.lora_{k} is made from {k}_train and mask_{k}, not stored: set A and B with "
+                                 "layer.load_dense(A, B)")
+        return setter

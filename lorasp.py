@@ -26,13 +26,13 @@ Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimiz
 import argparse
 import itertools
 import math
-import numbers
 import zlib
 
 import torch
 import torch.nn as nn
 
-from adapter import all_or_nothing, load_layers, save_layers, targeted
+from adapter import (DenseView, adaptable, all_or_nothing, check_settings, dense_pair, float_dtype, load_layers,
+                     save_layers)
 from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
 from recompute import frozen_base
@@ -103,12 +103,7 @@ class LoRASPLinear(nn.Module):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
-        if not (isinstance(r, numbers.Integral) and r >= 1 and math.isfinite(alpha) and alpha != 0):  # (alpha 0: no
-            raise ValueError("need an integer r >= 1 and a finite alpha != 0 (the update is scaled by alpha / r); "
-                             f"got r={r!r}, alpha={alpha!r}")          # update, no gradient: nothing learned)
-        if mode not in ("mask", "freeze") or structure not in UNITS or not 0 < keep <= 1:
-            raise ValueError(f"need mode mask|freeze, structure {'|'.join(UNITS)}, 0 < keep <= 1; got {mode}, "
-                             f"{structure}, {keep}")
+        check_settings(r, alpha, keep, mode, structure, seed, UNITS)   # (alpha 0: no update, no gradient)
         self.base = base.requires_grad_(False)
         self.r, self.alpha, self.scale, self.keep, self.mode, self.structure, self.seed = \
             r, alpha, alpha / r, keep, mode, structure, seed
@@ -124,20 +119,26 @@ class LoRASPLinear(nn.Module):
             self.register_buffer(f"{k}_frozen", M[~mask].to(dev) if mode == "freeze" else None)  # mask mode: 0
         self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if UNITS[structure]["A"] == "columns" else None)
 
-    lora_A = property(lambda self: unpack(self.mask_A, self.A_train, self.A_frozen), doc="(r, in), as forward uses it")
-    lora_B = property(lambda self: unpack(self.mask_B, self.B_train, self.B_frozen), doc="(out, r), as forward uses")
+    def dense(self, k, view=False):
+        """A_eff (r, in) / B_eff (out, r) for k "A" / "B", as forward uses it; view: as lora_A gives it (DenseView)."""
+        mask, train = getattr(self, f"mask_{k}"), getattr(self, f"{k}_train")
+        M = unpack(mask, train, getattr(self, f"{k}_frozen"))
+        return DenseView.of(M, k, lambda: None if train.grad is None else unpack(mask, train.grad)) if view else M
+
+    lora_A = property(lambda self: self.dense("A", True), DenseView.refuse("A"), doc="(r, in), as forward uses it")
+    lora_B = property(lambda self: self.dense("B", True), DenseView.refuse("B"), doc="(out, r), as forward uses it")
 
     def forward(self, x):                                      # x: (..., in)
-        x2, h = _LoRAInput.apply(x, self.lora_A.to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
+        x2, h = _LoRAInput.apply(x, self.dense("A").to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
         y = frozen_base(self.base, x2)                         # (N, out), a fresh tensor: add into it in place
         # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
         # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
-        return y.addmm_(h.to(y.dtype), self.lora_B.to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
+        return y.addmm_(h.to(y.dtype), self.dense("B").to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
 
     @torch.no_grad()
     def load_dense(self, A, B):
         """Set every entry from dense A (r, in) and B (out, r): the trainable ones, and the frozen ones if kept."""
-        for k, M in zip("AB", (A, B)):
+        for k, M in zip("AB", dense_pair(A, B, self.mask_A.shape, self.mask_B.shape)):   # (shapes checked)
             mask, frozen = getattr(self, f"mask_{k}"), getattr(self, f"{k}_frozen")
             getattr(self, f"{k}_train").copy_(M.to(mask.device)[mask])
             if frozen is not None:
@@ -165,10 +166,8 @@ def _layers(model):
 def apply_lorasp(model, targets, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
     one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)]
-    hits = targeted(linears, targets)
-    if not hits:
-        raise ValueError(f"no nn.Linear/NF4Linear matches targets {list(targets)}; the model has {linears[:8]}...")
+    check_settings(r, alpha, keep, mode, structure, seed, UNITS)   # (seed: each layer's is crc32 of it and the name)
+    hits = adaptable(model, targets, LoRASPLinear, LINEAR_TYPES)    # (none already adapted: nothing nested)
     new = all_or_nothing(model, lambda: {n: LoRASPLinear(model.get_submodule(n), r, alpha, keep, mode, structure,
                                                          layer_seed(seed, n)) for n in hits})
     return _swap(model.requires_grad_(False), new)
@@ -203,6 +202,7 @@ def merge_lorasp(model, dtype=None):
     holding NaN or Inf is refused, naming its layers, before any layer merges (A and B are checked, not W: small)."""
     if isinstance(model, LoRASPLinear):
         return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
+    float_dtype(dtype, "merge_lorasp")
     if bad := [n for n, m in _layers(model).items() if not (m.lora_A.isfinite().all() and m.lora_B.isfinite().all())]:
         raise ValueError(f"merge_lorasp: {', '.join(bad)}: lora_A or lora_B holds NaN or Inf; nothing was merged")
     for name, m in _layers(model).items():

@@ -34,24 +34,44 @@ import numpy as np
 # GLUE: classification and regression (scikit-learn's and SciPy's definitions)
 
 def _pair(predictions, references, what="predictions"):
-    for name, v in ((what, predictions), ("references", references)):  # a str's characters would be the examples
-        if isinstance(v, str):
-            raise TypeError(f"{name} is a str: give a list, one entry per example ([{v!r}])")
-    if len(predictions) != len(references) or len(predictions) == 0:
-        raise ValueError(f"need as many predictions as references, at least one: {len(predictions)}, {len(references)}")
-    return list(predictions), list(references)
+    """Both as lists, one entry per example: a tensor's or array's numbers (a tensor's 0-d elements hash by id: MCC
+    scored 1.0 for 0.5), a generator's items; a str (its characters), a dict (its keys) or a set (its order) refused."""
+    out = []
+    for name, v in ((what, predictions), ("references", references)):
+        if isinstance(v, (str, bytes, dict, set, frozenset)):
+            raise TypeError(f"{name} is a {type(v).__name__}: give a list, one entry per example" +
+                            (f" ([{v!r}])" if isinstance(v, str) else ""))
+        out.append(v.tolist() if hasattr(v, "tolist") else list(v))
+    p, r = out
+    if len(p) != len(r) or len(p) == 0:
+        raise ValueError(f"need as many predictions as references, at least one: {len(p)}, {len(r)}")
+    return p, r
+
+
+def _labels(predictions, references):
+    """_pair's lists of labels, one per example: None, a list or str labels against numbers refused, as scikit-learn
+    refuses them ("1" != 1 scored each example wrong without a word; f1 failed sorting None against 1)."""
+    p, r = _pair(predictions, references)
+    for name, xs in (("prediction", p), ("reference", r)):
+        if (i := next((i for i, x in enumerate(xs) if x is None or isinstance(x, (list, tuple))), None)) is not None:
+            raise ValueError(f"{name} {i} is {xs[i]!r}: the label metrics take one label (an int or a str) an example")
+    text, other = (next((x for x in p + r if isinstance(x, str) == want), None) for want in (True, False))
+    if text is not None and other is not None:
+        raise ValueError(f"str labels against {type(other).__name__} labels ({text!r}, {other!r}): give predictions "
+                         "and references as the same type (a model's label ids: int)")
+    return p, r
 
 
 def accuracy(predictions, references):
     """Fraction of positions where prediction == reference (sklearn.metrics.accuracy_score)."""
-    p, r = _pair(predictions, references)
+    p, r = _labels(predictions, references)
     return sum(a == b for a, b in zip(p, r)) / len(p)
 
 
 def f1(predictions, references):
     """Binary F1 of the label 1: 2 TP / (2 TP + FP + FN) (sklearn.metrics.f1_score).
     Like sklearn, 0.0 when there is nothing to score (no 1 predicted and no 1 in the references)."""
-    p, r = _pair(predictions, references)
+    p, r = _labels(predictions, references)
     if not set(p) | set(r) <= {0, 1}:
         raise ValueError(f"f1 is binary: labels must be 0/1, got {sorted(set(p) | set(r))}")
     tp = sum(a == 1 and b == 1 for a, b in zip(p, r))
@@ -62,7 +82,7 @@ def f1(predictions, references):
 def matthews_corrcoef(predictions, references):
     """MCC = (c s - t·p) / sqrt((s² - p·p)(s² - t·t)): c correct, s samples, t/p per-class reference/predicted
     counts (sklearn's multiclass form; binary: the phi coefficient). Like sklearn, 0.0 when the denominator is 0."""
-    p, r = _pair(predictions, references)
+    p, r = _labels(predictions, references)
     s, c = len(p), sum(a == b for a, b in zip(p, r))
     tc, pc = Counter(r), Counter(p)
     t_dot_p = sum(tc[k] * pc[k] for k in tc)  # exact integers: no overflow, no rounding before the last step
@@ -72,6 +92,8 @@ def matthews_corrcoef(predictions, references):
 
 def _floats(predictions, references):
     x, y = (np.asarray(v, dtype=np.float64) for v in _pair(predictions, references))
+    if x.ndim != 1 or y.ndim != 1:          # (spearman ranked a 2-D list flattened: a number, without a word)
+        raise ValueError(f"a correlation takes one number per example; got shapes {x.shape} and {y.shape}")
     if len(x) < 2:
         raise ValueError("a correlation needs at least 2 pairs")
     return x, y
@@ -318,6 +340,31 @@ def squad_f1(prediction, truth):
     return 2 * precision * recall / (precision + recall)  # in the script's order: the same float, bit for bit
 
 
+def _squad_questions(dataset):
+    """(question id, [gold answer texts]) of each question in a v1.1 file's "data" list, the shape checked: a file name,
+    Hugging Face datasets' flat rows, a question without answers (SQuAD v2.0's) or with bare texts are errors that say
+    so (they were a TypeError of string indices, KeyError 'paragraphs', "max() arg is an empty sequence")."""
+    if isinstance(dataset, str):
+        raise TypeError(f"dataset is a str ({dataset!r:.60}): squad_scores takes the file's \"data\" list, not a file "
+                        "name: json.load(open(path))[\"data\"]")
+    for i, article in enumerate(dataset):
+        if not (isinstance(article, dict) and "paragraphs" in article):
+            raise TypeError(f'dataset entry {i} has no "paragraphs" ({str(article):.60}): squad_scores takes the v1.1 '
+                            "file's \"data\" list of articles; Hugging Face datasets' flat rows (id, answers.text) as "
+                            'one: [{"paragraphs": [{"qas": [{"id": r["id"], "answers": [{"text": t} for t in '
+                            'r["answers"]["text"]]} for r in rows]}]}]')
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers")
+                if not answers:
+                    raise ValueError(f"question {qa.get('id')!r} has no answers (a SQuAD v2.0 unanswerable question?): "
+                                     "squad_scores is v1.1's, where every question has one or more")
+                if not all(isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
+                    raise TypeError(f"question {qa.get('id')!r}: answers are {{\"text\": ..., \"answer_start\": ...}} "
+                                    f"objects in a v1.1 file, not {answers[0]!r:.40}")
+                yield qa["id"], [a["text"] for a in answers]
+
+
 def squad_scores(dataset, predictions):
     """{"exact_match", "f1"} in percent, as SQuAD v1.1's evaluate-v1.1.py: dataset is the file's "data" list,
     predictions {question id: text}; each question scores the max over its gold answers; a question without a
@@ -331,16 +378,16 @@ def squad_scores(dataset, predictions):
         raise TypeError(f"prediction {bad!r} is a {type(predictions[bad]).__name__}, not the answer's text")
     em = f = total = 0
     unanswered = []
-    for article in dataset:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                total += 1
-                if qa["id"] in predictions:
-                    gold, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
-                    em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
-                    f += max(squad_f1(pred, g) for g in gold)
-                else:
-                    unanswered.append(qa["id"])
+    for qid, gold in _squad_questions(dataset):
+        total += 1
+        if qid in predictions:
+            pred = predictions[qid]
+            em += max(squad_normalize(pred) == squad_normalize(g) for g in gold)
+            f += max(squad_f1(pred, g) for g in gold)
+        else:
+            unanswered.append(qid)
+    if not total:                                              # (ZeroDivisionError, as the script's)
+        raise ValueError("dataset holds no questions: give the v1.1 file's \"data\" list of articles")
     if unanswered:  # (the script prints a line for each: "Unanswered question ID will receive score 0.")
         print(f"note: {len(unanswered):,} of {total:,} questions have no prediction (first: {unanswered[0]}): each "
               "scores 0, as the official evaluate-v1.1.py scores them" + (

@@ -16,7 +16,6 @@ Beside this file, and not needed to learn NF4: what makes it fast (quant_torch.p
 and kept buffers for the CPU, the switch to quant_triton.py's CUDA kernel), and bitsandbytes' serialized names with
 the checks that refuse bad input (quant_bnb.py).
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
-
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
 """
 import argparse
@@ -108,9 +107,10 @@ class NF4Tensor:
         return self.nested_code.index_select(0, self.absmax.int()) * nested + self.offset
 
     def dequantize(self, dtype=torch.bfloat16, buffer=None):
-        """W ~ level[code] * absmax[block], computed in fp32 and rounded once to `dtype` (as bitsandbytes), by
-        quant_triton.py's kernel on CUDA, else by quant_torch.py. buffer: a flat tensor of `dtype` with at least
-        padded_numel() elements to write into (its first part is the result), else a new one."""
+        """W ~ level[code] * absmax[block] in fp32, rounded once to `dtype` (as bitsandbytes): quant_triton.py's kernel
+        on CUDA, else quant_torch.py. buffer: a flat `dtype` tensor of padded_numel() elements or more to fill."""
+        if not isinstance(dtype, torch.dtype):   # (int, "float32", None: an AttributeError in quant_torch.output)
+            raise TypeError(f"dequantize: dtype={dtype!r}: give a torch dtype (torch.bfloat16, torch.float32, ...)")
         out = quant_torch.output(buffer, dtype, self.padded_numel(), self.device)    # (padded_numel,)
         quant_torch.dequantize(self, _tables(self.device), out, NESTED_BLOCK_SIZE)
         return out[: self.numel()].view(self.shape)
@@ -198,8 +198,9 @@ class NF4Linear(nn.Module):
 
     def __init__(self, weight, bias=None):
         super().__init__()
-        if len(weight.shape) != 2:
-            raise ValueError(f"NF4Linear needs a 2-D weight, got shape {list(weight.shape)}")
+        if not (isinstance(weight, NF4Tensor) and len(weight.shape) == 2):   # (a tensor: accepted, failed in forward)
+            raise TypeError(f"NF4Linear takes a 2-D NF4Tensor, quantize_nf4(w) (an nn.Linear: NF4Linear.from_linear("
+                            f"linear)); got a {type(weight).__name__} of shape {list(weight.shape)}")
         self.weight = weight                                                    # NF4Tensor, never a Parameter
         self.out_features, self.in_features = weight.shape
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
@@ -244,7 +245,6 @@ if __name__ == "__main__":  # no flags: a typed one is refused, not ignored whil
     for name, f in [("quantize", lambda: quantize_nf4(W)), ("dequantize to bf16", lambda: q.dequantize())]:
         ms = 1e3 * sorted(timeit.repeat(f, number=1, repeat=7))[3]
         print(f"  {name}: {ms:.1f} ms (median of 7, {torch.get_num_threads()} threads)")
-    layer = NF4Linear.from_linear(nn.Linear(4096, 4096))
-    x = torch.randn(4, 4096, requires_grad=True)
+    layer, x = NF4Linear.from_linear(nn.Linear(4096, 4096)), torch.randn(4, 4096, requires_grad=True)
     layer(x).sum().backward()
     print(f"{layer}\n  forward and backward ran: input grad {tuple(x.grad.shape)}, no weight gradient")
