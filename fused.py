@@ -33,7 +33,7 @@ def project(x, *layers):
     group = [m for m in layers if fusable(m)]
     if len(group) < 2:
         return [m(x) for m in layers]
-    A = torch.cat([m.lora_A for m in group]).to(x.dtype)      # (R, in): each A_eff with its own mask
+    A = torch.cat([m.dense("A") for m in group]).to(x.dtype)    # (R, in): each A_eff with its own mask
     x2, h = _LoRAInput.apply(x, A, None, True)                 # (N, in), (N, R)
     hs = dict(zip(map(id, group), h.split([m.r for m in group], 1)))   # (N, r) each, views of h
     out = []
@@ -42,6 +42,6 @@ def project(x, *layers):
             out.append(m(x))
             continue
         y = frozen_base(m.base, x2)                            # (N, out): as LoRASPLinear.forward, h_m B^T added in
-        y.addmm_(hs[id(m)].to(y.dtype), m.lora_B.to(y.dtype).T, alpha=m.scale)
+        y.addmm_(hs[id(m)].to(y.dtype), m.dense("B").to(y.dtype).T, alpha=m.scale)
         out.append(y.view(*x.shape[:-1], y.shape[-1]))
     return out
