@@ -183,7 +183,7 @@ def rank_svg(curves, W=560, H=340, L=60, R=110, T=20, B=45):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=["compare", "ranks"])
-    ap.add_argument("--toy", action=argparse.BooleanOptionalAction, default=False, help="generated SST-2, tiny BERT")
+    ap.add_argument("--toy", action=argparse.BooleanOptionalAction, default=False, help="generated SST-2, tiny RoBERTa")
     ap.add_argument("--model", default="bert-base-uncased", help="preset or directory (without --toy)")
     ap.add_argument("--data-dir", help="a glue_data/ folder (default: GLUE's SST-2, downloaded into the cache)")
     ap.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="fetch preset weights")
