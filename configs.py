@@ -272,13 +272,13 @@ class EncoderConfig:
     n_ffn: int = 256
     n_type: int = 2           # token types (type_vocab_size)
     norm_eps: float = 1e-12
-    dropout: float = 0.1      # embeddings, attention probabilities, residual branches and the head: one rate
+    dropout: float = 0.1      # embeddings, attention probabilities, residual branches, the head (by default)
     pad_id: int = 0
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
     hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
     classifier_dropout: Optional[float] = None  # the classifier head's dropout; None: `dropout`, as transformers
-    initializer_range: float = 0.02  # the std of a fresh pooler's weights (a checkpoint without one: Bert.may_lack)
+    initializer_range: float = 0.02  # the std of fresh heads, and of a pooler a checkpoint lacks (Bert.may_lack)
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",

@@ -33,12 +33,13 @@ block keeps for backward are counted per token from what model.py's code saves (
   head x its row counts (the scored tokens, bucketed too) up to a batch's tokens. An upper bound: a short run, or data
   of few lengths, meets fewer of them.
 
-`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `settle` decides --quant/--checkpointing
+`estimate(config, args)` returns the parts in bytes; `lines(...)` words them; `settle` decides --quant/--checkpointing
 auto (`choose`, `fewest_full_blocks`) and `check_fits` refuses a plan that does not fit, naming settings that do
 (`fitting`); `peak_mem_mib` is the measured peak train.py reports beside them. tests/test_plan.py checks the counts
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
+Not run on its own: every train.py run prints its plan before a weight is read ("memory plan: ... at the peak").
 """
 import argparse
 import copy
