@@ -72,7 +72,7 @@ def atomic_write(path, mode="wb", sync=True):
             f.flush()
             if sync:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
+        os.replace(tmp, path)  # atomic on POSIX (Python promises it there)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -93,7 +93,7 @@ def temporaries(path):
 def replace_dir(directory, own=()):
     """Write a folder whole: yield an empty sibling DIR.tmp to fill; when the block ends without error the old DIR
     steps aside as DIR.old, DIR.tmp takes its name, and DIR.old is deleted. A crash leaves the old folder or the new
-    one (or DIR.old beside a complete DIR.tmp, which the next call restores), never old files beside new ones.
+    one (or DIR.old beside a complete DIR.tmp: the next call puts DIR.old back), never old files beside new ones.
     Entries of the old folder not matching the `own` patterns, and not written anew, are carried over (hard links),
     so saving into a folder never loses what else it holds."""
     directory = os.path.normpath(os.fspath(directory))

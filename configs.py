@@ -111,7 +111,7 @@ class LlamaConfig:
     n_ffn: int = 176          # SwiGLU hidden size
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    max_seq_len: int = 2048   # RoPE needs no table: only recorded in config.json
+    max_seq_len: int = 2048   # the context it was trained to (RoPE needs no table): perplexity's windows, notes
     tie_embeddings: bool = False
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
     head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
@@ -132,7 +132,7 @@ class LlamaConfig:
 
     @classmethod
     def from_hf(cls, c):
-        """As transformers reads it: rope_scaling, else rope_parameters (transformers >= 5), theta at the top level."""
+        """As transformers reads it: rope_scaling, else rope_parameters (transformers 5); theta there, else on top."""
         rope = dict(c.get("rope_scaling") or c.get("rope_parameters") or {})
         theta, kind = rope.pop("rope_theta", c.get("rope_theta", 10000.0)), rope.pop("type", "default")
         kind = rope.setdefault("rope_type", kind)

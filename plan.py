@@ -25,8 +25,9 @@ block keeps for backward are counted per token from what model.py's code saves (
 - dequant: the largest NF4 weight, dequantized for its matmul; on CPU with full checkpointing, a block's NF4 weights
   but its tail (TAILS), which a replay dequantizes and keeps for the block's backward (recompute.replay_slot), in
   buffers per weight shape that every block reuses.
-- heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss);
-  CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
+- heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss; none
+  where a (tokens, C) activation passes MMAP_MAX: mapped, given back when freed); CUDA: the caching allocator's slack
+  (ALLOCATOR_SLACK x the rest).
 - shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
   (SHAPE_BYTES) per weight shape and batch length; batches are padded to few lengths (bucket, data.bucket_length):
   SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len, and a causal LM's
@@ -485,7 +486,7 @@ def total(config, args, targets, data_bytes, runtime, **change):
 def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     """(quant, checkpointing, [why each]) for --quant/--checkpointing auto; explicit values are kept. A preset of the
     paper's (PAPER_PRESETS) training an adapter gets its recipe: NF4 and selective recomputation (full if selective
-    does not fit); --method full never NF4 (as its refusal of --quant nf4)
+    does not fit); --method full never NF4 (as its refusal of --quant nf4).
     Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
     paper = preset in PAPER_PRESETS and args.method != "full"  # full fine-tuning: NF4 codes have no gradient
     quants = [args.quant] if args.quant != "auto" else ["none"] if args.method == "full" else ["nf4"] if paper else \
