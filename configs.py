@@ -473,18 +473,20 @@ def config_problem(field, value):
 
 def check_config(config, source, raw=None):
     """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
-    values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
-    cls, names = type(config) if raw is None else config, config.HF
+    values (config: its class) before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built
+    config's (raw, where given: the keys named as config.json spells them)."""
+    built = not isinstance(config, type)
+    cls, names = type(config) if built else config, config.HF
     aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
+    key_of = lambda f: aliases.get(names.get(f, f), names.get(f, f))  # noqa: E731  (the key transformers reads)
     for f in fields(cls):
-        key = names.get(f.name, f.name)
-        required, key = key in cls.REQUIRED, aliases.get(key, key)  # (the key transformers reads: GPT-2's hidden_size)
-        value = getattr(config, f.name) if raw is None else raw.get(key)
-        if raw is not None and value is None and not (required and key in raw):
+        required, key = names.get(f.name, f.name) in cls.REQUIRED, key_of(f.name)  # (GPT-2's hidden_size: an alias)
+        value = getattr(config, f.name) if built else raw.get(key)
+        if not built and value is None and not (required and key in raw):
             continue                                   # absent (or null): from_hf's default, or its KeyError
         if problem := config_problem(f, value):
             raise ValueError(f"{source}: {key} = {value!r} {problem}")
-    if raw is not None:
+    if not built:
         return
     qwen = getattr(config, "head_dim", None) and (getattr(config, "qk_norm", 0) or getattr(config, "qkv_bias", 0))
     heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n) and not (
@@ -492,8 +494,8 @@ def check_config(config, source, raw=None):
     # refuses it (and to_hf writes a Llama)
     for a, b in heads:
         if getattr(config, a) % getattr(config, b):
-            raise ValueError(f"{source}: {names.get(a, a)} = {getattr(config, a)} is not a multiple of "
-                             f"{names.get(b, b)} = {getattr(config, b)}")
+            raise ValueError(f"{source}: {key_of(a)} = {getattr(config, a)} is not a multiple of "
+                             f"{key_of(b)} = {getattr(config, b)}")
     if isinstance(config, LlamaConfig) and config.hd % 2:  # (else a size mismatch deep in the first forward)
         raise ValueError(f"{source}: a head of {config.hd} dimensions (hidden_size / num_attention_heads) must be even "
                          "(RoPE rotates pairs of dimensions)")

@@ -820,10 +820,10 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
                          "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized as they stream in (bf16 without fp32)
         fields_, stream = gguf_checkpoint(gguf, dtype, quantize)
-        cls, config, source = Llama, LlamaConfig(**fields_), gguf
+        cls, config, source, hf = Llama, LlamaConfig(**fields_), gguf, None
     elif is_meta(path):
         fields_, stream = meta_checkpoint(path)
-        cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
+        cls, config, source, hf = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json"), None
     elif os.path.exists(os.path.join(path, "config.json")):
         source = os.path.join(path, "config.json")
         hf = read_json(source)
@@ -847,7 +847,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
                                 "a .gguf file")
-    check_config(config, source)
+    check_config(config, source, hf)
     with torch.device("meta"), MetaInit():
         model = cls(config)
     return fill(model, stream, dtype, quantize, device, spill).eval()
