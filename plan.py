@@ -45,7 +45,6 @@ Not run on its own: every train.py run prints its plan before a weight is read (
 import argparse
 import copy
 import itertools
-import json
 import math
 import os
 import resource
@@ -57,11 +56,12 @@ import data
 from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
+from checkpoint import (gguf_checkpoint, gguf_file, is_meta, meta_config, read_json, refuse_vision,
+                        resident as resident_bytes)
 import quant_torch
 import recompute
 import tokenizer
-from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
+from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, check_config, get_config
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -119,10 +119,11 @@ def model_config(model, directory=None):
     for name in ("params.json", "config.json") if meta else ("config.json", "params.json"):
         path = os.path.join(directory or model, name)
         if os.path.exists(path):
-            with open(path) as f:
-                c = json.load(f)
+            c = read_json(path)                                    # (bad JSON, a list: named, as the load names them)
             if name == "params.json":
                 refuse_vision(c, path)                             # (named: not wrapped below)
+            elif c.get("model_type") in CONFIGS:                   # numbers that cannot describe a model, named as
+                check_config(CONFIGS[c["model_type"]], path, raw=c)  # load_pretrained does (not a ZeroDivisionError)
             try:
                 if name == "params.json":
                     return LlamaConfig(**meta_config(
