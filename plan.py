@@ -136,6 +136,10 @@ def model_config(model, directory=None):
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
             except (ValueError, NotImplementedError) as e:             # a value from_hf refuses: name the file
                 raise UserError(f"{path}: {e}") from None
+            except (TypeError, ZeroDivisionError, AttributeError) as e:  # Meta's numbers, said as meta_checkpoint
+                if name != "params.json":                                 # says them (config.json's: check_config)
+                    raise
+                raise UserError(f"{path}: its numbers do not describe a model ({e})") from None
     if model in PRESETS:
         return get_config(model)                                   # a copy: a head added while planning stays here
     raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)"

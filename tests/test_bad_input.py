@@ -3085,6 +3085,17 @@ case("train.py: config.json not JSON (was: the parser's words, no file named)", 
      "config.json, line 2: not valid JSON")(
     lambda ctx: train.main(flags((config_for_commands(ctx, '{"model_type": "llama",\n oops}'), ctx.tiny[1]),
                                  ctx.tmp / "o")))
+@case("train.py: Meta params.json with multiple_of 0 (was ZeroDivisionError, read for the memory plan)", SystemExit,
+      "params.json: its numbers do not describe a model (integer division or modulo by zero)")
+def _(ctx):
+    os.makedirs(ctx.tmp / "meta")
+    torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
+    shutil.copy(os.path.join(ctx.tiny[0], "tokenizer.model"), ctx.tmp / "meta")
+    (ctx.tmp / "meta" / "params.json").write_text('{"dim": 32, "n_layers": 1, "n_heads": 4, "vocab_size": 64, '
+                                                  '"multiple_of": 0, "norm_eps": 1e-5}')
+    train.main(flags((str(ctx.tmp / "meta"), ctx.tiny[1]), ctx.tmp / "o"))
+
+
 case("eval.py: config.json with hidden_size null (was TypeError inside from_hf)", SystemExit,
      "config.json: hidden_size = None must be an integer >= 1")(
     lambda ctx: E.main(["--task", "perplexity", "--model", config_for_commands(ctx, hidden_size=None), "--data",
