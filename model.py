@@ -12,12 +12,12 @@
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted from
   Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as many people
-  hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K dequantized to float32, q/k rows
-  permuted alike). One routine for every architecture: build the module tree on the `meta` device, stream tensors one at
-  a time (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per
-  architecture, quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check
-  nothing is missing, left over or mis-shaped. Peak host memory: the quantized model plus one tensor. `save_pretrained`
-  writes the HF layout back.
+  hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K dequantized to float32 (a bf16
+  load: bf16), q/k rows permuted alike). One routine for every architecture: build the module tree on the `meta` device,
+  stream tensors one at a time (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back),
+  convert names per architecture, quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers
+  et al. 2023), check nothing is missing, left over or mis-shaped. Peak host memory: the quantized model plus one
+  tensor. `save_pretrained` writes the HF layout back.
 - The configs (one dataclass per architecture), their presets and config.json read as transformers reads it:
   configs.py. Generation (KV cache, greedy, temperature, top-p; T5's beam search; `python generate.py`): generate.py.
   The files (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py. Names
@@ -431,7 +431,7 @@ class Llama(nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, labels=None, last_only=False):
         """input_ids (B, T) -> logits (B, T, vocab); with labels, the mean next-token loss (lm_loss) instead.
         cache: one dict per layer, filled during generation. last_only: the last position's logits (B, 1, vocab),
-        all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MiB of fp32 logits else)."""
+        all that generation and MMLU read (50 prompts of 60 tokens x 49k words: 590 MB of fp32 logits else)."""
         pos, mask = positions_and_mask(self.config, input_ids, attention_mask, position_ids, cache)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(pos, self.config.hd, self.config.rope_theta, self.config.rope_scaling)
@@ -507,7 +507,7 @@ class GPT2(nn.Module):
 
     def add_head(self, num_labels):
         """HF's GPT2ForSequenceClassification head, unless the checkpoint brought one: `score`, C -> num_labels, no
-        bias (N(0, 0.02); fp32)."""
+        bias (N(0, initializer_range); fp32)."""
         return add_head(self, "score", lambda: nn.Linear(self.config.n_embd, num_labels, bias=False), num_labels)
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -820,10 +820,10 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
                          "('bfloat16'), or None / 'auto' (config.json's)")
     if gguf := gguf_file(path):  # llama.cpp's one file: weights dequantized as they stream in (bf16 without fp32)
         fields_, stream = gguf_checkpoint(gguf, dtype, quantize)
-        cls, config, source = Llama, LlamaConfig(**fields_), gguf
+        cls, config, source, hf = Llama, LlamaConfig(**fields_), gguf, None
     elif is_meta(path):
         fields_, stream = meta_checkpoint(path)
-        cls, config, source = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json")
+        cls, config, source, hf = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json"), None
     elif os.path.exists(os.path.join(path, "config.json")):
         source = os.path.join(path, "config.json")
         hf = read_json(source)
@@ -847,7 +847,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
                                 "a .gguf file")
-    check_config(config, source)
+    check_config(config, source, hf)
     with torch.device("meta"), MetaInit():
         model = cls(config)
     return fill(model, stream, dtype, quantize, device, spill).eval()

@@ -25,25 +25,26 @@ block keeps for backward are counted per token from what model.py's code saves (
 - dequant: the largest NF4 weight, dequantized for its matmul; on CPU with full checkpointing, a block's NF4 weights
   but its tail (TAILS), which a replay dequantizes and keeps for the block's backward (recompute.replay_slot), in
   buffers per weight shape that every block reuses.
-- heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss);
-  CUDA: the caching allocator's slack (ALLOCATOR_SLACK x the rest).
+- heap: CPU: the holes glibc keeps where freed activations were (HEAP_SLACK x activations + backward + loss; none
+  where a (tokens, C) activation passes MMAP_MAX: mapped, given back when freed); CUDA: the caching allocator's slack
+  (ALLOCATOR_SLACK x the rest).
 - shapes: CPU bf16: oneDNN keeps every matmul it has set up (its primitive cache and ideep's, 1024 each), ~3 MiB
   (SHAPE_BYTES) per weight shape and batch length; batches are padded to few lengths (bucket, data.bucket_length):
   SHAPE_BYTES x the distinct weight shapes whose rows are tokens x the lengths up to --seq-len, and a causal LM's
   head x its row counts (the scored tokens, bucketed too) up to a batch's tokens. An upper bound: a short run, or data
   of few lengths, meets fewer of them.
 
-`estimate(config, args)` returns the parts in bytes; `lines(...)` prints them; `settle` decides --quant/--checkpointing
+`estimate(config, args)` returns the parts in bytes; `lines(...)` words them; `settle` decides --quant/--checkpointing
 auto (`choose`, `fewest_full_blocks`) and `check_fits` refuses a plan that does not fit, naming settings that do
 (`fitting`); `peak_mem_mib` is the measured peak train.py reports beside them. tests/test_plan.py checks the counts
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
+Not run on its own: every train.py run prints its plan before a weight is read ("memory plan: ... at the peak").
 """
 import argparse
 import copy
 import itertools
-import json
 import math
 import os
 import resource
@@ -55,11 +56,12 @@ import data
 from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import gguf_checkpoint, gguf_file, is_meta, meta_config, refuse_vision, resident as resident_bytes
+from checkpoint import (gguf_checkpoint, gguf_file, is_meta, meta_config, read_json, refuse_vision,
+                        resident as resident_bytes)
 import quant_torch
 import recompute
 import tokenizer
-from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, get_config
+from model import CONFIGS, LOSS_CHUNK, PRESETS, LlamaConfig, build_model, check_config, get_config
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -117,10 +119,11 @@ def model_config(model, directory=None):
     for name in ("params.json", "config.json") if meta else ("config.json", "params.json"):
         path = os.path.join(directory or model, name)
         if os.path.exists(path):
-            with open(path) as f:
-                c = json.load(f)
+            c = read_json(path)                                    # (bad JSON, a list: named, as the load names them)
             if name == "params.json":
                 refuse_vision(c, path)                             # (named: not wrapped below)
+            elif c.get("model_type") in CONFIGS:                   # numbers that cannot describe a model, named as
+                check_config(CONFIGS[c["model_type"]], path, raw=c)  # load_pretrained does (not a ZeroDivisionError)
             try:
                 if name == "params.json":
                     return LlamaConfig(**meta_config(
@@ -133,6 +136,10 @@ def model_config(model, directory=None):
                 raise UserError(f"{path} has no {e.args[0]!r} field, which the model (and its memory plan) needs")
             except (ValueError, NotImplementedError) as e:             # a value from_hf refuses: name the file
                 raise UserError(f"{path}: {e}") from None
+            except (TypeError, ZeroDivisionError, AttributeError) as e:  # Meta's numbers, said as meta_checkpoint
+                if name != "params.json":                                 # says them (config.json's: check_config)
+                    raise
+                raise UserError(f"{path}: its numbers do not describe a model ({e})") from None
     if model in PRESETS:
         return get_config(model)                                   # a copy: a head added while planning stays here
     raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)"
@@ -484,7 +491,7 @@ def total(config, args, targets, data_bytes, runtime, **change):
 def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     """(quant, checkpointing, [why each]) for --quant/--checkpointing auto; explicit values are kept. A preset of the
     paper's (PAPER_PRESETS) training an adapter gets its recipe: NF4 and selective recomputation (full if selective
-    does not fit); --method full never NF4 (as its refusal of --quant nf4)
+    does not fit); --method full never NF4 (as its refusal of --quant nf4).
     Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
     paper = preset in PAPER_PRESETS and args.method != "full"  # full fine-tuning: NF4 codes have no gradient
     quants = [args.quant] if args.quant != "auto" else ["none"] if args.method == "full" else ["nf4"] if paper else \

@@ -83,7 +83,7 @@ KEEP_DENSE = True   # False: a replay keeps nothing for backward, which computes
 
 def replay_slot(key):
     """Inside a full replay: (key, n) for the n-th value of its kind (key: its shape) that this block's backward reads
-    again and that depends on frozen weights only (quant_torch.replay_dense), to name a buffer kept for it. None is
+    again and that depends on frozen weights only (quant_torch.replay_dense), to name a buffer kept for it. No slot is
     handed out twice before that backward is done (Recompute.backward counts the next block's from 0), and every block
     of a stack names the same ones. Outside a replay (or with KEEP_DENSE off): None, keep nothing."""
     if not (_replaying and KEEP_DENSE):

@@ -3067,6 +3067,41 @@ def _(ctx):
     load_pretrained(d)
 
 
+def config_for_commands(ctx, text=None, **changes):
+    """A copy of the tiny fixture (tokenizer too) with config.json edited, or replaced by `text`: train.py and
+    eval.py read it for their checks and memory plan (plan.model_config) before load_pretrained reads it."""
+    shutil.copytree(ctx.tiny[0], ctx.tmp / "m")
+    if text is None:
+        edit_json(ctx.tmp / "m" / "config.json", **changes)
+    else:
+        (ctx.tmp / "m" / "config.json").write_text(text)
+    return str(ctx.tmp / "m")
+
+
+case("train.py: config.json with 0 heads (was ZeroDivisionError inside from_hf, read for the memory plan)",
+     SystemExit, "config.json: num_attention_heads = 0 must be an integer >= 1")(
+    lambda ctx: train.main(flags((config_for_commands(ctx, num_attention_heads=0), ctx.tiny[1]), ctx.tmp / "o")))
+case("train.py: config.json not JSON (was: the parser's words, no file named)", SystemExit,
+     "config.json, line 2: not valid JSON")(
+    lambda ctx: train.main(flags((config_for_commands(ctx, '{"model_type": "llama",\n oops}'), ctx.tiny[1]),
+                                 ctx.tmp / "o")))
+@case("train.py: Meta params.json with multiple_of 0 (was ZeroDivisionError, read for the memory plan)", SystemExit,
+      "params.json: its numbers do not describe a model (integer division or modulo by zero)")
+def _(ctx):
+    os.makedirs(ctx.tmp / "meta")
+    torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
+    shutil.copy(os.path.join(ctx.tiny[0], "tokenizer.model"), ctx.tmp / "meta")
+    (ctx.tmp / "meta" / "params.json").write_text('{"dim": 32, "n_layers": 1, "n_heads": 4, "vocab_size": 64, '
+                                                  '"multiple_of": 0, "norm_eps": 1e-5}')
+    train.main(flags((str(ctx.tmp / "meta"), ctx.tiny[1]), ctx.tmp / "o"))
+
+
+case("eval.py: config.json with hidden_size null (was TypeError inside from_hf)", SystemExit,
+     "config.json: hidden_size = None must be an integer >= 1")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", config_for_commands(ctx, hidden_size=None), "--data",
+                        ctx.tiny[1]]))
+
+
 @case("Meta params.json without dim", ValueError, "params.json: field 'dim' is missing")
 def _(ctx):
     os.makedirs(ctx.tmp / "meta")

@@ -283,6 +283,22 @@ def test_a_llama_with_odd_heads_is_refused_naming_them(tmp_path):
     M.check_config(M.LlamaConfig(n_embd=32, n_head=2, n_kv_head=2), "config.json")  # 16: fine
 
 
+@pytest.mark.parametrize("fields, named", [(dict(hidden_size=30), "hidden_size = 30 is not a multiple of n_head = 4"),
+                                           (dict(num_attention_heads=5), "n_embd = 32 is not a multiple of "
+                                                                         "num_attention_heads = 5")])
+def test_gpt2_heads_that_do_not_divide_are_named_as_config_json_spells_them(fields, named, tmp_path):
+    """GPT-2's config.json may spell n_embd and n_head as transformers' aliases (hidden_size, num_attention_heads),
+    which win beside them. The refusal named our field with the alias's value ('n_embd = 30 is not a multiple of
+    n_head = 4', where the file's n_embd is 32): it names the key the value came from."""
+    random_params(transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2)), 7).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+    with pytest.raises(ValueError, match="must be divisible by num_heads"):  # transformers reads the alias too
+        transformers.GPT2LMHeadModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"config.json: {named}$"):
+        M.load_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize("kind, heads, kv", [("mistral", 16, None), ("qwen2", 64, None), ("qwen3", 64, None),
                                              ("llama", 16, "null"), ("llama", 16, None)])
 def test_kv_heads_absent_or_null_as_each_class_reads_them(kind, heads, kv, tmp_path):
