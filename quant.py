@@ -154,7 +154,7 @@ def _scale(x):
 
 def quantize_nf4(w, block_size=64, double_quant=True):
     """Quantize w to NF4: W ~ NF4_LEVELS[code] * absmax(block)  (QLoRA Eq. 1 with the NF4 data type)."""
-    quant_bnb.check_weight(w, block_size, BLOCK_SIZES)    # a block size bitsandbytes lacks, an integer or empty w
+    quant_bnb.check_weight(w, block_size, BLOCK_SIZES, double_quant)   # a block size bnb lacks, an int or empty w
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
     codes = torch.empty(x.shape[0], block_size // 2, dtype=torch.uint8, device=w.device)
     absmax = torch.empty(x.shape[0], dtype=torch.float32, device=w.device)

@@ -39,8 +39,11 @@ def require(ok, message):
         raise ValueError(message)
 
 
-def check_weight(w, block_size, block_sizes):
-    """What quantize_nf4 refuses: a block size bitsandbytes lacks, an integer weight, one that holds no values."""
+def check_weight(w, block_size, block_sizes, double_quant=True):
+    """What quantize_nf4 refuses: a block size bitsandbytes lacks, a double_quant not a bool ("no" is true), an
+    integer weight, one that holds no values."""
+    if not isinstance(double_quant, bool):
+        raise TypeError(f"double_quant={double_quant!r}: give True (QLoRA's, bitsandbytes' nested scales) or False")
     if not (is_int(block_size) and block_size in block_sizes):
         raise ValueError(f"block_size {block_size!r} is not allowed; choose one of the integers {block_sizes}")
     if not w.is_floating_point():

@@ -197,6 +197,11 @@ def _():
     NF4Linear(torch.randn(4, 64))
 
 
+for flag in ("no", "False", 0.5, None):
+    case(f"quantize_nf4(w, double_quant={flag!r}) (was: taken by its truth: \"no\" double-quantized)", TypeError,
+         "double_quant")(lambda flag=flag: quantize_nf4(torch.randn(64), double_quant=flag))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Metrics: the GLUE ones on what a student has at hand (tensors, arrays, generators)
 
