@@ -857,3 +857,18 @@ def test_a_method_full_runs_model_names_its_tokenizers_eos_for_transformers_gene
     assert (config.get("bos_token_id"), config.get("eos_token_id"), config.get("pad_token_id")) == (1, 2, None)
     assert transformers.GenerationConfig.from_model_config(transformers.AutoConfig.from_pretrained(folder)) \
         .eos_token_id == tok.eos_id
+
+
+def test_config_token_ids_keeps_the_ids_a_config_names_and_writes_a_pad_of_its_own_only(tiny):  # noqa: F811
+    """tokenizer.config_token_ids: an id config.json names is kept (null is none), a pad that is the EOS named as
+    pad is not written (pad_token_id is the embedding's padding_idx too), nor any id for a model that does not
+    generate (a classifier)."""
+    tok, lm = tokenizer.load_tokenizer(tiny[0]), dict(architectures=["LlamaForCausalLM"], vocab_size=456)
+    assert tokenizer.config_token_ids(tok, lm | dict(eos_token_id=7, bos_token_id=None)) == dict(bos_token_id=1)
+    assert tokenizer.config_token_ids(tok, dict(lm, architectures=["LlamaForSequenceClassification"])) == {}
+    tok.pad_id = tok.eos_id
+    assert tokenizer.config_token_ids(tok, lm) == dict(bos_token_id=1, eos_token_id=2)
+    tok.pad_id = 455
+    assert tokenizer.config_token_ids(tok, lm) == dict(bos_token_id=1, eos_token_id=2, pad_token_id=455)
+    assert tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))["eos_token_id"] == 2
+    assert "pad_token_id" not in tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))
