@@ -6,7 +6,8 @@ What PEFT users get from `merge_and_unload().save_pretrained(DIR)`: W' = W + (al
 linear (lorasp.merge_lorasp; LoRA Sec. 4.1: no extra latency at inference), written in the layout transformers, vLLM
 and llama.cpp's convert_hf_to_gguf.py read:
     model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (each shard <= --shard-size)
-    config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config
+    config.json                 the base's own (torch_dtype set), or one built from a Meta or GGUF base's config;
+                                the tokenizer's BOS and EOS ids where it names none (transformers' generate stops there)
     tokenizer files, generation_config.json      copied from the base folder (a Llama's tokenizer.model alone gets a
                                                  tokenizer_config.json); a GGUF's tokenizer (byte-level or sentencepiece
                                                  BPE) and a gpt2.tiktoken's written (tokenizer.hf_tokenizer), with its
@@ -49,7 +50,8 @@ from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
-from tokenizer import BPETokenizer, hf_tokenizer, llama_tokenizer_config, load_tokenizer, save_tokenizer
+from tokenizer import (BPETokenizer, config_token_ids, hf_tokenizer, llama_tokenizer_config, load_tokenizer,
+                       save_tokenizer)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HF_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
@@ -279,15 +281,15 @@ def gpt2_pad_row(model, hf, was=None):
 
 
 def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
-    """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig, with the
-    tokenizer's BOS and EOS ids, where generation stops; the context Meta's files do not record is said), with
-    torch_dtype; a head's architecture and labels; the tie as the merged model has it; GPT-2's n_ctx where it lacks one
-    (convert_hf_to_gguf.py: KeyError 'n_ctx' without); a GPT-2 classifier's pad id: its tokenizer's, else one added to
-    the model (gpt2_pad_row: a row more in its embedding)."""
+    """config.json: the base's own where it has one (a Meta or GGUF base: ours, as transformers' LlamaConfig; the
+    context Meta's files do not record is said), with the tokenizer's BOS and EOS ids where it names none (where
+    transformers' generate stops: tokenizer.config_token_ids) and torch_dtype; a head's architecture and labels; the
+    tie as the merged model has it; GPT-2's n_ctx where it lacks one (convert_hf_to_gguf.py: KeyError 'n_ctx'
+    without); a GPT-2 classifier's pad id: its tokenizer's, else one added to the model (gpt2_pad_row: a row more in
+    its embedding)."""
     own = path if os.path.isdir(path) and not gguf_file(path) and not is_meta(path) else None
     ours, hf = model.config.to_hf(), read_json(os.path.join(own, "config.json")) if own else model.config.to_hf()
-    if not own:
-        hf |= {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)) if i is not None}
+    hf |= config_token_ids(tok, hf)                            # (the demo's model names none: generate ran on)
     if os.path.isdir(path) and is_meta(path):                 # (was written with no word: vLLM caps prompts at it)
         print(f"note: {path} is in Meta's layout, whose params.json records no context length: config.json's "
               f"max_position_embeddings is {hf['max_position_embeddings']}, told by the Llama's version as "

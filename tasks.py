@@ -201,16 +201,16 @@ def save_weights(model, directory, args, source):
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *tokenizer.COPIED, TRAINED)) as tmp:
-            tok = tokenizer.load_tokenizer(source) if gpt2 else None  # OUT/model, not a checkpoint's (read on --resume)
+            tok = tokenizer.load_tokenizer(source)             # (its ids where config.json names none: keep_token_ids)
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):
                     shutil.copy(os.path.join(source, f), tmp)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
-                tokenizer.save_tokenizer(tokenizer.load_tokenizer(source), tmp)
+                tokenizer.save_tokenizer(tok, tmp)
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
-                tokenizer.llama_tokenizer_config(tokenizer.load_tokenizer(source), tmp)
-            keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"))
+                tokenizer.llama_tokenizer_config(tok, tmp)
+            keep_token_ids(os.path.join(source, "config.json"), os.path.join(tmp, "config.json"), tok)
             with atomic_write(os.path.join(tmp, TRAINED), "w") as f:  # what an adapter's base keeps of its data:
                 json.dump(dict(task=args.data, data=data.data_fingerprint(args.data),  # eval.py's trained_on reads it
                                held=getattr(args, "held_out", None)), f)
@@ -239,16 +239,16 @@ def save_gpt2_classifier(model, directory, tok, source):
     return pad
 
 
-def keep_token_ids(base, saved):
+def keep_token_ids(base, saved, tok):
     """The base config.json's bos/eos/pad_token_id into the saved one, where to_hf (the computation only) wrote none:
     load_tokenizer reads them (Qwen2.5-Instruct's eos <|im_end|>, not its tokenizer's <|endoftext|>), as transformers
-    does; lost, a run on the saved model ended every response with another EOS."""
-    if not os.path.isfile(base):                               # (a .gguf, Meta's layout: none to keep)
-        return
-    ids = {k: v for k, v in read_json(base).items() if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    config = read_json(saved)
+    does; lost, a run on the saved model ended every response with another EOS. Where neither names one (a .gguf,
+    Meta's layout, the demo's model), the tokenizer's (config_token_ids: without, transformers' generate ran on)."""
+    ids = {k: v for k, v in read_json(base).items() if k in ("bos_token_id", "eos_token_id", "pad_token_id")} if \
+        os.path.isfile(base) else {}
+    config = ids | read_json(saved)                            # (what to_hf wrote wins: RoBERTa's pad, T5's)
     with open(saved, "w") as f:
-        json.dump(ids | config, f, indent=2)                   # (what to_hf wrote wins: RoBERTa's pad, T5's)
+        json.dump(config | tokenizer.config_token_ids(tok, config), f, indent=2)
 
 
 def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):

@@ -1028,6 +1028,21 @@ def llama_tokenizer_config(tok, directory):
         # (legacy: "▁" after </s> as ours; transformers 5 assumes none)
 
 
+def config_token_ids(tok, config):
+    """The tokenizer's bos_token_id and eos_token_id that a generating model's config.json (the dict `config`) names
+    none of: transformers' generate stops at the EOS GenerationConfig.from_model_config reads there (without one it
+    ran past </s> to max_new_tokens). pad_token_id for a pad of its own only (not BOS, EOS or UNK named as pad): it is
+    also the embedding's padding_idx, a row transformers and lorasp then do not train. Ids config names are kept."""
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"))
+               for a in config.get("architectures") or ()):
+        return {}                                              # (a classifier or an encoder: nothing generates)
+    unk = tok.sp.unk_id() if isinstance(tok, SentencePieceTokenizer) else getattr(tok, "unk_id", None)
+    pad = tok.pad_id if tok.pad_id is not None and tok.pad_id not in (tok.bos_id, tok.eos_id, unk) and \
+        tok.pad_id < config.get("vocab_size", 0) else None    # (past the vocabulary: transformers builds no model)
+    ids = dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=pad)
+    return {k: i for k, i in ids.items() if i is not None and config.get(k) is None}
+
+
 def sentencepiece_json_or_note(tok, directory):
     """sentencepiece_tokenizer_json(tok), or None with a note that transformers reads directory's tokenizer.model
     alone, to ids that may differ from the run's."""

@@ -816,3 +816,59 @@ def test_a_second_adapter_stacks_on_an_export_and_neither_applies_twice(tiny, tm
     for adapter, base in ((one, tiny[0]), (two, str(tmp_path / "m"))):
         assert f"applying it again doubles its update: give --model {base} (the original base)" in run(
             "--model", tmp_path / "m2", "--adapter", adapter, "--out", tmp_path / "m3")
+
+
+def test_an_export_of_a_base_whose_config_names_no_eos_stops_transformers_generate_there(tiny, tmp_path):  # noqa: F811
+    """The tiny base's config.json, as the offline demo's model's, names no bos_token_id or eos_token_id (to_hf writes
+    the computation only) and no generation_config.json is beside it: export.py's DIR inherited that, and transformers'
+    generate on it ran past </s> to max_new_tokens (the demo's export: '2</s><s> Question: How many numbers are in
+    7'), where generate.py stops at the tokenizer's EOS. DIR's config.json now names the tokenizer's ids (no pad: it
+    has none), which GenerationConfig.from_model_config reads. Here </s> is the base's first answer token: its lm_head
+    row is the merged model's last hidden state on the prompt, scaled."""
+    base, tok = tmp_path / "base", tokenizer.load_tokenizer(tiny[0])
+    shutil.copytree(tiny[0], base)
+    ours = trained(M.load_pretrained(base), ["q_proj"])
+    save_adapter(ours, tmp_path / "adapter")
+    prompt = tok.encode(data.PROMPT_DICT["prompt_no_input"].format(instruction="How many words are in fox mud?"))
+    seen, merged = [], merge_lorasp(ours)
+    merged.lm_head.register_forward_hook(lambda m, i, o: seen.append(i[0][0, -1]))
+    with torch.no_grad():
+        merged(torch.tensor([prompt]))
+        plain = M.load_pretrained(base)
+        plain.lm_head.weight[tok.eos_id] = 30 * seen[0] / seen[0].norm()
+    M.save_pretrained(plain, base)
+    assert not {"bos_token_id", "eos_token_id"} & set(json.loads((base / "config.json").read_text()))
+    assert run("--model", base, "--adapter", tmp_path / "adapter", "--out", tmp_path / "out") is None
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config.get("bos_token_id"), config.get("eos_token_id")) == (tok.bos_id, tok.eos_id) == (1, 2)
+    assert "pad_token_id" not in config and tok.pad_id is None
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)
+    assert out[0, len(prompt):].tolist() == [tok.eos_id]
+
+
+def test_a_method_full_runs_model_names_its_tokenizers_eos_for_transformers_generate(tiny, tmp_path):  # noqa: F811
+    """train.py --method full's OUT/model of a base whose config.json names no BOS or EOS (the tiny one; the offline
+    demo's model is such a folder) had none either: transformers' generate on it did not stop at </s>. It names the
+    tokenizer's, as transformers' GenerationConfig reads them."""
+    train.main(flags(tiny, tmp_path / "out", "--max-steps", "1", "--method", "full"))
+    tok, folder = tokenizer.load_tokenizer(tiny[0]), tmp_path / "out" / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert (config.get("bos_token_id"), config.get("eos_token_id"), config.get("pad_token_id")) == (1, 2, None)
+    assert transformers.GenerationConfig.from_model_config(transformers.AutoConfig.from_pretrained(folder)) \
+        .eos_token_id == tok.eos_id
+
+
+def test_config_token_ids_keeps_the_ids_a_config_names_and_writes_a_pad_of_its_own_only(tiny):  # noqa: F811
+    """tokenizer.config_token_ids: an id config.json names is kept (null is none), a pad that is the EOS named as
+    pad is not written (pad_token_id is the embedding's padding_idx too), nor any id for a model that does not
+    generate (a classifier)."""
+    tok, lm = tokenizer.load_tokenizer(tiny[0]), dict(architectures=["LlamaForCausalLM"], vocab_size=456)
+    assert tokenizer.config_token_ids(tok, lm | dict(eos_token_id=7, bos_token_id=None)) == dict(bos_token_id=1)
+    assert tokenizer.config_token_ids(tok, dict(lm, architectures=["LlamaForSequenceClassification"])) == {}
+    tok.pad_id = tok.eos_id
+    assert tokenizer.config_token_ids(tok, lm) == dict(bos_token_id=1, eos_token_id=2)
+    tok.pad_id = 455
+    assert tokenizer.config_token_ids(tok, lm) == dict(bos_token_id=1, eos_token_id=2, pad_token_id=455)
+    assert tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))["eos_token_id"] == 2
+    assert "pad_token_id" not in tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))
