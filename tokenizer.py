@@ -865,7 +865,14 @@ def gguf_tokenizer(path):
         if not isinstance(v := meta.get(f"tokenizer.ggml.{key}"), list):
             raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} is " + ("missing" if v is None else
                              f"a {type(v).__name__}, not a list") + f" (the {kind} tokenizer is built from it)")
+        item = dict(tokens=str, merges=str, token_type=int, scores=float)[key]  # (int token types read as floats
+        if odd := [x for x in v if type(x) is not item][:1]:                  # matched no control token: silent)
+            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} holds {odd[0]!r}, not a {item.__name__}")
         return v
+    n = len(t) if isinstance(t := meta.get("tokenizer.ggml.tokens"), list) else None  # (else need names it)
+    for key in [k for k in meta if n is not None and re.fullmatch(r"tokenizer\.ggml\.\w+_token_id", k)]:
+        if type(meta[key]) is not int or not 0 <= meta[key] < n:  # (a bool, a float, an id past the vocabulary: taken)
+            raise ValueError(f"{path}: GGUF metadata {key} = {meta[key]!r}; a token id of its {n} tokens is needed")
     if kind == "gpt2":
         pre, tokens, types = meta.get("tokenizer.ggml.pre", "default"), need("tokens"), need("token_type")
         if pre not in GGUF_PRE:
