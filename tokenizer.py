@@ -601,6 +601,7 @@ def tokenizer_json(path):
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
+    tokenizer_json_shapes(t, path)
     if t["model"].get("type") == "Unigram":
         return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}
@@ -638,6 +639,41 @@ def tokenizer_json(path):
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
     return post_processor(tok, t)
+
+
+def tokenizer_json_shapes(t, path):
+    """Refuse, naming the entry, a tokenizer.json part of another JSON type than the tokenizers library writes (each
+    was a TypeError, an unpacking ValueError or AttributeError naming nothing, or an added token read silently)."""
+    def refuse(what, value, want):
+        raise ValueError(f"{path}: {what} is {json.dumps(value)[:80]}, not {want}")
+    for part in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
+        if not isinstance(t.get(part) or {}, dict):
+            refuse(part, t[part], "an object (or null)")
+    post = t.get("post_processor") or {}
+    for p in post.get("processors") or [] if post.get("type") == "Sequence" else [post] if post else []:
+        if not isinstance(p, dict) or p.get("type") not in ("TemplateProcessing", "ByteLevel", "RobertaProcessing",
+                                                            "BertProcessing"):  # (the tokenizers library's; else the
+            refuse("a post_processor step", p, "one the tokenizers library writes")  # BOS/EOS were silently lost)
+    if not isinstance(added := t.get("added_tokens") or [], list):
+        refuse("added_tokens", added, "a list")
+    for a in added:
+        if not (isinstance(a, dict) and isinstance(a.get("content"), str) and type(a.get("id")) is int and
+                a["id"] >= 0):
+            refuse("an added_tokens entry", a, "{\"id\": an integer >= 0, \"content\": a string, ...}")
+    vocab, kind = t["model"].get("vocab"), t["model"].get("type")
+    if kind == "Unigram":
+        for i, e in enumerate(vocab if isinstance(vocab, list) else [vocab]):
+            if not (isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and type(e[1]) in (int, float)):
+                refuse(f"model.vocab[{i}]", e, "a [piece, score] pair")
+    elif kind == "BPE":
+        if not isinstance(vocab, dict) or (odd := [(k, i) for k, i in vocab.items() if type(i) is not int or i < 0]):
+            refuse("model.vocab" + (f"[{odd[0][0]!r}]" if isinstance(vocab, dict) else ""),
+                   odd[0][1] if isinstance(vocab, dict) else vocab, "an id (an integer >= 0)")
+        merges = t["model"].get("merges")
+        for i, m in enumerate(merges if isinstance(merges, list) else [merges]):
+            if not (isinstance(m, str) and m.count(" ") == 1 or isinstance(m, list) and len(m) == 2 and all(
+                    isinstance(x, str) for x in m)):
+                refuse(f"model.merges[{i}]", m, "\"left right\" or [left, right]")
 
 
 def post_processor(tok, t):

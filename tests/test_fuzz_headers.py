@@ -1,15 +1,18 @@
 """Header and metadata mutations of real files that a seeded fuzzing pass (thirtieth session) found loading silently
 wrong, ending in a MemoryError, OverflowError or TypeError naming nothing, or hanging: each replayed here on a copy of
 the tiny Q4_K_M GGUF llama.cpp's own quantizer wrote (tests/data/llamacpp/), located with gguf's GGUFReader (an
-independent reader) and patched in place, then loaded as a user loads it. Each must now be an error naming the file
-and the field."""
+independent reader) and patched in place, or on T5's real tokenizer.json and MiniLM's config.json (fetched by
+tests/fetch_real.py), then loaded as a user loads it. Each must now be an error naming the file and the field."""
+import json
 import os
 import re
+import shutil
 import struct
 
 import pytest
 from gguf import GGUFReader
 
+from fetch_real import path
 from model import load_pretrained, load_tokenizer
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "llamacpp", "tiny-Q4_K_M.gguf")
@@ -98,3 +101,53 @@ def test_gguf_header_mutation_is_an_error_naming_the_file_and_field(tmp_path, lo
     assert path.read_bytes() != raw
     with pytest.raises((ValueError, NotImplementedError), match=re.escape(str(path)) + ": .*" + expected):
         (load_pretrained if loader == "model" else load_tokenizer)(path)
+
+
+# tokenizer.json parts of another JSON type (T5's Unigram, Llama 3's and Mistral's BPE; fetched by tests/fetch_real.py)
+JSON_CASES = [
+    ("t5", "a Unigram score a string (float() ValueError)", lambda t: t["model"]["vocab"].__setitem__(9, ["x", "y"]),
+     r"model\.vocab\[9\] is \[\"x\", \"y\"\], not a \[piece, score\] pair"),
+    ("t5", "a Unigram piece an int (TypeError)", lambda t: t["model"]["vocab"].__setitem__(9, [5, -1.0]),
+     r"model\.vocab\[9\] is \[5, -1\.0\], not a \[piece, score\] pair"),
+    ("t5", "a Unigram entry of three (unpacking ValueError)", lambda t: t["model"]["vocab"][9].append(1),
+     r"model\.vocab\[9\] is .*, not a \[piece, score\] pair"),
+    ("t5", "an added token's content an int (SILENT)", lambda t: t["added_tokens"][0].__setitem__("content", 7),
+     r"an added_tokens entry is \{\"id\": 0, \"content\": 7, .*, not \{\"id\": an integer >= 0"),
+    ("t5", "added_tokens an object (TypeError)", lambda t: t.__setitem__("added_tokens", {"a": 1}),
+     r"added_tokens is \{\"a\": 1\}, not a list"),
+    ("t5", "the normalizer a string (AttributeError)", lambda t: t.__setitem__("normalizer", "NFKC"),
+     r"normalizer is \"NFKC\", not an object \(or null\)"),
+    ("t5", "the pre_tokenizer a string (AttributeError)", lambda t: t.__setitem__("pre_tokenizer", "Metaspace"),
+     r"pre_tokenizer is \"Metaspace\", not an object \(or null\)"),
+    ("llama3", "an added token's id -1 (SILENT)", lambda t: t["added_tokens"][0].__setitem__("id", -1),
+     r"an added_tokens entry is \{\"id\": -1, .*, not \{\"id\": an integer >= 0"),
+    ("llama3", "a post-processor step of no known type (SILENT: no BOS)",
+     lambda t: t.__setitem__("post_processor", {"type": "Sequence", "processors": [{"type": "Foo"}]}),
+     r"a post_processor step is \{\"type\": \"Foo\"\}, not one the tokenizers library writes"),
+    ("mistral/json", "a BPE id a string (TypeError)", lambda t: t["model"]["vocab"].__setitem__("AY", "7"),
+     r"model\.vocab\['AY'\] is \"7\", not an id \(an integer >= 0\)"),
+    ("mistral/json", "a merge of three pieces (unpacking ValueError)", lambda t: t["model"]["merges"].__setitem__(
+        0, "a b c"), r"model\.merges\[0\] is \"a b c\", not \"left right\" or \[left, right\]"),
+]
+
+
+@pytest.mark.parametrize("mutation", [c[1] for c in JSON_CASES])
+def test_tokenizer_json_mutation_is_an_error_naming_the_file_and_entry(tmp_path, mutation):
+    folder, _, mutate, expected = next(c for c in JSON_CASES if c[1] == mutation)
+    with open(path(*folder.split("/"), "tokenizer.json"), encoding="utf-8") as f:
+        t = json.load(f)
+    mutate(t)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(t), encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "tokenizer.json")) + ": " + expected):
+        load_tokenizer(tmp_path)
+
+
+def test_minilm_config_pad_token_id_past_the_vocabulary_is_named(tmp_path):  # was nn.Embedding's AssertionError
+    for name in ("model.safetensors", "vocab.txt"):  # (a symlink out of the folder is refused)
+        shutil.copy(path("minilm", name), tmp_path / name)
+    with open(path("minilm", "config.json"), encoding="utf-8") as f:
+        config = json.load(f) | {"pad_token_id": 1 << 40}
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "config.json")) + r": pad_token_id = 1099511627776 "
+                       r"is not a row of the 30522-token embedding \(vocab_size\)"):
+        load_pretrained(tmp_path)
