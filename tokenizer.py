@@ -328,6 +328,8 @@ class BPETokenizer(Tokenizer):
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         ranks, strings = {bytes([b]): b for b in range(256)}, [bytes_to_unicode()[b] for b in range(256)]
         for left, right in merges:
+            if odd := [c for c in left + right if c not in byte_of]:  # (a KeyError naming a character, else)
+                raise ValueError(f"merge {left!r} {right!r} holds {odd[0]!r}, not one of byte-level BPE's characters")
             merged = bytes(byte_of[c] for c in left + right)
             if merged not in ranks:
                 ranks[merged] = len(strings)
@@ -922,8 +924,11 @@ def gguf_tokenizer(path):
             vocab.setdefault(t, i)                             # (DeepSeek's added "õ" is also a byte's token)
         digits, pattern, tok_form = GGUF_PRE[pre]
         marks = [meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")]
-        tok = BPETokenizer(vocab, [tuple(m.split(" ")) for m in need("merges")], digits, pattern=pattern, specials={
-            t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4) or i in marks}, only_specials=True)
+        try:
+            tok = BPETokenizer(vocab, [tuple(m.split(" ")) for m in need("merges")], digits, pattern=pattern, specials={
+                t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4) or i in marks}, only_specials=True)
+        except ValueError as e:                                # (a damaged vocabulary: which file)
+            raise ValueError(f"{path}: GGUF tokenizer.ggml.tokens / merges: {e}") from None
         # control and user-defined tokens, and BOS/EOS/... whatever their type (Aquila's <|endoftext|> is "normal";
         # llama.cpp and transformers match it too): matched whole in text
         tok.normal_form = tok_form

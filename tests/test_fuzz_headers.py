@@ -151,3 +151,21 @@ def test_minilm_config_pad_token_id_past_the_vocabulary_is_named(tmp_path):  # w
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "config.json")) + r": pad_token_id = 1099511627776 "
                        r"is not a row of the 30522-token embedding \(vocab_size\)"):
         load_pretrained(tmp_path)
+
+
+def swap(raw, old, new):
+    """raw with its one length-prefixed GGUF string `old` replaced by `new` (of as many bytes)."""
+    old, new = (struct.pack("<Q", len(s.encode())) + s.encode() for s in (old, new))
+    assert raw.count(old) == 1 and len(old) == len(new)
+    return raw.replace(old, new)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("Ġ t", "ȕ t", r"merge 'ȕ' 't' holds 'ȕ', not one of byte-level BPE's characters"),   # was KeyError: 'ȕ'
+    ("Ġt", "Ġq", r"tokens \['Ġt'\] are produced by merges but absent from the vocabulary")])  # named no file
+def test_a_damaged_gguf_byte_level_vocabulary_names_the_file(tmp_path, old, new, expected):
+    with open(path("llama.cpp", "ggml-vocab-gpt-2.gguf"), "rb") as f:
+        (tmp_path / "v.gguf").write_bytes(swap(f.read(), old, new))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "v.gguf")) + r": GGUF tokenizer\.ggml\.tokens / "
+                       "merges: " + expected):
+        load_tokenizer(tmp_path / "v.gguf")
