@@ -671,8 +671,9 @@ def tokenizer_json_shapes(t, path):
         if not isinstance(vocab, dict) or (odd := [(k, i) for k, i in vocab.items() if type(i) is not int or i < 0]):
             refuse("model.vocab" + (f"[{odd[0][0]!r}]" if isinstance(vocab, dict) else ""),
                    odd[0][1] if isinstance(vocab, dict) else vocab, "an id (an integer >= 0)")
-        merges = t["model"].get("merges")
-        for i, m in enumerate(merges if isinstance(merges, list) else [merges]):
+        if not isinstance(merges := t["model"].get("merges"), list):
+            refuse("model.merges", merges, "a list")
+        for i, m in enumerate(merges):
             if not (isinstance(m, str) and m.count(" ") == 1 or isinstance(m, list) and len(m) == 2 and all(
                     isinstance(x, str) for x in m)):
                 refuse(f"model.merges[{i}]", m, "\"left right\" or [left, right]")

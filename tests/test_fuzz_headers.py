@@ -126,6 +126,8 @@ JSON_CASES = [
      r"a post_processor step is \{\"type\": \"Foo\"\}, not one the tokenizers library writes"),
     ("mistral/json", "a BPE id a string (TypeError)", lambda t: t["model"]["vocab"].__setitem__("AY", "7"),
      r"model\.vocab\['AY'\] is \"7\", not an id \(an integer >= 0\)"),
+    ("mistral/json", "merges a string (unpacking ValueError)", lambda t: t["model"].__setitem__("merges", "a b"),
+     r"model\.merges is \"a b\", not a list"),
     ("mistral/json", "a merge of three pieces (unpacking ValueError)", lambda t: t["model"]["merges"].__setitem__(
         0, "a b c"), r"model\.merges\[0\] is \"a b c\", not \"left right\" or \[left, right\]"),
 ]
