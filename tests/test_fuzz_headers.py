@@ -87,7 +87,7 @@ CASES = [
         raw, r, "tokenizer.ggml.bos_token_id", part=2, value=U32(6)), r"tokenizer\.ggml\.bos_token_id = [\d.e-]+; a"),
     ("tokenizer", "token types read as float32 (SILENT: no control token)",
      lambda raw, r: patch(raw, r, "tokenizer.ggml.token_type", part=3, value=U32(6)),
-     r"GGUF metadata tokenizer\.ggml\.token_type holds [\d.e-]+, not a int"),
+     r"GGUF metadata tokenizer\.ggml\.token_type holds [\d.e-]+, not of type int"),
 ]
 
 
