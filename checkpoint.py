@@ -960,21 +960,31 @@ def read_gguf(path):
     (string: u64 length + UTF-8), a value type u32 and the value (an array: item type u32, count u64, items); each
     tensor a name, n_dims u32, dims u64 (innermost first: the torch shape reversed), type u32 and an offset u64 into
     the data, which starts at the first multiple of general.alignment (32) after the header."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        def read(fmt, n=1):
+        def room(n, least, what):  # a count the rest of the file cannot hold: named (not a MemoryError)
+            if what and n * least > size - f.tell():
+                raise ValueError(f"{path}: truncated GGUF header, or a corrupt one: {what} is {n}, more than the "
+                                 f"{size - f.tell()} bytes left at byte {f.tell()} hold")
+
+        def read(fmt, n=1, what=None):
+            room(n, struct.calcsize(fmt), what)
             raw = f.read(struct.calcsize(fmt) * n)
             if len(raw) < struct.calcsize(fmt) * n:
                 raise ValueError(f"{path}: truncated GGUF header")
             return struct.unpack(f"<{n}{fmt}", raw)
 
-        def string():
-            return f.read(read("Q")[0]).decode("utf-8", errors="surrogateescape")
+        def string(what="a string's length"):
+            (n,) = read("Q")
+            room(n, 1, what)
+            return f.read(n).decode("utf-8", errors="surrogateescape")
 
         def value(kind, key):
             if kind == 8:
-                return string()
-            if kind == 9:
+                return string(f"the length of metadata {key!r}")
+            if kind == 9:  # (an item takes >= 1 byte, a string or an array >= 8)
                 (item,), (n,) = read("I"), read("Q")
+                room(n, 8 if item in (8, 9) else struct.calcsize(GGUF_VALUES.get(item, "B")), f"array {key!r}'s length")
                 return list(read(GGUF_VALUES[item], n)) if item in GGUF_VALUES else [value(item, key) for _ in range(n)]
             if kind not in GGUF_VALUES:
                 raise ValueError(f"{path}: metadata {key!r} has unknown GGUF value type {kind}")
@@ -986,6 +996,8 @@ def read_gguf(path):
         (version,), (n_tensors, n_meta) = read("I"), read("Q", 2)
         if version not in (2, 3):
             raise ValueError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
+        room(n_meta, 12, "the metadata count")  # (an entry takes >= 12 bytes, a tensor >= 24)
+        room(n_tensors, 24, "the tensor count")
         def once(name, seen, what):  # a dict would keep the last of two silently; llama.cpp refuses the file
             if name in seen:
                 raise ValueError(f"{path}: {what} {name!r} appears twice in the GGUF header")
@@ -997,12 +1009,29 @@ def read_gguf(path):
             meta[key] = value(read("I")[0], key)
         for _ in range(n_tensors):
             name = once(string(), tensors, "tensor")
-            dims = read("Q", read("I")[0])
+            if (n_dims := read("I")[0]) > 4:                # ggml's GGML_MAX_DIMS
+                raise ValueError(f"{path}: tensor {name!r} has {n_dims} dimensions in the GGUF header (at most 4)")
+            dims = read("Q", n_dims)
             tensors[name] = (tuple(reversed(dims)), read("I")[0], read("Q")[0])
         align = meta.get("general.alignment", 32)
         if type(align) is not int or align < 1:
             raise ValueError(f"{path}: general.alignment = {align!r}; the GGUF format needs a positive integer")
         start = -(-f.tell() // align) * align
+    at = 0  # as llama.cpp's gguf.c: each tensor (in table order) starts where the one before ends, padded to align
+    for name, (shape, kind, offset) in tensors.items():
+        _, per_block, block_bytes = GGML_TYPES.get(kind, (None, 1, 0))
+        nbytes = math.prod(shape) // per_block * block_bytes
+        if kind not in GGML_TYPES or (shape[-1] if shape else 1) % per_block or start + offset + nbytes > size:
+            break                                              # (gguf_tensors names the type, the row, the cut)
+        if offset != at:
+            raise ValueError(f"{path}: tensor {name!r} has offset {offset} in the GGUF header, expected {at} (where "
+                             "the tensor before it ends): a damaged header (its offset, or the type or shape of a "
+                             "tensor before it)")
+        at += -(-nbytes // align) * align
+    else:
+        if tensors and size > start + at:
+            raise ValueError(f"{path}: {size - start - at} bytes after the last tensor that no tensor covers (a "
+                             "damaged header: the last tensor's type or shape)")
     return meta, {name: (shape, kind, start + offset) for name, (shape, kind, offset) in tensors.items()}
 
 
@@ -1158,8 +1187,8 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
         if f"{arch}.{key}" not in meta and default is None:
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} is missing")
         return meta.get(f"{arch}.{key}", default)
-    n_embd, n_head = need("embedding_length"), need("attention.head_count")
-    for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head)):
+    n_embd, n_head, n_layer = need("embedding_length"), need("attention.head_count"), need("block_count")
+    for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head), ("block_count", n_layer)):
         if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
     hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
@@ -1179,13 +1208,17 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
         scaling = dict(rope_type="linear", factor=need("rope.scaling.factor"))
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: tensor 'token_embd.weight' is missing")
-    config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=need("block_count"), n_embd=n_embd,
+    config = dict(vocab_size=tensors["token_embd.weight"][0][0], n_layer=n_layer, n_embd=n_embd,
                   n_head=n_head, n_kv_head=need("attention.head_count_kv", n_head), n_ffn=need("feed_forward_length"),
                   norm_eps=need("attention.layer_norm_rms_epsilon"), rope_theta=theta,
                   max_seq_len=need("context_length", 2048), tie_embeddings="output.weight" not in tensors,
                   bias=arch == "llama" and "blk.0.attn_q.bias" in tensors, qkv_bias=arch == "qwen2",
                   qk_norm=arch == "qwen3", head_dim=hd if hd != n_embd // n_head else None,
                   **dict(rope_scaling=scaling) if scaling else {})
+    blocks = {int(m[1]) for name in tensors if (m := re.match(r"blk\.(\d+)\.", name))}
+    if n_layer != len(blocks):                              # (4294967295 built that many layers: a hang)
+        raise ValueError(f"{path}: GGUF metadata {arch}.block_count = {n_layer}, but the tensors are of "
+                         f"{len(blocks)} blocks")
     pad, vocab = meta.get("tokenizer.ggml.padding_token_id"), config["vocab_size"]  # transformers' GGUF loader: its
     if type(pad) is int and 0 <= pad < vocab:                  # pad_token_id, embed_tokens' padding_idx (no gradient)
         config["padding_idx"] = pad

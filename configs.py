@@ -496,6 +496,9 @@ def check_config(config, source, raw=None):
         if getattr(config, a) % getattr(config, b):
             raise ValueError(f"{source}: {key_of(a)} = {getattr(config, a)} is not a multiple of "
                              f"{key_of(b)} = {getattr(config, b)}")
+    if isinstance(config, EncoderConfig) and config.pad_id >= config.vocab_size:  # (else nn.Embedding's assert)
+        raise ValueError(f"{source}: pad_token_id = {config.pad_id} is not a row of the {config.vocab_size}-token "
+                         "embedding (vocab_size)")
     if isinstance(config, LlamaConfig) and config.hd % 2:  # (else a size mismatch deep in the first forward)
         raise ValueError(f"{source}: a head of {config.hd} dimensions (hidden_size / num_attention_heads) must be even "
                          "(RoPE rotates pairs of dimensions)")

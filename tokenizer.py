@@ -328,6 +328,8 @@ class BPETokenizer(Tokenizer):
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         ranks, strings = {bytes([b]): b for b in range(256)}, [bytes_to_unicode()[b] for b in range(256)]
         for left, right in merges:
+            if odd := [c for c in left + right if c not in byte_of]:  # (a KeyError naming a character, else)
+                raise ValueError(f"merge {left!r} {right!r} holds {odd[0]!r}, not one of byte-level BPE's characters")
             merged = bytes(byte_of[c] for c in left + right)
             if merged not in ranks:
                 ranks[merged] = len(strings)
@@ -601,6 +603,7 @@ def tokenizer_json(path):
     t = read_json(path)
     if not isinstance(t, dict) or not isinstance(t.get("model"), dict):
         raise ValueError(f"{path}: no \"model\" object: not a tokenizer.json of the tokenizers library")
+    tokenizer_json_shapes(t, path)
     if t["model"].get("type") == "Unigram":
         return unigram_json(t, path)
     pre = t.get("pre_tokenizer") or {}
@@ -638,6 +641,42 @@ def tokenizer_json(path):
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
     return post_processor(tok, t)
+
+
+def tokenizer_json_shapes(t, path):
+    """Refuse, naming the entry, a tokenizer.json part of another JSON type than the tokenizers library writes (each
+    was a TypeError, an unpacking ValueError or AttributeError naming nothing, or an added token read silently)."""
+    def refuse(what, value, want):
+        raise ValueError(f"{path}: {what} is {json.dumps(value)[:80]}, not {want}")
+    for part in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
+        if not isinstance(t.get(part) or {}, dict):
+            refuse(part, t[part], "an object (or null)")
+    post = t.get("post_processor") or {}
+    for p in post.get("processors") or [] if post.get("type") == "Sequence" else [post] if post else []:
+        if not isinstance(p, dict) or p.get("type") not in ("TemplateProcessing", "ByteLevel", "RobertaProcessing",
+                                                            "BertProcessing"):  # (the tokenizers library's; else the
+            refuse("a post_processor step", p, "one the tokenizers library writes")  # BOS/EOS were silently lost)
+    if not isinstance(added := t.get("added_tokens") or [], list):
+        refuse("added_tokens", added, "a list")
+    for a in added:
+        if not (isinstance(a, dict) and isinstance(a.get("content"), str) and type(a.get("id")) is int and
+                a["id"] >= 0):
+            refuse("an added_tokens entry", a, "{\"id\": an integer >= 0, \"content\": a string, ...}")
+    vocab, kind = t["model"].get("vocab"), t["model"].get("type")
+    if kind == "Unigram":
+        for i, e in enumerate(vocab if isinstance(vocab, list) else [vocab]):
+            if not (isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and type(e[1]) in (int, float)):
+                refuse(f"model.vocab[{i}]", e, "a [piece, score] pair")
+    elif kind == "BPE":
+        if not isinstance(vocab, dict) or (odd := [(k, i) for k, i in vocab.items() if type(i) is not int or i < 0]):
+            refuse("model.vocab" + (f"[{odd[0][0]!r}]" if isinstance(vocab, dict) else ""),
+                   odd[0][1] if isinstance(vocab, dict) else vocab, "an id (an integer >= 0)")
+        if not isinstance(merges := t["model"].get("merges"), list):
+            refuse("model.merges", merges, "a list")
+        for i, m in enumerate(merges):
+            if not (isinstance(m, str) and m.count(" ") == 1 or isinstance(m, list) and len(m) == 2 and all(
+                    isinstance(x, str) for x in m)):
+                refuse(f"model.merges[{i}]", m, "\"left right\" or [left, right]")
 
 
 def post_processor(tok, t):
@@ -865,7 +904,14 @@ def gguf_tokenizer(path):
         if not isinstance(v := meta.get(f"tokenizer.ggml.{key}"), list):
             raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} is " + ("missing" if v is None else
                              f"a {type(v).__name__}, not a list") + f" (the {kind} tokenizer is built from it)")
+        item = dict(tokens=str, merges=str, token_type=int, scores=float)[key]  # (int token types read as floats
+        if odd := [x for x in v if type(x) is not item][:1]:                  # matched no control token: silent)
+            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} holds {odd[0]!r}, not of type {item.__name__}")
         return v
+    n = len(t) if isinstance(t := meta.get("tokenizer.ggml.tokens"), list) else None  # (else need names it)
+    for key in [k for k in meta if n is not None and re.fullmatch(r"tokenizer\.ggml\.\w+_token_id", k)]:
+        if type(meta[key]) is not int or not 0 <= meta[key] < n:  # (a bool, a float, an id past the vocabulary: taken)
+            raise ValueError(f"{path}: GGUF metadata {key} = {meta[key]!r}; a token id of its {n} tokens is needed")
     if kind == "gpt2":
         pre, tokens, types = meta.get("tokenizer.ggml.pre", "default"), need("tokens"), need("token_type")
         if pre not in GGUF_PRE:
@@ -879,8 +925,11 @@ def gguf_tokenizer(path):
             vocab.setdefault(t, i)                             # (DeepSeek's added "õ" is also a byte's token)
         digits, pattern, tok_form = GGUF_PRE[pre]
         marks = [meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")]
-        tok = BPETokenizer(vocab, [tuple(m.split(" ")) for m in need("merges")], digits, pattern=pattern, specials={
-            t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4) or i in marks}, only_specials=True)
+        try:
+            tok = BPETokenizer(vocab, [tuple(m.split(" ")) for m in need("merges")], digits, pattern=pattern, specials={
+                t: i for i, (t, k) in enumerate(zip(tokens, types)) if k in (3, 4) or i in marks}, only_specials=True)
+        except ValueError as e:                                # (a damaged vocabulary: which file)
+            raise ValueError(f"{path}: GGUF tokenizer.ggml.tokens / merges: {e}") from None
         # control and user-defined tokens, and BOS/EOS/... whatever their type (Aquila's <|endoftext|> is "normal";
         # llama.cpp and transformers match it too): matched whole in text
         tok.normal_form = tok_form
