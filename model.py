@@ -827,8 +827,8 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     elif os.path.exists(os.path.join(path, "config.json")):
         source = os.path.join(path, "config.json")
         hf = read_json(source)
-        if hf.get("model_type") not in MODELS:
-            raise NotImplementedError(f"{source}: model_type {hf.get('model_type')!r} is not supported "
+        if not isinstance(kind := hf.get("model_type"), str) or kind not in MODELS:  # (a list: "unhashable type")
+            raise NotImplementedError(f"{source}: model_type {kind!r} is not supported "
                                       f"({', '.join(MODELS)})")
         if hf.get("quantization_config"):  # GPTQ / AWQ / bitsandbytes tensors (qweight, scales, ...): not weights
             method = hf["quantization_config"].get("quant_method", "?") if isinstance(hf["quantization_config"], dict) \

@@ -122,13 +122,13 @@ def model_config(model, directory=None):
             c = read_json(path)                                    # (bad JSON, a list: named, as the load names them)
             if name == "params.json":
                 refuse_vision(c, path)                             # (named: not wrapped below)
-            elif c.get("model_type") in CONFIGS:                   # numbers that cannot describe a model, named as
-                check_config(CONFIGS[c["model_type"]], path, raw=c)  # load_pretrained does (not a ZeroDivisionError)
+            elif isinstance(kind := c.get("model_type"), str) and kind in CONFIGS:  # numbers that cannot describe
+                check_config(CONFIGS[kind], path, raw=c)         # a model, named as load_pretrained names them
             try:
                 if name == "params.json":
                     return LlamaConfig(**meta_config(
                         c, lambda: tokenizer.load_tokenizer(directory or model).vocab_size))
-                if c.get("model_type") not in CONFIGS:
+                if not isinstance(kind, str) or kind not in CONFIGS:   # (a list: "unhashable type")
                     raise UserError(f"{path}: model_type {c.get('model_type')!r} is not supported "
                                     f"({', '.join(CONFIGS)})")
                 return CONFIGS[c["model_type"]].from_hf(c)

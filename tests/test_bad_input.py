@@ -3096,6 +3096,11 @@ def _(ctx):
     train.main(flags((str(ctx.tmp / "meta"), ctx.tiny[1]), ctx.tmp / "o"))
 
 
+case("train.py: config.json whose model_type is a list (was TypeError: unhashable type, read for the memory plan)",
+     SystemExit, "config.json: model_type ['llama'] is not supported (llama, ")(
+    lambda ctx: train.main(flags((config_for_commands(ctx, model_type=["llama"]), ctx.tiny[1]), ctx.tmp / "o")))
+
+
 case("eval.py: config.json with hidden_size null (was TypeError inside from_hf)", SystemExit,
      "config.json: hidden_size = None must be an integer >= 1")(
     lambda ctx: E.main(["--task", "perplexity", "--model", config_for_commands(ctx, hidden_size=None), "--data",

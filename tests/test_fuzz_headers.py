@@ -155,6 +155,15 @@ def test_minilm_config_pad_token_id_past_the_vocabulary_is_named(tmp_path):  # w
         load_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("model_type", [["bert"], {"bert": 1}])
+def test_minilm_config_model_type_not_a_string_is_named(tmp_path, model_type):  # was "unhashable type: 'list'"
+    (tmp_path / "config.json").write_text(json.dumps(json.load(open(path("minilm", "config.json"))) | {
+        "model_type": model_type}), encoding="utf-8")
+    with pytest.raises(NotImplementedError, match=re.escape(f"{tmp_path / 'config.json'}: model_type {model_type!r} "
+                                                            "is not supported (")):
+        load_pretrained(tmp_path)
+
+
 def swap(raw, old, new):
     """raw with its one length-prefixed GGUF string `old` replaced by `new` (of as many bytes)."""
     old, new = (struct.pack("<Q", len(s.encode())) + s.encode() for s in (old, new))
