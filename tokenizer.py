@@ -906,7 +906,8 @@ def gguf_tokenizer(path):
                              f"a {type(v).__name__}, not a list") + f" (the {kind} tokenizer is built from it)")
         item = dict(tokens=str, merges=str, token_type=int, scores=float)[key]  # (int token types read as floats
         if odd := [x for x in v if type(x) is not item][:1]:                  # matched no control token: silent)
-            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} holds {odd[0]!r}, not of type {item.__name__}")
+            raise ValueError(f"{path}: GGUF metadata tokenizer.ggml.{key} holds {odd[0]!r}, not of type "
+                             f"{item.__name__}")
         return v
     n = len(t) if isinstance(t := meta.get("tokenizer.ggml.tokens"), list) else None  # (else need names it)
     for key in [k for k in meta if n is not None and re.fullmatch(r"tokenizer\.ggml\.\w+_token_id", k)]:
