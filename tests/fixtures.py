@@ -1,9 +1,10 @@
 """What several test files build the same way: random weights for a reference model, the tiny Llama that train.py
-runs on (and its command line), a fault injected into its training loss, and tokenizers trained here with a checkpoint
-family's special ids."""
+runs on (and its command line), a fault injected into its training loss, tokenizers trained here with a checkpoint
+family's special ids, and the one-row-a-case tables of tests/test_bad_input.py and tests/test_api_wild.py."""
 import io
 import json
 import os
+from collections import namedtuple
 
 import pytest
 import sentencepiece as spm
@@ -16,6 +17,21 @@ from model import LlamaConfig, build_model, save_pretrained
 
 # The devices tests parametrized over: CUDA cases exist only where a GPU is (bench/gpu_check.py runs them), never skipped
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+Case = namedtuple("Case", "name build expect fragment")
+
+
+def table():
+    """A table of cases: (its rows, `case(name, expect, fragment)`, the decorator that registers a builder as a row)."""
+    rows = []
+
+    def case(name, expect, fragment=""):
+        def add(build):
+            rows.append(Case(name, build, expect, fragment))
+            return build
+        return add
+    return rows, case
 
 
 def random_params(m, seed):

@@ -3,7 +3,6 @@ Each row builds its input and names what must happen: an exception type and a fr
 argument, and what to give instead), or `None`: the row checks the right result itself (a silent wrong result, now
 right). The oracles: PyTorch's conventions (nn.Linear, Tensor.grad), scikit-learn's and SciPy's for the metrics,
 SQuAD's evaluate-v1.1.py; docs/robustness.md ("The Python API") lists what these rows hold."""
-from collections import namedtuple
 
 import pytest
 import torch
@@ -12,17 +11,9 @@ import torch.nn as nn
 from lorasp import LoRASPLinear, apply_lorasp, merge_lorasp
 from metrics import accuracy, f1, matthews_corrcoef, pearson, spearman, squad_scores
 from quant import NF4Linear, quantize_nf4
+from fixtures import table
 
-Case = namedtuple("Case", "name build expect fragment")
-CASES = []
-
-
-def case(name, expect, fragment=""):
-    """Register the decorated builder as a row of the table."""
-    def add(build):
-        CASES.append(Case(name, build, expect, fragment))
-        return build
-    return add
+CASES, case = table()
 
 
 def layer(**kw):

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections import namedtuple
 from types import SimpleNamespace
 
 import pytest
@@ -36,21 +35,12 @@ import tokenizer
 import train
 from checkpoint import load_safetensors, save_safetensors
 from fake_hub import serve
-from fixtures import fault_at_loss_call, flags, t5_sentencepiece, tiny  # noqa: F401  (tiny: a fixture)
+from fixtures import fault_at_loss_call, flags, t5_sentencepiece, table, tiny  # noqa: F401  (tiny: a fixture)
 from lorasp import EXTRAS_FILE, LoRASPLinear, adapter_base, apply_lorasp, load_adapter, save_adapter
 from model import EncoderConfig, GPT2Config, LlamaConfig, T5Config, build_model, load_pretrained, save_pretrained
 from quant import NF4Tensor, quantize_nf4
 
-Case = namedtuple("Case", "name build expect fragment")
-CASES = []
-
-
-def case(name, expect, fragment=""):
-    """Register the decorated builder as a row of the table."""
-    def add(build):
-        CASES.append(Case(name, build, expect, fragment))
-        return build
-    return add
+CASES, case = table()
 
 
 class Killed(BaseException):
