@@ -20,8 +20,8 @@
   tensor. `save_pretrained` writes the HF layout back.
 - The configs (one dataclass per architecture), their presets and config.json read as transformers reads it:
   configs.py. Generation (KV cache, greedy, temperature, top-p; T5's beam search; `python generate.py`): generate.py.
-  The files (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py. Names
-  that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
+  The files (safetensors by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py; GGUF: ggufread.py.
+  Names that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one per
   block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti
   et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the machinery (recipes,
