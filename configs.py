@@ -13,8 +13,8 @@
 - What a config allows: positions (the longest sequence where positions are learned), check_window (a sliding window
   lorasp does not implement), config_dtype (the dtype config.json asks to compute in).
 
-Leaves out: Meta's params.json and GGUF metadata (checkpoint.py reads them into LlamaConfig's fields), tokenizer
-configs (tokenizer.py), generation_config.json.
+Leaves out: Meta's params.json and GGUF metadata (checkpoint.py and ggufread.py read them into LlamaConfig's
+fields), tokenizer configs (tokenizer.py), generation_config.json.
 
 Run `python configs.py` to list the presets, each read back from the config.json it writes.
 """

@@ -38,7 +38,8 @@ import zipfile
 
 import torch.distributed as dist
 
-from checkpoint import atomic_write, gguf_file, hf_files, is_meta, locked
+from checkpoint import atomic_write, hf_files, is_meta, locked
+from ggufread import gguf_file
 
 
 class UserError(Exception):

@@ -43,11 +43,12 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import (DISK_FULL, atomic_write, gguf_file, is_meta, one_writer, read_json, release,
+from checkpoint import (DISK_FULL, atomic_write, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import repeated, run_folder, unexpanded, unwritable
 from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
+from ggufread import gguf_file
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
 from quant import NF4Linear
 from tokenizer import (BPETokenizer, config_token_ids, hf_tokenizer, llama_tokenizer_config, load_tokenizer,

@@ -20,8 +20,8 @@
   tensor. `save_pretrained` writes the HF layout back.
 - The configs (one dataclass per architecture), their presets and config.json read as transformers reads it:
   configs.py. Generation (KV cache, greedy, temperature, top-p; T5's beam search; `python generate.py`): generate.py.
-  The files (safetensors and GGUF by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py. Names
-  that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
+  The files (safetensors by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py; GGUF: ggufread.py.
+  Names that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
 - Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one per
   block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti
   et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the machinery (recipes,
@@ -44,14 +44,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import (MetaInit, fill, gguf_checkpoint, gguf_file, hf_files, is_meta, meta_checkpoint, read_json,
-                        read_tensors, write_checkpoint)
+from checkpoint import MetaInit, fill, hf_files, is_meta, meta_checkpoint, read_json, read_tensors, write_checkpoint
 from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
 from data import bucket_length
 from fused import project
 from generate import beam_search, generate, main as generate_main, sample  # noqa: F401  (model.generate etc.: moved)
+from ggufread import gguf_checkpoint, gguf_file
 from quant_torch import kept_buffer
 from recompute import (Recipe, Recompute, block_mode, cheap, recompute, run_block, selective,  # noqa: F401
                        tail)  # (likewise: model.selective, model.cheap, ... as before the move; tests use them)

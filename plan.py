@@ -56,8 +56,8 @@ import data
 from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import (gguf_checkpoint, gguf_file, is_meta, meta_config, read_json, refuse_vision,
-                        resident as resident_bytes)
+from checkpoint import is_meta, meta_config, read_json, refuse_vision, resident as resident_bytes
+from ggufread import gguf_checkpoint, gguf_file
 import quant_torch
 import recompute
 import tokenizer

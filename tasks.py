@@ -47,7 +47,8 @@ from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad
                   generate_answers)
 from lorasp import DRAWN, LINEAR_TYPES, UNITS, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import atomic_write, gguf_file, read_json, replace_dir
+from checkpoint import atomic_write, read_json, replace_dir
+from ggufread import gguf_file
 from export import gpt2_tokenizer, pad_row_needed
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
 

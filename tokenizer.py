@@ -64,8 +64,9 @@ import regex  # tiktoken's own dependency: GPT-2's \p{L} classes, which re lacks
 import sentencepiece
 import tiktoken
 
-from checkpoint import atomic_write, gguf_file, read_gguf, read_json
+from checkpoint import atomic_write, read_json
 from download import SMALL_FILES, UserError
+from ggufread import gguf_file, read_gguf
 
 # the files a checkpoint folder's tokenizer is read from (added_tokens.json: transformers' tokens added to a
 # sentencepiece vocabulary, a pad token say; encoder.json + vocab.bpe: GPT-2's own names for vocab.json + merges.txt;

@@ -16,7 +16,7 @@ import tiktoken
 import torch
 import transformers
 
-import checkpoint as C
+import ggufread as G
 import data
 import model as M
 import tokenizer
@@ -124,7 +124,7 @@ def test_a_gguf_byte_level_bpe_is_read_by_transformers_to_lorasps_ids_with_its_m
 def tiny_gguf(directory, vocab):
     """A tiny random Llama as llama.cpp writes one (q/k rows permuted), with the tokenizer metadata of llama.cpp's
     vocabulary GGUF ggml-vocab-VOCAB.gguf."""
-    meta = {k: v for k, v in C.read_gguf(path("llama.cpp", f"ggml-vocab-{vocab}.gguf"))[0].items()
+    meta = {k: v for k, v in G.read_gguf(path("llama.cpp", f"ggml-vocab-{vocab}.gguf"))[0].items()
             if k.startswith("tokenizer.")}
     c = transformers.LlamaConfig(vocab_size=len(meta["tokenizer.ggml.tokens"]), hidden_size=16, intermediate_size=32,
                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

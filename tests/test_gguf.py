@@ -19,6 +19,7 @@ from gguf.quants import dequantize, quantize
 
 from fixtures import flags, random_params, tiny  # noqa: F401  (tiny: a fixture)
 import checkpoint as C
+import ggufread as G
 import train
 import model as M
 from data import perplexity_docs
@@ -29,7 +30,7 @@ TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
 BLOCKS = {Q.Q4_0: (18, [0], 8), Q.Q4_1: (20, [0, 2], 15), Q.Q5_0: (22, [0], 16), Q.Q5_1: (24, [0, 2], 31),
           Q.Q8_0: (34, [0], 127), Q.Q2_K: (84, [80, 82], 45), Q.Q3_K: (110, [108], 128), Q.Q4_K: (144, [0, 2], 945),
           Q.Q5_K: (176, [0, 2], 1953), Q.Q6_K: (210, [208], 4064)}
-HF_NAMES = {hf: gg for gg, hf in C.GGUF_NAMES.items()}
+HF_NAMES = {hf: gg for gg, hf in G.GGUF_NAMES.items()}
 Q_SIZES = {kind: size for kind, (size, _) in GGML_QUANT_SIZES.items()}  # values per block, as gguf-py has them
 
 
@@ -61,8 +62,8 @@ def write(path, tensors, meta, arch="llama", **kw):
 def test_blocks_dequantize_as_gguf_does(tmp_path, kind):
     x = (np.random.default_rng(0).standard_normal((6, 128)) * [[0.01], [1], [30], [0], [-2], [5]]).astype(np.float32)
     path = write(tmp_path / "t.gguf", {"w": (x, kind), "v": (x[0] + 1, Q.F32)}, {})
-    meta, tensors = C.read_gguf(path)
-    (name, ours), ref = next(C.gguf_tensors(path, {"w": tensors["w"]})), GGUFReader(path).tensors
+    meta, tensors = G.read_gguf(path)
+    (name, ours), ref = next(G.gguf_tensors(path, {"w": tensors["w"]})), GGUFReader(path).tensors
     ref_w = next(t for t in ref if t.name == "w")
     assert name == "w" and tensors["w"][:2] == ((6, 128), kind.value) and tensors["w"][2] == ref_w.data_offset
     assert torch.equal(ours, torch.from_numpy(dequantize(ref_w.data, kind).reshape(6, 128).astype(np.float32)))
@@ -91,7 +92,7 @@ def test_random_blocks_dequantize_as_gguf_does(kind):
     want = torch.from_numpy(dequantize(raw, kind).astype(np.float32))
     assert want.shape == (40, 1024) and want.isfinite().all() and want.abs().max() > 0.1
     for chunk in (1 << 18, 768):
-        assert torch.equal(C.dequantize_ggml(torch.from_numpy(raw.reshape(-1)), kind.value, (40, 1024), chunk), want)
+        assert torch.equal(G.dequantize_ggml(torch.from_numpy(raw.reshape(-1)), kind.value, (40, 1024), chunk), want)
 
 
 @pytest.mark.parametrize("kind", BLOCKS, ids=lambda k: k.name)
@@ -103,7 +104,7 @@ def test_a_file_spanning_chunks_and_a_vector_read_as_gguf_does(tmp_path, kind):
     shapes = {"m": (800, 768), "v": (2 * size,), "t": (2, 3, 2 * size)}
     blocks = {k: random_blocks(kind, (math.prod(s[:-1]), s[-1]), rng).reshape(*s[:-1], -1) for k, s in shapes.items()}
     path = write(tmp_path / "c.gguf", {k: (b, kind) for k, b in blocks.items()}, {})
-    ours = dict(C.gguf_tensors(path, C.read_gguf(path)[1]))
+    ours = dict(G.gguf_tensors(path, G.read_gguf(path)[1]))
     for name, shape in shapes.items():
         want = torch.from_numpy(dequantize(blocks[name], kind).astype(np.float32))
         assert ours[name].shape == want.shape == shape and torch.equal(ours[name], want), name
@@ -112,20 +113,20 @@ def test_a_file_spanning_chunks_and_a_vector_read_as_gguf_does(tmp_path, kind):
 def test_type_names_as_gguf_py_has_them():
     """GGML_TYPES (read) and GGML_OTHERS (named in the refusal) name each type id as gguf-py does, each id once; a
     name dequantize_blocks has no code for is refused, not read as Q2_K (which it fell through to)."""
-    assert not set(C.GGML_TYPES) & set(C.GGML_OTHERS)
-    for kind, name in [(k, v[0]) for k, v in C.GGML_TYPES.items()] + list(C.GGML_OTHERS.items()):
+    assert not set(G.GGML_TYPES) & set(G.GGML_OTHERS)
+    for kind, name in [(k, v[0]) for k, v in G.GGML_TYPES.items()] + list(G.GGML_OTHERS.items()):
         assert Q(kind).name == name
-    for kind, (name, per_block, block_bytes) in C.GGML_TYPES.items():
+    for kind, (name, per_block, block_bytes) in G.GGML_TYPES.items():
         assert GGML_QUANT_SIZES[Q(kind)] == (per_block, block_bytes), name
     with pytest.raises(NotImplementedError, match="ggml type Q8_K has no dequantize_blocks code"):
-        C.dequantize_blocks("Q8_K", torch.zeros(1, 292, dtype=torch.uint8))
+        G.dequantize_blocks("Q8_K", torch.zeros(1, 292, dtype=torch.uint8))
 
 
 def test_metadata_as_gguf_reads_it(tmp_path):
     meta = {"a.u32": 7, "a.f32": 0.1, "a.bool": True, "a.str": "héllo ▁ 🙂", "a.strs": ["x", "", "Ġt he"],
             "a.ints": [3, 1, 4, 1, 5], "a.floats": [0.5, -2.25]}
     path = write(tmp_path / "m.gguf", {"w": (np.ones((2, 32), np.float32), Q.F32)}, meta)
-    ours, ref = C.read_gguf(path)[0], GGUFReader(path).fields
+    ours, ref = G.read_gguf(path)[0], GGUFReader(path).fields
     assert set(ours) == {k for k in ref if not k.startswith("GGUF.")} and ours["general.architecture"] == "llama"
     for key, value in ours.items():
         assert value == pytest.approx(ref[key].contents()) and type(value) is type(ref[key].contents()), key
@@ -196,8 +197,8 @@ def test_nf4_of_a_gguf_quantizes_the_files_values_whatever_the_compute_dtype(tmp
                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     write(tmp_path / "t.gguf", llama_cpp_layout(random_params(transformers.LlamaForCausalLM(c), 0).state_dict(), c),
           llama_meta(c))
-    fp32 = {n: t for _, n, t in C.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.float32)[1]}
-    bf16 = {n: t for _, n, t in C.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.bfloat16, "nf4")[1]}
+    fp32 = {n: t for _, n, t in G.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.float32)[1]}
+    bf16 = {n: t for _, n, t in G.gguf_checkpoint(str(tmp_path / "t.gguf"), torch.bfloat16, "nf4")[1]}
     linears = [n for n in fp32 if re.search(r"layers\.\d+\..*_proj\.weight", n)]
     assert len(linears) == 14 and fp32.keys() == bf16.keys()
     for n, t in bf16.items():
@@ -306,7 +307,7 @@ def test_k_quant_llama_matches_transformers_on_gguf_dequantized_weights(tmp_path
     assert set(kinds.values()) == set(mix) and state["lm_head.weight"].shape == (256, 256)
     ref.load_state_dict(state)
     path = write(tmp_path / "kq.gguf", llama_cpp_layout(state | raw, c, kinds=kinds), llama_meta(c))
-    assert {C.GGML_TYPES[kind][0] for _, kind, _ in C.read_gguf(path)[1].values()} == {k.name for k in mix} | {"F32"}
+    assert {G.GGML_TYPES[kind][0] for _, kind, _ in G.read_gguf(path)[1].values()} == {k.name for k in mix} | {"F32"}
     ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, want = M.load_pretrained(path)(ids), ref(ids).logits
@@ -347,7 +348,7 @@ def test_errors_name_the_file_and_tensor(tmp_path):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     with pytest.raises(NotImplementedError, match=r"k\.gguf: tensor 'token_embd\.weight' has ggml type 23 \(IQ4_XS\); "
                        r"supported: F32, .*Q6_K \(the i-quants IQ\* are not read: take the model's Q4_K_M, Q8_0 or F16"):
-        list(C.gguf_tensors(tmp_path / "k.gguf", C.read_gguf(tmp_path / "k.gguf")[1]))
+        list(G.gguf_tensors(tmp_path / "k.gguf", G.read_gguf(tmp_path / "k.gguf")[1]))
     meta = {k: v for k, v in llama_meta(c).items() if "feed_forward" not in k}
     with pytest.raises(ValueError, match=r"m\.gguf: GGUF metadata llama\.feed_forward_length is missing"):
         M.load_pretrained(write(tmp_path / "m.gguf", {"token_embd.weight": (x, Q.F32)}, meta))
@@ -359,19 +360,19 @@ def test_errors_name_the_file_and_tensor(tmp_path):
         with pytest.raises(ValueError, match=rf"h\.gguf: GGUF metadata {key} = {re.escape(repr(v))}; a Llama needs"):
             M.load_pretrained(write(tmp_path / "h.gguf", {"token_embd.weight": (x, Q.F32)}, llama_meta(c) | {key: v}))
     with pytest.raises(ValueError, match=r"a\.gguf: general\.alignment = 0; the GGUF format needs a positive"):
-        C.read_gguf(write(tmp_path / "a.gguf", {"w": (x, Q.F32)}, {"general.alignment": 0}))
+        G.read_gguf(write(tmp_path / "a.gguf", {"w": (x, Q.F32)}, {"general.alignment": 0}))
     (tmp_path / "h.gguf").unlink(), (tmp_path / "a.gguf").unlink()         # the folder's .gguf count is checked below
     data = path.read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[:len(data) - 100])
     with pytest.raises(ValueError, match=r"cut\.gguf: truncated: tensor 'blk\.0\.extra\.weight' \(F32, shape "
                                          r"\(4, 64\)\) ends at byte \d+, the file has \d+ bytes"):
-        list(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
+        list(G.gguf_tensors(tmp_path / "cut.gguf", G.read_gguf(tmp_path / "cut.gguf")[1]))
     (tmp_path / "head.gguf").write_bytes(data[:200])
     with pytest.raises(ValueError, match=r"head\.gguf: truncated GGUF header"):
-        C.read_gguf(tmp_path / "head.gguf")
+        G.read_gguf(tmp_path / "head.gguf")
     (tmp_path / "ggml.bin").write_bytes(b"GGML" + data[4:])
     with pytest.raises(ValueError, match=r"ggml\.bin: not a GGUF file"):
-        C.read_gguf(tmp_path / "ggml.bin")
+        G.read_gguf(tmp_path / "ggml.bin")
     with pytest.raises(ValueError, match=r"\d \.gguf files \(cut\.gguf, e\.gguf, g\.gguf"):
         M.load_pretrained(tmp_path)
 
@@ -383,25 +384,25 @@ def test_a_cut_k_quant_tensor_or_a_row_of_part_blocks_is_an_error_naming_it(tmp_
     w = random_blocks(Q.Q4_K, (4, 512), np.random.default_rng(0))
     path = write(tmp_path / "k.gguf", {"a": (np.ones((2, 32), np.float32), Q.F32), "w": (w, Q.Q4_K)}, {})
     data = path.read_bytes()
-    assert next(C.gguf_tensors(path, {"w": C.read_gguf(path)[1]["w"]}))[1].shape == (4, 512)
+    assert next(G.gguf_tensors(path, {"w": G.read_gguf(path)[1]["w"]}))[1].shape == (4, 512)
     (tmp_path / "cut.gguf").write_bytes(data[:-100])
     with pytest.raises(ValueError, match=rf"cut\.gguf: truncated: tensor 'w' \(Q4_K, shape \(4, 512\)\) ends at byte "
                                          rf"{len(data)}, the file has {len(data) - 100} bytes; download or convert"):
-        next(C.gguf_tensors(tmp_path / "cut.gguf", C.read_gguf(tmp_path / "cut.gguf")[1]))
+        next(G.gguf_tensors(tmp_path / "cut.gguf", G.read_gguf(tmp_path / "cut.gguf")[1]))
     dims = b"w" + struct.pack("<IQQ", 2, 512, 4)
     assert data.count(dims) == 1
     for new, shape in [((384, 4), (4, 384)), ((384, 2), (2, 384)), ((128, 6), (6, 128))]:  # 6, 3, 3 blocks in all
         (tmp_path / "row.gguf").write_bytes(data.replace(dims, b"w" + struct.pack("<IQQ", 2, *new)))
         with pytest.raises(ValueError, match=rf"row\.gguf: tensor 'w' of shape {re.escape(str(shape))} is not a whole "
                                              rf"number of Q4_K blocks \({new[0]} values per row, 256 per block\)"):
-            list(C.gguf_tensors(tmp_path / "row.gguf", C.read_gguf(tmp_path / "row.gguf")[1]))
+            list(G.gguf_tensors(tmp_path / "row.gguf", G.read_gguf(tmp_path / "row.gguf")[1]))
     for kind in (Q.Q4_0, Q.Q5_0, Q.Q8_0):                                     # blocks of 32: rows of 48, 3 blocks in all
         path = write(tmp_path / "r32.gguf", {"w": (random_blocks(kind, (4, 64), np.random.default_rng(0)), kind)}, {})
         path.write_bytes(path.read_bytes().replace(dims[:1] + struct.pack("<IQQ", 2, 64, 4),
                                                    dims[:1] + struct.pack("<IQQ", 2, 48, 2)))
         with pytest.raises(ValueError, match=rf"r32\.gguf: tensor 'w' of shape \(2, 48\) is not a whole number of "
                                              rf"{kind.name} blocks \(48 values per row, 32 per block\)"):
-            list(C.gguf_tensors(path, C.read_gguf(path)[1]))
+            list(G.gguf_tensors(path, G.read_gguf(path)[1]))
 
 
 def test_a_tensor_past_the_end_or_of_an_unknown_type_is_an_error_naming_it(tmp_path):
@@ -424,7 +425,7 @@ def test_a_tensor_past_the_end_or_of_an_unknown_type_is_an_error_naming_it(tmp_p
             ("tq", data[:at] + struct.pack("<I", 34) + data[at + 4:], r"tensor 'w' has ggml type 34 \(TQ1_0\)")]:
         (tmp_path / f"{label}.gguf").write_bytes(new)
         with pytest.raises((ValueError, NotImplementedError), match=rf"{label}\.gguf: {error}"):
-            next(C.gguf_tensors(tmp_path / f"{label}.gguf", C.read_gguf(tmp_path / f"{label}.gguf")[1]))
+            next(G.gguf_tensors(tmp_path / f"{label}.gguf", G.read_gguf(tmp_path / f"{label}.gguf")[1]))
 
 
 def test_a_tokenizer_key_missing_is_an_error_naming_the_file_and_key(tmp_path):
@@ -457,7 +458,7 @@ def test_a_name_twice_in_the_header_is_refused_as_gguf_refuses_it(tmp_path):
         with pytest.raises((ValueError, KeyError), match="[Dd]uplicate"):
             GGUFReader(path)
         with pytest.raises(ValueError, match=rf"d\.gguf: {what} appears twice in the GGUF header"):
-            C.read_gguf(path)
+            G.read_gguf(path)
 
 
 def test_gguf_add_eos_token_ends_a_scored_document(tmp_path, capsys):
@@ -541,15 +542,15 @@ def test_a_k_quant_block_with_an_inf_scale_is_refused_naming_the_tensor(tmp_path
             M.load_pretrained(path, quantize=quantize)
 
 
-PEAK = """import sys, torch, torch.nn as nn, checkpoint as C
+PEAK = """import sys, torch, torch.nn as nn, checkpoint as C, ggufread as G
 path, dtype = sys.argv[1], getattr(torch, sys.argv[2])
-meta, tensors = C.read_gguf(path)
+meta, tensors = G.read_gguf(path)
 with torch.device("meta"):
     model = nn.ModuleDict({"up": nn.Linear(11008, 4096, bias=False)})
 C.trim_heap()
 open("/proc/self/clear_refs", "w").write("5")               # VmHWM := VmRSS now
 base = C.resident()
-C.fill(model, ((path, "up.weight", t) for _, t in C.gguf_tensors(path, tensors, dtype)), dtype)
+C.fill(model, ((path, "up.weight", t) for _, t in G.gguf_tensors(path, tensors, dtype)), dtype)
 t = model.up.weight
 print(C.resident("VmHWM") - base, t.nbytes, t.sum(dtype=torch.float64).item())"""
 

@@ -13,7 +13,7 @@ import torch
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-import checkpoint as C
+import ggufread as G
 import model as M
 from make_llamacpp_fixture import fingerprint, tiny_llama, write_f32
 
@@ -49,14 +49,14 @@ def q8_K_round(x):
 
 @pytest.mark.parametrize("name", TYPES)
 def test_the_files_hold_llama_cpps_k_quants(name):
-    _, tensors = C.read_gguf(DATA / f"tiny-{name}.gguf")
-    assert Counter(C.GGML_TYPES[kind][0] for _, kind, _ in tensors.values()) == TYPES[name]
+    _, tensors = G.read_gguf(DATA / f"tiny-{name}.gguf")
+    assert Counter(G.GGML_TYPES[kind][0] for _, kind, _ in tensors.values()) == TYPES[name]
 
 
 @pytest.mark.parametrize("name", TYPES)
 def test_every_tensor_reads_as_gguf_py_dequantizes_it(name):
     path = DATA / f"tiny-{name}.gguf"
-    ours = dict(C.gguf_tensors(path, C.read_gguf(path)[1]))
+    ours = dict(G.gguf_tensors(path, G.read_gguf(path)[1]))
     for t in GGUFReader(path).tensors:
         want = torch.from_numpy(dequantize(t.data, t.tensor_type).astype(np.float32)).view(ours[t.name].shape)
         assert torch.equal(ours[t.name], want), t.name
@@ -94,9 +94,9 @@ def test_a_stream_in_bfloat16_is_the_float32_one_rounded():
     """gguf_checkpoint(path, dtype): bfloat16 (and float64) written chunk by chunk equal the float32 tensors cast after
     (a bf16 load held both); float16 and None stay float32, for fill's cast to refuse values beyond float16's range."""
     path = DATA / "tiny-Q4_K_M.gguf"
-    f32 = {name: t for _, name, t in C.gguf_checkpoint(path)[1]}
+    f32 = {name: t for _, name, t in G.gguf_checkpoint(path)[1]}
     assert {t.dtype for t in f32.values()} == {torch.float32} and len(f32) == 21
     for dtype, want in [(torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64),
                         (torch.float16, torch.float32), (torch.float32, torch.float32)]:
-        for _, name, t in C.gguf_checkpoint(path, dtype)[1]:
+        for _, name, t in G.gguf_checkpoint(path, dtype)[1]:
             assert t.dtype == want and torch.equal(t, f32[name].to(want)), (dtype, name)
