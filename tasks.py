@@ -73,6 +73,7 @@ def checked_config(args):
     check_model(args.model, train=True)
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
+    plan.check_layers_held(config, directory)                  # before the plan builds the model on the meta device
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
         raise UserError(f"--data {args.data}: " + ("a directory" if os.path.isdir(args.data) else "no such file") +
                         ". --data takes alpaca (fetched once), a .json/.jsonl of "
