@@ -272,7 +272,7 @@ def save_result(run):
     """OUT/adapter (or OUT/model) and OUT/heldout.jsonl, the records no step trained on, together: eval.py scores the
     one on the other (save_heldout at load would pair an earlier run's result with this run's split)."""
     with heldout_aside(run.args.out, run.held):                # a kill between the two: no other run's records
-        save_weights(run.model, weights_dir(run.args), run.args, run.source)
+        save_weights(run.model, weights_dir(run.args), run.args, run.source, run.tok)
     save_heldout(run.args, run.held)
 
 
@@ -282,7 +282,7 @@ def save_if_due(run):
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
-                        run.losses, run.evals, run_tokens(run)) if run.rank == 0 else None
+                        run.losses, run.evals, run_tokens(run), run.tok) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
