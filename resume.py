@@ -498,9 +498,9 @@ def kept_out(args, state):
     return held_by(state) is not None
 
 
-def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
-    state = read_state(checkpoint)
+def restore(checkpoint, args, opt, state):
+    """Optimizer, RNG states and step from a checkpoint of the same settings, state its state.json (read_state's);
+    returns that state, its step an int."""
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     args.epochs_rule = state.get("epochs_rule", "ceil")        # saved before --epochs' product was rounded: kept
