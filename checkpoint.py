@@ -209,8 +209,13 @@ def _link(src, dst):
 
 
 def fsync_dir(path):
-    """fsync the folder holding `path`: a rename (or a new file) in it survives a power cut."""
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    """fsync the folder holding `path`: a rename (or a new file) in it survives a power cut. Where a folder cannot be
+    opened (Windows: PermissionError) there is none to sync: skipped, as python-atomicwrites syncs folders on POSIX
+    only (the file itself was synced before its rename)."""
+    try:
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except PermissionError:
+        return
     try:
         os.fsync(dir_fd)  # make a rename in it durable
     finally:
