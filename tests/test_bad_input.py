@@ -4075,6 +4075,16 @@ for k, value in (("B", math.nan), ("A", math.inf)):
         lambda ctx, k=k, value=value: poisoned_merge(ctx, k, value))
 
 
+@case("merge_lorasp: a model on the meta device (was torch's 'Tensor.item() cannot be called on meta tensors')",
+      ValueError, "merge_lorasp: 2 layers on the meta device (shapes, no values: model.layers.0.self_attn.q_proj, "
+      "model.layers.1.self_attn.q_proj): load the weights first")
+def _(ctx):
+    from lorasp import merge_lorasp
+    with torch.device("meta"):
+        model = build_model(LlamaConfig(n_layer=2))
+    merge_lorasp(apply_lorasp(model, ["q_proj"], r=4))
+
+
 # ----------------------------------------------------------------------------------------------------
 # The table
 
