@@ -630,6 +630,18 @@ def dense_pair(A, B, shape_A, shape_B):
     return A, B
 
 
+def mergeable(layers, where):
+    """layers ({name: LoRASPLinear}), refused where any is on the meta device (shapes, no values: torch's "Tensor.item()
+    cannot be called on meta tensors" before) or holds NaN or Inf in A or B, naming them, before any layer merges."""
+    if meta := [n for n, m in layers.items() if any(t.is_meta for t in itertools.chain(m.parameters(), m.buffers()))]:
+        raise ValueError(f"{where}: {len(meta)} layer{'s' * (len(meta) > 1)} on the meta device (shapes, no values: "
+                         f"{', '.join(meta[:3])}{' ...' * (len(meta) > 3)}): load the weights first "
+                         "(load_pretrained, or load_state_dict(state, assign=True))")
+    if bad := [n for n, m in layers.items() if not (m.lora_A.isfinite().all() and m.lora_B.isfinite().all())]:
+        raise ValueError(f"{where}: {', '.join(bad)}: lora_A or lora_B holds NaN or Inf; nothing was merged")
+    return layers
+
+
 def float_dtype(dtype, where):
     """dtype, if it is None or a floating-point torch dtype (an integer one made every |w| < 1 a 0)."""
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -8,8 +8,9 @@
   file since; `one_writer` (export.py's --out), train.py's --out, the cache's downloads).
 - Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
   no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
-  memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `write_checkpoint` writes
-  config.json + shards + index.
+  memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `hf_checkpoint` first holds
+  config.json's layer counts against the tensor names (`check_layers`; the headers it reads are not read again);
+  `write_checkpoint` writes config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
 - GGUF (llama.cpp's one file: metadata, tokenizer and weights) has a file of its own, ggufread.py; it uses
@@ -206,8 +207,13 @@ def _link(src, dst):
 
 
 def fsync_dir(path):
-    """fsync the folder holding `path`: a rename (or a new file) in it survives a power cut."""
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    """fsync the folder holding `path`: a rename (or a new file) in it survives a power cut. Where a folder cannot be
+    opened (Windows: PermissionError) there is none to sync: skipped, as python-atomicwrites syncs folders on POSIX
+    only (the file itself was synced before its rename)."""
+    try:
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except PermissionError:
+        return
     try:
         os.fsync(dir_fd)  # make a rename in it durable
     finally:
@@ -298,10 +304,10 @@ def read_safetensors_header(path):
     return header, metadata, start
 
 
-def iter_safetensors(path, names=None, by_name=False):
+def iter_safetensors(path, names=None, by_name=False, head=None):
     """Yield (name, tensor) in file order (by_name: in name order), each read into fresh memory: one tensor alive at a
-    time."""
-    header, _, start = read_safetensors_header(path)
+    time. head: read_safetensors_header(path), where read already."""
+    header, _, start = head or read_safetensors_header(path)
     wanted = header.keys() if names is None else names
     with open(path, "rb") as f:
         for name in sorted(wanted, key=None if by_name else lambda k: header[k]["data_offsets"][0]):
@@ -590,6 +596,39 @@ def hf_files(path):
         "Hugging Face layout" if ggufs else ""))
 
 
+def tensor_names(files):
+    """(the tensor names an HF checkpoint's files hold, {file: what was read to name them, for read_tensors}), known
+    before a weight is read: safetensors headers; one .bin memory-mapped (its pickle read, its data not); .bin shards,
+    their index's weight_map."""
+    read = {f: read_safetensors_header(f) if f.endswith(".safetensors") else load_torch(f)
+            for f in files if f.endswith(".safetensors") or len(files) == 1}
+    if not read:
+        return list(shard_map(os.path.dirname(files[0]), "pytorch_model.bin.index.json")), read
+    return [n for f, r in read.items() for n in r[0]], read
+
+
+def hf_checkpoint(path, source, counts, convert):
+    """An HF checkpoint folder -> a stream of (file, name, tensor), each (name, tensor) passed through convert (None:
+    dropped), once check_layers has held the counts (config.json's, `source`) against the files' tensor names."""
+    files = hf_files(path)
+    names, read = tensor_names(files)
+    check_layers(source, counts, names, why=lambda: unindexed(files, []))  # (a shard the index leaves out: named)
+    return ((f, *item) for f in files for item in (convert(*nt) for nt in read_tensors(f, read.pop(f, None))) if item)
+
+
+def check_layers(source, counts, names, why=lambda: ""):
+    """Refuse a layer count other than the checkpoint's; counts: (the key its file names it by, the count, a regex
+    catching a block's index in its tensor names). The model is built (on the meta device) before a tensor is read:
+    a config.json asking for 2**40 layers built until killed. why(): what explains a mismatch, where known."""
+    for key, count, pattern in counts:
+        held = 1 + max((int(m[1]) for n in names if (m := re.search(pattern, n))), default=-1)
+        if count != held:
+            raise ValueError(f"{source}: {key} = {count!r}, but the checkpoint's tensors are of {held} layer"
+                             + "s" * (held != 1) + (f" (0 to {held - 1})" if held > 1 else "") + (
+                                 why() or f": a config of another model? Set {key} to {held}, or give the weights it "
+                                 "describes"))
+
+
 def shard_map(path, index):
     """The weight_map {tensor name: shard file name} of the shard index `index` in folder path."""
     try:
@@ -684,14 +723,15 @@ def load_torch(file):
     return state, mapped
 
 
-def read_tensors(file):
+def read_tensors(file, read=None):
     """Yield (name, tensor) from a .safetensors (plain reads, in name order) or a .bin/.pth (memory-mapped, in its
     order), one at a time. The first floating tensor is the one transformers' get_state_dict_dtype reads a file's
-    dtype from (fill's, with config.json silent); the safetensors library stores float32 tensors first."""
+    dtype from (fill's, with config.json silent); the safetensors library stores float32 tensors first.
+    read: what tensor_names read of the file (its header, its mapped state dict), not read again."""
     if file.endswith(".safetensors"):
-        yield from iter_safetensors(file, by_name=True)
+        yield from iter_safetensors(file, by_name=True, head=read)
         return
-    state, mapped = load_torch(file)
+    state, mapped = read or load_torch(file)
     for name in list(state):
         t = state.pop(name)
         yield name, t.clone()  # our own copy: the mapping may go away, and its pages are handed back
@@ -866,11 +906,18 @@ def is_meta(path):
     return os.path.exists(f("params.json")) and bool(meta or not os.path.exists(f("config.json")))
 
 
+def consolidated(path):
+    """The consolidated.NN.pth files of Meta's layout in folder path, in order (none a symlink out of it: `inside`)."""
+    return sorted(inside(path, os.path.basename(f), path) for f in glob.glob(os.path.join(path, "consolidated.*.pth")))
+
+
+META_LAYERS = r"^layers\.(\d+)\."  # a block's tensors in consolidated.NN.pth: layers.3.attention.wq.weight
+
+
 def meta_checkpoint(path):
     """Meta's layout -> (LlamaConfig fields as a dict, stream of (file, HF name, tensor)), model-parallel shards
     merged."""
-    files = [inside(path, os.path.basename(f), path) for f in glob.glob(os.path.join(path, "consolidated.*.pth"))]
-    files.sort()
+    files = consolidated(path)
     if not files:
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
     p = read_json(os.path.join(path, "params.json"))
@@ -891,6 +938,7 @@ def meta_checkpoint(path):
                          f"{', '.join(map(os.path.basename, files))}), each 1/{n} of the model-parallel weights "
                          f"(layers.0.attention.wq.weight: {rows} of params.json's dim {config['n_embd']} rows): "
                          + (f"{n - len(files)} missing" if n > len(files) else f"expected consolidated.00-{n - 1:02d}"))
+    check_layers(os.path.join(path, "params.json"), [("n_layers", config["n_layer"], META_LAYERS)], shards[0])
 
     def stream():
         for key in list(shards[0]):

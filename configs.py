@@ -129,6 +129,8 @@ class LlamaConfig:
     REQUIRED: ClassVar[tuple] = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
                                  "intermediate_size")
     ALIASES: ClassVar[dict] = {}  # transformers' attribute_map: alias key -> the key it stands for (GPT-2's, T5's)
+    LAYERS: ClassVar[dict] = dict(n_layer=r"(?:^|\.)layers\.(\d+)\.")  # a layer count -> its blocks' tensor names,
+    # the block index caught (model.layers.3.mlp.up_proj.weight; Meta's layers.3.): layer_counts
 
     @classmethod
     def from_hf(cls, c):
@@ -244,6 +246,7 @@ class GPT2Config:
     REQUIRED: ClassVar[tuple] = ("vocab_size", "n_positions", "n_layer", "n_embd", "n_head")
     ALIASES: ClassVar[dict] = dict(hidden_size="n_embd", max_position_embeddings="n_positions",
                                    num_attention_heads="n_head", num_hidden_layers="n_layer")
+    LAYERS: ClassVar[dict] = dict(n_layer=r"(?:^|\.)h\.(\d+)\.")  # (transformer.h.0.attn.c_attn.weight; h.0. bare)
 
     @classmethod
     def from_hf(cls, c):
@@ -287,6 +290,7 @@ class EncoderConfig:
     REQUIRED: ClassVar[tuple] = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "hidden_size",
                                  "num_attention_heads", "intermediate_size")  # (absent, ours would be a toy's)
     ALIASES: ClassVar[dict] = {}
+    LAYERS: ClassVar[dict] = dict(n_layer=r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
     @classmethod
     def from_hf(cls, c):
@@ -332,6 +336,8 @@ class T5Config:  # fields named as in T5's config.json
     REQUIRED: ClassVar[tuple] = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
     ALIASES: ClassVar[dict] = dict(hidden_size="d_model", num_attention_heads="num_heads",
                                    num_hidden_layers="num_layers", head_dim="d_kv")
+    LAYERS: ClassVar[dict] = dict(num_layers=r"^encoder\.block\.(\d+)\.",
+                                  num_decoder_layers=r"^decoder\.block\.(\d+)\.")
 
     @classmethod
     def from_hf(cls, c):
@@ -477,8 +483,7 @@ def check_config(config, source, raw=None):
     config's (raw, where given: the keys named as config.json spells them)."""
     built = not isinstance(config, type)
     cls, names = type(config) if built else config, config.HF
-    aliases = {} if raw is None else {key: alias for alias, key in cls.ALIASES.items() if alias in raw}
-    key_of = lambda f: aliases.get(names.get(f, f), names.get(f, f))  # noqa: E731  (the key transformers reads)
+    key_of = lambda f: hf_key(cls, f, raw)  # noqa: E731
     for f in fields(cls):
         required, key = names.get(f.name, f.name) in cls.REQUIRED, key_of(f.name)  # (GPT-2's hidden_size: an alias)
         value = getattr(config, f.name) if built else raw.get(key)
@@ -502,6 +507,19 @@ def check_config(config, source, raw=None):
     if isinstance(config, LlamaConfig) and config.hd % 2:  # (else a size mismatch deep in the first forward)
         raise ValueError(f"{source}: a head of {config.hd} dimensions (hidden_size / num_attention_heads) must be even "
                          "(RoPE rotates pairs of dimensions)")
+
+
+def hf_key(cls, field, raw=None):
+    """The config.json key transformers reads cls's field from: its table's, or an alias of it written in raw
+    (config.json's dict; GPT-2's hidden_size for n_embd)."""
+    key = cls.HF.get(field, field)
+    return next((alias for alias, k in cls.ALIASES.items() if k == key and alias in (raw or {})), key)
+
+
+def layer_counts(config, raw=None):
+    """[(config.json's key, the config's layer count, a regex catching a block's index in its tensors' names)], one
+    a stack (T5: its encoder's and its decoder's), for checkpoint.check_layers."""
+    return [(hf_key(type(config), f, raw), getattr(config, f), pattern) for f, pattern in config.LAYERS.items()]
 
 
 def positions(config):

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from adapter import (DenseView, adaptable, all_or_nothing, check_settings, dense_pair, float_dtype, load_layers,
-                     save_layers)
+                     mergeable, save_layers)
 from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
 from recompute import frozen_base
@@ -199,13 +199,12 @@ def merge_lorasp(model, dtype=None):
     """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
     (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
     a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). An adapter
-    holding NaN or Inf is refused, naming its layers, before any layer merges (A and B are checked, not W: small)."""
+    holding NaN or Inf is refused, naming its layers, before any layer merges (A and B are checked, not W: small), as
+    is a model on the meta device (mergeable)."""
     if isinstance(model, LoRASPLinear):
         return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
     float_dtype(dtype, "merge_lorasp")
-    if bad := [n for n, m in _layers(model).items() if not (m.lora_A.isfinite().all() and m.lora_B.isfinite().all())]:
-        raise ValueError(f"merge_lorasp: {', '.join(bad)}: lora_A or lora_B holds NaN or Inf; nothing was merged")
-    for name, m in _layers(model).items():
+    for name, m in mergeable(_layers(model), "merge_lorasp").items():
         W = m.base.weight
         W, to = W.dequantize(W.dtype) if isinstance(m.base, NF4Linear) else W, dtype or W.dtype   # (out, in)
         merged = nn.Linear(m.base.in_features, m.base.out_features, bias=m.base.bias is not None, device="meta")

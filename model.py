@@ -44,8 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import MetaInit, fill, hf_files, is_meta, meta_checkpoint, read_json, read_tensors, write_checkpoint
-from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config
+from checkpoint import MetaInit, fill, hf_checkpoint, is_meta, meta_checkpoint, read_json, write_checkpoint
+from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config, layer_counts
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
 from data import bucket_length
@@ -828,8 +828,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
         source = os.path.join(path, "config.json")
         hf = read_json(source)
         if not isinstance(kind := hf.get("model_type"), str) or kind not in MODELS:  # (a list: "unhashable type")
-            raise NotImplementedError(f"{source}: model_type {kind!r} is not supported "
-                                      f"({', '.join(MODELS)})")
+            raise NotImplementedError(f"{source}: model_type {kind!r} is not supported ({', '.join(MODELS)})")
         if hf.get("quantization_config"):  # GPTQ / AWQ / bitsandbytes tensors (qweight, scales, ...): not weights
             method = hf["quantization_config"].get("quant_method", "?") if isinstance(hf["quantization_config"], dict) \
                 else "?"
@@ -843,11 +842,12 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
             raise ValueError(f"{source}: field {e.args[0]!r} is missing ({hf['model_type']} needs it)") from None
         except (NotImplementedError, ValueError) as e:
             raise type(e)(f"{source}: {e}") from None
-        stream = ((f, *item) for f in hf_files(path) for item in (cls.hf_tensor(*nt) for nt in read_tensors(f)) if item)
     else:
         raise FileNotFoundError(f"{path}: neither config.json (Hugging Face layout), params.json (Meta layout) nor "
                                 "a .gguf file")
     check_config(config, source, hf)
+    if hf is not None:  # (its layer counts checked against the tensor names: 2**40 layers took forever to build)
+        stream = hf_checkpoint(path, source, layer_counts(config, hf), cls.hf_tensor)
     with torch.device("meta"), MetaInit():
         model = cls(config)
     return fill(model, stream, dtype, quantize, device, spill).eval()

@@ -56,7 +56,9 @@ import data
 from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import is_meta, meta_config, read_json, refuse_vision, resident as resident_bytes
+from checkpoint import (META_LAYERS, check_layers, consolidated, hf_checkpoint, is_meta, meta_config, read_json,
+                        refuse_vision, resident as resident_bytes, torch_load)
+from configs import layer_counts
 from ggufread import gguf_checkpoint, gguf_file
 import quant_torch
 import recompute
@@ -144,6 +146,24 @@ def model_config(model, directory=None):
         return get_config(model)                                   # a copy: a head added while planning stays here
     raise UserError(f"{directory or model}: neither config.json (Hugging Face layout) nor params.json (Meta layout)"
                     + snapshot_hint(directory or model))
+
+
+def check_layers_held(config, directory):
+    """Refuse a config whose layer counts the checkpoint's files do not hold (as load_pretrained refuses it) before
+    estimate builds the model on the meta device, where 2**40 layers never finish. Names only: safetensors headers, a
+    .bin's pickle or its index, consolidated.00.pth's pickle. No weights yet, or a GGUF (its header checks): none."""
+    if not directory or not os.path.isdir(directory) or gguf_file(directory):
+        return
+    if is_meta(directory):
+        if files := consolidated(directory):
+            check_layers(os.path.join(directory, "params.json"), [("n_layers", config.n_layer, META_LAYERS)],
+                         torch_load(files[0]))
+        return
+    source = os.path.join(directory, "config.json")
+    try:                                                           # (its stream is not started)
+        hf_checkpoint(directory, source, layer_counts(config, read_json(source)), None)
+    except FileNotFoundError:                                      # to be fetched, or the load names what is missing
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -77,17 +77,17 @@ def rng_states(args):
             for r, t in enumerate(gathered(state, args.device))}
 
 
-def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=(), tokens=None):
+def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=(), tokens=None, tok=None):
     """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
     next one logs; `evals`: the validation records so far (--patience's history, kept in state.json too: a deleted
     log starts again, early stopping's count does not); `tokens`: the run's up to `step` (run_tokens). The log goes
     with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh run into the same --out that
-    stopped before its first save)."""
+    stopped before its first save). `tok`: the run's tokenizer, for save_weights."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source)
+        save_weights(model, os.path.join(tmp, "model" if args.method == "full" else "adapter"), args, source, tok)
         with atomic_write(os.path.join(tmp, "optimizer.pt")) as f:
             try:
                 torch.save(opt.state_dict(), summed := Summed(f))  # tensors and numbers: weights_only=True loads
@@ -498,9 +498,9 @@ def kept_out(args, state):
     return held_by(state) is not None
 
 
-def restore(checkpoint, args, opt):
-    """Optimizer, RNG states and step from a checkpoint of the same settings; returns its state.json."""
-    state = read_state(checkpoint)
+def restore(checkpoint, args, opt, state):
+    """Optimizer, RNG states and step from a checkpoint of the same settings, state its state.json (read_state's);
+    returns that state, its step an int."""
     same_settings(args, state)
     args.warmup_rule = state.get("warmup_rule", "round")       # saved before warm-up became Trainer's ceil: kept
     args.epochs_rule = state.get("epochs_rule", "ceil")        # saved before --epochs' product was rounded: kept

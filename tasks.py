@@ -74,6 +74,7 @@ def checked_config(args):
     check_model(args.model, train=True)
     directory = args.model if args.model not in PRESETS else args.model_dir or data.cache_dir("models", args.model)
     config = plan.model_config(args.model, directory if os.path.exists(directory) else None)
+    plan.check_layers_held(config, directory)                  # before the plan builds the model on the meta device
     if data.task_kind(args.data) == "lm" and args.data not in data.NAMED_LM_DATA and not os.path.isfile(args.data):
         raise UserError(f"--data {args.data}: " + ("a directory" if os.path.isdir(args.data) else "no such file") +
                         ". --data takes alpaca (fetched once), a .json/.jsonl of "
@@ -183,10 +184,10 @@ def weights_dir(args):
     return os.path.join(args.out, "model" if args.method == "full" else "adapter")
 
 
-def save_weights(model, directory, args, source):
+def save_weights(model, directory, args, source, tok=None):
     """The adapter (PEFT's files + LoRA-SP's extras) or, for full fine-tuning, the model with its tokenizer files and
     what it trained on (evalcli.TRAINED, as an adapter's extras keep it); either folder is replaced whole (a failed
-    save, a full disk say, leaves the previous one as it was)."""
+    save, a full disk say, leaves the previous one as it was). tok: the run's tokenizer, source's (None: loaded)."""
     try:
         if args.method != "full":
             hub = args.model in HF_REPOS and not gguf_file(source)  # a preset's files, fetched from its repository
@@ -202,7 +203,7 @@ def save_weights(model, directory, args, source):
                                           tokenizer=getattr(args, "tokenizer_files", None)))  # (eval.py checks both)
         gpt2 = directory == weights_dir(args) and model.config.model_type == "gpt2" and hasattr(model, "score")
         with replace_dir(directory, own=("model*.safetensors*", *SMALL_FILES, *tokenizer.COPIED, TRAINED)) as tmp:
-            tok = tokenizer.load_tokenizer(source)             # (its ids where config.json names none: keep_token_ids)
+            tok = tokenizer.load_tokenizer(source) if tok is None else tok  # (keep_token_ids: its ids)
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):

@@ -72,7 +72,7 @@ from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from plan import peak_mem_mib
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
-                    read_state, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
+                    restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
                     epoch_micro_batches, held_by, held_out, kept_out, run_tokens)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
@@ -116,7 +116,7 @@ class Run:
     t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
     tokens: int = 0                                # since t0's start (tokens/s); the run's: resume.run_tokens
     tokens_before: int = 0                         # --resume: the checkpoint's run's (None: it did not count them)
-    state: dict = None                             # --resume: the checkpoint's state.json (restore's; open_log's)
+    state: dict = None                             # --resume: the checkpoint's state.json (read by take_settings)
     losses: list = field(default_factory=list)     # the step losses since the last progress line
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
@@ -272,7 +272,7 @@ def save_result(run):
     """OUT/adapter (or OUT/model) and OUT/heldout.jsonl, the records no step trained on, together: eval.py scores the
     one on the other (save_heldout at load would pair an earlier run's result with this run's split)."""
     with heldout_aside(run.args.out, run.held):                # a kill between the two: no other run's records
-        save_weights(run.model, weights_dir(run.args), run.args, run.source)
+        save_weights(run.model, weights_dir(run.args), run.args, run.source, run.tok)
     save_heldout(run.args, run.held)
 
 
@@ -282,7 +282,7 @@ def save_if_due(run):
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
         save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
-                        run.losses, run.evals, run_tokens(run)) if run.rank == 0 else None
+                        run.losses, run.evals, run_tokens(run), run.tok) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
         run.t0 += time.time() - t
@@ -305,14 +305,14 @@ def set_up(args):
     if state:
         same_settings(args, state)
     return Run(args, device, bf16, why + (" (the checkpoint's)" if args.resume else ""), rank, world,
-               checkpoint=checkpoint)
+               checkpoint=checkpoint, state=state)
 
 
 def load(run):
     """The model (with its adapter, or a checkpoint's), the data, AdamW, and with --resume the checkpoint's optimizer
     state and step. Returns the held-out records for the before/after check."""
     args = run.args
-    run.source, state = resolve_model(args), read_state(run.checkpoint) if run.checkpoint else None  # (--resume's)
+    run.source, state = resolve_model(args), run.state         # (--resume's state.json: take_settings' read)
     check_base(args, run.source, state["args"] if state else {})  # before the weights
     run.tok = load_tokenizer(run.source)
     tokenizer.check_vocab(run.tok, plan.model_config(args.model, run.source).vocab_size, run.source)  # before weights
@@ -335,7 +335,7 @@ def load(run):
                        squad=span_loss)[data.task_kind(args.data)]
     run.params = [p for p in run.model.parameters() if p.requires_grad]
     run.opt = adamw(run.model, run.params, args)
-    state = run.state = restore(run.checkpoint, args, run.opt) if run.checkpoint else dict(step=0, tokens=0)
+    state = run.state = restore(run.checkpoint, args, run.opt, state) if run.checkpoint else dict(step=0, tokens=0)
     run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
     # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model

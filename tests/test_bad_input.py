@@ -3124,6 +3124,77 @@ case("Meta params.json: a key no Meta reader knows (Mistral's sliding_window)", 
     lambda ctx: meta_with(ctx, sliding_window=4096))
 
 
+
+# A layer count the files do not hold. The model is built (on the meta device) before a tensor is read: config.json's
+# num_hidden_layers = 2**40 built until killed (fuzz30, over the real MiniLM's weights); now held against the tensor
+# names first, where they cost no weight read (safetensors headers, a .bin's pickle or its index, Meta's .pth pickle)
+HUGE = 2 ** 40
+LAYERS = "config.json: num_hidden_layers = 1099511627776, but the checkpoint's tensors are of "
+
+
+@case("a config.json asking for 2**40 layers over a 1-layer checkpoint (was a hang: building them)", ValueError,
+      LAYERS + "1 layer: a config of another model? Set num_hidden_layers to 1")
+def _(ctx):
+    small_model(ctx.tmp)
+    edit_json(ctx.tmp / "config.json", num_hidden_layers=HUGE)
+    load_pretrained(ctx.tmp)
+
+
+case("train.py: a config.json asking for 2**40 layers (was a hang: the memory plan built them)", SystemExit,
+     LAYERS + "2 layers (0 to 1)")(
+    lambda ctx: train.main(flags((config_for_commands(ctx, num_hidden_layers=HUGE), ctx.tiny[1]), ctx.tmp / "o")))
+
+
+@case("GPT-2's config.json (the alias num_hidden_layers) short of the 2 layers its safetensors hold", ValueError,
+      "config.json: num_hidden_layers = 1, but the checkpoint's tensors are of 2 layers (0 to 1)")
+def _(ctx):  # (was: "tensor 'transformer.h.1.attn.c_attn.bias' is left over")
+    save_pretrained(build_model(GPT2Config(vocab_size=10, n_positions=8, n_layer=2, n_embd=8, n_head=2)), ctx.tmp)
+    edit_json(ctx.tmp / "config.json", n_layer=KeyError, num_hidden_layers=1)
+    load_pretrained(ctx.tmp)
+
+
+@case("a T5 config.json asking for 3 decoder layers over 2", ValueError,
+      "config.json: num_decoder_layers = 3, but the checkpoint's tensors are of 2 layers (0 to 1)")
+def _(ctx):  # (was: "13 tensors missing from the checkpoint: decoder.block.2.layer.0.SelfAttention.q.weight, ...")
+    save_pretrained(build_model(T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_heads=4)), ctx.tmp)
+    edit_json(ctx.tmp / "config.json", num_decoder_layers=3)
+    load_pretrained(ctx.tmp)
+
+
+@case("a BERT of 2**40 layers in .bin shards: named by their index's weight_map", ValueError,
+      "config.json: num_hidden_layers = 1099511627776, but the checkpoint's tensors are of 2 layers (0 to 1)")
+def _(ctx):
+    state = build_model(EncoderConfig(vocab_size=16, n_layer=2, n_embd=8, n_head=2, n_ffn=16)).state_dict()
+    shards = {f"pytorch_model-0000{i + 1}-of-00002.bin": dict(list(state.items())[i::2]) for i in range(2)}
+    for name, part in shards.items():
+        torch.save(part, ctx.tmp / name)
+    (ctx.tmp / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"weight_map": {k: name for name, part in shards.items() for k in part}}))
+    (ctx.tmp / "config.json").write_text(json.dumps(EncoderConfig(n_layer=HUGE).to_hf()))
+    load_pretrained(ctx.tmp)
+
+
+@case("a 1-layer config.json over a pytorch_model.bin of 2: named by its pickle (memory-mapped, no weight read)",
+      ValueError, "config.json: num_hidden_layers = 1, but the checkpoint's tensors are of 2 layers (0 to 1)")
+def _(ctx):  # (was: "tensor 'model.layers.1.self_attn.q_proj.weight' is left over")
+    torch.save(build_model(LlamaConfig(n_layer=2)).state_dict(), ctx.tmp / "pytorch_model.bin")
+    (ctx.tmp / "config.json").write_text(json.dumps(LlamaConfig(n_layer=1).to_hf()))
+    load_pretrained(ctx.tmp)
+
+
+case("Meta params.json asking for 2**40 layers (n_layers) over consolidated.00.pth's 1 (was a hang)", ValueError,
+     "params.json: n_layers = 1099511627776, but the checkpoint's tensors are of 1 layer: a config of another model? "
+     "Set n_layers to 1")(lambda ctx: meta_with(ctx, n_layers=HUGE))
+
+
+@case("train.py: Meta params.json asking for 2**40 layers (was a hang: the memory plan built them)", SystemExit,
+      "params.json: n_layers = 1099511627776, but the checkpoint's tensors are of 1 layer")
+def _(ctx):
+    with pytest.raises(ValueError):
+        meta_with(ctx, n_layers=HUGE)                                  # (the row above's folder)
+    shutil.copy(os.path.join(ctx.tiny[0], "tokenizer.model"), ctx.tmp)
+    train.main(flags((str(ctx.tmp), ctx.tiny[1]), ctx.tmp / "o"))
+
 def llama_vision_meta(ctx):
     """Llama 3.2 11B Vision's params.json (Meta's layout, tiny numbers) and a file with its text and vision tensors."""
     os.makedirs(ctx.tmp / "meta")
@@ -4002,6 +4073,16 @@ for k, value in (("B", math.nan), ("A", math.inf)):
     case(f"merge_lorasp: an adapter with {value} in a lora_{k} (was folded into the weight without a word)", ValueError,
          "merge_lorasp: model.layers.1.self_attn.q_proj: lora_A or lora_B holds NaN or Inf; nothing was merged")(
         lambda ctx, k=k, value=value: poisoned_merge(ctx, k, value))
+
+
+@case("merge_lorasp: a model on the meta device (was torch's 'Tensor.item() cannot be called on meta tensors')",
+      ValueError, "merge_lorasp: 2 layers on the meta device (shapes, no values: model.layers.0.self_attn.q_proj, "
+      "model.layers.1.self_attn.q_proj): load the weights first")
+def _(ctx):
+    from lorasp import merge_lorasp
+    with torch.device("meta"):
+        model = build_model(LlamaConfig(n_layer=2))
+    merge_lorasp(apply_lorasp(model, ["q_proj"], r=4))
 
 
 # ----------------------------------------------------------------------------------------------------

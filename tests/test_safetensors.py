@@ -1,12 +1,15 @@
 """Our hand-written safetensors reader/writer against the reference `safetensors` package."""
+import errno
 import json
+import os
 import struct
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from checkpoint import atomic_write, iter_safetensors, load_safetensors, read_safetensors_header, save_safetensors
+from checkpoint import (atomic_write, iter_safetensors, load_safetensors, read_safetensors_header, replace_dir,
+                        save_safetensors)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
           torch.int16, torch.int8, torch.uint8, torch.bool]
@@ -77,6 +80,30 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("crash mid-write")
     assert p.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [p]  # no temporary left behind
+
+
+def test_atomic_writes_where_a_folder_cannot_be_opened(tmp_path, monkeypatch):
+    """Windows opens no folder (os.open of one: PermissionError, EACCES), and fsync_dir opened the one holding a file to
+    sync its rename: every atomic write there raised once the file was in place. The folder's sync is skipped where it
+    cannot be opened (python-atomicwrites syncs folders on POSIX only); files and folders are written whole."""
+    real = os.open
+
+    def windows_open(path, flags, *mode):
+        if os.path.isdir(path):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path, flags, *mode)
+    monkeypatch.setattr(os, "open", windows_open)
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"old")
+    with atomic_write(p) as f:
+        f.write(b"new, whole")
+    assert p.read_bytes() == b"new, whole" and list(tmp_path.iterdir()) == [p]
+    save_safetensors(sample_tensors(), tmp_path / "t.safetensors")
+    back = load_file(tmp_path / "t.safetensors")
+    assert back.keys() == sample_tensors().keys() and all(torch.equal(back[k], t) for k, t in sample_tensors().items())
+    with replace_dir(tmp_path / "d") as d:
+        save_safetensors({"w": torch.ones(2)}, os.path.join(d, "w.safetensors"))
+    assert sorted(os.listdir(tmp_path / "d")) == ["w.safetensors"] and not os.path.exists(tmp_path / "d.tmp")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 import torch
@@ -383,6 +384,21 @@ def test_full_fine_tuning_keeps_the_bases_special_token_ids(tiny, tmp_path):
     ours, want = load_tokenizer(str(saved)), load_tokenizer(str(base))
     assert (ours.bos_id, ours.eos_id, ours.pad_id) == (want.bos_id, want.eos_id, want.pad_id) == (1, 5, 3)
 
+
+def test_full_fine_tuning_loads_the_tokenizer_once(tiny, tmp_path, monkeypatch):
+    """--method full writes the tokenizer's files (and its ids into config.json) with every save: tasks.save_weights
+    loaded the tokenizer anew each time (4 loads in a run of 3 saves); the run's own is passed in now."""
+    loads, original = [], tokenizer.load_tokenizer
+
+    def counted(path):
+        loads.append(path)
+        return original(path)
+    for module in list(sys.modules.values()):                  # every name it is imported under (train's: model's)
+        if getattr(module, "load_tokenizer", None) is original:
+            monkeypatch.setattr(module, "load_tokenizer", counted)
+    train.main(flags(tiny, tmp_path / "out", "--method", "full", "--max-steps", "4", "--save-every", "2"))
+    assert os.path.isdir(tmp_path / "out" / "checkpoint" / "model") and os.path.isdir(tmp_path / "out" / "model")
+    assert loads == [tiny[0]]
 
 def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
     """The default run with a smaller pretraining and a few steps: pretrains, caches, reports, prints the JSON last;

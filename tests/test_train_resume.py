@@ -305,16 +305,16 @@ def test_a_resume_of_a_resume_that_held_nothing_out_says_why_not_val_fractions_r
     assert json.loads(out.splitlines()[-1])["steps"] == 8
 
 
-def test_open_log_takes_the_state_json_load_read(tiny, tmp_path, monkeypatch):
+def test_a_resume_reads_state_json_once(tiny, tmp_path, monkeypatch):
     """A --resume read the checkpoint's state.json 5 times: set_up's take_settings, load's check of the data, restore,
-    then resume.open_log and its kept_log (twice where the checkpoint's log is gone). open_log takes restore's now
-    (Run.state): 3 reads, and the log is the straight run's."""
+    then resume.open_log and its kept_log (twice where the checkpoint's log is gone). open_log took restore's
+    (Run.state): 3 reads; now take_settings' is the run's (Run.state from set_up on), and load and restore take it: 1
+    read, and the log is the straight run's."""
     straight_and_stopped(tiny, tmp_path, monkeypatch, 7)                # step 4
-    read, real = [], resume.read_state
-    for module in (resume, train):
-        monkeypatch.setattr(module, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
+    read, real = [], resume.read_state                                  # (train.py calls it only inside resume.py)
+    monkeypatch.setattr(resume, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
     train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume")))
-    assert read == [str(tmp_path / "b" / "checkpoint")] * 3 and log(tmp_path / "b") == log(tmp_path / "a")
+    assert read == [str(tmp_path / "b" / "checkpoint")] and log(tmp_path / "b") == log(tmp_path / "a")
 
 
 def test_a_resume_with_no_validation_set_is_told_what_a_resume_can_do(tiny, tmp_path, monkeypatch, capsys):
