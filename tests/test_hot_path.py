@@ -84,6 +84,19 @@ def test_swiglu_equals_autograd_bit_for_bit(dtype):
     same(a[:2] + (0,), b[:2] + (0,))
 
 
+def test_dropout_is_inverted_as_torchs():
+    """model.dropout is F.dropout's inverted dropout: each value zeroed with probability p, the rest scaled by 1/(1-p),
+    so the expected activation is unchanged and evaluation (p = 0) needs no rescaling; its gradient is the same mask."""
+    x = (torch.rand(400, 250) + 1).requires_grad_()
+    torch.manual_seed(0)
+    y = M.dropout(x, 0.3)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.7, rtol=1e-6, atol=0)
+    assert abs(kept.float().mean().item() - 0.7) < 0.01                # 100k draws: 0.7 within 0.01
+    g, = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(g, kept / 0.7) and M.dropout(x, 0.0) is x
+
+
 def test_loss_logits_go_into_one_kept_buffer(monkeypatch):
     """LinearCrossEntropy writes each chunk of logits into one CPU buffer kept between calls (a fresh 64 MB chunk is a
     new mapping whose pages fault in): the next call reuses it, and what it held before (NaN here) never reaches the

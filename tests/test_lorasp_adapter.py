@@ -249,6 +249,21 @@ def test_round_trip_restores_training_exactly(tmp_path, mode, structure):
     assert torch.equal(back(ids).logits, load_adapter(copy.deepcopy(base), tmp_path)(ids).logits)
 
 
+def test_masks_load_as_saved_where_the_seed_would_draw_others(tmp_path, monkeypatch):
+    """The extras' masks are the ones that load, not a fresh draw from the saved seed: a torch whose randperm draws
+    otherwise still trains the same entries on. (In freeze mode fresh masks would pass every check: A and B are the
+    same dense matrices either way, only which entries train would change.)"""
+    base, ids = tiny_llama(), torch.randint(0, 64, (2, 9))
+    ours = train_steps(apply_lorasp(copy.deepcopy(base), ["q_proj"], r=4, mode="freeze", seed=5), ids)
+    save_adapter(ours, tmp_path)
+    monkeypatch.setattr(torch, "randperm", lambda n, generator=None: torch.arange(n))   # another RNG's draws
+    layer = ours.model.layers[0].self_attn.q_proj
+    assert not torch.equal(LoRASPLinear(layer.base, 4, seed=layer.seed, mode="freeze").mask_A, layer.mask_A)
+    back = load_adapter(copy.deepcopy(base), tmp_path)
+    a, b = ours.state_dict(), back.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                       # masks, packed and frozen entries
+
+
 @pytest.mark.parametrize("mode,structure,keep", [("mask", "element", 0.5), ("freeze", "column", 0.3),
                                                 ("mask", "element", 1.0)])
 def test_the_adapter_file_is_save_safetensors_of_the_dense_matrices_byte_for_byte(tmp_path, mode, structure, keep):
@@ -420,7 +435,7 @@ def test_peft_target_is_pefts_own_rule_on_a_grid_of_configs():
                                                                         "mlp.down_proj")]
     names += [f"transformer.h.{i}.attn.c_attn" for i in (0, 1)] + ["lm_head", "model.layers.1.mlp"]
     targets = [["q_proj"], ["q_proj", "down_proj", "c_attn"], ["model.layers.1.self_attn.q_proj"],
-               r".*\.(q|v)_proj", r"model\.layers\.1\..*"]
+               ["proj", "attn"], r".*\.(q|v)_proj", r"model\.layers\.1\..*"]   # "proj": a name's end, not after a "."
     layers = [None, 1, [0, 11], []]
     patterns = [None, "layers", ["layers", "h"], "h"]
     excludes = [None, ["v_proj"], r".*layers\.0\..*"]

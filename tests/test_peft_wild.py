@@ -63,6 +63,7 @@ def assert_peft_logits(hf, ours, directory):
     dict(target_modules=T, rank_pattern={"model.layers.1.self_attn.q_proj": 7},        # full names
          alpha_pattern={"model.layers.2.self_attn.v_proj": 3}),
     dict(target_modules=T, use_rslora=True, rank_pattern={"v_proj": 9}),              # alpha / sqrt(each layer's r)
+    dict(target_modules=T, alpha_pattern={"_proj": 32}),     # a key matches a name's end after a ".": none here
     dict(target_modules=T, lora_dropout=0.3),                                         # inference: no effect
     dict(target_modules=T, init_lora_weights="gaussian"), dict(target_modules=T, init_lora_weights="orthogonal"),
     dict(target_modules=T, init_lora_weights=False), dict(target_modules=T, r=40),   # r past the layer's 32

@@ -103,6 +103,34 @@ def test_a_block_of_negative_zeros_has_bitsandbytes_bytes():
     assert torch.equal(ours.absmax.view(torch.int32), ref_state.absmax.view(torch.int32))  # bit patterns
 
 
+def test_values_on_a_midpoint_take_the_lower_level_as_in_bitsandbytes():
+    """A scaled value exactly on a midpoint between two levels rounds to the lower one (bucketize's and bitsandbytes'
+    `x > midpoint` rule); random weights never land there, so each block here holds 1.0 (absmax 1: scaled = x)."""
+    mids = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
+    w = torch.zeros(15, 64)
+    w[:, 0], w[:, 1] = 1.0, mids
+    ref_codes, _ = BF.quantize_4bit(w.view(-1), blocksize=64, quant_type="nf4", compress_statistics=False)
+    ours = quantize_nf4(w.view(-1), 64, double_quant=False)
+    assert torch.equal(ours.codes, ref_codes.view(-1))
+    assert (ours.codes.view(15, 32)[:, 0] & 15).tolist() == list(range(15))   # midpoint k -> level k, not k + 1
+
+
+def test_scaling_by_the_reciprocal_as_bitsandbytes_picks_its_codes():
+    """Values are scaled as x * (1/absmax), bitsandbytes' way: in these blocks x / absmax falls on the other side of a
+    midpoint (the last bit differs) and would pick a neighbouring code."""
+    pairs = [(0.05962566286325455, -0.05056830868124962), (0.04074228182435036, -0.03455337882041931),
+             (0.05900934338569641, -0.03603304550051689)]                       # (absmax, x), each exact in fp32
+    mids = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
+    w = torch.zeros(len(pairs), 64)
+    w[:, :2] = torch.tensor(pairs)
+    a, x = w[:, 0], w[:, 1]
+    assert torch.all(torch.bucketize(x / a, mids) != torch.bucketize(x * (1 / a), mids))   # the cases are such
+    ref_codes, _ = BF.quantize_4bit(w.view(-1), blocksize=64, quant_type="nf4", compress_statistics=False)
+    ours = quantize_nf4(w.view(-1), 64, double_quant=False)
+    assert torch.equal(ours.codes, ref_codes.view(-1))
+    assert torch.equal(ours.codes.view(-1, 32)[:, 0] & 15, torch.bucketize(x * (1 / a), mids).to(torch.uint8))
+
+
 def test_double_quant_against_bitsandbytes_cpu_library():
     """bitsandbytes' compiled CPU routine for the 8-bit scales is not always nearest: where it differs from us,
     our code must be strictly nearer. Each side's state, read by the other, dequantizes to identical values."""
