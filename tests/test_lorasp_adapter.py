@@ -288,6 +288,7 @@ def test_the_adapter_file_is_save_safetensors_of_the_dense_matrices_byte_for_byt
 PEAK = """import sys, torch, torch.nn as nn, checkpoint as C
 from lorasp import LoRASPLinear, save_adapter
 model = nn.ModuleDict({f"l{i}": LoRASPLinear(nn.Linear(256, 256), r=4096, seed=i) for i in range(8)})
+save_adapter(model, sys.argv[1] + "-first")                 # first-call costs (imports, arenas): 1-5 MiB, at random
 C.trim_heap()
 open("/proc/self/clear_refs", "w").write("5")               # VmHWM := VmRSS now
 base = C.resident()
@@ -296,9 +297,10 @@ print(C.resident("VmHWM") - base)"""
 
 
 def test_saving_makes_one_dense_matrix_at_a_time(tmp_path):
-    """Eight layers whose dense A (4096, 256) and B (256, 4096) are 4 MiB each, saved in a fresh process: the resident
-    peak above the start stays under 16 MiB. save_adapter built every layer's A and B before writing any (64 MiB
-    here; 239 MiB on llama2-13b, a run's last peak: 242 MiB measured there, 4.7 MiB streamed)."""
+    """Eight layers whose dense A (4096, 256) and B (256, 4096) are 4 MiB each, saved (a second time) in a fresh
+    process: the resident peak above the start stays under 16 MiB (4 MiB, one matrix). save_adapter built every layer's
+    A and B before writing any (64 MiB here; 239 MiB on llama2-13b, a run's last peak: 242 MiB there, 4.7 streamed).
+    Measured on a first save it was 5-9 MiB, 17 once (torch 2.9.1), over the bar: the first call's imports."""
     run = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "a")], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert run.returncode == 0, run.stderr
