@@ -201,8 +201,8 @@ def main(demo=None, argv=None):
     ap.add_argument("--quantize", choices=["nf4", "none"], default=None, help="NF4 block linears while loading "
                     "(default: as --adapter trained, else none)")
     ap.add_argument("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"], default=None,
-                    help="compute dtype, or bf16, fp16, fp32 (default: config.json's torch_dtype, else the "
-                         "checkpoint's)")
+                    help="compute dtype, or bf16, fp16, fp32 (default: config.json's dtype or torch_dtype, "
+                         "else the checkpoint's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=ranged(int, 0, 2**64 - 1), default=0, help="sampling seed")  # (torch's range)
     argv = sys.argv[1:] if argv is None else argv

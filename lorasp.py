@@ -115,7 +115,7 @@ class LoRASPLinear(nn.Module):
             if not mask.any():
                 raise ValueError(f"keep={keep} leaves {k} {tuple(M.shape)} without a trainable entry")
             self.register_buffer(f"mask_{k}", mask.to(dev))    # (r, in) / (out, r) bool
-            setattr(self, f"{k}_train", nn.Parameter(M[mask].to(dev)))   # (round(keep * numel),): the only Parameters
+            setattr(self, f"{k}_train", nn.Parameter(M[mask].to(dev)))   # (mask.sum(),): the only Parameters
             self.register_buffer(f"{k}_frozen", M[~mask].to(dev) if mode == "freeze" else None)  # mask mode: 0
         self.register_buffer("cols", self.mask_A[0].nonzero()[:, 0] if UNITS[structure]["A"] == "columns" else None)
 
@@ -230,7 +230,7 @@ def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUS
     """Write the model's adapter as a PEFT LoRA adapter folder, replaced whole: each layer's effective A and B, what
     forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
     exactly. modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    base: what it trained on (train.py's {fingerprint, quant, task}), kept in the extras for eval.py to check."""
+    base: what it trained on (tasks.save_weights': fingerprint, quant, task, ...), kept in the extras for eval.py."""
     save_layers(model, directory, LoRASPLinear, LINEAR_TYPES, base_model_name_or_path, task_type, modules_to_save, base)
 
 

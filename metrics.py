@@ -7,7 +7,7 @@
   `chrf` = sacreBLEU's default chrF (Popović 2015: character 1..6-grams, whitespace removed, beta 2, precision and
   recall averaged over the orders present) and with word_order=2 its chrF++ (Popović 2017: word 1..2-grams added, one
   punctuation mark split off a word), WMT's second metric; `rouge` = rouge-score's ROUGE-1/2/L F-measures, no
-  stemming, averaged over pairs; all 0-100, `translation_scores` all five (eval.py's wmt16-en-ro). On the texts as
+  stemming, averaged over pairs; all 0-100, `translation_scores` all six (eval.py's wmt16-en-ro). On the texts as
   written, as HF's run_translation scores them: no Romanian normalisation (s and t with a cedilla are other letters
   than with a comma below) and no diacritics removed (fairseq's mBART recipe does both first); the T5 authors' own
   evaluation tokenized with sacreBLEU's 'intl' and averaged ROUGE by bootstrap.

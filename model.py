@@ -313,11 +313,11 @@ def dropout(x, p):
     return x / (1 - p) * (torch.rand(x.shape, device=x.device) >= p) if p > 0 else x
 
 
-LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MB in fp32
+LOSS_CHUNK = 1 << 24  # logits computed at a time by LinearCrossEntropy: 64 MiB in fp32
 
 
 def logits_buffer(rows, vocab, dtype, device):
-    """(rows, vocab) for a chunk of logits: on CPU in quant_torch.kept_buffer (a fresh 64 MB chunk faulted its pages in:
+    """(rows, vocab) for a chunk of logits: on CPU in quant_torch.kept_buffer (a fresh 64 MiB chunk's pages faulted in:
     0.05-0.1 s of system time a 134M fp32 step at 4 x 256, 1 thread); CUDA's allocator reuses its blocks already."""
     if device.type != "cpu":
         return torch.empty(rows, vocab, dtype=dtype, device=device)

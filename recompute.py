@@ -95,12 +95,14 @@ def replay_slot(key):
 def tail(layer, x):
     """layer(x), where the caller only adds the result (through dropout at most) into the block's output. In a full
     replay that output is never read, only differentiated: a LoRA-SP layer there calls its base through `frozen_base`,
-    which skips the matmul."""
+    which skips the matmul, and a frozen linear the adapter leaves out goes through `frozen_base` itself."""
     global _unread
     if not _replaying:
         return layer(x)
     _unread = True
     try:
+        if hasattr(layer, "out_features") and not any(p.requires_grad for p in layer.parameters()):  # nn.Linear or
+            return frozen_base(layer, x.flatten(0, -2)).view(*x.shape[:-1], layer.out_features)  # NF4Linear: (.., out)
         return layer(x)
     finally:
         _unread = False

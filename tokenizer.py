@@ -38,8 +38,8 @@ refused), and two corner cases of tiktoken's BPE: a whole pre-token that is itse
 token (HF's `ignore_merges`), and a merge whose result an earlier merge already produced keeps the earlier rank.
 tiktoken's own GPT-2 encoding makes the same choices.
 
-Imports checkpoint.py and download.py, never data.py (which takes from here what its SQuAD character offsets need:
-BPETokenizer, WordPieceTokenizer, is_punctuation, CJK).
+Imports checkpoint.py, download.py and ggufread.py, never data.py (which takes from here what its SQuAD character
+offsets need: BPETokenizer, WordPieceTokenizer, is_punctuation, CJK).
 Run `python tokenizer.py DIR "text"` (DIR: a checkpoint folder, or a .gguf): the tokenizer load_tokenizer picks, the
 files it read, its special ids, then the text's ids, pieces and decoded text (~2 s; no text: an example sentence);
 and `python -m pytest -q tests/test_tokenizers.py tests/test_tokenizer_files.py` (transformers' tokenizers, HF
@@ -1108,7 +1108,7 @@ def tokenizer_files(path, name=None):
     """{file: sha256} of a base's tokenizer files: TOKENIZER_FILES in its folder (each one looked at: null where
     absent, so a record says which it checked), and a .gguf's tokenizer.* metadata as "NAME's tokenizer"
     (checkpoint.files_fingerprint samples the file's ends, and a vocabulary runs for megabytes; NAME: the one
-    files_fingerprints keeps). resume.restore names them when the tokenized examples changed but the records may not
+    files_fingerprints keeps). resume.check_data names them when the tokenized examples changed but the records may not
     have; train.py's adapter keeps them, and evalcli.base_quant warns where they differ."""
     out = {}
     for f in TOKENIZER_FILES if os.path.isdir(path) else ():

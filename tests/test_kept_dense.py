@@ -117,3 +117,41 @@ def test_the_plan_counts_the_kept_buffers(tmp_path, arch, dtype, monkeypatch):
         monkeypatch.setattr(recompute, "KEEP_DENSE", keep)
         planned[keep] = plan.estimate(config, args, targets, 0, 300 * plan.MiB)["dequant"]
     assert planned[True] - planned[False] == kept
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
+def test_a_tail_the_adapter_leaves_out_is_not_replayed(tmp_path, arch, monkeypatch):
+    """A tail that is a plain frozen layer (--targets q_proj,v_proj: down_proj an NF4Linear) is skipped in a replay as a
+    LoRA-SP layer's base is: not dequantized, nothing kept for it, as plan.py counts (a replay kept a buffer of its
+    shape that the plan left out), and the same gradients as a replay that runs it."""
+    import threading
+
+    import plan
+    import quant_torch
+    import train
+    targets = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "t5": ["q", "v"]}[arch]
+    torch.manual_seed(0)
+    kw = dict(num_layers=3, num_decoder_layers=3) if arch == "t5" else dict(n_layer=3)
+    M.save_pretrained(M.build_model(M.replace(M.get_config(f"{arch}-tiny"), **kw)), tmp_path / "model")
+    m = lorasp.apply_lorasp(M.load_pretrained(tmp_path / "model", quantize="nf4").train(), targets, r=4, alpha=8)
+    for layer in m.modules():
+        if isinstance(layer, lorasp.LoRASPLinear):
+            layer.B_train.data.normal_(0, 0.3)
+    m.checkpointing = "full"
+    monkeypatch.setattr(recompute, "KEEP_DENSE", True)
+    grads, kept = {}, {}
+    for replay_tail in (True, False):
+        monkeypatch.setattr(M, "tail", (lambda layer, x: layer(x)) if replay_tail else recompute.tail)  # run whole
+        monkeypatch.setattr(quant_torch, "_kept", threading.local())
+        grads[replay_tail] = grads_and_dequantizes(m, arch, True, monkeypatch, steps=1)[0]
+        kept[replay_tail] = sum(v.nbytes for k, v in vars(quant_torch._kept).items() if k[0][0] == "replay")
+    kept = kept[False]
+    for n, g in grads[False].items():
+        assert g.abs().sum() > 0 and torch.equal(g, grads[True][n]), n
+    args = train.parse_args(["--model", str(tmp_path / "model"), "--data", "alpaca", "--quant", "nf4",
+                             "--checkpointing", "full", "--dtype", "bf16", "--device", "cpu"])
+    config, planned = plan.model_config(args.model, args.model), {}
+    for keep in (False, True):
+        monkeypatch.setattr(recompute, "KEEP_DENSE", keep)
+        planned[keep] = plan.estimate(config, args, targets, 0, 300 * plan.MiB)["dequant"]
+    assert planned[True] - planned[False] == kept
