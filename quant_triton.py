@@ -1,4 +1,4 @@
-"""NF4 dequantize as one Triton kernel, for CUDA only (quant.py imports this file lazily: the CPU never needs Triton).
+"""NF4 dequantize as one Triton kernel, CUDA only (quant_torch.triton_kernel imports it lazily: no CPU needs Triton).
 
     scale[b] = nested_code[absmax[b]] * nested_absmax[b // 256] + offset    (double quantization; else absmax[b])
     out[j]   = round_to(dtype, level[code_j] * scale[j // block_size])      in fp32, each product rounded once
