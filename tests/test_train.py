@@ -400,6 +400,26 @@ def test_full_fine_tuning_loads_the_tokenizer_once(tiny, tmp_path, monkeypatch):
     assert os.path.isdir(tmp_path / "out" / "checkpoint" / "model") and os.path.isdir(tmp_path / "out" / "model")
     assert loads == [tiny[0]]
 
+def test_a_pre_1_6_pytorch_model_bin_is_read_whole_once_a_run(tiny, tmp_path, monkeypatch):
+    """torch.load cannot memory-map a pytorch_model.bin in torch's pre-1.6 format: it reads every tensor. The memory
+    plan's layer check read it whole, then the load again (a 33 MB file: 69 MB read in a run); the check reads its
+    pickle's names alone now (checkpoint.pickled_names), and the load its tensors, once (35 MB: the rest, the
+    fingerprint's first and last MiB)."""
+    d = shutil.copytree(tiny[0], tmp_path / "m")
+    torch.save(load_safetensors(d / "model.safetensors"), d / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    os.remove(d / "model.safetensors")
+    whole, original = [], torch.load
+
+    def counted(f, *args, mmap=None, **kwargs):                # (mmap=True: refused for this format, nothing read)
+        if os.path.basename(f) == "pytorch_model.bin" and not mmap:
+            whole.append(f)
+        return original(f, *args, mmap=mmap, **kwargs)
+    monkeypatch.setattr(torch, "load", counted)
+    train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
+    assert os.path.isfile(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
+    assert whole == [str(d / "pytorch_model.bin")]
+
+
 def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
     """The default run with a smaller pretraining and a few steps: pretrains, caches, reports, prints the JSON last;
     the second run loads the cached model."""
