@@ -624,15 +624,19 @@ def hf_checkpoint(path, source, counts, convert):
 
 def check_layers(source, counts, names, why=lambda: ""):
     """Refuse a layer count other than the checkpoint's; counts: (the key its file names it by, the count, a regex
-    catching a block's index in its tensor names). The model is built (on the meta device) before a tensor is read:
-    a config.json asking for 2**40 layers built until killed. why(): what explains a mismatch, where known."""
-    for key, count, pattern in counts:
+    catching a block's index in its tensor names[, where the file lacks the key: what count is used instead]). The
+    model is built (on the meta device) before a tensor is read: a config.json asking for 2**40 layers built until
+    killed. why(): what explains a mismatch, where known."""
+    for key, count, pattern, *stand_in in counts:
         held = 1 + max((int(m[1]) for n in names if (m := re.search(pattern, n))), default=-1)
         if count != held:
-            raise ValueError(f"{source}: {key} = {count!r}, but the checkpoint's tensors are of {held} layer"
-                             + "s" * (held != 1) + (f" (0 to {held - 1})" if held > 1 else "") + (
-                                 why() or f": a config of another model? Set {key} to {held}, or give the weights it "
-                                 "describes"))
+            fix = f"a config of another model? Set {key} to {held}" if not stand_in else (
+                f"add {key} = {held} to" if stand_in[0].startswith("absent") else f"set {key} = {held} in"
+            ) + f" {os.path.basename(source)}"
+            raise ValueError(f"{source}: {key} " + (f"({stand_in[0]})" if stand_in else f"= {count!r}") +
+                             f", but the checkpoint's tensors are of {held} layer" + "s" * (held != 1) +
+                             (f" (0 to {held - 1})" if held > 1 else "") + (
+                                 why() or f": {fix}, or give the weights it describes"))
 
 
 def shard_map(path, index):
