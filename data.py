@@ -110,11 +110,12 @@ def alpaca_prompt(record):
 NO_VALUE = ("nan", "NaN", "None", "null", "<noinput>")  # a converter's text for a missing input (read_records says it)
 
 
-def read_records(path, output=True):
+def read_records(path, output=True, note=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
     not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index; fields lorasp
-    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said."""
+    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said (where
+    `note`: a command reading a file again, to check it, says them once)."""
     twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
@@ -150,12 +151,12 @@ def read_records(path, output=True):
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
         for k in set(r) - {"instruction", "input", "output"}:
             unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}) and not (k == "text" and rendered(r)))
-    if unused := {k: n for k, n in unused.items() if n}:
+    if (unused := {k: n for k, n in unused.items() if n}) and note:
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
-    if none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]:  # (trained as the input's text)
+    if note and (none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]):  # (trained as its text)
         seen = dict.fromkeys(records[i]["input"] for i in none)
         print(f"note: {path}: {len(none):,} of the {len(records):,} records have the input "
               f"{' or '.join(map(repr, seen))} (the first: record {none[0]}, line {record_line(path, none[0])}), text "
