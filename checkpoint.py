@@ -9,7 +9,8 @@
 - Hugging Face layout: `hf_files` lists model.safetensors, the shards an index names (inside the folder: no '..',
   no symlink out of it), or pytorch_model*.bin; `read_tensors` streams (name, tensor) from any of them (.bin/.pth
   memory-mapped, `weights_only=True`, each tensor's pages handed back once copied); `hf_checkpoint` first holds
-  config.json's layer counts against the tensor names (`check_layers`; the headers it reads are not read again);
+  config.json's layer counts against the tensor names (`check_layers`; the headers it reads are not read again; a
+  file in torch's pre-1.6 format, which torch.load cannot map, is named from its pickle alone: `pickled_names`);
   `write_checkpoint` writes config.json + shards + index.
 - Meta's layout (params.json + consolidated.NN.pth): `meta_checkpoint` merges model-parallel shards through one
   name table and permutes q/k rows from Meta's interleaved RoPE to HF's rotate_half.
@@ -23,6 +24,7 @@
 Architectures live in model.py (`load_pretrained` joins the two); this file knows files, not models.
 Run `python checkpoint.py FILE.safetensors` (or FILE.gguf) to list a file's tensors (and a GGUF's metadata).
 """
+import collections
 import ctypes
 import errno
 import fnmatch
@@ -33,6 +35,7 @@ import json
 import math
 import mmap
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -598,8 +601,11 @@ def hf_files(path):
 
 def tensor_names(files):
     """(the tensor names an HF checkpoint's files hold, {file: what was read to name them, for read_tensors}), known
-    before a weight is read: safetensors headers; one .bin memory-mapped (its pickle read, its data not); .bin shards,
-    their index's weight_map."""
+    before a weight is read: safetensors headers; one .bin memory-mapped (its pickle read, its data not), or in torch's
+    pre-1.6 format its pickle alone (pickled_names: its tensors are read once, by read_tensors); .bin shards, their
+    index's weight_map."""
+    if len(files) == 1 and files[0].endswith(".bin") and (names := pickled_names(files[0])) is not None:
+        return names, {}
     read = {f: read_safetensors_header(f) if f.endswith(".safetensors") else load_torch(f)
             for f in files if f.endswith(".safetensors") or len(files) == 1}
     if not read:
@@ -618,15 +624,19 @@ def hf_checkpoint(path, source, counts, convert):
 
 def check_layers(source, counts, names, why=lambda: ""):
     """Refuse a layer count other than the checkpoint's; counts: (the key its file names it by, the count, a regex
-    catching a block's index in its tensor names). The model is built (on the meta device) before a tensor is read:
-    a config.json asking for 2**40 layers built until killed. why(): what explains a mismatch, where known."""
-    for key, count, pattern in counts:
+    catching a block's index in its tensor names[, where the file lacks the key: what count is used instead]). The
+    model is built (on the meta device) before a tensor is read: a config.json asking for 2**40 layers built until
+    killed. why(): what explains a mismatch, where known."""
+    for key, count, pattern, *stand_in in counts:
         held = 1 + max((int(m[1]) for n in names if (m := re.search(pattern, n))), default=-1)
         if count != held:
-            raise ValueError(f"{source}: {key} = {count!r}, but the checkpoint's tensors are of {held} layer"
-                             + "s" * (held != 1) + (f" (0 to {held - 1})" if held > 1 else "") + (
-                                 why() or f": a config of another model? Set {key} to {held}, or give the weights it "
-                                 "describes"))
+            fix = f"a config of another model? Set {key} to {held}" if not stand_in else (
+                f"add {key} = {held} to" if stand_in[0].startswith("absent") else f"set {key} = {held} in"
+            ) + f" {os.path.basename(source)}"
+            raise ValueError(f"{source}: {key} " + (f"({stand_in[0]})" if stand_in else f"= {count!r}") +
+                             f", but the checkpoint's tensors are of {held} layer" + "s" * (held != 1) +
+                             (f" (0 to {held - 1})" if held > 1 else "") + (
+                                 why() or f": {fix}, or give the weights it describes"))
 
 
 def shard_map(path, index):
@@ -683,6 +693,44 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-
 def torch_load(file):
     """torch.load of a .bin/.pth, tensors only (weights_only: a pickle's code never runs) -> {name: tensor}."""
     return load_torch(file)[0]
+
+
+def torch_names(file):
+    """The tensor names of a .bin/.pth: its pickle's, as load_torch reads them (a pre-1.6 file: pickled_names)."""
+    names = pickled_names(file)
+    return list(load_torch(file)[0]) if names is None else names
+
+
+class NamesOnly(pickle.Unpickler):
+    """Unpickles a pre-1.6 torch.save pickle with every tensor a TENSOR mark, running nothing: its only globals are
+    OrderedDict, torch's tensor rebuild (a mark instead) and storage types (never built: persistent ids are None)."""
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):  # (a state_dict(): with its _metadata attribute)
+            return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2") or module == "torch" and name.endswith("Storage"):
+            return lambda *args: TENSOR
+        raise pickle.UnpicklingError(f"{module}.{name} is not unpickled for names")  # (load_torch says what it is)
+
+    def persistent_load(self, pid):
+        return None
+
+
+TENSOR = object()
+
+
+def pickled_names(file):
+    """The tensor names of a file in torch's pre-1.6 format, from its pickle alone: torch.load cannot memory-map it
+    and reads every tensor, and the tensors' bytes follow the pickle. None for any other file, or a pickle holding
+    more than a flat dict of tensors (load_torch then reads it, and says what it holds)."""
+    with open(file, "rb") as f:
+        if f.read(len(LEGACY_MAGIC)) != LEGACY_MAGIC:
+            return None
+        f.seek(0)
+        try:                                                   # magic number, protocol version, sys_info, the object
+            state = [NamesOnly(f).load() for _ in range(4)][-1]
+        except Exception:                                      # (a payload, a cut file: load_torch's errors name it)
+            return None
+    return list(state) if isinstance(state, dict) and all(v is TENSOR for v in state.values()) else None
 
 
 def load_torch(file):

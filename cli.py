@@ -377,9 +377,11 @@ def pretrain_demo(args, train, model_dir, busy):
           f"{d['docs']:,} generated lines (once: it is cached in {model_dir})" + (
               f"; going on from the checkpoint a Ctrl-C saved in {work}" if stopped else ""))
     flags = ["--model", init, "--data", os.path.join(init, "corpus.txt"), "--method", "full", "--out", work,
-             "--device", args.device, "--threads", str(args.threads), *d["flags"]]
+             "--device", args.device, *d["flags"]]
     try:
-        pretrain = train(parse_args(flags + ["--resume"] * stopped))
+        pretraining = parse_args(flags + ["--resume"] * stopped)
+        pretraining.threads = args.threads                     # (not a flag: its notes were said, for this run's)
+        pretrain = train(pretraining)
     except Busy:                                               # (one started since the probe: not to be deleted)
         raise busy from None
     except UserError as e:                                     # a checkpoint of other settings (another version's)

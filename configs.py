@@ -338,6 +338,7 @@ class T5Config:  # fields named as in T5's config.json
                                    num_hidden_layers="num_layers", head_dim="d_kv")
     LAYERS: ClassVar[dict] = dict(num_layers=r"^encoder\.block\.(\d+)\.",
                                   num_decoder_layers=r"^decoder\.block\.(\d+)\.")
+    LAYERS_FROM: ClassVar[dict] = dict(num_decoder_layers="num_layers")  # its count where config.json lacks the key
 
     @classmethod
     def from_hf(cls, c):
@@ -517,9 +518,16 @@ def hf_key(cls, field, raw=None):
 
 
 def layer_counts(config, raw=None):
-    """[(config.json's key, the config's layer count, a regex catching a block's index in its tensors' names)], one
-    a stack (T5: its encoder's and its decoder's), for checkpoint.check_layers."""
-    return [(hf_key(type(config), f, raw), getattr(config, f), pattern) for f, pattern in config.LAYERS.items()]
+    """[(config.json's key, the config's layer count, a regex catching a block's index in its tensors' names[, where
+    raw lacks the key (absent or null), what count is used instead: T5's num_layers for num_decoder_layers])], one a
+    stack (T5: its encoder's and its decoder's), for checkpoint.check_layers."""
+    cls, counts = type(config), []
+    for f, pattern in config.LAYERS.items():
+        key, stand_in = hf_key(cls, f, raw), getattr(cls, "LAYERS_FROM", {}).get(f)
+        lacked = stand_in and raw is not None and raw.get(key) is None
+        counts.append((key, getattr(config, f), pattern) + ((f"{'null' if key in raw else 'absent'}: "
+                       f"{hf_key(cls, stand_in, raw)} = {getattr(config, stand_in)!r} is used",) if lacked else ()))
+    return counts
 
 
 def positions(config):

@@ -110,11 +110,12 @@ def alpaca_prompt(record):
 NO_VALUE = ("nan", "NaN", "None", "null", "<noinput>")  # a converter's text for a missing input (read_records says it)
 
 
-def read_records(path, output=True):
+def read_records(path, output=True, note=True):
     """Instruction records from a .json list or a .jsonl file. Each needs `instruction` and `output` strings (output:
     False, prompts to answer: no output needed); `input` is optional (Alpaca's empty string). Bad JSON, bytes that are
     not UTF-8 or a malformed record are errors naming the file, the line and (a record) its index; fields lorasp
-    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said."""
+    does not read, and inputs that are a converter's text for no value (NO_VALUE: pandas' "nan"), are said (where
+    `note`: a command reading a file again, to check it, says them once)."""
     twice = {}                                  # id(record): a field it gives twice, with other values (noting_twice)
     with text_file(path, "utf-8-sig") as f:  # -sig: a byte-order mark (Notepad's) is not JSON
         if path.lower().endswith(".jsonl"):
@@ -150,12 +151,12 @@ def read_records(path, output=True):
     for r in records:               # ("text": the Hub's Alpaca export renders the three fields into it: not said)
         for k in set(r) - {"instruction", "input", "output"}:
             unused[k] = unused.get(k, 0) + (r[k] not in (None, "", [], {}) and not (k == "text" and rendered(r)))
-    if unused := {k: n for k, n in unused.items() if n}:
+    if (unused := {k: n for k, n in unused.items() if n}) and note:
         print(f"note: {path}: fields lorasp does not use (it reads instruction, input, output): " + ", ".join(
             f"{k!r} in {n:,} records" for k, n in sorted(unused.items())) + (
             " ('text' there is not Alpaca's prompt of the record's fields: lorasp trains on that prompt, not on "
             "'text')" if "text" in unused else ""), file=sys.stderr)
-    if none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]:  # (trained as the input's text)
+    if note and (none := [i for i, r in enumerate(records) if r.get("input") in NO_VALUE]):  # (trained as its text)
         seen = dict.fromkeys(records[i]["input"] for i in none)
         print(f"note: {path}: {len(none):,} of the {len(records):,} records have the input "
               f"{' or '.join(map(repr, seen))} (the first: record {none[0]}, line {record_line(path, none[0])}), text "
@@ -1457,7 +1458,7 @@ def piece_offsets(tok, space, context, s, e):
     return [(t, (s, e)) for t in ids]
 
 
-def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev"):
+def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="dev", note=True):
     """Extractive-QA inputs, one per window of a question's context (BERT's run_squad.py): [CLS] question [SEP]
     context tokens [SEP] (RoBERTa: <s> q </s></s> c </s>), at most max_len tokens, windows starting every `stride`
     context tokens (every window length, if that is shorter: BERT's min(length, doc_stride)) until one reaches the
@@ -1466,7 +1467,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
     the answer to point at); id, offsets (the (first, end) characters of each context token, None elsewhere) and
     context, to map a span back to text. The gold answer is the first whose text is at its answer_start: a question
     with none such is left out of "train" (as BERT's run_squad.py does) and kept, labelled (0, 0), elsewhere (its
-    answers' texts are still what it is scored against); counted."""
+    answers' texts are still what it is scored against); counted, and said where `note` (once a run: tasks.py)."""
     out, unfound, long = [], [], []
     for article in dataset:
         for paragraph in article["paragraphs"]:
@@ -1501,10 +1502,10 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                     if start + room >= len(toks):
                         break
                     start += min(stride, room)  # a longer step would skip the tokens in between
-    if unfound:
+    if unfound and note:
         print(f"squad {split}: {len(unfound):,} questions whose answer texts are not at their answer_start in the "
               f"context (first: {unfound[0]}): " + ("left out" if split == "train" else "labelled as no answer"))
-    if long:
+    if long and note:
         print(f"squad {split}: {len(long):,} question{'s' * (len(long) > 1)} longer than {max_query} tokens cut to "
               f"their first {max_query} (BERT's run_squad.py max_query_length; first: {long[0]})")
     return out
@@ -1519,10 +1520,11 @@ def squad_records(dataset):
             for article in dataset for p in article["paragraphs"] for qa in p["qas"]]
 
 
-def fit_contexts(records, tok, context, answer=32):
+def fit_contexts(records, tok, context, answer=32, note=True):
     """squad_records' records with each context cut to its first tokens, so that a prompt and `answer` new tokens fit
-    a causal LM's `context`; how many were cut is said. A question whose template and question alone fill the room is
-    refused (it was asked with no context at all, past the model's context, without a word)."""
+    a causal LM's `context`; how many were cut is said where `note` (once a run: tasks.py). A question whose template
+    and question alone fill the room is refused (it was asked with no context at all, past the model's context,
+    without a word)."""
     room, cut = context - answer, 0
     for r in records:
         if (over := len(tok.encode(alpaca_prompt(r))) - room) > 0:
@@ -1533,7 +1535,7 @@ def fit_contexts(records, tok, context, answer=32):
                                 f"{max(room, 0)} beside a {answer}-token answer: no token of its context fits; a "
                                 "causal LM of a longer context answers it")
             r["input"], cut = tok.decode(ids[:-over]), cut + 1
-    if cut:
+    if cut and note:
         print(f"squad: {cut} of {len(records)} contexts cut to their first tokens, to fit the model's context of "
               f"{context} with a {answer}-token answer: an answer in what was cut cannot be given")
     return records

@@ -137,19 +137,19 @@ def best_span(start, end, offsets, max_answer=30):
 
 @torch.no_grad()
 def evaluate_squad(model, tok, dataset, batch_size=32, max_len=384, stride=128, autocast=contextlib.nullcontext,
-                   bucket=None):
+                   bucket=None, note=True):
     """({exact_match, f1}, {id: answer}) of an encoder with a span head (model.span_logits) on SQuAD-format data:
     each question's windows (data.squad_windows), its answer the best span over all of them (best_span) as the
     context's characters; a causal LM (GPT-2) answers generatively instead: greedy, Alpaca's template with the
     context as input (data.squad_records), also scored with BLEU against all gold answers. bucket: as
-    data.collate's and generate_answers' (CPU bf16)."""
+    data.collate's and generate_answers' (CPU bf16); note: the data notes (what was cut), as data's."""
     if model.config.model_type in CAUSAL[0]:  # (generate_answers: eval mode, the training mode set back)
         new = 32                                               # the tokens an answer may take
-        records = fit_contexts(squad_records(dataset), tok, context_length(model), new)  # contexts cut to fit
+        records = fit_contexts(squad_records(dataset), tok, context_length(model), new, note)  # contexts cut to fit
         answers = generate_answers(model, tok, records, new, autocast=autocast, bucket=bucket)
         pred = {r["id"]: a for r, a in zip(records, answers)}
         return dict(squad_scores(dataset, pred), bleu=bleu(answers, [r["answers"] or [""] for r in records])), pred
-    windows, training, best = squad_windows(dataset, tok, max_len, stride), model.training, {}
+    windows, training, best = squad_windows(dataset, tok, max_len, stride, note=note), model.training, {}
     device = next(model.parameters()).device
     model.eval()
     for rows, b in sorted_batches(windows, batch_size, model.config.pad_id, bucket=bucket):

@@ -627,7 +627,7 @@ def trained_on(args, flag, path):
             run_record(os.path.join(run, *d)).get("data") == was["data"] for d in (
                 ["adapter"], ["checkpoint", "adapter"], ["model"], ["checkpoint", "model"])):
         return ""
-    records, kept = read_records(path), set(was["held"])
+    records, kept = read_records(path, note=False), set(was["held"])  # (its notes: perplexity_docs' read)
     if trained := sum(fingerprint(r) not in kept for r in records):
         return (f"\nnote: --data {path} holds another run's held-out records of the file {who} trained on (another "
                 f"split: --seed or --val-fraction): {trained} of its {len(records)} records trained {who}, so this is "

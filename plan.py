@@ -57,7 +57,7 @@ from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
 from checkpoint import (META_LAYERS, check_layers, consolidated, hf_checkpoint, is_meta, meta_config, read_json,
-                        refuse_vision, resident as resident_bytes, torch_load)
+                        refuse_vision, resident as resident_bytes, torch_names)
 from configs import layer_counts
 from ggufread import gguf_checkpoint, gguf_file
 import quant_torch
@@ -157,7 +157,7 @@ def check_layers_held(config, directory):
     if is_meta(directory):
         if files := consolidated(directory):
             check_layers(os.path.join(directory, "params.json"), [("n_layers", config.n_layer, META_LAYERS)],
-                         torch_load(files[0]))
+                         torch_names(files[0]))
         return
     source = os.path.join(directory, "config.json")
     try:                                                           # (its stream is not started)

@@ -415,11 +415,13 @@ def before_after(model, tok, records, autocast, args, when):
     translations (eval.evaluate_translation); instructions, the share of greedy answers (eval.generate_answers) equal
     to `output`, and that start with it, then a non-word character or the end (the knowledge without the format).
     Returns (summary entries, answers). SQuAD (records: single-question articles): exact match and F1 of the span
-    head, or of greedy answers (squad-gen), by eval.evaluate_squad."""
+    head, or of greedy answers (squad-gen), by eval.evaluate_squad, its notes said once a run: the span head's by
+    reading the data (data.squad_examples), squad-gen's (contexts cut to fit) by the first check."""
     if data.task_kind(args.data) == "squad" or args.data == "squad-gen":
+        first = when == "before" or bool(args.resume)          # (a resumed run has no "before" check)
         with autocast():
             scores, answers = evaluate_squad(model, tok, records, args.batch_size, args.seq_len,
-                                             bucket=plan.bucket(args))
+                                             bucket=plan.bucket(args), note=args.data == "squad-gen" and first)
         print(f"SQuAD on {len(records)} dev questions {when} training: exact match {scores['exact_match']:.1f}, F1 "
               f"{scores['f1']:.1f}", flush=True)
         return {f"exact_match_{when}": scores["exact_match"], f"f1_{when}": scores["f1"]}, list(answers.values())

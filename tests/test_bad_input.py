@@ -3161,6 +3161,25 @@ def _(ctx):  # (was: "13 tensors missing from the checkpoint: decoder.block.2.la
     load_pretrained(ctx.tmp)
 
 
+def t5_decoder_unwritten(ctx, written):
+    """A T5 of 2 encoder layers and 1 decoder layer, its config.json's num_decoder_layers deleted (KeyError) or null:
+    transformers then builds num_layers' 2 decoder layers (was: "num_decoder_layers = 2 ... Set num_decoder_layers to
+    1", naming a value the file does not hold)."""
+    save_pretrained(build_model(T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_heads=4, num_layers=2,
+                                         num_decoder_layers=1)), ctx.tmp)
+    edit_json(ctx.tmp / "config.json", num_decoder_layers=written)
+    load_pretrained(ctx.tmp)
+
+
+case("a T5 config.json without num_decoder_layers (num_layers is used) over a decoder of 1 layer", ValueError,
+     "config.json: num_decoder_layers (absent: num_layers = 2 is used), but the checkpoint's tensors are of 1 layer: "
+     "add num_decoder_layers = 1 to config.json, or give the weights it describes")(
+    lambda ctx: t5_decoder_unwritten(ctx, KeyError))
+case("a T5 config.json with num_decoder_layers null (num_layers is used) over a decoder of 1 layer", ValueError,
+     "config.json: num_decoder_layers (null: num_layers = 2 is used), but the checkpoint's tensors are of 1 layer: "
+     "set num_decoder_layers = 1 in config.json")(lambda ctx: t5_decoder_unwritten(ctx, None))
+
+
 @case("a BERT of 2**40 layers in .bin shards: named by their index's weight_map", ValueError,
       "config.json: num_hidden_layers = 1099511627776, but the checkpoint's tensors are of 2 layers (0 to 1)")
 def _(ctx):

@@ -211,6 +211,27 @@ def test_windows_scored_together_give_the_same_perplexity_in_fewer_passes(ckpt):
     assert len(passes) < n_one and all(B * T <= 96 or B == 1 for B, T in passes) and max(B for B, _ in passes) > 1
 
 
+def test_perplexity_on_a_runs_heldout_records_says_their_notes_once(tmp_path, capsys):
+    """Records with a field lorasp does not read and an input of "nan" are noted (data.read_records); eval.py
+    --task perplexity on a run's heldout.jsonl read the file twice (perplexity_docs, then evalcli.trained_on, checking
+    the records against the run's split) and said both notes twice. Once each now."""
+    import train
+    from fixtures import flags
+    d = tmp_path / "m"
+    small_llama(d)
+    records = [dict(instruction=f"say {w}", input="nan" if i % 3 == 0 else "", output=w, system="be brief")
+               for i, w in enumerate("the cat sat on a mat and then it ran far away from home".split() * 3)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    train.main(flags((str(d), str(tmp_path / "r.json")), tmp_path / "out", "--max-steps", "1"))
+    capsys.readouterr()
+    E.main(["--task", "perplexity", "--model", str(d), "--adapter", str(tmp_path / "out" / "adapter"), "--data",
+            str(tmp_path / "out" / "heldout.jsonl"), "--seq-len", "200"])
+    err = capsys.readouterr().err
+    assert err.count("heldout.jsonl: fields lorasp does not use (it reads instruction, input, output): 'system' in "
+                     "4 records") == 1, err
+    assert err.count("of the 4 records have the input 'nan'") == 1, err
+
+
 @pytest.mark.parametrize("seq_len", [120, 400])
 def test_records_perplexity_is_exp_val_loss_at_the_same_length_or_says_why_not(seq_len, tmp_path, capsys):
     """A train.py run's last validation loss and eval.py's perplexity on the run's heldout.jsonl at the same --seq-len:

@@ -1,8 +1,10 @@
 """Backbones and loading against transformers (a test-only oracle): tiny random checkpoints written by the test in the
 public layouts (HF sharded safetensors + index, pytorch_model*.bin, Meta's consolidated.NN.pth) load to the same
 logits."""
+import io
 import json
 import os
+import pickletools
 import re
 import shutil
 import sys
@@ -210,6 +212,37 @@ def test_a_legacy_format_bin_with_a_pickle_payload_is_refused_never_run(hf_llama
                                          r"\(UnpicklingError"):
         M.load_pretrained(tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("layout", ["bin", "meta"])
+def test_a_legacy_format_file_is_named_from_its_pickle_alone(hf_llama, tmp_path, layout):
+    """The layer checks made before any weight is read (the memory plan's, load_pretrained's) name a pre-1.6 file's
+    tensors from its pickle: torch.load cannot memory-map the file and read every tensor to name them (a train.py run
+    read a pytorch_model.bin whole twice: tests/test_train.py). Cut after its pickle, the file still names its 2 layers
+    against a config of 1 (was: "cannot be read as a PyTorch checkpoint of tensors (EOFError ...")."""
+    import plan
+    ref, d = hf_llama
+    if layout == "meta":
+        write_meta(ref, tmp_path)
+        params = json.loads((tmp_path / "params.json").read_text())
+        (tmp_path / "params.json").write_text(json.dumps(dict(params, n_layers=1)))
+        f, key = tmp_path / "consolidated.00.pth", "params.json: n_layers"
+        state = torch.load(f)
+    else:
+        (tmp_path / "config.json").write_text(json.dumps(dict(ref.config.to_dict(), num_hidden_layers=1)))
+        f, key, state = tmp_path / "pytorch_model.bin", "config.json: num_hidden_layers", ref.state_dict()
+    torch.save(state, f, _use_new_zipfile_serialization=False)
+    with open(f, "rb") as file:                               # the pickles (magic, version, sys_info, the dict) alone
+        for _ in range(4):
+            pickletools.dis(file, out=io.StringIO())           # (read through, nothing built)
+        cut = file.tell()
+    os.truncate(f, cut)
+    want = rf"{key} = 1, but the checkpoint's tensors are of 2 layers \(0 to 1\)"
+    with pytest.raises(ValueError, match=want):
+        plan.check_layers_held(M.LlamaConfig(n_layer=1), str(tmp_path))
+    if layout == "bin":
+        with pytest.raises(ValueError, match=want):
+            M.load_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])

@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import re
+import signal
 import string
 from collections import Counter
 
@@ -23,10 +24,10 @@ import eval as E
 import model as M
 import tokenizer
 import train
-from bench.toy_squad import write_toy
+from bench.toy_squad import write_gpt2, write_toy
 from fake_hub import serve
 from fetch_real import path
-from fixtures import random_params
+from fixtures import fault_at_loss_call, random_params
 
 
 def article(*qas, context="ctx"):
@@ -380,6 +381,45 @@ def test_answers_not_at_their_start_are_counted_and_bad_fields_refused(tmp_path,
         (tmp_path / "dev-v1.1.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [qa]}]}]}))
         with pytest.raises(ValueError, match=r"dev-v1.1.json: question 'right': expected \{\"id\": str"):
             data.read_squad("dev", str(tmp_path))
+
+
+def long_toy(tmp_path):
+    """The toy SQuAD (40 train, 6 dev paragraphs) with, in each file, a question longer than the span head's 64 query
+    tokens and a context longer than the toy GPT-2's 256 positions; (squad dir, BERT dir, GPT-2 dir)."""
+    squad, bert = write_toy(tmp_path, n_train=40, n_dev=6)
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        d = json.load(open(f"{squad}/{name}"))
+        paragraphs = d["data"][0]["paragraphs"]
+        paragraphs[0]["qas"][0]["question"] += " i we saw" * 30
+        paragraphs[1]["context"] += " i we saw" * 120
+        json.dump(d, open(f"{squad}/{name}", "w"))
+    return squad, bert, write_gpt2(tmp_path)
+
+
+@pytest.mark.parametrize("task", ["squad", "squad-gen"])
+def test_squads_cut_notes_are_said_once_a_run(tmp_path, capsys, monkeypatch, task):
+    """train.py --data squad said 'squad dev: 1 question longer than 64 tokens cut ...' three times (reading the data,
+    then each before/after check's windows of the same dev questions); squad-gen said 'squad: 1 of 6 contexts cut
+    ...' twice (the checks): once each now, and after a --resume (no "before" check) by the "after" one. eval.py
+    says each once."""
+    squad, bert, gpt2 = long_toy(tmp_path)
+    model, note = (bert, "squad dev: 1 question longer than 64 tokens cut") if task == "squad" else (
+        gpt2, "of 6 contexts cut to their first tokens")
+    run = ["--model", model, "--data", task, "--data-dir", squad, "--seq-len", "128" if task == "squad" else "256",
+           "--batch-size", "4", "--exact-match", "6", "--eval-every", "0", "--dtype", "fp32", "--max-steps", "2"]
+    train.main(run + ["--out", str(tmp_path / "run")])
+    assert capsys.readouterr().out.count(note) == 1
+    if task == "squad-gen":                                    # Ctrl-C in step 2: a checkpoint of step 1 to resume
+        fault_at_loss_call(monkeypatch, 2, signal.SIGINT)
+        with pytest.raises(SystemExit):
+            train.main(run + ["--out", str(tmp_path / "stopped")])
+        monkeypatch.undo()
+        assert capsys.readouterr().out.count(note) == 1       # (by the "before" check)
+        train.main(run + ["--out", str(tmp_path / "stopped"), "--resume"])
+        assert capsys.readouterr().out.count(note) == 1       # (by the "after" check)
+    E.main(["--task", "squad", "--model", model, "--adapter", str(tmp_path / "run" / "adapter"), "--data-dir", squad]
+           + ["--seq-len", "128"] * (task == "squad"))
+    assert capsys.readouterr().out.count(note) == 1
 
 
 def test_a_dev_file_giving_two_questions_one_id_is_refused(tmp_path):

@@ -4,6 +4,7 @@ Ctrl-C, --download from a stand-in Hub on 127.0.0.1, NF4 + checkpointing, full f
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -400,6 +401,26 @@ def test_full_fine_tuning_loads_the_tokenizer_once(tiny, tmp_path, monkeypatch):
     assert os.path.isdir(tmp_path / "out" / "checkpoint" / "model") and os.path.isdir(tmp_path / "out" / "model")
     assert loads == [tiny[0]]
 
+def test_a_pre_1_6_pytorch_model_bin_is_read_whole_once_a_run(tiny, tmp_path, monkeypatch):
+    """torch.load cannot memory-map a pytorch_model.bin in torch's pre-1.6 format: it reads every tensor. The memory
+    plan's layer check read it whole, then the load again (a 33 MB file: 69 MB read in a run); the check reads its
+    pickle's names alone now (checkpoint.pickled_names), and the load its tensors, once (35 MB: the rest, the
+    fingerprint's first and last MiB)."""
+    d = shutil.copytree(tiny[0], tmp_path / "m")
+    torch.save(load_safetensors(d / "model.safetensors"), d / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    os.remove(d / "model.safetensors")
+    whole, original = [], torch.load
+
+    def counted(f, *args, mmap=None, **kwargs):                # (mmap=True: refused for this format, nothing read)
+        if os.path.basename(f) == "pytorch_model.bin" and not mmap:
+            whole.append(f)
+        return original(f, *args, mmap=mmap, **kwargs)
+    monkeypatch.setattr(torch, "load", counted)
+    train.main(flags((str(d), tiny[1]), tmp_path / "out", "--max-steps", "1"))
+    assert os.path.isfile(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
+    assert whole == [str(d / "pytorch_model.bin")]
+
+
 def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
     """The default run with a smaller pretraining and a few steps: pretrains, caches, reports, prints the JSON last;
     the second run loads the cached model."""
@@ -418,6 +439,23 @@ def test_offline_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert "python train.py --model llama2-7b --data alpaca" in out
     assert os.path.exists(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
     assert len(data.read_records(str(tmp_path / "cache" / "data" / "demo_tasks.json"))) == 3000
+
+
+def test_the_demos_first_run_says_a_threads_note_once(tmp_path, monkeypatch, capsys):
+    """--threads past the CPUs this process may use is noted; the demo's first run passed --threads on to its
+    pretraining's flags, which said the note again (twice in one command, for one flag). Its pretraining takes the
+    thread count without the flag now, and trains with it."""
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(train.DEMO_PRETRAIN, "docs", 150)
+    monkeypatch.setitem(train.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)   # one CPU, as cli.py counts them
+    try:
+        train.main(["--threads", "2", "--max-steps", "1", "--exact-match", "0", "--out", str(tmp_path / "out")])
+    finally:
+        torch.set_num_threads(1)                               # (conftest's one_thread, for the tests after this)
+    out = capsys.readouterr().out
+    assert out.count("note: --threads 2 is more than the 1 CPUs this process may use") == 1, out
+    assert re.search(r"\.pretrain/init: full: every weight trains; .*, 2 threads\n", out), out   # (its own line)
 
 
 def test_default_targets_follow_the_architecture(tmp_path):
