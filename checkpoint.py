@@ -131,6 +131,9 @@ def locked(path, busy, folder=False):
         made = folder and not os.path.exists(path)
         if folder:
             os.makedirs(path, exist_ok=True)
+        if fcntl is None:                                      # no locks (Windows, where a folder cannot be opened, nor
+            fd, held = None, False                             # an open file removed): no lock file either
+            break
         fd = os.open(path, os.O_RDONLY if folder else os.O_RDWR | os.O_CREAT)
         try:
             held = _take(fd, path, busy)
@@ -144,18 +147,17 @@ def locked(path, busy, folder=False):
         yield held
     finally:
         try:
-            if not folder:
+            if not folder and fd is not None:
                 os.remove(path)
             elif made and not os.listdir(path):
                 os.rmdir(path)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
 
 def _take(fd, path, busy):
     """locked's flock of fd, opened from path: True (held), False (no locks here), None (path names another file)."""
-    if fcntl is None:
-        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

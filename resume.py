@@ -147,6 +147,9 @@ def stop_signals(stop):
             signal.signal(s, handler)
 
 
+UNLOCKED = []  # claim's --out where no lock could be taken: said once
+
+
 class Busy(UserError):
     """claim's refusal: another train.py holds --out (cli.prepare_demo must not take it for a stale checkpoint)."""
 
@@ -172,6 +175,10 @@ def claim(out):
                 for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
                     print(f"note: removing {stale}, left by a train.py killed while writing it")
                     os.remove(stale)
+            elif not UNLOCKED:                                 # once a process (the demo's pretraining claims too)
+                UNLOCKED.append(out)
+                print(f"note: --out {out} is not locked: no file locks here (no fcntl: Windows; or a file system "
+                      "without them), so a second train.py into it would not be refused: start one at a time")
             yield
     finally:
         for d in made:                                         # (one that holds something stays, and its parents)

@@ -154,7 +154,7 @@ def train(args):
             else:
                 run.model = load_adapter(run.model, weights_dir(args))
         check(run, records, "after", s, before)
-        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # the process's: saves and checks can pass the loop's
+        s.update(peak_mem_mib=peak_mem_mib(run.device))        # the process's: saves and checks can pass the loop's
         return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -232,12 +232,12 @@ def report(run, again=False):
             f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
             if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
-        dt, unit = time.time() - run.t0, tokens_counted(run.args)[1]  # (T5: source tok/s)
-        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # (whole seconds: 59.6 s is 1m00s)
+        dt, unit, peak = time.time() - run.t0, tokens_counted(run.args)[1], peak_mem_mib(run.device)  # (T5: source
+        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # tok/s; ETA: whole seconds, 59.6 s is 1m00s)
             step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
-            tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
-        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
-              f"{unit}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
+            tokens_per_s=run.tokens / dt, peak_mem_mib=peak)
+        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} {unit}  "
+              f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak " + (f"{peak:,.0f} MiB" if peak else "unknown"), flush=True)
         run.log.write(json.dumps(rec) + "\n")
         run.losses = []
 

@@ -1,0 +1,108 @@
+"""The commands in the environments users run them in (session 32): Windows' facts simulated on Linux, ...
+Each runs the real command in its own process, as a user would, and compares with the same command run plainly."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Windows' facts on Linux, as a sitecustomize.py first on PYTHONPATH: no fcntl or resource module, a folder cannot be
+# os.open'ed (PermissionError), no /proc (FileNotFoundError); shutil.rmtree as Windows runs it (no folder fds). A
+# simulation of what lorasp's own code meets, not a Windows run (no drive letters, no open files that cannot be removed)
+WINDOWS = '''
+import builtins, errno, io, os, shutil, sys
+sys.modules["fcntl"] = sys.modules["resource"] = None
+shutil._use_fd_functions = False
+opened, os_opened = builtins.open, os.open
+
+def proc(path):
+    return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(os.path.abspath(path)).startswith("/proc/")
+
+def open(file, *a, **k):
+    if proc(file):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", file)
+    return opened(file, *a, **k)
+
+def os_open(path, flags, mode=0o777, *, dir_fd=None):
+    if proc(path):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    if dir_fd is None and os.path.isdir(path):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+    return os_opened(path, flags, mode, dir_fd=dir_fd)
+
+builtins.open = io.open = open
+os.open = os_open
+'''
+
+# the offline demo (train.main as `python train.py` calls it) with its pretraining recipe made small (as tests/
+# test_locks.py's), checking first that the simulation holds in this process
+DEMO = '''
+import os, sys, cli, train
+for name in ("fcntl", "resource"):
+    try:
+        __import__(name)
+        sys.exit(name + " imports")
+    except ImportError:
+        pass
+for path in (os.getcwd(), "/proc/self/status"):
+    try:
+        os.open(path, os.O_RDONLY)
+        sys.exit(path + " opens")
+    except (PermissionError, FileNotFoundError):
+        pass
+cli.DEMO_PRETRAIN.update(docs=300, config=dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+train.main(sys.argv[1:])
+'''
+
+
+def command(args, env, cwd=ROOT):
+    """A command's (exit status, stdout + stderr) in its own process."""
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    """(env with the simulation, env without it, the demo's --out, what the demo printed): one offline demo of 2 steps
+    run under the simulation, its cache in a scratch folder."""
+    tmp = tmp_path_factory.mktemp("windows")
+    (tmp / "sim").mkdir()
+    (tmp / "sim" / "sitecustomize.py").write_text(WINDOWS)
+    plain = dict(os.environ, LORASP_CACHE=str(tmp / "cache"), PYTHONPATH=os.pathsep.join([ROOT, f"{ROOT}/tests"]))
+    env = dict(plain, PYTHONPATH=os.pathsep.join([str(tmp / "sim"), plain["PYTHONPATH"]]))
+    status, out = command(["-c", DEMO, "--max-steps", "2", "--out", str(tmp / "demo")], env)
+    assert status == 0, out
+    return env, plain, tmp / "demo", out
+
+
+def test_the_offline_demo_runs_where_there_is_no_fcntl_resource_nor_proc(windows):
+    """Under Windows' facts `python train.py` died at its imports ("import of resource halted": plan.py imported it at
+    the top); past that, on the --out lock (checkpoint.locked os.open'ed the folder: "[Errno 13] Permission denied")
+    and at the first progress line (ru_maxrss, the peak where no /proc is). Now it runs: the peak is unknown (null in
+    the summary), --out is said not to be locked, once (the pretraining's --out too is claimed), and the adapter is
+    written."""
+    env, plain, out, printed = windows
+    lines = printed.splitlines()
+    notes = [line for line in lines if "is not locked" in line]
+    assert len(notes) == 1 and re.fullmatch(r"note: --out \S+ is not locked: no file locks here \(no fcntl: Windows; "
+                                            r"or a file system without them\), so a second train.py into it would not "
+                                            r"be refused: start one at a time", notes[0]), printed
+    assert any(line.startswith("step     2/2  loss") and line.endswith("peak unknown") for line in lines), printed
+    summary = json.loads(lines[-1])
+    assert summary["steps"] == 2 and summary["peak_mem_mib"] is None and summary["train_peak_mem_mib"] is None
+    assert sorted(os.listdir(out / "adapter")) == ["adapter_config.json", "adapter_model.safetensors",
+                                                   "lorasp_extras.safetensors"]
+
+
+def test_eval_scores_the_demo_alike_with_and_without_windows_facts(windows):
+    """eval.py under the simulation: the perplexity the plain command prints, to the digit."""
+    env, plain, out, printed = windows
+    evaluate = next(line for line in printed.splitlines() if line.startswith("evaluate: python eval.py")).split()[2:]
+    results = [command(evaluate, e) for e in (env, plain)]
+    assert [status for status, _ in results] == [0, 0], results
+    simulated, real = (json.loads(out.splitlines()[-1]) for _, out in results)
+    assert simulated == real and simulated["task"] == "perplexity" and simulated["tokens"] > 0
