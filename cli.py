@@ -391,7 +391,7 @@ def pretrain_demo(args, train, model_dir, busy):
     if pretrain.get("interrupted"):                            # (its model is not written: the checkpoint is)
         print(f"interrupted at step {pretrain['steps']} of the demo model's pretraining: `python train.py` goes on "
               f"from its checkpoint ({work})", file=sys.stderr)
-        sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), as train.main
+        sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), 129, as train.main
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return pretrain["wall_s"]

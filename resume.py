@@ -129,17 +129,19 @@ def run_tokens(run):
 
 @contextlib.contextmanager
 def stop_signals(stop):
-    """Ctrl-C or SIGTERM (a job scheduler's stop) while the block runs: its number is appended to `stop`, and the loop
-    saves a checkpoint after the step and stops (train.main exits 128 + it: 130, 143); a second one quits without
-    saving (Ctrl-C: KeyboardInterrupt; SIGTERM: the default, killed). The handlers before are put back after."""
+    """Ctrl-C, SIGTERM (a job scheduler's stop) or SIGHUP (a closed ssh session, no nohup: it ended the run unsaved)
+    while the block runs: its number is appended to `stop`, and the loop saves a checkpoint after the step and stops
+    (train.main exits 128 + it: 130, 143, 129); a second one quits without saving (Ctrl-C: KeyboardInterrupt; the
+    others: their default, killed). The handlers before are put back after."""
     def on_signal(signum, frame):
         ctrl_c = signum == signal.SIGINT
         signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL)
         stop.append(signum)
-        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+        print(f"\n{'Ctrl-C' if ctrl_c else signal.Signals(signum).name}: saving a checkpoint after this step (" + (
             "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []           # (Windows has none)
+    previous = {s: signal.signal(s, on_signal) for s in [signal.SIGINT, signal.SIGTERM] + hangup}
     try:
         yield
     finally:

@@ -1,5 +1,6 @@
-"""The commands in the environments users run them in (session 32): Windows' facts simulated on Linux, ...
-Each runs the real command in its own process, as a user would, and compares with the same command run plainly."""
+"""The commands in the environments users run them in (session 32): Windows' facts simulated on Linux, a terminal
+that cannot show a character, a reader that goes away. Each runs the real command in its own process, as a user
+would."""
 import json
 import os
 import re
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,3 +109,32 @@ def test_eval_scores_the_demo_alike_with_and_without_windows_facts(windows):
     assert [status for status, _ in results] == [0, 0], results
     simulated, real = (json.loads(out.splitlines()[-1]) for _, out in results)
     assert simulated == real and simulated["task"] == "perplexity" and simulated["tokens"] > 0
+
+
+def test_a_terminal_that_cannot_show_a_folder_s_name_keeps_the_summary(tiny, tmp_path):
+    """PYTHONIOENCODING=ascii (or a Windows console's cp1252) and an --out named "rün": the run trained and saved, then
+    its closing lines raised UnicodeEncodeError: a traceback, exit 1, the summary never printed. Now the name is
+    printed escaped and the summary is the last line."""
+    out = tmp_path / "rün"
+    status, printed = command(["train.py", *flags(tiny, out)], dict(os.environ, PYTHONIOENCODING="ascii"))
+    assert status == 0, printed
+    assert f"{tmp_path}/r\\xfcn/adapter (the result)" in printed and json.loads(printed.splitlines()[-1])["steps"] == 10
+
+
+def test_a_run_whose_reader_went_away_trains_to_its_end(tiny, tmp_path):
+    """`python train.py ... | head -1`: the second print raised BrokenPipeError and ended the run ("error: [Errno 32]
+    Broken pipe", exit 1), nothing saved. Now the run goes on printing nowhere, says so once on stderr, and ends
+    with its result saved, exit 0."""
+    out = tmp_path / "piped"
+    child = subprocess.Popen([sys.executable, "train.py", *flags(tiny, out)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        first = child.stdout.readline()
+        child.stdout.close()                                           # head -1 has its line
+        status, errors = child.wait(timeout=300), child.stderr.read()
+    finally:
+        child.kill()
+    assert first and status == 0, errors
+    assert errors == "note: stdout's reader is gone (Broken pipe): this command goes on, printing nowhere (Ctrl-C " \
+                     "stops it)\n"
+    assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 10 and (out / "adapter").is_dir()

@@ -38,9 +38,11 @@ train.main(flags(sys.argv[1:3], sys.argv[3], *sys.argv[4:]))
 """
 
 
-def paused_child(tiny, out, *more):
+def paused_child(tiny, out, *more, console=False):
+    """The child, paused (console: its stdout and stderr as `python train.py` sets them up, checks.console)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-    child = subprocess.Popen([sys.executable, "-c", PAUSED, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
+    script = "import checks; checks.console()" * console + PAUSED
+    child = subprocess.Popen([sys.executable, "-c", script, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in child.stdout:
@@ -79,6 +81,31 @@ def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_proces
         raise
     assert child.returncode == 128 + signal.SIGTERM == 143, "".join(lines)
     assert any(line.startswith("SIGTERM: saving a checkpoint after this step") for line in lines)
+    assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
+    train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
+    assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_sighup_from_a_closed_ssh_session_saves_where_stdout_is_gone_and_resume_goes_on(tiny, tmp_path):
+    """A closed ssh session (no nohup) sends SIGHUP and takes the terminal with it: train.py died at once (SIGHUP's
+    default), its steps since the last save lost; and with SIGHUP caught, its next print raised (a hung-up terminal's
+    EIO; here a closed pipe's EPIPE) and ended the run unsaved. Now SIGHUP saves after the step, as SIGTERM does, and
+    exits 129 (128 + 1), printing nowhere once stdout's reader is gone; --resume ends with the straight run's adapter,
+    bit for bit."""
+    more = "--save-every", "20"                                        # no checkpoint before the end but SIGHUP's
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    out = tmp_path / "b"
+    child, lines = paused_child(tiny, out, *more, console=True)
+    try:
+        child.stdout.close()                                           # the terminal is gone (stderr too)
+        child.send_signal(signal.SIGHUP)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=120)
+    except BaseException:
+        child.kill()
+        raise
+    assert child.returncode == 128 + signal.SIGHUP == 129
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
     train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
     assert adapter(out) == adapter(tmp_path / "a")
