@@ -24,8 +24,9 @@ is read.
   scores text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with
   the command that runs it (`runs_instead`, eval.py's refusals too), or (a Llama's span head: SCORED_HEADS) what
   lorasp scores instead.
-- `console()`: a command line's stdout and stderr (train.py, eval.py, export.py, generate.py call it as they start): a
-  character the terminal's encoding lacks is escaped, a reader that went away leaves the command running (`Outlived`).
+- `console()`: a command line's stdout and stderr (train.py, eval.py, export.py, generate.py call it as they start):
+  line-buffered, a character the terminal's encoding lacks escaped, a reader that went away leaves the command running
+  (`Outlived`).
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse
@@ -303,14 +304,15 @@ def check_new_tokens(config, T, n, model, said, shorten):
 
 
 def console():
-    """stdout and stderr as a command line needs them (not on import: a notebook's own stay): a character their
-    encoding lacks (LC_ALL=C, PYTHONIOENCODING=ascii, a Windows console: eval's "⊙", a file named "ü") is written
-    escaped (\\xfc; a name's undecodable bytes as they were), where UnicodeEncodeError ended train.py after its run, its
-    summary lost; a reader that goes away leaves the command running (Outlived)."""
+    """stdout and stderr as a command line needs them (not on import: a notebook's own stay): line-buffered, so a log
+    file (a Slurm job's, nohup.out) has every line printed before a kill (the OOM killer's, loading: the memory plan
+    was lost with the buffer); a character their encoding lacks (LC_ALL=C, PYTHONIOENCODING=ascii, a Windows console:
+    "▁", a file named "ü") written escaped (\\xfc; a name's undecodable bytes as they were), where UnicodeEncodeError
+    ended train.py after its run, its summary lost; a reader that goes away leaves the command running (Outlived)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="lorasp.escape")
+            stream.reconfigure(errors="lorasp.escape", line_buffering=True)
         if stream is not None and not isinstance(stream, Outlived):
             setattr(sys, name, Outlived(stream, name))
 

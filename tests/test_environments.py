@@ -4,6 +4,7 @@ would."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -138,3 +139,25 @@ def test_a_run_whose_reader_went_away_trains_to_its_end(tiny, tmp_path):
     assert errors == "note: stdout's reader is gone (Broken pipe): this command goes on, printing nowhere (Ctrl-C " \
                      "stops it)\n"
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 10 and (out / "adapter").is_dir()
+
+
+# train.py as `python train.py` starts (checks.console), killed (SIGKILL: the OOM killer's) as its model starts loading
+KILLED_LOADING = """
+import os, signal, sys, checks, train
+checks.console()
+train.load_model = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+train.main(sys.argv[1:])
+"""
+
+
+def test_a_run_killed_while_loading_keeps_its_memory_plan_in_a_log_file(tiny, tmp_path):
+    """stdout to a file (a Slurm job's log, nohup.out) is block-buffered: a run the OOM killer ended while loading left
+    an empty log, the memory plan printed before the load lost with the buffer, where it would say why. Now stdout is
+    line-buffered: every line printed before the kill is in the file."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # (a user's shell: Python's buffering)
+    with open(tmp_path / "log", "w") as log:
+        status = subprocess.run([sys.executable, "-c", KILLED_LOADING, *flags(tiny, tmp_path / "out")], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300).returncode
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert status == -signal.SIGKILL and any(line.startswith("memory plan: ") for line in lines), lines
+    assert " train / 6 held-out examples of 60 records" in lines[-1], lines
