@@ -332,8 +332,9 @@ def prepare_demo(args, train):
         raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                         f"{demo_model_dir()} --data {data.cache_dir('data', 'demo_tasks.json')})")
     try:                                                       # its first write into the cache
-        model_dir, task = demo_model_dir(), data.demo_task()
+        model_dir = demo_model_dir()
         os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+        task = data.demo_task()
     except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
         raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
                         f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
