@@ -416,7 +416,7 @@ def outputs(args):
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
-            f"\nevaluate: python eval.py {task} {model}" +
+            f"\nevaluate: python {here('eval.py')} {task} {model}" +
             (" --quant nf4" if args.quant == "nf4" else "") + where +
             ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
              "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
@@ -424,13 +424,20 @@ def outputs(args):
              "   # the training records: none was held out"))
 
 
+def here(script="train.py"):
+    """lorasp's `script` as the closing lines name it: its name where the command runs in lorasp's folder, else its
+    path (from another folder `python eval.py` was not found)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return script if os.path.abspath(os.curdir) == folder else shlex.quote(os.path.join(folder, script))
+
+
 def closing(args, argv, s, demo):
     """What is printed before the summary s: how to resume an interrupted run; else outputs, and after the demo the
     real job."""
     if s.get("interrupted"):
+        launch = "torchrun (as launched) train.py" if torch.distributed.is_initialized() else "python " + here()
         return (f"interrupted at step {s['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-                f"Resume with:\n  {'torchrun (as launched)' if torch.distributed.is_initialized() else 'python'} "
-                f"train.py {shlex.join(a for a in argv if a != '--resume')} --resume")
+                f"Resume with:\n  {launch} {shlex.join(a for a in argv if a != '--resume')} --resume")
     return outputs(args) + (f"\nthe real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  "
                             f"{REAL_JOB_FIRST}" if demo else "")
 

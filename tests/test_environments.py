@@ -4,6 +4,7 @@ would."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -161,3 +162,16 @@ def test_a_run_killed_while_loading_keeps_its_memory_plan_in_a_log_file(tiny, tm
     lines = (tmp_path / "log").read_text().splitlines()
     assert status == -signal.SIGKILL and any(line.startswith("memory plan: ") for line in lines), lines
     assert " train / 6 held-out examples of 60 records" in lines[-1], lines
+
+
+def test_the_evaluate_line_runs_as_printed_from_another_folder(tiny, tmp_path):
+    """`cd elsewhere && python /path/to/train.py ... --out "rün 1"`: the closing line said `evaluate: python eval.py
+    ...`, which from there is "can't open file '.../eval.py'". Now it names eval.py by its path, and pasted in the same
+    folder it scores the run (its relative paths as given)."""
+    (tmp_path / "elsewhere").mkdir()
+    status, printed = command([f"{ROOT}/train.py", *flags(tiny, "rün 1")], os.environ, cwd=tmp_path / "elsewhere")
+    evaluate = next(line for line in printed.splitlines() if line.startswith("evaluate: "))
+    assert status == 0 and evaluate.startswith(f"evaluate: python {ROOT}/eval.py --task perplexity --data 'rün "
+                                               "1/heldout.jsonl'"), printed
+    status, printed = command(shlex.split(evaluate)[2:], os.environ, cwd=tmp_path / "elsewhere")
+    assert status == 0 and json.loads(printed.splitlines()[-1])["task"] == "perplexity", printed
