@@ -61,12 +61,13 @@ _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 @contextmanager
 def atomic_write(path, mode="wb", sync=True):
-    """Open a temporary sibling of `path` for writing; on success fsync it (unless not `sync`: a scratch file that
-    need not survive a power cut) and rename it over `path`."""
+    """Open a temporary sibling of `path` for writing (text: UTF-8, JSON's, whatever the locale: LC_ALL=C's ASCII
+    refused the demo's tokenizer.json); on success fsync it (unless not `sync`: a scratch file that need not survive
+    a power cut) and rename it over `path`."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             if sync:

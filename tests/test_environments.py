@@ -44,9 +44,14 @@ os.open = os_open
 '''
 
 # the offline demo (train.main as `python train.py` calls it) with its pretraining recipe made small (as tests/
-# test_locks.py's), checking first that the simulation holds in this process
+# test_locks.py's); under WINDOWS, checking first that the simulation holds in this process
+SMALL_DEMO = '''
+import sys, cli, train
+cli.DEMO_PRETRAIN.update(docs=300, config=dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+train.main(sys.argv[1:])
+'''
 DEMO = '''
-import os, sys, cli, train
+import os, sys
 for name in ("fcntl", "resource"):
     try:
         __import__(name)
@@ -59,9 +64,7 @@ for path in (os.getcwd(), "/proc/self/status"):
         sys.exit(path + " opens")
     except (PermissionError, FileNotFoundError):
         pass
-cli.DEMO_PRETRAIN.update(docs=300, config=dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
-train.main(sys.argv[1:])
-'''
+''' + SMALL_DEMO
 
 
 def command(args, env, cwd=ROOT):
@@ -175,3 +178,16 @@ def test_the_evaluate_line_runs_as_printed_from_another_folder(tiny, tmp_path):
                                                "1/heldout.jsonl'"), printed
     status, printed = command(shlex.split(evaluate)[2:], os.environ, cwd=tmp_path / "elsewhere")
     assert status == 0 and json.loads(printed.splitlines()[-1])["task"] == "perplexity", printed
+
+
+def test_the_offline_demo_runs_in_the_c_locale(tmp_path):
+    """LC_ALL=C with PYTHONUTF8=0 (a cron job, a bare container: Python's files and streams in ASCII): the first
+    `python train.py` pretrained the demo's model, then died saving it ("error: 'ascii' codec can't encode character
+    '\\u2581'": the tokenizer.json beside it, written in the locale's encoding), and every run after it again; export.py
+    of a .gguf likewise. Now atomic_write writes text as UTF-8 (JSON's encoding), whatever the locale."""
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", LORASP_CACHE=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([ROOT, f"{ROOT}/tests"]))
+    status, printed = command(["-c", SMALL_DEMO, "--max-steps", "2", "--out", str(tmp_path / "demo")], env)
+    assert status == 0 and json.loads(printed.splitlines()[-1])["steps"] == 2, printed
+    model = next(line for line in printed.splitlines() if line.startswith("evaluate: ")).split("--model ")[1].split()[0]
+    assert "\u2581" in open(os.path.join(model, "tokenizer.json"), encoding="utf-8").read()   # (read as UTF-8)
