@@ -132,7 +132,7 @@ def stop_signals(stop):
     """Ctrl-C, SIGTERM (a job scheduler's stop) or SIGHUP (a closed ssh session, no nohup: it ended the run unsaved)
     while the block runs: its number is appended to `stop`, and the loop saves a checkpoint after the step and stops
     (train.main exits 128 + it: 130, 143, 129); a second one quits without saving (Ctrl-C: KeyboardInterrupt; the
-    others: their default, killed). The handlers before are put back after."""
+    others: their default, killed). One ignored (nohup's SIGHUP) stays so; the handlers before are put back after."""
     def on_signal(signum, frame):
         ctrl_c = signum == signal.SIGINT
         signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL)
@@ -141,7 +141,8 @@ def stop_signals(stop):
             "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
 
     hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []           # (Windows has none)
-    previous = {s: signal.signal(s, on_signal) for s in [signal.SIGINT, signal.SIGTERM] + hangup}
+    previous = {s: signal.signal(s, on_signal) for s in [signal.SIGINT, signal.SIGTERM] + hangup
+                if signal.getsignal(s) != signal.SIG_IGN}     # ignored as it started (nohup's SIGHUP): stays ignored
     try:
         yield
     finally:

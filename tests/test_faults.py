@@ -38,12 +38,13 @@ train.main(flags(sys.argv[1:3], sys.argv[3], *sys.argv[4:]))
 """
 
 
-def paused_child(tiny, out, *more, console=False):
+def paused_child(tiny, out, *more, console=False, preexec_fn=None):
     """The child, paused (console: its stdout and stderr as `python train.py` sets them up, checks.console)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
     script = "import checks; checks.console()" * console + PAUSED
     child = subprocess.Popen([sys.executable, "-c", script, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=preexec_fn)
     lines = []
     for line in child.stdout:
         lines.append(line)
@@ -109,6 +110,24 @@ def test_sighup_from_a_closed_ssh_session_saves_where_stdout_is_gone_and_resume_
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
     train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
     assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_sighup_under_nohup_is_ignored_as_nohup_asks(tiny, tmp_path):
+    """`nohup python train.py ... &`: nohup ignores SIGHUP so that the run outlives the session, and train.py put its
+    own handler in its place (this session's first SIGHUP handling): a closed session stopped the run. A signal
+    ignored when the run started now stays ignored: the run ends at its last step."""
+    out = tmp_path / "b"
+    child, lines = paused_child(tiny, out, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        child.send_signal(signal.SIGHUP)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        lines += child.stdout.readlines()
+        child.wait(timeout=120)
+    except BaseException:
+        child.kill()
+        raise
+    assert child.returncode == 0 and json.load(open(out / "checkpoint" / "state.json"))["step"] == 10, "".join(lines)
 
 
 # a fresh process with two threads: RoPE's cos and sin, the first call (one tensor over both threads) and the second
