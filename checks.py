@@ -25,7 +25,7 @@ is read.
   the command that runs it (`runs_instead`, eval.py's refusals too), or (a Llama's span head: SCORED_HEADS) what
   lorasp scores instead.
 - `console()`: a command line's stdout and stderr (train.py, eval.py, export.py, generate.py call it as they start):
-  line-buffered, a character the terminal's encoding lacks escaped, a reader that went away leaves the command running
+  line-buffered, a character the terminal's encoding lacks in UTF-8, a reader that went away leaves the command running
   (`Outlived`).
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
@@ -307,26 +307,27 @@ def console():
     """stdout and stderr as a command line needs them (not on import: a notebook's own stay): line-buffered, so a log
     file (a Slurm job's, nohup.out) has every line printed before a kill (the OOM killer's, loading: the memory plan
     was lost with the buffer); a character their encoding lacks (LC_ALL=C, PYTHONIOENCODING=ascii, a Windows console:
-    "▁", a file named "ü") written escaped (\\xfc; a name's undecodable bytes as they were), where UnicodeEncodeError
-    ended train.py after its run, its summary lost; a reader that goes away leaves the command running (Outlived)."""
+    "▁", a file named "ü") written in UTF-8 (as generate.py writes its text), where UnicodeEncodeError ended train.py
+    after its run, its summary lost; a reader that goes away leaves the command running (Outlived)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="lorasp.escape", line_buffering=True)
+            stream.reconfigure(errors="lorasp.utf8", line_buffering=True)
         if stream is not None and not isinstance(stream, Outlived):
             setattr(sys, name, Outlived(stream, name))
 
 
-def _escape(e):
-    """An encoding error handler: surrogateescape (the bytes of a name the file system gave) where it applies, else
-    backslashreplace."""
+def _utf8(e):
+    """An encoding error handler: what the stream's encoding lacks, in UTF-8 (a name's undecodable bytes as they were,
+    surrogateescape's)."""
+    text = e.object[e.start:e.end]
     try:
-        return codecs.lookup_error("surrogateescape")(e)
+        return text.encode("utf-8", "surrogateescape"), e.end
     except UnicodeError:
-        return codecs.backslashreplace_errors(e)
+        return text.encode("utf-8", "backslashreplace"), e.end
 
 
-codecs.register_error("lorasp.escape", _escape)
+codecs.register_error("lorasp.utf8", _utf8)
 
 
 class Outlived:
