@@ -304,11 +304,9 @@ def check_new_tokens(config, T, n, model, said, shorten):
 
 
 def console():
-    """stdout and stderr as a command line needs them (not on import: a notebook's own stay): line-buffered, so a log
-    file (a Slurm job's, nohup.out) has every line printed before a kill (the OOM killer's, loading: the memory plan
-    was lost with the buffer); a character their encoding lacks (LC_ALL=C, PYTHONIOENCODING=ascii, a Windows console:
-    "▁", a file named "ü") written in UTF-8 (as generate.py writes its text), where UnicodeEncodeError ended train.py
-    after its run, its summary lost; a reader that goes away leaves the command running (Outlived)."""
+    """stdout and stderr as a command line needs them (not on import): line-buffered (a log file keeps every line
+    before a SIGKILL), what their encoding lacks in UTF-8 (LC_ALL=C's ASCII: "▁", a file named "ü", as generate.py
+    writes its text), a reader that goes away outlived (Outlived). docs/robustness.md's "Environments" says why."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if hasattr(stream, "reconfigure"):
