@@ -183,8 +183,8 @@ def test_the_evaluate_line_runs_as_printed_from_another_folder(tiny, tmp_path):
 def test_the_offline_demo_runs_in_the_c_locale(tmp_path):
     """LC_ALL=C with PYTHONUTF8=0 (a cron job, a bare container: Python's files and streams in ASCII): the first
     `python train.py` pretrained the demo's model, then died saving it ("error: 'ascii' codec can't encode character
-    '\\u2581'": the tokenizer.json beside it, written in the locale's encoding), and every run after it again; export.py
-    of a .gguf likewise. Now atomic_write writes text as UTF-8 (JSON's encoding), whatever the locale."""
+    '\\u2581'": the tokenizer.json beside it, written in the locale's encoding); export.py of a .gguf likewise. Now
+    atomic_write writes text as UTF-8 (JSON's encoding), whatever the locale."""
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", LORASP_CACHE=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join([ROOT, f"{ROOT}/tests"]))
     status, printed = command(["-c", SMALL_DEMO, "--max-steps", "2", "--out", str(tmp_path / "demo")], env)
