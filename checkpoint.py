@@ -64,12 +64,13 @@ _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 @contextmanager
 def atomic_write(path, mode="wb", sync=True):
-    """Open a temporary sibling of `path` for writing; on success fsync it (unless not `sync`: a scratch file that
-    need not survive a power cut) and rename it over `path`."""
+    """Open a temporary sibling of `path` for writing (text: UTF-8, JSON's, whatever the locale: LC_ALL=C's ASCII
+    refused the demo's tokenizer.json); on success fsync it (unless not `sync`: a scratch file that need not survive
+    a power cut) and rename it over `path`."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             if sync:
@@ -134,6 +135,9 @@ def locked(path, busy, folder=False):
         made = folder and not os.path.exists(path)
         if folder:
             os.makedirs(path, exist_ok=True)
+        if fcntl is None:                                      # no locks (Windows, where a folder cannot be opened, nor
+            fd, held = None, False                             # an open file removed): no lock file either
+            break
         fd = os.open(path, os.O_RDONLY if folder else os.O_RDWR | os.O_CREAT)
         try:
             held = _take(fd, path, busy)
@@ -147,18 +151,17 @@ def locked(path, busy, folder=False):
         yield held
     finally:
         try:
-            if not folder:
+            if not folder and fd is not None:
                 os.remove(path)
             elif made and not os.listdir(path):
                 os.rmdir(path)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
 
 def _take(fd, path, busy):
     """locked's flock of fd, opened from path: True (held), False (no locks here), None (path names another file)."""
-    if fcntl is None:
-        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

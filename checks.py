@@ -24,9 +24,14 @@ is read.
   scores text as a language model (generate.py; eval.py's perplexity, generate, MMLU, a causal LM's SQuAD), refused with
   the command that runs it (`runs_instead`, eval.py's refusals too), or (a Llama's span head: SCORED_HEADS) what
   lorasp scores instead.
+- `console()`: a command line's stdout and stderr (train.py, eval.py, export.py, generate.py call it as they start):
+  line-buffered, a character the terminal's encoding lacks in UTF-8, a reader that went away leaves the command running
+  (`Outlived`).
 Low in the house (configs, data, download): cli.py -> tasks.py -> eval.py -> evalcli.py all import it, no cycle.
 """
 import argparse
+import codecs
+import contextlib
 import errno
 import json
 import math
@@ -296,3 +301,57 @@ def check_new_tokens(config, T, n, model, said, shorten):
     if (length := getattr(config, "max_seq_len", None)) and T + max(n - 1, 0) > length:
         print(f"note: {said} and {n} new ones pass {model}'s context ({length} positions): RoPE runs on, as in "
               "transformers' generate (which warns), on positions the model never trained on", file=sys.stderr)
+
+
+def console():
+    """stdout and stderr as a command line needs them (not on import): line-buffered (a log file keeps every line
+    before a SIGKILL), what their encoding lacks in UTF-8 (LC_ALL=C's ASCII: "▁", a file named "ü", as generate.py
+    writes its text), a reader that goes away outlived (Outlived). docs/robustness.md's "Environments" says why."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="lorasp.utf8", line_buffering=True)
+        if stream is not None and not isinstance(stream, Outlived):
+            setattr(sys, name, Outlived(stream, name))
+
+
+def _utf8(e):
+    """An encoding error handler: what the stream's encoding lacks, in UTF-8 (a name's undecodable bytes as they were,
+    surrogateescape's)."""
+    text = e.object[e.start:e.end]
+    try:
+        return text.encode("utf-8", "surrogateescape"), e.end
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace"), e.end
+
+
+codecs.register_error("lorasp.utf8", _utf8)
+
+
+class Outlived:
+    """A stream whose reader may go: a pipe's (| head, a pager quit, a tee that ended: EPIPE), a terminal's (a closed
+    ssh session: EIO). From then on it writes to os.devnull, saying so once on the other stream, where each print
+    raised and ended train.py, unsaved (after SIGHUP its save too)."""
+    def __init__(self, stream, name):
+        self.stream, self.name = stream, name
+
+    def write(self, text):
+        return self._kept(self.stream.write, text) or len(text)
+
+    def flush(self):
+        self._kept(self.stream.flush)
+
+    def _kept(self, write, *text):
+        try:
+            return write(*text)
+        except OSError as e:
+            if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
+                raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())   # (its buffer drains there too)
+            other = sys.stderr if self.name == "stdout" else sys.stdout
+            with contextlib.suppress(OSError):
+                print(f"note: {self.name}'s reader is gone ({e.strerror}): this command goes on, printing nowhere "
+                      "(Ctrl-C stops it)", file=other, flush=True)
+
+    def __getattr__(self, name):                               # (fileno, isatty, encoding, ...: the stream's)
+        return getattr(self.stream, name)

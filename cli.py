@@ -332,8 +332,9 @@ def prepare_demo(args, train):
         raise UserError("the offline demo runs in one process: `python train.py` (then torchrun ... --model "
                         f"{demo_model_dir()} --data {data.cache_dir('data', 'demo_tasks.json')})")
     try:                                                       # its first write into the cache
-        model_dir, task = demo_model_dir(), data.demo_task()
+        model_dir = demo_model_dir()
         os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+        task = data.demo_task()
     except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
         raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
                         f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
@@ -393,7 +394,7 @@ def pretrain_demo(args, train, model_dir, busy):
     if pretrain.get("interrupted"):                            # (its model is not written: the checkpoint is)
         print(f"interrupted at step {pretrain['steps']} of the demo model's pretraining: `python train.py` goes on "
               f"from its checkpoint ({work})", file=sys.stderr)
-        sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), as train.main
+        sys.exit(128 + signal.Signals[pretrain["signal"]])   # 130 (Ctrl-C), 143 (SIGTERM), 129, as train.main
     os.replace(os.path.join(work, "model"), model_dir)
     shutil.rmtree(work)
     return pretrain["wall_s"]
@@ -417,7 +418,7 @@ def outputs(args):
     return (f"outputs: {result} (the result), {os.path.join(args.out, 'checkpoint')} (resumable), "
             f"{os.path.join(args.out, 'metrics.jsonl')} (loss per step)" + (
                 f", {held} (the held-out records)" if os.path.exists(held) else "") +
-            f"\nevaluate: python eval.py {task} {model}" +
+            f"\nevaluate: python {here('eval.py')} {task} {model}" +
             (" --quant nf4" if args.quant == "nf4" else "") + where +
             ("" if not task.startswith("--task perplexity") or os.path.exists(held) else
              "   # the whole .txt, its training blocks too: held-out blocks are not written apart"
@@ -425,13 +426,20 @@ def outputs(args):
              "   # the training records: none was held out"))
 
 
+def here(script="train.py"):
+    """lorasp's `script` as the closing lines name it: its name where the command runs in lorasp's folder, else its
+    path (from another folder `python eval.py` was not found)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return script if os.path.abspath(os.curdir) == folder else shlex.quote(os.path.join(folder, script))
+
+
 def closing(args, argv, s, demo):
     """What is printed before the summary s: how to resume an interrupted run; else outputs, and after the demo the
     real job."""
     if s.get("interrupted"):
+        launch = "torchrun (as launched) train.py" if torch.distributed.is_initialized() else "python " + here()
         return (f"interrupted at step {s['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
-                f"Resume with:\n  {'torchrun (as launched)' if torch.distributed.is_initialized() else 'python'} "
-                f"train.py {shlex.join(a for a in argv if a != '--resume')} --resume")
+                f"Resume with:\n  {launch} {shlex.join(a for a in argv if a != '--resume')} --resume")
     return outputs(args) + (f"\nthe real job (a 24 GB GPU, or a CPU with 24 GB: the memory plan says): {REAL_JOB}\n  "
                             f"{REAL_JOB_FIRST}" if demo else "")
 
@@ -523,8 +531,8 @@ def summary(run):
     s = dict(steps=run.step, tokens=run_tokens(run),        # the run's, as steps (DDP: all ranks'); --resume: and
              **(dict(tokens_since_resume=run.tokens) if run.checkpoint else {}),  # this process's: tokens/s's
              tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
-             val_loss=None, peak_mem_mib=round(peak_mem_mib(run.device), 1), planned_mem_mib=round(run.planned / 2**20),
-             train_peak_mem_mib=round(peak_mem_mib(run.device), 1),  # the loop's; peak_mem_mib: the whole run's
+             val_loss=None, peak_mem_mib=peak_mem_mib(run.device), planned_mem_mib=round(run.planned / 2**20),
+             train_peak_mem_mib=peak_mem_mib(run.device),  # the loop's; peak_mem_mib: the whole run's (None: unknown)
              grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry
              optimizer_state_bytes=sum(t.nbytes for st in run.opt.state.values() for t in st.values()
                                        if torch.is_tensor(t)))

@@ -661,7 +661,7 @@ def demo_task():
     """The demo's task file, written once: 3000 Alpaca-format records of generated questions with checkable answers."""
     task = cache_dir("data", "demo_tasks.json")
     if not os.path.exists(task):
-        os.makedirs(os.path.dirname(task), exist_ok=True)
+        make_dirs(os.path.dirname(task))                       # (an unwritable cache: named)
         with atomic_write(task, "w") as f:
             json.dump(demo_records(3000, seed=1), f, indent=1)
     return task
@@ -1038,7 +1038,7 @@ def download_glue(task, root):
     download_glue_data.py does); extracted under a temporary name and renamed, so a broken download leaves no folder.
     The files fetched wait in root/<folder>.download/ until then: an interrupted download resumes (download)."""
     folder, zipname = GLUE[task][:2]
-    os.makedirs(root, exist_ok=True)
+    make_dirs(root)
     fetched = os.path.join(root, folder + ".download")  # not a temporary folder: its .part files outlive a failure
     os.makedirs(fetched, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=root)

@@ -41,7 +41,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from checks import context, windows_said
+from checks import console, context, windows_said
 from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, fit_contexts, glue_examples, mmlu_prompt,
                   sorted_batches, squad_records, squad_windows)
 from data import GLUE, UserError, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
@@ -395,4 +395,5 @@ def command(argv=None):
 
 
 if __name__ == "__main__":
+    console()                                                  # (escaped characters; a reader gone: goes on)
     main()

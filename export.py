@@ -45,7 +45,7 @@ import torch.nn as nn
 from adapter import PEFT, read_adapter, whole_dir
 from checkpoint import (DISK_FULL, atomic_write, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
-from checks import repeated, run_folder, unexpanded, unwritable
+from checks import console, repeated, run_folder, unexpanded, unwritable
 from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
 from ggufread import gguf_file
@@ -448,4 +448,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    console()                                                  # (escaped characters; a reader gone: goes on)
     main()

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from adapter import adapter_base, saved_whole
-from checks import (adapter_config, check_new_tokens, dtype_name, given_flags, no_effect, not_causal, ranged, repeated,
-                    unexpanded)
+from checks import (adapter_config, check_new_tokens, console, dtype_name, given_flags, no_effect, not_causal, ranged,
+                    repeated, unexpanded)
 from checkpoint import read_json
 from data import NAMED_LM_DATA, PROMPT_DICT, UserError
 from tokenizer import check_vocab, generation_eos, load_tokenizer
@@ -295,4 +295,5 @@ def main(demo=None, argv=None):
 
 
 if __name__ == "__main__":
+    console()                                                  # (escaped characters; a reader gone: goes on)
     main()

@@ -47,10 +47,13 @@ import copy
 import itertools
 import math
 import os
-import resource
 import sys
 
 import torch
+try:
+    import resource
+except ImportError:                                            # (Windows: peak_mem_mib says None)
+    resource = None
 
 import data
 from data import UserError
@@ -460,18 +463,22 @@ def available_bytes(device):
             kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
         return kib * 1024 + resident_bytes(), "MemAvailable + this process"   # what we hold already counts as ours
     except (OSError, StopIteration, ValueError):
-        return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the check"
+        return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the " \
+            "check" + ", and runtime without this process's own size (no /proc/self/status)" * (not resident_bytes())
 
 
 def peak_mem_mib(device):
-    """The peak: CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there is no /proc:
-    on Linux it also counts the parent's size at fork, for a process started by a big one)."""
+    """The peak in MiB (to 0.1): CUDA, torch's allocator; CPU, the resident high-water mark VmHWM (ru_maxrss where there
+    is no /proc: on Linux it also counts the parent's size at fork, for a process started by a big one); None where
+    neither is there (Windows: no /proc, no resource module)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if resident_bytes("VmHWM"):
-        return resident_bytes("VmHWM") / 2**20
+        return round(resident_bytes("VmHWM") / 2**20, 1)
+    if resource is None:
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    return round(rss / 2**20 if sys.platform == "darwin" else rss / 1024, 1)
 
 
 def data_bytes(args):

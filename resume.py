@@ -129,22 +129,28 @@ def run_tokens(run):
 
 @contextlib.contextmanager
 def stop_signals(stop):
-    """Ctrl-C or SIGTERM (a job scheduler's stop) while the block runs: its number is appended to `stop`, and the loop
-    saves a checkpoint after the step and stops (train.main exits 128 + it: 130, 143); a second one quits without
-    saving (Ctrl-C: KeyboardInterrupt; SIGTERM: the default, killed). The handlers before are put back after."""
+    """Ctrl-C, SIGTERM (a job scheduler's stop) or SIGHUP (a closed ssh session, no nohup: it ended the run unsaved)
+    while the block runs: its number is appended to `stop`, and the loop saves a checkpoint after the step and stops
+    (train.main exits 128 + it: 130, 143, 129); a second one quits without saving (Ctrl-C: KeyboardInterrupt; the
+    others: their default, killed). One ignored (nohup's SIGHUP) stays so; the handlers before are put back after."""
     def on_signal(signum, frame):
         ctrl_c = signum == signal.SIGINT
         signal.signal(signum, signal.default_int_handler if ctrl_c else signal.SIG_DFL)
         stop.append(signum)
-        print(f"\n{'Ctrl-C' if ctrl_c else 'SIGTERM'}: saving a checkpoint after this step (" + (
+        print(f"\n{'Ctrl-C' if ctrl_c else signal.Signals(signum).name}: saving a checkpoint after this step (" + (
             "press again" if ctrl_c else "send it again") + " to quit without saving)", flush=True)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hangup = [signal.SIGHUP] if hasattr(signal, "SIGHUP") else []           # (Windows has none)
+    previous = {s: signal.signal(s, on_signal) for s in [signal.SIGINT, signal.SIGTERM] + hangup
+                if signal.getsignal(s) != signal.SIG_IGN}     # ignored as it started (nohup's SIGHUP): stays ignored
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+UNLOCKED = []  # claim's --out where no lock could be taken: said once
 
 
 class Busy(UserError):
@@ -172,6 +178,10 @@ def claim(out):
                 for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
                     print(f"note: removing {stale}, left by a train.py killed while writing it")
                     os.remove(stale)
+            elif not UNLOCKED:                                 # once a process (the demo's pretraining claims too)
+                UNLOCKED.append(out)
+                print(f"note: --out {out} is not locked: no file locks here (no fcntl: Windows; or a file system "
+                      "without them), so a second train.py into it would not be refused: start one at a time")
             yield
     finally:
         for d in made:                                         # (one that holds something stays, and its parents)

@@ -24,9 +24,9 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
   The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
-  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM) saves after the current step
-  and exits 130 (SIGTERM: 143, 128 + 15, which Slurm and Kubernetes read as "terminated"); one run at a time into an
-  --out (a lock: a second is refused).
+  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM, SIGHUP) saves after the
+  current step and exits 130 (SIGTERM: 143, 128 + 15, which Slurm and Kubernetes read as "terminated"; SIGHUP: 129);
+  one run at a time into an --out (a lock: a second is refused).
 - No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
   that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
   exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
@@ -43,8 +43,8 @@ Read train() first, then the loop it runs (loop, train_step: forward, backward, 
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
 validation and data checks (tasks.py); the flags, the demo's model and what a run prints: the memory plan's settings
 (plan_memory; plan.py computes it), what trains (describe), the summary and the closing lines (cli.py); checkpoints,
-the log a --resume keeps (open_log), what Ctrl-C and SIGTERM do (stop_signals) and the checks that refuse a resume
-that would not go on bit for bit (resume.py).
+the log a --resume keeps (open_log), what Ctrl-C, SIGTERM and SIGHUP do (stop_signals) and the checks that refuse a
+resume that would not go on bit for bit (resume.py).
 """
 import argparse
 import contextlib
@@ -70,7 +70,7 @@ from download import has_weights, resolve_model  # noqa: F401  (train.has_weight
 from lorasp import LoRASPLinear, load_adapter  # noqa: F401  (train.LoRASPLinear, as before)
 from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
-from plan import peak_mem_mib
+from checks import console
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
                     restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
                     epoch_micro_batches, held_by, held_out, kept_out, run_tokens)
@@ -121,7 +121,7 @@ class Run:
     loss_value: float = None                       # the last step's
     evals: list = field(default_factory=list)      # validation records: early stopping's history
     log: object = None                             # metrics.jsonl (other DDP ranks: /dev/null)
-    stop: list = field(default_factory=list)       # Ctrl-C or SIGTERM in this process: the signals' numbers
+    stop: list = field(default_factory=list)       # Ctrl-C, SIGTERM, SIGHUP in this process: the signals' numbers
     stopping: bool = False                         # Ctrl-C pressed in any process: save after this step and stop
     planned: int = 0                               # the memory plan's total, bytes
     plan_inputs: tuple = ()                        # what plan.estimate was given (load re-counts the shapes part)
@@ -154,7 +154,7 @@ def train(args):
             else:
                 run.model = load_adapter(run.model, weights_dir(args))
         check(run, records, "after", s, before)
-        s.update(peak_mem_mib=round(peak_mem_mib(run.device), 1))  # the process's: saves and checks can pass the loop's
+        s.update(peak_mem_mib=plan.peak_mem_mib(run.device))   # the process's: saves and checks can pass the loop's
         return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
@@ -163,11 +163,11 @@ def train(args):
 
 def loop(run):
     """Optimizer steps until the last one (--max-steps or --epochs; early stopping) or Ctrl-C, each followed by a
-    progress line, a validation and a checkpoint when they are due. Ctrl-C (or SIGTERM) finishes the step and saves; a
-    second one quits."""
+    progress line, a validation and a checkpoint when they are due. Ctrl-C (SIGTERM, SIGHUP) finishes the step and
+    saves; a second one quits."""
     open_log(run)
     run.first, run.t0 = run.step, time.time()
-    with contextlib.closing(run.log), stop_signals(run.stop):  # (SIGTERM: a job scheduler's stop)
+    with contextlib.closing(run.log), stop_signals(run.stop):  # (SIGTERM: a job scheduler's; SIGHUP: ssh closed)
         while run.step < run.total and not run.stopping:
             train_step(run)
             report(run)
@@ -232,12 +232,12 @@ def report(run, again=False):
             f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
             if run.lora else ""))
     if step % run.args.log_every == 0 or step == total:
-        dt, unit = time.time() - run.t0, tokens_counted(run.args)[1]  # (T5: source tok/s)
-        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # (whole seconds: 59.6 s is 1m00s)
+        dt, unit, peak = time.time() - run.t0, tokens_counted(run.args)[1], plan.peak_mem_mib(run.device)  # (T5's
+        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # unit: source tok/s; ETA: whole seconds)
             step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
-            tokens_per_s=run.tokens / dt, peak_mem_mib=peak_mem_mib(run.device))
-        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} "
-              f"{unit}  ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak {rec['peak_mem_mib']:,.0f} MiB", flush=True)
+            tokens_per_s=run.tokens / dt, peak_mem_mib=peak)
+        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} {unit}  "
+              f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak " + (f"{peak:,.0f} MiB" if peak else "unknown"), flush=True)
         run.log.write(json.dumps(rec) + "\n")
         run.losses = []
 
@@ -369,7 +369,7 @@ def check(run, records, when, s, before=None):
 def main(argv=None):
     """The command line. A mistake the user can fix (data.UserError, a NaN loss) ends with one line `error: ...` and
     exit status 1 (argparse's own: 2); anything else is a bug and keeps its traceback. A run stopped with its
-    checkpoint saved exits 128 + the signal: 130 (Ctrl-C), 143 (SIGTERM)."""
+    checkpoint saved exits 128 + the signal: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP)."""
     argv, t_start = sys.argv[1:] if argv is None else argv, time.time()
     args = parse_args(argv)
     if problem := device_problem(args.device):                 # here, not in parse_args: a plan for a GPU run parses
@@ -390,11 +390,11 @@ def main(argv=None):
     # wall_s: the whole command; the demo's first run also pretrains its model (cached for the next runs)
     summary.update(dict(pretrain_s=pretrain_s) if demo else {}, train_s=summary["wall_s"],
                    wall_s=round(time.time() - t_start, 1))
-    print(closing(args, argv, summary, demo))
-    print(json.dumps(summary))
+    print(closing(args, argv, summary, demo), json.dumps(summary), sep="\n")
     if summary.get("interrupted"):                             # 130 (Ctrl-C), 143 (SIGTERM: a scheduler reads
         sys.exit(128 + signal.Signals[summary["signal"]])      # "terminated")
 
 
 if __name__ == "__main__":
+    console()                                                  # (escaped characters; a reader gone: goes on)
     main()

@@ -357,6 +357,14 @@ def _(ctx):  # (was a NotADirectoryError traceback, once the Hub had listed the 
         unwritable_cache(ctx, lambda: data.download_hf("x/y", data.cache_dir("models", "y"), endpoint=url))
 
 
+case("--data demo's task file into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")(
+    lambda ctx: unwritable_cache(ctx, data.demo_task))  # (was "error: [Errno 13] Permission denied: '/nonexistent'",
+# HOME unset: nobody's home, naming neither the variable nor what to do)
+case("GLUE's fetch into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")(
+    lambda ctx: unwritable_cache(ctx, lambda: data.download_glue("sst2", data.cache_dir("glue"))))  # (was "[Errno 20]
+# Not a directory", no variable named)
+
+
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",

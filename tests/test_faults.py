@@ -38,10 +38,13 @@ train.main(flags(sys.argv[1:3], sys.argv[3], *sys.argv[4:]))
 """
 
 
-def paused_child(tiny, out, *more):
+def paused_child(tiny, out, *more, console=False, preexec_fn=None):
+    """The child, paused (console: its stdout and stderr as `python train.py` sets them up, checks.console)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-    child = subprocess.Popen([sys.executable, "-c", PAUSED, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    script = "import checks; checks.console()" * console + PAUSED
+    child = subprocess.Popen([sys.executable, "-c", script, *tiny, str(out), *more], cwd=ROOT, env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=preexec_fn)
     lines = []
     for line in child.stdout:
         lines.append(line)
@@ -82,6 +85,49 @@ def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_proces
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
     train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
     assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_sighup_from_a_closed_ssh_session_saves_where_stdout_is_gone_and_resume_goes_on(tiny, tmp_path):
+    """A closed ssh session (no nohup) sends SIGHUP and takes the terminal with it: train.py died at once (SIGHUP's
+    default), its steps since the last save lost; and with SIGHUP caught, its next print raised (a hung-up terminal's
+    EIO; here a closed pipe's EPIPE) and ended the run unsaved. Now SIGHUP saves after the step, as SIGTERM does, and
+    exits 129 (128 + 1), printing nowhere once stdout's reader is gone; --resume ends with the straight run's adapter,
+    bit for bit."""
+    more = "--save-every", "20"                                        # no checkpoint before the end but SIGHUP's
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    out = tmp_path / "b"
+    child, lines = paused_child(tiny, out, *more, console=True)
+    try:
+        child.stdout.close()                                           # the terminal is gone (stderr too)
+        child.send_signal(signal.SIGHUP)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=120)
+    except BaseException:
+        child.kill()
+        raise
+    assert child.returncode == 128 + signal.SIGHUP == 129
+    assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
+    train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
+    assert adapter(out) == adapter(tmp_path / "a")
+
+
+def test_sighup_under_nohup_is_ignored_as_nohup_asks(tiny, tmp_path):
+    """`nohup python train.py ... &`: nohup ignores SIGHUP so that the run outlives the session, and train.py put its
+    own handler in its place (this session's first SIGHUP handling): a closed session stopped the run. A signal
+    ignored when the run started now stays ignored: the run ends at its last step."""
+    out = tmp_path / "b"
+    child, lines = paused_child(tiny, out, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        child.send_signal(signal.SIGHUP)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        lines += child.stdout.readlines()
+        child.wait(timeout=120)
+    except BaseException:
+        child.kill()
+        raise
+    assert child.returncode == 0 and json.load(open(out / "checkpoint" / "state.json"))["step"] == 10, "".join(lines)
 
 
 # a fresh process with two threads: RoPE's cos and sin, the first call (one tensor over both threads) and the second
