@@ -77,7 +77,7 @@ def parser():
     a("--quant", choices=["auto", "none", "nf4"], default="auto", help="NF4 base linears, quantized on load (auto: "
       "as the adapter trained, else none)")
     a("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"],
-      help="compute dtype, or bf16, fp16, fp32 (default: config.json's torch_dtype, else the checkpoint's)")
+      help="compute dtype, or bf16, fp16, fp32 (default: config.json's dtype or torch_dtype, else the checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a("--data-dir", help=f"mmlu: the release's data/ folder (default: downloaded to {cache_dir('mmlu')}); glue: a "
       f"glue_data/ folder (default: the cache, downloaded); squad: dev-v1.1.json's folder (default: the cache, "

@@ -372,8 +372,8 @@ def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert ctx.capsys.readouterr().out.splitlines() == [
         "note: a flag given twice keeps its last value: --lr 0.0002 (not 0.0001)",  # (--rank: the same value twice)
-        f"note: --threads 100000 is more than the {cpus} CPUs this process may use: the extra threads wait on each "
-        "other (slower, nothing gained)"]
+        f"note: --threads 100000 is more than the {cpus} CPU{'s' * (cpus != 1)} this process may use: the extra "
+        "threads wait on each other (slower, nothing gained)"]
 
 case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a

@@ -454,7 +454,7 @@ def test_the_demos_first_run_says_a_threads_note_once(tmp_path, monkeypatch, cap
     finally:
         torch.set_num_threads(1)                               # (conftest's one_thread, for the tests after this)
     out = capsys.readouterr().out
-    assert out.count("note: --threads 2 is more than the 1 CPUs this process may use") == 1, out
+    assert out.count("note: --threads 2 is more than the 1 CPU this process may use:") == 1, out
     assert re.search(r"\.pretrain/init: full: every weight trains; .*, 2 threads\n", out), out   # (its own line)
 
 
