@@ -44,6 +44,7 @@ from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, 
                         save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind
 from ddp import barrier, gathered, rank_world
+from download import has_weights
 from model import PRESETS
 from plot import log_records
 from tasks import TARGETS, save_weights
@@ -233,6 +234,24 @@ def find_checkpoint(out, required=True):
                             "continue the run: start again without --resume (or with another --out)")
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
+
+
+def demo_base(args, model_dir):
+    """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
+    checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
+    that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining)."""
+    checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
+    was = read_state(checkpoint, required=False).get("args", {}).get("model") if checkpoint else None
+    if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
+            os.path.realpath(was) == os.path.realpath(model_dir):
+        return model_dir
+    if not has_weights(was):
+        raise UserError(f"--resume: {checkpoint} trained on the offline demo's model {was}, which is gone (an earlier "
+                        f"lorasp pretrained it; this one's is {model_dir}, other weights): the adapter cannot go on "
+                        "without the weights it trained on. Restore that folder, or start again without --resume")
+    print(f"note: --resume: {checkpoint} trained on the offline demo's model {was} (an earlier lorasp's recipe): it "
+          f"goes on on that model (a new run pretrains and uses {model_dir})")
+    return was
 
 
 def nan_stop(args, step, loss, norm, ours):

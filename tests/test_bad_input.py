@@ -2184,6 +2184,20 @@ def _(ctx):
     assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2                # refused before: raises
 
 
+@case("the offline demo's --resume of a checkpoint whose demo model (an earlier lorasp's recipe) is deleted",
+      SystemExit, "trained on the offline demo's model ")
+def _(ctx):
+    """Refused naming that model, before today's is pretrained (was: minutes of pretraining, then "the base model's
+    files changed since the checkpoint ... restore them"); tests/test_compat.py resumes one still there."""
+    out, cache = checkpointed(ctx), ctx.tmp / "cache"
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    state["args"]["model"] = str(cache / "models" / "demo-llama")  # an earlier lorasp's demo model (no recipe hash)
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    ctx.mp.setenv("LORASP_CACHE", str(cache))
+    ctx.mp.setattr(train, "train", lambda args: pytest.fail("pretrained today's demo model"))
+    train.main(["--out", str(out), "--resume"])
+
+
 @case("--resume with --checkpointing auto of a run auto gave --full-blocks", None)
 def _(ctx):
     """auto takes the checkpoint's choice, the blocks replayed whole included (not "--full-blocks 1 -> 0")."""

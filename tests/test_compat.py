@@ -1,0 +1,63 @@
+"""Folders an older lorasp wrote, read by today's (session 32): each read as the version that wrote it would, or
+refused naming the file and what to do. The old layouts are written here by hand (no old commit is needed)."""
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+import cli
+import train
+from fixtures import fault_at_loss_call
+
+DEMO = ["--max-steps", "3", "--save-every", "1", "--exact-match", "0", "--dtype", "fp32"]
+
+
+@pytest.fixture
+def demo_stopped(tmp_path, monkeypatch):
+    """The offline demo (a small recipe) straight into a/, and stopped by Ctrl-C after step 2 into b/; then the recipe
+    changes, as an earlier lorasp's did (its model was demo-llama, before the folder was named by its recipe)."""
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "docs", 300)
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    train.main(DEMO + ["--out", str(tmp_path / "a")])
+    fault_at_loss_call(monkeypatch, 2, signal.SIGINT)                    # step 2 (one loss a step): saved after it
+    with pytest.raises(SystemExit):
+        train.main(DEMO + ["--out", str(tmp_path / "b")])
+    old = cli.demo_model_dir()
+    monkeypatch.undo()
+    monkeypatch.setenv("LORASP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "docs", 301)                 # today's recipe: another model folder
+    monkeypatch.setitem(cli.DEMO_PRETRAIN, "config", dict(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, n_ffn=64))
+    assert cli.demo_model_dir() != old
+    return tmp_path, old
+
+
+def test_the_demo_resumed_after_its_recipe_changed_goes_on_on_the_model_it_trained_on(demo_stopped, capsys):
+    """`python train.py --resume` of a demo run an earlier lorasp began (its model in $LORASP_CACHE/models/demo-llama,
+    or another recipe's demo-llama-HASH) pretrained today's demo model (3 minutes), then refused: "the base model's
+    files changed since the checkpoint (--model .../demo-llama-20081dfc: config.json differs, ...): restore them",
+    though nothing had changed and the old model was still there. Now it goes on on the checkpoint's own model, and
+    its adapter is the straight run's bit for bit; today's model is not pretrained."""
+    tmp_path, old = demo_stopped
+    capsys.readouterr()
+    train.main(DEMO + ["--out", str(tmp_path / "b"), "--resume"])
+    out = capsys.readouterr().out
+    assert f"trained on the offline demo's model {old}" in out
+    adapter = lambda run: open(tmp_path / run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
+    assert adapter("a") == adapter("b")
+    assert not os.path.exists(cli.demo_model_dir())
+
+
+def test_the_demo_resumed_after_its_old_model_was_deleted_is_refused_naming_it(demo_stopped, capsys):
+    """The same, with the earlier recipe's model deleted (today's demo says it is not used: delete it): refused
+    before any pretraining, naming the model the checkpoint trained on, not as files that changed."""
+    tmp_path, old = demo_stopped
+    shutil.rmtree(old)
+    with pytest.raises(SystemExit) as e:
+        train.main(DEMO + ["--out", str(tmp_path / "b"), "--resume"])
+    assert f"trained on the offline demo's model {old}, which is gone" in str(e.value.code)
+    assert "start again without --resume" in str(e.value.code)
+    assert not os.path.exists(cli.demo_model_dir())
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 2
