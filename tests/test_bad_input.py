@@ -2198,6 +2198,25 @@ def _(ctx):
     train.main(["--out", str(out), "--resume"])
 
 
+@case("--resume of a state.json saved before it named its warm-up rule, optimizer.pt's last lr fitting none",
+      SystemExit, "does not say how its run counted its warm-up steps")
+def _(ctx):
+    """Refused (was: resumed with round()'s count, whatever the run had warmed); tests/test_compat.py resumes one
+    whose lr fits."""
+    loss, out = train.causal_lm_loss, ctx.tmp / "out"
+    fault_at_loss_call(ctx.mp, 3, signal.SIGINT)               # Ctrl-C in step 2 of 10: saved after it
+    with pytest.raises(SystemExit):
+        run(ctx)
+    ctx.mp.setattr(train, "causal_lm_loss", loss)
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    del state["warmup_rule"], state["crc32"]["optimizer.pt"]  # as lorasp wrote it before 9a38efa; (edited below)
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    opt = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)
+    opt["param_groups"][0]["lr"] /= 3                          # no count of warm-up steps gives this lr
+    torch.save(opt, out / "checkpoint" / "optimizer.pt")
+    run(ctx, "--resume")
+
+
 @case("--resume with --checkpointing auto of a run auto gave --full-blocks", None)
 def _(ctx):
     """auto takes the checkpoint's choice, the blocks replayed whole included (not "--full-blocks 1 -> 0")."""

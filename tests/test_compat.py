@@ -1,6 +1,7 @@
 """Folders an older lorasp wrote, read by today's (session 32): each read as the version that wrote it would, or
 refused naming the file and what to do. The old layouts are written here by hand (no old commit is needed)."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -9,7 +10,7 @@ import pytest
 
 import cli
 import train
-from fixtures import fault_at_loss_call
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 
 DEMO = ["--max-steps", "3", "--save-every", "1", "--exact-match", "0", "--dtype", "fp32"]
 
@@ -61,3 +62,37 @@ def test_the_demo_resumed_after_its_old_model_was_deleted_is_refused_naming_it(d
     assert "start again without --resume" in str(e.value.code)
     assert not os.path.exists(cli.demo_model_dir())
     assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 2
+
+
+def old_lr_at(step, total, args):
+    """train.lr_at as lorasp had it before 2026-12-05 (f3058b0): at least one warm-up step, round()ed."""
+    warm = max(1, round(args.warmup * total))
+    if step < warm:
+        return args.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return args.lr * (0.5 * (1 + math.cos(math.pi * t)) if args.schedule == "cosine" else 1 - t)
+
+
+@pytest.mark.parametrize("warmup", ["0.03", "0"])
+def test_a_checkpoint_saved_before_state_json_named_its_warm_up_rule_goes_on_with_the_rule_it_ran(
+        tiny, tmp_path, monkeypatch, warmup):
+    """A state.json without warmup_rule (lorasp before 9a38efa) was resumed as round(--warmup x total) warm-up steps:
+    the demo run f3058b0 began (--max-steps 8, stopped at step 4 by SIGTERM) had warmed max(1, round(0.24)) = 1 step
+    and went on with none, every lr after it another (step 8's 1.142e-04, not 1.485e-04; final loss 9.102, not
+    8.915), exit 0. Now the rule is the one under which the checkpoint's last step ran at optimizer.pt's lr: the
+    adapter is the old schedule's straight run's bit for bit (--warmup 0: that code's one full-lr step, too)."""
+    more = "--warmup", warmup, "--eval-every", "2"
+    monkeypatch.setattr(train, "lr_at", old_lr_at)             # the run as that code ran it, straight and stopped
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)          # step 4 of 10
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    path = tmp_path / "b" / "checkpoint" / "state.json"
+    state = json.load(open(path))
+    assert state.pop("warmup_rule") and state["step"] == 4
+    json.dump(state, open(path, "w"))                          # as that code wrote it
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
+    assert adapter(tmp_path / "a") == adapter(tmp_path / "b")
+    assert json.load(open(path))["warmup_rule"] == ("ceil" if warmup == "0.03" else "round1")  # (the same count)
