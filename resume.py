@@ -604,10 +604,9 @@ def old_warmup(args, state, total):
         return fits[0]
     raise UserError(f"--resume: {os.path.join(args.out, 'checkpoint', 'state.json')} does not say how its run counted "
                     "its warm-up steps (saved by a lorasp before 2026-12-05 04:27), and its last step's lr in "
-                    f"optimizer.pt ({state['lr']!r}) fits " + (" and ".join(map(str, counts)) + " warm-up steps" if
-                                                               counts else "none of the counts it may have used") +
-                    f" of {total}: the lr of the steps left cannot be told. Resume with the lorasp that wrote it, or "
-                    "start again without --resume")
+                    f"optimizer.pt ({state['lr']!r}) fits " + (" and ".join(map(str, counts)) or "no count of") +
+                    f" warm-up steps of its {total}: the lr of the steps left cannot be told. Resume with the lorasp "
+                    "that wrote it, or start again without --resume")
 
 
 def open_log(run):

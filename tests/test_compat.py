@@ -1,5 +1,6 @@
 """Folders an older lorasp wrote, read by today's (session 32): each read as the version that wrote it would, or
 refused naming the file and what to do. The old layouts are written here by hand (no old commit is needed)."""
+import argparse
 import json
 import math
 import os
@@ -9,6 +10,8 @@ import signal
 import pytest
 
 import cli
+import data
+import resume
 import train
 from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
 
@@ -96,3 +99,14 @@ def test_a_checkpoint_saved_before_state_json_named_its_warm_up_rule_goes_on_wit
     adapter = lambda run: open(run / "adapter" / "adapter_model.safetensors", "rb").read()  # noqa: E731
     assert adapter(tmp_path / "a") == adapter(tmp_path / "b")
     assert json.load(open(path))["warmup_rule"] == ("ceil" if warmup == "0.03" else "round1")  # (the same count)
+
+
+def test_a_checkpoint_whose_last_lr_fits_two_warm_up_counts_is_refused():
+    """At step 1 of --warmup 0, step 0 ran at the full lr whether that lorasp warmed 1 step (max(1, round(0))) or
+    none: the steps left would differ, so the resume is refused naming state.json (it went on with none before)."""
+    args = argparse.Namespace(out="OUT", lr=1e-3, warmup=0.0, schedule="cosine")
+    with pytest.raises(data.UserError, match=r"OUT/checkpoint/state.json does not say how its run counted its "
+                                             r"warm-up steps .* fits 0 and 1 warm-up steps of its 8"):
+        resume.old_warmup(args, dict(step=1, lr=1e-3), 8)
+    assert resume.old_warmup(args, dict(step=2, lr=train.lr_at(1, 8, argparse.Namespace(
+        **vars(args), warmup_rule="round1"))), 8) == "round1"     # at step 2 the lr tells them apart
