@@ -52,7 +52,7 @@ from lorasp import KEEP, UNITS, LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
 from quant import NF4Linear
-from resume import Busy, claim, find_checkpoint, run_tokens
+from resume import Busy, claim, demo_base, find_checkpoint, run_tokens
 from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
@@ -339,7 +339,7 @@ def prepare_demo(args, train):
         raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
                         f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
                         "a folder you can write") from None
-    if has_weights(model_dir):
+    if has_weights(model_dir := demo_base(args, model_dir)):   # (--resume: its checkpoint's, maybe an older recipe's)
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
     busy = UserError(f"the offline demo's model is being pretrained by another train.py (in {model_dir}.pretrain): "

@@ -24,6 +24,7 @@ Leaves out: keeping several checkpoints (one per run: the last), saving mid-step
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
 the resume tests (21).
 """
+import argparse
 import contextlib
 import hashlib
 import itertools
@@ -44,6 +45,7 @@ from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, 
                         save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind
 from ddp import barrier, gathered, rank_world
+from download import has_weights
 from model import PRESETS
 from plot import log_records
 from tasks import TARGETS, save_weights
@@ -55,6 +57,9 @@ RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download
 # match (data_sha256, held_out and base_sha256 have their own checks: check_data, check_base; --model, --data and
 # --data-dir as a path: the files there, not how the path is written, see same_path; group_rule: the checkpoint's own)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
+# warm-up steps of --warmup x total steps (train.lr_at), as each lorasp counted them, newest first: Trainer's ceil
+# (since bc3f699), round() (from a77cd20), at least one round()ed (before); state.json names its run's since 9a38efa
+WARMUP_RULES = dict(ceil=math.ceil, round=round, round1=lambda x: max(1, round(x)))
 
 
 def data_hash(train_ex, val_ex):
@@ -243,6 +248,24 @@ def find_checkpoint(out, required=True):
                             "continue the run: start again without --resume (or with another --out)")
         raise UserError(f"--resume: no checkpoint in {out} (--out names the run's folder)")
     return os.path.join(out, found[0])
+
+
+def demo_base(args, model_dir):
+    """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
+    checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
+    that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining)."""
+    checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
+    was = read_state(checkpoint, required=False).get("args", {}).get("model") if checkpoint else None
+    if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
+            os.path.realpath(was) == os.path.realpath(model_dir):
+        return model_dir
+    if not has_weights(was):
+        raise UserError(f"--resume: {checkpoint} trained on the offline demo's model {was}, which is gone (an earlier "
+                        f"lorasp pretrained it; this one's is {model_dir}, other weights): the adapter cannot go on "
+                        "without the weights it trained on. Restore that folder, or start again without --resume")
+    print(f"note: --resume: {checkpoint} trained on the offline demo's model {was} (an earlier lorasp's recipe): it "
+          f"goes on on that model (a new run pretrains and uses {model_dir})")
+    return was
 
 
 def nan_stop(args, step, loss, norm, ours):
@@ -539,7 +562,7 @@ def restore(checkpoint, args, opt, state):
                 torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
         path = os.path.join(checkpoint, "state.json")
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
-        return dict(state, step=int(state["step"]))
+        return dict(state, step=int(state["step"]), lr=saved["param_groups"][0]["lr"])  # (its last step's: old_warmup)
     except UserError:
         raise
     except Exception as e:  # truncated (RuntimeError, EOFError), edited (ValueError, KeyError, TypeError), ...
@@ -572,11 +595,28 @@ def last_step(args, state, total, examples):
     past `total` (--epochs over data that --allow-data-change shrank) is refused."""
     if state.get("ended"):
         return state["step"]
+    if "warmup_rule" not in state and state["step"]:           # (restore's: a checkpoint saved before it was named)
+        args.warmup_rule = old_warmup(args, state, total)
     if state["step"] > total:
         raise UserError(f"--resume: the checkpoint is at step {state['step']}, past this run's last ({total}: " + (
             f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {examples} "
             "examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
     return total
+
+
+def old_warmup(args, state, total):
+    """The warm-up rule (WARMUP_RULES) a checkpoint saved before state.json named it ran under: the one whose lr for its
+    last step is optimizer.pt's. None fits, or those that fit warm the steps left otherwise: an error."""
+    from train import lr_at                                    # (here: train.py imports this file)
+    fits = [r for r in WARMUP_RULES if float(state["lr"]) == lr_at(state["step"] - 1, total, argparse.Namespace(
+        **{**vars(args), "warmup_rule": r}))]
+    if len(counts := sorted({WARMUP_RULES[r](args.warmup * total) for r in fits})) == 1:
+        return fits[0]
+    raise UserError(f"--resume: {os.path.join(args.out, 'checkpoint', 'state.json')} does not say how its run counted "
+                    "its warm-up steps (saved by a lorasp before 2026-12-05 04:27), and its last step's lr in "
+                    f"optimizer.pt ({state['lr']!r}) fits " + (" and ".join(map(str, counts)) or "no count of") +
+                    f" warm-up steps of its {total}: the lr of the steps left cannot be told. Resume with the lorasp "
+                    "that wrote it, or start again without --resume")
 
 
 def open_log(run):

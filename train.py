@@ -73,7 +73,7 @@ from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from checks import console
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
                     restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
-                    epoch_micro_batches, held_by, held_out, kept_out, run_tokens)
+                    epoch_micro_batches, held_by, held_out, kept_out, run_tokens, WARMUP_RULES)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
                    classification_loss, evaluate, load_model, save_heldout, save_weights, seq2seq_loss, span_loss,
@@ -215,7 +215,7 @@ def lr_at(step, total, args):
     """Linear warm-up over the first ceil(warmup x total) steps (Trainer's warmup_ratio), then cosine or linear decay
     towards 0, or the peak held (constant): transformers' get_{cosine,linear,constant}_schedule_with_warmup, except
     that warm-up step s trains at their lr at s + 1 (step 0 at lr / warm-up steps, not at 0). --warmup 0: theirs."""
-    rule = round if getattr(args, "warmup_rule", "ceil") == "round" else math.ceil  # round: resuming an older run
+    rule = WARMUP_RULES[getattr(args, "warmup_rule", "ceil")]  # (an older run's, resumed: resume.WARMUP_RULES)
     warm = rule(args.warmup * total)
     if step < warm:
         return args.lr * (step + 1) / warm

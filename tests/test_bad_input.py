@@ -2192,6 +2192,39 @@ def _(ctx):
     assert run(ctx, "--max-steps", "2", "--resume")["steps"] == 2                # refused before: raises
 
 
+@case("the offline demo's --resume of a checkpoint whose demo model (an earlier lorasp's recipe) is deleted",
+      SystemExit, "trained on the offline demo's model ")
+def _(ctx):
+    """Refused naming that model, before today's is pretrained (was: minutes of pretraining, then "the base model's
+    files changed since the checkpoint ... restore them"); tests/test_compat.py resumes one still there."""
+    out, cache = checkpointed(ctx), ctx.tmp / "cache"
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    state["args"]["model"] = str(cache / "models" / "demo-llama")  # an earlier lorasp's demo model (no recipe hash)
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    ctx.mp.setenv("LORASP_CACHE", str(cache))
+    ctx.mp.setattr(train, "train", lambda args: pytest.fail("pretrained today's demo model"))
+    train.main(["--out", str(out), "--resume"])
+
+
+@case("--resume of a state.json saved before it named its warm-up rule, optimizer.pt's last lr fitting none",
+      SystemExit, "does not say how its run counted its warm-up steps")
+def _(ctx):
+    """Refused (was: resumed with round()'s count, whatever the run had warmed); tests/test_compat.py resumes one
+    whose lr fits."""
+    loss, out = train.causal_lm_loss, ctx.tmp / "out"
+    fault_at_loss_call(ctx.mp, 3, signal.SIGINT)               # Ctrl-C in step 2 of 10: saved after it
+    with pytest.raises(SystemExit):
+        run(ctx)
+    ctx.mp.setattr(train, "causal_lm_loss", loss)
+    state = json.load(open(out / "checkpoint" / "state.json"))
+    del state["warmup_rule"], state["crc32"]["optimizer.pt"]  # as lorasp wrote it before 9a38efa; (edited below)
+    json.dump(state, open(out / "checkpoint" / "state.json", "w"))
+    opt = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)
+    opt["param_groups"][0]["lr"] /= 3                          # no count of warm-up steps gives this lr
+    torch.save(opt, out / "checkpoint" / "optimizer.pt")
+    run(ctx, "--resume")
+
+
 @case("--resume with --checkpointing auto of a run auto gave --full-blocks", None)
 def _(ctx):
     """auto takes the checkpoint's choice, the blocks replayed whole included (not "--full-blocks 1 -> 0")."""

@@ -18,6 +18,7 @@ import cli
 import data
 import eval as E
 import plan
+import resume
 import tokenizer
 import train
 from fake_hub import serve
@@ -263,6 +264,7 @@ def test_resume_of_a_checkpoint_saved_under_the_rounded_warm_up_keeps_it(tiny, t
     """Warm-up steps became Trainer's ceil(warmup x total); a checkpoint saved before (no warmup_rule in its
     state.json) resumes with the round() it started under, so the lr schedule goes on as it began: --warmup 0.25 over
     10 steps warmed up round(2.5) = 2 steps, a new run warms up 3."""
+    monkeypatch.setitem(resume.WARMUP_RULES, "ceil", round)            # its first steps as that lorasp ran them
     fault_at_loss_call(monkeypatch, 9, signal.SIGINT)                  # step 5's first micro-batch
     with pytest.raises(SystemExit):
         train.main(flags(tiny, tmp_path, "--warmup", "0.25"))
