@@ -364,9 +364,9 @@ def pretrain_demo(args, train, model_dir, busy):
     for f in sorted(os.listdir(models)):                       # kept, and named)
         if f.startswith("demo-llama") and not f.startswith(name) and os.path.isdir(os.path.join(models, f)):
             print(f"note: {os.path.join(models, f)}: " + (
-                "the pretraining of another recipe's demo model (an earlier lorasp's, stopped)" if f.endswith(
-                    ".pretrain") else "the demo model of another recipe (an earlier lorasp's)") +
-                ", not used: delete it to free its space")
+                "the pretraining of another recipe's demo model (an earlier lorasp's, stopped), not used: delete it "
+                "to free its space" if f.endswith(".pretrain") else "the demo model of another recipe (an earlier "
+                "lorasp's), not used by a new run: delete it to free its space, unless a run on it is to --resume"))
     init, stopped = os.path.join(work, "init"), os.path.exists(os.path.join(work, "checkpoint", "state.json"))
     if not stopped:                                            # (else a Ctrl-C saved the pretraining: it goes on)
         shutil.rmtree(work, ignore_errors=True)

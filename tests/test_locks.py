@@ -128,8 +128,8 @@ def test_the_note_on_an_earlier_demo_says_which_folder_it_is(demo, capsys):
     cli.prepare_demo(train.parse_args([]), pretrain)
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
     old = os.path.join(models, "demo-llama")
-    assert notes == [f"note: {old}: the demo model of another recipe (an earlier lorasp's), not used: delete it to "
-                     "free its space",
+    assert notes == [f"note: {old}: the demo model of another recipe (an earlier lorasp's), not used by a new run: "
+                     "delete it to free its space, unless a run on it is to --resume",
                      f"note: {old}.pretrain: the pretraining of another recipe's demo model (an earlier lorasp's, "
                      "stopped), not used: delete it to free its space"]
 
