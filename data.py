@@ -808,16 +808,14 @@ def written_quoted(path, delimiter="\t"):
         try:
             for row in rows:
                 text, raw[:] = "".join(raw), []
-                out = io.StringIO()
-                csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
-                           ).writerow(row)
-                same = out.getvalue() == text or out.getvalue().rstrip("\r\n") == text  # (the last: no line end)
-                if '"' in text and same:               # (a row without a quote reads the same either way)
-                    quoted = quoted or start
-                elif '"' in text:
-                    bare = bare or start
-                if quoted and bare:
-                    break
+                if '"' in text:                        # (a row without a quote reads the same either way: not
+                    out = io.StringIO()                # written back, MNLI's 392,702 rows cost 6 s written)
+                    csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
+                               ).writerow(row)
+                    same = out.getvalue() == text or out.getvalue().rstrip("\r\n") == text  # (last: no line end)
+                    quoted, bare = (quoted or start, bare) if same else (quoted, bare or start)
+                    if quoted and bare:
+                        break
                 start = rows.line_num + 1
         except csv.Error:                              # a lone quote, a field past csv's size limit: quotes as text
             bare = bare or start
@@ -1402,7 +1400,8 @@ def context_tokens(tok, context):
     wordpiece = isinstance(tok, WordPieceTokenizer)
     for i, ch in enumerate(context + " "):
         gone = wordpiece and ch not in "\t\n\r" and unicodedata.category(ch)[0] == "C"  # words() drops it: no cut
-        alone = is_punctuation(ch) or wordpiece and tok.split_cjk and any(lo <= ord(ch) <= hi for lo, hi in CJK)
+        alone = is_punctuation(ch) or wordpiece and tok.split_cjk and not ch.isascii() and any(  # (ASCII: no
+            lo <= ord(ch) <= hi for lo, hi in CJK)     # ideograph; the ranges were tried for every character)
         if ch.isspace() and not gone or alone:
             if start is not None:
                 pieces.append((start, i))
@@ -1473,6 +1472,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
         for paragraph in article["paragraphs"]:
             ctx = paragraph["context"]
             toks = context_tokens(tok, ctx)
+            spans = [(s, e) for _, s, e in toks]  # one tuple per token, which every window of the context shares
             for qa in paragraph["qas"]:
                 question = tok._encode(qa["question"].lstrip())  # as run_qa.py: SQuAD's leading spaces were BPE tokens
                 head = [tok.bos_id, *question[:max_query], *[tok.eos_id] * tok.pair_seps]
@@ -1497,7 +1497,7 @@ def squad_windows(dataset, tok, max_len=384, stride=128, max_query=64, split="de
                     out.append(dict(input_ids=head + [t for t, _, _ in win] + [tok.eos_id],
                                     token_type_ids=[0] * len(head) + [tok.type_b] * (len(win) + 1),
                                     labels=(len(head) + first - start, len(head) + last - start) if whole else (0, 0),
-                                    id=qa["id"], offsets=[None] * len(head) + [(s, e) for _, s, e in win] + [None],
+                                    id=qa["id"], offsets=[None] * len(head) + spans[start:start + room] + [None],
                                     context=ctx))
                     if start + room >= len(toks):
                         break

@@ -8,8 +8,9 @@ block keeps for backward are counted per token from what model.py's code saves (
 
 - runtime: Python, torch and the tokenizer libraries. CPU: this process's resident size when the plan is made plus
   what the first step adds (RUNTIME_STEP, measured); CUDA: cuBLAS's workspace.
-- data: the tokenized records, Python lists of ints: DATA_PER_BYTE x the data file's size (53 bytes a token,
-  measured; tokens a byte estimated for Alpaca with its template). A file not fetched yet counts 0.
+- data: the records read and their tokenized examples, Python lists of ints: DATA_PER_BYTE of the task x its files'
+  size (measured at the data sets' sizes; CPU only: on a GPU they stay in the host's memory). A file not fetched yet
+  counts 0.
 - base: the block linears by storage: fp32 or bf16, or NF4 (4 bits, a uint8 scale per 64 values, an fp32 scale per
   256 blocks: 4.127 bits a weight). Full fine-tuning: every weight fp32 x 4 (weight, gradient, AdamW's two moments),
   under bf16 autocast + a bf16 copy of each block linear's (autocast's cache, kept for backward).
@@ -76,8 +77,10 @@ MMAP_MAX = 32 * MiB           # ... for blocks under glibc's largest mmap thresh
 ALLOCATOR_SLACK = 0.05        # CUDA: the caching allocator rounds and keeps freed blocks
 SHAPE_BYTES = 3 * MiB         # CPU bf16: what oneDNN's two primitive caches, and the heap holes around them, keep per
                               # (weight shape, batch length): forward, dL/dx, dL/dA (measured 2.4 to 3.3 MiB)
-DATA_PER_BYTE = 15            # resident bytes per byte of an instruction file, tokenized (53 a token, 0.27 tokens
-                              # a byte)
+DATA_PER_BYTE = {"lm": 10, "glue": 10, "seq2seq": 7, "squad": 40, "squad-gen": 25}  # resident bytes per byte of
+# the data's files, read and tokenized (measured at the data sets' sizes, docs/benchmarks.md: Alpaca 9 (19 a token,
+# 0.38 tokens a byte), QQP 9.7, MNLI 3.1 (its parse columns are not read), WMT16 6.3, SQuAD 39 and squad-gen 21: a
+# context in each of its questions' windows or prompts)
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
 TAILS = ("mlp.down_proj", "mlp.c_proj", "DenseReluDense.wo")  # the blocks' recompute.tail layers: a replay skips them
@@ -482,16 +485,24 @@ def peak_mem_mib(device):
 
 
 def data_bytes(args):
-    """What the data this run tokenizes will hold: DATA_PER_BYTE x its files' size (0 while they are not on disk)."""
-    path = data.cache_dir("data", "alpaca_data.json") if args.data == "alpaca" else args.data
-    if data.task_kind(args.data) == "glue":
+    """What the data this run reads and tokenizes will hold in this process's memory: DATA_PER_BYTE of its task x its
+    files' size (0 while they are not on disk); 0 on a GPU, whose memory the plan counts (the examples stay in the
+    host's)."""
+    if torch.device(args.device).type != "cpu":
+        return 0
+    kind, path = data.task_kind(args.data), data.cache_dir("data", "alpaca_data.json") if args.data == "alpaca" else \
+        args.data
+    if kind == "glue":
         path = os.path.join(args.data_dir or data.cache_dir("glue"), data.GLUE[args.data[5:]][0]) if \
             args.data[5:] in data.GLUE else ""
-    elif data.task_kind(args.data) == "seq2seq":
+    elif kind == "seq2seq":
         path = args.data_dir or data.cache_dir("wmt16-en-ro")
+    elif args.data in ("squad", "squad-gen"):                  # (counted 0: SQuAD's 88k windows held 1.9 GB)
+        path = args.data_dir or data.cache_dir("squad")
+    per_byte = DATA_PER_BYTE["squad-gen" if args.data == "squad-gen" else kind]
     if os.path.isdir(path):
-        return DATA_PER_BYTE * sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-    return DATA_PER_BYTE * os.path.getsize(path) if os.path.isfile(path) else 0
+        return per_byte * sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return per_byte * os.path.getsize(path) if os.path.isfile(path) else 0
 
 
 def lines(parts, available=None, why=""):

@@ -22,7 +22,6 @@
   `before_after`: what training added, on held-out records (exact match, BLEU, SQuAD's exact match and F1).
 Run `python -m pytest -q tests/test_train_tasks.py` (GLUE, WMT16 and SQuAD runs on tiny models, end to end).
 """
-import hashlib
 import json
 import math
 import os
@@ -277,7 +276,6 @@ def check_split(args, train_ex, val_ex, val_records, world=1, kept=False):
             if kept
             else f"--val-fraction {args.val_fraction:g} holds none of {args.data}'s records out (it rounds to 0): "
             "give a larger --val-fraction, or drop --exact-match"))
-    args.data_parts = data_parts(train_ex, val_ex)             # (--resume names the part that changed)
     args.exact_match = args.exact_match if val_records and data.task_kind(args.data) != "seq2seq" else 0
     args.bleu = args.bleu if data.task_kind(args.data) == "seq2seq" else 0
     if (rows := math.ceil(len(train_ex) / world)) < args.batch_size:  # one batch an epoch holds every example
@@ -310,18 +308,6 @@ def tokens_counted(args):
     if data.task_kind(args.data) == "seq2seq":
         return "source tokens (the encoder's input, padding not counted; targets not counted)", "source tok/s"
     return "tokens (each example's, padding not counted)", "tok/s"
-
-
-def data_parts(train_ex, val_ex):
-    """{part: sha256 of its tokenized examples}: "train", and GLUE's dev splits by name (else "validation"), so that
-    a --resume whose examples hash otherwise (resume.data_hash) can say which part changed."""
-    out, parts = {}, {"train": train_ex, **(val_ex if isinstance(val_ex, dict) else {"validation": val_ex})}
-    for part, examples in parts.items():
-        h = hashlib.sha256()
-        for e in examples:                                     # (one at a time: MNLI's whole list is ~0.5 GB of text)
-            h.update(json.dumps(e, separators=(",", ":")).encode())
-        out[part] = h.hexdigest()
-    return out
 
 
 def save_heldout(args, records):

@@ -236,6 +236,7 @@ class SentencePieceTokenizer(Tokenizer):
                 raise ValueError(f"{path}: sentencepiece refuses the model its vocabulary makes ({e})") from None
             raise ValueError(f"{path}: not a sentencepiece model (damaged or cut off?); fetch it again") from None
         self.unprefixed = sentencepiece.SentencePieceProcessor(model_proto=proto + NO_DUMMY_PREFIX)
+        self.ints = list(range(self.sp.get_piece_size()))  # one int object per id, which every encoded list shares
         self.prefix_each = prefix_each
         marks = {self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()}
         specials = {self.sp.id_to_piece(i): i for i in range(self.sp.get_piece_size()) if i in marks or
@@ -257,15 +258,21 @@ class SentencePieceTokenizer(Tokenizer):
         self.vocab_size = max([n, *(i + 1 for i in self.beyond)])
         self.split = alternation(tuple(added))
 
+    def ids(self, text, prefixed=True):
+        """sentencepiece's ids of text (with its "▁" prefix or without), each id the one int object `ints` holds:
+        sentencepiece makes a new 32-byte int per token (Alpaca's 7.8M tokens on Llama 2: 230 of the 366 MiB its
+        tokenized examples held)."""
+        return list(map(self.ints.__getitem__, (self.sp if prefixed else self.unprefixed).encode(text)))
+
     def _encode(self, text, after=False):
         if not self.added:
-            return (self.unprefixed if after or self.metaspace and text.startswith(" ") else self.sp).encode(text)
+            return self.ids(text, not (after or self.metaspace and text.startswith(" ")))
         ids = []  # after an added token, the "▁" prefix again only in legacy mode and where the text does not start
         for start, end, token in find_added(text, self.split, self.flags):  # with a space already (HF's Metaspace)
             p = text[start:end]
             prefixed = (not after and not (self.metaspace and p.startswith(" ")) if start == 0 else
                         self.prefix_each and (self.prepend or not p.startswith(" ")))
-            ids += [self.added[token]] if token else (self.sp if prefixed else self.unprefixed).encode(p)
+            ids += [self.added[token]] if token else self.ids(p, prefixed)
         return ids
 
     def decode(self, ids):
@@ -305,9 +312,7 @@ class T5Tokenizer(SentencePieceTokenizer):
         written in a text are those tokens too, as in transformers' T5Tokenizer."""
         parts = re.split("(<extra_id_(?:[0-9]|[1-9][0-9])>|" + "|".join(map(re.escape, self.added)) + ")", text)
         special = lambda p: self.added[p] if p in self.added else self.vocab_size - 1 - int(p[10:-1])  # noqa: E731
-        first = self.unprefixed if after else self.sp
-        return [i for j, p in enumerate(parts) for i in ([special(p)] if j % 2 else
-                                                           (self.sp if j else first).encode(p))]
+        return [i for j, p in enumerate(parts) for i in ([special(p)] if j % 2 else self.ids(p, j or not after))]
 
     def decode(self, ids):
         return self.sp.decode([i for i in ids if self.sp.unk_id() < i < self.n_pieces])  # pad 0, EOS 1, unk 2 first

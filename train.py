@@ -321,7 +321,7 @@ def load(run):
     train_ex, run.val_ex, val_records = data.task_examples(args.data, run.tok, args.seq_len, args.data_dir,
                                                            args.val_fraction, args.seed, held_by(state))
     barrier() if run.rank == 0 else None                       # a bad record is named before minutes of loading 7B
-    args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex), held_out(args, run.val_ex, val_records)
+    args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex, args), held_out(args, run.val_ex, val_records)
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world, kept=kept_out(args, state))
     check_data(args, state, run) if state else None            # --resume (before the weights load): its data,
     check_sums(run.checkpoint, state) if state else None       # and its files (a flipped bit in optimizer.pt)

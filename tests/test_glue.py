@@ -358,6 +358,19 @@ def test_only_pandas_quoted_or_only_glue_quoted_files_read_without_a_note(tmp_pa
     assert capsys.readouterr().err == ""
 
 
+def test_only_rows_with_a_quote_are_written_back_to_tell_how_a_file_is_quoted(tmp_path, monkeypatch):
+    """written_quoted wrote every row back with csv.writer to compare it, though a row without a quote reads the same
+    either way (MNLI's 392,702 rows: 6 s of its 11 s reading); now only the rows holding a quote are, with the same
+    answers as before (the two tests above)."""
+    written, writer = [], csv.writer
+    monkeypatch.setattr(data.csv, "writer", lambda *a, **k: written.append(1) or writer(*a, **k))
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "plain\t1\n" * 50 + '"say ""hi"""\t1\n' + "plain\t0\n" * 50, "utf-8")
+    assert data.written_quoted(str(path)) and len(written) == 1
+    path.write_text("sentence\tlabel\n" + "plain\t1\n" * 50, "utf-8")
+    assert not data.written_quoted(str(path)) and len(written) == 1
+
+
 def test_trailing_tabs_are_empty_fields_read_as_hf_glue_reads_them(tmp_path):
     """A row ending in a tab has one more, empty, field: HF's glue loader (csv.DictReader) leaves it out and reads the
     row; it was refused as a stray tab. A stray tab inside the text (a field that is not empty) is still refused."""

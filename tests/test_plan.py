@@ -2,6 +2,7 @@
 hook, on tiny blocks of every backbone, in each checkpointing mode), its total against the measured peak (VmHWM) of
 train.py runs in child processes, and the choices train.py makes from it: the paper's recipe for the Llama 2 presets,
 the fastest setting that fits elsewhere, a refusal before any weight is read, --force."""
+import argparse
 import json
 import os
 import subprocess
@@ -452,3 +453,20 @@ def test_planning_leaves_the_config_it_is_given_as_it_was(task):
     before = M.replace(c)                                        # (a copy, field by field)
     plan.estimate(c, a, ["query", "value"], 0, RUNTIME)
     assert (c.num_labels, c.qa) == (before.num_labels, before.qa) == (0, False) and c == before
+
+
+def test_the_data_term_counts_squads_files_and_nothing_on_a_gpu(tmp_path):
+    """--data squad (and squad-gen) planned 0 bytes of data (its name is no file), where SQuAD v1.1's train windows
+    held 1.9 GB (docs/benchmarks.md); on a GPU the data term was counted against the GPU's free memory, though the
+    examples stay in the host's (WMT16's 188 MB: 2.8 GB planned on the GPU). Each task's files x its measured factor."""
+    (tmp_path / "train-v1.1.json").write_bytes(b"x" * 3000)
+    (tmp_path / "dev-v1.1.json").write_bytes(b"x" * 1000)
+    (tmp_path / "records.json").write_bytes(b"x" * 500)
+    args = lambda name, device="cpu": argparse.Namespace(  # noqa: E731
+        data=name, data_dir=str(tmp_path), device=device)
+    assert plan.data_bytes(args("squad")) == plan.DATA_PER_BYTE["squad"] * 4500 > 0      # (the folder's files)
+    assert plan.data_bytes(args("squad-gen")) == plan.DATA_PER_BYTE["squad-gen"] * 4500 > 0
+    assert plan.data_bytes(args(str(tmp_path / "records.json"))) == plan.DATA_PER_BYTE["lm"] * 500 > 0
+    assert plan.data_bytes(args("wmt16-en-ro")) == plan.DATA_PER_BYTE["seq2seq"] * 4500
+    for name in ("squad", str(tmp_path / "records.json"), "wmt16-en-ro"):
+        assert plan.data_bytes(args(name, "cuda")) == plan.data_bytes(args(name, "cuda:1")) == 0

@@ -11,7 +11,8 @@ from tokenizers import (AddedToken, ByteLevelBPETokenizer, Regex, Tokenizer, dec
 from transformers import AutoTokenizer, GPT2Tokenizer
 
 from data import UserError, alpaca_prompt, perplexity_docs, tokenize_records
-from tokenizer import BPETokenizer, SentencePieceTokenizer, check_vocab, load_tokenizer, named_id, sentencepiece_model
+from tokenizer import (BPETokenizer, SentencePieceTokenizer, T5Tokenizer, check_vocab, load_tokenizer, named_id,
+                       sentencepiece_model)
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "Héllo wörld! Ça va? naïve café", "日本語のテキスト",
           "  leading spaces\tand tabs\n\nnew lines", "I'll don't we're they've HE'S", "pi 3.14159, e 2.71828, 1000000",
@@ -352,6 +353,21 @@ def test_sentencepiece_llama_convention(tmp_path):
     assert tok.decode(tok.encode("Unicode: Ωμέγα 🙂")) == "Unicode: Ωμέγα 🙂"  # byte fallback round-trips
     (tmp_path / "config.json").write_text(json.dumps({"pad_token_id": 0}))
     assert load_tokenizer(tmp_path).pad_id == 0
+
+
+def test_sentencepiece_ids_are_shared_int_objects(tmp_path):
+    """sentencepiece makes a new 32-byte int per token: Alpaca's 52,002 records on Llama 2's vocabulary held 366 MiB
+    as tokenized examples, 230 MiB of them those ints. Every encode (after a prompt, between added tokens, T5's) now
+    gives each id as one shared object, the ids unchanged."""
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=400, model_type="bpe", byte_fallback=True, minloglevel=2)
+    ref = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    records = [{"instruction": t, "input": "", "output": t + " </s> " + t} for t in TEXTS]
+    for tok in (load_tokenizer(tmp_path), T5Tokenizer(str(tmp_path / "tokenizer.model"))):
+        (first, _), (again, _) = (tokenize_records(records, tok, 10_000) for _ in range(2))
+        ids = [i for a, b in zip(first, again) for i, j in zip(a["input_ids"], b["input_ids"]) if i is j]
+        assert len(ids) == sum(len(e["input_ids"]) for e in first) and max(ids) > 256   # (-5..256: Python's own)
+        assert tok.encode(TEXTS[0], bos=False, eos=False) == ref.encode(TEXTS[0])
 
 
 def test_an_id_past_a_sentencepiece_vocabulary_decodes_as_transformers_skips_it(tmp_path):
