@@ -53,6 +53,21 @@ def paused_child(tiny, out, *more, console=False, preexec_fn=None):
     raise AssertionError("the child ended before step 3:\n" + "".join(lines))
 
 
+def go_on(child, sig, read=True):
+    """Send `sig` to the paused child, let it go on, and wait for its end (killed if that fails): its stdout's lines
+    (none where not `read`: its reader is gone)."""
+    try:
+        child.send_signal(sig)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        lines = child.stdout.readlines() if read else []
+        child.wait(timeout=120)
+        return lines
+    except BaseException:
+        child.kill()
+        raise
+
+
 def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_process(tiny, tmp_path):
     """Two train.py started on one --out (a second terminal, a job resubmitted while the first still runs) both ran:
     each deleted the other's checkpoint.tmp and truncated its metrics.jsonl, the first died at step 16 with 'saving
@@ -72,14 +87,10 @@ def test_a_second_run_into_a_busy_out_is_refused_and_sigterm_saves_a_real_proces
         assert e.value.code == f"error: --out {out}: another train.py is running into it (their checkpoints, logs " \
                                "and results would mix): wait for it to end, or pass another --out"
         assert {f: open(out / f, "rb").read() for f in before} == before
-        child.send_signal(signal.SIGTERM)
-        child.stdin.write("\n")
-        child.stdin.flush()
-        lines += child.stdout.readlines()
-        child.wait(timeout=120)
     except BaseException:
         child.kill()
         raise
+    lines += go_on(child, signal.SIGTERM)
     assert child.returncode == 128 + signal.SIGTERM == 143, "".join(lines)
     assert any(line.startswith("SIGTERM: saving a checkpoint after this step") for line in lines)
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
@@ -97,15 +108,8 @@ def test_sighup_from_a_closed_ssh_session_saves_where_stdout_is_gone_and_resume_
     train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
     out = tmp_path / "b"
     child, lines = paused_child(tiny, out, *more, console=True)
-    try:
-        child.stdout.close()                                           # the terminal is gone (stderr too)
-        child.send_signal(signal.SIGHUP)
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=120)
-    except BaseException:
-        child.kill()
-        raise
+    child.stdout.close()                                               # the terminal is gone (stderr too)
+    go_on(child, signal.SIGHUP, read=False)
     assert child.returncode == 128 + signal.SIGHUP == 129
     assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 3
     train.train(train.parse_args(flags(tiny, out, *more, "--resume")))
@@ -118,15 +122,7 @@ def test_sighup_under_nohup_is_ignored_as_nohup_asks(tiny, tmp_path):
     ignored when the run started now stays ignored: the run ends at its last step."""
     out = tmp_path / "b"
     child, lines = paused_child(tiny, out, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    try:
-        child.send_signal(signal.SIGHUP)
-        child.stdin.write("\n")
-        child.stdin.flush()
-        lines += child.stdout.readlines()
-        child.wait(timeout=120)
-    except BaseException:
-        child.kill()
-        raise
+    lines += go_on(child, signal.SIGHUP)
     assert child.returncode == 0 and json.load(open(out / "checkpoint" / "state.json"))["step"] == 10, "".join(lines)
 
 
