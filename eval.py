@@ -395,5 +395,5 @@ def command(argv=None):
 
 
 if __name__ == "__main__":
-    console()                                                  # (escaped characters; a reader gone: goes on)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()
