@@ -813,7 +813,10 @@ def written_quoted(path, delimiter="\t"):
                     csv.writer(out, delimiter=delimiter, lineterminator="\r\n" if text.endswith("\r\n") else "\n"
                                ).writerow(row)
                     same = out.getvalue() == text or out.getvalue().rstrip("\r\n") == text  # (last: no line end)
-                    quoted, bare = (quoted or start, bare) if same else (quoted, bare or start)
+                    if same:
+                        quoted = quoted or start
+                    else:
+                        bare = bare or start
                     if quoted and bare:
                         break
                 start = rows.line_num + 1
