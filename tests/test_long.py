@@ -73,7 +73,8 @@ def test_a_resume_onto_data_that_changes_the_epochs_steps_says_the_lr_schedule_m
     assert s["steps"] == 20 and lrs[4] == train.lr_at(3, 20, args) > lrs[3] == train.lr_at(2, 10, args)
     planned = train.lr_at(3, 10, args)
     assert f"note: --resume: --epochs 2 of 114 examples is 20 steps, the checkpoint's run planned 10: the lr " \
-           f"schedule goes on over 20 steps (step 4's lr {lrs[4]:.2e}, its plan's {planned:.2e})\n" in capsys.readouterr().out
+           f"schedule goes on over 20 steps (step 4's lr {lrs[4]:.2e}, its plan's {planned:.2e})\n" in \
+        capsys.readouterr().out
 
 
 def test_a_checkpoint_names_the_code_that_computed_it_and_a_resume_says_when_it_is_other(tiny, tmp_path, monkeypatch,
