@@ -479,20 +479,25 @@ def same_targets(args, old, new):
 
 def same_settings(args, state):
     """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
-    compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path)."""
+    compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path);
+    --epochs beside --max-steps changes nothing."""
     was = {**ADDED, **state["args"]}
     norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and norm(was.get(k)) != norm(v)
                and not (k in ("model", "data", "data_dir") and same_path(k, was.get(k), v, was))
-               and not (k == "targets" and same_targets(args, was.get(k), v))]
+               and not (k == "targets" and same_targets(args, was.get(k), v))
+               and not (k == "epochs" and args.max_steps and was.get("max_steps"))]  # (--max-steps sets the steps)
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
-        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
+        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed) + (
+            " (the lr schedule is laid out over the steps its run planned: a resume goes on with it, not a longer or "
+            "shorter one; give the checkpoint's, or start again without --resume)" if any(
+                c.startswith(("--max-steps ", "--epochs ")) for c in changed) else ""))
 
 
 def changed_parts(args, was):

@@ -133,3 +133,15 @@ def test_a_demo_resume_reads_state_json_once(tiny, tmp_path, monkeypatch):
     assert resume.demo_base(args, tiny[0]) == tiny[0]                   # (not a demo model: this run's)
     checkpoint, state = resume.take_settings(args)
     assert read == [checkpoint] and state == real(checkpoint) and "checkpoint_state" not in vars(args)
+
+
+def test_a_resume_with_another_epochs_beside_the_same_max_steps_goes_on(tiny, tmp_path, monkeypatch):
+    """--epochs beside --max-steps changes nothing (parse_args says so), yet a --resume that gave another was refused
+    ("--epochs 3 -> 5.0"). Now it goes on, and ends as the straight run; another --max-steps is refused, with why."""
+    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                   # step 4
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b"))
+    monkeypatch.undo()
+    s = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume", "--epochs", "5")))
+    assert s["steps"] == 10 and adapter(tmp_path / "b") == adapter(tmp_path / "a")
