@@ -26,7 +26,6 @@ the resume tests (21).
 """
 import argparse
 import contextlib
-import functools
 import hashlib
 import itertools
 import json
@@ -114,7 +113,7 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=step >= total, total=total,  # step: --epochs)
-                           python_rng=random.getstate(), code=code_stamp(), losses=list(losses),
+                           python_rng=random.getstate(), code=CODE, losses=list(losses),
                            warmup_rule=getattr(args, "warmup_rule", "ceil"),
                            epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
                            group_rule=getattr(args, "group_rule", "step"),  # (data.step_groups)
@@ -137,11 +136,11 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
-@functools.cache
 def code_stamp():
     """What computes a run's steps, as state.json's `code` names it: a fingerprint of lorasp's .py files (their
     bytes) and torch's version. Other code may sum in another order (session 32 found such a change between two
-    versions of lorasp), so a --resume across a change is not bit for bit: restore says so (same_code)."""
+    versions of lorasp), so a --resume across a change is not bit for bit: restore says so (same_code). Taken once,
+    as this file is imported (CODE): the files the process runs, not what an edit during the run left."""
     folder, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
     for name in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
         with open(os.path.join(folder, name), "rb") as f:
@@ -149,10 +148,13 @@ def code_stamp():
     return dict(lorasp=h.hexdigest()[:12], torch=torch.__version__)
 
 
+CODE = code_stamp()
+
+
 def same_code(state):
-    """--resume: say so where the checkpoint's steps were computed by other code than this process's (code_stamp), or
+    """--resume: say so where the checkpoint's steps were computed by other code than this process's (CODE), or
     by a lorasp from before state.json named it: the steps left may not be the ones its run would have taken."""
-    was, now = state.get("code"), code_stamp()
+    was, now = state.get("code"), CODE
     if was != now and rank_world()[0] == 0:
         print("note: --resume: the checkpoint was saved by " + (", ".join(
             f"{k} {was.get(k)}" for k in now if was.get(k) != now[k]) + " (this is " + ", ".join(

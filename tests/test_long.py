@@ -84,7 +84,7 @@ def test_a_checkpoint_names_the_code_that_computed_it_and_a_resume_says_when_it_
     under other code says which differs, one from before the stamp says that, and under the same code nothing."""
     stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
     state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
-    assert state["code"] == resume.code_stamp() and len(state["code"]["lorasp"]) == 12
+    assert state["code"] == resume.CODE == resume.code_stamp() and len(state["code"]["lorasp"]) == 12
     said = []
     for i, code in enumerate((state["code"], dict(state["code"], lorasp="0123456789ab"), None)):
         shutil.copytree(tmp_path / "b", out := tmp_path / f"b{i}")
