@@ -7,7 +7,8 @@ resume that would not.
                      state.json                              step, data position, world size, Python's RNG, the flags,
                                                              the step losses since the last progress line, the
                                                              evaluations so far (--patience's history), the crc32
-                                                             of each file above (`file_sums`)
+                                                             of each file above (`file_sums`), the run's last step
+                                                             (`total`) and the code that computed it (`CODE`)
                      metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole (each file fsynced), then swaps it in with two renames (OUT
@@ -19,7 +20,8 @@ resume that would not.
   file): other flags than the checkpoint's run or another number of processes (`same_settings`; RESUMABLE lists the
   flags that may change), base files whose fingerprint changed (`check_base`; export.py's merge of that base: said),
   data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
-  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
+  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads). One
+  that goes on otherwise than its run planned says so: other code (`same_code`), another step count (`last_step`).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
 the resume tests (21).
