@@ -225,9 +225,10 @@ def claim(out):
                 print(f"note: --out {out} is not locked: no file locks here (no fcntl: Windows; or a file system "
                       "without them), so a second train.py into it would not be refused: start one at a time")
             for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # no other train.py writes here, so a
-                if held or time.time() - os.path.getmtime(stale) > 3600:  # killed one's (unlocked: none writes
-                    print(f"note: removing {stale}, left by a train.py killed while writing it")  # for an hour)
-                    os.remove(stale)
+                with contextlib.suppress(FileNotFoundError):  # killed one's (unlocked: none writes for an hour; and
+                    if held or time.time() - os.path.getmtime(stale) > 3600:  # another run may remove it first)
+                        print(f"note: removing {stale}, left by a train.py killed while writing it")
+                        os.remove(stale)
             yield
     finally:
         for d in made:                                         # (one that holds something stays, and its parents)
