@@ -1,7 +1,8 @@
 """Long runs and long chains of interruptions (session 33), each pinned at the smallest size that shows it: epochs
 whose steps straddle their boundary resumed on either side, a --resume whose step count changed, a checkpoint saved
-by other code, a killed run's temporary where there are no locks. The long runs that found them: docs/robustness.md,
-"Long runs (session 33)"."""
+by other code, a killed run's temporary where there are no locks, the demo's resume reading state.json once,
+--epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long runs (session
+33)"."""
 import json
 import os
 import shutil
