@@ -7,7 +7,8 @@ resume that would not.
                      state.json                              step, data position, world size, Python's RNG, the flags,
                                                              the step losses since the last progress line, the
                                                              evaluations so far (--patience's history), the crc32
-                                                             of each file above (`file_sums`)
+                                                             of each file above (`file_sums`), the run's last step
+                                                             (`total`) and the code that computed it (`CODE`)
                      metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole (each file fsynced), then swaps it in with two renames (OUT
@@ -19,7 +20,8 @@ resume that would not.
   file): other flags than the checkpoint's run or another number of processes (`same_settings`; RESUMABLE lists the
   flags that may change), base files whose fingerprint changed (`check_base`; export.py's merge of that base: said),
   data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
-  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads).
+  held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads). One
+  that goes on otherwise than its run planned says so: other code (`same_code`), another step count (`last_step`).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
 the resume tests (21).
@@ -35,6 +37,7 @@ import random
 import shutil
 import signal
 import sys
+import time
 import zlib
 
 import torch
@@ -90,12 +93,13 @@ def rng_states(args):
             for r, t in enumerate(gathered(state, args.device))}
 
 
-def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=(), evals=(), tokens=None, tok=None):
-    """OUT/checkpoint, written whole and swapped in; `losses`: the steps' since the last progress line, whose mean the
-    next one logs; `evals`: the validation records so far (--patience's history, kept in state.json too: a deleted
-    log starts again, early stopping's count does not); `tokens`: the run's up to `step` (run_tokens). The log goes
-    with it: OUT/metrics.jsonl may be another run's by the time this one resumes (a fresh run into the same --out that
-    stopped before its first save). `tok`: the run's tokenizer, for save_weights."""
+def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=(), evals=(), tokens=None, tok=None):
+    """OUT/checkpoint, written whole and swapped in; `total`: the run's last step (its lr schedule's: last_step);
+    `losses`: the steps' since the last progress line, whose mean the next one logs; `evals`: the validation records
+    so far (--patience's history, kept in state.json too: a deleted log starts again, early stopping's count does
+    not); `tokens`: the run's up to `step` (run_tokens). The log goes with it: OUT/metrics.jsonl may be another run's
+    by the time this one resumes (a fresh run into the same --out that stopped before its first save). `tok`: the
+    run's tokenizer, for save_weights."""
     final = os.path.join(args.out, "checkpoint")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -110,8 +114,9 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
         sums = file_sums(tmp, {"optimizer.pt": summed.crc})    # (before state.json's temporary file is there)
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
-                           world_size=rank_world()[1], ended=ended, python_rng=random.getstate(),  # step: --epochs)
-                           warmup_rule=getattr(args, "warmup_rule", "ceil"), losses=list(losses),
+                           world_size=rank_world()[1], ended=step >= total, total=total,  # step: --epochs)
+                           python_rng=random.getstate(), code=CODE, losses=list(losses),
+                           warmup_rule=getattr(args, "warmup_rule", "ceil"),
                            epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
                            group_rule=getattr(args, "group_rule", "step"),  # (data.step_groups)
                            args=vars(args), crc32=sums, evals=list(evals), tokens=tokens), f)
@@ -131,6 +136,33 @@ def save_checkpoint(args, model, opt, step, source, ended, micro, rng, losses=()
     os.replace(tmp, final)
     fsync_dir(final)                                           # the swap made durable, before .old goes
     shutil.rmtree(final + ".old", ignore_errors=True)
+
+
+def code_stamp():
+    """What computes a run's steps, as state.json's `code` names it: a fingerprint of lorasp's .py files (their
+    bytes) and torch's version. Other code may sum in another order (session 32 found such a change between two
+    versions of lorasp), so a --resume across a change is not bit for bit: restore says so (same_code). Taken once,
+    as this file is imported (CODE): the files the process runs, not what an edit during the run left."""
+    folder, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
+    for name in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
+        with open(os.path.join(folder, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read())
+    return dict(lorasp=h.hexdigest()[:12], torch=torch.__version__)
+
+
+CODE = code_stamp()
+
+
+def same_code(state):
+    """--resume: say so where the checkpoint's steps were computed by other code than this process's (CODE), or
+    by a lorasp from before state.json named it: the steps left may not be the ones its run would have taken."""
+    was, now = state.get("code"), CODE
+    if was != now and rank_world()[0] == 0:
+        print("note: --resume: the checkpoint was saved by " + (", ".join(
+            f"{k} {was.get(k)}" for k in now if was.get(k) != now[k]) + " (this is " + ", ".join(
+            f"{k} {now[k]}" for k in now if was.get(k) != now[k]) + ")" if was else
+            "a lorasp from before checkpoints named their code") + ": the steps left may differ from those its run "
+            "would have taken (other code can sum in another order), not bit for bit; the run goes on")
 
 
 def run_tokens(run):
@@ -175,9 +207,10 @@ def claim(out):
     """Hold --out for the run (checkpoint.locked: an exclusive flock on the folder, made if missing; a kill releases
     it): a second train.py into the same --out is refused, where it would interleave its checkpoints, log and result
     with the first's; the temporary file a killed one left (OUT/heldout.jsonl.tmp<pid>, the one file written into OUT
-    itself: the temporary folders go whole at the next save) is removed. DDP ranks but 0 write nothing there and take
-    no lock; a folder this made stays only if something went in, and so do its parents made with it (the demo's
-    out/demo-real: a refused run left an empty ./out)."""
+    itself: the temporary folders go whole at the next save) is removed (where there are no locks, once an hour old:
+    it is written in seconds, so no train.py is still writing it, on this machine or another). DDP ranks but 0 write
+    nothing there and take no lock; a folder this made stays only if something went in, and so do its parents made
+    with it (the demo's out/demo-real: a refused run left an empty ./out)."""
     if rank_world()[0] != 0:
         yield
         return
@@ -187,14 +220,15 @@ def claim(out):
     try:
         with locked(out, Busy(f"--out {out}: another train.py is running into it (their checkpoints, logs and "
                               "results would mix): wait for it to end, or pass another --out"), folder=True) as held:
-            if held:                                           # no other train.py writes here, so a temporary is
-                for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # a killed one's
-                    print(f"note: removing {stale}, left by a train.py killed while writing it")
-                    os.remove(stale)
-            elif not UNLOCKED:                                 # once a process (the demo's pretraining claims too)
+            if not held and not UNLOCKED:                      # once a process (the demo's pretraining claims too)
                 UNLOCKED.append(out)
                 print(f"note: --out {out} is not locked: no file locks here (no fcntl: Windows; or a file system "
                       "without them), so a second train.py into it would not be refused: start one at a time")
+            for stale in temporaries(os.path.join(out, "heldout.jsonl")):  # no other train.py writes here, so a
+                with contextlib.suppress(FileNotFoundError):  # killed one's (unlocked: none writes for an hour; and
+                    if held or time.time() - os.path.getmtime(stale) > 3600:  # another run may remove it first)
+                        print(f"note: removing {stale}, left by a train.py killed while writing it")
+                        os.remove(stale)
             yield
     finally:
         for d in made:                                         # (one that holds something stays, and its parents)
@@ -261,9 +295,12 @@ def find_checkpoint(out, required=True):
 def demo_base(args, model_dir):
     """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
     checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
-    that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining)."""
+    that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining).
+    The state.json it reads is kept for take_settings (args.checkpoint_state): read once."""
     checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
-    was = read_state(checkpoint, required=False).get("args", {}).get("model") if checkpoint else None
+    if state := read_state(checkpoint, required=False) if checkpoint else {}:
+        args.checkpoint_state = state                          # (--resume: take_settings takes it from there)
+    was = state.get("args", {}).get("model")
     if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
             os.path.realpath(was) == os.path.realpath(model_dir):
         return model_dir
@@ -362,7 +399,7 @@ def take_settings(args):
     """--resume: OUT's checkpoint and its state.json, the flags left auto (--dtype, --quant, --checkpointing with its
     --full-blocks) set to what the checkpoint's run chose, on any machine, and how its steps group (data.step_groups)."""
     checkpoint = find_checkpoint(args.out)
-    state = read_state(checkpoint)
+    state = vars(args).pop("checkpoint_state", None) or read_state(checkpoint)  # (the demo's: read by demo_base)
     saved = state["args"]
     args.dtype = saved.get("dtype", "auto") if args.dtype == "auto" else args.dtype
     if args.checkpointing == "auto":
@@ -447,20 +484,25 @@ def same_targets(args, old, new):
 
 def same_settings(args, state):
     """Refuse a --resume whose flags (but RESUMABLE's) or number of processes differ from the checkpoint's run; paths
-    compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path)."""
+    compare normalised (DIR and DIR/ are one folder), --model, --data and --data-dir by their files (same_path);
+    --epochs beside --max-steps changes nothing."""
     was = {**ADDED, **state["args"]}
     norm = lambda v: os.path.normpath(v) if isinstance(v, str) and os.sep in v else v  # noqa: E731
     changed = [f"--{k.replace('_', '-')} {was.get(k)} -> {v}" for k, v in vars(args).items()
                if k not in RESUMABLE and norm(was.get(k)) != norm(v)
                and not (k in ("model", "data", "data_dir") and same_path(k, was.get(k), v, was))
-               and not (k == "targets" and same_targets(args, was.get(k), v))]
+               and not (k == "targets" and same_targets(args, was.get(k), v))
+               and not (k == "epochs" and args.max_steps and was.get("max_steps"))]  # (--max-steps sets the steps)
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load
     if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
         changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
     if changed:
-        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed))
+        raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed) + (
+            " (the lr schedule is laid out over the steps its run planned: a resume goes on with it, not a longer or "
+            "shorter one; give the checkpoint's, or start again without --resume)" if any(
+                c.startswith(("--max-steps ", "--epochs ")) for c in changed) else ""))
 
 
 def changed_parts(args, was):
@@ -569,6 +611,7 @@ def restore(checkpoint, args, opt, state):
             if (rng := rngs.get(f"{name}.{rank}", rngs.get(name))) is not None:
                 torch.set_rng_state(rng) if name == "torch" else torch.cuda.set_rng_state(rng, args.device)
         path = os.path.join(checkpoint, "state.json")
+        same_code(state)
         random.setstate((state["python_rng"][0], tuple(state["python_rng"][1]), state["python_rng"][2]))
         return dict(state, step=int(state["step"]), lr=saved["param_groups"][0]["lr"])  # (its last step's: old_warmup)
     except UserError:
@@ -600,7 +643,8 @@ def epoch_micro_batches(args, batches):
 def last_step(args, state, total, examples):
     """The run's last step: `total` (--max-steps, or --epochs' worth of `examples`), or the checkpoint's step when
     early stopping ended its run (state: restore's, {step: 0} for a fresh run): nothing is left to do. A checkpoint
-    past `total` (--epochs over data that --allow-data-change shrank) is refused."""
+    past `total` (--epochs over data that --allow-data-change shrank) is refused; one that planned another (grew it,
+    or shrank it less) is said: its lr schedule goes on over the new total."""
     if state.get("ended"):
         return state["step"]
     if "warmup_rule" not in state and state["step"]:           # (restore's: a checkpoint saved before it was named)
@@ -609,6 +653,11 @@ def last_step(args, state, total, examples):
         raise UserError(f"--resume: the checkpoint is at step {state['step']}, past this run's last ({total}: " + (
             f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs:g} of {examples} "
             "examples") + "); it has nothing left to do. Evaluate its result, or start again with another --out")
+    if state.get("total", total) != total and rank_world()[0] == 0:  # (--epochs over what --allow-data-change let in)
+        from train import lr_at                                # (here: train.py imports this file)
+        print(f"note: --resume: --epochs {args.epochs:g} of {examples} examples is {total} steps, the checkpoint's run "
+              f"planned {state['total']}: the lr schedule goes on over {total} steps (step {state['step'] + 1}'s lr "
+              f"{lr_at(state['step'], total, args):.2e}, its plan's {lr_at(state['step'], state['total'], args):.2e})")
     return total
 
 

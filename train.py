@@ -281,7 +281,7 @@ def save_if_due(run):
     run.log.flush()
     if run.args.save_every and run.step % run.args.save_every == 0 or run.step == run.total or run.stopping:
         t, rng = time.time(), rng_states(run.args)             # every rank's: each draws its own dropout
-        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.step >= run.total, run.micro, rng,
+        save_checkpoint(run.args, run.model, run.opt, run.step, run.source, run.total, run.micro, rng,
                         run.losses, run.evals, run_tokens(run), run.tok) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)

@@ -2240,6 +2240,10 @@ case("--resume with other settings", SystemExit, "--resume with different settin
 case("--resume with another --schedule", SystemExit, "--resume with different settings than the checkpoint's: "
      "--schedule cosine -> constant")(  # the lr of every step left depends on it: refused, as cosine <-> linear
     lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "4", "--resume", "--schedule", "constant"))
+case("--resume with another --max-steps", SystemExit, "--resume with different settings than the checkpoint's: "
+     "--max-steps 2 -> 4 (the lr schedule is laid out over the steps its run planned: a resume goes on with it, not a "
+     "longer or shorter one; give the checkpoint's, or start again without --resume)")(  # (said no why, nor what to do)
+    lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "4", "--resume"))
 
 
 @case("--resume on changed data", SystemExit, "--resume: the training data changed since the checkpoint")

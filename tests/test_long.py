@@ -1,0 +1,148 @@
+"""Long runs and long chains of interruptions (session 33), each pinned at the smallest size that shows it: epochs
+whose steps straddle their boundary resumed on either side, a --resume whose step count changed, a checkpoint saved
+by other code, a killed run's temporary where there are no locks, the demo's resume reading state.json once,
+--epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long runs (session
+33)"."""
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+import checkpoint
+import resume
+import train
+from fixtures import fault_at_loss_call, flags, tiny  # noqa: F401  (tiny: a fixture)
+from test_nothing_lost import adapter
+
+# 54 training examples in micro-batches of 4: 14 an epoch; 3 a step, so step 5 holds epoch 1's last two and epoch 2's
+# first, and --epochs 2 (28 micro-batches) ends on a step of one
+def epochs(tiny, out, *more):
+    """flags' run with --epochs 2 for its --max-steps 10, 3 micro-batches a step, a progress line each."""
+    argv = flags(tiny, out, "--grad-accum", "3", "--epochs", "2", "--log-every", "1", *more)
+    i = argv.index("--max-steps")
+    return argv[:i] + argv[i + 2:]
+
+
+def stopped_at(tiny, out, monkeypatch, step, *more):
+    """The --epochs run into out stopped by Ctrl-C during `step` (saved after it); returns its state.json."""
+    fault_at_loss_call(monkeypatch, 3 * (step - 1) + 1, signal.SIGINT)
+    with pytest.raises(SystemExit):
+        train.main(epochs(tiny, out, *more))
+    monkeypatch.undo()
+    return json.load(open(out / "checkpoint" / "state.json"))
+
+
+def log(out):
+    return [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_s", "peak_mem_mib")}  # (wall-clock)
+            for line in open(out / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("step", [4, 5])
+def test_a_resume_on_either_side_of_a_step_that_straddles_two_epochs_is_the_straight_run(tiny, tmp_path, monkeypatch,
+                                                                                         step):
+    """Stopped after step 4 (the last whole step of epoch 1) or 5 (two micro-batches of epoch 1, one of epoch 2) and
+    resumed: the adapter, AdamW's state and the log (but its wall-clock fields) are the straight run's, byte for byte,
+    and the run ends on the short step the epochs leave (28 micro-batches: 9 steps of 3 and one of 1)."""
+    train.train(train.parse_args(epochs(tiny, tmp_path / "a")))
+    assert stopped_at(tiny, tmp_path / "b", monkeypatch, step)["step"] == step
+    s = train.train(train.parse_args(epochs(tiny, tmp_path / "b", "--resume")))
+    assert s["steps"] == 10 and adapter(tmp_path / "b") == adapter(tmp_path / "a") and log(tmp_path / "b") == log(
+        tmp_path / "a")
+    assert [(tmp_path / r / "checkpoint" / "optimizer.pt").read_bytes() for r in "ab"].count(
+        (tmp_path / "a" / "checkpoint" / "optimizer.pt").read_bytes()) == 2
+
+
+def test_a_resume_onto_data_that_changes_the_epochs_steps_says_the_lr_schedule_moves(tiny, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """--epochs 2 over 54 examples is 10 steps; stopped at step 3 and resumed --allow-data-change onto twice the
+    records, the run is 20 steps and its lr schedule, laid out over 10, went on over 20 from step 4 on: the lr rose
+    from 9.70e-3 (step 3) to 9.73e-3 (step 4; its plan: 8.83e-3) with no word (the data change alone was said).
+    state.json now keeps the run's last step, and the move is said, with step 4's lr on each plan."""
+    task = tmp_path / "task.json"
+    records = json.load(open(tiny[1]))
+    task.write_text(json.dumps(records))
+    state = stopped_at((tiny[0], str(task)), tmp_path / "b", monkeypatch, 3)
+    assert state["step"] == 3 and state["total"] == 10
+    task.write_text(json.dumps(records + [dict(r, instruction=r["instruction"] + " Again.") for r in records]))
+    capsys.readouterr()
+    s = train.train(train.parse_args(epochs((tiny[0], str(task)), tmp_path / "b", "--resume", "--allow-data-change")))
+    lrs = {r["step"]: r["lr"] for r in log(tmp_path / "b") if "lr" in r}
+    args = train.parse_args(epochs(tiny, tmp_path / "x"))
+    assert s["steps"] == 20 and lrs[4] == train.lr_at(3, 20, args) > lrs[3] == train.lr_at(2, 10, args)
+    planned = train.lr_at(3, 10, args)
+    assert f"note: --resume: --epochs 2 of 114 examples is 20 steps, the checkpoint's run planned 10: the lr " \
+           f"schedule goes on over 20 steps (step 4's lr {lrs[4]:.2e}, its plan's {planned:.2e})\n" in \
+        capsys.readouterr().out
+
+
+def test_a_checkpoint_names_the_code_that_computed_it_and_a_resume_says_when_it_is_other(tiny, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """state.json named no lorasp version: a --resume under code that sums in another order (session 32 found such a
+    change) went on as if bit for bit. It now keeps a fingerprint of lorasp's files and torch's version; a resume
+    under other code says which differs, one from before the stamp says that, and under the same code nothing."""
+    stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
+    state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
+    assert state["code"] == resume.CODE == resume.code_stamp() and len(state["code"]["lorasp"]) == 12
+    said = []
+    for i, code in enumerate((state["code"], dict(state["code"], lorasp="0123456789ab"), None)):
+        shutil.copytree(tmp_path / "b", out := tmp_path / f"b{i}")
+        (out / "checkpoint" / "state.json").write_text(json.dumps({**state, "code": code} if code else {
+            k: v for k, v in state.items() if k != "code"}))             # (not among the files its crc32s check)
+        capsys.readouterr()
+        train.train(train.parse_args(epochs(tiny, out, "--resume")))
+        said.append([line for line in capsys.readouterr().out.splitlines() if "the checkpoint was saved by" in line])
+    assert said[0] == []
+    assert said[1] == [f"note: --resume: the checkpoint was saved by lorasp 0123456789ab (this is lorasp "
+                       f"{state['code']['lorasp']}): the steps left may differ from those its run would have taken "
+                       "(other code can sum in another order), not bit for bit; the run goes on"]
+    assert said[2] == ["note: --resume: the checkpoint was saved by a lorasp from before checkpoints named their "
+                       "code: the steps left may differ from those its run would have taken (other code can sum in "
+                       "another order), not bit for bit; the run goes on"]
+
+
+def test_where_there_are_no_locks_a_killed_runs_temporary_goes_once_no_run_can_be_writing_it(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """Without file locks (no fcntl: Windows), OUT/heldout.jsonl.tmp<pid> that a kill -9 left stayed in --out for good
+    (only a run holding the lock removed one). Now one untouched for over an hour goes (the file is written in
+    seconds: no train.py on this machine or another is still writing it), said; a recent one stays."""
+    monkeypatch.setattr(checkpoint, "fcntl", None)
+    monkeypatch.setattr(resume, "UNLOCKED", [])
+    out = tmp_path / "out"
+    out.mkdir()
+    old, new = out / "heldout.jsonl.tmp4242", out / "heldout.jsonl.tmp4243"
+    for f in (old, new):
+        f.write_text('{"instruction": "Wh')
+    os.utime(old, (time.time() - 3700,) * 2)
+    with resume.claim(str(out)):
+        pass
+    printed = capsys.readouterr().out
+    assert sorted(os.listdir(out)) == [new.name] and "is not locked" in printed
+    assert f"note: removing {old}, left by a train.py killed while writing it\n" in printed
+
+
+def test_a_demo_resume_reads_state_json_once(tiny, tmp_path, monkeypatch):
+    """The offline demo's --resume read the checkpoint's state.json twice: cli.prepare_demo's demo_base (which demo
+    model the checkpoint trained on), then set_up's take_settings. Now take_settings takes demo_base's read, and the
+    flags the checkpoint keeps are not joined by it."""
+    stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
+    read, real = [], resume.read_state
+    monkeypatch.setattr(resume, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
+    args = train.parse_args(epochs(tiny, tmp_path / "b", "--resume"))
+    assert resume.demo_base(args, tiny[0]) == tiny[0]                   # (not a demo model: this run's)
+    checkpoint, state = resume.take_settings(args)
+    assert read == [checkpoint] and state == real(checkpoint) and "checkpoint_state" not in vars(args)
+
+
+def test_a_resume_with_another_epochs_beside_the_same_max_steps_goes_on(tiny, tmp_path, monkeypatch):
+    """--epochs beside --max-steps changes nothing (parse_args says so), yet a --resume that gave another was refused
+    ("--epochs 3 -> 5.0"). Now it goes on, and ends as the straight run; another --max-steps is refused, with why."""
+    train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                   # step 4
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b"))
+    monkeypatch.undo()
+    s = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume", "--epochs", "5")))
+    assert s["steps"] == 10 and adapter(tmp_path / "b") == adapter(tmp_path / "a")
