@@ -1,0 +1,274 @@
+"""eval.py against transformers on the same model and rows: MMLU k-shot and WMT16 En-Ro greedy translation.
+
+    python bench/bench_eval.py [--tasks mmlu wmt16] [--repeats 2] [--quick] [--dir /tmp/...]
+
+It writes small random checkpoints in the public layouts (a Llama with Llama 2's real sentencepiece vocabulary from
+tests/fetch_real.py's folder, $LORASP_REAL; a T5 with T5's real tokenizer.json) and synthetic data in the real formats
+(MMLU's data/dev + data/test CSV folders; WMT16's test.jsonl), then runs, each in a process of its own, interleaved:
+- ours: `eval.py --task mmlu` / `--task wmt16-en-ro --num-beams 1`, float32, as a user runs it;
+- the peer: transformers' AutoModelForCausalLM scoring each prompt as Hendrycks et al.'s evaluate.py does (the prompt
+  built by hand here as theirs builds it, one prompt a forward, the logits of " A" .. " D" at its last position), and
+  AutoModelForSeq2SeqLM.generate (greedy, the same max new tokens, the same batches: sources sorted by length).
+Printed per run: the process's wall time, the time in the scoring loop alone (a question / a sentence), its peak
+resident memory (VmHWM); then ours/peer ratios, the load average and the CPU's bf16 flags; and whether the answers
+agree (each question's letter; each translation, and BLEU). --quick: a 1-layer model on a few rows (~30 s).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_data import Words  # noqa: E402  (the bench scripts import each other as top-level modules)
+
+# eval.main in a child; the scoring loop timed, MMLU's letters and WMT16's translations kept (eval.finite and
+# eval.evaluate_translation wrapped), and VmHWM read at the end
+OURS = """
+import json, sys, time
+t0 = time.time()
+sys.path.insert(0, sys.argv[1])
+import eval as E
+loop, letters, hyps, real_finite, real_mmlu, real_translation = [0.0], [], [], E.finite, E.mmlu, E.evaluate_translation
+def finite(model, t, what):
+    if what.startswith("mmlu:"):
+        letters.append("ABCD"[int(t.argmax())])
+    return real_finite(model, t, what)
+def mmlu(*a, **k):
+    t = time.time()
+    out = real_mmlu(*a, **k)
+    loop[0] += time.time() - t
+    return out
+def translation(*a, **k):
+    t = time.time()
+    out = real_translation(*a, **k)
+    loop[0] += time.time() - t
+    hyps.extend(out[1])
+    return out
+E.finite, E.mmlu, E.evaluate_translation = finite, mmlu, translation
+E.main(sys.argv[2:])
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print("BENCH " + json.dumps(dict(wall=time.time() - t0, loop=loop[0], hwm_mib=hwm / 1024, letters="".join(letters),
+                                 hyps=hyps)))
+"""
+
+
+def write_llama(folder, real, layers):
+    """A random Llama (Llama 2's widths scaled down, its real 32,000-piece sentencepiece vocabulary) in HF's layout."""
+    import model as M
+    from tokenizer import load_tokenizer
+    spm = load_tokenizer(os.path.join(real, "llama.cpp", "ggml-vocab-llama-spm.gguf")).sp.serialized_model_proto()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
+        f.write(spm)
+    torch_seed(0)
+    config = M.LlamaConfig(vocab_size=32000, n_layer=layers, n_embd=256, n_head=8, n_kv_head=8, n_ffn=688,
+                           max_seq_len=4096)
+    M.save_pretrained(M.build_model(config), folder)
+    return folder
+
+
+def write_t5(folder, real, layers):
+    """A random T5 (v1.0 layout, T5's real tokenizer.json) in HF's layout."""
+    import model as M
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(real, "t5", "tokenizer.json"), folder)
+    torch_seed(0)
+    config = M.T5Config(vocab_size=32128, d_model=128, d_kv=32, d_ff=256, num_layers=layers,
+                        num_decoder_layers=layers, num_heads=4)
+    M.save_pretrained(M.build_model(config), folder)
+    return folder
+
+
+def torch_seed(seed):
+    import torch
+    torch.manual_seed(seed)
+
+
+def write_mmlu(folder, subjects, dev, test, seed=0):
+    """MMLU's data/ layout: dev/SUBJECT_dev.csv and test/SUBJECT_test.csv, rows question,A,B,C,D,answer, no header;
+    questions of ~25 words, options of ~4, as the release's (its prompts run 400-900 Llama 2 tokens 5-shot)."""
+    import csv
+    w = Words(seed)
+    names = [f"{w.vocab[100 + 7 * i]}_{w.vocab[101 + 7 * i]}" for i in range(subjects)]
+    for split, n in (("dev", dev), ("test", test)):
+        os.makedirs(os.path.join(folder, split), exist_ok=True)
+        for s in names:
+            with open(os.path.join(folder, split, f"{s}_{split}.csv"), "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows([w(25, "?"), *(w(4, "") for _ in range(4)), w.r.choice("ABCD")]
+                                        for _ in range(n))
+    return folder
+
+
+def write_wmt16(folder, n, seed=0):
+    """WMT16 En-Ro's test split as eval.py reads it: test.jsonl, one {"translation": {"en", "ro"}} a line."""
+    w = Words(seed)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "test.jsonl"), "w", encoding="utf-8") as f:
+        for _ in range(n):
+            f.write(json.dumps({"translation": {"en": w(25), "ro": w(27)}}, ensure_ascii=False) + "\n")
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------------
+# The peer: transformers, as the reference scripts run it
+
+def peer_mmlu(model_dir, data_dir, k, limit):
+    """Hendrycks et al.'s evaluate.py on a transformers model: gen_prompt + format_example, k dev examples (fewer while
+    the prompt is too long), one forward a prompt, the argmax of the logits of " A".." D" at the last position."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaTokenizer
+    t0 = time.time()
+    tok = LlamaTokenizer.from_pretrained(model_dir)  # (transformers 5: tokenizers' BPE, built from tokenizer.model)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    choices = ["A", "B", "C", "D"]
+    letter_ids = [tok(" " + c, add_special_tokens=False).input_ids[-1] for c in choices]
+
+    def format_subject(subject):
+        return "".join(" " + entry for entry in subject.split("_"))
+
+    def format_example(row, include_answer=True):
+        prompt = row[0] + "".join(f"\n{choices[j]}. {row[j + 1]}" for j in range(4)) + "\nAnswer:"
+        return prompt + f" {row[5]}\n\n" if include_answer else prompt
+
+    def gen_prompt(dev, subject, k):
+        return (f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+                + "".join(format_example(row) for row in dev[:k]))
+
+    import csv
+    subjects = sorted(f[:-len("_test.csv")] for f in os.listdir(os.path.join(data_dir, "test")))
+    letters, loop = [], time.time()
+    with torch.no_grad():
+        for s in subjects:
+            dev = list(csv.reader(open(os.path.join(data_dir, "dev", f"{s}_dev.csv"), encoding="utf-8")))
+            test = list(csv.reader(open(os.path.join(data_dir, "test", f"{s}_test.csv"), encoding="utf-8")))[:limit]
+            for row in test:
+                shots = k
+                while True:
+                    ids = tok(gen_prompt(dev, s, shots) + format_example(row, False), return_tensors="pt").input_ids
+                    if ids.shape[-1] <= model.config.max_position_embeddings or shots == 0:
+                        break
+                    shots -= 1
+                logits = model(input_ids=ids).logits[0, -1]
+                letters.append(choices[int(logits[letter_ids].argmax())])
+    return dict(wall=time.time() - t0, loop=time.time() - loop, letters="".join(letters))
+
+
+def peer_wmt16(model_dir, data_dir, batch_size, max_new_tokens):
+    """transformers' generate, greedy, on T5's prefixed sources in eval.translate's batches (sorted by length)."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, PreTrainedTokenizerFast
+    t0 = time.time()
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), pad_token="<pad>",
+                                  eos_token="</s>")
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    sources = [json.loads(line)["translation"]["en"] for line in open(os.path.join(data_dir, "test.jsonl"))]
+    order, hyps, loop = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), time.time()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tok(["translate English to Romanian: " + sources[i] for i in rows], return_tensors="pt",
+                        padding=True)
+            out = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens)
+            for i, text in zip(rows, tok.batch_decode(out, skip_special_tokens=True)):
+                hyps[i] = text
+    return dict(wall=time.time() - t0, loop=time.time() - loop, hyps=hyps)
+
+
+def peer_child(argv):
+    """--peer TASK ARGS...: the peer in this process, its result as a BENCH line with VmHWM."""
+    task, args = argv[0], argv[1:]
+    r = peer_mmlu(args[0], args[1], int(args[2]), int(args[3])) if task == "mmlu" else \
+        peer_wmt16(args[0], args[1], int(args[2]), int(args[3]))
+    r["hwm_mib"] = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+    print("BENCH " + json.dumps(r))
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def run(argv):
+    """The BENCH dict of a child process, or an exit naming the command and its last output."""
+    p = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+    found = [json.loads(line[6:]) for line in p.stdout.splitlines() if line.startswith("BENCH ")]
+    if p.returncode or not found:
+        sys.exit(f"{'eval.py' if argv[0] == '-c' else 'the peer'} {' '.join(argv[3 if argv[0] == '-c' else 1:])}: "
+                 f"exit {p.returncode}\n" + (p.stdout + p.stderr)[-3000:])
+    return found[0]
+
+
+def median(xs):
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", default=["mmlu", "wmt16"], choices=["mmlu", "wmt16"])
+    p.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved (ours, peer, ours, ...)")
+    p.add_argument("--quick", action="store_true", help="a 1-layer model on a few rows, one run each (~30 s)")
+    p.add_argument("--dir", default=tempfile.gettempdir(), help="where its scratch folder goes (deleted at the end)")
+    if sys.argv[1:2] == ["--peer"]:
+        return peer_child(sys.argv[2:])
+    args = p.parse_args()
+    real = os.environ.get("LORASP_REAL", os.path.join(ROOT, ".cache", "real"))
+    if not os.path.isdir(real):
+        sys.exit(f"no real tokenizer files in {real}: run python tests/fetch_real.py first (or set LORASP_REAL)")
+    sys.path.insert(0, ROOT)
+    layers, subjects, limit, sentences, new, repeats = (1, 2, 4, 8, 16, 1) if args.quick else (
+        2, 4, 25, 64, 64, args.repeats)
+    work = tempfile.mkdtemp(prefix="lorasp-bench-eval-", dir=args.dir)
+    here = os.path.abspath(__file__)
+    try:
+        cpu = open("/proc/cpuinfo").read()
+        print(f"{os.cpu_count()} CPUs, bf16 units: " + (" ".join(f for f in ("avx512_bf16", "amx_bf16") if f in cpu)
+                                                        or "none") + f"; float32; {repeats} run(s) each, interleaved")
+        jobs = {}
+        if "mmlu" in args.tasks:
+            m, d = write_llama(os.path.join(work, "llama"), real, layers), write_mmlu(os.path.join(work, "mmlu"),
+                                                                                     subjects, 5, limit)
+            jobs["mmlu"] = (["-c", OURS, ROOT, "--task", "mmlu", "--model", m, "--data-dir", d, "--limit",
+                             str(limit), "--dtype", "float32", "--device", "cpu"],
+                            [here, "--peer", "mmlu", m, d, "5", str(limit)], f"{subjects * limit} questions, 5-shot",
+                            subjects * limit)
+        if "wmt16" in args.tasks:
+            m, d = write_t5(os.path.join(work, "t5"), real, layers), write_wmt16(os.path.join(work, "wmt16"), sentences)
+            jobs["wmt16"] = (["-c", OURS, ROOT, "--task", "wmt16-en-ro", "--model", m, "--data-dir", d,
+                              "--num-beams", "1", "--max-new-tokens", str(new), "--batch-size", "16", "--dtype",
+                              "float32", "--device", "cpu"],
+                             [here, "--peer", "wmt16", m, d, "16", str(new)],
+                             f"{sentences} sentences, greedy, <= {new} new tokens, batches of 16", sentences)
+        for task, (ours_argv, peer_argv, what, n) in jobs.items():
+            runs = {"ours": [], "peer": []}
+            for _ in range(repeats):
+                for who, argv in (("ours", ours_argv), ("peer", peer_argv)):
+                    runs[who].append(r := run(argv))
+                    print(f"  {task} {who}: {r['wall']:.1f} s in all, {r['loop']:.2f} s scoring "
+                          f"({1000 * r['loop'] / n:.1f} ms each), VmHWM {r['hwm_mib']:,.0f} MiB; load "
+                          + " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
+            o, q = ({k: median([r[k] for r in runs[who]]) for k in ("wall", "loop", "hwm_mib")} for who in runs)
+            print(f"{task} ({what}), medians: ours {o['loop']:.2f} s scoring / {o['wall']:.1f} s in all / "
+                  f"{o['hwm_mib']:,.0f} MiB; peer {q['loop']:.2f} / {q['wall']:.1f} / {q['hwm_mib']:,.0f}; ours/peer: "
+                  f"scoring {o['loop'] / q['loop']:.2f}, wall {o['wall'] / q['wall']:.2f}, VmHWM "
+                  f"{o['hwm_mib'] / q['hwm_mib']:.2f}")
+            a, b = runs["ours"][0], runs["peer"][0]
+            if task == "mmlu":
+                same = sum(x == y for x, y in zip(a["letters"], b["letters"]))
+                print(f"  answers: {same}/{n} the same letter (ours {a['letters']}, peer {b['letters']})" if same < n
+                      else f"  answers: all {n} the same letter, so the same accuracy")
+            else:
+                from metrics import bleu
+                refs = [json.loads(line)["translation"]["ro"] for line in open(os.path.join(work, "wmt16",
+                                                                                            "test.jsonl"))]
+                same = sum(x == y for x, y in zip(a["hyps"], b["hyps"]))
+                print(f"  translations: {same}/{n} the same; BLEU ours {bleu(a['hyps'], refs):.2f}, peer "
+                      f"{bleu(b['hyps'], refs):.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
