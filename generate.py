@@ -92,14 +92,15 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_p=1.0, eos_i
     if attention_mask is not None and not (last := attention_mask[:, -1].bool()).all():
         raise ValueError(f"generate: prompt row {(~last).nonzero()[0, 0].item()} ends in padding (attention_mask 0 at "
                          "its last position): pad prompts on the left, each continues from its last position")
-    cache = [{} for _ in range(model.config.n_layer)]
-    ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+    cache, dev = [{} for _ in range(model.config.n_layer)], input_ids.device
+    ids, mask, done = input_ids, attention_mask, torch.zeros(len(input_ids), dtype=torch.bool, device=dev)
+    stops = None if eos_id is None else torch.tensor(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id],
+                                                     device=dev)  # (once: it was a host-to-device copy every step)
     logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # prefill: the whole prompt at once
     for step in range(max_new_tokens):
         nxt = sample(finite(model, logits, f"generate: the logits of new token {step + 1}"), temperature, top_p,
                      generator)
-        if eos_id is not None:
-            stops = torch.tensor(eos_id if isinstance(eos_id, (list, tuple)) else [eos_id], device=nxt.device)
+        if stops is not None:
             nxt = torch.where(done, stops[0] if pad_id is None else pad_id, nxt)  # ended rows: padding
             done |= torch.isin(nxt, stops)
         ids = torch.cat([ids, nxt[:, None]], 1)
