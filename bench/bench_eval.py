@@ -1,17 +1,20 @@
-"""eval.py against transformers on the same model and rows: MMLU k-shot and WMT16 En-Ro greedy translation.
+"""eval.py against transformers on the same model and rows: MMLU 5-shot, WMT16 En-Ro greedy translation, GLUE SST-2.
 
-    python bench/bench_eval.py [--tasks mmlu wmt16] [--repeats 2] [--quick] [--dir /tmp/...]
+    python bench/bench_eval.py [--tasks mmlu wmt16 glue] [--repeats 2] [--quick] [--before DIR] [--dir /tmp/...]
 
-It writes small random checkpoints in the public layouts (a Llama with Llama 2's real sentencepiece vocabulary from
-tests/fetch_real.py's folder, $LORASP_REAL; a T5 with T5's real tokenizer.json) and synthetic data in the real formats
-(MMLU's data/dev + data/test CSV folders; WMT16's test.jsonl), then runs, each in a process of its own, interleaved:
-- ours: `eval.py --task mmlu` / `--task wmt16-en-ro --num-beams 1`, float32, as a user runs it;
-- the peer: transformers' AutoModelForCausalLM scoring each prompt as Hendrycks et al.'s evaluate.py does (the prompt
-  built by hand here as theirs builds it, one prompt a forward, the logits of " A" .. " D" at its last position), and
-  AutoModelForSeq2SeqLM.generate (greedy, the same max new tokens, the same batches: sources sorted by length).
-Printed per run: the process's wall time, the time in the scoring loop alone (a question / a sentence), its peak
-resident memory (VmHWM); then ours/peer ratios, the load average and the CPU's bf16 flags; and whether the answers
-agree (each question's letter; each translation, and BLEU). --quick: a 1-layer model on a few rows (~30 s).
+It writes small checkpoints in the public layouts (a random Llama with Llama 2's real sentencepiece vocabulary from
+tests/fetch_real.py's folder, $LORASP_REAL; a random T5 with T5's real tokenizer.json; all-MiniLM-L6-v2 from there with
+a random 2-class head) and synthetic data in the real formats (MMLU's data/dev + data/test CSV folders; WMT16's
+test.jsonl; glue_data/SST-2/dev.tsv), then runs, each in a process of its own, interleaved:
+- ours: `eval.py --task mmlu` / `--task wmt16-en-ro --num-beams 1` / `--task glue/sst2`, float32, as a user runs it;
+- the peer, transformers: AutoModelForCausalLM scoring each prompt as Hendrycks et al.'s evaluate.py does (the prompt
+  built here as theirs builds it, one prompt a forward, the logits of " A" .. " D" at its last position);
+  AutoModelForSeq2SeqLM.generate (greedy, the same max new tokens, the same batches: sources sorted by length);
+  AutoModelForSequenceClassification as run_glue.py evaluates (batches of 32 in file order, padded to their longest).
+Printed per run: the process's wall time, the time scoring (tokenizing included; a question / a sentence), its peak
+resident memory (VmHWM); then ours/peer ratios (medians of each run's ratio to the next), the load average and the
+CPU's bf16 flags; and whether the answers agree (each question's letter, each translation and BLEU, each prediction).
+--quick: 1-layer models on a few rows (~40 s on a quiet machine).
 """
 import argparse
 import json
@@ -26,34 +29,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from bench_data import Words  # noqa: E402  (the bench scripts import each other as top-level modules)
 
-# eval.main in a child; the scoring loop timed, MMLU's letters and WMT16's translations kept (eval.finite and
-# eval.evaluate_translation wrapped), and VmHWM read at the end
+# eval.main in a child: the scoring timed (eval.mmlu; eval.translate; GLUE's tokenizing and eval.evaluate_glue), the
+# answers kept (MMLU's letters, read where eval.finite checks their logits; the translations; GLUE's predictions), VmHWM
 OURS = """
 import json, sys, time
 t0 = time.time()
 sys.path.insert(0, sys.argv[1])
 import eval as E
-loop, letters, hyps, real_finite, real_mmlu, real_translation = [0.0], [], [], E.finite, E.mmlu, E.evaluate_translation
-def finite(model, t, what):
-    if what.startswith("mmlu:"):
-        letters.append("ABCD"[int(t.argmax())])
-    return real_finite(model, t, what)
-def mmlu(*a, **k):
-    t = time.time()
-    out = real_mmlu(*a, **k)
-    loop[0] += time.time() - t
-    return out
-def translation(*a, **k):
-    t = time.time()
-    out = real_translation(*a, **k)
-    loop[0] += time.time() - t
-    hyps.extend(out[1])
-    return out
-E.finite, E.mmlu, E.evaluate_translation = finite, mmlu, translation
+loop, answers = [0.0], []
+def timed(real, keep=lambda out: None):
+    def run(*a, **k):
+        t = time.time()
+        out = real(*a, **k)
+        loop[0] += time.time() - t
+        keep(out)
+        return out
+    return run
+def finite(model, t, what, real=E.finite):
+    answers.extend("ABCD"[int(t.argmax())] for _ in range(what.startswith("mmlu:")))
+    return real(model, t, what)
+def glue_metrics(task, predictions, labels, real=E.glue_metrics):
+    answers.extend(map(str, predictions))
+    return real(task, predictions, labels)
+E.mmlu, E.glue_examples, E.evaluate_glue = timed(E.mmlu), timed(E.glue_examples), timed(E.evaluate_glue)
+E.translate, E.finite, E.glue_metrics = timed(E.translate, answers.extend), finite, glue_metrics
 E.main(sys.argv[2:])
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print("BENCH " + json.dumps(dict(wall=time.time() - t0, loop=loop[0], hwm_mib=hwm / 1024, letters="".join(letters),
-                                 hyps=hyps)))
+print("BENCH " + json.dumps(dict(wall=time.time() - t0, loop=loop[0], hwm_mib=hwm / 1024, answers=answers)))
 """
 
 
@@ -87,6 +89,30 @@ def write_t5(folder, real, layers):
 def torch_seed(seed):
     import torch
     torch.manual_seed(seed)
+
+
+def write_classifier(folder, real):
+    """all-MiniLM-L6-v2 (tests/fetch_real.py's: BERT, 6 layers, width 384) with a random 2-class head, as
+    transformers' BertForSequenceClassification writes it (a fine-tuned checkpoint's layout)."""
+    import torch
+    import transformers
+    transformers.logging.set_verbosity_error()                # (its report of the new head's missing tensors)
+    transformers.logging.disable_progress_bar()
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification.from_pretrained(os.path.join(real, "minilm"), num_labels=2)
+    model.save_pretrained(folder)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(real, "minilm", f), folder)
+    return folder
+
+
+def write_sst2(folder, n, seed=0):
+    """GLUE SST-2's dev.tsv in glue_data/SST-2/: a header, sentence<TAB>label, sentences of ~20 words."""
+    w = Words(seed)
+    os.makedirs(os.path.join(folder, "SST-2"), exist_ok=True)
+    with open(os.path.join(folder, "SST-2", "dev.tsv"), "w", encoding="utf-8") as f:
+        f.write("sentence\tlabel\n" + "".join(f"{w(20, ' ').lower()}\t{w.r.choice('01')}\n" for _ in range(n)))
+    return folder
 
 
 def write_mmlu(folder, subjects, dev, test, seed=0):
@@ -155,7 +181,7 @@ def peer_mmlu(model_dir, data_dir, k, limit):
                     shots -= 1
                 logits = model(input_ids=ids).logits[0, -1]
                 letters.append(choices[int(logits[letter_ids].argmax())])
-    return dict(wall=time.time() - t0, loop=time.time() - loop, letters="".join(letters))
+    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=list(letters))
 
 
 def peer_wmt16(model_dir, data_dir, batch_size, max_new_tokens):
@@ -176,14 +202,31 @@ def peer_wmt16(model_dir, data_dir, batch_size, max_new_tokens):
             out = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens)
             for i, text in zip(rows, tok.batch_decode(out, skip_special_tokens=True)):
                 hyps[i] = text
-    return dict(wall=time.time() - t0, loop=time.time() - loop, hyps=hyps)
+    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=hyps)
+
+
+def peer_glue(model_dir, data_dir, batch_size, seq_len):
+    """run_glue.py's evaluation: AutoTokenizer (pairs cut at --max_seq_length), batches in file order padded to their
+    longest, AutoModelForSequenceClassification's argmax."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    lines = open(os.path.join(data_dir, "SST-2", "dev.tsv"), encoding="utf-8").read().splitlines()[1:]
+    sentences, predictions, loop = [line.split("\t")[0] for line in lines], [], time.time()
+    with torch.no_grad():
+        for start in range(0, len(sentences), batch_size):
+            batch = tok(sentences[start:start + batch_size], padding=True, truncation=True, max_length=seq_len,
+                        return_tensors="pt")
+            predictions += model(**batch).logits.argmax(-1).tolist()
+    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=list(map(str, predictions)))
 
 
 def peer_child(argv):
     """--peer TASK ARGS...: the peer in this process, its result as a BENCH line with VmHWM."""
     task, args = argv[0], argv[1:]
-    r = peer_mmlu(args[0], args[1], int(args[2]), int(args[3])) if task == "mmlu" else \
-        peer_wmt16(args[0], args[1], int(args[2]), int(args[3]))
+    r = dict(mmlu=peer_mmlu, wmt16=peer_wmt16, glue=peer_glue)[task](args[0], args[1], int(args[2]), int(args[3]))
     r["hwm_mib"] = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
     print("BENCH " + json.dumps(r))
 
@@ -207,10 +250,12 @@ def median(xs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=["mmlu", "wmt16"], choices=["mmlu", "wmt16"])
+    p.add_argument("--tasks", nargs="+", default=["mmlu", "wmt16", "glue"], choices=["mmlu", "wmt16", "glue"])
     p.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved (ours, peer, ours, ...)")
     p.add_argument("--quick", action="store_true", help="a 1-layer model on a few rows, one run each (~30 s)")
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where its scratch folder goes (deleted at the end)")
+    p.add_argument("--before", metavar="DIR", help="another commit's files (git archive COMMIT | tar -x -C DIR), whose "
+                   "eval.py runs too, interleaved, on the same rows: a change measured before and after")
     if sys.argv[1:2] == ["--peer"]:
         return peer_child(sys.argv[2:])
     args = p.parse_args()
@@ -218,8 +263,8 @@ def main():
     if not os.path.isdir(real):
         sys.exit(f"no real tokenizer files in {real}: run python tests/fetch_real.py first (or set LORASP_REAL)")
     sys.path.insert(0, ROOT)
-    layers, subjects, limit, sentences, new, repeats = (1, 2, 4, 8, 16, 1) if args.quick else (
-        2, 4, 25, 64, 64, args.repeats)
+    layers, subjects, limit, sentences, new, pairs, repeats = (1, 2, 4, 8, 16, 32, 1) if args.quick else (
+        2, 4, 25, 64, 64, 512, args.repeats)
     work = tempfile.mkdtemp(prefix="lorasp-bench-eval-", dir=args.dir)
     here = os.path.abspath(__file__)
     try:
@@ -241,31 +286,43 @@ def main():
                               "float32", "--device", "cpu"],
                              [here, "--peer", "wmt16", m, d, "16", str(new)],
                              f"{sentences} sentences, greedy, <= {new} new tokens, batches of 16", sentences)
+        if "glue" in args.tasks:
+            m, d = write_classifier(os.path.join(work, "minilm"), real), write_sst2(os.path.join(work, "glue"), pairs)
+            jobs["glue"] = (["-c", OURS, ROOT, "--task", "glue/sst2", "--model", m, "--data-dir", d, "--batch-size",
+                             "32", "--seq-len", "128", "--dtype", "float32", "--device", "cpu"],
+                            [here, "--peer", "glue", m, d, "32", "128"], f"SST-2, {pairs} sentences, batches of 32",
+                            pairs)
         for task, (ours_argv, peer_argv, what, n) in jobs.items():
-            runs = {"ours": [], "peer": []}
+            sides = [("ours", ours_argv), ("peer", peer_argv)] + [("before", ours_argv[:2] + [os.path.abspath(
+                args.before)] + ours_argv[3:])] * bool(args.before)   # (OURS's first argument: the checkout)
+            runs = {who: [] for who, _ in sides}
             for _ in range(repeats):
-                for who, argv in (("ours", ours_argv), ("peer", peer_argv)):
+                for who, argv in sides:
                     runs[who].append(r := run(argv))
                     print(f"  {task} {who}: {r['wall']:.1f} s in all, {r['loop']:.2f} s scoring "
                           f"({1000 * r['loop'] / n:.1f} ms each), VmHWM {r['hwm_mib']:,.0f} MiB; load "
                           + " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
-            o, q = ({k: median([r[k] for r in runs[who]]) for k in ("wall", "loop", "hwm_mib")} for who in runs)
+            o, q = ({k: median([r[k] for r in runs[who]]) for k in ("wall", "loop", "hwm_mib")} for who in ("ours",
+                                                                                                        "peer"))
+            ratio = {k: median([x[k] / y[k] for x, y in zip(runs["ours"], runs["peer"])]) for k in o}  # run by run
             print(f"{task} ({what}), medians: ours {o['loop']:.2f} s scoring / {o['wall']:.1f} s in all / "
-                  f"{o['hwm_mib']:,.0f} MiB; peer {q['loop']:.2f} / {q['wall']:.1f} / {q['hwm_mib']:,.0f}; ours/peer: "
-                  f"scoring {o['loop'] / q['loop']:.2f}, wall {o['wall'] / q['wall']:.2f}, VmHWM "
-                  f"{o['hwm_mib'] / q['hwm_mib']:.2f}")
-            a, b = runs["ours"][0], runs["peer"][0]
-            if task == "mmlu":
-                same = sum(x == y for x, y in zip(a["letters"], b["letters"]))
-                print(f"  answers: {same}/{n} the same letter (ours {a['letters']}, peer {b['letters']})" if same < n
-                      else f"  answers: all {n} the same letter, so the same accuracy")
-            else:
+                  f"{o['hwm_mib']:,.0f} MiB; peer {q['loop']:.2f} / {q['wall']:.1f} / {q['hwm_mib']:,.0f}; ours/peer "
+                  f"(run by run): scoring {ratio['loop']:.2f}, wall {ratio['wall']:.2f}, VmHWM {ratio['hwm_mib']:.2f}")
+            if args.before:
+                ratio = {k: median([x[k] / y[k] for x, y in zip(runs["ours"], runs["before"])]) for k in o}
+                same = runs["ours"][0]["answers"] == runs["before"][0]["answers"]
+                print(f"  ours/before (run by run): scoring {ratio['loop']:.2f}, wall {ratio['wall']:.2f}, VmHWM "
+                      f"{ratio['hwm_mib']:.2f}; " + ("the same answers" if same else "OTHER ANSWERS"))
+            a, b = runs["ours"][0]["answers"], runs["peer"][0]["answers"]
+            same = sum(x == y for x, y in zip(a, b)) if len(a) == len(b) == n else 0
+            if task == "wmt16":
                 from metrics import bleu
                 refs = [json.loads(line)["translation"]["ro"] for line in open(os.path.join(work, "wmt16",
                                                                                             "test.jsonl"))]
-                same = sum(x == y for x, y in zip(a["hyps"], b["hyps"]))
-                print(f"  translations: {same}/{n} the same; BLEU ours {bleu(a['hyps'], refs):.2f}, peer "
-                      f"{bleu(b['hyps'], refs):.2f}")
+                print(f"  translations: {same}/{n} the same; BLEU ours {bleu(a, refs):.2f}, peer {bleu(b, refs):.2f}")
+            else:
+                print(f"  answers: all {n} the same, so the same accuracy" if same == n else
+                      f"  answers: {same}/{n} the same (ours {''.join(a)}, peer {''.join(b)})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
