@@ -1,6 +1,6 @@
 """eval.py against transformers on the same model and rows: MMLU 5-shot, WMT16 En-Ro greedy translation, GLUE SST-2.
 
-    python bench/bench_eval.py [--tasks mmlu wmt16 glue] [--repeats 2] [--quick] [--before DIR] [--dir /tmp/...]
+    python bench/bench_eval.py [--tasks mmlu wmt16 glue] [--repeats 2] [--threads 1] [--quick] [--before DIR]
 
 It writes small checkpoints in the public layouts (a random Llama with Llama 2's real sentencepiece vocabulary from
 tests/fetch_real.py's folder, $LORASP_REAL; a random T5 with T5's real tokenizer.json; all-MiniLM-L6-v2 from there with
@@ -11,7 +11,8 @@ test.jsonl; glue_data/SST-2/dev.tsv), then runs, each in a process of its own, i
   built here as theirs builds it, one prompt a forward, the logits of " A" .. " D" at its last position);
   AutoModelForSeq2SeqLM.generate (greedy, the same max new tokens, the same batches: sources sorted by length);
   AutoModelForSequenceClassification as run_glue.py evaluates (batches of 32 in file order, padded to their longest).
-Printed per run: the process's wall time, the time scoring (tokenizing included; a question / a sentence), its peak
+Printed per run: the process's wall time, the time scoring (tokenizing included; a question / a sentence) and the part
+of it outside the model's forward passes (tokenizing, masks, decoding's bookkeeping: what a GPU waits on), its peak
 resident memory (VmHWM); then ours/peer ratios (medians of each run's ratio to the next), the load average and the
 CPU's bf16 flags; and whether the answers agree (each question's letter, each translation and BLEU, each prediction).
 --quick: 1-layer models on a few rows (~40 s on a quiet machine).
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from bench_data import Words  # noqa: E402  (the bench scripts import each other as top-level modules)
@@ -36,12 +39,12 @@ import json, sys, time
 t0 = time.time()
 sys.path.insert(0, sys.argv[1])
 import eval as E
-loop, answers = [0.0], []
-def timed(real, keep=lambda out: None):
+loop, forward, answers = [0.0], [0.0], []
+def timed(real, keep=lambda out: None, acc=loop):
     def run(*a, **k):
         t = time.time()
         out = real(*a, **k)
-        loop[0] += time.time() - t
+        acc[0] += time.time() - t
         keep(out)
         return out
     return run
@@ -51,11 +54,19 @@ def finite(model, t, what, real=E.finite):
 def glue_metrics(task, predictions, labels, real=E.glue_metrics):
     answers.extend(map(str, predictions))
     return real(task, predictions, labels)
+def load_model(*a, real=E.load_model, **k):  # its forward passes timed: what is left is tokens, masks, Python
+    model, tok = real(*a, **k)
+    for name in ("forward", "encode", "decode"):           # (T5's translate calls the last two; classify: forward)
+        if hasattr(model, name):
+            setattr(model, name, timed(getattr(model, name), acc=forward))
+    return model, tok
 E.mmlu, E.glue_examples, E.evaluate_glue = timed(E.mmlu), timed(E.glue_examples), timed(E.evaluate_glue)
+E.load_model = load_model
 E.translate, E.finite, E.glue_metrics = timed(E.translate, answers.extend), finite, glue_metrics
 E.main(sys.argv[2:])
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print("BENCH " + json.dumps(dict(wall=time.time() - t0, loop=loop[0], hwm_mib=hwm / 1024, answers=answers)))
+print("BENCH " + json.dumps(dict(wall=time.time() - t0, loop=loop[0], forward=forward[0], hwm_mib=hwm / 1024,
+                                 answers=answers)))
 """
 
 
@@ -67,7 +78,7 @@ def write_llama(folder, real, layers):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
         f.write(spm)
-    torch_seed(0)
+    torch.manual_seed(0)
     config = M.LlamaConfig(vocab_size=32000, n_layer=layers, n_embd=256, n_head=8, n_kv_head=8, n_ffn=688,
                            max_seq_len=4096)
     M.save_pretrained(M.build_model(config), folder)
@@ -79,22 +90,18 @@ def write_t5(folder, real, layers):
     import model as M
     os.makedirs(folder, exist_ok=True)
     shutil.copy(os.path.join(real, "t5", "tokenizer.json"), folder)
-    torch_seed(0)
-    config = M.T5Config(vocab_size=32128, d_model=128, d_kv=32, d_ff=256, num_layers=layers,
-                        num_decoder_layers=layers, num_heads=4)
-    M.save_pretrained(M.build_model(config), folder)
+    torch.manual_seed(0)
+    model = M.build_model(M.T5Config(vocab_size=32128, d_model=128, d_kv=32, d_ff=256, num_layers=layers,
+                                     num_decoder_layers=layers, num_heads=4))
+    with torch.no_grad():  # logits 16x further apart (first-step gap ~2.2, not ~0.004): near-ties would flip greedy
+        model.shared.weight.mul_(16)  # tokens with the order of a sum (1 thread: 3 of 8 translations differed)
+    M.save_pretrained(model, folder)
     return folder
-
-
-def torch_seed(seed):
-    import torch
-    torch.manual_seed(seed)
 
 
 def write_classifier(folder, real):
     """all-MiniLM-L6-v2 (tests/fetch_real.py's: BERT, 6 layers, width 384) with a random 2-class head, as
     transformers' BertForSequenceClassification writes it (a fine-tuned checkpoint's layout)."""
-    import torch
     import transformers
     transformers.logging.set_verbosity_error()                # (its report of the new head's missing tensors)
     transformers.logging.disable_progress_bar()
@@ -143,14 +150,31 @@ def write_wmt16(folder, n, seed=0):
 # ----------------------------------------------------------------------------------------------------
 # The peer: transformers, as the reference scripts run it
 
+def timed_forward(model):
+    """model's forward timed (generate calls it each step) and its encoder's (generate runs that once, apart): a list
+    whose [0] adds up their seconds."""
+    spent = [0.0]
+
+    def timed(real):
+        def forward(*a, **k):
+            t = time.time()
+            out = real(*a, **k)
+            spent[0] += time.time() - t
+            return out
+        return forward
+    for m in [model] + ([model.get_encoder()] if model.config.is_encoder_decoder else []):
+        m.forward = timed(m.forward)
+    return spent
+
+
 def peer_mmlu(model_dir, data_dir, k, limit):
     """Hendrycks et al.'s evaluate.py on a transformers model: gen_prompt + format_example, k dev examples (fewer while
     the prompt is too long), one forward a prompt, the argmax of the logits of " A".." D" at the last position."""
-    import torch
     from transformers import AutoModelForCausalLM, LlamaTokenizer
     t0 = time.time()
     tok = LlamaTokenizer.from_pretrained(model_dir)  # (transformers 5: tokenizers' BPE, built from tokenizer.model)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    spent = timed_forward(model)
     choices = ["A", "B", "C", "D"]
     letter_ids = [tok(" " + c, add_special_tokens=False).input_ids[-1] for c in choices]
 
@@ -181,17 +205,17 @@ def peer_mmlu(model_dir, data_dir, k, limit):
                     shots -= 1
                 logits = model(input_ids=ids).logits[0, -1]
                 letters.append(choices[int(logits[letter_ids].argmax())])
-    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=list(letters))
+    return dict(wall=time.time() - t0, loop=time.time() - loop, forward=spent[0], answers=list(letters))
 
 
 def peer_wmt16(model_dir, data_dir, batch_size, max_new_tokens):
     """transformers' generate, greedy, on T5's prefixed sources in eval.translate's batches (sorted by length)."""
-    import torch
     from transformers import AutoModelForSeq2SeqLM, PreTrainedTokenizerFast
     t0 = time.time()
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), pad_token="<pad>",
                                   eos_token="</s>")
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    spent = timed_forward(model)
     sources = [json.loads(line)["translation"]["en"] for line in open(os.path.join(data_dir, "test.jsonl"))]
     order, hyps, loop = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), time.time()
     with torch.no_grad():
@@ -202,17 +226,17 @@ def peer_wmt16(model_dir, data_dir, batch_size, max_new_tokens):
             out = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens)
             for i, text in zip(rows, tok.batch_decode(out, skip_special_tokens=True)):
                 hyps[i] = text
-    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=hyps)
+    return dict(wall=time.time() - t0, loop=time.time() - loop, forward=spent[0], answers=hyps)
 
 
 def peer_glue(model_dir, data_dir, batch_size, seq_len):
     """run_glue.py's evaluation: AutoTokenizer (pairs cut at --max_seq_length), batches in file order padded to their
     longest, AutoModelForSequenceClassification's argmax."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    spent = timed_forward(model)
     lines = open(os.path.join(data_dir, "SST-2", "dev.tsv"), encoding="utf-8").read().splitlines()[1:]
     sentences, predictions, loop = [line.split("\t")[0] for line in lines], [], time.time()
     with torch.no_grad():
@@ -220,7 +244,8 @@ def peer_glue(model_dir, data_dir, batch_size, seq_len):
             batch = tok(sentences[start:start + batch_size], padding=True, truncation=True, max_length=seq_len,
                         return_tensors="pt")
             predictions += model(**batch).logits.argmax(-1).tolist()
-    return dict(wall=time.time() - t0, loop=time.time() - loop, answers=list(map(str, predictions)))
+    return dict(wall=time.time() - t0, loop=time.time() - loop, forward=spent[0],
+                answers=list(map(str, predictions)))
 
 
 def peer_child(argv):
@@ -233,9 +258,10 @@ def peer_child(argv):
 
 # ----------------------------------------------------------------------------------------------------
 
-def run(argv):
+def run(argv, threads):
     """The BENCH dict of a child process, or an exit naming the command and its last output."""
-    p = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)))
     found = [json.loads(line[6:]) for line in p.stdout.splitlines() if line.startswith("BENCH ")]
     if p.returncode or not found:
         sys.exit(f"{'eval.py' if argv[0] == '-c' else 'the peer'} {' '.join(argv[3 if argv[0] == '-c' else 1:])}: "
@@ -254,6 +280,8 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved (ours, peer, ours, ...)")
     p.add_argument("--quick", action="store_true", help="a 1-layer model on a few rows, one run each (~30 s)")
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where its scratch folder goes (deleted at the end)")
+    p.add_argument("--threads", type=int, default=1, help="torch's threads in every run (OMP_NUM_THREADS); 1: the "
+                   "runs of a shared machine's other jobs stall no thread pool")
     p.add_argument("--before", metavar="DIR", help="another commit's files (git archive COMMIT | tar -x -C DIR), whose "
                    "eval.py runs too, interleaved, on the same rows: a change measured before and after")
     if sys.argv[1:2] == ["--peer"]:
@@ -264,13 +292,13 @@ def main():
         sys.exit(f"no real tokenizer files in {real}: run python tests/fetch_real.py first (or set LORASP_REAL)")
     sys.path.insert(0, ROOT)
     layers, subjects, limit, sentences, new, pairs, repeats = (1, 2, 4, 8, 16, 32, 1) if args.quick else (
-        2, 4, 25, 64, 64, 512, args.repeats)
+        2, 8, 20, 64, 64, 512, args.repeats)
     work = tempfile.mkdtemp(prefix="lorasp-bench-eval-", dir=args.dir)
     here = os.path.abspath(__file__)
     try:
         cpu = open("/proc/cpuinfo").read()
         print(f"{os.cpu_count()} CPUs, bf16 units: " + (" ".join(f for f in ("avx512_bf16", "amx_bf16") if f in cpu)
-                                                        or "none") + f"; float32; {repeats} run(s) each, interleaved")
+                                                        or "none") + f"; float32, {args.threads} thread(s); {repeats} run(s) each, interleaved")
         jobs = {}
         if "mmlu" in args.tasks:
             m, d = write_llama(os.path.join(work, "llama"), real, layers), write_mmlu(os.path.join(work, "mmlu"),
@@ -298,21 +326,25 @@ def main():
             runs = {who: [] for who, _ in sides}
             for _ in range(repeats):
                 for who, argv in sides:
-                    runs[who].append(r := run(argv))
+                    runs[who].append(r := run(argv, args.threads))
+                    r["outside"] = r["loop"] - r["forward"]          # tokens, masks, Python: what a GPU waits on
                     print(f"  {task} {who}: {r['wall']:.1f} s in all, {r['loop']:.2f} s scoring "
-                          f"({1000 * r['loop'] / n:.1f} ms each), VmHWM {r['hwm_mib']:,.0f} MiB; load "
+                          f"({1000 * r['loop'] / n:.1f} ms each, {1000 * r['outside'] / n:.1f} outside the model's "
+                          f"forward passes), VmHWM {r['hwm_mib']:,.0f} MiB; load "
                           + " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
-            o, q = ({k: median([r[k] for r in runs[who]]) for k in ("wall", "loop", "hwm_mib")} for who in ("ours",
-                                                                                                        "peer"))
+            o, q = ({k: median([r[k] for r in runs[who]]) for k in ("wall", "loop", "outside", "hwm_mib")}
+                    for who in ("ours", "peer"))
             ratio = {k: median([x[k] / y[k] for x, y in zip(runs["ours"], runs["peer"])]) for k in o}  # run by run
             print(f"{task} ({what}), medians: ours {o['loop']:.2f} s scoring / {o['wall']:.1f} s in all / "
                   f"{o['hwm_mib']:,.0f} MiB; peer {q['loop']:.2f} / {q['wall']:.1f} / {q['hwm_mib']:,.0f}; ours/peer "
-                  f"(run by run): scoring {ratio['loop']:.2f}, wall {ratio['wall']:.2f}, VmHWM {ratio['hwm_mib']:.2f}")
+                  f"(run by run): scoring {ratio['loop']:.2f}, outside the forwards {ratio['outside']:.2f}, wall "
+                  f"{ratio['wall']:.2f}, VmHWM {ratio['hwm_mib']:.2f}")
             if args.before:
                 ratio = {k: median([x[k] / y[k] for x, y in zip(runs["ours"], runs["before"])]) for k in o}
                 same = runs["ours"][0]["answers"] == runs["before"][0]["answers"]
-                print(f"  ours/before (run by run): scoring {ratio['loop']:.2f}, wall {ratio['wall']:.2f}, VmHWM "
-                      f"{ratio['hwm_mib']:.2f}; " + ("the same answers" if same else "OTHER ANSWERS"))
+                print(f"  ours/before (run by run): scoring {ratio['loop']:.2f}, outside the forwards "
+                      f"{ratio['outside']:.2f}, wall {ratio['wall']:.2f}, VmHWM {ratio['hwm_mib']:.2f}; "
+                      + ("the same answers" if same else "OTHER ANSWERS"))
             a, b = runs["ours"][0]["answers"], runs["peer"][0]["answers"]
             same = sum(x == y for x, y in zip(a, b)) if len(a) == len(b) == n else 0
             if task == "wmt16":
