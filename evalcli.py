@@ -244,7 +244,7 @@ def breaks_at_newline(tok):
     if type(tok) is SentencePieceTokenizer:
         settings, n = sentencepiece_settings(tok.sp.serialized_model_proto()), tok.sp.get_piece_size()
         return (settings["model_type"] == 2 and not settings["charsmap"] and not settings["remove_extra_whitespaces"]
-                and not any("\n" in t for t in [*map(tok.sp.id_to_piece, range(n)), *tok.added]))
+                and "\n" not in "".join([*tok.sp.id_to_piece(list(range(n))), *tok.added]))
     return (isinstance(tok, BPETokenizer) and tok.pattern in (GPT2_PATTERN, LLAMA3_PATTERN) and not tok.normal_form
             and not any("\n" in t for t in tok.names))
 

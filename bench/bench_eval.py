@@ -137,6 +137,26 @@ def write_mmlu(folder, subjects, dev, test, seed=0):
     return folder
 
 
+def tokenizing(model_dir, data_dir):
+    """eval.mmlu's tokenizing alone, in this process: (ms a prompt tokenized whole, as before session 33; ms with each
+    header tokenized once, evalcli.mmlu_encoder; s its tokenizer check takes, once a run), the ids compared."""
+    import data
+    import evalcli
+    from tokenizer import load_tokenizer
+    tok, rows = load_tokenizer(model_dir), evalcli.mmlu_rows(data_dir)
+    prompts = [(s, dev, row) for s, (dev, test) in rows.items() for row in test]
+    t0 = time.perf_counter()
+    encode = evalcli.mmlu_encoder(tok)
+    t1 = time.perf_counter()
+    whole = [tok.encode(data.mmlu_prompt(s, dev, row)) for s, dev, row in prompts]
+    t2 = time.perf_counter()
+    apart = [encode(s, dev, row, 5) for s, dev, row in prompts]
+    t3 = time.perf_counter()
+    if apart != whole:
+        sys.exit("mmlu_encoder's ids are not the whole prompts' ids")
+    return 1000 * (t2 - t1) / len(prompts), 1000 * (t3 - t2) / len(prompts), t1 - t0
+
+
 def write_wmt16(folder, n, seed=0):
     """WMT16 En-Ro's test split as eval.py reads it: test.jsonl, one {"translation": {"en", "ro"}} a line."""
     w = Words(seed)
@@ -297,12 +317,16 @@ def main():
     here = os.path.abspath(__file__)
     try:
         cpu = open("/proc/cpuinfo").read()
-        print(f"{os.cpu_count()} CPUs, bf16 units: " + (" ".join(f for f in ("avx512_bf16", "amx_bf16") if f in cpu)
-                                                        or "none") + f"; float32, {args.threads} thread(s); {repeats} run(s) each, interleaved")
+        units = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in cpu) or "none"
+        print(f"{os.cpu_count()} CPUs, bf16 units: {units}; float32, {args.threads} thread(s); {repeats} run(s) each, "
+              "interleaved")
         jobs = {}
         if "mmlu" in args.tasks:
             m, d = write_llama(os.path.join(work, "llama"), real, layers), write_mmlu(os.path.join(work, "mmlu"),
                                                                                      subjects, 5, limit)
+            whole, apart, check = tokenizing(m, d)
+            print(f"mmlu's tokenizing alone, {subjects * limit} prompts: {whole:.2f} ms a prompt whole, {apart:.2f} ms "
+                  f"with its header tokenized once (the same ids), and {check:.2f} s once a run to check the tokenizer")
             jobs["mmlu"] = (["-c", OURS, ROOT, "--task", "mmlu", "--model", m, "--data-dir", d, "--limit",
                              str(limit), "--dtype", "float32", "--device", "cpu"],
                             [here, "--peer", "mmlu", m, d, "5", str(limit)], f"{subjects * limit} questions, 5-shot",
