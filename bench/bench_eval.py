@@ -15,7 +15,7 @@ Printed per run: the process's wall time, the time scoring (tokenizing included;
 of it outside the model's forward passes (tokenizing, masks, decoding's bookkeeping: what a GPU waits on), its peak
 resident memory (VmHWM); then ours/peer ratios (medians of each run's ratio to the next), the load average and the
 CPU's bf16 flags; and whether the answers agree (each question's letter, each translation and BLEU, each prediction).
---quick: 1-layer models on a few rows (~40 s on a quiet machine).
+--quick: MMLU and WMT16 only, 1-layer models, a few rows: 39 s at load 3, 3m46s at load 10-11 (each process ~20 s).
 """
 import argparse
 import json
@@ -296,9 +296,10 @@ def median(xs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=["mmlu", "wmt16", "glue"], choices=["mmlu", "wmt16", "glue"])
+    p.add_argument("--tasks", nargs="+", choices=["mmlu", "wmt16", "glue"], help="default: all three; --quick: mmlu "
+                   "wmt16 (each task is two processes more)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved (ours, peer, ours, ...)")
-    p.add_argument("--quick", action="store_true", help="a 1-layer model on a few rows, one run each (~30 s)")
+    p.add_argument("--quick", action="store_true", help="1-layer models on a few rows, one run each")
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where its scratch folder goes (deleted at the end)")
     p.add_argument("--threads", type=int, default=1, help="torch's threads in every run (OMP_NUM_THREADS); 1: the "
                    "runs of a shared machine's other jobs stall no thread pool")
@@ -307,6 +308,7 @@ def main():
     if sys.argv[1:2] == ["--peer"]:
         return peer_child(sys.argv[2:])
     args = p.parse_args()
+    args.tasks = args.tasks or ["mmlu", "wmt16"] + ["glue"] * (not args.quick)
     real = os.environ.get("LORASP_REAL", os.path.join(ROOT, ".cache", "real"))
     if not os.path.isdir(real):
         sys.exit(f"no real tokenizer files in {real}: run python tests/fetch_real.py first (or set LORASP_REAL)")
@@ -345,8 +347,9 @@ def main():
                             [here, "--peer", "glue", m, d, "32", "128"], f"SST-2, {pairs} sentences, batches of 32",
                             pairs)
         for task, (ours_argv, peer_argv, what, n) in jobs.items():
-            sides = [("ours", ours_argv), ("peer", peer_argv)] + [("before", ours_argv[:2] + [os.path.abspath(
-                args.before)] + ours_argv[3:])] * bool(args.before)   # (OURS's first argument: the checkout)
+            sides = [("ours", ours_argv), ("peer", peer_argv)]
+            if args.before:                                   # (OURS's first argument: the files' folder)
+                sides.append(("before", ours_argv[:2] + [os.path.abspath(args.before)] + ours_argv[3:]))
             runs = {who: [] for who, _ in sides}
             for _ in range(repeats):
                 for who, argv in sides:
