@@ -9,7 +9,8 @@ another task's head are said).
   left, a --plot --out where nothing can be written) exit with status 2, a flag the task does not read or given twice
   prints a note.
   `seq_len_for`: --seq-len against the model's config (its positions, sliding window, context); `task_data`: the
-  task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir).
+  task's data, read before the model loads (`mmlu_rows`: --subjects' rows, in --data-dir); `mmlu_encoder`: MMLU's
+  prompt ids with each header tokenized once, the same ids (`breaks_at_newline`: where the tokenizer allows the cut).
 - `model_path`, `adapter_folder`, `input_file`: what --model, --adapter, --data and --prompts name (checks.py's
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
