@@ -42,14 +42,14 @@ import torch
 import torch.nn.functional as F
 
 from checks import console, context, windows_said
-from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, fit_contexts, glue_examples, mmlu_prompt,
-                  sorted_batches, squad_records, squad_windows)
-from data import GLUE, UserError, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
+from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, fit_contexts, glue_examples, sorted_batches,
+                  squad_records, squad_windows)
+from data import GLUE, UserError, mmlu_prompt, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 from tokenizer import load_tokenizer
 import metrics
 from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
-                     model_config, model_path, parse_args, records_note, seq_len_for, side_by_side, task_data,
-                     answer_ids, trained_on, with_adapter)
+                     mmlu_encoder, model_config, model_path, parse_args, records_note, seq_len_for, side_by_side,
+                     task_data, answer_ids, trained_on, with_adapter)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
@@ -186,7 +186,7 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
     data: MMLU's data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen
     already)."""
     rows = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
-    max_len, letters = max_len or context_length(model), answer_ids(tok)
+    max_len, letters, encode = max_len or context_length(model), answer_ids(tok), mmlu_encoder(tok)
     device, acc, hits, total, shortened, cuts, shots_given = next(model.parameters()).device, {}, 0, 0, 0, 0, k
     for s, (dev, test) in rows.items():
         dev, test = dev[:k], test[:limit]
@@ -194,7 +194,7 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
         seen, cache, right, fewer, cut = [], [{}] * model.config.n_layer, 0, 0, 0
         for row in test:
             for shots in range(len(dev), -1, -1):
-                ids = tok.encode(mmlu_prompt(s, dev, row, shots))
+                ids = encode(s, dev, row, shots)  # tok.encode(data.mmlu_prompt(s, dev, row, shots))
                 if len(ids) <= max_len:
                     break
             fewer, cut = fewer + (shots < len(dev)), cut + (len(ids) > max_len)

@@ -333,3 +333,33 @@ def test_eval_answers_stop_where_generate_py_stops(tiny, tmp_path, capsys):
         note = (f"note: 2 of 2 answers stopped at the tokenizer's EOS ({a}); transformers' generate would go on: "
                 f"{d / 'generation_config.json'} names no eos_token_id")
         assert out.count("transformers' generate would go on") == (not theirs) and (note in out) != theirs, out
+
+
+def test_finite_refuses_any_nan_or_inf_and_passes_values_whose_sum_overflows():
+    """finite() sums first (one pass; isfinite().all() took 5x a decoding step's log_softmax) and tests every value
+    only where the sum is not finite: NaN, +Inf, -Inf, both Infs (a NaN sum) are refused in every dtype, and finite
+    values whose float32 sum overflows (3e38 twice; float16's 65504 summed) are not."""
+    model = M.build_model(M.LlamaConfig(vocab_size=8, n_layer=1, n_embd=8, n_head=2, n_kv_head=1, n_ffn=8))
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for bad in ([float("nan")], [float("inf")], [-float("inf")], [float("inf"), -float("inf")]):
+            with pytest.raises(ValueError, match="the logits hold"):
+                G.finite(model, torch.tensor([1.0, *bad, 2.0], dtype=dtype), "the logits")
+    big = torch.tensor([3e38, 3e38, -1.0])
+    assert not big.sum().isfinite() and G.finite(model, big, "the logits") is big
+    half = torch.full((40000,), 65504.0, dtype=torch.float16)
+    assert G.finite(model, half, "the logits") is half
+
+
+def test_an_unpadded_mask_after_a_cache_is_the_padded_ones_with_every_token_real():
+    """After a cache and with no padding (MMLU's question after its cached prefix), positions_and_mask gives one (T, S)
+    mask for every row (it built a (B, 1, T, S) mask and its fix-up for rows of padding: 4.4 ms a call), equal to what
+    an attention_mask of ones gives, as are the positions; none without a cache, or for one token."""
+    config, ids = M.LlamaConfig(), torch.tensor([[3, 4, 5], [6, 7, 8]])
+    cache = [{"k": torch.zeros(2, 2, 4, 16), "v": torch.zeros(2, 2, 4, 16)}] * config.n_layer  # 4 past tokens
+    pos, mask = M.positions_and_mask(config, ids, cache=cache)
+    pos1, mask1 = M.positions_and_mask(config, ids, torch.ones(2, 7, dtype=torch.long), cache=cache)
+    assert mask.shape == (3, 7) and mask1.shape == (2, 1, 3, 7) and torch.equal(mask.expand_as(mask1), mask1)
+    assert torch.equal(pos, pos1) and pos.tolist() == [[4, 5, 6]] * 2
+    assert torch.equal(mask, torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0], [1] * 7]).bool())
+    assert M.positions_and_mask(config, ids)[1] is None
+    assert M.positions_and_mask(config, ids[:, :1], cache=cache)[1] is None
