@@ -565,6 +565,8 @@ def float_dtype(name):
 
 def main():
     """Each preset's architecture, read back from the config.json it writes (from_hf(to_hf(c)) == c)."""
+    from checks import console  # (here: checks imports this file)
+    console()                                                  # (no reader: on; line-buffered)
     argparse.ArgumentParser(description="The presets, each read back from the config.json it writes").parse_args()
     for name, config in PRESETS.items():
         hf = config.to_hf()

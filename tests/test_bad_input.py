@@ -934,6 +934,20 @@ def _(ctx):
             "--vocab" in argv), p.stderr
 
 
+@case("python tokenizer.py DIR TEXT with a TEXT that is not UTF-8 (Latin-1 bytes): refused naming the byte, exit 2",
+      None)
+def _(ctx):
+    """Its undecodable bytes reached sentencepiece as surrogates: a RuntimeError traceback ("Unable to cast Python
+    instance"). Now refused, as generate.py's --prompt is."""
+    (ctx.tmp / "t5").mkdir()
+    t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)
+    p = subprocess.run([sys.executable, "tokenizer.py", str(ctx.tmp / "t5"), "ok", b"caf\xe9"], capture_output=True,
+                       text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and not p.stdout, p.stderr
+    assert p.stderr.endswith("tokenizer.py: error: TEXT 2 is not UTF-8 text (byte e9 at offset 3): give it in "
+                             "UTF-8\n"), p.stderr
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2. train.py at run time: one line "error: ...", never exit 0 with nothing learned
 
