@@ -1,8 +1,10 @@
-"""The files' own commands (`python lorasp.py`, quant.py, metrics.py, configs.py, tokenizer.py, checkpoint.py), each in
-its own process, where users run them (session 33): a stdout that cannot show a character (PYTHONIOENCODING=ascii, a
-C locale), a reader that went away (`| head -1`, here a pipe closed before the command starts, so that it is not a
-race). train.py, eval.py, export.py and generate.py: tests/test_environments.py."""
+"""The files' own commands (`python lorasp.py`, quant.py, metrics.py, configs.py, tokenizer.py, checkpoint.py) and the
+bench/ scripts the README runs, each in its own process, where users run them (session 33): a stdout that cannot show
+a character (PYTHONIOENCODING=ascii, a C locale), a reader that went away (`| head -1`, here a pipe closed before the
+command starts, so that it is not a race). train.py, eval.py, export.py and generate.py: tests/test_environments.py."""
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +102,26 @@ def test_a_command_whose_reader_went_away_goes_on_and_says_so(files, argv):
     the file were bad. Now they finish, saying once on stderr that nothing is read (checks.console, as train.py)."""
     status, _, err = into_closed_pipe([a.format(dir=files[0], file=files[1]) for a in argv])
     assert status == 0 and err == GONE, (status, err)
+
+
+README_BENCH = sorted(set(re.findall(r"bench/[a-z_0-9]+\.py", open(os.path.join(ROOT, "README.md")).read())))
+
+
+@pytest.mark.parametrize("script", README_BENCH)
+def test_a_bench_script_the_readme_runs_calls_console_first(script):
+    """They printed as they went: `| head -1` (or a tee that ended) killed each at its next line with BrokenPipeError
+    (paper_tables.py's table, check_figure.py's exit status never reached). Now each calls checks.console() as it
+    starts, as train.py does. Read, not run: they take minutes to hours (the test below runs one)."""
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    main = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "__name__ == '__main__'")
+    assert [ast.unparse(n) for n in main.body][-2:] == ["console()", "main()"], script
+
+
+def test_check_figure_whose_reader_went_away_goes_on_to_its_result(tmp_path):
+    """`python bench/check_figure.py | head -1`: its first line raised BrokenPipeError before the toy was built (exit
+    1, a traceback, nothing checked). Now it goes on, says so once, and ends as its run does: here its toy cannot be
+    written (--out under a file), so the error it exits with is toy_glue.py's, not a BrokenPipeError."""
+    (tmp_path / "f").write_text("")
+    status, _, err = into_closed_pipe(["bench/check_figure.py", "--out", str(tmp_path / "f" / "check")])
+    assert status == 1 and err.startswith(GONE), err
+    assert b"NotADirectoryError" in err and b"BrokenPipeError" not in err, err   # (toy_glue.py's, as it printed it)
