@@ -1047,8 +1047,6 @@ def write_checkpoint(directory, config, tensors, shard_size=None, sync=True):
 
 
 def main():
-    from checks import console  # (here: checks imports this file)
-    console()                                                  # (UTF-8 where ASCII fails; no reader: on)
     if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: python checkpoint.py FILE.safetensors|FILE.gguf")
     try:                                                       # a wrong file: one line, as train.py's
@@ -1077,4 +1075,6 @@ def list_tensors(path):
 
 
 if __name__ == "__main__":
+    from checks import console  # (here, not above: checks imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()

@@ -565,8 +565,6 @@ def float_dtype(name):
 
 def main():
     """Each preset's architecture, read back from the config.json it writes (from_hf(to_hf(c)) == c)."""
-    from checks import console  # (here: checks imports this file)
-    console()                                                  # (no reader: on; line-buffered)
     argparse.ArgumentParser(description="The presets, each read back from the config.json it writes").parse_args()
     for name, config in PRESETS.items():
         hf = config.to_hf()
@@ -575,4 +573,6 @@ def main():
 
 
 if __name__ == "__main__":  # no flags: a typed one (--bogus) is refused, not ignored while the list prints
+    from checks import console  # (here, not above: checks imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()

@@ -1524,8 +1524,6 @@ def piece(tok, i):
 
 def main():
     """`python tokenizer.py PATH [TEXT ...]`: the tokenizer load_tokenizer picks, then each text's ids and pieces."""
-    from checks import console  # (here: checks imports data, which imports this file)
-    console()                                                  # (UTF-8 where ASCII fails; no reader: on)
     parser = argparse.ArgumentParser(description="The tokenizer load_tokenizer picks for PATH, and how it reads TEXT")
     parser.add_argument("path", metavar="PATH", help="a checkpoint folder (its tokenizer files) or a .gguf")
     parser.add_argument("texts", metavar="TEXT", nargs="*", help=f"default: {EXAMPLE!r}")
@@ -1553,4 +1551,6 @@ def main():
 
 
 if __name__ == "__main__":  # a typed flag (--bogus) is refused, not read as PATH
+    from checks import console  # (here, not above: checks imports data, which imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()
