@@ -1075,4 +1075,6 @@ def list_tensors(path):
 
 
 if __name__ == "__main__":
+    from checks import console  # (here, not above: checks imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()

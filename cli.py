@@ -47,7 +47,7 @@ from checkpoint import locked
 from checks import check_preset_folder, given_flags, no_effect, ranged, repeated, unexpanded, unwritable
 from data import UserError
 from ddp import planned_memory, rank_world
-from download import has_weights
+from download import CACHE_RULE, has_weights
 from lorasp import KEEP, UNITS, LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
@@ -336,9 +336,9 @@ def prepare_demo(args, train):
         os.makedirs(os.path.dirname(model_dir), exist_ok=True)
         task = data.demo_task()
     except OSError as e:                                       # (was "[Errno 20] Not a directory: ...", no variable)
-        raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ($LORASP_CACHE, default "
-                        f"~/.cache/lorasp), which cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to "
-                        "a folder you can write") from None
+        raise UserError(f"the offline demo keeps its model and task in {data.cache_dir()} ({CACHE_RULE}), which "
+                        f"cannot be written ({e.strerror}: {e.filename}): set LORASP_CACHE to a folder you can write") \
+            from None
     if has_weights(model_dir := demo_base(args, model_dir)):   # (--resume: its checkpoint's, maybe an older recipe's)
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0

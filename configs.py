@@ -573,4 +573,6 @@ def main():
 
 
 if __name__ == "__main__":  # no flags: a typed one (--bogus) is refused, not ignored while the list prints
+    from checks import console  # (here, not above: checks imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()

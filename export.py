@@ -381,8 +381,9 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
     with replace_dir(out, own=("*",)) as tmp:                # DIR.tmp, renamed to DIR once whole
         write_shards(tmp, model, dtype, max_shard, kept := [])
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
-        for f in copied:
-            shutil.copy2(os.path.join(path, f), os.path.join(tmp, f))
+        for f in copied:                                     # (written as the rest: the umask's mode, not the base's)
+            with open(os.path.join(path, f), "rb") as src, atomic_write(os.path.join(tmp, f)) as dst:
+                shutil.copyfileobj(src, dst)
         if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):
             gpt2_tokenizer(tok, tmp, hf["pad_token_id"])       # (before config.json: save_tokenizer edits one)
         elif type(tok) is BPETokenizer and os.path.isfile(os.path.join(path, "encoder.json")) and not {

@@ -24,8 +24,8 @@ Left out: dropout on the LoRA path (PEFT's default lora_dropout is 0), bias trai
 Run `python lorasp.py` for the teaching demo: LoRA vs LoRA-SP gradients, optimizer state and saved activations.
 """
 import argparse
-import itertools
 import math
+import signal
 import zlib
 
 import torch
@@ -154,8 +154,7 @@ class LoRASPLinear(nn.Module):
 def _swap(model, new):
     """model with each module of new ({qualified name: module}) put in that name's place."""
     for name, m in new.items():
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, m)
+        model.set_submodule(name, m)
     return model
 
 
@@ -198,9 +197,8 @@ def lorasp_summary(model):
 def merge_lorasp(model, dtype=None):
     """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
     (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
-    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). An adapter
-    holding NaN or Inf is refused, naming its layers, before any layer merges (A and B are checked, not W: small), as
-    is a model on the meta device (mergeable)."""
+    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). Refused
+    before any layer merges (mergeable): NaN or Inf in A or B (small, unlike W), naming its layers; a meta model."""
     if isinstance(model, LoRASPLinear):
         return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
     float_dtype(dtype, "merge_lorasp")
@@ -222,7 +220,7 @@ def saved_activation_bytes(module, *inputs):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
         out = module(*inputs)
-    own = {t.untyped_storage().data_ptr() for t in itertools.chain(module.parameters(), module.buffers())}
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
     return sum({s.data_ptr(): s.nbytes() for s in saved if s.data_ptr() not in own}.values()), out
 
 
@@ -280,7 +278,7 @@ def demo():
     print(f"   max |dA_hook - dA_sp|        = {diff(hooked['dA'], sp['dA'])}   (dense LoRA, hook multiplies dA by S_A)")
     print("   an AdamW step (weight decay 0.01) moves frozen A entries: hook {:,}, freeze mode {:,}, mask mode {:,}"
           .format(*(int((s["moved"] & ~S_A).sum()) for s in (hooked, sp, mask))))   # the hook's: by weight decay
-    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so it is LoRA on A ⊙ S_A, B ⊙ S_B (eff) and its\n"
+    print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so it is LoRA on A * S_A, B * S_B (eff) and its\n"
           f"   gradient is eff's times S: max |y_eff - y_sp| = {diff(eff['y'], mask['y'])}, max |dA_eff * S_A - dA_sp| "
           f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}")
     print(f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
@@ -296,4 +294,6 @@ def demo():
 
 if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
     argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer, activations").parse_args()
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)          # (Windows has no SIGPIPE)
     demo()

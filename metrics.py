@@ -24,6 +24,7 @@ Run `python metrics.py` for a demonstration on a few hand-made sentences, labels
 import argparse
 import math
 import re
+import signal
 import string
 import sys
 from collections import Counter
@@ -410,4 +411,7 @@ def demo():
 
 if __name__ == "__main__":  # no flags: a typed one is refused, not ignored
     argparse.ArgumentParser(description="The metrics on a few examples").parse_args()
+    sys.stdout.reconfigure(errors="backslashreplace")   # an ASCII stdout (LC_ALL=C): "ă" as \u0103, not a traceback
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (Windows has no SIGPIPE)
     demo()

@@ -12,15 +12,15 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   copy and dequantizes again in backward for the input gradient (but a full replay's: recompute.replay_slot).
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
-Beside this file, and not needed to learn NF4: what makes it fast (quant_torch.py: lookup tables, cache-sized steps
-and kept buffers for the CPU, the switch to quant_triton.py's CUDA kernel), and bitsandbytes' serialized names with
-the checks that refuse bad input (quant_bnb.py).
+Beside it, not needed to learn NF4: what makes it fast (quant_torch.py: lookup tables, cache-sized steps and kept
+buffers for the CPU; quant_triton.py's CUDA kernel) and bitsandbytes' names with the checks on bad input (quant_bnb.py).
 Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
 Run `python quant.py` to quantize a random matrix and print its error, size and timings.
 """
 import argparse
 import functools
 import math
+import signal
 import timeit
 
 import torch
@@ -211,8 +211,7 @@ class NF4Linear(nn.Module):
 
     def forward(self, x):
         if x.device != self.weight.device:
-            raise ValueError(f"NF4Linear: input on {x.device}, weight on {self.weight.device} (model.to(device) moves "
-                             "the weight)")
+            raise ValueError(f"NF4Linear: input on {x.device}, weight on {self.weight.device} (model.to moves it)")
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         y = _NF4Matmul.apply(x, self.weight)
@@ -235,8 +234,9 @@ class NF4Linear(nn.Module):
 
 if __name__ == "__main__":  # no flags: a typed one is refused, not ignored while block 64's figures print
     argparse.ArgumentParser(description="NF4 on a 4096 x 4096 weight: size, error, timings").parse_args()
-    torch.manual_seed(0)
-    W = torch.randn(4096, 4096) * 0.02                      # a Llama-7B-sized projection, N(0, 0.02^2)
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # (Windows has no SIGPIPE)
+    W = torch.randn(4096, 4096, generator=torch.manual_seed(0)) * 0.02  # a Llama-7B-sized projection, N(0, 0.02^2)
     q = quantize_nf4(W)
     err, bits = q.dequantize(torch.float32) - W, 8 * q.nbytes / W.numel()
     print(f"NF4 levels: {[round(v, 4) for v in NF4_LEVELS.tolist()]}\n4096x4096 fp32 weight -> {q}")

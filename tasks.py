@@ -205,8 +205,9 @@ def save_weights(model, directory, args, source, tok=None):
             tok = tokenizer.load_tokenizer(source) if tok is None else tok  # (keep_token_ids: its ids)
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
-                if os.path.exists(os.path.join(source, f)):
-                    shutil.copy(os.path.join(source, f), tmp)
+                if os.path.exists(os.path.join(source, f)):      # (written as the rest: the umask's mode)
+                    with open(os.path.join(source, f), "rb") as src, atomic_write(os.path.join(tmp, f)) as dst:
+                        shutil.copyfileobj(src, dst)
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
                 tokenizer.save_tokenizer(tok, tmp)
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)

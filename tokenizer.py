@@ -1526,8 +1526,15 @@ def main():
     """`python tokenizer.py PATH [TEXT ...]`: the tokenizer load_tokenizer picks, then each text's ids and pieces."""
     parser = argparse.ArgumentParser(description="The tokenizer load_tokenizer picks for PATH, and how it reads TEXT")
     parser.add_argument("path", metavar="PATH", help="a checkpoint folder (its tokenizer files) or a .gguf")
-    parser.add_argument("texts", metavar="TEXT", nargs="*", default=[EXAMPLE], help=f"default: {EXAMPLE!r}")
+    parser.add_argument("texts", metavar="TEXT", nargs="*", help=f"default: {EXAMPLE!r}")
     args = parser.parse_args()
+    for i, text in enumerate(args.texts):  # the bytes the shell gave (a C locale read them as ASCII): UTF-8, or refused
+        try:                                                   # (was a RuntimeError traceback from sentencepiece)
+            args.texts[i] = os.fsencode(text).decode("utf-8")
+        except UnicodeError as e:
+            bad = os.fsencode(text)[e.start:e.end] if isinstance(e, UnicodeDecodeError) else b""
+            parser.error(f"TEXT {i + 1} is not UTF-8 text (byte {bad.hex(' ') or '?'} at offset {e.start}): give it "
+                         "in UTF-8")
     try:
         tok = load_tokenizer(args.path)
     except (UserError, ValueError, OSError, NotImplementedError) as e:  # a wrong PATH: one line, no traceback
@@ -1537,11 +1544,13 @@ def main():
     print(f"{type(tok).__name__} from {source}: {tok.vocab_size:,} ids; add_bos {tok.add_bos}, add_eos {tok.add_eos}")
     print("  " + ", ".join(f"{name.upper()} " + ("none" if (i := getattr(tok, f"{name}_id")) is None else
                                                    f"{i} {piece(tok, i)}") for name in ("bos", "eos", "pad")))
-    for text in args.texts:
+    for text in args.texts or [EXAMPLE]:
         ids, back = tok.encode(text), tok.decode(tok.encode(text, bos=False))  # (decoded: without encode's BOS)
         print(f"{text!r}: {len(ids)} ids\n  ids    {ids}\n  pieces {' '.join(piece(tok, i) for i in ids)}")
         print(f"  decoded {back!r}: " + ("round-trips" if back == text else "does NOT round-trip"))
 
 
 if __name__ == "__main__":  # a typed flag (--bogus) is refused, not read as PATH
+    from checks import console  # (here, not above: checks imports data, which imports this file)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
     main()

@@ -128,4 +128,6 @@ def main():
 
 
 if __name__ == "__main__":
+    from checks import console  # (lorasp's: line-buffered, UTF-8 where ASCII fails, a reader gone outlived)
+    console()
     main()

@@ -121,4 +121,7 @@ def main():
         print(f"{c:<26}{s:>8.2f}{cpu:>7.2f}{mem / GiB:>10.2f}{n:>12,}{vs[0]:>14}{vs[1]:>14}")
 
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    from checks import console  # (lorasp's: line-buffered, UTF-8 where ASCII fails, a reader gone outlived)
+    console()
     main()

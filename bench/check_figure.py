@@ -71,4 +71,7 @@ def own_figure(seed, got):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    from checks import console  # (lorasp's: line-buffered, UTF-8 where ASCII fails, a reader gone outlived)
+    console()
     main()

@@ -303,4 +303,7 @@ def table(t, models, per_seed):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    from checks import console  # (lorasp's: line-buffered, UTF-8 where ASCII fails, a reader gone outlived)
+    console()
     main()

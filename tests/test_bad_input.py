@@ -27,6 +27,7 @@ import torch
 
 import checkpoint
 import data
+import download
 import eval as E
 import metrics
 import model as M
@@ -323,8 +324,8 @@ def _(ctx):  # (was "error: [Errno 20] Not a directory: '.../f/data'", naming ne
     try:
         train.main([])
     except SystemExit as e:
-        assert f"{ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a directory" \
-            in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
+        assert f"{ctx.tmp / 'f'} ($LORASP_CACHE; default $XDG_CACHE_HOME/lorasp, else ~/.cache/lorasp), which cannot " \
+            "be written (Not a directory" in e.code and "set LORASP_CACHE to a folder you can write" in e.code, e.code
         raise
 
 
@@ -335,6 +336,41 @@ def _(ctx):  # (was a folder named ~ in the current one: ./~/c/models/...)
     assert data.cache_dir("models", "gpt2") == str(ctx.tmp / "home" / "c" / "models" / "gpt2")
 
 
+@case("XDG_CACHE_HOME set (LORASP_CACHE not): the cache is $XDG_CACHE_HOME/lorasp, as pip's and huggingface_hub's "
+      "are; a relative XDG_CACHE_HOME is ignored, as the XDG spec says", None)
+def _(ctx):  # (was ~/.cache/lorasp whatever XDG_CACHE_HOME said)
+    ctx.mp.delenv("LORASP_CACHE", raising=False)
+    ctx.mp.setenv("HOME", str(ctx.tmp / "home"))
+    for xdg, root in [(str(ctx.tmp / "xdg"), ctx.tmp / "xdg" / "lorasp"), ("rel/x", ctx.tmp / "home" / ".cache" /
+                      "lorasp"), ("", ctx.tmp / "home" / ".cache" / "lorasp")]:
+        ctx.mp.setenv("XDG_CACHE_HOME", xdg)
+        assert data.cache_dir("models", "gpt2") == str(root / "models" / "gpt2"), xdg
+    assert ctx.capsys.readouterr().err == ""                   # (no old cache to keep: nothing said)
+
+
+@case("XDG_CACHE_HOME set where ~/.cache/lorasp already holds a cache and $XDG_CACHE_HOME/lorasp is not there: the "
+      "old cache is kept (its weights not fetched again), said once a process with the command that moves it", None)
+def _(ctx):
+    ctx.mp.delenv("LORASP_CACHE", raising=False)
+    ctx.mp.setattr(download, "_kept_said", set())
+    ctx.mp.setenv("HOME", str(ctx.tmp / "home"))
+    ctx.mp.setenv("XDG_CACHE_HOME", str(ctx.tmp / "xdg"))
+    old = ctx.tmp / "home" / ".cache" / "lorasp"
+    (old / "models" / "gpt2").mkdir(parents=True)
+    assert [data.cache_dir("models"), data.cache_dir("data")] == [str(old / "models"), str(old / "data")]
+    new = ctx.tmp / "xdg" / "lorasp"
+    assert ctx.capsys.readouterr().err == (f"note: lorasp's cache stays {old}, which holds its files: $XDG_CACHE_HOME/"
+                                           f"lorasp ({new}) is not there (`mkdir -p {new.parent} && mv {old} {new}` "
+                                           "moves it; or set LORASP_CACHE)\n")
+    os.makedirs(new.parent)
+    os.replace(old, new)                                       # (the move it says)
+    assert data.cache_dir("models") == str(new / "models")
+    ctx.mp.setenv("XDG_CACHE_HOME", str(ctx.tmp / "home" / ".cache"))  # (the same folder as the old: nothing said)
+    old.mkdir()
+    (old / "x").write_text("")
+    assert data.cache_dir() == str(old) and ctx.capsys.readouterr().err == ""
+
+
 def unwritable_cache(ctx, fetch):
     """fetch() with $LORASP_CACHE a file: the error must name the variable (was "[Errno 20] Not a directory: ...")."""
     (ctx.tmp / "f").write_text("")
@@ -342,8 +378,9 @@ def unwritable_cache(ctx, fetch):
     try:
         fetch()
     except data.UserError as e:
-        assert f"is in {ctx.tmp / 'f'} ($LORASP_CACHE, default ~/.cache/lorasp), which cannot be written (Not a " \
-            "directory" in str(e) and str(e).endswith("set LORASP_CACHE to a folder you can write"), str(e)
+        assert f"is in {ctx.tmp / 'f'} ($LORASP_CACHE; default $XDG_CACHE_HOME/lorasp, else ~/.cache/lorasp), which " \
+            "cannot be written (Not a directory" in str(e) and str(e).endswith("set LORASP_CACHE to a folder you can " \
+                                                                              "write"), str(e)
         raise
 
 
@@ -932,6 +969,20 @@ def _(ctx):
         lines = p.stderr.strip().split("\n")                  # (argparse's: its usage line first)
         assert fragment in lines[-1] and lines[-1].startswith("tokenizer.py: error: ") and len(lines) == 1 + (
             "--vocab" in argv), p.stderr
+
+
+@case("python tokenizer.py DIR TEXT with a TEXT that is not UTF-8 (Latin-1 bytes): refused naming the byte, exit 2",
+      None)
+def _(ctx):
+    """Its undecodable bytes reached sentencepiece as surrogates: a RuntimeError traceback ("Unable to cast Python
+    instance"). Now refused, as generate.py's --prompt is."""
+    (ctx.tmp / "t5").mkdir()
+    t5_sentencepiece(ctx.tmp / "t5", data.demo_corpus(100), 64)
+    p = subprocess.run([sys.executable, "tokenizer.py", str(ctx.tmp / "t5"), "ok", b"caf\xe9"], capture_output=True,
+                       text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and not p.stdout, p.stderr
+    assert p.stderr.endswith("tokenizer.py: error: TEXT 2 is not UTF-8 text (byte e9 at offset 3): give it in "
+                             "UTF-8\n"), p.stderr
 
 
 # ----------------------------------------------------------------------------------------------------

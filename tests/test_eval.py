@@ -320,7 +320,8 @@ def test_the_evaluate_line_run_gives_exp_val_loss(tmp_path, capsys):
     argv[argv.index("--seq-len") + 1], argv[argv.index("--val-fraction") + 1] = "120", "0.25"
     train.main(argv)
     val_loss = [json.loads(line) for line in open(out / "metrics.jsonl") if "val_loss" in line][-1]["val_loss"]
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("evaluate: python eval.py "))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("evaluate: python "))  # (eval.py's
+    # path from another folder than lorasp's: `pytest tests/` from elsewhere)
     docs = E.perplexity_docs(str(out / "heldout.jsonl"), tok)
     assert any(len(ids) > 120 for ids, _ in docs) and all(len(ids) <= 256 for ids, _ in docs)  # (cut at 120 only)
     E.main(shlex.split(line)[3:])

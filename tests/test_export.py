@@ -872,3 +872,23 @@ def test_config_token_ids_keeps_the_ids_a_config_names_and_writes_a_pad_of_its_o
     assert tokenizer.config_token_ids(tok, lm) == dict(bos_token_id=1, eos_token_id=2, pad_token_id=455)
     assert tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))["eos_token_id"] == 2
     assert "pad_token_id" not in tokenizer.config_token_ids(tok, dict(lm, vocab_size=455))
+
+
+def test_files_copied_from_a_read_only_base_honour_the_umask(tiny, tmp_path):  # noqa: F811
+    """Under umask 077 export.py's and train.py --method full's checkpoints held the base's tokenizer files with the
+    base's mode (shutil.copy2 / copy: 0o444 here, readable by all, and read-only) beside 0o600 weights and config. Now
+    every file written is the umask's (atomic_write's), whatever the base's mode."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny[0], base)
+    for f in os.listdir(base):
+        os.chmod(base / f, 0o444)
+    umask = os.umask(0o077)
+    try:
+        train.main(flags((str(base), tiny[1]), tmp_path / "run", "--max-steps", "1"))
+        train.main(flags((str(base), tiny[1]), tmp_path / "full", "--max-steps", "1", "--method", "full"))
+        assert run("--model", base, "--adapter", tmp_path / "run" / "adapter", "--out", tmp_path / "export") is None
+    finally:
+        os.umask(umask)
+    for folder in (tmp_path / "export", tmp_path / "full" / "model"):
+        modes = {f: oct(os.stat(folder / f).st_mode & 0o777) for f in os.listdir(folder)}
+        assert "tokenizer.model" in modes and set(modes.values()) == {"0o600"}, (folder, modes)

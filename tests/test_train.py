@@ -664,9 +664,9 @@ def test_printed_commands_survive_a_path_with_a_space(tiny, tmp_path, monkeypatc
     with pytest.raises(SystemExit):
         fault_at_loss_call(monkeypatch, 2, signal.SIGINT)
         train.main(flags(tiny, out, "--max-steps", "3"))
-    resume = capsys.readouterr().out.split("Resume with:\n  python train.py ")[1].splitlines()[0]
-    monkeypatch.undo()
-    train.main(shlex.split(resume))
+    resume = capsys.readouterr().out.split("Resume with:\n  python ")[1].splitlines()[0]  # (train.py, or its path
+    monkeypatch.undo()                                                                    # run from elsewhere)
+    train.main(shlex.split(resume)[1:])
     command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
     E.main(shlex.split(command)[3:])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"] > 0
