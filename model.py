@@ -891,10 +891,7 @@ def demo(max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0):
     print('with real weights: python generate.py --model DIR --prompt "..."')
 
 
-def main():
-    """`python model.py`: the demo; with --model, generate.py's command line (as before it moved)."""
+if __name__ == "__main__":  # the demo; with --model, generate.py's command line (as before it moved)
+    from checks import console
+    console()                                 # (as generate.py's: UTF-8 where ASCII lacks a character; no reader: on)
     generate_main(demo)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,8 @@
-"""The files' own commands (`python lorasp.py`, quant.py, metrics.py, configs.py, tokenizer.py, checkpoint.py) and the
-bench/ scripts the README runs, each in its own process, where users run them (session 33): a stdout that cannot show
-a character (PYTHONIOENCODING=ascii, a C locale), a reader that went away (`| head -1`, here a pipe closed before the
-command starts, so that it is not a race). train.py, eval.py, export.py and generate.py: tests/test_environments.py."""
+"""The files' own commands (`python lorasp.py`, quant.py, metrics.py, configs.py, tokenizer.py, checkpoint.py,
+model.py) and the bench/ scripts the README runs, each in its own process, where users run them (session 33): a stdout
+that cannot show a character (PYTHONIOENCODING=ascii, a C locale), a reader that went away (`| head -1`, here a pipe
+closed before the command starts, so that it is not a race). train.py, eval.py, export.py and generate.py:
+tests/test_environments.py."""
 import ast
 import os
 import re
@@ -95,11 +96,12 @@ def test_a_demo_whose_reader_went_away_ends_quietly(argv):
     assert status == -signal.SIGPIPE and not err, (status, err)
 
 
-@pytest.mark.parametrize("argv", [["configs.py"], ["tokenizer.py", "{dir}", "héllo"], ["checkpoint.py", "{file}"]],
-                         ids=lambda a: a[0])
+@pytest.mark.parametrize("argv", [["configs.py"], ["tokenizer.py", "{dir}", "héllo"], ["checkpoint.py", "{file}"],
+                                  ["model.py"]], ids=lambda a: a[0])
 def test_a_command_whose_reader_went_away_goes_on_and_says_so(files, argv):
-    """configs.py: a traceback; tokenizer.py likewise; checkpoint.py `error: [Errno 32] Broken pipe`, exit 1, as if
-    the file were bad. Now they finish, saying once on stderr that nothing is read (checks.console, as train.py)."""
+    """configs.py: a traceback; tokenizer.py and model.py (its demo) likewise; checkpoint.py `error: [Errno 32] Broken
+    pipe`, exit 1, as if the file were bad. Now they finish, saying once on stderr that nothing is read (checks.console,
+    as train.py)."""
     status, _, err = into_closed_pipe([a.format(dir=files[0], file=files[1]) for a in argv])
     assert status == 0 and err == GONE, (status, err)
 
