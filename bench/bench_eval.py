@@ -387,4 +387,7 @@ def main():
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    from checks import console  # (lorasp's: line-buffered, UTF-8 where ASCII fails, a reader gone outlived)
+    console()
     main()
