@@ -11,21 +11,19 @@
   input_ids, decoder_input_ids, attention_mask) -> logits, decoded by beam_search (HF's generate conventions).
 - `load_pretrained(path, quantize="nf4")`: HF layout (config.json + model.safetensors, shards + index, or
   pytorch_model*.bin), Meta's (params.json + consolidated.NN.pth: model-parallel shards merged, q/k rows permuted from
-  Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file, as many people
-  hold models today: F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K dequantized to float32 (a bf16
-  load: bf16), q/k rows permuted alike). One routine for every architecture: build the module tree on the `meta` device,
-  stream tensors one at a time (safetensors by plain reads; .bin/.pth memory-mapped with their pages handed back),
-  convert names per architecture, quantize each block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers
-  et al. 2023), check nothing is missing, left over or mis-shaped. Peak host memory: the quantized model plus one
-  tensor. `save_pretrained` writes the HF layout back.
+  Meta's interleaved RoPE to rotate_half, through one name table) or a GGUF Llama (llama.cpp's one file: F32/F16/BF16,
+  Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the K-quants Q2_K-Q6_K dequantized to float32 (a bf16 load: bf16), q/k rows permuted
+  alike). One routine for all: build the module tree on the `meta` device, stream tensors one at a time (safetensors by
+  plain reads; .bin/.pth memory-mapped with their pages handed back), convert names per architecture, quantize each
+  block linear to quant.NF4Linear as its weight arrives (QLoRA, Dettmers et al. 2023), check nothing is missing, left
+  over or mis-shaped. Peak host memory: the NF4 model plus one tensor. `save_pretrained` writes HF's layout.
 - The configs (one dataclass per architecture), their presets and config.json read as transformers reads it:
   configs.py. Generation (KV cache, greedy, temperature, top-p; T5's beam search; `python generate.py`): generate.py.
   The files (safetensors by hand, HF shards and .bin, Meta's .pth, atomic writes): checkpoint.py; GGUF: ggufread.py.
   Names that moved there (model.PRESETS, model.positions, model.generate, model.selective, ...) still import.
-- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list of those, one per
-  block. The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti
-  et al. 2022 recompute the attention core; we apply their rule to norms and activations too); the machinery (recipes,
-  saved-tensor hooks, replayed RNG) is recompute.py's.
+- Activation checkpointing per block: `model.checkpointing = "none" | "full" | "selective"`, or a list, one per block.
+  The blocks mark with `cheap(...)` the norms, attention and activations that "selective" recomputes (Korthikanti et al.
+  2022's rule for the attention core, applied to norms and activations too); its hooks and replayed RNG: recompute.py.
 
 Leaves out: dynamic-NTK RoPE (linear, llama3 and yarn scaling are read), sliding-window attention (a Mistral or Qwen
 runs sequences up to its window: plain causal attention there; longer ones are refused), fused kernels, tensor
@@ -891,7 +889,12 @@ def demo(max_new_tokens=12, temperature=0.0, top_p=1.0, seed=0):
     print('with real weights: python generate.py --model DIR --prompt "..."')
 
 
-if __name__ == "__main__":  # the demo; with --model, generate.py's command line (as before it moved)
-    from checks import console
-    console()                                 # (as generate.py's: UTF-8 where ASCII lacks a character; no reader: on)
+def main():
+    """`python model.py`: the demo; with --model, generate.py's command line (as before it moved)."""
     generate_main(demo)
+
+
+if __name__ == "__main__":
+    from checks import console  # (the command line alone: an import of model.py leaves the streams as they are)
+    console()                                                  # (line-buffered; UTF-8 where ASCII fails; no reader: on)
+    main()
