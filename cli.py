@@ -530,7 +530,8 @@ def summary(run):
     weights saved in OUT."""
     s = dict(steps=run.step, tokens=run_tokens(run),        # the run's, as steps (DDP: all ranks'); --resume: and
              **(dict(tokens_since_resume=run.tokens) if run.checkpoint else {}),  # this process's: tokens/s's
-             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1), final_loss=run.loss_value,
+             tokens_per_s=round(run.tokens / (time.time() - run.t0), 1) if run.step > run.first else None,  # (none
+             final_loss=run.loss_value,                     # here: a resumed run that had ended, no speed measured)
              val_loss=None, peak_mem_mib=peak_mem_mib(run.device), planned_mem_mib=round(run.planned / 2**20),
              train_peak_mem_mib=peak_mem_mib(run.device),  # the loop's; peak_mem_mib: the whole run's (None: unknown)
              grad_bytes=sum(p.numel() * p.element_size() for p in run.params),  # one per trainable entry

@@ -146,3 +146,12 @@ def test_a_resume_with_another_epochs_beside_the_same_max_steps_goes_on(tiny, tm
     monkeypatch.undo()
     s = train.train(train.parse_args(flags(tiny, tmp_path / "b", "--resume", "--epochs", "5")))
     assert s["steps"] == 10 and adapter(tmp_path / "b") == adapter(tmp_path / "a")
+
+
+def test_a_resume_of_a_run_that_had_ended_reports_no_speed(tiny, tmp_path):
+    """A --resume of a run whose checkpoint is its last step runs no step: its summary said `"tokens_per_s": 0.0`, a
+    speed of nothing measured (a script averaging the runs' speeds took it as one). Now null, as `final_loss` is."""
+    first = train.train(train.parse_args(flags(tiny, tmp_path / "a")))
+    again = train.train(train.parse_args(flags(tiny, tmp_path / "a", "--resume")))
+    assert first["tokens_per_s"] > 0 and again["steps"] == first["steps"] and again["tokens_since_resume"] == 0
+    assert again["tokens_per_s"] is None and again["final_loss"] is None
