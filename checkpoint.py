@@ -83,6 +83,13 @@ def atomic_write(path, mode="wb", sync=True):
         fsync_dir(path)
 
 
+def copy_file(src, dst):
+    """Copy src to dst as atomic_write writes: whole or not at all, synced, with the umask's mode (shutil.copy2 kept
+    the source's: a read-only or world-readable base's tokenizer files under umask 077)."""
+    with open(src, "rb") as f, atomic_write(dst) as out:
+        shutil.copyfileobj(f, out)
+
+
 def temporaries(path):
     """The temporary siblings of `path` that atomic_write left (PATH.tmp<pid>: a process killed inside the write);
     files only (a folder of that name is no atomic_write's)."""

@@ -35,7 +35,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 
@@ -43,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from adapter import PEFT, read_adapter, whole_dir
-from checkpoint import (DISK_FULL, atomic_write, is_meta, one_writer, read_json, release,
+from checkpoint import (DISK_FULL, atomic_write, copy_file, is_meta, one_writer, read_json, release,
                         replace_dir, safetensors_header)
 from checks import console, repeated, run_folder, unexpanded, unwritable
 from data import UserError
@@ -382,8 +381,7 @@ def export(model_name, adapter, out, dtype=None, max_shard=5 * 10 ** 9, force=Fa
         write_shards(tmp, model, dtype, max_shard, kept := [])
         copied = [f for f in COPIED if os.path.isdir(path) and os.path.isfile(os.path.join(path, f))]
         for f in copied:                                     # (written as the rest: the umask's mode, not the base's)
-            with open(os.path.join(path, f), "rb") as src, atomic_write(os.path.join(tmp, f)) as dst:
-                shutil.copyfileobj(src, dst)
+            copy_file(os.path.join(path, f), os.path.join(tmp, f))
         if model.config.model_type == "gpt2" and num_labels and not isinstance(tok, NoTokenizer):
             gpt2_tokenizer(tok, tmp, hf["pad_token_id"])       # (before config.json: save_tokenizer edits one)
         elif type(tok) is BPETokenizer and os.path.isfile(os.path.join(path, "encoder.json")) and not {

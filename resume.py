@@ -44,7 +44,7 @@ import torch
 
 import plan
 from adapter import merged_already, merges
-from checkpoint import (DISK_FULL, atomic_write, files_fingerprints, fsync_dir, load_safetensors, locked,
+from checkpoint import (DISK_FULL, atomic_write, copy_file, files_fingerprints, fsync_dir, load_safetensors, locked,
                         save_safetensors, temporaries)
 from data import GLUE, UserError, cache_dir, fingerprint, holds_out, task_kind
 from ddp import barrier, gathered, rank_world
@@ -121,8 +121,7 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
                            group_rule=getattr(args, "group_rule", "step"),  # (data.step_groups)
                            args=vars(args), crc32=sums, evals=list(evals), tokens=tokens), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
-            with open(log, "rb") as src, atomic_write(os.path.join(tmp, "metrics.jsonl")) as dst:  # rest)
-                shutil.copyfileobj(src, dst)
+            copy_file(log, os.path.join(tmp, "metrics.jsonl"))               # rest)
     except OSError as e:                                       # a full disk, a file-size limit: the old one stays
         shutil.rmtree(tmp, ignore_errors=True)
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
@@ -337,8 +336,7 @@ def kept_log(out, checkpoint, step, state):
         earlier = find_checkpoint(out, required=False)
         if earlier and rank_world()[0] == 0 and os.path.exists(log) and not os.path.exists(
                 os.path.join(earlier, "metrics.jsonl")) and "losses" not in read_state(earlier, required=False):
-            with open(log, "rb") as src, atomic_write(os.path.join(earlier, "metrics.jsonl")) as dst:
-                shutil.copyfileobj(src, dst)
+            copy_file(log, os.path.join(earlier, "metrics.jsonl"))
         return []
     path = os.path.join(checkpoint, "metrics.jsonl")           # ("losses": saved since checkpoints kept their log)
     path = path if os.path.exists(path) or "losses" in state else log

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 
 import torch
@@ -46,7 +45,7 @@ from eval import (classifier_loss, context_length, evaluate_glue, evaluate_squad
                   generate_answers)
 from lorasp import DRAWN, LINEAR_TYPES, UNITS, apply_lorasp, load_adapter, matches, save_adapter
 from adapter import all_linear, targeted, trained_whole
-from checkpoint import atomic_write, read_json, replace_dir
+from checkpoint import atomic_write, copy_file, read_json, replace_dir
 from ggufread import gguf_file
 from export import gpt2_tokenizer, pad_row_needed
 from model import PRESETS, RMSNorm, load_pretrained, save_pretrained
@@ -206,8 +205,7 @@ def save_weights(model, directory, args, source, tok=None):
             pad = save_gpt2_classifier(model, tmp, tok, source) if gpt2 else save_pretrained(model, tmp)
             for f in ("generation_config.json", *tokenizer.COPIED):  # the tokenizer's files: a checkpoint of its own
                 if os.path.exists(os.path.join(source, f)):      # (written as the rest: the umask's mode)
-                    with open(os.path.join(source, f), "rb") as src, atomic_write(os.path.join(tmp, f)) as dst:
-                        shutil.copyfileobj(src, dst)
+                    copy_file(os.path.join(source, f), os.path.join(tmp, f))
             if gguf_file(source):                              # a .gguf: its tokenizer, written as files
                 tokenizer.save_tokenizer(tok, tmp)
             elif os.path.isfile(os.path.join(tmp, "tokenizer.model")):  # alone: transformers' BOS (export.py's too)
