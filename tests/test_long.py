@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+import torch
 
 import checkpoint
 import resume
@@ -155,3 +156,51 @@ def test_a_resume_of_a_run_that_had_ended_reports_no_speed(tiny, tmp_path):
     again = train.train(train.parse_args(flags(tiny, tmp_path / "a", "--resume")))
     assert first["tokens_per_s"] > 0 and again["steps"] == first["steps"] and again["tokens_since_resume"] == 0
     assert again["tokens_per_s"] is None and again["final_loss"] is None
+
+
+def test_the_log_and_the_progress_line_name_the_epoch_a_resumed_run_as_the_straight_one(tiny, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """Neither the log's step records nor the progress line named the epoch: a user of --epochs could not tell where
+    one ended. Both now say the epochs done (micro-batches / an epoch's 14, floored to 4 places): step 5's three
+    micro-batches straddle the boundary (15/14: 1.0714), the short last step ends on 2; a run stopped after step 5
+    and resumed says what the straight run says; --max-steps names no epoch count."""
+    train.train(train.parse_args(epochs(tiny, tmp_path / "a")))
+    straight = capsys.readouterr().out
+    done = [min(3 * s, 28) for s in range(1, 11)]
+    assert [r["epoch"] for r in log(tmp_path / "a") if "loss" in r] == [d * 10**4 // 14 / 10**4 for d in done] == [
+        0.2142, 0.4285, 0.6428, 0.8571, 1.0714, 1.2857, 1.5, 1.7142, 1.9285, 2]
+    assert "step     5/10  epoch 1.0714/2  loss " in straight and "step    10/10  epoch 2/2  loss " in straight
+    stopped_at(tiny, tmp_path / "b", monkeypatch, 5)
+    capsys.readouterr()
+    train.train(train.parse_args(epochs(tiny, tmp_path / "b", "--resume")))
+    lines = lambda out: [line.split("  loss")[0] for line in out.splitlines() if line.startswith("step ")]  # noqa: E731
+    assert lines(capsys.readouterr().out) == lines(straight)[5:]
+    assert lines(straight)[5] == "step     6/10  epoch 1.2857/2"
+    assert [r["epoch"] for r in log(tmp_path / "b") if "loss" in r] == [r["epoch"] for r in log(tmp_path / "a")
+                                                                         if "loss" in r]
+    train.train(train.parse_args(flags(tiny, tmp_path / "c")))        # 2 micro-batches a step, up to step 10
+    assert "step    10/10  epoch 1.4285  loss " in capsys.readouterr().out
+
+
+def test_the_eta_counts_the_evaluations_and_saves_still_to_come(tiny, tmp_path, monkeypatch, capsys):
+    """The ETA counted training time only: where an evaluation takes minutes (7B) it said seconds. On a clock where a
+    step takes 1 s, an evaluation 10 s and a save 5 s (evaluations at steps 2, 4, .., 10; saves at 5 and 10), it now
+    adds those still due at the mean of those timed so far, and names those not yet timed."""
+    clock, real_loss = [1000.0], train.causal_lm_loss
+
+    def after(f, seconds, when=lambda: True):
+        def slow(*a, **k):
+            clock[0] += seconds if when() else 0
+            return f(*a, **k)
+        return slow
+    monkeypatch.setattr(train, "time", type("Clock", (), dict(time=lambda: clock[0])))
+    monkeypatch.setattr(train, "causal_lm_loss", after(real_loss, 0.5, torch.is_grad_enabled))  # 2 micro-batches
+    monkeypatch.setattr(train, "evaluate", after(train.evaluate, 10))
+    monkeypatch.setattr(train, "save_checkpoint", after(train.save_checkpoint, 5))
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", "--eval-every", "2", "--save-every", "5",
+                                       "--log-every", "1")))
+    eta = {int(line.split("/")[0][5:]): line.split("ETA ")[1].split("  peak")[0]
+           for line in capsys.readouterr().out.splitlines() if "ETA " in line}
+    assert eta[1] == "0m09s (and 5 evaluations, 2 saves not yet timed)"   # 9 steps; the 5 evaluations at 2, .., 10
+    assert eta[3] == "0m47s (and 2 saves not yet timed)"                  # 7 steps + 4 evaluations x 10 s
+    assert eta[6] == "0m39s" and eta[10] == "0m15s"      # 4 + 3 x 10 + 5 (the save at 10); at 10, its own two
