@@ -86,7 +86,9 @@ def test_a_checkpoint_names_the_code_that_computed_it_and_a_resume_says_when_it_
     under other code says which differs, one from before the stamp says that, and under the same code nothing."""
     stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
     state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
-    assert state["code"] == resume.CODE == resume.code_stamp() and len(state["code"]["lorasp"]) == 12
+    folder = os.path.dirname(resume.__file__)
+    assert state["code"] == resume.code() == resume.code_stamp(resume.py_files(folder))
+    assert len(state["code"]["lorasp"]) == 12
     said = []
     for i, code in enumerate((state["code"], dict(state["code"], lorasp="0123456789ab"), None)):
         shutil.copytree(tmp_path / "b", out := tmp_path / f"b{i}")
@@ -204,3 +206,20 @@ def test_the_eta_counts_the_evaluations_and_saves_still_to_come(tiny, tmp_path, 
     assert eta[1] == "0m09s (and 5 evaluations, 2 saves not yet timed)"   # 9 steps; the 5 evaluations at 2, .., 10
     assert eta[3] == "0m47s (and 2 saves not yet timed)"                  # 7 steps + 4 evaluations x 10 s
     assert eta[6] == "0m39s" and eta[10] == "0m15s"      # 4 + 3 x 10 + 5 (the save at 10); at 10, its own two
+
+
+def test_an_edited_comment_or_docstring_is_the_same_code_any_other_edit_is_not():
+    """The code stamp hashed the files' bytes: a student who edited a comment and resumed was told the steps left "may
+    differ ... not bit for bit". Comments, docstrings, blank lines, line breaks inside brackets and the indentation's
+    width now leave it as it was; an edit to what runs (a name, a number, a string that is not a docstring) does not."""
+    source = (b'"""A module."""\nimport math\n\n\ndef f(x, y=2):\n    """Doc."""\n    # why\n'
+              b'    return math.sqrt(x) * y + len("ab")  # how\n')
+    same = [source.replace(b"# why", b"# why not"), source.replace(b"# how", b""), source.replace(b"Doc.", b"Doc,\n\n"
+            b"    more."), source.replace(b'"""A module."""\n', b""), source.replace(b"\n\n\n", b"\n"),
+            source.replace(b"x, y=2", b"x,\n          y=2"), source.replace(b"\n    ", b"\n  ")]
+    other = [source.replace(b"sqrt", b"exp"), source.replace(b"y=2", b"y=3"), source.replace(b'"ab"', b'"abc"'),
+             source.replace(b'    """Doc."""\n', b'    x = """Doc."""\n')]
+    stamp = lambda text: resume.code_stamp({"m.py": text})["lorasp"]  # noqa: E731
+    assert [stamp(s) for s in same] == [stamp(source)] * len(same)
+    assert len({stamp(s) for s in [source] + other}) == 1 + len(other)
+    assert stamp(b"x = (1,\n") != stamp(b"x = (2,\n") != stamp(b"if x:\n  a\n b\n")  # (no Python: its bytes, hashed)
