@@ -332,10 +332,9 @@ def demo_base(args, model_dir):
     """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
     checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
     that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining).
-    The state.json it reads is kept for take_settings (args.checkpoint_state): read once."""
+    (take_settings reads state.json again, once train() holds --out: another run may have saved since.)"""
     checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
-    if state := read_state(checkpoint, required=False) if checkpoint else {}:
-        args.checkpoint_state = state                          # (--resume: take_settings takes it from there)
+    state = read_state(checkpoint, required=False) if checkpoint else {}
     was = state.get("args", {}).get("model")
     if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
             os.path.realpath(was) == os.path.realpath(model_dir):
@@ -434,7 +433,7 @@ def take_settings(args):
     """--resume: OUT's checkpoint and its state.json, the flags left auto (--dtype, --quant, --checkpointing with its
     --full-blocks) set to what the checkpoint's run chose, on any machine, and how its steps group (data.step_groups)."""
     checkpoint = find_checkpoint(args.out)
-    state = vars(args).pop("checkpoint_state", None) or read_state(checkpoint)  # (the demo's: read by demo_base)
+    state = read_state(checkpoint)
     saved = state["args"]
     args.dtype = saved.get("dtype", "auto") if args.dtype == "auto" else args.dtype
     if args.checkpointing == "auto":

@@ -1,8 +1,9 @@
 """Long runs and long chains of interruptions (session 33), each pinned at the smallest size that shows it: epochs
 whose steps straddle their boundary resumed on either side, a --resume whose step count changed, a checkpoint saved
-by other code, a killed run's temporary where there are no locks, the demo's resume reading state.json once,
---epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long runs (session
-33)"."""
+by other code, a killed run's temporary where there are no locks, the demo's resume taking state.json as read before
+it claimed --out, --epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long
+runs (session 33)". Session 34: what a user watching one sees (the epoch, an ETA with its evaluations and saves) and
+a code stamp that an edited comment leaves as it was."""
 import json
 import os
 import shutil
@@ -126,17 +127,18 @@ def test_where_there_are_no_locks_a_killed_runs_temporary_goes_once_no_run_can_b
     assert f"note: removing {old}, left by a train.py killed while writing it\n" in printed
 
 
-def test_a_demo_resume_reads_state_json_once(tiny, tmp_path, monkeypatch):
-    """The offline demo's --resume read the checkpoint's state.json twice: cli.prepare_demo's demo_base (which demo
-    model the checkpoint trained on), then set_up's take_settings. Now take_settings takes demo_base's read, and the
-    flags the checkpoint keeps are not joined by it."""
+def test_a_demo_resume_takes_the_checkpoint_as_it_is_once_out_is_claimed(tiny, tmp_path, monkeypatch):
+    """The offline demo's --resume read state.json in cli.prepare_demo (demo_base: which demo model it trained on) and
+    handed that read to take_settings through args.checkpoint_state, before train() claims --out: where another
+    train.py into --out saved and ended in between, the run went on with the earlier state.json beside the later
+    files, and called them damaged ("optimizer.pt is damaged ... start again without --resume"). take_settings now
+    reads it under the claim, and goes on from the checkpoint there."""
     stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
-    read, real = [], resume.read_state
-    monkeypatch.setattr(resume, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
     args = train.parse_args(epochs(tiny, tmp_path / "b", "--resume"))
     assert resume.demo_base(args, tiny[0]) == tiny[0]                   # (not a demo model: this run's)
-    checkpoint, state = resume.take_settings(args)
-    assert read == [checkpoint] and state == real(checkpoint) and "checkpoint_state" not in vars(args)
+    train.train(train.parse_args(epochs(tiny, tmp_path / "b", "--resume")))  # another train.py: to its last step
+    s = train.train(args)
+    assert s["steps"] == 10 and s["tokens_since_resume"] == 0
 
 
 def test_a_resume_with_another_epochs_beside_the_same_max_steps_goes_on(tiny, tmp_path, monkeypatch):
