@@ -543,14 +543,14 @@ def progress(run, dt):
 def eta(run, dt):
     """(whole seconds to the run's last step, what they leave out): the steps left at this process's training seconds a
     step (dt over its steps), plus the evaluations and checkpoint saves still due (this step's too: they follow its
-    line), each at the mean of those this process timed (run.timed); the kinds none of which is timed yet are named."""
+    line), each at the mean of those this process timed (run.timed); those of a kind not timed yet are added by name."""
     def due(every):                                            # of the steps from this one to the last (always due)
         return (run.total // every - (run.step - 1) // every + (run.total % every > 0)) if every else 1
     left = dict(evaluation=due(run.args.eval_every) if run.val_ex else 0, save=due(run.args.save_every))
     seconds = (run.total - run.step) * dt / (run.step - run.first) + sum(
         n * sum(run.timed[k]) / len(run.timed[k]) for k, n in left.items() if run.timed[k])
     untimed = ", ".join(f"{n} {k}{'s' * (n != 1)}" for k, n in left.items() if n and not run.timed[k])
-    return round(seconds), f" (and {untimed} not yet timed)" if untimed else ""
+    return round(seconds), f" + {untimed}" if untimed else ""                # (ETA 0m27s + 1 evaluation, 2 saves)
 
 
 def summary(run):

@@ -189,7 +189,7 @@ def test_the_log_and_the_progress_line_name_the_epoch_a_resumed_run_as_the_strai
 def test_the_eta_counts_the_evaluations_and_saves_still_to_come(tiny, tmp_path, monkeypatch, capsys):
     """The ETA counted training time only: where an evaluation takes minutes (7B) it said seconds. On a clock where a
     step takes 1 s, an evaluation 10 s and a save 5 s (evaluations at steps 2, 4, .., 10; saves at 5 and 10), it now
-    adds those still due at the mean of those timed so far, and names those not yet timed."""
+    adds those still due at the mean of those timed so far, and those of a kind not yet timed by name."""
     clock, real_loss = [1000.0], train.causal_lm_loss
 
     def after(f, seconds, when=lambda: True):
@@ -205,8 +205,8 @@ def test_the_eta_counts_the_evaluations_and_saves_still_to_come(tiny, tmp_path, 
                                        "--log-every", "1")))
     eta = {int(line.split("/")[0][5:]): line.split("ETA ")[1].split("  peak")[0]
            for line in capsys.readouterr().out.splitlines() if "ETA " in line}
-    assert eta[1] == "0m09s (and 5 evaluations, 2 saves not yet timed)"   # 9 steps; the 5 evaluations at 2, .., 10
-    assert eta[3] == "0m47s (and 2 saves not yet timed)"                  # 7 steps + 4 evaluations x 10 s
+    assert eta[1] == "0m09s + 5 evaluations, 2 saves"   # 9 steps; the 5 evaluations at 2, .., 10
+    assert eta[3] == "0m47s + 2 saves"                  # 7 steps + 4 evaluations x 10 s
     assert eta[6] == "0m39s" and eta[10] == "0m15s"      # 4 + 3 x 10 + 5 (the save at 10); at 10, its own two
 
 
