@@ -53,7 +53,7 @@ from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrai
 from plan import peak_mem_mib
 from quant import NF4Linear
 from resume import Busy, claim, demo_base, find_checkpoint, run_tokens
-from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, weights_dir
+from tasks import KINDS, TARGETS, best_so_far, checked_config, heads, tokens_counted, weights_dir
 
 # The demo's own settings: the paper's lr 2e-5 suits 7B models over 3 epochs of 52k examples, not this toy
 # and one CPU thread: its 128-wide matrices gain little from a second one, which stalls them when the CPU is shared
@@ -516,13 +516,41 @@ def covers(run):
     and examples trained on ("" with --max-steps, or whole batches where the last step is whole)."""
     if not run.micro:
         return ""
-    args, batches = run.args, math.ceil(run.examples / (run.args.batch_size * run.world))  # an epoch's, as load's
+    args, batches = run.args, run.batches
     if math.isclose(run.micro, args.epochs * batches):
         return f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}" if run.micro % args.grad_accum else ""
     return (f"{run.micro} of the {batches} batches an epoch of {run.examples:,} examples makes, up to "
             f"{min(run.micro * args.batch_size * run.world, run.examples):,} of them" if run.micro < batches else
             f"{run.micro} batches, {batches} an epoch of {run.examples:,} examples") + (
         f": {run.micro / batches:.3g} epochs, --epochs {args.epochs:g} rounded up to whole batches")
+
+
+def progress(run, dt):
+    """The step's progress line and its log record (dt: this process's training seconds, run.t0's): the mean loss since
+    the last line, lr, tokens/s, the epochs done (its micro-batches over an epoch's, floored to 4 places: 1.0714 is one
+    epoch and 7% of the next), the ETA (eta) and peak memory."""
+    args, step, peak = run.args, run.step, peak_mem_mib(run.device)
+    epoch = min(step * args.grad_accum, run.micro or math.inf) * 10**4 // run.batches / 10**4  # (--epochs' short last)
+    rec = dict(step=step, epoch=epoch, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
+               tokens_per_s=run.tokens / dt, peak_mem_mib=peak)
+    left, untimed = eta(run, dt)
+    return rec, (f"step {step:>5}/{run.total}  epoch {epoch:.10g}" + f"/{args.epochs:g}" * (not args.max_steps) +
+                 f"  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} {tokens_counted(args)[1]}"
+                 f"  ETA {left // 60:.0f}m{left % 60:02.0f}s{untimed}  peak " + (f"{peak:,.0f} MiB" if peak else
+                                                                                  "unknown"))
+
+
+def eta(run, dt):
+    """(whole seconds to the run's last step, what they leave out): the steps left at this process's training seconds a
+    step (dt over its steps), plus the evaluations and checkpoint saves still due (this step's too: they follow its
+    line), each at the mean of those this process timed (run.timed); those of a kind not timed yet are added by name."""
+    def due(every):                                            # of the steps from this one to the last (always due)
+        return (run.total // every - (run.step - 1) // every + (run.total % every > 0)) if every else 1
+    left = dict(evaluation=due(run.args.eval_every) if run.val_ex else 0, save=due(run.args.save_every))
+    seconds = (run.total - run.step) * dt / (run.step - run.first) + sum(
+        n * sum(run.timed[k]) / len(run.timed[k]) for k, n in left.items() if run.timed[k])
+    untimed = ", ".join(f"{n} {k}{'s' * (n != 1)}" for k, n in left.items() if n and not run.timed[k])
+    return round(seconds), f" + {untimed}" if untimed else ""                # (ETA 0m27s + 1 evaluation, 2 saves)
 
 
 def summary(run):

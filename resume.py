@@ -8,7 +8,7 @@ resume that would not.
                                                              the step losses since the last progress line, the
                                                              evaluations so far (--patience's history), the crc32
                                                              of each file above (`file_sums`), the run's last step
-                                                             (`total`) and the code that computed it (`CODE`)
+                                                             (`total`) and the code that computed it (`code`)
                      metrics.jsonl                           the run's log up to the step
 
 - `save_checkpoint` writes OUT/checkpoint.tmp whole (each file fsynced), then swaps it in with two renames (OUT
@@ -28,7 +28,9 @@ the resume tests (21).
 """
 import argparse
 import contextlib
+import functools
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -38,6 +40,7 @@ import shutil
 import signal
 import sys
 import time
+import tokenize
 import zlib
 
 import torch
@@ -115,7 +118,7 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
         with atomic_write(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(dict(step=step, micro_batch=min(step * args.grad_accum, micro or math.inf),  # (a short last
                            world_size=rank_world()[1], ended=step >= total, total=total,  # step: --epochs)
-                           python_rng=random.getstate(), code=CODE, losses=list(losses),
+                           python_rng=random.getstate(), code=code(), losses=list(losses),
                            warmup_rule=getattr(args, "warmup_rule", "ceil"),
                            epochs_rule=getattr(args, "epochs_rule", "round"),  # (epoch_micro_batches)
                            group_rule=getattr(args, "group_rule", "step"),  # (data.step_groups)
@@ -137,25 +140,59 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
-def code_stamp():
-    """What computes a run's steps, as state.json's `code` names it: a fingerprint of lorasp's .py files (their
-    bytes) and torch's version. Other code may sum in another order (session 32 found such a change between two
-    versions of lorasp), so a --resume across a change is not bit for bit: restore says so (same_code). Taken once,
-    as this file is imported (CODE): the files the process runs, not what an edit during the run left."""
-    folder, h = os.path.dirname(os.path.abspath(__file__)), hashlib.sha256()
+def py_files(folder):
+    """{name: bytes} of the .py files in folder."""
+    files = {}
     for name in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
         with open(os.path.join(folder, name), "rb") as f:
-            h.update(name.encode() + b"\0" + f.read())
+            files[name] = f.read()
+    return files
+
+
+def code_stamp(sources):
+    """What computes a run's steps, as state.json's `code` names it: a fingerprint of lorasp's .py files (sources:
+    {name: bytes}) as code_tokens reads them (a file that is no Python: its bytes), and torch's version. Other code
+    may sum in another order (session 32 found such a change), so a --resume across a change is not bit for bit:
+    restore says so (same_code); an edited comment or docstring is the same code."""
+    h = hashlib.sha256()
+    for name in sorted(sources):
+        try:
+            text = "\0".join(code_tokens(sources[name])).encode()
+        except (tokenize.TokenError, SyntaxError):
+            text = sources[name]
+        h.update(name.encode() + b"\0" + text + b"\0\0")
     return dict(lorasp=h.hexdigest()[:12], torch=torch.__version__)
 
 
-CODE = code_stamp()
+def code_tokens(source):
+    """The tokens of Python source (bytes) that can change what it computes: not its comments, blank lines and line
+    breaks inside brackets (NL), the indentation's width, nor a statement of strings alone (a docstring)."""
+    kept, statement, T = [], [], tokenize
+    for t in T.tokenize(io.BytesIO(source).readline):
+        statement += [t] if t.type not in (T.COMMENT, T.NL) else []
+        if t.type in (T.NEWLINE, T.ENDMARKER):                 # a statement's end
+            doc = all(u.type in (T.STRING, T.INDENT, T.DEDENT, T.NEWLINE, T.ENDMARKER, T.ENCODING) for u in statement)
+            kept += ["\t" if u.type == T.INDENT else u.string for u in statement  # (a docstring: its indentation)
+                     if not (doc and u.type in (T.STRING, T.NEWLINE))]
+            statement = []
+    return kept
+
+
+SOURCES = py_files(os.path.dirname(os.path.abspath(__file__)))  # as this file is imported: the files the process
+# runs, not what an edit during the run left
+
+
+@functools.cache
+def code():
+    """code_stamp of the files this process runs (SOURCES), taken at its first save or --resume, not as it imports this
+    file: tokenizing lorasp's ~1 MB of Python takes ~0.4 s (reading it: ~1 ms)."""
+    return code_stamp(SOURCES)
 
 
 def same_code(state):
-    """--resume: say so where the checkpoint's steps were computed by other code than this process's (CODE), or
+    """--resume: say so where the checkpoint's steps were computed by other code than this process's (code()), or
     by a lorasp from before state.json named it: the steps left may not be the ones its run would have taken."""
-    was, now = state.get("code"), CODE
+    was, now = state.get("code"), code()
     if was != now and rank_world()[0] == 0:
         print("note: --resume: the checkpoint was saved by " + (", ".join(
             f"{k} {was.get(k)}" for k in now if was.get(k) != now[k]) + " (this is " + ", ".join(
@@ -295,10 +332,9 @@ def demo_base(args, model_dir):
     """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
     checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
     that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining).
-    The state.json it reads is kept for take_settings (args.checkpoint_state): read once."""
+    (take_settings reads state.json again, once train() holds --out: another run may have saved since.)"""
     checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
-    if state := read_state(checkpoint, required=False) if checkpoint else {}:
-        args.checkpoint_state = state                          # (--resume: take_settings takes it from there)
+    state = read_state(checkpoint, required=False) if checkpoint else {}
     was = state.get("args", {}).get("model")
     if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
             os.path.realpath(was) == os.path.realpath(model_dir):
@@ -397,7 +433,7 @@ def take_settings(args):
     """--resume: OUT's checkpoint and its state.json, the flags left auto (--dtype, --quant, --checkpointing with its
     --full-blocks) set to what the checkpoint's run chose, on any machine, and how its steps group (data.step_groups)."""
     checkpoint = find_checkpoint(args.out)
-    state = vars(args).pop("checkpoint_state", None) or read_state(checkpoint)  # (the demo's: read by demo_base)
+    state = read_state(checkpoint)
     saved = state["args"]
     args.dtype = saved.get("dtype", "auto") if args.dtype == "auto" else args.dtype
     if args.checkpointing == "auto":

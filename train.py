@@ -63,7 +63,8 @@ import torch.distributed as dist
 import data
 import plan
 import tokenizer
-from cli import DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo, summary  # noqa: F401
+from cli import (DEMO_PRETRAIN, closing, describe, outputs, parse_args, plan_memory, prepare_demo,  # noqa: F401
+                 progress, summary)
 from data import IGNORE, UserError
 from ddp import barrier, rank_world, setup_ddp, wrap_ddp
 from download import has_weights, resolve_model  # noqa: F401  (train.has_weights, as before)
@@ -110,10 +111,12 @@ class Run:
     first: int = 0                                 # the step this process started at
     total: int = 0                                 # the last step (early stopping brings it forward)
     micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
+    batches: int = 0                               # an epoch's micro-batches (the progress line's epochs done)
     examples: int = 0                              # the training examples (DDP: all ranks')
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
     sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
-    t0: float = 0.0                                # tokens/s and ETA count training only: evaluations move it
+    t0: float = 0.0                                # tokens/s count training only: evaluations and saves move it
+    timed: dict = field(default_factory=lambda: dict(evaluation=[], save=[]))  # their seconds: cli.eta's estimate
     tokens: int = 0                                # since t0's start (tokens/s); the run's: resume.run_tokens
     tokens_before: int = 0                         # --resume: the checkpoint's run's (None: it did not count them)
     state: dict = None                             # --resume: the checkpoint's state.json (read by take_settings)
@@ -224,20 +227,15 @@ def lr_at(step, total, args):
 
 
 def report(run, again=False):
-    """Every --log-every steps and at the last: mean loss, lr, tokens/s, ETA and peak memory, printed and logged; under
-    DDP, after the first step, the bytes all-reduced per step (not again: an early stop's call for the same step)."""
-    step, total = run.step, run.total
-    if dist.is_initialized() and step == run.first + 1 and not again:
+    """Every --log-every steps and at the last: cli.progress's line printed and its record logged; under DDP, after the
+    first step, the bytes all-reduced per step (not again: an early stop's call for the same step)."""
+    if dist.is_initialized() and run.step == run.first + 1 and not again:
         print(f"DDP, world size {run.world}: {run.sent[0]:,} bytes of gradients all-reduced per step" + (
             f", {run.sent[0] / (run.lora * 4):.2f}x LoRA's {run.lora * 4:,} (r (in + out) fp32 per layer)"
             if run.lora else ""))
-    if step % run.args.log_every == 0 or step == total:
-        dt, unit, peak = time.time() - run.t0, tokens_counted(run.args)[1], plan.peak_mem_mib(run.device)  # (T5's
-        eta, rec = round((total - step) * dt / (step - run.first)), dict(  # unit: source tok/s; ETA: whole seconds)
-            step=step, loss=sum(run.losses) / len(run.losses), lr=run.opt.param_groups[0]["lr"],
-            tokens_per_s=run.tokens / dt, peak_mem_mib=peak)
-        print(f"step {step:>5}/{total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} {unit}  "
-              f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s  peak " + (f"{peak:,.0f} MiB" if peak else "unknown"), flush=True)
+    if run.step % run.args.log_every == 0 or run.step == run.total:
+        rec, line = progress(run, time.time() - run.t0)
+        print(line, flush=True)
         run.log.write(json.dumps(rec) + "\n")
         run.losses = []
 
@@ -253,7 +251,8 @@ def validate(run):
     best, since = best_so_far(run.evals)
     if args.patience and not since and run.rank == 0:          # the best weights so far are the run's result
         save_result(run)
-    run.t0 += time.time() - t                                  # tokens/s and ETA count training time only
+    run.timed["evaluation"].append(time.time() - t)
+    run.t0 += run.timed["evaluation"][-1]                      # tokens/s count training time only (cli.eta: these)
     rec, dev = run.evals[-1], [k for k, d in run.evals[-1].items() if isinstance(d, dict)]  # GLUE's dev sets
     print(f"step {step:>5}/{run.total}  validation loss {rec['val_loss']:.4f}" + (f" ({dev[0]}'s)" if dev[1:] else "") +
           "".join(f"  {k}: " + " ".join(f"{m} {v:.2f}" for m, v in rec[k].items() if m != "loss") for k in dev),
@@ -285,7 +284,8 @@ def save_if_due(run):
                         run.losses, run.evals, run_tokens(run), run.tok) if run.rank == 0 else None
         stop = torch.tensor(float(len(run.stop)), device=run.device)
         dist.all_reduce(stop) if dist.is_initialized() else None  # (the other ranks wait here for rank 0's save)
-        run.t0 += time.time() - t
+        run.timed["save"].append(time.time() - t)
+        run.t0 += run.timed["save"][-1]
         run.saved, run.stopping = True, bool(stop)  # Ctrl-C in the save (any process): stop now, the last step too
 
 
@@ -339,8 +339,8 @@ def load(run):
     run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
     # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
-    run.examples, batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))  # an epoch's
-    run.micro = epoch_micro_batches(args, batches)             # (1.1 x 10: 11, not 11.000000000000002's 12)
+    run.examples, run.batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))
+    run.micro = epoch_micro_batches(args, run.batches)         # (1.1 x 10: 11, not 11.000000000000002's 12)
     run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,
                                     run.rank, run.world, plan.bucket(args), data.step_groups(args))  # (accum)

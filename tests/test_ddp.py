@@ -136,7 +136,7 @@ def test_rank_0_alone_prints_and_writes(runs):
     tmp, cut, resumed, _ = runs
     for run, last in ((cut, "interrupted at step 2"), (resumed, '{"method"')):
         lines = run.stdout.strip().split("\n")
-        assert sum(line.startswith(last) for line in lines) == 1 and sum("step     2/4  loss" in line for line in
+        assert sum(line.startswith(last) for line in lines) == 1 and sum("step     2/4  epoch " in line for line in
                                                                          lines) == (run is cut)
     assert "4 steps of 2 x 2 sequences x 2 processes" in resumed.stdout
     assert not os.path.exists(tmp / "rank1") and sorted(os.listdir(tmp / "out")) == ["adapter", "checkpoint",

@@ -99,7 +99,7 @@ def test_the_offline_demo_runs_where_there_is_no_fcntl_resource_nor_proc(windows
     assert len(notes) == 1 and re.fullmatch(r"note: --out \S+ is not locked: no file locks here \(no fcntl: Windows; "
                                             r"or a file system without them\), so a second train.py into it would not "
                                             r"be refused: start one at a time", notes[0]), printed
-    assert any(line.startswith("step     2/2  loss") and line.endswith("peak unknown") for line in lines), printed
+    assert any(line.startswith("step     2/2  epoch ") and line.endswith("peak unknown") for line in lines), printed
     summary = json.loads(lines[-1])
     assert summary["steps"] == 2 and summary["peak_mem_mib"] is None and summary["train_peak_mem_mib"] is None
     assert sorted(os.listdir(out / "adapter")) == ["adapter_config.json", "adapter_model.safetensors",

@@ -1,8 +1,9 @@
 """Long runs and long chains of interruptions (session 33), each pinned at the smallest size that shows it: epochs
 whose steps straddle their boundary resumed on either side, a --resume whose step count changed, a checkpoint saved
-by other code, a killed run's temporary where there are no locks, the demo's resume reading state.json once,
---epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long runs (session
-33)"."""
+by other code, a killed run's temporary where there are no locks, the demo's resume taking state.json as read before
+it claimed --out, --epochs beside --max-steps on a resume. The long runs that found them: docs/robustness.md, "Long
+runs (session 33)". Session 34: what a user watching one sees (the epoch, an ETA with its evaluations and saves) and
+a code stamp that an edited comment leaves as it was."""
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import time
 
 import pytest
+import torch
 
 import checkpoint
 import resume
@@ -85,7 +87,9 @@ def test_a_checkpoint_names_the_code_that_computed_it_and_a_resume_says_when_it_
     under other code says which differs, one from before the stamp says that, and under the same code nothing."""
     stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
     state = json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))
-    assert state["code"] == resume.CODE == resume.code_stamp() and len(state["code"]["lorasp"]) == 12
+    folder = os.path.dirname(resume.__file__)
+    assert state["code"] == resume.code() == resume.code_stamp(resume.py_files(folder))
+    assert len(state["code"]["lorasp"]) == 12
     said = []
     for i, code in enumerate((state["code"], dict(state["code"], lorasp="0123456789ab"), None)):
         shutil.copytree(tmp_path / "b", out := tmp_path / f"b{i}")
@@ -123,17 +127,18 @@ def test_where_there_are_no_locks_a_killed_runs_temporary_goes_once_no_run_can_b
     assert f"note: removing {old}, left by a train.py killed while writing it\n" in printed
 
 
-def test_a_demo_resume_reads_state_json_once(tiny, tmp_path, monkeypatch):
-    """The offline demo's --resume read the checkpoint's state.json twice: cli.prepare_demo's demo_base (which demo
-    model the checkpoint trained on), then set_up's take_settings. Now take_settings takes demo_base's read, and the
-    flags the checkpoint keeps are not joined by it."""
+def test_a_demo_resume_takes_the_checkpoint_as_it_is_once_out_is_claimed(tiny, tmp_path, monkeypatch):
+    """The offline demo's --resume read state.json in cli.prepare_demo (demo_base: which demo model it trained on) and
+    handed that read to take_settings through args.checkpoint_state, before train() claims --out: where another
+    train.py into --out saved and ended in between, the run went on with the earlier state.json beside the later
+    files, and called them damaged ("optimizer.pt is damaged ... start again without --resume"). take_settings now
+    reads it under the claim, and goes on from the checkpoint there."""
     stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
-    read, real = [], resume.read_state
-    monkeypatch.setattr(resume, "read_state", lambda *a, **k: read.append(a[0]) or real(*a, **k))
     args = train.parse_args(epochs(tiny, tmp_path / "b", "--resume"))
     assert resume.demo_base(args, tiny[0]) == tiny[0]                   # (not a demo model: this run's)
-    checkpoint, state = resume.take_settings(args)
-    assert read == [checkpoint] and state == real(checkpoint) and "checkpoint_state" not in vars(args)
+    train.train(train.parse_args(epochs(tiny, tmp_path / "b", "--resume")))  # another train.py: to its last step
+    s = train.train(args)
+    assert s["steps"] == 10 and s["tokens_since_resume"] == 0
 
 
 def test_a_resume_with_another_epochs_beside_the_same_max_steps_goes_on(tiny, tmp_path, monkeypatch):
@@ -155,3 +160,68 @@ def test_a_resume_of_a_run_that_had_ended_reports_no_speed(tiny, tmp_path):
     again = train.train(train.parse_args(flags(tiny, tmp_path / "a", "--resume")))
     assert first["tokens_per_s"] > 0 and again["steps"] == first["steps"] and again["tokens_since_resume"] == 0
     assert again["tokens_per_s"] is None and again["final_loss"] is None
+
+
+def test_the_log_and_the_progress_line_name_the_epoch_a_resumed_run_as_the_straight_one(tiny, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """Neither the log's step records nor the progress line named the epoch: a user of --epochs could not tell where
+    one ended. Both now say the epochs done (micro-batches / an epoch's 14, floored to 4 places): step 5's three
+    micro-batches straddle the boundary (15/14: 1.0714), the short last step ends on 2; a run stopped after step 5
+    and resumed says what the straight run says; --max-steps names no epoch count."""
+    train.train(train.parse_args(epochs(tiny, tmp_path / "a")))
+    straight = capsys.readouterr().out
+    done = [min(3 * s, 28) for s in range(1, 11)]
+    assert [r["epoch"] for r in log(tmp_path / "a") if "loss" in r] == [d * 10**4 // 14 / 10**4 for d in done] == [
+        0.2142, 0.4285, 0.6428, 0.8571, 1.0714, 1.2857, 1.5, 1.7142, 1.9285, 2]
+    assert "step     5/10  epoch 1.0714/2  loss " in straight and "step    10/10  epoch 2/2  loss " in straight
+    stopped_at(tiny, tmp_path / "b", monkeypatch, 5)
+    capsys.readouterr()
+    train.train(train.parse_args(epochs(tiny, tmp_path / "b", "--resume")))
+    lines = lambda out: [line.split("  loss")[0] for line in out.splitlines() if line.startswith("step ")]  # noqa: E731
+    assert lines(capsys.readouterr().out) == lines(straight)[5:]
+    assert lines(straight)[5] == "step     6/10  epoch 1.2857/2"
+    assert [r["epoch"] for r in log(tmp_path / "b") if "loss" in r] == [r["epoch"] for r in log(tmp_path / "a")
+                                                                         if "loss" in r]
+    train.train(train.parse_args(flags(tiny, tmp_path / "c")))        # 2 micro-batches a step, up to step 10
+    assert "step    10/10  epoch 1.4285  loss " in capsys.readouterr().out
+
+
+def test_the_eta_counts_the_evaluations_and_saves_still_to_come(tiny, tmp_path, monkeypatch, capsys):
+    """The ETA counted training time only: where an evaluation takes minutes (7B) it said seconds. On a clock where a
+    step takes 1 s, an evaluation 10 s and a save 5 s (evaluations at steps 2, 4, .., 10; saves at 5 and 10), it now
+    adds those still due at the mean of those timed so far, and those of a kind not yet timed by name."""
+    clock, real_loss = [1000.0], train.causal_lm_loss
+
+    def after(f, seconds, when=lambda: True):
+        def slow(*a, **k):
+            clock[0] += seconds if when() else 0
+            return f(*a, **k)
+        return slow
+    monkeypatch.setattr(train, "time", type("Clock", (), dict(time=lambda: clock[0])))
+    monkeypatch.setattr(train, "causal_lm_loss", after(real_loss, 0.5, torch.is_grad_enabled))  # 2 micro-batches
+    monkeypatch.setattr(train, "evaluate", after(train.evaluate, 10))
+    monkeypatch.setattr(train, "save_checkpoint", after(train.save_checkpoint, 5))
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", "--eval-every", "2", "--save-every", "5",
+                                       "--log-every", "1")))
+    eta = {int(line.split("/")[0][5:]): line.split("ETA ")[1].split("  peak")[0]
+           for line in capsys.readouterr().out.splitlines() if "ETA " in line}
+    assert eta[1] == "0m09s + 5 evaluations, 2 saves"   # 9 steps; the 5 evaluations at 2, .., 10
+    assert eta[3] == "0m47s + 2 saves"                  # 7 steps + 4 evaluations x 10 s
+    assert eta[6] == "0m39s" and eta[10] == "0m15s"      # 4 + 3 x 10 + 5 (the save at 10); at 10, its own two
+
+
+def test_an_edited_comment_or_docstring_is_the_same_code_any_other_edit_is_not():
+    """The code stamp hashed the files' bytes: a student who edited a comment and resumed was told the steps left "may
+    differ ... not bit for bit". Comments, docstrings, blank lines, line breaks inside brackets and the indentation's
+    width now leave it as it was; an edit to what runs (a name, a number, a string that is not a docstring) does not."""
+    source = (b'"""A module."""\nimport math\n\n\ndef f(x, y=2):\n    """Doc."""\n    # why\n'
+              b'    return math.sqrt(x) * y + len("ab")  # how\n')
+    same = [source.replace(b"# why", b"# why not"), source.replace(b"# how", b""), source.replace(b"Doc.", b"Doc,\n\n"
+            b"    more."), source.replace(b'"""A module."""\n', b""), source.replace(b"\n\n\n", b"\n"),
+            source.replace(b"x, y=2", b"x,\n          y=2"), source.replace(b"\n    ", b"\n  ")]
+    other = [source.replace(b"sqrt", b"exp"), source.replace(b"y=2", b"y=3"), source.replace(b'"ab"', b'"abc"'),
+             source.replace(b'    """Doc."""\n', b'    x = """Doc."""\n')]
+    stamp = lambda text: resume.code_stamp({"m.py": text})["lorasp"]  # noqa: E731
+    assert [stamp(s) for s in same] == [stamp(source)] * len(same)
+    assert len({stamp(s) for s in [source] + other}) == 1 + len(other)
+    assert stamp(b"x = (1,\n") != stamp(b"x = (2,\n") != stamp(b"if x:\n  a\n b\n")  # (no Python: its bytes, hashed)

@@ -254,7 +254,7 @@ def test_eta_carries_a_whole_minute(monkeypatch, capsys):
     with open(os.devnull, "w") as log:
         for eta, shown in [(59.6, "1m00s"), (119.5, "2m00s"), (61.4, "1m01s"), (0.4, "0m00s")]:
             run = train.Run(args, torch.device("cpu"), False, step=1, total=2, t0=1000.0, losses=[1.0], opt=opt,
-                            log=log)
+                            batches=1, log=log)
             monkeypatch.setattr(train.time, "time", lambda: 1000.0 + eta)   # 1 step took eta s; 1 step is left
             train.report(run)
             assert f"ETA {shown}" in capsys.readouterr().out

@@ -280,7 +280,7 @@ def test_t5_progress_and_summary_say_their_tokens_are_the_sources(t5_task, tmp_p
     targets = sum(len(tok.encode(t, eos=True)) for _, t in pairs)
     assert summary["steps"] == 12 and summary["tokens"] == sources != targets
     assert summary["tokens_counted"].startswith("source tokens") and "targets not counted" in summary["tokens_counted"]
-    assert len(re.findall(r"step +\d+/12  loss .* source tok/s  ETA", out)) == 2
+    assert len(re.findall(r"step +\d+/12  epoch [\d.]+/1  loss .* source tok/s  ETA", out)) == 2
 
 def test_malformed_rows_and_mismatches_reach_the_user(encoders, glue_dir, t5_task, tmp_path, capsys):
     bad = tmp_path / "glue"
