@@ -41,6 +41,7 @@ LINEAR_TYPES = (nn.Linear, NF4Linear)
 KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
 UNITS = {"element": dict(A="entries", B="entries"), "column": dict(A="columns", B="entries")}  # what S_A, S_B draw
 DRAWN = {"entries": math.prod, "columns": lambda shape: shape[-1]}  # a mask's units: round(keep * that) of them train
+SPREAD = {"entries": lambda m, shape: m.view(shape), "columns": lambda m, shape: m.expand(shape).clone()}  # on shape
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,9 +54,11 @@ def layer_seed(seed, name):
 
 def pick(shape, keep, gen, unit="entries"):
     """Bool mask: round(keep * n) of its n units (DRAWN: entries, or whole columns) True, by a random permutation."""
+    if unit not in SPREAD:                          # (it was laid as columns, without a word: a square A's rows too)
+        raise NotImplementedError(f"mask unit {unit!r} is in DRAWN (how many to draw), not in SPREAD (how they lie)")
     mask = torch.zeros(n := DRAWN[unit](shape), dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
-    return mask.view(shape) if unit == "entries" else mask.expand(shape).clone()  # columns: each one True whole
+    return SPREAD[unit](mask, shape)                           # columns: each one True whole
 
 
 def unpack(mask, train, frozen=None):
@@ -195,10 +198,9 @@ def lorasp_summary(model):
 
 @torch.no_grad()
 def merge_lorasp(model, dtype=None):
-    """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
-    (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
-    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). Refused
-    before any layer merges (mergeable): NaN or Inf in A or B (small, unlike W), naming its layers; a meta model."""
+    """Fold (alpha/r) B_eff A_eff into each base weight: plain, frozen nn.Linear layers in dtype (default: the base's;
+    an NF4 base is dequantized to its original dtype: 4 bits would lose most of a small update; export.py asks float32).
+    Refused before any layer merges (mergeable): NaN or Inf in A or B, naming its layers; a meta model."""
     if isinstance(model, LoRASPLinear):
         return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
     float_dtype(dtype, "merge_lorasp")
@@ -213,10 +215,9 @@ def merge_lorasp(model, dtype=None):
 
 
 def saved_activation_bytes(module, *inputs):
-    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, leaving out the
-    module's own parameters and buffers. A frozen base keeps nothing input-dependent, so a LoRA layer's activations
-    are x (for dL/dA) and h = x A^T (for dL/dB); column keeps x[..., cols] and h. Weight-derived copies (an unpacked
-    A_eff, a bf16 B) count too. (The saving is real only if nothing else keeps x alive.)"""
+    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, but the module's
+    parameters and buffers: a LoRA layer's x (for dL/dA; column: x[..., cols]) and h = x A^T (for dL/dB; its frozen base
+    keeps nothing), and weight-derived copies (A_eff, a bf16 B). (Saved only if nothing else keeps x alive.)"""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
         out = module(*inputs)
@@ -225,18 +226,16 @@ def saved_activation_bytes(module, *inputs):
 
 
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
-    """Write the model's adapter as a PEFT LoRA adapter folder, replaced whole: each layer's effective A and B, what
-    forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
-    exactly. modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    base: what it trained on (tasks.save_weights': fingerprint, quant, task, ...), kept in the extras for eval.py."""
+    """Write the model's adapter as a PEFT LoRA folder, replaced whole: each layer's A_eff and B_eff (PEFT reproduces
+    our outputs in either mode), EXTRAS_FILE (load_adapter restores training exactly), modules_to_save (trained whole: a
+    head) as PEFT stores them; base: what it trained on (tasks.save_weights'), kept in the extras for eval.py."""
     save_layers(model, directory, LoRASPLinear, LINEAR_TYPES, base_model_name_or_path, task_type, modules_to_save, base)
 
 
 def load_adapter(model, directory, peft=False):
-    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
-    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
-    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word). A folder PEFT would read differently is an error."""
+    """Wrap the adapter's modules of `model` (plain or already wrapped), load it, freeze all but the config's
+    modules_to_save (loaded whole); returns the model. Without EXTRAS_FILE: an error (a LoRA-SP adapter would train on
+    as plain LoRA), unless peft=True: a PEFT LoRA adapter, keep=1.0. A folder PEFT would read differently: an error."""
     new = load_layers(model, directory, peft, LoRASPLinear, LINEAR_TYPES)   # every file checked before any swap
     return _swap(model.requires_grad_(False), new)             # the adapted layers, then modules_to_save's copies
 
