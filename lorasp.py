@@ -245,13 +245,12 @@ def load_adapter(model, directory, peft=False):
 
 def demo():
     torch.manual_seed(0)
-    n, r = 512, 16
+    n, r, alpha = 512, 16, 32
     base, x, target = nn.Linear(n, n), torch.randn(8, 256, n), torch.randn(8, 256, n)  # x: (B, T, in)
     B = 0.02 * torch.randn(n, r)           # as if trained a few steps: at init B = 0, and then dL/dA = 0
 
-    def step(hook=lambda g: g, A=None, B=B, **kw):
-        """One layer through one AdamW step (lr 1e-3, weight decay 0.01): outputs, gradients, bytes kept, A's moves."""
-        m = LoRASPLinear(base, r, 32, seed=1, **kw)            # seed=1: the same Kaiming A at any keep
+    def step(hook=lambda g: g, A=None, B=B, **kw):           # one AdamW step (torch's defaults): outputs,
+        m = LoRASPLinear(base, r, alpha, seed=1, **kw)         # gradients, bytes, A's moves. seed=1: one A at any keep
         y0 = m(x).detach()                                     # at init: B = 0
         m.load_dense(m.lora_A if A is None else A, B)
         m.A_train.register_hook(hook)
@@ -261,38 +260,41 @@ def demo():
         opt.step()
         return dict(y=y.detach(), dA=unpack(m.mask_A, m.A_train.grad), dB=unpack(m.mask_B, m.B_train.grad), m=m, y0=y0,
                     act=act, grad=m.A_train.grad.nbytes + m.B_train.grad.nbytes, moved=m.lora_A.detach() != A0, A0=A0,
-                    state=sum(t.nbytes for s in opt.state.values() for t in s.values()))
+                    state=sum(t.nbytes for s in opt.state.values() for t in s.values()), opt=opt.defaults)
 
     lora, sp = step(keep=1.0), step(mode="freeze")
-    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B              # every keep=0.5 element layer here draws these (seed=1)
+    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B              # every keep=KEEP element layer here draws these (seed=1)
     hooked = step(lambda g: g * S_A.flatten(), keep=1.0)   # the textbook way: dense LoRA, grad *= S
     mask, column, eff = step(mode="mask"), step(structure="column"), step(A=lora["A0"] * S_A, B=B * S_B, keep=1.0)
-    diff = lambda a, b: (a - b).abs().max().item()  # noqa: E731
-    print(f"one {n}x{n} layer, r={r}, x {tuple(x.shape)}: LoRA-SP trains {int(S_A.sum()):,} of {S_A.numel():,} "
-          f"A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\nat init (B = 0) its output is LoRA's: "
-          f"max |y_lora - y_sp| = {max(diff(lora['y0'], s['y0']) for s in (sp, mask, column))}; below, B is random\n")
+    diff, rel = (lambda a, b: (a - b).abs().max().item()), (lambda a, b: (a - b).norm() / a.norm())  # noqa: E731
+    print(f"one {n}x{n} layer, r={r}, alpha={alpha}, x {tuple(x.shape)}: LoRA-SP (keep {KEEP}) trains "
+          f"{int(S_A.sum()):,} of {S_A.numel():,} A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\n"
+          f"at init (B = 0) its output is LoRA's: max |y_lora - y_sp| = "
+          f"{max(diff(lora['y0'], s['y0']) for s in (sp, mask, column))}; below, B is random\n")
     print("1. freeze mode: the same forward as LoRA, so the gradient is LoRA's times S, bit for bit")
     print(f"   max |dA_lora * S_A - dA_sp|  = {diff(lora['dA'] * S_A, sp['dA'])}")
     print(f"   max |dB_lora * S_B - dB_sp|  = {diff(lora['dB'] * S_B, sp['dB'])}")
     print(f"   max |dA_hook - dA_sp|        = {diff(hooked['dA'], sp['dA'])}   (dense LoRA, hook multiplies dA by S_A)")
-    print("   an AdamW step (weight decay 0.01) moves frozen A entries: hook {:,}, freeze mode {:,}, mask mode {:,}"
-          .format(*(int((s["moved"] & ~S_A).sum()) for s in (hooked, sp, mask))))   # the hook's: by weight decay
+    print("   an AdamW step (lr {lr:g}, weight decay {weight_decay:g}) moves frozen A entries ({:,} of them): hook "
+          "{:,}, freeze mode {:,}, mask mode {:,}".format(int((~S_A).sum()), *(int((s["moved"] & ~S_A).sum()) for s in (
+              hooked, sp, mask)), **lora["opt"]))                   # the hook's: by weight decay
     print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so it is LoRA on A * S_A, B * S_B (eff) and its\n"
           f"   gradient is eff's times S: max |y_eff - y_sp| = {diff(eff['y'], mask['y'])}, max |dA_eff * S_A - dA_sp| "
-          f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}")
-    print(f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
-          f"{lora['y'].abs().max():.4g}), dA by {((g := S_A * lora['dA']) - mask['dA']).norm() / g.norm():.1%}")
-    print("\n3. what each keeps (measured: AdamW's state after a step; autograd's saved tensors, x needing a gradient)")
-    print(f"   {'method':<17}{'trainable':>10}{'grad bytes':>12}{'AdamW state':>13}{'activations':>13}{'vs LoRA':>9}")
+          f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}\n"
+          f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
+          f"{lora['y'].abs().max():.4g}); on S_A, ||dA_lora - dA_sp|| = {rel(S_A * lora['dA'], mask['dA']):.1%} of "
+          "||dA_lora||")
+    print("\n3. what each keeps (activations: the tensors autograd saves for backward, x needing a gradient)\n"
+          "   method            trainable  grad bytes  AdamW bytes  activation bytes  / LoRA")
     for name, s in (("LoRA", lora), ("LoRA-SP element", mask), ("LoRA-SP column", column)):
-        print(f"   {name:<17}{count_trainable(s['m']):>10,}{s['grad']:>12,}{s['state']:>13,}{s['act']:>13,}"
-              f"{s['act'] / lora['act']:>9.3f}")
-    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element keeps all of x too (every column of "
-          "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
+        print(f"   {name:<17}{count_trainable(s['m']):>10,}{s['grad']:>12,}{s['state']:>13,}{s['act']:>18,}"
+              f"{s['act'] / lora['act']:>8.3f}")
+    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element all of x ({int(S_A.any(0).sum())} "
+          f"of {n} columns of A train),\n   column x[..., cols] only; both keep h and A_eff, B_eff too.")
 
 
 if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
     argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer, activations").parse_args()
-    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)          # (Windows has no SIGPIPE)
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat (Windows has none)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     demo()

@@ -233,17 +233,18 @@ class NF4Linear(nn.Module):
 
 if __name__ == "__main__":  # no flags: a typed one is refused, not ignored while block 64's figures print
     argparse.ArgumentParser(description="NF4 on a 4096 x 4096 weight: size, error, timings").parse_args()
-    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # (Windows has no SIGPIPE)
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat (Windows has none)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     W = torch.randn(4096, 4096, generator=torch.manual_seed(0)) * 0.02  # a Llama-7B-sized projection, N(0, 0.02^2)
     q = quantize_nf4(W)
-    err, bits = q.dequantize(torch.float32) - W, 8 * q.nbytes / W.numel()
+    err, bits, rms = q.dequantize(torch.float32) - W, 8 * q.nbytes / W.numel(), lambda t: t.pow(2).mean().sqrt()
     print(f"NF4 levels: {[round(v, 4) for v in NF4_LEVELS.tolist()]}\n4096x4096 fp32 weight -> {q}")
     print(f"  {q.nbytes / 2**20:.2f} MiB = {bits:.3f} bits/param, {16 / bits:.1f}x smaller than bf16")
-    print(f"  max |error| {err.abs().max():.2e}, RMS error {err.pow(2).mean().sqrt():.2e} (RMS weight 2.00e-02)")
+    print(f"  max |error| {err.abs().max():.2e}, RMS error {rms(err):.2e} (RMS weight {rms(W):.2e})")
     for name, f in [("quantize", lambda: quantize_nf4(W)), ("dequantize to bf16", lambda: q.dequantize())]:
         ms = 1e3 * sorted(timeit.repeat(f, number=1, repeat=7))[3]
         print(f"  {name}: {ms:.1f} ms (median of 7, {torch.get_num_threads()} threads)")
     layer, x = NF4Linear.from_linear(nn.Linear(4096, 4096)), torch.randn(4, 4096, requires_grad=True)
     layer(x).sum().backward()
-    print(f"{layer}\n  forward and backward ran: input grad {tuple(x.grad.shape)}, no weight gradient")
+    print(f"{layer}\n  forward and backward ran: input grad {tuple(x.grad.shape)}; parameters with a gradient: "
+          f"{[n for n, p in layer.named_parameters() if p.grad is not None] or 'none'} (W is no Parameter)")
