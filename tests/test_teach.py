@@ -224,6 +224,25 @@ def test_every_figure_the_quant_demo_prints_is_bitsandbytes(monkeypatch, capsys)
     assert "input grad (4, 4096); parameters with a gradient: none" in out
 
 
+@pytest.mark.parametrize("gap", [1e-3, 5e-4])
+def test_a_table_of_levels_the_lookup_cannot_tell_apart_is_refused(gap):
+    """A student's own 16 levels, three of them gap apart near 0.2: quant_torch's lookup by a float's top 16 bits holds
+    one midpoint a bin, and at 5e-4 two fell in one (417 of 2,000,000 values got another code than torch.bucketize's,
+    without a word). tables() now refuses such a table; at 1e-3 it builds and agrees with bucketize."""
+    import quant_torch
+    levels = torch.linspace(-1, 1, 16)
+    levels[10], levels[11] = levels[9] + gap, levels[9] + 2 * gap
+    levels = levels.sort().values
+    mids = (levels[:-1] + levels[1:]) / 2
+    make = lambda: quant_torch.tables(levels, mids, quant.DYNAMIC_CODE, torch.device("cpu"))  # noqa: E731
+    if gap < 1e-3:
+        with pytest.raises(ValueError, match=r"two of their midpoints fall among the floats that share 0\.2001"):
+            make()
+        return
+    x = torch.cat([torch.rand(2_000_000, generator=torch.Generator().manual_seed(0)) * 2 - 1, mids])
+    assert torch.equal(quant_torch.nearest_level(x, make()).long(), torch.bucketize(x, mids))
+
+
 # ----------------------------------------------------------------------------------------------------
 # python model.py
 
