@@ -243,6 +243,19 @@ def test_a_table_of_levels_the_lookup_cannot_tell_apart_is_refused(gap):
     assert torch.equal(quant_torch.nearest_level(x, make()).long(), torch.bucketize(x, mids))
 
 
+def test_a_nested_block_size_of_ones_own_is_the_one_a_refusal_expects():
+    """A student's NESTED_BLOCK_SIZE = 128 refuses bitsandbytes' own checkpoints (their nested_blocksize is 256), as it
+    must; the refusal said "nested_blocksize 256 ...; expected 256": its 256 was a literal, not the size asked for."""
+    import bitsandbytes.functional as BF
+    import quant_bnb
+    codes, state = BF.quantize_4bit(torch.randn(300, 128), blocksize=64, quant_type="nf4", compress_statistics=True)
+    sd = {f"weight.{k}": v for k, v in state.as_dict(packed=True).items()} | {"weight": codes}
+    with pytest.raises(ValueError, match=r"nested_blocksize 256, 3 nested scales, 256-entry nested code; expected "
+                                         r"128, 5, 256"):
+        quant_bnb.read(sd, "weight", quant.NF4_LEVELS, quant.BLOCK_SIZES, 128)
+    assert quant_bnb.read(sd, "weight", quant.NF4_LEVELS, quant.BLOCK_SIZES, 256)["nested_absmax"].numel() == 3
+
+
 # ----------------------------------------------------------------------------------------------------
 # python model.py
 
