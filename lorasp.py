@@ -35,7 +35,7 @@ from adapter import (DenseView, adaptable, all_or_nothing, check_settings, dense
                      mergeable, save_layers)
 from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
-from recompute import frozen_base
+from recompute import frozen_base, saved_activation_bytes
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
@@ -132,11 +132,17 @@ class LoRASPLinear(nn.Module):
     lora_B = property(lambda self: self.dense("B", True), DenseView.refuse("B"), doc="(out, r), as forward uses it")
 
     def forward(self, x):                                      # x: (..., in)
+        # (fused.project runs this first line once for the layers that read one x, q, k, v, with their A's stacked)
         x2, h = _LoRAInput.apply(x, self.dense("A").to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
+        return self.add_update(x2, h).view(*x.shape[:-1], self.base.out_features)
+
+    def add_update(self, x2, h):
+        """base(x2) + scale h B_eff^T, (N, out), for x2 (N, in) and h = x2 A_eff^T (N, r): forward's second half and
+        fused.project's (Llama's q, k, v, gate, up), so that an edit here reaches every layer."""
         y = frozen_base(self.base, x2)                         # (N, out), a fresh tensor: add into it in place
         # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
         # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
-        return y.addmm_(h.to(y.dtype), self.dense("B").to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
+        return y.addmm_(h.to(y.dtype), self.dense("B").to(y.dtype).T, alpha=self.scale)
 
     @torch.no_grad()
     def load_dense(self, A, B):
@@ -212,17 +218,6 @@ def merge_lorasp(model, dtype=None):
         merged.bias = None if m.base.bias is None else nn.Parameter(m.base.bias.detach().clone(), False)
         _swap(model, {name: merged})
     return model
-
-
-def saved_activation_bytes(module, *inputs):
-    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, but the module's
-    parameters and buffers: a LoRA layer's x (for dL/dA; column: x[..., cols]) and h = x A^T (for dL/dB; its frozen base
-    keeps nothing), and weight-derived copies (A_eff, a bf16 B). (Saved only if nothing else keeps x alive.)"""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
-        out = module(*inputs)
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-    return sum({s.data_ptr(): s.nbytes() for s in saved if s.data_ptr() not in own}.values()), out
 
 
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):

@@ -176,6 +176,29 @@ def test_a_mask_unit_drawn_but_not_laid_out_is_refused_not_laid_as_columns(monke
     assert (layer.mask_A.all(1) | ~rows).all() and int(rows.sum()) == 8    # half of the rows, each one whole
 
 
+def test_an_edit_of_the_layers_update_reaches_the_layers_fused_py_runs(monkeypatch):
+    """A student changes how LoRASPLinear adds its update (here: twice h, as if scaling it otherwise). fused.project,
+    which runs Llama's q, k, v and gate, up with one A matmul, wrote the second half of forward out again: in a
+    scratch copy, q_proj through it was 2.54 off its own edited forward, silently. Both now call the layer's
+    add_update: the model's logits with the edit are those of every layer run on its own, and the edit shows."""
+    import model as M
+    torch.manual_seed(0)
+    model, ids = M.build_model("llama-tiny"), torch.randint(0, 256, (2, 8))
+    lorasp.apply_lorasp(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], r=4)
+    for m in model.modules():
+        if isinstance(m, LoRASPLinear):
+            m.load_dense(m.lora_A, torch.randn(m.lora_B.shape))
+    with torch.no_grad():
+        before = model(ids)
+        add_update = LoRASPLinear.add_update
+        monkeypatch.setattr(LoRASPLinear, "add_update", lambda self, x2, h: add_update(self, x2, 2 * h))
+        fused = model(ids)
+        monkeypatch.setattr(M, "project", lambda x, *layers: [m(x) for m in layers])   # each layer on its own
+        alone = model(ids)
+    torch.testing.assert_close(fused, alone)
+    assert (fused - before).abs().max() > 0.1
+
+
 # ----------------------------------------------------------------------------------------------------
 # python quant.py
 
@@ -265,6 +288,7 @@ def test_every_figure_the_model_demo_prints_is_recomputed(capsys):
     keeps less (so the 0.0 is not a comparison with itself), and the greedy continuation argmax by argmax over the
     whole sequence, no KV cache."""
     import model as M
+    from recompute import saved_activation_bytes
     M.demo()
     out = capsys.readouterr().out
     c = M.get_config("llama-tiny")
@@ -290,7 +314,7 @@ def test_every_figure_the_model_demo_prints_is_recomputed(capsys):
     assert number(out, "vs none: full") == 0.0 and number(out, ", selective") == 0.0
     kept = {}
     for back.checkpointing in ("none", "full"):
-        kept[back.checkpointing], _ = lorasp.saved_activation_bytes(back.train(), ids)
+        kept[back.checkpointing], _ = saved_activation_bytes(back.train(), ids)
     assert kept["full"] < kept["none"] / 2
     seq = ids[:1, :4]
     with torch.no_grad():
