@@ -39,6 +39,7 @@ from recompute import frozen_base, saved_activation_bytes
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
+RANK, ALPHA, MODE, STRUCTURE = 16, 32, "mask", "element"   # the other defaults: the paper's r, 2r, Eq. 2, its entries
 UNITS = {"element": dict(A="entries", B="entries"), "column": dict(A="columns", B="entries")}  # what S_A, S_B draw
 DRAWN = {"entries": math.prod, "columns": lambda shape: shape[-1]}  # a mask's units: round(keep * that) of them train
 SPREAD = {"entries": lambda m, shape: m.view(shape), "columns": lambda m, shape: m.expand(shape).clone()}  # on shape
@@ -102,7 +103,7 @@ class LoRASPLinear(nn.Module):
     """y = base(x) + (alpha/r) x A_eff^T B_eff^T; A_eff = A ⊙ S_A in mask mode, A (frozen entries kept) in freeze
     mode; B likewise. Adapters are fp32 whatever the base's dtype (PEFT's default too) and cast in forward."""
 
-    def __init__(self, base, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
+    def __init__(self, base, r=RANK, alpha=ALPHA, keep=KEEP, mode=MODE, structure=STRUCTURE, seed=0):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
@@ -171,7 +172,7 @@ def _layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
 
 
-def apply_lorasp(model, targets, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
+def apply_lorasp(model, targets, r=RANK, alpha=ALPHA, keep=KEEP, mode=MODE, structure=STRUCTURE, seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
     one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
     check_settings(r, alpha, keep, mode, structure, seed, UNITS)   # (seed: each layer's is crc32 of it and the name)

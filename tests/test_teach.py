@@ -199,6 +199,18 @@ def test_an_edit_of_the_layers_update_reaches_the_layers_fused_py_runs(monkeypat
     assert (fused - before).abs().max() > 0.1
 
 
+def test_the_layers_other_defaults_are_one_constant_each():
+    """r=16, alpha=32, mode="mask", structure="element" were written in LoRASPLinear's signature and again in
+    apply_lorasp's (which passes its own on): a student's r=8 in the layer's changed nothing apply_lorasp built, without
+    a word (as keep's default did, before lorasp.KEEP). Both now take lorasp.RANK, ALPHA, MODE, STRUCTURE; help() reads
+    as CONTRACT.md's signature."""
+    for f in (LoRASPLinear, lorasp.apply_lorasp):
+        params = inspect.signature(f).parameters
+        for name, const in (("r", "RANK"), ("alpha", "ALPHA"), ("mode", "MODE"), ("structure", "STRUCTURE")):
+            assert params[name].default is getattr(lorasp, const), (f, name)
+        assert "r=16, alpha=32, keep=0.5, mode='mask', structure='element', seed=0" in str(inspect.signature(f))
+
+
 # ----------------------------------------------------------------------------------------------------
 # python quant.py
 
