@@ -211,6 +211,27 @@ def test_the_layers_other_defaults_are_one_constant_each():
         assert "r=16, alpha=32, keep=0.5, mode='mask', structure='element', seed=0" in str(inspect.signature(f))
 
 
+def test_the_layers_recompute_tail_skips_are_the_ones_plan_py_counts(monkeypatch):
+    """Which block linear a full replay skips is written twice: model.py's blocks call recompute.tail(layer, x), and
+    plan.py's TAILS names them for the memory plan. A student who moves a tail mark (or adds a backbone) would leave the
+    plan counting another layer, silently: here every layer tail() receives on each tiny backbone is one TAILS names,
+    and every name in TAILS is some backbone's tail."""
+    import model as M
+    import plan
+    seen, tail = [], M.tail
+    monkeypatch.setattr(M, "tail", lambda layer, x: seen.append(layer) or tail(layer, x))
+    found = set()
+    for preset in ("llama-tiny", "gpt2-tiny", "t5-tiny", "roberta-tiny", "bert-tiny"):
+        model, ids, seen[:] = M.build_model(preset), torch.randint(0, 100, (1, 6)), []
+        with torch.no_grad():
+            model(ids, ids) if preset.startswith("t5") else model(ids)
+        names = {id(m): n for n, m in model.named_modules()}
+        for layer in seen:
+            assert names[id(layer)].endswith(plan.TAILS), (preset, names[id(layer)])
+            found |= {t for t in plan.TAILS if names[id(layer)].endswith(t)}
+    assert found == set(plan.TAILS)
+
+
 # ----------------------------------------------------------------------------------------------------
 # python quant.py
 
