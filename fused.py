@@ -1,7 +1,8 @@
 """fused.py: LoRA-SP layers that read one input (q, k, v; gate, up) with one adapter matmul for their A's.
 
     h = x [A_q; A_k; A_v]^T          (N, r_q + r_k + r_v): one pass over x, not three
-    y_q = W_q x + (alpha/r) h_q B_q^T, y_k = ..., y_v = ...   each B apart (a block-diagonal B would be mostly zeros)
+    y_q = W_q x + (alpha/r) h_q B_q^T, y_k = ..., y_v = ...   each B apart (a block-diagonal B would be mostly zeros):
+                                                              the layer's own add_update, as in its forward
 
 Backward then takes dL/dA of all three from one (R, N) x (N, in) product, and adds dL/dx's adapter term
 g_h [A_q; A_k; A_v] into the bases' summed dL/dx with one addmm, where three layers make three passes over dL/dx.
@@ -15,7 +16,6 @@ import torch
 import torch.nn as nn
 
 from lorasp import LoRASPLinear, _LoRAInput
-from recompute import frozen_base
 
 
 def fusable(m):
@@ -41,7 +41,5 @@ def project(x, *layers):
         if id(m) not in hs:
             out.append(m(x))
             continue
-        y = frozen_base(m.base, x2)                            # (N, out): as LoRASPLinear.forward, h_m B^T added in
-        y.addmm_(hs[id(m)].to(y.dtype), m.dense("B").to(y.dtype).T, alpha=m.scale)
-        out.append(y.view(*x.shape[:-1], y.shape[-1]))
+        out.append(m.add_update(x2, hs[id(m)]).view(*x.shape[:-1], m.base.out_features))   # forward's second half
     return out

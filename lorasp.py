@@ -35,12 +35,14 @@ from adapter import (DenseView, adaptable, all_or_nothing, check_settings, dense
                      mergeable, save_layers)
 from adapter import EXTRAS_FILE, adapter_base, matches, peft_target  # noqa: F401  (lorasp.matches etc., as before)
 from quant import NF4Linear
-from recompute import frozen_base
+from recompute import frozen_base, saved_activation_bytes
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
+RANK, ALPHA, MODE, STRUCTURE = 16, 32, "mask", "element"   # the other defaults: the paper's r, 2r, Eq. 2, its entries
 UNITS = {"element": dict(A="entries", B="entries"), "column": dict(A="columns", B="entries")}  # what S_A, S_B draw
 DRAWN = {"entries": math.prod, "columns": lambda shape: shape[-1]}  # a mask's units: round(keep * that) of them train
+SPREAD = {"entries": lambda m, shape: m.view(shape), "columns": lambda m, shape: m.expand(shape).clone()}  # on shape
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -53,9 +55,11 @@ def layer_seed(seed, name):
 
 def pick(shape, keep, gen, unit="entries"):
     """Bool mask: round(keep * n) of its n units (DRAWN: entries, or whole columns) True, by a random permutation."""
+    if unit not in SPREAD:                          # (it was laid as columns, without a word: a square A's rows too)
+        raise NotImplementedError(f"mask unit {unit!r} is in DRAWN (how many to draw), not in SPREAD (how they lie)")
     mask = torch.zeros(n := DRAWN[unit](shape), dtype=torch.bool)
     mask[torch.randperm(n, generator=gen)[:round(keep * n)]] = True
-    return mask.view(shape) if unit == "entries" else mask.expand(shape).clone()  # columns: each one True whole
+    return SPREAD[unit](mask, shape)                           # columns: each one True whole
 
 
 def unpack(mask, train, frozen=None):
@@ -99,7 +103,7 @@ class LoRASPLinear(nn.Module):
     """y = base(x) + (alpha/r) x A_eff^T B_eff^T; A_eff = A ⊙ S_A in mask mode, A (frozen entries kept) in freeze
     mode; B likewise. Adapters are fp32 whatever the base's dtype (PEFT's default too) and cast in forward."""
 
-    def __init__(self, base, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
+    def __init__(self, base, r=RANK, alpha=ALPHA, keep=KEEP, mode=MODE, structure=STRUCTURE, seed=0):
         super().__init__()
         if not isinstance(base, LINEAR_TYPES):
             raise TypeError(f"LoRASPLinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
@@ -129,11 +133,17 @@ class LoRASPLinear(nn.Module):
     lora_B = property(lambda self: self.dense("B", True), DenseView.refuse("B"), doc="(out, r), as forward uses it")
 
     def forward(self, x):                                      # x: (..., in)
+        # (fused.project runs this first line once for the layers that read one x, q, k, v, with their A's stacked)
         x2, h = _LoRAInput.apply(x, self.dense("A").to(x.dtype), self.cols, self.mode == "mask")   # (N, in), (N, r)
+        return self.add_update(x2, h).view(*x.shape[:-1], self.base.out_features)
+
+    def add_update(self, x2, h):
+        """base(x2) + scale h B_eff^T, (N, out), for x2 (N, in) and h = x2 A_eff^T (N, r): forward's second half and
+        fused.project's (Llama's q, k, v, gate, up), so that an edit here reaches every layer."""
         y = frozen_base(self.base, x2)                         # (N, out), a fresh tensor: add into it in place
         # y += scale h B^T in one kernel (PEFT's `result + lora_B(h) * scaling` makes three passes over y), in y's
         # dtype: under autocast an fp32 x gives a bf16 y (and h), and an in-place addmm is not autocast
-        return y.addmm_(h.to(y.dtype), self.dense("B").to(y.dtype).T, alpha=self.scale).view(*x.shape[:-1], y.shape[-1])
+        return y.addmm_(h.to(y.dtype), self.dense("B").to(y.dtype).T, alpha=self.scale)
 
     @torch.no_grad()
     def load_dense(self, A, B):
@@ -162,7 +172,7 @@ def _layers(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)}
 
 
-def apply_lorasp(model, targets, r=16, alpha=32, keep=KEEP, mode="mask", structure="element", seed=0):
+def apply_lorasp(model, targets, r=RANK, alpha=ALPHA, keep=KEEP, mode=MODE, structure=STRUCTURE, seed=0):
     """Wrap every nn.Linear / NF4Linear whose qualified name matches one of `targets` (or PEFT's "all-linear": every
     one but the output layer, lm_head); freeze everything else. Each layer's seed is layer_seed(seed, name)."""
     check_settings(r, alpha, keep, mode, structure, seed, UNITS)   # (seed: each layer's is crc32 of it and the name)
@@ -195,10 +205,9 @@ def lorasp_summary(model):
 
 @torch.no_grad()
 def merge_lorasp(model, dtype=None):
-    """Fold (alpha/r) B_eff A_eff into each base weight; returns the model with plain, frozen nn.Linear layers in dtype
-    (default: the base's). An NF4 base is dequantized to its original dtype: rounding back to 4 bits would lose most of
-    a small update (a bf16 base rounds it to bf16; export.py asks float32, rounded once to its --dtype). Refused
-    before any layer merges (mergeable): NaN or Inf in A or B (small, unlike W), naming its layers; a meta model."""
+    """Fold (alpha/r) B_eff A_eff into each base weight: plain, frozen nn.Linear layers in dtype (default: the base's;
+    an NF4 base is dequantized to its original dtype: 4 bits would lose most of a small update; export.py asks float32).
+    Refused before any layer merges (mergeable): NaN or Inf in A or B, naming its layers; a meta model."""
     if isinstance(model, LoRASPLinear):
         return merge_lorasp(nn.ModuleDict({"layer": model}), dtype)["layer"]
     float_dtype(dtype, "merge_lorasp")
@@ -212,31 +221,17 @@ def merge_lorasp(model, dtype=None):
     return model
 
 
-def saved_activation_bytes(module, *inputs):
-    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, leaving out the
-    module's own parameters and buffers. A frozen base keeps nothing input-dependent, so a LoRA layer's activations
-    are x (for dL/dA) and h = x A^T (for dL/dB); column keeps x[..., cols] and h. Weight-derived copies (an unpacked
-    A_eff, a bf16 B) count too. (The saving is real only if nothing else keeps x alive.)"""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
-        out = module(*inputs)
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-    return sum({s.data_ptr(): s.nbytes() for s in saved if s.data_ptr() not in own}.values()), out
-
-
 def save_adapter(model, directory, base_model_name_or_path=None, task_type="CAUSAL_LM", modules_to_save=(), base=None):
-    """Write the model's adapter as a PEFT LoRA adapter folder, replaced whole: each layer's effective A and B, what
-    forward uses, so PEFT reproduces our outputs in either mode; and EXTRAS_FILE, so load_adapter restores training
-    exactly. modules_to_save: modules trained whole beside the adapter (a classifier head), stored as PEFT stores them.
-    base: what it trained on (tasks.save_weights': fingerprint, quant, task, ...), kept in the extras for eval.py."""
+    """Write the model's adapter as a PEFT LoRA folder, replaced whole: each layer's A_eff and B_eff (PEFT reproduces
+    our outputs in either mode), EXTRAS_FILE (load_adapter restores training exactly), modules_to_save (trained whole: a
+    head) as PEFT stores them; base: what it trained on (tasks.save_weights'), kept in the extras for eval.py."""
     save_layers(model, directory, LoRASPLinear, LINEAR_TYPES, base_model_name_or_path, task_type, modules_to_save, base)
 
 
 def load_adapter(model, directory, peft=False):
-    """Wrap the adapter's modules of `model` (plain or already wrapped) and load it; freeze everything else but the
-    config's modules_to_save, loaded whole. Returns the model. Without EXTRAS_FILE the folder is an error, unless
-    peft=True: a PEFT LoRA adapter, whose layers load as keep=1.0 (a LoRA-SP adapter that lost its extras would
-    otherwise train on as plain LoRA without a word). A folder PEFT would read differently is an error."""
+    """Wrap the adapter's modules of `model` (plain or already wrapped), load it, freeze all but the config's
+    modules_to_save (loaded whole); returns the model. Without EXTRAS_FILE: an error (a LoRA-SP adapter would train on
+    as plain LoRA), unless peft=True: a PEFT LoRA adapter, keep=1.0. A folder PEFT would read differently: an error."""
     new = load_layers(model, directory, peft, LoRASPLinear, LINEAR_TYPES)   # every file checked before any swap
     return _swap(model.requires_grad_(False), new)             # the adapted layers, then modules_to_save's copies
 
@@ -246,13 +241,12 @@ def load_adapter(model, directory, peft=False):
 
 def demo():
     torch.manual_seed(0)
-    n, r = 512, 16
+    n, r, alpha = 512, 16, 32
     base, x, target = nn.Linear(n, n), torch.randn(8, 256, n), torch.randn(8, 256, n)  # x: (B, T, in)
     B = 0.02 * torch.randn(n, r)           # as if trained a few steps: at init B = 0, and then dL/dA = 0
 
-    def step(hook=lambda g: g, A=None, B=B, **kw):
-        """One layer through one AdamW step (lr 1e-3, weight decay 0.01): outputs, gradients, bytes kept, A's moves."""
-        m = LoRASPLinear(base, r, 32, seed=1, **kw)            # seed=1: the same Kaiming A at any keep
+    def step(hook=lambda g: g, A=None, B=B, **kw):           # one AdamW step (torch's defaults): outputs,
+        m = LoRASPLinear(base, r, alpha, seed=1, **kw)         # gradients, bytes, A's moves. seed=1: one A at any keep
         y0 = m(x).detach()                                     # at init: B = 0
         m.load_dense(m.lora_A if A is None else A, B)
         m.A_train.register_hook(hook)
@@ -262,38 +256,41 @@ def demo():
         opt.step()
         return dict(y=y.detach(), dA=unpack(m.mask_A, m.A_train.grad), dB=unpack(m.mask_B, m.B_train.grad), m=m, y0=y0,
                     act=act, grad=m.A_train.grad.nbytes + m.B_train.grad.nbytes, moved=m.lora_A.detach() != A0, A0=A0,
-                    state=sum(t.nbytes for s in opt.state.values() for t in s.values()))
+                    state=sum(t.nbytes for s in opt.state.values() for t in s.values()), opt=opt.defaults)
 
     lora, sp = step(keep=1.0), step(mode="freeze")
-    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B              # every keep=0.5 element layer here draws these (seed=1)
+    S_A, S_B = sp["m"].mask_A, sp["m"].mask_B              # every keep=KEEP element layer here draws these (seed=1)
     hooked = step(lambda g: g * S_A.flatten(), keep=1.0)   # the textbook way: dense LoRA, grad *= S
     mask, column, eff = step(mode="mask"), step(structure="column"), step(A=lora["A0"] * S_A, B=B * S_B, keep=1.0)
-    diff = lambda a, b: (a - b).abs().max().item()  # noqa: E731
-    print(f"one {n}x{n} layer, r={r}, x {tuple(x.shape)}: LoRA-SP trains {int(S_A.sum()):,} of {S_A.numel():,} "
-          f"A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\nat init (B = 0) its output is LoRA's: "
-          f"max |y_lora - y_sp| = {max(diff(lora['y0'], s['y0']) for s in (sp, mask, column))}; below, B is random\n")
+    diff, rel = (lambda a, b: (a - b).abs().max().item()), (lambda a, b: (a - b).norm() / a.norm())  # noqa: E731
+    print(f"one {n}x{n} layer, r={r}, alpha={alpha}, x {tuple(x.shape)}: LoRA-SP (keep {KEEP}) trains "
+          f"{int(S_A.sum()):,} of {S_A.numel():,} A entries and {int(S_B.sum()):,} of {S_B.numel():,} B entries\n"
+          f"at init (B = 0) its output is LoRA's: max |y_lora - y_sp| = "
+          f"{max(diff(lora['y0'], s['y0']) for s in (sp, mask, column))}; below, B is random\n")
     print("1. freeze mode: the same forward as LoRA, so the gradient is LoRA's times S, bit for bit")
     print(f"   max |dA_lora * S_A - dA_sp|  = {diff(lora['dA'] * S_A, sp['dA'])}")
     print(f"   max |dB_lora * S_B - dB_sp|  = {diff(lora['dB'] * S_B, sp['dB'])}")
     print(f"   max |dA_hook - dA_sp|        = {diff(hooked['dA'], sp['dA'])}   (dense LoRA, hook multiplies dA by S_A)")
-    print("   an AdamW step (weight decay 0.01) moves frozen A entries: hook {:,}, freeze mode {:,}, mask mode {:,}"
-          .format(*(int((s["moved"] & ~S_A).sum()) for s in (hooked, sp, mask))))   # the hook's: by weight decay
+    print("   an AdamW step (lr {lr:g}, weight decay {weight_decay:g}) moves frozen A entries ({:,} of them): hook "
+          "{:,}, freeze mode {:,}, mask mode {:,}".format(int((~S_A).sum()), *(int((s["moved"] & ~S_A).sum()) for s in (
+              hooked, sp, mask)), **lora["opt"]))                   # the hook's: by weight decay
     print("\n2. mask mode (Eq. 2): frozen entries are 0 in forward, so it is LoRA on A * S_A, B * S_B (eff) and its\n"
           f"   gradient is eff's times S: max |y_eff - y_sp| = {diff(eff['y'], mask['y'])}, max |dA_eff * S_A - dA_sp| "
-          f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}")
-    print(f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
-          f"{lora['y'].abs().max():.4g}), dA by {((g := S_A * lora['dA']) - mask['dA']).norm() / g.norm():.1%}")
-    print("\n3. what each keeps (measured: AdamW's state after a step; autograd's saved tensors, x needing a gradient)")
-    print(f"   {'method':<17}{'trainable':>10}{'grad bytes':>12}{'AdamW state':>13}{'activations':>13}{'vs LoRA':>9}")
+          f"= {diff(eff['dA'] * S_A, mask['dA'])}, max |dB_eff * S_B - dB_sp| = {diff(eff['dB'] * S_B, mask['dB'])}\n"
+          f"   LoRA on the whole A, B differs: max |y_lora - y_sp| = {diff(lora['y'], mask['y']):.4g} (|y| <= "
+          f"{lora['y'].abs().max():.4g}); on S_A, ||dA_lora - dA_sp|| = {rel(S_A * lora['dA'], mask['dA']):.1%} of "
+          "||dA_lora||")
+    print("\n3. what each keeps (activations: the tensors autograd saves for backward, x needing a gradient)\n"
+          "   method            trainable  grad bytes  AdamW bytes  activation bytes  / LoRA")
     for name, s in (("LoRA", lora), ("LoRA-SP element", mask), ("LoRA-SP column", column)):
-        print(f"   {name:<17}{count_trainable(s['m']):>10,}{s['grad']:>12,}{s['state']:>13,}{s['act']:>13,}"
-              f"{s['act'] / lora['act']:>9.3f}")
-    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element keeps all of x too (every column of "
-          "A has\n   trainable entries), column x[..., cols] only; both keep h and the unpacked A_eff, B_eff besides.")
+        print(f"   {name:<17}{count_trainable(s['m']):>10,}{s['grad']:>12,}{s['state']:>13,}{s['act']:>18,}"
+              f"{s['act'] / lora['act']:>8.3f}")
+    print(f"   x itself is {x.nbytes:,} bytes. LoRA keeps x and h = x A^T; element all of x ({int(S_A.any(0).sum())} "
+          f"of {n} columns of A train),\n   column x[..., cols] only; both keep h and A_eff, B_eff too.")
 
 
 if __name__ == "__main__":  # no flags: a typed one (--rank 4) is refused, not ignored while r=16's figures print
     argparse.ArgumentParser(description="LoRA vs LoRA-SP on one layer: gradients, optimizer, activations").parse_args()
-    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)          # (Windows has no SIGPIPE)
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat (Windows has none)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     demo()

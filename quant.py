@@ -12,10 +12,9 @@ quantizes W - (A⊙S)(B⊙S) instead; at initialisation that is the same, since 
   copy and dequantizes again in backward for the input gradient (but a full replay's: recompute.replay_slot).
 The byte layout and serialized names are bitsandbytes', so codes compare byte for byte with
 `bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")` and state dicts load in either direction.
-Beside it, not needed to learn NF4: what makes it fast (quant_torch.py: lookup tables, cache-sized steps and kept
-buffers for the CPU; quant_triton.py's CUDA kernel) and bitsandbytes' names with the checks on bad input (quant_bnb.py).
-Left out: FP4, paged memory, fused 4-bit matmul kernels (we dequantize, then call the dense matmul).
-Run `python quant.py` to quantize a random matrix and print its error, size and timings.
+Beside it, not needed to learn NF4: the speed (quant_torch.py: CPU lookup tables, cache-sized steps, kept buffers;
+quant_triton.py's CUDA kernel), bitsandbytes' names and the checks on bad input (quant_bnb.py). Left out: FP4, paged
+memory, fused 4-bit kernels (we dequantize, then matmul). `python quant.py`: a random matrix's NF4 error, size, speed.
 """
 import argparse
 import functools
@@ -34,14 +33,14 @@ import quant_torch
 # The levels
 
 BLOCK_SIZES = tuple(2 ** k for k in range(5, 13))  # 32 ... 4096, the block sizes bitsandbytes accepts
+BLOCK_SIZE = 64                                     # weights a block, QLoRA's: quantize_nf4's, from_linear's default
 NESTED_BLOCK_SIZE = 256                             # QLoRA's block size for the double-quantized scales
 
 
 def _nf4_levels(offset=0.9677083):
-    """QLoRA's NormalFloat: 8 positive and 7 negative N(0,1) quantiles, plus an exact 0, scaled to [-1, 1].
-    The asymmetry (8 vs 7) gives a true zero; `offset` = (1 - 1/(2*15) + 1 - 1/(2*16)) / 2 trims the tails.
-    The precisions follow QLoRA's recipe (fp32 probabilities, fp64 quantiles, fp32 scaling), which makes the
-    table bit-identical to bitsandbytes' constants."""
+    """QLoRA's NormalFloat: 8 positive and 7 negative N(0,1) quantiles, plus an exact 0, scaled to [-1, 1]. The
+    asymmetry (8 vs 7) gives a true zero; `offset` = (1 - 1/(2*15) + 1 - 1/(2*16)) / 2 trims the tails. QLoRA's
+    precisions (fp32 probabilities, fp64 quantiles, fp32 scaling) make the table bit-identical to bitsandbytes'."""
     p_pos = torch.linspace(offset, 0.5, 9, dtype=torch.float32)[:-1].double()   # 8 probabilities > 0.5
     p_neg = torch.linspace(offset, 0.5, 8, dtype=torch.float32)[:-1].double()   # 7, mirrored below 0
     levels = torch.cat([-torch.special.ndtri(p_neg), torch.zeros(1, dtype=torch.float64),
@@ -152,7 +151,7 @@ def _scale(x):
     return absmax, x * (1.0 / absmax.clamp(min=1e-38))[:, None]
 
 
-def quantize_nf4(w, block_size=64, double_quant=True):
+def quantize_nf4(w, block_size=BLOCK_SIZE, double_quant=True):
     """Quantize w to NF4: W ~ NF4_LEVELS[code] * absmax(block)  (QLoRA Eq. 1 with the NF4 data type)."""
     quant_bnb.check_weight(w, block_size, BLOCK_SIZES, double_quant)   # a block size bnb lacks, an int or empty w
     x, t = _blocks(w.detach().reshape(-1), block_size), _tables(w.device)   # padding: absmax unchanged, code 7 (0.0)
@@ -206,7 +205,7 @@ class NF4Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
-    def from_linear(cls, linear, block_size=64, double_quant=True):
+    def from_linear(cls, linear, block_size=BLOCK_SIZE, double_quant=True):
         return cls(quantize_nf4(linear.weight, block_size, double_quant), linear.bias)
 
     def forward(self, x):
@@ -234,17 +233,18 @@ class NF4Linear(nn.Module):
 
 if __name__ == "__main__":  # no flags: a typed one is refused, not ignored while block 64's figures print
     argparse.ArgumentParser(description="NF4 on a 4096 x 4096 weight: size, error, timings").parse_args()
-    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat: no traceback
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)      # (Windows has no SIGPIPE)
+    if hasattr(signal, "SIGPIPE"):  # a reader that goes (| head -1) ends the demo as it ends cat (Windows has none)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     W = torch.randn(4096, 4096, generator=torch.manual_seed(0)) * 0.02  # a Llama-7B-sized projection, N(0, 0.02^2)
     q = quantize_nf4(W)
-    err, bits = q.dequantize(torch.float32) - W, 8 * q.nbytes / W.numel()
+    err, bits, rms = q.dequantize(torch.float32) - W, 8 * q.nbytes / W.numel(), lambda t: t.pow(2).mean().sqrt()
     print(f"NF4 levels: {[round(v, 4) for v in NF4_LEVELS.tolist()]}\n4096x4096 fp32 weight -> {q}")
     print(f"  {q.nbytes / 2**20:.2f} MiB = {bits:.3f} bits/param, {16 / bits:.1f}x smaller than bf16")
-    print(f"  max |error| {err.abs().max():.2e}, RMS error {err.pow(2).mean().sqrt():.2e} (RMS weight 2.00e-02)")
+    print(f"  max |error| {err.abs().max():.2e}, RMS error {rms(err):.2e} (RMS weight {rms(W):.2e})")
     for name, f in [("quantize", lambda: quantize_nf4(W)), ("dequantize to bf16", lambda: q.dequantize())]:
         ms = 1e3 * sorted(timeit.repeat(f, number=1, repeat=7))[3]
         print(f"  {name}: {ms:.1f} ms (median of 7, {torch.get_num_threads()} threads)")
     layer, x = NF4Linear.from_linear(nn.Linear(4096, 4096)), torch.randn(4, 4096, requires_grad=True)
     layer(x).sum().backward()
-    print(f"{layer}\n  forward and backward ran: input grad {tuple(x.grad.shape)}, no weight gradient")
+    print(f"{layer}\n  forward and backward ran: input grad {tuple(x.grad.shape)}; parameters with a gradient: "
+          f"{[n for n, p in layer.named_parameters() if p.grad is not None] or 'none'} (W is no Parameter)")

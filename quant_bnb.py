@@ -124,7 +124,7 @@ def read(sd, prefix, levels, block_sizes, nested_block_size, expect_shape=None):
     n_nested = math.ceil(n_blocks / nested_block_size)
     require(meta.get("nested_blocksize") == nested_block_size and nested.numel() == n_nested and nmap.numel() == 256,
             f"{prefix}: nested_blocksize {meta.get('nested_blocksize')}, {nested.numel()} nested scales, "
-            f"{nmap.numel()}-entry nested code; expected 256, {n_nested}, 256")
+            f"{nmap.numel()}-entry nested code; expected {nested_block_size}, {n_nested}, 256")
     require(absmax.dtype == torch.uint8 and nested.is_floating_point() and nmap.is_floating_point()
             and type(meta["nested_offset"]) in (int, float),
             f"{prefix}: double quantization needs uint8 absmax codes, float nested_absmax and nested_quant_map "

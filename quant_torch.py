@@ -38,6 +38,10 @@ def tables(levels, midpoints, dynamic, device):
     lo = (bits << 16).to(torch.int32).view(torch.float32)               # the bin's float with low bits 0...
     hi = ((bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)    # ...and with low bits 1
     a, b = torch.bucketize(lo, midpoints), torch.bucketize(hi, midpoints)
+    if (crowded := ((a - b).abs() > 1) & lo.isfinite() & hi.isfinite()).any():   # a table of one's own, levels
+        x = lo[crowded][0].item()                                                    # too close: wrong codes, silently
+        raise ValueError(f"levels {levels.tolist()}: two of their midpoints fall among the floats that share {x}'s "
+                         "top 16 bits, where nearest_level's lookup has room for one; keep the levels further apart")
     low = torch.minimum(a, b)   # a finite bin's two ends differ by 0 or 1 level (NaN/Inf bins: inputs that raise)
     mid = torch.where(a == b, torch.tensor(math.inf), midpoints[low.clamp(max=14)])
     byte = torch.arange(256)

@@ -18,6 +18,7 @@
 - A full replay keeps what it computes from a frozen weight alone for that block's backward (`replay_slot`: on CPU, an
   NF4 weight's dequantized W, which dL/dx = g W reads again), in buffers reused block after block: a `full` step then
   dequantizes each weight twice, not three times (KEEP_DENSE; one block's weights more memory, which plan.py counts).
+Also here: `saved_activation_bytes`, what autograd keeps for a module's backward (lorasp.py's demo measures with it).
 Leaves out: offloading to host memory, per-op policies beyond `cheap`, checkpointing across several blocks.
 Run `python model.py` (its demo compares the gradients of "none", "full" and "selective" on a tiny Llama);
 tests/test_checkpointing.py checks them on Llama, GPT-2 and T5, with LoRA-SP and NF4 inside (tests/test_encoders.py
@@ -213,3 +214,14 @@ def run_block(mode, block, x, *args):
         return recompute(fn, x, *[args[i] for i in slots], params=block.parameters())[1]
     with selective():
         return block(x, *args)
+
+
+def saved_activation_bytes(module, *inputs):
+    """(bytes autograd keeps for backward while running module(*inputs), output), once per storage, but the module's
+    parameters and buffers: a LoRA layer's x (for dL/dA; column: x[..., cols]) and h = x A^T (for dL/dB; its frozen base
+    keeps nothing), weight-derived copies (A_eff, a bf16 B). What `selective` keeps its own inner hooks pack: unseen."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage()) or t, lambda t: t):
+        out = module(*inputs)
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+    return sum({s.data_ptr(): s.nbytes() for s in saved if s.data_ptr() not in own}.values()), out

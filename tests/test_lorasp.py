@@ -121,12 +121,12 @@ def test_the_teaching_demo_prints_what_the_paper_claims(capsys):
     lorasp.demo()
     out = capsys.readouterr().out
     value = lambda label: float(re.search(re.escape(label) + r" *= *([-\d.e]+)", out)[1])  # noqa: E731
-    assert "LoRA-SP trains 4,096 of 8,192 A entries and 4,096 of 8,192 B entries" in out
+    assert "LoRA-SP (keep 0.5) trains 4,096 of 8,192 A entries and 4,096 of 8,192 B entries" in out
     assert re.search(r"at init \(B = 0\).*max \|y_lora - y_sp\| = 0\.0\b", out)
     freeze = ["max |dA_lora * S_A - dA_sp|", "max |dB_lora * S_B - dB_sp|", "max |dA_hook - dA_sp|"]
     mask = ["max |y_eff - y_sp|", "max |dA_eff * S_A - dA_sp|", "max |dB_eff * S_B - dB_sp|"]
     assert [value(label) for label in freeze + mask] == [0.0] * 6
-    assert "moves frozen A entries: hook 4,096, freeze mode 0, mask mode 0" in out
+    assert "moves frozen A entries (4,096 of them): hook 4,096, freeze mode 0, mask mode 0" in out
     table = re.finditer(r"^   (LoRA(?:-SP \w+)?)\s+([\d,. ]+)$", out, re.M)
     rows = {m[1]: m[2].replace(",", "").split() for m in table}
     lora, sp = ([int(v) for v in rows[k][:3]] for k in ("LoRA", "LoRA-SP element"))  # trainable, grad, AdamW bytes

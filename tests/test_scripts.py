@@ -54,7 +54,7 @@ def test_the_lorasp_demo_prints_whole_to_an_ascii_stdout():
     """Its "⊙" raised UnicodeEncodeError half-way (a traceback, exit 1); it now writes `*`, as its other lines do."""
     status, out, err = run(["lorasp.py"], ASCII)
     assert status == 0 and not err, err
-    assert out.decode("ascii").rstrip().endswith("both keep h and the unpacked A_eff, B_eff besides.")
+    assert out.decode("ascii").rstrip().endswith("both keep h and A_eff, B_eff too.")
     assert b"so it is LoRA on A * S_A, B * S_B (eff)" in out
 
 
