@@ -48,7 +48,7 @@ from checks import check_preset_folder, given_flags, no_effect, ranged, repeated
 from data import UserError
 from ddp import planned_memory, rank_world
 from download import CACHE_RULE, has_weights
-from lorasp import KEEP, UNITS, LoRASPLinear, count_trainable
+from lorasp import ALPHA, KEEP, MODE, RANK, STRUCTURE, UNITS, LoRASPLinear, count_trainable
 from model import PRESETS, build_model, get_config, load_tokenizer, save_pretrained
 from plan import peak_mem_mib
 from quant import NF4Linear
@@ -135,14 +135,14 @@ def parse_args(argv=None):
       "{train,validation}.jsonl or .en/.ro files (default: $LORASP_CACHE/wmt16-en-ro)")
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
-    a("--rank", type=POSITIVE, default=16, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=ABOVE0, default=32, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
+    a("--rank", type=POSITIVE, default=RANK, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
+    a("--alpha", type=ABOVE0, default=ALPHA, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
       "none)")
     a("--keep", type=ranged(float, 0, 1, open_low=True), default=KEEP, metavar="X", help="share of A's and B's "
       "entries that train; the paper's")
-    a("--mode", default="mask", choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
+    a("--mode", default=MODE, choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
       "their init (freeze)")
-    a("--structure", default="element", choices=list(UNITS), metavar="S", help="A trains random entries "
+    a("--structure", default=STRUCTURE, choices=list(UNITS), metavar="S", help="A trains random entries "
       "(element) or whole input columns (column)")
     a("--targets", metavar="A,B", help="modules to adapt (default: the 7 Llama projections; GPT-2 c_attn,c_proj,c_fc; "
       "RoBERTa/BERT query,value; T5 q,v), or all-linear (PEFT's: all but the output layer and head)")
