@@ -282,9 +282,9 @@ def read_safetensors_header(path):
         if n > min(size - 8, 100 << 20):
             not_lfs_pointer(path)
             raise ValueError(f"{path}: corrupt safetensors header (says {n} bytes, file has {size})")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        try:                                                   # (a tensor named twice: which entry is meant?)
+            header = json.loads(f.read(n), object_pairs_hook=once(f"{path}: safetensors header", "fetch it again"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -547,17 +547,39 @@ def head_tail(path, sample=1 << 20):
 
 
 def read_json(path):
-    """A JSON object from a config file; anything else (bad JSON, not UTF-8, a list) is an error naming the file."""
+    """A JSON object from a config file; anything else (bad JSON, not UTF-8, a list, a key given twice with other
+    values, nesting past Python's recursion limit) is an error naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            value = json.load(f)
+            value = json.load(f, object_pairs_hook=once(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except RecursionError:                                     # ([[[[...: a few bytes a level)
+        raise ValueError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels, more than any config "
+                         "holds: a damaged or hostile file") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(value).__name__}")
     return value
+
+
+def once(where=None, fix="delete the one not meant"):
+    """json's object_pairs_hook refusing a key an object gives twice with other values (json keeps the last without a
+    word, transformers' config reader too: `"num_hidden_layers": 7, ..., "num_hidden_layers": 2` built 2 layers;
+    which the file means, no reader can tell); `where` begins the message, `fix` ends it. The same value twice is
+    harmless: taken. Values are compared as JSON writes them (NaN, unequal to itself, is one value)."""
+    def hook(pairs):
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            first = {}
+            for k, v in pairs:
+                if json.dumps(first.setdefault(k, v), sort_keys=True) != json.dumps(v, sort_keys=True):
+                    raise ValueError(f"{where + ': ' if where else ''}key {k!r} is given twice in an object, as "
+                                     f"{first[k]!r:.60} and then {v!r:.60}: JSON readers keep the last without a "
+                                     f"word; {fix}")
+        return obj
+    return hook
 
 
 def inside(directory, name, named_in):
@@ -651,13 +673,14 @@ def check_layers(source, counts, names, why=lambda: ""):
 
 def shard_map(path, index):
     """The weight_map {tensor name: shard file name} of the shard index `index` in folder path."""
+    file = os.path.join(path, index)
     try:
-        with open(os.path.join(path, index), encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        with open(file, encoding="utf-8") as f:
+            weight_map = json.load(f, object_pairs_hook=once())["weight_map"]  # (a tensor placed twice: named)
         if not all(isinstance(s, str) for s in weight_map.values()):
             raise TypeError("file names must be strings")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise ValueError(f"{file}: not a shard index ({type(e).__name__}: {e}); it "
                          "needs {\"weight_map\": {tensor name: file name}}") from None
     return weight_map
 
@@ -768,6 +791,13 @@ def load_torch(file):
         if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
             raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
                              "torch.save's zip archive nor its pre-1.6 format)") from None
+        if type(e).__name__ == "UnpicklingError" and (call := re.search(r"GLOBAL ([\w.]+)", str(e))):
+            # (torch's own words advise weights_only=False, which runs that call: not lorasp's to offer)
+            raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors (UnpicklingError: its pickle "
+                             f"calls {call[1]}, which builds no tensor; lorasp reads pickles with torch.load("
+                             "weights_only=True), which never runs such a call: it could run any code). From a source "
+                             "you trust, save its tensors as safetensors (safetensors.torch.save_file) and give that; "
+                             "from another, ask for the safetensors") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None

@@ -64,7 +64,7 @@ import regex  # tiktoken's own dependency: GPT-2's \p{L} classes, which re lacks
 import sentencepiece
 import tiktoken
 
-from checkpoint import atomic_write, read_json
+from checkpoint import atomic_write, inside, read_json
 from download import SMALL_FILES, UserError
 from ggufread import gguf_file, read_gguf
 
@@ -229,8 +229,8 @@ class SentencePieceTokenizer(Tokenizer):
         if re.match(TIKTOKEN_LINE, proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
             raise ValueError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
                              "load_tokenizer(its folder) reads it")
-        try:
-            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        try:                                            # (an empty file loads as nothing, then fails: "unk is
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto or b"\0")  # not defined", no file)
         except RuntimeError as e:  # a cut-off download: sentencepiece's own message names no file
             if built:                                   # (was "None: not a sentencepiece model ...; fetch it again")
                 raise ValueError(f"{path}: sentencepiece refuses the model its vocabulary makes ({e})") from None
@@ -642,8 +642,11 @@ def tokenizer_json(path):
                                   "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
-    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
-                       pattern, only_specials=True)            # (HF matches its added_tokens, nothing else, whole)
+    try:
+        tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
+                           pattern, only_specials=True)        # (HF matches its added_tokens, nothing else, whole)
+    except ValueError as e:                                    # (a merge making a token the vocabulary lacks)
+        raise ValueError(f"{path}: {e}") from None
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
     return post_processor(tok, t)
@@ -1273,6 +1276,9 @@ def load_tokenizer(path):
         tok.read_from = (path,)
         return tok
     f, read = lambda name: os.path.join(path, name), []  # noqa: E731  (read: the files read, tok.read_from)
+    for name in dict.fromkeys(SMALL_FILES + COPIED + ("params.json",)):  # what is read here, or copied into every
+        if os.path.lexists(f(name)):                                      # model saved from this one: not a symlink
+            inside(path, name, path)                                      # to a file elsewhere (~/.ssh/id_rsa)
 
     def r(name):  # a file of the folder, read
         read.append(f(name))

@@ -2867,8 +2867,10 @@ class Payload:
         return os.mkdir, (self.marker,)
 
 
-@case("pytorch_model.bin with a pickle payload: refused, never run", ValueError,
-      "pytorch_model.bin: cannot be read as a PyTorch checkpoint of tensors (UnpicklingError")
+@case("pytorch_model.bin with a pickle payload: refused, never run, and said why (was torch's advice to load it with "
+      "weights_only=False, which runs it)", ValueError, "pytorch_model.bin: cannot be read as a PyTorch checkpoint of "
+      "tensors (UnpicklingError: its pickle calls posix.mkdir, which builds no tensor; lorasp reads pickles with "
+      "torch.load(weights_only=True), which never runs such a call")
 def _(ctx):
     d = small_model(ctx.tmp / "m")
     os.remove(ctx.tmp / "m" / "model.safetensors")
@@ -2877,6 +2879,42 @@ def _(ctx):
         load_pretrained(d)
     finally:
         assert not os.path.exists(ctx.tmp / "pwned")
+
+
+@case("config.json: a key given twice with other values (json kept the last without a word)", ValueError,
+      "m/config.json: key 'num_hidden_layers' is given twice in an object, as 7 and then 1: JSON readers keep the last "
+      "without a word; delete the one not meant")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    text = (ctx.tmp / "m" / "config.json").read_text()
+    (ctx.tmp / "m" / "config.json").write_text(text.replace('"num_hidden_layers"', '"num_hidden_layers": 7, '
+                                                            '"num_hidden_layers"'))
+    load_pretrained(d)
+
+
+@case("config.json: a key given twice with the same value: one meaning, loaded", None)
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    text = (ctx.tmp / "m" / "config.json").read_text()
+    (ctx.tmp / "m" / "config.json").write_text(text.replace('"num_hidden_layers"', '"num_hidden_layers": 1, '
+                                                            '"num_hidden_layers"'))
+    assert load_pretrained(d).config.n_layer == 1
+
+
+@case("config.json: a Llama's pad_token_id true (was no padding row; transformers' padding row 1, Python's True)",
+      ValueError, "m/config.json: pad_token_id = True must be a token id (an integer) or null")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", pad_token_id=True)
+    load_pretrained(d)
+
+
+@case("spiece.model empty (a download that wrote nothing): was sentencepiece's \"unk is not defined\", no file",
+      ValueError, "t5/spiece.model: not a sentencepiece model (damaged or cut off?); fetch it again")
+def _(ctx):
+    (ctx.tmp / "t5").mkdir()
+    (ctx.tmp / "t5" / "spiece.model").write_bytes(b"")
+    tokenizer.load_tokenizer(ctx.tmp / "t5")
 
 
 for dtype, fragment in [("bf16", "dtype 'bf16': give a floating-point torch dtype (torch.bfloat16) or its name "

@@ -1,0 +1,123 @@
+"""Files from a hostile or careless publisher (red-team pass, session 34): a checkpoint, tokenizer or config that
+parses but lies. Each must be an error naming the file and what in it is wrong, never a RecursionError naming
+nothing, a silent choice between two values, or a read of a file outside the folder the user named. The cases a
+careful user can meet too are rows of test_bad_input.py."""
+import json
+import os
+import struct
+
+import pytest
+import torch
+
+from checkpoint import read_safetensors_header, save_safetensors
+from ggufread import read_gguf
+from model import LlamaConfig, build_model, load_pretrained, load_tokenizer, save_pretrained
+
+
+def small_model(directory, shard_size=None):
+    """A 2-layer Llama (vocab 64) in the HF layout."""
+    torch.manual_seed(0)
+    save_pretrained(build_model(LlamaConfig(vocab_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, n_ffn=64)),
+                    directory, shard_size=shard_size)
+    return directory
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # 200 kB of brackets: past Python's recursion limit (json's C reader recurses)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_a_config_nested_past_the_recursion_limit_is_named(tmp_path, name):  # was a RecursionError naming nothing
+    small_model(tmp_path, shard_size=20_000 if name.endswith("index.json") else None)
+    (tmp_path / name).write_text(DEEP)
+    with pytest.raises(ValueError, match=str(tmp_path / name) + ": "):
+        load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_tokenizer_file_nested_past_the_recursion_limit_is_named(tmp_path, name):
+    if name == "tokenizer_config.json":                        # (read beside a WordPiece vocab.txt)
+        (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\na\n")
+    (tmp_path / name).write_text(DEEP)
+    with pytest.raises(ValueError, match=str(tmp_path / name) + ": JSON nested deeper than"):
+        load_tokenizer(tmp_path)
+
+
+def test_a_safetensors_header_nested_past_the_recursion_limit_is_named(tmp_path):
+    head = DEEP.encode()
+    (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", len(head)) + head)
+    with pytest.raises(ValueError, match=str(tmp_path / "x.safetensors") + ": corrupt safetensors header"):
+        read_safetensors_header(str(tmp_path / "x.safetensors"))
+
+
+def test_a_gguf_array_of_arrays_nested_100000_deep_is_named(tmp_path):  # 1.2 MB: was a RecursionError
+    def string(s):
+        return struct.pack("<Q", len(s)) + s.encode()
+    raw = (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + string("general.x") + struct.pack("<I", 9)  # one array entry
+           + struct.pack("<IQ", 9, 1) * 100_000 + struct.pack("<IQ", 4, 0))  # an array of 1 array of 1 ... of none
+    (tmp_path / "x.gguf").write_bytes(raw)
+    with pytest.raises(ValueError, match=str(tmp_path / "x.gguf") + ": metadata 'general.x' holds arrays nested more "
+                       "than 8 deep"):
+        read_gguf(str(tmp_path / "x.gguf"))
+
+
+def test_a_safetensors_header_naming_a_tensor_twice_is_refused(tmp_path):
+    """{"a": bytes 0-4, "a": bytes 4-8, "b": bytes 0-4}: json keeps the second "a", whose bytes and b's tile the data,
+    so the file loaded with a silently reading the bytes the file also gave b (a lie no reader can settle)."""
+    entry = '{"dtype": "F32", "shape": [1], "data_offsets": [%d, %d]}'
+    head = ('{"a": %s, "a": %s, "b": %s}' % (entry % (0, 4), entry % (4, 8), entry % (0, 4))).encode()
+    head += b" " * (-len(head) % 8)
+    (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + struct.pack("<2f", 1.0, 2.0))
+    with pytest.raises(ValueError, match=str(tmp_path / "x.safetensors") + ": safetensors header: key 'a' is given "
+                       "twice in an object"):
+        read_safetensors_header(str(tmp_path / "x.safetensors"))
+
+
+def test_a_safetensors_header_naming_a_tensor_twice_alike_loads(tmp_path):  # the same entry twice: one meaning
+    save_safetensors({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, tmp_path / "x.safetensors")
+    raw = (tmp_path / "x.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    head = ("{" + ", ".join(f'"{k}": {json.dumps(v)}' for k, v in [("a", header["a"]), *header.items()]) + "}").encode()
+    head += b" " * (-len(head) % 8)
+    (tmp_path / "y.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+    assert sorted(read_safetensors_header(str(tmp_path / "y.safetensors"))[0]) == ["a", "b"]
+
+
+def test_a_tokenizer_json_vocabulary_giving_a_token_two_ids_is_refused(tmp_path):
+    """"a": 0, "b": 1, "a": 2: json kept id 2 for a, and id 0 was nobody's (a vocabulary of 3 without a word)."""
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "a": 2}, "merges": '
+                                             '[]}, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": []}')
+    with pytest.raises(ValueError, match=str(tmp_path / "tokenizer.json") + ": key 'a' is given twice in an object, "
+                       "as 0 and then 2"):
+        load_tokenizer(tmp_path)
+
+
+def test_a_merge_making_a_token_the_vocabulary_lacks_names_tokenizer_json(tmp_path):  # was: named no file
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"},
+        "added_tokens": []}))
+    with pytest.raises(ValueError, match=str(tmp_path / "tokenizer.json") + r": tokens \['ab'\] are produced by "
+                       "merges but absent from the vocabulary"):
+        load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["chat_template.jinja", "special_tokens_map.json", "vocab.txt"])
+def test_a_tokenizer_file_symlinked_out_of_the_folder_is_refused(tmp_path, name):
+    """A chat_template.jinja (or any tokenizer file) linking to a file elsewhere (~/.ssh/id_rsa): never read, and
+    export.py and every save copy the folder's tokenizer files into the model they write, which a user may upload."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "vocab.txt").write_text("[PAD]\n[UNK]\na\n")
+    (tmp_path / "secret").write_text("[PAD]\n[UNK]\nthe secret\n")
+    (tmp_path / "m" / name).unlink(missing_ok=True)
+    (tmp_path / "m" / name).symlink_to(tmp_path / "secret")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'm' / name} is a symlink to {tmp_path / 'secret'}, outside the "
+                       "model folder: refused"):
+        load_tokenizer(tmp_path / "m")
+
+
+def test_a_gguf_in_a_folder_symlinked_out_of_it_is_refused(tmp_path):  # as a safetensors shard is
+    (tmp_path / "m").mkdir()
+    (tmp_path / "elsewhere.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    (tmp_path / "m" / "model.gguf").symlink_to(tmp_path / "elsewhere.gguf")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'm' / 'model.gguf'} is a symlink to"):
+        load_pretrained(tmp_path / "m")
