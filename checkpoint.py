@@ -952,10 +952,25 @@ def meta_config(p, embedding_rows):
                 "Meta's code (llama_models) computes another model with it, which lorasp does not implement" if
                 k in META_UNSET else "a key lorasp does not know (not one Meta's reference code reads: another "
                 "model's, Mistral's?); it may change the model: if it does not, delete it from the file"))
+    for k, v in p.items():  # as config.json's fields are checked (check_config), under params.json's names
+        if k in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "vocab_size") and not (
+                type(v) is int and (v >= 1 or k == "vocab_size" and v == -1) or v is None and k == "n_kv_heads"):
+            raise ValueError(f"{k} = {v!r} must be an integer >= 1" + " (or -1: the embedding's rows)" * (
+                k == "vocab_size"))  # (true is 1 to Python: multiple_of true built FFNs of multiple 1)
+        if k in ("norm_eps", "rope_theta", "ffn_dim_multiplier") and not (type(v) in (int, float) and math.isfinite(
+                v) and v > 0 or v is None and k == "ffn_dim_multiplier"):
+            raise ValueError(f"{k} = {v!r} must be a finite number > 0")
+    dim, heads = p["dim"], p["n_heads"]
+    for a, x, b, y in (("dim", dim, "n_heads", heads), ("n_heads", heads, "n_kv_heads", p.get("n_kv_heads") or heads)):
+        if x % y:                                              # (check_config's words were config.json's keys)
+            raise ValueError(f"{a} = {x} is not a multiple of {b} = {y}")
     if p.get("head_dim") is not None and p["head_dim"] != p["dim"] // p["n_heads"]:  # (Llama 4's: dim / n_heads)
         raise NotImplementedError(f"head_dim = {p['head_dim']!r}: not dim / n_heads ({p['dim'] // p['n_heads']}), "
                                   "which lorasp's Meta layout reads")
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
+    if p.get("ffn_dim_multiplier") and not p["ffn_dim_multiplier"] * hidden < 2 ** 63:  # (int(inf): OverflowError)
+        raise ValueError(f"ffn_dim_multiplier = {p['ffn_dim_multiplier']!r} makes FFNs of "
+                         f"{p['ffn_dim_multiplier'] * hidden:g} rows")
     hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],

@@ -3210,7 +3210,7 @@ case("train.py: config.json not JSON (was: the parser's words, no file named)", 
     lambda ctx: train.main(flags((config_for_commands(ctx, '{"model_type": "llama",\n oops}'), ctx.tiny[1]),
                                  ctx.tmp / "o")))
 @case("train.py: Meta params.json with multiple_of 0 (was ZeroDivisionError, read for the memory plan)", SystemExit,
-      "params.json: its numbers do not describe a model (integer division or modulo by zero)")
+      "params.json: multiple_of = 0 must be an integer >= 1")
 def _(ctx):
     os.makedirs(ctx.tmp / "meta")
     torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
@@ -3256,6 +3256,14 @@ case("Meta params.json: a Llama 4 key that changes the model (use_qk_norm)", Not
 case("Meta params.json: a key no Meta reader knows (Mistral's sliding_window)", NotImplementedError,
      "params.json: sliding_window = 4096: a key lorasp does not know")(
     lambda ctx: meta_with(ctx, sliding_window=4096))
+for field, value, fragment, was in [
+        ("dim", 64.0, "dim = 64.0 must be an integer >= 1", "named config.json's hidden_size, a key params.json lacks"),
+        ("multiple_of", True, "multiple_of = True must be an integer >= 1", "FFNs of multiple 1: Python's True"),
+        ("n_kv_heads", 3, "n_heads = 4 is not a multiple of n_kv_heads = 3", "named config.json's keys"),
+        ("ffn_dim_multiplier", 1e308, "ffn_dim_multiplier = 1e+308 makes FFNs of inf rows", "an OverflowError")]:
+    case(f"Meta params.json: {field} {value!r} (was {was})", ValueError,
+         f"params.json: its numbers do not describe a model ({fragment})")(
+        lambda ctx, field=field, value=value: meta_with(ctx, **{field: value}))
 
 
 
