@@ -279,11 +279,21 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} is missing")
         return meta.get(f"{arch}.{key}", default)
     n_embd, n_head, n_layer = need("embedding_length"), need("attention.head_count"), need("block_count")
-    for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head), ("block_count", n_layer)):
-        if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
-            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
-    hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    counts = ("embedding_length", "attention.head_count", "block_count", "attention.head_count_kv",
+              "feed_forward_length", "attention.key_length", "context_length")
+    for key in counts + ("attention.layer_norm_rms_epsilon", "rope.freq_base") + ("rope.scaling.factor",) * (
+            kind == "linear"):                              # named as the file names them (were config.json's keys,
+        if (v := meta.get(f"{arch}.{key}")) is None:        # or not at all: a linear factor NaN loaded)
+            continue
+        if key in counts and (type(v) is not int or v < 1):  # (a list: per-layer head counts, another architecture)
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
+        if key not in counts and not (type(v) in (int, float) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a finite number > 0")
+    if n_head % (n_kv := need("attention.head_count_kv", n_head)):
+        raise ValueError(f"{path}: GGUF metadata {arch}.attention.head_count = {n_head} is not a multiple of "
+                         f"{arch}.attention.head_count_kv = {n_kv}")
+    hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     if kind not in ("none", "linear"):
         raise NotImplementedError(f"{path}: RoPE scaling {kind!r} is not supported (linear and Llama 3.1's rope_freqs "
                                   "are)")

@@ -3,7 +3,9 @@ parses but lies. Each must be an error naming the file and what in it is wrong, 
 nothing, a silent choice between two values, or a read of a file outside the folder the user named. The cases a
 careful user can meet too are rows of test_bad_input.py."""
 import json
+import math
 import os
+import re
 import struct
 
 import pytest
@@ -121,3 +123,23 @@ def test_a_gguf_in_a_folder_symlinked_out_of_it_is_refused(tmp_path):  # as a sa
     (tmp_path / "m" / "model.gguf").symlink_to(tmp_path / "elsewhere.gguf")
     with pytest.raises(ValueError, match=f"{tmp_path / 'm' / 'model.gguf'} is a symlink to"):
         load_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("attention.head_count_kv", True, "= True; a Llama needs a positive integer"),  # (were named by config.json's
+    ("feed_forward_length", 96.0, "= 96.0; a Llama needs a positive integer"),     # keys, which a GGUF lacks:
+    ("attention.layer_norm_rms_epsilon", math.nan, "= nan; a Llama needs a finite number > 0"),  # rms_norm_eps)
+    ("attention.head_count_kv", 3, "llama.attention.head_count = 4 is not a multiple of llama.attention.head_count_kv"),
+    ("rope.scaling.factor", math.nan, "= nan; a Llama needs a finite number > 0")],  # (SILENT: RoPE of NaN loaded)
+    ids=["head_count_kv true", "feed_forward_length 96.0", "rms epsilon NaN", "head_count_kv 3", "linear factor NaN"])
+def test_gguf_metadata_of_the_wrong_type_is_named_as_the_file_names_it(tmp_path, key, value, expected):
+    import transformers
+    from test_gguf import llama_cpp_layout, llama_meta, write
+    c = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    torch.manual_seed(0)
+    meta = llama_meta(c) | {f"llama.{key}": value} | ({"llama.rope.scaling.type": "linear"} if "scaling" in key else {})
+    write(tmp_path / "m.gguf", llama_cpp_layout(transformers.LlamaForCausalLM(c).state_dict(), c), meta)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'm.gguf'}: GGUF metadata " + (
+            "" if expected.startswith("llama.") else f"llama.{key} ") + expected)):
+        load_pretrained(tmp_path / "m.gguf")
