@@ -2817,6 +2817,50 @@ case("shard index names ../x", ValueError, "names '../model-00001-of-00001.safet
     lambda ctx: sharded(ctx, "../model-00001-of-00001.safetensors"))
 case("shard index names an absolute path", ValueError, "names '/etc/passwd', outside")(
     lambda ctx: sharded(ctx, "/etc/passwd"))
+
+
+@case("pytorch_model.bin.index.json names ../x.bin (a .bin checkpoint's index, read as the safetensors one)",
+      ValueError, "pytorch_model.bin.index.json names '../x.bin', outside")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    torch.save(load_safetensors(os.path.join(d, "model.safetensors")), ctx.tmp / "x.bin")  # (there, outside)
+    os.remove(os.path.join(d, "model.safetensors"))
+    (ctx.tmp / "m" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight":
+                                                                                         "../x.bin"}}))
+    load_pretrained(d)
+
+
+@case("pytorch_model.bin whose zip members are named ../../x (a crafted archive): refused, nothing written", ValueError,
+      "pytorch_model.bin: cannot be read as a PyTorch checkpoint of tensors (RuntimeError")
+def _(ctx):  # (torch.load reads members by name and extracts nothing; a member outside its archive's folder: none)
+    d = small_model(ctx.tmp / "m")
+    torch.save(load_safetensors(os.path.join(d, "model.safetensors")), ctx.tmp / "good.bin")
+    os.remove(os.path.join(d, "model.safetensors"))
+    with zipfile.ZipFile(ctx.tmp / "good.bin") as good, \
+            zipfile.ZipFile(ctx.tmp / "m" / "pytorch_model.bin", "w") as z:
+        for member in good.infolist():
+            z.writestr(member.filename.replace("good/", "../../trav/", 1), good.read(member))
+    try:
+        load_pretrained(d)
+    finally:
+        assert not os.path.exists(ctx.tmp / "trav") and not os.path.exists(ctx.tmp.parent / "trav")
+
+
+@case("pytorch_model.bin whose tensors share one storage (k_proj and v_proj halves of one, up_proj a transposed view): "
+      "each loads its own values", None)
+def _(ctx):  # (read_tensors copies each out of the mapped file and hands its pages back: the other's stay readable)
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(os.path.join(d, "model.safetensors"))
+    os.remove(os.path.join(d, "model.safetensors"))
+    both = torch.randn(32, 32)                                 # (k_proj, v_proj: (16, 32) each, n_kv_head 2 x 8)
+    up = torch.randn(32, 64).t()                               # (64, 32), strides (1, 64)
+    sd |= {"model.layers.0.self_attn.k_proj.weight": both[:16], "model.layers.0.self_attn.v_proj.weight": both[16:],
+           "model.layers.0.mlp.up_proj.weight": up}
+    torch.save(sd, ctx.tmp / "m" / "pytorch_model.bin")
+    model = load_pretrained(d)
+    for name, want in (("k_proj", both[:16]), ("v_proj", both[16:])):
+        assert torch.equal(model.get_parameter(f"model.layers.0.self_attn.{name}.weight"), want), name
+    assert torch.equal(model.get_parameter("model.layers.0.mlp.up_proj.weight"), up)
 case("shard index names a missing shard", FileNotFoundError, "shard model-00002-of-00002.safetensors named in "
      "model.safetensors.index.json is missing")(lambda ctx: sharded(ctx, "model-00002-of-00002.safetensors"))
 
