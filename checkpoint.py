@@ -69,6 +69,8 @@ def atomic_write(path, mode="wb", sync=True):
     a power cut) and rename it over `path`."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
+    if os.path.islink(tmp):  # (a folder copied from elsewhere: open would write through it, to a file outside)
+        os.remove(tmp)
     try:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f

@@ -143,3 +143,17 @@ def test_gguf_metadata_of_the_wrong_type_is_named_as_the_file_names_it(tmp_path,
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'm.gguf'}: GGUF metadata " + (
             "" if expected.startswith("llama.") else f"llama.{key} ") + expected)):
         load_pretrained(tmp_path / "m.gguf")
+
+
+def test_atomic_write_never_writes_through_a_symlink_named_as_its_temporary(tmp_path):
+    """A folder lorasp writes into but did not make (a run folder copied from elsewhere, to --resume) holding a
+    symlink named as atomic_write's temporary (PATH.tmp<pid>) to a file elsewhere: the write went through the link into
+    that file, and the rename then left PATH itself a link to it."""
+    from checkpoint import atomic_write
+    (tmp_path / "victim").write_text("kept")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / f"state.json.tmp{os.getpid()}").symlink_to(tmp_path / "victim")
+    with atomic_write(tmp_path / "run" / "state.json", "w") as f:
+        f.write("{}")
+    assert (tmp_path / "victim").read_text() == "kept"
+    assert not (tmp_path / "run" / "state.json").is_symlink() and (tmp_path / "run" / "state.json").read_text() == "{}"
