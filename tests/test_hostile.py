@@ -117,6 +117,19 @@ def test_a_tokenizer_file_symlinked_out_of_the_folder_is_refused(tmp_path, name)
         load_tokenizer(tmp_path / "m")
 
 
+@pytest.mark.parametrize("named", ["/etc/passwd", "../elsewhere/tokenizer.json"])
+def test_a_tokenizer_file_a_config_names_elsewhere_is_never_read(tmp_path, named):
+    """tokenizer_config.json's tokenizer_file (transformers' slow-to-fast hint) naming a file outside the folder: the
+    tokenizer is read from the folder's own files alone."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "tokenizer.json").write_text("not read")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "vocab.txt").write_text("[PAD]\n[UNK]\na\n")
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_file": named}))
+    tok = load_tokenizer(tmp_path / "m")
+    assert tok.read_from == (str(tmp_path / "m" / "tokenizer_config.json"), str(tmp_path / "m" / "vocab.txt"))
+
+
 def test_a_gguf_in_a_folder_symlinked_out_of_it_is_refused(tmp_path):  # as a safetensors shard is
     (tmp_path / "m").mkdir()
     (tmp_path / "elsewhere.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
