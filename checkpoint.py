@@ -1109,6 +1109,12 @@ def main():
         sys.exit(f"error: {e}")
 
 
+def shown(text):
+    """text with its unprintable characters as repr writes them: a name in a file is the file's to choose, and an
+    escape sequence in it ("\x1b[2J") would drive the terminal (a GGUF's undecodable bytes: surrogates, \udcff)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def list_tensors(path):
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder: give one of its .safetensors files (or a .gguf)")
@@ -1118,13 +1124,14 @@ def list_tensors(path):
         from ggufread import GGML_OTHERS, GGML_TYPES, read_gguf  # (ggufread.py imports this file: at call time)
         meta, tensors = read_gguf(path)
         for name, (shape, kind, offset) in tensors.items():
-            print(f"{name:40s} {GGML_TYPES.get(kind, (GGML_OTHERS.get(kind, kind),))[0]:5} {shape}")
+            print(f"{shown(name):40s} {GGML_TYPES.get(kind, (GGML_OTHERS.get(kind, kind),))[0]:5} {shape}")
         for key, v in meta.items():
-            print(f"{key}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else repr(v)[:100]))
+            print(f"{shown(key)}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else
+                                       repr(v)[:100]))
         return
     header, metadata, start = read_safetensors_header(path)
     for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        print(f"{name:60s} {e['dtype']:5s} {tuple(e['shape'])}")
+        print(f"{shown(name):60s} {e['dtype']:5s} {tuple(e['shape'])}")
     print(f"{len(header)} tensors, data from byte {start}, metadata {metadata}")
 
 

@@ -170,3 +170,22 @@ def test_atomic_write_never_writes_through_a_symlink_named_as_its_temporary(tmp_
         f.write("{}")
     assert (tmp_path / "victim").read_text() == "kept"
     assert not (tmp_path / "run" / "state.json").is_symlink() and (tmp_path / "run" / "state.json").read_text() == "{}"
+
+
+def test_python_checkpoint_py_lists_names_without_their_control_characters(tmp_path):
+    """A tensor name or metadata key holding an escape sequence ("a\\x1b[2Jb" clears the screen; OSC 0 sets the
+    terminal's title) went to the terminal as written: now as repr writes it, as the errors name them."""
+    import subprocess
+    import sys
+    save_safetensors({"a\x1b[2Jb": torch.zeros(2)}, tmp_path / "esc.safetensors")
+
+    def string(b):
+        return struct.pack("<Q", len(b)) + b
+    raw = (b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + string(b"general.name\x1b]0;title\x07") + struct.pack("<I", 8)
+           + string(b"x") + string(b"t\xff\x1b[31m") + struct.pack("<IQIQ", 1, 8, 0, 0))  # F32 (8,) at 0
+    (tmp_path / "esc.gguf").write_bytes(raw + b"\0" * (-len(raw) % 32) + b"\0" * 32)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name, shown in (("esc.safetensors", r"a\x1b[2Jb"), ("esc.gguf", r"t\udcff\x1b[31m")):
+        out = subprocess.run([sys.executable, os.path.join(root, "checkpoint.py"), str(tmp_path / name)],
+                             capture_output=True, check=True).stdout
+        assert b"\x1b" not in out and b"\x07" not in out and shown.encode() in out, out
