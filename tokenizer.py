@@ -87,7 +87,9 @@ TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first 
 @functools.lru_cache(maxsize=32)
 def alternation(strings):
     """A regex that finds any of strings whole, in a group (split keeps them), the longest first where one holds
-    another; None where there are none."""
+    another; None where there are none. "" is none (a token of no text: matched, it split a text at every character;
+    the tokenizers library skips it)."""
+    strings = [s for s in strings if s]
     return regex.compile("(" + "|".join(map(regex.escape, sorted(strings, key=len, reverse=True))) + ")") if strings \
         else None
 
@@ -365,12 +367,12 @@ class BPETokenizer(Tokenizer):
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
         self.special_ids, self.names = special if matched is None else matched, special  # (names: all, by text)
         self.specials = alternation(tuple(self.special_ids))
-        first = sorted(self.special_ids)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
+        first = sorted(s for s in self.special_ids if s)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
         self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
         self.pat = pattern if isinstance(pattern, str) else r"[\s\S]+"  # (a tuple: _bpe has split the text)
-        self.allowed = "all" if matched is None else frozenset(matched)
-        self.enc = tiktoken.Encoding("bpe", pat_str=self.pat, mergeable_ranks=ranks,
-                                     special_tokens={s: len(ids) + j for j, s in enumerate(special)})
+        self.allowed = "all" if matched is None else frozenset(s for s in matched if s)
+        self.enc = tiktoken.Encoding("bpe", pat_str=self.pat, mergeable_ranks=ranks,  # ("": tiktoken's encode never
+                                     special_tokens={s: len(ids) + j for j, s in enumerate(special) if s})  # ends)
         self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):

@@ -189,3 +189,24 @@ def test_python_checkpoint_py_lists_names_without_their_control_characters(tmp_p
         out = subprocess.run([sys.executable, os.path.join(root, "checkpoint.py"), str(tmp_path / name)],
                              capture_output=True, check=True).stdout
         assert b"\x1b" not in out and b"\x07" not in out and shown.encode() in out, out
+
+
+def test_an_added_token_of_no_text_is_never_matched(tmp_path):
+    """A tokenizer.json added token whose content is "" (the tokenizers library skips such a token): tiktoken, told to
+    match "" whole, never returned from encode (a hang on 1 kB); added_tokens.json's "" beside a sentencepiece model
+    cut every text at every character ("hello" 9 ids, not 5). Both now encode as without it."""
+    from tokenizer import bytes_to_unicode
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode()[b] for b in range(256))}
+    for name, added in (("plain", []), ("empty", [{"id": 300, "content": "", "special": True}])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer.json").write_text(json.dumps({
+            "model": {"type": "BPE", "vocab": vocab, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"},
+            "added_tokens": added}))
+    text = "hello world"
+    assert load_tokenizer(tmp_path / "empty").encode(text) == load_tokenizer(tmp_path / "plain").encode(text)
+
+    from fixtures import demo_tokenizer
+    (tmp_path / "sp").mkdir()
+    plain = demo_tokenizer(tmp_path / "sp", 50)
+    (tmp_path / "sp" / "added_tokens.json").write_text(json.dumps({"": plain.vocab_size}))
+    assert load_tokenizer(tmp_path / "sp").encode(text) == plain.encode(text)
