@@ -69,6 +69,8 @@ def atomic_write(path, mode="wb", sync=True):
     a power cut) and rename it over `path`."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
+    if os.path.islink(tmp):  # (a folder copied from elsewhere: open would write through it, to a file outside)
+        os.remove(tmp)
     try:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
@@ -282,9 +284,9 @@ def read_safetensors_header(path):
         if n > min(size - 8, 100 << 20):
             not_lfs_pointer(path)
             raise ValueError(f"{path}: corrupt safetensors header (says {n} bytes, file has {size})")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        try:                                                   # (a tensor named twice: which entry is meant?)
+            header = json.loads(f.read(n), object_pairs_hook=once(f"{path}: safetensors header", "fetch it again"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -547,17 +549,39 @@ def head_tail(path, sample=1 << 20):
 
 
 def read_json(path):
-    """A JSON object from a config file; anything else (bad JSON, not UTF-8, a list) is an error naming the file."""
+    """A JSON object from a config file; anything else (bad JSON, not UTF-8, a list, a key given twice with other
+    values, nesting past Python's recursion limit) is an error naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            value = json.load(f)
+            value = json.load(f, object_pairs_hook=once(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except RecursionError:                                     # ([[[[...: a few bytes a level)
+        raise ValueError(f"{path}: JSON nested deeper than {sys.getrecursionlimit()} levels, more than any config "
+                         "holds: a damaged or hostile file") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object {{...}}, found a {type(value).__name__}")
     return value
+
+
+def once(where=None, fix="delete the one not meant"):
+    """json's object_pairs_hook refusing a key an object gives twice with other values (json keeps the last without a
+    word, transformers' config reader too: `"num_hidden_layers": 7, ..., "num_hidden_layers": 2` built 2 layers;
+    which the file means, no reader can tell); `where` begins the message, `fix` ends it. The same value twice is
+    harmless: taken. Values are compared as JSON writes them (NaN, unequal to itself, is one value)."""
+    def hook(pairs):
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            first = {}
+            for k, v in pairs:
+                if json.dumps(first.setdefault(k, v), sort_keys=True) != json.dumps(v, sort_keys=True):
+                    raise ValueError(f"{where + ': ' if where else ''}key {k!r} is given twice in an object, as "
+                                     f"{first[k]!r:.60} and then {v!r:.60}: JSON readers keep the last without a "
+                                     f"word; {fix}")
+        return obj
+    return hook
 
 
 def inside(directory, name, named_in):
@@ -651,13 +675,14 @@ def check_layers(source, counts, names, why=lambda: ""):
 
 def shard_map(path, index):
     """The weight_map {tensor name: shard file name} of the shard index `index` in folder path."""
+    file = os.path.join(path, index)
     try:
-        with open(os.path.join(path, index), encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        with open(file, encoding="utf-8") as f:
+            weight_map = json.load(f, object_pairs_hook=once())["weight_map"]  # (a tensor placed twice: named)
         if not all(isinstance(s, str) for s in weight_map.values()):
             raise TypeError("file names must be strings")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{os.path.join(path, index)}: not a shard index ({type(e).__name__}: {e}); it "
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise ValueError(f"{file}: not a shard index ({type(e).__name__}: {e}); it "
                          "needs {\"weight_map\": {tensor name: file name}}") from None
     return weight_map
 
@@ -768,6 +793,13 @@ def load_torch(file):
         if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
             raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
                              "torch.save's zip archive nor its pre-1.6 format)") from None
+        if type(e).__name__ == "UnpicklingError" and (call := re.search(r"GLOBAL ([\w.]+)", str(e))):
+            # (torch's own words advise weights_only=False, which runs that call: not lorasp's to offer)
+            raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors (UnpicklingError: its pickle "
+                             f"calls {call[1]}, which builds no tensor; lorasp reads pickles with torch.load("
+                             "weights_only=True), which never runs such a call: it could run any code). From a source "
+                             "you trust, save its tensors as safetensors (safetensors.torch.save_file) and give that; "
+                             "from another, ask for the safetensors") from None
         first = str(e).strip().split("\n")[0][:300]
         raise ValueError(f"{file}: cannot be read as a PyTorch checkpoint of tensors ({type(e).__name__}: {first})"
                          ) from None
@@ -922,10 +954,25 @@ def meta_config(p, embedding_rows):
                 "Meta's code (llama_models) computes another model with it, which lorasp does not implement" if
                 k in META_UNSET else "a key lorasp does not know (not one Meta's reference code reads: another "
                 "model's, Mistral's?); it may change the model: if it does not, delete it from the file"))
+    for k, v in p.items():  # as config.json's fields are checked (check_config), under params.json's names
+        if k in ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "vocab_size") and not (
+                type(v) is int and (v >= 1 or k == "vocab_size" and v == -1) or v is None and k == "n_kv_heads"):
+            raise ValueError(f"{k} = {v!r} must be an integer >= 1" + " (or -1: the embedding's rows)" * (
+                k == "vocab_size"))  # (true is 1 to Python: multiple_of true built FFNs of multiple 1)
+        if k in ("norm_eps", "rope_theta", "ffn_dim_multiplier") and not (type(v) in (int, float) and math.isfinite(
+                v) and v > 0 or v is None and k == "ffn_dim_multiplier"):
+            raise ValueError(f"{k} = {v!r} must be a finite number > 0")
+    dim, heads = p["dim"], p["n_heads"]
+    for a, x, b, y in (("dim", dim, "n_heads", heads), ("n_heads", heads, "n_kv_heads", p.get("n_kv_heads") or heads)):
+        if x % y:                                              # (check_config's words were config.json's keys)
+            raise ValueError(f"{a} = {x} is not a multiple of {b} = {y}")
     if p.get("head_dim") is not None and p["head_dim"] != p["dim"] // p["n_heads"]:  # (Llama 4's: dim / n_heads)
         raise NotImplementedError(f"head_dim = {p['head_dim']!r}: not dim / n_heads ({p['dim'] // p['n_heads']}), "
                                   "which lorasp's Meta layout reads")
     hidden, m = int(2 * 4 * p["dim"] / 3), p["multiple_of"]  # Meta's FFN size rule (llama/model.py)
+    if p.get("ffn_dim_multiplier") and not p["ffn_dim_multiplier"] * hidden < 2 ** 63:  # (int(inf): OverflowError)
+        raise ValueError(f"ffn_dim_multiplier = {p['ffn_dim_multiplier']!r} makes FFNs of "
+                         f"{p['ffn_dim_multiplier'] * hidden:g} rows")
     hidden = int(p["ffn_dim_multiplier"] * hidden) if p.get("ffn_dim_multiplier") else hidden
     vocab = p.get("vocab_size", -1)
     return dict(vocab_size=vocab if vocab > 0 else embedding_rows(), n_layer=p["n_layers"], n_embd=p["dim"],
@@ -1062,6 +1109,12 @@ def main():
         sys.exit(f"error: {e}")
 
 
+def shown(text):
+    """text with its unprintable characters as repr writes them: a name in a file is the file's to choose, and an
+    escape sequence in it ("\x1b[2J") would drive the terminal (a GGUF's undecodable bytes: surrogates, \udcff)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def list_tensors(path):
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder: give one of its .safetensors files (or a .gguf)")
@@ -1071,13 +1124,14 @@ def list_tensors(path):
         from ggufread import GGML_OTHERS, GGML_TYPES, read_gguf  # (ggufread.py imports this file: at call time)
         meta, tensors = read_gguf(path)
         for name, (shape, kind, offset) in tensors.items():
-            print(f"{name:40s} {GGML_TYPES.get(kind, (GGML_OTHERS.get(kind, kind),))[0]:5} {shape}")
+            print(f"{shown(name):40s} {GGML_TYPES.get(kind, (GGML_OTHERS.get(kind, kind),))[0]:5} {shape}")
         for key, v in meta.items():
-            print(f"{key}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else repr(v)[:100]))
+            print(f"{shown(key)}: " + (f"[{len(v)} items: {str(v[:4])[1:-1]}, ...]" if isinstance(v, list) else
+                                       repr(v)[:100]))
         return
     header, metadata, start = read_safetensors_header(path)
     for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        print(f"{name:60s} {e['dtype']:5s} {tuple(e['shape'])}")
+        print(f"{shown(name):60s} {e['dtype']:5s} {tuple(e['shape'])}")
     print(f"{len(header)} tensors, data from byte {start}, metadata {metadata}")
 
 

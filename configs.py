@@ -171,8 +171,11 @@ class LlamaConfig:
     @staticmethod
     def hf_padding_idx(c):
         """embed_tokens' padding_idx as transformers builds it from pad_token_id (-1: the last row, as nn.Embedding
-        reads it); None if none, or past the vocabulary (transformers cannot build that model)."""
+        reads it); None if none, not an integer, or past the vocabulary (transformers cannot build that model). true or
+        false is refused: transformers builds row 1 or 0 from it (Python's True is 1); here it was no row."""
         pad, vocab = c.get("pad_token_id"), c["vocab_size"]
+        if type(pad) is bool:
+            raise ValueError(f"pad_token_id = {pad!r} must be a token id (an integer) or null")
         return pad % vocab if type(pad) is int and -vocab <= pad < vocab else None
 
     @staticmethod

@@ -10,7 +10,7 @@ import struct
 
 import torch
 
-from checkpoint import SAFETENSORS_DTYPES, not_lfs_pointer, rope_halves
+from checkpoint import SAFETENSORS_DTYPES, inside, not_lfs_pointer, rope_halves
 
 GGUF_VALUES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}  # struct
 GGML_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),  # type id: (name, values, bytes) per block
@@ -29,17 +29,16 @@ GGUF_NAMES = {  # llama.cpp's tensor names -> HF's (blk.N.attn_q.weight -> model
 
 def gguf_file(path):
     """path itself if it is a .gguf file; the one .gguf in a directory without config.json or params.json (of a split
-    GGUF's parts, the first); else None."""
+    GGUF's parts, the first; not a symlink out of the directory, as a safetensors shard: `inside`); else None."""
     if os.path.isfile(path):
         return path if path.endswith(".gguf") else None
     if any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "params.json")):
         return None
     found = sorted(glob.glob(os.path.join(path, "*.gguf")))
-    if len(found) > 1 and all(re.search(r"-\d{5}-of-\d{5}\.gguf$", f) for f in found):
-        return found[0]  # gguf_checkpoint reads that it is split, and says how to merge the parts
-    if len(found) > 1:
+    if len(found) > 1 and not all(re.search(r"-\d{5}-of-\d{5}\.gguf$", f) for f in found):
         raise ValueError(f"{path}: {len(found)} .gguf files ({', '.join(map(os.path.basename, found))}): pass one")
-    return found[0] if found else None
+    # (split: the first part; gguf_checkpoint reads that it is split, and says how to merge the parts)
+    return inside(path, os.path.basename(found[0]), path) if found else None
 
 
 def read_gguf(path):
@@ -67,13 +66,17 @@ def read_gguf(path):
             room(n, 1, what)
             return f.read(n).decode("utf-8", errors="surrogateescape")
 
-        def value(kind, key):
+        def value(kind, key, depth=0):
             if kind == 8:
                 return string(f"the length of metadata {key!r}")
             if kind == 9:  # (an item takes >= 1 byte, a string or an array >= 8)
                 (item,), (n,) = read("I"), read("Q")
+                if depth == 8:                                 # (12 bytes a level: a RecursionError in a few kB)
+                    raise ValueError(f"{path}: metadata {key!r} holds arrays nested more than 8 deep: a corrupt GGUF "
+                                     "header")
                 room(n, 8 if item in (8, 9) else struct.calcsize(GGUF_VALUES.get(item, "B")), f"array {key!r}'s length")
-                return list(read(GGUF_VALUES[item], n)) if item in GGUF_VALUES else [value(item, key) for _ in range(n)]
+                return list(read(GGUF_VALUES[item], n)) if item in GGUF_VALUES else [value(item, key, depth + 1)
+                                                                                     for _ in range(n)]
             if kind not in GGUF_VALUES:
                 raise ValueError(f"{path}: metadata {key!r} has unknown GGUF value type {kind}")
             return read(GGUF_VALUES[kind])[0]
@@ -276,11 +279,21 @@ def gguf_checkpoint(path, dtype=None, quantize=None):
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} is missing")
         return meta.get(f"{arch}.{key}", default)
     n_embd, n_head, n_layer = need("embedding_length"), need("attention.head_count"), need("block_count")
-    for key, v in (("embedding_length", n_embd), ("attention.head_count", n_head), ("block_count", n_layer)):
-        if type(v) is not int or v < 1:                     # (a list: per-layer head counts, another architecture)
-            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
-    hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    counts = ("embedding_length", "attention.head_count", "block_count", "attention.head_count_kv",
+              "feed_forward_length", "attention.key_length", "context_length")
+    for key in counts + ("attention.layer_norm_rms_epsilon", "rope.freq_base") + ("rope.scaling.factor",) * (
+            kind == "linear"):                              # named as the file names them (were config.json's keys,
+        if (v := meta.get(f"{arch}.{key}")) is None:        # or not at all: a linear factor NaN loaded)
+            continue
+        if key in counts and (type(v) is not int or v < 1):  # (a list: per-layer head counts, another architecture)
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a positive integer")
+        if key not in counts and not (type(v) in (int, float) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{path}: GGUF metadata {arch}.{key} = {v!r}; a Llama needs a finite number > 0")
+    if n_head % (n_kv := need("attention.head_count_kv", n_head)):
+        raise ValueError(f"{path}: GGUF metadata {arch}.attention.head_count = {n_head} is not a multiple of "
+                         f"{arch}.attention.head_count_kv = {n_kv}")
+    hd, theta = need("attention.key_length", n_embd // n_head), need("rope.freq_base", 10000.0)  # (llama.cpp's default)
     if kind not in ("none", "linear"):
         raise NotImplementedError(f"{path}: RoPE scaling {kind!r} is not supported (linear and Llama 3.1's rope_freqs "
                                   "are)")

@@ -64,7 +64,7 @@ import regex  # tiktoken's own dependency: GPT-2's \p{L} classes, which re lacks
 import sentencepiece
 import tiktoken
 
-from checkpoint import atomic_write, read_json
+from checkpoint import atomic_write, inside, read_json
 from download import SMALL_FILES, UserError
 from ggufread import gguf_file, read_gguf
 
@@ -87,7 +87,9 @@ TIKTOKEN_LINE = rb"(\xef\xbb\xbf)?[A-Za-z0-9+/=]+ \d+\r?\n"  # tiktoken's first 
 @functools.lru_cache(maxsize=32)
 def alternation(strings):
     """A regex that finds any of strings whole, in a group (split keeps them), the longest first where one holds
-    another; None where there are none."""
+    another; None where there are none. "" is none (a token of no text: matched, it split a text at every character;
+    the tokenizers library skips it)."""
+    strings = [s for s in strings if s]
     return regex.compile("(" + "|".join(map(regex.escape, sorted(strings, key=len, reverse=True))) + ")") if strings \
         else None
 
@@ -229,8 +231,8 @@ class SentencePieceTokenizer(Tokenizer):
         if re.match(TIKTOKEN_LINE, proto[:200]):  # base64 token, space, rank: a tiktoken BPE file
             raise ValueError(f"{path}: a tiktoken BPE file (Llama 3's tokenizer.model), not sentencepiece; "
                              "load_tokenizer(its folder) reads it")
-        try:
-            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        try:                                            # (an empty file loads as nothing, then fails: "unk is
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto or b"\0")  # not defined", no file)
         except RuntimeError as e:  # a cut-off download: sentencepiece's own message names no file
             if built:                                   # (was "None: not a sentencepiece model ...; fetch it again")
                 raise ValueError(f"{path}: sentencepiece refuses the model its vocabulary makes ({e})") from None
@@ -365,12 +367,12 @@ class BPETokenizer(Tokenizer):
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
         self.special_ids, self.names = special if matched is None else matched, special  # (names: all, by text)
         self.specials = alternation(tuple(self.special_ids))
-        first = sorted(self.special_ids)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
+        first = sorted(s for s in self.special_ids if s)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
         self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
         self.pat = pattern if isinstance(pattern, str) else r"[\s\S]+"  # (a tuple: _bpe has split the text)
-        self.allowed = "all" if matched is None else frozenset(matched)
-        self.enc = tiktoken.Encoding("bpe", pat_str=self.pat, mergeable_ranks=ranks,
-                                     special_tokens={s: len(ids) + j for j, s in enumerate(special)})
+        self.allowed = "all" if matched is None else frozenset(s for s in matched if s)
+        self.enc = tiktoken.Encoding("bpe", pat_str=self.pat, mergeable_ranks=ranks,  # ("": tiktoken's encode never
+                                     special_tokens={s: len(ids) + j for j, s in enumerate(special) if s})  # ends)
         self.vocab_size = max(self.rank_of_id) + 1
 
     def _encode(self, text, after=False):
@@ -642,8 +644,11 @@ def tokenizer_json(path):
                                   "ids of any text it changes would differ from the tokenizers library's)")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in t["model"]["merges"]]
     added = {a["content"]: a["id"] for a in t.get("added_tokens", [])}
-    tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
-                       pattern, only_specials=True)            # (HF matches its added_tokens, nothing else, whole)
+    try:
+        tok = BPETokenizer(t["model"]["vocab"], merges, bool(digits), steps[-1].get("add_prefix_space", False), added,
+                           pattern, only_specials=True)        # (HF matches its added_tokens, nothing else, whole)
+    except ValueError as e:                                    # (a merge making a token the vocabulary lacks)
+        raise ValueError(f"{path}: {e}") from None
     tok.normal_form, tok.normalized = forms[0]["type"] if forms else None, soft_tokens(t.get("added_tokens", []))
     tok.flags = strip_flags(t.get("added_tokens", []))
     return post_processor(tok, t)
@@ -1273,6 +1278,9 @@ def load_tokenizer(path):
         tok.read_from = (path,)
         return tok
     f, read = lambda name: os.path.join(path, name), []  # noqa: E731  (read: the files read, tok.read_from)
+    for name in dict.fromkeys(SMALL_FILES + COPIED + ("params.json",)):  # what is read here, or copied into every
+        if os.path.lexists(f(name)):                                      # model saved from this one: not a symlink
+            inside(path, name, path)                                      # to a file elsewhere (~/.ssh/id_rsa)
 
     def r(name):  # a file of the folder, read
         read.append(f(name))

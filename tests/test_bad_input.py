@@ -2817,6 +2817,50 @@ case("shard index names ../x", ValueError, "names '../model-00001-of-00001.safet
     lambda ctx: sharded(ctx, "../model-00001-of-00001.safetensors"))
 case("shard index names an absolute path", ValueError, "names '/etc/passwd', outside")(
     lambda ctx: sharded(ctx, "/etc/passwd"))
+
+
+@case("pytorch_model.bin.index.json names ../x.bin (a .bin checkpoint's index, read as the safetensors one)",
+      ValueError, "pytorch_model.bin.index.json names '../x.bin', outside")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    torch.save(load_safetensors(os.path.join(d, "model.safetensors")), ctx.tmp / "x.bin")  # (there, outside)
+    os.remove(os.path.join(d, "model.safetensors"))
+    (ctx.tmp / "m" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight":
+                                                                                         "../x.bin"}}))
+    load_pretrained(d)
+
+
+@case("pytorch_model.bin whose zip members are named ../../x (a crafted archive): refused, nothing written", ValueError,
+      "pytorch_model.bin: cannot be read as a PyTorch checkpoint of tensors (RuntimeError")
+def _(ctx):  # (torch.load reads members by name and extracts nothing; a member outside its archive's folder: none)
+    d = small_model(ctx.tmp / "m")
+    torch.save(load_safetensors(os.path.join(d, "model.safetensors")), ctx.tmp / "good.bin")
+    os.remove(os.path.join(d, "model.safetensors"))
+    with zipfile.ZipFile(ctx.tmp / "good.bin") as good, \
+            zipfile.ZipFile(ctx.tmp / "m" / "pytorch_model.bin", "w") as z:
+        for member in good.infolist():
+            z.writestr(member.filename.replace("good/", "../../trav/", 1), good.read(member))
+    try:
+        load_pretrained(d)
+    finally:
+        assert not os.path.exists(ctx.tmp / "trav") and not os.path.exists(ctx.tmp.parent / "trav")
+
+
+@case("pytorch_model.bin whose tensors share one storage (k_proj and v_proj halves of one, up_proj a transposed view): "
+      "each loads its own values", None)
+def _(ctx):  # (read_tensors copies each out of the mapped file and hands its pages back: the other's stay readable)
+    d = small_model(ctx.tmp / "m")
+    sd = load_safetensors(os.path.join(d, "model.safetensors"))
+    os.remove(os.path.join(d, "model.safetensors"))
+    both = torch.randn(32, 32)                                 # (k_proj, v_proj: (16, 32) each, n_kv_head 2 x 8)
+    up = torch.randn(32, 64).t()                               # (64, 32), strides (1, 64)
+    sd |= {"model.layers.0.self_attn.k_proj.weight": both[:16], "model.layers.0.self_attn.v_proj.weight": both[16:],
+           "model.layers.0.mlp.up_proj.weight": up}
+    torch.save(sd, ctx.tmp / "m" / "pytorch_model.bin")
+    model = load_pretrained(d)
+    for name, want in (("k_proj", both[:16]), ("v_proj", both[16:])):
+        assert torch.equal(model.get_parameter(f"model.layers.0.self_attn.{name}.weight"), want), name
+    assert torch.equal(model.get_parameter("model.layers.0.mlp.up_proj.weight"), up)
 case("shard index names a missing shard", FileNotFoundError, "shard model-00002-of-00002.safetensors named in "
      "model.safetensors.index.json is missing")(lambda ctx: sharded(ctx, "model-00002-of-00002.safetensors"))
 
@@ -2867,8 +2911,10 @@ class Payload:
         return os.mkdir, (self.marker,)
 
 
-@case("pytorch_model.bin with a pickle payload: refused, never run", ValueError,
-      "pytorch_model.bin: cannot be read as a PyTorch checkpoint of tensors (UnpicklingError")
+@case("pytorch_model.bin with a pickle payload: refused, never run, and said why (was torch's advice to load it with "
+      "weights_only=False, which runs it)", ValueError, "pytorch_model.bin: cannot be read as a PyTorch checkpoint of "
+      "tensors (UnpicklingError: its pickle calls posix.mkdir, which builds no tensor; lorasp reads pickles with "
+      "torch.load(weights_only=True), which never runs such a call")
 def _(ctx):
     d = small_model(ctx.tmp / "m")
     os.remove(ctx.tmp / "m" / "model.safetensors")
@@ -2877,6 +2923,42 @@ def _(ctx):
         load_pretrained(d)
     finally:
         assert not os.path.exists(ctx.tmp / "pwned")
+
+
+@case("config.json: a key given twice with other values (json kept the last without a word)", ValueError,
+      "m/config.json: key 'num_hidden_layers' is given twice in an object, as 7 and then 1: JSON readers keep the last "
+      "without a word; delete the one not meant")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    text = (ctx.tmp / "m" / "config.json").read_text()
+    (ctx.tmp / "m" / "config.json").write_text(text.replace('"num_hidden_layers"', '"num_hidden_layers": 7, '
+                                                            '"num_hidden_layers"'))
+    load_pretrained(d)
+
+
+@case("config.json: a key given twice with the same value: one meaning, loaded", None)
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    text = (ctx.tmp / "m" / "config.json").read_text()
+    (ctx.tmp / "m" / "config.json").write_text(text.replace('"num_hidden_layers"', '"num_hidden_layers": 1, '
+                                                            '"num_hidden_layers"'))
+    assert load_pretrained(d).config.n_layer == 1
+
+
+@case("config.json: a Llama's pad_token_id true (was no padding row; transformers' padding row 1, Python's True)",
+      ValueError, "m/config.json: pad_token_id = True must be a token id (an integer) or null")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    edit_json(ctx.tmp / "m" / "config.json", pad_token_id=True)
+    load_pretrained(d)
+
+
+@case("spiece.model empty (a download that wrote nothing): was sentencepiece's \"unk is not defined\", no file",
+      ValueError, "t5/spiece.model: not a sentencepiece model (damaged or cut off?); fetch it again")
+def _(ctx):
+    (ctx.tmp / "t5").mkdir()
+    (ctx.tmp / "t5" / "spiece.model").write_bytes(b"")
+    tokenizer.load_tokenizer(ctx.tmp / "t5")
 
 
 for dtype, fragment in [("bf16", "dtype 'bf16': give a floating-point torch dtype (torch.bfloat16) or its name "
@@ -3172,7 +3254,7 @@ case("train.py: config.json not JSON (was: the parser's words, no file named)", 
     lambda ctx: train.main(flags((config_for_commands(ctx, '{"model_type": "llama",\n oops}'), ctx.tiny[1]),
                                  ctx.tmp / "o")))
 @case("train.py: Meta params.json with multiple_of 0 (was ZeroDivisionError, read for the memory plan)", SystemExit,
-      "params.json: its numbers do not describe a model (integer division or modulo by zero)")
+      "params.json: multiple_of = 0 must be an integer >= 1")
 def _(ctx):
     os.makedirs(ctx.tmp / "meta")
     torch.save({}, ctx.tmp / "meta" / "consolidated.00.pth")
@@ -3218,6 +3300,14 @@ case("Meta params.json: a Llama 4 key that changes the model (use_qk_norm)", Not
 case("Meta params.json: a key no Meta reader knows (Mistral's sliding_window)", NotImplementedError,
      "params.json: sliding_window = 4096: a key lorasp does not know")(
     lambda ctx: meta_with(ctx, sliding_window=4096))
+for field, value, fragment, was in [
+        ("dim", 64.0, "dim = 64.0 must be an integer >= 1", "named config.json's hidden_size, a key params.json lacks"),
+        ("multiple_of", True, "multiple_of = True must be an integer >= 1", "FFNs of multiple 1: Python's True"),
+        ("n_kv_heads", 3, "n_heads = 4 is not a multiple of n_kv_heads = 3", "named config.json's keys"),
+        ("ffn_dim_multiplier", 1e308, "ffn_dim_multiplier = 1e+308 makes FFNs of inf rows", "an OverflowError")]:
+    case(f"Meta params.json: {field} {value!r} (was {was})", ValueError,
+         f"params.json: its numbers do not describe a model ({fragment})")(
+        lambda ctx, field=field, value=value: meta_with(ctx, **{field: value}))
 
 
 
