@@ -725,5 +725,7 @@ def open_log(run):
             print(f"note: --resume: {run.checkpoint}/metrics.jsonl is gone: the log starts again; --patience goes on "
                   f"from the {len(run.evals)} evaluations its state.json keeps")
     barrier()                                                  # DDP: every rank has read it before rank 0 rewrites
+    if run.rank == 0 and os.path.islink(path):                # (open would write through it, to a file outside)
+        os.remove(path)
     run.log = open(path if run.rank == 0 else os.devnull, "w")  # rank 0 alone writes files
     run.log.writelines(line + "\n" for line, _ in kept)

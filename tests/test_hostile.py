@@ -11,7 +11,9 @@ import struct
 import pytest
 import torch
 
+import train
 from checkpoint import read_safetensors_header, save_safetensors
+from fixtures import flags, tiny  # noqa: F401  (tiny: a fixture)
 from ggufread import read_gguf
 from model import LlamaConfig, build_model, load_pretrained, load_tokenizer, save_pretrained
 
@@ -210,3 +212,15 @@ def test_an_added_token_of_no_text_is_never_matched(tmp_path):
     plain = demo_tokenizer(tmp_path / "sp", 50)
     (tmp_path / "sp" / "added_tokens.json").write_text(json.dumps({"": plain.vocab_size}))
     assert load_tokenizer(tmp_path / "sp").encode(text) == plain.encode(text)
+
+
+def test_a_run_never_writes_its_log_through_a_symlink_in_out(tiny, tmp_path):
+    """OUT/metrics.jsonl a symlink to a file elsewhere (a folder copied from somewhere, or planted): the run's log was
+    written through it (open(path, "w") follows links), overwriting that file. Now the link is replaced by the log."""
+    victim, out = tmp_path / "victim.txt", tmp_path / "out"
+    victim.write_text("keep me\n")
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to(victim)
+    train.train(train.parse_args(flags(tiny, out, "--max-steps", "2")))
+    assert victim.read_text() == "keep me\n" and not (out / "metrics.jsonl").is_symlink()
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
