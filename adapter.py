@@ -300,7 +300,7 @@ def adapter_base(directory):
     path = os.path.join(whole_dir(directory), EXTRAS_FILE)
     try:
         base = json.loads(read_safetensors_header(path)[1]["lorasp"]).get("base") if os.path.exists(path) else {}
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
         return {}                                              # load_adapter names what is wrong with the file
     return base if isinstance(base, dict) else {}
 
@@ -382,7 +382,7 @@ def read_adapter(directory, peft):
     try:
         sp = json.loads(sp)
         sp = dict(keep=float(sp["keep"]), mode=sp["mode"], structure=sp["structure"], seeds=dict(sp["seeds"]))
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, RecursionError) as e:
         raise ValueError(f"{xpath}: its 'lorasp' metadata is missing or malformed ({type(e).__name__}: {e})") from None
     return cfg, path, tensors, extras, sp
 

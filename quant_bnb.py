@@ -95,7 +95,7 @@ def read(sd, prefix, levels, block_sizes, nested_block_size, expect_shape=None):
     codes, absmax, qmap, meta = need("", ".absmax", ".quant_map", ".quant_state.bitsandbytes__nf4")
     try:
         meta = json.loads(bytes(meta.reshape(-1).tolist()).decode())
-    except (ValueError, TypeError, OverflowError) as e:  # not bytes, not UTF-8, not JSON
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # not bytes, UTF-8, JSON
         raise ValueError(f"{prefix}.quant_state.bitsandbytes__nf4 is not a JSON quant state ({e})") from None
     require(isinstance(meta, dict) and meta.get("quant_type") == "nf4" and is_int(meta.get("blocksize"))
             and meta["blocksize"] in block_sizes,

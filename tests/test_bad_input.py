@@ -3486,6 +3486,9 @@ case("NF4: shape that does not fit the codes", ValueError, "code bytes for shape
 case("NF4: quant state not JSON", ValueError, "weight.quant_state.bitsandbytes__nf4 is not a JSON quant state")(
     lambda ctx: nf4_state(lambda sd, m: sd.update({"weight.quant_state.bitsandbytes__nf4":
                                                    torch.tensor(list(b"{oops"), dtype=torch.uint8)}) or False))
+case("NF4: quant state nested past the recursion limit", ValueError, "is not a JSON quant state (maximum recursion")(
+    lambda ctx: nf4_state(lambda sd, m: sd.update({"weight.quant_state.bitsandbytes__nf4": torch.tensor(
+        list(b"[" * 100_000 + b"]" * 100_000), dtype=torch.uint8)}) or False))
 case("NF4: NaN nested scale", ValueError, "8 of 8 block scales are NaN or Inf")(
     lambda ctx: nf4_state(lambda sd, m: sd["weight.nested_absmax"].fill_(float("nan"))))
 case("NF4: Inf nested offset", ValueError, "block scales are NaN or Inf")(

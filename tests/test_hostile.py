@@ -224,3 +224,19 @@ def test_a_run_never_writes_its_log_through_a_symlink_in_out(tiny, tmp_path):
     train.train(train.parse_args(flags(tiny, out, "--max-steps", "2")))
     assert victim.read_text() == "keep me\n" and not (out / "metrics.jsonl").is_symlink()
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
+def test_an_adapter_whose_lorasp_metadata_is_nested_past_the_recursion_limit_is_named(tmp_path):
+    """The adapter's extras file's `lorasp` metadata, 200 kB of brackets: load_adapter raised a bare RecursionError
+    (its json.loads caught ValueError and the like only); now a ValueError naming the file."""
+    import lorasp
+    from adapter import EXTRAS_FILE
+    from checkpoint import load_safetensors
+    model = lorasp.apply_lorasp(build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_ffn=64)),
+                                ["q_proj"], r=2, alpha=4)
+    lorasp.save_adapter(model, tmp_path / "a")
+    extras = tmp_path / "a" / EXTRAS_FILE
+    save_safetensors(load_safetensors(extras), extras, metadata={"lorasp": DEEP})
+    fresh = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_ffn=64))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(extras))}: its 'lorasp' metadata is missing or malformed"):
+        lorasp.load_adapter(fresh, tmp_path / "a")
