@@ -1025,7 +1025,7 @@ def meta_checkpoint(path):
     files = consolidated(path)
     if not files:
         raise FileNotFoundError(f"{path}: params.json but no consolidated.NN.pth")
-    p = read_json(os.path.join(path, "params.json"))
+    p = read_json(inside(path, "params.json", path))            # (not a symlink out of the folder)
     refuse_vision(p, os.path.join(path, "params.json"))
     shards, mapped = zip(*[load_torch(f) for f in files])
     try:

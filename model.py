@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import MetaInit, fill, hf_checkpoint, is_meta, meta_checkpoint, read_json, write_checkpoint
+from checkpoint import MetaInit, fill, hf_checkpoint, inside, is_meta, meta_checkpoint, read_json, write_checkpoint
 from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config, layer_counts
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
@@ -823,8 +823,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
         fields_, stream = meta_checkpoint(path)
         cls, config, source, hf = Llama, LlamaConfig(**fields_), os.path.join(path, "params.json"), None
     elif os.path.exists(os.path.join(path, "config.json")):
-        source = os.path.join(path, "config.json")
-        hf = read_json(source)
+        hf = read_json(source := inside(path, "config.json", path))  # (not a symlink out of the folder)
         if not isinstance(kind := hf.get("model_type"), str) or kind not in MODELS:  # (a list: "unhashable type")
             raise NotImplementedError(f"{source}: model_type {kind!r} is not supported ({', '.join(MODELS)})")
         if hf.get("quantization_config"):  # GPTQ / AWQ / bitsandbytes tensors (qweight, scales, ...): not weights

@@ -240,3 +240,22 @@ def test_an_adapter_whose_lorasp_metadata_is_nested_past_the_recursion_limit_is_
     fresh = build_model(LlamaConfig(vocab_size=64, n_layer=1, n_embd=32, n_head=4, n_ffn=64))
     with pytest.raises(ValueError, match=rf"{re.escape(str(extras))}: its 'lorasp' metadata is missing or malformed"):
         lorasp.load_adapter(fresh, tmp_path / "a")
+
+
+@pytest.mark.parametrize("layout", ["hf", "meta"])
+def test_load_pretrained_never_reads_a_config_symlinked_out_of_the_folder(tmp_path, layout):
+    """config.json / params.json a symlink to a file elsewhere: load_tokenizer refused it (so train.py did), but
+    load_pretrained, called on its own, read it; now refused as a symlinked shard is (the Hub cache's links load)."""
+    folder = small_model(tmp_path / "m")
+    name = "config.json"
+    if layout == "meta":
+        torch.save({"w": torch.zeros(1)}, folder / "consolidated.00.pth")
+        (folder / "config.json").unlink()
+        name = "params.json"
+        (tmp_path / "params.json").write_text(json.dumps(dict(dim=32, n_layers=2, n_heads=4, vocab_size=64,
+                                                              multiple_of=32, norm_eps=1e-5)))
+    else:
+        os.replace(folder / name, tmp_path / name)
+    (folder / name).symlink_to(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"{name} is a symlink to .*outside the model folder: refused"):
+        load_pretrained(folder)
