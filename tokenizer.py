@@ -367,7 +367,7 @@ class BPETokenizer(Tokenizer):
         self.rank_of_id = {i: r for r, i in enumerate(self.id_of_rank) if i is not None}
         self.special_ids, self.names = special if matched is None else matched, special  # (names: all, by text)
         self.specials = alternation(tuple(self.special_ids))
-        first = sorted(s for s in self.special_ids if s)  # one a prefix of another ("   " of "    ": GPT-NeoX's runs of spaces):
+        first = sorted(s for s in self.special_ids if s)  # one a prefix of another ("   " of "    ": NeoX's spaces):
         self.prefix_free = all(not b.startswith(a) for a, b in zip(first, first[1:]))  # tiktoken picks either one
         self.pat = pattern if isinstance(pattern, str) else r"[\s\S]+"  # (a tuple: _bpe has split the text)
         self.allowed = "all" if matched is None else frozenset(s for s in matched if s)
