@@ -41,7 +41,8 @@ auto (`choose`, `fewest_full_blocks`) and `check_fits` refuses a plan that does 
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
-Not run on its own: every train.py run prints its plan before a weight is read ("memory plan: ... at the peak").
+`python plan.py` prints the memory this machine has for a run; every train.py run prints its plan before a weight
+is read ("memory plan: ... at the peak").
 """
 import argparse
 import copy
@@ -662,3 +663,10 @@ def check_fits(parts, config, args, targets, available, data_bytes, runtime):
                         "fits: try a smaller --batch-size or --seq-len" if weights <= available else
                         f"No setting fits: the weights alone (base, embeddings, adapter) take {weights / GiB:.1f} "
                         f"GiB; {args.model} needs a machine with more memory") + "; or --force to try anyway")
+
+
+if __name__ == "__main__":  # (had no command line: `python plan.py` printed nothing and exited 0)
+    free, where = available_bytes("cpu")
+    print(f"this machine: {'unknown' if free is None else f'{free / GiB:.1f} GiB'} available ({where}); a run's plan: "
+          "python train.py --model NAME --data DATA [its flags] prints it before a weight is read or fetched, and "
+          "stops there while the weights are not in the cache (docs/memory-plan.md)")

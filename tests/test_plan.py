@@ -5,6 +5,7 @@ the fastest setting that fits elsewhere, a refusal before any weight is read, --
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -402,6 +403,15 @@ def test_a_containers_memory_limit_is_the_memory_available(tmp_path, monkeypatch
     cgroups(tmp_path, monkeypatch, "4:memory:/docker/ab12\n", {"memory": {
         "memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "0\n"}})  # no limit set
     assert plan.available_bytes("cpu")[1] == "MemAvailable + this process"
+
+
+def test_python_plan_py_says_the_memory_available_and_where_a_plan_comes_from():
+    """`python plan.py` printed nothing and exited 0; it says what this machine has for a run, and how to get a plan."""
+    done = subprocess.run([sys.executable, "plan.py"], cwd=os.path.dirname(os.path.abspath(plan.__file__)),
+                          capture_output=True, text=True, timeout=120)
+    where = plan.available_bytes("cpu")[1]                    # (the figure itself moves with the machine's load)
+    assert done.returncode == 0 and re.match(rf"this machine: \d+\.\d GiB available \({re.escape(where)}\); a run's "
+                                             r"plan: python train.py --model NAME", done.stdout), done.stdout
 
 
 def test_planning_draws_no_random_number():
