@@ -41,7 +41,8 @@ auto (`choose`, `fewest_full_blocks`) and `check_fits` refuses a plan that does 
 against autograd's saved tensors on tiny blocks and the total against the measured peak (VmHWM) of train.py runs.
 Leaves out: fragmentation beyond what the constants measured, the CUDA context (outside torch's allocator: it is
 already gone from what torch.cuda.mem_get_info reports free), pinned host buffers.
-Not run on its own: every train.py run prints its plan before a weight is read ("memory plan: ... at the peak").
+`python plan.py` prints the memory this machine has for a run; every train.py run prints its plan before a weight
+is read ("memory plan: ... at the peak").
 """
 import argparse
 import copy
@@ -85,6 +86,8 @@ GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's wide
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
 TAILS = ("mlp.down_proj", "mlp.c_proj", "DenseReluDense.wo")  # the blocks' recompute.tail layers: a replay skips them
 PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
+CGROUP, PROC_CGROUP = "/sys/fs/cgroup", "/proc/self/cgroup"  # control groups: a container's memory limit, and ours
+UNLIMITED = 1 << 60           # a cgroup v1 limit this large is none (the kernel writes 9223372036854771712)
 
 
 def cpu_bf16_units():
@@ -455,8 +458,9 @@ def cublas_workspace_bytes(device):
 
 
 def available_bytes(device):
-    """(bytes free for this run, where that figure comes from), or (None, why not): MemAvailable from /proc/meminfo
-    on CPU, torch.cuda.mem_get_info on CUDA."""
+    """(bytes free for this run, where that figure comes from), or (None, why not): on CPU MemAvailable from
+    /proc/meminfo, or less where a control group's memory limit leaves less (cgroup_free); torch.cuda.mem_get_info on
+    CUDA."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -464,10 +468,59 @@ def available_bytes(device):
     try:
         with open("/proc/meminfo") as f:
             kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
-        return kib * 1024 + resident_bytes(), "MemAvailable + this process"   # what we hold already counts as ours
+        free, where = min((kib * 1024, "MemAvailable"), cgroup_free() or (math.inf, ""))
+        return free + resident_bytes(), where + " + this process"   # what we hold already counts as ours
     except (OSError, StopIteration, ValueError):
         return None, "the available memory cannot be read (no /proc/meminfo MemAvailable): planning without the " \
             "check" + ", and runtime without this process's own size (no /proc/self/status)" * (not resident_bytes())
+
+
+def cgroup_free():
+    """(bytes, the limit's file) the tightest memory limit of this process's control groups leaves free, or None
+    where none sets one: a container's, a Kubernetes pod's or a Slurm job's limit, past which the kernel kills the run
+    (unsaved), and which /proc/meminfo, the whole machine's, does not show. Each group from ours up to the mount's
+    root: limit - use + its file cache (which the kernel reclaims first, as MemAvailable counts it); cgroup v2's
+    memory.max, memory.current, or v1's memory.limit_in_bytes, memory.usage_in_bytes."""
+    try:
+        with open(PROC_CGROUP) as f:
+            groups = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    found = []
+    for _, controllers, path in groups:                        # "0::/path" (v2), "4:memory:/path" (v1)
+        v1 = "memory" in controllers.split(",")
+        if controllers and not v1:
+            continue
+        root, parts = os.path.join(CGROUP, "memory") if v1 else CGROUP, [p for p in path.split("/") if p]
+        for i in range(len(parts), -1, -1):                    # a container's mount starts at its own group: the
+            folder = os.path.join(root, *parts[:i])             # path's first folders are not there
+            limit = cgroup_number(folder, "memory.limit_in_bytes" if v1 else "memory.max")
+            if limit is not None and limit < UNLIMITED:
+                used = cgroup_number(folder, "memory.usage_in_bytes" if v1 else "memory.current") or 0
+                stat = cgroup_stat(folder)
+                cache = sum(stat.get(("total_" if v1 else "") + k, 0) for k in ("active_file", "inactive_file"))
+                found.append((max(limit - used + cache, 0), os.path.join(folder, "memory.limit_in_bytes" if v1 else
+                                                                           "memory.max") + " less what the group uses"))
+    return min(found) if found else None
+
+
+def cgroup_number(folder, name):
+    """The number a control group's file holds; None where the file is not there or says "max" (no limit)."""
+    try:
+        with open(os.path.join(folder, name)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def cgroup_stat(folder):
+    """A control group's memory.stat as {key: bytes}; {} where it cannot be read."""
+    try:
+        with open(os.path.join(folder, "memory.stat")) as f:
+            return {k: int(v) for k, v in (line.split() for line in f if len(line.split()) == 2) if v.isdigit()}
+    except OSError:
+        return {}
 
 
 def peak_mem_mib(device):
@@ -610,3 +663,10 @@ def check_fits(parts, config, args, targets, available, data_bytes, runtime):
                         "fits: try a smaller --batch-size or --seq-len" if weights <= available else
                         f"No setting fits: the weights alone (base, embeddings, adapter) take {weights / GiB:.1f} "
                         f"GiB; {args.model} needs a machine with more memory") + "; or --force to try anyway")
+
+
+if __name__ == "__main__":  # (had no command line: `python plan.py` printed nothing and exited 0)
+    free, where = available_bytes("cpu")
+    print(f"this machine: {'unknown' if free is None else f'{free / GiB:.1f} GiB'} available ({where}); a run's plan: "
+          "python train.py --model NAME --data DATA [its flags] prints it before a weight is read or fetched, and "
+          "stops there while the weights are not in the cache (docs/memory-plan.md)")

@@ -5,6 +5,7 @@ the fastest setting that fits elsewhere, a refusal before any weight is read, --
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -360,6 +361,57 @@ def test_bad_config_and_unreadable_memory(tmp_path, monkeypatch):
     available, why = plan.available_bytes("cpu")
     assert available is None and "cannot be read" in why and "planning without the check" in why
     assert plan.lines(dict(runtime=plan.GiB), available, why)[1].endswith("planning without the check")
+
+
+def cgroups(tmp_path, monkeypatch, membership, groups):
+    """A fake /sys/fs/cgroup: membership is /proc/self/cgroup's text, groups {folder: {file: text}}."""
+    (tmp_path / "self-cgroup").write_text(membership)
+    for folder, files in groups.items():
+        (tmp_path / "cg" / folder).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (tmp_path / "cg" / folder / name).write_text(text)
+    monkeypatch.setattr(plan, "CGROUP", str(tmp_path / "cg"))
+    monkeypatch.setattr(plan, "PROC_CGROUP", str(tmp_path / "self-cgroup"))
+
+
+def test_a_containers_memory_limit_is_the_memory_available(tmp_path, monkeypatch):
+    """A container's, a Kubernetes pod's or a Slurm job's memory limit (its control group's) is what the run may use
+    before the kernel kills it; /proc/meminfo shows the whole machine's. The plan took MemAvailable alone: in a
+    container of 8 GiB on this 24 GiB machine it said ~22 GiB available and chose (or let through) settings the
+    kernel would kill, unsaved. Now the tightest group on the way to the root counts, its file cache as free."""
+    machine, why = plan.available_bytes("cpu")
+    assert why == "MemAvailable + this process" and machine > 9 * plan.GiB   # (this machine has no limit set)
+    stat = "anon 1\nactive_file 536870912\ninactive_file 536870912\nshmem 0\n"
+    cgroups(tmp_path, monkeypatch, "0::/\n", {".": {"memory.max": f"{8 * plan.GiB}\n", "memory.current":
+                                                     f"{3 * plan.GiB}\n", "memory.stat": stat}})
+    available, why = plan.available_bytes("cpu")              # cgroup v2 (Docker, Kubernetes), a namespace's root
+    own = available - 6 * plan.GiB                          # 8 - 3 used + 1 of file cache, + what this process holds
+    assert 0 < own < 2 * plan.GiB and why == f"{tmp_path}/cg/memory.max less what the group uses + this process"
+    v1 = "total_active_file 0\ntotal_inactive_file 0\n"      # cgroup v1 (a Slurm job): a parent's limit is tighter
+    cgroups(tmp_path, monkeypatch, "5:cpu:/\n4:memory:/slurm/job7\n0::/\n", {
+        "memory": {"memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "0\n"},
+        "memory/slurm": {"memory.limit_in_bytes": f"{5 * plan.GiB}\n", "memory.usage_in_bytes": f"{plan.GiB}\n",
+                         "memory.stat": v1},
+        "memory/slurm/job7": {"memory.limit_in_bytes": f"{6 * plan.GiB}\n", "memory.usage_in_bytes": "0\n",
+                              "memory.stat": v1}})
+    available, why = plan.available_bytes("cpu")
+    assert 0 < available - 4 * plan.GiB < 2 * plan.GiB and why.startswith(f"{tmp_path}/cg/memory/slurm/memory.limit")
+    cgroups(tmp_path, monkeypatch, "4:memory:/docker/ab12\n", {"memory": {     # a container's own mount (cgroup v1):
+        "memory.limit_in_bytes": f"{2 * plan.GiB}\n", "memory.usage_in_bytes": "0\n"}})  # /docker/ab12 is its root
+    available, why = plan.available_bytes("cpu")
+    assert 0 < available - 2 * plan.GiB < 2 * plan.GiB and why.startswith(f"{tmp_path}/cg/memory/memory.limit")
+    cgroups(tmp_path, monkeypatch, "4:memory:/docker/ab12\n", {"memory": {
+        "memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "0\n"}})  # no limit set
+    assert plan.available_bytes("cpu")[1] == "MemAvailable + this process"
+
+
+def test_python_plan_py_says_the_memory_available_and_where_a_plan_comes_from():
+    """`python plan.py` printed nothing and exited 0; it says what this machine has for a run, and how to get a plan."""
+    done = subprocess.run([sys.executable, "plan.py"], cwd=os.path.dirname(os.path.abspath(plan.__file__)),
+                          capture_output=True, text=True, timeout=120)
+    where = plan.available_bytes("cpu")[1]                    # (the figure itself moves with the machine's load)
+    assert done.returncode == 0 and re.match(rf"this machine: \d+\.\d GiB available \({re.escape(where)}\); a run's "
+                                             r"plan: python train.py --model NAME", done.stdout), done.stdout
 
 
 def test_planning_draws_no_random_number():
