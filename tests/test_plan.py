@@ -379,8 +379,9 @@ def test_a_containers_memory_limit_is_the_memory_available(tmp_path, monkeypatch
     before the kernel kills it; /proc/meminfo shows the whole machine's. The plan took MemAvailable alone: in a
     container of 8 GiB on this 24 GiB machine it said ~22 GiB available and chose (or let through) settings the
     kernel would kill, unsaved. Now the tightest group on the way to the root counts, its file cache as free."""
+    monkeypatch.setattr(plan, "PROC_CGROUP", str(tmp_path / "none"))   # no control groups: the machine's figure
     machine, why = plan.available_bytes("cpu")
-    assert why == "MemAvailable + this process" and machine > 9 * plan.GiB   # (this machine has no limit set)
+    assert why == "MemAvailable + this process" and machine > 0
     stat = "anon 1\nactive_file 536870912\ninactive_file 536870912\nshmem 0\n"
     cgroups(tmp_path, monkeypatch, "0::/\n", {".": {"memory.max": f"{8 * plan.GiB}\n", "memory.current":
                                                      f"{3 * plan.GiB}\n", "memory.stat": stat}})
