@@ -61,10 +61,12 @@ import data
 from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
+from lorasp import DRAWN, UNITS
 from checkpoint import (META_LAYERS, check_layers, consolidated, hf_checkpoint, is_meta, meta_config, read_json,
                         refuse_vision, resident as resident_bytes, torch_names)
 from configs import layer_counts
 from ggufread import gguf_checkpoint, gguf_file
+import quant
 import quant_torch
 import recompute
 import tokenizer
@@ -351,8 +353,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             elif head and name.startswith(head):              # a classifier's head trains whole
                 parts["adapter"] += 16 * n
             elif block_linear and nf4:
-                blocks = math.ceil(n / 64)
-                parts["base"] += blocks * 32 + blocks + 4 * math.ceil(blocks / 256) + 4
+                blocks, size = math.ceil(n / quant.BLOCK_SIZE), quant.BLOCK_SIZE  # codes, absmax codes, their
+                parts["base"] += blocks * size // 2 + blocks + 4 * math.ceil(blocks / quant.NESTED_BLOCK_SIZE) + 4
+                # (fp32 scales a nested block, the offset): quant.py's layout
                 levels = 0 if s == 4 or kernel else 4 * (min(n, quant_torch.CHUNK) if cpu else n)  # read now
                 biggest = max(biggest, n * s + levels)
                 if not name.endswith(TAILS):                      # a full replay keeps it for backward (CPU), in
@@ -367,7 +370,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             if isinstance(m, torch.nn.Linear) and pname == "weight" and not full and not (head and name.startswith(
                     head)) and name in targets:                   # (all-linear: BERT's pooler, outside a block)
                 i, o = p.shape[1], p.shape[0]
-                trained = round(keep * args.rank * i) + round(keep * args.rank * o)
+                units = UNITS[args.structure]                     # lorasp's rule: round(keep x units) train
+                trained = sum(round(keep * DRAWN[u](shape)) * math.prod(shape) // DRAWN[u](shape) for u, shape in (
+                    (units["A"], (args.rank, i)), (units["B"], (o, args.rank))))
                 frozen = args.rank * (i + o) - trained if args.mode == "freeze" else 0
                 parts["adapter"] += args.rank * (i + o) * (1 + s) + 16 * trained + 4 * frozen  # masks, A/B_eff
                 shapes |= {(args.rank, i), (o, args.rank)}

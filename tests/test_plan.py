@@ -523,3 +523,17 @@ def test_the_data_term_counts_squads_files_and_nothing_on_a_gpu(tmp_path):
     assert plan.data_bytes(args("wmt16-en-ro")) == plan.DATA_PER_BYTE["seq2seq"] * 4500
     for name in ("squad", str(tmp_path / "records.json"), "wmt16-en-ro"):
         assert plan.data_bytes(args(name, "cuda")) == plan.data_bytes(args(name, "cuda:1")) == 0
+
+
+def test_the_adapter_part_counts_what_structure_column_trains(tmp_path):
+    """--structure column trains r x round(keep x in) of A's entries (whole input columns); the plan counted
+    round(keep x r x in), element's count (30 vs 29 a layer here, at r=3, keep 0.3, in 32): now lorasp's own rule."""
+    M.save_pretrained(M.build_model(TINY["llama"]), tmp_path / "m")
+    args = train.parse_args(["--model", str(tmp_path / "m"), "--data", "alpaca", "--rank", "3", "--keep", "0.3",
+                             "--structure", "column", "--dtype", "fp32", "--quant", "none", "--checkpointing", "none"])
+    model = tasks.load_model(args, tmp_path / "m", None, torch.device("cpu"), False)
+    layers = [m for m in model.modules() if isinstance(m, LoRASPLinear)]
+    expected = sum(3 * (m.base.in_features + m.base.out_features) * 5 + 16 * (m.A_train.numel() + m.B_train.numel())
+                   for m in layers)
+    parts = plan.estimate(plan.model_config(str(tmp_path / "m")), args, tasks.TARGETS["llama"].split(","), 0, runtime=0)
+    assert layers and parts["adapter"] == expected
