@@ -245,6 +245,7 @@ def bnb_nf4(W):
     levels = BF.get_4bit_type("nf4", device="cpu")[code][: W.numel()]
     return (levels.view(-1, 64) * absmax[:, None]).view(W.shape), codes, state
 
+
 def test_nf4s_block_size_is_one_constant():
     """64 was written twice, as quantize_nf4's default (what load_pretrained's NF4 uses) and NF4Linear.from_linear's: a
     student's 128 in one left the other at 64 without a word. Both now take quant.BLOCK_SIZE; help() still reads 64."""
