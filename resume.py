@@ -331,14 +331,17 @@ def find_checkpoint(out, required=True):
 def demo_base(args, model_dir):
     """The offline demo's model for this run: model_dir (this version's recipe), or on --resume the demo model OUT's
     checkpoint trained on where that is another (an earlier lorasp's recipe: `demo-llama`, `demo-llama-<hash>`), so
-    that the run goes on on its own weights; one deleted since is an error that names it (before any pretraining).
+    that the run goes on on its own weights; one deleted since, or a checkpoint of another model (`--out X --resume`
+    without its --model), is an error that names it (before any pretraining).
     (take_settings reads state.json again, once train() holds --out: another run may have saved since.)"""
     checkpoint = find_checkpoint(args.out, required=False) if args.resume else None
     state = read_state(checkpoint, required=False) if checkpoint else {}
     was = state.get("args", {}).get("model")
-    if not (isinstance(was, str) and os.path.basename(os.path.normpath(was)).startswith("demo-llama")) or \
-            os.path.realpath(was) == os.path.realpath(model_dir):
+    if not isinstance(was, str) or os.path.realpath(was) == os.path.realpath(model_dir):
         return model_dir
+    if not os.path.basename(os.path.normpath(was)).startswith("demo-llama"):   # (before the demo's pretraining)
+        raise UserError(f"--resume: {checkpoint} trained on --model {was} --data {state['args'].get('data')}, not the "
+                        "offline demo's model: give them (and that run's other flags) with --resume")
     if not has_weights(was):
         raise UserError(f"--resume: {checkpoint} trained on the offline demo's model {was}, which is gone (an earlier "
                         f"lorasp pretrained it; this one's is {model_dir}, other weights): the adapter cannot go on "

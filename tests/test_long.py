@@ -225,3 +225,14 @@ def test_an_edited_comment_or_docstring_is_the_same_code_any_other_edit_is_not()
     assert [stamp(s) for s in same] == [stamp(source)] * len(same)
     assert len({stamp(s) for s in [source] + other}) == 1 + len(other)
     assert stamp(b"x = (1,\n") != stamp(b"x = (2,\n") != stamp(b"if x:\n  a\n b\n")  # (no Python: its bytes, hashed)
+
+
+def test_a_bare_resume_of_a_run_on_another_model_is_refused_before_the_demo_pretrains(tiny, tmp_path, monkeypatch):
+    """`python train.py --out X --resume` (no --model) where X's run trained on another model: the demo's defaults
+    took over, and the demo model was pretrained first (minutes, seen: killed at step 284 of its pretraining) before
+    any word on the checkpoint. Now demo_base refuses at once, naming the model and data the checkpoint's run had."""
+    stopped_at(tiny, tmp_path / "b", monkeypatch, 4)
+    args = train.parse_args(["--out", str(tmp_path / "b"), "--resume"])
+    with pytest.raises(train.UserError, match=rf"--resume: .*checkpoint trained on --model {tiny[0]} --data "
+                                              rf"{tiny[1]}, not the offline demo's model: give them"):
+        resume.demo_base(args, str(tmp_path / "models" / "demo-llama-0123"))
