@@ -353,9 +353,9 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
             elif head and name.startswith(head):              # a classifier's head trains whole
                 parts["adapter"] += 16 * n
             elif block_linear and nf4:
-                blocks, size = math.ceil(n / quant.BLOCK_SIZE), quant.BLOCK_SIZE  # codes, absmax codes, their
+                # quant.py's layout: 4-bit codes, a uint8 absmax a block, an fp32 scale a nested block, the offset
+                blocks, size = math.ceil(n / quant.BLOCK_SIZE), quant.BLOCK_SIZE
                 parts["base"] += blocks * size // 2 + blocks + 4 * math.ceil(blocks / quant.NESTED_BLOCK_SIZE) + 4
-                # (fp32 scales a nested block, the offset): quant.py's layout
                 levels = 0 if s == 4 or kernel else 4 * (min(n, quant_torch.CHUNK) if cpu else n)  # read now
                 biggest = max(biggest, n * s + levels)
                 if not name.endswith(TAILS):                      # a full replay keeps it for backward (CPU), in
