@@ -790,6 +790,10 @@ def load_torch(file):
                 raise ValueError(f"{file}: truncated ({size:,} bytes: a zip archive, PyTorch's format, without its "
                                  "end); a partial copy or download? Copy or fetch it again") from None
         not_lfs_pointer(file)
+        if head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:  # a safetensors header
+            raise ValueError(f"{file}: a safetensors file (its header) under another name: lorasp, as transformers, "
+                             "reads safetensors files by their .safetensors name; rename it (and its index's "
+                             "entries) to end in .safetensors") from None
         if head[:4] != b"PK\x03\x04" and head != LEGACY_MAGIC:  # (else torch's words: "Weights only load failed")
             raise ValueError(f"{file}: not a PyTorch checkpoint ({size:,} bytes starting {head[:8]!r}: neither "
                              "torch.save's zip archive nor its pre-1.6 format)") from None

@@ -2865,6 +2865,17 @@ case("shard index names a missing shard", FileNotFoundError, "shard model-00002-
      "model.safetensors.index.json is missing")(lambda ctx: sharded(ctx, "model-00002-of-00002.safetensors"))
 
 
+@case("shards named .SAFETENSORS (index and files)", ValueError,  # (was "not a PyTorch checkpoint ... neither")
+      "model-00001-of-00001.SAFETENSORS: a safetensors file (its header) under another name")
+def _(ctx):
+    d = small_model(ctx.tmp / "m")
+    os.replace(ctx.tmp / "m" / "model.safetensors", ctx.tmp / "m" / "model-00001-of-00001.SAFETENSORS")
+    names = checkpoint.read_safetensors_header(ctx.tmp / "m" / "model-00001-of-00001.SAFETENSORS")[0]
+    (ctx.tmp / "m" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: "model-00001-of-00001.SAFETENSORS" for k in names}}))
+    return load_pretrained(d)
+
+
 def two_shards(ctx, indexed):
     """The small model's tensors in two shards, the index naming those of the first `indexed` tensors' shard only."""
     d = small_model(ctx.tmp / "m")
