@@ -320,7 +320,8 @@ def download_hf(repo_id, dest, token=None, endpoint=None, revision="main"):
         whole = (f"fetch the repository by hand (huggingface-cli download {repo_id} --local-dir {dest}) and put that "
                  f"folder at {dest}, or pass --model DIR (its config.json, weights and tokenizer)")
         with _urlopen(listing, None, whole) as r:
-            files = [s["rfilename"] for s in json.load(r)["siblings"] if "/" not in s["rfilename"]]
+            files = [s["rfilename"] for s in json.load(r)["siblings"] if re.fullmatch(r"\w[\w.+-]*", s["rfilename"])]
+        # (a top-level file of a plain name: never a folder's, a "..", nor a backslash that Windows reads as one)
         weights = [f for f in files if f.endswith(".safetensors") or f == "model.safetensors.index.json"] or \
             [f for f in files if re.fullmatch(r"pytorch_model.*\.bin(\.index\.json)?", f)]
         if not weights:

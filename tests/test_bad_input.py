@@ -394,6 +394,16 @@ def _(ctx):  # (was a NotADirectoryError traceback, once the Hub had listed the 
         unwritable_cache(ctx, lambda: data.download_hf("x/y", data.cache_dir("models", "y"), endpoint=url))
 
 
+@case("the Hub lists files named ..\\x or sub\\x: never fetched (Windows reads \\ as a folder)", None)
+def _(ctx):  # (was fetched under that name: on Windows, outside the model's folder)
+    files = {"config.json": b"{}", "model.safetensors": b"0" * 8, "..\\..\\x.safetensors": b"1" * 8,
+             "sub\\y.safetensors": b"2" * 8, ".hidden.json": b"{}"}
+    with serve("x/y", files) as (url, log):
+        data.download_hf("x/y", str(ctx.tmp / "d"), endpoint=url)
+    assert sorted(os.listdir(ctx.tmp / "d")) == ["config.json", "model.safetensors"]
+    assert not [p for _, p, *_ in log if "%5C" in p or "hidden" in p], log
+
+
 case("--data demo's task file into a LORASP_CACHE that cannot be written", data.UserError, "$LORASP_CACHE")(
     lambda ctx: unwritable_cache(ctx, data.demo_task))  # (was "error: [Errno 13] Permission denied: '/nonexistent'",
 # HOME unset: nobody's home, naming neither the variable nor what to do)
