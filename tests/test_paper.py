@@ -59,6 +59,26 @@ def test_docs_call_the_paper_s_only_what_it_gives():
     assert wrong == []
 
 
+class WordTokenizer:
+    """A stand-in tokenizer: one id a word, EOS appended when asked (T5's prefix is 4 of them)."""
+    eos_id = 1
+
+    def encode(self, text, bos=None, eos=True, after=False):
+        return [7] * len(text.split()) + [self.eos_id] * eos
+
+
+def test_wmt16_messages_name_no_sequence_length_of_the_paper(tmp_path):
+    """The paper gives a sequence length (128) for its RoBERTa runs only; both WMT16 --seq-len refusals said "the
+    paper's: 128" for T5."""
+    with pytest.raises(ValueError) as prefix_fills:
+        data.wmt16_examples(str(tmp_path), WordTokenizer(), 5)     # the 4-word prefix and EOS fill 5 tokens
+    pairs = [("how many words are in the red bag", "cate cuvinte sunt in punga rosie")] * 8
+    with pytest.raises(ValueError) as too_short:
+        data.sentence_room(pairs, WordTokenizer(), 4, 7)           # 2 of the 8 words left after prefix and EOS
+    for e in (prefix_fills, too_short):
+        assert "--seq-len" in str(e.value) and "paper" not in str(e.value)
+
+
 def test_help_calls_the_paper_s_only_its_settings(capsys):
     """Each train.py flag whose help says "the paper's" has the paper's value as its default, and only those."""
     with pytest.raises(SystemExit):
