@@ -1206,7 +1206,7 @@ def sentence_room(pairs, tok, prefix, seq_len, sample=1000):
                 f"{before}: the median train pair's sentence is {median} tokens (of {len(picked):,} pairs read): half "
                 f"the pairs would train on less than half of their sentence; give --seq-len {max(source, target)} or "
                 f"more (the median pair, {source} tokens its source with the prefix and EOS, {target} its target; the "
-                "paper's: 128)")
+                "README's T5 command: 128)")
 
 
 def wmt16_examples(directory, tok, seq_len):
@@ -1217,7 +1217,7 @@ def wmt16_examples(directory, tok, seq_len):
     if (prefix := len(tok.encode(T5_PREFIX, eos=False))) + 1 >= seq_len:  # (trained to translate nothing, exit 0)
         raise ValueError(f"--seq-len {seq_len}: T5's prefix {T5_PREFIX!r} is {prefix} tokens with this tokenizer: with "
                          f"EOS it fills every source cut to {seq_len} tokens, leaving no word of the English sentence; "
-                         f"give a --seq-len past {prefix + 1} that holds the sentences (the paper's: 128)")
+                         f"give a --seq-len past {prefix + 1} that holds the sentences (the README's T5 command: 128)")
     train_pairs, val_pairs = read_translation(directory, "train"), read_translation(directory, "validation")
     named = lambda split: f"{split}.jsonl" if os.path.exists(os.path.join(directory, f"{split}.jsonl")) else \
         f"{split}.en + {split}.ro"  # noqa: E731  (read_translation's files)

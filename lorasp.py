@@ -39,7 +39,7 @@ from recompute import frozen_base, saved_activation_bytes
 
 LINEAR_TYPES = (nn.Linear, NF4Linear)
 KEEP = 0.5                                   # the default share of A's and B's entries that train: the paper's half
-RANK, ALPHA, MODE, STRUCTURE = 16, 32, "mask", "element"   # the other defaults: the paper's r, 2r, Eq. 2, its entries
+RANK, ALPHA, MODE, STRUCTURE = 16, 32, "mask", "element"   # the paper's r, Eq. 2, its entries; alpha 2r: ours
 UNITS = {"element": dict(A="entries", B="entries"), "column": dict(A="columns", B="entries")}  # what S_A, S_B draw
 DRAWN = {"entries": math.prod, "columns": lambda shape: shape[-1]}  # a mask's units: round(keep * that) of them train
 SPREAD = {"entries": lambda m, shape: m.view(shape), "columns": lambda m, shape: m.expand(shape).clone()}  # on shape

@@ -129,9 +129,9 @@ GLUE_METRICS = {"cola": (matthews_corrcoef,), "stsb": (pearson, spearman), "mrpc
 
 
 def glue_metrics(task, predictions, references):
-    """A GLUE task's metrics x 100, the first one the task's headline (Table 1; early stopping): Matthews correlation
-    (CoLA), Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP), accuracy (the others; MNLI per dev
-    set, matched and mismatched)."""
+    """A GLUE task's metrics x 100, the first one the task's headline (early stopping's): Matthews correlation (CoLA),
+    Pearson and Spearman (STS-B, on scores), F1 and accuracy (MRPC, QQP: GLUE's order; the paper's Table 1 reports
+    their accuracy), accuracy (the others; MNLI per dev set, matched and mismatched)."""
     return {fn.__name__: 100 * fn(predictions, references) for fn in GLUE_METRICS.get(task, (accuracy,))}
 
 
