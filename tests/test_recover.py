@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -138,6 +140,40 @@ def test_out_of_memory_while_saving_keeps_the_checkpoint_before(tiny, tmp_path, 
     assert sorted(os.listdir(tmp_path / "b")) == ["checkpoint", "heldout.jsonl", "metrics.jsonl"]
     train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
     assert losses(tmp_path / "b") == losses(tmp_path / "a")
+
+
+# train.py in a child process that the kernel's OOM killer ends (SIGKILL: nothing to catch, nothing printed) half-way
+# through its second checkpoint's rng.safetensors
+OOM_KILLED = """
+import os, signal, sys, resume, train
+from fixtures import flags
+saves, original = [0], resume.save_safetensors
+def save(tensors, path):
+    saves[0] += 1
+    if saves[0] == 2:
+        open(path, "wb").write(b"half")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(tensors, path)
+resume.save_safetensors = save
+train.main(flags(sys.argv[1:3], sys.argv[3], "--save-every", "3", "--log-every", "1"))
+"""
+
+
+def test_the_oom_killer_mid_save_leaves_the_checkpoint_before_and_resume_goes_on(tiny, tmp_path):
+    """What a user sees when the kernel kills the run instead (exit -9, "Killed" in a shell, no word from train.py):
+    OUT/checkpoint is the last whole save (step 3; the killed one's OUT/checkpoint.tmp is left, and the next save
+    replaces it), and --resume goes on to the straight run's losses, bit for bit."""
+    root, more = os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ("--save-every", "3", "--log-every", "1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.path.join(root, "tests")]))
+    child = subprocess.run([sys.executable, "-c", OOM_KILLED, *tiny, str(tmp_path / "b")], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    assert "step     6/10" in child.stdout and "error" not in child.stdout + child.stderr  # (killed in step 6's save)
+    assert json.load(open(tmp_path / "b" / "checkpoint" / "state.json"))["step"] == 3
+    assert (tmp_path / "b" / "checkpoint.tmp" / "rng.safetensors").read_bytes() == b"half"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    train.train(train.parse_args(flags(tiny, tmp_path / "b", *more, "--resume")))
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and not os.path.exists(tmp_path / "b" / "checkpoint.tmp")
 
 
 def test_out_of_memory_before_any_save_says_so_and_what_to_start_again_with(tiny, tmp_path, monkeypatch):
