@@ -381,7 +381,8 @@ DOING = dict(train_step="step {next}", validate="the validation after step {step
 
 def allocation_failure(e):
     """Whether e is an allocation that failed: torch's out of memory (CPU, CUDA, MPS) or Python's MemoryError."""
-    return isinstance(e, MemoryError) or isinstance(e, RuntimeError) and any(a in str(e) for a in ALLOCATORS)
+    return isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or \
+        isinstance(e, RuntimeError) and any(a in str(e) for a in ALLOCATORS)
 
 
 @contextlib.contextmanager
@@ -426,7 +427,7 @@ def oom_error(run, e):
             return "; ".join(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in c.items()) + f" ({mib:,.0f} MiB)"
                              for c, mib in changes)
         B, G, now = args.batch_size, args.grad_accum, planned({})
-        split = splits(args, len(run.examples), run.world, step, B, G) if kept and run.examples else \
+        split = splits(args, len(run.examples), step, B, G, run.world) if kept and run.examples else \
             [(b, B * G // b) for b in range(B - 1, 0, -1) if B * G % b == 0]
         go_on = [dict(batch_size=b, grad_accum=g) for b, g in split if b < B][:2] + [
             dict(checkpointing="full")] * (args.checkpointing != "full")
@@ -613,30 +614,32 @@ def same_settings(args, state):
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load
-    if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
-        changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
-    if resplit(args, was):                                     # the same records a step, split otherwise:
-        changed = [c for c in changed if not c.startswith(("--batch-size ", "--grad-accum "))]  # same_steps checks
-    split = [c for c in changed if c.startswith(("--batch-size ", "--grad-accum "))]        # them with the data
+    W, world = state.get("world_size", 1), rank_world()[1]
+    if W != world:                                             # its data position counts batches of that many
+        changed.append(f"{W} -> {world} processes")
+    of_split = lambda c: c.startswith(("--batch-size ", "--grad-accum ")) or c.endswith(" processes")  # noqa: E731
+    if resplit(args, was, W):                                  # the same records a step, split otherwise:
+        changed = [c for c in changed if not of_split(c)]      # same_steps checks them with the data
     if changed:
-        B, G = was.get("batch_size"), was.get("grad_accum")
+        B, G, split = was.get("batch_size"), was.get("grad_accum"), any(map(of_split, changed))
         raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed) + (
             " (the lr schedule is laid out over the steps its run planned: a resume goes on with it, not a longer or "
             "shorter one; give the checkpoint's, or start again without --resume)" if any(
                 c.startswith(("--max-steps ", "--epochs ")) for c in changed) else "") + (
-            f" (keep --batch-size x --grad-accum = {B} x {G} = {B * G}, the records a step trains" + (
-                f", e.g. --batch-size {B // 2} --grad-accum {G * 2})" if B % 2 == 0 else ")")
+            f" (keep --batch-size x --grad-accum{' x processes' * (W * world > 1)} = {B} x {G}" + (
+                f" x {W}" if W * world > 1 else "") + f" = {B * G * W}, the records a step trains" + (
+                f", e.g. --batch-size {B // 2} --grad-accum {G * 2})" if B % 2 == 0 and W == world else ")")
             if split and getattr(args, "group_rule", "step") == "step" else
             " (this checkpoint, saved by a lorasp from before steps were grouped whole, goes on at its own "
             "--batch-size and --grad-accum only)" if split else ""))
 
 
-def resplit(args, was):
-    """Whether --batch-size and --grad-accum split the checkpoint's records a step (batch x accum, `was` its flags)
-    otherwise: the same records, in the same order (data.epoch_batches groups whole steps), unless its run grouped
-    micro-batches alone (a checkpoint saved before: group_rule)."""
+def resplit(args, was, world):
+    """Whether --batch-size, --grad-accum and the processes split the checkpoint's records a step (batch x accum x
+    world processes; `was` its flags) otherwise: the same records, in the same order (data.epoch_batches groups whole
+    steps), unless its run grouped micro-batches alone (a checkpoint saved before: group_rule)."""
     return getattr(args, "group_rule", "step") == "step" and \
-        args.batch_size * args.grad_accum == was.get("batch_size") * was.get("grad_accum")
+        args.batch_size * args.grad_accum * rank_world()[1] == was.get("batch_size") * was.get("grad_accum") * world
 
 
 def step_ends(examples, batch, accum, world, micro):
@@ -659,16 +662,17 @@ def steps_of(args, batch, accum, examples, world):
     return micro, args.max_steps or math.ceil(micro / accum)
 
 
-def splits(args, examples, world, step, batch, accum):
-    """The other --batch-size x --grad-accum splits of batch x accum records a step, largest micro-batch first, with
-    which a --resume from `step` trains each step left on the records the run at batch x accum would."""
-    (micro, total), P = steps_of(args, batch, accum, examples, world), batch * accum
-    was = step_ends(examples, batch, accum, world, micro)
+def splits(args, examples, step, batch, accum, world, to=None):
+    """The other --batch-size x --grad-accum splits, on `to` processes (default: world), of batch x accum x world
+    records a step, largest micro-batch first, with which a --resume from `step` trains each step left on the records
+    the run at batch x accum on world processes would."""
+    (micro, total), to = steps_of(args, batch, accum, examples, world), to or world
+    was, P = step_ends(examples, batch, accum, world, micro), batch * accum * world // to
     out = []
-    for b in sorted((b for b in range(1, P + 1) if P % b == 0 and b != batch), reverse=True):
-        m, t = steps_of(args, b, P // b, examples, world)
-        now = step_ends(examples, b, P // b, world, m)
-        if t == total and all(was(k) == now(k) for k in range(step, total + 1)):
+    for b in sorted((b for b in range(1, P + 1) if P % b == 0 and (b, to) != (batch, world)), reverse=True):
+        m, t = steps_of(args, b, P // b, examples, to)
+        now = step_ends(examples, b, P // b, to, m)
+        if batch * accum * world % to == 0 and t == total and all(was(k) == now(k) for k in range(step, total + 1)):
             out.append((b, P // b))
     return out
 
@@ -684,18 +688,22 @@ def same_steps(args, state, examples, world):
         flags = lambda a: " ".join(f"--{k.replace('_', '-')} {a.get(k)}" for k in keys)  # noqa: E731
         print(f"note: --resume with {flags(vars(args))}, the checkpoint's run {flags(was)}: recomputation gives the "
               "same values, its gradients to float rounding (not always bit for bit)")
-    if (args.batch_size, args.grad_accum) == (B, G):
+    W = state.get("world_size", 1)
+    if (args.batch_size, args.grad_accum, world) == (B, G, W):
         return
-    if (args.batch_size, args.grad_accum) not in (fit := splits(args, examples, world, state["step"], B, G)):
-        raise UserError(f"--resume with --batch-size {args.batch_size} --grad-accum {args.grad_accum}: the steps left "
-                        f"would not train the records the checkpoint's run ({B} x {G}) trains in each (an epoch of "
-                        f"{examples:,} training examples ends in a shorter micro-batch at one split than at the "
-                        f"other, and the steps after it part ways): give --batch-size {B} --grad-accum {G}" +
+    ruled = argparse.Namespace(**{**vars(args), "epochs_rule": state.get("epochs_rule", "ceil")})  # (restore's, later)
+    run = f"--batch-size {args.batch_size} --grad-accum {args.grad_accum}" + f" on {world} processes" * (W * world > 1)
+    was = f"{B} x {G}" + f" x {W} process{'es' * (W > 1)}" * (W * world > 1)
+    if (args.batch_size, args.grad_accum) not in (fit := splits(ruled, examples, state["step"], B, G, W, world)):
+        raise UserError(f"--resume with {run}: the steps left would not train the records the checkpoint's run "
+                        f"({was}) trains in each (an epoch of {examples:,} training examples ends in a shorter "
+                        "micro-batch at one split than at the other, and the steps after it part ways): give "
+                        + f"--batch-size {B} --grad-accum {G}" + f" on {W} processes" * (W != world) +
                         "".join(f", or --batch-size {b} --grad-accum {g}" for b, g in fit))
     if rank_world()[0] == 0:
-        print(f"note: --resume at --batch-size {args.batch_size} --grad-accum {args.grad_accum}, the checkpoint's run "
-              f"{B} x {G}: each step trains the same {B * G * world:,} records, summed in another order (and, where "
-              "the model has dropout, with other masks): the steps left equal its run's to rounding, not bit for bit")
+        print(f"note: --resume at {run}, the checkpoint's run {was}: each step trains the same {B * G * W:,} records, "
+              "summed in another order (and, where the model has dropout, with other masks): the steps left equal its "
+              "run's to rounding, not bit for bit")
 
 
 def changed_parts(args, was):

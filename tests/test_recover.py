@@ -196,6 +196,18 @@ def test_an_error_that_is_not_out_of_memory_keeps_its_traceback(tiny, tmp_path, 
         train.main(flags(tiny, tmp_path))
 
 
+def test_what_counts_as_out_of_memory():
+    """torch's CPU allocator's own error, CUDA's class (no GPU here: its class, with the text torch gives it), MPS's
+    text and Python's MemoryError; not another RuntimeError."""
+    with pytest.raises(RuntimeError) as cpu:
+        too_large()
+    assert resume.allocation_failure(cpu.value) and resume.allocation_failure(MemoryError())
+    assert resume.allocation_failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 "
+                                                            "has a total capacity of 79.19 GiB"))
+    assert resume.allocation_failure(RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"))
+    assert not resume.allocation_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
+
+
 def test_a_resume_at_another_split_of_a_steps_records_trains_the_same_records(tiny, tmp_path, monkeypatch, capsys):
     """4 x 1 straight, and stopped at step 4 then resumed at 2 x 2 and at 1 x 4: each step left trains the straight
     run's 4 records, and the losses equal its to 1e-5 relative (fp32: the step's sums run in another order, and
@@ -228,6 +240,24 @@ def test_a_resume_at_another_number_of_records_a_step_is_refused_naming_the_prod
                        r"2 \(keep --batch-size x --grad-accum = 4 x 2 = 8, the records a step trains, e.g. "
                        r"--batch-size 2 --grad-accum 4\)$"):
         train.main(flags(tiny, tmp_path, "--max-steps", "2", "--resume", "--batch-size", "2"))
+
+
+def test_a_one_process_checkpoint_resumed_on_two_processes_at_half_the_batch(tiny, tmp_path, monkeypatch):
+    """4 x 2 in one process, stopped at step 2, resumed under torchrun on 2 processes at 2 x 2 (the same 8 records a
+    step: each rank takes every other one of a global micro-batch of 4): the losses are the straight run's to 1e-5
+    relative (the all-reduce sums the ranks' halves). It was refused ("1 -> 2 processes")."""
+    from test_ddp import summary, torchrun
+    more = "--log-every", "1", "--max-steps", "4"
+    train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
+    fault_at_loss_call(monkeypatch, 3, signal.SIGINT)          # step 2
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, tmp_path / "b", *more))
+    monkeypatch.undo()
+    resumed, _ = torchrun(tmp_path, "resumed", flags(tiny, tmp_path / "b", *more, "--resume", "--batch-size", "2"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "note: --resume at --batch-size 2 --grad-accum 2 on 2 processes, the checkpoint's run 4 x 2 x 1 " \
+        "process: each step trains the same 8 records" in resumed.stdout and summary(resumed)["world_size"] == 2
+    torch.testing.assert_close(losses(tmp_path / "b"), losses(tmp_path / "a"), rtol=1e-5, atol=0)
 
 
 def test_a_split_whose_steps_part_ways_at_an_epochs_end_is_refused(tiny, tmp_path, monkeypatch):
@@ -296,6 +326,7 @@ def test_plan_only_on_a_preset_whose_folder_holds_only_its_config(tmp_path, monk
     """llama2-7b from a --model-dir that holds its config.json and no weights: the plan of 7B, exit 0 (nothing to
     download or read)."""
     d = llama2_7b_config(tmp_path / "llama2-7b")
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (64 * plan.GiB, "test"))  # (not this machine's load)
     train.main(["--model", "llama2-7b", "--model-dir", d, "--data", "alpaca", "--out", str(tmp_path / "o"),
                 "--plan-only", "--dtype", "fp32"])
     out = capsys.readouterr().out.splitlines()
