@@ -404,6 +404,7 @@ def oom_error(run, e):
     settings that need less by the plan: another split of a step's records and --checkpointing full go on with
     --resume; --quant nf4 and a shorter --seq-len start again."""
     args, frames = run.args, traceback.extract_tb(e.__traceback__)
+    traceback.clear_frames(e.__traceback__)                    # the failed step's tensors go before the plans are made
     name = next((f.name for f in reversed(frames) if os.path.basename(f.filename) == "train.py" and f.name in DOING),
                 None)
     doing = DOING[name].format(next=run.step + 1, step=run.step, when="after" if run.t0 else "before") if name \

@@ -323,8 +323,8 @@ def load(run):
     barrier() if run.rank == 0 else None                       # a bad record is named before minutes of loading 7B
     args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex, args), held_out(args, run.val_ex, val_records)
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world, kept=kept_out(args, state))
-    check_data(args, state, run, len(train_ex)) if state else None  # --resume (before the weights load): its data
-    check_sums(run.checkpoint, state) if state else None       # (each step's records), its files (a flipped bit)
+    check_data(args, state, run, len(train_ex)) if state else None  # --resume, before the weights load: its data
+    check_sums(run.checkpoint, state) if state else None       # and each step's records, its files (a flipped bit)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
