@@ -399,7 +399,7 @@ def out_of_memory(run):
 
 def oom_error(run, e):
     """What an out of memory in train.py's run (e) tells its user: what was being done (the innermost of train.py's
-    functions in its traceback: DOING), the process's peak beside its memory plan, the last good checkpoint this run
+    functions in its traceback: DOING), the process's peak memory so far, the last good checkpoint this run
     saved or resumed (a save the failure cut short leaves the one before: save_checkpoint swaps whole ones), and the
     settings that need less by the plan: another split of a step's records and --checkpointing full go on with
     --resume; --quant nf4 and a shorter --seq-len start again."""
