@@ -673,7 +673,8 @@ def splits(args, examples, step, batch, accum, world, to=None):
     for b in sorted((b for b in range(1, P + 1) if P % b == 0 and (b, to) != (batch, world)), reverse=True):
         m, t = steps_of(args, b, P // b, examples, to)
         now = step_ends(examples, b, P // b, to, m)
-        if batch * accum * world % to == 0 and t == total and all(was(k) == now(k) for k in range(step, total + 1)):
+        if batch * accum * world % to == 0 and t == total and (step >= total or all(  # (none left: any split)
+                was(k) == now(k) for k in range(step, total + 1))):
             out.append((b, P // b))
     return out
 

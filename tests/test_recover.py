@@ -290,6 +290,17 @@ def test_step_ends_are_where_micro_batches_ends_each_step(n, b, g, micro):
         assert cum(k) == dealt, k
 
 
+def test_the_splits_that_go_on_from_a_step():
+    """54 examples at 4 x 1: with --max-steps 13 (the first epoch's full steps) 2 x 2 and 1 x 4 go on from step 4;
+    with --max-steps 20 the steps left pass the epoch's short step 14 and none does, but from step 20, the last, any
+    does (nothing is left to train: a resume of that ended run at 2 x 2 was refused)."""
+    import argparse
+    thirteen, twenty = (argparse.Namespace(max_steps=n, epochs=3, epochs_rule="round") for n in (13, 20))
+    assert resume.splits(thirteen, 54, 4, 4, 1, 1) == [(2, 2), (1, 4)]
+    assert resume.splits(twenty, 54, 4, 4, 1, 1) == resume.splits(twenty, 54, 19, 4, 1, 1) == []
+    assert resume.splits(twenty, 54, 20, 4, 1, 1) == [(2, 2), (1, 4)]
+
+
 def test_a_resume_with_checkpointing_full_goes_on_as_the_run_would(tiny, tmp_path, monkeypatch, capsys):
     """--checkpointing none's checkpoint resumed with --checkpointing full (an out of memory's first cure): it was
     refused; recomputation gives the same values (gradients within 1e-6: tests/test_checkpointing.py), so the
