@@ -172,6 +172,8 @@ def parse_args(argv=None):
     a("--full-blocks", type=COUNT, default=0, metavar="N", help="with --checkpointing selective: replay the first N "
       "blocks whole instead, as full does (less memory, more time)")
     a("--force", action=yes_no, default=False, help="start even when the memory plan says the run does not fit")
+    a("--plan-only", action="store_true", help="print the memory plan and the settings it settles, then stop (exit 0; "
+      "1 if it does not fit): no weight is read or fetched")
     a("--dtype", default="auto", choices=["auto", "bf16", "fp32"], metavar="D", help="auto | bf16 | fp32 (auto: "
       "bf16 autocast on CUDA and on CPUs with bf16 units, AVX512-BF16 or AMX; else fp32)")
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
@@ -342,6 +344,9 @@ def prepare_demo(args, train):
     if has_weights(model_dir := demo_base(args, model_dir)):   # (--resume: its checkpoint's, maybe an older recipe's)
         print(f"demo model: {model_dir} (pretrained by an earlier run)")
         return model_dir, task, 0.0
+    if args.plan_only:                                         # (its pretraining reads and writes weights)
+        raise UserError(f"--plan-only: the offline demo's model is not made yet ({model_dir}): its first run pretrains "
+                        "it (minutes), and a plan needs a model; run `python train.py` once, or plan a --model")
     busy = UserError(f"the offline demo's model is being pretrained by another train.py (in {model_dir}.pretrain): "
                      "wait for it to end, then run this again")
     with locked(model_dir + ".lock", busy):                    # from the look below to the rename: one at a time
@@ -436,6 +441,12 @@ def here(script="train.py"):
 def closing(args, argv, s, demo):
     """What is printed before the summary s: how to resume an interrupted run; else outputs, and after the demo the
     real job."""
+    if s.get("plan_only"):                                     # (--pl...: argparse's abbreviations of it)
+        run = [a for a in argv if not (a.startswith("--pl") and "--plan-only".startswith(a))] + [
+            "--quant", args.quant, "--checkpointing", args.checkpointing] + ["--full-blocks", str(args.full_blocks)] * (
+            args.full_blocks > 0)
+        return f"--plan-only: no weight was read or fetched. The run, with the settings the plan settled:\n  python " \
+            f"{here()} {shlex.join(run)}"
     if s.get("interrupted"):
         launch = "torchrun (as launched) train.py" if torch.distributed.is_initialized() else "python " + here()
         return (f"interrupted at step {s['steps']}: checkpoint saved in {os.path.join(args.out, 'checkpoint')}. "
@@ -450,7 +461,7 @@ def closing(args, argv, s, demo):
 def plan_memory(run):
     """Before any weight is read or fetched: --quant/--checkpointing auto chosen from the memory plan (plan.py) of
     the model's config, the settings and the plan printed. A plan that needs more than the memory available is
-    refused, naming the settings that fit, unless --force."""
+    refused, naming the settings that fit, unless --force. Returns what --plan-only's summary says."""
     args = run.args
     config = checked_config(args)
     if args.model in PRESETS and args.model_dir and os.path.exists(args.model_dir):  # (the cache's models/NAME: what
@@ -470,6 +481,9 @@ def plan_memory(run):
     print("\n".join(chosen + plan.lines(parts, available, where)))
     run.planned = sum(parts.values())
     plan.check_fits(parts, *what)
+    return dict(plan_only=True, planned_mem_mib=round(run.planned / 2**20), available_mib=None if available is None
+                else round(available / 2**20), quant=args.quant, checkpointing=args.checkpointing,
+                full_blocks=args.full_blocks, dtype=args.dtype, device=str(run.device))  # (--plan-only's summary)
 
 
 def describe(run):
@@ -519,9 +533,9 @@ def covers(run):
     args, batches = run.args, run.batches
     if math.isclose(run.micro, args.epochs * batches):
         return f"{args.epochs:g} epoch{'s' * (args.epochs != 1)}" if run.micro % args.grad_accum else ""
-    return (f"{run.micro} of the {batches} batches an epoch of {run.examples:,} examples makes, up to "
-            f"{min(run.micro * args.batch_size * run.world, run.examples):,} of them" if run.micro < batches else
-            f"{run.micro} batches, {batches} an epoch of {run.examples:,} examples") + (
+    return (f"{run.micro} of the {batches} batches an epoch of {len(run.examples):,} examples makes, up to "
+            f"{min(run.micro * args.batch_size * run.world, len(run.examples)):,} of them" if run.micro < batches else
+            f"{run.micro} batches, {batches} an epoch of {len(run.examples):,} examples") + (
         f": {run.micro / batches:.3g} epochs, --epochs {args.epochs:g} rounded up to whole batches")
 
 

@@ -21,7 +21,11 @@ resume that would not.
   flags that may change), base files whose fingerprint changed (`check_base`; export.py's merge of that base: said),
   data whose tokenized examples hash otherwise (`data_hash`; --allow-data-change, which keeps the checkpoint's
   held-out records held out: `check_data`), a damaged file (`check_sums`: one flipped bit, before any loads). One
-  that goes on otherwise than its run planned says so: other code (`same_code`), another step count (`last_step`).
+  that goes on otherwise than its run planned says so: other code (`same_code`), another step count (`last_step`),
+  another split of each step's records (--batch-size x --grad-accum kept: `same_steps`, which refuses one whose steps
+  would train other records) or other recomputation (--checkpointing, --full-blocks).
+- An allocation that fails in the run (torch's out of memory: `out_of_memory`) ends with what it was doing, the last
+  good checkpoint, and the settings that need less by the memory plan, those that --resume takes first (`oom_error`).
 Leaves out: keeping several checkpoints (one per run: the last), saving mid-step. Read train.py's save_if_due and
 load for where these are called; `python -m pytest -q tests/test_train.py tests/test_train_resume.py -k resume` runs
 the resume tests (21).
@@ -41,6 +45,7 @@ import signal
 import sys
 import time
 import tokenize
+import traceback
 import zlib
 
 import torch
@@ -59,9 +64,11 @@ from tokenizer import tokenizer_changes, tokenizer_files
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
              "exact_match", "threads", "bleu", "allow_data_change", "data_sha256", "base_sha256", "base_files",
-             "tokenizer_files", "data_parts", "held_out", "group_rule"}  # what may change on --resume; the rest must
+             "tokenizer_files", "data_parts", "held_out", "group_rule", "checkpointing", "full_blocks",
+             "plan_only"}  # what may change on --resume; the rest must
 # match (data_sha256, held_out and base_sha256 have their own checks: check_data, check_base; --model, --data and
-# --data-dir as a path: the files there, not how the path is written, see same_path; group_rule: the checkpoint's own)
+# --data-dir as a path: the files there, not how the path is written, see same_path; group_rule: the checkpoint's own;
+# --checkpointing and --full-blocks recompute the same values, tests/test_checkpointing.py: same_steps says so)
 ADDED = {"full_blocks": 0}  # flags newer than some checkpoints: the value a checkpoint without them ran with
 # warm-up steps of --warmup x total steps (train.lr_at), as each lorasp counted them, newest first: Trainer's ceil
 # (since bc3f699), round() (from a77cd20), at least one round()ed (before); state.json names its run's since 9a38efa
@@ -125,8 +132,10 @@ def save_checkpoint(args, model, opt, step, source, total, micro, rng, losses=()
                            args=vars(args), crc32=sums, evals=list(evals), tokens=tokens), f)
         if os.path.exists(log := os.path.join(args.out, "metrics.jsonl")):  # (flushed by the loop; synced, as the
             copy_file(log, os.path.join(tmp, "metrics.jsonl"))               # rest)
-    except OSError as e:                                       # a full disk, a file-size limit: the old one stays
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:                                 # a full disk, a file-size limit, out of memory, a
+        shutil.rmtree(tmp, ignore_errors=True)                 # second Ctrl-C: the old one stays
+        if not isinstance(e, OSError):
+            raise
         cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # (save_weights says which folder)
         fix = "free space" if cause.errno in DISK_FULL else "fix that"  # (EACCES)
         raise OSError(e.errno, f"saving the checkpoint of step {step} failed ({cause.strerror or cause}); " + (
@@ -363,6 +372,79 @@ def nan_stop(args, step, loss, norm, ours):
         if step == 1 else f". Start again (without --resume, which keeps the run's flags) with a lower --lr{fp32}"))
 
 
+ALLOCATORS = ("DefaultCPUAllocator", "out of memory", "not enough memory")  # torch's CPU allocator (Linux; Windows:
+# "not enough memory"), CUDA's and MPS's "... out of memory" (torch.OutOfMemoryError, or a plain RuntimeError)
+DOING = dict(train_step="step {next}", validate="the validation after step {step}", save_if_due="saving the "
+             "checkpoint of step {step}", save_result="saving the result after step {step}", load="loading the model",
+             check="the held-out check {when} training")  # train.py's functions, innermost first in a traceback
+
+
+def allocation_failure(e):
+    """Whether e is an allocation that failed: torch's out of memory (CPU, CUDA, MPS) or Python's MemoryError."""
+    return isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or \
+        isinstance(e, RuntimeError) and any(a in str(e) for a in ALLOCATORS)
+
+
+@contextlib.contextmanager
+def out_of_memory(run):
+    """train.py's run: an allocation that fails in it (allocation_failure) is raised again as oom_error's UserError,
+    which says what was being done, what is kept and how to go on; anything else as it came."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not allocation_failure(e):
+            raise
+        raise oom_error(run, e) from None
+
+
+def oom_error(run, e):
+    """What an out of memory in train.py's run (e) tells its user: what was being done (the innermost of train.py's
+    functions in its traceback: DOING), the process's peak memory so far, the last good checkpoint this run
+    saved or resumed (a save the failure cut short leaves the one before: save_checkpoint swaps whole ones), and the
+    settings that need less by the plan: another split of a step's records and --checkpointing full go on with
+    --resume; --quant nf4 and a shorter --seq-len start again."""
+    args, frames = run.args, traceback.extract_tb(e.__traceback__)
+    traceback.clear_frames(e.__traceback__)                    # the failed step's tensors go before the plans are made
+    name = next((f.name for f in reversed(frames) if os.path.basename(f.filename) == "train.py" and f.name in DOING),
+                None)
+    doing = DOING[name].format(next=run.step + 1, step=run.step, when="after" if run.t0 else "before") if name \
+        else "the run"
+    kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)
+    step = read_state(kept, required=False).get("step") if kept else None
+    peak, what = plan.peak_mem_mib(run.device), (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    said = [f"out of memory in {doing} ({what})" + (f"; this process had peaked at {peak:,.0f} MiB" if peak else "")]
+    said.append(f"The last good checkpoint is kept in {kept} (step {step})" if kept else
+                f"This run had saved no checkpoint (--save-every {args.save_every})")
+    if run.plan_inputs:
+        config, _, *rest = run.plan_inputs                     # (plan_memory's)
+
+        def planned(change):                                   # MiB; once the data is read, the plan it makes
+            changed = argparse.Namespace(**{**vars(args), **change})
+            return sum((plan.with_data(config, changed, *rest, run.examples, run.val_ex, min(
+                changed.batch_size, run.batch), run.rank, run.world)[0] if run.examples else plan.estimate(
+                config, changed, *rest)).values()) / 2**20
+
+        def listed(changes):                                   # the flags of each, with its plan's MiB
+            return "; ".join(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in c.items()) + f" ({mib:,.0f} MiB)"
+                             for c, mib in changes)
+        B, G, now = args.batch_size, args.grad_accum, planned({})
+        split = splits(args, len(run.examples), step, B, G, run.world) if kept and run.examples else \
+            [(b, B * G // b) for b in range(B - 1, 0, -1) if B * G % b == 0]
+        go_on = [dict(batch_size=b, grad_accum=g) for b, g in split if b < B][:2] + [
+            dict(checkpointing="full")] * (args.checkpointing != "full")
+        anew = [dict(quant="nf4")] * (args.quant != "nf4" and args.method != "full") + [
+            dict(seq_len=args.seq_len // 2)] * (args.seq_len >= 4)
+        go_on, anew = ([(c, mib) for c in changes if (mib := planned(c)) <= now - 1] for changes in (  # (1 MiB less:
+            (go_on, anew) if kept else ([], go_on + anew)))                                            # as printed)
+        ways = [f"{listed(go_on)}: each goes on from the checkpoint (the same command with --resume and it)"] * bool(
+            go_on) + [f"{listed(anew)}: " + ("each changes the run: start again without --resume (or with another "
+                                            "--out)" if kept else "start again with one")] * bool(anew)
+        said.append(f"Settings that need less, by the memory plan (this run's settings: {now:,.0f} MiB; an estimate, "
+                    "and other processes may have taken memory since): " + ("; ".join(ways) or "none (a machine with "
+                                                                              "more memory, or fewer processes on it)"))
+    return UserError(". ".join(said))
+
+
 def kept_log(out, checkpoint, step, state):
     """--resume: the log lines up to the checkpoint's step, with their records (what came after is redone; a last line
     cut off by a kill too), from the log the checkpoint keeps (none there, deleted: the log starts again; a line cut
@@ -533,13 +615,97 @@ def same_settings(args, state):
     if isinstance(was.get("model"), str) and not any(c.startswith("--model ") for c in changed) and \
             os.path.exists(args.model) and os.path.realpath(was["model"]) != os.path.realpath(args.model):
         check_base(args, args.model, was)                     # another folder: its files checked before any load
-    if state.get("world_size", 1) != rank_world()[1]:             # its data position counts batches of that many
-        changed.append(f"{state.get('world_size', 1)} -> {rank_world()[1]} processes")
+    W, world = state.get("world_size", 1), rank_world()[1]
+    if W != world:                                             # its data position counts batches of that many
+        changed.append(f"{W} -> {world} processes")
+    of_split = lambda c: c.startswith(("--batch-size ", "--grad-accum ")) or c.endswith(" processes")  # noqa: E731
+    if resplit(args, was, W):                                  # the same records a step, split otherwise:
+        changed = [c for c in changed if not of_split(c)]      # same_steps checks them with the data
     if changed:
+        B, G, split = was.get("batch_size"), was.get("grad_accum"), any(map(of_split, changed))
         raise UserError("--resume with different settings than the checkpoint's: " + ", ".join(changed) + (
             " (the lr schedule is laid out over the steps its run planned: a resume goes on with it, not a longer or "
             "shorter one; give the checkpoint's, or start again without --resume)" if any(
-                c.startswith(("--max-steps ", "--epochs ")) for c in changed) else ""))
+                c.startswith(("--max-steps ", "--epochs ")) for c in changed) else "") + (
+            f" (keep --batch-size x --grad-accum{' x processes' * (W * world > 1)} = {B} x {G}" + (
+                f" x {W}" if W * world > 1 else "") + f" = {B * G * W}, the records a step trains" + (
+                f", e.g. --batch-size {B // 2} --grad-accum {G * 2})" if B % 2 == 0 and W == world else ")")
+            if split and getattr(args, "group_rule", "step") == "step" else
+            " (this checkpoint, saved by a lorasp from before steps were grouped whole, goes on at its own "
+            "--batch-size and --grad-accum only)" if split else ""))
+
+
+def resplit(args, was, world):
+    """Whether --batch-size, --grad-accum and the processes split the checkpoint's records a step (batch x accum x
+    world processes; `was` its flags) otherwise: the same records, in the same order (data.epoch_batches groups whole
+    steps), unless its run grouped micro-batches alone (a checkpoint saved before: group_rule)."""
+    return getattr(args, "group_rule", "step") == "step" and \
+        args.batch_size * args.grad_accum * rank_world()[1] == was.get("batch_size") * was.get("grad_accum") * world
+
+
+def step_ends(examples, batch, accum, world, micro):
+    """cum(k): where a run's step k ends in its stream of records (cum(0) = 0). data.micro_batches deals an epoch's
+    records in one order at any split of batch x accum x world (groups of that many, the short one last), in
+    micro-batches of batch x world, all full but the epoch's last; a step takes accum of them, on across epochs
+    (micro: --epochs' count, the last step cut short; None: --max-steps)."""
+    per = batch * world
+    n = -(-examples // per)                                    # an epoch's micro-batches
+
+    def cum(k):
+        m = min(k * accum, micro or math.inf)                  # the micro-batches dealt by the end of step k
+        return m // n * examples + m % n * per
+    return cum
+
+
+def steps_of(args, batch, accum, examples, world):
+    """(micro-batches, steps) of the run args describe at --batch-size batch --grad-accum accum over `examples`."""
+    micro = epoch_micro_batches(args, -(-examples // (batch * world)), said=False)
+    return micro, args.max_steps or math.ceil(micro / accum)
+
+
+def splits(args, examples, step, batch, accum, world, to=None):
+    """The other --batch-size x --grad-accum splits, on `to` processes (default: world), of batch x accum x world
+    records a step, largest micro-batch first, with which a --resume from `step` trains each step left on the records
+    the run at batch x accum on world processes would."""
+    (micro, total), to = steps_of(args, batch, accum, examples, world), to or world
+    was, P = step_ends(examples, batch, accum, world, micro), batch * accum * world // to
+    out = []
+    for b in sorted((b for b in range(1, P + 1) if P % b == 0 and (b, to) != (batch, world)), reverse=True):
+        m, t = steps_of(args, b, P // b, examples, to)
+        now = step_ends(examples, b, P // b, to, m)
+        if batch * accum * world % to == 0 and t == total and (step >= total or all(  # (none left: any split)
+                was(k) == now(k) for k in range(step, total + 1))):
+            out.append((b, P // b))
+    return out
+
+
+def same_steps(args, state, examples, world):
+    """--resume at another split of its run's records a step (same_settings let it through): refused unless each step
+    left trains the records its run's would (an epoch's short last micro-batch can shift them: step_ends). That, or
+    other recomputation (--checkpointing, --full-blocks: the same values), is said: the sums run in another order, so
+    the steps left equal its run's to rounding, not bit for bit."""
+    was, B, G, keys = {**ADDED, **state["args"]}, state["args"]["batch_size"], state["args"]["grad_accum"], (
+        "checkpointing", "full_blocks")
+    if any(getattr(args, k) != was.get(k) for k in keys) and rank_world()[0] == 0:
+        flags = lambda a: " ".join(f"--{k.replace('_', '-')} {a.get(k)}" for k in keys)  # noqa: E731
+        print(f"note: --resume with {flags(vars(args))}, the checkpoint's run {flags(was)}: recomputation gives the "
+              "same values, its gradients to float rounding (not always bit for bit)")
+    W = state.get("world_size", 1)
+    if (args.batch_size, args.grad_accum, world) == (B, G, W):
+        return
+    ruled = argparse.Namespace(**{**vars(args), "epochs_rule": state.get("epochs_rule", "ceil")})  # (restore's, later)
+    run = f"--batch-size {args.batch_size} --grad-accum {args.grad_accum}" + f" on {world} processes" * (W * world > 1)
+    was = f"{B} x {G}" + f" x {W} process{'es' * (W > 1)}" * (W * world > 1)
+    if (args.batch_size, args.grad_accum) not in (fit := splits(ruled, examples, state["step"], B, G, W, world)):
+        raise UserError(f"--resume with {run}: the steps left would not train the records the checkpoint's run "
+                        f"({was}) trains in each (an epoch of {examples:,} training examples ends in a shorter "
+                        "micro-batch at one split than at the other, and the steps after it part ways): give "
+                        + f"--batch-size {B} --grad-accum {G}" + f" on {W} processes" * (W != world) +
+                        "".join(f", or --batch-size {b} --grad-accum {g}" for b, g in fit))
+    if rank_world()[0] == 0:
+        print(f"note: --resume at {run}, the checkpoint's run {was}: each step trains the same {B * G * W:,} records, "
+              "summed in another order (and, where the model has dropout, with other masks): the steps left equal its "
+              "run's to rounding, not bit for bit")
 
 
 def changed_parts(args, was):
@@ -559,12 +725,14 @@ def held_out(args, val_ex, val_records):
     return [fingerprint(r) for r in val_records or val_ex] if holds_out(args.data) else None
 
 
-def check_data(args, state, run):
-    """--resume: the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change (unless the
-    base's tokenizer files changed: other ids for the same text); checked as soon as the data is read, before the
-    weights load (minutes for a 7B base). Onto changed data the checkpoint's held-out records stay held out and all
-    the others train (train.load reads --data so: data.split_records' held; a new seeded split of the changed file
-    would hold out records the checkpoint trained on, and its val_loss and heldout.jsonl would score them)."""
+def check_data(args, state, run, examples):
+    """--resume: each step left trains the records its run's would (same_steps: another split of them; `examples`: the
+    training examples), and the tokenized examples (args.data_sha256) are the checkpoint's, or --allow-data-change
+    (unless the base's tokenizer files changed: other ids for the same text); checked as soon as the data is read,
+    before the weights load (minutes for a 7B base). Onto changed data the checkpoint's held-out records stay held out
+    and all the others train (train.load reads --data so: data.split_records' held; a new seeded split of the changed
+    file would hold out records the checkpoint trained on, and its val_loss and heldout.jsonl would score them)."""
+    same_steps(args, state, examples, run.world)
     was, held = state["args"], state["args"].get("held_out")
     kind = "blocks" if args.data.lower().endswith(".txt") else "records"
     if was.get("data_sha256") in (None, args.data_sha256):
@@ -660,7 +828,7 @@ def restore(checkpoint, args, opt, state):
             from None
 
 
-def epoch_micro_batches(args, batches):
+def epoch_micro_batches(args, batches, said=True):
     """--epochs' micro-batches (None with --max-steps): epochs x `batches` (an epoch's) rounded to 9 places, then up
     (1.1 x 50: 55, not the float product 55.00000000000001's 56). A checkpoint saved before that rule (no epochs_rule
     in its state.json: restore) goes on to the float product's ceiling it began with, where the two differ, and says
@@ -669,7 +837,7 @@ def epoch_micro_batches(args, batches):
         return None
     exact, old = math.ceil(round(args.epochs * batches, 9)), math.ceil(args.epochs * batches)
     if getattr(args, "epochs_rule", "round") == "ceil" and old != exact:
-        if rank_world()[0] == 0:
+        if rank_world()[0] == 0 and said:
             print(f"note: --resume: the checkpoint's run began when --epochs {args.epochs:g} x {batches} batches ran "
                   f"{old} micro-batches (the ceiling of the float product {args.epochs * batches!r}; a new run runs "
                   f"{exact}): it goes on to {old}, the lr schedule it began")

@@ -21,12 +21,12 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   CPUs with bf16 units, an NF4 base (QLoRA) and activation checkpointing.
 - Before any weight is read or fetched, a memory plan (plan.py) from the config and the flags: --quant/--checkpointing
   auto give the Llama 2 presets the paper's recipe (NF4, selective recomputation) and elsewhere the fastest setting
-  that fits; the first lines say what was chosen and why, and a run that cannot fit is refused (--force: try anyway).
-  The last lines say where the files went and the command that evaluates the result.
+  that fits; the first lines say what was chosen and why, a run that cannot fit is refused (--force: try anyway), and
+  --plan-only stops there. The last lines say where the files went and the command that evaluates the result.
 - Checkpoints (adapter or model, optimizer, step, RNG states) are written whole, then swapped in: `--resume` goes on
-  bit for bit; a NaN loss stops with the last good checkpoint kept; Ctrl-C (or SIGTERM, SIGHUP) saves after the
-  current step and exits 130 (SIGTERM: 143, 128 + 15, which Slurm and Kubernetes read as "terminated"; SIGHUP: 129);
-  one run at a time into an --out (a lock: a second is refused).
+  bit for bit; a NaN loss or an out of memory stops with the last good checkpoint kept (and says what needs less);
+  Ctrl-C (SIGTERM, SIGHUP) saves after the step and exits 130 (143, 129: 128 + the signal, as Slurm and Kubernetes
+  read it); one run at a time into an --out (a lock: a second is refused).
 - No --model and --data: the offline demo (cli.prepare_demo). A 4-layer Llama pretrained once (then cached) on text
   that asks and answers counting questions in plain words learns Alpaca's instruction format with LoRA-SP; the held-out
   exact match before and after shows what the fine-tuning added. `--data demo` asks the same questions of a real model
@@ -35,16 +35,14 @@ GLUE (the paper's Table 1), T5 on WMT16 En-Ro (Table 2).
   CPU), one process per GPU, each with the whole (NF4) model; only the trainable entries are Parameters, so the
   all-reduce carries exactly LoRA-SP's keep x LoRA's gradients (ddp.py). --batch-size is per process.
 Leaves out: FSDP/tensor parallelism, packing several examples into one sequence, fp16 loss scaling, LoRA dropout.
-The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's, the held-out check after training
-included; train_peak_mem_mib: up to the loop's end), trainable_params, total_params, final_loss, steps and tokens
-(the run's across --resume; tokens_since_resume: this process's, tokens_per_s's), tokens_counted (what a token is), ...
+The last line printed is a JSON summary: tokens_per_s, peak_mem_mib (the process's; train_peak_mem_mib: the loop's),
+trainable_params, total_params, final_loss, steps and tokens (the run's across --resume), tokens_counted, ...
 
 Read train() first, then the loop it runs (loop, train_step: forward, backward, the step), then what comes before the
 loop (set_up, load) and after it (check), and main. Elsewhere: each kind of task's model, AdamW's groups, loss,
-validation and data checks (tasks.py); the flags, the demo's model and what a run prints: the memory plan's settings
-(plan_memory; plan.py computes it), what trains (describe), the summary and the closing lines (cli.py); checkpoints,
-the log a --resume keeps (open_log), what Ctrl-C, SIGTERM and SIGHUP do (stop_signals) and the checks that refuse a
-resume that would not go on bit for bit (resume.py).
+validation and data checks (tasks.py); the flags, the demo's model and what a run prints (plan_memory, describe,
+summary, closing: cli.py); checkpoints, the log a --resume keeps, what Ctrl-C, SIGTERM and SIGHUP do (stop_signals),
+what an out of memory says (oom_error) and the checks that refuse a resume that would not go on (resume.py).
 """
 import argparse
 import contextlib
@@ -73,7 +71,7 @@ from checkpoint import trim_if_crept
 from model import PRESETS, device_problem, load_tokenizer  # noqa: F401
 from checks import console
 from resume import (check_base, check_data, check_sums, claim, data_hash, heldout_aside, last_step, nan_stop, open_log,
-                    restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
+                    out_of_memory, restore, rng_states, same_settings, save_checkpoint, stop_signals, take_settings,
                     epoch_micro_batches, held_by, held_out, kept_out, run_tokens, WARMUP_RULES)
 # Each by name into this module, where tests and tests/test_ddp.py's driver replace them (train.causal_lm_loss, ...)
 from tasks import (TARGETS, adamw, best_so_far, before_after, causal_lm_loss, check_split,  # noqa: F401
@@ -112,7 +110,7 @@ class Run:
     total: int = 0                                 # the last step (early stopping brings it forward)
     micro: int = None                              # --epochs: the micro-batches they hold, the last step's cut short
     batches: int = 0                               # an epoch's micro-batches (the progress line's epochs done)
-    examples: int = 0                              # the training examples (DDP: all ranks')
+    examples: list = ()                            # the training examples (DDP: all ranks')
     lora: int = 0                                  # what LoRA at --rank would train: the reports' yardstick
     sent: list = field(default_factory=lambda: [0])  # DDP: bytes all-reduced, counted by wrap_ddp's hook
     t0: float = 0.0                                # tokens/s count training only: evaluations and saves move it
@@ -134,31 +132,34 @@ class Run:
 
 
 def train(args):
-    """Run the job args describe, step by step; returns the summary main prints last."""
+    """Run the job args describe, step by step; returns the summary main prints last (--plan-only: the plan's)."""
     with claim(args.out):                                      # one run at a time into --out
         t_start, run = time.time(), set_up(args)
-        plan_memory(run)                                       # before any weight is read
-        records = load(run)                                    # held-out records for the before/after check
-        s = describe(run)
-        before = check(run, records, "before", s) if not run.checkpoint else None
-        loop(run)
-        s.update(summary(run), tokens_counted=tokens_counted(args)[0])  # (T5: the sources')
-        if run.stopping:                                       # Ctrl-C: the checkpoint is saved, the run is not over
-            return dict(s, interrupted=True, signal=signal.Signals(run.stop[0] if run.stop else signal.SIGINT).name,
-                        wall_s=round(time.time() - t_start, 1))  # (stopped by another DDP rank's: as Ctrl-C)
-        best = best_so_far(run.evals)[0] if args.patience and run.evals else None   # (None: every evaluation nan)
-        if not best and run.rank == 0:                         # else saved at the best evaluation
-            save_result(run)
-        barrier()
-        if best and best["step"] != run.step:                  # the after-check scores the run's result: the best
-            if args.method == "full":                          # evaluation's weights
-                print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} holds "
-                      f"step {best['step']}'s")
-            else:
-                run.model = load_adapter(run.model, weights_dir(args))
-        check(run, records, "after", s, before)
-        s.update(peak_mem_mib=plan.peak_mem_mib(run.device))   # the process's: saves and checks can pass the loop's
-        return dict(s, wall_s=round(time.time() - t_start, 1))
+        with out_of_memory(run):                               # said: what it was doing, what is kept, what fits
+            s = plan_memory(run)                               # before any weight is read
+            if args.plan_only:
+                return dict(s, wall_s=round(time.time() - t_start, 1))
+            records = load(run)                                # held-out records for the before/after check
+            s = describe(run)
+            before = check(run, records, "before", s) if not run.checkpoint else None
+            loop(run)
+            s.update(summary(run), tokens_counted=tokens_counted(args)[0])  # (T5: the sources')
+            if run.stopping:                                   # Ctrl-C: the checkpoint is saved, the run is not over
+                stop = signal.Signals(run.stop[0] if run.stop else signal.SIGINT).name  # (another DDP rank's: Ctrl-C)
+                return dict(s, interrupted=True, signal=stop, wall_s=round(time.time() - t_start, 1))
+            best = best_so_far(run.evals)[0] if args.patience and run.evals else None  # (None: every evaluation nan)
+            if not best and run.rank == 0:                     # else saved at the best evaluation
+                save_result(run)
+            barrier()
+            if best and best["step"] != run.step:              # the after-check scores the run's result: the best
+                if args.method == "full":                      # evaluation's weights
+                    print(f"note: the check below scores the last weights (step {run.step}); {weights_dir(args)} "
+                          f"holds step {best['step']}'s")
+                else:
+                    run.model = load_adapter(run.model, weights_dir(args))
+            check(run, records, "after", s, before)
+            s.update(peak_mem_mib=plan.peak_mem_mib(run.device))  # the process's: saves and checks can pass the loop's
+            return dict(s, wall_s=round(time.time() - t_start, 1))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -189,8 +190,7 @@ def train_step(run):
         with run.autocast(), sync:
             loss, n = run.loss_fn(run.net, batch)
         loss.backward()                                        # the summed loss: divided by the step's count below
-        # drop the graph now: its nodes, left among the next micro-batch's activations, cost 0.47 GiB of heap holes
-        # (134M, --grad-accum 2)
+        # drop the graph now: left among the next micro-batch's activations, it cost 0.47 GiB (134M, --grad-accum 2)
         loss_sum, count, loss = loss_sum + loss.detach(), count + n, None
         step_tokens += int(batch["attention_mask"].sum()) if (batch["labels"] != IGNORE).any() else 0  # (no filler)
     # loss, token count and Ctrl-C summed over the ranks (DDP): every rank divides alike and stops alike
@@ -323,8 +323,8 @@ def load(run):
     barrier() if run.rank == 0 else None                       # a bad record is named before minutes of loading 7B
     args.data_sha256, args.held_out = data_hash(train_ex, run.val_ex, args), held_out(args, run.val_ex, val_records)
     run.batch = check_split(args, train_ex, run.val_ex, val_records, run.world, kept=kept_out(args, state))
-    check_data(args, state, run) if state else None            # --resume (before the weights load): its data,
-    check_sums(run.checkpoint, state) if state else None       # and its files (a flipped bit in optimizer.pt)
+    check_data(args, state, run, len(train_ex)) if state else None  # --resume, before the weights load: its data
+    check_sums(run.checkpoint, state) if state else None       # and each step's records, its files (a flipped bit)
     if plan.bucket(args) or run.batch < args.batch_size:  # the plan again for the batches the data makes: fewer rows
         # than --batch-size; CPU bf16, oneDNN's memory for the lengths they meet, not every one up to --seq-len
         parts, line = plan.with_data(*run.plan_inputs, train_ex, run.val_ex, run.batch, run.rank, run.world)
@@ -339,7 +339,7 @@ def load(run):
     run.step, run.losses, run.tokens_before = state["step"], state.get("losses", []), state.get("tokens")  # (losses:
     # the next progress line's mean: the steps' since the last one, those before a Ctrl-C too)
     run.net = wrap_ddp(run.model, run.device, run.sent) if dist.is_initialized() else run.model  # the rest: model
-    run.examples, run.batches = len(train_ex), math.ceil(len(train_ex) / (args.batch_size * run.world))
+    run.examples, run.batches = train_ex, math.ceil(len(train_ex) / (args.batch_size * run.world))
     run.micro = epoch_micro_batches(args, run.batches)         # (1.1 x 10: 11, not 11.000000000000002's 12)
     run.total = last_step(args, state, args.max_steps or math.ceil(run.micro / args.grad_accum), len(train_ex))
     run.stream = data.micro_batches(train_ex, args.batch_size, args.seed, run.step * args.grad_accum, run.pad_id,

@@ -2298,6 +2298,15 @@ def _(ctx):
 
 case("--resume with other settings", SystemExit, "--resume with different settings than the checkpoint's: "
      "--rank 16 -> 8")(lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--rank", "8"))
+case("--resume at another number of records a step (--batch-size x --grad-accum)", SystemExit, "--batch-size 4 -> 2 "
+     "(keep --batch-size x --grad-accum = 4 x 2 = 8, the records a step trains, e.g. --batch-size 2 --grad-accum 4)")(
+    lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "2", "--resume", "--batch-size", "2"))
+case("an allocation that fails in a step (torch's own out of memory)", SystemExit, "out of memory in step 1 ([enforce "
+     "fail")(lambda ctx: ctx.mp.setattr(train, "causal_lm_loss", lambda model, batch: torch.empty(
+         1 << 62, dtype=torch.uint8)) or run(ctx))  # (was torch's traceback: no word of the run, what is kept, fits)
+case("--plan-only with the offline demo's model not made yet", SystemExit, "--plan-only: the offline demo's model is "
+     "not made yet")(lambda ctx: ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "cache")) or train.main(
+         ["--plan-only", "--out", str(ctx.tmp / "o")]))  # (its pretraining would read and write weights for minutes)
 case("--resume with another --schedule", SystemExit, "--resume with different settings than the checkpoint's: "
      "--schedule cosine -> constant")(  # the lr of every step left depends on it: refused, as cosine <-> linear
     lambda ctx: checkpointed(ctx) and run(ctx, "--max-steps", "4", "--resume", "--schedule", "constant"))

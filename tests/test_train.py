@@ -48,7 +48,7 @@ def test_help_is_one_line_per_flag(monkeypatch, capsys):
     out = capsys.readouterr().out
     options, presets = out.split("options:")[1].split("\npresets by family")
     lines = options.strip().split("\n")[1:]                                        # after -h's own line
-    assert len(lines) == 40 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
+    assert len(lines) == 41 and all(line.startswith("  --") and "  " in line.strip() for line in lines), lines
     assert "  --lr X                     peak AdamW learning rate; the paper's (default: 2e-05)" in lines
     assert "(default: cuda when available, else cpu)" in out
     flag = {line.split()[0]: line for line in lines}
