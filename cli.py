@@ -136,8 +136,8 @@ def parse_args(argv=None):
     a("--method", default="lorasp", choices=["full", "lora", "lorasp"], metavar="M", help="full | lora | lorasp "
       "(lora: keep 1)")
     a("--rank", type=POSITIVE, default=RANK, metavar="R", help="rank of A (r x in) and B (out x r); the paper's")
-    a("--alpha", type=ABOVE0, default=ALPHA, metavar="X", help="the update is scaled by alpha / r (2r: the paper gives "
-      "none)")
+    a("--alpha", type=ABOVE0, default=ALPHA, metavar="X", help="the update is scaled by alpha / r (2r at the "
+      "default r; another --rank keeps it unless --alpha is given; the paper gives none)")
     a("--keep", type=ranged(float, 0, 1, open_low=True), default=KEEP, metavar="X", help="share of A's and B's "
       "entries that train; the paper's")
     a("--mode", default=MODE, choices=["mask", "freeze"], metavar="M", help="frozen entries: 0 (mask, Eq. 2) or "
@@ -153,7 +153,8 @@ def parse_args(argv=None):
     a("--epochs", type=ABOVE0, default=3, metavar="X", help="passes over the training split; the paper's")
     a("--batch-size", type=POSITIVE, default=4, metavar="N", help="sequences per micro-batch (small: a 7B model on "
       "one GPU)")
-    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = Alpaca's 32)")
+    a("--grad-accum", type=POSITIVE, default=8, metavar="N", help="micro-batches per step (4 x 8 = 32; Stanford "
+      "Alpaca's global batch: 128)")
     a("--seq-len", type=ranged(int, 2), default=512, metavar="N", help="longer sequences are cut, and counted "
       "(Alpaca's 512; the paper's GLUE runs: 128)")
     a("--warmup", type=SHARE, default=0.03, metavar="X", help="share of the steps of linear warm-up, rounded up as "
@@ -227,6 +228,9 @@ def parse_args(argv=None):
     if args.method == "full" and (unused := [f for f in ("--rank", "--alpha", "--keep", "--targets", "--mode",
                                                          "--structure") if f in given]):
         print(f"note: --method full trains every weight: {', '.join(unused)} (the adapter's) have no effect")
+    if args.method != "full" and "--rank" in given and "--alpha" not in given and args.alpha != 2 * args.rank:
+        print(f"note: --rank {args.rank} keeps --alpha {args.alpha:g} (2r at the default r): the update is scaled by "
+              f"alpha/r = {args.alpha / args.rank:g}; give --alpha {2 * args.rank} for 2r")  # (the paper gives none)
     if args.method != "full" and (args.method == "lora" or args.keep == 1) and (
             unused := [f for f in ("--mode", "--structure") if f in given]):   # nothing is frozen, A has every column
         print(f"note: {'--method lora' if args.method == 'lora' else '--keep 1'} trains every entry of A and B: "

@@ -412,9 +412,20 @@ case("GLUE's fetch into a LORASP_CACHE that cannot be written", data.UserError, 
 # Not a directory", no variable named)
 
 
+@case("cli --rank 8 without --alpha: the scale alpha/r = 4 said, and the --alpha that gives 2r", None)
+def _(ctx):  # (was silent: alpha stays 32, 2r at r 16 only, so r 8 scaled its update twice as much as 2r would)
+    train.parse_args(["--model", "m", "--data", "d", "--rank", "8"])
+    assert ctx.capsys.readouterr().out.splitlines() == [
+        "note: --rank 8 keeps --alpha 32 (2r at the default r): the update is scaled by alpha/r = 4; give --alpha 16 "
+        "for 2r"]
+    for argv in (["--rank", "8", "--alpha", "32"], ["--rank", "16"], ["--rank", "8", "--method", "full"]):
+        train.parse_args(["--model", "m", "--data", "d", *argv])
+        assert "alpha/r" not in ctx.capsys.readouterr().out, argv
+
+
 @case("cli a flag given twice, or --threads past the CPUs, says which value is used", None)
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
-    train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "8", "--lr=2e-4", "--rank", "8",
+    train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "16", "--lr=2e-4", "--rank", "16",
                       "--threads", "100000"])
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert ctx.capsys.readouterr().out.splitlines() == [
