@@ -13,7 +13,11 @@ import pytest
 import torch
 
 import cli
+import eval as E
+import export
+import generate
 import plan
+import train
 from fixtures import flags, tiny  # noqa: F401  (the tiny fixture)
 from test_plan import cgroups
 
@@ -121,3 +125,26 @@ def test_train_py_in_a_container_runs_the_quotas_threads_and_says_why(tiny, tmp_
     assert [lines[i] for i in said] == [f"threads 1 (the 1 CPU this process may use: its control group's quota of 0.5 "
                                         f"CPUs, {tmp_path}/cg/cpu.max; torch's default: 4)"], done.stdout[:1000]
     assert re.search(r"\(--dtype fp32\), 1 thread$", lines[said[0] + 1]), done.stdout[:1000]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):  # noqa: F811
+    """A run's folder (its adapter) on the tiny fixture, for export.py."""
+    out = tmp_path_factory.mktemp("run")
+    train.main(flags(tiny, out, "--max-steps", "1"))
+    return out
+
+
+@pytest.mark.parametrize("command", ["eval", "generate", "export"])
+def test_eval_generate_and_export_run_the_quotas_threads(command, tiny, trained, tmp_path, monkeypatch,  # noqa: F811
+                                                          capsys, big_host):
+    """eval.py, generate.py and export.py set no thread count: torch's default, the host's cores, in a container of 2
+    CPUs too. Now each takes plan.pick_threads' and says why on stderr (generate.py's stdout is the text alone)."""
+    cgroups(tmp_path, monkeypatch, "0::/\n", {".": {"cpu.max": "200000 100000\n"}})
+    monkeypatch.setattr(torch, "set_num_threads", (set_to := []).append)
+    dict(eval=lambda: E.main(["--task", "perplexity", "--model", tiny[0], "--data", tiny[1]]),
+         generate=lambda: generate.main(argv=["--model", tiny[0], "--max-new-tokens", "2"]),
+         export=lambda: export.main(["--model", tiny[0], "--adapter", str(trained), "--out", str(tmp_path / "m")]))[
+             command]()
+    assert set_to == [2] and f"threads 2 (the 2 CPUs this process may use: its control group's quota of 2 CPUs, " \
+        f"{tmp_path}/cg/cpu.max; torch's default: 64)\n" in capsys.readouterr().err
