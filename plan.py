@@ -583,6 +583,14 @@ def use_threads(threads=None, file=None):
     return n
 
 
+def cpus_said(threads=None):
+    """A benchmark's line on the CPU its figures come from: the threads (pick_threads' where not given: train.py's),
+    the CPUs this process may use and why (a container's quota, read as such), the bf16 units --dtype auto reads."""
+    threads, (cpus, where) = threads or pick_threads()[0], usable_cpus()
+    return f"CPU: {threads} thread{'s' * (threads != 1)}, {cpus} CPU{'s' * (cpus != 1)} this process may use " \
+        f"({where}); bf16 units: {', '.join(cpu_bf16_units()) or 'none'} (what --dtype auto reads)"
+
+
 def cgroup_stat(folder):
     """A control group's memory.stat as {key: bytes}; {} where it cannot be read."""
     try:

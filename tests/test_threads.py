@@ -127,6 +127,16 @@ def test_train_py_in_a_container_runs_the_quotas_threads_and_says_why(tiny, tmp_
     assert re.search(r"\(--dtype fp32\), 1 thread$", lines[said[0] + 1]), done.stdout[:1000]
 
 
+def test_a_benchmarks_cpu_line_says_the_threads_and_the_quota(tmp_path, monkeypatch, big_host):
+    """bench/*.py said the bf16 flags of /proc/cpuinfo (any CPU's) and not the quota: a container's figures read as a
+    big host's. Their line (bench/children.cpus_said asks plan's) says the threads, the CPUs and why, the units."""
+    cgroups(tmp_path, monkeypatch, "0::/\n", {".": {"cpu.max": "200000 100000\n"}})
+    monkeypatch.setattr(plan, "cpu_bf16_units", lambda: ["amx_bf16"])
+    said = f"2 CPUs this process may use (its control group's quota of 2 CPUs, {tmp_path}/cg/cpu.max); bf16 units: " \
+        "amx_bf16 (what --dtype auto reads)"
+    assert plan.cpus_said() == "CPU: 2 threads, " + said and plan.cpus_said(1) == "CPU: 1 thread, " + said
+
+
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):  # noqa: F811
     """A run's folder (its adapter) on the tiny fixture, for export.py."""
