@@ -177,7 +177,8 @@ def parse_args(argv=None):
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=ranged(int, 0, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
       "masks, A's init, a new head's init, dropout")  # (>= 0: Python's random takes -1 as 1, torch as 2**64 - 1)
-    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's, or fewer: the CPUs "
+      "this process may use, a container's CPU quota, OMP_NUM_THREADS)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
     a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "

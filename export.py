@@ -48,8 +48,8 @@ from checks import console, repeated, run_folder, unexpanded, unwritable
 from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
 from ggufread import gguf_file
-from plan import use_threads
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
+from plan import use_threads
 from quant import NF4Linear
 from tokenizer import (BPETokenizer, config_token_ids, hf_tokenizer, llama_tokenizer_config, load_tokenizer,
                        save_tokenizer)

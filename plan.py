@@ -553,7 +553,7 @@ def usable_cpus():
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # (macOS)
     quota = cgroup_cpus()
     if quota and math.ceil(quota[0]) <= affinity:
-        return math.ceil(quota[0]), f"its control group's quota of {quota[0]:g} CPUs, {quota[1]}"
+        return math.ceil(quota[0]), f"its control group's quota of {quota[0]:g} CPU{'s' * (quota[0] != 1)}, {quota[1]}"
     return affinity, "its affinity"
 
 
@@ -561,10 +561,9 @@ def pick_threads(threads=None):
     """(CPU threads for torch, why): --threads where given; else the fewest of torch's default and the limits it does
     not follow (usable_cpus, and OMP_NUM_THREADS, MKL_NUM_THREADS and SLURM_CPUS_PER_TASK where set: the user's or
     the job's choice). why names the limit that chose, where it is below torch's default; else ""."""
-    default = torch.get_num_threads()
     if threads:
         return threads, ""
-    cpus, where = usable_cpus()
+    default, (cpus, where) = torch.get_num_threads(), usable_cpus()
     limits = [(default, ""), (cpus, f"the {cpus} CPU{'s' * (cpus != 1)} this process may use: {where}")]
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         first = os.environ.get(name, "").split(",")[0].strip()  # (OMP's "4,2": 4 at the outer level)
