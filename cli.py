@@ -180,7 +180,8 @@ def parse_args(argv=None):
     a("--device", help="cpu or cuda (default: cuda when available, else cpu)")
     a("--seed", type=ranged(int, 0, 2**64 - 1), default=0, metavar="N", help="data order, split, LoRA-SP "
       "masks, A's init, a new head's init, dropout")  # (>= 0: Python's random takes -1 as 1, torch as 2**64 - 1)
-    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    a("--threads", type=POSITIVE, metavar="N", help="CPU threads for torch (default: torch's, or fewer: the CPUs "
+      "this process may use, a container's CPU quota, OMP_NUM_THREADS)")
     a("--out", default="out", metavar="DIR", help="checkpoint/, adapter/ (or model/), metrics.jsonl")
     a("--resume", action=yes_no, default=False, help="continue exactly from OUT/checkpoint")
     a("--allow-data-change", action="store_true", help="--resume even if the data (its tokenized examples) changed "
@@ -265,10 +266,11 @@ def parse_args(argv=None):
         print(f"note: {' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: " + (
             f"--model {args.model} is not a preset, its files are read where they are" if args.model else
             "the offline demo makes its own model") + " (for a preset's weights)")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # (macOS: no
-    if args.threads and args.threads > cpus:                                                     # affinity)
-        print(f"note: --threads {args.threads} is more than the {cpus} CPU{'s' * (cpus != 1)} this process may use: "
-              "the extra threads wait on each other (slower, nothing gained)")
+    cpus, where = plan.usable_cpus()                           # its affinity, or its control group's CPU quota
+    if args.threads and args.threads > cpus:
+        print(f"note: --threads {args.threads} is more than the {cpus} CPU{'s' * (cpus != 1)} this process may use" +
+              f" ({where})" * (where != "its affinity") + ": the extra threads wait on each other (slower, nothing "
+              "gained)")
     if args.allow_data_change and not args.resume:
         no_effect(["--allow-data-change"], " without --resume")
     patience_note(args, args.max_steps, f"--max-steps {args.max_steps}")  # (--epochs: describe, its steps known)

@@ -54,6 +54,7 @@ from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from generate import beam_search, finite, generate
+from plan import use_threads
 from plot import plot
 
 # ----------------------------------------------------------------------------------------------------
@@ -318,8 +319,7 @@ def main(argv=None):
 
 
 def command(argv=None):
-    """Check the flags (evalcli.parse_args), load the model (with its adapter, as it trained), run the task: what it
-    prints, then its result as one JSON line."""
+    """Check the flags (evalcli.parse_args), load the model (its adapter too), run the task: its lines, a JSON line."""
     args, given = parse_args(argv)
     if args.plot:                                              # --plot draws, and evaluates nothing
         return plot(args.plot, args.out)
@@ -328,6 +328,7 @@ def command(argv=None):
         return print("on a checkpoint: python eval.py --task mmlu|perplexity|generate|glue/TASK|wmt16-en-ro|squad "
                      "--model DIR ... (see --help)")
     task, glue = args.task, args.task[5:] if args.task.startswith("glue/") else None
+    use_threads(file=sys.stderr)                                # (said where a CPU quota or limit chose them)
     path = model_path(args.model)
     length = seq_len_for(args, given, model_config(path, path))  # config.json (or the .gguf's header): no weight yet
     needs = len(GLUE[glue][4] or [0]) if glue else 0, task == "squad", TAKES.get(task)  # a GLUE head: its task's
@@ -387,8 +388,7 @@ def command(argv=None):
             print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
             print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
         eos_note(path, tok, ended)  # (answers transformers' generate would run on past: said once)
-        if note := trained_on(args, "--prompts", args.prompts):  # (instructions the adapter trained on)
-            print(note.lstrip("\n"))
+        print(note.lstrip("\n")) if (note := trained_on(args, "--prompts", args.prompts)) else None  # (trained on)
         result = dict(answers=[dict(base=x, **{"adapted": tuned[i]} if tuned else {}) for i, x in enumerate(base)])
         # (no adapter: no "adapted" answer; it read "" as if an adapter had answered nothing)
     print(json.dumps(dict(task=task, **result)))

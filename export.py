@@ -49,6 +49,7 @@ from data import UserError
 from evalcli import GLUE_NAMES, adapter_folder, base_quant, load_model, model_path, whole_modules, write_merged
 from ggufread import gguf_file
 from lorasp import LoRASPLinear, adapter_base, merge_lorasp
+from plan import use_threads
 from quant import NF4Linear
 from tokenizer import (BPETokenizer, config_token_ids, hf_tokenizer, llama_tokenizer_config, load_tokenizer,
                        save_tokenizer)
@@ -436,6 +437,7 @@ def main(argv=None):
     unexpanded(ap, args, ["--model", "--adapter", "--out"])    # (--out=~/merged: a folder ./~/merged)
     if problem := unwritable("--out", args.out, os.path.dirname(os.path.abspath(args.out))):  # OUT.lock, OUT.tmp
         ap.error(problem)  # and the spill go beside OUT (was "[Errno 27] File too large" once --model had loaded)
+    use_threads(file=sys.stderr)                               # (said where a CPU quota or limit chose them)
     try:
         with one_writer(args.out, "export.py"):               # (two into one --out: one's files in the other's)
             export(args.model, args.adapter, args.out, args.dtype, args.shard_size, args.force)

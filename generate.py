@@ -191,6 +191,7 @@ def main(demo=None, argv=None):
     demo (model.py's): run instead where --model is not given (python model.py's flags, as before the move), with the
     flags it reads (--max-new-tokens, --temperature, --top-p, --seed) where given."""
     from model import device_problem, load_pretrained  # (here, not above: model.py imports this file)
+    from plan import use_threads                       # (plan.py imports model.py)
     ap = argparse.ArgumentParser(description="Generate text from a checkpoint (HF or Meta layout) with the KV cache" +
                                  ("; without --model, a demonstration on a tiny random model." if demo else "."))
     ap.add_argument("--model", required=not demo, help="checkpoint directory (config.json or params.json, weights, "
@@ -239,6 +240,7 @@ def main(demo=None, argv=None):
                   sys.stderr)                                  # (were all silently unused)
         return demo(**{k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "seed")
                        if "--" + k.replace("_", "-") in given})
+    use_threads(file=sys.stderr)                               # (said where a CPU quota or limit chose them)
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
         quant = args.quantize or "none"

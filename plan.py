@@ -486,37 +486,108 @@ def cgroup_free():
     (unsaved), and which /proc/meminfo, the whole machine's, does not show. Each group from ours up to the mount's
     root: limit - use + its file cache (which the kernel reclaims first, as MemAvailable counts it); cgroup v2's
     memory.max, memory.current, or v1's memory.limit_in_bytes, memory.usage_in_bytes."""
+    found = []
+    for folder, v1 in cgroup_folders("memory"):
+        limit = cgroup_number(folder, "memory.limit_in_bytes" if v1 else "memory.max")
+        if limit is not None and limit < UNLIMITED:
+            used = cgroup_number(folder, "memory.usage_in_bytes" if v1 else "memory.current") or 0
+            stat = cgroup_stat(folder)
+            cache = sum(stat.get(("total_" if v1 else "") + k, 0) for k in ("active_file", "inactive_file"))
+            found.append((max(limit - used + cache, 0), os.path.join(folder, "memory.limit_in_bytes" if v1 else
+                                                                       "memory.max") + " less what the group uses"))
+    return min(found) if found else None
+
+
+def cgroup_cpus():
+    """(CPUs, the quota's file) of the tightest CPU quota of this process's control groups (docker --cpus, a
+    Kubernetes CPU limit), or None where none sets one. Threads past it share its time: once a period's quota is spent
+    the kernel stops them all until the next (100 ms), and torch's default thread count (the machine's cores) does
+    not read it. cgroup v2's cpu.max "QUOTA PERIOD" ("max": none), v1's cpu.cfs_quota_us (-1: none) /
+    cpu.cfs_period_us."""
+    found = []
+    for folder, v1 in cgroup_folders("cpu"):
+        quota, period = [cgroup_number(folder, f"cpu.cfs_{n}_us") for n in ("quota", "period")] if v1 else \
+            (cgroup_numbers(folder, "cpu.max") + [None, None])[:2]
+        if quota and period:
+            found.append((quota / period, os.path.join(folder, "cpu.cfs_quota_us" if v1 else "cpu.max")))
+    return min(found) if found else None
+
+
+def cgroup_folders(controller):
+    """(folder, v1?) for each of this process's control groups that controller ("memory", "cpu") governs, from ours
+    up to its mount's root; none where /proc/self/cgroup cannot be read."""
     try:
         with open(PROC_CGROUP) as f:
             groups = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
     except OSError:
-        return None
-    found = []
-    for _, controllers, path in groups:                        # "0::/path" (v2), "4:memory:/path" (v1)
-        v1 = "memory" in controllers.split(",")
+        return
+    for _, controllers, path in groups:                        # "0::/path" (v2), "4:cpu,cpuacct:/path" (v1)
+        v1 = controller in controllers.split(",")
         if controllers and not v1:
             continue
-        root, parts = os.path.join(CGROUP, "memory") if v1 else CGROUP, [p for p in path.split("/") if p]
+        root = CGROUP if not v1 else os.path.join(CGROUP, controllers if os.path.isdir(os.path.join(
+            CGROUP, controllers)) else controller)             # v1: cpu,cpuacct/ (and often its link cpu/)
+        parts = [p for p in path.split("/") if p]
         for i in range(len(parts), -1, -1):                    # a container's mount starts at its own group: the
-            folder = os.path.join(root, *parts[:i])             # path's first folders are not there
-            limit = cgroup_number(folder, "memory.limit_in_bytes" if v1 else "memory.max")
-            if limit is not None and limit < UNLIMITED:
-                used = cgroup_number(folder, "memory.usage_in_bytes" if v1 else "memory.current") or 0
-                stat = cgroup_stat(folder)
-                cache = sum(stat.get(("total_" if v1 else "") + k, 0) for k in ("active_file", "inactive_file"))
-                found.append((max(limit - used + cache, 0), os.path.join(folder, "memory.limit_in_bytes" if v1 else
-                                                                           "memory.max") + " less what the group uses"))
-    return min(found) if found else None
+            yield os.path.join(root, *parts[:i]), v1            # path's first folders are not there
 
 
 def cgroup_number(folder, name):
     """The number a control group's file holds; None where the file is not there or says "max" (no limit)."""
+    return (cgroup_numbers(folder, name) or [None])[0]
+
+
+def cgroup_numbers(folder, name):
+    """The numbers a control group's file holds, in order (cpu.max: quota, period), None for "max" or -1 (no limit);
+    [] where the file is not there."""
     try:
         with open(os.path.join(folder, name)) as f:
-            text = f.read().strip()
+            return [int(word) if word.isdigit() else None for word in f.read().split()]
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return []
+
+
+def usable_cpus():
+    """(CPUs, where that count comes from): those this process may run on (its affinity: taskset, a Slurm job's
+    cpuset), or its control groups' CPU quota rounded up (cgroup_cpus; 0.5 CPU: 1) where that is fewer."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # (macOS)
+    quota = cgroup_cpus()
+    if quota and math.ceil(quota[0]) <= affinity:
+        return math.ceil(quota[0]), f"its control group's quota of {quota[0]:g} CPU{'s' * (quota[0] != 1)}, {quota[1]}"
+    return affinity, "its affinity"
+
+
+def pick_threads(threads=None):
+    """(CPU threads for torch, why): --threads where given; else the fewest of torch's default and the limits it does
+    not follow (usable_cpus, and OMP_NUM_THREADS, MKL_NUM_THREADS and SLURM_CPUS_PER_TASK where set: the user's or
+    the job's choice). why names the limit that chose, where it is below torch's default; else ""."""
+    if threads:
+        return threads, ""
+    default, (cpus, where) = torch.get_num_threads(), usable_cpus()
+    limits = [(default, ""), (cpus, f"the {cpus} CPU{'s' * (cpus != 1)} this process may use: {where}")]
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        first = os.environ.get(name, "").split(",")[0].strip()  # (OMP's "4,2": 4 at the outer level)
+        if first.isdigit() and int(first) > 0:
+            limits.append((int(first), f"{name}={first}"))
+    n, why = min(limits, key=lambda limit: limit[0])          # (a tie: the first, torch's default, says nothing)
+    return n, f"{why}; torch's default: {default}" if n < default else ""
+
+
+def use_threads(threads=None, file=None):
+    """torch.set_num_threads(pick_threads(threads)), and a line that says why (to file) where a limit torch does not
+    follow chose fewer than its default ("threads 2 (the 2 CPUs ... cpu.max; torch's default: 64)")."""
+    n, why = pick_threads(threads)
+    torch.set_num_threads(n)
+    print(f"threads {n} ({why})", file=file) if why else None
+    return n
+
+
+def cpus_said(threads=None):
+    """A benchmark's line on the CPU its figures come from: the threads (pick_threads' where not given: train.py's),
+    the CPUs this process may use and why (a container's quota, read as such), the bf16 units --dtype auto reads."""
+    threads, (cpus, where) = threads or pick_threads()[0], usable_cpus()
+    return f"CPU: {threads} thread{'s' * (threads != 1)}, {cpus} CPU{'s' * (cpus != 1)} this process may use " \
+        f"({where}); bf16 units: {', '.join(cpu_bf16_units()) or 'none'} (what --dtype auto reads)"
 
 
 def cgroup_stat(folder):

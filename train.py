@@ -298,7 +298,7 @@ def set_up(args):
     device, (rank, world) = torch.device(args.device), rank_world()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    plan.use_threads(args.threads)                             # (said where a CPU quota or limit chose)
     checkpoint, state = take_settings(args) if args.resume else (None, None)  # auto: its run's choice, on any machine
     bf16, why = plan.pick_dtype(args.dtype, device)
     args.dtype = "bf16" if bf16 else "fp32"                   # the choice is saved with the run's flags

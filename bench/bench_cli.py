@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from children import GiB
+from children import GiB, cpus_said
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, n_ffn=2048)  # bench_train's
@@ -225,9 +225,7 @@ def main():
     tokens = args.batch * args.seq
     print(f"\n{args.batch} x {args.seq} tokens, {args.steps} steps per run (the first one the warm-up), median s/step "
           f"over steps and repeats, max peak RSS; ours: train.py {args.ours_flags}")
-    cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in cpu]
-    print(f"CPU flags: {' '.join(flags) or 'no bf16 units'} (auto picks bf16 autocast where there are some)\n")
+    print(f"{cpus_said()} (ours: train.py's threads; peft: torch's default)\n")  # (a container's quota named)
     print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | trainable |\n|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():

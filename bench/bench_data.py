@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from children import cpus_said
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = dict(alpaca=52002, mnli=392702, qqp=363846, wmt16=610320, squad=87599)
 
@@ -166,8 +168,7 @@ def main():
         t = time.time()
         write_data(work, args.datasets, args.scale)
         models = write_models(work, real)
-        print(f"data and models written in {time.time() - t:.0f} s (--scale {args.scale:g}); CPU flags: " + (" ".join(
-            f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read()) or "no bf16 units"))
+        print(f"data and models written in {time.time() - t:.0f} s (--scale {args.scale:g}); {cpus_said()}")
         print(f"{'data':<10} {'s to step 1':>12} {'VmHWM MiB':>10} {'plan data MiB':>14}  load average")
         for name in args.datasets:
             env = dict(os.environ, LORASP_CACHE=os.path.join(work, "cache"))

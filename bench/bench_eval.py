@@ -31,6 +31,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from bench_data import Words  # noqa: E402  (the bench scripts import each other as top-level modules)
+from children import cpus_said  # noqa: E402
 
 # eval.main in a child: the scoring timed (eval.mmlu; eval.translate; GLUE's tokenizing and eval.evaluate_glue), the
 # answers kept (MMLU's letters, read where eval.finite checks their logits; the translations; GLUE's predictions), VmHWM
@@ -318,10 +319,7 @@ def main():
     work = tempfile.mkdtemp(prefix="lorasp-bench-eval-", dir=args.dir)
     here = os.path.abspath(__file__)
     try:
-        cpu = open("/proc/cpuinfo").read()
-        units = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in cpu) or "none"
-        print(f"{os.cpu_count()} CPUs, bf16 units: {units}; float32, {args.threads} thread(s); {repeats} run(s) each, "
-              "interleaved")
+        print(f"{cpus_said(args.threads)}; float32; {repeats} run(s) each, interleaved")
         jobs = {}
         if "mmlu" in args.tasks:
             m, d = write_llama(os.path.join(work, "llama"), real, layers), write_mmlu(os.path.join(work, "mmlu"),

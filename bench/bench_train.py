@@ -38,7 +38,7 @@ import os
 import statistics
 import sys
 
-from children import GiB, proc_status, run_children
+from children import GiB, cpus_said, proc_status, run_children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(vocab_size=32000, n_layer=12, n_embd=768, n_head=12, n_kv_head=12, n_ffn=2048)
@@ -265,9 +265,8 @@ def main():
                                                           "--lr", str(args.lr), "--trim", args.trim]
                        + ["--profile"] * args.profile + ["--compile"] * args.compile)
     tokens, threads = args.batch * args.seq, next((rs[0]["threads"] for rs in runs.values() if rs), "?")
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read()]
-    print(f"\nbatch {args.batch} x {args.seq} tokens, {threads} threads, trim_heap: {args.trim}" + (
-          ", torch.compile per block" * args.compile) + f"; CPU bf16 flags: {', '.join(flags) or 'none'}; medians of "
+    print(f"\nbatch {args.batch} x {args.seq} tokens, trim_heap: {args.trim}" + (
+          ", torch.compile per block" * args.compile) + f"; {cpus_said(threads)}; medians of "
           f"{args.steps} steps x {args.repeats} repeats; floor: useful matmul work at " + ", ".join(
               f"{g:.0f} GFLOP/s {d} ({cpu_gflops[d]:.0f} per CPU-second)" for d, g in gflops.items()) + (
               " (measured in this run)\n" if args.measure_gflops else "\n"))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 GiB = 1 << 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def proc_status(field="VmHWM"):
@@ -31,3 +32,11 @@ def run_children(script, configs, repeats, flags, env=None):
             print(f"  {c}: {r['step_s']:.2f} s/step ({r['cpu_s']:.2f} s CPU), peak RSS {r['peak_rss'] / GiB:.2f} GiB",
                   flush=True)
     return runs
+
+
+def cpus_said(threads=None):
+    """plan.cpus_said's line (threads, the CPUs this process may use: a container's quota read as such, bf16 units),
+    asked of a child process: torch stays out of the benchmark's parent."""
+    code = f"import sys; sys.path.insert(0, {ROOT!r}); import plan; print(plan.cpus_said({threads!r}))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return p.stdout.strip() or f"CPU: not read ({(p.stderr.strip() or 'no output').splitlines()[-1]})"

@@ -31,6 +31,7 @@ import download
 import eval as E
 import metrics
 import model as M
+import plan
 import resume
 import tokenizer
 import train
@@ -427,11 +428,11 @@ def _(ctx):  # (was silent: alpha stays 32, 2r at r 16 only, so r 8 scaled its u
 def _(ctx):  # (the earlier --lr was dropped without a word, and 64 threads on 2 CPUs ran slower without one)
     train.parse_args(["--model", "m", "--data", "d", "--lr", "1e-4", "--rank", "16", "--lr=2e-4", "--rank", "16",
                       "--threads", "100000"])
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus, where = plan.usable_cpus()                           # (a container's CPU quota, where it has one)
     assert ctx.capsys.readouterr().out.splitlines() == [
         "note: a flag given twice keeps its last value: --lr 0.0002 (not 0.0001)",  # (--rank: the same value twice)
-        f"note: --threads 100000 is more than the {cpus} CPU{'s' * (cpus != 1)} this process may use: the extra "
-        "threads wait on each other (slower, nothing gained)"]
+        f"note: --threads 100000 is more than the {cpus} CPU{'s' * (cpus != 1)} this process may use" +
+        f" ({where})" * (where != "its affinity") + ": the extra threads wait on each other (slower, nothing gained)"]
 
 case("cli --out under a file", 2, "task.json is a file, so no folder can be made under it")(  # (was "[Errno 20] Not
     lambda ctx: train.parse_args(["--model", "m", "--data", "d", "--out", os.path.join(ctx.tiny[1], "run")]))  # a
