@@ -87,7 +87,8 @@ DATA_PER_BYTE = {"lm": 10, "glue": 10, "seq2seq": 7, "squad": 40, "squad-gen": 2
 GRADS_IN_FLIGHT = 3           # backward holds about this many of a block's widest tensors (dL/d gate, up, act)
 MARGIN = 0.9                  # --quant/--checkpointing auto: a plan fits when it needs at most 90% of what is free
 TAILS = ("mlp.down_proj", "mlp.c_proj", "DenseReluDense.wo")  # the blocks' recompute.tail layers: a replay skips them
-PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA runs: qN(W) and recomputation
+PAPER_PRESETS = ("llama2-7b", "llama2-13b", "llama2-70b")  # the paper's LLaMA-2 runs (7B, 13B; 70B, their kin, too):
+# qN(W) and recomputation
 CGROUP, PROC_CGROUP = "/sys/fs/cgroup", "/proc/self/cgroup"  # control groups: a container's memory limit, and ours
 UNLIMITED = 1 << 60           # a cgroup v1 limit this large is none (the kernel writes 9223372036854771712)
 
