@@ -335,6 +335,145 @@ def merged_already(path, adapter):
     return next((m for m in held if digest and m["files"] == digest), None)
 
 
+# ----------------------------------------------------------------------------------------------------
+# The base's weights, probed: known by their values, whatever files (layout, dtype, conversion) hold them
+
+PROBE_K = 64      # sums kept of the adapted layers' W v: 64 of the base's, 64 of the update's, (a, b) per other tensor
+# A re-conversion rounds each weight to its file's dtype: to bf16, W v moves by ~0.2% (RMS, relative), to fp16 by
+# 0.03%, an F32 or a bf16 -> fp16 copy not at all. 1% is well above that and below a trained update's 3% and more on
+# the demo and tiny models (tests/test_probe.py measures them); a base quantized on one side (NF4: ~10%) is another.
+PROBE_TOL = 0.01
+
+
+def signs(n, salt, device="cpu"):
+    """n entries of +-1 in float64: the bits of shake_256(salt), the same on every machine and torch version."""
+    raw = torch.frombuffer(bytearray(hashlib.shake_256(salt.encode()).digest((n + 7) // 8)), dtype=torch.uint8)
+    bits = (raw[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1                          # (bytes, 8)
+    return (1 - 2 * bits.reshape(-1)[:n].double()).to(device)
+
+
+def probed(model, layer_type, linear_types, whole=()):
+    """What weights_probe reads: ({name: layer} of the adapted layers (layer_type) that are the first or last of their
+    kind (q_proj, the same module in every block), {name: tensor} of every other parameter but the linears' weights,
+    and of the first and last linear of each kind not adapted); the adapter's own tensors and the modules it saves
+    whole (`whole`: a trained head) are left out. The linears in between are not read: probing them would cost
+    a second dequantization of the whole NF4 model."""
+    modules = dict(model.named_modules())
+    under = lambda n: any(n == w or n.startswith(w + ".") for w in whole)  # noqa: E731
+    wrapped = lambda n: n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type)  # noqa: E731
+    kinds = {}
+    for n, m in modules.items():
+        if not under(n) and (isinstance(m, layer_type) or isinstance(m, linear_types) and not wrapped(n)):
+            kinds.setdefault(re.sub(r"\.\d+\.", ".#.", n), []).append(n)
+    ends = {n for names in kinds.values() for n in (names[0], names[-1])}
+    adapted = {n: modules[n] for n in ends if isinstance(modules[n], layer_type)}
+    rest = {}
+    for n, m in modules.items():
+        if under(n) or isinstance(m, layer_type):
+            continue
+        for k, t in m.named_parameters(recurse=False):
+            if not (k == "weight" and isinstance(m, linear_types)):
+                rest[f"{n}.{k}"] = t
+        if isinstance(m, linear_types) and not wrapped(n) and n in ends:
+            rest[f"{n}.weight"] = m.weight                     # (an NF4Tensor: dequantized by _matrix)
+    return dict(sorted(adapted.items())), rest
+
+
+def _matrix(t):
+    """A probed tensor as a float (rows, columns) matrix: an NF4 weight dequantized (one layer), a vector a column."""
+    t = t.detach() if isinstance(t, torch.Tensor) else t.dequantize(torch.float32)
+    return t.reshape(t.shape[0] if t.dim() else 1, -1)
+
+
+def _sums(name, W, k, Wv=None):
+    """(k sums u_i . (W v), ||W||_F) in float64, v and the k sign rows u_i drawn from the name. W (out, in) is read
+    a block of rows at a time in float32 (its rounding, ~1e-7, far below PROBE_TOL): no float64 copy of it is made.
+    Wv: W v given (an update's B (A v): never made dense; no norm)."""
+    norm, step = 0.0, max(1, (1 << 22) // max(W.shape[1], 1))
+    if Wv is None:
+        v, Wv = signs(W.shape[1], "v:" + name, W.device).float(), []
+        for i in range(0, W.shape[0], step):
+            block = W[i:i + step].float()
+            Wv.append(block @ v)
+            norm += block.square().sum(dtype=torch.float64).item()
+        Wv = torch.cat(Wv)
+    return (signs(k * Wv.numel(), "u:" + name, Wv.device).view(k, -1) @ Wv.double()).cpu(), norm ** 0.5
+
+
+def _adapted_sums(adapted, update=False):
+    """The PROBE_K sums of W v (update: of (alpha/r) B A v, one dense matrix at a time), added over the adapted
+    layers probed."""
+    def update_sums(n, m):
+        Av = _dense_times(m, "A", signs(m.base.in_features, "v:" + n, m.mask_A.device).float())   # (r,)
+        return m.scale * _sums(n, m.mask_B, PROBE_K, _dense_times(m, "B", Av))[0]                # of B A v (out,)
+    return sum((update_sums(n, m) if update else _sums(n, _matrix(m.base.weight), PROBE_K)[0]
+                for n, m in adapted.items()), torch.zeros(PROBE_K, dtype=torch.float64))
+
+
+def _dense_times(layer, k, x, block=1 << 16):
+    """layer.lora_A @ x (k "A"; "B": lora_B), the matrix as forward uses it made a block of rows at a time from the
+    packed entries (mask_k's True ones in k_train, the others in k_frozen or 0): the probe holds no dense A or B."""
+    mask, train, frozen = getattr(layer, f"mask_{k}"), getattr(layer, f"{k}_train"), getattr(layer, f"{k}_frozen")
+    if train.numel() == mask.numel():                          # keep=1: packed is dense
+        return train.view(mask.shape) @ x
+    step, out, t, f = max(1, block // mask.shape[1]), [], 0, 0   # t, f: packed entries before the block
+    for i in range(0, mask.shape[0], step):
+        S = mask[i:i + step]
+        n = int(S.sum())                                       # (of a block: a whole mask's sum(1) made it int64)
+        M = torch.zeros(S.shape, dtype=train.dtype, device=train.device)
+        if frozen is not None:                                 # (freeze mode: the others, packed the same way)
+            M.masked_scatter_(~S, frozen[f:f + S.numel() - n])
+        out.append(M.masked_scatter_(S, train[t:t + n]) @ x)
+        t, f = t + n, f + S.numel() - n
+    return torch.cat(out)
+
+
+def _rest_sums(n, t):
+    """(a sum, ||t||_F) of one other tensor."""
+    sums, norm = _sums(n, _matrix(t), 1)
+    return sums.item(), norm
+
+
+@torch.no_grad()
+def weights_probe(model, layer_type, linear_types, whole=()):
+    """A few hundred numbers that know the base by its weights (eval.py compares them: probe_verdict): sums of W v
+    over the adapted layers `probed` picks, and of their updates (alpha/r) B A v, for W + (alpha/r) B A is what
+    export.py writes; (a sum, the norm) of each other tensor it picks. Float32, NF4 (dequantized) alike."""
+    adapted, rest = probed(model, layer_type, linear_types, whole)
+    short = lambda xs: [float(f"{x:.8g}") for x in xs]  # noqa: E731  (8 digits: far below PROBE_TOL)
+    return dict(adapted=list(adapted), base=short(_adapted_sums(adapted).tolist()),
+                update=short(_adapted_sums(adapted, update=True).tolist()),
+                rest={n: short(_rest_sums(n, t)) for n, t in rest.items()})
+
+
+@torch.no_grad()
+def probe_verdict(model, probe, layer_type, linear_types, whole=()):
+    """("same", "merged", "other" or None, what was measured) for the model now (the adapter loaded) against the
+    weights_probe its adapter saved: the same weights (to PROBE_TOL: a re-conversion's rounding); the base with this
+    very update in it already (export.py's merge: the base probed then, plus the update); other weights; None where
+    the update is too small to tell the first two apart, or the probe is none (an adapter saved before it)."""
+    try:
+        then, upd = (torch.tensor(probe[k], dtype=torch.float64) for k in ("base", "update"))
+        names, rest = list(probe["adapted"]), {n: (float(a), float(b)) for n, (a, b) in probe["rest"].items()}
+    except (TypeError, ValueError, KeyError, AttributeError):  # (a hand-edited file: as an adapter without one)
+        return None, {}
+    adapted, now_rest = probed(model, layer_type, linear_types, whole)
+    if list(adapted) != names or then.shape != (PROBE_K,) or upd.shape != then.shape or not then.norm():
+        return None, {}
+    for n, (a, b) in rest.items():                             # every other weight read: the same, to PROBE_TOL
+        A, B = _rest_sums(n, now_rest[n]) if n in now_rest else (math.nan, math.nan)
+        if not (abs(A - a) <= PROBE_TOL * b and abs(B - b) <= PROBE_TOL * b):
+            return "other", dict(tensor=n)
+    now, scale = _adapted_sums(adapted), then.norm().item()
+    same, merged = (now - then).norm().item() / scale, (now - then - upd).norm().item() / scale
+    seen = dict(same=same, merged=merged, update=upd.norm().item() / scale, layers=names)
+    if merged <= PROBE_TOL and same >= 2 * PROBE_TOL:          # a margin of PROBE_TOL between the two: where the
+        return "merged", seen                                  # update is under ~3% of W v, either may hold
+    if same <= PROBE_TOL and merged >= 2 * PROBE_TOL:
+        return "same", seen
+    return ("other" if min(same, merged) > PROBE_TOL else None), seen
+
+
 def read_adapter(directory, peft):
     """(adapter_config.json, the weights file's path, its tensors, EXTRAS_FILE's tensors or None, the LoRA-SP
     settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
@@ -481,7 +620,10 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
                   fan_in_fan_out=any(transposed(model, n) for n in layers),  # else PEFT warns, and sets it per layer
                   target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
-    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
+    probe = None if any(p.is_meta for p in model.parameters()) else weights_probe(model, layer_type, linear_types,
+                                                                                 modules_to_save)
+    base = dict(base or {}, **{"probe": probe} if probe else {})   # (the weights it trained on: eval.py compares)
+    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base)
     write_adapter(directory, peft, extras_of(layers), config, sp)
 
 

@@ -47,8 +47,8 @@ from tokenizer import (GPT2_PATTERN, LLAMA3_PATTERN, BPETokenizer, SentencePiece
                        sentencepiece_settings, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
-from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, saved_whole, whole_dir
-from lorasp import LoRASPLinear, adapter_base, load_adapter, matches
+from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, probe_verdict, saved_whole, whole_dir
+from lorasp import LINEAR_TYPES, LoRASPLinear, adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
 
@@ -401,10 +401,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
         print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
               f"base; {flag} {quant} scores it on other weights than it learned on (without {flag}, {prog} "
               "follows the adapter)", file=sys.stderr)
-    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
-            path := model_path(name), name=trained_file(adapter, trained, path)):
-        print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
-              "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    if not isinstance(trained.get("probe"), dict) and other_files(name, adapter, trained):  # (a probe: said once the
+        files_warning(adapter, model_path(name))                                            # weights load: by them)
     if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
         now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
         if now == record.get("tokenizer_written"):             # an export's own tokenizer files (a tokenizer.json,
@@ -568,6 +566,7 @@ def with_adapter(model, adapter, name, warn_zero=True):
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
+    base_weights(model, adapter, name)
     layers = [m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)]
     if warn_zero and layers and not whole_modules(model, adapter) and not any(
             m.lora_B.any() and m.lora_A.any() for m in layers):  # (no base weight read: an untrained one read them all)
@@ -575,6 +574,42 @@ def with_adapter(model, adapter, name, warn_zero=True):
               f"{len(layers)} layers (B = 0: an adapter that trained nothing, or PEFT's initial one); what follows is "
               "the base model's", file=sys.stderr)         # (was scored, answered with, merged as the base: no word)
     return model
+
+
+def other_files(name, adapter, trained):
+    """Whether the base's files are not those the adapter recorded it trained on (checkpoint.files_fingerprint)."""
+    return bool(trained.get("fingerprint")) and trained["fingerprint"] != files_fingerprint(
+        path := model_path(name), name=trained_file(adapter, trained, path))
+
+
+def files_warning(adapter, path):
+    print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
+          "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+
+
+def base_weights(model, adapter, name):
+    """The adapter's base known by its weights, once it is loaded onto --model, where it saved a probe of them
+    (adapter.weights_probe): --model that holds this adapter merged already (export.py's folder without its MERGED
+    file: converted to a .gguf, its weights copied) is refused, its update would count twice; where the files differ
+    from those it trained on, a note if the weights are the same (a .bin, shards, a GGUF F32 / F16 / BF16 of them),
+    else base_quant's warning (said here, for an adapter with a probe)."""
+    trained = adapter_base(adapter)
+    if not isinstance(trained.get("probe"), dict):
+        return
+    verdict, seen = probe_verdict(model, trained["probe"], LoRASPLinear, LINEAR_TYPES, whole_modules(model, adapter))
+    if verdict == "merged":                                    # W + 2 (alpha/r) B A, scored (was: the warning alone)
+        was = (adapter_config(adapter) or {}).get("base_model_name_or_path") or "the base it trained on"
+        raise UserError(f"--adapter {adapter} is already merged into --model {model_path(name)}: its weights are the "
+                        f"base it trained on plus its update (W + (alpha/r) B A, to {seen['merged']:.2%}, where the "
+                        f"update is {seen['update']:.1%} of W v), as export.py writes them (its folder converted or "
+                        f"copied without {MERGED}); applying it again doubles its update: give --model {was} (the "
+                        "original base) or leave out --adapter")
+    if other_files(name, adapter, trained):
+        if verdict != "same":
+            return files_warning(adapter, model_path(name))
+        print(f"note: --model {model_path(name)}: other files than --adapter {adapter} trained on (another layout, "
+              f"dtype or conversion), the same weights ({seen['same']:.2%} apart where probed: a re-conversion's "
+              "rounding)", file=sys.stderr)
 
 
 @contextlib.contextmanager
