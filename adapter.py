@@ -22,6 +22,10 @@
   `all_or_nothing`: a failure while the layers are built (load_layers', apply_lorasp's) leaves the model as it was.
 - `adapter_digest`: an adapter's files hashed; `merges`, `merged_already`: what an export.py folder's MERGED file says
   it holds merged, and whether an adapter is one of those (evalcli.base_quant refuses to apply it again).
+- `weights_probe`, `probe_verdict`: the base known by its weights, not its files: save_layers keeps a few hundred sums
+  of the weights it trained on and of its update in EXTRAS_FILE's base record; evalcli.base_weights compares them once
+  the adapter loads: the same weights (a .bin, a GGUF of them), the base with this update merged in (refused: an
+  export copied or converted without its MERGED file), or other weights.
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.

@@ -15,7 +15,8 @@ another task's head are said).
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
   naming another model, by name: paths differ between machines; an adapter the base holds merged already, export.py's
-  record says (its files' adapter_digest there), refused: its update would count twice); `write_merged`: that record,
+  record says (its files' adapter_digest there), refused: its update would count twice; `base_weights`, once it loads:
+  the same by its weights, the adapter's probe of them, where that record is lost); `write_merged`: that record,
   written into export.py's folder; `head_order`, `in_glue_order`: a fine-tuned
   classifier's outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
