@@ -393,24 +393,24 @@ def _sums(name, W, k, Wv=None):
     """(k sums u_i . (W v), ||W||_F) in float64, v and the k sign rows u_i drawn from the name. W (out, in) is read
     a block of rows at a time in float32 (its rounding, ~1e-7, far below PROBE_TOL): no float64 copy of it is made.
     Wv: W v given (an update's B (A v): never made dense; no norm)."""
-    norm, step = 0.0, max(1, (1 << 22) // max(W.shape[1], 1))
+    norm, step = 0.0, max(1, (1 << 18) // max(W.shape[1], 1))   # (1 MiB blocks: export.py's peak is a few layers)
     if Wv is None:
         v, Wv = signs(W.shape[1], "v:" + name, W.device).float(), []
         for i in range(0, W.shape[0], step):
             block = W[i:i + step].float()
             Wv.append(block @ v)
-            norm += block.square().sum(dtype=torch.float64).item()
+            norm += torch.linalg.vector_norm(block).item() ** 2
         Wv = torch.cat(Wv)
     return (signs(k * Wv.numel(), "u:" + name, Wv.device).view(k, -1) @ Wv.double()).cpu(), norm ** 0.5
 
 
-def _adapted_sums(adapted, update=False):
-    """The PROBE_K sums of W v (update: of (alpha/r) B A v, one dense matrix at a time), added over the adapted
-    layers probed."""
+def _adapted_sums(adapted, update=False, read=None):
+    """The PROBE_K sums of W v (update: of (alpha/r) B A v, made a block of rows at a time), added over the adapted
+    layers probed; read: probe_verdict's."""
     def update_sums(n, m):
         Av = _dense_times(m, "A", signs(m.base.in_features, "v:" + n, m.mask_A.device).float())   # (r,)
         return m.scale * _sums(n, m.mask_B, PROBE_K, _dense_times(m, "B", Av))[0]                # of B A v (out,)
-    return sum((update_sums(n, m) if update else _sums(n, _matrix(m.base.weight), PROBE_K)[0]
+    return sum((update_sums(n, m) if update else _rest_sums(n, m.base.weight, read, PROBE_K)[0]
                 for n, m in adapted.items()), torch.zeros(PROBE_K, dtype=torch.float64))
 
 
@@ -432,10 +432,12 @@ def _dense_times(layer, k, x, block=1 << 16):
     return torch.cat(out)
 
 
-def _rest_sums(n, t):
-    """(a sum, ||t||_F) of one other tensor."""
-    sums, norm = _sums(n, _matrix(t), 1)
-    return sums.item(), norm
+def _rest_sums(n, t, read=None, k=1):
+    """(k sums, ||t||_F) of a tensor (a sum: of one other tensor), read(t) then where given and t is one."""
+    sums, norm = _sums(n, _matrix(t), k)
+    if read is not None and isinstance(t, torch.Tensor):
+        read(t)
+    return (sums.item() if k == 1 else sums), norm
 
 
 @torch.no_grad()
@@ -451,11 +453,12 @@ def weights_probe(model, layer_type, linear_types, whole=()):
 
 
 @torch.no_grad()
-def probe_verdict(model, probe, layer_type, linear_types, whole=()):
+def probe_verdict(model, probe, layer_type, linear_types, whole=(), read=None):
     """("same", "merged", "other" or None, what was measured) for the model now (the adapter loaded) against the
     weights_probe its adapter saved: the same weights (to PROBE_TOL: a re-conversion's rounding); the base with this
     very update in it already (export.py's merge: the base probed then, plus the update); other weights; None where
-    the update is too small to tell the first two apart, or the probe is none (an adapter saved before it)."""
+    the update is too small to tell the first two apart, or the probe is none (an adapter saved before it). read: called
+    with each dense tensor once its sums are taken (export.py: its memory-mapped pages handed back)."""
     try:
         then, upd = (torch.tensor(probe[k], dtype=torch.float64) for k in ("base", "update"))
         names, rest = list(probe["adapted"]), {n: (float(a), float(b)) for n, (a, b) in probe["rest"].items()}
@@ -465,10 +468,10 @@ def probe_verdict(model, probe, layer_type, linear_types, whole=()):
     if list(adapted) != names or then.shape != (PROBE_K,) or upd.shape != then.shape or not then.norm():
         return None, {}
     for n, (a, b) in rest.items():                             # every other weight read: the same, to PROBE_TOL
-        A, B = _rest_sums(n, now_rest[n]) if n in now_rest else (math.nan, math.nan)
+        A, B = _rest_sums(n, now_rest[n], read) if n in now_rest else (math.nan, math.nan)
         if not (abs(A - a) <= PROBE_TOL * b and abs(B - b) <= PROBE_TOL * b):
             return "other", dict(tensor=n)
-    now, scale = _adapted_sums(adapted), then.norm().item()
+    now, scale = _adapted_sums(adapted, read=read), then.norm().item()
     same, merged = (now - then).norm().item() / scale, (now - then - upd).norm().item() / scale
     seen = dict(same=same, merged=merged, update=upd.norm().item() / scale, layers=names)
     if merged <= PROBE_TOL and same >= 2 * PROBE_TOL:          # a margin of PROBE_TOL between the two: where the

@@ -187,12 +187,34 @@ def test_another_base_is_warned_about_and_an_adapter_without_a_probe_behaves_as_
     assert f"warning: --adapter {old} trained on a base whose files differ" in err and twice != pytest.approx(once)
 
 
-def test_the_demo_sized_probe_is_cheap_and_names_the_layers_it_reads(tiny):  # noqa: F811
-    """The probe reads the first and last adapted layer of each kind (q_proj of the first and last block) and every
-    other tensor but the linears between; it is saved in the adapter's extras."""
+def test_the_probe_reads_the_first_and_last_layer_of_each_kind_and_every_other_tensor(tiny):  # noqa: F811
+    """The probe reads the first and last adapted layer of each kind (q_proj and v_proj of the first and last block),
+    every other tensor but the linears between the first and last of their kind; an adapter whose B is 0 (untrained)
+    cannot tell the base from the base with it merged: no verdict (the files' warning, as before)."""
     model = apply_lorasp(load_pretrained(tiny[0]), ["q_proj", "v_proj"], r=4)
     probe = weights_probe(model, LoRASPLinear, LINEAR_TYPES)
     assert probe["adapted"] == [f"model.layers.{i}.self_attn.{k}_proj" for i in (0, 1) for k in "qv"]
-    assert "model.norm.weight" in probe["rest"] and "model.embed_tokens.weight" in probe["rest"]
+    assert {"model.norm.weight", "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight",
+            "model.layers.1.mlp.up_proj.weight"} <= set(probe["rest"])
     assert not any(re.search(r"\.(q|v)_proj\.", n) for n in probe["rest"])
-    assert verdict(model, probe) == (None, verdict(model, probe)[1])   # B = 0: the update tells nothing apart
+    assert verdict(model, probe)[0] is None and verdict(model, probe)[1]["update"] == 0
+
+
+def test_export_hands_back_the_pages_of_spilled_weights_only(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """export.py's model holds its weights as memory-mapped copies (load_pretrained's spill): the probe hands each one's
+    pages back once read (they come back from the file, the same values); a tensor no spill file holds is left as it
+    is (release would have zeroed it)."""
+    import checkpoint
+    import evalcli
+    (tmp_path / "spill").mkdir()
+    model = load_pretrained(tiny[0], dtype=torch.float32, spill=str(tmp_path / "spill"))
+    want = load_pretrained(tiny[0], dtype=torch.float32).state_dict()
+    released = []
+    monkeypatch.setattr(evalcli, "release", lambda t: released.append(t) or checkpoint.release(t))
+    read, mine = evalcli.handed_back(str(tmp_path / "spill")), torch.randn(1 << 16)
+    kept = mine.clone()
+    for t in [*model.state_dict().values(), mine]:
+        read(t)
+    assert len(released) == len(want) and all(t is not mine for t in released)
+    assert torch.equal(mine, kept) and evalcli.handed_back(None) is None
+    assert all(torch.equal(t, want[k]) for k, t in model.state_dict().items())
