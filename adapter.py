@@ -43,7 +43,7 @@ import re
 import torch
 
 from checkpoint import (atomic_write, check_finite, load_safetensors, read_json, read_safetensors_header, replace_dir,
-                        safetensors_header, save_safetensors, torch_load)
+                        safetensors_header, save_safetensors, torch_load, trim_heap)
 
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
@@ -343,9 +343,11 @@ def merged_already(path, adapter):
 # The base's weights, probed: known by their values, whatever files (layout, dtype, conversion) hold them
 
 PROBE_K = 64      # sums kept of the adapted layers' W v: 64 of the base's, 64 of the update's, (a, b) per other tensor
-# A re-conversion rounds each weight to its file's dtype: to bf16, W v moves by ~0.2% (RMS, relative), to fp16 by
-# 0.03%, an F32 or a bf16 -> fp16 copy not at all. 1% is well above that and below a trained update's 3% and more on
-# the demo and tiny models (tests/test_probe.py measures them); a base quantized on one side (NF4: ~10%) is another.
+# How far apart the same weights may be, relative to |W v|: a re-conversion rounds each weight to its file's dtype, and
+# moves W v by 0.15-0.17% to bf16 (RMS), 0.02% to fp16, nothing to F32 or from bf16 to fp16 (tests/test_probe.py on
+# tiny Llama, GPT-2, BERT, T5; the demo's GGUFs: 0.00-0.17%). 1% is 6x that; a base quantized on one side only (NF4:
+# ~9%) is other weights. Base and base + update are told apart only where they are 2 PROBE_TOL apart or more (a margin
+# of PROBE_TOL either way): the update's sums are 39.5% of the base's on the demo, 4-7% on the tests' models.
 PROBE_TOL = 0.01
 
 
@@ -390,16 +392,16 @@ def _matrix(t):
 
 
 def _sums(name, W, k, Wv=None):
-    """(k sums u_i . (W v), ||W||_F) in float64, v and the k sign rows u_i drawn from the name. W (out, in) is read
-    a block of rows at a time in float32 (its rounding, ~1e-7, far below PROBE_TOL): no float64 copy of it is made.
-    Wv: W v given (an update's B (A v): never made dense; no norm)."""
-    norm, step = 0.0, max(1, (1 << 18) // max(W.shape[1], 1))   # (1 MiB blocks: export.py's peak is a few layers)
+    """(k sums u_i . (W v), ||W||_F) in float64 (which autocast leaves alone), v and the k sign rows u_i drawn from the
+    name. W (out, in) is read a block of rows at a time: no float64 copy of it is made. Wv: W v given (an update's
+    B (A v): never made dense; no norm)."""
+    norm, step = 0.0, max(1, (1 << 17) // max(W.shape[1], 1))   # (1 MiB blocks: export.py's peak is a few layers)
     if Wv is None:
-        v, Wv = signs(W.shape[1], "v:" + name, W.device).float(), []
+        v, Wv = signs(W.shape[1], "v:" + name, W.device), []
         for i in range(0, W.shape[0], step):
-            block = W[i:i + step].float()
+            block = W[i:i + step].double()
             Wv.append(block @ v)
-            norm += torch.linalg.vector_norm(block).item() ** 2
+            norm += block.square().sum().item()
         Wv = torch.cat(Wv)
     return (signs(k * Wv.numel(), "u:" + name, Wv.device).view(k, -1) @ Wv.double()).cpu(), norm ** 0.5
 
@@ -408,18 +410,16 @@ def _adapted_sums(adapted, update=False, read=None):
     """The PROBE_K sums of W v (update: of (alpha/r) B A v, made a block of rows at a time), added over the adapted
     layers probed; read: probe_verdict's."""
     def update_sums(n, m):
-        Av = _dense_times(m, "A", signs(m.base.in_features, "v:" + n, m.mask_A.device).float())   # (r,)
+        Av = _dense_times(m, "A", signs(m.base.in_features, "v:" + n, m.mask_A.device))   # (r,)
         return m.scale * _sums(n, m.mask_B, PROBE_K, _dense_times(m, "B", Av))[0]                # of B A v (out,)
     return sum((update_sums(n, m) if update else _rest_sums(n, m.base.weight, read, PROBE_K)[0]
                 for n, m in adapted.items()), torch.zeros(PROBE_K, dtype=torch.float64))
 
 
 def _dense_times(layer, k, x, block=1 << 16):
-    """layer.lora_A @ x (k "A"; "B": lora_B), the matrix as forward uses it made a block of rows at a time from the
-    packed entries (mask_k's True ones in k_train, the others in k_frozen or 0): the probe holds no dense A or B."""
+    """layer.lora_A @ x in float64 (k "A"; "B": lora_B), the matrix as forward uses it made a block of rows at a time
+    from the packed entries (mask_k's True ones in k_train, the others in k_frozen or 0): no dense A or B is held."""
     mask, train, frozen = getattr(layer, f"mask_{k}"), getattr(layer, f"{k}_train"), getattr(layer, f"{k}_frozen")
-    if train.numel() == mask.numel():                          # keep=1: packed is dense
-        return train.view(mask.shape) @ x
     step, out, t, f = max(1, block // mask.shape[1]), [], 0, 0   # t, f: packed entries before the block
     for i in range(0, mask.shape[0], step):
         S = mask[i:i + step]
@@ -427,7 +427,7 @@ def _dense_times(layer, k, x, block=1 << 16):
         M = torch.zeros(S.shape, dtype=train.dtype, device=train.device)
         if frozen is not None:                                 # (freeze mode: the others, packed the same way)
             M.masked_scatter_(~S, frozen[f:f + S.numel() - n])
-        out.append(M.masked_scatter_(S, train[t:t + n]) @ x)
+        out.append(M.masked_scatter_(S, train[t:t + n]).double() @ x)
         t, f = t + n, f + S.numel() - n
     return torch.cat(out)
 
@@ -468,8 +468,8 @@ def probe_verdict(model, probe, layer_type, linear_types, whole=(), read=None):
     if list(adapted) != names or then.shape != (PROBE_K,) or upd.shape != then.shape or not then.norm():
         return None, {}
     for n, (a, b) in rest.items():                             # every other weight read: the same, to PROBE_TOL
-        A, B = _rest_sums(n, now_rest[n], read) if n in now_rest else (math.nan, math.nan)
-        if not (abs(A - a) <= PROBE_TOL * b and abs(B - b) <= PROBE_TOL * b):
+        x, y = _rest_sums(n, now_rest[n], read) if n in now_rest else (math.nan, math.nan)   # (NaN: never close)
+        if not (abs(x - a) <= PROBE_TOL * b and abs(y - b) <= PROBE_TOL * b):
             return "other", dict(tensor=n)
     now, scale = _adapted_sums(adapted, read=read), then.norm().item()
     same, merged = (now - then).norm().item() / scale, (now - then - upd).norm().item() / scale
@@ -630,6 +630,7 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
     probe = None if any(p.is_meta for p in model.parameters()) else weights_probe(model, layer_type, linear_types,
                                                                                  modules_to_save)
     base = dict(base or {}, **{"probe": probe} if probe else {})   # (the weights it trained on: eval.py compares)
+    trim_heap()                       # the probe's freed blocks handed back: holes the dense A and B grew the heap by
     sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base)
     write_adapter(directory, peft, extras_of(layers), config, sp)
 
