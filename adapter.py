@@ -22,6 +22,10 @@
   `all_or_nothing`: a failure while the layers are built (load_layers', apply_lorasp's) leaves the model as it was.
 - `adapter_digest`: an adapter's files hashed; `merges`, `merged_already`: what an export.py folder's MERGED file says
   it holds merged, and whether an adapter is one of those (evalcli.base_quant refuses to apply it again).
+- `weights_probe`, `probe_verdict`: the base known by its weights, not its files: save_layers keeps a few hundred sums
+  of the weights it trained on and of its update in EXTRAS_FILE's base record; evalcli.base_weights compares them once
+  the adapter loads: the same weights (a .bin, a GGUF of them), the base with this update merged in (refused: an
+  export copied or converted without its MERGED file), or other weights.
 Left out: PEFT's other methods (DoRA, IA3, prompt tuning, ...) and adapters on biases, embeddings or convolutions.
 Not run on its own: `python train.py` saves adapters, `python eval.py --adapter DIR` loads them;
 tests/test_lorasp_adapter.py and tests/test_peft_wild.py check them against peft.
@@ -39,7 +43,7 @@ import re
 import torch
 
 from checkpoint import (atomic_write, check_finite, load_safetensors, read_json, read_safetensors_header, replace_dir,
-                        safetensors_header, save_safetensors, torch_load)
+                        safetensors_header, save_safetensors, torch_load, trim_heap)
 
 EXTRAS_FILE = "lorasp_extras.safetensors"  # masks, raw packed entries and settings: what PEFT's files cannot hold
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", EXTRAS_FILE, "adapter_model.bin")  # ours
@@ -335,6 +339,148 @@ def merged_already(path, adapter):
     return next((m for m in held if digest and m["files"] == digest), None)
 
 
+# ----------------------------------------------------------------------------------------------------
+# The base's weights, probed: known by their values, whatever files (layout, dtype, conversion) hold them
+
+PROBE_K = 64      # sums kept of the adapted layers' W v: 64 of the base's, 64 of the update's, (a, b) per other tensor
+# How far apart the same weights may be, relative to |W v|: a re-conversion rounds each weight to its file's dtype, and
+# moves W v by 0.15-0.17% to bf16 (RMS), 0.02% to fp16, nothing to F32 or from bf16 to fp16 (tests/test_probe.py on
+# tiny Llama, GPT-2, BERT, T5; the demo's GGUFs: 0.00-0.17%). 1% is 6x that; a base quantized on one side only (NF4:
+# ~9%) is other weights. Base and base + update are told apart only where they are 2 PROBE_TOL apart or more (a margin
+# of PROBE_TOL either way): the update's sums are 39.5% of the base's on the demo, 4-7% on the tests' models.
+PROBE_TOL = 0.01
+
+
+def signs(n, salt, device="cpu"):
+    """n entries of +-1 in float64: the bits of shake_256(salt), the same on every machine and torch version."""
+    raw = torch.frombuffer(bytearray(hashlib.shake_256(salt.encode()).digest((n + 7) // 8)), dtype=torch.uint8)
+    bits = (raw[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1                          # (bytes, 8)
+    return (1 - 2 * bits.reshape(-1)[:n].double()).to(device)
+
+
+def probed(model, layer_type, linear_types, whole=()):
+    """What weights_probe reads: ({name: layer} of the adapted layers (layer_type) that are the first or last of their
+    kind (q_proj, the same module in every block), {name: tensor} of every other parameter but the linears' weights,
+    and of the first and last linear of each kind not adapted); the adapter's own tensors and the modules it saves
+    whole (`whole`: a trained head) are left out. The linears in between are not read: probing them would cost
+    a second dequantization of the whole NF4 model."""
+    modules = dict(model.named_modules())
+    under = lambda n: any(n == w or n.startswith(w + ".") for w in whole)  # noqa: E731
+    wrapped = lambda n: n.endswith(".base") and isinstance(modules.get(n[:-len(".base")]), layer_type)  # noqa: E731
+    kinds = {}
+    for n, m in modules.items():
+        if not under(n) and (isinstance(m, layer_type) or isinstance(m, linear_types) and not wrapped(n)):
+            kinds.setdefault(re.sub(r"\.\d+\.", ".#.", n), []).append(n)
+    ends = {n for names in kinds.values() for n in (names[0], names[-1])}
+    adapted = {n: modules[n] for n in ends if isinstance(modules[n], layer_type)}
+    rest = {}
+    for n, m in modules.items():
+        if under(n) or isinstance(m, layer_type):
+            continue
+        for k, t in m.named_parameters(recurse=False):
+            if not (k == "weight" and isinstance(m, linear_types)):
+                rest[f"{n}.{k}"] = t
+        if isinstance(m, linear_types) and not wrapped(n) and n in ends:
+            rest[f"{n}.weight"] = m.weight                     # (an NF4Tensor: dequantized by _matrix)
+    return dict(sorted(adapted.items())), rest
+
+
+def _matrix(t):
+    """A probed tensor as a float (rows, columns) matrix: an NF4 weight dequantized (one layer), a vector a column."""
+    t = t.detach() if isinstance(t, torch.Tensor) else t.dequantize(torch.float32)
+    return t.reshape(t.shape[0] if t.dim() else 1, -1)
+
+
+def _sums(name, W, k, Wv=None):
+    """(k sums u_i . (W v), ||W||_F) in float64 (which autocast leaves alone), v and the k sign rows u_i drawn from the
+    name. W (out, in) is read a block of rows at a time: no float64 copy of it is made. Wv: W v given (an update's
+    B (A v): never made dense; no norm)."""
+    norm, step = 0.0, max(1, (1 << 17) // max(W.shape[1], 1))   # (1 MiB blocks: export.py's peak is a few layers)
+    if Wv is None:
+        v, Wv = signs(W.shape[1], "v:" + name, W.device), []
+        for i in range(0, W.shape[0], step):
+            block = W[i:i + step].double()
+            Wv.append(block @ v)
+            norm += block.square().sum().item()
+        Wv = torch.cat(Wv)
+    return (signs(k * Wv.numel(), "u:" + name, Wv.device).view(k, -1) @ Wv.double()).cpu(), norm ** 0.5
+
+
+def _adapted_sums(adapted, update=False, read=None):
+    """The PROBE_K sums of W v (update: of (alpha/r) B A v, made a block of rows at a time), added over the adapted
+    layers probed; read: probe_verdict's."""
+    def update_sums(n, m):
+        Av = _dense_times(m, "A", signs(m.base.in_features, "v:" + n, m.mask_A.device))   # (r,)
+        return m.scale * _sums(n, m.mask_B, PROBE_K, _dense_times(m, "B", Av))[0]                # of B A v (out,)
+    return sum((update_sums(n, m) if update else _rest_sums(n, m.base.weight, read, PROBE_K)[0]
+                for n, m in adapted.items()), torch.zeros(PROBE_K, dtype=torch.float64))
+
+
+def _dense_times(layer, k, x, block=1 << 16):
+    """layer.lora_A @ x in float64 (k "A"; "B": lora_B), the matrix as forward uses it made a block of rows at a time
+    from the packed entries (mask_k's True ones in k_train, the others in k_frozen or 0): no dense A or B is held."""
+    mask, train, frozen = getattr(layer, f"mask_{k}"), getattr(layer, f"{k}_train"), getattr(layer, f"{k}_frozen")
+    step, out, t, f = max(1, block // mask.shape[1]), [], 0, 0   # t, f: packed entries before the block
+    for i in range(0, mask.shape[0], step):
+        S = mask[i:i + step]
+        n = int(S.sum())                                       # (of a block: a whole mask's sum(1) made it int64)
+        M = torch.zeros(S.shape, dtype=train.dtype, device=train.device)
+        if frozen is not None:                                 # (freeze mode: the others, packed the same way)
+            M.masked_scatter_(~S, frozen[f:f + S.numel() - n])
+        out.append(M.masked_scatter_(S, train[t:t + n]).double() @ x)
+        t, f = t + n, f + S.numel() - n
+    return torch.cat(out)
+
+
+def _rest_sums(n, t, read=None, k=1):
+    """(k sums, ||t||_F) of a tensor (a sum: of one other tensor), read(t) then where given and t is one."""
+    sums, norm = _sums(n, _matrix(t), k)
+    if read is not None and isinstance(t, torch.Tensor):
+        read(t)
+    return (sums.item() if k == 1 else sums), norm
+
+
+@torch.no_grad()
+def weights_probe(model, layer_type, linear_types, whole=()):
+    """A few hundred numbers that know the base by its weights (eval.py compares them: probe_verdict): sums of W v
+    over the adapted layers `probed` picks, and of their updates (alpha/r) B A v, for W + (alpha/r) B A is what
+    export.py writes; (a sum, the norm) of each other tensor it picks. Float32, NF4 (dequantized) alike."""
+    adapted, rest = probed(model, layer_type, linear_types, whole)
+    short = lambda xs: [float(f"{x:.8g}") for x in xs]  # noqa: E731  (8 digits: far below PROBE_TOL)
+    return dict(adapted=list(adapted), base=short(_adapted_sums(adapted).tolist()),
+                update=short(_adapted_sums(adapted, update=True).tolist()),
+                rest={n: short(_rest_sums(n, t)) for n, t in rest.items()})
+
+
+@torch.no_grad()
+def probe_verdict(model, probe, layer_type, linear_types, whole=(), read=None):
+    """("same", "merged", "other" or None, what was measured) for the model now (the adapter loaded) against the
+    weights_probe its adapter saved: the same weights (to PROBE_TOL: a re-conversion's rounding); the base with this
+    very update in it already (export.py's merge: the base probed then, plus the update); other weights; None where
+    the update is too small to tell the first two apart, or the probe is none (an adapter saved before it). read: called
+    with each dense tensor once its sums are taken (export.py: its memory-mapped pages handed back)."""
+    try:
+        then, upd = (torch.tensor(probe[k], dtype=torch.float64) for k in ("base", "update"))
+        names, rest = list(probe["adapted"]), {n: (float(a), float(b)) for n, (a, b) in probe["rest"].items()}
+    except (TypeError, ValueError, KeyError, AttributeError):  # (a hand-edited file: as an adapter without one)
+        return None, {}
+    adapted, now_rest = probed(model, layer_type, linear_types, whole)
+    if list(adapted) != names or then.shape != (PROBE_K,) or upd.shape != then.shape or not then.norm():
+        return None, {}
+    for n, (a, b) in rest.items():                             # every other weight read: the same, to PROBE_TOL
+        x, y = _rest_sums(n, now_rest[n], read) if n in now_rest else (math.nan, math.nan)   # (NaN: never close)
+        if not (abs(x - a) <= PROBE_TOL * b and abs(y - b) <= PROBE_TOL * b):
+            return "other", dict(tensor=n)
+    now, scale = _adapted_sums(adapted, read=read), then.norm().item()
+    same, merged = (now - then).norm().item() / scale, (now - then - upd).norm().item() / scale
+    seen = dict(same=same, merged=merged, update=upd.norm().item() / scale, layers=names)
+    if merged <= PROBE_TOL and same >= 2 * PROBE_TOL:          # a margin of PROBE_TOL between the two: where the
+        return "merged", seen                                  # update is under ~3% of W v, either may hold
+    if same <= PROBE_TOL and merged >= 2 * PROBE_TOL:
+        return "same", seen
+    return ("other" if min(same, merged) > PROBE_TOL else None), seen
+
+
 def read_adapter(directory, peft):
     """(adapter_config.json, the weights file's path, its tensors, EXTRAS_FILE's tensors or None, the LoRA-SP
     settings), each file checked: a config other than plain LoRA's, or no extras unless peft=True, is refused."""
@@ -481,7 +627,11 @@ def save_layers(model, directory, layer_type, linear_types, base_model_name_or_p
                   fan_in_fan_out=any(transposed(model, n) for n in layers),  # else PEFT warns, and sets it per layer
                   target_modules=target_modules(layers, linears), inference_mode=True,
                   modules_to_save=list(modules_to_save) or None)
-    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base or {})
+    probe = None if any(p.is_meta for p in model.parameters()) else weights_probe(model, layer_type, linear_types,
+                                                                                 modules_to_save)
+    base = dict(base or {}, **{"probe": probe} if probe else {})   # (the weights it trained on: eval.py compares)
+    trim_heap()                       # the probe's freed blocks handed back: holes the dense A and B grew the heap by
+    sp = dict(keep=keep, mode=mode, structure=structure, seeds={n: m.seed for n, m in layers.items()}, base=base)
     write_adapter(directory, peft, extras_of(layers), config, sp)
 
 

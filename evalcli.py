@@ -15,7 +15,8 @@ another task's head are said).
   not_a_model: an adapter or a run's folder given as --model, train.py's too); `base_quant`: the --quant the base
   loads with, and the adapter's base checked against this one (`other_base`: a PEFT adapter's base_model_name_or_path
   naming another model, by name: paths differ between machines; an adapter the base holds merged already, export.py's
-  record says (its files' adapter_digest there), refused: its update would count twice); `write_merged`: that record,
+  record says (its files' adapter_digest there), refused: its update would count twice; `base_weights`, once it loads:
+  the same by its weights, the adapter's probe of them, where that record is lost); `write_merged`: that record,
   written into export.py's folder; `head_order`, `in_glue_order`: a fine-tuned
   classifier's outputs put in GLUE's class order, by the names its config.json gives them (run_glue.py's label_to_id).
 - `load_model`: the model with its head and adapter (a random head refused), `with_adapter`, and `base_only`: the
@@ -36,7 +37,7 @@ import textwrap
 
 import torch
 
-from checkpoint import atomic_write, files_fingerprint, read_json
+from checkpoint import atomic_write, files_fingerprint, read_json, release
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
@@ -47,8 +48,8 @@ from tokenizer import (GPT2_PATTERN, LLAMA3_PATTERN, BPETokenizer, SentencePiece
                        sentencepiece_settings, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
 from generate import stop_ids
-from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, saved_whole, whole_dir
-from lorasp import LoRASPLinear, adapter_base, load_adapter, matches
+from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, probe_verdict, saved_whole, whole_dir
+from lorasp import LINEAR_TYPES, LoRASPLinear, adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
 from plan import model_config
 
@@ -401,10 +402,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
         print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
               f"base; {flag} {quant} scores it on other weights than it learned on (without {flag}, {prog} "
               "follows the adapter)", file=sys.stderr)
-    if trained.get("fingerprint") and trained["fingerprint"] != files_fingerprint(
-            path := model_path(name), name=trained_file(adapter, trained, path)):
-        print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
-              "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+    if not isinstance(trained.get("probe"), dict) and other_files(name, adapter, trained):  # (a probe: said once the
+        files_warning(adapter, model_path(name))                                            # weights load: by them)
     if isinstance(old := trained.get("tokenizer"), dict):      # (the fingerprint's files are the weights)
         now = tokenizer_files(path := model_path(name), name=trained_file(adapter, trained, path))
         if now == record.get("tokenizer_written"):             # an export's own tokenizer files (a tokenizer.json,
@@ -535,7 +534,7 @@ def load_model(name, adapter=None, quant="none", dtype=None, device="cpu", num_l
                             "on this base")
     tok = tok or load_tokenizer(name)
     check_vocab(tok, model.config.vocab_size, name)
-    return (with_adapter(model, adapter, name, warn_zero) if adapter else model).eval(), tok
+    return (with_adapter(model, adapter, name, warn_zero, spill) if adapter else model).eval(), tok
 
 
 def check_kind(name, num_labels=0, qa=False, takes=None):
@@ -559,15 +558,17 @@ def whole_modules(model, adapter):
     return [n for n, _ in model.named_modules() if whole and n.endswith(whole)]
 
 
-def with_adapter(model, adapter, name, warn_zero=True):
+def with_adapter(model, adapter, name, warn_zero=True, spill=None):
     """model with the adapter loaded, in eval mode; one that does not fit it is an error naming both. peft=True: for
     inference PEFT's file holds the effective A and B, so a PEFT adapter (no LoRA-SP extras) is welcome. warn_zero:
-    say where (alpha/r) B A is 0 in every layer (export.py says it itself, with its counts, once merged)."""
+    say where (alpha/r) B A is 0 in every layer (export.py says it itself, with its counts, once merged). spill:
+    load_pretrained's, where the model was loaded with one (base_weights)."""
     try:
         model = load_adapter(model, adapter, peft=True).eval()
     except RuntimeError as e:                                  # load_state_dict: a head of another shape
         raise UserError(f"--adapter {adapter} does not fit --model {name} and this task: "
                         f"{str(e).strip().splitlines()[-1].strip()}") from None
+    base_weights(model, adapter, name, spill)
     layers = [m for n, m in model.named_modules() if isinstance(m, LoRASPLinear)]
     if warn_zero and layers and not whole_modules(model, adapter) and not any(
             m.lora_B.any() and m.lora_A.any() for m in layers):  # (no base weight read: an untrained one read them all)
@@ -575,6 +576,66 @@ def with_adapter(model, adapter, name, warn_zero=True):
               f"{len(layers)} layers (B = 0: an adapter that trained nothing, or PEFT's initial one); what follows is "
               "the base model's", file=sys.stderr)         # (was scored, answered with, merged as the base: no word)
     return model
+
+
+def other_files(name, adapter, trained):
+    """Whether the base's files are not those the adapter recorded it trained on (checkpoint.files_fingerprint)."""
+    return bool(trained.get("fingerprint")) and trained["fingerprint"] != files_fingerprint(
+        path := model_path(name), name=trained_file(adapter, trained, path))
+
+
+def files_warning(adapter, path):
+    print(f"warning: --adapter {adapter} trained on a base whose files differ from {path}'s (another model, or "
+          "a re-download or re-conversion): its scores here may not be the run's", file=sys.stderr)
+
+
+def base_weights(model, adapter, name, spill=None):
+    """The adapter's base known by its weights, once it is loaded onto --model, where it saved a probe of them
+    (adapter.weights_probe): --model that holds this adapter merged already (export.py's folder without its MERGED
+    file: converted to a .gguf, its weights copied) is refused, its update would count twice; where the files differ
+    from those it trained on, a note if the weights are the same (a .bin, shards, a GGUF F32 / F16 / BF16 of them),
+    else base_quant's warning (said here, for an adapter with a probe). spill: the folder whose memory-mapped copies
+    of the weights the model holds (export.py): each tensor probed is handed back (handed_back)."""
+    trained = adapter_base(adapter)
+    if not isinstance(trained.get("probe"), dict):
+        return
+    verdict, seen = probe_verdict(model, trained["probe"], LoRASPLinear, LINEAR_TYPES, whole_modules(model, adapter),
+                                  handed_back(spill))
+    if verdict == "merged":                                    # W + 2 (alpha/r) B A, scored (was: the warning alone)
+        was = (adapter_config(adapter) or {}).get("base_model_name_or_path") or "the base it trained on"
+        raise UserError(f"--adapter {adapter} is already merged into --model {model_path(name)}: its weights are the "
+                        f"base it trained on plus its update (W + (alpha/r) B A, to {seen['merged']:.2%}, where the "
+                        f"update is {seen['update']:.1%} of W v), as export.py writes them (its folder converted or "
+                        f"copied without {MERGED}); applying it again doubles its update: give --model {was} (the "
+                        "original base) or leave out --adapter")
+    if other_files(name, adapter, trained):
+        if verdict != "same":
+            return files_warning(adapter, model_path(name))
+        print(f"note: --model {model_path(name)}: other files than --adapter {adapter} trained on (another layout, "
+              f"dtype or conversion), the same weights ({seen['same']:.2%} apart where probed: a re-conversion's "
+              "rounding)", file=sys.stderr)
+
+
+def handed_back(spill):
+    """For probe_verdict's read, where the model holds its weights as memory-mapped copies in the folder spill
+    (checkpoint.spilled: export.py): a tensor that lies in one of them (/proc/self/maps names the files) has its pages
+    handed back (checkpoint.release; re-read when export.py writes it), so the probe keeps no layer in memory until
+    then (7B: ~1 GB); any other is left alone (release would zero memory no file backs). None without spill."""
+    if not spill or not os.path.isfile("/proc/self/maps"):
+        return None
+    folder, spans = os.path.realpath(spill) + os.sep, []
+    with open("/proc/self/maps") as f:
+        for line in f:                                         # "lo-hi perms offset dev inode path"
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].startswith(folder):
+                spans.append(tuple(int(x, 16) for x in fields[0].split("-")))
+
+    def read(t):
+        begin = t.data_ptr()
+        if t.device.type == "cpu" and any(lo <= begin and begin + t.numel() * t.element_size() <= hi
+                                          for lo, hi in spans):
+            release(t)
+    return read
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ and llama.cpp's convert_hf_to_gguf.py read:
 - Written into DIR.tmp and renamed (checkpoint.replace_dir): an interrupted export leaves no DIR, or the old one.
 - lorasp_merged.json (evalcli.write_merged): the adapters DIR holds merged (hashed) and the base: eval.py, generate.py,
   export.py refuse one of them applied onto DIR again (its update twice), and DIR's tokenizer files read as the base's.
+  A copy of DIR without it, or a GGUF of DIR, is known by its weights (evalcli.base_weights: the adapter's probe).
 - Memory: the base's weights are memory-mapped from scratch files beside DIR (checkpoint.fill's spill: each checked,
   cast and written to its file as it loads); each shard's header is written first (names, shapes and dtype known
   beforehand), then each layer merged, cast and written at its offset: the peak is about the largest tensor (and an

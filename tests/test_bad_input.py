@@ -1731,6 +1731,19 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, generated from, merged again, ex
     train.main(flags((str(merged), ctx.tiny[1]), out, "--max-steps", "2", "--resume"))   # the run's own checkpoint
 
 
+@case("eval.py, generate.py, export.py: --model export.py's folder copied without lorasp_merged.json, --adapter the "
+      "one merged into it", SystemExit, "/adapter is already merged into --model ")
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, with a warning alone: the base's files differ; its probe knows)
+    import generate
+    out, merged = exported(ctx)
+    copy = shutil.copytree(merged, ctx.tmp / "copy", ignore=shutil.ignore_patterns("lorasp_merged.json"))
+    for command in (lambda: generate.main(argv=["--model", str(copy), "--adapter", str(out / "adapter")]),
+                    lambda: export_main(ctx, "--model", copy, "--adapter", out / "adapter", "--out", ctx.tmp / "twice")):
+        with pytest.raises(SystemExit, match=f"--adapter {out / 'adapter'} is already merged into --model {copy}: "):
+            command()
+    E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])
+
+
 @case("eval.py: another adapter onto export.py's folder: stacked, said; no tokenizer warning for the files export "
       "wrote", None)
 def _(ctx):  # (was "trained on a base whose tokenizer files differ (tokenizer.json is new, ...)": the same ids)

@@ -113,7 +113,7 @@ def test_an_adapter_that_does_not_fit_or_is_none_is_one_line(tiny, tmp_path, mon
 def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, capsys):
     """An NF4-trained adapter: without --quantize the base loads in NF4, as it trained (said on stderr: stdout holds
     the text), and its tokens are our NF4 model's with the adapter; --quantize none says it runs on other weights. An
-    adapter whose recorded base has other files: a warning naming the base (evalcli's fingerprint check)."""
+    adapter whose recorded base has other files but the same weights (its probe): a note naming the base."""
     from lorasp import load_adapter
     nf4 = apply_lorasp(M.load_pretrained(tiny[0], quantize="nf4", dtype=torch.float32), ["q_proj", "v_proj"], r=4)
     g = torch.Generator().manual_seed(0)                       # (the global one's state: the tests run before)
@@ -125,7 +125,8 @@ def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, c
     got = run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "nf4"))
     out, err = capsys.readouterr()
     assert "--quantize nf4: --adapter" in err and "trained on the NF4-quantized base" in err and "NF4" not in out
-    assert f"trained on a base whose files differ from {tiny[0]}'s" in err
+    assert f"note: --model {tiny[0]}: other files than --adapter {tmp_path / 'nf4'} trained on (another layout, " \
+        "dtype or conversion), the same weights (" in err and "whose files differ" not in err   # (its probe)
     ours = load_adapter(M.load_pretrained(tiny[0], quantize="nf4", dtype=torch.float32), tmp_path / "nf4").eval()
     ids = torch.tensor([tokenizer.load_tokenizer(tiny[0]).encode(PROMPT)])
     assert got == M.generate(ours, ids, 12, eos_id=tokenizer.load_tokenizer(tiny[0]).stops)[0].tolist()
