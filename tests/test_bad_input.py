@@ -1738,7 +1738,8 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, with a warning alone: th
     out, merged = exported(ctx)
     copy = shutil.copytree(merged, ctx.tmp / "copy", ignore=shutil.ignore_patterns("lorasp_merged.json"))
     for command in (lambda: generate.main(argv=["--model", str(copy), "--adapter", str(out / "adapter")]),
-                    lambda: export_main(ctx, "--model", copy, "--adapter", out / "adapter", "--out", ctx.tmp / "twice")):
+                    lambda: export_main(ctx, "--model", copy, "--adapter", out / "adapter", "--out",
+                                        ctx.tmp / "twice")):
         with pytest.raises(SystemExit, match=f"--adapter {out / 'adapter'} is already merged into --model {copy}: "):
             command()
     E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])

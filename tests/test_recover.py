@@ -54,6 +54,14 @@ def steps(calls, accum):
     return [sorted(sum(calls[i:i + accum], [])) for i in range(0, len(calls), accum)]
 
 
+def stopped(monkeypatch, tiny, out, call, *more):
+    """train.py into out with flags `more`, stopped by Ctrl-C at the loss's `call`-th call (saved after its step)."""
+    fault_at_loss_call(monkeypatch, call, signal.SIGINT)
+    with pytest.raises(SystemExit):
+        train.main(flags(tiny, out, *more))
+    monkeypatch.undo()
+
+
 def losses(out):
     return [m["loss"] for m in map(json.loads, open(out / "metrics.jsonl")) if "loss" in m]
 
@@ -219,10 +227,7 @@ def test_a_resume_at_another_split_of_a_steps_records_trains_the_same_records(ti
     monkeypatch.undo()
     for b, g in (2, 2), (1, 4):
         out = tmp_path / f"{b}x{g}"
-        fault_at_loss_call(monkeypatch, 4, signal.SIGINT)                  # Ctrl-C at step 4: saved after it
-        with pytest.raises(SystemExit):
-            train.main(flags(tiny, out, *more))
-        monkeypatch.undo()
+        stopped(monkeypatch, tiny, out, 4, *more)  # Ctrl-C at step 4: saved after it
         assert json.load(open(out / "checkpoint" / "state.json"))["step"] == 4
         resumed = records_per_call(monkeypatch)
         capsys.readouterr()
@@ -250,10 +255,7 @@ def test_a_one_process_checkpoint_resumed_on_two_processes_at_half_the_batch(tin
     from test_ddp import summary, torchrun
     more = "--log-every", "1", "--max-steps", "4"
     train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
-    fault_at_loss_call(monkeypatch, 3, signal.SIGINT)          # step 2
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path / "b", *more))
-    monkeypatch.undo()
+    stopped(monkeypatch, tiny, tmp_path / "b", 3, *more)  # step 2
     resumed, _ = torchrun(tmp_path, "resumed", flags(tiny, tmp_path / "b", *more, "--resume", "--batch-size", "2"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "note: --resume at --batch-size 2 --grad-accum 2 on 2 processes, the checkpoint's run 4 x 2 x 1 " \
@@ -266,10 +268,7 @@ def test_a_split_whose_steps_part_ways_at_an_epochs_end_is_refused(tiny, tmp_pat
     would share step 14 with the next epoch's first: every step after it would train other records. Refused, before
     the weights load, naming the split that goes on."""
     more = "--batch-size", "4", "--grad-accum", "1", "--max-steps", "20"
-    fault_at_loss_call(monkeypatch, 4, signal.SIGINT)
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path, *more))
-    monkeypatch.undo()
+    stopped(monkeypatch, tiny, tmp_path, 4, *more)
     monkeypatch.setattr(train, "load_model", None)              # not reached
     with pytest.raises(SystemExit, match=r"--resume with --batch-size 2 --grad-accum 2: the steps left would not "
                        r"train the records the checkpoint's run \(4 x 1\) trains in each \(an epoch of 54 training "
@@ -307,10 +306,7 @@ def test_a_resume_with_checkpointing_full_goes_on_as_the_run_would(tiny, tmp_pat
     losses equal the straight run's to 1e-6."""
     more = "--checkpointing", "none", "--log-every", "1"
     train.train(train.parse_args(flags(tiny, tmp_path / "a", *more)))
-    fault_at_loss_call(monkeypatch, 7, signal.SIGINT)                      # step 4
-    with pytest.raises(SystemExit):
-        train.main(flags(tiny, tmp_path / "b", *more))
-    monkeypatch.undo()
+    stopped(monkeypatch, tiny, tmp_path / "b", 7, *more)  # step 4
     capsys.readouterr()
     train.train(train.parse_args(flags(tiny, tmp_path / "b", "--log-every", "1", "--resume", "--checkpointing",
                                        "full")))
