@@ -399,7 +399,7 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
         if trained.get("quant") == "nf4":
             print(f"{flag} nf4: --adapter {adapter} trained on the NF4-quantized base")
     elif trained.get("quant") not in (None, quant):
-        print(f"warning: --adapter {adapter} trained on a {'NF4' if trained['quant'] == 'nf4' else 'unquantized'} "
+        print(f"warning: --adapter {adapter} trained on {'an NF4' if trained['quant'] == 'nf4' else 'an unquantized'} "
               f"base; {flag} {quant} scores it on other weights than it learned on (without {flag}, {prog} "
               "follows the adapter)", file=sys.stderr)
     if not isinstance(trained.get("probe"), dict) and other_files(name, adapter, trained):  # (a probe: said once the

@@ -132,7 +132,7 @@ def test_the_base_is_checked_as_eval_py_checks_it(tiny, tmp_path, monkeypatch, c
     assert got == M.generate(ours, ids, 12, eos_id=tokenizer.load_tokenizer(tiny[0]).stops)[0].tolist()
     assert len(got) == ids.shape[1] + 12
     unquantized = run(monkeypatch, "--model", tiny[0], "--adapter", str(tmp_path / "nf4"), "--quantize", "none")
-    assert ("trained on a NF4 base; --quantize none scores it on other weights than it learned on (without --quantize, "
+    assert ("trained on an NF4 base; --quantize none scores it on other weights than it learned on (without --quantize, "
             "generate.py follows the adapter)") in capsys.readouterr().err
     assert unquantized != got  # NF4's rounding matters: the two bases continue otherwise
 
@@ -167,7 +167,7 @@ def test_a_gguf_base_by_another_name_and_one_with_other_bytes(tiny, tmp_path, mo
     run(monkeypatch, "--model", str(tmp_path / "smol.gguf"), "--adapter", str(tmp_path / "out"), "--quantize", "nf4")
     err = capsys.readouterr().err
     assert f"trained on a base whose files differ from {tmp_path / 'smol.gguf'}'s" in err
-    assert "trained on a unquantized base; --quantize nf4 scores it on other weights" in err
+    assert "trained on an unquantized base; --quantize nf4 scores it on other weights" in err
 
 
 def test_a_glue_or_squad_adapter_is_said_to_be_one(tmp_path, monkeypatch, capsys):

@@ -629,7 +629,7 @@ def test_eval_loads_the_base_the_adapter_trained_on(tiny, tmp_path, capsys):
     assert auto == pytest.approx(nf4, rel=1e-6) and auto != pytest.approx(exact, rel=1e-6)
     assert "--quant nf4: --adapter" in out and err == ""
     none, _, err = ppl("--quant", "none")
-    assert none == pytest.approx(exact, rel=1e-6) and "trained on a NF4 base; --quant none" in err
+    assert none == pytest.approx(exact, rel=1e-6) and "trained on an NF4 base; --quant none" in err
     other = tmp_path / "other"
     shutil.copytree(tiny[0], other)
     sd = load_safetensors(other / "model.safetensors")
