@@ -138,6 +138,9 @@ def peft_child(model_dir, dtype, ckpt, batch, seq, steps, quant="none"):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
+    sys.path.insert(0, ROOT)
+    from plan import pick_threads
+    torch.set_num_threads(pick_threads()[0])           # train.py's count (a container's CPU quota read), not torch's
     t0 = time.perf_counter()
     bf16 = dtype == "bf16"
     kw = dict(torch_dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -225,7 +228,7 @@ def main():
     tokens = args.batch * args.seq
     print(f"\n{args.batch} x {args.seq} tokens, {args.steps} steps per run (the first one the warm-up), median s/step "
           f"over steps and repeats, max peak RSS; ours: train.py {args.ours_flags}")
-    print(f"{cpus_said()} (ours: train.py's threads; peft: torch's default)\n")  # (a container's quota named)
+    print(f"{cpus_said()} (ours and peft alike)\n")  # (a container's quota named)
     print("| config | s/step | CPU s/step | tokens/s | peak RSS GiB | trainable |\n|---|---|---|---|---|---|")
     summary = {}
     for c, rs in runs.items():
