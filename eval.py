@@ -79,12 +79,12 @@ def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.null
     model.eval()
     for split, examples in dev_sets.items():
         logits = {}
-        for rows, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0),  # GPT-2: none
-                                      bucket=bucket):
+        for at, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0),  # GPT-2: none
+                                    bucket=bucket):                # (at: the batch's example indices)
             b = {k: v.to(device) for k, v in b.items()}
             with autocast():
-                logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
-                                                       b["token_type_ids"]).float()))
+                logits.update(zip(at, model.classify(b["input_ids"], b["attention_mask"],
+                                                     b["token_type_ids"]).float()))
         z = finite(model, torch.stack([logits[i] for i in range(len(examples))]).cpu(), f"{split}: the logits")
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)

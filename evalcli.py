@@ -28,6 +28,7 @@ Leaves out: running the task (eval.command does, after parse_args) and fetching 
 """
 import argparse
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -114,7 +115,8 @@ def parser():
       "prediction, answers, exact_match, f1}, perplexity {document, begin, tokens, nll (summed), and part for "
       "records}, generate {index, record, base, adapted}; wmt16-en-ro .txt: the hypotheses, a line each, in the test "
       "pairs' order (sacrebleu test.ro -i FILE.txt); squad .json: {id: answer} (evaluate-v1.1.py's predictions); "
-      "these two with the run's line in FILE.run.json. Any other extension is refused, before the model loads")
+      "these two with the run's line beside them, in FILE.txt.run.json, FILE.json.run.json. Any other extension is "
+      "refused, before the model loads")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     return ap
@@ -843,16 +845,16 @@ def predictions_problem(args):
     written, the file of the data the task reads, a path inside --model's or --adapter's folder; None if nothing."""
     path, task = args.predictions, args.task
     ext, forms = os.path.splitext(path)[1].lower(), [".jsonl", *(e for e, (t, _) in OTHER_FORMS.items() if t == task)]
+    if os.path.isdir(path):
+        return f"--predictions {path} is a folder: give a file's name (in it: {os.path.join(path, 'p.jsonl')})"
     if ext not in forms:
         return (f"--predictions {path}: --task {task} writes " + " or ".join(
             f"{e} ({OTHER_FORMS[e][1]})" if e in OTHER_FORMS else ".jsonl (JSON Lines, a line per example)"
             for e in forms) + f", not {ext or 'a file without an extension'}" + (
             f" ({ext} is --task {OTHER_FORMS[ext][0]}'s: {OTHER_FORMS[ext][1]})" if ext in OTHER_FORMS else ""))
     folder = os.path.dirname(os.path.abspath(path))
-    for p in [path] + [path + ".run.json"] * (ext != ".jsonl"):
-        if os.path.isdir(p):
-            return (f"--predictions {path}" + (f": its {p} (the run's line) is a folder" if p != path else
-                    " is a folder") + f": give a file's name (in it: {os.path.join(path, 'predictions' + ext)})")
+    if ext != ".jsonl" and os.path.isdir(beside := path + ".run.json"):
+        return f"--predictions {path}: {beside}, where the run's line goes, is a folder: give another name"
     if not os.path.isdir(folder):
         return (f"--predictions {path}: no folder {folder} (eval.py makes none): make it first (mkdir -p {folder}), "
                 "or give a file in a folder that is there")
@@ -910,19 +912,23 @@ def write_predictions(args, argv, line, rows, data, out):
                             model_path(args.model)), adapter=adapter, adapter_files=adapter and adapter_digest(adapter),
                         written=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         flags={k: v for k, v in vars(args).items() if k not in ("plot", "out")}))
-    with atomic_write(path, "w") as f:
-        if ext == ".txt":  # (a line break inside a hypothesis would shift every later line: a space instead, said)
-            if broken := [r["index"] for r in rows if re.search("[\r\n]", r["hypothesis"])]:
-                print(f"warning: {len(broken)} hypotheses hold a line break (the first: test pair {broken[0] + 1}): "
-                      f"{path} has a space there, one line each ({path}.run.json's command with a .jsonl keeps them)",
-                      file=sys.stderr)
-            f.writelines(re.sub("\r\n|[\r\n]", " ", r["hypothesis"]) + "\n" for r in rows)
-        elif ext == ".json":  # (a question with no answer (no window held context) has none, as the script reads it)
-            json.dump({r["id"]: r["prediction"] for r in rows if r["prediction"] is not None}, f)
-        else:
-            f.writelines(json.dumps(r) + "\n" for r in [run, *rows])
-    if ext != ".jsonl":
-        with atomic_write(path + ".run.json", "w") as f:
-            json.dump(run, f, indent=1)
+    if ext == ".txt":                                          # (a line break in one shifts every later line)
+        if broken := [r["index"] for r in rows if re.search("[\r\n]", r["hypothesis"])]:
+            print(f"warning: {len(broken)} hypotheses hold a line break (the first: test pair {broken[0] + 1}): "
+                  f"{path} has a space there, one line each (a .jsonl keeps them)", file=sys.stderr)
+        text = "".join(re.sub("\r\n|[\r\n]", " ", r["hypothesis"]) + "\n" for r in rows)
+    elif ext == ".json":                                       # (no answer, no window with context: scored 0)
+        text = json.dumps({r["id"]: r["prediction"] for r in rows if r["prediction"] is not None})
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in [run, *rows])
+    for name, body in [(path, text)] + [(path + ".run.json", json.dumps(run, indent=1))] * (ext != ".jsonl"):
+        try:
+            with atomic_write(name, "w") as f:
+                f.write(body)
+        except OSError as e:                                   # (a full disk: the scores printed, the file named)
+            raise UserError(f"--predictions {name} ({len(body.encode()):,} bytes) could not be written: "
+                            f"{e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); " + (
+                                "the file there is as it was" if os.path.exists(name) else "nothing written") +
+                            " (the scores: the JSON line above)") from e
     print(f"predictions: {len(rows)} examples, {path}" + (f" (the run: {path}.run.json)" if ext != ".jsonl" else ""),
           file=sys.stderr)
