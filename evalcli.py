@@ -23,6 +23,10 @@ another task's head are said).
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
   the model types each task takes. `bucket_limit`: the length eval.py's runs pad to where the loaded model multiplies
   bf16 on a CPU (train.py's, from flags: plan.bucket).
+- What eval.py prints of each task (`squad_said`, `glue_said`, `translations_said`, `mmlu_said`, `answers_said`), and
+  --predictions: `predictions_problem` (checked in parse_args, before the model loads), `write_predictions` (each
+  example's row, `example_rows`, written whole once the run ends); `final_hidden`: the hidden states perplexity's
+  loss read, for each window's NLL.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
 `python eval.py --help` prints every flag.
 """
