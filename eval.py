@@ -232,7 +232,7 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0, ro
     every weight each pass: 150 short records were 150 passes), right-padded and unscored (causal: no real token sees
     the padding); 0: one window a pass. bucket: a pass's length right-padded to data.bucket_length's few lengths up to
     it (and seq_len); CPU bf16, where each length costs oneDNN's caches (bucket_limit). rows: a list that gets each
-    window's {document (index in docs), begin, tokens scored, nll: their sum}, from the pass's evalcli.final_hidden."""
+    window's {document (index in docs), begin, tokens scored, nll: their sum, to rounding its share of the pass's}."""
     seq_len = seq_len or context_length(model)
     stride, device, windows = stride or seq_len, next(model.parameters()).device, []
     if not 0 < stride <= seq_len:
@@ -281,8 +281,8 @@ def records_perplexity(model, docs, seq_len, stride, bucket, rows=None):
     at its --seq-len (one whose prompt fills it left out: data.tokenize_records), and the tokens past it. Returns the
     perplexity, its tokens and the parts, {"cut": (perplexity, tokens, records), "past": ...} (evalcli.records_note).
     rows: perplexity's, each with its part, its document the record's index in docs."""
-    parts, got = dict(cut=[(i, ids[:seq_len], s) for i, (ids, s) in enumerate(docs) if s < seq_len], past=[  # past:
-        (i, ids, max(s, seq_len)) for i, (ids, s) in enumerate(docs) if len(ids) > seq_len]), {}  # later windows
+    parts, got = dict(cut=[(i, ids[:seq_len], s) for i, (ids, s) in enumerate(docs) if s < seq_len],
+                      past=[(i, ids, max(s, seq_len)) for i, (ids, s) in enumerate(docs) if len(ids) > seq_len]), {}
     for part, d in parts.items():
         windows = None if rows is None else []
         got[part] = perplexity(model, [x[1:] for x in d], seq_len, stride, bucket, 4096, windows) if d else (

@@ -18,7 +18,7 @@ import eval as E
 import tokenizer
 from fixtures import random_params, t5_sentencepiece, tiny  # noqa: F401  (tiny: a fixture)
 from model import EncoderConfig, T5Config, build_model, load_pretrained, save_pretrained
-from test_eval_wild import EN, RO, ROWS, WORDS, glue_dev, llama, reference, write_release  # noqa: F401  (llama: a fixture)
+from test_eval_wild import EN, RO, ROWS, WORDS, glue_dev, llama, reference, write_release  # noqa: F401  (llama)
 from test_squad import official_v11
 
 
@@ -64,9 +64,9 @@ def glue_model(task, d, files):
     m = random_params(build_model(EncoderConfig(vocab_size=len(WORDS) + 7, num_labels=labels)), 1)
     with torch.no_grad():
         m.classifier.weight.mul_(50)
-        first = [x for a, b, _ in files[data.GLUE[task][5][0]][1] for x in tok.encode_pair(a, b, 32)]
-        m.classifier.bias.copy_(m.classifier.bias - torch.cat([m.classify(torch.tensor([x]), token_type_ids=torch.tensor(
-            [t])) for x, t in zip(first[::2], first[1::2])]).mean(0))
+        first = [torch.tensor([x]) for a, b, _ in files[data.GLUE[task][5][0]][1] for x in tok.encode_pair(a, b, 32)]
+        m.classifier.bias.sub_(torch.cat([m.classify(x, token_type_ids=t) for x, t in zip(first[::2], first[1::2])]
+                                         ).mean(0))        # (no class preferred over the first dev set)
     save_pretrained(m, d)
 
 
