@@ -868,17 +868,17 @@ def predictions_problem(args):
     if task == "squad":
         inputs.append(("--data-dir", os.path.join(args.data_dir or cache_dir("squad"), SQUAD_FILES["dev"][0])))
     if task == "wmt16-en-ro":
-        inputs += [("--data-dir", os.path.join(args.data_dir or cache_dir(task), f"test.{e}")) for e in ("jsonl", "en",
-                                                                                                            "ro")]
+        pairs = args.data_dir or cache_dir(task)
+        inputs += [("--data-dir", os.path.join(pairs, f"test.{e}")) for e in ("jsonl", "en", "ro")]
     for flag, f in inputs:
         if f and same_path(path, f):
             return (f"--predictions {path} is the file {task} reads ({flag}: {f}): writing it would replace the data; "
                     "give another name")
     adapter = [("--adapter", args.adapter)] if args.adapter else []
     for flag, d in [("--model", model_path(args.model))] + adapter:
-        if same_path(path, d) or os.path.realpath(path).startswith(os.path.join(os.path.realpath(d), "")):
-            return (f"--predictions {path} is inside {flag} {d}, whose files are the checkpoint's (one written there "
-                    "replaces one of them, or is read with them): write it outside, beside it")
+        if (same := same_path(path, d)) or os.path.realpath(path).startswith(os.path.join(os.path.realpath(d), "")):
+            return (f"--predictions {path} is {'' if same else 'inside '}{flag} {d}, whose files are the checkpoint's "
+                    "(one written there replaces one of them, or is read with them): write it outside, beside it")
     return None
 
 
