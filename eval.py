@@ -20,7 +20,7 @@ padding MMLU's prompts (each question's new tokens after the cached prefix: one 
 generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than transformers' on the same prompt).
 
     python eval.py --task mmlu --model DIR [--adapter DIR] [--quant nf4] [--data-dir MMLU_DIR] [--limit 20]
-    python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR]
+    python eval.py --task perplexity --model DIR --data FILE.txt|FILE.json [--adapter DIR] [--predictions F.jsonl]
     python eval.py --task generate --model DIR --adapter DIR --prompts FILE
     python eval.py --task glue/sst2 --model DIR [--adapter DIR] [--data-dir GLUE_DIR] [--seq-len 128]
     python eval.py --task wmt16-en-ro --model DIR [--adapter DIR] [--data-dir DIR] [--limit N] [--num-beams 4]
@@ -28,10 +28,8 @@ generate's (one at a time: a padded prompt's bf16 near-ties go otherwise than tr
     python eval.py --plot RUN_DIR [RUN_DIR ...] --out loss.svg
     python eval.py                     # a demonstration of the metrics (metrics.py's)
 
-Sections, in order: a model scored on GLUE's dev sets, WMT16 translations and SQuAD; MMLU; perplexity and generation;
-the command line: six kinds of task, each with its own printout. Its flags, the checks of the folders and files they
-name, the task's data read before the model and the model loaded with its head and adapter are evalcli.py's (as
-cli.py is train.py's).
+Sections: GLUE's dev sets, WMT16 and SQuAD; MMLU; perplexity and generation; the command line, whose flags and checks,
+data and model loaded, printouts and --predictions' file (the rows above give it) are evalcli.py's (cli.py: train.py's).
 """
 import contextlib
 import json
@@ -47,13 +45,15 @@ from data import (IGNORE, T5_PREFIX, alpaca_prompt, bucket_length, fit_contexts,
 from data import GLUE, UserError, mmlu_prompt, perplexity_docs, read_prompts  # noqa: F401 (eval.read_prompts ...)
 from tokenizer import load_tokenizer
 import metrics
-from evalcli import (CAUSAL, TAKES, base_only, bucket_limit, check_kind, eos_note, in_glue_order, load_model, mmlu_rows,
-                     mmlu_encoder, model_config, model_path, parse_args, records_note, seq_len_for, side_by_side,
-                     task_data, answer_ids, trained_on, with_adapter)
+from evalcli import (CAUSAL, TAKES, answer_ids, answers_said, base_only, bucket_limit, check_kind, final_hidden,
+                     glue_said, in_glue_order, load_model, mmlu_encoder, mmlu_rows, mmlu_said, model_config, model_path,
+                     parse_args, records_note, seq_len_for, squad_said, task_data, trained_on, translations_said,
+                     with_adapter, write_predictions)
 from evalcli import base_quant, mmlu_subjects, not_a_model  # noqa: F401  (bench/second_paper.py's: eval.base_quant ...)
 from metrics import (accuracy, bleu, chrf, f1, glue_metrics, matthews_corrcoef,  # noqa: F401
                      pearson, rouge, spearman, squad_f1, squad_normalize, squad_scores)  # (the contract: eval.bleu ...)
 from generate import beam_search, finite, generate
+from model import lm_loss
 from plan import use_threads
 from plot import plot
 
@@ -70,23 +70,26 @@ def classifier_loss(logits, labels):
 
 
 @torch.no_grad()
-def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None):
+def evaluate_glue(model, task, dev_sets, batch_size=32, autocast=contextlib.nullcontext, bucket=None, rows=None):
     """{dev split: {glue_metrics..., "loss": mean classifier_loss}} of an encoder with a head (model.classify) on
     encoded GLUE examples (data.glue_examples); the prediction is the argmax, or STS-B's score. bucket: as
-    data.collate's (train.py's CPU bf16 runs)."""
+    data.collate's (train.py's CPU bf16 runs). rows: a list that gets each example's {split, index, label,
+    prediction}."""
     training, device, out = model.training, next(model.parameters()).device, {}
     model.eval()
     for split, examples in dev_sets.items():
         logits = {}
-        for rows, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0),  # GPT-2: none
-                                      bucket=bucket):
+        for at, b in sorted_batches(examples, batch_size, getattr(model.config, "pad_id", 0),  # GPT-2: none
+                                    bucket=bucket):                # (at: the batch's example indices)
             b = {k: v.to(device) for k, v in b.items()}
             with autocast():
-                logits.update(zip(rows, model.classify(b["input_ids"], b["attention_mask"],
-                                                       b["token_type_ids"]).float()))
+                logits.update(zip(at, model.classify(b["input_ids"], b["attention_mask"],
+                                                     b["token_type_ids"]).float()))
         z = finite(model, torch.stack([logits[i] for i in range(len(examples))]).cpu(), f"{split}: the logits")
         y = torch.tensor([e["labels"] for e in examples])                 # (N,) class indices or scores
         predictions = z[:, 0] if z.shape[1] == 1 else z.argmax(1)  # (N,)
+        rows is None or rows.extend(dict(split=split, index=i, label=a, prediction=b) for i, (a, b) in enumerate(zip(
+            y.tolist(), predictions.tolist())))  # (the lists glue_metrics scores: STS-B's float32 scores as floats)
         out[split] = dict(glue_metrics(task, predictions.tolist(), y.tolist()),
                           loss=classifier_loss(z, y).item() / len(y))
     model.train(training)
@@ -99,9 +102,8 @@ def translate(model, tok, sources, prefix=T5_PREFIX, batch_size=32, num_beams=4,
     """Translations of `sources`, in order; batches of similar length (little padding), beam search, decoded.
     bucket: sources padded to data.bucket_length's lengths up to it (CPU bf16: few encoder shapes; the decoder
     runs one token a step)."""
-    order, out, dev = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
-        next(model.parameters()).device
-    training = model.training
+    order, out, dev, training = sorted(range(len(sources)), key=lambda i: len(sources[i])), [None] * len(sources), \
+        next(model.parameters()).device, model.training
     model.eval()  # no dropout while decoding
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -176,7 +178,7 @@ def context_length(model):
 # MMLU k-shot, as Hendrycks et al.'s evaluate.py builds it
 
 @torch.no_grad()
-def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=print):
+def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=print, rows=None):
     """{subjects: {name: accuracy}, macro: their mean (QLoRA's), micro: over all questions (evaluate.py's "Average
     accuracy"), questions: n, shots: the worked examples a prompt starts with, k or fewer where a dev file holds fewer
     (the fewest of any subject), shortened: how many prompts had fewer than that subject's, to fit, cut: how many did
@@ -185,26 +187,29 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
     Prompts of a subject share their first few hundred tokens: the previous prompt's KV cache is reused up to where
     the token ids first differ (causal attention: keys and values of the shared part do not depend on what follows).
     data: MMLU's data/ folder, or its rows as evalcli.mmlu_rows read them ({subject: (dev rows, test rows)}, chosen
-    already)."""
-    rows = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
+    already). rows: a list that gets each question's {subject, index (its test row), gold, prediction (the largest
+    logit's), correct, shots, cut, logprobs: " A" .. " D"'s log-probabilities over the vocabulary}."""
+    data = data if isinstance(data, dict) else mmlu_rows(data, subjects, k)
     max_len, letters, encode = max_len or context_length(model), answer_ids(tok), mmlu_encoder(tok)
     device, acc, hits, total, shortened, cuts, shots_given = next(model.parameters()).device, {}, 0, 0, 0, 0, k
-    for s, (dev, test) in rows.items():
-        dev, test = dev[:k], test[:limit]
-        shots_given = min(shots_given, len(dev))
+    for s, (dev, test) in data.items():
+        dev, test, shots_given = dev[:k], test[:limit], min(shots_given, len(dev[:k]))
         seen, cache, right, fewer, cut = [], [{}] * model.config.n_layer, 0, 0, 0
-        for row in test:
+        for q, row in enumerate(test):
             for shots in range(len(dev), -1, -1):
                 ids = encode(s, dev, row, shots)  # tok.encode(data.mmlu_prompt(s, dev, row, shots))
                 if len(ids) <= max_len:
                     break
-            fewer, cut = fewer + (shots < len(dev)), cut + (len(ids) > max_len)
+            fewer, cut = fewer + (shots < len(dev)), cut + (over := len(ids) > max_len)
             ids = ids[-max_len:]  # too long even zero-shot: keep the end, where the answer goes (said: cut)
             n = min(len(ids) - 1, next((i for i, (a, b) in enumerate(zip(ids, seen)) if a != b), len(seen)))
             cache = [{"k": c["k"][:, :, :n], "v": c["v"][:, :, :n]} if n else {} for c in cache]  # (B, nkv, n, hd)
             logits = model(torch.tensor([ids[n:]], device=device), cache=cache, last_only=True)[0, -1]  # (vocab,)
-            right += "ABCD"[int(finite(model, logits[letters], f"mmlu: {s}'s logits").argmax())] == row[5]
-            seen = ids
+            pick = "ABCD"[int(finite(model, logits[letters], f"mmlu: {s}'s logits").argmax())]
+            right, seen = right + (pick == row[5]), ids
+            rows is None or rows.append(dict(subject=s, index=q, gold=row[5], prediction=pick, correct=pick == row[5],
+                                             shots=shots, cut=over,
+                                             logprobs=logits.float().log_softmax(-1)[letters].tolist()))
         acc[s], hits, total = right / len(test), hits + right, total + len(test)
         log(f"{acc[s]:.3f}  {s} ({len(test)} questions, {len(dev)}-shot" + (
             f"; {fewer} with fewer worked examples, to fit {max_len} tokens" if fewer else "") + (
@@ -218,7 +223,7 @@ def mmlu(model, tok, data, subjects=None, k=5, limit=None, max_len=None, log=pri
 # Perplexity, generation
 
 @torch.no_grad()
-def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
+def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0, rows=None):
     """(exp(mean NLL), scored tokens). Each document is cut into windows of seq_len tokens (default: the model's
     context) starting every `stride` (default seq_len: no overlap); a window scores only targets no earlier window
     scored, so a stride < seq_len gives later windows more context. A window's first token has no context in it.
@@ -226,19 +231,20 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
     tokens: windows scored together, shortest first, up to that many tokens a forward pass (an NF4 base dequantizes
     every weight each pass: 150 short records were 150 passes), right-padded and unscored (causal: no real token sees
     the padding); 0: one window a pass. bucket: a pass's length right-padded to data.bucket_length's few lengths up to
-    it (and seq_len); CPU bf16, where each length costs oneDNN's caches (bucket_limit)."""
+    it (and seq_len); CPU bf16, where each length costs oneDNN's caches (bucket_limit). rows: a list that gets each
+    window's {document (index in docs), begin, tokens scored, nll: their sum, to rounding its share of the pass's}."""
     seq_len = seq_len or context_length(model)
     stride, device, windows = stride or seq_len, next(model.parameters()).device, []
     if not 0 < stride <= seq_len:
         raise ValueError(f"--stride {stride} with --seq-len {seq_len}: windows further apart than they are long "
                          f"leave the tokens between them unscored; give --stride {seq_len} or less")
-    for ids, start in docs:
+    for d, (ids, start) in enumerate(docs):
         done = max(start, 1)  # index of the first target still to score: token 0 has nothing before it
         for begin in range(0, len(ids) - 1, stride):
             window = ids[begin:begin + seq_len]
             first = max(done - begin, 1)  # its first target not scored yet
             if first < len(window):
-                windows.append((window, first))
+                windows.append((window, first, d, begin))
                 done = begin + len(window)
     if not windows:
         raise ValueError("perplexity: no token to score (each document needs at least 2 tokens)")
@@ -250,14 +256,17 @@ def perplexity(model, docs, seq_len=None, stride=None, bucket=None, tokens=0):
         j = i + 1                                # rows i..j-1, the longest last
         while tokens and j < len(windows) and (j + 1 - i) * length(len(windows[j][0])) <= tokens:
             j += 1
-        rows = windows[i:j]
-        T = length(max(len(w) for w, _ in rows))
+        batch = windows[i:j]
+        T = length(max(len(w) for w, *_ in batch))
         if bucket and tokens:                    # and as many rows as that length's full pass: one shape a length
-            rows = rows + [([], 0)] * (max(1, tokens // T) - len(rows))  # (unscored rows)
-        ids = torch.tensor([w + [0] * (T - len(w)) for w, _ in rows], device=device)
-        labels = torch.tensor([[-100] * f + w[f:] + [-100] * (T - len(w)) for w, f in rows], device=device)
-        count = sum(len(w) - f for w, f in rows)  # -100: unscored
-        loss = finite(model, model(ids, labels=labels), "perplexity: the loss")  # (a mean: no (T, vocab) logits)
+            batch = batch + [([], 0, None, 0)] * (max(1, tokens // T) - len(batch))  # (unscored rows)
+        ids = torch.tensor([w + [0] * (T - len(w)) for w, *_ in batch], device=device)
+        labels = torch.tensor([[-100] * f + w[f:] + [-100] * (T - len(w)) for w, f, *_ in batch], device=device)
+        count = sum(len(w) - f for w, f, *_ in batch)  # -100: unscored
+        with final_hidden(model, rows is not None) as h:  # h[0]: (B, T, C), the hidden states the loss read
+            loss = finite(model, model(ids, labels=labels), "perplexity: the loss")  # (a mean: no (T, vocab) logits)
+        rows is None or rows.extend(dict(document=d, begin=b, tokens=len(w) - f, nll=(len(w) - f) * lm_loss(
+            h[0][[r]], model.lm_head, labels[[r]]).item()) for r, (w, f, d, b) in enumerate(batch) if w)
         nll, n, i = nll + loss.item() * count, n + count, j
     return exp(nll / n), n
 
@@ -267,15 +276,21 @@ def exp(x):
     return math.exp(x) if x < 709.78 else math.inf
 
 
-def records_perplexity(model, docs, seq_len, stride, bucket):
+def records_perplexity(model, docs, seq_len, stride, bucket, rows=None):
     """perplexity over records, scored in two parts: each record cut at seq_len, as train.py's validation loss cuts it
     at its --seq-len (one whose prompt fills it left out: data.tokenize_records), and the tokens past it. Returns the
-    perplexity, its tokens and the parts, {"cut": (perplexity, tokens, records), "past": ...} (evalcli.records_note)."""
-    cut = [(ids[:seq_len], start) for ids, start in docs if start < seq_len]
-    past = [(ids, max(start, seq_len)) for ids, start in docs if len(ids) > seq_len]  # (perplexity's later windows)
-    (p, m), (q, k) = (perplexity(model, d, seq_len, stride, bucket, 4096) if d else (math.nan, 0) for d in (cut, past))
+    perplexity, its tokens and the parts, {"cut": (perplexity, tokens, records), "past": ...} (evalcli.records_note).
+    rows: perplexity's, each with its part, its document the record's index in docs."""
+    parts, got = dict(cut=[(i, ids[:seq_len], s) for i, (ids, s) in enumerate(docs) if s < seq_len],
+                      past=[(i, ids, max(s, seq_len)) for i, (ids, s) in enumerate(docs) if len(ids) > seq_len]), {}
+    for part, d in parts.items():
+        windows = None if rows is None else []
+        got[part] = perplexity(model, [x[1:] for x in d], seq_len, stride, bucket, 4096, windows) if d else (
+            math.nan, 0)
+        rows is None or rows.extend(dict(w, part=part, document=d[w["document"]][0]) for w in windows)
+    (p, m), (q, k) = got.values()
     ppl = exp(sum(math.log(x) * y for x, y in ((p, m), (q, k)) if y) / (m + k))
-    return ppl, m + k, dict(cut=(p, m, len(cut)), past=(q, k, len(past)))
+    return ppl, m + k, dict(cut=(p, m, len(parts["cut"])), past=(q, k, len(parts["past"])))
 
 
 @torch.no_grad()
@@ -319,7 +334,8 @@ def main(argv=None):
 
 
 def command(argv=None):
-    """Check the flags (evalcli.parse_args), load the model (its adapter too), run the task: its lines, a JSON line."""
+    """Check the flags (evalcli.parse_args), load the model (its adapter too), run the task: its lines, a JSON line;
+    with --predictions, each example's row (evalcli.write_predictions)."""
     args, given = parse_args(argv)
     if args.plot:                                              # --plot draws, and evaluates nothing
         return plot(args.plot, args.out)
@@ -339,44 +355,32 @@ def command(argv=None):
                             args.device, *needs, tok)
     before = dict(model.named_modules()) if task == "generate" and args.adapter else {}  # generate: the base's too,
     model = with_adapter(model, args.adapter, args.model) if before else model  # the adapter checked before them
+    rows, out = [] if args.predictions else None, None          # (each example's, for --predictions)
     if task == "squad":                                         # (a causal LM answers from its context: length)
-        result, pred = evaluate_squad(model, tok, data, args.batch_size, length, args.stride or 128,
-                                      bucket=bucket_limit(model, length))
-        for qa in [a["paragraphs"][0]["qas"][0] for a in data[:3]]:
-            print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
-        print(f"SQuAD v1.1 dev, {len(data)} questions: exact match {result['exact_match']:.2f}  F1 "
-              f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
+        result, out = evaluate_squad(model, tok, data, args.batch_size, length, args.stride or 128,
+                                     bucket=bucket_limit(model, length))
+        squad_said(data, out, result)
     elif glue:
         dev = {s: e[:args.limit] for s, e in glue_examples(glue, tok, length, args.data_dir, train=False)[1].items()}
         in_glue_order(model, path, glue, args.adapter)        # a fine-tuned head naming its classes otherwise
-        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length))
-        for split, scores in result.items():
-            print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in
-                                                                                 scores.items()))
+        result = evaluate_glue(model, glue, dev, args.batch_size, bucket=bucket_limit(model, length), rows=rows)
+        glue_said(task, dev, result)
     elif task == "wmt16-en-ro":
-        result, hypotheses = evaluate_translation(model, tok, data, batch_size=args.batch_size,
-                                                  bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
-                                                  num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
-        for (source, target), hyp in list(zip(data, hypotheses))[:3]:
-            print(f"  {source}\n    -> {hyp}\n    reference: {target}")
+        result, out = evaluate_translation(model, tok, data, batch_size=args.batch_size,
+                                           bucket=bucket_limit(model, 1 << 16),  # (T5: no position limit)
+                                           num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
         result["sentences"] = len(data)
-        print(f"WMT16 En-Ro test, {len(data)} sentences, beam {args.num_beams}: {metrics.score_line(result)}")
+        translations_said(data, out, result, args.num_beams)
     elif task == "mmlu":
-        result = mmlu(model, tok, data, k=args.shots, limit=args.limit, max_len=length)  # (task_data's rows)
-        fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
-        fewer += f" ({result['cut']} cut at the start, their question's start lost: give a longer --seq-len)" * bool(
-            result["cut"])  # (were said as prompts with fewer worked examples alone)
-        fewer += f" (--shots {args.shots}: a dev file holds {result['shots']})" if result["shots"] < args.shots else ""
-        print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
-              f"subjects (their mean: QLoRA's MMLU score), micro {result['micro']:.4f} over {result['questions']} "
-              "questions (evaluate.py's \"Average accuracy\")")
+        result = mmlu(model, tok, data, k=args.shots, limit=args.limit, max_len=length, rows=rows)  # (task_data's)
+        mmlu_said(result, args.shots)
     elif task == "perplexity":
         bucket = bucket_limit(model, length)  # 4096 tokens a pass: ~a long window, or many short records
         if args.data.lower().endswith((".json", ".jsonl")):  # records (a run's heldout.jsonl): as train.py cuts them
-            ppl, n, parts = records_perplexity(model, data, length, args.stride, bucket)
+            ppl, n, parts = records_perplexity(model, data, length, args.stride, bucket, rows)
             note, more = records_note(data, length, parts)
         else:
-            (ppl, n), more = perplexity(model, data, length, args.stride, bucket, 4096), {}
+            (ppl, n), more = perplexity(model, data, length, args.stride, bucket, 4096, rows), {}
             note = windows_said(path, length, args.stride, args.seq_len)  # (the figure moves with them)
         result = dict(perplexity=ppl, tokens=n, **more)
         print(f"perplexity {ppl:.4f} over {n} tokens" + note + trained_on(args, "--data", args.data))
@@ -384,15 +388,11 @@ def command(argv=None):
         with base_only(model, before):  # one at a time, unpadded (as MMLU's): bf16's answers as transformers'
             base = generate_answers(model, tok, data, args.max_new_tokens, ended=(ended := []))
         tuned = generate_answers(model, tok, data, args.max_new_tokens, ended=ended) if args.adapter else None
-        for r, x, y in zip(data, base, tuned or [""] * len(data)):
-            print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
-            print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
-        eos_note(path, tok, ended)  # (answers transformers' generate would run on past: said once)
-        if note := trained_on(args, "--prompts", args.prompts):  # (instructions the adapter trained on)
-            print(note.lstrip("\n"))
+        answers_said(args, path, tok, data, base, tuned, ended)
         result = dict(answers=[dict(base=x, **{"adapted": tuned[i]} if tuned else {}) for i, x in enumerate(base)])
         # (no adapter: no "adapted" answer; it read "" as if an adapter had answered nothing)
-    print(json.dumps(dict(task=task, **result)))
+    print(json.dumps(line := dict(task=task, **result)))
+    args.predictions and write_predictions(args, sys.argv[1:] if argv is None else argv, line, rows, data, out)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,24 @@ another task's head are said).
   base for a while (--task generate's `side_by_side`; `eos_note`: the answers the tokenizer's EOS alone ended). TAKES:
   the model types each task takes. `bucket_limit`: the length eval.py's runs pad to where the loaded model multiplies
   bf16 on a CPU (train.py's, from flags: plan.bucket).
+- What eval.py prints of each task (`squad_said`, `glue_said`, `translations_said`, `mmlu_said`, `answers_said`), and
+  --predictions: `predictions_problem` (checked in parse_args, before the model loads), `write_predictions` (each
+  example's row, `example_rows`, written whole once the run ends); `final_hidden`: the hidden states perplexity's
+  loss read, for each window's NLL.
 Leaves out: running the task (eval.command does, after parse_args) and fetching a model (train.py --download).
 `python eval.py --help` prints every flag.
 """
 import argparse
 import contextlib
+import errno
 import itertools
 import json
 import os
 import re
+import shlex
 import sys
 import textwrap
+import time
 
 import torch
 
@@ -41,12 +48,13 @@ from checkpoint import atomic_write, files_fingerprint, read_json, release
 from checks import (adapter_config, check_model, check_new_tokens, check_seq_len, context, dtype_name,  # noqa
                     given_flags, no_effect, not_a_model, not_causal, ranged, repeated, run_folder, runs_instead,
                     unexpanded, unwritable)  # (F401: evalcli.not_a_model, as before)
-from data import (GLUE, UserError, alpaca_prompt, cache_dir, data_fingerprint, fingerprint, mmlu_dir, mmlu_example,
-                  mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts, read_records, read_squad,
-                  read_translation, task_kind)
+from data import (GLUE, SQUAD_FILES, UserError, alpaca_prompt, cache_dir, data_fingerprint, fingerprint, mmlu_dir,
+                  mmlu_example, mmlu_prompt, one_per_question, perplexity_docs, read_mmlu_csv, read_prompts,
+                  read_records, read_squad, read_translation, task_kind)
 from tokenizer import (GPT2_PATTERN, LLAMA3_PATTERN, BPETokenizer, SentencePieceTokenizer, check_vocab, load_tokenizer,
                        sentencepiece_settings, tokenizer_changes, tokenizer_files, tokenizer_unchecked)
 from download import HF_REPOS, resolve_model
+from metrics import score_line, squad_f1, squad_normalize
 from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, probe_verdict, saved_whole, whole_dir
 from lorasp import LINEAR_TYPES, LoRASPLinear, adapter_base, load_adapter, matches
@@ -102,6 +110,17 @@ def parser():
     a("--num-beams", type=ranged(int, 1), default=4, help="wmt16-en-ro: beam width (1: greedy); length penalty 0.6")
     a("--batch-size", type=ranged(int, 1), default=32, help="glue, wmt16-en-ro: examples per forward pass; squad: "
       "windows")
+    a("--predictions", metavar="FILE", help="also write each example's row to FILE, whole once the last example is "
+      "scored (Ctrl-C: nothing written; an earlier FILE is kept until then), its form by its extension: .jsonl (every "
+      "task): JSON Lines, line 1 {\"run\": the JSON line printed, the command, every flag, the model's and adapter's "
+      "paths and fingerprints}, then a line an example: mmlu {subject, index (0: the test file's first question), "
+      "gold, prediction, correct, shots, cut, logprobs of A..D}, glue {split, index (in the dev split as read), label, "
+      "prediction (STS-B: the score)}, wmt16-en-ro {index, source, reference, hypothesis}, squad {id, question, "
+      "prediction, answers, exact_match, f1}, perplexity {document, begin, tokens, nll (summed), and part for "
+      "records}, generate {index, record, base, adapted}; wmt16-en-ro .txt: the hypotheses, a line each, in the test "
+      "pairs' order (sacrebleu test.ro -i FILE.txt); squad .json: {id: answer} (evaluate-v1.1.py's predictions); "
+      "these two with the run's line beside them, in FILE.txt.run.json, FILE.json.run.json. Any other extension is "
+      "refused, before the model loads")
     a("--plot", nargs="+", metavar="RUN_DIR", help="draw the loss curves in these runs' metrics.jsonl")
     a("--out", default="loss.svg", help="--plot: the SVG file to write")
     return ap
@@ -116,7 +135,11 @@ def parse_args(argv=None):
         ap.error(problem)
     given = given_flags(ap, argv)
     repeated(ap, argv, lists=["--subjects", "--plot"])       # argparse keeps the last, without a word
-    unexpanded(ap, args, ["--model", "--adapter", "--data", "--data-dir", "--prompts", "--plot", "--out"])
+    unexpanded(ap, args, ["--model", "--adapter", "--data", "--data-dir", "--prompts", "--plot", "--out",
+                          "--predictions"])
+    if args.predictions and (args.plot or not args.task):     # (a file expected, none written, a note alone)
+        ap.error(f"--predictions {args.predictions}: " + ("--plot draws loss curves and evaluates no example" if
+                 args.plot else "no --task, no example") + ": give --task (and --model) to write each example's row")
     if args.plot:                                              # --plot draws, and evaluates nothing
         no_effect(sorted(given - {"--plot", "--out"}), " with --plot (it draws the runs' loss curves and evaluates "
                   "nothing)")
@@ -137,6 +160,8 @@ def parse_args(argv=None):
     args.adapter = args.adapter and adapter_folder(args.adapter)
     args.quant = base_quant(args.model, args.adapter, args.quant, task)
     model_path(args.model)                                     # a mistyped --model: said before any download
+    if args.predictions and (problem := predictions_problem(args)):  # (not hours later, the scores printed alone)
+        ap.error(problem)
     return args, given
 
 
@@ -754,3 +779,160 @@ def answer_ids(tok):
     if len(set(ids)) != 4:
         raise ValueError(f"' A'..' D' do not start with four different tokens: {ids}")
     return ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# What eval.py prints of a task's result, and --predictions: each example's row, in a file
+
+def squad_said(data, pred, result):
+    """--task squad's lines: the first three questions' answers beside their gold ones, then the scores."""
+    for qa in [a["paragraphs"][0]["qas"][0] for a in data[:3]]:
+        print(f"  {qa['question']} -> {pred.get(qa['id'])!r} (gold: {[a['text'] for a in qa['answers']]})")
+    print(f"SQuAD v1.1 dev, {len(data)} questions: exact match {result['exact_match']:.2f}  F1 "
+          f"{result['f1']:.2f}" + (f"  BLEU {result['bleu']:.2f}" if "bleu" in result else ""))
+
+
+def glue_said(task, dev, result):
+    """--task glue/TASK's line for each dev split: its examples and metrics."""
+    for split, scores in result.items():
+        print(f"{task} {split}, {len(dev[split])} examples: " + "  ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+
+
+def translations_said(pairs, hypotheses, result, num_beams):
+    """--task wmt16-en-ro's lines: the first three translations beside their references, then the scores."""
+    for (source, target), hyp in list(zip(pairs, hypotheses))[:3]:
+        print(f"  {source}\n    -> {hyp}\n    reference: {target}")
+    print(f"WMT16 En-Ro test, {len(pairs)} sentences, beam {num_beams}: {score_line(result)}")
+
+
+def mmlu_said(result, shots):
+    """--task mmlu's line: both averages, and the prompts that held fewer worked examples than --shots, or were cut."""
+    fewer = f" ({result['shortened']} prompts with fewer, to fit)" if result["shortened"] else ""
+    fewer += f" ({result['cut']} cut at the start, their question's start lost: give a longer --seq-len)" * bool(
+        result["cut"])  # (were said as prompts with fewer worked examples alone)
+    fewer += f" (--shots {shots}: a dev file holds {result['shots']})" if result["shots"] < shots else ""
+    print(f"MMLU {result['shots']}-shot{fewer}: macro {result['macro']:.4f} over {len(result['subjects'])} "
+          f"subjects (their mean: QLoRA's MMLU score), micro {result['micro']:.4f} over {result['questions']} "
+          "questions (evaluate.py's \"Average accuracy\")")
+
+
+def answers_said(args, path, tok, records, base, tuned, ended):
+    """--task generate's answers, the base's beside the adapter's, and the notes on them (eos_note, trained_on)."""
+    for r, x, y in zip(records, base, tuned or [""] * len(records)):
+        print(f"\n### {r['instruction']}" + (f"\n    {r['input']}" if r.get("input") else ""))
+        print(side_by_side("[base] " + x, f"[{args.adapter or 'no adapter'}] " + y))
+    eos_note(path, tok, ended)  # (answers transformers' generate would run on past: said once)
+    if note := trained_on(args, "--prompts", args.prompts):  # (instructions the adapter trained on)
+        print(note.lstrip("\n"))
+
+
+@contextlib.contextmanager
+def final_hidden(model, wanted=True):
+    """A list that gets the hidden states (B, T, C) a causal LM's head reads, each forward while the block runs: its
+    final norm's output (Llama's model.norm, GPT-2's transformer.ln_f), eval.perplexity's per window; none unwanted."""
+    got, norm = [], model.model.norm if hasattr(model, "model") else model.transformer.ln_f
+    hook = norm.register_forward_hook(lambda module, inputs, output: got.append(output)) if wanted else None
+    try:
+        yield got
+    finally:
+        hook is None or hook.remove()
+
+
+# the extensions --predictions takes besides .jsonl (every task's): one task's outputs in the form another tool reads
+OTHER_FORMS = {".txt": ("wmt16-en-ro", "the hypotheses, a line each: sacreBLEU's input"),
+               ".json": ("squad", "{id: answer}: evaluate-v1.1.py's predictions file")}
+
+
+def predictions_problem(args):
+    """What is wrong with --predictions FILE, said before the model loads (else after hours, the scores printed
+    alone): an extension the task has no form for, a folder, a folder that is not there or where nothing can be
+    written, the file of the data the task reads, a path inside --model's or --adapter's folder; None if nothing."""
+    path, task = args.predictions, args.task
+    ext, forms = os.path.splitext(path)[1].lower(), [".jsonl", *(e for e, (t, _) in OTHER_FORMS.items() if t == task)]
+    if os.path.isdir(path):
+        return f"--predictions {path} is a folder: give a file's name (in it: {os.path.join(path, 'p.jsonl')})"
+    if ext not in forms:
+        return (f"--predictions {path}: --task {task} writes " + " or ".join(
+            f"{e} ({OTHER_FORMS[e][1]})" if e in OTHER_FORMS else ".jsonl (JSON Lines, a line per example)"
+            for e in forms) + f", not {ext or 'a file without an extension'}" + (
+            f" ({ext} is --task {OTHER_FORMS[ext][0]}'s: {OTHER_FORMS[ext][1]})" if ext in OTHER_FORMS else ""))
+    folder = os.path.dirname(os.path.abspath(path))
+    if ext != ".jsonl" and os.path.isdir(beside := path + ".run.json"):
+        return f"--predictions {path}: {beside}, where the run's line goes, is a folder: give another name"
+    if not os.path.isdir(folder):
+        return (f"--predictions {path}: no folder {folder} (eval.py makes none): make it first (mkdir -p {folder}), "
+                "or give a file in a folder that is there")
+    if problem := unwritable("--predictions", path, folder):
+        return problem
+    inputs = [("--data", args.data), ("--prompts", args.prompts)]
+    if task == "squad":
+        inputs.append(("--data-dir", os.path.join(args.data_dir or cache_dir("squad"), SQUAD_FILES["dev"][0])))
+    if task == "wmt16-en-ro":
+        pairs = args.data_dir or cache_dir(task)
+        inputs += [("--data-dir", os.path.join(pairs, f"test.{e}")) for e in ("jsonl", "en", "ro")]
+    for flag, f in inputs:
+        if f and same_path(path, f):
+            return (f"--predictions {path} is the file {task} reads ({flag}: {f}): writing it would replace the data; "
+                    "give another name")
+    adapter = [("--adapter", args.adapter)] if args.adapter else []
+    for flag, d in [("--model", model_path(args.model))] + adapter:
+        if (same := same_path(path, d)) or os.path.realpath(path).startswith(os.path.join(os.path.realpath(d), "")):
+            return (f"--predictions {path} is {'' if same else 'inside '}{flag} {d}, whose files are the checkpoint's "
+                    "(one written there replaces one of them, or is read with them): write it outside, beside it")
+    return None
+
+
+def same_path(a, b):
+    """Whether paths a and b name one file: the same real path, or (both there) the same file under two names."""
+    return os.path.realpath(a) == os.path.realpath(b) or os.path.exists(a) and os.path.exists(b) and os.path.samefile(
+        a, b)
+
+
+def example_rows(task, rows, data, out, line):
+    """Each example's row: eval.py's (mmlu, glue, perplexity: rows), or made here from the task's data and outputs
+    (out: squad's {id: answer}, wmt16-en-ro's hypotheses; generate's answers in the printed line)."""
+    if task == "squad":
+        qas = [qa for a in data for p in a["paragraphs"] for qa in p["qas"]]
+        gold = [[a["text"] for a in qa["answers"]] for qa in qas]
+        return [dict(id=qa["id"], question=qa["question"], prediction=(p := out.get(qa["id"])), answers=g,
+                     exact_match=100.0 * max(squad_normalize(p) == squad_normalize(t) for t in g) if p is not None
+                     else 0.0, f1=100.0 * max(squad_f1(p, t) for t in g) if p is not None else 0.0)
+                for qa, g in zip(qas, gold)]  # (each question's, as squad_scores counts it)
+    if task == "wmt16-en-ro":
+        return [dict(index=i, source=s, reference=t, hypothesis=h) for i, ((s, t), h) in enumerate(zip(data, out))]
+    if task == "generate":
+        return [dict(index=i, record=r, **a) for i, (r, a) in enumerate(zip(data, line["answers"]))]
+    return rows
+
+
+def write_predictions(args, argv, line, rows, data, out):
+    """--predictions FILE, written whole (checkpoint.atomic_write) in the form its extension names (the parser's
+    --help): JSON Lines, the run's line first; or another tool's form, the run's line beside it in FILE.run.json."""
+    path, ext = args.predictions, os.path.splitext(args.predictions)[1].lower()
+    rows = example_rows(args.task, rows, data, out, line)
+    adapter = args.adapter and os.path.abspath(args.adapter)
+    run = dict(run=dict(result=line, command=shlex.join(["python", "eval.py", *argv]), examples=len(rows),
+                        model=os.path.abspath(model_path(args.model)), model_fingerprint=files_fingerprint(
+                            model_path(args.model)), adapter=adapter, adapter_files=adapter and adapter_digest(adapter),
+                        written=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        flags={k: v for k, v in vars(args).items() if k not in ("plot", "out")}))
+    if ext == ".txt":                                          # (a line break in one shifts every later line)
+        if broken := [r["index"] for r in rows if re.search("[\r\n]", r["hypothesis"])]:
+            print(f"warning: {len(broken)} hypotheses hold a line break (the first: test pair {broken[0] + 1}): "
+                  f"{path} has a space there, one line each (a .jsonl keeps them)", file=sys.stderr)
+        text = "".join(re.sub("\r\n|[\r\n]", " ", r["hypothesis"]) + "\n" for r in rows)
+    elif ext == ".json":                                       # (no answer, no window with context: scored 0)
+        text = json.dumps({r["id"]: r["prediction"] for r in rows if r["prediction"] is not None})
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in [run, *rows])
+    for name, body in [(path, text)] + [(path + ".run.json", json.dumps(run, indent=1))] * (ext != ".jsonl"):
+        try:
+            with atomic_write(name, "w") as f:
+                f.write(body)
+        except OSError as e:                                   # (a full disk: the scores printed, the file named)
+            raise UserError(f"--predictions {name} ({len(body.encode()):,} bytes) could not be written: "
+                            f"{e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); " + (
+                                "the file there is as it was" if os.path.exists(name) else "nothing written") +
+                            " (the scores: the JSON line above)") from e
+    print(f"predictions: {len(rows)} examples, {path}" + (f" (the run: {path}.run.json)" if ext != ".jsonl" else ""),
+          file=sys.stderr)

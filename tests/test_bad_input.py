@@ -520,6 +520,58 @@ def _(ctx):  # (was the earlier loss.svg cut to its first 100 bytes of the new p
     raise e.value
 
 
+def predictions_into(ctx, where, *more, task=("--task", "perplexity")):
+    """eval.py with --predictions `where` (a path under ctx.tmp), refused before the model loads (and before the
+    data is read: the refusal is at parse time)."""
+    ctx.mp.setattr(E, "load_model", lambda *a, **k: pytest.fail("the model loaded first"))
+    E.main([*task, "--model", ctx.tiny[0], "--data", ctx.tiny[1], *more, "--predictions", str(ctx.tmp / where)])
+
+
+case("eval.py --predictions in a folder that is not there: refused before the model loads", 2,
+     "/no/such/p.jsonl: no folder ")(  # (unchecked: the scores, then "No such file or directory", hours later)
+    lambda ctx: predictions_into(ctx, "no/such/p.jsonl"))
+case("eval.py --predictions a folder: refused before the model loads", 2, "is a folder: give a file's name (in it: ")(
+    lambda ctx: predictions_into(ctx, "."))
+case("eval.py --predictions the --data file it scores (heldout.jsonl): refused, the records kept", 2,
+     "/heldout.jsonl is the file perplexity reads (--data: ")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", held := records_file(ctx, "".join(
+        json.dumps(r) + "\n" for r in json.load(open(ctx.tiny[1]))[:4]), "heldout.jsonl"), "--predictions", held]))
+# (unchecked: the records scored, then the file replaced by their rows)
+case("eval.py --predictions inside --model's folder: refused (a file there is read, or replaced, as its own)", 2,
+     "is inside --model ")(
+    lambda ctx: E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--predictions",
+                        os.path.join(ctx.tiny[0], "config.jsonl")]))
+case("eval.py --predictions with --plot: refused (it draws loss curves; no example, no file)", 2,
+     "--predictions p.jsonl: --plot draws loss curves and evaluates no example")(
+    lambda ctx: E.main(["--plot", "run", "--predictions", "p.jsonl"]))  # (as other flags: "has no effect", a note)
+case("eval.py --predictions FILE.txt for a task with no text form (mmlu): refused, the forms named", 2,
+     "--task mmlu writes .jsonl (JSON Lines, a line per example), not .txt (.txt is --task wmt16-en-ro's: the "
+     "hypotheses, a line each: sacreBLEU's input)")(
+    lambda ctx: predictions_into(ctx, "out.txt", task=("--task", "mmlu")))
+
+
+@case("eval.py --predictions where no file can be written (EFBIG): refused before the model loads", 2,
+      "no file can be written in ")
+def _(ctx):  # (unchecked: the scores printed, then "could not be written: File too large", after the whole run)
+    with nothing_writes():
+        predictions_into(ctx, "p.jsonl")
+
+
+@case("eval.py --predictions: the disk fills while the file is written: named, the earlier file there kept", SystemExit,
+      "p.jsonl (")
+def _(ctx):
+    (p := ctx.tmp / "p.jsonl").write_text("the earlier run's\n")
+    with nothing_writes(100), pytest.raises(SystemExit) as e:
+        E.main(["--task", "perplexity", "--model", ctx.tiny[0], "--data", ctx.tiny[1], "--seq-len", "16",
+                "--predictions", str(p)])
+    assert p.read_text() == "the earlier run's\n" and sorted(os.listdir(ctx.tmp)) in (["cache", "p.jsonl"], [
+        "p.jsonl"]), os.listdir(ctx.tmp)                                # (no temporary left)
+    assert "could not be written: File too large (EFBIG); the file there is as it was (the scores: the JSON line " \
+        "above)" in e.value.code, e.value.code
+    assert json.loads(ctx.capsys.readouterr().out.strip().splitlines()[-1])["task"] == "perplexity"
+    raise e.value
+
+
 for device, fragment in [("cuda:99", "--device cuda:99: torch sees"),  # no machine has it: a GPU's too
                          ("gpu", "--device gpu: lorasp runs on cpu or cuda")]:  # (were tracebacks from torch, after
     case(f"train.py: --device {device}", SystemExit, fragment)(                 # the memory plan; eval.py, model.py:

@@ -15,6 +15,7 @@ import torch.nn as nn
 from tokenizers import ByteLevelBPETokenizer
 
 import eval as E
+import evalcli
 import plot
 from data import alpaca_prompt, read_mmlu_csv, text_examples
 from lorasp import apply_lorasp, load_adapter, save_adapter
@@ -388,7 +389,7 @@ def test_generate_side_by_side(ckpt, tmp_path, capsys):
             assert a[key] == tok.decode([t for t in new if t != tok.eos_id]).strip()
         assert f"### {instruction}" in out
     assert len(answers) == 2 and answers[0]["base"] != answers[0]["adapted"]
-    assert E.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
+    assert evalcli.side_by_side("a b c", "d\ne", width=3) == "a b | d\nc   | e"
 
 
 def test_generate_checks_the_adapter_before_the_base_answers(ckpt, tmp_path, monkeypatch):
@@ -553,7 +554,6 @@ def test_seq_len_past_gpt2_positions_is_refused_before_the_weights_load(tmp_path
 def test_perplexity_reads_the_tokenizer_once(ckpt, tmp_path, monkeypatch, capsys):
     """perplexity's data is tokenized before the model loads (a bad record is named first); the model then takes that
     tokenizer (a real vocabulary takes seconds to read: it was read twice)."""
-    import evalcli
     import tokenizer
     read, real = [], tokenizer.load_tokenizer
     for module in (tokenizer, E, evalcli):
