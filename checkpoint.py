@@ -655,17 +655,21 @@ def tensor_names(files):
     return [n for f, r in read.items() for n in r[0]], read
 
 
-def prequantized(hf, source, quantize=None):
+def bnb_config(hf, source):
     """config.json's (hf, read from source) bitsandbytes 4-bit settings (quant_bnb.settings), None where it has no
-    quantization_config; another method is refused. Says, once, what the load makes of the NF4 weights: kept as
-    stored (quantize="nf4"), or dequantized (None), which costs memory and keeps NF4's rounding."""
-    if not hf.get("quantization_config"):
-        return None
-    settings, folder = quant_bnb.settings(hf["quantization_config"], source), os.path.dirname(source)
-    print(f"note: {folder} is a bitsandbytes 4-bit checkpoint: " + (
-        "its NF4 linears load as stored, nothing is quantized" if quantize else
-        "its NF4 linears are dequantized (--quant none): 3.9x their memory in bf16, 7.8x in float32, and they hold "
-        "NF4's rounding, not the original model's weights (--quant nf4 keeps them as stored)"), file=sys.stderr)
+    quantization_config; another method is refused."""
+    return quant_bnb.settings(hf["quantization_config"], source) if hf.get("quantization_config") else None
+
+
+def prequantized(hf, source, quantize=None):
+    """bnb_config, and once, where there are any, what the load makes of the NF4 weights: kept as stored
+    (quantize="nf4"), or dequantized (None), which costs memory and keeps NF4's rounding."""
+    if (settings := bnb_config(hf, source)) is not None:
+        print(f"note: {os.path.dirname(source)} is a bitsandbytes 4-bit checkpoint: " + (
+            "its NF4 linears load as stored, nothing is quantized" if quantize else
+            "its NF4 linears are dequantized (--quant none): 3.9x their memory in bf16, 7.8x in float32, and they "
+            "hold NF4's rounding, not the original model's weights (--quant nf4 keeps them as stored)"),
+            file=sys.stderr)
     return settings
 
 
@@ -673,9 +677,8 @@ def stored_nf4(path):
     """(the names of the weights a bitsandbytes 4-bit checkpoint folder holds in NF4, whether double-quantized), from
     config.json and the tensor names (no weight is read); None for any other folder: plan.py counts its base by it."""
     config = os.path.join(path, "config.json")
-    if not (os.path.isfile(config) and (hf := read_json(config)).get("quantization_config")):
+    if not os.path.isfile(config) or (settings := bnb_config(read_json(config), config)) is None:
         return None
-    settings = quant_bnb.settings(hf["quantization_config"], config)
     return set(quant_bnb.stored(tensor_names(hf_files(path))[0], config, settings)), settings["double_quant"]
 
 
