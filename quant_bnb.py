@@ -24,8 +24,6 @@ import torch
 
 # the keys of one NF4 weight in this form, after the weight's own name
 NF4_KEYS = ("", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4")
-# quant_storage: dtypes bitsandbytes packs the code bytes into (bf16 for FSDP); read back as the same bytes
-STORAGE = ("uint8", "int8", "float16", "bfloat16", "float32")
 UNQUANTIZED = "load the unquantized checkpoint (quantize='nf4', --quant nf4, quantizes it as it loads)"
 
 
@@ -49,9 +47,10 @@ def settings(qc, source):
     if (kind := qc.get("bnb_4bit_quant_type", "fp4")) != "nf4":   # (transformers' default is fp4)
         raise NotImplementedError(f"{what}.bnb_4bit_quant_type = {kind!r}: only NF4 is supported (QLoRA's; FP4 is "
                                   f"another 4-bit table): {UNQUANTIZED}")
-    if (storage := qc.get("bnb_4bit_quant_storage", "uint8")) not in STORAGE:
-        raise NotImplementedError(f"{what}.bnb_4bit_quant_storage = {storage!r}: the code bytes are read from "
-                                  f"{', '.join(STORAGE)} tensors only: {UNQUANTIZED}")
+    storage = qc.get("bnb_4bit_quant_storage", "uint8")     # the dtype the code bytes are packed in (bf16 for FSDP)
+    if not (isinstance(storage, str) and isinstance(getattr(torch, storage, None), torch.dtype)):
+        raise NotImplementedError(f"{what}.bnb_4bit_quant_storage = {storage!r} is not a torch dtype (uint8, "
+                                  "bfloat16, ...), which the packed codes are read from")
     skip = qc.get("llm_int8_skip_modules") or []
     if not (isinstance(skip, list) and all(isinstance(m, str) for m in skip)):
         raise ValueError(f"{what}.llm_int8_skip_modules = {skip!r} must be a list of module names")

@@ -91,8 +91,8 @@ def test_codes_and_values_are_the_checkpoints(dense, bnb, double_quant, capsys):
     """Every quantized linear loads as an NF4Linear whose weight dequantizes to bitsandbytes' own dequantize_4bit of
     the stored state, bit for bit; its codes are our quantizer's on the dense file, byte for byte, and so are its
     scales (double quantization: where bitsandbytes' CPU kernel did not pick the nearest 8-bit code, ours is nearer)."""
-    folder, hf = bnb["llama", double_quant]
-    ours, states, W = load_pretrained(folder, "nf4", torch.float32), stored_states(folder), dense_weights(dense["llama"])
+    (folder, hf), W = bnb["llama", double_quant], dense_weights(dense["llama"])
+    ours, states = load_pretrained(folder, "nf4", torch.float32), stored_states(folder)
     assert "is a bitsandbytes 4-bit checkpoint: its NF4 linears load as stored, nothing is quantized" in \
         capsys.readouterr().err
     layers = nf4_layers(ours)
@@ -139,6 +139,17 @@ def test_shards_and_index_load_as_one_file(dense, bnb, tmp_path):
     assert sorted(split) == sorted(whole)
     for n, w in whole.items():
         assert all(torch.equal(getattr(w, f), getattr(split[n], f)) for f in ("codes", "absmax", "nested_absmax"))
+
+
+def test_codes_packed_in_bf16_storage(dense, bnb, tmp_path):
+    """bnb_4bit_quant_storage bfloat16 (FSDP's): the same code bytes in a bf16 tensor, read as they are."""
+    bnb_save(dense["llama"], tmp_path, False, bnb_4bit_quant_storage=torch.bfloat16)
+    codes = checkpoint.read_safetensors_header(os.path.join(tmp_path, "model.safetensors"))[0][
+        "model.layers.0.self_attn.q_proj.weight"]
+    assert codes["dtype"] == "BF16"
+    ours = nf4_layers(load_pretrained(tmp_path, "nf4", torch.float32))
+    for n, m in nf4_layers(load_pretrained(bnb["llama", False][0], "nf4", torch.float32)).items():
+        assert torch.equal(m.weight.codes, ours[n].weight.codes) and torch.equal(m.weight.absmax, ours[n].weight.absmax)
 
 
 def test_a_skipped_module_stays_dense(dense, tmp_path):
