@@ -234,3 +234,14 @@ def test_train_on_it_and_the_adapter_loads_in_peft(tmp_path):
         out, base = ours(ids), load_pretrained(folder, "nf4", torch.float32)(ids)
     torch.testing.assert_close(out, logits(theirs, ids), rtol=0, atol=1e-4)
     assert (out - base).abs().max() > 1e-3                              # (the adapter trained: it moves the logits)
+    e = subprocess.run([sys.executable, os.path.join(ROOT, "export.py"), "--model", str(folder), "--adapter",
+                        str(tmp_path / "out"), "--out", str(tmp_path / "merged")], capture_output=True, text=True)
+    assert e.returncode == 0 and "the merged weights are its NF4 weights dequantized plus the update" in e.stderr
+    assert "quantization_config" not in json.load(open(tmp_path / "merged" / "config.json"))  # dense, said so
+    merged = load_pretrained(tmp_path / "merged", None, torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids), out, rtol=0, atol=1e-4)
+    for adapter in ([], ["--adapter", str(tmp_path / "out")]):         # generate.py: NF4 as stored, by default
+        g = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--model", str(folder), "--prompt",
+                            "hello", "--max-new-tokens", "3", *adapter], capture_output=True, text=True)
+        assert g.returncode == 0 and "its NF4 linears load as stored, nothing is quantized" in g.stderr, g.stderr
