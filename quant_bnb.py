@@ -28,8 +28,8 @@ UNQUANTIZED = "load the unquantized checkpoint (quantize='nf4', --quant nf4, qua
 
 
 def settings(qc, source):
-    """config.json's quantization_config (source: its path), if it is bitsandbytes' 4-bit NF4 -> {double_quant,
-    skip}; anything else is refused naming the field (transformers' defaults where a field is absent: fp4, no 8-bit)."""
+    """config.json's quantization_config (source: its path), if it is bitsandbytes' 4-bit NF4 -> {double_quant};
+    anything else is refused naming the field (transformers' defaults where a field is absent: fp4, no 8-bit)."""
     what = f"{source}: quantization_config"
     if not isinstance(qc, dict):
         raise NotImplementedError(f"{what} = {qc!r} is not supported: {UNQUANTIZED}")
@@ -51,10 +51,8 @@ def settings(qc, source):
     if not (isinstance(storage, str) and isinstance(getattr(torch, storage, None), torch.dtype)):
         raise NotImplementedError(f"{what}.bnb_4bit_quant_storage = {storage!r} is not a torch dtype (uint8, "
                                   "bfloat16, ...), which the packed codes are read from")
-    skip = qc.get("llm_int8_skip_modules") or []
-    if not (isinstance(skip, list) and all(isinstance(m, str) for m in skip)):
-        raise ValueError(f"{what}.llm_int8_skip_modules = {skip!r} must be a list of module names")
-    return dict(double_quant=qc.get("bnb_4bit_use_double_quant") is True, skip=skip)
+    # (llm_int8_skip_modules is not read: a weight without the NF4 keys is dense, whatever kept it so)
+    return dict(double_quant=qc.get("bnb_4bit_use_double_quant") is True)
 
 
 def stored(names, source, config=None):
