@@ -51,7 +51,8 @@ try:
 except ImportError:                                            # (Windows: no locks)
     fcntl = None
 
-from quant import NF4Linear, quantize_nf4
+import quant_bnb
+from quant import NF4Linear, NF4Tensor, quantize_nf4
 
 # ----------------------------------------------------------------------------------------------------
 # Checkpoint files: safetensors by hand, atomic writes
@@ -355,8 +356,11 @@ class MetaInit(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None):
+def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None, stored=False):
     """Assign (source, name, tensor) items to a meta-built model: checked, cast, moved, NF4-quantized if asked.
+    stored: the stream is a 4-bit checkpoint's (its NF4 weights arrive as NF4Tensors, gathered by hf_checkpoint):
+    quantize keeps those as they are and quantizes nothing else (a linear the file holds dense stays dense, as
+    transformers loads llm_int8_skip_modules); quantize=None dequantizes them, as a dense weight anywhere else.
     Every architecture loads through here: missing, left-over, duplicate, mis-shaped, non-float or non-finite tensors
     are errors that name the tensor; tied parameters (listed twice in the state dict) are loaded once (from either
     name) and re-tied, unless the file stores a copy that differs: then that copy is loaded untied, as transformers 5
@@ -384,29 +388,33 @@ def fill(model, stream, dtype=None, quantize=None, device="cpu", spill=None):
                              if wrapper else f"is left over: {type(model).__name__} has no such parameter"))
         if tuple(t.shape) != tuple(want.shape):
             raise ValueError(f"{what} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
-        if not t.is_floating_point():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        # a linear inside a ModuleList of blocks has a numeric path component: model.layers.3.mlp.up_proj
+        nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
+        if isinstance(t, NF4Tensor) and not (nf4 and name not in tied):  # the file's NF4 where the model is dense:
+            t = t.dequantize(t.dtype)  # in the dtype it was quantized from, as bitsandbytes' dequantize_4bit gives it
+        held = isinstance(t, NF4Tensor)                                   # kept as the file holds it
+        nf4 = nf4 and (held or not stored)                                # (a stored linear held dense stays dense)
+        if not (held or t.is_floating_point()):
             raise TypeError(f"{what} has unsupported dtype {t.dtype}")
         dtype = dtype or t.dtype
         if name in tied:  # a stored copy of a tied weight (GPT-2's lm_head in .bin files): compared once all are in
             done.add(name)
             copies.append((what, name, spilled(cast(t, dtype, device, what), spill)))
             continue
-        owner_name, _, leaf = name.rpartition(".")
-        owner = model.get_submodule(owner_name)
-        # a linear inside a ModuleList of blocks has a numeric path component: model.layers.3.mlp.up_proj
-        nf4 = quantize and leaf == "weight" and isinstance(owner, nn.Linear) and re.search(r"\.\d+\.", name)
         if not nf4:
-            check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax)
-        if nf4 and torch.finfo(dtype).max < torch.finfo(t.dtype).max:
+            check_finite(t, what)  # (quantize_nf4 checks its own, for free, on the block absmax; from_state_dict a
+        if nf4 and not held and torch.finfo(dtype).max < torch.finfo(t.dtype).max:  # stored one's, as it was read)
             cast(t, dtype, device, what)           # (its range check only: float16 would dequantize to Inf)
         # NF4 from the file's values, not their cast: quantized after a bf16 cast, 0.28% of SmolLM2's codes differed,
         # so a bf16 run trained on another base than an fp32 load (eval.py's default) scores it on
-        t = t.to(device).contiguous() if nf4 else cast(t, dtype, device, what).contiguous()
+        t = t.to(device) if held else t.to(device).contiguous() if nf4 else cast(t, dtype, device, what).contiguous()
         done.add(name)
         if nf4:
             parent, _, child = owner_name.rpartition(".")
             try:
-                weight = quantize_nf4(t)
+                weight = t if held else quantize_nf4(t)
             except ValueError as e:
                 raise ValueError(f"{what}: {e}") from None
             weight.dtype = dtype                   # the compute dtype it dequantizes to, as before
@@ -647,13 +655,66 @@ def tensor_names(files):
     return [n for f, r in read.items() for n in r[0]], read
 
 
-def hf_checkpoint(path, source, counts, convert):
+def bnb_config(hf, source):
+    """config.json's (hf, read from source) bitsandbytes 4-bit settings (quant_bnb.settings), None where it has no
+    quantization_config; another method is refused."""
+    return quant_bnb.settings(hf["quantization_config"], source) if hf.get("quantization_config") else None
+
+
+def prequantized(hf, source, quantize=None):
+    """bnb_config, and once, where there are any, what the load makes of the NF4 weights: kept as stored
+    (quantize="nf4"), or dequantized (None), which costs memory and keeps NF4's rounding."""
+    if (settings := bnb_config(hf, source)) is not None:
+        print(f"note: {os.path.dirname(source)} is a bitsandbytes 4-bit checkpoint: " + (
+            "its NF4 linears load as stored, nothing is quantized" if quantize else
+            "its NF4 linears are dequantized (--quant none): 3.9x their memory in bf16, 7.8x in float32, and they "
+            "hold NF4's rounding, not the original model's weights (--quant nf4 keeps them as stored)"),
+            file=sys.stderr)
+    return settings
+
+
+def stored_nf4(path):
+    """(the names of the weights a bitsandbytes 4-bit checkpoint folder holds in NF4, whether double-quantized), from
+    config.json and the tensor names (no weight is read); None for any other folder: plan.py counts its base by it."""
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config) or (settings := bnb_config(read_json(config), config)) is None:
+        return None
+    return set(quant_bnb.stored(tensor_names(hf_files(path))[0], config, settings)), settings["double_quant"]
+
+
+def hf_checkpoint(path, source, counts, convert, quantized=None):
     """An HF checkpoint folder -> a stream of (file, name, tensor), each (name, tensor) passed through convert (None:
-    dropped), once check_layers has held the counts (config.json's, `source`) against the files' tensor names."""
+    dropped), once check_layers has held the counts (config.json's, `source`) against the files' tensor names.
+    quantized: config.json's bitsandbytes 4-bit settings (quant_bnb.settings; None: it has none), which the tensor
+    names must agree with; each NF4 weight's keys come as one NF4Tensor (`gathered`)."""
     files = hf_files(path)
     names, read = tensor_names(files)
     check_layers(source, counts, names, why=lambda: unindexed(files, []))  # (a shard the index leaves out: named)
-    return ((f, *item) for f in files for item in (convert(*nt) for nt in read_tensors(f, read.pop(f, None))) if item)
+    nf4 = quant_bnb.stored(names, source, quantized)
+    return gathered(((f, *nt) for f in files for nt in read_tensors(f, read.pop(f, None))), nf4, convert)
+
+
+def gathered(items, nf4, convert):
+    """(file, name, tensor) items, each (name, tensor) passed through convert (None: dropped), but the keys of each NF4
+    weight (nf4: {weight name: its keys}, quant_bnb.stored) met into one (file, name, NF4Tensor): read in name order,
+    they arrive together, unless a shard boundary falls among them. Only its name is converted: GPT-2's Conv1D
+    weights were transposed to (out, in) before bitsandbytes quantized them (transformers' Bnb4bitQuantize)."""
+    owner, parts = {k: w for w, keys in nf4.items() for k in keys}, {}
+    for f, name, t in items:
+        if (w := owner.get(name)) is None:
+            if item := convert(name, t):
+                yield f, *item
+            continue
+        got = parts.setdefault(w, {})
+        got[name] = t
+        if len(got) < len(nf4[w]):                 # (its other keys to come)
+            continue
+        try:
+            q = NF4Tensor.from_state_dict(parts.pop(w), w)
+        except ValueError as e:
+            raise ValueError(f"{f}: {e}") from None
+        if item := convert(w, torch.empty(q.shape, device="meta")):
+            yield f, item[0], q
 
 
 def check_layers(source, counts, names, why=lambda: ""):

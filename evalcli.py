@@ -59,7 +59,7 @@ from generate import stop_ids
 from adapter import EXTRAS_FILE, MERGED, adapter_digest, merges, probe_verdict, saved_whole, whole_dir
 from lorasp import LINEAR_TYPES, LoRASPLinear, adapter_base, load_adapter, matches
 from model import MODELS, PRESETS, check_window, device_problem, load_pretrained  # noqa: F401  (evalcli.PRESETS)
-from plan import model_config
+from plan import model_config, stored_base
 
 # ----------------------------------------------------------------------------------------------------
 # The flags, checked
@@ -87,7 +87,7 @@ def parser():
     a("--model", help="checkpoint directory (Hugging Face or Meta layout, with its tokenizer)")
     a("--adapter", help="adapter directory (lorasp.save_adapter's, or a PEFT LoRA adapter)")
     a("--quant", choices=["auto", "none", "nf4"], default="auto", help="NF4 base linears, quantized on load (auto: "
-      "as the adapter trained, else none)")
+      "as the adapter trained, else a 4-bit checkpoint's NF4 as stored, else none)")
     a("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"],
       help="compute dtype, or bf16, fp16, fp32 (default: config.json's dtype or torch_dtype, else the checkpoint's)")
     a("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -419,8 +419,8 @@ def base_quant(name, adapter, quant, task=None, flag="--quant", prog="eval.py"):
               f"--adapter {adapter} goes on top of {'it' if len(held) == 1 else 'them'}", file=sys.stderr)
     if adapter:
         other_base(name, adapter, trained)
-    if quant == "auto":
-        quant = trained.get("quant") or "none"
+    if quant == "auto":  # (no adapter's record: a bitsandbytes 4-bit checkpoint's NF4 as stored, else unquantized)
+        quant = trained.get("quant") or ("nf4" if stored_base(model_path(name)) else "none")
         if trained.get("quant") == "nf4":
             print(f"{flag} nf4: --adapter {adapter} trained on the NF4-quantized base")
     elif trained.get("quant") not in (None, quant):

@@ -311,6 +311,10 @@ def hf_config(model, path, adapter, dtype, num_labels, qa, tok):
             hf["pad_token_id"] = pad
     if model.config.model_type == "gpt2" and "n_ctx" not in hf:  # (transformers 5 writes n_positions alone; the
         hf["n_ctx"] = hf["n_positions"]                        # GPT-2 configs llama.cpp's converter reads have both)
+    if hf.pop("quantization_config", None):                  # a bitsandbytes 4-bit base: the weights written are
+        print(f"note: {path} is a bitsandbytes 4-bit checkpoint: the merged weights are its NF4 weights dequantized "
+              f"plus the update (as peft's merge_and_unload on a 4-bit model), written dense, {HF_DTYPES[dtype]}, "
+              "without its quantization_config", file=sys.stderr)  # dense (else read as 4-bit codes)
     hf["torch_dtype"] = HF_DTYPES[dtype]
     if "dtype" in hf:                                         # (transformers 5 writes this name)
         hf["dtype"] = HF_DTYPES[dtype]

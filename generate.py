@@ -203,7 +203,7 @@ def main(demo=None, argv=None):
     ap.add_argument("--adapter", help="adapter directory loaded onto --model (train.py's OUT/adapter, or OUT itself; "
                                       "lorasp.save_adapter's, or a PEFT LoRA adapter)")
     ap.add_argument("--quantize", choices=["nf4", "none"], default=None, help="NF4 block linears while loading "
-                    "(default: as --adapter trained, else none)")
+                    "(default: as --adapter trained, else a 4-bit checkpoint's NF4 as stored, else none)")
     ap.add_argument("--dtype", type=dtype_name, choices=["float32", "bfloat16", "float16"], default=None,
                     help="compute dtype, or bf16, fp16, fp32 (default: config.json's dtype or torch_dtype, "
                          "else the checkpoint's)")
@@ -243,10 +243,10 @@ def main(demo=None, argv=None):
     use_threads(file=sys.stderr)                               # (said where a CPU quota or limit chose them)
     t0 = time.perf_counter()
     try:                                                       # a missing or damaged file: one line, as train.py
-        quant = args.quantize or "none"
-        from evalcli import adapter_folder, base_quant, model_path, with_adapter
+        from evalcli import adapter_folder, base_quant, model_path, stored_base, with_adapter
         with contextlib.redirect_stdout(sys.stderr):          # a preset's name: its cache folder, as eval.py reads it
             args.model = model_path(args.model)
+        quant = args.quantize or ("nf4" if stored_base(args.model) else "none")   # a 4-bit checkpoint: as stored
         if os.path.isfile(cfg := os.path.join(args.model, "config.json")):   # (before an 11B T5's weights load)
             not_causal(args.model, (hf := read_json(cfg)).get("model_type"), hf.get("architectures"))
         if args.adapter:  # a run's folder, the base it trained on and its NF4, checked before a weight is read

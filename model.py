@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from checkpoint import MetaInit, fill, hf_checkpoint, inside, is_meta, meta_checkpoint, read_json, write_checkpoint
+from checkpoint import prequantized
 from configs import ACT, CONFIGS, LlamaConfig, check_config, config_dtype, float_dtype, get_config, layer_counts
 from configs import (PRESETS, EncoderConfig, GPT2Config, MT5Config, T5Config, check_window,  # noqa: F401
                      positions)  # (model.PRESETS, model.positions, ... as before the move: evalcli.py, tasks.py)
@@ -809,7 +810,9 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
     quantize="nf4": every linear inside the blocks becomes an NF4Linear as its weight arrives; embeddings, norms and
     the LM head stay dense. dtype: the compute dtype (None: as transformers 5's default dtype="auto", config.json's
     `dtype` or `torch_dtype`, else the first tensor's). A config.json whose numbers cannot describe a model is an
-    error naming the field. spill: fill's (a folder its dense weights are memory-mapped from: export.py)."""
+    error naming the field. spill: fill's (a folder its dense weights are memory-mapped from: export.py).
+    A bitsandbytes 4-bit NF4 checkpoint (`*-bnb-4bit`): its NF4 linears load as stored (quantize="nf4"; nothing is
+    quantized) or dequantized (None); its dense tensors as they are (checkpoint.prequantized)."""
     if quantize not in (None, "nf4"):
         raise ValueError(f"quantize must be None or 'nf4', not {quantize!r}")
     path, given, dtype = os.fspath(path), dtype, None if dtype in (None, "auto") else float_dtype(dtype)
@@ -826,11 +829,7 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
         hf = read_json(source := inside(path, "config.json", path))  # (not a symlink out of the folder)
         if not isinstance(kind := hf.get("model_type"), str) or kind not in MODELS:  # (a list: "unhashable type")
             raise NotImplementedError(f"{source}: model_type {kind!r} is not supported ({', '.join(MODELS)})")
-        if hf.get("quantization_config"):  # GPTQ / AWQ / bitsandbytes tensors (qweight, scales, ...): not weights
-            method = hf["quantization_config"].get("quant_method", "?") if isinstance(hf["quantization_config"], dict) \
-                else "?"
-            raise NotImplementedError(f"{source}: quantization_config (quant_method {method!r}) is not supported: "
-                                      "load the unquantized checkpoint (quantize='nf4' quantizes it as it loads)")
+        stored = prequantized(hf, source, quantize)  # a bitsandbytes 4-bit NF4 checkpoint's settings; GPTQ... refused
         cls, dtype = MODELS[hf["model_type"]], dtype or config_dtype(hf, source)
         check_config(CONFIGS[hf["model_type"]], source, raw=hf)
         try:
@@ -844,10 +843,10 @@ def load_pretrained(path, quantize=None, dtype=None, device="cpu", spill=None):
                                 "a .gguf file")
     check_config(config, source, hf)
     if hf is not None:  # (its layer counts checked against the tensor names: 2**40 layers took forever to build)
-        stream = hf_checkpoint(path, source, layer_counts(config, hf), cls.hf_tensor)
+        stream = hf_checkpoint(path, source, layer_counts(config, hf), cls.hf_tensor, stored)
     with torch.device("meta"), MetaInit():
         model = cls(config)
-    return fill(model, stream, dtype, quantize, device, spill).eval()
+    return fill(model, stream, dtype, quantize, device, spill, stored=hf is not None and stored is not None).eval()
 
 
 def save_pretrained(model, directory, shard_size=None, config=None, edit=lambda name, t: t):

@@ -62,8 +62,8 @@ from data import UserError
 from download import snapshot_hint
 from adapter import all_linear, targeted, trained_whole
 from lorasp import DRAWN, UNITS
-from checkpoint import (META_LAYERS, check_layers, consolidated, hf_checkpoint, is_meta, meta_config, read_json,
-                        refuse_vision, resident as resident_bytes, torch_names)
+from checkpoint import (META_LAYERS, bnb_config, check_layers, consolidated, hf_checkpoint, is_meta, meta_config,
+                        read_json, refuse_vision, resident as resident_bytes, stored_nf4, torch_names)
 from configs import layer_counts
 from ggufread import gguf_checkpoint, gguf_file
 import quant
@@ -173,7 +173,8 @@ def check_layers_held(config, directory):
         return
     source = os.path.join(directory, "config.json")
     try:                                                           # (its stream is not started)
-        hf_checkpoint(directory, source, layer_counts(config, read_json(source)), None)
+        hf = read_json(source)                                     # (and its tensors' bitsandbytes keys, if any)
+        hf_checkpoint(directory, source, layer_counts(config, hf), None, bnb_config(hf, source))
     except FileNotFoundError:                                      # to be fetched, or the load names what is missing
         pass
 
@@ -339,6 +340,7 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                  shapes=0)
     head = trained_whole({"glue": getattr(type(model), "head", ()), "squad": ("qa_outputs",)}.get(task, ()), targets)
     seen, biggest, shapes, replay_kept = set(), 0, set(), {}      # shapes: of token-row matmuls
+    stored = stored_base(args.model)                              # a 4-bit checkpoint's: its NF4 weights, as stored
     every = not full and all_linear(targets)
     targets = set(targeted([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], targets, head))
     for name, m in model.named_modules():
@@ -353,10 +355,8 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
                 parts["base"] += 16 * n + 2 * n * (block_linear and s == 2)  # autocast's bf16 copy, forward to backward
             elif head and name.startswith(head):              # a classifier's head trains whole
                 parts["adapter"] += 16 * n
-            elif block_linear and nf4:
-                # quant.py's layout: 4-bit codes, a uint8 absmax a block, an fp32 scale a nested block, the offset
-                blocks, size = math.ceil(n / quant.BLOCK_SIZE), quant.BLOCK_SIZE
-                parts["base"] += blocks * size // 2 + blocks + 4 * math.ceil(blocks / quant.NESTED_BLOCK_SIZE) + 4
+            elif block_linear and nf4 and (stored is None or held(stored[0], f"{name}.{pname}")):
+                parts["base"] += nf4_bytes(n, stored is None or stored[1])   # (else a linear the file holds dense)
                 levels = 0 if s == 4 or kernel else 4 * (min(n, quant_torch.CHUNK) if cpu else n)  # read now
                 biggest = max(biggest, n * s + levels)
                 if not name.endswith(TAILS):                      # a full replay keeps it for backward (CPU), in
@@ -412,6 +412,25 @@ def estimate(config, args, targets=(), data_bytes=0, runtime=None, met=None):
         n_lengths, n_heads = met or (lengths(T), lengths(tokens))
         parts["shapes"] = SHAPE_BYTES * (len(shapes) * n_lengths + lm * n_heads)
     return {k: int(v) for k, v in parts.items()}
+
+
+def nf4_bytes(n, double_quant=True):
+    """The bytes of an NF4 weight of n values, as NF4Tensor.nbytes counts them: 4-bit codes, and a block's scale: a
+    uint8 code, an fp32 scale a nested block and the offset (double quantization), else fp32."""
+    blocks = math.ceil(n / quant.BLOCK_SIZE)
+    return math.ceil(n / 2) + (blocks + 4 * math.ceil(blocks / quant.NESTED_BLOCK_SIZE) + 4 if double_quant else
+                               4 * blocks)
+
+
+def stored_base(model):
+    """--model's NF4 weights if it is a bitsandbytes 4-bit checkpoint folder ({their names}, double-quantized), else
+    None (read from config.json and the tensor names, no weight)."""
+    return stored_nf4(model) if isinstance(model, str) and os.path.isdir(model) else None
+
+
+def held(names, name):
+    """Whether a weight of ours is one of the checkpoint's names (a bare model's, without model./transformer.)."""
+    return name in names or name.partition(".")[2] in names
 
 
 def met(train_ex, val_ex, args, rank=0, world=1):
@@ -662,8 +681,9 @@ def choose(config, args, targets, available, data_bytes, runtime, preset=None):
     does not fit); --method full never NF4 (as its refusal of --quant nf4).
     Elsewhere the fastest setting whose plan fits in MARGIN x the memory available; unknown memory: the fastest."""
     paper = preset in PAPER_PRESETS and args.method != "full"  # full fine-tuning: NF4 codes have no gradient
-    quants = [args.quant] if args.quant != "auto" else ["none"] if args.method == "full" else ["nf4"] if paper else \
-        list(QUANTS)
+    stored = args.method != "full" and stored_base(args.model) is not None  # a 4-bit checkpoint: NF4 as it is
+    quants = [args.quant] if args.quant != "auto" else ["none"] if args.method == "full" else ["nf4"] if paper or \
+        stored else list(QUANTS)
     modes = [args.checkpointing] if args.checkpointing != "auto" else ["selective", "full"] if paper else list(MODES)
     tried = []                                                 # (quant, checkpointing, bytes), in order of preference
     for q, m in itertools.product(quants, modes):
@@ -675,6 +695,8 @@ def choose(config, args, targets, available, data_bytes, runtime, preset=None):
         f"{available / GiB:.1f} GiB available)"  # noqa: E731
     other_q, other_m = [t for t in tried if t[0] != q], [t for t in tried if t[0] == q and t[1] != m]
     why_q = f"--quant {q}" if args.quant != "auto" else f"the paper's recipe for {preset}" if paper else \
+        f"the base's files are NF4 already ({preset}: a bitsandbytes 4-bit checkpoint): loaded as stored, nothing " \
+        "quantized" if stored else \
         f"--quant {other_q[-1][0]} would need {no(other_q[-1])}" if other_q else "the exact weights"
     why_m = f"--checkpointing {m}" if args.checkpointing != "auto" else \
         f"{other_m[-1][1]} would need {no(other_m[-1])}" if other_m else \
@@ -695,7 +717,9 @@ def settle(config, args, targets, available, data_bytes, runtime):
             args.checkpointing = "selective"
             why[1] += f"; {args.full_blocks} of {layers(config)} blocks replayed whole fit"
     blocks = f", the first {args.full_blocks} blocks full" if args.full_blocks else ""
-    return [("NF4 base with double quantization: " if args.quant == "nf4" else "no quantization: ") + why[0],
+    stored = stored_base(args.model)                          # (its double quantization is the file's)
+    dq = "" if stored and not stored[1] else " with double quantization"
+    return [(f"NF4 base{dq}: " if args.quant == "nf4" else "no quantization: ") + why[0],
             f"checkpointing {args.checkpointing}{blocks}: {why[1]}"]
 
 

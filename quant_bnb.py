@@ -9,7 +9,9 @@
 
 Our state dicts load in bitsandbytes and its checkpoints load here; a state dict that would not read back as it was
 written (a missing key, a wrong count, a table that is not NF4's) is an error naming the key, never a silent guess.
-Left out: FP4's quant_type and the other keys bitsandbytes can write (its 8-bit Linear8bitLt state).
+A whole `*-bnb-4bit` checkpoint (a 4-bit model's save_pretrained): `settings` reads config.json's quantization_config,
+`stored` finds the weights held in this form by their tensor names (checkpoint.py gathers each one's keys as they
+stream in). Left out, refused by name: FP4's quant_type, 8-bit (Linear8bitLt's SCB keys), the other quant_methods.
 Also here, none of it needed to learn NF4 (quant.py): NF4Linear's nn.Module hooks (to(), state dicts), and the checks
 that refuse what would quantize or load as garbage (check_weight, checked). quant.py passes its constants in (like
 quant_triton.py, this file imports nothing of the project's). Not run on its own: tests/test_quant.py checks it
@@ -22,6 +24,61 @@ import torch
 
 # the keys of one NF4 weight in this form, after the weight's own name
 NF4_KEYS = ("", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4")
+UNQUANTIZED = "load the unquantized checkpoint (quantize='nf4', --quant nf4, quantizes it as it loads)"
+
+
+def settings(qc, source):
+    """config.json's quantization_config (source: its path), if it is bitsandbytes' 4-bit NF4 -> {double_quant};
+    anything else is refused naming the field (transformers' defaults where a field is absent: fp4, no 8-bit)."""
+    what = f"{source}: quantization_config"
+    if not isinstance(qc, dict):
+        raise NotImplementedError(f"{what} = {qc!r} is not supported: {UNQUANTIZED}")
+    flag = lambda k: qc.get(k, qc.get("_" + k))                 # (older files: _load_in_4bit)  # noqa: E731
+    method = qc.get("quant_method", "bitsandbytes" if flag("load_in_4bit") or flag("load_in_8bit") else "?")
+    if method != "bitsandbytes":                                # GPTQ / AWQ / fp8 tensors (qweight, scales, ...)
+        raise NotImplementedError(f"{what} (quant_method {method!r}) is not supported: {UNQUANTIZED}, or a "
+                                  "bitsandbytes 4-bit NF4 one (a *-bnb-4bit repository)")
+    if flag("load_in_8bit"):
+        raise NotImplementedError(f"{what}.load_in_8bit = true: bitsandbytes' 8-bit weights (LLM.int8: Linear8bitLt's "
+                                  f"int8 weight and SCB) are not supported: {UNQUANTIZED}, or a 4-bit NF4 one")
+    if flag("load_in_4bit") is not True:
+        raise ValueError(f"{what}: quant_method bitsandbytes but load_in_4bit = {flag('load_in_4bit')!r}: the file "
+                         "says neither 4-bit nor 8-bit; set load_in_4bit to true if its weights are 4-bit")
+    if (kind := qc.get("bnb_4bit_quant_type", "fp4")) != "nf4":   # (transformers' default is fp4)
+        raise NotImplementedError(f"{what}.bnb_4bit_quant_type = {kind!r}: only NF4 is supported (QLoRA's; FP4 is "
+                                  f"another 4-bit table): {UNQUANTIZED}")
+    storage = qc.get("bnb_4bit_quant_storage", "uint8")     # the dtype the code bytes are packed in (bf16 for FSDP)
+    if not (isinstance(storage, str) and isinstance(getattr(torch, storage, None), torch.dtype)):
+        raise NotImplementedError(f"{what}.bnb_4bit_quant_storage = {storage!r} is not a torch dtype (uint8, "
+                                  "bfloat16, ...), which the packed codes are read from")
+    # (llm_int8_skip_modules is not read: a weight without the NF4 keys is dense, whatever kept it so)
+    return dict(double_quant=qc.get("bnb_4bit_use_double_quant") is True)
+
+
+def stored(names, source, config=None):
+    """{weight name: its keys in names} for the weights names hold in this form (a 4-bit checkpoint's); config: what
+    settings() read from config.json at source (None: no quantization_config). The two must agree; FP4 and 8-bit
+    tensors are refused by name."""
+    found, names = {}, set(names)
+    for n in names:
+        if n.endswith((".quant_state.bitsandbytes__fp4", ".SCB", ".weight_format")):
+            kind = "FP4" if n.endswith("fp4") else "8-bit (Linear8bitLt)"
+            raise NotImplementedError(f"{source}: tensor {n!r} is a bitsandbytes {kind} weight's; only NF4 is "
+                                      f"supported: {UNQUANTIZED}")
+        if key := next((k for k in NF4_KEYS[1:] if n.endswith(k)), None):
+            found.setdefault(n[: -len(key)], set()).add(n)
+    for w, keys in found.items():
+        if w in names:                        # the packed codes, under the weight's own name
+            keys.add(w)
+    if found and config is None:
+        raise ValueError(f"{source} has no quantization_config, but its tensors are bitsandbytes NF4 weights (e.g. "
+                         f"{min(found)}.absmax): restore the quantization_config the 4-bit model saved (quant_method "
+                         "bitsandbytes, load_in_4bit true, bnb_4bit_quant_type nf4)")
+    if config is not None and not found:
+        raise ValueError(f"{source}: quantization_config says bitsandbytes 4-bit, but no tensor carries the NF4 keys "
+                         "(weight.absmax, weight.quant_state.bitsandbytes__nf4): the weights are dense; remove "
+                         "quantization_config from config.json, or give the 4-bit checkpoint's files")
+    return found
 
 
 def own_keys(sd, prefix):

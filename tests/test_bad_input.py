@@ -3304,6 +3304,62 @@ case("config.json: T5 feed_forward_proj null", ValueError, "config.json: feed_fo
 case("config.json: a GPTQ checkpoint's quantization_config", NotImplementedError,
      "config.json: quantization_config (quant_method 'gptq') is not supported: load the unquantized checkpoint")(
     lambda ctx: with_config(ctx, quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq"}))
+BNB = dict(quant_method="bitsandbytes", load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+
+
+def bnb_model(ctx, edit=lambda sd: None, qc=True, **changes):
+    """small_model as a bitsandbytes 4-bit checkpoint (an NF4 model's state dict is its keys), loaded: config.json's
+    quantization_config changed by changes (None: the field removed; qc=False: none at all), its tensors by edit."""
+    d = small_model(ctx.tmp / "m")
+    sd = load_pretrained(d, "nf4").state_dict()
+    edit(sd)
+    save_safetensors(sd, os.path.join(d, "model.safetensors"))
+    if qc:
+        edit_json(os.path.join(d, "config.json"), quantization_config={
+            k: v for k, v in {**BNB, **changes}.items() if v is not None})
+    return load_pretrained(d, "nf4")
+
+
+def quant_state(sd, name, **changes):
+    """sd with the quant state of weight `name` changed."""
+    key = f"{name}.quant_state.bitsandbytes__nf4"
+    sd[key] = torch.tensor(list(json.dumps({**json.loads(bytes(sd[key].tolist())), **changes}).encode()),
+                           dtype=torch.uint8)
+
+
+UP = "model.layers.0.mlp.up_proj.weight"
+case("config.json: a bitsandbytes FP4 checkpoint", NotImplementedError,
+     "config.json: quantization_config.bnb_4bit_quant_type = 'fp4': only NF4 is supported")(
+    lambda ctx: bnb_model(ctx, bnb_4bit_quant_type="fp4"))
+case("config.json: bitsandbytes 4-bit without bnb_4bit_quant_type (transformers' default: FP4)", NotImplementedError,
+     "quantization_config.bnb_4bit_quant_type = 'fp4': only NF4")(lambda ctx: bnb_model(ctx, bnb_4bit_quant_type=None))
+case("config.json: a bitsandbytes 8-bit checkpoint", NotImplementedError,
+     "config.json: quantization_config.load_in_8bit = true: bitsandbytes' 8-bit weights (LLM.int8")(
+    lambda ctx: bnb_model(ctx, load_in_4bit=False, load_in_8bit=True))
+case("config.json: bitsandbytes with load_in_4bit false and no 8-bit", ValueError,
+     "quant_method bitsandbytes but load_in_4bit = False")(lambda ctx: bnb_model(ctx, load_in_4bit=False))
+case("config.json: bnb_4bit_quant_storage not a dtype", NotImplementedError,
+     "quantization_config.bnb_4bit_quant_storage = 'nibbles' is not a torch dtype")(
+    lambda ctx: bnb_model(ctx, bnb_4bit_quant_storage="nibbles"))
+case("config.json: bitsandbytes 4-bit, every tensor dense", ValueError,
+     "config.json: quantization_config says bitsandbytes 4-bit, but no tensor carries the NF4 keys")(
+    lambda ctx: with_config(ctx, quantization_config=BNB))
+case("NF4 tensors (bitsandbytes' keys), config.json without quantization_config", ValueError,
+     "config.json has no quantization_config, but its tensors are bitsandbytes NF4 weights (e.g. "
+     "model.layers.0.mlp.down_proj.weight.absmax)")(lambda ctx: bnb_model(ctx, qc=False))
+case("a bitsandbytes FP4 tensor in an NF4 checkpoint", NotImplementedError,
+     f"tensor '{UP}.quant_state.bitsandbytes__fp4' is a bitsandbytes FP4 weight's")(
+    lambda ctx: bnb_model(ctx, lambda sd: sd.update({f"{UP}.quant_state.bitsandbytes__fp4": sd.pop(
+        f"{UP}.quant_state.bitsandbytes__nf4")})))
+case("a bitsandbytes 8-bit tensor (SCB) in an NF4 checkpoint", NotImplementedError,
+     "tensor 'model.layers.0.mlp.up_proj.SCB' is a bitsandbytes 8-bit (Linear8bitLt) weight's")(
+    lambda ctx: bnb_model(ctx, lambda sd: sd.update({"model.layers.0.mlp.up_proj.SCB": torch.ones(64)})))
+case("a bitsandbytes 4-bit checkpoint's block size 16", ValueError,
+     f"model.safetensors: {UP}: unsupported quant state")(
+    lambda ctx: bnb_model(ctx, lambda sd: quant_state(sd, UP, blocksize=16)))
+case("a bitsandbytes 4-bit checkpoint's weight without its quant_map", ValueError,
+     f"model.safetensors: NF4 state dict is missing ['{UP}.quant_map']")(
+    lambda ctx: bnb_model(ctx, lambda sd: sd.pop(f"{UP}.quant_map")))
 case("config.json: BERT classifier_dropout 1.5", ValueError, "config.json: classifier_dropout = 1.5 must be in [0, 1)")(
     lambda ctx: with_bert_config(ctx, classifier_dropout=1.5))
 case("config.json: BERT initializer_range -0.02 (a fresh head's std)", ValueError,
