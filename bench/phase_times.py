@@ -4,12 +4,13 @@ so the rows and `other` add up to the process's CPU time. The training steps (tr
 imports, the memory plan, tokenizer and data, the model's load, the checks before and after, validations, saves.
 
     python bench/phase_times.py                                 # the offline demo, train.py's defaults
-    python bench/phase_times.py --model DIR --data FILE --max-steps 4 --save-every 2 --eval-every 2
-    python bench/phase_times.py --src OTHER_CHECKOUT ...        # another checkout's train.py (before/after)
+    python bench/phase_times.py -- --model DIR --data FILE --max-steps 4 --save-every 2 --eval-every 2
+    python bench/phase_times.py --src OTHER_CHECKOUT -- ...     # another checkout's train.py (before/after)
 
-Flags other than --src are train.py's. The demo's first run (no cached model) pretrains it through train.py: those
+The flags after -- are train.py's. The demo's first run (no cached model) pretrains it through train.py: those
 phases are the rows named `pretraining: ...`. Timing adds a few microseconds a call (the steps: one call each).
 """
+import argparse
 import functools
 import os
 import resource
@@ -51,10 +52,11 @@ def imported(label, names):
 
 
 def main():
-    argv = sys.argv[1:]
-    src = argv[argv.index("--src") + 1] if "--src" in argv else ROOT
-    if "--src" in argv:
-        del argv[argv.index("--src"):argv.index("--src") + 2]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", default=ROOT, help="the checkout whose train.py runs (default: this one)")
+    ap.add_argument("flags", nargs=argparse.REMAINDER, help="-- and train.py's flags (none: the offline demo)")
+    args = ap.parse_args()
+    argv, src = args.flags[1:] if args.flags[:1] == ["--"] else args.flags, args.src
     sys.path.insert(0, os.path.abspath(src))
     start = time.time()
     imported("import torch", ["torch"])
