@@ -1745,6 +1745,16 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, with a warning alone: th
     E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])
 
 
+@case("eval.py: --model export.py's folder copied without lorasp_merged.json, --adapter of one step at --lr 3e-4 "
+      "merged into it (an update of 0.7% of W v)", SystemExit, "/adapter is already merged into --model ")
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, the files' warning alone: the probe judged updates of 2% or more)
+    train.main(flags(ctx.tiny, out := ctx.tmp / "run", "--max-steps", "1", "--lr", "3e-4"))
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", out / "adapter", "--out", ctx.tmp / "merged", "--dtype",
+                "fp32")
+    copy = shutil.copytree(ctx.tmp / "merged", ctx.tmp / "copy", ignore=shutil.ignore_patterns("lorasp_merged.json"))
+    E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])
+
+
 @case("eval.py: another adapter onto export.py's folder: stacked, said; no tokenizer warning for the files export "
       "wrote", None)
 def _(ctx):  # (was "trained on a base whose tokenizer files differ (tokenizer.json is new, ...)": the same ids)
