@@ -1747,7 +1747,7 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, with a warning alone: th
 
 @case("eval.py: --model export.py's folder copied without lorasp_merged.json, --adapter of one step at --lr 3e-4 "
       "merged into it (an update of 0.7% of W v)", SystemExit, "/adapter is already merged into --model ")
-def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, the files' warning alone: the probe judged updates of 2% or more)
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, the files' warning alone: under the 2% of W v the probe judged)
     train.main(flags(ctx.tiny, out := ctx.tmp / "run", "--max-steps", "1", "--lr", "3e-4"))
     export_main(ctx, "--model", ctx.tiny[0], "--adapter", out / "adapter", "--out", ctx.tmp / "merged", "--dtype",
                 "fp32")
@@ -2340,6 +2340,13 @@ case("--resume at another number of records a step (--batch-size x --grad-accum)
 case("an allocation that fails in a step (torch's own out of memory)", SystemExit, "out of memory in step 1 ([enforce "
      "fail")(lambda ctx: ctx.mp.setattr(train, "causal_lm_loss", lambda model, batch: torch.empty(
          1 << 62, dtype=torch.uint8)) or run(ctx))  # (was torch's traceback: no word of the run, what is kept, fits)
+case("an allocation that fails in the held-out check after training", SystemExit, "Training ended: its result is "
+     "saved in ")(lambda ctx, check=train.before_after: ctx.mp.setattr(train, "before_after", lambda *a: torch.empty(
+         1 << 62, dtype=torch.uint8) if a[-1] == "after" else check(*a)) or run(ctx, "--exact-match", "2"))
+# (was: training settings named to go on with, which leave the check's memory as it is; the result saved unsaid)
+case("an allocation that fails reading --data", SystemExit, "out of memory in reading --data ([enforce fail")(
+    lambda ctx: ctx.mp.setattr(data, "load_examples", lambda *a: torch.empty(1 << 62, dtype=torch.uint8)) or
+    run(ctx))  # (was "in loading the model")
 case("--plan-only with the offline demo's model not made yet", SystemExit, "--plan-only: the offline demo's model is "
      "not made yet")(lambda ctx: ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "cache")) or train.main(
          ["--plan-only", "--out", str(ctx.tmp / "o")]))  # (its pretraining would read and write weights for minutes)

@@ -204,6 +204,55 @@ def test_an_error_that_is_not_out_of_memory_keeps_its_traceback(tiny, tmp_path, 
         train.main(flags(tiny, tmp_path))
 
 
+
+def test_out_of_memory_loading_names_what_it_read_and_only_settings_that_shrink_it(tiny, tmp_path, monkeypatch):
+    """A --resume (54 examples at 4 x 1 to step 20: another split parts ways at the epoch's end) whose model fails to
+    load named as ways on --batch-size 2 --grad-accum 2 ("goes on from the checkpoint"), which that --resume refuses,
+    and --checkpointing full and --seq-len, which loading does not use: now only what shrinks the weights (--quant
+    nf4: < 1 MiB on the tiny model, so none). Its data failing to load was "loading the model": now "reading --data"."""
+    more = "--batch-size", "4", "--grad-accum", "1", "--max-steps", "20"
+    stopped(monkeypatch, tiny, tmp_path, 4, *more)
+    for target, doing in (("train.load_model", "loading the model"), ("data.load_examples", "reading --data")):
+        monkeypatch.setattr(target, lambda *a, **k: too_large())
+        with pytest.raises(SystemExit) as stop:
+            train.main(flags(tiny, tmp_path, *more, "--resume"))
+        monkeypatch.undo()
+        said = str(stop.value.code)
+        assert said.startswith(f"error: out of memory in {doing} (") and f"{tmp_path / 'checkpoint'} (step 4)" in said
+        assert said.endswith("other processes may have taken memory since): none (a machine with more memory, or "
+                             "fewer processes on it)"), said
+    with pytest.raises(SystemExit, match="the steps left would not train the records"):   # what it named before
+        train.main(flags(tiny, tmp_path, *more, "--resume", "--batch-size", "2", "--grad-accum", "2"))
+
+
+def test_out_of_memory_in_the_validation_names_no_recomputation(tiny, tmp_path, monkeypatch):
+    """The validation has no backward: --checkpointing full leaves it as it was (it was named first); a smaller
+    --batch-size (its batches') is named."""
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: too_large())
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, "--eval-every", "4", "--save-every", "2", "--max-steps", "6"))
+    said = str(stop.value.code)
+    assert said.startswith("error: out of memory in the validation after step 4 (") and "(step 2)" in said, said
+    assert "--batch-size 2 --grad-accum 4 (" in said and "--checkpointing" not in said, said
+
+
+def test_out_of_memory_in_the_check_after_training_says_the_result_is_saved(tiny, tmp_path, monkeypatch, capsys):
+    """The held-out check after training runs out: the run's result is saved (it said only "the last good checkpoint"
+    and named training settings to go on with, the check's memory unchanged by them); the same command with --resume
+    and --exact-match 0, as it says, ends the run without the check, exit 0."""
+    before_after = train.before_after
+    monkeypatch.setattr(train, "before_after", lambda *a: too_large() if a[-1] == "after" else before_after(*a))
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, "--exact-match", "4"))
+    monkeypatch.undo()
+    said = str(stop.value.code)
+    assert said.startswith("error: out of memory in the held-out check after training (") and "Training ended: its " \
+        f"result is saved in {tmp_path / 'adapter'}. The same command with --resume and --exact-match 0 " \
+        "ends the run without the check (eval.py scores the result)" in said and "Settings" not in said, said
+    capsys.readouterr()
+    train.main(flags(tiny, tmp_path, "--exact-match", "4", "--resume", "--exact-match", "0"))
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
+
 def test_what_counts_as_out_of_memory():
     """torch's CPU allocator's own error, CUDA's class (no GPU here: its class, with the text torch gives it), MPS's
     text and Python's MemoryError; not another RuntimeError."""
