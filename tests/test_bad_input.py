@@ -2347,6 +2347,8 @@ case("an allocation that fails in the held-out check after training", SystemExit
 case("an allocation that fails reading --data", SystemExit, "out of memory in reading --data ([enforce fail")(
     lambda ctx: ctx.mp.setattr(data, "load_examples", lambda *a: torch.empty(1 << 62, dtype=torch.uint8)) or
     run(ctx))  # (was "in loading the model")
+case("OMP_NUM_THREADS=² (a superscript digit, str.isdigit's)", None)(  # (was int()'s ValueError, a traceback)
+    lambda ctx: ctx.mp.setenv("OMP_NUM_THREADS", "²") or run(ctx, "--max-steps", "1"))
 case("--plan-only with the offline demo's model not made yet", SystemExit, "--plan-only: the offline demo's model is "
      "not made yet")(lambda ctx: ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "cache")) or train.main(
          ["--plan-only", "--out", str(ctx.tmp / "o")]))  # (its pretraining would read and write weights for minutes)
