@@ -2347,6 +2347,15 @@ case("an allocation that fails in the held-out check after training", SystemExit
 case("an allocation that fails reading --data", SystemExit, "out of memory in reading --data ([enforce fail")(
     lambda ctx: ctx.mp.setattr(data, "load_examples", lambda *a: torch.empty(1 << 62, dtype=torch.uint8)) or
     run(ctx))  # (was "in loading the model")
+@case("--plan-only --force where the run does not fit", SystemExit, "the memory plan needs 7.4 GiB and 4.0 GiB is "
+      "available: --quant nf4 --checkpointing full does not fit")
+def _(ctx):  # (was exit 0 and "The run, with the settings the plan settled": as if it fitted)
+    from test_recover import llama2_7b_config
+    ctx.mp.setattr(plan, "available_bytes", lambda device: (4 * plan.GiB, "test"))
+    train.main(["--model", "llama2-7b", "--model-dir", llama2_7b_config(ctx.tmp / "7b"), "--data", "alpaca", "--out",
+                str(ctx.tmp / "o"), "--plan-only", "--force"])
+
+
 case("OMP_NUM_THREADS=² (a superscript digit, str.isdigit's)", None)(  # (was int()'s ValueError, a traceback)
     lambda ctx: ctx.mp.setenv("OMP_NUM_THREADS", "²") or run(ctx, "--max-steps", "1"))
 case("--plan-only with the offline demo's model not made yet", SystemExit, "--plan-only: the offline demo's model is "
