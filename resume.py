@@ -443,7 +443,8 @@ def oom_error(run, e):
         split = splits(args, len(run.examples), step, B, G, run.world) if kept and run.examples else [] if kept \
             else [(b, B * G // b) for b in range(B - 1, 0, -1) if B * G % b == 0]  # (kept: those --resume takes)
         go_on = [dict(batch_size=b, grad_accum=g) for b, g in split if b < B][:2] * ("split" in uses) + [
-            dict(checkpointing="full")] * (args.checkpointing != "full" and "checkpointing" in uses)
+            dict(checkpointing="full", **{"full_blocks": 0} if args.full_blocks else {})] * (  # (else argparse's
+            args.checkpointing != "full" and "checkpointing" in uses)       # "--full-blocks N needs selective")
         anew = [dict(quant="nf4")] * (args.quant != "nf4" and args.method != "full" and "quant" in uses) + [
             dict(seq_len=args.seq_len // 2)] * (args.seq_len >= 4 and "seq_len" in uses)
         go_on, anew = ([(c, mib) for c in changes if (mib := planned(c)) <= now - 1] for changes in (  # (1 MiB less:

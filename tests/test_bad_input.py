@@ -2344,6 +2344,10 @@ case("an allocation that fails in the held-out check after training", SystemExit
      "saved in ")(lambda ctx, check=train.before_after: ctx.mp.setattr(train, "before_after", lambda *a: torch.empty(
          1 << 62, dtype=torch.uint8) if a[-1] == "after" else check(*a)) or run(ctx, "--exact-match", "2"))
 # (was: training settings named to go on with, which leave the check's memory as it is; the result saved unsaid)
+case("an allocation that fails in a step of a run with --full-blocks", SystemExit, "--checkpointing full --full-blocks "
+     "0 (")(lambda ctx: ctx.mp.setattr(train, "causal_lm_loss", lambda model, batch: torch.empty(
+         1 << 62, dtype=torch.uint8)) or run(ctx, "--checkpointing", "selective", "--full-blocks", "1"))  # (was
+# '--checkpointing full', which with the command's --full-blocks 1 argparse refuses)
 case("an allocation that fails reading --data", SystemExit, "out of memory in reading --data ([enforce fail")(
     lambda ctx: ctx.mp.setattr(data, "load_examples", lambda *a: torch.empty(1 << 62, dtype=torch.uint8)) or
     run(ctx))  # (was "in loading the model")

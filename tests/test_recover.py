@@ -253,6 +253,25 @@ def test_out_of_memory_in_the_check_after_training_says_the_result_is_saved(tiny
     train.main(flags(tiny, tmp_path, "--exact-match", "4", "--resume", "--exact-match", "0"))
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
 
+
+def test_out_of_memory_with_full_blocks_names_full_recomputation_as_it_resumes(tiny, tmp_path, monkeypatch):
+    """--checkpointing selective --full-blocks 1: the way on it named, '--checkpointing full' added to the same
+    command with --resume, was argparse's refusal ('--full-blocks 1 needs --checkpointing selective'); it names
+    --full-blocks 0 with it now, and that command resumes."""
+    more = "--save-every", "3", "--max-steps", "6", "--checkpointing", "selective", "--full-blocks", "1", "--seq-len", \
+        "200", "--batch-size", "8", "--grad-accum", "1"
+    fail_at_loss_call(monkeypatch, 5)                          # step 5
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, *more))
+    monkeypatch.undo()
+    said = str(stop.value.code)
+    assert "(step 3)" in said and "--checkpointing full --full-blocks 0 (" in said, said
+    with pytest.raises(SystemExit) as refused:                  # what it named before
+        train.main(flags(tiny, tmp_path, *more, "--resume", "--checkpointing", "full"))
+    assert refused.value.code == 2
+    train.main(flags(tiny, tmp_path, *more, "--resume", "--checkpointing", "full", "--full-blocks", "0"))
+    assert json.load(open(tmp_path / "checkpoint" / "state.json"))["step"] == 6
+
 def test_what_counts_as_out_of_memory():
     """torch's CPU allocator's own error, CUDA's class (no GPU here: its class, with the text torch gives it), MPS's
     text and Python's MemoryError; not another RuntimeError."""
