@@ -347,9 +347,13 @@ PROBE_K = 64      # sums kept of the adapted layers' W v: 64 of the base's, 64 o
 # How far apart the same weights may be, relative to |W v|: a re-conversion rounds each weight to its file's dtype, and
 # moves W v by 0.15-0.17% to bf16 (RMS), 0.02% to fp16, nothing to F32 or from bf16 to fp16 (tests/test_probe.py on
 # tiny Llama, GPT-2, BERT, T5; the demo's GGUFs: 0.00-0.17%). 1% is 6x that; a base quantized on one side only (NF4:
-# ~9%) is other weights. Base and base + update are told apart only where they are 2 PROBE_TOL apart or more (a margin
-# of PROBE_TOL either way): the update's sums are 39.5% of the base's on the demo, 4-7% on the tests' models.
+# ~9%) is other weights. Base and base + update (the update's sums: 39.5% of the base's on the demo, 4-7% on the tests'
+# models) are told apart where the nearer is within PROBE_TOL and the farther PROBE_APART times as far: a rounding's
+# error r and the update u are unrelated, so the farther is |r + u| ~ sqrt(|r|^2 + |u|^2); 2x needs |u| >= 1.7 |r|
+# (bf16: an update of 0.3% of W v; F32: any), where the 2 PROBE_TOL asked before left updates under 2% unjudged.
 PROBE_TOL = 0.01
+PROBE_APART = 2
+PROBE_NONE = 1e-6  # an update this small (relative to W v) is none: base + it is the base (B still 0, saved at step 0)
 
 
 def signs(n, salt, device="cpu"):
@@ -476,8 +480,8 @@ def probe_verdict(model, probe, layer_type, linear_types, whole=(), read=None):
     """("same", "merged", "other" or None, what was measured) for the model now (the adapter loaded) against the
     weights_probe its adapter saved: the same weights (to PROBE_TOL: a re-conversion's rounding); the base with this
     very update in it already (export.py's merge: the base probed then, plus the update); other weights; None where
-    the update is too small to tell the first two apart, or the probe is none (an adapter saved before it). read: called
-    with each dense tensor once its sums are taken (export.py: its memory-mapped pages handed back)."""
+    the update is too small against the rounding to tell the first two apart, or the probe is none (an adapter saved
+    before it). read: called with each dense tensor once its sums are taken (export.py: its pages handed back)."""
     try:
         then, upd = (torch.tensor(probe[k], dtype=torch.float64) for k in ("base", "update"))
         names, rest = list(probe["adapted"]), {n: (float(a), float(b)) for n, (a, b) in probe["rest"].items()}
@@ -493,11 +497,14 @@ def probe_verdict(model, probe, layer_type, linear_types, whole=(), read=None):
     now, scale = _adapted_sums(adapted, read=read), then.norm().item()
     same, merged = (now - then).norm().item() / scale, (now - then - upd).norm().item() / scale
     seen = dict(same=same, merged=merged, update=upd.norm().item() / scale, layers=names)
-    if merged <= PROBE_TOL and same >= 2 * PROBE_TOL:          # a margin of PROBE_TOL between the two: where the
-        return "merged", seen                                  # update is under ~3% of W v, either may hold
-    if same <= PROBE_TOL and merged >= 2 * PROBE_TOL:
+    near, far = sorted((same, merged))
+    if near > PROBE_TOL:
+        return "other", seen
+    if seen["update"] <= PROBE_NONE:                           # base + no update: the base, merged or not
         return "same", seen
-    return ("other" if min(same, merged) > PROBE_TOL else None), seen
+    if far >= PROBE_APART * near + PROBE_NONE:                 # (F32: near 0, far the update)
+        return ("merged" if merged < same else "same"), seen
+    return None, seen                                          # an update within a rounding's reach of 0
 
 
 def read_adapter(directory, peft):

@@ -486,7 +486,8 @@ def plan_memory(run):
           f"{torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() > 1))
     print("\n".join(chosen + plan.lines(parts, available, where)))
     run.planned = sum(parts.values())
-    plan.check_fits(parts, *what)
+    plain = argparse.Namespace(**{**vars(args), "force": False})   # --plan-only: whether the run fits, --force or not
+    plan.check_fits(parts, config, plain if args.plan_only else args, *what[2:])   # (exit 1 where it does not)
     return dict(plan_only=True, planned_mem_mib=round(run.planned / 2**20), available_mib=None if available is None
                 else round(available / 2**20), quant=args.quant, checkpointing=args.checkpointing,
                 full_blocks=args.full_blocks, dtype=args.dtype, device=str(run.device))  # (--plan-only's summary)

@@ -618,8 +618,9 @@ def base_weights(model, adapter, name, spill=None):
     """The adapter's base known by its weights, once it is loaded onto --model, where it saved a probe of them
     (adapter.weights_probe): --model that holds this adapter merged already (export.py's folder without its MERGED
     file: converted to a .gguf, its weights copied) is refused, its update would count twice; where the files differ
-    from those it trained on, a note if the weights are the same (a .bin, shards, a GGUF F32 / F16 / BF16 of them),
-    else base_quant's warning (said here, for an adapter with a probe). spill: the folder whose memory-mapped copies
+    from those it trained on, a note if the weights are the same (a .bin, shards, a GGUF F32 / F16 / BF16 of them), a
+    warning where they are the same or this merge of them, its update too small to tell which, else base_quant's
+    warning (said here, for an adapter with a probe). spill: the folder whose memory-mapped copies
     of the weights the model holds (export.py): each tensor probed is handed back (handed_back)."""
     trained = adapter_base(adapter)
     if not isinstance(trained.get("probe"), dict):
@@ -630,10 +631,17 @@ def base_weights(model, adapter, name, spill=None):
         was = (adapter_config(adapter) or {}).get("base_model_name_or_path") or "the base it trained on"
         raise UserError(f"--adapter {adapter} is already merged into --model {model_path(name)}: its weights are the "
                         f"base it trained on plus its update (W + (alpha/r) B A, to {seen['merged']:.2%}, where the "
-                        f"update is {seen['update']:.1%} of W v), as export.py writes them (its folder converted or "
-                        f"copied without {MERGED}); applying it again doubles its update: give --model {was} (the "
-                        "original base) or leave out --adapter")
+                        f"update is {100 * seen['update']:.2g}% of W v), as export.py writes them (its folder "
+                        f"converted or copied without {MERGED}); applying it again doubles its update: give --model "
+                        f"{was} (the original base) or leave out --adapter")
     if other_files(name, adapter, trained):
+        if verdict is None and seen:                           # (was files_warning: "may not be the run's")
+            return print(f"warning: --model {model_path(name)} holds the weights --adapter {adapter} trained on "
+                         f"({seen['same']:.2%} apart where probed) or they with its update merged in "
+                         f"({seen['merged']:.2%} apart): its update, {100 * seen['update']:.2g}% of W v, is too small "
+                         "against the files' rounding to tell which; if --model is export.py's merge of it (copied or "
+                         f"converted without {MERGED}), its update counts twice here: give the base it trained on",
+                         file=sys.stderr)
         if verdict != "same":
             return files_warning(adapter, model_path(name))
         print(f"note: --model {model_path(name)}: other files than --adapter {adapter} trained on (another layout, "

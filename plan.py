@@ -587,7 +587,7 @@ def pick_threads(threads=None):
     limits = [(default, ""), (cpus, f"the {cpus} CPU{'s' * (cpus != 1)} this process may use: {where}")]
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         first = os.environ.get(name, "").split(",")[0].strip()  # (OMP's "4,2": 4 at the outer level)
-        if first.isdigit() and int(first) > 0:
+        if first.isascii() and first.isdigit() and int(first) > 0:  # (isdigit alone: "²", int()'s ValueError)
             limits.append((int(first), f"{name}={first}"))
     n, why = min(limits, key=lambda limit: limit[0])          # (a tie: the first, torch's default, says nothing)
     return n, f"{why}; torch's default: {default}" if n < default else ""

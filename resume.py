@@ -59,7 +59,7 @@ from ddp import barrier, gathered, rank_world
 from download import has_weights
 from model import PRESETS
 from plot import log_records
-from tasks import TARGETS, save_weights
+from tasks import TARGETS, save_weights, weights_dir
 from tokenizer import tokenizer_changes, tokenizer_files
 
 RESUMABLE = {"out", "resume", "save_every", "eval_every", "log_every", "download", "model_dir", "device",
@@ -377,6 +377,10 @@ ALLOCATORS = ("DefaultCPUAllocator", "out of memory", "not enough memory")  # to
 DOING = dict(train_step="step {next}", validate="the validation after step {step}", save_if_due="saving the "
              "checkpoint of step {step}", save_result="saving the result after step {step}", load="loading the model",
              check="the held-out check {when} training")  # train.py's functions, innermost first in a traceback
+LOADING = dict(task_examples="reading --data", restore="loading the checkpoint's optimizer state")  # what load called
+SHRINK = dict(load=("quant",), task_examples=(), restore=(), validate=("split", "quant", "seq_len"),
+              check=("split", "quant", "seq_len"))  # what needs less there: loading, the weights; the validation and
+# the check (no backward), all but recomputation; elsewhere (a step, a save) all: split, checkpointing, quant, seq_len
 
 
 def allocation_failure(e):
@@ -401,20 +405,28 @@ def oom_error(run, e):
     """What an out of memory in train.py's run (e) tells its user: what was being done (the innermost of train.py's
     functions in its traceback: DOING), the process's peak memory so far, the last good checkpoint this run
     saved or resumed (a save the failure cut short leaves the one before: save_checkpoint swaps whole ones), and the
-    settings that need less by the plan: another split of a step's records and --checkpointing full go on with
-    --resume; --quant nf4 and a shorter --seq-len start again."""
+    settings that need less there (SHRINK) by the plan: another split of a step's records (one --resume takes from
+    that step) and --checkpointing full go on with --resume; --quant nf4 and a shorter --seq-len start again. After
+    training (the held-out check), the result is saved: how to end the run without the check."""
     args, frames = run.args, traceback.extract_tb(e.__traceback__)
     traceback.clear_frames(e.__traceback__)                    # the failed step's tensors go before the plans are made
-    name = next((f.name for f in reversed(frames) if os.path.basename(f.filename) == "train.py" and f.name in DOING),
-                None)
-    doing = DOING[name].format(next=run.step + 1, step=run.step, when="after" if run.t0 else "before") if name \
-        else "the run"
+    at = [i for i, f in enumerate(frames) if os.path.basename(f.filename) == "train.py" and f.name in DOING]
+    name = frames[at[-1]].name if at else None
+    if name == "load" and at[-1] + 1 < len(frames) and frames[at[-1] + 1].name in LOADING:
+        name = frames[at[-1] + 1].name                         # (its data, or the optimizer state, not the model)
+    doing = {**DOING, **LOADING}[name].format(next=run.step + 1, step=run.step, when="after" if run.t0 else
+                                              "before") if name else "the run"
     kept = (run.saved or run.checkpoint) and find_checkpoint(args.out, required=False)
     step = read_state(kept, required=False).get("step") if kept else None
     peak, what = plan.peak_mem_mib(run.device), (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     said = [f"out of memory in {doing} ({what})" + (f"; this process had peaked at {peak:,.0f} MiB" if peak else "")]
     said.append(f"The last good checkpoint is kept in {kept} (step {step})" if kept else
                 f"This run had saved no checkpoint (--save-every {args.save_every})")
+    if name == "check" and run.t0:                             # train() saved the result before its check
+        return UserError(". ".join(said + [f"Training ended: its result is saved in {weights_dir(args)}. The same "
+                                           f"command with --resume and {'--bleu' if args.bleu else '--exact-match'} 0 "
+                                           "ends the run without the check (eval.py scores the result)"]))
+    uses = SHRINK.get(name, ("split", "checkpointing", "quant", "seq_len"))
     if run.plan_inputs:
         config, _, *rest = run.plan_inputs                     # (plan_memory's)
 
@@ -428,12 +440,13 @@ def oom_error(run, e):
             return "; ".join(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in c.items()) + f" ({mib:,.0f} MiB)"
                              for c, mib in changes)
         B, G, now = args.batch_size, args.grad_accum, planned({})
-        split = splits(args, len(run.examples), step, B, G, run.world) if kept and run.examples else \
-            [(b, B * G // b) for b in range(B - 1, 0, -1) if B * G % b == 0]
-        go_on = [dict(batch_size=b, grad_accum=g) for b, g in split if b < B][:2] + [
-            dict(checkpointing="full")] * (args.checkpointing != "full")
-        anew = [dict(quant="nf4")] * (args.quant != "nf4" and args.method != "full") + [
-            dict(seq_len=args.seq_len // 2)] * (args.seq_len >= 4)
+        split = splits(args, len(run.examples), step, B, G, run.world) if kept and run.examples else [] if kept \
+            else [(b, B * G // b) for b in range(B - 1, 0, -1) if B * G % b == 0]  # (kept: those --resume takes)
+        go_on = [dict(batch_size=b, grad_accum=g) for b, g in split if b < B][:2] * ("split" in uses) + [
+            dict(checkpointing="full", **{"full_blocks": 0} if args.full_blocks else {})] * (  # (else argparse's
+            args.checkpointing != "full" and "checkpointing" in uses)       # "--full-blocks N needs selective")
+        anew = [dict(quant="nf4")] * (args.quant != "nf4" and args.method != "full" and "quant" in uses) + [
+            dict(seq_len=args.seq_len // 2)] * (args.seq_len >= 4 and "seq_len" in uses)
         go_on, anew = ([(c, mib) for c in changes if (mib := planned(c)) <= now - 1] for changes in (  # (1 MiB less:
             (go_on, anew) if kept else ([], go_on + anew)))                                            # as printed)
         ways = [f"{listed(go_on)}: each goes on from the checkpoint (the same command with --resume and it)"] * bool(

@@ -1797,6 +1797,16 @@ def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, with a warning alone: th
     E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])
 
 
+@case("eval.py: --model export.py's folder copied without lorasp_merged.json, --adapter of one step at --lr 3e-4 "
+      "merged into it (an update of 0.7% of W v)", SystemExit, "/adapter is already merged into --model ")
+def _(ctx):  # (was W + 2 (alpha/r) B A scored, exit 0, the files' warning alone: under the 2% of W v the probe judged)
+    train.main(flags(ctx.tiny, out := ctx.tmp / "run", "--max-steps", "1", "--lr", "3e-4"))
+    export_main(ctx, "--model", ctx.tiny[0], "--adapter", out / "adapter", "--out", ctx.tmp / "merged", "--dtype",
+                "fp32")
+    copy = shutil.copytree(ctx.tmp / "merged", ctx.tmp / "copy", ignore=shutil.ignore_patterns("lorasp_merged.json"))
+    E.main(["--task", "perplexity", "--model", str(copy), "--adapter", str(out / "adapter"), "--data", ctx.tiny[1]])
+
+
 @case("eval.py: another adapter onto export.py's folder: stacked, said; no tokenizer warning for the files export "
       "wrote", None)
 def _(ctx):  # (was "trained on a base whose tokenizer files differ (tokenizer.json is new, ...)": the same ids)
@@ -2382,6 +2392,28 @@ case("--resume at another number of records a step (--batch-size x --grad-accum)
 case("an allocation that fails in a step (torch's own out of memory)", SystemExit, "out of memory in step 1 ([enforce "
      "fail")(lambda ctx: ctx.mp.setattr(train, "causal_lm_loss", lambda model, batch: torch.empty(
          1 << 62, dtype=torch.uint8)) or run(ctx))  # (was torch's traceback: no word of the run, what is kept, fits)
+case("an allocation that fails in the held-out check after training", SystemExit, "Training ended: its result is "
+     "saved in ")(lambda ctx, check=train.before_after: ctx.mp.setattr(train, "before_after", lambda *a: torch.empty(
+         1 << 62, dtype=torch.uint8) if a[-1] == "after" else check(*a)) or run(ctx, "--exact-match", "2"))
+# (was: training settings named to go on with, which leave the check's memory as it is; the result saved unsaid)
+case("an allocation that fails in a step of a run with --full-blocks", SystemExit, "--checkpointing full --full-blocks "
+     "0 (")(lambda ctx: ctx.mp.setattr(train, "causal_lm_loss", lambda model, batch: torch.empty(
+         1 << 62, dtype=torch.uint8)) or run(ctx, "--checkpointing", "selective", "--full-blocks", "1"))  # (was
+# '--checkpointing full', which with the command's --full-blocks 1 argparse refuses)
+case("an allocation that fails reading --data", SystemExit, "out of memory in reading --data ([enforce fail")(
+    lambda ctx: ctx.mp.setattr(data, "load_examples", lambda *a: torch.empty(1 << 62, dtype=torch.uint8)) or
+    run(ctx))  # (was "in loading the model")
+@case("--plan-only --force where the run does not fit", SystemExit, " GiB and 4.0 GiB is available: --quant nf4 "
+      "--checkpointing full does not fit")  # (7.4 GiB alone; 7.5, 8.2 in the full suite)
+def _(ctx):  # (was exit 0 and "The run, with the settings the plan settled": as if it fitted)
+    from test_recover import llama2_7b_config
+    ctx.mp.setattr(plan, "available_bytes", lambda device: (4 * plan.GiB, "test"))
+    train.main(["--model", "llama2-7b", "--model-dir", llama2_7b_config(ctx.tmp / "7b"), "--data", "alpaca", "--out",
+                str(ctx.tmp / "o"), "--plan-only", "--force"])
+
+
+case("OMP_NUM_THREADS=² (a superscript digit, str.isdigit's)", None)(  # (was int()'s ValueError, a traceback)
+    lambda ctx: ctx.mp.setenv("OMP_NUM_THREADS", "²") or run(ctx, "--max-steps", "1"))
 case("--plan-only with the offline demo's model not made yet", SystemExit, "--plan-only: the offline demo's model is "
      "not made yet")(lambda ctx: ctx.mp.setenv("LORASP_CACHE", str(ctx.tmp / "cache")) or train.main(
          ["--plan-only", "--out", str(ctx.tmp / "o")]))  # (its pretraining would read and write weights for minutes)

@@ -204,6 +204,74 @@ def test_an_error_that_is_not_out_of_memory_keeps_its_traceback(tiny, tmp_path, 
         train.main(flags(tiny, tmp_path))
 
 
+
+def test_out_of_memory_loading_names_what_it_read_and_only_settings_that_shrink_it(tiny, tmp_path, monkeypatch):
+    """A --resume (54 examples at 4 x 1 to step 20: another split parts ways at the epoch's end) whose model fails to
+    load named as ways on --batch-size 2 --grad-accum 2 ("goes on from the checkpoint"), which that --resume refuses,
+    and --checkpointing full and --seq-len, which loading does not use: now only what shrinks the weights (--quant
+    nf4: < 1 MiB on the tiny model, so none). Its data failing to load was "loading the model": now "reading --data"."""
+    more = "--batch-size", "4", "--grad-accum", "1", "--max-steps", "20"
+    stopped(monkeypatch, tiny, tmp_path, 4, *more)
+    for target, doing in (("train.load_model", "loading the model"), ("data.load_examples", "reading --data")):
+        monkeypatch.setattr(target, lambda *a, **k: too_large())
+        with pytest.raises(SystemExit) as stop:
+            train.main(flags(tiny, tmp_path, *more, "--resume"))
+        monkeypatch.undo()
+        said = str(stop.value.code)
+        assert said.startswith(f"error: out of memory in {doing} (") and f"{tmp_path / 'checkpoint'} (step 4)" in said
+        assert said.endswith("other processes may have taken memory since): none (a machine with more memory, or "
+                             "fewer processes on it)"), said
+    with pytest.raises(SystemExit, match="the steps left would not train the records"):   # what it named before
+        train.main(flags(tiny, tmp_path, *more, "--resume", "--batch-size", "2", "--grad-accum", "2"))
+
+
+def test_out_of_memory_in_the_validation_names_no_recomputation(tiny, tmp_path, monkeypatch):
+    """The validation has no backward: --checkpointing full leaves it as it was (it was named first); a smaller
+    --batch-size (its batches') is named."""
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: too_large())
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, "--eval-every", "4", "--save-every", "2", "--max-steps", "6"))
+    said = str(stop.value.code)
+    assert said.startswith("error: out of memory in the validation after step 4 (") and "(step 2)" in said, said
+    assert "--batch-size 2 --grad-accum 4 (" in said and "--checkpointing" not in said, said
+
+
+def test_out_of_memory_in_the_check_after_training_says_the_result_is_saved(tiny, tmp_path, monkeypatch, capsys):
+    """The held-out check after training runs out: the run's result is saved (it said only "the last good checkpoint"
+    and named training settings to go on with, the check's memory unchanged by them); the same command with --resume
+    and --exact-match 0, as it says, ends the run without the check, exit 0."""
+    before_after = train.before_after
+    monkeypatch.setattr(train, "before_after", lambda *a: too_large() if a[-1] == "after" else before_after(*a))
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, "--exact-match", "4"))
+    monkeypatch.undo()
+    said = str(stop.value.code)
+    assert said.startswith("error: out of memory in the held-out check after training (") and "Training ended: its " \
+        f"result is saved in {tmp_path / 'adapter'}. The same command with --resume and --exact-match 0 " \
+        "ends the run without the check (eval.py scores the result)" in said and "Settings" not in said, said
+    capsys.readouterr()
+    train.main(flags(tiny, tmp_path, "--exact-match", "4", "--resume", "--exact-match", "0"))
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["steps"] == 10
+
+
+def test_out_of_memory_with_full_blocks_names_full_recomputation_as_it_resumes(tiny, tmp_path, monkeypatch):
+    """--checkpointing selective --full-blocks 1: the way on it named, '--checkpointing full' added to the same
+    command with --resume, was argparse's refusal ('--full-blocks 1 needs --checkpointing selective'); it names
+    --full-blocks 0 with it now, and that command resumes."""
+    more = "--save-every", "3", "--max-steps", "6", "--checkpointing", "selective", "--full-blocks", "1", "--seq-len", \
+        "200", "--batch-size", "8", "--grad-accum", "1"
+    fail_at_loss_call(monkeypatch, 5)                          # step 5
+    with pytest.raises(SystemExit) as stop:
+        train.main(flags(tiny, tmp_path, *more))
+    monkeypatch.undo()
+    said = str(stop.value.code)
+    assert "(step 3)" in said and "--checkpointing full --full-blocks 0 (" in said, said
+    with pytest.raises(SystemExit) as refused:                  # what it named before
+        train.main(flags(tiny, tmp_path, *more, "--resume", "--checkpointing", "full"))
+    assert refused.value.code == 2
+    train.main(flags(tiny, tmp_path, *more, "--resume", "--checkpointing", "full", "--full-blocks", "0"))
+    assert json.load(open(tmp_path / "checkpoint" / "state.json"))["step"] == 6
+
 def test_what_counts_as_out_of_memory():
     """torch's CPU allocator's own error, CUDA's class (no GPU here: its class, with the text torch gives it), MPS's
     text and Python's MemoryError; not another RuntimeError."""
@@ -343,6 +411,21 @@ def test_plan_only_on_a_preset_whose_folder_holds_only_its_config(tmp_path, monk
                         "checkpointing selective: the paper's recipe (selective recomputation)"], out
     assert out[-2].endswith("--quant nf4 --checkpointing selective") and json.loads(out[-1])["planned_mem_mib"] > 4096
 
+
+
+def test_plan_only_with_force_exits_1_where_the_run_does_not_fit(tmp_path, monkeypatch, capsys):
+    """llama2-7b on 4 GiB (its plan's least, NF4 and full recomputation: 7.4 GiB alone, 7.5 and 8.2 in the full
+    suite) with --plan-only --force (a command that keeps --force, checked first): it printed the command "with
+    the settings the plan settled" and exited 0, as if the run fitted (--plan-only's help: "exit 0; 1 if it does not
+    fit"); now the refusal, exit 1, as without --force."""
+    d = llama2_7b_config(tmp_path / "llama2-7b")
+    monkeypatch.setattr(plan, "available_bytes", lambda device: (4 * plan.GiB, "test"))
+    argv = ["--model", "llama2-7b", "--model-dir", d, "--data", "alpaca", "--out", str(tmp_path / "o"), "--plan-only"]
+    for more in [], ["--force"]:
+        with pytest.raises(SystemExit, match=r"^error: the memory plan needs \d+.\d GiB and 4.0 GiB is available: "
+                           "--quant nf4 --checkpointing full does not fit"):
+            train.main(argv + more)
+    assert "--plan-only: no weight was read" not in capsys.readouterr().out
 
 def test_plan_only_on_the_demo(tiny, tmp_path, monkeypatch, capsys):
     """The offline demo before its model is made: refused (its pretraining would read and write weights for minutes),

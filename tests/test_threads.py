@@ -91,6 +91,15 @@ def test_the_affinity_and_the_thread_variables_count_and_threads_wins(tmp_path, 
     assert plan.pick_threads(16) == (16, "")
 
 
+
+def test_a_thread_variable_of_other_digits_counts_for_nothing(tmp_path, monkeypatch, big_host):
+    """OMP_NUM_THREADS=² (a superscript, Unicode's digit to str.isdigit) was int()'s ValueError, a traceback before
+    any flag was read in train.py, eval.py, generate.py and export.py; ٣ (Arabic-Indic 3) was taken as 3, though
+    OpenMP reads ASCII digits only. Both count for nothing now, as "lots" does."""
+    for value in ("²", "٣", "3²"):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert plan.pick_threads() == (64, ""), value
+
 def test_a_quota_torch_follows_already_is_not_said(tmp_path, monkeypatch, big_host):
     """Where torch's default is already the fewest (this process's threads as set), nothing is said."""
     cgroups(tmp_path, monkeypatch, "0::/\n", {".": {"cpu.max": "200000 100000\n"}})
