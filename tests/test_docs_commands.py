@@ -276,8 +276,8 @@ def test_commands_are_found():
     """the extraction finds the commands the docs print, each at the line that prints it (a regex gone wrong would
     check nothing)."""
     readme = {command for f, line, script, argv, command in CASES if f == "README.md"}
-    assert {"python train.py", "python tests/fetch_real.py", "python checkpoint.py FILE.safetensors",
-            "python eval.py --task mmlu --model llama2-7b --adapter out/7b/adapter --predictions out/7b/mmlu.jsonl"} <= readme
+    mmlu = "python eval.py --task mmlu --model llama2-7b --adapter out/7b/adapter --predictions out/7b/mmlu.jsonl"
+    assert {"python train.py", "python tests/fetch_real.py", "python checkpoint.py FILE.safetensors", mmlu} <= readme
     assert any(c.startswith("torchrun train.py --model llama2-70b") for c in readme)   # torchrun's options left out
     bench = {command for f, line, script, argv, command in CASES if f == "docs/benchmarks.md"}
     assert "python bench/bench_eval.py --quick" in bench                 # (eval.py against transformers, in a minute)
